@@ -1,8 +1,15 @@
 //! pisgate: payment orchestration for PSD2 account-to-account payments (Nordea, single SCA).
 //!
-//! The binary in `main.rs` only parses the command line and calls into this library, so
-//! everything here can be exercised from tests.
+//! The binary in `main.rs` only calls [`cli::main`]; everything lives here so tests can
+//! drive it. Dependencies point one way: `api` uses `domain`, `ledger` and `bank`; `ledger`
+//! and `bank` use `domain`; `domain` uses nothing of ours.
 
+pub mod api;
+pub mod app;
 pub mod bank;
+pub mod cli;
+pub mod config;
 pub mod domain;
+pub mod ledger;
 pub mod sandbox;
+pub mod telemetry;

@@ -1,0 +1,12 @@
+# shellcheck shell=bash
+# Build environment shared by the scripts: one target directory outside the clone (so a
+# fresh clone on the same machine reuses the dependency builds), and the tools we need.
+
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-${HOME:-/root}/.cache/pisgate/target}
+mkdir -p "$CARGO_TARGET_DIR"
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+if ! cargo nextest --version >/dev/null 2>&1; then
+    echo "cargo-nextest is missing; installing it from crates.io" >&2
+    cargo install cargo-nextest --locked >&2
+fi

@@ -1,0 +1,103 @@
+# shellcheck shell=bash
+# A throwaway PostgreSQL cluster under the repository's ignored .pisgate/ folder.
+#
+#   source scripts/lib/pg.sh
+#   pg_start NAME      # starts (or reuses) .pisgate/NAME, exports DATABASE_URL and PG_PORT
+#   pg_stop NAME       # stops it
+#
+# Needs the PostgreSQL 15 server binaries; installs Debian's postgresql package if they are
+# missing. initdb refuses to run as root, so as root the cluster belongs to the `postgres`
+# system user (created by the package).
+
+PISGATE_ROOT=${PISGATE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
+PG_STATE_DIR=${PG_STATE_DIR:-$PISGATE_ROOT/.pisgate}
+
+pg_bindir() {
+    local d
+    for d in /usr/lib/postgresql/*/bin; do
+        [ -x "$d/initdb" ] && { echo "$d"; return 0; }
+    done
+    if command -v initdb >/dev/null 2>&1; then dirname "$(command -v initdb)"; return 0; fi
+    return 1
+}
+
+pg_ensure_installed() {
+    if ! pg_bindir >/dev/null; then
+        echo "pg: PostgreSQL server binaries not found; installing Debian's postgresql package" >&2
+        if [ "$(id -u)" -ne 0 ]; then
+            echo "pg: need root to apt-get install postgresql" >&2
+            return 1
+        fi
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql >&2
+    fi
+    pg_bindir >/dev/null
+}
+
+# Runs a command as the cluster's owner.
+pg_as_owner() {
+    if [ "$(id -u)" -eq 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+pg_free_port() {
+    python3 - <<'PY'
+import socket
+s = socket.socket()
+s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])
+s.close()
+PY
+}
+
+pg_start() {
+    local name=${1:-dev} bindir dir port
+    pg_ensure_installed || return 1
+    bindir=$(pg_bindir)
+    dir="$PG_STATE_DIR/pg-$name"
+    mkdir -p "$PG_STATE_DIR"
+    chmod 755 "$PG_STATE_DIR"
+    if [ -f "$dir/data/PG_VERSION" ] && [ -f "$dir/port" ] && pg_as_owner "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1; then
+        port=$(cat "$dir/port")
+    else
+        if [ ! -f "$dir/data/PG_VERSION" ]; then
+            rm -rf "$dir"
+            mkdir -p "$dir/data" "$dir/run"
+            [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$dir"
+            pg_as_owner "$bindir/initdb" -D "$dir/data" -U postgres --auth=trust \
+                --encoding=UTF8 --locale=C.UTF-8 >"$dir/initdb.log" 2>&1 \
+                || { cat "$dir/initdb.log" >&2; return 1; }
+        fi
+        port=$(pg_free_port)
+        echo "$port" >"$dir/port.tmp" && mv "$dir/port.tmp" "$dir/port"
+        pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
+            -o "-p $port -k $dir/run -c listen_addresses=127.0.0.1 -c fsync=off \
+                -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
+                -c shared_buffers=256MB" start >/dev/null \
+            || { tail -20 "$dir/server.log" >&2; return 1; }
+    fi
+    PG_PORT=$port
+    export PG_PORT
+    export PGHOST=127.0.0.1 PGPORT=$port PGUSER=postgres
+    DATABASE_URL="postgres://postgres@127.0.0.1:$port/pisgate"
+    export DATABASE_URL
+    "$bindir/psql" -q -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'pisgate'" | grep -q 1 \
+        || "$bindir/createdb" pisgate
+}
+
+pg_stop() {
+    local name=${1:-dev} bindir dir
+    bindir=$(pg_bindir) || return 0
+    dir="$PG_STATE_DIR/pg-$name"
+    [ -d "$dir/data" ] || return 0
+    pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+}
+
+pg_destroy() {
+    local name=${1:-dev}
+    pg_stop "$name"
+    rm -rf "${PG_STATE_DIR:?}/pg-$name"
+}

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Runs the whole suite on this machine: formatting, clippy, unit and integration tests
+# against a throwaway PostgreSQL cluster started here and removed afterwards.
+#
+#   scripts/test.sh                 # everything
+#   scripts/test.sh -E 'test(foo)'  # extra arguments go to cargo nextest run
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+source scripts/lib/pg.sh
+source scripts/lib/env.sh
+
+cluster="test-$$"
+cleanup() { pg_destroy "$cluster"; }
+trap cleanup EXIT
+pg_start "$cluster"
+# Tests create one database per test from a migrated template on this cluster.
+export PISGATE_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
+unset DATABASE_URL PGDATABASE
+export SQLX_OFFLINE=true
+
+echo "== cargo fmt --check"
+cargo fmt --all -- --check
+echo "== cargo clippy"
+cargo clippy --all-targets --locked -- -D warnings
+echo "== cargo nextest"
+cargo nextest run --all-targets --locked --no-fail-fast "$@"

@@ -1,0 +1,254 @@
+//! The one error type of the HTTP edge and its RFC 9457 `application/problem+json` body.
+//!
+//! Every answer that is not a success goes through [`ApiError`]: handler failures, axum's
+//! own rejections (through the extractors in `extract.rs`) and the router's 404/405 (through
+//! [`problem_for_bare_errors`]). A 5xx says only that something failed and which request it
+//! was; the whole cause chain goes to the log under the same `request_id`.
+
+use axum::Json;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+tokio::task_local! {
+    /// The id of the request being served, set by the request-id middleware so that error
+    /// bodies can name it without every handler passing it along.
+    pub static REQUEST_ID: String;
+}
+
+pub fn current_request_id() -> Option<String> {
+    REQUEST_ID.try_with(|id| id.clone()).ok()
+}
+
+/// One violated field of a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct FieldError {
+    pub field: String,
+    pub code: String,
+    pub message: String,
+}
+
+impl FieldError {
+    pub fn new(
+        field: impl Into<String>,
+        code: impl Into<String>,
+        message: impl Into<String>,
+    ) -> Self {
+        FieldError {
+            field: field.into(),
+            code: code.into(),
+            message: message.into(),
+        }
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ApiError {
+    #[error("the request body is not valid JSON: {0}")]
+    MalformedJson(String),
+    #[error("{0}")]
+    BadRequest(String),
+    #[error("the request is invalid")]
+    Validation(Vec<FieldError>),
+    #[error("{0}")]
+    Unauthenticated(&'static str),
+    #[error("this merchant is disabled")]
+    MerchantDisabled,
+    #[error("{0} not found")]
+    NotFound(&'static str),
+    #[error("no route for {0}")]
+    UnknownRoute(String),
+    #[error("method not allowed")]
+    MethodNotAllowed,
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    IdempotencyMismatch(String),
+    #[error("the request body is larger than the limit")]
+    PayloadTooLarge,
+    #[error("unsupported content type: {0}")]
+    UnsupportedMediaType(String),
+    #[error("too many requests")]
+    RateLimited { retry_after_secs: u64 },
+    #[error("the service is not ready: {0}")]
+    Unavailable(String),
+    #[error(transparent)]
+    Internal(#[from] anyhow::Error),
+}
+
+impl From<sqlx::Error> for ApiError {
+    fn from(e: sqlx::Error) -> Self {
+        ApiError::Internal(anyhow::Error::new(e).context("database error"))
+    }
+}
+
+/// The body of every error answer.
+#[derive(Debug, Serialize)]
+pub struct Problem {
+    #[serde(rename = "type")]
+    pub type_: String,
+    pub title: &'static str,
+    pub status: u16,
+    pub detail: String,
+    pub code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_id: Option<String>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub errors: Vec<FieldError>,
+}
+
+impl ApiError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
+            ApiError::Validation(_) | ApiError::IdempotencyMismatch(_) => {
+                StatusCode::UNPROCESSABLE_ENTITY
+            }
+            ApiError::Unauthenticated(_) | ApiError::MerchantDisabled => StatusCode::UNAUTHORIZED,
+            ApiError::NotFound(_) | ApiError::UnknownRoute(_) => StatusCode::NOT_FOUND,
+            ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
+            ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable machine-readable code; clients switch on this, never on `detail`.
+    pub fn code(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "malformed_json",
+            ApiError::BadRequest(_) => "bad_request",
+            ApiError::Validation(_) => "validation_failed",
+            ApiError::Unauthenticated(_) => "unauthenticated",
+            ApiError::MerchantDisabled => "merchant_disabled",
+            ApiError::NotFound(_) => "not_found",
+            ApiError::UnknownRoute(_) => "route_not_found",
+            ApiError::MethodNotAllowed => "method_not_allowed",
+            ApiError::Conflict(_) => "conflict",
+            ApiError::IdempotencyMismatch(_) => "idempotency_key_reused",
+            ApiError::PayloadTooLarge => "payload_too_large",
+            ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
+            ApiError::RateLimited { .. } => "rate_limited",
+            ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::Internal(_) => "internal_error",
+        }
+    }
+
+    fn title(&self) -> &'static str {
+        match self {
+            ApiError::MalformedJson(_) => "Malformed JSON",
+            ApiError::BadRequest(_) => "Bad request",
+            ApiError::Validation(_) => "Validation failed",
+            ApiError::Unauthenticated(_) | ApiError::MerchantDisabled => "Unauthenticated",
+            ApiError::NotFound(_) | ApiError::UnknownRoute(_) => "Not found",
+            ApiError::MethodNotAllowed => "Method not allowed",
+            ApiError::Conflict(_) => "Conflict",
+            ApiError::IdempotencyMismatch(_) => "Idempotency key reused",
+            ApiError::PayloadTooLarge => "Payload too large",
+            ApiError::UnsupportedMediaType(_) => "Unsupported media type",
+            ApiError::RateLimited { .. } => "Too many requests",
+            ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::Internal(_) => "Internal server error",
+        }
+    }
+
+    pub fn problem(&self) -> Problem {
+        let detail = match self {
+            // Never tell the client what broke inside; the log has it.
+            ApiError::Internal(_) => {
+                "Something went wrong on our side. Quote the request_id if you contact us."
+                    .to_owned()
+            }
+            ApiError::Validation(errors) => format!(
+                "The request has {} invalid field{}; see errors.",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            ),
+            other => other.to_string(),
+        };
+        let code = self.code();
+        Problem {
+            type_: format!("https://docs.pisgate.dev/errors/{code}"),
+            title: self.title(),
+            status: self.status().as_u16(),
+            detail,
+            code,
+            request_id: current_request_id(),
+            errors: match self {
+                ApiError::Validation(errors) => errors.clone(),
+                _ => Vec::new(),
+            },
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        if let ApiError::Internal(e) = &self {
+            tracing::error!(error = format!("{e:#}"), "request failed");
+        }
+        let mut response = problem_response(self.status(), self.problem());
+        if let ApiError::RateLimited { retry_after_secs } = self {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+        }
+        response
+    }
+}
+
+fn problem_response(status: StatusCode, mut problem: Problem) -> Response {
+    problem.status = status.as_u16();
+    let mut response = (status, Json(problem)).into_response();
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/problem+json"),
+    );
+    response
+}
+
+/// Middleware: turns a bare error answer (axum's empty 405, a body-limit 413 from a layer,
+/// a timeout 408, a caught panic) into problem+json, so no client ever sees plain text.
+pub async fn problem_for_bare_errors(
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let path = request.uri().path().to_owned();
+    let response = next.run(request).await;
+    let status = response.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return response;
+    }
+    let is_problem = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/problem+json"));
+    if is_problem {
+        return response;
+    }
+    let error = match status {
+        StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
+        StatusCode::NOT_FOUND => ApiError::UnknownRoute(path),
+        StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
+        StatusCode::REQUEST_TIMEOUT => ApiError::BadRequest("the request took too long".into()),
+        StatusCode::UNSUPPORTED_MEDIA_TYPE => {
+            ApiError::UnsupportedMediaType("expected application/json".into())
+        }
+        s if s.is_server_error() => ApiError::Internal(anyhow::anyhow!("bare {s} answer")),
+        s => ApiError::BadRequest(s.canonical_reason().unwrap_or("bad request").to_owned()),
+    };
+    if let ApiError::Internal(e) = &error {
+        tracing::error!(error = %e, "request failed");
+    }
+    // Keep the original status (e.g. 408) and headers such as `Allow`.
+    let mut problem = problem_response(status, error.problem());
+    for (name, value) in response.headers() {
+        if name != header::CONTENT_TYPE && name != header::CONTENT_LENGTH {
+            problem.headers_mut().entry(name).or_insert(value.clone());
+        }
+    }
+    problem
+}

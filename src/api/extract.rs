@@ -1,0 +1,150 @@
+//! Extractors whose rejections are our problem+json, never axum's plain text.
+//!
+//! `ApiJson` reads the body itself so that a type or shape error can name the exact field
+//! (`creditor.account.value`) instead of a generic message.
+
+use crate::api::error::{ApiError, FieldError};
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::header;
+use axum::http::request::Parts;
+use bytes::Bytes;
+use serde::de::DeserializeOwned;
+
+/// A JSON body. Wrong content type → 415; too large → 413; not JSON → 400; JSON of the wrong
+/// shape → 422 naming the field.
+pub struct ApiJson<T>(pub T);
+
+impl<S, T> FromRequest<S> for ApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let is_json = req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.split(';').next())
+            .map(|mime| {
+                let mime = mime.trim().to_ascii_lowercase();
+                mime == "application/json"
+                    || (mime.starts_with("application/") && mime.ends_with("+json"))
+            })
+            .unwrap_or(false);
+        if !is_json {
+            return Err(ApiError::UnsupportedMediaType(
+                "send the body as application/json".into(),
+            ));
+        }
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+                ApiError::PayloadTooLarge
+            } else {
+                ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
+            }
+        })?;
+        parse_json(&bytes).map(ApiJson)
+    }
+}
+
+/// Parses JSON into `T`, telling syntax errors (400) from shape errors (422 naming the field).
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|e| {
+        let inner = e.inner();
+        match inner.classify() {
+            serde_json::error::Category::Data => {
+                let path = e.path().to_string();
+                let field = if path == "." { String::new() } else { path };
+                let message = strip_position(&inner.to_string());
+                let code = if message.starts_with("missing field") {
+                    "required"
+                } else if message.starts_with("unknown field") {
+                    "unknown_field"
+                } else {
+                    "invalid_type"
+                };
+                let field = match (field.is_empty(), message.strip_prefix("missing field `")) {
+                    (_, Some(rest)) => {
+                        let name = rest.split('`').next().unwrap_or_default();
+                        if field.is_empty() {
+                            name.to_owned()
+                        } else {
+                            format!("{field}.{name}")
+                        }
+                    }
+                    (true, None) => "body".to_owned(),
+                    (false, None) => field,
+                };
+                ApiError::Validation(vec![FieldError::new(field, code, message)])
+            }
+            _ => ApiError::MalformedJson(inner.to_string()),
+        }
+    })?;
+    de.end()
+        .map_err(|e| ApiError::MalformedJson(e.to_string()))?;
+    Ok(value)
+}
+
+/// serde_json appends " at line 1 column 12"; useful for syntax errors, noise for data errors.
+fn strip_position(message: &str) -> String {
+    match message.rfind(" at line ") {
+        Some(i) => message[..i].to_owned(),
+        None => message.to_owned(),
+    }
+}
+
+/// Query parameters, with a 400 naming the parameter on failure.
+pub struct ApiQuery<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiQuery<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        let query = parts.uri.query().unwrap_or_default();
+        let de = serde_urlencoded::Deserializer::new(form_urlencoded_parse(query));
+        serde_path_to_error::deserialize(de)
+            .map(ApiQuery)
+            .map_err(|e| {
+                let field = e.path().to_string();
+                ApiError::Validation(vec![FieldError::new(
+                    if field == "." {
+                        "query".to_owned()
+                    } else {
+                        field
+                    },
+                    "invalid_query",
+                    e.inner().to_string(),
+                )])
+            })
+    }
+}
+
+fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {
+    form_urlencoded::parse(query.as_bytes())
+}
+
+/// A path parameter; a value of the wrong shape (e.g. not a UUID) answers 404 for the
+/// resource, as a lookup of something that cannot exist.
+pub struct ApiPath<T>(pub T);
+
+impl<S, T> FromRequestParts<S> for ApiPath<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned + Send,
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, Self::Rejection> {
+        axum::extract::Path::<T>::from_request_parts(parts, state)
+            .await
+            .map(|p| ApiPath(p.0))
+            .map_err(|_| ApiError::NotFound("resource"))
+    }
+}

@@ -1,0 +1,65 @@
+//! The calling merchant's own profile: `GET /v1/merchant` and `PATCH /v1/merchant` (the
+//! origins that payment return URLs may point to).
+
+use crate::api::AppState;
+use crate::api::auth::AuthedMerchant;
+use crate::api::error::{ApiError, FieldError};
+use crate::api::extract::ApiJson;
+use crate::ledger::merchants::{self, Merchant};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use serde::Deserialize;
+
+pub fn router() -> Router<AppState> {
+    Router::new().route("/merchant", get(get_merchant).patch(update_merchant))
+}
+
+async fn get_merchant(AuthedMerchant(merchant): AuthedMerchant) -> Json<Merchant> {
+    Json(merchant)
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateMerchant {
+    return_origins: Option<Vec<String>>,
+}
+
+const MAX_ORIGINS: usize = 20;
+
+async fn update_merchant(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiJson(update): ApiJson<UpdateMerchant>,
+) -> Result<Json<Merchant>, ApiError> {
+    let Some(origins) = update.return_origins else {
+        return Ok(Json(merchant));
+    };
+    let mut errors = Vec::new();
+    if origins.len() > MAX_ORIGINS {
+        errors.push(FieldError::new(
+            "return_origins",
+            "too_many",
+            format!("at most {MAX_ORIGINS} origins"),
+        ));
+    }
+    let mut normalized = Vec::with_capacity(origins.len());
+    for (i, o) in origins.iter().enumerate() {
+        match merchants::normalize_origin(o) {
+            Ok(n) if !normalized.contains(&n) => normalized.push(n),
+            Ok(_) => {}
+            Err(e) => errors.push(FieldError::new(
+                format!("return_origins[{i}]"),
+                "invalid_origin",
+                e,
+            )),
+        }
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let updated = merchants::set_return_origins(&state.pool, merchant.id, &normalized)
+        .await?
+        .ok_or(ApiError::NotFound("merchant"))?;
+    Ok(Json(updated))
+}

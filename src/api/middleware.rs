@@ -1,0 +1,85 @@
+//! Cross-cutting layers: request id, the request span, HTTP metrics, and the fallbacks.
+
+use crate::api::error::{ApiError, REQUEST_ID};
+use axum::extract::{MatchedPath, Request};
+use axum::http::{HeaderValue, Uri};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use std::time::Instant;
+use tracing::Instrument;
+
+pub const REQUEST_ID_HEADER: &str = "x-request-id";
+
+/// Accepts the caller's `x-request-id` when it is short and printable, else makes one; puts
+/// it on the response, in the request span (so every log line of the request carries it)
+/// and in the task-local that error bodies read. Records request count and latency by
+/// route and status.
+pub async fn request_context(mut request: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let request_id = request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map(|p| p.as_str().to_owned())
+        .unwrap_or_else(|| "unmatched".to_owned());
+    let method = request.method().clone();
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        request.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    let span = tracing::info_span!(
+        "request",
+        request_id = %request_id,
+        method = %method,
+        route = %route,
+        merchant_id = tracing::field::Empty,
+    );
+    let mut response = REQUEST_ID
+        .scope(request_id.clone(), next.run(request))
+        .instrument(span.clone())
+        .await;
+    let status = response.status();
+    let elapsed = started.elapsed();
+    span.in_scope(|| {
+        tracing::info!(
+            status = status.as_u16(),
+            latency_ms = elapsed.as_secs_f64() * 1000.0,
+            "request finished"
+        );
+    });
+    let labels = [
+        ("method", method.to_string()),
+        ("route", route),
+        ("status", status.as_u16().to_string()),
+    ];
+    metrics::counter!("pisgate_http_requests_total", &labels).increment(1);
+    metrics::histogram!("pisgate_http_request_duration_seconds", &labels)
+        .record(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+pub async fn unknown_route(uri: Uri) -> ApiError {
+    ApiError::UnknownRoute(uri.path().to_owned())
+}
+
+pub async fn method_not_allowed() -> ApiError {
+    ApiError::MethodNotAllowed
+}
+
+/// A panic in a handler becomes a plain 500 problem; the panic message goes to the log only.
+pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Response {
+    let message = panic
+        .downcast_ref::<String>()
+        .map(String::as_str)
+        .or_else(|| panic.downcast_ref::<&str>().copied())
+        .unwrap_or("unknown panic");
+    ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}

@@ -1,0 +1,127 @@
+//! Builds the running service: pool, migrations check, state, router, listener; and stops
+//! it gracefully (stop accepting, let in-flight requests finish within a bound, close the
+//! pool).
+
+use crate::api::{self, AppState};
+use crate::config::Settings;
+use crate::ledger;
+use anyhow::Context as _;
+use sqlx::PgPool;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::time::Duration;
+use tokio::net::TcpListener;
+
+pub struct Application {
+    listener: TcpListener,
+    router: axum::Router,
+    pool: PgPool,
+    shutdown_timeout: Duration,
+}
+
+impl Application {
+    /// Connects to the database, refuses to go on with unapplied migrations (or applies
+    /// them when `database.migrate_on_start` is set), and binds the listen address.
+    pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let pool = ledger::connect(&settings.database).await?;
+        let pending = ledger::pending_migrations(&pool)
+            .await
+            .context("cannot read the migration state of the database")?;
+        if !pending.is_empty() {
+            if settings.database.migrate_on_start {
+                tracing::info!(count = pending.len(), "applying database migrations");
+                ledger::migrate(&pool)
+                    .await
+                    .context("applying database migrations failed")?;
+            } else {
+                anyhow::bail!(
+                    "the database has {} unapplied migration(s); run `pisgate migrate` first \
+                     (or `pisgate serve --migrate`)",
+                    pending.len()
+                );
+            }
+        }
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (PISGATE__SERVER__LISTEN)",
+                    settings.server.listen
+                )
+            })?;
+        let shutdown_timeout = settings.server.shutdown_timeout;
+        let state = AppState::new(pool.clone(), settings, crate::telemetry::metrics_handle());
+        Ok(Application {
+            listener,
+            router: api::router(state),
+            pool,
+            shutdown_timeout,
+        })
+    }
+
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Serves until `shutdown` completes, then gives in-flight requests up to the shutdown
+    /// timeout before returning; closes the pool either way.
+    pub async fn run_until_stopped(
+        self,
+        shutdown: impl Future<Output = ()> + Send + 'static,
+    ) -> anyhow::Result<()> {
+        let addr = self.local_addr();
+        tracing::info!(%addr, "pisgate is listening");
+        let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        let signal = async move {
+            shutdown.await;
+            tracing::info!("shutting down: no new connections, finishing in-flight requests");
+            let _ = stopping_tx.send(true);
+        };
+        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        let deadline = async {
+            let _ = stopping_rx.wait_for(|stopping| *stopping).await;
+            tokio::time::sleep(self.shutdown_timeout).await;
+        };
+        let result = tokio::select! {
+            r = serve => r.context("the HTTP server failed"),
+            () = deadline => {
+                tracing::warn!(timeout = ?self.shutdown_timeout, "in-flight requests did not finish in time; stopping anyway");
+                Ok(())
+            }
+        };
+        self.pool.close().await;
+        tracing::info!("stopped");
+        result
+    }
+}
+
+/// Completes on SIGTERM (Kubernetes) or Ctrl-C.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = terminate => {},
+    }
+}

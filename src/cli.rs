@@ -1,0 +1,159 @@
+//! The command line: `serve`, `migrate`, `merchant ...`. Each command loads the settings
+//! it needs, does one thing, and reports failure as one clear line on stderr with a
+//! non-zero exit code (2 for bad settings, 1 for anything else).
+
+use crate::config::{Settings, SettingsError};
+use crate::{app, ledger, telemetry};
+use anyhow::Context as _;
+use clap::{Parser, Subcommand};
+use secrecy::ExposeSecret;
+use std::process::ExitCode;
+use uuid::Uuid;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "pisgate",
+    version,
+    about = "PSD2 payment initiation for Nordea (single SCA)"
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Serve the merchant API.
+    Serve {
+        /// Apply pending database migrations before serving.
+        #[arg(long)]
+        migrate: bool,
+    },
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Manage merchants.
+    Merchant {
+        #[command(subcommand)]
+        command: MerchantCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum MerchantCommand {
+    /// Create a merchant; prints {"id", "api_key"} once. The key is never shown again.
+    Create {
+        #[arg(long)]
+        name: String,
+        /// An origin (scheme://host[:port]) that payment return URLs may point to. Repeatable.
+        #[arg(long = "return-origin")]
+        return_origins: Vec<String>,
+    },
+    /// List merchants as JSON lines.
+    List,
+    /// Disable a merchant: its API key stops working at once.
+    Disable { id: Uuid },
+}
+
+/// Runs the command line; the binary's whole `main`.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            if let Some(settings_error) = e.downcast_ref::<SettingsError>() {
+                eprintln!("error: {settings_error}");
+                ExitCode::from(2)
+            } else {
+                eprintln!("error: {e:#}");
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+async fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Serve { migrate } => {
+            let mut settings = Settings::load()?;
+            settings.database.migrate_on_start |= migrate;
+            let _guard = telemetry::init(&settings.telemetry)?;
+            let application = match app::Application::build(settings).await {
+                Ok(a) => a,
+                Err(e) => {
+                    tracing::error!(error = format!("{e:#}"), "cannot start");
+                    return Err(e);
+                }
+            };
+            application.run_until_stopped(app::shutdown_signal()).await
+        }
+        Command::Migrate => {
+            let settings = Settings::load()?;
+            let pool = ledger::connect(&settings.database).await?;
+            let pending = ledger::pending_migrations(&pool).await?;
+            ledger::migrate(&pool).await.context("migration failed")?;
+            eprintln!(
+                "applied {} migration(s); the database is up to date",
+                pending.len()
+            );
+            Ok(())
+        }
+        Command::Merchant { command } => {
+            if let MerchantCommand::Create { return_origins, .. } = &command {
+                // Refuse bad input before touching the database.
+                for o in return_origins {
+                    crate::ledger::merchants::normalize_origin(o)
+                        .map_err(|e| anyhow::anyhow!("--return-origin {o:?}: {e}"))?;
+                }
+            }
+            let settings = Settings::load()?;
+            let pool = ledger::connect(&settings.database).await?;
+            merchant_command(&pool, command).await
+        }
+    }
+}
+
+async fn merchant_command(pool: &sqlx::PgPool, command: MerchantCommand) -> anyhow::Result<()> {
+    match command {
+        MerchantCommand::Create {
+            name,
+            return_origins,
+        } => {
+            let origins = return_origins
+                .iter()
+                .map(|o| {
+                    crate::ledger::merchants::normalize_origin(o)
+                        .map_err(|e| anyhow::anyhow!("--return-origin {o:?}: {e}"))
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            let (merchant, key) = ledger::merchants::create(pool, &name, &origins).await?;
+            println!(
+                "{}",
+                serde_json::json!({ "id": merchant.id, "api_key": key.expose_secret() })
+            );
+            Ok(())
+        }
+        MerchantCommand::List => {
+            for m in ledger::merchants::list(pool).await? {
+                println!("{}", serde_json::to_string(&m)?);
+            }
+            Ok(())
+        }
+        MerchantCommand::Disable { id } => {
+            let merchant = ledger::merchants::disable(pool, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
+            println!("{}", serde_json::to_string(&merchant)?);
+            Ok(())
+        }
+    }
+}

@@ -1,0 +1,549 @@
+//! Typed settings, loaded and validated once at start.
+//!
+//! Layers, later ones winning: `config/default.toml`, `config/$PISGATE_ENV.toml`, then
+//! environment variables `PISGATE__SECTION__KEY`. A secret may also be given as
+//! `PISGATE__SECTION__KEY_FILE=/path`, whose file content (without the trailing newline)
+//! becomes the value; giving both forms is an error rather than a silent choice.
+//!
+//! Every failure names the setting in its environment-variable spelling, so one line tells
+//! an operator what to fix. Secrets are [`SecretString`]s: they never print.
+
+use secrecy::{ExposeSecret, SecretString};
+use serde::Deserialize;
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+const PREFIX: &str = "PISGATE";
+const SEPARATOR: &str = "__";
+
+/// Why the settings could not be loaded. The message is meant to be printed as is.
+#[derive(Debug, thiserror::Error)]
+pub enum SettingsError {
+    #[error("missing required setting {env} ({key})")]
+    Missing { key: String, env: String },
+    #[error("invalid setting {env} ({key}): {reason}")]
+    Invalid {
+        key: String,
+        env: String,
+        reason: String,
+    },
+    #[error("cannot read {var}: {source}")]
+    SecretFile {
+        var: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("both {var} and {var}_FILE are set; give only one")]
+    Ambiguous { var: String },
+    #[error("cannot load settings: {0}")]
+    Load(String),
+}
+
+impl SettingsError {
+    fn invalid(key: &str, reason: impl Into<String>) -> Self {
+        SettingsError::Invalid {
+            key: key.to_owned(),
+            env: env_name(key),
+            reason: reason.into(),
+        }
+    }
+
+    fn missing(key: &str) -> Self {
+        SettingsError::Missing {
+            key: key.to_owned(),
+            env: env_name(key),
+        }
+    }
+}
+
+/// `database.url` → `PISGATE__DATABASE__URL`.
+pub fn env_name(key: &str) -> String {
+    format!(
+        "{PREFIX}{SEPARATOR}{}",
+        key.to_uppercase().replace('.', SEPARATOR)
+    )
+}
+
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub server: ServerSettings,
+    pub database: DatabaseSettings,
+    pub rate_limit: RateLimitSettings,
+    pub telemetry: TelemetrySettings,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerSettings {
+    pub listen: SocketAddr,
+    /// How the shopper's browser reaches us, without a trailing slash.
+    pub public_url: String,
+    pub request_timeout: Duration,
+    pub shutdown_timeout: Duration,
+    pub body_limit_bytes: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct DatabaseSettings {
+    pub url: SecretString,
+    pub max_connections: u32,
+    pub min_connections: u32,
+    pub acquire_timeout: Duration,
+    pub migrate_on_start: bool,
+}
+
+#[derive(Debug, Clone)]
+pub struct RateLimitSettings {
+    pub requests_per_window: u32,
+    pub window: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    Auto,
+    Json,
+    Pretty,
+}
+
+#[derive(Debug, Clone)]
+pub struct TelemetrySettings {
+    pub log_format: LogFormat,
+    pub log_level: String,
+    pub service_name: String,
+}
+
+/// The raw shape of the layered sources. Everything is optional here so that a missing
+/// value is reported by its setting name instead of serde's "missing field".
+#[derive(Debug, Default, Deserialize)]
+struct Raw {
+    #[serde(default)]
+    server: RawServer,
+    #[serde(default)]
+    database: RawDatabase,
+    #[serde(default)]
+    rate_limit: RawRateLimit,
+    #[serde(default)]
+    telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawServer {
+    listen: Option<String>,
+    public_url: Option<String>,
+    request_timeout_secs: Option<String>,
+    shutdown_timeout_secs: Option<String>,
+    body_limit_bytes: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawDatabase {
+    url: Option<String>,
+    max_connections: Option<String>,
+    min_connections: Option<String>,
+    acquire_timeout_secs: Option<String>,
+    migrate_on_start: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRateLimit {
+    requests_per_window: Option<String>,
+    window_secs: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawTelemetry {
+    log_format: Option<String>,
+    log_level: Option<String>,
+    service_name: Option<String>,
+}
+
+/// Where to read the layered sources from. [`Sources::from_process`] is what the binary
+/// uses; tests build one by hand.
+#[derive(Debug, Clone)]
+pub struct Sources {
+    pub config_dir: PathBuf,
+    pub environment: Option<String>,
+    pub vars: HashMap<String, String>,
+}
+
+impl Sources {
+    /// The process environment; the config directory is `PISGATE_CONFIG_DIR` or `./config`.
+    pub fn from_process() -> Sources {
+        let vars: HashMap<String, String> = std::env::vars().collect();
+        Sources {
+            config_dir: vars
+                .get("PISGATE_CONFIG_DIR")
+                .map(PathBuf::from)
+                .unwrap_or_else(|| PathBuf::from("config")),
+            environment: vars.get("PISGATE_ENV").cloned().filter(|e| !e.is_empty()),
+            vars,
+        }
+    }
+
+    /// Reads the layers into one `config::Config`: files, then `PISGATE__*` variables with
+    /// `*_FILE` secrets resolved.
+    pub fn layered(&self) -> Result<config::Config, SettingsError> {
+        let mut builder = config::Config::builder().add_source(
+            config::File::from(self.config_dir.join("default.toml"))
+                .format(config::FileFormat::Toml)
+                .required(false),
+        );
+        if let Some(env) = &self.environment {
+            let path = self.config_dir.join(format!("{env}.toml"));
+            if !path.exists() {
+                return Err(SettingsError::Load(format!(
+                    "PISGATE_ENV={env} but {} does not exist",
+                    path.display()
+                )));
+            }
+            builder = builder.add_source(
+                config::File::from(path)
+                    .format(config::FileFormat::Toml)
+                    .required(true),
+            );
+        }
+        let vars = resolve_file_variants(&self.vars)?;
+        builder = builder.add_source(
+            config::Environment::with_prefix(PREFIX)
+                .prefix_separator(SEPARATOR)
+                .separator(SEPARATOR)
+                .source(Some(vars)),
+        );
+        builder
+            .build()
+            .map_err(|e| SettingsError::Load(e.to_string()))
+    }
+}
+
+/// Replaces every `PISGATE__X_FILE=path` by `PISGATE__X=<file content>`.
+fn resolve_file_variants(
+    vars: &HashMap<String, String>,
+) -> Result<config::Map<String, String>, SettingsError> {
+    let mut out = config::Map::new();
+    for (name, value) in vars {
+        if !name.starts_with(&format!("{PREFIX}{SEPARATOR}")) {
+            continue;
+        }
+        match name.strip_suffix("_FILE") {
+            Some(base) => {
+                if vars.contains_key(base) {
+                    return Err(SettingsError::Ambiguous {
+                        var: base.to_owned(),
+                    });
+                }
+                let content =
+                    std::fs::read_to_string(value).map_err(|source| SettingsError::SecretFile {
+                        var: name.clone(),
+                        source,
+                    })?;
+                let content = content.strip_suffix('\n').unwrap_or(&content);
+                let content = content.strip_suffix('\r').unwrap_or(content);
+                out.insert(base.to_owned(), content.to_owned());
+            }
+            None => {
+                out.insert(name.clone(), value.clone());
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// Reads one optional section of the layered settings into `T` (used by the subcommands
+/// that own extra sections, such as the sandbox).
+pub fn section<T: serde::de::DeserializeOwned + Default>(
+    cfg: &config::Config,
+    name: &str,
+) -> Result<T, SettingsError> {
+    match cfg.get::<T>(name) {
+        Ok(v) => Ok(v),
+        Err(config::ConfigError::NotFound(_)) => Ok(T::default()),
+        Err(e) => Err(SettingsError::Load(e.to_string())),
+    }
+}
+
+impl Settings {
+    /// Loads and validates the settings of the running process.
+    pub fn load() -> Result<Settings, SettingsError> {
+        Settings::load_from(&Sources::from_process())
+    }
+
+    pub fn load_from(sources: &Sources) -> Result<Settings, SettingsError> {
+        let raw: Raw = sources
+            .layered()?
+            .try_deserialize()
+            .map_err(|e| SettingsError::Load(e.to_string()))?;
+        Settings::validate(raw)
+    }
+
+    fn validate(raw: Raw) -> Result<Settings, SettingsError> {
+        let listen_s = required("server.listen", raw.server.listen)?;
+        let listen: SocketAddr = listen_s.trim().parse().map_err(|_| {
+            SettingsError::invalid(
+                "server.listen",
+                format!("{listen_s:?} is not a socket address such as 127.0.0.1:8080"),
+            )
+        })?;
+        let public_url = required("server.public_url", raw.server.public_url)?;
+        let public_url = public_url.trim().trim_end_matches('/').to_owned();
+        if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
+            || public_url.len() <= "https://".len()
+        {
+            return Err(SettingsError::invalid(
+                "server.public_url",
+                format!("{public_url:?} is not an absolute http(s) URL"),
+            ));
+        }
+        let server = ServerSettings {
+            listen,
+            public_url,
+            request_timeout: secs(
+                "server.request_timeout_secs",
+                raw.server.request_timeout_secs,
+            )?,
+            shutdown_timeout: secs(
+                "server.shutdown_timeout_secs",
+                raw.server.shutdown_timeout_secs,
+            )?,
+            body_limit_bytes: number("server.body_limit_bytes", raw.server.body_limit_bytes, 1)?,
+        };
+
+        let url = required("database.url", raw.database.url)?;
+        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+            // The value may hold a password: never echo it.
+            return Err(SettingsError::invalid(
+                "database.url",
+                "must be a postgres:// or postgresql:// URL",
+            ));
+        }
+        let max_connections = number("database.max_connections", raw.database.max_connections, 1)?;
+        let min_connections = number("database.min_connections", raw.database.min_connections, 0)?;
+        if min_connections > max_connections {
+            return Err(SettingsError::invalid(
+                "database.min_connections",
+                format!(
+                    "{min_connections} is more than database.max_connections ({max_connections})"
+                ),
+            ));
+        }
+        let database = DatabaseSettings {
+            url: SecretString::from(url),
+            max_connections,
+            min_connections,
+            acquire_timeout: secs(
+                "database.acquire_timeout_secs",
+                raw.database.acquire_timeout_secs,
+            )?,
+            migrate_on_start: boolean("database.migrate_on_start", raw.database.migrate_on_start)?,
+        };
+
+        let rate_limit = RateLimitSettings {
+            requests_per_window: number(
+                "rate_limit.requests_per_window",
+                raw.rate_limit.requests_per_window,
+                1,
+            )?,
+            window: secs("rate_limit.window_secs", raw.rate_limit.window_secs)?,
+        };
+
+        let log_format = match required("telemetry.log_format", raw.telemetry.log_format)?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "auto" => LogFormat::Auto,
+            "json" => LogFormat::Json,
+            "pretty" => LogFormat::Pretty,
+            other => {
+                return Err(SettingsError::invalid(
+                    "telemetry.log_format",
+                    format!("{other:?} is not one of auto, json, pretty"),
+                ));
+            }
+        };
+        let telemetry = TelemetrySettings {
+            log_format,
+            log_level: required("telemetry.log_level", raw.telemetry.log_level)?,
+            service_name: required("telemetry.service_name", raw.telemetry.service_name)?,
+        };
+
+        Ok(Settings {
+            server,
+            database,
+            rate_limit,
+            telemetry,
+        })
+    }
+}
+
+impl DatabaseSettings {
+    pub fn url(&self) -> &str {
+        self.url.expose_secret()
+    }
+}
+
+fn required(key: &str, value: Option<String>) -> Result<String, SettingsError> {
+    match value {
+        Some(v) if !v.trim().is_empty() => Ok(v),
+        _ => Err(SettingsError::missing(key)),
+    }
+}
+
+/// A whole number of at least `min`.
+fn number<T>(key: &str, value: Option<String>, min: T) -> Result<T, SettingsError>
+where
+    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
+{
+    let v = required(key, value)?;
+    let n: T = v
+        .trim()
+        .parse()
+        .map_err(|_| SettingsError::invalid(key, format!("{v:?} is not a whole number")))?;
+    if n < min {
+        return Err(SettingsError::invalid(
+            key,
+            format!("must be at least {min}"),
+        ));
+    }
+    Ok(n)
+}
+
+fn secs(key: &str, value: Option<String>) -> Result<Duration, SettingsError> {
+    number::<u64>(key, value, 1).map(Duration::from_secs)
+}
+
+fn boolean(key: &str, value: Option<String>) -> Result<bool, SettingsError> {
+    let v = required(key, value)?;
+    match v.trim().to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" => Ok(true),
+        "false" | "0" | "no" => Ok(false),
+        _ => Err(SettingsError::invalid(
+            key,
+            format!("{v:?} is not true or false"),
+        )),
+    }
+}
+
+/// Reads a file path setting, checking it exists (for key files).
+pub fn existing_file(key: &str, value: &str) -> Result<PathBuf, SettingsError> {
+    let p = Path::new(value);
+    if p.is_file() {
+        Ok(p.to_path_buf())
+    } else {
+        Err(SettingsError::invalid(
+            key,
+            format!("{value:?} is not a readable file"),
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sources(vars: &[(&str, &str)]) -> Sources {
+        Sources {
+            config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"),
+            environment: None,
+            vars: vars
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        }
+    }
+
+    const DB: (&str, &str) = ("PISGATE__DATABASE__URL", "postgres://u:p@localhost/db");
+
+    #[test]
+    fn defaults_plus_a_database_url_are_enough() {
+        let s = Settings::load_from(&sources(&[DB])).unwrap();
+        assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.database.max_connections, 20);
+        assert_eq!(s.database.url(), "postgres://u:p@localhost/db");
+    }
+
+    #[test]
+    fn a_missing_database_url_names_the_variable() {
+        let err = Settings::load_from(&sources(&[])).unwrap_err().to_string();
+        assert!(err.contains("PISGATE__DATABASE__URL"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_number_names_the_variable() {
+        let err = Settings::load_from(&sources(&[
+            DB,
+            ("PISGATE__DATABASE__MAX_CONNECTIONS", "many"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PISGATE__DATABASE__MAX_CONNECTIONS"), "{err}");
+        assert!(err.contains("many"), "{err}");
+    }
+
+    #[test]
+    fn a_malformed_listen_address_names_the_variable() {
+        let err = Settings::load_from(&sources(&[DB, ("PISGATE__SERVER__LISTEN", "localhost")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PISGATE__SERVER__LISTEN"), "{err}");
+    }
+
+    #[test]
+    fn an_invalid_database_url_is_refused_without_echoing_it() {
+        let err = Settings::load_from(&sources(&[(
+            "PISGATE__DATABASE__URL",
+            "mysql://u:hunter2@x/db",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PISGATE__DATABASE__URL"), "{err}");
+        assert!(!err.contains("hunter2"), "{err}");
+    }
+
+    #[test]
+    fn secrets_can_come_from_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("db-url");
+        std::fs::write(&file, "postgres://from-file/db\n").unwrap();
+        let s = Settings::load_from(&sources(&[(
+            "PISGATE__DATABASE__URL_FILE",
+            file.to_str().unwrap(),
+        )]))
+        .unwrap();
+        assert_eq!(s.database.url(), "postgres://from-file/db");
+    }
+
+    #[test]
+    fn a_value_and_its_file_variant_together_are_ambiguous() {
+        let err = Settings::load_from(&sources(&[DB, ("PISGATE__DATABASE__URL_FILE", "/nope")]))
+            .unwrap_err();
+        assert!(matches!(err, SettingsError::Ambiguous { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_unreadable_secret_file_names_the_variable() {
+        let err = Settings::load_from(&sources(&[(
+            "PISGATE__DATABASE__URL_FILE",
+            "/definitely/not/here",
+        )]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PISGATE__DATABASE__URL_FILE"), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_override_files() {
+        let s = Settings::load_from(&sources(&[
+            DB,
+            ("PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW", "7"),
+        ]))
+        .unwrap();
+        assert_eq!(s.rate_limit.requests_per_window, 7);
+    }
+
+    #[test]
+    fn secrets_do_not_print() {
+        let s = Settings::load_from(&sources(&[DB])).unwrap();
+        assert!(!format!("{s:?}").contains("u:p@"));
+    }
+}

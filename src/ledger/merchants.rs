@@ -1,0 +1,276 @@
+//! Merchants and their API keys.
+//!
+//! A key looks like `pgk_<key id>_<secret>`. The key id is public and finds the row; only
+//! SHA-256 of the secret is stored, and it is compared in constant time. The key is shown
+//! once, at creation, and never logged.
+
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::Serialize;
+use sha2::{Digest, Sha256};
+use sqlx::PgPool;
+use subtle::ConstantTimeEq;
+use uuid::Uuid;
+
+const KEY_PREFIX: &str = "pgk_";
+
+#[derive(Debug, Clone, Serialize)]
+pub struct Merchant {
+    pub id: Uuid,
+    pub name: String,
+    pub status: String,
+    pub return_origins: Vec<String>,
+    pub created_at: DateTime<Utc>,
+    pub disabled_at: Option<DateTime<Utc>>,
+}
+
+impl Merchant {
+    pub fn is_active(&self) -> bool {
+        self.status == "active"
+    }
+}
+
+/// A freshly made API key: 64 bits of key id, 256 bits of secret.
+pub struct NewApiKey {
+    key_id: String,
+    secret: SecretString,
+}
+
+impl NewApiKey {
+    pub fn generate() -> NewApiKey {
+        let mut rng = rand::rngs::OsRng;
+        let mut id = [0u8; 8];
+        let mut secret = [0u8; 32];
+        rng.fill_bytes(&mut id);
+        rng.fill_bytes(&mut secret);
+        NewApiKey {
+            key_id: hex::encode(id),
+            secret: SecretString::from(hex::encode(secret)),
+        }
+    }
+
+    /// The full key as the merchant must send it. Show it once.
+    pub fn reveal(&self) -> SecretString {
+        SecretString::from(format!(
+            "{KEY_PREFIX}{}_{}",
+            self.key_id,
+            self.secret.expose_secret()
+        ))
+    }
+
+    fn hash(&self) -> [u8; 32] {
+        Sha256::digest(self.secret.expose_secret().as_bytes()).into()
+    }
+}
+
+/// Splits a presented key into (key id, secret) without judging it yet.
+fn split_key(presented: &str) -> Option<(&str, &str)> {
+    let rest = presented.strip_prefix(KEY_PREFIX)?;
+    let (id, secret) = rest.split_once('_')?;
+    (id.len() == 16 && !secret.is_empty()).then_some((id, secret))
+}
+
+/// Normalises a return origin to `scheme://host[:port]` (lower case, no path). https is
+/// required except for local development hosts.
+pub fn normalize_origin(raw: &str) -> Result<String, String> {
+    let raw = raw.trim();
+    let (scheme, rest) = raw
+        .split_once("://")
+        .ok_or("must look like https://shop.example")?;
+    let scheme = scheme.to_ascii_lowercase();
+    let authority = rest.strip_suffix('/').unwrap_or(rest).to_ascii_lowercase();
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return Err("must be scheme://host[:port] with no path, query or user".into());
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') && !p.contains(']') => {
+            let port: u16 = p.parse().map_err(|_| format!("{p:?} is not a port"))?;
+            (h.to_owned(), Some(port))
+        }
+        _ => (authority.clone(), None),
+    };
+    let valid_host = !host.is_empty()
+        && (host.starts_with('[') && host.ends_with(']')
+            || host
+                .chars()
+                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
+    if !valid_host {
+        return Err(format!("{host:?} is not a host name"));
+    }
+    let local = matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]");
+    match scheme.as_str() {
+        "https" => {}
+        "http" if local => {}
+        "http" => return Err("must use https (http is allowed only for localhost)".into()),
+        _ => return Err(format!("scheme {scheme:?} is not https")),
+    }
+    Ok(match port {
+        Some(p) => format!("{scheme}://{host}:{p}"),
+        None => format!("{scheme}://{host}"),
+    })
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MerchantError {
+    #[error("invalid merchant: {0}")]
+    Invalid(String),
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+}
+
+pub async fn create(
+    pool: &PgPool,
+    name: &str,
+    return_origins: &[String],
+) -> Result<(Merchant, SecretString), MerchantError> {
+    let name = name.trim();
+    if name.is_empty() || name.chars().count() > 200 {
+        return Err(MerchantError::Invalid(
+            "name must be 1 to 200 characters".into(),
+        ));
+    }
+    let key = NewApiKey::generate();
+    let hash = key.hash();
+    let merchant = sqlx::query_as!(
+        Merchant,
+        r#"INSERT INTO merchants (id, name, api_key_id, api_key_hash, return_origins)
+           VALUES ($1, $2, $3, $4, $5)
+           RETURNING id, name, status, return_origins, created_at, disabled_at"#,
+        Uuid::now_v7(),
+        name,
+        key.key_id,
+        &hash[..],
+        return_origins,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((merchant, key.reveal()))
+}
+
+pub async fn list(pool: &PgPool) -> Result<Vec<Merchant>, sqlx::Error> {
+    sqlx::query_as!(
+        Merchant,
+        r#"SELECT id, name, status, return_origins, created_at, disabled_at
+           FROM merchants ORDER BY created_at, id"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
+    sqlx::query_as!(
+        Merchant,
+        r#"SELECT id, name, status, return_origins, created_at, disabled_at
+           FROM merchants WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Disables a merchant: its key stops working at once. Returns `None` for an unknown id.
+pub async fn disable(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
+    sqlx::query_as!(
+        Merchant,
+        r#"UPDATE merchants
+           SET status = 'disabled', disabled_at = COALESCE(disabled_at, now())
+           WHERE id = $1
+           RETURNING id, name, status, return_origins, created_at, disabled_at"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn set_return_origins(
+    pool: &PgPool,
+    id: Uuid,
+    origins: &[String],
+) -> Result<Option<Merchant>, sqlx::Error> {
+    sqlx::query_as!(
+        Merchant,
+        r#"UPDATE merchants SET return_origins = $2
+           WHERE id = $1
+           RETURNING id, name, status, return_origins, created_at, disabled_at"#,
+        id,
+        origins
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Finds the merchant a presented API key belongs to, active or not. `None` when the key is
+/// malformed, unknown or wrong.
+pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Merchant>, sqlx::Error> {
+    let Some((key_id, secret)) = split_key(presented) else {
+        return Ok(None);
+    };
+    let row = sqlx::query!(
+        r#"SELECT id, name, status, return_origins, created_at, disabled_at, api_key_hash
+           FROM merchants WHERE api_key_id = $1"#,
+        key_id
+    )
+    .fetch_optional(pool)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let presented_hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
+    if !bool::from(presented_hash.ct_eq(row.api_key_hash.as_slice())) {
+        return Ok(None);
+    }
+    Ok(Some(Merchant {
+        id: row.id,
+        name: row.name,
+        status: row.status,
+        return_origins: row.return_origins,
+        created_at: row.created_at,
+        disabled_at: row.disabled_at,
+    }))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_keys_split_back_into_id_and_secret() {
+        let key = NewApiKey::generate();
+        let full = key.reveal();
+        let (id, secret) = split_key(full.expose_secret()).unwrap();
+        assert_eq!(id, key.key_id);
+        assert_eq!(secret, key.secret.expose_secret());
+        assert_eq!(secret.len(), 64, "256 bits of secret");
+    }
+
+    #[test]
+    fn origins_are_normalised_and_checked() {
+        assert_eq!(
+            normalize_origin("HTTPS://Shop.Example/").unwrap(),
+            "https://shop.example"
+        );
+        assert_eq!(
+            normalize_origin("http://localhost:3000").unwrap(),
+            "http://localhost:3000"
+        );
+        assert!(normalize_origin("http://shop.example").is_err());
+        assert!(normalize_origin("https://shop.example/path").is_err());
+        assert!(normalize_origin("https://user@shop.example").is_err());
+        assert!(normalize_origin("shop.example").is_err());
+        assert!(normalize_origin("ftp://shop.example").is_err());
+    }
+
+    #[test]
+    fn malformed_keys_do_not_split() {
+        for k in [
+            "",
+            "pgk_",
+            "pgk_abc_def",
+            "sk_0123456789abcdef_x",
+            "pgk_0123456789abcdef_",
+        ] {
+            assert!(split_key(k).is_none(), "{k}");
+        }
+    }
+}

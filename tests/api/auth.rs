@@ -1,0 +1,101 @@
+use crate::helpers::{assert_problem, spawn_app, spawn_app_with};
+use serde_json::Value;
+
+#[tokio::test]
+async fn a_merchant_with_a_valid_key_reaches_an_authenticated_endpoint() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Good shop").await;
+    let r = app.get_as("/v1/merchant", &m.api_key).await;
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["id"], m.id.to_string());
+    assert_eq!(body["name"], "Good shop");
+    assert_eq!(body["return_origins"][0], "https://shop.example");
+}
+
+#[tokio::test]
+async fn a_missing_key_is_401() {
+    let app = spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/v1/merchant"))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn a_wrong_key_is_401() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    // Right key id, wrong secret; and a key that is not even well-formed.
+    let (id_part, _) = m.api_key.rsplit_once('_').unwrap();
+    let forged = format!("{id_part}_{}", "0".repeat(64));
+    for key in [forged.as_str(), "not-a-key"] {
+        let r = app.get_as("/v1/merchant", key).await;
+        assert_problem(r, 401, "unauthenticated").await;
+    }
+}
+
+#[tokio::test]
+async fn a_non_bearer_scheme_is_401() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let r = app
+        .client
+        .get(app.url("/v1/merchant"))
+        .header("authorization", format!("Basic {}", m.api_key))
+        .send()
+        .await
+        .unwrap();
+    assert_problem(r, 401, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn a_disabled_merchant_is_401() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Soon gone").await;
+    assert_eq!(app.get_as("/v1/merchant", &m.api_key).await.status(), 200);
+    pisgate::ledger::merchants::disable(&app.pool, m.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let r = app.get_as("/v1/merchant", &m.api_key).await;
+    assert_problem(r, 401, "merchant_disabled").await;
+}
+
+#[tokio::test]
+async fn the_rate_limit_answers_429_with_the_headers() {
+    let app = spawn_app_with(&[("PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW", "3")]).await;
+    let m = app.create_merchant("Busy shop").await;
+    for expected_remaining in [2, 1, 0] {
+        let r = app.get_as("/v1/merchant", &m.api_key).await;
+        assert_eq!(r.status(), 200);
+        let h = r.headers();
+        assert_eq!(h["x-ratelimit-limit"], "3");
+        assert_eq!(
+            h["x-ratelimit-remaining"],
+            expected_remaining.to_string().as_str()
+        );
+        let reset: u64 = h["x-ratelimit-reset"].to_str().unwrap().parse().unwrap();
+        assert!((1..=60).contains(&reset), "reset {reset}");
+    }
+    let r = app.get_as("/v1/merchant", &m.api_key).await;
+    let retry_after: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=60).contains(&retry_after));
+    assert_eq!(r.headers()["x-ratelimit-remaining"], "0");
+    assert_eq!(r.headers()["x-ratelimit-limit"], "3");
+    assert_problem(r, 429, "rate_limited").await;
+
+    // Another merchant has its own budget.
+    let other = app.create_merchant("Quiet shop").await;
+    assert_eq!(
+        app.get_as("/v1/merchant", &other.api_key).await.status(),
+        200
+    );
+}

@@ -1,0 +1,170 @@
+//! The binary as an operator runs it: settings failures stop it with one clear line.
+
+use crate::helpers::{config_dir, fresh_database};
+use std::process::{Command, Output};
+
+pub fn pisgate() -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pisgate"));
+    cmd.env_clear()
+        .env("PATH", std::env::var("PATH").unwrap_or_default())
+        .env("PISGATE_CONFIG_DIR", config_dir());
+    cmd
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+#[test]
+fn a_missing_database_url_stops_serve_naming_the_setting() {
+    let out = pisgate().arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(err.contains("PISGATE__DATABASE__URL"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "one clear line: {err}");
+}
+
+#[test]
+fn a_malformed_setting_stops_serve_naming_the_setting() {
+    let out = pisgate()
+        .arg("serve")
+        .env("PISGATE__DATABASE__URL", "postgres://localhost/x")
+        .env("PISGATE__SERVER__LISTEN", "not-an-address")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("PISGATE__SERVER__LISTEN"),
+        "{}",
+        stderr(&out)
+    );
+
+    let out = pisgate()
+        .arg("serve")
+        .env("PISGATE__DATABASE__URL", "postgres://localhost/x")
+        .env("PISGATE__RATE_LIMIT__WINDOW_SECS", "a minute")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr(&out).contains("PISGATE__RATE_LIMIT__WINDOW_SECS"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn an_unknown_environment_file_stops_serve() {
+    let out = pisgate()
+        .arg("serve")
+        .env("PISGATE_ENV", "staging-typo")
+        .env("PISGATE__DATABASE__URL", "postgres://localhost/x")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(stderr(&out).contains("staging-typo"), "{}", stderr(&out));
+}
+
+#[test]
+fn an_unreachable_database_stops_serve_with_a_clear_message() {
+    // A port nothing listens on: bind one, note it, release it.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = pisgate()
+        .arg("serve")
+        .env(
+            "PISGATE__DATABASE__URL",
+            format!("postgres://postgres:secret-pw@127.0.0.1:{port}/x"),
+        )
+        .env("PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS", "2")
+        .env("PISGATE__SERVER__LISTEN", "127.0.0.1:0")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(err.contains("cannot connect to the database"), "{err}");
+    assert!(!err.contains("secret-pw"), "the password leaked: {err}");
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("secret-pw"));
+}
+
+#[tokio::test]
+async fn migrate_then_merchant_create_list_disable() {
+    let url = fresh_database().await; // already migrated: migrate must be a no-op
+    let out = pisgate()
+        .arg("migrate")
+        .env("PISGATE__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = pisgate()
+        .args([
+            "merchant",
+            "create",
+            "--name",
+            "CLI shop",
+            "--return-origin",
+            "https://cli.example/",
+        ])
+        .env("PISGATE__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    assert!(created["api_key"].as_str().unwrap().starts_with("pgk_"));
+    assert_eq!(
+        created.as_object().unwrap().len(),
+        2,
+        "only id and api_key: {created}"
+    );
+
+    let out = pisgate()
+        .args(["merchant", "list"])
+        .env("PISGATE__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    let listed = String::from_utf8(out.stdout).unwrap();
+    assert!(
+        listed.contains(&id) && listed.contains("https://cli.example"),
+        "{listed}"
+    );
+    assert!(
+        !listed.contains("pgk_"),
+        "list must never show keys: {listed}"
+    );
+
+    let out = pisgate()
+        .args(["merchant", "disable", &id])
+        .env("PISGATE__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    assert!(String::from_utf8_lossy(&out.stdout).contains(r#""status":"disabled""#));
+}
+
+#[test]
+fn merchant_create_refuses_an_insecure_origin() {
+    let out = pisgate()
+        .args([
+            "merchant",
+            "create",
+            "--name",
+            "x",
+            "--return-origin",
+            "http://shop.example",
+        ])
+        .env("PISGATE__DATABASE__URL", "postgres://127.0.0.1:1/x")
+        .env("PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS", "1")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    assert!(
+        err.contains("--return-origin") && err.contains("https"),
+        "{err}"
+    );
+}

@@ -1,0 +1,9 @@
+//! Integration tests: the real service against the real PostgreSQL cluster that
+//! `scripts/test.sh` starts (`PISGATE_TEST_DATABASE_URL`), one fresh database per test.
+
+mod auth;
+mod cli;
+mod errors;
+mod health;
+mod helpers;
+mod logs;
