@@ -12,6 +12,7 @@ source scripts/lib/pg.sh
 source scripts/lib/env.sh
 
 port=${PISGATE_PORT:-8080}
+cluster=${PISGATE_RUN_CLUSTER:-dev}
 state="$root/.pisgate"
 mkdir -p "$state"
 
@@ -20,7 +21,7 @@ cargo build --locked --bin pisgate
 bin="$CARGO_TARGET_DIR/debug/pisgate"
 
 echo "== starting PostgreSQL"
-pg_start dev
+pg_start "$cluster"
 export PISGATE__DATABASE__URL=$DATABASE_URL
 export PISGATE__SERVER__LISTEN="127.0.0.1:$port"
 export PISGATE__SERVER__PUBLIC_URL=${PISGATE__SERVER__PUBLIC_URL:-http://127.0.0.1:$port}
@@ -29,7 +30,7 @@ export PISGATE_ENV=${PISGATE_ENV:-sandbox}
 "$bin" migrate
 
 # The demo merchant's key is shown only once, so keep it (in the ignored .pisgate/ folder).
-demo="$state/demo-merchant.json"
+demo="$state/demo-merchant-$cluster.json"
 if [ ! -s "$demo" ] || ! "$bin" merchant list | grep -q "$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["id"])' "$demo")"; then
     "$bin" merchant create --name "Demo shop" --return-origin "http://localhost:3000" \
         --return-origin "https://shop.example" >"$demo"
@@ -41,7 +42,7 @@ stop() {
     trap - INT TERM EXIT
     for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
-    pg_stop dev
+    pg_stop "$cluster"
 }
 trap stop INT TERM EXIT
 

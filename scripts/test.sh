@@ -23,5 +23,7 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+echo "== scripts/run.sh smoke test"
+bash scripts/smoke-run.sh
 echo "== cargo nextest"
 cargo nextest run --all-targets --locked --no-fail-fast "$@"

@@ -61,7 +61,10 @@ pub fn init(settings: &TelemetrySettings) -> anyhow::Result<TelemetryGuard> {
             .with_target(true)
             .boxed()
     } else {
-        tracing_subscriber::fmt::layer().with_target(false).boxed()
+        tracing_subscriber::fmt::layer()
+            .with_target(false)
+            .with_ansi(std::io::stdout().is_terminal())
+            .boxed()
     };
 
     let tracer_provider = match std::env::var("OTEL_EXPORTER_OTLP_ENDPOINT") {
