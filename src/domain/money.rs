@@ -140,7 +140,12 @@ mod tests {
     fn formats_minor_units_with_the_currency_decimals() {
         let m = Money::from_minor(1050, Currency::Eur).unwrap();
         assert_eq!(m.to_decimal_string(), "10.50");
-        assert_eq!(Money::from_minor(7, Currency::Sek).unwrap().to_decimal_string(), "0.07");
+        assert_eq!(
+            Money::from_minor(7, Currency::Sek)
+                .unwrap()
+                .to_decimal_string(),
+            "0.07"
+        );
     }
 
     #[test]
