@@ -40,6 +40,8 @@ pub(crate) fn routes(sandbox: Arc<Sandbox>) -> Router {
             post(initiate_domestic),
         )
         .route("/personal/v2/single-sca-payments", delete(cancel))
+        // The seed writes the bulk delete URL both with and without the trailing slash.
+        .route("/personal/v2/single-sca-payments/", delete(cancel))
         .route("/personal/v2/single-sca-payments/{id}", get(details_v2))
         .route("/personal/v2/single-sca-payments/{id}/status", get(status))
         .route("/personal/v3/single-sca-payments/{id}", get(details_v3))

@@ -33,14 +33,29 @@
 //!   a listed header missing, stale or malformed date, bad signature) answers 401
 //!   `error.signature.invalid` with a precise description; a body that does not match its
 //!   digest answers 401 `error.digest.invalid`.
-//! * Bearer problems answer 401 `error.token.missing` / `error.token.invalid`; another PSU's
-//!   payment answers 403 `error.resource.denied`; unknown payments 404
-//!   `error.resource.not_found`.
+//! * Bearer problems answer 401 `error.token.missing`, `error.token.invalid` (unknown or
+//!   revoked) or `error.token.expired`; a payment signed by another PSU answers 403
+//!   `error.resource.denied`; an unknown (or not yet opened) payment 404
+//!   `error.resource.not_found`. A payment nobody has signed yet (opened, pending) can be
+//!   read and deleted with any live token of the app. The status call needs no bearer and
+//!   ignores one if sent.
+//! * Bulk delete answers 200 with `{"response": [deleted ids], "errors": [{"payment_id",
+//!   "code", "description"}]}`; deletable are PendingUserApproval, PendingConfirmation,
+//!   PendingSecondConfirmation, OnHold and Confirmed (a running recurring series included);
+//!   anything else is `error.payment.not_deletable`. Deleted payments become Cancelled.
 //! * The token endpoint answers OAuth-style failure codes (`invalid_request`,
 //!   `invalid_grant`, `unsupported_grant_type`) inside Nordea's error envelope.
 //! * By default the initiation answer carries only `_links`, as in every example of the seed
 //!   (the payment id is the last segment of the status link);
 //!   [`SandboxConfig::echo_payment_id_on_initiation`] adds `payment_id` and `payment_status`.
+//! * The PSU identity is whatever the signing form's `psu_id` field holds (default
+//!   `sandbox-psu-1`): codes, tokens and payment ownership are keyed by it.
+//! * Scenario FundsNotAvailable (seed, v3 funds check): set when the creditor's or debtor's
+//!   `message` contains `FundsNotAvailable` at initiation, or through
+//!   `PUT /sandbox/admin/payments/{id}/scenario`. Other outcomes (Rejected,
+//!   InsufficientFunds, …) are forced through `PUT /sandbox/admin/payments/{id}/status`.
+//! * Nordea's sandbox `/confirm` step is not simulated: its single-SCA path is not published
+//!   and production never has it; the signing page is the only way to sign.
 //! * Amounts are echoed the way the seed's examples show them: trailing zeros dropped
 //!   (`10.00` → `"10"`), and `availability_of_funds` is the string `"true"`/`"false"`.
 
@@ -127,6 +142,9 @@ pub struct SandboxConfig {
     pub paid_delay: Duration,
     /// Between two occurrences of an `EVERY_MINUTE_SANDBOX_ONLY` recurring payment.
     pub recurring_interval: Duration,
+    /// When set, a payment whose link was opened but not signed within this time (from its
+    /// initiation) becomes UserApprovalTimeout and its link stops working.
+    pub approval_timeout: Option<Duration>,
     /// How long an authorization code can be exchanged.
     pub code_lifetime: Duration,
     /// Lifetime of an access token (`expires_in`).
@@ -160,6 +178,7 @@ impl SandboxConfig {
             confirm_delay: Duration::from_secs(2),
             paid_delay: Duration::from_secs(3),
             recurring_interval: Duration::from_secs(60),
+            approval_timeout: None,
             code_lifetime: Duration::from_secs(600),
             access_token_lifetime: Duration::from_secs(3600),
             allowed_redirect_uris: Vec::new(),
@@ -310,7 +329,7 @@ impl Sandbox {
             .values()
             .map(|p| p.view(now, &self.config))
             .collect();
-        all.sort_by(|a, b| a.created_at.cmp(&b.created_at));
+        all.sort_by_key(|p| p.created_at);
         all
     }
 

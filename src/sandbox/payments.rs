@@ -4,7 +4,8 @@
 //! so there is no background task and a test can reason about them exactly (or move the clock):
 //!
 //! * initiated, link not opened: the payment does not exist for the API (404);
-//! * link opened: PendingUserApproval; rejected by the PSU: UserApprovalCancelled;
+//! * link opened: PendingUserApproval; rejected by the PSU: UserApprovalCancelled; not
+//!   signed within `approval_timeout` (when set): UserApprovalTimeout;
 //! * approved at `t`: PendingUserApproval until `t + confirm_delay`, then Confirmed;
 //! * the first execution is at `t + confirm_delay + paid_delay`, but not before the start
 //!   (00:00 UTC) of a future `requested_execution_date`; then Paid;
@@ -157,6 +158,14 @@ impl Payment {
         self.opened_at.is_some()
     }
 
+    /// Whether the shopper ran out of time to sign (only with an `approval_timeout`).
+    pub fn approval_timed_out(&self, now: DateTime<Utc>, cfg: &SandboxConfig) -> bool {
+        self.decision.is_none()
+            && cfg
+                .approval_timeout
+                .is_some_and(|t| now >= self.created_at + std_to_chrono(t))
+    }
+
     /// The lifecycle at `now` (see the module doc).
     pub fn snapshot(&self, now: DateTime<Utc>, cfg: &SandboxConfig) -> Snapshot {
         let at = self.cancelled_at.map_or(now, |c| c.min(now));
@@ -167,7 +176,11 @@ impl Payment {
             executions: 0,
         };
         match self.decision {
-            None => {}
+            None => {
+                if self.approval_timed_out(at, cfg) {
+                    snap.status = BankStatus::UserApprovalTimeout;
+                }
+            }
             Some(Decision::Rejected) => snap.status = BankStatus::UserApprovalCancelled,
             Some(Decision::Approved { at: approved }) => {
                 let confirmed_at = approved + std_to_chrono(cfg.confirm_delay);

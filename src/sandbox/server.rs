@@ -29,7 +29,7 @@ struct Dropped;
 pub async fn serve(
     listener: TcpListener,
     sandbox: Arc<Sandbox>,
-    shutdown: impl Future<Output = ()> + Send + 'static,
+    shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
     let app = router(sandbox);
     let graceful = GracefulShutdown::new();

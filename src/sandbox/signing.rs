@@ -107,7 +107,13 @@ async fn page(
         return plain(StatusCode::NOT_FOUND, "This signing link is not valid.");
     };
     p.opened_at.get_or_insert(now);
-    if p.decision.is_some() || p.cancelled_at.is_some() {
+    if p.approval_timed_out(now, sandbox.config()) {
+        return plain(
+            StatusCode::GONE,
+            "The time to sign this payment has run out.",
+        );
+    }
+    if p.decision.is_some() || p.cancelled_at.is_some() || p.forced_status.is_some() {
         return plain(
             StatusCode::CONFLICT,
             "This payment has already been handled.",
@@ -117,13 +123,13 @@ async fn page(
     let html = format!(
         "<!doctype html><html><head><meta charset=\"utf-8\"><title>Nordea sandbox: sign payment</title></head>\
          <body><h1>Sign payment</h1><table>{rows}</table>\
-         <form method=\"post\" action=\"/sandbox/sign/{token}\">\
+         <form method=\"post\" action=\"{action}\">\
          <label>PSU identity <input name=\"psu_id\" value=\"{psu}\"></label>\
          <button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
          <button type=\"submit\" name=\"decision\" value=\"reject\">Reject</button>\
          </form></body></html>",
         rows = summary(p),
-        token = escape(&token),
+        action = escape(&sandbox.signing_link(&token)),
         psu = escape(psu),
     );
     Html(html).into_response()
@@ -159,7 +165,13 @@ async fn decide(
         // A form can only come from the page, but a test may post directly: opening counts.
         p.opened_at = Some(now);
     }
-    if p.decision.is_some() || p.cancelled_at.is_some() {
+    if p.approval_timed_out(now, cfg) {
+        return plain(
+            StatusCode::GONE,
+            "The time to sign this payment has run out.",
+        );
+    }
+    if p.decision.is_some() || p.cancelled_at.is_some() || p.forced_status.is_some() {
         return plain(
             StatusCode::CONFLICT,
             "This payment has already been handled.",

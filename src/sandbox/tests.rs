@@ -1736,3 +1736,25 @@ async fn serve_stops_on_shutdown() {
             .is_err()
     );
 }
+
+#[tokio::test]
+async fn an_unsigned_payment_times_out_when_an_approval_timeout_is_set() {
+    let sb = spawn_with(|c| c.approval_timeout = Some(Duration::from_secs(60))).await;
+    let p = sb.initiate("FI").await;
+    let page = sb.client.get(&p.signing_url).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    sb.sandbox.advance_clock(Duration::from_secs(61));
+    assert_eq!(
+        sb.status_of(&p.id).await.1["response"]["status"],
+        "UserApprovalTimeout"
+    );
+    let resp = sb
+        .client
+        .post(&p.signing_url)
+        .form(&[("psu_id", "psu-1"), ("decision", "approve")])
+        .send()
+        .await
+        .expect("post");
+    assert_eq!(resp.status(), StatusCode::GONE);
+    sb.stop().await;
+}

@@ -443,11 +443,9 @@ pub(crate) fn validate(
     // Creditor.
     let creditor = c.obj(p.get("creditor"), "payment.creditor", true);
     if let Some(cr) = creditor {
-        match (
-            c.obj(cr.get("account"), "payment.creditor.account", true),
-            country,
-        ) {
-            (Some(acc), Some(country)) => check_account(
+        let account = c.obj(cr.get("account"), "payment.creditor.account", true);
+        if let (Some(acc), Some(country)) = (account, country) {
+            check_account(
                 &mut c,
                 acc,
                 "payment.creditor.account",
@@ -455,8 +453,7 @@ pub(crate) fn validate(
                 endpoint,
                 currency,
                 true,
-            ),
-            _ => {}
+            );
         }
         let name = c.opt_str(cr, "name", "payment.creditor.name");
         match name {
