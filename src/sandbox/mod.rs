@@ -128,7 +128,8 @@ pub struct SandboxConfig {
     pub client_id: String,
     /// The app's client secret (`X-IBM-Client-Secret`).
     pub client_secret: SecretString,
-    /// The registered RSA public key, PEM: SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`.
+    /// The registered RSA public key: SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`, as PEM or
+    /// as a bare base64 body.
     pub public_key_pem: String,
     /// Absolute URL at which a browser reaches the sandbox (signing links are built on it).
     pub public_base_url: String,
@@ -191,7 +192,7 @@ impl SandboxConfig {
 /// Why a sandbox could not be built from its configuration.
 #[derive(Debug, thiserror::Error)]
 pub enum SandboxError {
-    #[error("the registered public key is neither an SPKI nor a PKCS#1 RSA public key PEM")]
+    #[error("the registered public key is neither an SPKI nor a PKCS#1 RSA public key")]
     InvalidPublicKey,
     #[error("the registered public key has {0} bits; Nordea requires at least 2048")]
     KeyTooSmall(usize),
@@ -222,11 +223,22 @@ impl std::fmt::Debug for Sandbox {
     }
 }
 
-/// Parses a registered public key: SPKI (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`) PEM.
+/// Parses a registered public key: SPKI (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`), as PEM
+/// or as the bare base64 body the developer portal shows.
 fn parse_public_key(pem: &str) -> Result<RsaPublicKey, SandboxError> {
+    use base64::Engine;
     let pem = pem.trim();
-    RsaPublicKey::from_public_key_pem(pem)
-        .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem))
+    if pem.starts_with("-----BEGIN") {
+        return RsaPublicKey::from_public_key_pem(pem)
+            .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem))
+            .map_err(|_| SandboxError::InvalidPublicKey);
+    }
+    let compact: String = pem.split_whitespace().collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| SandboxError::InvalidPublicKey)?;
+    RsaPublicKey::from_public_key_der(&der)
+        .or_else(|_| RsaPublicKey::from_pkcs1_der(&der))
         .map_err(|_| SandboxError::InvalidPublicKey)
 }
 

@@ -792,7 +792,7 @@ async fn a_form_body_out_of_alphabetical_order_fails_the_digest() {
 }
 
 #[tokio::test]
-async fn a_pkcs1_public_key_is_accepted_and_a_small_key_refused() {
+async fn pkcs1_and_bare_base64_public_keys_are_accepted_and_a_small_key_refused() {
     let pkcs1 = key()
         .to_public_key()
         .to_pkcs1_pem(LineEnding::LF)
@@ -801,6 +801,17 @@ async fn a_pkcs1_public_key_is_accepted_and_a_small_key_refused() {
         CLIENT_ID,
         SecretString::from(CLIENT_SECRET.to_owned()),
         pkcs1,
+        "http://127.0.0.1:1",
+    );
+    assert!(Sandbox::new(cfg).is_ok());
+    let bare: String = public_pem()
+        .lines()
+        .filter(|l| !l.starts_with("-----"))
+        .collect();
+    let cfg = SandboxConfig::new(
+        CLIENT_ID,
+        SecretString::from(CLIENT_SECRET.to_owned()),
+        bare,
         "http://127.0.0.1:1",
     );
     assert!(Sandbox::new(cfg).is_ok());
