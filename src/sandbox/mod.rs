@@ -91,6 +91,7 @@ pub use faults::{Fault, FaultRule, FaultTarget, OperationCounters};
 pub use payments::{BankStatus, PaymentView};
 pub use record::RecordedRequest;
 pub use server::serve;
+pub use signing::DEFAULT_PSU_ID;
 
 /// The operations of Nordea's API that the sandbox serves, used for fault injection, counters
 /// and the request log.
