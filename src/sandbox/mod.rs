@@ -1,1 +1,396 @@
-//! placeholder
+//! A strict simulator of Nordea's PIS API for single SCA, for tests and local runs.
+//!
+//! `pisgate sandbox` serves it, and pisgate's integration tests point the real Nordea client at
+//! it with the base URL `http://HOST:PORT/personal`. It is strict where the bank is strict, so
+//! that a client bug shows up here rather than in production:
+//!
+//! * every call under `/personal` must carry the app's `X-IBM-Client-Id`/`X-IBM-Client-Secret`
+//!   and a draft-cavage `Signature` over exactly the header list Nordea requires, checked
+//!   against the registered public key; bodies must match their `Digest`; the
+//!   `X-Nordea-Originating-Date` must be a fresh IMF-fixdate ([`auth`]);
+//! * payment bodies are validated by the rules of the Nordea change log and answered with
+//!   Nordea-style 400 failures ([`validation`]);
+//! * a payment does not exist for status or details until the shopper opens the signing link
+//!   (as the seed's Norway example says), then moves PendingUserApproval → Confirmed → Paid on
+//!   the configured delays ([`payments`]);
+//! * codes are single use, tokens belong to one PSU and every new exchange or refresh revokes
+//!   that PSU's older tokens ([`tokens`]).
+//!
+//! The signature verification here is written from the protocol description
+//! (`shared/nordea-pis.md`), independently of pisgate's own Nordea client in `bank/`: the
+//! sandbox must never import the client's signing code, or a bug in it would be mirrored here
+//! and never caught.
+//!
+//! Outside `/personal` it serves the shopper's signing page (`/sandbox/sign/{token}`) and an
+//! unauthenticated admin API (`/sandbox/admin/...`, see [`admin`]) for fault injection,
+//! inspection of received requests, scenarios and a movable clock. It keeps everything in
+//! memory. It must never be exposed to anything but a test network: the admin API has no
+//! authentication by design.
+//!
+//! # Choices where the published material is silent
+//! * Missing credentials answer 401 `error.apikey.missing`; wrong ones 401 `unauthorized`.
+//!   Every signature problem (missing or malformed header, keyId, algorithm, header list,
+//!   a listed header missing, stale or malformed date, bad signature) answers 401
+//!   `error.signature.invalid` with a precise description; a body that does not match its
+//!   digest answers 401 `error.digest.invalid`.
+//! * Bearer problems answer 401 `error.token.missing`, `error.token.invalid` (unknown or
+//!   revoked) or `error.token.expired`; a payment signed by another PSU answers 403
+//!   `error.resource.denied`; an unknown (or not yet opened) payment 404
+//!   `error.resource.not_found`. A payment nobody has signed yet (opened, pending) can be
+//!   read and deleted with any live token of the app. The status call needs no bearer and
+//!   ignores one if sent.
+//! * Bulk delete answers 200 with `{"response": [deleted ids], "errors": [{"payment_id",
+//!   "code", "description"}]}`; deletable are PendingUserApproval, PendingConfirmation,
+//!   PendingSecondConfirmation, OnHold and Confirmed (a running recurring series included);
+//!   anything else is `error.payment.not_deletable`. Deleted payments become Cancelled.
+//! * The token endpoint answers OAuth-style failure codes (`invalid_request`,
+//!   `invalid_grant`, `unsupported_grant_type`) inside Nordea's error envelope.
+//! * By default the initiation answer carries only `_links`, as in every example of the seed
+//!   (the payment id is the last segment of the status link);
+//!   [`SandboxConfig::echo_payment_id_on_initiation`] adds `payment_id` and `payment_status`.
+//! * The PSU identity is whatever the signing form's `psu_id` field holds (default
+//!   `sandbox-psu-1`): codes, tokens and payment ownership are keyed by it.
+//! * Scenario FundsNotAvailable (seed, v3 funds check): set when the creditor's or debtor's
+//!   `message` contains `FundsNotAvailable` at initiation, or through
+//!   `PUT /sandbox/admin/payments/{id}/scenario`. Other outcomes (Rejected,
+//!   InsufficientFunds, …) are forced through `PUT /sandbox/admin/payments/{id}/status`.
+//! * Nordea's sandbox `/confirm` step is not simulated: its single-SCA path is not published
+//!   and production never has it; the signing page is the only way to sign.
+//! * Amounts are echoed the way the seed's examples show them: trailing zeros dropped
+//!   (`10.00` → `"10"`), and `availability_of_funds` is the string `"true"`/`"false"`.
+
+pub mod admin;
+mod auth;
+pub mod faults;
+mod handlers;
+pub mod payments;
+mod record;
+mod server;
+mod signing;
+mod tokens;
+mod validation;
+mod wire;
+
+#[cfg(test)]
+mod tests;
+
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use rsa::RsaPublicKey;
+use rsa::pkcs1::DecodeRsaPublicKey;
+use rsa::pkcs1v15::VerifyingKey;
+use rsa::pkcs8::DecodePublicKey;
+use rsa::traits::PublicKeyParts;
+use secrecy::SecretString;
+use sha2::Sha256;
+
+pub use faults::{Fault, FaultRule, FaultTarget, OperationCounters};
+pub use payments::{BankStatus, PaymentView};
+pub use record::RecordedRequest;
+pub use server::serve;
+pub use signing::DEFAULT_PSU_ID;
+
+/// The operations of Nordea's API that the sandbox serves, used for fault injection, counters
+/// and the request log.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, serde::Serialize, serde::Deserialize,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Operation {
+    Initiate,
+    Status,
+    Details,
+    Funds,
+    Cancel,
+    Token,
+    Revoke,
+}
+
+impl Operation {
+    pub const ALL: [Operation; 7] = [
+        Operation::Initiate,
+        Operation::Status,
+        Operation::Details,
+        Operation::Funds,
+        Operation::Cancel,
+        Operation::Token,
+        Operation::Revoke,
+    ];
+}
+
+/// How the sandbox behaves. Build it with [`SandboxConfig::new`] and change the fields
+/// tests care about.
+#[derive(Debug, Clone)]
+pub struct SandboxConfig {
+    /// The app's client id (`X-IBM-Client-Id`, and the signature's `keyId`).
+    pub client_id: String,
+    /// The app's client secret (`X-IBM-Client-Secret`).
+    pub client_secret: SecretString,
+    /// The registered RSA public key: SPKI `PUBLIC KEY` or PKCS#1 `RSA PUBLIC KEY`, as PEM or
+    /// as a bare base64 body.
+    pub public_key_pem: String,
+    /// Absolute URL at which a browser reaches the sandbox (signing links are built on it).
+    pub public_base_url: String,
+    /// When set, `X-Nordea-Originating-Host` must equal it; otherwise any non-empty value.
+    pub expected_originating_host: Option<String>,
+    /// How far `X-Nordea-Originating-Date` may be from the sandbox's clock.
+    pub max_clock_skew: Duration,
+    /// From the PSU's approval to Confirmed.
+    pub confirm_delay: Duration,
+    /// From Confirmed to Paid (for a payment due today).
+    pub paid_delay: Duration,
+    /// Between two occurrences of an `EVERY_MINUTE_SANDBOX_ONLY` recurring payment.
+    pub recurring_interval: Duration,
+    /// When set, a payment whose link was opened but not signed within this time (from its
+    /// initiation) becomes UserApprovalTimeout and its link stops working.
+    pub approval_timeout: Option<Duration>,
+    /// How long an authorization code can be exchanged.
+    pub code_lifetime: Duration,
+    /// Lifetime of an access token (`expires_in`).
+    pub access_token_lifetime: Duration,
+    /// When not empty, `authentication.redirect_uri` must be one of these (as an app's
+    /// registered redirect URIs); when empty, any absolute http(s) URL.
+    pub allowed_redirect_uris: Vec<String>,
+    /// Adds `payment_id` and `payment_status` to the initiation answer (the seed's examples
+    /// carry only `_links`).
+    pub echo_payment_id_on_initiation: bool,
+    /// Faults active from the start (they can be changed at run time).
+    pub faults: Vec<FaultRule>,
+}
+
+impl SandboxConfig {
+    /// A configuration with the usual defaults: 5 min clock skew, 2 s to Confirmed, 3 s more
+    /// to Paid, 60 s recurring interval, 10 min codes, 3600 s access tokens, no faults.
+    pub fn new(
+        client_id: impl Into<String>,
+        client_secret: SecretString,
+        public_key_pem: impl Into<String>,
+        public_base_url: impl Into<String>,
+    ) -> SandboxConfig {
+        SandboxConfig {
+            client_id: client_id.into(),
+            client_secret,
+            public_key_pem: public_key_pem.into(),
+            public_base_url: public_base_url.into(),
+            expected_originating_host: None,
+            max_clock_skew: Duration::from_secs(300),
+            confirm_delay: Duration::from_secs(2),
+            paid_delay: Duration::from_secs(3),
+            recurring_interval: Duration::from_secs(60),
+            approval_timeout: None,
+            code_lifetime: Duration::from_secs(600),
+            access_token_lifetime: Duration::from_secs(3600),
+            allowed_redirect_uris: Vec::new(),
+            echo_payment_id_on_initiation: false,
+            faults: Vec::new(),
+        }
+    }
+}
+
+/// Why a sandbox could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum SandboxError {
+    #[error("the registered public key is neither an SPKI nor a PKCS#1 RSA public key")]
+    InvalidPublicKey,
+    #[error("the registered public key has {0} bits; Nordea requires at least 2048")]
+    KeyTooSmall(usize),
+    #[error("public_base_url must be an absolute http(s) URL: {0}")]
+    InvalidBaseUrl(String),
+    #[error("client_id must not be empty")]
+    EmptyClientId,
+}
+
+/// The sandbox's state: configuration, the verifying key, payments, tokens, faults and the
+/// request log. Shared as `Arc<Sandbox>`.
+pub struct Sandbox {
+    config: SandboxConfig,
+    verifying_key: VerifyingKey<Sha256>,
+    public_base_url: String,
+    clock_offset: Mutex<chrono::Duration>,
+    bank: Mutex<payments::BankState>,
+    faults: Mutex<faults::FaultState>,
+    log: Mutex<record::RequestLog>,
+}
+
+impl std::fmt::Debug for Sandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sandbox")
+            .field("client_id", &self.config.client_id)
+            .field("public_base_url", &self.public_base_url)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Parses a registered public key: SPKI (`PUBLIC KEY`) or PKCS#1 (`RSA PUBLIC KEY`), as PEM
+/// or as the bare base64 body the developer portal shows.
+fn parse_public_key(pem: &str) -> Result<RsaPublicKey, SandboxError> {
+    use base64::Engine;
+    let pem = pem.trim();
+    if pem.starts_with("-----BEGIN") {
+        return RsaPublicKey::from_public_key_pem(pem)
+            .or_else(|_| RsaPublicKey::from_pkcs1_pem(pem))
+            .map_err(|_| SandboxError::InvalidPublicKey);
+    }
+    let compact: String = pem.split_whitespace().collect();
+    let der = base64::engine::general_purpose::STANDARD
+        .decode(compact)
+        .map_err(|_| SandboxError::InvalidPublicKey)?;
+    RsaPublicKey::from_public_key_der(&der)
+        .or_else(|_| RsaPublicKey::from_pkcs1_der(&der))
+        .map_err(|_| SandboxError::InvalidPublicKey)
+}
+
+impl Sandbox {
+    /// Builds a sandbox; fails on a key that cannot be read or is under 2048 bits, or a
+    /// base URL that is not absolute.
+    pub fn new(mut config: SandboxConfig) -> Result<Arc<Sandbox>, SandboxError> {
+        if config.client_id.is_empty() {
+            return Err(SandboxError::EmptyClientId);
+        }
+        let key = parse_public_key(&config.public_key_pem)?;
+        let bits = key.size() * 8;
+        if bits < 2048 {
+            return Err(SandboxError::KeyTooSmall(bits));
+        }
+        let base = url::Url::parse(&config.public_base_url)
+            .ok()
+            .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+            .ok_or_else(|| SandboxError::InvalidBaseUrl(config.public_base_url.clone()))?;
+        let public_base_url = base.as_str().trim_end_matches('/').to_owned();
+        let initial_faults = std::mem::take(&mut config.faults);
+        Ok(Arc::new(Sandbox {
+            config,
+            verifying_key: VerifyingKey::<Sha256>::new(key),
+            public_base_url,
+            clock_offset: Mutex::new(chrono::Duration::zero()),
+            bank: Mutex::new(payments::BankState::default()),
+            faults: Mutex::new(faults::FaultState::new(initial_faults)),
+            log: Mutex::new(record::RequestLog::default()),
+        }))
+    }
+
+    pub fn config(&self) -> &SandboxConfig {
+        &self.config
+    }
+
+    /// The sandbox's notion of now: the wall clock moved by [`Sandbox::advance_clock`].
+    /// Payment lifecycles and token expiry follow it; the request-date check does not (the
+    /// client signs with the real time).
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *lock(&self.clock_offset)
+    }
+
+    /// Moves the sandbox's clock forward, so tests can make time pass without sleeping.
+    pub fn advance_clock(&self, by: Duration) {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        let mut offset = lock(&self.clock_offset);
+        *offset = offset.checked_add(&by).unwrap_or(*offset);
+    }
+
+    /// Every request received under `/personal`, oldest first.
+    pub fn requests(&self) -> Vec<RecordedRequest> {
+        lock(&self.log).entries()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.log).clear();
+    }
+
+    /// The active fault rules (with how many applications each has left).
+    pub fn faults(&self) -> Vec<FaultRule> {
+        lock(&self.faults).rules.clone()
+    }
+
+    /// Replaces the fault rules.
+    pub fn set_faults(&self, rules: Vec<FaultRule>) {
+        lock(&self.faults).rules = rules;
+    }
+
+    pub fn add_fault(&self, rule: FaultRule) {
+        lock(&self.faults).rules.push(rule);
+    }
+
+    pub fn clear_faults(&self) {
+        lock(&self.faults).rules.clear();
+    }
+
+    /// Requests received and faults injected, per operation.
+    pub fn counters(&self) -> std::collections::BTreeMap<Operation, OperationCounters> {
+        lock(&self.faults).counters.clone()
+    }
+
+    pub fn reset_counters(&self) {
+        lock(&self.faults).counters.clear();
+    }
+
+    /// A payment as the sandbox sees it (whether or not the bank API would show it yet).
+    pub fn payment(&self, payment_id: &str) -> Option<PaymentView> {
+        let now = self.now();
+        lock(&self.bank)
+            .payments
+            .get(payment_id)
+            .map(|p| p.view(now, &self.config))
+    }
+
+    pub fn payments(&self) -> Vec<PaymentView> {
+        let now = self.now();
+        let mut all: Vec<PaymentView> = lock(&self.bank)
+            .payments
+            .values()
+            .map(|p| p.view(now, &self.config))
+            .collect();
+        all.sort_by_key(|p| p.created_at);
+        all
+    }
+
+    /// Sets or clears the FundsNotAvailable scenario of a payment. `false` if unknown.
+    pub fn set_funds_not_available(&self, payment_id: &str, on: bool) -> bool {
+        match lock(&self.bank).payments.get_mut(payment_id) {
+            Some(p) => {
+                p.funds_not_available = on;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Forces a payment into a status (e.g. Rejected, InsufficientFunds) from now on, as the
+    /// bank's back office would. `None` returns it to its normal lifecycle. `false` if unknown.
+    pub fn force_status(&self, payment_id: &str, status: Option<BankStatus>) -> bool {
+        match lock(&self.bank).payments.get_mut(payment_id) {
+            Some(p) => {
+                p.forced_status = status;
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// The absolute signing link of a payment (what the initiation's `redirect` link holds).
+    pub fn signing_url(&self, payment_id: &str) -> Option<String> {
+        lock(&self.bank)
+            .payments
+            .get(payment_id)
+            .map(|p| self.signing_link(&p.signing_token))
+    }
+
+    fn signing_link(&self, signing_token: &str) -> String {
+        format!("{}/sandbox/sign/{signing_token}", self.public_base_url)
+    }
+}
+
+/// The whole sandbox: Nordea's API under `/personal`, the signing page and the admin API.
+pub fn router(sandbox: Arc<Sandbox>) -> Router {
+    handlers::routes(sandbox.clone())
+        .merge(signing::routes(sandbox.clone()))
+        .merge(admin::routes(sandbox))
+}
+
+/// Locks a mutex, going on with the data if a panicking thread poisoned it (every critical
+/// section here leaves the state consistent).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

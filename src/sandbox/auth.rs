@@ -1,0 +1,368 @@
+//! Authentication of every request under `/personal`: the app's credentials, the
+//! draft-cavage HTTP signature, the body digest and the freshness of the originating date;
+//! and, for the calls that need one, the PSU's bearer token.
+//!
+//! Written from the protocol description alone (never from pisgate's client): the signing
+//! string is rebuilt from the request as received, so a client that signs something other
+//! than what it sends is caught.
+
+use std::time::{Duration, SystemTime};
+
+use axum::http::{HeaderMap, Method, Uri};
+use base64::Engine;
+use base64::engine::general_purpose::STANDARD;
+use rsa::pkcs1v15::Signature;
+use rsa::signature::Verifier;
+use secrecy::ExposeSecret;
+use sha2::{Digest as _, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::Sandbox;
+use super::wire::ApiError;
+
+/// The header list Nordea requires on a request without a body.
+pub(crate) const HEADERS_WITHOUT_BODY: &str =
+    "(request-target) x-nordea-originating-host x-nordea-originating-date";
+/// The header list Nordea requires on a request with a body (DELETE with a body included).
+pub(crate) const HEADERS_WITH_BODY: &str =
+    "(request-target) x-nordea-originating-host x-nordea-originating-date content-type digest";
+
+/// The parameters of a `Signature` header.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub(crate) struct SignatureParams {
+    pub key_id: Option<String>,
+    pub algorithm: Option<String>,
+    pub headers: Option<String>,
+    pub signature: Option<String>,
+}
+
+/// Parses `keyId="…",algorithm="…",headers="…",signature="…"`. Values must be quoted;
+/// unknown parameters (e.g. `created`) are ignored; a repeated parameter is an error.
+pub(crate) fn parse_signature_header(value: &str) -> Result<SignatureParams, String> {
+    let mut params = SignatureParams::default();
+    let mut rest = value.trim();
+    while !rest.is_empty() {
+        let eq = rest
+            .find('=')
+            .ok_or_else(|| format!("expected name=\"value\" at '{rest}'"))?;
+        let name = rest[..eq].trim();
+        let after = rest[eq + 1..].trim_start();
+        let after = after
+            .strip_prefix('"')
+            .ok_or_else(|| format!("the value of {name} must be quoted"))?;
+        let close = after
+            .find('"')
+            .ok_or_else(|| format!("the value of {name} is not closed"))?;
+        let val = after[..close].to_owned();
+        rest = after[close + 1..].trim_start();
+        if let Some(r) = rest.strip_prefix(',') {
+            rest = r.trim_start();
+        } else if !rest.is_empty() {
+            return Err(format!("expected ',' after {name}"));
+        }
+        let slot = match name {
+            "keyId" => &mut params.key_id,
+            "algorithm" => &mut params.algorithm,
+            "headers" => &mut params.headers,
+            "signature" => &mut params.signature,
+            _ => continue,
+        };
+        if slot.replace(val).is_some() {
+            return Err(format!("{name} is given twice"));
+        }
+    }
+    Ok(params)
+}
+
+/// All values of a header joined by ", " (as draft-cavage says), or `None` when absent or
+/// not visible ASCII.
+fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
+    let values: Vec<&str> = headers
+        .get_all(name)
+        .iter()
+        .map(|v| v.to_str().ok())
+        .collect::<Option<_>>()?;
+    if values.is_empty() {
+        None
+    } else {
+        Some(values.join(", "))
+    }
+}
+
+/// Rebuilds the signing string from the request as received.
+pub(crate) fn signing_string(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    list: &str,
+) -> Result<String, ApiError> {
+    let mut lines = Vec::new();
+    for name in list.split_whitespace() {
+        if name == "(request-target)" {
+            let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
+            lines.push(format!(
+                "(request-target): {} {target}",
+                method.as_str().to_ascii_lowercase()
+            ));
+        } else {
+            let value = header_value(headers, name).ok_or_else(|| {
+                ApiError::signature(format!(
+                    "Header {name} is listed in the signature but missing from the request."
+                ))
+            })?;
+            lines.push(format!("{name}: {value}"));
+        }
+    }
+    Ok(lines.join("\n"))
+}
+
+/// The checks shared by every call: credentials, signature, date and digest.
+pub(crate) fn verify_request(
+    sandbox: &Sandbox,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+) -> Result<(), ApiError> {
+    let cfg = sandbox.config();
+    let client_id = header_value(headers, "x-ibm-client-id").filter(|v| !v.is_empty());
+    let client_secret = header_value(headers, "x-ibm-client-secret").filter(|v| !v.is_empty());
+    let (Some(client_id), Some(client_secret)) = (client_id, client_secret) else {
+        let which = if header_value(headers, "x-ibm-client-id").is_none() {
+            "X-IBM-Client-Id"
+        } else {
+            "X-IBM-Client-Secret"
+        };
+        return Err(ApiError::unauthorized(
+            "error.apikey.missing",
+            format!("{which} header is missing."),
+            which,
+        ));
+    };
+    let id_ok = client_id.as_bytes().ct_eq(cfg.client_id.as_bytes());
+    let secret_ok = client_secret
+        .as_bytes()
+        .ct_eq(cfg.client_secret.expose_secret().as_bytes());
+    if !bool::from(id_ok & secret_ok) {
+        return Err(ApiError::unauthorized(
+            "unauthorized",
+            "Invalid client id or secret.",
+            "X-IBM-Client-Id",
+        ));
+    }
+
+    let raw = header_value(headers, "signature")
+        .ok_or_else(|| ApiError::signature("Signature header is missing."))?;
+    let params = parse_signature_header(&raw)
+        .map_err(|e| ApiError::signature(format!("Signature header is malformed: {e}.")))?;
+    let key_id = params
+        .key_id
+        .ok_or_else(|| ApiError::signature("Signature header has no keyId."))?;
+    if key_id != client_id {
+        return Err(ApiError::signature(
+            "KeyId claim doesn't match to Client Id from X-IBM-Client-Id header.",
+        ));
+    }
+    match params.algorithm.as_deref() {
+        Some("rsa-sha256") => {}
+        Some(other) => {
+            return Err(ApiError::signature(format!(
+                "Algorithm {other} is not supported; use rsa-sha256."
+            )));
+        }
+        None => return Err(ApiError::signature("Signature header has no algorithm.")),
+    }
+    let expected = if body.is_empty() {
+        HEADERS_WITHOUT_BODY
+    } else {
+        HEADERS_WITH_BODY
+    };
+    let list = params
+        .headers
+        .ok_or_else(|| ApiError::signature("Signature header has no headers list."))?;
+    if list.split_whitespace().ne(expected.split_whitespace()) {
+        return Err(ApiError::signature(format!(
+            "Signed headers must be \"{expected}\" for this request, got \"{list}\"."
+        )));
+    }
+    let signature_b64 = params
+        .signature
+        .ok_or_else(|| ApiError::signature("Signature header has no signature."))?;
+
+    check_originating_host(headers, cfg.expected_originating_host.as_deref())?;
+    check_date(headers, cfg.max_clock_skew)?;
+
+    let message = signing_string(method, uri, headers, &list)?;
+    let signature_bytes = STANDARD
+        .decode(signature_b64.as_bytes())
+        .map_err(|_| ApiError::signature("Signature is not valid base64."))?;
+    let signature = Signature::try_from(signature_bytes.as_slice())
+        .map_err(|_| ApiError::signature("Signature has the wrong length."))?;
+    sandbox
+        .verifying_key
+        .verify(message.as_bytes(), &signature)
+        .map_err(|_| {
+            ApiError::signature("Signature verification failed against the registered key.")
+        })?;
+
+    if !body.is_empty() {
+        check_digest(headers, body)?;
+    }
+    Ok(())
+}
+
+fn check_originating_host(headers: &HeaderMap, expected: Option<&str>) -> Result<(), ApiError> {
+    let host = header_value(headers, "x-nordea-originating-host")
+        .filter(|h| !h.trim().is_empty())
+        .ok_or_else(|| ApiError::signature("X-Nordea-Originating-Host header is missing."))?;
+    match expected {
+        Some(e) if host != e => Err(ApiError::signature(format!(
+            "X-Nordea-Originating-Host must be {e}."
+        ))),
+        _ => Ok(()),
+    }
+}
+
+/// The date must be an RFC 7231 IMF-fixdate (formatting it back gives the same text) and
+/// within the allowed skew of the real clock.
+fn check_date(headers: &HeaderMap, max_skew: Duration) -> Result<(), ApiError> {
+    let raw = header_value(headers, "x-nordea-originating-date")
+        .ok_or_else(|| ApiError::signature("X-Nordea-Originating-Date header is missing."))?;
+    let parsed = httpdate::parse_http_date(&raw)
+        .ok()
+        .filter(|t| httpdate::fmt_http_date(*t) == raw)
+        .ok_or_else(|| {
+            ApiError::signature(format!(
+                "X-Nordea-Originating-Date '{raw}' is not an RFC 7231 IMF-fixdate in GMT."
+            ))
+        })?;
+    let now = SystemTime::now();
+    let skew = now
+        .duration_since(parsed)
+        .or_else(|_| parsed.duration_since(now))
+        .unwrap_or_default();
+    if skew > max_skew {
+        return Err(ApiError::signature(format!(
+            "X-Nordea-Originating-Date is {} s away from the server time (at most {} s allowed).",
+            skew.as_secs(),
+            max_skew.as_secs()
+        )));
+    }
+    Ok(())
+}
+
+/// `Digest: sha-256=<base64 of SHA-256 of the exact body>`. A form body must also have its
+/// parameters in alphabetical order, since Nordea computes the digest over them sorted.
+fn check_digest(headers: &HeaderMap, body: &[u8]) -> Result<(), ApiError> {
+    let digest_error = |d: String| ApiError::unauthorized("error.digest.invalid", d, "Digest");
+    let raw = header_value(headers, "digest")
+        .ok_or_else(|| digest_error("Digest header is missing.".into()))?;
+    let (alg, value) = raw
+        .split_once('=')
+        .ok_or_else(|| digest_error("Digest header must be sha-256=<base64>.".into()))?;
+    if !alg.eq_ignore_ascii_case("sha-256") {
+        return Err(digest_error(format!(
+            "Digest algorithm {alg} is not supported; use sha-256."
+        )));
+    }
+    let claimed = STANDARD
+        .decode(value.as_bytes())
+        .map_err(|_| digest_error("Digest value is not valid base64.".into()))?;
+    let actual = Sha256::digest(body);
+    if !bool::from(claimed.as_slice().ct_eq(&actual[..])) {
+        return Err(digest_error(
+            "Digest does not match the request body.".into(),
+        ));
+    }
+    let is_form = header_value(headers, "content-type")
+        .is_some_and(|ct| media_type(&ct) == "application/x-www-form-urlencoded");
+    if is_form {
+        let keys: Vec<String> = url::form_urlencoded::parse(body)
+            .map(|(k, _)| k.into_owned())
+            .collect();
+        if keys.windows(2).any(|w| w[0] > w[1]) {
+            return Err(digest_error(
+                "Form parameters must be sent in alphabetical order (the digest is computed over them sorted).".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The lower-case media type of a Content-Type value, without parameters.
+pub(crate) fn media_type(content_type: &str) -> String {
+    content_type
+        .split(';')
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase()
+}
+
+/// The access token of an `Authorization: Bearer …` header.
+pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<String, ApiError> {
+    let raw = header_value(headers, "authorization").ok_or_else(|| {
+        ApiError::unauthorized(
+            "error.token.missing",
+            "This call requires an Authorization: Bearer access token.",
+            "Authorization",
+        )
+    })?;
+    let (scheme, token) = raw.split_once(' ').unwrap_or((raw.as_str(), ""));
+    let token = token.trim();
+    if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
+        return Err(ApiError::unauthorized(
+            "error.token.invalid",
+            "Authorization must be 'Bearer <access token>'.",
+            "Authorization",
+        ));
+    }
+    Ok(token.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_a_cavage_signature_header() {
+        let p = parse_signature_header(
+            r#"keyId="my-client",algorithm="rsa-sha256",headers="(request-target) x-nordea-originating-host",signature="YWJj""#,
+        )
+        .unwrap();
+        assert_eq!(p.key_id.as_deref(), Some("my-client"));
+        assert_eq!(p.algorithm.as_deref(), Some("rsa-sha256"));
+        assert_eq!(
+            p.headers.as_deref(),
+            Some("(request-target) x-nordea-originating-host")
+        );
+        assert_eq!(p.signature.as_deref(), Some("YWJj"));
+    }
+
+    #[test]
+    fn refuses_unquoted_and_repeated_parameters() {
+        assert!(parse_signature_header("keyId=abc").is_err());
+        assert!(parse_signature_header(r#"keyId="a",keyId="b""#).is_err());
+        assert!(parse_signature_header(r#"keyId="a" algorithm="b""#).is_err());
+    }
+
+    #[test]
+    fn signing_string_uses_the_lower_case_method_and_the_path_with_query() {
+        let mut headers = HeaderMap::new();
+        headers.insert("x-nordea-originating-host", "api.example".parse().unwrap());
+        headers.insert(
+            "x-nordea-originating-date",
+            "Wed, 24 Apr 2019 14:00:37 GMT".parse().unwrap(),
+        );
+        let uri: Uri = "/personal/v3/single-sca-payments/abc?request_availability_of_funds=true"
+            .parse()
+            .unwrap();
+        let s = signing_string(&Method::GET, &uri, &headers, HEADERS_WITHOUT_BODY).unwrap();
+        assert_eq!(
+            s,
+            "(request-target): get /personal/v3/single-sca-payments/abc?request_availability_of_funds=true\n\
+             x-nordea-originating-host: api.example\n\
+             x-nordea-originating-date: Wed, 24 Apr 2019 14:00:37 GMT"
+        );
+    }
+}

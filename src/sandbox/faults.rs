@@ -1,0 +1,229 @@
+//! Fault injection: rules that add latency or replace the bank's answer for chosen
+//! operations, switchable at run time, plus per-operation counters.
+//!
+//! A rule is `{"operation": "status" | … | "all", "kind": …, "probability": 0.0..=1.0,
+//! "times": n | null}` with the kind's own fields:
+//! `{"kind": "latency", "ms": 250}`, `{"kind": "http500"}`, `{"kind": "http503"}`,
+//! `{"kind": "http429", "retry_after_secs": 2}`, `{"kind": "drop_connection"}`,
+//! `{"kind": "malformed_json"}`. Every matching latency rule that fires adds its delay; then
+//! the first matching answer-changing rule that fires is applied. `times` counts down on each
+//! application and the rule stops firing at zero (null: unlimited). With probability 1 and a
+//! `times`, a fault is fully deterministic ("fail the next two status calls").
+//!
+//! 500, 503 and 429 answer without running the call (nothing changes at the bank);
+//! `malformed_json` runs the call (its effect happens) and cuts the JSON answer in half;
+//! `drop_connection` closes the TCP connection without an HTTP answer (only when served by
+//! [`super::serve`], whose accept loop turns the marker into a closed connection).
+
+use std::collections::BTreeMap;
+
+use rand::Rng;
+use serde::{Deserialize, Serialize};
+
+use super::Operation;
+
+/// Which operations a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FaultTarget {
+    All,
+    Initiate,
+    Status,
+    Details,
+    Funds,
+    Cancel,
+    Token,
+    Revoke,
+}
+
+impl FaultTarget {
+    pub fn matches(self, op: Operation) -> bool {
+        matches!(
+            (self, op),
+            (FaultTarget::All, _)
+                | (FaultTarget::Initiate, Operation::Initiate)
+                | (FaultTarget::Status, Operation::Status)
+                | (FaultTarget::Details, Operation::Details)
+                | (FaultTarget::Funds, Operation::Funds)
+                | (FaultTarget::Cancel, Operation::Cancel)
+                | (FaultTarget::Token, Operation::Token)
+                | (FaultTarget::Revoke, Operation::Revoke)
+        )
+    }
+}
+
+/// What a rule does.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Fault {
+    /// Adds `ms` milliseconds before the call is handled.
+    Latency { ms: u64 },
+    /// 500 with a Nordea error body.
+    Http500,
+    /// 503 with a Nordea error body.
+    Http503,
+    /// 429 with `Retry-After: retry_after_secs`.
+    Http429 { retry_after_secs: u64 },
+    /// Closes the connection with no HTTP answer.
+    DropConnection,
+    /// Runs the call, then sends a truncated JSON body.
+    MalformedJson,
+}
+
+impl Fault {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Fault::Latency { .. } => "latency",
+            Fault::Http500 => "http500",
+            Fault::Http503 => "http503",
+            Fault::Http429 { .. } => "http429",
+            Fault::DropConnection => "drop_connection",
+            Fault::MalformedJson => "malformed_json",
+        }
+    }
+}
+
+fn always() -> f64 {
+    1.0
+}
+
+/// One fault rule.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FaultRule {
+    pub operation: FaultTarget,
+    #[serde(flatten)]
+    pub fault: Fault,
+    /// Share of matching calls it applies to (0.0 to 1.0; default 1.0).
+    #[serde(default = "always")]
+    pub probability: f64,
+    /// How many more times it may apply; `None` for no limit.
+    #[serde(default)]
+    pub times: Option<u32>,
+}
+
+impl FaultRule {
+    /// A rule that always applies to `operation`, with no limit.
+    pub fn always(operation: FaultTarget, fault: Fault) -> FaultRule {
+        FaultRule {
+            operation,
+            fault,
+            probability: 1.0,
+            times: None,
+        }
+    }
+
+    /// The same rule, limited to `n` applications.
+    pub fn times(mut self, n: u32) -> FaultRule {
+        self.times = Some(n);
+        self
+    }
+
+    fn fires(&mut self, op: Operation) -> bool {
+        if !self.operation.matches(op) || self.times == Some(0) {
+            return false;
+        }
+        let p = self.probability.clamp(0.0, 1.0);
+        let hit = p >= 1.0 || (p > 0.0 && rand::thread_rng().gen_bool(p));
+        if hit {
+            if let Some(t) = self.times.as_mut() {
+                *t -= 1;
+            }
+        }
+        hit
+    }
+}
+
+/// Requests received and faults injected for one operation.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct OperationCounters {
+    pub received: u64,
+    pub faulted: u64,
+}
+
+/// What the gateway does to one call.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct Plan {
+    pub latency_ms: u64,
+    pub fault: Option<Fault>,
+}
+
+#[derive(Debug, Default)]
+pub(crate) struct FaultState {
+    pub rules: Vec<FaultRule>,
+    pub counters: BTreeMap<Operation, OperationCounters>,
+}
+
+impl FaultState {
+    pub fn new(rules: Vec<FaultRule>) -> FaultState {
+        FaultState {
+            rules,
+            counters: BTreeMap::new(),
+        }
+    }
+
+    /// Counts the call and decides its faults.
+    pub fn plan(&mut self, op: Operation) -> Plan {
+        let mut plan = Plan::default();
+        for rule in &mut self.rules {
+            if let Fault::Latency { ms } = rule.fault {
+                if rule.fires(op) {
+                    plan.latency_ms = plan.latency_ms.saturating_add(ms);
+                }
+            }
+        }
+        for rule in &mut self.rules {
+            if !matches!(rule.fault, Fault::Latency { .. }) && rule.fires(op) {
+                plan.fault = Some(rule.fault.clone());
+                break;
+            }
+        }
+        let counters = self.counters.entry(op).or_default();
+        counters.received += 1;
+        if plan.fault.is_some() || plan.latency_ms > 0 {
+            counters.faulted += 1;
+        }
+        plan
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rules_round_trip_through_their_json_form() {
+        let rule: FaultRule = serde_json::from_str(
+            r#"{"operation":"status","kind":"http429","retry_after_secs":3,"times":2}"#,
+        )
+        .unwrap();
+        assert_eq!(
+            rule,
+            FaultRule::always(
+                FaultTarget::Status,
+                Fault::Http429 {
+                    retry_after_secs: 3
+                }
+            )
+            .times(2)
+        );
+        let back = serde_json::to_value(&rule).unwrap();
+        assert_eq!(back["kind"], "http429");
+        assert_eq!(back["operation"], "status");
+    }
+
+    #[test]
+    fn a_limited_rule_stops_after_its_count_and_latency_adds_up() {
+        let mut state = FaultState::new(vec![
+            FaultRule::always(FaultTarget::All, Fault::Latency { ms: 5 }),
+            FaultRule::always(FaultTarget::Details, Fault::Latency { ms: 7 }),
+            FaultRule::always(FaultTarget::Details, Fault::Http503).times(1),
+            FaultRule::always(FaultTarget::Status, Fault::Http500),
+        ]);
+        let first = state.plan(Operation::Details);
+        assert_eq!(first.latency_ms, 12);
+        assert_eq!(first.fault, Some(Fault::Http503));
+        assert_eq!(state.plan(Operation::Details).fault, None);
+        assert_eq!(state.plan(Operation::Status).fault, Some(Fault::Http500));
+        assert_eq!(state.counters[&Operation::Details].received, 2);
+    }
+}

@@ -1,0 +1,166 @@
+//! Nordea's response envelopes: `group_header` + `response`, and the error body with
+//! `failures`. Every answer under `/personal` goes through here.
+
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use chrono::{SecondsFormat, Utc};
+use rand::Rng;
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// Random lower-case hex of `bytes` random bytes (ids, tokens, message identifications).
+pub(crate) fn random_hex(bytes: usize) -> String {
+    let mut buf = vec![0u8; bytes];
+    rand::thread_rng().fill(buf.as_mut_slice());
+    hex::encode(buf)
+}
+
+pub(crate) fn group_header(status: StatusCode) -> Value {
+    json!({
+        "message_identification": random_hex(16),
+        "creation_date_time": Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true),
+        "http_code": status.as_u16(),
+    })
+}
+
+/// A JSON answer wrapped in Nordea's envelope.
+pub(crate) fn ok(status: StatusCode, response: Value) -> Response {
+    json_response(
+        status,
+        &json!({ "group_header": group_header(status), "response": response }),
+    )
+}
+
+pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
+    let mut resp = (status, body.to_string()).into_response();
+    resp.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    resp
+}
+
+/// One entry of Nordea's `failures` list.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub(crate) struct Failure {
+    pub code: String,
+    pub description: String,
+    pub path: String,
+    #[serde(rename = "type")]
+    pub kind: String,
+}
+
+impl Failure {
+    pub fn new(code: &str, description: impl Into<String>, path: &str, kind: &str) -> Failure {
+        Failure {
+            code: code.to_owned(),
+            description: description.into(),
+            path: path.to_owned(),
+            kind: kind.to_owned(),
+        }
+    }
+}
+
+/// An error answer: a status and its failures; rendered with the request's URL.
+#[derive(Debug, Clone)]
+pub(crate) struct ApiError {
+    pub status: StatusCode,
+    pub failures: Vec<Failure>,
+    pub retry_after: Option<u64>,
+}
+
+impl ApiError {
+    pub fn new(status: StatusCode, code: &str, description: impl Into<String>, path: &str) -> Self {
+        let kind = match status.as_u16() {
+            401 | 403 => "authentication",
+            404 => "not_found",
+            400 | 415 | 422 => "validation",
+            429 => "rate_limit",
+            _ => "technical",
+        };
+        ApiError {
+            status,
+            failures: vec![Failure::new(code, description, path, kind)],
+            retry_after: None,
+        }
+    }
+
+    pub fn validation(failures: Vec<Failure>) -> Self {
+        ApiError {
+            status: StatusCode::BAD_REQUEST,
+            failures,
+            retry_after: None,
+        }
+    }
+
+    pub fn unauthorized(code: &str, description: impl Into<String>, path: &str) -> Self {
+        ApiError::new(StatusCode::UNAUTHORIZED, code, description, path)
+    }
+
+    pub fn signature(description: impl Into<String>) -> Self {
+        ApiError::unauthorized("error.signature.invalid", description, "Signature")
+    }
+
+    pub fn not_found(what: &str) -> Self {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            "error.resource.not_found",
+            format!("{what} not found"),
+            "paymentId",
+        )
+    }
+
+    pub fn token(description: impl Into<String>) -> Self {
+        ApiError::new(
+            StatusCode::BAD_REQUEST,
+            "invalid_grant",
+            description,
+            "grant_type",
+        )
+    }
+
+    /// The error body for a request to `path` (the `/personal` prefix is left out, as in
+    /// Nordea's examples).
+    pub fn render(&self, path: &str) -> Response {
+        let url = path.strip_prefix("/personal").unwrap_or(path);
+        let body = json!({
+            "group_header": group_header(self.status),
+            "error": {
+                "request": { "url": url },
+                "failures": self.failures,
+            }
+        });
+        let mut resp = json_response(self.status, &body);
+        if let Some(secs) = self.retry_after {
+            resp.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        resp
+    }
+}
+
+/// Amounts as Nordea echoes them: no trailing zeros (`1000` minor → `"10"`, `1420` → `"14.2"`).
+pub(crate) fn nordea_amount(minor: i64) -> String {
+    let whole = minor / 100;
+    let cents = minor % 100;
+    match cents {
+        0 => whole.to_string(),
+        c if c % 10 == 0 => format!("{whole}.{}", c / 10),
+        c => format!("{whole}.{c:02}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn amounts_are_echoed_without_trailing_zeros_like_the_seed_examples() {
+        assert_eq!(nordea_amount(1000), "10");
+        assert_eq!(nordea_amount(400), "4");
+        assert_eq!(nordea_amount(1424), "14.24");
+        assert_eq!(nordea_amount(1420), "14.2");
+        assert_eq!(nordea_amount(1), "0.01");
+        assert_eq!(nordea_amount(138), "1.38");
+    }
+}
