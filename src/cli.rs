@@ -31,6 +31,8 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Serve the Nordea sandbox simulator (for local runs and tests; never in production).
+    Sandbox,
     /// Manage merchants.
     Merchant {
         #[command(subcommand)]
@@ -96,6 +98,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             application.run_until_stopped(app::shutdown_signal()).await
         }
+        Command::Sandbox => run_sandbox().await,
         Command::Migrate => {
             let settings = Settings::load()?;
             let pool = ledger::connect(&settings.database).await?;
@@ -156,4 +159,41 @@ async fn merchant_command(pool: &sqlx::PgPool, command: MerchantCommand) -> anyh
             Ok(())
         }
     }
+}
+
+async fn run_sandbox() -> anyhow::Result<()> {
+    use crate::sandbox::{Sandbox, SandboxConfig};
+    let s = crate::config::SandboxSettings::load()?;
+    let _guard = telemetry::init(&crate::config::TelemetrySettings {
+        log_format: crate::config::LogFormat::Auto,
+        log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        service_name: "pisgate-sandbox".into(),
+    })?;
+    let mut config = SandboxConfig::new(
+        s.client_id,
+        s.client_secret,
+        s.public_key_pem,
+        s.public_url.clone(),
+    );
+    config.confirm_delay = s.confirm_delay;
+    config.paid_delay = s.paid_delay;
+    config.recurring_interval = s.recurring_interval;
+    config.approval_timeout = s.approval_timeout;
+    config.access_token_lifetime = s.access_token_lifetime;
+    if let Some(faults) = &s.faults_json {
+        config.faults = serde_json::from_str(faults).map_err(|e| {
+            SettingsError::Load(format!("invalid setting PISGATE__SANDBOX__FAULTS: {e}"))
+        })?;
+    }
+    let sandbox = Sandbox::new(config).map_err(|e| {
+        SettingsError::Load(format!(
+            "invalid setting PISGATE__SANDBOX__PUBLIC_KEY_FILE: {e}"
+        ))
+    })?;
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| format!("cannot listen on {} (PISGATE__SANDBOX__LISTEN)", s.listen))?;
+    tracing::info!(addr = %s.listen, "Nordea sandbox is listening; base URL {}/personal", s.public_url);
+    crate::sandbox::serve(listener, sandbox, app::shutdown_signal()).await?;
+    Ok(())
 }

@@ -12,7 +12,7 @@ use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::Duration;
 
 const PREFIX: &str = "PISGATE";
@@ -249,19 +249,6 @@ fn resolve_file_variants(
     Ok(out)
 }
 
-/// Reads one optional section of the layered settings into `T` (used by the subcommands
-/// that own extra sections, such as the sandbox).
-pub fn section<T: serde::de::DeserializeOwned + Default>(
-    cfg: &config::Config,
-    name: &str,
-) -> Result<T, SettingsError> {
-    match cfg.get::<T>(name) {
-        Ok(v) => Ok(v),
-        Err(config::ConfigError::NotFound(_)) => Ok(T::default()),
-        Err(e) => Err(SettingsError::Load(e.to_string())),
-    }
-}
-
 impl Settings {
     /// Loads and validates the settings of the running process.
     pub fn load() -> Result<Settings, SettingsError> {
@@ -424,16 +411,110 @@ fn boolean(key: &str, value: Option<String>) -> Result<bool, SettingsError> {
     }
 }
 
-/// Reads a file path setting, checking it exists (for key files).
-pub fn existing_file(key: &str, value: &str) -> Result<PathBuf, SettingsError> {
-    let p = Path::new(value);
-    if p.is_file() {
-        Ok(p.to_path_buf())
-    } else {
-        Err(SettingsError::invalid(
-            key,
-            format!("{value:?} is not a readable file"),
-        ))
+/// Settings of `pisgate sandbox` (the Nordea simulator): section `[sandbox]`.
+#[derive(Debug, Clone)]
+pub struct SandboxSettings {
+    pub listen: SocketAddr,
+    /// How a browser reaches the sandbox; signing links are built on it.
+    pub public_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// PEM (SPKI or PKCS#1) or bare base64 of the public key registered for the app.
+    pub public_key_pem: String,
+    pub confirm_delay: Duration,
+    pub paid_delay: Duration,
+    pub recurring_interval: Duration,
+    pub approval_timeout: Option<Duration>,
+    pub access_token_lifetime: Duration,
+    /// Fault rules active from the start, as the admin API's JSON list.
+    pub faults_json: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawSandbox {
+    listen: Option<String>,
+    public_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    public_key_file: Option<String>,
+    public_key: Option<String>,
+    confirm_delay_ms: Option<String>,
+    paid_delay_ms: Option<String>,
+    recurring_interval_secs: Option<String>,
+    approval_timeout_secs: Option<String>,
+    access_token_lifetime_secs: Option<String>,
+    faults: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawSandboxRoot {
+    #[serde(default)]
+    sandbox: RawSandbox,
+}
+
+impl SandboxSettings {
+    pub fn load() -> Result<SandboxSettings, SettingsError> {
+        SandboxSettings::load_from(&Sources::from_process())
+    }
+
+    pub fn load_from(sources: &Sources) -> Result<SandboxSettings, SettingsError> {
+        let raw: RawSandboxRoot = sources
+            .layered()?
+            .try_deserialize()
+            .map_err(|e| SettingsError::Load(e.to_string()))?;
+        let raw = raw.sandbox;
+        let listen_s = required("sandbox.listen", raw.listen)?;
+        let listen: SocketAddr = listen_s.trim().parse().map_err(|_| {
+            SettingsError::invalid(
+                "sandbox.listen",
+                format!("{listen_s:?} is not a socket address"),
+            )
+        })?;
+        let public_url = raw
+            .public_url
+            .filter(|u| !u.trim().is_empty())
+            .unwrap_or_else(|| format!("http://{listen}"));
+        let public_key_pem = match (raw.public_key, raw.public_key_file) {
+            (Some(k), _) if !k.trim().is_empty() => k,
+            (_, Some(path)) if !path.trim().is_empty() => std::fs::read_to_string(path.trim())
+                .map_err(|e| {
+                    SettingsError::invalid(
+                        "sandbox.public_key_file",
+                        format!("cannot read {path:?}: {e}"),
+                    )
+                })?,
+            _ => return Err(SettingsError::missing("sandbox.public_key_file")),
+        };
+        let millis =
+            |key: &str, v: Option<String>| number::<u64>(key, v, 0).map(Duration::from_millis);
+        let approval_timeout = match raw.approval_timeout_secs {
+            Some(v) if !v.trim().is_empty() => {
+                Some(secs("sandbox.approval_timeout_secs", Some(v))?)
+            }
+            _ => None,
+        };
+        Ok(SandboxSettings {
+            listen,
+            public_url: public_url.trim_end_matches('/').to_owned(),
+            client_id: required("sandbox.client_id", raw.client_id)?,
+            client_secret: SecretString::from(required(
+                "sandbox.client_secret",
+                raw.client_secret,
+            )?),
+            public_key_pem,
+            confirm_delay: millis("sandbox.confirm_delay_ms", raw.confirm_delay_ms)?,
+            paid_delay: millis("sandbox.paid_delay_ms", raw.paid_delay_ms)?,
+            recurring_interval: secs(
+                "sandbox.recurring_interval_secs",
+                raw.recurring_interval_secs,
+            )?,
+            approval_timeout,
+            access_token_lifetime: secs(
+                "sandbox.access_token_lifetime_secs",
+                raw.access_token_lifetime_secs,
+            )?,
+            faults_json: raw.faults.filter(|f| !f.trim().is_empty()),
+        })
     }
 }
 
