@@ -61,3 +61,69 @@ impl fmt::Display for PaymentStatus {
         f.write_str(self.as_str())
     }
 }
+
+/// Why a status change is refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TransitionError {
+    #[error("the payment is {0} and final; it cannot become {1}")]
+    FromFinal(PaymentStatus, PaymentStatus),
+    #[error("a payment cannot go from {0} back to {1}")]
+    Backwards(PaymentStatus, PaymentStatus),
+    #[error("only a payment awaiting authorization can expire (it is {0})")]
+    ExpiredAfterAuthorization(PaymentStatus),
+}
+
+/// The status machine: the only rule by which a status may change.
+///
+/// * final states never change;
+/// * `awaiting_authorization` may move to any other state;
+/// * `authorized` may move to `paid` or a final exit other than `authorization_failed` and
+///   `expired` (the shopper already signed; the bank may still reject or the merchant cancel);
+/// * nothing goes back to `awaiting_authorization`.
+pub fn check_transition(from: PaymentStatus, to: PaymentStatus) -> Result<(), TransitionError> {
+    use PaymentStatus::*;
+    if from.is_final() {
+        return Err(TransitionError::FromFinal(from, to));
+    }
+    match (from, to) {
+        (_, AwaitingAuthorization) => Err(TransitionError::Backwards(from, to)),
+        (Authorized, Expired) => Err(TransitionError::ExpiredAfterAuthorization(from)),
+        (Authorized, AuthorizationFailed) => Err(TransitionError::Backwards(from, to)),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::PaymentStatus::*;
+    use super::*;
+
+    #[test]
+    fn final_states_never_change() {
+        for from in PaymentStatus::ALL.into_iter().filter(|s| s.is_final()) {
+            for to in PaymentStatus::ALL {
+                assert!(check_transition(from, to).is_err(), "{from} -> {to}");
+            }
+        }
+    }
+
+    #[test]
+    fn awaiting_authorization_may_move_anywhere_forward() {
+        for to in PaymentStatus::ALL
+            .into_iter()
+            .filter(|s| *s != AwaitingAuthorization)
+        {
+            assert!(check_transition(AwaitingAuthorization, to).is_ok(), "{to}");
+        }
+    }
+
+    #[test]
+    fn authorized_payments_cannot_expire_fail_authorization_or_go_back() {
+        for to in [AwaitingAuthorization, Expired, AuthorizationFailed] {
+            assert!(check_transition(Authorized, to).is_err(), "{to}");
+        }
+        for to in [Paid, Rejected, Cancelled, Failed] {
+            assert!(check_transition(Authorized, to).is_ok(), "{to}");
+        }
+    }
+}

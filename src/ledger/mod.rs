@@ -4,7 +4,10 @@
 //! `.sqlx/`, so building needs no database. Nothing here calls the network or holds a
 //! transaction across anything but the database.
 
+pub mod events;
+pub mod idempotency;
 pub mod merchants;
+pub mod payments;
 
 use crate::config::DatabaseSettings;
 use sqlx::PgPool;
