@@ -194,6 +194,10 @@ pub struct Authentication {
 }
 
 /// Everything needed to initiate one payment.
+///
+/// The domain has already checked the business rules (currency per country, creditor name
+/// length, express and own-account rules, recurrence counts); an adapter does not second-guess
+/// them, and whatever the bank still refuses comes back as [`BankError::Validation`].
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PaymentInitiation {
     /// The debtor's country: it picks the bank's product (SEPA for FI, domestic otherwise).

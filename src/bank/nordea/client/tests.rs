@@ -814,3 +814,95 @@ fn refuses_unusable_configuration_and_never_prints_the_secret() {
     assert!(!shown.contains(CLIENT_SECRET), "{shown}");
     assert!(shown.contains("https://x.example/personal\""), "{shown}");
 }
+
+// --- metrics ----------------------------------------------------------------------------------
+
+/// Remembers every metric registration as `name{operation,outcome}`.
+#[derive(Default)]
+struct SeenMetrics(std::sync::Mutex<Vec<String>>);
+
+impl SeenMetrics {
+    fn note(&self, key: &metrics::Key) {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}{{{}}}", key.name(), labels.join(",")));
+    }
+}
+
+impl metrics::Recorder for SeenMetrics {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        self.note(key);
+        metrics::Counter::noop()
+    }
+
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        self.note(key);
+        metrics::Gauge::noop()
+    }
+
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        self.note(key);
+        metrics::Histogram::noop()
+    }
+}
+
+#[tokio::test]
+async fn every_http_attempt_is_counted_and_timed_by_operation_and_outcome() {
+    let seen = SeenMetrics::default();
+    let _guard = metrics::set_default_local_recorder(&seen);
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(status_answer("Paid")))
+        .mount(&server)
+        .await;
+
+    client(&server).status(&id(), None).await.unwrap();
+
+    let seen = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            "pisgate_bank_requests_total{operation=status,outcome=unavailable}",
+            "pisgate_bank_request_duration_seconds{operation=status,outcome=unavailable}",
+            "pisgate_bank_requests_total{operation=status,outcome=ok}",
+            "pisgate_bank_request_duration_seconds{operation=status,outcome=ok}",
+        ]
+    );
+}
