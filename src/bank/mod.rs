@@ -1,1 +1,472 @@
-//! placeholder
+//! The bank port: what pisgate asks of a bank, in bank-neutral terms.
+//!
+//! [`Bank`] is the one trait the rest of pisgate (the API, the workers) talks to; an adapter
+//! such as [`nordea::NordeaClient`] implements it with that bank's wire format, signing and
+//! status mapping. The types here carry domain values ([`Money`], [`Country`],
+//! [`PaymentStatus`]) and never a bank's JSON, headers or HTTP status codes.
+//!
+//! What this module must never do:
+//! - know about the database, the merchant API or any particular bank's wire format;
+//! - change a payment's status itself: a [`StatusReport`] only proposes the mapped status,
+//!   and `None` means "unknown, no change";
+//! - print a secret: tokens and codes are [`SecretString`], account numbers are masked in
+//!   `Debug`, and no [`BankError`] text carries a token, key, code or account number.
+
+pub mod nordea;
+mod trace;
+
+use crate::domain::{Country, Money, PaymentStatus};
+use async_trait::async_trait;
+use chrono::NaiveDate;
+use secrecy::SecretString;
+use serde::{Deserialize, Serialize};
+use std::fmt;
+use std::net::IpAddr;
+use std::time::Duration;
+
+/// A bank's own identifier of a payment.
+///
+/// It is put into URL paths, so it only ever holds URL-safe characters (RFC 3986 unreserved:
+/// ASCII letters, digits, `-`, `.`, `_`, `~`), is not empty and at most 128 bytes long.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(try_from = "String", into = "String")]
+pub struct BankPaymentId(String);
+
+impl BankPaymentId {
+    pub const MAX_LEN: usize = 128;
+
+    pub fn parse(id: impl Into<String>) -> Option<BankPaymentId> {
+        let id = id.into();
+        let safe = !id.is_empty()
+            && id.len() <= Self::MAX_LEN
+            && id != "."
+            && id != ".."
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_' | b'~'));
+        safe.then_some(BankPaymentId(id))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl TryFrom<String> for BankPaymentId {
+    type Error = String;
+
+    fn try_from(value: String) -> Result<Self, Self::Error> {
+        BankPaymentId::parse(value).ok_or_else(|| "not a valid bank payment id".to_owned())
+    }
+}
+
+impl From<BankPaymentId> for String {
+    fn from(id: BankPaymentId) -> String {
+        id.0
+    }
+}
+
+impl fmt::Display for BankPaymentId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// How an account is identified.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AccountType {
+    #[serde(rename = "IBAN")]
+    Iban,
+    #[serde(rename = "BBAN_DK")]
+    BbanDk,
+    #[serde(rename = "BBAN_SE")]
+    BbanSe,
+    #[serde(rename = "BBAN_NO")]
+    BbanNo,
+    /// Swedish Bankgiro number.
+    #[serde(rename = "BGNR")]
+    Bankgiro,
+    /// Swedish Plusgiro number.
+    #[serde(rename = "PGNR")]
+    Plusgiro,
+}
+
+impl AccountType {
+    pub const ALL: [AccountType; 6] = [
+        AccountType::Iban,
+        AccountType::BbanDk,
+        AccountType::BbanSe,
+        AccountType::BbanNo,
+        AccountType::Bankgiro,
+        AccountType::Plusgiro,
+    ];
+
+    pub fn code(self) -> &'static str {
+        match self {
+            AccountType::Iban => "IBAN",
+            AccountType::BbanDk => "BBAN_DK",
+            AccountType::BbanSe => "BBAN_SE",
+            AccountType::BbanNo => "BBAN_NO",
+            AccountType::Bankgiro => "BGNR",
+            AccountType::Plusgiro => "PGNR",
+        }
+    }
+
+    pub fn from_code(code: &str) -> Option<AccountType> {
+        AccountType::ALL.into_iter().find(|t| t.code() == code)
+    }
+}
+
+/// An account: its kind and its number. `Debug` shows only the last four characters.
+#[derive(Clone, PartialEq, Eq)]
+pub struct Account {
+    pub kind: AccountType,
+    pub value: String,
+}
+
+impl Account {
+    /// The account number with all but its last four characters hidden, for logs.
+    pub fn masked(&self) -> String {
+        let chars: Vec<char> = self.value.chars().collect();
+        let keep = chars.len().min(4);
+        let tail: String = chars[chars.len() - keep..].iter().collect();
+        format!("…{tail}")
+    }
+}
+
+impl fmt::Debug for Account {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Account")
+            .field("kind", &self.kind)
+            .field("value", &self.masked())
+            .finish()
+    }
+}
+
+/// A structured creditor reference, e.g. `OCR` (Finnish/Norwegian KID) or `RF`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reference {
+    pub kind: String,
+    pub value: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Creditor {
+    pub account: Account,
+    pub name: Option<String>,
+    /// Message to the creditor (free text).
+    pub message: Option<String>,
+    pub reference: Option<Reference>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Debtor {
+    pub account: Option<Account>,
+    /// Message on the debtor's own statement.
+    pub message: Option<String>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Urgency {
+    #[default]
+    Standard,
+    Express,
+}
+
+/// A standing order: `count` executions (9999 = until deleted) at `recurrence_type`
+/// (the bank's own code, e.g. `MONTHLY_SAME_DAY`; the bank decides what it accepts).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recurring {
+    pub count: u32,
+    pub recurrence_type: String,
+}
+
+/// Where the bank sends the shopper after signing and what it shows them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authentication {
+    /// Our random, single-use state; it comes back on the redirect.
+    pub state: String,
+    pub redirect_uri: String,
+    pub language: Option<String>,
+    /// The bank's code for the signing method (e.g. `MTA`, `BANKID_NO`).
+    pub authentication_method: Option<String>,
+}
+
+/// Everything needed to initiate one payment.
+///
+/// The domain has already checked the business rules (currency per country, creditor name
+/// length, express and own-account rules, recurrence counts); an adapter does not second-guess
+/// them, and whatever the bank still refuses comes back as [`BankError::Validation`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentInitiation {
+    /// The debtor's country: it picks the bank's product (SEPA for FI, domestic otherwise).
+    pub country: Country,
+    pub amount: Money,
+    pub creditor: Creditor,
+    pub debtor: Option<Debtor>,
+    /// Our id for the payment at the bank (pisgate's payment id).
+    pub external_id: String,
+    /// The merchant's display name, if the bank shows one.
+    pub merchant_name: Option<String>,
+    pub urgency: Urgency,
+    pub requested_execution_date: Option<NaiveDate>,
+    pub recurring: Option<Recurring>,
+    pub own_account_transfer: bool,
+    pub authentication: Authentication,
+}
+
+/// The shopper's own connection, when the call is made while they are in session with us.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PsuContext {
+    pub ip: Option<IpAddr>,
+    pub user_agent: Option<String>,
+}
+
+/// The bank's status of a payment and what it means for the merchant.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StatusReport {
+    /// The bank's own word, kept beside ours.
+    pub bank_status: String,
+    /// The mapped status; `None` means unknown: change nothing (count and alert).
+    pub status: Option<PaymentStatus>,
+}
+
+/// The answer to an initiation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Initiated {
+    pub bank_payment_id: BankPaymentId,
+    /// Where the shopper goes to sign.
+    pub authorization_url: String,
+    pub status: StatusReport,
+}
+
+/// A payment as the bank holds it (needs the shopper's token).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PaymentDetails {
+    pub bank_payment_id: BankPaymentId,
+    pub external_id: Option<String>,
+    pub status: StatusReport,
+    /// `None` when the bank's amount or currency could not be read exactly.
+    pub amount: Option<Money>,
+    pub creditor_account: Option<Account>,
+    pub creditor_name: Option<String>,
+    pub creditor_message: Option<String>,
+    pub debtor_account: Option<Account>,
+    pub requested_execution_date: Option<NaiveDate>,
+    pub planned_execution_date: Option<NaiveDate>,
+    /// For a standing order: the executions still to come, as the bank counts them.
+    pub recurring: Option<Recurring>,
+}
+
+/// The bank's confirmation of availability of funds for a payment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FundsAvailability {
+    /// `None` when the bank did not say (e.g. the payment is already executed or rejected).
+    pub available: Option<bool>,
+    pub details: PaymentDetails,
+}
+
+/// One payment the bank refused to cancel, with its reason.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CancelError {
+    /// The payment it concerns, when the bank says so.
+    pub bank_payment_id: Option<String>,
+    pub code: Option<String>,
+    pub description: Option<String>,
+}
+
+/// The answer to a cancellation: the bank's per-id answers are the truth.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CancelOutcome {
+    pub deleted: Vec<BankPaymentId>,
+    pub errors: Vec<CancelError>,
+}
+
+/// A shopper's token pair. `Debug` never shows the tokens.
+#[derive(Debug, Clone)]
+pub struct TokenSet {
+    pub access_token: SecretString,
+    /// Single use: each refresh answers with a new one.
+    pub refresh_token: SecretString,
+    pub expires_in: Duration,
+    pub token_type: String,
+    /// The shopper's identity at the bank, when the answer carries one.
+    pub shopper_id: Option<String>,
+}
+
+/// One reason the bank gave for refusing a request.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BankFailure {
+    pub code: String,
+    pub description: Option<String>,
+    /// The field it concerns, when the bank says so.
+    pub path: Option<String>,
+}
+
+/// Everything that can go wrong when talking to a bank.
+///
+/// Texts carry the bank's failure codes and descriptions, never a secret.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum BankError {
+    /// Our client id or secret was refused: a configuration fault, not a payment fault.
+    #[error("the bank refused our client credentials ({code}): check the configuration")]
+    BadCredentials { code: String },
+    /// Our signature or digest was refused: a key or clock or configuration fault.
+    #[error("the bank refused our request signature ({code})")]
+    BadSignature { code: String },
+    /// The bank refused the request's content.
+    #[error("the bank refused the request: {}", codes(failures))]
+    Validation { failures: Vec<BankFailure> },
+    #[error("the bank is rate limiting us")]
+    RateLimited { retry_after: Option<Duration> },
+    #[error("the bank does not know this resource")]
+    NotFound,
+    /// A 401 on a call made with the shopper's token (or a refresh token refused):
+    /// that token is dead.
+    #[error("the bank rejected the shopper's token")]
+    TokenRejected,
+    /// 5xx, connection failure or timeout: the call may be tried again later.
+    #[error("the bank is unavailable: {detail}")]
+    Unavailable { detail: String },
+    /// Anything else, including an answer we cannot read.
+    #[error("unexpected answer from the bank{}: {detail}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
+    Unexpected { status: Option<u16>, detail: String },
+}
+
+fn codes(failures: &[BankFailure]) -> String {
+    if failures.is_empty() {
+        return "no reason given".to_owned();
+    }
+    failures
+        .iter()
+        .map(|f| match &f.description {
+            Some(d) => format!("{}: {d}", f.code),
+            None => f.code.clone(),
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+impl BankError {
+    /// A stable, low-cardinality name for metrics and logs.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            BankError::BadCredentials { .. } => "bad_credentials",
+            BankError::BadSignature { .. } => "bad_signature",
+            BankError::Validation { .. } => "validation",
+            BankError::RateLimited { .. } => "rate_limited",
+            BankError::NotFound => "not_found",
+            BankError::TokenRejected => "token_rejected",
+            BankError::Unavailable { .. } => "unavailable",
+            BankError::Unexpected { .. } => "unexpected",
+        }
+    }
+}
+
+/// The bank port. Implementations are cheap to share (`Arc<dyn Bank>`).
+///
+/// Reads (`status`, `details`, `funds`) may be retried inside the implementation; every other
+/// call is made exactly once, because repeating it could act twice at the bank.
+#[async_trait]
+pub trait Bank: Send + Sync {
+    /// Creates the payment at the bank and returns where the shopper signs it.
+    async fn initiate(
+        &self,
+        payment: &PaymentInitiation,
+        psu: Option<&PsuContext>,
+    ) -> Result<Initiated, BankError>;
+
+    /// The payment's status (no shopper token needed). `NotFound` before the shopper has
+    /// opened the signing URL is normal.
+    async fn status(
+        &self,
+        id: &BankPaymentId,
+        psu: Option<&PsuContext>,
+    ) -> Result<StatusReport, BankError>;
+
+    async fn details(
+        &self,
+        id: &BankPaymentId,
+        access_token: &SecretString,
+        psu: Option<&PsuContext>,
+    ) -> Result<PaymentDetails, BankError>;
+
+    /// The payment's details with the bank's confirmation of availability of funds.
+    async fn funds(
+        &self,
+        id: &BankPaymentId,
+        access_token: &SecretString,
+        psu: Option<&PsuContext>,
+    ) -> Result<FundsAvailability, BankError>;
+
+    /// Asks the bank to delete these payments; each id is answered separately.
+    async fn cancel(
+        &self,
+        ids: &[BankPaymentId],
+        access_token: &SecretString,
+        psu: Option<&PsuContext>,
+    ) -> Result<CancelOutcome, BankError>;
+
+    /// Exchanges the code from the signing redirect for the shopper's token pair. The bank
+    /// revokes the shopper's older tokens when this succeeds.
+    async fn exchange_code(
+        &self,
+        code: &SecretString,
+        redirect_uri: &str,
+    ) -> Result<TokenSet, BankError>;
+
+    /// Trades a (single-use) refresh token for a new pair.
+    async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, BankError>;
+
+    async fn revoke(&self, refresh_token: &SecretString) -> Result<(), BankError>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bank_payment_ids_are_url_safe() {
+        assert!(BankPaymentId::parse("5a3f726e-1bd9-4d7f-a3e9-7c9c7e24e092").is_some());
+        for bad in ["", ".", "..", "a/b", "a?b", "a b", "a%2F", "ä"] {
+            assert!(BankPaymentId::parse(bad).is_none(), "{bad:?}");
+        }
+        assert!(BankPaymentId::parse("x".repeat(129)).is_none());
+    }
+
+    #[test]
+    fn account_debug_shows_only_the_last_four_characters() {
+        let a = Account {
+            kind: AccountType::Iban,
+            value: "FI1450000120236228".into(),
+        };
+        let shown = format!("{a:?}");
+        assert!(shown.contains("…6228"), "{shown}");
+        assert!(!shown.contains("FI1450000120236228"), "{shown}");
+        let short = Account {
+            kind: AccountType::Bankgiro,
+            value: "12".into(),
+        };
+        assert_eq!(short.masked(), "…12");
+    }
+
+    #[test]
+    fn token_sets_never_print_their_tokens() {
+        let t = TokenSet {
+            access_token: SecretString::from("access-secret-value"),
+            refresh_token: SecretString::from("refresh-secret-value"),
+            expires_in: Duration::from_secs(3600),
+            token_type: "Bearer".into(),
+            shopper_id: None,
+        };
+        let shown = format!("{t:?}");
+        assert!(!shown.contains("secret-value"), "{shown}");
+    }
+
+    #[test]
+    fn the_bank_port_is_object_safe() {
+        fn takes(_: Option<std::sync::Arc<dyn Bank>>) {}
+        takes(None);
+    }
+}

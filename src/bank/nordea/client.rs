@@ -1,0 +1,603 @@
+//! [`NordeaClient`]: the [`Bank`] port spoken to Nordea's single-SCA PIS API over HTTP.
+//!
+//! One reqwest client with connect and request timeouts. Every request is signed
+//! (`signing.rs`), carries the app credentials (`X-IBM-Client-Id`/`-Secret`), the
+//! originating host and date, a W3C `traceparent`, and — when the shopper is in session —
+//! their IP and user agent. Endpoints and authentication follow `nordea-pis.md`:
+//!
+//! | operation | request | auth |
+//! |---|---|---|
+//! | initiate | POST /v2/payments/authorization/{sepa (FI), domestic (DK, SE, NO)}-credit-transfer | signature |
+//! | status | GET /v2/single-sca-payments/{id}/status | signature |
+//! | details | GET /v2/single-sca-payments/{id} | signature + bearer |
+//! | funds | GET /v3/single-sca-payments/{id}?request_availability_of_funds=true | signature + bearer |
+//! | cancel | DELETE /v2/single-sca-payments, JSON body | signature + bearer |
+//! | exchange_code, refresh | POST {token_path}, sorted form body | signature |
+//! | revoke | POST {token_path}/revoke, JSON body | signature |
+//!
+//! Decisions:
+//! - The signed and sent `X-Nordea-Originating-Host` is the base URL's host in lower case,
+//!   with `:port` only when the URL names a non-default port (as the HTTP `Host` header
+//!   does): `api.nordeaopenbanking.com` in production, `127.0.0.1:8089` for a local sandbox.
+//! - `(request-target)` is the full path of the URL actually requested, base path included
+//!   (`/personal/v2/…`), with its query.
+//! - Only reads (status, details, funds) are retried, and only on `Unavailable`, with
+//!   jittered exponential backoff and a fresh date and signature per attempt. Initiation,
+//!   code exchange, refresh, revoke and cancel are sent exactly once: repeating them could
+//!   act twice at the bank (or burn a single-use code or refresh token). `RateLimited` is
+//!   never retried here: the caller (the poller) honours `Retry-After`.
+//! - `Unavailable` from a call that is not retried means "outcome unknown".
+//! - Metrics per HTTP attempt: `pisgate_bank_requests_total` and
+//!   `pisgate_bank_request_duration_seconds`, labelled `operation` and `outcome`
+//!   (`ok` or [`BankError::kind`]).
+//!
+//! Never logged or put into an error: the client secret, tokens, codes, keys, request or
+//! answer bodies (account numbers), or serde messages that could quote them.
+
+use super::signing::{self, RequestSigner, RequestToSign, SigningKey};
+use super::{convert, errors, wire};
+use crate::bank::{
+    Bank, BankError, BankPaymentId, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
+    PaymentInitiation, PsuContext, StatusReport, TokenSet, trace,
+};
+use crate::domain::Country;
+use async_trait::async_trait;
+use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
+use reqwest::{Method, Url};
+use secrecy::{ExposeSecret as _, SecretString};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt;
+use std::time::{Duration, Instant, SystemTime};
+use tracing::field::Empty;
+
+const SEPA_PATH: &str = "/v2/payments/authorization/sepa-credit-transfer";
+const DOMESTIC_PATH: &str = "/v2/payments/authorization/domestic-credit-transfer";
+const PAYMENTS_PATH: &str = "/v2/single-sca-payments";
+const PAYMENTS_V3_PATH: &str = "/v3/single-sca-payments";
+const JSON: &str = "application/json";
+const FORM: &str = "application/x-www-form-urlencoded";
+/// The longest pause between two attempts of a read, whatever the policy says.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+
+/// How reads are retried when the bank is unavailable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RetryPolicy {
+    /// Attempts in all, the first one included (1 = no retry).
+    pub max_attempts: u32,
+    /// The pause after the first failed attempt; it doubles each time (capped at 30 s), and
+    /// each pause is drawn uniformly between half of it and all of it.
+    pub base_backoff: Duration,
+}
+
+impl Default for RetryPolicy {
+    fn default() -> Self {
+        RetryPolicy {
+            max_attempts: 3,
+            base_backoff: Duration::from_millis(200),
+        }
+    }
+}
+
+impl RetryPolicy {
+    /// The pause after failed attempt number `attempt` (1-based).
+    pub fn backoff(&self, attempt: u32) -> Duration {
+        use rand::Rng as _;
+        let doubling = 1u32 << attempt.saturating_sub(1).min(16);
+        let ceiling = self.base_backoff.saturating_mul(doubling).min(MAX_BACKOFF);
+        let half = ceiling / 2;
+        let jitter_nanos = u64::try_from((ceiling - half).as_nanos()).unwrap_or(u64::MAX);
+        half + Duration::from_nanos(rand::thread_rng().gen_range(0..=jitter_nanos))
+    }
+}
+
+/// Everything the Nordea client needs; the application's settings build it.
+pub struct NordeaConfig {
+    /// Including the API's base path: `https://api.nordeaopenbanking.com/personal`, or
+    /// `http://127.0.0.1:PORT/personal` for the sandbox simulator.
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// The app's private key (its `keyId` is the client id).
+    pub signing_key: SigningKey,
+    pub connect_timeout: Duration,
+    /// The whole request, answer body included.
+    pub request_timeout: Duration,
+    /// The token endpoint under the base URL. Configurable because the single-SCA token
+    /// path is not confirmed by a second source; revoke is `{token_path}/revoke`.
+    pub token_path: String,
+    pub read_retries: RetryPolicy,
+}
+
+impl NordeaConfig {
+    pub const DEFAULT_TOKEN_PATH: &str = "/v5/authorize/token";
+    pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(5);
+    pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+    /// A configuration with the defaults for everything but the credentials.
+    pub fn new(
+        base_url: impl Into<String>,
+        client_id: impl Into<String>,
+        client_secret: SecretString,
+        signing_key: SigningKey,
+    ) -> NordeaConfig {
+        NordeaConfig {
+            base_url: base_url.into(),
+            client_id: client_id.into(),
+            client_secret,
+            signing_key,
+            connect_timeout: Self::DEFAULT_CONNECT_TIMEOUT,
+            request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
+            token_path: Self::DEFAULT_TOKEN_PATH.to_owned(),
+            read_retries: RetryPolicy::default(),
+        }
+    }
+}
+
+impl fmt::Debug for NordeaConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NordeaConfig")
+            .field("base_url", &self.base_url)
+            .field("client_id", &self.client_id)
+            .field("signing_key", &self.signing_key)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("request_timeout", &self.request_timeout)
+            .field("token_path", &self.token_path)
+            .field("read_retries", &self.read_retries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Why a [`NordeaClient`] could not be built from its configuration.
+#[derive(Debug, thiserror::Error)]
+pub enum NordeaConfigError {
+    #[error(
+        "nordea base_url must be an absolute http(s) URL with a host and no query, user or fragment"
+    )]
+    BaseUrl,
+    #[error("nordea token_path must start with '/' and hold no query or fragment")]
+    TokenPath,
+    #[error("nordea client_id and client_secret must be non-empty visible ASCII")]
+    Credentials,
+    #[error("could not build the HTTP client: {0}")]
+    Http(#[source] reqwest::Error),
+}
+
+/// The Nordea adapter. Cheap to share behind an `Arc<dyn Bank>`.
+pub struct NordeaClient {
+    http: reqwest::Client,
+    /// Scheme, host, port and base path, without a trailing slash.
+    base: String,
+    /// The `X-Nordea-Originating-Host` value.
+    host: String,
+    client_id: HeaderValue,
+    client_secret: HeaderValue,
+    signer: RequestSigner,
+    token_path: String,
+    retries: RetryPolicy,
+}
+
+impl fmt::Debug for NordeaClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("NordeaClient")
+            .field("base", &self.base)
+            .field("host", &self.host)
+            .field("token_path", &self.token_path)
+            .field("retries", &self.retries)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The `X-Nordea-Originating-Host` value for a base URL (see the module docs).
+pub fn originating_host(url: &Url) -> Option<String> {
+    let host = url.host_str()?.to_ascii_lowercase();
+    Some(match url.port() {
+        Some(port) => format!("{host}:{port}"),
+        None => host,
+    })
+}
+
+fn credential_header(value: &str, sensitive: bool) -> Result<HeaderValue, NordeaConfigError> {
+    if value.is_empty() {
+        return Err(NordeaConfigError::Credentials);
+    }
+    let mut header = HeaderValue::from_str(value).map_err(|_| NordeaConfigError::Credentials)?;
+    header.set_sensitive(sensitive);
+    Ok(header)
+}
+
+impl NordeaClient {
+    pub fn new(config: NordeaConfig) -> Result<NordeaClient, NordeaConfigError> {
+        let url = Url::parse(config.base_url.trim()).map_err(|_| NordeaConfigError::BaseUrl)?;
+        let usable = matches!(url.scheme(), "http" | "https")
+            && url.username().is_empty()
+            && url.password().is_none()
+            && url.query().is_none()
+            && url.fragment().is_none();
+        let host = originating_host(&url)
+            .filter(|_| usable)
+            .ok_or(NordeaConfigError::BaseUrl)?;
+        let base = url.as_str().trim_end_matches('/').to_owned();
+        let token_path = config.token_path.trim().trim_end_matches('/').to_owned();
+        if !token_path.starts_with('/') || token_path.contains(['?', '#']) {
+            return Err(NordeaConfigError::TokenPath);
+        }
+        let http = reqwest::Client::builder()
+            .connect_timeout(config.connect_timeout)
+            .timeout(config.request_timeout)
+            .user_agent(concat!("pisgate/", env!("CARGO_PKG_VERSION")))
+            .build()
+            .map_err(NordeaConfigError::Http)?;
+        Ok(NordeaClient {
+            http,
+            base,
+            host,
+            client_id: credential_header(&config.client_id, false)?,
+            client_secret: credential_header(config.client_secret.expose_secret(), true)?,
+            signer: RequestSigner::new(config.client_id, config.signing_key),
+            token_path,
+            retries: config.read_retries,
+        })
+    }
+
+    /// Sends `call`, retrying it if it is a read and the bank is unavailable.
+    async fn execute(&self, call: &Call<'_>) -> Result<(u16, Vec<u8>), BankError> {
+        let attempts = if call.read {
+            self.retries.max_attempts.max(1)
+        } else {
+            1
+        };
+        let mut attempt = 1;
+        loop {
+            match self.attempt(call, attempt).await {
+                Err(BankError::Unavailable { detail }) if attempt < attempts => {
+                    let pause = self.retries.backoff(attempt);
+                    tracing::warn!(
+                        attempt,
+                        pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                        %detail,
+                        "bank unavailable; retrying the read"
+                    );
+                    tokio::time::sleep(pause).await;
+                    attempt += 1;
+                }
+                other => return other,
+            }
+        }
+    }
+
+    #[tracing::instrument(
+        name = "bank_http",
+        skip_all,
+        fields(operation = call.operation, attempt = attempt, http_status = Empty, trace_id = Empty)
+    )]
+    async fn attempt(&self, call: &Call<'_>, attempt: u32) -> Result<(u16, Vec<u8>), BankError> {
+        let started = Instant::now();
+        let result = self.send_once(call).await;
+        let outcome = match &result {
+            Ok(_) => "ok",
+            Err(e) => e.kind(),
+        };
+        metrics::counter!("pisgate_bank_requests_total", "operation" => call.operation, "outcome" => outcome)
+            .increment(1);
+        metrics::histogram!("pisgate_bank_request_duration_seconds", "operation" => call.operation, "outcome" => outcome)
+            .record(started.elapsed().as_secs_f64());
+        match &result {
+            Ok(_) => tracing::debug!(outcome, "bank call done"),
+            Err(error) => tracing::debug!(outcome, %error, "bank call failed"),
+        }
+        result
+    }
+
+    async fn send_once(&self, call: &Call<'_>) -> Result<(u16, Vec<u8>), BankError> {
+        let url = Url::parse(&format!("{}{}", self.base, call.path)).map_err(|_| {
+            BankError::Unexpected {
+                status: None,
+                detail: "could not build the request URL".to_owned(),
+            }
+        })?;
+        // Sign exactly the path and query that will be sent.
+        let path_and_query = match url.query() {
+            Some(query) => format!("{}?{query}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let date = signing::originating_date(SystemTime::now());
+        let signed = self
+            .signer
+            .sign(&RequestToSign {
+                method: call.method.as_str(),
+                path_and_query: &path_and_query,
+                host: &self.host,
+                date: &date,
+                body: call
+                    .body
+                    .as_ref()
+                    .map(|(content_type, bytes)| (*content_type, bytes.as_slice())),
+            })
+            .map_err(|_| BankError::Unexpected {
+                status: None,
+                detail: "could not sign the request".to_owned(),
+            })?;
+
+        let mut request = self
+            .http
+            .request(call.method.clone(), url)
+            .header(ACCEPT, JSON)
+            .header("x-ibm-client-id", self.client_id.clone())
+            .header("x-ibm-client-secret", self.client_secret.clone())
+            .header("x-nordea-originating-host", &self.host)
+            .header("x-nordea-originating-date", &date)
+            .header("signature", signed.signature);
+        for (name, value) in trace::trace_headers() {
+            if name == "traceparent" {
+                if let Some(id) = trace::trace_id(&value) {
+                    tracing::Span::current().record("trace_id", id);
+                }
+            }
+            request = request.header(name, value);
+        }
+        if let (Some((content_type, bytes)), Some(digest)) = (&call.body, signed.digest) {
+            request = request
+                .header(CONTENT_TYPE, *content_type)
+                .header("digest", digest)
+                .body(bytes.clone());
+        }
+        if let Some(token) = call.bearer {
+            let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
+                .map_err(|_| BankError::TokenRejected)?;
+            value.set_sensitive(true);
+            request = request.header(AUTHORIZATION, value);
+        }
+        if let Some(psu) = call.psu {
+            if let Some(ip) = psu.ip {
+                request = request.header("x-nordea-originating-user-ip", ip.to_string());
+            }
+            if let Some(agent) = psu
+                .user_agent
+                .as_deref()
+                .and_then(|a| HeaderValue::from_str(a).ok())
+            {
+                request = request.header("x-nordea-originating-user-agent", agent);
+            }
+        }
+
+        let response = request.send().await.map_err(errors::transport)?;
+        let status = response.status().as_u16();
+        tracing::Span::current().record("http_status", status);
+        let retry_after = response
+            .headers()
+            .get(RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(errors::parse_retry_after);
+        let body = response.bytes().await.map_err(errors::transport)?.to_vec();
+        if (200..300).contains(&status) {
+            Ok((status, body))
+        } else {
+            Err(errors::classify(
+                status,
+                retry_after,
+                &body,
+                call.token_call,
+            ))
+        }
+    }
+
+    async fn fetch<T: DeserializeOwned>(&self, call: &Call<'_>) -> Result<T, BankError> {
+        let (status, body) = self.execute(call).await?;
+        serde_json::from_slice(&body).map_err(|e| errors::unreadable(status, &e))
+    }
+
+    async fn token_call(
+        &self,
+        operation: &'static str,
+        params: &[(&str, &str)],
+        token_call: bool,
+    ) -> Result<TokenSet, BankError> {
+        let body = signing::form_body(params).into_bytes();
+        let call = Call::new(operation, Method::POST, self.token_path.clone())
+            .body(FORM, body)
+            .token_call(token_call);
+        let (status, bytes) = self.execute(&call).await?;
+        let answer =
+            wire::TokenAnswer::from_json(&bytes).map_err(|e| errors::unreadable(status, &e))?;
+        convert::token_set(answer)
+    }
+}
+
+fn json_body<T: Serialize>(value: &T) -> Result<Vec<u8>, BankError> {
+    serde_json::to_vec(value).map_err(|_| BankError::Unexpected {
+        status: None,
+        detail: "could not encode the request body".to_owned(),
+    })
+}
+
+/// One logical call to the bank.
+struct Call<'a> {
+    operation: &'static str,
+    method: Method,
+    /// Below the base URL, starting with `/`, with its query if any.
+    path: String,
+    body: Option<(&'static str, Vec<u8>)>,
+    bearer: Option<&'a SecretString>,
+    psu: Option<&'a PsuContext>,
+    /// The call's credential is a shopper token: a 401 means that token is dead.
+    token_call: bool,
+    /// A read: safe to repeat, so retried when the bank is unavailable.
+    read: bool,
+}
+
+impl<'a> Call<'a> {
+    fn new(operation: &'static str, method: Method, path: String) -> Call<'a> {
+        Call {
+            operation,
+            method,
+            path,
+            body: None,
+            bearer: None,
+            psu: None,
+            token_call: false,
+            read: false,
+        }
+    }
+
+    fn body(mut self, content_type: &'static str, bytes: Vec<u8>) -> Self {
+        self.body = Some((content_type, bytes));
+        self
+    }
+
+    fn bearer(mut self, token: &'a SecretString) -> Self {
+        self.bearer = Some(token);
+        self.token_call = true;
+        self
+    }
+
+    fn psu(mut self, psu: Option<&'a PsuContext>) -> Self {
+        self.psu = psu;
+        self
+    }
+
+    fn token_call(mut self, token_call: bool) -> Self {
+        self.token_call = token_call;
+        self
+    }
+
+    fn read(mut self) -> Self {
+        self.read = true;
+        self
+    }
+}
+
+#[async_trait]
+impl Bank for NordeaClient {
+    #[tracing::instrument(
+        skip_all,
+        fields(operation = "initiate", country = %payment.country, external_id = %payment.external_id, bank_payment_id = Empty)
+    )]
+    async fn initiate(
+        &self,
+        payment: &PaymentInitiation,
+        psu: Option<&PsuContext>,
+    ) -> Result<Initiated, BankError> {
+        let path = match payment.country {
+            Country::Fi => SEPA_PATH,
+            Country::Dk | Country::No | Country::Se => DOMESTIC_PATH,
+        };
+        let body = json_body(&convert::initiation_request(payment))?;
+        let call = Call::new("initiate", Method::POST, path.to_owned())
+            .body(JSON, body)
+            .psu(psu);
+        let answer: wire::Envelope<wire::InitiationAnswer> = self.fetch(&call).await?;
+        let initiated = convert::initiated(&answer.response)?;
+        tracing::Span::current().record("bank_payment_id", initiated.bank_payment_id.as_str());
+        Ok(initiated)
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = "status", bank_payment_id = %id))]
+    async fn status(
+        &self,
+        id: &BankPaymentId,
+        psu: Option<&PsuContext>,
+    ) -> Result<StatusReport, BankError> {
+        let call = Call::new(
+            "status",
+            Method::GET,
+            format!("{PAYMENTS_PATH}/{id}/status"),
+        )
+        .psu(psu)
+        .read();
+        let answer: wire::Envelope<wire::StatusAnswer> = self.fetch(&call).await?;
+        Ok(convert::status_report(&answer.response.status))
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = "details", bank_payment_id = %id))]
+    async fn details(
+        &self,
+        id: &BankPaymentId,
+        access_token: &SecretString,
+        psu: Option<&PsuContext>,
+    ) -> Result<PaymentDetails, BankError> {
+        let call = Call::new("details", Method::GET, format!("{PAYMENTS_PATH}/{id}"))
+            .bearer(access_token)
+            .psu(psu)
+            .read();
+        let answer: wire::Envelope<wire::PaymentDetailsAnswer> = self.fetch(&call).await?;
+        convert::payment_details(&answer.response)
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = "funds", bank_payment_id = %id))]
+    async fn funds(
+        &self,
+        id: &BankPaymentId,
+        access_token: &SecretString,
+        psu: Option<&PsuContext>,
+    ) -> Result<FundsAvailability, BankError> {
+        let path = format!("{PAYMENTS_V3_PATH}/{id}?request_availability_of_funds=true");
+        let call = Call::new("funds", Method::GET, path)
+            .bearer(access_token)
+            .psu(psu)
+            .read();
+        let answer: wire::Envelope<wire::PaymentDetailsAnswer> = self.fetch(&call).await?;
+        convert::funds(&answer.response)
+    }
+
+    /// An empty list asks nothing of the bank and answers an empty outcome.
+    #[tracing::instrument(skip_all, fields(operation = "cancel", count = ids.len()))]
+    async fn cancel(
+        &self,
+        ids: &[BankPaymentId],
+        access_token: &SecretString,
+        psu: Option<&PsuContext>,
+    ) -> Result<CancelOutcome, BankError> {
+        if ids.is_empty() {
+            return Ok(CancelOutcome::default());
+        }
+        let body = json_body(&convert::bulk_delete_request(ids))?;
+        let call = Call::new("cancel", Method::DELETE, PAYMENTS_PATH.to_owned())
+            .body(JSON, body)
+            .bearer(access_token)
+            .psu(psu);
+        let answer: wire::BulkDeleteAnswer = self.fetch(&call).await?;
+        convert::cancel_outcome(&answer)
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = "exchange_code"))]
+    async fn exchange_code(
+        &self,
+        code: &SecretString,
+        redirect_uri: &str,
+    ) -> Result<TokenSet, BankError> {
+        let params = [
+            ("code", code.expose_secret()),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", redirect_uri),
+        ];
+        self.token_call("exchange_code", &params, false).await
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = "refresh"))]
+    async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, BankError> {
+        let params = [
+            ("grant_type", "refresh_token"),
+            ("refresh_token", refresh_token.expose_secret()),
+        ];
+        self.token_call("refresh", &params, true).await
+    }
+
+    #[tracing::instrument(skip_all, fields(operation = "revoke"))]
+    async fn revoke(&self, refresh_token: &SecretString) -> Result<(), BankError> {
+        let body = json_body(&wire::RevokeRequest {
+            token: refresh_token.expose_secret().to_owned(),
+        })?;
+        let call = Call::new(
+            "revoke",
+            Method::POST,
+            format!("{}/revoke", self.token_path),
+        )
+        .body(JSON, body)
+        .token_call(true);
+        self.execute(&call).await.map(|_| ())
+    }
+}
+
+#[cfg(test)]
+mod tests;
