@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs pisgate locally with nothing but this machine: a throwaway PostgreSQL cluster under
-# .pisgate/ (reused between runs), migrations, a demo merchant, and `pisgate serve`.
-# Ctrl-C stops everything.
+# .pisgate/ (reused between runs), migrations, a demo merchant, the Nordea sandbox simulator
+# (`pisgate sandbox`) and `pisgate serve` wired to it. Ctrl-C stops everything.
 #
 #   scripts/run.sh                     # serve on 127.0.0.1:8080
 #   PISGATE_PORT=9090 scripts/run.sh   # another port
@@ -12,6 +12,7 @@ source scripts/lib/pg.sh
 source scripts/lib/env.sh
 
 port=${PISGATE_PORT:-8080}
+sandbox_port=${PISGATE_SANDBOX_PORT:-$((port + 10))}
 cluster=${PISGATE_RUN_CLUSTER:-dev}
 state="$root/.pisgate"
 mkdir -p "$state"
@@ -26,6 +27,23 @@ export PISGATE__DATABASE__URL=$DATABASE_URL
 export PISGATE__SERVER__LISTEN="127.0.0.1:$port"
 export PISGATE__SERVER__PUBLIC_URL=${PISGATE__SERVER__PUBLIC_URL:-http://127.0.0.1:$port}
 export PISGATE_ENV=${PISGATE_ENV:-sandbox}
+
+# Local secrets, made once: the app's signing key pair (the sandbox gets the public half)
+# and the key that encrypts shoppers' tokens at rest.
+keys="$state/keys"
+[ -s "$keys/private.pem" ] || "$bin" keys generate --out "$keys"
+[ -s "$state/token-key" ] || python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$state/token-key"
+chmod 600 "$state/token-key"
+
+export PISGATE__SANDBOX__LISTEN="127.0.0.1:$sandbox_port"
+export PISGATE__SANDBOX__CLIENT_ID=local-client
+export PISGATE__SANDBOX__CLIENT_SECRET=local-secret
+export PISGATE__SANDBOX__PUBLIC_KEY_FILE="$keys/public.pem"
+export PISGATE__NORDEA__BASE_URL="http://127.0.0.1:$sandbox_port/personal"
+export PISGATE__NORDEA__CLIENT_ID=local-client
+export PISGATE__NORDEA__CLIENT_SECRET=local-secret
+export PISGATE__NORDEA__PRIVATE_KEY_FILE="$keys/private.pem"
+export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$state/token-key"
 
 "$bin" migrate
 
@@ -46,23 +64,35 @@ stop() {
 }
 trap stop INT TERM EXIT
 
+"$bin" sandbox &
+pids+=($!)
 "$bin" serve &
 pids+=($!)
 
 for _ in $(seq 1 100); do
     if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
-    kill -0 "${pids[0]}" 2>/dev/null || { echo "pisgate serve exited; see its log above" >&2; exit 1; }
+    kill -0 "${pids[1]}" 2>/dev/null || { echo "pisgate serve exited; see its log above" >&2; exit 1; }
     sleep 0.2
 done
 curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null
 
 cat <<TXT
 
-pisgate is running at http://127.0.0.1:$port  (Ctrl-C stops it and the database)
+pisgate is running at http://127.0.0.1:$port, with the Nordea sandbox at
+http://127.0.0.1:$sandbox_port (Ctrl-C stops them and the database).
 
   demo merchant API key: $api_key
 
-  curl -s http://127.0.0.1:$port/v1/merchant -H "Authorization: Bearer $api_key"
+Create a payment:
+
+  curl -s http://127.0.0.1:$port/v1/payments \\
+    -H "Authorization: Bearer $api_key" -H "Idempotency-Key: \$(uuidgen || date +%s%N)" \\
+    -H "Content-Type: application/json" \\
+    -d '{"amount": "10.50", "currency": "EUR", "country": "FI",
+         "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Demo shop"},
+         "return_url": "http://localhost:3000/done", "psu_id": "shopper-1"}'
+
+then open its authorization_url in a browser and press Approve.
 
 TXT
-wait "${pids[0]}"
+wait "${pids[1]}"

@@ -26,4 +26,4 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== scripts/run.sh smoke test"
 bash scripts/smoke-run.sh
 echo "== cargo nextest"
-cargo nextest run --all-targets --locked --no-fail-fast "$@"
+cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"

@@ -3,7 +3,12 @@
 //! pool).
 
 use crate::api::{self, AppState};
-use crate::config::Settings;
+use crate::bank::Bank;
+use crate::bank::nordea::{NordeaClient, NordeaConfig, SigningKey};
+use crate::config::{Settings, SettingsError};
+use crate::ledger::crypto::TokenCipher;
+use secrecy::{ExposeSecret, SecretString};
+use std::sync::Arc;
 use crate::ledger;
 use anyhow::Context as _;
 use sqlx::PgPool;
@@ -23,6 +28,20 @@ impl Application {
     /// Connects to the database, refuses to go on with unapplied migrations (or applies
     /// them when `database.migrate_on_start` is set), and binds the listen address.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
+        let listener = TcpListener::bind(settings.server.listen)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot listen on {} (PISGATE__SERVER__LISTEN)",
+                    settings.server.listen
+                )
+            })?;
+        Application::build_on(settings, listener).await
+    }
+
+    /// As [`Application::build`], on a listener the caller bound (tests bind first so they
+    /// know the public URL before the settings are made).
+    pub async fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
         let pool = ledger::connect(&settings.database).await?;
         let pending = ledger::pending_migrations(&pool)
             .await
@@ -41,16 +60,16 @@ impl Application {
                 );
             }
         }
-        let listener = TcpListener::bind(settings.server.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (PISGATE__SERVER__LISTEN)",
-                    settings.server.listen
-                )
-            })?;
         let shutdown_timeout = settings.server.shutdown_timeout;
-        let state = AppState::new(pool.clone(), settings, crate::telemetry::metrics_handle());
+        let bank = nordea_client(&settings)?;
+        let cipher = Arc::new(token_cipher(&settings)?);
+        let state = AppState::new(
+            pool.clone(),
+            settings,
+            crate::telemetry::metrics_handle(),
+            bank,
+            cipher,
+        );
         Ok(Application {
             listener,
             router: api::router(state),
@@ -99,6 +118,41 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// The Nordea client from the settings; a bad key or URL names its setting.
+pub fn nordea_client(settings: &Settings) -> anyhow::Result<Arc<dyn Bank>> {
+    let n = &settings.nordea;
+    let key = SigningKey::from_text(n.private_key.expose_secret()).map_err(|e| {
+        SettingsError::Load(format!("invalid setting PISGATE__NORDEA__PRIVATE_KEY_FILE: {e}"))
+    })?;
+    let mut config = NordeaConfig::new(&n.base_url, &n.client_id, n.client_secret.clone(), key);
+    config.token_path = n.token_path.clone();
+    config.connect_timeout = n.connect_timeout;
+    config.request_timeout = n.request_timeout;
+    config.read_retries.max_attempts = n.read_attempts;
+    let client = NordeaClient::new(config)
+        .map_err(|e| SettingsError::Load(format!("invalid setting PISGATE__NORDEA__BASE_URL: {e}")))?;
+    Ok(Arc::new(client))
+}
+
+/// The token cipher: the current key plus any previous ones (`id:base64,id:base64`).
+pub fn token_cipher(settings: &Settings) -> anyhow::Result<TokenCipher> {
+    let t = &settings.tokens;
+    let invalid = |var: &str, e: &dyn std::fmt::Display| {
+        SettingsError::Load(format!("invalid setting {var}: {e}"))
+    };
+    let mut cipher = TokenCipher::from_base64(&t.key_id, &t.encryption_key)
+        .map_err(|e| invalid("PISGATE__TOKENS__ENCRYPTION_KEY", &e))?;
+    for entry in t.previous_keys.expose_secret().split(',').filter(|e| !e.trim().is_empty()) {
+        let (id, key) = entry.trim().split_once(':').ok_or_else(|| {
+            invalid("PISGATE__TOKENS__PREVIOUS_KEYS", &"expected id:base64 entries")
+        })?;
+        cipher = cipher
+            .with_previous_key(id, &SecretString::from(key.to_owned()))
+            .map_err(|e| invalid("PISGATE__TOKENS__PREVIOUS_KEYS", &e))?;
+    }
+    Ok(cipher)
 }
 
 /// Completes on SIGTERM (Kubernetes) or Ctrl-C.

@@ -33,11 +33,38 @@ pub enum Command {
     Migrate,
     /// Serve the Nordea sandbox simulator (for local runs and tests; never in production).
     Sandbox,
+    /// Key pairs for signing Nordea requests.
+    Keys {
+        #[command(subcommand)]
+        command: KeysCommand,
+    },
+    /// The append-only payment ledger.
+    Ledger {
+        #[command(subcommand)]
+        command: LedgerCommand,
+    },
     /// Manage merchants.
     Merchant {
         #[command(subcommand)]
         command: MerchantCommand,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum KeysCommand {
+    /// Write a new RSA key pair as PEM: DIR/private.pem (mode 0600) and DIR/public.pem.
+    Generate {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Recompute every payment's hash chain; exits non-zero naming the first broken event.
+    Verify,
 }
 
 #[derive(Debug, Subcommand)]
@@ -99,6 +126,38 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             application.run_until_stopped(app::shutdown_signal()).await
         }
         Command::Sandbox => run_sandbox().await,
+        Command::Keys {
+            command: KeysCommand::Generate { out, bits },
+        } => {
+            let (private, public) = crate::bank::nordea::write_key_pair(&out, bits)
+                .with_context(|| format!("cannot write a key pair to {}", out.display()))?;
+            eprintln!(
+                "wrote {} (keep it secret) and {} (register it with the bank)",
+                private.display(),
+                public.display()
+            );
+            Ok(())
+        }
+        Command::Ledger {
+            command: LedgerCommand::Verify,
+        } => {
+            let settings = Settings::load()?;
+            let pool = ledger::connect(&settings.database).await?;
+            let report = ledger::events::verify_all(&pool).await?;
+            match &report.first_broken {
+                None => {
+                    println!(
+                        "ledger ok: {} payment(s), {} event(s) verified",
+                        report.payments_checked, report.events_checked
+                    );
+                    Ok(())
+                }
+                Some(broken) => anyhow::bail!(
+                    "the ledger is broken: {} payment(s) affected; first broken event: {broken}",
+                    report.broken_payments
+                ),
+            }
+        }
         Command::Migrate => {
             let settings = Settings::load()?;
             let pool = ledger::connect(&settings.database).await?;

@@ -72,6 +72,51 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub rate_limit: RateLimitSettings,
     pub telemetry: TelemetrySettings,
+    pub nordea: NordeaSettings,
+    pub tokens: TokenSettings,
+    pub payments: PaymentSettings,
+}
+
+/// Where and how to reach Nordea. The private key is PEM or bare base64 text, usually
+/// given as `PISGATE__NORDEA__PRIVATE_KEY_FILE=/path/to/key.pem`.
+#[derive(Debug, Clone)]
+pub struct NordeaSettings {
+    pub base_url: String,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    pub private_key: SecretString,
+    pub token_path: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub read_attempts: u32,
+    /// `production` or `sandbox`: sandbox-only features (e.g. `EVERY_MINUTE_SANDBOX_ONLY`)
+    /// are refused in production.
+    pub environment: BankEnvironment,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BankEnvironment {
+    Production,
+    Sandbox,
+}
+
+/// Encryption of shoppers' tokens at rest: AES-256-GCM with a 32-byte key given as base64;
+/// `key_id` is stored beside each ciphertext; `previous_keys` (`id:base64,id:base64`) still
+/// decrypt after a rotation.
+#[derive(Debug, Clone)]
+pub struct TokenSettings {
+    pub encryption_key: SecretString,
+    pub key_id: String,
+    pub previous_keys: SecretString,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentSettings {
+    /// How long a shopper has to sign; the callback `state` expires with it.
+    pub signing_window: Duration,
+    /// An idempotency key left in flight longer than this by a dead replica may be taken
+    /// over by a retry.
+    pub idempotency_stale_after: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -118,6 +163,12 @@ pub struct TelemetrySettings {
 #[derive(Debug, Default, Deserialize)]
 struct Raw {
     #[serde(default)]
+    nordea: RawNordea,
+    #[serde(default)]
+    tokens: RawTokens,
+    #[serde(default)]
+    payments: RawPayments,
+    #[serde(default)]
     server: RawServer,
     #[serde(default)]
     database: RawDatabase,
@@ -125,6 +176,32 @@ struct Raw {
     rate_limit: RawRateLimit,
     #[serde(default)]
     telemetry: RawTelemetry,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawNordea {
+    base_url: Option<String>,
+    client_id: Option<String>,
+    client_secret: Option<String>,
+    private_key: Option<String>,
+    token_path: Option<String>,
+    connect_timeout_secs: Option<String>,
+    request_timeout_secs: Option<String>,
+    read_attempts: Option<String>,
+    environment: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawTokens {
+    encryption_key: Option<String>,
+    key_id: Option<String>,
+    previous_keys: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawPayments {
+    signing_window_secs: Option<String>,
+    idempotency_stale_after_secs: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -354,11 +431,77 @@ impl Settings {
             service_name: required("telemetry.service_name", raw.telemetry.service_name)?,
         };
 
+        let base_url = required("nordea.base_url", raw.nordea.base_url)?
+            .trim()
+            .trim_end_matches('/')
+            .to_owned();
+        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+            return Err(SettingsError::invalid(
+                "nordea.base_url",
+                format!("{base_url:?} is not an absolute http(s) URL"),
+            ));
+        }
+        let environment = match required("nordea.environment", raw.nordea.environment)?
+            .trim()
+            .to_ascii_lowercase()
+            .as_str()
+        {
+            "production" => BankEnvironment::Production,
+            "sandbox" => BankEnvironment::Sandbox,
+            other => {
+                return Err(SettingsError::invalid(
+                    "nordea.environment",
+                    format!("{other:?} is not production or sandbox"),
+                ));
+            }
+        };
+        let token_path = required("nordea.token_path", raw.nordea.token_path)?;
+        if !token_path.starts_with('/') {
+            return Err(SettingsError::invalid("nordea.token_path", "must start with /"));
+        }
+        let nordea = NordeaSettings {
+            base_url,
+            client_id: required("nordea.client_id", raw.nordea.client_id)?,
+            client_secret: SecretString::from(required(
+                "nordea.client_secret",
+                raw.nordea.client_secret,
+            )?),
+            // The variable operators set is PISGATE__NORDEA__PRIVATE_KEY_FILE.
+            private_key: SecretString::from(raw.nordea.private_key.filter(|k| !k.trim().is_empty()).ok_or_else(
+                || SettingsError::Missing {
+                    key: "nordea.private_key".into(),
+                    env: "PISGATE__NORDEA__PRIVATE_KEY_FILE".into(),
+                },
+            )?),
+            token_path,
+            connect_timeout: secs("nordea.connect_timeout_secs", raw.nordea.connect_timeout_secs)?,
+            request_timeout: secs("nordea.request_timeout_secs", raw.nordea.request_timeout_secs)?,
+            read_attempts: number("nordea.read_attempts", raw.nordea.read_attempts, 1)?,
+            environment,
+        };
+        let tokens = TokenSettings {
+            encryption_key: SecretString::from(required(
+                "tokens.encryption_key",
+                raw.tokens.encryption_key,
+            )?),
+            key_id: required("tokens.key_id", raw.tokens.key_id)?,
+            previous_keys: SecretString::from(raw.tokens.previous_keys.unwrap_or_default()),
+        };
+        let payments = PaymentSettings {
+            signing_window: secs("payments.signing_window_secs", raw.payments.signing_window_secs)?,
+            idempotency_stale_after: secs(
+                "payments.idempotency_stale_after_secs",
+                raw.payments.idempotency_stale_after_secs,
+            )?,
+        };
         Ok(Settings {
             server,
             database,
             rate_limit,
             telemetry,
+            nordea,
+            tokens,
+            payments,
         })
     }
 }
@@ -522,7 +665,7 @@ impl SandboxSettings {
 mod tests {
     use super::*;
 
-    fn sources(vars: &[(&str, &str)]) -> Sources {
+    fn bare_sources(vars: &[(&str, &str)]) -> Sources {
         Sources {
             config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"),
             environment: None,
@@ -534,6 +677,17 @@ mod tests {
     }
 
     const DB: (&str, &str) = ("PISGATE__DATABASE__URL", "postgres://u:p@localhost/db");
+
+    fn sources(vars: &[(&str, &str)]) -> Sources {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("PISGATE__NORDEA__CLIENT_ID", "client"),
+            ("PISGATE__NORDEA__CLIENT_SECRET", "secret"),
+            ("PISGATE__NORDEA__PRIVATE_KEY", "-----BEGIN PRIVATE KEY-----"),
+            ("PISGATE__TOKENS__ENCRYPTION_KEY", "AAAA"),
+        ];
+        all.extend_from_slice(vars);
+        bare_sources(&all)
+    }
 
     #[test]
     fn defaults_plus_a_database_url_are_enough() {
@@ -620,6 +774,19 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.rate_limit.requests_per_window, 7);
+    }
+
+    #[test]
+    fn a_missing_nordea_key_names_the_file_variable() {
+        let err = Settings::load_from(&bare_sources(&[
+            DB,
+            ("PISGATE__NORDEA__CLIENT_ID", "c"),
+            ("PISGATE__NORDEA__CLIENT_SECRET", "s"),
+            ("PISGATE__TOKENS__ENCRYPTION_KEY", "k"),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PISGATE__NORDEA__PRIVATE_KEY_FILE"), "{err}");
     }
 
     #[test]

@@ -72,6 +72,10 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("the service is not ready: {0}")]
     Unavailable(String),
+    #[error("the bank refused the request")]
+    BankRejected(Vec<FieldError>),
+    #[error("{0}")]
+    BankUnavailable(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -101,7 +105,7 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Validation(_) | ApiError::IdempotencyMismatch(_) => {
+            ApiError::Validation(_) | ApiError::IdempotencyMismatch(_) | ApiError::BankRejected(_) => {
                 StatusCode::UNPROCESSABLE_ENTITY
             }
             ApiError::Unauthenticated(_) | ApiError::MerchantDisabled => StatusCode::UNAUTHORIZED,
@@ -112,6 +116,7 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::BankUnavailable(_) => StatusCode::BAD_GATEWAY,
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -133,6 +138,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::BankRejected(_) => "bank_rejected",
+            ApiError::BankUnavailable(_) => "bank_unavailable",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -151,6 +158,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::BankRejected(_) => "Refused by the bank",
+            ApiError::BankUnavailable(_) => "Bank unavailable",
             ApiError::Internal(_) => "Internal server error",
         }
     }
@@ -162,6 +171,11 @@ impl ApiError {
                 "Something went wrong on our side. Quote the request_id if you contact us."
                     .to_owned()
             }
+            ApiError::BankRejected(errors) => format!(
+                "The bank refused the request ({} reason{}); see errors.",
+                errors.len(),
+                if errors.len() == 1 { "" } else { "s" }
+            ),
             ApiError::Validation(errors) => format!(
                 "The request has {} invalid field{}; see errors.",
                 errors.len(),
@@ -178,7 +192,7 @@ impl ApiError {
             code,
             request_id: current_request_id(),
             errors: match self {
-                ApiError::Validation(errors) => errors.clone(),
+                ApiError::Validation(errors) | ApiError::BankRejected(errors) => errors.clone(),
                 _ => Vec::new(),
             },
         }

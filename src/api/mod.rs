@@ -6,14 +6,19 @@
 //! rate limiting. Nothing below `api` knows about HTTP status codes.
 
 pub mod auth;
+pub mod callbacks;
 pub mod error;
 pub mod extract;
 pub mod health;
 pub mod merchant;
 pub mod middleware;
+pub mod payment_input;
+pub mod payments;
 pub mod rate_limit;
 
+use crate::bank::Bank;
 use crate::config::Settings;
+use crate::ledger::crypto::TokenCipher;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rate_limit::RateLimiter;
@@ -27,10 +32,18 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub rate_limiter: Arc<RateLimiter>,
     pub metrics: PrometheusHandle,
+    pub bank: Arc<dyn Bank>,
+    pub cipher: Arc<TokenCipher>,
 }
 
 impl AppState {
-    pub fn new(pool: PgPool, settings: Settings, metrics: PrometheusHandle) -> AppState {
+    pub fn new(
+        pool: PgPool,
+        settings: Settings,
+        metrics: PrometheusHandle,
+        bank: Arc<dyn Bank>,
+        cipher: Arc<TokenCipher>,
+    ) -> AppState {
         let rate_limiter = Arc::new(RateLimiter::new(
             settings.rate_limit.requests_per_window,
             settings.rate_limit.window,
@@ -40,6 +53,8 @@ impl AppState {
             settings: Arc::new(settings),
             rate_limiter,
             metrics,
+            bank,
+            cipher,
         }
     }
 }
@@ -48,6 +63,7 @@ pub fn router(state: AppState) -> Router {
     let authenticated =
         Router::new()
             .merge(merchant::router())
+        .merge(payments::router())
             .route_layer(axum::middleware::from_fn_with_state(
                 state.clone(),
                 auth::require_merchant,
@@ -56,6 +72,7 @@ pub fn router(state: AppState) -> Router {
     let timeout = state.settings.server.request_timeout;
     Router::new()
         .merge(health::router())
+        .merge(callbacks::router())
         .nest("/v1", authenticated)
         .fallback(middleware::unknown_route)
         .method_not_allowed_fallback(middleware::method_not_allowed)

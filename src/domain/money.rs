@@ -154,3 +154,90 @@ mod tests {
         assert!(Money::from_minor(-1, Currency::Eur).is_none());
     }
 }
+
+/// Why a decimal amount was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum MoneyError {
+    #[error("must be a decimal string such as \"10.50\"")]
+    NotDecimal,
+    #[error("has more decimals than the currency has")]
+    TooManyDecimals,
+    #[error("must be greater than zero")]
+    NotPositive,
+    #[error("is larger than the maximum of 999999999.99")]
+    TooLarge,
+}
+
+impl MoneyError {
+    /// A stable code for API field errors.
+    pub fn code(self) -> &'static str {
+        match self {
+            MoneyError::NotDecimal => "invalid_amount",
+            MoneyError::TooManyDecimals => "too_many_decimals",
+            MoneyError::NotPositive => "not_positive",
+            MoneyError::TooLarge => "too_large",
+        }
+    }
+}
+
+impl Money {
+    /// The largest amount accepted, in major units: far above any single account-to-account
+    /// payment, far below i64's range.
+    pub const MAX_MAJOR: i64 = 999_999_999;
+
+    /// Parses a merchant's decimal string ("10", "10.5", "10.50") into minor units exactly.
+    /// Refuses signs, exponents, spaces, separators and more decimals than the currency has.
+    pub fn parse(text: &str, currency: Currency) -> Result<Money, MoneyError> {
+        let (whole, frac) = match text.split_once('.') {
+            Some((w, f)) => (w, Some(f)),
+            None => (text, None),
+        };
+        let digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+        if !digits(whole) || frac.is_some_and(|f| !digits(f)) {
+            return Err(MoneyError::NotDecimal);
+        }
+        let decimals = currency.decimals() as usize;
+        let frac = frac.unwrap_or("");
+        let significant = frac.trim_end_matches('0');
+        if significant.len() > decimals {
+            return Err(MoneyError::TooManyDecimals);
+        }
+        let whole_trimmed = whole.trim_start_matches('0');
+        if whole_trimmed.len() > 9 {
+            return Err(MoneyError::TooLarge);
+        }
+        let major: i64 = if whole_trimmed.is_empty() { 0 } else { whole_trimmed.parse().map_err(|_| MoneyError::TooLarge)? };
+        let mut minor_part: i64 = 0;
+        for i in 0..decimals {
+            let d = significant.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+            minor_part = minor_part * 10 + d;
+        }
+        let minor = major * 10i64.pow(currency.decimals()) + minor_part;
+        Money::from_minor(minor, currency).ok_or(MoneyError::NotPositive)
+    }
+}
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn parses_decimal_strings_exactly() {
+        for (text, minor) in [("10", 1000), ("10.5", 1050), ("10.50", 1050), ("0.01", 1), ("999999999.99", 99_999_999_999), ("007.10", 710), ("1.500", 150)] {
+            assert_eq!(Money::parse(text, Currency::Eur).unwrap().minor(), minor, "{text}");
+        }
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_plain_positive_decimal() {
+        use MoneyError::*;
+        for (text, err) in [
+            ("", NotDecimal), ("-1", NotDecimal), ("+1", NotDecimal), ("1e3", NotDecimal), ("1,50", NotDecimal),
+            (" 1", NotDecimal), ("1.", NotDecimal), (".5", NotDecimal), ("abc", NotDecimal), ("1.2.3", NotDecimal),
+            ("0", NotPositive), ("0.00", NotPositive), ("10.001", TooManyDecimals), ("1000000000", TooLarge),
+            ("99999999999999999999999", TooLarge),
+        ] {
+            assert_eq!(Money::parse(text, Currency::Eur), Err(err), "{text:?}");
+        }
+    }
+}

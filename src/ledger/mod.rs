@@ -4,10 +4,12 @@
 //! `.sqlx/`, so building needs no database. Nothing here calls the network or holds a
 //! transaction across anything but the database.
 
+pub mod crypto;
 pub mod events;
 pub mod idempotency;
 pub mod merchants;
 pub mod payments;
+pub mod tokens;
 
 use crate::config::DatabaseSettings;
 use sqlx::PgPool;

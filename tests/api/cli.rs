@@ -1,13 +1,17 @@
 //! The binary as an operator runs it: settings failures stop it with one clear line.
 
-use crate::helpers::{config_dir, fresh_database};
+use crate::helpers::{CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, config_dir, fixture, fresh_database};
 use std::process::{Command, Output};
 
 pub fn pisgate() -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_pisgate"));
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
-        .env("PISGATE_CONFIG_DIR", config_dir());
+        .env("PISGATE_CONFIG_DIR", config_dir())
+        .env("PISGATE__NORDEA__CLIENT_ID", CLIENT_ID)
+        .env("PISGATE__NORDEA__CLIENT_SECRET", CLIENT_SECRET)
+        .env("PISGATE__NORDEA__PRIVATE_KEY_FILE", fixture("kat-private.pem"))
+        .env("PISGATE__TOKENS__ENCRYPTION_KEY", TOKEN_KEY);
     cmd
 }
 

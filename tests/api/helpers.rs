@@ -1,6 +1,10 @@
 //! `spawn_app` and friends: a running pisgate on a random port with its own database.
 
 use pisgate::app::Application;
+use pisgate::sandbox::{Sandbox, SandboxConfig};
+use secrecy::SecretString;
+use std::sync::Arc;
+use std::time::Duration;
 use pisgate::config::{Settings, Sources};
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
@@ -92,11 +96,37 @@ pub fn config_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config")
 }
 
+pub const CLIENT_ID: &str = "pisgate-test-client";
+pub const CLIENT_SECRET: &str = "pisgate-test-secret";
+/// Base64 of 32 bytes: the test token-encryption key.
+pub const TOKEN_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+
+pub fn fixture(name: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nordea").join(name)
+}
+
+pub fn private_key_pem() -> String {
+    std::fs::read_to_string(fixture("kat-private.pem")).unwrap()
+}
+
+pub fn public_key_pem() -> String {
+    std::fs::read_to_string(fixture("kat-public.pem")).unwrap()
+}
+
+/// Settings for a test app: the test key, client and token key; no bank calls unless a
+/// sandbox is wired in through the overrides.
 pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert("PISGATE__DATABASE__URL".into(), database_url.into());
     vars.insert("PISGATE__SERVER__LISTEN".into(), "127.0.0.1:0".into());
-    vars.insert("PISGATE__DATABASE__MAX_CONNECTIONS".into(), "5".into());
+    vars.insert("PISGATE__DATABASE__MAX_CONNECTIONS".into(), "10".into());
+    vars.insert("PISGATE__NORDEA__BASE_URL".into(), "http://127.0.0.1:9/personal".into());
+    vars.insert("PISGATE__NORDEA__CLIENT_ID".into(), CLIENT_ID.into());
+    vars.insert("PISGATE__NORDEA__CLIENT_SECRET".into(), CLIENT_SECRET.into());
+    vars.insert("PISGATE__NORDEA__PRIVATE_KEY".into(), private_key_pem());
+    vars.insert("PISGATE__NORDEA__ENVIRONMENT".into(), "sandbox".into());
+    vars.insert("PISGATE__NORDEA__REQUEST_TIMEOUT_SECS".into(), "5".into());
+    vars.insert("PISGATE__TOKENS__ENCRYPTION_KEY".into(), TOKEN_KEY.into());
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());
     }
@@ -110,6 +140,8 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
 
 pub struct TestApp {
     pub address: String,
+    pub sandbox: Arc<Sandbox>,
+    pub sandbox_url: String,
     pub pool: PgPool,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
@@ -132,10 +164,44 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// Starts the Nordea sandbox simulator on a random port (payments confirm at once and stay
+/// Confirmed unless the test changes the delays).
+pub async fn spawn_sandbox(configure: impl FnOnce(&mut SandboxConfig)) -> (Arc<Sandbox>, String) {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = SandboxConfig::new(
+        CLIENT_ID,
+        SecretString::from(CLIENT_SECRET),
+        public_key_pem(),
+        url.clone(),
+    );
+    config.confirm_delay = Duration::ZERO;
+    config.paid_delay = Duration::from_secs(3600);
+    configure(&mut config);
+    let sandbox = Sandbox::new(config).expect("the sandbox builds");
+    tokio::spawn(pisgate::sandbox::serve(listener, sandbox.clone(), std::future::pending()));
+    (sandbox, url)
+}
+
 pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
-    let settings = settings(&fresh_database().await, overrides);
-    let app = Application::build(settings).await.expect("the app builds");
-    let address = format!("http://{}", app.local_addr());
+    spawn_app_full(overrides, |_| {}).await
+}
+
+pub async fn spawn_app_full(
+    overrides: &[(&str, &str)],
+    configure_sandbox: impl FnOnce(&mut SandboxConfig),
+) -> TestApp {
+    let (sandbox, sandbox_url) = spawn_sandbox(configure_sandbox).await;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let address = format!("http://{}", listener.local_addr().unwrap());
+    let base_url = format!("{sandbox_url}/personal");
+    let mut all: Vec<(&str, &str)> = vec![
+        ("PISGATE__NORDEA__BASE_URL", &base_url),
+        ("PISGATE__SERVER__PUBLIC_URL", &address),
+    ];
+    all.extend_from_slice(overrides);
+    let settings = settings(&fresh_database().await, &all);
+    let app = Application::build_on(settings, listener).await.expect("the app builds");
     let pool = app.pool().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
@@ -143,6 +209,8 @@ pub async fn spawn_app_with(overrides: &[(&str, &str)]) -> TestApp {
     }));
     TestApp {
         address,
+        sandbox,
+        sandbox_url,
         pool,
         client: reqwest::Client::builder()
             .redirect(reqwest::redirect::Policy::none())
@@ -166,6 +234,74 @@ impl TestApp {
             id: m.id,
             api_key: secrecy::ExposeSecret::expose_secret(&key).to_owned(),
         }
+    }
+
+    pub async fn post_payment(&self, key: &str, idempotency_key: &str, body: &Value) -> reqwest::Response {
+        self.client
+            .post(self.url("/v1/payments"))
+            .bearer_auth(key)
+            .header("idempotency-key", idempotency_key)
+            .json(body)
+            .send()
+            .await
+            .unwrap()
+    }
+
+    /// Creates a payment that must succeed, and returns its JSON.
+    pub async fn create_payment(&self, key: &str, body: &Value) -> Value {
+        let r = self.post_payment(key, &Uuid::new_v4().to_string(), body).await;
+        let status = r.status();
+        let json: Value = r.json().await.unwrap();
+        assert_eq!(status, 201, "{json}");
+        json
+    }
+
+    /// Plays the shopper's browser: opens the signing link, presses Approve (or Reject) as
+    /// `psu_id`, and follows the bank's redirect to our callback. Returns the callback's
+    /// answer (a 303 to the merchant's return URL, or an error page).
+    pub async fn sign(&self, authorization_url: &str, psu_id: &str, approve: bool) -> reqwest::Response {
+        let callback = self.sign_at_bank(authorization_url, psu_id, approve).await;
+        self.client.get(callback).send().await.unwrap()
+    }
+
+    /// Signs at the bank and returns the callback URL it redirects to, without following it.
+    pub async fn sign_at_bank(&self, authorization_url: &str, psu_id: &str, approve: bool) -> String {
+        let page = self.client.get(authorization_url).send().await.unwrap();
+        assert_eq!(page.status(), 200, "the signing page opens");
+        let html = page.text().await.unwrap();
+        let action = html
+            .split("action=\"")
+            .nth(1)
+            .and_then(|rest| rest.split('"').next())
+            .expect("the signing page has a form")
+            .replace("&amp;", "&");
+        let decision = if approve { "approve" } else { "reject" };
+        let r = self
+            .client
+            .post(&action)
+            .form(&[("decision", decision), ("psu_id", psu_id)])
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303, "the bank redirects back");
+        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        assert!(location.starts_with(&self.url("/v1/callbacks/nordea")), "{location}");
+        location
+    }
+
+    /// How many calls of this kind the sandbox received.
+    pub fn bank_calls(&self, operation: pisgate::sandbox::Operation) -> usize {
+        self.sandbox
+            .requests()
+            .iter()
+            .filter(|r| r.operation == Some(operation))
+            .count()
+    }
+
+    pub async fn get_payment(&self, key: &str, id: &str) -> Value {
+        let r = self.get_as(&format!("/v1/payments/{id}"), key).await;
+        assert_eq!(r.status(), 200);
+        r.json().await.unwrap()
     }
 
     pub async fn get_as(&self, path: &str, key: &str) -> reqwest::Response {
