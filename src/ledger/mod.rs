@@ -5,7 +5,9 @@
 //! transaction across anything but the database.
 
 pub mod crypto;
+pub mod events;
 pub mod merchants;
+pub mod tokens;
 
 use crate::config::DatabaseSettings;
 use sqlx::PgPool;
