@@ -6,5 +6,6 @@ mod cli;
 mod errors;
 mod health;
 mod helpers;
+mod ledger;
 mod logs;
 mod payments;
