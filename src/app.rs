@@ -6,14 +6,14 @@ use crate::api::{self, AppState};
 use crate::bank::Bank;
 use crate::bank::nordea::{NordeaClient, NordeaConfig, SigningKey};
 use crate::config::{Settings, SettingsError};
-use crate::ledger::crypto::TokenCipher;
-use secrecy::{ExposeSecret, SecretString};
-use std::sync::Arc;
 use crate::ledger;
+use crate::ledger::crypto::TokenCipher;
 use anyhow::Context as _;
+use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
 use std::future::Future;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
@@ -41,7 +41,10 @@ impl Application {
 
     /// As [`Application::build`], on a listener the caller bound (tests bind first so they
     /// know the public URL before the settings are made).
-    pub async fn build_on(settings: Settings, listener: TcpListener) -> anyhow::Result<Application> {
+    pub async fn build_on(
+        settings: Settings,
+        listener: TcpListener,
+    ) -> anyhow::Result<Application> {
         let pool = ledger::connect(&settings.database).await?;
         let pending = ledger::pending_migrations(&pool)
             .await
@@ -124,15 +127,18 @@ impl Application {
 pub fn nordea_client(settings: &Settings) -> anyhow::Result<Arc<dyn Bank>> {
     let n = &settings.nordea;
     let key = SigningKey::from_text(n.private_key.expose_secret()).map_err(|e| {
-        SettingsError::Load(format!("invalid setting PISGATE__NORDEA__PRIVATE_KEY_FILE: {e}"))
+        SettingsError::Load(format!(
+            "invalid setting PISGATE__NORDEA__PRIVATE_KEY_FILE: {e}"
+        ))
     })?;
     let mut config = NordeaConfig::new(&n.base_url, &n.client_id, n.client_secret.clone(), key);
     config.token_path = n.token_path.clone();
     config.connect_timeout = n.connect_timeout;
     config.request_timeout = n.request_timeout;
     config.read_retries.max_attempts = n.read_attempts;
-    let client = NordeaClient::new(config)
-        .map_err(|e| SettingsError::Load(format!("invalid setting PISGATE__NORDEA__BASE_URL: {e}")))?;
+    let client = NordeaClient::new(config).map_err(|e| {
+        SettingsError::Load(format!("invalid setting PISGATE__NORDEA__BASE_URL: {e}"))
+    })?;
     Ok(Arc::new(client))
 }
 
@@ -144,9 +150,17 @@ pub fn token_cipher(settings: &Settings) -> anyhow::Result<TokenCipher> {
     };
     let mut cipher = TokenCipher::from_base64(&t.key_id, &t.encryption_key)
         .map_err(|e| invalid("PISGATE__TOKENS__ENCRYPTION_KEY", &e))?;
-    for entry in t.previous_keys.expose_secret().split(',').filter(|e| !e.trim().is_empty()) {
+    for entry in t
+        .previous_keys
+        .expose_secret()
+        .split(',')
+        .filter(|e| !e.trim().is_empty())
+    {
         let (id, key) = entry.trim().split_once(':').ok_or_else(|| {
-            invalid("PISGATE__TOKENS__PREVIOUS_KEYS", &"expected id:base64 entries")
+            invalid(
+                "PISGATE__TOKENS__PREVIOUS_KEYS",
+                &"expected id:base64 entries",
+            )
         })?;
         cipher = cipher
             .with_previous_key(id, &SecretString::from(key.to_owned()))

@@ -457,7 +457,10 @@ impl Settings {
         };
         let token_path = required("nordea.token_path", raw.nordea.token_path)?;
         if !token_path.starts_with('/') {
-            return Err(SettingsError::invalid("nordea.token_path", "must start with /"));
+            return Err(SettingsError::invalid(
+                "nordea.token_path",
+                "must start with /",
+            ));
         }
         let nordea = NordeaSettings {
             base_url,
@@ -467,15 +470,24 @@ impl Settings {
                 raw.nordea.client_secret,
             )?),
             // The variable operators set is PISGATE__NORDEA__PRIVATE_KEY_FILE.
-            private_key: SecretString::from(raw.nordea.private_key.filter(|k| !k.trim().is_empty()).ok_or_else(
-                || SettingsError::Missing {
-                    key: "nordea.private_key".into(),
-                    env: "PISGATE__NORDEA__PRIVATE_KEY_FILE".into(),
-                },
-            )?),
+            private_key: SecretString::from(
+                raw.nordea
+                    .private_key
+                    .filter(|k| !k.trim().is_empty())
+                    .ok_or_else(|| SettingsError::Missing {
+                        key: "nordea.private_key".into(),
+                        env: "PISGATE__NORDEA__PRIVATE_KEY_FILE".into(),
+                    })?,
+            ),
             token_path,
-            connect_timeout: secs("nordea.connect_timeout_secs", raw.nordea.connect_timeout_secs)?,
-            request_timeout: secs("nordea.request_timeout_secs", raw.nordea.request_timeout_secs)?,
+            connect_timeout: secs(
+                "nordea.connect_timeout_secs",
+                raw.nordea.connect_timeout_secs,
+            )?,
+            request_timeout: secs(
+                "nordea.request_timeout_secs",
+                raw.nordea.request_timeout_secs,
+            )?,
             read_attempts: number("nordea.read_attempts", raw.nordea.read_attempts, 1)?,
             environment,
         };
@@ -488,7 +500,10 @@ impl Settings {
             previous_keys: SecretString::from(raw.tokens.previous_keys.unwrap_or_default()),
         };
         let payments = PaymentSettings {
-            signing_window: secs("payments.signing_window_secs", raw.payments.signing_window_secs)?,
+            signing_window: secs(
+                "payments.signing_window_secs",
+                raw.payments.signing_window_secs,
+            )?,
             idempotency_stale_after: secs(
                 "payments.idempotency_stale_after_secs",
                 raw.payments.idempotency_stale_after_secs,
@@ -682,7 +697,10 @@ mod tests {
         let mut all: Vec<(&str, &str)> = vec![
             ("PISGATE__NORDEA__CLIENT_ID", "client"),
             ("PISGATE__NORDEA__CLIENT_SECRET", "secret"),
-            ("PISGATE__NORDEA__PRIVATE_KEY", "-----BEGIN PRIVATE KEY-----"),
+            (
+                "PISGATE__NORDEA__PRIVATE_KEY",
+                "-----BEGIN PRIVATE KEY-----",
+            ),
             ("PISGATE__TOKENS__ENCRYPTION_KEY", "AAAA"),
         ];
         all.extend_from_slice(vars);

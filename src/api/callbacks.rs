@@ -17,11 +17,11 @@ use crate::bank::{BankError, BankPaymentId, PsuContext, TokenSet};
 use crate::domain::PaymentStatus;
 use crate::ledger::payments::{self, Change, PaymentRecord};
 use crate::ledger::tokens;
+use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
-use axum::Router;
 use chrono::Utc;
 use secrecy::SecretString;
 use serde::Deserialize;
@@ -66,7 +66,10 @@ fn redirect_to_merchant(p: &PaymentRecord, status: PaymentStatus) -> Response {
     };
     (
         StatusCode::SEE_OTHER,
-        [(header::LOCATION, location), (header::CACHE_CONTROL, "no-store".to_owned())],
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
     )
         .into_response()
 }
@@ -127,12 +130,21 @@ async fn handle(
     };
     let Some(oauth_state) = q.state.as_deref() else {
         tracing::warn!("callback without state");
-        return Ok(page(StatusCode::BAD_REQUEST, "Link not valid", "This return link is incomplete."));
+        return Ok(page(
+            StatusCode::BAD_REQUEST,
+            "Link not valid",
+            "This return link is incomplete.",
+        ));
     };
     let mut tx = state.pool.begin().await?;
-    let Some(p) = payments::find_by_state_for_update(&mut tx, &state_hash(oauth_state)).await? else {
+    let Some(p) = payments::find_by_state_for_update(&mut tx, &state_hash(oauth_state)).await?
+    else {
         tracing::warn!("callback with an unknown state");
-        return Ok(page(StatusCode::BAD_REQUEST, "Link not valid", "This return link is not known to us."));
+        return Ok(page(
+            StatusCode::BAD_REQUEST,
+            "Link not valid",
+            "This return link is not known to us.",
+        ));
     };
     tracing::Span::current().record("payment_id", tracing::field::display(p.id));
 
@@ -144,7 +156,13 @@ async fn handle(
         None
     };
     if let Some(reason) = rejection {
-        payments::note(&mut tx, p.id, "callback_rejected", json!({ "reason": reason })).await?;
+        payments::note(
+            &mut tx,
+            p.id,
+            "callback_rejected",
+            json!({ "reason": reason }),
+        )
+        .await?;
         tx.commit().await?;
         tracing::warn!(reason, "callback refused");
         let message = if reason == "state_reused" {
@@ -158,7 +176,13 @@ async fn handle(
 
     if let Some(error) = &q.error {
         // The shopper cancelled or the bank refused: nothing to exchange.
-        let description: String = q.error_description.clone().unwrap_or_default().chars().take(300).collect();
+        let description: String = q
+            .error_description
+            .clone()
+            .unwrap_or_default()
+            .chars()
+            .take(300)
+            .collect();
         let to = PaymentStatus::AuthorizationFailed;
         let changed = payments::transition(
             &mut tx,
@@ -178,29 +202,53 @@ async fn handle(
             payments::note(&mut tx, p.id, "callback_error", json!({ "error": error })).await?;
         }
         tx.commit().await?;
-        let now = payments::get(&mut *state.pool.acquire().await?, p.id).await?.unwrap_or(p);
+        let now = payments::get(&mut *state.pool.acquire().await?, p.id)
+            .await?
+            .unwrap_or(p);
         return Ok(redirect_to_merchant(&now, now.status()));
     }
 
     let Some(code) = q.code.clone() else {
-        payments::note(&mut tx, p.id, "callback_rejected", json!({ "reason": "no_code" })).await?;
+        payments::note(
+            &mut tx,
+            p.id,
+            "callback_rejected",
+            json!({ "reason": "no_code" }),
+        )
+        .await?;
         tx.commit().await?;
-        return Ok(page(StatusCode::BAD_REQUEST, "Link not valid", "This return link carries no authorization."));
+        return Ok(page(
+            StatusCode::BAD_REQUEST,
+            "Link not valid",
+            "This return link carries no authorization.",
+        ));
     };
-    payments::note(&mut tx, p.id, "callback", json!({ "outcome": "code_received" })).await?;
+    payments::note(
+        &mut tx,
+        p.id,
+        "callback",
+        json!({ "outcome": "code_received" }),
+    )
+    .await?;
     tx.commit().await?;
 
     let psu = psu_context(headers);
     exchange_and_store(state, &p, SecretString::from(code)).await?;
     refresh_status(state, &p, &psu).await?;
 
-    let now = payments::get(&mut *state.pool.acquire().await?, p.id).await?.unwrap_or(p);
+    let now = payments::get(&mut *state.pool.acquire().await?, p.id)
+        .await?
+        .unwrap_or(p);
     Ok(redirect_to_merchant(&now, now.status()))
 }
 
 /// Exchanges the code under the shopper's lock and keeps the token only if it is the
 /// newest. The lock is held across the bank call on purpose: it orders the exchanges.
-async fn exchange_and_store(state: &AppState, p: &PaymentRecord, code: SecretString) -> anyhow::Result<()> {
+async fn exchange_and_store(
+    state: &AppState,
+    p: &PaymentRecord,
+    code: SecretString,
+) -> anyhow::Result<()> {
     // Until the bank tells us who the shopper is, the key we can lock is the merchant's
     // shopper id (or the payment): the identity is only known after the exchange.
     let provisional = TokenSet {
@@ -217,7 +265,8 @@ async fn exchange_and_store(state: &AppState, p: &PaymentRecord, code: SecretStr
     let outcome = match result {
         Ok(tokens_set) => {
             let key = psu_key(p, &tokens_set);
-            let expires_at = Utc::now() + chrono::Duration::from_std(tokens_set.expires_in).unwrap_or_default();
+            let expires_at =
+                Utc::now() + chrono::Duration::from_std(tokens_set.expires_in).unwrap_or_default();
             let mut tx = state.pool.begin().await?;
             let stored = tokens::store(
                 &mut tx,
@@ -262,7 +311,11 @@ async fn exchange_and_store(state: &AppState, p: &PaymentRecord, code: SecretStr
 }
 
 /// Asks the bank for the payment's status now that the shopper is back, and applies it.
-async fn refresh_status(state: &AppState, p: &PaymentRecord, psu: &PsuContext) -> anyhow::Result<()> {
+async fn refresh_status(
+    state: &AppState,
+    p: &PaymentRecord,
+    psu: &PsuContext,
+) -> anyhow::Result<()> {
     let Some(bank_id) = p.bank_payment_id.as_deref().and_then(BankPaymentId::parse) else {
         return Ok(());
     };

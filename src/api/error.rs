@@ -105,9 +105,9 @@ impl ApiError {
     pub fn status(&self) -> StatusCode {
         match self {
             ApiError::MalformedJson(_) | ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
-            ApiError::Validation(_) | ApiError::IdempotencyMismatch(_) | ApiError::BankRejected(_) => {
-                StatusCode::UNPROCESSABLE_ENTITY
-            }
+            ApiError::Validation(_)
+            | ApiError::IdempotencyMismatch(_)
+            | ApiError::BankRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated(_) | ApiError::MerchantDisabled => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) | ApiError::UnknownRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
@@ -236,11 +236,13 @@ pub async fn problem_for_bare_errors(
     if !(status.is_client_error() || status.is_server_error()) {
         return response;
     }
-    let is_problem = response
+    // Only bare answers: no body type at all, or axum's plain-text rejections. Our own
+    // problems and deliberate pages (the shopper's HTML error page) pass through.
+    let bare = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|ct| ct.as_bytes().starts_with(b"application/problem+json"));
-    if is_problem {
+        .is_none_or(|ct| ct.as_bytes().starts_with(b"text/plain"));
+    if !bare {
         return response;
     }
     let error = match status {

@@ -60,14 +60,13 @@ impl AppState {
 }
 
 pub fn router(state: AppState) -> Router {
-    let authenticated =
-        Router::new()
-            .merge(merchant::router())
+    let authenticated = Router::new()
+        .merge(merchant::router())
         .merge(payments::router())
-            .route_layer(axum::middleware::from_fn_with_state(
-                state.clone(),
-                auth::require_merchant,
-            ));
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            auth::require_merchant,
+        ));
     let body_limit = state.settings.server.body_limit_bytes;
     let timeout = state.settings.server.request_timeout;
     Router::new()

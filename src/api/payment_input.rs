@@ -43,7 +43,14 @@ pub const RECURRENCE_TYPES: &[&str] = &[
     "EVERY_MINUTE_SANDBOX_ONLY",
 ];
 pub const AUTHENTICATION_METHODS: &[&str] = &[
-    "MTA", "MTA_OFF", "CCALC", "CARD_RDR", "QR_RDR", "BANKID_NO", "BANKIDM_NO", "MTA_NO",
+    "MTA",
+    "MTA_OFF",
+    "CCALC",
+    "CARD_RDR",
+    "QR_RDR",
+    "BANKID_NO",
+    "BANKIDM_NO",
+    "MTA_NO",
 ];
 pub const LANGUAGES: &[&str] = &["en", "fi", "sv", "da", "no", "nb"];
 
@@ -201,7 +208,11 @@ fn text_len_ok(
         return None;
     }
     if v.chars().any(char::is_control) {
-        errors.add(field, "invalid_characters", "must not contain control characters");
+        errors.add(
+            field,
+            "invalid_characters",
+            "must not contain control characters",
+        );
         return None;
     }
     Some(v)
@@ -236,13 +247,21 @@ fn parse_account(
     let value_field = format!("{field}.value");
     let kind = match input.kind.as_deref() {
         None => {
-            errors.add(&kind_field, "required", "one of IBAN, BBAN_DK, BBAN_SE, BBAN_NO, BGNR, PGNR");
+            errors.add(
+                &kind_field,
+                "required",
+                "one of IBAN, BBAN_DK, BBAN_SE, BBAN_NO, BGNR, PGNR",
+            );
             None
         }
         Some(k) => match AccountType::from_code(k) {
             Some(t) => Some(t),
             None => {
-                errors.add(&kind_field, "invalid", "one of IBAN, BBAN_DK, BBAN_SE, BBAN_NO, BGNR, PGNR");
+                errors.add(
+                    &kind_field,
+                    "invalid",
+                    "one of IBAN, BBAN_DK, BBAN_SE, BBAN_NO, BGNR, PGNR",
+                );
                 None
             }
         },
@@ -261,7 +280,11 @@ fn parse_account(
             format!(
                 "{} accounts cannot be used in {c}; use {}",
                 kind.code(),
-                allowed_account_types(c).iter().map(|t| t.code()).collect::<Vec<_>>().join(" or ")
+                allowed_account_types(c)
+                    .iter()
+                    .map(|t| t.code())
+                    .collect::<Vec<_>>()
+                    .join(" or ")
             ),
         );
         return None;
@@ -332,10 +355,18 @@ fn parse_reference(
         }
     };
     let Some(raw) = input.value.as_deref() else {
-        errors.add("creditor.reference.value", "required", "the reference is required");
+        errors.add(
+            "creditor.reference.value",
+            "required",
+            "the reference is required",
+        );
         return None;
     };
-    let value: String = raw.chars().filter(|c| !c.is_whitespace()).collect::<String>().to_ascii_uppercase();
+    let value: String = raw
+        .chars()
+        .filter(|c| !c.is_whitespace())
+        .collect::<String>()
+        .to_ascii_uppercase();
     let ok = match (kind.as_str(), country) {
         ("RF", _) => checks::rf_reference_ok(&value),
         // Finland: the national reference with its 7-3-1 check digit.
@@ -431,10 +462,14 @@ impl PaymentInput {
         if self.creditor.is_none() {
             e.add("creditor", "required", "who is paid");
         }
-        let creditor_account = self
-            .creditor
-            .as_ref()
-            .and_then(|_| parse_account(&mut e, "creditor.account", creditor_in.account.as_ref(), country));
+        let creditor_account = self.creditor.as_ref().and_then(|_| {
+            parse_account(
+                &mut e,
+                "creditor.account",
+                creditor_in.account.as_ref(),
+                country,
+            )
+        });
         let creditor_name = match &creditor_in.name {
             None if self.creditor.is_some() => {
                 e.add("creditor.name", "required", "the creditor's name");
@@ -443,7 +478,12 @@ impl PaymentInput {
             None => None,
             name => text_len_ok(&mut e, "creditor.name", name, CREDITOR_NAME_MAX),
         };
-        let creditor_message = text_len_ok(&mut e, "creditor.message", &creditor_in.message, MESSAGE_MAX);
+        let creditor_message = text_len_ok(
+            &mut e,
+            "creditor.message",
+            &creditor_in.message,
+            MESSAGE_MAX,
+        );
         let creditor_reference = creditor_in
             .reference
             .as_ref()
@@ -460,7 +500,11 @@ impl PaymentInput {
         let execution_date = self.execution_date.as_deref().and_then(|d| {
             match NaiveDate::parse_from_str(d, "%Y-%m-%d") {
                 Ok(date) if date < today => {
-                    e.add("execution_date", "in_the_past", format!("must be {today} or later"));
+                    e.add(
+                        "execution_date",
+                        "in_the_past",
+                        format!("must be {today} or later"),
+                    );
                     None
                 }
                 Ok(date) => Some(date),
@@ -481,47 +525,79 @@ impl PaymentInput {
         };
         if urgency == Urgency::Express {
             if country.is_some_and(|c| c != Country::Fi) {
-                e.add("urgency", "express_not_allowed_for_country", "express is only for Finnish (SEPA) payments");
+                e.add(
+                    "urgency",
+                    "express_not_allowed_for_country",
+                    "express is only for Finnish (SEPA) payments",
+                );
             }
             if execution_date.is_some_and(|d| d > today) {
-                e.add("execution_date", "express_with_future_date", "an express payment cannot be dated in the future");
+                e.add(
+                    "execution_date",
+                    "express_with_future_date",
+                    "an express payment cannot be dated in the future",
+                );
             }
         }
 
         let own_account_transfer = self.own_account_transfer.unwrap_or(false);
         if own_account_transfer && country == Some(Country::Fi) {
-            e.add("own_account_transfer", "not_allowed_for_country", "own-account transfers are not available in Finland");
+            e.add(
+                "own_account_transfer",
+                "not_allowed_for_country",
+                "own-account transfers are not available in Finland",
+            );
         }
 
         let recurring = self.recurring.as_ref().and_then(|r| {
             let count = match r.count {
                 Some(c) if (2..=98).contains(&c) || c == 9999 => Some(c as u32),
                 Some(_) => {
-                    e.add("recurring.count", "out_of_range", "2 to 98, or 9999 for until cancelled");
+                    e.add(
+                        "recurring.count",
+                        "out_of_range",
+                        "2 to 98, or 9999 for until cancelled",
+                    );
                     None
                 }
                 None => {
-                    e.add("recurring.count", "required", "2 to 98, or 9999 for until cancelled");
+                    e.add(
+                        "recurring.count",
+                        "required",
+                        "2 to 98, or 9999 for until cancelled",
+                    );
                     None
                 }
             };
             let kind = match r.recurrence_type.as_deref() {
                 Some(t) if RECURRENCE_TYPES.contains(&t) => Some(t.to_owned()),
                 Some(_) => {
-                    e.add("recurring.recurrence_type", "invalid", format!("one of {}", RECURRENCE_TYPES.join(", ")));
+                    e.add(
+                        "recurring.recurrence_type",
+                        "invalid",
+                        format!("one of {}", RECURRENCE_TYPES.join(", ")),
+                    );
                     None
                 }
                 None => {
-                    e.add("recurring.recurrence_type", "required", format!("one of {}", RECURRENCE_TYPES.join(", ")));
+                    e.add(
+                        "recurring.recurrence_type",
+                        "required",
+                        format!("one of {}", RECURRENCE_TYPES.join(", ")),
+                    );
                     None
                 }
             };
             let kind = kind?;
             let refusal = match (kind.as_str(), country, own_account_transfer) {
-                ("EVERY_MINUTE_SANDBOX_ONLY", _, _) if environment == BankEnvironment::Production => {
+                ("EVERY_MINUTE_SANDBOX_ONLY", _, _)
+                    if environment == BankEnvironment::Production =>
+                {
                     Some("only available in the sandbox")
                 }
-                ("BIWEEKLY", Some(Country::No), false) => Some("in Norway BIWEEKLY is only for own-account transfers"),
+                ("BIWEEKLY", Some(Country::No), false) => {
+                    Some("in Norway BIWEEKLY is only for own-account transfers")
+                }
                 ("MONTHLY_SAME_DAY", Some(Country::Se), true) => {
                     Some("in Sweden MONTHLY_SAME_DAY is not available for own-account transfers")
                 }
@@ -531,7 +607,10 @@ impl PaymentInput {
                 e.add("recurring.recurrence_type", "not_allowed", message);
                 return None;
             }
-            Some(CanonicalRecurring { count: count?, recurrence_type: kind })
+            Some(CanonicalRecurring {
+                count: count?,
+                recurrence_type: kind,
+            })
         });
 
         let reference = text_len_ok(&mut e, "reference", &self.reference, MERCHANT_REFERENCE_MAX);
@@ -541,7 +620,11 @@ impl PaymentInput {
             if LANGUAGES.contains(&l.as_str()) {
                 Some(l)
             } else {
-                e.add("language", "invalid", format!("one of {}", LANGUAGES.join(", ")));
+                e.add(
+                    "language",
+                    "invalid",
+                    format!("one of {}", LANGUAGES.join(", ")),
+                );
                 None
             }
         });
@@ -549,14 +632,22 @@ impl PaymentInput {
             if AUTHENTICATION_METHODS.contains(&m) {
                 Some(m.to_owned())
             } else {
-                e.add("authentication_method", "invalid", format!("one of {}", AUTHENTICATION_METHODS.join(", ")));
+                e.add(
+                    "authentication_method",
+                    "invalid",
+                    format!("one of {}", AUTHENTICATION_METHODS.join(", ")),
+                );
                 None
             }
         });
 
         let return_url = match self.return_url.as_deref().map(str::trim) {
             None | Some("") => {
-                e.add("return_url", "required", "where the shopper lands after signing");
+                e.add(
+                    "return_url",
+                    "required",
+                    "where the shopper lands after signing",
+                );
                 None
             }
             Some(url) if url.len() > 2048 => {
@@ -582,11 +673,20 @@ impl PaymentInput {
 
         let metadata = match self.metadata {
             None => Value::Object(Default::default()),
-            Some(Value::Object(m)) if serde_json::to_vec(&m).map(|v| v.len()).unwrap_or(usize::MAX) <= METADATA_MAX_BYTES => {
+            Some(Value::Object(m))
+                if serde_json::to_vec(&m)
+                    .map(|v| v.len())
+                    .unwrap_or(usize::MAX)
+                    <= METADATA_MAX_BYTES =>
+            {
                 Value::Object(m)
             }
             Some(Value::Object(_)) => {
-                e.add("metadata", "too_large", format!("at most {METADATA_MAX_BYTES} bytes of JSON"));
+                e.add(
+                    "metadata",
+                    "too_large",
+                    format!("at most {METADATA_MAX_BYTES} bytes of JSON"),
+                );
                 Value::Null
             }
             Some(_) => {
@@ -620,8 +720,8 @@ impl PaymentInput {
             language,
             authentication_method,
         };
-        let canonical = serde_json::to_value(&request)
-            .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
+        let canonical =
+            serde_json::to_value(&request).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
         Ok(Validated {
             amount,
             country,

@@ -94,9 +94,10 @@ impl From<&PaymentRecord> for PaymentView {
             return_url: p.return_url.clone(),
             metadata: p.metadata.clone(),
             authorization_url,
-            failure: p.failure_code.as_ref().map(|code| {
-                json!({ "code": code, "detail": p.failure_detail })
-            }),
+            failure: p
+                .failure_code
+                .as_ref()
+                .map(|code| json!({ "code": code, "detail": p.failure_detail })),
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
@@ -256,7 +257,10 @@ async fn create_payment(
             let record = payments::get(&mut tx, payment_id)
                 .await?
                 .context("the payment just written is gone")?;
-            (StatusCode::CREATED, serde_json::to_value(PaymentView::from(&record)).context("view")?)
+            (
+                StatusCode::CREATED,
+                serde_json::to_value(PaymentView::from(&record)).context("view")?,
+            )
         }
         Err(error) => {
             let (code, api_error) = initiation_failure(&error);
@@ -359,8 +363,11 @@ struct PaymentList {
 }
 
 fn encode_cursor(p: &PaymentRecord) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .encode(format!("{}|{}", p.created_at.to_rfc3339(), p.id))
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}|{}",
+        p.created_at.to_rfc3339(),
+        p.id
+    ))
 }
 
 fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
@@ -401,7 +408,11 @@ async fn list_payments(
         Some(c) => match decode_cursor(c) {
             Some(a) => Some(a),
             None => {
-                errors.push(FieldError::new("cursor", "invalid", "not a cursor this API gave"));
+                errors.push(FieldError::new(
+                    "cursor",
+                    "invalid",
+                    "not a cursor this API gave",
+                ));
                 None
             }
         },
@@ -416,10 +427,15 @@ async fn list_payments(
         created_lt: q.created_lt,
         after,
     };
-    let mut rows = payments::list_for_merchant(&state.pool, merchant.id, &filter, limit + 1).await?;
+    let mut rows =
+        payments::list_for_merchant(&state.pool, merchant.id, &filter, limit + 1).await?;
     let has_more = rows.len() as i64 > limit;
     rows.truncate(limit as usize);
-    let next_cursor = if has_more { rows.last().map(encode_cursor) } else { None };
+    let next_cursor = if has_more {
+        rows.last().map(encode_cursor)
+    } else {
+        None
+    };
     Ok(Json(PaymentList {
         data: rows.iter().map(PaymentView::from).collect(),
         has_more,
@@ -453,7 +469,10 @@ async fn shopper_token(
         .await
         .context("loading the shopper's token")?
         .ok_or_else(|| {
-            ApiError::Conflict("the shopper's bank token is no longer valid; the bank needs the shopper again".into())
+            ApiError::Conflict(
+                "the shopper's bank token is no longer valid; the bank needs the shopper again"
+                    .into(),
+            )
         })?;
     Ok((psu_key, token))
 }
@@ -474,11 +493,20 @@ async fn bearer_call_failed(
     error: BankError,
 ) -> ApiError {
     if error == BankError::TokenRejected {
-        if let Err(e) = tokens::mark_dead(&state.pool, &p.bank, psu_key, issue_seq, "rejected by the bank").await {
+        if let Err(e) = tokens::mark_dead(
+            &state.pool,
+            &p.bank,
+            psu_key,
+            issue_seq,
+            "rejected by the bank",
+        )
+        .await
+        {
             tracing::error!(error = %e, "cannot mark the shopper's token dead");
         }
         return ApiError::Conflict(
-            "the bank no longer accepts the shopper's token; the bank needs the shopper again".into(),
+            "the bank no longer accepts the shopper's token; the bank needs the shopper again"
+                .into(),
         );
     }
     tracing::warn!(error = %error, kind = error.kind(), "bank call failed");
@@ -487,10 +515,18 @@ async fn bearer_call_failed(
         BankError::Validation { failures } => ApiError::BankRejected(
             failures
                 .into_iter()
-                .map(|f| FieldError::new(f.path.unwrap_or_else(|| "payment".into()), f.code.clone(), f.description.unwrap_or(f.code)))
+                .map(|f| {
+                    FieldError::new(
+                        f.path.unwrap_or_else(|| "payment".into()),
+                        f.code.clone(),
+                        f.description.unwrap_or(f.code),
+                    )
+                })
                 .collect(),
         ),
-        _ => ApiError::BankUnavailable("the bank did not answer as expected; try again later".into()),
+        _ => {
+            ApiError::BankUnavailable("the bank did not answer as expected; try again later".into())
+        }
     }
 }
 
@@ -545,7 +581,13 @@ async fn cancel_payment(
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     } else {
-        payments::note(&mut tx, id, "cancel_refused", json!({ "errors": bank_errors })).await?;
+        payments::note(
+            &mut tx,
+            id,
+            "cancel_refused",
+            json!({ "errors": bank_errors }),
+        )
+        .await?;
     }
     tx.commit().await?;
     if !deleted {
@@ -557,7 +599,9 @@ async fn cancel_payment(
                     FieldError::new(
                         "payment",
                         e.code.clone().unwrap_or_else(|| "not_deletable".into()),
-                        e.description.clone().unwrap_or_else(|| "the bank refused to cancel this payment".into()),
+                        e.description
+                            .clone()
+                            .unwrap_or_else(|| "the bank refused to cancel this payment".into()),
                     )
                 })
                 .collect(),
@@ -566,7 +610,9 @@ async fn cancel_payment(
     let p = payments::get_for_merchant(&state.pool, merchant.id, id)
         .await?
         .ok_or(ApiError::NotFound("payment"))?;
-    Ok(Json(serde_json::to_value(PaymentView::from(&p)).context("view")?))
+    Ok(Json(
+        serde_json::to_value(PaymentView::from(&p)).context("view")?,
+    ))
 }
 
 async fn payment_funds(

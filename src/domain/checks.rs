@@ -5,12 +5,45 @@
 
 /// ISO 13616 IBAN lengths of the SEPA countries (and a few more that Nordic shoppers pay).
 const IBAN_LENGTHS: &[(&str, usize)] = &[
-    ("AD", 24), ("AT", 20), ("BE", 16), ("BG", 22), ("CH", 21), ("CY", 28), ("CZ", 24),
-    ("DE", 22), ("DK", 18), ("EE", 20), ("ES", 24), ("FI", 18), ("FO", 18), ("FR", 27),
-    ("GB", 22), ("GI", 23), ("GL", 18), ("GR", 27), ("HR", 21), ("HU", 28), ("IE", 22),
-    ("IS", 26), ("IT", 27), ("LI", 21), ("LT", 20), ("LU", 20), ("LV", 21), ("MC", 27),
-    ("MT", 31), ("NL", 18), ("NO", 15), ("PL", 28), ("PT", 25), ("RO", 24), ("SE", 24),
-    ("SI", 19), ("SK", 24), ("SM", 27), ("VA", 22),
+    ("AD", 24),
+    ("AT", 20),
+    ("BE", 16),
+    ("BG", 22),
+    ("CH", 21),
+    ("CY", 28),
+    ("CZ", 24),
+    ("DE", 22),
+    ("DK", 18),
+    ("EE", 20),
+    ("ES", 24),
+    ("FI", 18),
+    ("FO", 18),
+    ("FR", 27),
+    ("GB", 22),
+    ("GI", 23),
+    ("GL", 18),
+    ("GR", 27),
+    ("HR", 21),
+    ("HU", 28),
+    ("IE", 22),
+    ("IS", 26),
+    ("IT", 27),
+    ("LI", 21),
+    ("LT", 20),
+    ("LU", 20),
+    ("LV", 21),
+    ("MC", 27),
+    ("MT", 31),
+    ("NL", 18),
+    ("NO", 15),
+    ("PL", 28),
+    ("PT", 25),
+    ("RO", 24),
+    ("SE", 24),
+    ("SI", 19),
+    ("SK", 24),
+    ("SM", 27),
+    ("VA", 22),
 ];
 
 /// Remainder mod 97 of a string where letters count as 10..35 (ISO 7064 MOD 97-10).
@@ -18,7 +51,11 @@ fn mod97(chars: impl Iterator<Item = char>) -> Option<u32> {
     let mut rem: u32 = 0;
     for c in chars {
         let v = c.to_digit(36)?;
-        rem = if v >= 10 { (rem * 100 + v) % 97 } else { (rem * 10 + v) % 97 };
+        rem = if v >= 10 {
+            (rem * 100 + v) % 97
+        } else {
+            (rem * 10 + v) % 97
+        };
     }
     Some(rem)
 }
@@ -33,11 +70,17 @@ pub enum IbanError {
 
 /// Checks a normalised IBAN (upper case, no spaces).
 pub fn check_iban(iban: &str) -> Result<(), IbanError> {
-    if iban.len() < 5 || !iban.chars().all(|c| c.is_ascii_uppercase() || c.is_ascii_digit()) {
+    if iban.len() < 5
+        || !iban
+            .chars()
+            .all(|c| c.is_ascii_uppercase() || c.is_ascii_digit())
+    {
         return Err(IbanError::Format);
     }
     let (country, rest) = iban.split_at(2);
-    if !country.chars().all(|c| c.is_ascii_uppercase()) || !rest[..2].chars().all(|c| c.is_ascii_digit()) {
+    if !country.chars().all(|c| c.is_ascii_uppercase())
+        || !rest[..2].chars().all(|c| c.is_ascii_digit())
+    {
         return Err(IbanError::Format);
     }
     let expected = IBAN_LENGTHS
@@ -67,7 +110,14 @@ pub fn luhn_ok(s: &str) -> bool {
         .iter()
         .rev()
         .enumerate()
-        .map(|(i, &v)| if i % 2 == 1 { let x = v * 2; if x > 9 { x - 9 } else { x } } else { v })
+        .map(|(i, &v)| {
+            if i % 2 == 1 {
+                let x = v * 2;
+                if x > 9 { x - 9 } else { x }
+            } else {
+                v
+            }
+        })
         .sum();
     sum % 10 == 0
 }
@@ -99,13 +149,21 @@ pub fn finnish_reference_ok(s: &str) -> bool {
     }
     let (body, check) = d.split_at(d.len() - 1);
     let weights = [7, 3, 1];
-    let sum: u32 = body.iter().rev().enumerate().map(|(i, &v)| v * weights[i % 3]).sum();
+    let sum: u32 = body
+        .iter()
+        .rev()
+        .enumerate()
+        .map(|(i, &v)| v * weights[i % 3])
+        .sum();
     (10 - sum % 10) % 10 == check[0]
 }
 
 /// The RF creditor reference (ISO 11649): `RF`, two check digits, up to 21 alphanumerics.
 pub fn rf_reference_ok(s: &str) -> bool {
-    if !(5..=25).contains(&s.len()) || !s.starts_with("RF") || !s.chars().all(|c| c.is_ascii_alphanumeric()) {
+    if !(5..=25).contains(&s.len())
+        || !s.starts_with("RF")
+        || !s.chars().all(|c| c.is_ascii_alphanumeric())
+    {
         return false;
     }
     let rearranged = s[4..].chars().chain(s[..4].chars());
@@ -118,12 +176,24 @@ mod tests {
 
     #[test]
     fn ibans_of_each_nordic_country_check() {
-        for iban in ["FI1410093000123458", "DK5000400440116243", "SE4550000000058398257466", "NO9386011117947", "DE89370400440532013000"] {
+        for iban in [
+            "FI1410093000123458",
+            "DK5000400440116243",
+            "SE4550000000058398257466",
+            "NO9386011117947",
+            "DE89370400440532013000",
+        ] {
             assert_eq!(check_iban(iban), Ok(()), "{iban}");
         }
         assert_eq!(check_iban("FI1410093000123459"), Err(IbanError::Checksum));
-        assert_eq!(check_iban("FI141009300012345"), Err(IbanError::Length { expected: 18 }));
-        assert_eq!(check_iban("XX1410093000123458"), Err(IbanError::UnknownCountry));
+        assert_eq!(
+            check_iban("FI141009300012345"),
+            Err(IbanError::Length { expected: 18 })
+        );
+        assert_eq!(
+            check_iban("XX1410093000123458"),
+            Err(IbanError::UnknownCountry)
+        );
         assert_eq!(check_iban("FI14-1009"), Err(IbanError::Format));
     }
 

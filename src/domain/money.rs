@@ -206,10 +206,17 @@ impl Money {
         if whole_trimmed.len() > 9 {
             return Err(MoneyError::TooLarge);
         }
-        let major: i64 = if whole_trimmed.is_empty() { 0 } else { whole_trimmed.parse().map_err(|_| MoneyError::TooLarge)? };
+        let major: i64 = if whole_trimmed.is_empty() {
+            0
+        } else {
+            whole_trimmed.parse().map_err(|_| MoneyError::TooLarge)?
+        };
         let mut minor_part: i64 = 0;
         for i in 0..decimals {
-            let d = significant.as_bytes().get(i).map_or(0, |b| i64::from(b - b'0'));
+            let d = significant
+                .as_bytes()
+                .get(i)
+                .map_or(0, |b| i64::from(b - b'0'));
             minor_part = minor_part * 10 + d;
         }
         let minor = major * 10i64.pow(currency.decimals()) + minor_part;
@@ -223,8 +230,20 @@ mod parse_tests {
 
     #[test]
     fn parses_decimal_strings_exactly() {
-        for (text, minor) in [("10", 1000), ("10.5", 1050), ("10.50", 1050), ("0.01", 1), ("999999999.99", 99_999_999_999), ("007.10", 710), ("1.500", 150)] {
-            assert_eq!(Money::parse(text, Currency::Eur).unwrap().minor(), minor, "{text}");
+        for (text, minor) in [
+            ("10", 1000),
+            ("10.5", 1050),
+            ("10.50", 1050),
+            ("0.01", 1),
+            ("999999999.99", 99_999_999_999),
+            ("007.10", 710),
+            ("1.500", 150),
+        ] {
+            assert_eq!(
+                Money::parse(text, Currency::Eur).unwrap().minor(),
+                minor,
+                "{text}"
+            );
         }
     }
 
@@ -232,9 +251,20 @@ mod parse_tests {
     fn refuses_what_is_not_a_plain_positive_decimal() {
         use MoneyError::*;
         for (text, err) in [
-            ("", NotDecimal), ("-1", NotDecimal), ("+1", NotDecimal), ("1e3", NotDecimal), ("1,50", NotDecimal),
-            (" 1", NotDecimal), ("1.", NotDecimal), (".5", NotDecimal), ("abc", NotDecimal), ("1.2.3", NotDecimal),
-            ("0", NotPositive), ("0.00", NotPositive), ("10.001", TooManyDecimals), ("1000000000", TooLarge),
+            ("", NotDecimal),
+            ("-1", NotDecimal),
+            ("+1", NotDecimal),
+            ("1e3", NotDecimal),
+            ("1,50", NotDecimal),
+            (" 1", NotDecimal),
+            ("1.", NotDecimal),
+            (".5", NotDecimal),
+            ("abc", NotDecimal),
+            ("1.2.3", NotDecimal),
+            ("0", NotPositive),
+            ("0.00", NotPositive),
+            ("10.001", TooManyDecimals),
+            ("1000000000", TooLarge),
             ("99999999999999999999999", TooLarge),
         ] {
             assert_eq!(Money::parse(text, Currency::Eur), Err(err), "{text:?}");

@@ -10,7 +10,10 @@ pub fn pisgate() -> Command {
         .env("PISGATE_CONFIG_DIR", config_dir())
         .env("PISGATE__NORDEA__CLIENT_ID", CLIENT_ID)
         .env("PISGATE__NORDEA__CLIENT_SECRET", CLIENT_SECRET)
-        .env("PISGATE__NORDEA__PRIVATE_KEY_FILE", fixture("kat-private.pem"))
+        .env(
+            "PISGATE__NORDEA__PRIVATE_KEY_FILE",
+            fixture("kat-private.pem"),
+        )
         .env("PISGATE__TOKENS__ENCRYPTION_KEY", TOKEN_KEY);
     cmd
 }

@@ -1,15 +1,15 @@
 //! `spawn_app` and friends: a running pisgate on a random port with its own database.
 
 use pisgate::app::Application;
+use pisgate::config::{Settings, Sources};
 use pisgate::sandbox::{Sandbox, SandboxConfig};
 use secrecy::SecretString;
-use std::sync::Arc;
-use std::time::Duration;
-use pisgate::config::{Settings, Sources};
 use serde_json::Value;
 use sqlx::{Connection, Executor, PgConnection, PgPool};
 use std::collections::HashMap;
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 use uuid::Uuid;
 
 pub fn cluster_url() -> String {
@@ -102,7 +102,9 @@ pub const CLIENT_SECRET: &str = "pisgate-test-secret";
 pub const TOKEN_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
 
 pub fn fixture(name: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/nordea").join(name)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures/nordea")
+        .join(name)
 }
 
 pub fn private_key_pem() -> String {
@@ -120,9 +122,15 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     vars.insert("PISGATE__DATABASE__URL".into(), database_url.into());
     vars.insert("PISGATE__SERVER__LISTEN".into(), "127.0.0.1:0".into());
     vars.insert("PISGATE__DATABASE__MAX_CONNECTIONS".into(), "10".into());
-    vars.insert("PISGATE__NORDEA__BASE_URL".into(), "http://127.0.0.1:9/personal".into());
+    vars.insert(
+        "PISGATE__NORDEA__BASE_URL".into(),
+        "http://127.0.0.1:9/personal".into(),
+    );
     vars.insert("PISGATE__NORDEA__CLIENT_ID".into(), CLIENT_ID.into());
-    vars.insert("PISGATE__NORDEA__CLIENT_SECRET".into(), CLIENT_SECRET.into());
+    vars.insert(
+        "PISGATE__NORDEA__CLIENT_SECRET".into(),
+        CLIENT_SECRET.into(),
+    );
     vars.insert("PISGATE__NORDEA__PRIVATE_KEY".into(), private_key_pem());
     vars.insert("PISGATE__NORDEA__ENVIRONMENT".into(), "sandbox".into());
     vars.insert("PISGATE__NORDEA__REQUEST_TIMEOUT_SECS".into(), "5".into());
@@ -179,7 +187,11 @@ pub async fn spawn_sandbox(configure: impl FnOnce(&mut SandboxConfig)) -> (Arc<S
     config.paid_delay = Duration::from_secs(3600);
     configure(&mut config);
     let sandbox = Sandbox::new(config).expect("the sandbox builds");
-    tokio::spawn(pisgate::sandbox::serve(listener, sandbox.clone(), std::future::pending()));
+    tokio::spawn(pisgate::sandbox::serve(
+        listener,
+        sandbox.clone(),
+        std::future::pending(),
+    ));
     (sandbox, url)
 }
 
@@ -201,7 +213,9 @@ pub async fn spawn_app_full(
     ];
     all.extend_from_slice(overrides);
     let settings = settings(&fresh_database().await, &all);
-    let app = Application::build_on(settings, listener).await.expect("the app builds");
+    let app = Application::build_on(settings, listener)
+        .await
+        .expect("the app builds");
     let pool = app.pool().clone();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
@@ -236,7 +250,12 @@ impl TestApp {
         }
     }
 
-    pub async fn post_payment(&self, key: &str, idempotency_key: &str, body: &Value) -> reqwest::Response {
+    pub async fn post_payment(
+        &self,
+        key: &str,
+        idempotency_key: &str,
+        body: &Value,
+    ) -> reqwest::Response {
         self.client
             .post(self.url("/v1/payments"))
             .bearer_auth(key)
@@ -249,7 +268,9 @@ impl TestApp {
 
     /// Creates a payment that must succeed, and returns its JSON.
     pub async fn create_payment(&self, key: &str, body: &Value) -> Value {
-        let r = self.post_payment(key, &Uuid::new_v4().to_string(), body).await;
+        let r = self
+            .post_payment(key, &Uuid::new_v4().to_string(), body)
+            .await;
         let status = r.status();
         let json: Value = r.json().await.unwrap();
         assert_eq!(status, 201, "{json}");
@@ -259,13 +280,23 @@ impl TestApp {
     /// Plays the shopper's browser: opens the signing link, presses Approve (or Reject) as
     /// `psu_id`, and follows the bank's redirect to our callback. Returns the callback's
     /// answer (a 303 to the merchant's return URL, or an error page).
-    pub async fn sign(&self, authorization_url: &str, psu_id: &str, approve: bool) -> reqwest::Response {
+    pub async fn sign(
+        &self,
+        authorization_url: &str,
+        psu_id: &str,
+        approve: bool,
+    ) -> reqwest::Response {
         let callback = self.sign_at_bank(authorization_url, psu_id, approve).await;
         self.client.get(callback).send().await.unwrap()
     }
 
     /// Signs at the bank and returns the callback URL it redirects to, without following it.
-    pub async fn sign_at_bank(&self, authorization_url: &str, psu_id: &str, approve: bool) -> String {
+    pub async fn sign_at_bank(
+        &self,
+        authorization_url: &str,
+        psu_id: &str,
+        approve: bool,
+    ) -> String {
         let page = self.client.get(authorization_url).send().await.unwrap();
         assert_eq!(page.status(), 200, "the signing page opens");
         let html = page.text().await.unwrap();
@@ -285,7 +316,10 @@ impl TestApp {
             .unwrap();
         assert_eq!(r.status(), 303, "the bank redirects back");
         let location = r.headers()["location"].to_str().unwrap().to_owned();
-        assert!(location.starts_with(&self.url("/v1/callbacks/nordea")), "{location}");
+        assert!(
+            location.starts_with(&self.url("/v1/callbacks/nordea")),
+            "{location}"
+        );
         location
     }
 

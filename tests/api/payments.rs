@@ -8,14 +8,26 @@ use uuid::Uuid;
 /// A valid body for each country's usual payment.
 pub fn body(country: &str) -> Value {
     let (currency, creditor) = match country {
-        "FI" => ("EUR", json!({"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Kauppa Oy",
-                               "reference": {"type": "RF", "value": "RF18539007547034"}})),
-        "DK" => ("DKK", json!({"account": {"type": "BBAN_DK", "value": "30004010021337"}, "name": "Butik ApS",
-                               "message": "Order 1234"})),
-        "SE" => ("SEK", json!({"account": {"type": "BGNR", "value": "50505055"}, "name": "Butik AB",
-                               "reference": {"type": "OCR", "value": "1234566"}})),
-        "NO" => ("NOK", json!({"account": {"type": "BBAN_NO", "value": "86011117947"}, "name": "Butikk AS",
-                               "reference": {"type": "OCR", "value": "1234566"}})),
+        "FI" => (
+            "EUR",
+            json!({"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Kauppa Oy",
+                               "reference": {"type": "RF", "value": "RF18539007547034"}}),
+        ),
+        "DK" => (
+            "DKK",
+            json!({"account": {"type": "BBAN_DK", "value": "30004010021337"}, "name": "Butik ApS",
+                               "message": "Order 1234"}),
+        ),
+        "SE" => (
+            "SEK",
+            json!({"account": {"type": "BGNR", "value": "50501055"}, "name": "Butik AB",
+                               "reference": {"type": "OCR", "value": "1234566"}}),
+        ),
+        "NO" => (
+            "NOK",
+            json!({"account": {"type": "BBAN_NO", "value": "86011117947"}, "name": "Butikk AS",
+                               "reference": {"type": "OCR", "value": "1234566"}}),
+        ),
         _ => unreachable!(),
     };
     json!({
@@ -37,7 +49,10 @@ async fn events(app: &TestApp, key: &str, id: &str) -> Vec<Value> {
 }
 
 fn kinds(events: &[Value]) -> Vec<String> {
-    events.iter().map(|e| e["kind"].as_str().unwrap().to_owned()).collect()
+    events
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect()
 }
 
 async fn full_flow(app: &TestApp, body: Value) {
@@ -61,18 +76,29 @@ async fn full_flow(app: &TestApp, body: Value) {
     let p = app.get_payment(&m.api_key, &id).await;
     assert_eq!(p["status"], "authorized");
     assert_eq!(p["bank_status"], "Confirmed");
-    assert!(p["authorization_url"].is_null(), "no signing link once signed");
+    assert!(
+        p["authorization_url"].is_null(),
+        "no signing link once signed"
+    );
 
     let evs = events(app, &m.api_key, &id).await;
     assert_eq!(
         kinds(&evs),
-        ["created", "initiated", "callback", "token_exchanged", "status_changed"],
+        [
+            "created",
+            "initiated",
+            "callback",
+            "token_exchanged",
+            "status_changed"
+        ],
         "{evs:#?}"
     );
     for (i, e) in evs.iter().enumerate() {
         assert_eq!(e["seq"], i as i64 + 1);
     }
-    let report = pisgate::ledger::events::verify_all(&app.pool).await.unwrap();
+    let report = pisgate::ledger::events::verify_all(&app.pool)
+        .await
+        .unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.events_checked, 5);
 }
@@ -109,10 +135,23 @@ async fn the_shopper_rejecting_ends_in_authorization_failed() {
     let app = spawn_app().await;
     let m = app.create_merchant("Shop").await;
     let created = app.create_payment(&m.api_key, &body("FI")).await;
-    let back = app.sign(created["authorization_url"].as_str().unwrap(), "psu-x", false).await;
+    let back = app
+        .sign(
+            created["authorization_url"].as_str().unwrap(),
+            "psu-x",
+            false,
+        )
+        .await;
     assert_eq!(back.status(), 303);
-    assert!(back.headers()["location"].to_str().unwrap().ends_with("status=authorization_failed"));
-    let p = app.get_payment(&m.api_key, created["id"].as_str().unwrap()).await;
+    assert!(
+        back.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("status=authorization_failed")
+    );
+    let p = app
+        .get_payment(&m.api_key, created["id"].as_str().unwrap())
+        .await;
     assert_eq!(p["status"], "authorization_failed");
     assert_eq!(app.bank_calls(Operation::Token), 0);
 }
@@ -132,7 +171,10 @@ async fn the_same_key_and_body_twice_gives_one_payment_and_the_same_answer() {
     assert_eq!(second.headers()["idempotent-replayed"], "true");
     let second: Value = second.json().await.unwrap();
     assert_eq!(first, second);
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&app.pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 1);
 }
 
@@ -141,7 +183,12 @@ async fn the_same_key_with_another_body_is_422() {
     let app = spawn_app().await;
     let m = app.create_merchant("Shop").await;
     let key = Uuid::new_v4().to_string();
-    assert_eq!(app.post_payment(&m.api_key, &key, &body("SE")).await.status(), 201);
+    assert_eq!(
+        app.post_payment(&m.api_key, &key, &body("SE"))
+            .await
+            .status(),
+        201
+    );
     let mut other = body("SE");
     other["amount"] = json!("11.00");
     let r = app.post_payment(&m.api_key, &key, &other).await;
@@ -151,7 +198,10 @@ async fn the_same_key_with_another_body_is_422() {
 #[tokio::test]
 async fn twenty_concurrent_requests_with_one_key_make_one_payment_at_the_bank() {
     let app = spawn_app_full(&[], |c| {
-        c.faults = vec![serde_json::from_value(json!({"operation": "initiate", "kind": "latency", "ms": 300})).unwrap()];
+        c.faults = vec![
+            serde_json::from_value(json!({"operation": "initiate", "kind": "latency", "ms": 300}))
+                .unwrap(),
+        ];
     })
     .await;
     let m = app.create_merchant("Shop").await;
@@ -160,9 +210,23 @@ async fn twenty_concurrent_requests_with_one_key_make_one_payment_at_the_bank() 
     let mut tasks = Vec::new();
     for _ in 0..20 {
         let client = app.client.clone();
-        let (url, api_key, key, b) = (app.url("/v1/payments"), m.api_key.clone(), key.clone(), b.clone());
+        let (url, api_key, key, b) = (
+            app.url("/v1/payments"),
+            m.api_key.clone(),
+            key.clone(),
+            b.clone(),
+        );
         tasks.push(tokio::spawn(async move {
-            client.post(url).bearer_auth(api_key).header("idempotency-key", key).json(&b).send().await.unwrap().status().as_u16()
+            client
+                .post(url)
+                .bearer_auth(api_key)
+                .header("idempotency-key", key)
+                .json(&b)
+                .send()
+                .await
+                .unwrap()
+                .status()
+                .as_u16()
         }));
     }
     let mut statuses = Vec::new();
@@ -170,8 +234,14 @@ async fn twenty_concurrent_requests_with_one_key_make_one_payment_at_the_bank() 
         statuses.push(t.await.unwrap());
     }
     assert!(statuses.contains(&201), "{statuses:?}");
-    assert!(statuses.iter().all(|s| *s == 201 || *s == 409), "{statuses:?}");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&app.pool).await.unwrap();
+    assert!(
+        statuses.iter().all(|s| *s == 201 || *s == 409),
+        "{statuses:?}"
+    );
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 1);
     let initiations = app.bank_calls(Operation::Initiate);
     assert_eq!(initiations, 1);
@@ -184,12 +254,27 @@ async fn another_merchants_payment_is_404_on_every_endpoint() {
     let other = app.create_merchant("Other").await;
     let created = app.create_payment(&owner.api_key, &body("FI")).await;
     let id = created["id"].as_str().unwrap();
-    for path in [format!("/v1/payments/{id}"), format!("/v1/payments/{id}/events"), format!("/v1/payments/{id}/funds")] {
+    for path in [
+        format!("/v1/payments/{id}"),
+        format!("/v1/payments/{id}/events"),
+        format!("/v1/payments/{id}/funds"),
+    ] {
         assert_problem(app.get_as(&path, &other.api_key).await, 404, "not_found").await;
     }
-    let r = app.client.post(app.url(&format!("/v1/payments/{id}/cancel"))).bearer_auth(&other.api_key).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .bearer_auth(&other.api_key)
+        .send()
+        .await
+        .unwrap();
     assert_problem(r, 404, "not_found").await;
-    let list: Value = app.get_as("/v1/payments", &other.api_key).await.json().await.unwrap();
+    let list: Value = app
+        .get_as("/v1/payments", &other.api_key)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(list["data"].as_array().unwrap().len(), 0);
 }
 
@@ -203,7 +288,10 @@ async fn a_return_url_outside_the_registered_origins_is_refused_at_creation() {
     let problem = assert_problem(r, 422, "validation_failed").await;
     assert_eq!(problem["errors"][0]["field"], "return_url");
     assert_eq!(problem["errors"][0]["code"], "origin_not_registered");
-    assert!(app.sandbox.requests().is_empty(), "nothing reached the bank");
+    assert!(
+        app.sandbox.requests().is_empty(),
+        "nothing reached the bank"
+    );
 }
 
 #[tokio::test]
@@ -211,30 +299,62 @@ async fn forged_reused_and_expired_states_exchange_nothing() {
     let app = spawn_app().await;
     let m = app.create_merchant("Shop").await;
     let created = app.create_payment(&m.api_key, &body("FI")).await;
-    let callback = app.sign_at_bank(created["authorization_url"].as_str().unwrap(), "psu-s", true).await;
+    let callback = app
+        .sign_at_bank(
+            created["authorization_url"].as_str().unwrap(),
+            "psu-s",
+            true,
+        )
+        .await;
 
     // Forged: a state we never issued.
-    let forged = reqwest::Url::parse_with_params(&app.url("/v1/callbacks/nordea"), &[("code", "abc"), ("state", "forged")]).unwrap();
+    let forged = reqwest::Url::parse_with_params(
+        &app.url("/v1/callbacks/nordea"),
+        &[("code", "abc"), ("state", "forged")],
+    )
+    .unwrap();
     let r = app.client.get(forged).send().await.unwrap();
     assert_eq!(r.status(), 400);
-    assert!(r.headers()["content-type"].to_str().unwrap().starts_with("text/html"));
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
 
     // The real one works once...
-    assert_eq!(app.client.get(&callback).send().await.unwrap().status(), 303);
+    assert_eq!(
+        app.client.get(&callback).send().await.unwrap().status(),
+        303
+    );
     // ...and a replay exchanges nothing more.
-    assert_eq!(app.client.get(&callback).send().await.unwrap().status(), 400);
+    assert_eq!(
+        app.client.get(&callback).send().await.unwrap().status(),
+        400
+    );
     let token_calls = app.bank_calls(Operation::Token);
     assert_eq!(token_calls, 1);
 
     // Expired: another payment whose state is past its window.
     let created = app.create_payment(&m.api_key, &body("FI")).await;
-    let callback = app.sign_at_bank(created["authorization_url"].as_str().unwrap(), "psu-s", true).await;
-    sqlx::query("UPDATE payments SET state_expires_at = now() - interval '1 second' WHERE id = $1::uuid")
-        .bind(created["id"].as_str().unwrap())
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(app.client.get(&callback).send().await.unwrap().status(), 400);
+    let callback = app
+        .sign_at_bank(
+            created["authorization_url"].as_str().unwrap(),
+            "psu-s",
+            true,
+        )
+        .await;
+    sqlx::query(
+        "UPDATE payments SET state_expires_at = now() - interval '1 second' WHERE id = $1::uuid",
+    )
+    .bind(created["id"].as_str().unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        app.client.get(&callback).send().await.unwrap().status(),
+        400
+    );
     let token_calls = app.bank_calls(Operation::Token);
     assert_eq!(token_calls, 1, "the expired state exchanged nothing");
     let evs = events(&app, &m.api_key, created["id"].as_str().unwrap()).await;
@@ -247,9 +367,21 @@ async fn tokens_in_the_database_are_not_plaintext() {
     let app = spawn_app().await;
     let m = app.create_merchant("Shop").await;
     let created = app.create_payment(&m.api_key, &body("FI")).await;
-    assert_eq!(app.sign(created["authorization_url"].as_str().unwrap(), "psu-t", true).await.status(), 303);
+    assert_eq!(
+        app.sign(
+            created["authorization_url"].as_str().unwrap(),
+            "psu-t",
+            true
+        )
+        .await
+        .status(),
+        303
+    );
     let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT access_token, refresh_token FROM psu_tokens").fetch_all(&app.pool).await.unwrap();
+        sqlx::query_as("SELECT access_token, refresh_token FROM psu_tokens")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(rows.len(), 1);
     for (access, refresh) in rows {
         let access = String::from_utf8_lossy(&access).to_string();
@@ -269,68 +401,168 @@ async fn validation_errors_name_every_field_and_write_nothing() {
         (json!({"amount": "1e3"}), "amount", "invalid_amount"),
         (json!({"amount": 10.5}), "amount", "invalid_type"),
         (json!({"amount": "1000000000"}), "amount", "too_large"),
-        (json!({"currency": "SEK"}), "currency", "currency_not_allowed_for_country"),
-        (json!({"creditor": {"account": {"type": "IBAN", "value": "FI1410093000123459"}, "name": "x"}}), "creditor.account.value", "invalid_checksum"),
-        (json!({"creditor": {"account": {"type": "IBAN", "value": "FI141009300012345"}, "name": "x"}}), "creditor.account.value", "invalid_length"),
-        (json!({"creditor": {"account": {"type": "BGNR", "value": "50505055"}, "name": "x"}}), "creditor.account.type", "not_allowed_for_country"),
-        (json!({"creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "x".repeat(71)}}), "creditor.name", "too_long"),
-        (json!({"creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "x", "reference": {"type": "RF", "value": "RF19539007547034"}}}), "creditor.reference.value", "invalid_checksum"),
-        (json!({"execution_date": "2000-01-01"}), "execution_date", "in_the_past"),
-        (json!({"urgency": "express", "execution_date": "2999-01-01"}), "execution_date", "express_with_future_date"),
-        (json!({"own_account_transfer": true}), "own_account_transfer", "not_allowed_for_country"),
-        (json!({"recurring": {"count": 1, "recurrence_type": "MONTHLY_SAME_DAY"}}), "recurring.count", "out_of_range"),
-        (json!({"recurring": {"count": 99, "recurrence_type": "MONTHLY_SAME_DAY"}}), "recurring.count", "out_of_range"),
-        (json!({"recurring": {"count": 3, "recurrence_type": "FORTNIGHTLY"}}), "recurring.recurrence_type", "invalid"),
+        (
+            json!({"currency": "SEK"}),
+            "currency",
+            "currency_not_allowed_for_country",
+        ),
+        (
+            json!({"creditor": {"account": {"type": "IBAN", "value": "FI1410093000123459"}, "name": "x"}}),
+            "creditor.account.value",
+            "invalid_checksum",
+        ),
+        (
+            json!({"creditor": {"account": {"type": "IBAN", "value": "FI141009300012345"}, "name": "x"}}),
+            "creditor.account.value",
+            "invalid_length",
+        ),
+        (
+            json!({"creditor": {"account": {"type": "BGNR", "value": "50501055"}, "name": "x"}}),
+            "creditor.account.type",
+            "not_allowed_for_country",
+        ),
+        (
+            json!({"creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "x".repeat(71)}}),
+            "creditor.name",
+            "too_long",
+        ),
+        (
+            json!({"creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "x", "reference": {"type": "RF", "value": "RF19539007547034"}}}),
+            "creditor.reference.value",
+            "invalid_checksum",
+        ),
+        (
+            json!({"execution_date": "2000-01-01"}),
+            "execution_date",
+            "in_the_past",
+        ),
+        (
+            json!({"urgency": "express", "execution_date": "2999-01-01"}),
+            "execution_date",
+            "express_with_future_date",
+        ),
+        (
+            json!({"own_account_transfer": true}),
+            "own_account_transfer",
+            "not_allowed_for_country",
+        ),
+        (
+            json!({"recurring": {"count": 1, "recurrence_type": "MONTHLY_SAME_DAY"}}),
+            "recurring.count",
+            "out_of_range",
+        ),
+        (
+            json!({"recurring": {"count": 99, "recurrence_type": "MONTHLY_SAME_DAY"}}),
+            "recurring.count",
+            "out_of_range",
+        ),
+        (
+            json!({"recurring": {"count": 3, "recurrence_type": "FORTNIGHTLY"}}),
+            "recurring.recurrence_type",
+            "invalid",
+        ),
         (json!({"language": "xx"}), "language", "invalid"),
-        (json!({"return_url": "not a url"}), "return_url", "invalid_url"),
+        (
+            json!({"return_url": "not a url"}),
+            "return_url",
+            "invalid_url",
+        ),
     ];
     for (patch, field, code) in cases {
         let mut b = body("FI");
         for (k, v) in patch.as_object().unwrap() {
             b[k] = v.clone();
         }
-        let r = app.post_payment(&m.api_key, &Uuid::new_v4().to_string(), &b).await;
+        let r = app
+            .post_payment(&m.api_key, &Uuid::new_v4().to_string(), &b)
+            .await;
         let problem = assert_problem(r, 422, "validation_failed").await;
         let errors = problem["errors"].as_array().unwrap();
         assert!(
-            errors.iter().any(|e| e["field"] == field && e["code"] == code),
+            errors
+                .iter()
+                .any(|e| e["field"] == field && e["code"] == code),
             "expected {field}/{code} in {problem}"
         );
     }
     // Other countries' rules.
     let mut b = body("SE");
     b["urgency"] = json!("express");
-    let problem = assert_problem(app.post_payment(&m.api_key, "se-express", &b).await, 422, "validation_failed").await;
-    assert_eq!(problem["errors"][0]["code"], "express_not_allowed_for_country");
+    let problem = assert_problem(
+        app.post_payment(&m.api_key, "se-express", &b).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(
+        problem["errors"][0]["code"],
+        "express_not_allowed_for_country"
+    );
     let mut b = body("NO");
     b["creditor"]["account"]["value"] = json!("86011117948");
-    let problem = assert_problem(app.post_payment(&m.api_key, "no-acct", &b).await, 422, "validation_failed").await;
+    let problem = assert_problem(
+        app.post_payment(&m.api_key, "no-acct", &b).await,
+        422,
+        "validation_failed",
+    )
+    .await;
     assert_eq!(problem["errors"][0]["field"], "creditor.account.value");
     let mut b = body("NO");
     b["recurring"] = json!({"count": 3, "recurrence_type": "BIWEEKLY"});
-    let problem = assert_problem(app.post_payment(&m.api_key, "no-biweekly", &b).await, 422, "validation_failed").await;
+    let problem = assert_problem(
+        app.post_payment(&m.api_key, "no-biweekly", &b).await,
+        422,
+        "validation_failed",
+    )
+    .await;
     assert_eq!(problem["errors"][0]["field"], "recurring.recurrence_type");
     // Several violations at once.
-    let r = app.post_payment(&m.api_key, "many", &json!({"amount": "x", "currency": "EUR"})).await;
+    let r = app
+        .post_payment(
+            &m.api_key,
+            "many",
+            &json!({"amount": "x", "currency": "EUR"}),
+        )
+        .await;
     let problem = assert_problem(r, 422, "validation_failed").await;
-    let fields: Vec<&str> = problem["errors"].as_array().unwrap().iter().map(|e| e["field"].as_str().unwrap()).collect();
+    let fields: Vec<&str> = problem["errors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["field"].as_str().unwrap())
+        .collect();
     for f in ["amount", "creditor", "return_url"] {
         assert!(fields.contains(&f), "{f} missing from {fields:?}");
     }
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&app.pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 0, "nothing written");
-    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys").fetch_one(&app.pool).await.unwrap();
+    let keys: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(keys, 0, "no key consumed");
-    assert!(app.sandbox.requests().is_empty(), "nothing reached the bank");
+    assert!(
+        app.sandbox.requests().is_empty(),
+        "nothing reached the bank"
+    );
 }
 
 #[tokio::test]
 async fn sandbox_only_recurrence_is_refused_in_production() {
-    let app = crate::helpers::spawn_app_with(&[("PISGATE__NORDEA__ENVIRONMENT", "production")]).await;
+    let app =
+        crate::helpers::spawn_app_with(&[("PISGATE__NORDEA__ENVIRONMENT", "production")]).await;
     let m = app.create_merchant("Shop").await;
     let mut b = body("FI");
     b["recurring"] = json!({"count": 3, "recurrence_type": "EVERY_MINUTE_SANDBOX_ONLY"});
-    let problem = assert_problem(app.post_payment(&m.api_key, "k", &b).await, 422, "validation_failed").await;
+    let problem = assert_problem(
+        app.post_payment(&m.api_key, "k", &b).await,
+        422,
+        "validation_failed",
+    )
+    .await;
     assert_eq!(problem["errors"][0]["field"], "recurring.recurrence_type");
 }
 
@@ -338,7 +570,14 @@ async fn sandbox_only_recurrence_is_refused_in_production() {
 async fn a_missing_idempotency_key_is_422_naming_the_header() {
     let app = spawn_app().await;
     let m = app.create_merchant("Shop").await;
-    let r = app.client.post(app.url("/v1/payments")).bearer_auth(&m.api_key).json(&body("FI")).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/v1/payments"))
+        .bearer_auth(&m.api_key)
+        .json(&body("FI"))
+        .send()
+        .await
+        .unwrap();
     let problem = assert_problem(r, 422, "validation_failed").await;
     assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
 }
@@ -346,20 +585,29 @@ async fn a_missing_idempotency_key_is_422_naming_the_header() {
 #[tokio::test]
 async fn a_bank_failure_after_the_commit_ends_failed_and_replays() {
     let app = spawn_app_full(&[], |c| {
-        c.faults = vec![serde_json::from_value(json!({"operation": "initiate", "kind": "http503", "times": 1})).unwrap()];
+        c.faults = vec![
+            serde_json::from_value(json!({"operation": "initiate", "kind": "http503", "times": 1}))
+                .unwrap(),
+        ];
     })
     .await;
     let m = app.create_merchant("Shop").await;
     let r = app.post_payment(&m.api_key, "k-fail", &body("FI")).await;
     let problem = assert_problem(r, 502, "bank_unavailable").await;
     let payment: (String, String, Option<String>) =
-        sqlx::query_as("SELECT id::text, status, failure_code FROM payments").fetch_one(&app.pool).await.unwrap();
+        sqlx::query_as("SELECT id::text, status, failure_code FROM payments")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(payment.1, "failed");
     assert_eq!(payment.2.as_deref(), Some("bank_unavailable"));
     // A retry with the same key replays the same answer and never calls the bank again.
     let again = app.post_payment(&m.api_key, "k-fail", &body("FI")).await;
+    assert_eq!(again.status(), 502);
     assert_eq!(again.headers()["idempotent-replayed"], "true");
-    let again = assert_problem(again, 502, "bank_unavailable").await;
+    assert_eq!(again.headers()["content-type"], "application/problem+json");
+    // The very first answer, its request_id included.
+    let again: Value = again.json().await.unwrap();
     assert_eq!(again, problem);
     let initiations = app.bank_calls(Operation::Initiate);
     assert_eq!(initiations, 1);
@@ -370,32 +618,46 @@ async fn a_bank_failure_after_the_commit_ends_failed_and_replays() {
 #[tokio::test]
 async fn a_bank_timeout_after_the_commit_ends_failed() {
     let app = spawn_app_full(&[("PISGATE__NORDEA__REQUEST_TIMEOUT_SECS", "1")], |c| {
-        c.faults = vec![serde_json::from_value(json!({"operation": "initiate", "kind": "latency", "ms": 3000})).unwrap()];
+        c.faults = vec![
+            serde_json::from_value(json!({"operation": "initiate", "kind": "latency", "ms": 3000}))
+                .unwrap(),
+        ];
     })
     .await;
     let m = app.create_merchant("Shop").await;
     let r = app.post_payment(&m.api_key, "k-slow", &body("DK")).await;
     assert_problem(r, 502, "bank_unavailable").await;
-    let status: String = sqlx::query_scalar("SELECT status FROM payments").fetch_one(&app.pool).await.unwrap();
+    let status: String = sqlx::query_scalar("SELECT status FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(status, "failed");
 }
 
 #[tokio::test]
 async fn an_interrupted_request_is_resumed_by_a_retry_with_the_same_key() {
-    let app = crate::helpers::spawn_app_with(&[("PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS", "1")]).await;
+    let app =
+        crate::helpers::spawn_app_with(&[("PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS", "1")])
+            .await;
     let m = app.create_merchant("Shop").await;
     // Simulate a replica that committed the payment and died before calling the bank.
     let key = "k-crash";
     let first = app.post_payment(&m.api_key, key, &body("FI")).await;
     assert_eq!(first.status(), 201);
-    let id: String = sqlx::query_scalar("SELECT id::text FROM payments").fetch_one(&app.pool).await.unwrap();
+    let id: String = sqlx::query_scalar("SELECT id::text FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     sqlx::query("UPDATE idempotency_keys SET response_status = NULL, response_body = NULL, created_at = now() - interval '10 seconds'")
         .execute(&app.pool).await.unwrap();
     let retry = app.post_payment(&m.api_key, key, &body("FI")).await;
     assert_eq!(retry.status(), 201);
     let retry: Value = retry.json().await.unwrap();
     assert_eq!(retry["id"], id, "the same payment, not a new one");
-    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments").fetch_one(&app.pool).await.unwrap();
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(count, 1);
 }
 
@@ -405,7 +667,12 @@ async fn listing_pages_through_payments_newest_first_with_filters() {
     let m = app.create_merchant("Shop").await;
     let mut ids = Vec::new();
     for _ in 0..5 {
-        ids.push(app.create_payment(&m.api_key, &body("FI")).await["id"].as_str().unwrap().to_owned());
+        ids.push(
+            app.create_payment(&m.api_key, &body("FI")).await["id"]
+                .as_str()
+                .unwrap()
+                .to_owned(),
+        );
     }
     ids.reverse();
     let mut seen = Vec::new();
@@ -421,11 +688,31 @@ async fn listing_pages_through_payments_newest_first_with_filters() {
         }
     }
     assert_eq!(seen, ids);
-    let none: Value = app.get_as("/v1/payments?status=paid", &m.api_key).await.json().await.unwrap();
+    let none: Value = app
+        .get_as("/v1/payments?status=paid", &m.api_key)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(none["data"].as_array().unwrap().len(), 0);
-    assert_problem(app.get_as("/v1/payments?status=nope", &m.api_key).await, 422, "validation_failed").await;
-    assert_problem(app.get_as("/v1/payments?limit=1000", &m.api_key).await, 422, "validation_failed").await;
-    assert_problem(app.get_as("/v1/payments?cursor=garbage", &m.api_key).await, 422, "validation_failed").await;
+    assert_problem(
+        app.get_as("/v1/payments?status=nope", &m.api_key).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_problem(
+        app.get_as("/v1/payments?limit=1000", &m.api_key).await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_problem(
+        app.get_as("/v1/payments?cursor=garbage", &m.api_key).await,
+        422,
+        "validation_failed",
+    )
+    .await;
 }
 
 #[tokio::test]
@@ -435,10 +722,27 @@ async fn the_token_the_bank_issued_last_wins_even_when_the_first_exchange_is_slo
     // Two payments of one shopper (same psu_id), both signed at the bank.
     let p1 = app.create_payment(&m.api_key, &body("FI")).await;
     let p2 = app.create_payment(&m.api_key, &body("FI")).await;
-    let cb1 = app.sign_at_bank(p1["authorization_url"].as_str().unwrap(), "psu-latest", true).await;
-    let cb2 = app.sign_at_bank(p2["authorization_url"].as_str().unwrap(), "psu-latest", true).await;
+    let cb1 = app
+        .sign_at_bank(
+            p1["authorization_url"].as_str().unwrap(),
+            "psu-latest",
+            true,
+        )
+        .await;
+    let cb2 = app
+        .sign_at_bank(
+            p2["authorization_url"].as_str().unwrap(),
+            "psu-latest",
+            true,
+        )
+        .await;
     // The first code exchange is slow at the bank.
-    app.sandbox.add_fault(serde_json::from_value(json!({"operation": "token", "kind": "latency", "ms": 1500, "times": 1})).unwrap());
+    app.sandbox.add_fault(
+        serde_json::from_value(
+            json!({"operation": "token", "kind": "latency", "ms": 1500, "times": 1}),
+        )
+        .unwrap(),
+    );
     let client = app.client.clone();
     let first = tokio::spawn(async move { client.get(cb1).send().await.unwrap().status() });
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
@@ -448,15 +752,26 @@ async fn the_token_the_bank_issued_last_wins_even_when_the_first_exchange_is_slo
 
     // Exactly one live token for the shopper, and it is the bank's newest: the bank accepts
     // it (it revoked every older one), for details (funds) and for cancel, on both payments.
-    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM psu_tokens").fetch_one(&app.pool).await.unwrap();
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM psu_tokens")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
     assert_eq!(rows, 1);
     for p in [&p1, &p2] {
-        let r = app.get_as(&format!("/v1/payments/{}/funds", p["id"].as_str().unwrap()), &m.api_key).await;
+        let r = app
+            .get_as(
+                &format!("/v1/payments/{}/funds", p["id"].as_str().unwrap()),
+                &m.api_key,
+            )
+            .await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
     let r = app
         .client
-        .post(app.url(&format!("/v1/payments/{}/cancel", p1["id"].as_str().unwrap())))
+        .post(app.url(&format!(
+            "/v1/payments/{}/cancel",
+            p1["id"].as_str().unwrap()
+        )))
         .bearer_auth(&m.api_key)
         .send()
         .await
@@ -464,10 +779,17 @@ async fn the_token_the_bank_issued_last_wins_even_when_the_first_exchange_is_slo
     assert_eq!(r.status(), 200);
     let cancelled: Value = r.json().await.unwrap();
     assert_eq!(cancelled["status"], "cancelled");
-    let token_calls: Vec<_> =
-        app.sandbox.requests().into_iter().filter(|r| r.operation == Some(Operation::Token)).collect();
+    let token_calls: Vec<_> = app
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == Some(Operation::Token))
+        .collect();
     assert_eq!(token_calls.len(), 2);
-    assert!(token_calls.iter().all(|r| r.status == Some(200)), "both exchanges succeeded at the bank");
+    assert!(
+        token_calls.iter().all(|r| r.status == Some(200)),
+        "both exchanges succeeded at the bank"
+    );
 }
 
 #[tokio::test]
@@ -479,18 +801,46 @@ async fn funds_and_cancel_report_the_banks_answers() {
     let p = app.create_payment(&m.api_key, &b).await;
     let id = p["id"].as_str().unwrap();
     // Before the shopper is back there is no token.
-    let r = app.get_as(&format!("/v1/payments/{id}/funds"), &m.api_key).await;
+    let r = app
+        .get_as(&format!("/v1/payments/{id}/funds"), &m.api_key)
+        .await;
     assert_problem(r, 409, "conflict").await;
-    assert_eq!(app.sign(p["authorization_url"].as_str().unwrap(), "psu-f", true).await.status(), 303);
-    let funds: Value = app.get_as(&format!("/v1/payments/{id}/funds"), &m.api_key).await.json().await.unwrap();
+    assert_eq!(
+        app.sign(p["authorization_url"].as_str().unwrap(), "psu-f", true)
+            .await
+            .status(),
+        303
+    );
+    let funds: Value = app
+        .get_as(&format!("/v1/payments/{id}/funds"), &m.api_key)
+        .await
+        .json()
+        .await
+        .unwrap();
     assert_eq!(funds["available"], false);
 
     // A paid payment cannot be cancelled at the bank: the bank's per-id error is reported.
-    let bank_id = app.get_payment(&m.api_key, id).await["bank_payment_id"].as_str().unwrap().to_owned();
-    app.sandbox.force_status(&bank_id, Some(pisgate::sandbox::BankStatus::Paid));
-    let r = app.client.post(app.url(&format!("/v1/payments/{id}/cancel"))).bearer_auth(&m.api_key).send().await.unwrap();
+    let bank_id = app.get_payment(&m.api_key, id).await["bank_payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    app.sandbox
+        .force_status(&bank_id, Some(pisgate::sandbox::BankStatus::Paid));
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .bearer_auth(&m.api_key)
+        .send()
+        .await
+        .unwrap();
     let problem = assert_problem(r, 422, "bank_rejected").await;
-    assert!(problem["errors"][0]["code"].as_str().unwrap().contains("not_deletable"), "{problem}");
+    assert!(
+        problem["errors"][0]["code"]
+            .as_str()
+            .unwrap()
+            .contains("not_deletable"),
+        "{problem}"
+    );
     let evs = events(&app, &m.api_key, id).await;
     assert_eq!(evs.last().unwrap()["kind"], "cancel_refused");
 }
