@@ -124,7 +124,7 @@ impl Origin {
         }
     }
 
-    /// localhost, 127.0.0.0/8 or [::1]: the only hosts allowed over plain http.
+    /// `localhost`, 127.0.0.0/8 or `[::1]`: the only hosts allowed over plain http.
     pub fn is_loopback(&self) -> bool {
         if self.host == "localhost" {
             return true;

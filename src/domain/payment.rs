@@ -60,6 +60,9 @@
 //! request that one of these rules refuses.
 //!
 //! [`RecurrenceError`]: crate::domain::recurrence::RecurrenceError
+//! [`MoneyError`]: crate::domain::money::MoneyError
+//! [`AccountError`]: crate::domain::account::AccountError
+//! [`UrlError`]: crate::domain::origin::UrlError
 
 use chrono::NaiveDate;
 use serde::de::DeserializeOwned;
@@ -198,7 +201,9 @@ pub struct DebtorInput {
     pub unknown: BTreeMap<String, Value>,
 }
 
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+/// An account as received. Its `Debug` hides the number: inputs end up in logs more
+/// easily than parsed values.
+#[derive(Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct AccountInput {
     #[serde(rename = "type", default, skip_serializing_if = "Field::is_missing")]
     pub account_type: Field<String>,
@@ -206,6 +211,21 @@ pub struct AccountInput {
     pub value: Field<String>,
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Value>,
+}
+
+impl fmt::Debug for AccountInput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let value = match &self.value {
+            Field::Missing => "missing",
+            Field::Present(_) => "<redacted>",
+            Field::Invalid(_) => "<invalid type>",
+        };
+        f.debug_struct("AccountInput")
+            .field("account_type", &self.account_type)
+            .field("value", &value)
+            .field("unknown", &self.unknown.keys().collect::<Vec<_>>())
+            .finish()
+    }
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -1039,7 +1059,7 @@ fn parse_creditor(
         e.optional("creditor.name", &input.name, "a string")
     }
     .and_then(|n| e.text("creditor.name", n, MAX_CREDITOR_NAME));
-    let name_ok = name.is_some() || input.name.is_missing() && country != Some(Country::Fi);
+    let name_ok = name.is_some() || (input.name.is_missing() && country != Some(Country::Fi));
 
     let message_limit = country.map(|c| creditor_message_limit(c, account_type));
     let message = optional_message(

@@ -974,6 +974,14 @@ fn debug_of_a_request_does_not_print_full_account_numbers() {
 }
 
 #[test]
+fn debug_of_the_raw_input_does_not_print_account_numbers() {
+    let input: PaymentRequestInput = serde_json::from_value(fi()).unwrap();
+    let debug = format!("{input:?}");
+    assert!(!debug.contains("FI1450000120236228"), "{debug}");
+    assert!(debug.contains("<redacted>"));
+}
+
+#[test]
 fn the_input_round_trips_through_json() {
     let v = set(fi(), "amount", json!(10));
     let v = set(v, "extra", json!(true));
