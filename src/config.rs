@@ -94,11 +94,7 @@ pub struct NordeaSettings {
     pub environment: BankEnvironment,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum BankEnvironment {
-    Production,
-    Sandbox,
-}
+pub use crate::domain::Environment as BankEnvironment;
 
 /// Encryption of shoppers' tokens at rest: AES-256-GCM with a 32-byte key given as base64;
 /// `key_id` is stored beside each ciphertext; `previous_keys` (`id:base64,id:base64`) still

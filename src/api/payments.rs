@@ -12,7 +12,7 @@ use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::api::payment_input::{PaymentInput, Validated, canonical_json};
+use crate::api::payment_input::{self, Validated};
 use crate::bank::{BankError, BankPaymentId};
 use crate::domain::PaymentStatus;
 use crate::ledger::idempotency::{self, Claim};
@@ -55,8 +55,19 @@ pub struct PaymentView {
     pub amount_minor: i64,
     pub currency: String,
     pub country: String,
-    #[serde(flatten)]
-    pub request: Value,
+    pub creditor: Value,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub debtor: Value,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub execution_date: Value,
+    pub urgency: Value,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub recurring: Value,
+    pub own_account_transfer: Value,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub language: Value,
+    #[serde(skip_serializing_if = "Value::is_null")]
+    pub authentication_method: Value,
     pub reference: Option<String>,
     pub psu_id: Option<String>,
     pub return_url: String,
@@ -88,7 +99,14 @@ impl From<&PaymentRecord> for PaymentView {
             amount_minor: p.amount_minor,
             currency: p.currency.clone(),
             country: p.country.clone(),
-            request: p.request.clone(),
+            creditor: p.request["creditor"].clone(),
+            debtor: p.request["debtor"].clone(),
+            execution_date: p.request["execution_date"].clone(),
+            urgency: p.request["urgency"].clone(),
+            recurring: p.request["recurring"].clone(),
+            own_account_transfer: p.request["own_account_transfer"].clone(),
+            language: p.request["language"].clone(),
+            authentication_method: p.request["authentication_method"].clone(),
             reference: p.merchant_reference.clone(),
             psu_id: p.psu_id.clone(),
             return_url: p.return_url.clone(),
@@ -164,11 +182,10 @@ async fn create_payment(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
-    let request_hash: [u8; 32] = Sha256::digest(canonical_json(&body).as_bytes()).into();
-    let input: PaymentInput = crate::api::extract::parse_json(body.to_string().as_bytes())?;
     let today = Utc::now().date_naive();
     let validated: Validated =
-        input.validate(&merchant, today, state.settings.nordea.environment)?;
+        payment_input::validate(&body, &merchant, today, state.settings.nordea.environment)?;
+    let r = &validated.request;
 
     let (oauth_state, oauth_state_hash) = new_state();
     let state_expires_at = Utc::now()
@@ -179,7 +196,7 @@ async fn create_payment(
         &mut tx,
         merchant.id,
         &key,
-        &request_hash,
+        &validated.fingerprint,
         state.settings.payments.idempotency_stale_after,
     )
     .await?;
@@ -206,14 +223,14 @@ async fn create_payment(
                 NewPayment {
                     id,
                     merchant_id: merchant.id,
-                    amount_minor: validated.amount.minor(),
-                    currency: validated.amount.currency().code(),
-                    country: validated.country.code(),
+                    amount_minor: r.amount().minor(),
+                    currency: r.currency().code(),
+                    country: r.country().code(),
                     request: validated.canonical.clone(),
-                    merchant_reference: validated.reference.as_deref(),
-                    psu_id: validated.psu_id.as_deref(),
-                    return_url: &validated.return_url,
-                    metadata: validated.metadata.clone(),
+                    merchant_reference: r.merchant_reference(),
+                    psu_id: r.psu_id(),
+                    return_url: &r.return_url().as_string(),
+                    metadata: Value::Object(r.metadata().cloned().unwrap_or_default()),
                     state_hash: &oauth_state_hash,
                     state_expires_at,
                 },

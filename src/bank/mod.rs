@@ -72,50 +72,8 @@ impl fmt::Display for BankPaymentId {
     }
 }
 
-/// How an account is identified.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-pub enum AccountType {
-    #[serde(rename = "IBAN")]
-    Iban,
-    #[serde(rename = "BBAN_DK")]
-    BbanDk,
-    #[serde(rename = "BBAN_SE")]
-    BbanSe,
-    #[serde(rename = "BBAN_NO")]
-    BbanNo,
-    /// Swedish Bankgiro number.
-    #[serde(rename = "BGNR")]
-    Bankgiro,
-    /// Swedish Plusgiro number.
-    #[serde(rename = "PGNR")]
-    Plusgiro,
-}
-
-impl AccountType {
-    pub const ALL: [AccountType; 6] = [
-        AccountType::Iban,
-        AccountType::BbanDk,
-        AccountType::BbanSe,
-        AccountType::BbanNo,
-        AccountType::Bankgiro,
-        AccountType::Plusgiro,
-    ];
-
-    pub fn code(self) -> &'static str {
-        match self {
-            AccountType::Iban => "IBAN",
-            AccountType::BbanDk => "BBAN_DK",
-            AccountType::BbanSe => "BBAN_SE",
-            AccountType::BbanNo => "BBAN_NO",
-            AccountType::Bankgiro => "BGNR",
-            AccountType::Plusgiro => "PGNR",
-        }
-    }
-
-    pub fn from_code(code: &str) -> Option<AccountType> {
-        AccountType::ALL.into_iter().find(|t| t.code() == code)
-    }
-}
+pub use crate::domain::AccountType;
+pub use crate::domain::Urgency;
 
 /// An account: its kind and its number. `Debug` shows only the last four characters.
 #[derive(Clone, PartialEq, Eq)]
@@ -166,13 +124,6 @@ pub struct Debtor {
     pub message: Option<String>,
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum Urgency {
-    #[default]
-    Standard,
-    Express,
-}
 
 /// A standing order: `count` executions (9999 = until deleted) at `recurrence_type`
 /// (the bank's own code, e.g. `MONTHLY_SAME_DAY`; the bank decides what it accepts).
@@ -445,7 +396,7 @@ mod tests {
         assert!(shown.contains("…6228"), "{shown}");
         assert!(!shown.contains("FI1450000120236228"), "{shown}");
         let short = Account {
-            kind: AccountType::Bankgiro,
+            kind: AccountType::Bgnr,
             value: "12".into(),
         };
         assert_eq!(short.masked(), "…12");

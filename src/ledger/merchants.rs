@@ -71,44 +71,14 @@ fn split_key(presented: &str) -> Option<(&str, &str)> {
     (id.len() == 16 && !secret.is_empty()).then_some((id, secret))
 }
 
-/// Normalises a return origin to `scheme://host[:port]` (lower case, no path). https is
-/// required except for local development hosts.
+/// Normalises a return origin to `scheme://host[:port]` (the domain's [`Origin`] rules:
+/// https, or http only for loopback hosts; no path, query or user).
+///
+/// [`Origin`]: crate::domain::Origin
 pub fn normalize_origin(raw: &str) -> Result<String, String> {
-    let raw = raw.trim();
-    let (scheme, rest) = raw
-        .split_once("://")
-        .ok_or("must look like https://shop.example")?;
-    let scheme = scheme.to_ascii_lowercase();
-    let authority = rest.strip_suffix('/').unwrap_or(rest).to_ascii_lowercase();
-    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
-        return Err("must be scheme://host[:port] with no path, query or user".into());
-    }
-    let (host, port) = match authority.rsplit_once(':') {
-        Some((h, p)) if !h.ends_with(']') || authority.starts_with('[') && !p.contains(']') => {
-            let port: u16 = p.parse().map_err(|_| format!("{p:?} is not a port"))?;
-            (h.to_owned(), Some(port))
-        }
-        _ => (authority.clone(), None),
-    };
-    let valid_host = !host.is_empty()
-        && (host.starts_with('[') && host.ends_with(']')
-            || host
-                .chars()
-                .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-'));
-    if !valid_host {
-        return Err(format!("{host:?} is not a host name"));
-    }
-    let local = matches!(host.as_str(), "localhost" | "127.0.0.1" | "[::1]");
-    match scheme.as_str() {
-        "https" => {}
-        "http" if local => {}
-        "http" => return Err("must use https (http is allowed only for localhost)".into()),
-        _ => return Err(format!("scheme {scheme:?} is not https")),
-    }
-    Ok(match port {
-        Some(p) => format!("{scheme}://{host}:{p}"),
-        None => format!("{scheme}://{host}"),
-    })
+    crate::domain::Origin::parse(raw.trim())
+        .map(|o| o.origin())
+        .map_err(|e| e.to_string())
 }
 
 #[derive(Debug, thiserror::Error)]

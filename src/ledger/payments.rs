@@ -5,7 +5,7 @@
 //! first and appends the ledger event in the same transaction; the `WHERE status = old`
 //! guard makes a concurrent change lose instead of overwriting.
 
-use crate::domain::PaymentStatus;
+use crate::domain::{PaymentStatus, Transition};
 use crate::ledger::events::{self, NewEvent};
 use chrono::{DateTime, Utc};
 use serde_json::json;
@@ -303,7 +303,7 @@ pub async fn transition(
         .await?
         .ok_or(TransitionError::NotFound(id))?;
     let from = current.status();
-    if from == change.to {
+    if let Transition::Unchanged(_) = from.transition(change.to)? {
         if change.bank_status.is_some() && change.bank_status != current.bank_status.as_deref() {
             sqlx::query!(
                 "UPDATE payments SET bank_status = $2 WHERE id = $1",
@@ -327,7 +327,6 @@ pub async fn transition(
         }
         return Ok(None);
     }
-    crate::domain::status::check_transition(from, change.to)?;
     let (failure_code, failure_detail) = change.failure.unzip();
     sqlx::query!(
         r#"UPDATE payments

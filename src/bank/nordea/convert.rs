@@ -24,7 +24,7 @@ fn account(a: &Account, currency: Currency) -> wire::AccountBody {
     wire::AccountBody {
         value: a.value.clone(),
         currency: Some(currency.code().to_owned()),
-        kind: a.kind.code().to_owned(),
+        kind: a.kind.as_str().to_owned(),
     }
 }
 
@@ -149,7 +149,7 @@ fn date(text: Option<&str>) -> Option<NaiveDate> {
 
 fn account_from_wire(a: &wire::AccountBody) -> Option<Account> {
     Some(Account {
-        kind: AccountType::from_code(a.kind.trim())?,
+        kind: AccountType::parse(a.kind.trim())?,
         value: a.value.clone(),
     })
 }
