@@ -8,4 +8,5 @@ mod health;
 mod helpers;
 mod ledger;
 mod logs;
+mod nordea;
 mod payments;
