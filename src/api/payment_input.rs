@@ -6,7 +6,9 @@
 //! redirect. It also maps the domain's request onto the bank port's initiation.
 
 use crate::api::error::{ApiError, FieldError};
-use crate::bank::{Account, Authentication, Creditor, Debtor, PaymentInitiation, Recurring, Reference};
+use crate::bank::{
+    Account, Authentication, Creditor, Debtor, PaymentInitiation, Recurring, Reference,
+};
 use crate::domain::payment::Field;
 use crate::domain::{Environment, PaymentRequest, PaymentRequestInput, ReturnUrl};
 use crate::ledger::merchants::Merchant;
@@ -35,7 +37,9 @@ fn origin_error(merchant: &Merchant, url: &ReturnUrl) -> Option<FieldError> {
         FieldError::new(
             "return_url",
             "origin_not_registered",
-            format!("{origin} is not one of your registered return origins (see PATCH /v1/merchant)"),
+            format!(
+                "{origin} is not one of your registered return origins (see PATCH /v1/merchant)"
+            ),
         )
     })
 }

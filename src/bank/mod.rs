@@ -124,7 +124,6 @@ pub struct Debtor {
     pub message: Option<String>,
 }
 
-
 /// A standing order: `count` executions (9999 = until deleted) at `recurrence_type`
 /// (the bank's own code, e.g. `MONTHLY_SAME_DAY`; the bank decides what it accepts).
 #[derive(Debug, Clone, PartialEq, Eq)]

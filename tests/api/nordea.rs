@@ -264,7 +264,7 @@ const DENMARK: CountryCase = CountryCase {
 const SWEDEN: CountryCase = CountryCase {
     country: Country::Se,
     amount_minor: 12_24,
-    creditor: (AccountType::Bankgiro, "3300308"),
+    creditor: (AccountType::Bgnr, "3300308"),
     reference: Some(("OCR", "1831653108")),
     debtor: (AccountType::Iban, "SE1730000000031412034086"),
     authentication_method: "MTA",
@@ -811,7 +811,7 @@ async fn each_seed_validation_rule_comes_back_as_a_validation_error_with_its_pat
         (
             "an account type the country does not have",
             &DENMARK,
-            |p| p.creditor.account = account((AccountType::Bankgiro, "3300308")),
+            |p| p.creditor.account = account((AccountType::Bgnr, "3300308")),
             "payment.creditor.account.type",
         ),
         (

@@ -396,15 +396,19 @@ async fn validation_errors_name_every_field_and_write_nothing() {
     let m = app.create_merchant("Shop").await;
     let cases: Vec<(Value, &str, &str)> = vec![
         (json!({"amount": "10.001"}), "amount", "too_many_decimals"),
-        (json!({"amount": "0"}), "amount", "not_positive"),
-        (json!({"amount": "-5"}), "amount", "invalid_amount"),
-        (json!({"amount": "1e3"}), "amount", "invalid_amount"),
+        (json!({"amount": "0"}), "amount", "zero_amount"),
+        (json!({"amount": "-5"}), "amount", "negative_amount"),
+        (json!({"amount": "1e3"}), "amount", "exponent_not_allowed"),
         (json!({"amount": 10.5}), "amount", "invalid_type"),
-        (json!({"amount": "1000000000"}), "amount", "too_large"),
+        (
+            json!({"amount": "1000000000"}),
+            "amount",
+            "amount_too_large",
+        ),
         (
             json!({"currency": "SEK"}),
             "currency",
-            "currency_not_allowed_for_country",
+            "currency_country_mismatch",
         ),
         (
             json!({"creditor": {"account": {"type": "IBAN", "value": "FI1410093000123459"}, "name": "x"}}),
@@ -419,7 +423,7 @@ async fn validation_errors_name_every_field_and_write_nothing() {
         (
             json!({"creditor": {"account": {"type": "BGNR", "value": "50501055"}, "name": "x"}}),
             "creditor.account.type",
-            "not_allowed_for_country",
+            "account_type_not_allowed",
         ),
         (
             json!({"creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "x".repeat(71)}}),
@@ -434,38 +438,38 @@ async fn validation_errors_name_every_field_and_write_nothing() {
         (
             json!({"execution_date": "2000-01-01"}),
             "execution_date",
-            "in_the_past",
+            "date_in_past",
         ),
         (
             json!({"urgency": "express", "execution_date": "2999-01-01"}),
-            "execution_date",
+            "urgency",
             "express_with_future_date",
         ),
         (
             json!({"own_account_transfer": true}),
             "own_account_transfer",
-            "not_allowed_for_country",
+            "not_allowed_in_country",
         ),
         (
             json!({"recurring": {"count": 1, "recurrence_type": "MONTHLY_SAME_DAY"}}),
             "recurring.count",
-            "out_of_range",
+            "invalid_count",
         ),
         (
             json!({"recurring": {"count": 99, "recurrence_type": "MONTHLY_SAME_DAY"}}),
             "recurring.count",
-            "out_of_range",
+            "invalid_count",
         ),
         (
             json!({"recurring": {"count": 3, "recurrence_type": "FORTNIGHTLY"}}),
             "recurring.recurrence_type",
-            "invalid",
+            "unknown_recurrence_type",
         ),
-        (json!({"language": "xx"}), "language", "invalid"),
+        (json!({"language": "xx"}), "language", "unknown_language"),
         (
-            json!({"return_url": "not a url"}),
+            json!({"return_url": "shop.example/done"}),
             "return_url",
-            "invalid_url",
+            "not_absolute",
         ),
     ];
     for (patch, field, code) in cases {
@@ -494,9 +498,13 @@ async fn validation_errors_name_every_field_and_write_nothing() {
         "validation_failed",
     )
     .await;
-    assert_eq!(
-        problem["errors"][0]["code"],
-        "express_not_allowed_for_country"
+    assert!(
+        problem["errors"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["code"] == "express_not_allowed"),
+        "{problem}"
     );
     let mut b = body("NO");
     b["creditor"]["account"]["value"] = json!("86011117948");
