@@ -26,4 +26,48 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")
 key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_key"])' ".pisgate/demo-merchant-$cluster.json")
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/merchant" -H "Authorization: Bearer $key")
 [ "$code" = 200 ] || { cat "$log" >&2; echo "smoke: the demo key answered $code" >&2; exit 1; }
-echo "smoke: scripts/run.sh serves /readyz 200 and the demo merchant's key works"
+# The README's walkthrough: create a payment, approve it at the sandbox like a browser, and
+# land on the return URL with status=authorized.
+python3 - "$port" "$key" <<'PY'
+import json, re, sys, urllib.error, urllib.parse, urllib.request
+
+port, key = sys.argv[1], sys.argv[2]
+base = f"http://127.0.0.1:{port}"
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+opener = urllib.request.build_opener(NoRedirect)
+
+def call(url, data=None, headers=None, method=None):
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with opener.open(req) as r:
+            return r.status, r.headers, r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers, e.read().decode()
+
+body = json.dumps({
+    "amount": "10.50", "currency": "EUR", "country": "FI",
+    "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Demo shop"},
+    "return_url": "http://localhost:3000/checkout/done", "psu_id": "shopper-1",
+}).encode()
+status, _, text = call(f"{base}/v1/payments", body, {
+    "Authorization": f"Bearer {key}", "Idempotency-Key": "smoke-1", "Content-Type": "application/json"})
+assert status == 201, (status, text)
+payment = json.loads(text)
+status, _, page = call(payment["authorization_url"])
+assert status == 200, (status, page)
+action = re.search(r'action="([^"]+)"', page).group(1).replace("&amp;", "&")
+form = urllib.parse.urlencode({"decision": "approve", "psu_id": "smoke-shopper"}).encode()
+status, headers, _ = call(action, form, {"Content-Type": "application/x-www-form-urlencoded"})
+assert status == 303, status
+status, headers, text = call(headers["Location"])
+assert status == 303, (status, text)
+landing = headers["Location"]
+assert landing.startswith("http://localhost:3000/checkout/done?payment_id="), landing
+assert landing.endswith("status=authorized"), landing
+print(f"smoke: a payment went from curl to {landing}")
+PY
+echo "smoke: scripts/run.sh serves /readyz 200, the demo merchant's key works, and a payment reaches authorized"

@@ -175,3 +175,62 @@ fn merchant_create_refuses_an_insecure_origin() {
         "{err}"
     );
 }
+
+#[tokio::test]
+async fn ledger_verify_passes_on_an_intact_ledger_and_names_the_first_edited_event() {
+    let url = fresh_database().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let (merchant, _) = pisgate::ledger::merchants::create(&pool, "Ledger shop", &[])
+        .await
+        .unwrap();
+    let payment = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO payments (id, merchant_id, status, amount_minor, currency, country, request, return_url)
+         VALUES ($1, $2, 'awaiting_authorization', 100, 'EUR', 'FI', '{}', 'https://x.example')",
+    )
+    .bind(payment)
+    .bind(merchant.id)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    for kind in ["created", "initiated", "callback"] {
+        pisgate::ledger::events::append(
+            &mut conn,
+            payment,
+            pisgate::ledger::events::NewEvent::new(kind),
+        )
+        .await
+        .unwrap();
+    }
+    let ok = pisgate()
+        .args(["ledger", "verify"])
+        .env("PISGATE__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert!(ok.status.success(), "{}", stderr(&ok));
+    assert!(String::from_utf8_lossy(&ok.stdout).contains("3 event(s) verified"));
+
+    sqlx::query("ALTER TABLE payment_events DISABLE TRIGGER payment_events_append_only")
+        .execute(&mut *conn)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE payment_events SET detail = '{\"forged\": true}' WHERE payment_id = $1 AND seq = 2",
+    )
+    .bind(payment)
+    .execute(&mut *conn)
+    .await
+    .unwrap();
+    let broken = pisgate()
+        .args(["ledger", "verify"])
+        .env("PISGATE__DATABASE__URL", &url)
+        .output()
+        .unwrap();
+    assert_eq!(broken.status.code(), Some(1));
+    let err = stderr(&broken);
+    assert!(
+        err.contains(&payment.to_string()) && err.contains("seq 2"),
+        "{err}"
+    );
+}

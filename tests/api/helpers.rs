@@ -297,25 +297,7 @@ impl TestApp {
         psu_id: &str,
         approve: bool,
     ) -> String {
-        let page = self.client.get(authorization_url).send().await.unwrap();
-        assert_eq!(page.status(), 200, "the signing page opens");
-        let html = page.text().await.unwrap();
-        let action = html
-            .split("action=\"")
-            .nth(1)
-            .and_then(|rest| rest.split('"').next())
-            .expect("the signing page has a form")
-            .replace("&amp;", "&");
-        let decision = if approve { "approve" } else { "reject" };
-        let r = self
-            .client
-            .post(&action)
-            .form(&[("decision", decision), ("psu_id", psu_id)])
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 303, "the bank redirects back");
-        let location = r.headers()["location"].to_str().unwrap().to_owned();
+        let location = browser_sign(&self.client, authorization_url, psu_id, approve).await;
         assert!(
             location.starts_with(&self.url("/v1/callbacks/nordea")),
             "{location}"
@@ -370,4 +352,33 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
         assert!(body[field].is_string(), "{field} missing in {body}");
     }
     body
+}
+
+/// Plays the shopper's browser at the bank: opens the signing link, presses Approve (or
+/// Reject) as `psu_id`, and returns where the bank redirects (our callback with code and
+/// state), without following it.
+pub async fn browser_sign(
+    client: &reqwest::Client,
+    authorization_url: &str,
+    psu_id: &str,
+    approve: bool,
+) -> String {
+    let page = client.get(authorization_url).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the signing page opens");
+    let html = page.text().await.unwrap();
+    let action = html
+        .split("action=\"")
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("the signing page has a form")
+        .replace("&amp;", "&");
+    let decision = if approve { "approve" } else { "reject" };
+    let r = client
+        .post(&action)
+        .form(&[("decision", decision), ("psu_id", psu_id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the bank redirects back");
+    r.headers()["location"].to_str().unwrap().to_owned()
 }

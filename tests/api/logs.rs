@@ -125,3 +125,153 @@ async fn request_logs_carry_the_request_id_and_never_the_api_key() {
         "no clean stop in the logs:\n{logs}"
     );
 }
+
+#[tokio::test]
+async fn a_whole_payment_flow_logs_no_code_state_token_key_or_account() {
+    use crate::helpers::{TOKEN_KEY, browser_sign, spawn_sandbox};
+    let (_sandbox, sandbox_url) = spawn_sandbox(|_| {}).await;
+    let url = fresh_database().await;
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let (_, key) =
+        pisgate::ledger::merchants::create(&pool, "Log shop", &["https://shop.example".into()])
+            .await
+            .unwrap();
+    let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = pisgate()
+        .arg("serve")
+        .env("PISGATE__DATABASE__URL", &url)
+        .env("PISGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("PISGATE__SERVER__PUBLIC_URL", &base)
+        .env(
+            "PISGATE__NORDEA__BASE_URL",
+            format!("{sandbox_url}/personal"),
+        )
+        .env("PISGATE__NORDEA__ENVIRONMENT", "sandbox")
+        .env("PISGATE__TELEMETRY__LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "serve did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let iban = "FI1410093000123458";
+    let created: serde_json::Value = client
+        .post(format!("{base}/v1/payments"))
+        .bearer_auth(&key)
+        .header("idempotency-key", "log-flow")
+        .json(&serde_json::json!({
+            "amount": "12.00", "currency": "EUR",
+            "creditor": {"account": {"type": "IBAN", "value": iban}, "name": "Kauppa"},
+            "return_url": "https://shop.example/done", "psu_id": "shopper-log"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let callback = browser_sign(
+        &client,
+        created["authorization_url"].as_str().unwrap(),
+        "psu-log",
+        true,
+    )
+    .await;
+    let parsed = reqwest::Url::parse(&callback).unwrap();
+    let param = |name: &str| {
+        parsed
+            .query_pairs()
+            .find(|(k, _)| k == name)
+            .unwrap()
+            .1
+            .into_owned()
+    };
+    let (code, state) = (param("code"), param("state"));
+    let back = client.get(&callback).send().await.unwrap();
+    assert_eq!(back.status(), 303);
+    let funds = client
+        .get(format!(
+            "{base}/v1/payments/{}/funds",
+            created["id"].as_str().unwrap()
+        ))
+        .bearer_auth(&key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(funds.status(), 200);
+
+    std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    let (stdout, stderr) = tokio::task::spawn_blocking(move || {
+        child.wait().unwrap();
+        let mut out = String::new();
+        child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut out)
+            .unwrap();
+        let mut err = String::new();
+        child
+            .stderr
+            .take()
+            .unwrap()
+            .read_to_string(&mut err)
+            .unwrap();
+        (out, err)
+    })
+    .await
+    .unwrap();
+    let logs = format!("{stdout}{stderr}");
+    assert!(
+        logs.contains("request finished"),
+        "no request logs captured:\n{logs}"
+    );
+
+    let (bank, psu_key): (String, String) = sqlx::query_as("SELECT bank, psu_key FROM psu_tokens")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    let cipher = pisgate::ledger::crypto::TokenCipher::from_base64(
+        "k1",
+        &secrecy::SecretString::from(TOKEN_KEY),
+    )
+    .unwrap();
+    let token = pisgate::ledger::tokens::load(&pool, &cipher, &bank, &psu_key)
+        .await
+        .unwrap()
+        .unwrap();
+    let access = secrecy::ExposeSecret::expose_secret(&token.access_token).to_owned();
+    let refresh =
+        secrecy::ExposeSecret::expose_secret(token.refresh_token.as_ref().unwrap()).to_owned();
+    for (what, secret) in [
+        ("API key", key.as_str()),
+        ("authorization code", code.as_str()),
+        ("OAuth state", state.as_str()),
+        ("access token", access.as_str()),
+        ("refresh token", refresh.as_str()),
+        ("creditor account number", iban),
+        ("shopper id", "shopper-log"),
+    ] {
+        assert!(!logs.contains(secret), "the {what} appears in the logs");
+    }
+}

@@ -367,26 +367,43 @@ async fn tokens_in_the_database_are_not_plaintext() {
     let app = spawn_app().await;
     let m = app.create_merchant("Shop").await;
     let created = app.create_payment(&m.api_key, &body("FI")).await;
-    assert_eq!(
-        app.sign(
+    let back = app
+        .sign(
             created["authorization_url"].as_str().unwrap(),
             "psu-t",
-            true
+            true,
         )
-        .await
-        .status(),
-        303
-    );
-    let rows: Vec<(Vec<u8>, Option<Vec<u8>>)> =
-        sqlx::query_as("SELECT access_token, refresh_token FROM psu_tokens")
-            .fetch_all(&app.pool)
+        .await;
+    assert_eq!(back.status(), 303);
+    let (bank, psu_key, access, refresh): (String, String, Vec<u8>, Option<Vec<u8>>) =
+        sqlx::query_as("SELECT bank, psu_key, access_token, refresh_token FROM psu_tokens")
+            .fetch_one(&app.pool)
             .await
             .unwrap();
-    assert_eq!(rows.len(), 1);
-    for (access, refresh) in rows {
-        let access = String::from_utf8_lossy(&access).to_string();
-        assert!(!access.contains("access"), "looks like plaintext: {access}");
-        assert!(refresh.is_some());
+    // Decrypt with the service's key: the plaintext must not be found in the stored bytes.
+    let cipher = pisgate::ledger::crypto::TokenCipher::from_base64(
+        "k1",
+        &secrecy::SecretString::from(crate::helpers::TOKEN_KEY),
+    )
+    .unwrap();
+    let live = pisgate::ledger::tokens::load(&app.pool, &cipher, &bank, &psu_key)
+        .await
+        .unwrap()
+        .expect("a live token");
+    let plain_access = secrecy::ExposeSecret::expose_secret(&live.access_token)
+        .as_bytes()
+        .to_vec();
+    let plain_refresh = secrecy::ExposeSecret::expose_secret(live.refresh_token.as_ref().unwrap())
+        .as_bytes()
+        .to_vec();
+    assert!(plain_access.len() >= 16 && plain_refresh.len() >= 16);
+    for stored in [&access, refresh.as_ref().unwrap()] {
+        for plain in [&plain_access, &plain_refresh] {
+            assert!(
+                !stored.windows(plain.len()).any(|w| w == plain.as_slice()),
+                "a token is stored in plaintext"
+            );
+        }
     }
 }
 
