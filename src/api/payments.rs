@@ -317,18 +317,7 @@ fn initiation_failure(error: &BankError) -> (&'static str, ApiError) {
     match error {
         BankError::Validation { failures } => (
             "bank_rejected",
-            ApiError::BankRejected(
-                failures
-                    .iter()
-                    .map(|f| {
-                        FieldError::new(
-                            f.path.clone().unwrap_or_else(|| "payment".into()),
-                            f.code.clone(),
-                            f.description.clone().unwrap_or_else(|| f.code.clone()),
-                        )
-                    })
-                    .collect(),
-            ),
+            ApiError::BankRejected(bank_failures(failures)),
         ),
         BankError::BadCredentials { .. } | BankError::BadSignature { .. } => (
             "bank_configuration_error",
@@ -351,14 +340,37 @@ fn initiation_failure(error: &BankError) -> (&'static str, ApiError) {
     }
 }
 
+/// The merchant's payment; another merchant's id is simply not found.
+async fn own_payment(
+    state: &AppState,
+    merchant_id: Uuid,
+    id: Uuid,
+) -> Result<PaymentRecord, ApiError> {
+    payments::get_for_merchant(&state.pool, merchant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("payment"))
+}
+
+/// The bank's reasons for refusing, as field errors for the merchant.
+fn bank_failures(failures: &[crate::bank::BankFailure]) -> Vec<FieldError> {
+    failures
+        .iter()
+        .map(|f| {
+            FieldError::new(
+                f.path.clone().unwrap_or_else(|| "payment".into()),
+                f.code.clone(),
+                f.description.clone().unwrap_or_else(|| f.code.clone()),
+            )
+        })
+        .collect()
+}
+
 async fn get_payment(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<PaymentView>, ApiError> {
-    let p = payments::get_for_merchant(&state.pool, merchant.id, id)
-        .await?
-        .ok_or(ApiError::NotFound("payment"))?;
+    let p = own_payment(&state, merchant.id, id).await?;
     Ok(Json(PaymentView::from(&p)))
 }
 
@@ -465,9 +477,7 @@ async fn payment_events(
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    payments::get_for_merchant(&state.pool, merchant.id, id)
-        .await?
-        .ok_or(ApiError::NotFound("payment"))?;
+    own_payment(&state, merchant.id, id).await?;
     let events = events::list(&state.pool, id).await?;
     Ok(Json(json!({ "data": events })))
 }
@@ -529,18 +539,7 @@ async fn bearer_call_failed(
     tracing::warn!(error = %error, kind = error.kind(), "bank call failed");
     match error {
         BankError::NotFound => ApiError::NotFound("payment at the bank"),
-        BankError::Validation { failures } => ApiError::BankRejected(
-            failures
-                .into_iter()
-                .map(|f| {
-                    FieldError::new(
-                        f.path.unwrap_or_else(|| "payment".into()),
-                        f.code.clone(),
-                        f.description.unwrap_or(f.code),
-                    )
-                })
-                .collect(),
-        ),
+        BankError::Validation { failures } => ApiError::BankRejected(bank_failures(&failures)),
         _ => {
             ApiError::BankUnavailable("the bank did not answer as expected; try again later".into())
         }
@@ -552,9 +551,7 @@ async fn cancel_payment(
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = payments::get_for_merchant(&state.pool, merchant.id, id)
-        .await?
-        .ok_or(ApiError::NotFound("payment"))?;
+    let p = own_payment(&state, merchant.id, id).await?;
     if p.status().is_final() {
         return Err(ApiError::Conflict(format!(
             "the payment is {} and can no longer be cancelled",
@@ -624,9 +621,7 @@ async fn cancel_payment(
                 .collect(),
         ));
     }
-    let p = payments::get_for_merchant(&state.pool, merchant.id, id)
-        .await?
-        .ok_or(ApiError::NotFound("payment"))?;
+    let p = own_payment(&state, merchant.id, id).await?;
     Ok(Json(
         serde_json::to_value(PaymentView::from(&p)).context("view")?,
     ))
@@ -637,9 +632,7 @@ async fn payment_funds(
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Value>, ApiError> {
-    let p = payments::get_for_merchant(&state.pool, merchant.id, id)
-        .await?
-        .ok_or(ApiError::NotFound("payment"))?;
+    let p = own_payment(&state, merchant.id, id).await?;
     let bank_id = bank_payment_id(&p)?;
     let (psu_key, token) = shopper_token(&state, &p).await?;
     match state.bank.funds(&bank_id, &token.access_token, None).await {

@@ -7,6 +7,75 @@ use std::io::Read;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
+/// A `pisgate serve` child process with JSON debug logs, up and answering.
+struct Serve {
+    child: std::process::Child,
+    base: String,
+}
+
+async fn spawn_serve(database_url: &str, extra: &[(&str, String)]) -> Serve {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut cmd = pisgate();
+    cmd.arg("serve")
+        .env("PISGATE__DATABASE__URL", database_url)
+        .env("PISGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+        .env("PISGATE__SERVER__PUBLIC_URL", &base)
+        .env("PISGATE__TELEMETRY__LOG_FORMAT", "json")
+        .env("RUST_LOG", "debug")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    for (k, v) in extra {
+        cmd.env(k, v);
+    }
+    let child = cmd.spawn().unwrap();
+    let client = reqwest::Client::new();
+    let started = Instant::now();
+    while client.get(format!("{base}/healthz")).send().await.is_err() {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "serve did not come up"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    Serve { child, base }
+}
+
+impl Serve {
+    /// SIGTERM, then (exit status, stdout, stderr).
+    async fn stop(mut self) -> (std::process::ExitStatus, String, String) {
+        let status = std::process::Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+        tokio::task::spawn_blocking(move || {
+            let exit = self.child.wait().unwrap();
+            let mut out = String::new();
+            self.child
+                .stdout
+                .take()
+                .unwrap()
+                .read_to_string(&mut out)
+                .unwrap();
+            let mut err = String::new();
+            self.child
+                .stderr
+                .take()
+                .unwrap()
+                .read_to_string(&mut err)
+                .unwrap();
+            (exit, out, err)
+        })
+        .await
+        .unwrap()
+    }
+}
+
 #[tokio::test]
 async fn request_logs_carry_the_request_id_and_never_the_api_key() {
     let url = fresh_database().await;
@@ -15,36 +84,9 @@ async fn request_logs_carry_the_request_id_and_never_the_api_key() {
         .await
         .unwrap();
     let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-
-    let mut child = pisgate()
-        .arg("serve")
-        .env("PISGATE__DATABASE__URL", &url)
-        .env("PISGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("PISGATE__TELEMETRY__LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-
+    let serve = spawn_serve(&url, &[]).await;
     let client = reqwest::Client::new();
-    let base = format!("http://127.0.0.1:{port}");
-    let started = Instant::now();
-    loop {
-        if client.get(format!("{base}/healthz")).send().await.is_ok() {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let base = serve.base.clone();
     let ok = client
         .get(format!("{base}/v1/merchant"))
         .bearer_auth(&key)
@@ -65,32 +107,7 @@ async fn request_logs_carry_the_request_id_and_never_the_api_key() {
     let bad_id = bad.headers()["x-request-id"].to_str().unwrap().to_owned();
 
     // SIGTERM: a graceful stop with exit code 0.
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let exit = tokio::task::spawn_blocking(move || {
-        let exit = child.wait().unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (exit, out, err)
-    })
-    .await
-    .unwrap();
-    let (exit, stdout, stderr) = exit;
+    let (exit, stdout, stderr) = serve.stop().await;
     assert!(exit.success(), "exit {exit:?}; stderr: {stderr}");
     let logs = format!("{stdout}{stderr}");
 
@@ -137,40 +154,22 @@ async fn a_whole_payment_flow_logs_no_code_state_token_key_or_account() {
             .await
             .unwrap();
     let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = pisgate()
-        .arg("serve")
-        .env("PISGATE__DATABASE__URL", &url)
-        .env("PISGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("PISGATE__SERVER__PUBLIC_URL", &base)
-        .env(
-            "PISGATE__NORDEA__BASE_URL",
-            format!("{sandbox_url}/personal"),
-        )
-        .env("PISGATE__NORDEA__ENVIRONMENT", "sandbox")
-        .env("PISGATE__TELEMETRY__LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
+    let serve = spawn_serve(
+        &url,
+        &[
+            (
+                "PISGATE__NORDEA__BASE_URL",
+                format!("{sandbox_url}/personal"),
+            ),
+            ("PISGATE__NORDEA__ENVIRONMENT", "sandbox".into()),
+        ],
+    )
+    .await;
+    let base = serve.base.clone();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
     let iban = "FI1410093000123458";
     let created: serde_json::Value = client
         .post(format!("{base}/v1/payments"))
@@ -217,30 +216,7 @@ async fn a_whole_payment_flow_logs_no_code_state_token_key_or_account() {
         .unwrap();
     assert_eq!(funds.status(), 200);
 
-    std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    let (stdout, stderr) = tokio::task::spawn_blocking(move || {
-        child.wait().unwrap();
-        let mut out = String::new();
-        child
-            .stdout
-            .take()
-            .unwrap()
-            .read_to_string(&mut out)
-            .unwrap();
-        let mut err = String::new();
-        child
-            .stderr
-            .take()
-            .unwrap()
-            .read_to_string(&mut err)
-            .unwrap();
-        (out, err)
-    })
-    .await
-    .unwrap();
+    let (_, stdout, stderr) = serve.stop().await;
     let logs = format!("{stdout}{stderr}");
     assert!(
         logs.contains("request finished"),
