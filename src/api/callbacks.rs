@@ -13,7 +13,7 @@
 
 use crate::api::AppState;
 use crate::api::payments::{callback_url, state_hash};
-use crate::bank::{BankError, BankPaymentId, PsuContext, TokenSet};
+use crate::bank::{BankError, BankPaymentId, PsuContext};
 use crate::domain::PaymentStatus;
 use crate::ledger::payments::{self, Change, PaymentRecord};
 use crate::ledger::tokens;
@@ -90,8 +90,8 @@ fn psu_context(headers: &HeaderMap) -> PsuContext {
 
 /// Whose token this is: the bank's shopper identity if the token answer has one, else the
 /// merchant's stable shopper id, else the payment alone.
-fn psu_key(p: &PaymentRecord, tokens: &TokenSet) -> String {
-    match (&tokens.shopper_id, &p.psu_id) {
+fn psu_key(p: &PaymentRecord, shopper_id: Option<&str>) -> String {
+    match (shopper_id, &p.psu_id) {
         (Some(bank_id), _) => format!("bank:{bank_id}"),
         (None, Some(psu_id)) => format!("merchant:{}:{psu_id}", p.merchant_id),
         (None, None) => format!("payment:{}", p.id),
@@ -250,21 +250,14 @@ async fn exchange_and_store(
     code: SecretString,
 ) -> anyhow::Result<()> {
     // Until the bank tells us who the shopper is, the key we can lock is the merchant's
-    // shopper id (or the payment): the identity is only known after the exchange.
-    let provisional = TokenSet {
-        access_token: SecretString::from(String::new()),
-        refresh_token: SecretString::from(String::new()),
-        expires_in: std::time::Duration::ZERO,
-        token_type: String::new(),
-        shopper_id: None,
-    };
-    let lock_key = psu_key(p, &provisional);
+    // shopper id (or the payment): the bank's identity is only known after the exchange.
+    let lock_key = psu_key(p, None);
     let lock = tokens::lock_psu(&state.pool, &p.bank, &lock_key).await?;
     let issue_seq = tokens::next_issue_seq(&mut *state.pool.acquire().await?).await?;
     let result = state.bank.exchange_code(&code, &callback_url(state)).await;
-    let outcome = match result {
+    let stored = match result {
         Ok(tokens_set) => {
-            let key = psu_key(p, &tokens_set);
+            let key = psu_key(p, tokens_set.shopper_id.as_deref());
             let expires_at =
                 Utc::now() + chrono::Duration::from_std(tokens_set.expires_in).unwrap_or_default();
             let mut tx = state.pool.begin().await?;
@@ -287,8 +280,7 @@ async fn exchange_and_store(
                 json!({ "issue_seq": issue_seq, "stored": stored, "access_expires_at": expires_at }),
             )
             .await?;
-            tx.commit().await?;
-            Ok(())
+            tx.commit().await
         }
         Err(error) => {
             tracing::warn!(error = %error, kind = error.kind(), "code exchange failed");
@@ -301,13 +293,12 @@ async fn exchange_and_store(
             )
             .await?;
             tx.commit().await?;
-            Err(error)
+            // A failed exchange does not stop the payment: status polling needs no token.
+            Ok(())
         }
     };
     lock.release().await;
-    // A failed exchange does not stop the payment: status polling needs no token.
-    let _ = outcome;
-    Ok(())
+    Ok(stored?)
 }
 
 /// Asks the bank for the payment's status now that the shopper is back, and applies it.
