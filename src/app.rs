@@ -8,6 +8,7 @@ use crate::bank::nordea::{NordeaClient, NordeaConfig, SigningKey};
 use crate::config::{Settings, SettingsError};
 use crate::ledger;
 use crate::ledger::crypto::TokenCipher;
+use crate::workers::{WorkerContext, Workers};
 use anyhow::Context as _;
 use secrecy::{ExposeSecret, SecretString};
 use sqlx::PgPool;
@@ -22,6 +23,7 @@ pub struct Application {
     router: axum::Router,
     pool: PgPool,
     shutdown_timeout: Duration,
+    workers: WorkerContext,
 }
 
 impl Application {
@@ -73,11 +75,18 @@ impl Application {
             bank,
             cipher,
         );
+        let workers = WorkerContext::new(
+            pool.clone(),
+            state.settings.clone(),
+            state.bank.clone(),
+            state.cipher.clone(),
+        );
         Ok(Application {
             listener,
             router: api::router(state),
             pool,
             shutdown_timeout,
+            workers,
         })
     }
 
@@ -91,8 +100,14 @@ impl Application {
         &self.pool
     }
 
-    /// Serves until `shutdown` completes, then gives in-flight requests up to the shutdown
-    /// timeout before returning; closes the pool either way.
+    /// The name this replica's workers write on the leases they hold.
+    pub fn worker_owner(&self) -> &str {
+        &self.workers.owner
+    }
+
+    /// Serves (and runs the workers the settings switch on) until `shutdown` completes, then
+    /// gives in-flight requests and workers up to the shutdown timeout; workers hand back
+    /// their leases as they stop. Closes the pool either way.
     pub async fn run_until_stopped(
         self,
         shutdown: impl Future<Output = ()> + Send + 'static,
@@ -105,6 +120,15 @@ impl Application {
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
             let _ = stopping_tx.send(true);
         };
+        // Workers stop with the HTTP server: on the signal, or when the server ends early
+        // (which drops the signal and its sender).
+        let (workers_stop_tx, workers_stop_rx) = tokio::sync::watch::channel(false);
+        let mut told = stopping_rx.clone();
+        let forward = tokio::spawn(async move {
+            let _ = told.wait_for(|stopping| *stopping).await;
+            let _ = workers_stop_tx.send(true);
+        });
+        let workers = Workers::spawn(self.workers, workers_stop_rx);
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
         let deadline = async {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
@@ -117,6 +141,8 @@ impl Application {
                 Ok(())
             }
         };
+        let _ = forward.await;
+        workers.join(self.shutdown_timeout).await;
         self.pool.close().await;
         tracing::info!("stopped");
         result

@@ -75,6 +75,60 @@ pub struct Settings {
     pub nordea: NordeaSettings,
     pub tokens: TokenSettings,
     pub payments: PaymentSettings,
+    pub poller: PollerSettings,
+    pub refresher: RefresherSettings,
+    pub webhooks: WebhookSettings,
+}
+
+/// The status poller (`[poller]`): follows every payment to a final state.
+#[derive(Debug, Clone)]
+pub struct PollerSettings {
+    /// Run the poller in this replica.
+    pub enabled: bool,
+    /// Between polls while the shopper signs.
+    pub signing_interval: Duration,
+    /// Between polls once authorized and the execution date has come.
+    pub authorized_interval: Duration,
+    /// Between polls once authorized while the execution date is still ahead.
+    pub scheduled_interval: Duration,
+    /// How long a claim is held; a crashed replica's claims come due again after it.
+    pub lease: Duration,
+    /// Payments claimed at once.
+    pub batch_size: u32,
+    /// Polls in flight at once.
+    pub concurrency: usize,
+    /// Bank calls per second, per replica.
+    pub rate_per_sec: u32,
+    /// Ceiling of the backoff after 5xx and timeouts.
+    pub max_backoff: Duration,
+    /// An idle poller looks for due work at least this often.
+    pub idle_wait: Duration,
+}
+
+/// The token refresher (`[refresher]`).
+#[derive(Debug, Clone)]
+pub struct RefresherSettings {
+    pub enabled: bool,
+    /// How often to look for tokens about to expire.
+    pub interval: Duration,
+    /// Refresh an access token this long before it expires.
+    pub refresh_before: Duration,
+}
+
+/// The webhook dispatcher (`[webhooks]`).
+#[derive(Debug, Clone)]
+pub struct WebhookSettings {
+    pub enabled: bool,
+    /// Bound of one delivery attempt.
+    pub request_timeout: Duration,
+    /// Waits between attempts; after the last one a delivery is dead.
+    pub retry_schedule: Vec<Duration>,
+    pub lease: Duration,
+    pub batch_size: u32,
+    pub concurrency: usize,
+    pub idle_wait: Duration,
+    /// Accept `http://` and private-network endpoint URLs (local development and tests).
+    pub allow_insecure_urls: bool,
 }
 
 /// Where and how to reach Nordea. The private key is PEM or bare base64 text, usually
@@ -172,6 +226,45 @@ struct Raw {
     rate_limit: RawRateLimit,
     #[serde(default)]
     telemetry: RawTelemetry,
+    #[serde(default)]
+    poller: RawPoller,
+    #[serde(default)]
+    refresher: RawRefresher,
+    #[serde(default)]
+    webhooks: RawWebhooks,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawPoller {
+    enabled: Option<String>,
+    signing_interval: Option<String>,
+    authorized_interval: Option<String>,
+    scheduled_interval: Option<String>,
+    lease: Option<String>,
+    batch_size: Option<String>,
+    concurrency: Option<String>,
+    rate_per_sec: Option<String>,
+    max_backoff: Option<String>,
+    idle_wait: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawRefresher {
+    enabled: Option<String>,
+    interval: Option<String>,
+    refresh_before: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawWebhooks {
+    enabled: Option<String>,
+    request_timeout: Option<String>,
+    retry_schedule: Option<String>,
+    lease: Option<String>,
+    batch_size: Option<String>,
+    concurrency: Option<String>,
+    idle_wait: Option<String>,
+    allow_insecure_urls: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -505,6 +598,47 @@ impl Settings {
                 raw.payments.idempotency_stale_after_secs,
             )?,
         };
+        let p = raw.poller;
+        let poller = PollerSettings {
+            enabled: boolean("poller.enabled", p.enabled)?,
+            signing_interval: duration("poller.signing_interval", p.signing_interval)?,
+            authorized_interval: duration("poller.authorized_interval", p.authorized_interval)?,
+            scheduled_interval: duration("poller.scheduled_interval", p.scheduled_interval)?,
+            lease: duration("poller.lease", p.lease)?,
+            batch_size: number("poller.batch_size", p.batch_size, 1)?,
+            concurrency: number("poller.concurrency", p.concurrency, 1)?,
+            rate_per_sec: number("poller.rate_per_sec", p.rate_per_sec, 1)?,
+            max_backoff: duration("poller.max_backoff", p.max_backoff)?,
+            idle_wait: duration("poller.idle_wait", p.idle_wait)?,
+        };
+        let r = raw.refresher;
+        let refresher = RefresherSettings {
+            enabled: boolean("refresher.enabled", r.enabled)?,
+            interval: duration("refresher.interval", r.interval)?,
+            refresh_before: duration("refresher.refresh_before", r.refresh_before)?,
+        };
+        let w = raw.webhooks;
+        let retry_key = "webhooks.retry_schedule";
+        let retry_schedule = required(retry_key, w.retry_schedule)?
+            .split(',')
+            .map(|d| parse_duration(d).map_err(|e| SettingsError::invalid(retry_key, e)))
+            .collect::<Result<Vec<_>, _>>()?;
+        let webhooks = WebhookSettings {
+            enabled: boolean("webhooks.enabled", w.enabled)?,
+            request_timeout: duration("webhooks.request_timeout", w.request_timeout)?,
+            retry_schedule,
+            lease: duration("webhooks.lease", w.lease)?,
+            batch_size: number("webhooks.batch_size", w.batch_size, 1)?,
+            concurrency: number("webhooks.concurrency", w.concurrency, 1)?,
+            idle_wait: duration("webhooks.idle_wait", w.idle_wait)?,
+            allow_insecure_urls: boolean("webhooks.allow_insecure_urls", w.allow_insecure_urls)?,
+        };
+        if webhooks.lease <= webhooks.request_timeout {
+            return Err(SettingsError::invalid(
+                "webhooks.lease",
+                "must be longer than webhooks.request_timeout",
+            ));
+        }
         Ok(Settings {
             server,
             database,
@@ -513,6 +647,9 @@ impl Settings {
             nordea,
             tokens,
             payments,
+            poller,
+            refresher,
+            webhooks,
         })
     }
 }
@@ -551,6 +688,40 @@ where
 
 fn secs(key: &str, value: Option<String>) -> Result<Duration, SettingsError> {
     number::<u64>(key, value, 1).map(Duration::from_secs)
+}
+
+/// A duration such as `250ms`, `5s`, `10m`, `2h` or `3d` (a bare number is seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    let n: u64 = digits
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 250ms, 5s, 10m, 2h or 3d"))?;
+    let per_unit_ms: u64 = match unit.trim() {
+        "ms" => 1,
+        "" | "s" => 1_000,
+        "m" => 60_000,
+        "h" => 3_600_000,
+        "d" => 86_400_000,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration such as 250ms, 5s, 10m, 2h or 3d"
+            ));
+        }
+    };
+    n.checked_mul(per_unit_ms)
+        .map(Duration::from_millis)
+        .ok_or_else(|| format!("{text:?} is too long"))
+}
+
+fn duration(key: &str, value: Option<String>) -> Result<Duration, SettingsError> {
+    let v = required(key, value)?;
+    let d = parse_duration(&v).map_err(|e| SettingsError::invalid(key, e))?;
+    if d.is_zero() {
+        return Err(SettingsError::invalid(key, "must be more than zero"));
+    }
+    Ok(d)
 }
 
 fn boolean(key: &str, value: Option<String>) -> Result<bool, SettingsError> {

@@ -13,3 +13,4 @@ pub mod domain;
 pub mod ledger;
 pub mod sandbox;
 pub mod telemetry;
+pub mod workers;

@@ -15,6 +15,7 @@ pub mod middleware;
 pub mod payment_input;
 pub mod payments;
 pub mod rate_limit;
+pub mod webhooks;
 
 use crate::bank::Bank;
 use crate::config::Settings;
@@ -63,6 +64,7 @@ pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .merge(merchant::router())
         .merge(payments::router())
+        .merge(webhooks::router())
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_merchant,

@@ -1,4 +1,4 @@
-//! Encryption of shoppers' bank tokens at rest.
+//! Encryption of shoppers' bank tokens and merchants' webhook signing secrets at rest.
 //!
 //! AES-256-GCM (RustCrypto `aes-gcm`). Each key is 32 random bytes given as base64 text
 //! (`openssl rand -base64 32`) and has a short public id that is stored beside every
@@ -12,10 +12,16 @@
 //! The additional authenticated data binds a ciphertext to its place: bank, shopper key,
 //! which field (access or refresh token) and the token's issue sequence number. A ciphertext
 //! copied to another shopper's row, to the other field, or back into a row issued later fails
-//! to decrypt instead of handing out the wrong shopper's token.
+//! to decrypt instead of handing out the wrong shopper's token. Webhook signing secrets use
+//! the same keys under their own AAD domain, bound to merchant and endpoint
+//! ([`WebhookSecretAad`]).
 //!
-//! This module must never print, log or return in an error a key or a plaintext token: keys
-//! live only inside the cipher (its `Debug` shows key ids), tokens are `SecretString`.
+//! A webhook secret is sealed once, when its endpoint is created, and never re-sealed: keep a
+//! retired key among the previous keys for as long as endpoints sealed with it exist.
+//!
+//! This module must never print, log or return in an error a key, a plaintext token or a
+//! webhook secret: keys live only inside the cipher (its `Debug` shows key ids), tokens and
+//! secrets are `SecretString`.
 
 use aes_gcm::aead::{Aead, KeyInit, OsRng, Payload};
 use aes_gcm::{AeadCore, Aes256Gcm, Nonce};
@@ -29,6 +35,7 @@ const NONCE_LEN: usize = 12;
 const TAG_LEN: usize = 16;
 const KEY_LEN: usize = 32;
 const AAD_DOMAIN: &str = "pisgate/psu_token/v1";
+const WEBHOOK_AAD_DOMAIN: &str = "pisgate/webhook_secret/v1";
 
 /// Why a key could not be loaded. Never contains key material.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -102,6 +109,26 @@ impl TokenAad<'_> {
             out.extend_from_slice(part.as_bytes());
         }
         out.extend_from_slice(&self.issue_seq.to_be_bytes());
+        out
+    }
+}
+
+/// Where a merchant's webhook signing secret lives: its endpoint and merchant. A different
+/// domain string from [`TokenAad`]'s, so a shopper token's ciphertext never opens as a
+/// webhook secret (or the other way round), nor one endpoint's secret as another's.
+#[derive(Clone, Copy)]
+pub struct WebhookSecretAad {
+    pub merchant_id: uuid::Uuid,
+    pub endpoint_id: uuid::Uuid,
+}
+
+impl WebhookSecretAad {
+    fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(4 + WEBHOOK_AAD_DOMAIN.len() + 32);
+        out.extend_from_slice(&(WEBHOOK_AAD_DOMAIN.len() as u32).to_be_bytes());
+        out.extend_from_slice(WEBHOOK_AAD_DOMAIN.as_bytes());
+        out.extend_from_slice(self.merchant_id.as_bytes());
+        out.extend_from_slice(self.endpoint_id.as_bytes());
         out
     }
 }
@@ -223,15 +250,46 @@ impl TokenCipher {
         plaintext: &SecretString,
         aad: &TokenAad<'_>,
     ) -> Result<Sealed, CryptoError> {
+        self.seal(plaintext, &aad.encode())
+    }
+
+    pub fn decrypt(
+        &self,
+        key_id: &str,
+        sealed: &[u8],
+        aad: &TokenAad<'_>,
+    ) -> Result<SecretString, CryptoError> {
+        self.open(key_id, sealed, &aad.encode())
+    }
+
+    /// Seals a merchant's webhook signing secret, bound to its endpoint.
+    pub fn encrypt_webhook_secret(
+        &self,
+        secret: &SecretString,
+        aad: &WebhookSecretAad,
+    ) -> Result<Sealed, CryptoError> {
+        self.seal(secret, &aad.encode())
+    }
+
+    /// Opens a webhook signing secret sealed by [`TokenCipher::encrypt_webhook_secret`].
+    pub fn decrypt_webhook_secret(
+        &self,
+        key_id: &str,
+        sealed: &[u8],
+        aad: &WebhookSecretAad,
+    ) -> Result<SecretString, CryptoError> {
+        self.open(key_id, sealed, &aad.encode())
+    }
+
+    fn seal(&self, plaintext: &SecretString, aad: &[u8]) -> Result<Sealed, CryptoError> {
         let cipher = &self.keys[&self.current_id];
         let nonce = Aes256Gcm::generate_nonce(&mut OsRng);
-        let aad = aad.encode();
         let ciphertext = cipher
             .encrypt(
                 &nonce,
                 Payload {
                     msg: plaintext.expose_secret().as_bytes(),
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| CryptoError::Encrypt)?;
@@ -244,12 +302,7 @@ impl TokenCipher {
         })
     }
 
-    pub fn decrypt(
-        &self,
-        key_id: &str,
-        sealed: &[u8],
-        aad: &TokenAad<'_>,
-    ) -> Result<SecretString, CryptoError> {
+    fn open(&self, key_id: &str, sealed: &[u8], aad: &[u8]) -> Result<SecretString, CryptoError> {
         let cipher = self
             .keys
             .get(key_id)
@@ -259,13 +312,12 @@ impl TokenCipher {
         }
         let (nonce, ciphertext) = sealed.split_at(NONCE_LEN);
         let nonce: [u8; NONCE_LEN] = nonce.try_into().map_err(|_| CryptoError::Truncated)?;
-        let aad = aad.encode();
         let mut plain = cipher
             .decrypt(
                 &Nonce::from(nonce),
                 Payload {
                     msg: ciphertext,
-                    aad: &aad,
+                    aad,
                 },
             )
             .map_err(|_| CryptoError::Authentication)?;
@@ -376,6 +428,62 @@ mod tests {
                 CryptoError::Authentication
             );
         }
+    }
+
+    #[test]
+    fn a_webhook_secret_round_trips_and_is_bound_to_its_endpoint() {
+        let (c, _) = cipher("k1");
+        let merchant_id = uuid::Uuid::new_v4();
+        let endpoint_id = uuid::Uuid::new_v4();
+        let place = WebhookSecretAad {
+            merchant_id,
+            endpoint_id,
+        };
+        let sealed = c
+            .encrypt_webhook_secret(&token("whsec_abc"), &place)
+            .unwrap();
+        let opened = c
+            .decrypt_webhook_secret("k1", &sealed.bytes, &place)
+            .unwrap();
+        assert_eq!(opened.expose_secret(), "whsec_abc");
+        let other_endpoint = WebhookSecretAad {
+            endpoint_id: uuid::Uuid::new_v4(),
+            ..place
+        };
+        let other_merchant = WebhookSecretAad {
+            merchant_id: uuid::Uuid::new_v4(),
+            ..place
+        };
+        for wrong in [other_endpoint, other_merchant] {
+            assert_eq!(
+                c.decrypt_webhook_secret("k1", &sealed.bytes, &wrong)
+                    .unwrap_err(),
+                CryptoError::Authentication
+            );
+        }
+    }
+
+    #[test]
+    fn a_token_ciphertext_never_opens_as_a_webhook_secret_nor_the_reverse() {
+        let (c, _) = cipher("k1");
+        let place = WebhookSecretAad {
+            merchant_id: uuid::Uuid::nil(),
+            endpoint_id: uuid::Uuid::nil(),
+        };
+        let token_sealed = c
+            .encrypt(&token("access"), &aad(TokenField::Access))
+            .unwrap();
+        assert_eq!(
+            c.decrypt_webhook_secret("k1", &token_sealed.bytes, &place)
+                .unwrap_err(),
+            CryptoError::Authentication
+        );
+        let secret_sealed = c.encrypt_webhook_secret(&token("whsec_x"), &place).unwrap();
+        assert_eq!(
+            c.decrypt("k1", &secret_sealed.bytes, &aad(TokenField::Access))
+                .unwrap_err(),
+            CryptoError::Authentication
+        );
     }
 
     #[test]

@@ -10,6 +10,8 @@ pub mod idempotency;
 pub mod merchants;
 pub mod payments;
 pub mod tokens;
+pub mod view;
+pub mod webhooks;
 
 use crate::config::DatabaseSettings;
 use sqlx::PgPool;

@@ -7,6 +7,7 @@
 
 use crate::domain::{PaymentStatus, Transition};
 use crate::ledger::events::{self, NewEvent};
+use crate::ledger::webhooks;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::{PgConnection, PgPool};
@@ -36,6 +37,10 @@ pub struct PaymentRecord {
     pub failure_detail: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Standing orders: executions still to come as the bank last counted them.
+    pub recurring_remaining: Option<i32>,
+    /// Standing orders: executions seen so far.
+    pub recurring_executions: i32,
 }
 
 impl PaymentRecord {
@@ -67,20 +72,27 @@ macro_rules! select_payment {
             "SELECT id, merchant_id, status, bank, bank_status, bank_payment_id, authorization_url,
                     amount_minor, currency, country, request, merchant_reference, psu_id, psu_key,
                     return_url, metadata, state_expires_at, state_used_at, failure_code,
-                    failure_detail, created_at, updated_at
+                    failure_detail, created_at, updated_at, recurring_remaining,
+                    recurring_executions
              FROM payments " + $tail
             $(, $arg)*
         )
     };
 }
 
-/// Inserts a payment in `awaiting_authorization` with its `created` event.
+/// The channel pollers listen on; a notification means "a payment became due".
+pub const POLL_CHANNEL: &str = "pisgate_poll";
+
+/// Inserts a payment in `awaiting_authorization` with its `created` event. It is first due
+/// for the poller when its signing window closes: if the bank's answer is never recorded
+/// (a crash mid-initiation), the poller expires it then.
 pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"INSERT INTO payments (id, merchant_id, status, amount_minor, currency, country, request,
                                  merchant_reference, psu_id, return_url, metadata, state_hash,
-                                 state_expires_at)
-           VALUES ($1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
+                                 state_expires_at, next_poll_at)
+           VALUES ($1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
+                   $12)"#,
         p.id,
         p.merchant_id,
         p.amount_minor,
@@ -203,7 +215,8 @@ pub async fn record_initiated(
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"UPDATE payments
-           SET bank_payment_id = $2, authorization_url = $3, bank_status = $4
+           SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
+               next_poll_at = now(), poll_failures = 0
            WHERE id = $1"#,
         id,
         bank_payment_id,
@@ -224,6 +237,10 @@ pub async fn record_initiated(
         },
     )
     .await?;
+    // Wakes the pollers at commit: the new payment is due now.
+    sqlx::query!("SELECT pg_notify($1, '') AS \"n: ()\"", POLL_CHANNEL)
+        .fetch_one(&mut *conn)
+        .await?;
     Ok(())
 }
 
@@ -335,7 +352,8 @@ pub async fn transition(
                failure_code = COALESCE($4, failure_code),
                failure_detail = COALESCE($5, failure_detail),
                authorized_at = CASE WHEN $2 = 'authorized' THEN now() ELSE authorized_at END,
-               finalized_at = CASE WHEN $6 THEN now() ELSE finalized_at END
+               finalized_at = CASE WHEN $6 THEN now() ELSE finalized_at END,
+               next_poll_at = CASE WHEN $6 THEN NULL ELSE next_poll_at END
            WHERE id = $1 AND status = $7"#,
         id,
         change.to.as_str(),
@@ -347,7 +365,7 @@ pub async fn transition(
     )
     .execute(&mut *conn)
     .await?;
-    events::append(
+    let event = events::append(
         conn,
         id,
         NewEvent {
@@ -357,6 +375,15 @@ pub async fn transition(
             bank_status: change.bank_status.map(str::to_owned),
             detail: change.detail,
         },
+    )
+    .await?;
+    // The merchant hears of it through the outbox, committed with the change or not at all.
+    let after = get(conn, id).await?.ok_or(TransitionError::NotFound(id))?;
+    webhooks::enqueue(
+        conn,
+        &after,
+        &format!("payment.{}", change.to.as_str()),
+        json!({ "previous_status": from.as_str(), "ledger_seq": event.seq }),
     )
     .await?;
     Ok(Some(from))

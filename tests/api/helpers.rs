@@ -135,6 +135,14 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     vars.insert("PISGATE__NORDEA__ENVIRONMENT".into(), "sandbox".into());
     vars.insert("PISGATE__NORDEA__REQUEST_TIMEOUT_SECS".into(), "5".into());
     vars.insert("PISGATE__TOKENS__ENCRYPTION_KEY".into(), TOKEN_KEY.into());
+    // Workers are off unless a test switches them on, so a test owns every bank call.
+    vars.insert("PISGATE__POLLER__ENABLED".into(), "false".into());
+    vars.insert("PISGATE__REFRESHER__ENABLED".into(), "false".into());
+    vars.insert("PISGATE__WEBHOOKS__ENABLED".into(), "false".into());
+    vars.insert(
+        "PISGATE__WEBHOOKS__ALLOW_INSECURE_URLS".into(),
+        "true".into(),
+    );
     for (k, v) in overrides {
         vars.insert((*k).into(), (*v).into());
     }

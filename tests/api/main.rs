@@ -10,3 +10,6 @@ mod ledger;
 mod logs;
 mod nordea;
 mod payments;
+mod replicas;
+mod webhooks;
+mod workers;

@@ -1,0 +1,651 @@
+//! Webhook endpoints and their deliveries:
+//! `POST/GET /v1/webhook-endpoints`, `GET/DELETE /v1/webhook-endpoints/{id}`,
+//! `POST /v1/webhook-endpoints/{id}/enable`,
+//! `GET /v1/webhook-endpoints/{id}/deliveries`,
+//! `POST /v1/webhook-endpoints/{id}/deliveries/{webhook_id}/replay`,
+//! `POST /v1/webhook-endpoints/{id}/replay` (every dead delivery).
+//!
+//! Decisions:
+//! - The signing secret (`whsec_` + base64 of 32 random bytes, the Standard Webhooks form)
+//!   is made here, sealed with the token cipher and shown in the creation answer only; no
+//!   other answer and no log line ever carries it.
+//! - `events` empty or absent subscribes to every event type, including ones added later.
+//! - URLs are absolute `http(s)`, at most 2048 characters, without credentials. Unless
+//!   `webhooks.allow_insecure_urls` is set they must be `https` and must not name
+//!   `localhost` or a loopback, private, link-local or otherwise non-public IP literal (the
+//!   dispatcher applies the same rule to the addresses a host name resolves to).
+//! - A merchant has at most [`MAX_ENABLED_ENDPOINTS`] enabled endpoints (409 beyond).
+//! - Delete is soft (`status: deleted`, still readable by id, left out of the list unless
+//!   asked for with `?status=deleted`); its pending deliveries become dead. A disabled
+//!   endpoint (the dispatcher disables one that answers 410) can be enabled again; its dead
+//!   deliveries can then be replayed.
+//! - Another merchant's endpoint answers 404 everywhere.
+
+use crate::api::AppState;
+use crate::api::auth::AuthedMerchant;
+use crate::api::error::{ApiError, FieldError};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::ledger::crypto::WebhookSecretAad;
+use crate::ledger::webhooks::{
+    self, CapOutcome, Delivery, EVENT_TYPES, Endpoint, NewEndpoint, Replay,
+};
+use anyhow::Context as _;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use base64::Engine as _;
+use chrono::{DateTime, Utc};
+use rand::RngCore;
+use secrecy::{ExposeSecret, SecretString};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+/// Enabled endpoints per merchant.
+pub const MAX_ENABLED_ENDPOINTS: i64 = 20;
+const MAX_URL_LEN: usize = 2048;
+const MAX_DESCRIPTION_CHARS: usize = 500;
+const SECRET_PREFIX: &str = "whsec_";
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route(
+            "/webhook-endpoints",
+            post(create_endpoint).get(list_endpoints),
+        )
+        .route(
+            "/webhook-endpoints/{id}",
+            get(get_endpoint).delete(delete_endpoint),
+        )
+        .route("/webhook-endpoints/{id}/enable", post(enable_endpoint))
+        .route("/webhook-endpoints/{id}/deliveries", get(list_deliveries))
+        .route(
+            "/webhook-endpoints/{id}/deliveries/{webhook_id}/replay",
+            post(replay_delivery),
+        )
+        .route("/webhook-endpoints/{id}/replay", post(replay_dead))
+}
+
+/// An endpoint URL that passed the rules in the module doc. Only [`EndpointUrl::parse`]
+/// makes one.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EndpointUrl(String);
+
+impl EndpointUrl {
+    pub fn parse(text: &str, allow_insecure: bool) -> Result<EndpointUrl, FieldError> {
+        let invalid = |code: &str, message: &str| FieldError::new("url", code, message);
+        let text = text.trim();
+        if text.is_empty() {
+            return Err(invalid(
+                "required",
+                "give the URL we should send webhooks to",
+            ));
+        }
+        if text.len() > MAX_URL_LEN {
+            return Err(invalid("too_long", "must be at most 2048 characters"));
+        }
+        let url = url::Url::parse(text)
+            .map_err(|_| invalid("invalid_url", "must be an absolute http(s) URL"))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(invalid("invalid_url", "must be an absolute http(s) URL"));
+        }
+        let Some(host) = url.host() else {
+            return Err(invalid("invalid_url", "must be an absolute http(s) URL"));
+        };
+        if !url.username().is_empty() || url.password().is_some() {
+            return Err(invalid(
+                "credentials_not_allowed",
+                "must not carry a user name or password; we sign every webhook instead",
+            ));
+        }
+        if !allow_insecure {
+            if url.scheme() != "https" {
+                return Err(invalid("https_required", "must use https"));
+            }
+            let private = match host {
+                url::Host::Domain(d) => {
+                    let d = d.trim_end_matches('.').to_ascii_lowercase();
+                    d == "localhost" || d.ends_with(".localhost")
+                }
+                url::Host::Ipv4(ip) => !webhooks::is_public_ip(ip.into()),
+                url::Host::Ipv6(ip) => !webhooks::is_public_ip(ip.into()),
+            };
+            if private {
+                return Err(invalid(
+                    "private_address",
+                    "must be reachable on the public internet (not localhost, a loopback, private or link-local address)",
+                ));
+            }
+        }
+        let normalized = url.to_string();
+        if normalized.len() > MAX_URL_LEN {
+            return Err(invalid("too_long", "must be at most 2048 characters"));
+        }
+        Ok(EndpointUrl(normalized))
+    }
+
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    url: String,
+    #[serde(default)]
+    events: Option<Vec<String>>,
+    #[serde(default)]
+    description: Option<String>,
+}
+
+/// A create request that passed every rule.
+struct ValidEndpoint {
+    url: EndpointUrl,
+    events: Vec<String>,
+    description: Option<String>,
+}
+
+impl ValidEndpoint {
+    /// Collects every violation, not the first.
+    fn parse(body: CreateBody, allow_insecure: bool) -> Result<ValidEndpoint, ApiError> {
+        let mut errors = Vec::new();
+        let url = EndpointUrl::parse(&body.url, allow_insecure)
+            .map_err(|e| errors.push(e))
+            .ok();
+        let mut events: Vec<String> = Vec::new();
+        for (i, event) in body.events.unwrap_or_default().into_iter().enumerate() {
+            if !EVENT_TYPES.contains(&event.as_str()) {
+                errors.push(FieldError::new(
+                    format!("events[{i}]"),
+                    "unknown_event_type",
+                    format!("must be one of {}", EVENT_TYPES.join(", ")),
+                ));
+            } else if !events.contains(&event) {
+                events.push(event);
+            }
+        }
+        let description = body
+            .description
+            .map(|d| d.trim().to_owned())
+            .filter(|d| !d.is_empty());
+        if description
+            .as_ref()
+            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
+        {
+            errors.push(FieldError::new(
+                "description",
+                "too_long",
+                "must be at most 500 characters",
+            ));
+        }
+        match url {
+            Some(url) if errors.is_empty() => Ok(ValidEndpoint {
+                url,
+                events,
+                description,
+            }),
+            _ => Err(ApiError::Validation(errors)),
+        }
+    }
+}
+
+/// An endpoint as merchants see it. `secret` only in the creation answer.
+#[derive(Debug, Serialize)]
+struct EndpointView {
+    id: Uuid,
+    url: String,
+    description: Option<String>,
+    /// Empty: every event type.
+    events: Vec<String>,
+    status: String,
+    disabled_reason: Option<String>,
+    created_at: DateTime<Utc>,
+    updated_at: DateTime<Utc>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    secret: Option<String>,
+}
+
+impl From<&Endpoint> for EndpointView {
+    fn from(e: &Endpoint) -> Self {
+        EndpointView {
+            id: e.id,
+            url: e.url.clone(),
+            description: e.description.clone(),
+            events: e.event_types.clone(),
+            status: e.status.clone(),
+            disabled_reason: e.disabled_reason.clone(),
+            created_at: e.created_at,
+            updated_at: e.updated_at,
+            secret: None,
+        }
+    }
+}
+
+/// `whsec_` + base64 of 32 random bytes.
+fn new_secret() -> SecretString {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    let secret = format!(
+        "{SECRET_PREFIX}{}",
+        base64::engine::general_purpose::STANDARD.encode(bytes)
+    );
+    secrecy::zeroize::Zeroize::zeroize(&mut bytes);
+    SecretString::from(secret)
+}
+
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = tracing::field::Empty))]
+async fn create_endpoint(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiJson(body): ApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let valid = ValidEndpoint::parse(body, state.settings.webhooks.allow_insecure_urls)?;
+    let id = Uuid::now_v7();
+    tracing::Span::current().record("endpoint_id", tracing::field::display(id));
+    let secret = new_secret();
+    let sealed = state
+        .cipher
+        .encrypt_webhook_secret(
+            &secret,
+            &WebhookSecretAad {
+                merchant_id: merchant.id,
+                endpoint_id: id,
+            },
+        )
+        .context("sealing the webhook secret")?;
+    let outcome = webhooks::create_endpoint(
+        &state.pool,
+        NewEndpoint {
+            id,
+            merchant_id: merchant.id,
+            url: valid.url.as_str(),
+            description: valid.description.as_deref(),
+            event_types: &valid.events,
+            secret: &sealed,
+        },
+        MAX_ENABLED_ENDPOINTS,
+    )
+    .await?;
+    let endpoint = match outcome {
+        CapOutcome::Done(e) => e,
+        CapOutcome::TooMany { limit } => return Err(too_many(limit)),
+    };
+    tracing::info!(events = ?endpoint.event_types, "webhook endpoint created");
+    let mut view = EndpointView::from(&endpoint);
+    view.secret = Some(secret.expose_secret().to_owned());
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+fn too_many(limit: i64) -> ApiError {
+    ApiError::Conflict(format!(
+        "a merchant can have at most {limit} enabled webhook endpoints; delete one first"
+    ))
+}
+
+/// The merchant's endpoint; another merchant's id is simply not found.
+async fn own_endpoint(state: &AppState, merchant_id: Uuid, id: Uuid) -> Result<Endpoint, ApiError> {
+    webhooks::get_endpoint(&state.pool, merchant_id, id)
+        .await?
+        .ok_or(ApiError::NotFound("webhook endpoint"))
+}
+
+async fn get_endpoint(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let e = own_endpoint(&state, merchant.id, id).await?;
+    Ok(Json(EndpointView::from(&e)))
+}
+
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
+async fn delete_endpoint(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<StatusCode, ApiError> {
+    if !webhooks::delete_endpoint(&state.pool, merchant.id, id).await? {
+        return Err(ApiError::NotFound("webhook endpoint"));
+    }
+    tracing::info!("webhook endpoint deleted");
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
+async fn enable_endpoint(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let current = own_endpoint(&state, merchant.id, id).await?;
+    if current.status == "deleted" {
+        return Err(ApiError::Conflict(
+            "the webhook endpoint is deleted; create a new one".into(),
+        ));
+    }
+    match webhooks::enable_endpoint(&state.pool, merchant.id, id, MAX_ENABLED_ENDPOINTS).await? {
+        None => Err(ApiError::Conflict(
+            "the webhook endpoint is deleted; create a new one".into(),
+        )),
+        Some(CapOutcome::TooMany { limit }) => Err(too_many(limit)),
+        Some(CapOutcome::Done(e)) => {
+            tracing::info!("webhook endpoint enabled");
+            Ok(Json(EndpointView::from(&e)))
+        }
+    }
+}
+
+/// A keyset position: `(created_at, id)` of the last row of the previous page.
+type Cursor = (DateTime<Utc>, Uuid);
+
+fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
+        "{}|{}",
+        created_at.to_rfc3339(),
+        id
+    ))
+}
+
+fn decode_cursor(cursor: &str) -> Option<Cursor> {
+    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    let text = String::from_utf8(raw).ok()?;
+    let (ts, id) = text.split_once('|')?;
+    Some((
+        DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc),
+        id.parse().ok()?,
+    ))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    status: Option<String>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// Limit, status (one of `allowed`) and cursor of a list request, every violation named.
+fn list_params(q: &ListQuery, allowed: &[&str]) -> Result<(i64, Option<Cursor>), ApiError> {
+    let mut errors = Vec::new();
+    let limit = q.limit.unwrap_or(20);
+    if !(1..=100).contains(&limit) {
+        errors.push(FieldError::new("limit", "out_of_range", "must be 1 to 100"));
+    }
+    if let Some(s) = &q.status
+        && !allowed.contains(&s.as_str())
+    {
+        errors.push(FieldError::new(
+            "status",
+            "invalid",
+            format!("must be one of {}", allowed.join(", ")),
+        ));
+    }
+    let after = match &q.cursor {
+        Some(c) => {
+            let after = decode_cursor(c);
+            if after.is_none() {
+                errors.push(FieldError::new(
+                    "cursor",
+                    "invalid",
+                    "not a cursor this API gave",
+                ));
+            }
+            after
+        }
+        None => None,
+    };
+    if errors.is_empty() {
+        Ok((limit, after))
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct Page<T> {
+    data: Vec<T>,
+    has_more: bool,
+    next_cursor: Option<String>,
+}
+
+/// Cuts the extra row fetched to learn whether there is more, and makes the cursor.
+fn page<R, T>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> Cursor) -> Page<T>
+where
+    T: for<'a> From<&'a R>,
+{
+    let has_more = rows.len() as i64 > limit;
+    rows.truncate(limit as usize);
+    let next_cursor = if has_more {
+        rows.last().map(|r| {
+            let (ts, id) = key(r);
+            encode_cursor(ts, id)
+        })
+    } else {
+        None
+    };
+    Page {
+        data: rows.iter().map(T::from).collect(),
+        has_more,
+        next_cursor,
+    }
+}
+
+async fn list_endpoints(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Page<EndpointView>>, ApiError> {
+    let (limit, after) = list_params(&q, &["enabled", "disabled", "deleted"])?;
+    let rows = webhooks::list_endpoints(
+        &state.pool,
+        merchant.id,
+        q.status.as_deref(),
+        after,
+        limit + 1,
+    )
+    .await?;
+    Ok(Json(page(rows, limit, |e| (e.created_at, e.id))))
+}
+
+/// One delivery as merchants see it.
+#[derive(Debug, Serialize)]
+struct DeliveryView {
+    webhook_id: String,
+    endpoint_id: Uuid,
+    event_type: String,
+    payment_id: Option<Uuid>,
+    status: String,
+    attempts: i32,
+    last_attempt_at: Option<DateTime<Utc>>,
+    last_response_status: Option<i32>,
+    last_error: Option<String>,
+    next_attempt_at: Option<DateTime<Utc>>,
+    delivered_at: Option<DateTime<Utc>>,
+    created_at: DateTime<Utc>,
+}
+
+impl From<&Delivery> for DeliveryView {
+    fn from(d: &Delivery) -> Self {
+        DeliveryView {
+            webhook_id: webhooks::webhook_id(d.event_id),
+            endpoint_id: d.endpoint_id,
+            event_type: d.event_type.clone(),
+            payment_id: d.payment_id,
+            status: d.status.clone(),
+            attempts: d.attempts,
+            last_attempt_at: d.last_attempt_at,
+            last_response_status: d.last_response_status,
+            last_error: d.last_error.clone(),
+            next_attempt_at: d.next_attempt_at,
+            delivered_at: d.delivered_at,
+            created_at: d.created_at,
+        }
+    }
+}
+
+async fn list_deliveries(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Page<DeliveryView>>, ApiError> {
+    own_endpoint(&state, merchant.id, id).await?;
+    let (limit, after) = list_params(&q, &["pending", "delivered", "dead"])?;
+    let rows =
+        webhooks::list_deliveries(&state.pool, id, q.status.as_deref(), after, limit + 1).await?;
+    Ok(Json(page(rows, limit, |d| (d.created_at, d.event_id))))
+}
+
+fn not_enabled(endpoint: &Endpoint) -> ApiError {
+    ApiError::Conflict(format!(
+        "the webhook endpoint is {}; only an enabled endpoint's deliveries can be replayed",
+        endpoint.status
+    ))
+}
+
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id, webhook_id = %webhook_id))]
+async fn replay_delivery(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath((id, webhook_id)): ApiPath<(Uuid, String)>,
+) -> Result<Response, ApiError> {
+    let endpoint = own_endpoint(&state, merchant.id, id).await?;
+    let event_id =
+        webhooks::parse_webhook_id(&webhook_id).ok_or(ApiError::NotFound("webhook delivery"))?;
+    match webhooks::replay_delivery(&state.pool, id, event_id).await? {
+        Replay::NotFound => Err(ApiError::NotFound("webhook delivery")),
+        Replay::EndpointNotEnabled => Err(not_enabled(&endpoint)),
+        Replay::AlreadyPending => Err(ApiError::Conflict(
+            "the delivery is still pending; it will be attempted again at its next_attempt_at"
+                .into(),
+        )),
+        Replay::Queued(d) => {
+            tracing::info!("webhook delivery replayed");
+            Ok((StatusCode::ACCEPTED, Json(DeliveryView::from(d.as_ref()))).into_response())
+        }
+    }
+}
+
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
+async fn replay_dead(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<Uuid>,
+) -> Result<Response, ApiError> {
+    let endpoint = own_endpoint(&state, merchant.id, id).await?;
+    match webhooks::replay_dead(&state.pool, id).await? {
+        None => Err(not_enabled(&endpoint)),
+        Some(n) => {
+            tracing::info!(replayed = n, "dead webhook deliveries replayed");
+            Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": n }))).into_response())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn refused(url: &str, allow_insecure: bool) -> String {
+        let e = EndpointUrl::parse(url, allow_insecure).unwrap_err();
+        assert_eq!(e.field, "url");
+        e.code
+    }
+
+    #[test]
+    fn public_https_urls_are_accepted_and_normalized() {
+        let u = EndpointUrl::parse(" https://Hooks.Example.com/pisgate?x=1 ", false).unwrap();
+        assert_eq!(u.as_str(), "https://hooks.example.com/pisgate?x=1");
+        assert!(EndpointUrl::parse("https://93.184.216.34:8443/h", false).is_ok());
+    }
+
+    #[test]
+    fn malformed_and_non_http_urls_are_refused() {
+        for url in [
+            "",
+            "not a url",
+            "/relative",
+            "ftp://example.com/x",
+            "mailto:a@b.c",
+        ] {
+            let code = refused(url, true);
+            assert!(code == "invalid_url" || code == "required", "{url}: {code}");
+        }
+        let long = format!("https://example.com/{}", "a".repeat(2100));
+        assert_eq!(refused(&long, true), "too_long");
+        assert_eq!(
+            refused("https://user:pw@example.com/", true),
+            "credentials_not_allowed"
+        );
+    }
+
+    #[test]
+    fn http_and_private_hosts_are_refused_unless_insecure_urls_are_allowed() {
+        assert_eq!(refused("http://example.com/hook", false), "https_required");
+        for url in [
+            "https://localhost/hook",
+            "https://api.localhost./hook",
+            "https://127.0.0.1/hook",
+            "https://0x7f000001/hook",
+            "https://10.0.0.5/hook",
+            "https://192.168.1.1/hook",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/hook",
+            "https://[fd00::1]/hook",
+            "https://[::ffff:127.0.0.1]/hook",
+        ] {
+            assert_eq!(refused(url, false), "private_address", "{url}");
+            assert!(EndpointUrl::parse(url, true).is_ok(), "{url}");
+        }
+        assert!(EndpointUrl::parse("http://127.0.0.1:9999/hook", true).is_ok());
+    }
+
+    #[test]
+    fn a_secret_is_whsec_and_base64_of_32_bytes() {
+        let s = new_secret();
+        let text = s.expose_secret();
+        let body = text.strip_prefix("whsec_").unwrap();
+        let raw = base64::engine::general_purpose::STANDARD
+            .decode(body)
+            .unwrap();
+        assert_eq!(raw.len(), 32);
+        assert_ne!(new_secret().expose_secret(), text);
+    }
+
+    #[test]
+    fn unknown_event_types_are_named_by_index_and_duplicates_collapse() {
+        let body = CreateBody {
+            url: "https://example.com/h".into(),
+            events: Some(vec![
+                "payment.paid".into(),
+                "payment.teleported".into(),
+                "payment.paid".into(),
+            ]),
+            description: None,
+        };
+        match ValidEndpoint::parse(body, false) {
+            Err(ApiError::Validation(errors)) => {
+                assert_eq!(errors.len(), 1, "{errors:?}");
+                assert_eq!(errors[0].field, "events[1]");
+            }
+            other => panic!("{:?}", other.err()),
+        }
+        let ok = ValidEndpoint::parse(
+            CreateBody {
+                url: "https://example.com/h".into(),
+                events: Some(vec!["payment.paid".into(), "payment.paid".into()]),
+                description: Some("  ".into()),
+            },
+            false,
+        )
+        .ok()
+        .unwrap();
+        assert_eq!(ok.events, vec!["payment.paid".to_owned()]);
+        assert_eq!(ok.description, None);
+    }
+}

@@ -1,0 +1,805 @@
+//! Merchant webhooks: the merchants' endpoints, the outbox (one event per change, written in
+//! the transaction of the change) and its deliveries to each endpoint.
+//!
+//! [`enqueue`] is called by [`crate::ledger::payments::transition`] and friends inside their
+//! transaction, so a status change and its webhook are committed together or not at all;
+//! the dispatcher (`crate::workers::webhooks`) delivers them afterwards, at least once.
+//!
+//! Deliveries are claimed like the poller claims payments: [`claim_due`] moves
+//! `next_attempt_at` to the end of a lease and names the owner in one statement, and every
+//! outcome is recorded only while the row is still that owner's (`WHERE owner = $me`), so a
+//! delivery whose lease ran out, whose endpoint was deleted or that was replayed meanwhile is
+//! never overwritten by a late answer. A delivery is `pending` exactly while it has a
+//! `next_attempt_at`.
+//!
+//! Endpoint secrets are stored sealed (see [`crate::ledger::crypto`]); nothing here ever
+//! sees them in the clear, and nothing here calls the network.
+
+use crate::ledger::crypto::Sealed;
+use crate::ledger::payments::PaymentRecord;
+use crate::ledger::view::PaymentView;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The channel the dispatcher listens on; a notification means "deliveries are due".
+pub const NOTIFY_CHANNEL: &str = "pisgate_webhooks";
+
+/// Every event type a merchant can subscribe to.
+pub const EVENT_TYPES: &[&str] = &[
+    "payment.authorized",
+    "payment.paid",
+    "payment.rejected",
+    "payment.authorization_failed",
+    "payment.cancelled",
+    "payment.expired",
+    "payment.failed",
+    "payment.occurrence_paid",
+];
+
+/// The `webhook-id` of an event: stable across retries and endpoints.
+pub fn webhook_id(event_id: Uuid) -> String {
+    format!("evt_{}", event_id.simple())
+}
+
+/// Writes an event about `payment` (as it is after the change) and one pending delivery per
+/// enabled endpoint of the merchant subscribed to `event_type`, in the caller's transaction.
+/// `extra` is merged into `data` (e.g. `previous_status`, `ledger_seq`).
+pub async fn enqueue(
+    conn: &mut PgConnection,
+    payment: &PaymentRecord,
+    event_type: &str,
+    extra: Value,
+) -> Result<Uuid, sqlx::Error> {
+    debug_assert!(EVENT_TYPES.contains(&event_type), "{event_type}");
+    let id = Uuid::now_v7();
+    let created_at = now_millis();
+    let mut data = serde_json::to_value(PaymentView::from(payment)).unwrap_or_else(|_| json!({}));
+    if let (Some(data), Value::Object(extra)) = (data.as_object_mut(), extra) {
+        data.extend(extra);
+    }
+    let payload = json!({
+        "id": webhook_id(id),
+        "type": event_type,
+        "timestamp": created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
+        "data": data,
+    });
+    let queued = sqlx::query_scalar!(
+        r#"WITH ev AS (
+               INSERT INTO webhook_events (id, merchant_id, payment_id, event_type, payload, created_at)
+               VALUES ($1, $2, $3, $4, $5, $6)
+               RETURNING id, merchant_id, event_type, created_at
+           ), d AS (
+               INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
+               SELECT e.id, ev.id, ev.created_at, ev.created_at
+               FROM ev JOIN webhook_endpoints e
+                 ON e.merchant_id = ev.merchant_id
+                AND e.status = 'enabled'
+                AND (cardinality(e.event_types) = 0 OR ev.event_type = ANY (e.event_types))
+               RETURNING 1
+           )
+           SELECT count(*) AS "n!" FROM d"#,
+        id,
+        payment.merchant_id,
+        payment.id,
+        event_type,
+        payload,
+        created_at,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if queued > 0 {
+        // Delivered at commit, so the dispatcher wakes only for committed work.
+        sqlx::query!("SELECT pg_notify($1, '') AS \"n: ()\"", NOTIFY_CHANNEL)
+            .fetch_one(&mut *conn)
+            .await?;
+    }
+    Ok(id)
+}
+
+fn now_millis() -> DateTime<Utc> {
+    let now = Utc::now();
+    DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
+}
+
+/// Whether an IP address is one a webhook may be sent to in production: not loopback,
+/// private, link-local, shared (CGNAT), unspecified, multicast, broadcast, documentation,
+/// benchmarking or reserved, and not an IPv6 form of one of those. Used on endpoint URLs at
+/// creation and on every address the dispatcher resolves before it connects.
+pub fn is_public_ip(ip: std::net::IpAddr) -> bool {
+    use std::net::IpAddr;
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, _] = v4.octets();
+            !(v4.is_loopback()
+                || v4.is_private()
+                || v4.is_link_local()
+                || v4.is_unspecified()
+                || v4.is_broadcast()
+                || v4.is_multicast()
+                || v4.is_documentation()
+                || a == 0
+                || (a == 100 && (64..128).contains(&b))
+                || (a == 192 && b == 0 && c == 0)
+                || (a == 198 && (18..20).contains(&b))
+                || a >= 240)
+        }
+        IpAddr::V6(v6) => {
+            if let Some(v4) = v6.to_ipv4_mapped() {
+                return is_public_ip(IpAddr::V4(v4));
+            }
+            let s = v6.segments();
+            !(v6.is_loopback()
+                || v6.is_unspecified()
+                || v6.is_multicast()
+                // unique local fc00::/7, link-local fe80::/10, site-local fec0::/10
+                || (s[0] & 0xfe00) == 0xfc00
+                || (s[0] & 0xffc0) == 0xfe80
+                || (s[0] & 0xffc0) == 0xfec0
+                // documentation 2001:db8::/32
+                || (s[0] == 0x2001 && s[1] == 0x0db8)
+                // NAT64 64:ff9b::/96 and the deprecated IPv4-compatible ::/96 embed IPv4
+                || (s[0] == 0x0064 && s[1] == 0xff9b)
+                || s[..6].iter().all(|x| *x == 0))
+        }
+    }
+}
+
+/// `evt_<uuid simple>` back to the event id; anything else is no event of ours.
+pub fn parse_webhook_id(text: &str) -> Option<Uuid> {
+    let simple = text.strip_prefix("evt_")?;
+    if simple.len() != 32 {
+        return None;
+    }
+    Uuid::try_parse(simple).ok()
+}
+
+/// A merchant's webhook endpoint, without its secret.
+#[derive(Debug, Clone)]
+pub struct Endpoint {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub url: String,
+    pub description: Option<String>,
+    /// Empty: every event type.
+    pub event_types: Vec<String>,
+    /// `enabled`, `disabled` (by the dispatcher, e.g. after a 410) or `deleted`.
+    pub status: String,
+    pub disabled_reason: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// What the API hands over to create an endpoint; the secret is already sealed.
+pub struct NewEndpoint<'a> {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub url: &'a str,
+    pub description: Option<&'a str>,
+    pub event_types: &'a [String],
+    pub secret: &'a Sealed,
+}
+
+/// The answer to a create (or re-enable) that respects the per-merchant cap.
+#[derive(Debug)]
+pub enum CapOutcome<T> {
+    Done(T),
+    /// The merchant already has `limit` enabled endpoints.
+    TooMany {
+        limit: i64,
+    },
+}
+
+/// Serialises cap checks of one merchant (the merchant row, without blocking the foreign-key
+/// checks of concurrent inserts that reference it) and counts its enabled endpoints.
+async fn lock_and_count_enabled(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query!(
+        r#"SELECT id FROM merchants WHERE id = $1 FOR NO KEY UPDATE"#,
+        merchant_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM webhook_endpoints
+           WHERE merchant_id = $1 AND status = 'enabled'"#,
+        merchant_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// Creates an endpoint unless the merchant already has `max_enabled` enabled ones.
+pub async fn create_endpoint(
+    pool: &PgPool,
+    new: NewEndpoint<'_>,
+    max_enabled: i64,
+) -> Result<CapOutcome<Endpoint>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if lock_and_count_enabled(&mut tx, new.merchant_id).await? >= max_enabled {
+        return Ok(CapOutcome::TooMany { limit: max_enabled });
+    }
+    let endpoint = sqlx::query_as!(
+        Endpoint,
+        r#"INSERT INTO webhook_endpoints (id, merchant_id, url, description, event_types, key_id, secret)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
+           RETURNING id, merchant_id, url, description, event_types, status, disabled_reason,
+                     created_at, updated_at"#,
+        new.id,
+        new.merchant_id,
+        new.url,
+        new.description,
+        new.event_types,
+        new.secret.key_id,
+        new.secret.bytes,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(CapOutcome::Done(endpoint))
+}
+
+/// A merchant's endpoint (deleted ones included); another merchant's id is not found.
+pub async fn get_endpoint(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    id: Uuid,
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    sqlx::query_as!(
+        Endpoint,
+        r#"SELECT id, merchant_id, url, description, event_types, status, disabled_reason,
+                  created_at, updated_at
+           FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2"#,
+        id,
+        merchant_id,
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Newest first, at most `limit`, after the keyset cursor `(created_at, id)`. Without a
+/// `status`, deleted endpoints are left out.
+pub async fn list_endpoints(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    status: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Endpoint>, sqlx::Error> {
+    let (after_ts, after_id) = after.unzip();
+    sqlx::query_as!(
+        Endpoint,
+        r#"SELECT id, merchant_id, url, description, event_types, status, disabled_reason,
+                  created_at, updated_at
+           FROM webhook_endpoints
+           WHERE merchant_id = $1
+             AND (CASE WHEN $2::text IS NULL THEN status <> 'deleted' ELSE status = $2 END)
+             AND ($3::timestamptz IS NULL OR (created_at, id) < ($3, $4::uuid))
+           ORDER BY created_at DESC, id DESC
+           LIMIT $5"#,
+        merchant_id,
+        status,
+        after_ts,
+        after_id,
+        limit,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Soft-deletes an endpoint; its pending deliveries die with it. False when the merchant has
+/// no such endpoint. Deleting a deleted endpoint changes nothing.
+pub async fn delete_endpoint(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let found = sqlx::query_scalar!(
+        r#"UPDATE webhook_endpoints
+           SET status = 'deleted',
+               disabled_reason = CASE WHEN status = 'deleted' THEN disabled_reason ELSE NULL END
+           WHERE id = $1 AND merchant_id = $2
+           RETURNING id"#,
+        id,
+        merchant_id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some();
+    if found {
+        kill_pending(&mut tx, id, "endpoint deleted").await?;
+    }
+    tx.commit().await?;
+    Ok(found)
+}
+
+/// Turns a disabled endpoint back on (not a deleted one), within the cap. `None` when the
+/// merchant has no such endpoint or it is deleted.
+pub async fn enable_endpoint(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    id: Uuid,
+    max_enabled: i64,
+) -> Result<Option<CapOutcome<Endpoint>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let enabled = lock_and_count_enabled(&mut tx, merchant_id).await?;
+    let current = sqlx::query_scalar!(
+        r#"SELECT status FROM webhook_endpoints
+           WHERE id = $1 AND merchant_id = $2 FOR UPDATE"#,
+        id,
+        merchant_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    match current.as_deref() {
+        None | Some("deleted") => return Ok(None),
+        Some("disabled") if enabled >= max_enabled => {
+            return Ok(Some(CapOutcome::TooMany { limit: max_enabled }));
+        }
+        _ => {}
+    }
+    let endpoint = sqlx::query_as!(
+        Endpoint,
+        r#"UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL
+           WHERE id = $1
+           RETURNING id, merchant_id, url, description, event_types, status, disabled_reason,
+                     created_at, updated_at"#,
+        id,
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Some(CapOutcome::Done(endpoint)))
+}
+
+/// Every pending delivery of an endpoint becomes dead with `reason`, whoever holds it.
+async fn kill_pending(
+    conn: &mut PgConnection,
+    endpoint_id: Uuid,
+    reason: &str,
+) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"UPDATE webhook_deliveries
+           SET status = 'dead', next_attempt_at = NULL, owner = NULL, last_error = $2
+           WHERE endpoint_id = $1 AND status = 'pending'"#,
+        endpoint_id,
+        reason,
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// One delivery of one event to one endpoint, as merchants see it.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub payment_id: Option<Uuid>,
+    pub status: String,
+    pub attempts: i32,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_response_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub next_attempt_at: Option<DateTime<Utc>>,
+    pub delivered_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// An endpoint's deliveries, newest first, after the keyset cursor `(created_at, event_id)`.
+pub async fn list_deliveries(
+    pool: &PgPool,
+    endpoint_id: Uuid,
+    status: Option<&str>,
+    after: Option<(DateTime<Utc>, Uuid)>,
+    limit: i64,
+) -> Result<Vec<Delivery>, sqlx::Error> {
+    let (after_ts, after_id) = after.unzip();
+    sqlx::query_as!(
+        Delivery,
+        r#"SELECT d.endpoint_id, d.event_id, ev.event_type, ev.payment_id, d.status, d.attempts,
+                  d.last_attempt_at, d.last_response_status, d.last_error, d.next_attempt_at,
+                  d.delivered_at, d.created_at
+           FROM webhook_deliveries d JOIN webhook_events ev ON ev.id = d.event_id
+           WHERE d.endpoint_id = $1
+             AND ($2::text IS NULL OR d.status = $2)
+             AND ($3::timestamptz IS NULL OR (d.created_at, d.event_id) < ($3, $4::uuid))
+           ORDER BY d.created_at DESC, d.event_id DESC
+           LIMIT $5"#,
+        endpoint_id,
+        status,
+        after_ts,
+        after_id,
+        limit,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// What a replay did.
+#[derive(Debug, Clone)]
+pub enum Replay {
+    /// Pending again, due now, attempts counted afresh: the delivery as the replay left it.
+    Queued(Box<Delivery>),
+    /// It is still pending: nothing to replay.
+    AlreadyPending,
+    /// The endpoint is not enabled (disabled or deleted).
+    EndpointNotEnabled,
+    NotFound,
+}
+
+/// Makes a dead or delivered delivery pending again, due now, with its attempts reset. The
+/// endpoint row is share-locked so that a concurrent disable or delete (which updates it
+/// first, then kills its pending deliveries) either sees this replay or is seen by it.
+pub async fn replay_delivery(
+    pool: &PgPool,
+    endpoint_id: Uuid,
+    event_id: Uuid,
+) -> Result<Replay, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let endpoint = sqlx::query_scalar!(
+        r#"SELECT status FROM webhook_endpoints WHERE id = $1 FOR SHARE"#,
+        endpoint_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    match endpoint.as_deref() {
+        None => return Ok(Replay::NotFound),
+        Some("enabled") => {}
+        Some(_) => return Ok(Replay::EndpointNotEnabled),
+    }
+    let status = sqlx::query_scalar!(
+        r#"SELECT status FROM webhook_deliveries
+           WHERE endpoint_id = $1 AND event_id = $2 FOR UPDATE"#,
+        endpoint_id,
+        event_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    let outcome = match status.as_deref() {
+        None => Replay::NotFound,
+        Some("pending") => Replay::AlreadyPending,
+        Some(_) => {
+            let queued = sqlx::query_as!(
+                Delivery,
+                r#"UPDATE webhook_deliveries d
+                   SET status = 'pending', next_attempt_at = now(), owner = NULL, attempts = 0,
+                       delivered_at = NULL
+                   FROM webhook_events ev
+                   WHERE d.endpoint_id = $1 AND d.event_id = $2 AND ev.id = d.event_id
+                   RETURNING d.endpoint_id, d.event_id, ev.event_type, ev.payment_id, d.status,
+                             d.attempts, d.last_attempt_at, d.last_response_status, d.last_error,
+                             d.next_attempt_at, d.delivered_at, d.created_at"#,
+                endpoint_id,
+                event_id,
+            )
+            .fetch_one(&mut *tx)
+            .await?;
+            notify(&mut tx).await?;
+            Replay::Queued(Box::new(queued))
+        }
+    };
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Replays every dead delivery of an enabled endpoint; `None` if it is not enabled.
+pub async fn replay_dead(pool: &PgPool, endpoint_id: Uuid) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let enabled = sqlx::query_scalar!(
+        r#"SELECT status FROM webhook_endpoints WHERE id = $1 FOR SHARE"#,
+        endpoint_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some_and(|s| s == "enabled");
+    if !enabled {
+        return Ok(None);
+    }
+    let n = sqlx::query!(
+        r#"UPDATE webhook_deliveries
+           SET status = 'pending', next_attempt_at = now(), owner = NULL, attempts = 0,
+               delivered_at = NULL
+           WHERE endpoint_id = $1 AND status = 'dead'"#,
+        endpoint_id,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if n > 0 {
+        notify(&mut tx).await?;
+    }
+    tx.commit().await?;
+    Ok(Some(n))
+}
+
+/// Wakes the dispatchers when the caller's transaction commits.
+async fn notify(conn: &mut PgConnection) -> Result<(), sqlx::Error> {
+    sqlx::query!("SELECT pg_notify($1, '') AS \"n: ()\"", NOTIFY_CHANNEL)
+        .fetch_one(&mut *conn)
+        .await?;
+    Ok(())
+}
+
+/// A delivery claimed by a dispatcher: everything one attempt needs.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub merchant_id: Uuid,
+    /// Attempts made before this one.
+    pub attempts: i32,
+    pub url: String,
+    pub key_id: String,
+    pub sealed_secret: Vec<u8>,
+    pub event_type: String,
+    pub payload: Value,
+    pub event_created_at: DateTime<Utc>,
+}
+
+/// Milliseconds for an SQL interval (`$n * interval '1 millisecond'`).
+fn millis(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Claims up to `limit` due pending deliveries of enabled endpoints for `owner`, oldest due
+/// first: each moves to the end of the lease and names the owner, in one statement.
+pub async fn claim_due(
+    pool: &PgPool,
+    owner: &str,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    sqlx::query_as!(
+        Claimed,
+        r#"WITH due AS (
+               SELECT d.endpoint_id, d.event_id
+               FROM webhook_deliveries d
+               JOIN webhook_endpoints e ON e.id = d.endpoint_id
+               WHERE d.status = 'pending' AND d.next_attempt_at <= now()
+                 AND e.status = 'enabled'
+               ORDER BY d.next_attempt_at
+               LIMIT $3
+               FOR UPDATE OF d SKIP LOCKED
+           )
+           UPDATE webhook_deliveries d
+           SET next_attempt_at = now() + $2 * interval '1 millisecond', owner = $1
+           FROM due, webhook_endpoints e, webhook_events ev
+           WHERE d.endpoint_id = due.endpoint_id AND d.event_id = due.event_id
+             AND e.id = d.endpoint_id AND ev.id = d.event_id
+           RETURNING d.endpoint_id, d.event_id, e.merchant_id, d.attempts, e.url, e.key_id,
+                     e.secret AS sealed_secret, ev.event_type, ev.payload,
+                     ev.created_at AS event_created_at"#,
+        owner,
+        millis(lease) as f64,
+        limit,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// When the next pending delivery of an enabled endpoint comes due (leased ones included:
+/// their lease end), if any.
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT min(d.next_attempt_at) AS "at"
+           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
+           WHERE d.status = 'pending' AND e.status = 'enabled'"#
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Pending deliveries that are due now and not leased: the backlog.
+pub async fn queue_depth(pool: &PgPool) -> Result<i64, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM webhook_deliveries
+           WHERE status = 'pending' AND next_attempt_at <= now()"#
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// Kills pending deliveries whose endpoint is no longer enabled (an event enqueued while its
+/// endpoint was being disabled or deleted). Returns how many.
+pub async fn sweep_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"UPDATE webhook_deliveries d
+           SET status = 'dead', next_attempt_at = NULL, owner = NULL,
+               last_error = CASE e.status WHEN 'deleted' THEN 'endpoint deleted'
+                                          ELSE 'endpoint disabled' END
+           FROM webhook_endpoints e
+           WHERE e.id = d.endpoint_id AND d.status = 'pending' AND e.status <> 'enabled'"#
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+/// The result of one attempt, as the dispatcher records it.
+#[derive(Debug, Clone)]
+pub enum Attempt<'a> {
+    /// A 2xx answer.
+    Delivered { response_status: i32 },
+    /// Not delivered; try again after `retry_in`.
+    Retry {
+        response_status: Option<i32>,
+        error: &'a str,
+        retry_in: Duration,
+    },
+    /// Not delivered and the retry schedule is exhausted.
+    Dead {
+        response_status: Option<i32>,
+        error: &'a str,
+    },
+}
+
+/// Records one attempt, only if `owner` still holds the delivery. False when it does not
+/// (lease lost, endpoint deleted, replayed): the result is then dropped.
+pub async fn record_attempt(
+    pool: &PgPool,
+    endpoint_id: Uuid,
+    event_id: Uuid,
+    owner: &str,
+    attempt: Attempt<'_>,
+) -> Result<bool, sqlx::Error> {
+    let (status, response_status, error, retry_in): (&str, Option<i32>, Option<&str>, Option<f64>) =
+        match attempt {
+            Attempt::Delivered { response_status } => {
+                ("delivered", Some(response_status), None, None)
+            }
+            Attempt::Retry {
+                response_status,
+                error,
+                retry_in,
+            } => (
+                "pending",
+                response_status,
+                Some(error),
+                Some(millis(retry_in) as f64),
+            ),
+            Attempt::Dead {
+                response_status,
+                error,
+            } => ("dead", response_status, Some(error), None),
+        };
+    let done = sqlx::query!(
+        r#"UPDATE webhook_deliveries
+           SET status = $4,
+               attempts = attempts + 1,
+               last_attempt_at = now(),
+               last_response_status = $5,
+               last_error = $6,
+               next_attempt_at = CASE WHEN $4 = 'pending'
+                                      THEN now() + $7 * interval '1 millisecond' END,
+               delivered_at = CASE WHEN $4 = 'delivered' THEN now() END,
+               owner = NULL
+           WHERE endpoint_id = $1 AND event_id = $2 AND owner = $3 AND status = 'pending'"#,
+        endpoint_id,
+        event_id,
+        owner,
+        status,
+        response_status,
+        error,
+        retry_in,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected() == 1)
+}
+
+/// The endpoint answered 410 Gone: this delivery is dead (if still ours), the endpoint is
+/// disabled with `reason` (unless already disabled or deleted) and its pending deliveries die.
+/// Returns whether the endpoint was disabled by this call.
+pub async fn endpoint_gone(
+    pool: &PgPool,
+    endpoint_id: Uuid,
+    event_id: Uuid,
+    owner: &str,
+    reason: &str,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let disabled = sqlx::query_scalar!(
+        r#"UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $2
+           WHERE id = $1 AND status = 'enabled'
+           RETURNING id"#,
+        endpoint_id,
+        reason,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some();
+    sqlx::query!(
+        r#"UPDATE webhook_deliveries
+           SET status = 'dead', attempts = attempts + 1, last_attempt_at = now(),
+               last_response_status = 410, last_error = $4, next_attempt_at = NULL,
+               owner = NULL
+           WHERE endpoint_id = $1 AND event_id = $2 AND owner = $3 AND status = 'pending'"#,
+        endpoint_id,
+        event_id,
+        owner,
+        reason,
+    )
+    .execute(&mut *tx)
+    .await?;
+    kill_pending(
+        &mut tx,
+        endpoint_id,
+        &format!("endpoint disabled: {reason}"),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(disabled)
+}
+
+/// Hands back every pending delivery `owner` holds, due now (a stopping dispatcher).
+pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
+    let done = sqlx::query!(
+        r#"UPDATE webhook_deliveries SET next_attempt_at = now(), owner = NULL
+           WHERE owner = $1 AND status = 'pending'"#,
+        owner,
+    )
+    .execute(pool)
+    .await?;
+    Ok(done.rows_affected())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn private_and_special_addresses_are_not_public() {
+        for ip in [
+            "127.0.0.1",
+            "10.1.2.3",
+            "172.16.0.1",
+            "192.168.1.1",
+            "169.254.169.254",
+            "100.64.0.1",
+            "0.0.0.0",
+            "255.255.255.255",
+            "224.0.0.1",
+            "192.0.2.1",
+            "198.18.0.1",
+            "240.0.0.1",
+            "::1",
+            "::",
+            "fc00::1",
+            "fd12:3456::1",
+            "fe80::1",
+            "ff02::1",
+            "2001:db8::1",
+            "::ffff:127.0.0.1",
+            "::ffff:10.0.0.1",
+            "64:ff9b::a00:1",
+            "::7f00:1",
+        ] {
+            assert!(!is_public_ip(ip.parse().unwrap()), "{ip}");
+        }
+        for ip in [
+            "93.184.216.34",
+            "8.8.8.8",
+            "2606:4700::1111",
+            "::ffff:8.8.8.8",
+        ] {
+            assert!(is_public_ip(ip.parse().unwrap()), "{ip}");
+        }
+    }
+
+    #[test]
+    fn a_webhook_id_parses_back_to_its_event() {
+        let id = Uuid::now_v7();
+        assert_eq!(parse_webhook_id(&webhook_id(id)), Some(id));
+        assert_eq!(parse_webhook_id(&id.to_string()), None);
+        assert_eq!(parse_webhook_id(&format!("evt_{id}")), None);
+        assert_eq!(parse_webhook_id("evt_"), None);
+        assert_eq!(parse_webhook_id("evt_zz"), None);
+    }
+}

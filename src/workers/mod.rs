@@ -1,0 +1,282 @@
+//! Background workers inside `serve`, each switchable per replica: the status poller, the
+//! token refresher and the webhook dispatcher.
+//!
+//! Replicas coordinate through Postgres only: work is claimed with `FOR UPDATE SKIP LOCKED`
+//! and a lease (the claim moves the row's due time to the end of the lease and names the
+//! owner), committed, done outside any transaction, then recorded. A replica that dies
+//! simply lets its leases run out; one that is asked to stop finishes or abandons its
+//! in-flight work within a bound and hands its leases back at once.
+
+pub mod poller;
+pub mod refresher;
+pub mod webhooks;
+
+use crate::bank::Bank;
+use crate::config::Settings;
+use crate::ledger::crypto::TokenCipher;
+use rand::Rng;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{Mutex, Notify, watch};
+use tokio::task::JoinHandle;
+use tokio::time::Instant;
+
+/// What every worker needs. Cheap to clone.
+#[derive(Clone)]
+pub struct WorkerContext {
+    pub pool: PgPool,
+    pub settings: Arc<Settings>,
+    pub bank: Arc<dyn Bank>,
+    pub cipher: Arc<TokenCipher>,
+    /// This replica's name on the leases it takes (host name and a random suffix).
+    pub owner: Arc<str>,
+}
+
+impl WorkerContext {
+    pub fn new(
+        pool: PgPool,
+        settings: Arc<Settings>,
+        bank: Arc<dyn Bank>,
+        cipher: Arc<TokenCipher>,
+    ) -> WorkerContext {
+        WorkerContext {
+            pool,
+            settings,
+            bank,
+            cipher,
+            owner: owner_id().into(),
+        }
+    }
+}
+
+/// `<host>-<8 hex>`: unique per process, readable in the database.
+pub fn owner_id() -> String {
+    let host = std::env::var("HOSTNAME")
+        .ok()
+        .filter(|h| !h.trim().is_empty())
+        .unwrap_or_else(|| "pisgate".to_owned());
+    let suffix: u32 = rand::thread_rng().r#gen();
+    format!("{host}-{suffix:08x}")
+}
+
+/// The running workers of one replica.
+pub struct Workers {
+    handles: Vec<(&'static str, JoinHandle<()>)>,
+}
+
+impl Workers {
+    /// Starts the workers the settings switch on; they stop when `stop` turns true.
+    pub fn spawn(ctx: WorkerContext, stop: watch::Receiver<bool>) -> Workers {
+        let mut handles = Vec::new();
+        let s = &ctx.settings;
+        if s.poller.enabled {
+            handles.push((
+                "poller",
+                tokio::spawn(poller::run(ctx.clone(), stop.clone())),
+            ));
+        }
+        if s.refresher.enabled {
+            handles.push((
+                "refresher",
+                tokio::spawn(refresher::run(ctx.clone(), stop.clone())),
+            ));
+        }
+        if s.webhooks.enabled {
+            handles.push((
+                "webhooks",
+                tokio::spawn(webhooks::run(ctx.clone(), stop.clone())),
+            ));
+        }
+        tracing::info!(
+            owner = %ctx.owner,
+            workers = ?handles.iter().map(|(n, _)| *n).collect::<Vec<_>>(),
+            "background workers started"
+        );
+        Workers { handles }
+    }
+
+    /// Waits for every worker to finish (they were told to stop through the watch), at most
+    /// `bound`; a worker still running then is aborted. Its leases run out on their own.
+    pub async fn join(self, bound: Duration) {
+        let deadline = Instant::now() + bound;
+        for (name, mut handle) in self.handles {
+            match tokio::time::timeout_at(deadline, &mut handle).await {
+                Ok(Ok(())) => tracing::info!(worker = name, "worker stopped"),
+                Ok(Err(e)) => tracing::error!(worker = name, error = %e, "worker failed"),
+                Err(_) => {
+                    tracing::warn!(worker = name, "worker did not stop in time; aborting it");
+                    handle.abort();
+                }
+            }
+        }
+    }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// Spaces calls to at most `per_sec` a second, allowing a burst of one second's worth.
+/// Shared by every task of one worker in one replica.
+pub struct Pacer {
+    interval: Duration,
+    burst: Duration,
+    next: Mutex<Instant>,
+}
+
+impl Pacer {
+    pub fn new(per_sec: u32) -> Pacer {
+        let interval = Duration::from_secs(1) / per_sec.max(1);
+        Pacer {
+            interval,
+            burst: Duration::from_secs(1),
+            next: Mutex::new(Instant::now()),
+        }
+    }
+
+    /// Waits for this call's slot.
+    pub async fn acquire(&self) {
+        let at = {
+            let mut next = self.next.lock().await;
+            let now = Instant::now();
+            let earliest = now.checked_sub(self.burst).unwrap_or(now);
+            let at = (*next).max(earliest);
+            *next = at + self.interval;
+            at
+        };
+        tokio::time::sleep_until(at).await;
+    }
+
+    /// Holds every call back for `wait` (the bank said "slow down" for our client).
+    pub async fn hold(&self, wait: Duration) {
+        let mut next = self.next.lock().await;
+        *next = (*next).max(Instant::now() + wait);
+    }
+}
+
+/// `base` lengthened by a random 0..=`percent`% (jitter that never shortens a wait).
+pub fn stretch(base: Duration, percent: u32) -> Duration {
+    let extra = base.as_millis() as u64 * u64::from(percent) / 100;
+    base + Duration::from_millis(rand::thread_rng().gen_range(0..=extra))
+}
+
+/// `base` moved by a random ±`percent`%.
+pub fn jitter(base: Duration, percent: u32) -> Duration {
+    let ms = base.as_millis() as i64;
+    let span = ms * i64::from(percent) / 100;
+    let delta = rand::thread_rng().gen_range(-span..=span);
+    Duration::from_millis((ms + delta).max(0) as u64)
+}
+
+/// Exponential backoff after `failures` consecutive failures: `base * 2^(failures-1)`,
+/// capped at `max`, then "equal jitter" (between half and all of it).
+pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
+    let exp = failures.saturating_sub(1).min(20);
+    let full = base.saturating_mul(1u32 << exp).min(max);
+    let half = full / 2;
+    half + Duration::from_millis(rand::thread_rng().gen_range(0..=half.as_millis() as u64))
+}
+
+/// Wakes a worker when Postgres sends a notification on `channel`; reconnects on its own.
+/// Ends when `stop` turns true.
+pub fn listen(pool: PgPool, channel: &'static str, mut stop: watch::Receiver<bool>) -> Arc<Notify> {
+    let wake = Arc::new(Notify::new());
+    let notify = wake.clone();
+    tokio::spawn(async move {
+        loop {
+            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
+                Ok(mut l) => match l.listen(channel).await {
+                    Ok(()) => l,
+                    Err(e) => {
+                        tracing::warn!(channel, error = %e, "cannot LISTEN; retrying");
+                        tokio::select! {
+                            () = stopped(&mut stop) => return,
+                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                        }
+                    }
+                },
+                Err(e) => {
+                    tracing::warn!(channel, error = %e, "cannot connect to LISTEN; retrying");
+                    tokio::select! {
+                        () = stopped(&mut stop) => return,
+                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
+                    }
+                }
+            };
+            loop {
+                tokio::select! {
+                    () = stopped(&mut stop) => return,
+                    n = listener.recv() => match n {
+                        Ok(_) => notify.notify_one(),
+                        Err(e) => {
+                            tracing::warn!(channel, error = %e, "LISTEN connection lost; reconnecting");
+                            // Something may have been missed: look once.
+                            notify.notify_one();
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    });
+    wake
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stretch_never_shortens_and_stays_within_its_bound() {
+        for _ in 0..200 {
+            let d = stretch(Duration::from_secs(10), 10);
+            assert!(
+                d >= Duration::from_secs(10) && d <= Duration::from_secs(11),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn backoff_grows_and_is_capped() {
+        let base = Duration::from_secs(1);
+        let max = Duration::from_secs(60);
+        for _ in 0..100 {
+            let b1 = backoff(base, max, 1);
+            assert!(b1 >= Duration::from_millis(500) && b1 <= base, "{b1:?}");
+            let b4 = backoff(base, max, 4);
+            assert!(
+                b4 >= Duration::from_secs(4) && b4 <= Duration::from_secs(8),
+                "{b4:?}"
+            );
+            let b30 = backoff(base, max, 30);
+            assert!(b30 >= Duration::from_secs(30) && b30 <= max, "{b30:?}");
+        }
+    }
+
+    #[test]
+    fn jitter_stays_within_its_percentage() {
+        for _ in 0..200 {
+            let d = jitter(Duration::from_secs(100), 20);
+            assert!(
+                d >= Duration::from_secs(80) && d <= Duration::from_secs(120),
+                "{d:?}"
+            );
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_pacer_spaces_calls_after_its_burst() {
+        let pacer = Pacer::new(10);
+        let start = Instant::now();
+        // A fresh pacer has no burst credit yet: 10 calls take about a second.
+        for _ in 0..10 {
+            pacer.acquire().await;
+        }
+        let took = start.elapsed();
+        assert!(took >= Duration::from_millis(900), "{took:?}");
+        assert!(took <= Duration::from_millis(1100), "{took:?}");
+    }
+}

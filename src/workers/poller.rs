@@ -1,0 +1,607 @@
+//! The status poller: follows every payment to a final state without anyone asking.
+//!
+//! Loop: claim due payments (`FOR UPDATE SKIP LOCKED`; the claim moves `next_poll_at` to the
+//! end of the lease and writes our name in `poll_owner`) and commit; poll each outside any
+//! transaction, paced by a per-replica rate limit; then, in one short transaction that still
+//! owns the row, apply the bank's answer through the domain status machine
+//! ([`payments::transition`], one ledger event and one webhook per change) and set the next
+//! due time. A replica that dies leaves rows whose lease simply comes due again.
+//!
+//! Schedule: every `signing_interval` while the shopper signs (never past the signing
+//! window, after which an unsigned payment expires); every `authorized_interval` once
+//! authorized, or `scheduled_interval` while a future execution date is still ahead (but
+//! never later than that date); nothing once final. A 404 before the shopper opened the
+//! signing link is "not yet". A 429 waits at least its `Retry-After` (and holds back every
+//! poll of this replica that long); 5xx and timeouts back off exponentially with jitter.
+//!
+//! Never done here: a status change outside the status machine, a bank call inside a
+//! transaction, a log line with a token or an account number.
+
+use super::{Pacer, WorkerContext, backoff, stopped, stretch};
+use crate::bank::{BankError, BankPaymentId, StatusReport};
+use crate::domain::PaymentStatus;
+use crate::ledger::payments::{self, Change, POLL_CHANNEL};
+use crate::ledger::{tokens, webhooks};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde_json::json;
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+use uuid::Uuid;
+
+/// A payment this replica has claimed.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub status: String,
+    pub bank: String,
+    pub bank_payment_id: Option<String>,
+    pub psu_key: Option<String>,
+    pub state_expires_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub poll_failures: i32,
+    pub recurring_remaining: Option<i32>,
+    pub recurring_executions: i32,
+    pub execution_date: Option<String>,
+    pub recurring_count: Option<i32>,
+    /// When it was due (the lag is measured from here).
+    pub due_at: DateTime<Utc>,
+}
+
+pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
+    let cfg = ctx.settings.poller.clone();
+    let wake = super::listen(ctx.pool.clone(), POLL_CHANNEL, stop.clone());
+    let pacer = Arc::new(Pacer::new(cfg.rate_per_sec));
+    let slots = Arc::new(Semaphore::new(cfg.concurrency));
+    let mut tasks: JoinSet<()> = JoinSet::new();
+    let mut gauges_at = Instant::now();
+    refresh_gauges(&ctx.pool).await;
+    tracing::info!(owner = %ctx.owner, "status poller started");
+    loop {
+        if *stop.borrow() {
+            break;
+        }
+        while let Some(done) = tasks.try_join_next() {
+            if let Err(e) = done {
+                tracing::error!(error = %e, "a poll task failed");
+            }
+        }
+        if gauges_at.elapsed() >= Duration::from_secs(5) {
+            gauges_at = Instant::now();
+            refresh_gauges(&ctx.pool).await;
+        }
+        let free = slots.available_permits();
+        if free == 0 {
+            tokio::select! {
+                _ = tasks.join_next() => {}
+                () = stopped(&mut stop) => break,
+            }
+            continue;
+        }
+        let limit = free.min(cfg.batch_size as usize) as i64;
+        match claim(&ctx.pool, &ctx.owner, cfg.lease, limit).await {
+            Ok(batch) if !batch.is_empty() => {
+                for p in batch {
+                    let permit = slots
+                        .clone()
+                        .acquire_owned()
+                        .await
+                        .expect("the semaphore is never closed");
+                    let span = tracing::info_span!("poll", payment_id = %p.id);
+                    tasks.spawn(poll_one(ctx.clone(), pacer.clone(), p, permit).instrument(span));
+                }
+            }
+            Ok(_) => {
+                let wait = match next_due(&ctx.pool).await {
+                    Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default(),
+                    Ok(None) => cfg.idle_wait,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read the next due time");
+                        cfg.idle_wait
+                    }
+                }
+                .min(cfg.idle_wait);
+                tokio::select! {
+                    () = tokio::time::sleep(wait) => {}
+                    () = wake.notified() => {}
+                    // A finished poll has set a new due time: look again.
+                    Some(done) = tasks.join_next(), if !tasks.is_empty() => {
+                        if let Err(e) = done {
+                            tracing::error!(error = %e, "a poll task failed");
+                        }
+                    }
+                    () = stopped(&mut stop) => break,
+                }
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot claim due payments; retrying");
+                tokio::select! {
+                    () = tokio::time::sleep(Duration::from_secs(1)) => {}
+                    () = stopped(&mut stop) => break,
+                }
+            }
+        }
+    }
+    // Stopping: in-flight polls get one bank timeout to finish, then are abandoned.
+    let bound = ctx
+        .settings
+        .nordea
+        .request_timeout
+        .min(Duration::from_secs(10));
+    let drained =
+        tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;
+    if drained.is_err() {
+        tracing::warn!(left = tasks.len(), "abandoning in-flight polls");
+        tasks.abort_all();
+        while tasks.join_next().await.is_some() {}
+    }
+    match release(&ctx.pool, &ctx.owner).await {
+        Ok(n) => tracing::info!(released = n, "status poller stopped; leases handed back"),
+        Err(e) => tracing::error!(error = %e, "cannot hand back leases; they will expire"),
+    }
+}
+
+/// Claims up to `limit` due payments for `owner`, oldest due first, and commits.
+pub async fn claim(
+    pool: &PgPool,
+    owner: &str,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let claimed = sqlx::query_as!(
+        Claimed,
+        r#"WITH due AS (
+               SELECT id, next_poll_at AS due_at
+               FROM payments
+               WHERE next_poll_at <= now()
+               ORDER BY next_poll_at
+               LIMIT $3
+               FOR UPDATE SKIP LOCKED
+           )
+           UPDATE payments p
+           SET next_poll_at = now() + make_interval(secs => $2::bigint / 1000.0),
+               poll_owner = $1
+           FROM due
+           WHERE p.id = due.id
+           RETURNING p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.psu_key,
+                     p.state_expires_at, p.created_at, p.poll_failures,
+                     p.recurring_remaining, p.recurring_executions,
+                     p.request->>'execution_date' AS execution_date,
+                     (p.request->'recurring'->>'count')::int AS recurring_count,
+                     due.due_at AS "due_at!""#,
+        owner,
+        lease_ms,
+        limit,
+    )
+    .fetch_all(pool)
+    .await?;
+    let now = Utc::now();
+    for p in &claimed {
+        let lag = (now - p.due_at).num_milliseconds().max(0) as f64 / 1000.0;
+        metrics::histogram!("pisgate_poll_lag_seconds").record(lag);
+    }
+    Ok(claimed)
+}
+
+/// Hands every lease of `owner` back: those payments are due again at once.
+pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query!(
+        "UPDATE payments SET next_poll_at = now(), poll_owner = NULL
+         WHERE poll_owner = $1 AND next_poll_at IS NOT NULL",
+        owner
+    )
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT min(next_poll_at) FROM payments WHERE next_poll_at IS NOT NULL")
+        .fetch_one(pool)
+        .await
+}
+
+/// Queue depth (due, not claimed) and the age of the oldest of them.
+async fn refresh_gauges(pool: &PgPool) {
+    let row = sqlx::query!(
+        r#"SELECT count(*) AS "depth!",
+                  COALESCE(EXTRACT(EPOCH FROM now() - min(next_poll_at)), 0)::float8 AS "oldest!"
+           FROM payments WHERE next_poll_at <= now()"#
+    )
+    .fetch_one(pool)
+    .await;
+    match row {
+        Ok(r) => {
+            metrics::gauge!("pisgate_poll_queue_depth").set(r.depth as f64);
+            metrics::gauge!("pisgate_poll_oldest_due_seconds").set(r.oldest.max(0.0));
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot read the poll queue depth"),
+    }
+}
+
+/// What one poll decided.
+#[derive(Debug)]
+struct Decision {
+    change: Option<ChangeSpec>,
+    /// When to poll next (ignored if the payment ends final).
+    next: Duration,
+    failures: i32,
+    outcome: &'static str,
+    /// Standing-order progress read from the bank: executions still to come.
+    remaining: Option<i32>,
+}
+
+#[derive(Debug)]
+struct ChangeSpec {
+    to: PaymentStatus,
+    bank_status: Option<String>,
+    kind: &'static str,
+    failure: Option<(&'static str, &'static str)>,
+}
+
+async fn poll_one(ctx: WorkerContext, pacer: Arc<Pacer>, p: Claimed, _slot: OwnedSemaphorePermit) {
+    let decision = decide(&ctx, &pacer, &p).await;
+    let outcome = decision.outcome;
+    match record(&ctx, &p, decision).await {
+        Ok(final_outcome) => {
+            metrics::counter!("pisgate_polls_total", "outcome" => final_outcome).increment(1);
+        }
+        Err(e) => {
+            metrics::counter!("pisgate_polls_total", "outcome" => "record_failed").increment(1);
+            tracing::error!(error = %e, outcome, "cannot record the poll; the lease will expire and it is polled again");
+        }
+    }
+}
+
+/// The signing deadline: the OAuth state's expiry, else creation plus the signing window.
+fn deadline(ctx: &WorkerContext, p: &Claimed) -> DateTime<Utc> {
+    p.state_expires_at.unwrap_or_else(|| {
+        p.created_at
+            + chrono::Duration::from_std(ctx.settings.payments.signing_window)
+                .unwrap_or(chrono::Duration::MAX)
+    })
+}
+
+async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
+    let cfg = &ctx.settings.poller;
+    let status = PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Failed);
+    let now = Utc::now();
+    let deadline = deadline(ctx, p);
+    let past_deadline = now >= deadline;
+    let expire = |bank_status: Option<String>| ChangeSpec {
+        to: PaymentStatus::Expired,
+        bank_status,
+        kind: "expired",
+        failure: Some((
+            "signing_window_expired",
+            "the shopper did not sign within the signing window",
+        )),
+    };
+    let ok = |change, outcome| Decision {
+        change,
+        next: Duration::ZERO,
+        failures: 0,
+        outcome,
+        remaining: None,
+    };
+    if status.is_final() {
+        return ok(None, "final");
+    }
+    let Some(bank_id) = p.bank_payment_id.as_deref().and_then(BankPaymentId::parse) else {
+        // The bank's answer to the initiation was never recorded (a crash in between).
+        // Nothing can exist at the bank without its signing link: expire at the deadline.
+        if status == PaymentStatus::AwaitingAuthorization && past_deadline {
+            return ok(Some(expire(None)), "expired");
+        }
+        let mut d = ok(None, "not_initiated");
+        d.next = (deadline - now).to_std().unwrap_or(cfg.signing_interval);
+        return d;
+    };
+
+    pacer.acquire().await;
+    let answer = ctx.bank.status(&bank_id, None).await;
+    let failures = p.poll_failures.saturating_add(1);
+    let failed = |outcome, wait: Duration| Decision {
+        change: None,
+        next: wait,
+        failures,
+        outcome,
+        remaining: None,
+    };
+    let retry_wait = backoff(cfg.signing_interval, cfg.max_backoff, failures as u32);
+    match answer {
+        Ok(StatusReport {
+            bank_status,
+            status: Some(to),
+        }) => {
+            if to == PaymentStatus::AwaitingAuthorization
+                && status == PaymentStatus::AwaitingAuthorization
+                && past_deadline
+            {
+                return ok(Some(expire(Some(bank_status))), "expired");
+            }
+            let mut d = ok(
+                Some(ChangeSpec {
+                    to,
+                    bank_status: Some(bank_status),
+                    kind: "status_changed",
+                    failure: failure_of(to),
+                }),
+                if to == status { "unchanged" } else { "changed" },
+            );
+            if p.recurring_count.is_some()
+                && matches!(to, PaymentStatus::Authorized | PaymentStatus::Paid)
+            {
+                d.remaining = recurring_remaining(ctx, pacer, p, &bank_id).await;
+            }
+            d
+        }
+        Ok(StatusReport {
+            bank_status,
+            status: None,
+        }) => {
+            tracing::warn!(bank_status, "unknown bank status: no change");
+            metrics::counter!("pisgate_unknown_bank_status_total").increment(1);
+            ok(None, "unknown_status")
+        }
+        Err(BankError::NotFound) if status == PaymentStatus::AwaitingAuthorization => {
+            // Before the shopper opens the signing link the payment does not exist yet.
+            if past_deadline {
+                ok(Some(expire(None)), "expired")
+            } else {
+                ok(None, "not_yet")
+            }
+        }
+        Err(BankError::RateLimited { retry_after }) => {
+            let wait = retry_after.unwrap_or(retry_wait).max(retry_wait);
+            // The limit is on our client, not on this payment: hold every poll back.
+            if let Some(after) = retry_after {
+                pacer.hold(after).await;
+            }
+            tracing::warn!(
+                retry_after_ms = retry_after.map(|d| d.as_millis() as u64),
+                "the bank is rate limiting status polls"
+            );
+            failed("rate_limited", wait)
+        }
+        Err(e @ (BankError::Unavailable { .. } | BankError::NotFound)) => {
+            tracing::warn!(error = %e, failures, "status poll failed; backing off");
+            failed("unavailable", retry_wait)
+        }
+        Err(e) => {
+            tracing::error!(error = %e, kind = e.kind(), failures, "status poll failed; backing off");
+            failed("failed", retry_wait)
+        }
+    }
+}
+
+/// The failure code recorded with a final failure status from the bank.
+fn failure_of(to: PaymentStatus) -> Option<(&'static str, &'static str)> {
+    match to {
+        PaymentStatus::Rejected => Some(("rejected_by_bank", "the bank rejected the payment")),
+        PaymentStatus::AuthorizationFailed => Some((
+            "authorization_failed",
+            "the shopper did not complete the authorization at the bank",
+        )),
+        PaymentStatus::Cancelled => {
+            Some(("cancelled_at_bank", "the payment was cancelled at the bank"))
+        }
+        _ => None,
+    }
+}
+
+/// A standing order's executions still to come, from the bank's details (needs the
+/// shopper's live token; without one the progress is inferred when the order ends).
+async fn recurring_remaining(
+    ctx: &WorkerContext,
+    pacer: &Pacer,
+    p: &Claimed,
+    bank_id: &BankPaymentId,
+) -> Option<i32> {
+    let psu_key = p.psu_key.as_deref()?;
+    let token = match tokens::load(&ctx.pool, &ctx.cipher, &p.bank, psu_key).await {
+        Ok(Some(t)) if t.access_expires_at > Utc::now() => t,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot load the shopper's token");
+            return None;
+        }
+    };
+    pacer.acquire().await;
+    match ctx.bank.details(bank_id, &token.access_token, None).await {
+        Ok(details) => details.recurring.and_then(|r| i32::try_from(r.count).ok()),
+        Err(BankError::TokenRejected) => {
+            let _ = tokens::mark_dead(
+                &ctx.pool,
+                &p.bank,
+                psu_key,
+                token.issue_seq,
+                "rejected on details",
+            )
+            .await;
+            None
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the standing order's progress");
+            None
+        }
+    }
+}
+
+/// When to poll a payment in `status` next, from now.
+fn schedule(ctx: &WorkerContext, p: &Claimed, status: PaymentStatus) -> Option<Duration> {
+    let cfg = &ctx.settings.poller;
+    let now = Utc::now();
+    match status {
+        s if s.is_final() => None,
+        PaymentStatus::AwaitingAuthorization => {
+            let until_deadline = (deadline(ctx, p) - now).to_std().unwrap_or_default();
+            // Look once more right at the deadline, so expiry is on time.
+            Some(
+                stretch(cfg.signing_interval, 10)
+                    .min(until_deadline.max(Duration::from_millis(50))),
+            )
+        }
+        _ => {
+            let execution_start = p
+                .execution_date
+                .as_deref()
+                .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|dt| dt.and_utc());
+            let wait = match execution_start {
+                Some(start) if start > now => {
+                    let until = (start - now).to_std().unwrap_or_default();
+                    cfg.scheduled_interval
+                        .min(until)
+                        .max(cfg.authorized_interval)
+                }
+                _ => cfg.authorized_interval,
+            };
+            Some(stretch(wait, 10))
+        }
+    }
+}
+
+/// Applies a decision in one transaction, if the row is still ours. Returns the outcome
+/// to count.
+async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result<&'static str> {
+    let mut tx = ctx.pool.begin().await?;
+    let owner = sqlx::query_scalar!(
+        "SELECT poll_owner FROM payments WHERE id = $1 FOR UPDATE",
+        p.id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .flatten();
+    if owner.as_deref() != Some(&*ctx.owner) {
+        // Our lease ran out and another replica took the payment: its answer wins.
+        tracing::info!("lease lost before the poll was recorded; dropping this answer");
+        return Ok("lease_lost");
+    }
+    let mut status = PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Failed);
+    let mut outcome = d.outcome;
+    if let Some(c) = &d.change {
+        let applied = payments::transition(
+            &mut tx,
+            p.id,
+            Change {
+                to: c.to,
+                bank_status: c.bank_status.as_deref(),
+                kind: c.kind,
+                detail: json!({ "source": "poller" }),
+                failure: c.failure,
+            },
+        )
+        .await;
+        match applied {
+            Ok(_) => status = c.to,
+            Err(payments::TransitionError::Refused(e)) => {
+                tracing::warn!(error = %e, bank_status = c.bank_status.as_deref(), "bank status not applied");
+                outcome = "refused";
+                if let Some(current) = payments::get(&mut tx, p.id).await? {
+                    status = current.status();
+                }
+            }
+            Err(e) => return Err(e.into()),
+        }
+        if status != PaymentStatus::parse(&p.status).unwrap_or(status) {
+            tracing::info!(from = %p.status, to = status.as_str(), bank_status = c.bank_status.as_deref(), "payment status changed");
+        }
+    }
+    record_progress(&mut tx, p, status, d.remaining).await?;
+    let next = match schedule(ctx, p, status) {
+        None => None,
+        Some(_) if d.failures > 0 => Some(d.next),
+        Some(wait) if d.next > Duration::ZERO => {
+            Some(d.next.min(wait).max(Duration::from_millis(50)))
+        }
+        Some(wait) => Some(wait),
+    };
+    let next_at =
+        next.map(|w| Utc::now() + chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX));
+    sqlx::query!(
+        "UPDATE payments
+         SET next_poll_at = CASE WHEN status IN ('awaiting_authorization', 'authorized') THEN $2::timestamptz ELSE NULL END,
+             poll_owner = NULL, poll_failures = $3, polls = polls + 1, last_polled_at = now()
+         WHERE id = $1",
+        p.id,
+        next_at,
+        d.failures,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// Records a standing order's executions: one `occurrence_paid` event (and webhook) per
+/// execution seen, with the count still to come. When the order ends `paid`, every
+/// execution has happened even if we never read the count in between.
+async fn record_progress(
+    tx: &mut sqlx::PgConnection,
+    p: &Claimed,
+    status: PaymentStatus,
+    remaining: Option<i32>,
+) -> anyhow::Result<()> {
+    let Some(count) = p.recurring_count else {
+        return Ok(());
+    };
+    const UNTIL_DELETED: i32 = 9999;
+    let remaining = match (status, remaining) {
+        (PaymentStatus::Paid, _) if count != UNTIL_DELETED => Some(0),
+        (_, r) => r,
+    };
+    let Some(remaining) = remaining else {
+        return Ok(());
+    };
+    let executed_now = if count == UNTIL_DELETED {
+        // The bank never counts an open-ended order down: nothing to infer.
+        p.recurring_executions
+    } else {
+        (count - remaining).clamp(0, count)
+    };
+    if executed_now <= p.recurring_executions && p.recurring_remaining == Some(remaining) {
+        return Ok(());
+    }
+    sqlx::query!(
+        "UPDATE payments SET recurring_remaining = $2, recurring_executions = GREATEST(recurring_executions, $3) WHERE id = $1",
+        p.id,
+        remaining,
+        executed_now,
+    )
+    .execute(&mut *tx)
+    .await?;
+    for n in (p.recurring_executions + 1)..=executed_now {
+        let left = count - n;
+        payments::note(
+            tx,
+            p.id,
+            "occurrence_paid",
+            json!({ "occurrence": n, "remaining_count": left, "count": count }),
+        )
+        .await?;
+        let after = payments::get(tx, p.id).await?;
+        if let Some(after) = after {
+            webhooks::enqueue(
+                tx,
+                &after,
+                "payment.occurrence_paid",
+                json!({ "occurrence": n, "remaining_count": left }),
+            )
+            .await?;
+        }
+        tracing::info!(
+            occurrence = n,
+            remaining_count = left,
+            "standing order executed"
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,149 @@
+//! The token refresher: keeps a shopper's access token fresh while that shopper still has
+//! payments in flight (details, funds checks and cancellation need it).
+//!
+//! Each refresh runs under the shopper's advisory lock, the same one code exchanges take, so
+//! the order in which the bank issues tokens is the order in which they are stored. Under
+//! the lock the token is read again: if another replica (or a new exchange) already replaced
+//! it, there is nothing to do. The new pair overwrites the old one in a single statement, so
+//! the old refresh token is forgotten only once the new pair is stored. A refresh token the
+//! bank refuses marks the token dead; status polling does not need it and goes on.
+//!
+//! Never logged: tokens. Shoppers appear only as their hashed log id.
+
+use super::{WorkerContext, stopped};
+use crate::bank::BankError;
+use crate::ledger::tokens::{self, psu_log_id};
+use chrono::Utc;
+use sqlx::PgPool;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Tokens refreshed per round at most.
+const BATCH: i64 = 100;
+/// How long to wait for a shopper's lock before leaving that shopper to the next round.
+const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
+    let cfg = ctx.settings.refresher.clone();
+    tracing::info!("token refresher started");
+    loop {
+        match refresh_due(&ctx).await {
+            Ok(n) if n > 0 => tracing::info!(refreshed = n, "refreshed shoppers' tokens"),
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "token refresh round failed"),
+        }
+        tokio::select! {
+            () = tokio::time::sleep(cfg.interval) => {}
+            () = stopped(&mut stop) => break,
+        }
+    }
+    tracing::info!("token refresher stopped");
+}
+
+/// A live, refreshable token expiring soon whose shopper has a payment in flight.
+struct Due {
+    bank: String,
+    psu_key: String,
+    issue_seq: i64,
+}
+
+async fn due(pool: &PgPool, within: Duration) -> Result<Vec<Due>, sqlx::Error> {
+    let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query_as!(
+        Due,
+        r#"SELECT t.bank, t.psu_key, t.issue_seq
+           FROM psu_tokens t
+           WHERE t.status = 'live' AND t.refresh_token IS NOT NULL
+             AND t.access_expires_at <= now() + make_interval(secs => $1::bigint / 1000.0)
+             AND EXISTS (SELECT 1 FROM payments p
+                         WHERE p.psu_key = t.psu_key AND p.bank = t.bank
+                           AND p.status IN ('awaiting_authorization', 'authorized'))
+           ORDER BY t.access_expires_at
+           LIMIT $2"#,
+        within_ms,
+        BATCH,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// One round: refreshes every due token. Returns how many were refreshed.
+pub async fn refresh_due(ctx: &WorkerContext) -> anyhow::Result<usize> {
+    let within = ctx.settings.refresher.refresh_before;
+    let mut refreshed = 0;
+    for d in due(&ctx.pool, within).await? {
+        match refresh_one(ctx, &d).await {
+            Ok(outcome) => {
+                metrics::counter!("pisgate_token_refreshes_total", "outcome" => outcome)
+                    .increment(1);
+                if outcome == "refreshed" {
+                    refreshed += 1;
+                }
+            }
+            Err(e) => {
+                metrics::counter!("pisgate_token_refreshes_total", "outcome" => "error")
+                    .increment(1);
+                tracing::warn!(psu = %psu_log_id(&d.bank, &d.psu_key), error = %e, "token refresh failed; retried next round");
+            }
+        }
+    }
+    Ok(refreshed)
+}
+
+async fn refresh_one(ctx: &WorkerContext, d: &Due) -> anyhow::Result<&'static str> {
+    let psu = psu_log_id(&d.bank, &d.psu_key);
+    let Ok(lock) =
+        tokio::time::timeout(LOCK_WAIT, tokens::lock_psu(&ctx.pool, &d.bank, &d.psu_key)).await
+    else {
+        return Ok("busy");
+    };
+    let mut lock = lock?;
+    // Read again under the lock: an exchange or another replica may have replaced it.
+    let current = tokens::load(&ctx.pool, &ctx.cipher, &d.bank, &d.psu_key).await?;
+    let Some(current) = current.filter(|t| t.issue_seq == d.issue_seq) else {
+        lock.release().await;
+        return Ok("superseded");
+    };
+    let Some(refresh_token) = current.refresh_token.as_ref() else {
+        lock.release().await;
+        return Ok("not_refreshable");
+    };
+    let seq = tokens::next_issue_seq(lock.connection()).await?;
+    let outcome = match ctx.bank.refresh(refresh_token).await {
+        Ok(set) => {
+            let expires_at = Utc::now()
+                + chrono::Duration::from_std(set.expires_in).unwrap_or(chrono::Duration::zero());
+            let stored = tokens::store(
+                lock.connection(),
+                &ctx.cipher,
+                &d.bank,
+                &d.psu_key,
+                seq,
+                &set.access_token,
+                Some(&set.refresh_token),
+                expires_at,
+            )
+            .await?;
+            tracing::info!(psu = %psu, stored, "shopper token refreshed");
+            if stored { "refreshed" } else { "superseded" }
+        }
+        Err(BankError::TokenRejected) => {
+            tokens::mark_dead(
+                &ctx.pool,
+                &d.bank,
+                &d.psu_key,
+                d.issue_seq,
+                "refresh refused",
+            )
+            .await?;
+            tracing::warn!(psu = %psu, "the bank refused the refresh token; token marked dead");
+            "rejected"
+        }
+        Err(e) => {
+            lock.release().await;
+            return Err(e.into());
+        }
+    };
+    lock.release().await;
+    Ok(outcome)
+}

@@ -1,0 +1,402 @@
+//! The status poller and the token refresher, in process, against the real Postgres and the
+//! Nordea sandbox simulator. Nobody asks for a status here: the workers find out.
+
+use crate::helpers::{TestApp, spawn_app_full};
+use crate::payments::body;
+use pisgate::sandbox::{Fault, FaultRule, FaultTarget, Operation, RecordedRequest};
+use serde_json::{Value, json};
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+/// The poller on, with a schedule short enough for tests.
+pub const FAST_POLLER: &[(&str, &str)] = &[
+    ("PISGATE__POLLER__ENABLED", "true"),
+    ("PISGATE__POLLER__SIGNING_INTERVAL", "200ms"),
+    ("PISGATE__POLLER__AUTHORIZED_INTERVAL", "300ms"),
+    ("PISGATE__POLLER__IDLE_WAIT", "1s"),
+    ("PISGATE__POLLER__LEASE", "10s"),
+    ("PISGATE__POLLER__MAX_BACKOFF", "1s"),
+];
+
+pub const FINAL: &[&str] = &[
+    "paid",
+    "rejected",
+    "authorization_failed",
+    "cancelled",
+    "expired",
+    "failed",
+];
+
+fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+    let mut all = FAST_POLLER.to_vec();
+    all.extend_from_slice(extra);
+    all
+}
+
+/// Waits until every payment is final (merchant view), failing after `within`.
+async fn wait_final(app: &TestApp, key: &str, ids: &[String], within: Duration) -> Vec<Value> {
+    let started = Instant::now();
+    loop {
+        let mut views = Vec::new();
+        for id in ids {
+            views.push(app.get_payment(key, id).await);
+        }
+        if views
+            .iter()
+            .all(|v| FINAL.contains(&v["status"].as_str().unwrap()))
+        {
+            return views;
+        }
+        assert!(
+            started.elapsed() < within,
+            "not final after {within:?}: {:?}",
+            views
+                .iter()
+                .map(|v| (v["status"].clone(), v["bank_status"].clone()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+async fn events(app: &TestApp, key: &str, id: &str) -> Vec<Value> {
+    let r = app.get_as(&format!("/v1/payments/{id}/events"), key).await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    v["data"].as_array().unwrap().clone()
+}
+
+/// The status changes of a payment's ledger, in order.
+fn changes(events: &[Value]) -> Vec<(String, String)> {
+    events
+        .iter()
+        .filter(|e| {
+            e["new_status"].is_string()
+                && e["old_status"].is_string()
+                && e["old_status"] != e["new_status"]
+        })
+        .map(|e| {
+            (
+                e["old_status"].as_str().unwrap_or("").to_owned(),
+                e["new_status"].as_str().unwrap().to_owned(),
+            )
+        })
+        .collect()
+}
+
+fn status_polls(app: &TestApp, bank_payment_id: &str) -> Vec<RecordedRequest> {
+    app.sandbox
+        .requests()
+        .into_iter()
+        .filter(|r| r.operation == Some(Operation::Status) && r.path.contains(bank_payment_id))
+        .collect()
+}
+
+#[tokio::test]
+async fn payments_end_paid_expired_or_failed_with_no_client_action() {
+    let app = spawn_app_full(
+        &with(&[("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "3")]),
+        |c| c.paid_delay = Duration::from_millis(800),
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let approved = app.create_payment(&m.api_key, &body("FI")).await;
+    let never = app.create_payment(&m.api_key, &body("SE")).await;
+    let rejected = app.create_payment(&m.api_key, &body("DK")).await;
+    // The shopper signs (or refuses) at the bank but never comes back to us: only the
+    // poller can learn how these end.
+    app.sign_at_bank(
+        approved["authorization_url"].as_str().unwrap(),
+        "psu-1",
+        true,
+    )
+    .await;
+    app.sign_at_bank(
+        rejected["authorization_url"].as_str().unwrap(),
+        "psu-2",
+        false,
+    )
+    .await;
+
+    let ids: Vec<String> = [&approved, &never, &rejected]
+        .iter()
+        .map(|p| p["id"].as_str().unwrap().to_owned())
+        .collect();
+    let views = wait_final(&app, &m.api_key, &ids, Duration::from_secs(20)).await;
+    assert_eq!(views[0]["status"], "paid", "{}", views[0]);
+    assert_eq!(views[0]["bank_status"], "Paid");
+    assert_eq!(views[1]["status"], "expired", "{}", views[1]);
+    assert_eq!(views[1]["failure"]["code"], "signing_window_expired");
+    assert_eq!(views[2]["status"], "authorization_failed", "{}", views[2]);
+    assert_eq!(views[2]["bank_status"], "UserApprovalCancelled");
+
+    let expected = [
+        vec![
+            ("awaiting_authorization", "authorized"),
+            ("authorized", "paid"),
+        ],
+        vec![("awaiting_authorization", "expired")],
+        vec![("awaiting_authorization", "authorization_failed")],
+    ];
+    for (id, want) in ids.iter().zip(expected) {
+        let got = changes(&events(&app, &m.api_key, id).await);
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+            .collect();
+        assert_eq!(got, want, "each transition exactly once for {id}");
+    }
+    // Final payments are not polled any more.
+    let polls_then = app.bank_calls(Operation::Status);
+    tokio::time::sleep(Duration::from_millis(1200)).await;
+    assert_eq!(app.bank_calls(Operation::Status), polls_then);
+    let next: Vec<Option<chrono::DateTime<chrono::Utc>>> =
+        sqlx::query_scalar("SELECT next_poll_at FROM payments")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(next.iter().all(Option::is_none), "{next:?}");
+    let report = pisgate::ledger::events::verify_all(&app.pool)
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_payment_not_yet_opened_is_not_a_failure_and_is_polled_on_schedule() {
+    let app = spawn_app_full(FAST_POLLER, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let view = app.get_payment(&m.api_key, id).await;
+    assert_eq!(view["status"], "awaiting_authorization");
+    let bank_id = view["bank_payment_id"].as_str().unwrap();
+    let polls = status_polls(&app, bank_id);
+    // 404 every time (the link was never opened), at most one per signing interval.
+    assert!(polls.len() >= 3, "polled: {}", polls.len());
+    assert!(polls.iter().all(|r| r.status == Some(404)));
+    for pair in polls.windows(2) {
+        let gap = pair[1].received_at - pair[0].received_at;
+        assert!(
+            gap >= chrono::Duration::milliseconds(190),
+            "polled again after {gap}"
+        );
+    }
+    assert_eq!(changes(&events(&app, &m.api_key, id).await), vec![]);
+}
+
+#[tokio::test]
+async fn a_rate_limited_poll_waits_for_retry_after() {
+    let app = spawn_app_full(FAST_POLLER, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    app.sandbox.add_fault(
+        FaultRule::always(
+            FaultTarget::Status,
+            Fault::Http429 {
+                retry_after_secs: 5,
+            },
+        )
+        .times(1),
+    );
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    app.sign_at_bank(p["authorization_url"].as_str().unwrap(), "psu-1", true)
+        .await;
+    let started = Instant::now();
+    // Polled fast before and after, but nothing in the five seconds after the 429.
+    loop {
+        let view = app.get_payment(&m.api_key, &id).await;
+        if view["status"] == "authorized" {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "{view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let bank_id = app.get_payment(&m.api_key, &id).await["bank_payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let polls = status_polls(&app, &bank_id);
+    let limited = polls
+        .iter()
+        .position(|r| r.status == Some(429))
+        .expect("the first poll was rate limited");
+    let next = &polls[limited + 1];
+    let gap = next.received_at - polls[limited].received_at;
+    assert!(
+        gap >= chrono::Duration::seconds(5),
+        "polled again {gap} after a 429 with Retry-After: 5"
+    );
+}
+
+#[tokio::test]
+async fn with_thirty_percent_503s_every_payment_still_ends_final() {
+    // One attempt per poll, so every 503 reaches the poller's own backoff.
+    let app = spawn_app_full(&with(&[("PISGATE__NORDEA__READ_ATTEMPTS", "1")]), |c| {
+        c.paid_delay = Duration::from_millis(500)
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let mut ids = Vec::new();
+    for i in 0..12 {
+        let p = app.create_payment(&m.api_key, &body("FI")).await;
+        app.sign_at_bank(
+            p["authorization_url"].as_str().unwrap(),
+            &format!("psu-{i}"),
+            i % 4 != 0,
+        )
+        .await;
+        ids.push(p["id"].as_str().unwrap().to_owned());
+    }
+    let mut flaky = FaultRule::always(FaultTarget::Status, Fault::Http503);
+    flaky.probability = 0.3;
+    app.sandbox.add_fault(flaky);
+    let views = wait_final(&app, &m.api_key, &ids, Duration::from_secs(40)).await;
+    for (i, v) in views.iter().enumerate() {
+        let want = if i % 4 != 0 {
+            "paid"
+        } else {
+            "authorization_failed"
+        };
+        assert_eq!(v["status"], want, "{v}");
+    }
+    let failed_polls = app
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.operation == Some(Operation::Status) && r.status == Some(503))
+        .count();
+    assert!(failed_polls > 0, "the fault fired");
+    for id in &ids {
+        let got = changes(&events(&app, &m.api_key, id).await);
+        let mut seen = HashMap::new();
+        for c in &got {
+            *seen.entry(c.clone()).or_insert(0) += 1;
+        }
+        assert!(seen.values().all(|n| *n == 1), "{got:?}");
+    }
+}
+
+#[tokio::test]
+async fn a_standing_order_records_each_paid_occurrence_and_the_remaining_count() {
+    let app = spawn_app_full(FAST_POLLER, |c| {
+        c.paid_delay = Duration::from_millis(300);
+        c.recurring_interval = Duration::from_millis(700);
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let mut b = body("FI");
+    b["recurring"] = json!({"count": 3, "recurrence_type": "EVERY_MINUTE_SANDBOX_ONLY"});
+    let p = app.create_payment(&m.api_key, &b).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    // The shopper comes back, so we hold a token and can read the order's progress.
+    let r = app
+        .sign(p["authorization_url"].as_str().unwrap(), "psu-1", true)
+        .await;
+    assert_eq!(r.status(), 303);
+    let views = wait_final(
+        &app,
+        &m.api_key,
+        std::slice::from_ref(&id),
+        Duration::from_secs(20),
+    )
+    .await;
+    assert_eq!(views[0]["status"], "paid", "{}", views[0]);
+    assert_eq!(
+        views[0]["recurring_progress"],
+        json!({"executions": 3, "remaining_count": 0})
+    );
+    let evs = events(&app, &m.api_key, &id).await;
+    let occurrences: Vec<(i64, i64)> = evs
+        .iter()
+        .filter(|e| e["kind"] == "occurrence_paid")
+        .map(|e| {
+            (
+                e["detail"]["occurrence"].as_i64().unwrap(),
+                e["detail"]["remaining_count"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(occurrences, vec![(1, 2), (2, 1), (3, 0)]);
+    assert_eq!(
+        changes(&evs),
+        vec![
+            ("awaiting_authorization".to_owned(), "authorized".to_owned()),
+            ("authorized".to_owned(), "paid".to_owned())
+        ]
+    );
+    // The progress was read from the bank's details while the order ran.
+    assert!(app.bank_calls(Operation::Details) >= 1);
+}
+
+#[tokio::test]
+async fn a_token_about_to_expire_is_refreshed_while_its_shopper_has_payments_in_flight() {
+    let app = spawn_app_full(
+        &[
+            ("PISGATE__REFRESHER__ENABLED", "true"),
+            ("PISGATE__REFRESHER__INTERVAL", "200ms"),
+            ("PISGATE__REFRESHER__REFRESH_BEFORE", "9s"),
+        ],
+        |c| c.access_token_lifetime = Duration::from_secs(10),
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    let r = app
+        .sign(p["authorization_url"].as_str().unwrap(), "psu-1", true)
+        .await;
+    assert_eq!(r.status(), 303);
+    // Tokens live 10 s here: within 9 s of expiry comes about a second after the exchange.
+    let seq_at_exchange: i64 = sqlx::query_scalar("SELECT issue_seq FROM psu_tokens")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let seq: i64 = sqlx::query_scalar("SELECT issue_seq FROM psu_tokens")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        if seq > seq_at_exchange {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never refreshed: {:?}",
+            app.sandbox
+                .requests()
+                .iter()
+                .filter(|r| r.operation == Some(Operation::Token))
+                .map(|r| (r.status, r.body.len()))
+                .collect::<Vec<_>>()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(
+        app.bank_calls(Operation::Token) >= 2,
+        "exchange, then refresh"
+    );
+    // The refreshed token works at the bank (the funds check needs the shopper's token),
+    // and the one it replaced (single use) is gone from our store.
+    let funds = app
+        .get_as(&format!("/v1/payments/{id}/funds"), &m.api_key)
+        .await;
+    assert_eq!(funds.status(), 200, "{}", funds.text().await.unwrap());
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM psu_tokens WHERE status = 'live'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 1);
+
+    // Once the shopper has nothing in flight, the token is left alone.
+    sqlx::query("UPDATE payments SET status = 'paid', finalized_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    tokio::time::sleep(Duration::from_millis(400)).await;
+    let calls = app.bank_calls(Operation::Token);
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    assert_eq!(app.bank_calls(Operation::Token), calls);
+}
