@@ -27,7 +27,7 @@ key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_key"])
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/merchant" -H "Authorization: Bearer $key")
 [ "$code" = 200 ] || { cat "$log" >&2; echo "smoke: the demo key answered $code" >&2; exit 1; }
 # The README's walkthrough: create a payment, approve it at the sandbox like a browser, and
-# land on the return URL with status=authorized.
+# land on the return URL with status=authorized; then the poller alone takes it to paid.
 python3 - "$port" "$key" <<'PY'
 import json, re, sys, urllib.error, urllib.parse, urllib.request
 
@@ -69,5 +69,19 @@ landing = headers["Location"]
 assert landing.startswith("http://localhost:3000/checkout/done?payment_id="), landing
 assert landing.endswith("status=authorized"), landing
 print(f"smoke: a payment went from curl to {landing}")
+
+# Nobody asks again: the status poller follows it to paid (the sandbox pays ~3 s after signing).
+import time
+deadline = time.time() + 30
+while True:
+    status, _, text = call(f"{base}/v1/payments/{payment['id']}", headers={"Authorization": f"Bearer {key}"})
+    assert status == 200, (status, text)
+    current = json.loads(text)["status"]
+    if current == "paid":
+        break
+    assert current == "authorized", current
+    assert time.time() < deadline, "the poller did not bring the payment to paid"
+    time.sleep(0.5)
+print("smoke: the status poller brought it to paid")
 PY
-echo "smoke: scripts/run.sh serves /readyz 200, the demo merchant's key works, and a payment reaches authorized"
+echo "smoke: scripts/run.sh serves /readyz 200, the demo merchant's key works, and a payment goes from curl to paid"
