@@ -299,23 +299,28 @@ pub async fn delete_endpoint(
     id: Uuid,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let found = sqlx::query_scalar!(
-        r#"UPDATE webhook_endpoints
-           SET status = 'deleted',
-               disabled_reason = CASE WHEN status = 'deleted' THEN disabled_reason ELSE NULL END
-           WHERE id = $1 AND merchant_id = $2
-           RETURNING id"#,
+    let status = sqlx::query_scalar!(
+        r#"SELECT status FROM webhook_endpoints
+           WHERE id = $1 AND merchant_id = $2 FOR UPDATE"#,
         id,
         merchant_id,
     )
     .fetch_optional(&mut *tx)
-    .await?
-    .is_some();
-    if found {
-        kill_pending(&mut tx, id, "endpoint deleted").await?;
+    .await?;
+    match status.as_deref() {
+        None => return Ok(false),
+        Some("deleted") => return Ok(true),
+        Some(_) => {}
     }
+    sqlx::query!(
+        "UPDATE webhook_endpoints SET status = 'deleted' WHERE id = $1",
+        id
+    )
+    .execute(&mut *tx)
+    .await?;
+    kill_pending(&mut tx, id, "endpoint deleted").await?;
     tx.commit().await?;
-    Ok(found)
+    Ok(true)
 }
 
 /// Turns a disabled endpoint back on (not a deleted one), within the cap. `None` when the
@@ -587,12 +592,16 @@ pub async fn claim_due(
 /// When the next pending delivery of an enabled endpoint comes due (leased ones included:
 /// their lease end), if any.
 pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    // ORDER BY … LIMIT 1 rather than min(): it walks the due index and stops at the first
+    // row of an enabled endpoint instead of aggregating every pending delivery.
     sqlx::query_scalar!(
-        r#"SELECT min(d.next_attempt_at) AS "at"
+        r#"SELECT d.next_attempt_at AS "at!"
            FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-           WHERE d.status = 'pending' AND e.status = 'enabled'"#
+           WHERE d.status = 'pending' AND e.status = 'enabled'
+           ORDER BY d.next_attempt_at
+           LIMIT 1"#
     )
-    .fetch_one(pool)
+    .fetch_optional(pool)
     .await
 }
 

@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 struct Serve {
     child: std::process::Child,
     base: String,
+    /// Readers of stdout and stderr, started with the child so that a chatty process never
+    /// blocks on a full pipe.
+    readers: Vec<std::thread::JoinHandle<String>>,
+}
+
+fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
+    std::thread::spawn(move || {
+        let mut out = String::new();
+        let _ = pipe.read_to_string(&mut out);
+        out
+    })
 }
 
 async fn spawn_serve(database_url: &str, extra: &[(&str, String)]) -> Serve {
@@ -32,7 +43,11 @@ async fn spawn_serve(database_url: &str, extra: &[(&str, String)]) -> Serve {
     for (k, v) in extra {
         cmd.env(k, v);
     }
-    let child = cmd.spawn().unwrap();
+    let mut child = cmd.spawn().unwrap();
+    let readers = vec![
+        drain(child.stdout.take().unwrap()),
+        drain(child.stderr.take().unwrap()),
+    ];
     let client = reqwest::Client::new();
     let started = Instant::now();
     while client.get(format!("{base}/healthz")).send().await.is_err() {
@@ -42,7 +57,11 @@ async fn spawn_serve(database_url: &str, extra: &[(&str, String)]) -> Serve {
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    Serve { child, base }
+    Serve {
+        child,
+        base,
+        readers,
+    }
 }
 
 impl Serve {
@@ -55,20 +74,9 @@ impl Serve {
         assert!(status.success());
         tokio::task::spawn_blocking(move || {
             let exit = self.child.wait().unwrap();
-            let mut out = String::new();
-            self.child
-                .stdout
-                .take()
-                .unwrap()
-                .read_to_string(&mut out)
-                .unwrap();
-            let mut err = String::new();
-            self.child
-                .stderr
-                .take()
-                .unwrap()
-                .read_to_string(&mut err)
-                .unwrap();
+            let mut outputs = self.readers.into_iter().map(|r| r.join().unwrap());
+            let out = outputs.next().unwrap();
+            let err = outputs.next().unwrap();
             (exit, out, err)
         })
         .await
