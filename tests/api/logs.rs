@@ -1,87 +1,14 @@
 //! The logs of a real `pisgate serve` process: JSON lines carrying the request id, and no
 //! API key anywhere. Also: SIGTERM stops it cleanly.
 
-use crate::cli::pisgate;
 use crate::helpers::fresh_database;
-use std::io::Read;
-use std::process::Stdio;
-use std::time::{Duration, Instant};
+use crate::serve::Serve;
 
-/// A `pisgate serve` child process with JSON debug logs, up and answering.
-struct Serve {
-    child: std::process::Child,
-    base: String,
-    /// Readers of stdout and stderr, started with the child so that a chatty process never
-    /// blocks on a full pipe.
-    readers: Vec<std::thread::JoinHandle<String>>,
-}
-
-fn drain(mut pipe: impl Read + Send + 'static) -> std::thread::JoinHandle<String> {
-    std::thread::spawn(move || {
-        let mut out = String::new();
-        let _ = pipe.read_to_string(&mut out);
-        out
-    })
-}
-
-async fn spawn_serve(database_url: &str, extra: &[(&str, String)]) -> Serve {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut cmd = pisgate();
-    cmd.arg("serve")
-        .env("PISGATE__DATABASE__URL", database_url)
-        .env("PISGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("PISGATE__SERVER__PUBLIC_URL", &base)
-        .env("PISGATE__TELEMETRY__LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for (k, v) in extra {
-        cmd.env(k, v);
-    }
-    let mut child = cmd.spawn().unwrap();
-    let readers = vec![
-        drain(child.stdout.take().unwrap()),
-        drain(child.stderr.take().unwrap()),
-    ];
-    let client = reqwest::Client::new();
-    let started = Instant::now();
-    while client.get(format!("{base}/healthz")).send().await.is_err() {
-        assert!(
-            started.elapsed() < Duration::from_secs(20),
-            "serve did not come up"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    Serve {
-        child,
-        base,
-        readers,
-    }
-}
-
-impl Serve {
-    /// SIGTERM, then (exit status, stdout, stderr).
-    async fn stop(mut self) -> (std::process::ExitStatus, String, String) {
-        let status = std::process::Command::new("kill")
-            .args(["-TERM", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success());
-        tokio::task::spawn_blocking(move || {
-            let exit = self.child.wait().unwrap();
-            let mut outputs = self.readers.into_iter().map(|r| r.join().unwrap());
-            let out = outputs.next().unwrap();
-            let err = outputs.next().unwrap();
-            (exit, out, err)
-        })
-        .await
-        .unwrap()
-    }
+/// `serve` with JSON debug logs: the most a log line could ever leak.
+async fn spawn_serve(database_url: &str, extra: &[(&str, &str)]) -> Serve {
+    let mut all = vec![("RUST_LOG", "debug")];
+    all.extend_from_slice(extra);
+    Serve::start(database_url, &all).await
 }
 
 #[tokio::test]
@@ -115,7 +42,7 @@ async fn request_logs_carry_the_request_id_and_never_the_api_key() {
     let bad_id = bad.headers()["x-request-id"].to_str().unwrap().to_owned();
 
     // SIGTERM: a graceful stop with exit code 0.
-    let (exit, stdout, stderr) = serve.stop().await;
+    let (exit, stdout, stderr, _) = serve.stop().await;
     assert!(exit.success(), "exit {exit:?}; stderr: {stderr}");
     let logs = format!("{stdout}{stderr}");
 
@@ -162,14 +89,12 @@ async fn a_whole_payment_flow_logs_no_code_state_token_key_or_account() {
             .await
             .unwrap();
     let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
+    let bank = format!("{sandbox_url}/personal");
     let serve = spawn_serve(
         &url,
         &[
-            (
-                "PISGATE__NORDEA__BASE_URL",
-                format!("{sandbox_url}/personal"),
-            ),
-            ("PISGATE__NORDEA__ENVIRONMENT", "sandbox".into()),
+            ("PISGATE__NORDEA__BASE_URL", &bank),
+            ("PISGATE__NORDEA__ENVIRONMENT", "sandbox"),
         ],
     )
     .await;
@@ -224,7 +149,7 @@ async fn a_whole_payment_flow_logs_no_code_state_token_key_or_account() {
         .unwrap();
     assert_eq!(funds.status(), 200);
 
-    let (_, stdout, stderr) = serve.stop().await;
+    let (_, stdout, stderr, _) = serve.stop().await;
     let logs = format!("{stdout}{stderr}");
     assert!(
         logs.contains("request finished"),

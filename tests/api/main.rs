@@ -11,5 +11,6 @@ mod logs;
 mod nordea;
 mod payments;
 mod replicas;
+mod serve;
 mod webhooks;
 mod workers;

@@ -1039,10 +1039,8 @@ async fn endpoints_are_listed_newest_first_with_a_cursor() {
 /// any log line. SIGTERM stops the dispatcher cleanly.
 #[tokio::test]
 async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
-    use crate::cli::pisgate;
     use crate::helpers::{browser_sign, fresh_database, spawn_sandbox};
-    use std::io::Read;
-    use std::process::Stdio;
+    use crate::serve::Serve;
 
     let (_sandbox, sandbox_url) = spawn_sandbox(|_| {}).await;
     let database = fresh_database().await;
@@ -1052,49 +1050,28 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
             .await
             .unwrap();
     let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
-    let port = unused_address().await.port();
-    let base = format!("http://127.0.0.1:{port}");
-    let mut child = pisgate()
-        .arg("serve")
-        .env("PISGATE__DATABASE__URL", &database)
-        .env("PISGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
-        .env("PISGATE__SERVER__PUBLIC_URL", &base)
-        .env(
-            "PISGATE__NORDEA__BASE_URL",
-            format!("{sandbox_url}/personal"),
-        )
-        .env("PISGATE__NORDEA__ENVIRONMENT", "sandbox")
-        .env("PISGATE__POLLER__ENABLED", "false")
-        .env("PISGATE__REFRESHER__ENABLED", "false")
-        .env("PISGATE__WEBHOOKS__ENABLED", "true")
-        .env("PISGATE__WEBHOOKS__ALLOW_INSECURE_URLS", "true")
-        .env("PISGATE__WEBHOOKS__RETRY_SCHEDULE", "200ms,200ms")
-        .env("PISGATE__WEBHOOKS__REQUEST_TIMEOUT", "2s")
-        .env("PISGATE__WEBHOOKS__IDLE_WAIT", "1s")
-        .env("PISGATE__TELEMETRY__LOG_FORMAT", "json")
-        .env("RUST_LOG", "debug")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    // Drain both pipes from the start: a child whose pipe is full blocks on logging.
-    let drain = |mut pipe: Box<dyn Read + Send>| {
-        std::thread::spawn(move || {
-            let mut text = String::new();
-            pipe.read_to_string(&mut text).unwrap();
-            text
-        })
-    };
-    let stdout_reader = drain(Box::new(child.stdout.take().unwrap()));
-    let stderr_reader = drain(Box::new(child.stderr.take().unwrap()));
+    let bank = format!("{sandbox_url}/personal");
+    let serve = Serve::start(
+        &database,
+        &[
+            ("PISGATE__NORDEA__BASE_URL", &bank),
+            ("PISGATE__NORDEA__ENVIRONMENT", "sandbox"),
+            ("PISGATE__POLLER__ENABLED", "false"),
+            ("PISGATE__REFRESHER__ENABLED", "false"),
+            ("PISGATE__WEBHOOKS__ENABLED", "true"),
+            ("PISGATE__WEBHOOKS__ALLOW_INSECURE_URLS", "true"),
+            ("PISGATE__WEBHOOKS__RETRY_SCHEDULE", "200ms,200ms"),
+            ("PISGATE__WEBHOOKS__REQUEST_TIMEOUT", "2s"),
+            ("PISGATE__WEBHOOKS__IDLE_WAIT", "1s"),
+            ("RUST_LOG", "debug"),
+        ],
+    )
+    .await;
+    let base = serve.base.clone();
     let client = reqwest::Client::builder()
         .redirect(reqwest::redirect::Policy::none())
         .build()
         .unwrap();
-    eventually("serve to come up", || async {
-        client.get(format!("{base}/healthz")).send().await.ok()
-    })
-    .await;
 
     let receiver = Receiver::start(Plan::FailFirst).await;
     let created: Value = client
@@ -1134,21 +1111,7 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
     })
     .await;
 
-    let status = std::process::Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let (exit, stdout, stderr) = tokio::task::spawn_blocking(move || {
-        let exit = child.wait().unwrap();
-        (
-            exit,
-            stdout_reader.join().unwrap(),
-            stderr_reader.join().unwrap(),
-        )
-    })
-    .await
-    .unwrap();
+    let (exit, stdout, stderr, _) = serve.stop().await;
     assert!(exit.success(), "exit {exit:?}; stderr: {stderr}");
     let logs = format!("{stdout}{stderr}");
 
