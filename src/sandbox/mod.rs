@@ -159,6 +159,9 @@ pub struct SandboxConfig {
     pub echo_payment_id_on_initiation: bool,
     /// Faults active from the start (they can be changed at run time).
     pub faults: Vec<FaultRule>,
+    /// How many requests the request log keeps (the oldest go first); the per-operation
+    /// counters count every request regardless.
+    pub request_log_capacity: usize,
 }
 
 impl SandboxConfig {
@@ -186,6 +189,7 @@ impl SandboxConfig {
             allowed_redirect_uris: Vec::new(),
             echo_payment_id_on_initiation: false,
             faults: Vec::new(),
+            request_log_capacity: 10_000,
         }
     }
 }
@@ -261,6 +265,7 @@ impl Sandbox {
             .ok_or_else(|| SandboxError::InvalidBaseUrl(config.public_base_url.clone()))?;
         let public_base_url = base.as_str().trim_end_matches('/').to_owned();
         let initial_faults = std::mem::take(&mut config.faults);
+        let log_capacity = config.request_log_capacity;
         Ok(Arc::new(Sandbox {
             config,
             verifying_key: VerifyingKey::<Sha256>::new(key),
@@ -268,7 +273,7 @@ impl Sandbox {
             clock_offset: Mutex::new(chrono::Duration::zero()),
             bank: Mutex::new(payments::BankState::default()),
             faults: Mutex::new(faults::FaultState::new(initial_faults)),
-            log: Mutex::new(record::RequestLog::default()),
+            log: Mutex::new(record::RequestLog::with_capacity(log_capacity)),
         }))
     }
 

@@ -9,8 +9,6 @@ use serde::Serialize;
 
 use super::Operation;
 
-const CAPACITY: usize = 10_000;
-
 /// One request as received and how it was answered.
 #[derive(Debug, Clone, Serialize)]
 pub struct RecordedRequest {
@@ -67,13 +65,21 @@ pub(crate) fn safe_headers(headers: &axum::http::HeaderMap) -> Vec<(String, Stri
 pub(crate) struct RequestLog {
     entries: VecDeque<RecordedRequest>,
     next_seq: u64,
+    capacity: usize,
 }
 
 impl RequestLog {
+    pub fn with_capacity(capacity: usize) -> RequestLog {
+        RequestLog {
+            capacity: capacity.max(1),
+            ..RequestLog::default()
+        }
+    }
+
     pub fn push(&mut self, mut entry: RecordedRequest) {
         self.next_seq += 1;
         entry.seq = self.next_seq;
-        if self.entries.len() == CAPACITY {
+        if self.entries.len() >= self.capacity {
             self.entries.pop_front();
         }
         self.entries.push_back(entry);

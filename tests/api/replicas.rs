@@ -134,7 +134,12 @@ fn status_polls_by_payment(
 #[tokio::test]
 async fn three_replicas_poll_a_thousand_payments_to_final_states_once_each() {
     const N: usize = 1000;
-    let (sandbox, sandbox_url) = spawn_sandbox(|c| c.paid_delay = Duration::from_secs(1)).await;
+    let (sandbox, sandbox_url) = spawn_sandbox(|c| {
+        c.paid_delay = Duration::from_secs(1);
+        // Keep every request: the schedule is checked against all of them.
+        c.request_log_capacity = 200_000;
+    })
+    .await;
     let db = fresh_database().await;
     let pool = PgPool::connect(&db).await.unwrap();
     let key = merchant(&pool).await;
@@ -216,6 +221,7 @@ async fn three_replicas_poll_a_thousand_payments_to_final_states_once_each() {
     // The schedule allows one poll per interval (1 s, stretched, never shortened), plus the
     // first one at initiation and one right at the signing deadline.
     let polls = status_polls_by_payment(&sandbox);
+    let counted = sandbox.counters()[&Operation::Status].received as usize;
     let mut total = 0;
     for (_, _, bank_id) in &got {
         let times = &polls[bank_id.as_ref().unwrap()];
@@ -231,6 +237,7 @@ async fn three_replicas_poll_a_thousand_payments_to_final_states_once_each() {
             assert!(pair[1] > pair[0], "two polls at once for {bank_id:?}");
         }
     }
+    assert_eq!(total, counted, "the request log kept every status poll");
     eprintln!("{total} status polls for {N} payments");
 
     for r in replicas {
