@@ -160,6 +160,26 @@ async fn payments_end_paid_expired_or_failed_with_no_client_action() {
         .await
         .unwrap();
     assert!(report.is_ok(), "{report:?}");
+
+    // Operators see the poller at work.
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for series in [
+        "pisgate_polls_total{outcome=\"changed\"}",
+        "pisgate_polls_total{outcome=\"expired\"}",
+        "pisgate_poll_queue_depth",
+        "pisgate_poll_oldest_due_seconds",
+        "pisgate_poll_lag_seconds",
+    ] {
+        assert!(metrics.contains(series), "{series} missing from /metrics");
+    }
 }
 
 #[tokio::test]
