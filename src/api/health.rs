@@ -1,4 +1,5 @@
-//! Liveness, readiness and metrics: unauthenticated, for the orchestrator and Prometheus.
+//! Liveness, readiness, metrics and the API description: unauthenticated, for the
+//! orchestrator, Prometheus and merchants' tooling.
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -15,6 +16,14 @@ pub fn router() -> Router<AppState> {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
+        .route("/openapi.json", get(openapi))
+}
+
+/// The OpenAPI 3.1 description of the merchant API and of the webhooks it sends.
+const OPENAPI: &str = include_str!("openapi.json");
+
+async fn openapi() -> impl IntoResponse {
+    ([(header::CONTENT_TYPE, "application/json")], OPENAPI)
 }
 
 /// The process is alive; says nothing about its dependencies.
