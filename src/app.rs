@@ -127,6 +127,7 @@ impl Application {
         let forward = tokio::spawn(async move {
             let _ = told.wait_for(|stopping| *stopping).await;
             let _ = workers_stop_tx.send(true);
+            tokio::time::Instant::now()
         });
         let workers = Workers::spawn(self.workers, workers_stop_rx);
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
@@ -141,8 +142,15 @@ impl Application {
                 Ok(())
             }
         };
-        let _ = forward.await;
-        workers.join(self.shutdown_timeout).await;
+        // Workers stopped alongside the HTTP drain: they get what is left of the same bound.
+        let stop_began = forward
+            .await
+            .unwrap_or_else(|_| tokio::time::Instant::now());
+        let left = self
+            .shutdown_timeout
+            .saturating_sub(stop_began.elapsed())
+            .max(Duration::from_secs(1));
+        workers.join(left).await;
         self.pool.close().await;
         tracing::info!("stopped");
         result

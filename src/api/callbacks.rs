@@ -258,8 +258,21 @@ async fn exchange_and_store(
     let stored = match result {
         Ok(tokens_set) => {
             let key = psu_key(p, tokens_set.shopper_id.as_deref());
-            let expires_at =
-                Utc::now() + chrono::Duration::from_std(tokens_set.expires_in).unwrap_or_default();
+            // The token is kept under the bank's identity of the shopper, which the refresher
+            // locks: take that lock too and order this token after any refresh that finished
+            // under it (a refresh the bank answered before this exchange is revoked by it).
+            let (key_lock, issue_seq) = if key != lock_key {
+                let mut key_lock = tokens::lock_psu(&state.pool, &p.bank, &key).await?;
+                let seq = tokens::next_issue_seq(key_lock.connection()).await?;
+                (Some(key_lock), seq)
+            } else {
+                (None, issue_seq)
+            };
+            // An absurd `expires_in` is capped at a day rather than trusted.
+            let lifetime = tokens_set
+                .expires_in
+                .min(std::time::Duration::from_secs(86_400));
+            let expires_at = Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default();
             let mut tx = state.pool.begin().await?;
             let stored = tokens::store(
                 &mut tx,
@@ -280,7 +293,11 @@ async fn exchange_and_store(
                 json!({ "issue_seq": issue_seq, "stored": stored, "access_expires_at": expires_at }),
             )
             .await?;
-            tx.commit().await
+            let committed = tx.commit().await;
+            if let Some(key_lock) = key_lock {
+                key_lock.release().await;
+            }
+            committed
         }
         Err(error) => {
             tracing::warn!(error = %error, kind = error.kind(), "code exchange failed");

@@ -353,7 +353,8 @@ pub async fn transition(
                failure_detail = COALESCE($5, failure_detail),
                authorized_at = CASE WHEN $2 = 'authorized' THEN now() ELSE authorized_at END,
                finalized_at = CASE WHEN $6 THEN now() ELSE finalized_at END,
-               next_poll_at = CASE WHEN $6 THEN NULL ELSE next_poll_at END
+               next_poll_at = CASE WHEN $6 THEN NULL ELSE next_poll_at END,
+               poll_owner = CASE WHEN $6 THEN NULL ELSE poll_owner END
            WHERE id = $1 AND status = $7"#,
         id,
         change.to.as_str(),

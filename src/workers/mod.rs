@@ -152,7 +152,10 @@ impl Pacer {
     /// Holds every call back for `wait` (the bank said "slow down" for our client).
     pub async fn hold(&self, wait: Duration) {
         let mut next = self.next.lock().await;
-        *next = (*next).max(Instant::now() + wait);
+        let until = Instant::now()
+            .checked_add(wait)
+            .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
+        *next = (*next).max(until);
     }
 }
 

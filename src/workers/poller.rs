@@ -33,6 +33,18 @@ use tokio::time::Instant;
 use tracing::Instrument as _;
 use uuid::Uuid;
 
+/// The longest `Retry-After` we wait for.
+const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
+
+/// `now + wait`, saturating instead of overflowing.
+fn after(wait: Duration) -> DateTime<Utc> {
+    let now = Utc::now();
+    chrono::Duration::from_std(wait)
+        .ok()
+        .and_then(|d| now.checked_add_signed(d))
+        .unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
 /// A payment this replica has claimed.
 #[derive(Debug, Clone)]
 pub struct Claimed {
@@ -43,6 +55,8 @@ pub struct Claimed {
     pub bank_payment_id: Option<String>,
     pub psu_key: Option<String>,
     pub state_expires_at: Option<DateTime<Utc>>,
+    /// When the shopper came back through the callback.
+    pub state_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub poll_failures: i32,
     pub recurring_remaining: Option<i32>,
@@ -51,6 +65,9 @@ pub struct Claimed {
     pub recurring_count: Option<i32>,
     /// When it was due (the lag is measured from here).
     pub due_at: DateTime<Utc>,
+    /// The end of this claim's lease: with the owner, it identifies the claim, so a second
+    /// claim of the same row by the same replica (after a lease ran out) is told apart.
+    pub lease_until: DateTime<Utc>,
 }
 
 pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
@@ -105,7 +122,9 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
                         cfg.idle_wait
                     }
                 }
-                .min(cfg.idle_wait);
+                .min(cfg.idle_wait)
+                // Due rows may be locked by someone else for a moment: never spin.
+                .max(Duration::from_millis(100));
                 tokio::select! {
                     () = tokio::time::sleep(wait) => {}
                     () = wake.notified() => {}
@@ -170,11 +189,11 @@ pub async fn claim(
            FROM due
            WHERE p.id = due.id
            RETURNING p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.psu_key,
-                     p.state_expires_at, p.created_at, p.poll_failures,
+                     p.state_expires_at, p.state_used_at, p.created_at, p.poll_failures,
                      p.recurring_remaining, p.recurring_executions,
                      p.request->>'execution_date' AS execution_date,
                      (p.request->'recurring'->>'count')::int AS recurring_count,
-                     due.due_at AS "due_at!""#,
+                     due.due_at AS "due_at!", p.next_poll_at AS "lease_until!""#,
         owner,
         lease_ms,
         limit,
@@ -262,9 +281,10 @@ async fn poll_one(ctx: WorkerContext, pacer: Arc<Pacer>, p: Claimed, _slot: Owne
 /// The signing deadline: the OAuth state's expiry, else creation plus the signing window.
 fn deadline(ctx: &WorkerContext, p: &Claimed) -> DateTime<Utc> {
     p.state_expires_at.unwrap_or_else(|| {
-        p.created_at
-            + chrono::Duration::from_std(ctx.settings.payments.signing_window)
-                .unwrap_or(chrono::Duration::MAX)
+        chrono::Duration::from_std(ctx.settings.payments.signing_window)
+            .ok()
+            .and_then(|w| p.created_at.checked_add_signed(w))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
     })
 }
 
@@ -273,7 +293,12 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
     let status = PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Failed);
     let now = Utc::now();
     let deadline = deadline(ctx, p);
-    let past_deadline = now >= deadline;
+    // A shopper who came back just now is mid-callback (the code exchange may still be
+    // running): the bank's answer decides, not our window.
+    let returned_recently = p
+        .state_used_at
+        .is_some_and(|t| now - t < chrono::Duration::minutes(5));
+    let past_deadline = now >= deadline && !returned_recently;
     let expire = |bank_status: Option<String>| ChangeSpec {
         to: PaymentStatus::Expired,
         bank_status,
@@ -359,6 +384,8 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
             }
         }
         Err(BankError::RateLimited { retry_after }) => {
+            // A bank's Retry-After is honoured, but never beyond an hour.
+            let retry_after = retry_after.map(|d| d.min(MAX_RETRY_AFTER));
             let wait = retry_after.unwrap_or(retry_wait).max(retry_wait);
             // The limit is on our client, not on this payment: hold every poll back.
             if let Some(after) = retry_after {
@@ -473,18 +500,28 @@ fn schedule(ctx: &WorkerContext, p: &Claimed, status: PaymentStatus) -> Option<D
 /// to count.
 async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result<&'static str> {
     let mut tx = ctx.pool.begin().await?;
-    let owner = sqlx::query_scalar!(
-        "SELECT poll_owner FROM payments WHERE id = $1 FOR UPDATE",
+    let Some(row) = sqlx::query!(
+        "SELECT poll_owner, next_poll_at, recurring_executions, recurring_remaining
+         FROM payments WHERE id = $1 FOR UPDATE",
         p.id
     )
     .fetch_optional(&mut *tx)
     .await?
-    .flatten();
-    if owner.as_deref() != Some(&*ctx.owner) {
-        // Our lease ran out and another replica took the payment: its answer wins.
+    else {
+        return Ok("lease_lost");
+    };
+    if row.poll_owner.as_deref() != Some(&*ctx.owner) || row.next_poll_at != Some(p.lease_until) {
+        // Our lease ran out and the payment was claimed again (by another replica or by
+        // this one): that claim's answer wins.
         tracing::info!("lease lost before the poll was recorded; dropping this answer");
         return Ok("lease_lost");
     }
+    // Progress as it is now, not as it was at the claim.
+    let p = &Claimed {
+        recurring_executions: row.recurring_executions,
+        recurring_remaining: row.recurring_remaining,
+        ..p.clone()
+    };
     let mut status = PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Failed);
     let mut outcome = d.outcome;
     if let Some(c) = &d.change {
@@ -524,8 +561,7 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
         }
         Some(wait) => Some(wait),
     };
-    let next_at =
-        next.map(|w| Utc::now() + chrono::Duration::from_std(w).unwrap_or(chrono::Duration::MAX));
+    let next_at = next.map(after);
     sqlx::query!(
         "UPDATE payments
          SET next_poll_at = CASE WHEN status IN ('awaiting_authorization', 'authorized') THEN $2::timestamptz ELSE NULL END,

@@ -27,7 +27,7 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
     let cfg = ctx.settings.refresher.clone();
     tracing::info!("token refresher started");
     loop {
-        match refresh_due(&ctx).await {
+        match refresh_due(&ctx, &stop).await {
             Ok(n) if n > 0 => tracing::info!(refreshed = n, "refreshed shoppers' tokens"),
             Ok(_) => {}
             Err(e) => tracing::error!(error = %e, "token refresh round failed"),
@@ -68,10 +68,17 @@ async fn due(pool: &PgPool, within: Duration) -> Result<Vec<Due>, sqlx::Error> {
 }
 
 /// One round: refreshes every due token. Returns how many were refreshed.
-pub async fn refresh_due(ctx: &WorkerContext) -> anyhow::Result<usize> {
+pub async fn refresh_due(
+    ctx: &WorkerContext,
+    stop: &watch::Receiver<bool>,
+) -> anyhow::Result<usize> {
     let within = ctx.settings.refresher.refresh_before;
     let mut refreshed = 0;
     for d in due(&ctx.pool, within).await? {
+        // Stop between shoppers, never in the middle of one (a refresh token is single use).
+        if *stop.borrow() {
+            break;
+        }
         match refresh_one(ctx, &d).await {
             Ok(outcome) => {
                 metrics::counter!("pisgate_token_refreshes_total", "outcome" => outcome)
@@ -111,8 +118,10 @@ async fn refresh_one(ctx: &WorkerContext, d: &Due) -> anyhow::Result<&'static st
     let seq = tokens::next_issue_seq(lock.connection()).await?;
     let outcome = match ctx.bank.refresh(refresh_token).await {
         Ok(set) => {
+            // An absurd `expires_in` is capped at a day rather than trusted.
+            let lifetime = set.expires_in.min(Duration::from_secs(86_400));
             let expires_at = Utc::now()
-                + chrono::Duration::from_std(set.expires_in).unwrap_or(chrono::Duration::zero());
+                + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::zero());
             let stored = tokens::store(
                 lock.connection(),
                 &ctx.cipher,
