@@ -265,17 +265,22 @@ struct ChangeSpec {
 }
 
 async fn poll_one(ctx: WorkerContext, pacer: Arc<Pacer>, p: Claimed, _slot: OwnedSemaphorePermit) {
-    let decision = decide(&ctx, &pacer, &p).await;
+    poll(&ctx, &pacer, &p).await;
+}
+
+/// Polls one claimed payment and records the answer; returns the outcome counted.
+pub async fn poll(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> &'static str {
+    let decision = decide(ctx, pacer, p).await;
     let outcome = decision.outcome;
-    match record(&ctx, &p, decision).await {
-        Ok(final_outcome) => {
-            metrics::counter!("pisgate_polls_total", "outcome" => final_outcome).increment(1);
-        }
+    let counted = match record(ctx, p, decision).await {
+        Ok(final_outcome) => final_outcome,
         Err(e) => {
-            metrics::counter!("pisgate_polls_total", "outcome" => "record_failed").increment(1);
             tracing::error!(error = %e, outcome, "cannot record the poll; the lease will expire and it is polled again");
+            "record_failed"
         }
-    }
+    };
+    metrics::counter!("pisgate_polls_total", "outcome" => counted).increment(1);
+    counted
 }
 
 /// The signing deadline: the OAuth state's expiry, else creation plus the signing window.

@@ -156,6 +156,8 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
 
 pub struct TestApp {
     pub address: String,
+    /// The settings the app runs with (its own fresh database).
+    pub settings: Settings,
     pub sandbox: Arc<Sandbox>,
     pub sandbox_url: String,
     pub pool: PgPool,
@@ -221,7 +223,7 @@ pub async fn spawn_app_full(
     ];
     all.extend_from_slice(overrides);
     let settings = settings(&fresh_database().await, &all);
-    let app = Application::build_on(settings, listener)
+    let app = Application::build_on(settings.clone(), listener)
         .await
         .expect("the app builds");
     let pool = app.pool().clone();
@@ -231,6 +233,7 @@ pub async fn spawn_app_full(
     }));
     TestApp {
         address,
+        settings,
         sandbox,
         sandbox_url,
         pool,

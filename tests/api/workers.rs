@@ -420,3 +420,46 @@ async fn a_token_about_to_expire_is_refreshed_while_its_shopper_has_payments_in_
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(app.bank_calls(Operation::Token), calls);
 }
+
+#[tokio::test]
+async fn an_answer_from_an_expired_claim_is_dropped_even_by_the_replica_that_claimed_again() {
+    use pisgate::workers::{Pacer, WorkerContext, poller};
+    let app = spawn_app_full(&[], |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    app.sign_at_bank(p["authorization_url"].as_str().unwrap(), "psu-1", true)
+        .await;
+    let ctx = WorkerContext::new(
+        app.pool.clone(),
+        std::sync::Arc::new(app.settings.clone()),
+        pisgate::app::nordea_client(&app.settings).unwrap(),
+        std::sync::Arc::new(pisgate::app::token_cipher(&app.settings).unwrap()),
+    );
+    let pacer = Pacer::new(100);
+    let lease = Duration::from_secs(30);
+    let first = poller::claim(&app.pool, &ctx.owner, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(first.len(), 1);
+    // The first poll outlives its lease; the same replica claims the payment again.
+    sqlx::query("UPDATE payments SET next_poll_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let second = poller::claim(&app.pool, &ctx.owner, lease, 10)
+        .await
+        .unwrap();
+    assert_eq!(second.len(), 1);
+    assert_eq!(poller::poll(&ctx, &pacer, &first[0]).await, "lease_lost");
+    assert_eq!(poller::poll(&ctx, &pacer, &second[0]).await, "changed");
+    let id = p["id"].as_str().unwrap();
+    assert_eq!(
+        changes(&events(&app, &m.api_key, id).await),
+        vec![("awaiting_authorization".to_owned(), "authorized".to_owned())]
+    );
+    let owner: Option<String> = sqlx::query_scalar("SELECT poll_owner FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(owner, None, "the lease is handed back once recorded");
+}
