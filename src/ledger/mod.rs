@@ -9,6 +9,7 @@ pub mod events;
 pub mod idempotency;
 pub mod merchants;
 pub mod payments;
+pub mod polls;
 pub mod tokens;
 pub mod view;
 pub mod webhooks;

@@ -310,12 +310,14 @@ pub struct DueToken {
 }
 
 /// Live, refreshable tokens whose access token expires within `within` (or already has),
-/// soonest first.
+/// soonest first. With `in_flight_only`, only those of shoppers who still have a payment
+/// awaiting authorization or authorized (the refresher's question).
 #[tracing::instrument(skip_all, fields(within_s = within.as_secs(), limit = limit, found))]
 pub async fn due_for_refresh(
     pool: &PgPool,
     within: Duration,
     limit: i64,
+    in_flight_only: bool,
 ) -> Result<Vec<DueToken>, sqlx::Error> {
     let within = chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
     let cutoff = Utc::now()
@@ -323,13 +325,18 @@ pub async fn due_for_refresh(
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let due = sqlx::query_as!(
         DueToken,
-        r#"SELECT bank, psu_key, issue_seq, access_expires_at
-           FROM psu_tokens
-           WHERE status = 'live' AND refresh_token IS NOT NULL AND access_expires_at <= $1
-           ORDER BY access_expires_at, bank, psu_key
+        r#"SELECT t.bank, t.psu_key, t.issue_seq, t.access_expires_at
+           FROM psu_tokens t
+           WHERE t.status = 'live' AND t.refresh_token IS NOT NULL AND t.access_expires_at <= $1
+             AND (NOT $3 OR EXISTS (
+                     SELECT 1 FROM payments p
+                     WHERE p.psu_key = t.psu_key AND p.bank = t.bank
+                       AND p.status IN ('awaiting_authorization', 'authorized')))
+           ORDER BY t.access_expires_at, t.bank, t.psu_key
            LIMIT $2"#,
         cutoff,
-        limit
+        limit,
+        in_flight_only,
     )
     .fetch_all(pool)
     .await?;

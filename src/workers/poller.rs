@@ -1,6 +1,6 @@
 //! The status poller: follows every payment to a final state without anyone asking.
 //!
-//! Loop: claim due payments (`FOR UPDATE SKIP LOCKED`; the claim moves `next_poll_at` to the
+//! The SQL lives in [`crate::ledger::polls`]. Loop: claim due payments (`FOR UPDATE SKIP LOCKED`; the claim moves `next_poll_at` to the
 //! end of the lease and writes our name in `poll_owner`) and commit; poll each outside any
 //! transaction, paced by a per-replica rate limit; then, in one short transaction that still
 //! owns the row, apply the bank's answer through the domain status machine
@@ -21,7 +21,8 @@ use super::{Pacer, WorkerContext, backoff, stopped, stretch};
 use crate::bank::{BankError, BankPaymentId, StatusReport};
 use crate::domain::PaymentStatus;
 use crate::ledger::payments::{self, Change, POLL_CHANNEL};
-use crate::ledger::{tokens, webhooks};
+pub use crate::ledger::polls::Claimed;
+use crate::ledger::{polls, tokens, webhooks};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 use sqlx::PgPool;
@@ -31,7 +32,6 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
-use uuid::Uuid;
 
 /// The longest `Retry-After` we wait for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
@@ -43,31 +43,6 @@ fn after(wait: Duration) -> DateTime<Utc> {
         .ok()
         .and_then(|d| now.checked_add_signed(d))
         .unwrap_or(DateTime::<Utc>::MAX_UTC)
-}
-
-/// A payment this replica has claimed.
-#[derive(Debug, Clone)]
-pub struct Claimed {
-    pub id: Uuid,
-    pub merchant_id: Uuid,
-    pub status: String,
-    pub bank: String,
-    pub bank_payment_id: Option<String>,
-    pub psu_key: Option<String>,
-    pub state_expires_at: Option<DateTime<Utc>>,
-    /// When the shopper came back through the callback.
-    pub state_used_at: Option<DateTime<Utc>>,
-    pub created_at: DateTime<Utc>,
-    pub poll_failures: i32,
-    pub recurring_remaining: Option<i32>,
-    pub recurring_executions: i32,
-    pub execution_date: Option<String>,
-    pub recurring_count: Option<i32>,
-    /// When it was due (the lag is measured from here).
-    pub due_at: DateTime<Utc>,
-    /// The end of this claim's lease: with the owner, it identifies the claim, so a second
-    /// claim of the same row by the same replica (after a lease ran out) is told apart.
-    pub lease_until: DateTime<Utc>,
 }
 
 pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
@@ -114,7 +89,7 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
                 }
             }
             Ok(_) => {
-                let wait = match next_due(&ctx.pool).await {
+                let wait = match polls::next_due(&ctx.pool).await {
                     Ok(Some(at)) => (at - Utc::now()).to_std().unwrap_or_default(),
                     Ok(None) => cfg.idle_wait,
                     Err(e) => {
@@ -159,47 +134,21 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
         tasks.abort_all();
         while tasks.join_next().await.is_some() {}
     }
-    match release(&ctx.pool, &ctx.owner).await {
+    match polls::release(&ctx.pool, &ctx.owner).await {
         Ok(n) => tracing::info!(released = n, "status poller stopped; leases handed back"),
         Err(e) => tracing::error!(error = %e, "cannot hand back leases; they will expire"),
     }
 }
 
-/// Claims up to `limit` due payments for `owner`, oldest due first, and commits.
+/// Claims up to `limit` due payments for `owner` (see [`polls::claim`]) and records how
+/// late each was.
 pub async fn claim(
     pool: &PgPool,
     owner: &str,
     lease: Duration,
     limit: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
-    let claimed = sqlx::query_as!(
-        Claimed,
-        r#"WITH due AS (
-               SELECT id, next_poll_at AS due_at
-               FROM payments
-               WHERE next_poll_at <= now()
-               ORDER BY next_poll_at
-               LIMIT $3
-               FOR UPDATE SKIP LOCKED
-           )
-           UPDATE payments p
-           SET next_poll_at = now() + make_interval(secs => $2::bigint / 1000.0),
-               poll_owner = $1
-           FROM due
-           WHERE p.id = due.id
-           RETURNING p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.psu_key,
-                     p.state_expires_at, p.state_used_at, p.created_at, p.poll_failures,
-                     p.recurring_remaining, p.recurring_executions,
-                     p.request->>'execution_date' AS execution_date,
-                     (p.request->'recurring'->>'count')::int AS recurring_count,
-                     due.due_at AS "due_at!", p.next_poll_at AS "lease_until!""#,
-        owner,
-        lease_ms,
-        limit,
-    )
-    .fetch_all(pool)
-    .await?;
+    let claimed = polls::claim(pool, owner, lease, limit).await?;
     let now = Utc::now();
     for p in &claimed {
         let lag = (now - p.due_at).num_milliseconds().max(0) as f64 / 1000.0;
@@ -208,37 +157,12 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// Hands every lease of `owner` back: those payments are due again at once.
-pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
-    let r = sqlx::query!(
-        "UPDATE payments SET next_poll_at = now(), poll_owner = NULL
-         WHERE poll_owner = $1 AND next_poll_at IS NOT NULL",
-        owner
-    )
-    .execute(pool)
-    .await?;
-    Ok(r.rows_affected())
-}
-
-async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar!("SELECT min(next_poll_at) FROM payments WHERE next_poll_at IS NOT NULL")
-        .fetch_one(pool)
-        .await
-}
-
 /// Queue depth (due, not claimed) and the age of the oldest of them.
 async fn refresh_gauges(pool: &PgPool) {
-    let row = sqlx::query!(
-        r#"SELECT count(*) AS "depth!",
-                  COALESCE(EXTRACT(EPOCH FROM now() - min(next_poll_at)), 0)::float8 AS "oldest!"
-           FROM payments WHERE next_poll_at <= now()"#
-    )
-    .fetch_one(pool)
-    .await;
-    match row {
-        Ok(r) => {
-            metrics::gauge!("pisgate_poll_queue_depth").set(r.depth as f64);
-            metrics::gauge!("pisgate_poll_oldest_due_seconds").set(r.oldest.max(0.0));
+    match polls::queue_stats(pool).await {
+        Ok((depth, oldest)) => {
+            metrics::gauge!("pisgate_poll_queue_depth").set(depth as f64);
+            metrics::gauge!("pisgate_poll_oldest_due_seconds").set(oldest.max(0.0));
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the poll queue depth"),
     }
@@ -505,17 +429,10 @@ fn schedule(ctx: &WorkerContext, p: &Claimed, status: PaymentStatus) -> Option<D
 /// to count.
 async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result<&'static str> {
     let mut tx = ctx.pool.begin().await?;
-    let Some(row) = sqlx::query!(
-        "SELECT poll_owner, next_poll_at, recurring_executions, recurring_remaining
-         FROM payments WHERE id = $1 FOR UPDATE",
-        p.id
-    )
-    .fetch_optional(&mut *tx)
-    .await?
-    else {
+    let Some(row) = polls::lock_claim(&mut tx, p.id).await? else {
         return Ok("lease_lost");
     };
-    if row.poll_owner.as_deref() != Some(&*ctx.owner) || row.next_poll_at != Some(p.lease_until) {
+    if !row.is_claim(&ctx.owner, p.lease_until) {
         // Our lease ran out and the payment was claimed again (by another replica or by
         // this one): that claim's answer wins.
         tracing::info!("lease lost before the poll was recorded; dropping this answer");
@@ -567,17 +484,7 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
         Some(wait) => Some(wait),
     };
     let next_at = next.map(after);
-    sqlx::query!(
-        "UPDATE payments
-         SET next_poll_at = CASE WHEN status IN ('awaiting_authorization', 'authorized') THEN $2::timestamptz ELSE NULL END,
-             poll_owner = NULL, poll_failures = $3, polls = polls + 1, last_polled_at = now()
-         WHERE id = $1",
-        p.id,
-        next_at,
-        d.failures,
-    )
-    .execute(&mut *tx)
-    .await?;
+    polls::reschedule(&mut tx, p.id, next_at, d.failures).await?;
     tx.commit().await?;
     Ok(outcome)
 }
@@ -611,14 +518,9 @@ async fn record_progress(
     if executed_now <= p.recurring_executions && p.recurring_remaining == Some(remaining) {
         return Ok(());
     }
-    sqlx::query!(
-        "UPDATE payments SET recurring_remaining = $2, recurring_executions = GREATEST(recurring_executions, $3) WHERE id = $1",
-        p.id,
-        remaining,
-        executed_now,
-    )
-    .execute(&mut *tx)
-    .await?;
+    polls::set_recurring_progress(tx, p.id, remaining, executed_now).await?;
+    // The payment as the webhooks show it, with its progress: read once for all of them.
+    let after = payments::get(tx, p.id).await?;
     for n in (p.recurring_executions + 1)..=executed_now {
         let left = count - n;
         payments::note(
@@ -628,11 +530,10 @@ async fn record_progress(
             json!({ "occurrence": n, "remaining_count": left, "count": count }),
         )
         .await?;
-        let after = payments::get(tx, p.id).await?;
-        if let Some(after) = after {
+        if let Some(after) = &after {
             webhooks::enqueue(
                 tx,
-                &after,
+                after,
                 "payment.occurrence_paid",
                 json!({ "occurrence": n, "remaining_count": left }),
             )

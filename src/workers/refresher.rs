@@ -14,7 +14,6 @@ use super::{WorkerContext, stopped};
 use crate::bank::BankError;
 use crate::ledger::tokens::{self, psu_log_id};
 use chrono::Utc;
-use sqlx::PgPool;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -40,33 +39,6 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
     tracing::info!("token refresher stopped");
 }
 
-/// A live, refreshable token expiring soon whose shopper has a payment in flight.
-struct Due {
-    bank: String,
-    psu_key: String,
-    issue_seq: i64,
-}
-
-async fn due(pool: &PgPool, within: Duration) -> Result<Vec<Due>, sqlx::Error> {
-    let within_ms = i64::try_from(within.as_millis()).unwrap_or(i64::MAX);
-    sqlx::query_as!(
-        Due,
-        r#"SELECT t.bank, t.psu_key, t.issue_seq
-           FROM psu_tokens t
-           WHERE t.status = 'live' AND t.refresh_token IS NOT NULL
-             AND t.access_expires_at <= now() + make_interval(secs => $1::bigint / 1000.0)
-             AND EXISTS (SELECT 1 FROM payments p
-                         WHERE p.psu_key = t.psu_key AND p.bank = t.bank
-                           AND p.status IN ('awaiting_authorization', 'authorized'))
-           ORDER BY t.access_expires_at
-           LIMIT $2"#,
-        within_ms,
-        BATCH,
-    )
-    .fetch_all(pool)
-    .await
-}
-
 /// One round: refreshes every due token. Returns how many were refreshed.
 pub async fn refresh_due(
     ctx: &WorkerContext,
@@ -74,7 +46,7 @@ pub async fn refresh_due(
 ) -> anyhow::Result<usize> {
     let within = ctx.settings.refresher.refresh_before;
     let mut refreshed = 0;
-    for d in due(&ctx.pool, within).await? {
+    for d in tokens::due_for_refresh(&ctx.pool, within, BATCH, true).await? {
         // Stop between shoppers, never in the middle of one (a refresh token is single use).
         if *stop.borrow() {
             break;
@@ -97,7 +69,7 @@ pub async fn refresh_due(
     Ok(refreshed)
 }
 
-async fn refresh_one(ctx: &WorkerContext, d: &Due) -> anyhow::Result<&'static str> {
+async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Result<&'static str> {
     let psu = psu_log_id(&d.bank, &d.psu_key);
     let Ok(lock) =
         tokio::time::timeout(LOCK_WAIT, tokens::lock_psu(&ctx.pool, &d.bank, &d.psu_key)).await

@@ -655,12 +655,12 @@ async fn ledger_due_for_refresh_lists_live_tokens_expiring_soon() {
     tokens::mark_dead(&pool, "nordea", "dead", 4, "revoked")
         .await
         .unwrap();
-    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10)
+    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10, false)
         .await
         .unwrap();
     let keys: Vec<&str> = due.iter().map(|d| d.psu_key.as_str()).collect();
     assert_eq!(keys, vec!["expired", "soon"]);
-    let limited = tokens::due_for_refresh(&pool, Duration::from_secs(120), 1)
+    let limited = tokens::due_for_refresh(&pool, Duration::from_secs(120), 1, false)
         .await
         .unwrap();
     assert_eq!(limited.len(), 1);

@@ -1,0 +1,176 @@
+//! The status poller's bookkeeping on `payments`: claims with leases, the schedule, and a
+//! standing order's progress. The poller (`crate::workers::poller`) decides; this module
+//! only reads and writes.
+//!
+//! A claim moves `next_poll_at` to the end of the lease and writes the owner in
+//! `poll_owner`, so a crashed replica's claims simply come due again; owner and lease end
+//! together identify one claim.
+
+use chrono::{DateTime, Utc};
+use sqlx::{PgConnection, PgPool};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// A payment this replica has claimed.
+#[derive(Debug, Clone)]
+pub struct Claimed {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub status: String,
+    pub bank: String,
+    pub bank_payment_id: Option<String>,
+    pub psu_key: Option<String>,
+    pub state_expires_at: Option<DateTime<Utc>>,
+    /// When the shopper came back through the callback.
+    pub state_used_at: Option<DateTime<Utc>>,
+    pub created_at: DateTime<Utc>,
+    pub poll_failures: i32,
+    pub recurring_remaining: Option<i32>,
+    pub recurring_executions: i32,
+    pub execution_date: Option<String>,
+    pub recurring_count: Option<i32>,
+    /// When it was due (the lag is measured from here).
+    pub due_at: DateTime<Utc>,
+    /// The end of this claim's lease: with the owner, it identifies the claim, so a second
+    /// claim of the same row by the same replica (after a lease ran out) is told apart.
+    pub lease_until: DateTime<Utc>,
+}
+
+/// Claims up to `limit` due payments for `owner`, oldest due first (`FOR UPDATE SKIP
+/// LOCKED`, so replicas never claim the same row), and commits.
+pub async fn claim(
+    pool: &PgPool,
+    owner: &str,
+    lease: Duration,
+    limit: i64,
+) -> Result<Vec<Claimed>, sqlx::Error> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query_as!(
+        Claimed,
+        r#"WITH due AS (
+               SELECT id, next_poll_at AS due_at
+               FROM payments
+               WHERE next_poll_at <= now()
+               ORDER BY next_poll_at
+               LIMIT $3
+               FOR UPDATE SKIP LOCKED
+           )
+           UPDATE payments p
+           SET next_poll_at = now() + make_interval(secs => $2::bigint / 1000.0),
+               poll_owner = $1
+           FROM due
+           WHERE p.id = due.id
+           RETURNING p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.psu_key,
+                     p.state_expires_at, p.state_used_at, p.created_at, p.poll_failures,
+                     p.recurring_remaining, p.recurring_executions,
+                     p.request->>'execution_date' AS execution_date,
+                     (p.request->'recurring'->>'count')::int AS recurring_count,
+                     due.due_at AS "due_at!", p.next_poll_at AS "lease_until!""#,
+        owner,
+        lease_ms,
+        limit,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// Hands every lease of `owner` back: those payments are due again at once.
+pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
+    let r = sqlx::query!(
+        "UPDATE payments SET next_poll_at = now(), poll_owner = NULL
+         WHERE poll_owner = $1 AND next_poll_at IS NOT NULL",
+        owner
+    )
+    .execute(pool)
+    .await?;
+    Ok(r.rows_affected())
+}
+
+/// The earliest due time of any payment still followed (claimed ones included).
+pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!("SELECT min(next_poll_at) FROM payments WHERE next_poll_at IS NOT NULL")
+        .fetch_one(pool)
+        .await
+}
+
+/// How many payments are due and not claimed, and how many seconds the oldest is late.
+pub async fn queue_stats(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+    let r = sqlx::query!(
+        r#"SELECT count(*) AS "depth!",
+                  COALESCE(EXTRACT(EPOCH FROM now() - min(next_poll_at)), 0)::float8 AS "oldest!"
+           FROM payments WHERE next_poll_at <= now()"#
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok((r.depth, r.oldest))
+}
+
+/// A claimed row as it is now, locked for the caller's transaction.
+#[derive(Debug)]
+pub struct ClaimState {
+    pub poll_owner: Option<String>,
+    pub next_poll_at: Option<DateTime<Utc>>,
+    pub recurring_executions: i32,
+    pub recurring_remaining: Option<i32>,
+}
+
+impl ClaimState {
+    /// Whether this is still the claim `owner` made with lease end `lease_until`.
+    pub fn is_claim(&self, owner: &str, lease_until: DateTime<Utc>) -> bool {
+        self.poll_owner.as_deref() == Some(owner) && self.next_poll_at == Some(lease_until)
+    }
+}
+
+pub async fn lock_claim(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<ClaimState>, sqlx::Error> {
+    sqlx::query_as!(
+        ClaimState,
+        "SELECT poll_owner, next_poll_at, recurring_executions, recurring_remaining
+         FROM payments WHERE id = $1 FOR UPDATE",
+        id
+    )
+    .fetch_optional(conn)
+    .await
+}
+
+/// Ends a claim: the next due time (ignored once the payment is final) and the count of
+/// consecutive failures.
+pub async fn reschedule(
+    conn: &mut PgConnection,
+    id: Uuid,
+    next_at: Option<DateTime<Utc>>,
+    failures: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE payments
+         SET next_poll_at = CASE WHEN status IN ('awaiting_authorization', 'authorized') THEN $2::timestamptz ELSE NULL END,
+             poll_owner = NULL, poll_failures = $3, polls = polls + 1, last_polled_at = now()
+         WHERE id = $1",
+        id,
+        next_at,
+        failures,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// A standing order's count still to come and executions seen (never lowered).
+pub async fn set_recurring_progress(
+    conn: &mut PgConnection,
+    id: Uuid,
+    remaining: i32,
+    executions: i32,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE payments SET recurring_remaining = $2, recurring_executions = GREATEST(recurring_executions, $3) WHERE id = $1",
+        id,
+        remaining,
+        executions,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
