@@ -239,6 +239,7 @@ async fn run_sandbox() -> anyhow::Result<()> {
     config.recurring_interval = s.recurring_interval;
     config.approval_timeout = s.approval_timeout;
     config.access_token_lifetime = s.access_token_lifetime;
+    config.token_identity = s.token_identity;
     if let Some(faults) = &s.faults_json {
         config.faults = serde_json::from_str(faults).map_err(|e| {
             SettingsError::Load(format!("invalid setting PISGATE__SANDBOX__FAULTS: {e}"))

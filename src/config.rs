@@ -736,6 +736,9 @@ fn boolean(key: &str, value: Option<String>) -> Result<bool, SettingsError> {
     }
 }
 
+/// The sandbox's approval timeout when `sandbox.approval_timeout_secs` is not set.
+pub const DEFAULT_SANDBOX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(1800);
+
 /// Settings of `pisgate sandbox` (the Nordea simulator): section `[sandbox]`.
 #[derive(Debug, Clone)]
 pub struct SandboxSettings {
@@ -749,8 +752,14 @@ pub struct SandboxSettings {
     pub confirm_delay: Duration,
     pub paid_delay: Duration,
     pub recurring_interval: Duration,
+    /// `sandbox.approval_timeout_secs`: how long after initiation an opened but unsigned
+    /// payment becomes UserApprovalTimeout. Absent: 1800 s (30 minutes, as a real bank times
+    /// out unsigned payments); `0`: never.
     pub approval_timeout: Option<Duration>,
     pub access_token_lifetime: Duration,
+    /// `sandbox.token_identity`: token answers carry an unsigned `id_token` with the PSU
+    /// (`sub`) and the issue time (`iat`). Default false (Nordea's schema has no `id_token`).
+    pub token_identity: bool,
     /// Fault rules active from the start, as the admin API's JSON list.
     pub faults_json: Option<String>,
 }
@@ -768,6 +777,7 @@ struct RawSandbox {
     recurring_interval_secs: Option<String>,
     approval_timeout_secs: Option<String>,
     access_token_lifetime_secs: Option<String>,
+    token_identity: Option<String>,
     faults: Option<String>,
 }
 
@@ -814,9 +824,16 @@ impl SandboxSettings {
             |key: &str, v: Option<String>| number::<u64>(key, v, 0).map(Duration::from_millis);
         let approval_timeout = match raw.approval_timeout_secs {
             Some(v) if !v.trim().is_empty() => {
-                Some(secs("sandbox.approval_timeout_secs", Some(v))?)
+                match number::<u64>("sandbox.approval_timeout_secs", Some(v), 0)? {
+                    0 => None,
+                    n => Some(Duration::from_secs(n)),
+                }
             }
-            _ => None,
+            _ => Some(DEFAULT_SANDBOX_APPROVAL_TIMEOUT),
+        };
+        let token_identity = match raw.token_identity {
+            Some(v) if !v.trim().is_empty() => boolean("sandbox.token_identity", Some(v))?,
+            _ => false,
         };
         Ok(SandboxSettings {
             listen,
@@ -838,6 +855,7 @@ impl SandboxSettings {
                 "sandbox.access_token_lifetime_secs",
                 raw.access_token_lifetime_secs,
             )?,
+            token_identity,
             faults_json: raw.faults.filter(|f| !f.trim().is_empty()),
         })
     }
@@ -972,6 +990,35 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("PISGATE__NORDEA__PRIVATE_KEY_FILE"), "{err}");
+    }
+
+    #[test]
+    fn the_sandbox_times_out_unsigned_payments_by_default_and_zero_switches_it_off() {
+        let sandbox = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = vec![
+                ("PISGATE__SANDBOX__CLIENT_ID", "c"),
+                ("PISGATE__SANDBOX__CLIENT_SECRET", "s"),
+                ("PISGATE__SANDBOX__PUBLIC_KEY", "a key"),
+            ];
+            vars.extend_from_slice(extra);
+            SandboxSettings::load_from(&bare_sources(&vars))
+        };
+        let s = sandbox(&[]).unwrap();
+        assert_eq!(s.approval_timeout, Some(Duration::from_secs(1800)));
+        assert!(!s.token_identity);
+        let s = sandbox(&[
+            ("PISGATE__SANDBOX__APPROVAL_TIMEOUT_SECS", "0"),
+            ("PISGATE__SANDBOX__TOKEN_IDENTITY", "true"),
+        ])
+        .unwrap();
+        assert_eq!(s.approval_timeout, None);
+        assert!(s.token_identity);
+        let s = sandbox(&[("PISGATE__SANDBOX__APPROVAL_TIMEOUT_SECS", "90")]).unwrap();
+        assert_eq!(s.approval_timeout, Some(Duration::from_secs(90)));
+        let err = sandbox(&[("PISGATE__SANDBOX__TOKEN_IDENTITY", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PISGATE__SANDBOX__TOKEN_IDENTITY"), "{err}");
     }
 
     #[test]

@@ -243,6 +243,9 @@ pub struct TokenSet {
     pub token_type: String,
     /// The shopper's identity at the bank, when the answer carries one.
     pub shopper_id: Option<String>,
+    /// When the bank issued this token, when its answer says so (the ID token's `iat`).
+    /// It orders two answers for the same shopper by the bank's clock, not by arrival.
+    pub issued_at: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 /// One reason the bank gave for refusing a request.
@@ -276,9 +279,16 @@ pub enum BankError {
     /// that token is dead.
     #[error("the bank rejected the shopper's token")]
     TokenRejected,
-    /// 5xx, connection failure or timeout: the call may be tried again later.
+    /// 408 or 5xx, connection failure or timeout: the call may be tried again later.
+    ///
+    /// `retry_safe` is true only when the bank provably did **not** process the request:
+    /// it answered HTTP 503, or the TCP connection was never established (connection
+    /// refused, DNS failure, connect timeout, failed TLS handshake: nothing was sent). A
+    /// timeout or a dropped connection after the request was sent, and 500, 502, 504 and
+    /// 408, leave it false: the bank may have acted on the request, so its outcome is
+    /// unknown and must be found out, not assumed.
     #[error("the bank is unavailable: {detail}")]
-    Unavailable { detail: String },
+    Unavailable { detail: String, retry_safe: bool },
     /// Anything else, including an answer we cannot read.
     #[error("unexpected answer from the bank{}: {detail}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
     Unexpected { status: Option<u16>, detail: String },
@@ -311,6 +321,24 @@ impl BankError {
             BankError::Unavailable { .. } => "unavailable",
             BankError::Unexpected { .. } => "unexpected",
         }
+    }
+
+    /// Whether the bank provably did not process the request, so that sending it again
+    /// cannot act twice: true for [`BankError::RateLimited`] (a 429 is refused before any
+    /// processing) and for [`BankError::Unavailable`] with `retry_safe: true` (a 503, or
+    /// no connection at all). False for everything else, including an `Unavailable` whose
+    /// request may have reached the bank (timeout or drop after sending, 500/502/504/408):
+    /// then the outcome is unknown. An explicit refusal (validation, credentials,
+    /// signature) is also false here: the bank did process it, and said no.
+    pub fn provably_not_processed(&self) -> bool {
+        matches!(
+            self,
+            BankError::RateLimited { .. }
+                | BankError::Unavailable {
+                    retry_safe: true,
+                    ..
+                }
+        )
     }
 }
 
@@ -409,9 +437,34 @@ mod tests {
             expires_in: Duration::from_secs(3600),
             token_type: "Bearer".into(),
             shopper_id: None,
+            issued_at: None,
         };
         let shown = format!("{t:?}");
         assert!(!shown.contains("secret-value"), "{shown}");
+    }
+
+    #[test]
+    fn only_refusals_before_processing_are_provably_not_processed() {
+        let unavailable = |retry_safe| BankError::Unavailable {
+            detail: "x".into(),
+            retry_safe,
+        };
+        assert!(BankError::RateLimited { retry_after: None }.provably_not_processed());
+        assert!(unavailable(true).provably_not_processed());
+        assert!(!unavailable(false).provably_not_processed());
+        for other in [
+            BankError::NotFound,
+            BankError::TokenRejected,
+            BankError::BadCredentials { code: "c".into() },
+            BankError::BadSignature { code: "c".into() },
+            BankError::Validation { failures: vec![] },
+            BankError::Unexpected {
+                status: Some(201),
+                detail: "d".into(),
+            },
+        ] {
+            assert!(!other.provably_not_processed(), "{other:?}");
+        }
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! | `GET /sandbox/admin/payments[/{id}]` | payment views (status, PSU, count, scenario…) |
 //! | `PUT /sandbox/admin/payments/{id}/scenario` | `{"funds_not_available": true}` |
 //! | `PUT /sandbox/admin/payments/{id}/status` | `{"status": "Rejected"}` forces a status; `{"status": null}` undoes it |
+//! | `PUT /sandbox/admin/token-identity` | `{"on": true}` makes token answers carry an `id_token` (`sub`, `iat`); `{"on": false}` stops it |
 //! | `POST /sandbox/admin/clock/advance` | `{"seconds": 60}` and/or `{"millis": 500}` moves the sandbox clock |
 //! | `GET /sandbox/admin/health` | `{"status": "ok"}` |
 
@@ -55,6 +56,7 @@ pub(crate) fn routes(sandbox: Arc<Sandbox>) -> Router {
         .route("/sandbox/admin/payments/{id}", get(get_payment))
         .route("/sandbox/admin/payments/{id}/scenario", put(put_scenario))
         .route("/sandbox/admin/payments/{id}/status", put(put_status))
+        .route("/sandbox/admin/token-identity", put(put_token_identity))
         .route("/sandbox/admin/clock/advance", post(advance_clock))
         .with_state(sandbox)
 }
@@ -162,6 +164,19 @@ async fn put_status(
     } else {
         StatusCode::NOT_FOUND
     }
+}
+
+#[derive(Deserialize)]
+struct TokenIdentity {
+    on: bool,
+}
+
+async fn put_token_identity(
+    State(sb): State<Arc<Sandbox>>,
+    Json(body): Json<TokenIdentity>,
+) -> StatusCode {
+    sb.set_token_identity(body.on);
+    StatusCode::NO_CONTENT
 }
 
 #[derive(Deserialize)]

@@ -5,15 +5,28 @@
 //! "times": n | null}` with the kind's own fields:
 //! `{"kind": "latency", "ms": 250}`, `{"kind": "http500"}`, `{"kind": "http503"}`,
 //! `{"kind": "http429", "retry_after_secs": 2}`, `{"kind": "drop_connection"}`,
-//! `{"kind": "malformed_json"}`. Every matching latency rule that fires adds its delay; then
+//! `{"kind": "malformed_json"}`, `{"kind": "delay_answer", "ms": 2000}`,
+//! `{"kind": "drop_after_processing"}`. Every matching latency rule that fires adds its delay; then
 //! the first matching answer-changing rule that fires is applied. `times` counts down on each
 //! application and the rule stops firing at zero (null: unlimited). With probability 1 and a
 //! `times`, a fault is fully deterministic ("fail the next two status calls").
 //!
 //! 500, 503 and 429 answer without running the call (nothing changes at the bank);
 //! `malformed_json` runs the call (its effect happens) and cuts the JSON answer in half;
-//! `drop_connection` closes the TCP connection without an HTTP answer (only when served by
-//! [`super::serve`], whose accept loop turns the marker into a closed connection).
+//! `drop_connection` closes the TCP connection without an HTTP answer and without running
+//! the call (only when served by [`super::serve`], whose accept loop turns the marker into a
+//! closed connection).
+//!
+//! Two faults make the bank act and then lose or delay the answer, the cases where the
+//! client cannot know what happened:
+//! * `delay_answer` runs the call first (its effect happens at the bank: a payment is
+//!   created, a code is exchanged and tokens issued, …) and only then waits `ms` before
+//!   sending the answer; unlike `latency`, which waits *before* the call. A client whose
+//!   timeout is shorter gives up on a call the bank has already carried out. The request
+//!   log records the answer before the wait.
+//! * `drop_after_processing` runs the call (its effect happens) and then closes the TCP
+//!   connection without an HTTP answer (like `drop_connection`, and with the same need for
+//!   [`super::serve`]); the request log shows no status.
 
 use std::collections::BTreeMap;
 
@@ -68,6 +81,10 @@ pub enum Fault {
     DropConnection,
     /// Runs the call, then sends a truncated JSON body.
     MalformedJson,
+    /// Runs the call, then waits `ms` milliseconds before sending its answer.
+    DelayAnswer { ms: u64 },
+    /// Runs the call, then closes the connection with no HTTP answer.
+    DropAfterProcessing,
 }
 
 impl Fault {
@@ -79,6 +96,8 @@ impl Fault {
             Fault::Http429 { .. } => "http429",
             Fault::DropConnection => "drop_connection",
             Fault::MalformedJson => "malformed_json",
+            Fault::DelayAnswer { .. } => "delay_answer",
+            Fault::DropAfterProcessing => "drop_after_processing",
         }
     }
 }
@@ -189,6 +208,7 @@ impl FaultState {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn rules_round_trip_through_their_json_form() {
@@ -209,6 +229,67 @@ mod tests {
         let back = serde_json::to_value(&rule).unwrap();
         assert_eq!(back["kind"], "http429");
         assert_eq!(back["operation"], "status");
+    }
+
+    #[test]
+    fn every_kind_round_trips_through_json_under_its_name() {
+        let kinds = [
+            (
+                json!({"kind": "latency", "ms": 250}),
+                Fault::Latency { ms: 250 },
+            ),
+            (json!({"kind": "http500"}), Fault::Http500),
+            (json!({"kind": "http503"}), Fault::Http503),
+            (
+                json!({"kind": "http429", "retry_after_secs": 2}),
+                Fault::Http429 {
+                    retry_after_secs: 2,
+                },
+            ),
+            (json!({"kind": "drop_connection"}), Fault::DropConnection),
+            (json!({"kind": "malformed_json"}), Fault::MalformedJson),
+            (
+                json!({"kind": "delay_answer", "ms": 1500}),
+                Fault::DelayAnswer { ms: 1500 },
+            ),
+            (
+                json!({"kind": "drop_after_processing"}),
+                Fault::DropAfterProcessing,
+            ),
+        ];
+        for (mut text, fault) in kinds {
+            text["operation"] = json!("initiate");
+            let rule: FaultRule = serde_json::from_value(text.clone()).unwrap();
+            assert_eq!(
+                rule,
+                FaultRule::always(FaultTarget::Initiate, fault.clone()),
+                "{text}"
+            );
+            let back = serde_json::to_value(&rule).unwrap();
+            assert_eq!(back["kind"], fault.name(), "{text}");
+            assert_eq!(serde_json::from_value::<FaultRule>(back).unwrap(), rule);
+        }
+    }
+
+    #[test]
+    fn answer_faults_that_run_the_call_are_planned_like_the_others() {
+        let mut state = FaultState::new(vec![
+            FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 40 }).times(1),
+            FaultRule::always(FaultTarget::Token, Fault::DropAfterProcessing).times(1),
+        ]);
+        let plan = state.plan(Operation::Initiate);
+        assert_eq!(plan.fault, Some(Fault::DelayAnswer { ms: 40 }));
+        assert_eq!(
+            plan.latency_ms, 0,
+            "the wait comes after the call, not before"
+        );
+        assert_eq!(state.plan(Operation::Initiate).fault, None);
+        assert_eq!(
+            state.plan(Operation::Token).fault,
+            Some(Fault::DropAfterProcessing)
+        );
+        assert_eq!(state.plan(Operation::Token).fault, None);
+        assert_eq!(state.counters[&Operation::Token].faulted, 1);
     }
 
     #[test]

@@ -162,7 +162,14 @@ async fn gateway(State(sandbox): State<Arc<Sandbox>>, req: Request, next: Next) 
             resp.extensions_mut().insert(DropConnection);
             resp
         }
-        Some(Fault::MalformedJson | Fault::Latency { .. }) | None => {
+        Some(
+            Fault::MalformedJson
+            | Fault::Latency { .. }
+            | Fault::DelayAnswer { .. }
+            | Fault::DropAfterProcessing,
+        )
+        | None => {
+            // These faults let the call run: its effect happens at the bank.
             let verified =
                 auth::verify_request(&sandbox, &parts.method, &parts.uri, &parts.headers, &bytes);
             let resp = match verified {
@@ -172,10 +179,15 @@ async fn gateway(State(sandbox): State<Arc<Sandbox>>, req: Request, next: Next) 
                         .await
                 }
             };
-            if plan.fault == Some(Fault::MalformedJson) {
-                truncate_body(resp).await
-            } else {
-                resp
+            match plan.fault {
+                Some(Fault::MalformedJson) => truncate_body(resp).await,
+                Some(Fault::DropAfterProcessing) => {
+                    drop(resp);
+                    let mut marked = Response::new(Body::empty());
+                    marked.extensions_mut().insert(DropConnection);
+                    marked
+                }
+                _ => resp,
             }
         }
     };
@@ -185,7 +197,12 @@ async fn gateway(State(sandbox): State<Arc<Sandbox>>, req: Request, next: Next) 
     if let Some(f) = &plan.fault {
         entry.fault = Some(f.name().into());
     }
+    // Logged before a delayed answer is sent: the call has happened, and the client may
+    // give up (and hang up) before the wait is over.
     lock(&sandbox.log).push(entry);
+    if let Some(Fault::DelayAnswer { ms }) = plan.fault {
+        tokio::time::sleep(Duration::from_millis(ms)).await;
+    }
     response
 }
 
@@ -512,15 +529,16 @@ fn token_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<Re
     };
     let now = sandbox.now();
     let cfg = sandbox.config();
+    let identity = sandbox.token_identity();
     let pair = match param("grant_type")? {
         "authorization_code" => {
             let code = param("code")?;
             let redirect_uri = param("redirect_uri")?;
-            lock(&sandbox.bank).exchange_code(code, redirect_uri, now, cfg)?
+            lock(&sandbox.bank).exchange_code(code, redirect_uri, now, cfg, identity)?
         }
         "refresh_token" => {
             let refresh = param("refresh_token")?;
-            lock(&sandbox.bank).refresh(refresh, now, cfg)?
+            lock(&sandbox.bank).refresh(refresh, now, cfg, identity)?
         }
         other => {
             return Err(oauth_error(

@@ -12,7 +12,10 @@
 //!   Nordea-style 400 failures ([`validation`]);
 //! * a payment does not exist for status or details until the shopper opens the signing link
 //!   (as the seed's Norway example says), then moves PendingUserApproval → Confirmed → Paid on
-//!   the configured delays ([`payments`]);
+//!   the configured delays ([`payments`]); one opened but not signed within
+//!   [`SandboxConfig::approval_timeout`] (30 minutes by default, counted from initiation)
+//!   becomes UserApprovalTimeout and its link refuses, as a real bank times out unsigned
+//!   payments (a payment never opened keeps answering 404);
 //! * codes are single use, tokens belong to one PSU and every new exchange or refresh revokes
 //!   that PSU's older tokens ([`tokens`]).
 //!
@@ -56,6 +59,12 @@
 //!   InsufficientFunds, …) are forced through `PUT /sandbox/admin/payments/{id}/status`.
 //! * Nordea's sandbox `/confirm` step is not simulated: its single-SCA path is not published
 //!   and production never has it; the signing page is the only way to sign.
+//! * Nordea's published token answer has no `id_token`. With token identity on
+//!   ([`SandboxConfig::token_identity`], setting `sandbox.token_identity`, or at run time
+//!   `PUT /sandbox/admin/token-identity` / [`Sandbox::set_token_identity`]) every token
+//!   answer (code exchange and refresh) carries an unsigned JWT `id_token` with claims
+//!   `{"sub": <PSU id>, "iat": <issue time on the sandbox clock, fractional seconds with
+//!   microsecond precision>}` (see [`tokens`]).
 //! * Amounts are echoed the way the seed's examples show them: trailing zeros dropped
 //!   (`10.00` → `"10"`), and `availability_of_funds` is the string `"true"`/`"false"`.
 
@@ -74,6 +83,7 @@ mod wire;
 #[cfg(test)]
 mod tests;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -145,7 +155,8 @@ pub struct SandboxConfig {
     /// Between two occurrences of an `EVERY_MINUTE_SANDBOX_ONLY` recurring payment.
     pub recurring_interval: Duration,
     /// When set, a payment whose link was opened but not signed within this time (from its
-    /// initiation) becomes UserApprovalTimeout and its link stops working.
+    /// initiation) becomes UserApprovalTimeout and its link stops working. Default 30
+    /// minutes (a real bank times out unsigned payments); `None` switches it off.
     pub approval_timeout: Option<Duration>,
     /// How long an authorization code can be exchanged.
     pub code_lifetime: Duration,
@@ -157,6 +168,9 @@ pub struct SandboxConfig {
     /// Adds `payment_id` and `payment_status` to the initiation answer (the seed's examples
     /// carry only `_links`).
     pub echo_payment_id_on_initiation: bool,
+    /// Token answers also carry an unsigned `id_token` with the PSU (`sub`) and the issue
+    /// time (`iat`); the starting value of [`Sandbox::set_token_identity`]. Default false.
+    pub token_identity: bool,
     /// Faults active from the start (they can be changed at run time).
     pub faults: Vec<FaultRule>,
     /// How many requests the request log keeps (the oldest go first); the per-operation
@@ -166,7 +180,8 @@ pub struct SandboxConfig {
 
 impl SandboxConfig {
     /// A configuration with the usual defaults: 5 min clock skew, 2 s to Confirmed, 3 s more
-    /// to Paid, 60 s recurring interval, 10 min codes, 3600 s access tokens, no faults.
+    /// to Paid, 60 s recurring interval, 30 min to sign, 10 min codes, 3600 s access tokens,
+    /// no `id_token`, no faults.
     pub fn new(
         client_id: impl Into<String>,
         client_secret: SecretString,
@@ -183,11 +198,12 @@ impl SandboxConfig {
             confirm_delay: Duration::from_secs(2),
             paid_delay: Duration::from_secs(3),
             recurring_interval: Duration::from_secs(60),
-            approval_timeout: None,
+            approval_timeout: Some(Duration::from_secs(30 * 60)),
             code_lifetime: Duration::from_secs(600),
             access_token_lifetime: Duration::from_secs(3600),
             allowed_redirect_uris: Vec::new(),
             echo_payment_id_on_initiation: false,
+            token_identity: false,
             faults: Vec::new(),
             request_log_capacity: 10_000,
         }
@@ -214,6 +230,8 @@ pub struct Sandbox {
     verifying_key: VerifyingKey<Sha256>,
     public_base_url: String,
     clock_offset: Mutex<chrono::Duration>,
+    /// Whether token answers carry an `id_token` (switchable at run time).
+    token_identity: AtomicBool,
     bank: Mutex<payments::BankState>,
     faults: Mutex<faults::FaultState>,
     log: Mutex<record::RequestLog>,
@@ -266,11 +284,13 @@ impl Sandbox {
         let public_base_url = base.as_str().trim_end_matches('/').to_owned();
         let initial_faults = std::mem::take(&mut config.faults);
         let log_capacity = config.request_log_capacity;
+        let token_identity = AtomicBool::new(config.token_identity);
         Ok(Arc::new(Sandbox {
             config,
             verifying_key: VerifyingKey::<Sha256>::new(key),
             public_base_url,
             clock_offset: Mutex::new(chrono::Duration::zero()),
+            token_identity,
             bank: Mutex::new(payments::BankState::default()),
             faults: Mutex::new(faults::FaultState::new(initial_faults)),
             log: Mutex::new(record::RequestLog::with_capacity(log_capacity)),
@@ -293,6 +313,17 @@ impl Sandbox {
         let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
         let mut offset = lock(&self.clock_offset);
         *offset = offset.checked_add(&by).unwrap_or(*offset);
+    }
+
+    /// Switches the `id_token` in token answers on or off from the next token call on
+    /// (see [`SandboxConfig::token_identity`]).
+    pub fn set_token_identity(&self, on: bool) {
+        self.token_identity.store(on, Ordering::SeqCst);
+    }
+
+    /// Whether token answers carry an `id_token` now.
+    pub fn token_identity(&self) -> bool {
+        self.token_identity.load(Ordering::SeqCst)
     }
 
     /// Every request received under `/personal`, oldest first.
@@ -349,6 +380,21 @@ impl Sandbox {
             .collect();
         all.sort_by_key(|p| p.created_at);
         all
+    }
+
+    /// Every payment whose `external_id` is exactly `external_id`, oldest first (pisgate
+    /// sends its own payment id there, so this counts the bank payments made for one of
+    /// its payments). Opened or not.
+    pub fn payment_by_external_id(&self, external_id: &str) -> Vec<PaymentView> {
+        let now = self.now();
+        let mut found: Vec<PaymentView> = lock(&self.bank)
+            .payments
+            .values()
+            .filter(|p| p.details.external_id.as_deref() == Some(external_id))
+            .map(|p| p.view(now, &self.config))
+            .collect();
+        found.sort_by_key(|p| p.created_at);
+        found
     }
 
     /// Sets or clears the FundsNotAvailable scenario of a payment. `false` if unknown.

@@ -5,7 +5,8 @@
 //!
 //! * initiated, link not opened: the payment does not exist for the API (404);
 //! * link opened: PendingUserApproval; rejected by the PSU: UserApprovalCancelled; not
-//!   signed within `approval_timeout` (when set): UserApprovalTimeout;
+//!   signed within `approval_timeout` (30 minutes by default; when set): UserApprovalTimeout,
+//!   and its link refuses;
 //! * approved at `t`: PendingUserApproval until `t + confirm_delay`, then Confirmed;
 //! * the first execution is at `t + confirm_delay + paid_delay`, but not before the start
 //!   (00:00 UTC) of a future `requested_execution_date`; then Paid;

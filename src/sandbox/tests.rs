@@ -186,6 +186,20 @@ impl TestSandbox {
         bearer: Option<&str>,
         t: Tweak<'_>,
     ) -> reqwest::Response {
+        self.try_call(method, path, body, bearer, t)
+            .await
+            .expect("request")
+    }
+
+    /// [`TestSandbox::call`] for a call that may get no answer at all.
+    async fn try_call(
+        &self,
+        method: Method,
+        path: &str,
+        body: Option<(&str, Vec<u8>)>,
+        bearer: Option<&str>,
+        t: Tweak<'_>,
+    ) -> reqwest::Result<reqwest::Response> {
         let date = t
             .date
             .unwrap_or_else(|| httpdate::fmt_http_date(SystemTime::now()));
@@ -251,7 +265,7 @@ impl TestSandbox {
         if !sent.is_empty() {
             rb = rb.body(sent);
         }
-        rb.send().await.expect("request")
+        rb.send().await
     }
 
     async fn post_json(&self, path: &str, body: &Value, t: Tweak<'_>) -> reqwest::Response {
@@ -1767,5 +1781,263 @@ async fn an_unsigned_payment_times_out_when_an_approval_timeout_is_set() {
         .await
         .expect("post");
     assert_eq!(resp.status(), StatusCode::GONE);
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn unsigned_payments_time_out_after_thirty_minutes_by_default() {
+    let sb = spawn().await;
+    assert_eq!(
+        sb.sandbox.config().approval_timeout,
+        Some(Duration::from_secs(1800))
+    );
+    let opened = sb.initiate("SE").await;
+    let never_opened = sb.initiate("DK").await;
+    let signed = sb.initiate("FI").await;
+    let page = sb
+        .client
+        .get(&opened.signing_url)
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    let _ = sb.approve(&signed, "psu-1").await;
+
+    sb.sandbox.advance_clock(Duration::from_secs(29 * 60));
+    assert_eq!(
+        sb.status_of(&opened.id).await.1["response"]["status"],
+        "PendingUserApproval"
+    );
+    sb.sandbox.advance_clock(Duration::from_secs(60));
+    assert_eq!(
+        sb.status_of(&opened.id).await.1["response"]["status"],
+        "UserApprovalTimeout"
+    );
+    let late = sb
+        .client
+        .get(&opened.signing_url)
+        .send()
+        .await
+        .expect("page");
+    assert_eq!(late.status(), StatusCode::GONE);
+    // Never opened: still nothing at the bank.
+    assert_eq!(
+        sb.status_of(&never_opened.id).await.0,
+        StatusCode::NOT_FOUND
+    );
+    // Signed in time: not affected.
+    assert_eq!(
+        sb.status_of(&signed.id).await.1["response"]["status"],
+        "Paid"
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn no_approval_timeout_when_switched_off() {
+    let sb = spawn_with(|c| c.approval_timeout = None).await;
+    let p = sb.initiate("FI").await;
+    let page = sb.client.get(&p.signing_url).send().await.expect("page");
+    assert_eq!(page.status(), StatusCode::OK);
+    sb.sandbox.advance_clock(Duration::from_secs(7 * 24 * 3600));
+    assert_eq!(
+        sb.status_of(&p.id).await.1["response"]["status"],
+        "PendingUserApproval"
+    );
+    sb.stop().await;
+}
+
+/// The claims of an unsigned `header.claims.` JWT, checking its header and empty signature.
+fn unsigned_jwt_claims(jwt: &str) -> (Value, String) {
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let parts: Vec<&str> = jwt.split('.').collect();
+    assert_eq!(parts.len(), 3, "{jwt}");
+    assert_eq!(parts[2], "", "no signature");
+    let header: Value =
+        serde_json::from_slice(&URL_SAFE_NO_PAD.decode(parts[0]).expect("b64")).expect("json");
+    assert_eq!(header, json!({"alg": "none", "typ": "JWT"}));
+    let raw = String::from_utf8(URL_SAFE_NO_PAD.decode(parts[1]).expect("b64")).expect("utf8");
+    (serde_json::from_str(&raw).expect("json"), raw)
+}
+
+#[tokio::test]
+async fn token_answers_carry_an_id_token_only_when_token_identity_is_on() {
+    let sb = spawn().await;
+    assert!(!sb.sandbox.token_identity());
+    let p = sb.initiate("FI").await;
+    let code = sb.approve(&p, "psu-ident").await;
+    let v: Value = sb.exchange(&code).await.json().await.expect("json");
+    assert!(v["response"].get("access_token").is_some());
+    assert!(v["response"].get("id_token").is_none(), "{v}");
+
+    let resp = sb
+        .admin(
+            Method::PUT,
+            "/sandbox/admin/token-identity",
+            Some(json!({"on": true})),
+        )
+        .await;
+    assert_eq!(resp.status(), StatusCode::NO_CONTENT);
+    assert!(sb.sandbox.token_identity());
+
+    let p = sb.initiate("SE").await;
+    let code = sb.approve(&p, "psu-ident").await;
+    let before = sb.sandbox.now();
+    let v: Value = sb.exchange(&code).await.json().await.expect("json");
+    let after = sb.sandbox.now();
+    let (claims, raw) = unsigned_jwt_claims(v["response"]["id_token"].as_str().expect("id_token"));
+    assert_eq!(claims["sub"], "psu-ident");
+    // iat: fractional seconds with exactly six decimals, on the sandbox clock.
+    let iat_text = raw
+        .split("\"iat\":")
+        .nth(1)
+        .expect("iat")
+        .trim_end_matches('}');
+    let (whole, fraction) = iat_text.split_once('.').expect("a fraction");
+    assert_eq!(fraction.len(), 6, "{iat_text}");
+    let micros: i64 = format!("{whole}{fraction}").parse().expect("digits");
+    assert!(
+        before.timestamp_micros() <= micros && micros <= after.timestamp_micros(),
+        "{before} <= {iat_text} <= {after}"
+    );
+    assert!(claims["iat"].is_f64(), "a JSON number");
+
+    // A refresh carries one as well.
+    let refresh = v["response"]["refresh_token"].as_str().expect("refresh");
+    sb.sandbox.advance_clock(Duration::from_secs(10));
+    let v: Value = sb
+        .token_form(&format!("grant_type=refresh_token&refresh_token={refresh}"))
+        .await
+        .json()
+        .await
+        .expect("json");
+    let (claims, _) = unsigned_jwt_claims(v["response"]["id_token"].as_str().expect("id_token"));
+    assert_eq!(claims["sub"], "psu-ident");
+    assert!(claims["iat"].as_f64().expect("iat") >= (micros / 1_000_000 + 10) as f64);
+
+    // And off again.
+    sb.sandbox.set_token_identity(false);
+    let p = sb.initiate("NO").await;
+    let code = sb.approve(&p, "psu-ident").await;
+    let v: Value = sb.exchange(&code).await.json().await.expect("json");
+    assert!(v["response"].get("id_token").is_none(), "{v}");
+    sb.stop().await;
+}
+
+#[test]
+fn the_id_token_writes_the_issue_time_to_the_microsecond() {
+    let at = chrono::DateTime::from_timestamp_micros(1_795_000_000_000_042).expect("time");
+    let (claims, raw) = unsigned_jwt_claims(&tokens::id_token("psu \"q\"", at));
+    assert_eq!(raw, r#"{"sub":"psu \"q\"","iat":1795000000.000042}"#);
+    assert_eq!(claims["sub"], "psu \"q\"");
+}
+
+#[tokio::test]
+async fn a_delayed_answer_comes_after_the_call_has_run() {
+    let sb = spawn().await;
+    sb.sandbox.add_fault(
+        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 400 }).times(1),
+    );
+    let body = body_for("FI");
+    let started = Instant::now();
+    let watch = async {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        (sb.sandbox.payments().len(), sb.sandbox.requests())
+    };
+    let (resp, (held, log)) = tokio::join!(
+        sb.post_json(endpoint_for("FI"), &body, Tweak::default()),
+        watch
+    );
+    assert_eq!(resp.status(), StatusCode::CREATED);
+    assert!(started.elapsed() >= Duration::from_millis(400));
+    assert_eq!(held, 1, "the payment existed before the answer was sent");
+    assert_eq!(log.len(), 1, "logged before the wait");
+    assert_eq!(log[0].status, Some(201));
+    assert_eq!(log[0].fault.as_deref(), Some("delay_answer"));
+    let v: Value = resp.json().await.expect("json");
+    assert!(v["response"]["_links"].is_array());
+    // Only once.
+    let started = Instant::now();
+    let _ = sb.initiate("FI").await;
+    assert!(started.elapsed() < Duration::from_millis(400));
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn a_drop_after_processing_runs_the_call_then_closes_the_connection() {
+    let sb = spawn().await;
+    put_faults(
+        &sb,
+        json!([{"operation": "initiate", "kind": "drop_after_processing", "times": 1}]),
+    )
+    .await;
+    let bytes = serde_json::to_vec(&body_for("DK")).expect("json");
+    let result = sb
+        .try_call(
+            Method::POST,
+            endpoint_for("DK"),
+            Some(("application/json", bytes)),
+            None,
+            Tweak::default(),
+        )
+        .await;
+    let err = result.expect_err("no answer");
+    assert!(!err.is_status(), "{err:?}");
+    // Yet the call ran: the payment exists at the bank.
+    let held = sb.sandbox.payment_by_external_id("ext-dk");
+    assert_eq!(held.len(), 1, "the payment was created: {held:?}");
+    let recorded = sb.sandbox.requests();
+    let last = recorded.last().expect("recorded");
+    assert_eq!(last.status, None);
+    assert_eq!(last.fault.as_deref(), Some("drop_after_processing"));
+
+    // A token exchange: the code is spent, though its tokens never reached the client.
+    let p = sb.initiate("FI").await;
+    let code = sb.approve(&p, "psu-1").await;
+    sb.sandbox
+        .add_fault(FaultRule::always(FaultTarget::Token, Fault::DropAfterProcessing).times(1));
+    let form = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("code", &code)
+        .append_pair("grant_type", "authorization_code")
+        .append_pair("redirect_uri", REDIRECT_URI)
+        .finish();
+    let lost = sb
+        .try_call(
+            Method::POST,
+            "/personal/v5/authorize/token",
+            Some(("application/x-www-form-urlencoded", form.into_bytes())),
+            None,
+            Tweak::default(),
+        )
+        .await;
+    assert!(lost.is_err(), "no answer: {lost:?}");
+    let again = sb.exchange(&code).await;
+    assert_eq!(again.status(), StatusCode::BAD_REQUEST);
+    let v: Value = again.json().await.expect("json");
+    assert_eq!(failure(&v).0, "invalid_grant");
+
+    // The sandbox keeps serving.
+    let p = sb.initiate("DK").await;
+    assert!(!p.id.is_empty());
+    assert_eq!(sb.sandbox.payment_by_external_id("ext-dk").len(), 2);
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn payments_are_found_by_external_id_oldest_first() {
+    let sb = spawn().await;
+    let first = sb.initiate("SE").await;
+    sb.sandbox.advance_clock(Duration::from_millis(5));
+    let other = sb.initiate("NO").await;
+    sb.sandbox.advance_clock(Duration::from_millis(5));
+    let second = sb.initiate("SE").await;
+    let found = sb.sandbox.payment_by_external_id("ext-se");
+    let ids: Vec<&str> = found.iter().map(|p| p.payment_id.as_str()).collect();
+    assert_eq!(ids, [first.id.as_str(), second.id.as_str()]);
+    assert!(found.iter().all(|p| !p.exists_at_bank));
+    let found = sb.sandbox.payment_by_external_id("ext-no");
+    assert_eq!(found.len(), 1);
+    assert_eq!(found[0].payment_id, other.id);
+    assert!(sb.sandbox.payment_by_external_id("ext").is_empty());
     sb.stop().await;
 }

@@ -6,8 +6,17 @@
 //! older tokens (the v2.1 change log: "the previous tokens are automatically revoked"). A
 //! refresh token works once. Revoking a token revokes its whole grant (the access and refresh
 //! token issued together).
+//!
+//! With token identity on ([`super::Sandbox::set_token_identity`], setting
+//! `sandbox.token_identity`), every token answer also carries an `id_token`: an unsigned JWT
+//! `base64url({"alg":"none","typ":"JWT"}).base64url(claims).` (no padding, empty signature
+//! part) whose claims are `{"sub": <the PSU id>, "iat": <issue time on the sandbox clock,
+//! fractional seconds with six decimals, e.g. 1795000000.123456>}`. That is the shape
+//! pisgate's Nordea client reads (`bank::nordea::convert`).
 
 use axum::http::StatusCode;
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
 
@@ -39,6 +48,23 @@ pub(crate) struct RefreshToken {
     pub revoked: bool,
 }
 
+/// The unsigned ID token of a token answer: `sub` is the PSU, `iat` the issue time in
+/// seconds with exactly six decimals (written as text, so no float rounds it).
+pub(crate) fn id_token(psu: &str, issued_at: DateTime<Utc>) -> String {
+    let micros = issued_at.timestamp_micros();
+    let claims = format!(
+        "{{\"sub\":{},\"iat\":{}.{:06}}}",
+        Value::from(psu),
+        micros.div_euclid(1_000_000),
+        micros.rem_euclid(1_000_000)
+    );
+    format!(
+        "{}.{}.",
+        URL_SAFE_NO_PAD.encode(br#"{"alg":"none","typ":"JWT"}"#),
+        URL_SAFE_NO_PAD.encode(claims.as_bytes())
+    )
+}
+
 fn lifetime(d: std::time::Duration) -> chrono::Duration {
     chrono::Duration::from_std(d).unwrap_or(chrono::Duration::MAX)
 }
@@ -64,8 +90,15 @@ impl BankState {
         code
     }
 
-    /// Issues a new pair for `psu`, revoking every older token of that PSU.
-    fn issue_tokens(&mut self, psu: &str, now: DateTime<Utc>, cfg: &SandboxConfig) -> Value {
+    /// Issues a new pair for `psu`, revoking every older token of that PSU; with
+    /// `identity`, the answer carries an `id_token` (see the module doc).
+    fn issue_tokens(
+        &mut self,
+        psu: &str,
+        now: DateTime<Utc>,
+        cfg: &SandboxConfig,
+        identity: bool,
+    ) -> Value {
         for t in self.access_tokens.values_mut().filter(|t| t.psu == psu) {
             t.revoked = true;
         }
@@ -94,12 +127,16 @@ impl BankState {
                 revoked: false,
             },
         );
-        json!({
+        let mut answer = json!({
             "access_token": access,
             "token_type": "Bearer",
             "expires_in": cfg.access_token_lifetime.as_secs(),
             "refresh_token": refresh,
-        })
+        });
+        if identity {
+            answer["id_token"] = json!(id_token(psu, now));
+        }
+        answer
     }
 
     pub fn exchange_code(
@@ -108,6 +145,7 @@ impl BankState {
         redirect_uri: &str,
         now: DateTime<Utc>,
         cfg: &SandboxConfig,
+        identity: bool,
     ) -> Result<Value, ApiError> {
         let entry = self
             .codes
@@ -128,7 +166,7 @@ impl BankState {
         }
         entry.used = true;
         let psu = entry.psu.clone();
-        Ok(self.issue_tokens(&psu, now, cfg))
+        Ok(self.issue_tokens(&psu, now, cfg, identity))
     }
 
     pub fn refresh(
@@ -136,6 +174,7 @@ impl BankState {
         refresh_token: &str,
         now: DateTime<Utc>,
         cfg: &SandboxConfig,
+        identity: bool,
     ) -> Result<Value, ApiError> {
         let entry = self
             .refresh_tokens
@@ -149,7 +188,7 @@ impl BankState {
         }
         entry.used = true;
         let psu = entry.psu.clone();
-        Ok(self.issue_tokens(&psu, now, cfg))
+        Ok(self.issue_tokens(&psu, now, cfg, identity))
     }
 
     /// Revokes the grant a refresh (or access) token belongs to. Unknown tokens are not an

@@ -929,7 +929,8 @@ async fn a_500_from_the_bank_is_unavailable() {
     assert_eq!(
         result,
         Err(BankError::Unavailable {
-            detail: "HTTP 500".into()
+            detail: "HTTP 500".into(),
+            retry_safe: false,
         })
     );
     assert_quick(elapsed);
@@ -942,7 +943,8 @@ async fn a_503_from_the_bank_is_unavailable() {
     assert_eq!(
         result,
         Err(BankError::Unavailable {
-            detail: "HTTP 503".into()
+            detail: "HTTP 503".into(),
+            retry_safe: true,
         })
     );
     assert_quick(elapsed);
@@ -969,9 +971,174 @@ async fn a_429_with_retry_after_is_rate_limited_for_that_long() {
 async fn a_dropped_connection_is_unavailable() {
     let (b, result, elapsed) = initiate_under(Fault::DropConnection).await;
     let error = result.expect_err("the fault makes the call fail");
-    assert!(matches!(error, BankError::Unavailable { .. }), "{error:?}");
+    // The request was sent: from the client's side the bank may have processed it.
+    assert!(
+        matches!(
+            error,
+            BankError::Unavailable {
+                retry_safe: false,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
     assert_quick(elapsed);
     assert_eq!(b.answers(), [(Operation::Initiate, None)]);
+}
+
+#[tokio::test]
+async fn a_connection_dropped_after_the_bank_acted_is_unavailable_and_not_retry_safe() {
+    let b = bench_for_faults().await;
+    b.sandbox.add_fault(FaultRule::always(
+        FaultTarget::Initiate,
+        Fault::DropAfterProcessing,
+    ));
+    let sent = payment(&FINLAND);
+    let started = Instant::now();
+    let error = b
+        .client
+        .initiate(&sent, None)
+        .await
+        .expect_err("no answer comes back");
+    assert!(
+        matches!(
+            error,
+            BankError::Unavailable {
+                retry_safe: false,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.provably_not_processed());
+    assert_quick(started.elapsed());
+    assert_eq!(b.answers(), [(Operation::Initiate, None)]);
+    // Yet the bank holds the payment: exactly one for our external id.
+    let held = b.sandbox.payment_by_external_id(&sent.external_id);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!(held[0].status, BankStatus::PendingUserApproval);
+    assert!(b.sandbox.payment_by_external_id("someone-else").is_empty());
+
+    // On the token endpoint the code is spent although the client never got the tokens.
+    b.sandbox.clear_faults();
+    let signed = b.signed_payment(&NORWAY, "psu-dropped").await;
+    b.sandbox
+        .add_fault(FaultRule::always(FaultTarget::Token, Fault::DropAfterProcessing).times(1));
+    let error = b
+        .client
+        .exchange_code(&signed.code, REDIRECT_URI)
+        .await
+        .expect_err("no answer comes back");
+    assert!(
+        matches!(
+            error,
+            BankError::Unavailable {
+                retry_safe: false,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    let again = b
+        .client
+        .exchange_code(&signed.code, REDIRECT_URI)
+        .await
+        .expect_err("the code was used by the lost exchange");
+    assert!(
+        matches!(&again, BankError::Validation { failures } if failures[0].code == "invalid_grant"),
+        "{again:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_delayed_answer_arrives_late_but_the_bank_already_holds_the_payment() {
+    const DELAY: Duration = Duration::from_millis(800);
+    let b = bench().await;
+    b.sandbox.add_fault(
+        FaultRule::always(
+            FaultTarget::Initiate,
+            Fault::DelayAnswer {
+                ms: u64::try_from(DELAY.as_millis()).expect("small"),
+            },
+        )
+        .times(1),
+    );
+    let sent = payment(&SWEDEN);
+    let started = Instant::now();
+    let watch = async {
+        // Well before the answer is sent, the payment exists at the bank.
+        tokio::time::sleep(DELAY / 2).await;
+        b.sandbox.payment_by_external_id(&sent.external_id)
+    };
+    let (answer, held_early) = tokio::join!(b.client.initiate(&sent, None), watch);
+    let elapsed = started.elapsed();
+    let initiated = answer.expect("the answer comes, late");
+    assert!(elapsed >= DELAY, "answered after {elapsed:?}");
+    assert_eq!(held_early.len(), 1, "{held_early:?}");
+    assert_eq!(
+        held_early[0].payment_id,
+        initiated.bank_payment_id.as_str(),
+        "the payment held early is the one answered late"
+    );
+    assert_eq!(b.answers(), [(Operation::Initiate, Some(201))]);
+    assert_eq!(b.sandbox.payment_by_external_id(&sent.external_id).len(), 1);
+}
+
+#[tokio::test]
+async fn a_delayed_answer_past_the_timeout_is_not_retry_safe_though_the_bank_acted() {
+    let (b, result, elapsed) = initiate_under(Fault::DelayAnswer { ms: 1_500 }).await;
+    let error = result.expect_err("the client gives up first");
+    assert!(
+        matches!(&error, BankError::Unavailable { detail, retry_safe: false } if detail.starts_with("timed out")),
+        "{error:?}"
+    );
+    assert!(
+        elapsed < FAULT_TIMEOUT + Duration::from_millis(400),
+        "{elapsed:?}"
+    );
+    assert_eq!(b.sandbox.payments().len(), 1, "the payment was created");
+}
+
+#[tokio::test]
+async fn the_sandbox_id_token_gives_the_client_the_shopper_and_the_issue_time() {
+    let b = bench().await;
+    let signed = b.signed_payment(&FINLAND, "psu-identity").await;
+    let plain = b
+        .client
+        .exchange_code(&signed.code, REDIRECT_URI)
+        .await
+        .expect("exchange");
+    assert_eq!(
+        (plain.shopper_id, plain.issued_at),
+        (None, None),
+        "off by default"
+    );
+
+    b.sandbox.set_token_identity(true);
+    let signed = b.signed_payment(&FINLAND, "psu-identity").await;
+    let before = b.sandbox.now();
+    let tokens = b
+        .client
+        .exchange_code(&signed.code, REDIRECT_URI)
+        .await
+        .expect("exchange");
+    let after = b.sandbox.now();
+    assert_eq!(tokens.shopper_id.as_deref(), Some("psu-identity"));
+    let issued = tokens.issued_at.expect("an issue time");
+    let micros = |t: chrono::DateTime<Utc>| t.timestamp_micros();
+    assert!(
+        micros(before) <= micros(issued) && micros(issued) <= micros(after),
+        "{before} <= {issued} <= {after}"
+    );
+    // A refresh says so too, with a later issue time on the sandbox clock.
+    b.sandbox.advance_clock(Duration::from_secs(5));
+    let refreshed = b
+        .client
+        .refresh(&tokens.refresh_token)
+        .await
+        .expect("refresh");
+    assert_eq!(refreshed.shopper_id.as_deref(), Some("psu-identity"));
+    assert!(refreshed.issued_at.expect("an issue time") >= issued + chrono::Duration::seconds(5));
 }
 
 #[tokio::test]
@@ -999,7 +1166,7 @@ async fn an_answer_slower_than_the_timeout_is_unavailable() {
     let (b, result, elapsed) = initiate_under(Fault::Latency { ms: 1_500 }).await;
     let error = result.expect_err("the fault makes the call fail");
     assert!(
-        matches!(&error, BankError::Unavailable { detail } if detail.starts_with("timed out")),
+        matches!(&error, BankError::Unavailable { detail, retry_safe: false } if detail.starts_with("timed out")),
         "{error:?}"
     );
     assert!(
@@ -1057,7 +1224,8 @@ async fn a_status_read_gives_up_after_its_attempts() {
     assert_eq!(
         b.client.status(&id, None).await,
         Err(BankError::Unavailable {
-            detail: "HTTP 500".into()
+            detail: "HTTP 500".into(),
+            retry_safe: false,
         })
     );
     assert_quick(started.elapsed());
@@ -1092,7 +1260,8 @@ async fn an_initiation_is_sent_once_even_when_the_bank_is_unavailable() {
     assert_eq!(
         b.client.initiate(&payment(&FINLAND), None).await,
         Err(BankError::Unavailable {
-            detail: "HTTP 503".into()
+            detail: "HTTP 503".into(),
+            retry_safe: true,
         })
     );
     assert_eq!(b.answers(), [(Operation::Initiate, Some(503))]);
@@ -1109,7 +1278,8 @@ async fn a_code_exchange_is_sent_once_even_when_the_bank_is_unavailable() {
     assert_eq!(
         result.err(),
         Some(BankError::Unavailable {
-            detail: "HTTP 503".into()
+            detail: "HTTP 503".into(),
+            retry_safe: true,
         })
     );
     assert_eq!(b.answers(), [(Operation::Token, Some(503))]);

@@ -26,7 +26,9 @@
 //!   code exchange, refresh, revoke and cancel are sent exactly once: repeating them could
 //!   act twice at the bank (or burn a single-use code or refresh token). `RateLimited` is
 //!   never retried here: the caller (the poller) honours `Retry-After`.
-//! - `Unavailable` from a call that is not retried means "outcome unknown".
+//! - `Unavailable` from a call that is not retried means "outcome unknown", unless it is
+//!   `retry_safe` (a 503, or no connection was ever made): then the bank provably did not
+//!   process it ([`BankError::provably_not_processed`]).
 //! - Metrics per HTTP attempt: `pisgate_bank_requests_total` and
 //!   `pisgate_bank_request_duration_seconds`, labelled `operation` and `outcome`
 //!   (`ok` or [`BankError::kind`]).
@@ -250,7 +252,7 @@ impl NordeaClient {
         let mut attempt = 1;
         loop {
             match self.attempt(call, attempt).await {
-                Err(BankError::Unavailable { detail }) if attempt < attempts => {
+                Err(BankError::Unavailable { detail, .. }) if attempt < attempts => {
                     let pause = self.retries.backoff(attempt);
                     tracing::warn!(
                         attempt,
@@ -369,7 +371,11 @@ impl NordeaClient {
             .get(RETRY_AFTER)
             .and_then(|v| v.to_str().ok())
             .and_then(errors::parse_retry_after);
-        let body = response.bytes().await.map_err(errors::transport)?.to_vec();
+        let body = response
+            .bytes()
+            .await
+            .map_err(errors::transport_after_answer)?
+            .to_vec();
         if (200..300).contains(&status) {
             Ok((status, body))
         } else {

@@ -12,7 +12,7 @@ use crate::bank::{
 };
 use crate::domain::{Currency, Money};
 use base64::Engine as _;
-use chrono::NaiveDate;
+use chrono::{DateTime, NaiveDate, Utc};
 use secrecy::SecretString;
 use std::time::Duration;
 
@@ -223,7 +223,9 @@ pub fn cancel_outcome(answer: &wire::BulkDeleteAnswer) -> Result<CancelOutcome, 
 /// A token answer as a [`TokenSet`]. Takes the answer by value so that the token strings
 /// move into secrets instead of being copied.
 pub fn token_set(answer: wire::TokenAnswer) -> Result<TokenSet, BankError> {
-    let shopper_id = answer.id_token.as_deref().and_then(id_token_subject);
+    let claims = answer.id_token.as_deref().and_then(id_token_claims);
+    let shopper_id = claims.as_ref().and_then(subject);
+    let issued_at = claims.as_ref().and_then(issued_at);
     if answer.access_token.is_empty() {
         return Err(unexpected("token answer with an empty access token"));
     }
@@ -247,23 +249,49 @@ pub fn token_set(answer: wire::TokenAnswer) -> Result<TokenSet, BankError> {
         expires_in,
         token_type: answer.token_type.unwrap_or_else(|| "Bearer".to_owned()),
         shopper_id,
+        issued_at,
     })
 }
 
-/// The `sub` claim of an OpenID Connect ID token. The token's signature is not checked: it
-/// came straight from the bank over TLS as the answer to our own signed request, and the
-/// claim is only used to key the shopper's token, never to authorise anything.
-fn id_token_subject(jwt: &str) -> Option<String> {
+/// The claims of an OpenID Connect ID token (`header.claims.signature`, each part base64url,
+/// padding tolerated; an unsigned token with an empty signature part is read the same way).
+/// The token's signature is not checked: it came straight from the bank over TLS as the
+/// answer to our own signed request, and its claims are only used to key and order the
+/// shopper's token, never to authorise anything.
+fn id_token_claims(jwt: &str) -> Option<serde_json::Value> {
     let payload = jwt.split('.').nth(1)?;
     let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
         .decode(payload.trim_end_matches('='))
         .ok()?;
     let claims: serde_json::Value = serde_json::from_slice(&bytes).ok()?;
+    claims.is_object().then_some(claims)
+}
+
+/// The `sub` claim: the shopper's identity at the bank. Empty or not a string → `None`.
+fn subject(claims: &serde_json::Value) -> Option<String> {
     claims
         .get("sub")?
         .as_str()
         .filter(|s| !s.is_empty())
         .map(str::to_owned)
+}
+
+/// The `iat` claim: a JSON number of seconds since the epoch, whole or fractional, kept to
+/// the microsecond. Anything else (a string, a negative or absurd number) → `None`.
+fn issued_at(claims: &serde_json::Value) -> Option<DateTime<Utc>> {
+    let iat = claims.get("iat")?;
+    if let Some(seconds) = iat.as_i64() {
+        return DateTime::from_timestamp(seconds, 0).filter(|_| seconds >= 0);
+    }
+    let seconds = iat.as_f64().filter(|s| s.is_finite() && *s >= 0.0)?;
+    // Below 2^53 µs (year 2255) the nearest f64 to a 6-decimal timestamp times 10^6 rounds
+    // back to exactly those microseconds.
+    let micros = (seconds * 1_000_000.0).round();
+    if micros >= 9_007_199_254_740_992.0 {
+        return None;
+    }
+    // Whole, non-negative and below 2^53: the cast is exact.
+    DateTime::from_timestamp_micros(micros as i64)
 }
 
 #[cfg(test)]
@@ -422,6 +450,7 @@ pub(crate) mod tests {
         assert_eq!(t.expires_in, Duration::from_secs(3599));
         assert_eq!(t.token_type, "Bearer");
         assert_eq!(t.shopper_id.as_deref(), Some("psu-42"));
+        assert_eq!(t.issued_at, None, "no iat claim");
 
         let plain = wire::TokenAnswer {
             expires_in: None,
@@ -431,6 +460,7 @@ pub(crate) mod tests {
         let t = token_set(plain).unwrap();
         assert_eq!(t.expires_in, DEFAULT_TOKEN_LIFETIME);
         assert_eq!(t.shopper_id, None);
+        assert_eq!(t.issued_at, None);
 
         let no_refresh = wire::TokenAnswer {
             refresh_token: None,
@@ -440,6 +470,72 @@ pub(crate) mod tests {
             token_set(no_refresh),
             Err(BankError::Unexpected { .. })
         ));
+    }
+
+    fn with_claims(claims: &str) -> TokenSet {
+        let b64 = |bytes: &[u8]| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
+        token_set(wire::TokenAnswer {
+            access_token: "AT".into(),
+            refresh_token: Some("RT".into()),
+            expires_in: Some(wire::FlexU64(3600)),
+            token_type: Some("Bearer".into()),
+            id_token: Some(format!(
+                "{}.{}.",
+                b64(br#"{"alg":"none","typ":"JWT"}"#),
+                b64(claims.as_bytes())
+            )),
+        })
+        .unwrap()
+    }
+
+    #[test]
+    fn the_id_token_issue_time_is_read_to_the_microsecond() {
+        let t = with_claims(r#"{"sub":"psu-7","iat":1795000000.123456}"#);
+        assert_eq!(t.shopper_id.as_deref(), Some("psu-7"));
+        let at = t.issued_at.expect("an issue time");
+        assert_eq!(at.timestamp(), 1_795_000_000);
+        assert_eq!(at.timestamp_subsec_micros(), 123_456);
+        assert_eq!(at.timestamp_micros(), 1_795_000_000_123_456);
+
+        let whole = with_claims(r#"{"sub":"psu-7","iat":1795000000}"#);
+        assert_eq!(
+            whole.issued_at,
+            DateTime::from_timestamp(1_795_000_000, 0),
+            "whole seconds"
+        );
+        let tenth = with_claims(r#"{"iat":1795000000.1}"#);
+        assert_eq!(
+            tenth.issued_at.map(|t| t.timestamp_micros()),
+            Some(1_795_000_000_100_000)
+        );
+        assert_eq!(tenth.shopper_id, None, "no sub");
+        // Successive microseconds stay apart and ordered.
+        let a = with_claims(r#"{"iat":1795000000.000001}"#)
+            .issued_at
+            .unwrap();
+        let b = with_claims(r#"{"iat":1795000000.000002}"#)
+            .issued_at
+            .unwrap();
+        assert!(a < b, "{a} < {b}");
+    }
+
+    #[test]
+    fn a_garbled_or_absent_issue_time_is_none() {
+        for claims in [
+            r#"{"sub":"psu-7"}"#,
+            r#"{"sub":"psu-7","iat":"1795000000"}"#,
+            r#"{"sub":"psu-7","iat":null}"#,
+            r#"{"sub":"psu-7","iat":-5}"#,
+            r#"{"sub":"psu-7","iat":-5.5}"#,
+            r#"{"sub":"psu-7","iat":1e300}"#,
+            r#"{"sub":"psu-7","iat":{"s":1}}"#,
+        ] {
+            let t = with_claims(claims);
+            assert_eq!(t.issued_at, None, "{claims}");
+            assert_eq!(t.shopper_id.as_deref(), Some("psu-7"), "{claims}");
+        }
+        let t = with_claims("[1, 2]");
+        assert_eq!((t.shopper_id, t.issued_at), (None, None));
     }
 
     #[test]

@@ -9,9 +9,16 @@
 //! 4. on a call whose credential is a shopper token (bearer calls, refresh, revoke): 401,
 //!    or OAuth `invalid_grant`/`invalid_token` → `TokenRejected`;
 //! 5. any other 401 → `BadCredentials`;
-//! 6. 404 → `NotFound`; 408 and 5xx → `Unavailable`;
+//! 6. 404 → `NotFound`; 408 and 5xx → `Unavailable`, with `retry_safe` only for 503 (the
+//!    bank says it is not serving requests; 500, 502, 504 and 408 may come after the
+//!    request was acted on);
 //! 7. other 4xx (not 403) with failures or `tpp_messages` → `Validation`;
 //! 8. everything else (403, a 4xx without reasons, 3xx) → `Unexpected`.
+//!
+//! A transport failure is `Unavailable` with `retry_safe` true only when reqwest says the
+//! connection was never established ([`reqwest::Error::is_connect`]: refused, DNS failure,
+//! connect timeout, TLS handshake): then no byte of the request reached the bank. A timeout
+//! or a drop after sending, or a body that never fully arrived, is not retry-safe.
 //!
 //! Texts built here hold failure codes and the bank's descriptions, never bodies, headers,
 //! URLs with secrets, or serde messages (which can quote the input).
@@ -99,6 +106,7 @@ pub fn classify(
         404 => BankError::NotFound,
         408 | 500..=599 => BankError::Unavailable {
             detail: format!("HTTP {status}"),
+            retry_safe: status == 503,
         },
         400..=499 if status != 403 && !failures.is_empty() => BankError::Validation { failures },
         _ => BankError::Unexpected {
@@ -132,8 +140,20 @@ pub fn parse_retry_after(value: &str) -> Option<Duration> {
     )
 }
 
-/// A transport failure (no HTTP answer, or the answer's body never arrived).
+/// A transport failure while sending (no HTTP answer). Retry-safe only when the connection
+/// was never established.
 pub fn transport(error: reqwest::Error) -> BankError {
+    let retry_safe = error.is_connect();
+    transport_error(error, retry_safe)
+}
+
+/// A transport failure while reading an answer's body: the bank has answered, so it has
+/// processed the request; never retry-safe.
+pub fn transport_after_answer(error: reqwest::Error) -> BankError {
+    transport_error(error, false)
+}
+
+fn transport_error(error: reqwest::Error, retry_safe: bool) -> BankError {
     let error = error.without_url();
     if error.is_builder() {
         return BankError::Unexpected {
@@ -155,7 +175,7 @@ pub fn transport(error: reqwest::Error) -> BankError {
         detail.push_str(&cause.to_string());
         source = cause.source();
     }
-    BankError::Unavailable { detail }
+    BankError::Unavailable { detail, retry_safe }
 }
 
 /// An answer body that is not what the call promises. serde's message is not used: it can
@@ -265,8 +285,11 @@ mod tests {
         assert_eq!(classify(404, None, b"{}", true), BankError::NotFound);
         for status in [408, 500, 502, 503, 504] {
             assert_eq!(
-                classify(status, None, b"<html>", false).kind(),
-                "unavailable"
+                classify(status, None, b"<html>", false),
+                BankError::Unavailable {
+                    detail: format!("HTTP {status}"),
+                    retry_safe: status == 503,
+                }
             );
         }
         assert_eq!(
@@ -284,6 +307,39 @@ mod tests {
                 detail: "error.resource.denied".into()
             }
         );
+    }
+
+    #[test]
+    fn only_a_503_is_retry_safe() {
+        let bank = nordea_error("error.service.unavailable");
+        for token_call in [false, true] {
+            let e = classify(503, None, &bank, token_call);
+            assert!(
+                matches!(
+                    e,
+                    BankError::Unavailable {
+                        retry_safe: true,
+                        ..
+                    }
+                ),
+                "{e:?}"
+            );
+            assert!(e.provably_not_processed());
+        }
+        for status in [500, 502, 504, 408] {
+            let e = classify(status, None, b"", false);
+            assert!(
+                matches!(
+                    e,
+                    BankError::Unavailable {
+                        retry_safe: false,
+                        ..
+                    }
+                ),
+                "{status}: {e:?}"
+            );
+            assert!(!e.provably_not_processed(), "{status}");
+        }
     }
 
     #[test]

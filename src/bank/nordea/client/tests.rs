@@ -663,10 +663,13 @@ async fn a_slow_bank_times_out_as_unavailable() {
         .await
         .unwrap_err();
 
-    let BankError::Unavailable { detail } = &error else {
+    let BankError::Unavailable { detail, retry_safe } = &error else {
         panic!("expected unavailable, got {error:?}")
     };
     assert!(detail.starts_with("timed out"), "{detail}");
+    // The request was sent: the bank may have acted on it.
+    assert!(!retry_safe, "a timeout after sending is not retry-safe");
+    assert!(!error.provably_not_processed());
     assert!(started.elapsed() < Duration::from_secs(3));
     assert_eq!(requests(&server).await.len(), 2);
 }
@@ -689,10 +692,87 @@ async fn an_unreachable_bank_is_unavailable() {
         .status(&id(), None)
         .await
         .unwrap_err();
-    let BankError::Unavailable { detail } = &error else {
+    let BankError::Unavailable { detail, retry_safe } = &error else {
         panic!("expected unavailable, got {error:?}")
     };
     assert!(detail.starts_with("connection failed"), "{detail}");
+    // Nothing was ever sent: the bank cannot have processed it.
+    assert!(retry_safe, "a refused connection is retry-safe");
+    assert!(error.provably_not_processed());
+}
+
+#[tokio::test]
+async fn a_connection_dropped_after_sending_is_not_retry_safe() {
+    use tokio::io::AsyncReadExt as _;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    // Reads the whole request, then closes the connection without answering.
+    tokio::spawn(async move {
+        while let Ok((mut stream, _)) = listener.accept().await {
+            let mut seen = Vec::new();
+            let mut buf = [0u8; 4096];
+            while let Ok(n) = stream.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                seen.extend_from_slice(&buf[..n]);
+                if seen.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            drop(stream);
+        }
+    });
+    let mut config = NordeaConfig::new(
+        format!("http://{addr}/personal"),
+        CLIENT_ID,
+        SecretString::from(CLIENT_SECRET),
+        SigningKey::from_text(KAT_PRIVATE).unwrap(),
+    );
+    config.read_retries = RetryPolicy {
+        max_attempts: 1,
+        base_backoff: Duration::from_millis(1),
+    };
+    let error = NordeaClient::new(config)
+        .unwrap()
+        .status(&id(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            error,
+            BankError::Unavailable {
+                retry_safe: false,
+                ..
+            }
+        ),
+        "{error:?}"
+    );
+    assert!(!error.provably_not_processed());
+}
+
+#[tokio::test]
+async fn a_503_is_retry_safe_and_a_502_is_not() {
+    for (status, safe) in [(503, true), (502, false), (500, false), (504, false)] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(ResponseTemplate::new(status))
+            .mount(&server)
+            .await;
+        let error = client(&server)
+            .initiate(&sample_payment(Country::Fi), None)
+            .await
+            .unwrap_err();
+        assert_eq!(
+            error,
+            BankError::Unavailable {
+                detail: format!("HTTP {status}"),
+                retry_safe: safe,
+            }
+        );
+        assert_eq!(error.provably_not_processed(), safe, "{status}");
+        assert_eq!(requests(&server).await.len(), 1, "{status}: sent once");
+    }
 }
 
 #[test]
