@@ -75,6 +75,7 @@ pub struct Settings {
     pub nordea: NordeaSettings,
     pub tokens: TokenSettings,
     pub payments: PaymentSettings,
+    pub callback: CallbackSettings,
     pub poller: PollerSettings,
     pub refresher: RefresherSettings,
     pub webhooks: WebhookSettings,
@@ -87,6 +88,9 @@ pub struct PollerSettings {
     pub enabled: bool,
     /// Between polls while the shopper signs.
     pub signing_interval: Duration,
+    /// Between polls past the signing window, until the bank reports a final status or the
+    /// late-signing horizon passes.
+    pub late_signing_interval: Duration,
     /// Between polls once authorized and the execution date has come.
     pub authorized_interval: Duration,
     /// Between polls once authorized while the execution date is still ahead.
@@ -162,11 +166,38 @@ pub struct TokenSettings {
 
 #[derive(Debug, Clone)]
 pub struct PaymentSettings {
-    /// How long a shopper has to sign; the callback `state` expires with it.
+    /// How long the authorization hop leads new shoppers to the bank. It never ends a
+    /// payment by itself: the bank's word (or the horizon) does.
     pub signing_window: Duration,
-    /// An idempotency key left in flight longer than this by a dead replica may be taken
-    /// over by a retry.
+    /// From initiation: past it, with the bank still showing nothing signed, the payment is
+    /// expired. A callback within it is handled normally (the OAuth state lives as long).
+    /// At least the signing window; keep it above the bank's own approval timeout.
+    pub late_signing_horizon: Duration,
+    /// The in-flight bound of an idempotency key: a request's bank call ends before it, and
+    /// past it a retry with the same key resumes the payment (a crashed replica's key within
+    /// seconds). Below `server.request_timeout_secs`, so the merchant always gets an answer.
     pub idempotency_stale_after: Duration,
+}
+
+impl PaymentSettings {
+    /// How long the initiation's bank call may take: the in-flight bound less a margin to
+    /// record the answer, so that no two attempts for one key are ever live at once.
+    pub fn initiation_budget(&self) -> Duration {
+        let margin = (self.idempotency_stale_after / 5)
+            .clamp(Duration::from_millis(500), Duration::from_secs(3));
+        self.idempotency_stale_after.saturating_sub(margin)
+    }
+}
+
+/// The shopper's return from the bank (`[callback]`).
+#[derive(Debug, Clone)]
+pub struct CallbackSettings {
+    /// The shopper is redirected to the merchant within this bound, whatever the bank does;
+    /// the code exchange and status read finish in the background if they need longer.
+    pub redirect_timeout: Duration,
+    /// The code exchange, retries included (429 within the bound, 503, connection refused),
+    /// gives up after this.
+    pub exchange_deadline: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -227,6 +258,8 @@ struct Raw {
     #[serde(default)]
     telemetry: RawTelemetry,
     #[serde(default)]
+    callback: RawCallback,
+    #[serde(default)]
     poller: RawPoller,
     #[serde(default)]
     refresher: RawRefresher,
@@ -238,6 +271,7 @@ struct Raw {
 struct RawPoller {
     enabled: Option<String>,
     signing_interval: Option<String>,
+    late_signing_interval: Option<String>,
     authorized_interval: Option<String>,
     scheduled_interval: Option<String>,
     lease: Option<String>,
@@ -290,7 +324,14 @@ struct RawTokens {
 #[derive(Debug, Default, Deserialize)]
 struct RawPayments {
     signing_window_secs: Option<String>,
+    late_signing_horizon_secs: Option<String>,
     idempotency_stale_after_secs: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawCallback {
+    redirect_timeout: Option<String>,
+    exchange_deadline: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -593,15 +634,48 @@ impl Settings {
                 "payments.signing_window_secs",
                 raw.payments.signing_window_secs,
             )?,
+            late_signing_horizon: secs(
+                "payments.late_signing_horizon_secs",
+                raw.payments.late_signing_horizon_secs,
+            )?,
             idempotency_stale_after: secs(
                 "payments.idempotency_stale_after_secs",
                 raw.payments.idempotency_stale_after_secs,
             )?,
         };
+        if payments.late_signing_horizon < payments.signing_window {
+            return Err(SettingsError::invalid(
+                "payments.late_signing_horizon_secs",
+                "must be at least payments.signing_window_secs",
+            ));
+        }
+        if payments.idempotency_stale_after >= server.request_timeout {
+            return Err(SettingsError::invalid(
+                "payments.idempotency_stale_after_secs",
+                "must be below server.request_timeout_secs (a payment request must answer before the server cuts it)",
+            ));
+        }
+        let callback = CallbackSettings {
+            redirect_timeout: duration("callback.redirect_timeout", raw.callback.redirect_timeout)?,
+            exchange_deadline: duration(
+                "callback.exchange_deadline",
+                raw.callback.exchange_deadline,
+            )?,
+        };
+        if callback.redirect_timeout >= server.request_timeout {
+            return Err(SettingsError::invalid(
+                "callback.redirect_timeout",
+                "must be below server.request_timeout_secs",
+            ));
+        }
         let p = raw.poller;
         let poller = PollerSettings {
             enabled: boolean("poller.enabled", p.enabled)?,
             signing_interval: duration("poller.signing_interval", p.signing_interval)?,
+            late_signing_interval: duration(
+                "poller.late_signing_interval",
+                p.late_signing_interval,
+            )?,
             authorized_interval: duration("poller.authorized_interval", p.authorized_interval)?,
             scheduled_interval: duration("poller.scheduled_interval", p.scheduled_interval)?,
             lease: duration("poller.lease", p.lease)?,
@@ -647,6 +721,7 @@ impl Settings {
             nordea,
             tokens,
             payments,
+            callback,
             poller,
             refresher,
             webhooks,

@@ -1,21 +1,38 @@
 //! `GET /v1/callbacks/nordea`: where the bank sends the shopper back after signing.
 //!
-//! The `state` is random, single use, bound to one payment and expires with the signing
-//! window; an unknown, reused or expired state exchanges nothing and shows the shopper a
-//! plain page. A valid one is consumed in the same transaction that records the callback,
-//! so a replayed redirect (and its code) is never exchanged twice. The code exchange for a
-//! shopper is serialised under that shopper's advisory lock, and the token is stored only
-//! if it is newer than the stored one, so the latest token the bank issued always wins.
-//! The shopper then goes (303) to the payment's `return_url`, which was checked against the
-//! merchant's registered origins at creation: never an open redirect.
+//! Safe for a shopper's browser, which may refresh, go Back, or be retried by a proxy:
+//! - The shopper is redirected (303) to the payment's `return_url` within
+//!   `callback.redirect_timeout` whatever the bank does, with the status known then
+//!   (`processing` while the code exchange has not finished). The exchange and the status
+//!   read run in a background task under their own bounds and finish there if they need
+//!   longer.
+//! - The `state` is random, bound to one payment, and valid until the payment's late-signing
+//!   horizon, so a shopper who signs late is handled normally. It is consumed only together
+//!   with the durable outcome of the code exchange (the stored token, or the bank's refusal
+//!   of the code), and one callback at a time may run the exchange (a claim with a lease):
+//!   a repeated callback redirects again and never exchanges a code twice. An unknown or
+//!   expired state exchanges nothing and shows a plain page.
+//! - A code exchange the bank provably did not run (429 with a Retry-After within the bound,
+//!   503, connection refused) is retried until `callback.exchange_deadline`.
+//! - An `error` parameter (the shopper cancelled, or anyone typed it) is only a hint: it is
+//!   recorded, the bank's status is read at once, and the bank's answer decides (the truth
+//!   rule in [`crate::domain::status`]). It consumes nothing, so the real callback with the
+//!   code still works after a forged error.
+//! - If the merchant asked to cancel while the shopper was at the bank and the shopper signed
+//!   anyway, the payment is deleted at the bank with the token just obtained.
+//!
+//! Tokens: exchanges for one shopper key run under that key's lease ([`tokens::lease_psu`]);
+//! a token is stored only if it is newer than the stored one (by the bank's issue time when
+//! the answer has one), so the latest token the bank issued wins. The return URL was checked
+//! against the merchant's registered origins at creation: never an open redirect. No code
+//! path here waits for a second database connection while holding one.
 //!
 //! Never logged: the code, the state, the tokens.
 
 use crate::api::AppState;
-use crate::api::payments::{callback_url, state_hash};
+use crate::api::payments::{callback_url, cancel_at_bank, state_hash};
 use crate::bank::{BankError, BankPaymentId, PsuContext};
-use crate::domain::PaymentStatus;
-use crate::ledger::payments::{self, Change, PaymentRecord};
+use crate::ledger::payments::{self, PaymentRecord};
 use crate::ledger::tokens;
 use axum::Router;
 use axum::extract::{Query, State};
@@ -23,21 +40,17 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
+use rand::Rng;
 use secrecy::SecretString;
-use serde::Deserialize;
 use serde_json::json;
 use std::collections::HashMap;
+use std::time::Duration;
+use tokio::time::Instant;
+use tracing::Instrument as _;
+use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/callbacks/nordea", get(nordea_callback))
-}
-
-#[derive(Debug, Deserialize)]
-struct CallbackQuery {
-    code: Option<String>,
-    state: Option<String>,
-    error: Option<String>,
-    error_description: Option<String>,
 }
 
 fn page(status: StatusCode, title: &str, message: &str) -> Response {
@@ -48,12 +61,14 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
     (status, [(header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
 }
 
-fn redirect_to_merchant(p: &PaymentRecord, status: PaymentStatus) -> Response {
+/// The status the shopper's return carries: the payment's, or `processing` while the code
+/// exchange has not finished.
+fn redirect_to_merchant(p: &PaymentRecord, status: &str) -> Response {
     let location = match url::Url::parse(&p.return_url) {
         Ok(mut url) => {
             url.query_pairs_mut()
                 .append_pair("payment_id", &p.id.to_string())
-                .append_pair("status", status.as_str());
+                .append_pair("status", status);
             url.to_string()
         }
         Err(_) => {
@@ -109,12 +124,40 @@ async fn nordea_callback(
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "callback failed");
             page(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                "Something went wrong",
-                "We could not record your return from the bank. Your bank has your payment; the shop will see its status.",
+                StatusCode::SERVICE_UNAVAILABLE,
+                "Please try again",
+                "We could not record your return from the bank just now. Please reload this page in a moment; your bank has your payment.",
             )
         }
     }
+}
+
+/// The payment as it is now.
+async fn current(state: &AppState, id: Uuid) -> anyhow::Result<Option<PaymentRecord>> {
+    Ok(payments::get(&mut *state.pool.acquire().await?, id).await?)
+}
+
+/// Redirects with the payment's status, or `processing` while its code exchange runs.
+async fn redirect_now(state: &AppState, p: &PaymentRecord) -> anyhow::Result<Response> {
+    let now = current(state, p.id).await?.unwrap_or_else(|| p.clone());
+    let status = if now.state_used_at.is_none() && !now.status().is_final() {
+        "processing"
+    } else {
+        now.status().as_str()
+    };
+    Ok(redirect_to_merchant(&now, status))
+}
+
+async fn note(
+    state: &AppState,
+    id: Uuid,
+    kind: &str,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    let mut tx = state.pool.begin().await?;
+    payments::note(&mut tx, id, kind, detail).await?;
+    tx.commit().await?;
+    Ok(())
 }
 
 async fn handle(
@@ -122,13 +165,10 @@ async fn handle(
     headers: &HeaderMap,
     raw: HashMap<String, String>,
 ) -> anyhow::Result<Response> {
-    let q = CallbackQuery {
-        code: raw.get("code").cloned().filter(|c| !c.is_empty()),
-        state: raw.get("state").cloned().filter(|s| !s.is_empty()),
-        error: raw.get("error").cloned().filter(|s| !s.is_empty()),
-        error_description: raw.get("error_description").cloned(),
-    };
-    let Some(oauth_state) = q.state.as_deref() else {
+    let started = Instant::now();
+    let bound = state.settings.callback.redirect_timeout;
+    let param = |k: &str| raw.get(k).cloned().filter(|v| !v.is_empty());
+    let Some(oauth_state) = param("state") else {
         tracing::warn!("callback without state");
         return Ok(page(
             StatusCode::BAD_REQUEST,
@@ -136,9 +176,10 @@ async fn handle(
             "This return link is incomplete.",
         ));
     };
-    let mut tx = state.pool.begin().await?;
-    let Some(p) = payments::find_by_state_for_update(&mut tx, &state_hash(oauth_state)).await?
-    else {
+    let found =
+        payments::find_by_state(&mut *state.pool.acquire().await?, &state_hash(&oauth_state))
+            .await?;
+    let Some(p) = found else {
         tracing::warn!("callback with an unknown state");
         return Ok(page(
             StatusCode::BAD_REQUEST,
@@ -147,131 +188,177 @@ async fn handle(
         ));
     };
     tracing::Span::current().record("payment_id", tracing::field::display(p.id));
+    let psu = psu_context(headers);
 
-    let rejection = if p.state_used_at.is_some() {
-        Some("state_reused")
-    } else if p.state_expires_at.is_none_or(|t| t < Utc::now()) {
-        Some("state_expired")
-    } else {
-        None
-    };
-    if let Some(reason) = rejection {
-        payments::note(
-            &mut tx,
-            p.id,
-            "callback_rejected",
-            json!({ "reason": reason }),
-        )
-        .await?;
-        tx.commit().await?;
-        tracing::warn!(reason, "callback refused");
-        let message = if reason == "state_reused" {
-            "This return link was already used."
-        } else {
-            "This return link has expired."
-        };
-        return Ok(page(StatusCode::BAD_REQUEST, "Link not valid", message));
-    }
-    payments::consume_state(&mut tx, p.id).await?;
-
-    if let Some(error) = &q.error {
-        // The shopper cancelled or the bank refused: nothing to exchange.
-        let description: String = q
-            .error_description
-            .clone()
+    if let Some(error) = param("error") {
+        // A hint, never a transition: the bank's status decides.
+        let description: String = param("error_description")
             .unwrap_or_default()
             .chars()
             .take(300)
             .collect();
-        let to = PaymentStatus::AuthorizationFailed;
-        let changed = payments::transition(
-            &mut tx,
+        let error: String = error.chars().take(100).collect();
+        tracing::info!(error = %error, "callback with an error; asking the bank");
+        note(
+            state,
             p.id,
-            Change {
-                to,
-                bank_status: None,
-                kind: "authorization_failed",
-                detail: json!({ "error": error, "error_description": description }),
-                failure: Some(("authorization_failed", error)),
-            },
+            "callback_error",
+            json!({ "error": error, "error_description": description }),
         )
-        .await;
-        if let Err(e) = &changed {
-            // Already final (e.g. expired): keep it, but remember the callback.
-            tracing::info!(error = %e, "callback error on a payment that cannot change");
-            payments::note(&mut tx, p.id, "callback_error", json!({ "error": error })).await?;
-        }
-        tx.commit().await?;
-        let now = payments::get(&mut *state.pool.acquire().await?, p.id)
-            .await?
-            .unwrap_or(p);
-        return Ok(redirect_to_merchant(&now, now.status()));
+        .await?;
+        let task = tokio::spawn({
+            let (state, p) = (state.clone(), p.clone());
+            async move { refresh_status(&state, &p, &psu).await }.in_current_span()
+        });
+        let _ = tokio::time::timeout(bound.saturating_sub(started.elapsed()), task).await;
+        let now = current(state, p.id).await?.unwrap_or(p);
+        return Ok(redirect_to_merchant(&now, now.status().as_str()));
     }
-
-    let Some(code) = q.code.clone() else {
-        payments::note(
-            &mut tx,
+    if p.state_used_at.is_some() {
+        // Refresh, Back or a proxy retry: the exchange is done; say where things stand.
+        return redirect_now(state, &p).await;
+    }
+    if p.state_expires_at.is_none_or(|t| t < Utc::now()) {
+        note(
+            state,
+            p.id,
+            "callback_rejected",
+            json!({ "reason": "state_expired" }),
+        )
+        .await?;
+        tracing::warn!("callback past the late-signing horizon refused");
+        return Ok(page(
+            StatusCode::BAD_REQUEST,
+            "Link not valid",
+            "This return link has expired.",
+        ));
+    }
+    let Some(code) = param("code") else {
+        note(
+            state,
             p.id,
             "callback_rejected",
             json!({ "reason": "no_code" }),
         )
         .await?;
-        tx.commit().await?;
         return Ok(page(
             StatusCode::BAD_REQUEST,
             "Link not valid",
             "This return link carries no authorization.",
         ));
     };
-    payments::note(
-        &mut tx,
+    let cfg = &state.settings.callback;
+    let claim_lease = cfg.exchange_deadline + Duration::from_secs(30);
+    if !payments::claim_callback(&state.pool, p.id, claim_lease).await? {
+        // Another request for this return is exchanging the code: wait for it, bounded.
+        loop {
+            let now = current(state, p.id).await?;
+            let done = now.as_ref().is_none_or(|n| n.state_used_at.is_some());
+            if done || started.elapsed() + Duration::from_millis(100) >= bound {
+                return redirect_now(state, &p).await;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    note(
+        state,
         p.id,
         "callback",
         json!({ "outcome": "code_received" }),
     )
     .await?;
-    tx.commit().await?;
-
-    let psu = psu_context(headers);
-    exchange_and_store(state, &p, SecretString::from(code)).await?;
-    refresh_status(state, &p, &psu).await?;
-
-    let now = payments::get(&mut *state.pool.acquire().await?, p.id)
-        .await?
-        .unwrap_or(p);
-    Ok(redirect_to_merchant(&now, now.status()))
+    let task = tokio::spawn({
+        let (state, p) = (state.clone(), p.clone());
+        let code = SecretString::from(code);
+        async move { finish(&state, &p, code, &psu).await }.in_current_span()
+    });
+    match tokio::time::timeout(bound.saturating_sub(started.elapsed()), task).await {
+        Ok(Ok(Err(e))) => {
+            tracing::error!(error = format!("{e:#}"), "finishing the callback failed")
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "the callback task failed"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => tracing::info!(
+            "the bank is slow; the shopper goes back now and the exchange finishes in the background"
+        ),
+    }
+    redirect_now(state, &p).await
 }
 
-/// Exchanges the code under the shopper's lock and keeps the token only if it is the
-/// newest. The lock is held across the bank call on purpose: it orders the exchanges.
+/// Exchanges the code, then either deletes the payment at the bank (the merchant asked to
+/// cancel meanwhile) or reads its status.
+async fn finish(
+    state: &AppState,
+    p: &PaymentRecord,
+    code: SecretString,
+    psu: &PsuContext,
+) -> anyhow::Result<()> {
+    exchange_and_store(state, p, code).await?;
+    let Some(now) = current(state, p.id).await? else {
+        return Ok(());
+    };
+    if now.cancel_requested_at.is_some() && !now.status().is_final() && now.psu_key.is_some() {
+        tracing::info!(
+            "the shopper signed a payment the merchant cancelled; deleting it at the bank"
+        );
+        if let Err(e) = cancel_at_bank(state, &now).await {
+            tracing::warn!(error = %e, code = e.code(), "cancelling after the shopper signed did not go through; the bank's status decides");
+        } else {
+            return Ok(());
+        }
+    }
+    refresh_status(state, p, psu).await
+}
+
+/// Exchanges the code under the shopper's lease and keeps the token only if it is the
+/// newest. Consumes the state with the durable outcome (the token, or the bank's refusal of
+/// the code); gives the claim back if the bank could not be reached in time, so a repeated
+/// callback can try again.
 async fn exchange_and_store(
     state: &AppState,
     p: &PaymentRecord,
     code: SecretString,
 ) -> anyhow::Result<()> {
-    // Until the bank tells us who the shopper is, the key we can lock is the merchant's
+    let cfg = &state.settings.callback;
+    let deadline = Instant::now() + cfg.exchange_deadline;
+    let lease_len = cfg.exchange_deadline + Duration::from_secs(15);
+    // Until the bank tells us who the shopper is, the key we can lease is the merchant's
     // shopper id (or the payment): the bank's identity is only known after the exchange.
     let lock_key = psu_key(p, None);
-    let lock = tokens::lock_psu(&state.pool, &p.bank, &lock_key).await?;
+    let Some(mut lease) = tokens::lease_psu(
+        &state.pool,
+        &p.bank,
+        &lock_key,
+        lease_len,
+        cfg.exchange_deadline,
+    )
+    .await?
+    else {
+        payments::release_callback(&state.pool, p.id).await?;
+        anyhow::bail!("another exchange for this shopper held its lease too long");
+    };
     let issue_seq = tokens::next_issue_seq(&mut *state.pool.acquire().await?).await?;
-    let result = state.bank.exchange_code(&code, &callback_url(state)).await;
-    let stored = match result {
-        Ok(tokens_set) => {
-            let key = psu_key(p, tokens_set.shopper_id.as_deref());
-            // The token is kept under the bank's identity of the shopper, which the refresher
-            // locks: take that lock too and order this token after any refresh that finished
-            // under it (a refresh the bank answered before this exchange is revoked by it).
-            let (key_lock, issue_seq) = if key != lock_key {
-                let mut key_lock = tokens::lock_psu(&state.pool, &p.bank, &key).await?;
-                let seq = tokens::next_issue_seq(key_lock.connection()).await?;
-                (Some(key_lock), seq)
+    let result = exchange_with_retries(state, &code, deadline).await;
+    let outcome = match result {
+        Ok(set) => {
+            let key = psu_key(p, set.shopper_id.as_deref());
+            // The bank named the shopper: take that key's lease too (the refresher's), and
+            // order this token after any refresh that finished under it.
+            let issue_seq = if key != lock_key {
+                if !lease
+                    .add_key(&key, lease_len, Duration::from_secs(10))
+                    .await?
+                {
+                    tracing::warn!(
+                        "the shopper's bank key stayed busy; storing in order of issue numbers"
+                    );
+                }
+                tokens::next_issue_seq(&mut *state.pool.acquire().await?).await?
             } else {
-                (None, issue_seq)
+                issue_seq
             };
             // An absurd `expires_in` is capped at a day rather than trusted.
-            let lifetime = tokens_set
-                .expires_in
-                .min(std::time::Duration::from_secs(86_400));
+            let lifetime = set.expires_in.min(Duration::from_secs(86_400));
             let expires_at = Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default();
             let mut tx = state.pool.begin().await?;
             let stored = tokens::store(
@@ -280,45 +367,104 @@ async fn exchange_and_store(
                 &p.bank,
                 &key,
                 issue_seq,
-                &tokens_set.access_token,
-                Some(&tokens_set.refresh_token),
+                set.issued_at,
+                &set.access_token,
+                Some(&set.refresh_token),
                 expires_at,
             )
             .await?;
             payments::set_psu_key(&mut tx, p.id, &key).await?;
+            payments::consume_state(&mut tx, p.id).await?;
             payments::note(
                 &mut tx,
                 p.id,
                 "token_exchanged",
-                json!({ "issue_seq": issue_seq, "stored": stored, "access_expires_at": expires_at }),
+                json!({
+                    "issue_seq": issue_seq,
+                    "stored": stored,
+                    "access_expires_at": expires_at,
+                    "issued_at": set.issued_at,
+                    "bank_named_shopper": set.shopper_id.is_some(),
+                }),
             )
             .await?;
-            let committed = tx.commit().await;
-            if let Some(key_lock) = key_lock {
-                key_lock.release().await;
-            }
-            committed
+            tx.commit().await.map_err(anyhow::Error::from)
         }
         Err(error) => {
             tracing::warn!(error = %error, kind = error.kind(), "code exchange failed");
+            // The bank refused the code, or it may have used it: either way exchanging it
+            // again cannot help. Only a bank we never reached leaves it for a retry.
+            let retryable = error.provably_not_processed();
             let mut tx = state.pool.begin().await?;
             payments::note(
                 &mut tx,
                 p.id,
                 "token_exchange_failed",
-                json!({ "error": error.kind(), "detail": error.to_string() }),
+                json!({ "error": error.kind(), "detail": error.to_string(), "retryable": retryable }),
             )
             .await?;
-            tx.commit().await?;
+            if retryable {
+                tx.commit().await?;
+                payments::release_callback(&state.pool, p.id).await?;
+            } else {
+                payments::consume_state(&mut tx, p.id).await?;
+                tx.commit().await?;
+            }
             // A failed exchange does not stop the payment: status polling needs no token.
             Ok(())
         }
     };
-    lock.release().await;
-    Ok(stored?)
+    lease.release().await;
+    outcome
 }
 
-/// Asks the bank for the payment's status now that the shopper is back, and applies it.
+/// The code exchange, retried while the bank provably did not run it (429 with a
+/// Retry-After that fits, 503, connection refused) and time is left.
+async fn exchange_with_retries(
+    state: &AppState,
+    code: &SecretString,
+    deadline: Instant,
+) -> Result<crate::bank::TokenSet, BankError> {
+    let redirect_uri = callback_url(state);
+    let mut attempt = 0u32;
+    loop {
+        attempt += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answer =
+            match tokio::time::timeout(left, state.bank.exchange_code(code, &redirect_uri)).await {
+                Ok(answer) => answer,
+                Err(_) => Err(BankError::Unexpected {
+                    status: None,
+                    detail: "no answer to the code exchange within the deadline".into(),
+                }),
+            };
+        let error = match answer {
+            Ok(set) => return Ok(set),
+            Err(e) if e.provably_not_processed() => e,
+            Err(e) => return Err(e),
+        };
+        let backoff = Duration::from_millis(200 * 2u64.pow(attempt.min(6)))
+            .mul_f64(rand::thread_rng().gen_range(0.8..1.2));
+        let wait = match &error {
+            BankError::RateLimited {
+                retry_after: Some(after),
+            } => (*after).max(Duration::from_millis(100)),
+            _ => backoff,
+        };
+        if Instant::now() + wait >= deadline {
+            return Err(error);
+        }
+        tracing::info!(
+            attempt,
+            wait_ms = wait.as_millis() as u64,
+            kind = error.kind(),
+            "the bank did not run the code exchange; retrying"
+        );
+        tokio::time::sleep(wait).await;
+    }
+}
+
+/// Asks the bank for the payment's status and applies it (the same path as the poller).
 async fn refresh_status(
     state: &AppState,
     p: &PaymentRecord,
@@ -335,41 +481,15 @@ async fn refresh_status(
             return Ok(());
         }
     };
-    apply_status(state, p.id, &report.bank_status, report.status).await
-}
-
-/// Applies a bank status report through the status machine (no-op for an unknown status or
-/// a change the machine refuses, which is logged).
-pub async fn apply_status(
-    state: &AppState,
-    id: uuid::Uuid,
-    bank_status: &str,
-    status: Option<PaymentStatus>,
-) -> anyhow::Result<()> {
-    let Some(to) = status else {
-        tracing::warn!(bank_status, "unknown bank status: no change");
-        metrics::counter!("pisgate_unknown_bank_status_total").increment(1);
-        return Ok(());
-    };
     let mut tx = state.pool.begin().await?;
-    match payments::transition(
+    payments::apply_bank_report(
         &mut tx,
-        id,
-        Change {
-            to,
-            bank_status: Some(bank_status),
-            kind: "status_changed",
-            detail: json!({ "source": "bank" }),
-            failure: None,
-        },
+        p.id,
+        &report.bank_status,
+        report.status,
+        json!({ "source": "callback" }),
     )
-    .await
-    {
-        Ok(_) => tx.commit().await?,
-        Err(payments::TransitionError::Refused(e)) => {
-            tracing::info!(error = %e, bank_status, "bank status not applied");
-        }
-        Err(e) => return Err(e.into()),
-    }
+    .await?;
+    tx.commit().await?;
     Ok(())
 }

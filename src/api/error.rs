@@ -60,8 +60,10 @@ pub enum ApiError {
     UnknownRoute(String),
     #[error("method not allowed")]
     MethodNotAllowed,
-    #[error("{0}")]
-    Conflict(String),
+    /// 409 with its own stable code (`payment_final`, `no_shopper_token`,
+    /// `idempotency_key_in_flight`, `cancel_too_late`, ...).
+    #[error("{1}")]
+    Conflict(&'static str, String),
     #[error("{0}")]
     IdempotencyMismatch(String),
     #[error("the request body is larger than the limit")]
@@ -76,6 +78,9 @@ pub enum ApiError {
     BankRejected(Vec<FieldError>),
     #[error("{0}")]
     BankUnavailable(String),
+    /// The bank may or may not have created the payment: retry with the same key.
+    #[error("{0}")]
+    InitiationOutcomeUnknown(String),
     #[error(transparent)]
     Internal(#[from] anyhow::Error),
 }
@@ -111,12 +116,14 @@ impl ApiError {
             ApiError::Unauthenticated(_) | ApiError::MerchantDisabled => StatusCode::UNAUTHORIZED,
             ApiError::NotFound(_) | ApiError::UnknownRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
-            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::Conflict(..) => StatusCode::CONFLICT,
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
-            ApiError::BankUnavailable(_) => StatusCode::BAD_GATEWAY,
+            ApiError::BankUnavailable(_) | ApiError::InitiationOutcomeUnknown(_) => {
+                StatusCode::BAD_GATEWAY
+            }
             ApiError::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
     }
@@ -132,7 +139,7 @@ impl ApiError {
             ApiError::NotFound(_) => "not_found",
             ApiError::UnknownRoute(_) => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
-            ApiError::Conflict(_) => "conflict",
+            ApiError::Conflict(code, _) => code,
             ApiError::IdempotencyMismatch(_) => "idempotency_key_reused",
             ApiError::PayloadTooLarge => "payload_too_large",
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
@@ -140,6 +147,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "service_unavailable",
             ApiError::BankRejected(_) => "bank_rejected",
             ApiError::BankUnavailable(_) => "bank_unavailable",
+            ApiError::InitiationOutcomeUnknown(_) => "initiation_outcome_unknown",
             ApiError::Internal(_) => "internal_error",
         }
     }
@@ -152,7 +160,7 @@ impl ApiError {
             ApiError::Unauthenticated(_) | ApiError::MerchantDisabled => "Unauthenticated",
             ApiError::NotFound(_) | ApiError::UnknownRoute(_) => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
-            ApiError::Conflict(_) => "Conflict",
+            ApiError::Conflict(..) => "Conflict",
             ApiError::IdempotencyMismatch(_) => "Idempotency key reused",
             ApiError::PayloadTooLarge => "Payload too large",
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
@@ -160,6 +168,7 @@ impl ApiError {
             ApiError::Unavailable(_) => "Service unavailable",
             ApiError::BankRejected(_) => "Refused by the bank",
             ApiError::BankUnavailable(_) => "Bank unavailable",
+            ApiError::InitiationOutcomeUnknown(_) => "Initiation outcome unknown",
             ApiError::Internal(_) => "Internal server error",
         }
     }

@@ -6,6 +6,7 @@
 //! rate limiting. Nothing below `api` knows about HTTP status codes.
 
 pub mod auth;
+pub mod authorize;
 pub mod callbacks;
 pub mod error;
 pub mod extract;
@@ -74,6 +75,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .merge(health::router())
         .merge(callbacks::router())
+        .merge(authorize::router())
         .nest("/v1", authenticated)
         .fallback(middleware::unknown_route)
         .method_not_allowed_fallback(middleware::method_not_allowed)

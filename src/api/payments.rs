@@ -3,24 +3,33 @@
 //! `GET /v1/payments/{id}/funds`.
 //!
 //! Creation follows design.md's order and never holds a transaction across the bank call:
-//! validate → insert the payment and the idempotency record and commit → initiate at the bank
-//! → record the answer and the idempotent response and commit → answer. Before the shopper
-//! opens the signing URL nothing exists at the bank, so a failed initiation is safely final
-//! (`failed`), and a retry with the same key replays that answer.
+//! validate → insert the payment, the idempotency record and the start of the bank attempt,
+//! and commit → initiate at the bank (bounded below the key's in-flight bound) → record the
+//! answer and the idempotent response and commit → answer.
+//!
+//! Only an explicit refusal by the bank (validation, credentials) ends a payment `failed`.
+//! A timeout or a dropped connection after sending, an unreadable answer, or a database
+//! failure after the bank answered leave the outcome unknown: the payment stays open, the
+//! merchant is told `initiation_outcome_unknown` and retries with the same key, which resumes
+//! the payment with a new attempt. The bank's link of a lost attempt was never handed to
+//! anyone (merchants only ever see the authorization hop, which leads to the recorded
+//! attempt's link), so it cannot be signed; the ledger lists every attempt and its outcome.
+//! A stale key resumes only a payment with no bank id that is not final, guarded in SQL.
 
 use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
+use crate::api::authorize;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
 use crate::api::payment_input::{self, Validated};
 use crate::bank::{BankError, BankPaymentId};
-use crate::domain::PaymentStatus;
+use crate::domain::{Evidence, PaymentStatus};
 use crate::ledger::idempotency::{self, Claim};
 use crate::ledger::payments::{self, Change, ListFilter, NewPayment, PaymentRecord};
 use crate::ledger::{events, tokens};
 use anyhow::Context as _;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -30,6 +39,7 @@ use rand::RngCore;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
+use std::time::Duration;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -109,10 +119,15 @@ async fn create_payment(
     let validated: Validated =
         payment_input::validate(&body, &merchant, today, state.settings.nordea.environment)?;
     let r = &validated.request;
+    let settings = &state.settings.payments;
+    // The bank call must end before the key's in-flight bound, measured from the claim.
+    let claimed_at = tokio::time::Instant::now();
 
     let (oauth_state, oauth_state_hash) = new_state();
-    let state_expires_at = Utc::now()
-        + chrono::Duration::from_std(state.settings.payments.signing_window).context("window")?;
+    let now = Utc::now();
+    let expires_at = now + chrono::Duration::from_std(settings.signing_window).context("window")?;
+    let sign_horizon_at =
+        now + chrono::Duration::from_std(settings.late_signing_horizon).context("horizon")?;
 
     let mut tx = state.pool.begin().await?;
     let claim = idempotency::claim(
@@ -120,19 +135,25 @@ async fn create_payment(
         merchant.id,
         &key,
         &validated.fingerprint,
-        state.settings.payments.idempotency_stale_after,
+        settings.idempotency_stale_after,
     )
     .await?;
-    let payment_id = match claim {
+    let (payment_id, attempt) = match claim {
         Claim::Replay { status, body, .. } => {
             tx.commit().await?;
             return Ok(replayed(status, body));
         }
-        Claim::InFlight => {
-            return Err(ApiError::Conflict(
-                "a request with this Idempotency-Key is still being processed; retry shortly"
-                    .into(),
-            ));
+        Claim::InFlight { retry_after } => {
+            drop(tx);
+            let mut response = ApiError::Conflict(
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still being processed; retry shortly with the same key".into(),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(response);
         }
         Claim::Mismatch => {
             return Err(ApiError::IdempotencyMismatch(
@@ -141,6 +162,8 @@ async fn create_payment(
         }
         Claim::New => {
             let id = Uuid::now_v7();
+            let hop = authorize::new_token();
+            let hop_url = authorize::url(&state, id, &hop);
             payments::insert(
                 &mut tx,
                 NewPayment {
@@ -155,21 +178,41 @@ async fn create_payment(
                     return_url: &r.return_url().as_string(),
                     metadata: Value::Object(r.metadata().cloned().unwrap_or_default()),
                     state_hash: &oauth_state_hash,
-                    state_expires_at,
+                    expires_at,
+                    sign_horizon_at,
+                    authorize_token: &hop,
+                    authorize_url: &hop_url,
                 },
             )
             .await?;
             idempotency::attach_payment(&mut tx, merchant.id, &key, id).await?;
-            id
+            (id, 1)
         }
         Claim::Stale { payment_id } => {
-            // The replica that held this key died before answering: resume its payment
-            // with a fresh state (the old one never reached anybody).
-            tracing::warn!(%payment_id, "resuming a payment whose first request was interrupted");
-            payments::replace_state(&mut tx, payment_id, &oauth_state_hash, state_expires_at)
-                .await?;
-            payments::note(&mut tx, payment_id, "initiation_resumed", json!({})).await?;
-            payment_id
+            match payments::begin_attempt(
+                &mut tx,
+                payment_id,
+                &oauth_state_hash,
+                expires_at,
+                sign_horizon_at,
+            )
+            .await?
+            {
+                Some(attempt) => {
+                    tracing::warn!(%payment_id, attempt, "resuming a payment whose earlier attempt has no recorded answer");
+                    (payment_id, attempt)
+                }
+                None => {
+                    // Its bank answer is recorded, or it is final: answer with it as it is.
+                    let record = payments::get(&mut tx, payment_id)
+                        .await?
+                        .context("the payment of an idempotency key is gone")?;
+                    let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
+                    idempotency::complete(&mut tx, merchant.id, &key, 201, &body).await?;
+                    tx.commit().await?;
+                    return Ok((StatusCode::CREATED, Json(body)).into_response());
+                }
+            }
         }
     };
     tx.commit().await?;
@@ -181,83 +224,196 @@ async fn create_payment(
         oauth_state,
         callback_url(&state),
     );
-    let outcome = state.bank.initiate(&initiation, None).await;
-
-    let mut tx = state.pool.begin().await?;
-    let (status, body) = match outcome {
-        Ok(initiated) => {
-            payments::record_initiated(
-                &mut tx,
-                payment_id,
-                initiated.bank_payment_id.as_str(),
-                &initiated.authorization_url,
-                Some(initiated.status.bank_status.as_str()),
-            )
-            .await?;
-            let record = payments::get(&mut tx, payment_id)
-                .await?
-                .context("the payment just written is gone")?;
-            (
-                StatusCode::CREATED,
-                serde_json::to_value(PaymentView::from(&record)).context("view")?,
-            )
-        }
-        Err(error) => {
-            let (code, api_error) = initiation_failure(&error);
-            tracing::warn!(error = %error, kind = error.kind(), "initiation failed at the bank");
-            payments::transition(
-                &mut tx,
-                payment_id,
-                Change {
-                    to: PaymentStatus::Failed,
-                    bank_status: None,
-                    kind: "initiation_failed",
-                    detail: json!({ "error": error.kind(), "detail": error.to_string() }),
-                    failure: Some((code, &error.to_string())),
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-            let problem = serde_json::to_value(api_error.problem()).context("problem")?;
-            (api_error.status(), problem)
+    let budget = settings
+        .initiation_budget()
+        .saturating_sub(claimed_at.elapsed());
+    let outcome = if budget.is_zero() {
+        Err(BankError::Unavailable {
+            detail: "no time left before the key's in-flight bound; not sent".into(),
+            retry_safe: true,
+        })
+    } else {
+        match tokio::time::timeout(budget, state.bank.initiate(&initiation, None)).await {
+            Ok(answer) => answer,
+            // The request may have reached the bank: its outcome is unknown.
+            Err(_) => Err(BankError::Unexpected {
+                status: None,
+                detail: format!("no answer within {} ms", budget.as_millis()),
+            }),
         }
     };
-    idempotency::complete(&mut tx, merchant.id, &key, status.as_u16(), &body).await?;
-    tx.commit().await?;
+    let recorded = record_outcome(&state, merchant.id, &key, payment_id, attempt, &outcome).await;
+    let (status, body) = match recorded {
+        Ok(answer) => answer,
+        Err(e) => {
+            // The bank may hold the payment and we could not write it down: unknown. The key
+            // stays in flight until its bound, then a retry with it resumes the payment.
+            tracing::error!(
+                error = format!("{e:#}"),
+                "cannot record the bank's answer to the initiation"
+            );
+            return Err(outcome_unknown());
+        }
+    };
     let mut response = (status, Json(body)).into_response();
     if !status.is_success() {
         response.headers_mut().insert(
-            axum::http::header::CONTENT_TYPE,
+            header::CONTENT_TYPE,
             HeaderValue::from_static("application/problem+json"),
         );
     }
     Ok(response)
 }
 
-/// What the merchant is told when the bank refused or failed the initiation, and the
-/// failure code kept on the payment.
-fn initiation_failure(error: &BankError) -> (&'static str, ApiError) {
+fn outcome_unknown() -> ApiError {
+    ApiError::InitiationOutcomeUnknown(
+        "the bank's answer to this payment was lost or unreadable, so we cannot tell whether it was created; retry with the same Idempotency-Key to resume it (it can never be paid twice)".into(),
+    )
+}
+
+/// Records the bank's answer to an attempt and what the merchant is told, in one
+/// transaction; retried briefly if the database fails, since the bank may now hold the
+/// payment.
+async fn record_outcome(
+    state: &AppState,
+    merchant_id: Uuid,
+    key: &str,
+    payment_id: Uuid,
+    attempt: i32,
+    outcome: &Result<crate::bank::Initiated, BankError>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match try_record_outcome(state, merchant_id, key, payment_id, attempt, outcome).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) if tries < 3 => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    tries,
+                    "recording the initiation failed; retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+async fn try_record_outcome(
+    state: &AppState,
+    merchant_id: Uuid,
+    key: &str,
+    payment_id: Uuid,
+    attempt: i32,
+    outcome: &Result<crate::bank::Initiated, BankError>,
+) -> anyhow::Result<(StatusCode, Value)> {
+    let mut tx = state.pool.begin().await?;
+    let answer = match outcome {
+        Ok(initiated) => {
+            let recorded = payments::record_initiated(
+                &mut tx,
+                payment_id,
+                attempt,
+                initiated.bank_payment_id.as_str(),
+                &initiated.authorization_url,
+                Some(initiated.status.bank_status.as_str()),
+            )
+            .await?;
+            if !recorded {
+                tracing::warn!(
+                    attempt,
+                    "a newer attempt owns this payment; this answer is kept as an orphan"
+                );
+            }
+            let record = payments::get(&mut tx, payment_id)
+                .await?
+                .context("the payment just written is gone")?;
+            let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
+            idempotency::complete(&mut tx, merchant_id, key, 201, &body).await?;
+            (StatusCode::CREATED, body)
+        }
+        Err(error) if is_refusal(error) => {
+            let (code, api_error) = initiation_refused(error);
+            tracing::warn!(error = %error, kind = error.kind(), "the bank refused the initiation");
+            payments::transition(
+                &mut tx,
+                payment_id,
+                Change {
+                    evidence: Evidence::InitiationRefused,
+                    bank_status: None,
+                    kind: "initiation_refused",
+                    detail: json!({ "attempt": attempt, "error": error.kind(), "detail": error.to_string() }),
+                    failure: Some((code, &error.to_string())),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let body = serde_json::to_value(api_error.problem()).context("problem")?;
+            idempotency::complete(
+                &mut tx,
+                merchant_id,
+                key,
+                api_error.status().as_u16(),
+                &body,
+            )
+            .await?;
+            (api_error.status(), body)
+        }
+        Err(error) => {
+            let not_created = error.provably_not_processed();
+            tracing::warn!(error = %error, kind = error.kind(), not_created, "no usable answer from the bank to the initiation");
+            payments::record_attempt_unanswered(
+                &mut tx,
+                payment_id,
+                attempt,
+                if not_created {
+                    "not_created"
+                } else {
+                    "outcome_unknown"
+                },
+                json!({ "error": error.kind(), "detail": error.to_string() }),
+            )
+            .await?;
+            // No answer to replay: a retry with the same key resumes the payment at once.
+            idempotency::release(&mut tx, merchant_id, key).await?;
+            let api_error = if not_created {
+                ApiError::BankUnavailable(
+                    "the bank is not answering and did not create the payment; retry with the same Idempotency-Key".into(),
+                )
+            } else {
+                outcome_unknown()
+            };
+            let body = serde_json::to_value(api_error.problem()).context("problem")?;
+            (api_error.status(), body)
+        }
+    };
+    tx.commit().await?;
+    Ok(answer)
+}
+
+/// An explicit refusal: the bank looked at the request and said no, so nothing exists there.
+fn is_refusal(error: &BankError) -> bool {
+    matches!(
+        error,
+        BankError::Validation { .. }
+            | BankError::BadCredentials { .. }
+            | BankError::BadSignature { .. }
+    )
+}
+
+/// What the merchant is told when the bank refused the initiation, and the failure code
+/// kept on the payment.
+fn initiation_refused(error: &BankError) -> (&'static str, ApiError) {
     match error {
         BankError::Validation { failures } => (
             "bank_rejected",
             ApiError::BankRejected(bank_failures(failures)),
         ),
-        BankError::BadCredentials { .. } | BankError::BadSignature { .. } => (
+        _ => (
             "bank_configuration_error",
             ApiError::BankUnavailable(
-                "the bank refused our credentials; this is on our side and has been logged".into(),
-            ),
-        ),
-        BankError::RateLimited { .. } | BankError::Unavailable { .. } => (
-            "bank_unavailable",
-            ApiError::BankUnavailable(
-                "the bank is not answering; the payment was not created, retry with a new Idempotency-Key".into(),
-            ),
-        ),
-        _ => (
-            "bank_error",
-            ApiError::BankUnavailable(
-                "the bank gave an unexpected answer; the payment was not created".into(),
+                "the bank refused our credentials; this is on our side and has been logged; the payment was not created".into(),
             ),
         ),
     }
@@ -412,6 +568,7 @@ async fn shopper_token(
 ) -> Result<(String, tokens::LiveToken), ApiError> {
     let psu_key = p.psu_key.clone().ok_or_else(|| {
         ApiError::Conflict(
+            "no_shopper_token",
             "the shopper has not come back from the bank yet, so there is no bank token for this payment".into(),
         )
     })?;
@@ -420,8 +577,8 @@ async fn shopper_token(
         .context("loading the shopper's token")?
         .ok_or_else(|| {
             ApiError::Conflict(
-                "the shopper's bank token is no longer valid; the bank needs the shopper again"
-                    .into(),
+                "no_shopper_token",
+                "the shopper's bank token is no longer valid (the bank issued a newer one, or it was refused); the bank needs the shopper again".into(),
             )
         })?;
     Ok((psu_key, token))
@@ -431,7 +588,12 @@ fn bank_payment_id(p: &PaymentRecord) -> Result<BankPaymentId, ApiError> {
     p.bank_payment_id
         .as_deref()
         .and_then(BankPaymentId::parse)
-        .ok_or_else(|| ApiError::Conflict("the payment was never created at the bank".into()))
+        .ok_or_else(|| {
+            ApiError::Conflict(
+                "not_initiated",
+                "the payment's creation at the bank is not confirmed yet".into(),
+            )
+        })
 }
 
 /// A bank error on a call made with the shopper's token.
@@ -455,8 +617,8 @@ async fn bearer_call_failed(
             tracing::error!(error = %e, "cannot mark the shopper's token dead");
         }
         return ApiError::Conflict(
-            "the bank no longer accepts the shopper's token; the bank needs the shopper again"
-                .into(),
+            "no_shopper_token",
+            "the bank no longer accepts the shopper's token (a newer one was issued, or it was revoked); the bank needs the shopper again".into(),
         );
     }
     tracing::warn!(error = %error, kind = error.kind(), "bank call failed");
@@ -469,47 +631,38 @@ async fn bearer_call_failed(
     }
 }
 
+/// `POST /v1/payments/{id}/cancel`. The hop stops leading to the bank at once. Then:
+/// - nobody has gone through the hop yet: nothing can be signed, the payment is `cancelled`;
+/// - a shopper reached the bank's page but has not come back: `202`, the payment is
+///   cancelled at the bank with the token of the callback if they sign anyway, or ends
+///   `cancelled` once the bank says it can no longer be signed;
+/// - the shopper has signed: the bank is asked to delete it with the shopper's token; if the
+///   bank refuses because it already executed it, the payment is `paid` with a
+///   `cancel_too_late` event and the answer is a `409 cancel_too_late`.
 async fn cancel_payment(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
-    let p = own_payment(&state, merchant.id, id).await?;
-    if p.status().is_final() {
-        return Err(ApiError::Conflict(format!(
-            "the payment is {} and can no longer be cancelled",
-            p.status
-        )));
-    }
-    let bank_id = bank_payment_id(&p)?;
-    let (psu_key, token) = shopper_token(&state, &p).await?;
-    {
-        let mut tx = state.pool.begin().await?;
-        payments::note(&mut tx, id, "cancel_requested", json!({})).await?;
-        tx.commit().await?;
-    }
-    let outcome = state
-        .bank
-        .cancel(std::slice::from_ref(&bank_id), &token.access_token, None)
-        .await;
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => return Err(bearer_call_failed(&state, &p, &psu_key, token.issue_seq, e).await),
-    };
-    let deleted = outcome.deleted.iter().any(|d| d == &bank_id);
-    let bank_errors: Vec<Value> = outcome
-        .errors
-        .iter()
-        .map(|e| json!({ "bank_payment_id": e.bank_payment_id, "code": e.code, "description": e.description }))
-        .collect();
+) -> Result<Response, ApiError> {
+    own_payment(&state, merchant.id, id).await?;
     let mut tx = state.pool.begin().await?;
-    if deleted {
+    let p = payments::request_cancel(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("payment"))?;
+    if p.status().is_final() {
+        return Err(ApiError::Conflict(
+            "payment_final",
+            format!("the payment is {} and can no longer be cancelled", p.status),
+        ));
+    }
+    let unsigned = p.status() == PaymentStatus::AwaitingAuthorization && p.psu_key.is_none();
+    if unsigned && p.hop_opened_at.is_none() {
         payments::transition(
             &mut tx,
             id,
             Change {
-                to: PaymentStatus::Cancelled,
-                bank_status: Some("Cancelled"),
+                evidence: Evidence::LinkNeverHandedOut,
+                bank_status: None,
                 kind: "cancelled",
                 detail: json!({ "by": "merchant" }),
                 failure: None,
@@ -517,36 +670,129 @@ async fn cancel_payment(
         )
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
-    } else {
+        tx.commit().await?;
+        let p = own_payment(&state, merchant.id, id).await?;
+        return Ok(Json(PaymentView::from(&p)).into_response());
+    }
+    tx.commit().await?;
+    if unsigned {
+        // A shopper may be at the bank's page right now: the bank decides what happens.
+        let p = own_payment(&state, merchant.id, id).await?;
+        return Ok((StatusCode::ACCEPTED, Json(PaymentView::from(&p))).into_response());
+    }
+    let p = cancel_at_bank(&state, &p).await?;
+    Ok(Json(PaymentView::from(&p)).into_response())
+}
+
+/// Asks the bank to delete a signed payment with the shopper's token and records the bank's
+/// answer. A refusal is followed by a status read, so a payment the bank already executed
+/// ends `paid` (with a `cancel_too_late` event) instead of staying in doubt.
+pub async fn cancel_at_bank(
+    state: &AppState,
+    p: &PaymentRecord,
+) -> Result<PaymentRecord, ApiError> {
+    let id = p.id;
+    let bank_id = bank_payment_id(p)?;
+    let (psu_key, token) = shopper_token(state, p).await?;
+    let outcome = state
+        .bank
+        .cancel(std::slice::from_ref(&bank_id), &token.access_token, None)
+        .await;
+    let outcome = match outcome {
+        Ok(o) => o,
+        Err(e) => return Err(bearer_call_failed(state, p, &psu_key, token.issue_seq, e).await),
+    };
+    let deleted = outcome.deleted.iter().any(|d| d == &bank_id);
+    if deleted {
+        let mut tx = state.pool.begin().await?;
+        payments::transition(
+            &mut tx,
+            id,
+            Change {
+                evidence: Evidence::Bank(PaymentStatus::Cancelled),
+                bank_status: Some("Cancelled"),
+                kind: "cancelled",
+                detail: json!({ "by": "merchant", "deleted_at_bank": true }),
+                failure: Some((
+                    "cancelled_by_merchant",
+                    "cancelled by the merchant at the bank",
+                )),
+            },
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+        tx.commit().await?;
+        return payments::get(&mut *state.pool.acquire().await?, id)
+            .await?
+            .ok_or(ApiError::NotFound("payment"));
+    }
+    let bank_errors: Vec<Value> = outcome
+        .errors
+        .iter()
+        .map(|e| json!({ "bank_payment_id": e.bank_payment_id, "code": e.code, "description": e.description }))
+        .collect();
+    // The bank said no: find out why from its own status.
+    let report = state.bank.status(&bank_id, None).await.ok();
+    let mut tx = state.pool.begin().await?;
+    payments::note(
+        &mut tx,
+        id,
+        "cancel_refused",
+        json!({ "errors": bank_errors }),
+    )
+    .await?;
+    if let Some(report) = &report {
+        payments::apply_bank_report(
+            &mut tx,
+            id,
+            &report.bank_status,
+            report.status,
+            json!({ "source": "cancel" }),
+        )
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?;
+    }
+    let now = payments::get(&mut tx, id)
+        .await?
+        .ok_or(ApiError::NotFound("payment"))?;
+    let too_late = now.status() == PaymentStatus::Paid;
+    if too_late {
         payments::note(
             &mut tx,
             id,
-            "cancel_refused",
-            json!({ "errors": bank_errors }),
+            "cancel_too_late",
+            json!({ "bank_status": now.bank_status }),
         )
         .await?;
     }
     tx.commit().await?;
-    if !deleted {
-        return Err(ApiError::BankRejected(
-            outcome
-                .errors
-                .iter()
-                .map(|e| {
-                    FieldError::new(
-                        "payment",
-                        e.code.clone().unwrap_or_else(|| "not_deletable".into()),
-                        e.description
-                            .clone()
-                            .unwrap_or_else(|| "the bank refused to cancel this payment".into()),
-                    )
-                })
-                .collect(),
+    if too_late || now.status().is_final() {
+        return Err(ApiError::Conflict(
+            if too_late {
+                "cancel_too_late"
+            } else {
+                "payment_final"
+            },
+            format!(
+                "the bank had already {} the payment; it can no longer be cancelled",
+                if too_late { "executed" } else { "finished" }
+            ),
         ));
     }
-    let p = own_payment(&state, merchant.id, id).await?;
-    Ok(Json(
-        serde_json::to_value(PaymentView::from(&p)).context("view")?,
+    Err(ApiError::BankRejected(
+        outcome
+            .errors
+            .iter()
+            .map(|e| {
+                FieldError::new(
+                    "payment",
+                    e.code.clone().unwrap_or_else(|| "not_deletable".into()),
+                    e.description
+                        .clone()
+                        .unwrap_or_else(|| "the bank refused to cancel this payment".into()),
+                )
+            })
+            .collect(),
     ))
 }
 

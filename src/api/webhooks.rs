@@ -280,9 +280,10 @@ async fn create_endpoint(
 }
 
 fn too_many(limit: i64) -> ApiError {
-    ApiError::Conflict(format!(
-        "a merchant can have at most {limit} enabled webhook endpoints; delete one first"
-    ))
+    ApiError::Conflict(
+        "too_many_endpoints",
+        format!("a merchant can have at most {limit} enabled webhook endpoints; delete one first"),
+    )
 }
 
 /// The merchant's endpoint; another merchant's id is simply not found.
@@ -323,11 +324,13 @@ async fn enable_endpoint(
     let current = own_endpoint(&state, merchant.id, id).await?;
     if current.status == "deleted" {
         return Err(ApiError::Conflict(
+            "endpoint_deleted",
             "the webhook endpoint is deleted; create a new one".into(),
         ));
     }
     match webhooks::enable_endpoint(&state.pool, merchant.id, id, MAX_ENABLED_ENDPOINTS).await? {
         None => Err(ApiError::Conflict(
+            "endpoint_deleted",
             "the webhook endpoint is deleted; create a new one".into(),
         )),
         Some(CapOutcome::TooMany { limit }) => Err(too_many(limit)),
@@ -502,10 +505,13 @@ async fn list_deliveries(
 }
 
 fn not_enabled(endpoint: &Endpoint) -> ApiError {
-    ApiError::Conflict(format!(
-        "the webhook endpoint is {}; only an enabled endpoint's deliveries can be replayed",
-        endpoint.status
-    ))
+    ApiError::Conflict(
+        "endpoint_not_enabled",
+        format!(
+            "the webhook endpoint is {}; only an enabled endpoint's deliveries can be replayed",
+            endpoint.status
+        ),
+    )
 }
 
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id, webhook_id = %webhook_id))]
@@ -521,6 +527,7 @@ async fn replay_delivery(
         Replay::NotFound => Err(ApiError::NotFound("webhook delivery")),
         Replay::EndpointNotEnabled => Err(not_enabled(&endpoint)),
         Replay::AlreadyPending => Err(ApiError::Conflict(
+            "delivery_pending",
             "the delivery is still pending; it will be attempted again at its next_attempt_at"
                 .into(),
         )),

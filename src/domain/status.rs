@@ -1,15 +1,33 @@
 //! The merchant-visible payment status and the state machine that is the only way it may
 //! change.
 //!
-//! Edges (anything not listed is refused):
-//! - `awaiting_authorization` → `authorized`, `paid`, and every final exit (`rejected`,
-//!   `authorization_failed`, `cancelled`, `expired`, `failed`). `paid` directly is legal
-//!   because a poller may miss the intermediate bank statuses.
-//! - `authorized` → `paid`, `rejected`, `authorization_failed`, `cancelled`, `failed`.
-//!   `authorization_failed` stays legal here because PendingSecondConfirmation maps to
-//!   `authorized` and a second confirmation can still fail at the bank; refusing a final
-//!   bank answer would leave us disagreeing with the bank forever. `expired` is not legal:
-//!   it is our own signing-window timeout and only applies before authorization.
+//! # The truth rule
+//! pisgate never tells a merchant something the bank contradicts. A status changes only
+//! through [`PaymentStatus::apply`], which takes the [`Evidence`] for the change and derives
+//! the new status from it; a caller cannot name a status the evidence does not support:
+//! - [`Evidence::Bank`]: the bank reported a status (mapped to ours). Every final exit the
+//!   bank can report (`paid`, `rejected`, `authorization_failed`, `cancelled`) needs it.
+//! - [`Evidence::Unsignable`]: the bank says the payment can no longer be signed
+//!   (UserApprovalTimeout), or the late-signing horizon passed with nothing signed. Gives
+//!   `expired`, or `cancelled` when the merchant had asked to cancel. pisgate's own signing
+//!   window is not evidence: it only stops new shoppers reaching the bank (the
+//!   authorization hop), and polling goes on past it.
+//! - [`Evidence::InitiationRefused`]: the bank explicitly refused to create the payment
+//!   (validation, credentials). The only way to `failed`. A timeout, a dropped connection or
+//!   an unreadable answer is no evidence at all: the initiation's outcome is unknown and the
+//!   payment stays open for a retry with the same key.
+//! - [`Evidence::LinkNeverHandedOut`]: the merchant cancelled before any shopper went
+//!   through the hop, so the bank's signing link was never seen by anyone and nothing can be
+//!   signed. Gives `cancelled`.
+//!
+//! A callback's `error` parameter is not evidence: it is recorded and triggers a status read.
+//!
+//! # Edges (anything not listed is refused)
+//! - `awaiting_authorization` → `authorized`, `paid`, and every final exit. `paid` directly
+//!   is legal because a poller may miss the intermediate bank statuses.
+//! - `authorized` → `paid`, `rejected`, `authorization_failed`, `cancelled`. A signed payment
+//!   can neither expire nor fail to be created. `authorization_failed` stays legal because
+//!   PendingSecondConfirmation maps to `authorized` and a second confirmation can still fail.
 //! - The same status again is a no-op ([`Transition::Unchanged`]), so replaying a poll is
 //!   harmless.
 //! - Final states never change; going back (`authorized` → `awaiting_authorization`) is
@@ -71,6 +89,42 @@ impl PaymentStatus {
             self,
             PaymentStatus::AwaitingAuthorization | PaymentStatus::Authorized
         )
+    }
+}
+
+/// Why a status changes: the only input to [`PaymentStatus::apply`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Evidence {
+    /// The bank reported this (mapped) status.
+    Bank(PaymentStatus),
+    /// The bank can no longer have it signed: UserApprovalTimeout, or the late-signing
+    /// horizon passed with nothing signed. `expired`, or `cancelled` if the merchant asked.
+    Unsignable { cancel_requested: bool },
+    /// The bank explicitly refused the initiation: `failed`.
+    InitiationRefused,
+    /// Cancelled by the merchant before any shopper reached the bank's signing link.
+    LinkNeverHandedOut,
+}
+
+impl Evidence {
+    /// The status this evidence leads to.
+    pub fn status(self) -> PaymentStatus {
+        match self {
+            Evidence::Bank(s) => s,
+            Evidence::Unsignable {
+                cancel_requested: true,
+            }
+            | Evidence::LinkNeverHandedOut => PaymentStatus::Cancelled,
+            Evidence::Unsignable {
+                cancel_requested: false,
+            } => PaymentStatus::Expired,
+            Evidence::InitiationRefused => PaymentStatus::Failed,
+        }
+    }
+
+    /// Evidence that only speaks of a payment nobody has signed.
+    fn needs_unsigned(self) -> bool {
+        !matches!(self, Evidence::Bank(_))
     }
 }
 
@@ -146,10 +200,27 @@ impl PaymentStatus {
             (Authorized, AwaitingAuthorization) => {
                 Err(TransitionError::Backwards { from: self, to })
             }
-            (Authorized, Expired) => Err(TransitionError::NotAllowed { from: self, to }),
+            (Authorized, Expired | Failed) => Err(TransitionError::NotAllowed { from: self, to }),
             (Authorized, _) => Ok(Transition::Changed { from: self, to }),
             _ => Err(TransitionError::NotAllowed { from: self, to }),
         }
+    }
+
+    /// The one way a payment's status changes: the new status follows from the evidence,
+    /// then the edge must be allowed (see the module docs).
+    pub fn apply(self, evidence: Evidence) -> Result<Transition, TransitionError> {
+        let to = evidence.status();
+        if evidence.needs_unsigned() && self != PaymentStatus::AwaitingAuthorization {
+            if self == to {
+                return Ok(Transition::Unchanged(self));
+            }
+            return if self.is_final() {
+                Err(TransitionError::FromFinal { from: self, to })
+            } else {
+                Err(TransitionError::NotAllowed { from: self, to })
+            };
+        }
+        self.transition(to)
     }
 
     /// Whether [`PaymentStatus::transition`] to `to` would succeed.
@@ -213,7 +284,7 @@ mod tests {
 
     #[test]
     fn authorized_may_become_paid_or_a_final_exit_other_than_expired() {
-        for to in [Paid, Rejected, AuthorizationFailed, Cancelled, Failed] {
+        for to in [Paid, Rejected, AuthorizationFailed, Cancelled] {
             assert!(Authorized.transition(to).unwrap().is_change(), "{to}");
         }
     }
@@ -227,6 +298,79 @@ mod tests {
                 to: Expired
             })
         );
+    }
+
+    #[test]
+    fn a_signed_payment_cannot_fail_to_be_created() {
+        assert!(!Authorized.can_become(Failed));
+    }
+
+    #[test]
+    fn the_new_status_follows_from_the_evidence() {
+        assert_eq!(
+            AwaitingAuthorization
+                .apply(Evidence::Bank(Paid))
+                .unwrap()
+                .status(),
+            Paid
+        );
+        let unsignable = |cancel_requested| Evidence::Unsignable { cancel_requested };
+        assert_eq!(
+            AwaitingAuthorization
+                .apply(unsignable(false))
+                .unwrap()
+                .status(),
+            Expired
+        );
+        assert_eq!(
+            AwaitingAuthorization
+                .apply(unsignable(true))
+                .unwrap()
+                .status(),
+            Cancelled
+        );
+        assert_eq!(
+            AwaitingAuthorization
+                .apply(Evidence::InitiationRefused)
+                .unwrap()
+                .status(),
+            Failed
+        );
+        assert_eq!(
+            AwaitingAuthorization
+                .apply(Evidence::LinkNeverHandedOut)
+                .unwrap()
+                .status(),
+            Cancelled
+        );
+    }
+
+    #[test]
+    fn evidence_about_unsigned_payments_never_touches_a_signed_one() {
+        for evidence in [
+            Evidence::Unsignable {
+                cancel_requested: false,
+            },
+            Evidence::Unsignable {
+                cancel_requested: true,
+            },
+            Evidence::InitiationRefused,
+            Evidence::LinkNeverHandedOut,
+        ] {
+            assert!(Authorized.apply(evidence).is_err(), "{evidence:?}");
+            assert!(Paid.apply(evidence).is_err(), "{evidence:?}");
+        }
+        // The bank's own word still moves a signed payment.
+        assert_eq!(
+            Authorized
+                .apply(Evidence::Bank(Cancelled))
+                .unwrap()
+                .status(),
+            Cancelled
+        );
+        // Expired is final: a late Paid from the bank cannot reopen it, which is why
+        // nothing but the bank's evidence may ever expire a payment.
+        assert!(Expired.apply(Evidence::Bank(Paid)).is_err());
     }
 
     #[test]
@@ -269,7 +413,7 @@ mod tests {
                 }
             }
         }
-        assert_eq!(allowed.len(), 7 + 5);
+        assert_eq!(allowed.len(), 7 + 4);
     }
 
     #[test]

@@ -5,8 +5,11 @@
 //! the same body replays the first answer; with a different body it is refused; while the
 //! first request is still running it is "in flight". Records live at least 24 hours.
 //!
-//! A record left in flight by a replica that died mid-request becomes "stale" after a bound
-//! and may be taken over by a retry with the same key and body, which resumes that payment.
+//! A request holds its key in flight until `locked_until` (now + the in-flight bound, on the
+//! database's clock): the request's bank call ends before then. Past it, or as soon as the
+//! request gives the key back because the bank's answer was unknown ([`release`]), a retry
+//! with the same key and body takes the key over and resumes that payment. A crashed
+//! replica's key is resumable after the bound, seconds, not minutes.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -27,9 +30,10 @@ pub enum Claim {
         status: u16,
         body: serde_json::Value,
     },
-    /// The first request is still running.
-    InFlight,
-    /// The first request died before answering; the caller may resume this payment.
+    /// The first request is still running, at most until `locked_until`.
+    InFlight { retry_after: Duration },
+    /// The first request died, or gave the key back without an answer to replay: the caller
+    /// now holds the key and may resume this payment.
     Stale { payment_id: Uuid },
     /// The key was used with another body.
     Mismatch,
@@ -43,7 +47,7 @@ pub async fn claim(
     merchant_id: Uuid,
     key: &str,
     request_hash: &[u8],
-    stale_after: Duration,
+    in_flight_for: Duration,
 ) -> Result<Claim, sqlx::Error> {
     // An expired record no longer protects anything.
     sqlx::query!(
@@ -54,14 +58,16 @@ pub async fn claim(
     .execute(&mut *conn)
     .await?;
     let expires_at = Utc::now() + chrono::Duration::from_std(RETENTION).expect("fits");
+    let in_flight_ms = i64::try_from(in_flight_for.as_millis()).unwrap_or(i64::MAX);
     let inserted = sqlx::query!(
-        r#"INSERT INTO idempotency_keys (merchant_id, key, request_hash, expires_at)
-           VALUES ($1, $2, $3, $4)
+        r#"INSERT INTO idempotency_keys (merchant_id, key, request_hash, expires_at, locked_until)
+           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::bigint / 1000.0))
            ON CONFLICT (merchant_id, key) DO NOTHING"#,
         merchant_id,
         key,
         request_hash,
-        expires_at
+        expires_at,
+        in_flight_ms,
     )
     .execute(&mut *conn)
     .await?
@@ -70,7 +76,9 @@ pub async fn claim(
         return Ok(Claim::New);
     }
     let row = sqlx::query!(
-        r#"SELECT request_hash, payment_id, response_status, response_body, created_at
+        r#"SELECT request_hash, payment_id, response_status, response_body,
+                  GREATEST(EXTRACT(EPOCH FROM COALESCE(locked_until, created_at + interval '60 seconds') - now()), 0)::float8
+                      AS "locked_for!"
            FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 FOR UPDATE"#,
         merchant_id,
         key
@@ -87,21 +95,43 @@ pub async fn claim(
             body,
         });
     }
-    let age = Utc::now() - row.created_at;
     match row.payment_id {
-        Some(payment_id) if age.to_std().unwrap_or_default() > stale_after => {
-            // Restart the clock so that two retries do not both take it over.
+        Some(payment_id) if row.locked_for <= 0.0 => {
+            // Ours now, until our own bound: a second retry finds it in flight.
             sqlx::query!(
-                "UPDATE idempotency_keys SET created_at = now() WHERE merchant_id = $1 AND key = $2",
+                r#"UPDATE idempotency_keys
+                   SET locked_until = now() + make_interval(secs => $3::bigint / 1000.0)
+                   WHERE merchant_id = $1 AND key = $2"#,
                 merchant_id,
-                key
+                key,
+                in_flight_ms,
             )
             .execute(&mut *conn)
             .await?;
             Ok(Claim::Stale { payment_id })
         }
-        _ => Ok(Claim::InFlight),
+        _ => Ok(Claim::InFlight {
+            retry_after: Duration::from_secs_f64(row.locked_for.clamp(0.0, 3600.0))
+                .max(Duration::from_secs(1)),
+        }),
     }
+}
+
+/// Gives the key back without an answer to replay (the bank's answer was unknown, or it
+/// provably created nothing): a retry with the same key resumes the payment at once.
+pub async fn release(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    key: &str,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE idempotency_keys SET locked_until = now() WHERE merchant_id = $1 AND key = $2 AND completed_at IS NULL",
+        merchant_id,
+        key
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
 }
 
 pub async fn attach_payment(

@@ -1,11 +1,19 @@
 //! Payments: the current state (one row each) and every change to it, each written in one
 //! transaction with its ledger event.
 //!
-//! A status changes only through [`transition`], which asks the domain status machine
-//! first and appends the ledger event in the same transaction; the `WHERE status = old`
-//! guard makes a concurrent change lose instead of overwriting.
+//! A status changes only through [`transition`], which hands the domain status machine the
+//! [`Evidence`] for the change (the new status follows from it, see
+//! [`crate::domain::status`]) and appends the ledger event in the same transaction; the
+//! `WHERE status = old` guard makes a concurrent change lose instead of overwriting. A bank
+//! status report goes through [`apply_bank_report`], the one path shared by the callback,
+//! the poller and cancellation.
+//!
+//! Initiation attempts are guarded in SQL, not only in Rust: an attempt starts only on a
+//! payment that has no bank id and is not final ([`begin_attempt`]), and only the current
+//! attempt may record the bank's answer ([`record_initiated`]); a late answer of an older
+//! attempt is kept in the ledger as an orphan, never over the current one.
 
-use crate::domain::{PaymentStatus, Transition};
+use crate::domain::{Evidence, PaymentStatus, Transition};
 use crate::ledger::events::{self, NewEvent};
 use crate::ledger::webhooks;
 use chrono::{DateTime, Utc};
@@ -41,11 +49,29 @@ pub struct PaymentRecord {
     pub recurring_remaining: Option<i32>,
     /// Standing orders: executions seen so far.
     pub recurring_executions: i32,
+    /// pisgate's signing window: past it the hop no longer leads to the bank.
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The late-signing horizon: past it, with nothing signed, the payment expires.
+    pub sign_horizon_at: Option<DateTime<Utc>>,
+    /// The hop's token and URL (`{public_url}/authorize/{id}?t=…`).
+    pub authorize_token: Option<String>,
+    pub authorize_url: Option<String>,
+    /// When a shopper first went through the hop to the bank's page.
+    pub hop_opened_at: Option<DateTime<Utc>>,
+    /// `pending`, `initiated`, `outcome_unknown`, `not_created` or `refused`.
+    pub initiation: String,
+    pub initiation_attempts: i32,
+    pub cancel_requested_at: Option<DateTime<Utc>>,
 }
 
 impl PaymentRecord {
     pub fn status(&self) -> PaymentStatus {
         PaymentStatus::parse(&self.status).unwrap_or(PaymentStatus::Failed)
+    }
+
+    /// Whether the bank's answer to the initiation is recorded (so its link exists).
+    pub fn is_initiated(&self) -> bool {
+        self.initiation == "initiated" && self.bank_payment_id.is_some()
     }
 }
 
@@ -62,7 +88,12 @@ pub struct NewPayment<'a> {
     pub return_url: &'a str,
     pub metadata: serde_json::Value,
     pub state_hash: &'a [u8],
-    pub state_expires_at: DateTime<Utc>,
+    /// The signing window's end.
+    pub expires_at: DateTime<Utc>,
+    /// The late-signing horizon (the OAuth state expires with it).
+    pub sign_horizon_at: DateTime<Utc>,
+    pub authorize_token: &'a str,
+    pub authorize_url: &'a str,
 }
 
 macro_rules! select_payment {
@@ -73,7 +104,9 @@ macro_rules! select_payment {
                     amount_minor, currency, country, request, merchant_reference, psu_id, psu_key,
                     return_url, metadata, state_expires_at, state_used_at, failure_code,
                     failure_detail, created_at, updated_at, recurring_remaining,
-                    recurring_executions
+                    recurring_executions, expires_at, sign_horizon_at, authorize_token,
+                    authorize_url, hop_opened_at, initiation, initiation_attempts,
+                    cancel_requested_at
              FROM payments " + $tail
             $(, $arg)*
         )
@@ -83,16 +116,18 @@ macro_rules! select_payment {
 /// The channel pollers listen on; a notification means "a payment became due".
 pub const POLL_CHANNEL: &str = "pisgate_poll";
 
-/// Inserts a payment in `awaiting_authorization` with its `created` event. It is first due
-/// for the poller when its signing window closes: if the bank's answer is never recorded
-/// (a crash mid-initiation), the poller expires it then.
+/// Inserts a payment in `awaiting_authorization` with its `created` event and the start of
+/// its first bank attempt. It is first due for the poller at its late-signing horizon: if the
+/// bank's answer is never recorded and nobody retries, the poller expires it then (its
+/// signing link was never handed to anyone).
 pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"INSERT INTO payments (id, merchant_id, status, amount_minor, currency, country, request,
                                  merchant_reference, psu_id, return_url, metadata, state_hash,
-                                 state_expires_at, next_poll_at)
+                                 state_expires_at, next_poll_at, expires_at, sign_horizon_at,
+                                 authorize_token, authorize_url, initiation, initiation_attempts)
            VALUES ($1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                   $12)"#,
+                   $12, $13, $12, $14, $15, 'pending', 1)"#,
         p.id,
         p.merchant_id,
         p.amount_minor,
@@ -104,7 +139,10 @@ pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sq
         p.return_url,
         p.metadata,
         p.state_hash,
-        p.state_expires_at,
+        p.sign_horizon_at,
+        p.expires_at,
+        p.authorize_token,
+        p.authorize_url,
     )
     .execute(&mut *conn)
     .await?;
@@ -124,9 +162,67 @@ pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sq
         },
     )
     .await?;
+    note(conn, p.id, "initiation_attempt", json!({ "attempt": 1 })).await?;
     Ok(())
 }
 
+/// Starts another bank attempt for a payment whose earlier attempt never recorded an
+/// answer: a fresh OAuth state (the old one never reached anybody), a new signing window
+/// and horizon. Guarded in SQL: only a payment with no bank id that is still awaiting
+/// authorization. Returns the attempt number, or `None` when it may not be resumed.
+pub async fn begin_attempt(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state_hash: &[u8],
+    expires_at: DateTime<Utc>,
+    sign_horizon_at: DateTime<Utc>,
+) -> Result<Option<i32>, sqlx::Error> {
+    let previous = sqlx::query!(
+        r#"SELECT initiation, initiation_attempts FROM payments
+           WHERE id = $1 AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
+           FOR UPDATE"#,
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(previous) = previous else {
+        return Ok(None);
+    };
+    let attempt = sqlx::query_scalar!(
+        r#"UPDATE payments
+           SET state_hash = $2, state_expires_at = $4, state_used_at = NULL,
+               expires_at = $3, sign_horizon_at = $4, next_poll_at = $4,
+               initiation = 'pending', initiation_attempts = initiation_attempts + 1
+           WHERE id = $1 AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
+           RETURNING initiation_attempts"#,
+        id,
+        state_hash,
+        expires_at,
+        sign_horizon_at,
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if let Some(attempt) = attempt {
+        // An attempt whose replica died before recording anything has no outcome of its own.
+        let earlier = if previous.initiation == "pending" {
+            "no answer recorded (interrupted)"
+        } else {
+            previous.initiation.as_str()
+        };
+        note(
+            conn,
+            id,
+            "initiation_attempt",
+            json!({
+                "attempt": attempt,
+                "resumes": previous.initiation_attempts,
+                "previous_outcome": earlier,
+            }),
+        )
+        .await?;
+    }
+    Ok(attempt)
+}
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<Option<PaymentRecord>, sqlx::Error> {
     select_payment!("WHERE id = $1", id)
         .fetch_optional(conn)
@@ -154,12 +250,12 @@ pub async fn get_for_merchant(
         .await
 }
 
-/// Finds the payment an OAuth `state` belongs to and locks it.
-pub async fn find_by_state_for_update(
+/// Finds the payment an OAuth `state` belongs to.
+pub async fn find_by_state(
     conn: &mut PgConnection,
     state_hash: &[u8],
 ) -> Result<Option<PaymentRecord>, sqlx::Error> {
-    select_payment!("WHERE state_hash = $1 FOR UPDATE", state_hash)
+    select_payment!("WHERE state_hash = $1", state_hash)
         .fetch_optional(conn)
         .await
 }
@@ -205,72 +301,207 @@ pub async fn list_for_merchant(
     .await
 }
 
-/// Records the bank's answer to the initiation.
+/// Records the bank's answer to attempt `attempt`, if that attempt is still the current one
+/// and nothing is recorded yet (guarded in SQL). Otherwise the answer is kept in the ledger
+/// as an orphan (a bank payment whose link nobody will ever see). Returns whether it was
+/// recorded.
 pub async fn record_initiated(
     conn: &mut PgConnection,
     id: Uuid,
+    attempt: i32,
     bank_payment_id: &str,
-    authorization_url: &str,
+    bank_link: &str,
     bank_status: Option<&str>,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
+) -> Result<bool, sqlx::Error> {
+    let recorded = sqlx::query!(
         r#"UPDATE payments
            SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
-               next_poll_at = now(), poll_failures = 0
-           WHERE id = $1"#,
+               initiation = 'initiated', next_poll_at = now(), poll_failures = 0
+           WHERE id = $1 AND initiation_attempts = $5 AND bank_payment_id IS NULL
+             AND status = 'awaiting_authorization'"#,
         id,
         bank_payment_id,
-        authorization_url,
+        bank_link,
         bank_status,
+        attempt,
     )
     .execute(&mut *conn)
-    .await?;
+    .await?
+    .rows_affected()
+        == 1;
     events::append(
         conn,
         id,
         NewEvent {
-            kind: "initiated".into(),
+            kind: if recorded {
+                "initiated"
+            } else {
+                "initiation_orphan"
+            }
+            .into(),
             old_status: None,
             new_status: None,
             bank_status: bank_status.map(str::to_owned),
-            detail: json!({ "bank_payment_id": bank_payment_id }),
+            detail: json!({ "attempt": attempt, "bank_payment_id": bank_payment_id }),
         },
     )
     .await?;
-    // Wakes the pollers at commit: the new payment is due now.
-    sqlx::query!("SELECT pg_notify($1, '') AS \"n: ()\"", POLL_CHANNEL)
-        .fetch_one(&mut *conn)
-        .await?;
-    Ok(())
+    if recorded {
+        // Wakes the pollers at commit: the new payment is due now.
+        sqlx::query!("SELECT pg_notify($1, '') AS \"n: ()\"", POLL_CHANNEL)
+            .fetch_one(&mut *conn)
+            .await?;
+    }
+    Ok(recorded)
 }
 
-/// Gives a resumed payment a fresh OAuth state (the old one was never shown to anyone).
-pub async fn replace_state(
+/// Records that attempt `attempt` got no answer pisgate can trust (`outcome_unknown`: a
+/// timeout or a dropped connection after sending, an unreadable answer) or provably created
+/// nothing (`not_created`: 429, 503, connection refused). The payment stays open for a retry
+/// with the same key.
+pub async fn record_attempt_unanswered(
     conn: &mut PgConnection,
     id: Uuid,
-    state_hash: &[u8],
-    state_expires_at: DateTime<Utc>,
+    attempt: i32,
+    outcome: &str,
+    detail: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE payments SET state_hash = $2, state_expires_at = $3, state_used_at = NULL WHERE id = $1",
+        r#"UPDATE payments SET initiation = $3
+           WHERE id = $1 AND initiation_attempts = $2 AND initiation = 'pending'"#,
         id,
-        state_hash,
-        state_expires_at
+        attempt,
+        outcome,
     )
-    .execute(conn)
+    .execute(&mut *conn)
     .await?;
-    Ok(())
+    let mut detail = detail;
+    if let Some(obj) = detail.as_object_mut() {
+        obj.insert("attempt".into(), json!(attempt));
+        obj.insert("outcome".into(), json!(outcome));
+    }
+    note(conn, id, "initiation_unanswered", detail).await
 }
 
-/// Marks the state used (single use), without changing the status.
+/// Marks the state used together with the durable outcome of the code exchange (call it in
+/// that transaction), and ends the callback's claim.
 pub async fn consume_state(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE payments SET state_used_at = now() WHERE id = $1",
+        "UPDATE payments SET state_used_at = now(), callback_claimed_until = NULL WHERE id = $1",
         id
     )
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// Claims the right to run the code exchange of a payment's callback for `lease`: only one
+/// callback at a time, and none once the state is used. Returns whether it was claimed.
+pub async fn claim_callback(
+    pool: &PgPool,
+    id: Uuid,
+    lease: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let claimed = sqlx::query!(
+        r#"UPDATE payments
+           SET callback_claimed_until = now() + make_interval(secs => $2::bigint / 1000.0)
+           WHERE id = $1 AND state_used_at IS NULL
+             AND (callback_claimed_until IS NULL OR callback_claimed_until < now())"#,
+        id,
+        lease_ms,
+    )
+    .execute(pool)
+    .await?;
+    Ok(claimed.rows_affected() == 1)
+}
+
+/// Gives a callback's claim back without using the state (the exchange can be tried again
+/// by a repeated callback).
+pub async fn release_callback(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE payments SET callback_claimed_until = NULL WHERE id = $1",
+        id
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// What the authorization hop may do for a shopper.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Hop {
+    /// Send the shopper to the bank's signing link.
+    ToBank(String),
+    /// The payment cannot be signed (any more): show a plain page.
+    Closed(HopClosed),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HopClosed {
+    /// The bank's answer is not recorded (yet).
+    NotReady,
+    /// pisgate's signing window has passed.
+    WindowPassed,
+    /// The merchant cancelled.
+    CancelRequested,
+    /// The payment is signed or final.
+    Done(PaymentStatus),
+}
+
+/// Decides the hop for a shopper and, when it leads to the bank, records (once) that the
+/// bank's link was handed out. Locks the row, so a concurrent cancel either sees the
+/// opened hop or closes it first.
+pub async fn open_hop(conn: &mut PgConnection, id: Uuid) -> Result<Option<Hop>, sqlx::Error> {
+    let Some(p) = get_for_update(conn, id).await? else {
+        return Ok(None);
+    };
+    let status = p.status();
+    let hop = if status != PaymentStatus::AwaitingAuthorization || p.psu_key.is_some() {
+        Hop::Closed(HopClosed::Done(status))
+    } else if p.cancel_requested_at.is_some() {
+        Hop::Closed(HopClosed::CancelRequested)
+    } else if p.expires_at.is_some_and(|t| t <= Utc::now()) {
+        Hop::Closed(HopClosed::WindowPassed)
+    } else {
+        match (&p.authorization_url, p.is_initiated()) {
+            (Some(link), true) => Hop::ToBank(link.clone()),
+            _ => Hop::Closed(HopClosed::NotReady),
+        }
+    };
+    if let Hop::ToBank(_) = hop
+        && p.hop_opened_at.is_none()
+    {
+        sqlx::query!(
+            "UPDATE payments SET hop_opened_at = now() WHERE id = $1",
+            id
+        )
+        .execute(&mut *conn)
+        .await?;
+        note(conn, id, "authorization_opened", json!({})).await?;
+    }
+    Ok(Some(hop))
+}
+
+/// Records the merchant's request to cancel: the hop stops leading to the bank at once.
+/// Returns the payment as it was (locked for the caller's transaction).
+pub async fn request_cancel(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<PaymentRecord>, sqlx::Error> {
+    let Some(p) = get_for_update(conn, id).await? else {
+        return Ok(None);
+    };
+    if p.cancel_requested_at.is_none() && !p.status().is_final() {
+        sqlx::query!(
+            "UPDATE payments SET cancel_requested_at = now() WHERE id = $1",
+            id
+        )
+        .execute(&mut *conn)
+        .await?;
+        note(conn, id, "cancel_requested", json!({})).await?;
+    }
+    Ok(Some(p))
 }
 
 pub async fn set_psu_key(
@@ -288,12 +519,13 @@ pub async fn set_psu_key(
     Ok(())
 }
 
-/// A status change request.
+/// A status change request: the evidence decides the new status.
 pub struct Change<'a> {
-    pub to: PaymentStatus,
+    pub evidence: Evidence,
     pub bank_status: Option<&'a str>,
     pub kind: &'a str,
     pub detail: serde_json::Value,
+    /// Failure code and detail; when `None` a final failure gets its default.
     pub failure: Option<(&'a str, &'a str)>,
 }
 
@@ -308,9 +540,44 @@ pub enum TransitionError {
     Database(#[from] sqlx::Error),
 }
 
-/// Moves a payment to a new status through the domain status machine, in the caller's
-/// transaction, with its ledger event. Returns the old status. A change to the same status
-/// only records the bank status if it changed (no event otherwise).
+/// The failure code recorded with a final status when the caller gives none.
+fn default_failure(evidence: Evidence) -> Option<(&'static str, &'static str)> {
+    match evidence {
+        Evidence::Bank(PaymentStatus::Rejected) => {
+            Some(("rejected_by_bank", "the bank rejected the payment"))
+        }
+        Evidence::Bank(PaymentStatus::AuthorizationFailed) => Some((
+            "authorization_failed",
+            "the shopper did not complete the authorization at the bank",
+        )),
+        Evidence::Bank(PaymentStatus::Cancelled) => {
+            Some(("cancelled_at_bank", "the payment was cancelled at the bank"))
+        }
+        Evidence::Bank(PaymentStatus::Expired)
+        | Evidence::Unsignable {
+            cancel_requested: false,
+        } => Some((
+            "not_signed",
+            "the shopper did not sign and the bank no longer accepts a signature",
+        )),
+        Evidence::Unsignable {
+            cancel_requested: true,
+        } => Some((
+            "cancelled_by_merchant",
+            "cancelled by the merchant; the shopper never signed",
+        )),
+        Evidence::LinkNeverHandedOut => Some((
+            "cancelled_by_merchant",
+            "cancelled by the merchant before the shopper reached the bank",
+        )),
+        _ => None,
+    }
+}
+
+/// Moves a payment to the status its evidence supports, through the domain status machine,
+/// in the caller's transaction, with its ledger event and webhook. Returns the old status,
+/// or `None` when the status stays. A bank status is recorded even when the status does not
+/// change (or may not: a final payment keeps its status but shows the bank's latest word).
 pub async fn transition(
     conn: &mut PgConnection,
     id: Uuid,
@@ -320,31 +587,40 @@ pub async fn transition(
         .await?
         .ok_or(TransitionError::NotFound(id))?;
     let from = current.status();
-    if let Transition::Unchanged(_) = from.transition(change.to)? {
-        if change.bank_status.is_some() && change.bank_status != current.bank_status.as_deref() {
-            sqlx::query!(
-                "UPDATE payments SET bank_status = $2 WHERE id = $1",
-                id,
-                change.bank_status
-            )
-            .execute(&mut *conn)
-            .await?;
-            events::append(
-                conn,
-                id,
-                NewEvent {
-                    kind: "bank_status_changed".into(),
-                    old_status: Some(from),
-                    new_status: Some(from),
-                    bank_status: change.bank_status.map(str::to_owned),
-                    detail: change.detail,
-                },
-            )
-            .await?;
+    let outcome = from.apply(change.evidence);
+    let to = match outcome {
+        Ok(Transition::Changed { to, .. }) => to,
+        Ok(Transition::Unchanged(_)) | Err(_) => {
+            if change.bank_status.is_some() && change.bank_status != current.bank_status.as_deref()
+            {
+                sqlx::query!(
+                    "UPDATE payments SET bank_status = $2 WHERE id = $1",
+                    id,
+                    change.bank_status
+                )
+                .execute(&mut *conn)
+                .await?;
+                events::append(
+                    conn,
+                    id,
+                    NewEvent {
+                        kind: "bank_status_changed".into(),
+                        old_status: Some(from),
+                        new_status: Some(from),
+                        bank_status: change.bank_status.map(str::to_owned),
+                        detail: change.detail,
+                    },
+                )
+                .await?;
+            }
+            outcome?;
+            return Ok(None);
         }
-        return Ok(None);
-    }
-    let (failure_code, failure_detail) = change.failure.unzip();
+    };
+    let (failure_code, failure_detail) = change
+        .failure
+        .or_else(|| default_failure(change.evidence))
+        .unzip();
     sqlx::query!(
         r#"UPDATE payments
            SET status = $2,
@@ -357,11 +633,11 @@ pub async fn transition(
                poll_owner = CASE WHEN $6 THEN NULL ELSE poll_owner END
            WHERE id = $1 AND status = $7"#,
         id,
-        change.to.as_str(),
+        to.as_str(),
         change.bank_status,
         failure_code,
         failure_detail,
-        change.to.is_final(),
+        to.is_final(),
         from.as_str(),
     )
     .execute(&mut *conn)
@@ -372,7 +648,7 @@ pub async fn transition(
         NewEvent {
             kind: change.kind.to_owned(),
             old_status: Some(from),
-            new_status: Some(change.to),
+            new_status: Some(to),
             bank_status: change.bank_status.map(str::to_owned),
             detail: change.detail,
         },
@@ -383,11 +659,71 @@ pub async fn transition(
     webhooks::enqueue(
         conn,
         &after,
-        &format!("payment.{}", change.to.as_str()),
+        &format!("payment.{}", to.as_str()),
         json!({ "previous_status": from.as_str(), "ledger_seq": event.seq }),
     )
     .await?;
     Ok(Some(from))
+}
+
+/// What applying a bank report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Applied {
+    /// The status changed from this one.
+    Changed(PaymentStatus),
+    /// Nothing to change (the bank status alone may have been recorded).
+    Unchanged,
+    /// The bank's status has no meaning for us: nothing changed (counted and alerted).
+    UnknownStatus,
+    /// The status machine refused (e.g. the payment is already final).
+    Refused,
+}
+
+/// Applies a bank status report to a payment: the one path for the callback, the poller and
+/// cancellation. UserApprovalTimeout (mapped to `expired`) is evidence that the payment can
+/// no longer be signed, which ends it `cancelled` instead when the merchant asked to cancel.
+pub async fn apply_bank_report(
+    conn: &mut PgConnection,
+    id: Uuid,
+    bank_status: &str,
+    mapped: Option<PaymentStatus>,
+    detail: serde_json::Value,
+) -> Result<Applied, TransitionError> {
+    let current = get_for_update(conn, id)
+        .await?
+        .ok_or(TransitionError::NotFound(id))?;
+    let Some(to) = mapped else {
+        tracing::warn!(bank_status, "unknown bank status: no change");
+        metrics::counter!("pisgate_unknown_bank_status_total").increment(1);
+        return Ok(Applied::UnknownStatus);
+    };
+    let evidence = match to {
+        PaymentStatus::Expired => Evidence::Unsignable {
+            cancel_requested: current.cancel_requested_at.is_some(),
+        },
+        s => Evidence::Bank(s),
+    };
+    match transition(
+        conn,
+        id,
+        Change {
+            evidence,
+            bank_status: Some(bank_status),
+            kind: "status_changed",
+            detail,
+            failure: None,
+        },
+    )
+    .await
+    {
+        Ok(Some(from)) => Ok(Applied::Changed(from)),
+        Ok(None) => Ok(Applied::Unchanged),
+        Err(TransitionError::Refused(e)) => {
+            tracing::info!(error = %e, bank_status, "bank status not applied");
+            Ok(Applied::Refused)
+        }
+        Err(e) => Err(e),
+    }
 }
 
 /// Appends an event that changes no status (a callback seen, a token exchanged, a cancel

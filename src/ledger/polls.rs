@@ -21,6 +21,12 @@ pub struct Claimed {
     pub bank_payment_id: Option<String>,
     pub psu_key: Option<String>,
     pub state_expires_at: Option<DateTime<Utc>>,
+    /// pisgate's signing window (the poller polls faster within it).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// The late-signing horizon: past it, with nothing signed, the payment expires.
+    pub sign_horizon_at: Option<DateTime<Utc>>,
+    /// Where the bank call stands (`initiated`, `outcome_unknown`, ...).
+    pub initiation: String,
     /// When the shopper came back through the callback.
     pub state_used_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
@@ -61,7 +67,8 @@ pub async fn claim(
            FROM due
            WHERE p.id = due.id
            RETURNING p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.psu_key,
-                     p.state_expires_at, p.state_used_at, p.created_at, p.poll_failures,
+                     p.state_expires_at, p.expires_at, p.sign_horizon_at, p.initiation,
+                     p.state_used_at, p.created_at, p.poll_failures,
                      p.recurring_remaining, p.recurring_executions,
                      p.request->>'execution_date' AS execution_date,
                      (p.request->'recurring'->>'count')::int AS recurring_count,

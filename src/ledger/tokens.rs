@@ -1,28 +1,29 @@
 //! Shoppers' bank tokens: exactly one live token per (bank, shopper key).
 //!
 //! Nordea revokes a shopper's older tokens whenever a new code is exchanged, so the token to
-//! keep is the one the bank issued last. Two mechanisms make sure it is:
+//! keep is the one the bank issued last. Three mechanisms make sure it is:
 //!
-//! 1. [`lock_psu`] takes a session-level Postgres advisory lock for the shopper on its own
-//!    pooled connection. The caller holds it across the bank call for the code exchange or
-//!    refresh, so exchanges for one shopper run one at a time, in the order the bank sees
-//!    them. This is the one lock pisgate holds across a network call; it must never be held
-//!    for anything else (no polling, no webhook, no other shopper), and never inside a
-//!    transaction.
-//! 2. [`next_issue_seq`] is taken under that lock *before* calling the bank, and [`store`]
-//!    only replaces a row whose `issue_seq` is lower. So even without the lock (a replica
-//!    whose lock connection died mid-exchange), an exchange that finishes late can never
-//!    overwrite a newer token.
+//! 1. [`lease_psu`] takes a lease row for the shopper (`psu_locks`). The caller holds it
+//!    across the bank call for the code exchange or refresh, so exchanges for one shopper key
+//!    run one at a time, in the order the bank sees them. No database connection and no
+//!    transaction is held across that call (a lease is a row, not a session lock): the pool
+//!    is never held while waiting for the bank, and a transaction pooler sees no session
+//!    state. A holder that dies leaves a lease that simply runs out; a lease must outlast
+//!    the bank call it covers (callers bound the call below it).
+//! 2. [`next_issue_seq`] is taken under that lease *before* calling the bank, and [`store`]
+//!    only replaces a row whose token is older. So even if a lease ran out mid-exchange, an
+//!    exchange that finishes late can never overwrite a newer token.
+//! 3. Where the bank's answer carries its issue time (`issued_at`, the id_token's `iat`),
+//!    that time orders the tokens instead of our sequence. It is the only order that holds
+//!    across lock keys: two merchants' exchanges for one bank shopper take different keys
+//!    (each merchant's own shopper id) until the bank's answer names the shopper, so they run
+//!    side by side and their answers may come back in any order.
 //!
-//! Usage for an exchange or refresh:
-//!
-//! ```text
-//! let mut lock = lock_psu(&pool, bank, psu_key).await?;
-//! let seq = next_issue_seq(lock.connection()).await?;
-//! let answer = bank.exchange_code(...).await;           // the lock is held here, on purpose
-//! store(lock.connection(), &cipher, bank, psu_key, seq, &access, refresh.as_ref(), expires).await?;
-//! lock.release().await;
-//! ```
+//! When the bank's answer names no shopper, a token is stored under the merchant's shopper
+//! id (or the payment) and serves only those payments. If the bank has since revoked it
+//! because the same person signed elsewhere, the bank answers 401 on its next use: it is
+//! marked dead (superseded), calls that need it answer `no_shopper_token`, and status
+//! polling, which needs no token, goes on.
 //!
 //! Tokens are encrypted with [`TokenCipher`] (bound to bank, shopper key, field and issue
 //! sequence) and are `SecretString` everywhere. This module must never log a token, nor the
@@ -34,8 +35,7 @@ use crate::ledger::crypto::{CryptoError, TokenAad, TokenCipher, TokenField};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
-use sqlx::pool::PoolConnection;
-use sqlx::{PgConnection, PgPool, Postgres};
+use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -53,112 +53,171 @@ pub fn psu_log_id(bank: &str, psu_key: &str) -> String {
     hex::encode(&digest[..6])
 }
 
-/// The advisory lock key: the first 8 bytes of SHA-256("psu-token:" + bank + ":" + psu_key).
-/// A collision only makes two shoppers wait for each other.
-fn advisory_key(bank: &str, psu_key: &str) -> i64 {
-    let digest = Sha256::digest(format!("psu-token:{bank}:{psu_key}").as_bytes());
-    i64::from_be_bytes(digest[..8].try_into().expect("8 bytes"))
+/// A shopper's lease (see the module docs): held until [`PsuLease::release`] or until it runs
+/// out. Dropping it without release gives it back in the background.
+#[must_use = "the lease is held until release() or until it runs out"]
+pub struct PsuLease {
+    pool: PgPool,
+    bank: String,
+    keys: Vec<String>,
+    holder: uuid::Uuid,
+    released: bool,
 }
 
-/// Holds a shopper's advisory lock on a dedicated pooled connection.
-///
-/// Call [`PsuLock::release`]. A guard that is dropped instead (an error, a panic, a cancelled
-/// future) detaches its connection from the pool and closes it, which makes Postgres release
-/// the lock; a connection that may still hold the lock never goes back to the pool.
-#[must_use = "the lock is held until release() or drop"]
-pub struct PsuLock {
-    conn: Option<PoolConnection<Postgres>>,
-    key: i64,
-    psu: String,
-}
-
-impl std::fmt::Debug for PsuLock {
+impl std::fmt::Debug for PsuLease {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("PsuLock")
-            .field("psu", &self.psu)
-            .field("held", &self.conn.is_some())
+        f.debug_struct("PsuLease")
+            .field(
+                "psu",
+                &self
+                    .keys
+                    .iter()
+                    .map(|k| psu_log_id(&self.bank, k))
+                    .collect::<Vec<_>>(),
+            )
             .finish()
     }
 }
 
-/// Waits for the shopper's lock. Cancel-safe: wrap it in `tokio::time::timeout` to bound the
-/// wait; a cancelled wait closes its connection, so the lock is never taken behind your back.
+/// Tries once to take (or renew, for the same holder) the lease of one shopper key.
+async fn try_lease(
+    pool: &PgPool,
+    bank: &str,
+    psu_key: &str,
+    holder: uuid::Uuid,
+    lease: Duration,
+) -> Result<bool, sqlx::Error> {
+    let lease_ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    let taken = sqlx::query!(
+        r#"INSERT INTO psu_locks (bank, psu_key, holder, locked_until)
+           VALUES ($1, $2, $3, now() + make_interval(secs => $4::bigint / 1000.0))
+           ON CONFLICT (bank, psu_key) DO UPDATE
+               SET holder = EXCLUDED.holder, locked_until = EXCLUDED.locked_until
+               WHERE psu_locks.locked_until < now() OR psu_locks.holder = EXCLUDED.holder"#,
+        bank,
+        psu_key,
+        holder,
+        lease_ms,
+    )
+    .execute(pool)
+    .await?;
+    Ok(taken.rows_affected() == 1)
+}
+
+/// Waits up to `wait` for a shopper key's lease. Returns `None` if someone else still held it
+/// then.
+async fn wait_for_lease(
+    pool: &PgPool,
+    bank: &str,
+    psu_key: &str,
+    holder: uuid::Uuid,
+    lease: Duration,
+    wait: Duration,
+) -> Result<bool, sqlx::Error> {
+    let until = tokio::time::Instant::now() + wait;
+    let mut pause = Duration::from_millis(10);
+    loop {
+        if try_lease(pool, bank, psu_key, holder, lease).await? {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() + pause > until {
+            return Ok(false);
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_millis(200));
+    }
+}
+
+/// Takes the lease of a shopper key for `lease`, waiting up to `wait` for another holder.
 #[tracing::instrument(skip_all, fields(psu = %psu_log_id(bank, psu_key), bank = %bank))]
-pub async fn lock_psu(pool: &PgPool, bank: &str, psu_key: &str) -> Result<PsuLock, sqlx::Error> {
-    let key = advisory_key(bank, psu_key);
-    // The guard exists before the lock is requested, so a cancelled or failed wait closes
-    // the connection instead of returning it to the pool with a lock request pending.
-    let mut guard = PsuLock {
-        conn: Some(pool.acquire().await?),
-        key,
-        psu: psu_log_id(bank, psu_key),
-    };
-    sqlx::query!(r#"SELECT pg_advisory_lock($1) AS "locked: ()""#, key)
-        .fetch_one(guard.connection())
-        .await?;
-    tracing::debug!("shopper token lock taken");
-    Ok(guard)
+pub async fn lease_psu(
+    pool: &PgPool,
+    bank: &str,
+    psu_key: &str,
+    lease: Duration,
+    wait: Duration,
+) -> Result<Option<PsuLease>, sqlx::Error> {
+    let holder = uuid::Uuid::new_v4();
+    if !wait_for_lease(pool, bank, psu_key, holder, lease, wait).await? {
+        return Ok(None);
+    }
+    tracing::debug!("shopper lease taken");
+    Ok(Some(PsuLease {
+        pool: pool.clone(),
+        bank: bank.to_owned(),
+        keys: vec![psu_key.to_owned()],
+        holder,
+        released: false,
+    }))
 }
 
-impl PsuLock {
-    /// The connection holding the lock; use it for [`next_issue_seq`] and [`store`]. Never
-    /// open a transaction on it that lives across the bank call.
-    pub fn connection(&mut self) -> &mut PgConnection {
-        self.conn
-            .as_deref_mut()
-            .expect("a live PsuLock has a connection")
+impl PsuLease {
+    /// Also takes the lease of another key of the same shopper (the key the bank's answer
+    /// named). Keys are only ever added in the order merchant key → bank key, so two holders
+    /// never wait for each other in a circle.
+    pub async fn add_key(
+        &mut self,
+        psu_key: &str,
+        lease: Duration,
+        wait: Duration,
+    ) -> Result<bool, sqlx::Error> {
+        if self.keys.iter().any(|k| k == psu_key) {
+            return Ok(true);
+        }
+        let taken =
+            wait_for_lease(&self.pool, &self.bank, psu_key, self.holder, lease, wait).await?;
+        if taken {
+            self.keys.push(psu_key.to_owned());
+        }
+        Ok(taken)
     }
 
-    /// Unlocks and gives the connection back to the pool.
-    #[tracing::instrument(skip_all, fields(psu = %self.psu))]
+    /// Gives every key of the lease back.
     pub async fn release(mut self) {
-        let Some(mut conn) = self.conn.take() else {
-            return;
-        };
-        let unlocked = sqlx::query_scalar!(r#"SELECT pg_advisory_unlock($1) AS "u!""#, self.key)
-            .fetch_one(&mut *conn)
-            .await;
-        match unlocked {
-            Ok(true) => tracing::debug!("shopper token lock released"),
-            Ok(false) => {
-                tracing::warn!(
-                    "shopper token lock was not held at release; closing its connection"
-                );
-                close_detached(conn);
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, "cannot release the shopper token lock; closing its connection");
-                close_detached(conn);
-            }
+        self.released = true;
+        if let Err(e) = release_keys(&self.pool, &self.bank, &self.keys, self.holder).await {
+            tracing::warn!(error = %e, "cannot give a shopper lease back; it runs out by itself");
         }
     }
 }
 
-impl Drop for PsuLock {
+async fn release_keys(
+    pool: &PgPool,
+    bank: &str,
+    keys: &[String],
+    holder: uuid::Uuid,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "DELETE FROM psu_locks WHERE bank = $1 AND psu_key = ANY($2) AND holder = $3",
+        bank,
+        keys,
+        holder
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+impl Drop for PsuLease {
     fn drop(&mut self) {
-        if let Some(conn) = self.conn.take() {
-            tracing::debug!(psu = %self.psu, "shopper token lock dropped without release; closing its connection");
-            close_detached(conn);
+        if self.released {
+            return;
         }
-    }
-}
-
-/// Takes a connection out of the pool for good and closes it; closing the session releases
-/// every advisory lock it holds.
-fn close_detached(conn: PoolConnection<Postgres>) {
-    let conn = conn.detach();
-    match tokio::runtime::Handle::try_current() {
-        Ok(rt) => {
+        if let Ok(rt) = tokio::runtime::Handle::try_current() {
+            let (pool, bank, keys, holder) = (
+                self.pool.clone(),
+                self.bank.clone(),
+                std::mem::take(&mut self.keys),
+                self.holder,
+            );
             rt.spawn(async move {
-                let _ = sqlx::Connection::close(conn).await;
+                let _ = release_keys(&pool, &bank, &keys, holder).await;
             });
         }
-        // No runtime: dropping the socket ends the session all the same.
-        Err(_) => drop(conn),
     }
 }
 
-/// The next token issue number. Take it under the shopper's lock, before calling the bank.
+/// The next token issue number. Take it under the shopper's lease, before calling the bank.
 #[tracing::instrument(skip_all)]
 pub async fn next_issue_seq(conn: &mut PgConnection) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(r#"SELECT nextval('psu_token_issue_seq') AS "seq!""#)
@@ -166,8 +225,9 @@ pub async fn next_issue_seq(conn: &mut PgConnection) -> Result<i64, sqlx::Error>
         .await
 }
 
-/// Stores a token pair unless a token with a higher (newer) issue sequence is already
-/// stored. The stored token is live again. Returns whether it was stored.
+/// Stores a token pair unless a newer token is already stored: newer by the bank's issue
+/// time when both have one, else by our issue sequence. The stored token is live again.
+/// Returns whether it was stored.
 #[allow(clippy::too_many_arguments)]
 #[tracing::instrument(skip_all, fields(psu = %psu_log_id(bank, psu_key), bank = %bank, issue_seq, stored))]
 pub async fn store(
@@ -176,6 +236,7 @@ pub async fn store(
     bank: &str,
     psu_key: &str,
     issue_seq: i64,
+    issued_at: Option<DateTime<Utc>>,
     access_token: &SecretString,
     refresh_token: Option<&SecretString>,
     access_expires_at: DateTime<Utc>,
@@ -193,10 +254,11 @@ pub async fn store(
     let result = sqlx::query!(
         r#"INSERT INTO psu_tokens
                (bank, psu_key, issue_seq, key_id, access_token, refresh_token,
-                access_expires_at, status, dead_reason, obtained_at)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, 'live', NULL, now())
+                access_expires_at, status, dead_reason, obtained_at, issued_at)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, 'live', NULL, now(), $8)
            ON CONFLICT (bank, psu_key) DO UPDATE SET
                issue_seq = EXCLUDED.issue_seq,
+               issued_at = EXCLUDED.issued_at,
                key_id = EXCLUDED.key_id,
                access_token = EXCLUDED.access_token,
                refresh_token = EXCLUDED.refresh_token,
@@ -204,7 +266,9 @@ pub async fn store(
                status = 'live',
                dead_reason = NULL,
                obtained_at = EXCLUDED.obtained_at
-           WHERE psu_tokens.issue_seq < EXCLUDED.issue_seq"#,
+           WHERE CASE WHEN psu_tokens.issued_at IS NOT NULL AND EXCLUDED.issued_at IS NOT NULL
+                      THEN psu_tokens.issued_at < EXCLUDED.issued_at
+                      ELSE psu_tokens.issue_seq < EXCLUDED.issue_seq END"#,
         bank,
         psu_key,
         issue_seq,
@@ -212,6 +276,7 @@ pub async fn store(
         access.bytes,
         refresh.as_ref().map(|r| r.bytes.as_slice()),
         access_expires_at,
+        issued_at,
     )
     .execute(conn)
     .await?;
@@ -349,10 +414,9 @@ mod tests {
     use super::*;
 
     #[test]
-    fn lock_keys_and_log_ids_are_stable_and_differ_per_shopper() {
-        assert_eq!(advisory_key("nordea", "a"), advisory_key("nordea", "a"));
-        assert_ne!(advisory_key("nordea", "a"), advisory_key("nordea", "b"));
-        assert_ne!(advisory_key("nordea", "a"), advisory_key("other", "a"));
+    fn log_ids_are_stable_and_hide_the_shopper() {
+        assert_eq!(psu_log_id("nordea", "a"), psu_log_id("nordea", "a"));
+        assert_ne!(psu_log_id("nordea", "a"), psu_log_id("nordea", "b"));
         let id = psu_log_id("nordea", "shopper@example.com");
         assert_eq!(id.len(), 12);
         assert!(!id.contains("shopper"));

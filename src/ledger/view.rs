@@ -39,7 +39,15 @@ pub struct PaymentView {
     pub psu_id: Option<String>,
     pub return_url: String,
     pub metadata: Value,
+    /// pisgate's authorization hop (never the bank's own link), while it can be signed.
     pub authorization_url: Option<String>,
+    /// Where the bank call stands: `pending`, `initiated`, `outcome_unknown` (retry with the
+    /// same Idempotency-Key), `not_created` or `refused`.
+    pub initiation: String,
+    /// The merchant asked to cancel; the bank decides what happens if a shopper signs anyway.
+    pub cancel_requested: bool,
+    /// pisgate's signing window: past it the authorization link no longer leads to the bank.
+    pub expires_at: Option<DateTime<Utc>>,
     pub failure: Option<Value>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -52,10 +60,11 @@ impl From<&PaymentRecord> for PaymentView {
             .and_then(|c| crate::domain::Money::from_minor(p.amount_minor, c))
             .map(|m| m.to_decimal_string())
             .unwrap_or_default();
-        // The shopper can sign only while the payment awaits authorization.
-        let authorization_url = (p.status() == PaymentStatus::AwaitingAuthorization)
-            .then(|| p.authorization_url.clone())
-            .flatten();
+        // Shown once the bank's answer is recorded, while the payment awaits authorization.
+        let authorization_url = (p.status() == PaymentStatus::AwaitingAuthorization
+            && p.is_initiated())
+        .then(|| p.authorize_url.clone())
+        .flatten();
         PaymentView {
             id: p.id,
             status: p.status.clone(),
@@ -85,6 +94,9 @@ impl From<&PaymentRecord> for PaymentView {
             return_url: p.return_url.clone(),
             metadata: p.metadata.clone(),
             authorization_url,
+            initiation: p.initiation.clone(),
+            cancel_requested: p.cancel_requested_at.is_some(),
+            expires_at: p.expires_at,
             failure: p
                 .failure_code
                 .as_ref()

@@ -7,19 +7,23 @@
 //! ([`payments::transition`], one ledger event and one webhook per change) and set the next
 //! due time. A replica that dies leaves rows whose lease simply comes due again.
 //!
-//! Schedule: every `signing_interval` while the shopper signs (never past the signing
-//! window, after which an unsigned payment expires); every `authorized_interval` once
-//! authorized, or `scheduled_interval` while a future execution date is still ahead (but
-//! never later than that date); nothing once final. A 404 before the shopper opened the
-//! signing link is "not yet". A 429 waits at least its `Retry-After` (and holds back every
-//! poll of this replica that long); 5xx and timeouts back off exponentially with jitter.
+//! Schedule: every `signing_interval` within pisgate's signing window; past it every
+//! `late_signing_interval`, because a shopper who reached the bank in time may still sign
+//! (the truth rule: the window only closes the authorization hop). An unsigned payment
+//! expires only on the bank's evidence: its UserApprovalTimeout, or the late-signing horizon
+//! passed with the bank still showing nothing signed (a 404 or PendingUserApproval). Every
+//! `authorized_interval` once authorized, or `scheduled_interval` while a future execution
+//! date is still ahead (but never later than that date); nothing once final. A 404 before
+//! the shopper opened the signing link is "not yet". A 429 waits at least its `Retry-After`
+//! (and holds back every poll of this replica that long); 5xx and timeouts back off
+//! exponentially with jitter.
 //!
 //! Never done here: a status change outside the status machine, a bank call inside a
 //! transaction, a log line with a token or an account number.
 
 use super::{Pacer, WorkerContext, backoff, stopped, stretch};
 use crate::bank::{BankError, BankPaymentId, StatusReport};
-use crate::domain::PaymentStatus;
+use crate::domain::{Evidence, PaymentStatus};
 use crate::ledger::payments::{self, Change, POLL_CHANNEL};
 pub use crate::ledger::polls::Claimed;
 use crate::ledger::{polls, tokens, webhooks};
@@ -181,11 +185,17 @@ struct Decision {
 }
 
 #[derive(Debug)]
-struct ChangeSpec {
-    to: PaymentStatus,
-    bank_status: Option<String>,
-    kind: &'static str,
-    failure: Option<(&'static str, &'static str)>,
+enum ChangeSpec {
+    /// The bank's report, applied through [`payments::apply_bank_report`].
+    Bank {
+        bank_status: String,
+        mapped: PaymentStatus,
+    },
+    /// The late-signing horizon passed with nothing signed.
+    HorizonPassed {
+        bank_status: Option<String>,
+        failure: (&'static str, &'static str),
+    },
 }
 
 async fn poll_one(ctx: WorkerContext, pacer: Arc<Pacer>, p: Claimed, _slot: OwnedSemaphorePermit) {
@@ -207,10 +217,20 @@ pub async fn poll(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> &'static s
     counted
 }
 
-/// The signing deadline: the OAuth state's expiry, else creation plus the signing window.
-fn deadline(ctx: &WorkerContext, p: &Claimed) -> DateTime<Utc> {
-    p.state_expires_at.unwrap_or_else(|| {
+/// The end of pisgate's signing window (faster polling before it).
+fn window_end(ctx: &WorkerContext, p: &Claimed) -> DateTime<Utc> {
+    p.expires_at.or(p.state_expires_at).unwrap_or_else(|| {
         chrono::Duration::from_std(ctx.settings.payments.signing_window)
+            .ok()
+            .and_then(|w| p.created_at.checked_add_signed(w))
+            .unwrap_or(DateTime::<Utc>::MAX_UTC)
+    })
+}
+
+/// The late-signing horizon: past it, with nothing signed, the payment expires.
+fn horizon(ctx: &WorkerContext, p: &Claimed) -> DateTime<Utc> {
+    p.sign_horizon_at.or(p.state_expires_at).unwrap_or_else(|| {
+        chrono::Duration::from_std(ctx.settings.payments.late_signing_horizon)
             .ok()
             .and_then(|w| p.created_at.checked_add_signed(w))
             .unwrap_or(DateTime::<Utc>::MAX_UTC)
@@ -221,21 +241,19 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
     let cfg = &ctx.settings.poller;
     let status = PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Failed);
     let now = Utc::now();
-    let deadline = deadline(ctx, p);
+    let horizon = horizon(ctx, p);
     // A shopper who came back just now is mid-callback (the code exchange may still be
-    // running): the bank's answer decides, not our window.
+    // running): the bank's answer decides, not our horizon.
     let returned_recently = p
         .state_used_at
         .is_some_and(|t| now - t < chrono::Duration::minutes(5));
-    let past_deadline = now >= deadline && !returned_recently;
-    let expire = |bank_status: Option<String>| ChangeSpec {
-        to: PaymentStatus::Expired,
+    let past_horizon = now >= horizon && !returned_recently;
+    let unsigned = |bank_status: Option<String>| ChangeSpec::HorizonPassed {
         bank_status,
-        kind: "expired",
-        failure: Some((
-            "signing_window_expired",
-            "the shopper did not sign within the signing window",
-        )),
+        failure: (
+            "not_signed",
+            "the shopper did not sign before the late-signing horizon",
+        ),
     };
     let ok = |change, outcome| Decision {
         change,
@@ -248,13 +266,21 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         return ok(None, "final");
     }
     let Some(bank_id) = p.bank_payment_id.as_deref().and_then(BankPaymentId::parse) else {
-        // The bank's answer to the initiation was never recorded (a crash in between).
-        // Nothing can exist at the bank without its signing link: expire at the deadline.
-        if status == PaymentStatus::AwaitingAuthorization && past_deadline {
-            return ok(Some(expire(None)), "expired");
+        // No bank answer recorded (unknown outcome, or a crash in between): its link, if the
+        // bank made one, was never handed to anyone, so nothing can be signed. It waits for
+        // a retry with the same key until the horizon.
+        if status == PaymentStatus::AwaitingAuthorization && past_horizon {
+            let change = ChangeSpec::HorizonPassed {
+                bank_status: None,
+                failure: (
+                    "initiation_outcome_unknown",
+                    "the bank's answer to the initiation was never recorded and nobody retried it",
+                ),
+            };
+            return ok(Some(change), "expired");
         }
         let mut d = ok(None, "not_initiated");
-        d.next = (deadline - now).to_std().unwrap_or(cfg.signing_interval);
+        d.next = (horizon - now).to_std().unwrap_or(cfg.signing_interval);
         return d;
     };
 
@@ -276,16 +302,14 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         }) => {
             if to == PaymentStatus::AwaitingAuthorization
                 && status == PaymentStatus::AwaitingAuthorization
-                && past_deadline
+                && past_horizon
             {
-                return ok(Some(expire(Some(bank_status))), "expired");
+                return ok(Some(unsigned(Some(bank_status))), "expired");
             }
             let mut d = ok(
-                Some(ChangeSpec {
-                    to,
-                    bank_status: Some(bank_status),
-                    kind: "status_changed",
-                    failure: failure_of(to),
+                Some(ChangeSpec::Bank {
+                    bank_status,
+                    mapped: to,
                 }),
                 if to == status { "unchanged" } else { "changed" },
             );
@@ -306,8 +330,8 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         }
         Err(BankError::NotFound) if status == PaymentStatus::AwaitingAuthorization => {
             // Before the shopper opens the signing link the payment does not exist yet.
-            if past_deadline {
-                ok(Some(expire(None)), "expired")
+            if past_horizon {
+                ok(Some(unsigned(None)), "expired")
             } else {
                 ok(None, "not_yet")
             }
@@ -334,21 +358,6 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
             tracing::error!(error = %e, kind = e.kind(), failures, "status poll failed; backing off");
             failed("failed", retry_wait)
         }
-    }
-}
-
-/// The failure code recorded with a final failure status from the bank.
-fn failure_of(to: PaymentStatus) -> Option<(&'static str, &'static str)> {
-    match to {
-        PaymentStatus::Rejected => Some(("rejected_by_bank", "the bank rejected the payment")),
-        PaymentStatus::AuthorizationFailed => Some((
-            "authorization_failed",
-            "the shopper did not complete the authorization at the bank",
-        )),
-        PaymentStatus::Cancelled => {
-            Some(("cancelled_at_bank", "the payment was cancelled at the bank"))
-        }
-        _ => None,
     }
 }
 
@@ -397,12 +406,14 @@ fn schedule(ctx: &WorkerContext, p: &Claimed, status: PaymentStatus) -> Option<D
     match status {
         s if s.is_final() => None,
         PaymentStatus::AwaitingAuthorization => {
-            let until_deadline = (deadline(ctx, p) - now).to_std().unwrap_or_default();
-            // Look once more right at the deadline, so expiry is on time.
-            Some(
-                stretch(cfg.signing_interval, 10)
-                    .min(until_deadline.max(Duration::from_millis(50))),
-            )
+            let until_horizon = (horizon(ctx, p) - now).to_std().unwrap_or_default();
+            let interval = if now < window_end(ctx, p) {
+                cfg.signing_interval
+            } else {
+                cfg.late_signing_interval
+            };
+            // Look once more right at the horizon, so expiry is on time.
+            Some(stretch(interval, 10).min(until_horizon.max(Duration::from_millis(50))))
         }
         _ => {
             let execution_start = p
@@ -447,31 +458,56 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
     let mut status = PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Failed);
     let mut outcome = d.outcome;
     if let Some(c) = &d.change {
-        let applied = payments::transition(
-            &mut tx,
-            p.id,
-            Change {
-                to: c.to,
-                bank_status: c.bank_status.as_deref(),
-                kind: c.kind,
-                detail: json!({ "source": "poller" }),
-                failure: c.failure,
-            },
-        )
-        .await;
-        match applied {
-            Ok(_) => status = c.to,
-            Err(payments::TransitionError::Refused(e)) => {
-                tracing::warn!(error = %e, bank_status = c.bank_status.as_deref(), "bank status not applied");
-                outcome = "refused";
-                if let Some(current) = payments::get(&mut tx, p.id).await? {
-                    status = current.status();
+        let applied = match c {
+            ChangeSpec::Bank {
+                bank_status,
+                mapped,
+            } => payments::apply_bank_report(
+                &mut tx,
+                p.id,
+                bank_status,
+                Some(*mapped),
+                json!({ "source": "poller" }),
+            )
+            .await
+            .map(|a| matches!(a, payments::Applied::Refused)),
+            ChangeSpec::HorizonPassed {
+                bank_status,
+                failure,
+            } => {
+                let cancel_requested = payments::get(&mut tx, p.id)
+                    .await?
+                    .is_some_and(|r| r.cancel_requested_at.is_some());
+                match payments::transition(
+                    &mut tx,
+                    p.id,
+                    Change {
+                        evidence: Evidence::Unsignable { cancel_requested },
+                        bank_status: bank_status.as_deref(),
+                        kind: "expired",
+                        detail: json!({ "source": "poller", "reason": "late_signing_horizon" }),
+                        failure: (!cancel_requested).then_some(*failure),
+                    },
+                )
+                .await
+                {
+                    Ok(_) => Ok(false),
+                    Err(payments::TransitionError::Refused(e)) => {
+                        tracing::warn!(error = %e, "horizon expiry not applied");
+                        Ok(true)
+                    }
+                    Err(e) => Err(e),
                 }
             }
-            Err(e) => return Err(e.into()),
+        };
+        if applied? {
+            outcome = "refused";
+        }
+        if let Some(current) = payments::get(&mut tx, p.id).await? {
+            status = current.status();
         }
         if status != PaymentStatus::parse(&p.status).unwrap_or(status) {
-            tracing::info!(from = %p.status, to = status.as_str(), bank_status = c.bank_status.as_deref(), "payment status changed");
+            tracing::info!(from = %p.status, to = status.as_str(), "payment status changed");
         }
     }
     record_progress(&mut tx, p, status, d.remaining).await?;

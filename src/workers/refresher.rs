@@ -1,9 +1,9 @@
 //! The token refresher: keeps a shopper's access token fresh while that shopper still has
 //! payments in flight (details, funds checks and cancellation need it).
 //!
-//! Each refresh runs under the shopper's advisory lock, the same one code exchanges take, so
-//! the order in which the bank issues tokens is the order in which they are stored. Under
-//! the lock the token is read again: if another replica (or a new exchange) already replaced
+//! Each refresh runs under the shopper's lease, the same one code exchanges take, so the
+//! order in which the bank issues tokens is the order in which they are stored. Under the
+//! lease the token is read again: if another replica (or a new exchange) already replaced
 //! it, there is nothing to do. The new pair overwrites the old one in a single statement, so
 //! the old refresh token is forgotten only once the new pair is stored. A refresh token the
 //! bank refuses marks the token dead; status polling does not need it and goes on.
@@ -19,8 +19,13 @@ use tokio::sync::watch;
 
 /// Tokens refreshed per round at most.
 const BATCH: i64 = 100;
-/// How long to wait for a shopper's lock before leaving that shopper to the next round.
+/// How long to wait for a shopper's lease before leaving that shopper to the next round.
 const LOCK_WAIT: Duration = Duration::from_secs(5);
+
+/// A lease outlasts the refresh call it covers (one bank call, never retried).
+pub fn lease_for(ctx: &WorkerContext) -> Duration {
+    ctx.settings.nordea.request_timeout + Duration::from_secs(10)
+}
 
 pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
     let cfg = ctx.settings.refresher.clone();
@@ -71,12 +76,11 @@ pub async fn refresh_due(
 
 async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Result<&'static str> {
     let psu = psu_log_id(&d.bank, &d.psu_key);
-    let Ok(lock) =
-        tokio::time::timeout(LOCK_WAIT, tokens::lock_psu(&ctx.pool, &d.bank, &d.psu_key)).await
+    let Some(lock) =
+        tokens::lease_psu(&ctx.pool, &d.bank, &d.psu_key, lease_for(ctx), LOCK_WAIT).await?
     else {
         return Ok("busy");
     };
-    let mut lock = lock?;
     // Read again under the lock: an exchange or another replica may have replaced it.
     let current = tokens::load(&ctx.pool, &ctx.cipher, &d.bank, &d.psu_key).await?;
     let Some(current) = current.filter(|t| t.issue_seq == d.issue_seq) else {
@@ -87,7 +91,7 @@ async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Resul
         lock.release().await;
         return Ok("not_refreshable");
     };
-    let seq = tokens::next_issue_seq(lock.connection()).await?;
+    let seq = tokens::next_issue_seq(&mut *ctx.pool.acquire().await?).await?;
     let outcome = match ctx.bank.refresh(refresh_token).await {
         Ok(set) => {
             // An absurd `expires_in` is capped at a day rather than trusted.
@@ -95,11 +99,12 @@ async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Resul
             let expires_at = Utc::now()
                 + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::zero());
             let stored = tokens::store(
-                lock.connection(),
+                &mut *ctx.pool.acquire().await?,
                 &ctx.cipher,
                 &d.bank,
                 &d.psu_key,
                 seq,
+                set.issued_at,
                 &set.access_token,
                 Some(&set.refresh_token),
                 expires_at,

@@ -365,6 +365,20 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
     body
 }
 
+/// Opens a payment's `authorization_url` (pisgate's hop) as a browser would: follows its
+/// redirect to the bank's signing page, if it gives one.
+pub async fn open_authorization(
+    client: &reqwest::Client,
+    authorization_url: &str,
+) -> reqwest::Response {
+    let hop = client.get(authorization_url).send().await.unwrap();
+    if hop.status() != 303 {
+        return hop;
+    }
+    let bank = hop.headers()["location"].to_str().unwrap().to_owned();
+    client.get(&bank).send().await.unwrap()
+}
+
 /// Plays the shopper's browser at the bank: opens the signing link, presses Approve (or
 /// Reject) as `psu_id`, and returns where the bank redirects (our callback with code and
 /// state), without following it.
@@ -374,7 +388,7 @@ pub async fn browser_sign(
     psu_id: &str,
     approve: bool,
 ) -> String {
-    let page = client.get(authorization_url).send().await.unwrap();
+    let page = open_authorization(client, authorization_url).await;
     assert_eq!(page.status(), 200, "the signing page opens");
     let html = page.text().await.unwrap();
     let action = html

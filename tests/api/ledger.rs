@@ -384,6 +384,7 @@ async fn store(
         "nordea",
         psu_key,
         issue_seq,
+        None,
         &secret(access),
         Some(&secret(&format!("refresh-of-{access}"))),
         Utc::now() + expires_in,
@@ -396,17 +397,19 @@ async fn store(
 async fn ledger_tokens_round_trip_and_are_encrypted_at_rest() {
     let pool = ledger_db().await;
     let cipher = cipher();
-    let mut lock = tokens::lock_psu(&pool, "nordea", "shopper-1")
+    let lock = lease(&pool, "nordea", "shopper-1", Duration::from_secs(1))
         .await
         .unwrap();
-    let seq = tokens::next_issue_seq(lock.connection()).await.unwrap();
+    let mut conn = pool.acquire().await.unwrap();
+    let seq = tokens::next_issue_seq(&mut conn).await.unwrap();
     let expires = Utc::now() + ChronoDuration::minutes(30);
     let stored = tokens::store(
-        lock.connection(),
+        &mut conn,
         &cipher,
         "nordea",
         "shopper-1",
         seq,
+        None,
         &secret("access-token-plaintext-AAA"),
         Some(&secret("refresh-token-plaintext-BBB")),
         expires,
@@ -666,104 +669,106 @@ async fn ledger_due_for_refresh_lists_live_tokens_expiring_soon() {
     assert_eq!(limited.len(), 1);
 }
 
+async fn lease(pool: &PgPool, bank: &str, psu: &str, wait: Duration) -> Option<tokens::PsuLease> {
+    tokens::lease_psu(pool, bank, psu, Duration::from_secs(60), wait)
+        .await
+        .unwrap()
+}
+
 #[tokio::test]
-async fn ledger_psu_locks_on_one_shopper_are_serialised() {
+async fn ledger_psu_leases_on_one_shopper_are_serialised() {
     let pool = ledger_db().await;
-    let first = tokens::lock_psu(&pool, "nordea", "shopper").await.unwrap();
+    let first = lease(&pool, "nordea", "shopper", Duration::ZERO)
+        .await
+        .unwrap();
     let waiter = {
         let pool = pool.clone();
         tokio::spawn(async move {
-            let lock = tokens::lock_psu(&pool, "nordea", "shopper").await.unwrap();
+            let lock = lease(&pool, "nordea", "shopper", Duration::from_secs(10))
+                .await
+                .expect("taken once the first is released");
             let acquired = Instant::now();
             lock.release().await;
             acquired
         })
     };
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert!(!waiter.is_finished(), "the second lock waits for the first");
+    assert!(
+        !waiter.is_finished(),
+        "the second lease waits for the first"
+    );
 
     let released_at = Instant::now();
     first.release().await;
     let acquired = tokio::time::timeout(Duration::from_secs(10), waiter)
         .await
-        .expect("the second lock is taken once the first is released")
+        .expect("the second lease is taken once the first is released")
         .unwrap();
     assert!(acquired >= released_at);
 }
 
 #[tokio::test]
-async fn ledger_psu_locks_on_different_shoppers_do_not_block_each_other() {
+async fn ledger_psu_leases_on_different_shoppers_do_not_block_each_other() {
     let pool = ledger_db().await;
-    let a = tokens::lock_psu(&pool, "nordea", "shopper-a")
+    let a = lease(&pool, "nordea", "shopper-a", Duration::ZERO).await;
+    let b = lease(&pool, "nordea", "shopper-b", Duration::ZERO).await;
+    let other_bank = lease(&pool, "otherbank", "shopper-a", Duration::ZERO).await;
+    assert!(a.is_some() && b.is_some() && other_bank.is_some());
+    let busy = lease(&pool, "nordea", "shopper-a", Duration::from_millis(200)).await;
+    assert!(busy.is_none(), "a held lease is not given twice");
+    for l in [a, b, other_bank].into_iter().flatten() {
+        l.release().await;
+    }
+}
+
+#[tokio::test]
+async fn ledger_a_psu_lease_holds_no_database_connection() {
+    let pool = PgPoolOptions::new()
+        .max_connections(1)
+        .acquire_timeout(Duration::from_secs(2))
+        .connect(&fresh_database().await)
         .await
         .unwrap();
-    let b = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokens::lock_psu(&pool, "nordea", "shopper-b"),
-    )
-    .await
-    .expect("another shopper's lock is free")
-    .unwrap();
-    let other_bank = tokio::time::timeout(
-        Duration::from_secs(5),
-        tokens::lock_psu(&pool, "otherbank", "shopper-a"),
-    )
-    .await
-    .expect("the same shopper id at another bank is another key")
-    .unwrap();
-    a.release().await;
-    b.release().await;
-    other_bank.release().await;
+    let held = lease(&pool, "nordea", "shopper", Duration::ZERO)
+        .await
+        .unwrap();
+    // With one connection in the pool, this would time out if the lease kept it.
+    let one: i32 = sqlx::query_scalar("SELECT 1")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(one, 1);
+    held.release().await;
 }
 
-async fn advisory_locks_held(pool: &PgPool) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM pg_locks
-         WHERE locktype = 'advisory' AND granted
-           AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+#[tokio::test]
+async fn ledger_a_dropped_or_abandoned_psu_lease_does_not_leave_the_shopper_locked() {
+    let pool = ledger_db().await;
+    let dropped = lease(&pool, "nordea", "shopper", Duration::ZERO)
+        .await
+        .unwrap();
+    drop(dropped);
+    let again = lease(&pool, "nordea", "shopper", Duration::from_secs(10))
+        .await
+        .expect("a dropped lease is given back");
+    again.release().await;
+
+    // A holder that died without giving anything back: its lease simply runs out.
+    let short = tokens::lease_psu(
+        &pool,
+        "nordea",
+        "gone",
+        Duration::from_millis(300),
+        Duration::ZERO,
     )
-    .fetch_one(pool)
     .await
     .unwrap()
-}
-
-#[tokio::test]
-async fn ledger_a_dropped_psu_lock_does_not_leave_the_shopper_locked() {
-    let pool = ledger_db().await;
-    let lock = tokens::lock_psu(&pool, "nordea", "shopper").await.unwrap();
-    assert_eq!(advisory_locks_held(&pool).await, 1);
-    drop(lock);
-    let again = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokens::lock_psu(&pool, "nordea", "shopper"),
-    )
-    .await
-    .expect("the dropped guard's lock is gone")
     .unwrap();
-    again.release().await;
-    // Released properly: the pooled connection went back without the lock.
-    assert_eq!(advisory_locks_held(&pool).await, 0);
-}
-
-#[tokio::test]
-async fn ledger_a_cancelled_psu_lock_wait_never_takes_the_lock_later() {
-    let pool = ledger_db().await;
-    let holder = tokens::lock_psu(&pool, "nordea", "shopper").await.unwrap();
-    let timed_out = tokio::time::timeout(
-        Duration::from_millis(200),
-        tokens::lock_psu(&pool, "nordea", "shopper"),
-    )
-    .await;
-    assert!(timed_out.is_err(), "the shopper is locked");
-    holder.release().await;
-    // Had the cancelled wait's connection gone back to the pool, it would now hold the
-    // lock for ever and this would time out.
-    let next = tokio::time::timeout(
-        Duration::from_secs(10),
-        tokens::lock_psu(&pool, "nordea", "shopper"),
-    )
-    .await
-    .expect("the lock is free again")
-    .unwrap();
+    std::mem::forget(short);
+    let started = Instant::now();
+    let next = lease(&pool, "nordea", "gone", Duration::from_secs(10))
+        .await
+        .expect("the abandoned lease runs out");
+    assert!(started.elapsed() >= Duration::from_millis(100));
     next.release().await;
 }

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine as _;
-use pisgate::domain::PaymentStatus;
+use pisgate::domain::{Evidence, PaymentStatus};
 use pisgate::ledger::payments::{self, Change};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -346,7 +346,7 @@ async fn transition(app: &TestApp, payment_id: &str, to: PaymentStatus, bank_sta
         &mut tx,
         payment_id.parse().unwrap(),
         Change {
-            to,
+            evidence: Evidence::Bank(to),
             bank_status: Some(bank_status),
             kind: "status_changed",
             detail: json!({ "source": "test" }),
