@@ -316,6 +316,14 @@ impl TestApp {
         location
     }
 
+    /// Every payment the sandbox bank holds for one pisgate payment (pisgate sends its
+    /// payment id, without hyphens, as the external id).
+    pub fn bank_payments_for(&self, payment_id: &str) -> Vec<pisgate::sandbox::PaymentView> {
+        let id: Uuid = payment_id.parse().expect("a payment id");
+        self.sandbox
+            .payment_by_external_id(&id.simple().to_string())
+    }
+
     /// How many calls of this kind the sandbox received.
     pub fn bank_calls(&self, operation: pisgate::sandbox::Operation) -> usize {
         self.sandbox

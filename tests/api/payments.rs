@@ -62,7 +62,11 @@ async fn full_flow(app: &TestApp, body: Value) {
     assert_eq!(created["bank_status"], "PendingUserApproval");
     let id = created["id"].as_str().unwrap().to_owned();
     let url = created["authorization_url"].as_str().unwrap().to_owned();
-    assert!(url.starts_with(&app.sandbox_url), "{url}");
+    assert!(
+        url.starts_with(&app.url(&format!("/authorize/{id}?t="))),
+        "merchants get pisgate's hop, never the bank's link: {url}"
+    );
+    assert!(!created.to_string().contains(&app.sandbox_url), "{created}");
 
     let back = app.sign(&url, "psu-flow", true).await;
     assert_eq!(back.status(), 303);
@@ -86,7 +90,9 @@ async fn full_flow(app: &TestApp, body: Value) {
         kinds(&evs),
         [
             "created",
+            "initiation_attempt",
             "initiated",
+            "authorization_opened",
             "callback",
             "token_exchanged",
             "status_changed"
@@ -100,7 +106,7 @@ async fn full_flow(app: &TestApp, body: Value) {
         .await
         .unwrap();
     assert!(report.is_ok(), "{report:?}");
-    assert_eq!(report.events_checked, 5);
+    assert_eq!(report.events_checked, 7);
 }
 
 #[tokio::test]
@@ -327,15 +333,19 @@ async fn forged_reused_and_expired_states_exchange_nothing() {
         app.client.get(&callback).send().await.unwrap().status(),
         303
     );
-    // ...and a replay exchanges nothing more.
-    assert_eq!(
-        app.client.get(&callback).send().await.unwrap().status(),
-        400
+    // ...and a replay (refresh, Back, a proxy retry) redirects again and exchanges nothing.
+    let again = app.client.get(&callback).send().await.unwrap();
+    assert_eq!(again.status(), 303);
+    assert!(
+        again.headers()["location"]
+            .to_str()
+            .unwrap()
+            .ends_with("&status=authorized")
     );
     let token_calls = app.bank_calls(Operation::Token);
     assert_eq!(token_calls, 1);
 
-    // Expired: another payment whose state is past its window.
+    // Expired: another payment whose state is past its late-signing horizon.
     let created = app.create_payment(&m.api_key, &body("FI")).await;
     let callback = app
         .sign_at_bank(
@@ -608,7 +618,7 @@ async fn a_missing_idempotency_key_is_422_naming_the_header() {
 }
 
 #[tokio::test]
-async fn a_bank_failure_after_the_commit_ends_failed_and_replays() {
+async fn a_bank_that_provably_created_nothing_leaves_the_payment_open_for_the_same_key() {
     let app = spawn_app_full(&[], |c| {
         c.faults = vec![
             serde_json::from_value(json!({"operation": "initiate", "kind": "http503", "times": 1}))
@@ -617,31 +627,82 @@ async fn a_bank_failure_after_the_commit_ends_failed_and_replays() {
     })
     .await;
     let m = app.create_merchant("Shop").await;
-    let r = app.post_payment(&m.api_key, "k-fail", &body("FI")).await;
+    let r = app.post_payment(&m.api_key, "k-503", &body("FI")).await;
     let problem = assert_problem(r, 502, "bank_unavailable").await;
-    let payment: (String, String, Option<String>) =
-        sqlx::query_as("SELECT id::text, status, failure_code FROM payments")
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
-    assert_eq!(payment.1, "failed");
-    assert_eq!(payment.2.as_deref(), Some("bank_unavailable"));
-    // A retry with the same key replays the same answer and never calls the bank again.
-    let again = app.post_payment(&m.api_key, "k-fail", &body("FI")).await;
-    assert_eq!(again.status(), 502);
-    assert_eq!(again.headers()["idempotent-replayed"], "true");
-    assert_eq!(again.headers()["content-type"], "application/problem+json");
-    // The very first answer, its request_id included.
+    assert!(
+        problem["detail"].as_str().unwrap().contains("same Idempotency-Key"),
+        "{problem}"
+    );
+    let payment: (String, String, String, Option<String>) = sqlx::query_as(
+        "SELECT id::text, status, initiation, failure_code FROM payments",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(payment.1, "awaiting_authorization", "a 503 is no refusal");
+    assert_eq!(payment.2, "not_created");
+    assert_eq!(payment.3, None);
+    // The retry with the same key resumes the same payment at once.
+    let again = app.post_payment(&m.api_key, "k-503", &body("FI")).await;
+    assert_eq!(again.status(), 201);
     let again: Value = again.json().await.unwrap();
-    assert_eq!(again, problem);
-    let initiations = app.bank_calls(Operation::Initiate);
-    assert_eq!(initiations, 1);
+    assert_eq!(again["id"], payment.0.as_str());
+    assert!(again["authorization_url"].is_string(), "{again}");
+    assert_eq!(again["initiation"], "initiated");
+    assert_eq!(app.bank_calls(Operation::Initiate), 2);
+    assert_eq!(app.bank_payments_for(&payment.0).len(), 1);
     let evs = events(&app, &m.api_key, &payment.0).await;
-    assert_eq!(kinds(&evs), ["created", "initiation_failed"]);
+    assert_eq!(
+        kinds(&evs),
+        [
+            "created",
+            "initiation_attempt",
+            "initiation_unanswered",
+            "initiation_attempt",
+            "initiated"
+        ]
+    );
+    assert_eq!(evs[2]["detail"]["outcome"], "not_created");
+    // And now it replays.
+    let third = app.post_payment(&m.api_key, "k-503", &body("FI")).await;
+    assert_eq!(third.headers()["idempotent-replayed"], "true");
+    assert_eq!(app.bank_calls(Operation::Initiate), 2);
 }
 
 #[tokio::test]
-async fn a_bank_timeout_after_the_commit_ends_failed() {
+async fn an_explicit_refusal_by_the_bank_ends_failed_and_replays() {
+    let app = spawn_app_full(&[], |c| {
+        c.expected_originating_host = Some("not-us.example".into());
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let r = app.post_payment(&m.api_key, "k-refused", &body("FI")).await;
+    let problem = assert_problem(r, 502, "bank_unavailable").await;
+    let payment: (String, String, String, Option<String>) = sqlx::query_as(
+        "SELECT id::text, status, initiation, failure_code FROM payments",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(payment.1, "failed");
+    assert_eq!(payment.3.as_deref(), Some("bank_configuration_error"));
+    // A retry with the same key replays the same answer and never calls the bank again.
+    let again = app.post_payment(&m.api_key, "k-refused", &body("FI")).await;
+    assert_eq!(again.status(), 502);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.headers()["content-type"], "application/problem+json");
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again, problem, "the very first answer, its request_id included");
+    assert_eq!(app.bank_calls(Operation::Initiate), 1);
+    let evs = events(&app, &m.api_key, &payment.0).await;
+    assert_eq!(
+        kinds(&evs),
+        ["created", "initiation_attempt", "initiation_refused"]
+    );
+}
+
+#[tokio::test]
+async fn a_bank_timeout_after_the_commit_is_an_unknown_outcome_not_a_failure() {
     let app = spawn_app_full(&[("PISGATE__NORDEA__REQUEST_TIMEOUT_SECS", "1")], |c| {
         c.faults = vec![
             serde_json::from_value(json!({"operation": "initiate", "kind": "latency", "ms": 3000}))
@@ -651,21 +712,23 @@ async fn a_bank_timeout_after_the_commit_ends_failed() {
     .await;
     let m = app.create_merchant("Shop").await;
     let r = app.post_payment(&m.api_key, "k-slow", &body("DK")).await;
-    assert_problem(r, 502, "bank_unavailable").await;
-    let status: String = sqlx::query_scalar("SELECT status FROM payments")
-        .fetch_one(&app.pool)
-        .await
-        .unwrap();
-    assert_eq!(status, "failed");
+    assert_problem(r, 502, "initiation_outcome_unknown").await;
+    let (status, initiation): (String, String) =
+        sqlx::query_as("SELECT status, initiation FROM payments")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "awaiting_authorization");
+    assert_eq!(initiation, "outcome_unknown");
 }
 
 #[tokio::test]
 async fn an_interrupted_request_is_resumed_by_a_retry_with_the_same_key() {
     let app =
-        crate::helpers::spawn_app_with(&[("PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS", "1")])
+        crate::helpers::spawn_app_with(&[("PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS", "2")])
             .await;
     let m = app.create_merchant("Shop").await;
-    // Simulate a replica that committed the payment and died before calling the bank.
+    // A replica that recorded the bank's answer and died before answering the merchant.
     let key = "k-crash";
     let first = app.post_payment(&m.api_key, key, &body("FI")).await;
     assert_eq!(first.status(), 201);
@@ -673,17 +736,25 @@ async fn an_interrupted_request_is_resumed_by_a_retry_with_the_same_key() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    sqlx::query("UPDATE idempotency_keys SET response_status = NULL, response_body = NULL, created_at = now() - interval '10 seconds'")
+    sqlx::query("UPDATE idempotency_keys SET response_status = NULL, response_body = NULL, completed_at = NULL, locked_until = now() + interval '2 seconds'")
         .execute(&app.pool).await.unwrap();
+    // Within the in-flight bound: its own code, with a Retry-After.
+    let early = app.post_payment(&m.api_key, key, &body("FI")).await;
+    assert!(early.headers().contains_key("retry-after"));
+    assert_problem(early, 409, "idempotency_key_in_flight").await;
+    tokio::time::sleep(std::time::Duration::from_millis(2100)).await;
     let retry = app.post_payment(&m.api_key, key, &body("FI")).await;
     assert_eq!(retry.status(), 201);
     let retry: Value = retry.json().await.unwrap();
     assert_eq!(retry["id"], id, "the same payment, not a new one");
+    assert!(retry["authorization_url"].is_string());
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!(count, 1);
+    // Its bank answer was recorded: the resume never initiates it again.
+    assert_eq!(app.bank_calls(Operation::Initiate), 1);
 }
 
 #[tokio::test]
@@ -829,7 +900,7 @@ async fn funds_and_cancel_report_the_banks_answers() {
     let r = app
         .get_as(&format!("/v1/payments/{id}/funds"), &m.api_key)
         .await;
-    assert_problem(r, 409, "conflict").await;
+    assert_problem(r, 409, "no_shopper_token").await;
     assert_eq!(
         app.sign(p["authorization_url"].as_str().unwrap(), "psu-f", true)
             .await
@@ -844,7 +915,8 @@ async fn funds_and_cancel_report_the_banks_answers() {
         .unwrap();
     assert_eq!(funds["available"], false);
 
-    // A paid payment cannot be cancelled at the bank: the bank's per-id error is reported.
+    // A payment the bank already executed cannot be cancelled: the bank refuses, its status
+    // is read, and the payment ends paid with a cancel_too_late event.
     let bank_id = app.get_payment(&m.api_key, id).await["bank_payment_id"]
         .as_str()
         .unwrap()
@@ -858,14 +930,14 @@ async fn funds_and_cancel_report_the_banks_answers() {
         .send()
         .await
         .unwrap();
-    let problem = assert_problem(r, 422, "bank_rejected").await;
-    assert!(
-        problem["errors"][0]["code"]
-            .as_str()
-            .unwrap()
-            .contains("not_deletable"),
-        "{problem}"
-    );
+    assert_problem(r, 409, "cancel_too_late").await;
     let evs = events(&app, &m.api_key, id).await;
-    assert_eq!(evs.last().unwrap()["kind"], "cancel_refused");
+    let tail: Vec<String> = kinds(&evs).into_iter().rev().take(4).rev().collect();
+    assert_eq!(
+        tail,
+        ["cancel_requested", "cancel_refused", "status_changed", "cancel_too_late"]
+    );
+    let now = app.get_payment(&m.api_key, id).await;
+    assert_eq!(now["status"], "paid");
+    assert_eq!(now["bank_status"], "Paid");
 }

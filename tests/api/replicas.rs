@@ -145,6 +145,7 @@ async fn three_replicas_poll_a_thousand_payments_to_final_states_once_each() {
     let key = merchant(&pool).await;
     let settings = poller(&[
         ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "20"),
+        ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "20"),
         ("PISGATE__POLLER__LEASE", "15s"),
         ("PISGATE__POLLER__RATE_PER_SEC", "400"),
         ("PISGATE__POLLER__CONCURRENCY", "32"),

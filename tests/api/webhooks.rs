@@ -521,7 +521,7 @@ async fn an_endpoint_that_answers_410_is_disabled_and_receives_nothing_more() {
         &m.api_key,
     )
     .await;
-    assert_problem(r, 409, "conflict").await;
+    assert_problem(r, 409, "endpoint_not_enabled").await;
 }
 
 #[tokio::test]
@@ -715,7 +715,7 @@ async fn deleting_an_endpoint_stops_its_deliveries() {
         &m.api_key,
     )
     .await;
-    assert_problem(r, 409, "conflict").await;
+    assert_problem(r, 409, "endpoint_not_enabled").await;
     // Deleting again changes nothing.
     let r = delete_as(&app, &format!("/v1/webhook-endpoints/{doomed}"), &m.api_key).await;
     assert_eq!(r.status(), 204);
@@ -951,7 +951,7 @@ async fn a_merchant_has_at_most_twenty_enabled_endpoints() {
         &json!({ "url": "https://hooks.example.com/21" }),
     )
     .await;
-    let problem = assert_problem(r, 409, "conflict").await;
+    let problem = assert_problem(r, 409, "too_many_endpoints").await;
     assert!(
         problem["detail"].as_str().unwrap().contains("at most 20"),
         "{problem}"

@@ -95,7 +95,10 @@ fn status_polls(app: &TestApp, bank_payment_id: &str) -> Vec<RecordedRequest> {
 #[tokio::test]
 async fn payments_end_paid_expired_or_failed_with_no_client_action() {
     let app = spawn_app_full(
-        &with(&[("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "3")]),
+        &with(&[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "3"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "4"),
+        ]),
         |c| c.paid_delay = Duration::from_millis(800),
     )
     .await;
@@ -126,7 +129,7 @@ async fn payments_end_paid_expired_or_failed_with_no_client_action() {
     assert_eq!(views[0]["status"], "paid", "{}", views[0]);
     assert_eq!(views[0]["bank_status"], "Paid");
     assert_eq!(views[1]["status"], "expired", "{}", views[1]);
-    assert_eq!(views[1]["failure"]["code"], "signing_window_expired");
+    assert_eq!(views[1]["failure"]["code"], "not_signed");
     assert_eq!(views[2]["status"], "authorization_failed", "{}", views[2]);
     assert_eq!(views[2]["bank_status"], "UserApprovalCancelled");
 
