@@ -12,5 +12,6 @@ mod nordea;
 mod payments;
 mod replicas;
 mod serve;
+mod truth;
 mod webhooks;
 mod workers;

@@ -630,15 +630,17 @@ async fn a_bank_that_provably_created_nothing_leaves_the_payment_open_for_the_sa
     let r = app.post_payment(&m.api_key, "k-503", &body("FI")).await;
     let problem = assert_problem(r, 502, "bank_unavailable").await;
     assert!(
-        problem["detail"].as_str().unwrap().contains("same Idempotency-Key"),
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("same Idempotency-Key"),
         "{problem}"
     );
-    let payment: (String, String, String, Option<String>) = sqlx::query_as(
-        "SELECT id::text, status, initiation, failure_code FROM payments",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let payment: (String, String, String, Option<String>) =
+        sqlx::query_as("SELECT id::text, status, initiation, failure_code FROM payments")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(payment.1, "awaiting_authorization", "a 503 is no refusal");
     assert_eq!(payment.2, "not_created");
     assert_eq!(payment.3, None);
@@ -678,12 +680,11 @@ async fn an_explicit_refusal_by_the_bank_ends_failed_and_replays() {
     let m = app.create_merchant("Shop").await;
     let r = app.post_payment(&m.api_key, "k-refused", &body("FI")).await;
     let problem = assert_problem(r, 502, "bank_unavailable").await;
-    let payment: (String, String, String, Option<String>) = sqlx::query_as(
-        "SELECT id::text, status, initiation, failure_code FROM payments",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let payment: (String, String, String, Option<String>) =
+        sqlx::query_as("SELECT id::text, status, initiation, failure_code FROM payments")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
     assert_eq!(payment.1, "failed");
     assert_eq!(payment.3.as_deref(), Some("bank_configuration_error"));
     // A retry with the same key replays the same answer and never calls the bank again.
@@ -692,7 +693,10 @@ async fn an_explicit_refusal_by_the_bank_ends_failed_and_replays() {
     assert_eq!(again.headers()["idempotent-replayed"], "true");
     assert_eq!(again.headers()["content-type"], "application/problem+json");
     let again: Value = again.json().await.unwrap();
-    assert_eq!(again, problem, "the very first answer, its request_id included");
+    assert_eq!(
+        again, problem,
+        "the very first answer, its request_id included"
+    );
     assert_eq!(app.bank_calls(Operation::Initiate), 1);
     let evs = events(&app, &m.api_key, &payment.0).await;
     assert_eq!(
@@ -935,7 +939,12 @@ async fn funds_and_cancel_report_the_banks_answers() {
     let tail: Vec<String> = kinds(&evs).into_iter().rev().take(4).rev().collect();
     assert_eq!(
         tail,
-        ["cancel_requested", "cancel_refused", "status_changed", "cancel_too_late"]
+        [
+            "cancel_requested",
+            "cancel_refused",
+            "status_changed",
+            "cancel_too_late"
+        ]
     );
     let now = app.get_payment(&m.api_key, id).await;
     assert_eq!(now["status"], "paid");

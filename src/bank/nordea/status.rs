@@ -113,9 +113,11 @@ impl NordeaStatus {
             NordeaStatus::Rejected
             | NordeaStatus::InsufficientFunds
             | NordeaStatus::LimitExceeded => PaymentStatus::Rejected,
-            NordeaStatus::UserApprovalFailed
-            | NordeaStatus::UserApprovalTimeout
-            | NordeaStatus::UserApprovalCancelled => PaymentStatus::AuthorizationFailed,
+            NordeaStatus::UserApprovalFailed | NordeaStatus::UserApprovalCancelled => {
+                PaymentStatus::AuthorizationFailed
+            }
+            // The bank's evidence that it can no longer be signed (design.md's mapping).
+            NordeaStatus::UserApprovalTimeout => PaymentStatus::Expired,
             NordeaStatus::Cancelled | NordeaStatus::Stopped => PaymentStatus::Cancelled,
             NordeaStatus::Unknown => return None,
         })
@@ -151,7 +153,7 @@ mod tests {
             ("InsufficientFunds", Some(P::Rejected)),
             ("LimitExceeded", Some(P::Rejected)),
             ("UserApprovalFailed", Some(P::AuthorizationFailed)),
-            ("UserApprovalTimeout", Some(P::AuthorizationFailed)),
+            ("UserApprovalTimeout", Some(P::Expired)),
             ("UserApprovalCancelled", Some(P::AuthorizationFailed)),
             ("Cancelled", Some(P::Cancelled)),
             ("Stopped", Some(P::Cancelled)),
