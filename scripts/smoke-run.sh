@@ -57,7 +57,10 @@ status, _, text = call(f"{base}/v1/payments", body, {
     "Authorization": f"Bearer {key}", "Idempotency-Key": "smoke-1", "Content-Type": "application/json"})
 assert status == 201, (status, text)
 payment = json.loads(text)
-status, _, page = call(payment["authorization_url"])
+# authorization_url is pisgate's hop: it sends the browser on to the bank's signing page.
+status, headers, page = call(payment["authorization_url"])
+assert status == 303, (status, page)
+status, _, page = call(headers["Location"])
 assert status == 200, (status, page)
 action = re.search(r'action="([^"]+)"', page).group(1).replace("&amp;", "&")
 form = urllib.parse.urlencode({"decision": "approve", "psu_id": "smoke-shopper"}).encode()
