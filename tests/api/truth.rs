@@ -155,6 +155,9 @@ fn bank_final(status: BankStatus) -> Option<&'static str> {
     }
 }
 
+/// id, status, bank payment id, bank status, cancel requested.
+type Row = (Uuid, String, Option<String>, Option<String>, bool);
+
 /// Compares every payment pisgate holds with the sandbox bank's view of it and returns the
 /// disagreements:
 /// - a final status must be the bank's final status (UserApprovalTimeout may end
@@ -165,9 +168,6 @@ fn bank_final(status: BankStatus) -> Option<&'static str> {
 /// - a bank payment of a lost attempt (not the one pisgate recorded) was never opened: its
 ///   link never reached anybody;
 /// - the bank status pisgate shows is the bank's last word once the payment is final.
-/// id, status, bank payment id, bank status, cancel requested.
-type Row = (Uuid, String, Option<String>, Option<String>, bool);
-
 async fn sweep(app: &TestApp) -> Vec<String> {
     let rows: Vec<Row> = sqlx::query_as(
         "SELECT id, status, bank_payment_id, bank_status, cancel_requested_at IS NOT NULL
