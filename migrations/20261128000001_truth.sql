@@ -27,9 +27,12 @@ ALTER TABLE payments
     ADD COLUMN cancel_requested_at     timestamptz,
     ADD COLUMN callback_claimed_until  timestamptz;
 
+-- Payments from before the hop handed the bank's link to merchants directly: as far as we
+-- know, a shopper may have opened it.
 UPDATE payments
 SET expires_at = state_expires_at,
     sign_horizon_at = state_expires_at,
+    hop_opened_at = CASE WHEN authorization_url IS NOT NULL THEN created_at END,
     initiation = CASE WHEN bank_payment_id IS NULL AND status = 'awaiting_authorization'
                       THEN 'pending' ELSE 'initiated' END;
 

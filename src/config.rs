@@ -643,6 +643,13 @@ impl Settings {
                 raw.payments.idempotency_stale_after_secs,
             )?,
         };
+        const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
+        if payments.late_signing_horizon > MONTH {
+            return Err(SettingsError::invalid(
+                "payments.late_signing_horizon_secs",
+                "must be at most 30 days",
+            ));
+        }
         if payments.late_signing_horizon < payments.signing_window {
             return Err(SettingsError::invalid(
                 "payments.late_signing_horizon_secs",
@@ -662,6 +669,12 @@ impl Settings {
                 raw.callback.exchange_deadline,
             )?,
         };
+        if callback.exchange_deadline > Duration::from_secs(3600) {
+            return Err(SettingsError::invalid(
+                "callback.exchange_deadline",
+                "must be at most an hour (a bank's authorization code lives minutes)",
+            ));
+        }
         if callback.redirect_timeout >= server.request_timeout {
             return Err(SettingsError::invalid(
                 "callback.redirect_timeout",
@@ -1094,6 +1107,22 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("PISGATE__SANDBOX__TOKEN_IDENTITY"), "{err}");
+    }
+
+    #[test]
+    fn settings_that_would_break_the_truth_rule_are_refused_at_start() {
+        let refused = |k: &str, v: &str| {
+            let e = Settings::load_from(&sources(&[DB, (k, v)]))
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(k), "{k}={v}: {e}");
+        };
+        // A horizon before the window would expire payments a shopper may still sign.
+        refused("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "60");
+        // A key held longer than the server lets a request run: the merchant gets no answer.
+        refused("PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS", "30");
+        refused("PISGATE__CALLBACK__REDIRECT_TIMEOUT", "30s");
+        refused("PISGATE__CALLBACK__EXCHANGE_DEADLINE", "2h");
     }
 
     #[test]

@@ -166,7 +166,6 @@ async fn handle(
     raw: HashMap<String, String>,
 ) -> anyhow::Result<Response> {
     let started = Instant::now();
-    let bound = state.settings.callback.redirect_timeout;
     let param = |k: &str| raw.get(k).cloned().filter(|v| !v.is_empty());
     let Some(oauth_state) = param("state") else {
         tracing::warn!("callback without state");
@@ -189,6 +188,30 @@ async fn handle(
     };
     tracing::Span::current().record("payment_id", tracing::field::display(p.id));
     let psu = psu_context(headers);
+    match returned(state, &p, &raw, psu, started).await {
+        Ok(response) => Ok(response),
+        Err(e) => {
+            // The shopper still goes back to the shop; the poller learns the outcome.
+            tracing::error!(
+                error = format!("{e:#}"),
+                "handling the return failed; redirecting anyway"
+            );
+            Ok(redirect_to_merchant(&p, "processing"))
+        }
+    }
+}
+
+/// The shopper's return for a known payment.
+async fn returned(
+    state: &AppState,
+    p: &PaymentRecord,
+    raw: &HashMap<String, String>,
+    psu: PsuContext,
+    started: Instant,
+) -> anyhow::Result<Response> {
+    let bound = state.settings.callback.redirect_timeout;
+    let param = |k: &str| raw.get(k).cloned().filter(|v| !v.is_empty());
+    let p = p.clone();
 
     if let Some(error) = param("error") {
         // A hint, never a transition: the bank's status decides.
@@ -325,17 +348,21 @@ async fn exchange_and_store(
     // Until the bank tells us who the shopper is, the key we can lease is the merchant's
     // shopper id (or the payment): the bank's identity is only known after the exchange.
     let lock_key = psu_key(p, None);
+    // Waiting for another exchange of this shopper may take at most half the deadline, so
+    // that this one still has time to run.
     let Some(mut lease) = tokens::lease_psu(
         &state.pool,
         &p.bank,
         &lock_key,
         lease_len,
-        cfg.exchange_deadline,
+        cfg.exchange_deadline / 2,
     )
     .await?
     else {
         payments::release_callback(&state.pool, p.id).await?;
-        anyhow::bail!("another exchange for this shopper held its lease too long");
+        anyhow::bail!(
+            "another exchange for this shopper held its lease too long; a repeated callback can try again"
+        );
     };
     let issue_seq = tokens::next_issue_seq(&mut *state.pool.acquire().await?).await?;
     let result = exchange_with_retries(state, &code, deadline).await;
@@ -430,6 +457,13 @@ async fn exchange_with_retries(
     loop {
         attempt += 1;
         let left = deadline.saturating_duration_since(Instant::now());
+        if left < Duration::from_millis(500) {
+            // Not sent: the code is still good for a repeated callback.
+            return Err(BankError::Unavailable {
+                detail: "no time left for the code exchange; not sent".into(),
+                retry_safe: true,
+            });
+        }
         let answer =
             match tokio::time::timeout(left, state.bank.exchange_code(code, &redirect_uri)).await {
                 Ok(answer) => answer,

@@ -265,6 +265,14 @@ async fn create_payment(
     Ok(response)
 }
 
+/// An error's status and problem body, as the idempotency record keeps them.
+fn problem_answer(error: &ApiError) -> anyhow::Result<(StatusCode, Value)> {
+    Ok((
+        error.status(),
+        serde_json::to_value(error.problem()).context("problem")?,
+    ))
+}
+
 fn outcome_unknown() -> ApiError {
     ApiError::InitiationOutcomeUnknown(
         "the bank's answer to this payment was lost or unreadable, so we cannot tell whether it was created; retry with the same Idempotency-Key to resume it (it can never be paid twice)".into(),
@@ -321,10 +329,14 @@ async fn try_record_outcome(
             )
             .await?;
             if !recorded {
+                // A newer attempt owns the payment (or it ended): this answer is an orphan
+                // in the ledger, and the key belongs to that attempt.
                 tracing::warn!(
                     attempt,
                     "a newer attempt owns this payment; this answer is kept as an orphan"
                 );
+                tx.commit().await?;
+                return problem_answer(&outcome_unknown());
             }
             let record = payments::get(&mut tx, payment_id)
                 .await?
@@ -333,9 +345,22 @@ async fn try_record_outcome(
             idempotency::complete(&mut tx, merchant_id, key, 201, &body).await?;
             (StatusCode::CREATED, body)
         }
+        Err(error) if !payments::is_current_attempt(&mut tx, payment_id, attempt).await? => {
+            tracing::warn!(error = %error, attempt, "a newer attempt owns this payment; this attempt's answer is only noted");
+            payments::note(
+                &mut tx,
+                payment_id,
+                "initiation_superseded",
+                json!({ "attempt": attempt, "error": error.kind(), "detail": error.to_string() }),
+            )
+            .await?;
+            tx.commit().await?;
+            return problem_answer(&outcome_unknown());
+        }
         Err(error) if is_refusal(error) => {
             let (code, api_error) = initiation_refused(error);
             tracing::warn!(error = %error, kind = error.kind(), "the bank refused the initiation");
+            payments::mark_refused(&mut tx, payment_id).await?;
             payments::transition(
                 &mut tx,
                 payment_id,
@@ -349,16 +374,9 @@ async fn try_record_outcome(
             )
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-            let body = serde_json::to_value(api_error.problem()).context("problem")?;
-            idempotency::complete(
-                &mut tx,
-                merchant_id,
-                key,
-                api_error.status().as_u16(),
-                &body,
-            )
-            .await?;
-            (api_error.status(), body)
+            let (status, body) = problem_answer(&api_error)?;
+            idempotency::complete(&mut tx, merchant_id, key, status.as_u16(), &body).await?;
+            (status, body)
         }
         Err(error) => {
             let not_created = error.provably_not_processed();
@@ -384,8 +402,7 @@ async fn try_record_outcome(
             } else {
                 outcome_unknown()
             };
-            let body = serde_json::to_value(api_error.problem()).context("problem")?;
-            (api_error.status(), body)
+            problem_answer(&api_error)?
         }
     };
     tx.commit().await?;

@@ -62,11 +62,21 @@ pub struct PaymentRecord {
     pub initiation: String,
     pub initiation_attempts: i32,
     pub cancel_requested_at: Option<DateTime<Utc>>,
+    /// A callback is running the code exchange until then.
+    pub callback_claimed_until: Option<DateTime<Utc>>,
 }
 
 impl PaymentRecord {
     pub fn status(&self) -> PaymentStatus {
         PaymentStatus::parse(&self.status).unwrap_or(PaymentStatus::Failed)
+    }
+
+    /// Whether a shopper has come back from the bank, or is coming back right now: such a
+    /// payment is signed as far as we can tell, and only the bank's word ends it.
+    pub fn shopper_returned(&self, now: DateTime<Utc>) -> bool {
+        self.psu_key.is_some()
+            || self.state_used_at.is_some()
+            || self.callback_claimed_until.is_some_and(|t| t > now)
     }
 
     /// Whether the bank's answer to the initiation is recorded (so its link exists).
@@ -106,7 +116,7 @@ macro_rules! select_payment {
                     failure_detail, created_at, updated_at, recurring_remaining,
                     recurring_executions, expires_at, sign_horizon_at, authorize_token,
                     authorize_url, hop_opened_at, initiation, initiation_attempts,
-                    cancel_requested_at
+                    cancel_requested_at, callback_claimed_until
              FROM payments " + $tail
             $(, $arg)*
         )
@@ -355,6 +365,37 @@ pub async fn record_initiated(
     Ok(recorded)
 }
 
+/// Whether `attempt` is still the payment's current, unanswered attempt; locks the row for
+/// the caller's transaction. Only that attempt may record a refusal or give its key back.
+pub async fn is_current_attempt(
+    conn: &mut PgConnection,
+    id: Uuid,
+    attempt: i32,
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        r#"SELECT 1 AS "one!" FROM payments
+           WHERE id = $1 AND initiation_attempts = $2 AND initiation = 'pending'
+             AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
+           FOR UPDATE"#,
+        id,
+        attempt
+    )
+    .fetch_optional(conn)
+    .await?
+    .is_some())
+}
+
+/// Records that the bank refused attempt `attempt` (call [`transition`] to `failed` with it).
+pub async fn mark_refused(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE payments SET initiation = 'refused' WHERE id = $1 AND initiation = 'pending'",
+        id
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 /// Records that attempt `attempt` got no answer pisgate can trust (`outcome_unknown`: a
 /// timeout or a dropped connection after sending, an unreadable answer) or provably created
 /// nothing (`not_created`: 429, 503, connection refused). The payment stays open for a retry
@@ -591,7 +632,12 @@ pub async fn transition(
     let to = match outcome {
         Ok(Transition::Changed { to, .. }) => to,
         Ok(Transition::Unchanged(_)) | Err(_) => {
-            if change.bank_status.is_some() && change.bank_status != current.bank_status.as_deref()
+            // A refused change may come from an older read (a poll answered before the
+            // callback's): only a final word of the bank is worth showing then.
+            let worth_showing = outcome.is_ok() || change.evidence.status().is_final();
+            if worth_showing
+                && change.bank_status.is_some()
+                && change.bank_status != current.bank_status.as_deref()
             {
                 sqlx::query!(
                     "UPDATE payments SET bank_status = $2 WHERE id = $1",
@@ -617,6 +663,23 @@ pub async fn transition(
             return Ok(None);
         }
     };
+    if from == PaymentStatus::AwaitingAuthorization && to == PaymentStatus::Paid {
+        // Paid implies authorized: the merchant hears both, in order, even when no poll
+        // caught the bank in between.
+        Box::pin(transition(
+            conn,
+            id,
+            Change {
+                evidence: Evidence::Bank(PaymentStatus::Authorized),
+                bank_status: change.bank_status,
+                kind: change.kind,
+                detail: json!({ "implied_by": "paid" }),
+                failure: None,
+            },
+        ))
+        .await?;
+        return Box::pin(transition(conn, id, change)).await;
+    }
     let (failure_code, failure_detail) = change
         .failure
         .or_else(|| default_failure(change.evidence))

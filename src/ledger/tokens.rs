@@ -12,7 +12,11 @@
 //!    the bank call it covers (callers bound the call below it).
 //! 2. [`next_issue_seq`] is taken under that lease *before* calling the bank, and [`store`]
 //!    only replaces a row whose token is older. So even if a lease ran out mid-exchange, an
-//!    exchange that finishes late can never overwrite a newer token.
+//!    exchange that finishes late can never overwrite a newer token. When the bank's answer
+//!    names the shopper (a key other than the one leased), the exchange takes that key's
+//!    lease too and a fresh number under it: a refresh that succeeded under that key was
+//!    issued before this exchange (the exchange revoked its refresh token), so this token
+//!    must come after it.
 //! 3. Where the bank's answer carries its issue time (`issued_at`, the id_token's `iat`),
 //!    that time orders the tokens instead of our sequence. It is the only order that holds
 //!    across lock keys: two merchants' exchanges for one bank shopper take different keys
@@ -226,7 +230,7 @@ pub async fn next_issue_seq(conn: &mut PgConnection) -> Result<i64, sqlx::Error>
 }
 
 /// Stores a token pair unless a newer token is already stored: newer by the bank's issue
-/// time when both have one, else by our issue sequence. The stored token is live again.
+/// time when both have one and they differ, else by our issue sequence. The stored token is live again.
 /// Returns whether it was stored.
 #[allow(clippy::too_many_arguments)]
 #[tracing::instrument(skip_all, fields(psu = %psu_log_id(bank, psu_key), bank = %bank, issue_seq, stored))]
@@ -267,6 +271,7 @@ pub async fn store(
                dead_reason = NULL,
                obtained_at = EXCLUDED.obtained_at
            WHERE CASE WHEN psu_tokens.issued_at IS NOT NULL AND EXCLUDED.issued_at IS NOT NULL
+                           AND psu_tokens.issued_at <> EXCLUDED.issued_at
                       THEN psu_tokens.issued_at < EXCLUDED.issued_at
                       ELSE psu_tokens.issue_seq < EXCLUDED.issue_seq END"#,
         bank,

@@ -63,7 +63,12 @@ impl From<&PaymentRecord> for PaymentView {
         // Shown once the bank's answer is recorded, while the payment awaits authorization.
         let authorization_url = (p.status() == PaymentStatus::AwaitingAuthorization
             && p.is_initiated())
-        .then(|| p.authorize_url.clone())
+        // Payments made before the hop existed keep the bank link they were given.
+        .then(|| {
+            p.authorize_url
+                .clone()
+                .or_else(|| p.authorization_url.clone())
+        })
         .flatten();
         PaymentView {
             id: p.id,

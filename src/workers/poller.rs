@@ -475,9 +475,24 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
                 bank_status,
                 failure,
             } => {
-                let cancel_requested = payments::get(&mut tx, p.id)
-                    .await?
-                    .is_some_and(|r| r.cancel_requested_at.is_some());
+                let Some(row) = payments::get(&mut tx, p.id).await? else {
+                    return Ok("lease_lost");
+                };
+                // Checked again under the row lock: a shopper who came back (or is coming
+                // back right now) signed, and only the bank's word ends that payment.
+                if row.shopper_returned(Utc::now()) {
+                    tracing::info!("the shopper came back at the horizon: not expiring");
+                    polls::reschedule(
+                        &mut tx,
+                        p.id,
+                        Some(after(ctx.settings.poller.signing_interval)),
+                        0,
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    return Ok("shopper_returned");
+                }
+                let cancel_requested = row.cancel_requested_at.is_some();
                 match payments::transition(
                     &mut tx,
                     p.id,

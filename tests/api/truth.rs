@@ -1020,7 +1020,10 @@ async fn a_cancel_the_bank_overtook_reports_paid_with_cancel_too_late() {
     wait_status(&app, &id, "paid", Duration::from_secs(10)).await;
     let kinds = ledger_kinds(&app, &id).await;
     assert!(kinds.contains(&"cancel_too_late".to_owned()), "{kinds:?}");
-    assert_eq!(webhooks_of(&app, &id).await, ["payment.paid"]);
+    assert_eq!(
+        webhooks_of(&app, &id).await,
+        ["payment.authorized", "payment.paid"]
+    );
     // And the merchant's cancel of a payment the bank already executed says so.
     let (id2, url2) = create(&app, &m, "DK").await;
     let action = reach_bank_page(&app, &url2).await;
@@ -1140,4 +1143,135 @@ async fn a_mixed_run_ends_with_pisgate_and_the_bank_agreeing_on_every_payment() 
         .await
         .unwrap();
     assert!(report.is_ok(), "{report:?}");
+}
+
+// The guards under the API ---------------------------------------------------------------
+
+#[tokio::test]
+async fn a_shopper_coming_back_at_the_horizon_is_never_expired() {
+    // The bank confirms slowly and the token endpoint is slow: the poller sees
+    // PendingUserApproval past the horizon while the shopper's return is being handled.
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
+            ("PISGATE__CALLBACK__REDIRECT_TIMEOUT", "1s"),
+        ],
+        true,
+        |c| {
+            c.confirm_delay = Duration::from_secs(6);
+            c.faults = vec![rule(FaultTarget::Token, Fault::Latency { ms: 2500 }, 1)];
+        },
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "FI").await;
+    let action = reach_bank_page(&app, &url).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let callback = press(&app, &action, "psu-edge", true).await;
+    follow(&app, &callback).await;
+    // Well past the horizon, the bank still says PendingUserApproval for a while.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
+    wait_status(&app, &id, "authorized", Duration::from_secs(15)).await;
+    assert!(
+        !webhooks_of(&app, &id)
+            .await
+            .contains(&"payment.expired".to_owned())
+    );
+    assert_agrees_with_the_bank(&app).await;
+}
+
+#[tokio::test]
+async fn only_the_current_attempt_records_and_paid_implies_authorized() {
+    use pisgate::domain::Evidence;
+    use pisgate::ledger::payments::{self, Change};
+    let app = app_with(&[], false, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let (id, _) = create(&app, &m, "FI").await;
+    let uuid: Uuid = id.parse().unwrap();
+    // Pretend the recorded attempt never happened: make it attempt 1 of a pending payment.
+    sqlx::query("UPDATE payments SET bank_payment_id = NULL, initiation = 'pending' WHERE id = $1")
+        .bind(uuid)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    let later = chrono::Utc::now() + chrono::Duration::minutes(10);
+    let attempt = payments::begin_attempt(&mut tx, uuid, &[7; 32], later, later)
+        .await
+        .unwrap();
+    assert_eq!(attempt, Some(2));
+    // Attempt 1's answers, arriving late, change nothing.
+    assert!(
+        !payments::is_current_attempt(&mut tx, uuid, 1)
+            .await
+            .unwrap()
+    );
+    assert!(
+        !payments::record_initiated(&mut tx, uuid, 1, "late-one", "https://bank/late", None)
+            .await
+            .unwrap()
+    );
+    payments::record_attempt_unanswered(&mut tx, uuid, 1, "outcome_unknown", json!({}))
+        .await
+        .unwrap();
+    let record = payments::get(&mut tx, uuid).await.unwrap().unwrap();
+    assert_eq!(record.initiation, "pending");
+    assert_eq!(record.bank_payment_id, None);
+    // Attempt 2's does.
+    assert!(
+        payments::is_current_attempt(&mut tx, uuid, 2)
+            .await
+            .unwrap()
+    );
+    assert!(
+        payments::record_initiated(&mut tx, uuid, 2, "current-one", "https://bank/now", None)
+            .await
+            .unwrap()
+    );
+    // A resume of a payment with a bank id is refused in SQL.
+    assert_eq!(
+        payments::begin_attempt(&mut tx, uuid, &[8; 32], later, later)
+            .await
+            .unwrap(),
+        None
+    );
+    // Paid straight from awaiting: the merchant hears authorized, then paid.
+    payments::transition(
+        &mut tx,
+        uuid,
+        Change {
+            evidence: Evidence::Bank(pisgate::domain::PaymentStatus::Paid),
+            bank_status: Some("Paid"),
+            kind: "status_changed",
+            detail: json!({}),
+            failure: None,
+        },
+    )
+    .await
+    .unwrap();
+    // An older read arriving after that does not move the bank status backwards.
+    let applied = payments::apply_bank_report(
+        &mut tx,
+        uuid,
+        "Confirmed",
+        Some(pisgate::domain::PaymentStatus::Authorized),
+        json!({}),
+    )
+    .await
+    .unwrap();
+    assert_eq!(applied, payments::Applied::Refused);
+    tx.commit().await.unwrap();
+    let kinds = ledger_kinds(&app, &id).await;
+    assert!(kinds.contains(&"initiation_orphan".to_owned()), "{kinds:?}");
+    assert_eq!(
+        webhooks_of(&app, &id).await,
+        ["payment.authorized", "payment.paid"]
+    );
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(
+        (p["status"].as_str(), p["bank_status"].as_str()),
+        (Some("paid"), Some("Paid"))
+    );
 }
