@@ -8,6 +8,7 @@ use crate::bank::nordea::{NordeaClient, NordeaConfig, SigningKey};
 use crate::config::{Settings, SettingsError};
 use crate::ledger;
 use crate::ledger::crypto::TokenCipher;
+use crate::ledger::health::DbHealth;
 use crate::workers::{WorkerContext, Workers};
 use anyhow::Context as _;
 use secrecy::{ExposeSecret, SecretString};
@@ -18,12 +19,16 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 
+/// How often the database is probed; an outage is answered `503` at once within this.
+const DB_PROBE_INTERVAL: Duration = Duration::from_millis(500);
+
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
     pool: PgPool,
     shutdown_timeout: Duration,
     workers: WorkerContext,
+    db_health: DbHealth,
 }
 
 impl Application {
@@ -81,7 +86,9 @@ impl Application {
             state.bank.clone(),
             state.cipher.clone(),
         );
+        let db_health = state.db_health.clone();
         Ok(Application {
+            db_health,
             listener,
             router: api::router(state),
             pool,
@@ -129,6 +136,11 @@ impl Application {
             let _ = workers_stop_tx.send(true);
             tokio::time::Instant::now()
         });
+        tokio::spawn(self.db_health.clone().watch(
+            self.pool.clone(),
+            DB_PROBE_INTERVAL,
+            workers_stop_rx.clone(),
+        ));
         let workers = Workers::spawn(self.workers, workers_stop_rx);
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
         let deadline = async {

@@ -177,6 +177,10 @@ pub struct PaymentSettings {
     /// past it a retry with the same key resumes the payment (a crashed replica's key within
     /// seconds). Below `server.request_timeout_secs`, so the merchant always gets an answer.
     pub idempotency_stale_after: Duration,
+    /// How long an Idempotency-Key and its answer are kept (at least 24 hours); a worker
+    /// purges them after that every `idempotency_purge_interval`.
+    pub idempotency_retention: Duration,
+    pub idempotency_purge_interval: Duration,
 }
 
 impl PaymentSettings {
@@ -326,6 +330,8 @@ struct RawPayments {
     signing_window_secs: Option<String>,
     late_signing_horizon_secs: Option<String>,
     idempotency_stale_after_secs: Option<String>,
+    idempotency_retention: Option<String>,
+    idempotency_purge_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -642,7 +648,21 @@ impl Settings {
                 "payments.idempotency_stale_after_secs",
                 raw.payments.idempotency_stale_after_secs,
             )?,
+            idempotency_retention: duration(
+                "payments.idempotency_retention",
+                raw.payments.idempotency_retention,
+            )?,
+            idempotency_purge_interval: duration(
+                "payments.idempotency_purge_interval",
+                raw.payments.idempotency_purge_interval,
+            )?,
         };
+        if payments.idempotency_retention < crate::ledger::idempotency::MIN_RETENTION {
+            return Err(SettingsError::invalid(
+                "payments.idempotency_retention",
+                "must be at least 24h (merchants retry for a day)",
+            ));
+        }
         const MONTH: Duration = Duration::from_secs(30 * 24 * 3600);
         if payments.late_signing_horizon > MONTH {
             return Err(SettingsError::invalid(

@@ -74,6 +74,12 @@ pub enum ApiError {
     RateLimited { retry_after_secs: u64 },
     #[error("the service is not ready: {0}")]
     Unavailable(String),
+    #[error("the database is unavailable; retry shortly")]
+    DatabaseUnavailable,
+    #[error(
+        "the request did not finish within the server's deadline; retry it (with the same Idempotency-Key for a payment)"
+    )]
+    DeadlineExceeded,
     #[error("the bank refused the request")]
     BankRejected(Vec<FieldError>),
     #[error("{0}")]
@@ -87,6 +93,10 @@ pub enum ApiError {
 
 impl From<sqlx::Error> for ApiError {
     fn from(e: sqlx::Error) -> Self {
+        if crate::ledger::health::is_unavailable(&e) {
+            tracing::warn!(error = %e, "database unavailable");
+            return ApiError::DatabaseUnavailable;
+        }
         ApiError::Internal(anyhow::Error::new(e).context("database error"))
     }
 }
@@ -120,7 +130,9 @@ impl ApiError {
             ApiError::PayloadTooLarge => StatusCode::PAYLOAD_TOO_LARGE,
             ApiError::UnsupportedMediaType(_) => StatusCode::UNSUPPORTED_MEDIA_TYPE,
             ApiError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
-            ApiError::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            ApiError::Unavailable(_)
+            | ApiError::DatabaseUnavailable
+            | ApiError::DeadlineExceeded => StatusCode::SERVICE_UNAVAILABLE,
             ApiError::BankUnavailable(_) | ApiError::InitiationOutcomeUnknown(_) => {
                 StatusCode::BAD_GATEWAY
             }
@@ -145,6 +157,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "unsupported_media_type",
             ApiError::RateLimited { .. } => "rate_limited",
             ApiError::Unavailable(_) => "service_unavailable",
+            ApiError::DatabaseUnavailable => "database_unavailable",
+            ApiError::DeadlineExceeded => "deadline_exceeded",
             ApiError::BankRejected(_) => "bank_rejected",
             ApiError::BankUnavailable(_) => "bank_unavailable",
             ApiError::InitiationOutcomeUnknown(_) => "initiation_outcome_unknown",
@@ -166,6 +180,8 @@ impl ApiError {
             ApiError::UnsupportedMediaType(_) => "Unsupported media type",
             ApiError::RateLimited { .. } => "Too many requests",
             ApiError::Unavailable(_) => "Service unavailable",
+            ApiError::DatabaseUnavailable => "Database unavailable",
+            ApiError::DeadlineExceeded => "Deadline exceeded",
             ApiError::BankRejected(_) => "Refused by the bank",
             ApiError::BankUnavailable(_) => "Bank unavailable",
             ApiError::InitiationOutcomeUnknown(_) => "Initiation outcome unknown",
@@ -210,14 +226,27 @@ impl ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        if let ApiError::Internal(e) = &self {
+        let this = match self {
+            // A known outage, however deep it surfaced: never a 500.
+            ApiError::Internal(e) if crate::ledger::health::chain_is_unavailable(&e) => {
+                tracing::warn!(error = format!("{e:#}"), "database unavailable");
+                ApiError::DatabaseUnavailable
+            }
+            other => other,
+        };
+        if let ApiError::Internal(e) = &this {
             tracing::error!(error = format!("{e:#}"), "request failed");
         }
-        let mut response = problem_response(self.status(), self.problem());
-        if let ApiError::RateLimited { retry_after_secs } = self {
+        let mut response = problem_response(this.status(), this.problem());
+        let retry_after = match this {
+            ApiError::RateLimited { retry_after_secs } => Some(retry_after_secs),
+            ApiError::DatabaseUnavailable | ApiError::DeadlineExceeded => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
             response
                 .headers_mut()
-                .insert(header::RETRY_AFTER, HeaderValue::from(retry_after_secs));
+                .insert(header::RETRY_AFTER, HeaderValue::from(secs));
         }
         response
     }
@@ -258,7 +287,7 @@ pub async fn problem_for_bare_errors(
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
         StatusCode::NOT_FOUND => ApiError::UnknownRoute(path),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
-        StatusCode::REQUEST_TIMEOUT => ApiError::BadRequest("the request took too long".into()),
+        StatusCode::REQUEST_TIMEOUT => ApiError::DeadlineExceeded,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {
             ApiError::UnsupportedMediaType("expected application/json".into())
         }

@@ -33,7 +33,13 @@ async fn healthz() -> Json<serde_json::Value> {
 
 /// Ready to take traffic: the database answers and every migration of this binary is applied.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    if state.db_health.is_down() {
+        return Err(ApiError::Unavailable(
+            "the database is not reachable".into(),
+        ));
+    }
     let pending = ledger::pending_migrations(&state.pool).await.map_err(|e| {
+        state.db_health.observe(&e);
         tracing::warn!(error = %e, "readiness: database check failed");
         ApiError::Unavailable("the database is not reachable".into())
     })?;

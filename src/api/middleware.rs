@@ -1,6 +1,8 @@
 //! Cross-cutting layers: request id, the request span, HTTP metrics, and the fallbacks.
 
+use crate::api::AppState;
 use crate::api::error::{ApiError, REQUEST_ID};
+use axum::extract::State;
 use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Uri};
 use axum::middleware::Next;
@@ -82,4 +84,37 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
         .or_else(|| panic.downcast_ref::<&str>().copied())
         .unwrap_or("unknown panic");
     ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
+}
+
+/// During a database outage (the watchdog's view), `/v1` answers `503 database_unavailable`
+/// with `Retry-After` at once instead of waiting for the pool.
+pub async fn database_gate(
+    State(state): State<AppState>,
+    request: Request,
+    next: Next,
+) -> Response {
+    if state.db_health.is_down() {
+        return ApiError::DatabaseUnavailable.into_response();
+    }
+    next.run(request).await
+}
+
+/// The server's per-request deadline: past it the request is dropped (nothing it had not
+/// committed is kept) and the client gets `503 deadline_exceeded` with `Retry-After`. A
+/// payment creation cut off this way is resumed by a retry with the same Idempotency-Key.
+pub async fn deadline(
+    State(bound): State<std::time::Duration>,
+    request: Request,
+    next: Next,
+) -> Response {
+    match tokio::time::timeout(bound, next.run(request)).await {
+        Ok(response) => response,
+        Err(_) => {
+            tracing::warn!(
+                bound_ms = bound.as_millis() as u64,
+                "request cut off at the server's deadline"
+            );
+            ApiError::DeadlineExceeded.into_response()
+        }
+    }
 }

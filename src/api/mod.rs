@@ -21,6 +21,7 @@ pub mod webhooks;
 use crate::bank::Bank;
 use crate::config::Settings;
 use crate::ledger::crypto::TokenCipher;
+use crate::ledger::health::DbHealth;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rate_limit::RateLimiter;
@@ -36,6 +37,8 @@ pub struct AppState {
     pub metrics: PrometheusHandle,
     pub bank: Arc<dyn Bank>,
     pub cipher: Arc<TokenCipher>,
+    /// Whether the database is reachable (a watchdog keeps it current).
+    pub db_health: DbHealth,
 }
 
 impl AppState {
@@ -57,6 +60,7 @@ impl AppState {
             metrics,
             bank,
             cipher,
+            db_health: DbHealth::default(),
         }
     }
 }
@@ -69,6 +73,11 @@ pub fn router(state: AppState) -> Router {
         .route_layer(axum::middleware::from_fn_with_state(
             state.clone(),
             auth::require_merchant,
+        ))
+        // Outermost: during a database outage, answer at once without touching the pool.
+        .route_layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            middleware::database_gate,
         ));
     let body_limit = state.settings.server.body_limit_bytes;
     let timeout = state.settings.server.request_timeout;
@@ -86,9 +95,9 @@ pub fn router(state: AppState) -> Router {
                 .layer(tower_http::catch_panic::CatchPanicLayer::custom(
                     middleware::panic_response,
                 ))
-                .layer(tower_http::timeout::TimeoutLayer::with_status_code(
-                    axum::http::StatusCode::REQUEST_TIMEOUT,
+                .layer(axum::middleware::from_fn_with_state(
                     timeout,
+                    middleware::deadline,
                 ))
                 .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
         )

@@ -136,6 +136,7 @@ async fn create_payment(
         &key,
         &validated.fingerprint,
         settings.idempotency_stale_after,
+        settings.idempotency_retention,
     )
     .await?;
     let (payment_id, attempt) = match claim {

@@ -16,8 +16,8 @@ use sqlx::{PgConnection, PgPool};
 use std::time::Duration;
 use uuid::Uuid;
 
-/// How long keys are kept.
-pub const RETENTION: Duration = Duration::from_secs(24 * 3600);
+/// The shortest time keys are kept (payment APIs promise at least a day).
+pub const MIN_RETENTION: Duration = Duration::from_secs(24 * 3600);
 
 /// What a new request with a key finds.
 #[derive(Debug)]
@@ -48,6 +48,7 @@ pub async fn claim(
     key: &str,
     request_hash: &[u8],
     in_flight_for: Duration,
+    retention: Duration,
 ) -> Result<Claim, sqlx::Error> {
     // An expired record no longer protects anything.
     sqlx::query!(
@@ -57,7 +58,9 @@ pub async fn claim(
     )
     .execute(&mut *conn)
     .await?;
-    let expires_at = Utc::now() + chrono::Duration::from_std(RETENTION).expect("fits");
+    let expires_at = Utc::now()
+        + chrono::Duration::from_std(retention.max(MIN_RETENTION))
+            .unwrap_or(chrono::Duration::days(1));
     let in_flight_ms = i64::try_from(in_flight_for.as_millis()).unwrap_or(i64::MAX);
     let inserted = sqlx::query!(
         r#"INSERT INTO idempotency_keys (merchant_id, key, request_hash, expires_at, locked_until)
@@ -173,12 +176,25 @@ pub async fn complete(
     Ok(())
 }
 
-/// Deletes expired records; returns how many.
-pub async fn purge_expired(pool: &PgPool, now: DateTime<Utc>) -> Result<u64, sqlx::Error> {
-    Ok(
-        sqlx::query!("DELETE FROM idempotency_keys WHERE expires_at < $1", now)
-            .execute(pool)
-            .await?
-            .rows_affected(),
+/// Deletes up to `batch` expired records (oldest first); returns how many. Call it until it
+/// deletes fewer than `batch`, so that no statement holds many locks for long.
+pub async fn purge_expired(
+    pool: &PgPool,
+    now: DateTime<Utc>,
+    batch: i64,
+) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        r#"DELETE FROM idempotency_keys
+           WHERE (merchant_id, key) IN (
+               SELECT merchant_id, key FROM idempotency_keys
+               WHERE expires_at < $1
+               ORDER BY expires_at
+               LIMIT $2
+               FOR UPDATE SKIP LOCKED)"#,
+        now,
+        batch
     )
+    .execute(pool)
+    .await?
+    .rows_affected())
 }

@@ -6,6 +6,7 @@
 
 pub mod crypto;
 pub mod events;
+pub mod health;
 pub mod idempotency;
 pub mod merchants;
 pub mod payments;

@@ -1,5 +1,5 @@
-//! Background workers inside `serve`, each switchable per replica: the status poller, the
-//! token refresher and the webhook dispatcher.
+//! Background workers inside `serve`: the status poller, the token refresher and the
+//! webhook dispatcher (each switchable per replica), and the idempotency purger.
 //!
 //! Replicas coordinate through Postgres only: work is claimed with `FOR UPDATE SKIP LOCKED`
 //! and a lease (the claim moves the row's due time to the end of the lease and names the
@@ -8,6 +8,7 @@
 //! in-flight work within a bound and hands its leases back at once.
 
 pub mod poller;
+pub mod purger;
 pub mod refresher;
 pub mod webhooks;
 
@@ -82,6 +83,11 @@ impl Workers {
                 tokio::spawn(refresher::run(ctx.clone(), stop.clone())),
             ));
         }
+        // Cheap and idempotent: every replica runs it.
+        handles.push((
+            "purger",
+            tokio::spawn(purger::run(ctx.clone(), stop.clone())),
+        ));
         if s.webhooks.enabled {
             handles.push((
                 "webhooks",

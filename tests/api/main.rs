@@ -9,6 +9,7 @@ mod helpers;
 mod ledger;
 mod logs;
 mod nordea;
+mod outages;
 mod payments;
 mod replicas;
 mod serve;

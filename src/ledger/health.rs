@@ -1,0 +1,113 @@
+//! Whether the database can be reached right now, so that callers can answer an outage
+//! at once (`503 database_unavailable`) instead of each waiting out the pool's acquire
+//! timeout.
+//!
+//! [`DbHealth`] is told about connection failures as they happen ([`DbHealth::observe`]) and
+//! a watchdog ([`DbHealth::watch`]) probes the database every interval with a bounded
+//! `SELECT 1`; the first failure marks it down, the first success up again. It never
+//! decides anything about data: a query error that is not about reaching the database
+//! (a constraint, a serialization failure) is not an outage.
+
+use sqlx::PgPool;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Shared, cheap to clone.
+#[derive(Debug, Clone, Default)]
+pub struct DbHealth {
+    down: Arc<AtomicBool>,
+}
+
+/// Whether an error means the database could not be reached (or went away), as opposed to a
+/// query the database refused.
+pub fn is_unavailable(e: &sqlx::Error) -> bool {
+    match e {
+        sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Io(_) => true,
+        sqlx::Error::Tls(_) | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => db.code().is_some_and(|code| {
+            // Class 08: connection exceptions; 57P01..57P03: shutdown, crash, not yet
+            // accepting connections; 53300: too many connections; 55000 at connect: the
+            // database is not accepting connections.
+            code.starts_with("08")
+                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "55000")
+        }),
+        _ => false,
+    }
+}
+
+/// Whether an error chain holds a database error that means "unreachable".
+pub fn chain_is_unavailable(e: &anyhow::Error) -> bool {
+    e.chain().any(|cause| {
+        cause
+            .downcast_ref::<sqlx::Error>()
+            .is_some_and(is_unavailable)
+    })
+}
+
+impl DbHealth {
+    pub fn is_down(&self) -> bool {
+        self.down.load(Ordering::Relaxed)
+    }
+
+    fn set(&self, down: bool) {
+        let was = self.down.swap(down, Ordering::Relaxed);
+        if was != down {
+            if down {
+                tracing::error!("the database is unreachable; answering 503 until it is back");
+            } else {
+                tracing::info!("the database is reachable again");
+            }
+            metrics::gauge!("pisgate_database_up").set(if down { 0.0 } else { 1.0 });
+        }
+    }
+
+    /// Marks the database down when `e` says it is unreachable.
+    pub fn observe(&self, e: &sqlx::Error) {
+        if is_unavailable(e) {
+            self.set(true);
+        }
+    }
+
+    /// One bounded probe.
+    pub async fn probe(&self, pool: &PgPool, bound: Duration) -> bool {
+        let ok = matches!(
+            tokio::time::timeout(bound, sqlx::query("SELECT 1").execute(pool)).await,
+            Ok(Ok(_))
+        );
+        self.set(!ok);
+        ok
+    }
+
+    /// Probes every `interval` until `stop` turns true.
+    pub async fn watch(self, pool: PgPool, interval: Duration, mut stop: watch::Receiver<bool>) {
+        metrics::gauge!("pisgate_database_up").set(1.0);
+        loop {
+            self.probe(&pool, interval.max(Duration::from_millis(200)))
+                .await;
+            tokio::select! {
+                () = tokio::time::sleep(interval) => {}
+                _ = stop.wait_for(|s| *s) => return,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn connection_failures_are_outages_and_query_errors_are_not() {
+        assert!(is_unavailable(&sqlx::Error::PoolTimedOut));
+        assert!(is_unavailable(&sqlx::Error::Io(std::io::Error::new(
+            std::io::ErrorKind::ConnectionRefused,
+            "refused"
+        ))));
+        assert!(!is_unavailable(&sqlx::Error::RowNotFound));
+        let wrapped = anyhow::Error::new(sqlx::Error::PoolTimedOut).context("saving");
+        assert!(chain_is_unavailable(&wrapped));
+        assert!(!chain_is_unavailable(&anyhow::anyhow!("other")));
+    }
+}

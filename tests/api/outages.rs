@@ -1,0 +1,217 @@
+//! Outages answered properly: a database that goes away, a request past the server's
+//! deadline, and the purge of idempotency keys after their retention.
+
+use crate::helpers::{TestApp, assert_problem, cluster_url, spawn_app_with};
+use crate::payments::body;
+use serde_json::Value;
+use sqlx::PgPool;
+use std::time::{Duration, Instant};
+
+/// Cuts the app's database off (as a stopped server would be), or lets it back in.
+async fn database_reachable(app: &TestApp, admin: &PgPool, on: bool) {
+    let db = app
+        .settings
+        .database
+        .url()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    sqlx::query(&format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS {on}"#))
+        .execute(admin)
+        .await
+        .unwrap();
+    if !on {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&db)
+            .execute(admin)
+            .await
+            .unwrap();
+    }
+}
+
+async fn ready(app: &TestApp) -> u16 {
+    app.client
+        .get(app.url("/readyz"))
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+async fn wait_ready(app: &TestApp, want: u16) {
+    let started = Instant::now();
+    while ready(app).await != want {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "/readyz never answered {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_database_outage_is_a_fast_503_and_the_same_key_succeeds_after_it() {
+    let app = spawn_app_with(&[]).await;
+    let admin = PgPool::connect(&cluster_url()).await.unwrap();
+    let m = app.create_merchant("Shop").await;
+    app.create_payment(&m.api_key, &body("FI")).await;
+
+    database_reachable(&app, &admin, false).await;
+    wait_ready(&app, 503).await;
+    let started = Instant::now();
+    let r = app.post_payment(&m.api_key, "k-outage", &body("FI")).await;
+    let took = started.elapsed();
+    assert_eq!(r.headers()["retry-after"], "1");
+    assert_problem(r, 503, "database_unavailable").await;
+    assert!(took < Duration::from_secs(1), "answered in {took:?}");
+    // Reads too, and never a 500.
+    let r = app.get_as("/v1/payments", &m.api_key).await;
+    assert_problem(r, 503, "database_unavailable").await;
+
+    database_reachable(&app, &admin, true).await;
+    wait_ready(&app, 200).await;
+    let r = app.post_payment(&m.api_key, "k-outage", &body("FI")).await;
+    assert_eq!(r.status(), 201);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 2);
+}
+
+#[tokio::test]
+async fn a_creation_cut_off_by_the_server_deadline_is_a_503_and_the_same_key_completes_it() {
+    let app = spawn_app_with(&[
+        ("PISGATE__SERVER__REQUEST_TIMEOUT_SECS", "3"),
+        ("PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS", "2"),
+        ("PISGATE__CALLBACK__REDIRECT_TIMEOUT", "1s"),
+    ])
+    .await;
+    let m = app.create_merchant("Shop").await;
+    // Something holds the idempotency table: the creation waits past the server's deadline.
+    let mut blocker = app.pool.begin().await.unwrap();
+    sqlx::query("LOCK TABLE idempotency_keys IN ACCESS EXCLUSIVE MODE")
+        .execute(&mut *blocker)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    let r = app
+        .post_payment(&m.api_key, "k-deadline", &body("SE"))
+        .await;
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(r.headers()["retry-after"], "1");
+    let problem = assert_problem(r, 503, "deadline_exceeded").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("same Idempotency-Key")
+    );
+    blocker.rollback().await.unwrap();
+
+    let started = Instant::now();
+    let done = loop {
+        let r = app
+            .post_payment(&m.api_key, "k-deadline", &body("SE"))
+            .await;
+        if r.status() != 409 {
+            break r;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the key stays in flight"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    assert_eq!(done.status(), 201);
+    let v: Value = done.json().await.unwrap();
+    assert!(v["authorization_url"].is_string());
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+}
+
+#[tokio::test]
+async fn idempotency_keys_are_purged_after_their_retention_and_not_before() {
+    let app = spawn_app_with(&[("PISGATE__PAYMENTS__IDEMPOTENCY_PURGE_INTERVAL", "200ms")]).await;
+    let m = app.create_merchant("Shop").await;
+    for key in ["k-old-1", "k-old-2", "k-new"] {
+        assert_eq!(
+            app.post_payment(&m.api_key, key, &body("DK"))
+                .await
+                .status(),
+            201
+        );
+    }
+    let expires: Vec<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT expires_at FROM idempotency_keys")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    for e in &expires {
+        let kept = *e - chrono::Utc::now();
+        assert!(
+            kept > chrono::Duration::hours(23),
+            "kept at least a day: {kept}"
+        );
+    }
+    sqlx::query(
+        "UPDATE idempotency_keys SET expires_at = now() - interval '1 second' WHERE key LIKE 'k-old-%'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let left: Vec<String> = sqlx::query_scalar("SELECT key FROM idempotency_keys")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+        if left == ["k-new"] {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not purged: {left:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // The payments themselves stay.
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 3);
+}
+
+#[tokio::test]
+async fn a_retention_under_a_day_is_refused_at_start() {
+    let vars = [("PISGATE__PAYMENTS__IDEMPOTENCY_RETENTION", "1h")];
+    let mut all: std::collections::HashMap<String, String> = std::collections::HashMap::new();
+    all.insert(
+        "PISGATE__DATABASE__URL".into(),
+        "postgres://u@localhost/db".into(),
+    );
+    all.insert("PISGATE__NORDEA__CLIENT_ID".into(), "c".into());
+    all.insert("PISGATE__NORDEA__CLIENT_SECRET".into(), "s".into());
+    all.insert("PISGATE__NORDEA__PRIVATE_KEY".into(), "k".into());
+    all.insert("PISGATE__TOKENS__ENCRYPTION_KEY".into(), "k".into());
+    for (k, v) in vars {
+        all.insert(k.into(), v.into());
+    }
+    let e = pisgate::config::Settings::load_from(&pisgate::config::Sources {
+        config_dir: crate::helpers::config_dir(),
+        environment: None,
+        vars: all,
+    })
+    .unwrap_err()
+    .to_string();
+    assert!(
+        e.contains("PISGATE__PAYMENTS__IDEMPOTENCY_RETENTION"),
+        "{e}"
+    );
+}
