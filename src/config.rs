@@ -133,6 +133,10 @@ pub struct WebhookSettings {
     pub idle_wait: Duration,
     /// Accept `http://` and private-network endpoint URLs (local development and tests).
     pub allow_insecure_urls: bool,
+    /// Deliveries of one endpoint in flight at once.
+    pub per_endpoint_concurrency: u32,
+    /// The only proxy webhooks go through (the environment's proxy variables are ignored).
+    pub proxy: Option<String>,
 }
 
 /// Where and how to reach Nordea. The private key is PEM or bare base64 text, usually
@@ -303,6 +307,8 @@ struct RawWebhooks {
     concurrency: Option<String>,
     idle_wait: Option<String>,
     allow_insecure_urls: Option<String>,
+    per_endpoint_concurrency: Option<String>,
+    proxy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -739,6 +745,12 @@ impl Settings {
             concurrency: number("webhooks.concurrency", w.concurrency, 1)?,
             idle_wait: duration("webhooks.idle_wait", w.idle_wait)?,
             allow_insecure_urls: boolean("webhooks.allow_insecure_urls", w.allow_insecure_urls)?,
+            per_endpoint_concurrency: number(
+                "webhooks.per_endpoint_concurrency",
+                w.per_endpoint_concurrency,
+                1,
+            )?,
+            proxy: w.proxy.filter(|p| !p.trim().is_empty()),
         };
         if webhooks.lease <= webhooks.request_timeout {
             return Err(SettingsError::invalid(

@@ -115,8 +115,14 @@ impl EndpointUrl {
             if private {
                 return Err(invalid(
                     "private_address",
-                    "must be reachable on the public internet (not localhost, a loopback, private or link-local address)",
+                    "must be reachable on the public internet (not localhost, a loopback, private or link-local address, nor one that embeds such an address)",
                 ));
+            }
+            if !url
+                .port_or_known_default()
+                .is_some_and(|p| webhooks::ALLOWED_PORTS.contains(&p))
+            {
+                return Err(invalid("port_not_allowed", "must use port 443 or 8443"));
             }
         }
         let normalized = url.to_string();
@@ -605,11 +611,36 @@ mod tests {
             "https://[::1]/hook",
             "https://[fd00::1]/hook",
             "https://[::ffff:127.0.0.1]/hook",
+            // Addresses that embed another one: 6to4 of 127.0.0.1, Teredo, NAT64, and
+            // the documentation and unique-local ranges.
+            "https://[2002:7f00:1::]/hook",
+            "https://[2001:0:4136:e378:8000:63bf:3fff:fdd2]/hook",
+            "https://[64:ff9b::7f00:1]/hook",
+            "https://[2001:db8::1]/hook",
+            "https://[fc00::5]/hook",
+            "https://[fe80::1]/hook",
+            "https://[ff02::1]/hook",
+            "https://203.0.113.9/hook",
         ] {
             assert_eq!(refused(url, false), "private_address", "{url}");
             assert!(EndpointUrl::parse(url, true).is_ok(), "{url}");
         }
         assert!(EndpointUrl::parse("http://127.0.0.1:9999/hook", true).is_ok());
+    }
+
+    #[test]
+    fn only_ports_443_and_8443_unless_insecure_urls_are_allowed() {
+        for url in [
+            "https://example.com:22/hook",
+            "https://example.com:6379/hook",
+            "https://8.8.8.8:80/hook",
+        ] {
+            assert_eq!(refused(url, false), "port_not_allowed", "{url}");
+            assert!(EndpointUrl::parse(url, true).is_ok(), "{url}");
+        }
+        for url in ["https://example.com/hook", "https://example.com:8443/hook"] {
+            assert!(EndpointUrl::parse(url, false).is_ok(), "{url}");
+        }
     }
 
     #[test]

@@ -104,6 +104,9 @@ fn now_millis() -> DateTime<Utc> {
     DateTime::from_timestamp_millis(now.timestamp_millis()).unwrap_or(now)
 }
 
+/// The ports a webhook may be sent to in production (unless insecure URLs are allowed).
+pub const ALLOWED_PORTS: [u16; 2] = [443, 8443];
+
 /// Whether an IP address is one a webhook may be sent to in production: not loopback,
 /// private, link-local, shared (CGNAT), unspecified, multicast, broadcast, documentation,
 /// benchmarking or reserved, and not an IPv6 form of one of those. Used on endpoint URLs at
@@ -140,9 +143,19 @@ pub fn is_public_ip(ip: std::net::IpAddr) -> bool {
                 || (s[0] & 0xffc0) == 0xfec0
                 // documentation 2001:db8::/32
                 || (s[0] == 0x2001 && s[1] == 0x0db8)
-                // NAT64 64:ff9b::/96 and the deprecated IPv4-compatible ::/96 embed IPv4
+                // NAT64 64:ff9b::/96 (and the local-use 64:ff9b:1::/48) and the deprecated
+                // IPv4-compatible ::/96 embed IPv4
                 || (s[0] == 0x0064 && s[1] == 0xff9b)
-                || s[..6].iter().all(|x| *x == 0))
+                || s[..6].iter().all(|x| *x == 0)
+                // 6to4 2002::/16 and Teredo 2001::/32 embed an IPv4 address (of a relay or
+                // of the target) that may be a private one: never a webhook destination
+                || s[0] == 0x2002
+                || (s[0] == 0x2001 && s[1] == 0x0000)
+                // ORCHID 2001:10::/28, 2001:20::/28; discard-only 100::/64
+                || (s[0] == 0x2001 && (s[1] & 0xffe0) == 0x0000)
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0010)
+                || (s[0] == 0x2001 && (s[1] & 0xfff0) == 0x0020)
+                || (s[0] == 0x0100 && s[1..4].iter().all(|x| *x == 0)))
         }
     }
 }
@@ -560,16 +573,30 @@ pub async fn claim_due(
     owner: &str,
     lease: Duration,
     limit: i64,
+    per_endpoint: i64,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
+    // At most `per_endpoint` deliveries of one endpoint in flight (leased, across replicas,
+    // as far as this statement can see), so one slow endpoint never holds every slot.
     sqlx::query_as!(
         Claimed,
-        r#"WITH due AS (
-               SELECT d.endpoint_id, d.event_id
+        r#"WITH busy AS (
+               SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
+               WHERE status = 'pending' AND owner IS NOT NULL AND next_attempt_at > now()
+               GROUP BY endpoint_id
+           ), ranked AS (
+               SELECT d.endpoint_id, d.event_id, d.next_attempt_at,
+                      row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at) AS rn
                FROM webhook_deliveries d
                JOIN webhook_endpoints e ON e.id = d.endpoint_id
                WHERE d.status = 'pending' AND d.next_attempt_at <= now()
                  AND e.status = 'enabled'
-               ORDER BY d.next_attempt_at
+           ), due AS (
+               SELECT d.endpoint_id, d.event_id
+               FROM webhook_deliveries d
+               JOIN ranked r ON r.endpoint_id = d.endpoint_id AND r.event_id = d.event_id
+               LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
+               WHERE r.rn <= $4 - COALESCE(b.n, 0)
+               ORDER BY r.next_attempt_at
                LIMIT $3
                FOR UPDATE OF d SKIP LOCKED
            )
@@ -584,6 +611,7 @@ pub async fn claim_due(
         owner,
         millis(lease) as f64,
         limit,
+        per_endpoint,
     )
     .fetch_all(pool)
     .await

@@ -15,9 +15,13 @@
 //! deliveries; anything else (other status, timeout, connection error) is retried after
 //! `retry_schedule[attempts - 1]` ±20% and is dead once the schedule is exhausted.
 //!
-//! Unless `allow_insecure_urls` is set, only https is used and a host name must resolve to a
-//! public address (the addresses it resolves to are checked before connecting, so a name
-//! that points at a private network is refused at send time as well as at creation).
+//! Unless `allow_insecure_urls` is set, only https on port 443 or 8443 is used and a host name
+//! must resolve to a public address (the addresses it resolves to are checked before
+//! connecting, so a name that points at a private network is refused at send time as well
+//! as at creation; addresses that embed or map others, such as 6to4, Teredo, NAT64 and
+//! IPv4-mapped, count as private). Proxy settings from the environment are ignored; only
+//! `webhooks.proxy` is used. At most `per_endpoint_concurrency` deliveries of one endpoint
+//! are in flight, so one slow or blackholed endpoint cannot take every slot.
 //!
 //! On stop it lets in-flight sends finish within `request_timeout`, then hands its leases
 //! back (due now, no owner) for another replica.
@@ -116,6 +120,12 @@ pub fn http_client(settings: &WebhookSettings) -> reqwest::Result<reqwest::Clien
         .connect_timeout(settings.request_timeout.min(Duration::from_secs(5)))
         .redirect(reqwest::redirect::Policy::none())
         .user_agent(USER_AGENT);
+    // Never a proxy from the environment (HTTPS_PROXY & co.): the public-address check would
+    // then only see the proxy. Only the one the operator names in pisgate's own settings.
+    builder = match &settings.proxy {
+        Some(proxy) => builder.proxy(reqwest::Proxy::all(proxy.as_str())?),
+        None => builder.no_proxy(),
+    };
     if !settings.allow_insecure_urls {
         builder = builder.https_only(true).dns_resolver(PublicOnlyResolver);
     }
@@ -152,7 +162,15 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
         let free = slots.available_permits().min(settings.batch_size as usize);
         let mut nap = settings.idle_wait;
         if free > 0 {
-            match store::claim_due(&ctx.pool, &ctx.owner, settings.lease, free as i64).await {
+            let claimed = store::claim_due(
+                &ctx.pool,
+                &ctx.owner,
+                settings.lease,
+                free as i64,
+                settings.per_endpoint_concurrency as i64,
+            )
+            .await;
+            match claimed {
                 Ok(batch) => {
                     db_failures = 0;
                     let filled = batch.len() == free;
@@ -430,6 +448,12 @@ fn destination_allowed(url: &str, allow_insecure: bool) -> Result<(), &'static s
     }
     if url.scheme() != "https" {
         return Err("https is required");
+    }
+    if !url
+        .port_or_known_default()
+        .is_some_and(|p| store::ALLOWED_PORTS.contains(&p))
+    {
+        return Err("only ports 443 and 8443 are allowed");
     }
     let ip = match url.host() {
         Some(url::Host::Ipv4(ip)) => Some(std::net::IpAddr::V4(ip)),

@@ -4,6 +4,7 @@
 mod auth;
 mod cli;
 mod errors;
+mod hardening;
 mod health;
 mod helpers;
 mod ledger;

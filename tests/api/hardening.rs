@@ -1,0 +1,254 @@
+//! Webhook hardening that needs the network: one blackholed endpoint does not starve other
+//! merchants' deliveries, and proxy settings from the environment are never used (only the
+//! one named in pisgate's settings). Address and port rules are unit-tested beside the code.
+
+use crate::helpers::{TestApp, fresh_database, spawn_app_with};
+use crate::payments::body;
+use crate::serve::Serve;
+use axum::Router;
+use axum::routing::post;
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+use tokio::net::TcpListener;
+
+/// A receiver that records when each webhook type arrived (no signature checks: the
+/// webhooks tests do those).
+async fn receiver() -> (String, Arc<std::sync::Mutex<Vec<(String, Instant)>>>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hook", listener.local_addr().unwrap());
+    let got: Arc<std::sync::Mutex<Vec<(String, Instant)>>> = Arc::default();
+    let seen = got.clone();
+    let app = Router::new().route(
+        "/hook",
+        post(move |body: axum::body::Bytes| {
+            let seen = seen.clone();
+            async move {
+                let v: Value = serde_json::from_slice(&body).unwrap_or_default();
+                seen.lock().unwrap().push((
+                    v["data"]["id"].as_str().unwrap_or_default().to_owned(),
+                    Instant::now(),
+                ));
+                "ok"
+            }
+        }),
+    );
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, got)
+}
+
+/// Accepts connections and never answers; counts them.
+async fn blackhole() -> (String, Arc<AtomicUsize>) {
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let count = Arc::new(AtomicUsize::new(0));
+    let c = count.clone();
+    tokio::spawn(async move {
+        let mut held = Vec::new();
+        while let Ok((socket, _)) = listener.accept().await {
+            c.fetch_add(1, Ordering::SeqCst);
+            held.push(socket);
+        }
+    });
+    (format!("http://{addr}"), count)
+}
+
+async fn endpoint(base: &str, client: &reqwest::Client, key: &str, url: &str) {
+    let r = client
+        .post(format!("{base}/v1/webhook-endpoints"))
+        .bearer_auth(key)
+        .json(&json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201, "{}", r.text().await.unwrap());
+}
+
+/// A payment created and cancelled before anyone opened it: one `payment.cancelled` event.
+async fn cancelled_payment(app: &TestApp, key: &str) -> String {
+    let p = app.create_payment(key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .bearer_auth(key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    id
+}
+
+#[tokio::test]
+async fn a_blackholed_endpoint_does_not_delay_another_merchants_deliveries() {
+    let app = spawn_app_with(&[
+        ("PISGATE__WEBHOOKS__ENABLED", "true"),
+        ("PISGATE__WEBHOOKS__REQUEST_TIMEOUT", "2s"),
+        ("PISGATE__WEBHOOKS__LEASE", "5s"),
+        ("PISGATE__WEBHOOKS__IDLE_WAIT", "200ms"),
+        ("PISGATE__WEBHOOKS__CONCURRENCY", "4"),
+        ("PISGATE__WEBHOOKS__PER_ENDPOINT_CONCURRENCY", "2"),
+    ])
+    .await;
+    let (hole, connections) = blackhole().await;
+    let (good, got) = receiver().await;
+    let slow = app.create_merchant("Slow shop").await;
+    let fine = app.create_merchant("Fine shop").await;
+    endpoint(
+        &app.address,
+        &app.client,
+        &slow.api_key,
+        &format!("{hole}/hook"),
+    )
+    .await;
+    endpoint(&app.address, &app.client, &fine.api_key, &good).await;
+    for _ in 0..10 {
+        cancelled_payment(&app, &slow.api_key).await;
+    }
+    // The slow endpoint now holds what it may of the dispatcher.
+    let started = Instant::now();
+    while connections.load(Ordering::SeqCst) < 2 {
+        assert!(started.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let created = Instant::now();
+    let id = cancelled_payment(&app, &fine.api_key).await;
+    let arrived = loop {
+        if let Some((_, at)) = got.lock().unwrap().iter().find(|(p, _)| *p == id) {
+            break *at;
+        }
+        assert!(
+            created.elapsed() < Duration::from_secs(10),
+            "the other merchant's webhook never arrived"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let waited = arrived - created;
+    assert!(
+        waited < Duration::from_secs(2),
+        "delivered {waited:?} after the event: more than one timeout"
+    );
+    assert!(
+        connections.load(Ordering::SeqCst) <= 2,
+        "at most two deliveries of one endpoint at once"
+    );
+}
+
+#[tokio::test]
+async fn webhooks_ignore_proxies_from_the_environment_and_use_only_the_configured_one() {
+    let db = fresh_database().await;
+    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let (_, key) = pisgate::ledger::merchants::create(&pool, "Proxy shop", &[])
+        .await
+        .unwrap();
+    let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
+    let (proxy, proxied) = blackhole().await;
+    let (good, got) = receiver().await;
+    let common = [
+        ("PISGATE__WEBHOOKS__ENABLED", "true"),
+        ("PISGATE__WEBHOOKS__ALLOW_INSECURE_URLS", "true"),
+        ("PISGATE__WEBHOOKS__IDLE_WAIT", "200ms"),
+        ("PISGATE__WEBHOOKS__REQUEST_TIMEOUT", "1s"),
+        ("PISGATE__WEBHOOKS__LEASE", "3s"),
+        ("PISGATE__POLLER__ENABLED", "false"),
+        ("PISGATE__REFRESHER__ENABLED", "false"),
+        ("PISGATE__NORDEA__BASE_URL", "http://127.0.0.1:9/personal"),
+    ];
+    let env_proxies = [
+        ("HTTP_PROXY", proxy.as_str()),
+        ("HTTPS_PROXY", proxy.as_str()),
+        ("ALL_PROXY", proxy.as_str()),
+        ("http_proxy", proxy.as_str()),
+        ("https_proxy", proxy.as_str()),
+        ("all_proxy", proxy.as_str()),
+    ];
+    let mut env: Vec<(&str, &str)> = common.to_vec();
+    env.extend_from_slice(&env_proxies);
+    let serve = Serve::start(&db, &env).await;
+    let client = reqwest::Client::builder().no_proxy().build().unwrap();
+    endpoint(&serve.base, &client, &key, &good).await;
+    let event = enqueue_event(&pool).await;
+    let started = Instant::now();
+    while !got.lock().unwrap().iter().any(|(p, _)| *p == event) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not delivered directly: {}",
+            serve.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(
+        proxied.load(Ordering::SeqCst),
+        0,
+        "the environment's proxy was used"
+    );
+    drop(serve);
+
+    // Named in pisgate's settings, the proxy is used.
+    let mut env: Vec<(&str, &str)> = common.to_vec();
+    let setting = proxy.clone();
+    env.push(("PISGATE__WEBHOOKS__PROXY", &setting));
+    let serve = Serve::start(&db, &env).await;
+    enqueue_event(&pool).await;
+    let started = Instant::now();
+    while proxied.load(Ordering::SeqCst) == 0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "the configured proxy was not used: {}",
+            serve.logs()
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+/// A payment cancelled before anyone reached the bank, written straight to the database:
+/// its `payment.cancelled` event is in the outbox. Returns the payment id.
+async fn enqueue_event(pool: &sqlx::PgPool) -> String {
+    use pisgate::domain::Evidence;
+    use pisgate::ledger::payments::{self, Change, NewPayment};
+    let merchant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM merchants LIMIT 1")
+        .fetch_one(pool)
+        .await
+        .unwrap();
+    let id = uuid::Uuid::now_v7();
+    let later = chrono::Utc::now() + chrono::Duration::minutes(15);
+    let mut tx = pool.begin().await.unwrap();
+    payments::insert(
+        &mut tx,
+        NewPayment {
+            id,
+            merchant_id: merchant,
+            amount_minor: 1050,
+            currency: "EUR",
+            country: "FI",
+            request: json!({ "creditor": { "name": "Proxy test" } }),
+            merchant_reference: None,
+            psu_id: None,
+            return_url: "https://shop.example/done",
+            metadata: json!({}),
+            state_hash: id.as_bytes(),
+            expires_at: later,
+            sign_horizon_at: later,
+            authorize_token: "t",
+            authorize_url: "https://pisgate.example/authorize",
+        },
+    )
+    .await
+    .unwrap();
+    payments::transition(
+        &mut tx,
+        id,
+        Change {
+            evidence: Evidence::LinkNeverHandedOut,
+            bank_status: None,
+            kind: "cancelled",
+            detail: json!({}),
+            failure: None,
+        },
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    id.to_string()
+}
