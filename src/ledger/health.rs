@@ -14,6 +14,9 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 use tokio::sync::watch;
 
+/// The longest a probe may take before the database counts as down.
+pub const PROBE_BOUND: Duration = Duration::from_secs(3);
+
 /// Shared, cheap to clone.
 #[derive(Debug, Clone, Default)]
 pub struct DbHealth {
@@ -80,12 +83,14 @@ impl DbHealth {
         ok
     }
 
-    /// Probes every `interval` until `stop` turns true.
+    /// Probes every `interval` until `stop` turns true. A probe may take up to
+    /// [`PROBE_BOUND`]: a database that refuses connections fails at once, and a loaded one
+    /// that answers slowly is not down (a bound as short as the interval would keep a
+    /// recovering database marked down for as long as the machine is busy).
     pub async fn watch(self, pool: PgPool, interval: Duration, mut stop: watch::Receiver<bool>) {
         metrics::gauge!("pisgate_database_up").set(1.0);
         loop {
-            self.probe(&pool, interval.max(Duration::from_millis(200)))
-                .await;
+            self.probe(&pool, PROBE_BOUND).await;
             tokio::select! {
                 () = tokio::time::sleep(interval) => {}
                 _ = stop.wait_for(|s| *s) => return,

@@ -1,0 +1,426 @@
+#!/usr/bin/env python3
+"""The resilience suite's driver (started by scripts/resilience.sh, which sets the
+environment up): runs `pisgate serve`, drives load and faults, reconciles pisgate's database
+with the sandbox bank, prints one table, and exits non-zero unless lost, doubled and
+disagreements are all 0.
+
+Every loop here is bounded in count and time, and traffic goes only to 127.0.0.1."""
+
+import argparse
+import collections
+import json
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import uuid
+
+P = argparse.ArgumentParser()
+P.add_argument("--mode", choices=["quick", "full"], default="quick")
+P.add_argument("--bin", required=True)
+P.add_argument("--work", required=True)
+P.add_argument("--base", required=True)
+P.add_argument("--sandbox", required=True)
+P.add_argument("--pg-bindir", required=True)
+P.add_argument("--pg-data", required=True)
+P.add_argument("--pids", required=True)
+A = P.parse_args()
+QUICK = A.mode == "quick"
+KILL_ROUNDS = 3 if QUICK else 12
+WORKERS = 4 if QUICK else 8
+PHASE_SECS = 12 if QUICK else 40
+
+MERCHANT = json.load(open(os.path.join(A.work, "merchant.json")))
+KEY = MERCHANT["api_key"]
+LOCK = threading.Lock()
+STATS = collections.Counter()
+CODES = collections.Counter()
+# key -> payment id the client was given with a 201 (the client's own record)
+GIVEN = {}
+# payment id -> what the "shopper" did
+PLANS = {}
+STOP = threading.Event()
+
+
+class NoRedirect(urllib.request.HTTPRedirectHandler):
+    def redirect_request(self, *args, **kwargs):
+        return None
+
+
+OPENER = urllib.request.build_opener(NoRedirect, urllib.request.ProxyHandler({}))
+
+
+def call(url, data=None, headers=None, method=None, timeout=15):
+    req = urllib.request.Request(url, data=data, headers=headers or {}, method=method)
+    try:
+        with OPENER.open(req, timeout=timeout) as r:
+            return r.status, dict(r.headers), r.read().decode()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read().decode()
+    except Exception as e:  # connection refused, reset, timeout: the replica is down
+        return 0, {}, str(e)
+
+
+def log(msg):
+    print(f"[{time.strftime('%H:%M:%S')}] {msg}", flush=True)
+
+
+# -- processes -------------------------------------------------------------------------------
+
+class Serve:
+    def __init__(self):
+        self.proc = None
+        self.log = open(os.path.join(A.work, "serve.log"), "ab")
+
+    def start(self):
+        self.proc = subprocess.Popen([A.bin, "serve"], stdout=self.log, stderr=self.log)
+        with open(A.pids, "a") as f:
+            f.write(f"{self.proc.pid}\n")
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            s, _, _ = call(f"{A.base}/healthz", timeout=2)
+            if s == 200:
+                return
+            if self.proc.poll() is not None:
+                raise SystemExit(f"serve exited with {self.proc.returncode}; see {A.work}/serve.log")
+            time.sleep(0.1)
+        raise SystemExit("serve did not come up")
+
+    def kill(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self):
+        if self.proc and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.kill()
+
+
+def pg_ctl(*args):
+    port = open(os.path.join(A.pg_data, "port")).read().strip()
+    run = os.path.join(A.pg_data, "run")
+    opts = (f"-p {port} -k {run} -c listen_addresses=127.0.0.1 -c fsync=off "
+            "-c synchronous_commit=off -c full_page_writes=off -c max_connections=300 "
+            "-c shared_buffers=256MB")
+    cmd = [os.path.join(A.pg_bindir, "pg_ctl"), "-D", os.path.join(A.pg_data, "data"),
+           "-l", os.path.join(A.pg_data, "server.log"), "-w", "-t", "60", "-o", opts, *args]
+    if os.getuid() == 0:
+        cmd = ["runuser", "-u", "postgres", "--", *cmd]
+    subprocess.run(cmd, check=True, stdout=subprocess.DEVNULL)
+
+
+def sandbox_admin(path, body=None, method="GET"):
+    data = json.dumps(body).encode() if body is not None else None
+    s, _, text = call(f"{A.sandbox}/sandbox/admin/{path}", data,
+                      {"Content-Type": "application/json"}, method)
+    return s, (json.loads(text) if text and s == 200 else None)
+
+
+def faults(rules):
+    sandbox_admin("faults", {"rules": rules}, "PUT")
+
+
+# -- the merchant and the shopper ------------------------------------------------------------
+
+COUNTRIES = [
+    ("FI", {"amount": "10.50", "currency": "EUR", "country": "FI",
+            "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Shop"}}),
+    ("SE", {"amount": "99.00", "currency": "SEK", "country": "SE",
+            "creditor": {"account": {"type": "BGNR", "value": "50501055"}, "name": "Butik AB",
+                         "reference": {"type": "OCR", "value": "1234566"}}}),
+    ("DK", {"amount": "250.00", "currency": "DKK", "country": "DK",
+            "creditor": {"account": {"type": "BBAN_DK", "value": "30004010021337"}, "name": "Butik ApS"}}),
+]
+
+
+def payment_body(i):
+    _, b = COUNTRIES[i % len(COUNTRIES)]
+    b = json.loads(json.dumps(b))
+    b["return_url"] = "https://shop.example/done"
+    b["psu_id"] = f"shopper-{i}"
+    b["reference"] = f"order-{i}"
+    return b
+
+
+def create(i, deadline):
+    """Creates payment i with one key, retrying with the same key until a final answer."""
+    key = f"res-{uuid.uuid4()}"
+    body = json.dumps(payment_body(i)).encode()
+    headers = {"Authorization": f"Bearer {KEY}", "Idempotency-Key": key,
+               "Content-Type": "application/json"}
+    first = True
+    s, text = None, ""
+    while time.time() < deadline:
+        s, h, text = call(f"{A.base}/v1/payments", body, headers)
+        with LOCK:
+            STATS["requests"] += 1
+            if not first:
+                STATS["same_key_retries"] += 1
+            if s >= 500:
+                try:
+                    CODES[f"{s} {json.loads(text).get('code')}"] += 1
+                except Exception:
+                    CODES[f"{s} (not a problem document)"] += 1
+            elif s == 0:
+                CODES["connection failed"] += 1
+        first = False
+        if s == 201:
+            p = json.loads(text)
+            with LOCK:
+                STATS["201"] += 1
+                GIVEN[key] = p["id"]
+            return key, p
+        if s in (400, 401, 404, 422):
+            with LOCK:
+                STATS[f"{s}"] += 1
+            return key, None
+        time.sleep(float(h.get("Retry-After", h.get("retry-after", "0.3")) or 0.3) if s else 0.3)
+    with LOCK:
+        STATS["gave_up"] += 1
+        CODES[f"last answer before giving up: {s} {text[:80]}"] += 1
+    return key, None
+
+
+def shopper(p, plan):
+    """Plays the shopper's browser for a payment: through the hop to the bank's page, then
+    approve, reject, walk away, or approve late; sometimes a forged error or a replay."""
+    url = p.get("authorization_url")
+    if not url:
+        return
+    if plan == "cancel_before":
+        call(f"{A.base}/v1/payments/{p['id']}/cancel", b"", {"Authorization": f"Bearer {KEY}"}, "POST")
+        return
+    s, h, _ = call(url)
+    if s != 303:
+        return
+    s, _, page = call(h.get("Location") or h.get("location"))
+    m = re.search(r'action="([^"]+)"', page or "")
+    if s != 200 or not m:
+        return
+    action = m.group(1).replace("&amp;", "&")
+    if plan == "walk_away":
+        return
+    if plan == "cancel_at_bank":
+        # The merchant cancels while the shopper is on the bank's page; they sign anyway.
+        call(f"{A.base}/v1/payments/{p['id']}/cancel", b"", {"Authorization": f"Bearer {KEY}"}, "POST")
+    if plan == "late":
+        time.sleep(12)  # past pisgate's 10 s window, within the bank's 20 s
+    decision = "reject" if plan == "reject" else "approve"
+    form = urllib.parse.urlencode({"decision": decision, "psu_id": f"psu-{p['id'][-8:]}"}).encode()
+    s, h, _ = call(action, form, {"Content-Type": "application/x-www-form-urlencoded"})
+    back = h.get("Location") or h.get("location")
+    if s != 303 or not back:
+        return
+    if plan == "forged_error":
+        forged = back.replace("code=", "error=access_denied&was=")
+        call(forged)
+        return  # the real return never comes: the poller must learn the truth
+    for _ in range(3 if plan == "replay" else 1):
+        call(back)
+
+
+def load(phase, seconds, first_index, plans):
+    deadline = time.time() + seconds
+    made = []
+
+    def worker(w):
+        i = first_index + w
+        while time.time() < deadline and not STOP.is_set():
+            key, p = create(i, deadline + 30)
+            if p:
+                plan = plans[i % len(plans)]
+                with LOCK:
+                    PLANS[p["id"]] = plan
+                made.append(p)
+                threading.Thread(target=shopper, args=(p, plan), daemon=True).start()
+            i += WORKERS
+
+    threads = [threading.Thread(target=worker, args=(w,), daemon=True) for w in range(WORKERS)]
+    for t in threads:
+        t.start()
+    return threads, made
+
+
+PLANS_ALL = ["approve", "approve", "reject", "walk_away", "never", "forged_error", "replay", "late",
+             "cancel_before", "cancel_at_bank"]
+
+
+def main():
+    serve = Serve()
+    serve.start()
+    log(f"mode {A.mode}: {KILL_ROUNDS} kill rounds, {WORKERS} clients, {PHASE_SECS} s phases")
+    recover = []
+
+    # 1. creation under SIGKILLs, then polling under SIGKILLs
+    threads, _ = load("kill", PHASE_SECS, 0, PLANS_ALL)
+    for r in range(KILL_ROUNDS):
+        time.sleep(random.uniform(0.5, 1.5) if QUICK else random.uniform(1, 3))
+        serve.kill()
+        t0 = time.time()
+        time.sleep(0.2)
+        serve.start()
+        recover.append(("serve SIGKILL", time.time() - t0))
+        STATS["kill_rounds"] += 1
+    for t in threads:
+        t.join()
+    log(f"creation under {KILL_ROUNDS} SIGKILLs done: {STATS['201']} payments")
+
+    # 2. the bank misbehaves
+    storms = [
+        [{"operation": "all", "kind": "http503", "probability": 0.3}],
+        [{"operation": "status", "kind": "http429", "retry_after_secs": 1, "probability": 0.8}],
+        [{"operation": "initiate", "kind": "drop_after_processing", "probability": 0.3},
+         {"operation": "token", "kind": "drop_connection", "probability": 0.2}],
+        [{"operation": "initiate", "kind": "malformed_json", "probability": 0.3},
+         {"operation": "status", "kind": "malformed_json", "probability": 0.2}],
+        [{"operation": "all", "kind": "latency", "ms": 4000, "probability": 0.2}],
+    ]
+    for n, rules in enumerate(storms):
+        faults(rules)
+        threads, _ = load(f"storm-{n}", PHASE_SECS / (3 if QUICK else 2), 10_000 * (n + 1), PLANS_ALL)
+        if not QUICK and n == 0:
+            time.sleep(3)
+            serve.kill()
+            t0 = time.time()
+            serve.start()
+            recover.append(("serve SIGKILL while polling", time.time() - t0))
+            STATS["kill_rounds"] += 1
+        for t in threads:
+            t.join()
+        faults([])
+    log("bank faults done")
+
+    # 3. the database goes away: a restart, then a 10 s stop, under load
+    threads, _ = load("database", 8 if QUICK else 25, 90_000, PLANS_ALL)
+    time.sleep(2)
+    t0 = time.time()
+    pg_ctl("restart", "-m", "fast")
+    recover.append(("PostgreSQL restart", first_success_after(t0)))
+    time.sleep(1)
+    down = 4 if QUICK else 10
+    pg_ctl("stop", "-m", "fast")
+    time.sleep(down)
+    t0 = time.time()
+    pg_ctl("start")
+    recover.append((f"PostgreSQL stopped {down} s", first_success_after(t0)))
+    for t in threads:
+        t.join()
+    log("database outages done")
+
+    # 4. everything settles: every payment final (the horizon is 30 s)
+    settle_deadline = time.time() + 120
+    while time.time() < settle_deadline:
+        if open_payments() == 0:
+            break
+        time.sleep(1)
+    serve.stop()
+    report(recover)
+
+
+def first_success_after(t0):
+    """Seconds from t0 until the API answers a read with 200 again."""
+    while time.time() - t0 < 60:
+        s, _, _ = call(f"{A.base}/v1/payments?limit=1", headers={"Authorization": f"Bearer {KEY}"}, timeout=3)
+        if s == 200:
+            return time.time() - t0
+        time.sleep(0.1)
+    return float("inf")
+
+
+def psql(sql):
+    out = subprocess.run(
+        [os.path.join(A.pg_bindir, "psql"), os.environ["PISGATE__DATABASE__URL"], "-tAX", "-F", "\t", "-c", sql],
+        check=True, capture_output=True, text=True).stdout
+    return [line.split("\t") for line in out.splitlines() if line]
+
+
+def open_payments():
+    return int(psql("SELECT count(*) FROM payments WHERE status IN ('awaiting_authorization','authorized')")[0][0])
+
+
+BANK_FINAL = {
+    "Paid": "paid", "Rejected": "rejected", "InsufficientFunds": "rejected", "LimitExceeded": "rejected",
+    "UserApprovalFailed": "authorization_failed", "UserApprovalCancelled": "authorization_failed",
+    "UserApprovalTimeout": "expired", "Cancelled": "cancelled", "Stopped": "cancelled",
+}
+
+
+def report(recover):
+    rows = psql("SELECT id, status, COALESCE(bank_payment_id,''), cancel_requested_at IS NOT NULL FROM payments")
+    keys = psql("SELECT key, payment_id FROM idempotency_keys")
+    db_payments = {r[0]: r for r in rows}
+    key_payment = {k: p for k, p in keys}
+    _, bank = sandbox_admin("payments")
+    by_external = collections.defaultdict(list)
+    for b in bank or []:
+        by_external[b.get("external_id") or ""].append(b)
+
+    lost = [k for k, pid in GIVEN.items() if pid not in db_payments or key_payment.get(k) != pid]
+    doubled, disagreements = [], []
+    for pid, (_, status, bank_id, cancel_requested) in db_payments.items():
+        at_bank = by_external.get(uuid.UUID(pid).hex, [])
+        opened = [b for b in at_bank if b.get("exists_at_bank")]
+        if len(opened) > 1 or any(b["payment_id"] != bank_id for b in opened):
+            doubled.append(pid)
+        rec = next((b for b in at_bank if b["payment_id"] == bank_id), None)
+        final = status not in ("awaiting_authorization", "authorized")
+        if not final:
+            disagreements.append(f"{pid}: still {status}")
+            continue
+        if status == "failed":
+            if opened:
+                disagreements.append(f"{pid}: failed but its bank payment was opened")
+            continue
+        if rec is None:
+            if status not in ("expired", "cancelled"):
+                disagreements.append(f"{pid}: {status} without a bank payment")
+            continue
+        want = BANK_FINAL.get(rec["status"])
+        ok = (want == status) or (want == "expired" and status == "cancelled" and cancel_requested == "t") \
+            or (want is None and status in ("expired", "cancelled") and not rec.get("exists_at_bank"))
+        if not ok:
+            disagreements.append(f"{pid}: pisgate {status}, bank {rec['status']} (plan {PLANS.get(pid)})")
+
+    by_status = collections.Counter(r[1] for r in rows)
+    print()
+    print(f"resilience ({A.mode}): {STATS['kill_rounds']} SIGKILLs of serve, PostgreSQL restarted and stopped,"
+          f" sandbox 5xx / 429 / drops / malformed / slow, forged and replayed callbacks, late signing")
+    table = [
+        ("requests", STATS["requests"]),
+        ("same-key retries", STATS["same_key_retries"]),
+        ("201s", STATS["201"]),
+        ("payments", len(rows)),
+        ("clients that gave up on a key", STATS["gave_up"]),
+        ("4xx final answers", ", ".join(f"{c}: {STATS[c]}" for c in ("400", "401", "404", "422") if STATS[c]) or "none"),
+        ("final statuses", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))),
+        ("lost", len(lost)),
+        ("doubled", len(doubled)),
+        ("disagreements", len(disagreements)),
+        ("5xx by code", ", ".join(f"{k}: {v}" for k, v in sorted(CODES.items())) or "none"),
+        ("seconds to recover", ", ".join(f"{n} {s:.1f}" for n, s in recover)),
+    ]
+    width = max(len(k) for k, _ in table)
+    print("| " + "what".ljust(width) + " | figure |")
+    print("|" + "-" * (width + 2) + "|--------|")
+    for k, v in table:
+        print(f"| {k.ljust(width)} | {v} |")
+    for name, items in (("lost", lost), ("doubled", doubled), ("disagreements", disagreements)):
+        for item in items[:20]:
+            print(f"  {name}: {item}")
+    bad = len(lost) + len(doubled) + len(disagreements)
+    sys.exit(1 if bad else 0)
+
+
+if __name__ == "__main__":
+    main()

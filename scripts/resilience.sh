@@ -1,0 +1,90 @@
+#!/usr/bin/env bash
+# The resilience suite: PostgreSQL, the Nordea sandbox and `pisgate serve` as separate
+# processes, load with unique keys and same-key retries, and faults: SIGKILLs of serve during
+# creation and polling, a PostgreSQL restart and a 10 s stop, sandbox 5xx, a 429 storm,
+# dropped connections, malformed answers, latency beyond pisgate's timeouts, forged and
+# replayed callbacks, late signing. Then it reconciles pisgate's database with the sandbox
+# bank's records and prints one table. Exits non-zero unless lost, doubled and
+# disagreements are all 0.
+#
+#   scripts/resilience.sh            # full: release build, 10 kill rounds, every fault
+#   scripts/resilience.sh --quick    # under 3 minutes, debug build (scripts/test.sh runs it)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+root=$PWD
+source scripts/lib/pg.sh
+source scripts/lib/env.sh
+
+mode=full
+[ "${1:-}" = "--quick" ] && mode=quick
+
+if [ "$mode" = full ]; then
+    echo "== building pisgate (release)"
+    cargo build --locked --release --bin pisgate
+    bin="$CARGO_TARGET_DIR/release/pisgate"
+else
+    echo "== building pisgate (debug)"
+    cargo build --locked --bin pisgate
+    bin="$CARGO_TARGET_DIR/debug/pisgate"
+fi
+
+cluster="resilience-$$"
+work=$(mktemp -d)
+pids_file="$work/pids"
+: >"$pids_file"
+cleanup() {
+    while read -r p; do kill -KILL "$p" 2>/dev/null || true; done <"$pids_file"
+    pg_destroy "$cluster"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+pg_start "$cluster"
+
+port=$(pg_free_port)
+sandbox_port=$(pg_free_port)
+"$bin" keys generate --out "$work/keys" >/dev/null
+python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$work/token-key"
+python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$work/ledger-key"
+
+export PISGATE_ENV=sandbox
+export PISGATE__DATABASE__URL=$DATABASE_URL
+export PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS=2
+export PISGATE__SERVER__LISTEN="127.0.0.1:$port"
+export PISGATE__SERVER__PUBLIC_URL="http://127.0.0.1:$port"
+export PISGATE__SANDBOX__LISTEN="127.0.0.1:$sandbox_port"
+export PISGATE__SANDBOX__CLIENT_ID=resilience-client
+export PISGATE__SANDBOX__CLIENT_SECRET=resilience-secret
+export PISGATE__SANDBOX__PUBLIC_KEY_FILE="$work/keys/public.pem"
+export PISGATE__SANDBOX__CONFIRM_DELAY_MS=500
+export PISGATE__SANDBOX__PAID_DELAY_MS=1000
+export PISGATE__SANDBOX__APPROVAL_TIMEOUT_SECS=20
+export PISGATE__NORDEA__BASE_URL="http://127.0.0.1:$sandbox_port/personal"
+export PISGATE__NORDEA__CLIENT_ID=resilience-client
+export PISGATE__NORDEA__CLIENT_SECRET=resilience-secret
+export PISGATE__NORDEA__PRIVATE_KEY_FILE="$work/keys/private.pem"
+export PISGATE__NORDEA__REQUEST_TIMEOUT_SECS=3
+export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$work/token-key"
+export PISGATE__LEDGER__KEY_FILE="$work/ledger-key"
+export PISGATE__PAYMENTS__SIGNING_WINDOW_SECS=10
+export PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS=30
+export PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS=6
+export PISGATE__POLLER__SIGNING_INTERVAL=500ms
+export PISGATE__POLLER__LATE_SIGNING_INTERVAL=1s
+export PISGATE__POLLER__AUTHORIZED_INTERVAL=1s
+export PISGATE__POLLER__LEASE=15s
+export PISGATE__POLLER__MAX_BACKOFF=2s
+export PISGATE__POLLER__IDLE_WAIT=1s
+export PISGATE__WEBHOOKS__ENABLED=false
+# The load here is one merchant far above a real one's budget.
+export PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW=1000000
+export PISGATE__TELEMETRY__LOG_FORMAT=json
+export RUST_LOG=warn
+
+"$bin" migrate >/dev/null
+"$bin" merchant create --name "Resilience shop" --return-origin "https://shop.example" >"$work/merchant.json"
+"$bin" sandbox >"$work/sandbox.log" 2>&1 &
+echo $! >>"$pids_file"
+
+python3 scripts/resilience.py --mode "$mode" --bin "$bin" --work "$work" \
+    --base "http://127.0.0.1:$port" --sandbox "http://127.0.0.1:$sandbox_port" \
+    --pg-bindir "$(pg_bindir)" --pg-data "$PG_STATE_DIR/pg-$cluster" --pids "$pids_file"
