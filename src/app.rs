@@ -170,6 +170,8 @@ pub fn nordea_client(settings: &Settings) -> anyhow::Result<Arc<dyn Bank>> {
     config.connect_timeout = n.connect_timeout;
     config.request_timeout = n.request_timeout;
     config.read_retries.max_attempts = n.read_attempts;
+    config.delete_signing = n.delete_signing;
+    config.status_by_external_id = n.status_by_external_id;
     let client = NordeaClient::new(config).map_err(|e| {
         SettingsError::Load(format!("invalid setting PISGATE__NORDEA__BASE_URL: {e}"))
     })?;

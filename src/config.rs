@@ -147,6 +147,16 @@ pub struct NordeaSettings {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub read_attempts: u32,
+    /// `nordea.delete_signing_profile`: how the bulk DELETE (a DELETE with a body) is
+    /// signed, `three_headers` (default) or `with_digest`.
+    pub delete_signing: crate::bank::nordea::DeleteSigning,
+    /// `nordea.status_by_external_id`: resolve an initiation whose answer was lost with
+    /// `GET /v1/payments/{externalId}/status` (deprecated by Nordea). Default false.
+    pub status_by_external_id: bool,
+    /// `nordea.certificate` (usually `PISGATE__NORDEA__CERTIFICATE_FILE`): the app's eIDAS
+    /// QSealC, PEM or the bare base64 body the developer portal takes. Checked at start
+    /// in production (see `bank::nordea::certificate`).
+    pub certificate: Option<String>,
     /// `production` or `sandbox`: sandbox-only features (e.g. `EVERY_MINUTE_SANDBOX_ONLY`)
     /// are refused in production.
     pub environment: BankEnvironment,
@@ -312,6 +322,9 @@ struct RawNordea {
     request_timeout_secs: Option<String>,
     read_attempts: Option<String>,
     environment: Option<String>,
+    delete_signing_profile: Option<String>,
+    status_by_external_id: Option<String>,
+    certificate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -619,6 +632,22 @@ impl Settings {
                 raw.nordea.request_timeout_secs,
             )?,
             read_attempts: number("nordea.read_attempts", raw.nordea.read_attempts, 1)?,
+            delete_signing: match raw.nordea.delete_signing_profile.as_deref().map(str::trim) {
+                None | Some("") => crate::bank::nordea::DeleteSigning::default(),
+                Some(text) => crate::bank::nordea::DeleteSigning::parse(text).ok_or_else(|| {
+                    SettingsError::invalid(
+                        "nordea.delete_signing_profile",
+                        format!("{text:?} is not three_headers or with_digest"),
+                    )
+                })?,
+            },
+            status_by_external_id: match raw.nordea.status_by_external_id {
+                Some(v) if !v.trim().is_empty() => {
+                    boolean("nordea.status_by_external_id", Some(v))?
+                }
+                _ => false,
+            },
+            certificate: raw.nordea.certificate.filter(|c| !c.trim().is_empty()),
             environment,
         };
         let tokens = TokenSettings {

@@ -36,7 +36,7 @@
 //! Never logged or put into an error: the client secret, tokens, codes, keys, request or
 //! answer bodies (account numbers), or serde messages that could quote them.
 
-use super::signing::{self, RequestSigner, RequestToSign, SigningKey};
+use super::signing::{self, DeleteSigning, RequestSigner, RequestToSign, SigningKey};
 use super::{convert, errors, wire};
 use crate::bank::{
     Bank, BankError, BankPaymentId, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
@@ -109,6 +109,12 @@ pub struct NordeaConfig {
     /// path is not confirmed by a second source; revoke is `{token_path}/revoke`.
     pub token_path: String,
     pub read_retries: RetryPolicy,
+    /// How the bulk DELETE (a DELETE with a body) is signed.
+    pub delete_signing: DeleteSigning,
+    /// Whether an initiation whose answer was lost may be looked up by its external id
+    /// (`GET /v1/payments/{externalId}/status`, deprecated by Nordea since v2.7). Off by
+    /// default.
+    pub status_by_external_id: bool,
 }
 
 impl NordeaConfig {
@@ -132,6 +138,8 @@ impl NordeaConfig {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             token_path: Self::DEFAULT_TOKEN_PATH.to_owned(),
             read_retries: RetryPolicy::default(),
+            delete_signing: DeleteSigning::default(),
+            status_by_external_id: false,
         }
     }
 }
@@ -146,6 +154,8 @@ impl fmt::Debug for NordeaConfig {
             .field("request_timeout", &self.request_timeout)
             .field("token_path", &self.token_path)
             .field("read_retries", &self.read_retries)
+            .field("delete_signing", &self.delete_signing)
+            .field("status_by_external_id", &self.status_by_external_id)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +187,8 @@ pub struct NordeaClient {
     signer: RequestSigner,
     token_path: String,
     retries: RetryPolicy,
+    delete_signing: DeleteSigning,
+    status_by_external_id: bool,
 }
 
 impl fmt::Debug for NordeaClient {
@@ -186,6 +198,7 @@ impl fmt::Debug for NordeaClient {
             .field("host", &self.host)
             .field("token_path", &self.token_path)
             .field("retries", &self.retries)
+            .field("delete_signing", &self.delete_signing)
             .finish_non_exhaustive()
     }
 }
@@ -239,6 +252,8 @@ impl NordeaClient {
             signer: RequestSigner::new(config.client_id, config.signing_key),
             token_path,
             retries: config.read_retries,
+            delete_signing: config.delete_signing,
+            status_by_external_id: config.status_by_external_id,
         })
     }
 
@@ -286,7 +301,22 @@ impl NordeaClient {
             .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => tracing::debug!(outcome, "bank call done"),
-            Err(error) => tracing::debug!(outcome, %error, "bank call failed"),
+            Err(error) => match error.configuration_code() {
+                // One clear line for the operator: nothing about the payment or the
+                // shopper is wrong, our own setup is (credentials, key, clock).
+                Some(code) => {
+                    metrics::counter!("pisgate_bank_config_errors_total", "code" => code.to_owned())
+                        .increment(1);
+                    tracing::error!(
+                        outcome,
+                        code,
+                        operation = call.operation,
+                        %error,
+                        "the bank refused our configuration; an operator must fix it"
+                    );
+                }
+                None => tracing::debug!(outcome, %error, "bank call failed"),
+            },
         }
         result
     }
@@ -315,6 +345,8 @@ impl NordeaClient {
                     .body
                     .as_ref()
                     .map(|(content_type, bytes)| (*content_type, bytes.as_slice())),
+                body_signed: call.method != Method::DELETE
+                    || self.delete_signing == DeleteSigning::WithDigest,
             })
             .map_err(|_| BankError::Unexpected {
                 status: None,
@@ -338,11 +370,13 @@ impl NordeaClient {
             }
             request = request.header(name, value);
         }
-        if let (Some((content_type, bytes)), Some(digest)) = (&call.body, signed.digest) {
+        if let Some((content_type, bytes)) = &call.body {
             request = request
                 .header(CONTENT_TYPE, *content_type)
-                .header("digest", digest)
                 .body(bytes.clone());
+        }
+        if let Some(digest) = signed.digest {
+            request = request.header("digest", digest);
         }
         if let Some(token) = call.bearer {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))

@@ -20,5 +20,5 @@ pub mod status;
 pub mod wire;
 
 pub use client::{NordeaClient, NordeaConfig, NordeaConfigError, RetryPolicy};
-pub use signing::{KeyError, SigningKey, generate_key_pair, write_key_pair};
+pub use signing::{DeleteSigning, KeyError, SigningKey, generate_key_pair, write_key_pair};
 pub use status::{NordeaStatus, map_status};
