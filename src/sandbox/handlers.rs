@@ -261,7 +261,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
             "error.validation.format",
             format!("The body is not valid JSON: {e}."),
             "",
-            "validation",
+            "Pattern",
         )])
     })
 }
@@ -439,7 +439,7 @@ fn cancel_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<R
             "error.validation.format",
             "The body must be {\"payments\":[{\"payment_id\":\"…\"}, …]} with at least one payment.",
             "payments",
-            "validation",
+            "Pattern",
         )]));
     };
     let now = sandbox.now();

@@ -450,6 +450,15 @@ impl TestSandbox {
 /// The first failure of a Nordea error body.
 fn failure(v: &Value) -> (&str, &str) {
     let f = &v["error"]["failures"][0];
+    // Every failure is shaped like Nordea's: a path and a validator-like type.
+    assert!(f["path"].is_string(), "{v}");
+    assert!(
+        matches!(
+            f["type"].as_str(),
+            Some("NotNull" | "Pattern" | "Size" | "Valid")
+        ),
+        "{v}"
+    );
     (
         f["code"].as_str().unwrap_or_default(),
         f["description"].as_str().unwrap_or_default(),
@@ -819,6 +828,52 @@ async fn a_form_body_out_of_alphabetical_order_fails_the_digest() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let v: Value = resp.json().await.expect("json");
     assert_eq!(failure(&v).0, "error.digest.invalid");
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn failures_carry_the_header_or_field_as_path_and_a_validator_type() {
+    let sb = spawn().await;
+    let resp = sb
+        .call(
+            Method::GET,
+            "/personal/v2/single-sca-payments/x/status",
+            None,
+            None,
+            Tweak {
+                omit_client_id: true,
+                ..Tweak::default()
+            },
+        )
+        .await;
+    let v: Value = resp.json().await.expect("json");
+    let f = &v["error"]["failures"][0];
+    assert_eq!(
+        (f["code"].as_str(), f["path"].as_str(), f["type"].as_str()),
+        (
+            Some("error.apikey.missing"),
+            Some("X-IBM-Client-Id"),
+            Some("NotNull")
+        )
+    );
+    let resp = sb
+        .call(
+            Method::GET,
+            "/personal/v2/single-sca-payments/x/status",
+            None,
+            None,
+            Tweak {
+                secret: Some("wrong"),
+                ..Tweak::default()
+            },
+        )
+        .await;
+    let v: Value = resp.json().await.expect("json");
+    let f = &v["error"]["failures"][0];
+    assert_eq!(
+        (f["code"].as_str(), f["type"].as_str()),
+        (Some("unauthorized"), Some("Valid"))
+    );
     sb.stop().await;
 }
 
