@@ -59,6 +59,18 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 2048)]
         bits: usize,
     },
+    /// Write a new RSA key (DIR/private.pem, mode 0600) and a PKCS#10 certificate signing
+    /// request for it (DIR/request.csr) to send to a qualified trust service provider for the
+    /// eIDAS QSealC.
+    Csr {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The certificate's subject, e.g. "CN=Shop Oy,O=Shop Oy,C=FI,2.5.4.97=PSDFI-FINFSA-1234567-8".
+        #[arg(long)]
+        subject: String,
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -135,6 +147,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "wrote {} (keep it secret) and {} (register it with the bank)",
                 private.display(),
                 public.display()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Csr { out, subject, bits },
+        } => {
+            let (private, csr) =
+                crate::bank::nordea::certificate::write_key_and_csr(&out, &subject, bits)
+                    .with_context(|| {
+                        format!("cannot write a key and a CSR to {}", out.display())
+                    })?;
+            eprintln!(
+                "wrote {} (keep it secret; PISGATE__NORDEA__PRIVATE_KEY_FILE) and {} (send it to your certificate authority)",
+                private.display(),
+                csr.display()
             );
             Ok(())
         }

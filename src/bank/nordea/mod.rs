@@ -12,6 +12,7 @@
 //! tolerant or configurable and says so. Nothing here touches the database or decides a
 //! payment's status.
 
+pub mod certificate;
 pub mod client;
 pub mod convert;
 pub mod errors;

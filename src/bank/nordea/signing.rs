@@ -263,7 +263,7 @@ pub fn write_key_pair(dir: &Path, bits: usize) -> Result<(PathBuf, PathBuf), Key
     Ok((private_path, public_path))
 }
 
-fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
+pub(crate) fn write_new_file(path: &Path, contents: &[u8], mode: u32) -> Result<(), KeyError> {
     use std::io::Write as _;
 
     let mut options = std::fs::OpenOptions::new();
