@@ -247,6 +247,11 @@ pub fn check_certificate(
 
 /// The Nordea client from the settings; a bad key or URL names its setting.
 pub fn nordea_client(settings: &Settings) -> anyhow::Result<Arc<dyn Bank>> {
+    Ok(Arc::new(nordea_client_concrete(settings)?))
+}
+
+/// [`nordea_client`] as the concrete type (`pisgate check` uses its probe).
+pub fn nordea_client_concrete(settings: &Settings) -> anyhow::Result<NordeaClient> {
     let n = &settings.nordea;
     let key = SigningKey::from_text(n.private_key.expose_secret()).map_err(|e| {
         SettingsError::Load(format!(
@@ -259,11 +264,10 @@ pub fn nordea_client(settings: &Settings) -> anyhow::Result<Arc<dyn Bank>> {
     config.request_timeout = n.request_timeout;
     config.read_retries.max_attempts = n.read_attempts;
     config.delete_signing = n.delete_signing;
-    config.status_by_external_id = n.status_by_external_id;
     let client = NordeaClient::new(config).map_err(|e| {
         SettingsError::Load(format!("invalid setting PISGATE__NORDEA__BASE_URL: {e}"))
     })?;
-    Ok(Arc::new(client))
+    Ok(client)
 }
 
 /// The token cipher: the current key plus any previous ones (`id:base64,id:base64`).

@@ -31,6 +31,13 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Check every setting, the key and certificate, the database, the clock and one harmless
+    /// signed call to the bank; one line per check; exit 0 only when all are OK.
+    Check {
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the Nordea sandbox simulator (for local runs and tests; never in production).
     Sandbox,
     /// Key pairs for signing Nordea requests.
@@ -98,6 +105,9 @@ pub enum MerchantCommand {
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Check { json } = cli.command {
+        return check_main(json);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -122,8 +132,34 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `pisgate check`: prints the report and exits with its code.
+fn check_main(json: bool) -> ExitCode {
+    let report = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Err(e) => crate::check::settings_failed(&format!("cannot start the async runtime: {e}")),
+        Ok(runtime) => match Settings::load() {
+            Err(e) => crate::check::settings_failed(&e),
+            Ok(settings) => runtime.block_on(crate::check::run(&settings)),
+        },
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).unwrap_or_else(|_| "{}".into())
+        );
+    } else {
+        for line in report.lines() {
+            println!("{line}");
+        }
+    }
+    ExitCode::from(report.exit_code)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Check { .. } => anyhow::bail!("`check` runs from `main`"),
         Command::Serve { migrate } => {
             let mut settings = Settings::load()?;
             settings.database.migrate_on_start |= migrate;

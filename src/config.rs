@@ -150,9 +150,6 @@ pub struct NordeaSettings {
     /// `nordea.delete_signing_profile`: how the bulk DELETE (a DELETE with a body) is
     /// signed, `three_headers` (default) or `with_digest`.
     pub delete_signing: crate::bank::nordea::DeleteSigning,
-    /// `nordea.status_by_external_id`: resolve an initiation whose answer was lost with
-    /// `GET /v1/payments/{externalId}/status` (deprecated by Nordea). Default false.
-    pub status_by_external_id: bool,
     /// `nordea.certificate` (usually `PISGATE__NORDEA__CERTIFICATE_FILE`): the app's eIDAS
     /// QSealC, PEM or the bare base64 body the developer portal takes. Checked at start
     /// in production (see `bank::nordea::certificate`).
@@ -323,7 +320,6 @@ struct RawNordea {
     read_attempts: Option<String>,
     environment: Option<String>,
     delete_signing_profile: Option<String>,
-    status_by_external_id: Option<String>,
     certificate: Option<String>,
 }
 
@@ -640,12 +636,6 @@ impl Settings {
                         format!("{text:?} is not three_headers or with_digest"),
                     )
                 })?,
-            },
-            status_by_external_id: match raw.nordea.status_by_external_id {
-                Some(v) if !v.trim().is_empty() => {
-                    boolean("nordea.status_by_external_id", Some(v))?
-                }
-                _ => false,
             },
             certificate: raw.nordea.certificate.filter(|c| !c.trim().is_empty()),
             environment,

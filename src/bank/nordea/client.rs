@@ -111,10 +111,6 @@ pub struct NordeaConfig {
     pub read_retries: RetryPolicy,
     /// How the bulk DELETE (a DELETE with a body) is signed.
     pub delete_signing: DeleteSigning,
-    /// Whether an initiation whose answer was lost may be looked up by its external id
-    /// (`GET /v1/payments/{externalId}/status`, deprecated by Nordea since v2.7). Off by
-    /// default.
-    pub status_by_external_id: bool,
 }
 
 impl NordeaConfig {
@@ -139,7 +135,6 @@ impl NordeaConfig {
             token_path: Self::DEFAULT_TOKEN_PATH.to_owned(),
             read_retries: RetryPolicy::default(),
             delete_signing: DeleteSigning::default(),
-            status_by_external_id: false,
         }
     }
 }
@@ -155,7 +150,6 @@ impl fmt::Debug for NordeaConfig {
             .field("token_path", &self.token_path)
             .field("read_retries", &self.read_retries)
             .field("delete_signing", &self.delete_signing)
-            .field("status_by_external_id", &self.status_by_external_id)
             .finish_non_exhaustive()
     }
 }
@@ -188,7 +182,6 @@ pub struct NordeaClient {
     token_path: String,
     retries: RetryPolicy,
     delete_signing: DeleteSigning,
-    status_by_external_id: bool,
 }
 
 impl fmt::Debug for NordeaClient {
@@ -253,7 +246,6 @@ impl NordeaClient {
             token_path,
             retries: config.read_retries,
             delete_signing: config.delete_signing,
-            status_by_external_id: config.status_by_external_id,
         })
     }
 
@@ -399,6 +391,16 @@ impl NordeaClient {
 
         let response = request.send().await.map_err(errors::transport)?;
         let status = response.status().as_u16();
+        if let Some(sink) = call.date_sink {
+            let date = response
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok());
+            if let Ok(mut slot) = sink.lock() {
+                *slot = date;
+            }
+        }
         tracing::Span::current().record("http_status", status);
         let retry_after = response
             .headers()
@@ -420,6 +422,22 @@ impl NordeaClient {
                 call.token_call,
             ))
         }
+    }
+
+    /// One harmless signed call for `pisgate check`: the status of a payment id nobody has
+    /// (answered 404 when credentials, signature and date are right), sent once, with the
+    /// bank's `Date` header.
+    pub async fn probe(&self) -> (Result<(), BankError>, Option<SystemTime>) {
+        let sink = std::sync::Mutex::new(None);
+        let id = uuid::Uuid::new_v4();
+        let mut call = Call::new("probe", Method::GET, format!("{PAYMENTS_PATH}/{id}/status"));
+        call.date_sink = Some(&sink);
+        let result = match self.execute(&call).await {
+            Ok(_) | Err(BankError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let date = sink.lock().ok().and_then(|d| *d);
+        (result, date)
     }
 
     async fn fetch<T: DeserializeOwned>(&self, call: &Call<'_>) -> Result<T, BankError> {
@@ -464,6 +482,8 @@ struct Call<'a> {
     token_call: bool,
     /// A read: safe to repeat, so retried when the bank is unavailable.
     read: bool,
+    /// Where to put the bank's `Date` header, when the caller wants it (`pisgate check`).
+    date_sink: Option<&'a std::sync::Mutex<Option<SystemTime>>>,
 }
 
 impl<'a> Call<'a> {
@@ -477,6 +497,7 @@ impl<'a> Call<'a> {
             psu: None,
             token_call: false,
             read: false,
+            date_sink: None,
         }
     }
 
