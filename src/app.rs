@@ -29,6 +29,8 @@ pub struct Application {
     shutdown_timeout: Duration,
     workers: WorkerContext,
     db_health: DbHealth,
+    /// When the eIDAS certificate expires, if one is configured.
+    certificate_not_after: Option<std::time::SystemTime>,
 }
 
 impl Application {
@@ -71,6 +73,7 @@ impl Application {
             }
         }
         let shutdown_timeout = settings.server.shutdown_timeout;
+        let certificate = check_certificate(&settings, std::time::SystemTime::now())?;
         let bank = nordea_client(&settings)?;
         let cipher = Arc::new(token_cipher(&settings)?);
         let state = AppState::new(
@@ -94,6 +97,7 @@ impl Application {
             pool,
             shutdown_timeout,
             workers,
+            certificate_not_after: certificate.map(|c| c.not_after),
         })
     }
 
@@ -142,6 +146,9 @@ impl Application {
             workers_stop_rx.clone(),
         ));
         let workers = Workers::spawn(self.workers, workers_stop_rx);
+        let certificate_watch = self
+            .certificate_not_after
+            .map(|not_after| tokio::spawn(watch_certificate(not_after)));
         let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
         let deadline = async {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
@@ -163,14 +170,100 @@ impl Application {
             .saturating_sub(stop_began.elapsed())
             .max(Duration::from_secs(1));
         workers.join(left).await;
+        if let Some(watch) = certificate_watch {
+            watch.abort();
+        }
         self.pool.close().await;
         tracing::info!("stopped");
         result
     }
 }
 
+/// Below this much time left, a warning line is logged once a day.
+pub const CERTIFICATE_WARN_BEFORE: Duration = Duration::from_secs(30 * 86_400);
+
+fn certificate_seconds_left(not_after: std::time::SystemTime) -> f64 {
+    match not_after.duration_since(std::time::SystemTime::now()) {
+        Ok(left) => left.as_secs_f64(),
+        Err(past) => -past.duration().as_secs_f64(),
+    }
+}
+
+/// Keeps `pisgate_nordea_certificate_expiry_seconds` current (every minute) and logs a
+/// warning once a day while less than 30 days are left.
+async fn watch_certificate(not_after: std::time::SystemTime) {
+    let mut last_warning: Option<tokio::time::Instant> = None;
+    loop {
+        let left = certificate_seconds_left(not_after);
+        metrics::gauge!("pisgate_nordea_certificate_expiry_seconds").set(left);
+        let due = last_warning.is_none_or(|at| at.elapsed() >= Duration::from_secs(86_400));
+        if left < CERTIFICATE_WARN_BEFORE.as_secs_f64() && due {
+            tracing::warn!(
+                days_left = (left / 86_400.0).floor(),
+                not_after = %httpdate::fmt_http_date(not_after),
+                "the eIDAS certificate expires soon: renew it and register it at Nordea"
+            );
+            last_warning = Some(tokio::time::Instant::now());
+        }
+        tokio::time::sleep(Duration::from_secs(60)).await;
+    }
+}
+
+/// Checks the eIDAS certificate (`PISGATE__NORDEA__CERTIFICATE_FILE`) against the signing key
+/// and `now`: unreadable, for another key, expired or not yet valid refuses the start; a
+/// missing qcStatements extension is a warning. In production a missing certificate is a
+/// warning (nothing to check). Sets the expiry gauge.
+pub fn check_certificate(
+    settings: &Settings,
+    now: std::time::SystemTime,
+) -> anyhow::Result<Option<crate::bank::nordea::certificate::CertificateCheck>> {
+    use crate::bank::nordea::certificate::EidasCertificate;
+    let n = &settings.nordea;
+    let Some(text) = &n.certificate else {
+        if n.environment == crate::config::BankEnvironment::Production {
+            tracing::warn!(
+                "no eIDAS certificate configured (PISGATE__NORDEA__CERTIFICATE_FILE): its match with the signing key and its expiry are not checked"
+            );
+        }
+        return Ok(None);
+    };
+    let invalid = |e: &dyn std::fmt::Display| {
+        SettingsError::Load(format!(
+            "invalid setting PISGATE__NORDEA__CERTIFICATE_FILE: {e}"
+        ))
+    };
+    let key = SigningKey::from_text(n.private_key.expose_secret()).map_err(|e| {
+        SettingsError::Load(format!(
+            "invalid setting PISGATE__NORDEA__PRIVATE_KEY_FILE: {e}"
+        ))
+    })?;
+    let certificate = EidasCertificate::from_text(text).map_err(|e| invalid(&e))?;
+    let check = certificate.check(&key, now).map_err(|e| invalid(&e))?;
+    metrics::gauge!("pisgate_nordea_certificate_expiry_seconds")
+        .set(check.expires_in.as_secs_f64());
+    if !check.qc_statements {
+        tracing::warn!(
+            subject = %check.subject,
+            "the eIDAS certificate has no qcStatements extension: Nordea's PSD2 APIs need a QSealC"
+        );
+    }
+    if check.expires_in < CERTIFICATE_WARN_BEFORE {
+        tracing::warn!(
+            days_left = check.expires_in.as_secs() / 86_400,
+            "the eIDAS certificate expires soon: renew it and register it at Nordea"
+        );
+    }
+    tracing::info!(subject = %check.subject, days_left = check.expires_in.as_secs() / 86_400, "eIDAS certificate checked");
+    Ok(Some(check))
+}
+
 /// The Nordea client from the settings; a bad key or URL names its setting.
 pub fn nordea_client(settings: &Settings) -> anyhow::Result<Arc<dyn Bank>> {
+    Ok(Arc::new(nordea_client_concrete(settings)?))
+}
+
+/// [`nordea_client`] as the concrete type (`pisgate check` uses its probe).
+pub fn nordea_client_concrete(settings: &Settings) -> anyhow::Result<NordeaClient> {
     let n = &settings.nordea;
     let key = SigningKey::from_text(n.private_key.expose_secret()).map_err(|e| {
         SettingsError::Load(format!(
@@ -182,10 +275,11 @@ pub fn nordea_client(settings: &Settings) -> anyhow::Result<Arc<dyn Bank>> {
     config.connect_timeout = n.connect_timeout;
     config.request_timeout = n.request_timeout;
     config.read_retries.max_attempts = n.read_attempts;
+    config.delete_signing = n.delete_signing;
     let client = NordeaClient::new(config).map_err(|e| {
         SettingsError::Load(format!("invalid setting PISGATE__NORDEA__BASE_URL: {e}"))
     })?;
-    Ok(Arc::new(client))
+    Ok(client)
 }
 
 /// The token cipher: the current key plus any previous ones (`id:base64,id:base64`).

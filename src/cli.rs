@@ -31,6 +31,13 @@ pub enum Command {
     },
     /// Apply pending database migrations and exit.
     Migrate,
+    /// Check every setting, the key and certificate, the database, the clock and one harmless
+    /// signed call to the bank; one line per check; exit 0 only when all are OK.
+    Check {
+        /// One JSON object instead of lines.
+        #[arg(long)]
+        json: bool,
+    },
     /// Serve the Nordea sandbox simulator (for local runs and tests; never in production).
     Sandbox,
     /// Key pairs for signing Nordea requests.
@@ -56,6 +63,18 @@ pub enum KeysCommand {
     Generate {
         #[arg(long)]
         out: std::path::PathBuf,
+        #[arg(long, default_value_t = 2048)]
+        bits: usize,
+    },
+    /// Write a new RSA key (DIR/private.pem, mode 0600) and a PKCS#10 certificate signing
+    /// request for it (DIR/request.csr) to send to a qualified trust service provider for the
+    /// eIDAS QSealC.
+    Csr {
+        #[arg(long)]
+        out: std::path::PathBuf,
+        /// The certificate's subject, e.g. "CN=Shop Oy,O=Shop Oy,C=FI,2.5.4.97=PSDFI-FINFSA-1234567-8".
+        #[arg(long)]
+        subject: String,
         #[arg(long, default_value_t = 2048)]
         bits: usize,
     },
@@ -86,6 +105,9 @@ pub enum MerchantCommand {
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    if let Command::Check { json } = cli.command {
+        return check_main(json);
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -110,8 +132,34 @@ pub fn main() -> ExitCode {
     }
 }
 
+/// `pisgate check`: prints the report and exits with its code.
+fn check_main(json: bool) -> ExitCode {
+    let report = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Err(e) => crate::check::settings_failed(&format!("cannot start the async runtime: {e}")),
+        Ok(runtime) => match Settings::load() {
+            Err(e) => crate::check::settings_failed(&e),
+            Ok(settings) => runtime.block_on(crate::check::run(&settings)),
+        },
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::to_string(&report).unwrap_or_else(|_| "{}".into())
+        );
+    } else {
+        for line in report.lines() {
+            println!("{line}");
+        }
+    }
+    ExitCode::from(report.exit_code)
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
     match cli.command {
+        Command::Check { .. } => anyhow::bail!("`check` runs from `main`"),
         Command::Serve { migrate } => {
             let mut settings = Settings::load()?;
             settings.database.migrate_on_start |= migrate;
@@ -135,6 +183,21 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "wrote {} (keep it secret) and {} (register it with the bank)",
                 private.display(),
                 public.display()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::Csr { out, subject, bits },
+        } => {
+            let (private, csr) =
+                crate::bank::nordea::certificate::write_key_and_csr(&out, &subject, bits)
+                    .with_context(|| {
+                        format!("cannot write a key and a CSR to {}", out.display())
+                    })?;
+            eprintln!(
+                "wrote {} (keep it secret; PISGATE__NORDEA__PRIVATE_KEY_FILE) and {} (send it to your certificate authority)",
+                private.display(),
+                csr.display()
             );
             Ok(())
         }

@@ -151,6 +151,13 @@ pub struct NordeaSettings {
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub read_attempts: u32,
+    /// `nordea.delete_signing_profile`: how the bulk DELETE (a DELETE with a body) is
+    /// signed, `three_headers` (default) or `with_digest`.
+    pub delete_signing: crate::bank::nordea::DeleteSigning,
+    /// `nordea.certificate` (usually `PISGATE__NORDEA__CERTIFICATE_FILE`): the app's eIDAS
+    /// QSealC, PEM or the bare base64 body the developer portal takes. Checked at start
+    /// in production (see `bank::nordea::certificate`).
+    pub certificate: Option<String>,
     /// `production` or `sandbox`: sandbox-only features (e.g. `EVERY_MINUTE_SANDBOX_ONLY`)
     /// are refused in production.
     pub environment: BankEnvironment,
@@ -322,6 +329,8 @@ struct RawNordea {
     request_timeout_secs: Option<String>,
     read_attempts: Option<String>,
     environment: Option<String>,
+    delete_signing_profile: Option<String>,
+    certificate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -631,6 +640,16 @@ impl Settings {
                 raw.nordea.request_timeout_secs,
             )?,
             read_attempts: number("nordea.read_attempts", raw.nordea.read_attempts, 1)?,
+            delete_signing: match raw.nordea.delete_signing_profile.as_deref().map(str::trim) {
+                None | Some("") => crate::bank::nordea::DeleteSigning::default(),
+                Some(text) => crate::bank::nordea::DeleteSigning::parse(text).ok_or_else(|| {
+                    SettingsError::invalid(
+                        "nordea.delete_signing_profile",
+                        format!("{text:?} is not three_headers or with_digest"),
+                    )
+                })?,
+            },
+            certificate: raw.nordea.certificate.filter(|c| !c.trim().is_empty()),
             environment,
         };
         let tokens = TokenSettings {

@@ -417,6 +417,7 @@ fn is_refusal(error: &BankError) -> bool {
         BankError::Validation { .. }
             | BankError::BadCredentials { .. }
             | BankError::BadSignature { .. }
+            | BankError::ClockRejected { .. }
     )
 }
 

@@ -268,6 +268,10 @@ pub enum BankError {
     /// Our signature or digest was refused: a key or clock or configuration fault.
     #[error("the bank refused our request signature ({code})")]
     BadSignature { code: String },
+    /// The bank refused our `X-Nordea-Originating-Date` (`error.date.*`): this host's clock
+    /// is off, a configuration fault. Never a dead token, never a payment fault.
+    #[error("the bank refused our request date ({code}): check this host's clock (NTP)")]
+    ClockRejected { code: String },
     /// The bank refused the request's content.
     #[error("the bank refused the request: {}", codes(failures))]
     Validation { failures: Vec<BankFailure> },
@@ -314,6 +318,7 @@ impl BankError {
         match self {
             BankError::BadCredentials { .. } => "bad_credentials",
             BankError::BadSignature { .. } => "bad_signature",
+            BankError::ClockRejected { .. } => "clock_rejected",
             BankError::Validation { .. } => "validation",
             BankError::RateLimited { .. } => "rate_limited",
             BankError::NotFound => "not_found",
@@ -330,6 +335,27 @@ impl BankError {
     /// request may have reached the bank (timeout or drop after sending, 500/502/504/408):
     /// then the outcome is unknown. An explicit refusal (validation, credentials,
     /// signature) is also false here: the bank did process it, and said no.
+    /// A fault of our own setup (credentials, key, clock), not of the payment or the shopper:
+    /// it needs an operator, and it says nothing about any token.
+    pub fn is_configuration_fault(&self) -> bool {
+        matches!(
+            self,
+            BankError::BadCredentials { .. }
+                | BankError::BadSignature { .. }
+                | BankError::ClockRejected { .. }
+        )
+    }
+
+    /// The bank's failure code of a configuration fault.
+    pub fn configuration_code(&self) -> Option<&str> {
+        match self {
+            BankError::BadCredentials { code }
+            | BankError::BadSignature { code }
+            | BankError::ClockRejected { code } => Some(code),
+            _ => None,
+        }
+    }
+
     pub fn provably_not_processed(&self) -> bool {
         matches!(
             self,

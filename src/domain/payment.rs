@@ -37,8 +37,10 @@
 //! - `recurring` `{count, recurrence_type}`: see [`crate::domain::recurrence`].
 //! - `reference` (the merchant's own), `psu_id`: 1..=128 characters, no control characters.
 //! - `return_url` (required): see [`ReturnUrl`].
-//! - `language`: en, fi, sv, da, no. `authentication_method`: MTA, MTA_OFF, CCALC,
-//!   CARD_RDR, QR_RDR, BANKID_NO, BANKIDM_NO, MTA_NO; the three `_NO` methods only in NO.
+//! - `language`: en, fi, sv, da, no. `authentication_method`: the v5 authorize enum (MTA,
+//!   CCALC, CARD_RDR, QR_RDR, BANKID_NO, BANKIDM_NO, MTA_NO, BANKID_SE, NEMID_2F) plus
+//!   MTA_OFF from older lists; the three `_NO` methods only in NO, BANKID_SE only in SE,
+//!   NEMID_2F only in DK.
 //!   Which of the others each country offers is left to the bank.
 //! - `metadata`: a JSON object of at most 50 keys and 4096 bytes serialised.
 //!
@@ -447,10 +449,13 @@ pub enum AuthenticationMethod {
     BankidNo,
     BankidmNo,
     MtaNo,
+    BankidSe,
+    #[serde(rename = "NEMID_2F")]
+    Nemid2f,
 }
 
 impl AuthenticationMethod {
-    pub const ALL: [AuthenticationMethod; 8] = [
+    pub const ALL: [AuthenticationMethod; 10] = [
         AuthenticationMethod::Mta,
         AuthenticationMethod::MtaOff,
         AuthenticationMethod::Ccalc,
@@ -459,6 +464,8 @@ impl AuthenticationMethod {
         AuthenticationMethod::BankidNo,
         AuthenticationMethod::BankidmNo,
         AuthenticationMethod::MtaNo,
+        AuthenticationMethod::BankidSe,
+        AuthenticationMethod::Nemid2f,
     ];
 
     pub fn as_str(self) -> &'static str {
@@ -471,6 +478,8 @@ impl AuthenticationMethod {
             AuthenticationMethod::BankidNo => "BANKID_NO",
             AuthenticationMethod::BankidmNo => "BANKIDM_NO",
             AuthenticationMethod::MtaNo => "MTA_NO",
+            AuthenticationMethod::BankidSe => "BANKID_SE",
+            AuthenticationMethod::Nemid2f => "NEMID_2F",
         }
     }
 
@@ -480,11 +489,14 @@ impl AuthenticationMethod {
             .find(|m| m.as_str() == s)
     }
 
-    /// The Norwegian methods only exist in Norway; the rest is left to the bank.
+    /// The national methods only exist in their country (Norwegian BankID and MTA_NO, Swedish
+    /// BankID, Danish NemID); the rest is left to the bank.
     pub fn allowed_in(self, country: Country) -> bool {
         use AuthenticationMethod::*;
         match self {
             BankidNo | BankidmNo | MtaNo => country == Country::No,
+            BankidSe => country == Country::Se,
+            Nemid2f => country == Country::Dk,
             Mta | MtaOff | Ccalc | CardRdr | QrRdr => true,
         }
     }
@@ -841,7 +853,7 @@ impl PaymentRequest {
                     e.push(
                         "authentication_method",
                         "unknown_authentication_method",
-                        "must be one of MTA, MTA_OFF, CCALC, CARD_RDR, QR_RDR, BANKID_NO, BANKIDM_NO, MTA_NO",
+                        "must be one of MTA, MTA_OFF, CCALC, CARD_RDR, QR_RDR, BANKID_NO, BANKIDM_NO, MTA_NO, BANKID_SE, NEMID_2F",
                     );
                     None
                 }
@@ -849,7 +861,15 @@ impl PaymentRequest {
                     e.push(
                         "authentication_method",
                         "authentication_method_not_allowed",
-                        format!("{} is only available in NO", m.as_str()),
+                        format!(
+                            "{} is only available in {}",
+                            m.as_str(),
+                            match m {
+                                AuthenticationMethod::BankidSe => "SE",
+                                AuthenticationMethod::Nemid2f => "DK",
+                                _ => "NO",
+                            }
+                        ),
                     );
                     None
                 }

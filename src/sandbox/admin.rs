@@ -58,6 +58,7 @@ pub(crate) fn routes(sandbox: Arc<Sandbox>) -> Router {
         .route("/sandbox/admin/payments/{id}/status", put(put_status))
         .route("/sandbox/admin/token-identity", put(put_token_identity))
         .route("/sandbox/admin/clock/advance", post(advance_clock))
+        .route("/sandbox/admin/gateway-clock", put(put_gateway_clock))
         .with_state(sandbox)
 }
 
@@ -190,4 +191,19 @@ struct Advance {
 async fn advance_clock(State(sb): State<Arc<Sandbox>>, Json(body): Json<Advance>) -> Response {
     sb.advance_clock(Duration::from_secs(body.seconds) + Duration::from_millis(body.millis));
     Json(json!({ "now": sb.now() })).into_response()
+}
+
+#[derive(Deserialize)]
+struct GatewayClock {
+    offset_secs: i64,
+}
+
+/// Moves the API gateway's clock (the originating-date check and the `Date` header) by
+/// `offset_secs` from the real time, standing for a client whose clock is off.
+async fn put_gateway_clock(
+    State(sb): State<Arc<Sandbox>>,
+    Json(body): Json<GatewayClock>,
+) -> StatusCode {
+    sb.set_gateway_clock_offset(body.offset_secs);
+    StatusCode::NO_CONTENT
 }

@@ -197,6 +197,10 @@ async fn gateway(State(sandbox): State<Arc<Sandbox>>, req: Request, next: Next) 
     if let Some(f) = &plan.fault {
         entry.fault = Some(f.name().into());
     }
+    let mut response = response;
+    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(sandbox.gateway_now())) {
+        response.headers_mut().insert(header::DATE, date);
+    }
     // Logged before a delayed answer is sent: the call has happened, and the client may
     // give up (and hang up) before the wait is over.
     lock(&sandbox.log).push(entry);
@@ -257,7 +261,7 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
             "error.validation.format",
             format!("The body is not valid JSON: {e}."),
             "",
-            "validation",
+            "Pattern",
         )])
     })
 }
@@ -435,7 +439,7 @@ fn cancel_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<R
             "error.validation.format",
             "The body must be {\"payments\":[{\"payment_id\":\"…\"}, …]} with at least one payment.",
             "payments",
-            "validation",
+            "Pattern",
         )]));
     };
     let now = sandbox.now();
@@ -548,7 +552,8 @@ fn token_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<Re
             ));
         }
     };
-    Ok(ok(StatusCode::OK, pair))
+    // Nordea's token answer is bare: no group_header envelope (ia-v5 schema).
+    Ok(super::wire::json_response(StatusCode::OK, &pair))
 }
 
 async fn revoke(
@@ -569,5 +574,9 @@ fn revoke_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<R
         .filter(|t| !t.is_empty())
         .ok_or_else(|| oauth_error("invalid_request", "Field token is required.", "token"))?;
     lock(&sandbox.bank).revoke(token);
-    Ok(ok(StatusCode::OK, json!({})))
+    // Nordea's revoke answers a bare string (ia-v5 schema).
+    Ok(super::wire::json_response(
+        StatusCode::OK,
+        &json!("Token revoked"),
+    ))
 }

@@ -33,11 +33,17 @@
 //! # Choices where the published material is silent
 //! * Missing credentials answer 401 `error.apikey.missing`; wrong ones 401 `unauthorized`.
 //!   Every signature problem (missing or malformed header, keyId, algorithm, header list,
-//!   a listed header missing, stale or malformed date, bad signature) answers 401
-//!   `error.signature.invalid` with a precise description; a body that does not match its
-//!   digest answers 401 `error.digest.invalid`.
-//! * Bearer problems answer 401 `error.token.missing`, `error.token.invalid` (unknown or
-//!   revoked) or `error.token.expired`; a payment signed by another PSU answers 403
+//!   a listed header missing, bad signature) answers 401 `error.signature.invalid` with a
+//!   precise description; a body that does not match its digest answers 401
+//!   `error.digest.invalid` (a form body's digest is over Nordea's normalized string of the
+//!   decoded parameters, as Nordea's signing script computes it); an originating date that
+//!   is malformed or more than `max_clock_skew` away from the gateway's clock answers 401
+//!   `error.date.invalid` naming the header. The gateway's clock can be moved
+//!   (`PUT /sandbox/admin/gateway-clock`) and every answer carries it as `Date`.
+//! * A DELETE with a body may be signed with the three base headers (Nordea's eIDAS
+//!   article) or with `content-type digest` too; both are accepted.
+//! * Bearer problems answer 401 `error.token.invalid` (missing, unknown or revoked, as
+//!   Nordea documents) or `error.token.expired`; a payment signed by another PSU answers 403
 //!   `error.resource.denied`; an unknown (or not yet opened) payment 404
 //!   `error.resource.not_found`. A payment nobody has signed yet (opened, pending) can be
 //!   read and deleted with any live token of the app. The status call needs no bearer and
@@ -47,7 +53,9 @@
 //!   PendingSecondConfirmation, OnHold and Confirmed (a running recurring series included);
 //!   anything else is `error.payment.not_deletable`. Deleted payments become Cancelled.
 //! * The token endpoint answers OAuth-style failure codes (`invalid_request`,
-//!   `invalid_grant`, `unsupported_grant_type`) inside Nordea's error envelope.
+//!   `invalid_grant`, `unsupported_grant_type`) inside Nordea's error envelope. Its success
+//!   answer is bare, as in Nordea's v5 schema (`access_token`, `expires_in`, `token_type`,
+//!   `refresh_token`; no `group_header`); revoke answers a bare JSON string.
 //! * By default the initiation answer carries only `_links`, as in every example of the seed
 //!   (the payment id is the last segment of the status link);
 //!   [`SandboxConfig::echo_payment_id_on_initiation`] adds `payment_id` and `payment_status`.
@@ -230,6 +238,10 @@ pub struct Sandbox {
     verifying_key: VerifyingKey<Sha256>,
     public_base_url: String,
     clock_offset: Mutex<chrono::Duration>,
+    /// How far the API gateway's own clock is from the real one (seconds): it moves the
+    /// originating-date check and the `Date` header of every answer under `/personal`, so a
+    /// test can stand for a client whose clock is off ([`Sandbox::set_gateway_clock_offset`]).
+    gateway_clock_offset: std::sync::atomic::AtomicI64,
     /// Whether token answers carry an `id_token` (switchable at run time).
     token_identity: AtomicBool,
     bank: Mutex<payments::BankState>,
@@ -290,6 +302,7 @@ impl Sandbox {
             verifying_key: VerifyingKey::<Sha256>::new(key),
             public_base_url,
             clock_offset: Mutex::new(chrono::Duration::zero()),
+            gateway_clock_offset: std::sync::atomic::AtomicI64::new(0),
             token_identity,
             bank: Mutex::new(payments::BankState::default()),
             faults: Mutex::new(faults::FaultState::new(initial_faults)),
@@ -313,6 +326,20 @@ impl Sandbox {
         let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
         let mut offset = lock(&self.clock_offset);
         *offset = offset.checked_add(&by).unwrap_or(*offset);
+    }
+
+    /// Sets how far (seconds, either way) the API gateway's clock is from the real one: the
+    /// originating-date check and the answers' `Date` header follow it.
+    pub fn set_gateway_clock_offset(&self, seconds: i64) {
+        self.gateway_clock_offset.store(seconds, Ordering::SeqCst);
+    }
+
+    /// The API gateway's clock (the real one moved by the gateway offset).
+    pub fn gateway_now(&self) -> std::time::SystemTime {
+        let offset = self.gateway_clock_offset.load(Ordering::SeqCst);
+        let now = std::time::SystemTime::now();
+        let by = Duration::from_secs(offset.unsigned_abs());
+        if offset >= 0 { now + by } else { now - by }
     }
 
     /// Switches the `id_token` in token answers on or off from the next token call on

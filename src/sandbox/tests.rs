@@ -364,11 +364,11 @@ impl TestSandbox {
     }
 
     async fn exchange(&self, code: &str) -> reqwest::Response {
-        let form = url::form_urlencoded::Serializer::new(String::new())
-            .append_pair("code", code)
-            .append_pair("grant_type", "authorization_code")
-            .append_pair("redirect_uri", REDIRECT_URI)
-            .finish();
+        let form = normalized_form(&[
+            ("code", code),
+            ("grant_type", "authorization_code"),
+            ("redirect_uri", REDIRECT_URI),
+        ]);
         self.token_form(&form).await
     }
 
@@ -377,7 +377,9 @@ impl TestSandbox {
         let resp = self.exchange(code).await;
         assert_eq!(resp.status(), StatusCode::OK);
         let v: Value = resp.json().await.expect("json");
-        let r = &v["response"];
+        // Nordea's token answer is bare: no group_header, no response envelope.
+        assert!(v.get("group_header").is_none(), "{v}");
+        let r = &v;
         assert_eq!(r["token_type"], "Bearer");
         assert!(r["expires_in"].as_u64().is_some());
         (
@@ -448,6 +450,15 @@ impl TestSandbox {
 /// The first failure of a Nordea error body.
 fn failure(v: &Value) -> (&str, &str) {
     let f = &v["error"]["failures"][0];
+    // Every failure is shaped like Nordea's: a path and a validator-like type.
+    assert!(f["path"].is_string(), "{v}");
+    assert!(
+        matches!(
+            f["type"].as_str(),
+            Some("NotNull" | "Pattern" | "Size" | "Valid")
+        ),
+        "{v}"
+    );
     (
         f["code"].as_str().unwrap_or_default(),
         f["description"].as_str().unwrap_or_default(),
@@ -785,9 +796,24 @@ async fn a_date_ten_minutes_old_or_not_an_imf_fixdate_is_refused() {
             .await;
         assert_eq!(resp.status(), StatusCode::UNAUTHORIZED, "{date}");
         let v: Value = resp.json().await.expect("json");
-        assert_eq!(failure(&v).0, "error.signature.invalid", "{date}");
+        assert_eq!(failure(&v).0, "error.date.invalid", "{date}");
+        assert_eq!(
+            v["error"]["failures"][0]["path"],
+            "X-Nordea-Originating-Date"
+        );
     }
     sb.stop().await;
+}
+
+/// The normalized form string Nordea's signing script digests: keys sorted, values as is.
+fn normalized_form(params: &[(&str, &str)]) -> String {
+    let mut params = params.to_vec();
+    params.sort();
+    params
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join("&")
 }
 
 #[tokio::test]
@@ -802,6 +828,80 @@ async fn a_form_body_out_of_alphabetical_order_fails_the_digest() {
     assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
     let v: Value = resp.json().await.expect("json");
     assert_eq!(failure(&v).0, "error.digest.invalid");
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn failures_carry_the_header_or_field_as_path_and_a_validator_type() {
+    let sb = spawn().await;
+    let resp = sb
+        .call(
+            Method::GET,
+            "/personal/v2/single-sca-payments/x/status",
+            None,
+            None,
+            Tweak {
+                omit_client_id: true,
+                ..Tweak::default()
+            },
+        )
+        .await;
+    let v: Value = resp.json().await.expect("json");
+    let f = &v["error"]["failures"][0];
+    assert_eq!(
+        (f["code"].as_str(), f["path"].as_str(), f["type"].as_str()),
+        (
+            Some("error.apikey.missing"),
+            Some("X-IBM-Client-Id"),
+            Some("NotNull")
+        )
+    );
+    let resp = sb
+        .call(
+            Method::GET,
+            "/personal/v2/single-sca-payments/x/status",
+            None,
+            None,
+            Tweak {
+                secret: Some("wrong"),
+                ..Tweak::default()
+            },
+        )
+        .await;
+    let v: Value = resp.json().await.expect("json");
+    let f = &v["error"]["failures"][0];
+    assert_eq!(
+        (f["code"].as_str(), f["type"].as_str()),
+        (Some("unauthorized"), Some("Valid"))
+    );
+    sb.stop().await;
+}
+
+#[tokio::test]
+async fn a_percent_encoded_token_body_fails_the_digest_and_the_normalized_one_passes() {
+    let sb = spawn().await;
+    let p = sb.initiate("FI").await;
+    let code = sb.approve(&p, "psu-1").await;
+    // Our old way: values percent-encoded, the digest over those bytes.
+    let encoded = url::form_urlencoded::Serializer::new(String::new())
+        .append_pair("code", &code)
+        .append_pair("grant_type", "authorization_code")
+        .append_pair("redirect_uri", REDIRECT_URI)
+        .finish();
+    assert!(encoded.contains("https%3A%2F%2F"), "{encoded}");
+    let resp = sb.token_form(&encoded).await;
+    assert_eq!(resp.status(), StatusCode::UNAUTHORIZED);
+    let v: Value = resp.json().await.expect("json");
+    assert_eq!(failure(&v).0, "error.digest.invalid");
+    // Nordea's normalized string: the same parameters, values as they are.
+    let normalized = normalized_form(&[
+        ("redirect_uri", REDIRECT_URI),
+        ("grant_type", "authorization_code"),
+        ("code", &code),
+    ]);
+    assert!(normalized.contains("redirect_uri=https://"), "{normalized}");
+    let resp = sb.token_form(&normalized).await;
+    assert_eq!(resp.status(), StatusCode::OK);
     sb.stop().await;
 }
 
@@ -853,11 +953,11 @@ async fn a_code_can_be_exchanged_only_once_and_only_with_its_redirect_uri() {
     let p = sb.initiate("FI").await;
     let code = sb.approve(&p, "psu-1").await;
 
-    let form = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("code", &code)
-        .append_pair("grant_type", "authorization_code")
-        .append_pair("redirect_uri", "https://elsewhere.example/cb")
-        .finish();
+    let form = normalized_form(&[
+        ("code", &code),
+        ("grant_type", "authorization_code"),
+        ("redirect_uri", "https://elsewhere.example/cb"),
+    ]);
     let resp = sb.token_form(&form).await;
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     let v: Value = resp.json().await.expect("json");
@@ -936,14 +1036,8 @@ async fn a_refresh_token_works_once_and_revocation_kills_the_grant() {
     let resp = sb.token_form(&form).await;
     assert_eq!(resp.status(), StatusCode::OK);
     let v: Value = resp.json().await.expect("json");
-    let access2 = v["response"]["access_token"]
-        .as_str()
-        .expect("at")
-        .to_owned();
-    let refresh2 = v["response"]["refresh_token"]
-        .as_str()
-        .expect("rt")
-        .to_owned();
+    let access2 = v["access_token"].as_str().expect("at").to_owned();
+    let refresh2 = v["refresh_token"].as_str().expect("rt").to_owned();
     assert_eq!(
         sb.details(&p.id, &access1).await.0,
         StatusCode::UNAUTHORIZED
@@ -1867,8 +1961,8 @@ async fn token_answers_carry_an_id_token_only_when_token_identity_is_on() {
     let p = sb.initiate("FI").await;
     let code = sb.approve(&p, "psu-ident").await;
     let v: Value = sb.exchange(&code).await.json().await.expect("json");
-    assert!(v["response"].get("access_token").is_some());
-    assert!(v["response"].get("id_token").is_none(), "{v}");
+    assert!(v.get("access_token").is_some());
+    assert!(v.get("id_token").is_none(), "{v}");
 
     let resp = sb
         .admin(
@@ -1885,7 +1979,7 @@ async fn token_answers_carry_an_id_token_only_when_token_identity_is_on() {
     let before = sb.sandbox.now();
     let v: Value = sb.exchange(&code).await.json().await.expect("json");
     let after = sb.sandbox.now();
-    let (claims, raw) = unsigned_jwt_claims(v["response"]["id_token"].as_str().expect("id_token"));
+    let (claims, raw) = unsigned_jwt_claims(v["id_token"].as_str().expect("id_token"));
     assert_eq!(claims["sub"], "psu-ident");
     // iat: fractional seconds with exactly six decimals, on the sandbox clock.
     let iat_text = raw
@@ -1903,7 +1997,7 @@ async fn token_answers_carry_an_id_token_only_when_token_identity_is_on() {
     assert!(claims["iat"].is_f64(), "a JSON number");
 
     // A refresh carries one as well.
-    let refresh = v["response"]["refresh_token"].as_str().expect("refresh");
+    let refresh = v["refresh_token"].as_str().expect("refresh");
     sb.sandbox.advance_clock(Duration::from_secs(10));
     let v: Value = sb
         .token_form(&format!("grant_type=refresh_token&refresh_token={refresh}"))
@@ -1911,7 +2005,7 @@ async fn token_answers_carry_an_id_token_only_when_token_identity_is_on() {
         .json()
         .await
         .expect("json");
-    let (claims, _) = unsigned_jwt_claims(v["response"]["id_token"].as_str().expect("id_token"));
+    let (claims, _) = unsigned_jwt_claims(v["id_token"].as_str().expect("id_token"));
     assert_eq!(claims["sub"], "psu-ident");
     assert!(claims["iat"].as_f64().expect("iat") >= (micros / 1_000_000 + 10) as f64);
 
@@ -1920,7 +2014,7 @@ async fn token_answers_carry_an_id_token_only_when_token_identity_is_on() {
     let p = sb.initiate("NO").await;
     let code = sb.approve(&p, "psu-ident").await;
     let v: Value = sb.exchange(&code).await.json().await.expect("json");
-    assert!(v["response"].get("id_token").is_none(), "{v}");
+    assert!(v.get("id_token").is_none(), "{v}");
     sb.stop().await;
 }
 
@@ -1996,11 +2090,11 @@ async fn a_drop_after_processing_runs_the_call_then_closes_the_connection() {
     let code = sb.approve(&p, "psu-1").await;
     sb.sandbox
         .add_fault(FaultRule::always(FaultTarget::Token, Fault::DropAfterProcessing).times(1));
-    let form = url::form_urlencoded::Serializer::new(String::new())
-        .append_pair("code", &code)
-        .append_pair("grant_type", "authorization_code")
-        .append_pair("redirect_uri", REDIRECT_URI)
-        .finish();
+    let form = normalized_form(&[
+        ("code", &code),
+        ("grant_type", "authorization_code"),
+        ("redirect_uri", REDIRECT_URI),
+    ]);
     let lost = sb
         .try_call(
             Method::POST,

@@ -41,7 +41,8 @@ pub(crate) const RECURRENCE_TYPES: [&str; 15] = [
 
 pub(crate) const EVERY_MINUTE: &str = "EVERY_MINUTE_SANDBOX_ONLY";
 
-const AUTHENTICATION_METHODS: [&str; 8] = [
+/// The v5 authorize enum (ia-v5.json), plus MTA_OFF from older lists.
+const AUTHENTICATION_METHODS: [&str; 10] = [
     "MTA",
     "MTA_OFF",
     "CCALC",
@@ -50,6 +51,8 @@ const AUTHENTICATION_METHODS: [&str; 8] = [
     "BANKID_NO",
     "BANKIDM_NO",
     "MTA_NO",
+    "BANKID_SE",
+    "NEMID_2F",
 ];
 
 /// Recurring instructions of a valid payment.
@@ -85,8 +88,10 @@ struct Collector {
 
 impl Collector {
     fn fail(&mut self, code: &str, path: &str, description: impl Into<String>) {
+        let description = description.into();
+        let kind = super::wire::validator_type(code, &description);
         self.failures
-            .push(Failure::new(code, description, path, "validation"));
+            .push(Failure::new(code, description, path, kind));
     }
 
     fn required(&mut self, path: &str) {

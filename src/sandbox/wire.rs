@@ -61,6 +61,22 @@ impl Failure {
     }
 }
 
+/// The validator-like `type` of a failure, as in Nordea's examples (`NotNull`): missing
+/// things are `NotNull`, malformed ones `Pattern`, too long ones `Size`, everything else
+/// (a wrong value, a refused credential) `Valid`.
+pub(crate) fn validator_type(code: &str, description: &str) -> &'static str {
+    if code.ends_with(".required") || code.ends_with(".missing") || description.contains("missing")
+    {
+        "NotNull"
+    } else if code.ends_with(".format") || description.contains("not an RFC") {
+        "Pattern"
+    } else if code.ends_with(".creditor_name") || description.contains("too large") {
+        "Size"
+    } else {
+        "Valid"
+    }
+}
+
 /// An error answer: a status and its failures; rendered with the request's URL.
 #[derive(Debug, Clone)]
 pub(crate) struct ApiError {
@@ -70,14 +86,10 @@ pub(crate) struct ApiError {
 }
 
 impl ApiError {
+    /// One failure; its `type` is validator-like ([`validator_type`]).
     pub fn new(status: StatusCode, code: &str, description: impl Into<String>, path: &str) -> Self {
-        let kind = match status.as_u16() {
-            401 | 403 => "authentication",
-            404 => "not_found",
-            400 | 415 | 422 => "validation",
-            429 => "rate_limit",
-            _ => "technical",
-        };
+        let description = description.into();
+        let kind = validator_type(code, &description);
         ApiError {
             status,
             failures: vec![Failure::new(code, description, path, kind)],

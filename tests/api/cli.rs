@@ -234,3 +234,142 @@ async fn ledger_verify_passes_on_an_intact_ledger_and_names_the_first_edited_eve
         "{err}"
     );
 }
+
+/// `pisgate check` against a sandbox on `base` with a fresh, migrated database.
+async fn check(base: &str, secret: &str, key: &str) -> Output {
+    let db = fresh_database().await;
+    let mut cmd = pisgate();
+    cmd.args(["check", "--json"])
+        .env("PISGATE__DATABASE__URL", db)
+        .env("PISGATE__NORDEA__ENVIRONMENT", "sandbox")
+        .env("PISGATE__NORDEA__BASE_URL", format!("{base}/personal"))
+        .env("PISGATE__NORDEA__CLIENT_SECRET", secret)
+        .env("PISGATE__NORDEA__PRIVATE_KEY_FILE", fixture(key))
+        .env("PISGATE__NORDEA__REQUEST_TIMEOUT_SECS", "5");
+    tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap()
+}
+
+fn report(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("{e}: {}", String::from_utf8_lossy(&out.stdout)))
+}
+
+fn outcome<'r>(r: &'r serde_json::Value, name: &str) -> (&'r str, &'r str) {
+    let c = r["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {r}"));
+    (
+        c["outcome"].as_str().unwrap(),
+        c["detail"].as_str().unwrap(),
+    )
+}
+
+#[tokio::test]
+async fn check_passes_against_the_sandbox() {
+    let (_sandbox, base) = crate::helpers::spawn_sandbox(|_| {}).await;
+    let out = check(&base, CLIENT_SECRET, "kat-private.pem").await;
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    assert_eq!(r["ok"], true);
+    for name in [
+        "settings",
+        "key",
+        "database",
+        "network",
+        "credentials",
+        "signature",
+        "clock",
+    ] {
+        assert_eq!(outcome(&r, name).0, "ok", "{name}: {r}");
+    }
+    // Lines for people: one per check.
+    let db = fresh_database().await;
+    let mut cmd = pisgate();
+    cmd.arg("check")
+        .env("PISGATE__DATABASE__URL", db)
+        .env("PISGATE__NORDEA__ENVIRONMENT", "sandbox")
+        .env("PISGATE__NORDEA__BASE_URL", format!("{base}/personal"));
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.lines().any(|l| l.starts_with("ok   signature")),
+        "{text}"
+    );
+    assert!(!text.contains(CLIENT_SECRET), "{text}");
+}
+
+#[tokio::test]
+async fn check_with_a_wrong_secret_fails_the_credentials_line_with_the_hint() {
+    let (_sandbox, base) = crate::helpers::spawn_sandbox(|_| {}).await;
+    let out = check(&base, "not-the-secret", "kat-private.pem").await;
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(8), "{r}");
+    let (word, detail) = outcome(&r, "credentials");
+    assert_eq!(word, "fail");
+    assert!(detail.contains("unauthorized"), "{detail}");
+    assert!(
+        detail.contains("sandbox credentials against production?"),
+        "{detail}"
+    );
+    assert_eq!(outcome(&r, "network").0, "ok");
+    assert!(!out.stdout.windows(14).any(|w| w == b"not-the-secret"));
+}
+
+#[tokio::test]
+async fn check_with_another_key_fails_the_signature_line() {
+    let (_sandbox, base) = crate::helpers::spawn_sandbox(|_| {}).await;
+    let out = check(&base, CLIENT_SECRET, "unregistered-private.pem").await;
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(9), "{r}");
+    let (word, detail) = outcome(&r, "signature");
+    assert_eq!(word, "fail");
+    assert!(detail.contains("error.signature.invalid"), "{detail}");
+    assert_eq!(outcome(&r, "credentials").0, "ok");
+}
+
+#[tokio::test]
+async fn check_with_the_sandbox_down_fails_the_network_line() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let out = check(
+        &format!("http://127.0.0.1:{port}"),
+        CLIENT_SECRET,
+        "kat-private.pem",
+    )
+    .await;
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(7), "{r}");
+    assert_eq!(outcome(&r, "network").0, "fail");
+    assert_eq!(outcome(&r, "credentials").0, "skip");
+    assert_eq!(outcome(&r, "database").0, "ok");
+}
+
+#[tokio::test]
+async fn check_in_production_refuses_a_sandbox_host() {
+    let (_sandbox, base) = crate::helpers::spawn_sandbox(|_| {}).await;
+    let db = fresh_database().await;
+    let mut cmd = pisgate();
+    cmd.args(["check", "--json"])
+        .env("PISGATE__DATABASE__URL", db)
+        .env("PISGATE__NORDEA__ENVIRONMENT", "production")
+        .env("PISGATE__NORDEA__BASE_URL", format!("{base}/personal"));
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(3), "{r}");
+    let (word, detail) = outcome(&r, "production");
+    assert_eq!(word, "fail");
+    assert!(detail.contains("sandbox or local host"), "{detail}");
+}

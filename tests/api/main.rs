@@ -2,6 +2,7 @@
 //! `scripts/test.sh` starts (`PISGATE_TEST_DATABASE_URL`), one fresh database per test.
 
 mod auth;
+mod certificate;
 mod cli;
 mod errors;
 mod hardening;

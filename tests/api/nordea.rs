@@ -17,7 +17,9 @@ use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
 use chrono::{Days, Utc};
 use pisgate::bank::nordea::signing::{self, BodyHeaders};
-use pisgate::bank::nordea::{NordeaClient, NordeaConfig, RetryPolicy, SigningKey, convert};
+use pisgate::bank::nordea::{
+    DeleteSigning, NordeaClient, NordeaConfig, RetryPolicy, SigningKey, convert,
+};
 use pisgate::bank::{
     Account, AccountType, Authentication, Bank, BankError, BankPaymentId, Creditor, Debtor,
     Initiated, PaymentDetails, PaymentInitiation, Recurring, Reference, StatusReport, Urgency,
@@ -53,6 +55,7 @@ struct ClientSetup {
     secret: &'static str,
     key: &'static str,
     request_timeout: Duration,
+    delete_signing: DeleteSigning,
 }
 
 impl Default for ClientSetup {
@@ -61,6 +64,7 @@ impl Default for ClientSetup {
             secret: CLIENT_SECRET,
             key: REGISTERED_KEY,
             request_timeout: Duration::from_secs(10),
+            delete_signing: DeleteSigning::ThreeHeaders,
         }
     }
 }
@@ -126,6 +130,7 @@ async fn bench_with(setup: ClientSetup) -> Bench {
         key,
     );
     config.request_timeout = setup.request_timeout;
+    config.delete_signing = setup.delete_signing;
     config.read_retries = RetryPolicy {
         max_attempts: 3,
         base_backoff: Duration::from_millis(20),
@@ -353,7 +358,19 @@ fn assert_details(d: &PaymentDetails, sent: &PaymentInitiation, id: &BankPayment
 /// status → exchange → details → funds (true, then false under FundsNotAvailable) → refresh
 /// → cancel (with a Paid payment refused) → revoke; then what the sandbox saw.
 async fn goes_through_every_call(case: &CountryCase) {
-    let b = bench().await;
+    for profile in [DeleteSigning::ThreeHeaders, DeleteSigning::WithDigest] {
+        goes_through_every_call_signing_deletes(case, profile).await;
+    }
+}
+
+/// The whole life of a payment, with the bulk DELETE signed per `profile`: the sandbox
+/// accepts both, and checks the digest when the client sends one.
+async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: DeleteSigning) {
+    let b = bench_with(ClientSetup {
+        delete_signing: profile,
+        ..ClientSetup::default()
+    })
+    .await;
     let sent = payment(case);
 
     let initiated = b.client.initiate(&sent, None).await.expect("initiate");
@@ -656,6 +673,35 @@ async fn an_older_access_token_is_rejected_once_the_shopper_has_a_newer_one() {
     assert_eq!(details.amount, Some(first.sent.amount));
 }
 
+#[tokio::test]
+async fn a_bearer_call_refused_for_its_date_is_a_clock_fault_and_the_token_still_works() {
+    let b = bench().await;
+    let signed = b.signed_payment(&DENMARK, "psu-clock").await;
+    let tokens = b
+        .client
+        .exchange_code(&signed.code, REDIRECT_URI)
+        .await
+        .expect("exchange");
+    let id = &signed.initiated.bank_payment_id;
+    // The bank's clock is ten minutes ahead of ours: our dates look stale.
+    b.sandbox.set_gateway_clock_offset(600);
+    let refused = b.client.details(id, &tokens.access_token, None).await;
+    assert_eq!(
+        refused,
+        Err(BankError::ClockRejected {
+            code: "error.date.invalid".into()
+        })
+    );
+    assert!(refused.unwrap_err().is_configuration_fault());
+    assert_eq!(b.answers().last(), Some(&(Operation::Details, Some(401))));
+    // Nothing was wrong with the token: once the clocks agree it works as before.
+    b.sandbox.set_gateway_clock_offset(0);
+    b.client
+        .details(id, &tokens.access_token, None)
+        .await
+        .expect("the same token works once the clock is right");
+}
+
 /// An initiation signed by hand with the client's public signing helpers, so that a test
 /// can get exactly one thing wrong.
 struct HandSigned {
@@ -741,15 +787,15 @@ async fn a_request_signed_by_hand_with_the_public_helpers_is_accepted() {
 }
 
 #[tokio::test]
-async fn a_request_dated_ten_minutes_ago_is_refused_as_an_invalid_signature() {
+async fn a_request_dated_ten_minutes_ago_is_refused_as_an_invalid_date() {
     let b = bench().await;
     let ten_minutes_ago = SystemTime::now() - Duration::from_secs(600);
     let (status, code, description) = hand_signed_initiation(&b, ten_minutes_ago, true)
         .refused(&b)
         .await;
-    assert_eq!((status, code.as_str()), (401, "error.signature.invalid"));
+    assert_eq!((status, code.as_str()), (401, "error.date.invalid"));
     assert!(
-        description.contains("away from the server time"),
+        description.contains("behind the server time"),
         "{description}"
     );
     assert_eq!(b.answers(), [(Operation::Initiate, Some(401))]);

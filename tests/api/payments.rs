@@ -950,3 +950,50 @@ async fn funds_and_cancel_report_the_banks_answers() {
     assert_eq!(now["status"], "paid");
     assert_eq!(now["bank_status"], "Paid");
 }
+
+#[tokio::test]
+async fn a_bearer_call_refused_with_error_date_invalid_keeps_the_token_and_counts_a_configuration_fault()
+ {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Clock shop").await;
+    let p = app.create_payment(&m.api_key, &body("DK")).await;
+    let id = p["id"].as_str().unwrap();
+    assert_eq!(
+        app.sign(p["authorization_url"].as_str().unwrap(), "psu-clock", true)
+            .await
+            .status(),
+        303
+    );
+    // The bank's clock runs ten minutes ahead of ours: it refuses our originating date.
+    app.sandbox.set_gateway_clock_offset(600);
+    let r = app
+        .get_as(&format!("/v1/payments/{id}/funds"), &m.api_key)
+        .await;
+    let problem = assert_problem(r, 502, "bank_unavailable").await;
+    assert!(
+        !problem.to_string().contains("no_shopper_token"),
+        "{problem}"
+    );
+    let metrics = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pisgate_bank_config_errors_total{")
+                && l.contains(r#"code="error.date.invalid""#)),
+        "{metrics}"
+    );
+    // The token was never the problem: with the clocks agreeing it serves the next call.
+    app.sandbox.set_gateway_clock_offset(0);
+    let r = app
+        .get_as(&format!("/v1/payments/{id}/funds"), &m.api_key)
+        .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+}

@@ -36,7 +36,7 @@
 //! Never logged or put into an error: the client secret, tokens, codes, keys, request or
 //! answer bodies (account numbers), or serde messages that could quote them.
 
-use super::signing::{self, RequestSigner, RequestToSign, SigningKey};
+use super::signing::{self, DeleteSigning, RequestSigner, RequestToSign, SigningKey};
 use super::{convert, errors, wire};
 use crate::bank::{
     Bank, BankError, BankPaymentId, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
@@ -109,6 +109,8 @@ pub struct NordeaConfig {
     /// path is not confirmed by a second source; revoke is `{token_path}/revoke`.
     pub token_path: String,
     pub read_retries: RetryPolicy,
+    /// How the bulk DELETE (a DELETE with a body) is signed.
+    pub delete_signing: DeleteSigning,
 }
 
 impl NordeaConfig {
@@ -132,6 +134,7 @@ impl NordeaConfig {
             request_timeout: Self::DEFAULT_REQUEST_TIMEOUT,
             token_path: Self::DEFAULT_TOKEN_PATH.to_owned(),
             read_retries: RetryPolicy::default(),
+            delete_signing: DeleteSigning::default(),
         }
     }
 }
@@ -146,6 +149,7 @@ impl fmt::Debug for NordeaConfig {
             .field("request_timeout", &self.request_timeout)
             .field("token_path", &self.token_path)
             .field("read_retries", &self.read_retries)
+            .field("delete_signing", &self.delete_signing)
             .finish_non_exhaustive()
     }
 }
@@ -177,6 +181,7 @@ pub struct NordeaClient {
     signer: RequestSigner,
     token_path: String,
     retries: RetryPolicy,
+    delete_signing: DeleteSigning,
 }
 
 impl fmt::Debug for NordeaClient {
@@ -186,6 +191,7 @@ impl fmt::Debug for NordeaClient {
             .field("host", &self.host)
             .field("token_path", &self.token_path)
             .field("retries", &self.retries)
+            .field("delete_signing", &self.delete_signing)
             .finish_non_exhaustive()
     }
 }
@@ -239,6 +245,7 @@ impl NordeaClient {
             signer: RequestSigner::new(config.client_id, config.signing_key),
             token_path,
             retries: config.read_retries,
+            delete_signing: config.delete_signing,
         })
     }
 
@@ -286,7 +293,22 @@ impl NordeaClient {
             .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => tracing::debug!(outcome, "bank call done"),
-            Err(error) => tracing::debug!(outcome, %error, "bank call failed"),
+            Err(error) => match error.configuration_code() {
+                // One clear line for the operator: nothing about the payment or the
+                // shopper is wrong, our own setup is (credentials, key, clock).
+                Some(code) => {
+                    metrics::counter!("pisgate_bank_config_errors_total", "code" => code.to_owned())
+                        .increment(1);
+                    tracing::error!(
+                        outcome,
+                        code,
+                        operation = call.operation,
+                        %error,
+                        "the bank refused our configuration; an operator must fix it"
+                    );
+                }
+                None => tracing::debug!(outcome, %error, "bank call failed"),
+            },
         }
         result
     }
@@ -315,6 +337,8 @@ impl NordeaClient {
                     .body
                     .as_ref()
                     .map(|(content_type, bytes)| (*content_type, bytes.as_slice())),
+                body_signed: call.method != Method::DELETE
+                    || self.delete_signing == DeleteSigning::WithDigest,
             })
             .map_err(|_| BankError::Unexpected {
                 status: None,
@@ -338,11 +362,13 @@ impl NordeaClient {
             }
             request = request.header(name, value);
         }
-        if let (Some((content_type, bytes)), Some(digest)) = (&call.body, signed.digest) {
+        if let Some((content_type, bytes)) = &call.body {
             request = request
                 .header(CONTENT_TYPE, *content_type)
-                .header("digest", digest)
                 .body(bytes.clone());
+        }
+        if let Some(digest) = signed.digest {
+            request = request.header("digest", digest);
         }
         if let Some(token) = call.bearer {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
@@ -365,6 +391,16 @@ impl NordeaClient {
 
         let response = request.send().await.map_err(errors::transport)?;
         let status = response.status().as_u16();
+        if let Some(sink) = call.date_sink {
+            let date = response
+                .headers()
+                .get(reqwest::header::DATE)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| httpdate::parse_http_date(v).ok());
+            if let Ok(mut slot) = sink.lock() {
+                *slot = date;
+            }
+        }
         tracing::Span::current().record("http_status", status);
         let retry_after = response
             .headers()
@@ -386,6 +422,22 @@ impl NordeaClient {
                 call.token_call,
             ))
         }
+    }
+
+    /// One harmless signed call for `pisgate check`: the status of a payment id nobody has
+    /// (answered 404 when credentials, signature and date are right), sent once, with the
+    /// bank's `Date` header.
+    pub async fn probe(&self) -> (Result<(), BankError>, Option<SystemTime>) {
+        let sink = std::sync::Mutex::new(None);
+        let id = uuid::Uuid::new_v4();
+        let mut call = Call::new("probe", Method::GET, format!("{PAYMENTS_PATH}/{id}/status"));
+        call.date_sink = Some(&sink);
+        let result = match self.execute(&call).await {
+            Ok(_) | Err(BankError::NotFound) => Ok(()),
+            Err(e) => Err(e),
+        };
+        let date = sink.lock().ok().and_then(|d| *d);
+        (result, date)
     }
 
     async fn fetch<T: DeserializeOwned>(&self, call: &Call<'_>) -> Result<T, BankError> {
@@ -430,6 +482,8 @@ struct Call<'a> {
     token_call: bool,
     /// A read: safe to repeat, so retried when the bank is unavailable.
     read: bool,
+    /// Where to put the bank's `Date` header, when the caller wants it (`pisgate check`).
+    date_sink: Option<&'a std::sync::Mutex<Option<SystemTime>>>,
 }
 
 impl<'a> Call<'a> {
@@ -443,6 +497,7 @@ impl<'a> Call<'a> {
             psu: None,
             token_call: false,
             read: false,
+            date_sink: None,
         }
     }
 

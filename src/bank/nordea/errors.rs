@@ -4,7 +4,9 @@
 //! 1. a failure code `unauthorized` or `error.apikey.*` → `BadCredentials` (our client id or
 //!    secret: a configuration fault). Also on a bearer call: a wrong app credential must
 //!    never make us throw away a shopper's token, which only the shopper can replace;
-//! 2. `error.signature.*` / `error.digest.*` → `BadSignature`;
+//! 2. `error.signature.*` / `error.digest.*` → `BadSignature`; `error.date.*` →
+//!    `ClockRejected` (our originating date refused: this host's clock, a configuration
+//!    fault; never a dead token, even on a bearer call);
 //! 3. 429 → `RateLimited` with `Retry-After`;
 //! 4. on a call whose credential is a shopper token (bearer calls, refresh, revoke): 401,
 //!    or OAuth `invalid_grant`/`invalid_token` → `TokenRejected`;
@@ -33,6 +35,10 @@ fn is_credentials_code(code: &str) -> bool {
 
 fn is_signature_code(code: &str) -> bool {
     code.starts_with("error.signature") || code.starts_with("error.digest")
+}
+
+fn is_date_code(code: &str) -> bool {
+    code.starts_with("error.date")
 }
 
 fn is_dead_token_code(code: &str) -> bool {
@@ -89,6 +95,9 @@ pub fn classify(
     }
     if let Some(code) = code_where(is_signature_code) {
         return BankError::BadSignature { code };
+    }
+    if let Some(code) = code_where(is_date_code) {
+        return BankError::ClockRejected { code };
     }
     if status == 429 {
         return BankError::RateLimited { retry_after };
@@ -231,6 +240,32 @@ mod tests {
             assert_eq!(
                 classify(400, None, &nordea_error(code), false),
                 BankError::BadSignature { code: code.into() }
+            );
+        }
+    }
+
+    #[test]
+    fn date_codes_are_clock_faults_never_dead_tokens() {
+        for token_call in [false, true] {
+            let e = classify(401, None, &nordea_error("error.date.invalid"), token_call);
+            assert_eq!(
+                e,
+                BankError::ClockRejected {
+                    code: "error.date.invalid".into()
+                }
+            );
+            assert!(e.is_configuration_fault());
+            assert!(!e.provably_not_processed());
+        }
+    }
+
+    #[test]
+    fn nordea_token_codes_on_bearer_calls_kill_the_token() {
+        for code in ["error.token.invalid", "error.token.expired", "error.token"] {
+            assert_eq!(
+                classify(401, None, &nordea_error(code), true),
+                BankError::TokenRejected,
+                "{code}"
             );
         }
     }

@@ -12,6 +12,7 @@
 //! tolerant or configurable and says so. Nothing here touches the database or decides a
 //! payment's status.
 
+pub mod certificate;
 pub mod client;
 pub mod convert;
 pub mod errors;
@@ -20,5 +21,5 @@ pub mod status;
 pub mod wire;
 
 pub use client::{NordeaClient, NordeaConfig, NordeaConfigError, RetryPolicy};
-pub use signing::{KeyError, SigningKey, generate_key_pair, write_key_pair};
+pub use signing::{DeleteSigning, KeyError, SigningKey, generate_key_pair, write_key_pair};
 pub use status::{NordeaStatus, map_status};

@@ -864,6 +864,18 @@ fn authentication_method_must_be_known_and_norwegian_methods_only_in_norway() {
         valid(set(no(), "authentication_method", json!(m)));
     }
     valid(set(se(), "authentication_method", json!("QR_RDR")));
+    // The v5 enum's national methods: Swedish BankID in SE, NemID in DK, nowhere else.
+    valid(set(se(), "authentication_method", json!("BANKID_SE")));
+    refused(
+        set(no(), "authentication_method", json!("BANKID_SE")),
+        "authentication_method",
+        "authentication_method_not_allowed",
+    );
+    refused(
+        set(se(), "authentication_method", json!("NEMID_2F")),
+        "authentication_method",
+        "authentication_method_not_allowed",
+    );
 }
 
 #[test]

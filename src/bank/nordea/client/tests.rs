@@ -131,7 +131,9 @@ fn assert_signed(server: &MockServer, request: &Request) {
         Some(q) => format!("{}?{q}", request.url.path()),
         None => request.url.path().to_owned(),
     };
-    let body = if request.body.is_empty() {
+    let three_header_delete =
+        request.method.as_str() == "DELETE" && parsed.headers == HEADERS_WITHOUT_BODY;
+    let body = if request.body.is_empty() || three_header_delete {
         assert_eq!(parsed.headers, HEADERS_WITHOUT_BODY);
         assert!(header_of(request, "digest").is_none());
         None
@@ -352,9 +354,48 @@ async fn cancel_sends_a_signed_bulk_delete_with_a_body_and_reports_per_id_errors
     assert_eq!(outcome.errors[0].code.as_deref(), Some("NotDeletable"));
     let sent = &requests(&server).await[0];
     assert_signed(&server, sent);
+    // The default profile: the three base headers, no Digest (Nordea's eIDAS article).
+    assert_eq!(
+        parse_signature_header(header_of(sent, "signature").unwrap())
+            .unwrap()
+            .headers,
+        HEADERS_WITHOUT_BODY
+    );
+    assert!(header_of(sent, "digest").is_none());
+    assert_eq!(header_of(sent, "content-type"), Some("application/json"));
     assert_eq!(
         header_of(sent, "authorization"),
         Some("Bearer shopper-access-token")
+    );
+}
+
+#[tokio::test]
+async fn cancel_with_the_digest_profile_signs_content_type_and_digest() {
+    let server = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .and(path("/personal/v2/single-sca-payments"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "group_header": {"http_code": 200}, "response": [PAYMENT_ID], "errors": []
+        })))
+        .expect(1)
+        .mount(&server)
+        .await;
+    let mut config = config(&server);
+    config.delete_signing = crate::bank::nordea::DeleteSigning::WithDigest;
+    let client = NordeaClient::new(config).unwrap();
+    let outcome = client.cancel(&[id()], &token(), None).await.unwrap();
+    assert_eq!(outcome.deleted, vec![id()]);
+    let sent = &requests(&server).await[0];
+    assert_signed(&server, sent);
+    assert_eq!(
+        parse_signature_header(header_of(sent, "signature").unwrap())
+            .unwrap()
+            .headers,
+        HEADERS_WITH_BODY
+    );
+    assert_eq!(
+        header_of(sent, "digest"),
+        Some(digest_header(&sent.body).as_str())
     );
 }
 
@@ -373,7 +414,7 @@ async fn the_code_exchange_posts_a_sorted_signed_form_body() {
         .and(path("/personal/v5/authorize/token"))
         .and(header("content-type", "application/x-www-form-urlencoded"))
         .and(body_string(
-            "code=the-code&grant_type=authorization_code&redirect_uri=https%3A%2F%2Fpisgate.example%2Fv1%2Fcallbacks%2Fnordea",
+            "code=the-code&grant_type=authorization_code&redirect_uri=https://pisgate.example/v1/callbacks/nordea",
         ))
         .respond_with(ResponseTemplate::new(200).set_body_json(token_answer()))
         .expect(1)
