@@ -710,21 +710,8 @@ async fn a_slow_token_endpoint_never_holds_the_shopper_and_a_repeat_never_exchan
     // The shopper presses reload while the exchange still runs.
     let again = follow(&app, &callback).await;
     assert_eq!(again.status(), 303);
-    until(
-        "the token to be stored",
-        Duration::from_secs(10),
-        || async {
-            sqlx::query_scalar::<_, Option<String>>(
-                "SELECT psu_key FROM payments WHERE id = $1::uuid",
-            )
-            .bind(&id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap()
-            .is_some()
-        },
-    )
-    .await;
+    // The background task stores the token, then reads the bank's status.
+    wait_status(&app, &id, "authorized", Duration::from_secs(10)).await;
     let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM psu_tokens WHERE status = 'live'")
         .fetch_one(&app.pool)
         .await
