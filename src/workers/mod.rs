@@ -1,5 +1,5 @@
 //! Background workers inside `serve`, each switchable per replica: the status poller, the
-//! token refresher and the webhook dispatcher.
+//! token refresher, the webhook dispatcher and the ledger checkpointer.
 //!
 //! Replicas coordinate through Postgres only: work is claimed with `FOR UPDATE SKIP LOCKED`
 //! and a lease (the claim moves the row's due time to the end of the lease and names the
@@ -7,6 +7,7 @@
 //! simply lets its leases run out; one that is asked to stop finishes or abandons its
 //! in-flight work within a bound and hands its leases back at once.
 
+pub mod checkpointer;
 pub mod poller;
 pub mod refresher;
 pub mod webhooks;
@@ -86,6 +87,12 @@ impl Workers {
             handles.push((
                 "webhooks",
                 tokio::spawn(webhooks::run(ctx.clone(), stop.clone())),
+            ));
+        }
+        if s.ledger.checkpoint_enabled {
+            handles.push((
+                "checkpointer",
+                tokio::spawn(checkpointer::run(ctx.clone(), stop.clone())),
             ));
         }
         tracing::info!(

@@ -1,6 +1,8 @@
 //! The binary as an operator runs it: settings failures stop it with one clear line.
 
-use crate::helpers::{CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, config_dir, fixture, fresh_database};
+use crate::helpers::{
+    CLIENT_ID, CLIENT_SECRET, LEDGER_KEY, TOKEN_KEY, config_dir, fixture, fresh_database,
+};
 use std::process::{Command, Output};
 
 pub fn pisgate() -> Command {
@@ -14,7 +16,8 @@ pub fn pisgate() -> Command {
             "PISGATE__NORDEA__PRIVATE_KEY_FILE",
             fixture("kat-private.pem"),
         )
-        .env("PISGATE__TOKENS__ENCRYPTION_KEY", TOKEN_KEY);
+        .env("PISGATE__TOKENS__ENCRYPTION_KEY", TOKEN_KEY)
+        .env("PISGATE__LEDGER__KEY", LEDGER_KEY);
     cmd
 }
 

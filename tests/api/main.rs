@@ -12,6 +12,7 @@ mod nordea;
 mod payments;
 mod replicas;
 mod serve;
+mod tamper;
 mod truth;
 mod webhooks;
 mod workers;
