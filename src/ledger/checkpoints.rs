@@ -224,9 +224,10 @@ async fn create_locked(pool: &PgPool, keys: &LedgerKeys) -> Result<Checkpoint, C
     sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
         .execute(&mut *tx)
         .await?;
-    let previous = sqlx::query!("SELECT id, payments FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
-        .fetch_optional(&mut *tx)
-        .await?;
+    let previous =
+        sqlx::query!("SELECT id, payments FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
+            .fetch_optional(&mut *tx)
+            .await?;
     let id = sqlx::query_scalar!(
         r#"SELECT nextval(pg_get_serial_sequence('ledger_checkpoints', 'id')) AS "id!""#
     )
@@ -241,7 +242,8 @@ async fn create_locked(pool: &PgPool, keys: &LedgerKeys) -> Result<Checkpoint, C
 
     let mut digest = HeadDigest::new();
     let mut carried = 0i64;
-    let (mut changed_ids, mut changed_seqs, mut changed_heads) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut changed_ids, mut changed_seqs, mut changed_heads) =
+        (Vec::new(), Vec::new(), Vec::new());
     let mut cursor = Uuid::nil();
     loop {
         let rows = sqlx::query!(
@@ -419,7 +421,13 @@ pub(crate) async fn load_last(
             break;
         }
     }
-    if digest.finish() != (c.payments, c.events, <[u8; 32]>::try_from(&c.digest[..]).unwrap_or_default()) {
+    if digest.finish()
+        != (
+            c.payments,
+            c.events,
+            <[u8; 32]>::try_from(&c.digest[..]).unwrap_or_default(),
+        )
+    {
         loaded.problem = Some(CheckpointProblem::HeadsAltered { checkpoint: c.id });
         loaded.heads.clear();
     }
@@ -460,8 +468,14 @@ mod tests {
             mac: Vec::new(),
         };
         // Computed independently (Python, from the module doc).
-        assert_eq!(hex::encode(digest), "b29a63e56e5245b2d1a9f4d1fbc486dc92bd9d1071fd7c2c3a665abd27f62ef8");
-        assert_eq!(hex::encode(c.expected_mac(&keys).unwrap()), "d196f13c60ded64fafd36449c2ab271168bd8ca8ad28e14f5007d83a2946ad2f");
+        assert_eq!(
+            hex::encode(digest),
+            "b29a63e56e5245b2d1a9f4d1fbc486dc92bd9d1071fd7c2c3a665abd27f62ef8"
+        );
+        assert_eq!(
+            hex::encode(c.expected_mac(&keys).unwrap()),
+            "d196f13c60ded64fafd36449c2ab271168bd8ca8ad28e14f5007d83a2946ad2f"
+        );
         let mut other = c.clone();
         other.payments = 1;
         assert_ne!(other.expected_mac(&keys), c.expected_mac(&keys));

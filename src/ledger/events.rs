@@ -96,7 +96,9 @@ use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
 use uuid::Uuid;
 
-pub use crate::ledger::verify::{BreakReason, BrokenEvent, VerifyReport, verify_all, verify_payment};
+pub use crate::ledger::verify::{
+    BreakReason, BrokenEvent, VerifyReport, verify_all, verify_payment,
+};
 
 const DOMAIN_TAG_V1: &str = "pisgate/payment_event/v1";
 const DOMAIN_TAG_V2: &str = "pisgate/payment_event/v2";
@@ -665,7 +667,10 @@ mod tests {
             hex::encode(e.hash_v2(&keys, "l1", Some(&prev)).unwrap()),
             mac(&prev)
         );
-        assert_eq!(hex::encode(e.hash_v2(&keys, "l1", None).unwrap()), mac(&[0; 32]));
+        assert_eq!(
+            hex::encode(e.hash_v2(&keys, "l1", None).unwrap()),
+            mac(&[0; 32])
+        );
         assert_eq!(e.hash_v2(&keys, "l2", None), None);
         // Computed independently (Python's hmac, from the module doc) for other verifiers.
         assert_eq!(

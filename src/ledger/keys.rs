@@ -70,7 +70,11 @@ impl LedgerKeys {
     }
 
     /// Adds a previous key, which verifies but never signs.
-    pub fn with_previous_key(self, key_id: &str, key: &SecretString) -> Result<LedgerKeys, KeyError> {
+    pub fn with_previous_key(
+        self,
+        key_id: &str,
+        key: &SecretString,
+    ) -> Result<LedgerKeys, KeyError> {
         check_id(key_id)?;
         self.with_key(key_id, decode(key)?)
     }

@@ -249,9 +249,8 @@ impl<'k> Verifier<'k> {
         } else {
             match (row.hash_version, row.key_id.as_deref()) {
                 (HASH_V1, _) if chain.keyed => Some(BreakReason::Downgraded),
-                (HASH_V1, None) => {
-                    (e.hash_v1(stored_prev)[..] != row.hash[..]).then_some(BreakReason::HashMismatch)
-                }
+                (HASH_V1, None) => (e.hash_v1(stored_prev)[..] != row.hash[..])
+                    .then_some(BreakReason::HashMismatch),
                 (HASH_V2, Some(key_id)) => match e.hash_v2(self.keys, key_id, stored_prev) {
                     None => Some(BreakReason::UnknownKey {
                         key_id: key_id.to_owned(),
@@ -496,7 +495,11 @@ pub async fn verify_payment(
     let events = list_raw(pool, payment_id).await?;
     if events.is_empty() {
         if let Some(p) = payment.as_ref().filter(|p| p.seq > 0) {
-            verifier.broken(payment_id, p.seq, BreakReason::EventsMissing { head_seq: p.seq });
+            verifier.broken(
+                payment_id,
+                p.seq,
+                BreakReason::EventsMissing { head_seq: p.seq },
+            );
         }
     }
     for e in &events {
@@ -595,7 +598,10 @@ mod tests {
         let reason = |rows: &[&RawEvent], head| e.verify(rows, head).first_broken.unwrap();
 
         let gap = reason(&[e1, e3], e.head("paid"));
-        assert_eq!((gap.seq, gap.reason), (3, BreakReason::Gap { expected_seq: 2 }));
+        assert_eq!(
+            (gap.seq, gap.reason),
+            (3, BreakReason::Gap { expected_seq: 2 })
+        );
 
         let mut relinked = e2.clone();
         relinked.prev_hash = Some(e3.hash.clone());
@@ -613,7 +619,10 @@ mod tests {
 
         // Recomputed without the key: the unkeyed hash is not the keyed one.
         let mut unkeyed = e3.clone();
-        unkeyed.hash = unkeyed.canonical().hash_v1(e3.prev_hash.as_deref()).to_vec();
+        unkeyed.hash = unkeyed
+            .canonical()
+            .hash_v1(e3.prev_hash.as_deref())
+            .to_vec();
         assert_eq!(
             reason(&[e1, e2, &unkeyed], e.head("paid")).reason,
             BreakReason::HashMismatch

@@ -196,9 +196,16 @@ async fn ledger_verify_names_the_edited_event() {
     assert!(broken.to_string().contains(&edited.to_string()), "{broken}");
 
     for fine in [before, after] {
-        assert!(events::verify_payment(&pool, &keys(), fine).await.unwrap().is_ok());
+        assert!(
+            events::verify_payment(&pool, &keys(), fine)
+                .await
+                .unwrap()
+                .is_ok()
+        );
     }
-    let one = events::verify_payment(&pool, &keys(), edited).await.unwrap();
+    let one = events::verify_payment(&pool, &keys(), edited)
+        .await
+        .unwrap();
     assert_eq!(one.first_broken, Some(broken));
 }
 
@@ -438,14 +445,20 @@ async fn ledger_verify_catches_every_tamper_and_names_it() {
             }
             Tamper::UnkeyedRewrite => (4, BreakReason::HashMismatch),
             Tamper::UnkeyedDowngrade => (4, BreakReason::Downgraded),
-            Tamper::RewriteAfterCheckpoint => (5, BreakReason::CheckpointMismatch { checkpoint: 1 }),
+            Tamper::RewriteAfterCheckpoint => {
+                (5, BreakReason::CheckpointMismatch { checkpoint: 1 })
+            }
         };
         let named = if t == Tamper::Truncate {
             victim.min(bystander)
         } else {
             victim
         };
-        assert_eq!((first.payment_id, first.seq, first.reason), (named, expected.0, expected.1), "{t:?}");
+        assert_eq!(
+            (first.payment_id, first.seq, first.reason),
+            (named, expected.0, expected.1),
+            "{t:?}"
+        );
         let broken = if t == Tamper::Truncate { 2 } else { 1 };
         assert_eq!(report.broken_payments, broken, "{t:?}: {report:?}");
     }
@@ -544,7 +557,10 @@ async fn ledger_edited_or_deleted_checkpoints_are_caught() {
     checkpoints::create(&pool, &keys()).await.unwrap();
     for (table, trigger) in [
         ("ledger_checkpoints", "ledger_checkpoints_append_only"),
-        ("ledger_checkpoint_heads", "ledger_checkpoint_heads_append_only"),
+        (
+            "ledger_checkpoint_heads",
+            "ledger_checkpoint_heads_append_only",
+        ),
     ] {
         let err = sqlx::query(&format!("DELETE FROM {table}"))
             .execute(&pool)
@@ -558,7 +574,8 @@ async fn ledger_edited_or_deleted_checkpoints_are_caught() {
     }
     sqlx::query(
         "DELETE FROM ledger_checkpoint_heads
-         WHERE payment_id = (SELECT min(payment_id) FROM ledger_checkpoint_heads)",
+         WHERE payment_id = (SELECT payment_id FROM ledger_checkpoint_heads
+                             ORDER BY payment_id LIMIT 1)",
     )
     .execute(&pool)
     .await
@@ -603,7 +620,11 @@ async fn ledger_a_rotated_key_still_verifies_old_chains_and_signs_new_events() {
     .await
     .unwrap();
     for (payment, seq, key_id) in &key_ids {
-        let expected = if *payment == old && *seq <= 5 { "l1" } else { "l2" };
+        let expected = if *payment == old && *seq <= 5 {
+            "l1"
+        } else {
+            "l2"
+        };
         assert_eq!(key_id, expected, "{payment} seq {seq}");
     }
     assert_eq!(key_ids.iter().filter(|k| k.0 == new).count(), 5);
@@ -619,12 +640,21 @@ async fn ledger_a_rotated_key_still_verifies_old_chains_and_signs_new_events() {
     let first = report.first_broken.expect("an unknown key is a problem");
     assert_eq!(
         (first.payment_id, first.seq, first.reason),
-        (old, 1, BreakReason::UnknownKey { key_id: "l1".into() })
+        (
+            old,
+            1,
+            BreakReason::UnknownKey {
+                key_id: "l1".into()
+            }
+        )
     );
     // Nor by a ring whose l1 is another key.
     let forged = LedgerKeys::parse("l2", &secret(&l2), &secret(&format!("l1:{l2}"))).unwrap();
     let report = events::verify_all(&pool, &forged).await.unwrap();
-    assert_eq!(report.first_broken.unwrap().reason, BreakReason::HashMismatch);
+    assert_eq!(
+        report.first_broken.unwrap().reason,
+        BreakReason::HashMismatch
+    );
 }
 
 #[tokio::test]

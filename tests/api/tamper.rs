@@ -286,8 +286,10 @@ pub async fn tamper(pool: &PgPool, id: Uuid, tamper: Tamper) {
             as_intruder(
                 pool,
                 id,
-                &["UPDATE payment_events SET detail = '{\"bank_payment_id\": \"bp-forged\"}'
-                   WHERE payment_id = $1 AND seq = 2"],
+                &[
+                    "UPDATE payment_events SET detail = '{\"bank_payment_id\": \"bp-forged\"}'
+                   WHERE payment_id = $1 AND seq = 2",
+                ],
             )
             .await
         }
