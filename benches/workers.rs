@@ -28,6 +28,7 @@ use std::time::{Duration, Instant};
 const CLIENT_ID: &str = "bench-client";
 const CLIENT_SECRET: &str = "bench-secret";
 const TOKEN_KEY: &str = "AAECAwQFBgcICQoLDA0ODxAREhMUFRYXGBkaGxwdHh8=";
+const LEDGER_KEY: &str = "ICEiIyQlJicoKSorLC0uLzAxMjM0NTY3ODk6Ozw9Pj8=";
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -96,6 +97,7 @@ async fn spawn_app(db: &str, sandbox_url: &str, overrides: &[(&str, &str)]) -> A
         ("PISGATE__NORDEA__PRIVATE_KEY", &fixture("kat-private.pem")),
         ("PISGATE__NORDEA__ENVIRONMENT", "sandbox"),
         ("PISGATE__TOKENS__ENCRYPTION_KEY", TOKEN_KEY),
+        ("PISGATE__LEDGER__KEY", LEDGER_KEY),
         ("PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW", "1000000"),
         ("PISGATE__WEBHOOKS__ALLOW_INSECURE_URLS", "true"),
     ] {

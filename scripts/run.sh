@@ -28,12 +28,14 @@ export PISGATE__SERVER__LISTEN="127.0.0.1:$port"
 export PISGATE__SERVER__PUBLIC_URL=${PISGATE__SERVER__PUBLIC_URL:-http://127.0.0.1:$port}
 export PISGATE_ENV=${PISGATE_ENV:-sandbox}
 
-# Local secrets, made once: the app's signing key pair (the sandbox gets the public half)
-# and the key that encrypts shoppers' tokens at rest.
+# Local secrets, made once: the app's signing key pair (the sandbox gets the public half),
+# the key that encrypts shoppers' tokens at rest and the key that signs the ledger.
 keys="$state/keys"
 [ -s "$keys/private.pem" ] || "$bin" keys generate --out "$keys"
-[ -s "$state/token-key" ] || python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$state/token-key"
-chmod 600 "$state/token-key"
+for secret in token-key ledger-key; do
+    [ -s "$state/$secret" ] || python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$state/$secret"
+    chmod 600 "$state/$secret"
+done
 
 export PISGATE__SANDBOX__LISTEN="127.0.0.1:$sandbox_port"
 export PISGATE__SANDBOX__CLIENT_ID=local-client
@@ -44,6 +46,7 @@ export PISGATE__NORDEA__CLIENT_ID=local-client
 export PISGATE__NORDEA__CLIENT_SECRET=local-secret
 export PISGATE__NORDEA__PRIVATE_KEY_FILE="$keys/private.pem"
 export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$state/token-key"
+export PISGATE__LEDGER__KEY_FILE="$state/ledger-key"
 
 "$bin" migrate
 

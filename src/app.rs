@@ -9,6 +9,7 @@ use crate::config::{Settings, SettingsError};
 use crate::ledger;
 use crate::ledger::crypto::TokenCipher;
 use crate::ledger::health::DbHealth;
+use crate::ledger::keys::LedgerKeys;
 use crate::workers::{WorkerContext, Workers};
 use anyhow::Context as _;
 use secrecy::{ExposeSecret, SecretString};
@@ -74,6 +75,8 @@ impl Application {
         }
         let shutdown_timeout = settings.server.shutdown_timeout;
         let certificate = check_certificate(&settings, std::time::SystemTime::now())?;
+        // Every event this process appends is signed with this ring.
+        ledger::keys::install(ledger_keys(&settings)?);
         let bank = nordea_client(&settings)?;
         let cipher = Arc::new(token_cipher(&settings)?);
         let state = AppState::new(
@@ -307,6 +310,30 @@ pub fn token_cipher(settings: &Settings) -> anyhow::Result<TokenCipher> {
             .map_err(|e| invalid("PISGATE__TOKENS__PREVIOUS_KEYS", &e))?;
     }
     Ok(cipher)
+}
+
+/// The ledger key ring: `ledger.key` under `ledger.key_id` plus `ledger.previous_keys`. A
+/// missing or malformed key is a settings error naming the variable.
+pub fn ledger_keys(settings: &Settings) -> Result<LedgerKeys, SettingsError> {
+    let l = &settings.ledger;
+    let key = l.required_key()?;
+    LedgerKeys::new(&l.key_id, key).map_err(|e| {
+        let key = if matches!(e, crate::ledger::keys::KeyError::BadId) {
+            "ledger.key_id"
+        } else {
+            "ledger.key"
+        };
+        SettingsError::Invalid {
+            key: key.into(),
+            env: crate::config::env_name(key),
+            reason: e.to_string(),
+        }
+    })?;
+    LedgerKeys::parse(&l.key_id, key, &l.previous_keys).map_err(|e| SettingsError::Invalid {
+        key: "ledger.previous_keys".into(),
+        env: "PISGATE__LEDGER__PREVIOUS_KEYS".into(),
+        reason: e.to_string(),
+    })
 }
 
 /// Completes on SIGTERM (Kubernetes) or Ctrl-C.

@@ -1,4 +1,4 @@
-//! The command line: `serve`, `migrate`, `merchant ...`. Each command loads the settings
+//! The command line: `serve`, `migrate`, `ledger ...`, `merchant ...`. Each command loads the settings
 //! it needs, does one thing, and reports failure as one clear line on stderr with a
 //! non-zero exit code (2 for bad settings, 1 for anything else).
 
@@ -82,8 +82,11 @@ pub enum KeysCommand {
 
 #[derive(Debug, Subcommand)]
 pub enum LedgerCommand {
-    /// Recompute every payment's hash chain; exits non-zero naming the first broken event.
+    /// Recompute every payment's chain, cross-check payments' heads and statuses and prove
+    /// the ledger extends the last checkpoint; exits 1 naming the first problem.
     Verify,
+    /// Record a signed checkpoint of every payment's chain head (also written to the log).
+    Checkpoint,
 }
 
 #[derive(Debug, Subcommand)]
@@ -201,25 +204,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Command::Ledger {
-            command: LedgerCommand::Verify,
-        } => {
+        Command::Ledger { command } => {
             let settings = Settings::load()?;
+            let keys = app::ledger_keys(&settings)?;
             let pool = ledger::connect(&settings.database).await?;
-            let report = ledger::events::verify_all(&pool).await?;
-            match &report.first_broken {
-                None => {
-                    println!(
-                        "ledger ok: {} payment(s), {} event(s) verified",
-                        report.payments_checked, report.events_checked
-                    );
-                    Ok(())
-                }
-                Some(broken) => anyhow::bail!(
-                    "the ledger is broken: {} payment(s) affected; first broken event: {broken}",
-                    report.broken_payments
-                ),
-            }
+            ledger_command(&pool, &keys, command).await
         }
         Command::Migrate => {
             let settings = Settings::load()?;
@@ -243,6 +232,41 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let settings = Settings::load()?;
             let pool = ledger::connect(&settings.database).await?;
             merchant_command(&pool, command).await
+        }
+    }
+}
+
+async fn ledger_command(
+    pool: &sqlx::PgPool,
+    keys: &ledger::keys::LedgerKeys,
+    command: LedgerCommand,
+) -> anyhow::Result<()> {
+    match command {
+        LedgerCommand::Verify => {
+            let report = ledger::verify::verify_all(pool, keys).await?;
+            if let Some(broken) = &report.first_broken {
+                anyhow::bail!(
+                    "the ledger is broken: {} payment(s) affected; first problem: {broken}",
+                    report.broken_payments
+                );
+            }
+            if let Some(problem) = &report.checkpoint_problem {
+                anyhow::bail!("the ledger is broken: {problem}");
+            }
+            let checkpoint = match report.checkpoint {
+                Some(id) => format!("checkpoint {id}"),
+                None => "no checkpoint yet".to_owned(),
+            };
+            println!(
+                "ledger ok: {} payment(s), {} event(s), {checkpoint} verified",
+                report.payments_checked, report.events_checked
+            );
+            Ok(())
+        }
+        LedgerCommand::Checkpoint => {
+            let checkpoint = ledger::checkpoints::create(pool, keys).await?;
+            println!("{}", serde_json::to_string(&checkpoint)?);
+            Ok(())
         }
     }
 }

@@ -74,6 +74,7 @@ pub struct Settings {
     pub telemetry: TelemetrySettings,
     pub nordea: NordeaSettings,
     pub tokens: TokenSettings,
+    pub ledger: LedgerSettings,
     pub payments: PaymentSettings,
     pub callback: CallbackSettings,
     pub poller: PollerSettings,
@@ -175,6 +176,34 @@ pub struct TokenSettings {
     pub previous_keys: SecretString,
 }
 
+/// The ledger (`[ledger]`): the HMAC key that chains payment events and signs checkpoints
+/// (base64 of 32 bytes, usually `PISGATE__LEDGER__KEY_FILE`), its id (stored beside every
+/// event and checkpoint), previous keys (`id:base64,id:base64`) that still verify old chains
+/// after a rotation, and the checkpoint worker.
+///
+/// The key is optional here because only `serve` and `ledger verify`/`checkpoint` need it;
+/// they refuse to start without it ([`LedgerSettings::required_key`]).
+#[derive(Debug, Clone)]
+pub struct LedgerSettings {
+    pub key: Option<SecretString>,
+    pub key_id: String,
+    pub previous_keys: SecretString,
+    /// Run the checkpoint worker in this replica.
+    pub checkpoint_enabled: bool,
+    /// Between checkpoints (the first one at start).
+    pub checkpoint_interval: Duration,
+}
+
+impl LedgerSettings {
+    /// The key, or the setting's name when it is missing.
+    pub fn required_key(&self) -> Result<&SecretString, SettingsError> {
+        self.key.as_ref().ok_or_else(|| SettingsError::Missing {
+            key: "ledger.key".into(),
+            env: "PISGATE__LEDGER__KEY_FILE".into(),
+        })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct PaymentSettings {
     /// How long the authorization hop leads new shoppers to the bank. It never ends a
@@ -263,6 +292,8 @@ struct Raw {
     #[serde(default)]
     tokens: RawTokens,
     #[serde(default)]
+    ledger: RawLedger,
+    #[serde(default)]
     payments: RawPayments,
     #[serde(default)]
     server: RawServer,
@@ -338,6 +369,15 @@ struct RawTokens {
     encryption_key: Option<String>,
     key_id: Option<String>,
     previous_keys: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawLedger {
+    key: Option<String>,
+    key_id: Option<String>,
+    previous_keys: Option<String>,
+    checkpoint_enabled: Option<String>,
+    checkpoint_interval: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -660,6 +700,17 @@ impl Settings {
             key_id: required("tokens.key_id", raw.tokens.key_id)?,
             previous_keys: SecretString::from(raw.tokens.previous_keys.unwrap_or_default()),
         };
+        let l = raw.ledger;
+        let ledger = LedgerSettings {
+            key: l
+                .key
+                .filter(|k| !k.trim().is_empty())
+                .map(SecretString::from),
+            key_id: required("ledger.key_id", l.key_id)?,
+            previous_keys: SecretString::from(l.previous_keys.unwrap_or_default()),
+            checkpoint_enabled: boolean("ledger.checkpoint_enabled", l.checkpoint_enabled)?,
+            checkpoint_interval: duration("ledger.checkpoint_interval", l.checkpoint_interval)?,
+        };
         let payments = PaymentSettings {
             signing_window: secs(
                 "payments.signing_window_secs",
@@ -784,6 +835,7 @@ impl Settings {
             telemetry,
             nordea,
             tokens,
+            ledger,
             payments,
             callback,
             poller,
@@ -1174,6 +1226,33 @@ mod tests {
         refused("PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS", "30");
         refused("PISGATE__CALLBACK__REDIRECT_TIMEOUT", "30s");
         refused("PISGATE__CALLBACK__EXCHANGE_DEADLINE", "2h");
+    }
+
+    #[test]
+    fn the_ledger_key_is_needed_only_by_those_who_ask_for_it() {
+        let s = Settings::load_from(&sources(&[DB])).unwrap();
+        assert_eq!(s.ledger.key_id, "l1");
+        assert!(s.ledger.checkpoint_enabled);
+        assert_eq!(s.ledger.checkpoint_interval, Duration::from_secs(3600));
+        let err = s.ledger.required_key().unwrap_err().to_string();
+        assert!(err.contains("PISGATE__LEDGER__KEY_FILE"), "{err}");
+
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("ledger-key");
+        std::fs::write(&file, "bGVkZ2Vy\n").unwrap();
+        let s = Settings::load_from(&sources(&[
+            DB,
+            ("PISGATE__LEDGER__KEY_FILE", file.to_str().unwrap()),
+            ("PISGATE__LEDGER__KEY_ID", "l2"),
+            ("PISGATE__LEDGER__CHECKPOINT_ENABLED", "false"),
+            ("PISGATE__LEDGER__CHECKPOINT_INTERVAL", "10m"),
+        ]))
+        .unwrap();
+        assert_eq!(s.ledger.required_key().unwrap().expose_secret(), "bGVkZ2Vy");
+        assert_eq!(s.ledger.key_id, "l2");
+        assert!(!s.ledger.checkpoint_enabled);
+        assert_eq!(s.ledger.checkpoint_interval, Duration::from_secs(600));
+        assert!(!format!("{s:?}").contains("bGVkZ2Vy"));
     }
 
     #[test]

@@ -1,25 +1,39 @@
-//! The append-only payment ledger: `payment_events`.
+//! The append-only payment ledger: `payment_events`, and each payment's chain head.
 //!
 //! One row per transition or bank interaction of a payment, numbered `seq = 1, 2, 3, …` per
-//! payment and hash-chained, so that any edit, deletion or reordering is detectable by
-//! [`verify_all`] (`pisgate ledger verify`). A trigger refuses UPDATE, DELETE and TRUNCATE;
-//! the chain catches whoever disables it.
+//! payment and chained with a keyed hash, so that an edit, a reordering or a rewrite by
+//! someone without the ledger key is detectable by [`crate::ledger::verify::verify_all`]
+//! (`pisgate ledger verify`). A trigger refuses UPDATE, DELETE and TRUNCATE; the chain, the
+//! heads and the checkpoints catch whoever disables it.
 //!
 //! [`append`] runs inside the caller's transaction (the one that changes the payment, so the
 //! event and the change commit together). It locks the `payments` row (`FOR UPDATE`), which
 //! serialises appends per payment, then reads the last event in a new statement; this needs
 //! the default READ COMMITTED isolation (under REPEATABLE READ a concurrent append makes the
-//! insert fail on the primary key instead of chaining wrongly). This module must never hold
-//! that transaction open across a network call, and must never UPDATE or DELETE an event.
+//! insert fail on the primary key instead of chaining wrongly). In the same transaction it
+//! moves the payment's head (`payments.ledger_seq`, `payments.ledger_head`: the last seq and
+//! its hash), so that deleting a payment's last events, or all of them, leaves a head that
+//! no chain ends at. This module must never hold that transaction open across a network
+//! call, and must never UPDATE or DELETE an event.
 //!
-//! # Hash chain (storage contract, version 1)
+//! The key: `append` signs with the process's installed ring ([`crate::ledger::keys`]), set
+//! once by `serve` from `ledger.key`/`ledger.key_id`; it fails rather than write an unkeyed
+//! event when none is installed. Every event stores its `hash_version` and `key_id`, so old
+//! chains keep verifying under the version and key they were written with.
+//!
+//! # Hash chain (storage contract)
 //!
 //! ```text
-//! hash(seq = 1) = SHA-256(32 zero bytes || canonical(event))
-//! hash(seq = n) = SHA-256(hash(seq = n - 1) || canonical(event))   (stored as prev_hash)
+//! version 1 (hash_version = 1, key_id NULL; every event written before keyed chains):
+//!   hash(seq = n) = SHA-256(prev || canonical_v1(event))
+//! version 2 (hash_version = 2, key_id = the ledger key's id; every event since):
+//!   hash(seq = n) = HMAC-SHA256(ledger key[key_id], prev || canonical_v2(event))
+//! prev = hash(seq = n - 1) (stored as prev_hash), or 32 zero bytes for seq = 1
 //! ```
 //!
-//! `canonical(event)` is the concatenation of, in this order:
+//! A chain may start in version 1 and go on in version 2 (a payment in flight when keyed
+//! chains arrived), never the other way round. `canonical_v1(event)` is the concatenation of,
+//! in this order:
 //!
 //! | field        | encoding                                                          |
 //! |--------------|-------------------------------------------------------------------|
@@ -33,7 +47,11 @@
 //! | created_at   | `str(RFC 3339 UTC, exactly 6 fractional digits, "Z")`, e.g. `2026-11-21T20:11:00.123456Z` |
 //! | detail       | `str(canonical JSON of detail)`                                   |
 //!
-//! where `str(s)` = 4-byte big-endian byte length of `s` followed by its UTF-8 bytes, and
+//! `canonical_v2(event)` is `str("pisgate/payment_event/v2")`, then `str(key_id)`, then the
+//! fields of version 1 from `payment_id` on, unchanged. The key id is hashed so that a
+//! relabelled key is an edit. The key is the 32 bytes of `ledger.key` (base64 decoded).
+//!
+//! `str(s)` = 4-byte big-endian byte length of `s` followed by its UTF-8 bytes, and
 //! `opt(None)` = the byte `0x00`, `opt(Some(s))` = the byte `0x01` followed by `str(s)`.
 //!
 //! Canonical JSON (our own writer, never serde_json's map order, because jsonb reorders keys
@@ -51,21 +69,45 @@
 //! (`$1::jsonb`) and the value jsonb gives back is what is hashed, so number forms jsonb
 //! normalises (`1e18` → `1000000000000000000`) hash the same at append and at verify.
 //!
-//! What the chain cannot see on its own: removal of a payment's *last* events. The current
-//! state in `payments` (status, bank status) is the cross-check for that.
+//! # What catches what
+//!
+//! * An edited, reordered or relinked event: its hash or the next event's `prev_hash`.
+//! * A rewrite with recomputed hashes: version 2 hashes need the key; downgrading events to
+//!   the unkeyed version 1 is refused after a version 2 event and caught by the checkpoint's
+//!   count of version 1 events.
+//! * Deleted last events, or all of a payment's events: the payment's head.
+//! * A deleted payment with its events, a truncated ledger, a chain cut back to an older head:
+//!   the last checkpoint ([`crate::ledger::checkpoints`]), whose signed digest of every head
+//!   the current ledger must extend.
+//!
+//! What it cannot see: events appended after the last checkpoint, deleted together with
+//! their payment (or cut back with the head moved to match) by someone with write access.
+//! Checkpoints bound that window; the checkpoint's log line is the copy outside the database
+//! that catches deleted checkpoints. Version 1 chains are only protected from the first
+//! checkpoint on (`serve` records one at start, or run `pisgate ledger checkpoint` right after
+//! migrating).
 
 use crate::domain::PaymentStatus;
+use crate::ledger::keys::{self, LedgerKeys};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use sqlx::{PgConnection, PgPool};
-use std::fmt;
 use uuid::Uuid;
 
-const DOMAIN_TAG: &str = "pisgate/payment_event/v1";
+pub use crate::ledger::canonical::canonical_json;
+pub use crate::ledger::verify::{
+    BreakReason, BrokenEvent, VerifyReport, verify_all, verify_payment,
+};
+
+const DOMAIN_TAG_V1: &str = "pisgate/payment_event/v1";
+const DOMAIN_TAG_V2: &str = "pisgate/payment_event/v2";
 const GENESIS_PREV: [u8; 32] = [0; 32];
-const VERIFY_BATCH: i64 = 1000;
+/// The unkeyed SHA-256 chain of the events written before keyed chains.
+pub const HASH_V1: i16 = 1;
+/// HMAC-SHA256 under the ledger key named by the event's `key_id`.
+pub const HASH_V2: i16 = 2;
 
 /// An event to record. `detail` is free-form JSON for the reader of the ledger (never a
 /// token, key or full account number).
@@ -115,15 +157,15 @@ fn serialize_hex<S: serde::Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::E
 
 /// The hashed fields, borrowed as they are stored (statuses as text, so a tampered status
 /// that no longer parses is still just a hash mismatch).
-struct CanonicalEvent<'a> {
-    payment_id: Uuid,
-    seq: i32,
-    kind: &'a str,
-    old_status: Option<&'a str>,
-    new_status: Option<&'a str>,
-    bank_status: Option<&'a str>,
-    created_at: DateTime<Utc>,
-    detail: &'a Value,
+pub(crate) struct CanonicalEvent<'a> {
+    pub(crate) payment_id: Uuid,
+    pub(crate) seq: i32,
+    pub(crate) kind: &'a str,
+    pub(crate) old_status: Option<&'a str>,
+    pub(crate) new_status: Option<&'a str>,
+    pub(crate) bank_status: Option<&'a str>,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) detail: &'a Value,
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str) {
@@ -142,116 +184,64 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
 }
 
 impl CanonicalEvent<'_> {
-    fn encode(&self) -> Vec<u8> {
+    /// `canonical_v1(event)` of the module doc.
+    pub(crate) fn encode_v1(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
-        put_str(&mut out, DOMAIN_TAG);
-        out.extend_from_slice(self.payment_id.as_bytes());
-        out.extend_from_slice(&self.seq.to_be_bytes());
-        put_str(&mut out, self.kind);
-        put_opt(&mut out, self.old_status);
-        put_opt(&mut out, self.new_status);
-        put_opt(&mut out, self.bank_status);
-        put_str(&mut out, &format_timestamp(self.created_at));
-        put_str(&mut out, &canonical_json(self.detail));
+        put_str(&mut out, DOMAIN_TAG_V1);
+        self.encode_fields(&mut out);
         out
     }
 
-    fn hash(&self, prev_hash: Option<&[u8]>) -> [u8; 32] {
+    /// `canonical_v2(event)` of the module doc.
+    pub(crate) fn encode_v2(&self, key_id: &str) -> Vec<u8> {
+        let mut out = Vec::with_capacity(256);
+        put_str(&mut out, DOMAIN_TAG_V2);
+        put_str(&mut out, key_id);
+        self.encode_fields(&mut out);
+        out
+    }
+
+    fn encode_fields(&self, out: &mut Vec<u8>) {
+        out.extend_from_slice(self.payment_id.as_bytes());
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        put_str(out, self.kind);
+        put_opt(out, self.old_status);
+        put_opt(out, self.new_status);
+        put_opt(out, self.bank_status);
+        put_str(out, &format_timestamp(self.created_at));
+        put_str(out, &canonical_json(self.detail));
+    }
+
+    /// The version 1 (unkeyed) hash.
+    pub(crate) fn hash_v1(&self, prev_hash: Option<&[u8]>) -> [u8; 32] {
         let mut h = Sha256::new();
         h.update(prev_hash.unwrap_or(&GENESIS_PREV));
-        h.update(self.encode());
+        h.update(self.encode_v1());
         h.finalize().into()
+    }
+
+    /// The version 2 hash under `key_id`, or `None` when the ring has no such key.
+    pub(crate) fn hash_v2(
+        &self,
+        keys: &LedgerKeys,
+        key_id: &str,
+        prev_hash: Option<&[u8]>,
+    ) -> Option<[u8; 32]> {
+        keys.mac(
+            key_id,
+            &[prev_hash.unwrap_or(&GENESIS_PREV), &self.encode_v2(key_id)],
+        )
     }
 }
 
-fn format_timestamp(t: DateTime<Utc>) -> String {
+pub(crate) fn format_timestamp(t: DateTime<Utc>) -> String {
     t.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
 /// Now, at the precision Postgres stores.
-fn now_micros() -> DateTime<Utc> {
+pub(crate) fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
-}
-
-/// The canonical JSON text of a value (see the module doc).
-pub fn canonical_json(value: &Value) -> String {
-    let mut out = String::new();
-    write_canonical(&mut out, value);
-    out
-}
-
-fn write_canonical(out: &mut String, value: &Value) {
-    match value {
-        Value::Null => out.push_str("null"),
-        Value::Bool(true) => out.push_str("true"),
-        Value::Bool(false) => out.push_str("false"),
-        Value::Number(n) => write_number(out, n),
-        Value::String(s) => write_string(out, s),
-        Value::Array(items) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_canonical(out, item);
-            }
-            out.push(']');
-        }
-        Value::Object(map) => {
-            let mut entries: Vec<(&String, &Value)> = map.iter().collect();
-            entries.sort_unstable_by(|a, b| a.0.as_bytes().cmp(b.0.as_bytes()));
-            out.push('{');
-            for (i, (k, v)) in entries.into_iter().enumerate() {
-                if i > 0 {
-                    out.push(',');
-                }
-                write_string(out, k);
-                out.push(':');
-                write_canonical(out, v);
-            }
-            out.push('}');
-        }
-    }
-}
-
-fn write_number(out: &mut String, n: &serde_json::Number) {
-    use std::fmt::Write as _;
-    if let Some(i) = n.as_i64() {
-        let _ = write!(out, "{i}");
-    } else if let Some(u) = n.as_u64() {
-        let _ = write!(out, "{u}");
-    } else if let Some(f) = n.as_f64() {
-        // 2^63 and 2^64 are exact in f64; every integral f64 in between is an exact integer.
-        // -0.0 >= 0.0, so it is written as 0.
-        const I64_MIN: f64 = -9_223_372_036_854_775_808.0;
-        const U64_END: f64 = 18_446_744_073_709_551_616.0;
-        if f.fract() == 0.0 && (I64_MIN..0.0).contains(&f) {
-            let _ = write!(out, "{}", f as i64);
-        } else if f.fract() == 0.0 && (0.0..U64_END).contains(&f) {
-            let _ = write!(out, "{}", f as u64);
-        } else {
-            // Our own format, not serde_json's (which has changed between versions): the
-            // shortest digits that read back as f, in exponent form (std's `{:e}`).
-            let _ = write!(out, "{f:e}");
-        }
-    }
-}
-
-fn write_string(out: &mut String, s: &str) {
-    use std::fmt::Write as _;
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            c if (c as u32) < 0x20 => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
 }
 
 /// Appends an event to a payment's chain, inside the caller's transaction.
@@ -271,6 +261,10 @@ pub async fn append(
     .fetch_optional(&mut *conn)
     .await?
     .ok_or(sqlx::Error::RowNotFound)?;
+    let keys = keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration("no ledger key is installed (ledger::keys::install)".into())
+    })?;
+    let key_id = keys.current_id();
 
     // A new statement, so (under READ COMMITTED) it sees appends committed while we waited.
     let last = sqlx::query!(
@@ -301,13 +295,14 @@ pub async fn append(
         // What jsonb will give back for the same text, not what we were handed.
         detail: &last.detail,
     }
-    .hash(prev_hash.as_deref());
+    .hash_v2(&keys, key_id, prev_hash.as_deref())
+    .expect("the current key is in its own ring");
 
     sqlx::query!(
         r#"INSERT INTO payment_events
                (payment_id, seq, kind, old_status, new_status, bank_status, detail,
-                created_at, prev_hash, hash)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)"#,
+                created_at, prev_hash, hash, hash_version, key_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
         payment_id,
         seq,
         &event.kind,
@@ -318,6 +313,17 @@ pub async fn append(
         &event.detail,
         created_at,
         prev_hash.as_deref(),
+        &hash[..],
+        HASH_V2,
+        key_id,
+    )
+    .execute(&mut *conn)
+    .await?;
+    // The head moves with the event, in the same transaction.
+    sqlx::query!(
+        "UPDATE payments SET ledger_seq = $2, ledger_head = $3 WHERE id = $1",
+        payment_id,
+        seq,
         &hash[..],
     )
     .execute(&mut *conn)
@@ -372,21 +378,24 @@ pub async fn list(pool: &PgPool, payment_id: Uuid) -> Result<Vec<StoredEvent>, s
 }
 
 /// An event row exactly as stored, statuses as text.
-struct RawEvent {
-    payment_id: Uuid,
-    seq: i32,
-    kind: String,
-    old_status: Option<String>,
-    new_status: Option<String>,
-    bank_status: Option<String>,
-    detail: Value,
-    created_at: DateTime<Utc>,
-    prev_hash: Option<Vec<u8>>,
-    hash: Vec<u8>,
+#[derive(Debug, Clone)]
+pub(crate) struct RawEvent {
+    pub(crate) payment_id: Uuid,
+    pub(crate) seq: i32,
+    pub(crate) kind: String,
+    pub(crate) old_status: Option<String>,
+    pub(crate) new_status: Option<String>,
+    pub(crate) bank_status: Option<String>,
+    pub(crate) detail: Value,
+    pub(crate) created_at: DateTime<Utc>,
+    pub(crate) prev_hash: Option<Vec<u8>>,
+    pub(crate) hash: Vec<u8>,
+    pub(crate) hash_version: i16,
+    pub(crate) key_id: Option<String>,
 }
 
 impl RawEvent {
-    fn canonical(&self) -> CanonicalEvent<'_> {
+    pub(crate) fn canonical(&self) -> CanonicalEvent<'_> {
         CanonicalEvent {
             payment_id: self.payment_id,
             seq: self.seq,
@@ -400,11 +409,14 @@ impl RawEvent {
     }
 }
 
-async fn list_raw(pool: &PgPool, payment_id: Uuid) -> Result<Vec<RawEvent>, sqlx::Error> {
+pub(crate) async fn list_raw(
+    pool: &PgPool,
+    payment_id: Uuid,
+) -> Result<Vec<RawEvent>, sqlx::Error> {
     sqlx::query_as!(
         RawEvent,
         r#"SELECT payment_id, seq, kind, old_status, new_status, bank_status, detail,
-                  created_at, prev_hash, hash
+                  created_at, prev_hash, hash, hash_version, key_id
            FROM payment_events WHERE payment_id = $1 ORDER BY seq"#,
         payment_id
     )
@@ -412,226 +424,10 @@ async fn list_raw(pool: &PgPool, payment_id: Uuid) -> Result<Vec<RawEvent>, sqlx
     .await
 }
 
-/// Why an event breaks its chain.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-#[serde(tag = "kind", rename_all = "snake_case")]
-pub enum BreakReason {
-    /// The event's seq is not the next one: events before it are missing.
-    Gap { expected_seq: i32 },
-    /// `prev_hash` is not the hash of the event before it.
-    PrevHashMismatch,
-    /// The stored hash is not the hash of the stored content: the event was edited.
-    HashMismatch,
-}
-
-impl fmt::Display for BreakReason {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            BreakReason::Gap { expected_seq } => {
-                write!(f, "gap: expected seq {expected_seq}, so events are missing")
-            }
-            BreakReason::PrevHashMismatch => {
-                f.write_str("prev_hash is not the hash of the previous event")
-            }
-            BreakReason::HashMismatch => {
-                f.write_str("hash does not match the event's content (edited)")
-            }
-        }
-    }
-}
-
-/// The event at which a chain first breaks.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
-pub struct BrokenEvent {
-    pub payment_id: Uuid,
-    pub seq: i32,
-    pub reason: BreakReason,
-}
-
-impl fmt::Display for BrokenEvent {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "payment {} event seq {}: {}",
-            self.payment_id, self.seq, self.reason
-        )
-    }
-}
-
-/// The outcome of recomputing chains.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
-pub struct VerifyReport {
-    pub payments_checked: u64,
-    pub events_checked: u64,
-    /// Payments whose chain is broken somewhere.
-    pub broken_payments: u64,
-    /// The first broken event in (payment_id, seq) order.
-    pub first_broken: Option<BrokenEvent>,
-}
-
-impl VerifyReport {
-    pub fn is_ok(&self) -> bool {
-        self.first_broken.is_none()
-    }
-}
-
-/// Walks events in (payment_id, seq) order and checks each chain.
-#[derive(Default)]
-struct Verifier {
-    report: VerifyReport,
-    current: Option<Uuid>,
-    expected_seq: i32,
-    prev_hash: Option<Vec<u8>>,
-    current_broken: bool,
-}
-
-impl Verifier {
-    fn check(&mut self, row: &RawEvent) {
-        let e = row.canonical();
-        let (stored_prev, stored_hash) = (row.prev_hash.as_deref(), &row.hash[..]);
-        self.report.events_checked += 1;
-        if self.current != Some(e.payment_id) {
-            self.current = Some(e.payment_id);
-            self.report.payments_checked += 1;
-            self.expected_seq = 1;
-            self.prev_hash = None;
-            self.current_broken = false;
-        }
-        if self.current_broken {
-            return;
-        }
-        let reason = if e.seq != self.expected_seq {
-            Some(BreakReason::Gap {
-                expected_seq: self.expected_seq,
-            })
-        } else if stored_prev != self.prev_hash.as_deref() {
-            Some(BreakReason::PrevHashMismatch)
-        } else if e.hash(stored_prev)[..] != *stored_hash {
-            Some(BreakReason::HashMismatch)
-        } else {
-            None
-        };
-        match reason {
-            None => {
-                self.expected_seq += 1;
-                self.prev_hash = Some(stored_hash.to_vec());
-            }
-            Some(reason) => {
-                self.current_broken = true;
-                self.report.broken_payments += 1;
-                if self.report.first_broken.is_none() {
-                    tracing::warn!(payment_id = %e.payment_id, seq = e.seq, %reason, "ledger chain broken");
-                    self.report.first_broken = Some(BrokenEvent {
-                        payment_id: e.payment_id,
-                        seq: e.seq,
-                        reason,
-                    });
-                }
-            }
-        }
-    }
-}
-
-/// Recomputes every payment's chain, in batches (keyset pagination, no long transaction).
-#[tracing::instrument(skip_all, fields(payments, events, broken))]
-pub async fn verify_all(pool: &PgPool) -> Result<VerifyReport, sqlx::Error> {
-    let mut verifier = Verifier::default();
-    let mut cursor = (Uuid::nil(), 0i32);
-    loop {
-        let rows = sqlx::query_as!(
-            RawEvent,
-            r#"SELECT payment_id, seq, kind, old_status, new_status, bank_status, detail,
-                      created_at, prev_hash, hash
-               FROM payment_events
-               WHERE (payment_id, seq) > ($1, $2)
-               ORDER BY payment_id, seq
-               LIMIT $3"#,
-            cursor.0,
-            cursor.1,
-            VERIFY_BATCH,
-        )
-        .fetch_all(pool)
-        .await?;
-        let Some(last) = rows.last() else { break };
-        cursor = (last.payment_id, last.seq);
-        rows.iter().for_each(|r| verifier.check(r));
-        if (rows.len() as i64) < VERIFY_BATCH {
-            break;
-        }
-    }
-    let span = tracing::Span::current();
-    span.record("payments", verifier.report.payments_checked);
-    span.record("events", verifier.report.events_checked);
-    span.record("broken", verifier.report.broken_payments);
-    Ok(verifier.report)
-}
-
-/// Recomputes one payment's chain.
-#[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
-pub async fn verify_payment(pool: &PgPool, payment_id: Uuid) -> Result<VerifyReport, sqlx::Error> {
-    let mut verifier = Verifier::default();
-    list_raw(pool, payment_id)
-        .await?
-        .iter()
-        .for_each(|r| verifier.check(r));
-    Ok(verifier.report)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use serde_json::json;
-
-    #[test]
-    fn canonical_json_sorts_keys_at_every_level() {
-        let v: Value =
-            serde_json::from_str(r#"{"b":1,"a":{"z":[3,{"y":true,"x":null}],"m":"é"},"A":2}"#)
-                .unwrap();
-        assert_eq!(
-            canonical_json(&v),
-            r#"{"A":2,"a":{"m":"é","z":[3,{"x":null,"y":true}]},"b":1}"#
-        );
-    }
-
-    #[test]
-    fn canonical_json_escapes_only_quote_backslash_and_controls() {
-        let v = json!({"s": "q\"b\\n\nt\t\u{1}/€😀"});
-        assert_eq!(
-            canonical_json(&v),
-            "{\"s\":\"q\\\"b\\\\n\\u000at\\u0009\\u0001/€😀\"}"
-        );
-    }
-
-    #[test]
-    fn canonical_json_numbers_depend_on_the_value_not_the_form() {
-        let same = |a: &str, b: &str| {
-            let a: Value = serde_json::from_str(a).unwrap();
-            let b: Value = serde_json::from_str(b).unwrap();
-            assert_eq!(canonical_json(&a), canonical_json(&b));
-            canonical_json(&a)
-        };
-        assert_eq!(same("1e18", "1000000000000000000"), "1000000000000000000");
-        assert_eq!(same("5.0", "5"), "5");
-        assert_eq!(same("-0.0", "0"), "0");
-        assert_eq!(same("-3.0", "-3"), "-3");
-        assert_eq!(
-            same("18446744073709551615", "18446744073709551615"),
-            "18446744073709551615"
-        );
-        assert_eq!(
-            same("-9223372036854775808", "-9.223372036854775808e18"),
-            "-9223372036854775808"
-        );
-        assert_eq!(same("0.1", "0.10"), "1e-1");
-        assert_eq!(same("1e-7", "0.0000001"), "1e-7");
-        assert_eq!(same("1e20", "100000000000000000000"), "1e20");
-        assert_eq!(same("-2.5", "-2.50"), "-2.5e0");
-        assert_eq!(same("123.456", "1.23456e2"), "1.23456e2");
-        assert_eq!(
-            same("1.7976931348623157e308", "1.7976931348623157E+308"),
-            "1.7976931348623157e308"
-        );
-    }
 
     fn sample() -> (Uuid, Value) {
         (
@@ -675,23 +471,85 @@ mod tests {
         let json = "{\"amount_minor\":1250,\"currency\":\"EUR\",\"note\":\"ø\"}";
         expected.extend_from_slice(&(json.len() as u32).to_be_bytes());
         expected.extend_from_slice(json.as_bytes());
-        assert_eq!(e.encode(), expected);
+        assert_eq!(e.encode_v1(), expected);
 
         let prev = [0xabu8; 32];
         let mut h = Sha256::new();
         h.update(prev);
         h.update(&expected);
-        assert_eq!(e.hash(Some(&prev))[..], h.finalize()[..]);
+        assert_eq!(e.hash_v1(Some(&prev))[..], h.finalize()[..]);
         let genesis: [u8; 32] = Sha256::digest([&[0u8; 32][..], &expected].concat()).into();
-        assert_eq!(e.hash(None), genesis);
+        assert_eq!(e.hash_v1(None), genesis);
         // Computed independently (Python, from the module doc) for other verifiers to check.
         assert_eq!(
-            hex::encode(e.hash(None)),
+            hex::encode(e.hash_v1(None)),
             "71cc643d3c5feef884647ae83f2cd938bfff8917984aaf6434cfd8bf7506f03b"
         );
         assert_eq!(
-            hex::encode(e.hash(Some(&prev))),
+            hex::encode(e.hash_v1(Some(&prev))),
             "4d45e68550ac9e91b434edbb40b3d7f196e067feb5362157a7857b2737209c70"
+        );
+    }
+
+    #[test]
+    fn the_keyed_version_2_encoding_is_pinned() {
+        let (id, detail) = sample();
+        let created_at = DateTime::parse_from_rfc3339("2026-11-21T20:11:00.123456Z")
+            .unwrap()
+            .with_timezone(&Utc);
+        let e = CanonicalEvent {
+            payment_id: id,
+            seq: 2,
+            kind: "status_changed",
+            old_status: Some("awaiting_authorization"),
+            new_status: Some("authorized"),
+            bank_status: None,
+            created_at,
+            detail: &detail,
+        };
+        let v1 = e.encode_v1();
+        let mut expected = Vec::new();
+        expected.extend_from_slice(&24u32.to_be_bytes());
+        expected.extend_from_slice(b"pisgate/payment_event/v2");
+        expected.extend_from_slice(&2u32.to_be_bytes());
+        expected.extend_from_slice(b"l1");
+        // From the payment id on, the fields are those of version 1.
+        expected.extend_from_slice(&v1[4 + 24..]);
+        assert_eq!(e.encode_v2("l1"), expected);
+
+        // The key is the 32 bytes 0x00, 0x01, …, 0x1f.
+        let key: Vec<u8> = (0u8..32).collect();
+        let keys = LedgerKeys::new(
+            "l1",
+            &secrecy::SecretString::from(base64::Engine::encode(
+                &base64::engine::general_purpose::STANDARD,
+                &key,
+            )),
+        )
+        .unwrap();
+        let prev = [0xabu8; 32];
+        let mac = |prev: &[u8]| {
+            let k = aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &key);
+            let tag = aws_lc_rs::hmac::sign(&k, &[prev, &expected].concat());
+            hex::encode(tag.as_ref())
+        };
+        assert_eq!(
+            hex::encode(e.hash_v2(&keys, "l1", Some(&prev)).unwrap()),
+            mac(&prev)
+        );
+        assert_eq!(
+            hex::encode(e.hash_v2(&keys, "l1", None).unwrap()),
+            mac(&[0; 32])
+        );
+        assert_eq!(e.hash_v2(&keys, "l2", None), None);
+        // Computed independently (Python's hmac, from the module doc) for other verifiers.
+        assert_eq!(
+            hex::encode(e.hash_v2(&keys, "l1", None).unwrap()),
+            "3f971d4650ab8a76b35a566473d68fe58bae95964ec871f535d42784b71c756d"
+        );
+        assert_eq!(
+            hex::encode(e.hash_v2(&keys, "l1", Some(&prev)).unwrap()),
+            "8e9fa1a469575e7e316b8de0269ce0b4ecfd579cde63c857aa1aa0b5b92ac9a3"
         );
     }
 
@@ -701,73 +559,6 @@ mod tests {
         assert_eq!(format_timestamp(t), "2027-01-15T08:00:00.000000Z");
         let now = now_micros();
         assert_eq!(now.timestamp_subsec_nanos() % 1000, 0);
-    }
-
-    #[test]
-    fn the_verifier_reports_the_first_break_per_payment() {
-        let (id, detail) = sample();
-        let t = now_micros();
-        let event = |seq, prev_hash: Option<[u8; 32]>, hash: Option<[u8; 32]>| {
-            let mut raw = RawEvent {
-                payment_id: id,
-                seq,
-                kind: "callback".into(),
-                old_status: None,
-                new_status: None,
-                bank_status: Some("Paid".into()),
-                detail: detail.clone(),
-                created_at: t,
-                prev_hash: prev_hash.map(|h| h.to_vec()),
-                hash: Vec::new(),
-            };
-            raw.hash = hash
-                .unwrap_or_else(|| raw.canonical().hash(prev_hash.as_ref().map(|h| &h[..])))
-                .to_vec();
-            raw
-        };
-        let e1 = event(1, None, None);
-        let h1: [u8; 32] = e1.hash[..].try_into().unwrap();
-        let e2 = event(2, Some(h1), None);
-        let h2: [u8; 32] = e2.hash[..].try_into().unwrap();
-        let e3 = event(3, Some(h2), None);
-
-        let mut ok = Verifier::default();
-        [&e1, &e2, &e3].into_iter().for_each(|e| ok.check(e));
-        assert!(ok.report.is_ok());
-        assert_eq!(
-            (ok.report.payments_checked, ok.report.events_checked),
-            (1, 3)
-        );
-
-        let mut gap = Verifier::default();
-        [&e1, &e3].into_iter().for_each(|e| gap.check(e));
-        assert_eq!(
-            gap.report.first_broken.unwrap(),
-            BrokenEvent {
-                payment_id: id,
-                seq: 3,
-                reason: BreakReason::Gap { expected_seq: 2 }
-            }
-        );
-
-        let mut relinked = Verifier::default();
-        relinked.check(&e1);
-        relinked.check(&event(2, Some(h2), None));
-        assert_eq!(
-            relinked.report.first_broken.unwrap().reason,
-            BreakReason::PrevHashMismatch
-        );
-
-        let mut edited = Verifier::default();
-        edited.check(&e1);
-        edited.check(&event(2, Some(h1), Some([9; 32])));
-        edited.check(&e3);
-        assert_eq!(
-            edited.report.first_broken.unwrap().reason,
-            BreakReason::HashMismatch
-        );
-        assert_eq!(edited.report.broken_payments, 1);
-        assert_eq!(edited.report.events_checked, 3);
     }
 
     #[test]

@@ -4,14 +4,18 @@
 //! `.sqlx/`, so building needs no database. Nothing here calls the network or holds a
 //! transaction across anything but the database.
 
+pub mod canonical;
+pub mod checkpoints;
 pub mod crypto;
 pub mod events;
 pub mod health;
 pub mod idempotency;
+pub mod keys;
 pub mod merchants;
 pub mod payments;
 pub mod polls;
 pub mod tokens;
+pub mod verify;
 pub mod view;
 pub mod webhooks;
 

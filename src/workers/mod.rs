@@ -1,5 +1,6 @@
-//! Background workers inside `serve`: the status poller, the token refresher and the
-//! webhook dispatcher (each switchable per replica), and the idempotency purger.
+//! Background workers inside `serve`: the status poller, the token refresher, the webhook
+//! dispatcher and the ledger checkpointer (each switchable per replica), and the idempotency
+//! purger.
 //!
 //! Replicas coordinate through Postgres only: work is claimed with `FOR UPDATE SKIP LOCKED`
 //! and a lease (the claim moves the row's due time to the end of the lease and names the
@@ -7,6 +8,7 @@
 //! simply lets its leases run out; one that is asked to stop finishes or abandons its
 //! in-flight work within a bound and hands its leases back at once.
 
+pub mod checkpointer;
 pub mod poller;
 pub mod purger;
 pub mod refresher;
@@ -92,6 +94,12 @@ impl Workers {
             handles.push((
                 "webhooks",
                 tokio::spawn(webhooks::run(ctx.clone(), stop.clone())),
+            ));
+        }
+        if s.ledger.checkpoint_enabled {
+            handles.push((
+                "checkpointer",
+                tokio::spawn(checkpointer::run(ctx.clone(), stop.clone())),
             ));
         }
         tracing::info!(

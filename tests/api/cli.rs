@@ -1,6 +1,8 @@
 //! The binary as an operator runs it: settings failures stop it with one clear line.
 
-use crate::helpers::{CLIENT_ID, CLIENT_SECRET, TOKEN_KEY, config_dir, fixture, fresh_database};
+use crate::helpers::{
+    CLIENT_ID, CLIENT_SECRET, LEDGER_KEY, TOKEN_KEY, config_dir, fixture, fresh_database,
+};
 use std::process::{Command, Output};
 
 pub fn pisgate() -> Command {
@@ -14,7 +16,8 @@ pub fn pisgate() -> Command {
             "PISGATE__NORDEA__PRIVATE_KEY_FILE",
             fixture("kat-private.pem"),
         )
-        .env("PISGATE__TOKENS__ENCRYPTION_KEY", TOKEN_KEY);
+        .env("PISGATE__TOKENS__ENCRYPTION_KEY", TOKEN_KEY)
+        .env("PISGATE__LEDGER__KEY", LEDGER_KEY);
     cmd
 }
 
@@ -178,6 +181,7 @@ fn merchant_create_refuses_an_insecure_origin() {
 
 #[tokio::test]
 async fn ledger_verify_passes_on_an_intact_ledger_and_names_the_first_edited_event() {
+    crate::helpers::install_ledger_key();
     let url = fresh_database().await;
     let pool = sqlx::PgPool::connect(&url).await.unwrap();
     let (merchant, _) = pisgate::ledger::merchants::create(&pool, "Ledger shop", &[])
@@ -209,7 +213,10 @@ async fn ledger_verify_passes_on_an_intact_ledger_and_names_the_first_edited_eve
         .output()
         .unwrap();
     assert!(ok.status.success(), "{}", stderr(&ok));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("3 event(s) verified"));
+    assert_eq!(
+        String::from_utf8_lossy(&ok.stdout).trim(),
+        "ledger ok: 1 payment(s), 3 event(s), no checkpoint yet verified"
+    );
 
     sqlx::query("ALTER TABLE payment_events DISABLE TRIGGER payment_events_append_only")
         .execute(&mut *conn)
@@ -372,4 +379,112 @@ async fn check_in_production_refuses_a_sandbox_host() {
     let (word, detail) = outcome(&r, "production");
     assert_eq!(word, "fail");
     assert!(detail.contains("sandbox or local host"), "{detail}");
+}
+
+fn ledger(url: &str, command: &str) -> Output {
+    pisgate()
+        .args(["ledger", command])
+        .env("PISGATE__DATABASE__URL", url)
+        .output()
+        .unwrap()
+}
+
+/// Each tamper of issue 11 against the binary: `ledger verify` exits 1 with one line naming
+/// the payment, the seq and what happened.
+#[tokio::test]
+async fn ledger_verify_exits_1_naming_every_tamper() {
+    use crate::tamper::{self, Tamper};
+    crate::helpers::install_ledger_key();
+    for t in tamper::ALL {
+        let url = fresh_database().await;
+        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let victim = tamper::paid_payment(&pool).await;
+        let bystander = tamper::paid_payment(&pool).await;
+        let out = ledger(&url, "checkpoint");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let checkpoint: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(
+            (
+                &checkpoint["id"],
+                &checkpoint["payments"],
+                &checkpoint["events"]
+            ),
+            (
+                &serde_json::json!(1),
+                &serde_json::json!(2),
+                &serde_json::json!(10)
+            )
+        );
+        let ok = ledger(&url, "verify");
+        assert_eq!(
+            String::from_utf8_lossy(&ok.stdout).trim(),
+            "ledger ok: 2 payment(s), 10 event(s), checkpoint 1 verified",
+            "{}",
+            stderr(&ok)
+        );
+
+        tamper::tamper(&pool, victim, t).await;
+        let broken = ledger(&url, "verify");
+        let err = stderr(&broken);
+        assert_eq!(broken.status.code(), Some(1), "{t:?}: {err}");
+        assert_eq!(err.trim().lines().count(), 1, "{t:?}: one line: {err}");
+        let named = if t == Tamper::Truncate {
+            victim.min(bystander)
+        } else {
+            victim
+        };
+        let (seq, what) = match t {
+            Tamper::Edit => ("seq 2", "edited"),
+            Tamper::DeleteLast => ("seq 5", "last events deleted"),
+            Tamper::DeleteAll => ("seq 5", "all events deleted"),
+            Tamper::DeletePayment | Tamper::Truncate => {
+                ("seq 5", "the payment and all its events are gone")
+            }
+            Tamper::UnkeyedRewrite => ("seq 4", "rewritten without the ledger key"),
+            Tamper::UnkeyedDowngrade => ("seq 4", "rewritten without the ledger key"),
+            Tamper::RewriteAfterCheckpoint => ("seq 5", "checkpoint 1"),
+        };
+        assert!(
+            err.contains(&named.to_string()) && err.contains(seq) && err.contains(what),
+            "{t:?}: {err}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn ledger_commands_need_the_ledger_key_and_migrate_does_not() {
+    let url = fresh_database().await;
+    for command in ["verify", "checkpoint"] {
+        let out = pisgate()
+            .args(["ledger", command])
+            .env("PISGATE__DATABASE__URL", &url)
+            .env_remove("PISGATE__LEDGER__KEY")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("PISGATE__LEDGER__KEY_FILE"),
+            "{}",
+            stderr(&out)
+        );
+        let out = pisgate()
+            .args(["ledger", command])
+            .env("PISGATE__DATABASE__URL", &url)
+            .env("PISGATE__LEDGER__KEY", "dG9vIHNob3J0")
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+        assert!(
+            stderr(&out).contains("PISGATE__LEDGER__KEY") && !stderr(&out).contains("dG9vIHNob3J0"),
+            "{}",
+            stderr(&out)
+        );
+    }
+    let out = pisgate()
+        .arg("migrate")
+        .env("PISGATE__DATABASE__URL", &url)
+        .env_remove("PISGATE__LEDGER__KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
 }

@@ -2,6 +2,7 @@
 
 use pisgate::app::Application;
 use pisgate::config::{Settings, Sources};
+use pisgate::ledger::keys::LedgerKeys;
 use pisgate::sandbox::{Sandbox, SandboxConfig};
 use secrecy::SecretString;
 use serde_json::Value;
@@ -100,6 +101,20 @@ pub const CLIENT_ID: &str = "pisgate-test-client";
 pub const CLIENT_SECRET: &str = "pisgate-test-secret";
 /// Base64 of 32 bytes: the test token-encryption key.
 pub const TOKEN_KEY: &str = "MDEyMzQ1Njc4OWFiY2RlZjAxMjM0NTY3ODlhYmNkZWY=";
+/// Base64 of 32 bytes: the test ledger key, id `l1` (the default `ledger.key_id`).
+pub const LEDGER_KEY: &str = "bGVkZ2VyLWtleS1mb3ItdGVzdHMtb25seS0zMi1ieXQ=";
+
+/// The ring of the test ledger key, as `serve` builds it from [`settings`].
+pub fn ledger_keys() -> LedgerKeys {
+    LedgerKeys::new("l1", &SecretString::from(LEDGER_KEY)).expect("the test ledger key is valid")
+}
+
+/// Makes this process append events under the test ledger key (what `serve` does at start),
+/// for tests that append without an app.
+pub fn install_ledger_key() -> LedgerKeys {
+    pisgate::ledger::keys::install(ledger_keys());
+    ledger_keys()
+}
 
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -135,6 +150,8 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     vars.insert("PISGATE__NORDEA__ENVIRONMENT".into(), "sandbox".into());
     vars.insert("PISGATE__NORDEA__REQUEST_TIMEOUT_SECS".into(), "5".into());
     vars.insert("PISGATE__TOKENS__ENCRYPTION_KEY".into(), TOKEN_KEY.into());
+    vars.insert("PISGATE__LEDGER__KEY".into(), LEDGER_KEY.into());
+    vars.insert("PISGATE__LEDGER__CHECKPOINT_ENABLED".into(), "false".into());
     // Workers are off unless a test switches them on, so a test owns every bank call.
     vars.insert("PISGATE__POLLER__ENABLED".into(), "false".into());
     vars.insert("PISGATE__REFRESHER__ENABLED".into(), "false".into());

@@ -1,11 +1,14 @@
 //! The payment ledger and the shopper token store against the real PostgreSQL.
 
-use crate::helpers::fresh_database;
+use crate::helpers::{fresh_database, install_ledger_key};
+use crate::tamper::{self, Tamper, append, insert_payment, paid_payment};
 use chrono::{Duration as ChronoDuration, Utc};
 use pisgate::domain::PaymentStatus;
+use pisgate::ledger::checkpoints::{self, CheckpointError, CheckpointProblem};
 use pisgate::ledger::crypto::TokenCipher;
 use pisgate::ledger::events::{self, BreakReason, NewEvent};
-use pisgate::ledger::{merchants, tokens};
+use pisgate::ledger::keys::{self, LedgerKeys};
+use pisgate::ledger::tokens;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
 use sqlx::PgPool;
@@ -13,36 +16,14 @@ use sqlx::postgres::PgPoolOptions;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
+/// A fresh database; this process appends under the test ledger key.
 async fn ledger_db() -> PgPool {
+    install_ledger_key();
     PgPoolOptions::new()
         .max_connections(20)
         .connect(&fresh_database().await)
         .await
         .expect("connect to the test database")
-}
-
-async fn insert_payment(pool: &PgPool) -> Uuid {
-    let (merchant, _) = merchants::create(pool, "Ledger shop", &["https://shop.example".into()])
-        .await
-        .unwrap();
-    let id = Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO payments (id, merchant_id, status, amount_minor, currency, country, request, return_url)
-         VALUES ($1, $2, 'awaiting_authorization', 1250, 'EUR', 'FI', '{}', 'https://shop.example/done')",
-    )
-    .bind(id)
-    .bind(merchant.id)
-    .execute(pool)
-    .await
-    .unwrap();
-    id
-}
-
-async fn append(pool: &PgPool, payment_id: Uuid, event: NewEvent) -> events::StoredEvent {
-    let mut tx = pool.begin().await.unwrap();
-    let stored = events::append(&mut tx, payment_id, event).await.unwrap();
-    tx.commit().await.unwrap();
-    stored
 }
 
 /// created → initiated → callback, the way a payment's first steps look.
@@ -81,6 +62,10 @@ async fn payment_with_three_events(pool: &PgPool) -> Uuid {
     )
     .await;
     id
+}
+
+fn keys() -> LedgerKeys {
+    crate::helpers::ledger_keys()
 }
 
 async fn set_append_only_trigger(pool: &PgPool, enabled: bool) {
@@ -126,10 +111,10 @@ async fn ledger_appended_events_chain_and_verify() {
     assert_eq!(api["hash"], hex::encode(&listed[0].hash));
     assert_eq!(api["hash"].as_str().unwrap().len(), 64);
 
-    let report = events::verify_all(&pool).await.unwrap();
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!((report.payments_checked, report.events_checked), (2, 6));
-    let one = events::verify_payment(&pool, other).await.unwrap();
+    let one = events::verify_payment(&pool, &keys(), other).await.unwrap();
     assert!(one.is_ok());
     assert_eq!((one.payments_checked, one.events_checked), (1, 3));
 }
@@ -180,7 +165,7 @@ async fn ledger_events_cannot_be_updated_deleted_or_truncated() {
         .unwrap_err();
     assert!(err.to_string().contains("append-only"), "{err}");
     assert_eq!(events::list(&pool, id).await.unwrap().len(), 3);
-    assert!(events::verify_all(&pool).await.unwrap().is_ok());
+    assert!(events::verify_all(&pool, &keys()).await.unwrap().is_ok());
 }
 
 #[tokio::test]
@@ -201,7 +186,7 @@ async fn ledger_verify_names_the_edited_event() {
     .unwrap();
     set_append_only_trigger(&pool, true).await;
 
-    let report = events::verify_all(&pool).await.unwrap();
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
     let broken = report.first_broken.clone().expect("the edit is detected");
     assert_eq!(broken.payment_id, edited);
     assert_eq!(broken.seq, 2);
@@ -211,9 +196,16 @@ async fn ledger_verify_names_the_edited_event() {
     assert!(broken.to_string().contains(&edited.to_string()), "{broken}");
 
     for fine in [before, after] {
-        assert!(events::verify_payment(&pool, fine).await.unwrap().is_ok());
+        assert!(
+            events::verify_payment(&pool, &keys(), fine)
+                .await
+                .unwrap()
+                .is_ok()
+        );
     }
-    let one = events::verify_payment(&pool, edited).await.unwrap();
+    let one = events::verify_payment(&pool, &keys(), edited)
+        .await
+        .unwrap();
     assert_eq!(one.first_broken, Some(broken));
 }
 
@@ -229,7 +221,7 @@ async fn ledger_verify_reports_a_deleted_middle_event_as_a_gap() {
         .unwrap();
     set_append_only_trigger(&pool, true).await;
 
-    let report = events::verify_all(&pool).await.unwrap();
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
     let broken = report.first_broken.expect("the deletion is detected");
     assert_eq!((broken.payment_id, broken.seq), (id, 3));
     assert_eq!(broken.reason, BreakReason::Gap { expected_seq: 2 });
@@ -245,20 +237,21 @@ async fn ledger_verify_detects_a_relinked_or_restatused_event() {
         .execute(&pool)
         .await
         .unwrap();
-    let report = events::verify_payment(&pool, id).await.unwrap();
+    let report = events::verify_payment(&pool, &keys(), id).await.unwrap();
     assert_eq!(
         report.first_broken.map(|b| (b.seq, b.reason)),
         Some((3, BreakReason::HashMismatch))
     );
     sqlx::query(
-        "UPDATE payment_events SET prev_hash = '\\x00'::bytea || substring(prev_hash from 2)
+        // Flips every bit of the first byte: always a change, whatever the byte was.
+        "UPDATE payment_events SET prev_hash = set_byte(prev_hash, 0, get_byte(prev_hash, 0) # 255)
          WHERE payment_id = $1 AND seq = 2",
     )
     .bind(id)
     .execute(&pool)
     .await
     .unwrap();
-    let report = events::verify_payment(&pool, id).await.unwrap();
+    let report = events::verify_payment(&pool, &keys(), id).await.unwrap();
     assert_eq!(
         report.first_broken.map(|b| (b.seq, b.reason)),
         Some((2, BreakReason::PrevHashMismatch))
@@ -304,7 +297,7 @@ async fn ledger_concurrent_appends_to_one_payment_get_consecutive_seqs() {
         .collect();
     tasks_seen.sort_unstable();
     assert_eq!(tasks_seen, (0..10).collect::<Vec<_>>());
-    let report = events::verify_all(&pool).await.unwrap();
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.events_checked, 10);
 }
@@ -348,7 +341,7 @@ async fn ledger_jsonb_key_reordering_does_not_break_verification() {
         stored_text.find("\"k\"").unwrap() < stored_text.find("\"zeta\"").unwrap(),
         "{stored_text}"
     );
-    let report = events::verify_all(&pool).await.unwrap();
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.events_checked, 2);
     let listed = events::list(&pool, id).await.unwrap();
@@ -357,6 +350,344 @@ async fn ledger_jsonb_key_reordering_does_not_break_verification() {
         listed[0].detail["amounts"][4],
         json!(18446744073709551615u64)
     );
+}
+
+// ---- heads, keys and checkpoints ---------------------------------------------------------
+
+#[tokio::test]
+async fn ledger_append_signs_with_the_installed_key_and_moves_the_head() {
+    let pool = ledger_db().await;
+    let id = paid_payment(&pool).await;
+    let (seq, head, status): (i32, Vec<u8>, String) =
+        sqlx::query_as("SELECT ledger_seq, ledger_head, status FROM payments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    let listed = events::list(&pool, id).await.unwrap();
+    assert_eq!((seq, status.as_str()), (5, "paid"));
+    assert_eq!(head, listed[4].hash);
+    let versions: Vec<(i16, Option<String>)> = sqlx::query_as(
+        "SELECT hash_version, key_id FROM payment_events WHERE payment_id = $1 ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        versions.iter().all(|v| *v == (2, Some("l1".into()))),
+        "{versions:?}"
+    );
+    // Without the key nobody can make these hashes.
+    assert_ne!(
+        tamper::unkeyed_hash(listed[3].prev_hash.as_deref(), &listed[4]),
+        listed[4].hash
+    );
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!((report.payments_checked, report.events_checked), (1, 5));
+}
+
+#[tokio::test]
+async fn ledger_an_untouched_ledger_with_a_checkpoint_verifies() {
+    let pool = ledger_db().await;
+    let first = paid_payment(&pool).await;
+    let cp = checkpoints::create(&pool, &keys()).await.unwrap();
+    assert_eq!((cp.id, cp.payments, cp.events, cp.v1_events), (1, 1, 5, 0));
+    // Life goes on after the checkpoint: new payments, new events on old ones.
+    paid_payment(&pool).await;
+    append(&pool, first, NewEvent::new("callback")).await;
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.checkpoint, Some(1));
+    assert_eq!((report.payments_checked, report.events_checked), (2, 11));
+
+    // The second checkpoint records only the heads that moved.
+    let cp = checkpoints::create(&pool, &keys()).await.unwrap();
+    assert_eq!((cp.id, cp.payments, cp.events), (2, 2, 11));
+    let rows: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM ledger_checkpoint_heads WHERE checkpoint_id = 2")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert_eq!(rows, 2);
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.checkpoint, Some(2));
+}
+
+/// Every tamper of issue 11, each on a fresh ledger of two paid payments with a checkpoint.
+#[tokio::test]
+async fn ledger_verify_catches_every_tamper_and_names_it() {
+    for t in tamper::ALL {
+        let pool = ledger_db().await;
+        let victim = paid_payment(&pool).await;
+        let bystander = paid_payment(&pool).await;
+        checkpoints::create(&pool, &keys()).await.unwrap();
+        assert!(events::verify_all(&pool, &keys()).await.unwrap().is_ok());
+
+        tamper::tamper(&pool, victim, t).await;
+        let report = events::verify_all(&pool, &keys()).await.unwrap();
+        assert!(!report.is_ok(), "{t:?} went unnoticed: {report:?}");
+        let first = report.first_broken.clone().expect("a named problem");
+        let expected = match t {
+            Tamper::Edit => (2, BreakReason::HashMismatch),
+            Tamper::DeleteLast => (
+                5,
+                BreakReason::HeadMismatch {
+                    head_seq: 5,
+                    last_seq: 4,
+                },
+            ),
+            Tamper::DeleteAll => (5, BreakReason::EventsMissing { head_seq: 5 }),
+            Tamper::DeletePayment | Tamper::Truncate => {
+                (5, BreakReason::GoneSinceCheckpoint { checkpoint: 1 })
+            }
+            Tamper::UnkeyedRewrite => (4, BreakReason::HashMismatch),
+            Tamper::UnkeyedDowngrade => (4, BreakReason::Downgraded),
+            Tamper::RewriteAfterCheckpoint => {
+                (5, BreakReason::CheckpointMismatch { checkpoint: 1 })
+            }
+        };
+        let named = if t == Tamper::Truncate {
+            victim.min(bystander)
+        } else {
+            victim
+        };
+        assert_eq!(
+            (first.payment_id, first.seq, first.reason),
+            (named, expected.0, expected.1),
+            "{t:?}"
+        );
+        let broken = if t == Tamper::Truncate { 2 } else { 1 };
+        assert_eq!(report.broken_payments, broken, "{t:?}: {report:?}");
+    }
+}
+
+#[tokio::test]
+async fn ledger_a_payment_rewritten_as_unkeyed_from_its_first_event_is_caught_by_the_checkpoint() {
+    let pool = ledger_db().await;
+    let id = paid_payment(&pool).await;
+    checkpoints::create(&pool, &keys()).await.unwrap();
+    // Every event re-chained as version 1 (no key needed), head moved to match.
+    let listed = events::list(&pool, id).await.unwrap();
+    let mut prev: Option<Vec<u8>> = None;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE payment_events DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for e in &listed {
+        let hash = tamper::unkeyed_hash(prev.as_deref(), e);
+        sqlx::query(
+            "UPDATE payment_events SET hash_version = 1, key_id = NULL, prev_hash = $3, hash = $4
+             WHERE payment_id = $1 AND seq = $2",
+        )
+        .bind(id)
+        .bind(e.seq)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        prev = Some(hash);
+    }
+    sqlx::query("UPDATE payments SET ledger_head = $2 WHERE id = $1")
+        .bind(id)
+        .bind(&prev)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
+    let first = report.first_broken.expect("caught");
+    assert_eq!(
+        (first.payment_id, first.seq, first.reason),
+        (id, 5, BreakReason::CheckpointMismatch { checkpoint: 1 })
+    );
+    assert_eq!(
+        report.checkpoint_problem,
+        Some(CheckpointProblem::UnkeyedEventsChanged {
+            checkpoint: 1,
+            signed: 0,
+            found: 5
+        })
+    );
+}
+
+#[tokio::test]
+async fn ledger_a_chain_cut_back_below_the_checkpoint_is_caught() {
+    let pool = ledger_db().await;
+    let id = paid_payment(&pool).await;
+    checkpoints::create(&pool, &keys()).await.unwrap();
+    let listed = events::list(&pool, id).await.unwrap();
+    set_append_only_trigger(&pool, false).await;
+    sqlx::query("DELETE FROM payment_events WHERE payment_id = $1 AND seq > 3")
+        .bind(id)
+        .execute(&pool)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE payments SET ledger_seq = 3, ledger_head = $2, status = 'authorized' WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&listed[2].hash)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
+    let first = report.first_broken.expect("caught");
+    assert_eq!(
+        (first.seq, first.reason),
+        (5, BreakReason::CheckpointMismatch { checkpoint: 1 })
+    );
+    // And a checkpoint refuses to sign it.
+    let err = checkpoints::create(&pool, &keys()).await.unwrap_err();
+    assert!(
+        matches!(err, CheckpointError::HeadWentBack { payment_id, seq: 3, checkpoint: 1, checkpointed_seq: 5 } if payment_id == id),
+        "{err}"
+    );
+}
+
+#[tokio::test]
+async fn ledger_edited_or_deleted_checkpoints_are_caught() {
+    let pool = ledger_db().await;
+    paid_payment(&pool).await;
+    paid_payment(&pool).await;
+    checkpoints::create(&pool, &keys()).await.unwrap();
+    for (table, trigger) in [
+        ("ledger_checkpoints", "ledger_checkpoints_append_only"),
+        (
+            "ledger_checkpoint_heads",
+            "ledger_checkpoint_heads_append_only",
+        ),
+    ] {
+        let err = sqlx::query(&format!("DELETE FROM {table}"))
+            .execute(&pool)
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("append-only"), "{err}");
+        sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER {trigger}"))
+            .execute(&pool)
+            .await
+            .unwrap();
+    }
+    sqlx::query(
+        "DELETE FROM ledger_checkpoint_heads
+         WHERE payment_id = (SELECT payment_id FROM ledger_checkpoint_heads
+                             ORDER BY payment_id LIMIT 1)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
+    assert_eq!(
+        report.checkpoint_problem,
+        Some(CheckpointProblem::HeadsAltered { checkpoint: 1 })
+    );
+    sqlx::query("UPDATE ledger_checkpoints SET payments = 1")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let report = events::verify_all(&pool, &keys()).await.unwrap();
+    assert_eq!(
+        report.checkpoint_problem,
+        Some(CheckpointProblem::SignatureMismatch { checkpoint: 1 })
+    );
+    assert!(!report.is_ok());
+}
+
+#[tokio::test]
+async fn ledger_a_rotated_key_still_verifies_old_chains_and_signs_new_events() {
+    let pool = ledger_db().await;
+    let l1 = LedgerKeys::generate_key_base64();
+    let l2 = LedgerKeys::generate_key_base64();
+    let secret = |s: &str| SecretString::from(s.to_owned());
+    let before = LedgerKeys::new("l1", &secret(&l1)).unwrap();
+    keys::install(before.clone());
+    let old = paid_payment(&pool).await;
+    checkpoints::create(&pool, &before).await.unwrap();
+
+    // The rotation: a new current key, the old one kept to verify.
+    let after = LedgerKeys::parse("l2", &secret(&l2), &secret(&format!("l1:{l1}"))).unwrap();
+    keys::install(after.clone());
+    append(&pool, old, NewEvent::new("callback")).await;
+    let new = paid_payment(&pool).await;
+    let key_ids: Vec<(Uuid, i32, String)> = sqlx::query_as(
+        "SELECT payment_id, seq, key_id FROM payment_events ORDER BY payment_id, seq",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    for (payment, seq, key_id) in &key_ids {
+        let expected = if *payment == old && *seq <= 5 {
+            "l1"
+        } else {
+            "l2"
+        };
+        assert_eq!(key_id, expected, "{payment} seq {seq}");
+    }
+    assert_eq!(key_ids.iter().filter(|k| k.0 == new).count(), 5);
+    let report = events::verify_all(&pool, &after).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.checkpoint, Some(1));
+    checkpoints::create(&pool, &after).await.unwrap();
+    assert!(events::verify_all(&pool, &after).await.unwrap().is_ok());
+
+    // Without the old key the old events cannot be verified: named, not passed.
+    let only_new = LedgerKeys::new("l2", &secret(&l2)).unwrap();
+    let report = events::verify_all(&pool, &only_new).await.unwrap();
+    let first = report.first_broken.expect("an unknown key is a problem");
+    assert_eq!(
+        (first.payment_id, first.seq, first.reason),
+        (
+            old,
+            1,
+            BreakReason::UnknownKey {
+                key_id: "l1".into()
+            }
+        )
+    );
+    // Nor by a ring whose l1 is another key.
+    let forged = LedgerKeys::parse("l2", &secret(&l2), &secret(&format!("l1:{l2}"))).unwrap();
+    let report = events::verify_all(&pool, &forged).await.unwrap();
+    assert_eq!(
+        report.first_broken.unwrap().reason,
+        BreakReason::HashMismatch
+    );
+}
+
+#[tokio::test]
+async fn ledger_the_checkpoint_worker_records_a_checkpoint_at_start() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("PISGATE__LEDGER__CHECKPOINT_ENABLED", "true"),
+        ("PISGATE__LEDGER__CHECKPOINT_INTERVAL", "200ms"),
+    ])
+    .await;
+    let started = std::time::Instant::now();
+    let mut payment = None;
+    loop {
+        let rows: Vec<(i64, i64)> =
+            sqlx::query_as("SELECT id, payments FROM ledger_checkpoints ORDER BY id")
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+        // One at start; then the next ones see the payment made after it.
+        if !rows.is_empty() && payment.is_none() {
+            payment = Some(paid_payment(&app.pool).await);
+        }
+        if rows.last().is_some_and(|r| r.1 == 1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no checkpoint of the payment recorded: {rows:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = events::verify_all(&app.pool, &keys()).await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert!(report.checkpoint.unwrap() >= 2);
 }
 
 // ---- shopper tokens -------------------------------------------------------------------

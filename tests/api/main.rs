@@ -15,6 +15,7 @@ mod outages;
 mod payments;
 mod replicas;
 mod serve;
+mod tamper;
 mod truth;
 mod webhooks;
 mod workers;

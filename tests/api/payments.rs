@@ -102,7 +102,7 @@ async fn full_flow(app: &TestApp, body: Value) {
     for (i, e) in evs.iter().enumerate() {
         assert_eq!(e["seq"], i as i64 + 1);
     }
-    let report = pisgate::ledger::events::verify_all(&app.pool)
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
         .await
         .unwrap();
     assert!(report.is_ok(), "{report:?}");

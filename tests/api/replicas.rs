@@ -108,7 +108,9 @@ async fn assert_no_double_transitions(pool: &PgPool) {
     .await
     .unwrap();
     assert!(doubled.is_empty(), "recorded twice: {doubled:?}");
-    let report = pisgate::ledger::events::verify_all(pool).await.unwrap();
+    let report = pisgate::ledger::events::verify_all(pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
     assert!(report.is_ok(), "{report:?}");
 }
 

@@ -1127,7 +1127,7 @@ async fn a_mixed_run_ends_with_pisgate_and_the_bank_agreeing_on_every_payment() 
         assert_eq!(status, want, "payment {i}");
     }
     assert_agrees_with_the_bank(&app).await;
-    let report = pisgate::ledger::events::verify_all(&app.pool)
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
         .await
         .unwrap();
     assert!(report.is_ok(), "{report:?}");

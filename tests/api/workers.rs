@@ -159,7 +159,7 @@ async fn payments_end_paid_expired_or_failed_with_no_client_action() {
             .await
             .unwrap();
     assert!(next.iter().all(Option::is_none), "{next:?}");
-    let report = pisgate::ledger::events::verify_all(&app.pool)
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
         .await
         .unwrap();
     assert!(report.is_ok(), "{report:?}");

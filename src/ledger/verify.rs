@@ -1,0 +1,689 @@
+//! `pisgate ledger verify`: recomputes every chain and cross-checks it against its payment's
+//! head and status and against the last checkpoint.
+//!
+//! Batched (keyset pagination over `(payment_id, seq)`, no long transaction), so it runs
+//! beside a live `serve`: each batch reads events together with their payment's head, and a
+//! payment is judged on the head read with its last event, so concurrent appends never look
+//! like tampering. The checkpoint's heads are held in memory (one entry per payment).
+//! It reads only; it never repairs anything.
+
+use crate::ledger::checkpoints::{self, CheckpointProblem};
+use crate::ledger::events::{HASH_V1, HASH_V2, RawEvent, list_raw};
+use crate::ledger::keys::LedgerKeys;
+use serde::Serialize;
+use sqlx::PgPool;
+use std::collections::HashMap;
+use std::fmt;
+use uuid::Uuid;
+
+const VERIFY_BATCH: i64 = 1000;
+
+/// Why a payment's ledger is not what was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum BreakReason {
+    /// The event's seq is not the next one: events before it are missing.
+    Gap { expected_seq: i32 },
+    /// `prev_hash` is not the hash of the event before it.
+    PrevHashMismatch,
+    /// The stored hash is not the hash of the stored content: the event was edited, or
+    /// rewritten without the ledger key.
+    HashMismatch,
+    /// The event is signed with a key id the ring does not have.
+    UnknownKey { key_id: String },
+    /// A `hash_version` this build does not know.
+    UnknownHashVersion { version: i16 },
+    /// An unkeyed (version 1) event after a keyed one: a rewrite without the key.
+    Downgraded,
+    /// The payment's head (`payments.ledger_seq`/`ledger_head`) is not the chain's last event.
+    HeadMismatch { head_seq: i32, last_seq: i32 },
+    /// The payment has a head but no event at all.
+    EventsMissing { head_seq: i32 },
+    /// The payment's status is not the one its ledger ends in.
+    StatusMismatch {
+        payment_status: String,
+        ledger_status: Option<String>,
+    },
+    /// Events whose payment row is gone.
+    PaymentMissing,
+    /// The event the last checkpoint recorded as this payment's head is gone or different.
+    CheckpointMismatch { checkpoint: i64 },
+    /// A payment in the last checkpoint is gone, with all its events.
+    GoneSinceCheckpoint { checkpoint: i64 },
+}
+
+impl fmt::Display for BreakReason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            BreakReason::Gap { expected_seq } => {
+                write!(f, "gap: expected seq {expected_seq}, so events are missing")
+            }
+            BreakReason::PrevHashMismatch => {
+                f.write_str("prev_hash is not the hash of the previous event (reordered or relinked)")
+            }
+            BreakReason::HashMismatch => f.write_str(
+                "hash does not match the event's content (edited, or rewritten without the ledger key)",
+            ),
+            BreakReason::UnknownKey { key_id } => write!(
+                f,
+                "signed with ledger key {key_id:?}, which is not configured (PISGATE__LEDGER__PREVIOUS_KEYS)"
+            ),
+            BreakReason::UnknownHashVersion { version } => {
+                write!(f, "unknown hash version {version}")
+            }
+            BreakReason::Downgraded => f.write_str(
+                "an unkeyed (version 1) event after keyed ones (rewritten without the ledger key)",
+            ),
+            BreakReason::HeadMismatch { head_seq, last_seq } if head_seq > last_seq => write!(
+                f,
+                "missing: the payment's head is seq {head_seq} but its last event is seq {last_seq} (last events deleted)"
+            ),
+            BreakReason::HeadMismatch { head_seq, last_seq } => write!(
+                f,
+                "the payment's head (seq {head_seq}) is not its last event (seq {last_seq}) or has another hash"
+            ),
+            BreakReason::EventsMissing { head_seq } => write!(
+                f,
+                "missing: the payment's head is seq {head_seq} but it has no events (all events deleted)"
+            ),
+            BreakReason::StatusMismatch {
+                payment_status,
+                ledger_status,
+            } => write!(
+                f,
+                "the payment is {payment_status} but its ledger ends in {}",
+                ledger_status.as_deref().unwrap_or("no status")
+            ),
+            BreakReason::PaymentMissing => f.write_str("the payment row is gone (deleted)"),
+            BreakReason::CheckpointMismatch { checkpoint } => write!(
+                f,
+                "not the event checkpoint {checkpoint} recorded as the head (history rewritten or cut since the checkpoint)"
+            ),
+            BreakReason::GoneSinceCheckpoint { checkpoint } => write!(
+                f,
+                "missing: in checkpoint {checkpoint}, but the payment and all its events are gone (deleted)"
+            ),
+        }
+    }
+}
+
+/// The first problem of one payment.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenEvent {
+    pub payment_id: Uuid,
+    pub seq: i32,
+    pub reason: BreakReason,
+}
+
+impl fmt::Display for BrokenEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "payment {} event seq {}: {}",
+            self.payment_id, self.seq, self.reason
+        )
+    }
+}
+
+/// The outcome of a verification.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct VerifyReport {
+    pub payments_checked: u64,
+    pub events_checked: u64,
+    /// Payments with a problem.
+    pub broken_payments: u64,
+    /// The first problem in (payment_id, seq) order.
+    pub first_broken: Option<BrokenEvent>,
+    /// The last checkpoint, which the ledger was checked to extend.
+    pub checkpoint: Option<i64>,
+    /// A problem with the checkpoint itself (or with what only the checkpoint can see).
+    pub checkpoint_problem: Option<CheckpointProblem>,
+}
+
+impl VerifyReport {
+    pub fn is_ok(&self) -> bool {
+        self.first_broken.is_none() && self.checkpoint_problem.is_none()
+    }
+
+    fn record(&mut self, broken: BrokenEvent) {
+        self.broken_payments += 1;
+        let earlier = self
+            .first_broken
+            .as_ref()
+            .is_none_or(|f| (broken.payment_id, broken.seq) < (f.payment_id, f.seq));
+        if earlier {
+            tracing::warn!(payment_id = %broken.payment_id, seq = broken.seq, reason = %broken.reason, "ledger problem");
+            self.first_broken = Some(broken);
+        }
+    }
+}
+
+/// A payment row as read with its events.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PaymentHead {
+    pub(crate) seq: i32,
+    pub(crate) head: Option<Vec<u8>>,
+    pub(crate) status: String,
+}
+
+/// The chain being walked.
+struct Chain {
+    payment_id: Uuid,
+    expected_seq: i32,
+    prev_hash: Option<Vec<u8>>,
+    broken: bool,
+    keyed: bool,
+    last_status: Option<String>,
+    payment: Option<PaymentHead>,
+    /// The checkpoint's (seq, head) for this payment, and whether the walk passed it.
+    checkpointed: Option<(i32, Vec<u8>)>,
+    checkpoint_seen: bool,
+}
+
+/// Walks events in (payment_id, seq) order and checks each chain.
+pub(crate) struct Verifier<'k> {
+    keys: &'k LedgerKeys,
+    report: VerifyReport,
+    checkpoint: Option<i64>,
+    checkpoint_heads: HashMap<Uuid, (i32, Vec<u8>)>,
+    v1_events: i64,
+    chain: Option<Chain>,
+}
+
+impl<'k> Verifier<'k> {
+    pub(crate) fn new(keys: &'k LedgerKeys) -> Verifier<'k> {
+        Verifier {
+            keys,
+            report: VerifyReport::default(),
+            checkpoint: None,
+            checkpoint_heads: HashMap::new(),
+            v1_events: 0,
+            chain: None,
+        }
+    }
+
+    fn broken(&mut self, payment_id: Uuid, seq: i32, reason: BreakReason) {
+        self.report.record(BrokenEvent {
+            payment_id,
+            seq,
+            reason,
+        });
+    }
+
+    /// Checks one event; `payment` is its payment row as read in the same statement.
+    pub(crate) fn check(&mut self, row: &RawEvent, payment: Option<PaymentHead>) {
+        self.report.events_checked += 1;
+        if row.hash_version == HASH_V1 {
+            self.v1_events += 1;
+        }
+        if self.chain.as_ref().map(|c| c.payment_id) != Some(row.payment_id) {
+            self.finish_chain();
+            self.report.payments_checked += 1;
+            self.chain = Some(Chain {
+                payment_id: row.payment_id,
+                expected_seq: 1,
+                prev_hash: None,
+                broken: false,
+                keyed: false,
+                last_status: None,
+                payment: None,
+                checkpointed: self.checkpoint_heads.remove(&row.payment_id),
+                checkpoint_seen: false,
+            });
+        }
+        let Some(chain) = self.chain.as_mut() else {
+            return;
+        };
+        chain.payment = payment;
+        if chain.broken {
+            return;
+        }
+        let e = row.canonical();
+        let stored_prev = row.prev_hash.as_deref();
+        let reason = if e.seq != chain.expected_seq {
+            Some(BreakReason::Gap {
+                expected_seq: chain.expected_seq,
+            })
+        } else if stored_prev != chain.prev_hash.as_deref() {
+            Some(BreakReason::PrevHashMismatch)
+        } else {
+            match (row.hash_version, row.key_id.as_deref()) {
+                (HASH_V1, _) if chain.keyed => Some(BreakReason::Downgraded),
+                (HASH_V1, None) => (e.hash_v1(stored_prev)[..] != row.hash[..])
+                    .then_some(BreakReason::HashMismatch),
+                (HASH_V2, Some(key_id)) => match e.hash_v2(self.keys, key_id, stored_prev) {
+                    None => Some(BreakReason::UnknownKey {
+                        key_id: key_id.to_owned(),
+                    }),
+                    Some(h) => (h[..] != row.hash[..]).then_some(BreakReason::HashMismatch),
+                },
+                (version, _) => Some(BreakReason::UnknownHashVersion { version }),
+            }
+        };
+        let reason = reason.or_else(|| match &chain.checkpointed {
+            Some((seq, head)) if *seq == row.seq => {
+                chain.checkpoint_seen = true;
+                (head[..] != row.hash[..]).then_some(BreakReason::CheckpointMismatch {
+                    checkpoint: self.checkpoint.unwrap_or_default(),
+                })
+            }
+            _ => None,
+        });
+        match reason {
+            None => {
+                chain.expected_seq += 1;
+                chain.prev_hash = Some(row.hash.clone());
+                chain.keyed |= row.hash_version == HASH_V2;
+                if let Some(s) = &row.new_status {
+                    chain.last_status = Some(s.clone());
+                }
+            }
+            Some(reason) => {
+                chain.broken = true;
+                self.broken(row.payment_id, row.seq, reason);
+            }
+        }
+    }
+
+    /// The end of a chain: its payment's head and status, and the checkpoint's head.
+    fn finish_chain(&mut self) {
+        let Some(chain) = self.chain.take() else {
+            return;
+        };
+        if chain.broken {
+            return;
+        }
+        let id = chain.payment_id;
+        let last_seq = chain.expected_seq - 1;
+        let Some(payment) = chain.payment else {
+            self.broken(id, last_seq, BreakReason::PaymentMissing);
+            return;
+        };
+        if payment.seq != last_seq || payment.head != chain.prev_hash {
+            let seq = payment.seq.max(last_seq);
+            self.broken(
+                id,
+                seq,
+                BreakReason::HeadMismatch {
+                    head_seq: payment.seq,
+                    last_seq,
+                },
+            );
+        } else if chain
+            .last_status
+            .as_ref()
+            .is_some_and(|ledger| *ledger != payment.status)
+        {
+            self.broken(
+                id,
+                last_seq,
+                BreakReason::StatusMismatch {
+                    payment_status: payment.status,
+                    ledger_status: chain.last_status,
+                },
+            );
+        } else if let Some((seq, _)) = chain.checkpointed.filter(|_| !chain.checkpoint_seen) {
+            self.broken(
+                id,
+                seq,
+                BreakReason::CheckpointMismatch {
+                    checkpoint: self.checkpoint.unwrap_or_default(),
+                },
+            );
+        }
+    }
+
+    pub(crate) fn into_report(mut self) -> VerifyReport {
+        self.finish_chain();
+        self.report
+    }
+}
+
+/// Verifies the whole ledger: every chain, every payment's head and status, and that the
+/// ledger extends the last checkpoint (which must be signed by a key of `keys`).
+#[tracing::instrument(skip_all, fields(payments, events, broken, checkpoint))]
+pub async fn verify_all(pool: &PgPool, keys: &LedgerKeys) -> Result<VerifyReport, sqlx::Error> {
+    let mut verifier = Verifier::new(keys);
+    let last = checkpoints::load_last(pool, keys).await?;
+    let mut signed_v1 = None;
+    if let Some(last) = last {
+        verifier.checkpoint = Some(last.id);
+        verifier.report.checkpoint = Some(last.id);
+        match last.problem {
+            Some(problem) => verifier.report.checkpoint_problem = Some(problem),
+            None => {
+                verifier.checkpoint_heads = last.heads;
+                signed_v1 = Some(last.v1_events);
+            }
+        }
+    }
+
+    let mut cursor = (Uuid::nil(), 0i32);
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT e.payment_id, e.seq, e.kind, e.old_status, e.new_status, e.bank_status,
+                      e.detail, e.created_at, e.prev_hash, e.hash, e.hash_version, e.key_id,
+                      p.ledger_seq AS "head_seq?", p.ledger_head AS "head?",
+                      p.status AS "payment_status?"
+               FROM payment_events e
+               LEFT JOIN payments p ON p.id = e.payment_id
+               WHERE (e.payment_id, e.seq) > ($1, $2)
+               ORDER BY e.payment_id, e.seq
+               LIMIT $3"#,
+            cursor.0,
+            cursor.1,
+            VERIFY_BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        for r in rows {
+            cursor = (r.payment_id, r.seq);
+            let payment = match (r.head_seq, r.payment_status) {
+                (Some(seq), Some(status)) => Some(PaymentHead {
+                    seq,
+                    head: r.head,
+                    status,
+                }),
+                _ => None,
+            };
+            let raw = RawEvent {
+                payment_id: r.payment_id,
+                seq: r.seq,
+                kind: r.kind,
+                old_status: r.old_status,
+                new_status: r.new_status,
+                bank_status: r.bank_status,
+                detail: r.detail,
+                created_at: r.created_at,
+                prev_hash: r.prev_hash,
+                hash: r.hash,
+                hash_version: r.hash_version,
+                key_id: r.key_id,
+            };
+            verifier.check(&raw, payment);
+        }
+        if (n as i64) < VERIFY_BATCH {
+            break;
+        }
+    }
+    verifier.finish_chain();
+
+    // Payments whose head says they have events, with none left.
+    let mut cursor = Uuid::nil();
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT p.id, p.ledger_seq FROM payments p
+               WHERE p.ledger_seq > 0 AND p.id > $1
+                 AND NOT EXISTS (SELECT 1 FROM payment_events e WHERE e.payment_id = p.id)
+               ORDER BY p.id
+               LIMIT $2"#,
+            cursor,
+            VERIFY_BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        for r in rows {
+            cursor = r.id;
+            verifier.checkpoint_heads.remove(&r.id);
+            verifier.broken(
+                r.id,
+                r.ledger_seq,
+                BreakReason::EventsMissing {
+                    head_seq: r.ledger_seq,
+                },
+            );
+        }
+        if (n as i64) < VERIFY_BATCH {
+            break;
+        }
+    }
+
+    // What the checkpoint holds and the ledger no longer has at all.
+    let checkpoint = verifier.checkpoint.unwrap_or_default();
+    let mut gone: Vec<(Uuid, i32)> = verifier
+        .checkpoint_heads
+        .drain()
+        .map(|(id, (seq, _))| (id, seq))
+        .collect();
+    gone.sort_unstable();
+    for (id, seq) in gone {
+        verifier.broken(id, seq, BreakReason::GoneSinceCheckpoint { checkpoint });
+    }
+    if let Some(signed) = signed_v1 {
+        if signed != verifier.v1_events && verifier.report.checkpoint_problem.is_none() {
+            verifier.report.checkpoint_problem = Some(CheckpointProblem::UnkeyedEventsChanged {
+                checkpoint,
+                signed,
+                found: verifier.v1_events,
+            });
+        }
+    }
+
+    let report = verifier.into_report();
+    let span = tracing::Span::current();
+    span.record("payments", report.payments_checked);
+    span.record("events", report.events_checked);
+    span.record("broken", report.broken_payments);
+    if let Some(c) = report.checkpoint {
+        span.record("checkpoint", c);
+    }
+    Ok(report)
+}
+
+/// Recomputes one payment's chain and checks it against its payment row (not against the
+/// checkpoint: that needs the whole ledger).
+#[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
+pub async fn verify_payment(
+    pool: &PgPool,
+    keys: &LedgerKeys,
+    payment_id: Uuid,
+) -> Result<VerifyReport, sqlx::Error> {
+    let payment = sqlx::query!(
+        "SELECT ledger_seq, ledger_head, status FROM payments WHERE id = $1",
+        payment_id
+    )
+    .fetch_optional(pool)
+    .await?
+    .map(|p| PaymentHead {
+        seq: p.ledger_seq,
+        head: p.ledger_head,
+        status: p.status,
+    });
+    let mut verifier = Verifier::new(keys);
+    let events = list_raw(pool, payment_id).await?;
+    if events.is_empty() {
+        if let Some(p) = payment.as_ref().filter(|p| p.seq > 0) {
+            verifier.broken(
+                payment_id,
+                p.seq,
+                BreakReason::EventsMissing { head_seq: p.seq },
+            );
+        }
+    }
+    for e in &events {
+        verifier.check(e, payment.clone());
+    }
+    Ok(verifier.into_report())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ledger::events::now_micros;
+    use secrecy::SecretString;
+    use serde_json::json;
+
+    fn keys() -> LedgerKeys {
+        LedgerKeys::new("l1", &SecretString::from(LedgerKeys::generate_key_base64())).unwrap()
+    }
+
+    struct Events {
+        keys: LedgerKeys,
+        id: Uuid,
+        rows: Vec<RawEvent>,
+    }
+
+    impl Events {
+        fn push(&mut self, version: i16, status: Option<&str>) -> &RawEvent {
+            let prev = self.rows.last().map(|r| r.hash.clone());
+            let mut raw = RawEvent {
+                payment_id: self.id,
+                seq: self.rows.len() as i32 + 1,
+                kind: "callback".into(),
+                old_status: None,
+                new_status: status.map(str::to_owned),
+                bank_status: Some("Paid".into()),
+                detail: json!({"n": self.rows.len()}),
+                created_at: now_micros(),
+                prev_hash: prev.clone(),
+                hash: Vec::new(),
+                hash_version: version,
+                key_id: (version == HASH_V2).then(|| "l1".to_owned()),
+            };
+            raw.hash = match version {
+                HASH_V1 => raw.canonical().hash_v1(prev.as_deref()).to_vec(),
+                _ => raw
+                    .canonical()
+                    .hash_v2(&self.keys, "l1", prev.as_deref())
+                    .unwrap()
+                    .to_vec(),
+            };
+            self.rows.push(raw);
+            self.rows.last().unwrap()
+        }
+
+        fn head(&self, status: &str) -> Option<PaymentHead> {
+            let last = self.rows.last().unwrap();
+            Some(PaymentHead {
+                seq: last.seq,
+                head: Some(last.hash.clone()),
+                status: status.into(),
+            })
+        }
+
+        fn verify(&self, rows: &[&RawEvent], head: Option<PaymentHead>) -> VerifyReport {
+            let mut v = Verifier::new(&self.keys);
+            rows.iter().for_each(|r| v.check(r, head.clone()));
+            v.into_report()
+        }
+    }
+
+    fn chain() -> Events {
+        let mut e = Events {
+            keys: keys(),
+            id: Uuid::now_v7(),
+            rows: Vec::new(),
+        };
+        e.push(HASH_V1, Some("awaiting_authorization"));
+        e.push(HASH_V2, None);
+        e.push(HASH_V2, Some("paid"));
+        e
+    }
+
+    #[test]
+    fn a_chain_from_version_1_into_version_2_verifies_against_its_head() {
+        let e = chain();
+        let all: Vec<&RawEvent> = e.rows.iter().collect();
+        let ok = e.verify(&all, e.head("paid"));
+        assert!(ok.is_ok(), "{ok:?}");
+        assert_eq!((ok.payments_checked, ok.events_checked), (1, 3));
+    }
+
+    #[test]
+    fn the_verifier_names_the_first_problem_of_a_chain() {
+        let e = chain();
+        let (e1, e2, e3) = (&e.rows[0], &e.rows[1], &e.rows[2]);
+        let reason = |rows: &[&RawEvent], head| e.verify(rows, head).first_broken.unwrap();
+
+        let gap = reason(&[e1, e3], e.head("paid"));
+        assert_eq!(
+            (gap.seq, gap.reason),
+            (3, BreakReason::Gap { expected_seq: 2 })
+        );
+
+        let mut relinked = e2.clone();
+        relinked.prev_hash = Some(e3.hash.clone());
+        assert_eq!(
+            reason(&[e1, &relinked, e3], e.head("paid")).reason,
+            BreakReason::PrevHashMismatch
+        );
+
+        let mut edited = e2.clone();
+        edited.bank_status = Some("Rejected".into());
+        assert_eq!(
+            reason(&[e1, &edited, e3], e.head("paid")).reason,
+            BreakReason::HashMismatch
+        );
+
+        // Recomputed without the key: the unkeyed hash is not the keyed one.
+        let mut unkeyed = e3.clone();
+        unkeyed.hash = unkeyed
+            .canonical()
+            .hash_v1(e3.prev_hash.as_deref())
+            .to_vec();
+        assert_eq!(
+            reason(&[e1, e2, &unkeyed], e.head("paid")).reason,
+            BreakReason::HashMismatch
+        );
+        unkeyed.hash_version = HASH_V1;
+        unkeyed.key_id = None;
+        assert_eq!(
+            reason(&[e1, e2, &unkeyed], e.head("paid")).reason,
+            BreakReason::Downgraded
+        );
+
+        let mut foreign = e3.clone();
+        foreign.key_id = Some("l9".into());
+        assert_eq!(
+            reason(&[e1, e2, &foreign], e.head("paid")).reason,
+            BreakReason::UnknownKey {
+                key_id: "l9".into()
+            }
+        );
+
+        let cut = reason(&[e1, e2], e.head("paid"));
+        assert_eq!(
+            (cut.seq, cut.reason.clone()),
+            (
+                3,
+                BreakReason::HeadMismatch {
+                    head_seq: 3,
+                    last_seq: 2
+                }
+            )
+        );
+        assert!(cut.to_string().contains("last events deleted"), "{cut}");
+
+        assert_eq!(
+            reason(&[e1, e2, e3], e.head("rejected")).reason,
+            BreakReason::StatusMismatch {
+                payment_status: "rejected".into(),
+                ledger_status: Some("paid".into())
+            }
+        );
+        assert_eq!(
+            reason(&[e1, e2, e3], None).reason,
+            BreakReason::PaymentMissing
+        );
+    }
+
+    #[test]
+    fn the_first_problem_is_the_first_in_payment_order() {
+        let mut report = VerifyReport::default();
+        let (a, b) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        report.record(BrokenEvent {
+            payment_id: b,
+            seq: 1,
+            reason: BreakReason::PaymentMissing,
+        });
+        report.record(BrokenEvent {
+            payment_id: a,
+            seq: 4,
+            reason: BreakReason::EventsMissing { head_seq: 4 },
+        });
+        assert_eq!(report.broken_payments, 2);
+        assert_eq!(report.first_broken.unwrap().payment_id, a);
+    }
+}
