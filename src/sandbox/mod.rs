@@ -82,6 +82,7 @@ pub mod faults;
 mod handlers;
 pub mod payments;
 mod record;
+pub mod scenarios;
 mod server;
 mod signing;
 mod tokens;

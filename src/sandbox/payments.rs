@@ -84,6 +84,8 @@ pub(crate) struct Payment {
     pub cancelled_at: Option<DateTime<Utc>>,
     pub forced_status: Option<BankStatus>,
     pub funds_not_available: bool,
+    /// The outcome the shopper chose on the signing page, if any ([`super::scenarios`]).
+    pub scenario: Option<&'static super::scenarios::Scenario>,
 }
 
 /// What the lifecycle gives at one instant.
@@ -152,6 +154,7 @@ impl Payment {
             cancelled_at: None,
             forced_status: None,
             funds_not_available,
+            scenario: None,
         }
     }
 
@@ -183,6 +186,23 @@ impl Payment {
                 }
             }
             Some(Decision::Rejected) => snap.status = BankStatus::UserApprovalCancelled,
+            Some(Decision::Approved { at: approved }) if self.scenario.is_some() => {
+                let scenario = self.scenario.expect("checked");
+                let confirmed_at = approved + std_to_chrono(cfg.confirm_delay);
+                if at >= confirmed_at {
+                    let step = cfg.paid_delay.as_secs_f64();
+                    let elapsed = (at - confirmed_at)
+                        .to_std()
+                        .unwrap_or_default()
+                        .as_secs_f64();
+                    let delays = if step > 0.0 { elapsed / step } else { f64::MAX };
+                    snap.status = scenario.status_at(delays).unwrap_or(BankStatus::Confirmed);
+                    if snap.status == BankStatus::Paid {
+                        snap.executions = 1;
+                        snap.remaining_count = snap.remaining_count.map(|_| 0);
+                    }
+                }
+            }
             Some(Decision::Approved { at: approved }) => {
                 let confirmed_at = approved + std_to_chrono(cfg.confirm_delay);
                 if at >= confirmed_at {

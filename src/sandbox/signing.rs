@@ -19,7 +19,6 @@ use axum::response::{Html, IntoResponse, Response};
 use axum::routing::get;
 
 use super::payments::{Decision, Payment};
-use super::wire::nordea_amount;
 use super::{Sandbox, lock};
 
 /// The PSU who signs when the form is not changed.
@@ -28,6 +27,10 @@ pub const DEFAULT_PSU_ID: &str = "sandbox-psu-1";
 pub(crate) fn routes(sandbox: Arc<Sandbox>) -> Router {
     Router::new()
         .route("/sandbox/sign/{token}", get(page).post(decide))
+        .route(
+            "/sandbox/scenarios",
+            get(|| async { axum::Json(super::scenarios::ALL) }),
+        )
         .with_state(sandbox)
 }
 
@@ -74,13 +77,26 @@ fn summary(p: &Payment) -> String {
     let mut rows = vec![
         (
             "Amount",
-            format!("{} {}", nordea_amount(d.amount_minor), d.currency),
+            format!(
+                "{}.{:02} {}",
+                d.amount_minor / 100,
+                d.amount_minor % 100,
+                d.currency
+            ),
         ),
         ("To", format!("{name} {account}")),
         ("Country", d.country.to_string()),
     ];
     if let Some(m) = &d.merchant {
         rows.push(("Merchant", m.clone()));
+    }
+    if let Some(r) = d.creditor.get("reference") {
+        let kind = r.get("type").and_then(|v| v.as_str()).unwrap_or("");
+        let value = r.get("value").and_then(|v| v.as_str()).unwrap_or("");
+        rows.push(("Reference", format!("{kind} {value}")));
+    }
+    if let Some(m) = d.creditor.get("message").and_then(|v| v.as_str()) {
+        rows.push(("Message", m.to_owned()));
     }
     if let Some(date) = d.requested_execution_date {
         rows.push(("Execution date", date.to_string()));
@@ -90,6 +106,21 @@ fn summary(p: &Payment) -> String {
     }
     rows.iter()
         .map(|(k, v)| format!("<tr><th>{k}</th><td>{}</td></tr>", escape(v)))
+        .collect()
+}
+
+fn scenario_rows() -> String {
+    super::scenarios::ALL
+        .iter()
+        .map(|s| {
+            format!(
+                "<tr><td><code>{}</code></td><td>{}</td><td>{}</td><td>{}</td></tr>",
+                escape(s.psu_id),
+                escape(s.amount),
+                escape(s.description),
+                escape(s.pisgate_status)
+            )
+        })
         .collect()
 }
 
@@ -127,7 +158,11 @@ async fn page(
          <label>PSU identity <input name=\"psu_id\" value=\"{psu}\"></label>\
          <button type=\"submit\" name=\"decision\" value=\"approve\">Approve</button>\
          <button type=\"submit\" name=\"decision\" value=\"reject\">Reject</button>\
-         </form></body></html>",
+         </form><h2>Scenarios</h2><p>Type one of these PSU identities (or pay its amount) and \
+         press Approve to choose how the bank goes on.</p>\
+         <table><tr><th>PSU identity</th><th>amount</th><th>at the bank</th><th>pisgate reports</th></tr>\
+         {scenarios}</table></body></html>",
+        scenarios = scenario_rows(),
         rows = summary(p),
         action = escape(&sandbox.signing_link(&token)),
         psu = escape(psu),
@@ -178,6 +213,13 @@ async fn decide(
         );
     }
     p.owner = Some(psu.clone());
+    let scenario = super::scenarios::pick(&psu, p.details.amount_minor);
+    // The shopper who picks "cancel in the app" approves nothing.
+    let approve = approve && !scenario.is_some_and(|s| s.cancels);
+    if approve && let Some(s) = scenario {
+        p.scenario = Some(s);
+        p.funds_not_available |= s.funds_not_available;
+    }
     let redirect_uri = p.details.redirect_uri.clone();
     let state = p.details.state.clone();
     let Ok(mut target) = url::Url::parse(&redirect_uri) else {

@@ -206,6 +206,7 @@ async fn webhooks_ignore_proxies_from_the_environment_and_use_only_the_configure
 /// its `payment.cancelled` event is in the outbox. Returns the payment id.
 async fn enqueue_event(pool: &sqlx::PgPool) -> String {
     use pisgate::domain::Evidence;
+    crate::helpers::install_ledger_key();
     use pisgate::ledger::payments::{self, Change, NewPayment};
     let merchant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM merchants LIMIT 1")
         .fetch_one(pool)

@@ -14,6 +14,7 @@ mod nordea;
 mod outages;
 mod payments;
 mod replicas;
+mod scenarios;
 mod serve;
 mod tamper;
 mod truth;
