@@ -2,8 +2,9 @@
 # Runs the whole suite on this machine: formatting, clippy, unit and integration tests
 # against a throwaway PostgreSQL cluster started here and removed afterwards.
 #
-#   scripts/test.sh                 # everything
-#   scripts/test.sh -E 'test(foo)'  # extra arguments go to cargo nextest run
+#   scripts/test.sh                 # everything, with the resilience suite's quick mode
+#   scripts/test.sh -E 'test(foo)'  # extra arguments go to cargo nextest run (and skip the
+#                                   # resilience suite)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -25,5 +26,10 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== scripts/run.sh smoke test"
 bash scripts/smoke-run.sh
+if [ $# -eq 0 ]; then
+    # The resilience suite's short mode (the full one: scripts/resilience.sh).
+    echo "== scripts/resilience.sh --quick"
+    bash scripts/resilience.sh --quick
+fi
 echo "== cargo nextest"
 cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"
