@@ -366,6 +366,32 @@ impl TestApp {
     }
 }
 
+/// Cuts the app's database off, as a stopped server would be (new connections refused,
+/// open ones terminated), or lets it back in. Other tests' databases are not touched.
+pub async fn database_reachable(app: &TestApp, on: bool) {
+    let admin = PgPool::connect(&cluster_url()).await.unwrap();
+    let db = app
+        .settings
+        .database
+        .url()
+        .rsplit('/')
+        .next()
+        .unwrap()
+        .to_owned();
+    sqlx::query(&format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS {on}"#))
+        .execute(&admin)
+        .await
+        .unwrap();
+    if !on {
+        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
+            .bind(&db)
+            .execute(&admin)
+            .await
+            .unwrap();
+    }
+    admin.close().await;
+}
+
 /// Asserts that a response is an RFC 9457 problem with this status and code, and returns it.
 pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");

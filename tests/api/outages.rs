@@ -1,34 +1,10 @@
 //! Outages answered properly: a database that goes away, a request past the server's
 //! deadline, and the purge of idempotency keys after their retention.
 
-use crate::helpers::{TestApp, assert_problem, cluster_url, spawn_app_with};
+use crate::helpers::{TestApp, assert_problem, database_reachable, spawn_app_with};
 use crate::payments::body;
 use serde_json::Value;
-use sqlx::PgPool;
 use std::time::{Duration, Instant};
-
-/// Cuts the app's database off (as a stopped server would be), or lets it back in.
-async fn database_reachable(app: &TestApp, admin: &PgPool, on: bool) {
-    let db = app
-        .settings
-        .database
-        .url()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    sqlx::query(&format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS {on}"#))
-        .execute(admin)
-        .await
-        .unwrap();
-    if !on {
-        sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-            .bind(&db)
-            .execute(admin)
-            .await
-            .unwrap();
-    }
-}
 
 async fn ready(app: &TestApp) -> u16 {
     app.client
@@ -54,11 +30,10 @@ async fn wait_ready(app: &TestApp, want: u16) {
 #[tokio::test]
 async fn a_database_outage_is_a_fast_503_and_the_same_key_succeeds_after_it() {
     let app = spawn_app_with(&[]).await;
-    let admin = PgPool::connect(&cluster_url()).await.unwrap();
     let m = app.create_merchant("Shop").await;
     app.create_payment(&m.api_key, &body("FI")).await;
 
-    database_reachable(&app, &admin, false).await;
+    database_reachable(&app, false).await;
     wait_ready(&app, 503).await;
     let started = Instant::now();
     let r = app.post_payment(&m.api_key, "k-outage", &body("FI")).await;
@@ -70,7 +45,7 @@ async fn a_database_outage_is_a_fast_503_and_the_same_key_succeeds_after_it() {
     let r = app.get_as("/v1/payments", &m.api_key).await;
     assert_problem(r, 503, "database_unavailable").await;
 
-    database_reachable(&app, &admin, true).await;
+    database_reachable(&app, true).await;
     wait_ready(&app, 200).await;
     let r = app.post_payment(&m.api_key, "k-outage", &body("FI")).await;
     assert_eq!(r.status(), 201);

@@ -578,17 +578,6 @@ async fn a_database_lost_after_the_bank_answered_leaves_a_resumable_payment() {
     )
     .await;
     let m = app.create_merchant("Shop").await;
-    let db = app
-        .settings
-        .database
-        .url()
-        .rsplit('/')
-        .next()
-        .unwrap()
-        .to_owned();
-    let admin = sqlx::PgPool::connect(&crate::helpers::cluster_url())
-        .await
-        .unwrap();
     let request = {
         let (client, url, key) = (
             app.client.clone(),
@@ -613,20 +602,9 @@ async fn a_database_lost_after_the_bank_answered_leaves_a_resumable_payment() {
         || async { !app.sandbox.payments().is_empty() },
     )
     .await;
-    sqlx::query(&format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS false"#))
-        .execute(&admin)
-        .await
-        .unwrap();
-    sqlx::query("SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1")
-        .bind(&db)
-        .execute(&admin)
-        .await
-        .unwrap();
+    crate::helpers::database_reachable(&app, false).await;
     let answer = request.await.unwrap();
-    sqlx::query(&format!(r#"ALTER DATABASE "{db}" ALLOW_CONNECTIONS true"#))
-        .execute(&admin)
-        .await
-        .unwrap();
+    crate::helpers::database_reachable(&app, true).await;
     crate::helpers::assert_problem(answer, 502, "initiation_outcome_unknown").await;
 
     // The key is in flight until its bound, then the same key resumes the payment.
