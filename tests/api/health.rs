@@ -144,3 +144,32 @@ async fn openapi_describes_only_routes_that_exist() {
         );
     }
 }
+
+#[tokio::test]
+async fn every_metric_family_has_help_text() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Help shop").await;
+    assert_eq!(app.get_as("/v1/merchant", &m.api_key).await.status(), 200);
+    let text = app
+        .client
+        .get(app.url("/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let families: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    assert!(families.contains(&"pisgate_http_requests_total"), "{text}");
+    for family in families {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(&format!("# HELP {family} ")) && l.len() > family.len() + 12),
+            "no HELP for {family} in:\n{text}"
+        );
+    }
+}
