@@ -76,7 +76,7 @@ impl Application {
         let shutdown_timeout = settings.server.shutdown_timeout;
         let certificate = check_certificate(&settings, std::time::SystemTime::now())?;
         // Every event this process appends is signed with this ring.
-        ledger::keys::install(ledger_keys(&settings)?);
+        ledger::keys::install(ledger_keys(&settings.ledger)?);
         let bank = nordea_client(&settings)?;
         let cipher = Arc::new(token_cipher(&settings)?);
         let state = AppState::new(
@@ -314,8 +314,7 @@ pub fn token_cipher(settings: &Settings) -> anyhow::Result<TokenCipher> {
 
 /// The ledger key ring: `ledger.key` under `ledger.key_id` plus `ledger.previous_keys`. A
 /// missing or malformed key is a settings error naming the variable.
-pub fn ledger_keys(settings: &Settings) -> Result<LedgerKeys, SettingsError> {
-    let l = &settings.ledger;
+pub fn ledger_keys(l: &crate::config::LedgerSettings) -> Result<LedgerKeys, SettingsError> {
     let key = l.required_key()?;
     LedgerKeys::new(&l.key_id, key).map_err(|e| {
         let key = if matches!(e, crate::ledger::keys::KeyError::BadId) {

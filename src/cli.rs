@@ -205,13 +205,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ledger { command } => {
-            let settings = Settings::load()?;
-            let keys = app::ledger_keys(&settings)?;
+            let settings = crate::config::ToolSettings::load()?;
+            let keys = app::ledger_keys(&settings.ledger)?;
             let pool = ledger::connect(&settings.database).await?;
             ledger_command(&pool, &keys, command).await
         }
         Command::Migrate => {
-            let settings = Settings::load()?;
+            let settings = crate::config::ToolSettings::load()?;
             let pool = ledger::connect(&settings.database).await?;
             let pending = ledger::pending_migrations(&pool).await?;
             ledger::migrate(&pool).await.context("migration failed")?;
@@ -229,7 +229,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--return-origin {o:?}: {e}"))?;
                 }
             }
-            let settings = Settings::load()?;
+            let settings = crate::config::ToolSettings::load()?;
             let pool = ledger::connect(&settings.database).await?;
             merchant_command(&pool, command).await
         }

@@ -563,34 +563,7 @@ impl Settings {
             body_limit_bytes: number("server.body_limit_bytes", raw.server.body_limit_bytes, 1)?,
         };
 
-        let url = required("database.url", raw.database.url)?;
-        if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
-            // The value may hold a password: never echo it.
-            return Err(SettingsError::invalid(
-                "database.url",
-                "must be a postgres:// or postgresql:// URL",
-            ));
-        }
-        let max_connections = number("database.max_connections", raw.database.max_connections, 1)?;
-        let min_connections = number("database.min_connections", raw.database.min_connections, 0)?;
-        if min_connections > max_connections {
-            return Err(SettingsError::invalid(
-                "database.min_connections",
-                format!(
-                    "{min_connections} is more than database.max_connections ({max_connections})"
-                ),
-            ));
-        }
-        let database = DatabaseSettings {
-            url: SecretString::from(url),
-            max_connections,
-            min_connections,
-            acquire_timeout: secs(
-                "database.acquire_timeout_secs",
-                raw.database.acquire_timeout_secs,
-            )?,
-            migrate_on_start: boolean("database.migrate_on_start", raw.database.migrate_on_start)?,
-        };
+        let database = validate_database(raw.database)?;
 
         let rate_limit = RateLimitSettings {
             requests_per_window: number(
@@ -700,17 +673,7 @@ impl Settings {
             key_id: required("tokens.key_id", raw.tokens.key_id)?,
             previous_keys: SecretString::from(raw.tokens.previous_keys.unwrap_or_default()),
         };
-        let l = raw.ledger;
-        let ledger = LedgerSettings {
-            key: l
-                .key
-                .filter(|k| !k.trim().is_empty())
-                .map(SecretString::from),
-            key_id: required("ledger.key_id", l.key_id)?,
-            previous_keys: SecretString::from(l.previous_keys.unwrap_or_default()),
-            checkpoint_enabled: boolean("ledger.checkpoint_enabled", l.checkpoint_enabled)?,
-            checkpoint_interval: duration("ledger.checkpoint_interval", l.checkpoint_interval)?,
-        };
+        let ledger = validate_ledger(raw.ledger)?;
         let payments = PaymentSettings {
             signing_window: secs(
                 "payments.signing_window_secs",
@@ -875,6 +838,71 @@ where
         ));
     }
     Ok(n)
+}
+
+fn validate_database(raw: RawDatabase) -> Result<DatabaseSettings, SettingsError> {
+    let url = required("database.url", raw.url)?;
+    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+        // The value may hold a password: never echo it.
+        return Err(SettingsError::invalid(
+            "database.url",
+            "must be a postgres:// or postgresql:// URL",
+        ));
+    }
+    let max_connections = number("database.max_connections", raw.max_connections, 1)?;
+    let min_connections = number("database.min_connections", raw.min_connections, 0)?;
+    if min_connections > max_connections {
+        return Err(SettingsError::invalid(
+            "database.min_connections",
+            format!("{min_connections} is more than database.max_connections ({max_connections})"),
+        ));
+    }
+    Ok(DatabaseSettings {
+        url: SecretString::from(url),
+        max_connections,
+        min_connections,
+        acquire_timeout: secs("database.acquire_timeout_secs", raw.acquire_timeout_secs)?,
+        migrate_on_start: boolean("database.migrate_on_start", raw.migrate_on_start)?,
+    })
+}
+
+fn validate_ledger(l: RawLedger) -> Result<LedgerSettings, SettingsError> {
+    Ok(LedgerSettings {
+        key: l
+            .key
+            .filter(|k| !k.trim().is_empty())
+            .map(SecretString::from),
+        key_id: required("ledger.key_id", l.key_id)?,
+        previous_keys: SecretString::from(l.previous_keys.unwrap_or_default()),
+        checkpoint_enabled: boolean("ledger.checkpoint_enabled", l.checkpoint_enabled)?,
+        checkpoint_interval: duration("ledger.checkpoint_interval", l.checkpoint_interval)?,
+    })
+}
+
+/// What the operator commands (`migrate`, `merchant`, `ledger`) need, and nothing more:
+/// the database, and for the ledger commands the ledger key. They never ask for the bank's
+/// credentials, the signing key or the token key.
+#[derive(Debug, Clone)]
+pub struct ToolSettings {
+    pub database: DatabaseSettings,
+    pub ledger: LedgerSettings,
+}
+
+impl ToolSettings {
+    pub fn load() -> Result<ToolSettings, SettingsError> {
+        ToolSettings::load_from(&Sources::from_process())
+    }
+
+    pub fn load_from(sources: &Sources) -> Result<ToolSettings, SettingsError> {
+        let raw: Raw = sources
+            .layered()?
+            .try_deserialize()
+            .map_err(|e| SettingsError::Load(e.to_string()))?;
+        Ok(ToolSettings {
+            database: validate_database(raw.database)?,
+            ledger: validate_ledger(raw.ledger)?,
+        })
+    }
 }
 
 fn secs(key: &str, value: Option<String>) -> Result<Duration, SettingsError> {

@@ -488,3 +488,45 @@ async fn ledger_commands_need_the_ledger_key_and_migrate_does_not() {
         .unwrap();
     assert!(out.status.success(), "{}", stderr(&out));
 }
+
+#[tokio::test]
+async fn operator_commands_need_only_the_database_and_the_key_they_use() {
+    let url = crate::helpers::empty_database().await;
+    // No bank credentials, no signing key, no token key: an operator's migration Job.
+    let bare = || {
+        let mut cmd = pisgate();
+        cmd.env("PISGATE__DATABASE__URL", &url)
+            .env_remove("PISGATE__NORDEA__CLIENT_ID")
+            .env_remove("PISGATE__NORDEA__CLIENT_SECRET")
+            .env_remove("PISGATE__NORDEA__PRIVATE_KEY_FILE")
+            .env_remove("PISGATE__TOKENS__ENCRYPTION_KEY");
+        cmd
+    };
+    let out = bare()
+        .arg("migrate")
+        .env_remove("PISGATE__LEDGER__KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "migrate: {}", stderr(&out));
+    let out = bare()
+        .args(["merchant", "create", "--name", "Operator shop"])
+        .env_remove("PISGATE__LEDGER__KEY")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "merchant create: {}", stderr(&out));
+    let created: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert!(created["api_key"].is_string());
+    let out = bare().args(["merchant", "list"]).output().unwrap();
+    assert!(out.status.success(), "merchant list: {}", stderr(&out));
+    let out = bare().args(["ledger", "verify"]).output().unwrap();
+    assert!(out.status.success(), "ledger verify: {}", stderr(&out));
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with("ledger ok"));
+    // serve still needs all of it, and says which.
+    let out = bare().arg("serve").output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("PISGATE__NORDEA__"),
+        "{}",
+        stderr(&out)
+    );
+}
