@@ -28,40 +28,7 @@ async fn ledger_db() -> PgPool {
 
 /// created → initiated → callback, the way a payment's first steps look.
 async fn payment_with_three_events(pool: &PgPool) -> Uuid {
-    let id = insert_payment(pool).await;
-    append(
-        pool,
-        id,
-        NewEvent {
-            new_status: Some(PaymentStatus::AwaitingAuthorization),
-            detail: json!({"amount_minor": 1250, "currency": "EUR"}),
-            ..NewEvent::new("created")
-        },
-    )
-    .await;
-    append(
-        pool,
-        id,
-        NewEvent {
-            bank_status: Some("PendingUserApproval".into()),
-            detail: json!({"bank_payment_id": "bp-1"}),
-            ..NewEvent::new("initiated")
-        },
-    )
-    .await;
-    append(
-        pool,
-        id,
-        NewEvent {
-            old_status: Some(PaymentStatus::AwaitingAuthorization),
-            new_status: Some(PaymentStatus::Authorized),
-            bank_status: Some("Confirmed".into()),
-            detail: json!({"via": "callback"}),
-            ..NewEvent::new("status_changed")
-        },
-    )
-    .await;
-    id
+    crate::tamper::authorized_payment(pool).await
 }
 
 fn keys() -> LedgerKeys {

@@ -89,8 +89,8 @@ fn status_change(from: PaymentStatus, to: PaymentStatus, bank: &str) -> NewEvent
     }
 }
 
-/// created → initiated → authorized → paid → a later callback note: five events, paid.
-pub async fn paid_payment(pool: &PgPool) -> Uuid {
+/// created → initiated → authorized: three events, authorized.
+pub async fn authorized_payment(pool: &PgPool) -> Uuid {
     use PaymentStatus::*;
     let id = insert_payment(pool).await;
     append(
@@ -119,6 +119,13 @@ pub async fn paid_payment(pool: &PgPool) -> Uuid {
         status_change(AwaitingAuthorization, Authorized, "Confirmed"),
     )
     .await;
+    id
+}
+
+/// created → initiated → authorized → paid → a later callback note: five events, paid.
+pub async fn paid_payment(pool: &PgPool) -> Uuid {
+    use PaymentStatus::*;
+    let id = authorized_payment(pool).await;
     append(pool, id, status_change(Authorized, Paid, "Paid")).await;
     append(
         pool,
