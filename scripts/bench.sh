@@ -1,14 +1,43 @@
 #!/usr/bin/env bash
-# Runs the benchmarks against a throwaway PostgreSQL cluster and prints their numbers:
-# RSA request signing (benches/signing.rs) and the workers (benches/workers.rs: status polls
-# per second of one replica, and the delay from a bank status change to the webhook).
+# Runs the benchmarks against a throwaway PostgreSQL cluster and prints their numbers.
+#
+#   scripts/bench.sh              # RSA request signing (benches/signing.rs) and the workers
+#                                 # (benches/workers.rs: polls/s of one replica, and the delay
+#                                 # from a bank status change to the webhook), in process
+#   scripts/bench.sh e2e          # end to end: release build, durable PostgreSQL, the sandbox
+#                                 # and serve as separate processes, wrk at 8/32/128
+#                                 # connections beside the pgbench floor (scripts/bench_e2e.py)
+#   scripts/bench.sh e2e --quick  # the same in a few seconds on the debug build (CI smoke)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/pg.sh
 source scripts/lib/env.sh
+export SQLX_OFFLINE=true
+
+if [ "${1:-}" = "e2e" ]; then
+    shift
+    if ! command -v wrk >/dev/null 2>&1; then
+        echo "wrk is missing; installing Debian's wrk" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
+    fi
+    if [ "${1:-}" = "--quick" ]; then
+        cargo build --locked --bin pisgate
+        export PISGATE_BIN="$CARGO_TARGET_DIR/debug/pisgate"
+    else
+        cargo build --release --locked --bin pisgate
+        export PISGATE_BIN="$CARGO_TARGET_DIR/release/pisgate"
+    fi
+    cluster="bench-e2e-$$"
+    trap 'pg_destroy "$cluster"' EXIT
+    # Durable: fsync, synchronous_commit and full_page_writes at their defaults (on).
+    PG_DURABILITY="-c fsync=on" pg_start "$cluster"
+    export PGBENCH="$(pg_bindir)/pgbench"
+    PATH="$(pg_bindir):$PATH" python3 scripts/bench_e2e.py "$@"
+    exit
+fi
+
 cluster="bench-$$"
 trap 'pg_destroy "$cluster"' EXIT
 pg_start "$cluster"
 export PISGATE_BENCH_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
-export SQLX_OFFLINE=true
 cargo bench --locked --bench signing --bench workers "$@"

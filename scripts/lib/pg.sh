@@ -5,6 +5,9 @@
 #   pg_start NAME      # starts (or reuses) .pisgate/NAME, exports DATABASE_URL and PG_PORT
 #   pg_stop NAME       # stops it
 #
+# Tests run without fsync; PG_DURABILITY="-c fsync=on" (benchmarks) keeps the defaults
+# (fsync, synchronous_commit and full_page_writes on); PG_EXTRA_OPTIONS adds settings.
+#
 # Needs the PostgreSQL 15 server binaries; installs Debian's postgresql package if they are
 # missing. initdb refuses to run as root, so as root the cluster belongs to the `postgres`
 # system user (created by the package).
@@ -74,9 +77,9 @@ pg_start() {
         port=$(pg_free_port)
         echo "$port" >"$dir/port.tmp" && mv "$dir/port.tmp" "$dir/port"
         pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w -t 60 \
-            -o "-p $port -k $dir/run -c listen_addresses=127.0.0.1 -c fsync=off \
-                -c synchronous_commit=off -c full_page_writes=off -c max_connections=300 \
-                -c shared_buffers=256MB" start >/dev/null \
+            -o "-p $port -k $dir/run -c listen_addresses=127.0.0.1 ${PG_DURABILITY:--c fsync=off \
+                -c synchronous_commit=off -c full_page_writes=off} -c max_connections=300 \
+                -c shared_buffers=256MB ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
             || { tail -20 "$dir/server.log" >&2; return 1; }
     fi
     PG_PORT=$port

@@ -1,0 +1,530 @@
+#!/usr/bin/env python3
+"""End-to-end benchmark: PostgreSQL (durable), the sandbox bank and `pisgate serve` as separate
+processes on this machine, load from wrk, and pgbench with the same durable write set as the
+floor, in one run. Run it with `scripts/bench.sh e2e [--quick]`, which builds and starts
+PostgreSQL; this script expects:
+
+  PISGATE_BIN        the pisgate binary
+  PG_PORT            a running cluster with fsync and synchronous_commit on
+  PGBENCH            the pgbench binary
+
+Prints one table: payments/s, p50, p99, errors, CPU per process and RSS at 8, 32 and 128
+connections (median of 3 runs of 10 s; --quick: one run of 3 s at 8 and 32), the pgbench
+floor beside them and the ratio; status polls/s of one replica with the sandbox in its own
+process; the delay from pisgate recording a status change to the merchant's receiver; the
+time from start to /readyz; RSS idle and under load.
+"""
+
+import base64
+import http.server
+import json
+import os
+import re
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from datetime import datetime
+
+QUICK = "--quick" in sys.argv
+RUNS = 1 if QUICK else 3
+SECONDS = 3 if QUICK else 10
+CONNECTIONS = [8, 32] if QUICK else [8, 32, 128]
+POLL_PAYMENTS = 300 if QUICK else 2000
+POLL_WINDOW = 3 if QUICK else 10
+WEBHOOK_PAYMENTS = 100 if QUICK else 400
+
+BIN = os.environ["PISGATE_BIN"]
+PG_PORT = os.environ["PG_PORT"]
+PGBENCH = os.environ.get("PGBENCH", "pgbench")
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+CLK = os.sysconf("SC_CLK_TCK")
+
+
+def free_port():
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def psql(sql, db="pisgate"):
+    return subprocess.run(
+        ["psql", "-h", "127.0.0.1", "-p", PG_PORT, "-U", "postgres", "-d", db, "-qtAX", "-c", sql],
+        check=True, capture_output=True, text=True,
+    ).stdout.strip()
+
+
+def cpu_ticks(pids):
+    total = 0
+    for pid in pids:
+        try:
+            with open(f"/proc/{pid}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])
+        except (FileNotFoundError, ProcessLookupError):
+            pass
+    return total
+
+
+def rss_mb(pid, field="VmRSS"):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
+def postgres_pids():
+    out = subprocess.run(["pgrep", "-u", "postgres", "postgres"], capture_output=True, text=True)
+    return [int(p) for p in out.stdout.split()]
+
+
+def http_get(url, timeout=5):
+    with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def http_json(method, url, body=None, headers=None):
+    data = json.dumps(body).encode() if body is not None else None
+    req = urllib.request.Request(url, data=data, method=method, headers=headers or {})
+    if data is not None:
+        req.add_header("content-type", "application/json")
+    with urllib.request.urlopen(req, timeout=10) as r:
+        text = r.read()
+        return r.status, (json.loads(text) if text else None)
+
+
+class Stack:
+    """The three processes and their settings."""
+
+    def __init__(self, work):
+        self.work = work
+        self.port = free_port()
+        self.admin_port = free_port()
+        self.sandbox_port = free_port()
+        self.base = f"http://127.0.0.1:{self.port}"
+        self.sandbox = f"http://127.0.0.1:{self.sandbox_port}"
+        keys = os.path.join(work, "keys")
+        subprocess.run([BIN, "keys", "generate", "--out", keys], check=True, capture_output=True)
+        secrets = {}
+        for name in ("token-key", "ledger-key"):
+            path = os.path.join(work, name)
+            with open(path, "w") as f:
+                f.write(base64.b64encode(os.urandom(32)).decode())
+            secrets[name] = path
+        self.env = dict(os.environ)
+        self.env.update({
+            "PISGATE_ENV": "sandbox",
+            "RUST_LOG": "warn",
+            "PISGATE__DATABASE__URL": f"postgres://postgres@127.0.0.1:{PG_PORT}/pisgate",
+            "PISGATE__DATABASE__MAX_CONNECTIONS": "20",
+            "PISGATE__SERVER__LISTEN": f"127.0.0.1:{self.port}",
+            "PISGATE__ADMIN__LISTEN": f"127.0.0.1:{self.admin_port}",
+            "PISGATE__SERVER__PUBLIC_URL": self.base,
+            "PISGATE__SANDBOX__LISTEN": f"127.0.0.1:{self.sandbox_port}",
+            "PISGATE__SANDBOX__CLIENT_ID": "bench-client",
+            "PISGATE__SANDBOX__CLIENT_SECRET": "bench-secret",
+            "PISGATE__SANDBOX__PUBLIC_KEY_FILE": os.path.join(keys, "public.pem"),
+            "PISGATE__NORDEA__BASE_URL": f"{self.sandbox}/personal",
+            "PISGATE__NORDEA__CLIENT_ID": "bench-client",
+            "PISGATE__NORDEA__CLIENT_SECRET": "bench-secret",
+            "PISGATE__NORDEA__PRIVATE_KEY_FILE": os.path.join(keys, "private.pem"),
+            "PISGATE__TOKENS__ENCRYPTION_KEY_FILE": secrets["token-key"],
+            "PISGATE__LEDGER__KEY_FILE": secrets["ledger-key"],
+            # Measure pisgate, not its per-merchant limiter.
+            "PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW": "100000000",
+            "PISGATE__WEBHOOKS__ALLOW_INSECURE_URLS": "true",
+            "PISGATE__PAYMENTS__SIGNING_WINDOW_SECS": "3600",
+        })
+        subprocess.run([BIN, "migrate"], env=self.env, check=True, capture_output=True)
+        out = subprocess.run(
+            [BIN, "merchant", "create", "--name", "Bench shop", "--return-origin", "https://shop.example"],
+            env=self.env, check=True, capture_output=True, text=True,
+        ).stdout
+        merchant = json.loads(out)
+        self.api_key = merchant["api_key"]
+        self.merchant_id = merchant["id"]
+        self.sandbox_proc = None
+        self.serve_proc = None
+
+    def start_sandbox(self):
+        self.sandbox_proc = subprocess.Popen(
+            [BIN, "sandbox"], env=self.env, stdout=subprocess.DEVNULL,
+            stderr=open(os.path.join(self.work, "sandbox.log"), "ab"))
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            try:
+                if http_get(f"{self.sandbox}/sandbox/admin/health")[0] == 200:
+                    return
+            except OSError:
+                time.sleep(0.02)
+        raise SystemExit("the sandbox did not start; see sandbox.log")
+
+    def metrics_url(self):
+        return f"http://127.0.0.1:{self.admin_port}/metrics"
+
+    def ready_url(self):
+        return f"http://127.0.0.1:{self.admin_port}/readyz"
+
+    def start_serve(self, extra=None):
+        env = dict(self.env)
+        env.update(extra or {})
+        started = time.perf_counter()
+        self.serve_proc = subprocess.Popen(
+            [BIN, "serve"], env=env, stdout=open(os.path.join(self.work, "serve.log"), "ab"),
+            stderr=open(os.path.join(self.work, "serve.log"), "ab"))
+        urls = [self.ready_url(), f"{self.base}/readyz"]
+        deadline = time.time() + 30
+        while time.time() < deadline:
+            for url in urls:
+                try:
+                    if http_get(url, timeout=1)[0] == 200:
+                        self.ready_url = lambda u=url: u
+                        return (time.perf_counter() - started) * 1000
+                except OSError:
+                    pass
+            if self.serve_proc.poll() is not None:
+                raise SystemExit("serve exited; see serve.log")
+            time.sleep(0.002)
+        raise SystemExit("serve did not become ready; see serve.log")
+
+    def stop_serve(self):
+        if self.serve_proc:
+            self.serve_proc.send_signal(signal.SIGTERM)
+            self.serve_proc.wait(timeout=30)
+            self.serve_proc = None
+
+    def stop(self):
+        self.stop_serve()
+        if self.sandbox_proc:
+            self.sandbox_proc.kill()
+            self.sandbox_proc.wait()
+
+
+WRK_SCRIPT = r"""
+local counter = 0
+local next_tid = 0
+local threads = {}
+function setup(thread)
+  next_tid = next_tid + 1
+  thread:set("tid", next_tid)
+  table.insert(threads, thread)
+end
+function init(args)
+  prefix = args[1] .. "-" .. tid .. "-"
+  body = args[2]
+  auth = "Bearer " .. args[3]
+  created = 0
+  other = 0
+end
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "/v1/payments", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = auth,
+    ["Idempotency-Key"] = prefix .. counter,
+  }, body)
+end
+function response(status, headers, body)
+  if status == 201 then
+    created = created + 1
+  else
+    other = other + 1
+    if first_error == nil then first_error = status .. " " .. string.sub(body, 1, 300) end
+  end
+end
+function done(summary, latency, requests)
+  local c, o = 0, 0
+  for _, t in ipairs(threads) do
+    c = c + t:get("created")
+    o = o + t:get("other")
+    local e = t:get("first_error")
+    if e ~= nil then io.write("FIRST_ERROR " .. e .. "\n") end
+  end
+  io.write(string.format("RESULT {\"requests\":%d,\"seconds\":%f,\"created\":%d,\"other\":%d," ..
+    "\"socket_errors\":%d,\"p50_ms\":%f,\"p99_ms\":%f,\"max_ms\":%f}\n",
+    summary.requests, summary.duration / 1e6, c, o,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+end
+"""
+
+PAYMENT = {
+    "amount": "10.50", "currency": "EUR", "country": "FI",
+    "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Kauppa Oy"},
+    "return_url": "https://shop.example/done",
+}
+
+
+def run_wrk(stack, script, connections, seconds, tag):
+    threads = min(2, connections)
+    cmd = ["wrk", "-t", str(threads), "-c", str(connections), "-d", f"{seconds}s", "--timeout", "10s",
+           "-s", script, stack.base + "/v1/payments", "--", tag, json.dumps(PAYMENT), stack.api_key]
+    pids = {"serve": [stack.serve_proc.pid], "sandbox": [stack.sandbox_proc.pid], "postgres": postgres_pids()}
+    before = {k: cpu_ticks(v) for k, v in pids.items()}
+    wall = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
+    pids["wrk"] = [proc.pid]
+    before["wrk"] = cpu_ticks(pids["wrk"])
+    # wrk's own CPU, read before it exits.
+    wrk_ticks = [before["wrk"]]
+    def sample():
+        while proc.poll() is None:
+            t = cpu_ticks(pids["wrk"])
+            if t:
+                wrk_ticks.append(t)
+            time.sleep(0.2)
+    sampler = threading.Thread(target=sample)
+    sampler.start()
+    out, _ = proc.communicate()
+    sampler.join()
+    wall = time.perf_counter() - wall
+    pids["postgres"] = postgres_pids()
+    after = {k: cpu_ticks(v) for k, v in pids.items() if k != "wrk"}
+    m = re.search(r"^RESULT (\{.*\})$", out, re.M)
+    if not m:
+        raise SystemExit("wrk printed no result:\n" + out)
+    r = json.loads(m.group(1))
+    for line in re.findall(r"^FIRST_ERROR (.*)$", out, re.M):
+        print(f"  {tag}: first answer that was not 201: {line}", file=sys.stderr)
+    r["rps"] = r["created"] / r["seconds"]
+    r["errors"] = r["other"] + r["socket_errors"]
+    r["cpu"] = {k: (after[k] - before[k]) / CLK / wall * 100 for k in after}
+    r["cpu"]["wrk"] = (max(wrk_ticks) - before["wrk"]) / CLK / wall * 100
+    r["rss_serve"] = rss_mb(stack.serve_proc.pid)
+    return r
+
+
+PGBENCH_SCRIPT = """
+\\set n random(1, 9000000000000000000)
+\\set id random(1, 9000000000000000000)
+BEGIN;
+INSERT INTO idempotency_keys (merchant_id, key, request_hash, expires_at, locked_until, payment_id)
+  VALUES ('{merchant}', 'floor-' || :n, decode(md5(:n::text), 'hex'), now() + interval '1 day', now() + interval '15 seconds', NULL);
+INSERT INTO payments (id, merchant_id, status, amount_minor, currency, country, request, merchant_reference,
+                      return_url, metadata, state_hash, state_expires_at, expires_at, sign_horizon_at,
+                      authorize_token, authorize_url, initiation, initiation_attempts, ledger_seq, ledger_head)
+  VALUES (md5(:id::text)::uuid, '{merchant}', 'awaiting_authorization', 1050, 'EUR', 'FI', '{request}', NULL,
+          'https://shop.example/done', '{{}}', decode(md5(:n::text), 'hex'), now() + interval '1 hour',
+          now() + interval '15 minutes', now() + interval '1 hour', md5(:n::text), 'https://x/authorize',
+          'pending', 1, 1, sha256(:id::text::bytea));
+INSERT INTO payment_events (payment_id, seq, kind, new_status, detail, created_at, prev_hash, hash, hash_version, key_id)
+  VALUES (md5(:id::text)::uuid, 1, 'created', 'awaiting_authorization', '{{"amount_minor":1050,"currency":"EUR","country":"FI","attempt":1}}',
+          now(), NULL, sha256(:id::text::bytea), 2, 'k');
+UPDATE idempotency_keys SET payment_id = md5(:id::text)::uuid WHERE merchant_id = '{merchant}' AND key = 'floor-' || :n;
+COMMIT;
+BEGIN;
+UPDATE payments SET bank_payment_id = md5(:n::text), authorization_url = 'https://bank/sign', bank_status = 'PendingUserApproval',
+       initiation = 'initiated', ledger_seq = 2, ledger_head = sha256(:n::text::bytea)
+  WHERE id = md5(:id::text)::uuid;
+INSERT INTO payment_events (payment_id, seq, kind, bank_status, detail, created_at, prev_hash, hash, hash_version, key_id)
+  VALUES (md5(:id::text)::uuid, 2, 'initiated', 'PendingUserApproval', '{{"attempt":1}}', now(),
+          sha256(:id::text::bytea), sha256(:n::text::bytea), 2, 'k');
+UPDATE idempotency_keys SET response_status = 201, response_body = '{{"id":"x"}}', completed_at = now()
+  WHERE merchant_id = '{merchant}' AND key = 'floor-' || :n;
+COMMIT;
+"""
+
+
+def run_pgbench(stack, connections, seconds, work):
+    script = os.path.join(work, "floor.sql")
+    request = json.dumps(PAYMENT).replace("'", "''")
+    with open(script, "w") as f:
+        f.write(PGBENCH_SCRIPT.format(merchant=stack.merchant_id, request=request))
+    out = subprocess.run(
+        [PGBENCH, "-h", "127.0.0.1", "-p", PG_PORT, "-U", "postgres", "-n", "-M", "prepared",
+         "-c", str(connections), "-j", str(min(2, connections)), "-T", str(seconds), "-f", script, "pisgate"],
+        capture_output=True, text=True)
+    if out.returncode != 0:
+        raise SystemExit("pgbench failed:\n" + out.stdout + out.stderr)
+    m = re.search(r"tps = ([0-9.]+)", out.stdout)
+    return float(m.group(1))
+
+
+def median_run(runs):
+    runs = sorted(runs, key=lambda r: r["rps"])
+    return runs[len(runs) // 2]
+
+
+def metric_sum(text, name):
+    total = 0.0
+    for line in text.splitlines():
+        if line.startswith(name + "{") or line.startswith(name + " "):
+            total += float(line.rsplit(" ", 1)[1])
+    return total
+
+
+def create_payments(stack, n, tag):
+    """n payments, created from a few threads, each with its signing link opened (through the
+    authorization hop to the sandbox's signing page), as a shopper would; returns (id, bank id)."""
+    out = []
+    lock = threading.Lock()
+    def worker(k):
+        for i in range(k, n, 8):
+            status, p = http_json("POST", stack.base + "/v1/payments", PAYMENT, {
+                "authorization": "Bearer " + stack.api_key, "idempotency-key": f"{tag}-{i}"})
+            assert status == 201, p
+            assert http_get(p["authorization_url"])[0] == 200
+            with lock:
+                out.append((p["id"], p["bank_payment_id"]))
+    threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    return out
+
+
+def polls_per_second(stack):
+    """One replica polling POLL_PAYMENTS payments that are always due, with no rate limit."""
+    stack.stop_serve()
+    psql("UPDATE payment_polls SET next_poll_at = 'infinity' WHERE next_poll_at IS NOT NULL"
+         if has_poll_table() else
+         "UPDATE payments SET next_poll_at = 'infinity' WHERE next_poll_at IS NOT NULL")
+    stack.start_serve({"PISGATE__POLLER__ENABLED": "false", "PISGATE__WEBHOOKS__ENABLED": "false"})
+    created = create_payments(stack, POLL_PAYMENTS, "poll")
+    stack.stop_serve()
+    stack.start_serve({
+        "PISGATE__POLLER__SIGNING_INTERVAL": "1ms",
+        "PISGATE__POLLER__LATE_SIGNING_INTERVAL": "1ms",
+        "PISGATE__POLLER__RATE_PER_SEC": "1000000",
+        "PISGATE__POLLER__CONCURRENCY": "32",
+        "PISGATE__POLLER__BATCH_SIZE": "100",
+        "PISGATE__WEBHOOKS__ENABLED": "false",
+        "PISGATE__REFRESHER__ENABLED": "false",
+    })
+    ids = ",".join(f"'{i}'" for i, _ in created)
+    if has_poll_table():
+        psql(f"UPDATE payment_polls SET next_poll_at = now() WHERE payment_id IN ({ids})")
+    else:
+        psql(f"UPDATE payments SET next_poll_at = now() WHERE id IN ({ids})")
+    def count():
+        _, body = http_json("GET", stack.sandbox + "/sandbox/admin/counters")
+        return sum(v.get("received", 0) for k, v in body.items() if k.lower() == "status")
+    time.sleep(1.5)
+    pids = {"serve": [stack.serve_proc.pid], "sandbox": [stack.sandbox_proc.pid], "postgres": postgres_pids()}
+    before_cpu = {k: cpu_ticks(v) for k, v in pids.items()}
+    before, t0 = count(), time.perf_counter()
+    time.sleep(POLL_WINDOW)
+    polls, secs = count() - before, time.perf_counter() - t0
+    cpu = {k: (cpu_ticks(v) - before_cpu[k]) / CLK / secs * 100 for k, v in pids.items()}
+    return polls / secs, cpu
+
+
+_poll_table = None
+
+
+def has_poll_table():
+    global _poll_table
+    if _poll_table is None:
+        _poll_table = psql("SELECT to_regclass('payment_polls') IS NOT NULL") == "t"
+    return _poll_table
+
+
+class Receiver(http.server.BaseHTTPRequestHandler):
+    arrivals = {}
+
+    def do_POST(self):
+        now = time.time()
+        body = json.loads(self.rfile.read(int(self.headers["content-length"])))
+        if body.get("type") == "payment.authorized":
+            recorded = datetime.fromisoformat(body["timestamp"].replace("Z", "+00:00")).timestamp()
+            Receiver.arrivals.setdefault(body["data"]["id"], now - recorded)
+        self.send_response(200)
+        self.send_header("content-length", "0")
+        self.end_headers()
+
+    def log_message(self, *args):
+        pass
+
+
+def webhook_delay(stack):
+    """From pisgate recording a status change (the webhook event's timestamp, written in the
+    same transaction) to the receiver, with the default dispatcher settings."""
+    stack.stop_serve()
+    stack.start_serve({
+        "PISGATE__POLLER__SIGNING_INTERVAL": "200ms",
+        "PISGATE__POLLER__RATE_PER_SEC": "100000",
+        "PISGATE__REFRESHER__ENABLED": "false",
+    })
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Receiver)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    status, _ = http_json("POST", stack.base + "/v1/webhook-endpoints",
+                          {"url": url, "events": ["payment.authorized"]},
+                          {"authorization": "Bearer " + stack.api_key})
+    assert status == 201
+    payments = create_payments(stack, WEBHOOK_PAYMENTS, "hook")
+    for _, bank_id in payments:
+        status, _ = http_json("PUT", f"{stack.sandbox}/sandbox/admin/payments/{bank_id}/status",
+                              {"status": "Confirmed"})
+        time.sleep(0.005)
+    deadline = time.time() + 60
+    while len(Receiver.arrivals) < len(payments) and time.time() < deadline:
+        time.sleep(0.1)
+    server.shutdown()
+    delays = sorted(Receiver.arrivals.values())
+    if len(delays) < len(payments):
+        raise SystemExit(f"only {len(delays)} of {len(payments)} webhooks arrived")
+    pct = lambda p: delays[max(0, int(len(delays) * p + 0.999999) - 1)] * 1000
+    return pct(0.5), pct(0.99), delays[-1] * 1000
+
+
+def main():
+    work = tempfile.mkdtemp(prefix="pisgate-bench-")
+    stack = Stack(work)
+    stack.start_sandbox()
+    try:
+        ready_ms = stack.start_serve()
+        time.sleep(0.5)
+        rss_idle = rss_mb(stack.serve_proc.pid)
+        script = os.path.join(work, "post.lua")
+        with open(script, "w") as f:
+            f.write(WRK_SCRIPT)
+        # Warm up connections, caches and the sandbox's token.
+        run_wrk(stack, script, 32, 2, "warm")
+        rows = []
+        for c in CONNECTIONS:
+            runs = [run_wrk(stack, script, c, SECONDS, f"c{c}r{i}") for i in range(RUNS)]
+            floors = [run_pgbench(stack, c, SECONDS, work) for _ in range(RUNS)]
+            rows.append((c, median_run(runs), statistics.median(floors)))
+        rss_peak = rss_mb(stack.serve_proc.pid, "VmHWM")
+        polls, poll_cpu = polls_per_second(stack)
+        hook = webhook_delay(stack)
+    finally:
+        stack.stop()
+
+    mode = "quick (1 run of 3 s)" if QUICK else f"median of {RUNS} runs of {SECONDS} s"
+    print()
+    print(f"pisgate e2e benchmark: {os.cpu_count()} cores, {mode}, PostgreSQL fsync=on synchronous_commit=on,")
+    print("serve, sandbox, PostgreSQL and wrk as separate processes; floor = pgbench, same durable writes")
+    print()
+    print("| connections | payments/s | p50 ms | p99 ms | errors | floor TPS | ratio | CPU % serve / postgres / sandbox / wrk | serve RSS MB |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---|---:|")
+    for c, r, floor in rows:
+        cpu = r["cpu"]
+        print(f"| {c} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {floor:.0f} | "
+              f"{r['rps'] / floor:.2f} | {cpu['serve']:.0f} / {cpu['postgres']:.0f} / {cpu['sandbox']:.0f} / {cpu['wrk']:.0f} | "
+              f"{r['rss_serve']:.0f} |")
+    print()
+    print(f"status polls/s, one replica, {POLL_PAYMENTS} payments always due, sandbox in its own process: {polls:.0f} "
+          f"(CPU % serve {poll_cpu['serve']:.0f}, postgres {poll_cpu['postgres']:.0f}, sandbox {poll_cpu['sandbox']:.0f})")
+    print(f"status change recorded -> merchant's receiver ({WEBHOOK_PAYMENTS} webhooks): "
+          f"p50 {hook[0]:.1f} ms, p99 {hook[1]:.1f} ms, max {hook[2]:.1f} ms")
+    print(f"start to /readyz 200: {ready_ms:.0f} ms; serve RSS idle {rss_idle:.0f} MB, peak under load {rss_peak:.0f} MB")
+    errors = sum(r["errors"] for _, r, _ in rows)
+    if errors:
+        print(f"{errors} requests were not answered 201: see {work}/serve.log", file=sys.stderr)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()
