@@ -30,6 +30,7 @@ pub struct Application {
     shutdown_timeout: Duration,
     workers: WorkerContext,
     db_health: DbHealth,
+    auth_cache: std::sync::Arc<crate::api::auth::AuthCache>,
     /// When the eIDAS certificate expires, if one is configured.
     certificate_not_after: Option<std::time::SystemTime>,
 }
@@ -93,8 +94,10 @@ impl Application {
             state.cipher.clone(),
         );
         let db_health = state.db_health.clone();
+        let auth_cache = state.auth_cache.clone();
         Ok(Application {
             db_health,
+            auth_cache,
             listener,
             router: api::router(state),
             pool,
@@ -146,6 +149,11 @@ impl Application {
         tokio::spawn(self.db_health.clone().watch(
             self.pool.clone(),
             DB_PROBE_INTERVAL,
+            workers_stop_rx.clone(),
+        ));
+        tokio::spawn(crate::api::auth::follow_invalidations(
+            self.auth_cache.clone(),
+            self.pool.clone(),
             workers_stop_rx.clone(),
         ));
         let workers = Workers::spawn(self.workers, workers_stop_rx);

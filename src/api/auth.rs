@@ -10,6 +10,10 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// The authenticated merchant of the request. Handlers under `/v1` take it as an argument.
 #[derive(Debug, Clone)]
@@ -47,13 +51,88 @@ fn bearer(request: &Request) -> Result<&str, ApiError> {
     Ok(key.trim())
 }
 
+/// How long a verified API key is trusted without asking the database again. A merchant
+/// disabled (or a key revoked) from another process is refused by every replica as soon as
+/// the `pisgate_auth` notification arrives (milliseconds), and within this bound if that
+/// notification is lost (the LISTEN connection was down).
+pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
+/// Notified (at commit) when a merchant or an API key changes in a way that refuses keys.
+pub const AUTH_CHANNEL: &str = "pisgate_auth";
+/// At most this many keys are remembered; past it the cache starts over.
+const AUTH_CACHE_CAPACITY: usize = 10_000;
+
+/// Verified API keys, by the SHA-256 of the presented key (never the key itself), with the
+/// merchant they belong to. Only successes are kept, so unknown keys cannot fill it.
+#[derive(Debug, Default)]
+pub struct AuthCache {
+    entries: Mutex<HashMap<[u8; 32], (Merchant, Instant)>>,
+}
+
+impl AuthCache {
+    fn get(&self, hash: &[u8; 32]) -> Option<Merchant> {
+        let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        entries
+            .get(hash)
+            .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
+            .map(|(m, _)| m.clone())
+    }
+
+    fn put(&self, hash: [u8; 32], merchant: Merchant) {
+        let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
+        if entries.len() >= AUTH_CACHE_CAPACITY {
+            entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
+            if entries.len() >= AUTH_CACHE_CAPACITY {
+                entries.clear();
+            }
+        }
+        entries.insert(hash, (merchant, Instant::now()));
+    }
+
+    /// Forgets every key: the next request of each merchant asks the database.
+    pub fn clear(&self) {
+        self.entries
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+    }
+}
+
+/// Clears `cache` whenever [`AUTH_CHANNEL`] is notified (and after the LISTEN connection is
+/// re-established, since a notification may have been missed), until `stop`.
+pub async fn follow_invalidations(
+    cache: Arc<AuthCache>,
+    pool: sqlx::PgPool,
+    mut stop: tokio::sync::watch::Receiver<bool>,
+) {
+    let wake = crate::workers::listen(pool, AUTH_CHANNEL, stop.clone());
+    loop {
+        tokio::select! {
+            () = wake.notified() => cache.clear(),
+            changed = stop.changed() => if changed.is_err() || *stop.borrow() { return },
+        }
+    }
+}
+
+/// The merchant of a presented key, from the cache or the database.
+async fn authenticate(state: &AppState, key: &str) -> Result<Option<Merchant>, ApiError> {
+    let hash: [u8; 32] = Sha256::digest(key.as_bytes()).into();
+    if let Some(merchant) = state.auth_cache.get(&hash) {
+        return Ok(Some(merchant));
+    }
+    let merchant = merchants::authenticate(&state.pool, key).await?;
+    if let Some(m) = &merchant {
+        state.auth_cache.put(hash, m.clone());
+    }
+    Ok(merchant)
+}
+
 pub async fn require_merchant(
     State(state): State<AppState>,
     mut request: Request,
     next: Next,
 ) -> Result<Response, ApiError> {
     let key = bearer(&request)?;
-    let merchant = merchants::authenticate(&state.pool, key)
+    let merchant = authenticate(&state, key)
         .await?
         .ok_or(ApiError::Unauthenticated("the API key is not valid"))?;
     if !merchant.is_active() {

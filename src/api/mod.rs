@@ -39,6 +39,8 @@ pub struct AppState {
     pub cipher: Arc<TokenCipher>,
     /// Whether the database is reachable (a watchdog keeps it current).
     pub db_health: DbHealth,
+    /// Verified API keys, for a few seconds (see [`auth::AUTH_CACHE_TTL`]).
+    pub auth_cache: Arc<auth::AuthCache>,
 }
 
 impl AppState {
@@ -61,6 +63,7 @@ impl AppState {
             bank,
             cipher,
             db_health: DbHealth::default(),
+            auth_cache: Arc::default(),
         }
     }
 }

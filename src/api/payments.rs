@@ -25,7 +25,7 @@ use crate::api::payment_input::{self, Validated};
 use crate::bank::{BankError, BankPaymentId};
 use crate::domain::{Evidence, PaymentStatus};
 use crate::ledger::idempotency::{self, Claim};
-use crate::ledger::payments::{self, Change, ListFilter, NewPayment, PaymentRecord};
+use crate::ledger::payments::{self, Change, KeyClaim, ListFilter, NewPayment, PaymentRecord};
 use crate::ledger::{events, tokens};
 use anyhow::Context as _;
 use axum::extract::State;
@@ -129,94 +129,67 @@ async fn create_payment(
     let sign_horizon_at =
         now + chrono::Duration::from_std(settings.late_signing_horizon).context("horizon")?;
 
-    let mut tx = state.pool.begin().await?;
-    let claim = idempotency::claim(
-        &mut tx,
-        merchant.id,
-        &key,
-        &validated.fingerprint,
-        settings.idempotency_stale_after,
-        settings.idempotency_retention,
+    let id = Uuid::now_v7();
+    let hop = authorize::new_token();
+    let hop_url = authorize::url(&state, id, &hop);
+    let return_url = r.return_url().as_string();
+    let new_payment = NewPayment {
+        id,
+        merchant_id: merchant.id,
+        amount_minor: r.amount().minor(),
+        currency: r.currency().code(),
+        country: r.country().code(),
+        request: validated.canonical.clone(),
+        merchant_reference: r.merchant_reference(),
+        psu_id: r.psu_id(),
+        return_url: &return_url,
+        metadata: Value::Object(r.metadata().cloned().unwrap_or_default()),
+        state_hash: &oauth_state_hash,
+        expires_at,
+        sign_horizon_at,
+        authorize_token: &hop,
+        authorize_url: &hop_url,
+    };
+    // The fast path: a new key, the payment and its events in one statement. A key that is
+    // already there (a retry, a request in flight, another body) takes the path below.
+    let created = payments::create_with_key(
+        &state.pool,
+        new_payment.clone(),
+        KeyClaim {
+            key: &key,
+            request_hash: &validated.fingerprint,
+            in_flight_for: settings.idempotency_stale_after,
+            expires_at: now
+                + chrono::Duration::from_std(
+                    settings
+                        .idempotency_retention
+                        .max(idempotency::MIN_RETENTION),
+                )
+                .context("retention")?,
+        },
     )
     .await?;
-    let (payment_id, attempt) = match claim {
-        Claim::Replay { status, body, .. } => {
-            tx.commit().await?;
-            return Ok(replayed(status, body));
-        }
-        Claim::InFlight { retry_after } => {
-            drop(tx);
-            let mut response = ApiError::Conflict(
-                "idempotency_key_in_flight",
-                "a request with this Idempotency-Key is still being processed; retry shortly with the same key".into(),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return Ok(response);
-        }
-        Claim::Mismatch => {
-            return Err(ApiError::IdempotencyMismatch(
-                "this Idempotency-Key was already used with a different request body".into(),
-            ));
-        }
-        Claim::New => {
-            let id = Uuid::now_v7();
-            let hop = authorize::new_token();
-            let hop_url = authorize::url(&state, id, &hop);
-            payments::insert(
-                &mut tx,
-                NewPayment {
-                    id,
-                    merchant_id: merchant.id,
-                    amount_minor: r.amount().minor(),
-                    currency: r.currency().code(),
-                    country: r.country().code(),
-                    request: validated.canonical.clone(),
-                    merchant_reference: r.merchant_reference(),
-                    psu_id: r.psu_id(),
-                    return_url: &r.return_url().as_string(),
-                    metadata: Value::Object(r.metadata().cloned().unwrap_or_default()),
-                    state_hash: &oauth_state_hash,
-                    expires_at,
-                    sign_horizon_at,
-                    authorize_token: &hop,
-                    authorize_url: &hop_url,
-                },
-            )
-            .await?;
-            idempotency::attach_payment(&mut tx, merchant.id, &key, id).await?;
-            (id, 1)
-        }
-        Claim::Stale { payment_id } => {
-            match payments::begin_attempt(
-                &mut tx,
-                payment_id,
+    let (payment_id, attempt) = match &created {
+        Some(_) => (id, 1),
+        None => {
+            match claim_slow(
+                &state,
+                merchant.id,
+                &key,
+                &validated,
+                new_payment,
                 &oauth_state_hash,
-                expires_at,
-                sign_horizon_at,
             )
             .await?
             {
-                Some(attempt) => {
-                    tracing::warn!(%payment_id, attempt, "resuming a payment whose earlier attempt has no recorded answer");
-                    (payment_id, attempt)
-                }
-                None => {
-                    // Its bank answer is recorded, or it is final: answer with it as it is.
-                    let record = payments::get(&mut tx, payment_id)
-                        .await?
-                        .context("the payment of an idempotency key is gone")?;
-                    let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
-                    idempotency::complete(&mut tx, merchant.id, &key, 201, &body).await?;
-                    tx.commit().await?;
-                    return Ok((StatusCode::CREATED, Json(body)).into_response());
-                }
+                SlowClaim::Proceed {
+                    payment_id,
+                    attempt,
+                } => (payment_id, attempt),
+                SlowClaim::Answer(response) => return Ok(response),
             }
         }
     };
-    tx.commit().await?;
     tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
 
     let initiation = validated.initiation(
@@ -243,6 +216,11 @@ async fn create_payment(
             }),
         }
     };
+    if let (Some(created), Ok(initiated)) = (&created, &outcome) {
+        if let Some(body) = record_first_answer(&state, created, initiated, &key).await {
+            return Ok((StatusCode::CREATED, Json(body)).into_response());
+        }
+    }
     let recorded = record_outcome(&state, merchant.id, &key, payment_id, attempt, &outcome).await;
     let (status, body) = match recorded {
         Ok(answer) => answer,
@@ -264,6 +242,133 @@ async fn create_payment(
         );
     }
     Ok(response)
+}
+
+/// What the transactional claim of a key found: go on with the bank call, or an answer.
+enum SlowClaim {
+    Proceed { payment_id: Uuid, attempt: i32 },
+    Answer(Response),
+}
+
+/// The key is already there (or the fast path could not take it): claim it in a
+/// transaction that tells a replay, a request in flight, another body and an interrupted
+/// request apart, as [`idempotency::claim`] documents.
+async fn claim_slow(
+    state: &AppState,
+    merchant_id: Uuid,
+    key: &str,
+    validated: &Validated,
+    new_payment: NewPayment<'_>,
+    oauth_state_hash: &[u8],
+) -> Result<SlowClaim, ApiError> {
+    let settings = &state.settings.payments;
+    let expires_at = new_payment.expires_at;
+    let sign_horizon_at = new_payment.sign_horizon_at;
+    let mut tx = state.pool.begin().await?;
+    let claim = idempotency::claim(
+        &mut tx,
+        merchant_id,
+        key,
+        &validated.fingerprint,
+        settings.idempotency_stale_after,
+        settings.idempotency_retention,
+    )
+    .await?;
+    let (payment_id, attempt) = match claim {
+        Claim::Replay { status, body, .. } => {
+            tx.commit().await?;
+            return Ok(SlowClaim::Answer(replayed(status, body)));
+        }
+        Claim::InFlight { retry_after } => {
+            drop(tx);
+            let mut response = ApiError::Conflict(
+                "idempotency_key_in_flight",
+                "a request with this Idempotency-Key is still being processed; retry shortly with the same key".into(),
+            )
+            .into_response();
+            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+                response.headers_mut().insert(header::RETRY_AFTER, v);
+            }
+            return Ok(SlowClaim::Answer(response));
+        }
+        Claim::Mismatch => {
+            return Err(ApiError::IdempotencyMismatch(
+                "this Idempotency-Key was already used with a different request body".into(),
+            ));
+        }
+        Claim::New => {
+            // The key expired or was purged since the fast path looked.
+            let id = new_payment.id;
+            payments::insert(&mut tx, new_payment).await?;
+            idempotency::attach_payment(&mut tx, merchant_id, key, id).await?;
+            (id, 1)
+        }
+        Claim::Stale { payment_id } => {
+            match payments::begin_attempt(
+                &mut tx,
+                payment_id,
+                oauth_state_hash,
+                expires_at,
+                sign_horizon_at,
+            )
+            .await?
+            {
+                Some(attempt) => {
+                    tracing::warn!(%payment_id, attempt, "resuming a payment whose earlier attempt has no recorded answer");
+                    (payment_id, attempt)
+                }
+                None => {
+                    // Its bank answer is recorded, or it is final: answer with it as it is.
+                    let record = payments::get(&mut tx, payment_id)
+                        .await?
+                        .context("the payment of an idempotency key is gone")?;
+                    let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
+                    idempotency::complete(&mut tx, merchant_id, key, 201, &body).await?;
+                    tx.commit().await?;
+                    return Ok(SlowClaim::Answer(
+                        (StatusCode::CREATED, Json(body)).into_response(),
+                    ));
+                }
+            }
+        }
+    };
+    tx.commit().await?;
+    Ok(SlowClaim::Proceed {
+        payment_id,
+        attempt,
+    })
+}
+
+/// The fast path of recording a new payment's bank answer (see
+/// [`payments::record_first_answer`]): the answer's body, or `None` when the payment moved
+/// since creation or the statement failed, and the transactional path must record it.
+async fn record_first_answer(
+    state: &AppState,
+    created: &payments::Created,
+    initiated: &crate::bank::Initiated,
+    key: &str,
+) -> Option<Value> {
+    let mut answered = created.record.clone();
+    answered.bank_payment_id = Some(initiated.bank_payment_id.as_str().to_owned());
+    answered.authorization_url = Some(initiated.authorization_url.clone());
+    answered.bank_status = Some(initiated.status.bank_status.as_str().to_owned());
+    answered.initiation = "initiated".into();
+    // Strictly later than creation's, so the row's trigger keeps it.
+    answered.updated_at = crate::ledger::events::now_micros()
+        .max(created.record.updated_at + chrono::Duration::microseconds(1));
+    let body = serde_json::to_value(PaymentView::from(&answered)).ok()?;
+    let first_poll_at = answered.updated_at
+        + chrono::Duration::from_std(state.settings.poller.signing_interval).ok()?;
+    match payments::record_first_answer(&state.pool, created, &answered, first_poll_at, key, &body)
+        .await
+    {
+        Ok(true) => Some(body),
+        Ok(false) => None,
+        Err(e) => {
+            tracing::warn!(error = %e, "recording the initiation in one statement failed; retrying in a transaction");
+            None
+        }
+    }
 }
 
 /// An error's status and problem body, as the idempotency record keeps them.

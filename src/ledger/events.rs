@@ -239,7 +239,7 @@ pub(crate) fn format_timestamp(t: DateTime<Utc>) -> String {
 }
 
 /// Now, at the precision Postgres stores.
-pub(crate) fn now_micros() -> DateTime<Utc> {
+pub fn now_micros() -> DateTime<Utc> {
     let now = Utc::now();
     DateTime::from_timestamp_micros(now.timestamp_micros()).unwrap_or(now)
 }
@@ -342,6 +342,102 @@ pub async fn append(
         hash: hash.to_vec(),
         prev_hash,
     })
+}
+
+/// Events chained in memory after a head the caller knows, to be written in the same
+/// statement as the payment row (the columns of [`Sealed`]): a payment being created, or one
+/// whose row the statement guards on its `ledger_seq`. Nothing is read from the chain, so a
+/// `detail` must come back from jsonb exactly as given (objects, strings, integers, booleans;
+/// no floats): it is checked.
+pub fn seal(
+    payment_id: Uuid,
+    head: Option<(i32, &[u8])>,
+    events: &[NewEvent],
+    created_at: DateTime<Utc>,
+) -> Result<Sealed, sqlx::Error> {
+    let keys = keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration("no ledger key is installed (ledger::keys::install)".into())
+    })?;
+    let key_id = keys.current_id().to_owned();
+    let (mut seq, mut prev) = match head {
+        Some((seq, hash)) => (seq, Some(hash.to_vec())),
+        None => (0, None),
+    };
+    let mut sealed = Sealed {
+        key_id,
+        created_at,
+        ..Sealed::default()
+    };
+    for event in events {
+        if !jsonb_stable(&event.detail) {
+            return Err(sqlx::Error::Protocol(format!(
+                "event {} has a detail jsonb may rewrite; append it instead",
+                event.kind
+            )));
+        }
+        seq += 1;
+        let hash = CanonicalEvent {
+            payment_id,
+            seq,
+            kind: &event.kind,
+            old_status: event.old_status.map(PaymentStatus::as_str),
+            new_status: event.new_status.map(PaymentStatus::as_str),
+            bank_status: event.bank_status.as_deref(),
+            created_at,
+            detail: &event.detail,
+        }
+        .hash_v2(&keys, &sealed.key_id, prev.as_deref())
+        .expect("the current key is in its own ring");
+        sealed.seq.push(seq);
+        sealed.kind.push(event.kind.clone());
+        sealed
+            .old_status
+            .push(event.old_status.map(|s| s.as_str().to_owned()));
+        sealed
+            .new_status
+            .push(event.new_status.map(|s| s.as_str().to_owned()));
+        sealed.bank_status.push(event.bank_status.clone());
+        sealed.detail.push(event.detail.clone());
+        sealed.prev_hash.push(prev.take());
+        sealed.hash.push(hash.to_vec());
+        prev = Some(hash.to_vec());
+    }
+    Ok(sealed)
+}
+
+/// Whether jsonb gives `v` back unchanged (no numbers but integers).
+fn jsonb_stable(v: &Value) -> bool {
+    match v {
+        Value::Number(n) => n.is_i64() || n.is_u64(),
+        Value::Array(a) => a.iter().all(jsonb_stable),
+        Value::Object(o) => o.values().all(jsonb_stable),
+        Value::Null | Value::Bool(_) | Value::String(_) => true,
+    }
+}
+
+/// Sealed events as column arrays, for `INSERT INTO payment_events ... SELECT FROM unnest(...)`.
+#[derive(Debug, Default)]
+pub struct Sealed {
+    pub seq: Vec<i32>,
+    pub kind: Vec<String>,
+    pub old_status: Vec<Option<String>>,
+    pub new_status: Vec<Option<String>>,
+    pub bank_status: Vec<Option<String>>,
+    pub detail: Vec<Value>,
+    pub prev_hash: Vec<Option<Vec<u8>>>,
+    pub hash: Vec<Vec<u8>>,
+    pub key_id: String,
+    pub created_at: DateTime<Utc>,
+}
+
+impl Sealed {
+    /// The chain's new head: (seq, hash).
+    pub fn head(&self) -> (i32, &[u8]) {
+        (
+            *self.seq.last().expect("at least one event"),
+            self.hash.last().expect("at least one event"),
+        )
+    }
 }
 
 fn parse_status(column: &str, s: Option<String>) -> Result<Option<PaymentStatus>, sqlx::Error> {

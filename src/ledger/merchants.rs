@@ -140,11 +140,15 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::Erro
 }
 
 /// Disables a merchant: its key stops working at once. Returns `None` for an unknown id.
+/// Disables a merchant: its keys are refused from now on. Every replica forgets the keys it
+/// verified when the notification arrives at commit (`crate::api::auth::AUTH_CHANNEL`).
 pub async fn disable(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
     sqlx::query_as!(
         Merchant,
-        r#"UPDATE merchants
+        r#"WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
+           UPDATE merchants
            SET status = 'disabled', disabled_at = COALESCE(disabled_at, now())
+           FROM n
            WHERE id = $1
            RETURNING id, name, status, return_origins, created_at, disabled_at"#,
         id

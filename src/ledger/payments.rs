@@ -86,6 +86,7 @@ impl PaymentRecord {
 }
 
 /// What the API hands over to create a payment.
+#[derive(Clone)]
 pub struct NewPayment<'a> {
     pub id: Uuid,
     pub merchant_id: Uuid,
@@ -174,6 +175,248 @@ pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sq
     .await?;
     note(conn, p.id, "initiation_attempt", json!({ "attempt": 1 })).await?;
     Ok(())
+}
+
+/// The idempotency key a creation claims together with its payment.
+pub struct KeyClaim<'a> {
+    pub key: &'a str,
+    pub request_hash: &'a [u8],
+    /// The in-flight bound (`payments.idempotency_stale_after_secs`).
+    pub in_flight_for: std::time::Duration,
+    pub expires_at: DateTime<Utc>,
+}
+
+/// The events of a new payment: `created`, then the start of its first bank attempt.
+fn creation_events(p: &NewPayment<'_>) -> [NewEvent; 2] {
+    [
+        NewEvent {
+            kind: "created".into(),
+            old_status: None,
+            new_status: Some(PaymentStatus::AwaitingAuthorization),
+            bank_status: None,
+            detail: json!({
+                "amount_minor": p.amount_minor,
+                "currency": p.currency,
+                "country": p.country,
+            }),
+        },
+        NewEvent {
+            detail: json!({ "attempt": 1 }),
+            ..NewEvent::new("initiation_attempt")
+        },
+    ]
+}
+
+/// Creation's fast path, one statement (one round trip, one commit): claims the key (new, or
+/// expired and so taken over), inserts the payment as [`insert`] does with its events chained
+/// in memory, and points the key at it. Returns the payment as written, or `None` when the
+/// key is live (nothing written: the caller's [`idempotency::claim`](crate::ledger::idempotency::claim)
+/// then tells a replay, an in-flight request and a mismatch apart).
+/// A payment [`create_with_key`] wrote, and the head of its chain.
+#[derive(Debug, Clone)]
+pub struct Created {
+    pub record: PaymentRecord,
+    pub seq: i32,
+    pub head: Vec<u8>,
+}
+
+pub async fn create_with_key(
+    pool: &PgPool,
+    p: NewPayment<'_>,
+    key: KeyClaim<'_>,
+) -> Result<Option<Created>, sqlx::Error> {
+    let now = events::now_micros();
+    let sealed = events::seal(p.id, None, &creation_events(&p), now)?;
+    let (seq, head) = sealed.head();
+    let in_flight_ms = i64::try_from(key.in_flight_for.as_millis()).unwrap_or(i64::MAX);
+    let written = sqlx::query_scalar!(
+        r#"WITH k AS (
+               INSERT INTO idempotency_keys
+                   (merchant_id, key, request_hash, expires_at, payment_id, locked_until)
+               VALUES ($2, $16, $17, $18, $1, now() + make_interval(secs => $19::bigint / 1000.0))
+               ON CONFLICT (merchant_id, key) DO UPDATE
+                   SET request_hash = EXCLUDED.request_hash, payment_id = EXCLUDED.payment_id,
+                       response_status = NULL, response_body = NULL, completed_at = NULL,
+                       created_at = now(), expires_at = EXCLUDED.expires_at,
+                       locked_until = EXCLUDED.locked_until
+                   WHERE idempotency_keys.expires_at < now()
+               RETURNING 1
+           ), p AS (
+               INSERT INTO payments
+                   (id, merchant_id, status, amount_minor, currency, country, request,
+                    merchant_reference, psu_id, return_url, metadata, state_hash,
+                    state_expires_at, next_poll_at, expires_at, sign_horizon_at,
+                    authorize_token, authorize_url, initiation, initiation_attempts,
+                    created_at, updated_at, ledger_seq, ledger_head)
+               SELECT $1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11,
+                      $12, $12, $13, $12, $14, $15, 'pending', 1, $20, $20, $21, $22
+               FROM k
+               RETURNING id
+           ), e AS (
+               INSERT INTO payment_events
+                   (payment_id, seq, kind, old_status, new_status, bank_status, detail,
+                    created_at, prev_hash, hash, hash_version, key_id)
+               SELECT p.id, ev.seq, ev.kind, ev.old_status, ev.new_status, ev.bank_status,
+                      ev.detail, $20, ev.prev_hash, ev.hash, $23, $24
+               FROM p, unnest($25::int[], $26::text[], $27::text[], $28::text[], $29::text[],
+                              $30::jsonb[], $31::bytea[], $32::bytea[])
+                    AS ev(seq, kind, old_status, new_status, bank_status, detail, prev_hash, hash)
+               RETURNING 1
+           )
+           SELECT count(*) AS "n!" FROM e"#,
+        p.id,
+        p.merchant_id,
+        p.amount_minor,
+        p.currency,
+        p.country,
+        p.request,
+        p.merchant_reference,
+        p.psu_id,
+        p.return_url,
+        p.metadata,
+        p.state_hash,
+        p.sign_horizon_at,
+        p.expires_at,
+        p.authorize_token,
+        p.authorize_url,
+        key.key,
+        key.request_hash,
+        key.expires_at,
+        in_flight_ms,
+        now,
+        seq,
+        head,
+        events::HASH_V2,
+        &sealed.key_id,
+        &sealed.seq,
+        &sealed.kind,
+        &sealed.old_status as &[Option<String>],
+        &sealed.new_status as &[Option<String>],
+        &sealed.bank_status as &[Option<String>],
+        &sealed.detail,
+        &sealed.prev_hash as &[Option<Vec<u8>>],
+        &sealed.hash,
+    )
+    .fetch_one(pool)
+    .await?;
+    if written == 0 {
+        return Ok(None);
+    }
+    let head = head.to_vec();
+    let record = PaymentRecord {
+        id: p.id,
+        merchant_id: p.merchant_id,
+        status: PaymentStatus::AwaitingAuthorization.as_str().to_owned(),
+        bank: "nordea".into(),
+        bank_status: None,
+        bank_payment_id: None,
+        authorization_url: None,
+        amount_minor: p.amount_minor,
+        currency: p.currency.to_owned(),
+        country: p.country.to_owned(),
+        request: p.request,
+        merchant_reference: p.merchant_reference.map(str::to_owned),
+        psu_id: p.psu_id.map(str::to_owned),
+        psu_key: None,
+        return_url: p.return_url.to_owned(),
+        metadata: p.metadata,
+        state_expires_at: Some(p.sign_horizon_at),
+        state_used_at: None,
+        failure_code: None,
+        failure_detail: None,
+        created_at: now,
+        updated_at: now,
+        recurring_remaining: None,
+        recurring_executions: 0,
+        expires_at: Some(p.expires_at),
+        sign_horizon_at: Some(p.sign_horizon_at),
+        authorize_token: Some(p.authorize_token.to_owned()),
+        authorize_url: Some(p.authorize_url.to_owned()),
+        hop_opened_at: None,
+        initiation: "pending".into(),
+        initiation_attempts: 1,
+        cancel_requested_at: None,
+        callback_claimed_until: None,
+    };
+    Ok(Some(Created { record, seq, head }))
+}
+
+/// The fast path of recording the bank's answer to a payment's first attempt, with the
+/// answer its idempotency key replays, in one statement (one round trip, one commit).
+/// `answered` is the payment as [`create_with_key`] returned it with the bank's answer
+/// applied and a new `updated_at` (the caller built `body` from it); the statement is guarded
+/// on the row being exactly as creation left it (the chain head `created` and its
+/// `updated_at`), so `body` is the row's truth. No NOTIFY: the first poll is a signing
+/// interval away (`first_poll_at`), which the pollers' timer catches. Returns false when the
+/// row moved; nothing is written and the caller takes the transactional path.
+pub async fn record_first_answer(
+    pool: &PgPool,
+    created: &Created,
+    answered: &PaymentRecord,
+    first_poll_at: DateTime<Utc>,
+    key: &str,
+    body: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let bank_payment_id = answered.bank_payment_id.as_deref().unwrap_or_default();
+    let event = NewEvent {
+        bank_status: answered.bank_status.clone(),
+        detail: json!({ "attempt": 1, "bank_payment_id": bank_payment_id }),
+        ..NewEvent::new("initiated")
+    };
+    let (seq, head) = (created.seq, created.head.as_slice());
+    let sealed = events::seal(
+        answered.id,
+        Some((seq, head)),
+        &[event],
+        answered.updated_at,
+    )?;
+    let (new_seq, new_head) = sealed.head();
+    let written = sqlx::query_scalar!(
+        r#"WITH u AS (
+               UPDATE payments
+               SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
+                   initiation = 'initiated', next_poll_at = $5, poll_failures = 0,
+                   updated_at = $6, ledger_seq = $7, ledger_head = $8
+               WHERE id = $1 AND ledger_seq = $9 AND ledger_head = $10 AND updated_at = $11
+                 AND initiation_attempts = 1 AND initiation = 'pending'
+                 AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
+               RETURNING id, merchant_id
+           ), e AS (
+               INSERT INTO payment_events
+                   (payment_id, seq, kind, old_status, new_status, bank_status, detail,
+                    created_at, prev_hash, hash, hash_version, key_id)
+               SELECT u.id, $7, 'initiated', NULL, NULL, $4, $12, $6, $10, $8, $13, $14
+               FROM u
+               RETURNING 1
+           ), k AS (
+               UPDATE idempotency_keys
+               SET response_status = 201, response_body = $15, completed_at = now()
+               FROM u
+               WHERE idempotency_keys.merchant_id = u.merchant_id
+                 AND idempotency_keys.key = $16 AND idempotency_keys.payment_id = u.id
+               RETURNING 1
+           )
+           SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM k) AS "n!""#,
+        answered.id,
+        answered.bank_payment_id,
+        answered.authorization_url,
+        answered.bank_status,
+        first_poll_at,
+        answered.updated_at,
+        new_seq,
+        new_head,
+        seq,
+        head,
+        created.record.updated_at,
+        &sealed.detail[0],
+        events::HASH_V2,
+        &sealed.key_id,
+        body,
+        key,
+    )
+    .fetch_one(pool)
+    .await?;
+    Ok(written == 2)
 }
 
 /// Starts another bank attempt for a payment whose earlier attempt never recorded an
