@@ -12,6 +12,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -51,10 +52,10 @@ fn bearer(request: &Request) -> Result<&str, ApiError> {
     Ok(key.trim())
 }
 
-/// How long a verified API key is trusted without asking the database again. A merchant
-/// disabled (or a key revoked) from another process is refused by every replica as soon as
-/// the `pisgate_auth` notification arrives (milliseconds), and within this bound if that
-/// notification is lost (the LISTEN connection was down).
+/// How long a verified API key is trusted without asking the database again. Keys are
+/// cached only while this replica LISTENs for invalidations, so a merchant disabled (or a
+/// key revoked) from any process is refused by every replica as soon as the `pisgate_auth`
+/// notification arrives (milliseconds); this bound covers a notification lost in flight.
 pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
 /// Notified (at commit) when a merchant or an API key changes in a way that refuses keys.
 pub const AUTH_CHANNEL: &str = "pisgate_auth";
@@ -66,10 +67,15 @@ const AUTH_CACHE_CAPACITY: usize = 10_000;
 #[derive(Debug, Default)]
 pub struct AuthCache {
     entries: Mutex<HashMap<[u8; 32], (Merchant, Instant)>>,
+    /// Whether invalidations are heard (the LISTEN is in place); nothing is cached otherwise.
+    live: Arc<AtomicBool>,
 }
 
 impl AuthCache {
     fn get(&self, hash: &[u8; 32]) -> Option<Merchant> {
+        if !self.live.load(Ordering::SeqCst) {
+            return None;
+        }
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(hash)
@@ -78,6 +84,9 @@ impl AuthCache {
     }
 
     fn put(&self, hash: [u8; 32], merchant: Merchant) {
+        if !self.live.load(Ordering::SeqCst) {
+            return;
+        }
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= AUTH_CACHE_CAPACITY {
             entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
@@ -104,7 +113,7 @@ pub async fn follow_invalidations(
     pool: sqlx::PgPool,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let wake = crate::workers::listen(pool, AUTH_CHANNEL, stop.clone());
+    let wake = crate::workers::listen_tracked(pool, AUTH_CHANNEL, stop.clone(), cache.live.clone());
     loop {
         tokio::select! {
             () = wake.notified() => cache.clear(),

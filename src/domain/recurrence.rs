@@ -13,6 +13,7 @@
 //! Every other type/country combination is passed to the bank, whose refusal the bank
 //! adapter maps to a clear error. This module must never guess the lost table columns.
 
+use chrono::{Datelike, Days, Months, NaiveDate};
 use serde::{Deserialize, Serialize};
 use std::fmt;
 
@@ -70,6 +71,36 @@ impl RecurrenceType {
             RecurrenceType::YearlySameDay => "YEARLY_SAME_DAY",
             RecurrenceType::YearlyEom => "YEARLY_EOM",
             RecurrenceType::EveryMinuteSandboxOnly => "EVERY_MINUTE_SANDBOX_ONLY",
+        }
+    }
+
+    /// The date of occurrence `n` (0 is the first, on `start`), or `None` for the sandbox's
+    /// every-minute series (not a calendar rule) and past the calendar's end. SAME_DAY rules
+    /// keep the start's day, moved to the month's last day where the month is shorter; EOM
+    /// rules fall on the last day of each month they name.
+    pub fn occurrence(self, start: NaiveDate, n: u32) -> Option<NaiveDate> {
+        let months = |step: u32| {
+            let target = start.checked_add_months(Months::new(step.checked_mul(n)?))?;
+            Some(target)
+        };
+        let end_of_month = |d: NaiveDate| {
+            let first = d.with_day(1)?;
+            first.checked_add_months(Months::new(1))?.pred_opt()
+        };
+        match self {
+            RecurrenceType::Daily => start.checked_add_days(Days::new(u64::from(n))),
+            RecurrenceType::Weekly => start.checked_add_days(Days::new(7 * u64::from(n))),
+            RecurrenceType::Biweekly => start.checked_add_days(Days::new(14 * u64::from(n))),
+            RecurrenceType::MonthlySameDay => months(1),
+            RecurrenceType::QuarterlySameDay => months(3),
+            RecurrenceType::TriAnnuallySameDay => months(4),
+            RecurrenceType::SemiAnnuallySameDay => months(6),
+            RecurrenceType::YearlySameDay => months(12),
+            RecurrenceType::MonthlyEom => months(1).and_then(end_of_month),
+            RecurrenceType::QuarterlyEom => months(3).and_then(end_of_month),
+            RecurrenceType::SemiAnnuallyEom => months(6).and_then(end_of_month),
+            RecurrenceType::YearlyEom => months(12).and_then(end_of_month),
+            RecurrenceType::EveryMinuteSandboxOnly => None,
         }
     }
 
@@ -178,6 +209,37 @@ impl Recurring {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn occurrences_follow_the_calendar() {
+        let d = |y, m, day| NaiveDate::from_ymd_opt(y, m, day).unwrap();
+        let start = d(2027, 1, 31);
+        let on = |t: RecurrenceType, n| t.occurrence(start, n);
+        assert_eq!(on(RecurrenceType::MonthlySameDay, 0), Some(start));
+        assert_eq!(on(RecurrenceType::MonthlySameDay, 1), Some(d(2027, 2, 28)));
+        assert_eq!(on(RecurrenceType::MonthlySameDay, 2), Some(d(2027, 3, 31)));
+        assert_eq!(
+            on(RecurrenceType::QuarterlySameDay, 1),
+            Some(d(2027, 4, 30))
+        );
+        assert_eq!(on(RecurrenceType::YearlySameDay, 1), Some(d(2028, 1, 31)));
+        assert_eq!(on(RecurrenceType::Daily, 3), Some(d(2027, 2, 3)));
+        assert_eq!(on(RecurrenceType::Weekly, 1), Some(d(2027, 2, 7)));
+        assert_eq!(on(RecurrenceType::Biweekly, 1), Some(d(2027, 2, 14)));
+        let mid = d(2027, 1, 15);
+        assert_eq!(
+            RecurrenceType::MonthlyEom.occurrence(mid, 1),
+            Some(d(2027, 2, 28))
+        );
+        assert_eq!(
+            RecurrenceType::SemiAnnuallyEom.occurrence(mid, 1),
+            Some(d(2027, 7, 31))
+        );
+        assert_eq!(
+            RecurrenceType::EveryMinuteSandboxOnly.occurrence(mid, 1),
+            None
+        );
+    }
 
     #[test]
     fn count_is_two_to_ninety_eight_or_9999() {

@@ -135,10 +135,10 @@ pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sq
     sqlx::query!(
         r#"INSERT INTO payments (id, merchant_id, status, amount_minor, currency, country, request,
                                  merchant_reference, psu_id, return_url, metadata, state_hash,
-                                 state_expires_at, next_poll_at, expires_at, sign_horizon_at,
+                                 state_expires_at, expires_at, sign_horizon_at,
                                  authorize_token, authorize_url, initiation, initiation_attempts)
            VALUES ($1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                   $12, $13, $12, $14, $15, 'pending', 1)"#,
+                   $13, $12, $14, $15, 'pending', 1)"#,
         p.id,
         p.merchant_id,
         p.amount_minor,
@@ -154,6 +154,13 @@ pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sq
         p.expires_at,
         p.authorize_token,
         p.authorize_url,
+    )
+    .execute(&mut *conn)
+    .await?;
+    sqlx::query!(
+        "INSERT INTO payment_polls (payment_id, next_poll_at) VALUES ($1, $2)",
+        p.id,
+        p.sign_horizon_at
     )
     .execute(&mut *conn)
     .await?;
@@ -245,13 +252,16 @@ pub async fn create_with_key(
                INSERT INTO payments
                    (id, merchant_id, status, amount_minor, currency, country, request,
                     merchant_reference, psu_id, return_url, metadata, state_hash,
-                    state_expires_at, next_poll_at, expires_at, sign_horizon_at,
+                    state_expires_at, expires_at, sign_horizon_at,
                     authorize_token, authorize_url, initiation, initiation_attempts,
                     created_at, updated_at, ledger_seq, ledger_head)
                SELECT $1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                      $12, $12, $13, $12, $14, $15, 'pending', 1, $20, $20, $21, $22
+                      $12, $13, $12, $14, $15, 'pending', 1, $20, $20, $21, $22
                FROM k
                RETURNING id
+           ), s AS (
+               INSERT INTO payment_polls (payment_id, next_poll_at)
+               SELECT id, $12 FROM p
            ), e AS (
                INSERT INTO payment_events
                    (payment_id, seq, kind, old_status, new_status, bank_status, detail,
@@ -375,12 +385,14 @@ pub async fn record_first_answer(
         r#"WITH u AS (
                UPDATE payments
                SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
-                   initiation = 'initiated', next_poll_at = $5, poll_failures = 0,
-                   updated_at = $6, ledger_seq = $7, ledger_head = $8
+                   initiation = 'initiated', updated_at = $6, ledger_seq = $7, ledger_head = $8
                WHERE id = $1 AND ledger_seq = $9 AND ledger_head = $10 AND updated_at = $11
                  AND initiation_attempts = 1 AND initiation = 'pending'
                  AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
                RETURNING id, merchant_id
+           ), s AS (
+               UPDATE payment_polls SET next_poll_at = $5, poll_failures = 0
+               FROM u WHERE payment_polls.payment_id = u.id
            ), e AS (
                INSERT INTO payment_events
                    (payment_id, seq, kind, old_status, new_status, bank_status, detail,
@@ -444,7 +456,7 @@ pub async fn begin_attempt(
     let attempt = sqlx::query_scalar!(
         r#"UPDATE payments
            SET state_hash = $2, state_expires_at = $4, state_used_at = NULL,
-               expires_at = $3, sign_horizon_at = $4, next_poll_at = $4,
+               expires_at = $3, sign_horizon_at = $4,
                initiation = 'pending', initiation_attempts = initiation_attempts + 1
            WHERE id = $1 AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
            RETURNING initiation_attempts"#,
@@ -456,6 +468,13 @@ pub async fn begin_attempt(
     .fetch_optional(&mut *conn)
     .await?;
     if let Some(attempt) = attempt {
+        sqlx::query!(
+            "UPDATE payment_polls SET next_poll_at = $2 WHERE payment_id = $1",
+            id,
+            sign_horizon_at
+        )
+        .execute(&mut *conn)
+        .await?;
         // An attempt whose replica died before recording anything has no outcome of its own.
         let earlier = if previous.initiation == "pending" {
             "no answer recorded (interrupted)"
@@ -569,7 +588,7 @@ pub async fn record_initiated(
     let recorded = sqlx::query!(
         r#"UPDATE payments
            SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
-               initiation = 'initiated', next_poll_at = now(), poll_failures = 0
+               initiation = 'initiated'
            WHERE id = $1 AND initiation_attempts = $5 AND bank_payment_id IS NULL
              AND status = 'awaiting_authorization'"#,
         id,
@@ -600,6 +619,12 @@ pub async fn record_initiated(
     )
     .await?;
     if recorded {
+        sqlx::query!(
+            "UPDATE payment_polls SET next_poll_at = now(), poll_failures = 0 WHERE payment_id = $1",
+            id
+        )
+        .execute(&mut *conn)
+        .await?;
         // Wakes the pollers at commit: the new payment is due now.
         sqlx::query!("SELECT pg_notify($1, '') AS \"n: ()\"", POLL_CHANNEL)
             .fetch_one(&mut *conn)
@@ -934,9 +959,7 @@ pub async fn transition(
                failure_code = COALESCE($4, failure_code),
                failure_detail = COALESCE($5, failure_detail),
                authorized_at = CASE WHEN $2 = 'authorized' THEN now() ELSE authorized_at END,
-               finalized_at = CASE WHEN $6 THEN now() ELSE finalized_at END,
-               next_poll_at = CASE WHEN $6 THEN NULL ELSE next_poll_at END,
-               poll_owner = CASE WHEN $6 THEN NULL ELSE poll_owner END
+               finalized_at = CASE WHEN $6 THEN now() ELSE finalized_at END
            WHERE id = $1 AND status = $7"#,
         id,
         to.as_str(),
@@ -948,6 +971,12 @@ pub async fn transition(
     )
     .execute(&mut *conn)
     .await?;
+    if to.is_final() {
+        // Nothing more to follow.
+        sqlx::query!("DELETE FROM payment_polls WHERE payment_id = $1", id)
+            .execute(&mut *conn)
+            .await?;
+    }
     let event = events::append(
         conn,
         id,

@@ -1,10 +1,12 @@
-//! The status poller's bookkeeping on `payments`: claims with leases, the schedule, and a
-//! standing order's progress. The poller (`crate::workers::poller`) decides; this module
+//! The status poller's bookkeeping: claims with leases and the schedule, in the narrow
+//! `payment_polls` table (one row per payment still followed, deleted when it is final), and
+//! a standing order's progress. The poller (`crate::workers::poller`) decides; this module
 //! only reads and writes.
 //!
 //! A claim moves `next_poll_at` to the end of the lease and writes the owner in
 //! `poll_owner`, so a crashed replica's claims simply come due again; owner and lease end
-//! together identify one claim.
+//! together identify one claim. A poll that changes nothing ends its claim through
+//! [`reschedule_many`]: one small row rewritten, many polls per statement.
 
 use chrono::{DateTime, Utc};
 use sqlx::{PgConnection, PgPool};
@@ -19,6 +21,8 @@ pub struct Claimed {
     pub status: String,
     pub bank: String,
     pub bank_payment_id: Option<String>,
+    /// The bank's last word as recorded when claimed.
+    pub bank_status: Option<String>,
     pub psu_key: Option<String>,
     pub state_expires_at: Option<DateTime<Utc>>,
     /// pisgate's signing window (the poller polls faster within it).
@@ -35,6 +39,8 @@ pub struct Claimed {
     pub recurring_executions: i32,
     pub execution_date: Option<String>,
     pub recurring_count: Option<i32>,
+    /// A standing order's rule (`MONTHLY_SAME_DAY`, ...).
+    pub recurrence_type: Option<String>,
     /// When it was due (the lag is measured from here).
     pub due_at: DateTime<Utc>,
     /// The end of this claim's lease: with the owner, it identifies the claim, so a second
@@ -54,25 +60,30 @@ pub async fn claim(
     sqlx::query_as!(
         Claimed,
         r#"WITH due AS (
-               SELECT id, next_poll_at AS due_at
-               FROM payments
+               SELECT payment_id, next_poll_at AS due_at
+               FROM payment_polls
                WHERE next_poll_at <= now()
                ORDER BY next_poll_at
                LIMIT $3
                FOR UPDATE SKIP LOCKED
+           ), claimed AS (
+               UPDATE payment_polls s
+               SET next_poll_at = now() + make_interval(secs => $2::bigint / 1000.0),
+                   poll_owner = $1
+               FROM due
+               WHERE s.payment_id = due.payment_id
+               RETURNING s.payment_id, s.poll_failures, s.next_poll_at, due.due_at
            )
-           UPDATE payments p
-           SET next_poll_at = now() + make_interval(secs => $2::bigint / 1000.0),
-               poll_owner = $1
-           FROM due
-           WHERE p.id = due.id
-           RETURNING p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.psu_key,
-                     p.state_expires_at, p.expires_at, p.sign_horizon_at, p.initiation,
-                     p.state_used_at, p.created_at, p.poll_failures,
-                     p.recurring_remaining, p.recurring_executions,
-                     p.request->>'execution_date' AS execution_date,
-                     (p.request->'recurring'->>'count')::int AS recurring_count,
-                     due.due_at AS "due_at!", p.next_poll_at AS "lease_until!""#,
+           SELECT p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.bank_status,
+                  p.psu_key,
+                  p.state_expires_at, p.expires_at, p.sign_horizon_at, p.initiation,
+                  p.state_used_at, p.created_at, c.poll_failures AS "poll_failures!",
+                  p.recurring_remaining, p.recurring_executions,
+                  p.request->>'execution_date' AS execution_date,
+                  (p.request->'recurring'->>'count')::int AS recurring_count,
+                  p.request->'recurring'->>'recurrence_type' AS recurrence_type,
+                  c.due_at AS "due_at!", c.next_poll_at AS "lease_until!"
+           FROM claimed c JOIN payments p ON p.id = c.payment_id"#,
         owner,
         lease_ms,
         limit,
@@ -84,8 +95,7 @@ pub async fn claim(
 /// Hands every lease of `owner` back: those payments are due again at once.
 pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
     let r = sqlx::query!(
-        "UPDATE payments SET next_poll_at = now(), poll_owner = NULL
-         WHERE poll_owner = $1 AND next_poll_at IS NOT NULL",
+        "UPDATE payment_polls SET next_poll_at = now(), poll_owner = NULL WHERE poll_owner = $1",
         owner
     )
     .execute(pool)
@@ -95,7 +105,7 @@ pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
 
 /// The earliest due time of any payment still followed (claimed ones included).
 pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar!("SELECT min(next_poll_at) FROM payments WHERE next_poll_at IS NOT NULL")
+    sqlx::query_scalar!("SELECT min(next_poll_at) FROM payment_polls")
         .fetch_one(pool)
         .await
 }
@@ -105,7 +115,7 @@ pub async fn queue_stats(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
     let r = sqlx::query!(
         r#"SELECT count(*) AS "depth!",
                   COALESCE(EXTRACT(EPOCH FROM now() - min(next_poll_at)), 0)::float8 AS "oldest!"
-           FROM payments WHERE next_poll_at <= now()"#
+           FROM payment_polls WHERE next_poll_at <= now()"#
     )
     .fetch_one(pool)
     .await?;
@@ -134,8 +144,10 @@ pub async fn lock_claim(
 ) -> Result<Option<ClaimState>, sqlx::Error> {
     sqlx::query_as!(
         ClaimState,
-        "SELECT poll_owner, next_poll_at, recurring_executions, recurring_remaining
-         FROM payments WHERE id = $1 FOR UPDATE",
+        r#"SELECT s.poll_owner, s.next_poll_at AS "next_poll_at?", p.recurring_executions,
+                  p.recurring_remaining
+           FROM payments p JOIN payment_polls s ON s.payment_id = p.id
+           WHERE p.id = $1 FOR UPDATE"#,
         id
     )
     .fetch_optional(conn)
@@ -151,10 +163,14 @@ pub async fn reschedule(
     failures: i32,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        "UPDATE payments
-         SET next_poll_at = CASE WHEN status IN ('awaiting_authorization', 'authorized') THEN $2::timestamptz ELSE NULL END,
-             poll_owner = NULL, poll_failures = $3, polls = polls + 1, last_polled_at = now()
-         WHERE id = $1",
+        r#"WITH p AS (SELECT status IN ('awaiting_authorization', 'authorized') AS open
+                      FROM payments WHERE id = $1),
+                gone AS (DELETE FROM payment_polls
+                         WHERE payment_id = $1 AND ($2::timestamptz IS NULL OR NOT (SELECT open FROM p)))
+           UPDATE payment_polls
+           SET next_poll_at = $2, poll_owner = NULL, poll_failures = $3, polls = polls + 1,
+               last_polled_at = now()
+           WHERE payment_id = $1 AND $2::timestamptz IS NOT NULL AND (SELECT open FROM p)"#,
         id,
         next_at,
         failures,
@@ -162,6 +178,45 @@ pub async fn reschedule(
     .execute(conn)
     .await?;
     Ok(())
+}
+
+/// The end of a claim whose poll changed nothing: when to poll next and the failures so far.
+#[derive(Debug, Clone)]
+pub struct Reschedule {
+    pub id: Uuid,
+    /// With the owner, identifies the claim; a claim that ran out is left alone.
+    pub lease_until: DateTime<Utc>,
+    pub next_at: DateTime<Utc>,
+    pub failures: i32,
+}
+
+/// Ends many claims of `owner` in one statement; returns the ids whose claim was still
+/// theirs (the others' leases ran out and were claimed again: that claim's answer wins).
+pub async fn reschedule_many(
+    pool: &PgPool,
+    owner: &str,
+    batch: &[Reschedule],
+) -> Result<Vec<Uuid>, sqlx::Error> {
+    let ids: Vec<Uuid> = batch.iter().map(|r| r.id).collect();
+    let leases: Vec<DateTime<Utc>> = batch.iter().map(|r| r.lease_until).collect();
+    let next: Vec<DateTime<Utc>> = batch.iter().map(|r| r.next_at).collect();
+    let failures: Vec<i32> = batch.iter().map(|r| r.failures).collect();
+    sqlx::query_scalar!(
+        r#"UPDATE payment_polls s
+           SET next_poll_at = b.next_at, poll_owner = NULL, poll_failures = b.failures,
+               polls = s.polls + 1, last_polled_at = now()
+           FROM unnest($2::uuid[], $3::timestamptz[], $4::timestamptz[], $5::int[])
+                AS b(id, lease_until, next_at, failures)
+           WHERE s.payment_id = b.id AND s.poll_owner = $1 AND s.next_poll_at = b.lease_until
+           RETURNING s.payment_id"#,
+        owner,
+        &ids,
+        &leases,
+        &next,
+        &failures,
+    )
+    .fetch_all(pool)
+    .await
 }
 
 /// A standing order's count still to come and executions seen (never lowered).

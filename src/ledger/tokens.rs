@@ -398,6 +398,11 @@ pub async fn due_for_refresh(
         r#"SELECT t.bank, t.psu_key, t.issue_seq, t.access_expires_at
            FROM psu_tokens t
            WHERE t.status = 'live' AND t.refresh_token IS NOT NULL AND t.access_expires_at <= $1
+             -- Shoppers leased right now (an exchange, another replica's refresher) are
+             -- someone else's this round.
+             AND NOT EXISTS (
+                     SELECT 1 FROM psu_locks l
+                     WHERE l.bank = t.bank AND l.psu_key = t.psu_key AND l.locked_until > now())
              AND (NOT $3 OR EXISTS (
                      SELECT 1 FROM payments p
                      WHERE p.psu_key = t.psu_key AND p.bank = t.bank

@@ -34,6 +34,8 @@ pub struct WorkerContext {
     pub cipher: Arc<TokenCipher>,
     /// This replica's name on the leases it takes (host name and a random suffix).
     pub owner: Arc<str>,
+    /// Ends the claims of quiet polls many at a time.
+    pub reschedules: Arc<poller::GroupReschedule>,
 }
 
 impl WorkerContext {
@@ -49,6 +51,7 @@ impl WorkerContext {
             bank,
             cipher,
             owner: owner_id().into(),
+            reschedules: Arc::default(),
         }
     }
 }
@@ -198,14 +201,29 @@ pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
 
 /// Wakes a worker when Postgres sends a notification on `channel`; reconnects on its own.
 /// Ends when `stop` turns true.
-pub fn listen(pool: PgPool, channel: &'static str, mut stop: watch::Receiver<bool>) -> Arc<Notify> {
+pub fn listen(pool: PgPool, channel: &'static str, stop: watch::Receiver<bool>) -> Arc<Notify> {
+    listen_tracked(pool, channel, stop, Arc::default())
+}
+
+/// As [`listen`], and keeps `connected` true exactly while the LISTEN is in place (so a
+/// cache can trust that it hears every notification).
+pub fn listen_tracked(
+    pool: PgPool,
+    channel: &'static str,
+    mut stop: watch::Receiver<bool>,
+    connected: Arc<std::sync::atomic::AtomicBool>,
+) -> Arc<Notify> {
+    use std::sync::atomic::Ordering;
     let wake = Arc::new(Notify::new());
     let notify = wake.clone();
     tokio::spawn(async move {
         loop {
             let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
                 Ok(mut l) => match l.listen(channel).await {
-                    Ok(()) => l,
+                    Ok(()) => {
+                        connected.store(true, Ordering::SeqCst);
+                        l
+                    }
                     Err(e) => {
                         tracing::warn!(channel, error = %e, "cannot LISTEN; retrying");
                         tokio::select! {
@@ -228,6 +246,7 @@ pub fn listen(pool: PgPool, channel: &'static str, mut stop: watch::Receiver<boo
                     n = listener.recv() => match n {
                         Ok(_) => notify.notify_one(),
                         Err(e) => {
+                            connected.store(false, Ordering::SeqCst);
                             tracing::warn!(channel, error = %e, "LISTEN connection lost; reconnecting");
                             // Something may have been missed: look once.
                             notify.notify_one();

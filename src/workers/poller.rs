@@ -32,7 +32,7 @@ use serde_json::json;
 use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{OwnedSemaphorePermit, Semaphore, watch};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
@@ -198,6 +198,72 @@ enum ChangeSpec {
     },
 }
 
+/// Whether a queued reschedule's claim was still its own, or why it could not be written.
+type Reply = oneshot::Sender<Result<bool, String>>;
+
+/// Ends the claims of polls that changed nothing, many per statement (a group commit): each
+/// poll queues its reschedule and takes the flush lock; whoever holds it writes everything
+/// queued so far in one statement and tells each poll whether its claim was still its own.
+/// Under load the batches grow by themselves; alone, a poll waits for one statement.
+#[derive(Debug, Default)]
+pub struct GroupReschedule {
+    queued: std::sync::Mutex<Vec<(polls::Reschedule, Reply)>>,
+    flush: tokio::sync::Mutex<()>,
+}
+
+impl GroupReschedule {
+    /// Most reschedules written by one statement.
+    const MAX_BATCH: usize = 500;
+
+    /// Ends the claim `r` of `owner`; whether it was still theirs.
+    pub async fn reschedule(
+        &self,
+        pool: &PgPool,
+        owner: &str,
+        r: polls::Reschedule,
+    ) -> anyhow::Result<bool> {
+        let (tx, mut rx) = oneshot::channel();
+        self.queued
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push((r, tx));
+        loop {
+            let _flushing = self.flush.lock().await;
+            // A flush that ran while we waited may have taken ours.
+            match rx.try_recv() {
+                Ok(answer) => return answer.map_err(|e| anyhow::anyhow!(e)),
+                Err(oneshot::error::TryRecvError::Closed) => {
+                    anyhow::bail!("the reschedule was dropped")
+                }
+                Err(oneshot::error::TryRecvError::Empty) => {}
+            }
+            let batch: Vec<_> = {
+                let mut queued = self.queued.lock().unwrap_or_else(|e| e.into_inner());
+                let n = queued.len().min(Self::MAX_BATCH);
+                queued.drain(..n).collect()
+            };
+            if batch.is_empty() {
+                continue;
+            }
+            let items: Vec<polls::Reschedule> = batch.iter().map(|(r, _)| r.clone()).collect();
+            match polls::reschedule_many(pool, owner, &items).await {
+                Ok(kept) => {
+                    let kept: std::collections::HashSet<uuid::Uuid> = kept.into_iter().collect();
+                    for (r, reply) in batch {
+                        let _ = reply.send(Ok(kept.contains(&r.id)));
+                    }
+                }
+                Err(e) => {
+                    let e = e.to_string();
+                    for (_, reply) in batch {
+                        let _ = reply.send(Err(e.clone()));
+                    }
+                }
+            }
+        }
+    }
+}
+
 async fn poll_one(ctx: WorkerContext, pacer: Arc<Pacer>, p: Claimed, _slot: OwnedSemaphorePermit) {
     poll(&ctx, &pacer, &p).await;
 }
@@ -313,8 +379,11 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
                 }),
                 if to == status { "unchanged" } else { "changed" },
             );
+            // A standing order's details are read when the status moved or an occurrence is
+            // due, not on every poll.
             if p.recurring_count.is_some()
                 && matches!(to, PaymentStatus::Authorized | PaymentStatus::Paid)
+                && (to != status || occurrence_due(p, now))
             {
                 d.remaining = recurring_remaining(ctx, pacer, p, &bank_id).await;
             }
@@ -399,6 +468,31 @@ async fn recurring_remaining(
     }
 }
 
+/// Between two executions of a standing order, it is looked at this often.
+const STANDING_ORDER_IDLE_CHECK: Duration = Duration::from_secs(24 * 3600);
+
+/// The start (00:00 UTC) of a standing order's next execution date by its calendar rule:
+/// occurrence number "executions seen so far", counted from the execution date (or the day
+/// it was created). `None` for a payment that is not a standing order or whose rule is not a
+/// calendar (the sandbox's every-minute series).
+fn next_occurrence(p: &Claimed) -> Option<DateTime<Utc>> {
+    p.recurring_count?;
+    let rule = crate::domain::RecurrenceType::parse(p.recurrence_type.as_deref()?)?;
+    let start = p
+        .execution_date
+        .as_deref()
+        .and_then(|d| NaiveDate::parse_from_str(d, "%Y-%m-%d").ok())
+        .unwrap_or_else(|| p.created_at.date_naive());
+    let n = u32::try_from(p.recurring_executions).unwrap_or(0);
+    Some(rule.occurrence(start, n)?.and_hms_opt(0, 0, 0)?.and_utc())
+}
+
+/// Whether a standing order's next execution may have happened (always, when its rule is
+/// not a calendar).
+fn occurrence_due(p: &Claimed, now: DateTime<Utc>) -> bool {
+    next_occurrence(p).is_none_or(|next| now >= next)
+}
+
 /// When to poll a payment in `status` next, from now.
 fn schedule(ctx: &WorkerContext, p: &Claimed, status: PaymentStatus) -> Option<Duration> {
     let cfg = &ctx.settings.poller;
@@ -414,6 +508,24 @@ fn schedule(ctx: &WorkerContext, p: &Claimed, status: PaymentStatus) -> Option<D
             };
             // Look once more right at the horizon, so expiry is on time.
             Some(stretch(interval, 10).min(until_horizon.max(Duration::from_millis(50))))
+        }
+        _ if next_occurrence(p).is_some() => {
+            // A standing order is followed around its execution dates: once a day between
+            // them (a deletion at the bank shows within a day), closely on and after the
+            // date until the execution is seen, then less often if the bank shifts it.
+            let next = next_occurrence(p).unwrap_or(now);
+            let wait = if next > now {
+                (next - now)
+                    .to_std()
+                    .unwrap_or_default()
+                    .min(STANDING_ORDER_IDLE_CHECK)
+                    .max(cfg.authorized_interval)
+            } else if now - next < chrono::Duration::days(1) {
+                cfg.authorized_interval
+            } else {
+                cfg.scheduled_interval
+            };
+            Some(stretch(wait, 10))
         }
         _ => {
             let execution_start = p
@@ -439,6 +551,41 @@ fn schedule(ctx: &WorkerContext, p: &Claimed, status: PaymentStatus) -> Option<D
 /// Applies a decision in one transaction, if the row is still ours. Returns the outcome
 /// to count.
 async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result<&'static str> {
+    // A poll that changed nothing (and has no standing-order progress to write) only ends
+    // its claim: one small row, written together with other polls' (no lock of the payment).
+    let status = PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Failed);
+    let quiet = match &d.change {
+        None => true,
+        // The bank says what we already recorded: nothing to write but the schedule.
+        Some(ChangeSpec::Bank {
+            bank_status,
+            mapped,
+        }) => *mapped == status && p.bank_status.as_ref() == Some(bank_status),
+        Some(ChangeSpec::HorizonPassed { .. }) => false,
+    };
+    if quiet && (p.recurring_count.is_none() || d.remaining.is_none()) {
+        let next_at = next_poll(ctx, p, status, &d).map(after);
+        if let Some(next_at) = next_at {
+            let kept = ctx
+                .reschedules
+                .reschedule(
+                    &ctx.pool,
+                    &ctx.owner,
+                    polls::Reschedule {
+                        id: p.id,
+                        lease_until: p.lease_until,
+                        next_at,
+                        failures: d.failures,
+                    },
+                )
+                .await?;
+            if !kept {
+                tracing::info!("lease lost before the poll was recorded; dropping this answer");
+                return Ok("lease_lost");
+            }
+            return Ok(d.outcome);
+        }
+    }
     let mut tx = ctx.pool.begin().await?;
     let Some(row) = polls::lock_claim(&mut tx, p.id).await? else {
         return Ok("lease_lost");
@@ -526,18 +673,28 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
         }
     }
     record_progress(&mut tx, p, status, d.remaining).await?;
-    let next = match schedule(ctx, p, status) {
+    let next_at = next_poll(ctx, p, status, &d).map(after);
+    polls::reschedule(&mut tx, p.id, next_at, d.failures).await?;
+    tx.commit().await?;
+    Ok(outcome)
+}
+
+/// How long until the next poll of `p`, now in `status`, after decision `d`; `None` once
+/// final.
+fn next_poll(
+    ctx: &WorkerContext,
+    p: &Claimed,
+    status: PaymentStatus,
+    d: &Decision,
+) -> Option<Duration> {
+    match schedule(ctx, p, status) {
         None => None,
         Some(_) if d.failures > 0 => Some(d.next),
         Some(wait) if d.next > Duration::ZERO => {
             Some(d.next.min(wait).max(Duration::from_millis(50)))
         }
         Some(wait) => Some(wait),
-    };
-    let next_at = next.map(after);
-    polls::reschedule(&mut tx, p.id, next_at, d.failures).await?;
-    tx.commit().await?;
-    Ok(outcome)
+    }
 }
 
 /// Records a standing order's executions: one `occurrence_paid` event (and webhook) per

@@ -19,8 +19,10 @@ use tokio::sync::watch;
 
 /// Tokens refreshed per round at most.
 const BATCH: i64 = 100;
-/// How long to wait for a shopper's lease before leaving that shopper to the next round.
-const LOCK_WAIT: Duration = Duration::from_secs(5);
+/// A shopper whose lease is held (by a code exchange, or by another replica's refresher) is
+/// left at once, not waited for: replicas walking the same list share it this way, and the
+/// holder either refreshes that token or the next round does.
+const LOCK_WAIT: Duration = Duration::ZERO;
 
 /// A lease outlasts the refresh call it covers (one bank call, never retried).
 pub fn lease_for(ctx: &WorkerContext) -> Duration {

@@ -75,8 +75,9 @@ async fn wait_all_final(pool: &PgPool, within: Duration, replicas: &[&Serve]) {
     while not_final(pool).await > 0 {
         if started.elapsed() > within {
             let left: Vec<(String, Option<String>, Option<String>)> = sqlx::query_as(
-                "SELECT status, bank_status, poll_owner FROM payments
-                 WHERE status IN ('awaiting_authorization', 'authorized') LIMIT 10",
+                "SELECT p.status, p.bank_status, s.poll_owner
+                 FROM payments p LEFT JOIN payment_polls s ON s.payment_id = p.id
+                 WHERE p.status IN ('awaiting_authorization', 'authorized') LIMIT 10",
             )
             .fetch_all(pool)
             .await
@@ -285,11 +286,12 @@ async fn a_replica_killed_while_holding_leases_has_its_payments_finished_by_anot
     }
     let started = Instant::now();
     let held = loop {
-        let held: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> =
-            sqlx::query_as("SELECT id, next_poll_at FROM payments WHERE poll_owner IS NOT NULL")
-                .fetch_all(&pool)
-                .await
-                .unwrap();
+        let held: Vec<(Uuid, chrono::DateTime<chrono::Utc>)> = sqlx::query_as(
+            "SELECT payment_id, next_poll_at FROM payment_polls WHERE poll_owner IS NOT NULL",
+        )
+        .fetch_all(&pool)
+        .await
+        .unwrap();
         if held.len() == 10 {
             break held;
         }
@@ -352,7 +354,7 @@ async fn sigterm_stops_within_a_bound_and_hands_leases_back() {
     let started = Instant::now();
     loop {
         let held: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM payments WHERE poll_owner IS NOT NULL")
+            sqlx::query_scalar("SELECT count(*) FROM payment_polls WHERE poll_owner IS NOT NULL")
                 .fetch_one(&pool)
                 .await
                 .unwrap();
@@ -373,7 +375,7 @@ async fn sigterm_stops_within_a_bound_and_hands_leases_back() {
     let (owned, due_later): (i64, i64) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE poll_owner IS NOT NULL),
                 count(*) FILTER (WHERE next_poll_at > now() + interval '1 minute')
-         FROM payments",
+         FROM payment_polls",
     )
     .fetch_one(&pool)
     .await
