@@ -19,6 +19,7 @@ import base64
 import http.server
 import json
 import os
+import random
 import re
 import signal
 import socket
@@ -38,6 +39,7 @@ CONNECTIONS = [8, 32] if QUICK else [8, 32, 128]
 POLL_PAYMENTS = 300 if QUICK else 2000
 POLL_WINDOW = 3 if QUICK else 10
 WEBHOOK_PAYMENTS = 100 if QUICK else 400
+WEBHOOK_RATE = 50  # status changes per second
 
 BIN = os.environ["PISGATE_BIN"]
 PG_PORT = os.environ["PG_PORT"]
@@ -82,9 +84,18 @@ def rss_mb(pid, field="VmRSS"):
     return 0.0
 
 
+_postmaster = None
+
+
 def postmaster_pid():
-    out = subprocess.run(["pgrep", "-u", "postgres", "-o", "postgres"], capture_output=True, text=True)
-    return int(out.stdout.split()[0])
+    """The benchmark cluster's postmaster: the parent of a backend of ours (other clusters
+    may run on this machine)."""
+    global _postmaster
+    if _postmaster is None:
+        backend = int(psql("SELECT pg_backend_pid()"))
+        with open(f"/proc/{backend}/status") as f:
+            _postmaster = int(next(l.split()[1] for l in f if l.startswith("PPid:")))
+    return _postmaster
 
 
 def postgres_ticks():
@@ -445,6 +456,8 @@ def has_poll_table():
 
 
 class Receiver(http.server.BaseHTTPRequestHandler):
+    # Keep-alive, as a merchant's endpoint behind a load balancer would.
+    protocol_version = "HTTP/1.1"
     arrivals = {}
 
     def do_POST(self):
@@ -478,10 +491,11 @@ def webhook_delay(stack):
                           {"authorization": "Bearer " + stack.api_key})
     assert status == 201
     payments = create_payments(stack, WEBHOOK_PAYMENTS, "hook")
+    # Status changes at WEBHOOK_RATE per second, at random moments (not in step with polls).
     for _, bank_id in payments:
         status, _ = http_json("PUT", f"{stack.sandbox}/sandbox/admin/payments/{bank_id}/status",
                               {"status": "Confirmed"})
-        time.sleep(0.005)
+        time.sleep(random.expovariate(WEBHOOK_RATE))
     deadline = time.time() + 60
     while len(Receiver.arrivals) < len(payments) and time.time() < deadline:
         time.sleep(0.1)
@@ -532,7 +546,7 @@ def main():
     print()
     print(f"status polls/s, one replica, {POLL_PAYMENTS} payments always due, sandbox in its own process: {polls:.0f} "
           f"(CPU % serve {poll_cpu['serve']:.0f}, postgres {poll_cpu['postgres']:.0f}, sandbox {poll_cpu['sandbox']:.0f})")
-    print(f"status change recorded -> merchant's receiver ({WEBHOOK_PAYMENTS} webhooks): "
+    print(f"status change recorded -> merchant's receiver ({WEBHOOK_PAYMENTS} webhooks, ~{WEBHOOK_RATE} changes/s, one endpoint): "
           f"p50 {hook[0]:.1f} ms, p99 {hook[1]:.1f} ms, max {hook[2]:.1f} ms")
     print(f"start to /readyz 200: {ready_ms:.0f} ms; serve RSS idle {rss_idle:.0f} MB, peak under load {rss_peak:.0f} MB")
     errors = sum(r["errors"] for _, r, _ in rows)

@@ -31,6 +31,9 @@ if [ $# -eq 0 ]; then
     # The resilience suite's short mode (the full one: scripts/resilience.sh).
     echo "== scripts/resilience.sh --quick"
     bash scripts/resilience.sh --quick
+    # The end-to-end benchmark's smoke run (the full one: scripts/bench.sh e2e).
+    echo "== scripts/bench.sh e2e --quick"
+    bash scripts/bench.sh e2e --quick
 fi
 echo "== cargo nextest"
 cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"

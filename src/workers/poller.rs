@@ -37,6 +37,9 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 
+/// How long the loop waits for more free slots before claiming for the few it has.
+const CLAIM_GATHER: Duration = Duration::from_millis(20);
+
 /// The longest `Retry-After` we wait for.
 const MAX_RETRY_AFTER: Duration = Duration::from_secs(3600);
 
@@ -78,6 +81,16 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
                 () = stopped(&mut stop) => break,
             }
             continue;
+        }
+        // Claims are batched: while polls are in flight and fewer than half the slots are
+        // free, give the others a moment to finish, so that one claim statement takes many
+        // rows instead of one row per finished poll.
+        if !tasks.is_empty() && free < cfg.concurrency.div_ceil(2) {
+            tokio::select! {
+                _ = tasks.join_next() => continue,
+                () = tokio::time::sleep(CLAIM_GATHER) => {}
+                () = stopped(&mut stop) => break,
+            }
         }
         let limit = free.min(cfg.batch_size as usize) as i64;
         match claim(&ctx.pool, &ctx.owner, cfg.lease, limit).await {
