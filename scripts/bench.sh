@@ -30,7 +30,10 @@ if [ "${1:-}" = "e2e" ]; then
     cluster="bench-e2e-$$"
     trap 'pg_destroy "$cluster"' EXIT
     # Durable: fsync, synchronous_commit and full_page_writes at their defaults (on).
-    PG_DURABILITY="-c fsync=on" pg_start "$cluster"
+    PG_DURABILITY="-c fsync=on" \
+        PG_EXTRA_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on" \
+        pg_start "$cluster"
+    psql -q -d pisgate -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
     export PGBENCH="$(pg_bindir)/pgbench"
     PATH="$(pg_bindir):$PATH" python3 scripts/bench_e2e.py "$@"
     exit

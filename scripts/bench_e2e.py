@@ -373,6 +373,27 @@ def run_pgbench(stack, connections, seconds, work):
     return float(m.group(1))
 
 
+def statement_profile(payments):
+    """What serve's statements cost per payment created, from pg_stat_statements."""
+    rows = psql("""
+        SELECT calls, total_exec_time, mean_exec_time,
+               regexp_replace(left(query, 90), '\s+', ' ', 'g')
+        FROM pg_stat_statements
+        WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'pisgate')
+          AND query NOT LIKE '%pg_stat_statements%'
+        ORDER BY total_exec_time DESC""").splitlines()
+    parsed = []
+    for line in rows:
+        calls, total, mean, query = line.split("|", 3)
+        parsed.append((int(calls), float(total), float(mean), query))
+    if not parsed or not payments:
+        return None
+    total_time = sum(t for _, t, _, _ in parsed) or 1.0
+    statements = sum(c for c, _, _, _ in parsed)
+    top = [(t / total_time * 100, c / payments, m, q.replace("|", "\\|")) for c, t, m, q in parsed[:8]]
+    return statements, statements / payments, top
+
+
 def median_run(runs):
     runs = sorted(runs, key=lambda r: r["rps"])
     return runs[len(runs) // 2]
@@ -533,8 +554,13 @@ def main():
         # Warm up connections, caches and the sandbox's token.
         run_wrk(stack, script, 32, 2, "warm")
         rows = []
+        profile = None
         for c in CONNECTIONS:
+            if c == 32:
+                psql("SELECT pg_stat_statements_reset()")
             runs = [run_wrk(stack, script, c, SECONDS, f"c{c}r{i}") for i in range(RUNS)]
+            if c == 32:
+                profile = statement_profile(sum(r["created"] for r in runs))
             floors = [run_pgbench(stack, c, SECONDS, work) for _ in range(RUNS)]
             rows.append((c, median_run(runs), statistics.median(floors)))
         rss_peak = rss_mb(stack.serve_proc.pid, "VmHWM")
@@ -561,6 +587,15 @@ def main():
     print(f"status change recorded -> merchant's receiver ({WEBHOOK_PAYMENTS} webhooks, ~{WEBHOOK_RATE} changes/s, one endpoint): "
           f"p50 {hook[0]:.1f} ms, p99 {hook[1]:.1f} ms, max {hook[2]:.1f} ms")
     print(f"start to /readyz 200: {ready_ms:.0f} ms; serve RSS idle {rss_idle:.0f} MB, peak under load {rss_peak:.0f} MB")
+    if profile:
+        statements, per_payment, top = profile
+        print()
+        print(f"where PostgreSQL's time goes at 32 connections (pg_stat_statements): "
+              f"{per_payment:.1f} statements per payment (BEGIN/COMMIT included), top by total time:")
+        print("| share | calls per payment | mean ms | statement |")
+        print("|---:|---:|---:|---|")
+        for share, calls, mean, query in top:
+            print(f"| {share:.0f}% | {calls:.2f} | {mean:.3f} | `{query}` |")
     errors = sum(r["errors"] for _, r, _ in rows)
     if errors:
         print(f"{errors} requests were not answered 201: see {work}/serve.log", file=sys.stderr)
