@@ -187,6 +187,7 @@ async fn handle(
         ));
     };
     tracing::Span::current().record("payment_id", tracing::field::display(p.id));
+    crate::telemetry::link_to_creation(&tracing::Span::current(), p.trace_parent.as_deref());
     let psu = psu_context(headers);
     match returned(state, &p, &raw, psu, started).await {
         Ok(response) => Ok(response),

@@ -183,6 +183,7 @@ async fn create_payment(
                     sign_horizon_at,
                     authorize_token: &hop,
                     authorize_url: &hop_url,
+                    trace_parent: crate::telemetry::current_traceparent().as_deref(),
                 },
             )
             .await?;

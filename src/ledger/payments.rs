@@ -64,6 +64,8 @@ pub struct PaymentRecord {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// A callback is running the code exchange until then.
     pub callback_claimed_until: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the request that created it.
+    pub trace_parent: Option<String>,
 }
 
 impl PaymentRecord {
@@ -104,6 +106,8 @@ pub struct NewPayment<'a> {
     pub sign_horizon_at: DateTime<Utc>,
     pub authorize_token: &'a str,
     pub authorize_url: &'a str,
+    /// The creating request's W3C `traceparent`; later work on the payment links to it.
+    pub trace_parent: Option<&'a str>,
 }
 
 macro_rules! select_payment {
@@ -116,7 +120,7 @@ macro_rules! select_payment {
                     failure_detail, created_at, updated_at, recurring_remaining,
                     recurring_executions, expires_at, sign_horizon_at, authorize_token,
                     authorize_url, hop_opened_at, initiation, initiation_attempts,
-                    cancel_requested_at, callback_claimed_until
+                    cancel_requested_at, callback_claimed_until, trace_parent
              FROM payments " + $tail
             $(, $arg)*
         )
@@ -135,9 +139,10 @@ pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sq
         r#"INSERT INTO payments (id, merchant_id, status, amount_minor, currency, country, request,
                                  merchant_reference, psu_id, return_url, metadata, state_hash,
                                  state_expires_at, next_poll_at, expires_at, sign_horizon_at,
-                                 authorize_token, authorize_url, initiation, initiation_attempts)
+                                 authorize_token, authorize_url, initiation, initiation_attempts,
+                                 trace_parent)
            VALUES ($1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                   $12, $13, $12, $14, $15, 'pending', 1)"#,
+                   $12, $13, $12, $14, $15, 'pending', 1, $16)"#,
         p.id,
         p.merchant_id,
         p.amount_minor,
@@ -153,6 +158,7 @@ pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sq
         p.expires_at,
         p.authorize_token,
         p.authorize_url,
+        p.trace_parent,
     )
     .execute(&mut *conn)
     .await?;

@@ -40,6 +40,8 @@ pub struct Claimed {
     /// The end of this claim's lease: with the owner, it identifies the claim, so a second
     /// claim of the same row by the same replica (after a lease ran out) is told apart.
     pub lease_until: DateTime<Utc>,
+    /// The creating request's `traceparent`: the poll's span links to it.
+    pub trace_parent: Option<String>,
 }
 
 /// Claims up to `limit` due payments for `owner`, oldest due first (`FOR UPDATE SKIP
@@ -72,7 +74,7 @@ pub async fn claim(
                      p.recurring_remaining, p.recurring_executions,
                      p.request->>'execution_date' AS execution_date,
                      (p.request->'recurring'->>'count')::int AS recurring_count,
-                     due.due_at AS "due_at!", p.next_poll_at AS "lease_until!""#,
+                     due.due_at AS "due_at!", p.next_poll_at AS "lease_until!", p.trace_parent"#,
         owner,
         lease_ms,
         limit,

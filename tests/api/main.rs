@@ -17,6 +17,7 @@ mod replicas;
 mod scenarios;
 mod serve;
 mod tamper;
+mod traces;
 mod truth;
 mod webhooks;
 mod workers;

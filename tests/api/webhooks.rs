@@ -27,7 +27,7 @@ use uuid::Uuid;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it gives a value, failing the test after [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -44,7 +44,7 @@ where
 
 /// How a receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
+pub(crate) enum Plan {
     /// 200 to everything.
     Ok,
     /// 500 the first time a webhook-id arrives, 200 after.
@@ -55,7 +55,7 @@ enum Plan {
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     webhook_id: String,
     event_type: String,
     payment_id: String,
@@ -78,13 +78,13 @@ struct Inbox {
 /// signature with the endpoint secret (recomputed here, independently of pisgate's code)
 /// and records what arrived.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     inbox: Arc<Mutex<Inbox>>,
 }
 
 impl Receiver {
-    async fn start(plan: Plan) -> Receiver {
+    pub(crate) async fn start(plan: Plan) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         Receiver::start_on(listener, plan)
     }
@@ -112,7 +112,7 @@ impl Receiver {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     }
 
-    fn set_secret(&self, secret: &str) {
+    pub(crate) fn set_secret(&self, secret: &str) {
         self.inbox.lock().unwrap().secret = Some(secret.to_owned());
     }
 
@@ -131,7 +131,7 @@ impl Receiver {
     }
 
     /// The first request of this type that was answered 2xx, if any yet.
-    fn accepted(&self, event_type: &str) -> Option<Received> {
+    pub(crate) fn accepted(&self, event_type: &str) -> Option<Received> {
         self.received()
             .into_iter()
             .find(|r| r.event_type == event_type && (200..300).contains(&r.answered))
