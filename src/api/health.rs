@@ -32,7 +32,22 @@ async fn healthz() -> Json<serde_json::Value> {
 }
 
 /// Ready to take traffic: the database answers and every migration of this binary is applied.
+/// Sets `pisgate_ready`.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    readiness(&state).await?;
+    Ok(Json(
+        json!({ "status": "ready", "database": "ok", "migrations": "applied" }),
+    ))
+}
+
+/// Why this replica should not take traffic, if it should not; keeps `pisgate_ready` current.
+async fn readiness(state: &AppState) -> Result<(), ApiError> {
+    let ready = not_ready(state).await;
+    metrics::gauge!("pisgate_ready").set(if ready.is_ok() { 1.0 } else { 0.0 });
+    ready
+}
+
+async fn not_ready(state: &AppState) -> Result<(), ApiError> {
     if state.db_health.is_down() {
         return Err(ApiError::Unavailable(
             "the database is not reachable".into(),
@@ -49,12 +64,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
             pending.len()
         )));
     }
-    Ok(Json(
-        json!({ "status": "ready", "database": "ok", "migrations": "applied" }),
-    ))
+    Ok(())
 }
 
+/// Prometheus text; the readiness, process and pool gauges are read now.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let _ = readiness(&state).await;
+    crate::telemetry::metrics::refresh_on_scrape(&state.pool);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

@@ -218,6 +218,9 @@ async fn create_payment(
         }
     };
     tx.commit().await?;
+    if attempt == 1 {
+        metrics::counter!("pisgate_payments_created_total").increment(1);
+    }
     tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
 
     let initiation = validated.initiation(

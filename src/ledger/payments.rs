@@ -711,6 +711,9 @@ pub async fn transition(
     )
     .execute(&mut *conn)
     .await?;
+    if to.is_final() {
+        metrics::counter!("pisgate_payments_finished_total", "status" => to.as_str()).increment(1);
+    }
     let event = events::append(
         conn,
         id,

@@ -58,15 +58,7 @@ async fn metrics_show_the_request_just_made() {
     let m = app.create_merchant("Metrics shop").await;
     let r = app.get_as("/v1/merchant", &m.api_key).await;
     assert_eq!(r.status(), 200);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let line = text
         .lines()
         .find(|l| {
@@ -150,15 +142,7 @@ async fn every_metric_family_has_help_text() {
     let app = spawn_app().await;
     let m = app.create_merchant("Help shop").await;
     assert_eq!(app.get_as("/v1/merchant", &m.api_key).await.status(), 200);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let families: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))

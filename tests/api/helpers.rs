@@ -356,6 +356,13 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// A scrape of `/metrics`, as Prometheus would take it.
+    pub async fn metrics(&self) -> String {
+        let r = self.client.get(self.url("/metrics")).send().await.unwrap();
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     pub async fn get_as(&self, path: &str, key: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))

@@ -10,6 +10,7 @@ mod health;
 mod helpers;
 mod ledger;
 mod logs;
+mod metrics;
 mod nordea;
 mod outages;
 mod payments;

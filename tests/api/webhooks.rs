@@ -451,15 +451,7 @@ async fn every_status_change_arrives_signed_with_a_webhook_id_that_is_stable_acr
         1
     );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for needle in [
         r#"pisgate_webhook_deliveries_total{outcome="failed"}"#,
         r#"pisgate_webhook_deliveries_total{outcome="delivered"}"#,
