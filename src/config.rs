@@ -69,6 +69,7 @@ pub fn env_name(key: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub admin: AdminSettings,
     pub database: DatabaseSettings,
     pub rate_limit: RateLimitSettings,
     pub telemetry: TelemetrySettings,
@@ -254,6 +255,13 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
 }
 
+/// The admin listener (`[admin]`): health, readiness, metrics and operator endpoints, never
+/// exposed to the internet.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: SecretString,
@@ -297,6 +305,8 @@ struct Raw {
     payments: RawPayments,
     #[serde(default)]
     server: RawServer,
+    #[serde(default)]
+    admin: RawAdmin,
     #[serde(default)]
     database: RawDatabase,
     #[serde(default)]
@@ -402,6 +412,11 @@ struct RawServer {
     request_timeout_secs: Option<String>,
     shutdown_timeout_secs: Option<String>,
     body_limit_bytes: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+struct RawAdmin {
+    listen: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -532,13 +547,10 @@ impl Settings {
     }
 
     fn validate(raw: Raw) -> Result<Settings, SettingsError> {
-        let listen_s = required("server.listen", raw.server.listen)?;
-        let listen: SocketAddr = listen_s.trim().parse().map_err(|_| {
-            SettingsError::invalid(
-                "server.listen",
-                format!("{listen_s:?} is not a socket address such as 127.0.0.1:8080"),
-            )
-        })?;
+        let listen = socket_address("server.listen", raw.server.listen, "127.0.0.1:8080")?;
+        let admin = AdminSettings {
+            listen: socket_address("admin.listen", raw.admin.listen, "127.0.0.1:9090")?,
+        };
         let public_url = required("server.public_url", raw.server.public_url)?;
         let public_url = public_url.trim().trim_end_matches('/').to_owned();
         if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
@@ -793,6 +805,7 @@ impl Settings {
         }
         Ok(Settings {
             server,
+            admin,
             database,
             rate_limit,
             telemetry,
@@ -812,6 +825,20 @@ impl DatabaseSettings {
     pub fn url(&self) -> &str {
         self.url.expose_secret()
     }
+}
+
+fn socket_address(
+    key: &str,
+    value: Option<String>,
+    example: &str,
+) -> Result<SocketAddr, SettingsError> {
+    let text = required(key, value)?;
+    text.trim().parse().map_err(|_| {
+        SettingsError::invalid(
+            key,
+            format!("{text:?} is not a socket address such as {example}"),
+        )
+    })
 }
 
 fn required(key: &str, value: Option<String>) -> Result<String, SettingsError> {
@@ -1017,13 +1044,7 @@ impl SandboxSettings {
             .try_deserialize()
             .map_err(|e| SettingsError::Load(e.to_string()))?;
         let raw = raw.sandbox;
-        let listen_s = required("sandbox.listen", raw.listen)?;
-        let listen: SocketAddr = listen_s.trim().parse().map_err(|_| {
-            SettingsError::invalid(
-                "sandbox.listen",
-                format!("{listen_s:?} is not a socket address"),
-            )
-        })?;
+        let listen = socket_address("sandbox.listen", raw.listen, "127.0.0.1:8090")?;
         let public_url = raw
             .public_url
             .filter(|u| !u.trim().is_empty())
@@ -1115,6 +1136,7 @@ mod tests {
     fn defaults_plus_a_database_url_are_enough() {
         let s = Settings::load_from(&sources(&[DB])).unwrap();
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.admin.listen.to_string(), "127.0.0.1:9090");
         assert_eq!(s.database.max_connections, 20);
         assert_eq!(s.database.url(), "postgres://u:p@localhost/db");
     }
@@ -1143,6 +1165,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("PISGATE__SERVER__LISTEN"), "{err}");
+        let err = Settings::load_from(&sources(&[DB, ("PISGATE__ADMIN__LISTEN", ":9090")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PISGATE__ADMIN__LISTEN"), "{err}");
     }
 
     #[test]

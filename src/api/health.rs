@@ -1,5 +1,6 @@
-//! Liveness, readiness, metrics and the API description: unauthenticated, for the
-//! orchestrator, Prometheus and merchants' tooling.
+//! Liveness, readiness and metrics (for the orchestrator and Prometheus, on the admin
+//! listener), and the API description (for merchants' tooling, on the public one). All
+//! unauthenticated.
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -11,12 +12,17 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-pub fn router() -> Router<AppState> {
+/// What the admin listener serves.
+pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+}
+
+/// What the public listener serves beside the API.
+pub fn public_router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi))
 }
 
 /// The OpenAPI 3.1 description of the merchant API and of the webhooks it sends.
@@ -31,8 +37,8 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready to take traffic: the database answers and every migration of this binary is applied.
-/// Sets `pisgate_ready`.
+/// Ready to take traffic: not shutting down, the database answers and every migration of
+/// this binary is applied. Sets `pisgate_ready`.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
     readiness(&state).await?;
     Ok(Json(
@@ -48,6 +54,11 @@ async fn readiness(state: &AppState) -> Result<(), ApiError> {
 }
 
 async fn not_ready(state: &AppState) -> Result<(), ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::Unavailable(
+            "shutting down: finishing in-flight requests".into(),
+        ));
+    }
     if state.db_health.is_down() {
         return Err(ApiError::Unavailable(
             "the database is not reachable".into(),

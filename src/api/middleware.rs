@@ -24,13 +24,7 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// caller's trace (merchants see our work inside theirs).
 pub async fn request_context(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
+    let request_id = request_id_of(&request);
     let matched = request
         .extensions()
         .get::<MatchedPath>()
@@ -84,6 +78,30 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     metrics::counter!("pisgate_http_requests_total", &labels).increment(1);
     metrics::histogram!("pisgate_http_request_duration_seconds", &labels)
         .record(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// The caller's `x-request-id` when it is short and printable, else a new one.
+fn request_id_of(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// The admin listener's lighter [`request_context`]: a request id on the answer and in
+/// error bodies, but no span, log line or HTTP metrics (probes and scrapes are constant).
+pub async fn request_id_only(request: Request, next: Next) -> Response {
+    let request_id = request_id_of(&request);
+    let mut response = REQUEST_ID
+        .scope(request_id.clone(), next.run(request))
+        .await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }

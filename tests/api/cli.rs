@@ -10,6 +10,7 @@ pub fn pisgate() -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PISGATE_CONFIG_DIR", config_dir())
+        .env("PISGATE__ADMIN__LISTEN", "127.0.0.1:0")
         .env("PISGATE__NORDEA__CLIENT_ID", CLIENT_ID)
         .env("PISGATE__NORDEA__CLIENT_SECRET", CLIENT_SECRET)
         .env(

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 async fn ready(app: &TestApp) -> u16 {
     app.client
-        .get(app.url("/readyz"))
+        .get(app.admin_url("/readyz"))
         .send()
         .await
         .unwrap()
