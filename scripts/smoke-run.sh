@@ -33,6 +33,10 @@ code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/metrics")
 key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_key"])' ".pisgate/demo-merchant-$cluster.json")
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/merchant" -H "Authorization: Bearer $key")
 [ "$code" = 200 ] || { cat "$log" >&2; echo "smoke: the demo key answered $code" >&2; exit 1; }
+# scripts/pisgate reaches the same stack: the demo merchant is in its list.
+id=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["id"])' ".pisgate/demo-merchant-$cluster.json")
+listed=$(cd / && PISGATE_RUN_CLUSTER=$cluster PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port "$OLDPWD/scripts/pisgate" merchant list)
+grep -q "$id" <<<"$listed" || { echo "smoke: scripts/pisgate merchant list: $listed" >&2; exit 1; }
 # The README's walkthrough: create a payment, approve it at the sandbox like a browser, and
 # land on the return URL with status=authorized; then the poller alone takes it to paid.
 python3 - "$port" "$key" <<'PY'
@@ -94,4 +98,4 @@ while True:
     time.sleep(0.5)
 print("smoke: the status poller brought it to paid")
 PY
-echo "smoke: scripts/run.sh serves /readyz 200 and /metrics on the admin port, the demo merchant's key works, and a payment goes from curl to paid"
+echo "smoke: scripts/run.sh serves /readyz 200 and /metrics on the admin port, scripts/pisgate reaches its database, the demo merchant's key works, and a payment goes from curl to paid"

@@ -39,6 +39,14 @@ pub enum SettingsError {
     Ambiguous { var: String },
     #[error("cannot load settings: {0}")]
     Load(String),
+    #[error(
+        "config folder not found: {} has no default.toml (working directory: {}); run pisgate \
+         from the folder that holds config/, or set PISGATE_CONFIG_DIR (or pass --config-dir) \
+         to the config folder, e.g. PISGATE_CONFIG_DIR=/path/to/pisgate/config",
+        dir.display(),
+        cwd.display()
+    )]
+    NoConfigDir { dir: PathBuf, cwd: PathBuf },
 }
 
 impl SettingsError {
@@ -467,10 +475,17 @@ impl Sources {
     /// Reads the layers into one `config::Config`: files, then `PISGATE__*` variables with
     /// `*_FILE` secrets resolved.
     pub fn layered(&self) -> Result<config::Config, SettingsError> {
+        let defaults = self.config_dir.join("default.toml");
+        if !defaults.is_file() {
+            return Err(SettingsError::NoConfigDir {
+                dir: self.config_dir.clone(),
+                cwd: std::env::current_dir().unwrap_or_default(),
+            });
+        }
         let mut builder = config::Config::builder().add_source(
-            config::File::from(self.config_dir.join("default.toml"))
+            config::File::from(defaults)
                 .format(config::FileFormat::Toml)
-                .required(false),
+                .required(true),
         );
         if let Some(env) = &self.environment {
             let path = self.config_dir.join(format!("{env}.toml"));
@@ -1139,6 +1154,19 @@ mod tests {
         assert_eq!(s.admin.listen.to_string(), "127.0.0.1:9090");
         assert_eq!(s.database.max_connections, 20);
         assert_eq!(s.database.url(), "postgres://u:p@localhost/db");
+    }
+
+    #[test]
+    fn a_config_folder_without_default_toml_says_so_and_how_to_point_at_it() {
+        let mut s = sources(&[DB]);
+        s.config_dir = PathBuf::from("/nonexistent/config");
+        let err = Settings::load_from(&s).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/config has no default.toml")
+                && err.contains("PISGATE_CONFIG_DIR")
+                && err.contains("--config-dir"),
+            "{err}"
+        );
     }
 
     #[test]

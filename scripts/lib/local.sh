@@ -31,7 +31,7 @@ local_settings() {
     # half), the key that encrypts shoppers' tokens at rest and the key that signs the ledger.
     [ -s "$keys/private.pem" ] || "$bin" keys generate --out "$keys" >&2
     for secret in token-key ledger-key; do
-        [ -s "$local_state/$secret" ] || python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$local_state/$secret"
+        [ -s "$local_state/$secret" ] || (umask 077 && "$bin" keys "$secret" >"$local_state/$secret")
         chmod 600 "$local_state/$secret"
     done
 

@@ -3,6 +3,7 @@
 #
 #   source scripts/lib/pg.sh
 #   pg_start NAME      # starts (or reuses) .pisgate/NAME, exports DATABASE_URL and PG_PORT
+#   pg_running NAME    # whether it is up
 #   pg_stop NAME       # stops it
 #
 # Needs the PostgreSQL 15 server binaries; installs Debian's postgresql package if they are
@@ -86,6 +87,14 @@ pg_start() {
     export DATABASE_URL
     "$bindir/psql" -q -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'pisgate'" | grep -q 1 \
         || "$bindir/createdb" pisgate
+}
+
+# Whether the cluster NAME is up.
+pg_running() {
+    local name=${1:-dev} bindir dir
+    bindir=$(pg_bindir) || return 1
+    dir="$PG_STATE_DIR/pg-$name"
+    [ -f "$dir/data/PG_VERSION" ] && pg_as_owner "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
 }
 
 pg_stop() {
