@@ -1,5 +1,6 @@
 # shellcheck shell=bash
-# A throwaway PostgreSQL cluster under the repository's ignored .pisgate/ folder.
+# A throwaway PostgreSQL cluster under the repository's ignored .pisgate/ folder (or, where
+# the cluster's owner cannot reach that folder, under /var/tmp; see pg_state_dir).
 #
 #   source scripts/lib/pg.sh
 #   pg_start NAME      # starts (or reuses) .pisgate/NAME, exports DATABASE_URL and PG_PORT
@@ -11,7 +12,23 @@
 # system user (created by the package).
 
 PISGATE_ROOT=${PISGATE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-PG_STATE_DIR=${PG_STATE_DIR:-$PISGATE_ROOT/.pisgate}
+
+# Where clusters live: .pisgate/ in the clone, unless the cluster's owner (as root: the
+# `postgres` user) cannot reach the clone, as when it lives under /root (mode 0700). Then
+# /var/tmp/pisgate-pg-<uid>-<hash of the clone's path>/, one folder per clone, kept across
+# runs like .pisgate/ (PG_STATE_DIR overrides both).
+pg_state_dir() {
+    local in_clone="$PISGATE_ROOT/.pisgate" hash
+    if [ "$(id -u)" -ne 0 ] || runuser -u postgres -- test -x "$PISGATE_ROOT" 2>/dev/null \
+        || ! id postgres >/dev/null 2>&1; then
+        echo "$in_clone"
+        return
+    fi
+    hash=$(printf '%s' "$PISGATE_ROOT" | sha256sum | cut -c1-12)
+    echo "/var/tmp/pisgate-pg-$(id -u)-$hash"
+}
+pg_state_dir_given=${PG_STATE_DIR:+yes}
+PG_STATE_DIR=${PG_STATE_DIR:-$(pg_state_dir)}
 
 pg_bindir() {
     local d
@@ -57,6 +74,8 @@ PY
 pg_start() {
     local name=${1:-dev} bindir dir port
     pg_ensure_installed || return 1
+    # The `postgres` user may only exist now that the package is installed.
+    [ -n "$pg_state_dir_given" ] || PG_STATE_DIR=$(pg_state_dir)
     bindir=$(pg_bindir)
     dir="$PG_STATE_DIR/pg-$name"
     mkdir -p "$PG_STATE_DIR"
