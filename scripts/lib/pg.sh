@@ -55,7 +55,8 @@ pg_ensure_installed() {
 # Runs a command as the cluster's owner.
 pg_as_owner() {
     if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$@"
+        # From /: the working directory may be one `postgres` cannot enter (paths are absolute).
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
