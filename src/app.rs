@@ -42,14 +42,7 @@ impl Application {
     /// Connects to the database, refuses to go on with unapplied migrations (or applies
     /// them when `database.migrate_on_start` is set), and binds the listen address.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(settings.server.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (PISGATE__SERVER__LISTEN)",
-                    settings.server.listen
-                )
-            })?;
+        let listener = bind(settings.server.listen, "PISGATE__SERVER__LISTEN").await?;
         Application::build_on(settings, listener).await
     }
 
@@ -59,14 +52,7 @@ impl Application {
         settings: Settings,
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
-        let admin_listener = TcpListener::bind(settings.admin.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (PISGATE__ADMIN__LISTEN)",
-                    settings.admin.listen
-                )
-            })?;
+        let admin_listener = bind(settings.admin.listen, "PISGATE__ADMIN__LISTEN").await?;
         let pool = ledger::connect(&settings.database).await?;
         let pending = ledger::pending_migrations(&pool)
             .await
@@ -219,6 +205,13 @@ impl Application {
         tracing::info!("stopped");
         result
     }
+}
+
+/// Binds `addr`; a failure names the setting it came from.
+async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({setting})"))
 }
 
 /// Below this much time left, a warning line is logged once a day.

@@ -381,18 +381,10 @@ async fn merchant_command(pool: &sqlx::PgPool, command: MerchantCommand) -> anyh
             Ok(())
         }
         MerchantCommand::Disable { id } => {
-            let merchant = ledger::merchants::disable(pool, id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
-            println!("{}", serde_json::to_string(&merchant)?);
-            Ok(())
+            print_merchant(id, ledger::merchants::disable(pool, id).await?)
         }
         MerchantCommand::Enable { id } => {
-            let merchant = ledger::merchants::enable(pool, id)
-                .await?
-                .ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
-            println!("{}", serde_json::to_string(&merchant)?);
-            Ok(())
+            print_merchant(id, ledger::merchants::enable(pool, id).await?)
         }
         MerchantCommand::RotateKey { id, grace } => {
             let rotated = ledger::merchants::rotate_key(pool, id, grace)
@@ -414,6 +406,13 @@ async fn merchant_command(pool: &sqlx::PgPool, command: MerchantCommand) -> anyh
             Ok(())
         }
     }
+}
+
+/// Prints a merchant as JSON, or fails for an unknown id.
+fn print_merchant(id: Uuid, found: Option<ledger::merchants::Merchant>) -> anyhow::Result<()> {
+    let merchant = found.ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
+    println!("{}", serde_json::to_string(&merchant)?);
+    Ok(())
 }
 
 async fn run_sandbox(sources: &Sources) -> anyhow::Result<()> {

@@ -4,12 +4,7 @@ use pisgate::app::Application;
 #[tokio::test]
 async fn healthz_answers_ok() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.admin_url("/healthz"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.admin_get("/healthz").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("x-request-id"));
 }
@@ -17,12 +12,7 @@ async fn healthz_answers_ok() {
 #[tokio::test]
 async fn readyz_is_ready_when_the_database_is_migrated() {
     let app = spawn_app().await;
-    let r = app
-        .client
-        .get(app.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.admin_get("/readyz").await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["status"], "ready");
@@ -32,12 +22,7 @@ async fn readyz_is_ready_when_the_database_is_migrated() {
 async fn readyz_is_unavailable_when_the_database_is_gone() {
     let app = spawn_app().await;
     app.pool.close().await;
-    let r = app
-        .client
-        .get(app.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let r = app.admin_get("/readyz").await;
     crate::helpers::assert_problem(r, 503, "service_unavailable").await;
 }
 
@@ -177,7 +162,7 @@ async fn every_metric_family_has_help_text() {
 async fn metrics_answer_on_the_admin_listener_and_404_on_the_public_one() {
     let app = spawn_app().await;
     for path in ["/metrics", "/healthz", "/readyz"] {
-        let admin = app.client.get(app.admin_url(path)).send().await.unwrap();
+        let admin = app.admin_get(path).await;
         assert_eq!(admin.status(), 200, "{path} on the admin listener");
         let public = app.client.get(app.url(path)).send().await.unwrap();
         assert_problem(public, 404, "route_not_found").await;
@@ -194,7 +179,7 @@ async fn metrics_answer_on_the_admin_listener_and_404_on_the_public_one() {
         .unwrap();
     assert_eq!(public.status(), 200);
     for path in ["/openapi.json", "/v1/merchant", "/v1/callbacks/nordea"] {
-        let admin = app.client.get(app.admin_url(path)).send().await.unwrap();
+        let admin = app.admin_get(path).await;
         assert_problem(admin, 404, "route_not_found").await;
     }
     assert_ne!(app.address, app.admin_address);
@@ -212,12 +197,7 @@ async fn readyz_answers_503_as_soon_as_shutdown_begins_while_requests_drain() {
     })
     .await;
     let m = app.create_merchant("Drain shop").await;
-    let ready = app
-        .client
-        .get(app.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let ready = app.admin_get("/readyz").await;
     assert_eq!(ready.status(), 200);
     // A payment whose bank call takes a while is in flight when the stop begins.
     let client = app.client.clone();
@@ -237,12 +217,7 @@ async fn readyz_answers_503_as_soon_as_shutdown_begins_while_requests_drain() {
     tokio::time::sleep(std::time::Duration::from_millis(300)).await;
     app.begin_shutdown();
     tokio::time::sleep(std::time::Duration::from_millis(200)).await;
-    let draining = app
-        .client
-        .get(app.admin_url("/readyz"))
-        .send()
-        .await
-        .unwrap();
+    let draining = app.admin_get("/readyz").await;
     let problem = assert_problem(draining, 503, "service_unavailable").await;
     assert!(
         problem["detail"]

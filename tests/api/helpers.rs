@@ -373,14 +373,14 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.admin_url(path)).send().await.unwrap()
+    }
+
     /// A scrape of `/metrics`, as Prometheus would take it.
     pub async fn metrics(&self) -> String {
-        let r = self
-            .client
-            .get(self.admin_url("/metrics"))
-            .send()
-            .await
-            .unwrap();
+        let r = self.admin_get("/metrics").await;
         assert_eq!(r.status(), 200);
         r.text().await.unwrap()
     }
@@ -457,6 +457,18 @@ pub async fn open_authorization(
     }
     let bank = hop.headers()["location"].to_str().unwrap().to_owned();
     client.get(&bank).send().await.unwrap()
+}
+
+/// Plays the shopper approving `payment` at the bank and coming back: returns the callback's
+/// answer (a 303 to the merchant's return URL).
+pub async fn sign_and_return(
+    client: &reqwest::Client,
+    payment: &Value,
+    psu_id: &str,
+) -> reqwest::Response {
+    let authorization_url = payment["authorization_url"].as_str().expect("a payment");
+    let callback = browser_sign(client, authorization_url, psu_id, true).await;
+    client.get(callback).send().await.unwrap()
 }
 
 /// Plays the shopper's browser at the bank: opens the signing link, presses Approve (or

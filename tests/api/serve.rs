@@ -95,6 +95,17 @@ impl Serve {
         serve
     }
 
+    /// [`Serve::start`] wired to the sandbox bank at `sandbox_url`.
+    pub async fn with_bank(database_url: &str, sandbox_url: &str, extra: &[(&str, &str)]) -> Serve {
+        let bank = format!("{sandbox_url}/personal");
+        let mut all = vec![
+            ("PISGATE__NORDEA__BASE_URL", bank.as_str()),
+            ("PISGATE__NORDEA__ENVIRONMENT", "sandbox"),
+        ];
+        all.extend_from_slice(extra);
+        Serve::start(database_url, &all).await
+    }
+
     /// Everything it has written so far, stdout then stderr.
     pub fn logs(&self) -> String {
         format!(

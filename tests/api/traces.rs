@@ -3,7 +3,7 @@
 //! merchant's `traceparent` must carry through pisgate to the bank, and the JSON logs must
 //! name the trace.
 
-use crate::helpers::{browser_sign, fresh_database, spawn_sandbox};
+use crate::helpers::{fresh_database, sign_and_return, spawn_sandbox};
 use crate::serve::Serve;
 use crate::webhooks::{Plan, Receiver, eventually};
 use axum::Router;
@@ -19,7 +19,7 @@ use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
 use prost::Message as _;
-use serde_json::{Value, json};
+use serde_json::Value;
 use std::sync::{Arc, Mutex};
 
 /// The merchant's trace and the span of its own call to us.
@@ -143,16 +143,13 @@ async fn serve_exporting(
     sandbox_url: &str,
     extra: &[(&str, &str)],
 ) -> Serve {
-    let bank = format!("{sandbox_url}/personal");
     let mut env = vec![
         ("OTEL_EXPORTER_OTLP_ENDPOINT", collector.endpoint.as_str()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100"),
-        ("PISGATE__NORDEA__BASE_URL", bank.as_str()),
-        ("PISGATE__NORDEA__ENVIRONMENT", "sandbox"),
         ("PISGATE__REFRESHER__ENABLED", "false"),
     ];
     env.extend_from_slice(extra);
-    Serve::start(database, &env).await
+    Serve::with_bank(database, sandbox_url, &env).await
 }
 
 async fn merchant(database: &str) -> String {
@@ -360,28 +357,12 @@ async fn a_payments_polls_callback_and_webhooks_link_to_the_trace_of_its_creatio
     .await;
     let client = no_redirects();
     let receiver = Receiver::start(Plan::Ok).await;
-    let endpoint: Value = client
-        .post(format!("{}/v1/webhook-endpoints", serve.base))
-        .bearer_auth(&key)
-        .json(&json!({ "url": receiver.url }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
-    receiver.set_secret(endpoint["secret"].as_str().unwrap());
+    receiver.register(&client, &serve.base, &key).await;
 
     let payment = create_in_merchant_trace(&client, &serve.base, &key).await;
-    let callback = browser_sign(
-        &client,
-        payment["authorization_url"].as_str().unwrap(),
-        "psu-trace",
-        true,
-    )
-    .await;
     // The shopper's browser sends no traceparent: the callback is a trace of its own.
-    assert_eq!(client.get(&callback).send().await.unwrap().status(), 303);
+    let back = sign_and_return(&client, &payment, "psu-trace").await;
+    assert_eq!(back.status(), 303);
     eventually("payment.authorized to be delivered", || async {
         receiver.accepted("payment.authorized")
     })

@@ -112,6 +112,23 @@ impl Receiver {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     }
 
+    /// Registers this receiver as an endpoint of the merchant with `key` at the pisgate at
+    /// `base`, for every event, and learns its secret; returns the endpoint.
+    pub(crate) async fn register(&self, client: &reqwest::Client, base: &str, key: &str) -> Value {
+        let endpoint: Value = client
+            .post(format!("{base}/v1/webhook-endpoints"))
+            .bearer_auth(key)
+            .json(&json!({ "url": self.url }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        self.set_secret(endpoint["secret"].as_str().unwrap());
+        endpoint
+    }
+
     pub(crate) fn set_secret(&self, secret: &str) {
         self.inbox.lock().unwrap().secret = Some(secret.to_owned());
     }
@@ -1031,7 +1048,7 @@ async fn endpoints_are_listed_newest_first_with_a_cursor() {
 /// any log line. SIGTERM stops the dispatcher cleanly.
 #[tokio::test]
 async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
-    use crate::helpers::{browser_sign, fresh_database, spawn_sandbox};
+    use crate::helpers::{fresh_database, sign_and_return, spawn_sandbox};
     use crate::serve::Serve;
 
     let (_sandbox, sandbox_url) = spawn_sandbox(|_| {}).await;
@@ -1066,19 +1083,9 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
         .unwrap();
 
     let receiver = Receiver::start(Plan::FailFirst).await;
-    let created: Value = client
-        .post(format!("{base}/v1/webhook-endpoints"))
-        .bearer_auth(&key)
-        .json(&json!({ "url": receiver.url }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = receiver.register(&client, &base, &key).await;
     let secret = created["secret"].as_str().unwrap().to_owned();
     let endpoint = created["id"].as_str().unwrap().to_owned();
-    receiver.set_secret(&secret);
     let payment: Value = client
         .post(format!("{base}/v1/payments"))
         .bearer_auth(&key)
@@ -1090,14 +1097,8 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
         .json()
         .await
         .unwrap();
-    let callback = browser_sign(
-        &client,
-        payment["authorization_url"].as_str().unwrap(),
-        "psu-log",
-        true,
-    )
-    .await;
-    assert_eq!(client.get(&callback).send().await.unwrap().status(), 303);
+    let back = sign_and_return(&client, &payment, "psu-log").await;
+    assert_eq!(back.status(), 303);
     let accepted = eventually("payment.authorized to be accepted", || async {
         receiver.accepted("payment.authorized")
     })
