@@ -711,6 +711,8 @@ pub async fn transition(
     )
     .execute(&mut *conn)
     .await?;
+    // Counted as the change is written: a caller whose transaction then fails (rare) has
+    // been counted anyway.
     if to.is_final() {
         metrics::counter!("pisgate_payments_finished_total", "status" => to.as_str()).increment(1);
     }
