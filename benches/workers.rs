@@ -87,6 +87,7 @@ async fn spawn_app(db: &str, sandbox_url: &str, overrides: &[(&str, &str)]) -> A
         ("PISGATE__DATABASE__URL", db),
         ("PISGATE__DATABASE__MAX_CONNECTIONS", "20"),
         ("PISGATE__SERVER__LISTEN", "127.0.0.1:0"),
+        ("PISGATE__ADMIN__LISTEN", "127.0.0.1:0"),
         ("PISGATE__SERVER__PUBLIC_URL", &base),
         (
             "PISGATE__NORDEA__BASE_URL",

@@ -27,6 +27,7 @@ P.add_argument("--mode", choices=["quick", "full"], default="quick")
 P.add_argument("--bin", required=True)
 P.add_argument("--work", required=True)
 P.add_argument("--base", required=True)
+P.add_argument("--admin", required=True)
 P.add_argument("--sandbox", required=True)
 P.add_argument("--pg-bindir", required=True)
 P.add_argument("--pg-data", required=True)
@@ -85,7 +86,7 @@ class Serve:
             f.write(f"{self.proc.pid}\n")
         deadline = time.time() + 60
         while time.time() < deadline:
-            s, _, _ = call(f"{A.base}/healthz", timeout=2)
+            s, _, _ = call(f"{A.admin}/healthz", timeout=2)
             if s == 200:
                 return
             if self.proc.poll() is not None:

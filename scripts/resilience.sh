@@ -41,6 +41,7 @@ trap cleanup EXIT
 pg_start "$cluster"
 
 port=$(pg_free_port)
+admin_port=$(pg_free_port)
 sandbox_port=$(pg_free_port)
 "$bin" keys generate --out "$work/keys" >/dev/null
 python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$work/token-key"
@@ -51,6 +52,7 @@ export PISGATE__DATABASE__URL=$DATABASE_URL
 export PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS=2
 export PISGATE__SERVER__LISTEN="127.0.0.1:$port"
 export PISGATE__SERVER__PUBLIC_URL="http://127.0.0.1:$port"
+export PISGATE__ADMIN__LISTEN="127.0.0.1:$admin_port"
 export PISGATE__SANDBOX__LISTEN="127.0.0.1:$sandbox_port"
 export PISGATE__SANDBOX__CLIENT_ID=resilience-client
 export PISGATE__SANDBOX__CLIENT_SECRET=resilience-secret
@@ -86,5 +88,5 @@ export RUST_LOG=warn
 echo $! >>"$pids_file"
 
 python3 scripts/resilience.py --mode "$mode" --bin "$bin" --work "$work" \
-    --base "http://127.0.0.1:$port" --sandbox "http://127.0.0.1:$sandbox_port" \
+    --base "http://127.0.0.1:$port" --admin "http://127.0.0.1:$admin_port" --sandbox "http://127.0.0.1:$sandbox_port" \
     --pg-bindir "$(pg_bindir)" --pg-data "$PG_STATE_DIR/pg-$cluster" --pids "$pids_file"

@@ -3,18 +3,18 @@
 # .pisgate/ (reused between runs), migrations, a demo merchant, the Nordea sandbox simulator
 # (`pisgate sandbox`) and `pisgate serve` wired to it. Ctrl-C stops everything.
 #
-#   scripts/run.sh                     # serve on 127.0.0.1:8080
-#   PISGATE_PORT=9090 scripts/run.sh   # another port
+#   scripts/run.sh                     # serve on 127.0.0.1:8080, admin on 127.0.0.1:9090
+#   PISGATE_PORT=8000 scripts/run.sh   # another port (admin: PISGATE_ADMIN_PORT, else +1010)
+#
+# scripts/pisgate runs the CLI against this stack with the same settings.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 source scripts/lib/pg.sh
 source scripts/lib/env.sh
-
-port=${PISGATE_PORT:-8080}
-sandbox_port=${PISGATE_SANDBOX_PORT:-$((port + 10))}
+source scripts/lib/local.sh
+local_ports
 cluster=${PISGATE_RUN_CLUSTER:-dev}
-state="$root/.pisgate"
+state="$local_state"
 mkdir -p "$state"
 
 echo "== building pisgate"
@@ -23,30 +23,7 @@ bin="$CARGO_TARGET_DIR/debug/pisgate"
 
 echo "== starting PostgreSQL"
 pg_start "$cluster"
-export PISGATE__DATABASE__URL=$DATABASE_URL
-export PISGATE__SERVER__LISTEN="127.0.0.1:$port"
-export PISGATE__SERVER__PUBLIC_URL=${PISGATE__SERVER__PUBLIC_URL:-http://127.0.0.1:$port}
-export PISGATE_ENV=${PISGATE_ENV:-sandbox}
-
-# Local secrets, made once: the app's signing key pair (the sandbox gets the public half),
-# the key that encrypts shoppers' tokens at rest and the key that signs the ledger.
-keys="$state/keys"
-[ -s "$keys/private.pem" ] || "$bin" keys generate --out "$keys"
-for secret in token-key ledger-key; do
-    [ -s "$state/$secret" ] || python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$state/$secret"
-    chmod 600 "$state/$secret"
-done
-
-export PISGATE__SANDBOX__LISTEN="127.0.0.1:$sandbox_port"
-export PISGATE__SANDBOX__CLIENT_ID=local-client
-export PISGATE__SANDBOX__CLIENT_SECRET=local-secret
-export PISGATE__SANDBOX__PUBLIC_KEY_FILE="$keys/public.pem"
-export PISGATE__NORDEA__BASE_URL="http://127.0.0.1:$sandbox_port/personal"
-export PISGATE__NORDEA__CLIENT_ID=local-client
-export PISGATE__NORDEA__CLIENT_SECRET=local-secret
-export PISGATE__NORDEA__PRIVATE_KEY_FILE="$keys/private.pem"
-export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$state/token-key"
-export PISGATE__LEDGER__KEY_FILE="$state/ledger-key"
+local_settings "$bin"
 
 "$bin" migrate
 
@@ -73,16 +50,18 @@ pids+=($!)
 pids+=($!)
 
 for _ in $(seq 1 100); do
-    if curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null 2>&1; then break; fi
+    if curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1; then break; fi
     kill -0 "${pids[1]}" 2>/dev/null || { echo "pisgate serve exited; see its log above" >&2; exit 1; }
     sleep 0.2
 done
-curl -fsS "http://127.0.0.1:$port/readyz" >/dev/null
+curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null
 
 cat <<TXT
 
 pisgate is running at http://127.0.0.1:$port, with the Nordea sandbox at
-http://127.0.0.1:$sandbox_port (Ctrl-C stops them and the database).
+http://127.0.0.1:$sandbox_port (Ctrl-C stops them and the database). Health, readiness and
+metrics: http://127.0.0.1:$admin_port/{healthz,readyz,metrics}. Operator commands against
+this stack: scripts/pisgate merchant list (and the rest of pisgate --help).
 
   demo merchant API key: $api_key
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # Proves scripts/run.sh works on this machine: starts it on a free port with its own
-# cluster, waits for /readyz to answer 200 and the demo key to work, then stops it.
+# cluster, waits for /readyz to answer 200 on the admin port (where /metrics is, and not on
+# the public one) and the demo key to work, then stops it.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/pg.sh
 port=$(pg_free_port)
+admin_port=$(pg_free_port)
 cluster="smoke-$$"
 log=$(mktemp)
-PISGATE_PORT=$port PISGATE_RUN_CLUSTER=$cluster setsid bash scripts/run.sh >"$log" 2>&1 &
+PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_RUN_CLUSTER=$cluster setsid bash scripts/run.sh >"$log" 2>&1 &
 runner=$!
 cleanup() {
     kill -TERM -- "-$runner" 2>/dev/null || true
@@ -21,11 +23,20 @@ for _ in $(seq 1 600); do
     kill -0 "$runner" 2>/dev/null || { cat "$log" >&2; echo "smoke: run.sh exited early" >&2; exit 1; }
     sleep 0.5
 done
-code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/readyz")
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/readyz")
 [ "$code" = 200 ] || { cat "$log" >&2; echo "smoke: /readyz answered $code" >&2; exit 1; }
+# Metrics on the admin listener only.
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/metrics")
+[ "$code" = 200 ] || { cat "$log" >&2; echo "smoke: admin /metrics answered $code" >&2; exit 1; }
+code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/metrics")
+[ "$code" = 404 ] || { cat "$log" >&2; echo "smoke: public /metrics answered $code" >&2; exit 1; }
 key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_key"])' ".pisgate/demo-merchant-$cluster.json")
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$port/v1/merchant" -H "Authorization: Bearer $key")
 [ "$code" = 200 ] || { cat "$log" >&2; echo "smoke: the demo key answered $code" >&2; exit 1; }
+# scripts/pisgate reaches the same stack: the demo merchant is in its list.
+id=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["id"])' ".pisgate/demo-merchant-$cluster.json")
+listed=$(cd / && PISGATE_RUN_CLUSTER=$cluster PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port "$OLDPWD/scripts/pisgate" merchant list)
+grep -q "$id" <<<"$listed" || { echo "smoke: scripts/pisgate merchant list: $listed" >&2; exit 1; }
 # The README's walkthrough: create a payment, approve it at the sandbox like a browser, and
 # land on the return URL with status=authorized; then the poller alone takes it to paid.
 python3 - "$port" "$key" <<'PY'
@@ -87,4 +98,4 @@ while True:
     time.sleep(0.5)
 print("smoke: the status poller brought it to paid")
 PY
-echo "smoke: scripts/run.sh serves /readyz 200, the demo merchant's key works, and a payment goes from curl to paid"
+echo "smoke: scripts/run.sh serves /readyz 200 and /metrics on the admin port, scripts/pisgate reaches its database, the demo merchant's key works, and a payment goes from curl to paid"

@@ -35,5 +35,11 @@ if [ $# -eq 0 ]; then
     echo "== scripts/bench.sh e2e --quick"
     bash scripts/bench.sh e2e --quick
 fi
+# The metrics tests run `promtool check metrics` on a scrape.
+if ! command -v promtool >/dev/null 2>&1; then
+    echo "promtool is missing; installing Debian's prometheus package" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
+fi
 echo "== cargo nextest"
 cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"

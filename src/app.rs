@@ -1,6 +1,7 @@
-//! Builds the running service: pool, migrations check, state, router, listener; and stops
-//! it gracefully (stop accepting, let in-flight requests finish within a bound, close the
-//! pool).
+//! Builds the running service: pool, migrations check, state, routers, the public and the
+//! admin listener; and stops it gracefully (readiness fails, the public listener stops
+//! accepting, in-flight requests finish within a bound, workers hand back their leases, the
+//! admin listener closes last, the pool closes).
 
 use crate::api::{self, AppState};
 use crate::bank::Bank;
@@ -26,6 +27,9 @@ const DB_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
+    admin_listener: TcpListener,
+    admin_router: axum::Router,
+    state: AppState,
     pool: PgPool,
     shutdown_timeout: Duration,
     workers: WorkerContext,
@@ -39,23 +43,17 @@ impl Application {
     /// Connects to the database, refuses to go on with unapplied migrations (or applies
     /// them when `database.migrate_on_start` is set), and binds the listen address.
     pub async fn build(settings: Settings) -> anyhow::Result<Application> {
-        let listener = TcpListener::bind(settings.server.listen)
-            .await
-            .with_context(|| {
-                format!(
-                    "cannot listen on {} (PISGATE__SERVER__LISTEN)",
-                    settings.server.listen
-                )
-            })?;
+        let listener = bind(settings.server.listen, "PISGATE__SERVER__LISTEN").await?;
         Application::build_on(settings, listener).await
     }
 
     /// As [`Application::build`], on a listener the caller bound (tests bind first so they
-    /// know the public URL before the settings are made).
+    /// know the public URL before the settings are made). The admin listener is bound here.
     pub async fn build_on(
         settings: Settings,
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
+        let admin_listener = bind(settings.admin.listen, "PISGATE__ADMIN__LISTEN").await?;
         let pool = ledger::connect(&settings.database).await?;
         let pending = ledger::pending_migrations(&pool)
             .await
@@ -99,7 +97,10 @@ impl Application {
             db_health,
             auth_cache,
             listener,
-            router: api::router(state),
+            router: api::router(state.clone()),
+            admin_listener,
+            admin_router: api::admin_router(state.clone()),
+            state,
             pool,
             shutdown_timeout,
             workers,
@@ -109,6 +110,13 @@ impl Application {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.listener
+            .local_addr()
+            .expect("a bound listener has an address")
+    }
+
+    /// Where `/healthz`, `/readyz` and `/metrics` answer.
+    pub fn admin_addr(&self) -> SocketAddr {
+        self.admin_listener
             .local_addr()
             .expect("a bound listener has an address")
     }
@@ -130,13 +138,24 @@ impl Application {
         shutdown: impl Future<Output = ()> + Send + 'static,
     ) -> anyhow::Result<()> {
         let addr = self.local_addr();
-        tracing::info!(%addr, "pisgate is listening");
+        let admin = self.admin_addr();
+        tracing::info!(%addr, %admin, "pisgate is listening");
         let (stopping_tx, mut stopping_rx) = tokio::sync::watch::channel(false);
+        let state = self.state.clone();
         let signal = async move {
             shutdown.await;
+            state.start_draining();
             tracing::info!("shutting down: no new connections, finishing in-flight requests");
             let _ = stopping_tx.send(true);
         };
+        // The admin listener outlives the public one: probes see the drain (readiness 503)
+        // and Prometheus can scrape until the end.
+        let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
+        let admin_serve = axum::serve(self.admin_listener, self.admin_router)
+            .with_graceful_shutdown(async {
+                let _ = admin_stop_rx.await;
+            });
+        let admin_server = tokio::spawn(async move { admin_serve.await });
         // Workers stop with the HTTP server: on the signal, or when the server ends early
         // (which drops the signal and its sender).
         let (workers_stop_tx, workers_stop_rx) = tokio::sync::watch::channel(false);
@@ -184,10 +203,23 @@ impl Application {
         if let Some(watch) = certificate_watch {
             watch.abort();
         }
+        let _ = admin_stop_tx.send(());
+        match tokio::time::timeout(Duration::from_secs(2), admin_server).await {
+            Ok(Ok(Err(e))) => tracing::warn!(error = %e, "the admin listener failed"),
+            Ok(_) => {}
+            Err(_) => tracing::warn!("the admin listener did not stop in time"),
+        }
         self.pool.close().await;
         tracing::info!("stopped");
         result
     }
+}
+
+/// Binds `addr`; a failure names the setting it came from.
+async fn bind(addr: SocketAddr, setting: &str) -> anyhow::Result<TcpListener> {
+    TcpListener::bind(addr)
+        .await
+        .with_context(|| format!("cannot listen on {addr} ({setting})"))
 }
 
 /// Below this much time left, a warning line is logged once a day.

@@ -1,8 +1,12 @@
-//! The command line: `serve`, `migrate`, `ledger ...`, `merchant ...`. Each command loads the settings
-//! it needs, does one thing, and reports failure as one clear line on stderr with a
-//! non-zero exit code (2 for bad settings, 1 for anything else).
+//! The command line: `serve`, `migrate`, `check`, `sandbox`, `keys ...`, `ledger ...`,
+//! `merchant ...`. Each command loads only the settings it uses (`migrate` and `merchant`
+//! the database, `ledger` the database and the ledger key, `keys` none), does one thing, and
+//! reports failure as one clear line on stderr with a non-zero exit code (2 for bad
+//! settings, 1 for anything else). Every argument says what it is for and, where one
+//! exists, its environment variable. A key is printed once and never logged.
 
-use crate::config::{Settings, SettingsError};
+use crate::config::{Settings, SettingsError, Sources, ToolSettings};
+use crate::ledger::crypto::TokenCipher;
 use crate::{app, ledger, telemetry};
 use anyhow::Context as _;
 use clap::{Parser, Subcommand};
@@ -14,22 +18,33 @@ use uuid::Uuid;
 #[command(
     name = "pisgate",
     version,
-    about = "PSD2 payment initiation for Nordea (single SCA)"
+    about = "PSD2 payment initiation for Nordea (single SCA)",
+    after_help = "Settings: config/default.toml, then config/$PISGATE_ENV.toml, then PISGATE__SECTION__KEY \
+                  environment variables (secrets also as *_FILE). Each command reads only the settings it uses."
 )]
 pub struct Cli {
+    /// The folder holding default.toml and the environment files [default: ./config].
+    #[arg(long, global = true, env = "PISGATE_CONFIG_DIR", value_name = "DIR")]
+    pub config_dir: Option<std::path::PathBuf>,
+    /// The environment file to layer over default.toml: config/NAME.toml (e.g. sandbox,
+    /// production).
+    #[arg(long = "env", global = true, env = "PISGATE_ENV", value_name = "NAME")]
+    pub environment: Option<String>,
     #[command(subcommand)]
     pub command: Command,
 }
 
 #[derive(Debug, Subcommand)]
 pub enum Command {
-    /// Serve the merchant API.
+    /// Serve the merchant API (public listener, PISGATE__SERVER__LISTEN) and health, readiness
+    /// and metrics (admin listener, PISGATE__ADMIN__LISTEN). Needs every setting.
     Serve {
-        /// Apply pending database migrations before serving.
+        /// Apply pending database migrations before serving (as
+        /// PISGATE__DATABASE__MIGRATE_ON_START=true does).
         #[arg(long)]
         migrate: bool,
     },
-    /// Apply pending database migrations and exit.
+    /// Apply pending database migrations and exit. Needs only PISGATE__DATABASE__URL.
     Migrate,
     /// Check every setting, the key and certificate, the database, the clock and one harmless
     /// signed call to the bank; one line per check; exit 0 only when all are OK.
@@ -39,18 +54,20 @@ pub enum Command {
         json: bool,
     },
     /// Serve the Nordea sandbox simulator (for local runs and tests; never in production).
+    /// Reads PISGATE__SANDBOX__*.
     Sandbox,
-    /// Key pairs for signing Nordea requests.
+    /// Make keys: signing key pairs, certificate requests, token and ledger keys.
     Keys {
         #[command(subcommand)]
         command: KeysCommand,
     },
-    /// The append-only payment ledger.
+    /// The append-only payment ledger. Needs PISGATE__DATABASE__URL and the ledger key
+    /// (PISGATE__LEDGER__KEY_FILE).
     Ledger {
         #[command(subcommand)]
         command: LedgerCommand,
     },
-    /// Manage merchants.
+    /// Manage merchants and their API keys. Needs only PISGATE__DATABASE__URL.
     Merchant {
         #[command(subcommand)]
         command: MerchantCommand,
@@ -61,8 +78,12 @@ pub enum Command {
 pub enum KeysCommand {
     /// Write a new RSA key pair as PEM: DIR/private.pem (mode 0600) and DIR/public.pem.
     Generate {
-        #[arg(long)]
+        /// The folder to write the key pair to (created if missing). Point
+        /// PISGATE__NORDEA__PRIVATE_KEY_FILE at DIR/private.pem; register DIR/public.pem with
+        /// the bank.
+        #[arg(long, value_name = "DIR")]
         out: std::path::PathBuf,
+        /// RSA modulus size in bits (2048 or more).
         #[arg(long, default_value_t = 2048)]
         bits: usize,
     },
@@ -70,14 +91,24 @@ pub enum KeysCommand {
     /// request for it (DIR/request.csr) to send to a qualified trust service provider for the
     /// eIDAS QSealC.
     Csr {
-        #[arg(long)]
+        /// The folder to write the key and the request to (created if missing). The key is
+        /// for PISGATE__NORDEA__PRIVATE_KEY_FILE, the certificate you get back for
+        /// PISGATE__NORDEA__CERTIFICATE_FILE.
+        #[arg(long, value_name = "DIR")]
         out: std::path::PathBuf,
         /// The certificate's subject, e.g. "CN=Shop Oy,O=Shop Oy,C=FI,2.5.4.97=PSDFI-FINFSA-1234567-8".
         #[arg(long)]
         subject: String,
+        /// RSA modulus size in bits (2048 or more).
         #[arg(long, default_value_t = 2048)]
         bits: usize,
     },
+    /// Print a fresh token-encryption key (base64 of 32 random bytes), the value of
+    /// PISGATE__TOKENS__ENCRYPTION_KEY (or the content of its _FILE).
+    TokenKey,
+    /// Print a fresh ledger key (base64 of 32 random bytes), the value of PISGATE__LEDGER__KEY
+    /// (or the content of its _FILE).
+    LedgerKey,
 }
 
 #[derive(Debug, Subcommand)]
@@ -93,23 +124,53 @@ pub enum LedgerCommand {
 pub enum MerchantCommand {
     /// Create a merchant; prints {"id", "api_key"} once. The key is never shown again.
     Create {
+        /// The merchant's name as shoppers see it on the consent page (1 to 200 characters).
         #[arg(long)]
         name: String,
         /// An origin (scheme://host[:port]) that payment return URLs may point to. Repeatable.
-        #[arg(long = "return-origin")]
+        #[arg(long = "return-origin", value_name = "ORIGIN")]
         return_origins: Vec<String>,
     },
-    /// List merchants as JSON lines.
+    /// List merchants as JSON lines (never their keys).
     List,
-    /// Disable a merchant: its API key stops working at once.
-    Disable { id: Uuid },
+    /// Disable a merchant: its API keys stop working at once.
+    Disable {
+        /// The merchant's id (from `merchant create` or `merchant list`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+    },
+    /// Enable a disabled merchant: its API keys (those not expired) work again.
+    Enable {
+        /// The merchant's id (from `merchant create` or `merchant list`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+    },
+    /// Give a merchant a new API key; prints {"id", "api_key", "old_keys_expire_at"} once.
+    /// The merchant's current keys keep working for the grace period, then stop.
+    RotateKey {
+        /// The merchant's id (from `merchant create` or `merchant list`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+        /// How long the current keys keep working: e.g. 24h, 30m, 7d; 0s stops them at once.
+        #[arg(long, default_value = "24h", value_parser = grace_period, value_name = "DURATION")]
+        grace: std::time::Duration,
+    },
+}
+
+/// A grace period: a duration as settings take them (`0s` allowed), at most 90 days.
+fn grace_period(text: &str) -> Result<std::time::Duration, String> {
+    let grace = crate::config::parse_duration(text)?;
+    if grace > std::time::Duration::from_secs(90 * 86_400) {
+        return Err(format!("{text:?} is longer than 90 days"));
+    }
+    Ok(grace)
 }
 
 /// Runs the command line; the binary's whole `main`.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     if let Command::Check { json } = cli.command {
-        return check_main(json);
+        return check_main(&cli.sources(), json);
     }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -136,13 +197,13 @@ pub fn main() -> ExitCode {
 }
 
 /// `pisgate check`: prints the report and exits with its code.
-fn check_main(json: bool) -> ExitCode {
+fn check_main(sources: &Sources, json: bool) -> ExitCode {
     let report = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
     {
         Err(e) => crate::check::settings_failed(&format!("cannot start the async runtime: {e}")),
-        Ok(runtime) => match Settings::load() {
+        Ok(runtime) => match Settings::load_from(sources) {
             Err(e) => crate::check::settings_failed(&e),
             Ok(settings) => runtime.block_on(crate::check::run(&settings)),
         },
@@ -160,11 +221,26 @@ fn check_main(json: bool) -> ExitCode {
     ExitCode::from(report.exit_code)
 }
 
+impl Cli {
+    /// The settings' sources: the process environment, with `--config-dir` and `--env`.
+    fn sources(&self) -> Sources {
+        let mut sources = Sources::from_process();
+        if let Some(dir) = &self.config_dir {
+            sources.config_dir = dir.clone();
+        }
+        if let Some(environment) = self.environment.as_ref().filter(|e| !e.is_empty()) {
+            sources.environment = Some(environment.clone());
+        }
+        sources
+    }
+}
+
 async fn run(cli: Cli) -> anyhow::Result<()> {
+    let sources = cli.sources();
     match cli.command {
         Command::Check { .. } => anyhow::bail!("`check` runs from `main`"),
         Command::Serve { migrate } => {
-            let mut settings = Settings::load()?;
+            let mut settings = Settings::load_from(&sources)?;
             settings.database.migrate_on_start |= migrate;
             let _guard = telemetry::init(&settings.telemetry)?;
             let application = match app::Application::build(settings).await {
@@ -176,7 +252,14 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             application.run_until_stopped(app::shutdown_signal()).await
         }
-        Command::Sandbox => run_sandbox().await,
+        Command::Sandbox => run_sandbox(&sources).await,
+        Command::Keys {
+            command: KeysCommand::TokenKey | KeysCommand::LedgerKey,
+        } => {
+            // The same shape for both: base64 of 32 random bytes from the OS.
+            println!("{}", TokenCipher::generate_key_base64().expose_secret());
+            Ok(())
+        }
         Command::Keys {
             command: KeysCommand::Generate { out, bits },
         } => {
@@ -205,13 +288,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ledger { command } => {
-            let settings = crate::config::ToolSettings::load()?;
+            let settings = ToolSettings::load_from(&sources)?;
             let keys = app::ledger_keys(&settings.ledger)?;
             let pool = ledger::connect(&settings.database).await?;
             ledger_command(&pool, &keys, command).await
         }
         Command::Migrate => {
-            let settings = crate::config::ToolSettings::load()?;
+            let settings = ToolSettings::load_from(&sources)?;
             let pool = ledger::connect(&settings.database).await?;
             let pending = ledger::pending_migrations(&pool).await?;
             ledger::migrate(&pool).await.context("migration failed")?;
@@ -229,7 +312,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--return-origin {o:?}: {e}"))?;
                 }
             }
-            let settings = crate::config::ToolSettings::load()?;
+            let settings = ToolSettings::load_from(&sources)?;
             let pool = ledger::connect(&settings.database).await?;
             merchant_command(&pool, command).await
         }
@@ -298,18 +381,43 @@ async fn merchant_command(pool: &sqlx::PgPool, command: MerchantCommand) -> anyh
             Ok(())
         }
         MerchantCommand::Disable { id } => {
-            let merchant = ledger::merchants::disable(pool, id)
+            print_merchant(id, ledger::merchants::disable(pool, id).await?)
+        }
+        MerchantCommand::Enable { id } => {
+            print_merchant(id, ledger::merchants::enable(pool, id).await?)
+        }
+        MerchantCommand::RotateKey { id, grace } => {
+            let rotated = ledger::merchants::rotate_key(pool, id, grace)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
-            println!("{}", serde_json::to_string(&merchant)?);
+            println!(
+                "{}",
+                serde_json::json!({
+                    "id": rotated.merchant_id,
+                    "api_key": rotated.api_key.expose_secret(),
+                    "old_keys_expire_at": rotated.old_keys_expire_at,
+                })
+            );
+            eprintln!(
+                "the new key is shown only this once; {} older key(s) work until {}",
+                rotated.old_keys,
+                rotated.old_keys_expire_at.to_rfc3339()
+            );
             Ok(())
         }
     }
 }
 
-async fn run_sandbox() -> anyhow::Result<()> {
+/// Prints a merchant as JSON, or fails for an unknown id.
+fn print_merchant(id: Uuid, found: Option<ledger::merchants::Merchant>) -> anyhow::Result<()> {
+    let merchant = found.ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
+    println!("{}", serde_json::to_string(&merchant)?);
+    Ok(())
+}
+
+async fn run_sandbox(sources: &Sources) -> anyhow::Result<()> {
     use crate::sandbox::{Sandbox, SandboxConfig};
-    let s = crate::config::SandboxSettings::load()?;
+    let s = crate::config::SandboxSettings::load_from(sources)?;
     let _guard = telemetry::init(&crate::config::TelemetrySettings {
         log_format: crate::config::LogFormat::Auto,
         log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
@@ -343,4 +451,76 @@ async fn run_sandbox() -> anyhow::Result<()> {
     tracing::info!(addr = %s.listen, "Nordea sandbox is listening; base URL {}/personal", s.public_url);
     crate::sandbox::serve(listener, sandbox, app::shutdown_signal()).await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory as _;
+
+    fn undocumented(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+        for arg in cmd.get_arguments() {
+            let id = arg.get_id().as_str();
+            if matches!(id, "help" | "version") {
+                continue;
+            }
+            if arg
+                .get_help()
+                .is_none_or(|h| h.to_string().trim().is_empty())
+            {
+                missing.push(format!("{path} <{id}>"));
+            }
+        }
+        for sub in cmd.get_subcommands() {
+            let sub_path = format!("{path} {}", sub.get_name());
+            if sub.get_about().is_none() && sub.get_name() != "help" {
+                missing.push(sub_path.clone());
+            }
+            undocumented(sub, &sub_path, missing);
+        }
+    }
+
+    #[test]
+    fn every_command_and_argument_has_help() {
+        Cli::command().debug_assert();
+        let mut missing = Vec::new();
+        undocumented(&Cli::command(), "pisgate", &mut missing);
+        assert!(missing.is_empty(), "without help: {missing:?}");
+    }
+
+    #[test]
+    fn arguments_that_have_an_environment_variable_name_it() {
+        let cmd = Cli::command();
+        let env = |id: &str| {
+            cmd.get_arguments()
+                .find(|a| a.get_id() == id)
+                .and_then(|a| a.get_env())
+                .map(|e| e.to_string_lossy().into_owned())
+        };
+        assert_eq!(env("config_dir").as_deref(), Some("PISGATE_CONFIG_DIR"));
+        assert_eq!(env("environment").as_deref(), Some("PISGATE_ENV"));
+        let serve = cmd.find_subcommand("serve").unwrap();
+        let migrate = serve
+            .get_arguments()
+            .find(|a| a.get_id() == "migrate")
+            .unwrap();
+        assert!(
+            migrate
+                .get_help()
+                .unwrap()
+                .to_string()
+                .contains("PISGATE__DATABASE__MIGRATE_ON_START")
+        );
+    }
+
+    #[test]
+    fn grace_periods_read_like_settings_and_are_bounded() {
+        assert_eq!(
+            grace_period("24h").unwrap(),
+            std::time::Duration::from_secs(86_400)
+        );
+        assert_eq!(grace_period("0s").unwrap(), std::time::Duration::ZERO);
+        assert!(grace_period("91d").is_err());
+        assert!(grace_period("soon").is_err());
+    }
 }

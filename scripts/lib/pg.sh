@@ -1,8 +1,10 @@
 # shellcheck shell=bash
-# A throwaway PostgreSQL cluster under the repository's ignored .pisgate/ folder.
+# A throwaway PostgreSQL cluster under the repository's ignored .pisgate/ folder (or, where
+# the cluster's owner cannot reach that folder, under /var/tmp; see pg_state_dir).
 #
 #   source scripts/lib/pg.sh
 #   pg_start NAME      # starts (or reuses) .pisgate/NAME, exports DATABASE_URL and PG_PORT
+#   pg_running NAME    # whether it is up
 #   pg_stop NAME       # stops it
 #
 # Tests run without fsync; PG_DURABILITY="-c fsync=on" (benchmarks) keeps the defaults
@@ -13,7 +15,23 @@
 # system user (created by the package).
 
 PISGATE_ROOT=${PISGATE_ROOT:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}
-PG_STATE_DIR=${PG_STATE_DIR:-$PISGATE_ROOT/.pisgate}
+
+# Where clusters live: .pisgate/ in the clone, unless the cluster's owner (as root: the
+# `postgres` user) cannot reach the clone, as when it lives under /root (mode 0700). Then
+# /var/tmp/pisgate-pg-<uid>-<hash of the clone's path>/, one folder per clone, kept across
+# runs like .pisgate/ (PG_STATE_DIR overrides both).
+pg_state_dir() {
+    local in_clone="$PISGATE_ROOT/.pisgate" hash
+    if [ "$(id -u)" -ne 0 ] || runuser -u postgres -- test -x "$PISGATE_ROOT" 2>/dev/null \
+        || ! id postgres >/dev/null 2>&1; then
+        echo "$in_clone"
+        return
+    fi
+    hash=$(printf '%s' "$PISGATE_ROOT" | sha256sum | cut -c1-12)
+    echo "/var/tmp/pisgate-pg-$(id -u)-$hash"
+}
+pg_state_dir_given=${PG_STATE_DIR:+yes}
+PG_STATE_DIR=${PG_STATE_DIR:-$(pg_state_dir)}
 
 pg_bindir() {
     local d
@@ -40,7 +58,8 @@ pg_ensure_installed() {
 # Runs a command as the cluster's owner.
 pg_as_owner() {
     if [ "$(id -u)" -eq 0 ]; then
-        runuser -u postgres -- "$@"
+        # From /: the working directory may be one `postgres` cannot enter (paths are absolute).
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
@@ -59,6 +78,8 @@ PY
 pg_start() {
     local name=${1:-dev} bindir dir port
     pg_ensure_installed || return 1
+    # The `postgres` user may only exist now that the package is installed.
+    [ -n "$pg_state_dir_given" ] || PG_STATE_DIR=$(pg_state_dir)
     bindir=$(pg_bindir)
     dir="$PG_STATE_DIR/pg-$name"
     mkdir -p "$PG_STATE_DIR"
@@ -89,6 +110,14 @@ pg_start() {
     export DATABASE_URL
     "$bindir/psql" -q -d postgres -tAc "SELECT 1 FROM pg_database WHERE datname = 'pisgate'" | grep -q 1 \
         || "$bindir/createdb" pisgate
+}
+
+# Whether the cluster NAME is up.
+pg_running() {
+    local name=${1:-dev} bindir dir
+    bindir=$(pg_bindir) || return 1
+    dir="$PG_STATE_DIR/pg-$name"
+    [ -f "$dir/data/PG_VERSION" ] && pg_as_owner "$bindir/pg_ctl" -D "$dir/data" status >/dev/null 2>&1
 }
 
 pg_stop() {

@@ -10,6 +10,7 @@ use axum::http::header;
 use axum::http::request::Parts;
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
+use chrono::{DateTime, Utc};
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -66,6 +67,7 @@ const AUTH_CACHE_CAPACITY: usize = 10_000;
 /// merchant they belong to. Only successes are kept, so unknown keys cannot fill it.
 #[derive(Debug, Default)]
 pub struct AuthCache {
+    /// The merchant of each key and until when it may be served from here.
     entries: Mutex<HashMap<[u8; 32], (Merchant, Instant)>>,
     /// Whether invalidations are heard (the LISTEN is in place); nothing is cached otherwise.
     live: Arc<AtomicBool>,
@@ -79,22 +81,28 @@ impl AuthCache {
         let entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         entries
             .get(hash)
-            .filter(|(_, at)| at.elapsed() < AUTH_CACHE_TTL)
+            .filter(|(_, until)| Instant::now() < *until)
             .map(|(m, _)| m.clone())
     }
 
-    fn put(&self, hash: [u8; 32], merchant: Merchant) {
+    /// Remembers a verified key for [`AUTH_CACHE_TTL`], or until it expires if sooner.
+    fn put(&self, hash: [u8; 32], merchant: Merchant, key_expires_at: Option<DateTime<Utc>>) {
         if !self.live.load(Ordering::SeqCst) {
             return;
         }
+        let mut ttl = AUTH_CACHE_TTL;
+        if let Some(at) = key_expires_at {
+            ttl = ttl.min((at - Utc::now()).to_std().unwrap_or_default());
+        }
+        let now = Instant::now();
         let mut entries = self.entries.lock().unwrap_or_else(|e| e.into_inner());
         if entries.len() >= AUTH_CACHE_CAPACITY {
-            entries.retain(|_, (_, at)| at.elapsed() < AUTH_CACHE_TTL);
+            entries.retain(|_, (_, until)| now < *until);
             if entries.len() >= AUTH_CACHE_CAPACITY {
                 entries.clear();
             }
         }
-        entries.insert(hash, (merchant, Instant::now()));
+        entries.insert(hash, (merchant, now + ttl));
     }
 
     /// Forgets every key: the next request of each merchant asks the database.
@@ -128,11 +136,11 @@ async fn authenticate(state: &AppState, key: &str) -> Result<Option<Merchant>, A
     if let Some(merchant) = state.auth_cache.get(&hash) {
         return Ok(Some(merchant));
     }
-    let merchant = merchants::authenticate(&state.pool, key).await?;
-    if let Some(m) = &merchant {
-        state.auth_cache.put(hash, m.clone());
-    }
-    Ok(merchant)
+    let Some((merchant, expires_at)) = merchants::authenticate_key(&state.pool, key).await? else {
+        return Ok(None);
+    };
+    state.auth_cache.put(hash, merchant.clone(), expires_at);
+    Ok(Some(merchant))
 }
 
 pub async fn require_merchant(

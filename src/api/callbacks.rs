@@ -187,6 +187,7 @@ async fn handle(
         ));
     };
     tracing::Span::current().record("payment_id", tracing::field::display(p.id));
+    crate::telemetry::link_to_creation(&tracing::Span::current(), p.trace_parent.as_deref());
     let psu = psu_context(headers);
     match returned(state, &p, &raw, psu, started).await {
         Ok(response) => Ok(response),
@@ -446,8 +447,21 @@ async fn exchange_and_store(
 }
 
 /// The code exchange, retried while the bank provably did not run it (429 with a
-/// Retry-After that fits, 503, connection refused) and time is left.
+/// Retry-After that fits, 503, connection refused) and time is left. Counted in
+/// `pisgate_token_exchanges_total{outcome}`: `ok` or `failed` once per exchange, `retried`
+/// per retry.
 async fn exchange_with_retries(
+    state: &AppState,
+    code: &SecretString,
+    deadline: Instant,
+) -> Result<crate::bank::TokenSet, BankError> {
+    let result = exchange_retrying(state, code, deadline).await;
+    let outcome = if result.is_ok() { "ok" } else { "failed" };
+    metrics::counter!("pisgate_token_exchanges_total", "outcome" => outcome).increment(1);
+    result
+}
+
+async fn exchange_retrying(
     state: &AppState,
     code: &SecretString,
     deadline: Instant,
@@ -494,6 +508,7 @@ async fn exchange_with_retries(
             kind = error.kind(),
             "the bank did not run the code exchange; retrying"
         );
+        metrics::counter!("pisgate_token_exchanges_total", "outcome" => "retried").increment(1);
         tokio::time::sleep(wait).await;
     }
 }

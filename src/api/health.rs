@@ -1,5 +1,6 @@
-//! Liveness, readiness, metrics and the API description: unauthenticated, for the
-//! orchestrator, Prometheus and merchants' tooling.
+//! Liveness, readiness and metrics (for the orchestrator and Prometheus, on the admin
+//! listener), and the API description (for merchants' tooling, on the public one). All
+//! unauthenticated.
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
@@ -11,12 +12,17 @@ use axum::routing::get;
 use axum::{Json, Router};
 use serde_json::json;
 
-pub fn router() -> Router<AppState> {
+/// What the admin listener serves.
+pub fn admin_router() -> Router<AppState> {
     Router::new()
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/metrics", get(metrics))
-        .route("/openapi.json", get(openapi))
+}
+
+/// What the public listener serves beside the API.
+pub fn public_router() -> Router<AppState> {
+    Router::new().route("/openapi.json", get(openapi))
 }
 
 /// The OpenAPI 3.1 description of the merchant API and of the webhooks it sends.
@@ -31,8 +37,28 @@ async fn healthz() -> Json<serde_json::Value> {
     Json(json!({ "status": "ok" }))
 }
 
-/// Ready to take traffic: the database answers and every migration of this binary is applied.
+/// Ready to take traffic: not shutting down, the database answers and every migration of
+/// this binary is applied. Sets `pisgate_ready`.
 async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>, ApiError> {
+    readiness(&state).await?;
+    Ok(Json(
+        json!({ "status": "ready", "database": "ok", "migrations": "applied" }),
+    ))
+}
+
+/// Why this replica should not take traffic, if it should not; keeps `pisgate_ready` current.
+async fn readiness(state: &AppState) -> Result<(), ApiError> {
+    let ready = not_ready(state).await;
+    metrics::gauge!("pisgate_ready").set(if ready.is_ok() { 1.0 } else { 0.0 });
+    ready
+}
+
+async fn not_ready(state: &AppState) -> Result<(), ApiError> {
+    if state.is_draining() {
+        return Err(ApiError::Unavailable(
+            "shutting down: finishing in-flight requests".into(),
+        ));
+    }
     if state.db_health.is_down() {
         return Err(ApiError::Unavailable(
             "the database is not reachable".into(),
@@ -49,12 +75,13 @@ async fn readyz(State(state): State<AppState>) -> Result<Json<serde_json::Value>
             pending.len()
         )));
     }
-    Ok(Json(
-        json!({ "status": "ready", "database": "ok", "migrations": "applied" }),
-    ))
+    Ok(())
 }
 
+/// Prometheus text; the readiness, process and pool gauges are read now.
 async fn metrics(State(state): State<AppState>) -> impl IntoResponse {
+    let _ = readiness(&state).await;
+    crate::telemetry::metrics::refresh_on_scrape(&state.pool);
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),

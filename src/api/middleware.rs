@@ -9,6 +9,8 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use std::time::Instant;
 use tracing::Instrument;
+use tracing::field::Empty;
+use tracing_opentelemetry::OpenTelemetrySpanExt as _;
 
 pub const REQUEST_ID_HEADER: &str = "x-request-id";
 
@@ -16,37 +18,51 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 /// it on the response, in the request span (so every log line of the request carries it)
 /// and in the task-local that error bodies read. Records request count and latency by
 /// route and status.
+///
+/// The request span is the OpenTelemetry SERVER span, named `{method} {route}` with the HTTP
+/// semantic-convention attributes; a valid incoming W3C `traceparent` makes it a child of the
+/// caller's trace (merchants see our work inside theirs).
 pub async fn request_context(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
-    let request_id = request
-        .headers()
-        .get(REQUEST_ID_HEADER)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
-        .map(str::to_owned)
-        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string());
-    let route = request
+    let request_id = request_id_of(&request);
+    let matched = request
         .extensions()
         .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned())
-        .unwrap_or_else(|| "unmatched".to_owned());
+        .map(|p| p.as_str().to_owned());
+    let route = matched.clone().unwrap_or_else(|| "unmatched".to_owned());
     let method = request.method().clone();
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         request.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     let span = tracing::info_span!(
         "request",
+        otel.name = %match &matched {
+            Some(route) => format!("{method} {route}"),
+            None => method.to_string(),
+        },
+        otel.kind = "server",
+        otel.status_code = Empty,
         request_id = %request_id,
-        method = %method,
-        route = %route,
-        merchant_id = tracing::field::Empty,
+        http.request.method = %method,
+        url.path = %request.uri().path(),
+        url.scheme = "http",
+        http.route = matched.as_deref(),
+        http.response.status_code = Empty,
+        merchant_id = Empty,
     );
+    if let Some(parent) = crate::telemetry::remote_parent(request.headers()) {
+        let _ = span.set_parent(parent);
+    }
     let mut response = REQUEST_ID
         .scope(request_id.clone(), next.run(request))
         .instrument(span.clone())
         .await;
     let status = response.status();
     let elapsed = started.elapsed();
+    span.record("http.response.status_code", status.as_u16());
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
     span.in_scope(|| {
         tracing::info!(
             status = status.as_u16(),
@@ -62,6 +78,30 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
     metrics::counter!("pisgate_http_requests_total", &labels).increment(1);
     metrics::histogram!("pisgate_http_request_duration_seconds", &labels)
         .record(elapsed.as_secs_f64());
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, v);
+    }
+    response
+}
+
+/// The caller's `x-request-id` when it is short and printable, else a new one.
+fn request_id_of(request: &Request) -> String {
+    request
+        .headers()
+        .get(REQUEST_ID_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| !v.is_empty() && v.len() <= 128 && v.bytes().all(|b| b.is_ascii_graphic()))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::now_v7().to_string())
+}
+
+/// The admin listener's lighter [`request_context`]: a request id on the answer and in
+/// error bodies, but no span, log line or HTTP metrics (probes and scrapes are constant).
+pub async fn request_id_only(request: Request, next: Next) -> Response {
+    let request_id = request_id_of(&request);
+    let mut response = REQUEST_ID
+        .scope(request_id.clone(), next.run(request))
+        .await;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }

@@ -4,6 +4,10 @@
 //! them in the cross-cutting layers: request id and span, metrics, problem+json for every
 //! error, body limit, timeout, panic catching, and (for `/v1`) merchant authentication with
 //! rate limiting. Nothing below `api` knows about HTTP status codes.
+//!
+//! Two listeners: [`router`] is the public one (the merchant API, the bank's callback, the
+//! shopper pages, `/openapi.json`); [`admin_router`] the admin one (health, readiness,
+//! metrics, operator endpoints), which must never be exposed to the internet.
 
 pub mod auth;
 pub mod authorize;
@@ -27,6 +31,7 @@ use metrics_exporter_prometheus::PrometheusHandle;
 use rate_limit::RateLimiter;
 use sqlx::PgPool;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
@@ -41,6 +46,8 @@ pub struct AppState {
     pub db_health: DbHealth,
     /// Verified API keys, for a few seconds (see [`auth::AUTH_CACHE_TTL`]).
     pub auth_cache: Arc<auth::AuthCache>,
+    /// Set once shutdown begins: `/readyz` answers 503 so that load balancers stop sending.
+    draining: Arc<AtomicBool>,
 }
 
 impl AppState {
@@ -64,7 +71,17 @@ impl AppState {
             cipher,
             db_health: DbHealth::default(),
             auth_cache: Arc::default(),
+            draining: Arc::default(),
         }
+    }
+
+    /// Marks this replica as shutting down (readiness fails from now on).
+    pub fn start_draining(&self) {
+        self.draining.store(true, Ordering::Relaxed);
+    }
+
+    pub fn is_draining(&self) -> bool {
+        self.draining.load(Ordering::Relaxed)
     }
 }
 
@@ -85,7 +102,7 @@ pub fn router(state: AppState) -> Router {
     let body_limit = state.settings.server.body_limit_bytes;
     let timeout = state.settings.server.request_timeout;
     Router::new()
-        .merge(health::router())
+        .merge(health::public_router())
         .merge(callbacks::router())
         .merge(authorize::router())
         .nest("/v1", authenticated)
@@ -103,6 +120,26 @@ pub fn router(state: AppState) -> Router {
                     middleware::deadline,
                 ))
                 .layer(axum::extract::DefaultBodyLimit::max(body_limit)),
+        )
+        .with_state(state)
+}
+
+/// The admin listener's router: `/healthz`, `/readyz` and `/metrics`, without request logs
+/// or per-request metrics (probes and scrapes would drown the real traffic). Operator
+/// endpoints (the console) merge or nest here; nothing here may be reachable from the
+/// internet, and nothing of the merchant API is served here.
+pub fn admin_router(state: AppState) -> Router {
+    Router::new()
+        .merge(health::admin_router())
+        .fallback(middleware::unknown_route)
+        .method_not_allowed_fallback(middleware::method_not_allowed)
+        .layer(
+            tower::ServiceBuilder::new()
+                .layer(axum::middleware::from_fn(middleware::request_id_only))
+                .layer(axum::middleware::from_fn(error::problem_for_bare_errors))
+                .layer(tower_http::catch_panic::CatchPanicLayer::custom(
+                    middleware::panic_response,
+                )),
         )
         .with_state(state)
 }

@@ -133,6 +133,7 @@ async fn create_payment(
     let hop = authorize::new_token();
     let hop_url = authorize::url(&state, id, &hop);
     let return_url = r.return_url().as_string();
+    let trace_parent = crate::telemetry::current_traceparent();
     let new_payment = NewPayment {
         id,
         merchant_id: merchant.id,
@@ -149,6 +150,7 @@ async fn create_payment(
         sign_horizon_at,
         authorize_token: &hop,
         authorize_url: &hop_url,
+        trace_parent: trace_parent.as_deref(),
     };
     // The fast path: a new key, the payment and its events in one statement. A key that is
     // already there (a retry, a request in flight, another body) takes the path below.
@@ -190,6 +192,9 @@ async fn create_payment(
             }
         }
     };
+    if attempt == 1 {
+        metrics::counter!("pisgate_payments_created_total").increment(1);
+    }
     tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
 
     let initiation = validated.initiation(

@@ -190,6 +190,16 @@ pub enum CheckpointError {
     PaymentsVanished { checkpoint: i64, missing: i64 },
 }
 
+impl CheckpointError {
+    /// The ledger lost history (not a database hiccup): someone must run `ledger verify`.
+    pub fn is_integrity_problem(&self) -> bool {
+        matches!(
+            self,
+            CheckpointError::HeadWentBack { .. } | CheckpointError::PaymentsVanished { .. }
+        )
+    }
+}
+
 /// Records a checkpoint of every head, signed with the current key of `keys`.
 #[tracing::instrument(skip_all, fields(checkpoint, payments))]
 pub async fn create(pool: &PgPool, keys: &LedgerKeys) -> Result<Checkpoint, CheckpointError> {

@@ -1,8 +1,9 @@
 //! Merchants and their API keys.
 //!
-//! A key looks like `pgk_<key id>_<secret>`. The key id is public and finds the row; only
-//! SHA-256 of the secret is stored, and it is compared in constant time. The key is shown
-//! once, at creation, and never logged.
+//! A key looks like `pgk_<key id>_<secret>`. The key id is public and finds the row in
+//! `api_keys`; only SHA-256 of the secret is stored, and it is compared in constant time. A
+//! key is shown once, at creation or rotation, and never logged. A merchant may hold several
+//! keys while a rotation's grace period runs; an expired key is refused like an unknown one.
 
 use chrono::{DateTime, Utc};
 use rand::RngCore;
@@ -100,22 +101,92 @@ pub async fn create(
             "name must be 1 to 200 characters".into(),
         ));
     }
-    let key = NewApiKey::generate();
-    let hash = key.hash();
+    let mut tx = pool.begin().await?;
     let merchant = sqlx::query_as!(
         Merchant,
-        r#"INSERT INTO merchants (id, name, api_key_id, api_key_hash, return_origins)
-           VALUES ($1, $2, $3, $4, $5)
+        r#"INSERT INTO merchants (id, name, return_origins)
+           VALUES ($1, $2, $3)
            RETURNING id, name, status, return_origins, created_at, disabled_at"#,
         Uuid::now_v7(),
         name,
-        key.key_id,
-        &hash[..],
         return_origins,
     )
-    .fetch_one(pool)
+    .fetch_one(&mut *tx)
     .await?;
-    Ok((merchant, key.reveal()))
+    let key = insert_key(&mut tx, merchant.id).await?;
+    tx.commit().await?;
+    Ok((merchant, key))
+}
+
+/// Adds a fresh key (no expiry) to a merchant and returns it for showing once.
+async fn insert_key(
+    conn: &mut sqlx::PgConnection,
+    merchant_id: Uuid,
+) -> Result<SecretString, sqlx::Error> {
+    let key = NewApiKey::generate();
+    let hash = key.hash();
+    sqlx::query!(
+        "INSERT INTO api_keys (key_id, merchant_id, key_hash) VALUES ($1, $2, $3)",
+        key.key_id,
+        merchant_id,
+        &hash[..],
+    )
+    .execute(conn)
+    .await?;
+    Ok(key.reveal())
+}
+
+/// A key rotation's result: the new key (show it once) and until when the older keys work.
+pub struct RotatedKey {
+    pub merchant_id: Uuid,
+    pub api_key: SecretString,
+    pub old_keys_expire_at: DateTime<Utc>,
+    /// How many older keys are still working until then.
+    pub old_keys: u64,
+}
+
+/// Gives a merchant a new key; its current keys keep working for `grace` (a key that
+/// already expires sooner keeps its earlier end). `None` for an unknown merchant.
+pub async fn rotate_key(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    grace: std::time::Duration,
+) -> Result<Option<RotatedKey>, sqlx::Error> {
+    let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
+    let mut tx = pool.begin().await?;
+    // Serialises rotations of one merchant.
+    let found = sqlx::query_scalar!(
+        "SELECT id FROM merchants WHERE id = $1 FOR UPDATE",
+        merchant_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    let until = sqlx::query_scalar!(
+        r#"SELECT now() + make_interval(secs => $1::bigint / 1000.0) AS "until!""#,
+        grace_ms
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let old_keys = sqlx::query!(
+        "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2)
+         WHERE merchant_id = $1 AND (expires_at IS NULL OR expires_at > now())",
+        merchant_id,
+        until,
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    let api_key = insert_key(&mut tx, merchant_id).await?;
+    tx.commit().await?;
+    Ok(Some(RotatedKey {
+        merchant_id,
+        api_key,
+        old_keys_expire_at: until,
+        old_keys,
+    }))
 }
 
 pub async fn list(pool: &PgPool) -> Result<Vec<Merchant>, sqlx::Error> {
@@ -157,6 +228,22 @@ pub async fn disable(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::
     .await
 }
 
+/// Enables a disabled merchant: its keys (those not expired) work again. `None` for an
+/// unknown id.
+pub async fn enable(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
+    sqlx::query_as!(
+        Merchant,
+        r#"WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
+           UPDATE merchants SET status = 'active', disabled_at = NULL
+           FROM n
+           WHERE id = $1
+           RETURNING id, name, status, return_origins, created_at, disabled_at"#,
+        id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
 pub async fn set_return_origins(
     pool: &PgPool,
     id: Uuid,
@@ -177,12 +264,23 @@ pub async fn set_return_origins(
 /// Finds the merchant a presented API key belongs to, active or not. `None` when the key is
 /// malformed, unknown or wrong.
 pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Merchant>, sqlx::Error> {
+    Ok(authenticate_key(pool, presented).await?.map(|(m, _)| m))
+}
+
+/// As [`authenticate`], with the key's expiry (a rotated-away key's end of grace).
+pub async fn authenticate_key(
+    pool: &PgPool,
+    presented: &str,
+) -> Result<Option<(Merchant, Option<DateTime<Utc>>)>, sqlx::Error> {
     let Some((key_id, secret)) = split_key(presented) else {
         return Ok(None);
     };
+    // An expired key (rotated away, past its grace period) is as good as unknown.
     let row = sqlx::query!(
-        r#"SELECT id, name, status, return_origins, created_at, disabled_at, api_key_hash
-           FROM merchants WHERE api_key_id = $1"#,
+        r#"SELECT m.id, m.name, m.status, m.return_origins, m.created_at, m.disabled_at,
+                  k.key_hash AS api_key_hash, k.expires_at
+           FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
+           WHERE k.key_id = $1 AND (k.expires_at IS NULL OR k.expires_at > now())"#,
         key_id
     )
     .fetch_optional(pool)
@@ -194,14 +292,17 @@ pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Merch
     if !bool::from(presented_hash.ct_eq(row.api_key_hash.as_slice())) {
         return Ok(None);
     }
-    Ok(Some(Merchant {
-        id: row.id,
-        name: row.name,
-        status: row.status,
-        return_origins: row.return_origins,
-        created_at: row.created_at,
-        disabled_at: row.disabled_at,
-    }))
+    Ok(Some((
+        Merchant {
+            id: row.id,
+            name: row.name,
+            status: row.status,
+            return_origins: row.return_origins,
+            created_at: row.created_at,
+            disabled_at: row.disabled_at,
+        },
+        row.expires_at,
+    )))
 }
 
 #[cfg(test)]

@@ -64,6 +64,8 @@ pub struct PaymentRecord {
     pub cancel_requested_at: Option<DateTime<Utc>>,
     /// A callback is running the code exchange until then.
     pub callback_claimed_until: Option<DateTime<Utc>>,
+    /// The W3C `traceparent` of the request that created it.
+    pub trace_parent: Option<String>,
 }
 
 impl PaymentRecord {
@@ -105,6 +107,8 @@ pub struct NewPayment<'a> {
     pub sign_horizon_at: DateTime<Utc>,
     pub authorize_token: &'a str,
     pub authorize_url: &'a str,
+    /// The creating request's W3C `traceparent`; later work on the payment links to it.
+    pub trace_parent: Option<&'a str>,
 }
 
 macro_rules! select_payment {
@@ -117,7 +121,7 @@ macro_rules! select_payment {
                     failure_detail, created_at, updated_at, recurring_remaining,
                     recurring_executions, expires_at, sign_horizon_at, authorize_token,
                     authorize_url, hop_opened_at, initiation, initiation_attempts,
-                    cancel_requested_at, callback_claimed_until
+                    cancel_requested_at, callback_claimed_until, trace_parent
              FROM payments " + $tail
             $(, $arg)*
         )
@@ -136,9 +140,10 @@ pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sq
         r#"INSERT INTO payments (id, merchant_id, status, amount_minor, currency, country, request,
                                  merchant_reference, psu_id, return_url, metadata, state_hash,
                                  state_expires_at, expires_at, sign_horizon_at,
-                                 authorize_token, authorize_url, initiation, initiation_attempts)
+                                 authorize_token, authorize_url, initiation, initiation_attempts,
+                                 trace_parent)
            VALUES ($1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                   $13, $12, $14, $15, 'pending', 1)"#,
+                   $13, $12, $14, $15, 'pending', 1, $16)"#,
         p.id,
         p.merchant_id,
         p.amount_minor,
@@ -154,6 +159,7 @@ pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sq
         p.expires_at,
         p.authorize_token,
         p.authorize_url,
+        p.trace_parent,
     )
     .execute(&mut *conn)
     .await?;
@@ -254,9 +260,9 @@ pub async fn create_with_key(
                     merchant_reference, psu_id, return_url, metadata, state_hash,
                     state_expires_at, expires_at, sign_horizon_at,
                     authorize_token, authorize_url, initiation, initiation_attempts,
-                    created_at, updated_at, ledger_seq, ledger_head)
+                    created_at, updated_at, ledger_seq, ledger_head, trace_parent)
                SELECT $1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                      $12, $13, $12, $14, $15, 'pending', 1, $20, $20, $21, $22
+                      $12, $13, $12, $14, $15, 'pending', 1, $20, $20, $21, $22, $33
                FROM k
                RETURNING id
            ), s AS (
@@ -306,6 +312,7 @@ pub async fn create_with_key(
         &sealed.detail,
         &sealed.prev_hash as &[Option<Vec<u8>>],
         &sealed.hash,
+        p.trace_parent,
     )
     .fetch_one(pool)
     .await?;
@@ -347,6 +354,7 @@ pub async fn create_with_key(
         initiation_attempts: 1,
         cancel_requested_at: None,
         callback_claimed_until: None,
+        trace_parent: p.trace_parent.map(str::to_owned),
     };
     Ok(Some(Created { record, seq, head }))
 }
@@ -971,6 +979,11 @@ pub async fn transition(
     )
     .execute(&mut *conn)
     .await?;
+    // Counted as the change is written: a caller whose transaction then fails (rare) has
+    // been counted anyway.
+    if to.is_final() {
+        metrics::counter!("pisgate_payments_finished_total", "status" => to.as_str()).increment(1);
+    }
     if to.is_final() {
         // Nothing more to follow.
         sqlx::query!("DELETE FROM payment_polls WHERE payment_id = $1", id)

@@ -46,6 +46,8 @@ pub struct Claimed {
     /// The end of this claim's lease: with the owner, it identifies the claim, so a second
     /// claim of the same row by the same replica (after a lease ran out) is told apart.
     pub lease_until: DateTime<Utc>,
+    /// The creating request's `traceparent`: the poll's span links to it.
+    pub trace_parent: Option<String>,
 }
 
 /// Claims up to `limit` due payments for `owner`, oldest due first (`FOR UPDATE SKIP
@@ -82,7 +84,7 @@ pub async fn claim(
                   p.request->>'execution_date' AS execution_date,
                   (p.request->'recurring'->>'count')::int AS recurring_count,
                   p.request->'recurring'->>'recurrence_type' AS recurrence_type,
-                  c.due_at AS "due_at!", c.next_poll_at AS "lease_until!"
+                  c.due_at AS "due_at!", c.next_poll_at AS "lease_until!", p.trace_parent
            FROM claimed c JOIN payments p ON p.id = c.payment_id"#,
         owner,
         lease_ms,

@@ -68,8 +68,9 @@ pub async fn enqueue(
     });
     let queued = sqlx::query_scalar!(
         r#"WITH ev AS (
-               INSERT INTO webhook_events (id, merchant_id, payment_id, event_type, payload, created_at)
-               VALUES ($1, $2, $3, $4, $5, $6)
+               INSERT INTO webhook_events (id, merchant_id, payment_id, event_type, payload, created_at,
+                                           trace_parent)
+               VALUES ($1, $2, $3, $4, $5, $6, $7)
                RETURNING id, merchant_id, event_type, created_at
            ), d AS (
                INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
@@ -87,6 +88,7 @@ pub async fn enqueue(
         event_type,
         payload,
         created_at,
+        payment.trace_parent,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -559,6 +561,8 @@ pub struct Claimed {
     pub event_type: String,
     pub payload: Value,
     pub event_created_at: DateTime<Utc>,
+    /// The `traceparent` of the payment's creation: the attempt's span links to it.
+    pub trace_parent: Option<String>,
 }
 
 /// Milliseconds for an SQL interval (`$n * interval '1 millisecond'`).
@@ -607,7 +611,7 @@ pub async fn claim_due(
              AND e.id = d.endpoint_id AND ev.id = d.event_id
            RETURNING d.endpoint_id, d.event_id, e.merchant_id, d.attempts, e.url, e.key_id,
                      e.secret AS sealed_secret, ev.event_type, ev.payload,
-                     ev.created_at AS event_created_at"#,
+                     ev.created_at AS event_created_at, ev.trace_parent"#,
         owner,
         millis(lease) as f64,
         limit,

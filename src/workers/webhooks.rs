@@ -291,6 +291,7 @@ enum Outcome {
     )
 )]
 async fn attempt(ctx: &WorkerContext, client: &reqwest::Client, d: Claimed) {
+    crate::telemetry::link_to_creation(&tracing::Span::current(), d.trace_parent.as_deref());
     let settings = &ctx.settings.webhooks;
     let webhook_id = store::webhook_id(d.event_id);
     let outcome = send(ctx, client, &d, &webhook_id).await;

@@ -112,3 +112,50 @@ async fn the_rate_limit_answers_429_with_the_headers() {
         200
     );
 }
+
+#[tokio::test]
+async fn a_rotated_key_works_through_its_grace_period_and_is_refused_once_it_expires() {
+    use pisgate::ledger::merchants::rotate_key;
+    use secrecy::ExposeSecret as _;
+    use std::time::Duration;
+    let app = spawn_app().await;
+    let m = app.create_merchant("Rotating shop").await;
+    let second = rotate_key(&app.pool, m.id, Duration::from_secs(3600))
+        .await
+        .unwrap()
+        .unwrap();
+    let second_key = second.api_key.expose_secret().to_owned();
+    for key in [&m.api_key, &second_key] {
+        assert_eq!(app.get_as("/v1/merchant", key).await.status(), 200);
+    }
+    // The grace period ends (here: a rotation without one).
+    let third = rotate_key(&app.pool, m.id, Duration::ZERO)
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(third.old_keys, 2);
+    let third_key = third.api_key.expose_secret().to_owned();
+    assert_eq!(app.get_as("/v1/merchant", &third_key).await.status(), 200);
+    // Authentication may sit behind a short cache: an expired key is refused within seconds.
+    for key in [&m.api_key, &second_key] {
+        let started = std::time::Instant::now();
+        loop {
+            let r = app.get_as("/v1/merchant", key).await;
+            if r.status() == 401 {
+                assert_problem(r, 401, "unauthenticated").await;
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(10),
+                "an expired key still works"
+            );
+            tokio::time::sleep(Duration::from_millis(200)).await;
+        }
+    }
+    assert!(
+        rotate_key(&app.pool, uuid::Uuid::new_v4(), Duration::ZERO)
+            .await
+            .unwrap()
+            .is_none()
+    );
+}

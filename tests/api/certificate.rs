@@ -35,7 +35,7 @@ async fn a_matching_certificate_starts_and_its_expiry_gauge_is_on_metrics() {
     let app = start_with(&certificate(&private_key_pem(), now - DAY, now + 400 * DAY))
         .await
         .expect("a matching, current certificate starts");
-    let addr = app.local_addr();
+    let addr = app.admin_addr();
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;

@@ -10,6 +10,7 @@ pub fn pisgate() -> Command {
     cmd.env_clear()
         .env("PATH", std::env::var("PATH").unwrap_or_default())
         .env("PISGATE_CONFIG_DIR", config_dir())
+        .env("PISGATE__ADMIN__LISTEN", "127.0.0.1:0")
         .env("PISGATE__NORDEA__CLIENT_ID", CLIENT_ID)
         .env("PISGATE__NORDEA__CLIENT_SECRET", CLIENT_SECRET)
         .env(
@@ -518,6 +519,69 @@ async fn operator_commands_need_only_the_database_and_the_key_they_use() {
     assert!(created["api_key"].is_string());
     let out = bare().args(["merchant", "list"]).output().unwrap();
     assert!(out.status.success(), "merchant list: {}", stderr(&out));
+    let id = created["id"].as_str().unwrap();
+    let first_key = created["api_key"].as_str().unwrap().to_owned();
+    let out = bare()
+        .args(["merchant", "rotate-key", id, "--grace", "1h"])
+        .env_remove("PISGATE__LEDGER__KEY")
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "merchant rotate-key: {}",
+        stderr(&out)
+    );
+    let rotated: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let second_key = rotated["api_key"].as_str().unwrap().to_owned();
+    assert_ne!(first_key, second_key);
+    assert_eq!(rotated["id"], created["id"]);
+    assert!(rotated["old_keys_expire_at"].is_string(), "{rotated}");
+    assert!(
+        !stderr(&out).contains(&second_key),
+        "the key went to stderr"
+    );
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let works = |key: String| {
+        let pool = pool.clone();
+        async move {
+            pisgate::ledger::merchants::authenticate(&pool, &key)
+                .await
+                .unwrap()
+                .is_some()
+        }
+    };
+    assert!(
+        works(first_key.clone()).await,
+        "the old key works during its grace"
+    );
+    assert!(works(second_key.clone()).await);
+    let out = bare()
+        .args(["merchant", "rotate-key", id, "--grace", "0s"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let third_key = serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert!(!works(first_key).await && !works(second_key).await);
+    assert!(works(third_key).await);
+    for (command, status) in [("disable", "disabled"), ("enable", "active")] {
+        let out = bare().args(["merchant", command, id]).output().unwrap();
+        assert!(out.status.success(), "merchant {command}: {}", stderr(&out));
+        let merchant: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        assert_eq!(merchant["status"], status);
+    }
+    let out = bare()
+        .args(["merchant", "enable", &uuid::Uuid::new_v4().to_string()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(
+        stderr(&out).contains("no merchant with id"),
+        "{}",
+        stderr(&out)
+    );
     let out = bare().args(["ledger", "verify"]).output().unwrap();
     assert!(out.status.success(), "ledger verify: {}", stderr(&out));
     assert!(String::from_utf8_lossy(&out.stdout).starts_with("ledger ok"));
@@ -526,6 +590,63 @@ async fn operator_commands_need_only_the_database_and_the_key_they_use() {
     assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
     assert!(
         stderr(&out).contains("PISGATE__NORDEA__"),
+        "{}",
+        stderr(&out)
+    );
+}
+
+#[test]
+fn keys_token_key_and_ledger_key_need_no_settings_and_print_fresh_keys_of_the_right_shape() {
+    let run = |kind: &str| {
+        let out = Command::new(env!("CARGO_BIN_EXE_pisgate"))
+            .env_clear()
+            .current_dir(std::env::temp_dir())
+            .args(["keys", kind])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "keys {kind}: {}", stderr(&out));
+        String::from_utf8(out.stdout).unwrap().trim().to_owned()
+    };
+    let (a, b) = (run("token-key"), run("token-key"));
+    assert_ne!(a, b);
+    pisgate::ledger::crypto::TokenCipher::from_base64("k1", &secrecy::SecretString::from(a))
+        .expect("PISGATE__TOKENS__ENCRYPTION_KEY takes it");
+    pisgate::ledger::keys::LedgerKeys::new("l1", &secrecy::SecretString::from(run("ledger-key")))
+        .expect("PISGATE__LEDGER__KEY takes it");
+}
+
+#[test]
+fn outside_the_repository_the_error_says_the_config_folder_was_not_found_and_how_to_point_at_it() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let out = pisgate()
+        .env_remove("PISGATE_CONFIG_DIR")
+        .env("PISGATE__DATABASE__URL", "postgres://127.0.0.1:1/x")
+        .current_dir(elsewhere.path())
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains("config folder not found")
+            && err.contains("default.toml")
+            && err.contains("PISGATE_CONFIG_DIR"),
+        "{err}"
+    );
+    assert_eq!(err.trim().lines().count(), 1, "one line: {err}");
+    // --config-dir points at it.
+    let out = pisgate()
+        .env_remove("PISGATE_CONFIG_DIR")
+        .env("PISGATE__DATABASE__URL", "postgres://127.0.0.1:1/x")
+        .env("PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS", "1")
+        .current_dir(elsewhere.path())
+        .arg("--config-dir")
+        .arg(config_dir())
+        .arg("migrate")
+        .output()
+        .unwrap();
+    assert!(
+        stderr(&out).contains("cannot connect to the database"),
         "{}",
         stderr(&out)
     );

@@ -19,8 +19,20 @@ async fn an_unknown_route_is_a_404_problem() {
 #[tokio::test]
 async fn a_wrong_method_is_a_405_problem() {
     let app = spawn_app().await;
-    let r = app.client.post(app.url("/healthz")).send().await.unwrap();
+    let r = app
+        .client
+        .post(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
     assert!(r.headers()["allow"].to_str().unwrap().contains("GET"));
+    assert_problem(r, 405, "method_not_allowed").await;
+    let r = app
+        .client
+        .post(app.admin_url("/healthz"))
+        .send()
+        .await
+        .unwrap();
     assert_problem(r, 405, "method_not_allowed").await;
     let m = app.create_merchant("Shop").await;
     let r = app

@@ -233,6 +233,7 @@ async fn enqueue_event(pool: &sqlx::PgPool) -> String {
             sign_horizon_at: later,
             authorize_token: "t",
             authorize_url: "https://pisgate.example/authorize",
+            trace_parent: None,
         },
     )
     .await

@@ -1,10 +1,10 @@
-use crate::helpers::{empty_database, settings, spawn_app};
+use crate::helpers::{assert_problem, empty_database, settings, spawn_app, spawn_app_full};
 use pisgate::app::Application;
 
 #[tokio::test]
 async fn healthz_answers_ok() {
     let app = spawn_app().await;
-    let r = app.client.get(app.url("/healthz")).send().await.unwrap();
+    let r = app.admin_get("/healthz").await;
     assert_eq!(r.status(), 200);
     assert!(r.headers().contains_key("x-request-id"));
 }
@@ -12,7 +12,7 @@ async fn healthz_answers_ok() {
 #[tokio::test]
 async fn readyz_is_ready_when_the_database_is_migrated() {
     let app = spawn_app().await;
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.admin_get("/readyz").await;
     assert_eq!(r.status(), 200);
     let body: serde_json::Value = r.json().await.unwrap();
     assert_eq!(body["status"], "ready");
@@ -22,7 +22,7 @@ async fn readyz_is_ready_when_the_database_is_migrated() {
 async fn readyz_is_unavailable_when_the_database_is_gone() {
     let app = spawn_app().await;
     app.pool.close().await;
-    let r = app.client.get(app.url("/readyz")).send().await.unwrap();
+    let r = app.admin_get("/readyz").await;
     crate::helpers::assert_problem(r, 503, "service_unavailable").await;
 }
 
@@ -58,15 +58,7 @@ async fn metrics_show_the_request_just_made() {
     let m = app.create_merchant("Metrics shop").await;
     let r = app.get_as("/v1/merchant", &m.api_key).await;
     assert_eq!(r.status(), 200);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let line = text
         .lines()
         .find(|l| {
@@ -150,15 +142,7 @@ async fn every_metric_family_has_help_text() {
     let app = spawn_app().await;
     let m = app.create_merchant("Help shop").await;
     assert_eq!(app.get_as("/v1/merchant", &m.api_key).await.status(), 200);
-    let text = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = app.metrics().await;
     let families: Vec<&str> = text
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE "))
@@ -172,4 +156,79 @@ async fn every_metric_family_has_help_text() {
             "no HELP for {family} in:\n{text}"
         );
     }
+}
+
+#[tokio::test]
+async fn metrics_answer_on_the_admin_listener_and_404_on_the_public_one() {
+    let app = spawn_app().await;
+    for path in ["/metrics", "/healthz", "/readyz"] {
+        let admin = app.admin_get(path).await;
+        assert_eq!(admin.status(), 200, "{path} on the admin listener");
+        let public = app.client.get(app.url(path)).send().await.unwrap();
+        assert_problem(public, 404, "route_not_found").await;
+    }
+    let text = app.metrics().await;
+    assert!(text.contains("# TYPE pisgate_build_info gauge"), "{text}");
+    // The public listener keeps the API description; the admin one serves none of the
+    // merchant-facing surface.
+    let public = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(public.status(), 200);
+    for path in ["/openapi.json", "/v1/merchant", "/v1/callbacks/nordea"] {
+        let admin = app.admin_get(path).await;
+        assert_problem(admin, 404, "route_not_found").await;
+    }
+    assert_ne!(app.address, app.admin_address);
+}
+
+#[tokio::test]
+async fn readyz_answers_503_as_soon_as_shutdown_begins_while_requests_drain() {
+    let mut app = spawn_app_full(&[], |c| {
+        c.faults = vec![
+            serde_json::from_value(
+                serde_json::json!({"operation": "initiate", "kind": "latency", "ms": 1500}),
+            )
+            .unwrap(),
+        ];
+    })
+    .await;
+    let m = app.create_merchant("Drain shop").await;
+    let ready = app.admin_get("/readyz").await;
+    assert_eq!(ready.status(), 200);
+    // A payment whose bank call takes a while is in flight when the stop begins.
+    let client = app.client.clone();
+    let url = app.url("/v1/payments");
+    let key = m.api_key.clone();
+    let in_flight = tokio::spawn(async move {
+        client
+            .post(url)
+            .bearer_auth(key)
+            .header("idempotency-key", "drain")
+            .json(&crate::payments::body("FI"))
+            .send()
+            .await
+            .unwrap()
+            .status()
+    });
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    app.begin_shutdown();
+    tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    let draining = app.admin_get("/readyz").await;
+    let problem = assert_problem(draining, 503, "service_unavailable").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("shutting down"),
+        "{problem}"
+    );
+    assert_eq!(
+        in_flight.await.unwrap(),
+        201,
+        "the in-flight request finishes"
+    );
 }

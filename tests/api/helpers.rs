@@ -136,6 +136,7 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     let mut vars: HashMap<String, String> = HashMap::new();
     vars.insert("PISGATE__DATABASE__URL".into(), database_url.into());
     vars.insert("PISGATE__SERVER__LISTEN".into(), "127.0.0.1:0".into());
+    vars.insert("PISGATE__ADMIN__LISTEN".into(), "127.0.0.1:0".into());
     vars.insert("PISGATE__DATABASE__MAX_CONNECTIONS".into(), "10".into());
     vars.insert(
         "PISGATE__NORDEA__BASE_URL".into(),
@@ -173,6 +174,8 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
 
 pub struct TestApp {
     pub address: String,
+    /// The admin listener: `/healthz`, `/readyz`, `/metrics`.
+    pub admin_address: String,
     /// The settings the app runs with (its own fresh database).
     pub settings: Settings,
     pub sandbox: Arc<Sandbox>,
@@ -244,12 +247,14 @@ pub async fn spawn_app_full(
         .await
         .expect("the app builds");
     let pool = app.pool().clone();
+    let admin_address = format!("http://{}", app.admin_addr());
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
     tokio::spawn(app.run_until_stopped(async {
         let _ = rx.await;
     }));
     TestApp {
         address,
+        admin_address,
         settings,
         sandbox,
         sandbox_url,
@@ -265,6 +270,18 @@ pub async fn spawn_app_full(
 impl TestApp {
     pub fn url(&self, path: &str) -> String {
         format!("{}{}", self.address, path)
+    }
+
+    /// Starts the graceful stop, as SIGTERM does.
+    pub fn begin_shutdown(&mut self) {
+        if let Some(tx) = self.shutdown.take() {
+            let _ = tx.send(());
+        }
+    }
+
+    /// A URL on the admin listener.
+    pub fn admin_url(&self, path: &str) -> String {
+        format!("{}{}", self.admin_address, path)
     }
 
     pub async fn create_merchant(&self, name: &str) -> TestMerchant {
@@ -356,6 +373,18 @@ impl TestApp {
         r.json().await.unwrap()
     }
 
+    /// GET on the admin listener.
+    pub async fn admin_get(&self, path: &str) -> reqwest::Response {
+        self.client.get(self.admin_url(path)).send().await.unwrap()
+    }
+
+    /// A scrape of `/metrics`, as Prometheus would take it.
+    pub async fn metrics(&self) -> String {
+        let r = self.admin_get("/metrics").await;
+        assert_eq!(r.status(), 200);
+        r.text().await.unwrap()
+    }
+
     pub async fn get_as(&self, path: &str, key: &str) -> reqwest::Response {
         self.client
             .get(self.url(path))
@@ -428,6 +457,18 @@ pub async fn open_authorization(
     }
     let bank = hop.headers()["location"].to_str().unwrap().to_owned();
     client.get(&bank).send().await.unwrap()
+}
+
+/// Plays the shopper approving `payment` at the bank and coming back: returns the callback's
+/// answer (a 303 to the merchant's return URL).
+pub async fn sign_and_return(
+    client: &reqwest::Client,
+    payment: &Value,
+    psu_id: &str,
+) -> reqwest::Response {
+    let authorization_url = payment["authorization_url"].as_str().expect("a payment");
+    let callback = browser_sign(client, authorization_url, psu_id, true).await;
+    client.get(callback).send().await.unwrap()
 }
 
 /// Plays the shopper's browser at the bank: opens the signing link, presses Approve (or

@@ -482,16 +482,14 @@ async fn ledger_a_payment_rewritten_as_unkeyed_from_its_first_event_is_caught_by
     );
 }
 
-#[tokio::test]
-async fn ledger_a_chain_cut_back_below_the_checkpoint_is_caught() {
-    let pool = ledger_db().await;
-    let id = paid_payment(&pool).await;
-    checkpoints::create(&pool, &keys()).await.unwrap();
-    let listed = events::list(&pool, id).await.unwrap();
-    set_append_only_trigger(&pool, false).await;
+/// Cuts a paid payment's chain back to its third event, head and status included, as someone
+/// with write access but without the ledger key would.
+async fn cut_back_to_seq_3(pool: &PgPool, id: Uuid) {
+    let listed = events::list(pool, id).await.unwrap();
+    set_append_only_trigger(pool, false).await;
     sqlx::query("DELETE FROM payment_events WHERE payment_id = $1 AND seq > 3")
         .bind(id)
-        .execute(&pool)
+        .execute(pool)
         .await
         .unwrap();
     sqlx::query(
@@ -499,9 +497,17 @@ async fn ledger_a_chain_cut_back_below_the_checkpoint_is_caught() {
     )
     .bind(id)
     .bind(&listed[2].hash)
-    .execute(&pool)
+    .execute(pool)
     .await
     .unwrap();
+}
+
+#[tokio::test]
+async fn ledger_a_chain_cut_back_below_the_checkpoint_is_caught() {
+    let pool = ledger_db().await;
+    let id = paid_payment(&pool).await;
+    checkpoints::create(&pool, &keys()).await.unwrap();
+    cut_back_to_seq_3(&pool, id).await;
     let report = events::verify_all(&pool, &keys()).await.unwrap();
     let first = report.first_broken.expect("caught");
     assert_eq!(
@@ -655,6 +661,45 @@ async fn ledger_the_checkpoint_worker_records_a_checkpoint_at_start() {
     let report = events::verify_all(&app.pool, &keys()).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert!(report.checkpoint.unwrap() >= 2);
+}
+
+#[tokio::test]
+async fn ledger_the_checkpoint_worker_counts_a_chain_cut_back_below_its_checkpoint() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("PISGATE__LEDGER__CHECKPOINT_ENABLED", "true"),
+        ("PISGATE__LEDGER__CHECKPOINT_INTERVAL", "200ms"),
+    ])
+    .await;
+    let id = paid_payment(&app.pool).await;
+    let failures = || async {
+        crate::metrics::sample(&app.metrics().await, "pisgate_ledger_verify_failures_total")
+            .expect("the counter exists from the start")
+    };
+    let started = std::time::Instant::now();
+    loop {
+        let covered: Option<i64> =
+            sqlx::query_scalar("SELECT max(payments) FROM ledger_checkpoints")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if covered == Some(1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no checkpoint of the payment"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(failures().await, 0.0);
+    cut_back_to_seq_3(&app.pool, id).await;
+    while failures().await < 1.0 {
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "the worker did not count the cut-back chain"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 // ---- shopper tokens -------------------------------------------------------------------

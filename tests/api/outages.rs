@@ -7,13 +7,7 @@ use serde_json::Value;
 use std::time::{Duration, Instant};
 
 async fn ready(app: &TestApp) -> u16 {
-    app.client
-        .get(app.url("/readyz"))
-        .send()
-        .await
-        .unwrap()
-        .status()
-        .as_u16()
+    app.admin_get("/readyz").await.status().as_u16()
 }
 
 async fn wait_ready(app: &TestApp, want: u16) {

@@ -974,15 +974,7 @@ async fn a_bearer_call_refused_with_error_date_invalid_keeps_the_token_and_count
         !problem.to_string().contains("no_shopper_token"),
         "{problem}"
     );
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     assert!(
         metrics
             .lines()

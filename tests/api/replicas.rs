@@ -15,15 +15,12 @@ use uuid::Uuid;
 
 /// A replica: `serve` wired to the sandbox, with the given worker settings.
 async fn replica(database_url: &str, sandbox_url: &str, extra: &[(&str, &str)]) -> Serve {
-    let bank = format!("{sandbox_url}/personal");
     let mut all = vec![
         ("PISGATE__DATABASE__MAX_CONNECTIONS", "10"),
-        ("PISGATE__NORDEA__BASE_URL", bank.as_str()),
-        ("PISGATE__NORDEA__ENVIRONMENT", "sandbox"),
         ("PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW", "100000"),
     ];
     all.extend_from_slice(extra);
-    Serve::start(database_url, &all).await
+    Serve::with_bank(database_url, sandbox_url, &all).await
 }
 
 fn poller(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 pub struct Serve {
     child: Child,
     pub base: String,
+    /// The admin listener (`/healthz`, `/readyz`, `/metrics`).
+    pub admin: String,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     readers: Vec<JoinHandle<()>>,
@@ -32,20 +34,25 @@ fn drain(mut pipe: impl Read + Send + 'static, into: Arc<Mutex<String>>) -> Join
 }
 
 impl Serve {
-    /// Starts `serve` on a free port with JSON logs (`RUST_LOG=info` unless `extra` says
-    /// otherwise) and waits until `/readyz` answers 200.
+    /// Starts `serve` on free ports with JSON logs (`RUST_LOG=info` unless `extra` says
+    /// otherwise) and waits until `/readyz` answers 200 on the admin listener.
     pub async fn start(database_url: &str, extra: &[(&str, &str)]) -> Serve {
-        let port = std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port();
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .unwrap()
+                .local_addr()
+                .unwrap()
+                .port()
+        };
+        let (port, admin_port) = (free_port(), free_port());
         let base = format!("http://127.0.0.1:{port}");
+        let admin = format!("http://127.0.0.1:{admin_port}");
         let mut cmd = pisgate();
         cmd.arg("serve")
             .env("PISGATE__DATABASE__URL", database_url)
             .env("PISGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("PISGATE__SERVER__PUBLIC_URL", &base)
+            .env("PISGATE__ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
             .env("PISGATE__TELEMETRY__LOG_FORMAT", "json")
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
@@ -62,6 +69,7 @@ impl Serve {
         let mut serve = Serve {
             child,
             base,
+            admin,
             stdout,
             stderr,
             readers,
@@ -69,7 +77,7 @@ impl Serve {
         let client = reqwest::Client::new();
         let started = Instant::now();
         loop {
-            if let Ok(r) = client.get(format!("{}/readyz", serve.base)).send().await {
+            if let Ok(r) = client.get(format!("{}/readyz", serve.admin)).send().await {
                 if r.status() == 200 {
                     break;
                 }
@@ -85,6 +93,17 @@ impl Serve {
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         serve
+    }
+
+    /// [`Serve::start`] wired to the sandbox bank at `sandbox_url`.
+    pub async fn with_bank(database_url: &str, sandbox_url: &str, extra: &[(&str, &str)]) -> Serve {
+        let bank = format!("{sandbox_url}/personal");
+        let mut all = vec![
+            ("PISGATE__NORDEA__BASE_URL", bank.as_str()),
+            ("PISGATE__NORDEA__ENVIRONMENT", "sandbox"),
+        ];
+        all.extend_from_slice(extra);
+        Serve::start(database_url, &all).await
     }
 
     /// Everything it has written so far, stdout then stderr.

@@ -27,7 +27,7 @@ use uuid::Uuid;
 const DEADLINE: Duration = Duration::from_secs(30);
 
 /// Polls `check` until it gives a value, failing the test after [`DEADLINE`].
-async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
+pub(crate) async fn eventually<T, F, Fut>(what: &str, mut check: F) -> T
 where
     F: FnMut() -> Fut,
     Fut: Future<Output = Option<T>>,
@@ -44,7 +44,7 @@ where
 
 /// How a receiver answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Plan {
+pub(crate) enum Plan {
     /// 200 to everything.
     Ok,
     /// 500 the first time a webhook-id arrives, 200 after.
@@ -55,7 +55,7 @@ enum Plan {
 
 /// One request a receiver got.
 #[derive(Debug, Clone)]
-struct Received {
+pub(crate) struct Received {
     webhook_id: String,
     event_type: String,
     payment_id: String,
@@ -78,13 +78,13 @@ struct Inbox {
 /// signature with the endpoint secret (recomputed here, independently of pisgate's code)
 /// and records what arrived.
 #[derive(Clone)]
-struct Receiver {
-    url: String,
+pub(crate) struct Receiver {
+    pub(crate) url: String,
     inbox: Arc<Mutex<Inbox>>,
 }
 
 impl Receiver {
-    async fn start(plan: Plan) -> Receiver {
+    pub(crate) async fn start(plan: Plan) -> Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         Receiver::start_on(listener, plan)
     }
@@ -112,7 +112,24 @@ impl Receiver {
         tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
     }
 
-    fn set_secret(&self, secret: &str) {
+    /// Registers this receiver as an endpoint of the merchant with `key` at the pisgate at
+    /// `base`, for every event, and learns its secret; returns the endpoint.
+    pub(crate) async fn register(&self, client: &reqwest::Client, base: &str, key: &str) -> Value {
+        let endpoint: Value = client
+            .post(format!("{base}/v1/webhook-endpoints"))
+            .bearer_auth(key)
+            .json(&json!({ "url": self.url }))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap();
+        self.set_secret(endpoint["secret"].as_str().unwrap());
+        endpoint
+    }
+
+    pub(crate) fn set_secret(&self, secret: &str) {
         self.inbox.lock().unwrap().secret = Some(secret.to_owned());
     }
 
@@ -131,7 +148,7 @@ impl Receiver {
     }
 
     /// The first request of this type that was answered 2xx, if any yet.
-    fn accepted(&self, event_type: &str) -> Option<Received> {
+    pub(crate) fn accepted(&self, event_type: &str) -> Option<Received> {
         self.received()
             .into_iter()
             .find(|r| r.event_type == event_type && (200..300).contains(&r.answered))
@@ -451,15 +468,7 @@ async fn every_status_change_arrives_signed_with_a_webhook_id_that_is_stable_acr
         1
     );
 
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for needle in [
         r#"pisgate_webhook_deliveries_total{outcome="failed"}"#,
         r#"pisgate_webhook_deliveries_total{outcome="delivered"}"#,
@@ -1039,7 +1048,7 @@ async fn endpoints_are_listed_newest_first_with_a_cursor() {
 /// any log line. SIGTERM stops the dispatcher cleanly.
 #[tokio::test]
 async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
-    use crate::helpers::{browser_sign, fresh_database, spawn_sandbox};
+    use crate::helpers::{fresh_database, sign_and_return, spawn_sandbox};
     use crate::serve::Serve;
 
     let (_sandbox, sandbox_url) = spawn_sandbox(|_| {}).await;
@@ -1074,19 +1083,9 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
         .unwrap();
 
     let receiver = Receiver::start(Plan::FailFirst).await;
-    let created: Value = client
-        .post(format!("{base}/v1/webhook-endpoints"))
-        .bearer_auth(&key)
-        .json(&json!({ "url": receiver.url }))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let created = receiver.register(&client, &base, &key).await;
     let secret = created["secret"].as_str().unwrap().to_owned();
     let endpoint = created["id"].as_str().unwrap().to_owned();
-    receiver.set_secret(&secret);
     let payment: Value = client
         .post(format!("{base}/v1/payments"))
         .bearer_auth(&key)
@@ -1098,14 +1097,8 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
         .json()
         .await
         .unwrap();
-    let callback = browser_sign(
-        &client,
-        payment["authorization_url"].as_str().unwrap(),
-        "psu-log",
-        true,
-    )
-    .await;
-    assert_eq!(client.get(&callback).send().await.unwrap().status(), 303);
+    let back = sign_and_return(&client, &payment, "psu-log").await;
+    assert_eq!(back.status(), 303);
     let accepted = eventually("payment.authorized to be accepted", || async {
         receiver.accepted("payment.authorized")
     })

@@ -165,15 +165,7 @@ async fn payments_end_paid_expired_or_failed_with_no_client_action() {
     assert!(report.is_ok(), "{report:?}");
 
     // Operators see the poller at work.
-    let metrics = app
-        .client
-        .get(app.url("/metrics"))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = app.metrics().await;
     for series in [
         "pisgate_polls_total{outcome=\"changed\"}",
         "pisgate_polls_total{outcome=\"expired\"}",

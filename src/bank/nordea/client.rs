@@ -278,7 +278,20 @@ impl NordeaClient {
     #[tracing::instrument(
         name = "bank_http",
         skip_all,
-        fields(operation = call.operation, attempt = attempt, http_status = Empty, trace_id = Empty)
+        fields(
+            otel.name = call.method.as_str(),
+            otel.kind = "client",
+            otel.status_code = Empty,
+            operation = call.operation,
+            attempt = attempt,
+            http.request.method = call.method.as_str(),
+            http.request.resend_count = attempt.checked_sub(1).filter(|n| *n > 0),
+            server.address = Empty,
+            server.port = Empty,
+            url.full = Empty,
+            http.response.status_code = Empty,
+            error.type = Empty,
+        )
     )]
     async fn attempt(&self, call: &Call<'_>, attempt: u32) -> Result<(u16, Vec<u8>), BankError> {
         let started = Instant::now();
@@ -287,6 +300,11 @@ impl NordeaClient {
             Ok(_) => "ok",
             Err(e) => e.kind(),
         };
+        if result.is_err() {
+            let span = tracing::Span::current();
+            span.record("error.type", outcome);
+            span.record("otel.status_code", "ERROR");
+        }
         metrics::counter!("pisgate_bank_requests_total", "operation" => call.operation, "outcome" => outcome)
             .increment(1);
         metrics::histogram!("pisgate_bank_request_duration_seconds", "operation" => call.operation, "outcome" => outcome)
@@ -320,6 +338,10 @@ impl NordeaClient {
                 detail: "could not build the request URL".to_owned(),
             }
         })?;
+        let span = tracing::Span::current();
+        span.record("server.address", url.host_str());
+        span.record("server.port", url.port_or_known_default());
+        span.record("url.full", url.as_str());
         // Sign exactly the path and query that will be sent.
         let path_and_query = match url.query() {
             Some(query) => format!("{}?{query}", url.path()),
@@ -355,11 +377,6 @@ impl NordeaClient {
             .header("x-nordea-originating-date", &date)
             .header("signature", signed.signature);
         for (name, value) in trace::trace_headers() {
-            if name == "traceparent" {
-                if let Some(id) = trace::trace_id(&value) {
-                    tracing::Span::current().record("trace_id", id);
-                }
-            }
             request = request.header(name, value);
         }
         if let Some((content_type, bytes)) = &call.body {
@@ -401,7 +418,7 @@ impl NordeaClient {
                 *slot = date;
             }
         }
-        tracing::Span::current().record("http_status", status);
+        tracing::Span::current().record("http.response.status_code", status);
         let retry_after = response
             .headers()
             .get(RETRY_AFTER)

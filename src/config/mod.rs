@@ -3,17 +3,31 @@
 //! Layers, later ones winning: `config/default.toml`, `config/$PISGATE_ENV.toml`, then
 //! environment variables `PISGATE__SECTION__KEY`. A secret may also be given as
 //! `PISGATE__SECTION__KEY_FILE=/path`, whose file content (without the trailing newline)
-//! becomes the value; giving both forms is an error rather than a silent choice.
+//! becomes the value; giving both forms is an error rather than a silent choice
+//! ([`sources`]).
 //!
-//! Every failure names the setting in its environment-variable spelling, so one line tells
-//! an operator what to fix. Secrets are [`SecretString`]s: they never print.
+//! The layers are deserialized with serde into a raw shape whose fields are typed (numbers,
+//! booleans, humantime-style durations such as `5s` or `1h 30m`, listen addresses; see
+//! [`values`]) but all optional, so that a missing value is reported by its setting's name
+//! rather than serde's "missing field"; [`Settings::validate`] then checks presence, bounds
+//! and the rules between settings, once. Every failure names the setting in its
+//! environment-variable spelling, so one line tells an operator what to fix. Secrets are
+//! [`SecretString`]s from the moment they are read: they never print.
+
+mod sandbox;
+mod sources;
+pub mod values;
+
+pub use sandbox::{DEFAULT_SANDBOX_APPROVAL_TIMEOUT, SandboxSettings};
+pub use sources::Sources;
+pub use values::parse_duration;
 
 use secrecy::{ExposeSecret, SecretString};
 use serde::Deserialize;
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+use values::{Dur, DurList, Listen, choice, parsed};
 
 const PREFIX: &str = "PISGATE";
 const SEPARATOR: &str = "__";
@@ -39,6 +53,14 @@ pub enum SettingsError {
     Ambiguous { var: String },
     #[error("cannot load settings: {0}")]
     Load(String),
+    #[error(
+        "config folder not found: {} has no default.toml (working directory: {}); run pisgate \
+         from the folder that holds config/, or set PISGATE_CONFIG_DIR (or pass --config-dir) \
+         to the config folder, e.g. PISGATE_CONFIG_DIR=/path/to/pisgate/config",
+        dir.display(),
+        cwd.display()
+    )]
+    NoConfigDir { dir: PathBuf, cwd: PathBuf },
 }
 
 impl SettingsError {
@@ -69,6 +91,7 @@ pub fn env_name(key: &str) -> String {
 #[derive(Debug, Clone)]
 pub struct Settings {
     pub server: ServerSettings,
+    pub admin: AdminSettings,
     pub database: DatabaseSettings,
     pub rate_limit: RateLimitSettings,
     pub telemetry: TelemetrySettings,
@@ -254,6 +277,13 @@ pub struct ServerSettings {
     pub body_limit_bytes: usize,
 }
 
+/// The admin listener (`[admin]`): health, readiness, metrics and operator endpoints, never
+/// exposed to the internet.
+#[derive(Debug, Clone)]
+pub struct AdminSettings {
+    pub listen: SocketAddr,
+}
+
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
     pub url: SecretString,
@@ -283,238 +313,174 @@ pub struct TelemetrySettings {
     pub service_name: String,
 }
 
-/// The raw shape of the layered sources. Everything is optional here so that a missing
-/// value is reported by its setting name instead of serde's "missing field".
+/// The raw shape of the layered sources: typed, all optional (see the module docs).
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct Raw {
-    #[serde(default)]
     nordea: RawNordea,
-    #[serde(default)]
     tokens: RawTokens,
-    #[serde(default)]
     ledger: RawLedger,
-    #[serde(default)]
     payments: RawPayments,
-    #[serde(default)]
     server: RawServer,
-    #[serde(default)]
+    admin: RawAdmin,
     database: RawDatabase,
-    #[serde(default)]
     rate_limit: RawRateLimit,
-    #[serde(default)]
     telemetry: RawTelemetry,
-    #[serde(default)]
     callback: RawCallback,
-    #[serde(default)]
     poller: RawPoller,
-    #[serde(default)]
     refresher: RawRefresher,
-    #[serde(default)]
     webhooks: RawWebhooks,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawPoller {
-    enabled: Option<String>,
-    signing_interval: Option<String>,
-    late_signing_interval: Option<String>,
-    authorized_interval: Option<String>,
-    scheduled_interval: Option<String>,
-    lease: Option<String>,
-    batch_size: Option<String>,
-    concurrency: Option<String>,
-    rate_per_sec: Option<String>,
-    max_backoff: Option<String>,
-    idle_wait: Option<String>,
+    enabled: Option<bool>,
+    #[serde(deserialize_with = "parsed")]
+    signing_interval: Option<Dur>,
+    #[serde(deserialize_with = "parsed")]
+    late_signing_interval: Option<Dur>,
+    #[serde(deserialize_with = "parsed")]
+    authorized_interval: Option<Dur>,
+    #[serde(deserialize_with = "parsed")]
+    scheduled_interval: Option<Dur>,
+    #[serde(deserialize_with = "parsed")]
+    lease: Option<Dur>,
+    batch_size: Option<u32>,
+    concurrency: Option<usize>,
+    rate_per_sec: Option<u32>,
+    #[serde(deserialize_with = "parsed")]
+    max_backoff: Option<Dur>,
+    #[serde(deserialize_with = "parsed")]
+    idle_wait: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawRefresher {
-    enabled: Option<String>,
-    interval: Option<String>,
-    refresh_before: Option<String>,
+    enabled: Option<bool>,
+    #[serde(deserialize_with = "parsed")]
+    interval: Option<Dur>,
+    #[serde(deserialize_with = "parsed")]
+    refresh_before: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawWebhooks {
-    enabled: Option<String>,
-    request_timeout: Option<String>,
-    retry_schedule: Option<String>,
-    lease: Option<String>,
-    batch_size: Option<String>,
-    concurrency: Option<String>,
-    idle_wait: Option<String>,
-    allow_insecure_urls: Option<String>,
-    per_endpoint_concurrency: Option<String>,
+    enabled: Option<bool>,
+    #[serde(deserialize_with = "parsed")]
+    request_timeout: Option<Dur>,
+    #[serde(deserialize_with = "parsed")]
+    retry_schedule: Option<DurList>,
+    #[serde(deserialize_with = "parsed")]
+    lease: Option<Dur>,
+    batch_size: Option<u32>,
+    concurrency: Option<usize>,
+    #[serde(deserialize_with = "parsed")]
+    idle_wait: Option<Dur>,
+    allow_insecure_urls: Option<bool>,
+    per_endpoint_concurrency: Option<u32>,
     proxy: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawNordea {
     base_url: Option<String>,
     client_id: Option<String>,
-    client_secret: Option<String>,
-    private_key: Option<String>,
+    client_secret: Option<SecretString>,
+    private_key: Option<SecretString>,
     token_path: Option<String>,
-    connect_timeout_secs: Option<String>,
-    request_timeout_secs: Option<String>,
-    read_attempts: Option<String>,
+    connect_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    read_attempts: Option<u32>,
     environment: Option<String>,
     delete_signing_profile: Option<String>,
     certificate: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawTokens {
-    encryption_key: Option<String>,
+    encryption_key: Option<SecretString>,
     key_id: Option<String>,
-    previous_keys: Option<String>,
+    previous_keys: Option<SecretString>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawLedger {
-    key: Option<String>,
+    key: Option<SecretString>,
     key_id: Option<String>,
-    previous_keys: Option<String>,
-    checkpoint_enabled: Option<String>,
-    checkpoint_interval: Option<String>,
+    previous_keys: Option<SecretString>,
+    checkpoint_enabled: Option<bool>,
+    #[serde(deserialize_with = "parsed")]
+    checkpoint_interval: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawPayments {
-    signing_window_secs: Option<String>,
-    late_signing_horizon_secs: Option<String>,
-    idempotency_stale_after_secs: Option<String>,
-    idempotency_retention: Option<String>,
-    idempotency_purge_interval: Option<String>,
+    signing_window_secs: Option<u64>,
+    late_signing_horizon_secs: Option<u64>,
+    idempotency_stale_after_secs: Option<u64>,
+    #[serde(deserialize_with = "parsed")]
+    idempotency_retention: Option<Dur>,
+    #[serde(deserialize_with = "parsed")]
+    idempotency_purge_interval: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawCallback {
-    redirect_timeout: Option<String>,
-    exchange_deadline: Option<String>,
+    #[serde(deserialize_with = "parsed")]
+    redirect_timeout: Option<Dur>,
+    #[serde(deserialize_with = "parsed")]
+    exchange_deadline: Option<Dur>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawServer {
-    listen: Option<String>,
+    #[serde(deserialize_with = "parsed")]
+    listen: Option<Listen>,
     public_url: Option<String>,
-    request_timeout_secs: Option<String>,
-    shutdown_timeout_secs: Option<String>,
-    body_limit_bytes: Option<String>,
+    request_timeout_secs: Option<u64>,
+    shutdown_timeout_secs: Option<u64>,
+    body_limit_bytes: Option<usize>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawAdmin {
+    #[serde(deserialize_with = "parsed")]
+    listen: Option<Listen>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawDatabase {
-    url: Option<String>,
-    max_connections: Option<String>,
-    min_connections: Option<String>,
-    acquire_timeout_secs: Option<String>,
-    migrate_on_start: Option<String>,
+    url: Option<SecretString>,
+    max_connections: Option<u32>,
+    min_connections: Option<u32>,
+    acquire_timeout_secs: Option<u64>,
+    migrate_on_start: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawRateLimit {
-    requests_per_window: Option<String>,
-    window_secs: Option<String>,
+    requests_per_window: Option<u32>,
+    window_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
+#[serde(default)]
 struct RawTelemetry {
     log_format: Option<String>,
     log_level: Option<String>,
     service_name: Option<String>,
-}
-
-/// Where to read the layered sources from. [`Sources::from_process`] is what the binary
-/// uses; tests build one by hand.
-#[derive(Debug, Clone)]
-pub struct Sources {
-    pub config_dir: PathBuf,
-    pub environment: Option<String>,
-    pub vars: HashMap<String, String>,
-}
-
-impl Sources {
-    /// The process environment; the config directory is `PISGATE_CONFIG_DIR` or `./config`.
-    pub fn from_process() -> Sources {
-        let vars: HashMap<String, String> = std::env::vars().collect();
-        Sources {
-            config_dir: vars
-                .get("PISGATE_CONFIG_DIR")
-                .map(PathBuf::from)
-                .unwrap_or_else(|| PathBuf::from("config")),
-            environment: vars.get("PISGATE_ENV").cloned().filter(|e| !e.is_empty()),
-            vars,
-        }
-    }
-
-    /// Reads the layers into one `config::Config`: files, then `PISGATE__*` variables with
-    /// `*_FILE` secrets resolved.
-    pub fn layered(&self) -> Result<config::Config, SettingsError> {
-        let mut builder = config::Config::builder().add_source(
-            config::File::from(self.config_dir.join("default.toml"))
-                .format(config::FileFormat::Toml)
-                .required(false),
-        );
-        if let Some(env) = &self.environment {
-            let path = self.config_dir.join(format!("{env}.toml"));
-            if !path.exists() {
-                return Err(SettingsError::Load(format!(
-                    "PISGATE_ENV={env} but {} does not exist",
-                    path.display()
-                )));
-            }
-            builder = builder.add_source(
-                config::File::from(path)
-                    .format(config::FileFormat::Toml)
-                    .required(true),
-            );
-        }
-        let vars = resolve_file_variants(&self.vars)?;
-        builder = builder.add_source(
-            config::Environment::with_prefix(PREFIX)
-                .prefix_separator(SEPARATOR)
-                .separator(SEPARATOR)
-                .source(Some(vars)),
-        );
-        builder
-            .build()
-            .map_err(|e| SettingsError::Load(e.to_string()))
-    }
-}
-
-/// Replaces every `PISGATE__X_FILE=path` by `PISGATE__X=<file content>`.
-fn resolve_file_variants(
-    vars: &HashMap<String, String>,
-) -> Result<config::Map<String, String>, SettingsError> {
-    let mut out = config::Map::new();
-    for (name, value) in vars {
-        if !name.starts_with(&format!("{PREFIX}{SEPARATOR}")) {
-            continue;
-        }
-        match name.strip_suffix("_FILE") {
-            Some(base) => {
-                if vars.contains_key(base) {
-                    return Err(SettingsError::Ambiguous {
-                        var: base.to_owned(),
-                    });
-                }
-                let content =
-                    std::fs::read_to_string(value).map_err(|source| SettingsError::SecretFile {
-                        var: name.clone(),
-                        source,
-                    })?;
-                let content = content.strip_suffix('\n').unwrap_or(&content);
-                let content = content.strip_suffix('\r').unwrap_or(content);
-                out.insert(base.to_owned(), content.to_owned());
-            }
-            None => {
-                out.insert(name.clone(), value.clone());
-            }
-        }
-    }
-    Ok(out)
 }
 
 impl Settings {
@@ -524,21 +490,11 @@ impl Settings {
     }
 
     pub fn load_from(sources: &Sources) -> Result<Settings, SettingsError> {
-        let raw: Raw = sources
-            .layered()?
-            .try_deserialize()
-            .map_err(|e| SettingsError::Load(e.to_string()))?;
-        Settings::validate(raw)
+        Settings::validate(sources.read()?)
     }
 
+    /// Presence, bounds and the rules between settings, checked once.
     fn validate(raw: Raw) -> Result<Settings, SettingsError> {
-        let listen_s = required("server.listen", raw.server.listen)?;
-        let listen: SocketAddr = listen_s.trim().parse().map_err(|_| {
-            SettingsError::invalid(
-                "server.listen",
-                format!("{listen_s:?} is not a socket address such as 127.0.0.1:8080"),
-            )
-        })?;
         let public_url = required("server.public_url", raw.server.public_url)?;
         let public_url = public_url.trim().trim_end_matches('/').to_owned();
         if !(public_url.starts_with("http://") || public_url.starts_with("https://"))
@@ -550,7 +506,7 @@ impl Settings {
             ));
         }
         let server = ServerSettings {
-            listen,
+            listen: required("server.listen", raw.server.listen)?.0,
             public_url,
             request_timeout: secs(
                 "server.request_timeout_secs",
@@ -560,140 +516,62 @@ impl Settings {
                 "server.shutdown_timeout_secs",
                 raw.server.shutdown_timeout_secs,
             )?,
-            body_limit_bytes: number("server.body_limit_bytes", raw.server.body_limit_bytes, 1)?,
+            body_limit_bytes: positive("server.body_limit_bytes", raw.server.body_limit_bytes)?,
+        };
+        let admin = AdminSettings {
+            listen: required("admin.listen", raw.admin.listen)?.0,
         };
 
         let database = validate_database(raw.database)?;
 
         let rate_limit = RateLimitSettings {
-            requests_per_window: number(
+            requests_per_window: positive(
                 "rate_limit.requests_per_window",
                 raw.rate_limit.requests_per_window,
-                1,
             )?,
             window: secs("rate_limit.window_secs", raw.rate_limit.window_secs)?,
         };
 
-        let log_format = match required("telemetry.log_format", raw.telemetry.log_format)?
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "auto" => LogFormat::Auto,
-            "json" => LogFormat::Json,
-            "pretty" => LogFormat::Pretty,
-            other => {
-                return Err(SettingsError::invalid(
-                    "telemetry.log_format",
-                    format!("{other:?} is not one of auto, json, pretty"),
-                ));
-            }
-        };
+        let log_format = choice(
+            &required("telemetry.log_format", raw.telemetry.log_format)?,
+            &[
+                ("auto", LogFormat::Auto),
+                ("json", LogFormat::Json),
+                ("pretty", LogFormat::Pretty),
+            ],
+        )
+        .map_err(|e| SettingsError::invalid("telemetry.log_format", e))?;
         let telemetry = TelemetrySettings {
             log_format,
             log_level: required("telemetry.log_level", raw.telemetry.log_level)?,
             service_name: required("telemetry.service_name", raw.telemetry.service_name)?,
         };
 
-        let base_url = required("nordea.base_url", raw.nordea.base_url)?
-            .trim()
-            .trim_end_matches('/')
-            .to_owned();
-        if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
-            return Err(SettingsError::invalid(
-                "nordea.base_url",
-                format!("{base_url:?} is not an absolute http(s) URL"),
-            ));
-        }
-        let environment = match required("nordea.environment", raw.nordea.environment)?
-            .trim()
-            .to_ascii_lowercase()
-            .as_str()
-        {
-            "production" => BankEnvironment::Production,
-            "sandbox" => BankEnvironment::Sandbox,
-            other => {
-                return Err(SettingsError::invalid(
-                    "nordea.environment",
-                    format!("{other:?} is not production or sandbox"),
-                ));
-            }
-        };
-        let token_path = required("nordea.token_path", raw.nordea.token_path)?;
-        if !token_path.starts_with('/') {
-            return Err(SettingsError::invalid(
-                "nordea.token_path",
-                "must start with /",
-            ));
-        }
-        let nordea = NordeaSettings {
-            base_url,
-            client_id: required("nordea.client_id", raw.nordea.client_id)?,
-            client_secret: SecretString::from(required(
-                "nordea.client_secret",
-                raw.nordea.client_secret,
-            )?),
-            // The variable operators set is PISGATE__NORDEA__PRIVATE_KEY_FILE.
-            private_key: SecretString::from(
-                raw.nordea
-                    .private_key
-                    .filter(|k| !k.trim().is_empty())
-                    .ok_or_else(|| SettingsError::Missing {
-                        key: "nordea.private_key".into(),
-                        env: "PISGATE__NORDEA__PRIVATE_KEY_FILE".into(),
-                    })?,
-            ),
-            token_path,
-            connect_timeout: secs(
-                "nordea.connect_timeout_secs",
-                raw.nordea.connect_timeout_secs,
-            )?,
-            request_timeout: secs(
-                "nordea.request_timeout_secs",
-                raw.nordea.request_timeout_secs,
-            )?,
-            read_attempts: number("nordea.read_attempts", raw.nordea.read_attempts, 1)?,
-            delete_signing: match raw.nordea.delete_signing_profile.as_deref().map(str::trim) {
-                None | Some("") => crate::bank::nordea::DeleteSigning::default(),
-                Some(text) => crate::bank::nordea::DeleteSigning::parse(text).ok_or_else(|| {
-                    SettingsError::invalid(
-                        "nordea.delete_signing_profile",
-                        format!("{text:?} is not three_headers or with_digest"),
-                    )
-                })?,
-            },
-            certificate: raw.nordea.certificate.filter(|c| !c.trim().is_empty()),
-            environment,
-        };
+        let nordea = validate_nordea(raw.nordea)?;
         let tokens = TokenSettings {
-            encryption_key: SecretString::from(required(
-                "tokens.encryption_key",
-                raw.tokens.encryption_key,
-            )?),
+            encryption_key: required_secret("tokens.encryption_key", raw.tokens.encryption_key)?,
             key_id: required("tokens.key_id", raw.tokens.key_id)?,
-            previous_keys: SecretString::from(raw.tokens.previous_keys.unwrap_or_default()),
+            previous_keys: raw.tokens.previous_keys.unwrap_or_default(),
         };
         let ledger = validate_ledger(raw.ledger)?;
+        let p = raw.payments;
         let payments = PaymentSettings {
-            signing_window: secs(
-                "payments.signing_window_secs",
-                raw.payments.signing_window_secs,
-            )?,
+            signing_window: secs("payments.signing_window_secs", p.signing_window_secs)?,
             late_signing_horizon: secs(
                 "payments.late_signing_horizon_secs",
-                raw.payments.late_signing_horizon_secs,
+                p.late_signing_horizon_secs,
             )?,
             idempotency_stale_after: secs(
                 "payments.idempotency_stale_after_secs",
-                raw.payments.idempotency_stale_after_secs,
+                p.idempotency_stale_after_secs,
             )?,
             idempotency_retention: duration(
                 "payments.idempotency_retention",
-                raw.payments.idempotency_retention,
+                p.idempotency_retention,
             )?,
             idempotency_purge_interval: duration(
                 "payments.idempotency_purge_interval",
-                raw.payments.idempotency_purge_interval,
+                p.idempotency_purge_interval,
             )?,
         };
         if payments.idempotency_retention < crate::ledger::idempotency::MIN_RETENTION {
@@ -742,7 +620,7 @@ impl Settings {
         }
         let p = raw.poller;
         let poller = PollerSettings {
-            enabled: boolean("poller.enabled", p.enabled)?,
+            enabled: required("poller.enabled", p.enabled)?,
             signing_interval: duration("poller.signing_interval", p.signing_interval)?,
             late_signing_interval: duration(
                 "poller.late_signing_interval",
@@ -751,37 +629,31 @@ impl Settings {
             authorized_interval: duration("poller.authorized_interval", p.authorized_interval)?,
             scheduled_interval: duration("poller.scheduled_interval", p.scheduled_interval)?,
             lease: duration("poller.lease", p.lease)?,
-            batch_size: number("poller.batch_size", p.batch_size, 1)?,
-            concurrency: number("poller.concurrency", p.concurrency, 1)?,
-            rate_per_sec: number("poller.rate_per_sec", p.rate_per_sec, 1)?,
+            batch_size: positive("poller.batch_size", p.batch_size)?,
+            concurrency: positive("poller.concurrency", p.concurrency)?,
+            rate_per_sec: positive("poller.rate_per_sec", p.rate_per_sec)?,
             max_backoff: duration("poller.max_backoff", p.max_backoff)?,
             idle_wait: duration("poller.idle_wait", p.idle_wait)?,
         };
         let r = raw.refresher;
         let refresher = RefresherSettings {
-            enabled: boolean("refresher.enabled", r.enabled)?,
+            enabled: required("refresher.enabled", r.enabled)?,
             interval: duration("refresher.interval", r.interval)?,
             refresh_before: duration("refresher.refresh_before", r.refresh_before)?,
         };
         let w = raw.webhooks;
-        let retry_key = "webhooks.retry_schedule";
-        let retry_schedule = required(retry_key, w.retry_schedule)?
-            .split(',')
-            .map(|d| parse_duration(d).map_err(|e| SettingsError::invalid(retry_key, e)))
-            .collect::<Result<Vec<_>, _>>()?;
         let webhooks = WebhookSettings {
-            enabled: boolean("webhooks.enabled", w.enabled)?,
+            enabled: required("webhooks.enabled", w.enabled)?,
             request_timeout: duration("webhooks.request_timeout", w.request_timeout)?,
-            retry_schedule,
+            retry_schedule: required("webhooks.retry_schedule", w.retry_schedule)?.0,
             lease: duration("webhooks.lease", w.lease)?,
-            batch_size: number("webhooks.batch_size", w.batch_size, 1)?,
-            concurrency: number("webhooks.concurrency", w.concurrency, 1)?,
+            batch_size: positive("webhooks.batch_size", w.batch_size)?,
+            concurrency: positive("webhooks.concurrency", w.concurrency)?,
             idle_wait: duration("webhooks.idle_wait", w.idle_wait)?,
-            allow_insecure_urls: boolean("webhooks.allow_insecure_urls", w.allow_insecure_urls)?,
-            per_endpoint_concurrency: number(
+            allow_insecure_urls: required("webhooks.allow_insecure_urls", w.allow_insecure_urls)?,
+            per_endpoint_concurrency: positive(
                 "webhooks.per_endpoint_concurrency",
                 w.per_endpoint_concurrency,
-                1,
             )?,
             proxy: w.proxy.filter(|p| !p.trim().is_empty()),
         };
@@ -793,6 +665,7 @@ impl Settings {
         }
         Ok(Settings {
             server,
+            admin,
             database,
             rate_limit,
             telemetry,
@@ -808,49 +681,155 @@ impl Settings {
     }
 }
 
+fn validate_nordea(n: RawNordea) -> Result<NordeaSettings, SettingsError> {
+    let base_url = required("nordea.base_url", n.base_url)?
+        .trim()
+        .trim_end_matches('/')
+        .to_owned();
+    if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
+        return Err(SettingsError::invalid(
+            "nordea.base_url",
+            format!("{base_url:?} is not an absolute http(s) URL"),
+        ));
+    }
+    let environment = choice(
+        &required("nordea.environment", n.environment)?,
+        &[
+            ("production", BankEnvironment::Production),
+            ("sandbox", BankEnvironment::Sandbox),
+        ],
+    )
+    .map_err(|e| SettingsError::invalid("nordea.environment", e))?;
+    let token_path = required("nordea.token_path", n.token_path)?;
+    if !token_path.starts_with('/') {
+        return Err(SettingsError::invalid(
+            "nordea.token_path",
+            "must start with /",
+        ));
+    }
+    use crate::bank::nordea::DeleteSigning;
+    let delete_signing = match n.delete_signing_profile.filter(|t| !t.trim().is_empty()) {
+        None => DeleteSigning::default(),
+        Some(text) => choice(
+            &text,
+            &[
+                ("three_headers", DeleteSigning::ThreeHeaders),
+                ("with_digest", DeleteSigning::WithDigest),
+            ],
+        )
+        .map_err(|e| SettingsError::invalid("nordea.delete_signing_profile", e))?,
+    };
+    Ok(NordeaSettings {
+        base_url,
+        client_id: required("nordea.client_id", n.client_id)?,
+        client_secret: required_secret("nordea.client_secret", n.client_secret)?,
+        // The variable operators set is PISGATE__NORDEA__PRIVATE_KEY_FILE.
+        private_key: required_secret("nordea.private_key", n.private_key).map_err(|_| {
+            SettingsError::Missing {
+                key: "nordea.private_key".into(),
+                env: "PISGATE__NORDEA__PRIVATE_KEY_FILE".into(),
+            }
+        })?,
+        token_path,
+        connect_timeout: secs("nordea.connect_timeout_secs", n.connect_timeout_secs)?,
+        request_timeout: secs("nordea.request_timeout_secs", n.request_timeout_secs)?,
+        read_attempts: positive("nordea.read_attempts", n.read_attempts)?,
+        delete_signing,
+        certificate: n.certificate.filter(|c| !c.trim().is_empty()),
+        environment,
+    })
+}
+
 impl DatabaseSettings {
     pub fn url(&self) -> &str {
         self.url.expose_secret()
     }
 }
 
-fn required(key: &str, value: Option<String>) -> Result<String, SettingsError> {
-    match value {
-        Some(v) if !v.trim().is_empty() => Ok(v),
-        _ => Err(SettingsError::missing(key)),
+/// A value that may be present but empty (text), which counts as missing.
+trait Blank {
+    fn is_blank(&self) -> bool {
+        false
     }
 }
 
-/// A whole number of at least `min`.
-fn number<T>(key: &str, value: Option<String>, min: T) -> Result<T, SettingsError>
-where
-    T: std::str::FromStr + PartialOrd + std::fmt::Display + Copy,
-{
-    let v = required(key, value)?;
-    let n: T = v
-        .trim()
-        .parse()
-        .map_err(|_| SettingsError::invalid(key, format!("{v:?} is not a whole number")))?;
-    if n < min {
+impl Blank for String {
+    fn is_blank(&self) -> bool {
+        self.trim().is_empty()
+    }
+}
+impl Blank for bool {}
+impl Blank for u32 {}
+impl Blank for u64 {}
+impl Blank for usize {}
+impl Blank for Dur {}
+impl Blank for DurList {}
+impl Blank for Listen {}
+
+/// The value, or the setting's name when it is missing (or blank text).
+fn required<T: Blank>(key: &str, value: Option<T>) -> Result<T, SettingsError> {
+    value
+        .filter(|v| !v.is_blank())
+        .ok_or_else(|| SettingsError::missing(key))
+}
+
+/// A secret that must be there (and not blank).
+fn required_secret(key: &str, value: Option<SecretString>) -> Result<SecretString, SettingsError> {
+    value
+        .filter(|v| !v.expose_secret().trim().is_empty())
+        .ok_or_else(|| SettingsError::missing(key))
+}
+
+/// `value`, if it is at least `min`.
+fn at_least<T: PartialOrd + std::fmt::Display>(
+    key: &str,
+    value: T,
+    min: T,
+) -> Result<T, SettingsError> {
+    if value < min {
         return Err(SettingsError::invalid(
             key,
             format!("must be at least {min}"),
         ));
     }
-    Ok(n)
+    Ok(value)
+}
+
+/// A count that must be there and be at least 1.
+fn positive<T: Blank + PartialOrd + std::fmt::Display + From<u8>>(
+    key: &str,
+    value: Option<T>,
+) -> Result<T, SettingsError> {
+    at_least(key, required(key, value)?, T::from(1))
+}
+
+/// A whole number of seconds, at least 1 (the `*_secs` settings).
+fn secs(key: &str, value: Option<u64>) -> Result<Duration, SettingsError> {
+    positive(key, value).map(Duration::from_secs)
+}
+
+/// A duration that must be there and be more than zero.
+fn duration(key: &str, value: Option<Dur>) -> Result<Duration, SettingsError> {
+    let d = required(key, value)?.0;
+    if d.is_zero() {
+        return Err(SettingsError::invalid(key, "must be more than zero"));
+    }
+    Ok(d)
 }
 
 fn validate_database(raw: RawDatabase) -> Result<DatabaseSettings, SettingsError> {
-    let url = required("database.url", raw.url)?;
-    if !(url.starts_with("postgres://") || url.starts_with("postgresql://")) {
+    let url = required_secret("database.url", raw.url)?;
+    if !(url.expose_secret().starts_with("postgres://")
+        || url.expose_secret().starts_with("postgresql://"))
+    {
         // The value may hold a password: never echo it.
         return Err(SettingsError::invalid(
             "database.url",
             "must be a postgres:// or postgresql:// URL",
         ));
     }
-    let max_connections = number("database.max_connections", raw.max_connections, 1)?;
-    let min_connections = number("database.min_connections", raw.min_connections, 0)?;
+    let max_connections = positive("database.max_connections", raw.max_connections)?;
+    let min_connections = required("database.min_connections", raw.min_connections)?;
     if min_connections > max_connections {
         return Err(SettingsError::invalid(
             "database.min_connections",
@@ -858,23 +837,20 @@ fn validate_database(raw: RawDatabase) -> Result<DatabaseSettings, SettingsError
         ));
     }
     Ok(DatabaseSettings {
-        url: SecretString::from(url),
+        url,
         max_connections,
         min_connections,
         acquire_timeout: secs("database.acquire_timeout_secs", raw.acquire_timeout_secs)?,
-        migrate_on_start: boolean("database.migrate_on_start", raw.migrate_on_start)?,
+        migrate_on_start: required("database.migrate_on_start", raw.migrate_on_start)?,
     })
 }
 
 fn validate_ledger(l: RawLedger) -> Result<LedgerSettings, SettingsError> {
     Ok(LedgerSettings {
-        key: l
-            .key
-            .filter(|k| !k.trim().is_empty())
-            .map(SecretString::from),
+        key: l.key.filter(|k| !k.expose_secret().trim().is_empty()),
         key_id: required("ledger.key_id", l.key_id)?,
-        previous_keys: SecretString::from(l.previous_keys.unwrap_or_default()),
-        checkpoint_enabled: boolean("ledger.checkpoint_enabled", l.checkpoint_enabled)?,
+        previous_keys: l.previous_keys.unwrap_or_default(),
+        checkpoint_enabled: required("ledger.checkpoint_enabled", l.checkpoint_enabled)?,
         checkpoint_interval: duration("ledger.checkpoint_interval", l.checkpoint_interval)?,
     })
 }
@@ -888,194 +864,25 @@ pub struct ToolSettings {
     pub ledger: LedgerSettings,
 }
 
+/// The sections the operator commands read; the others are not even parsed, so a setting
+/// only `serve` uses can never stop them.
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawTool {
+    database: RawDatabase,
+    ledger: RawLedger,
+}
+
 impl ToolSettings {
     pub fn load() -> Result<ToolSettings, SettingsError> {
         ToolSettings::load_from(&Sources::from_process())
     }
 
     pub fn load_from(sources: &Sources) -> Result<ToolSettings, SettingsError> {
-        let raw: Raw = sources
-            .layered()?
-            .try_deserialize()
-            .map_err(|e| SettingsError::Load(e.to_string()))?;
+        let raw: RawTool = sources.read()?;
         Ok(ToolSettings {
             database: validate_database(raw.database)?,
             ledger: validate_ledger(raw.ledger)?,
-        })
-    }
-}
-
-fn secs(key: &str, value: Option<String>) -> Result<Duration, SettingsError> {
-    number::<u64>(key, value, 1).map(Duration::from_secs)
-}
-
-/// A duration such as `250ms`, `5s`, `10m`, `2h` or `3d` (a bare number is seconds).
-pub fn parse_duration(text: &str) -> Result<Duration, String> {
-    let t = text.trim();
-    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-    let (digits, unit) = t.split_at(split);
-    let n: u64 = digits
-        .parse()
-        .map_err(|_| format!("{text:?} is not a duration such as 250ms, 5s, 10m, 2h or 3d"))?;
-    let per_unit_ms: u64 = match unit.trim() {
-        "ms" => 1,
-        "" | "s" => 1_000,
-        "m" => 60_000,
-        "h" => 3_600_000,
-        "d" => 86_400_000,
-        _ => {
-            return Err(format!(
-                "{text:?} is not a duration such as 250ms, 5s, 10m, 2h or 3d"
-            ));
-        }
-    };
-    n.checked_mul(per_unit_ms)
-        .map(Duration::from_millis)
-        .ok_or_else(|| format!("{text:?} is too long"))
-}
-
-fn duration(key: &str, value: Option<String>) -> Result<Duration, SettingsError> {
-    let v = required(key, value)?;
-    let d = parse_duration(&v).map_err(|e| SettingsError::invalid(key, e))?;
-    if d.is_zero() {
-        return Err(SettingsError::invalid(key, "must be more than zero"));
-    }
-    Ok(d)
-}
-
-fn boolean(key: &str, value: Option<String>) -> Result<bool, SettingsError> {
-    let v = required(key, value)?;
-    match v.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" => Ok(true),
-        "false" | "0" | "no" => Ok(false),
-        _ => Err(SettingsError::invalid(
-            key,
-            format!("{v:?} is not true or false"),
-        )),
-    }
-}
-
-/// The sandbox's approval timeout when `sandbox.approval_timeout_secs` is not set.
-pub const DEFAULT_SANDBOX_APPROVAL_TIMEOUT: Duration = Duration::from_secs(1800);
-
-/// Settings of `pisgate sandbox` (the Nordea simulator): section `[sandbox]`.
-#[derive(Debug, Clone)]
-pub struct SandboxSettings {
-    pub listen: SocketAddr,
-    /// How a browser reaches the sandbox; signing links are built on it.
-    pub public_url: String,
-    pub client_id: String,
-    pub client_secret: SecretString,
-    /// PEM (SPKI or PKCS#1) or bare base64 of the public key registered for the app.
-    pub public_key_pem: String,
-    pub confirm_delay: Duration,
-    pub paid_delay: Duration,
-    pub recurring_interval: Duration,
-    /// `sandbox.approval_timeout_secs`: how long after initiation an opened but unsigned
-    /// payment becomes UserApprovalTimeout. Absent: 1800 s (30 minutes, as a real bank times
-    /// out unsigned payments); `0`: never.
-    pub approval_timeout: Option<Duration>,
-    pub access_token_lifetime: Duration,
-    /// `sandbox.token_identity`: token answers carry an unsigned `id_token` with the PSU
-    /// (`sub`) and the issue time (`iat`). Default false (Nordea's schema has no `id_token`).
-    pub token_identity: bool,
-    /// Fault rules active from the start, as the admin API's JSON list.
-    pub faults_json: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawSandbox {
-    listen: Option<String>,
-    public_url: Option<String>,
-    client_id: Option<String>,
-    client_secret: Option<String>,
-    public_key_file: Option<String>,
-    public_key: Option<String>,
-    confirm_delay_ms: Option<String>,
-    paid_delay_ms: Option<String>,
-    recurring_interval_secs: Option<String>,
-    approval_timeout_secs: Option<String>,
-    access_token_lifetime_secs: Option<String>,
-    token_identity: Option<String>,
-    faults: Option<String>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-struct RawSandboxRoot {
-    #[serde(default)]
-    sandbox: RawSandbox,
-}
-
-impl SandboxSettings {
-    pub fn load() -> Result<SandboxSettings, SettingsError> {
-        SandboxSettings::load_from(&Sources::from_process())
-    }
-
-    pub fn load_from(sources: &Sources) -> Result<SandboxSettings, SettingsError> {
-        let raw: RawSandboxRoot = sources
-            .layered()?
-            .try_deserialize()
-            .map_err(|e| SettingsError::Load(e.to_string()))?;
-        let raw = raw.sandbox;
-        let listen_s = required("sandbox.listen", raw.listen)?;
-        let listen: SocketAddr = listen_s.trim().parse().map_err(|_| {
-            SettingsError::invalid(
-                "sandbox.listen",
-                format!("{listen_s:?} is not a socket address"),
-            )
-        })?;
-        let public_url = raw
-            .public_url
-            .filter(|u| !u.trim().is_empty())
-            .unwrap_or_else(|| format!("http://{listen}"));
-        let public_key_pem = match (raw.public_key, raw.public_key_file) {
-            (Some(k), _) if !k.trim().is_empty() => k,
-            (_, Some(path)) if !path.trim().is_empty() => std::fs::read_to_string(path.trim())
-                .map_err(|e| {
-                    SettingsError::invalid(
-                        "sandbox.public_key_file",
-                        format!("cannot read {path:?}: {e}"),
-                    )
-                })?,
-            _ => return Err(SettingsError::missing("sandbox.public_key_file")),
-        };
-        let millis =
-            |key: &str, v: Option<String>| number::<u64>(key, v, 0).map(Duration::from_millis);
-        let approval_timeout = match raw.approval_timeout_secs {
-            Some(v) if !v.trim().is_empty() => {
-                match number::<u64>("sandbox.approval_timeout_secs", Some(v), 0)? {
-                    0 => None,
-                    n => Some(Duration::from_secs(n)),
-                }
-            }
-            _ => Some(DEFAULT_SANDBOX_APPROVAL_TIMEOUT),
-        };
-        let token_identity = match raw.token_identity {
-            Some(v) if !v.trim().is_empty() => boolean("sandbox.token_identity", Some(v))?,
-            _ => false,
-        };
-        Ok(SandboxSettings {
-            listen,
-            public_url: public_url.trim_end_matches('/').to_owned(),
-            client_id: required("sandbox.client_id", raw.client_id)?,
-            client_secret: SecretString::from(required(
-                "sandbox.client_secret",
-                raw.client_secret,
-            )?),
-            public_key_pem,
-            confirm_delay: millis("sandbox.confirm_delay_ms", raw.confirm_delay_ms)?,
-            paid_delay: millis("sandbox.paid_delay_ms", raw.paid_delay_ms)?,
-            recurring_interval: secs(
-                "sandbox.recurring_interval_secs",
-                raw.recurring_interval_secs,
-            )?,
-            approval_timeout,
-            access_token_lifetime: secs(
-                "sandbox.access_token_lifetime_secs",
-                raw.access_token_lifetime_secs,
-            )?,
-            token_identity,
-            faults_json: raw.faults.filter(|f| !f.trim().is_empty()),
         })
     }
 }
@@ -1115,8 +922,93 @@ mod tests {
     fn defaults_plus_a_database_url_are_enough() {
         let s = Settings::load_from(&sources(&[DB])).unwrap();
         assert_eq!(s.server.listen.to_string(), "127.0.0.1:8080");
+        assert_eq!(s.admin.listen.to_string(), "127.0.0.1:9090");
         assert_eq!(s.database.max_connections, 20);
         assert_eq!(s.database.url(), "postgres://u:p@localhost/db");
+    }
+
+    #[test]
+    fn a_config_folder_without_default_toml_says_so_and_how_to_point_at_it() {
+        let mut s = sources(&[DB]);
+        s.config_dir = PathBuf::from("/nonexistent/config");
+        let err = Settings::load_from(&s).unwrap_err().to_string();
+        assert!(
+            err.contains("/nonexistent/config has no default.toml")
+                && err.contains("PISGATE_CONFIG_DIR")
+                && err.contains("--config-dir"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn values_are_typed_once_and_every_error_quotes_the_value_under_its_variable() {
+        let s = Settings::load_from(&sources(&[
+            DB,
+            ("PISGATE__POLLER__LEASE", "1h 30m"),
+            ("PISGATE__POLLER__IDLE_WAIT", "90"),
+            ("PISGATE__POLLER__ENABLED", "no"),
+            ("PISGATE__WEBHOOKS__RETRY_SCHEDULE", "5s, 1m,2h"),
+            ("PISGATE__TELEMETRY__LOG_FORMAT", "JSON"),
+            ("PISGATE__ADMIN__LISTEN", "0.0.0.0:9100"),
+        ]))
+        .unwrap();
+        assert_eq!(s.poller.lease, Duration::from_secs(5400));
+        assert_eq!(s.poller.idle_wait, Duration::from_secs(90));
+        assert!(!s.poller.enabled);
+        assert_eq!(
+            s.webhooks.retry_schedule,
+            [5, 60, 7200].map(Duration::from_secs)
+        );
+        assert_eq!(s.telemetry.log_format, LogFormat::Json);
+        assert_eq!(s.admin.listen.port(), 9100);
+        for (var, value, reason) in [
+            (
+                "PISGATE__POLLER__ENABLED",
+                "maybe",
+                "\"maybe\" is not true or false",
+            ),
+            (
+                "PISGATE__POLLER__LEASE",
+                "soon",
+                "\"soon\" is not a duration",
+            ),
+            ("PISGATE__POLLER__LEASE", "0s", "must be more than zero"),
+            ("PISGATE__POLLER__BATCH_SIZE", "0", "must be at least 1"),
+            (
+                "PISGATE__POLLER__BATCH_SIZE",
+                "-3",
+                "\"-3\" is not a whole number",
+            ),
+            (
+                "PISGATE__WEBHOOKS__RETRY_SCHEDULE",
+                "5s,x",
+                "\"x\" is not a duration",
+            ),
+            (
+                "PISGATE__NORDEA__ENVIRONMENT",
+                "staging",
+                "is not one of production, sandbox",
+            ),
+        ] {
+            let err = Settings::load_from(&sources(&[DB, (var, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.starts_with(&format!("invalid setting {var} (")) && err.contains(reason),
+                "{var}={value}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_operator_commands_never_parse_the_sections_they_do_not_use() {
+        let s = ToolSettings::load_from(&bare_sources(&[
+            DB,
+            ("PISGATE__POLLER__LEASE", "not a duration"),
+            ("PISGATE__SERVER__LISTEN", "nowhere"),
+        ]))
+        .unwrap();
+        assert_eq!(s.database.max_connections, 20);
     }
 
     #[test]
@@ -1143,6 +1035,10 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(err.contains("PISGATE__SERVER__LISTEN"), "{err}");
+        let err = Settings::load_from(&sources(&[DB, ("PISGATE__ADMIN__LISTEN", ":9090")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PISGATE__ADMIN__LISTEN"), "{err}");
     }
 
     #[test]

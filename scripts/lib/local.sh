@@ -1,0 +1,48 @@
+# shellcheck shell=bash
+# The local stack's settings, shared by scripts/run.sh (which starts it) and scripts/pisgate
+# (which runs the CLI against it): its ports, its secrets under .pisgate/ (made once) and the
+# PISGATE__* variables of `pisgate serve`, `pisgate sandbox` and the operator commands.
+#
+#   source scripts/lib/pg.sh; source scripts/lib/local.sh
+#   local_ports                # port, admin_port, sandbox_port (PISGATE_PORT, ... override)
+#   pg_start "$cluster"
+#   local_settings "$bin"      # exports the settings; makes the secrets on first use
+
+local_state="$PISGATE_ROOT/.pisgate"
+
+local_ports() {
+    port=${PISGATE_PORT:-8080}
+    sandbox_port=${PISGATE_SANDBOX_PORT:-$((port + 10))}
+    admin_port=${PISGATE_ADMIN_PORT:-$((port + 1010))}
+}
+
+# Needs DATABASE_URL (pg_start sets it) and the pisgate binary (to make the key pair).
+local_settings() {
+    local bin=$1 keys="$local_state/keys" secret
+    mkdir -p "$local_state"
+    export PISGATE__DATABASE__URL=$DATABASE_URL
+    export PISGATE__SERVER__LISTEN="127.0.0.1:$port"
+    export PISGATE__SERVER__PUBLIC_URL=${PISGATE__SERVER__PUBLIC_URL:-http://127.0.0.1:$port}
+    export PISGATE__ADMIN__LISTEN="127.0.0.1:$admin_port"
+    export PISGATE_ENV=${PISGATE_ENV:-sandbox}
+    export PISGATE_CONFIG_DIR=${PISGATE_CONFIG_DIR:-$PISGATE_ROOT/config}
+
+    # Local secrets, made once: the app's signing key pair (the sandbox gets the public
+    # half), the key that encrypts shoppers' tokens at rest and the key that signs the ledger.
+    [ -s "$keys/private.pem" ] || "$bin" keys generate --out "$keys" >&2
+    for secret in token-key ledger-key; do
+        [ -s "$local_state/$secret" ] || (umask 077 && "$bin" keys "$secret" >"$local_state/$secret")
+        chmod 600 "$local_state/$secret"
+    done
+
+    export PISGATE__SANDBOX__LISTEN="127.0.0.1:$sandbox_port"
+    export PISGATE__SANDBOX__CLIENT_ID=local-client
+    export PISGATE__SANDBOX__CLIENT_SECRET=local-secret
+    export PISGATE__SANDBOX__PUBLIC_KEY_FILE="$keys/public.pem"
+    export PISGATE__NORDEA__BASE_URL="http://127.0.0.1:$sandbox_port/personal"
+    export PISGATE__NORDEA__CLIENT_ID=local-client
+    export PISGATE__NORDEA__CLIENT_SECRET=local-secret
+    export PISGATE__NORDEA__PRIVATE_KEY_FILE="$keys/private.pem"
+    export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$local_state/token-key"
+    export PISGATE__LEDGER__KEY_FILE="$local_state/ledger-key"
+}
