@@ -676,18 +676,28 @@ async fn ledger_the_checkpoint_worker_counts_a_chain_cut_back_below_its_checkpoi
             .expect("the counter exists from the start")
     };
     let started = std::time::Instant::now();
+    // A checkpoint of the payment's whole chain (one taken while it was being written covers
+    // an earlier head, below which the cut would not reach).
+    let head_seq: i32 = sqlx::query_scalar("SELECT ledger_seq FROM payments WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(head_seq > 3, "the payment has events past seq 3");
     loop {
-        let covered: Option<i64> =
-            sqlx::query_scalar("SELECT max(payments) FROM ledger_checkpoints")
-                .fetch_one(&app.pool)
-                .await
-                .unwrap();
-        if covered == Some(1) {
+        let covered: Option<i32> = sqlx::query_scalar(
+            "SELECT max(seq) FROM ledger_checkpoint_heads WHERE payment_id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if covered == Some(head_seq) {
             break;
         }
         assert!(
             started.elapsed() < Duration::from_secs(10),
-            "no checkpoint of the payment"
+            "no checkpoint of the payment's last head"
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
