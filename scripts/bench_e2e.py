@@ -88,11 +88,11 @@ _postmaster = None
 
 
 def postmaster_pid():
-    """The benchmark cluster's postmaster: the parent of a backend of ours (other clusters
-    may run on this machine)."""
+    """The benchmark cluster's postmaster (other clusters may run on this machine)."""
     global _postmaster
     if _postmaster is None:
-        backend = int(psql("SELECT pg_backend_pid()"))
+        # The checkpointer lives as long as the cluster; its parent is the postmaster.
+        backend = int(psql("SELECT pid FROM pg_stat_activity WHERE backend_type = 'checkpointer'"))
         with open(f"/proc/{backend}/status") as f:
             _postmaster = int(next(l.split()[1] for l in f if l.startswith("PPid:")))
     return _postmaster
@@ -190,6 +190,11 @@ class Stack:
             except OSError:
                 time.sleep(0.02)
         raise SystemExit("the sandbox did not start; see sandbox.log")
+
+    def restart_sandbox(self):
+        self.sandbox_proc.kill()
+        self.sandbox_proc.wait()
+        self.start_sandbox()
 
     def metrics_url(self):
         return f"http://127.0.0.1:{self.admin_port}/metrics"
@@ -429,8 +434,11 @@ def create_payments(stack, n, tag):
 
 
 def polls_per_second(stack):
-    """One replica polling POLL_PAYMENTS payments that are always due, with no rate limit."""
+    """One replica polling POLL_PAYMENTS payments that are always due, with no rate limit.
+    A fresh sandbox: the creation runs left it holding every payment and request they made,
+    which would measure the simulator's memory rather than pisgate."""
     stack.stop_serve()
+    stack.restart_sandbox()
     psql("UPDATE payment_polls SET next_poll_at = 'infinity' WHERE next_poll_at IS NOT NULL"
          if has_poll_table() else
          "UPDATE payments SET next_poll_at = 'infinity' WHERE next_poll_at IS NOT NULL")
