@@ -769,3 +769,61 @@ async fn record_progress(
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn standing_order(rule: &str, start: &str, executions: i32) -> Claimed {
+        let created_at = DateTime::parse_from_rfc3339("2027-01-10T12:00:00Z")
+            .unwrap()
+            .to_utc();
+        Claimed {
+            id: uuid::Uuid::nil(),
+            merchant_id: uuid::Uuid::nil(),
+            status: "authorized".into(),
+            bank: "nordea".into(),
+            bank_payment_id: None,
+            bank_status: Some("Confirmed".into()),
+            psu_key: None,
+            state_expires_at: None,
+            expires_at: None,
+            sign_horizon_at: None,
+            initiation: "initiated".into(),
+            state_used_at: None,
+            created_at,
+            poll_failures: 0,
+            recurring_remaining: None,
+            recurring_executions: executions,
+            execution_date: Some(start.into()),
+            recurring_count: Some(12),
+            recurrence_type: Some(rule.into()),
+            due_at: created_at,
+            lease_until: created_at,
+            trace_parent: None,
+        }
+    }
+
+    fn at(s: &str) -> DateTime<Utc> {
+        DateTime::parse_from_rfc3339(s).unwrap().to_utc()
+    }
+
+    #[test]
+    fn a_standing_order_is_due_on_its_execution_dates_only() {
+        // Two executions seen of a monthly order from 31 January: the next is 31 March.
+        let p = standing_order("MONTHLY_SAME_DAY", "2027-01-31", 2);
+        assert_eq!(next_occurrence(&p), Some(at("2027-03-31T00:00:00Z")));
+        assert!(!occurrence_due(&p, at("2027-03-30T23:59:59Z")));
+        assert!(occurrence_due(&p, at("2027-03-31T00:00:00Z")));
+        // Not a calendar rule (the sandbox's every-minute series): always worth a look.
+        let p = standing_order("EVERY_MINUTE_SANDBOX_ONLY", "2027-01-31", 2);
+        assert_eq!(next_occurrence(&p), None);
+        assert!(occurrence_due(&p, at("2027-01-01T00:00:00Z")));
+        // A payment that is not a standing order has no occurrences.
+        let p = Claimed {
+            recurring_count: None,
+            ..standing_order("MONTHLY_SAME_DAY", "2027-01-31", 0)
+        };
+        assert_eq!(next_occurrence(&p), None);
+    }
+}

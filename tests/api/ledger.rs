@@ -1020,6 +1020,28 @@ async fn ledger_due_for_refresh_lists_live_tokens_expiring_soon() {
         .await
         .unwrap();
     assert_eq!(limited.len(), 1);
+    // A shopper someone holds the lease of (an exchange, another replica's refresher) is
+    // theirs this round: the list skips it, and a try-lease gives up at once.
+    let held = lease(&pool, "nordea", "soon", Duration::ZERO)
+        .await
+        .unwrap();
+    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10, false)
+        .await
+        .unwrap();
+    let keys: Vec<&str> = due.iter().map(|d| d.psu_key.as_str()).collect();
+    assert_eq!(keys, vec!["expired"]);
+    let started = std::time::Instant::now();
+    assert!(
+        lease(&pool, "nordea", "soon", Duration::ZERO)
+            .await
+            .is_none()
+    );
+    assert!(started.elapsed() < Duration::from_secs(1));
+    held.release().await;
+    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10, false)
+        .await
+        .unwrap();
+    assert_eq!(due.len(), 2);
 }
 
 async fn lease(pool: &PgPool, bank: &str, psu: &str, wait: Duration) -> Option<tokens::PsuLease> {

@@ -467,3 +467,62 @@ async fn an_answer_from_an_expired_claim_is_dropped_even_by_the_replica_that_cla
         "the lease is handed back once recorded"
     );
 }
+
+#[tokio::test]
+async fn a_poll_that_changes_nothing_rewrites_only_the_schedule_row() {
+    let app = spawn_app_full(
+        &[
+            ("PISGATE__POLLER__ENABLED", "true"),
+            ("PISGATE__POLLER__SIGNING_INTERVAL", "50ms"),
+            ("PISGATE__POLLER__IDLE_WAIT", "100ms"),
+        ],
+        |_| {},
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id: uuid::Uuid = p["id"].as_str().unwrap().parse().unwrap();
+    let bank_id = p["bank_payment_id"].as_str().unwrap().to_owned();
+    // The shopper opens the signing page (the bank now answers PendingUserApproval) and
+    // stays there: every poll from now on finds nothing new.
+    let page = crate::helpers::open_authorization(
+        &reqwest::Client::new(),
+        p["authorization_url"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(page.status(), 200);
+    let version = || async {
+        sqlx::query_as::<_, (String, chrono::DateTime<chrono::Utc>, i32)>(
+            "SELECT p.xmin::text, p.updated_at, s.polls
+             FROM payments p JOIN payment_polls s ON s.payment_id = p.id WHERE p.id = $1",
+        )
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    // Wait for the first poll that sees the opened link (it records nothing new either,
+    // but the hop's opening was written just before).
+    let started = Instant::now();
+    while status_polls(&app, &bank_id)
+        .iter()
+        .all(|r| r.status != Some(200))
+    {
+        assert!(started.elapsed() < Duration::from_secs(10), "never polled");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let (xmin, updated_at, polls) = version().await;
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let (xmin_after, updated_after, polls_after) = version().await;
+    assert!(
+        polls_after >= polls + 5,
+        "polled {} times in a second",
+        polls_after - polls
+    );
+    assert_eq!(
+        (xmin_after, updated_after),
+        (xmin, updated_at),
+        "the payment row was rewritten by polls that changed nothing"
+    );
+}
