@@ -12,6 +12,7 @@
 pub mod auth;
 pub mod authorize;
 pub mod callbacks;
+pub mod consent;
 pub mod error;
 pub mod extract;
 pub mod health;

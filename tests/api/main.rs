@@ -4,6 +4,7 @@
 mod auth;
 mod certificate;
 mod cli;
+mod consent;
 mod errors;
 mod hardening;
 mod health;
