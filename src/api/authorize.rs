@@ -38,8 +38,14 @@ use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
     Router::new()
-        .route("/authorize/{id}", get(show).post(proceed))
-        .route("/authorize/{id}/cancel", post(cancel))
+        .route(
+            "/authorize/{id}",
+            get(show).post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::Proceed)),
+        )
+        .route(
+            "/authorize/{id}/cancel",
+            post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::Cancel)),
+        )
 }
 
 /// A new hop token: 256 random bits, URL-safe.
@@ -128,11 +134,39 @@ async fn load(state: &AppState, id: &str, token: &str) -> anyhow::Result<Option<
     Ok(Some(p))
 }
 
-/// Turns a failure into the "try again" page, logging its cause chain.
-fn or_unavailable(result: anyhow::Result<Response>, lang: Language) -> Response {
-    result.unwrap_or_else(|e| {
+/// What the shopper asked of the hop.
+#[derive(Clone, Copy)]
+enum Action {
+    Show,
+    Proceed,
+    Cancel,
+}
+
+/// Checks the link (an unknown payment and a wrong token get the same page), picks the
+/// language and does `action`; a failure is logged and answered with the "try again" page.
+async fn act(
+    state: &AppState,
+    id: &str,
+    token: &str,
+    headers: &HeaderMap,
+    action: Action,
+) -> Response {
+    let fallback = language(None, headers);
+    let result = async {
+        let Some(p) = load(state, id, token).await? else {
+            return Ok(closed(Closed::Unknown, fallback, None));
+        };
+        let lang = language(Some(&p), headers);
+        match action {
+            Action::Show => show_page(state, &p, token, lang).await,
+            Action::Proceed => to_bank(state, &p, lang).await,
+            Action::Cancel => shopper_cancel(state, &p, lang).await,
+        }
+    }
+    .await;
+    result.unwrap_or_else(|e: anyhow::Error| {
         tracing::error!(error = format!("{e:#}"), "authorization hop failed");
-        closed(Closed::Unavailable, lang, None)
+        closed(Closed::Unavailable, fallback, None)
     })
 }
 
@@ -146,26 +180,35 @@ async fn show(
     headers: HeaderMap,
 ) -> Response {
     let token = q.get("t").map(String::as_str).unwrap_or("");
-    let fallback = language(None, &headers);
-    or_unavailable(show_page(&state, &id, token, &headers).await, fallback)
+    act(&state, &id, token, &headers, Action::Show).await
+}
+
+/// `POST /authorize/{id}` (the shopper pressed "Continue to the bank") and
+/// `POST /authorize/{id}/cancel` ("Cancel"), each with the token in the form.
+#[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
+async fn posted(
+    state: AppState,
+    id: String,
+    headers: HeaderMap,
+    form: HashMap<String, String>,
+    action: Action,
+) -> Response {
+    let token = form.get("t").map(String::as_str).unwrap_or("");
+    act(&state, &id, token, &headers, action).await
 }
 
 async fn show_page(
     state: &AppState,
-    id: &str,
+    p: &PaymentRecord,
     token: &str,
-    headers: &HeaderMap,
+    lang: Language,
 ) -> anyhow::Result<Response> {
-    let Some(p) = load(state, id, token).await? else {
-        return Ok(closed(Closed::Unknown, language(None, headers), None));
-    };
-    let lang = language(Some(&p), headers);
     if p.request["consent"] == "merchant" {
-        return to_bank(state, &p, lang).await;
+        return to_bank(state, p, lang).await;
     }
-    let link = match payments::hop_for(&p, Utc::now()) {
+    let link = match payments::hop_for(p, Utc::now()) {
         Hop::ToBank(link) => link,
-        Hop::Closed(c) => return Ok(closed(closed_kind(c), lang, Some(&p))),
+        Hop::Closed(c) => return Ok(closed(closed_kind(c), lang, Some(p))),
     };
     let merchant = merchants::get(&state.pool, p.merchant_id)
         .await?
@@ -177,7 +220,7 @@ async fn show_page(
         .collect();
     let page = consent::consent_page(
         &consent::Consent {
-            payment: &p,
+            payment: p,
             merchant: &merchant,
             token,
         },
@@ -204,58 +247,26 @@ async fn to_bank(state: &AppState, p: &PaymentRecord, lang: Language) -> anyhow:
     }
 }
 
-/// `POST /authorize/{id}` with the token: the shopper pressed "Continue to the bank".
-#[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
-async fn proceed(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let token = form.get("t").map(String::as_str).unwrap_or("");
-    let fallback = language(None, &headers);
-    let result = async {
-        let Some(p) = load(&state, &id, token).await? else {
-            return Ok(closed(Closed::Unknown, fallback, None));
-        };
-        to_bank(&state, &p, language(Some(&p), &headers)).await
-    }
-    .await;
-    or_unavailable(result, fallback)
-}
-
-/// `POST /authorize/{id}/cancel` with the token: the shopper pressed "Cancel". Takes the
-/// merchant's cancel path, then returns the shopper to the merchant with the status.
-#[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
-async fn cancel(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    headers: HeaderMap,
-    Form(form): Form<HashMap<String, String>>,
-) -> Response {
-    let token = form.get("t").map(String::as_str).unwrap_or("");
-    let fallback = language(None, &headers);
-    let result = async {
-        let Some(p) = load(&state, &id, token).await? else {
-            return Ok(closed(Closed::Unknown, fallback, None));
-        };
-        let lang = language(Some(&p), &headers);
-        let mut tx = state.pool.begin().await?;
-        let start = payments::start_cancel(&mut tx, p.id, CancelBy::Shopper).await?;
-        tx.commit().await?;
-        match start {
-            Some(CancelStart::Cancelled) => tracing::info!("shopper cancelled on the consent page"),
-            Some(CancelStart::BankDecides(_)) => {
-                tracing::info!("shopper cancelled after reaching the bank: the bank decides")
-            }
-            _ => {}
+/// Takes the merchant's cancel path for the shopper, then returns them to the merchant
+/// with the payment's status.
+async fn shopper_cancel(
+    state: &AppState,
+    p: &PaymentRecord,
+    lang: Language,
+) -> anyhow::Result<Response> {
+    let mut tx = state.pool.begin().await?;
+    let start = payments::start_cancel(&mut tx, p.id, CancelBy::Shopper).await?;
+    tx.commit().await?;
+    match start {
+        Some(CancelStart::Cancelled) => tracing::info!("shopper cancelled on the consent page"),
+        Some(CancelStart::BankDecides(_)) => {
+            tracing::info!("shopper cancelled after reaching the bank: the bank decides")
         }
-        let now = payments::get(&mut *state.pool.acquire().await?, p.id).await?;
-        Ok(match now.as_ref().and_then(consent::return_url) {
-            Some(back) => see_other(back),
-            None => closed(Closed::Closed, lang, now.as_ref()),
-        })
+        _ => {}
     }
-    .await;
-    or_unavailable(result, fallback)
+    let now = payments::get(&mut *state.pool.acquire().await?, p.id).await?;
+    Ok(match now.as_ref().and_then(consent::return_url) {
+        Some(back) => see_other(back),
+        None => closed(Closed::Closed, lang, now.as_ref()),
+    })
 }

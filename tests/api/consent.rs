@@ -62,6 +62,17 @@ async fn status_of(app: &TestApp, id: &str) -> String {
         .unwrap()
 }
 
+/// Presses the consent page's cancel button: posts the hop's token to `…/cancel`.
+async fn press_cancel(app: &TestApp, url: &str) -> reqwest::Response {
+    let (hop, token) = url.split_once("?t=").unwrap();
+    app.client
+        .post(format!("{hop}/cancel"))
+        .form(&[("t", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
 fn location(r: &reqwest::Response) -> String {
     r.headers()
         .get("location")
@@ -231,14 +242,7 @@ async fn cancelling_on_the_consent_page_ends_the_payment_cancelled_and_returns_t
     let app = spawn_app().await;
     let m = app.create_merchant("Shop").await;
     let (id, url) = create(&app, &m, body("FI")).await;
-    let (hop, token) = url.split_once("?t=").unwrap();
-    let r = app
-        .client
-        .post(format!("{hop}/cancel"))
-        .form(&[("t", token)])
-        .send()
-        .await
-        .unwrap();
+    let r = press_cancel(&app, &url).await;
     assert_eq!(r.status(), 303);
     assert_eq!(
         location(&r),
@@ -273,14 +277,7 @@ async fn a_shopper_who_reached_the_bank_and_cancels_leaves_the_decision_to_the_b
     let m = app.create_merchant("Shop").await;
     let (id, url) = create(&app, &m, body("SE")).await;
     assert_eq!(continue_to_bank(&app.client, &url).await.status(), 303);
-    let (hop, token) = url.split_once("?t=").unwrap();
-    let r = app
-        .client
-        .post(format!("{hop}/cancel"))
-        .form(&[("t", token)])
-        .send()
-        .await
-        .unwrap();
+    let r = press_cancel(&app, &url).await;
     assert_eq!(r.status(), 303);
     assert!(
         location(&r).ends_with("&status=awaiting_authorization"),
@@ -299,14 +296,7 @@ async fn a_signed_payment_is_not_cancelled_from_the_consent_page() {
     let m = app.create_merchant("Shop").await;
     let (id, url) = create(&app, &m, body("FI")).await;
     assert_eq!(app.sign(&url, "psu-signed", true).await.status(), 303);
-    let (hop, token) = url.split_once("?t=").unwrap();
-    let r = app
-        .client
-        .post(format!("{hop}/cancel"))
-        .form(&[("t", token)])
-        .send()
-        .await
-        .unwrap();
+    let r = press_cancel(&app, &url).await;
     assert_eq!(r.status(), 303);
     let p = app.get_payment(&m.api_key, &id).await;
     assert_ne!(p["status"], "cancelled");
