@@ -5,6 +5,7 @@ mod auth;
 mod certificate;
 mod cli;
 mod consent;
+mod console;
 mod errors;
 mod hardening;
 mod health;

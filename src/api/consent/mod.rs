@@ -40,13 +40,16 @@ form{margin:0 0 1rem}\
 :focus-visible{outline:3px solid #b35c00;outline-offset:3px}\
 ";
 
-static STYLE_HASH: LazyLock<String> = LazyLock::new(|| {
-    let digest = Sha256::digest(CSS.as_bytes());
+/// The CSP source of an inline stylesheet: `'sha256-…'` of its exact text.
+pub fn style_hash(css: &str) -> String {
+    let digest = Sha256::digest(css.as_bytes());
     format!(
         "'sha256-{}'",
         base64::engine::general_purpose::STANDARD.encode(digest)
     )
-});
+}
+
+static STYLE_HASH: LazyLock<String> = LazyLock::new(|| style_hash(CSS));
 
 /// What the consent page shows, read from the stored canonical request.
 pub struct Consent<'a> {
@@ -240,7 +243,13 @@ pub fn policy(form_targets: &[String]) -> String {
 
 /// A rendered page with the hop's headers: no caching, no referrer, the strict policy.
 pub fn respond(status: StatusCode, page: Markup, form_targets: &[String]) -> Response {
-    let csp = HeaderValue::from_str(&policy(form_targets))
+    html_page(status, page, &policy(form_targets))
+}
+
+/// A server-rendered page with the headers every pisgate page carries: `csp`, no caching,
+/// no referrer, no sniffing, no framing.
+pub fn html_page(status: StatusCode, page: Markup, csp: &str) -> Response {
+    let csp = HeaderValue::from_str(csp)
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
     (
         status,

@@ -1,0 +1,197 @@
+//! The console's pages (maud): sign-in, payment search, one payment's timeline.
+
+use crate::domain::{Currency, Language, display};
+use crate::ledger::events::StoredEvent;
+use crate::ledger::operators::{Delivery, PaymentRow, Session};
+use crate::ledger::verify::VerifyReport;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use std::collections::HashMap;
+
+pub const CSS: &str = "\
+body{margin:0;font:0.95rem/1.45 system-ui,sans-serif;color:#1a1a1a;background:#fff}\
+header{display:flex;gap:1rem;align-items:center;justify-content:space-between;padding:.5rem 1rem;background:#1f2933;color:#fff}\
+header a{color:#fff}\
+main{padding:1rem;max-width:72rem}\
+table{border-collapse:collapse;width:100%;margin:0 0 1.5rem}\
+th,td{border-bottom:1px solid #c8ccd2;padding:.3rem .5rem;text-align:left;vertical-align:top}\
+th{background:#f4f5f7}\
+form.search{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end;margin:0 0 1rem}\
+label{display:flex;flex-direction:column;font-weight:600;font-size:.85rem}\
+input,select,button{font:inherit;padding:.3rem .4rem}\
+button{background:#0b3d91;color:#fff;border:0;border-radius:.25rem;padding:.4rem .9rem;cursor:pointer}\
+.ok{color:#0a6b2d;font-weight:700}.bad{color:#a3160b;font-weight:700}\
+.error{color:#a3160b}\
+code{font-size:.85rem;overflow-wrap:anywhere}\
+a{color:#0b3d91}\
+:focus-visible{outline:3px solid #b35c00;outline-offset:2px}\
+";
+
+fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · pisgate console" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    strong { "pisgate console" }
+                    @if let Some(s) = session {
+                        nav { a href="/console/payments" { "Payments" } }
+                        form method="post" action="/console/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf_token);
+                            span { (s.email) " " }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+pub fn message(title: &str, text: &str) -> Markup {
+    layout(title, None, html! { p { (text) } })
+}
+
+pub fn login(csrf: &str, error: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form method="post" action="/console/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                p { label { "Email" input type="email" name="email" autocomplete="username" required; } }
+                p { label { "Password" input type="password" name="password" autocomplete="current-password" required; } }
+                p { button type="submit" { "Sign in" } }
+            }
+        },
+    )
+}
+
+fn amount(minor: i64, currency: &str) -> String {
+    Currency::from_code(currency).map_or_else(
+        || format!("{minor} {currency}"),
+        |c| display::amount(minor, c, Language::En),
+    )
+}
+
+pub fn payments(
+    session: &Session,
+    q: &HashMap<String, String>,
+    errors: &[String],
+    rows: &[PaymentRow],
+) -> Markup {
+    let v = |k: &str| q.get(k).cloned().unwrap_or_default();
+    layout(
+        "Payments",
+        Some(session),
+        html! {
+            form.search method="get" action="/console/payments" role="search" {
+                label { "Payment id" input name="id" value=(v("id")); }
+                label { "Merchant id" input name="merchant" value=(v("merchant")); }
+                label { "Reference" input name="reference" value=(v("reference")); }
+                label { "PSU id" input name="psu_id" value=(v("psu_id")); }
+                label { "Status" input name="status" value=(v("status")) list="statuses"; }
+                label { "Bank status" input name="bank_status" value=(v("bank_status")); }
+                label { "From" input type="date" name="from" value=(v("from")); }
+                label { "To" input type="date" name="to" value=(v("to")); }
+                button type="submit" { "Search" }
+                datalist id="statuses" {
+                    @for s in ["awaiting_authorization", "authorized", "paid", "rejected", "authorization_failed", "cancelled", "expired", "failed"] {
+                        option value=(s) {}
+                    }
+                }
+            }
+            @for e in errors { p.error role="alert" { (e) } }
+            table {
+                caption { (rows.len()) " payment(s), newest first" }
+                thead { tr { th { "Payment" } th { "Merchant" } th { "Reference" } th { "Status" } th { "Bank status" } th { "Amount" } th { "Created" } } }
+                tbody {
+                    @for r in rows {
+                        tr {
+                            td { a href={ "/console/payments/" (r.id) } { code { (r.id) } } }
+                            td { (r.merchant_name) }
+                            td { (r.merchant_reference.as_deref().unwrap_or("")) }
+                            td { (r.status) }
+                            td { (r.bank_status.as_deref().unwrap_or("")) }
+                            td { (amount(r.amount_minor, &r.currency)) }
+                            td { (r.created_at.format("%Y-%m-%d %H:%M:%S")) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn payment(
+    session: &Session,
+    p: &PaymentRow,
+    events: &[StoredEvent],
+    deliveries: &[Delivery],
+    verified: Option<&VerifyReport>,
+) -> Markup {
+    let title = format!("Payment {}", p.id);
+    layout(
+        &title,
+        Some(session),
+        html! {
+            p {
+                (p.merchant_name) " · " (amount(p.amount_minor, &p.currency)) " · status "
+                strong { (p.status) }
+                @if let Some(b) = &p.bank_status { " · bank " (b) }
+                @if let Some(r) = &p.merchant_reference { " · reference " (r) }
+            }
+            h2 { "Ledger chain" }
+            @match verified {
+                Some(v) if v.broken_payments == 0 => p.ok { "Verified: " (v.events_checked) " event(s), every hash and the head agree." },
+                Some(v) => p.bad { "BROKEN: " (v.first_broken.as_ref().map(|b| format!("{b:?}")).unwrap_or_default()) },
+                None => p { "Not verified: this process has no ledger key." },
+            }
+            h2 { "Timeline" }
+            table {
+                thead { tr { th { "#" } th { "When" } th { "Event" } th { "Status" } th { "Bank status" } th { "Detail" } } }
+                tbody {
+                    @for e in events {
+                        tr {
+                            td { (e.seq) }
+                            td { (e.created_at.format("%Y-%m-%d %H:%M:%S%.3f")) }
+                            td { (e.kind) }
+                            td {
+                                @if let Some(o) = e.old_status { (o.as_str()) " → " }
+                                @if let Some(n) = e.new_status { (n.as_str()) }
+                            }
+                            td { (e.bank_status.as_deref().unwrap_or("")) }
+                            td { code { (e.detail.to_string()) } }
+                        }
+                    }
+                }
+            }
+            h2 { "Webhook deliveries" }
+            table {
+                thead { tr { th { "Event" } th { "Endpoint" } th { "Status" } th { "Attempts" } th { "Last attempt" } th { "Last answer" } } }
+                tbody {
+                    @for d in deliveries {
+                        tr {
+                            td { (d.event_type) }
+                            td { code { (d.url) } }
+                            td { (d.status) }
+                            td { (d.attempts) }
+                            td { (d.last_attempt_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()) }
+                            td {
+                                @if let Some(s) = d.last_response_status { "HTTP " (s) " " }
+                                (d.last_error.as_deref().unwrap_or(""))
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

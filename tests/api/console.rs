@@ -1,0 +1,299 @@
+//! The operator console on the admin listener, over HTTP against the real service and
+//! Postgres: operators made by `pisgate operator create`, sign-in with CSRF and lock-out,
+//! sessions, payment search and one payment's timeline; never on the public listener.
+
+use crate::cli::pisgate;
+use crate::helpers::{TestApp, spawn_app};
+use crate::payments::body;
+use secrecy::ExposeSecret;
+use std::io::Write;
+use std::process::Stdio;
+
+const EMAIL: &str = "ops@pisgate.example";
+const PASSWORD: &str = "a long operator password";
+
+/// `pisgate operator create --email …` with the password on standard input.
+fn create_operator(app: &TestApp, email: &str, password: &str) -> std::process::Output {
+    let mut child = pisgate()
+        .args(["operator", "create", "--email", email])
+        .env(
+            "PISGATE__DATABASE__URL",
+            app.settings.database.url.expose_secret(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+fn cookie_value(set_cookies: &[String], name: &str) -> Option<String> {
+    set_cookies.iter().find_map(|c| {
+        c.split(';')
+            .next()?
+            .strip_prefix(&format!("{name}="))
+            .map(str::to_owned)
+    })
+}
+
+fn hidden_csrf(html: &str) -> String {
+    html.split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a csrf field")
+        .to_owned()
+}
+
+/// Opens the sign-in page and posts `password`; returns the answer.
+async fn sign_in(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    let form = app
+        .client
+        .get(app.admin_url("/console/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200);
+    let login_cookie = cookie_value(&cookies(&form), "pisgate_console_login").unwrap();
+    let csrf = hidden_csrf(&form.text().await.unwrap());
+    app.client
+        .post(app.admin_url("/console/login"))
+        .header("cookie", format!("pisgate_console_login={login_cookie}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", email),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn session_cookie(app: &TestApp) -> String {
+    let r = sign_in(app, EMAIL, PASSWORD).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/payments");
+    let set = cookies(&r);
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("pisgate_console="))
+        .unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    assert!(
+        !session.contains("Secure"),
+        "plain HTTP on localhost: {session}"
+    );
+    format!(
+        "pisgate_console={}",
+        cookie_value(&set, "pisgate_console").unwrap()
+    )
+}
+
+async fn get(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
+    let r = app
+        .client
+        .get(app.admin_url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn operator_create_reads_the_password_from_stdin_and_stores_only_an_argon2id_hash() {
+    let app = spawn_app().await;
+    let out = create_operator(&app, "Ops@Pisgate.example", PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM operators WHERE email = $1")
+        .bind(EMAIL)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains(PASSWORD));
+    let short = create_operator(&app, "short@pisgate.example", "short");
+    assert!(!short.status.success());
+    let again = create_operator(&app, EMAIL, PASSWORD);
+    assert!(!again.status.success(), "one account per email");
+}
+
+#[tokio::test]
+async fn the_console_is_not_on_the_public_listener() {
+    let app = spawn_app().await;
+    for path in ["/console", "/console/login", "/console/payments"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let r = app
+        .client
+        .get(app.admin_url("/console/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
+    assert!(csp.contains("form-action 'self'"));
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_finds_a_payment_by_reference_and_sees_its_timeline() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Console shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap();
+    let other = app
+        .create_payment(&m.api_key, &{
+            let mut b = body("FI");
+            b["reference"] = serde_json::json!("another-order");
+            b
+        })
+        .await;
+
+    // Signed out: every page sends to the sign-in.
+    let r = app
+        .client
+        .get(app.admin_url("/console/payments"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+
+    let cookie = session_cookie(&app).await;
+    let (status, html) = get(&app, "/console/payments?reference=order-1234", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(id), "{html}");
+    assert!(
+        !html.contains(other["id"].as_str().unwrap()),
+        "only the reference's payment"
+    );
+    assert!(html.contains("Console shop"));
+    assert!(html.contains("€10.50"));
+
+    let (status, html) = get(&app, &format!("/console/payments/{id}"), &cookie).await;
+    assert_eq!(status, 200);
+    for shown in [
+        "created",
+        "awaiting_authorization",
+        "PendingUserApproval",
+        "Verified: ",
+    ] {
+        assert!(html.contains(shown), "{shown:?} missing in {html}");
+    }
+    let (status, html) = get(&app, "/console/payments?id=not-a-uuid", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("not a payment or merchant id"));
+
+    let audit: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM operator_audit WHERE email = $1 ORDER BY id")
+            .bind(EMAIL)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(audit, ["signed_in"]);
+    let edit = sqlx::query("UPDATE operator_audit SET action = 'nothing'")
+        .execute(&app.pool)
+        .await;
+    assert!(edit.is_err(), "the audit log is append-only");
+}
+
+#[tokio::test]
+async fn five_wrong_passwords_lock_the_account_even_for_the_right_one() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    for _ in 0..5 {
+        assert_eq!(sign_in(&app, EMAIL, "wrong password!").await.status(), 401);
+    }
+    let r = sign_in(&app, EMAIL, PASSWORD).await;
+    assert_eq!(r.status(), 401, "locked for a while");
+    assert!(cookie_value(&cookies(&r), "pisgate_console").is_none());
+    let locked: bool =
+        sqlx::query_scalar("SELECT locked_until > now() FROM operators WHERE email = $1")
+            .bind(EMAIL)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(locked);
+    // An unknown email answers the same.
+    assert_eq!(
+        sign_in(&app, "nobody@pisgate.example", PASSWORD)
+            .await
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_is_refused() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    // Sign-in without the cookie's twin.
+    let r = app
+        .client
+        .post(app.admin_url("/console/login"))
+        .form(&[("email", EMAIL), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app
+        .client
+        .post(app.admin_url("/console/login"))
+        .header("cookie", "pisgate_console_login=abc")
+        .form(&[("csrf", "abd"), ("email", EMAIL), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Sign-out without the session's token keeps the session.
+    let cookie = session_cookie(&app).await;
+    let r = app
+        .client
+        .post(app.admin_url("/console/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(get(&app, "/console/payments", &cookie).await.0, 200);
+    let (_, html) = get(&app, "/console/payments", &cookie).await;
+    let r = app
+        .client
+        .post(app.admin_url("/console/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", hidden_csrf(&html).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        get(&app, "/console/payments", &cookie).await.0,
+        303,
+        "signed out"
+    );
+}
