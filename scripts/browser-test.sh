@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Real-browser tests of the pages shoppers see: Debian's chromium, driven by playwright-core
+# Real-browser tests of the pages people see (the shopper's consent page, the operator console): Debian's chromium, driven by playwright-core
 # (scripts/browser/), against a real `pisgate serve` and `pisgate sandbox` on a throwaway
 # PostgreSQL cluster, with a tiny shop (python's http.server) as the merchant's return URL.
 # Installs what it needs when missing (apt: chromium; npm: scripts/browser/node_modules).
@@ -46,6 +46,9 @@ pg_start "$cluster"
 local_settings "$bin"
 "$bin" migrate >/dev/null
 "$bin" merchant create --name "Kahvila Aalto" --return-origin "http://127.0.0.1:$shop_port" >"$work/merchant.json"
+operator_email="operator@pisgate.example"
+operator_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+"$bin" operator create --email "$operator_email" <<<"$operator_password" >/dev/null
 
 mkdir -p "$work/shop"
 echo '<!doctype html><html lang="en"><title>Shop</title><h1>Back at the shop</h1></html>' >"$work/shop/done.html"
@@ -64,12 +67,13 @@ done
 
 screenshots=${SCREENSHOTS:-$CARGO_TARGET_DIR/browser}
 mkdir -p "$screenshots"
-PISGATE_URL="http://127.0.0.1:$port" \
-    SHOP_URL="http://127.0.0.1:$shop_port" \
-    MERCHANT_FILE="$work/merchant.json" \
-    SCREENSHOTS="$screenshots" \
-    node scripts/browser/consent.mjs || {
+export PISGATE_URL="http://127.0.0.1:$port" ADMIN_URL="http://127.0.0.1:$admin_port" \
+    SHOP_URL="http://127.0.0.1:$shop_port" MERCHANT_FILE="$work/merchant.json" \
+    SCREENSHOTS="$screenshots" OPERATOR_EMAIL="$operator_email" OPERATOR_PASSWORD="$operator_password"
+for test in consent console; do
+    node "scripts/browser/$test.mjs" || {
         echo "--- pisgate serve's log (tail)" >&2
         tail -n 40 "$work/serve.log" >&2
         exit 1
     }
+done
