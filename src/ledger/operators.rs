@@ -225,6 +225,8 @@ pub async fn search(pool: &PgPool, s: &Search, limit: i64) -> Result<Vec<Payment
 /// One webhook delivery of a payment's events, with its attempts so far.
 #[derive(Debug, Clone)]
 pub struct Delivery {
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
     pub event_type: String,
     pub url: String,
     pub status: String,
@@ -238,7 +240,7 @@ pub struct Delivery {
 pub async fn deliveries(pool: &PgPool, payment_id: Uuid) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as!(
         Delivery,
-        "SELECT e.event_type, w.url, d.status, d.attempts, d.last_attempt_at,
+        "SELECT d.endpoint_id, d.event_id, e.event_type, w.url, d.status, d.attempts, d.last_attempt_at,
                 d.last_response_status, d.last_error, d.delivered_at
            FROM webhook_deliveries d
            JOIN webhook_events e ON e.id = d.event_id
@@ -248,5 +250,117 @@ pub async fn deliveries(pool: &PgPool, payment_id: Uuid) -> Result<Vec<Delivery>
         payment_id
     )
     .fetch_all(pool)
+    .await
+}
+
+/// A payment that needs a human, and why.
+#[derive(Debug, Clone)]
+pub struct AttentionPayment {
+    pub id: Uuid,
+    pub merchant_name: String,
+    pub status: String,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+}
+
+/// Payments a human should look at: initiations whose outcome is unknown, shoppers who went
+/// to the bank and may sign late (pisgate's window passed, the bank's horizon not yet),
+/// payments past their late-signing horizon that still wait, and authorized ones with no
+/// bank word for three days.
+pub async fn attention_payments(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<AttentionPayment>, sqlx::Error> {
+    sqlx::query_as!(
+        AttentionPayment,
+        r#"SELECT p.id, m.name AS merchant_name, p.status, x.reason AS "reason!", p.updated_at AS since
+             FROM payments p
+             JOIN merchants m ON m.id = p.merchant_id
+             CROSS JOIN LATERAL (SELECT CASE
+                 WHEN p.initiation = 'outcome_unknown' THEN 'initiation outcome unknown'
+                 WHEN p.status = 'awaiting_authorization' AND p.sign_horizon_at < now()
+                     THEN 'still waiting past the late-signing horizon'
+                 WHEN p.status = 'awaiting_authorization' AND p.expires_at < now()
+                      AND p.hop_opened_at IS NOT NULL THEN 'may be signed late'
+                 WHEN p.status = 'authorized' AND p.updated_at < now() - interval '3 days'
+                     THEN 'authorized for over 3 days'
+             END AS reason) x
+            WHERE x.reason IS NOT NULL
+            ORDER BY p.updated_at
+            LIMIT $1"#,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A dead webhook delivery, for the attention list.
+#[derive(Debug, Clone)]
+pub struct DeadDelivery {
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub payment_id: Option<Uuid>,
+    pub event_type: String,
+    pub url: String,
+    pub merchant_name: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+pub async fn dead_deliveries(pool: &PgPool, limit: i64) -> Result<Vec<DeadDelivery>, sqlx::Error> {
+    sqlx::query_as!(
+        DeadDelivery,
+        "SELECT d.endpoint_id, d.event_id, e.payment_id, e.event_type, w.url, m.name AS merchant_name,
+                d.attempts, d.last_error
+           FROM webhook_deliveries d
+           JOIN webhook_events e ON e.id = d.event_id
+           JOIN webhook_endpoints w ON w.id = d.endpoint_id
+           JOIN merchants m ON m.id = w.merchant_id
+          WHERE d.status = 'dead'
+          ORDER BY d.updated_at DESC
+          LIMIT $1",
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A disabled webhook endpoint, for the attention list.
+#[derive(Debug, Clone)]
+pub struct DisabledEndpoint {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub merchant_name: String,
+    pub url: String,
+    pub disabled_reason: Option<String>,
+}
+
+pub async fn disabled_endpoints(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<DisabledEndpoint>, sqlx::Error> {
+    sqlx::query_as!(
+        DisabledEndpoint,
+        "SELECT w.id, w.merchant_id, m.name AS merchant_name, w.url, w.disabled_reason
+           FROM webhook_endpoints w JOIN merchants m ON m.id = w.merchant_id
+          WHERE w.status = 'disabled'
+          ORDER BY w.updated_at DESC
+          LIMIT $1",
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The merchant of a webhook endpoint.
+pub async fn endpoint_merchant(
+    pool: &PgPool,
+    endpoint_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT merchant_id FROM webhook_endpoints WHERE id = $1",
+        endpoint_id
+    )
+    .fetch_optional(pool)
     .await
 }

@@ -297,3 +297,224 @@ async fn a_form_without_its_csrf_token_is_refused() {
         "signed out"
     );
 }
+
+/// A merchant's webhook receiver that answers 200 and counts what arrives.
+async fn counting_receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { "ok" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, count)
+}
+
+/// Posts an action form as the page would: first without `confirm` (the confirmation page),
+/// then with it.
+async fn act(app: &TestApp, cookie: &str, fields: &[(&str, &str)]) -> (reqwest::Response, String) {
+    let (_, html) = get(app, "/console/payments", cookie).await;
+    let csrf = hidden_csrf(&html);
+    let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    let confirm = app
+        .client
+        .post(app.admin_url("/console/actions"))
+        .header("cookie", cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200);
+    let page = confirm.text().await.unwrap();
+    assert!(page.contains("Confirm"), "{page}");
+    form.push(("confirm", "yes"));
+    let done = app
+        .client
+        .post(app.admin_url("/console/actions"))
+        .header("cookie", cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    (done, page)
+}
+
+async fn audit_actions(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT action FROM operator_audit ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_replays_a_dead_delivery_after_confirming_and_the_audit_log_shows_it() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("PISGATE__WEBHOOKS__ENABLED", "true"),
+        ("PISGATE__WEBHOOKS__IDLE_WAIT", "200ms"),
+    ])
+    .await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Hooked shop").await;
+    let (url, received) = counting_receiver().await;
+    let r = app
+        .client
+        .post(app.url("/v1/webhook-endpoints"))
+        .bearer_auth(&m.api_key)
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap();
+    assert_eq!(
+        app.sign(p["authorization_url"].as_str().unwrap(), "psu-hook", true)
+            .await
+            .status(),
+        303
+    );
+    let wait = |n: usize| {
+        let received = received.clone();
+        async move {
+            for _ in 0..100 {
+                if received.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the receiver got fewer than {n} deliveries");
+        }
+    };
+    wait(1).await;
+    // The delivery died (as after its schedule ran out).
+    let (endpoint, event): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "UPDATE webhook_deliveries d SET status = 'dead', next_attempt_at = NULL, delivered_at = NULL
+           FROM webhook_events e
+          WHERE e.id = d.event_id AND e.payment_id = $1::uuid
+         RETURNING d.endpoint_id, d.event_id",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let before = received.load(std::sync::atomic::Ordering::SeqCst);
+
+    let cookie = session_cookie(&app).await;
+    let (_, html) = get(&app, "/console/attention", &cookie).await;
+    assert!(
+        html.contains("Dead webhook deliveries") && html.contains(&url),
+        "{html}"
+    );
+    let (_, html) = get(&app, &format!("/console/payments/{id}"), &cookie).await;
+    assert!(html.contains("dead") && html.contains("Replay"), "{html}");
+
+    let (endpoint, event) = (endpoint.to_string(), event.to_string());
+    let back = format!("/console/payments/{id}");
+    let (done, confirm_page) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "replay_delivery"),
+            ("endpoint", &endpoint),
+            ("event", &event),
+            ("back", &back),
+        ],
+    )
+    .await;
+    assert!(confirm_page.contains("replay delivery"));
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], back.as_str());
+    wait(before + 1).await;
+    assert_eq!(audit_actions(&app).await, ["signed_in", "replay_delivery"]);
+    let (_, html) = get(&app, "/console/audit", &cookie).await;
+    assert!(
+        html.contains("replay_delivery") && html.contains(EMAIL),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn disabling_a_merchant_from_the_console_stops_its_key_and_only_after_confirming() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Paused shop").await;
+    let cookie = session_cookie(&app).await;
+    let (_, html) = get(&app, "/console/merchants", &cookie).await;
+    assert!(html.contains("Paused shop") && html.contains("Disable"));
+
+    // The confirmation page alone changes nothing.
+    let (_, html) = get(&app, "/console/payments", &cookie).await;
+    let csrf = hidden_csrf(&html);
+    let merchant = m.id.to_string();
+    let r = app
+        .client
+        .post(app.admin_url("/console/actions"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("action", "disable_merchant"),
+            ("merchant", &merchant),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.get_as("/v1/merchant", &m.api_key).await.status(), 200);
+
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "disable_merchant"),
+            ("merchant", &merchant),
+            ("back", "/console/merchants"),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    let mut refused = false;
+    for _ in 0..50 {
+        if app.get_as("/v1/merchant", &m.api_key).await.status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the disabled merchant's key is refused");
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "enable_merchant"),
+            ("merchant", &merchant),
+            ("back", "/console/merchants"),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(
+        audit_actions(&app).await,
+        ["signed_in", "disable_merchant", "enable_merchant"]
+    );
+    // Without the session's CSRF token, nothing.
+    let r = app
+        .client
+        .post(app.admin_url("/console/actions"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("action", "disable_merchant"),
+            ("merchant", merchant.as_str()),
+            ("confirm", "yes"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}

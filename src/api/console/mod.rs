@@ -1,7 +1,9 @@
 //! The operator console at `/console`, on the admin listener only (never the public one):
 //! sign-in for operators made with `pisgate operator create`, payment search, and one
 //! payment's timeline (ledger events, webhook deliveries with their attempts, the chain's
-//! verification).
+//! verification), a "needs attention" list, merchants, and actions (replay a dead delivery,
+//! re-enable an endpoint, disable or enable a merchant), each confirmed on a second page and
+//! recorded in the append-only audit log.
 //!
 //! Sessions live in Postgres; the cookie holds a 256-bit token (only its SHA-256 is stored),
 //! HttpOnly, SameSite=Strict, Path=/console, and Secure unless the console is reached on
@@ -17,7 +19,7 @@ mod view;
 use crate::api::AppState;
 use crate::api::consent::{html_page, style_hash};
 use crate::ledger::operators::{self, Search, Session};
-use crate::ledger::{events, keys, verify};
+use crate::ledger::{events, keys, merchants, verify, webhooks};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -54,6 +56,10 @@ pub fn router() -> Router<AppState> {
         .route("/console/logout", axum::routing::post(logout))
         .route("/console/payments", get(payments))
         .route("/console/payments/{id}", get(payment))
+        .route("/console/attention", get(attention))
+        .route("/console/merchants", get(merchants_page))
+        .route("/console/audit", get(audit_page))
+        .route("/console/actions", axum::routing::post(action))
 }
 
 fn page(status: StatusCode, markup: maud::Markup) -> Response {
@@ -129,6 +135,20 @@ async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Session, Res
         Ok(None) => Err(see_other("/console/login")),
         Err(e) => Err(internal(e)),
     }
+}
+
+/// The signed-in operator who posted `form`, if it carries their session's CSRF token.
+async fn posted_by(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<Session, Response> {
+    let session = signed_in(state, headers).await?;
+    let given = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !same(given, &session.csrf_token) {
+        return Err(csrf_refused());
+    }
+    Ok(session)
 }
 
 async fn login_form(headers: HeaderMap) -> Response {
@@ -260,15 +280,8 @@ async fn logout(
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    let session = match signed_in(&state, &headers).await {
-        Ok(s) => s,
-        Err(r) => return r,
-    };
-    if !same(
-        form.get("csrf").map(String::as_str).unwrap_or(""),
-        &session.csrf_token,
-    ) {
-        return csrf_refused();
+    if let Err(r) = posted_by(&state, &headers, &form).await {
+        return r;
     }
     if let Some(token) = cookie(&headers, SESSION_COOKIE)
         && let Err(e) = operators::end_session(&state.pool, &token_hash(token)).await
@@ -379,5 +392,203 @@ async fn payment(
             StatusCode::OK,
             view::payment(&session, &row[0], &events, &deliveries, verified.as_ref()),
         ),
+    }
+}
+
+async fn attention(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let found = async {
+        Ok::<_, sqlx::Error>((
+            operators::attention_payments(&state.pool, SEARCH_LIMIT).await?,
+            operators::dead_deliveries(&state.pool, SEARCH_LIMIT).await?,
+            operators::disabled_endpoints(&state.pool, SEARCH_LIMIT).await?,
+        ))
+    }
+    .await;
+    match found {
+        Ok((payments, dead, disabled)) => page(
+            StatusCode::OK,
+            view::attention(&session, &payments, &dead, &disabled),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+async fn merchants_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match merchants::list(&state.pool).await {
+        Ok(list) => page(StatusCode::OK, view::merchants(&session, &list)),
+        Err(e) => internal(e),
+    }
+}
+
+async fn audit_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match operators::recent_audit(&state.pool, 200).await {
+        Ok(list) => page(StatusCode::OK, view::audit(&session, &list)),
+        Err(e) => internal(e),
+    }
+}
+
+/// What an action form asks for; `target` names it in the audit log.
+enum Action {
+    ReplayDelivery { endpoint: Uuid, event: Uuid },
+    EnableEndpoint { endpoint: Uuid },
+    DisableMerchant { merchant: Uuid },
+    EnableMerchant { merchant: Uuid },
+}
+
+impl Action {
+    fn parse(form: &HashMap<String, String>) -> Option<Action> {
+        let id = |k: &str| form.get(k).and_then(|v| v.parse::<Uuid>().ok());
+        Some(match form.get("action")?.as_str() {
+            "replay_delivery" => Action::ReplayDelivery {
+                endpoint: id("endpoint")?,
+                event: id("event")?,
+            },
+            "enable_endpoint" => Action::EnableEndpoint {
+                endpoint: id("endpoint")?,
+            },
+            "disable_merchant" => Action::DisableMerchant {
+                merchant: id("merchant")?,
+            },
+            "enable_merchant" => Action::EnableMerchant {
+                merchant: id("merchant")?,
+            },
+            _ => return None,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Action::ReplayDelivery { .. } => "replay_delivery",
+            Action::EnableEndpoint { .. } => "enable_endpoint",
+            Action::DisableMerchant { .. } => "disable_merchant",
+            Action::EnableMerchant { .. } => "enable_merchant",
+        }
+    }
+
+    fn target(&self) -> String {
+        match self {
+            Action::ReplayDelivery { endpoint, event } => format!("delivery {event} to {endpoint}"),
+            Action::EnableEndpoint { endpoint } => format!("endpoint {endpoint}"),
+            Action::DisableMerchant { merchant } | Action::EnableMerchant { merchant } => {
+                format!("merchant {merchant}")
+            }
+        }
+    }
+
+    /// Does it; `Err` with a sentence for the operator when it cannot be done.
+    async fn run(&self, state: &AppState) -> anyhow::Result<Result<(), String>> {
+        Ok(match *self {
+            Action::ReplayDelivery { endpoint, event } => {
+                match webhooks::replay_delivery(&state.pool, endpoint, event).await? {
+                    webhooks::Replay::Queued(_) => Ok(()),
+                    webhooks::Replay::AlreadyPending => Err("It is already pending.".into()),
+                    webhooks::Replay::EndpointNotEnabled => {
+                        Err("Its endpoint is not enabled: enable it first.".into())
+                    }
+                    webhooks::Replay::NotFound => Err("No such delivery.".into()),
+                }
+            }
+            Action::EnableEndpoint { endpoint } => {
+                let Some(merchant) = operators::endpoint_merchant(&state.pool, endpoint).await?
+                else {
+                    return Ok(Err("No such endpoint.".into()));
+                };
+                match webhooks::enable_endpoint(
+                    &state.pool,
+                    merchant,
+                    endpoint,
+                    crate::api::webhooks::MAX_ENABLED_ENDPOINTS,
+                )
+                .await?
+                {
+                    Some(webhooks::CapOutcome::Done(_)) => Ok(()),
+                    Some(webhooks::CapOutcome::TooMany { limit }) => Err(format!(
+                        "The merchant already has {limit} enabled endpoints."
+                    )),
+                    None => Err("The endpoint is deleted.".into()),
+                }
+            }
+            Action::DisableMerchant { merchant } => merchants::disable(&state.pool, merchant)
+                .await?
+                .map(|_| ())
+                .ok_or_else(|| "No such merchant.".into()),
+            Action::EnableMerchant { merchant } => merchants::enable(&state.pool, merchant)
+                .await?
+                .map(|_| ())
+                .ok_or_else(|| "No such merchant.".into()),
+        })
+    }
+}
+
+/// `POST /console/actions`: without `confirm=yes`, the confirmation page (the same form
+/// with a "Confirm" button); with it, the action, its audit entry, and back to `back`.
+#[tracing::instrument(skip_all, fields(action = tracing::field::Empty))]
+async fn action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = match posted_by(&state, &headers, &form).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(act) = Action::parse(&form) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            view::message(
+                "Unknown action",
+                "The form names no action the console knows.",
+            ),
+        );
+    };
+    tracing::Span::current().record("action", act.name());
+    let back = form
+        .get("back")
+        .filter(|b| b.starts_with("/console/") && !b.contains("//"))
+        .map_or("/console/attention", String::as_str);
+    if form.get("confirm").map(String::as_str) != Some("yes") {
+        return page(
+            StatusCode::OK,
+            view::confirm(&session, act.name(), &act.target(), &form),
+        );
+    }
+    let done = match act.run(&state).await {
+        Ok(done) => done,
+        Err(e) => return internal(format!("{e:#}")),
+    };
+    let outcome = match &done {
+        Ok(()) => serde_json::json!({ "outcome": "done" }),
+        Err(why) => serde_json::json!({ "outcome": "refused", "why": why }),
+    };
+    if let Err(e) = operators::audit(
+        &state.pool,
+        Some(session.operator_id),
+        &session.email,
+        act.name(),
+        Some(&act.target()),
+        outcome,
+    )
+    .await
+    {
+        return internal(e);
+    }
+    match done {
+        Ok(()) => {
+            tracing::info!(operator_id = %session.operator_id, "operator action done");
+            see_other(back)
+        }
+        Err(why) => page(StatusCode::CONFLICT, view::message("Not done", &why)),
     }
 }

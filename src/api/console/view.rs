@@ -2,7 +2,10 @@
 
 use crate::domain::{Currency, Language, display};
 use crate::ledger::events::StoredEvent;
-use crate::ledger::operators::{Delivery, PaymentRow, Session};
+use crate::ledger::merchants::Merchant;
+use crate::ledger::operators::{
+    AttentionPayment, AuditEntry, DeadDelivery, Delivery, DisabledEndpoint, PaymentRow, Session,
+};
 use crate::ledger::verify::VerifyReport;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use std::collections::HashMap;
@@ -40,7 +43,12 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                 header {
                     strong { "pisgate console" }
                     @if let Some(s) = session {
-                        nav { a href="/console/payments" { "Payments" } }
+                        nav {
+                            a href="/console/payments" { "Payments" } " · "
+                            a href="/console/attention" { "Needs attention" } " · "
+                            a href="/console/merchants" { "Merchants" } " · "
+                            a href="/console/audit" { "Audit log" }
+                        }
                         form method="post" action="/console/logout" {
                             input type="hidden" name="csrf" value=(s.csrf_token);
                             span { (s.email) " " }
@@ -175,7 +183,7 @@ pub fn payment(
             }
             h2 { "Webhook deliveries" }
             table {
-                thead { tr { th { "Event" } th { "Endpoint" } th { "Status" } th { "Attempts" } th { "Last attempt" } th { "Last answer" } } }
+                thead { tr { th { "Event" } th { "Endpoint" } th { "Status" } th { "Attempts" } th { "Last attempt" } th { "Last answer" } th { "Action" } } }
                 tbody {
                     @for d in deliveries {
                         tr {
@@ -188,6 +196,162 @@ pub fn payment(
                                 @if let Some(s) = d.last_response_status { "HTTP " (s) " " }
                                 (d.last_error.as_deref().unwrap_or(""))
                             }
+                            td {
+                                @if d.status == "dead" {
+                                    (action_form(session, "Replay", "replay_delivery", &[("endpoint", d.endpoint_id.to_string()), ("event", d.event_id.to_string())], &format!("/console/payments/{}", p.id)))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A form posting one action to `/console/actions`; the next page asks to confirm it.
+fn action_form(
+    session: &Session,
+    label: &str,
+    action: &str,
+    fields: &[(&str, String)],
+    back: &str,
+) -> Markup {
+    html! {
+        form method="post" action="/console/actions" {
+            input type="hidden" name="csrf" value=(session.csrf_token);
+            input type="hidden" name="action" value=(action);
+            input type="hidden" name="back" value=(back);
+            @for (k, v) in fields { input type="hidden" name=(k) value=(v); }
+            button type="submit" { (label) }
+        }
+    }
+}
+
+pub fn confirm(
+    session: &Session,
+    action: &str,
+    target: &str,
+    form: &HashMap<String, String>,
+) -> Markup {
+    layout(
+        "Confirm",
+        Some(session),
+        html! {
+            p { "Do " strong { (action.replace('_', " ")) } " for " code { (target) } "? It is recorded in the audit log under " (session.email) "." }
+            form method="post" action="/console/actions" {
+                @for (k, v) in form {
+                    @if k != "confirm" { input type="hidden" name=(k) value=(v); }
+                }
+                input type="hidden" name="confirm" value="yes";
+                button type="submit" { "Confirm" }
+                " "
+                a href=(form.get("back").map_or("/console/attention", String::as_str)) { "Cancel" }
+            }
+        },
+    )
+}
+
+pub fn attention(
+    session: &Session,
+    payments: &[AttentionPayment],
+    dead: &[DeadDelivery],
+    disabled: &[DisabledEndpoint],
+) -> Markup {
+    let back = "/console/attention";
+    layout(
+        "Needs attention",
+        Some(session),
+        html! {
+            h2 { "Payments" }
+            table {
+                thead { tr { th { "Payment" } th { "Merchant" } th { "Status" } th { "Why" } th { "Since" } } }
+                tbody {
+                    @for p in payments {
+                        tr {
+                            td { a href={ "/console/payments/" (p.id) } { code { (p.id) } } }
+                            td { (p.merchant_name) } td { (p.status) } td { (p.reason) }
+                            td { (p.since.format("%Y-%m-%d %H:%M")) }
+                        }
+                    }
+                }
+            }
+            h2 { "Dead webhook deliveries" }
+            table {
+                thead { tr { th { "Event" } th { "Merchant" } th { "Endpoint" } th { "Attempts" } th { "Last error" } th { "Action" } } }
+                tbody {
+                    @for d in dead {
+                        tr {
+                            td {
+                                (d.event_type)
+                                @if let Some(p) = d.payment_id { " · " a href={ "/console/payments/" (p) } { "payment" } }
+                            }
+                            td { (d.merchant_name) } td { code { (d.url) } } td { (d.attempts) }
+                            td { (d.last_error.as_deref().unwrap_or("")) }
+                            td { (action_form(session, "Replay", "replay_delivery", &[("endpoint", d.endpoint_id.to_string()), ("event", d.event_id.to_string())], back)) }
+                        }
+                    }
+                }
+            }
+            h2 { "Disabled webhook endpoints" }
+            table {
+                thead { tr { th { "Merchant" } th { "Endpoint" } th { "Why" } th { "Action" } } }
+                tbody {
+                    @for e in disabled {
+                        tr {
+                            td { (e.merchant_name) } td { code { (e.url) } }
+                            td { (e.disabled_reason.as_deref().unwrap_or("")) }
+                            td { (action_form(session, "Re-enable", "enable_endpoint", &[("endpoint", e.id.to_string())], back)) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn merchants(session: &Session, list: &[Merchant]) -> Markup {
+    let back = "/console/merchants";
+    layout(
+        "Merchants",
+        Some(session),
+        html! {
+            table {
+                thead { tr { th { "Merchant" } th { "Id" } th { "Status" } th { "Created" } th { "Action" } } }
+                tbody {
+                    @for m in list {
+                        tr {
+                            td { a href={ "/console/payments?merchant=" (m.id) } { (m.name) } }
+                            td { code { (m.id) } } td { (m.status) }
+                            td { (m.created_at.format("%Y-%m-%d")) }
+                            td {
+                                @if m.status == "active" {
+                                    (action_form(session, "Disable", "disable_merchant", &[("merchant", m.id.to_string())], back))
+                                } @else {
+                                    (action_form(session, "Enable", "enable_merchant", &[("merchant", m.id.to_string())], back))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn audit(session: &Session, list: &[AuditEntry]) -> Markup {
+    layout(
+        "Audit log",
+        Some(session),
+        html! {
+            table {
+                thead { tr { th { "When" } th { "Operator" } th { "Action" } th { "Target" } } }
+                tbody {
+                    @for a in list {
+                        tr {
+                            td { (a.created_at.format("%Y-%m-%d %H:%M:%S")) }
+                            td { (a.email) } td { (a.action) }
+                            td { code { (a.target.as_deref().unwrap_or("")) } }
                         }
                     }
                 }
