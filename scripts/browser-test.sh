@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Real-browser tests of the pages people see (the shopper's consent page, the operator console): Debian's chromium, driven by playwright-core
 # (scripts/browser/), against a real `pisgate serve` and `pisgate sandbox` on a throwaway
-# PostgreSQL cluster, with a tiny shop (python's http.server) as the merchant's return URL.
+# PostgreSQL cluster, with a tiny shop (scripts/browser/shop.py) as the merchant's return URL
+# and webhook receiver.
 # Installs what it needs when missing (apt: chromium; npm: scripts/browser/node_modules).
 #
 #   bash scripts/browser-test.sh          # screenshots go to $CARGO_TARGET_DIR/browser/
@@ -44,15 +45,15 @@ trap cleanup EXIT
 
 pg_start "$cluster"
 local_settings "$bin"
+# Webhooks retried quickly, so the console test's delivery is dead within a second.
+export PISGATE__WEBHOOKS__RETRY_SCHEDULE="200ms,200ms" PISGATE__WEBHOOKS__IDLE_WAIT="200ms"
 "$bin" migrate >/dev/null
 "$bin" merchant create --name "Kahvila Aalto" --return-origin "http://127.0.0.1:$shop_port" >"$work/merchant.json"
 operator_email="operator@pisgate.example"
 operator_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
 "$bin" operator create --email "$operator_email" <<<"$operator_password" >/dev/null
 
-mkdir -p "$work/shop"
-echo '<!doctype html><html lang="en"><title>Shop</title><h1>Back at the shop</h1></html>' >"$work/shop/done.html"
-python3 -m http.server "$shop_port" --bind 127.0.0.1 --directory "$work/shop" >"$work/shop.log" 2>&1 &
+python3 scripts/browser/shop.py "$shop_port" >"$work/shop.log" 2>&1 &
 pids+=($!)
 "$bin" sandbox >"$work/sandbox.log" 2>&1 &
 pids+=($!)
@@ -60,7 +61,7 @@ pids+=($!)
 pids+=($!)
 for _ in $(seq 1 150); do
     if curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 \
-        && curl -fsS -o /dev/null "http://127.0.0.1:$shop_port/done.html" 2>/dev/null; then break; fi
+        && curl -fsS -o /dev/null "http://127.0.0.1:$shop_port/hooks/count" 2>/dev/null; then break; fi
     kill -0 "${pids[2]}" 2>/dev/null || { cat "$work/serve.log" >&2; echo "pisgate serve exited" >&2; exit 1; }
     sleep 0.2
 done

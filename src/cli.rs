@@ -86,6 +86,7 @@ pub enum OperatorCommand {
     /// is never an argument, so it stays out of shell history and process lists), at least
     /// 12 characters; only its Argon2id hash is stored.
     Create {
+        /// The operator's email, their sign-in name (stored lower-cased).
         #[arg(long)]
         email: String,
     },

@@ -1,8 +1,10 @@
 // The operator console in a real browser (Debian's chromium, headless) against the stack
 // scripts/browser-test.sh started: an operator signs in on the admin listener, finds a
 // payment by its reference, opens it and sees its timeline and the chain's verification;
-// the console is not on the public listener; the pages pass axe-core with no serious or
-// critical violation. Screenshots go to $SCREENSHOTS.
+// replays a dead webhook delivery from the "needs attention" list after confirming, the
+// receiver gets it and the audit log shows it; the console is not on the public listener;
+// the pages pass axe-core with no serious or critical violation. Screenshots go to
+// $SCREENSHOTS.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -17,18 +19,29 @@ const password = process.env.OPERATOR_PASSWORD;
 const { api_key: key } = JSON.parse(readFileSync(process.env.MERCHANT_FILE, "utf8"));
 const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
+async function api(method, path, body, expect) {
+  const r = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "idempotency-key": crypto.randomUUID() },
+    body: body && JSON.stringify(body),
+  });
+  assert.equal(r.status, expect, `${method} ${path}`);
+  return r.json();
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const newPayment = (reference) => api("POST", "/v1/payments", {
+  amount: "42.00", currency: "EUR", country: "FI", reference,
+  creditor: { account: { type: "IBAN", value: "FI1410093000123458" }, name: "Kahvila Aalto Oy" },
+  return_url: `${shop}/done.html`,
+}, 201);
+
 const reference = `console-${Date.now()}`;
-const created = await fetch(`${base}/v1/payments`, {
-  method: "POST",
-  headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "idempotency-key": crypto.randomUUID() },
-  body: JSON.stringify({
-    amount: "42.00", currency: "EUR", country: "FI", reference,
-    creditor: { account: { type: "IBAN", value: "FI1410093000123458" }, name: "Kahvila Aalto Oy" },
-    return_url: `${shop}/done.html`,
-  }),
-});
-assert.equal(created.status, 201);
-const payment = await created.json();
+const payment = await newPayment(reference);
+// A webhook whose receiver fails its first three deliveries: the cancel's event dies.
+await api("POST", "/v1/webhook-endpoints", { url: `${shop}/hooks` }, 201);
+const hooked = await newPayment(`${reference}-hooked`);
+await api("POST", `/v1/payments/${hooked.id}/cancel`, undefined, 200);
+const accepted = async () => Number(await (await fetch(`${shop}/hooks/count`)).text());
 
 async function axe(page) {
   await page.addScriptTag({ content: axeSource });
@@ -66,9 +79,29 @@ try {
   }
   await axe(page);
   await page.screenshot({ path: `${shots}/console-payment.png`, fullPage: true });
+
+  // Needs attention: the dead delivery, replayed after confirming.
+  let dead = 0;
+  for (let i = 0; i < 50 && dead === 0; i++) {
+    await page.goto(`${admin}/console/attention`);
+    dead = await page.getByRole("button", { name: "Replay" }).count();
+    if (dead === 0) await sleep(200);
+  }
+  assert.equal(dead, 1, "one dead delivery listed");
+  assert.equal(await accepted(), 0);
+  await axe(page);
+  await page.screenshot({ path: `${shots}/console-attention.png`, fullPage: true });
+  await page.getByRole("button", { name: "Replay" }).click();
+  assert.ok((await page.locator("main").innerText()).includes("replay delivery"));
+  await Promise.all([page.waitForURL(/\/console\/attention$/), page.getByRole("button", { name: "Confirm" }).click()]);
+  for (let i = 0; i < 50 && (await accepted()) === 0; i++) await sleep(200);
+  assert.equal(await accepted(), 1, "the receiver got the replayed delivery");
+  await page.getByRole("link", { name: "Audit log" }).click();
+  const audit = await page.locator("tbody").innerText();
+  assert.ok(audit.includes("replay_delivery") && audit.includes(email), audit);
   await Promise.all([page.waitForURL(/\/console\/login$/), page.getByRole("button", { name: "Sign out" }).click()]);
   await ctx.close();
-  console.log("browser: an operator signed in, found the payment by its reference and saw its timeline");
+  console.log("browser: an operator signed in, found the payment by its reference, saw its timeline, replayed a dead delivery (received) and saw it in the audit log");
 } finally {
   await browser.close();
 }

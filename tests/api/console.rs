@@ -518,3 +518,54 @@ async fn disabling_a_merchant_from_the_console_stops_its_key_and_only_after_conf
         .unwrap();
     assert_eq!(r.status(), 403);
 }
+
+#[tokio::test]
+async fn a_disabled_endpoint_is_listed_and_re_enabled_from_the_console() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Endpoint shop").await;
+    let (url, _) = counting_receiver().await;
+    let endpoint: serde_json::Value = app
+        .client
+        .post(app.url("/v1/webhook-endpoints"))
+        .bearer_auth(&m.api_key)
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let endpoint = endpoint["id"].as_str().unwrap().to_owned();
+    // Disabled as the dispatcher does when a receiver answers 410.
+    sqlx::query(
+        "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'receiver answered 410'
+          WHERE id = $1::uuid",
+    )
+    .bind(&endpoint)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let cookie = session_cookie(&app).await;
+    let (_, html) = get(&app, "/console/attention", &cookie).await;
+    assert!(
+        html.contains("receiver answered 410") && html.contains("Re-enable"),
+        "{html}"
+    );
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[("action", "enable_endpoint"), ("endpoint", &endpoint)],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], "/console/attention");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM webhook_endpoints WHERE id = $1::uuid")
+            .bind(&endpoint)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "enabled");
+    assert_eq!(audit_actions(&app).await, ["signed_in", "enable_endpoint"]);
+}
