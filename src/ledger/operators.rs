@@ -364,3 +364,55 @@ pub async fn endpoint_merchant(
     .fetch_optional(pool)
     .await
 }
+
+/// Payments of one merchant in one status, over the last 24 hours and 30 days.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub merchant_id: Uuid,
+    pub status: String,
+    pub last_day: i64,
+    pub last_month: i64,
+}
+
+pub async fn usage(pool: &PgPool) -> Result<Vec<Usage>, sqlx::Error> {
+    sqlx::query_as!(
+        Usage,
+        r#"SELECT merchant_id, status,
+                  count(*) FILTER (WHERE created_at > now() - interval '24 hours') AS "last_day!",
+                  count(*) AS "last_month!"
+             FROM payments
+            WHERE created_at > now() - interval '30 days'
+            GROUP BY merchant_id, status
+            ORDER BY merchant_id, status"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A merchant's webhooks at a glance: endpoints enabled and disabled, deliveries pending
+/// and dead.
+#[derive(Debug, Clone)]
+pub struct WebhookHealth {
+    pub merchant_id: Uuid,
+    pub enabled: i64,
+    pub disabled: i64,
+    pub pending: i64,
+    pub dead: i64,
+}
+
+pub async fn webhook_health(pool: &PgPool) -> Result<Vec<WebhookHealth>, sqlx::Error> {
+    sqlx::query_as!(
+        WebhookHealth,
+        r#"SELECT w.merchant_id,
+                  count(DISTINCT w.id) FILTER (WHERE w.status = 'enabled') AS "enabled!",
+                  count(DISTINCT w.id) FILTER (WHERE w.status = 'disabled') AS "disabled!",
+                  count(d.event_id) FILTER (WHERE d.status = 'pending') AS "pending!",
+                  count(d.event_id) FILTER (WHERE d.status = 'dead') AS "dead!"
+             FROM webhook_endpoints w
+             LEFT JOIN webhook_deliveries d ON d.endpoint_id = w.id
+            WHERE w.status <> 'deleted'
+            GROUP BY w.merchant_id"#
+    )
+    .fetch_all(pool)
+    .await
+}

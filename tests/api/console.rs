@@ -445,9 +445,15 @@ async fn disabling_a_merchant_from_the_console_stops_its_key_and_only_after_conf
     let app = spawn_app().await;
     assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
     let m = app.create_merchant("Paused shop").await;
+    app.create_payment(&m.api_key, &body("FI")).await;
     let cookie = session_cookie(&app).await;
     let (_, html) = get(&app, "/console/merchants", &cookie).await;
     assert!(html.contains("Paused shop") && html.contains("Disable"));
+    assert!(
+        html.contains("awaiting_authorization: 1 / 1"),
+        "usage over 24 h / 30 d: {html}"
+    );
+    assert!(html.contains("no endpoints"), "{html}");
 
     // The confirmation page alone changes nothing.
     let (_, html) = get(&app, "/console/payments", &cookie).await;
@@ -552,6 +558,9 @@ async fn a_disabled_endpoint_is_listed_and_re_enabled_from_the_console() {
         html.contains("receiver answered 410") && html.contains("Re-enable"),
         "{html}"
     );
+    assert!(html.contains("eIDAS certificate"), "{html}");
+    let (_, html) = get(&app, "/console/merchants", &cookie).await;
+    assert!(html.contains("0 enabled, 1 disabled endpoint(s)"), "{html}");
     let (done, _) = act(
         &app,
         &cookie,

@@ -411,9 +411,34 @@ async fn attention(State(state): State<AppState>, headers: HeaderMap) -> Respons
     match found {
         Ok((payments, dead, disabled)) => page(
             StatusCode::OK,
-            view::attention(&session, &payments, &dead, &disabled),
+            view::attention(&session, &certificate(&state), &payments, &dead, &disabled),
         ),
         Err(e) => internal(e),
+    }
+}
+
+/// The eIDAS certificate's expiry, in words, and whether it needs renewing (under 30 days).
+fn certificate(state: &AppState) -> (String, bool) {
+    use crate::bank::nordea::certificate::EidasCertificate;
+    let Some(text) = state.settings.nordea.certificate.as_deref() else {
+        return (
+            "No eIDAS certificate is configured (sandbox).".into(),
+            false,
+        );
+    };
+    match EidasCertificate::from_text(text) {
+        Err(e) => (format!("The eIDAS certificate cannot be read: {e}"), true),
+        Ok(c) => {
+            let not_after: chrono::DateTime<Utc> = c.not_after().into();
+            let days = (not_after - Utc::now()).num_days();
+            (
+                format!(
+                    "The eIDAS certificate expires on {} (in {days} days).",
+                    not_after.format("%Y-%m-%d")
+                ),
+                days < 30,
+            )
+        }
     }
 }
 
@@ -422,8 +447,19 @@ async fn merchants_page(State(state): State<AppState>, headers: HeaderMap) -> Re
         Ok(s) => s,
         Err(r) => return r,
     };
-    match merchants::list(&state.pool).await {
-        Ok(list) => page(StatusCode::OK, view::merchants(&session, &list)),
+    let found = async {
+        Ok::<_, sqlx::Error>((
+            merchants::list(&state.pool).await?,
+            operators::usage(&state.pool).await?,
+            operators::webhook_health(&state.pool).await?,
+        ))
+    }
+    .await;
+    match found {
+        Ok((list, usage, health)) => page(
+            StatusCode::OK,
+            view::merchants(&session, &list, &usage, &health),
+        ),
         Err(e) => internal(e),
     }
 }

@@ -5,6 +5,7 @@ use crate::ledger::events::StoredEvent;
 use crate::ledger::merchants::Merchant;
 use crate::ledger::operators::{
     AttentionPayment, AuditEntry, DeadDelivery, Delivery, DisabledEndpoint, PaymentRow, Session,
+    Usage, WebhookHealth,
 };
 use crate::ledger::verify::VerifyReport;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -254,6 +255,7 @@ pub fn confirm(
 
 pub fn attention(
     session: &Session,
+    certificate: &(String, bool),
     payments: &[AttentionPayment],
     dead: &[DeadDelivery],
     disabled: &[DisabledEndpoint],
@@ -263,6 +265,8 @@ pub fn attention(
         "Needs attention",
         Some(session),
         html! {
+            h2 { "Certificate" }
+            p class=(if certificate.1 { "bad" } else { "" }) { (certificate.0) }
             h2 { "Payments" }
             table {
                 thead { tr { th { "Payment" } th { "Merchant" } th { "Status" } th { "Why" } th { "Since" } } }
@@ -310,20 +314,39 @@ pub fn attention(
     )
 }
 
-pub fn merchants(session: &Session, list: &[Merchant]) -> Markup {
+pub fn merchants(
+    session: &Session,
+    list: &[Merchant],
+    usage: &[Usage],
+    health: &[WebhookHealth],
+) -> Markup {
     let back = "/console/merchants";
     layout(
         "Merchants",
         Some(session),
         html! {
             table {
-                thead { tr { th { "Merchant" } th { "Id" } th { "Status" } th { "Created" } th { "Action" } } }
+                thead { tr {
+                    th { "Merchant" } th { "Status" } th { "Payments: 24 h / 30 d by status" }
+                    th { "Webhooks" } th { "Action" }
+                } }
                 tbody {
                     @for m in list {
                         tr {
-                            td { a href={ "/console/payments?merchant=" (m.id) } { (m.name) } }
-                            td { code { (m.id) } } td { (m.status) }
-                            td { (m.created_at.format("%Y-%m-%d")) }
+                            td { a href={ "/console/payments?merchant=" (m.id) } { (m.name) } br; code { (m.id) } }
+                            td { (m.status) }
+                            td {
+                                @for u in usage.iter().filter(|u| u.merchant_id == m.id) {
+                                    (u.status) ": " (u.last_day) " / " (u.last_month) br;
+                                }
+                            }
+                            td {
+                                @if let Some(h) = health.iter().find(|h| h.merchant_id == m.id) {
+                                    (h.enabled) " enabled, " (h.disabled) " disabled endpoint(s); "
+                                    (h.pending) " pending, "
+                                    span class=(if h.dead > 0 { "bad" } else { "" }) { (h.dead) " dead" }
+                                } @else { "no endpoints" }
+                            }
                             td {
                                 @if m.status == "active" {
                                     (action_form(session, "Disable", "disable_merchant", &[("merchant", m.id.to_string())], back))
