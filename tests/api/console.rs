@@ -578,3 +578,48 @@ async fn a_disabled_endpoint_is_listed_and_re_enabled_from_the_console() {
     assert_eq!(status, "enabled");
     assert_eq!(audit_actions(&app).await, ["signed_in", "enable_endpoint"]);
 }
+
+#[tokio::test]
+async fn rotating_a_merchants_key_shows_the_new_key_once_and_keeps_it_out_of_the_audit_log() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Rotating shop").await;
+    let cookie = session_cookie(&app).await;
+    let merchant = m.id.to_string();
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[("action", "rotate_key"), ("merchant", &merchant)],
+    )
+    .await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(done.headers()["cache-control"], "no-store");
+    let html = done.text().await.unwrap();
+    let key = html
+        .split(r#"<code class="secret">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the new key")
+        .to_owned();
+    assert_ne!(key, m.api_key);
+    assert_eq!(
+        app.get_as("/v1/merchant", &key).await.status(),
+        200,
+        "the new key works"
+    );
+    assert_eq!(
+        app.get_as("/v1/merchant", &m.api_key).await.status(),
+        200,
+        "the old one for a day more"
+    );
+    let audit: Vec<(String, Option<String>, serde_json::Value)> =
+        sqlx::query_as("SELECT action, target, detail FROM operator_audit ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(audit.last().unwrap().0, "rotate_key");
+    assert!(
+        !format!("{audit:?}").contains(&key),
+        "never the key in the audit log"
+    );
+}

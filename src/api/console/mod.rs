@@ -28,6 +28,7 @@ use axum::routing::get;
 use base64::Engine as _;
 use chrono::{NaiveDate, Utc};
 use rand::RngCore;
+use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::sync::LazyLock;
@@ -40,6 +41,8 @@ pub const MAX_FAILURES: i32 = 5;
 const LOCK_MINUTES: i64 = 15;
 const SESSION_HOURS: i64 = 8;
 const SEARCH_LIMIT: i64 = 100;
+/// How long a merchant's current keys keep working after the console rotates them.
+const KEY_GRACE_HOURS: u64 = 24;
 
 static POLICY: LazyLock<String> = LazyLock::new(|| {
     format!(
@@ -477,10 +480,23 @@ async fn audit_page(State(state): State<AppState>, headers: HeaderMap) -> Respon
 
 /// What an action form asks for; `target` names it in the audit log.
 enum Action {
-    ReplayDelivery { endpoint: Uuid, event: Uuid },
-    EnableEndpoint { endpoint: Uuid },
-    DisableMerchant { merchant: Uuid },
-    EnableMerchant { merchant: Uuid },
+    ReplayDelivery {
+        endpoint: Uuid,
+        event: Uuid,
+    },
+    EnableEndpoint {
+        endpoint: Uuid,
+    },
+    DisableMerchant {
+        merchant: Uuid,
+    },
+    EnableMerchant {
+        merchant: Uuid,
+    },
+    /// A new API key, shown once; the current keys work for a day more.
+    RotateKey {
+        merchant: Uuid,
+    },
 }
 
 impl Action {
@@ -500,6 +516,9 @@ impl Action {
             "enable_merchant" => Action::EnableMerchant {
                 merchant: id("merchant")?,
             },
+            "rotate_key" => Action::RotateKey {
+                merchant: id("merchant")?,
+            },
             _ => return None,
         })
     }
@@ -510,6 +529,7 @@ impl Action {
             Action::EnableEndpoint { .. } => "enable_endpoint",
             Action::DisableMerchant { .. } => "disable_merchant",
             Action::EnableMerchant { .. } => "enable_merchant",
+            Action::RotateKey { .. } => "rotate_key",
         }
     }
 
@@ -517,18 +537,28 @@ impl Action {
         match self {
             Action::ReplayDelivery { endpoint, event } => format!("delivery {event} to {endpoint}"),
             Action::EnableEndpoint { endpoint } => format!("endpoint {endpoint}"),
-            Action::DisableMerchant { merchant } | Action::EnableMerchant { merchant } => {
+            Action::DisableMerchant { merchant }
+            | Action::EnableMerchant { merchant }
+            | Action::RotateKey { merchant } => {
                 format!("merchant {merchant}")
             }
         }
     }
 
-    /// Does it; `Err` with a sentence for the operator when it cannot be done.
-    async fn run(&self, state: &AppState) -> anyhow::Result<Result<(), String>> {
+    /// Does it; `Ok(Some(secret))` when the operator must see something once (a new key),
+    /// `Err` with a sentence for the operator when it cannot be done.
+    async fn run(&self, state: &AppState) -> anyhow::Result<Result<Option<String>, String>> {
+        if let Action::RotateKey { merchant } = *self {
+            let grace = std::time::Duration::from_secs(KEY_GRACE_HOURS * 3600);
+            return Ok(merchants::rotate_key(&state.pool, merchant, grace)
+                .await?
+                .map(|k| Some(k.api_key.expose_secret().to_owned()))
+                .ok_or_else(|| "No such merchant.".into()));
+        }
         Ok(match *self {
             Action::ReplayDelivery { endpoint, event } => {
                 match webhooks::replay_delivery(&state.pool, endpoint, event).await? {
-                    webhooks::Replay::Queued(_) => Ok(()),
+                    webhooks::Replay::Queued(_) => Ok(None),
                     webhooks::Replay::AlreadyPending => Err("It is already pending.".into()),
                     webhooks::Replay::EndpointNotEnabled => {
                         Err("Its endpoint is not enabled: enable it first.".into())
@@ -549,7 +579,7 @@ impl Action {
                 )
                 .await?
                 {
-                    Some(webhooks::CapOutcome::Done(_)) => Ok(()),
+                    Some(webhooks::CapOutcome::Done(_)) => Ok(None),
                     Some(webhooks::CapOutcome::TooMany { limit }) => Err(format!(
                         "The merchant already has {limit} enabled endpoints."
                     )),
@@ -558,12 +588,13 @@ impl Action {
             }
             Action::DisableMerchant { merchant } => merchants::disable(&state.pool, merchant)
                 .await?
-                .map(|_| ())
+                .map(|_| None)
                 .ok_or_else(|| "No such merchant.".into()),
             Action::EnableMerchant { merchant } => merchants::enable(&state.pool, merchant)
                 .await?
-                .map(|_| ())
+                .map(|_| None)
                 .ok_or_else(|| "No such merchant.".into()),
+            Action::RotateKey { .. } => Ok(None),
         })
     }
 }
@@ -605,7 +636,7 @@ async fn action(
         Err(e) => return internal(format!("{e:#}")),
     };
     let outcome = match &done {
-        Ok(()) => serde_json::json!({ "outcome": "done" }),
+        Ok(_) => serde_json::json!({ "outcome": "done" }),
         Err(why) => serde_json::json!({ "outcome": "refused", "why": why }),
     };
     if let Err(e) = operators::audit(
@@ -621,9 +652,16 @@ async fn action(
         return internal(e);
     }
     match done {
-        Ok(()) => {
+        Ok(None) => {
             tracing::info!(operator_id = %session.operator_id, "operator action done");
             see_other(back)
+        }
+        Ok(Some(secret)) => {
+            tracing::info!(operator_id = %session.operator_id, "operator action done");
+            page(
+                StatusCode::OK,
+                view::shown_once(&session, &act.target(), &secret, back),
+            )
         }
         Err(why) => page(StatusCode::CONFLICT, view::message("Not done", &why)),
     }

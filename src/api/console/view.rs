@@ -253,6 +253,19 @@ pub fn confirm(
     )
 }
 
+/// A secret the operator sees once (a merchant's new API key); the page is not cached.
+pub fn shown_once(session: &Session, target: &str, secret: &str, back: &str) -> Markup {
+    layout(
+        "New API key",
+        Some(session),
+        html! {
+            p { "The new key of " code { (target) } ", shown only this once; its older keys work for another day:" }
+            p { code.secret { (secret) } }
+            p { a href=(back) { "Back" } }
+        },
+    )
+}
+
 pub fn attention(
     session: &Session,
     certificate: &(String, bool),
@@ -353,6 +366,7 @@ pub fn merchants(
                                 } @else {
                                     (action_form(session, "Enable", "enable_merchant", &[("merchant", m.id.to_string())], back))
                                 }
+                                (action_form(session, "Rotate API key", "rotate_key", &[("merchant", m.id.to_string())], back))
                             }
                         }
                     }
