@@ -83,6 +83,7 @@ pub struct Session {
     pub csrf_token: String,
 }
 
+/// Starts a session, and forgets sessions that have ended (so the table holds live ones).
 pub async fn create_session(
     pool: &PgPool,
     token_hash: &[u8],
@@ -90,6 +91,9 @@ pub async fn create_session(
     csrf_token: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM operator_sessions WHERE expires_at <= now()")
+        .execute(pool)
+        .await?;
     sqlx::query!(
         "INSERT INTO operator_sessions (token_hash, operator_id, csrf_token, expires_at)
          VALUES ($1, $2, $3, $4)",

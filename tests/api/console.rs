@@ -296,6 +296,23 @@ async fn a_form_without_its_csrf_token_is_refused() {
         303,
         "signed out"
     );
+    // An ended session lets no one in, and is forgotten at the next sign-in.
+    let cookie = session_cookie(&app).await;
+    sqlx::query("UPDATE operator_sessions SET expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&app, "/console/payments", &cookie).await.0,
+        303,
+        "expired"
+    );
+    session_cookie(&app).await;
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM operator_sessions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 1);
 }
 
 /// A merchant's webhook receiver that answers 200 and counts what arrives.
