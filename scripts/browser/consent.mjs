@@ -6,10 +6,12 @@
 //      same with JavaScript disabled;
 //   3. a Swedish shopper (a standing order: `varje månad, 12 betalningar`) cancels: lands on the shop with status=cancelled, the payment is
 //      `cancelled`, and the link then offers no way to the bank;
-//   4. the pages pass axe-core with no serious or critical violation.
+//   4. an expired payment's link shows a page with a way back to the shop and none to the bank;
+//   5. the pages pass axe-core with no serious or critical violation.
 // Screenshots go to $SCREENSHOTS.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
+import { execFileSync } from "node:child_process";
 import { readFileSync } from "node:fs";
 import { createRequire } from "node:module";
 
@@ -188,6 +190,24 @@ try {
     await accessible(browser, p.authorization_url, "sv-SE");
     await ctx.close();
     console.log("browser: sv shopper cancelled, landed on the shop; the link now leads nowhere near the bank");
+  }
+  // 4. Expired: pisgate's signing window has passed (set in the database, as time would).
+  {
+    const p = await payment({ language: "fi" });
+    execFileSync("psql", [process.env.DATABASE_URL, "-qc",
+      `UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = '${p.id}'`]);
+    const ctx = await browser.newContext({ locale: "fi-FI" });
+    const page = await ctx.newPage();
+    const r = await page.goto(p.authorization_url);
+    assert.equal(r.status(), 410);
+    assert.ok((await text(page)).includes("Maksulinkki on vanhentunut"));
+    assert.equal(await page.locator("form, button").count(), 0, "no way to the bank");
+    await page.getByRole("link", { name: "Palaa kauppaan" }).click();
+    await page.waitForURL((u) => u.href.startsWith(shop));
+    assert.equal(new URL(page.url()).searchParams.get("status"), "awaiting_authorization");
+    await accessible(browser, p.authorization_url, "fi-FI");
+    await ctx.close();
+    console.log("browser: an expired link offers only the way back to the shop");
   }
   console.log(`browser: all consent-page checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } finally {
