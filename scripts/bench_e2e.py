@@ -29,6 +29,7 @@ import sys
 import tempfile
 import threading
 import time
+import urllib.parse
 import urllib.request
 from datetime import datetime
 
@@ -112,6 +113,12 @@ def postgres_ticks():
 
 def http_get(url, timeout=5):
     with urllib.request.urlopen(url, timeout=timeout) as r:
+        return r.status, r.read()
+
+
+def http_post_form(url, fields, timeout=5):
+    data = urllib.parse.urlencode(fields).encode()
+    with urllib.request.urlopen(urllib.request.Request(url, data=data), timeout=timeout) as r:
         return r.status, r.read()
 
 
@@ -422,7 +429,10 @@ def create_payments(stack, n, tag):
             status, p = http_json("POST", stack.base + "/v1/payments", PAYMENT, {
                 "authorization": "Bearer " + stack.api_key, "idempotency-key": f"{tag}-{i}"})
             assert status == 201, p
+            # The consent page, then its button: through the hop to the bank's page.
             assert http_get(p["authorization_url"])[0] == 200
+            hop, token = p["authorization_url"].split("?t=")
+            assert http_post_form(hop, {"t": token})[0] == 200
             with lock:
                 out.append((p["id"], p["bank_payment_id"]))
     threads = [threading.Thread(target=worker, args=(k,)) for k in range(8)]

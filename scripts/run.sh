@@ -74,7 +74,7 @@ Create a payment:
          "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Demo shop"},
          "return_url": "http://localhost:3000/done", "psu_id": "shopper-1"}'
 
-then open its authorization_url in a browser and press Approve.
+then open its authorization_url in a browser, press Continue to Nordea, then Approve.
 
 TXT
 wait "${pids[1]}"

@@ -68,8 +68,13 @@ status, _, text = call(f"{base}/v1/payments", body, {
     "Authorization": f"Bearer {key}", "Idempotency-Key": "smoke-1", "Content-Type": "application/json"})
 assert status == 201, (status, text)
 payment = json.loads(text)
-# authorization_url is pisgate's hop: it sends the browser on to the bank's signing page.
+# authorization_url is pisgate's hop: the consent page, whose button (a form posting the
+# hop's token back) sends the browser on to the bank's signing page.
 status, headers, page = call(payment["authorization_url"])
+assert status == 200 and "Continue to Nordea" in page, (status, page)
+hop, token = payment["authorization_url"].split("?t=")
+status, headers, page = call(hop, urllib.parse.urlencode({"t": token}).encode(),
+                             {"Content-Type": "application/x-www-form-urlencoded"})
 assert status == 303, (status, page)
 status, _, page = call(headers["Location"])
 assert status == 200, (status, page)

@@ -26,6 +26,8 @@ echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== scripts/run.sh smoke test"
 bash scripts/smoke-run.sh
+echo "== scripts/browser-test.sh (the shopper's consent page in Debian's chromium)"
+bash scripts/browser-test.sh
 echo "== scripts/deploy-check.sh (kustomize, kubernetes-validate, checkov, promtool, hadolint)" && bash scripts/deploy-check.sh
 if [ $# -eq 0 ]; then
     # The resilience suite's short mode (the full one: scripts/resilience.sh).

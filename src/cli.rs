@@ -72,6 +72,24 @@ pub enum Command {
         #[command(subcommand)]
         command: MerchantCommand,
     },
+    /// Manage the operators who sign in to the console (/console on the admin listener).
+    /// Needs only PISGATE__DATABASE__URL.
+    Operator {
+        #[command(subcommand)]
+        command: OperatorCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum OperatorCommand {
+    /// Create an operator. The password is read from the first line of standard input (it
+    /// is never an argument, so it stays out of shell history and process lists), at least
+    /// 12 characters; only its Argon2id hash is stored.
+    Create {
+        /// The operator's email, their sign-in name (stored lower-cased).
+        #[arg(long)]
+        email: String,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -302,6 +320,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "applied {} migration(s); the database is up to date",
                 pending.len()
             );
+            Ok(())
+        }
+        Command::Operator {
+            command: OperatorCommand::Create { email },
+        } => {
+            let email = email.trim().to_lowercase();
+            anyhow::ensure!(
+                email.contains('@') && !email.starts_with('@') && !email.ends_with('@'),
+                "--email {email:?} is not an email address"
+            );
+            if std::io::IsTerminal::is_terminal(&std::io::stdin()) {
+                eprint!(
+                    "password for {email} (at least {} characters): ",
+                    crate::api::console::password::MIN_LENGTH
+                );
+            }
+            let mut password = String::new();
+            std::io::stdin()
+                .read_line(&mut password)
+                .context("reading the password from standard input")?;
+            let password = password.trim_end_matches(['\r', '\n']);
+            anyhow::ensure!(
+                password.chars().count() >= crate::api::console::password::MIN_LENGTH,
+                "the password must be at least {} characters",
+                crate::api::console::password::MIN_LENGTH
+            );
+            let hash = crate::api::console::password::hash(password)?;
+            let settings = ToolSettings::load_from(&sources)?;
+            let pool = ledger::connect(&settings.database).await?;
+            let id = ledger::operators::create(&pool, &email, &hash)
+                .await
+                .context("creating the operator (is the email already taken?)")?;
+            println!("{}", serde_json::json!({ "id": id, "email": email }));
             Ok(())
         }
         Command::Merchant { command } => {

@@ -1,31 +1,51 @@
-//! The authorization hop: `GET /authorize/{payment_id}?t=…`, the only authorization link a
-//! merchant ever hands to a shopper.
+//! The authorization hop: `{public_url}/authorize/{payment_id}?t=…`, the only authorization
+//! link a merchant ever hands to a shopper.
 //!
-//! While the payment can still be signed (awaiting authorization, the bank's answer recorded,
-//! within pisgate's signing window, not cancelled) it redirects the shopper's browser (303) to
-//! the bank's signing link and records, once, that the link was handed out. Otherwise it
-//! shows a plain page with a way back to the merchant and never leads to the bank. So pisgate
-//! knows whether any shopper can have reached the bank's page, which is what lets a merchant
-//! cancel an abandoned checkout at once and what makes a lost initiation's link unsignable.
+//! `GET` shows the shopper's consent page (see [`consent`]) while the payment can still be
+//! signed (awaiting authorization, the bank's answer recorded, within pisgate's signing
+//! window, not cancelled), and a plain page with a way back to the merchant otherwise; it
+//! records nothing. The page's button `POST`s the token back; only then is the shopper
+//! redirected (303) to the bank's signing link and is it recorded, once, that the link was
+//! handed out. So pisgate knows whether any shopper can have reached the bank's page, which
+//! is what lets a merchant cancel an abandoned checkout at once and what makes a lost
+//! initiation's link unsignable. The page's cancel button `POST`s to `…/cancel`, which takes
+//! the merchant's cancel path ([`payments::start_cancel`]): a payment whose link nobody
+//! followed ends `cancelled`; once someone reached the bank, the bank decides. Either way the
+//! shopper lands on the merchant's return URL.
+//!
+//! A payment created with `consent: "merchant"` skips the page: `GET` redirects to the bank
+//! as the button would.
 //!
 //! The token `t` is 256 random bits, compared in constant time; a wrong or missing token
-//! answers the same page as an unknown payment. Never logged: the token, the bank's link.
+//! answers the same page as an unknown payment. It doubles as the forms' CSRF token: only
+//! someone holding the link can post them. Never logged: the token, the bank's link.
 
 use crate::api::AppState;
-use crate::domain::PaymentStatus;
-use crate::ledger::payments::{self, Hop, HopClosed, PaymentRecord};
+use crate::api::consent::{self, Closed};
+use crate::domain::{Language, PaymentStatus};
+use crate::ledger::merchants;
+use crate::ledger::payments::{self, CancelBy, CancelStart, Hop, HopClosed, PaymentRecord};
 use axum::Router;
-use axum::extract::{Path, Query, State};
-use axum::http::{StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
-use axum::routing::get;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
 use base64::Engine as _;
+use chrono::Utc;
 use rand::RngCore;
 use std::collections::HashMap;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/authorize/{id}", get(hop))
+    Router::new()
+        .route(
+            "/authorize/{id}",
+            get(show).post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::Proceed)),
+        )
+        .route(
+            "/authorize/{id}/cancel",
+            post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::Cancel)),
+        )
 }
 
 /// A new hop token: 256 random bits, URL-safe.
@@ -43,150 +63,210 @@ pub fn url(state: &AppState, payment_id: Uuid, token: &str) -> String {
     )
 }
 
-fn escape(s: &str) -> String {
-    s.replace('&', "&amp;")
-        .replace('<', "&lt;")
-        .replace('>', "&gt;")
-        .replace('"', "&quot;")
-        .replace('\'', "&#39;")
-}
-
-/// A plain page; with a payment, a link back to the merchant carrying its id and status.
-fn page(status: StatusCode, title: &str, message: &str, back: Option<&PaymentRecord>) -> Response {
-    let back = back
-        .and_then(|p| {
-            let mut url = url::Url::parse(&p.return_url).ok()?;
-            url.query_pairs_mut()
-                .append_pair("payment_id", &p.id.to_string())
-                .append_pair("status", p.status().as_str());
-            Some(format!(
-                "<p><a href=\"{}\">Return to the shop</a></p>",
-                escape(url.as_str())
-            ))
-        })
-        .unwrap_or_else(|| "<p>You can close this window and return to the shop.</p>".into());
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\">\
-         <meta name=\"viewport\" content=\"width=device-width, initial-scale=1\">\
-         <title>{title}</title></head><body><main><h1>{title}</h1><p>{message}</p>{back}</main></body></html>",
-        title = escape(title),
-        message = escape(message),
-    );
-    (
-        status,
-        [
-            (header::CACHE_CONTROL, "no-store"),
-            (
-                header::CONTENT_SECURITY_POLICY,
-                "default-src 'none'; style-src 'unsafe-inline'; form-action 'none'; frame-ancestors 'none'",
-            ),
-            (header::REFERRER_POLICY, "no-referrer"),
-        ],
-        Html(body),
-    )
-        .into_response()
-}
-
-fn not_valid() -> Response {
-    page(
-        StatusCode::NOT_FOUND,
-        "Link not valid",
-        "This payment link is not known to us.",
-        None,
-    )
-}
-
 fn tokens_match(given: &str, stored: &str) -> bool {
     let (a, b) = (given.as_bytes(), stored.as_bytes());
     a.len() == b.len() && a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-#[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
-async fn hop(
-    State(state): State<AppState>,
-    Path(id): Path<String>,
-    Query(q): Query<HashMap<String, String>>,
-) -> Response {
-    let Ok(id) = id.parse::<Uuid>() else {
-        return not_valid();
+/// The shopper's language for a page: the payment's own, else the browser's.
+fn language(p: Option<&PaymentRecord>, headers: &HeaderMap) -> Language {
+    consent::choose(
+        p.and_then(|p| p.request["language"].as_str()),
+        headers
+            .get(header::ACCEPT_LANGUAGE)
+            .and_then(|v| v.to_str().ok()),
+    )
+}
+
+/// A page with no way to the bank.
+fn closed(kind: Closed, lang: Language, back: Option<&PaymentRecord>) -> Response {
+    let status = match kind {
+        Closed::Unknown => StatusCode::NOT_FOUND,
+        Closed::NotReady => StatusCode::CONFLICT,
+        Closed::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
+        _ => StatusCode::GONE,
     };
-    tracing::Span::current().record("payment_id", tracing::field::display(id));
-    match decide(&state, id, q.get("t").map(String::as_str).unwrap_or("")).await {
-        Ok(response) => response,
-        Err(e) => {
-            tracing::error!(error = format!("{e:#}"), "authorization hop failed");
-            page(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "Please try again",
-                "We could not open this payment just now. Please try again in a moment.",
-                None,
-            )
+    consent::respond(status, consent::closed_page(kind, lang, back), &[])
+}
+
+fn closed_kind(c: HopClosed) -> Closed {
+    match c {
+        HopClosed::NotReady => Closed::NotReady,
+        HopClosed::WindowPassed | HopClosed::Done(PaymentStatus::Expired) => Closed::Expired,
+        HopClosed::CancelRequested | HopClosed::Done(PaymentStatus::Cancelled) => Closed::Cancelled,
+        HopClosed::Done(PaymentStatus::Paid) => Closed::Paid,
+        HopClosed::Done(PaymentStatus::AwaitingAuthorization | PaymentStatus::Authorized) => {
+            Closed::Signed
         }
+        HopClosed::Done(_) => Closed::Closed,
     }
 }
 
-async fn decide(state: &AppState, id: Uuid, token: &str) -> anyhow::Result<Response> {
-    let mut conn = state.pool.acquire().await?;
-    let Some(p) = payments::get(&mut conn, id).await? else {
-        return Ok(not_valid());
+fn see_other(location: String) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, location),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+            (header::REFERRER_POLICY, "no-referrer".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+/// The payment behind a hop link, if the id parses, the payment exists and the token is its.
+async fn load(state: &AppState, id: &str, token: &str) -> anyhow::Result<Option<PaymentRecord>> {
+    let Ok(id) = id.parse::<Uuid>() else {
+        return Ok(None);
     };
-    drop(conn);
+    tracing::Span::current().record("payment_id", tracing::field::display(id));
+    let Some(p) = payments::get(&mut *state.pool.acquire().await?, id).await? else {
+        return Ok(None);
+    };
     if !p
         .authorize_token
         .as_deref()
         .is_some_and(|stored| tokens_match(token, stored))
     {
         tracing::warn!("authorization hop with a wrong token");
-        return Ok(not_valid());
+        return Ok(None);
     }
-    let mut tx = state.pool.begin().await?;
-    let hop = payments::open_hop(&mut tx, id).await?;
-    tx.commit().await?;
-    let Some(hop) = hop else {
-        return Ok(not_valid());
-    };
-    let closed = match hop {
-        Hop::ToBank(link) => {
-            tracing::info!("shopper sent to the bank to sign");
-            return Ok((
-                StatusCode::SEE_OTHER,
-                [
-                    (header::LOCATION, link),
-                    (header::CACHE_CONTROL, "no-store".to_owned()),
-                    (header::REFERRER_POLICY, "no-referrer".to_owned()),
-                ],
-            )
-                .into_response());
+    Ok(Some(p))
+}
+
+/// What the shopper asked of the hop.
+#[derive(Clone, Copy)]
+enum Action {
+    Show,
+    Proceed,
+    Cancel,
+}
+
+/// Checks the link (an unknown payment and a wrong token get the same page), picks the
+/// language and does `action`; a failure is logged and answered with the "try again" page.
+async fn act(
+    state: &AppState,
+    id: &str,
+    token: &str,
+    headers: &HeaderMap,
+    action: Action,
+) -> Response {
+    let fallback = language(None, headers);
+    let result = async {
+        let Some(p) = load(state, id, token).await? else {
+            return Ok(closed(Closed::Unknown, fallback, None));
+        };
+        let lang = language(Some(&p), headers);
+        match action {
+            Action::Show => show_page(state, &p, token, lang).await,
+            Action::Proceed => to_bank(state, &p, lang).await,
+            Action::Cancel => shopper_cancel(state, &p, lang).await,
         }
-        Hop::Closed(closed) => closed,
+    }
+    .await;
+    result.unwrap_or_else(|e: anyhow::Error| {
+        tracing::error!(error = format!("{e:#}"), "authorization hop failed");
+        closed(Closed::Unavailable, fallback, None)
+    })
+}
+
+/// `GET /authorize/{id}?t=…`: the consent page, or the plain page of a payment that cannot
+/// be signed. Records nothing (but for `consent: "merchant"`, which goes to the bank).
+#[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
+async fn show(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HashMap<String, String>>,
+    headers: HeaderMap,
+) -> Response {
+    let token = q.get("t").map(String::as_str).unwrap_or("");
+    act(&state, &id, token, &headers, Action::Show).await
+}
+
+/// `POST /authorize/{id}` (the shopper pressed "Continue to the bank") and
+/// `POST /authorize/{id}/cancel` ("Cancel"), each with the token in the form.
+#[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
+async fn posted(
+    state: AppState,
+    id: String,
+    headers: HeaderMap,
+    form: HashMap<String, String>,
+    action: Action,
+) -> Response {
+    let token = form.get("t").map(String::as_str).unwrap_or("");
+    act(&state, &id, token, &headers, action).await
+}
+
+async fn show_page(
+    state: &AppState,
+    p: &PaymentRecord,
+    token: &str,
+    lang: Language,
+) -> anyhow::Result<Response> {
+    if p.request["consent"] == "merchant" {
+        return to_bank(state, p, lang).await;
+    }
+    let link = match payments::hop_for(p, Utc::now()) {
+        Hop::ToBank(link) => link,
+        Hop::Closed(c) => return Ok(closed(closed_kind(c), lang, Some(p))),
     };
-    let (title, message) = match closed {
-        HopClosed::NotReady => (
-            "Payment not ready",
-            "This payment is not ready to be signed yet. Please return to the shop and try again.",
-        ),
-        HopClosed::WindowPassed | HopClosed::Done(PaymentStatus::Expired) => (
-            "Payment link expired",
-            "The time to sign this payment has run out. Please return to the shop to start again.",
-        ),
-        HopClosed::CancelRequested | HopClosed::Done(PaymentStatus::Cancelled) => (
-            "Payment cancelled",
-            "This payment was cancelled and can no longer be signed.",
-        ),
-        HopClosed::Done(PaymentStatus::Paid) => ("Payment complete", "This payment has been paid."),
-        HopClosed::Done(PaymentStatus::AwaitingAuthorization | PaymentStatus::Authorized) => (
-            "Payment signed",
-            "This payment has already been signed. You can return to the shop.",
-        ),
-        HopClosed::Done(_) => (
-            "Payment closed",
-            "This payment can no longer be signed. Please return to the shop.",
-        ),
-    };
-    let status = match closed {
-        HopClosed::NotReady => StatusCode::CONFLICT,
-        _ => StatusCode::GONE,
-    };
-    let now = payments::get(&mut *state.pool.acquire().await?, id).await?;
-    Ok(page(status, title, message, now.as_ref()))
+    let merchant = merchants::get(&state.pool, p.merchant_id)
+        .await?
+        .map(|m| m.name)
+        .unwrap_or_default();
+    let targets: Vec<String> = consent::origin_of(&link)
+        .into_iter()
+        .chain(consent::origin_of(&p.return_url))
+        .collect();
+    let page = consent::consent_page(
+        &consent::Consent {
+            payment: p,
+            merchant: &merchant,
+            token,
+        },
+        lang,
+    );
+    Ok(consent::respond(StatusCode::OK, page, &targets))
+}
+
+/// Opens the hop (recording it, once) and redirects to the bank, or shows why not.
+async fn to_bank(state: &AppState, p: &PaymentRecord, lang: Language) -> anyhow::Result<Response> {
+    let mut tx = state.pool.begin().await?;
+    let hop = payments::open_hop(&mut tx, p.id).await?;
+    tx.commit().await?;
+    match hop {
+        None => Ok(closed(Closed::Unknown, lang, None)),
+        Some(Hop::ToBank(link)) => {
+            tracing::info!("shopper sent to the bank to sign");
+            Ok(see_other(link))
+        }
+        Some(Hop::Closed(c)) => {
+            let now = payments::get(&mut *state.pool.acquire().await?, p.id).await?;
+            Ok(closed(closed_kind(c), lang, now.as_ref()))
+        }
+    }
+}
+
+/// Takes the merchant's cancel path for the shopper, then returns them to the merchant
+/// with the payment's status.
+async fn shopper_cancel(
+    state: &AppState,
+    p: &PaymentRecord,
+    lang: Language,
+) -> anyhow::Result<Response> {
+    let mut tx = state.pool.begin().await?;
+    let start = payments::start_cancel(&mut tx, p.id, CancelBy::Shopper).await?;
+    tx.commit().await?;
+    match start {
+        Some(CancelStart::Cancelled) => tracing::info!("shopper cancelled on the consent page"),
+        Some(CancelStart::BankDecides(_)) => {
+            tracing::info!("shopper cancelled after reaching the bank: the bank decides")
+        }
+        _ => {}
+    }
+    let now = payments::get(&mut *state.pool.acquire().await?, p.id).await?;
+    Ok(match now.as_ref().and_then(consent::return_url) {
+        Some(back) => see_other(back),
+        None => closed(Closed::Closed, lang, now.as_ref()),
+    })
 }

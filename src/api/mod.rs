@@ -12,6 +12,8 @@
 pub mod auth;
 pub mod authorize;
 pub mod callbacks;
+pub mod consent;
+pub mod console;
 pub mod error;
 pub mod extract;
 pub mod health;
@@ -131,6 +133,7 @@ pub fn router(state: AppState) -> Router {
 pub fn admin_router(state: AppState) -> Router {
     Router::new()
         .merge(health::admin_router())
+        .merge(console::router())
         .fallback(middleware::unknown_route)
         .method_not_allowed_fallback(middleware::method_not_allowed)
         .layer(

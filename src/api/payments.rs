@@ -25,7 +25,9 @@ use crate::api::payment_input::{self, Validated};
 use crate::bank::{BankError, BankPaymentId};
 use crate::domain::{Evidence, PaymentStatus};
 use crate::ledger::idempotency::{self, Claim};
-use crate::ledger::payments::{self, Change, KeyClaim, ListFilter, NewPayment, PaymentRecord};
+use crate::ledger::payments::{
+    self, CancelBy, CancelStart, Change, KeyClaim, ListFilter, NewPayment, PaymentRecord,
+};
 use crate::ledger::{events, tokens};
 use anyhow::Context as _;
 use axum::extract::State;
@@ -775,42 +777,29 @@ async fn cancel_payment(
 ) -> Result<Response, ApiError> {
     own_payment(&state, merchant.id, id).await?;
     let mut tx = state.pool.begin().await?;
-    let p = payments::request_cancel(&mut tx, id)
-        .await?
+    let start = payments::start_cancel(&mut tx, id, CancelBy::Merchant)
+        .await
+        .map_err(|e| anyhow::anyhow!(e))?
         .ok_or(ApiError::NotFound("payment"))?;
-    if p.status().is_final() {
-        return Err(ApiError::Conflict(
+    tx.commit().await?;
+    match start {
+        CancelStart::Final(p) => Err(ApiError::Conflict(
             "payment_final",
             format!("the payment is {} and can no longer be cancelled", p.status),
-        ));
+        )),
+        CancelStart::Cancelled => {
+            let p = own_payment(&state, merchant.id, id).await?;
+            Ok(Json(PaymentView::from(&p)).into_response())
+        }
+        CancelStart::BankDecides(_) => {
+            let p = own_payment(&state, merchant.id, id).await?;
+            Ok((StatusCode::ACCEPTED, Json(PaymentView::from(&p))).into_response())
+        }
+        CancelStart::Signed(p) => {
+            let p = cancel_at_bank(&state, &p).await?;
+            Ok(Json(PaymentView::from(&p)).into_response())
+        }
     }
-    let unsigned = p.status() == PaymentStatus::AwaitingAuthorization && p.psu_key.is_none();
-    if unsigned && p.hop_opened_at.is_none() {
-        payments::transition(
-            &mut tx,
-            id,
-            Change {
-                evidence: Evidence::LinkNeverHandedOut,
-                bank_status: None,
-                kind: "cancelled",
-                detail: json!({ "by": "merchant" }),
-                failure: None,
-            },
-        )
-        .await
-        .map_err(|e| anyhow::anyhow!(e))?;
-        tx.commit().await?;
-        let p = own_payment(&state, merchant.id, id).await?;
-        return Ok(Json(PaymentView::from(&p)).into_response());
-    }
-    tx.commit().await?;
-    if unsigned {
-        // A shopper may be at the bank's page right now: the bank decides what happens.
-        let p = own_payment(&state, merchant.id, id).await?;
-        return Ok((StatusCode::ACCEPTED, Json(PaymentView::from(&p))).into_response());
-    }
-    let p = cancel_at_bank(&state, &p).await?;
-    Ok(Json(PaymentView::from(&p)).into_response())
 }
 
 /// Asks the bank to delete a signed payment with the shopper's token and records the bank's

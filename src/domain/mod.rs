@@ -6,6 +6,7 @@
 //! constructors ("parse, don't validate"); fields are private.
 
 pub mod account;
+pub mod display;
 pub mod money;
 pub mod origin;
 pub mod payment;
@@ -17,7 +18,7 @@ pub use account::{Account, AccountError, AccountType};
 pub use money::{Country, Currency, Money, MoneyError};
 pub use origin::{Origin, ReturnUrl, Scheme, UrlError};
 pub use payment::{
-    AuthenticationMethod, Creditor, Debtor, FieldError, Language, PaymentRequest,
+    AuthenticationMethod, Consent, Creditor, Debtor, FieldError, Language, PaymentRequest,
     PaymentRequestInput, Urgency, ValidationErrors,
 };
 pub use recurrence::{RecurrenceError, RecurrenceType, Recurring, RecurringCount};

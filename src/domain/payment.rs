@@ -43,6 +43,8 @@
 //!   NEMID_2F only in DK.
 //!   Which of the others each country offers is left to the bank.
 //! - `metadata`: a JSON object of at most 50 keys and 4096 bytes serialised.
+//! - `consent`: `pisgate` (default: the shopper sees pisgate's consent page before the
+//!   bank) or `merchant` (the merchant showed its own, the hop goes straight to the bank).
 //!
 //! Text fields are trimmed; control characters are refused; lengths count characters, not
 //! bytes. An empty optional message is treated as absent.
@@ -56,7 +58,7 @@
 //! `express_not_allowed`, `express_with_future_date`, `not_allowed_in_country`,
 //! `invalid_count`, `unknown_recurrence_type`, the [`RecurrenceError`] codes, the
 //! [`UrlError`] codes, `unknown_language`, `unknown_authentication_method`,
-//! `authentication_method_not_allowed`, `too_many_keys`, `too_large`.
+//! `authentication_method_not_allowed`, `too_many_keys`, `too_large`, `unknown_consent`.
 //!
 //! This module must never do I/O, read the clock (the caller passes `today`), or accept a
 //! request that one of these rules refuses.
@@ -174,6 +176,8 @@ pub struct PaymentRequestInput {
     pub authentication_method: Field<String>,
     #[serde(default, skip_serializing_if = "Field::is_missing")]
     pub metadata: Field<Value>,
+    #[serde(default, skip_serializing_if = "Field::is_missing")]
+    pub consent: Field<String>,
     /// Fields we do not know; each is reported as `unknown_field`.
     #[serde(flatten)]
     pub unknown: BTreeMap<String, Value>,
@@ -437,6 +441,36 @@ impl Language {
     }
 }
 
+/// Who shows the shopper what they are about to pay before the bank does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Consent {
+    /// pisgate's consent page at the authorization hop.
+    #[default]
+    Pisgate,
+    /// The merchant's own screen: the hop goes straight to the bank.
+    Merchant,
+}
+
+impl Consent {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Consent::Pisgate => "pisgate",
+            Consent::Merchant => "merchant",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Consent> {
+        [Consent::Pisgate, Consent::Merchant]
+            .into_iter()
+            .find(|c| c.as_str() == s)
+    }
+
+    fn is_default(&self) -> bool {
+        *self == Consent::Pisgate
+    }
+}
+
 /// How the shopper signs at Nordea, with the wire names.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -569,6 +603,7 @@ pub struct PaymentRequest {
     language: Option<Language>,
     authentication_method: Option<AuthenticationMethod>,
     metadata: Option<Map<String, Value>>,
+    consent: Consent,
 }
 
 #[derive(Serialize)]
@@ -596,6 +631,9 @@ struct Canonical<'a> {
     authentication_method: Option<AuthenticationMethod>,
     #[serde(skip_serializing_if = "Option::is_none")]
     metadata: Option<&'a Map<String, Value>>,
+    /// Absent for the default, so requests from before this field keep their fingerprint.
+    #[serde(skip_serializing_if = "Consent::is_default")]
+    consent: Consent,
 }
 
 impl Serialize for PaymentRequest {
@@ -616,6 +654,7 @@ impl Serialize for PaymentRequest {
             language: self.language,
             authentication_method: self.authentication_method,
             metadata: self.metadata.as_ref(),
+            consent: self.consent,
         }
         .serialize(s)
     }
@@ -668,6 +707,9 @@ impl PaymentRequest {
     }
     pub fn metadata(&self) -> Option<&Map<String, Value>> {
         self.metadata.as_ref()
+    }
+    pub fn consent(&self) -> Consent {
+        self.consent
     }
 
     /// The canonical JSON text (see the type docs).
@@ -878,6 +920,16 @@ impl PaymentRequest {
         let metadata = e
             .optional("metadata", &input.metadata, "an object")
             .and_then(|m| parse_metadata(&mut e, m));
+        let consent = e
+            .optional("consent", &input.consent, "a string")
+            .and_then(|c| {
+                let parsed = Consent::parse(c);
+                if parsed.is_none() {
+                    e.push("consent", "unknown_consent", "must be pisgate or merchant");
+                }
+                parsed
+            })
+            .unwrap_or_default();
 
         match (amount, country, creditor, return_url) {
             (Some(amount), Some(country), Some(creditor), Some(return_url)) if e.0.is_empty() => {
@@ -896,6 +948,7 @@ impl PaymentRequest {
                     language,
                     authentication_method,
                     metadata,
+                    consent,
                 })
             }
             // Every `None` above pushed its own error, so this list is never empty.

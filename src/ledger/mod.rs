@@ -12,6 +12,7 @@ pub mod health;
 pub mod idempotency;
 pub mod keys;
 pub mod merchants;
+pub mod operators;
 pub mod payments;
 pub mod polls;
 pub mod tokens;

@@ -766,6 +766,24 @@ pub enum HopClosed {
     Done(PaymentStatus),
 }
 
+/// What the hop would do for this payment at `now`, recording nothing: the consent page
+/// shows its button only when this leads to the bank.
+pub fn hop_for(p: &PaymentRecord, now: DateTime<Utc>) -> Hop {
+    let status = p.status();
+    if status != PaymentStatus::AwaitingAuthorization || p.psu_key.is_some() {
+        Hop::Closed(HopClosed::Done(status))
+    } else if p.cancel_requested_at.is_some() {
+        Hop::Closed(HopClosed::CancelRequested)
+    } else if p.expires_at.is_some_and(|t| t <= now) {
+        Hop::Closed(HopClosed::WindowPassed)
+    } else {
+        match (&p.authorization_url, p.is_initiated()) {
+            (Some(link), true) => Hop::ToBank(link.clone()),
+            _ => Hop::Closed(HopClosed::NotReady),
+        }
+    }
+}
+
 /// Decides the hop for a shopper and, when it leads to the bank, records (once) that the
 /// bank's link was handed out. Locks the row, so a concurrent cancel either sees the
 /// opened hop or closes it first.
@@ -773,19 +791,7 @@ pub async fn open_hop(conn: &mut PgConnection, id: Uuid) -> Result<Option<Hop>, 
     let Some(p) = get_for_update(conn, id).await? else {
         return Ok(None);
     };
-    let status = p.status();
-    let hop = if status != PaymentStatus::AwaitingAuthorization || p.psu_key.is_some() {
-        Hop::Closed(HopClosed::Done(status))
-    } else if p.cancel_requested_at.is_some() {
-        Hop::Closed(HopClosed::CancelRequested)
-    } else if p.expires_at.is_some_and(|t| t <= Utc::now()) {
-        Hop::Closed(HopClosed::WindowPassed)
-    } else {
-        match (&p.authorization_url, p.is_initiated()) {
-            (Some(link), true) => Hop::ToBank(link.clone()),
-            _ => Hop::Closed(HopClosed::NotReady),
-        }
-    };
+    let hop = hop_for(&p, Utc::now());
     if let Hop::ToBank(_) = hop
         && p.hop_opened_at.is_none()
     {
@@ -798,6 +804,74 @@ pub async fn open_hop(conn: &mut PgConnection, id: Uuid) -> Result<Option<Hop>, 
         note(conn, id, "authorization_opened", json!({})).await?;
     }
     Ok(Some(hop))
+}
+
+/// Where a cancel stands after its first step ([`start_cancel`]).
+#[derive(Debug)]
+pub enum CancelStart {
+    /// Final already: nothing to cancel.
+    Final(PaymentRecord),
+    /// Nobody went through the hop: nothing can be signed, the payment is now `cancelled`.
+    Cancelled,
+    /// A shopper may be at the bank's page right now: the bank decides what happens.
+    BankDecides(PaymentRecord),
+    /// The shopper signed: only the bank can delete it.
+    Signed(PaymentRecord),
+}
+
+/// Who asks to cancel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CancelBy {
+    Merchant,
+    /// On the consent page: never a payment already signed, which only the merchant may
+    /// have deleted at the bank.
+    Shopper,
+}
+
+/// The first step of every cancel, the merchant's and the shopper's on the consent page:
+/// the hop stops leading to the bank at once, and a payment whose link nobody followed ends
+/// `cancelled` in the same transaction.
+pub async fn start_cancel(
+    conn: &mut PgConnection,
+    id: Uuid,
+    by: CancelBy,
+) -> Result<Option<CancelStart>, TransitionError> {
+    let Some(p) = get_for_update(conn, id).await? else {
+        return Ok(None);
+    };
+    let signed = p.status() != PaymentStatus::AwaitingAuthorization || p.psu_key.is_some();
+    if p.status().is_final() {
+        return Ok(Some(CancelStart::Final(p)));
+    }
+    if signed && by == CancelBy::Shopper {
+        return Ok(Some(CancelStart::Signed(p)));
+    }
+    request_cancel(conn, id).await?;
+    if signed {
+        return Ok(Some(CancelStart::Signed(p)));
+    }
+    if p.hop_opened_at.is_some() {
+        return Ok(Some(CancelStart::BankDecides(p)));
+    }
+    transition(
+        conn,
+        id,
+        Change {
+            evidence: Evidence::LinkNeverHandedOut,
+            bank_status: None,
+            kind: "cancelled",
+            detail: json!({ "by": match by {
+                CancelBy::Merchant => "merchant",
+                CancelBy::Shopper => "shopper",
+            } }),
+            failure: (by == CancelBy::Shopper).then_some((
+                "cancelled_by_shopper",
+                "cancelled by the shopper on the consent page, before reaching the bank",
+            )),
+        },
+    )
+    .await?;
+    Ok(Some(CancelStart::Cancelled))
 }
 
 /// Records the merchant's request to cancel: the hop stops leading to the bank at once.

@@ -20,6 +20,7 @@ use axum::routing::get;
 
 use super::payments::{Decision, Payment};
 use super::{Sandbox, lock};
+use crate::domain::{Language, display};
 
 /// The PSU who signs when the form is not changed.
 pub const DEFAULT_PSU_ID: &str = "sandbox-psu-1";
@@ -74,16 +75,14 @@ fn summary(p: &Payment) -> String {
         .get("name")
         .and_then(|v| v.as_str())
         .unwrap_or("");
+    // The amount as the shopper's language writes it (`€10.50`, `10,50 €`, `kr 250,00`).
+    let lang = d
+        .language
+        .as_deref()
+        .and_then(Language::parse)
+        .unwrap_or(Language::En);
     let mut rows = vec![
-        (
-            "Amount",
-            format!(
-                "{}.{:02} {}",
-                d.amount_minor / 100,
-                d.amount_minor % 100,
-                d.currency
-            ),
-        ),
+        ("Amount", display::amount(d.amount_minor, d.currency, lang)),
         ("To", format!("{name} {account}")),
         ("Country", d.country.to_string()),
     ];
@@ -99,7 +98,7 @@ fn summary(p: &Payment) -> String {
         rows.push(("Message", m.to_owned()));
     }
     if let Some(date) = d.requested_execution_date {
-        rows.push(("Execution date", date.to_string()));
+        rows.push(("Execution date", display::date(date, lang)));
     }
     if let Some(r) = &d.recurring {
         rows.push(("Recurring", format!("{} × {}", r.count, r.recurrence_type)));
@@ -152,7 +151,7 @@ async fn page(
     }
     let psu = query.get("psu_id").map_or(DEFAULT_PSU_ID, String::as_str);
     let html = format!(
-        "<!doctype html><html><head><meta charset=\"utf-8\"><title>Nordea sandbox: sign payment</title></head>\
+        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>Nordea sandbox: sign payment</title></head>\
          <body><h1>Sign payment</h1><table>{rows}</table>\
          <form method=\"post\" action=\"{action}\">\
          <label>PSU identity <input name=\"psu_id\" value=\"{psu}\"></label>\

@@ -445,18 +445,31 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
     body
 }
 
-/// Opens a payment's `authorization_url` (pisgate's hop) as a browser would: follows its
-/// redirect to the bank's signing page, if it gives one.
+/// Opens a payment's `authorization_url` (pisgate's hop) as a browser would: on the consent
+/// page presses "Continue", then follows the redirect to the bank's signing page, if it
+/// gives one.
 pub async fn open_authorization(
     client: &reqwest::Client,
     authorization_url: &str,
 ) -> reqwest::Response {
-    let hop = client.get(authorization_url).send().await.unwrap();
+    let mut hop = client.get(authorization_url).send().await.unwrap();
+    if hop.status() == 200 {
+        hop = continue_to_bank(client, authorization_url).await;
+    }
     if hop.status() != 303 {
         return hop;
     }
     let bank = hop.headers()["location"].to_str().unwrap().to_owned();
     client.get(&bank).send().await.unwrap()
+}
+
+/// Presses the consent page's "Continue" button: posts the hop's token back to the hop.
+pub async fn continue_to_bank(
+    client: &reqwest::Client,
+    authorization_url: &str,
+) -> reqwest::Response {
+    let (hop, token) = authorization_url.split_once("?t=").expect("a hop URL");
+    client.post(hop).form(&[("t", token)]).send().await.unwrap()
 }
 
 /// Plays the shopper approving `payment` at the bank and coming back: returns the callback's

@@ -4,6 +4,8 @@
 mod auth;
 mod certificate;
 mod cli;
+mod consent;
+mod console;
 mod errors;
 mod hardening;
 mod health;

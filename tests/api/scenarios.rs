@@ -110,7 +110,19 @@ async fn the_scenarios_are_listed_and_the_signing_page_shows_exact_amounts() {
             .text()
             .await
             .unwrap();
-    assert!(page.contains("10.50 EUR"), "{page}");
+    assert!(page.contains("€10.50"), "{page}");
+    // In the payment's language, as the shopper reads it, from the integer minor units.
+    let mut fi = body("FI");
+    fi["language"] = serde_json::json!("fi");
+    fi["amount"] = serde_json::json!("1234.5");
+    let p = app.create_payment(&m.api_key, &fi).await;
+    let fi_page =
+        crate::helpers::open_authorization(&app.client, p["authorization_url"].as_str().unwrap())
+            .await
+            .text()
+            .await
+            .unwrap();
+    assert!(fi_page.contains("1\u{a0}234,50\u{a0}€"), "{fi_page}");
     assert!(page.contains("RF18539007547034"), "the reference is shown");
     assert!(
         page.contains("scenario-on-hold"),

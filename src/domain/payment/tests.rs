@@ -849,6 +849,25 @@ fn language_must_be_one_of_the_nordic_languages_or_english() {
 }
 
 #[test]
+fn consent_is_pisgate_or_merchant_and_only_merchant_is_stored() {
+    refused(
+        set(fi(), "consent", json!("shop")),
+        "consent",
+        "unknown_consent",
+    );
+    refused(set(fi(), "consent", json!(true)), "consent", "invalid_type");
+    let default = valid(fi());
+    assert_eq!(default.consent(), Consent::Pisgate);
+    let explicit = valid(set(fi(), "consent", json!("pisgate")));
+    assert_eq!(explicit.canonical_json(), default.canonical_json());
+    assert!(!default.canonical_json().contains("consent"));
+    let merchant = valid(set(fi(), "consent", json!("merchant")));
+    assert_eq!(merchant.consent(), Consent::Merchant);
+    let stored: Value = serde_json::from_str(&merchant.canonical_json()).unwrap();
+    assert_eq!(stored["consent"], "merchant");
+}
+
+#[test]
 fn authentication_method_must_be_known_and_norwegian_methods_only_in_norway() {
     refused(
         set(fi(), "authentication_method", json!("BANKID")),

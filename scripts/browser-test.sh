@@ -1,0 +1,80 @@
+#!/usr/bin/env bash
+# Real-browser tests of the pages people see (the shopper's consent page, the operator console): Debian's chromium, driven by playwright-core
+# (scripts/browser/), against a real `pisgate serve` and `pisgate sandbox` on a throwaway
+# PostgreSQL cluster, with a tiny shop (scripts/browser/shop.py) as the merchant's return URL
+# and webhook receiver.
+# Installs what it needs when missing (apt: chromium; npm: scripts/browser/node_modules).
+#
+#   bash scripts/browser-test.sh          # screenshots go to $CARGO_TARGET_DIR/browser/
+#   SCREENSHOTS=$PWD/docs/screenshots bash scripts/browser-test.sh   # refreshes the README's
+set -euo pipefail
+cd "$(dirname "$0")/.."
+source scripts/lib/pg.sh
+source scripts/lib/env.sh
+source scripts/lib/local.sh
+
+if [ ! -x /usr/bin/chromium ]; then
+    echo "chromium is missing; installing Debian's chromium" >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >&2
+fi
+if [ ! -d scripts/browser/node_modules/playwright-core ] || [ ! -d scripts/browser/node_modules/axe-core ]; then
+    echo "installing scripts/browser's npm packages" >&2
+    (cd scripts/browser && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+
+cargo build --locked --bin pisgate
+bin="$CARGO_TARGET_DIR/debug/pisgate"
+
+port=$(pg_free_port)
+admin_port=$(pg_free_port)
+sandbox_port=$(pg_free_port)
+shop_port=$(pg_free_port)
+export PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_SANDBOX_PORT=$sandbox_port
+local_ports
+cluster="browser-$$"
+work=$(mktemp -d)
+pids=()
+cleanup() {
+    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    pg_destroy "$cluster"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+pg_start "$cluster"
+local_settings "$bin"
+# Webhooks retried quickly, so the console test's delivery is dead within a second.
+export PISGATE__WEBHOOKS__RETRY_SCHEDULE="200ms,200ms" PISGATE__WEBHOOKS__IDLE_WAIT="200ms"
+"$bin" migrate >/dev/null
+"$bin" merchant create --name "Kahvila Aalto" --return-origin "http://127.0.0.1:$shop_port" >"$work/merchant.json"
+operator_email="operator@pisgate.example"
+operator_password=$(python3 -c 'import secrets; print(secrets.token_urlsafe(24))')
+"$bin" operator create --email "$operator_email" <<<"$operator_password" >/dev/null
+
+python3 scripts/browser/shop.py "$shop_port" >"$work/shop.log" 2>&1 &
+pids+=($!)
+"$bin" sandbox >"$work/sandbox.log" 2>&1 &
+pids+=($!)
+"$bin" serve >"$work/serve.log" 2>&1 &
+pids+=($!)
+for _ in $(seq 1 150); do
+    if curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 \
+        && curl -fsS -o /dev/null "http://127.0.0.1:$shop_port/hooks/count" 2>/dev/null; then break; fi
+    kill -0 "${pids[2]}" 2>/dev/null || { cat "$work/serve.log" >&2; echo "pisgate serve exited" >&2; exit 1; }
+    sleep 0.2
+done
+
+screenshots=${SCREENSHOTS:-$CARGO_TARGET_DIR/browser}
+mkdir -p "$screenshots"
+export PISGATE_URL="http://127.0.0.1:$port" ADMIN_URL="http://127.0.0.1:$admin_port" \
+    SHOP_URL="http://127.0.0.1:$shop_port" MERCHANT_FILE="$work/merchant.json" \
+    SCREENSHOTS="$screenshots" OPERATOR_EMAIL="$operator_email" OPERATOR_PASSWORD="$operator_password"
+for test in consent console; do
+    node "scripts/browser/$test.mjs" || {
+        echo "--- pisgate serve's log (tail)" >&2
+        tail -n 40 "$work/serve.log" >&2
+        exit 1
+    }
+done

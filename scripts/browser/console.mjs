@@ -1,0 +1,107 @@
+// The operator console in a real browser (Debian's chromium, headless) against the stack
+// scripts/browser-test.sh started: an operator signs in on the admin listener, finds a
+// payment by its reference, opens it and sees its timeline and the chain's verification;
+// replays a dead webhook delivery from the "needs attention" list after confirming, the
+// receiver gets it and the audit log shows it; the console is not on the public listener;
+// the pages pass axe-core with no serious or critical violation. Screenshots go to
+// $SCREENSHOTS.
+import { chromium } from "playwright-core";
+import assert from "node:assert/strict";
+import { readFileSync } from "node:fs";
+import { createRequire } from "node:module";
+
+const base = process.env.PISGATE_URL;
+const admin = process.env.ADMIN_URL;
+const shop = process.env.SHOP_URL;
+const shots = process.env.SCREENSHOTS;
+const email = process.env.OPERATOR_EMAIL;
+const password = process.env.OPERATOR_PASSWORD;
+const { api_key: key } = JSON.parse(readFileSync(process.env.MERCHANT_FILE, "utf8"));
+const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
+
+async function api(method, path, body, expect) {
+  const r = await fetch(base + path, {
+    method,
+    headers: { authorization: `Bearer ${key}`, "content-type": "application/json", "idempotency-key": crypto.randomUUID() },
+    body: body && JSON.stringify(body),
+  });
+  assert.equal(r.status, expect, `${method} ${path}`);
+  return r.json();
+}
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const newPayment = (reference) => api("POST", "/v1/payments", {
+  amount: "42.00", currency: "EUR", country: "FI", reference,
+  creditor: { account: { type: "IBAN", value: "FI1410093000123458" }, name: "Kahvila Aalto Oy" },
+  return_url: `${shop}/done.html`,
+}, 201);
+
+const reference = `console-${Date.now()}`;
+const payment = await newPayment(reference);
+// A webhook whose receiver fails its first three deliveries: the cancel's event dies.
+await api("POST", "/v1/webhook-endpoints", { url: `${shop}/hooks` }, 201);
+const hooked = await newPayment(`${reference}-hooked`);
+await api("POST", `/v1/payments/${hooked.id}/cancel`, undefined, 200);
+const accepted = async () => Number(await (await fetch(`${shop}/hooks/count`)).text());
+
+async function axe(page) {
+  await page.addScriptTag({ content: axeSource });
+  const result = await page.evaluate(() => window.axe.run(document, { resultTypes: ["violations"] }));
+  const bad = result.violations.filter((v) => v.impact === "serious" || v.impact === "critical");
+  assert.deepEqual(bad.map((v) => `${v.id}: ${v.help}`), [], `axe on ${page.url()}`);
+}
+
+const browser = await chromium.launch({
+  executablePath: "/usr/bin/chromium",
+  args: ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+    "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"],
+});
+try {
+  const ctx = await browser.newContext({ bypassCSP: true });
+  const page = await ctx.newPage();
+  assert.equal((await page.goto(`${base}/console/login`)).status(), 404, "not on the public listener");
+  await page.goto(`${admin}/console`);
+  assert.ok(page.url().endsWith("/console/login"), page.url());
+  await axe(page);
+  await page.getByLabel("Email").fill(email);
+  await page.getByLabel("Password").fill(password);
+  await Promise.all([page.waitForURL(/\/console\/payments$/), page.getByRole("button", { name: "Sign in" }).click()]);
+  await page.getByLabel("Reference").fill(reference);
+  await Promise.all([page.waitForURL(/reference=/), page.getByRole("button", { name: "Search" }).click()]);
+  const rows = page.locator("tbody tr");
+  assert.equal(await rows.count(), 1);
+  assert.ok((await rows.first().innerText()).includes("€42.00"));
+  await axe(page);
+  await page.screenshot({ path: `${shots}/console-search.png`, fullPage: true });
+  await Promise.all([page.waitForURL(new RegExp(payment.id)), page.getByRole("link", { name: payment.id }).click()]);
+  const body = await page.locator("body").innerText();
+  for (const shown of ["Ledger chain", "Verified:", "Timeline", "created", "awaiting_authorization", "PendingUserApproval", "Webhook deliveries"]) {
+    assert.ok(body.includes(shown), `${shown} missing in: ${body}`);
+  }
+  await axe(page);
+  await page.screenshot({ path: `${shots}/console-payment.png`, fullPage: true });
+
+  // Needs attention: the dead delivery, replayed after confirming.
+  let dead = 0;
+  for (let i = 0; i < 50 && dead === 0; i++) {
+    await page.goto(`${admin}/console/attention`);
+    dead = await page.getByRole("button", { name: "Replay" }).count();
+    if (dead === 0) await sleep(200);
+  }
+  assert.equal(dead, 1, "one dead delivery listed");
+  assert.equal(await accepted(), 0);
+  await axe(page);
+  await page.screenshot({ path: `${shots}/console-attention.png`, fullPage: true });
+  await page.getByRole("button", { name: "Replay" }).click();
+  assert.ok((await page.locator("main").innerText()).includes("replay delivery"));
+  await Promise.all([page.waitForURL(/\/console\/attention$/), page.getByRole("button", { name: "Confirm" }).click()]);
+  for (let i = 0; i < 50 && (await accepted()) === 0; i++) await sleep(200);
+  assert.equal(await accepted(), 1, "the receiver got the replayed delivery");
+  await page.getByRole("link", { name: "Audit log" }).click();
+  const audit = await page.locator("tbody").innerText();
+  assert.ok(audit.includes("replay_delivery") && audit.includes(email), audit);
+  await Promise.all([page.waitForURL(/\/console\/login$/), page.getByRole("button", { name: "Sign out" }).click()]);
+  await ctx.close();
+  console.log("browser: an operator signed in, found the payment by its reference, saw its timeline, replayed a dead delivery (received) and saw it in the audit log");
+} finally {
+  await browser.close();
+}

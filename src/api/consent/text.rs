@@ -1,0 +1,369 @@
+//! The consent page's words in English, Finnish, Swedish, Danish and Norwegian (bokmål), and
+//! the choice of language: the payment's own `language`, else the browser's
+//! `Accept-Language`, else English.
+
+use crate::domain::Language;
+
+/// Every sentence a shopper can read on the hop's pages, in one language.
+pub struct Text {
+    /// The `lang` attribute of the page.
+    pub html_lang: &'static str,
+    pub title: &'static str,
+    /// Followed by the merchant's name.
+    pub payment_to: &'static str,
+    pub next_step: &'static str,
+    pub shop: &'static str,
+    pub amount: &'static str,
+    pub recipient: &'static str,
+    pub account: &'static str,
+    pub message: &'static str,
+    pub reference: &'static str,
+    pub date: &'static str,
+    pub as_soon_as_possible: &'static str,
+    pub repeats: &'static str,
+    pub bank: &'static str,
+    /// Followed by the bank's name.
+    pub continue_to: &'static str,
+    pub cancel: &'static str,
+    pub back: &'static str,
+    pub close_window: &'static str,
+    pub unknown: (&'static str, &'static str),
+    pub not_ready: (&'static str, &'static str),
+    pub expired: (&'static str, &'static str),
+    pub cancelled: (&'static str, &'static str),
+    pub paid: (&'static str, &'static str),
+    pub signed: (&'static str, &'static str),
+    pub closed: (&'static str, &'static str),
+    pub unavailable: (&'static str, &'static str),
+}
+
+const EN: Text = Text {
+    html_lang: "en",
+    title: "Confirm your payment",
+    payment_to: "Payment to",
+    next_step: "Check the details. You approve the payment at your bank in the next step.",
+    shop: "Shop",
+    amount: "Amount",
+    recipient: "Recipient",
+    account: "Account",
+    message: "Message",
+    reference: "Reference",
+    date: "Payment date",
+    as_soon_as_possible: "As soon as possible",
+    repeats: "Repeats",
+    bank: "Bank",
+    continue_to: "Continue to",
+    cancel: "Cancel and return to the shop",
+    back: "Return to the shop",
+    close_window: "You can close this window and return to the shop.",
+    unknown: ("Link not valid", "This payment link is not known to us."),
+    not_ready: (
+        "Payment not ready",
+        "This payment is not ready to be signed yet. Please return to the shop and try again.",
+    ),
+    expired: (
+        "Payment link expired",
+        "The time to sign this payment has run out. Please return to the shop to start again.",
+    ),
+    cancelled: (
+        "Payment cancelled",
+        "This payment was cancelled and can no longer be signed.",
+    ),
+    paid: ("Payment complete", "This payment has been paid."),
+    signed: (
+        "Payment signed",
+        "This payment has already been signed. You can return to the shop.",
+    ),
+    closed: (
+        "Payment closed",
+        "This payment can no longer be signed. Please return to the shop.",
+    ),
+    unavailable: (
+        "Please try again",
+        "We could not open this payment just now. Please try again in a moment.",
+    ),
+};
+
+const FI: Text = Text {
+    html_lang: "fi",
+    title: "Vahvista maksu",
+    payment_to: "Maksun saaja:",
+    next_step: "Tarkista tiedot. Hyväksyt maksun pankissasi seuraavassa vaiheessa.",
+    shop: "Kauppa",
+    amount: "Summa",
+    recipient: "Saaja",
+    account: "Tili",
+    message: "Viesti",
+    reference: "Viite",
+    date: "Maksupäivä",
+    as_soon_as_possible: "Mahdollisimman pian",
+    repeats: "Toistuu",
+    bank: "Pankki",
+    continue_to: "Jatka pankkiin",
+    cancel: "Peruuta ja palaa kauppaan",
+    back: "Palaa kauppaan",
+    close_window: "Voit sulkea tämän ikkunan ja palata kauppaan.",
+    unknown: ("Linkki ei kelpaa", "Emme tunnista tätä maksulinkkiä."),
+    not_ready: (
+        "Maksu ei ole valmis",
+        "Tätä maksua ei voi vielä hyväksyä. Palaa kauppaan ja yritä uudelleen.",
+    ),
+    expired: (
+        "Maksulinkki on vanhentunut",
+        "Maksun hyväksymisaika on päättynyt. Palaa kauppaan aloittaaksesi alusta.",
+    ),
+    cancelled: (
+        "Maksu on peruttu",
+        "Tämä maksu on peruttu, eikä sitä voi enää hyväksyä.",
+    ),
+    paid: ("Maksu on suoritettu", "Tämä maksu on maksettu."),
+    signed: (
+        "Maksu on hyväksytty",
+        "Tämä maksu on jo hyväksytty. Voit palata kauppaan.",
+    ),
+    closed: (
+        "Maksu on suljettu",
+        "Tätä maksua ei voi enää hyväksyä. Palaa kauppaan.",
+    ),
+    unavailable: (
+        "Yritä uudelleen",
+        "Emme juuri nyt saaneet maksua auki. Yritä hetken kuluttua uudelleen.",
+    ),
+};
+
+const SV: Text = Text {
+    html_lang: "sv",
+    title: "Bekräfta betalningen",
+    payment_to: "Betalning till",
+    next_step: "Kontrollera uppgifterna. Du godkänner betalningen i din bank i nästa steg.",
+    shop: "Butik",
+    amount: "Belopp",
+    recipient: "Mottagare",
+    account: "Konto",
+    message: "Meddelande",
+    reference: "Referens",
+    date: "Betalningsdag",
+    as_soon_as_possible: "Så snart som möjligt",
+    repeats: "Upprepas",
+    bank: "Bank",
+    continue_to: "Fortsätt till",
+    cancel: "Avbryt och återgå till butiken",
+    back: "Återgå till butiken",
+    close_window: "Du kan stänga det här fönstret och återgå till butiken.",
+    unknown: (
+        "Länken är inte giltig",
+        "Vi känner inte igen den här betalningslänken.",
+    ),
+    not_ready: (
+        "Betalningen är inte klar",
+        "Betalningen kan inte signeras än. Återgå till butiken och försök igen.",
+    ),
+    expired: (
+        "Betalningslänken har gått ut",
+        "Tiden för att signera betalningen har gått ut. Återgå till butiken och börja om.",
+    ),
+    cancelled: (
+        "Betalningen är avbruten",
+        "Betalningen har avbrutits och kan inte längre signeras.",
+    ),
+    paid: ("Betalningen är klar", "Betalningen har betalats."),
+    signed: (
+        "Betalningen är signerad",
+        "Betalningen är redan signerad. Du kan återgå till butiken.",
+    ),
+    closed: (
+        "Betalningen är stängd",
+        "Betalningen kan inte längre signeras. Återgå till butiken.",
+    ),
+    unavailable: (
+        "Försök igen",
+        "Vi kunde inte öppna betalningen just nu. Försök igen om en stund.",
+    ),
+};
+
+const DA: Text = Text {
+    html_lang: "da",
+    title: "Bekræft betalingen",
+    payment_to: "Betaling til",
+    next_step: "Kontroller oplysningerne. Du godkender betalingen i din bank i næste trin.",
+    shop: "Butik",
+    amount: "Beløb",
+    recipient: "Modtager",
+    account: "Konto",
+    message: "Besked",
+    reference: "Reference",
+    date: "Betalingsdato",
+    as_soon_as_possible: "Hurtigst muligt",
+    repeats: "Gentages",
+    bank: "Bank",
+    continue_to: "Fortsæt til",
+    cancel: "Annuller og vend tilbage til butikken",
+    back: "Vend tilbage til butikken",
+    close_window: "Du kan lukke dette vindue og vende tilbage til butikken.",
+    unknown: (
+        "Linket er ikke gyldigt",
+        "Vi kender ikke dette betalingslink.",
+    ),
+    not_ready: (
+        "Betalingen er ikke klar",
+        "Betalingen kan ikke godkendes endnu. Vend tilbage til butikken og prøv igen.",
+    ),
+    expired: (
+        "Betalingslinket er udløbet",
+        "Tiden til at godkende betalingen er udløbet. Vend tilbage til butikken og start forfra.",
+    ),
+    cancelled: (
+        "Betalingen er annulleret",
+        "Betalingen er annulleret og kan ikke længere godkendes.",
+    ),
+    paid: ("Betalingen er gennemført", "Betalingen er betalt."),
+    signed: (
+        "Betalingen er godkendt",
+        "Betalingen er allerede godkendt. Du kan vende tilbage til butikken.",
+    ),
+    closed: (
+        "Betalingen er lukket",
+        "Betalingen kan ikke længere godkendes. Vend tilbage til butikken.",
+    ),
+    unavailable: (
+        "Prøv igen",
+        "Vi kunne ikke åbne betalingen lige nu. Prøv igen om et øjeblik.",
+    ),
+};
+
+const NB: Text = Text {
+    html_lang: "nb",
+    title: "Bekreft betalingen",
+    payment_to: "Betaling til",
+    next_step: "Kontroller opplysningene. Du godkjenner betalingen i banken din i neste steg.",
+    shop: "Butikk",
+    amount: "Beløp",
+    recipient: "Mottaker",
+    account: "Konto",
+    message: "Melding",
+    reference: "Referanse",
+    date: "Betalingsdato",
+    as_soon_as_possible: "Så snart som mulig",
+    repeats: "Gjentas",
+    bank: "Bank",
+    continue_to: "Fortsett til",
+    cancel: "Avbryt og gå tilbake til butikken",
+    back: "Gå tilbake til butikken",
+    close_window: "Du kan lukke dette vinduet og gå tilbake til butikken.",
+    unknown: (
+        "Lenken er ikke gyldig",
+        "Vi kjenner ikke igjen denne betalingslenken.",
+    ),
+    not_ready: (
+        "Betalingen er ikke klar",
+        "Betalingen kan ikke godkjennes ennå. Gå tilbake til butikken og prøv igjen.",
+    ),
+    expired: (
+        "Betalingslenken er utløpt",
+        "Tiden for å godkjenne betalingen er ute. Gå tilbake til butikken for å begynne på nytt.",
+    ),
+    cancelled: (
+        "Betalingen er avbrutt",
+        "Betalingen er avbrutt og kan ikke lenger godkjennes.",
+    ),
+    paid: ("Betalingen er fullført", "Betalingen er betalt."),
+    signed: (
+        "Betalingen er godkjent",
+        "Betalingen er allerede godkjent. Du kan gå tilbake til butikken.",
+    ),
+    closed: (
+        "Betalingen er lukket",
+        "Betalingen kan ikke lenger godkjennes. Gå tilbake til butikken.",
+    ),
+    unavailable: (
+        "Prøv igjen",
+        "Vi kunne ikke åpne betalingen akkurat nå. Prøv igjen om litt.",
+    ),
+};
+
+pub fn text(lang: Language) -> &'static Text {
+    match lang {
+        Language::En => &EN,
+        Language::Fi => &FI,
+        Language::Sv => &SV,
+        Language::Da => &DA,
+        Language::No => &NB,
+    }
+}
+
+/// The page's language: the payment's own, else the first of the browser's
+/// `Accept-Language` choices (by weight) that we speak, else English. `nb`, `nn` and `no`
+/// all read as Norwegian bokmål.
+pub fn choose(payment: Option<&str>, accept_language: Option<&str>) -> Language {
+    if let Some(l) = payment.and_then(Language::parse) {
+        return l;
+    }
+    let mut choices: Vec<(u16, usize, Language)> = accept_language
+        .unwrap_or("")
+        .split(',')
+        .enumerate()
+        .filter_map(|(i, part)| {
+            let mut bits = part.split(';');
+            let tag = bits.next()?.trim().to_ascii_lowercase();
+            let primary = tag.split('-').next()?;
+            let lang = match primary {
+                "nb" | "nn" | "no" => Language::No,
+                other => Language::parse(other)?,
+            };
+            let q = bits
+                .find_map(|b| b.trim().strip_prefix("q="))
+                .map_or(Some(1000), parse_weight)?;
+            (q > 0).then_some((q, i, lang))
+        })
+        .collect();
+    choices.sort_by(|a, b| b.0.cmp(&a.0).then(a.1.cmp(&b.1)));
+    choices.first().map_or(Language::En, |c| c.2)
+}
+
+/// An HTTP quality value (`0`, `0.8`, `1.000`) in thousandths, without floats.
+fn parse_weight(q: &str) -> Option<u16> {
+    let (int, frac) = q.split_once('.').unwrap_or((q, ""));
+    if frac.len() > 3 || !frac.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let int: u16 = match int {
+        "0" => 0,
+        "1" => 1,
+        _ => return None,
+    };
+    let frac: u16 = format!("{frac:0<3}").parse().ok()?;
+    let w = int * 1000 + frac;
+    (w <= 1000).then_some(w)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_payments_language_wins_over_the_browsers() {
+        assert_eq!(choose(Some("fi"), Some("sv-SE,sv;q=0.9")), Language::Fi);
+        assert_eq!(choose(Some("no"), None), Language::No);
+    }
+
+    #[test]
+    fn the_browsers_best_weighted_language_we_speak_is_chosen() {
+        assert_eq!(
+            choose(None, Some("de-DE,de;q=0.9,sv;q=0.8,en;q=0.5")),
+            Language::Sv
+        );
+        assert_eq!(choose(None, Some("en;q=0.4, da;q=0.7")), Language::Da);
+        assert_eq!(choose(None, Some("nb-NO")), Language::No);
+        assert_eq!(choose(None, Some("nn")), Language::No);
+        assert_eq!(choose(None, Some("fi-FI, en")), Language::Fi);
+        assert_eq!(choose(None, Some("fi;q=0, sv;q=0.1")), Language::Sv);
+    }
+
+    #[test]
+    fn english_when_nothing_we_speak_is_asked_for() {
+        assert_eq!(choose(None, None), Language::En);
+        assert_eq!(choose(None, Some("de, fr;q=0.5")), Language::En);
+        assert_eq!(choose(None, Some("fi;q=abc")), Language::En);
+        assert_eq!(choose(Some("xx"), Some("")), Language::En);
+    }
+}

@@ -1,0 +1,668 @@
+//! The operator console at `/console`, on the admin listener only (never the public one):
+//! sign-in for operators made with `pisgate operator create`, payment search, and one
+//! payment's timeline (ledger events, webhook deliveries with their attempts, the chain's
+//! verification), a "needs attention" list, merchants, and actions (replay a dead delivery,
+//! re-enable an endpoint, disable or enable a merchant), each confirmed on a second page and
+//! recorded in the append-only audit log.
+//!
+//! Sessions live in Postgres; the cookie holds a 256-bit token (only its SHA-256 is stored),
+//! HttpOnly, SameSite=Strict, Path=/console, and Secure unless the console is reached on
+//! localhost. Every form carries a CSRF token: the session's, or before sign-in a random one
+//! that must match its own cookie. Five wrong passwords in a row lock an account for 15
+//! minutes. Pages are server-rendered with no JavaScript and a strict CSP.
+//!
+//! Never logged: passwords, session tokens, CSRF tokens.
+
+pub mod password;
+mod view;
+
+use crate::api::AppState;
+use crate::api::consent::{html_page, style_hash};
+use crate::ledger::operators::{self, Search, Session};
+use crate::ledger::{events, keys, merchants, verify, webhooks};
+use axum::Router;
+use axum::extract::{Form, Path, Query, State};
+use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use base64::Engine as _;
+use chrono::{NaiveDate, Utc};
+use rand::RngCore;
+use secrecy::ExposeSecret;
+use sha2::{Digest, Sha256};
+use std::collections::HashMap;
+use std::sync::LazyLock;
+use uuid::Uuid;
+
+const SESSION_COOKIE: &str = "pisgate_console";
+const LOGIN_CSRF_COOKIE: &str = "pisgate_console_login";
+/// Failed sign-ins in a row that lock an account, and for how long.
+pub const MAX_FAILURES: i32 = 5;
+const LOCK_MINUTES: i64 = 15;
+const SESSION_HOURS: i64 = 8;
+const SEARCH_LIMIT: i64 = 100;
+/// How long a merchant's current keys keep working after the console rotates them.
+const KEY_GRACE_HOURS: u64 = 24;
+
+static POLICY: LazyLock<String> = LazyLock::new(|| {
+    format!(
+        "default-src 'none'; style-src {}; img-src 'none'; base-uri 'none'; \
+         form-action 'self'; frame-ancestors 'none'",
+        style_hash(view::CSS)
+    )
+});
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/console", get(|| async { see_other("/console/payments") }))
+        .route("/console/login", get(login_form).post(login))
+        .route("/console/logout", axum::routing::post(logout))
+        .route("/console/payments", get(payments))
+        .route("/console/payments/{id}", get(payment))
+        .route("/console/attention", get(attention))
+        .route("/console/merchants", get(merchants_page))
+        .route("/console/audit", get(audit_page))
+        .route("/console/actions", axum::routing::post(action))
+}
+
+fn page(status: StatusCode, markup: maud::Markup) -> Response {
+    html_page(status, markup, &POLICY)
+}
+
+fn see_other(location: &str) -> Response {
+    (
+        StatusCode::SEE_OTHER,
+        [
+            (header::LOCATION, location.to_owned()),
+            (header::CACHE_CONTROL, "no-store".to_owned()),
+        ],
+    )
+        .into_response()
+}
+
+fn random_token() -> String {
+    let mut bytes = [0u8; 32];
+    rand::rngs::OsRng.fill_bytes(&mut bytes);
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
+}
+
+fn token_hash(token: &str) -> Vec<u8> {
+    Sha256::digest(token.as_bytes()).to_vec()
+}
+
+fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|c| c.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v)
+}
+
+/// `Secure` everywhere but on localhost, where browsers serve the console over plain HTTP.
+fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age: i64) -> String {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .unwrap_or("");
+    let hostname = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    let local = matches!(hostname, "localhost" | "127.0.0.1" | "[::1]");
+    format!(
+        "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
+        if local { "" } else { "; Secure" }
+    )
+}
+
+fn same(a: &str, b: &str) -> bool {
+    use subtle::ConstantTimeEq;
+    a.len() == b.len() && bool::from(a.as_bytes().ct_eq(b.as_bytes()))
+}
+
+fn internal(e: impl std::fmt::Display) -> Response {
+    tracing::error!(error = %e, "console request failed");
+    page(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        view::message("Something went wrong", "See the service's log."),
+    )
+}
+
+/// The signed-in operator, or a redirect to the sign-in page.
+async fn signed_in(state: &AppState, headers: &HeaderMap) -> Result<Session, Response> {
+    let Some(token) = cookie(headers, SESSION_COOKIE) else {
+        return Err(see_other("/console/login"));
+    };
+    match operators::session(&state.pool, &token_hash(token)).await {
+        Ok(Some(s)) => Ok(s),
+        Ok(None) => Err(see_other("/console/login")),
+        Err(e) => Err(internal(e)),
+    }
+}
+
+/// The signed-in operator who posted `form`, if it carries their session's CSRF token.
+async fn posted_by(
+    state: &AppState,
+    headers: &HeaderMap,
+    form: &HashMap<String, String>,
+) -> Result<Session, Response> {
+    let session = signed_in(state, headers).await?;
+    let given = form.get("csrf").map(String::as_str).unwrap_or("");
+    if !same(given, &session.csrf_token) {
+        return Err(csrf_refused());
+    }
+    Ok(session)
+}
+
+async fn login_form(headers: HeaderMap) -> Response {
+    login_page(&headers, StatusCode::OK, None)
+}
+
+fn login_page(headers: &HeaderMap, status: StatusCode, error: Option<&str>) -> Response {
+    let csrf = random_token();
+    let mut r = page(status, view::login(&csrf, error));
+    if let Ok(v) = set_cookie(headers, LOGIN_CSRF_COOKIE, &csrf, 3600).parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+fn csrf_refused() -> Response {
+    page(
+        StatusCode::FORBIDDEN,
+        view::message(
+            "Form refused",
+            "The form's security token is missing or stale. Go back, reload and try again.",
+        ),
+    )
+}
+
+#[tracing::instrument(skip_all)]
+async fn login(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let given = form.get("csrf").map(String::as_str).unwrap_or("");
+    let expected = cookie(&headers, LOGIN_CSRF_COOKIE).unwrap_or("");
+    if expected.is_empty() || !same(given, expected) {
+        return csrf_refused();
+    }
+    let email = form
+        .get("email")
+        .map(|e| e.trim().to_lowercase())
+        .unwrap_or_default();
+    let password = form.get("password").map(String::as_str).unwrap_or("");
+    let refused = |headers: &HeaderMap| {
+        login_page(
+            headers,
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong email or password, or the account is locked for a while."),
+        )
+    };
+    let operator = match operators::by_email(&state.pool, &email).await {
+        Ok(Some(o)) => o,
+        Ok(None) => {
+            // Spend the same time as a real check, so timing does not tell who exists.
+            password::verify(password, &password::DUMMY_HASH);
+            return refused(&headers);
+        }
+        Err(e) => return internal(e),
+    };
+    if operator.locked_until.is_some_and(|t| t > Utc::now()) {
+        tracing::warn!(operator_id = %operator.id, "sign-in to a locked account");
+        return refused(&headers);
+    }
+    if !password::verify(password, &operator.password_hash) {
+        tracing::warn!(operator_id = %operator.id, "wrong password");
+        let locked = operators::record_failure(
+            &state.pool,
+            operator.id,
+            MAX_FAILURES,
+            chrono::Duration::minutes(LOCK_MINUTES),
+        )
+        .await;
+        if let Err(e) = locked {
+            return internal(e);
+        }
+        if operator.failed_attempts + 1 >= MAX_FAILURES {
+            let _ = operators::audit(
+                &state.pool,
+                Some(operator.id),
+                &operator.email,
+                "locked_out",
+                None,
+                serde_json::json!({ "minutes": LOCK_MINUTES }),
+            )
+            .await;
+        }
+        return refused(&headers);
+    }
+    let token = random_token();
+    let csrf = random_token();
+    let expires = Utc::now() + chrono::Duration::hours(SESSION_HOURS);
+    let stored = async {
+        operators::record_success(&state.pool, operator.id).await?;
+        operators::create_session(
+            &state.pool,
+            &token_hash(&token),
+            operator.id,
+            &csrf,
+            expires,
+        )
+        .await?;
+        operators::audit(
+            &state.pool,
+            Some(operator.id),
+            &operator.email,
+            "signed_in",
+            None,
+            serde_json::json!({}),
+        )
+        .await
+    }
+    .await;
+    if let Err(e) = stored {
+        return internal(e);
+    }
+    tracing::info!(operator_id = %operator.id, "operator signed in");
+    let mut r = see_other("/console/payments");
+    for c in [
+        set_cookie(&headers, SESSION_COOKIE, &token, SESSION_HOURS * 3600),
+        set_cookie(&headers, LOGIN_CSRF_COOKIE, "", 0),
+    ] {
+        if let Ok(v) = c.parse() {
+            r.headers_mut().append(header::SET_COOKIE, v);
+        }
+    }
+    r
+}
+
+async fn logout(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    if let Err(r) = posted_by(&state, &headers, &form).await {
+        return r;
+    }
+    if let Some(token) = cookie(&headers, SESSION_COOKIE)
+        && let Err(e) = operators::end_session(&state.pool, &token_hash(token)).await
+    {
+        return internal(e);
+    }
+    let mut r = see_other("/console/login");
+    if let Ok(v) = set_cookie(&headers, SESSION_COOKIE, "", 0).parse() {
+        r.headers_mut().append(header::SET_COOKIE, v);
+    }
+    r
+}
+
+/// The search form's fields, as typed; bad values are reported, not ignored.
+fn parse_search(q: &HashMap<String, String>) -> (Search, Vec<String>) {
+    let mut s = Search::default();
+    let mut errors = Vec::new();
+    let field = |k: &str| q.get(k).map(|v| v.trim()).filter(|v| !v.is_empty());
+    let uuid = |k: &str, errors: &mut Vec<String>| {
+        field(k).and_then(|v| {
+            v.parse::<Uuid>()
+                .map_err(|_| errors.push(format!("{k}: not a payment or merchant id")))
+                .ok()
+        })
+    };
+    s.id = uuid("id", &mut errors);
+    s.merchant_id = uuid("merchant", &mut errors);
+    s.reference = field("reference").map(str::to_owned);
+    s.psu_id = field("psu_id").map(str::to_owned);
+    s.status = field("status").map(str::to_owned);
+    s.bank_status = field("bank_status").map(str::to_owned);
+    let date = |k: &str, errors: &mut Vec<String>| {
+        field(k).and_then(|v| {
+            v.parse::<NaiveDate>()
+                .map_err(|_| errors.push(format!("{k}: a date as YYYY-MM-DD")))
+                .ok()
+                .and_then(|d| d.and_hms_opt(0, 0, 0))
+                .map(|t| t.and_utc())
+        })
+    };
+    s.from = date("from", &mut errors);
+    s.to = date("to", &mut errors).map(|t| t + chrono::Duration::days(1));
+    (s, errors)
+}
+
+async fn payments(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Query(q): Query<HashMap<String, String>>,
+) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let (search, errors) = parse_search(&q);
+    let rows = if errors.is_empty() {
+        match operators::search(&state.pool, &search, SEARCH_LIMIT).await {
+            Ok(rows) => rows,
+            Err(e) => return internal(e),
+        }
+    } else {
+        Vec::new()
+    };
+    page(StatusCode::OK, view::payments(&session, &q, &errors, &rows))
+}
+
+async fn payment(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<String>,
+) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Ok(id) = id.parse::<Uuid>() else {
+        return page(
+            StatusCode::NOT_FOUND,
+            view::message("Not found", "No such payment."),
+        );
+    };
+    let found = async {
+        let row = operators::search(
+            &state.pool,
+            &Search {
+                id: Some(id),
+                ..Search::default()
+            },
+            1,
+        )
+        .await?;
+        let events = events::list(&state.pool, id).await?;
+        let deliveries = operators::deliveries(&state.pool, id).await?;
+        let verified = match keys::installed() {
+            Some(k) => Some(verify::verify_payment(&state.pool, &k, id).await?),
+            None => None,
+        };
+        Ok::<_, sqlx::Error>((row, events, deliveries, verified))
+    }
+    .await;
+    match found {
+        Err(e) => internal(e),
+        Ok((row, _, _, _)) if row.is_empty() => page(
+            StatusCode::NOT_FOUND,
+            view::message("Not found", "No such payment."),
+        ),
+        Ok((row, events, deliveries, verified)) => page(
+            StatusCode::OK,
+            view::payment(&session, &row[0], &events, &deliveries, verified.as_ref()),
+        ),
+    }
+}
+
+async fn attention(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let found = async {
+        Ok::<_, sqlx::Error>((
+            operators::attention_payments(&state.pool, SEARCH_LIMIT).await?,
+            operators::dead_deliveries(&state.pool, SEARCH_LIMIT).await?,
+            operators::disabled_endpoints(&state.pool, SEARCH_LIMIT).await?,
+        ))
+    }
+    .await;
+    match found {
+        Ok((payments, dead, disabled)) => page(
+            StatusCode::OK,
+            view::attention(&session, &certificate(&state), &payments, &dead, &disabled),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+/// The eIDAS certificate's expiry, in words, and whether it needs renewing (under 30 days).
+fn certificate(state: &AppState) -> (String, bool) {
+    use crate::bank::nordea::certificate::EidasCertificate;
+    let Some(text) = state.settings.nordea.certificate.as_deref() else {
+        return (
+            "No eIDAS certificate is configured (sandbox).".into(),
+            false,
+        );
+    };
+    match EidasCertificate::from_text(text) {
+        Err(e) => (format!("The eIDAS certificate cannot be read: {e}"), true),
+        Ok(c) => {
+            let not_after: chrono::DateTime<Utc> = c.not_after().into();
+            let days = (not_after - Utc::now()).num_days();
+            (
+                format!(
+                    "The eIDAS certificate expires on {} (in {days} days).",
+                    not_after.format("%Y-%m-%d")
+                ),
+                days < 30,
+            )
+        }
+    }
+}
+
+async fn merchants_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let found = async {
+        Ok::<_, sqlx::Error>((
+            merchants::list(&state.pool).await?,
+            operators::usage(&state.pool).await?,
+            operators::webhook_health(&state.pool).await?,
+        ))
+    }
+    .await;
+    match found {
+        Ok((list, usage, health)) => page(
+            StatusCode::OK,
+            view::merchants(&session, &list, &usage, &health),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
+async fn audit_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    match operators::recent_audit(&state.pool, 200).await {
+        Ok(list) => page(StatusCode::OK, view::audit(&session, &list)),
+        Err(e) => internal(e),
+    }
+}
+
+/// What an action form asks for; `target` names it in the audit log.
+enum Action {
+    ReplayDelivery {
+        endpoint: Uuid,
+        event: Uuid,
+    },
+    EnableEndpoint {
+        endpoint: Uuid,
+    },
+    DisableMerchant {
+        merchant: Uuid,
+    },
+    EnableMerchant {
+        merchant: Uuid,
+    },
+    /// A new API key, shown once; the current keys work for a day more.
+    RotateKey {
+        merchant: Uuid,
+    },
+}
+
+impl Action {
+    fn parse(form: &HashMap<String, String>) -> Option<Action> {
+        let id = |k: &str| form.get(k).and_then(|v| v.parse::<Uuid>().ok());
+        Some(match form.get("action")?.as_str() {
+            "replay_delivery" => Action::ReplayDelivery {
+                endpoint: id("endpoint")?,
+                event: id("event")?,
+            },
+            "enable_endpoint" => Action::EnableEndpoint {
+                endpoint: id("endpoint")?,
+            },
+            "disable_merchant" => Action::DisableMerchant {
+                merchant: id("merchant")?,
+            },
+            "enable_merchant" => Action::EnableMerchant {
+                merchant: id("merchant")?,
+            },
+            "rotate_key" => Action::RotateKey {
+                merchant: id("merchant")?,
+            },
+            _ => return None,
+        })
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Action::ReplayDelivery { .. } => "replay_delivery",
+            Action::EnableEndpoint { .. } => "enable_endpoint",
+            Action::DisableMerchant { .. } => "disable_merchant",
+            Action::EnableMerchant { .. } => "enable_merchant",
+            Action::RotateKey { .. } => "rotate_key",
+        }
+    }
+
+    fn target(&self) -> String {
+        match self {
+            Action::ReplayDelivery { endpoint, event } => format!("delivery {event} to {endpoint}"),
+            Action::EnableEndpoint { endpoint } => format!("endpoint {endpoint}"),
+            Action::DisableMerchant { merchant }
+            | Action::EnableMerchant { merchant }
+            | Action::RotateKey { merchant } => {
+                format!("merchant {merchant}")
+            }
+        }
+    }
+
+    /// Does it; `Ok(Some(secret))` when the operator must see something once (a new key),
+    /// `Err` with a sentence for the operator when it cannot be done.
+    async fn run(&self, state: &AppState) -> anyhow::Result<Result<Option<String>, String>> {
+        if let Action::RotateKey { merchant } = *self {
+            let grace = std::time::Duration::from_secs(KEY_GRACE_HOURS * 3600);
+            return Ok(merchants::rotate_key(&state.pool, merchant, grace)
+                .await?
+                .map(|k| Some(k.api_key.expose_secret().to_owned()))
+                .ok_or_else(|| "No such merchant.".into()));
+        }
+        Ok(match *self {
+            Action::ReplayDelivery { endpoint, event } => {
+                match webhooks::replay_delivery(&state.pool, endpoint, event).await? {
+                    webhooks::Replay::Queued(_) => Ok(None),
+                    webhooks::Replay::AlreadyPending => Err("It is already pending.".into()),
+                    webhooks::Replay::EndpointNotEnabled => {
+                        Err("Its endpoint is not enabled: enable it first.".into())
+                    }
+                    webhooks::Replay::NotFound => Err("No such delivery.".into()),
+                }
+            }
+            Action::EnableEndpoint { endpoint } => {
+                let Some(merchant) = operators::endpoint_merchant(&state.pool, endpoint).await?
+                else {
+                    return Ok(Err("No such endpoint.".into()));
+                };
+                match webhooks::enable_endpoint(
+                    &state.pool,
+                    merchant,
+                    endpoint,
+                    crate::api::webhooks::MAX_ENABLED_ENDPOINTS,
+                )
+                .await?
+                {
+                    Some(webhooks::CapOutcome::Done(_)) => Ok(None),
+                    Some(webhooks::CapOutcome::TooMany { limit }) => Err(format!(
+                        "The merchant already has {limit} enabled endpoints."
+                    )),
+                    None => Err("The endpoint is deleted.".into()),
+                }
+            }
+            Action::DisableMerchant { merchant } => merchants::disable(&state.pool, merchant)
+                .await?
+                .map(|_| None)
+                .ok_or_else(|| "No such merchant.".into()),
+            Action::EnableMerchant { merchant } => merchants::enable(&state.pool, merchant)
+                .await?
+                .map(|_| None)
+                .ok_or_else(|| "No such merchant.".into()),
+            Action::RotateKey { .. } => Ok(None),
+        })
+    }
+}
+
+/// `POST /console/actions`: without `confirm=yes`, the confirmation page (the same form
+/// with a "Confirm" button); with it, the action, its audit entry, and back to `back`.
+#[tracing::instrument(skip_all, fields(action = tracing::field::Empty))]
+async fn action(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Form(form): Form<HashMap<String, String>>,
+) -> Response {
+    let session = match posted_by(&state, &headers, &form).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let Some(act) = Action::parse(&form) else {
+        return page(
+            StatusCode::BAD_REQUEST,
+            view::message(
+                "Unknown action",
+                "The form names no action the console knows.",
+            ),
+        );
+    };
+    tracing::Span::current().record("action", act.name());
+    let back = form
+        .get("back")
+        .filter(|b| b.starts_with("/console/") && !b.contains("//"))
+        .map_or("/console/attention", String::as_str);
+    if form.get("confirm").map(String::as_str) != Some("yes") {
+        return page(
+            StatusCode::OK,
+            view::confirm(&session, act.name(), &act.target(), &form),
+        );
+    }
+    let done = match act.run(&state).await {
+        Ok(done) => done,
+        Err(e) => return internal(format!("{e:#}")),
+    };
+    let outcome = match &done {
+        Ok(_) => serde_json::json!({ "outcome": "done" }),
+        Err(why) => serde_json::json!({ "outcome": "refused", "why": why }),
+    };
+    if let Err(e) = operators::audit(
+        &state.pool,
+        Some(session.operator_id),
+        &session.email,
+        act.name(),
+        Some(&act.target()),
+        outcome,
+    )
+    .await
+    {
+        return internal(e);
+    }
+    match done {
+        Ok(None) => {
+            tracing::info!(operator_id = %session.operator_id, "operator action done");
+            see_other(back)
+        }
+        Ok(Some(secret)) => {
+            tracing::info!(operator_id = %session.operator_id, "operator action done");
+            page(
+                StatusCode::OK,
+                view::shown_once(&session, &act.target(), &secret, back),
+            )
+        }
+        Err(why) => page(StatusCode::CONFLICT, view::message("Not done", &why)),
+    }
+}

@@ -1,0 +1,398 @@
+//! The console's pages (maud): sign-in, payment search, one payment's timeline.
+
+use crate::domain::{Currency, Language, display};
+use crate::ledger::events::StoredEvent;
+use crate::ledger::merchants::Merchant;
+use crate::ledger::operators::{
+    AttentionPayment, AuditEntry, DeadDelivery, Delivery, DisabledEndpoint, PaymentRow, Session,
+    Usage, WebhookHealth,
+};
+use crate::ledger::verify::VerifyReport;
+use maud::{DOCTYPE, Markup, PreEscaped, html};
+use std::collections::HashMap;
+
+pub const CSS: &str = "\
+body{margin:0;font:0.95rem/1.45 system-ui,sans-serif;color:#1a1a1a;background:#fff}\
+header{display:flex;gap:1rem;align-items:center;justify-content:space-between;padding:.5rem 1rem;background:#1f2933;color:#fff}\
+header a{color:#fff}\
+main{padding:1rem;max-width:72rem}\
+table{border-collapse:collapse;width:100%;margin:0 0 1.5rem}\
+th,td{border-bottom:1px solid #c8ccd2;padding:.3rem .5rem;text-align:left;vertical-align:top}\
+th{background:#f4f5f7}\
+form.search{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end;margin:0 0 1rem}\
+label{display:flex;flex-direction:column;font-weight:600;font-size:.85rem}\
+input,select,button{font:inherit;padding:.3rem .4rem}\
+button{background:#0b3d91;color:#fff;border:0;border-radius:.25rem;padding:.4rem .9rem;cursor:pointer}\
+.ok{color:#0a6b2d;font-weight:700}.bad{color:#a3160b;font-weight:700}\
+.error{color:#a3160b}\
+code{font-size:.85rem;overflow-wrap:anywhere}\
+a{color:#0b3d91}\
+:focus-visible{outline:3px solid #b35c00;outline-offset:2px}\
+";
+
+fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
+    html! {
+        (DOCTYPE)
+        html lang="en" {
+            head {
+                meta charset="utf-8";
+                meta name="viewport" content="width=device-width, initial-scale=1";
+                title { (title) " · pisgate console" }
+                style { (PreEscaped(CSS)) }
+            }
+            body {
+                header {
+                    strong { "pisgate console" }
+                    @if let Some(s) = session {
+                        nav {
+                            a href="/console/payments" { "Payments" } " · "
+                            a href="/console/attention" { "Needs attention" } " · "
+                            a href="/console/merchants" { "Merchants" } " · "
+                            a href="/console/audit" { "Audit log" }
+                        }
+                        form method="post" action="/console/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf_token);
+                            span { (s.email) " " }
+                            button type="submit" { "Sign out" }
+                        }
+                    }
+                }
+                main { h1 { (title) } (body) }
+            }
+        }
+    }
+}
+
+pub fn message(title: &str, text: &str) -> Markup {
+    layout(title, None, html! { p { (text) } })
+}
+
+pub fn login(csrf: &str, error: Option<&str>) -> Markup {
+    layout(
+        "Sign in",
+        None,
+        html! {
+            @if let Some(e) = error { p.error role="alert" { (e) } }
+            form method="post" action="/console/login" {
+                input type="hidden" name="csrf" value=(csrf);
+                p { label { "Email" input type="email" name="email" autocomplete="username" required; } }
+                p { label { "Password" input type="password" name="password" autocomplete="current-password" required; } }
+                p { button type="submit" { "Sign in" } }
+            }
+        },
+    )
+}
+
+fn amount(minor: i64, currency: &str) -> String {
+    Currency::from_code(currency).map_or_else(
+        || format!("{minor} {currency}"),
+        |c| display::amount(minor, c, Language::En),
+    )
+}
+
+pub fn payments(
+    session: &Session,
+    q: &HashMap<String, String>,
+    errors: &[String],
+    rows: &[PaymentRow],
+) -> Markup {
+    let v = |k: &str| q.get(k).cloned().unwrap_or_default();
+    layout(
+        "Payments",
+        Some(session),
+        html! {
+            form.search method="get" action="/console/payments" role="search" {
+                label { "Payment id" input name="id" value=(v("id")); }
+                label { "Merchant id" input name="merchant" value=(v("merchant")); }
+                label { "Reference" input name="reference" value=(v("reference")); }
+                label { "PSU id" input name="psu_id" value=(v("psu_id")); }
+                label { "Status" input name="status" value=(v("status")) list="statuses"; }
+                label { "Bank status" input name="bank_status" value=(v("bank_status")); }
+                label { "From" input type="date" name="from" value=(v("from")); }
+                label { "To" input type="date" name="to" value=(v("to")); }
+                button type="submit" { "Search" }
+                datalist id="statuses" {
+                    @for s in ["awaiting_authorization", "authorized", "paid", "rejected", "authorization_failed", "cancelled", "expired", "failed"] {
+                        option value=(s) {}
+                    }
+                }
+            }
+            @for e in errors { p.error role="alert" { (e) } }
+            table {
+                caption { (rows.len()) " payment(s), newest first" }
+                thead { tr { th { "Payment" } th { "Merchant" } th { "Reference" } th { "Status" } th { "Bank status" } th { "Amount" } th { "Created" } } }
+                tbody {
+                    @for r in rows {
+                        tr {
+                            td { a href={ "/console/payments/" (r.id) } { code { (r.id) } } }
+                            td { (r.merchant_name) }
+                            td { (r.merchant_reference.as_deref().unwrap_or("")) }
+                            td { (r.status) }
+                            td { (r.bank_status.as_deref().unwrap_or("")) }
+                            td { (amount(r.amount_minor, &r.currency)) }
+                            td { (r.created_at.format("%Y-%m-%d %H:%M:%S")) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn payment(
+    session: &Session,
+    p: &PaymentRow,
+    events: &[StoredEvent],
+    deliveries: &[Delivery],
+    verified: Option<&VerifyReport>,
+) -> Markup {
+    let title = format!("Payment {}", p.id);
+    layout(
+        &title,
+        Some(session),
+        html! {
+            p {
+                (p.merchant_name) " · " (amount(p.amount_minor, &p.currency)) " · status "
+                strong { (p.status) }
+                @if let Some(b) = &p.bank_status { " · bank " (b) }
+                @if let Some(r) = &p.merchant_reference { " · reference " (r) }
+            }
+            h2 { "Ledger chain" }
+            @match verified {
+                Some(v) if v.broken_payments == 0 => p.ok { "Verified: " (v.events_checked) " event(s), every hash and the head agree." },
+                Some(v) => p.bad { "BROKEN: " (v.first_broken.as_ref().map(|b| format!("{b:?}")).unwrap_or_default()) },
+                None => p { "Not verified: this process has no ledger key." },
+            }
+            h2 { "Timeline" }
+            table {
+                thead { tr { th { "#" } th { "When" } th { "Event" } th { "Status" } th { "Bank status" } th { "Detail" } } }
+                tbody {
+                    @for e in events {
+                        tr {
+                            td { (e.seq) }
+                            td { (e.created_at.format("%Y-%m-%d %H:%M:%S%.3f")) }
+                            td { (e.kind) }
+                            td {
+                                @if let Some(o) = e.old_status { (o.as_str()) " → " }
+                                @if let Some(n) = e.new_status { (n.as_str()) }
+                            }
+                            td { (e.bank_status.as_deref().unwrap_or("")) }
+                            td { code { (e.detail.to_string()) } }
+                        }
+                    }
+                }
+            }
+            h2 { "Webhook deliveries" }
+            table {
+                thead { tr { th { "Event" } th { "Endpoint" } th { "Status" } th { "Attempts" } th { "Last attempt" } th { "Last answer" } th { "Action" } } }
+                tbody {
+                    @for d in deliveries {
+                        tr {
+                            td { (d.event_type) }
+                            td { code { (d.url) } }
+                            td { (d.status) }
+                            td { (d.attempts) }
+                            td { (d.last_attempt_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()) }
+                            td {
+                                @if let Some(s) = d.last_response_status { "HTTP " (s) " " }
+                                (d.last_error.as_deref().unwrap_or(""))
+                            }
+                            td {
+                                @if d.status == "dead" {
+                                    (action_form(session, "Replay", "replay_delivery", &[("endpoint", d.endpoint_id.to_string()), ("event", d.event_id.to_string())], &format!("/console/payments/{}", p.id)))
+                                }
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+/// A form posting one action to `/console/actions`; the next page asks to confirm it.
+fn action_form(
+    session: &Session,
+    label: &str,
+    action: &str,
+    fields: &[(&str, String)],
+    back: &str,
+) -> Markup {
+    html! {
+        form method="post" action="/console/actions" {
+            input type="hidden" name="csrf" value=(session.csrf_token);
+            input type="hidden" name="action" value=(action);
+            input type="hidden" name="back" value=(back);
+            @for (k, v) in fields { input type="hidden" name=(k) value=(v); }
+            button type="submit" { (label) }
+        }
+    }
+}
+
+pub fn confirm(
+    session: &Session,
+    action: &str,
+    target: &str,
+    form: &HashMap<String, String>,
+) -> Markup {
+    layout(
+        "Confirm",
+        Some(session),
+        html! {
+            p { "Do " strong { (action.replace('_', " ")) } " for " code { (target) } "? It is recorded in the audit log under " (session.email) "." }
+            form method="post" action="/console/actions" {
+                @for (k, v) in form {
+                    @if k != "confirm" { input type="hidden" name=(k) value=(v); }
+                }
+                input type="hidden" name="confirm" value="yes";
+                button type="submit" { "Confirm" }
+                " "
+                a href=(form.get("back").map_or("/console/attention", String::as_str)) { "Cancel" }
+            }
+        },
+    )
+}
+
+/// A secret the operator sees once (a merchant's new API key); the page is not cached.
+pub fn shown_once(session: &Session, target: &str, secret: &str, back: &str) -> Markup {
+    layout(
+        "New API key",
+        Some(session),
+        html! {
+            p { "The new key of " code { (target) } ", shown only this once; its older keys work for another day:" }
+            p { code.secret { (secret) } }
+            p { a href=(back) { "Back" } }
+        },
+    )
+}
+
+pub fn attention(
+    session: &Session,
+    certificate: &(String, bool),
+    payments: &[AttentionPayment],
+    dead: &[DeadDelivery],
+    disabled: &[DisabledEndpoint],
+) -> Markup {
+    let back = "/console/attention";
+    layout(
+        "Needs attention",
+        Some(session),
+        html! {
+            h2 { "Certificate" }
+            p class=(if certificate.1 { "bad" } else { "" }) { (certificate.0) }
+            h2 { "Payments" }
+            table {
+                thead { tr { th { "Payment" } th { "Merchant" } th { "Status" } th { "Why" } th { "Since" } } }
+                tbody {
+                    @for p in payments {
+                        tr {
+                            td { a href={ "/console/payments/" (p.id) } { code { (p.id) } } }
+                            td { (p.merchant_name) } td { (p.status) } td { (p.reason) }
+                            td { (p.since.format("%Y-%m-%d %H:%M")) }
+                        }
+                    }
+                }
+            }
+            h2 { "Dead webhook deliveries" }
+            table {
+                thead { tr { th { "Event" } th { "Merchant" } th { "Endpoint" } th { "Attempts" } th { "Last error" } th { "Action" } } }
+                tbody {
+                    @for d in dead {
+                        tr {
+                            td {
+                                (d.event_type)
+                                @if let Some(p) = d.payment_id { " · " a href={ "/console/payments/" (p) } { "payment" } }
+                            }
+                            td { (d.merchant_name) } td { code { (d.url) } } td { (d.attempts) }
+                            td { (d.last_error.as_deref().unwrap_or("")) }
+                            td { (action_form(session, "Replay", "replay_delivery", &[("endpoint", d.endpoint_id.to_string()), ("event", d.event_id.to_string())], back)) }
+                        }
+                    }
+                }
+            }
+            h2 { "Disabled webhook endpoints" }
+            table {
+                thead { tr { th { "Merchant" } th { "Endpoint" } th { "Why" } th { "Action" } } }
+                tbody {
+                    @for e in disabled {
+                        tr {
+                            td { (e.merchant_name) } td { code { (e.url) } }
+                            td { (e.disabled_reason.as_deref().unwrap_or("")) }
+                            td { (action_form(session, "Re-enable", "enable_endpoint", &[("endpoint", e.id.to_string())], back)) }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn merchants(
+    session: &Session,
+    list: &[Merchant],
+    usage: &[Usage],
+    health: &[WebhookHealth],
+) -> Markup {
+    let back = "/console/merchants";
+    layout(
+        "Merchants",
+        Some(session),
+        html! {
+            table {
+                thead { tr {
+                    th { "Merchant" } th { "Status" } th { "Payments: 24 h / 30 d by status" }
+                    th { "Webhooks" } th { "Action" }
+                } }
+                tbody {
+                    @for m in list {
+                        tr {
+                            td { a href={ "/console/payments?merchant=" (m.id) } { (m.name) } br; code { (m.id) } }
+                            td { (m.status) }
+                            td {
+                                @for u in usage.iter().filter(|u| u.merchant_id == m.id) {
+                                    (u.status) ": " (u.last_day) " / " (u.last_month) br;
+                                }
+                            }
+                            td {
+                                @if let Some(h) = health.iter().find(|h| h.merchant_id == m.id) {
+                                    (h.enabled) " enabled, " (h.disabled) " disabled endpoint(s); "
+                                    (h.pending) " pending, "
+                                    span class=(if h.dead > 0 { "bad" } else { "" }) { (h.dead) " dead" }
+                                } @else { "no endpoints" }
+                            }
+                            td {
+                                @if m.status == "active" {
+                                    (action_form(session, "Disable", "disable_merchant", &[("merchant", m.id.to_string())], back))
+                                } @else {
+                                    (action_form(session, "Enable", "enable_merchant", &[("merchant", m.id.to_string())], back))
+                                }
+                                (action_form(session, "Rotate API key", "rotate_key", &[("merchant", m.id.to_string())], back))
+                            }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}
+
+pub fn audit(session: &Session, list: &[AuditEntry]) -> Markup {
+    layout(
+        "Audit log",
+        Some(session),
+        html! {
+            table {
+                thead { tr { th { "When" } th { "Operator" } th { "Action" } th { "Target" } } }
+                tbody {
+                    @for a in list {
+                        tr {
+                            td { (a.created_at.format("%Y-%m-%d %H:%M:%S")) }
+                            td { (a.email) } td { (a.action) }
+                            td { code { (a.target.as_deref().unwrap_or("")) } }
+                        }
+                    }
+                }
+            }
+        },
+    )
+}

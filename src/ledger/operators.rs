@@ -1,0 +1,422 @@
+//! Operators of the console: accounts (an Argon2id hash, never a password), lock-out after
+//! repeated failures, sessions (only the SHA-256 of the cookie's token is stored, with the
+//! session's CSRF token), the append-only audit log, and the console's read-only payment
+//! search and delivery list.
+//!
+//! Never stored or logged: a password, a session token.
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::PgPool;
+use uuid::Uuid;
+
+#[derive(Debug, Clone)]
+pub struct Operator {
+    pub id: Uuid,
+    pub email: String,
+    pub password_hash: String,
+    pub failed_attempts: i32,
+    pub locked_until: Option<DateTime<Utc>>,
+}
+
+pub async fn create(pool: &PgPool, email: &str, password_hash: &str) -> Result<Uuid, sqlx::Error> {
+    let id = Uuid::now_v7();
+    sqlx::query!(
+        "INSERT INTO operators (id, email, password_hash) VALUES ($1, $2, $3)",
+        id,
+        email,
+        password_hash
+    )
+    .execute(pool)
+    .await?;
+    Ok(id)
+}
+
+pub async fn by_email(pool: &PgPool, email: &str) -> Result<Option<Operator>, sqlx::Error> {
+    sqlx::query_as!(
+        Operator,
+        "SELECT id, email, password_hash, failed_attempts, locked_until FROM operators WHERE email = $1",
+        email
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Counts a failed sign-in; the `max`-th in a row locks the account until `now + lock_for`
+/// and starts the count again.
+pub async fn record_failure(
+    pool: &PgPool,
+    id: Uuid,
+    max: i32,
+    lock_for: chrono::Duration,
+) -> Result<(), sqlx::Error> {
+    let until = Utc::now() + lock_for;
+    sqlx::query!(
+        "UPDATE operators SET
+            failed_attempts = CASE WHEN failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END,
+            locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE locked_until END
+         WHERE id = $1",
+        id,
+        max,
+        until
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn record_success(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE operators SET failed_attempts = 0, locked_until = NULL WHERE id = $1",
+        id
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// A signed-in operator, as the session cookie finds them.
+#[derive(Debug, Clone)]
+pub struct Session {
+    pub operator_id: Uuid,
+    pub email: String,
+    pub csrf_token: String,
+}
+
+/// Starts a session, and forgets sessions that have ended (so the table holds live ones).
+pub async fn create_session(
+    pool: &PgPool,
+    token_hash: &[u8],
+    operator_id: Uuid,
+    csrf_token: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!("DELETE FROM operator_sessions WHERE expires_at <= now()")
+        .execute(pool)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO operator_sessions (token_hash, operator_id, csrf_token, expires_at)
+         VALUES ($1, $2, $3, $4)",
+        token_hash,
+        operator_id,
+        csrf_token,
+        expires_at
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+pub async fn session(pool: &PgPool, token_hash: &[u8]) -> Result<Option<Session>, sqlx::Error> {
+    sqlx::query_as!(
+        Session,
+        "SELECT s.operator_id, o.email, s.csrf_token
+           FROM operator_sessions s JOIN operators o ON o.id = s.operator_id
+          WHERE s.token_hash = $1 AND s.expires_at > now()",
+        token_hash
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+pub async fn end_session(pool: &PgPool, token_hash: &[u8]) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "DELETE FROM operator_sessions WHERE token_hash = $1",
+        token_hash
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+/// Appends to the audit log: who did what to what, and when.
+pub async fn audit(
+    pool: &PgPool,
+    operator_id: Option<Uuid>,
+    email: &str,
+    action: &str,
+    target: Option<&str>,
+    detail: Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO operator_audit (operator_id, email, action, target, detail)
+         VALUES ($1, $2, $3, $4, $5)",
+        operator_id,
+        email,
+        action,
+        target,
+        detail
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}
+
+#[derive(Debug, Clone)]
+pub struct AuditEntry {
+    pub email: String,
+    pub action: String,
+    pub target: Option<String>,
+    pub created_at: DateTime<Utc>,
+}
+
+pub async fn recent_audit(pool: &PgPool, limit: i64) -> Result<Vec<AuditEntry>, sqlx::Error> {
+    sqlx::query_as!(
+        AuditEntry,
+        "SELECT email, action, target, created_at FROM operator_audit ORDER BY id DESC LIMIT $1",
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// What the console's payment search may filter on; `None` is "any".
+#[derive(Debug, Default, Clone)]
+pub struct Search {
+    pub id: Option<Uuid>,
+    pub merchant_id: Option<Uuid>,
+    pub reference: Option<String>,
+    pub psu_id: Option<String>,
+    pub status: Option<String>,
+    pub bank_status: Option<String>,
+    pub from: Option<DateTime<Utc>>,
+    pub to: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Clone)]
+pub struct PaymentRow {
+    pub id: Uuid,
+    pub merchant_name: String,
+    pub merchant_reference: Option<String>,
+    pub status: String,
+    pub bank_status: Option<String>,
+    pub amount_minor: i64,
+    pub currency: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// The newest payments matching `s`, at most `limit`.
+pub async fn search(pool: &PgPool, s: &Search, limit: i64) -> Result<Vec<PaymentRow>, sqlx::Error> {
+    sqlx::query_as!(
+        PaymentRow,
+        r#"SELECT p.id, m.name AS merchant_name, p.merchant_reference, p.status, p.bank_status,
+                  p.amount_minor, p.currency, p.created_at
+             FROM payments p JOIN merchants m ON m.id = p.merchant_id
+            WHERE ($1::uuid IS NULL OR p.id = $1)
+              AND ($2::uuid IS NULL OR p.merchant_id = $2)
+              AND ($3::text IS NULL OR p.merchant_reference = $3)
+              AND ($4::text IS NULL OR p.psu_id = $4)
+              AND ($5::text IS NULL OR p.status = $5)
+              AND ($6::text IS NULL OR p.bank_status = $6)
+              AND ($7::timestamptz IS NULL OR p.created_at >= $7)
+              AND ($8::timestamptz IS NULL OR p.created_at < $8)
+            ORDER BY p.created_at DESC, p.id DESC
+            LIMIT $9"#,
+        s.id,
+        s.merchant_id,
+        s.reference,
+        s.psu_id,
+        s.status,
+        s.bank_status,
+        s.from,
+        s.to,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// One webhook delivery of a payment's events, with its attempts so far.
+#[derive(Debug, Clone)]
+pub struct Delivery {
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub event_type: String,
+    pub url: String,
+    pub status: String,
+    pub attempts: i32,
+    pub last_attempt_at: Option<DateTime<Utc>>,
+    pub last_response_status: Option<i32>,
+    pub last_error: Option<String>,
+    pub delivered_at: Option<DateTime<Utc>>,
+}
+
+pub async fn deliveries(pool: &PgPool, payment_id: Uuid) -> Result<Vec<Delivery>, sqlx::Error> {
+    sqlx::query_as!(
+        Delivery,
+        "SELECT d.endpoint_id, d.event_id, e.event_type, w.url, d.status, d.attempts, d.last_attempt_at,
+                d.last_response_status, d.last_error, d.delivered_at
+           FROM webhook_deliveries d
+           JOIN webhook_events e ON e.id = d.event_id
+           JOIN webhook_endpoints w ON w.id = d.endpoint_id
+          WHERE e.payment_id = $1
+          ORDER BY e.created_at, w.url",
+        payment_id
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A payment that needs a human, and why.
+#[derive(Debug, Clone)]
+pub struct AttentionPayment {
+    pub id: Uuid,
+    pub merchant_name: String,
+    pub status: String,
+    pub reason: String,
+    pub since: DateTime<Utc>,
+}
+
+/// Payments a human should look at: initiations whose outcome is unknown, shoppers who went
+/// to the bank and may sign late (pisgate's window passed, the bank's horizon not yet),
+/// payments past their late-signing horizon that still wait, and authorized ones with no
+/// bank word for three days.
+pub async fn attention_payments(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<AttentionPayment>, sqlx::Error> {
+    sqlx::query_as!(
+        AttentionPayment,
+        r#"SELECT p.id, m.name AS merchant_name, p.status, x.reason AS "reason!", p.updated_at AS since
+             FROM payments p
+             JOIN merchants m ON m.id = p.merchant_id
+             CROSS JOIN LATERAL (SELECT CASE
+                 WHEN p.initiation = 'outcome_unknown' THEN 'initiation outcome unknown'
+                 WHEN p.status = 'awaiting_authorization' AND p.sign_horizon_at < now()
+                     THEN 'still waiting past the late-signing horizon'
+                 WHEN p.status = 'awaiting_authorization' AND p.expires_at < now()
+                      AND p.hop_opened_at IS NOT NULL THEN 'may be signed late'
+                 WHEN p.status = 'authorized' AND p.updated_at < now() - interval '3 days'
+                     THEN 'authorized for over 3 days'
+             END AS reason) x
+            WHERE x.reason IS NOT NULL
+            ORDER BY p.updated_at
+            LIMIT $1"#,
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A dead webhook delivery, for the attention list.
+#[derive(Debug, Clone)]
+pub struct DeadDelivery {
+    pub endpoint_id: Uuid,
+    pub event_id: Uuid,
+    pub payment_id: Option<Uuid>,
+    pub event_type: String,
+    pub url: String,
+    pub merchant_name: String,
+    pub attempts: i32,
+    pub last_error: Option<String>,
+}
+
+pub async fn dead_deliveries(pool: &PgPool, limit: i64) -> Result<Vec<DeadDelivery>, sqlx::Error> {
+    sqlx::query_as!(
+        DeadDelivery,
+        "SELECT d.endpoint_id, d.event_id, e.payment_id, e.event_type, w.url, m.name AS merchant_name,
+                d.attempts, d.last_error
+           FROM webhook_deliveries d
+           JOIN webhook_events e ON e.id = d.event_id
+           JOIN webhook_endpoints w ON w.id = d.endpoint_id
+           JOIN merchants m ON m.id = w.merchant_id
+          WHERE d.status = 'dead'
+          ORDER BY d.updated_at DESC
+          LIMIT $1",
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A disabled webhook endpoint, for the attention list.
+#[derive(Debug, Clone)]
+pub struct DisabledEndpoint {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub merchant_name: String,
+    pub url: String,
+    pub disabled_reason: Option<String>,
+}
+
+pub async fn disabled_endpoints(
+    pool: &PgPool,
+    limit: i64,
+) -> Result<Vec<DisabledEndpoint>, sqlx::Error> {
+    sqlx::query_as!(
+        DisabledEndpoint,
+        "SELECT w.id, w.merchant_id, m.name AS merchant_name, w.url, w.disabled_reason
+           FROM webhook_endpoints w JOIN merchants m ON m.id = w.merchant_id
+          WHERE w.status = 'disabled'
+          ORDER BY w.updated_at DESC
+          LIMIT $1",
+        limit
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// The merchant of a webhook endpoint.
+pub async fn endpoint_merchant(
+    pool: &PgPool,
+    endpoint_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
+    sqlx::query_scalar!(
+        "SELECT merchant_id FROM webhook_endpoints WHERE id = $1",
+        endpoint_id
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// Payments of one merchant in one status, over the last 24 hours and 30 days.
+#[derive(Debug, Clone)]
+pub struct Usage {
+    pub merchant_id: Uuid,
+    pub status: String,
+    pub last_day: i64,
+    pub last_month: i64,
+}
+
+pub async fn usage(pool: &PgPool) -> Result<Vec<Usage>, sqlx::Error> {
+    sqlx::query_as!(
+        Usage,
+        r#"SELECT merchant_id, status,
+                  count(*) FILTER (WHERE created_at > now() - interval '24 hours') AS "last_day!",
+                  count(*) AS "last_month!"
+             FROM payments
+            WHERE created_at > now() - interval '30 days'
+            GROUP BY merchant_id, status
+            ORDER BY merchant_id, status"#
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// A merchant's webhooks at a glance: endpoints enabled and disabled, deliveries pending
+/// and dead.
+#[derive(Debug, Clone)]
+pub struct WebhookHealth {
+    pub merchant_id: Uuid,
+    pub enabled: i64,
+    pub disabled: i64,
+    pub pending: i64,
+    pub dead: i64,
+}
+
+pub async fn webhook_health(pool: &PgPool) -> Result<Vec<WebhookHealth>, sqlx::Error> {
+    sqlx::query_as!(
+        WebhookHealth,
+        r#"SELECT w.merchant_id,
+                  count(DISTINCT w.id) FILTER (WHERE w.status = 'enabled') AS "enabled!",
+                  count(DISTINCT w.id) FILTER (WHERE w.status = 'disabled') AS "disabled!",
+                  count(d.event_id) FILTER (WHERE d.status = 'pending') AS "pending!",
+                  count(d.event_id) FILTER (WHERE d.status = 'dead') AS "dead!"
+             FROM webhook_endpoints w
+             LEFT JOIN webhook_deliveries d ON d.endpoint_id = w.id
+            WHERE w.status <> 'deleted'
+            GROUP BY w.merchant_id"#
+    )
+    .fetch_all(pool)
+    .await
+}

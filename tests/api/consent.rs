@@ -1,0 +1,367 @@
+//! The shopper's consent page at the authorization hop, over HTTP against the real service,
+//! Postgres and the sandbox: what it shows, its headers, the language it speaks, that only
+//! the button opens the hop, and the shopper's cancel.
+
+use crate::helpers::{TestApp, TestMerchant, continue_to_bank, spawn_app};
+use crate::payments::body;
+use serde_json::{Value, json};
+
+struct Page {
+    status: u16,
+    csp: String,
+    html: String,
+}
+
+async fn open(app: &TestApp, url: &str, accept_language: Option<&str>) -> Page {
+    let mut r = app.client.get(url);
+    if let Some(l) = accept_language {
+        r = r.header("accept-language", l);
+    }
+    let r = r.send().await.unwrap();
+    let csp = r
+        .headers()
+        .get("content-security-policy")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default();
+    Page {
+        status: r.status().as_u16(),
+        csp,
+        html: r.text().await.unwrap(),
+    }
+}
+
+async fn create(app: &TestApp, m: &TestMerchant, body: Value) -> (String, String) {
+    let p = app.create_payment(&m.api_key, &body).await;
+    (
+        p["id"].as_str().unwrap().to_owned(),
+        p["authorization_url"].as_str().unwrap().to_owned(),
+    )
+}
+
+fn with(mut body: Value, key: &str, value: Value) -> Value {
+    body[key] = value;
+    body
+}
+
+async fn hop_opened(app: &TestApp, id: &str) -> bool {
+    sqlx::query_scalar::<_, Option<chrono::DateTime<chrono::Utc>>>(
+        "SELECT hop_opened_at FROM payments WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+    .is_some()
+}
+
+async fn status_of(app: &TestApp, id: &str) -> String {
+    sqlx::query_scalar("SELECT status FROM payments WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Presses the consent page's cancel button: posts the hop's token to `…/cancel`.
+async fn press_cancel(app: &TestApp, url: &str) -> reqwest::Response {
+    let (hop, token) = url.split_once("?t=").unwrap();
+    app.client
+        .post(format!("{hop}/cancel"))
+        .form(&[("t", token)])
+        .send()
+        .await
+        .unwrap()
+}
+
+fn location(r: &reqwest::Response) -> String {
+    r.headers()
+        .get("location")
+        .map(|v| v.to_str().unwrap().to_owned())
+        .unwrap_or_default()
+}
+
+#[tokio::test]
+async fn the_consent_page_shows_the_payment_in_the_payments_language_and_opens_nothing() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Kahvila Aalto").await;
+    let mut b = body("FI");
+    b["language"] = json!("fi");
+    b["execution_date"] = json!("2099-12-01");
+    b["creditor"]["message"] = json!("Tilaus 1234");
+    b["recurring"] = json!({"count": 12, "recurrence_type": "MONTHLY_SAME_DAY"});
+    let (id, url) = create(&app, &m, b).await;
+
+    let page = open(&app, &url, Some("sv")).await;
+    assert_eq!(page.status, 200);
+    let h = &page.html;
+    assert!(h.contains(r#"<html lang="fi">"#), "{h}");
+    for shown in [
+        "Vahvista maksu",
+        "Kahvila Aalto",
+        "10,50\u{a0}€",
+        "Kauppa Oy",
+        "FI…3458",
+        "Tilaus 1234",
+        "RF18539007547034",
+        "1.12.2099",
+        "kuukausittain, 12 maksua",
+        "Jatka pankkiin Nordea",
+        "Peruuta ja palaa kauppaan",
+    ] {
+        assert!(h.contains(shown), "{shown:?} missing in {h}");
+    }
+    assert!(!h.contains("FI1410093000123458"), "never the full account");
+    assert!(!h.contains(&app.sandbox_url), "never the bank's link");
+    assert!(!h.contains("<script"), "no JavaScript");
+    assert!(h.contains(r#"<input type="hidden" name="t""#));
+    assert!(
+        !hop_opened(&app, &id).await,
+        "showing the page opens nothing"
+    );
+}
+
+#[tokio::test]
+async fn the_consent_page_has_a_strict_content_security_policy() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let (_, url) = create(&app, &m, body("FI")).await;
+    let r = app.client.get(&url).send().await.unwrap();
+    let h = |name: &str| r.headers()[name].to_str().unwrap().to_owned();
+    let csp = h("content-security-policy");
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
+    assert!(!csp.contains("unsafe"), "{csp}");
+    assert!(csp.contains("frame-ancestors 'none'"), "{csp}");
+    let sandbox_origin = url::Url::parse(&app.sandbox_url)
+        .unwrap()
+        .origin()
+        .ascii_serialization();
+    assert!(
+        csp.contains(&format!(
+            "form-action 'self' {sandbox_origin} https://shop.example;"
+        )),
+        "the form may be redirected to the bank and the shop only: {csp}"
+    );
+    assert_eq!(h("cache-control"), "no-store");
+    assert_eq!(h("referrer-policy"), "no-referrer");
+    assert_eq!(h("x-content-type-options"), "nosniff");
+    assert!(h("content-type").starts_with("text/html"));
+}
+
+#[tokio::test]
+async fn without_a_payment_language_the_browsers_language_is_spoken() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Butikk").await;
+    let (_, url) = create(&app, &m, with(body("NO"), "amount", json!("250"))).await;
+    let cases = [
+        (
+            Some("nb-NO,nb;q=0.9,en;q=0.5"),
+            "nb",
+            "kr\u{a0}250,00",
+            "Fortsett til Nordea",
+        ),
+        (
+            Some("de;q=0.9, sv;q=0.8"),
+            "sv",
+            "250,00\u{a0}NOK",
+            "Fortsätt till Nordea",
+        ),
+        (Some("da"), "da", "250,00\u{a0}NOK", "Fortsæt til Nordea"),
+        (None, "en", "NOK\u{a0}250.00", "Continue to Nordea"),
+    ];
+    for (accept, lang, amount, button) in cases {
+        let page = open(&app, &url, accept).await;
+        assert_eq!(page.status, 200);
+        assert!(
+            page.html.contains(&format!(r#"<html lang="{lang}">"#)),
+            "{accept:?}"
+        );
+        assert!(page.html.contains(amount), "{amount:?} for {accept:?}");
+        assert!(page.html.contains(button), "{button:?} for {accept:?}");
+    }
+}
+
+#[tokio::test]
+async fn continuing_opens_the_hop_once_and_redirects_to_the_bank() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, body("FI")).await;
+    let (hop, _) = url.split_once("?t=").unwrap();
+
+    // A post without the token (or with another) is not the shopper's: nothing opens.
+    let forged = app
+        .client
+        .post(hop)
+        .form(&[("t", "not-the-token")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(forged.status(), 404);
+    assert!(location(&forged).is_empty());
+    assert!(!hop_opened(&app, &id).await);
+
+    let r = continue_to_bank(&app.client, &url).await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        location(&r).starts_with(&app.sandbox_url),
+        "{}",
+        location(&r)
+    );
+    assert!(hop_opened(&app, &id).await);
+    let events: Vec<String> = sqlx::query_scalar(
+        "SELECT kind FROM payment_events WHERE payment_id = $1::uuid AND kind = 'authorization_opened'",
+    )
+    .bind(&id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(events.len(), 1);
+    let again = continue_to_bank(&app.client, &url).await;
+    assert_eq!(
+        again.status(),
+        303,
+        "the shopper may come back to the bank's page"
+    );
+    assert_eq!(
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM payment_events WHERE payment_id = $1::uuid AND kind = 'authorization_opened'",
+        )
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap(),
+        1,
+        "recorded once"
+    );
+}
+
+#[tokio::test]
+async fn cancelling_on_the_consent_page_ends_the_payment_cancelled_and_returns_to_the_shop() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, body("FI")).await;
+    let r = press_cancel(&app, &url).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        location(&r),
+        format!("https://shop.example/checkout/done?order=1234&payment_id={id}&status=cancelled")
+    );
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["status"], "cancelled");
+    assert_eq!(p["failure"]["code"], "cancelled_by_shopper");
+    let hooks: Vec<String> = sqlx::query_scalar(
+        "SELECT event_type FROM webhook_events WHERE payment_id = $1::uuid ORDER BY created_at",
+    )
+    .bind(&id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(hooks, ["payment.cancelled"]);
+    assert!(app.bank_payments_for(&id).iter().all(|b| !b.exists_at_bank));
+
+    // The link now shows a plain page with a way back to the shop and none to the bank.
+    let page = open(&app, &url, None).await;
+    assert_eq!(page.status, 410);
+    assert!(page.html.contains("Payment cancelled"));
+    assert!(page.html.contains("Return to the shop"));
+    assert!(page.html.contains("status=cancelled"));
+    assert!(!page.html.contains("<form"), "no way to the bank");
+    assert_eq!(continue_to_bank(&app.client, &url).await.status(), 410);
+}
+
+#[tokio::test]
+async fn a_shopper_who_reached_the_bank_and_cancels_leaves_the_decision_to_the_bank() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, body("SE")).await;
+    assert_eq!(continue_to_bank(&app.client, &url).await.status(), 303);
+    let r = press_cancel(&app, &url).await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        location(&r).ends_with("&status=awaiting_authorization"),
+        "{}",
+        location(&r)
+    );
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["status"], "awaiting_authorization", "the bank decides");
+    assert_eq!(p["cancel_requested"], true);
+    assert_eq!(continue_to_bank(&app.client, &url).await.status(), 410);
+}
+
+#[tokio::test]
+async fn a_signed_payment_is_not_cancelled_from_the_consent_page() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, body("FI")).await;
+    assert_eq!(app.sign(&url, "psu-signed", true).await.status(), 303);
+    let r = press_cancel(&app, &url).await;
+    assert_eq!(r.status(), 303);
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_ne!(p["status"], "cancelled");
+    assert_eq!(p["cancel_requested"], false);
+}
+
+#[tokio::test]
+async fn consent_merchant_goes_straight_to_the_bank() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, with(body("DK"), "consent", json!("merchant"))).await;
+    let stored: Value = sqlx::query_scalar("SELECT request FROM payments WHERE id = $1::uuid")
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored["consent"], "merchant");
+    let r = app.client.get(&url).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with(&app.sandbox_url));
+    assert!(hop_opened(&app, &id).await);
+}
+
+#[tokio::test]
+async fn expired_paid_and_unknown_payments_get_plain_pages_without_a_way_to_the_bank() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+
+    let (expired, url) = create(&app, &m, with(body("FI"), "language", json!("fi"))).await;
+    sqlx::query("UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&expired)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let page = open(&app, &url, None).await;
+    assert_eq!(page.status, 410);
+    assert!(
+        page.html.contains("Maksulinkki on vanhentunut"),
+        "{}",
+        page.html
+    );
+    assert!(page.html.contains("Palaa kauppaan"));
+    assert!(!page.html.contains("<form"));
+    assert_eq!(continue_to_bank(&app.client, &url).await.status(), 410);
+    assert!(!hop_opened(&app, &expired).await);
+
+    let (paid, url) = create(&app, &m, body("FI")).await;
+    assert_eq!(app.sign(&url, "psu-paid", true).await.status(), 303);
+    let page = open(&app, &url, Some("da")).await;
+    assert_eq!(page.status, 410);
+    assert!(page.html.contains(r#"<html lang="da">"#));
+    assert!(page.html.contains(&format!("payment_id={paid}")));
+    assert!(!page.html.contains("<form"));
+    assert_ne!(status_of(&app, &paid).await, "awaiting_authorization");
+
+    let (_, url) = create(&app, &m, body("FI")).await;
+    let unknown = url.replace("?t=", "?t=x");
+    let page = open(&app, &unknown, Some("fi")).await;
+    assert_eq!(page.status, 404);
+    assert!(page.html.contains("Linkki ei kelpaa"));
+    assert!(
+        !page.html.contains("<a "),
+        "no way back for an unknown payment"
+    );
+    assert!(page.csp.starts_with("default-src 'none'"));
+    let page = open(&app, &app.url("/authorize/not-a-uuid?t=x"), None).await;
+    assert_eq!(page.status, 404);
+}

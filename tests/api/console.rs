@@ -1,0 +1,642 @@
+//! The operator console on the admin listener, over HTTP against the real service and
+//! Postgres: operators made by `pisgate operator create`, sign-in with CSRF and lock-out,
+//! sessions, payment search and one payment's timeline; never on the public listener.
+
+use crate::cli::pisgate;
+use crate::helpers::{TestApp, spawn_app};
+use crate::payments::body;
+use secrecy::ExposeSecret;
+use std::io::Write;
+use std::process::Stdio;
+
+const EMAIL: &str = "ops@pisgate.example";
+const PASSWORD: &str = "a long operator password";
+
+/// `pisgate operator create --email …` with the password on standard input.
+fn create_operator(app: &TestApp, email: &str, password: &str) -> std::process::Output {
+    let mut child = pisgate()
+        .args(["operator", "create", "--email", email])
+        .env(
+            "PISGATE__DATABASE__URL",
+            app.settings.database.url.expose_secret(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    writeln!(child.stdin.take().unwrap(), "{password}").unwrap();
+    child.wait_with_output().unwrap()
+}
+
+fn cookies(r: &reqwest::Response) -> Vec<String> {
+    r.headers()
+        .get_all("set-cookie")
+        .iter()
+        .map(|v| v.to_str().unwrap().to_owned())
+        .collect()
+}
+
+fn cookie_value(set_cookies: &[String], name: &str) -> Option<String> {
+    set_cookies.iter().find_map(|c| {
+        c.split(';')
+            .next()?
+            .strip_prefix(&format!("{name}="))
+            .map(str::to_owned)
+    })
+}
+
+fn hidden_csrf(html: &str) -> String {
+    html.split(r#"name="csrf" value=""#)
+        .nth(1)
+        .and_then(|rest| rest.split('"').next())
+        .expect("a csrf field")
+        .to_owned()
+}
+
+/// Opens the sign-in page and posts `password`; returns the answer.
+async fn sign_in(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+    let form = app
+        .client
+        .get(app.admin_url("/console/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(form.status(), 200);
+    let login_cookie = cookie_value(&cookies(&form), "pisgate_console_login").unwrap();
+    let csrf = hidden_csrf(&form.text().await.unwrap());
+    app.client
+        .post(app.admin_url("/console/login"))
+        .header("cookie", format!("pisgate_console_login={login_cookie}"))
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("email", email),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+async fn session_cookie(app: &TestApp) -> String {
+    let r = sign_in(app, EMAIL, PASSWORD).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/payments");
+    let set = cookies(&r);
+    let session = set
+        .iter()
+        .find(|c| c.starts_with("pisgate_console="))
+        .unwrap();
+    for attribute in ["HttpOnly", "SameSite=Strict", "Path=/console"] {
+        assert!(session.contains(attribute), "{session}");
+    }
+    assert!(
+        !session.contains("Secure"),
+        "plain HTTP on localhost: {session}"
+    );
+    format!(
+        "pisgate_console={}",
+        cookie_value(&set, "pisgate_console").unwrap()
+    )
+}
+
+async fn get(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
+    let r = app
+        .client
+        .get(app.admin_url(path))
+        .header("cookie", cookie)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.text().await.unwrap())
+}
+
+#[tokio::test]
+async fn operator_create_reads_the_password_from_stdin_and_stores_only_an_argon2id_hash() {
+    let app = spawn_app().await;
+    let out = create_operator(&app, "Ops@Pisgate.example", PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM operators WHERE email = $1")
+        .bind(EMAIL)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$"), "{hash}");
+    assert!(!hash.contains(PASSWORD));
+    let short = create_operator(&app, "short@pisgate.example", "short");
+    assert!(!short.status.success());
+    let again = create_operator(&app, EMAIL, PASSWORD);
+    assert!(!again.status.success(), "one account per email");
+}
+
+#[tokio::test]
+async fn the_console_is_not_on_the_public_listener() {
+    let app = spawn_app().await;
+    for path in ["/console", "/console/login", "/console/payments"] {
+        let r = app.client.get(app.url(path)).send().await.unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let r = app
+        .client
+        .get(app.admin_url("/console/login"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let csp = r.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.starts_with("default-src 'none'; style-src 'sha256-"),
+        "{csp}"
+    );
+    assert!(csp.contains("form-action 'self'"));
+}
+
+#[tokio::test]
+async fn an_operator_signs_in_finds_a_payment_by_reference_and_sees_its_timeline() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Console shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap();
+    let other = app
+        .create_payment(&m.api_key, &{
+            let mut b = body("FI");
+            b["reference"] = serde_json::json!("another-order");
+            b
+        })
+        .await;
+
+    // Signed out: every page sends to the sign-in.
+    let r = app
+        .client
+        .get(app.admin_url("/console/payments"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(r.headers()["location"], "/console/login");
+
+    let cookie = session_cookie(&app).await;
+    let (status, html) = get(&app, "/console/payments?reference=order-1234", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains(id), "{html}");
+    assert!(
+        !html.contains(other["id"].as_str().unwrap()),
+        "only the reference's payment"
+    );
+    assert!(html.contains("Console shop"));
+    assert!(html.contains("€10.50"));
+
+    let (status, html) = get(&app, &format!("/console/payments/{id}"), &cookie).await;
+    assert_eq!(status, 200);
+    for shown in [
+        "created",
+        "awaiting_authorization",
+        "PendingUserApproval",
+        "Verified: ",
+    ] {
+        assert!(html.contains(shown), "{shown:?} missing in {html}");
+    }
+    let (status, html) = get(&app, "/console/payments?id=not-a-uuid", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("not a payment or merchant id"));
+
+    let audit: Vec<String> =
+        sqlx::query_scalar("SELECT action FROM operator_audit WHERE email = $1 ORDER BY id")
+            .bind(EMAIL)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(audit, ["signed_in"]);
+    let edit = sqlx::query("UPDATE operator_audit SET action = 'nothing'")
+        .execute(&app.pool)
+        .await;
+    assert!(edit.is_err(), "the audit log is append-only");
+}
+
+#[tokio::test]
+async fn five_wrong_passwords_lock_the_account_even_for_the_right_one() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    for _ in 0..5 {
+        assert_eq!(sign_in(&app, EMAIL, "wrong password!").await.status(), 401);
+    }
+    let r = sign_in(&app, EMAIL, PASSWORD).await;
+    assert_eq!(r.status(), 401, "locked for a while");
+    assert!(cookie_value(&cookies(&r), "pisgate_console").is_none());
+    let locked: bool =
+        sqlx::query_scalar("SELECT locked_until > now() FROM operators WHERE email = $1")
+            .bind(EMAIL)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(locked);
+    // An unknown email answers the same.
+    assert_eq!(
+        sign_in(&app, "nobody@pisgate.example", PASSWORD)
+            .await
+            .status(),
+        401
+    );
+}
+
+#[tokio::test]
+async fn a_form_without_its_csrf_token_is_refused() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    // Sign-in without the cookie's twin.
+    let r = app
+        .client
+        .post(app.admin_url("/console/login"))
+        .form(&[("email", EMAIL), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    let r = app
+        .client
+        .post(app.admin_url("/console/login"))
+        .header("cookie", "pisgate_console_login=abc")
+        .form(&[("csrf", "abd"), ("email", EMAIL), ("password", PASSWORD)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    // Sign-out without the session's token keeps the session.
+    let cookie = session_cookie(&app).await;
+    let r = app
+        .client
+        .post(app.admin_url("/console/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", "forged")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+    assert_eq!(get(&app, "/console/payments", &cookie).await.0, 200);
+    let (_, html) = get(&app, "/console/payments", &cookie).await;
+    let r = app
+        .client
+        .post(app.admin_url("/console/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", hidden_csrf(&html).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        get(&app, "/console/payments", &cookie).await.0,
+        303,
+        "signed out"
+    );
+    // An ended session lets no one in, and is forgotten at the next sign-in.
+    let cookie = session_cookie(&app).await;
+    sqlx::query("UPDATE operator_sessions SET expires_at = now() - interval '1 second'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&app, "/console/payments", &cookie).await.0,
+        303,
+        "expired"
+    );
+    session_cookie(&app).await;
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM operator_sessions")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(live, 1);
+}
+
+/// A merchant's webhook receiver that answers 200 and counts what arrives.
+async fn counting_receiver() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let count = std::sync::Arc::new(AtomicUsize::new(0));
+    let seen = count.clone();
+    let app = axum::Router::new().route(
+        "/hooks",
+        axum::routing::post(move || {
+            seen.fetch_add(1, Ordering::SeqCst);
+            async { "ok" }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}/hooks", listener.local_addr().unwrap());
+    tokio::spawn(async move { axum::serve(listener, app).await.unwrap() });
+    (url, count)
+}
+
+/// Posts an action form as the page would: first without `confirm` (the confirmation page),
+/// then with it.
+async fn act(app: &TestApp, cookie: &str, fields: &[(&str, &str)]) -> (reqwest::Response, String) {
+    let (_, html) = get(app, "/console/payments", cookie).await;
+    let csrf = hidden_csrf(&html);
+    let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    let confirm = app
+        .client
+        .post(app.admin_url("/console/actions"))
+        .header("cookie", cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(confirm.status(), 200);
+    let page = confirm.text().await.unwrap();
+    assert!(page.contains("Confirm"), "{page}");
+    form.push(("confirm", "yes"));
+    let done = app
+        .client
+        .post(app.admin_url("/console/actions"))
+        .header("cookie", cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    (done, page)
+}
+
+async fn audit_actions(app: &TestApp) -> Vec<String> {
+    sqlx::query_scalar("SELECT action FROM operator_audit ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn an_operator_replays_a_dead_delivery_after_confirming_and_the_audit_log_shows_it() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("PISGATE__WEBHOOKS__ENABLED", "true"),
+        ("PISGATE__WEBHOOKS__IDLE_WAIT", "200ms"),
+    ])
+    .await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Hooked shop").await;
+    let (url, received) = counting_receiver().await;
+    let r = app
+        .client
+        .post(app.url("/v1/webhook-endpoints"))
+        .bearer_auth(&m.api_key)
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap();
+    assert_eq!(
+        app.sign(p["authorization_url"].as_str().unwrap(), "psu-hook", true)
+            .await
+            .status(),
+        303
+    );
+    let wait = |n: usize| {
+        let received = received.clone();
+        async move {
+            for _ in 0..100 {
+                if received.load(std::sync::atomic::Ordering::SeqCst) >= n {
+                    return;
+                }
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+            }
+            panic!("the receiver got fewer than {n} deliveries");
+        }
+    };
+    wait(1).await;
+    // The delivery died (as after its schedule ran out).
+    let (endpoint, event): (uuid::Uuid, uuid::Uuid) = sqlx::query_as(
+        "UPDATE webhook_deliveries d SET status = 'dead', next_attempt_at = NULL, delivered_at = NULL
+           FROM webhook_events e
+          WHERE e.id = d.event_id AND e.payment_id = $1::uuid
+         RETURNING d.endpoint_id, d.event_id",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let before = received.load(std::sync::atomic::Ordering::SeqCst);
+
+    let cookie = session_cookie(&app).await;
+    let (_, html) = get(&app, "/console/attention", &cookie).await;
+    assert!(
+        html.contains("Dead webhook deliveries") && html.contains(&url),
+        "{html}"
+    );
+    let (_, html) = get(&app, &format!("/console/payments/{id}"), &cookie).await;
+    assert!(html.contains("dead") && html.contains("Replay"), "{html}");
+
+    let (endpoint, event) = (endpoint.to_string(), event.to_string());
+    let back = format!("/console/payments/{id}");
+    let (done, confirm_page) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "replay_delivery"),
+            ("endpoint", &endpoint),
+            ("event", &event),
+            ("back", &back),
+        ],
+    )
+    .await;
+    assert!(confirm_page.contains("replay delivery"));
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], back.as_str());
+    wait(before + 1).await;
+    assert_eq!(audit_actions(&app).await, ["signed_in", "replay_delivery"]);
+    let (_, html) = get(&app, "/console/audit", &cookie).await;
+    assert!(
+        html.contains("replay_delivery") && html.contains(EMAIL),
+        "{html}"
+    );
+}
+
+#[tokio::test]
+async fn disabling_a_merchant_from_the_console_stops_its_key_and_only_after_confirming() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Paused shop").await;
+    app.create_payment(&m.api_key, &body("FI")).await;
+    let cookie = session_cookie(&app).await;
+    let (_, html) = get(&app, "/console/merchants", &cookie).await;
+    assert!(html.contains("Paused shop") && html.contains("Disable"));
+    assert!(
+        html.contains("awaiting_authorization: 1 / 1"),
+        "usage over 24 h / 30 d: {html}"
+    );
+    assert!(html.contains("no endpoints"), "{html}");
+
+    // The confirmation page alone changes nothing.
+    let (_, html) = get(&app, "/console/payments", &cookie).await;
+    let csrf = hidden_csrf(&html);
+    let merchant = m.id.to_string();
+    let r = app
+        .client
+        .post(app.admin_url("/console/actions"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("csrf", csrf.as_str()),
+            ("action", "disable_merchant"),
+            ("merchant", &merchant),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert_eq!(app.get_as("/v1/merchant", &m.api_key).await.status(), 200);
+
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "disable_merchant"),
+            ("merchant", &merchant),
+            ("back", "/console/merchants"),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    let mut refused = false;
+    for _ in 0..50 {
+        if app.get_as("/v1/merchant", &m.api_key).await.status() == 401 {
+            refused = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+    assert!(refused, "the disabled merchant's key is refused");
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "enable_merchant"),
+            ("merchant", &merchant),
+            ("back", "/console/merchants"),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(
+        audit_actions(&app).await,
+        ["signed_in", "disable_merchant", "enable_merchant"]
+    );
+    // Without the session's CSRF token, nothing.
+    let r = app
+        .client
+        .post(app.admin_url("/console/actions"))
+        .header("cookie", &cookie)
+        .form(&[
+            ("action", "disable_merchant"),
+            ("merchant", merchant.as_str()),
+            ("confirm", "yes"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 403);
+}
+
+#[tokio::test]
+async fn a_disabled_endpoint_is_listed_and_re_enabled_from_the_console() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Endpoint shop").await;
+    let (url, _) = counting_receiver().await;
+    let endpoint: serde_json::Value = app
+        .client
+        .post(app.url("/v1/webhook-endpoints"))
+        .bearer_auth(&m.api_key)
+        .json(&serde_json::json!({ "url": url }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let endpoint = endpoint["id"].as_str().unwrap().to_owned();
+    // Disabled as the dispatcher does when a receiver answers 410.
+    sqlx::query(
+        "UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = 'receiver answered 410'
+          WHERE id = $1::uuid",
+    )
+    .bind(&endpoint)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let cookie = session_cookie(&app).await;
+    let (_, html) = get(&app, "/console/attention", &cookie).await;
+    assert!(
+        html.contains("receiver answered 410") && html.contains("Re-enable"),
+        "{html}"
+    );
+    assert!(html.contains("eIDAS certificate"), "{html}");
+    let (_, html) = get(&app, "/console/merchants", &cookie).await;
+    assert!(html.contains("0 enabled, 1 disabled endpoint(s)"), "{html}");
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[("action", "enable_endpoint"), ("endpoint", &endpoint)],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], "/console/attention");
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM webhook_endpoints WHERE id = $1::uuid")
+            .bind(&endpoint)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(status, "enabled");
+    assert_eq!(audit_actions(&app).await, ["signed_in", "enable_endpoint"]);
+}
+
+#[tokio::test]
+async fn rotating_a_merchants_key_shows_the_new_key_once_and_keeps_it_out_of_the_audit_log() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Rotating shop").await;
+    let cookie = session_cookie(&app).await;
+    let merchant = m.id.to_string();
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[("action", "rotate_key"), ("merchant", &merchant)],
+    )
+    .await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(done.headers()["cache-control"], "no-store");
+    let html = done.text().await.unwrap();
+    let key = html
+        .split(r#"<code class="secret">"#)
+        .nth(1)
+        .and_then(|rest| rest.split('<').next())
+        .expect("the new key")
+        .to_owned();
+    assert_ne!(key, m.api_key);
+    assert_eq!(
+        app.get_as("/v1/merchant", &key).await.status(),
+        200,
+        "the new key works"
+    );
+    assert_eq!(
+        app.get_as("/v1/merchant", &m.api_key).await.status(),
+        200,
+        "the old one for a day more"
+    );
+    let audit: Vec<(String, Option<String>, serde_json::Value)> =
+        sqlx::query_as("SELECT action, target, detail FROM operator_audit ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(audit.last().unwrap().0, "rotate_key");
+    assert!(
+        !format!("{audit:?}").contains(&key),
+        "never the key in the audit log"
+    );
+}
