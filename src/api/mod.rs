@@ -13,10 +13,12 @@ pub mod auth;
 pub mod authorize;
 pub mod callbacks;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod merchant;
 pub mod middleware;
+pub mod pagination;
 pub mod payment_input;
 pub mod payments;
 pub mod rate_limit;
@@ -88,6 +90,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .merge(merchant::router())
+        .merge(events::router())
         .merge(payments::router())
         .merge(webhooks::router())
         .route_layer(axum::middleware::from_fn_with_state(

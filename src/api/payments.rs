@@ -21,6 +21,7 @@ use crate::api::auth::AuthedMerchant;
 use crate::api::authorize;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::pagination::{self, Page, page};
 use crate::api::payment_input::{self, Validated};
 use crate::bank::{BankError, BankPaymentId};
 use crate::domain::{Evidence, PaymentStatus};
@@ -36,7 +37,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
+use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -592,43 +593,13 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
-#[derive(Debug, Serialize)]
-struct PaymentList {
-    data: Vec<PaymentView>,
-    has_more: bool,
-    next_cursor: Option<String>,
-}
-
-fn encode_cursor(p: &PaymentRecord) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        p.created_at.to_rfc3339(),
-        p.id
-    ))
-}
-
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (ts, id) = text.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc),
-        id.parse().ok()?,
-    ))
-}
-
 async fn list_payments(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<PaymentList>, ApiError> {
+) -> Result<Json<Page<PaymentView>>, ApiError> {
     let mut errors = Vec::new();
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        errors.push(FieldError::new("limit", "out_of_range", "must be 1 to 100"));
-    }
+    let (limit, after) = pagination::limit_and_cursor(q.limit, q.cursor.as_deref(), &mut errors);
     if let Some(s) = &q.status
         && PaymentStatus::parse(s).is_none()
     {
@@ -641,20 +612,6 @@ async fn list_payments(
             ),
         ));
     }
-    let after = match &q.cursor {
-        Some(c) => match decode_cursor(c) {
-            Some(a) => Some(a),
-            None => {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "invalid",
-                    "not a cursor this API gave",
-                ));
-                None
-            }
-        },
-        None => None,
-    };
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
@@ -664,20 +621,8 @@ async fn list_payments(
         created_lt: q.created_lt,
         after,
     };
-    let mut rows =
-        payments::list_for_merchant(&state.pool, merchant.id, &filter, limit + 1).await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = if has_more {
-        rows.last().map(encode_cursor)
-    } else {
-        None
-    };
-    Ok(Json(PaymentList {
-        data: rows.iter().map(PaymentView::from).collect(),
-        has_more,
-        next_cursor,
-    }))
+    let rows = payments::list_for_merchant(&state.pool, merchant.id, &filter, limit + 1).await?;
+    Ok(Json(page(rows, limit, |p| (p.created_at, p.id))))
 }
 
 async fn payment_events(

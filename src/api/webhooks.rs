@@ -25,6 +25,7 @@ use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::pagination::{self, Cursor, Page, page};
 use crate::ledger::crypto::WebhookSecretAad;
 use crate::ledger::webhooks::{
     self, CapOutcome, Delivery, EVENT_TYPES, Endpoint, NewEndpoint, Replay,
@@ -347,29 +348,6 @@ async fn enable_endpoint(
     }
 }
 
-/// A keyset position: `(created_at, id)` of the last row of the previous page.
-type Cursor = (DateTime<Utc>, Uuid);
-
-fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        created_at.to_rfc3339(),
-        id
-    ))
-}
-
-fn decode_cursor(cursor: &str) -> Option<Cursor> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (ts, id) = text.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc),
-        id.parse().ok()?,
-    ))
-}
-
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct ListQuery {
@@ -381,10 +359,7 @@ struct ListQuery {
 /// Limit, status (one of `allowed`) and cursor of a list request, every violation named.
 fn list_params(q: &ListQuery, allowed: &[&str]) -> Result<(i64, Option<Cursor>), ApiError> {
     let mut errors = Vec::new();
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        errors.push(FieldError::new("limit", "out_of_range", "must be 1 to 100"));
-    }
+    let (limit, after) = pagination::limit_and_cursor(q.limit, q.cursor.as_deref(), &mut errors);
     if let Some(s) = &q.status
         && !allowed.contains(&s.as_str())
     {
@@ -394,53 +369,10 @@ fn list_params(q: &ListQuery, allowed: &[&str]) -> Result<(i64, Option<Cursor>),
             format!("must be one of {}", allowed.join(", ")),
         ));
     }
-    let after = match &q.cursor {
-        Some(c) => {
-            let after = decode_cursor(c);
-            if after.is_none() {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "invalid",
-                    "not a cursor this API gave",
-                ));
-            }
-            after
-        }
-        None => None,
-    };
     if errors.is_empty() {
         Ok((limit, after))
     } else {
         Err(ApiError::Validation(errors))
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct Page<T> {
-    data: Vec<T>,
-    has_more: bool,
-    next_cursor: Option<String>,
-}
-
-/// Cuts the extra row fetched to learn whether there is more, and makes the cursor.
-fn page<R, T>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> Cursor) -> Page<T>
-where
-    T: for<'a> From<&'a R>,
-{
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = if has_more {
-        rows.last().map(|r| {
-            let (ts, id) = key(r);
-            encode_cursor(ts, id)
-        })
-    } else {
-        None
-    };
-    Page {
-        data: rows.iter().map(T::from).collect(),
-        has_more,
-        next_cursor,
     }
 }
 

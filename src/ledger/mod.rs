@@ -17,6 +17,7 @@ pub mod polls;
 pub mod tokens;
 pub mod verify;
 pub mod view;
+pub mod webhook_events;
 pub mod webhooks;
 
 use crate::config::DatabaseSettings;

@@ -102,6 +102,8 @@ async fn openapi_describes_only_routes_that_exist() {
         "/v1/webhook-endpoints",
         "/v1/webhook-endpoints/{id}",
         "/v1/merchant",
+        "/v1/events",
+        "/v1/events/{id}",
     ] {
         assert!(paths.contains_key(required), "{required} is not described");
     }

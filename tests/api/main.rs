@@ -5,6 +5,7 @@ mod auth;
 mod certificate;
 mod cli;
 mod errors;
+mod events;
 mod hardening;
 mod health;
 mod helpers;

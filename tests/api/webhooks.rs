@@ -56,11 +56,11 @@ pub(crate) enum Plan {
 /// One request a receiver got.
 #[derive(Debug, Clone)]
 pub(crate) struct Received {
-    webhook_id: String,
+    pub(crate) webhook_id: String,
     event_type: String,
     payment_id: String,
     payment_status: String,
-    body: Value,
+    pub(crate) body: Value,
     answered: u16,
     user_agent: String,
 }
@@ -241,7 +241,7 @@ async fn receive(
 }
 
 /// An app whose webhook dispatcher runs with this retry schedule (the poller stays off).
-async fn spawn_dispatching_app(retry_schedule: &str) -> TestApp {
+pub(crate) async fn spawn_dispatching_app(retry_schedule: &str) -> TestApp {
     spawn_app_with(&[
         ("PISGATE__WEBHOOKS__ENABLED", "true"),
         ("PISGATE__WEBHOOKS__RETRY_SCHEDULE", retry_schedule),
@@ -254,7 +254,7 @@ async fn spawn_dispatching_app(retry_schedule: &str) -> TestApp {
 
 /// Creates an endpoint that must succeed; returns its id and secret and tells the receiver
 /// the secret.
-async fn create_endpoint(
+pub(crate) async fn create_endpoint(
     app: &TestApp,
     key: &str,
     receiver: &Receiver,
@@ -301,7 +301,7 @@ async fn delete_as(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn get_json(app: &TestApp, path: &str, key: &str) -> Value {
+pub(crate) async fn get_json(app: &TestApp, path: &str, key: &str) -> Value {
     let r = app.get_as(path, key).await;
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
@@ -341,7 +341,7 @@ async fn delivery_when(
 
 /// A payment created through the API and signed by the shopper in the sandbox: the callback
 /// moves it to `authorized`, which is its first webhook.
-async fn authorized_payment(app: &TestApp, key: &str) -> String {
+pub(crate) async fn authorized_payment(app: &TestApp, key: &str) -> String {
     let created = app.create_payment(key, &payment_body("FI")).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let back = app
@@ -357,7 +357,12 @@ async fn authorized_payment(app: &TestApp, key: &str) -> String {
 }
 
 /// Moves a payment on as the poller would: one `transition` in one transaction.
-async fn transition(app: &TestApp, payment_id: &str, to: PaymentStatus, bank_status: &str) {
+pub(crate) async fn transition(
+    app: &TestApp,
+    payment_id: &str,
+    to: PaymentStatus,
+    bank_status: &str,
+) {
     let mut tx = app.pool.begin().await.unwrap();
     payments::transition(
         &mut tx,
