@@ -6,3 +6,14 @@ CREATE INDEX webhook_events_merchant_created
     ON webhook_events (merchant_id, created_at DESC, id DESC);
 CREATE INDEX webhook_events_merchant_type_created
     ON webhook_events (merchant_id, event_type, created_at DESC, id DESC);
+
+-- Webhook secret rotation: the secret replaced by the last rotation keeps signing beside the
+-- new one until previous_secret_expires_at (sealed like `secret`, with the same associated
+-- data). A second rotation within the overlap drops the oldest secret.
+ALTER TABLE webhook_endpoints
+    ADD COLUMN previous_key_id             text,
+    ADD COLUMN previous_secret             bytea,
+    ADD COLUMN previous_secret_expires_at  timestamptz,
+    ADD CONSTRAINT webhook_endpoints_previous_secret_whole CHECK (
+        (previous_secret IS NULL) = (previous_key_id IS NULL)
+        AND (previous_secret IS NULL) = (previous_secret_expires_at IS NULL));

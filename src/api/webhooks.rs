@@ -1,5 +1,7 @@
 //! Webhook endpoints and their deliveries:
 //! `POST/GET /v1/webhook-endpoints`, `GET/DELETE /v1/webhook-endpoints/{id}`,
+//! `PATCH /v1/webhook-endpoints/{id}` (url, events, description),
+//! `POST /v1/webhook-endpoints/{id}/rotate-secret`,
 //! `POST /v1/webhook-endpoints/{id}/enable`,
 //! `GET /v1/webhook-endpoints/{id}/deliveries`,
 //! `POST /v1/webhook-endpoints/{id}/deliveries/{webhook_id}/replay`,
@@ -9,6 +11,12 @@
 //! - The signing secret (`whsec_` + base64 of 32 random bytes, the Standard Webhooks form)
 //!   is made here, sealed with the token cipher and shown in the creation answer only; no
 //!   other answer and no log line ever carries it.
+//! - Rotation makes a new secret, shown in its answer only; the replaced one keeps signing
+//!   beside it (`webhook-signature: v1,<new> v1,<old>`) until `previous_secret_expires_at`
+//!   (`overlap_secs`, default 24 h, 0 to 7 days). A second rotation within the overlap
+//!   drops the oldest secret: at most two sign at once.
+//! - `PATCH` takes `url`, `events` and `description`, each validated as at creation; a field
+//!   left out is kept, `null` clears the description and is refused for the others.
 //! - `events` empty or absent subscribes to every event type, including ones added later.
 //! - URLs are absolute `http(s)`, at most 2048 characters, without credentials. Unless
 //!   `webhooks.allow_insecure_urls` is set they must be `https` and must not name
@@ -24,7 +32,7 @@
 use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::error::{ApiError, FieldError};
-use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson};
 use crate::api::pagination::{self, Cursor, Page, page};
 use crate::ledger::crypto::WebhookSecretAad;
 use crate::ledger::webhooks::{
@@ -42,6 +50,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Enabled endpoints per merchant.
@@ -58,8 +67,11 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/webhook-endpoints/{id}",
-            get(get_endpoint).delete(delete_endpoint),
+            get(get_endpoint)
+                .patch(update_endpoint)
+                .delete(delete_endpoint),
         )
+        .route("/webhook-endpoints/{id}/rotate-secret", post(rotate_secret))
         .route("/webhook-endpoints/{id}/enable", post(enable_endpoint))
         .route("/webhook-endpoints/{id}/deliveries", get(list_deliveries))
         .route(
@@ -162,32 +174,8 @@ impl ValidEndpoint {
         let url = EndpointUrl::parse(&body.url, allow_insecure)
             .map_err(|e| errors.push(e))
             .ok();
-        let mut events: Vec<String> = Vec::new();
-        for (i, event) in body.events.unwrap_or_default().into_iter().enumerate() {
-            if !EVENT_TYPES.contains(&event.as_str()) {
-                errors.push(FieldError::new(
-                    format!("events[{i}]"),
-                    "unknown_event_type",
-                    format!("must be one of {}", EVENT_TYPES.join(", ")),
-                ));
-            } else if !events.contains(&event) {
-                events.push(event);
-            }
-        }
-        let description = body
-            .description
-            .map(|d| d.trim().to_owned())
-            .filter(|d| !d.is_empty());
-        if description
-            .as_ref()
-            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
-        {
-            errors.push(FieldError::new(
-                "description",
-                "too_long",
-                "must be at most 500 characters",
-            ));
-        }
+        let events = parse_events(body.events.unwrap_or_default(), &mut errors);
+        let description = parse_description(body.description, &mut errors);
         match url {
             Some(url) if errors.is_empty() => Ok(ValidEndpoint {
                 url,
@@ -197,6 +185,58 @@ impl ValidEndpoint {
             _ => Err(ApiError::Validation(errors)),
         }
     }
+}
+
+/// Known event types without duplicates, in the order given; unknown ones named by index.
+fn parse_events(given: Vec<String>, errors: &mut Vec<FieldError>) -> Vec<String> {
+    let mut events: Vec<String> = Vec::new();
+    for (i, event) in given.into_iter().enumerate() {
+        if !EVENT_TYPES.contains(&event.as_str()) {
+            errors.push(FieldError::new(
+                format!("events[{i}]"),
+                "unknown_event_type",
+                format!("must be one of {}", EVENT_TYPES.join(", ")),
+            ));
+        } else if !events.contains(&event) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+/// Trimmed, at most [`MAX_DESCRIPTION_CHARS`]; blank is none.
+fn parse_description(given: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let description = given.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
+    {
+        errors.push(FieldError::new(
+            "description",
+            "too_long",
+            "must be at most 500 characters",
+        ));
+    }
+    description
+}
+
+/// For optional fields where `null` must be told from absence: absent is `None` (through
+/// `#[serde(default)]`), present is `Some(value)` and `null` is `Some(None)`.
+fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d).map(Some)
+}
+
+/// `null` given for a field that cannot be null.
+fn not_nullable(field: &str) -> FieldError {
+    FieldError::new(
+        field,
+        "not_nullable",
+        "must not be null; leave it out instead",
+    )
 }
 
 /// An endpoint as merchants see it. `secret` only in the creation answer.
@@ -211,6 +251,8 @@ struct EndpointView {
     disabled_reason: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// While a rotation's overlap lasts: until when the replaced secret still signs.
+    previous_secret_expires_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
 }
@@ -226,6 +268,7 @@ impl From<&Endpoint> for EndpointView {
             disabled_reason: e.disabled_reason.clone(),
             created_at: e.created_at,
             updated_at: e.updated_at,
+            previous_secret_expires_at: e.previous_secret_expires_at.filter(|t| *t > Utc::now()),
             secret: None,
         }
     }
@@ -330,16 +373,10 @@ async fn enable_endpoint(
 ) -> Result<Json<EndpointView>, ApiError> {
     let current = own_endpoint(&state, merchant.id, id).await?;
     if current.status == "deleted" {
-        return Err(ApiError::Conflict(
-            "endpoint_deleted",
-            "the webhook endpoint is deleted; create a new one".into(),
-        ));
+        return Err(endpoint_deleted());
     }
     match webhooks::enable_endpoint(&state.pool, merchant.id, id, MAX_ENABLED_ENDPOINTS).await? {
-        None => Err(ApiError::Conflict(
-            "endpoint_deleted",
-            "the webhook endpoint is deleted; create a new one".into(),
-        )),
+        None => Err(endpoint_deleted()),
         Some(CapOutcome::TooMany { limit }) => Err(too_many(limit)),
         Some(CapOutcome::Done(e)) => {
             tracing::info!("webhook endpoint enabled");
@@ -354,6 +391,137 @@ struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
+}
+
+fn endpoint_deleted() -> ApiError {
+    ApiError::Conflict(
+        "endpoint_deleted",
+        "the webhook endpoint is deleted; create a new one".into(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default, deserialize_with = "present")]
+    url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    events: Option<Option<Vec<String>>>,
+    /// `null` or blank clears it.
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+}
+
+/// `PATCH /v1/webhook-endpoints/{id}`: url, events and description, each validated as at
+/// creation; a field left out stays as it is.
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
+async fn update_endpoint(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let mut errors = Vec::new();
+    let url = match body.url {
+        None => None,
+        Some(None) => {
+            errors.push(not_nullable("url"));
+            None
+        }
+        Some(Some(u)) => EndpointUrl::parse(&u, state.settings.webhooks.allow_insecure_urls)
+            .map_err(|e| errors.push(e))
+            .ok(),
+    };
+    let events = match body.events {
+        None => None,
+        Some(None) => {
+            errors.push(not_nullable("events"));
+            None
+        }
+        Some(Some(e)) => Some(parse_events(e, &mut errors)),
+    };
+    let description = body.description.map(|d| parse_description(d, &mut errors));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let current = own_endpoint(&state, merchant.id, id).await?;
+    if current.status == "deleted" {
+        return Err(endpoint_deleted());
+    }
+    let change = webhooks::EndpointChange {
+        url: url.as_ref().map(EndpointUrl::as_str),
+        event_types: events.as_deref(),
+        description: description.as_ref().map(Option::as_deref),
+    };
+    let endpoint = webhooks::update_endpoint(&state.pool, merchant.id, id, change)
+        .await?
+        .ok_or_else(endpoint_deleted)?;
+    tracing::info!(events = ?endpoint.event_types, "webhook endpoint updated");
+    Ok(Json(EndpointView::from(&endpoint)))
+}
+
+/// How long a replaced secret keeps signing unless the request says otherwise.
+pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+/// The longest overlap a rotation may ask for.
+pub const MAX_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default, deserialize_with = "present")]
+    overlap_secs: Option<Option<i64>>,
+}
+
+/// `POST /v1/webhook-endpoints/{id}/rotate-secret`: a new secret, shown in this answer only;
+/// the replaced one keeps signing beside it for `overlap_secs` (default 24 h, 0 to end it at
+/// once, at most 7 days). The body may be left out.
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
+async fn rotate_secret(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<Uuid>,
+    OptionalApiJson(body): OptionalApiJson<RotateBody>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let overlap = match body.and_then(|b| b.overlap_secs) {
+        None => DEFAULT_OVERLAP,
+        Some(None) => return Err(ApiError::Validation(vec![not_nullable("overlap_secs")])),
+        Some(Some(secs)) => u64::try_from(secs)
+            .ok()
+            .map(Duration::from_secs)
+            .filter(|d| *d <= MAX_OVERLAP)
+            .ok_or_else(|| {
+                ApiError::Validation(vec![FieldError::new(
+                    "overlap_secs",
+                    "out_of_range",
+                    format!("must be 0 to {}", MAX_OVERLAP.as_secs()),
+                )])
+            })?,
+    };
+    let current = own_endpoint(&state, merchant.id, id).await?;
+    if current.status == "deleted" {
+        return Err(endpoint_deleted());
+    }
+    let secret = new_secret();
+    let sealed = state
+        .cipher
+        .encrypt_webhook_secret(
+            &secret,
+            &WebhookSecretAad {
+                merchant_id: merchant.id,
+                endpoint_id: id,
+            },
+        )
+        .context("sealing the webhook secret")?;
+    let endpoint = webhooks::rotate_secret(&state.pool, merchant.id, id, &sealed, overlap)
+        .await?
+        .ok_or_else(endpoint_deleted)?;
+    tracing::info!(
+        overlap_secs = overlap.as_secs(),
+        "webhook endpoint secret rotated"
+    );
+    let mut view = EndpointView::from(&endpoint);
+    view.secret = Some(secret.expose_secret().to_owned());
+    Ok(Json(view))
 }
 
 /// Limit, status (one of `allowed`) and cursor of a list request, every violation named.

@@ -21,5 +21,6 @@ mod serve;
 mod tamper;
 mod traces;
 mod truth;
+mod webhook_endpoints;
 mod webhooks;
 mod workers;
