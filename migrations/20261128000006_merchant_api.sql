@@ -17,3 +17,13 @@ ALTER TABLE webhook_endpoints
     ADD CONSTRAINT webhook_endpoints_previous_secret_whole CHECK (
         (previous_secret IS NULL) = (previous_key_id IS NULL)
         AND (previous_secret IS NULL) = (previous_secret_expires_at IS NULL));
+
+-- API keys over the API: a name, when each was last used (written at most once a minute per
+-- key), and revocation. A revoked key is refused like an unknown one; its row is kept.
+ALTER TABLE api_keys
+    ADD COLUMN name          text CHECK (name IS NULL OR length(name) BETWEEN 1 AND 100),
+    ADD COLUMN last_used_at  timestamptz,
+    ADD COLUMN revoked_at    timestamptz;
+DROP INDEX api_keys_merchant;
+CREATE INDEX api_keys_merchant ON api_keys (merchant_id, created_at DESC, key_id DESC)
+    WHERE revoked_at IS NULL;

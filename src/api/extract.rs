@@ -127,6 +127,25 @@ fn strip_position(message: &str) -> String {
     }
 }
 
+/// For optional fields where `null` must be told from absence: absent is `None` (through
+/// `#[serde(default)]`), present is `Some(value)` and `null` is `Some(None)`.
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// `null` given for a field that cannot be null.
+pub fn not_nullable(field: &str) -> FieldError {
+    FieldError::new(
+        field,
+        "not_nullable",
+        "must not be null; leave it out instead",
+    )
+}
+
 /// Query parameters, with a 400 naming the parameter on failure.
 pub struct ApiQuery<T>(pub T);
 

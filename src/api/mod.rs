@@ -9,6 +9,7 @@
 //! shopper pages, `/openapi.json`); [`admin_router`] the admin one (health, readiness,
 //! metrics, operator endpoints), which must never be exposed to the internet.
 
+pub mod api_keys;
 pub mod auth;
 pub mod authorize;
 pub mod callbacks;
@@ -90,6 +91,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .merge(merchant::router())
+        .merge(api_keys::router())
         .merge(events::router())
         .merge(payments::router())
         .merge(webhooks::router())

@@ -32,7 +32,7 @@
 use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::error::{ApiError, FieldError};
-use crate::api::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, not_nullable, present};
 use crate::api::pagination::{self, Cursor, Page, page};
 use crate::ledger::crypto::WebhookSecretAad;
 use crate::ledger::webhooks::{
@@ -218,25 +218,6 @@ fn parse_description(given: Option<String>, errors: &mut Vec<FieldError>) -> Opt
         ));
     }
     description
-}
-
-/// For optional fields where `null` must be told from absence: absent is `None` (through
-/// `#[serde(default)]`), present is `Some(value)` and `null` is `Some(None)`.
-fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
-where
-    D: serde::Deserializer<'de>,
-    T: Deserialize<'de>,
-{
-    Option::<T>::deserialize(d).map(Some)
-}
-
-/// `null` given for a field that cannot be null.
-fn not_nullable(field: &str) -> FieldError {
-    FieldError::new(
-        field,
-        "not_nullable",
-        "must not be null; leave it out instead",
-    )
 }
 
 /// An endpoint as merchants see it. `secret` only in the creation answer.

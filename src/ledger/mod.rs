@@ -4,6 +4,7 @@
 //! `.sqlx/`, so building needs no database. Nothing here calls the network or holds a
 //! transaction across anything but the database.
 
+pub mod api_keys;
 pub mod canonical;
 pub mod checkpoints;
 pub mod crypto;

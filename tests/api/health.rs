@@ -104,6 +104,9 @@ async fn openapi_describes_only_routes_that_exist() {
         "/v1/merchant",
         "/v1/events",
         "/v1/events/{id}",
+        "/v1/api-keys",
+        "/v1/api-keys/{id}",
+        "/v1/webhook-endpoints/{id}/rotate-secret",
     ] {
         assert!(paths.contains_key(required), "{required} is not described");
     }

@@ -1,6 +1,7 @@
 //! Integration tests: the real service against the real PostgreSQL cluster that
 //! `scripts/test.sh` starts (`PISGATE_TEST_DATABASE_URL`), one fresh database per test.
 
+mod api_keys;
 mod auth;
 mod certificate;
 mod cli;
