@@ -27,3 +27,19 @@ ALTER TABLE api_keys
 DROP INDEX api_keys_merchant;
 CREATE INDEX api_keys_merchant ON api_keys (merchant_id, created_at DESC, key_id DESC)
     WHERE revoked_at IS NULL;
+
+-- GET /v1/payments search: one index behind each filter, each ordered as the list is (newest
+-- first) where the filter is an equality, so a page is read straight off the index. The
+-- merchant's own columns are often empty: those indexes are partial. Metadata is matched
+-- with containment (metadata @> '{"key": "value"}') through a jsonb_path_ops GIN index.
+CREATE INDEX payments_merchant_reference_created
+    ON payments (merchant_id, merchant_reference, created_at DESC, id DESC)
+    WHERE merchant_reference IS NOT NULL;
+CREATE INDEX payments_merchant_psu_created
+    ON payments (merchant_id, psu_id, created_at DESC, id DESC)
+    WHERE psu_id IS NOT NULL;
+CREATE INDEX payments_merchant_currency_created
+    ON payments (merchant_id, currency, created_at DESC, id DESC);
+CREATE INDEX payments_merchant_amount
+    ON payments (merchant_id, amount_minor);
+CREATE INDEX payments_metadata ON payments USING gin (metadata jsonb_path_ops);

@@ -21,6 +21,7 @@ pub mod merchant;
 pub mod middleware;
 pub mod pagination;
 pub mod payment_input;
+pub mod payment_search;
 pub mod payments;
 pub mod rate_limit;
 pub mod webhooks;

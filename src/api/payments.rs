@@ -21,12 +21,13 @@ use crate::api::auth::AuthedMerchant;
 use crate::api::authorize;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
-use crate::api::pagination::{self, Page, page};
+use crate::api::pagination::{Page, page};
 use crate::api::payment_input::{self, Validated};
+use crate::api::payment_search;
 use crate::bank::{BankError, BankPaymentId};
 use crate::domain::{Evidence, PaymentStatus};
 use crate::ledger::idempotency::{self, Claim};
-use crate::ledger::payments::{self, Change, KeyClaim, ListFilter, NewPayment, PaymentRecord};
+use crate::ledger::payments::{self, Change, KeyClaim, NewPayment, PaymentRecord};
 use crate::ledger::{events, tokens};
 use anyhow::Context as _;
 use axum::extract::State;
@@ -35,9 +36,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rand::RngCore;
-use serde::Deserialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -583,46 +583,16 @@ async fn get_payment(
     Ok(Json(PaymentView::from(&p)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<String>,
-    created_gte: Option<DateTime<Utc>>,
-    created_lt: Option<DateTime<Utc>>,
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
 async fn list_payments(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
-    ApiQuery(q): ApiQuery<ListQuery>,
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<Page<PaymentView>>, ApiError> {
-    let mut errors = Vec::new();
-    let (limit, after) = pagination::limit_and_cursor(q.limit, q.cursor.as_deref(), &mut errors);
-    if let Some(s) = &q.status
-        && PaymentStatus::parse(s).is_none()
-    {
-        errors.push(FieldError::new(
-            "status",
-            "invalid",
-            format!(
-                "must be one of {}",
-                PaymentStatus::ALL.map(|s| s.as_str()).join(", ")
-            ),
-        ));
-    }
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let filter = ListFilter {
-        status: q.status,
-        created_gte: q.created_gte,
-        created_lt: q.created_lt,
-        after,
-    };
-    let rows = payments::list_for_merchant(&state.pool, merchant.id, &filter, limit + 1).await?;
-    Ok(Json(page(rows, limit, |p| (p.created_at, p.id))))
+    let search = payment_search::parse(pairs)?;
+    let rows =
+        payments::list_for_merchant(&state.pool, merchant.id, &search.filter, search.limit + 1)
+            .await?;
+    Ok(Json(page(rows, search.limit, |p| (p.created_at, p.id))))
 }
 
 async fn payment_events(

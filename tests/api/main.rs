@@ -15,6 +15,7 @@ mod logs;
 mod metrics;
 mod nordea;
 mod outages;
+mod payment_search;
 mod payments;
 mod replicas;
 mod scenarios;
