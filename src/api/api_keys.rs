@@ -16,7 +16,7 @@
 use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::error::{ApiError, FieldError};
-use crate::api::extract::{ApiPath, OptionalApiJson, not_nullable, present};
+use crate::api::extract::{ApiPath, OptionalApiJson, non_null, present};
 use crate::ledger::api_keys::{self, ApiKey, Created, Revoke};
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -95,41 +95,25 @@ struct CreateBody {
 /// Name and expiry of a create request, every violation named.
 fn parse_create(body: CreateBody) -> Result<(Option<String>, Option<DateTime<Utc>>), ApiError> {
     let mut errors = Vec::new();
-    let name = match body.name {
-        None => None,
-        Some(None) => {
-            errors.push(not_nullable("name"));
-            None
-        }
-        Some(Some(n)) => {
-            let n = n.trim().to_owned();
-            if n.is_empty() || n.chars().count() > MAX_NAME_CHARS {
-                errors.push(FieldError::new(
-                    "name",
-                    "invalid_length",
-                    "must be 1 to 100 characters",
-                ));
-            }
-            Some(n)
-        }
-    };
-    let expires_at = match body.expires_at {
-        None => None,
-        Some(None) => {
-            errors.push(not_nullable("expires_at"));
-            None
-        }
-        Some(Some(at)) => {
-            if at <= Utc::now() {
-                errors.push(FieldError::new(
-                    "expires_at",
-                    "in_the_past",
-                    "must be in the future; leave it out for a key that does not expire",
-                ));
-            }
-            Some(at)
-        }
-    };
+    let name = non_null("name", body.name, &mut errors).map(|n| n.trim().to_owned());
+    if name
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.chars().count() > MAX_NAME_CHARS)
+    {
+        errors.push(FieldError::new(
+            "name",
+            "invalid_length",
+            "must be 1 to 100 characters",
+        ));
+    }
+    let expires_at = non_null("expires_at", body.expires_at, &mut errors);
+    if expires_at.is_some_and(|at| at <= Utc::now()) {
+        errors.push(FieldError::new(
+            "expires_at",
+            "in_the_past",
+            "must be in the future; leave it out for a key that does not expire",
+        ));
+    }
     if errors.is_empty() {
         Ok((name, expires_at))
     } else {

@@ -137,8 +137,24 @@ where
     <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
 }
 
+/// A field read with [`present`] that may be left out but not be `null`: its value if
+/// given; `null` is pushed to `errors` as [`not_nullable`].
+pub fn non_null<T>(
+    field: &str,
+    value: Option<Option<T>>,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    match value {
+        Some(None) => {
+            errors.push(not_nullable(field));
+            None
+        }
+        other => other.flatten(),
+    }
+}
+
 /// `null` given for a field that cannot be null.
-pub fn not_nullable(field: &str) -> FieldError {
+fn not_nullable(field: &str) -> FieldError {
     FieldError::new(
         field,
         "not_nullable",

@@ -32,7 +32,7 @@
 use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::error::{ApiError, FieldError};
-use crate::api::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, not_nullable, present};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, non_null, present};
 use crate::api::pagination::{self, Cursor, Page, page};
 use crate::ledger::crypto::WebhookSecretAad;
 use crate::ledger::webhooks::{
@@ -352,10 +352,7 @@ async fn enable_endpoint(
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let current = own_endpoint(&state, merchant.id, id).await?;
-    if current.status == "deleted" {
-        return Err(endpoint_deleted());
-    }
+    live_endpoint(&state, merchant.id, id).await?;
     match webhooks::enable_endpoint(&state.pool, merchant.id, id, MAX_ENABLED_ENDPOINTS).await? {
         None => Err(endpoint_deleted()),
         Some(CapOutcome::TooMany { limit }) => Err(too_many(limit)),
@@ -372,6 +369,19 @@ struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
+}
+
+/// The merchant's endpoint unless it is deleted (409: it can no longer be changed).
+async fn live_endpoint(
+    state: &AppState,
+    merchant_id: Uuid,
+    id: Uuid,
+) -> Result<Endpoint, ApiError> {
+    let endpoint = own_endpoint(state, merchant_id, id).await?;
+    if endpoint.status == "deleted" {
+        return Err(endpoint_deleted());
+    }
+    Ok(endpoint)
 }
 
 fn endpoint_deleted() -> ApiError {
@@ -403,32 +413,17 @@ async fn update_endpoint(
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Json<EndpointView>, ApiError> {
     let mut errors = Vec::new();
-    let url = match body.url {
-        None => None,
-        Some(None) => {
-            errors.push(not_nullable("url"));
-            None
-        }
-        Some(Some(u)) => EndpointUrl::parse(&u, state.settings.webhooks.allow_insecure_urls)
+    let url = non_null("url", body.url, &mut errors).and_then(|u| {
+        EndpointUrl::parse(&u, state.settings.webhooks.allow_insecure_urls)
             .map_err(|e| errors.push(e))
-            .ok(),
-    };
-    let events = match body.events {
-        None => None,
-        Some(None) => {
-            errors.push(not_nullable("events"));
-            None
-        }
-        Some(Some(e)) => Some(parse_events(e, &mut errors)),
-    };
+            .ok()
+    });
+    let events = non_null("events", body.events, &mut errors).map(|e| parse_events(e, &mut errors));
     let description = body.description.map(|d| parse_description(d, &mut errors));
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let current = own_endpoint(&state, merchant.id, id).await?;
-    if current.status == "deleted" {
-        return Err(endpoint_deleted());
-    }
+    live_endpoint(&state, merchant.id, id).await?;
     let change = webhooks::EndpointChange {
         url: url.as_ref().map(EndpointUrl::as_str),
         event_types: events.as_deref(),
@@ -463,10 +458,15 @@ async fn rotate_secret(
     ApiPath(id): ApiPath<Uuid>,
     OptionalApiJson(body): OptionalApiJson<RotateBody>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let overlap = match body.and_then(|b| b.overlap_secs) {
+    let mut errors = Vec::new();
+    let overlap = match non_null(
+        "overlap_secs",
+        body.and_then(|b| b.overlap_secs),
+        &mut errors,
+    ) {
+        None if !errors.is_empty() => return Err(ApiError::Validation(errors)),
         None => DEFAULT_OVERLAP,
-        Some(None) => return Err(ApiError::Validation(vec![not_nullable("overlap_secs")])),
-        Some(Some(secs)) => u64::try_from(secs)
+        Some(secs) => u64::try_from(secs)
             .ok()
             .map(Duration::from_secs)
             .filter(|d| *d <= MAX_OVERLAP)
@@ -478,10 +478,7 @@ async fn rotate_secret(
                 )])
             })?,
     };
-    let current = own_endpoint(&state, merchant.id, id).await?;
-    if current.status == "deleted" {
-        return Err(endpoint_deleted());
-    }
+    live_endpoint(&state, merchant.id, id).await?;
     let secret = new_secret();
     let sealed = state
         .cipher

@@ -1,7 +1,7 @@
 //! `GET /v1/events`: every event that is or would be sent as a webhook, with the webhooks'
 //! own ids and bodies, newest first, filtered and cursor-paginated; never another merchant's.
 
-use crate::helpers::{assert_problem, spawn_app};
+use crate::helpers::{assert_problem, error_fields, spawn_app};
 use crate::webhooks::{
     Plan, Receiver, authorized_payment, create_endpoint, eventually, get_json,
     spawn_dispatching_app, transition,
@@ -133,13 +133,7 @@ async fn events_are_kept_without_any_endpoint_and_another_merchant_never_sees_th
         "validation_failed",
     )
     .await;
-    let fields: Vec<&str> = bad["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, ["limit", "cursor", "type"]);
+    assert_eq!(error_fields(&bad), ["limit", "cursor", "type"]);
     let r = app
         .get_as("/v1/events?payment_id=not-a-uuid", &m.api_key)
         .await;

@@ -3,19 +3,11 @@
 //! of realistic size. Also the strictness fixes from fuzzing: an empty cursor starts from
 //! the beginning, and `null` for a field that cannot be null is a 422 naming it.
 
-use crate::helpers::{TestApp, assert_problem, spawn_app};
-use crate::payments::body;
+use crate::helpers::{TestApp, assert_problem, error_fields, spawn_app};
+use crate::payments::{assert_refused, body, with};
 use crate::webhooks::get_json;
 use pisgate::ledger::payments::{ListFilter, search_query};
 use serde_json::{Value, json};
-use uuid::Uuid;
-
-fn with(mut body: Value, changes: Value) -> Value {
-    for (k, v) in changes.as_object().unwrap() {
-        body[k] = v.clone();
-    }
-    body
-}
 
 async fn ids(app: &TestApp, key: &str, query: &str) -> Vec<String> {
     get_json(app, &format!("/v1/payments?{query}"), key).await["data"]
@@ -88,13 +80,7 @@ async fn each_search_filter_returns_exactly_the_matching_payments() {
         )
         .await;
     let problem = assert_problem(r, 422, "validation_failed").await;
-    let fields: Vec<&str> = problem["errors"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap())
-        .collect();
-    assert_eq!(fields, ["colour", "currency", "amount_gte"]);
+    assert_eq!(error_fields(&problem), ["colour", "currency", "amount_gte"]);
 }
 
 #[tokio::test]
@@ -108,21 +94,8 @@ async fn null_for_a_field_that_cannot_be_null_is_a_422_naming_it() {
         "debtor",
         "execution_date",
     ] {
-        let r = app
-            .post_payment(
-                &m.api_key,
-                &Uuid::new_v4().to_string(),
-                &with(body("FI"), json!({ field: null })),
-            )
-            .await;
-        let problem = assert_problem(r, 422, "validation_failed").await;
-        let errors = problem["errors"].as_array().unwrap();
-        assert!(
-            errors
-                .iter()
-                .any(|e| e["field"] == field && e["code"] == "not_nullable"),
-            "{field}: {problem}"
-        );
+        let null = with(body("FI"), json!({ field: null }));
+        assert_refused(&app, &m.api_key, &null, field, "not_nullable").await;
     }
 }
 

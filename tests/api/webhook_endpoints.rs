@@ -2,7 +2,7 @@
 //! which deliveries carry both signatures (Standard Webhooks), and `PATCH` of its url,
 //! events and description. Receivers verify every signature independently of pisgate.
 
-use crate::helpers::{TestApp, assert_problem};
+use crate::helpers::{TestApp, TestMerchant, assert_problem, error_fields};
 use crate::webhooks::{
     Plan, Receiver, authorized_payment, create_endpoint, delete_as, eventually, get_json,
     post_endpoint, spawn_dispatching_app, spawn_strict_app, transition,
@@ -45,14 +45,24 @@ fn at(v: &Value) -> DateTime<Utc> {
     v.as_str().unwrap().parse().unwrap()
 }
 
-/// The fields named in a 422 problem, in order.
-fn fields(problem: &Value) -> Vec<String> {
-    problem["errors"]
-        .as_array()
+/// An app that refuses insecure URLs, a merchant with one endpoint (its id), and another
+/// merchant.
+async fn strict_endpoint() -> (TestApp, TestMerchant, TestMerchant, String) {
+    let app = spawn_strict_app().await;
+    let m = app.create_merchant("Shop").await;
+    let other = app.create_merchant("Other").await;
+    let r = post_endpoint(
+        &app,
+        &m.api_key,
+        &json!({ "url": "https://hooks.example.com/x" }),
+    )
+    .await;
+    assert_eq!(r.status(), 201);
+    let endpoint = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
         .unwrap()
-        .iter()
-        .map(|e| e["field"].as_str().unwrap().to_owned())
-        .collect()
+        .to_owned();
+    (app, m, other, endpoint)
 }
 
 #[tokio::test]
@@ -166,19 +176,7 @@ async fn after_a_rotation_deliveries_verify_with_either_secret_during_the_overla
 
 #[tokio::test]
 async fn a_rotation_overlaps_a_day_by_default_and_its_overlap_is_validated() {
-    let app = spawn_strict_app().await;
-    let m = app.create_merchant("Shop").await;
-    let other = app.create_merchant("Other").await;
-    let r = post_endpoint(
-        &app,
-        &m.api_key,
-        &json!({ "url": "https://hooks.example.com/x" }),
-    )
-    .await;
-    let endpoint = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, m, other, endpoint) = strict_endpoint().await;
 
     let r = rotate(&app, &m.api_key, &endpoint, None).await;
     assert_eq!(r.status(), 200);
@@ -209,7 +207,7 @@ async fn a_rotation_overlaps_a_day_by_default_and_its_overlap_is_validated() {
     ] {
         let r = rotate(&app, &m.api_key, &endpoint, Some(body.clone())).await;
         let problem = assert_problem(r, 422, "validation_failed").await;
-        assert_eq!(fields(&problem), ["overlap_secs"], "{body}");
+        assert_eq!(error_fields(&problem), ["overlap_secs"], "{body}");
         assert_eq!(problem["errors"][0]["code"], code, "{body}");
     }
 
@@ -273,19 +271,7 @@ async fn patch_changes_url_events_and_description_and_deliveries_follow_the_new_
 
 #[tokio::test]
 async fn patch_validates_like_creation_and_refuses_null_foreign_and_deleted_endpoints() {
-    let app = spawn_strict_app().await;
-    let m = app.create_merchant("Shop").await;
-    let other = app.create_merchant("Other").await;
-    let r = post_endpoint(
-        &app,
-        &m.api_key,
-        &json!({ "url": "https://hooks.example.com/x" }),
-    )
-    .await;
-    let endpoint = r.json::<Value>().await.unwrap()["id"]
-        .as_str()
-        .unwrap()
-        .to_owned();
+    let (app, m, other, endpoint) = strict_endpoint().await;
 
     let r = patch(
         &app,
@@ -295,11 +281,11 @@ async fn patch_validates_like_creation_and_refuses_null_foreign_and_deleted_endp
     )
     .await;
     let problem = assert_problem(r, 422, "validation_failed").await;
-    assert_eq!(fields(&problem), ["url", "events[1]", "description"]);
+    assert_eq!(error_fields(&problem), ["url", "events[1]", "description"]);
     for field in ["url", "events"] {
         let r = patch(&app, &m.api_key, &endpoint, json!({ field: null })).await;
         let problem = assert_problem(r, 422, "validation_failed").await;
-        assert_eq!(fields(&problem), [field]);
+        assert_eq!(error_fields(&problem), [field]);
         assert_eq!(problem["errors"][0]["code"], "not_nullable");
     }
     let r = patch(&app, &m.api_key, &endpoint, json!({ "secret": "whsec_x" })).await;
