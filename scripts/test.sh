@@ -27,6 +27,8 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== scripts/run.sh smoke test"
 bash scripts/smoke-run.sh
 echo "== scripts/deploy-check.sh (kustomize, kubernetes-validate, checkov, promtool, hadolint)" && bash scripts/deploy-check.sh
+echo "== scripts/schemathesis.sh (the merchant API fuzzed from its served OpenAPI document)"
+bash scripts/schemathesis.sh
 if [ $# -eq 0 ]; then
     # The resilience suite's short mode (the full one: scripts/resilience.sh).
     echo "== scripts/resilience.sh --quick"
