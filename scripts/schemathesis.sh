@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
 # Fuzzes the merchant API from its served OpenAPI document with Schemathesis (installed from
-# PyPI into ~/.cache/pisgate/venv-schemathesis when missing): starts scripts/run.sh on free
+# PyPI into ~/.cache/pisgate/venv-schemathesis when missing, with openapi-spec-validator,
+# which checks the document first): starts scripts/run.sh on free
 # ports with its own cluster, authenticates as its demo merchant, and runs a bounded budget
 # (SCHEMATHESIS_MAX_EXAMPLES per operation, default 30; SCHEMATHESIS_OPERATIONS: an
 # --include-path-regex, default every operation). Fails on any server error, undocumented
-# status code, wrong content type or response that does not match its schema.
+# status code, wrong content type, missing declared header or response that does not match
+# its schema.
 #
 # Phases: examples and fuzzing. The coverage phase is off: with Python 3.11 it stops on an
 # internal error of Hypothesis ("AST constructor recursion depth mismatch"), not on our API.
@@ -14,11 +16,12 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/pg.sh
 venv=${HOME:-/root}/.cache/pisgate/venv-schemathesis
-if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1; then
+if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1 || ! [ -x "$venv/bin/openapi-spec-validator" ]; then
     echo "schemathesis is missing; installing it from PyPI into $venv" >&2
     python3 -m venv "$venv"
-    "$venv/bin/pip" install -q 'schemathesis>=4,<5' >&2
+    "$venv/bin/pip" install -q 'schemathesis>=4,<5' openapi-spec-validator >&2
 fi
+"$venv/bin/openapi-spec-validator" src/api/openapi.json
 port=$(pg_free_port)
 admin_port=$(pg_free_port)
 cluster="fuzz-$$"
@@ -44,7 +47,7 @@ if [ -n "${SCHEMATHESIS_OPERATIONS:-}" ]; then
 fi
 "$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
     -H "Authorization: Bearer $key" \
-    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_schema_conformance \
+    --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-30}" \
     --phases examples,fuzzing \
     --generation-with-security-parameters false \
