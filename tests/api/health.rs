@@ -79,6 +79,29 @@ async fn metrics_show_the_request_just_made() {
     );
 }
 
+/// SDK generators read the committed `openapi.json` at the repository root: it must be the
+/// document the service serves, byte for byte (refresh it with
+/// `cp src/api/openapi.json openapi.json` until the document is generated from the code).
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_openapi_json() {
+    let app = spawn_app().await;
+    let served = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "openapi.json differs from the served document: cp src/api/openapi.json openapi.json"
+    );
+}
+
 /// What SDK generators need of every operation: a unique `operationId` (the method name)
 /// and one tag the document declares (the class it goes in), and the request id declared
 /// on every answer.
