@@ -14,7 +14,7 @@
 # 401, testing nothing). The stateful phase needs OpenAPI links the spec does not have yet.
 set -euo pipefail
 cd "$(dirname "$0")/.."
-source scripts/lib/pg.sh
+source scripts/lib/stack.sh
 venv=${HOME:-/root}/.cache/pisgate/venv-schemathesis
 if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1 || ! [ -x "$venv/bin/openapi-spec-validator" ]; then
     echo "schemathesis is missing; installing it from PyPI into $venv" >&2
@@ -22,31 +22,13 @@ if ! "$venv/bin/schemathesis" --version >/dev/null 2>&1 || ! [ -x "$venv/bin/ope
     "$venv/bin/pip" install -q 'schemathesis>=4,<5' openapi-spec-validator >&2
 fi
 "$venv/bin/openapi-spec-validator" src/api/openapi.json
-port=$(pg_free_port)
-admin_port=$(pg_free_port)
-cluster="fuzz-$$"
-log=$(mktemp)
-PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_RUN_CLUSTER=$cluster setsid bash scripts/run.sh >"$log" 2>&1 &
-runner=$!
-cleanup() {
-    kill -TERM -- "-$runner" 2>/dev/null || true
-    wait "$runner" 2>/dev/null || true
-    pg_destroy "$cluster"
-    rm -f "$log" ".pisgate/demo-merchant-$cluster.json"
-}
-trap cleanup EXIT
-for _ in $(seq 1 600); do
-    if grep -q "pisgate is running" "$log"; then break; fi
-    kill -0 "$runner" 2>/dev/null || { cat "$log" >&2; echo "schemathesis: run.sh exited early" >&2; exit 1; }
-    sleep 0.5
-done
-key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_key"])' ".pisgate/demo-merchant-$cluster.json")
+stack_start fuzz
 include=()
 if [ -n "${SCHEMATHESIS_OPERATIONS:-}" ]; then
     include=(--include-path-regex "$SCHEMATHESIS_OPERATIONS")
 fi
-"$venv/bin/schemathesis" run "http://127.0.0.1:$port/openapi.json" \
-    -H "Authorization: Bearer $key" \
+"$venv/bin/schemathesis" run "http://127.0.0.1:$STACK_PORT/openapi.json" \
+    -H "Authorization: Bearer $STACK_KEY" \
     --checks not_a_server_error,status_code_conformance,content_type_conformance,response_headers_conformance,response_schema_conformance \
     --max-examples "${SCHEMATHESIS_MAX_EXAMPLES:-30}" \
     --phases examples,fuzzing \
