@@ -27,6 +27,8 @@ cargo clippy --all-targets --locked -- -D warnings
 echo "== scripts/run.sh smoke test"
 bash scripts/smoke-run.sh
 echo "== scripts/deploy-check.sh (kustomize, kubernetes-validate, checkov, promtool, hadolint)" && bash scripts/deploy-check.sh
+echo "== scripts/openapi-check.sh (openapi-spec-validator, Redocly's recommended lint)"
+bash scripts/openapi-check.sh
 echo "== scripts/schemathesis.sh (the merchant API fuzzed from its served OpenAPI document)"
 bash scripts/schemathesis.sh
 echo "== scripts/sdk-check.sh (a Python SDK generated from openapi.json creates a payment and lists its events)"
