@@ -106,6 +106,28 @@ async fn events_are_kept_without_any_endpoint_and_another_merchant_never_sees_th
         "{before:?}"
     );
 
+    // Kept well past 30 days: nothing ages an event out of the list or the lookup.
+    sqlx::query(
+        "UPDATE webhook_events SET created_at = created_at - interval '400 days' WHERE payment_id = $1",
+    )
+    .bind(payment.parse::<uuid::Uuid>().unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let old = data(
+        &get_json(
+            &app,
+            &format!("/v1/events?payment_id={payment}"),
+            &m.api_key,
+        )
+        .await,
+    );
+    assert_eq!(old, events);
+    assert_eq!(
+        get_json(&app, &format!("/v1/events/{id}"), &m.api_key).await,
+        events[0]
+    );
+
     assert!(data(&get_json(&app, "/v1/events", &other.api_key).await).is_empty());
     let theirs = format!("/v1/events?payment_id={payment}");
     assert!(data(&get_json(&app, &theirs, &other.api_key).await).is_empty());
