@@ -29,6 +29,12 @@ bash scripts/smoke-run.sh
 echo "== scripts/browser-test.sh (the shopper's consent page in Debian's chromium)"
 bash scripts/browser-test.sh
 echo "== scripts/deploy-check.sh (kustomize, kubernetes-validate, checkov, promtool, hadolint)" && bash scripts/deploy-check.sh
+echo "== scripts/openapi-check.sh (openapi-spec-validator, Redocly's recommended lint)"
+bash scripts/openapi-check.sh
+echo "== scripts/schemathesis.sh (the merchant API fuzzed from its served OpenAPI document)"
+bash scripts/schemathesis.sh
+echo "== scripts/sdk-check.sh (a Python SDK generated from openapi.json creates a payment and lists its events)"
+bash scripts/sdk-check.sh
 if [ $# -eq 0 ]; then
     # The resilience suite's short mode (the full one: scripts/resilience.sh).
     echo "== scripts/resilience.sh --quick"

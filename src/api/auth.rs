@@ -4,6 +4,7 @@
 
 use crate::api::AppState;
 use crate::api::error::ApiError;
+use crate::ledger::api_keys;
 use crate::ledger::merchants::{self, Merchant};
 use axum::extract::{FromRequestParts, Request, State};
 use axum::http::header;
@@ -62,6 +63,9 @@ pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
 pub const AUTH_CHANNEL: &str = "pisgate_auth";
 /// At most this many keys are remembered; past it the cache starts over.
 const AUTH_CACHE_CAPACITY: usize = 10_000;
+/// A key's `last_used_at` is written at most this often (per replica here, across replicas
+/// by the statement's own guard), never on every request.
+pub const LAST_USED_EVERY: Duration = Duration::from_secs(60);
 
 /// Verified API keys, by the SHA-256 of the presented key (never the key itself), with the
 /// merchant they belong to. Only successes are kept, so unknown keys cannot fill it.
@@ -71,6 +75,8 @@ pub struct AuthCache {
     entries: Mutex<HashMap<[u8; 32], (Merchant, Instant)>>,
     /// Whether invalidations are heard (the LISTEN is in place); nothing is cached otherwise.
     live: Arc<AtomicBool>,
+    /// When this replica last recorded each key's use, by key id (the public part).
+    used: Mutex<HashMap<String, Instant>>,
 }
 
 impl AuthCache {
@@ -103,6 +109,27 @@ impl AuthCache {
             }
         }
         entries.insert(hash, (merchant, now + ttl));
+    }
+
+    /// Whether this key's use should be recorded now (at most once a [`LAST_USED_EVERY`]);
+    /// if so, it counts as recorded from now.
+    fn use_is_due(&self, key_id: &str) -> bool {
+        let now = Instant::now();
+        let mut used = self.used.lock().unwrap_or_else(|e| e.into_inner());
+        if used
+            .get(key_id)
+            .is_some_and(|at| now.duration_since(*at) < LAST_USED_EVERY)
+        {
+            return false;
+        }
+        if used.len() >= AUTH_CACHE_CAPACITY {
+            used.retain(|_, at| now.duration_since(*at) < LAST_USED_EVERY);
+            if used.len() >= AUTH_CACHE_CAPACITY {
+                used.clear();
+            }
+        }
+        used.insert(key_id.to_owned(), now);
+        true
     }
 
     /// Forgets every key: the next request of each merchant asks the database.
@@ -143,6 +170,24 @@ async fn authenticate(state: &AppState, key: &str) -> Result<Option<Merchant>, A
     Ok(Some(merchant))
 }
 
+/// Writes the key's `last_used_at` in the background when it is due: the request never
+/// waits for it, and a failure only costs a stale time.
+fn record_use(state: &AppState, key: &str) {
+    let Some(key_id) = merchants::key_id_of(key) else {
+        return;
+    };
+    if !state.auth_cache.use_is_due(key_id) {
+        return;
+    }
+    let pool = state.pool.clone();
+    let key_id = key_id.to_owned();
+    tokio::spawn(async move {
+        if let Err(e) = api_keys::touch(&pool, &key_id).await {
+            tracing::warn!(error = %e, "cannot record when an API key was last used");
+        }
+    });
+}
+
 pub async fn require_merchant(
     State(state): State<AppState>,
     mut request: Request,
@@ -156,6 +201,7 @@ pub async fn require_merchant(
         return Err(ApiError::MerchantDisabled);
     }
     tracing::Span::current().record("merchant_id", tracing::field::display(merchant.id));
+    record_use(&state, key);
 
     let decision = state.rate_limiter.check(merchant.id);
     if !decision.allowed {

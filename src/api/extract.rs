@@ -22,31 +22,62 @@ where
     type Rejection = ApiError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let is_json = req
-            .headers()
-            .get(header::CONTENT_TYPE)
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(';').next())
-            .map(|mime| {
-                let mime = mime.trim().to_ascii_lowercase();
-                mime == "application/json"
-                    || (mime.starts_with("application/") && mime.ends_with("+json"))
-            })
-            .unwrap_or(false);
-        if !is_json {
-            return Err(ApiError::UnsupportedMediaType(
-                "send the body as application/json".into(),
-            ));
+        if !is_json(&req) {
+            return Err(not_json());
         }
-        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
-            if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
-                ApiError::PayloadTooLarge
-            } else {
-                ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
-            }
-        })?;
-        parse_json(&bytes).map(ApiJson)
+        parse_json(&read_body(req, state).await?).map(ApiJson)
     }
+}
+
+/// A JSON body that may be left out: no body at all is `None`; a body follows the rules of
+/// [`ApiJson`].
+pub struct OptionalApiJson<T>(pub Option<T>);
+
+impl<S, T> FromRequest<S> for OptionalApiJson<T>
+where
+    S: Send + Sync,
+    T: DeserializeOwned,
+{
+    type Rejection = ApiError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, Self::Rejection> {
+        let json = is_json(&req);
+        let bytes = read_body(req, state).await?;
+        if bytes.is_empty() {
+            return Ok(OptionalApiJson(None));
+        }
+        if !json {
+            return Err(not_json());
+        }
+        parse_json(&bytes).map(|v| OptionalApiJson(Some(v)))
+    }
+}
+
+fn is_json(req: &Request) -> bool {
+    req.headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split(';').next())
+        .map(|mime| {
+            let mime = mime.trim().to_ascii_lowercase();
+            mime == "application/json"
+                || (mime.starts_with("application/") && mime.ends_with("+json"))
+        })
+        .unwrap_or(false)
+}
+
+fn not_json() -> ApiError {
+    ApiError::UnsupportedMediaType("send the body as application/json".into())
+}
+
+async fn read_body<S: Send + Sync>(req: Request, state: &S) -> Result<Bytes, ApiError> {
+    Bytes::from_request(req, state).await.map_err(|rejection| {
+        if rejection.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+            ApiError::PayloadTooLarge
+        } else {
+            ApiError::BadRequest(format!("cannot read the request body: {rejection}"))
+        }
+    })
 }
 
 /// Parses JSON into `T`, telling syntax errors (400) from shape errors (422 naming the field).
@@ -94,6 +125,41 @@ fn strip_position(message: &str) -> String {
         Some(i) => message[..i].to_owned(),
         None => message.to_owned(),
     }
+}
+
+/// For optional fields where `null` must be told from absence: absent is `None` (through
+/// `#[serde(default)]`), present is `Some(value)` and `null` is `Some(None)`.
+pub fn present<'de, D, T>(d: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: serde::Deserialize<'de>,
+{
+    <Option<T> as serde::Deserialize>::deserialize(d).map(Some)
+}
+
+/// A field read with [`present`] that may be left out but not be `null`: its value if
+/// given; `null` is pushed to `errors` as [`not_nullable`].
+pub fn non_null<T>(
+    field: &str,
+    value: Option<Option<T>>,
+    errors: &mut Vec<FieldError>,
+) -> Option<T> {
+    match value {
+        Some(None) => {
+            errors.push(not_nullable(field));
+            None
+        }
+        other => other.flatten(),
+    }
+}
+
+/// `null` given for a field that cannot be null.
+fn not_nullable(field: &str) -> FieldError {
+    FieldError::new(
+        field,
+        "not_nullable",
+        "must not be null; leave it out instead",
+    )
 }
 
 /// Query parameters, with a 400 naming the parameter on failure.

@@ -9,17 +9,21 @@
 //! shopper pages, `/openapi.json`); [`admin_router`] the admin one (health, readiness,
 //! metrics, operator endpoints), which must never be exposed to the internet.
 
+pub mod api_keys;
 pub mod auth;
 pub mod authorize;
 pub mod callbacks;
 pub mod consent;
 pub mod console;
 pub mod error;
+pub mod events;
 pub mod extract;
 pub mod health;
 pub mod merchant;
 pub mod middleware;
+pub mod pagination;
 pub mod payment_input;
+pub mod payment_search;
 pub mod payments;
 pub mod rate_limit;
 pub mod webhooks;
@@ -90,6 +94,8 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .merge(merchant::router())
+        .merge(api_keys::router())
+        .merge(events::router())
         .merge(payments::router())
         .merge(webhooks::router())
         .route_layer(axum::middleware::from_fn_with_state(

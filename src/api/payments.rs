@@ -21,12 +21,14 @@ use crate::api::auth::AuthedMerchant;
 use crate::api::authorize;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::pagination::{Page, page};
 use crate::api::payment_input::{self, Validated};
+use crate::api::payment_search;
 use crate::bank::{BankError, BankPaymentId};
 use crate::domain::{Evidence, PaymentStatus};
 use crate::ledger::idempotency::{self, Claim};
 use crate::ledger::payments::{
-    self, CancelBy, CancelStart, Change, KeyClaim, ListFilter, NewPayment, PaymentRecord,
+    self, CancelBy, CancelStart, Change, KeyClaim, NewPayment, PaymentRecord,
 };
 use crate::ledger::{events, tokens};
 use anyhow::Context as _;
@@ -36,9 +38,8 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use base64::Engine as _;
-use chrono::{DateTime, Utc};
+use chrono::Utc;
 use rand::RngCore;
-use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -584,102 +585,16 @@ async fn get_payment(
     Ok(Json(PaymentView::from(&p)))
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct ListQuery {
-    status: Option<String>,
-    created_gte: Option<DateTime<Utc>>,
-    created_lt: Option<DateTime<Utc>>,
-    limit: Option<i64>,
-    cursor: Option<String>,
-}
-
-#[derive(Debug, Serialize)]
-struct PaymentList {
-    data: Vec<PaymentView>,
-    has_more: bool,
-    next_cursor: Option<String>,
-}
-
-fn encode_cursor(p: &PaymentRecord) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        p.created_at.to_rfc3339(),
-        p.id
-    ))
-}
-
-fn decode_cursor(cursor: &str) -> Option<(DateTime<Utc>, Uuid)> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (ts, id) = text.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc),
-        id.parse().ok()?,
-    ))
-}
-
 async fn list_payments(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
-    ApiQuery(q): ApiQuery<ListQuery>,
-) -> Result<Json<PaymentList>, ApiError> {
-    let mut errors = Vec::new();
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        errors.push(FieldError::new("limit", "out_of_range", "must be 1 to 100"));
-    }
-    if let Some(s) = &q.status
-        && PaymentStatus::parse(s).is_none()
-    {
-        errors.push(FieldError::new(
-            "status",
-            "invalid",
-            format!(
-                "must be one of {}",
-                PaymentStatus::ALL.map(|s| s.as_str()).join(", ")
-            ),
-        ));
-    }
-    let after = match &q.cursor {
-        Some(c) => match decode_cursor(c) {
-            Some(a) => Some(a),
-            None => {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "invalid",
-                    "not a cursor this API gave",
-                ));
-                None
-            }
-        },
-        None => None,
-    };
-    if !errors.is_empty() {
-        return Err(ApiError::Validation(errors));
-    }
-    let filter = ListFilter {
-        status: q.status,
-        created_gte: q.created_gte,
-        created_lt: q.created_lt,
-        after,
-    };
-    let mut rows =
-        payments::list_for_merchant(&state.pool, merchant.id, &filter, limit + 1).await?;
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = if has_more {
-        rows.last().map(encode_cursor)
-    } else {
-        None
-    };
-    Ok(Json(PaymentList {
-        data: rows.iter().map(PaymentView::from).collect(),
-        has_more,
-        next_cursor,
-    }))
+    ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
+) -> Result<Json<Page<PaymentView>>, ApiError> {
+    let search = payment_search::parse(pairs)?;
+    let rows =
+        payments::list_for_merchant(&state.pool, merchant.id, &search.filter, search.limit + 1)
+            .await?;
+    Ok(Json(page(rows, search.limit, |p| (p.created_at, p.id))))
 }
 
 async fn payment_events(

@@ -1,5 +1,7 @@
 //! Webhook endpoints and their deliveries:
 //! `POST/GET /v1/webhook-endpoints`, `GET/DELETE /v1/webhook-endpoints/{id}`,
+//! `PATCH /v1/webhook-endpoints/{id}` (url, events, description),
+//! `POST /v1/webhook-endpoints/{id}/rotate-secret`,
 //! `POST /v1/webhook-endpoints/{id}/enable`,
 //! `GET /v1/webhook-endpoints/{id}/deliveries`,
 //! `POST /v1/webhook-endpoints/{id}/deliveries/{webhook_id}/replay`,
@@ -9,6 +11,12 @@
 //! - The signing secret (`whsec_` + base64 of 32 random bytes, the Standard Webhooks form)
 //!   is made here, sealed with the token cipher and shown in the creation answer only; no
 //!   other answer and no log line ever carries it.
+//! - Rotation makes a new secret, shown in its answer only; the replaced one keeps signing
+//!   beside it (`webhook-signature: v1,<new> v1,<old>`) until `previous_secret_expires_at`
+//!   (`overlap_secs`, default 24 h, 0 to 7 days). A second rotation within the overlap
+//!   drops the oldest secret: at most two sign at once.
+//! - `PATCH` takes `url`, `events` and `description`, each validated as at creation; a field
+//!   left out is kept, `null` clears the description and is refused for the others.
 //! - `events` empty or absent subscribes to every event type, including ones added later.
 //! - URLs are absolute `http(s)`, at most 2048 characters, without credentials. Unless
 //!   `webhooks.allow_insecure_urls` is set they must be `https` and must not name
@@ -24,7 +32,8 @@
 use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::error::{ApiError, FieldError};
-use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, non_null, present};
+use crate::api::pagination::{self, Cursor, Page, page};
 use crate::ledger::crypto::WebhookSecretAad;
 use crate::ledger::webhooks::{
     self, CapOutcome, Delivery, EVENT_TYPES, Endpoint, NewEndpoint, Replay,
@@ -41,6 +50,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
 use serde_json::json;
+use std::time::Duration;
 use uuid::Uuid;
 
 /// Enabled endpoints per merchant.
@@ -57,8 +67,11 @@ pub fn router() -> Router<AppState> {
         )
         .route(
             "/webhook-endpoints/{id}",
-            get(get_endpoint).delete(delete_endpoint),
+            get(get_endpoint)
+                .patch(update_endpoint)
+                .delete(delete_endpoint),
         )
+        .route("/webhook-endpoints/{id}/rotate-secret", post(rotate_secret))
         .route("/webhook-endpoints/{id}/enable", post(enable_endpoint))
         .route("/webhook-endpoints/{id}/deliveries", get(list_deliveries))
         .route(
@@ -161,32 +174,8 @@ impl ValidEndpoint {
         let url = EndpointUrl::parse(&body.url, allow_insecure)
             .map_err(|e| errors.push(e))
             .ok();
-        let mut events: Vec<String> = Vec::new();
-        for (i, event) in body.events.unwrap_or_default().into_iter().enumerate() {
-            if !EVENT_TYPES.contains(&event.as_str()) {
-                errors.push(FieldError::new(
-                    format!("events[{i}]"),
-                    "unknown_event_type",
-                    format!("must be one of {}", EVENT_TYPES.join(", ")),
-                ));
-            } else if !events.contains(&event) {
-                events.push(event);
-            }
-        }
-        let description = body
-            .description
-            .map(|d| d.trim().to_owned())
-            .filter(|d| !d.is_empty());
-        if description
-            .as_ref()
-            .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
-        {
-            errors.push(FieldError::new(
-                "description",
-                "too_long",
-                "must be at most 500 characters",
-            ));
-        }
+        let events = parse_events(body.events.unwrap_or_default(), &mut errors);
+        let description = parse_description(body.description, &mut errors);
         match url {
             Some(url) if errors.is_empty() => Ok(ValidEndpoint {
                 url,
@@ -196,6 +185,39 @@ impl ValidEndpoint {
             _ => Err(ApiError::Validation(errors)),
         }
     }
+}
+
+/// Known event types without duplicates, in the order given; unknown ones named by index.
+fn parse_events(given: Vec<String>, errors: &mut Vec<FieldError>) -> Vec<String> {
+    let mut events: Vec<String> = Vec::new();
+    for (i, event) in given.into_iter().enumerate() {
+        if !EVENT_TYPES.contains(&event.as_str()) {
+            errors.push(FieldError::new(
+                format!("events[{i}]"),
+                "unknown_event_type",
+                format!("must be one of {}", EVENT_TYPES.join(", ")),
+            ));
+        } else if !events.contains(&event) {
+            events.push(event);
+        }
+    }
+    events
+}
+
+/// Trimmed, at most [`MAX_DESCRIPTION_CHARS`]; blank is none.
+fn parse_description(given: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
+    let description = given.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)
+    {
+        errors.push(FieldError::new(
+            "description",
+            "too_long",
+            "must be at most 500 characters",
+        ));
+    }
+    description
 }
 
 /// An endpoint as merchants see it. `secret` only in the creation answer.
@@ -210,6 +232,8 @@ struct EndpointView {
     disabled_reason: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
+    /// While a rotation's overlap lasts: until when the replaced secret still signs.
+    previous_secret_expires_at: Option<DateTime<Utc>>,
     #[serde(skip_serializing_if = "Option::is_none")]
     secret: Option<String>,
 }
@@ -225,6 +249,7 @@ impl From<&Endpoint> for EndpointView {
             disabled_reason: e.disabled_reason.clone(),
             created_at: e.created_at,
             updated_at: e.updated_at,
+            previous_secret_expires_at: e.previous_secret_expires_at.filter(|t| *t > Utc::now()),
             secret: None,
         }
     }
@@ -327,47 +352,15 @@ async fn enable_endpoint(
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<EndpointView>, ApiError> {
-    let current = own_endpoint(&state, merchant.id, id).await?;
-    if current.status == "deleted" {
-        return Err(ApiError::Conflict(
-            "endpoint_deleted",
-            "the webhook endpoint is deleted; create a new one".into(),
-        ));
-    }
+    live_endpoint(&state, merchant.id, id).await?;
     match webhooks::enable_endpoint(&state.pool, merchant.id, id, MAX_ENABLED_ENDPOINTS).await? {
-        None => Err(ApiError::Conflict(
-            "endpoint_deleted",
-            "the webhook endpoint is deleted; create a new one".into(),
-        )),
+        None => Err(endpoint_deleted()),
         Some(CapOutcome::TooMany { limit }) => Err(too_many(limit)),
         Some(CapOutcome::Done(e)) => {
             tracing::info!("webhook endpoint enabled");
             Ok(Json(EndpointView::from(&e)))
         }
     }
-}
-
-/// A keyset position: `(created_at, id)` of the last row of the previous page.
-type Cursor = (DateTime<Utc>, Uuid);
-
-fn encode_cursor(created_at: DateTime<Utc>, id: Uuid) -> String {
-    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(format!(
-        "{}|{}",
-        created_at.to_rfc3339(),
-        id
-    ))
-}
-
-fn decode_cursor(cursor: &str) -> Option<Cursor> {
-    let raw = base64::engine::general_purpose::URL_SAFE_NO_PAD
-        .decode(cursor)
-        .ok()?;
-    let text = String::from_utf8(raw).ok()?;
-    let (ts, id) = text.split_once('|')?;
-    Some((
-        DateTime::parse_from_rfc3339(ts).ok()?.with_timezone(&Utc),
-        id.parse().ok()?,
-    ))
 }
 
 #[derive(Debug, Deserialize)]
@@ -378,13 +371,141 @@ struct ListQuery {
     cursor: Option<String>,
 }
 
+/// The merchant's endpoint unless it is deleted (409: it can no longer be changed).
+async fn live_endpoint(
+    state: &AppState,
+    merchant_id: Uuid,
+    id: Uuid,
+) -> Result<Endpoint, ApiError> {
+    let endpoint = own_endpoint(state, merchant_id, id).await?;
+    if endpoint.status == "deleted" {
+        return Err(endpoint_deleted());
+    }
+    Ok(endpoint)
+}
+
+fn endpoint_deleted() -> ApiError {
+    ApiError::Conflict(
+        "endpoint_deleted",
+        "the webhook endpoint is deleted; create a new one".into(),
+    )
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct UpdateBody {
+    #[serde(default, deserialize_with = "present")]
+    url: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    events: Option<Option<Vec<String>>>,
+    /// `null` or blank clears it.
+    #[serde(default, deserialize_with = "present")]
+    description: Option<Option<String>>,
+}
+
+/// `PATCH /v1/webhook-endpoints/{id}`: url, events and description, each validated as at
+/// creation; a field left out stays as it is.
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
+async fn update_endpoint(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<Uuid>,
+    ApiJson(body): ApiJson<UpdateBody>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let mut errors = Vec::new();
+    let url = non_null("url", body.url, &mut errors).and_then(|u| {
+        EndpointUrl::parse(&u, state.settings.webhooks.allow_insecure_urls)
+            .map_err(|e| errors.push(e))
+            .ok()
+    });
+    let events = non_null("events", body.events, &mut errors).map(|e| parse_events(e, &mut errors));
+    let description = body.description.map(|d| parse_description(d, &mut errors));
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    live_endpoint(&state, merchant.id, id).await?;
+    let change = webhooks::EndpointChange {
+        url: url.as_ref().map(EndpointUrl::as_str),
+        event_types: events.as_deref(),
+        description: description.as_ref().map(Option::as_deref),
+    };
+    let endpoint = webhooks::update_endpoint(&state.pool, merchant.id, id, change)
+        .await?
+        .ok_or_else(endpoint_deleted)?;
+    tracing::info!(events = ?endpoint.event_types, "webhook endpoint updated");
+    Ok(Json(EndpointView::from(&endpoint)))
+}
+
+/// How long a replaced secret keeps signing unless the request says otherwise.
+pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
+/// The longest overlap a rotation may ask for.
+pub const MAX_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RotateBody {
+    #[serde(default, deserialize_with = "present")]
+    overlap_secs: Option<Option<i64>>,
+}
+
+/// `POST /v1/webhook-endpoints/{id}/rotate-secret`: a new secret, shown in this answer only;
+/// the replaced one keeps signing beside it for `overlap_secs` (default 24 h, 0 to end it at
+/// once, at most 7 days). The body may be left out.
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
+async fn rotate_secret(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<Uuid>,
+    OptionalApiJson(body): OptionalApiJson<RotateBody>,
+) -> Result<Json<EndpointView>, ApiError> {
+    let mut errors = Vec::new();
+    let overlap = match non_null(
+        "overlap_secs",
+        body.and_then(|b| b.overlap_secs),
+        &mut errors,
+    ) {
+        None if !errors.is_empty() => return Err(ApiError::Validation(errors)),
+        None => DEFAULT_OVERLAP,
+        Some(secs) => u64::try_from(secs)
+            .ok()
+            .map(Duration::from_secs)
+            .filter(|d| *d <= MAX_OVERLAP)
+            .ok_or_else(|| {
+                ApiError::Validation(vec![FieldError::new(
+                    "overlap_secs",
+                    "out_of_range",
+                    format!("must be 0 to {}", MAX_OVERLAP.as_secs()),
+                )])
+            })?,
+    };
+    live_endpoint(&state, merchant.id, id).await?;
+    let secret = new_secret();
+    let sealed = state
+        .cipher
+        .encrypt_webhook_secret(
+            &secret,
+            &WebhookSecretAad {
+                merchant_id: merchant.id,
+                endpoint_id: id,
+            },
+        )
+        .context("sealing the webhook secret")?;
+    let endpoint = webhooks::rotate_secret(&state.pool, merchant.id, id, &sealed, overlap)
+        .await?
+        .ok_or_else(endpoint_deleted)?;
+    tracing::info!(
+        overlap_secs = overlap.as_secs(),
+        "webhook endpoint secret rotated"
+    );
+    let mut view = EndpointView::from(&endpoint);
+    view.secret = Some(secret.expose_secret().to_owned());
+    Ok(Json(view))
+}
+
 /// Limit, status (one of `allowed`) and cursor of a list request, every violation named.
 fn list_params(q: &ListQuery, allowed: &[&str]) -> Result<(i64, Option<Cursor>), ApiError> {
     let mut errors = Vec::new();
-    let limit = q.limit.unwrap_or(20);
-    if !(1..=100).contains(&limit) {
-        errors.push(FieldError::new("limit", "out_of_range", "must be 1 to 100"));
-    }
+    let (limit, after) = pagination::limit_and_cursor(q.limit, q.cursor.as_deref(), &mut errors);
     if let Some(s) = &q.status
         && !allowed.contains(&s.as_str())
     {
@@ -394,53 +515,10 @@ fn list_params(q: &ListQuery, allowed: &[&str]) -> Result<(i64, Option<Cursor>),
             format!("must be one of {}", allowed.join(", ")),
         ));
     }
-    let after = match &q.cursor {
-        Some(c) => {
-            let after = decode_cursor(c);
-            if after.is_none() {
-                errors.push(FieldError::new(
-                    "cursor",
-                    "invalid",
-                    "not a cursor this API gave",
-                ));
-            }
-            after
-        }
-        None => None,
-    };
     if errors.is_empty() {
         Ok((limit, after))
     } else {
         Err(ApiError::Validation(errors))
-    }
-}
-
-#[derive(Debug, Serialize)]
-struct Page<T> {
-    data: Vec<T>,
-    has_more: bool,
-    next_cursor: Option<String>,
-}
-
-/// Cuts the extra row fetched to learn whether there is more, and makes the cursor.
-fn page<R, T>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> Cursor) -> Page<T>
-where
-    T: for<'a> From<&'a R>,
-{
-    let has_more = rows.len() as i64 > limit;
-    rows.truncate(limit as usize);
-    let next_cursor = if has_more {
-        rows.last().map(|r| {
-            let (ts, id) = key(r);
-            encode_cursor(ts, id)
-        })
-    } else {
-        None
-    };
-    Page {
-        data: rows.iter().map(T::from).collect(),
-        has_more,
-        next_cursor,
     }
 }
 

@@ -50,7 +50,7 @@
 //! bytes. An empty optional message is treated as absent.
 //!
 //! Error codes: `required`, `invalid_type`, `unknown_field`, `empty`, `too_long`,
-//! `invalid_characters`, the [`MoneyError`] codes, `amount_too_large`,
+//! `invalid_characters`, `not_nullable`, the [`MoneyError`] codes, `amount_too_large`,
 //! `unsupported_currency`, `unsupported_country`, `currency_country_mismatch`,
 //! `unknown_account_type`, `account_type_not_allowed`, the [`AccountError`] codes,
 //! `iban_country_not_allowed`, `same_as_creditor`, `unknown_reference_type`, the
@@ -97,8 +97,9 @@ pub const MAX_METADATA_BYTES: usize = 4096;
 // Lenient input
 // ---------------------------------------------------------------------------------------
 
-/// One field of the input body: missing (absent or `null`), present with the expected JSON
-/// type, or present with another JSON type (kept so that it can be reported).
+/// One field of the input body: missing (absent), present with the expected JSON type, or
+/// present with another JSON type or `null` (kept so that it can be reported: `null` is a
+/// 422 naming the field, never taken as absence).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub enum Field<T> {
     #[default]
@@ -121,9 +122,10 @@ impl<T> From<T> for Field<T> {
 
 impl<'de, T: DeserializeOwned> Deserialize<'de> for Field<T> {
     fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        // `null` is not absence: it is kept (as invalid) so that validation names the field.
         let v = Value::deserialize(d)?;
         if v.is_null() {
-            return Ok(Field::Missing);
+            return Ok(Field::Invalid(v));
         }
         Ok(match T::deserialize(&v) {
             Ok(t) => Field::Present(t),
@@ -344,6 +346,14 @@ impl Collector {
         match f {
             Field::Missing => None,
             Field::Present(t) => Some(t),
+            Field::Invalid(Value::Null) => {
+                self.push(
+                    field,
+                    "not_nullable",
+                    format!("must be {expected}, not null; leave it out if it does not apply"),
+                );
+                None
+            }
             Field::Invalid(_) => {
                 self.push(field, "invalid_type", format!("must be {expected}"));
                 None

@@ -16,8 +16,9 @@
 //! the same keys under their own AAD domain, bound to merchant and endpoint
 //! ([`WebhookSecretAad`]).
 //!
-//! A webhook secret is sealed once, when its endpoint is created, and never re-sealed: keep a
-//! retired key among the previous keys for as long as endpoints sealed with it exist.
+//! A webhook secret is sealed once, when its endpoint is created or its secret rotated, and
+//! never re-sealed: keep a retired key among the previous keys for as long as endpoints
+//! sealed with it exist.
 //!
 //! This module must never print, log or return in an error a key, a plaintext token or a
 //! webhook secret: keys live only inside the cipher (its `Debug` shows key ids), tokens and

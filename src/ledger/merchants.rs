@@ -3,8 +3,10 @@
 //! A key looks like `pgk_<key id>_<secret>`. The key id is public and finds the row in
 //! `api_keys`; only SHA-256 of the secret is stored, and it is compared in constant time. A
 //! key is shown once, at creation or rotation, and never logged. A merchant may hold several
-//! keys while a rotation's grace period runs; an expired key is refused like an unknown one.
+//! keys (a rotation's grace period, or keys made through `/v1/api-keys`); an expired or
+//! revoked key is refused like an unknown one.
 
+use crate::ledger::api_keys;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
@@ -60,9 +62,19 @@ impl NewApiKey {
         ))
     }
 
-    fn hash(&self) -> [u8; 32] {
+    /// The public part of the key (its id and visible prefix).
+    pub fn key_id(&self) -> &str {
+        &self.key_id
+    }
+
+    pub(crate) fn hash(&self) -> [u8; 32] {
         Sha256::digest(self.secret.expose_secret().as_bytes()).into()
     }
+}
+
+/// The key id of a presented key (the public part), without judging the key.
+pub fn key_id_of(presented: &str) -> Option<&str> {
+    split_key(presented).map(|(id, _)| id)
 }
 
 /// Splits a presented key into (key id, secret) without judging it yet.
@@ -113,27 +125,9 @@ pub async fn create(
     )
     .fetch_one(&mut *tx)
     .await?;
-    let key = insert_key(&mut tx, merchant.id).await?;
+    let (_, key) = api_keys::insert_key(&mut tx, merchant.id, None, None).await?;
     tx.commit().await?;
     Ok((merchant, key))
-}
-
-/// Adds a fresh key (no expiry) to a merchant and returns it for showing once.
-async fn insert_key(
-    conn: &mut sqlx::PgConnection,
-    merchant_id: Uuid,
-) -> Result<SecretString, sqlx::Error> {
-    let key = NewApiKey::generate();
-    let hash = key.hash();
-    sqlx::query!(
-        "INSERT INTO api_keys (key_id, merchant_id, key_hash) VALUES ($1, $2, $3)",
-        key.key_id,
-        merchant_id,
-        &hash[..],
-    )
-    .execute(conn)
-    .await?;
-    Ok(key.reveal())
 }
 
 /// A key rotation's result: the new key (show it once) and until when the older keys work.
@@ -172,14 +166,15 @@ pub async fn rotate_key(
     .await?;
     let old_keys = sqlx::query!(
         "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2)
-         WHERE merchant_id = $1 AND (expires_at IS NULL OR expires_at > now())",
+         WHERE merchant_id = $1 AND revoked_at IS NULL
+           AND (expires_at IS NULL OR expires_at > now())",
         merchant_id,
         until,
     )
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let api_key = insert_key(&mut tx, merchant_id).await?;
+    let (_, api_key) = api_keys::insert_key(&mut tx, merchant_id, None, None).await?;
     tx.commit().await?;
     Ok(Some(RotatedKey {
         merchant_id,
@@ -280,7 +275,8 @@ pub async fn authenticate_key(
         r#"SELECT m.id, m.name, m.status, m.return_origins, m.created_at, m.disabled_at,
                   k.key_hash AS api_key_hash, k.expires_at
            FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
-           WHERE k.key_id = $1 AND (k.expires_at IS NULL OR k.expires_at > now())"#,
+           WHERE k.key_id = $1 AND k.revoked_at IS NULL
+             AND (k.expires_at IS NULL OR k.expires_at > now())"#,
         key_id
     )
     .fetch_optional(pool)

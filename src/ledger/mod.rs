@@ -4,6 +4,7 @@
 //! `.sqlx/`, so building needs no database. Nothing here calls the network or holds a
 //! transaction across anything but the database.
 
+pub mod api_keys;
 pub mod canonical;
 pub mod checkpoints;
 pub mod crypto;
@@ -18,6 +19,7 @@ pub mod polls;
 pub mod tokens;
 pub mod verify;
 pub mod view;
+pub mod webhook_events;
 pub mod webhooks;
 
 use crate::config::DatabaseSettings;

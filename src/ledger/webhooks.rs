@@ -185,6 +185,8 @@ pub struct Endpoint {
     pub disabled_reason: Option<String>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+    /// Until when the secret replaced by the last rotation still signs (may be past).
+    pub previous_secret_expires_at: Option<DateTime<Utc>>,
 }
 
 /// What the API hands over to create an endpoint; the secret is already sealed.
@@ -243,7 +245,7 @@ pub async fn create_endpoint(
         r#"INSERT INTO webhook_endpoints (id, merchant_id, url, description, event_types, key_id, secret)
            VALUES ($1, $2, $3, $4, $5, $6, $7)
            RETURNING id, merchant_id, url, description, event_types, status, disabled_reason,
-                     created_at, updated_at"#,
+                     created_at, updated_at, previous_secret_expires_at"#,
         new.id,
         new.merchant_id,
         new.url,
@@ -267,7 +269,7 @@ pub async fn get_endpoint(
     sqlx::query_as!(
         Endpoint,
         r#"SELECT id, merchant_id, url, description, event_types, status, disabled_reason,
-                  created_at, updated_at
+                  created_at, updated_at, previous_secret_expires_at
            FROM webhook_endpoints WHERE id = $1 AND merchant_id = $2"#,
         id,
         merchant_id,
@@ -289,7 +291,7 @@ pub async fn list_endpoints(
     sqlx::query_as!(
         Endpoint,
         r#"SELECT id, merchant_id, url, description, event_types, status, disabled_reason,
-                  created_at, updated_at
+                  created_at, updated_at, previous_secret_expires_at
            FROM webhook_endpoints
            WHERE merchant_id = $1
              AND (CASE WHEN $2::text IS NULL THEN status <> 'deleted' ELSE status = $2 END)
@@ -368,13 +370,86 @@ pub async fn enable_endpoint(
         r#"UPDATE webhook_endpoints SET status = 'enabled', disabled_reason = NULL
            WHERE id = $1
            RETURNING id, merchant_id, url, description, event_types, status, disabled_reason,
-                     created_at, updated_at"#,
+                     created_at, updated_at, previous_secret_expires_at"#,
         id,
     )
     .fetch_one(&mut *tx)
     .await?;
     tx.commit().await?;
     Ok(Some(CapOutcome::Done(endpoint)))
+}
+
+/// Replaces an endpoint's signing secret with `secret` (already sealed). The secret it
+/// replaces keeps signing beside it until `overlap` has passed; with no overlap it stops at
+/// once. `None` when the merchant has no such endpoint or it is deleted.
+pub async fn rotate_secret(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    id: Uuid,
+    secret: &Sealed,
+    overlap: Duration,
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    sqlx::query_as!(
+        Endpoint,
+        r#"UPDATE webhook_endpoints
+           SET previous_key_id = CASE WHEN $5 > 0 THEN key_id END,
+               previous_secret = CASE WHEN $5 > 0 THEN secret END,
+               previous_secret_expires_at =
+                   CASE WHEN $5 > 0 THEN now() + $5 * interval '1 millisecond' END,
+               key_id = $3,
+               secret = $4
+           WHERE id = $1 AND merchant_id = $2 AND status <> 'deleted'
+           RETURNING id, merchant_id, url, description, event_types, status, disabled_reason,
+                     created_at, updated_at, previous_secret_expires_at"#,
+        id,
+        merchant_id,
+        secret.key_id,
+        secret.bytes,
+        millis(overlap) as f64,
+    )
+    .fetch_optional(pool)
+    .await
+}
+
+/// What a merchant may change of an endpoint; `None` leaves a field as it is.
+pub struct EndpointChange<'a> {
+    pub url: Option<&'a str>,
+    pub event_types: Option<&'a [String]>,
+    /// `Some(None)` clears the description.
+    pub description: Option<Option<&'a str>>,
+}
+
+/// Changes an endpoint's URL, event types or description; deliveries still pending go to
+/// the new URL, new events follow the new subscription. `None` when the merchant has no
+/// such endpoint or it is deleted.
+pub async fn update_endpoint(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    id: Uuid,
+    change: EndpointChange<'_>,
+) -> Result<Option<Endpoint>, sqlx::Error> {
+    let (set_description, description) = match change.description {
+        Some(d) => (true, d),
+        None => (false, None),
+    };
+    sqlx::query_as!(
+        Endpoint,
+        r#"UPDATE webhook_endpoints
+           SET url = COALESCE($3, url),
+               event_types = COALESCE($4, event_types),
+               description = CASE WHEN $5 THEN $6 ELSE description END
+           WHERE id = $1 AND merchant_id = $2 AND status <> 'deleted'
+           RETURNING id, merchant_id, url, description, event_types, status, disabled_reason,
+                     created_at, updated_at, previous_secret_expires_at"#,
+        id,
+        merchant_id,
+        change.url,
+        change.event_types,
+        set_description,
+        description,
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 /// Every pending delivery of an endpoint becomes dead with `reason`, whoever holds it.
@@ -558,6 +633,9 @@ pub struct Claimed {
     pub url: String,
     pub key_id: String,
     pub sealed_secret: Vec<u8>,
+    /// The secret replaced by a rotation, while its overlap lasts: it signs too.
+    pub previous_key_id: Option<String>,
+    pub previous_sealed_secret: Option<Vec<u8>>,
     pub event_type: String,
     pub payload: Value,
     pub event_created_at: DateTime<Utc>,
@@ -610,7 +688,12 @@ pub async fn claim_due(
            WHERE d.endpoint_id = due.endpoint_id AND d.event_id = due.event_id
              AND e.id = d.endpoint_id AND ev.id = d.event_id
            RETURNING d.endpoint_id, d.event_id, e.merchant_id, d.attempts, e.url, e.key_id,
-                     e.secret AS sealed_secret, ev.event_type, ev.payload,
+                     e.secret AS sealed_secret,
+                     CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_key_id END
+                         AS previous_key_id,
+                     CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
+                         AS previous_sealed_secret,
+                     ev.event_type, ev.payload,
                      ev.created_at AS event_created_at, ev.trace_parent"#,
         owner,
         millis(lease) as f64,

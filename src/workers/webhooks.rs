@@ -10,7 +10,8 @@
 //! both signed and sent. Headers: `webhook-id` (the event's `evt_…`, the same on every
 //! retry and every endpoint), `webhook-timestamp` (unix seconds of this attempt) and
 //! `webhook-signature: v1,<base64 HMAC-SHA256(secret, "{id}.{timestamp}.{body}")>`, where
-//! the key is the base64-decoded part of the endpoint's `whsec_…` secret. Redirects are not
+//! the key is the base64-decoded part of the endpoint's `whsec_…` secret; while a rotated
+//! endpoint's overlap lasts the header carries two, `v1,<new> v1,<previous>`. Redirects are not
 //! followed. Outcomes: 2xx delivered; 410 disables the endpoint and kills its pending
 //! deliveries; anything else (other status, timeout, connection error) is retried after
 //! `retry_schedule[attempts - 1]` ±20% and is dead once the schedule is exhausted.
@@ -57,6 +58,21 @@ const DEPTH_EVERY: Duration = Duration::from_secs(5);
 const SWEEP_EVERY: Duration = Duration::from_secs(60);
 /// The shortest nap when work is due but none could be claimed (another replica holds it).
 const MIN_NAP: Duration = Duration::from_millis(100);
+
+/// The `webhook-signature` header: one `v1,…` per secret, space-separated, as Standard
+/// Webhooks specifies for rotations (receivers accept the request if any one verifies).
+pub fn signatures<'a>(
+    secrets: impl IntoIterator<Item = &'a SecretString>,
+    webhook_id: &str,
+    timestamp: i64,
+    body: &[u8],
+) -> Result<String, SignError> {
+    let signed: Result<Vec<String>, SignError> = secrets
+        .into_iter()
+        .map(|s| sign(s, webhook_id, timestamp, body))
+        .collect();
+    Ok(signed?.join(" "))
+}
 
 /// Why a signature could not be made. Never contains the secret.
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
@@ -392,27 +408,47 @@ async fn send(
     if let Err(why) = destination_allowed(&d.url, settings.allow_insecure_urls) {
         return failed(format!("the endpoint URL is not allowed: {why}"));
     }
-    let secret = match ctx.cipher.decrypt_webhook_secret(
-        &d.key_id,
-        &d.sealed_secret,
-        &WebhookSecretAad {
-            merchant_id: d.merchant_id,
-            endpoint_id: d.endpoint_id,
-        },
-    ) {
+    let aad = WebhookSecretAad {
+        merchant_id: d.merchant_id,
+        endpoint_id: d.endpoint_id,
+    };
+    let secret = match ctx
+        .cipher
+        .decrypt_webhook_secret(&d.key_id, &d.sealed_secret, &aad)
+    {
         Ok(s) => s,
         Err(e) => return failed(format!("cannot open the endpoint's signing secret: {e}")),
+    };
+    // During a rotation's overlap the replaced secret signs too, after the new one.
+    let previous = match (&d.previous_key_id, &d.previous_sealed_secret) {
+        (Some(key_id), Some(sealed)) => {
+            match ctx.cipher.decrypt_webhook_secret(key_id, sealed, &aad) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    return failed(format!(
+                        "cannot open the endpoint's previous signing secret: {e}"
+                    ));
+                }
+            }
+        }
+        _ => None,
     };
     let body = match serde_json::to_vec(&d.payload) {
         Ok(b) => b,
         Err(e) => return failed(format!("cannot serialise the event: {e}")),
     };
     let timestamp = Utc::now().timestamp();
-    let signature = match sign(&secret, webhook_id, timestamp, &body) {
+    let signature = match signatures(
+        std::iter::once(&secret).chain(previous.as_ref()),
+        webhook_id,
+        timestamp,
+        &body,
+    ) {
         Ok(s) => s,
         Err(e) => return failed(e.to_string()),
     };
     drop(secret);
+    drop(previous);
     let sent = client
         .post(&d.url)
         .header(reqwest::header::CONTENT_TYPE, "application/json")
@@ -519,6 +555,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(signature, "v1,g0hM9SsE+OTPJTGt/tmIKtSyZlE3uFJELVlNIOLJ1OE=");
+    }
+
+    #[test]
+    fn during_an_overlap_both_secrets_sign_space_separated_new_first() {
+        let new = SecretString::from("whsec_MfKQ9r8GKYqrTwjUPD8ILPZIo2LaLaSw".to_owned());
+        let old = SecretString::from("whsec_c2VjcmV0LW9mLXRoZS1wcmV2aW91cy1vbmU=".to_owned());
+        let one = |s: &SecretString| sign(s, "msg_x", 1_614_265_330, b"{}").unwrap();
+        let both = signatures([&new, &old], "msg_x", 1_614_265_330, b"{}").unwrap();
+        assert_eq!(both, format!("{} {}", one(&new), one(&old)));
+        assert_eq!(
+            signatures([&new], "msg_x", 1_614_265_330, b"{}").unwrap(),
+            one(&new)
+        );
     }
 
     #[test]

@@ -79,6 +79,75 @@ async fn metrics_show_the_request_just_made() {
     );
 }
 
+/// SDK generators read the committed `openapi.json` at the repository root: it must be the
+/// document the service serves, byte for byte (refresh it with
+/// `cp src/api/openapi.json openapi.json` until the document is generated from the code).
+#[tokio::test]
+async fn the_served_openapi_document_is_the_committed_openapi_json() {
+    let app = spawn_app().await;
+    let served = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let committed =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
+    assert!(
+        served == committed,
+        "openapi.json differs from the served document: cp src/api/openapi.json openapi.json"
+    );
+}
+
+/// What SDK generators need of every operation: a unique `operationId` (the method name)
+/// and one tag the document declares (the class it goes in), and the request id declared
+/// on every answer.
+#[tokio::test]
+async fn every_openapi_operation_has_a_unique_id_a_declared_tag_and_its_headers() {
+    let app = spawn_app().await;
+    let doc: serde_json::Value = app
+        .client
+        .get(app.url("/openapi.json"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let tags: Vec<&str> = doc["tags"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t["name"].as_str().unwrap())
+        .collect();
+    let mut ids = std::collections::HashSet::new();
+    for (path, item) in doc["paths"].as_object().unwrap() {
+        for (method, op) in item.as_object().unwrap() {
+            let id = op["operationId"].as_str().unwrap_or_default();
+            assert!(
+                !id.is_empty() && ids.insert(id.to_owned()),
+                "{method} {path}: {id:?}"
+            );
+            let op_tags = op["tags"].as_array().unwrap();
+            assert_eq!(op_tags.len(), 1, "{method} {path}");
+            assert!(
+                tags.contains(&op_tags[0].as_str().unwrap()),
+                "{method} {path}"
+            );
+            for (code, response) in op["responses"].as_object().unwrap() {
+                assert!(
+                    response["headers"]["X-Request-Id"].is_object(),
+                    "{method} {path} {code}"
+                );
+            }
+        }
+    }
+    assert!(ids.contains("listEvents") && ids.contains("createApiKey"));
+}
+
 #[tokio::test]
 async fn openapi_describes_only_routes_that_exist() {
     let app = spawn_app().await;
@@ -102,6 +171,11 @@ async fn openapi_describes_only_routes_that_exist() {
         "/v1/webhook-endpoints",
         "/v1/webhook-endpoints/{id}",
         "/v1/merchant",
+        "/v1/events",
+        "/v1/events/{id}",
+        "/v1/api-keys",
+        "/v1/api-keys/{id}",
+        "/v1/webhook-endpoints/{id}/rotate-secret",
     ] {
         assert!(paths.contains_key(required), "{required} is not described");
     }

@@ -445,6 +445,16 @@ pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str
     body
 }
 
+/// The `field` of each entry of a validation problem's `errors`, in order.
+pub fn error_fields(problem: &Value) -> Vec<String> {
+    problem["errors"]
+        .as_array()
+        .expect("a validation problem has errors")
+        .iter()
+        .map(|e| e["field"].as_str().unwrap().to_owned())
+        .collect()
+}
+
 /// Opens a payment's `authorization_url` (pisgate's hop) as a browser would: on the consent
 /// page presses "Continue", then follows the redirect to the bank's signing page, if it
 /// gives one.

@@ -1,12 +1,14 @@
 //! Integration tests: the real service against the real PostgreSQL cluster that
 //! `scripts/test.sh` starts (`PISGATE_TEST_DATABASE_URL`), one fresh database per test.
 
+mod api_keys;
 mod auth;
 mod certificate;
 mod cli;
 mod consent;
 mod console;
 mod errors;
+mod events;
 mod hardening;
 mod health;
 mod helpers;
@@ -15,6 +17,7 @@ mod logs;
 mod metrics;
 mod nordea;
 mod outages;
+mod payment_search;
 mod payments;
 mod replicas;
 mod scenarios;
@@ -22,5 +25,6 @@ mod serve;
 mod tamper;
 mod traces;
 mod truth;
+mod webhook_endpoints;
 mod webhooks;
 mod workers;

@@ -41,6 +41,35 @@ pub fn body(country: &str) -> Value {
     })
 }
 
+/// `body` with the top-level fields of `changes` set (replaced or added).
+pub(crate) fn with(mut body: Value, changes: Value) -> Value {
+    for (k, v) in changes.as_object().unwrap() {
+        body[k] = v.clone();
+    }
+    body
+}
+
+/// Posts a payment and asserts a 422 whose errors include `field` with `code`.
+pub(crate) async fn assert_refused(
+    app: &TestApp,
+    key: &str,
+    body: &Value,
+    field: &str,
+    code: &str,
+) {
+    let r = app
+        .post_payment(key, &Uuid::new_v4().to_string(), body)
+        .await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    let errors = problem["errors"].as_array().unwrap();
+    assert!(
+        errors
+            .iter()
+            .any(|e| e["field"] == field && e["code"] == code),
+        "expected {field}/{code} in {problem}"
+    );
+}
+
 async fn events(app: &TestApp, key: &str, id: &str) -> Vec<Value> {
     let r = app.get_as(&format!("/v1/payments/{id}/events"), key).await;
     assert_eq!(r.status(), 200);
@@ -500,21 +529,7 @@ async fn validation_errors_name_every_field_and_write_nothing() {
         ),
     ];
     for (patch, field, code) in cases {
-        let mut b = body("FI");
-        for (k, v) in patch.as_object().unwrap() {
-            b[k] = v.clone();
-        }
-        let r = app
-            .post_payment(&m.api_key, &Uuid::new_v4().to_string(), &b)
-            .await;
-        let problem = assert_problem(r, 422, "validation_failed").await;
-        let errors = problem["errors"].as_array().unwrap();
-        assert!(
-            errors
-                .iter()
-                .any(|e| e["field"] == field && e["code"] == code),
-            "expected {field}/{code} in {problem}"
-        );
+        assert_refused(&app, &m.api_key, &with(body("FI"), patch), field, code).await;
     }
     // Other countries' rules.
     let mut b = body("SE");

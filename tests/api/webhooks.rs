@@ -56,13 +56,25 @@ pub(crate) enum Plan {
 /// One request a receiver got.
 #[derive(Debug, Clone)]
 pub(crate) struct Received {
-    webhook_id: String,
+    pub(crate) webhook_id: String,
     event_type: String,
     payment_id: String,
     payment_status: String,
-    body: Value,
+    pub(crate) body: Value,
     answered: u16,
     user_agent: String,
+    /// The request as signed: `webhook-timestamp`, `webhook-signature` and the raw body.
+    timestamp: String,
+    pub(crate) signature: String,
+    raw: Bytes,
+}
+
+impl Received {
+    /// Whether one of the signatures in `webhook-signature` verifies with `secret`.
+    pub(crate) fn verifies_with(&self, secret: &str) -> bool {
+        let expected = expected_signature(secret, &self.webhook_id, &self.timestamp, &self.raw);
+        self.signature.split(' ').any(|s| s == expected)
+    }
 }
 
 #[derive(Default)]
@@ -137,7 +149,7 @@ impl Receiver {
         self.inbox.lock().unwrap().plan = Some(plan);
     }
 
-    fn received(&self) -> Vec<Received> {
+    pub(crate) fn received(&self) -> Vec<Received> {
         let inbox = self.inbox.lock().unwrap();
         assert!(
             inbox.bad.is_empty(),
@@ -194,12 +206,13 @@ async fn receive(
         return StatusCode::UNAUTHORIZED;
     };
     let expected = expected_signature(&secret, &id, &timestamp, &body);
+    let verified = signature.split(' ').any(|s| s == expected);
     let fresh = timestamp
         .parse::<i64>()
         .is_ok_and(|t| (chrono::Utc::now().timestamp() - t).abs() <= 300);
     let payload: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
     let mut problems = Vec::new();
-    if !signature.split(' ').any(|s| s == expected) {
+    if !verified {
         problems.push("signature does not verify");
     }
     if !fresh {
@@ -236,12 +249,15 @@ async fn receive(
         body: payload,
         answered: answer,
         user_agent: header("user-agent"),
+        timestamp,
+        signature,
+        raw: body,
     });
     StatusCode::from_u16(answer).unwrap()
 }
 
 /// An app whose webhook dispatcher runs with this retry schedule (the poller stays off).
-async fn spawn_dispatching_app(retry_schedule: &str) -> TestApp {
+pub(crate) async fn spawn_dispatching_app(retry_schedule: &str) -> TestApp {
     spawn_app_with(&[
         ("PISGATE__WEBHOOKS__ENABLED", "true"),
         ("PISGATE__WEBHOOKS__RETRY_SCHEDULE", retry_schedule),
@@ -254,7 +270,7 @@ async fn spawn_dispatching_app(retry_schedule: &str) -> TestApp {
 
 /// Creates an endpoint that must succeed; returns its id and secret and tells the receiver
 /// the secret.
-async fn create_endpoint(
+pub(crate) async fn create_endpoint(
     app: &TestApp,
     key: &str,
     receiver: &Receiver,
@@ -273,7 +289,7 @@ async fn create_endpoint(
     (v["id"].as_str().unwrap().to_owned(), secret)
 }
 
-async fn post_endpoint(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
+pub(crate) async fn post_endpoint(app: &TestApp, key: &str, body: &Value) -> reqwest::Response {
     app.client
         .post(app.url("/v1/webhook-endpoints"))
         .bearer_auth(key)
@@ -283,7 +299,7 @@ async fn post_endpoint(app: &TestApp, key: &str, body: &Value) -> reqwest::Respo
         .unwrap()
 }
 
-async fn post_as(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
+pub(crate) async fn post_as(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
     app.client
         .post(app.url(path))
         .bearer_auth(key)
@@ -292,7 +308,7 @@ async fn post_as(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn delete_as(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
+pub(crate) async fn delete_as(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
     app.client
         .delete(app.url(path))
         .bearer_auth(key)
@@ -301,7 +317,7 @@ async fn delete_as(app: &TestApp, path: &str, key: &str) -> reqwest::Response {
         .unwrap()
 }
 
-async fn get_json(app: &TestApp, path: &str, key: &str) -> Value {
+pub(crate) async fn get_json(app: &TestApp, path: &str, key: &str) -> Value {
     let r = app.get_as(path, key).await;
     assert_eq!(r.status(), 200, "{path}");
     r.json().await.unwrap()
@@ -341,7 +357,7 @@ async fn delivery_when(
 
 /// A payment created through the API and signed by the shopper in the sandbox: the callback
 /// moves it to `authorized`, which is its first webhook.
-async fn authorized_payment(app: &TestApp, key: &str) -> String {
+pub(crate) async fn authorized_payment(app: &TestApp, key: &str) -> String {
     let created = app.create_payment(key, &payment_body("FI")).await;
     let id = created["id"].as_str().unwrap().to_owned();
     let back = app
@@ -357,7 +373,12 @@ async fn authorized_payment(app: &TestApp, key: &str) -> String {
 }
 
 /// Moves a payment on as the poller would: one `transition` in one transaction.
-async fn transition(app: &TestApp, payment_id: &str, to: PaymentStatus, bank_status: &str) {
+pub(crate) async fn transition(
+    app: &TestApp,
+    payment_id: &str,
+    to: PaymentStatus,
+    bank_status: &str,
+) {
     let mut tx = app.pool.begin().await.unwrap();
     payments::transition(
         &mut tx,
@@ -731,7 +752,7 @@ async fn deleting_an_endpoint_stops_its_deliveries() {
 }
 
 /// An app that refuses insecure URLs, as production does (the dispatcher stays off).
-async fn spawn_strict_app() -> TestApp {
+pub(crate) async fn spawn_strict_app() -> TestApp {
     spawn_app_with(&[("PISGATE__WEBHOOKS__ALLOW_INSECURE_URLS", "false")]).await
 }
 

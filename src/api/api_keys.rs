@@ -1,0 +1,178 @@
+//! The merchant's API keys: `GET/POST /v1/api-keys`, `DELETE /v1/api-keys/{id}`.
+//!
+//! Decisions:
+//! - A key's `id` is its public key id, and `prefix` (`pgk_<id>`) is how it starts, so a
+//!   merchant can tell which key a log or a config holds without the secret. The full key is
+//!   in the creation answer only; no other answer and no log line carries it.
+//! - `name` (1 to 100 characters) and `expires_at` (in the future) are optional; an expired
+//!   key is refused like an unknown one and is listed as `expired` for 30 days.
+//! - At most [`MAX_ACTIVE_KEYS`] working keys per merchant (409 beyond).
+//! - Revoking is immediate on every replica (the auth cache is told in the same statement)
+//!   and is refused for the merchant's last working key (409 `last_api_key`), so a merchant
+//!   cannot lock itself out. A revoked key is no longer listed.
+//! - `last_used_at` is recorded at most once a minute per key.
+//! - Keys made by `pisgate merchant create` and `rotate-key` are listed too (without a name).
+
+use crate::api::AppState;
+use crate::api::auth::AuthedMerchant;
+use crate::api::error::{ApiError, FieldError};
+use crate::api::extract::{ApiPath, OptionalApiJson, non_null, present};
+use crate::ledger::api_keys::{self, ApiKey, Created, Revoke};
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get};
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use secrecy::ExposeSecret;
+use serde::{Deserialize, Serialize};
+
+/// Working (not expired, not revoked) keys per merchant.
+pub const MAX_ACTIVE_KEYS: i64 = 20;
+const MAX_NAME_CHARS: usize = 100;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/api-keys", get(list_keys).post(create_key))
+        .route("/api-keys/{id}", delete(revoke_key))
+}
+
+/// A key as merchants see it. `api_key` only in the creation answer.
+#[derive(Debug, Serialize)]
+struct KeyView {
+    id: String,
+    prefix: String,
+    name: Option<String>,
+    /// `active` or `expired`.
+    status: &'static str,
+    created_at: DateTime<Utc>,
+    expires_at: Option<DateTime<Utc>>,
+    last_used_at: Option<DateTime<Utc>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    api_key: Option<String>,
+}
+
+impl From<&ApiKey> for KeyView {
+    fn from(k: &ApiKey) -> Self {
+        let expired = k.expires_at.is_some_and(|at| at <= Utc::now());
+        KeyView {
+            id: k.key_id.clone(),
+            prefix: format!("pgk_{}", k.key_id),
+            name: k.name.clone(),
+            status: if expired { "expired" } else { "active" },
+            created_at: k.created_at,
+            expires_at: k.expires_at,
+            last_used_at: k.last_used_at,
+            api_key: None,
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+struct KeyList {
+    data: Vec<KeyView>,
+}
+
+async fn list_keys(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+) -> Result<Json<KeyList>, ApiError> {
+    let keys = api_keys::list(&state.pool, merchant.id).await?;
+    Ok(Json(KeyList {
+        data: keys.iter().map(KeyView::from).collect(),
+    }))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CreateBody {
+    #[serde(default, deserialize_with = "present")]
+    name: Option<Option<String>>,
+    #[serde(default, deserialize_with = "present")]
+    expires_at: Option<Option<DateTime<Utc>>>,
+}
+
+/// Name and expiry of a create request, every violation named.
+fn parse_create(body: CreateBody) -> Result<(Option<String>, Option<DateTime<Utc>>), ApiError> {
+    let mut errors = Vec::new();
+    let name = non_null("name", body.name, &mut errors).map(|n| n.trim().to_owned());
+    if name
+        .as_ref()
+        .is_some_and(|n| n.is_empty() || n.chars().count() > MAX_NAME_CHARS)
+    {
+        errors.push(FieldError::new(
+            "name",
+            "invalid_length",
+            "must be 1 to 100 characters",
+        ));
+    }
+    let expires_at = non_null("expires_at", body.expires_at, &mut errors);
+    if expires_at.is_some_and(|at| at <= Utc::now()) {
+        errors.push(FieldError::new(
+            "expires_at",
+            "in_the_past",
+            "must be in the future; leave it out for a key that does not expire",
+        ));
+    }
+    if errors.is_empty() {
+        Ok((name, expires_at))
+    } else {
+        Err(ApiError::Validation(errors))
+    }
+}
+
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, key_id = tracing::field::Empty))]
+async fn create_key(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    OptionalApiJson(body): OptionalApiJson<CreateBody>,
+) -> Result<Response, ApiError> {
+    let (name, expires_at) = match body {
+        Some(body) => parse_create(body)?,
+        None => (None, None),
+    };
+    let created = api_keys::create(
+        &state.pool,
+        merchant.id,
+        name.as_deref(),
+        expires_at,
+        MAX_ACTIVE_KEYS,
+    )
+    .await?;
+    let (key, secret) = match created {
+        Created::Done(key, secret) => (key, secret),
+        Created::TooMany { limit } => {
+            return Err(ApiError::Conflict(
+                "too_many_api_keys",
+                format!("a merchant can have at most {limit} working API keys; revoke one first"),
+            ));
+        }
+    };
+    tracing::Span::current().record("key_id", tracing::field::display(&key.key_id));
+    tracing::info!(expires_at = ?key.expires_at, "API key created");
+    let mut view = KeyView::from(key.as_ref());
+    view.api_key = Some(secret.expose_secret().to_owned());
+    Ok((StatusCode::CREATED, Json(view)).into_response())
+}
+
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, key_id = %id))]
+async fn revoke_key(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<String>,
+) -> Result<StatusCode, ApiError> {
+    match api_keys::revoke(&state.pool, merchant.id, &id).await? {
+        Revoke::NotFound => Err(ApiError::NotFound("API key")),
+        Revoke::LastActiveKey => Err(ApiError::Conflict(
+            "last_api_key",
+            "this is the merchant's last working API key; create another one before revoking it"
+                .into(),
+        )),
+        Revoke::Revoked => {
+            // Other replicas forget it when the notification arrives; this one at once.
+            state.auth_cache.clear();
+            tracing::info!("API key revoked");
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
+}

@@ -1,0 +1,98 @@
+//! The merchant's events: `GET /v1/events` and `GET /v1/events/{id}`.
+//!
+//! Every event that is or would be sent as a webhook (one per status change, written with
+//! the change whether or not the merchant has an endpoint), kept for good. Each is answered
+//! as the webhook body itself: the same `evt_…` id, `type`, `timestamp` and `data`, so a
+//! merchant that missed deliveries reconciles from here with the code that reads webhooks.
+//!
+//! Lists are newest first and cursor-paginated like `GET /v1/payments`, filtered by `type`,
+//! `payment_id`, `created_gte` and `created_lt` (the names `GET /v1/payments` uses). Another
+//! merchant's event is 404 and never listed.
+
+use crate::api::AppState;
+use crate::api::auth::AuthedMerchant;
+use crate::api::error::{ApiError, FieldError};
+use crate::api::extract::{ApiPath, ApiQuery};
+use crate::api::pagination::{self, Page, page};
+use crate::ledger::webhook_events::{self, EventFilter, StoredEvent};
+use crate::ledger::webhooks::{EVENT_TYPES, parse_webhook_id};
+use axum::extract::State;
+use axum::routing::get;
+use axum::{Json, Router};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use uuid::Uuid;
+
+pub fn router() -> Router<AppState> {
+    Router::new()
+        .route("/events", get(list_events))
+        .route("/events/{id}", get(get_event))
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ListQuery {
+    #[serde(rename = "type")]
+    event_type: Option<String>,
+    payment_id: Option<Uuid>,
+    created_gte: Option<DateTime<Utc>>,
+    created_lt: Option<DateTime<Utc>>,
+    limit: Option<i64>,
+    cursor: Option<String>,
+}
+
+/// The event as its webhook carried it.
+#[derive(Debug, Serialize)]
+#[serde(transparent)]
+struct EventView(Value);
+
+impl From<&StoredEvent> for EventView {
+    fn from(event: &StoredEvent) -> Self {
+        EventView(event.payload.clone())
+    }
+}
+
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id))]
+async fn list_events(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiQuery(q): ApiQuery<ListQuery>,
+) -> Result<Json<Page<EventView>>, ApiError> {
+    let mut errors = Vec::new();
+    let (limit, after) = pagination::limit_and_cursor(q.limit, q.cursor.as_deref(), &mut errors);
+    if let Some(t) = &q.event_type
+        && !EVENT_TYPES.contains(&t.as_str())
+    {
+        errors.push(FieldError::new(
+            "type",
+            "invalid",
+            format!("must be one of {}", EVENT_TYPES.join(", ")),
+        ));
+    }
+    if !errors.is_empty() {
+        return Err(ApiError::Validation(errors));
+    }
+    let filter = EventFilter {
+        event_type: q.event_type,
+        payment_id: q.payment_id,
+        created_gte: q.created_gte,
+        created_lt: q.created_lt,
+        after,
+    };
+    let rows = webhook_events::list(&state.pool, merchant.id, &filter, limit + 1).await?;
+    Ok(Json(page(rows, limit, |e| (e.created_at, e.id))))
+}
+
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, event_id = %id))]
+async fn get_event(
+    State(state): State<AppState>,
+    AuthedMerchant(merchant): AuthedMerchant,
+    ApiPath(id): ApiPath<String>,
+) -> Result<Json<EventView>, ApiError> {
+    let event_id = parse_webhook_id(&id).ok_or(ApiError::NotFound("event"))?;
+    let event = webhook_events::get(&state.pool, merchant.id, event_id)
+        .await?
+        .ok_or(ApiError::NotFound("event"))?;
+    Ok(Json(EventView::from(&event)))
+}

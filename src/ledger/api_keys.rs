@@ -1,0 +1,179 @@
+//! A merchant's API keys as the merchant manages them: create (the key shown once), list,
+//! revoke, and when each was last used.
+//!
+//! Revoking is soft (`revoked_at`; the row stays for the record) and notifies
+//! `pisgate_auth` in the same statement, so every replica forgets the keys it verified when
+//! the revocation commits. A merchant always keeps one working key: revoking the last one
+//! that is not expired is refused. `last_used_at` is written at most once a minute per key
+//! (the caller throttles per replica; the statement's guard across replicas). Only the
+//! SHA-256 of a key's secret is stored (see [`crate::ledger::merchants`]); nothing here
+//! sees or logs a key after it is made.
+
+use crate::ledger::merchants::NewApiKey;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use sqlx::{PgConnection, PgPool};
+use uuid::Uuid;
+
+/// How long an expired key is still listed.
+pub const LISTED_AFTER_EXPIRY_DAYS: i32 = 30;
+
+/// One key, without its secret. `key_id` is the public part of `pgk_<key id>_<secret>`.
+#[derive(Debug, Clone)]
+pub struct ApiKey {
+    pub key_id: String,
+    pub name: Option<String>,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub last_used_at: Option<DateTime<Utc>>,
+}
+
+/// Adds a key to a merchant in the caller's transaction; returns it and the full key (show
+/// it once).
+pub async fn insert_key(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    name: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+) -> Result<(ApiKey, SecretString), sqlx::Error> {
+    let key = NewApiKey::generate();
+    let hash = key.hash();
+    let row = sqlx::query_as!(
+        ApiKey,
+        r#"INSERT INTO api_keys (key_id, merchant_id, key_hash, name, expires_at)
+           VALUES ($1, $2, $3, $4, $5)
+           RETURNING key_id, name, created_at, expires_at, last_used_at"#,
+        key.key_id(),
+        merchant_id,
+        &hash[..],
+        name,
+        expires_at,
+    )
+    .fetch_one(conn)
+    .await?;
+    Ok((row, key.reveal()))
+}
+
+/// The answer to a create within the per-merchant cap.
+pub enum Created {
+    Done(Box<ApiKey>, SecretString),
+    /// The merchant already has `limit` working keys.
+    TooMany {
+        limit: i64,
+    },
+}
+
+/// Creates a key unless the merchant already has `max_active` working keys.
+pub async fn create(
+    pool: &PgPool,
+    merchant_id: Uuid,
+    name: Option<&str>,
+    expires_at: Option<DateTime<Utc>>,
+    max_active: i64,
+) -> Result<Created, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    if lock_and_count_active(&mut tx, merchant_id, None).await? >= max_active {
+        return Ok(Created::TooMany { limit: max_active });
+    }
+    let (key, secret) = insert_key(&mut tx, merchant_id, name, expires_at).await?;
+    tx.commit().await?;
+    Ok(Created::Done(Box::new(key), secret))
+}
+
+/// Serialises key changes of one merchant (its row) and counts its working keys other than
+/// `except`.
+async fn lock_and_count_active(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    except: Option<&str>,
+) -> Result<i64, sqlx::Error> {
+    sqlx::query!(
+        "SELECT id FROM merchants WHERE id = $1 FOR NO KEY UPDATE",
+        merchant_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM api_keys
+           WHERE merchant_id = $1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > now())
+             AND key_id IS DISTINCT FROM $2"#,
+        merchant_id,
+        except,
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
+/// A merchant's keys that are not revoked (expired ones for
+/// [`LISTED_AFTER_EXPIRY_DAYS`]), newest first.
+pub async fn list(pool: &PgPool, merchant_id: Uuid) -> Result<Vec<ApiKey>, sqlx::Error> {
+    sqlx::query_as!(
+        ApiKey,
+        r#"SELECT key_id, name, created_at, expires_at, last_used_at
+           FROM api_keys
+           WHERE merchant_id = $1 AND revoked_at IS NULL
+             AND (expires_at IS NULL OR expires_at > now() - make_interval(days => $2))
+           ORDER BY created_at DESC, key_id DESC"#,
+        merchant_id,
+        LISTED_AFTER_EXPIRY_DAYS,
+    )
+    .fetch_all(pool)
+    .await
+}
+
+/// What a revocation did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revoke {
+    Revoked,
+    /// No such key of this merchant (or it is revoked already).
+    NotFound,
+    /// It is the merchant's last working key.
+    LastActiveKey,
+}
+
+/// Revokes a key of the merchant, unless it is the last working one. Every replica forgets
+/// the keys it verified when this commits (`pisgate_auth`, in the same statement).
+pub async fn revoke(pool: &PgPool, merchant_id: Uuid, key_id: &str) -> Result<Revoke, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let others = lock_and_count_active(&mut tx, merchant_id, Some(key_id)).await?;
+    let active = sqlx::query_scalar!(
+        r#"SELECT (expires_at IS NULL OR expires_at > now()) AS "active!" FROM api_keys
+           WHERE key_id = $1 AND merchant_id = $2 AND revoked_at IS NULL"#,
+        key_id,
+        merchant_id,
+    )
+    .fetch_optional(&mut *tx)
+    .await?;
+    match active {
+        None => return Ok(Revoke::NotFound),
+        Some(true) if others == 0 => return Ok(Revoke::LastActiveKey),
+        Some(_) => {}
+    }
+    sqlx::query!(
+        r#"WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
+           UPDATE api_keys SET revoked_at = now()
+           FROM n
+           WHERE key_id = $1 AND merchant_id = $2"#,
+        key_id,
+        merchant_id,
+    )
+    .execute(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(Revoke::Revoked)
+}
+
+/// Records that a key was used now, unless that was recorded less than a minute ago (by
+/// any replica): such an update writes nothing.
+pub async fn touch(pool: &PgPool, key_id: &str) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        r#"UPDATE api_keys SET last_used_at = now()
+           WHERE key_id = $1
+             AND (last_used_at IS NULL OR last_used_at < now() - interval '1 minute')"#,
+        key_id,
+    )
+    .execute(pool)
+    .await?;
+    Ok(())
+}

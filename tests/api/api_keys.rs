@@ -1,0 +1,238 @@
+//! API keys over the API: several working keys per merchant, each shown once, listed with
+//! its prefix and last use, revoked at once on every replica, expiring on its own; never
+//! the merchant's last working key revoked.
+
+use crate::helpers::{TestApp, assert_problem, spawn_app};
+use crate::webhooks::{delete_as, eventually, get_json};
+use chrono::{DateTime, Utc};
+use serde_json::{Value, json};
+use std::time::{Duration, Instant};
+
+async fn create_key(app: &TestApp, key: &str, body: Value) -> reqwest::Response {
+    app.client
+        .post(app.url("/v1/api-keys"))
+        .bearer_auth(key)
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Creates a key that must succeed; returns its view (with `api_key`).
+async fn new_key(app: &TestApp, key: &str, body: Value) -> Value {
+    let r = create_key(app, key, body).await;
+    assert_eq!(r.status(), 201);
+    r.json().await.unwrap()
+}
+
+async fn listed(app: &TestApp, key: &str) -> Vec<Value> {
+    get_json(app, "/v1/api-keys", key).await["data"]
+        .as_array()
+        .unwrap()
+        .clone()
+}
+
+fn find<'a>(keys: &'a [Value], id: &Value) -> Option<&'a Value> {
+    keys.iter().find(|k| k["id"] == *id)
+}
+
+/// Waits until `key` is refused (the auth cache may hold it for a moment), at most `within`.
+async fn refused_within(app: &TestApp, key: &str, within: Duration) {
+    let started = Instant::now();
+    let r = loop {
+        let r = app.get_as("/v1/merchant", key).await;
+        if r.status() != 200 {
+            break r;
+        }
+        assert!(
+            started.elapsed() < within,
+            "still accepted after {within:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    assert_problem(r, 401, "unauthenticated").await;
+}
+
+#[tokio::test]
+async fn a_key_made_over_the_api_works_is_listed_with_its_last_use_and_is_refused_once_revoked() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let other = app.create_merchant("Other").await;
+
+    let created = new_key(&app, &m.api_key, json!({ "name": "  checkout  " })).await;
+    let id = created["id"].clone();
+    let secret = created["api_key"].as_str().unwrap().to_owned();
+    assert_eq!(created["name"], "checkout");
+    assert_eq!(created["status"], "active");
+    assert_eq!(created["prefix"], format!("pgk_{}", id.as_str().unwrap()));
+    assert!(secret.starts_with(&format!("{}_", created["prefix"].as_str().unwrap())));
+    assert!(created["last_used_at"].is_null() && created["expires_at"].is_null());
+
+    // It works, and its use is recorded (in the background, at most once a minute).
+    assert_eq!(app.get_as("/v1/payments", &secret).await.status(), 200);
+    let used = eventually("last_used_at to be recorded", || async {
+        let keys = listed(&app, &m.api_key).await;
+        let k = find(&keys, &id)?;
+        k["last_used_at"].as_str().map(str::to_owned)
+    })
+    .await;
+    let used: DateTime<Utc> = used.parse().unwrap();
+    assert!((Utc::now() - used).num_seconds().abs() < 10, "{used}");
+    assert_eq!(app.get_as("/v1/payments", &secret).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let keys = listed(&app, &m.api_key).await;
+    assert_eq!(keys.len(), 2, "the CLI's key and the new one: {keys:?}");
+    let k = find(&keys, &id).unwrap();
+    assert_eq!(
+        k["last_used_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        used
+    );
+    assert!(keys.iter().all(|k| k.get("api_key").is_none()), "{keys:?}");
+    // Newest first; the CLI's key has no name.
+    assert_eq!(keys[0]["id"], id);
+    assert!(keys[1]["name"].is_null());
+
+    // Another merchant neither sees nor revokes it.
+    assert!(find(&listed(&app, &other.api_key).await, &id).is_none());
+    let path = format!("/v1/api-keys/{}", id.as_str().unwrap());
+    assert_problem(
+        delete_as(&app, &path, &other.api_key).await,
+        404,
+        "not_found",
+    )
+    .await;
+
+    // Revoked: refused at once (this replica clears its cache itself), no longer listed.
+    assert_eq!(app.get_as("/v1/merchant", &secret).await.status(), 200);
+    assert_eq!(delete_as(&app, &path, &m.api_key).await.status(), 204);
+    assert_problem(
+        app.get_as("/v1/merchant", &secret).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    assert!(find(&listed(&app, &m.api_key).await, &id).is_none());
+    assert_problem(delete_as(&app, &path, &m.api_key).await, 404, "not_found").await;
+}
+
+#[tokio::test]
+async fn a_revocation_reaches_every_replicas_cache_through_the_notification() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let created = new_key(&app, &m.api_key, json!({})).await;
+    let secret = created["api_key"].as_str().unwrap();
+    // Verified and cached a moment ago.
+    assert_eq!(app.get_as("/v1/merchant", secret).await.status(), 200);
+    // Revoked as another replica would: only the notification can tell this one.
+    let done = pisgate::ledger::api_keys::revoke(&app.pool, m.id, created["id"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert_eq!(done, pisgate::ledger::api_keys::Revoke::Revoked);
+    refused_within(&app, secret, Duration::from_secs(1)).await;
+}
+
+#[tokio::test]
+async fn the_last_working_key_cannot_be_revoked() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let keys = listed(&app, &m.api_key).await;
+    assert_eq!(keys.len(), 1);
+    let first = format!("/v1/api-keys/{}", keys[0]["id"].as_str().unwrap());
+    let r = delete_as(&app, &first, &m.api_key).await;
+    let problem = assert_problem(r, 409, "last_api_key").await;
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("last working API key")
+    );
+    assert_eq!(app.get_as("/v1/merchant", &m.api_key).await.status(), 200);
+
+    // With a second key, the first can go (revoking the key the request is made with).
+    let second = new_key(&app, &m.api_key, json!({ "name": "new" })).await;
+    let second_key = second["api_key"].as_str().unwrap();
+    assert_eq!(delete_as(&app, &first, &m.api_key).await.status(), 204);
+    assert_problem(
+        app.get_as("/v1/merchant", &m.api_key).await,
+        401,
+        "unauthenticated",
+    )
+    .await;
+    let path = format!("/v1/api-keys/{}", second["id"].as_str().unwrap());
+    assert_problem(
+        delete_as(&app, &path, second_key).await,
+        409,
+        "last_api_key",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn a_key_with_an_expiry_is_refused_once_it_expires_and_requests_are_validated() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    // Whole milliseconds: PostgreSQL keeps microseconds.
+    let expires_at = DateTime::from_timestamp_millis(
+        (Utc::now() + chrono::Duration::seconds(2)).timestamp_millis(),
+    )
+    .unwrap();
+    let created = new_key(&app, &m.api_key, json!({ "expires_at": expires_at })).await;
+    let secret = created["api_key"].as_str().unwrap();
+    assert_eq!(
+        created["expires_at"]
+            .as_str()
+            .unwrap()
+            .parse::<DateTime<Utc>>()
+            .unwrap(),
+        expires_at
+    );
+    assert_eq!(app.get_as("/v1/merchant", secret).await.status(), 200);
+    let wait = (expires_at - Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+    // The auth cache never holds a key past its expiry.
+    refused_within(&app, secret, Duration::from_millis(500)).await;
+    let keys = listed(&app, &m.api_key).await;
+    assert_eq!(find(&keys, &created["id"]).unwrap()["status"], "expired");
+
+    // An expired key is no working key: the merchant's only working key stays unrevokable,
+    // while the expired one can be revoked.
+    let path = format!("/v1/api-keys/{}", created["id"].as_str().unwrap());
+    assert_eq!(delete_as(&app, &path, &m.api_key).await.status(), 204);
+
+    // A body is optional.
+    let r = app
+        .client
+        .post(app.url("/v1/api-keys"))
+        .bearer_auth(&m.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+
+    for (body, field, code) in [
+        (
+            json!({ "expires_at": "2020-01-01T00:00:00Z" }),
+            "expires_at",
+            "in_the_past",
+        ),
+        (json!({ "expires_at": null }), "expires_at", "not_nullable"),
+        (
+            json!({ "expires_at": "tomorrow" }),
+            "expires_at",
+            "invalid_type",
+        ),
+        (json!({ "name": null }), "name", "not_nullable"),
+        (json!({ "name": " " }), "name", "invalid_length"),
+        (json!({ "name": "n".repeat(101) }), "name", "invalid_length"),
+        (json!({ "scopes": ["all"] }), "scopes", "unknown_field"),
+    ] {
+        let r = create_key(&app, &m.api_key, body.clone()).await;
+        let problem = assert_problem(r, 422, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
+        assert_eq!(problem["errors"][0]["code"], code, "{body}: {problem}");
+    }
+}

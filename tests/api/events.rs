@@ -1,0 +1,163 @@
+//! `GET /v1/events`: every event that is or would be sent as a webhook, with the webhooks'
+//! own ids and bodies, newest first, filtered and cursor-paginated; never another merchant's.
+
+use crate::helpers::{assert_problem, error_fields, spawn_app};
+use crate::webhooks::{
+    Plan, Receiver, authorized_payment, create_endpoint, eventually, get_json,
+    spawn_dispatching_app, transition,
+};
+use pisgate::domain::PaymentStatus;
+use serde_json::Value;
+
+fn data(page: &Value) -> Vec<Value> {
+    page["data"].as_array().unwrap().clone()
+}
+
+#[tokio::test]
+async fn a_paid_payments_events_are_listed_newest_first_with_the_webhooks_ids_and_bodies() {
+    let app = spawn_dispatching_app("200ms,400ms").await;
+    let m = app.create_merchant("Shop").await;
+    let receiver = Receiver::start(Plan::Ok).await;
+    create_endpoint(&app, &m.api_key, &receiver, &[]).await;
+    let payment = authorized_payment(&app, &m.api_key).await;
+    transition(&app, &payment, PaymentStatus::Paid, "Paid").await;
+    let authorized = eventually("payment.authorized delivered", || async {
+        receiver.accepted("payment.authorized")
+    })
+    .await;
+    let paid = eventually("payment.paid delivered", || async {
+        receiver.accepted("payment.paid")
+    })
+    .await;
+
+    let page = get_json(
+        &app,
+        &format!("/v1/events?payment_id={payment}"),
+        &m.api_key,
+    )
+    .await;
+    let events = data(&page);
+    assert_eq!(page["has_more"], false);
+    assert!(page["next_cursor"].is_null(), "{page}");
+    // Newest first, and each one is exactly what the receiver got.
+    assert_eq!(events, vec![paid.body.clone(), authorized.body.clone()]);
+    assert_eq!(events[0]["id"], paid.webhook_id.as_str());
+    assert_eq!(events[0]["type"], "payment.paid");
+    assert_eq!(events[0]["data"]["id"], payment.as_str());
+    assert_eq!(events[1]["id"], authorized.webhook_id.as_str());
+    assert_eq!(events[1]["data"]["status"], "authorized");
+
+    // One by one, with the same body.
+    for received in [&paid, &authorized] {
+        let one = get_json(
+            &app,
+            &format!("/v1/events/{}", received.webhook_id),
+            &m.api_key,
+        )
+        .await;
+        assert_eq!(one, received.body);
+    }
+
+    // By type.
+    let only_paid = data(&get_json(&app, "/v1/events?type=payment.paid", &m.api_key).await);
+    assert_eq!(only_paid, vec![paid.body.clone()]);
+
+    // Page by page with the cursor; an empty cursor is the first page.
+    let first = get_json(&app, "/v1/events?limit=1", &m.api_key).await;
+    assert_eq!(first["has_more"], true);
+    assert_eq!(data(&first), vec![paid.body.clone()]);
+    let cursor = first["next_cursor"].as_str().unwrap();
+    let second = get_json(
+        &app,
+        &format!("/v1/events?limit=1&cursor={cursor}"),
+        &m.api_key,
+    )
+    .await;
+    assert_eq!(data(&second), vec![authorized.body.clone()]);
+    assert_eq!(second["has_more"], false);
+    let again = get_json(&app, "/v1/events?limit=1&cursor=", &m.api_key).await;
+    assert_eq!(data(&again), data(&first));
+}
+
+#[tokio::test]
+async fn events_are_kept_without_any_endpoint_and_another_merchant_never_sees_them() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let other = app.create_merchant("Other").await;
+    let payment = authorized_payment(&app, &m.api_key).await;
+    transition(&app, &payment, PaymentStatus::Paid, "Paid").await;
+
+    let events = data(&get_json(&app, "/v1/events", &m.api_key).await);
+    let types: Vec<&str> = events.iter().map(|e| e["type"].as_str().unwrap()).collect();
+    assert_eq!(types, ["payment.paid", "payment.authorized"]);
+    let id = events[0]["id"].as_str().unwrap();
+    assert!(id.starts_with("evt_"), "{id}");
+
+    // Time filters use the names of GET /v1/payments.
+    let at = events[0]["timestamp"].as_str().unwrap().replace('+', "%2B");
+    let since = data(&get_json(&app, &format!("/v1/events?created_gte={at}"), &m.api_key).await);
+    assert_eq!(
+        since.len(),
+        1 + usize::from(events[1]["timestamp"] == events[0]["timestamp"])
+    );
+    let before = data(&get_json(&app, &format!("/v1/events?created_lt={at}"), &m.api_key).await);
+    assert!(
+        before.iter().all(|e| e["type"] == "payment.authorized"),
+        "{before:?}"
+    );
+
+    // Kept well past 30 days: nothing ages an event out of the list or the lookup.
+    sqlx::query(
+        "UPDATE webhook_events SET created_at = created_at - interval '400 days' WHERE payment_id = $1",
+    )
+    .bind(payment.parse::<uuid::Uuid>().unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let old = data(
+        &get_json(
+            &app,
+            &format!("/v1/events?payment_id={payment}"),
+            &m.api_key,
+        )
+        .await,
+    );
+    assert_eq!(old, events);
+    assert_eq!(
+        get_json(&app, &format!("/v1/events/{id}"), &m.api_key).await,
+        events[0]
+    );
+
+    assert!(data(&get_json(&app, "/v1/events", &other.api_key).await).is_empty());
+    let theirs = format!("/v1/events?payment_id={payment}");
+    assert!(data(&get_json(&app, &theirs, &other.api_key).await).is_empty());
+    assert_problem(
+        app.get_as(&format!("/v1/events/{id}"), &other.api_key)
+            .await,
+        404,
+        "not_found",
+    )
+    .await;
+    assert_problem(
+        app.get_as("/v1/events/evt_nope", &m.api_key).await,
+        404,
+        "not_found",
+    )
+    .await;
+
+    let bad = assert_problem(
+        app.get_as(
+            "/v1/events?type=charge.succeeded&limit=0&cursor=zz",
+            &m.api_key,
+        )
+        .await,
+        422,
+        "validation_failed",
+    )
+    .await;
+    assert_eq!(error_fields(&bad), ["limit", "cursor", "type"]);
+    let r = app
+        .get_as("/v1/events?payment_id=not-a-uuid", &m.api_key)
+        .await;
+    assert_problem(r, 422, "validation_failed").await;
+}
