@@ -2,6 +2,7 @@
 // `pisgate serve` + `pisgate sandbox` started by scripts/browser-test.sh:
 //   1. a Finnish shopper sees the page in Finnish with `10,50 €`, tabs to the button by
 //      keyboard, continues to the sandbox, signs, lands on the shop; the payment ends `paid`;
+//   1b. a Swedish shopper does the same by mouse and lands on the merchant's return URL;
 //   2. a Norwegian shopper (browser in nb, no payment language) sees `kr 250,00` and does the
 //      same with JavaScript disabled;
 //   3. a Swedish shopper (a standing order: `varje månad, 12 betalningar`) cancels: lands on the shop with status=cancelled, the payment is
@@ -128,11 +129,32 @@ try {
     assert.ok(bank.includes("10,50 €"), `the sandbox shows the amount in Finnish: ${bank}`);
     await approveAtBank(page, "browser-fi");
     const back = new URL(page.url());
+    assert.equal(back.origin + back.pathname, `${shop}/done.html`, "the merchant's return URL");
     assert.equal(back.searchParams.get("payment_id"), p.id);
     assert.ok(["authorized", "processing", "paid"].includes(back.searchParams.get("status")), page.url());
     await waitStatus(p.id, "paid");
     await ctx.close();
     console.log("browser: fi shopper saw 10,50 €, continued by keyboard, signed; the payment is paid");
+  }
+
+  // 1b. Swedish, by mouse: continues, signs and lands on the shop's return URL.
+  {
+    const p = await payment({ language: "sv" });
+    const ctx = await browser.newContext({ locale: "sv-SE" });
+    const page = await ctx.newPage();
+    await page.goto(p.authorization_url);
+    assert.equal(await page.getAttribute("html", "lang"), "sv");
+    const body = await text(page);
+    assert.ok(body.includes("10,50 €"), `the amount in Swedish: ${body}`);
+    await Promise.all([page.waitForURL((u) => !u.href.startsWith(base)),
+      page.getByRole("button", { name: /Nordea/ }).click()]);
+    await approveAtBank(page, "browser-sv");
+    const back = new URL(page.url());
+    assert.equal(back.origin + back.pathname, `${shop}/done.html`, "the merchant's return URL");
+    assert.equal(back.searchParams.get("payment_id"), p.id);
+    await waitStatus(p.id, "paid");
+    await ctx.close();
+    console.log("browser: sv shopper saw 10,50 €, continued, signed, landed on the return URL; the payment is paid");
   }
 
   // 2. Norwegian from the browser's language, with JavaScript disabled.

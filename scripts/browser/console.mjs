@@ -3,8 +3,9 @@
 // payment by its reference, opens it and sees its timeline and the chain's verification;
 // replays a dead webhook delivery from the "needs attention" list after confirming, the
 // receiver gets it and the audit log shows it; the console is not on the public listener;
-// the pages pass axe-core with no serious or critical violation. Screenshots go to
-// $SCREENSHOTS.
+// the pages pass axe-core with no serious or critical violation; a form without its CSRF
+// token is refused; five wrong passwords lock the account (the right one is then refused).
+// Screenshots go to $SCREENSHOTS.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
 import { readFileSync } from "node:fs";
@@ -102,6 +103,44 @@ try {
   await Promise.all([page.waitForURL(/\/console\/login$/), page.getByRole("button", { name: "Sign out" }).click()]);
   await ctx.close();
   console.log("browser: an operator signed in, found the payment by its reference, saw its timeline, replayed a dead delivery (received) and saw it in the audit log");
+
+  // A form without its CSRF token is refused: the sign-in form with the hidden field removed.
+  {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await page.goto(`${admin}/console/login`);
+    await page.evaluate(() => document.querySelectorAll("input[name=csrf]").forEach((e) => e.remove()));
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Password").fill(password);
+    const [r] = await Promise.all([page.waitForResponse((r) => r.request().method() === "POST"),
+      page.getByRole("button", { name: "Sign in" }).click()]);
+    assert.equal(r.status(), 403, "sign-in without its CSRF token");
+    await page.waitForLoadState();
+    assert.ok(!page.url().includes("/console/payments"), page.url());
+    await ctx.close();
+    console.log("browser: a form without its CSRF token was refused (403)");
+  }
+
+  // Five wrong passwords lock the account: the right one is then refused too.
+  {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    const attempt = async (pw) => {
+      await page.goto(`${admin}/console/login`);
+      await page.getByLabel("Email").fill(email);
+      await page.getByLabel("Password").fill(pw);
+      const [r] = await Promise.all([page.waitForResponse((r) => r.request().method() === "POST"),
+        page.getByRole("button", { name: "Sign in" }).click()]);
+      await page.waitForLoadState();
+      return r.status();
+    };
+    for (let i = 0; i < 5; i++) assert.equal(await attempt(`wrong password ${i}!`), 401);
+    assert.equal(await attempt(password), 401, "locked for a while, even with the right password");
+    assert.ok((await page.locator("body").innerText()).includes("locked for a while"));
+    assert.ok(!page.url().includes("/console/payments"), page.url());
+    await ctx.close();
+    console.log("browser: five wrong passwords locked the account; the right one was then refused");
+  }
 } finally {
   await browser.close();
 }
