@@ -81,6 +81,20 @@ try {
   await axe(page);
   await page.screenshot({ path: `${shots}/console-payment.png`, fullPage: true });
 
+  // The hooked payment's timeline shows its delivery's attempts: three, dead, the last
+  // answered 500.
+  const deliveriesOf = async (id) => {
+    await page.goto(`${admin}/console/payments/${id}`);
+    return page.locator("table").filter({ hasText: "Attempts" }).last().locator("tbody tr").first().innerText();
+  };
+  let row = "";
+  for (let i = 0; i < 50 && !row.includes("dead"); i++) {
+    row = await deliveriesOf(hooked.id);
+    if (!row.includes("dead")) await sleep(200);
+  }
+  const cells = row.split("\t").map((c) => c.trim());
+  assert.ok(cells.includes("dead") && cells.includes("3") && row.includes("HTTP 500"), `delivery row: ${row}`);
+
   // Needs attention: the dead delivery, replayed after confirming.
   let dead = 0;
   for (let i = 0; i < 50 && dead === 0; i++) {
@@ -97,12 +111,15 @@ try {
   await Promise.all([page.waitForURL(/\/console\/attention$/), page.getByRole("button", { name: "Confirm" }).click()]);
   for (let i = 0; i < 50 && (await accepted()) === 0; i++) await sleep(200);
   assert.equal(await accepted(), 1, "the receiver got the replayed delivery");
+  // The payment's timeline now shows the replayed delivery answered 200.
+  const replayed = await deliveriesOf(hooked.id);
+  assert.ok(replayed.includes("delivered") && replayed.includes("HTTP 200"), `after the replay: ${replayed}`);
   await page.getByRole("link", { name: "Audit log" }).click();
   const audit = await page.locator("tbody").innerText();
   assert.ok(audit.includes("replay_delivery") && audit.includes(email), audit);
   await Promise.all([page.waitForURL(/\/console\/login$/), page.getByRole("button", { name: "Sign out" }).click()]);
   await ctx.close();
-  console.log("browser: an operator signed in, found the payment by its reference, saw its timeline, replayed a dead delivery (received) and saw it in the audit log");
+  console.log("browser: an operator signed in, found the payment by its reference, saw its timeline, saw a dead delivery's three attempts on its payment's timeline, replayed it (received, HTTP 200 on the timeline) and saw it in the audit log");
 
   // A form without its CSRF token is refused: the sign-in form with the hidden field removed.
   {
