@@ -53,7 +53,12 @@ def call(url, data=None, headers=None):
     except urllib.error.HTTPError as e:
         return e.code, e.headers, e.read().decode()
 
-status, headers, _ = call(payment.authorization_url)
+# The consent page, then its "Continue" button (a POST of the hop's token) to the bank.
+status, _, _ = call(payment.authorization_url)
+assert status == 200, status
+hop, token = payment.authorization_url.split("?t=", 1)
+status, headers, _ = call(hop, urllib.parse.urlencode({"t": token}).encode(),
+                          {"Content-Type": "application/x-www-form-urlencoded"})
 assert status == 303, status
 status, _, page = call(headers["Location"])
 action = re.search(r'action="([^"]+)"', page).group(1).replace("&amp;", "&")

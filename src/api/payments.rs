@@ -155,43 +155,55 @@ async fn create_payment(
         authorize_url: &hop_url,
         trace_parent: trace_parent.as_deref(),
     };
+    let key_expires_at = now
+        + chrono::Duration::from_std(
+            settings
+                .idempotency_retention
+                .max(idempotency::MIN_RETENTION),
+        )
+        .context("retention")?;
     // The fast path: a new key, the payment and its events in one statement. A key that is
-    // already there (a retry, a request in flight, another body) takes the path below.
-    let created = payments::create_with_key(
-        &state.pool,
-        new_payment.clone(),
-        KeyClaim {
-            key: &key,
-            request_hash: &validated.fingerprint,
-            in_flight_for: settings.idempotency_stale_after,
-            expires_at: now
-                + chrono::Duration::from_std(
-                    settings
-                        .idempotency_retention
-                        .max(idempotency::MIN_RETENTION),
-                )
-                .context("retention")?,
-        },
-    )
-    .await?;
-    let (payment_id, attempt) = match &created {
-        Some(_) => (id, 1),
-        None => {
-            match claim_slow(
-                &state,
-                merchant.id,
-                &key,
-                &validated,
-                new_payment,
-                &oauth_state_hash,
-            )
-            .await?
-            {
-                SlowClaim::Proceed {
-                    payment_id,
-                    attempt,
-                } => (payment_id, attempt),
-                SlowClaim::Answer(response) => return Ok(response),
+    // already there (a retry, a request in flight, another body) takes the path below; a key
+    // that expired in between sends it back here.
+    let mut tries = 0;
+    let (created, payment_id, attempt) = loop {
+        tries += 1;
+        let created = payments::create_with_key(
+            &state.pool,
+            new_payment.clone(),
+            KeyClaim {
+                key: &key,
+                request_hash: &validated.fingerprint,
+                in_flight_for: settings.idempotency_stale_after,
+                expires_at: key_expires_at,
+            },
+        )
+        .await?;
+        if created.is_some() {
+            break (created, id, 1);
+        }
+        match claim_slow(
+            &state,
+            merchant.id,
+            &key,
+            &validated,
+            new_payment.clone(),
+            &oauth_state_hash,
+        )
+        .await?
+        {
+            SlowClaim::Proceed {
+                payment_id,
+                attempt,
+            } => break (None, payment_id, attempt),
+            SlowClaim::Answer(response) => return Ok(response),
+            SlowClaim::Retry if tries < 3 => continue,
+            SlowClaim::Retry => {
+                return Err(ApiError::Conflict(
+                    "idempotency_key_in_flight",
+                    "this Idempotency-Key is changing hands; retry shortly with the same key"
+                        .into(),
+                ));
             }
         }
     };
@@ -254,8 +266,13 @@ async fn create_payment(
 
 /// What the transactional claim of a key found: go on with the bank call, or an answer.
 enum SlowClaim {
-    Proceed { payment_id: Uuid, attempt: i32 },
+    Proceed {
+        payment_id: Uuid,
+        attempt: i32,
+    },
     Answer(Response),
+    /// The key is free again: try the fast path once more.
+    Retry,
 }
 
 /// The key is already there (or the fast path could not take it): claim it in a
@@ -305,11 +322,10 @@ async fn claim_slow(
             ));
         }
         Claim::New => {
-            // The key expired or was purged since the fast path looked.
-            let id = new_payment.id;
-            payments::insert(&mut tx, new_payment).await?;
-            idempotency::attach_payment(&mut tx, merchant_id, key, id).await?;
-            (id, 1)
+            // The key expired or was purged since the fast path looked: nothing is kept of
+            // this claim, and the fast path takes the key over.
+            drop(tx);
+            return Ok(SlowClaim::Retry);
         }
         Claim::Stale { payment_id } => {
             match payments::begin_attempt(

@@ -40,8 +40,8 @@ pub enum Claim {
 }
 
 /// Tries to claim `key` for a request whose body hashes to `request_hash`, inside the
-/// caller's transaction. On `Claim::New` the caller inserts its payment and calls
-/// [`attach_payment`] in the same transaction.
+/// caller's transaction. On `Claim::New` the key was free after all: the caller rolls back
+/// and creates the payment with `payments::create_with_key`.
 pub async fn claim(
     conn: &mut PgConnection,
     merchant_id: Uuid,
@@ -131,23 +131,6 @@ pub async fn release(
         "UPDATE idempotency_keys SET locked_until = now() WHERE merchant_id = $1 AND key = $2 AND completed_at IS NULL",
         merchant_id,
         key
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
-}
-
-pub async fn attach_payment(
-    conn: &mut PgConnection,
-    merchant_id: Uuid,
-    key: &str,
-    payment_id: Uuid,
-) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE idempotency_keys SET payment_id = $3 WHERE merchant_id = $1 AND key = $2",
-        merchant_id,
-        key,
-        payment_id
     )
     .execute(conn)
     .await?;

@@ -131,65 +131,6 @@ macro_rules! select_payment {
 /// The channel pollers listen on; a notification means "a payment became due".
 pub const POLL_CHANNEL: &str = "pisgate_poll";
 
-/// Inserts a payment in `awaiting_authorization` with its `created` event and the start of
-/// its first bank attempt. It is first due for the poller at its late-signing horizon: if the
-/// bank's answer is never recorded and nobody retries, the poller expires it then (its
-/// signing link was never handed to anyone).
-pub async fn insert(conn: &mut PgConnection, p: NewPayment<'_>) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        r#"INSERT INTO payments (id, merchant_id, status, amount_minor, currency, country, request,
-                                 merchant_reference, psu_id, return_url, metadata, state_hash,
-                                 state_expires_at, expires_at, sign_horizon_at,
-                                 authorize_token, authorize_url, initiation, initiation_attempts,
-                                 trace_parent)
-           VALUES ($1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11, $12,
-                   $13, $12, $14, $15, 'pending', 1, $16)"#,
-        p.id,
-        p.merchant_id,
-        p.amount_minor,
-        p.currency,
-        p.country,
-        p.request,
-        p.merchant_reference,
-        p.psu_id,
-        p.return_url,
-        p.metadata,
-        p.state_hash,
-        p.sign_horizon_at,
-        p.expires_at,
-        p.authorize_token,
-        p.authorize_url,
-        p.trace_parent,
-    )
-    .execute(&mut *conn)
-    .await?;
-    sqlx::query!(
-        "INSERT INTO payment_polls (payment_id, next_poll_at) VALUES ($1, $2)",
-        p.id,
-        p.sign_horizon_at
-    )
-    .execute(&mut *conn)
-    .await?;
-    events::append(
-        conn,
-        p.id,
-        NewEvent {
-            kind: "created".into(),
-            old_status: None,
-            new_status: Some(PaymentStatus::AwaitingAuthorization),
-            bank_status: None,
-            detail: json!({
-                "amount_minor": p.amount_minor,
-                "currency": p.currency,
-                "country": p.country,
-            }),
-        },
-    )
-    .await?;
-    note(conn, p.id, "initiation_attempt", json!({ "attempt": 1 })).await?;
-    Ok(())
-}
-
 /// The idempotency key a creation claims together with its payment.
 pub struct KeyClaim<'a> {
     pub key: &'a str,
@@ -220,9 +161,12 @@ fn creation_events(p: &NewPayment<'_>) -> [NewEvent; 2] {
     ]
 }
 
-/// Creation's fast path, one statement (one round trip, one commit): claims the key (new, or
-/// expired and so taken over), inserts the payment as [`insert`] does with its events chained
-/// in memory, and points the key at it. Returns the payment as written, or `None` when the
+/// Creates a payment, one statement (one round trip, one commit): claims the key (new, or
+/// expired and so taken over), inserts the payment in `awaiting_authorization` with its
+/// `created` event and the start of its first bank attempt (chained in memory), and points
+/// the key at it. It is first due for the poller at its late-signing horizon: if the bank's
+/// answer is never recorded and nobody retries, the poller expires it then (its signing link
+/// was never handed to anyone). Returns the payment as written, or `None` when the
 /// key is live (nothing written: the caller's [`idempotency::claim`](crate::ledger::idempotency::claim)
 /// then tells a replay, an in-flight request and a mismatch apart).
 /// A payment [`create_with_key`] wrote, and the head of its chain.

@@ -207,16 +207,15 @@ async fn webhooks_ignore_proxies_from_the_environment_and_use_only_the_configure
 async fn enqueue_event(pool: &sqlx::PgPool) -> String {
     use pisgate::domain::Evidence;
     crate::helpers::install_ledger_key();
-    use pisgate::ledger::payments::{self, Change, NewPayment};
+    use pisgate::ledger::payments::{self, Change, KeyClaim, NewPayment};
     let merchant: uuid::Uuid = sqlx::query_scalar("SELECT id FROM merchants LIMIT 1")
         .fetch_one(pool)
         .await
         .unwrap();
     let id = uuid::Uuid::now_v7();
     let later = chrono::Utc::now() + chrono::Duration::minutes(15);
-    let mut tx = pool.begin().await.unwrap();
-    payments::insert(
-        &mut tx,
+    payments::create_with_key(
+        pool,
         NewPayment {
             id,
             merchant_id: merchant,
@@ -235,9 +234,17 @@ async fn enqueue_event(pool: &sqlx::PgPool) -> String {
             authorize_url: "https://pisgate.example/authorize",
             trace_parent: None,
         },
+        KeyClaim {
+            key: &id.to_string(),
+            request_hash: b"proxy test",
+            in_flight_for: std::time::Duration::from_secs(15),
+            expires_at: later,
+        },
     )
     .await
-    .unwrap();
+    .unwrap()
+    .expect("a new key");
+    let mut tx = pool.begin().await.unwrap();
     payments::transition(
         &mut tx,
         id,
