@@ -204,9 +204,21 @@ fn parse_events(given: Vec<String>, errors: &mut Vec<FieldError>) -> Vec<String>
     events
 }
 
-/// Trimmed, at most [`MAX_DESCRIPTION_CHARS`]; blank is none.
+/// Trimmed, at most [`MAX_DESCRIPTION_CHARS`], no control characters (PostgreSQL cannot
+/// store NUL in text); blank is none.
 fn parse_description(given: Option<String>, errors: &mut Vec<FieldError>) -> Option<String> {
     let description = given.map(|d| d.trim().to_owned()).filter(|d| !d.is_empty());
+    if description
+        .as_ref()
+        .is_some_and(|d| d.chars().any(char::is_control))
+    {
+        errors.push(FieldError::new(
+            "description",
+            "invalid",
+            "must not contain control characters",
+        ));
+        return None;
+    }
     if description
         .as_ref()
         .is_some_and(|d| d.chars().count() > MAX_DESCRIPTION_CHARS)

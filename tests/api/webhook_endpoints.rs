@@ -288,6 +288,17 @@ async fn patch_validates_like_creation_and_refuses_null_foreign_and_deleted_endp
         assert_eq!(error_fields(&problem), [field]);
         assert_eq!(problem["errors"][0]["code"], "not_nullable");
     }
+    // A NUL (which PostgreSQL cannot store in text) or another control character in the
+    // description is the merchant's mistake, named, never a 500 (found by schemathesis).
+    let r = patch(
+        &app,
+        &m.api_key,
+        &endpoint,
+        json!({ "description": "orders\u{0}\u{85}" }),
+    )
+    .await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(error_fields(&problem), ["description"]);
     let r = patch(&app, &m.api_key, &endpoint, json!({ "secret": "whsec_x" })).await;
     let problem = assert_problem(r, 422, "validation_failed").await;
     assert_eq!(problem["errors"][0]["code"], "unknown_field");
