@@ -183,7 +183,27 @@ fn put_opt(out: &mut Vec<u8>, s: Option<&str>) {
     }
 }
 
-impl CanonicalEvent<'_> {
+impl<'a> CanonicalEvent<'a> {
+    /// The hashed fields of `event` as `seq` of `payment_id`, with the `detail` as stored.
+    pub(crate) fn of(
+        payment_id: Uuid,
+        seq: i32,
+        event: &'a NewEvent,
+        created_at: DateTime<Utc>,
+        detail: &'a Value,
+    ) -> CanonicalEvent<'a> {
+        CanonicalEvent {
+            payment_id,
+            seq,
+            kind: &event.kind,
+            old_status: event.old_status.map(PaymentStatus::as_str),
+            new_status: event.new_status.map(PaymentStatus::as_str),
+            bank_status: event.bank_status.as_deref(),
+            created_at,
+            detail,
+        }
+    }
+
     /// `canonical_v1(event)` of the module doc.
     pub(crate) fn encode_v1(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(256);
@@ -284,19 +304,10 @@ pub async fn append(
     let seq = last.seq.unwrap_or(0) + 1;
     let prev_hash = last.hash;
     let created_at = now_micros();
-    let hash = CanonicalEvent {
-        payment_id,
-        seq,
-        kind: &event.kind,
-        old_status: event.old_status.map(PaymentStatus::as_str),
-        new_status: event.new_status.map(PaymentStatus::as_str),
-        bank_status: event.bank_status.as_deref(),
-        created_at,
-        // What jsonb will give back for the same text, not what we were handed.
-        detail: &last.detail,
-    }
-    .hash_v2(&keys, key_id, prev_hash.as_deref())
-    .expect("the current key is in its own ring");
+    // What jsonb will give back for the same text, not what we were handed.
+    let hash = CanonicalEvent::of(payment_id, seq, &event, created_at, &last.detail)
+        .hash_v2(&keys, key_id, prev_hash.as_deref())
+        .expect("the current key is in its own ring");
 
     sqlx::query!(
         r#"INSERT INTO payment_events
@@ -376,18 +387,9 @@ pub fn seal(
             )));
         }
         seq += 1;
-        let hash = CanonicalEvent {
-            payment_id,
-            seq,
-            kind: &event.kind,
-            old_status: event.old_status.map(PaymentStatus::as_str),
-            new_status: event.new_status.map(PaymentStatus::as_str),
-            bank_status: event.bank_status.as_deref(),
-            created_at,
-            detail: &event.detail,
-        }
-        .hash_v2(&keys, &sealed.key_id, prev.as_deref())
-        .expect("the current key is in its own ring");
+        let hash = CanonicalEvent::of(payment_id, seq, event, created_at, &event.detail)
+            .hash_v2(&keys, &sealed.key_id, prev.as_deref())
+            .expect("the current key is in its own ring");
         sealed.seq.push(seq);
         sealed.kind.push(event.kind.clone());
         sealed
