@@ -254,3 +254,46 @@ async fn an_unreachable_read_replica_sends_list_reads_to_the_primary() {
         vec![p["id"].as_str().unwrap().to_owned()]
     );
 }
+
+#[tokio::test]
+async fn a_replica_listens_on_every_channel_over_one_connection() {
+    let app = spawn_app_with(&[
+        ("PISGATE__POLLER__ENABLED", "true"),
+        ("PISGATE__WEBHOOKS__ENABLED", "true"),
+    ])
+    .await;
+    let database = app
+        .pool
+        .pool()
+        .connect_options()
+        .get_database()
+        .map(str::to_owned);
+    let direct = Db::from(
+        sqlx::PgPool::connect(&crate::helpers::cluster_url())
+            .await
+            .unwrap(),
+    );
+    let started = Instant::now();
+    loop {
+        let listening: Vec<String> = sqlx::query_scalar(
+            "SELECT query FROM pg_stat_activity
+              WHERE datname = $1 AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_all(&direct)
+        .await
+        .unwrap();
+        if listening.len() == 1 {
+            for channel in ["pisgate_poll", "pisgate_webhooks", "pisgate_auth"] {
+                assert!(listening[0].contains(channel), "{listening:?}");
+            }
+            break;
+        }
+        assert!(listening.len() <= 1, "one LISTEN connection: {listening:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never listening"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
