@@ -1124,6 +1124,10 @@ mod tests {
         assert_eq!(s.database.session_url(), Some("postgres://u:p@primary/db"));
         assert_eq!(s.database.read_max_lag, Duration::from_secs(2));
 
+        // An empty read URL (the production overlay's "no replica") is no replica.
+        let s = Settings::load_from(&sources(&[DB, ("PISGATE__DATABASE__READ_URL", "")])).unwrap();
+        assert!(s.database.read_url.is_none());
+
         let err = Settings::load_from(&sources(&[DB, ("PISGATE__DATABASE__POOLER", "statement")]))
             .unwrap_err()
             .to_string();
