@@ -4,53 +4,101 @@ use crate::domain::PaymentStatus;
 use crate::ledger::payments::PaymentRecord;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
-use serde_json::{Value, json};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// The payment as merchants see it.
-#[derive(Debug, Serialize)]
+///
+/// The parts the merchant sent (`creditor`, `debtor`, …) are shown as sent, normalised; their
+/// schemas are those of `POST /v1/payments`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Payment)]
 pub struct PaymentView {
     pub id: Uuid,
+    #[schema(value_type = PaymentStatus, inline)]
     pub status: String,
     pub bank: String,
+    #[schema(required = true)]
     pub bank_status: Option<String>,
+    #[schema(required = true)]
     pub bank_payment_id: Option<String>,
     pub amount: String,
     pub amount_minor: i64,
     pub currency: String,
     pub country: String,
+    #[schema(value_type = crate::api::openapi::Creditor)]
     pub creditor: Value,
     #[serde(skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<crate::api::openapi::Debtor>, nullable = false)]
     pub debtor: Value,
     #[serde(skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<String>, format = Date, nullable = false)]
     pub execution_date: Value,
+    #[schema(value_type = crate::api::openapi::Urgency, inline)]
     pub urgency: Value,
     #[serde(skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<crate::api::openapi::Recurring>, nullable = false)]
     pub recurring: Value,
-    /// Standing orders: executions seen so far and the count still to come.
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub recurring_progress: Option<Value>,
+    #[schema(nullable = false, inline)]
+    pub recurring_progress: Option<RecurringProgress>,
+    #[schema(value_type = bool)]
     pub own_account_transfer: Value,
     #[serde(skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<String>, nullable = false)]
     pub language: Value,
     #[serde(skip_serializing_if = "Value::is_null")]
+    #[schema(value_type = Option<String>, nullable = false)]
     pub authentication_method: Value,
+    #[schema(required = true)]
     pub reference: Option<String>,
+    #[schema(required = true)]
     pub psu_id: Option<String>,
     pub return_url: String,
+    #[schema(value_type = Object)]
     pub metadata: Value,
-    /// pisgate's authorization hop (never the bank's own link), while it can be signed.
+    /// pisgate's authorization hop (`{public_url}/authorize/{id}?t=…`), never the bank's own link; present while the payment awaits authorization and the bank's answer to its creation is recorded. Past `expires_at`, or once cancelled, it shows a plain page instead of leading to the bank.
+    #[schema(required = true)]
     pub authorization_url: Option<String>,
-    /// Where the bank call stands: `pending`, `initiated`, `outcome_unknown` (retry with the
-    /// same Idempotency-Key), `not_created` or `refused`.
+    #[schema(value_type = Initiation, inline)]
     pub initiation: String,
-    /// The merchant asked to cancel; the bank decides what happens if a shopper signs anyway.
+    /// The merchant asked to cancel while a shopper may be at the bank; the bank decides what happens if they sign anyway.
     pub cancel_requested: bool,
-    /// pisgate's signing window: past it the authorization link no longer leads to the bank.
+    /// End of the signing window: the authorization_url stops sending new shoppers to the bank. It does not end the payment; a shopper already at the bank can still sign.
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
-    pub failure: Option<Value>,
+    #[schema(required = true, inline)]
+    pub failure: Option<Failure>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// Standing orders: executions seen so far and the count still to come.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecurringProgress {
+    pub executions: i32,
+    #[schema(required = true)]
+    pub remaining_count: Option<i32>,
+}
+
+/// Why a payment ended unsuccessfully.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Failure {
+    pub code: String,
+    #[schema(required = true)]
+    pub detail: Option<String>,
+}
+
+/// Where the payment's creation at the bank stands. `outcome_unknown` and `not_created`: retry the creation with the same Idempotency-Key.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+enum Initiation {
+    Pending,
+    Initiated,
+    OutcomeUnknown,
+    NotCreated,
+    Refused,
 }
 
 impl From<&PaymentRecord> for PaymentView {
@@ -85,11 +133,9 @@ impl From<&PaymentRecord> for PaymentView {
             execution_date: p.request["execution_date"].clone(),
             urgency: p.request["urgency"].clone(),
             recurring: p.request["recurring"].clone(),
-            recurring_progress: p.request.get("recurring").map(|_| {
-                json!({
-                    "executions": p.recurring_executions,
-                    "remaining_count": p.recurring_remaining,
-                })
+            recurring_progress: p.request.get("recurring").map(|_| RecurringProgress {
+                executions: p.recurring_executions,
+                remaining_count: p.recurring_remaining,
             }),
             own_account_transfer: p.request["own_account_transfer"].clone(),
             language: p.request["language"].clone(),
@@ -102,10 +148,10 @@ impl From<&PaymentRecord> for PaymentView {
             initiation: p.initiation.clone(),
             cancel_requested: p.cancel_requested_at.is_some(),
             expires_at: p.expires_at,
-            failure: p
-                .failure_code
-                .as_ref()
-                .map(|code| json!({ "code": code, "detail": p.failure_detail })),
+            failure: p.failure_code.as_ref().map(|code| Failure {
+                code: code.clone(),
+                detail: p.failure_detail.clone(),
+            }),
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
