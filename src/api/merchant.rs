@@ -30,7 +30,7 @@ pub(crate) async fn get_merchant(AuthedMerchant(merchant): AuthedMerchant) -> Js
 #[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct UpdateMerchant {
-    #[schema(nullable = false, max_items = 20, examples(json!(["https://shop.example"])))]
+    #[schema(nullable = false, max_items = 20, examples("https://shop.example"))]
     return_origins: Option<Vec<String>>,
 }
 
