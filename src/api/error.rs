@@ -109,7 +109,6 @@ pub struct Problem {
     #[schema(value_type = String)]
     pub title: &'static str,
     pub status: u16,
-    #[schema(required = false)]
     pub detail: String,
     /// A stable machine code. Each 409 names its reason in `code`: `idempotency_key_in_flight` (with Retry-After), `payment_final`, `no_shopper_token`, `not_initiated`, `cancel_too_late`, `too_many_endpoints`, `endpoint_deleted`, `endpoint_not_enabled`, `delivery_pending`. `initiation_outcome_unknown` (502): the bank's answer to a payment creation was lost or unreadable; retry with the same Idempotency-Key to resume it.
     #[schema(value_type = String)]

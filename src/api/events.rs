@@ -75,7 +75,7 @@ impl From<&StoredEvent> for EventView {
     tag = "Events",
     params(ListQuery),
     responses(
-        (status = 200, description = "A page of events, newest first", body = inline(Page<WebhookEvent>)),
+        (status = 200, description = "A page of events, newest first", body = Page<WebhookEvent>),
         (status = 422, description = crate::api::openapi::INVALID),
     ),
 )]

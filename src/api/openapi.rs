@@ -106,6 +106,7 @@ pub fn json() -> &'static str {
 pub fn document() -> Value {
     let mut doc = serde_json::to_value(ApiDoc::openapi()).expect("the document serialises");
     doc["components"]["headers"] = headers();
+    refer_to_page_items(&mut doc["components"]["schemas"]);
     for item in doc["paths"].as_object_mut().expect("paths").values_mut() {
         for op in item.as_object_mut().expect("a path item").values_mut() {
             declare_headers(op);
@@ -119,6 +120,29 @@ pub fn document() -> Value {
     webhook["tags"] = json!(<__path_payment_event_webhook as utoipa::__dev::Tags>::tags());
     doc["webhooks"] = json!({ "payment-event": { "post": webhook } });
     doc
+}
+
+/// utoipa 5 inlines a generic's type parameter (`Page<Payment>`'s items are a copy of
+/// `Payment`; juhaku/utoipa#1586): each `Page_X`'s items refer to `X` instead, so SDKs see
+/// one `Payment` type.
+fn refer_to_page_items(schemas: &mut Value) {
+    let names: Vec<String> = schemas
+        .as_object()
+        .expect("schemas")
+        .keys()
+        .cloned()
+        .collect();
+    for name in names {
+        let Some(item) = name.strip_prefix("Page_") else {
+            continue;
+        };
+        assert!(
+            schemas[item].is_object(),
+            "{name} lists {item}, not a schema"
+        );
+        schemas[&name]["properties"]["data"]["items"] =
+            json!({ "$ref": format!("#/components/schemas/{item}") });
+    }
 }
 
 /// The headers answers carry, declared once under `components.headers`.

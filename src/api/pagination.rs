@@ -67,6 +67,7 @@ pub struct Page<T> {
     pub data: Vec<T>,
     pub has_more: bool,
     /// Give it as `cursor` for the next page; `null` on the last one.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
 }
 

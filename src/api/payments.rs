@@ -644,7 +644,7 @@ pub(crate) async fn get_payment(
     tag = "Payments",
     params(crate::api::pagination::PageParams, payment_search::SearchParams),
     responses(
-        (status = 200, description = "A page", body = inline(Page<PaymentView>)),
+        (status = 200, description = "A page", body = Page<PaymentView>),
         (status = 422, description = crate::api::openapi::INVALID),
     ),
 )]

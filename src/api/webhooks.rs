@@ -665,7 +665,7 @@ fn list_params(q: &ListQuery, allowed: &[&str]) -> Result<(i64, Option<Cursor>),
         ("status" = inline(Option<EndpointStatus>), Query, nullable = false, description = "Deleted endpoints are listed only when asked for"),
     ),
     responses(
-        (status = 200, description = "A page", body = inline(Page<EndpointView>)),
+        (status = 200, description = "A page", body = Page<EndpointView>),
         (status = 422, description = crate::api::openapi::INVALID),
     ),
 )]
@@ -743,7 +743,7 @@ impl From<&Delivery> for DeliveryView {
         ("status" = inline(Option<DeliveryStatus>), Query, nullable = false),
     ),
     responses(
-        (status = 200, description = "A page", body = inline(Page<DeliveryView>)),
+        (status = 200, description = "A page", body = Page<DeliveryView>),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 422, description = crate::api::openapi::INVALID),
     ),
