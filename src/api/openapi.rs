@@ -14,6 +14,8 @@
 //! at the repository root (for SDK generators) is checked to equal it.
 
 use crate::api::error::Problem;
+use crate::ledger::view::{Creditor, Debtor, Recurring};
+use chrono::NaiveDate;
 use serde::Serialize;
 use serde_json::{Value, json};
 use std::sync::LazyLock;
@@ -69,7 +71,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
     components(schemas(
         Problem,
         crate::ledger::merchants::Merchant,
-        Account,
+        crate::ledger::view::Account,
         PaymentCreate,
         crate::ledger::view::PaymentView,
         crate::ledger::events::StoredEvent,
@@ -308,15 +310,7 @@ pub fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
     )
 }
 
-/// An account, as `POST /v1/payments` takes it and the payment shows it.
-#[derive(Serialize, ToSchema)]
-pub struct Account {
-    #[serde(rename = "type")]
-    #[schema(inline)]
-    pub kind: AccountType,
-    pub value: String,
-}
-
+/// The kind of an account number.
 #[derive(Serialize, ToSchema)]
 #[allow(clippy::upper_case_acronyms, non_camel_case_types)]
 pub enum AccountType {
@@ -333,6 +327,18 @@ pub enum AccountType {
 /// The body of `POST /v1/payments`.
 #[derive(Serialize, ToSchema)]
 #[serde(deny_unknown_fields)]
+#[schema(example = json!({
+    "amount": "10.50",
+    "currency": "EUR",
+    "creditor": {
+        "account": { "type": "IBAN", "value": "FI1410093000123458" },
+        "name": "Demo shop",
+        "message": "Order 1042"
+    },
+    "return_url": "https://shop.example/checkout/done",
+    "psu_id": "shopper-1",
+    "reference": "order-1042"
+}))]
 pub struct PaymentCreate {
     /// Decimal string, at most the currency's two decimals
     #[schema(examples("10.50"))]
@@ -348,8 +354,7 @@ pub struct PaymentCreate {
     #[schema(inline)]
     pub debtor: Debtor,
     #[serde(default)]
-    #[schema(format = Date)]
-    pub execution_date: String,
+    pub execution_date: NaiveDate,
     #[serde(default)]
     #[schema(inline)]
     pub urgency: Urgency,
@@ -413,48 +418,6 @@ pub enum Urgency {
 pub enum Consent {
     Pisgate,
     Merchant,
-}
-
-/// Who is paid.
-#[derive(Serialize, ToSchema)]
-pub struct Creditor {
-    pub account: Account,
-    /// The creditor's name; required for FI payments (the bank needs it there)
-    #[serde(default)]
-    #[schema(max_length = 70)]
-    pub name: String,
-    #[serde(default)]
-    pub message: String,
-    #[serde(default)]
-    #[schema(inline)]
-    pub reference: CreditorReference,
-}
-
-#[derive(Serialize, ToSchema)]
-pub struct CreditorReference {
-    #[serde(rename = "type", default)]
-    #[schema(examples("RF", "OCR"))]
-    pub kind: String,
-    #[serde(default)]
-    pub value: String,
-}
-
-/// Who pays, when the merchant knows.
-#[derive(Serialize, ToSchema)]
-pub struct Debtor {
-    #[serde(default)]
-    pub account: Account,
-    #[serde(default)]
-    pub message: String,
-}
-
-/// A standing order.
-#[derive(Serialize, ToSchema)]
-pub struct Recurring {
-    /// 2..=98, or 9999 for until deleted
-    pub count: i32,
-    #[schema(examples("MONTHLY_SAME_DAY"))]
-    pub recurrence_type: String,
 }
 
 // `ledger::webhooks::EVENT_TYPES`, which a test holds this to.

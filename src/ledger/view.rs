@@ -2,8 +2,9 @@
 
 use crate::domain::PaymentStatus;
 use crate::ledger::payments::PaymentRecord;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
 
@@ -26,30 +27,28 @@ pub struct PaymentView {
     pub amount_minor: i64,
     pub currency: String,
     pub country: String,
-    #[schema(value_type = crate::api::openapi::Creditor)]
-    pub creditor: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    #[schema(value_type = Option<crate::api::openapi::Debtor>, nullable = false)]
-    pub debtor: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    #[schema(value_type = Option<String>, format = Date, nullable = false)]
-    pub execution_date: Value,
+    pub creditor: Creditor,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub debtor: Option<Debtor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub execution_date: Option<NaiveDate>,
     #[schema(value_type = crate::api::openapi::Urgency, inline)]
-    pub urgency: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    #[schema(value_type = Option<crate::api::openapi::Recurring>, nullable = false)]
-    pub recurring: Value,
+    pub urgency: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub recurring: Option<Recurring>,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false, inline)]
     pub recurring_progress: Option<RecurringProgress>,
-    #[schema(value_type = bool)]
-    pub own_account_transfer: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    #[schema(value_type = Option<String>, nullable = false)]
-    pub language: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    #[schema(value_type = Option<String>, nullable = false)]
-    pub authentication_method: Value,
+    pub own_account_transfer: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub authentication_method: Option<String>,
     #[schema(required = true)]
     pub reference: Option<String>,
     #[schema(required = true)]
@@ -71,6 +70,58 @@ pub struct PaymentView {
     pub failure: Option<Failure>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An account: its kind and its normalised number.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Account {
+    #[serde(rename = "type")]
+    #[schema(value_type = crate::api::openapi::AccountType, inline)]
+    pub kind: String,
+    pub value: String,
+}
+
+/// Who is paid.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Creditor {
+    pub account: Account,
+    /// The creditor's name; required for FI payments (the bank needs it there)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, max_length = 70)]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, inline)]
+    pub reference: Option<CreditorReference>,
+}
+
+/// The creditor's structured reference (RF, or a national one such as OCR).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreditorReference {
+    #[serde(rename = "type")]
+    #[schema(examples("RF", "OCR"))]
+    pub kind: String,
+    pub value: String,
+}
+
+/// Who pays, when the merchant knows.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Debtor {
+    pub account: Account,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub message: Option<String>,
+}
+
+/// A standing order.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Recurring {
+    /// 2..=98, or 9999 for until deleted
+    pub count: i64,
+    #[schema(examples("MONTHLY_SAME_DAY"))]
+    pub recurrence_type: String,
 }
 
 /// Standing orders: executions seen so far and the count still to come.
@@ -128,18 +179,18 @@ impl From<&PaymentRecord> for PaymentView {
             amount_minor: p.amount_minor,
             currency: p.currency.clone(),
             country: p.country.clone(),
-            creditor: p.request["creditor"].clone(),
-            debtor: p.request["debtor"].clone(),
-            execution_date: p.request["execution_date"].clone(),
-            urgency: p.request["urgency"].clone(),
-            recurring: p.request["recurring"].clone(),
+            creditor: part(p, "creditor").unwrap_or_default(),
+            debtor: part(p, "debtor"),
+            execution_date: part(p, "execution_date"),
+            urgency: part(p, "urgency").unwrap_or_else(|| "standard".to_owned()),
+            recurring: part(p, "recurring"),
             recurring_progress: p.request.get("recurring").map(|_| RecurringProgress {
                 executions: p.recurring_executions,
                 remaining_count: p.recurring_remaining,
             }),
-            own_account_transfer: p.request["own_account_transfer"].clone(),
-            language: p.request["language"].clone(),
-            authentication_method: p.request["authentication_method"].clone(),
+            own_account_transfer: part(p, "own_account_transfer").unwrap_or(false),
+            language: part(p, "language"),
+            authentication_method: part(p, "authentication_method"),
             reference: p.merchant_reference.clone(),
             psu_id: p.psu_id.clone(),
             return_url: p.return_url.clone(),
@@ -156,4 +207,14 @@ impl From<&PaymentRecord> for PaymentView {
             updated_at: p.updated_at,
         }
     }
+}
+
+/// A part of the payment's stored request (its canonical form, `domain::PaymentRequest`);
+/// `None` when absent. A part that does not read as its view is logged: the canonical form
+/// and these views are meant to match.
+fn part<T: DeserializeOwned>(p: &PaymentRecord, key: &str) -> Option<T> {
+    let value = p.request.get(key).filter(|v| !v.is_null())?;
+    serde_json::from_value(value.clone())
+        .inspect_err(|e| tracing::error!(payment_id = %p.id, part = key, error = %e, "a stored request part does not match its view"))
+        .ok()
 }
