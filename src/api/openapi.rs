@@ -3,11 +3,12 @@
 //! parameters, body, its own answers), each view and request body derives `ToSchema`, and
 //! this module adds what every operation shares by rule:
 //!
-//! - every `/v1` operation can answer 401 (no or a bad key), 429 (rate limited) and 500;
-//!   one that takes a body also 400 (not JSON), 413 (too large) and 415 (not JSON);
+//! - every `/v1` operation can answer 401 (no or a bad key), 429 (rate limited), 500 and 503
+//!   (the database is unreachable, or the request ran past the server's deadline); one that
+//!   takes a body also 400 (not JSON), 413 (too large) and 415 (not JSON);
 //! - every answer carries `X-Request-Id`, every answer past authentication the
-//!   `X-RateLimit-*` headers, a 429 `Retry-After`, and every answer of an operation that
-//!   takes an `Idempotency-Key` (except 401, 429 and 500) may be a replay
+//!   `X-RateLimit-*` headers, a 429 and a 503 `Retry-After`, and every answer of an
+//!   operation that takes an `Idempotency-Key` (except 401, 429 and 500) may be a replay
 //!   (`Idempotent-Replayed`).
 //!
 //! Served at `/openapi.json`; `pisgate openapi` prints it, and the committed `openapi.json`
@@ -183,7 +184,7 @@ fn declare_headers(op: &mut Value) {
                 "X-RateLimit-Reset",
             ]);
         }
-        if status == "429" {
+        if status == "429" || status == "503" {
             names.push("Retry-After");
         }
         if idempotent && !["401", "429", "500"].contains(&status.as_str()) {
@@ -263,6 +264,10 @@ fn add_shared_answers(op: &mut Operation) {
         (
             "500",
             "Internal error (details in the logs under the request_id)",
+        ),
+        (
+            "503",
+            "database_unavailable (the database cannot be reached) or deadline_exceeded (the request ran past the server's deadline; a payment creation resumes with the same Idempotency-Key): retry after Retry-After",
         ),
     ];
     if op.request_body.is_some() {

@@ -128,7 +128,6 @@ fn replayed(status: u16, body: Value) -> Response {
             headers(("Retry-After" = i64))),
         (status = 422, description = crate::api::openapi::INVALID),
         (status = 502, description = "initiation_outcome_unknown (the bank's answer was lost: retry with the same key, which resumes the payment), bank_unavailable (nothing was created: retry with the same key), or the bank refused our credentials (the payment is failed)"),
-        (status = 503, description = "The bank is unavailable"),
     ),
 )]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, payment_id = tracing::field::Empty))]
@@ -779,8 +778,7 @@ async fn bearer_call_failed(
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "payment_final, cancel_too_late (the bank had already executed it), no_shopper_token, not_initiated"),
         (status = 422, description = "The bank refused to delete it (its per-payment reasons in errors)"),
-        (status = 502, description = "The bank refused or failed"),
-        (status = 503, description = "The bank is unavailable"),
+        (status = 502, description = "bank_unavailable: the bank did not answer as expected"),
     ),
 )]
 pub(crate) async fn cancel_payment(
@@ -949,8 +947,7 @@ pub(crate) struct Funds {
         (status = 200, description = "The bank's answer", body = inline(Funds)),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "no_shopper_token (the bank needs the shopper again), or not_initiated"),
-        (status = 502, description = "The bank refused or failed"),
-        (status = 503, description = "The bank is unavailable"),
+        (status = 502, description = "bank_unavailable: the bank did not answer as expected"),
     ),
 )]
 pub(crate) async fn payment_funds(
