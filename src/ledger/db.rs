@@ -32,6 +32,7 @@ use sqlx::postgres::{
     PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
 };
 use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres, Transaction};
+use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
 
@@ -99,11 +100,12 @@ impl Db {
     }
 
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        if self.pooled {
-            self.pool.begin_with(POOLED_BEGIN).await
+        self.open(if self.pooled {
+            Some(Cow::Borrowed(POOLED_BEGIN))
         } else {
-            self.pool.begin().await
-        }
+            None
+        })
+        .await
     }
 
     /// A transaction opened with `statement` (e.g. `BEGIN ISOLATION LEVEL REPEATABLE READ`:
@@ -113,12 +115,36 @@ impl Db {
         &self,
         statement: &'static str,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        if self.pooled {
-            self.pool
-                .begin_with(format!("{statement}; DEALLOCATE ALL"))
-                .await
+        self.open(Some(if self.pooled {
+            Cow::Owned(format!("{statement}; DEALLOCATE ALL"))
         } else {
-            self.pool.begin_with(statement).await
+            Cow::Borrowed(statement)
+        }))
+        .await
+    }
+
+    /// Opens a transaction on a task of its own, so that a caller dropped meanwhile (a
+    /// deadline, a client gone) cannot leave the connection inside it: sqlx 0.8 only rolls
+    /// back transactions whose BEGIN it has seen answered, so a BEGIN cut off in flight
+    /// would go back to the pool still open: the next autocommit write on that connection
+    /// would then not be committed when it answers, and behind PgBouncer the server
+    /// connection would stay pinned. Finished on its own task, an abandoned transaction is
+    /// dropped whole and rolled back.
+    async fn open(
+        &self,
+        statement: Option<Cow<'static, str>>,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        let pool = self.pool.clone();
+        let opening = tokio::spawn(async move {
+            match statement {
+                Some(s) => pool.begin_with(s).await,
+                None => pool.begin().await,
+            }
+        });
+        match opening.await {
+            Ok(tx) => tx,
+            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+            Err(_) => Err(sqlx::Error::PoolClosed),
         }
     }
 

@@ -296,3 +296,58 @@ async fn a_replica_listens_on_every_channel_over_one_connection() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A request dropped while its transaction is being opened (a deadline, a client gone) must
+/// not leave the server connection idle in transaction: behind PgBouncer that pins a server
+/// connection of the shared pool until this client connection happens to be used again.
+/// Polls `f` until it is done or `after` has passed, then drops it (sub-millisecond, which
+/// tokio's timers cannot do).
+async fn cut_after<F: std::future::Future>(f: F, after: Duration) {
+    let mut f = std::pin::pin!(f);
+    let start = Instant::now();
+    while futures_util::poll!(f.as_mut()).is_pending() && start.elapsed() < after {
+        tokio::task::yield_now().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_cancelled_while_it_opens_leaves_no_connection_idle_in_transaction() {
+    // Straight to PostgreSQL too: there the next autocommit write on such a connection would
+    // run inside the forgotten transaction and not be committed when it answers.
+    for pooler in [Pooler::Transaction, Pooler::None] {
+        cancel_opening_transactions(pooler).await;
+    }
+}
+
+async fn cancel_opening_transactions(pooler: Pooler) {
+    let url = fresh_database().await;
+    let pooled = Db::connect(&db_settings(pooler, 4), &url).await.unwrap();
+    let name = url.rsplit_once('/').unwrap().1.to_owned();
+    let direct = Db::from(
+        sqlx::PgPool::connect(&crate::helpers::cluster_url())
+            .await
+            .unwrap(),
+    );
+    let stuck = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM pg_stat_activity
+              WHERE datname = $1 AND state = 'idle in transaction'",
+        )
+        .bind(&name)
+        .fetch_one(&direct)
+        .await
+        .unwrap()
+    };
+    let mut worst = 0;
+    for round in 0..300u64 {
+        // Cut off anywhere from before the BEGIN is sent to after its answer came back.
+        cut_after(pooled.begin(), Duration::from_micros(round * 37 % 5000)).await;
+        // Whatever was dropped has had the time to go back to the pool.
+        tokio::time::sleep(Duration::from_millis(3)).await;
+        worst = worst.max(stuck().await);
+    }
+    assert_eq!(
+        worst, 0,
+        "connections left idle in transaction ({pooler:?})"
+    );
+}
