@@ -77,7 +77,11 @@ class Proc:
     def __init__(self, bin_, args, work, name, pids, env=None):
         self.bin, self.args, self.work, self.name, self.pids = bin_, args, work, name, pids
         self.env = dict(os.environ)
-        self.env.update(env or {})
+        for k, v in (env or {}).items():
+            if v is None:
+                self.env.pop(k, None)  # a setting this process must not inherit
+            else:
+                self.env[k] = v
         self.proc = None
 
     def start(self, ready_url, within=60):
@@ -449,7 +453,7 @@ def main():
         e = errors.setdefault(label, [0, done, done, 0])
         e[0] += 1
         e[1], e[2] = min(e[1], done), max(e[2], done)
-        e[3] += 0 if (status != 503 or retry_after) else 1
+        e[3] += 0 if (status != 503 or retry_after or kind != "create") else 1
     http500 = sum(1 for a in answers if a[3] == 500)
     no_retry_after = sum(e[3] for e in errors.values())
     first_ok = next((done for sent, done, kind, status, *_ in creates if status == 201 and sent >= t_kill), None)
@@ -457,6 +461,15 @@ def main():
                     and done >= t_kill), default=None)
     by_status = collections.Counter(r[1] for r in rows)
     rel = lambda t: f"{t - t_kill:+.1f} s"  # noqa: E731
+    # Creations per second around the kill, by when the answer came: 201s / other answers.
+    buckets = collections.defaultdict(lambda: [0, 0])
+    for sent, done, kind, status, *_ in creates:
+        b = int((done - t_kill) // 1)
+        if -2 <= b <= int(after_kill + detect):
+            buckets[b][0 if status == 201 else 1] += 1
+    timeline = " ".join(f"{b:+d}:{ok}/{bad}" for b, (ok, bad) in sorted(buckets.items()))
+    with open(os.path.join(A.work, "answers.json"), "w") as f:
+        json.dump([[a[0] - t_kill, a[1] - t_kill, *a[2:]] for a in answers], f)
 
     table = [
         ("replicas / clients", f"2 serve through PgBouncer (transaction mode) / {clients} with same-key retries"),
@@ -469,7 +482,8 @@ def main():
         ("payments in the database", len(rows)),
         ("errors by kind, status and code (window rel. to the kill)",
          "; ".join(f"{k}: {v[0]} ({rel(v[1])} .. {rel(v[2])})" for k, v in errors.items()) or "none"),
-        ("503s without Retry-After", no_retry_after),
+        ("creations per second after the kill (s:201s/errors)", timeline),
+        ("API 503s without Retry-After", no_retry_after),
         ("HTTP 500s", http500),
         ("primary killed at", f"+{before_kill} s of load; promoted {rel(t_promoted)}, PgBouncer repointed {rel(t_repointed)}"),
         ("first 201 for a request sent after the kill", rel(first_ok) if first_ok else "never"),
