@@ -18,6 +18,7 @@ import os
 import random
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import threading
@@ -343,9 +344,9 @@ def kill_primary(primary_dir):
 def main():
     A = parse()
     quick = A.mode == "quick"
-    clients = 6 if quick else 8
-    before_kill = 10 if quick else 25
-    after_kill = 15 if quick else 40
+    clients = 4 if quick else 8
+    before_kill = 8 if quick else 25
+    after_kill = 12 if quick else 40
     detect = 2.0  # how long "the operator" (or a manager) takes to decide the primary is gone
     settle_bound = 90 if quick else 120
 
@@ -401,6 +402,7 @@ def main():
     before = sum(1 for _ in given)
     t_kill = time.time()
     pm, backends = kill_primary(A.primary_dir)
+    t_killed = time.time()
     log(f"SIGKILL of the primary (postmaster {pm} and {backends} children); {before} payments created so far; "
         f"replication then: {rep}")
     time.sleep(detect)
@@ -442,6 +444,17 @@ def main():
     not_final = [f"{r[0]}: {r[1]}" for r in rows if r[1] in FINAL_OPEN]
     for r in replicas:
         r.stop()
+    # The ledger on the promoted database: no status change recorded twice, and every
+    # payment's hash chain verifies (`pisgate ledger verify`, straight to the new primary).
+    double_transitions = standby.rows(
+        "SELECT payment_id, old_status, new_status, count(*) FROM payment_events"
+        " WHERE old_status IS NOT NULL AND new_status IS NOT NULL AND old_status <> new_status"
+        " GROUP BY 1, 2, 3 HAVING count(*) > 1")
+    venv = {k: v for k, v in os.environ.items() if k not in ("PISGATE__DATABASE__POOLER", "PISGATE__DATABASE__DIRECT_URL")}
+    venv["PISGATE__DATABASE__URL"] = f"postgres://postgres@127.0.0.1:{A.standby_port}/pisgate"
+    verify = subprocess.run([A.bin, "ledger", "verify"], env=venv, capture_output=True, text=True, timeout=300)
+    ledger_ok = verify.returncode == 0
+    ledger_line = (verify.stdout.strip() or verify.stderr.strip()).splitlines()[-1:] or ["(no output)"]
 
     answers = sorted(tally.answers)
     creates = [a for a in answers if a[2] == "create"]
@@ -456,7 +469,7 @@ def main():
         e[3] += 0 if (status != 503 or retry_after or kind != "create") else 1
     http500 = sum(1 for a in answers if a[3] == 500)
     no_retry_after = sum(e[3] for e in errors.values())
-    first_ok = next((done for sent, done, kind, status, *_ in creates if status == 201 and sent >= t_kill), None)
+    first_ok = next((done for sent, done, kind, status, *_ in creates if status == 201 and sent >= t_killed), None)
     last_err = max((done for sent, done, kind, status, *_ in creates if status not in (201, 400, 422)
                     and done >= t_kill), default=None)
     by_status = collections.Counter(r[1] for r in rows)
@@ -467,7 +480,12 @@ def main():
         b = int((done - t_kill) // 1)
         if -2 <= b <= int(after_kill + detect):
             buckets[b][0 if status == 201 else 1] += 1
-    timeline = " ".join(f"{b:+d}:{ok}/{bad}" for b, (ok, bad) in sorted(buckets.items()))
+    last_bad = max((b for b, (_, bad) in buckets.items() if bad), default=0)
+    shown = [b for b in sorted(buckets) if b <= last_bad + 3]
+    steady = [buckets[b][0] for b in sorted(buckets) if last_bad + 3 < b < int(after_kill + detect)]
+    timeline = " ".join(f"{b:+d}:{buckets[b][0]}/{buckets[b][1]}" for b in shown)
+    if steady:
+        timeline += f" .. then a median {statistics.median(steady):.0f}/s and no errors"
     with open(os.path.join(A.work, "answers.json"), "w") as f:
         json.dump([[a[0] - t_kill, a[1] - t_kill, *a[2:]] for a in answers], f)
 
@@ -493,6 +511,8 @@ def main():
         ("initiated twice at the bank", len(twice)),
         ("bank payments pisgate does not know", len(orphans)),
         ("disagreements with the bank", len(disagreements)),
+        ("status changes recorded twice", len(double_transitions)),
+        ("ledger on the promoted database", ledger_line[0]),
         ("every payment final", f"yes, {settled_in:.0f} s after the load stopped (bound {settle_bound} s)"
          if settled_in is not None else f"NO: {open_left} still open after {settle_bound} s"),
         ("final statuses", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))),
@@ -504,10 +524,12 @@ def main():
           " the standby before the primary dies; with asynchronous replication the last acknowledged payments"
           " can be missing after promotion (lost > 0).")
     for name, items in (("lost", lost), ("doubled", doubled), ("initiated twice", twice),
-                        ("disagreement", disagreements), ("not final", not_final), ("unknown to pisgate", orphans)):
+                        ("disagreement", disagreements), ("not final", not_final), ("unknown to pisgate", orphans),
+                        ("recorded twice", double_transitions)):
         for item in items[:15]:
             print(f"  {name}: {item}")
     bad = len(lost) + len(doubled) + len(twice) + http500 + len(disagreements) + len(not_final)
+    bad += len(double_transitions) + (0 if ledger_ok else 1)
     bad += 0 if first_ok else 1
     print(f"RESULT failover {'PASS' if not bad else 'FAIL'}")
     sys.exit(1 if bad else 0)
