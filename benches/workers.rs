@@ -75,7 +75,7 @@ async fn spawn_sandbox() -> (Arc<Sandbox>, String) {
 
 struct App {
     base: String,
-    pool: PgPool,
+    pool: pisgate::ledger::Db,
     stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
@@ -134,7 +134,7 @@ impl Drop for App {
     }
 }
 
-async fn merchant(pool: &PgPool) -> String {
+async fn merchant(pool: &pisgate::ledger::Db) -> String {
     let (_, key) =
         pisgate::ledger::merchants::create(pool, "Bench", &["https://shop.example".into()])
             .await

@@ -4,21 +4,61 @@
 #
 #   scripts/test.sh                 # everything, with the resilience suite's quick mode
 #   scripts/test.sh -E 'test(foo)'  # extra arguments go to cargo nextest run (and skip the
-#                                   # resilience suite)
+#                                   # resilience suite and the PgBouncer pass)
+#   scripts/test.sh --pgbouncer [-E …]  # only the tests, with pisgate reaching PostgreSQL
+#                                   # through PgBouncer in transaction mode
+#
+# The whole run (no arguments) runs the tests twice: straight to PostgreSQL, then with
+# every pisgate under test behind PgBouncer (Debian's 1.18, transaction pooling,
+# database.pooler = "transaction", LISTEN and migrations on the direct URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 source scripts/lib/pg.sh
+source scripts/lib/pgbouncer.sh
 source scripts/lib/env.sh
 
+only_pgbouncer=
+if [ "${1:-}" = "--pgbouncer" ]; then
+    only_pgbouncer=yes
+    shift
+fi
+
 cluster="test-$$"
-cleanup() { pg_destroy "$cluster"; }
+cleanup() {
+    pgbouncer_stop "$cluster"
+    pg_destroy "$cluster"
+}
 trap cleanup EXIT
 pg_start "$cluster"
 # Tests create one database per test from a migrated template on this cluster.
 export PISGATE_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgres"
 unset DATABASE_URL PGDATABASE
 export SQLX_OFFLINE=true
+
+# The tests once more, each pisgate behind PgBouncer in transaction mode (the tests
+# themselves create and inspect their databases directly: tests/api/helpers.rs).
+nextest_through_pgbouncer() {
+    ensure_promtool
+    pgbouncer_start "$cluster" "$PG_PORT" 10
+    echo "== cargo nextest through PgBouncer (transaction pooling, 127.0.0.1:$PGBOUNCER_PORT)"
+    PISGATE_TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres" \
+        cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"
+}
+
+# The metrics tests run `promtool check metrics` on a scrape.
+ensure_promtool() {
+    if ! command -v promtool >/dev/null 2>&1; then
+        echo "promtool is missing; installing Debian's prometheus package" >&2
+        DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
+        DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
+    fi
+}
+
+if [ -n "$only_pgbouncer" ]; then
+    nextest_through_pgbouncer "$@"
+    exit 0
+fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
@@ -43,11 +83,9 @@ if [ $# -eq 0 ]; then
     echo "== scripts/bench.sh e2e --quick"
     bash scripts/bench.sh e2e --quick
 fi
-# The metrics tests run `promtool check metrics` on a scrape.
-if ! command -v promtool >/dev/null 2>&1; then
-    echo "promtool is missing; installing Debian's prometheus package" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends prometheus >&2
-fi
+ensure_promtool
 echo "== cargo nextest"
 cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"
+if [ $# -eq 0 ]; then
+    nextest_through_pgbouncer
+fi

@@ -8,13 +8,13 @@ use crate::bank::Bank;
 use crate::bank::nordea::{NordeaClient, NordeaConfig, SigningKey};
 use crate::config::{Settings, SettingsError};
 use crate::ledger;
+use crate::ledger::Db;
 use crate::ledger::crypto::TokenCipher;
 use crate::ledger::health::DbHealth;
 use crate::ledger::keys::LedgerKeys;
 use crate::workers::{WorkerContext, Workers};
 use anyhow::Context as _;
 use secrecy::{ExposeSecret, SecretString};
-use sqlx::PgPool;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -30,7 +30,7 @@ pub struct Application {
     admin_listener: TcpListener,
     admin_router: axum::Router,
     state: AppState,
-    pool: PgPool,
+    pool: Db,
     shutdown_timeout: Duration,
     workers: WorkerContext,
     db_health: DbHealth,
@@ -61,9 +61,10 @@ impl Application {
         if !pending.is_empty() {
             if settings.database.migrate_on_start {
                 tracing::info!(count = pending.len(), "applying database migrations");
-                ledger::migrate(&pool)
-                    .await
-                    .context("applying database migrations failed")?;
+                let session = ledger::connect_session(&settings.database).await?;
+                let applied = ledger::migrate(&session).await;
+                session.close().await;
+                applied.context("applying database migrations failed")?;
             } else {
                 anyhow::bail!(
                     "the database has {} unapplied migration(s); run `pisgate migrate` first \
@@ -78,19 +79,29 @@ impl Application {
         ledger::keys::install(ledger_keys(&settings.ledger)?);
         let bank = nordea_client(&settings)?;
         let cipher = Arc::new(token_cipher(&settings)?);
-        let state = AppState::new(
+        let replica = ledger::connect_read(&settings.database)?;
+        let read_max_lag = settings.database.read_max_lag;
+        let mut state = AppState::new(
             pool.clone(),
             settings,
             crate::telemetry::metrics_handle(),
             bank,
             cipher,
         );
-        let workers = WorkerContext::new(
+        if let Some(replica) = replica {
+            state.reads = Arc::new(ledger::Reads::new(
+                pool.clone(),
+                Some(replica),
+                read_max_lag,
+            ));
+        }
+        let mut workers = WorkerContext::new(
             pool.clone(),
             state.settings.clone(),
             state.bank.clone(),
             state.cipher.clone(),
         );
+        workers.listener = state.listener.clone();
         let db_health = state.db_health.clone();
         let auth_cache = state.auth_cache.clone();
         Ok(Application {
@@ -121,7 +132,7 @@ impl Application {
             .expect("a bound listener has an address")
     }
 
-    pub fn pool(&self) -> &PgPool {
+    pub fn pool(&self) -> &Db {
         &self.pool
     }
 
@@ -170,9 +181,11 @@ impl Application {
             DB_PROBE_INTERVAL,
             workers_stop_rx.clone(),
         ));
+        self.state.listener.spawn(workers_stop_rx.clone());
+        tokio::spawn(self.state.reads.clone().watch(workers_stop_rx.clone()));
         tokio::spawn(crate::api::auth::follow_invalidations(
             self.auth_cache.clone(),
-            self.pool.clone(),
+            self.state.listener.clone(),
             workers_stop_rx.clone(),
         ));
         let workers = Workers::spawn(self.workers, workers_stop_rx);

@@ -313,9 +313,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         }
         Command::Migrate => {
             let settings = ToolSettings::load_from(&sources)?;
-            let pool = ledger::connect(&settings.database).await?;
-            let pending = ledger::pending_migrations(&pool).await?;
-            ledger::migrate(&pool).await.context("migration failed")?;
+            let session = ledger::connect_session(&settings.database).await?;
+            let pending = ledger::pending_migrations(&ledger::Db::direct(session.clone())).await?;
+            ledger::migrate(&session)
+                .await
+                .context("migration failed")?;
             eprintln!(
                 "applied {} migration(s); the database is up to date",
                 pending.len()
@@ -371,7 +373,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
 }
 
 async fn ledger_command(
-    pool: &sqlx::PgPool,
+    pool: &crate::ledger::Db,
     keys: &ledger::keys::LedgerKeys,
     command: LedgerCommand,
 ) -> anyhow::Result<()> {
@@ -405,7 +407,10 @@ async fn ledger_command(
     }
 }
 
-async fn merchant_command(pool: &sqlx::PgPool, command: MerchantCommand) -> anyhow::Result<()> {
+async fn merchant_command(
+    pool: &crate::ledger::Db,
+    command: MerchantCommand,
+) -> anyhow::Result<()> {
     match command {
         MerchantCommand::Create {
             name,

@@ -80,6 +80,14 @@ pub struct AuthCache {
 }
 
 impl AuthCache {
+    /// A cache that serves keys only while `live` (the LISTEN on [`AUTH_CHANNEL`]) is true.
+    pub fn following(live: Arc<AtomicBool>) -> AuthCache {
+        AuthCache {
+            live,
+            ..AuthCache::default()
+        }
+    }
+
     fn get(&self, hash: &[u8; 32]) -> Option<Merchant> {
         if !self.live.load(Ordering::SeqCst) {
             return None;
@@ -145,10 +153,10 @@ impl AuthCache {
 /// re-established, since a notification may have been missed), until `stop`.
 pub async fn follow_invalidations(
     cache: Arc<AuthCache>,
-    pool: sqlx::PgPool,
+    listener: Arc<crate::workers::listener::Listener>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
-    let wake = crate::workers::listen_tracked(pool, AUTH_CHANNEL, stop.clone(), cache.live.clone());
+    let wake = listener.wake(AUTH_CHANNEL);
     loop {
         tokio::select! {
             () = wake.notified() => cache.clear(),

@@ -120,7 +120,7 @@ async fn load(state: &AppState, id: &str, token: &str) -> anyhow::Result<Option<
         return Ok(None);
     };
     tracing::Span::current().record("payment_id", tracing::field::display(id));
-    let Some(p) = payments::get(&mut *state.pool.acquire().await?, id).await? else {
+    let Some(p) = payments::get(&mut *state.pool.read_conn().await?, id).await? else {
         return Ok(None);
     };
     if !p
@@ -241,7 +241,7 @@ async fn to_bank(state: &AppState, p: &PaymentRecord, lang: Language) -> anyhow:
             Ok(see_other(link))
         }
         Some(Hop::Closed(c)) => {
-            let now = payments::get(&mut *state.pool.acquire().await?, p.id).await?;
+            let now = payments::get(&mut *state.pool.read_conn().await?, p.id).await?;
             Ok(closed(closed_kind(c), lang, now.as_ref()))
         }
     }
@@ -264,7 +264,7 @@ async fn shopper_cancel(
         }
         _ => {}
     }
-    let now = payments::get(&mut *state.pool.acquire().await?, p.id).await?;
+    let now = payments::get(&mut *state.pool.read_conn().await?, p.id).await?;
     Ok(match now.as_ref().and_then(consent::return_url) {
         Some(back) => see_other(back),
         None => closed(Closed::Closed, lang, now.as_ref()),

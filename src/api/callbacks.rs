@@ -134,7 +134,7 @@ async fn nordea_callback(
 
 /// The payment as it is now.
 async fn current(state: &AppState, id: Uuid) -> anyhow::Result<Option<PaymentRecord>> {
-    Ok(payments::get(&mut *state.pool.acquire().await?, id).await?)
+    Ok(payments::get(&mut *state.pool.read_conn().await?, id).await?)
 }
 
 /// Redirects with the payment's status, or `processing` while its code exchange runs.
@@ -175,9 +175,11 @@ async fn handle(
             "This return link is incomplete.",
         ));
     };
-    let found =
-        payments::find_by_state(&mut *state.pool.acquire().await?, &state_hash(&oauth_state))
-            .await?;
+    let found = payments::find_by_state(
+        &mut *state.pool.read_conn().await?,
+        &state_hash(&oauth_state),
+    )
+    .await?;
     let Some(p) = found else {
         tracing::warn!("callback with an unknown state");
         return Ok(page(
@@ -365,7 +367,7 @@ async fn exchange_and_store(
             "another exchange for this shopper held its lease too long; a repeated callback can try again"
         );
     };
-    let issue_seq = tokens::next_issue_seq(&mut *state.pool.acquire().await?).await?;
+    let issue_seq = tokens::next_issue_seq(&mut *state.pool.read_conn().await?).await?;
     let result = exchange_with_retries(state, &code, deadline).await;
     let outcome = match result {
         Ok(set) => {
@@ -381,7 +383,7 @@ async fn exchange_and_store(
                         "the shopper's bank key stayed busy; storing in order of issue numbers"
                     );
                 }
-                tokens::next_issue_seq(&mut *state.pool.acquire().await?).await?
+                tokens::next_issue_seq(&mut *state.pool.read_conn().await?).await?
             } else {
                 issue_seq
             };

@@ -80,7 +80,7 @@ async fn list_events(
         created_lt: q.created_lt,
         after,
     };
-    let rows = webhook_events::list(&state.pool, merchant.id, &filter, limit + 1).await?;
+    let rows = webhook_events::list(state.reads.db(), merchant.id, &filter, limit + 1).await?;
     Ok(Json(page(rows, limit, |e| (e.created_at, e.id))))
 }
 
@@ -91,8 +91,12 @@ async fn get_event(
     ApiPath(id): ApiPath<String>,
 ) -> Result<Json<EventView>, ApiError> {
     let event_id = parse_webhook_id(&id).ok_or(ApiError::NotFound("event"))?;
-    let event = webhook_events::get(&state.pool, merchant.id, event_id)
-        .await?
-        .ok_or(ApiError::NotFound("event"))?;
+    // From the replica when it is in use; an event it has not replayed yet (a merchant
+    // looking up the webhook it just received) is then read from the primary.
+    let mut event = webhook_events::get(state.reads.db(), merchant.id, event_id).await?;
+    if event.is_none() && state.reads.replica_in_use() {
+        event = webhook_events::get(state.reads.primary(), merchant.id, event_id).await?;
+    }
+    let event = event.ok_or(ApiError::NotFound("event"))?;
     Ok(Json(EventView::from(&event)))
 }

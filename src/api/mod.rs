@@ -30,19 +30,19 @@ pub mod webhooks;
 
 use crate::bank::Bank;
 use crate::config::Settings;
+use crate::ledger::Db;
 use crate::ledger::crypto::TokenCipher;
 use crate::ledger::health::DbHealth;
 use axum::Router;
 use metrics_exporter_prometheus::PrometheusHandle;
 use rate_limit::RateLimiter;
-use sqlx::PgPool;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 /// What every handler can reach. Cheap to clone.
 #[derive(Clone)]
 pub struct AppState {
-    pub pool: PgPool,
+    pub pool: Db,
     pub settings: Arc<Settings>,
     pub rate_limiter: Arc<RateLimiter>,
     pub metrics: PrometheusHandle,
@@ -52,13 +52,17 @@ pub struct AppState {
     pub db_health: DbHealth,
     /// Verified API keys, for a few seconds (see [`auth::AUTH_CACHE_TTL`]).
     pub auth_cache: Arc<auth::AuthCache>,
+    /// Where staleness-tolerant list reads go (a read replica when configured and caught up).
+    pub reads: Arc<crate::ledger::Reads>,
+    /// This replica's one LISTEN connection (started by `Application::run_until_stopped`).
+    pub listener: Arc<crate::workers::listener::Listener>,
     /// Set once shutdown begins: `/readyz` answers 503 so that load balancers stop sending.
     draining: Arc<AtomicBool>,
 }
 
 impl AppState {
     pub fn new(
-        pool: PgPool,
+        pool: Db,
         settings: Settings,
         metrics: PrometheusHandle,
         bank: Arc<dyn Bank>,
@@ -68,7 +72,9 @@ impl AppState {
             settings.rate_limit.requests_per_window,
             settings.rate_limit.window,
         ));
+        let listener = crate::workers::listener::Listener::new(settings.database.session_url());
         AppState {
+            reads: Arc::new(crate::ledger::Reads::primary_only(pool.clone())),
             pool,
             settings: Arc::new(settings),
             rate_limiter,
@@ -76,7 +82,8 @@ impl AppState {
             bank,
             cipher,
             db_health: DbHealth::default(),
-            auth_cache: Arc::default(),
+            auth_cache: Arc::new(auth::AuthCache::following(listener.live())),
+            listener,
             draining: Arc::default(),
         }
     }

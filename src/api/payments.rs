@@ -607,9 +607,13 @@ async fn list_payments(
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
 ) -> Result<Json<Page<PaymentView>>, ApiError> {
     let search = payment_search::parse(pairs)?;
-    let rows =
-        payments::list_for_merchant(&state.pool, merchant.id, &search.filter, search.limit + 1)
-            .await?;
+    let rows = payments::list_for_merchant(
+        state.reads.db(),
+        merchant.id,
+        &search.filter,
+        search.limit + 1,
+    )
+    .await?;
     Ok(Json(page(rows, search.limit, |p| (p.created_at, p.id))))
 }
 
@@ -771,7 +775,7 @@ pub async fn cancel_at_bank(
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
         tx.commit().await?;
-        return payments::get(&mut *state.pool.acquire().await?, id)
+        return payments::get(&mut *state.pool.read_conn().await?, id)
             .await?
             .ok_or(ApiError::NotFound("payment"));
     }

@@ -286,11 +286,34 @@ pub struct AdminSettings {
 
 #[derive(Debug, Clone)]
 pub struct DatabaseSettings {
+    /// Where the pool connects: PostgreSQL itself, or a pooler in front of it.
     pub url: SecretString,
+    /// What sits behind `url` (`database.pooler`): with `Transaction`, nothing may rely on a
+    /// session (see `ledger::db`).
+    pub pooler: Pooler,
+    /// A session connection to the primary (`database.direct_url`): LISTEN (one connection
+    /// per replica) and migrations. Without it LISTEN uses a pool connection, unless the pool
+    /// is transaction-pooled: then the workers fall back to their timers.
+    pub direct_url: Option<SecretString>,
+    /// A streaming replica for merchant list reads that tolerate staleness
+    /// (`database.read_url`), used while its lag is at most `read_max_lag`.
+    pub read_url: Option<SecretString>,
+    pub read_max_lag: Duration,
     pub max_connections: u32,
     pub min_connections: u32,
     pub acquire_timeout: Duration,
     pub migrate_on_start: bool,
+}
+
+/// What `database.url` points at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Pooler {
+    /// PostgreSQL itself, or a pooler in session mode: a connection is a session.
+    None,
+    /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`): a server
+    /// connection is ours only inside a transaction.
+    Transaction,
 }
 
 #[derive(Debug, Clone)]
@@ -462,6 +485,11 @@ struct RawAdmin {
 #[serde(default)]
 struct RawDatabase {
     url: Option<SecretString>,
+    pooler: Option<String>,
+    direct_url: Option<SecretString>,
+    read_url: Option<SecretString>,
+    #[serde(deserialize_with = "parsed")]
+    read_max_lag: Option<Dur>,
     max_connections: Option<u32>,
     min_connections: Option<u32>,
     acquire_timeout_secs: Option<u64>,
@@ -744,6 +772,16 @@ impl DatabaseSettings {
     pub fn url(&self) -> &str {
         self.url.expose_secret()
     }
+
+    /// Where sessions go (LISTEN, migrations): the direct URL, or `url` when nothing in
+    /// between pools transactions. `None`: no session is to be had.
+    pub fn session_url(&self) -> Option<&str> {
+        match (&self.direct_url, self.pooler) {
+            (Some(direct), _) => Some(direct.expose_secret()),
+            (None, Pooler::None) => Some(self.url()),
+            (None, Pooler::Transaction) => None,
+        }
+    }
 }
 
 /// A value that may be present but empty (text), which counts as missing.
@@ -817,17 +855,41 @@ fn duration(key: &str, value: Option<Dur>) -> Result<Duration, SettingsError> {
     Ok(d)
 }
 
-fn validate_database(raw: RawDatabase) -> Result<DatabaseSettings, SettingsError> {
-    let url = required_secret("database.url", raw.url)?;
+/// A PostgreSQL URL; the value may hold a password, so it is never echoed.
+fn postgres_url(key: &str, url: SecretString) -> Result<SecretString, SettingsError> {
     if !(url.expose_secret().starts_with("postgres://")
         || url.expose_secret().starts_with("postgresql://"))
     {
-        // The value may hold a password: never echo it.
         return Err(SettingsError::invalid(
-            "database.url",
+            key,
             "must be a postgres:// or postgresql:// URL",
         ));
     }
+    Ok(url)
+}
+
+/// An optional URL: blank counts as not set.
+fn optional_postgres_url(
+    key: &str,
+    url: Option<SecretString>,
+) -> Result<Option<SecretString>, SettingsError> {
+    url.filter(|u| !u.expose_secret().trim().is_empty())
+        .map(|u| postgres_url(key, u))
+        .transpose()
+}
+
+fn validate_database(raw: RawDatabase) -> Result<DatabaseSettings, SettingsError> {
+    let url = postgres_url("database.url", required_secret("database.url", raw.url)?)?;
+    let pooler = match required("database.pooler", raw.pooler)?.trim() {
+        "none" => Pooler::None,
+        "transaction" => Pooler::Transaction,
+        other => {
+            return Err(SettingsError::invalid(
+                "database.pooler",
+                format!("{other:?} is not one of \"none\", \"transaction\""),
+            ));
+        }
+    };
     let max_connections = positive("database.max_connections", raw.max_connections)?;
     let min_connections = required("database.min_connections", raw.min_connections)?;
     if min_connections > max_connections {
@@ -838,6 +900,10 @@ fn validate_database(raw: RawDatabase) -> Result<DatabaseSettings, SettingsError
     }
     Ok(DatabaseSettings {
         url,
+        pooler,
+        direct_url: optional_postgres_url("database.direct_url", raw.direct_url)?,
+        read_url: optional_postgres_url("database.read_url", raw.read_url)?,
+        read_max_lag: duration("database.read_max_lag", raw.read_max_lag)?,
         max_connections,
         min_connections,
         acquire_timeout: secs("database.acquire_timeout_secs", raw.acquire_timeout_secs)?,

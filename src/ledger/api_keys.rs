@@ -9,10 +9,11 @@
 //! SHA-256 of a key's secret is stored (see [`crate::ledger::merchants`]); nothing here
 //! sees or logs a key after it is made.
 
+use super::Db;
 use crate::ledger::merchants::NewApiKey;
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 /// How long an expired key is still listed.
@@ -65,7 +66,7 @@ pub enum Created {
 
 /// Creates a key unless the merchant already has `max_active` working keys.
 pub async fn create(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     name: Option<&str>,
     expires_at: Option<DateTime<Utc>>,
@@ -107,7 +108,7 @@ async fn lock_and_count_active(
 
 /// A merchant's keys that are not revoked (expired ones for
 /// [`LISTED_AFTER_EXPIRY_DAYS`]), newest first.
-pub async fn list(pool: &PgPool, merchant_id: Uuid) -> Result<Vec<ApiKey>, sqlx::Error> {
+pub async fn list(pool: &Db, merchant_id: Uuid) -> Result<Vec<ApiKey>, sqlx::Error> {
     sqlx::query_as!(
         ApiKey,
         r#"SELECT key_id, name, created_at, expires_at, last_used_at
@@ -134,7 +135,7 @@ pub enum Revoke {
 
 /// Revokes a key of the merchant, unless it is the last working one. Every replica forgets
 /// the keys it verified when this commits (`pisgate_auth`, in the same statement).
-pub async fn revoke(pool: &PgPool, merchant_id: Uuid, key_id: &str) -> Result<Revoke, sqlx::Error> {
+pub async fn revoke(pool: &Db, merchant_id: Uuid, key_id: &str) -> Result<Revoke, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let others = lock_and_count_active(&mut tx, merchant_id, Some(key_id)).await?;
     let active = sqlx::query_scalar!(
@@ -166,7 +167,7 @@ pub async fn revoke(pool: &PgPool, merchant_id: Uuid, key_id: &str) -> Result<Re
 
 /// Records that a key was used now, unless that was recorded less than a minute ago (by
 /// any replica): such an update writes nothing.
-pub async fn touch(pool: &PgPool, key_id: &str) -> Result<(), sqlx::Error> {
+pub async fn touch(pool: &Db, key_id: &str) -> Result<(), sqlx::Error> {
     sqlx::query!(
         r#"UPDATE api_keys SET last_used_at = now()
            WHERE key_id = $1

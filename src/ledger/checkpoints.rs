@@ -26,17 +26,17 @@
 //! signed one (count and digest), and proves the current ledger extends it: every payment in
 //! it still has its checkpointed event with the checkpointed hash.
 //!
-//! Checkpoints are serialised by a session advisory lock held on a connection of their own
+//! Checkpoints are serialised by a transaction-scoped advisory lock held in a transaction of its own
 //! (the snapshot is taken after the lock, so it sees the previous checkpoint). A checkpoint
 //! refuses to sign heads that went back or payments that vanished since the previous one; it
 //! does not recompute chains (that is `verify`). It never blocks appends.
 
+use super::Db;
 use crate::ledger::events::{format_timestamp, now_micros};
 use crate::ledger::keys::LedgerKeys;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::{Connection as _, PgPool};
 use std::collections::HashMap;
 use std::fmt;
 use uuid::Uuid;
@@ -202,15 +202,18 @@ impl CheckpointError {
 
 /// Records a checkpoint of every head, signed with the current key of `keys`.
 #[tracing::instrument(skip_all, fields(checkpoint, payments))]
-pub async fn create(pool: &PgPool, keys: &LedgerKeys) -> Result<Checkpoint, CheckpointError> {
-    // A connection of its own holds the lock, so that the snapshot below is taken after it;
-    // closing that connection releases the lock whatever happens.
-    let mut lock = pool.acquire().await?.detach();
-    sqlx::query!("SELECT pg_advisory_lock($1) AS locked", CHECKPOINT_LOCK)
-        .fetch_one(&mut lock)
+pub async fn create(pool: &Db, keys: &LedgerKeys) -> Result<Checkpoint, CheckpointError> {
+    // A transaction of its own holds the lock, so that the snapshot below is taken after it;
+    // ending that transaction (or losing its connection) releases it whatever happens. A
+    // transaction-scoped lock, not a session one: behind a transaction pooler a session lock
+    // would stay on whichever server connection took it.
+    let mut lock = pool.begin().await?;
+    sqlx::query("SELECT pg_advisory_xact_lock($1)")
+        .bind(CHECKPOINT_LOCK)
+        .execute(&mut *lock)
         .await?;
     let result = create_locked(pool, keys).await;
-    let _ = lock.close().await;
+    let _ = lock.rollback().await;
     let checkpoint = result?;
     let span = tracing::Span::current();
     span.record("checkpoint", checkpoint.id);
@@ -229,10 +232,9 @@ pub async fn create(pool: &PgPool, keys: &LedgerKeys) -> Result<Checkpoint, Chec
     Ok(checkpoint)
 }
 
-async fn create_locked(pool: &PgPool, keys: &LedgerKeys) -> Result<Checkpoint, CheckpointError> {
-    let mut tx = pool.begin().await?;
-    sqlx::query("SET TRANSACTION ISOLATION LEVEL REPEATABLE READ")
-        .execute(&mut *tx)
+async fn create_locked(pool: &Db, keys: &LedgerKeys) -> Result<Checkpoint, CheckpointError> {
+    let mut tx = pool
+        .begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ")
         .await?;
     let previous =
         sqlx::query!("SELECT id, payments FROM ledger_checkpoints ORDER BY id DESC LIMIT 1")
@@ -368,7 +370,7 @@ pub(crate) struct LastCheckpoint {
 }
 
 /// The most recent checkpoint, if any.
-pub async fn last(pool: &PgPool) -> Result<Option<Checkpoint>, sqlx::Error> {
+pub async fn last(pool: &Db) -> Result<Option<Checkpoint>, sqlx::Error> {
     sqlx::query_as!(
         Checkpoint,
         r#"SELECT id, created_at, payments, events, v1_events, digest, key_id, mac
@@ -380,7 +382,7 @@ pub async fn last(pool: &PgPool) -> Result<Option<Checkpoint>, sqlx::Error> {
 
 /// Loads the last checkpoint and proves its signature and its heads.
 pub(crate) async fn load_last(
-    pool: &PgPool,
+    pool: &Db,
     keys: &LedgerKeys,
 ) -> Result<Option<LastCheckpoint>, sqlx::Error> {
     let Some(c) = last(pool).await? else {

@@ -87,13 +87,14 @@
 //! checkpoint on (`serve` records one at start, or run `pisgate ledger checkpoint` right after
 //! migrating).
 
+use super::Db;
 use crate::domain::PaymentStatus;
 use crate::ledger::keys::{self, LedgerKeys};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde::Serialize;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 pub use crate::ledger::canonical::canonical_json;
@@ -454,7 +455,7 @@ fn parse_status(column: &str, s: Option<String>) -> Result<Option<PaymentStatus>
 
 /// A payment's events, oldest first.
 #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
-pub async fn list(pool: &PgPool, payment_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
+pub async fn list(pool: &Db, payment_id: Uuid) -> Result<Vec<StoredEvent>, sqlx::Error> {
     list_raw(pool, payment_id)
         .await?
         .into_iter()
@@ -507,10 +508,7 @@ impl RawEvent {
     }
 }
 
-pub(crate) async fn list_raw(
-    pool: &PgPool,
-    payment_id: Uuid,
-) -> Result<Vec<RawEvent>, sqlx::Error> {
+pub(crate) async fn list_raw(pool: &Db, payment_id: Uuid) -> Result<Vec<RawEvent>, sqlx::Error> {
     sqlx::query_as!(
         RawEvent,
         r#"SELECT payment_id, seq, kind, old_status, new_status, bank_status, detail,

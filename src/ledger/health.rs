@@ -8,7 +8,7 @@
 //! decides anything about data: a query error that is not about reaching the database
 //! (a constraint, a serialization failure) is not an outage.
 
-use sqlx::PgPool;
+use super::Db;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
@@ -32,9 +32,15 @@ pub fn is_unavailable(e: &sqlx::Error) -> bool {
         sqlx::Error::Database(db) => db.code().is_some_and(|code| {
             // Class 08: connection exceptions; 57P01..57P03: shutdown, crash, not yet
             // accepting connections; 53300: too many connections; 55000 at connect: the
-            // database is not accepting connections.
+            // database is not accepting connections; 25006: a write reached a server that
+            // is read-only (a standby not yet promoted, a pooler repointed mid-failover).
+            // PgBouncer's own errors (cannot connect, server conn crashed, query_wait_timeout)
+            // are 08P01.
             code.starts_with("08")
-                || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300" | "55000")
+                || matches!(
+                    &*code,
+                    "57P01" | "57P02" | "57P03" | "53300" | "55000" | "25006"
+                )
         }),
         _ => false,
     }
@@ -74,7 +80,7 @@ impl DbHealth {
     }
 
     /// One bounded probe.
-    pub async fn probe(&self, pool: &PgPool, bound: Duration) -> bool {
+    pub async fn probe(&self, pool: &Db, bound: Duration) -> bool {
         let ok = matches!(
             tokio::time::timeout(bound, sqlx::query("SELECT 1").execute(pool)).await,
             Ok(Ok(_))
@@ -87,7 +93,7 @@ impl DbHealth {
     /// [`PROBE_BOUND`]: a database that refuses connections fails at once, and a loaded one
     /// that answers slowly is not down (a bound as short as the interval would keep a
     /// recovering database marked down for as long as the machine is busy).
-    pub async fn watch(self, pool: PgPool, interval: Duration, mut stop: watch::Receiver<bool>) {
+    pub async fn watch(self, pool: Db, interval: Duration, mut stop: watch::Receiver<bool>) {
         metrics::gauge!("pisgate_database_up").set(1.0);
         loop {
             self.probe(&pool, PROBE_BOUND).await;

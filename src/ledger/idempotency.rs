@@ -11,8 +11,9 @@
 //! with the same key and body takes the key over and resumes that payment. A crashed
 //! replica's key is resumable after the bound, seconds, not minutes.
 
+use super::Db;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -161,11 +162,7 @@ pub async fn complete(
 
 /// Deletes up to `batch` expired records (oldest first); returns how many. Call it until it
 /// deletes fewer than `batch`, so that no statement holds many locks for long.
-pub async fn purge_expired(
-    pool: &PgPool,
-    now: DateTime<Utc>,
-    batch: i64,
-) -> Result<u64, sqlx::Error> {
+pub async fn purge_expired(pool: &Db, now: DateTime<Utc>, batch: i64) -> Result<u64, sqlx::Error> {
     Ok(sqlx::query!(
         r#"DELETE FROM idempotency_keys
            WHERE (merchant_id, key) IN (

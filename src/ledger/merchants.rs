@@ -6,13 +6,13 @@
 //! keys (a rotation's grace period, or keys made through `/v1/api-keys`); an expired or
 //! revoked key is refused like an unknown one.
 
+use super::Db;
 use crate::ledger::api_keys;
 use chrono::{DateTime, Utc};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -103,7 +103,7 @@ pub enum MerchantError {
 }
 
 pub async fn create(
-    pool: &PgPool,
+    pool: &Db,
     name: &str,
     return_origins: &[String],
 ) -> Result<(Merchant, SecretString), MerchantError> {
@@ -142,7 +142,7 @@ pub struct RotatedKey {
 /// Gives a merchant a new key; its current keys keep working for `grace` (a key that
 /// already expires sooner keeps its earlier end). `None` for an unknown merchant.
 pub async fn rotate_key(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     grace: std::time::Duration,
 ) -> Result<Option<RotatedKey>, sqlx::Error> {
@@ -184,7 +184,7 @@ pub async fn rotate_key(
     }))
 }
 
-pub async fn list(pool: &PgPool) -> Result<Vec<Merchant>, sqlx::Error> {
+pub async fn list(pool: &Db) -> Result<Vec<Merchant>, sqlx::Error> {
     sqlx::query_as!(
         Merchant,
         r#"SELECT id, name, status, return_origins, created_at, disabled_at
@@ -194,7 +194,7 @@ pub async fn list(pool: &PgPool) -> Result<Vec<Merchant>, sqlx::Error> {
     .await
 }
 
-pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
+pub async fn get(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
     sqlx::query_as!(
         Merchant,
         r#"SELECT id, name, status, return_origins, created_at, disabled_at
@@ -208,7 +208,7 @@ pub async fn get(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::Erro
 /// Disables a merchant: its key stops working at once. Returns `None` for an unknown id.
 /// Disables a merchant: its keys are refused from now on. Every replica forgets the keys it
 /// verified when the notification arrives at commit (`crate::api::auth::AUTH_CHANNEL`).
-pub async fn disable(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
+pub async fn disable(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
     sqlx::query_as!(
         Merchant,
         r#"WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
@@ -225,7 +225,7 @@ pub async fn disable(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::
 
 /// Enables a disabled merchant: its keys (those not expired) work again. `None` for an
 /// unknown id.
-pub async fn enable(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
+pub async fn enable(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
     sqlx::query_as!(
         Merchant,
         r#"WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
@@ -240,7 +240,7 @@ pub async fn enable(pool: &PgPool, id: Uuid) -> Result<Option<Merchant>, sqlx::E
 }
 
 pub async fn set_return_origins(
-    pool: &PgPool,
+    pool: &Db,
     id: Uuid,
     origins: &[String],
 ) -> Result<Option<Merchant>, sqlx::Error> {
@@ -258,13 +258,13 @@ pub async fn set_return_origins(
 
 /// Finds the merchant a presented API key belongs to, active or not. `None` when the key is
 /// malformed, unknown or wrong.
-pub async fn authenticate(pool: &PgPool, presented: &str) -> Result<Option<Merchant>, sqlx::Error> {
+pub async fn authenticate(pool: &Db, presented: &str) -> Result<Option<Merchant>, sqlx::Error> {
     Ok(authenticate_key(pool, presented).await?.map(|(m, _)| m))
 }
 
 /// As [`authenticate`], with the key's expiry (a rotated-away key's end of grace).
 pub async fn authenticate_key(
-    pool: &PgPool,
+    pool: &Db,
     presented: &str,
 ) -> Result<Option<(Merchant, Option<DateTime<Utc>>)>, sqlx::Error> {
     let Some((key_id, secret)) = split_key(presented) else {

@@ -8,6 +8,7 @@ pub mod api_keys;
 pub mod canonical;
 pub mod checkpoints;
 pub mod crypto;
+pub mod db;
 pub mod events;
 pub mod health;
 pub mod idempotency;
@@ -22,26 +23,53 @@ pub mod view;
 pub mod webhook_events;
 pub mod webhooks;
 
+pub use db::{Conn, Db, Reads};
+
 use crate::config::DatabaseSettings;
-use sqlx::PgPool;
+use anyhow::Context as _;
 use sqlx::migrate::Migrator;
-use sqlx::postgres::PgPoolOptions;
 
 /// The schema migrations compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
 /// Opens the pool and proves the database answers.
-pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<PgPool> {
-    use anyhow::Context as _;
-    let pool = PgPoolOptions::new()
-        .max_connections(settings.max_connections)
-        .min_connections(settings.min_connections)
-        .acquire_timeout(settings.acquire_timeout)
-        .connect(settings.url())
+pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Db> {
+    Db::connect(settings, settings.url())
         .await
         .map_err(redact_connect_error)
-        .context("cannot connect to the database (PISGATE__DATABASE__URL)")?;
-    Ok(pool)
+        .context("cannot connect to the database (PISGATE__DATABASE__URL)")
+}
+
+/// The replica pool, when `database.read_url` is set; it connects on first use (the lag
+/// probe), so a replica that is down does not stop the start.
+pub fn connect_read(settings: &DatabaseSettings) -> anyhow::Result<Option<Db>> {
+    let Some(url) = &settings.read_url else {
+        return Ok(None);
+    };
+    use secrecy::ExposeSecret as _;
+    Db::connect_lazy(settings, url.expose_secret())
+        .map(Some)
+        .map_err(redact_connect_error)
+        .context("cannot use the read replica's URL (PISGATE__DATABASE__READ_URL)")
+}
+
+/// A pool that is a session per connection, for migrations: on `database.direct_url`, or on
+/// `database.url` unless that is a transaction pooler (the migrator holds a session advisory
+/// lock while it works, which a transaction pooler would leave on some server connection).
+pub async fn connect_session(settings: &DatabaseSettings) -> anyhow::Result<sqlx::PgPool> {
+    let Some(url) = settings.session_url() else {
+        anyhow::bail!(
+            "migrations need a database session, and database.pooler is \"transaction\": \
+             set PISGATE__DATABASE__DIRECT_URL to the primary (not through the pooler)"
+        );
+    };
+    sqlx::postgres::PgPoolOptions::new()
+        .max_connections(2)
+        .acquire_timeout(settings.acquire_timeout)
+        .connect(url)
+        .await
+        .map_err(redact_connect_error)
+        .context("cannot connect to the database for migrations (PISGATE__DATABASE__DIRECT_URL or PISGATE__DATABASE__URL)")
 }
 
 /// sqlx's connect errors can quote the URL, password included; keep only the kind.
@@ -53,7 +81,7 @@ fn redact_connect_error(e: sqlx::Error) -> anyhow::Error {
 }
 
 /// Versions of migrations compiled into this binary that the database has not applied.
-pub async fn pending_migrations(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> {
+pub async fn pending_migrations(pool: &Db) -> Result<Vec<i64>, sqlx::Error> {
     let table_exists: bool =
         sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
             .fetch_one(pool)
@@ -72,6 +100,6 @@ pub async fn pending_migrations(pool: &PgPool) -> Result<Vec<i64>, sqlx::Error> 
         .collect())
 }
 
-pub async fn migrate(pool: &PgPool) -> Result<(), sqlx::migrate::MigrateError> {
+pub async fn migrate(pool: &sqlx::PgPool) -> Result<(), sqlx::migrate::MigrateError> {
     MIGRATOR.run(pool).await
 }

@@ -5,9 +5,9 @@
 //!
 //! Never stored or logged: a password, a session token.
 
+use super::Db;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -19,7 +19,7 @@ pub struct Operator {
     pub locked_until: Option<DateTime<Utc>>,
 }
 
-pub async fn create(pool: &PgPool, email: &str, password_hash: &str) -> Result<Uuid, sqlx::Error> {
+pub async fn create(pool: &Db, email: &str, password_hash: &str) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
     sqlx::query!(
         "INSERT INTO operators (id, email, password_hash) VALUES ($1, $2, $3)",
@@ -32,7 +32,7 @@ pub async fn create(pool: &PgPool, email: &str, password_hash: &str) -> Result<U
     Ok(id)
 }
 
-pub async fn by_email(pool: &PgPool, email: &str) -> Result<Option<Operator>, sqlx::Error> {
+pub async fn by_email(pool: &Db, email: &str) -> Result<Option<Operator>, sqlx::Error> {
     sqlx::query_as!(
         Operator,
         "SELECT id, email, password_hash, failed_attempts, locked_until FROM operators WHERE email = $1",
@@ -45,7 +45,7 @@ pub async fn by_email(pool: &PgPool, email: &str) -> Result<Option<Operator>, sq
 /// Counts a failed sign-in; the `max`-th in a row locks the account until `now + lock_for`
 /// and starts the count again.
 pub async fn record_failure(
-    pool: &PgPool,
+    pool: &Db,
     id: Uuid,
     max: i32,
     lock_for: chrono::Duration,
@@ -65,7 +65,7 @@ pub async fn record_failure(
     Ok(())
 }
 
-pub async fn record_success(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn record_success(pool: &Db, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE operators SET failed_attempts = 0, locked_until = NULL WHERE id = $1",
         id
@@ -85,7 +85,7 @@ pub struct Session {
 
 /// Starts a session, and forgets sessions that have ended (so the table holds live ones).
 pub async fn create_session(
-    pool: &PgPool,
+    pool: &Db,
     token_hash: &[u8],
     operator_id: Uuid,
     csrf_token: &str,
@@ -107,7 +107,7 @@ pub async fn create_session(
     Ok(())
 }
 
-pub async fn session(pool: &PgPool, token_hash: &[u8]) -> Result<Option<Session>, sqlx::Error> {
+pub async fn session(pool: &Db, token_hash: &[u8]) -> Result<Option<Session>, sqlx::Error> {
     sqlx::query_as!(
         Session,
         "SELECT s.operator_id, o.email, s.csrf_token
@@ -119,7 +119,7 @@ pub async fn session(pool: &PgPool, token_hash: &[u8]) -> Result<Option<Session>
     .await
 }
 
-pub async fn end_session(pool: &PgPool, token_hash: &[u8]) -> Result<(), sqlx::Error> {
+pub async fn end_session(pool: &Db, token_hash: &[u8]) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "DELETE FROM operator_sessions WHERE token_hash = $1",
         token_hash
@@ -131,7 +131,7 @@ pub async fn end_session(pool: &PgPool, token_hash: &[u8]) -> Result<(), sqlx::E
 
 /// Appends to the audit log: who did what to what, and when.
 pub async fn audit(
-    pool: &PgPool,
+    pool: &Db,
     operator_id: Option<Uuid>,
     email: &str,
     action: &str,
@@ -160,7 +160,7 @@ pub struct AuditEntry {
     pub created_at: DateTime<Utc>,
 }
 
-pub async fn recent_audit(pool: &PgPool, limit: i64) -> Result<Vec<AuditEntry>, sqlx::Error> {
+pub async fn recent_audit(pool: &Db, limit: i64) -> Result<Vec<AuditEntry>, sqlx::Error> {
     sqlx::query_as!(
         AuditEntry,
         "SELECT email, action, target, created_at FROM operator_audit ORDER BY id DESC LIMIT $1",
@@ -196,7 +196,7 @@ pub struct PaymentRow {
 }
 
 /// The newest payments matching `s`, at most `limit`.
-pub async fn search(pool: &PgPool, s: &Search, limit: i64) -> Result<Vec<PaymentRow>, sqlx::Error> {
+pub async fn search(pool: &Db, s: &Search, limit: i64) -> Result<Vec<PaymentRow>, sqlx::Error> {
     sqlx::query_as!(
         PaymentRow,
         r#"SELECT p.id, m.name AS merchant_name, p.merchant_reference, p.status, p.bank_status,
@@ -241,7 +241,7 @@ pub struct Delivery {
     pub delivered_at: Option<DateTime<Utc>>,
 }
 
-pub async fn deliveries(pool: &PgPool, payment_id: Uuid) -> Result<Vec<Delivery>, sqlx::Error> {
+pub async fn deliveries(pool: &Db, payment_id: Uuid) -> Result<Vec<Delivery>, sqlx::Error> {
     sqlx::query_as!(
         Delivery,
         "SELECT d.endpoint_id, d.event_id, e.event_type, w.url, d.status, d.attempts, d.last_attempt_at,
@@ -272,7 +272,7 @@ pub struct AttentionPayment {
 /// payments past their late-signing horizon that still wait, and authorized ones with no
 /// bank word for three days.
 pub async fn attention_payments(
-    pool: &PgPool,
+    pool: &Db,
     limit: i64,
 ) -> Result<Vec<AttentionPayment>, sqlx::Error> {
     sqlx::query_as!(
@@ -311,7 +311,7 @@ pub struct DeadDelivery {
     pub last_error: Option<String>,
 }
 
-pub async fn dead_deliveries(pool: &PgPool, limit: i64) -> Result<Vec<DeadDelivery>, sqlx::Error> {
+pub async fn dead_deliveries(pool: &Db, limit: i64) -> Result<Vec<DeadDelivery>, sqlx::Error> {
     sqlx::query_as!(
         DeadDelivery,
         "SELECT d.endpoint_id, d.event_id, e.payment_id, e.event_type, w.url, m.name AS merchant_name,
@@ -340,7 +340,7 @@ pub struct DisabledEndpoint {
 }
 
 pub async fn disabled_endpoints(
-    pool: &PgPool,
+    pool: &Db,
     limit: i64,
 ) -> Result<Vec<DisabledEndpoint>, sqlx::Error> {
     sqlx::query_as!(
@@ -357,10 +357,7 @@ pub async fn disabled_endpoints(
 }
 
 /// The merchant of a webhook endpoint.
-pub async fn endpoint_merchant(
-    pool: &PgPool,
-    endpoint_id: Uuid,
-) -> Result<Option<Uuid>, sqlx::Error> {
+pub async fn endpoint_merchant(pool: &Db, endpoint_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT merchant_id FROM webhook_endpoints WHERE id = $1",
         endpoint_id
@@ -378,7 +375,7 @@ pub struct Usage {
     pub last_month: i64,
 }
 
-pub async fn usage(pool: &PgPool) -> Result<Vec<Usage>, sqlx::Error> {
+pub async fn usage(pool: &Db) -> Result<Vec<Usage>, sqlx::Error> {
     sqlx::query_as!(
         Usage,
         r#"SELECT merchant_id, status,
@@ -404,7 +401,7 @@ pub struct WebhookHealth {
     pub dead: i64,
 }
 
-pub async fn webhook_health(pool: &PgPool) -> Result<Vec<WebhookHealth>, sqlx::Error> {
+pub async fn webhook_health(pool: &Db) -> Result<Vec<WebhookHealth>, sqlx::Error> {
     sqlx::query_as!(
         WebhookHealth,
         r#"SELECT w.merchant_id,

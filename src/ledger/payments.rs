@@ -13,12 +13,13 @@
 //! attempt may record the bank's answer ([`record_initiated`]); a late answer of an older
 //! attempt is kept in the ledger as an orphan, never over the current one.
 
+use super::Db;
 use crate::domain::{Evidence, PaymentStatus, Transition};
 use crate::ledger::events::{self, NewEvent};
 use crate::ledger::webhooks;
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use sqlx::{PgConnection, PgPool, Postgres, QueryBuilder};
+use sqlx::{PgConnection, Postgres, QueryBuilder};
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -178,7 +179,7 @@ pub struct Created {
 }
 
 pub async fn create_with_key(
-    pool: &PgPool,
+    pool: &Db,
     p: NewPayment<'_>,
     key: KeyClaim<'_>,
 ) -> Result<Option<Created>, sqlx::Error> {
@@ -312,7 +313,7 @@ pub async fn create_with_key(
 /// interval away (`first_poll_at`), which the pollers' timer catches. Returns false when the
 /// row moved; nothing is written and the caller takes the transactional path.
 pub async fn record_first_answer(
-    pool: &PgPool,
+    pool: &Db,
     created: &Created,
     answered: &PaymentRecord,
     first_poll_at: DateTime<Utc>,
@@ -465,7 +466,7 @@ pub async fn get_for_update(
 
 /// A merchant's payment; another merchant's id is simply not found.
 pub async fn get_for_merchant(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<PaymentRecord>, sqlx::Error> {
@@ -560,7 +561,7 @@ pub fn search_query(
 
 /// Newest first, at most `limit` rows: the ids through [`search_query`], then the rows.
 pub async fn list_for_merchant(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     filter: &ListFilter,
     limit: i64,
@@ -714,7 +715,7 @@ pub async fn consume_state(conn: &mut PgConnection, id: Uuid) -> Result<(), sqlx
 /// Claims the right to run the code exchange of a payment's callback for `lease`: only one
 /// callback at a time, and none once the state is used. Returns whether it was claimed.
 pub async fn claim_callback(
-    pool: &PgPool,
+    pool: &Db,
     id: Uuid,
     lease: std::time::Duration,
 ) -> Result<bool, sqlx::Error> {
@@ -734,7 +735,7 @@ pub async fn claim_callback(
 
 /// Gives a callback's claim back without using the state (the exchange can be tried again
 /// by a repeated callback).
-pub async fn release_callback(pool: &PgPool, id: Uuid) -> Result<(), sqlx::Error> {
+pub async fn release_callback(pool: &Db, id: Uuid) -> Result<(), sqlx::Error> {
     sqlx::query!(
         "UPDATE payments SET callback_claimed_until = NULL WHERE id = $1",
         id

@@ -8,8 +8,9 @@
 //! together identify one claim. A poll that changes nothing ends its claim through
 //! [`reschedule_many`]: one small row rewritten, many polls per statement.
 
+use super::Db;
 use chrono::{DateTime, Utc};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -53,7 +54,7 @@ pub struct Claimed {
 /// Claims up to `limit` due payments for `owner`, oldest due first (`FOR UPDATE SKIP
 /// LOCKED`, so replicas never claim the same row), and commits.
 pub async fn claim(
-    pool: &PgPool,
+    pool: &Db,
     owner: &str,
     lease: Duration,
     limit: i64,
@@ -95,7 +96,7 @@ pub async fn claim(
 }
 
 /// Hands every lease of `owner` back: those payments are due again at once.
-pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
+pub async fn release(pool: &Db, owner: &str) -> Result<u64, sqlx::Error> {
     let r = sqlx::query!(
         "UPDATE payment_polls SET next_poll_at = now(), poll_owner = NULL WHERE poll_owner = $1",
         owner
@@ -106,14 +107,14 @@ pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
 }
 
 /// The earliest due time of any payment still followed (claimed ones included).
-pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+pub async fn next_due(pool: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar!("SELECT min(next_poll_at) FROM payment_polls")
         .fetch_one(pool)
         .await
 }
 
 /// How many payments are due and not claimed, and how many seconds the oldest is late.
-pub async fn queue_stats(pool: &PgPool) -> Result<(i64, f64), sqlx::Error> {
+pub async fn queue_stats(pool: &Db) -> Result<(i64, f64), sqlx::Error> {
     let r = sqlx::query!(
         r#"SELECT count(*) AS "depth!",
                   COALESCE(EXTRACT(EPOCH FROM now() - min(next_poll_at)), 0)::float8 AS "oldest!"
@@ -195,7 +196,7 @@ pub struct Reschedule {
 /// Ends many claims of `owner` in one statement; returns the ids whose claim was still
 /// theirs (the others' leases ran out and were claimed again: that claim's answer wins).
 pub async fn reschedule_many(
-    pool: &PgPool,
+    pool: &Db,
     owner: &str,
     batch: &[Reschedule],
 ) -> Result<Vec<Uuid>, sqlx::Error> {

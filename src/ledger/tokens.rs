@@ -35,11 +35,12 @@
 //! hash. A refresh that answers without a new refresh token must store the old one again;
 //! a new pair is stored before the old refresh token is forgotten.
 
+use super::Db;
 use crate::ledger::crypto::{CryptoError, TokenAad, TokenCipher, TokenField};
 use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use sha2::{Digest, Sha256};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use std::time::Duration;
 
 #[derive(Debug, thiserror::Error)]
@@ -61,7 +62,7 @@ pub fn psu_log_id(bank: &str, psu_key: &str) -> String {
 /// out. Dropping it without release gives it back in the background.
 #[must_use = "the lease is held until release() or until it runs out"]
 pub struct PsuLease {
-    pool: PgPool,
+    pool: Db,
     bank: String,
     keys: Vec<String>,
     holder: uuid::Uuid,
@@ -85,7 +86,7 @@ impl std::fmt::Debug for PsuLease {
 
 /// Tries once to take (or renew, for the same holder) the lease of one shopper key.
 async fn try_lease(
-    pool: &PgPool,
+    pool: &Db,
     bank: &str,
     psu_key: &str,
     holder: uuid::Uuid,
@@ -111,7 +112,7 @@ async fn try_lease(
 /// Waits up to `wait` for a shopper key's lease. Returns `None` if someone else still held it
 /// then.
 async fn wait_for_lease(
-    pool: &PgPool,
+    pool: &Db,
     bank: &str,
     psu_key: &str,
     holder: uuid::Uuid,
@@ -135,7 +136,7 @@ async fn wait_for_lease(
 /// Takes the lease of a shopper key for `lease`, waiting up to `wait` for another holder.
 #[tracing::instrument(skip_all, fields(psu = %psu_log_id(bank, psu_key), bank = %bank))]
 pub async fn lease_psu(
-    pool: &PgPool,
+    pool: &Db,
     bank: &str,
     psu_key: &str,
     lease: Duration,
@@ -186,7 +187,7 @@ impl PsuLease {
 }
 
 async fn release_keys(
-    pool: &PgPool,
+    pool: &Db,
     bank: &str,
     keys: &[String],
     holder: uuid::Uuid,
@@ -307,7 +308,7 @@ pub struct LiveToken {
 /// The shopper's live token, if any (expired or not: check `access_expires_at`).
 #[tracing::instrument(skip_all, fields(psu = %psu_log_id(bank, psu_key), bank = %bank))]
 pub async fn load(
-    pool: &PgPool,
+    pool: &Db,
     cipher: &TokenCipher,
     bank: &str,
     psu_key: &str,
@@ -349,7 +350,7 @@ pub async fn load(
 /// dead token is never used again. Returns whether a token was marked.
 #[tracing::instrument(skip_all, fields(psu = %psu_log_id(bank, psu_key), bank = %bank, issue_seq))]
 pub async fn mark_dead(
-    pool: &PgPool,
+    pool: &Db,
     bank: &str,
     psu_key: &str,
     issue_seq: i64,
@@ -384,7 +385,7 @@ pub struct DueToken {
 /// awaiting authorization or authorized (the refresher's question).
 #[tracing::instrument(skip_all, fields(within_s = within.as_secs(), limit = limit, found))]
 pub async fn due_for_refresh(
-    pool: &PgPool,
+    pool: &Db,
     within: Duration,
     limit: i64,
     in_flight_only: bool,

@@ -7,11 +7,11 @@
 //! like tampering. The checkpoint's heads are held in memory (one entry per payment).
 //! It reads only; it never repairs anything.
 
+use super::Db;
 use crate::ledger::checkpoints::{self, CheckpointProblem};
 use crate::ledger::events::{HASH_V1, HASH_V2, RawEvent, list_raw};
 use crate::ledger::keys::LedgerKeys;
 use serde::Serialize;
-use sqlx::PgPool;
 use std::collections::HashMap;
 use std::fmt;
 use uuid::Uuid;
@@ -342,7 +342,7 @@ impl<'k> Verifier<'k> {
 /// Verifies the whole ledger: every chain, every payment's head and status, and that the
 /// ledger extends the last checkpoint (which must be signed by a key of `keys`).
 #[tracing::instrument(skip_all, fields(payments, events, broken, checkpoint))]
-pub async fn verify_all(pool: &PgPool, keys: &LedgerKeys) -> Result<VerifyReport, sqlx::Error> {
+pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sqlx::Error> {
     let mut verifier = Verifier::new(keys);
     let last = checkpoints::load_last(pool, keys).await?;
     let mut signed_v1 = None;
@@ -476,7 +476,7 @@ pub async fn verify_all(pool: &PgPool, keys: &LedgerKeys) -> Result<VerifyReport
 /// checkpoint: that needs the whole ledger).
 #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
 pub async fn verify_payment(
-    pool: &PgPool,
+    pool: &Db,
     keys: &LedgerKeys,
     payment_id: Uuid,
 ) -> Result<VerifyReport, sqlx::Error> {

@@ -6,9 +6,9 @@
 //! answers the same id and the same bytes a receiver got. Reads only; never another
 //! merchant's rows.
 
+use super::Db;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// One event as stored: its payload is the webhook body (`id`, `type`, `timestamp`, `data`).
@@ -34,7 +34,7 @@ pub struct EventFilter {
 
 /// A merchant's events, newest first, at most `limit`.
 pub async fn list(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     filter: &EventFilter,
     limit: i64,
@@ -67,7 +67,7 @@ pub async fn list(
 
 /// One of the merchant's events; another merchant's is not found.
 pub async fn get(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<StoredEvent>, sqlx::Error> {

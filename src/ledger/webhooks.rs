@@ -15,12 +15,13 @@
 //! Endpoint secrets are stored sealed (see [`crate::ledger::crypto`]); nothing here ever
 //! sees them in the clear, and nothing here calls the network.
 
+use super::Db;
 use crate::ledger::crypto::Sealed;
 use crate::ledger::payments::PaymentRecord;
 use crate::ledger::view::PaymentView;
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
-use sqlx::{PgConnection, PgPool};
+use sqlx::PgConnection;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -232,7 +233,7 @@ async fn lock_and_count_enabled(
 
 /// Creates an endpoint unless the merchant already has `max_enabled` enabled ones.
 pub async fn create_endpoint(
-    pool: &PgPool,
+    pool: &Db,
     new: NewEndpoint<'_>,
     max_enabled: i64,
 ) -> Result<CapOutcome<Endpoint>, sqlx::Error> {
@@ -262,7 +263,7 @@ pub async fn create_endpoint(
 
 /// A merchant's endpoint (deleted ones included); another merchant's id is not found.
 pub async fn get_endpoint(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     id: Uuid,
 ) -> Result<Option<Endpoint>, sqlx::Error> {
@@ -281,7 +282,7 @@ pub async fn get_endpoint(
 /// Newest first, at most `limit`, after the keyset cursor `(created_at, id)`. Without a
 /// `status`, deleted endpoints are left out.
 pub async fn list_endpoints(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     status: Option<&str>,
     after: Option<(DateTime<Utc>, Uuid)>,
@@ -310,11 +311,7 @@ pub async fn list_endpoints(
 
 /// Soft-deletes an endpoint; its pending deliveries die with it. False when the merchant has
 /// no such endpoint. Deleting a deleted endpoint changes nothing.
-pub async fn delete_endpoint(
-    pool: &PgPool,
-    merchant_id: Uuid,
-    id: Uuid,
-) -> Result<bool, sqlx::Error> {
+pub async fn delete_endpoint(pool: &Db, merchant_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let status = sqlx::query_scalar!(
         r#"SELECT status FROM webhook_endpoints
@@ -343,7 +340,7 @@ pub async fn delete_endpoint(
 /// Turns a disabled endpoint back on (not a deleted one), within the cap. `None` when the
 /// merchant has no such endpoint or it is deleted.
 pub async fn enable_endpoint(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     id: Uuid,
     max_enabled: i64,
@@ -383,7 +380,7 @@ pub async fn enable_endpoint(
 /// replaces keeps signing beside it until `overlap` has passed; with no overlap it stops at
 /// once. `None` when the merchant has no such endpoint or it is deleted.
 pub async fn rotate_secret(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     id: Uuid,
     secret: &Sealed,
@@ -423,7 +420,7 @@ pub struct EndpointChange<'a> {
 /// the new URL, new events follow the new subscription. `None` when the merchant has no
 /// such endpoint or it is deleted.
 pub async fn update_endpoint(
-    pool: &PgPool,
+    pool: &Db,
     merchant_id: Uuid,
     id: Uuid,
     change: EndpointChange<'_>,
@@ -489,7 +486,7 @@ pub struct Delivery {
 
 /// An endpoint's deliveries, newest first, after the keyset cursor `(created_at, event_id)`.
 pub async fn list_deliveries(
-    pool: &PgPool,
+    pool: &Db,
     endpoint_id: Uuid,
     status: Option<&str>,
     after: Option<(DateTime<Utc>, Uuid)>,
@@ -533,7 +530,7 @@ pub enum Replay {
 /// endpoint row is share-locked so that a concurrent disable or delete (which updates it
 /// first, then kills its pending deliveries) either sees this replay or is seen by it.
 pub async fn replay_delivery(
-    pool: &PgPool,
+    pool: &Db,
     endpoint_id: Uuid,
     event_id: Uuid,
 ) -> Result<Replay, sqlx::Error> {
@@ -585,7 +582,7 @@ pub async fn replay_delivery(
 }
 
 /// Replays every dead delivery of an enabled endpoint; `None` if it is not enabled.
-pub async fn replay_dead(pool: &PgPool, endpoint_id: Uuid) -> Result<Option<u64>, sqlx::Error> {
+pub async fn replay_dead(pool: &Db, endpoint_id: Uuid) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let enabled = sqlx::query_scalar!(
         r#"SELECT status FROM webhook_endpoints WHERE id = $1 FOR SHARE"#,
@@ -651,7 +648,7 @@ fn millis(d: Duration) -> i64 {
 /// Claims up to `limit` due pending deliveries of enabled endpoints for `owner`, oldest due
 /// first: each moves to the end of the lease and names the owner, in one statement.
 pub async fn claim_due(
-    pool: &PgPool,
+    pool: &Db,
     owner: &str,
     lease: Duration,
     limit: i64,
@@ -706,7 +703,7 @@ pub async fn claim_due(
 
 /// When the next pending delivery of an enabled endpoint comes due (leased ones included:
 /// their lease end), if any.
-pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+pub async fn next_due(pool: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     // ORDER BY … LIMIT 1 rather than min(): it walks the due index and stops at the first
     // row of an enabled endpoint instead of aggregating every pending delivery.
     sqlx::query_scalar!(
@@ -721,7 +718,7 @@ pub async fn next_due(pool: &PgPool) -> Result<Option<DateTime<Utc>>, sqlx::Erro
 }
 
 /// Pending deliveries that are due now and not leased: the backlog.
-pub async fn queue_depth(pool: &PgPool) -> Result<i64, sqlx::Error> {
+pub async fn queue_depth(pool: &Db) -> Result<i64, sqlx::Error> {
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM webhook_deliveries
            WHERE status = 'pending' AND next_attempt_at <= now()"#
@@ -732,7 +729,7 @@ pub async fn queue_depth(pool: &PgPool) -> Result<i64, sqlx::Error> {
 
 /// Kills pending deliveries whose endpoint is no longer enabled (an event enqueued while its
 /// endpoint was being disabled or deleted). Returns how many.
-pub async fn sweep_orphans(pool: &PgPool) -> Result<u64, sqlx::Error> {
+pub async fn sweep_orphans(pool: &Db) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         r#"UPDATE webhook_deliveries d
            SET status = 'dead', next_attempt_at = NULL, owner = NULL,
@@ -767,7 +764,7 @@ pub enum Attempt<'a> {
 /// Records one attempt, only if `owner` still holds the delivery. False when it does not
 /// (lease lost, endpoint deleted, replayed): the result is then dropped.
 pub async fn record_attempt(
-    pool: &PgPool,
+    pool: &Db,
     endpoint_id: Uuid,
     event_id: Uuid,
     owner: &str,
@@ -822,7 +819,7 @@ pub async fn record_attempt(
 /// disabled with `reason` (unless already disabled or deleted) and its pending deliveries die.
 /// Returns whether the endpoint was disabled by this call.
 pub async fn endpoint_gone(
-    pool: &PgPool,
+    pool: &Db,
     endpoint_id: Uuid,
     event_id: Uuid,
     owner: &str,
@@ -863,7 +860,7 @@ pub async fn endpoint_gone(
 }
 
 /// Hands back every pending delivery `owner` holds, due now (a stopping dispatcher).
-pub async fn release(pool: &PgPool, owner: &str) -> Result<u64, sqlx::Error> {
+pub async fn release(pool: &Db, owner: &str) -> Result<u64, sqlx::Error> {
     let done = sqlx::query!(
         r#"UPDATE webhook_deliveries SET next_attempt_at = now(), owner = NULL
            WHERE owner = $1 AND status = 'pending'"#,

@@ -123,6 +123,20 @@ fn describe_metrics() {
         "1 while the database answers the watchdog's probe, 0 during an outage."
     );
     describe_gauge!(
+        "pisgate_database_replica_lag_seconds",
+        Unit::Seconds,
+        "How far the read replica (database.read_url) is behind the primary: seconds since the last transaction it replayed, 0 when it has replayed all the primary had written."
+    );
+    describe_gauge!(
+        "pisgate_database_replica_lag_bytes",
+        Unit::Bytes,
+        "Bytes of WAL the primary had written that the read replica had not replayed, at the last probe."
+    );
+    describe_gauge!(
+        "pisgate_database_replica_in_use",
+        "1 while list reads go to the read replica (reachable, within database.read_max_lag), 0 while they go to the primary."
+    );
+    describe_gauge!(
         "pisgate_build_info",
         "Always 1; the labels name the running version (and git commit when known)."
     );
@@ -188,12 +202,13 @@ fn describe_metrics() {
 }
 
 /// Sets the gauges read at scrape time: the process's and the database pool's.
-pub fn refresh_on_scrape(pool: &sqlx::PgPool) {
+pub fn refresh_on_scrape(pool: &crate::ledger::Db) {
     let size = f64::from(pool.size());
     let idle = pool.num_idle() as f64;
     metrics::gauge!("pisgate_db_pool_connections", "state" => "idle").set(idle);
     metrics::gauge!("pisgate_db_pool_connections", "state" => "used").set((size - idle).max(0.0));
-    metrics::gauge!("pisgate_db_pool_max").set(f64::from(pool.options().get_max_connections()));
+    metrics::gauge!("pisgate_db_pool_max")
+        .set(f64::from(pool.pool().options().get_max_connections()));
     if let Some(p) = ProcessStats::read() {
         metrics::counter!("process_cpu_seconds_total").absolute(p.cpu_seconds as u64);
         metrics::gauge!("process_resident_memory_bytes").set(p.resident_bytes);

@@ -9,6 +9,7 @@
 //! in-flight work within a bound and hands its leases back at once.
 
 pub mod checkpointer;
+pub mod listener;
 pub mod poller;
 pub mod purger;
 pub mod refresher;
@@ -16,19 +17,19 @@ pub mod webhooks;
 
 use crate::bank::Bank;
 use crate::config::Settings;
+use crate::ledger::Db;
 use crate::ledger::crypto::TokenCipher;
 use rand::Rng;
-use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{Mutex, Notify, watch};
+use tokio::sync::{Mutex, watch};
 use tokio::task::JoinHandle;
 use tokio::time::Instant;
 
 /// What every worker needs. Cheap to clone.
 #[derive(Clone)]
 pub struct WorkerContext {
-    pub pool: PgPool,
+    pub pool: Db,
     pub settings: Arc<Settings>,
     pub bank: Arc<dyn Bank>,
     pub cipher: Arc<TokenCipher>,
@@ -36,17 +37,20 @@ pub struct WorkerContext {
     pub owner: Arc<str>,
     /// Ends the claims of quiet polls many at a time.
     pub reschedules: Arc<poller::GroupReschedule>,
+    /// Wakes the poller and the dispatcher when the database notifies them.
+    pub listener: Arc<listener::Listener>,
 }
 
 impl WorkerContext {
     pub fn new(
-        pool: PgPool,
+        pool: Db,
         settings: Arc<Settings>,
         bank: Arc<dyn Bank>,
         cipher: Arc<TokenCipher>,
     ) -> WorkerContext {
         WorkerContext {
             pool,
+            listener: listener::Listener::new(settings.database.session_url()),
             settings,
             bank,
             cipher,
@@ -197,67 +201,6 @@ pub fn backoff(base: Duration, max: Duration, failures: u32) -> Duration {
     let full = base.saturating_mul(1u32 << exp).min(max);
     let half = full / 2;
     half + Duration::from_millis(rand::thread_rng().gen_range(0..=half.as_millis() as u64))
-}
-
-/// Wakes a worker when Postgres sends a notification on `channel`; reconnects on its own.
-/// Ends when `stop` turns true.
-pub fn listen(pool: PgPool, channel: &'static str, stop: watch::Receiver<bool>) -> Arc<Notify> {
-    listen_tracked(pool, channel, stop, Arc::default())
-}
-
-/// As [`listen`], and keeps `connected` true exactly while the LISTEN is in place (so a
-/// cache can trust that it hears every notification).
-pub fn listen_tracked(
-    pool: PgPool,
-    channel: &'static str,
-    mut stop: watch::Receiver<bool>,
-    connected: Arc<std::sync::atomic::AtomicBool>,
-) -> Arc<Notify> {
-    use std::sync::atomic::Ordering;
-    let wake = Arc::new(Notify::new());
-    let notify = wake.clone();
-    tokio::spawn(async move {
-        loop {
-            let mut listener = match sqlx::postgres::PgListener::connect_with(&pool).await {
-                Ok(mut l) => match l.listen(channel).await {
-                    Ok(()) => {
-                        connected.store(true, Ordering::SeqCst);
-                        l
-                    }
-                    Err(e) => {
-                        tracing::warn!(channel, error = %e, "cannot LISTEN; retrying");
-                        tokio::select! {
-                            () = stopped(&mut stop) => return,
-                            () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                        }
-                    }
-                },
-                Err(e) => {
-                    tracing::warn!(channel, error = %e, "cannot connect to LISTEN; retrying");
-                    tokio::select! {
-                        () = stopped(&mut stop) => return,
-                        () = tokio::time::sleep(Duration::from_secs(1)) => continue,
-                    }
-                }
-            };
-            loop {
-                tokio::select! {
-                    () = stopped(&mut stop) => return,
-                    n = listener.recv() => match n {
-                        Ok(_) => notify.notify_one(),
-                        Err(e) => {
-                            connected.store(false, Ordering::SeqCst);
-                            tracing::warn!(channel, error = %e, "LISTEN connection lost; reconnecting");
-                            // Something may have been missed: look once.
-                            notify.notify_one();
-                            break;
-                        }
-                    }
-                }
-            }
-        }
-    });
-    wake
 }
 
 #[cfg(test)]

@@ -24,12 +24,12 @@
 use super::{Pacer, WorkerContext, backoff, stopped, stretch};
 use crate::bank::{BankError, BankPaymentId, StatusReport};
 use crate::domain::{Evidence, PaymentStatus};
+use crate::ledger::Db;
 use crate::ledger::payments::{self, Change, POLL_CHANNEL};
 pub use crate::ledger::polls::Claimed;
 use crate::ledger::{polls, tokens, webhooks};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
-use sqlx::PgPool;
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore, oneshot, watch};
@@ -54,7 +54,7 @@ fn after(wait: Duration) -> DateTime<Utc> {
 
 pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
     let cfg = ctx.settings.poller.clone();
-    let wake = super::listen(ctx.pool.clone(), POLL_CHANNEL, stop.clone());
+    let wake = ctx.listener.wake(POLL_CHANNEL);
     let pacer = Arc::new(Pacer::new(cfg.rate_per_sec));
     let slots = Arc::new(Semaphore::new(cfg.concurrency));
     let mut tasks: JoinSet<()> = JoinSet::new();
@@ -161,7 +161,7 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
 /// Claims up to `limit` due payments for `owner` (see [`polls::claim`]) and records how
 /// late each was.
 pub async fn claim(
-    pool: &PgPool,
+    pool: &Db,
     owner: &str,
     lease: Duration,
     limit: i64,
@@ -176,7 +176,7 @@ pub async fn claim(
 }
 
 /// Queue depth (due, not claimed) and the age of the oldest of them.
-async fn refresh_gauges(pool: &PgPool) {
+async fn refresh_gauges(pool: &Db) {
     match polls::queue_stats(pool).await {
         Ok((depth, oldest)) => {
             metrics::gauge!("pisgate_poll_queue_depth").set(depth as f64);
@@ -232,7 +232,7 @@ impl GroupReschedule {
     /// Ends the claim `r` of `owner`; whether it was still theirs.
     pub async fn reschedule(
         &self,
-        pool: &PgPool,
+        pool: &Db,
         owner: &str,
         r: polls::Reschedule,
     ) -> anyhow::Result<bool> {

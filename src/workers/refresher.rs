@@ -93,15 +93,18 @@ async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Resul
         lock.release().await;
         return Ok("not_refreshable");
     };
-    let seq = tokens::next_issue_seq(&mut *ctx.pool.acquire().await?).await?;
+    let seq = tokens::next_issue_seq(&mut *ctx.pool.read_conn().await?).await?;
     let outcome = match ctx.bank.refresh(refresh_token).await {
         Ok(set) => {
             // An absurd `expires_in` is capped at a day rather than trusted.
             let lifetime = set.expires_in.min(Duration::from_secs(86_400));
             let expires_at = Utc::now()
                 + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::zero());
+            // A write: in a transaction of its own (a read_conn is rolled back behind a
+            // transaction pooler).
+            let mut tx = ctx.pool.begin().await?;
             let stored = tokens::store(
-                &mut *ctx.pool.acquire().await?,
+                &mut tx,
                 &ctx.cipher,
                 &d.bank,
                 &d.psu_key,
@@ -112,6 +115,7 @@ async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Resul
                 expires_at,
             )
             .await?;
+            tx.commit().await?;
             tracing::info!(psu = %psu, stored, "shopper token refreshed");
             if stored { "refreshed" } else { "superseded" }
         }

@@ -158,7 +158,7 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
             return;
         }
     };
-    let wake = super::listen(ctx.pool.clone(), NOTIFY_CHANNEL, stop.clone());
+    let wake = ctx.listener.wake(NOTIFY_CHANNEL);
     let slots = Arc::new(Semaphore::new(settings.concurrency));
     let mut inflight: JoinSet<()> = JoinSet::new();
     let mut depth_tick = tokio::time::interval(DEPTH_EVERY);

@@ -3,6 +3,7 @@
 use crate::helpers::{
     CLIENT_ID, CLIENT_SECRET, LEDGER_KEY, TOKEN_KEY, config_dir, fixture, fresh_database,
 };
+use pisgate::ledger::Db;
 use std::process::{Command, Output};
 
 pub fn pisgate() -> Command {
@@ -184,7 +185,7 @@ fn merchant_create_refuses_an_insecure_origin() {
 async fn ledger_verify_passes_on_an_intact_ledger_and_names_the_first_edited_event() {
     crate::helpers::install_ledger_key();
     let url = fresh_database().await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&url).await.unwrap());
     let (merchant, _) = pisgate::ledger::merchants::create(&pool, "Ledger shop", &[])
         .await
         .unwrap();
@@ -198,7 +199,7 @@ async fn ledger_verify_passes_on_an_intact_ledger_and_names_the_first_edited_eve
     .execute(&pool)
     .await
     .unwrap();
-    let mut conn = pool.acquire().await.unwrap();
+    let mut conn = pool.pool().acquire().await.unwrap();
     for kind in ["created", "initiated", "callback"] {
         pisgate::ledger::events::append(
             &mut conn,
@@ -398,7 +399,7 @@ async fn ledger_verify_exits_1_naming_every_tamper() {
     crate::helpers::install_ledger_key();
     for t in tamper::ALL {
         let url = fresh_database().await;
-        let pool = sqlx::PgPool::connect(&url).await.unwrap();
+        let pool = Db::from(sqlx::PgPool::connect(&url).await.unwrap());
         let victim = tamper::paid_payment(&pool).await;
         let bystander = tamper::paid_payment(&pool).await;
         let out = ledger(&url, "checkpoint");
@@ -540,7 +541,7 @@ async fn operator_commands_need_only_the_database_and_the_key_they_use() {
         !stderr(&out).contains(&second_key),
         "the key went to stderr"
     );
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&url).await.unwrap());
     let works = |key: String| {
         let pool = pool.clone();
         async move {

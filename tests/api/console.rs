@@ -20,6 +20,13 @@ fn create_operator(app: &TestApp, email: &str, password: &str) -> std::process::
             "PISGATE__DATABASE__URL",
             app.settings.database.url.expose_secret(),
         )
+        .env(
+            "PISGATE__DATABASE__POOLER",
+            match app.settings.database.pooler {
+                pisgate::config::Pooler::Transaction => "transaction",
+                pisgate::config::Pooler::None => "none",
+            },
+        )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

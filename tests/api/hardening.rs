@@ -7,6 +7,7 @@ use crate::payments::body;
 use crate::serve::Serve;
 use axum::Router;
 use axum::routing::post;
+use pisgate::ledger::Db;
 use serde_json::{Value, json};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -138,7 +139,7 @@ async fn a_blackholed_endpoint_does_not_delay_another_merchants_deliveries() {
 #[tokio::test]
 async fn webhooks_ignore_proxies_from_the_environment_and_use_only_the_configured_one() {
     let db = fresh_database().await;
-    let pool = sqlx::PgPool::connect(&db).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&db).await.unwrap());
     let (_, key) = pisgate::ledger::merchants::create(&pool, "Proxy shop", &[])
         .await
         .unwrap();
@@ -204,7 +205,7 @@ async fn webhooks_ignore_proxies_from_the_environment_and_use_only_the_configure
 
 /// A payment cancelled before anyone reached the bank, written straight to the database:
 /// its `payment.cancelled` event is in the outbox. Returns the payment id.
-async fn enqueue_event(pool: &sqlx::PgPool) -> String {
+async fn enqueue_event(pool: &Db) -> String {
     use pisgate::domain::Evidence;
     crate::helpers::install_ledger_key();
     use pisgate::ledger::payments::{self, Change, KeyClaim, NewPayment};

@@ -2,11 +2,12 @@
 
 use pisgate::app::Application;
 use pisgate::config::{Settings, Sources};
+use pisgate::ledger::Db;
 use pisgate::ledger::keys::LedgerKeys;
 use pisgate::sandbox::{Sandbox, SandboxConfig};
 use secrecy::SecretString;
 use serde_json::Value;
-use sqlx::{Connection, Executor, PgConnection, PgPool};
+use sqlx::{Connection, Executor, PgConnection};
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -17,6 +18,26 @@ pub fn cluster_url() -> String {
     std::env::var("PISGATE_TEST_DATABASE_URL").expect(
         "PISGATE_TEST_DATABASE_URL is not set: run the tests through scripts/test.sh, which starts PostgreSQL",
     )
+}
+
+/// How `pisgate` reaches a test database: directly, or (when `PISGATE_TEST_PGBOUNCER_URL`
+/// names a PgBouncer in transaction mode in front of the test cluster, `scripts/test.sh
+/// --pgbouncer`) through the pooler, with `database.pooler = "transaction"` and the direct
+/// URL for LISTEN and migrations. Tests create and inspect databases directly either way.
+pub fn database_env(database_url: &str) -> Vec<(&'static str, String)> {
+    match std::env::var("PISGATE_TEST_PGBOUNCER_URL") {
+        Ok(pooler) if !pooler.is_empty() => {
+            let (_, db) = database_url
+                .rsplit_once('/')
+                .expect("a database URL has a path");
+            vec![
+                ("PISGATE__DATABASE__URL", with_database(&pooler, db)),
+                ("PISGATE__DATABASE__POOLER", "transaction".into()),
+                ("PISGATE__DATABASE__DIRECT_URL", database_url.into()),
+            ]
+        }
+        _ => vec![("PISGATE__DATABASE__URL", database_url.into())],
+    }
 }
 
 fn with_database(url: &str, db: &str) -> String {
@@ -60,7 +81,7 @@ pub async fn fresh_database() -> String {
             .execute(format!(r#"CREATE DATABASE "{template}""#).as_str())
             .await
             .unwrap();
-        let pool = PgPool::connect(&with_database(&admin_url, &template))
+        let pool = sqlx::PgPool::connect(&with_database(&admin_url, &template))
             .await
             .unwrap();
         pisgate::ledger::migrate(&pool)
@@ -134,7 +155,9 @@ pub fn public_key_pem() -> String {
 /// sandbox is wired in through the overrides.
 pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     let mut vars: HashMap<String, String> = HashMap::new();
-    vars.insert("PISGATE__DATABASE__URL".into(), database_url.into());
+    for (k, v) in database_env(database_url) {
+        vars.insert(k.into(), v);
+    }
     vars.insert("PISGATE__SERVER__LISTEN".into(), "127.0.0.1:0".into());
     vars.insert("PISGATE__ADMIN__LISTEN".into(), "127.0.0.1:0".into());
     vars.insert("PISGATE__DATABASE__MAX_CONNECTIONS".into(), "10".into());
@@ -180,7 +203,7 @@ pub struct TestApp {
     pub settings: Settings,
     pub sandbox: Arc<Sandbox>,
     pub sandbox_url: String,
-    pub pool: PgPool,
+    pub pool: Db,
     pub client: reqwest::Client,
     shutdown: Option<tokio::sync::oneshot::Sender<()>>,
 }
@@ -398,7 +421,7 @@ impl TestApp {
 /// Cuts the app's database off, as a stopped server would be (new connections refused,
 /// open ones terminated), or lets it back in. Other tests' databases are not touched.
 pub async fn database_reachable(app: &TestApp, on: bool) {
-    let admin = PgPool::connect(&cluster_url()).await.unwrap();
+    let admin = Db::from(sqlx::PgPool::connect(&cluster_url()).await.unwrap());
     let db = app
         .settings
         .database

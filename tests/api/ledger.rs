@@ -4,6 +4,7 @@ use crate::helpers::{fresh_database, install_ledger_key};
 use crate::tamper::{self, Tamper, append, insert_payment, paid_payment};
 use chrono::{Duration as ChronoDuration, Utc};
 use pisgate::domain::PaymentStatus;
+use pisgate::ledger::Db;
 use pisgate::ledger::checkpoints::{self, CheckpointError, CheckpointProblem};
 use pisgate::ledger::crypto::TokenCipher;
 use pisgate::ledger::events::{self, BreakReason, NewEvent};
@@ -11,23 +12,24 @@ use pisgate::ledger::keys::{self, LedgerKeys};
 use pisgate::ledger::tokens;
 use secrecy::{ExposeSecret, SecretString};
 use serde_json::json;
-use sqlx::PgPool;
 use sqlx::postgres::PgPoolOptions;
 use std::time::{Duration, Instant};
 use uuid::Uuid;
 
 /// A fresh database; this process appends under the test ledger key.
-async fn ledger_db() -> PgPool {
+async fn ledger_db() -> Db {
     install_ledger_key();
-    PgPoolOptions::new()
-        .max_connections(20)
-        .connect(&fresh_database().await)
-        .await
-        .expect("connect to the test database")
+    Db::from(
+        PgPoolOptions::new()
+            .max_connections(20)
+            .connect(&fresh_database().await)
+            .await
+            .expect("connect to the test database"),
+    )
 }
 
 /// created → initiated → callback, the way a payment's first steps look.
-async fn payment_with_three_events(pool: &PgPool) -> Uuid {
+async fn payment_with_three_events(pool: &Db) -> Uuid {
     crate::tamper::authorized_payment(pool).await
 }
 
@@ -35,7 +37,7 @@ fn keys() -> LedgerKeys {
     crate::helpers::ledger_keys()
 }
 
-async fn set_append_only_trigger(pool: &PgPool, enabled: bool) {
+async fn set_append_only_trigger(pool: &Db, enabled: bool) {
     let verb = if enabled { "ENABLE" } else { "DISABLE" };
     sqlx::query(&format!(
         "ALTER TABLE payment_events {verb} TRIGGER payment_events_append_only"
@@ -106,7 +108,7 @@ async fn ledger_append_returns_what_is_stored() {
 #[tokio::test]
 async fn ledger_append_to_an_unknown_payment_is_row_not_found() {
     let pool = ledger_db().await;
-    let mut conn = pool.acquire().await.unwrap();
+    let mut conn = pool.pool().acquire().await.unwrap();
     let err = events::append(&mut conn, Uuid::now_v7(), NewEvent::new("created"))
         .await
         .unwrap_err();
@@ -484,7 +486,7 @@ async fn ledger_a_payment_rewritten_as_unkeyed_from_its_first_event_is_caught_by
 
 /// Cuts a paid payment's chain back to its third event, head and status included, as someone
 /// with write access but without the ledger key would.
-async fn cut_back_to_seq_3(pool: &PgPool, id: Uuid) {
+async fn cut_back_to_seq_3(pool: &Db, id: Uuid) {
     let listed = events::list(pool, id).await.unwrap();
     set_append_only_trigger(pool, false).await;
     sqlx::query("DELETE FROM payment_events WHERE payment_id = $1 AND seq > 3")
@@ -723,14 +725,14 @@ fn secret(s: &str) -> SecretString {
 }
 
 async fn store(
-    pool: &PgPool,
+    pool: &Db,
     cipher: &TokenCipher,
     psu_key: &str,
     issue_seq: i64,
     access: &str,
     expires_in: ChronoDuration,
 ) -> bool {
-    let mut conn = pool.acquire().await.unwrap();
+    let mut conn = pool.pool().acquire().await.unwrap();
     tokens::store(
         &mut conn,
         cipher,
@@ -753,7 +755,7 @@ async fn ledger_tokens_round_trip_and_are_encrypted_at_rest() {
     let lock = lease(&pool, "nordea", "shopper-1", Duration::from_secs(1))
         .await
         .unwrap();
-    let mut conn = pool.acquire().await.unwrap();
+    let mut conn = pool.pool().acquire().await.unwrap();
     let seq = tokens::next_issue_seq(&mut conn).await.unwrap();
     let expires = Utc::now() + ChronoDuration::minutes(30);
     let stored = tokens::store(
@@ -1044,7 +1046,7 @@ async fn ledger_due_for_refresh_lists_live_tokens_expiring_soon() {
     assert_eq!(due.len(), 2);
 }
 
-async fn lease(pool: &PgPool, bank: &str, psu: &str, wait: Duration) -> Option<tokens::PsuLease> {
+async fn lease(pool: &Db, bank: &str, psu: &str, wait: Duration) -> Option<tokens::PsuLease> {
     tokens::lease_psu(pool, bank, psu, Duration::from_secs(60), wait)
         .await
         .unwrap()
@@ -1098,12 +1100,14 @@ async fn ledger_psu_leases_on_different_shoppers_do_not_block_each_other() {
 
 #[tokio::test]
 async fn ledger_a_psu_lease_holds_no_database_connection() {
-    let pool = PgPoolOptions::new()
-        .max_connections(1)
-        .acquire_timeout(Duration::from_secs(2))
-        .connect(&fresh_database().await)
-        .await
-        .unwrap();
+    let pool = Db::from(
+        PgPoolOptions::new()
+            .max_connections(1)
+            .acquire_timeout(Duration::from_secs(2))
+            .connect(&fresh_database().await)
+            .await
+            .unwrap(),
+    );
     let held = lease(&pool, "nordea", "shopper", Duration::ZERO)
         .await
         .unwrap();

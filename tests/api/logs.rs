@@ -3,6 +3,7 @@
 
 use crate::helpers::fresh_database;
 use crate::serve::Serve;
+use pisgate::ledger::Db;
 
 /// `serve` with JSON debug logs: the most a log line could ever leak.
 async fn spawn_serve(database_url: &str, extra: &[(&str, &str)]) -> Serve {
@@ -14,7 +15,7 @@ async fn spawn_serve(database_url: &str, extra: &[(&str, &str)]) -> Serve {
 #[tokio::test]
 async fn request_logs_carry_the_request_id_and_never_the_api_key() {
     let url = fresh_database().await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&url).await.unwrap());
     let (_, key) = pisgate::ledger::merchants::create(&pool, "Log shop", &[])
         .await
         .unwrap();
@@ -83,7 +84,7 @@ async fn a_whole_payment_flow_logs_no_code_state_token_key_or_account() {
     use crate::helpers::{TOKEN_KEY, browser_sign, spawn_sandbox};
     let (_sandbox, sandbox_url) = spawn_sandbox(|_| {}).await;
     let url = fresh_database().await;
-    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&url).await.unwrap());
     let (_, key) =
         pisgate::ledger::merchants::create(&pool, "Log shop", &["https://shop.example".into()])
             .await

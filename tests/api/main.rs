@@ -19,6 +19,7 @@ mod nordea;
 mod outages;
 mod payment_search;
 mod payments;
+mod pooler;
 mod replicas;
 mod scenarios;
 mod serve;

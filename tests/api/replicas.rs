@@ -5,9 +5,9 @@ use crate::helpers::{browser_sign, fresh_database, spawn_sandbox};
 use crate::payments::body;
 use crate::serve::Serve;
 use crate::workers::FINAL;
+use pisgate::ledger::Db;
 use pisgate::sandbox::{Fault, FaultRule, FaultTarget, Operation, Sandbox};
 use serde_json::Value;
-use sqlx::PgPool;
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -35,7 +35,7 @@ fn poller(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static
     all
 }
 
-async fn merchant(pool: &PgPool) -> String {
+async fn merchant(pool: &Db) -> String {
     let (_, key) =
         pisgate::ledger::merchants::create(pool, "Shop", &["https://shop.example".into()])
             .await
@@ -58,7 +58,7 @@ async fn create(client: &reqwest::Client, base: &str, key: &str, body: &Value) -
     v
 }
 
-async fn not_final(pool: &PgPool) -> i64 {
+async fn not_final(pool: &Db) -> i64 {
     sqlx::query_scalar(
         "SELECT count(*) FROM payments WHERE status IN ('awaiting_authorization', 'authorized')",
     )
@@ -67,7 +67,7 @@ async fn not_final(pool: &PgPool) -> i64 {
     .unwrap()
 }
 
-async fn wait_all_final(pool: &PgPool, within: Duration, replicas: &[&Serve]) {
+async fn wait_all_final(pool: &Db, within: Duration, replicas: &[&Serve]) {
     let started = Instant::now();
     while not_final(pool).await > 0 {
         if started.elapsed() > within {
@@ -96,7 +96,7 @@ async fn wait_all_final(pool: &PgPool, within: Duration, replicas: &[&Serve]) {
 }
 
 /// No (payment, from, to) status change appears twice in the ledger.
-async fn assert_no_double_transitions(pool: &PgPool) {
+async fn assert_no_double_transitions(pool: &Db) {
     let doubled: Vec<(Uuid, String, String, i64)> = sqlx::query_as(
         "SELECT payment_id, old_status, new_status, count(*) FROM payment_events
          WHERE old_status IS NOT NULL AND new_status IS NOT NULL AND old_status <> new_status
@@ -141,7 +141,7 @@ async fn three_replicas_poll_a_thousand_payments_to_final_states_once_each() {
     })
     .await;
     let db = fresh_database().await;
-    let pool = PgPool::connect(&db).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&db).await.unwrap());
     let key = merchant(&pool).await;
     let settings = poller(&[
         ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "20"),
@@ -252,7 +252,7 @@ async fn three_replicas_poll_a_thousand_payments_to_final_states_once_each() {
 async fn a_replica_killed_while_holding_leases_has_its_payments_finished_by_another() {
     let (sandbox, sandbox_url) = spawn_sandbox(|c| c.paid_delay = Duration::from_millis(500)).await;
     let db = fresh_database().await;
-    let pool = PgPool::connect(&db).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&db).await.unwrap());
     let key = merchant(&pool).await;
     let settings = poller(&[
         ("PISGATE__POLLER__SIGNING_INTERVAL", "300ms"),
@@ -332,7 +332,7 @@ async fn a_replica_killed_while_holding_leases_has_its_payments_finished_by_anot
 async fn sigterm_stops_within_a_bound_and_hands_leases_back() {
     let (sandbox, sandbox_url) = spawn_sandbox(|_| {}).await;
     let db = fresh_database().await;
-    let pool = PgPool::connect(&db).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&db).await.unwrap());
     let key = merchant(&pool).await;
     let settings = poller(&[
         ("PISGATE__POLLER__LEASE", "5m"),

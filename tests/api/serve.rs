@@ -49,8 +49,8 @@ impl Serve {
         let admin = format!("http://127.0.0.1:{admin_port}");
         let mut cmd = pisgate();
         cmd.arg("serve")
-            .env("PISGATE__DATABASE__URL", database_url)
-            .env("PISGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
+            .envs(crate::helpers::database_env(database_url));
+        cmd.env("PISGATE__SERVER__LISTEN", format!("127.0.0.1:{port}"))
             .env("PISGATE__SERVER__PUBLIC_URL", &base)
             .env("PISGATE__ADMIN__LISTEN", format!("127.0.0.1:{admin_port}"))
             .env("PISGATE__TELEMETRY__LOG_FORMAT", "json")

@@ -4,11 +4,11 @@
 
 use chrono::SecondsFormat;
 use pisgate::domain::PaymentStatus;
+use pisgate::ledger::Db;
 use pisgate::ledger::events::{self, NewEvent, StoredEvent};
 use pisgate::ledger::merchants;
 use serde_json::json;
 use sha2::{Digest, Sha256};
-use sqlx::PgPool;
 use uuid::Uuid;
 
 /// Every tamper the ledger must catch.
@@ -45,7 +45,7 @@ pub const ALL: [Tamper; 8] = [
     Tamper::RewriteAfterCheckpoint,
 ];
 
-pub async fn insert_payment(pool: &PgPool) -> Uuid {
+pub async fn insert_payment(pool: &Db) -> Uuid {
     let (merchant, _) = merchants::create(pool, "Ledger shop", &["https://shop.example".into()])
         .await
         .unwrap();
@@ -64,7 +64,7 @@ pub async fn insert_payment(pool: &PgPool) -> Uuid {
 
 /// Appends `event`, moving the payment to its new status in the same transaction (as
 /// `payments::transition` does).
-pub async fn append(pool: &PgPool, payment_id: Uuid, event: NewEvent) -> StoredEvent {
+pub async fn append(pool: &Db, payment_id: Uuid, event: NewEvent) -> StoredEvent {
     let mut tx = pool.begin().await.unwrap();
     if let Some(status) = event.new_status {
         sqlx::query("UPDATE payments SET status = $2 WHERE id = $1")
@@ -90,7 +90,7 @@ fn status_change(from: PaymentStatus, to: PaymentStatus, bank: &str) -> NewEvent
 }
 
 /// created → initiated → authorized: three events, authorized.
-pub async fn authorized_payment(pool: &PgPool) -> Uuid {
+pub async fn authorized_payment(pool: &Db) -> Uuid {
     use PaymentStatus::*;
     let id = insert_payment(pool).await;
     append(
@@ -123,7 +123,7 @@ pub async fn authorized_payment(pool: &PgPool) -> Uuid {
 }
 
 /// created → initiated → authorized → paid → a later callback note: five events, paid.
-pub async fn paid_payment(pool: &PgPool) -> Uuid {
+pub async fn paid_payment(pool: &Db) -> Uuid {
     use PaymentStatus::*;
     let id = authorized_payment(pool).await;
     append(pool, id, status_change(Authorized, Paid, "Paid")).await;
@@ -140,7 +140,7 @@ pub async fn paid_payment(pool: &PgPool) -> Uuid {
 }
 
 /// Runs `sql` (binding the payment id as `$1`) with every append-only trigger off.
-async fn as_intruder(pool: &PgPool, payment_id: Uuid, sql: &[&str]) {
+async fn as_intruder(pool: &Db, payment_id: Uuid, sql: &[&str]) {
     let mut tx = pool.begin().await.unwrap();
     for table in ["payment_events", "payments"] {
         sqlx::query(&format!("ALTER TABLE {table} DISABLE TRIGGER USER"))
@@ -205,7 +205,7 @@ pub fn unkeyed_hash(prev: Option<&[u8]>, e: &StoredEvent) -> Vec<u8> {
 
 /// Rewrites a paid payment's paid event (seq 4) as rejected and re-chains it and everything
 /// after it with unkeyed hashes; `downgrade` also marks them version 1.
-async fn unkeyed_rewrite(pool: &PgPool, id: Uuid, downgrade: bool) {
+async fn unkeyed_rewrite(pool: &Db, id: Uuid, downgrade: bool) {
     let mut events = events::list(pool, id).await.unwrap();
     events[3].new_status = Some(PaymentStatus::Rejected);
     events[3].bank_status = Some("Rejected".into());
@@ -253,7 +253,7 @@ async fn unkeyed_rewrite(pool: &PgPool, id: Uuid, downgrade: bool) {
 }
 
 /// Replaces a paid payment's history by a rejected one, signed with the installed key.
-async fn keyed_rewrite(pool: &PgPool, id: Uuid) {
+async fn keyed_rewrite(pool: &Db, id: Uuid) {
     as_intruder(
         pool,
         id,
@@ -287,7 +287,7 @@ async fn keyed_rewrite(pool: &PgPool, id: Uuid) {
 }
 
 /// Does `tamper` to payment `id` (a [`paid_payment`]).
-pub async fn tamper(pool: &PgPool, id: Uuid, tamper: Tamper) {
+pub async fn tamper(pool: &Db, id: Uuid, tamper: Tamper) {
     match tamper {
         Tamper::Edit => {
             as_intruder(

@@ -18,6 +18,7 @@ use opentelemetry_proto::tonic::collector::trace::v1::{
 use opentelemetry_proto::tonic::common::v1::any_value::Value as AnyValue;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::span::SpanKind;
+use pisgate::ledger::Db;
 use prost::Message as _;
 use serde_json::Value;
 use std::sync::{Arc, Mutex};
@@ -153,7 +154,7 @@ async fn serve_exporting(
 }
 
 async fn merchant(database: &str) -> String {
-    let pool = sqlx::PgPool::connect(database).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(database).await.unwrap());
     let (_, key) =
         pisgate::ledger::merchants::create(&pool, "Trace shop", &["https://shop.example".into()])
             .await
@@ -291,7 +292,7 @@ async fn a_payment_creation_is_exported_in_the_merchants_trace_with_the_bank_cal
     );
 
     // The payment remembers its creation's trace.
-    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&database).await.unwrap());
     let stored: Option<String> =
         sqlx::query_scalar("SELECT trace_parent FROM payments WHERE id = $1::uuid")
             .bind(&payment_id)

@@ -15,6 +15,7 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use base64::Engine as _;
 use pisgate::domain::{Evidence, PaymentStatus};
+use pisgate::ledger::Db;
 use pisgate::ledger::payments::{self, Change};
 use serde_json::{Value, json};
 use std::future::Future;
@@ -1074,7 +1075,7 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
 
     let (_sandbox, sandbox_url) = spawn_sandbox(|_| {}).await;
     let database = fresh_database().await;
-    let pool = sqlx::PgPool::connect(&database).await.unwrap();
+    let pool = Db::from(sqlx::PgPool::connect(&database).await.unwrap());
     let (_, key) =
         pisgate::ledger::merchants::create(&pool, "Log shop", &["https://shop.example".into()])
             .await

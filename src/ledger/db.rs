@@ -1,0 +1,361 @@
+//! The handle every query goes through: a pool that knows what sits behind its URL.
+//!
+//! Behind a pooler in transaction mode (PgBouncer `pool_mode = transaction`, `database.pooler
+//! = "transaction"`) a server connection is ours only between `BEGIN` and `COMMIT`; between
+//! two transactions PgBouncer may hand it to another client and give us another. sqlx's
+//! extended-protocol queries are two exchanges (Parse + Describe, then Bind + Execute, each
+//! ending in Sync), so outside a transaction the second half can land on a server that never
+//! saw the first. And sqlx names its prepared statements per client connection (`sqlx_s_1`,
+//! …), so a statement left on a server collides with another client's of the same name.
+//! PgBouncer only learned protocol-level prepared statements in 1.21; Debian 12 ships 1.18.
+//!
+//! So, in that mode:
+//! - every query through [`Db`] as an executor runs in its own transaction, and its answer
+//!   is handed over only once `COMMIT` succeeded (nothing is reported written that was not);
+//! - [`Db::begin`] and [`Db::acquire`] open a transaction too (`acquire`'s is rolled back when
+//!   dropped: it serves reads and sequence draws);
+//! - every transaction starts with `DEALLOCATE ALL` (in the `BEGIN` exchange), so it never
+//!   meets a statement a previous transaction on that server left behind, and the pool keeps
+//!   no statement cache (`statement_cache_capacity(0)`): no name is reused across transactions;
+//! - nothing takes session state: no session advisory locks (shopper serialisation is a lease
+//!   row, `ledger::tokens`), no `SET`, and LISTEN goes over `database.direct_url`
+//!   (`workers::Listener`), migrations too.
+//!
+//! Without a pooler (or with one in session mode) a [`Db`] is a plain pool: one exchange per
+//! query, cached statements, no extra round trips.
+
+use crate::config::{DatabaseSettings, Pooler};
+use futures_util::future::BoxFuture;
+use futures_util::stream::{self, BoxStream, StreamExt, TryStreamExt};
+use sqlx::pool::PoolConnection;
+use sqlx::postgres::{
+    PgConnectOptions, PgPoolOptions, PgQueryResult, PgRow, PgStatement, PgTypeInfo,
+};
+use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres, Transaction};
+use std::ops::{Deref, DerefMut};
+use std::str::FromStr;
+
+/// How a transaction starts behind a transaction pooler: one simple-query exchange.
+const POOLED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
+
+/// A connection pool and the mode it runs in. Cheap to clone (the pool is shared).
+#[derive(Clone, Debug)]
+pub struct Db {
+    pool: PgPool,
+    pooled: bool,
+}
+
+impl Db {
+    /// A pool on `url`, in the mode `pooler` says.
+    pub async fn connect(settings: &DatabaseSettings, url: &str) -> Result<Db, sqlx::Error> {
+        let pooled = settings.pooler == Pooler::Transaction;
+        let mut options = PgConnectOptions::from_str(url)?;
+        if pooled {
+            options = options.statement_cache_capacity(0);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(settings.min_connections)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_with(options)
+            .await?;
+        Ok(Db { pool, pooled })
+    }
+
+    /// As [`Db::connect`], without connecting yet: the first use does (a replica that is
+    /// down at start must not stop the start).
+    pub fn connect_lazy(settings: &DatabaseSettings, url: &str) -> Result<Db, sqlx::Error> {
+        let pooled = settings.pooler == Pooler::Transaction;
+        let mut options = PgConnectOptions::from_str(url)?;
+        if pooled {
+            options = options.statement_cache_capacity(0);
+        }
+        let pool = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .min_connections(0)
+            .acquire_timeout(settings.acquire_timeout)
+            .connect_lazy_with(options);
+        Ok(Db { pool, pooled })
+    }
+
+    /// A pool that is a session per connection (tests, tools).
+    pub fn direct(pool: PgPool) -> Db {
+        Db {
+            pool,
+            pooled: false,
+        }
+    }
+
+    /// Whether this pool is behind a transaction pooler.
+    pub fn pooled(&self) -> bool {
+        self.pooled
+    }
+
+    /// The pool itself, for what needs a session and knows it has one (migrations on a
+    /// direct URL) and for its gauges.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        if self.pooled {
+            self.pool.begin_with(POOLED_BEGIN).await
+        } else {
+            self.pool.begin().await
+        }
+    }
+
+    /// A transaction opened with `statement` (e.g. `BEGIN ISOLATION LEVEL REPEATABLE READ`:
+    /// behind a transaction pooler `SET TRANSACTION` would come too late, after the
+    /// `DEALLOCATE ALL` that opens every transaction there).
+    pub async fn begin_with(
+        &self,
+        statement: &'static str,
+    ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
+        if self.pooled {
+            self.pool
+                .begin_with(format!("{statement}; DEALLOCATE ALL"))
+                .await
+        } else {
+            self.pool.begin_with(statement).await
+        }
+    }
+
+    /// A connection for a few reads (and sequence draws): the pool's own, or (behind a
+    /// transaction pooler) one inside a transaction that is ROLLED BACK when it is dropped.
+    /// Never write through it: writes go through the pool itself or [`Db::begin`].
+    pub async fn read_conn(&self) -> Result<Conn, sqlx::Error> {
+        if self.pooled {
+            Ok(Conn::InTransaction(self.begin().await?))
+        } else {
+            Ok(Conn::Session(self.pool.acquire().await?))
+        }
+    }
+
+    pub async fn close(&self) {
+        self.pool.close().await
+    }
+
+    pub fn size(&self) -> u32 {
+        self.pool.size()
+    }
+
+    pub fn num_idle(&self) -> usize {
+        self.pool.num_idle()
+    }
+}
+
+impl From<PgPool> for Db {
+    fn from(pool: PgPool) -> Db {
+        Db::direct(pool)
+    }
+}
+
+/// A connection from [`Db::acquire`].
+pub enum Conn {
+    Session(PoolConnection<Postgres>),
+    InTransaction(Transaction<'static, Postgres>),
+}
+
+impl Deref for Conn {
+    type Target = PgConnection;
+    fn deref(&self) -> &PgConnection {
+        match self {
+            Conn::Session(c) => c,
+            Conn::InTransaction(t) => t,
+        }
+    }
+}
+
+impl DerefMut for Conn {
+    fn deref_mut(&mut self) -> &mut PgConnection {
+        match self {
+            Conn::Session(c) => c,
+            Conn::InTransaction(t) => t,
+        }
+    }
+}
+
+impl<'p> Executor<'p> for &'_ Db {
+    type Database = Postgres;
+
+    fn fetch_many<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxStream<'e, Result<Either<PgQueryResult, PgRow>, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if !self.pooled {
+            return (&self.pool).fetch_many(query);
+        }
+        let db = self.clone();
+        // Whole answer first, then COMMIT, then hand it over.
+        stream::once(async move {
+            let mut tx = db.begin().await?;
+            let items: Vec<_> = (&mut *tx).fetch_many(query).try_collect().await?;
+            tx.commit().await?;
+            Ok::<_, sqlx::Error>(stream::iter(items.into_iter().map(Ok)))
+        })
+        .try_flatten()
+        .boxed()
+    }
+
+    fn fetch_optional<'e, 'q: 'e, E>(
+        self,
+        query: E,
+    ) -> BoxFuture<'e, Result<Option<PgRow>, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if !self.pooled {
+            return (&self.pool).fetch_optional(query);
+        }
+        let db = self.clone();
+        Box::pin(async move {
+            let mut tx = db.begin().await?;
+            let row = (&mut *tx).fetch_optional(query).await?;
+            tx.commit().await?;
+            Ok(row)
+        })
+    }
+
+    fn prepare_with<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+        parameters: &'e [PgTypeInfo],
+    ) -> BoxFuture<'e, Result<PgStatement<'q>, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        // A prepared statement object outlives any transaction: only where it is a session.
+        (&self.pool).prepare_with(sql, parameters)
+    }
+
+    fn describe<'e, 'q: 'e>(
+        self,
+        sql: &'q str,
+    ) -> BoxFuture<'e, Result<Describe<Postgres>, sqlx::Error>>
+    where
+        'p: 'e,
+    {
+        (&self.pool).describe(sql)
+    }
+}
+
+/// Where merchant list reads go: a streaming replica (`database.read_url`) while it is at
+/// most `database.read_max_lag` behind the primary, the primary otherwise. Only reads that
+/// tolerate that much staleness use it (payment lists, events); idempotency, callbacks,
+/// workers and reads of a just-made write never do.
+#[derive(Debug)]
+pub struct Reads {
+    primary: Db,
+    replica: Option<Db>,
+    max_lag: std::time::Duration,
+    usable: std::sync::atomic::AtomicBool,
+}
+
+/// How often the replica's lag is measured.
+pub const REPLICA_PROBE_EVERY: std::time::Duration = std::time::Duration::from_secs(1);
+
+impl Reads {
+    pub fn new(primary: Db, replica: Option<Db>, max_lag: std::time::Duration) -> Reads {
+        Reads {
+            primary,
+            replica,
+            max_lag,
+            usable: std::sync::atomic::AtomicBool::new(false),
+        }
+    }
+
+    /// Reads go to the primary only.
+    pub fn primary_only(primary: Db) -> Reads {
+        Reads::new(primary, None, std::time::Duration::ZERO)
+    }
+
+    /// The pool for a staleness-tolerant read now.
+    pub fn db(&self) -> &Db {
+        match &self.replica {
+            Some(r) if self.usable.load(std::sync::atomic::Ordering::Relaxed) => r,
+            _ => &self.primary,
+        }
+    }
+
+    /// The primary, for a read that must see the latest writes.
+    pub fn primary(&self) -> &Db {
+        &self.primary
+    }
+
+    /// Whether the last probe found the replica within `max_lag`.
+    pub fn replica_in_use(&self) -> bool {
+        self.replica.is_some() && self.usable.load(std::sync::atomic::Ordering::Relaxed)
+    }
+
+    /// How far the replica is behind: bytes of WAL it has not replayed that the primary had
+    /// written when asked, and seconds since the last transaction it replayed when it is
+    /// behind at all (0 when it has replayed everything the primary had).
+    pub async fn measure_lag(&self) -> Result<Option<(f64, f64)>, sqlx::Error> {
+        let Some(replica) = &self.replica else {
+            return Ok(None);
+        };
+        let primary_lsn: String = sqlx::query_scalar("SELECT pg_current_wal_lsn()::text")
+            .fetch_one(&self.primary)
+            .await?;
+        let (bytes, seconds): (f64, f64) = sqlx::query_as(
+            "SELECT CASE WHEN pg_is_in_recovery()
+                         THEN greatest(pg_wal_lsn_diff($1::pg_lsn,
+                                 coalesce(pg_last_wal_replay_lsn(), '0/0'::pg_lsn)), 0)::float8
+                         ELSE 0::float8 END,
+                    CASE WHEN NOT pg_is_in_recovery() THEN 0::float8
+                         WHEN pg_wal_lsn_diff($1::pg_lsn,
+                                 coalesce(pg_last_wal_replay_lsn(), '0/0'::pg_lsn)) <= 0 THEN 0::float8
+                         ELSE coalesce(extract(epoch FROM now() - pg_last_xact_replay_timestamp())::float8,
+                                       'Infinity'::float8) END",
+        )
+        .bind(&primary_lsn)
+        .fetch_one(replica)
+        .await?;
+        Ok(Some((bytes, seconds)))
+    }
+
+    /// Measures the lag every [`REPLICA_PROBE_EVERY`] and switches reads accordingly, until
+    /// `stop`. Does nothing without a replica.
+    pub async fn watch(self: std::sync::Arc<Self>, mut stop: tokio::sync::watch::Receiver<bool>) {
+        use std::sync::atomic::Ordering;
+        if self.replica.is_none() {
+            return;
+        }
+        loop {
+            let usable = match self.measure_lag().await {
+                Ok(Some((bytes, seconds))) => {
+                    metrics::gauge!("pisgate_database_replica_lag_seconds").set(seconds);
+                    metrics::gauge!("pisgate_database_replica_lag_bytes").set(bytes);
+                    seconds <= self.max_lag.as_secs_f64()
+                }
+                Ok(None) => false,
+                Err(e) => {
+                    tracing::debug!(error = %e, "cannot measure the read replica's lag");
+                    false
+                }
+            };
+            let was = self.usable.swap(usable, Ordering::Relaxed);
+            if was != usable {
+                if usable {
+                    tracing::info!("list reads go to the read replica");
+                } else {
+                    tracing::warn!(
+                        max_lag = ?self.max_lag,
+                        "the read replica is unreachable or too far behind: list reads go to the primary"
+                    );
+                }
+            }
+            metrics::gauge!("pisgate_database_replica_in_use").set(if usable { 1.0 } else { 0.0 });
+            tokio::select! {
+                _ = stop.changed() => return,
+                () = tokio::time::sleep(REPLICA_PROBE_EVERY) => {}
+            }
+        }
+    }
+}
