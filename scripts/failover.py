@@ -146,8 +146,10 @@ class Psql:
                     "-d", db, "-qtAX", "-F", "\t"]
 
     def rows(self, sql, timeout=30):
+        # Named, so the scripts' own connections are not counted as pisgate's (scale.py).
+        env = dict(os.environ, PGAPPNAME="pisgate-scripts")
         out = subprocess.run([*self.cmd, "-c", sql], check=True, capture_output=True, text=True,
-                             timeout=timeout).stdout
+                             timeout=timeout, env=env).stdout
         return [line.split("\t") for line in out.splitlines() if line]
 
     def value(self, sql):

@@ -50,27 +50,31 @@ class Sampler(threading.Thread):
     """Counts client backends of the pisgate database every 100 ms over one kept psql session
     (connected to `postgres`, so it never counts itself)."""
 
-    SQL = ("SELECT count(*), count(*) FILTER (WHERE state = 'active') FROM pg_stat_activity"
-           " WHERE backend_type = 'client backend' AND datname = 'pisgate';\n")
+    SQL = ("SELECT count(*), count(*) FILTER (WHERE state = 'active'),"
+           " COALESCE(string_agg(DISTINCT application_name, ','), '') FROM pg_stat_activity"
+           " WHERE backend_type = 'client backend' AND datname = 'pisgate'"
+           " AND application_name IS DISTINCT FROM 'pisgate-scripts';\n")
 
     def __init__(self):
         super().__init__(daemon=True)
         self.proc = subprocess.Popen(
             [os.path.join(A.pg_bindir, "psql"), "-h", "127.0.0.1", "-p", A.pg_port, "-U", "postgres",
-             "-d", "postgres", "-qtAX", "-F", " "],
+             "-d", "postgres", "-qtAX", "-F", "|"],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, bufsize=1)
         with open(A.pids, "a") as f:
             f.write(f"{self.proc.pid}\n")
         self.stop = threading.Event()
         self.samples = []  # (time, backends, active)
+        self.names = set()  # application names seen
 
     def run(self):
         while not self.stop.is_set():
             t = time.time()
             self.proc.stdin.write(self.SQL)
             self.proc.stdin.flush()
-            n, active = map(int, self.proc.stdout.readline().split())
-            self.samples.append((t, n, active))
+            n, active, names = (self.proc.stdout.readline().rstrip("\n").split("|") + [""])[:3]
+            self.samples.append((t, int(n), int(active)))
+            self.names.update(x for x in names.split(",") if x)
             self.stop.wait(max(0.0, 0.1 - (time.time() - t)))
         self.proc.stdin.close()
         self.proc.wait(timeout=10)
@@ -289,7 +293,8 @@ def check(replicas):
          f" (of {len(rows)}; one live token each, issued_at = newest exchanged)"),
         ("funds calls with the kept token", ", ".join(f"{k}: {v}" for k, v in sorted(funds.items(), key=str))),
         ("pisgate answers by status", ", ".join(f"{k}: {v}" for k, v in sorted(statuses.items()))),
-        ("pg_stat_activity samples (every 100 ms)", len(sampler.samples)),
+        ("pg_stat_activity samples (every 100 ms)", f"{len(sampler.samples)} over {sampler.samples[-1][0] - sampler.samples[0][0]:.0f} s"
+         + (f"; application names seen: {', '.join(sorted(sampler.names))}" if sampler.names else "")),
         ("max client backends of pisgate (bound)", f"{max_backends} (bound {bound} = pool {POOL} + {REPLICAS} direct;"
                                                   f" max active {max_active})"),
     ]
@@ -401,14 +406,19 @@ def bench(replicas, direct):
     configs = [(f"{k} through PgBouncer", replicas[:k]) for k in (1, 2, 3)]
     if direct:
         configs.insert(0, ("1 direct to PostgreSQL (reference)", [direct]))
-    for name, rs in configs:
-        bases = [r.base for r in rs]
-        wrk_round(bases, 2, f"warm-{len(rows)}")
-        runs = sorted((wrk_round(bases, BENCH_SECS, f"b{len(rows)}r{i}") for i in range(BENCH_RUNS)),
-                      key=lambda r: r["rps"])
+    for n, (name, rs) in enumerate(configs):
+        wrk_round([r.base for r in rs], 2, f"warm-{n}")
+    # Rounds interleave the configurations, so a change in the machine's other load (two
+    # cores, shared) spreads over all of them rather than landing on one.
+    results = collections.defaultdict(list)
+    for i in range(BENCH_RUNS):
+        for n, (name, rs) in enumerate(configs):
+            results[name].append(wrk_round([r.base for r in rs], BENCH_SECS, f"b{n}r{i}"))
+    for name, _ in configs:
+        runs = sorted(results[name], key=lambda r: r["rps"])
         r = runs[len(runs) // 2]
         log(f"bench {name}: {r['rps']:.0f} payments/s ({[round(x['rps']) for x in runs]})")
-        rows.append((name, r))
+        rows.append((name, r, [x["rps"] for x in runs]))
     return rows
 
 
@@ -459,11 +469,12 @@ def main():
           f" {build}, {runs} after a 2 s warm-up; wrk, one process per replica, {BENCH_CONNECTIONS} connections"
           f" in all, POST /v1/payments with unique keys; poller and webhooks off; PostgreSQL fsync=on;"
           f" load average at start {' '.join(load)}")
-    print("| replicas | payments/s | p50 ms | p99 ms | errors |")
-    print("|---|---:|---:|---:|---:|")
-    for name, r in rows:
-        print(f"| {name} | {r['rps']:.0f} | {r['p50']:.1f} | {r['p99']:.1f} | {r['errors']} |")
-    errors = sum(r["errors"] for _, r in rows)
+    print("| replicas | payments/s | runs | p50 ms | p99 ms | errors |")
+    print("|---|---:|---|---:|---:|---:|")
+    for name, r, all_runs in rows:
+        print(f"| {name} | {r['rps']:.0f} | {' / '.join(f'{x:.0f}' for x in all_runs)} | {r['p50']:.1f} |"
+              f" {r['p99']:.1f} | {r['errors']} |")
+    errors = sum(r["errors"] for _, r, _ in rows)
     if errors:
         failures.append(f"{errors} benchmark requests not answered 201")
     print(f"RESULT scale {'PASS' if not failures else 'FAIL'}")
