@@ -82,8 +82,9 @@ standby_dir="$PG_STATE_DIR/pg-$standby"
 rm -rf "$standby_dir"
 mkdir -p "$standby_dir/run"
 [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$standby_dir"
+# -c fast: an immediate checkpoint (a spread one takes minutes).
 pg_as_owner "$bindir/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres \
-    -D "$standby_dir/data" -R -S standby1 -X stream >/dev/null
+    -D "$standby_dir/data" -R -S standby1 -X stream -c fast >/dev/null
 # The walreceiver introduces itself as standby1: the name synchronous_standby_names waits for.
 pg_as_owner sh -c "echo \"primary_conninfo = 'host=127.0.0.1 port=$primary_port user=postgres application_name=standby1'\" >> '$standby_dir/data/postgresql.auto.conf'"
 PG_DURABILITY="-c fsync=on -c synchronous_commit=on" \
