@@ -202,10 +202,12 @@ def create(tally, bases, api_key, body, key, deadline, timeout=10):
         tries += 1
         sent = time.time()
         s, h, text = call(f"{random.choice(bases)}/v1/payments", data, headers, timeout=timeout)
-        tally.record("create", sent, s, h, text)
+        code = tally.record("create", sent, s, h, text)
         if s == 201:
             return json.loads(text), tries
-        if s in (400, 401, 403, 404, 409, 422):
+        # Final: a request pisgate refused. Everything else (5xx, no answer, 502
+        # initiation_outcome_unknown, 409 idempotency_key_in_flight) is retried with the key.
+        if s in (400, 401, 403, 404, 422) or (s == 409 and code != "idempotency_key_in_flight"):
             return None, tries
         try:
             wait = float(h.get("retry-after", "0.3"))
@@ -462,7 +464,7 @@ def main():
     creates = [a for a in answers if a[2] == "create"]
     errors = collections.OrderedDict()
     for sent, done, kind, status, code, retry_after in answers:
-        if status in (200, 201, 303) or (kind == "create" and status in (400, 422)):
+        if status in (200, 201, 303):
             continue
         label = f"{kind} {status or 'no answer'} {code}".strip()
         e = errors.setdefault(label, [0, done, done, 0])
