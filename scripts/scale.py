@@ -401,6 +401,23 @@ def wrk_round(bases, seconds, tag):
     }
 
 
+def backend_states():
+    """pisgate's backends by state, and PgBouncer's pool (clients waiting, servers in use)."""
+    states = DB.rows("SELECT state, count(*) FROM pg_stat_activity WHERE datname = 'pisgate'"
+                     " AND backend_type = 'client backend' AND application_name IS DISTINCT FROM 'pisgate-scripts'"
+                     " GROUP BY 1 ORDER BY 1")
+    stuck = DB.rows("SELECT left(regexp_replace(query, '\\s+', ' ', 'g'), 60), count(*) FROM pg_stat_activity"
+                    " WHERE datname = 'pisgate' AND state = 'idle in transaction' GROUP BY 1 ORDER BY 2 DESC LIMIT 3")
+    pools = Psql(A.pg_bindir, A.bouncer_port, "pgbouncer").rows("SHOW POOLS")
+    pool = next((r for r in pools if r[0] == "pisgate"), None)
+    # SHOW POOLS on 1.18: database, user, cl_active, cl_waiting, cl_active_cancel_req,
+    # cl_waiting_cancel_req, sv_active, sv_active_cancel, sv_being_canceled, sv_idle, ...
+    return (", ".join(f"{st or '?'} {n}" for st, n in states)
+            + (f"; PgBouncer: cl_active {pool[2]} cl_waiting {pool[3]} sv_active {pool[6]} sv_idle {pool[9]}"
+               if pool and len(pool) > 9 else "")
+            + (f"; idle in transaction after: {'; '.join(f'{n}x {q!r}' for q, n in stuck)}" if stuck else ""))
+
+
 def bench(replicas, direct):
     rows = []
     configs = [(f"{k} through PgBouncer", replicas[:k]) for k in (1, 2, 3)]
@@ -414,11 +431,15 @@ def bench(replicas, direct):
     for i in range(BENCH_RUNS):
         for n, (name, rs) in enumerate(configs):
             results[name].append(wrk_round([r.base for r in rs], BENCH_SECS, f"b{n}r{i}"))
+            log(f"  round {i + 1} {name}: {results[name][-1]['rps']:.0f}/s, {results[name][-1]['errors']} errors;"
+                f" after it: {backend_states()}")
     for name, _ in configs:
+        log(f"bench {name}, runs in order: "
+            + ", ".join(f"{r['rps']:.0f}/s ({r['errors']} errors, p99 {r['p99']:.0f} ms)" for r in results[name]))
         runs = sorted(results[name], key=lambda r: r["rps"])
         r = runs[len(runs) // 2]
         log(f"bench {name}: {r['rps']:.0f} payments/s ({[round(x['rps']) for x in runs]})")
-        rows.append((name, r, [x["rps"] for x in runs]))
+        rows.append((name, dict(r, errors=sum(x["errors"] for x in runs)), [x["rps"] for x in results[name]]))
     return rows
 
 
@@ -469,7 +490,7 @@ def main():
           f" {build}, {runs} after a 2 s warm-up; wrk, one process per replica, {BENCH_CONNECTIONS} connections"
           f" in all, POST /v1/payments with unique keys; poller and webhooks off; PostgreSQL fsync=on;"
           f" load average at start {' '.join(load)}")
-    print("| replicas | payments/s | runs | p50 ms | p99 ms | errors |")
+    print("| replicas | payments/s (median) | runs in order | p50 ms | p99 ms | errors (all runs) |")
     print("|---|---:|---|---:|---:|---:|")
     for name, r, all_runs in rows:
         print(f"| {name} | {r['rps']:.0f} | {' / '.join(f'{x:.0f}' for x in all_runs)} | {r['p50']:.1f} |"
