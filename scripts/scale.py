@@ -480,6 +480,13 @@ def main():
     direct_env["PISGATE__DATABASE__DIRECT_URL"] = None
     direct = Replica(A.bin, A.work, A.pids, "bench-direct", direct_env).start()
     rows = bench(replicas, direct)
+    # Every request is over (wrk closed its connections mid-request at the end of each run):
+    # nothing may still hold a transaction open. Behind a transaction pooler such a backend
+    # also pins one of PgBouncer's server connections until its client uses it again.
+    time.sleep(5)
+    leaked = int(DB.value("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pisgate'"
+                          " AND state LIKE 'idle in transaction%'"))
+    after = backend_states()
     for r in replicas + ([direct] if direct else []):
         r.stop()
     sandbox.stop()
@@ -495,6 +502,9 @@ def main():
     for name, r, all_runs in rows:
         print(f"| {name} | {r['rps']:.0f} | {' / '.join(f'{x:.0f}' for x in all_runs)} | {r['p50']:.1f} |"
               f" {r['p99']:.1f} | {r['errors']} |")
+    print(f"transactions left open 5 s after the benchmark (idle in transaction): {leaked}; {after}")
+    if leaked:
+        failures.append(f"{leaked} transactions left open after the benchmark's cancelled requests")
     errors = sum(r["errors"] for _, r, _ in rows)
     if errors:
         failures.append(f"{errors} benchmark requests not answered 201")
