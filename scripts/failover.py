@@ -446,6 +446,8 @@ def main():
     key_payment = dict((k, p) for k, p in standby.rows("SELECT key, payment_id FROM idempotency_keys"))
     lost = [f"{k} -> {pid}" for k, pid in given.items() if pid not in db_payments or key_payment.get(k) != pid]
     not_final = [f"{r[0]}: {r[1]}" for r in rows if r[1] in FINAL_OPEN]
+    idle_in_tx = standby.value("SELECT count(*) FROM pg_stat_activity WHERE datname = 'pisgate'"
+                               " AND state LIKE 'idle in transaction%'")
     for r in replicas:
         r.stop()
     # The ledger on the promoted database: no status change recorded twice, and every
@@ -517,6 +519,7 @@ def main():
         ("disagreements with the bank", len(disagreements)),
         ("status changes recorded twice", len(double_transitions)),
         ("ledger on the promoted database", ledger_line[0]),
+        ("backends idle in transaction at the end", idle_in_tx),
         ("every payment final", f"yes, {settled_in:.0f} s after the load stopped (bound {settle_bound} s)"
          if settled_in is not None else f"NO: {open_left} still open after {settle_bound} s"),
         ("final statuses", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))),
