@@ -345,6 +345,19 @@ def kill_primary(primary_dir):
     return pid, len(children)
 
 
+def bouncer_view(A):
+    """Where PgBouncer's databases point and its server connections by upstream port."""
+    admin = Psql(A.pg_bindir, bouncer_port(A), "pgbouncer")
+    dbs = {r[0]: r[2] for r in admin.rows("SHOW DATABASES") if r[0] in ("pisgate", "pisgate_session")}
+    servers = collections.Counter(f"{r[2]}:{r[5]}" for r in admin.rows("SHOW SERVERS"))  # database:port
+    return (f"databases {', '.join(f'{k} -> port {v}' for k, v in sorted(dbs.items())) or '(wildcard only)'};"
+            f" server connections {dict(servers) or 'none'}")
+
+
+def bouncer_port(A):
+    return open(os.path.join(os.environ["PG_STATE_DIR"], f"pgbouncer-{A.bouncer}", "port")).read().strip()
+
+
 def main():
     A = parse()
     quick = A.mode == "quick"
@@ -421,6 +434,8 @@ def main():
     t_repointed = time.time()
     log(f"standby promoted in {t_promoted - t0:.1f} s (in recovery: {in_recovery}); PgBouncer repointed "
         f"{t_repointed - t_kill:.1f} s after the kill")
+    time.sleep(2)
+    log(f"PgBouncer 2 s after the repoint: {bouncer_view(A)}")
     time.sleep(after_kill)
     stop_load.set()
     for t in threads:

@@ -55,7 +55,9 @@ pids_file="$work/pids"
 : >"$pids_file"
 cleanup() {
     local p
-    while read -r p; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done <"$pids_file"
+    while read -r p; do
+        if [ -n "$p" ]; then kill -KILL "$p" 2>/dev/null || true; fi
+    done <"$pids_file"
     pgbouncer_stop "$bouncer" || true
     pg_destroy "$standby" || true
     pg_destroy "$primary" || true

@@ -19,7 +19,6 @@
 # on exit (processes, the cluster, PgBouncer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
-root=$PWD
 source scripts/lib/pg.sh
 source scripts/lib/pgbouncer.sh
 source scripts/lib/env.sh
@@ -57,7 +56,9 @@ pids_file="$work/pids"
 : >"$pids_file"
 cleanup() {
     local p
-    while read -r p; do [ -n "$p" ] && kill -KILL "$p" 2>/dev/null || true; done <"$pids_file"
+    while read -r p; do
+        if [ -n "$p" ]; then kill -KILL "$p" 2>/dev/null || true; fi
+    done <"$pids_file"
     pgbouncer_stop "$bouncer" || true
     pg_destroy "$cluster" || true
     rm -rf "$(pgbouncer_dir "$bouncer")"
