@@ -130,7 +130,8 @@ class Receiver(http.server.BaseHTTPRequestHandler):
             if problems:
                 Inbox.bad.append(f"{msg_id}: {problems}")
             else:
-                Inbox.received.append((msg_id, payload.get("type"), data.get("id"), data.get("status")))
+                Inbox.received.append((msg_id, payload.get("type"), data.get("id"), data.get("status"),
+                                       time.time(), self.headers.get("webhook-timestamp", "")))
         self.send_response(401 if problems else 200)
         self.send_header("content-length", "0")
         self.end_headers()
@@ -272,6 +273,13 @@ def check(replicas):
         received, bad = list(Inbox.received), list(Inbox.bad)
     types = collections.Counter(r[1] for r in received)
     dup = len(received) - len({r[0] for r in received})
+    first_seen, gaps = {}, []
+    for r in received:
+        if r[0] in first_seen:
+            gaps.append(f"{(r[4] - first_seen[r[0]][4]) * 1000:.0f} ms"
+                        + (" same timestamp" if r[5] == first_seen[r[0]][5] else " new timestamp"))
+        else:
+            first_seen[r[0]] = r
     five_xx = sum(v for k, v in statuses.items() if isinstance(k, int) and (k == 0 or k >= 500))
 
     table = [
@@ -287,7 +295,7 @@ def check(replicas):
         ("paid payments with a verified payment.paid webhook",
          f"{len({r[2] for r in received if r[1] == 'payment.paid'} & set(ids))} / {PAYMENTS}"
          + (f" ({hooks_at - t0:.1f} s)" if hooks else "")),
-        ("webhook redeliveries (same webhook-id)", dup),
+        ("webhook redeliveries (same webhook-id, all answered 200)", f"{dup}" + (f" (after {', '.join(gaps[:6])})" if gaps else "")),
         ("code exchanges recorded / stored / bank token calls", f"{exchanges} / {stored} / {len(bank_tokens or [])}"),
         ("shoppers whose kept token is not the newest", f"{len(token_problems) + sql_bad}"
          f" (of {len(rows)}; one live token each, issued_at = newest exchanged)"),
