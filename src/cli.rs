@@ -1,5 +1,5 @@
-//! The command line: `serve`, `migrate`, `check`, `sandbox`, `keys ...`, `ledger ...`,
-//! `merchant ...`. Each command loads only the settings it uses (`migrate` and `merchant`
+//! The command line: `serve`, `migrate`, `check`, `sandbox`, `openapi`, `keys ...`,
+//! `ledger ...`, `merchant ...`. Each command loads only the settings it uses (`migrate` and `merchant`
 //! the database, `ledger` the database and the ledger key, `keys` none), does one thing, and
 //! reports failure as one clear line on stderr with a non-zero exit code (2 for bad
 //! settings, 1 for anything else). Every argument says what it is for and, where one
@@ -56,6 +56,9 @@ pub enum Command {
     /// Serve the Nordea sandbox simulator (for local runs and tests; never in production).
     /// Reads PISGATE__SANDBOX__*.
     Sandbox,
+    /// Print the OpenAPI document of the merchant API (as served at /openapi.json); refresh
+    /// the committed copy with `cargo run -q -- openapi > openapi.json`. Needs no settings.
+    Openapi,
     /// Make keys: signing key pairs, certificate requests, token and ledger keys.
     Keys {
         #[command(subcommand)]
@@ -190,6 +193,10 @@ pub fn main() -> ExitCode {
     if let Command::Check { json } = cli.command {
         return check_main(&cli.sources(), json);
     }
+    if let Command::Openapi = cli.command {
+        print!("{}", crate::api::openapi::json());
+        return ExitCode::SUCCESS;
+    }
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -257,6 +264,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
     let sources = cli.sources();
     match cli.command {
         Command::Check { .. } => anyhow::bail!("`check` runs from `main`"),
+        Command::Openapi => anyhow::bail!("`openapi` runs from `main`"),
         Command::Serve { migrate } => {
             let mut settings = Settings::load_from(&sources)?;
             settings.database.migrate_on_start |= migrate;

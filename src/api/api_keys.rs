@@ -38,18 +38,37 @@ pub fn router() -> Router<AppState> {
 }
 
 /// A key as merchants see it. `api_key` only in the creation answer.
-#[derive(Debug, Serialize)]
-struct KeyView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = ApiKey)]
+pub(crate) struct KeyView {
+    /// The key's public id
+    #[schema(pattern = "^[0-9a-f]{16}$")]
     id: String,
+    /// How the key starts (`pgk_<id>`): tells keys apart without the secret
     prefix: String,
+    #[schema(required = true, max_length = 100)]
     name: Option<String>,
-    /// `active` or `expired`.
+    #[schema(value_type = KeyStatus, inline)]
     status: &'static str,
     created_at: DateTime<Utc>,
+    #[schema(required = true)]
     expires_at: Option<DateTime<Utc>>,
+    /// Recorded at most once a minute
+    #[schema(required = true)]
     last_used_at: Option<DateTime<Utc>>,
+    /// The full key; only in the creation answer
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     api_key: Option<String>,
+}
+
+/// A listed key's status.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum KeyStatus {
+    Active,
+    Expired,
 }
 
 impl From<&ApiKey> for KeyView {
@@ -68,12 +87,20 @@ impl From<&ApiKey> for KeyView {
     }
 }
 
-#[derive(Debug, Serialize)]
-struct KeyList {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct KeyList {
     data: Vec<KeyView>,
 }
 
-async fn list_keys(
+/// The merchant's API keys (revoked ones left out, expired ones for 30 days), newest first
+#[utoipa::path(
+    get,
+    path = "/v1/api-keys",
+    operation_id = "listApiKeys",
+    tag = "API keys",
+    responses((status = 200, description = "The keys", body = inline(KeyList))),
+)]
+pub(crate) async fn list_keys(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
 ) -> Result<Json<KeyList>, ApiError> {
@@ -83,12 +110,15 @@ async fn list_keys(
     }))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, min_length = 1, max_length = 100)]
     name: Option<Option<String>>,
+    /// In the future; left out: the key does not expire
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = DateTime<Utc>)]
     expires_at: Option<Option<DateTime<Utc>>>,
 }
 
@@ -121,8 +151,23 @@ fn parse_create(body: CreateBody) -> Result<(Option<String>, Option<DateTime<Utc
     }
 }
 
+/// Create an API key
+///
+/// The full key (`api_key`) is in this answer only. A merchant has at most 20 working keys (409 `too_many_api_keys`). The body may be left out.
+#[utoipa::path(
+    post,
+    path = "/v1/api-keys",
+    operation_id = "createApiKey",
+    tag = "API keys",
+    request_body(content = inline(Option<CreateBody>), description = "May be left out"),
+    responses(
+        (status = 201, description = "Created, with the full key", body = KeyView),
+        (status = 409, description = "too_many_api_keys: the merchant already has the most working keys"),
+        (status = 422, description = crate::api::openapi::INVALID),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, key_id = tracing::field::Empty))]
-async fn create_key(
+pub(crate) async fn create_key(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     OptionalApiJson(body): OptionalApiJson<CreateBody>,
@@ -155,8 +200,23 @@ async fn create_key(
     Ok((StatusCode::CREATED, Json(view)).into_response())
 }
 
+/// Revoke an API key
+///
+/// Refused at once on every replica. The merchant's last working key cannot be revoked (409 `last_api_key`).
+#[utoipa::path(
+    delete,
+    path = "/v1/api-keys/{id}",
+    operation_id = "revokeApiKey",
+    tag = "API keys",
+    params(("id" = String, Path, description = "The key's id")),
+    responses(
+        (status = 204, description = "Revoked"),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+        (status = 409, description = "last_api_key: the merchant's last working key"),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, key_id = %id))]
-async fn revoke_key(
+pub(crate) async fn revoke_key(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<String>,

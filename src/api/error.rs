@@ -21,7 +21,7 @@ pub fn current_request_id() -> Option<String> {
 }
 
 /// One violated field of a request.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {
     pub field: String,
     pub code: String,
@@ -101,18 +101,25 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
-/// The body of every error answer.
-#[derive(Debug, Serialize)]
+/// The body of every error answer (RFC 9457).
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {
     #[serde(rename = "type")]
     pub type_: String,
+    #[schema(value_type = String)]
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
+    /// A stable machine code. Each 409 names its reason in `code`: `idempotency_key_in_flight` (with Retry-After), `payment_final`, `no_shopper_token`, `not_initiated`, `cancel_too_late`, `too_many_endpoints`, `endpoint_deleted`, `endpoint_not_enabled`, `delivery_pending`. `initiation_outcome_unknown` (502): the bank's answer to a payment creation was lost or unreadable; retry with the same Idempotency-Key to resume it.
+    #[schema(value_type = String)]
     pub code: &'static str,
+    /// The request's id, as in the `X-Request-Id` header
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = String, required = true)]
     pub request_id: Option<String>,
+    /// One entry per violated field (422).
     #[serde(skip_serializing_if = "Vec::is_empty")]
+    #[schema(inline)]
     pub errors: Vec<FieldError>,
 }
 

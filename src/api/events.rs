@@ -13,6 +13,7 @@ use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiPath, ApiQuery};
+use crate::api::openapi::WebhookEvent;
 use crate::api::pagination::{self, Page, page};
 use crate::ledger::webhook_events::{self, EventFilter, StoredEvent};
 use crate::ledger::webhooks::{EVENT_TYPES, parse_webhook_id};
@@ -30,22 +31,35 @@ pub fn router() -> Router<AppState> {
         .route("/events/{id}", get(get_event))
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::IntoParams)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+#[into_params(parameter_in = Query)]
+pub(crate) struct ListQuery {
+    /// Only events of this type
     #[serde(rename = "type")]
+    #[param(value_type = Option<crate::api::openapi::EventType>, inline, nullable = false)]
     event_type: Option<String>,
+    /// Only events about this payment
+    #[param(nullable = false)]
     payment_id: Option<Uuid>,
+    /// Created at or after
+    #[param(nullable = false)]
     created_gte: Option<DateTime<Utc>>,
+    /// Created before
+    #[param(nullable = false)]
     created_lt: Option<DateTime<Utc>>,
+    #[param(nullable = false, minimum = 1, maximum = 100, default = 20)]
     limit: Option<i64>,
+    /// `next_cursor` of the previous page; empty or absent: from the newest
+    #[param(nullable = false)]
     cursor: Option<String>,
 }
 
-/// The event as its webhook carried it.
+/// The event as its webhook carried it (the stored webhook body).
+/// Described as [`crate::api::openapi::WebhookEvent`].
 #[derive(Debug, Serialize)]
 #[serde(transparent)]
-struct EventView(Value);
+pub(crate) struct EventView(Value);
 
 impl From<&StoredEvent> for EventView {
     fn from(event: &StoredEvent) -> Self {
@@ -53,8 +67,20 @@ impl From<&StoredEvent> for EventView {
     }
 }
 
+/// The merchant's events (every webhook that was or would be sent), newest first
+#[utoipa::path(
+    get,
+    path = "/v1/events",
+    operation_id = "listEvents",
+    tag = "Events",
+    params(ListQuery),
+    responses(
+        (status = 200, description = "A page of events, newest first", body = Page<WebhookEvent>),
+        (status = 422, description = crate::api::openapi::INVALID),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id))]
-async fn list_events(
+pub(crate) async fn list_events(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -84,8 +110,20 @@ async fn list_events(
     Ok(Json(page(rows, limit, |e| (e.created_at, e.id))))
 }
 
+/// One event, as its webhook carried it
+#[utoipa::path(
+    get,
+    path = "/v1/events/{id}",
+    operation_id = "getEvent",
+    tag = "Events",
+    params(("id" = String, Path, pattern = "^evt_[0-9a-f]{32}$", description = "The event's id (the webhook-id)")),
+    responses(
+        (status = 200, description = "The event", body = WebhookEvent),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, event_id = %id))]
-async fn get_event(
+pub(crate) async fn get_event(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<String>,

@@ -15,19 +15,40 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/merchant", get(get_merchant).patch(update_merchant))
 }
 
-async fn get_merchant(AuthedMerchant(merchant): AuthedMerchant) -> Json<Merchant> {
+/// The calling merchant
+#[utoipa::path(
+    get,
+    path = "/v1/merchant",
+    operation_id = "getMerchant",
+    tag = "Merchant",
+    responses((status = 200, description = "The merchant", body = Merchant)),
+)]
+pub(crate) async fn get_merchant(AuthedMerchant(merchant): AuthedMerchant) -> Json<Merchant> {
     Json(merchant)
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateMerchant {
+pub(crate) struct UpdateMerchant {
+    #[schema(nullable = false, max_items = 20, examples("https://shop.example"))]
     return_origins: Option<Vec<String>>,
 }
 
 const MAX_ORIGINS: usize = 20;
 
-async fn update_merchant(
+/// Change the origins payment return URLs may use
+#[utoipa::path(
+    patch,
+    path = "/v1/merchant",
+    operation_id = "updateMerchant",
+    tag = "Merchant",
+    request_body = inline(UpdateMerchant),
+    responses(
+        (status = 200, description = "The merchant", body = Merchant),
+        (status = 422, description = crate::api::openapi::INVALID),
+    ),
+)]
+pub(crate) async fn update_merchant(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiJson(update): ApiJson<UpdateMerchant>,

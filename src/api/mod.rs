@@ -21,6 +21,7 @@ pub mod extract;
 pub mod health;
 pub mod merchant;
 pub mod middleware;
+pub mod openapi;
 pub mod pagination;
 pub mod payment_input;
 pub mod payment_search;

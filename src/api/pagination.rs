@@ -62,11 +62,25 @@ pub fn limit_and_cursor(
 }
 
 /// One page of a list.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Page<T> {
     pub data: Vec<T>,
     pub has_more: bool,
+    /// Give it as `cursor` for the next page; `null` on the last one.
+    #[schema(required = true)]
     pub next_cursor: Option<String>,
+}
+
+/// The pagination parameters of every list, as the API description lists them.
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct PageParams {
+    #[param(nullable = false, minimum = 1, maximum = 100, default = 20)]
+    limit: Option<i64>,
+    /// `next_cursor` of the previous page; empty or absent: from the newest
+    #[param(nullable = false)]
+    cursor: Option<String>,
 }
 
 /// Cuts the extra row fetched to learn whether there is more (callers fetch `limit + 1`),

@@ -24,6 +24,60 @@ const MAX_TEXT_CHARS: usize = 128;
 const MAX_METADATA_FILTERS: usize = 10;
 const MAX_METADATA_VALUE_CHARS: usize = 500;
 
+/// The parameters [`parse`] reads, as the API description lists them (the parser reads
+/// the raw pairs itself to name every duplicate and unknown one).
+#[derive(utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[allow(dead_code)]
+pub struct SearchParams {
+    #[param(inline, nullable = false)]
+    status: Option<PaymentStatus>,
+    #[param(nullable = false)]
+    created_gte: Option<DateTime<Utc>>,
+    #[param(nullable = false)]
+    created_lt: Option<DateTime<Utc>>,
+    /// The merchant's own reference, exactly
+    #[param(nullable = false, min_length = 1, max_length = 128)]
+    reference: Option<String>,
+    /// The merchant's id for the shopper, exactly
+    #[param(nullable = false, min_length = 1, max_length = 128)]
+    psu_id: Option<String>,
+    /// `metadata[KEY]=VALUE`: the payment's metadata holds KEY with exactly the string VALUE (numbers and booleans are not matched); all given must hold
+    #[param(value_type = MetadataFilter, inline, required = false, style = DeepObject, explode)]
+    metadata: Option<std::collections::HashMap<String, String>>,
+    /// At least this amount (inclusive), a decimal string like `amount` (never minor units), read in `currency`'s decimals (two for every supported currency)
+    #[param(nullable = false, pattern = r"^(0|[1-9][0-9]{0,10})(\.[0-9]{1,2})?$")]
+    amount_gte: Option<String>,
+    /// At most this amount (inclusive), a decimal string like `amount`
+    #[param(nullable = false, pattern = r"^(0|[1-9][0-9]{0,10})(\.[0-9]{1,2})?$")]
+    amount_lte: Option<String>,
+    /// Only payments in this currency
+    #[param(inline, nullable = false)]
+    currency: Option<crate::api::openapi::Currency>,
+}
+
+/// `metadata[KEY]=VALUE` filters: at most [`MAX_METADATA_FILTERS`], each value at most
+/// [`MAX_METADATA_VALUE_CHARS`].
+pub struct MetadataFilter;
+
+impl utoipa::PartialSchema for MetadataFilter {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{AdditionalProperties, ObjectBuilder, Type};
+        ObjectBuilder::new()
+            .schema_type(Type::Object)
+            .additional_properties(Some(AdditionalProperties::RefOr(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .max_length(Some(MAX_METADATA_VALUE_CHARS))
+                    .into(),
+            )))
+            .max_properties(Some(MAX_METADATA_FILTERS))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for MetadataFilter {}
+
 /// A list request that passed every rule.
 #[derive(Debug)]
 pub struct Search {

@@ -21,6 +21,7 @@ use crate::api::auth::AuthedMerchant;
 use crate::api::authorize;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::openapi::PaymentCreate;
 use crate::api::pagination::{Page, page};
 use crate::api::payment_input::{self, Validated};
 use crate::api::payment_search;
@@ -40,6 +41,7 @@ use axum::{Json, Router};
 use base64::Engine as _;
 use chrono::Utc;
 use rand::RngCore;
+use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 use std::time::Duration;
@@ -110,8 +112,26 @@ fn replayed(status: u16, body: Value) -> Response {
     response
 }
 
+/// Create a payment
+///
+/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`); with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
+#[utoipa::path(
+    post,
+    path = "/v1/payments",
+    operation_id = "createPayment",
+    tag = "Payments",
+    params(("Idempotency-Key" = String, Header, min_length = 1, max_length = 255)),
+    request_body = PaymentCreate,
+    responses(
+        (status = 201, description = "Created", body = PaymentView),
+        (status = 409, description = "idempotency_key_in_flight: a request with this key is still running; retry after Retry-After with the same key",
+            headers(("Retry-After" = i64))),
+        (status = 422, description = crate::api::openapi::INVALID),
+        (status = 502, description = "initiation_outcome_unknown (the bank's answer was lost: retry with the same key, which resumes the payment), bank_unavailable (nothing was created: retry with the same key), or the bank refused our credentials (the payment is failed)"),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, payment_id = tracing::field::Empty))]
-async fn create_payment(
+pub(crate) async fn create_payment(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     headers: HeaderMap,
@@ -592,7 +612,19 @@ fn bank_failures(failures: &[crate::bank::BankFailure]) -> Vec<FieldError> {
         .collect()
 }
 
-async fn get_payment(
+/// One payment
+#[utoipa::path(
+    get,
+    path = "/v1/payments/{id}",
+    operation_id = "getPayment",
+    tag = "Payments",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The payment", body = PaymentView),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+    ),
+)]
+pub(crate) async fn get_payment(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
@@ -601,7 +633,21 @@ async fn get_payment(
     Ok(Json(PaymentView::from(&p)))
 }
 
-async fn list_payments(
+/// List payments, newest first
+///
+/// Newest first, cursor-paginated. Every filter is exact and all given must hold; each is served by an index. Each parameter at most once; an unknown one is a 422 naming it.
+#[utoipa::path(
+    get,
+    path = "/v1/payments",
+    operation_id = "listPayments",
+    tag = "Payments",
+    params(crate::api::pagination::PageParams, payment_search::SearchParams),
+    responses(
+        (status = 200, description = "A page", body = Page<PaymentView>),
+        (status = 422, description = crate::api::openapi::INVALID),
+    ),
+)]
+pub(crate) async fn list_payments(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
@@ -617,14 +663,32 @@ async fn list_payments(
     Ok(Json(page(rows, search.limit, |p| (p.created_at, p.id))))
 }
 
-async fn payment_events(
+/// A payment's ledger, oldest first.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct LedgerEvents {
+    data: Vec<events::StoredEvent>,
+}
+
+/// The payment's ledger: every transition and bank interaction, hash-chained
+#[utoipa::path(
+    get,
+    path = "/v1/payments/{id}/events",
+    operation_id = "listPaymentLedgerEvents",
+    tag = "Payments",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Oldest first", body = inline(LedgerEvents)),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+    ),
+)]
+pub(crate) async fn payment_events(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<LedgerEvents>, ApiError> {
     own_payment(&state, merchant.id, id).await?;
-    let events = events::list(&state.pool, id).await?;
-    Ok(Json(json!({ "data": events })))
+    let data = events::list(&state.pool, id).await?;
+    Ok(Json(LedgerEvents { data }))
 }
 
 /// The shopper's latest live token for a payment, or a clear error.
@@ -705,7 +769,23 @@ async fn bearer_call_failed(
 /// - the shopper has signed: the bank is asked to delete it with the shopper's token; if the
 ///   bank refuses because it already executed it, the payment is `paid` with a
 ///   `cancel_too_late` event and the answer is a `409 cancel_too_late`.
-async fn cancel_payment(
+#[utoipa::path(
+    post,
+    path = "/v1/payments/{id}/cancel",
+    operation_id = "cancelPayment",
+    tag = "Payments",
+    summary = "Cancel a payment: at once if no shopper reached the bank, else at the bank",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "Cancelled", body = PaymentView),
+        (status = 202, description = "A shopper may be at the bank's page: the authorization_url no longer leads there, and the payment ends as the bank decides (cancelled, or paid with a cancel_too_late event)", body = PaymentView),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+        (status = 409, description = "payment_final, cancel_too_late (the bank had already executed it), no_shopper_token, not_initiated"),
+        (status = 422, description = "The bank refused to delete it (its per-payment reasons in errors)"),
+        (status = 502, description = "bank_unavailable: the bank did not answer as expected"),
+    ),
+)]
+pub(crate) async fn cancel_payment(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
@@ -849,21 +929,46 @@ pub async fn cancel_at_bank(
     ))
 }
 
-async fn payment_funds(
+/// The bank's answer to an availability-of-funds check.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Funds {
+    payment_id: Uuid,
+    /// `null`: the bank did not say
+    #[schema(required = true)]
+    available: Option<bool>,
+    bank_status: String,
+    checked_at: chrono::DateTime<Utc>,
+}
+
+/// The bank's availability-of-funds check (v3)
+#[utoipa::path(
+    get,
+    path = "/v1/payments/{id}/funds",
+    operation_id = "checkPaymentFunds",
+    tag = "Payments",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The bank's answer", body = inline(Funds)),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+        (status = 409, description = "no_shopper_token (the bank needs the shopper again), or not_initiated"),
+        (status = 502, description = "bank_unavailable: the bank did not answer as expected"),
+    ),
+)]
+pub(crate) async fn payment_funds(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<Value>, ApiError> {
+) -> Result<Json<Funds>, ApiError> {
     let p = own_payment(&state, merchant.id, id).await?;
     let bank_id = bank_payment_id(&p)?;
     let (psu_key, token) = shopper_token(&state, &p).await?;
     match state.bank.funds(&bank_id, &token.access_token, None).await {
-        Ok(funds) => Ok(Json(json!({
-            "payment_id": p.id,
-            "available": funds.available,
-            "bank_status": funds.details.status.bank_status,
-            "checked_at": Utc::now(),
-        }))),
+        Ok(funds) => Ok(Json(Funds {
+            payment_id: p.id,
+            available: funds.available,
+            bank_status: funds.details.status.bank_status,
+            checked_at: Utc::now(),
+        })),
         Err(e) => Err(bearer_call_failed(&state, &p, &psu_key, token.issue_seq, e).await),
     }
 }

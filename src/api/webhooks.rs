@@ -49,7 +49,6 @@ use chrono::{DateTime, Utc};
 use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 use std::time::Duration;
 use uuid::Uuid;
 
@@ -150,13 +149,17 @@ impl EndpointUrl {
     }
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct CreateBody {
+pub(crate) struct CreateBody {
+    #[schema(format = "uri", max_length = 2048)]
     url: String,
+    /// Empty or absent: every event type
     #[serde(default)]
+    #[schema(value_type = Vec<crate::api::openapi::EventType>, inline, nullable = false)]
     events: Option<Vec<String>>,
     #[serde(default)]
+    #[schema(nullable = false, max_length = 500)]
     description: Option<String>,
 }
 
@@ -233,21 +236,49 @@ fn parse_description(given: Option<String>, errors: &mut Vec<FieldError>) -> Opt
 }
 
 /// An endpoint as merchants see it. `secret` only in the creation answer.
-#[derive(Debug, Serialize)]
-struct EndpointView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookEndpoint)]
+pub(crate) struct EndpointView {
     id: Uuid,
     url: String,
+    #[schema(required = true)]
     description: Option<String>,
-    /// Empty: every event type.
+    /// Empty: every event type
+    #[schema(value_type = Vec<crate::api::openapi::EventType>, inline)]
     events: Vec<String>,
+    #[schema(value_type = EndpointStatus, inline)]
     status: String,
+    #[schema(required = true)]
     disabled_reason: Option<String>,
     created_at: DateTime<Utc>,
     updated_at: DateTime<Utc>,
-    /// While a rotation's overlap lasts: until when the replaced secret still signs.
+    /// While a rotation's overlap lasts: until when the replaced secret still signs deliveries (beside the new one)
+    #[schema(required = true)]
     previous_secret_expires_at: Option<DateTime<Utc>>,
+    /// Only in the answers to creation and to rotate-secret
     #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
     secret: Option<String>,
+}
+
+/// An endpoint's status.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum EndpointStatus {
+    Enabled,
+    Disabled,
+    Deleted,
+}
+
+/// A delivery's status.
+#[derive(utoipa::ToSchema)]
+#[schema(rename_all = "snake_case")]
+#[allow(dead_code)]
+enum DeliveryStatus {
+    Pending,
+    Delivered,
+    Dead,
 }
 
 impl From<&Endpoint> for EndpointView {
@@ -279,8 +310,23 @@ fn new_secret() -> SecretString {
     SecretString::from(secret)
 }
 
+/// Register a webhook endpoint
+///
+/// The `secret` (`whsec_…`) is in this answer only. Deliveries carry Standard Webhooks headers: `webhook-id`, `webhook-timestamp`, `webhook-signature: v1,<base64 HMAC-SHA256 of "id.timestamp.body">` keyed with the base64-decoded part after `whsec_`.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-endpoints",
+    operation_id = "createWebhookEndpoint",
+    tag = "Webhook endpoints",
+    request_body = inline(CreateBody),
+    responses(
+        (status = 201, description = "Created, with its secret", body = EndpointView),
+        (status = 409, description = "too_many_endpoints: the merchant already has the most enabled endpoints"),
+        (status = 422, description = crate::api::openapi::INVALID),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = tracing::field::Empty))]
-async fn create_endpoint(
+pub(crate) async fn create_endpoint(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiJson(body): ApiJson<CreateBody>,
@@ -336,7 +382,19 @@ async fn own_endpoint(state: &AppState, merchant_id: Uuid, id: Uuid) -> Result<E
         .ok_or(ApiError::NotFound("webhook endpoint"))
 }
 
-async fn get_endpoint(
+/// One endpoint
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-endpoints/{id}",
+    operation_id = "getWebhookEndpoint",
+    tag = "Webhook endpoints",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointView),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+    ),
+)]
+pub(crate) async fn get_endpoint(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
@@ -345,8 +403,20 @@ async fn get_endpoint(
     Ok(Json(EndpointView::from(&e)))
 }
 
+/// Delete it; its pending deliveries become dead
+#[utoipa::path(
+    delete,
+    path = "/v1/webhook-endpoints/{id}",
+    operation_id = "deleteWebhookEndpoint",
+    tag = "Webhook endpoints",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 204, description = "Deleted"),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
-async fn delete_endpoint(
+pub(crate) async fn delete_endpoint(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
@@ -358,8 +428,21 @@ async fn delete_endpoint(
     Ok(StatusCode::NO_CONTENT)
 }
 
+/// Turn an endpoint disabled by a 410 back on
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-endpoints/{id}/enable",
+    operation_id = "enableWebhookEndpoint",
+    tag = "Webhook endpoints",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 200, description = "The endpoint", body = EndpointView),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+        (status = 409, description = "endpoint_deleted, or too_many_endpoints"),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
-async fn enable_endpoint(
+pub(crate) async fn enable_endpoint(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
@@ -377,7 +460,7 @@ async fn enable_endpoint(
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-struct ListQuery {
+pub(crate) struct ListQuery {
     status: Option<String>,
     limit: Option<i64>,
     cursor: Option<String>,
@@ -403,22 +486,42 @@ fn endpoint_deleted() -> ApiError {
     )
 }
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct UpdateBody {
+pub(crate) struct UpdateBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = String, format = "uri", max_length = 2048)]
     url: Option<Option<String>>,
+    /// Empty: every event type
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Vec<crate::api::openapi::EventType>, inline)]
     events: Option<Option<Vec<String>>>,
-    /// `null` or blank clears it.
+    /// `null` or blank clears it
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>, max_length = 500)]
     description: Option<Option<String>>,
 }
 
 /// `PATCH /v1/webhook-endpoints/{id}`: url, events and description, each validated as at
 /// creation; a field left out stays as it is.
+#[utoipa::path(
+    patch,
+    path = "/v1/webhook-endpoints/{id}",
+    operation_id = "updateWebhookEndpoint",
+    tag = "Webhook endpoints",
+    summary = "Change an endpoint's url, events or description",
+    description = "Each field is validated as at creation; a field left out is kept. Pending deliveries go to the new URL; new events follow the new subscription. A deleted endpoint answers 409 `endpoint_deleted`.",
+    params(("id" = Uuid, Path)),
+    request_body = inline(UpdateBody),
+    responses(
+        (status = 200, description = "The endpoint as changed", body = EndpointView),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+        (status = 409, description = "endpoint_deleted: a deleted endpoint cannot be changed"),
+        (status = 422, description = crate::api::openapi::INVALID),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
-async fn update_endpoint(
+pub(crate) async fn update_endpoint(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
@@ -453,18 +556,35 @@ pub const DEFAULT_OVERLAP: Duration = Duration::from_secs(24 * 3600);
 /// The longest overlap a rotation may ask for.
 pub const MAX_OVERLAP: Duration = Duration::from_secs(7 * 24 * 3600);
 
-#[derive(Debug, Deserialize)]
+#[derive(Debug, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct RotateBody {
+pub(crate) struct RotateBody {
     #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = i64, minimum = 0, maximum = 604800, default = 86400)]
     overlap_secs: Option<Option<i64>>,
 }
 
 /// `POST /v1/webhook-endpoints/{id}/rotate-secret`: a new secret, shown in this answer only;
 /// the replaced one keeps signing beside it for `overlap_secs` (default 24 h, 0 to end it at
 /// once, at most 7 days). The body may be left out.
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-endpoints/{id}/rotate-secret",
+    operation_id = "rotateWebhookEndpointSecret",
+    tag = "Webhook endpoints",
+    summary = "Rotate the endpoint's signing secret",
+    description = "The new `secret` is in this answer only. For `overlap_secs` (default 86400, 0 to 604800) deliveries carry both signatures, space-separated: `webhook-signature: v1,<new> v1,<previous>`; after it only the new one. A second rotation within the overlap drops the oldest secret. The body may be left out.",
+    params(("id" = Uuid, Path)),
+    request_body(content = inline(Option<RotateBody>), description = "May be left out"),
+    responses(
+        (status = 200, description = "The endpoint with its new secret", body = EndpointView),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+        (status = 409, description = "endpoint_deleted: a deleted endpoint has no secret to rotate"),
+        (status = 422, description = crate::api::openapi::INVALID),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
-async fn rotate_secret(
+pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
@@ -534,7 +654,22 @@ fn list_params(q: &ListQuery, allowed: &[&str]) -> Result<(i64, Option<Cursor>),
     }
 }
 
-async fn list_endpoints(
+/// List endpoints, newest first
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-endpoints",
+    operation_id = "listWebhookEndpoints",
+    tag = "Webhook endpoints",
+    params(
+        crate::api::pagination::PageParams,
+        ("status" = inline(Option<EndpointStatus>), Query, nullable = false, description = "Deleted endpoints are listed only when asked for"),
+    ),
+    responses(
+        (status = 200, description = "A page", body = Page<EndpointView>),
+        (status = 422, description = crate::api::openapi::INVALID),
+    ),
+)]
+pub(crate) async fn list_endpoints(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiQuery(q): ApiQuery<ListQuery>,
@@ -552,18 +687,27 @@ async fn list_endpoints(
 }
 
 /// One delivery as merchants see it.
-#[derive(Debug, Serialize)]
-struct DeliveryView {
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = WebhookDelivery)]
+pub(crate) struct DeliveryView {
     webhook_id: String,
     endpoint_id: Uuid,
+    #[schema(value_type = crate::api::openapi::EventType, inline)]
     event_type: String,
+    #[schema(required = true)]
     payment_id: Option<Uuid>,
+    #[schema(value_type = DeliveryStatus, inline)]
     status: String,
     attempts: i32,
+    #[schema(required = true)]
     last_attempt_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     last_response_status: Option<i32>,
+    #[schema(required = true)]
     last_error: Option<String>,
+    #[schema(required = true)]
     next_attempt_at: Option<DateTime<Utc>>,
+    #[schema(required = true)]
     delivered_at: Option<DateTime<Utc>>,
     created_at: DateTime<Utc>,
 }
@@ -587,7 +731,24 @@ impl From<&Delivery> for DeliveryView {
     }
 }
 
-async fn list_deliveries(
+/// The endpoint's deliveries
+#[utoipa::path(
+    get,
+    path = "/v1/webhook-endpoints/{id}/deliveries",
+    operation_id = "listWebhookDeliveries",
+    tag = "Webhook endpoints",
+    params(
+        ("id" = Uuid, Path),
+        crate::api::pagination::PageParams,
+        ("status" = inline(Option<DeliveryStatus>), Query, nullable = false),
+    ),
+    responses(
+        (status = 200, description = "A page", body = Page<DeliveryView>),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+        (status = 422, description = crate::api::openapi::INVALID),
+    ),
+)]
+pub(crate) async fn list_deliveries(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
@@ -610,8 +771,21 @@ fn not_enabled(endpoint: &Endpoint) -> ApiError {
     )
 }
 
+/// Deliver one event again
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-endpoints/{id}/deliveries/{webhook_id}/replay",
+    operation_id = "replayWebhookDelivery",
+    tag = "Webhook endpoints",
+    params(("id" = Uuid, Path), ("webhook_id" = String, Path, example = "evt_01a2…")),
+    responses(
+        (status = 202, description = "Pending again", body = DeliveryView),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+        (status = 409, description = "endpoint_not_enabled, or delivery_pending (it will be attempted at its next_attempt_at)"),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id, webhook_id = %webhook_id))]
-async fn replay_delivery(
+pub(crate) async fn replay_delivery(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath((id, webhook_id)): ApiPath<(Uuid, String)>,
@@ -634,8 +808,27 @@ async fn replay_delivery(
     }
 }
 
+/// How many dead deliveries were queued again.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub(crate) struct Replayed {
+    replayed: u64,
+}
+
+/// Deliver every dead delivery again
+#[utoipa::path(
+    post,
+    path = "/v1/webhook-endpoints/{id}/replay",
+    operation_id = "replayDeadWebhookDeliveries",
+    tag = "Webhook endpoints",
+    params(("id" = Uuid, Path)),
+    responses(
+        (status = 202, description = "How many", body = inline(Replayed)),
+        (status = 404, description = crate::api::openapi::NOT_FOUND),
+        (status = 409, description = "endpoint_not_enabled: only an enabled endpoint's deliveries are replayed"),
+    ),
+)]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
-async fn replay_dead(
+pub(crate) async fn replay_dead(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
@@ -645,7 +838,7 @@ async fn replay_dead(
         None => Err(not_enabled(&endpoint)),
         Some(n) => {
             tracing::info!(replayed = n, "dead webhook deliveries replayed");
-            Ok((StatusCode::ACCEPTED, Json(json!({ "replayed": n }))).into_response())
+            Ok((StatusCode::ACCEPTED, Json(Replayed { replayed: n })).into_response())
         }
     }
 }

@@ -1096,6 +1096,55 @@ mod tests {
     }
 
     #[test]
+    fn the_pooler_and_the_extra_database_urls_are_checked_and_named() {
+        let s = Settings::load_from(&sources(&[DB])).unwrap();
+        assert_eq!(s.database.pooler, Pooler::None);
+        assert_eq!(
+            s.database.session_url(),
+            Some("postgres://u:p@localhost/db")
+        );
+        assert!(s.database.read_url.is_none());
+
+        let s = Settings::load_from(&sources(&[
+            DB,
+            ("PISGATE__DATABASE__POOLER", "transaction"),
+        ]))
+        .unwrap();
+        assert_eq!(s.database.pooler, Pooler::Transaction);
+        // Behind a transaction pooler there is no session without the direct URL.
+        assert_eq!(s.database.session_url(), None);
+        let s = Settings::load_from(&sources(&[
+            DB,
+            ("PISGATE__DATABASE__POOLER", "transaction"),
+            ("PISGATE__DATABASE__DIRECT_URL", "postgres://u:p@primary/db"),
+            ("PISGATE__DATABASE__READ_URL", "postgres://u:p@replica/db"),
+            ("PISGATE__DATABASE__READ_MAX_LAG", "2s"),
+        ]))
+        .unwrap();
+        assert_eq!(s.database.session_url(), Some("postgres://u:p@primary/db"));
+        assert_eq!(s.database.read_max_lag, Duration::from_secs(2));
+
+        // An empty read URL (the production overlay's "no replica") is no replica.
+        let s = Settings::load_from(&sources(&[DB, ("PISGATE__DATABASE__READ_URL", "")])).unwrap();
+        assert!(s.database.read_url.is_none());
+
+        let err = Settings::load_from(&sources(&[DB, ("PISGATE__DATABASE__POOLER", "statement")]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PISGATE__DATABASE__POOLER"), "{err}");
+        for key in [
+            "PISGATE__DATABASE__DIRECT_URL",
+            "PISGATE__DATABASE__READ_URL",
+        ] {
+            let err = Settings::load_from(&sources(&[DB, (key, "mysql://u:secret@h/db")]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+            assert!(!err.contains("secret"), "the URL is not echoed: {err}");
+        }
+    }
+
+    #[test]
     fn a_malformed_listen_address_names_the_variable() {
         let err = Settings::load_from(&sources(&[DB, ("PISGATE__SERVER__LISTEN", "localhost")]))
             .unwrap_err()

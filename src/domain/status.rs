@@ -41,7 +41,7 @@ use std::fmt;
 
 /// What a merchant sees. `awaiting_authorization` → `authorized` → `paid`, with the final
 /// exits `rejected`, `authorization_failed`, `cancelled`, `expired` and `failed`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum PaymentStatus {
     AwaitingAuthorization,

@@ -48,16 +48,10 @@ pub struct Db {
 impl Db {
     /// A pool on `url`, in the mode `pooler` says.
     pub async fn connect(settings: &DatabaseSettings, url: &str) -> Result<Db, sqlx::Error> {
-        let pooled = settings.pooler == Pooler::Transaction;
-        let mut options = PgConnectOptions::from_str(url)?;
-        if pooled {
-            options = options.statement_cache_capacity(0);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
+        let (options, connect, pooled) = Db::options(settings, url)?;
+        let pool = options
             .min_connections(settings.min_connections)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_with(options)
+            .connect_with(connect)
             .await?;
         Ok(Db { pool, pooled })
     }
@@ -65,17 +59,24 @@ impl Db {
     /// As [`Db::connect`], without connecting yet: the first use does (a replica that is
     /// down at start must not stop the start).
     pub fn connect_lazy(settings: &DatabaseSettings, url: &str) -> Result<Db, sqlx::Error> {
-        let pooled = settings.pooler == Pooler::Transaction;
-        let mut options = PgConnectOptions::from_str(url)?;
-        if pooled {
-            options = options.statement_cache_capacity(0);
-        }
-        let pool = PgPoolOptions::new()
-            .max_connections(settings.max_connections)
-            .min_connections(0)
-            .acquire_timeout(settings.acquire_timeout)
-            .connect_lazy_with(options);
+        let (options, connect, pooled) = Db::options(settings, url)?;
+        let pool = options.min_connections(0).connect_lazy_with(connect);
         Ok(Db { pool, pooled })
+    }
+
+    fn options(
+        settings: &DatabaseSettings,
+        url: &str,
+    ) -> Result<(PgPoolOptions, PgConnectOptions, bool), sqlx::Error> {
+        let pooled = settings.pooler == Pooler::Transaction;
+        let mut connect = PgConnectOptions::from_str(url)?;
+        if pooled {
+            connect = connect.statement_cache_capacity(0);
+        }
+        let options = PgPoolOptions::new()
+            .max_connections(settings.max_connections)
+            .acquire_timeout(settings.acquire_timeout);
+        Ok((options, connect, pooled))
     }
 
     /// A pool that is a session per connection (tests, tools).

@@ -135,18 +135,28 @@ impl NewEvent {
 }
 
 /// An event as stored; serialises to what `GET /v1/payments/{id}/events` shows.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
+#[schema(
+    as = LedgerEvent,
+    description = "One entry of a payment's ledger: a transition or a bank interaction"
+)]
 pub struct StoredEvent {
     #[serde(skip)]
     pub payment_id: Uuid,
     pub seq: i32,
     pub kind: String,
+    #[schema(required = true, inline)]
     pub old_status: Option<PaymentStatus>,
+    #[schema(required = true, inline)]
     pub new_status: Option<PaymentStatus>,
+    #[schema(required = true)]
     pub bank_status: Option<String>,
+    #[schema(value_type = Object)]
     pub detail: Value,
     pub created_at: DateTime<Utc>,
+    /// hex SHA-256(prev_hash || canonical event)
     #[serde(serialize_with = "serialize_hex")]
+    #[schema(value_type = String)]
     pub hash: Vec<u8>,
     #[serde(skip)]
     pub prev_hash: Option<Vec<u8>>,

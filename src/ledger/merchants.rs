@@ -18,13 +18,14 @@ use uuid::Uuid;
 
 const KEY_PREFIX: &str = "pgk_";
 
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
 pub struct Merchant {
     pub id: Uuid,
     pub name: String,
     pub status: String,
     pub return_origins: Vec<String>,
     pub created_at: DateTime<Utc>,
+    #[schema(required = true)]
     pub disabled_at: Option<DateTime<Utc>>,
 }
 

@@ -2,55 +2,154 @@
 
 use crate::domain::PaymentStatus;
 use crate::ledger::payments::PaymentRecord;
-use chrono::{DateTime, Utc};
-use serde::Serialize;
-use serde_json::{Value, json};
+use chrono::{DateTime, NaiveDate, Utc};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
 use uuid::Uuid;
 
 /// The payment as merchants see it.
-#[derive(Debug, Serialize)]
+///
+/// The parts the merchant sent (`creditor`, `debtor`, …) are shown as sent, normalised; their
+/// schemas are those of `POST /v1/payments`.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+#[schema(as = Payment)]
 pub struct PaymentView {
     pub id: Uuid,
+    #[schema(value_type = PaymentStatus, inline)]
     pub status: String,
     pub bank: String,
+    #[schema(required = true)]
     pub bank_status: Option<String>,
+    #[schema(required = true)]
     pub bank_payment_id: Option<String>,
     pub amount: String,
     pub amount_minor: i64,
     pub currency: String,
     pub country: String,
-    pub creditor: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    pub debtor: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    pub execution_date: Value,
-    pub urgency: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    pub recurring: Value,
-    /// Standing orders: executions seen so far and the count still to come.
+    pub creditor: Creditor,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub recurring_progress: Option<Value>,
-    pub own_account_transfer: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    pub language: Value,
-    #[serde(skip_serializing_if = "Value::is_null")]
-    pub authentication_method: Value,
+    #[schema(nullable = false)]
+    pub debtor: Option<Debtor>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub execution_date: Option<NaiveDate>,
+    #[schema(value_type = crate::api::openapi::Urgency, inline)]
+    pub urgency: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub recurring: Option<Recurring>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, inline)]
+    pub recurring_progress: Option<RecurringProgress>,
+    pub own_account_transfer: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub language: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub authentication_method: Option<String>,
+    #[schema(required = true)]
     pub reference: Option<String>,
+    #[schema(required = true)]
     pub psu_id: Option<String>,
     pub return_url: String,
+    #[schema(value_type = Object)]
     pub metadata: Value,
-    /// pisgate's authorization hop (never the bank's own link), while it can be signed.
+    /// pisgate's authorization hop (`{public_url}/authorize/{id}?t=…`), never the bank's own link; present while the payment awaits authorization and the bank's answer to its creation is recorded. Past `expires_at`, or once cancelled, it shows a plain page instead of leading to the bank.
+    #[schema(required = true)]
     pub authorization_url: Option<String>,
-    /// Where the bank call stands: `pending`, `initiated`, `outcome_unknown` (retry with the
-    /// same Idempotency-Key), `not_created` or `refused`.
+    #[schema(value_type = Initiation, inline)]
     pub initiation: String,
-    /// The merchant asked to cancel; the bank decides what happens if a shopper signs anyway.
+    /// The merchant asked to cancel while a shopper may be at the bank; the bank decides what happens if they sign anyway.
     pub cancel_requested: bool,
-    /// pisgate's signing window: past it the authorization link no longer leads to the bank.
+    /// End of the signing window: the authorization_url stops sending new shoppers to the bank. It does not end the payment; a shopper already at the bank can still sign.
+    #[schema(required = true)]
     pub expires_at: Option<DateTime<Utc>>,
-    pub failure: Option<Value>,
+    #[schema(required = true, inline)]
+    pub failure: Option<Failure>,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
+}
+
+/// An account: its kind and its normalised number.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Account {
+    #[serde(rename = "type")]
+    #[schema(value_type = crate::api::openapi::AccountType, inline)]
+    pub kind: String,
+    pub value: String,
+}
+
+/// Who is paid.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Creditor {
+    pub account: Account,
+    /// The creditor's name; required for FI payments (the bank needs it there)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, max_length = 70)]
+    pub name: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub message: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false, inline)]
+    pub reference: Option<CreditorReference>,
+}
+
+/// The creditor's structured reference (RF, or a national one such as OCR).
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct CreditorReference {
+    #[serde(rename = "type")]
+    #[schema(examples("RF", "OCR"))]
+    pub kind: String,
+    pub value: String,
+}
+
+/// Who pays, when the merchant knows.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Debtor {
+    pub account: Account,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(nullable = false)]
+    pub message: Option<String>,
+}
+
+/// A standing order.
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
+pub struct Recurring {
+    /// 2..=98, or 9999 for until deleted
+    pub count: i64,
+    #[schema(examples("MONTHLY_SAME_DAY"))]
+    pub recurrence_type: String,
+}
+
+/// Standing orders: executions seen so far and the count still to come.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct RecurringProgress {
+    pub executions: i32,
+    #[schema(required = true)]
+    pub remaining_count: Option<i32>,
+}
+
+/// Why a payment ended unsuccessfully.
+#[derive(Debug, Serialize, utoipa::ToSchema)]
+pub struct Failure {
+    pub code: String,
+    #[schema(required = true)]
+    pub detail: Option<String>,
+}
+
+/// Where the payment's creation at the bank stands. `outcome_unknown` and `not_created`: retry the creation with the same Idempotency-Key.
+#[derive(utoipa::ToSchema)]
+#[allow(dead_code)]
+#[schema(rename_all = "snake_case")]
+enum Initiation {
+    Pending,
+    Initiated,
+    OutcomeUnknown,
+    NotCreated,
+    Refused,
 }
 
 impl From<&PaymentRecord> for PaymentView {
@@ -80,20 +179,18 @@ impl From<&PaymentRecord> for PaymentView {
             amount_minor: p.amount_minor,
             currency: p.currency.clone(),
             country: p.country.clone(),
-            creditor: p.request["creditor"].clone(),
-            debtor: p.request["debtor"].clone(),
-            execution_date: p.request["execution_date"].clone(),
-            urgency: p.request["urgency"].clone(),
-            recurring: p.request["recurring"].clone(),
-            recurring_progress: p.request.get("recurring").map(|_| {
-                json!({
-                    "executions": p.recurring_executions,
-                    "remaining_count": p.recurring_remaining,
-                })
+            creditor: part(p, "creditor").unwrap_or_default(),
+            debtor: part(p, "debtor"),
+            execution_date: part(p, "execution_date"),
+            urgency: part(p, "urgency").unwrap_or_else(|| "standard".to_owned()),
+            recurring: part(p, "recurring"),
+            recurring_progress: p.request.get("recurring").map(|_| RecurringProgress {
+                executions: p.recurring_executions,
+                remaining_count: p.recurring_remaining,
             }),
-            own_account_transfer: p.request["own_account_transfer"].clone(),
-            language: p.request["language"].clone(),
-            authentication_method: p.request["authentication_method"].clone(),
+            own_account_transfer: part(p, "own_account_transfer").unwrap_or(false),
+            language: part(p, "language"),
+            authentication_method: part(p, "authentication_method"),
             reference: p.merchant_reference.clone(),
             psu_id: p.psu_id.clone(),
             return_url: p.return_url.clone(),
@@ -102,12 +199,22 @@ impl From<&PaymentRecord> for PaymentView {
             initiation: p.initiation.clone(),
             cancel_requested: p.cancel_requested_at.is_some(),
             expires_at: p.expires_at,
-            failure: p
-                .failure_code
-                .as_ref()
-                .map(|code| json!({ "code": code, "detail": p.failure_detail })),
+            failure: p.failure_code.as_ref().map(|code| Failure {
+                code: code.clone(),
+                detail: p.failure_detail.clone(),
+            }),
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
     }
+}
+
+/// A part of the payment's stored request (its canonical form, `domain::PaymentRequest`);
+/// `None` when absent. A part that does not read as its view is logged: the canonical form
+/// and these views are meant to match.
+fn part<T: DeserializeOwned>(p: &PaymentRecord, key: &str) -> Option<T> {
+    let value = p.request.get(key).filter(|v| !v.is_null())?;
+    serde_json::from_value(value.clone())
+        .inspect_err(|e| tracing::error!(payment_id = %p.id, part = key, error = %e, "a stored request part does not match its view"))
+        .ok()
 }

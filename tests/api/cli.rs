@@ -652,3 +652,40 @@ fn outside_the_repository_the_error_says_the_config_folder_was_not_found_and_how
         stderr(&out)
     );
 }
+
+/// Behind a transaction pooler the migrator cannot hold its session lock: `migrate` asks for
+/// the direct URL instead of migrating through the pooler, and migrates over it when given.
+#[tokio::test]
+async fn migrate_behind_a_transaction_pooler_uses_the_direct_url_and_refuses_without_it() {
+    let url = crate::helpers::empty_database().await;
+    let out = pisgate()
+        .arg("migrate")
+        .env("PISGATE__DATABASE__URL", &url)
+        .env("PISGATE__DATABASE__POOLER", "transaction")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = stderr(&out);
+    assert!(err.contains("PISGATE__DATABASE__DIRECT_URL"), "{err}");
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let migrated: bool =
+        sqlx::query_scalar("SELECT to_regclass('public._sqlx_migrations') IS NOT NULL")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    assert!(!migrated, "nothing was applied through the pooler");
+
+    let out = pisgate()
+        .arg("migrate")
+        .env("PISGATE__DATABASE__URL", &url)
+        .env("PISGATE__DATABASE__POOLER", "transaction")
+        .env("PISGATE__DATABASE__DIRECT_URL", &url)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+    let applied: i64 = sqlx::query_scalar("SELECT count(*) FROM _sqlx_migrations WHERE success")
+        .fetch_one(&pool)
+        .await
+        .unwrap();
+    assert_eq!(applied as usize, pisgate::ledger::MIGRATOR.iter().count());
+}

@@ -80,8 +80,7 @@ async fn metrics_show_the_request_just_made() {
 }
 
 /// SDK generators read the committed `openapi.json` at the repository root: it must be the
-/// document the service serves, byte for byte (refresh it with
-/// `cp src/api/openapi.json openapi.json` until the document is generated from the code).
+/// document the service serves (generated from the code), byte for byte.
 #[tokio::test]
 async fn the_served_openapi_document_is_the_committed_openapi_json() {
     let app = spawn_app().await;
@@ -98,7 +97,7 @@ async fn the_served_openapi_document_is_the_committed_openapi_json() {
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/openapi.json")).unwrap();
     assert!(
         served == committed,
-        "openapi.json differs from the served document: cp src/api/openapi.json openapi.json"
+        "openapi.json differs from the served document: refresh it with `cargo run -q -- openapi > openapi.json`"
     );
 }
 

@@ -191,6 +191,19 @@ async fn metric(app: &crate::helpers::TestApp, name: &str) -> Option<f64> {
         .and_then(|v| v.parse().ok())
 }
 
+/// Waits (10 s at most) for the replica probe to say whether list reads use the replica.
+async fn wait_replica_in_use(app: &crate::helpers::TestApp, in_use: bool) {
+    let want = if in_use { 1.0 } else { 0.0 };
+    let started = Instant::now();
+    while metric(app, "pisgate_database_replica_in_use").await != Some(want) {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "pisgate_database_replica_in_use never {want}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 #[tokio::test]
 async fn list_reads_go_to_the_read_replica_and_a_just_made_write_is_read_from_the_primary() {
     // The "replica": another database holding what the primary had when it was copied.
@@ -210,14 +223,7 @@ async fn list_reads_go_to_the_read_replica_and_a_just_made_write_is_read_from_th
     let second = app.create_payment(&m.api_key, &body("SE")).await;
     let second = second["id"].as_str().unwrap().to_owned();
 
-    let started = Instant::now();
-    while metric(&app, "pisgate_database_replica_in_use").await != Some(1.0) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "replica never in use"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_replica_in_use(&app, true).await;
     assert_eq!(
         metric(&app, "pisgate_database_replica_lag_seconds").await,
         Some(0.0)
@@ -241,16 +247,52 @@ async fn an_unreachable_read_replica_sends_list_reads_to_the_primary() {
     let m = app.create_merchant("Shop").await;
     let p = app.create_payment(&m.api_key, &body("FI")).await;
     // The app started although the replica is down, and lists still answer, from the primary.
-    let started = Instant::now();
-    while metric(&app, "pisgate_database_replica_in_use").await != Some(0.0) {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no probe result"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    wait_replica_in_use(&app, false).await;
     assert_eq!(
         listed(&app, &m.api_key).await,
         vec![p["id"].as_str().unwrap().to_owned()]
     );
+}
+
+#[tokio::test]
+async fn a_replica_listens_on_every_channel_over_one_connection() {
+    let app = spawn_app_with(&[
+        ("PISGATE__POLLER__ENABLED", "true"),
+        ("PISGATE__WEBHOOKS__ENABLED", "true"),
+    ])
+    .await;
+    let database = app
+        .pool
+        .pool()
+        .connect_options()
+        .get_database()
+        .map(str::to_owned);
+    let direct = Db::from(
+        sqlx::PgPool::connect(&crate::helpers::cluster_url())
+            .await
+            .unwrap(),
+    );
+    let started = Instant::now();
+    loop {
+        let listening: Vec<String> = sqlx::query_scalar(
+            "SELECT query FROM pg_stat_activity
+              WHERE datname = $1 AND query LIKE 'LISTEN%' AND pid <> pg_backend_pid()",
+        )
+        .bind(&database)
+        .fetch_all(&direct)
+        .await
+        .unwrap();
+        if listening.len() == 1 {
+            for channel in ["pisgate_poll", "pisgate_webhooks", "pisgate_auth"] {
+                assert!(listening[0].contains(channel), "{listening:?}");
+            }
+            break;
+        }
+        assert!(listening.len() <= 1, "one LISTEN connection: {listening:?}");
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "never listening"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }

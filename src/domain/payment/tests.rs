@@ -1022,3 +1022,37 @@ fn the_input_round_trips_through_json() {
     let input: PaymentRequestInput = serde_json::from_value(v.clone()).unwrap();
     assert_eq!(serde_json::to_value(&input).unwrap(), v);
 }
+
+/// Payments show the parts of their stored canonical request as typed views
+/// (`ledger::view`): each part must read as its view and write back unchanged.
+#[test]
+fn the_canonical_parts_read_as_the_payment_views_unchanged() {
+    use crate::ledger::view::{Creditor, Debtor, Recurring};
+    use serde::{Serialize, de::DeserializeOwned};
+    fn unchanged<T: Serialize + DeserializeOwned>(canonical: &Value, key: &str) {
+        let part = &canonical[key];
+        let view: T = serde_json::from_value(part.clone()).expect(key);
+        assert_eq!(&serde_json::to_value(view).unwrap(), part, "{key}");
+    }
+    let v = set(fi(), "debtor.message", json!("own note"));
+    let v = set(v, "execution_date", json!("2025-04-01"));
+    let v = set(
+        v,
+        "recurring",
+        json!({"count": 3, "recurrence_type": "MONTHLY_SAME_DAY"}),
+    );
+    let v = set(v, "language", json!("fi"));
+    let v = set(v, "authentication_method", json!("MTA"));
+    let canonical = serde_json::to_value(valid(v)).unwrap();
+    unchanged::<Creditor>(&canonical, "creditor");
+    unchanged::<Debtor>(&canonical, "debtor");
+    unchanged::<Recurring>(&canonical, "recurring");
+    unchanged::<NaiveDate>(&canonical, "execution_date");
+    unchanged::<String>(&canonical, "urgency");
+    unchanged::<bool>(&canonical, "own_account_transfer");
+    unchanged::<String>(&canonical, "language");
+    unchanged::<String>(&canonical, "authentication_method");
+    // A minimal creditor (no name, message or reference) too.
+    let canonical = serde_json::to_value(valid(dk())).unwrap();
+    unchanged::<Creditor>(&canonical, "creditor");
+}
