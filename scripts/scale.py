@@ -26,7 +26,7 @@ from failover import (Psql, Replica, call, log, payment_body, print_table,  # no
 
 P = argparse.ArgumentParser()
 P.add_argument("--mode", choices=["quick", "full"], default="quick")
-for a in ("bin", "work", "pids", "pg-bindir", "pg-port", "bouncer-port", "pool", "sandbox", "pooler"):
+for a in ("bin", "work", "pids", "pg-bindir", "pg-port", "bouncer-port", "pool", "sandbox", "pooler", "build"):
     P.add_argument(f"--{a}", required=True)
 A = P.parse_args()
 QUICK = A.mode == "quick"
@@ -361,13 +361,22 @@ function request()
   }, body)
 end
 function response(status, headers, body)
-  if status == 201 then created = created + 1 else other = other + 1 end
+  if status == 201 then
+    created = created + 1
+  else
+    other = other + 1
+    if first_error == nil then first_error = status .. " " .. string.sub(body, 1, 160) end
+  end
 end
 local threads = {}
 function setup(thread) table.insert(threads, thread) end
 function done(summary, latency, requests)
   local c, o = 0, 0
-  for _, t in ipairs(threads) do c = c + t:get("created"); o = o + t:get("other") end
+  for _, t in ipairs(threads) do
+    c = c + t:get("created"); o = o + t:get("other")
+    local e = t:get("first_error")
+    if e ~= nil then io.write("FIRST_ERROR " .. e .. "\n") end
+  end
   io.write(string.format("RESULT {\"created\":%d,\"other\":%d,\"socket_errors\":%d,\"seconds\":%f,\"p50_ms\":%f,\"p99_ms\":%f}\n",
     c, o, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
     summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
@@ -379,6 +388,9 @@ BENCH_BODY = {
     "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Kauppa Oy"},
     "return_url": "https://shop.example/done",
 }
+
+
+FIRST_ERRORS = collections.Counter()  # the first answer other than 201 of each wrk process
 
 
 def wrk_round(bases, seconds, tag):
@@ -400,6 +412,8 @@ def wrk_round(bases, seconds, tag):
         if not m:
             raise SystemExit("wrk printed no result:\n" + out)
         results.append(json.loads(m.group(1)))
+        for line in re.findall(r"^FIRST_ERROR (.*)$", out, re.M):
+            FIRST_ERRORS[re.sub(r'"(instance|trace_id|request_id)":"[^"]*"', "", line)[:120]] += 1
     secs = max(r["seconds"] for r in results)
     return {
         "rps": sum(r["created"] for r in results) / secs,
@@ -498,7 +512,7 @@ def main():
     for r in replicas + ([direct] if direct else []):
         r.stop()
     sandbox.stop()
-    build = "debug build" if QUICK else "release build"
+    build = f"{A.build} build" if A.build in ("debug", "release") else A.build
     runs = f"1 run of {BENCH_SECS} s" if QUICK else f"median of {BENCH_RUNS} runs of {BENCH_SECS} s"
     print()
     print(f"payments/s through PgBouncer ({'transaction' if A.pooler == 'yes' else 'SESSION'} mode, default_pool_size {POOL}) on {os.cpu_count()} cores,"
@@ -510,6 +524,8 @@ def main():
     for name, r, all_runs in rows:
         print(f"| {name} | {r['rps']:.0f} | {' / '.join(f'{x:.0f}' for x in all_runs)} | {r['p50']:.1f} |"
               f" {r['p99']:.1f} | {r['errors']} |")
+    for e, n in FIRST_ERRORS.most_common(3):
+        print(f"first answer other than 201 (in {n} wrk runs): {e}")
     print(f"transactions left open 5 s after the benchmark (idle in transaction): {leaked}; {after}")
     if leaked:
         failures.append(f"{leaked} transactions left open after the benchmark's cancelled requests")

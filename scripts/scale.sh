@@ -31,12 +31,15 @@ if ! command -v wrk >/dev/null 2>&1; then
     echo "wrk is missing; installing Debian's wrk" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
 fi
+build=debug
 if [ -n "${PISGATE_BIN:-}" ]; then
     bin=$PISGATE_BIN
+    build="given binary $bin"
 elif [ "$mode" = full ]; then
     echo "== building pisgate (release)"
     cargo build --locked --release --bin pisgate
     bin="$CARGO_TARGET_DIR/release/pisgate"
+    build=release
 else
     echo "== building pisgate (debug)"
     cargo build --locked --bin pisgate
@@ -117,4 +120,4 @@ export RUST_LOG=${RUST_LOG:-warn}
 
 python3 scripts/scale.py --mode "$mode" --bin "$bin" --work "$work" --pids "$pids_file" \
     --pg-bindir "$bindir" --pg-port "$pg_port" --bouncer-port "$PGBOUNCER_PORT" --pool "$pool" \
-    --sandbox "http://127.0.0.1:$sandbox_port" --pooler "$pooler"
+    --sandbox "http://127.0.0.1:$sandbox_port" --pooler "$pooler" --build "$build"
