@@ -674,7 +674,11 @@ pub async fn claim_due(
                FROM webhook_deliveries d
                JOIN ranked r ON r.endpoint_id = d.endpoint_id AND r.event_id = d.event_id
                LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
+               -- Again on d itself: when the row lock is taken, PostgreSQL re-checks only
+               -- this level's conditions on the row's latest version, so a delivery another
+               -- dispatcher claimed since this statement's snapshot is skipped, not claimed twice.
                WHERE r.rn <= $4 - COALESCE(b.n, 0)
+                 AND d.status = 'pending' AND d.next_attempt_at <= now()
                ORDER BY r.next_attempt_at
                LIMIT $3
                FOR UPDATE OF d SKIP LOCKED

@@ -1175,3 +1175,73 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
         "no clean dispatcher stop in the logs:\n{logs}"
     );
 }
+
+/// Dispatchers of several replicas claim at once: a delivery one of them claimed (and
+/// committed) after another took its snapshot must not be claimed by that other one too
+/// (the locking step re-checks that the row is still pending and due). Found as duplicate
+/// deliveries, milliseconds apart, by scripts/scale.sh.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_claims_never_hand_one_delivery_to_two_dispatchers() {
+    let app = crate::helpers::spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let endpoint = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, merchant_id, url, key_id, secret)
+         VALUES ($1, $2, 'https://hooks.example/x', 'k1', '\\x00')",
+    )
+    .bind(endpoint)
+    .bind(m.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    const N: usize = 400;
+    sqlx::query(
+        "WITH ev AS (
+             INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
+             SELECT gen_random_uuid(), $1, 'payment.paid', '{}'::jsonb, now()
+             FROM generate_series(1, $2)
+             RETURNING id, created_at
+         )
+         INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
+         SELECT $3, id, created_at, created_at FROM ev",
+    )
+    .bind(m.id)
+    .bind(N as i32)
+    .bind(endpoint)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let mut claimers = tokio::task::JoinSet::new();
+    for i in 0..4 {
+        let pool = app.pool.clone();
+        claimers.spawn(async move {
+            let mut got = Vec::new();
+            let mut empty = 0;
+            while empty < 3 {
+                let claimed = pisgate::ledger::webhooks::claim_due(
+                    &pool,
+                    &format!("replica-{i}"),
+                    Duration::from_secs(600),
+                    2,
+                    10_000,
+                )
+                .await
+                .unwrap();
+                if claimed.is_empty() {
+                    empty += 1;
+                }
+                got.extend(claimed.into_iter().map(|c| c.event_id));
+            }
+            got
+        });
+    }
+    let mut seen = std::collections::HashMap::new();
+    while let Some(got) = claimers.join_next().await {
+        for event in got.unwrap() {
+            *seen.entry(event).or_insert(0) += 1;
+        }
+    }
+    let twice: Vec<_> = seen.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(twice.is_empty(), "claimed by two dispatchers: {twice:?}");
+    assert_eq!(seen.len(), N, "every delivery claimed once");
+}
