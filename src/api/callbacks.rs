@@ -58,7 +58,9 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
         "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
          <body><h1>{title}</h1><p>{message}</p><p>You can close this window and return to the shop.</p></body></html>"
     );
-    (status, [(header::CACHE_CONTROL, "no-store")], Html(body)).into_response()
+    super::consent::with_retry_after(
+        (status, [(header::CACHE_CONTROL, "no-store")], Html(body)).into_response(),
+    )
 }
 
 /// The status the shopper's return carries: the payment's, or `processing` while the code

@@ -25,10 +25,19 @@ async fn wait_ready(app: &TestApp, want: u16) {
 async fn a_database_outage_is_a_fast_503_and_the_same_key_succeeds_after_it() {
     let app = spawn_app_with(&[]).await;
     let m = app.create_merchant("Shop").await;
-    app.create_payment(&m.api_key, &body("FI")).await;
+    let first = app.create_payment(&m.api_key, &body("FI")).await;
 
     database_reachable(&app, false).await;
     wait_ready(&app, 503).await;
+    // The shopper's page says so too, with when to try again.
+    let r = app
+        .client
+        .get(first["authorization_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
+    assert_eq!(r.headers()["retry-after"], "2");
     let started = Instant::now();
     let r = app.post_payment(&m.api_key, "k-outage", &body("FI")).await;
     let took = started.elapsed();

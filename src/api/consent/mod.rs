@@ -251,7 +251,7 @@ pub fn respond(status: StatusCode, page: Markup, form_targets: &[String]) -> Res
 pub fn html_page(status: StatusCode, page: Markup, csp: &str) -> Response {
     let csp = HeaderValue::from_str(csp)
         .unwrap_or_else(|_| HeaderValue::from_static("default-src 'none'"));
-    (
+    let response = (
         status,
         [
             (header::CACHE_CONTROL, HeaderValue::from_static("no-store")),
@@ -268,7 +268,19 @@ pub fn html_page(status: StatusCode, page: Markup, csp: &str) -> Response {
         ],
         Html(page.into_string()),
     )
-        .into_response()
+        .into_response();
+    with_retry_after(response)
+}
+
+/// A 503 page says when to try again, like the API's 503s (a browser ignores it; proxies,
+/// monitors and scripts do not).
+pub fn with_retry_after(mut response: Response) -> Response {
+    if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+        response
+            .headers_mut()
+            .insert(header::RETRY_AFTER, HeaderValue::from_static("2"));
+    }
+    response
 }
 
 #[cfg(test)]
