@@ -2,7 +2,8 @@
 # Runs the whole suite on this machine: formatting, clippy, unit and integration tests
 # against a throwaway PostgreSQL cluster started here and removed afterwards.
 #
-#   scripts/test.sh                 # everything, with the resilience suite's quick mode
+#   scripts/test.sh                 # everything, with the quick modes of the resilience
+#                                   # suite, the benchmark, the scale check and the failover drill
 #   scripts/test.sh -E 'test(foo)'  # extra arguments go to cargo nextest run (and skip the
 #                                   # resilience suite and the PgBouncer pass)
 #   scripts/test.sh --pgbouncer [-E …]  # only the tests, with pisgate reaching PostgreSQL
@@ -82,6 +83,12 @@ if [ $# -eq 0 ]; then
     # The end-to-end benchmark's smoke run (the full one: scripts/bench.sh e2e).
     echo "== scripts/bench.sh e2e --quick"
     bash scripts/bench.sh e2e --quick
+    # Scale-out: three replicas through PgBouncer (the full one adds the benchmark runs).
+    echo "== scripts/scale.sh --quick"
+    bash scripts/scale.sh --quick
+    # The failover drill's short mode (the full one: scripts/failover.sh).
+    echo "== scripts/failover.sh --quick"
+    bash scripts/failover.sh --quick
 fi
 ensure_promtool
 echo "== cargo nextest"
