@@ -358,6 +358,33 @@ def bouncer_port(A):
     return open(os.path.join(os.environ["PG_STATE_DIR"], f"pgbouncer-{A.bouncer}", "port")).read().strip()
 
 
+def metric(admin, name):
+    _, _, text = call(f"{admin}/metrics")
+    for line in text.splitlines():
+        if line.split(" ")[0].split("{")[0] == name:
+            return float(line.rsplit(" ", 1)[1])
+    return None
+
+
+def read_replica_check(replica, api_key, standby, lists=50):
+    """Under load, before the kill: the replica's lag as the metrics say, and whether payment
+    lists are served by the standby (its committed transactions grow by at least one per list;
+    the lag probe adds one a second)."""
+    in_use = metric(replica.admin, "pisgate_database_replica_in_use")
+    lag_s = metric(replica.admin, "pisgate_database_replica_lag_seconds")
+    lag_b = metric(replica.admin, "pisgate_database_replica_lag_bytes")
+    commits = "SELECT xact_commit FROM pg_stat_database WHERE datname = 'pisgate'"
+    before = int(standby.value(commits))
+    ok = 0
+    for _ in range(lists):
+        s, _, _ = call(f"{replica.base}/v1/payments?limit=10", headers={"Authorization": f"Bearer {api_key}"})
+        ok += s == 200
+    time.sleep(2.5)  # backends flush their statistics at most once a second, and soon after going idle
+    grew = int(standby.value(commits)) - before
+    return {"in_use": in_use, "lag_s": lag_s, "lag_b": lag_b, "lists": lists, "ok": ok, "grew": grew,
+            "pass": in_use == 1.0 and ok == lists and grew >= lists}
+
+
 def main():
     A = parse()
     quick = A.mode == "quick"
@@ -413,6 +440,8 @@ def main():
     for t in threads:
         t.start()
     time.sleep(before_kill)
+
+    replica_check = read_replica_check(replicas[0], api_key, standby) if A.pooler == "yes" else None
 
     rep = primary.rows("SELECT application_name, state, sync_state,"
                        " COALESCE(pg_wal_lsn_diff(pg_current_wal_lsn(), flush_lsn), 0) FROM pg_stat_replication")
@@ -535,6 +564,11 @@ def main():
         ("status changes recorded twice", len(double_transitions)),
         ("ledger on the promoted database", ledger_line[0]),
         ("backends idle in transaction at the end", idle_in_tx),
+        ("read replica before the kill (READ_URL = the standby)",
+         "not configured" if replica_check is None else
+         f"in use {replica_check['in_use']:.0f}, lag {replica_check['lag_s']:.3f} s / {replica_check['lag_b']:.0f} bytes; "
+         f"{replica_check['ok']}/{replica_check['lists']} payment lists answered 200 while the standby committed "
+         f"{replica_check['grew']} read transactions"),
         ("every payment final", f"yes, {settled_in:.0f} s after the load stopped (bound {settle_bound} s)"
          if settled_in is not None else f"NO: {open_left} still open after {settle_bound} s"),
         ("final statuses", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))),
@@ -553,6 +587,7 @@ def main():
     bad = len(lost) + len(doubled) + len(twice) + http500 + len(disagreements) + len(not_final)
     bad += len(double_transitions) + (0 if ledger_ok else 1)
     bad += 0 if first_ok else 1
+    bad += 0 if replica_check is None or replica_check["pass"] else 1
     print(f"RESULT failover {'PASS' if not bad else 'FAIL'}")
     sys.exit(1 if bad else 0)
 

@@ -10,8 +10,10 @@
 # clients that retry with the same Idempotency-Key while shoppers sign. Mid-load it SIGKILLs
 # the primary (the postmaster and its backends), promotes the standby (pg_ctl promote),
 # repoints PgBouncer (pgbouncer_repoint: new upstream, RELOAD), keeps loading, lets every
-# payment settle, reconciles pisgate's database with the bank and prints a summary. Exits
-# non-zero unless lost = doubled = initiated twice = HTTP 500s = 0 and every payment is final.
+# payment settle, reconciles pisgate's database with the bank and prints a summary. Before the
+# kill it checks the read replica (PISGATE__DATABASE__READ_URL = the standby): in use, its
+# lag, and 50 payment lists served by the standby. Exits non-zero unless lost = doubled =
+# initiated twice = HTTP 500s = 0, every payment is final and the replica check passed.
 #
 #   scripts/failover.sh            # full: release build, 25 s of load before the kill, 40 s after
 #   scripts/failover.sh --quick    # debug build, under ~2 minutes (CI)
@@ -131,6 +133,9 @@ if [ "$pooler" = yes ]; then
     export PISGATE__DATABASE__URL=$pooled_url
     export PISGATE__DATABASE__POOLER=transaction
     export PISGATE__DATABASE__DIRECT_URL=$session_url
+    # Payment lists and events from the standby while it is within 5 s (before the kill a
+    # streaming replica; after it the promoted primary itself).
+    export PISGATE__DATABASE__READ_URL="postgres://postgres@127.0.0.1:$standby_port/pisgate"
 else
     echo "!! this build has no PISGATE__DATABASE__POOLER: serve goes through PgBouncer's session-mode alias" >&2
     export PISGATE__DATABASE__URL=$session_url
