@@ -41,7 +41,9 @@ export SQLX_OFFLINE=true
 # themselves create and inspect their databases directly: tests/api/helpers.rs).
 nextest_through_pgbouncer() {
     ensure_promtool
-    pgbouncer_start "$cluster" "$PG_PORT" 10
+    # One database per test, so one PgBouncer pool per test: idle server connections are
+    # closed after 2 s, or the finished tests' pools would pile up past max_connections.
+    PGBOUNCER_SERVER_IDLE_TIMEOUT=2 pgbouncer_start "$cluster" "$PG_PORT" 10
     echo "== cargo nextest through PgBouncer (transaction pooling, 127.0.0.1:$PGBOUNCER_PORT)"
     PISGATE_TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres" \
         cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"

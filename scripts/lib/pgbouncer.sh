@@ -8,6 +8,8 @@
 #       # exports PGBOUNCER_PORT: postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/<any db>
 #       # reaches database <any db> of the cluster through the pool (wildcard entry, transaction
 #       # mode, default_pool_size POOL_SIZE (10), max_client_conn 1000);
+#       # PGBOUNCER_SERVER_IDLE_TIMEOUT (60 s) closes idle server connections sooner (the test
+#       # suite makes a database per test: their pools must not pile up);
 #       # PGBOUNCER_EXTRA_DATABASES adds lines to [databases] (e.g. a session-mode alias:
 #       #   "pisgate_session = host=127.0.0.1 port=5432 dbname=pisgate pool_mode=session")
 #   pgbouncer_repoint NAME NEW_PG_PORT   # new upstream for every entry, then RELOAD (failover)
@@ -55,7 +57,7 @@ reserve_pool_size = 0
 max_client_conn = 1000
 max_db_connections = 0
 server_lifetime = 3600
-server_idle_timeout = 60
+server_idle_timeout = ${PGBOUNCER_SERVER_IDLE_TIMEOUT:-60}
 server_connect_timeout = 3
 server_login_retry = 1
 query_wait_timeout = 30
