@@ -26,28 +26,13 @@ root=$PWD
 source scripts/lib/pg.sh
 source scripts/lib/pgbouncer.sh
 source scripts/lib/env.sh
+source scripts/lib/drill.sh
 export SQLX_OFFLINE=true
 
 mode=full
 [ "${1:-}" = "--quick" ] && mode=quick
 
-if [ -n "${PISGATE_BIN:-}" ]; then
-    bin=$PISGATE_BIN
-elif [ "$mode" = full ]; then
-    echo "== building pisgate (release)"
-    cargo build --locked --release --bin pisgate
-    bin="$CARGO_TARGET_DIR/release/pisgate"
-else
-    echo "== building pisgate (debug)"
-    cargo build --locked --bin pisgate
-    bin="$CARGO_TARGET_DIR/debug/pisgate"
-fi
-
-# Whether this build has the pooler settings (PISGATE__DATABASE__POOLER / DIRECT_URL). A
-# build without them cannot run through a transaction pool (sqlx's named prepared
-# statements): then serve goes through the session-mode alias and the summary says so.
-pooler=yes
-grep -qi 'direct_url' src/config/mod.rs || pooler=no
+drill_build "$mode"
 
 primary="failover-primary-$$"
 standby="failover-standby-$$"
@@ -112,49 +97,29 @@ export PGHOST=127.0.0.1 PGPORT=$primary_port PGUSER=postgres
 # -- PgBouncer in front of the primary ----------------------------------------------------------
 # `pisgate` in transaction mode for the pooled URL; `pisgate_session` a session-mode alias of
 # the same database for the direct URL (LISTEN, migrations). pgbouncer_repoint rewrites both.
-# In session mode a client holds its server connection for its whole session: with the pooler
-# build only the LISTEN connections (one per replica) and migrations use it; a build without
-# the pooler settings sends all of serve's pool there, so it needs room for both pools.
+# In session mode a client holds its server connection for its whole session: only the LISTEN
+# connections (one per replica) and migrations use it.
 session_pool=5
-[ "$pooler" = yes ] || session_pool=50
 PGBOUNCER_EXTRA_DATABASES="pisgate_session = host=127.0.0.1 port=$primary_port dbname=pisgate pool_mode=session pool_size=$session_pool" \
     pgbouncer_start "$bouncer" "$primary_port" 10
 echo "PgBouncer (transaction mode, default_pool_size 10) on $PGBOUNCER_PORT"
 pooled_url="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/pisgate"
 session_url="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/pisgate_session"
 
-"$bin" keys generate --out "$work/keys" >/dev/null
-python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$work/token-key"
-python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$work/ledger-key"
 sandbox_port=$(pg_free_port)
 
-export PISGATE_ENV=sandbox
-if [ "$pooler" = yes ]; then
-    export PISGATE__DATABASE__URL=$pooled_url
-    export PISGATE__DATABASE__POOLER=transaction
-    export PISGATE__DATABASE__DIRECT_URL=$session_url
-    # Payment lists and events from the standby while it is within 5 s (before the kill a
-    # streaming replica; after it the promoted primary itself).
-    export PISGATE__DATABASE__READ_URL="postgres://postgres@127.0.0.1:$standby_port/pisgate"
-else
-    echo "!! this build has no PISGATE__DATABASE__POOLER: serve goes through PgBouncer's session-mode alias" >&2
-    export PISGATE__DATABASE__URL=$session_url
-fi
+drill_stack_env "$work" "$sandbox_port" failover-client
+export PISGATE__DATABASE__URL=$pooled_url
+export PISGATE__DATABASE__POOLER=transaction
+export PISGATE__DATABASE__DIRECT_URL=$session_url
+# Payment lists and events from the standby while it is within 5 s (before the kill a
+# streaming replica; after it the promoted primary itself).
+export PISGATE__DATABASE__READ_URL="postgres://postgres@127.0.0.1:$standby_port/pisgate"
 export PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS=2
-export PISGATE__SANDBOX__LISTEN="127.0.0.1:$sandbox_port"
-export PISGATE__SANDBOX__CLIENT_ID=failover-client
-export PISGATE__SANDBOX__CLIENT_SECRET=failover-secret
-export PISGATE__SANDBOX__PUBLIC_KEY_FILE="$work/keys/public.pem"
 export PISGATE__SANDBOX__CONFIRM_DELAY_MS=500
 export PISGATE__SANDBOX__PAID_DELAY_MS=1000
 export PISGATE__SANDBOX__APPROVAL_TIMEOUT_SECS=20
-export PISGATE__NORDEA__BASE_URL="http://127.0.0.1:$sandbox_port/personal"
-export PISGATE__NORDEA__CLIENT_ID=failover-client
-export PISGATE__NORDEA__CLIENT_SECRET=failover-secret
-export PISGATE__NORDEA__PRIVATE_KEY_FILE="$work/keys/private.pem"
 export PISGATE__NORDEA__REQUEST_TIMEOUT_SECS=3
-export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$work/token-key"
-export PISGATE__LEDGER__KEY_FILE="$work/ledger-key"
 export PISGATE__PAYMENTS__SIGNING_WINDOW_SECS=10
 export PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS=20
 export PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS=6
@@ -166,7 +131,6 @@ export PISGATE__POLLER__MAX_BACKOFF=2s
 export PISGATE__POLLER__IDLE_WAIT=1s
 export PISGATE__WEBHOOKS__ENABLED=false
 export PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW=1000000
-export PISGATE__TELEMETRY__LOG_FORMAT=json
 export RUST_LOG=${RUST_LOG:-warn}
 
 echo "== migrations and a merchant"
@@ -177,4 +141,4 @@ export PG_STATE_DIR
 python3 scripts/failover.py --mode "$mode" --bin "$bin" --work "$work" --pids "$pids_file" \
     --root "$root" --pg-bindir "$bindir" --sandbox "http://127.0.0.1:$sandbox_port" \
     --primary-dir "$primary_dir" --standby-dir "$standby_dir" --standby-port "$standby_port" \
-    --primary-port "$primary_port" --bouncer "$bouncer" --pooler "$pooler"
+    --primary-port "$primary_port" --bouncer "$bouncer"

@@ -26,7 +26,7 @@ from failover import (Psql, Replica, call, log, payment_body, print_table,  # no
 
 P = argparse.ArgumentParser()
 P.add_argument("--mode", choices=["quick", "full"], default="quick")
-for a in ("bin", "work", "pids", "pg-bindir", "pg-port", "bouncer-port", "pool", "sandbox", "pooler", "build"):
+for a in ("bin", "work", "pids", "pg-bindir", "pg-port", "bouncer-port", "pool", "sandbox", "build"):
     P.add_argument(f"--{a}", required=True)
 A = P.parse_args()
 QUICK = A.mode == "quick"
@@ -283,9 +283,7 @@ def check(replicas):
     five_xx = sum(v for k, v in statuses.items() if isinstance(k, int) and (k == 0 or k >= 500))
 
     table = [
-        ("replicas", f"{REPLICAS} serve through PgBouncer, "
-                     + ("transaction" if A.pooler == "yes" else "SESSION (pre-pooler build)")
-                     + f" mode, default_pool_size {POOL}"),
+        ("replicas", f"{REPLICAS} serve through PgBouncer, transaction mode, default_pool_size {POOL}"),
         ("payments created / approved", f"{PAYMENTS} / {PAYMENTS} ({SHOPPERS} bank shoppers, 3 payments each, one per replica)"),
         ("created, signed, all paid (s from start)", f"{created - t0:.1f}, {signed - t0:.1f}, "
          + (f"{paid_at - t0:.1f}" if paid else "NOT within 180 s")),
@@ -480,10 +478,8 @@ def main():
     table, failures, token_problems, bad = check(replicas)
     for r in replicas:
         r.stop()
-    pooler_note = "" if A.pooler == "yes" else " [pre-pooler build: PgBouncer in SESSION mode]"
-    how = ("PgBouncer 1.18 transaction mode, POOLER=transaction, DIRECT_URL to PostgreSQL" if A.pooler == "yes"
-           else "PgBouncer 1.18")
-    print_table(f"scale check ({A.mode}): {REPLICAS} replicas, {how}{pooler_note}", table)
+    print_table(f"scale check ({A.mode}): {REPLICAS} replicas, PgBouncer 1.18 transaction mode, POOLER=transaction,"
+                " DIRECT_URL to PostgreSQL", table)
     for item in token_problems[:10]:
         print(f"  token: {item}")
     for item in bad[:10]:
@@ -515,7 +511,7 @@ def main():
     build = f"{A.build} build" if A.build in ("debug", "release") else A.build
     runs = f"1 run of {BENCH_SECS} s" if QUICK else f"median of {BENCH_RUNS} runs of {BENCH_SECS} s"
     print()
-    print(f"payments/s through PgBouncer ({'transaction' if A.pooler == 'yes' else 'SESSION'} mode, default_pool_size {POOL}) on {os.cpu_count()} cores,"
+    print(f"payments/s through PgBouncer (transaction mode, default_pool_size {POOL}) on {os.cpu_count()} cores,"
           f" {build}, {runs} after a 2 s warm-up; wrk, one process per replica, {BENCH_CONNECTIONS} connections"
           f" in all, POST /v1/payments with unique keys; poller and webhooks off; PostgreSQL fsync=on;"
           f" load average at start {' '.join(load)}")

@@ -22,6 +22,7 @@ cd "$(dirname "$0")/.."
 source scripts/lib/pg.sh
 source scripts/lib/pgbouncer.sh
 source scripts/lib/env.sh
+source scripts/lib/drill.sh
 export SQLX_OFFLINE=true
 
 mode=full
@@ -31,26 +32,10 @@ if ! command -v wrk >/dev/null 2>&1; then
     echo "wrk is missing; installing Debian's wrk" >&2
     DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
 fi
+drill_build "$mode"
 build=debug
-if [ -n "${PISGATE_BIN:-}" ]; then
-    bin=$PISGATE_BIN
-    build="given binary $bin"
-elif [ "$mode" = full ]; then
-    echo "== building pisgate (release)"
-    cargo build --locked --release --bin pisgate
-    bin="$CARGO_TARGET_DIR/release/pisgate"
-    build=release
-else
-    echo "== building pisgate (debug)"
-    cargo build --locked --bin pisgate
-    bin="$CARGO_TARGET_DIR/debug/pisgate"
-fi
-
-# Whether this build has the pooler settings; without them serve cannot use a transaction
-# pool (sqlx's named prepared statements), so it goes through a session-mode PgBouncer and
-# the summary says so.
-pooler=yes
-grep -qi 'direct_url' src/config/mod.rs || pooler=no
+[ "$mode" = full ] && build=release
+[ -n "${PISGATE_BIN:-}" ] && build="given binary $bin"
 
 cluster="scale-$$"
 bouncer="scale-$$"
@@ -74,45 +59,21 @@ PG_DURABILITY="-c fsync=on" pg_start "$cluster"
 bindir=$(pg_bindir)
 pg_port=$PG_PORT
 pool=10
-if [ "$pooler" = yes ]; then
-    pgbouncer_start "$bouncer" "$pg_port" "$pool"
-else
-    echo "!! this build has no PISGATE__DATABASE__POOLER: PgBouncer runs in SESSION mode for it" >&2
-    # A session holds a server connection: room for every replica's whole pool.
-    pool=60
-    PGBOUNCER_EXTRA_DATABASES="pisgate = host=127.0.0.1 port=$pg_port dbname=pisgate pool_mode=session pool_size=$pool" \
-        pgbouncer_start "$bouncer" "$pg_port" "$pool"
-fi
+pgbouncer_start "$bouncer" "$pg_port" "$pool"
 echo "PostgreSQL on $pg_port, PgBouncer on $PGBOUNCER_PORT (default_pool_size $pool)"
 
-"$bin" keys generate --out "$work/keys" >/dev/null
-python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$work/token-key"
-python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$work/ledger-key"
 sandbox_port=$(pg_free_port)
 
-export PISGATE_ENV=sandbox
+drill_stack_env "$work" "$sandbox_port" scale-client
 export PISGATE__DATABASE__URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/pisgate"
-if [ "$pooler" = yes ]; then
-    export PISGATE__DATABASE__POOLER=transaction
-    export PISGATE__DATABASE__DIRECT_URL="postgres://postgres@127.0.0.1:$pg_port/pisgate"
-fi
-export PISGATE__SANDBOX__LISTEN="127.0.0.1:$sandbox_port"
-export PISGATE__SANDBOX__CLIENT_ID=scale-client
-export PISGATE__SANDBOX__CLIENT_SECRET=scale-secret
-export PISGATE__SANDBOX__PUBLIC_KEY_FILE="$work/keys/public.pem"
+export PISGATE__DATABASE__POOLER=transaction
+export PISGATE__DATABASE__DIRECT_URL="postgres://postgres@127.0.0.1:$pg_port/pisgate"
 export PISGATE__SANDBOX__CONFIRM_DELAY_MS=300
 export PISGATE__SANDBOX__PAID_DELAY_MS=800
 # Token answers name the shopper and their issue time: one token per bank shopper.
 export PISGATE__SANDBOX__TOKEN_IDENTITY=true
-export PISGATE__NORDEA__BASE_URL="http://127.0.0.1:$sandbox_port/personal"
-export PISGATE__NORDEA__CLIENT_ID=scale-client
-export PISGATE__NORDEA__CLIENT_SECRET=scale-secret
-export PISGATE__NORDEA__PRIVATE_KEY_FILE="$work/keys/private.pem"
-export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$work/token-key"
-export PISGATE__LEDGER__KEY_FILE="$work/ledger-key"
 export PISGATE__WEBHOOKS__ALLOW_INSECURE_URLS=true
 export PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW=100000000
-export PISGATE__TELEMETRY__LOG_FORMAT=json
 export RUST_LOG=${RUST_LOG:-warn}
 
 "$bin" migrate >/dev/null
@@ -120,4 +81,4 @@ export RUST_LOG=${RUST_LOG:-warn}
 
 python3 scripts/scale.py --mode "$mode" --bin "$bin" --work "$work" --pids "$pids_file" \
     --pg-bindir "$bindir" --pg-port "$pg_port" --bouncer-port "$PGBOUNCER_PORT" --pool "$pool" \
-    --sandbox "http://127.0.0.1:$sandbox_port" --pooler "$pooler" --build "$build"
+    --sandbox "http://127.0.0.1:$sandbox_port" --build "$build"

@@ -1,0 +1,47 @@
+# shellcheck shell=bash
+# What the drills (scripts/resilience.sh, failover.sh, scale.sh) share: the pisgate binary
+# they run, and the settings of a `serve` + sandbox stack on 127.0.0.1 with fresh keys.
+#
+#   source scripts/lib/env.sh scripts/lib/drill.sh
+#   drill_build full|quick                     # sets $bin: release or debug build
+#                                              # (PISGATE_BIN=/path skips the build)
+#   drill_stack_env WORK SANDBOX_PORT CLIENT   # keys into WORK; exports the PISGATE_*
+#                                              # settings every drill shares (the bank is the
+#                                              # sandbox on SANDBOX_PORT, client id CLIENT)
+
+drill_build() {
+    if [ -n "${PISGATE_BIN:-}" ]; then
+        bin=$PISGATE_BIN
+    elif [ "$1" = full ]; then
+        echo "== building pisgate (release)"
+        cargo build --locked --release --bin pisgate
+        bin="$CARGO_TARGET_DIR/release/pisgate"
+    else
+        echo "== building pisgate (debug)"
+        cargo build --locked --bin pisgate
+        bin="$CARGO_TARGET_DIR/debug/pisgate"
+    fi
+}
+
+drill_random_key() {
+    python3 -c 'import base64,os;print(base64.b64encode(os.urandom(32)).decode())' >"$1"
+}
+
+drill_stack_env() {
+    local work=$1 sandbox_port=$2 client=$3
+    "$bin" keys generate --out "$work/keys" >/dev/null
+    drill_random_key "$work/token-key"
+    drill_random_key "$work/ledger-key"
+    export PISGATE_ENV=sandbox
+    export PISGATE__SANDBOX__LISTEN="127.0.0.1:$sandbox_port"
+    export PISGATE__SANDBOX__CLIENT_ID=$client
+    export PISGATE__SANDBOX__CLIENT_SECRET="$client-secret"
+    export PISGATE__SANDBOX__PUBLIC_KEY_FILE="$work/keys/public.pem"
+    export PISGATE__NORDEA__BASE_URL="http://127.0.0.1:$sandbox_port/personal"
+    export PISGATE__NORDEA__CLIENT_ID=$client
+    export PISGATE__NORDEA__CLIENT_SECRET="$client-secret"
+    export PISGATE__NORDEA__PRIVATE_KEY_FILE="$work/keys/private.pem"
+    export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$work/token-key"
+    export PISGATE__LEDGER__KEY_FILE="$work/ledger-key"
+    export PISGATE__TELEMETRY__LOG_FORMAT=json
+}
