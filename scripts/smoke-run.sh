@@ -5,6 +5,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/pg.sh
+source scripts/lib/env.sh
+# Build first: run.sh builds too, and on a clean target directory that takes longer than
+# the start-up this script waits for.
+cargo build --locked --bin pisgate
 port=$(pg_free_port)
 admin_port=$(pg_free_port)
 cluster="smoke-$$"
@@ -23,6 +27,7 @@ for _ in $(seq 1 600); do
     kill -0 "$runner" 2>/dev/null || { cat "$log" >&2; echo "smoke: run.sh exited early" >&2; exit 1; }
     sleep 0.5
 done
+grep -q "pisgate is running" "$log" || { cat "$log" >&2; echo "smoke: run.sh did not start within 300 s" >&2; exit 1; }
 code=$(curl -s -o /dev/null -w '%{http_code}' "http://127.0.0.1:$admin_port/readyz")
 [ "$code" = 200 ] || { cat "$log" >&2; echo "smoke: /readyz answered $code" >&2; exit 1; }
 # Metrics on the admin listener only.

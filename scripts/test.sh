@@ -10,8 +10,8 @@
 #                                   # through PgBouncer in transaction mode
 #
 # The whole run (no arguments) runs the tests twice: straight to PostgreSQL, then with
-# every pisgate under test behind PgBouncer (Debian's 1.18, transaction pooling,
-# database.pooler = "transaction", LISTEN and migrations on the direct URL).
+# every pisgate under test behind PgBouncer (Debian's 1.18, transaction pooling, found by
+# database.pooler = "auto", LISTEN and migrations on the direct URL).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
@@ -43,7 +43,12 @@ nextest_through_pgbouncer() {
     ensure_promtool
     # One database per test, so one PgBouncer pool per test: idle server connections are
     # closed after 2 s, or the finished tests' pools would pile up past max_connections.
-    PGBOUNCER_SERVER_IDLE_TIMEOUT=2 pgbouncer_start "$cluster" "$PG_PORT" 10
+    # Two more entries for the pooler probe's test (tests/api/pooler.rs): the same cluster
+    # in session and in statement mode.
+    PGBOUNCER_SERVER_IDLE_TIMEOUT=2 PGBOUNCER_EXTRA_DATABASES="\
+pisgate_probe_session = host=127.0.0.1 port=$PG_PORT dbname=postgres pool_mode=session
+pisgate_probe_statement = host=127.0.0.1 port=$PG_PORT dbname=postgres pool_mode=statement" \
+        pgbouncer_start "$cluster" "$PG_PORT" 10
     echo "== cargo nextest through PgBouncer (transaction pooling, 127.0.0.1:$PGBOUNCER_PORT)"
     PISGATE_TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres" \
         cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"

@@ -54,6 +54,8 @@ impl Application {
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
         let admin_listener = bind(settings.admin.listen, "PISGATE__ADMIN__LISTEN").await?;
+        let mut settings = settings;
+        ledger::resolve_pooler(&mut settings.database).await?;
         let pool = ledger::connect(&settings.database).await?;
         let pending = ledger::pending_migrations(&pool)
             .await

@@ -208,23 +208,34 @@ pub async fn run(settings: &Settings) -> Report {
         }
     });
 
-    checks.push(match crate::ledger::connect(&settings.database).await {
+    let mut database = settings.database.clone();
+    let resolved = crate::ledger::resolve_pooler(&mut database).await;
+    let mode = match (settings.database.pooler, database.pooler) {
+        (crate::config::Pooler::Auto, found) => format!("pooler auto: {}", found.as_str()),
+        (given, _) => format!("pooler {}", given.as_str()),
+    };
+    checks.push(match resolved {
         Err(e) => line("database", Outcome::Fail, format!("{e:#}")),
-        Ok(pool) => {
-            let l = match crate::ledger::pending_migrations(&pool).await {
-                Ok(p) if p.is_empty() => {
-                    line("database", Outcome::Ok, "reachable, migrations applied")
-                }
-                Ok(p) => line(
-                    "database",
-                    Outcome::Fail,
-                    format!("{} unapplied migration(s): run `pisgate migrate`", p.len()),
-                ),
-                Err(e) => line("database", Outcome::Fail, format!("{e:#}")),
-            };
-            pool.close().await;
-            l
-        }
+        Ok(()) => match crate::ledger::connect(&database).await {
+            Err(e) => line("database", Outcome::Fail, format!("{e:#}")),
+            Ok(pool) => {
+                let l = match crate::ledger::pending_migrations(&pool).await {
+                    Ok(p) if p.is_empty() => line(
+                        "database",
+                        Outcome::Ok,
+                        format!("reachable ({mode}), migrations applied"),
+                    ),
+                    Ok(p) => line(
+                        "database",
+                        Outcome::Fail,
+                        format!("{} unapplied migration(s): run `pisgate migrate`", p.len()),
+                    ),
+                    Err(e) => line("database", Outcome::Fail, format!("{e:#}")),
+                };
+                pool.close().await;
+                l
+            }
+        },
     });
 
     match crate::app::nordea_client_concrete(settings) {

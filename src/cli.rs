@@ -314,13 +314,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Ledger { command } => {
-            let settings = ToolSettings::load_from(&sources)?;
+            let mut settings = ToolSettings::load_from(&sources)?;
+            ledger::resolve_pooler(&mut settings.database).await?;
             let keys = app::ledger_keys(&settings.ledger)?;
             let pool = ledger::connect(&settings.database).await?;
             ledger_command(&pool, &keys, command).await
         }
         Command::Migrate => {
-            let settings = ToolSettings::load_from(&sources)?;
+            let mut settings = ToolSettings::load_from(&sources)?;
+            ledger::resolve_pooler(&mut settings.database).await?;
             let session = ledger::connect_session(&settings.database).await?;
             let pending = ledger::pending_migrations(&ledger::Db::direct(session.clone())).await?;
             ledger::migrate(&session)
@@ -357,7 +359,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 crate::api::console::password::MIN_LENGTH
             );
             let hash = crate::api::console::password::hash(password)?;
-            let settings = ToolSettings::load_from(&sources)?;
+            let mut settings = ToolSettings::load_from(&sources)?;
+            ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
             let id = ledger::operators::create(&pool, &email, &hash)
                 .await
@@ -373,7 +376,8 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--return-origin {o:?}: {e}"))?;
                 }
             }
-            let settings = ToolSettings::load_from(&sources)?;
+            let mut settings = ToolSettings::load_from(&sources)?;
+            ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
             merchant_command(&pool, command).await
         }

@@ -314,6 +314,19 @@ pub enum Pooler {
     /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`): a server
     /// connection is ours only inside a transaction.
     Transaction,
+    /// Not said: `ledger::resolve_pooler` probes `url` at start and settles on one of the
+    /// two. Until then it is treated as the safe one, `Transaction`.
+    Auto,
+}
+
+impl Pooler {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Pooler::None => "none",
+            Pooler::Transaction => "transaction",
+            Pooler::Auto => "auto",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -779,7 +792,7 @@ impl DatabaseSettings {
         match (&self.direct_url, self.pooler) {
             (Some(direct), _) => Some(direct.expose_secret()),
             (None, Pooler::None) => Some(self.url()),
-            (None, Pooler::Transaction) => None,
+            (None, Pooler::Transaction | Pooler::Auto) => None,
         }
     }
 }
@@ -883,10 +896,11 @@ fn validate_database(raw: RawDatabase) -> Result<DatabaseSettings, SettingsError
     let pooler = match required("database.pooler", raw.pooler)?.trim() {
         "none" => Pooler::None,
         "transaction" => Pooler::Transaction,
+        "auto" => Pooler::Auto,
         other => {
             return Err(SettingsError::invalid(
                 "database.pooler",
-                format!("{other:?} is not one of \"none\", \"transaction\""),
+                format!("{other:?} is not one of \"auto\", \"none\", \"transaction\""),
             ));
         }
     };
@@ -1097,13 +1111,19 @@ mod tests {
 
     #[test]
     fn the_pooler_and_the_extra_database_urls_are_checked_and_named() {
+        // Unsaid, the pooler is probed at start; until then there is no session to assume.
         let s = Settings::load_from(&sources(&[DB])).unwrap();
+        assert_eq!(s.database.pooler, Pooler::Auto);
+        assert_eq!(s.database.session_url(), None);
+        assert!(s.database.read_url.is_none());
+
+        let s =
+            Settings::load_from(&sources(&[DB, ("PISGATE__DATABASE__POOLER", "none")])).unwrap();
         assert_eq!(s.database.pooler, Pooler::None);
         assert_eq!(
             s.database.session_url(),
             Some("postgres://u:p@localhost/db")
         );
-        assert!(s.database.read_url.is_none());
 
         let s = Settings::load_from(&sources(&[
             DB,

@@ -69,7 +69,9 @@ impl Db {
         settings: &DatabaseSettings,
         url: &str,
     ) -> Result<(PgPoolOptions, PgConnectOptions, bool), sqlx::Error> {
-        let pooled = settings.pooler == Pooler::Transaction;
+        // "auto" is settled before a pool is made (`ledger::resolve_pooler`); were it not,
+        // the mode that is safe behind any pooler.
+        let pooled = settings.pooler != Pooler::None;
         let mut connect = PgConnectOptions::from_str(url)?;
         if pooled {
             connect = connect.statement_cache_capacity(0);

@@ -17,6 +17,7 @@ pub mod merchants;
 pub mod operators;
 pub mod payments;
 pub mod polls;
+pub mod pooler;
 pub mod tokens;
 pub mod verify;
 pub mod view;
@@ -31,6 +32,31 @@ use sqlx::migrate::Migrator;
 
 /// The schema migrations compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
+
+/// Settles `database.pooler = "auto"` by probing `database.url` ([`pooler::detect`]), so
+/// that everything after sees "none" or "transaction"; a setting of either is taken as
+/// given. Call it before anything connects or asks for [`DatabaseSettings::session_url`].
+pub async fn resolve_pooler(settings: &mut DatabaseSettings) -> anyhow::Result<()> {
+    if settings.pooler != crate::config::Pooler::Auto {
+        return Ok(());
+    }
+    let found = pooler::detect(settings.url(), settings.acquire_timeout)
+        .await
+        .map_err(|e| match e {
+            pooler::ProbeError::Database(e) => redact_connect_error(e).context(
+                "cannot connect to the database (PISGATE__DATABASE__URL) to see whether it is \
+                 a pooler (database.pooler = \"auto\"; \"none\" or \"transaction\" skip the probe)",
+            ),
+            pooler::ProbeError::Unusable(why) => anyhow::anyhow!(why),
+        })?;
+    tracing::info!(
+        pooler = found.pooler.as_str(),
+        evidence = %found.evidence,
+        "database.pooler is auto: detected"
+    );
+    settings.pooler = found.pooler;
+    Ok(())
+}
 
 /// Opens the pool and proves the database answers.
 pub async fn connect(settings: &DatabaseSettings) -> anyhow::Result<Db> {

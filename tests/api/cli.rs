@@ -249,7 +249,7 @@ async fn check(base: &str, secret: &str, key: &str) -> Output {
     let db = fresh_database().await;
     let mut cmd = pisgate();
     cmd.args(["check", "--json"])
-        .env("PISGATE__DATABASE__URL", db)
+        .envs(crate::helpers::database_env(&db))
         .env("PISGATE__NORDEA__ENVIRONMENT", "sandbox")
         .env("PISGATE__NORDEA__BASE_URL", format!("{base}/personal"))
         .env("PISGATE__NORDEA__CLIENT_SECRET", secret)
@@ -296,6 +296,15 @@ async fn check_passes_against_the_sandbox() {
     ] {
         assert_eq!(outcome(&r, name).0, "ok", "{name}: {r}");
     }
+    // The pooler is probed (database.pooler is unset): PostgreSQL itself is a session,
+    // the PgBouncer pass's pooler a transaction pooler.
+    let behind_pgbouncer = std::env::var("PISGATE_TEST_PGBOUNCER_URL").is_ok_and(|u| !u.is_empty());
+    let expected = if behind_pgbouncer {
+        "pooler auto: transaction"
+    } else {
+        "pooler auto: none"
+    };
+    assert!(outcome(&r, "database").1.contains(expected), "{r}");
     // Lines for people: one per check.
     let db = fresh_database().await;
     let mut cmd = pisgate();
@@ -370,7 +379,7 @@ async fn check_in_production_refuses_a_sandbox_host() {
     let db = fresh_database().await;
     let mut cmd = pisgate();
     cmd.args(["check", "--json"])
-        .env("PISGATE__DATABASE__URL", db)
+        .envs(crate::helpers::database_env(&db))
         .env("PISGATE__NORDEA__ENVIRONMENT", "production")
         .env("PISGATE__NORDEA__BASE_URL", format!("{base}/personal"));
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())

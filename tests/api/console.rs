@@ -22,10 +22,7 @@ fn create_operator(app: &TestApp, email: &str, password: &str) -> std::process::
         )
         .env(
             "PISGATE__DATABASE__POOLER",
-            match app.settings.database.pooler {
-                pisgate::config::Pooler::Transaction => "transaction",
-                pisgate::config::Pooler::None => "none",
-            },
+            app.settings.database.pooler.as_str(),
         )
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())

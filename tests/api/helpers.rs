@@ -22,8 +22,9 @@ pub fn cluster_url() -> String {
 
 /// How `pisgate` reaches a test database: directly, or (when `PISGATE_TEST_PGBOUNCER_URL`
 /// names a PgBouncer in transaction mode in front of the test cluster, `scripts/test.sh
-/// --pgbouncer`) through the pooler, with `database.pooler = "transaction"` and the direct
-/// URL for LISTEN and migrations. Tests create and inspect databases directly either way.
+/// --pgbouncer`) through the pooler, with the direct URL for LISTEN and migrations. Either
+/// way `database.pooler` is left to its default, "auto": every pisgate under test finds out
+/// at start what it is talking to. Tests create and inspect databases directly either way.
 pub fn database_env(database_url: &str) -> Vec<(&'static str, String)> {
     match std::env::var("PISGATE_TEST_PGBOUNCER_URL") {
         Ok(pooler) if !pooler.is_empty() => {
@@ -32,7 +33,6 @@ pub fn database_env(database_url: &str) -> Vec<(&'static str, String)> {
                 .expect("a database URL has a path");
             vec![
                 ("PISGATE__DATABASE__URL", with_database(&pooler, db)),
-                ("PISGATE__DATABASE__POOLER", "transaction".into()),
                 ("PISGATE__DATABASE__DIRECT_URL", database_url.into()),
             ]
         }

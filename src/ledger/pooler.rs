@@ -1,0 +1,165 @@
+//! `database.pooler = "auto"`: finding out whether `database.url` reaches PostgreSQL as a
+//! session or through a pooler in transaction mode, before the pool is built.
+//!
+//! The tell is the server process behind a client connection (`pg_backend_pid()`). A
+//! session (PostgreSQL itself, or PgBouncer in session mode) keeps one server process for
+//! the life of the client connection, and no two client connections ever share one. A
+//! transaction pooler lends a server connection per transaction: a second client that opens
+//! a transaction takes the idle server the first one just used (PgBouncer hands out the
+//! most recently used one first), and the first client, asking again meanwhile, is served
+//! by another process, or has to wait for one. So the probe:
+//!
+//! 1. client A asks for its server process (`a`);
+//! 2. client B opens a transaction and asks for its own (`b`), keeping the transaction open;
+//! 3. A asks again (`a'`).
+//!
+//! `b == a`, `a' != a`, or A waiting for a server, each proves a transaction pooler;
+//! otherwise steps 2 and 3 are repeated with more clients, and three rounds without a
+//! sign mean a session. Every query is a simple-protocol one (no prepared statement is
+//! left anywhere), and the probe's transactions are rolled back.
+//!
+//! A pooler in statement mode refuses transactions, and pisgate cannot work without them:
+//! that is an error that says so.
+
+use crate::config::Pooler;
+use sqlx::postgres::PgConnectOptions;
+use sqlx::{ConnectOptions as _, Connection as _, PgConnection, Row as _};
+use std::str::FromStr as _;
+use std::time::Duration;
+
+/// How many extra clients the probe opens before it concludes "a session".
+const ROUNDS: usize = 3;
+
+/// How long client A may wait for an answer before the wait itself counts as the sign of a
+/// pooler that had no idle server for it (PostgreSQL answers `SELECT pg_backend_pid()` at
+/// once on a session).
+const WAIT_FOR_SERVER: Duration = Duration::from_secs(2);
+
+/// What the probe saw, for the log line and for `pisgate check`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Detection {
+    pub pooler: Pooler,
+    pub evidence: String,
+}
+
+/// Why the probe has no answer.
+#[derive(Debug, thiserror::Error)]
+pub enum ProbeError {
+    /// The database (or the pooler) could not be reached, or dropped the probe.
+    #[error(transparent)]
+    Database(#[from] sqlx::Error),
+    /// A pooler that pisgate cannot work behind.
+    #[error("{0}")]
+    Unusable(String),
+}
+
+/// Probes `url` (see the module's documentation).
+pub async fn detect(url: &str, connect_timeout: Duration) -> Result<Detection, ProbeError> {
+    let options = PgConnectOptions::from_str(url)?
+        .statement_cache_capacity(0)
+        .application_name("pisgate pooler probe");
+    let connect = || async {
+        match tokio::time::timeout(connect_timeout, options.connect()).await {
+            Ok(c) => c,
+            Err(_) => Err(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {} s", connect_timeout.as_secs()),
+            ))),
+        }
+    };
+    let mut first = connect().await?;
+    let a = backend_pid(&mut first, "SELECT pg_backend_pid()").await?;
+    let mut holding: Vec<PgConnection> = Vec::with_capacity(ROUNDS);
+    let mut verdict = None;
+    for _ in 0..ROUNDS {
+        let mut other = connect().await?;
+        let b = match backend_pid(&mut other, "BEGIN; SELECT pg_backend_pid()").await {
+            Ok(b) => b,
+            Err(e) => {
+                let _ = other.close().await;
+                close_all(first, holding).await;
+                return Err(statement_mode(e));
+            }
+        };
+        holding.push(other);
+        if b == a {
+            verdict = Some(format!(
+                "two client connections were served by one server process ({a})"
+            ));
+            break;
+        }
+        match tokio::time::timeout(
+            WAIT_FOR_SERVER,
+            backend_pid(&mut first, "SELECT pg_backend_pid()"),
+        )
+        .await
+        {
+            Err(_) => {
+                // A's query is still queued at the pooler: drop that connection unused.
+                drop(first);
+                close_all_held(holding).await;
+                return Ok(Detection {
+                    pooler: Pooler::Transaction,
+                    evidence: format!(
+                        "a client connection waited more than {} s for a server process \
+                         while another client held a transaction",
+                        WAIT_FOR_SERVER.as_secs()
+                    ),
+                });
+            }
+            Ok(again) => {
+                let again = again?;
+                if again != a {
+                    verdict = Some(format!(
+                        "one client connection was served by server process {a}, then {again}"
+                    ));
+                    break;
+                }
+            }
+        }
+    }
+    close_all(first, holding).await;
+    Ok(match verdict {
+        Some(evidence) => Detection {
+            pooler: Pooler::Transaction,
+            evidence,
+        },
+        None => Detection {
+            pooler: Pooler::None,
+            evidence: format!(
+                "one client connection kept server process {a} while {ROUNDS} others held transactions"
+            ),
+        },
+    })
+}
+
+async fn backend_pid(conn: &mut PgConnection, sql: &'static str) -> Result<i32, sqlx::Error> {
+    let row = sqlx::raw_sql(sql).fetch_one(&mut *conn).await?;
+    Ok(row.try_get::<i32, _>(0)?)
+}
+
+/// PgBouncer in statement mode answers a `BEGIN` with an error of its own.
+fn statement_mode(e: sqlx::Error) -> ProbeError {
+    let text = e.to_string();
+    if text.contains("statement pooling") || text.contains("transaction blocks not allowed") {
+        ProbeError::Unusable(
+            "database.url is a pooler in statement mode, which refuses transactions; pisgate \
+             needs them: use pool_mode = transaction (database.pooler = \"transaction\") or session"
+                .into(),
+        )
+    } else {
+        ProbeError::Database(e)
+    }
+}
+
+async fn close_all(first: PgConnection, holding: Vec<PgConnection>) {
+    let _ = first.close().await;
+    close_all_held(holding).await;
+}
+
+async fn close_all_held(holding: Vec<PgConnection>) {
+    for mut c in holding {
+        let _ = sqlx::raw_sql("ROLLBACK").execute(&mut c).await;
+        let _ = c.close().await;
+    }
+}
