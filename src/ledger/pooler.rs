@@ -135,7 +135,7 @@ pub async fn detect(url: &str, connect_timeout: Duration) -> Result<Detection, P
 
 async fn backend_pid(conn: &mut PgConnection, sql: &'static str) -> Result<i32, sqlx::Error> {
     let row = sqlx::raw_sql(sql).fetch_one(&mut *conn).await?;
-    Ok(row.try_get::<i32, _>(0)?)
+    row.try_get::<i32, _>(0)
 }
 
 /// PgBouncer in statement mode answers a `BEGIN` with an error of its own.
