@@ -1,8 +1,13 @@
 #!/usr/bin/env bash
-# Proves the committed openapi.json makes a working SDK: generates a Python client with
-# openapi-python-client (installed from PyPI into ~/.cache/pisgate/venv-sdk when missing),
-# then, against a run.sh stack, creates a payment with it, has the shopper approve it at the
-# sandbox, and finds the payment's events with the client's listEvents.
+# Proves the committed openapi.json makes working SDKs, against a run.sh stack:
+# - Python: a client generated with openapi-python-client (installed from PyPI into
+#   ~/.cache/pisgate/venv-sdk when missing) creates a payment, the shopper approves it at the
+#   sandbox, and the client's listEvents finds the payment's events;
+# - TypeScript: types generated with openapi-typescript, a merchant backend on openapi-fetch
+#   (scripts/sdk-ts/check.mts) type-checked by `tsc --strict` (with noUncheckedIndexedAccess
+#   and exactOptionalPropertyTypes), then run: it creates a payment with metadata, has it
+#   approved, finds it by metadata[order] and lists its events. npm packages from
+#   scripts/sdk-ts/package-lock.json, installed when missing.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/stack.sh
@@ -80,3 +85,19 @@ assert event.id.startswith("evt_"), event.id
 assert str(event.data.id) == str(payment.id), event.data
 print(f"sdk: listEvents found {event.id} ({event.type_}) for {payment.id}")
 PY
+
+if ! [ -x scripts/sdk-ts/node_modules/.bin/tsc ]; then
+    echo "installing scripts/sdk-ts's npm packages" >&2
+    (cd scripts/sdk-ts && npm ci --no-audit --no-fund --loglevel=error >&2)
+fi
+(
+    cd scripts/sdk-ts
+    rm -rf out schema.d.ts
+    # --default-non-nullable false: a field with a default (consent) stays optional in
+    # request bodies, as the API treats it.
+    node_modules/.bin/openapi-typescript ../../openapi.json --default-non-nullable false \
+        -o schema.d.ts >/dev/null 2>&1
+    node_modules/.bin/tsc -p .
+    echo "sdk-ts: tsc --strict passed"
+    node out/check.mjs "$STACK_PORT" "$STACK_KEY"
+)

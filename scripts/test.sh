@@ -81,7 +81,7 @@ echo "== scripts/openapi-check.sh (openapi-spec-validator, Redocly's recommended
 bash scripts/openapi-check.sh
 echo "== scripts/schemathesis.sh (the merchant API fuzzed from its served OpenAPI document)"
 bash scripts/schemathesis.sh
-echo "== scripts/sdk-check.sh (a Python SDK generated from openapi.json creates a payment and lists its events)"
+echo "== scripts/sdk-check.sh (a Python SDK and a tsc --strict TypeScript client generated from openapi.json create payments and list their events)"
 bash scripts/sdk-check.sh
 if [ $# -eq 0 ]; then
     # The resilience suite's short mode (the full one: scripts/resilience.sh).

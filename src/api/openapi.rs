@@ -383,7 +383,7 @@ pub struct PaymentCreate {
     #[schema(examples("MTA", "BANKID_NO"))]
     pub authentication_method: String,
     #[serde(default)]
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub metadata: Value,
     #[serde(default)]
     #[schema(inline)]

@@ -151,7 +151,7 @@ pub struct StoredEvent {
     pub new_status: Option<PaymentStatus>,
     #[schema(required = true)]
     pub bank_status: Option<String>,
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub detail: Value,
     pub created_at: DateTime<Utc>,
     /// hex SHA-256(prev_hash || canonical event)

@@ -54,7 +54,7 @@ pub struct PaymentView {
     #[schema(required = true)]
     pub psu_id: Option<String>,
     pub return_url: String,
-    #[schema(value_type = Object)]
+    #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub metadata: Value,
     /// pisgate's authorization hop (`{public_url}/authorize/{id}?t=…`), never the bank's own link; present while the payment awaits authorization and the bank's answer to its creation is recorded. Past `expires_at`, or once cancelled, it shows a plain page instead of leading to the bank.
     #[schema(required = true)]
