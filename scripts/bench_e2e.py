@@ -33,6 +33,9 @@ import urllib.parse
 import urllib.request
 from datetime import datetime
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from drills import PAYMENT, WRK_SCRIPT  # noqa: E402
+
 QUICK = "--quick" in sys.argv
 RUNS = 1 if QUICK else 3
 SECONDS = 3 if QUICK else 10
@@ -244,59 +247,7 @@ class Stack:
             self.sandbox_proc.wait()
 
 
-WRK_SCRIPT = r"""
-local counter = 0
-local next_tid = 0
-local threads = {}
-function setup(thread)
-  next_tid = next_tid + 1
-  thread:set("tid", next_tid)
-  table.insert(threads, thread)
-end
-function init(args)
-  prefix = args[1] .. "-" .. tid .. "-"
-  body = args[2]
-  auth = "Bearer " .. args[3]
-  created = 0
-  other = 0
-end
-function request()
-  counter = counter + 1
-  return wrk.format("POST", "/v1/payments", {
-    ["Content-Type"] = "application/json",
-    ["Authorization"] = auth,
-    ["Idempotency-Key"] = prefix .. counter,
-  }, body)
-end
-function response(status, headers, body)
-  if status == 201 then
-    created = created + 1
-  else
-    other = other + 1
-    if first_error == nil then first_error = status .. " " .. string.sub(body, 1, 300) end
-  end
-end
-function done(summary, latency, requests)
-  local c, o = 0, 0
-  for _, t in ipairs(threads) do
-    c = c + t:get("created")
-    o = o + t:get("other")
-    local e = t:get("first_error")
-    if e ~= nil then io.write("FIRST_ERROR " .. e .. "\n") end
-  end
-  io.write(string.format("RESULT {\"requests\":%d,\"seconds\":%f,\"created\":%d,\"other\":%d," ..
-    "\"socket_errors\":%d,\"p50_ms\":%f,\"p99_ms\":%f,\"max_ms\":%f}\n",
-    summary.requests, summary.duration / 1e6, c, o,
-    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
-end
-"""
 
-PAYMENT = {
-    "amount": "10.50", "currency": "EUR", "country": "FI",
-    "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Kauppa Oy"},
-    "return_url": "https://shop.example/done",
-}
 
 
 def run_wrk(stack, script, connections, seconds, tag):

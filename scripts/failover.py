@@ -28,6 +28,9 @@ import urllib.parse
 import urllib.request
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from drills import bank_disagreement  # noqa: E402
+
 
 # -- shared helpers ----------------------------------------------------------------------------
 
@@ -261,11 +264,6 @@ def shopper(tally, p, decision, psu, patience=30):
 
 
 FINAL_OPEN = ("awaiting_authorization", "authorized")
-BANK_FINAL = {
-    "Paid": "paid", "Rejected": "rejected", "InsufficientFunds": "rejected", "LimitExceeded": "rejected",
-    "UserApprovalFailed": "authorization_failed", "UserApprovalCancelled": "authorization_failed",
-    "UserApprovalTimeout": "expired", "Cancelled": "cancelled", "Stopped": "cancelled",
-}
 
 
 def reconcile(db, sandbox):
@@ -290,20 +288,9 @@ def reconcile(db, sandbox):
             twice.append(f"{pid}: {len(at_bank)} bank payments, {len(opened)} opened")
         if status in FINAL_OPEN:
             continue  # counted as not final by the caller
-        rec = next((b for b in at_bank if b["payment_id"] == bank_id), None)
-        if status == "failed":
-            if opened:
-                disagreements.append(f"{pid}: failed but its bank payment was opened")
-            continue
-        if rec is None:
-            if status not in ("expired", "cancelled"):
-                disagreements.append(f"{pid}: {status} without a bank payment")
-            continue
-        want = BANK_FINAL.get(rec["status"])
-        ok = (want == status) or (want == "expired" and status == "cancelled" and cancel_requested == "t") \
-            or (want is None and status in ("expired", "cancelled") and not rec.get("exists_at_bank"))
-        if not ok:
-            disagreements.append(f"{pid}: pisgate {status}, bank {rec['status']}")
+        wrong = bank_disagreement(status, cancel_requested, at_bank, bank_id)
+        if wrong:
+            disagreements.append(f"{pid}: {wrong}")
     orphans = [b["payment_id"] for b in bank or [] if (b.get("external_id") or "") not in known]
     return rows, doubled, twice, disagreements, orphans
 

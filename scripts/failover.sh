@@ -37,14 +37,9 @@ drill_build "$mode"
 primary="failover-primary-$$"
 standby="failover-standby-$$"
 bouncer="failover-$$"
-work=$(mktemp -d)
-pids_file="$work/pids"
-: >"$pids_file"
+drill_workdir
 cleanup() {
-    local p
-    while read -r p; do
-        if [ -n "$p" ]; then kill -KILL "$p" 2>/dev/null || true; fi
-    done <"$pids_file"
+    drill_kill_pids
     pgbouncer_stop "$bouncer" || true
     pg_destroy "$standby" || true
     pg_destroy "$primary" || true
@@ -116,19 +111,7 @@ export PISGATE__DATABASE__DIRECT_URL=$session_url
 # streaming replica; after it the promoted primary itself).
 export PISGATE__DATABASE__READ_URL="postgres://postgres@127.0.0.1:$standby_port/pisgate"
 export PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS=2
-export PISGATE__SANDBOX__CONFIRM_DELAY_MS=500
-export PISGATE__SANDBOX__PAID_DELAY_MS=1000
-export PISGATE__SANDBOX__APPROVAL_TIMEOUT_SECS=20
-export PISGATE__NORDEA__REQUEST_TIMEOUT_SECS=3
-export PISGATE__PAYMENTS__SIGNING_WINDOW_SECS=10
-export PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS=20
-export PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS=6
-export PISGATE__POLLER__SIGNING_INTERVAL=500ms
-export PISGATE__POLLER__LATE_SIGNING_INTERVAL=1s
-export PISGATE__POLLER__AUTHORIZED_INTERVAL=1s
-export PISGATE__POLLER__LEASE=15s
-export PISGATE__POLLER__MAX_BACKOFF=2s
-export PISGATE__POLLER__IDLE_WAIT=1s
+drill_fast_clock 20
 export PISGATE__WEBHOOKS__ENABLED=false
 export PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW=1000000
 export RUST_LOG=${RUST_LOG:-warn}

@@ -22,6 +22,9 @@ import urllib.parse
 import urllib.request
 import uuid
 
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from drills import bank_disagreement  # noqa: E402
+
 P = argparse.ArgumentParser()
 P.add_argument("--mode", choices=["quick", "full"], default="quick")
 P.add_argument("--bin", required=True)
@@ -354,11 +357,6 @@ def open_payments():
     return int(psql("SELECT count(*) FROM payments WHERE status IN ('awaiting_authorization','authorized')")[0][0])
 
 
-BANK_FINAL = {
-    "Paid": "paid", "Rejected": "rejected", "InsufficientFunds": "rejected", "LimitExceeded": "rejected",
-    "UserApprovalFailed": "authorization_failed", "UserApprovalCancelled": "authorization_failed",
-    "UserApprovalTimeout": "expired", "Cancelled": "cancelled", "Stopped": "cancelled",
-}
 
 
 def report(recover):
@@ -378,24 +376,13 @@ def report(recover):
         opened = [b for b in at_bank if b.get("exists_at_bank")]
         if len(opened) > 1 or any(b["payment_id"] != bank_id for b in opened):
             doubled.append(pid)
-        rec = next((b for b in at_bank if b["payment_id"] == bank_id), None)
         final = status not in ("awaiting_authorization", "authorized")
         if not final:
             disagreements.append(f"{pid}: still {status}")
             continue
-        if status == "failed":
-            if opened:
-                disagreements.append(f"{pid}: failed but its bank payment was opened")
-            continue
-        if rec is None:
-            if status not in ("expired", "cancelled"):
-                disagreements.append(f"{pid}: {status} without a bank payment")
-            continue
-        want = BANK_FINAL.get(rec["status"])
-        ok = (want == status) or (want == "expired" and status == "cancelled" and cancel_requested == "t") \
-            or (want is None and status in ("expired", "cancelled") and not rec.get("exists_at_bank"))
-        if not ok:
-            disagreements.append(f"{pid}: pisgate {status}, bank {rec['status']} (plan {PLANS.get(pid)})")
+        wrong = bank_disagreement(status, cancel_requested, at_bank, bank_id)
+        if wrong:
+            disagreements.append(f"{pid}: {wrong} (plan {PLANS.get(pid)})")
 
     by_status = collections.Counter(r[1] for r in rows)
     print()

@@ -21,11 +21,9 @@ mode=full
 drill_build "$mode"
 
 cluster="resilience-$$"
-work=$(mktemp -d)
-pids_file="$work/pids"
-: >"$pids_file"
+drill_workdir
 cleanup() {
-    while read -r p; do kill -KILL "$p" 2>/dev/null || true; done <"$pids_file"
+    drill_kill_pids
     pg_destroy "$cluster"
     rm -rf "$work"
 }
@@ -42,19 +40,7 @@ export PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS=2
 export PISGATE__SERVER__LISTEN="127.0.0.1:$port"
 export PISGATE__SERVER__PUBLIC_URL="http://127.0.0.1:$port"
 export PISGATE__ADMIN__LISTEN="127.0.0.1:$admin_port"
-export PISGATE__SANDBOX__CONFIRM_DELAY_MS=500
-export PISGATE__SANDBOX__PAID_DELAY_MS=1000
-export PISGATE__SANDBOX__APPROVAL_TIMEOUT_SECS=20
-export PISGATE__NORDEA__REQUEST_TIMEOUT_SECS=3
-export PISGATE__PAYMENTS__SIGNING_WINDOW_SECS=10
-export PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS=30
-export PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS=6
-export PISGATE__POLLER__SIGNING_INTERVAL=500ms
-export PISGATE__POLLER__LATE_SIGNING_INTERVAL=1s
-export PISGATE__POLLER__AUTHORIZED_INTERVAL=1s
-export PISGATE__POLLER__LEASE=15s
-export PISGATE__POLLER__MAX_BACKOFF=2s
-export PISGATE__POLLER__IDLE_WAIT=1s
+drill_fast_clock 30
 export PISGATE__WEBHOOKS__ENABLED=false
 # The load here is one merchant far above a real one's budget.
 export PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW=1000000

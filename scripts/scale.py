@@ -21,6 +21,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+from drills import PAYMENT, WRK_SCRIPT  # noqa: E402
 from failover import (Psql, Replica, call, log, payment_body, print_table,  # noqa: E402
                       sandbox_admin, start_sandbox)
 
@@ -341,51 +342,7 @@ def run_threads(target, n):
 
 # -- (b) the benchmark ---------------------------------------------------------------------------
 
-WRK_SCRIPT = r"""
-local counter = 0
-function init(args)
-  prefix = args[1] .. "-" .. math.random(1, 1000000000) .. "-"
-  body = args[2]
-  auth = "Bearer " .. args[3]
-  created = 0
-  other = 0
-end
-function request()
-  counter = counter + 1
-  return wrk.format("POST", "/v1/payments", {
-    ["Content-Type"] = "application/json",
-    ["Authorization"] = auth,
-    ["Idempotency-Key"] = prefix .. counter,
-  }, body)
-end
-function response(status, headers, body)
-  if status == 201 then
-    created = created + 1
-  else
-    other = other + 1
-    if first_error == nil then first_error = status .. " " .. string.sub(body, 1, 160) end
-  end
-end
-local threads = {}
-function setup(thread) table.insert(threads, thread) end
-function done(summary, latency, requests)
-  local c, o = 0, 0
-  for _, t in ipairs(threads) do
-    c = c + t:get("created"); o = o + t:get("other")
-    local e = t:get("first_error")
-    if e ~= nil then io.write("FIRST_ERROR " .. e .. "\n") end
-  end
-  io.write(string.format("RESULT {\"created\":%d,\"other\":%d,\"socket_errors\":%d,\"seconds\":%f,\"p50_ms\":%f,\"p99_ms\":%f}\n",
-    c, o, summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
-    summary.duration / 1e6, latency:percentile(50) / 1000, latency:percentile(99) / 1000))
-end
-"""
 
-BENCH_BODY = {
-    "amount": "10.50", "currency": "EUR", "country": "FI",
-    "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Kauppa Oy"},
-    "return_url": "https://shop.example/done",
-}
 
 
 FIRST_ERRORS = collections.Counter()  # the first answer other than 201 of each wrk process
@@ -401,7 +358,7 @@ def wrk_round(bases, seconds, tag):
     procs = []
     for n, base in enumerate(bases):
         cmd = ["wrk", "-t", "1", "-c", str(per), "-d", f"{seconds}s", "--timeout", "10s", "-s", script,
-               f"{base}/v1/payments", "--", f"{tag}-{n}", json.dumps(BENCH_BODY), KEY]
+               f"{base}/v1/payments", "--", f"{tag}-{n}", json.dumps(PAYMENT), KEY]
         procs.append(subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True))
     results = []
     for p in procs:

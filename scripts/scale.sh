@@ -39,14 +39,9 @@ build=debug
 
 cluster="scale-$$"
 bouncer="scale-$$"
-work=$(mktemp -d)
-pids_file="$work/pids"
-: >"$pids_file"
+drill_workdir
 cleanup() {
-    local p
-    while read -r p; do
-        if [ -n "$p" ]; then kill -KILL "$p" 2>/dev/null || true; fi
-    done <"$pids_file"
+    drill_kill_pids
     pgbouncer_stop "$bouncer" || true
     pg_destroy "$cluster" || true
     rm -rf "$(pgbouncer_dir "$bouncer")"

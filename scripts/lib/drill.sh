@@ -8,6 +8,10 @@
 #   drill_stack_env WORK SANDBOX_PORT CLIENT   # keys into WORK; exports the PISGATE_*
 #                                              # settings every drill shares (the bank is the
 #                                              # sandbox on SANDBOX_PORT, client id CLIENT)
+#   drill_fast_clock LATE_SIGNING_HORIZON_SECS # a bank and workers on a seconds scale, so
+#                                              # payments end within a drill's minutes
+#   drill_workdir                              # sets $work (a temp dir) and $pids_file
+#   drill_kill_pids                            # SIGKILLs every pid in $pids_file
 
 drill_build() {
     if [ -n "${PISGATE_BIN:-}" ]; then
@@ -44,4 +48,33 @@ drill_stack_env() {
     export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$work/token-key"
     export PISGATE__LEDGER__KEY_FILE="$work/ledger-key"
     export PISGATE__TELEMETRY__LOG_FORMAT=json
+}
+
+drill_fast_clock() {
+    export PISGATE__SANDBOX__CONFIRM_DELAY_MS=500
+    export PISGATE__SANDBOX__PAID_DELAY_MS=1000
+    export PISGATE__SANDBOX__APPROVAL_TIMEOUT_SECS=20
+    export PISGATE__NORDEA__REQUEST_TIMEOUT_SECS=3
+    export PISGATE__PAYMENTS__SIGNING_WINDOW_SECS=10
+    export PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS=$1
+    export PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS=6
+    export PISGATE__POLLER__SIGNING_INTERVAL=500ms
+    export PISGATE__POLLER__LATE_SIGNING_INTERVAL=1s
+    export PISGATE__POLLER__AUTHORIZED_INTERVAL=1s
+    export PISGATE__POLLER__LEASE=15s
+    export PISGATE__POLLER__MAX_BACKOFF=2s
+    export PISGATE__POLLER__IDLE_WAIT=1s
+}
+
+drill_workdir() {
+    work=$(mktemp -d)
+    pids_file="$work/pids"
+    : >"$pids_file"
+}
+
+drill_kill_pids() {
+    local p
+    while read -r p; do
+        if [ -n "$p" ]; then kill -KILL "$p" 2>/dev/null || true; fi
+    done <"$pids_file"
 }

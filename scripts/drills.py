@@ -1,0 +1,85 @@
+"""What the drills and benchmarks (resilience.py, failover.py, scale.py, bench_e2e.py) share:
+whether pisgate's final status of a payment agrees with the sandbox bank's records of it,
+and the wrk script and body that load payment creation."""
+
+# The bank's final statuses, and the pisgate status each must end as.
+BANK_FINAL = {
+    "Paid": "paid", "Rejected": "rejected", "InsufficientFunds": "rejected", "LimitExceeded": "rejected",
+    "UserApprovalFailed": "authorization_failed", "UserApprovalCancelled": "authorization_failed",
+    "UserApprovalTimeout": "expired", "Cancelled": "cancelled", "Stopped": "cancelled",
+}
+
+
+def bank_disagreement(status, cancel_requested, at_bank, bank_id):
+    """How a final pisgate status contradicts the bank's records of that payment (the bank
+    payments whose external id is the payment's), or None when the bank agrees.
+    cancel_requested is psql's "t"/"f"."""
+    opened = [b for b in at_bank if b.get("exists_at_bank")]
+    if status == "failed":
+        return "failed but its bank payment was opened" if opened else None
+    rec = next((b for b in at_bank if b["payment_id"] == bank_id), None)
+    if rec is None:
+        return None if status in ("expired", "cancelled") else f"{status} without a bank payment"
+    want = BANK_FINAL.get(rec["status"])
+    ok = (want == status) or (want == "expired" and status == "cancelled" and cancel_requested == "t") \
+        or (want is None and status in ("expired", "cancelled") and not rec.get("exists_at_bank"))
+    return None if ok else f"pisgate {status}, bank {rec['status']}"
+
+
+# wrk -s: POST /v1/payments with a fresh Idempotency-Key per request (ARG1-<thread>-<n>),
+# body ARG2, API key ARG3; prints one RESULT JSON line (and each thread's first answer
+# other than 201 as FIRST_ERROR).
+WRK_SCRIPT = r"""
+local counter = 0
+local next_tid = 0
+local threads = {}
+function setup(thread)
+  next_tid = next_tid + 1
+  thread:set("tid", next_tid)
+  table.insert(threads, thread)
+end
+function init(args)
+  prefix = args[1] .. "-" .. tid .. "-"
+  body = args[2]
+  auth = "Bearer " .. args[3]
+  created = 0
+  other = 0
+end
+function request()
+  counter = counter + 1
+  return wrk.format("POST", "/v1/payments", {
+    ["Content-Type"] = "application/json",
+    ["Authorization"] = auth,
+    ["Idempotency-Key"] = prefix .. counter,
+  }, body)
+end
+function response(status, headers, body)
+  if status == 201 then
+    created = created + 1
+  else
+    other = other + 1
+    if first_error == nil then first_error = status .. " " .. string.sub(body, 1, 300) end
+  end
+end
+function done(summary, latency, requests)
+  local c, o = 0, 0
+  for _, t in ipairs(threads) do
+    c = c + t:get("created")
+    o = o + t:get("other")
+    local e = t:get("first_error")
+    if e ~= nil then io.write("FIRST_ERROR " .. e .. "\n") end
+  end
+  io.write(string.format("RESULT {\"requests\":%d,\"seconds\":%f,\"created\":%d,\"other\":%d," ..
+    "\"socket_errors\":%d,\"p50_ms\":%f,\"p99_ms\":%f,\"max_ms\":%f}\n",
+    summary.requests, summary.duration / 1e6, c, o,
+    summary.errors.connect + summary.errors.read + summary.errors.write + summary.errors.timeout,
+    latency:percentile(50) / 1000, latency:percentile(99) / 1000, latency.max / 1000))
+end
+"""
+
+# A payment wrk and the benchmarks create.
+PAYMENT = {
+    "amount": "10.50", "currency": "EUR", "country": "FI",
+    "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Kauppa Oy"},
+    "return_url": "https://shop.example/done",
+}
