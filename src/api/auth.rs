@@ -59,8 +59,7 @@ fn bearer(request: &Request) -> Result<&str, ApiError> {
 /// key revoked) from any process is refused by every replica as soon as the `pisgate_auth`
 /// notification arrives (milliseconds); this bound covers a notification lost in flight.
 pub const AUTH_CACHE_TTL: Duration = Duration::from_secs(5);
-/// Notified (at commit) when a merchant or an API key changes in a way that refuses keys.
-pub const AUTH_CHANNEL: &str = "pisgate_auth";
+pub use crate::ledger::merchants::AUTH_CHANNEL;
 /// At most this many keys are remembered; past it the cache starts over.
 const AUTH_CACHE_CAPACITY: usize = 10_000;
 /// A key's `last_used_at` is written at most this often (per replica here, across replicas
@@ -153,7 +152,7 @@ impl AuthCache {
 /// re-established, since a notification may have been missed), until `stop`.
 pub async fn follow_invalidations(
     cache: Arc<AuthCache>,
-    listener: Arc<crate::workers::listener::Listener>,
+    listener: Arc<crate::ledger::listener::Listener>,
     mut stop: tokio::sync::watch::Receiver<bool>,
 ) {
     let wake = listener.wake(AUTH_CHANNEL);

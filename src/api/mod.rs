@@ -56,7 +56,7 @@ pub struct AppState {
     /// Where staleness-tolerant list reads go (a read replica when configured and caught up).
     pub reads: Arc<crate::ledger::Reads>,
     /// This replica's one LISTEN connection (started by `Application::run_until_stopped`).
-    pub listener: Arc<crate::workers::listener::Listener>,
+    pub listener: Arc<crate::ledger::listener::Listener>,
     /// Set once shutdown begins: `/readyz` answers 503 so that load balancers stop sending.
     draining: Arc<AtomicBool>,
 }
@@ -73,7 +73,7 @@ impl AppState {
             settings.rate_limit.requests_per_window,
             settings.rate_limit.window,
         ));
-        let listener = crate::workers::listener::Listener::new(settings.database.session_url());
+        let listener = crate::ledger::listener::Listener::new(settings.database.session_url());
         AppState {
             reads: Arc::new(crate::ledger::Reads::primary_only(pool.clone())),
             pool,

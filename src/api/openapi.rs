@@ -15,6 +15,7 @@
 //! at the repository root (for SDK generators) is checked to equal it.
 
 use crate::api::error::Problem;
+pub use crate::domain::schema::{AccountType, Urgency};
 use crate::ledger::view::{Creditor, Debtor, Recurring};
 use chrono::NaiveDate;
 use serde::Serialize;
@@ -315,18 +316,6 @@ pub fn problem(description: &str) -> RefOr<utoipa::openapi::Response> {
     )
 }
 
-/// The kind of an account number.
-#[derive(Serialize, ToSchema)]
-#[allow(clippy::upper_case_acronyms, non_camel_case_types)]
-pub enum AccountType {
-    IBAN,
-    BBAN_DK,
-    BBAN_SE,
-    BBAN_NO,
-    BGNR,
-    PGNR,
-}
-
 // The handler validates the JSON itself (every violated field named at once, in
 // `domain::payment`); this type only describes it.
 /// The body of `POST /v1/payments`.
@@ -405,13 +394,6 @@ pub enum Country {
     DK,
     SE,
     NO,
-}
-
-#[derive(Serialize, ToSchema)]
-#[serde(rename_all = "snake_case")]
-pub enum Urgency {
-    Standard,
-    Express,
 }
 
 /// pisgate: the authorization_url shows the shopper pisgate's consent page (what is paid,

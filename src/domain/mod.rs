@@ -12,6 +12,7 @@ pub mod origin;
 pub mod payment;
 pub mod recurrence;
 pub mod reference;
+pub mod schema;
 pub mod status;
 
 pub use account::{Account, AccountError, AccountType};

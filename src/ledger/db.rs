@@ -19,7 +19,7 @@
 //!   no statement cache (`statement_cache_capacity(0)`): no name is reused across transactions;
 //! - nothing takes session state: no session advisory locks (shopper serialisation is a lease
 //!   row, `ledger::tokens`), no `SET`, and LISTEN goes over `database.direct_url`
-//!   (`workers::Listener`), migrations too.
+//!   (`ledger::listener::Listener`), migrations too.
 //!
 //! Without a pooler (or with one in session mode) a [`Db`] is a plain pool: one exchange per
 //! query, cached statements, no extra round trips.

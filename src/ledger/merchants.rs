@@ -16,6 +16,9 @@ use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
+/// Notified (at commit) when a merchant or an API key changes in a way that refuses keys.
+pub const AUTH_CHANNEL: &str = "pisgate_auth";
+
 const KEY_PREFIX: &str = "pgk_";
 
 #[derive(Debug, Clone, Serialize, utoipa::ToSchema)]
@@ -206,9 +209,8 @@ pub async fn get(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
     .await
 }
 
-/// Disables a merchant: its key stops working at once. Returns `None` for an unknown id.
-/// Disables a merchant: its keys are refused from now on. Every replica forgets the keys it
-/// verified when the notification arrives at commit (`crate::api::auth::AUTH_CHANNEL`).
+/// Disables a merchant (`None` for an unknown id): its keys are refused from now on. Every replica forgets the keys it
+/// verified when the notification arrives at commit ([`AUTH_CHANNEL`]).
 pub async fn disable(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
     sqlx::query_as!(
         Merchant,

@@ -13,6 +13,7 @@ pub mod events;
 pub mod health;
 pub mod idempotency;
 pub mod keys;
+pub mod listener;
 pub mod merchants;
 pub mod operators;
 pub mod payments;

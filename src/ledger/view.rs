@@ -34,7 +34,7 @@ pub struct PaymentView {
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
     pub execution_date: Option<NaiveDate>,
-    #[schema(value_type = crate::api::openapi::Urgency, inline)]
+    #[schema(value_type = crate::domain::schema::Urgency, inline)]
     pub urgency: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     #[schema(nullable = false)]
@@ -76,7 +76,7 @@ pub struct PaymentView {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Account {
     #[serde(rename = "type")]
-    #[schema(value_type = crate::api::openapi::AccountType, inline)]
+    #[schema(value_type = crate::domain::schema::AccountType, inline)]
     pub kind: String,
     pub value: String,
 }

@@ -9,7 +9,6 @@
 //! in-flight work within a bound and hands its leases back at once.
 
 pub mod checkpointer;
-pub mod listener;
 pub mod poller;
 pub mod purger;
 pub mod refresher;
@@ -38,7 +37,7 @@ pub struct WorkerContext {
     /// Ends the claims of quiet polls many at a time.
     pub reschedules: Arc<poller::GroupReschedule>,
     /// Wakes the poller and the dispatcher when the database notifies them.
-    pub listener: Arc<listener::Listener>,
+    pub listener: Arc<crate::ledger::listener::Listener>,
 }
 
 impl WorkerContext {
@@ -50,7 +49,7 @@ impl WorkerContext {
     ) -> WorkerContext {
         WorkerContext {
             pool,
-            listener: listener::Listener::new(settings.database.session_url()),
+            listener: crate::ledger::listener::Listener::new(settings.database.session_url()),
             settings,
             bank,
             cipher,
@@ -134,10 +133,7 @@ impl Workers {
     }
 }
 
-/// Resolves when `stop` turns true (or its sender is gone).
-pub async fn stopped(stop: &mut watch::Receiver<bool>) {
-    let _ = stop.wait_for(|s| *s).await;
-}
+pub use crate::ledger::listener::stopped;
 
 /// Spaces calls to at most `per_sec` a second, allowing a burst of one second's worth.
 /// Shared by every task of one worker in one replica.

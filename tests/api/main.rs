@@ -12,6 +12,7 @@ mod events;
 mod hardening;
 mod health;
 mod helpers;
+mod layering;
 mod ledger;
 mod logs;
 mod metrics;

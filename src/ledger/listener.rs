@@ -5,7 +5,7 @@
 //! to their timers, and the API-key cache stays off (it may only serve keys while it hears
 //! every invalidation).
 
-use crate::api::auth::AUTH_CHANNEL;
+use crate::ledger::merchants::AUTH_CHANNEL;
 use crate::ledger::payments::POLL_CHANNEL;
 use crate::ledger::webhooks::NOTIFY_CHANNEL;
 use std::sync::Arc;
@@ -82,14 +82,14 @@ impl Listener {
                     Ok::<_, sqlx::Error>(l)
                 };
                 let mut listener = tokio::select! {
-                    () = super::stopped(&mut stop) => return,
+                    () = stopped(&mut stop) => return,
                     r = attempt => match r {
                         Ok(l) => l,
                         Err(e) => {
                             // sqlx's error kinds never quote the URL.
                             tracing::warn!(error = %e, "cannot LISTEN; retrying");
                             tokio::select! {
-                                () = super::stopped(&mut stop) => return,
+                                () = stopped(&mut stop) => return,
                                 () = tokio::time::sleep(Duration::from_secs(1)) => continue,
                             }
                         }
@@ -100,7 +100,7 @@ impl Listener {
                 this.wake_all();
                 loop {
                     tokio::select! {
-                        () = super::stopped(&mut stop) => {
+                        () = stopped(&mut stop) => {
                             this.live.store(false, Ordering::SeqCst);
                             return;
                         }
@@ -122,4 +122,9 @@ impl Listener {
             }
         });
     }
+}
+
+/// Resolves when `stop` turns true (or its sender is gone).
+pub async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
 }
