@@ -250,6 +250,11 @@ impl IntoResponse for ApiError {
             ApiError::DatabaseUnavailable | ApiError::DeadlineExceeded => Some(1),
             _ => None,
         };
+        if matches!(this, ApiError::DatabaseUnavailable) {
+            response
+                .extensions_mut()
+                .insert(crate::api::middleware::DatabaseUnreachable);
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()
