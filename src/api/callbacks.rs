@@ -30,6 +30,7 @@
 //! Never logged: the code, the state, the tokens.
 
 use crate::api::AppState;
+use crate::api::client_ip::{Peer, client_ip};
 use crate::api::payments::{callback_url, cancel_at_bank, state_hash};
 use crate::bank::{BankError, BankPaymentId, PsuContext};
 use crate::ledger::payments::{self, PaymentRecord};
@@ -91,13 +92,9 @@ fn redirect_to_merchant(p: &PaymentRecord, status: &str) -> Response {
         .into_response()
 }
 
-fn psu_context(headers: &HeaderMap) -> PsuContext {
+fn psu_context(state: &AppState, headers: &HeaderMap, peer: Peer) -> PsuContext {
     PsuContext {
-        ip: headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|ip| ip.trim().parse().ok()),
+        ip: client_ip(peer, headers, &state.settings.server.trusted_proxies),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -118,10 +115,11 @@ fn psu_key(p: &PaymentRecord, shopper_id: Option<&str>) -> String {
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
 async fn nordea_callback(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Response {
-    match handle(&state, &headers, raw).await {
+    match handle(&state, &headers, peer, raw).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "callback failed");
@@ -165,6 +163,7 @@ async fn note(
 async fn handle(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Peer,
     raw: HashMap<String, String>,
 ) -> anyhow::Result<Response> {
     let started = Instant::now();
@@ -192,7 +191,7 @@ async fn handle(
     };
     tracing::Span::current().record("payment_id", tracing::field::display(p.id));
     crate::telemetry::link_to_creation(&tracing::Span::current(), p.trace_parent.as_deref());
-    let psu = psu_context(headers);
+    let psu = psu_context(state, headers, peer);
     match returned(state, &p, &raw, psu, started).await {
         Ok(response) => Ok(response),
         Err(e) => {

@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod authorize;
 pub mod callbacks;
+pub mod client_ip;
 pub mod consent;
 pub mod console;
 pub mod error;

@@ -402,3 +402,45 @@ async fn hostile_payment_bodies_are_refused_by_field_never_with_a_500() {
         .unwrap();
     assert_eq!(stored, 0, "a refused body left a payment");
 }
+
+/// The shopper's IP told to the bank on the reads after the return: with no trusted proxies a forged
+/// `X-Forwarded-For` is ignored (the peer's address is sent); with the peer trusted, the
+/// rightmost address the proxy did not write itself.
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    for (trusted, forwarded, expected) in [
+        ("", "203.0.113.9", "127.0.0.1"),
+        ("10.0.0.0/8", "203.0.113.9", "127.0.0.1"),
+        ("127.0.0.1", "6.6.6.6, 203.0.113.9", "203.0.113.9"),
+    ] {
+        let app = spawn_app_with(&[("PISGATE__SERVER__TRUSTED_PROXIES", trusted)]).await;
+        let m = app.create_merchant("Shop").await;
+        let payment = app.create_payment(&m.api_key, &body("FI")).await;
+        let callback = app
+            .sign_at_bank(
+                payment["authorization_url"].as_str().unwrap(),
+                "shopper",
+                true,
+            )
+            .await;
+        let r = app
+            .client
+            .get(callback)
+            .header("x-forwarded-for", forwarded)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let sent: Vec<String> = app
+            .sandbox
+            .requests()
+            .iter()
+            .filter_map(|r| r.header("x-nordea-originating-user-ip").map(str::to_owned))
+            .collect();
+        assert!(!sent.is_empty(), "no call carried the shopper's IP");
+        assert!(
+            sent.iter().all(|ip| ip == expected),
+            "trusted {trusted:?}, forwarded {forwarded:?}: sent {sent:?}"
+        );
+    }
+}
