@@ -250,6 +250,13 @@ impl IntoResponse for ApiError {
             ApiError::DatabaseUnavailable | ApiError::DeadlineExceeded => Some(1),
             _ => None,
         };
+        if this.status() == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1 / RFC 6750 §3: the scheme to authenticate with.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"pisgate\""),
+            );
+        }
         if matches!(this, ApiError::DatabaseUnavailable) {
             response
                 .extensions_mut()

@@ -367,10 +367,11 @@ pub struct PaymentCreate {
     #[serde(default)]
     pub psu_id: String,
     #[serde(default)]
-    pub language: String,
+    #[schema(inline)]
+    pub language: crate::domain::schema::Language,
     #[serde(default)]
-    #[schema(examples("MTA", "BANKID_NO"))]
-    pub authentication_method: String,
+    #[schema(inline)]
+    pub authentication_method: crate::domain::schema::AuthenticationMethod,
     #[serde(default)]
     #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub metadata: Value,

@@ -1257,7 +1257,10 @@ fn parse_recurring(
                 e.push(
                     "recurring.recurrence_type",
                     "unknown_recurrence_type",
-                    "is not a known recurrence type",
+                    format!(
+                        "is not a known recurrence type; one of {}",
+                        RecurrenceType::ALL.map(RecurrenceType::as_str).join(", ")
+                    ),
                 );
                 None
             }
