@@ -442,6 +442,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--return-origin {o:?}: {e}"))?;
                 }
             }
+            if let MerchantCommand::Payee {
+                command:
+                    PayeeCommand::Add {
+                        account_type,
+                        account,
+                        ..
+                    }
+                    | PayeeCommand::Remove {
+                        account_type,
+                        account,
+                        ..
+                    },
+            } = &command
+            {
+                payee_account(account_type, account)?;
+            }
             let mut settings = ToolSettings::load_from(&sources)?;
             ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
