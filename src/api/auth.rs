@@ -378,7 +378,10 @@ mod tests {
         // A new session: still nothing until the cache is cleared under it.
         connection.fetch_add(1, Ordering::SeqCst);
         let fill = cache.begin_fill();
-        assert!(cache.get(&hash).is_none(), "served an entry from before the drop");
+        assert!(
+            cache.get(&hash).is_none(),
+            "served an entry from before the drop"
+        );
         assert!(!cache.put(fill, hash, key("a")));
         cache.clear();
         // A fill that began before that clear is refused; a new one is stored.

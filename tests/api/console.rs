@@ -701,7 +701,10 @@ async fn an_operator_sets_the_payee_policy_and_adds_and_removes_a_payee_from_the
     let page = format!("/console/merchants/{merchant}/payees");
     let (status, html) = get(&app, &page, &cookie).await;
     assert_eq!(status, 200);
-    assert!(html.contains("Payee policy: <strong>open</strong>"), "{html}");
+    assert!(
+        html.contains("Payee policy: <strong>open</strong>"),
+        "{html}"
+    );
 
     let back = page.as_str();
     let (done, confirm) = act(
@@ -717,7 +720,10 @@ async fn an_operator_sets_the_payee_policy_and_adds_and_removes_a_payee_from_the
         ],
     )
     .await;
-    assert!(confirm.contains("FI…3458"), "masked on the confirmation: {confirm}");
+    assert!(
+        confirm.contains("FI…3458"),
+        "masked on the confirmation: {confirm}"
+    );
     assert_eq!(done.status(), 303);
     assert_eq!(done.headers()["location"], back);
     let (done, _) = act(
@@ -733,7 +739,10 @@ async fn an_operator_sets_the_payee_policy_and_adds_and_removes_a_payee_from_the
     .await;
     assert_eq!(done.status(), 303);
     let (_, html) = get(&app, &page, &cookie).await;
-    assert!(html.contains("Payee policy: <strong>registered</strong>"), "{html}");
+    assert!(
+        html.contains("Payee policy: <strong>registered</strong>"),
+        "{html}"
+    );
     assert!(html.contains("FI1410093000123458"), "{html}");
 
     let mut b = body("FI");

@@ -314,7 +314,10 @@ async fn a_replica_whose_listen_session_was_cut_refuses_a_key_revoked_meanwhile_
         if !pids.is_empty() {
             break pids;
         }
-        assert!(started.elapsed() < Duration::from_secs(5), "no LISTEN session");
+        assert!(
+            started.elapsed() < Duration::from_secs(5),
+            "no LISTEN session"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
     // Verified and cached.

@@ -77,7 +77,10 @@ async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and
     );
     assert!(ok, "{err}");
     let added: Value = serde_json::from_str(&out).unwrap();
-    assert_eq!(added["account"], json!({ "type": "IBAN", "value": REGISTERED }));
+    assert_eq!(
+        added["account"],
+        json!({ "type": "IBAN", "value": REGISTERED })
+    );
     assert_eq!(added["added"], true);
     let (ok, out, err) = merchant_cli(&app, &["set", &id, "--payees", "registered"]);
     assert!(ok, "{err}");
@@ -131,7 +134,10 @@ async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and
         ],
     );
     assert!(ok, "{err}");
-    assert_eq!(serde_json::from_str::<Value>(&out).unwrap()["removed"], true);
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["removed"],
+        true
+    );
     let r = app
         .post_payment(&m.api_key, &key, &paying("FI14 1009 3000 1234 58"))
         .await;
@@ -166,12 +172,7 @@ async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and
     let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
     assert_eq!(
         actions,
-        [
-            "add_payee",
-            "set_payees",
-            "remove_payee",
-            "set_payees"
-        ]
+        ["add_payee", "set_payees", "remove_payee", "set_payees"]
     );
     assert!(rows.iter().all(|r| r.0 == "cli:ops-tester"), "{rows:?}");
     assert!(

@@ -486,7 +486,11 @@ async fn payees_page(
         let policy = payees::policy(&state.pool, id)
             .await?
             .unwrap_or(payees::Policy::Open);
-        Ok::<_, sqlx::Error>(Some((merchant, policy, payees::list(&state.pool, id).await?)))
+        Ok::<_, sqlx::Error>(Some((
+            merchant,
+            policy,
+            payees::list(&state.pool, id).await?,
+        )))
     }
     .await;
     match found {

@@ -1,5 +1,6 @@
 //! The console's pages (maud): sign-in, payment search, one payment's timeline.
 
+use crate::domain::AccountType;
 use crate::domain::{Currency, Language, display};
 use crate::ledger::events::StoredEvent;
 use crate::ledger::merchants::Merchant;
@@ -7,7 +8,6 @@ use crate::ledger::operators::{
     AttentionPayment, AuditEntry, DeadDelivery, Delivery, DisabledEndpoint, PaymentRow, Session,
     Usage, WebhookHealth,
 };
-use crate::domain::AccountType;
 use crate::ledger::payees::{Payee, Policy};
 use crate::ledger::verify::VerifyReport;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
