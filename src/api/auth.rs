@@ -65,6 +65,7 @@ impl<S: Send + Sync> FromRequestParts<S> for FullKey {
                 key_id = %key.key_id,
                 "a key in its rotation grace tried to manage keys or webhook endpoints"
             );
+            metrics::counter!("pisgate_key_in_grace_refused_total").increment(1);
             return Err(ApiError::KeyInGrace);
         }
         Ok(FullKey(merchant))

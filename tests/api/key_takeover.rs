@@ -106,6 +106,11 @@ async fn a_key_in_its_rotation_grace_creates_and_reads_payments_but_cannot_manag
         .await
         .unwrap();
     assert_eq!(keys, 2, "no key was made");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("pisgate_key_in_grace_refused_total 8"),
+        "{metrics}"
+    );
 
     // Payments still work with it until the grace ends.
     let created = app.create_payment(&old, &body("FI")).await;

@@ -181,6 +181,11 @@ async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and
         "{rows:?}"
     );
     assert!(!format!("{rows:?}").contains(REGISTERED), "{rows:?}");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("pisgate_payees_refused_total 2"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
