@@ -143,10 +143,10 @@ pub(crate) async fn create_payment(
         payment_input::validate(&body, &merchant, today, state.settings.nordea.environment)?;
     let r = &validated.request;
     // A merchant that pays registered accounts only: a stolen key cannot redirect money. A
-    // request whose key is already recorded is answered by that record (a replay), not
-    // judged again against today's payees.
+    // retry of an accepted request (same key, same body) is answered by its record (a
+    // replay), not judged again against today's payees; any other body is judged.
     if !payees::may_pay(&state.pool, merchant.id, r.creditor().account()).await?
-        && !idempotency::recorded(&state.pool, merchant.id, &key).await?
+        && !idempotency::recorded(&state.pool, merchant.id, &key, &validated.fingerprint).await?
     {
         tracing::warn!(
             merchant_id = %merchant.id,

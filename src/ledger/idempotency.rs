@@ -121,15 +121,21 @@ pub async fn claim(
     }
 }
 
-/// Whether the merchant has a live record for `key` (an earlier request with it): such a
-/// request is answered by the record (replayed, refused as a mismatch, or resumed), never
-/// judged again by rules that changed since.
-pub async fn recorded(pool: &Db, merchant_id: Uuid, key: &str) -> Result<bool, sqlx::Error> {
+/// Whether the merchant has a live record for `key` made by a request with this very body
+/// (`request_hash`): such a request is answered by the record (replayed or resumed), never
+/// judged again by rules that changed since. Another body under the key is not covered.
+pub async fn recorded(
+    pool: &Db,
+    merchant_id: Uuid,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<bool, sqlx::Error> {
     Ok(sqlx::query_scalar!(
         "SELECT 1 AS one FROM idempotency_keys
-         WHERE merchant_id = $1 AND key = $2 AND expires_at >= now()",
+         WHERE merchant_id = $1 AND key = $2 AND request_hash = $3 AND expires_at >= now()",
         merchant_id,
-        key
+        key,
+        request_hash
     )
     .fetch_optional(pool)
     .await?

@@ -144,6 +144,9 @@ async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and
     assert_eq!(r.status(), 201, "the stored answer is replayed");
     assert_eq!(r.headers()["idempotent-replayed"], "true");
     assert_eq!(r.json::<Value>().await.unwrap()["id"], first["id"]);
+    // The same key with another creditor is judged, not waved through as a retry.
+    let r = app.post_payment(&m.api_key, &key, &paying(ELSEWHERE)).await;
+    assert_problem(r, 422, "payee_not_registered").await;
     let r = app
         .post_payment(&m.api_key, &Uuid::new_v4().to_string(), &paying(REGISTERED))
         .await;
@@ -183,7 +186,7 @@ async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and
     assert!(!format!("{rows:?}").contains(REGISTERED), "{rows:?}");
     let metrics = app.metrics().await;
     assert!(
-        metrics.contains("pisgate_payees_refused_total 2"),
+        metrics.contains("pisgate_payees_refused_total 3"),
         "{metrics}"
     );
 }
