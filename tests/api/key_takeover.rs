@@ -91,6 +91,11 @@ async fn a_key_in_its_rotation_grace_creates_and_reads_payments_but_cannot_manag
             format!("/v1/webhook-endpoints/{endpoint}"),
             None,
         ),
+        (
+            Method::PATCH,
+            "/v1/merchant".to_owned(),
+            Some(json!({ "return_origins": ["https://elsewhere.example"] })),
+        ),
     ];
     for (method, path, body) in forbidden {
         let r = send(&app.client, method.clone(), app.url(&path), &old, body).await;
@@ -108,7 +113,7 @@ async fn a_key_in_its_rotation_grace_creates_and_reads_payments_but_cannot_manag
     assert_eq!(keys, 2, "no key was made");
     let metrics = app.metrics().await;
     assert!(
-        metrics.contains("pisgate_key_in_grace_refused_total 8"),
+        metrics.contains("pisgate_key_in_grace_refused_total 9"),
         "{metrics}"
     );
 
@@ -117,6 +122,7 @@ async fn a_key_in_its_rotation_grace_creates_and_reads_payments_but_cannot_manag
     let id = created["id"].as_str().unwrap();
     assert_eq!(app.get_payment(&old, id).await["id"], created["id"]);
     assert_eq!(app.get_as("/v1/payments", &old).await.status(), 200);
+    assert_eq!(app.get_as("/v1/merchant", &old).await.status(), 200);
 
     // The merchant's new key manages everything, and still works.
     assert_eq!(app.get_as("/v1/api-keys", &new).await.status(), 200);
