@@ -60,8 +60,9 @@ impl Listener {
     }
 
     fn went_up(&self) {
-        self.live.store(true, Ordering::SeqCst);
-        self.connection.fetch_add(1, Ordering::SeqCst);
+        if !self.live.swap(true, Ordering::SeqCst) {
+            self.connection.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     fn went_down(&self) {
