@@ -84,7 +84,7 @@ impl AppState {
             bank,
             cipher,
             db_health: DbHealth::default(),
-            auth_cache: Arc::new(auth::AuthCache::following(listener.live())),
+            auth_cache: Arc::new(auth::AuthCache::following(listener.connection_counter())),
             listener,
             draining: Arc::default(),
         }

@@ -31,7 +31,7 @@ use crate::ledger::idempotency::{self, Claim};
 use crate::ledger::payments::{
     self, CancelBy, CancelStart, Change, KeyClaim, NewPayment, PaymentRecord,
 };
-use crate::ledger::{events, tokens};
+use crate::ledger::{events, payees, tokens};
 use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -126,7 +126,7 @@ fn replayed(status: u16, body: Value) -> Response {
         (status = 201, description = "Created", body = PaymentView),
         (status = 409, description = "idempotency_key_in_flight: a request with this key is still running; retry after Retry-After with the same key",
             headers(("Retry-After" = i64))),
-        (status = 422, description = crate::api::openapi::INVALID),
+        (status = 422, description = "validation_failed: one entry per invalid field in `errors`; idempotency_key_reused; or payee_not_registered: the merchant pays registered accounts only and `creditor.account` is not one of them"),
         (status = 502, description = "initiation_outcome_unknown (the bank's answer was lost: retry with the same key, which resumes the payment), bank_unavailable (nothing was created: retry with the same key), or the bank refused our credentials (the payment is failed)"),
     ),
 )]
@@ -142,6 +142,20 @@ pub(crate) async fn create_payment(
     let validated: Validated =
         payment_input::validate(&body, &merchant, today, state.settings.nordea.environment)?;
     let r = &validated.request;
+    // A merchant that pays registered accounts only: a stolen key cannot redirect money. A
+    // retry of an accepted request (same key, same body) is answered by its record (a
+    // replay), not judged again against today's payees; any other body is judged.
+    if !payees::may_pay(&state.pool, merchant.id, r.creditor().account()).await?
+        && !idempotency::recorded(&state.pool, merchant.id, &key, &validated.fingerprint).await?
+    {
+        tracing::warn!(
+            merchant_id = %merchant.id,
+            creditor = %r.creditor().account().masked(),
+            "payment to an account that is not a registered payee refused"
+        );
+        metrics::counter!("pisgate_payees_refused_total").increment(1);
+        return Err(ApiError::PayeeNotRegistered);
+    }
     let settings = &state.settings.payments;
     // The bank call must end before the key's in-flight bound, measured from the claim.
     let claimed_at = tokio::time::Instant::now();

@@ -121,6 +121,27 @@ pub async fn claim(
     }
 }
 
+/// Whether the merchant has a live record for `key` made by a request with this very body
+/// (`request_hash`): such a request is answered by the record (replayed or resumed), never
+/// judged again by rules that changed since. Another body under the key is not covered.
+pub async fn recorded(
+    pool: &Db,
+    merchant_id: Uuid,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "SELECT 1 AS one FROM idempotency_keys
+         WHERE merchant_id = $1 AND key = $2 AND request_hash = $3 AND expires_at >= now()",
+        merchant_id,
+        key,
+        request_hash
+    )
+    .fetch_optional(pool)
+    .await?
+    .is_some())
+}
+
 /// Gives the key back without an answer to replay (the bank's answer was unknown, or it
 /// provably created nothing): a retry with the same key resumes the payment at once.
 pub async fn release(

@@ -16,6 +16,7 @@ pub mod keys;
 pub mod listener;
 pub mod merchants;
 pub mod operators;
+pub mod payees;
 pub mod payments;
 pub mod polls;
 pub mod pooler;
