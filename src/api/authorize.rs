@@ -248,7 +248,7 @@ async fn to_bank(state: &AppState, p: &PaymentRecord, lang: Language) -> anyhow:
 }
 
 /// Takes the merchant's cancel path for the shopper, then returns them to the merchant
-/// with the payment's status.
+/// with the payment's id (its status is for the merchant to ask the API).
 async fn shopper_cancel(
     state: &AppState,
     p: &PaymentRecord,

@@ -2,10 +2,10 @@
 //!
 //! Safe for a shopper's browser, which may refresh, go Back, or be retried by a proxy:
 //! - The shopper is redirected (303) to the payment's `return_url` within
-//!   `callback.redirect_timeout` whatever the bank does, with the status known then
-//!   (`processing` while the code exchange has not finished). The exchange and the status
-//!   read run in a background task under their own bounds and finish there if they need
-//!   longer.
+//!   `callback.redirect_timeout` whatever the bank does, with the payment's id and nothing
+//!   else: a shopper can type any query string, so nothing on the redirect may look like proof
+//!   of payment (the merchant confirms by API or webhook). The exchange and the status read
+//!   run in a background task under their own bounds and finish there if they need longer.
 //! - The `state` is random, bound to one payment, and valid until the payment's late-signing
 //!   horizon, so a shopper who signs late is handled normally. It is consumed only together
 //!   with the durable outcome of the code exchange (the stored token, or the bank's refusal
@@ -63,17 +63,13 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
     )
 }
 
-/// The status the shopper's return carries: the payment's, or `processing` while the code
-/// exchange has not finished.
-fn redirect_to_merchant(p: &PaymentRecord, status: &str) -> Response {
-    let location = match url::Url::parse(&p.return_url) {
-        Ok(mut url) => {
-            url.query_pairs_mut()
-                .append_pair("payment_id", &p.id.to_string())
-                .append_pair("status", status);
-            url.to_string()
-        }
-        Err(_) => {
+/// The shopper's way back: the return URL with the payment's id only. No status: the shopper
+/// holds this URL and can write any status into it, so the merchant must ask the API (or wait
+/// for the webhook) whatever it says.
+fn redirect_to_merchant(p: &PaymentRecord) -> Response {
+    let location = match super::consent::return_url(p) {
+        Some(url) => url,
+        None => {
             return page(
                 StatusCode::OK,
                 "Payment signed",
@@ -139,15 +135,11 @@ async fn current(state: &AppState, id: Uuid) -> anyhow::Result<Option<PaymentRec
     Ok(payments::get(&mut *state.pool.read_conn().await?, id).await?)
 }
 
-/// Redirects with the payment's status, or `processing` while its code exchange runs.
+/// Redirects to the merchant once the payment's row can be read (the shopper's way back is
+/// not given before the callback's work is durable or handed to the background).
 async fn redirect_now(state: &AppState, p: &PaymentRecord) -> anyhow::Result<Response> {
     let now = current(state, p.id).await?.unwrap_or_else(|| p.clone());
-    let status = if now.state_used_at.is_none() && !now.status().is_final() {
-        "processing"
-    } else {
-        now.status().as_str()
-    };
-    Ok(redirect_to_merchant(&now, status))
+    Ok(redirect_to_merchant(&now))
 }
 
 async fn note(
@@ -201,7 +193,7 @@ async fn handle(
                 error = format!("{e:#}"),
                 "handling the return failed; redirecting anyway"
             );
-            Ok(redirect_to_merchant(&p, "processing"))
+            Ok(redirect_to_merchant(&p))
         }
     }
 }
@@ -240,7 +232,7 @@ async fn returned(
         });
         let _ = tokio::time::timeout(bound.saturating_sub(started.elapsed()), task).await;
         let now = current(state, p.id).await?.unwrap_or(p);
-        return Ok(redirect_to_merchant(&now, now.status().as_str()));
+        return Ok(redirect_to_merchant(&now));
     }
     if p.state_used_at.is_some() {
         // Refresh, Back or a proxy retry: the exchange is done; say where things stand.

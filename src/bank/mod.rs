@@ -286,7 +286,8 @@ pub enum BankError {
     /// 408 or 5xx, connection failure or timeout: the call may be tried again later.
     ///
     /// `retry_safe` is true only when the bank provably did **not** process the request:
-    /// it answered HTTP 503, or the TCP connection was never established (connection
+    /// it answered HTTP 503 with its own error body (a bare 503 may come from a gateway
+    /// that passed the request on), or the TCP connection was never established (connection
     /// refused, DNS failure, connect timeout, failed TLS handshake: nothing was sent). A
     /// timeout or a dropped connection after the request was sent, and 500, 502, 504 and
     /// 408, leave it false: the bank may have acted on the request, so its outcome is
@@ -330,7 +331,7 @@ impl BankError {
 
     /// Whether the bank provably did not process the request, so that sending it again
     /// cannot act twice: true for [`BankError::RateLimited`] (a 429 is refused before any
-    /// processing) and for [`BankError::Unavailable`] with `retry_safe: true` (a 503, or
+    /// processing) and for [`BankError::Unavailable`] with `retry_safe: true` (the bank's own 503, or
     /// no connection at all). False for everything else, including an `Unavailable` whose
     /// request may have reached the bank (timeout or drop after sending, 500/502/504/408):
     /// then the outcome is unknown. An explicit refusal (validation, credentials,
