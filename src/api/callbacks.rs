@@ -19,7 +19,9 @@
 //!   rule in [`crate::domain::status`]). It consumes nothing, so the real callback with the
 //!   code still works after a forged error.
 //! - If the merchant asked to cancel while the shopper was at the bank and the shopper signed
-//!   anyway, the payment is deleted at the bank with the token just obtained.
+//!   anyway, the payment is deleted at the bank with the token just obtained. A cancel the
+//!   shopper pressed on the consent page never deletes what the same shopper then signed
+//!   (the old tab's button pressed after signing in a new one): the bank's word stands.
 //!
 //! Tokens: exchanges for one shopper key run under that key's lease ([`tokens::lease_psu`]);
 //! a token is stored only if it is newer than the stored one (by the bank's issue time when
@@ -317,7 +319,10 @@ async fn finish(
     let Some(now) = current(state, p.id).await? else {
         return Ok(());
     };
-    if now.cancel_requested_at.is_some() && !now.status().is_final() && now.psu_key.is_some() {
+    let merchant_cancelled = now.cancel_requested_at.is_some()
+        && payments::cancel_requested_by(&mut *state.pool.read_conn().await?, p.id).await?
+            == Some(payments::CancelBy::Merchant);
+    if merchant_cancelled && !now.status().is_final() && now.psu_key.is_some() {
         tracing::info!(
             "the shopper signed a payment the merchant cancelled; deleting it at the bank"
         );
@@ -393,7 +398,7 @@ async fn exchange_and_store(
                 issue_seq,
                 set.issued_at,
                 &set.access_token,
-                Some(&set.refresh_token),
+                set.refresh_token.as_ref(),
                 expires_at,
             )
             .await?;

@@ -237,8 +237,10 @@ pub struct CancelOutcome {
 #[derive(Debug, Clone)]
 pub struct TokenSet {
     pub access_token: SecretString,
-    /// Single use: each refresh answers with a new one.
-    pub refresh_token: SecretString,
+    /// Single use where the bank rotates it (each refresh answers with a new one). `None`
+    /// when the answer carries none (RFC 6749 §6 lets a bank keep the refresh token it
+    /// had): the stored one stays the shopper's refresh token.
+    pub refresh_token: Option<SecretString>,
     pub expires_in: Duration,
     pub token_type: String,
     /// The shopper's identity at the bank, when the answer carries one.
@@ -460,7 +462,7 @@ mod tests {
     fn token_sets_never_print_their_tokens() {
         let t = TokenSet {
             access_token: SecretString::from("access-secret-value"),
-            refresh_token: SecretString::from("refresh-secret-value"),
+            refresh_token: Some(SecretString::from("refresh-secret-value")),
             expires_in: Duration::from_secs(3600),
             token_type: "Bearer".into(),
             shopper_id: None,

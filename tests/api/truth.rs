@@ -1235,3 +1235,95 @@ async fn only_the_current_attempt_records_and_paid_implies_authorized() {
         (Some("paid"), Some("Paid"))
     );
 }
+
+async fn bank_status_of(app: &TestApp, id: &str) -> Option<String> {
+    sqlx::query_scalar("SELECT bank_status FROM payments WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// Two reads of one payment race: the poller's, deliberately slow, read PendingConfirmation;
+/// a newer read recorded Confirmed while it was on its way. The slow answer lands last and
+/// must not move the bank status back (nor put a step back into the ledger).
+#[tokio::test]
+async fn a_slow_stale_bank_read_never_moves_the_bank_status_backwards() {
+    let app = app_with(&[], true, |c| {
+        c.confirm_delay = Duration::ZERO;
+        c.paid_delay = Duration::from_secs(3600);
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "FI").await;
+    let action = reach_bank_page(&app, &url).await;
+    let callback = press(&app, &action, "psu-stale", true).await;
+    let bank_id = app.bank_payments_for(&id)[0].payment_id.clone();
+    assert!(
+        app.sandbox
+            .force_status(&bank_id, Some(BankStatus::PendingConfirmation))
+    );
+    assert_eq!(follow(&app, &callback).await.status(), 303);
+    until(
+        "PendingConfirmation recorded",
+        Duration::from_secs(10),
+        || async { bank_status_of(&app, &id).await.as_deref() == Some("PendingConfirmation") },
+    )
+    .await;
+
+    // The next poll is slow: the bank answers what it says now, 1.5 s later.
+    app.sandbox.add_fault(rule(
+        FaultTarget::Status,
+        Fault::DelayAnswer { ms: 1500 },
+        1,
+    ));
+    until("the slow read started", Duration::from_secs(5), || async {
+        app.sandbox.faults().iter().all(|f| f.times == Some(0))
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Meanwhile the bank confirms, and a newer read (the callback's, another replica's)
+    // records it.
+    assert!(
+        app.sandbox
+            .force_status(&bank_id, Some(BankStatus::Confirmed))
+    );
+    let mut tx = app.pool.begin().await.unwrap();
+    pisgate::ledger::payments::apply_bank_report(
+        &mut tx,
+        id.parse().unwrap(),
+        "Confirmed",
+        Some(pisgate::domain::PaymentStatus::Authorized),
+        json!({ "source": "test" }),
+    )
+    .await
+    .unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(
+        bank_status_of(&app, &id).await.as_deref(),
+        Some("Confirmed")
+    );
+
+    // The slow read lands.
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    assert_eq!(
+        bank_status_of(&app, &id).await.as_deref(),
+        Some("Confirmed")
+    );
+    let seen: Vec<String> = sqlx::query_scalar(
+        "SELECT bank_status FROM payment_events WHERE payment_id = $1::uuid AND bank_status IS NOT NULL ORDER BY seq",
+    )
+    .bind(&id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let confirmed = seen
+        .iter()
+        .position(|s| s == "Confirmed")
+        .expect("Confirmed is in the ledger");
+    assert!(
+        seen[confirmed..].iter().all(|s| s == "Confirmed"),
+        "the bank status went back: {seen:?}"
+    );
+    assert_eq!(status_of(&app, &id).await, "authorized");
+}

@@ -353,7 +353,12 @@ mod tests {
     #[test]
     fn a_bare_503_from_a_gateway_is_an_unknown_outcome() {
         let html = b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>";
-        for body in [&b""[..], html, b"Service Unavailable", br#"{"message": "upstream"}"#] {
+        for body in [
+            &b""[..],
+            html,
+            b"Service Unavailable",
+            br#"{"message": "upstream"}"#,
+        ] {
             for token_call in [false, true] {
                 let e = classify(503, None, body, token_call);
                 assert!(

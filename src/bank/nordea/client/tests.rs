@@ -430,7 +430,7 @@ async fn the_code_exchange_posts_a_sorted_signed_form_body() {
         .unwrap();
 
     assert_eq!(tokens.access_token.expose_secret(), "new-access");
-    assert_eq!(tokens.refresh_token.expose_secret(), "new-refresh");
+    assert_eq!(tokens.refresh_token.unwrap().expose_secret(), "new-refresh");
     assert_eq!(tokens.expires_in, Duration::from_secs(3599));
     assert_signed(&server, &requests(&server).await[0]);
 }
@@ -456,7 +456,7 @@ async fn refresh_uses_the_configured_token_path() {
         .await
         .unwrap();
 
-    assert_eq!(tokens.refresh_token.expose_secret(), "new-refresh");
+    assert_eq!(tokens.refresh_token.unwrap().expose_secret(), "new-refresh");
     assert_signed(&server, &requests(&server).await[0]);
 }
 
