@@ -1068,7 +1068,22 @@ async fn a_replayed_key_is_answered_from_the_stored_response_even_when_todays_ru
         .await
         .unwrap();
     assert_eq!(patched.status(), 200);
-    // Today the same body is refused...
+    // Once this replica has heard of the change (its key cache is cleared by NOTIFY)...
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    loop {
+        let me: Value = app
+            .get_as("/v1/merchant", &m.api_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        if me["return_origins"] == json!(["https://other-shop.example"]) {
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{me}");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    // ...the same body is refused today...
     let fresh = app
         .post_payment(&m.api_key, &Uuid::new_v4().to_string(), &body("FI"))
         .await;
