@@ -114,7 +114,7 @@ fn replayed(status: u16, body: Value) -> Response {
 
 /// Create a payment
 ///
-/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`); with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
+/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`), even if today's validation would refuse that body; with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
 #[utoipa::path(
     post,
     path = "/v1/payments",

@@ -116,11 +116,7 @@ pub fn classify(
         },
         404 => BankError::NotFound,
         408 | 500..=599 => BankError::Unavailable {
-            detail: if failures.is_empty() {
-                format!("HTTP {status} without the bank's error body")
-            } else {
-                format!("HTTP {status}")
-            },
+            detail: format!("HTTP {status}"),
             retry_safe: status == 503 && !failures.is_empty(),
         },
         400..=499 if status != 403 && !failures.is_empty() => BankError::Validation { failures },
@@ -324,12 +320,13 @@ mod tests {
             }
         );
         assert_eq!(classify(404, None, b"{}", true), BankError::NotFound);
+        // Without the bank's own error body even a 503 may be a gateway's: not retry-safe.
         for status in [408, 500, 502, 503, 504] {
             assert_eq!(
                 classify(status, None, b"<html>", false),
                 BankError::Unavailable {
                     detail: format!("HTTP {status}"),
-                    retry_safe: status == 503,
+                    retry_safe: false,
                 }
             );
         }
