@@ -13,7 +13,7 @@
 //!   a repeated callback redirects again and never exchanges a code twice. An unknown or
 //!   expired state exchanges nothing and shows a plain page.
 //! - A code exchange the bank provably did not run (429 with a Retry-After within the bound,
-//!   503, connection refused) is retried until `callback.exchange_deadline`.
+//!   the bank's own 503, connection refused) is retried until `callback.exchange_deadline`.
 //! - An `error` parameter (the shopper cancelled, or anyone typed it) is only a hint: it is
 //!   recorded, the bank's status is read at once, and the bank's answer decides (the truth
 //!   rule in [`crate::domain::status`]). It consumes nothing, so the real callback with the
@@ -448,7 +448,7 @@ async fn exchange_and_store(
 }
 
 /// The code exchange, retried while the bank provably did not run it (429 with a
-/// Retry-After that fits, 503, connection refused) and time is left. Counted in
+/// Retry-After that fits, the bank's own 503, connection refused) and time is left. Counted in
 /// `pisgate_token_exchanges_total{outcome}`: `ok` or `failed` once per exchange, `retried`
 /// per retry.
 async fn exchange_with_retries(
