@@ -31,6 +31,12 @@ pub struct Validated {
     pub fingerprint: [u8; 32],
 }
 
+/// SHA-256 of the body as sent (its canonical JSON: key order and whitespace do not count),
+/// taken before any validation, so that a retry is recognised whatever today's rules say.
+pub fn body_fingerprint(body: &Value) -> [u8; 32] {
+    Sha256::digest(crate::ledger::canonical::canonical_json(body).as_bytes()).into()
+}
+
 fn origin_error(merchant: &Merchant, url: &ReturnUrl) -> Option<FieldError> {
     let origin = url.origin().origin();
     (!merchant.return_origins.contains(&origin)).then(|| {

@@ -135,6 +135,9 @@ pub struct RecurringProgress {
 /// Why a payment ended unsuccessfully.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Failure {
+    /// A stable code. A cancellation says whose it was: `cancelled_by_merchant` (the
+    /// merchant's cancel), `cancelled_by_shopper` (the shopper's cancel on the consent page;
+    /// the shopper never signed), `cancelled_at_bank` (at the bank).
     pub code: String,
     #[schema(required = true)]
     pub detail: Option<String>,

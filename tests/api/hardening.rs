@@ -238,6 +238,7 @@ async fn enqueue_event(pool: &Db) -> String {
         KeyClaim {
             key: &id.to_string(),
             request_hash: b"proxy test",
+            body_hash: b"proxy test body",
             in_flight_for: std::time::Duration::from_secs(15),
             expires_at: later,
         },
