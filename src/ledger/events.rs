@@ -419,7 +419,7 @@ pub fn seal(
 }
 
 /// Whether jsonb gives `v` back unchanged (no numbers but integers).
-fn jsonb_stable(v: &Value) -> bool {
+pub(crate) fn jsonb_stable(v: &Value) -> bool {
     match v {
         Value::Number(n) => n.is_i64() || n.is_u64(),
         Value::Array(a) => a.iter().all(jsonb_stable),

@@ -15,6 +15,7 @@
 
 use super::Db;
 use crate::domain::{Evidence, PaymentStatus, Transition};
+use crate::ledger::binding;
 use crate::ledger::events::{self, NewEvent};
 use crate::ledger::webhooks;
 use chrono::{DateTime, Utc};
@@ -112,6 +113,41 @@ pub struct NewPayment<'a> {
     pub trace_parent: Option<&'a str>,
 }
 
+/// The bank a payment is created at (the column's default).
+pub const DEFAULT_BANK: &str = "nordea";
+
+impl NewPayment<'_> {
+    /// The facts the `created` event binds ([`binding::facts_digest`]).
+    pub fn facts(&self) -> binding::PaymentFacts<'_> {
+        binding::PaymentFacts {
+            merchant_id: self.merchant_id,
+            amount_minor: self.amount_minor,
+            currency: self.currency,
+            country: self.country,
+            bank: DEFAULT_BANK,
+            return_url: self.return_url,
+            psu_id: self.psu_id,
+            request: &self.request,
+        }
+    }
+}
+
+impl PaymentRecord {
+    /// The facts its `created` event binds, read from the row.
+    pub fn facts(&self) -> binding::PaymentFacts<'_> {
+        binding::PaymentFacts {
+            merchant_id: self.merchant_id,
+            amount_minor: self.amount_minor,
+            currency: &self.currency,
+            country: &self.country,
+            bank: &self.bank,
+            return_url: &self.return_url,
+            psu_id: self.psu_id.as_deref(),
+            request: &self.request,
+        }
+    }
+}
+
 macro_rules! select_payment {
     ($tail:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
@@ -153,6 +189,7 @@ fn creation_events(p: &NewPayment<'_>) -> [NewEvent; 2] {
                 "amount_minor": p.amount_minor,
                 "currency": p.currency,
                 "country": p.country,
+                "facts": binding::facts_digest(&p.facts()),
             }),
         },
         NewEvent {
@@ -269,7 +306,7 @@ pub async fn create_with_key(
         id: p.id,
         merchant_id: p.merchant_id,
         status: PaymentStatus::AwaitingAuthorization.as_str().to_owned(),
-        bank: "nordea".into(),
+        bank: DEFAULT_BANK.into(),
         bank_status: None,
         bank_payment_id: None,
         authorization_url: None,
@@ -1119,6 +1156,17 @@ pub async fn apply_bank_report(
         metrics::counter!("pisgate_unknown_bank_status_total").increment(1);
         return Ok(Applied::UnknownStatus);
     };
+    if let Some(recorded) = bank_id_mismatch(conn, &current).await? {
+        // The row's bank id is not the one the ledger recorded at initiation: the report is
+        // about another bank payment (a row rewritten in SQL). Never act on it.
+        tracing::error!(
+            bank_status,
+            ledger_bank_payment_id = recorded.as_deref().unwrap_or("none"),
+            "the payment's bank id is not the one its ledger recorded: bank report refused"
+        );
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        return Ok(Applied::Refused);
+    }
     let evidence = match to {
         PaymentStatus::Expired => Evidence::Unsignable {
             cancel_requested: current.cancel_requested_at.is_some(),
@@ -1146,6 +1194,28 @@ pub async fn apply_bank_report(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The bank payment id the ledger recorded for `p` (its last `initiated` event), when the
+/// row says another: `Some(recorded)` on a mismatch. One indexed read; the event's hash is
+/// not recomputed here (`ledger verify` does that), so an intruder must also edit the event,
+/// which breaks the chain.
+async fn bank_id_mismatch(
+    conn: &mut PgConnection,
+    p: &PaymentRecord,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    let recorded = sqlx::query_scalar!(
+        r#"SELECT detail->>'bank_payment_id' AS "id"
+           FROM payment_events
+           WHERE payment_id = $1 AND kind = 'initiated'
+           ORDER BY seq DESC LIMIT 1"#,
+        p.id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    .flatten()
+    .filter(|id| !id.is_empty());
+    Ok((recorded != p.bank_payment_id).then_some(recorded))
 }
 
 /// Appends an event that changes no status (a callback seen, a token exchanged, a cancel

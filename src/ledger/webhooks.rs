@@ -16,7 +16,9 @@
 //! sees them in the clear, and nothing here calls the network.
 
 use super::Db;
+use crate::ledger::binding::{self, WebhookEventFacts};
 use crate::ledger::crypto::Sealed;
+use crate::ledger::{events, keys};
 use crate::ledger::payments::PaymentRecord;
 use crate::ledger::view::PaymentView;
 use chrono::{DateTime, SecondsFormat, Utc};
@@ -67,11 +69,23 @@ pub async fn enqueue(
         "timestamp": created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
         "data": data,
     });
+    let (mac_key_id, payload_mac) = payload_mac(
+        conn,
+        &WebhookEventFacts {
+            id,
+            merchant_id: payment.merchant_id,
+            payment_id: Some(payment.id),
+            event_type,
+            created_at,
+            payload: &payload,
+        },
+    )
+    .await?;
     let queued = sqlx::query_scalar!(
         r#"WITH ev AS (
                INSERT INTO webhook_events (id, merchant_id, payment_id, event_type, payload, created_at,
-                                           trace_parent)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                           trace_parent, payload_mac, mac_key_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                RETURNING id, merchant_id, event_type, created_at
            ), d AS (
                INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
@@ -90,6 +104,8 @@ pub async fn enqueue(
         payload,
         created_at,
         payment.trace_parent,
+        &payload_mac[..],
+        mac_key_id,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -100,6 +116,30 @@ pub async fn enqueue(
             .await?;
     }
     Ok(id)
+}
+
+/// The webhook event's MAC under the installed ledger key ([`binding::webhook_mac`]) over the
+/// payload as jsonb will give it back (one round trip only when jsonb could rewrite it).
+async fn payload_mac(
+    conn: &mut PgConnection,
+    e: &WebhookEventFacts<'_>,
+) -> Result<(String, [u8; 32]), sqlx::Error> {
+    let keys = keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration("no ledger key is installed (ledger::keys::install)".into())
+    })?;
+    let key_id = keys.current_id().to_owned();
+    let stored;
+    let payload = if events::jsonb_stable(e.payload) {
+        e.payload
+    } else {
+        stored = sqlx::query_scalar!(r#"SELECT $1::jsonb AS "p!""#, e.payload)
+            .fetch_one(&mut *conn)
+            .await?;
+        &stored
+    };
+    let mac = binding::webhook_mac(&keys, &key_id, &WebhookEventFacts { payload, ..*e })
+        .expect("the current key is in its own ring");
+    Ok((key_id, mac))
 }
 
 fn now_millis() -> DateTime<Utc> {
@@ -339,14 +379,13 @@ pub async fn delete_endpoint(pool: &Db, merchant_id: Uuid, id: Uuid) -> Result<b
 
 /// Turns a disabled endpoint back on (not a deleted one), within the cap. `None` when the
 /// merchant has no such endpoint or it is deleted.
-pub async fn enable_endpoint(
-    pool: &Db,
+pub async fn enable_endpoint_in(
+    tx: &mut PgConnection,
     merchant_id: Uuid,
     id: Uuid,
     max_enabled: i64,
 ) -> Result<Option<CapOutcome<Endpoint>>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let enabled = lock_and_count_enabled(&mut tx, merchant_id).await?;
+    let enabled = lock_and_count_enabled(tx, merchant_id).await?;
     let current = sqlx::query_scalar!(
         r#"SELECT status FROM webhook_endpoints
            WHERE id = $1 AND merchant_id = $2 FOR UPDATE"#,
@@ -372,8 +411,20 @@ pub async fn enable_endpoint(
     )
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
     Ok(Some(CapOutcome::Done(endpoint)))
+}
+
+/// [`enable_endpoint_in`] in a transaction of its own.
+pub async fn enable_endpoint(
+    pool: &Db,
+    merchant_id: Uuid,
+    id: Uuid,
+    max_enabled: i64,
+) -> Result<Option<CapOutcome<Endpoint>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let out = enable_endpoint_in(&mut tx, merchant_id, id, max_enabled).await?;
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// Replaces an endpoint's signing secret with `secret` (already sealed). The secret it
@@ -529,12 +580,11 @@ pub enum Replay {
 /// Makes a dead or delivered delivery pending again, due now, with its attempts reset. The
 /// endpoint row is share-locked so that a concurrent disable or delete (which updates it
 /// first, then kills its pending deliveries) either sees this replay or is seen by it.
-pub async fn replay_delivery(
-    pool: &Db,
+pub async fn replay_delivery_in(
+    tx: &mut PgConnection,
     endpoint_id: Uuid,
     event_id: Uuid,
 ) -> Result<Replay, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let endpoint = sqlx::query_scalar!(
         r#"SELECT status FROM webhook_endpoints WHERE id = $1 FOR SHARE"#,
         endpoint_id
@@ -573,12 +623,23 @@ pub async fn replay_delivery(
             )
             .fetch_one(&mut *tx)
             .await?;
-            notify(&mut tx).await?;
+            notify(tx).await?;
             Replay::Queued(Box::new(queued))
         }
     };
-    tx.commit().await?;
     Ok(outcome)
+}
+
+/// [`replay_delivery_in`] in a transaction of its own.
+pub async fn replay_delivery(
+    pool: &Db,
+    endpoint_id: Uuid,
+    event_id: Uuid,
+) -> Result<Replay, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let out = replay_delivery_in(&mut tx, endpoint_id, event_id).await?;
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// Replays every dead delivery of an enabled endpoint; `None` if it is not enabled.
