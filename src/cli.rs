@@ -95,17 +95,20 @@ pub enum OperatorCommand {
     },
     /// Disable an operator: no sign-in, and every session of theirs ends at once. Audited.
     Disable {
+        /// The operator's email, their sign-in name.
         #[arg(long)]
         email: String,
     },
     /// Enable a disabled operator again, with no lock and a fresh failure count. Audited.
     Enable {
+        /// The operator's email, their sign-in name.
         #[arg(long)]
         email: String,
     },
     /// Set a new password, read from the first line of standard input like `create`; clears
     /// the lock and ends every session of theirs. Audited.
     ResetPassword {
+        /// The operator's email, their sign-in name.
         #[arg(long)]
         email: String,
     },

@@ -249,7 +249,7 @@ async fn ledger_verify_counts_payments_and_webhook_events_written_before_binding
         first_reason(&verify(&app).await, legacy),
         BreakReason::BankPaymentIdMismatch {
             payment: Some("bp-other".into()),
-            ledger: Some("bp-1".into())
+            ledger: Some(tamper::bank_payment_id(legacy))
         }
     );
 }

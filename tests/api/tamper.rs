@@ -106,6 +106,11 @@ fn status_change(from: PaymentStatus, to: PaymentStatus, bank: &str) -> NewEvent
     }
 }
 
+/// The bank payment id [`authorized_payment`] records (unique, like the bank's).
+pub fn bank_payment_id(payment_id: Uuid) -> String {
+    format!("bp-{}", payment_id.simple())
+}
+
 /// created → initiated → authorized: three events, authorized.
 pub async fn authorized_payment(pool: &Db) -> Uuid {
     use PaymentStatus::*;
@@ -125,7 +130,7 @@ pub async fn authorized_payment(pool: &Db) -> Uuid {
         id,
         NewEvent {
             bank_status: Some("PendingUserApproval".into()),
-            detail: json!({"bank_payment_id": "bp-1"}),
+            detail: json!({"bank_payment_id": bank_payment_id(id)}),
             ..NewEvent::new("initiated")
         },
     )
