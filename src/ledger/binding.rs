@@ -140,7 +140,8 @@ mod tests {
         )
         .unwrap();
         assert_eq!(facts_digest(&facts(&reordered)), base);
-        let other_creditor = json!({"creditor": {"name": "Kauppa", "account": {"type": "IBAN", "value": "FI15"}}});
+        let other_creditor =
+            json!({"creditor": {"name": "Kauppa", "account": {"type": "IBAN", "value": "FI15"}}});
         assert_ne!(facts_digest(&facts(&other_creditor)), base);
         let mut f = facts(&request);
         f.amount_minor = 105_000;

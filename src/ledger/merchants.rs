@@ -13,8 +13,8 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
-use subtle::ConstantTimeEq;
 use sqlx::PgConnection;
+use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
 /// Notified (at commit) when a merchant or an API key changes in a way that refuses keys.

@@ -1,7 +1,14 @@
 //! Operators of the console: accounts (an Argon2id hash, never a password), lock-out after
-//! repeated failures, sessions (only the SHA-256 of the cookie's token is stored, with the
-//! session's CSRF token), the append-only audit log, and the console's read-only payment
-//! search and delivery list.
+//! repeated failures, disabled accounts, sessions (only the SHA-256 of the cookie's token is
+//! stored, with the session's CSRF token), the append-only audit log, and the console's
+//! read-only payment search and delivery list.
+//!
+//! The lock-out is decided before a password is checked ([`admit`]): the attempt is counted
+//! under the operator's row lock, so parallel guesses count one by one, and a locked or
+//! disabled account is refused without a check. Only an admitted attempt whose password is
+//! right resets the count ([`sign_in`]). Every write that an operator (or the CLI) makes here
+//! commits with its audit row in one transaction; [`audit_in`] is for actions elsewhere to do
+//! the same.
 //!
 //! Never stored or logged: a password, a session token.
 
@@ -216,7 +223,15 @@ pub async fn sign_in(
     )
     .execute(&mut *tx)
     .await?;
-    audit_in(&mut tx, Some(id), email, "signed_in", None, serde_json::json!({})).await?;
+    audit_in(
+        &mut tx,
+        Some(id),
+        email,
+        "signed_in",
+        None,
+        serde_json::json!({}),
+    )
+    .await?;
     tx.commit().await?;
     Ok(true)
 }
@@ -285,7 +300,10 @@ pub async fn sign_out(
     }
     .rows_affected();
     let (action, detail) = if everywhere {
-        ("signed_out_everywhere", serde_json::json!({ "sessions": ended }))
+        (
+            "signed_out_everywhere",
+            serde_json::json!({ "sessions": ended }),
+        )
     } else {
         ("signed_out", serde_json::json!({}))
     };

@@ -1,6 +1,15 @@
 //! `pisgate ledger verify`: recomputes every chain and cross-checks it against its payment's
 //! head and status and against the last checkpoint.
 //!
+//! It also checks what the chain binds of its payment row ([`crate::ledger::binding`]): the
+//! facts digest of the `created` event against the row's merchant, amount, currency,
+//! country, bank, return URL, shopper id and request (creditor, debtor); the bank payment id
+//! of the recorded initiation, the last bank status and the shopper key against the row; and
+//! every webhook event's payload MAC. Payments and webhook events written before binding
+//! have no digest or MAC: they are counted (`unbound_payments`, `unbound_webhook_events`),
+//! not failed, and the rest of their checks still run (chain, head, status, bank id, bank
+//! status).
+//!
 //! Batched (keyset pagination over `(payment_id, seq)`, no long transaction), so it runs
 //! beside a live `serve`: each batch reads events together with their payment's head, and a
 //! payment is judged on the head read with its last event, so concurrent appends never look
@@ -321,7 +330,11 @@ impl Chain {
 
     /// The first binding the payment row breaks, if any.
     fn binding_problem(&self, row: &BoundColumns) -> Option<BreakReason> {
-        if self.facts.as_ref().is_some_and(|f| *f != row.facts_digest()) {
+        if self
+            .facts
+            .as_ref()
+            .is_some_and(|f| *f != row.facts_digest())
+        {
             return Some(BreakReason::FactsMismatch);
         }
         if self.bank_payment_id != row.bank_payment_id {
@@ -338,8 +351,7 @@ impl Chain {
         }
         // A chain from before shopper keys were bound says nothing about its row's key.
         let bound_key = self.facts.is_some() || self.psu_key_digest.is_some();
-        if bound_key && self.psu_key_digest != row.psu_key.as_deref().map(binding::psu_key_digest)
-        {
+        if bound_key && self.psu_key_digest != row.psu_key.as_deref().map(binding::psu_key_digest) {
             return Some(BreakReason::ShopperKeyMismatch);
         }
         None
@@ -709,7 +721,8 @@ async fn verify_webhook_events(
                 report.broken_webhook_events += 1;
                 if report.first_broken_webhook_event.is_none() {
                     tracing::warn!(event_id = %r.id, %reason, "webhook event problem");
-                    report.first_broken_webhook_event = Some(BrokenWebhookEvent { id: r.id, reason });
+                    report.first_broken_webhook_event =
+                        Some(BrokenWebhookEvent { id: r.id, reason });
                 }
             }
         }

@@ -18,9 +18,9 @@
 use super::Db;
 use crate::ledger::binding::{self, WebhookEventFacts};
 use crate::ledger::crypto::Sealed;
-use crate::ledger::{events, keys};
 use crate::ledger::payments::PaymentRecord;
 use crate::ledger::view::PaymentView;
+use crate::ledger::{events, keys};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;

@@ -88,7 +88,10 @@ async fn ledger_verify_catches_a_payment_amount_multiplied_in_sql() {
         "UPDATE payments SET amount_minor = amount_minor * 100 WHERE id = $1",
     )
     .await;
-    assert_eq!(first_reason(&verify(&app).await, id), BreakReason::FactsMismatch);
+    assert_eq!(
+        first_reason(&verify(&app).await, id),
+        BreakReason::FactsMismatch
+    );
 }
 
 #[tokio::test]
@@ -104,7 +107,10 @@ async fn ledger_verify_catches_a_payment_moved_to_another_merchant() {
         ),
     )
     .await;
-    assert_eq!(first_reason(&verify(&app).await, id), BreakReason::FactsMismatch);
+    assert_eq!(
+        first_reason(&verify(&app).await, id),
+        BreakReason::FactsMismatch
+    );
 }
 
 #[tokio::test]
@@ -118,7 +124,10 @@ async fn ledger_verify_catches_a_rewritten_creditor() {
            WHERE id = $1 AND request #> '{creditor,account,value}' IS NOT NULL"#,
     )
     .await;
-    assert_eq!(first_reason(&verify(&app).await, id), BreakReason::FactsMismatch);
+    assert_eq!(
+        first_reason(&verify(&app).await, id),
+        BreakReason::FactsMismatch
+    );
 }
 
 #[tokio::test]
@@ -143,8 +152,14 @@ async fn ledger_verify_catches_a_bank_payment_id_swapped_with_another_payments()
         victim,
         &[
             &format!("UPDATE payments SET bank_payment_id = 'spare' WHERE id = '{other}'"),
-            &format!("UPDATE payments SET bank_payment_id = '{}' WHERE id = $1", ids.1),
-            &format!("UPDATE payments SET bank_payment_id = '{}' WHERE id = '{other}'", ids.0),
+            &format!(
+                "UPDATE payments SET bank_payment_id = '{}' WHERE id = $1",
+                ids.1
+            ),
+            &format!(
+                "UPDATE payments SET bank_payment_id = '{}' WHERE id = '{other}'",
+                ids.0
+            ),
         ],
     )
     .await;
@@ -176,7 +191,12 @@ async fn ledger_verify_catches_a_status_or_bank_status_rewritten_in_sql() {
         }
     );
     // And the status with it.
-    as_insider(&app, id, "UPDATE payments SET status = 'paid' WHERE id = $1").await;
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET status = 'paid' WHERE id = $1",
+    )
+    .await;
     assert_eq!(
         first_reason(&verify(&app).await, id),
         BreakReason::StatusMismatch {
@@ -200,7 +220,10 @@ async fn ledger_verify_catches_an_edited_webhook_payload() {
     .await;
     let report = verify(&app).await;
     assert!(!report.is_ok(), "{report:?}");
-    assert!(report.first_broken.is_none(), "the payment itself is intact");
+    assert!(
+        report.first_broken.is_none(),
+        "the payment itself is intact"
+    );
     assert_eq!(report.broken_webhook_events, 1, "{report:?}");
     let broken = report.first_broken_webhook_event.unwrap();
     assert!(broken.reason.contains("edited"), "{broken}");

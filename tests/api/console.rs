@@ -339,7 +339,11 @@ async fn counting_receiver() -> (String, std::sync::Arc<std::sync::atomic::Atomi
 
 /// Posts an action form as the page would: first without `confirm` (the confirmation page),
 /// then with it.
-pub async fn act(app: &TestApp, cookie: &str, fields: &[(&str, &str)]) -> (reqwest::Response, String) {
+pub async fn act(
+    app: &TestApp,
+    cookie: &str,
+    fields: &[(&str, &str)],
+) -> (reqwest::Response, String) {
     let (_, html) = get(app, "/console/payments", cookie).await;
     let csrf = hidden_csrf(&html);
     let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];

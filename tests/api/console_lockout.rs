@@ -4,8 +4,8 @@
 
 use crate::cli::pisgate;
 use crate::console::{
-    EMAIL, PASSWORD, act, audit_actions, cookie_value, cookies, create_operator, get,
-    hidden_csrf, session_cookie, sign_in,
+    EMAIL, PASSWORD, act, audit_actions, cookie_value, cookies, create_operator, get, hidden_csrf,
+    session_cookie, sign_in,
 };
 use crate::helpers::{TestApp, spawn_app};
 use secrecy::ExposeSecret;
@@ -97,7 +97,9 @@ async fn forty_parallel_sign_ins_with_the_right_password_last_issue_no_session()
     assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
     let answers = forty_at_once(&app, 39, true).await;
     assert!(
-        answers.iter().all(|(status, session)| *status == 401 && !session),
+        answers
+            .iter()
+            .all(|(status, session)| *status == 401 && !session),
         "{answers:?}"
     );
     // Five attempts were counted and checked; every other one was refused unchecked.
@@ -192,7 +194,11 @@ async fn sign_in_failure_lock_out_and_sign_out_are_audited() {
 async fn sign_out_everywhere_ends_every_session_of_the_operator_only() {
     let app = spawn_app().await;
     assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
-    assert!(create_operator(&app, "other@pisgate.example", PASSWORD).status.success());
+    assert!(
+        create_operator(&app, "other@pisgate.example", PASSWORD)
+            .status
+            .success()
+    );
     let laptop = session_cookie(&app).await;
     let phone = session_cookie(&app).await;
     let r = sign_in(&app, "other@pisgate.example", PASSWORD).await;
@@ -205,10 +211,7 @@ async fn sign_out_everywhere_ends_every_session_of_the_operator_only() {
         .client
         .post(app.admin_url("/console/logout"))
         .header("cookie", &phone)
-        .form(&[
-            ("csrf", hidden_csrf(&html).as_str()),
-            ("everywhere", "yes"),
-        ])
+        .form(&[("csrf", hidden_csrf(&html).as_str()), ("everywhere", "yes")])
         .send()
         .await
         .unwrap();
@@ -302,21 +305,33 @@ async fn operator_disable_enable_and_reset_password_from_the_cli() {
     let session = session_cookie(&app).await;
 
     let out = operator(&app, "disable", "Ops@Pisgate.example", "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(said["sessions_ended"], 1);
     assert_eq!(get(&app, "/console/payments", &session).await.0, 303);
     assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
 
     let out = operator(&app, "enable", EMAIL, "");
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let session = session_cookie(&app).await;
 
     let new_password = "a brand new operator password";
     let short = operator(&app, "reset-password", EMAIL, "short");
     assert_eq!(short.status.code(), Some(1));
     let out = operator(&app, "reset-password", EMAIL, new_password);
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert_eq!(get(&app, "/console/payments", &session).await.0, 303);
     assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
     assert_eq!(sign_in(&app, EMAIL, new_password).await.status(), 303);

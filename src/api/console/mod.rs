@@ -223,8 +223,7 @@ async fn login(
             password::verify_limited(password, &password::DUMMY_HASH).await;
             // An audit row per unknown email, cut so that a flood cannot bloat it.
             let typed: String = email.chars().take(254).collect();
-            if let Err(e) = operators::record_failure(&state.pool, None, &typed, false, 0).await
-            {
+            if let Err(e) = operators::record_failure(&state.pool, None, &typed, false, 0).await {
                 return internal(e);
             }
             return refused(&headers);
@@ -573,8 +572,7 @@ impl Action {
                 }
             }
             Action::EnableEndpoint { endpoint } => {
-                let Some(merchant) = operators::endpoint_merchant(&mut *tx, endpoint).await?
-                else {
+                let Some(merchant) = operators::endpoint_merchant(&mut *tx, endpoint).await? else {
                     return Ok(Err("No such endpoint.".into()));
                 };
                 match webhooks::enable_endpoint_in(

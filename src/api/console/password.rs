@@ -39,8 +39,8 @@ pub async fn verify_limited(password: &str, hash: &str) -> bool {
     tokio::task::spawn_blocking(move || {
         verify(secrecy::ExposeSecret::expose_secret(&password), &hash)
     })
-        .await
-        .unwrap_or(false)
+    .await
+    .unwrap_or(false)
 }
 
 pub fn verify(password: &str, hash: &str) -> bool {
