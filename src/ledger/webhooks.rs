@@ -699,6 +699,27 @@ pub struct Claimed {
     pub event_created_at: DateTime<Utc>,
     /// The `traceparent` of the payment's creation: the attempt's span links to it.
     pub trace_parent: Option<String>,
+    pub payment_id: Option<Uuid>,
+    /// The event's ledger MAC ([`binding::webhook_mac`]); `None` for events from before.
+    pub payload_mac: Option<Vec<u8>>,
+    pub mac_key_id: Option<String>,
+}
+
+impl Claimed {
+    /// Whether the payload is the one written (its MAC verifies under `keys`); `None` when
+    /// the event predates payload MACs or its key is not in the ring.
+    pub fn payload_intact(&self, keys: &keys::LedgerKeys) -> Option<bool> {
+        let (mac, key_id) = (self.payload_mac.as_ref()?, self.mac_key_id.as_deref()?);
+        let facts = WebhookEventFacts {
+            id: self.event_id,
+            merchant_id: self.merchant_id,
+            payment_id: self.payment_id,
+            event_type: &self.event_type,
+            created_at: self.event_created_at,
+            payload: &self.payload,
+        };
+        binding::webhook_mac(keys, key_id, &facts).map(|h| h[..] == mac[..])
+    }
 }
 
 /// Milliseconds for an SQL interval (`$n * interval '1 millisecond'`).
@@ -756,7 +777,8 @@ pub async fn claim_due(
                      CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
                          AS previous_sealed_secret,
                      ev.event_type, ev.payload,
-                     ev.created_at AS event_created_at, ev.trace_parent"#,
+                     ev.created_at AS event_created_at, ev.trace_parent, ev.payment_id,
+                     ev.payload_mac, ev.mac_key_id"#,
         owner,
         millis(lease) as f64,
         limit,
