@@ -8,6 +8,14 @@
 //! status report goes through [`apply_bank_report`], the one path shared by the callback,
 //! the poller and cancellation.
 //!
+//! The ledger binds the row ([`crate::ledger::binding`], checked by `ledger verify`): every
+//! write of `bank_payment_id` or `bank_status` appends, in the same transaction, an event
+//! carrying it (`initiated` with `detail.bank_payment_id` and its `bank_status`; any other
+//! event but `initiation_orphan` with the new `bank_status`), and no event carries a bank
+//! status the row does not take. A new path that breaks this makes verify report the
+//! payment. [`apply_bank_report`] refuses a report for a row whose bank id is not the one its
+//! ledger recorded.
+//!
 //! Initiation attempts are guarded in SQL, not only in Rust: an attempt starts only on a
 //! payment that has no bank id and is not final ([`begin_attempt`]), and only the current
 //! attempt may record the bank's answer ([`record_initiated`]); a late answer of an older
@@ -1197,25 +1205,28 @@ pub async fn apply_bank_report(
 }
 
 /// The bank payment id the ledger recorded for `p` (its last `initiated` event), when the
-/// row says another: `Some(recorded)` on a mismatch. One indexed read; the event's hash is
-/// not recomputed here (`ledger verify` does that), so an intruder must also edit the event,
+/// row says another: `Some(recorded)` on a mismatch. A payment from before the ledger bound
+/// its facts is held only to an id it recorded. One indexed read; the events' hashes are not
+/// recomputed here (`ledger verify` does that), so an intruder must also edit an event,
 /// which breaks the chain.
 async fn bank_id_mismatch(
     conn: &mut PgConnection,
     p: &PaymentRecord,
 ) -> Result<Option<Option<String>>, sqlx::Error> {
-    let recorded = sqlx::query_scalar!(
-        r#"SELECT detail->>'bank_payment_id' AS "id"
-           FROM payment_events
-           WHERE payment_id = $1 AND kind = 'initiated'
-           ORDER BY seq DESC LIMIT 1"#,
+    let found = sqlx::query!(
+        r#"SELECT (SELECT detail->>'bank_payment_id' FROM payment_events
+                   WHERE payment_id = $1 AND kind = 'initiated'
+                   ORDER BY seq DESC LIMIT 1) AS "recorded",
+                  (SELECT detail ? 'facts' FROM payment_events
+                   WHERE payment_id = $1 AND seq = 1) AS "bound""#,
         p.id
     )
-    .fetch_optional(&mut *conn)
-    .await?
-    .flatten()
-    .filter(|id| !id.is_empty());
-    Ok((recorded != p.bank_payment_id).then_some(recorded))
+    .fetch_one(&mut *conn)
+    .await?;
+    let recorded = found.recorded.filter(|id| !id.is_empty());
+    let bound = found.bound.unwrap_or(false);
+    let mismatch = (bound || recorded.is_some()) && recorded != p.bank_payment_id;
+    Ok(mismatch.then_some(recorded))
 }
 
 /// Appends an event that changes no status (a callback seen, a token exchanged, a cancel

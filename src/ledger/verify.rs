@@ -337,20 +337,24 @@ impl Chain {
         {
             return Some(BreakReason::FactsMismatch);
         }
-        if self.bank_payment_id != row.bank_payment_id {
+        // A chain from before binding (no facts) is held to what it recorded: a bank id if it
+        // has one; its bank statuses may have been written by older code, so not those.
+        let bound = self.facts.is_some();
+        if (bound || self.bank_payment_id.is_some()) && self.bank_payment_id != row.bank_payment_id
+        {
             return Some(BreakReason::BankPaymentIdMismatch {
                 payment: row.bank_payment_id.clone(),
                 ledger: self.bank_payment_id.clone(),
             });
         }
-        if self.bank_status != row.bank_status {
+        if bound && self.bank_status != row.bank_status {
             return Some(BreakReason::BankStatusMismatch {
                 payment: row.bank_status.clone(),
                 ledger: self.bank_status.clone(),
             });
         }
         // A chain from before shopper keys were bound says nothing about its row's key.
-        let bound_key = self.facts.is_some() || self.psu_key_digest.is_some();
+        let bound_key = bound || self.psu_key_digest.is_some();
         if bound_key && self.psu_key_digest != row.psu_key.as_deref().map(binding::psu_key_digest) {
             return Some(BreakReason::ShopperKeyMismatch);
         }
