@@ -356,3 +356,72 @@ async fn a_bound_payment_still_verifies_after_more_events() {
         .unwrap();
     assert!(single.is_ok(), "{single:?}");
 }
+
+/// The binary: an untouched ledger with a bound payment, a legacy payment and a webhook
+/// passes (the legacy one named on stderr), a rewritten amount and an edited payload fail
+/// with one line naming them.
+#[tokio::test]
+async fn ledger_verify_the_command_reports_unbound_rows_and_names_a_rewritten_one() {
+    let (app, _, id) = bound_payment().await;
+    tamper::paid_payment(&app.pool).await;
+    let url = secrecy::ExposeSecret::expose_secret(&app.settings.database.url).to_owned();
+    let run = || {
+        crate::cli::pisgate()
+            .args(["ledger", "verify"])
+            .env("PISGATE__DATABASE__URL", &url)
+            .env(
+                "PISGATE__DATABASE__POOLER",
+                app.settings.database.pooler.as_str(),
+            )
+            .output()
+            .unwrap()
+    };
+    let ok = run();
+    let (out, err) = (
+        String::from_utf8_lossy(&ok.stdout).into_owned(),
+        String::from_utf8_lossy(&ok.stderr).into_owned(),
+    );
+    assert!(ok.status.success(), "{err}");
+    assert!(out.starts_with("ledger ok: 2 payment(s)"), "{out}");
+    assert!(out.contains("webhook events ok: 1 checked"), "{out}");
+    assert!(
+        err.contains("written before binding") && err.contains("1 payment(s)"),
+        "{err}"
+    );
+
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET amount_minor = amount_minor * 100 WHERE id = $1",
+    )
+    .await;
+    let broken = run();
+    let err = String::from_utf8_lossy(&broken.stderr).into_owned();
+    assert_eq!(broken.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&id.to_string()) && err.contains("row rewritten"),
+        "{err}"
+    );
+
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET amount_minor = amount_minor / 100 WHERE id = $1",
+    )
+    .await;
+    as_insider(
+        &app,
+        id,
+        r#"UPDATE webhook_events SET payload = jsonb_set(payload, '{data,amount}', '"1.00"')
+           WHERE payment_id = $1"#,
+    )
+    .await;
+    let broken = run();
+    let err = String::from_utf8_lossy(&broken.stderr).into_owned();
+    assert_eq!(broken.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("webhook event") && err.contains("edited"),
+        "{err}"
+    );
+}
