@@ -80,6 +80,10 @@ fn describe_metrics() {
         "Bank statuses pisgate does not know; the payment was left unchanged."
     );
     describe_counter!(
+        "pisgate_ledger_binding_mismatches_total",
+        "Bank reports refused because the payment row's bank id is not the one its ledger recorded (a row rewritten outside pisgate): investigate, run `pisgate ledger verify`."
+    );
+    describe_counter!(
         "pisgate_polls_total",
         "Status polls by outcome (changed, unchanged, not_yet, expired, rate_limited, unavailable, failed, ...)."
     );
