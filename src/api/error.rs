@@ -232,7 +232,7 @@ impl ApiError {
         };
         let code = self.code();
         Problem {
-            type_: format!("https://docs.pisgate.dev/errors/{code}"),
+            type_: crate::api::error_pages::type_uri(code),
             title: self.title(),
             status: self.status().as_u16(),
             detail,

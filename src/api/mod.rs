@@ -17,6 +17,7 @@ pub mod client_ip;
 pub mod consent;
 pub mod console;
 pub mod error;
+pub mod error_pages;
 pub mod events;
 pub mod extract;
 pub mod health;
@@ -75,6 +76,7 @@ impl AppState {
             settings.rate_limit.window,
         ));
         let listener = crate::ledger::listener::Listener::new(settings.database.session_url());
+        error_pages::set_public_url(&settings.server.public_url);
         AppState {
             reads: Arc::new(crate::ledger::Reads::primary_only(pool.clone())),
             pool,
@@ -122,6 +124,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::public_router())
         .merge(callbacks::router())
         .merge(authorize::router())
+        .merge(error_pages::router())
         .nest("/v1", authenticated)
         .fallback(middleware::unknown_route)
         .method_not_allowed_fallback(middleware::method_not_allowed)

@@ -162,3 +162,60 @@ async fn a_caller_request_id_is_echoed() {
     let body = assert_problem(r, 404, "route_not_found").await;
     assert_eq!(body["request_id"], "req-abc-123");
 }
+
+/// A problem's `type` is a page pisgate serves: what the code means and what to do; the
+/// index lists every code; an unknown code is a plain 404 page.
+#[tokio::test]
+async fn a_problems_type_url_answers_with_that_codes_page() {
+    let app = crate::helpers::spawn_app().await;
+    let r = app
+        .client
+        .get(app.url("/v1/merchant"))
+        .send()
+        .await
+        .unwrap();
+    let problem = crate::helpers::assert_problem(r, 401, "unauthenticated").await;
+    let type_url = problem["type"].as_str().unwrap();
+    assert_eq!(type_url, app.url("/errors/unauthenticated"));
+    let page = app.client.get(type_url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert!(
+        page.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("text/html")
+    );
+    assert!(
+        page.headers()["content-security-policy"]
+            .to_str()
+            .unwrap()
+            .starts_with("default-src 'none'")
+    );
+    let text = page.text().await.unwrap();
+    assert!(text.contains("Authorization: Bearer"), "{text}");
+    assert!(text.contains("What to do"), "{text}");
+
+    let index = app
+        .client
+        .get(app.url("/errors"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for d in pisgate::api::error_pages::CATALOGUE {
+        assert!(
+            index.contains(&format!("/errors/{}", d.code)),
+            "{} missing",
+            d.code
+        );
+    }
+    let unknown = app
+        .client
+        .get(app.url("/errors/no_such_code"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(unknown.status(), 404);
+}

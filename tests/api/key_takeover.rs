@@ -101,7 +101,14 @@ async fn a_key_in_its_rotation_grace_creates_and_reads_payments_but_cannot_manag
     // second); until then its cache may still know the old key as a full one.
     let started = std::time::Instant::now();
     loop {
-        let r = send(&app.client, Method::GET, app.url("/v1/api-keys"), &old, None).await;
+        let r = send(
+            &app.client,
+            Method::GET,
+            app.url("/v1/api-keys"),
+            &old,
+            None,
+        )
+        .await;
         if r.status() == 403 {
             break;
         }

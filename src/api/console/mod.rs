@@ -787,7 +787,10 @@ async fn run_audited(
     )
     .await?;
     tx.commit().await?;
-    if matches!(act, Action::RevokeAllKeys { .. } | Action::DisableMerchant { .. }) {
+    if matches!(
+        act,
+        Action::RevokeAllKeys { .. } | Action::DisableMerchant { .. }
+    ) {
         // This replica at once; the others when the commit's notification arrives.
         state.auth_cache.clear();
     }
