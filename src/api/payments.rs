@@ -97,6 +97,19 @@ pub fn callback_url(state: &AppState) -> String {
     format!("{}/v1/callbacks/nordea", state.settings.server.public_url)
 }
 
+/// A JSON answer with every object's keys in sorted order: the order the stored answers
+/// (creation, replays, webhooks) have, so that a payment reads the same from every endpoint.
+pub(crate) struct Sorted<T>(pub T);
+
+impl<T: Serialize> IntoResponse for Sorted<T> {
+    fn into_response(self) -> Response {
+        match serde_json::to_value(&self.0) {
+            Ok(value) => Json(value).into_response(),
+            Err(e) => ApiError::Internal(anyhow::Error::new(e).context("a view")).into_response(),
+        }
+    }
+}
+
 fn replayed(status: u16, body: Value) -> Response {
     let status = StatusCode::from_u16(status).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
     let mut response = (status, Json(body)).into_response();
@@ -674,9 +687,9 @@ pub(crate) async fn get_payment(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiPath(id): ApiPath<Uuid>,
-) -> Result<Json<PaymentView>, ApiError> {
+) -> Result<Sorted<PaymentView>, ApiError> {
     let p = own_payment(&state, merchant.id, id).await?;
-    Ok(Json(PaymentView::from(&p)))
+    Ok(Sorted(PaymentView::from(&p)))
 }
 
 /// List payments, newest first
@@ -697,7 +710,7 @@ pub(crate) async fn list_payments(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     ApiQuery(pairs): ApiQuery<Vec<(String, String)>>,
-) -> Result<Json<Page<PaymentView>>, ApiError> {
+) -> Result<Sorted<Page<PaymentView>>, ApiError> {
     let search = payment_search::parse(pairs)?;
     let rows = payments::list_for_merchant(
         state.reads.db(),
@@ -706,7 +719,7 @@ pub(crate) async fn list_payments(
         search.limit + 1,
     )
     .await?;
-    Ok(Json(page(rows, search.limit, |p| (p.created_at, p.id))))
+    Ok(Sorted(page(rows, search.limit, |p| (p.created_at, p.id))))
 }
 
 /// A payment's ledger, oldest first.
@@ -850,15 +863,15 @@ pub(crate) async fn cancel_payment(
         )),
         CancelStart::Cancelled => {
             let p = own_payment(&state, merchant.id, id).await?;
-            Ok(Json(PaymentView::from(&p)).into_response())
+            Ok(Sorted(PaymentView::from(&p)).into_response())
         }
         CancelStart::BankDecides(_) => {
             let p = own_payment(&state, merchant.id, id).await?;
-            Ok((StatusCode::ACCEPTED, Json(PaymentView::from(&p))).into_response())
+            Ok((StatusCode::ACCEPTED, Sorted(PaymentView::from(&p))).into_response())
         }
         CancelStart::Signed(p) => {
             let p = cancel_at_bank(&state, &p).await?;
-            Ok(Json(PaymentView::from(&p)).into_response())
+            Ok(Sorted(PaymentView::from(&p)).into_response())
         }
     }
 }
