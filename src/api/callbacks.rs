@@ -7,7 +7,10 @@
 //!   read run in a background task under their own bounds and finish there if they need
 //!   longer.
 //! - The `state` is random, bound to one payment, and valid until the payment's late-signing
-//!   horizon, so a shopper who signs late is handled normally. It is consumed only together
+//!   horizon, so a shopper who signs late is handled normally; past the horizon it is still
+//!   exchanged while the payment is not final, because pisgate only learns that a payment is
+//!   unsignable from the bank (the poller asks the bank to delete it at the horizon; a shopper
+//!   who signed just before is still coming back). It is consumed only together
 //!   with the durable outcome of the code exchange (the stored token, or the bank's refusal
 //!   of the code), and one callback at a time may run the exchange (a claim with a lease):
 //!   a repeated callback redirects again and never exchanges a code twice. An unknown or
@@ -246,7 +249,9 @@ async fn returned(
         // Refresh, Back or a proxy retry: the exchange is done; say where things stand.
         return redirect_now(state, &p).await;
     }
-    if p.state_expires_at.is_none_or(|t| t < Utc::now()) {
+    // Past the horizon, a payment not yet provably unsignable (not final) still takes its
+    // shopper's return: only a final payment refuses an expired state.
+    if p.status().is_final() && p.state_expires_at.is_none_or(|t| t < Utc::now()) {
         note(
             state,
             p.id,
@@ -254,7 +259,7 @@ async fn returned(
             json!({ "reason": "state_expired" }),
         )
         .await?;
-        tracing::warn!("callback past the late-signing horizon refused");
+        tracing::warn!("callback past the late-signing horizon on a final payment refused");
         return Ok(page(
             StatusCode::BAD_REQUEST,
             "Link not valid",

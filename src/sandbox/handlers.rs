@@ -448,9 +448,28 @@ fn cancel_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<R
     let mut errors = Vec::new();
     let mut bank = lock(&sandbox.bank);
     for id in ids {
-        let verdict = owned(&bank, &id, &psu).and_then(|p| {
+        // A payment whose link nobody has opened yet exists at the bank (it has an id and a
+        // link) though status and details answer 404: it can be deleted, and its link then
+        // refuses. One signed a moment ago whose confirmation is still running (it still
+        // shows PendingUserApproval) is being processed and cannot be deleted.
+        let unopened = bank
+            .payments
+            .get(&id)
+            .filter(|p| !p.exists_at_bank())
+            .map(|_| ());
+        let verdict = unopened.map(Ok).unwrap_or_else(|| {
+            owned(&bank, &id, &psu).and_then(|p| {
             let status = p.snapshot(now, cfg).status;
-            if status.is_deletable() {
+            let confirming = matches!(p.decision, Some(super::payments::Decision::Approved { .. }))
+                && status == super::payments::BankStatus::PendingUserApproval;
+            if confirming {
+                Err(ApiError::new(
+                    StatusCode::CONFLICT,
+                    "error.payment.not_deletable",
+                    "The payment is signed and its confirmation is in progress; it cannot be deleted.",
+                    "payment_id",
+                ))
+            } else if status.is_deletable() {
                 Ok(())
             } else {
                 Err(ApiError::new(
@@ -460,6 +479,7 @@ fn cancel_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<R
                     "payment_id",
                 ))
             }
+            })
         });
         match verdict {
             Ok(()) => {
