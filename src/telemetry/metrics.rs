@@ -80,6 +80,10 @@ fn describe_metrics() {
         "Bank statuses pisgate does not know; the payment was left unchanged."
     );
     describe_counter!(
+        "pisgate_bank_disagreements_total",
+        "Final payment statuses a later bank read contradicts (e.g. expired while the bank says Paid); each is kept, recorded and shown on the console's attention page."
+    );
+    describe_counter!(
         "pisgate_polls_total",
         "Status polls by outcome (changed, unchanged, not_yet, expired, rate_limited, unavailable, failed, ...)."
     );

@@ -9,11 +9,11 @@ use secrecy::ExposeSecret;
 use std::io::Write;
 use std::process::Stdio;
 
-const EMAIL: &str = "ops@pisgate.example";
-const PASSWORD: &str = "a long operator password";
+pub(crate) const EMAIL: &str = "ops@pisgate.example";
+pub(crate) const PASSWORD: &str = "a long operator password";
 
 /// `pisgate operator create --email …` with the password on standard input.
-fn create_operator(app: &TestApp, email: &str, password: &str) -> std::process::Output {
+pub(crate) fn create_operator(app: &TestApp, email: &str, password: &str) -> std::process::Output {
     let mut child = pisgate()
         .args(["operator", "create", "--email", email])
         .env(
@@ -82,7 +82,7 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> reqwest::Respons
         .unwrap()
 }
 
-async fn session_cookie(app: &TestApp) -> String {
+pub(crate) async fn session_cookie(app: &TestApp) -> String {
     let r = sign_in(app, EMAIL, PASSWORD).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/console/payments");
@@ -104,7 +104,7 @@ async fn session_cookie(app: &TestApp) -> String {
     )
 }
 
-async fn get(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
+pub(crate) async fn get(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
     let r = app
         .client
         .get(app.admin_url(path))

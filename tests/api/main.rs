@@ -12,6 +12,7 @@ mod events;
 mod hardening;
 mod health;
 mod helpers;
+mod horizon;
 mod layering;
 mod ledger;
 mod logs;
