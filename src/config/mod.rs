@@ -675,7 +675,8 @@ impl Settings {
             )?,
             after_final_interval: duration(
                 "poller.after_final_interval",
-                p.after_final_interval.or(Some(Dur(Duration::from_secs(600)))),
+                p.after_final_interval
+                    .or(Some(Dur(Duration::from_secs(600)))),
             )?,
             authorized_interval: duration("poller.authorized_interval", p.authorized_interval)?,
             scheduled_interval: duration("poller.scheduled_interval", p.scheduled_interval)?,

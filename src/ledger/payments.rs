@@ -996,9 +996,8 @@ pub async fn transition(
             let source = change.detail.clone();
             // A refused change may come from an older read (a poll answered before the
             // callback's): only a final word of the bank is worth showing then.
-            let worth_showing = outcome.is_ok()
-                || change.evidence.status().is_final()
-                || disagreement.is_some();
+            let worth_showing =
+                outcome.is_ok() || change.evidence.status().is_final() || disagreement.is_some();
             if worth_showing
                 && change.bank_status.is_some()
                 && change.bank_status != current.bank_status.as_deref()

@@ -179,16 +179,20 @@ async fn a_final_status_the_bank_later_contradicts_is_kept_counted_recorded_and_
     })
     .await;
     // The reads run out, then the payment leaves the schedule.
-    until("the reads after final to end", Duration::from_secs(10), || async {
-        sqlx::query_scalar::<_, i64>(
-            "SELECT count(*) FROM payment_polls WHERE payment_id = $1::uuid",
-        )
-        .bind(&id)
-        .fetch_one(&app.pool)
-        .await
-        .unwrap()
-            == 0
-    })
+    until(
+        "the reads after final to end",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM payment_polls WHERE payment_id = $1::uuid",
+            )
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+                == 0
+        },
+    )
     .await;
     // Neither side overwritten: the final status stays, the bank's word stands beside it.
     let p = app.get_payment(&m.api_key, &id).await;
@@ -266,7 +270,11 @@ async fn a_shopper_who_returns_after_the_horizon_is_still_exchanged() {
         "{}",
         location(&back)
     );
-    assert_eq!(app.bank_calls(Operation::Token), 1, "the code was exchanged");
+    assert_eq!(
+        app.bank_calls(Operation::Token),
+        1,
+        "the code was exchanged"
+    );
     until("the token stored", Duration::from_secs(10), || async {
         sqlx::query_scalar::<_, Option<String>>("SELECT psu_key FROM payments WHERE id = $1::uuid")
             .bind(&id)
@@ -277,7 +285,10 @@ async fn a_shopper_who_returns_after_the_horizon_is_still_exchanged() {
     })
     .await;
     let kinds = ledger_kinds(&app, &id).await;
-    assert!(!kinds.contains(&"callback_rejected".to_owned()), "{kinds:?}");
+    assert!(
+        !kinds.contains(&"callback_rejected".to_owned()),
+        "{kinds:?}"
+    );
     wait_status(&app, &id, "paid", Duration::from_secs(20)).await;
     assert_eq!(
         webhooks_of(&app, &id).await,
