@@ -590,7 +590,11 @@ async fn a_full_flow_approve_exchange_details_funds_and_delete() {
 async fn a_payment_being_confirmed_cannot_be_deleted_and_an_unopened_one_can() {
     // The bank shows PendingUserApproval for 5 s after the signature: deleting it then is
     // refused, by the signer's own token too (the horizon's delete must not undo a signature).
-    let sb = spawn_with(|c| c.confirm_delay = Duration::from_secs(5)).await;
+    let sb = spawn_with(|c| {
+        c.confirm_delay = Duration::from_secs(5);
+        c.paid_delay = Duration::from_secs(3600);
+    })
+    .await;
     let p = sb.initiate("FI").await;
     let code = sb.approve(&p, "psu-1").await;
     let (access, _) = sb.tokens(&code).await;
