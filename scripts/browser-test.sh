@@ -13,15 +13,8 @@ source scripts/lib/pg.sh
 source scripts/lib/env.sh
 source scripts/lib/local.sh
 
-if [ ! -x /usr/bin/chromium ]; then
-    echo "chromium is missing; installing Debian's chromium" >&2
-    DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends chromium >&2
-fi
-if [ ! -d scripts/browser/node_modules/playwright-core ] || [ ! -d scripts/browser/node_modules/axe-core ]; then
-    echo "installing scripts/browser's npm packages" >&2
-    (cd scripts/browser && npm ci --no-audit --no-fund --loglevel=error >&2)
-fi
+source scripts/lib/browser.sh
+browser_ensure
 
 cargo build --locked --bin pisgate
 bin="$CARGO_TARGET_DIR/debug/pisgate"

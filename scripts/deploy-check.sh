@@ -151,6 +151,9 @@ for overlay in "${overlays[@]}"; do
     done
     check "$overlay: project rules and custom resources (deploy/tools/deploy_check.py)" \
         "$py" deploy/tools/deploy_check.py policy "$overlay" "$rendered"
+    show='egress ports'
+    check "$overlay: egress equals the webhook port policy, the bank and the proxy (and the check refuses a doctored policy)" \
+        "$py" deploy/tools/deploy_check.py egress-selftest "$rendered"
     show='Passed checks'
     check "$overlay: checkov kubernetes" run_checkov kubernetes -f "$rendered"
 done

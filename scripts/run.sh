@@ -1,10 +1,13 @@
 #!/usr/bin/env bash
 # Runs pisgate locally with nothing but this machine: a throwaway PostgreSQL cluster under
 # .pisgate/ (reused between runs), migrations, a demo merchant, the Nordea sandbox simulator
-# (`pisgate sandbox`) and `pisgate serve` wired to it. Ctrl-C stops everything.
+# (`pisgate sandbox`), `pisgate serve` wired to it, and a demo shop (scripts/demo_shop.py:
+# a checkout page, the return page and a webhook receiver). Ctrl-C stops everything.
 #
-#   scripts/run.sh                     # serve on 127.0.0.1:8080, admin on 127.0.0.1:9090
-#   PISGATE_PORT=8000 scripts/run.sh   # another port (admin: PISGATE_ADMIN_PORT, else +1010)
+#   scripts/run.sh                     # serve on 127.0.0.1:8080, admin on 127.0.0.1:9090,
+#                                      # the demo shop on http://localhost:3000
+#   PISGATE_PORT=8000 scripts/run.sh   # another port (admin: PISGATE_ADMIN_PORT, else +1010;
+#                                      # the shop: PISGATE_SHOP_PORT)
 #
 # scripts/pisgate runs the CLI against this stack with the same settings.
 set -euo pipefail
@@ -17,7 +20,10 @@ cluster=${PISGATE_RUN_CLUSTER:-dev}
 state="$local_state"
 mkdir -p "$state"
 
-echo "== building pisgate"
+shop_port=${PISGATE_SHOP_PORT:-3000}
+shop_url="http://localhost:$shop_port"
+
+echo "== building pisgate (the first build takes several minutes; later ones seconds)"
 cargo build --locked --bin pisgate
 bin="$CARGO_TARGET_DIR/debug/pisgate"
 
@@ -30,9 +36,10 @@ local_settings "$bin"
 # The demo merchant's key is shown only once, so keep it (in the ignored .pisgate/ folder).
 demo="$state/demo-merchant-$cluster.json"
 if [ ! -s "$demo" ] || ! "$bin" merchant list | grep -q "$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["id"])' "$demo")"; then
-    "$bin" merchant create --name "Demo shop" --return-origin "http://localhost:3000" \
-        --return-origin "https://shop.example" >"$demo"
+    (umask 077 && "$bin" merchant create --name "Demo shop" --return-origin "$shop_url" \
+        --return-origin "https://shop.example" >"$demo")
 fi
+chmod 600 "$demo"
 api_key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_key"])' "$demo")
 
 pids=()
@@ -56,25 +63,48 @@ for _ in $(seq 1 100); do
 done
 curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null
 
+# The demo shop's origin may differ from the one the merchant was made with (another
+# PISGATE_SHOP_PORT): register it, as a merchant does with PATCH /v1/merchant.
+curl -fsS -o /dev/null -X PATCH "http://127.0.0.1:$port/v1/merchant" \
+    -H "Authorization: Bearer $api_key" -H "Content-Type: application/json" \
+    -d "{\"return_origins\": [\"$shop_url\", \"https://shop.example\"]}"
+python3 scripts/demo_shop.py --port "$shop_port" --api "http://127.0.0.1:$port" \
+    --key-file "$demo" --state "$state/demo-shop-$cluster.json" &
+pids+=($!)
+for _ in $(seq 1 50); do
+    if curl -fsS -o /dev/null "http://127.0.0.1:$shop_port/" 2>/dev/null; then break; fi
+    kill -0 "${pids[2]}" 2>/dev/null || { echo "the demo shop exited; see its log above" >&2; exit 1; }
+    sleep 0.2
+done
+
 cat <<TXT
 
-pisgate is running at http://127.0.0.1:$port, with the Nordea sandbox at
-http://127.0.0.1:$sandbox_port (Ctrl-C stops them and the database). Health, readiness and
-metrics: http://127.0.0.1:$admin_port/{healthz,readyz,metrics}. Operator commands against
-this stack: scripts/pisgate merchant list (and the rest of pisgate --help).
+pisgate is running. Everything below can be pasted into another terminal.
 
-  demo merchant API key: $api_key
+  export PISGATE=http://127.0.0.1:$port
+  export API_KEY=$api_key
 
-Create a payment:
+  Demo shop (pay a coffee in a browser):  $shop_url
+    its webhook receiver:                 $shop_url/webhooks
+  Nordea sandbox (the bank):              http://127.0.0.1:$sandbox_port
+    scenarios (e.g. reject the next one): http://127.0.0.1:$sandbox_port/sandbox/scenarios
+  Health, readiness, metrics:             http://127.0.0.1:$admin_port/{healthz,readyz,metrics}
+  Operator console:                       http://127.0.0.1:$admin_port/console
+    make an operator first:  scripts/pisgate operator create --email you@example.com
+                             (it asks for the password on stdin)
 
-  curl -s http://127.0.0.1:$port/v1/payments \\
-    -H "Authorization: Bearer $api_key" -H "Idempotency-Key: \$(uuidgen || date +%s%N)" \\
+Create a payment with curl:
+
+  curl -s \$PISGATE/v1/payments \\
+    -H "Authorization: Bearer \$API_KEY" -H "Idempotency-Key: \$(uuidgen || date +%s%N)" \\
     -H "Content-Type: application/json" \\
     -d '{"amount": "10.50", "currency": "EUR", "country": "FI",
          "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Demo shop"},
-         "return_url": "http://localhost:3000/done", "psu_id": "shopper-1"}'
+         "return_url": "$shop_url/return", "psu_id": "shopper-1"}'
 
-then open its authorization_url in a browser, press Continue to Nordea, then Approve.
+then open its authorization_url in a browser, press Continue, then Approve at the sandbox:
+you land on the demo shop's return page, which reads the status from the API.
+Ctrl-C stops pisgate, the sandbox, the shop and the database.
 
 TXT
 wait "${pids[1]}"

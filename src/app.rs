@@ -194,7 +194,13 @@ impl Application {
         let certificate_watch = self
             .certificate_not_after
             .map(|not_after| tokio::spawn(watch_certificate(not_after)));
-        let serve = axum::serve(self.listener, self.router).with_graceful_shutdown(signal);
+        // With the peer's address: the shopper's IP told to the bank (`api::client_ip`).
+        let serve = axum::serve(
+            self.listener,
+            self.router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(signal);
         let deadline = async {
             let _ = stopping_rx.wait_for(|stopping| *stopping).await;
             tokio::time::sleep(self.shutdown_timeout).await;

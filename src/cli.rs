@@ -173,8 +173,74 @@ pub enum MerchantCommand {
         #[arg(value_name = "ID")]
         id: Uuid,
         /// How long the current keys keep working: e.g. 24h, 30m, 7d; 0s stops them at once.
+        /// Until then they may create and read payments only (403 key_in_grace otherwise).
         #[arg(long, default_value = "24h", value_parser = grace_period, value_name = "DURATION")]
         grace: std::time::Duration,
+    },
+    /// Revoke every API key of a merchant at once, with no grace (a leaked key); prints
+    /// {"id", "revoked"}. The merchant has no key until `rotate-key` gives it one. Recorded
+    /// in the operator audit log.
+    RevokeKeys {
+        /// The merchant's id (from `merchant create` or `merchant list`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+    },
+    /// Change a merchant's settings; prints {"id", "payees"}. Recorded in the operator
+    /// audit log.
+    Set {
+        /// The merchant's id (from `merchant create` or `merchant list`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+        /// Which creditor accounts its payments may pay: `open` (any valid account, the
+        /// default) or `registered` (only its payees, see `merchant payee`; a stolen API key
+        /// then cannot redirect money).
+        #[arg(long, value_parser = ["open", "registered"], value_name = "POLICY")]
+        payees: String,
+    },
+    /// A merchant's payees: the creditor accounts it may pay when set to
+    /// `--payees registered`. Only operators register them, never the merchant's API key.
+    Payee {
+        #[command(subcommand)]
+        command: PayeeCommand,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum PayeeCommand {
+    /// Register a creditor account for a merchant; prints the payee as JSON (the account
+    /// in its normalised form). Recorded in the operator audit log.
+    Add {
+        /// The merchant's id (from `merchant create` or `merchant list`).
+        #[arg(value_name = "ID")]
+        id: Uuid,
+        /// The account's type: IBAN, BBAN_DK, BBAN_SE, BBAN_NO, BGNR or PGNR.
+        #[arg(long = "type", value_name = "TYPE")]
+        account_type: String,
+        /// The account number, in any formatting the API accepts (spaces, hyphens, case).
+        #[arg(long, value_name = "ACCOUNT")]
+        account: String,
+        /// A note for operators (e.g. "main payout account").
+        #[arg(long)]
+        label: Option<String>,
+    },
+    /// Remove a payee; payments to it are refused from now on (under `registered`).
+    /// Recorded in the operator audit log.
+    Remove {
+        /// The merchant's id.
+        #[arg(value_name = "ID")]
+        id: Uuid,
+        /// The account's type: IBAN, BBAN_DK, BBAN_SE, BBAN_NO, BGNR or PGNR.
+        #[arg(long = "type", value_name = "TYPE")]
+        account_type: String,
+        /// The account number, in any formatting.
+        #[arg(long, value_name = "ACCOUNT")]
+        account: String,
+    },
+    /// List a merchant's payees as JSON lines, and its policy on standard error.
+    List {
+        /// The merchant's id.
+        #[arg(value_name = "ID")]
+        id: Uuid,
     },
 }
 
@@ -376,6 +442,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         .map_err(|e| anyhow::anyhow!("--return-origin {o:?}: {e}"))?;
                 }
             }
+            if let MerchantCommand::Payee {
+                command:
+                    PayeeCommand::Add {
+                        account_type,
+                        account,
+                        ..
+                    }
+                    | PayeeCommand::Remove {
+                        account_type,
+                        account,
+                        ..
+                    },
+            } = &command
+            {
+                payee_account(account_type, account)?;
+            }
             let mut settings = ToolSettings::load_from(&sources)?;
             ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
@@ -467,13 +549,173 @@ async fn merchant_command(
                 })
             );
             eprintln!(
-                "the new key is shown only this once; {} older key(s) work until {}",
+                "the new key is shown only this once; {} older key(s) work until {} \
+                 (for payments only)",
                 rotated.old_keys,
                 rotated.old_keys_expire_at.to_rfc3339()
             );
             Ok(())
         }
+        MerchantCommand::RevokeKeys { id } => {
+            let mut tx = pool.begin().await?;
+            let revoked = ledger::merchants::revoke_all_keys(&mut tx, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
+            cli_audit(
+                &mut tx,
+                "revoke_all_keys",
+                id,
+                serde_json::json!({ "revoked": revoked }),
+            )
+            .await?;
+            tx.commit().await?;
+            println!("{}", serde_json::json!({ "id": id, "revoked": revoked }));
+            eprintln!("every key of the merchant is refused now; give it one with rotate-key");
+            Ok(())
+        }
+        MerchantCommand::Set { id, payees } => {
+            let policy = ledger::payees::Policy::parse(&payees)
+                .ok_or_else(|| anyhow::anyhow!("--payees must be open or registered"))?;
+            let mut tx = pool.begin().await?;
+            if !ledger::payees::set_policy(&mut tx, id, policy).await? {
+                anyhow::bail!("no merchant with id {id}");
+            }
+            cli_audit(
+                &mut tx,
+                "set_payees",
+                id,
+                serde_json::json!({ "payees": policy.as_str() }),
+            )
+            .await?;
+            tx.commit().await?;
+            println!(
+                "{}",
+                serde_json::json!({ "id": id, "payees": policy.as_str() })
+            );
+            Ok(())
+        }
+        MerchantCommand::Payee { command } => payee_command(pool, command).await,
     }
+}
+
+/// An account as an operator typed it, parsed and normalised as the API would.
+fn payee_account(account_type: &str, account: &str) -> anyhow::Result<crate::domain::Account> {
+    let t = crate::domain::AccountType::parse(&account_type.trim().to_ascii_uppercase())
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "--type {account_type:?}: must be IBAN, BBAN_DK, BBAN_SE, BBAN_NO, BGNR or PGNR"
+            )
+        })?;
+    crate::domain::Account::parse(t, account).map_err(|e| anyhow::anyhow!("--account: {e}"))
+}
+
+async fn payee_command(pool: &crate::ledger::Db, command: PayeeCommand) -> anyhow::Result<()> {
+    use ledger::payees;
+    match command {
+        PayeeCommand::Add {
+            id,
+            account_type,
+            account,
+            label,
+        } => {
+            let account = payee_account(&account_type, &account)?;
+            let label = label.map(|l| l.trim().to_owned()).filter(|l| !l.is_empty());
+            if label.as_ref().is_some_and(|l| l.chars().count() > 200) {
+                anyhow::bail!("--label: at most 200 characters");
+            }
+            let mut tx = pool.begin().await?;
+            let added = match payees::add(&mut tx, id, &account, label.as_deref()).await? {
+                payees::Added::UnknownMerchant => anyhow::bail!("no merchant with id {id}"),
+                payees::Added::Added => true,
+                payees::Added::AlreadyRegistered => false,
+            };
+            if added {
+                cli_audit(
+                    &mut tx,
+                    "add_payee",
+                    id,
+                    serde_json::json!({ "account": account.masked() }),
+                )
+                .await?;
+            }
+            tx.commit().await?;
+            println!(
+                "{}",
+                serde_json::json!({
+                    "merchant_id": id,
+                    "account": account,
+                    "label": label,
+                    "added": added,
+                })
+            );
+            Ok(())
+        }
+        PayeeCommand::Remove {
+            id,
+            account_type,
+            account,
+        } => {
+            let account = payee_account(&account_type, &account)?;
+            let mut tx = pool.begin().await?;
+            if !payees::remove(&mut tx, id, &account).await? {
+                anyhow::bail!("{} is not a payee of merchant {id}", account.masked());
+            }
+            cli_audit(
+                &mut tx,
+                "remove_payee",
+                id,
+                serde_json::json!({ "account": account.masked() }),
+            )
+            .await?;
+            tx.commit().await?;
+            println!(
+                "{}",
+                serde_json::json!({ "merchant_id": id, "account": account, "removed": true })
+            );
+            Ok(())
+        }
+        PayeeCommand::List { id } => {
+            let policy = payees::policy(pool, id)
+                .await?
+                .ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
+            for p in payees::list(pool, id).await? {
+                println!(
+                    "{}",
+                    serde_json::json!({
+                        "account": p.account,
+                        "label": p.label,
+                        "created_at": p.created_at,
+                    })
+                );
+            }
+            eprintln!("payees policy: {}", policy.as_str());
+            Ok(())
+        }
+    }
+}
+
+/// Records a merchant change made from the command line in the operator audit log, in the
+/// change's own transaction. The operator is whoever runs the tool (`cli:$USER`).
+async fn cli_audit(
+    conn: &mut sqlx::PgConnection,
+    action: &str,
+    merchant: Uuid,
+    detail: serde_json::Value,
+) -> anyhow::Result<()> {
+    let who = format!(
+        "cli:{}",
+        std::env::var("USER").unwrap_or_else(|_| "unknown".into())
+    );
+    ledger::operators::audit_in(
+        conn,
+        None,
+        &who,
+        action,
+        Some(&format!("merchant {merchant}")),
+        detail,
+    )
+    .await?;
+    Ok(())
 }
 
 /// Prints a merchant as JSON, or fails for an unknown id.

@@ -10,6 +10,8 @@ Used by scripts/deploy-check.sh (with the PyYAML of its tool venv):
   deploy_check.py split RENDERED CORE CRDS      write the core objects and the custom
                                                 resources of a rendered overlay to two files
   deploy_check.py policy OVERLAY RENDERED       the project's own rules on a rendered overlay
+  deploy_check.py egress-selftest RENDERED      the egress rule refuses a policy with a port
+                                                missing or one too many (the check can fail)
 
 Custom resources (ServiceMonitor, PrometheusRule) are not in kubernetes-validate's schema
 set, so `policy` checks them here: their apiVersion and kind, the fields pisgate uses, and
@@ -25,6 +27,10 @@ import yaml
 ROOT = Path(__file__).resolve().parents[2]
 RULES = ROOT / "deploy/prometheus/rules.yaml"
 RULE_MANIFEST = ROOT / "deploy/k8s/base/prometheusrule.yaml"
+# The webhook dispatcher's port policy, read where the code keeps it.
+WEBHOOK_PORTS_SOURCE = ROOT / "src/ledger/webhooks.rs"
+# Egress that is not HTTPS to the internet: DNS and the database (or its pooler).
+INFRA_PORTS = {53, 5432}
 
 CRD_KINDS = {
     ("monitoring.coreos.com/v1", "ServiceMonitor"),
@@ -75,6 +81,72 @@ def rule_in_sync() -> list[str]:
     if generated != yaml.safe_load(RULES.read_text())["groups"]:
         return ["the generated PrometheusRule's groups differ from rules.yaml (generator bug)"]
     return []
+
+
+def webhook_ports() -> set[int]:
+    """ALLOWED_PORTS in src/ledger/webhooks.rs: where webhooks may be delivered."""
+    m = re.search(r"pub const ALLOWED_PORTS: \[u16; \d+\] = \[([0-9, ]+)\];",
+                  WEBHOOK_PORTS_SOURCE.read_text())
+    if not m:
+        raise SystemExit(f"ALLOWED_PORTS not found in {WEBHOOK_PORTS_SOURCE}")
+    return {int(x) for x in m.group(1).split(",")}
+
+
+def url_port(url: str) -> int:
+    from urllib.parse import urlsplit
+    u = urlsplit(url)
+    return u.port or {"https": 443, "http": 80}[u.scheme]
+
+
+def expected_egress(settings: dict) -> set[int]:
+    """The TCP ports pisgate itself opens to the internet: the webhook policy's, the bank's
+    (its base URL), and the configured webhook proxy's, if any."""
+    ports = set(webhook_ports())
+    for key, value in settings.items():
+        if key.endswith("__BASE_URL") and value:
+            ports.add(url_port(value))
+    if settings.get("PISGATE__WEBHOOKS__PROXY"):
+        ports.add(url_port(settings["PISGATE__WEBHOOKS__PROXY"]))
+    return ports
+
+
+def egress_errors(policy: dict, settings: dict) -> list[str]:
+    tcp = {p.get("port") for rule in policy["spec"].get("egress", [])
+           for p in rule.get("ports", []) if p.get("protocol", "TCP") == "TCP"}
+    internet = tcp - INFRA_PORTS
+    want = expected_egress(settings)
+    errors = []
+    if internet - want:
+        errors.append(f"egress allows ports {sorted(internet - want, key=str)} that neither "
+                      f"webhooks (ALLOWED_PORTS {sorted(webhook_ports())}), the bank nor the proxy use")
+    if want - internet:
+        errors.append(f"egress lacks ports {sorted(want - internet)} that webhooks, the bank "
+                      f"or the proxy use")
+    return errors
+
+
+def egress_selftest(rendered: str) -> list[str]:
+    docs = load(rendered)
+    policy = next(d for d in docs if d["kind"] == "NetworkPolicy")
+    settings = next((d.get("data", {}) for d in docs if d["kind"] == "ConfigMap"
+                     and d["metadata"]["name"].startswith("pisgate-settings")), {})
+    errors = egress_errors(policy, settings)
+    if errors:
+        return [f"the rendered policy fails already: {errors}"]
+    import copy
+    for name, change in [
+        ("a port too many (80)", lambda rules: rules.append({"ports": [{"port": 80, "protocol": "TCP"}]})),
+        ("8443 missing", lambda rules: [r.__setitem__("ports", [p for p in r.get("ports", []) if p.get("port") != 8443]) for r in rules]),
+    ]:
+        doctored = copy.deepcopy(policy)
+        change(doctored["spec"]["egress"])
+        if not egress_errors(doctored, settings):
+            errors.append(f"the egress rule accepts a policy with {name}")
+    proxied = dict(settings, PISGATE__WEBHOOKS__PROXY="http://egress-proxy:3128")
+    if not egress_errors(policy, proxied):
+        errors.append("the egress rule accepts a policy without the configured proxy's port")
+    print(f"egress ports {sorted(expected_egress(settings))}: a missing, an extra and a proxy port are each refused")
+    return errors
 
 
 def load(path: str) -> list[dict]:
@@ -287,9 +359,11 @@ def policy(overlay: str, rendered: str) -> list[str]:
         for need in (("http", "TCP"), ("admin", "TCP")):
             if need not in inbound:
                 err(n, f"no ingress rule for {need}")
-        for need in ((53, "UDP"), (53, "TCP"), (5432, "TCP"), (443, "TCP")):
+        for need in ((53, "UDP"), (53, "TCP"), (5432, "TCP")):
             if need not in outbound:
                 err(n, f"no egress rule for {need}")
+        for e in egress_errors(n, settings):
+            err(n, e)
         for rule in n["spec"].get("ingress", []):
             if not rule.get("from"):
                 err(n, "an ingress rule open to every source")
@@ -345,6 +419,8 @@ def main(argv: list[str]) -> int:
         return 0
     elif argv[:1] == ["policy"] and len(argv) == 3:
         errors = policy(argv[1], argv[2])
+    elif argv[:1] == ["egress-selftest"] and len(argv) == 2:
+        errors = egress_selftest(argv[1])
     else:
         print(__doc__, file=sys.stderr)
         return 2

@@ -12,9 +12,12 @@
 //!   cannot lock itself out. A revoked key is no longer listed.
 //! - `last_used_at` is recorded at most once a minute per key.
 //! - Keys made by `pisgate merchant create` and `rotate-key` are listed too (without a name).
+//! - A key in its rotation grace may not list, create or revoke keys (403 `key_in_grace`):
+//!   a leaked key that was rotated away must not mint a key that outlives its grace, nor
+//!   revoke the merchant's new one.
 
 use crate::api::AppState;
-use crate::api::auth::AuthedMerchant;
+use crate::api::auth::FullKey;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiPath, OptionalApiJson, non_null, present};
 use crate::ledger::api_keys::{self, ApiKey, Created, Revoke};
@@ -98,11 +101,14 @@ pub(crate) struct KeyList {
     path = "/v1/api-keys",
     operation_id = "listApiKeys",
     tag = "API keys",
-    responses((status = 200, description = "The keys", body = inline(KeyList))),
+    responses(
+        (status = 200, description = "The keys", body = inline(KeyList)),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
+    ),
 )]
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant): FullKey,
 ) -> Result<Json<KeyList>, ApiError> {
     let keys = api_keys::list(&state.pool, merchant.id).await?;
     Ok(Json(KeyList {
@@ -162,6 +168,7 @@ fn parse_create(body: CreateBody) -> Result<(Option<String>, Option<DateTime<Utc
     request_body(content = inline(Option<CreateBody>), description = "May be left out"),
     responses(
         (status = 201, description = "Created, with the full key", body = KeyView),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 409, description = "too_many_api_keys: the merchant already has the most working keys"),
         (status = 422, description = crate::api::openapi::INVALID),
     ),
@@ -169,7 +176,7 @@ fn parse_create(body: CreateBody) -> Result<(Option<String>, Option<DateTime<Utc
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, key_id = tracing::field::Empty))]
 pub(crate) async fn create_key(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant): FullKey,
     OptionalApiJson(body): OptionalApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let (name, expires_at) = match body {
@@ -211,6 +218,7 @@ pub(crate) async fn create_key(
     params(("id" = String, Path, description = "The key's id")),
     responses(
         (status = 204, description = "Revoked"),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "last_api_key: the merchant's last working key"),
     ),
@@ -218,7 +226,7 @@ pub(crate) async fn create_key(
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, key_id = %id))]
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant): FullKey,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
     match api_keys::revoke(&state.pool, merchant.id, &id).await? {

@@ -9,9 +9,11 @@
 //! handed out. So pisgate knows whether any shopper can have reached the bank's page, which
 //! is what lets a merchant cancel an abandoned checkout at once and what makes a lost
 //! initiation's link unsignable. The page's cancel button `POST`s to `…/cancel`, which takes
-//! the merchant's cancel path ([`payments::start_cancel`]): a payment whose link nobody
-//! followed ends `cancelled`; once someone reached the bank, the bank decides. Either way the
-//! shopper lands on the merchant's return URL.
+//! the merchant's cancel path ([`payments::start_cancel`]) as the shopper's cancel: a payment
+//! whose link nobody followed ends `cancelled` (`cancelled_by_shopper`); once someone reached
+//! the bank, the bank decides, and a payment the shopper signs anyway (the old tab's button
+//! pressed after signing in a new one) is never deleted for it. Either way the shopper lands
+//! on the merchant's return URL, with the payment's id and no status.
 //!
 //! A payment created with `consent: "merchant"` skips the page: `GET` redirects to the bank
 //! as the button would.
@@ -248,7 +250,7 @@ async fn to_bank(state: &AppState, p: &PaymentRecord, lang: Language) -> anyhow:
 }
 
 /// Takes the merchant's cancel path for the shopper, then returns them to the merchant
-/// with the payment's status.
+/// with the payment's id (its status is for the merchant to ask the API).
 async fn shopper_cancel(
     state: &AppState,
     p: &PaymentRecord,

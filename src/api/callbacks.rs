@@ -2,10 +2,10 @@
 //!
 //! Safe for a shopper's browser, which may refresh, go Back, or be retried by a proxy:
 //! - The shopper is redirected (303) to the payment's `return_url` within
-//!   `callback.redirect_timeout` whatever the bank does, with the status known then
-//!   (`processing` while the code exchange has not finished). The exchange and the status
-//!   read run in a background task under their own bounds and finish there if they need
-//!   longer.
+//!   `callback.redirect_timeout` whatever the bank does, with the payment's id and nothing
+//!   else: a shopper can type any query string, so nothing on the redirect may look like proof
+//!   of payment (the merchant confirms by API or webhook). The exchange and the status read
+//!   run in a background task under their own bounds and finish there if they need longer.
 //! - The `state` is random, bound to one payment, and valid until the payment's late-signing
 //!   horizon, so a shopper who signs late is handled normally; past the horizon it is still
 //!   exchanged while the payment is not final, because pisgate only learns that a payment is
@@ -16,7 +16,7 @@
 //!   a repeated callback redirects again and never exchanges a code twice. An unknown or
 //!   expired state exchanges nothing and shows a plain page.
 //! - A code exchange the bank provably did not run (429 with a Retry-After within the bound,
-//!   503, connection refused) is retried until `callback.exchange_deadline`.
+//!   the bank's own 503, connection refused) is retried until `callback.exchange_deadline`.
 //! - An `error` parameter (the shopper cancelled, or anyone typed it) is only a hint: it is
 //!   recorded, the bank's status is read at once, and the bank's answer decides (the truth
 //!   rule in [`crate::domain::status`]). It consumes nothing, so the real callback with the
@@ -25,7 +25,9 @@
 //!   in that time record nothing, wait for that read (bounded) and answer the same redirect,
 //!   so a flood of error callbacks cannot turn into a flood of bank calls or ledger events.
 //! - If the merchant asked to cancel while the shopper was at the bank and the shopper signed
-//!   anyway, the payment is deleted at the bank with the token just obtained.
+//!   anyway, the payment is deleted at the bank with the token just obtained. A cancel the
+//!   shopper pressed on the consent page never deletes what the same shopper then signed
+//!   (the old tab's button pressed after signing in a new one): the bank's word stands.
 //!
 //! Tokens: exchanges for one shopper key run under that key's lease ([`tokens::lease_psu`]);
 //! a token is stored only if it is newer than the stored one (by the bank's issue time when
@@ -36,6 +38,7 @@
 //! Never logged: the code, the state, the tokens.
 
 use crate::api::AppState;
+use crate::api::client_ip::{Peer, client_ip};
 use crate::api::payments::{callback_url, cancel_at_bank, state_hash};
 use crate::bank::{BankError, BankPaymentId, PsuContext};
 use crate::ledger::payments::{self, PaymentRecord};
@@ -102,17 +105,13 @@ fn page(status: StatusCode, title: &str, message: &str) -> Response {
     )
 }
 
-/// The status the shopper's return carries: the payment's, or `processing` while the code
-/// exchange has not finished.
-fn redirect_to_merchant(p: &PaymentRecord, status: &str) -> Response {
-    let location = match url::Url::parse(&p.return_url) {
-        Ok(mut url) => {
-            url.query_pairs_mut()
-                .append_pair("payment_id", &p.id.to_string())
-                .append_pair("status", status);
-            url.to_string()
-        }
-        Err(_) => {
+/// The shopper's way back: the return URL with the payment's id only. No status: the shopper
+/// holds this URL and can write any status into it, so the merchant must ask the API (or wait
+/// for the webhook) whatever it says.
+fn redirect_to_merchant(p: &PaymentRecord) -> Response {
+    let location = match super::consent::return_url(p) {
+        Some(url) => url,
+        None => {
             return page(
                 StatusCode::OK,
                 "Payment signed",
@@ -130,13 +129,9 @@ fn redirect_to_merchant(p: &PaymentRecord, status: &str) -> Response {
         .into_response()
 }
 
-fn psu_context(headers: &HeaderMap) -> PsuContext {
+fn psu_context(state: &AppState, headers: &HeaderMap, peer: Peer) -> PsuContext {
     PsuContext {
-        ip: headers
-            .get("x-forwarded-for")
-            .and_then(|v| v.to_str().ok())
-            .and_then(|v| v.split(',').next())
-            .and_then(|ip| ip.trim().parse().ok()),
+        ip: client_ip(peer, headers, &state.settings.server.trusted_proxies),
         user_agent: headers
             .get(header::USER_AGENT)
             .and_then(|v| v.to_str().ok())
@@ -157,10 +152,11 @@ fn psu_key(p: &PaymentRecord, shopper_id: Option<&str>) -> String {
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
 async fn nordea_callback(
     State(state): State<AppState>,
+    peer: Peer,
     headers: HeaderMap,
     Query(raw): Query<HashMap<String, String>>,
 ) -> Response {
-    match handle(&state, &headers, raw).await {
+    match handle(&state, &headers, peer, raw).await {
         Ok(response) => response,
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "callback failed");
@@ -178,15 +174,11 @@ async fn current(state: &AppState, id: Uuid) -> anyhow::Result<Option<PaymentRec
     Ok(payments::get(&mut *state.pool.read_conn().await?, id).await?)
 }
 
-/// Redirects with the payment's status, or `processing` while its code exchange runs.
+/// Redirects to the merchant once the payment's row can be read (the shopper's way back is
+/// not given before the callback's work is durable or handed to the background).
 async fn redirect_now(state: &AppState, p: &PaymentRecord) -> anyhow::Result<Response> {
     let now = current(state, p.id).await?.unwrap_or_else(|| p.clone());
-    let status = if now.state_used_at.is_none() && !now.status().is_final() {
-        "processing"
-    } else {
-        now.status().as_str()
-    };
-    Ok(redirect_to_merchant(&now, status))
+    Ok(redirect_to_merchant(&now))
 }
 
 async fn note(
@@ -204,6 +196,7 @@ async fn note(
 async fn handle(
     state: &AppState,
     headers: &HeaderMap,
+    peer: Peer,
     raw: HashMap<String, String>,
 ) -> anyhow::Result<Response> {
     let started = Instant::now();
@@ -231,7 +224,7 @@ async fn handle(
     };
     tracing::Span::current().record("payment_id", tracing::field::display(p.id));
     crate::telemetry::link_to_creation(&tracing::Span::current(), p.trace_parent.as_deref());
-    let psu = psu_context(headers);
+    let psu = psu_context(state, headers, peer);
     match returned(state, &p, &raw, psu, started).await {
         Ok(response) => Ok(response),
         Err(e) => {
@@ -240,7 +233,7 @@ async fn handle(
                 error = format!("{e:#}"),
                 "handling the return failed; redirecting anyway"
             );
-            Ok(redirect_to_merchant(&p, "processing"))
+            Ok(redirect_to_merchant(&p))
         }
     }
 }
@@ -292,7 +285,7 @@ async fn returned(
             }
         }
         let now = current(state, p.id).await?.unwrap_or(p);
-        return Ok(redirect_to_merchant(&now, now.status().as_str()));
+        return Ok(redirect_to_merchant(&now));
     }
     if p.state_used_at.is_some() {
         // Refresh, Back or a proxy retry: the exchange is done; say where things stand.
@@ -379,7 +372,10 @@ async fn finish(
     let Some(now) = current(state, p.id).await? else {
         return Ok(());
     };
-    if now.cancel_requested_at.is_some() && !now.status().is_final() && now.psu_key.is_some() {
+    let merchant_cancelled = now.cancel_requested_at.is_some()
+        && payments::cancel_requested_by(&mut *state.pool.read_conn().await?, p.id).await?
+            == Some(payments::CancelBy::Merchant);
+    if merchant_cancelled && !now.status().is_final() && now.psu_key.is_some() {
         tracing::info!(
             "the shopper signed a payment the merchant cancelled; deleting it at the bank"
         );
@@ -455,7 +451,7 @@ async fn exchange_and_store(
                 issue_seq,
                 set.issued_at,
                 &set.access_token,
-                Some(&set.refresh_token),
+                set.refresh_token.as_ref(),
                 expires_at,
             )
             .await?;
@@ -505,7 +501,7 @@ async fn exchange_and_store(
 }
 
 /// The code exchange, retried while the bank provably did not run it (429 with a
-/// Retry-After that fits, 503, connection refused) and time is left. Counted in
+/// Retry-After that fits, the bank's own 503, connection refused) and time is left. Counted in
 /// `pisgate_token_exchanges_total{outcome}`: `ok` or `failed` once per exchange, `retried`
 /// per retry.
 async fn exchange_with_retries(

@@ -54,6 +54,15 @@ pub enum ApiError {
     Unauthenticated(&'static str),
     #[error("this merchant is disabled")]
     MerchantDisabled,
+    /// 403: the key was rotated away and is in its grace period; it may create and read
+    /// payments, nothing else.
+    #[error(
+        "this API key was rotated away and is in its grace period: it may create and read payments only; use the merchant's current key"
+    )]
+    KeyInGrace,
+    /// 422: the merchant pays registered accounts only and this creditor is not one.
+    #[error("the creditor account is not one of the merchant's registered payees")]
+    PayeeNotRegistered,
     #[error("{0} not found")]
     NotFound(&'static str),
     #[error("no route for {0}")]
@@ -110,7 +119,7 @@ pub struct Problem {
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
-    /// A stable machine code. Each 409 names its reason in `code`: `idempotency_key_in_flight` (with Retry-After), `payment_final`, `no_shopper_token`, `not_initiated`, `cancel_too_late`, `too_many_endpoints`, `endpoint_deleted`, `endpoint_not_enabled`, `delivery_pending`. `initiation_outcome_unknown` (502): the bank's answer to a payment creation was lost or unreadable; retry with the same Idempotency-Key to resume it.
+    /// A stable machine code. `key_in_grace` (403): the API key was rotated away and may only create and read payments until its grace ends. `payee_not_registered` (422, field `creditor.account`): the merchant pays registered accounts only. Each 409 names its reason in `code`: `idempotency_key_in_flight` (with Retry-After), `payment_final`, `no_shopper_token`, `not_initiated`, `cancel_too_late`, `too_many_endpoints`, `endpoint_deleted`, `endpoint_not_enabled`, `delivery_pending`. `initiation_outcome_unknown` (502): the bank's answer to a payment creation was lost or unreadable; retry with the same Idempotency-Key to resume it.
     #[schema(value_type = String)]
     pub code: &'static str,
     /// The request's id, as in the `X-Request-Id` header
@@ -131,6 +140,8 @@ impl ApiError {
             | ApiError::IdempotencyMismatch(_)
             | ApiError::BankRejected(_) => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::Unauthenticated(_) | ApiError::MerchantDisabled => StatusCode::UNAUTHORIZED,
+            ApiError::KeyInGrace => StatusCode::FORBIDDEN,
+            ApiError::PayeeNotRegistered => StatusCode::UNPROCESSABLE_ENTITY,
             ApiError::NotFound(_) | ApiError::UnknownRoute(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::Conflict(..) => StatusCode::CONFLICT,
@@ -155,6 +166,8 @@ impl ApiError {
             ApiError::Validation(_) => "validation_failed",
             ApiError::Unauthenticated(_) => "unauthenticated",
             ApiError::MerchantDisabled => "merchant_disabled",
+            ApiError::KeyInGrace => "key_in_grace",
+            ApiError::PayeeNotRegistered => "payee_not_registered",
             ApiError::NotFound(_) => "not_found",
             ApiError::UnknownRoute(_) => "route_not_found",
             ApiError::MethodNotAllowed => "method_not_allowed",
@@ -179,6 +192,8 @@ impl ApiError {
             ApiError::BadRequest(_) => "Bad request",
             ApiError::Validation(_) => "Validation failed",
             ApiError::Unauthenticated(_) | ApiError::MerchantDisabled => "Unauthenticated",
+            ApiError::KeyInGrace => "Key in grace period",
+            ApiError::PayeeNotRegistered => "Payee not registered",
             ApiError::NotFound(_) | ApiError::UnknownRoute(_) => "Not found",
             ApiError::MethodNotAllowed => "Method not allowed",
             ApiError::Conflict(..) => "Conflict",
@@ -225,6 +240,11 @@ impl ApiError {
             request_id: current_request_id(),
             errors: match self {
                 ApiError::Validation(errors) | ApiError::BankRejected(errors) => errors.clone(),
+                ApiError::PayeeNotRegistered => vec![FieldError::new(
+                    "creditor.account",
+                    "payee_not_registered",
+                    "this merchant may only pay accounts an operator registered for it",
+                )],
                 _ => Vec::new(),
             },
         }
@@ -250,6 +270,18 @@ impl IntoResponse for ApiError {
             ApiError::DatabaseUnavailable | ApiError::DeadlineExceeded => Some(1),
             _ => None,
         };
+        if this.status() == StatusCode::UNAUTHORIZED {
+            // RFC 9110 §11.6.1 / RFC 6750 §3: the scheme to authenticate with.
+            response.headers_mut().insert(
+                header::WWW_AUTHENTICATE,
+                HeaderValue::from_static("Bearer realm=\"pisgate\""),
+            );
+        }
+        if matches!(this, ApiError::DatabaseUnavailable) {
+            response
+                .extensions_mut()
+                .insert(crate::api::middleware::DatabaseUnreachable);
+        }
         if let Some(secs) = retry_after {
             response
                 .headers_mut()

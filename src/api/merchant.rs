@@ -1,8 +1,11 @@
 //! The calling merchant's own profile: `GET /v1/merchant` and `PATCH /v1/merchant` (the
 //! origins that payment return URLs may point to).
+//!
+//! A key in its rotation grace may read the profile but not change it (403 `key_in_grace`):
+//! a leaked key that was rotated away must not point shoppers' return trips elsewhere.
 
 use crate::api::AppState;
-use crate::api::auth::AuthedMerchant;
+use crate::api::auth::{AuthedMerchant, FullKey};
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::ApiJson;
 use crate::ledger::merchants::{self, Merchant};
@@ -45,12 +48,13 @@ const MAX_ORIGINS: usize = 20;
     request_body = inline(UpdateMerchant),
     responses(
         (status = 200, description = "The merchant", body = Merchant),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 422, description = crate::api::openapi::INVALID),
     ),
 )]
 pub(crate) async fn update_merchant(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant): FullKey,
     ApiJson(update): ApiJson<UpdateMerchant>,
 ) -> Result<Json<Merchant>, ApiError> {
     let Some(origins) = update.return_origins else {

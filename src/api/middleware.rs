@@ -7,7 +7,7 @@ use axum::extract::{MatchedPath, Request};
 use axum::http::{HeaderValue, Uri};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 use tracing::Instrument;
 use tracing::field::Empty;
 use tracing_opentelemetry::OpenTelemetrySpanExt as _;
@@ -126,18 +126,51 @@ pub fn panic_response(panic: Box<dyn std::any::Any + Send + 'static>) -> Respons
     ApiError::Internal(anyhow::anyhow!("handler panicked: {message}")).into_response()
 }
 
-/// During a database outage (the watchdog's view), `/v1` answers `503 database_unavailable`
-/// with `Retry-After` at once instead of waiting for the pool.
+/// A request still running after this long makes the gate check, once, that the database
+/// can be reached at all (most requests take a few milliseconds).
+const SLOW_REQUEST: Duration = Duration::from_millis(200);
+
+/// During a database outage, `/v1` answers `503 database_unavailable` with `Retry-After` at
+/// once instead of waiting for the pool: when the database is known down before the
+/// request, and as soon as it is found down while the request waits (a request that runs
+/// long, or one that failed to reach the database, makes [`crate::ledger::health::DbHealth::check_now`] open a
+/// connection of its own). A request cut off this way is like one cut off by the deadline:
+/// nothing it had not committed is kept, and a creation resumes with its Idempotency-Key.
 pub async fn database_gate(
     State(state): State<AppState>,
     request: Request,
     next: Next,
 ) -> Response {
-    if state.db_health.is_down() {
+    let health = &state.db_health;
+    if health.is_down() {
         return ApiError::DatabaseUnavailable.into_response();
     }
-    next.run(request).await
+    let check = || {
+        let health = health.clone();
+        let options = state.pool.pool().connect_options();
+        tokio::spawn(async move { health.check_now(&options).await });
+    };
+    let run = next.run(request);
+    tokio::pin!(run);
+    let response = tokio::select! {
+        response = &mut run => response,
+        () = tokio::time::sleep(SLOW_REQUEST) => {
+            check();
+            tokio::select! {
+                response = &mut run => response,
+                () = health.went_down() => ApiError::DatabaseUnavailable.into_response(),
+            }
+        }
+    };
+    if response.extensions().get::<DatabaseUnreachable>().is_some() {
+        check();
+    }
+    response
 }
+
+/// Marks an answer that failed to reach the database (set by [`ApiError`]'s response).
+#[derive(Debug, Clone, Copy)]
+pub struct DatabaseUnreachable;
 
 /// The server's per-request deadline: past it the request is dropped (nothing it had not
 /// committed is kept) and the client gets `503 deadline_exceeded` with `Retry-After`. A

@@ -13,6 +13,7 @@ pub mod api_keys;
 pub mod auth;
 pub mod authorize;
 pub mod callbacks;
+pub mod client_ip;
 pub mod consent;
 pub mod console;
 pub mod error;
@@ -85,7 +86,7 @@ impl AppState {
             bank,
             cipher,
             db_health: DbHealth::default(),
-            auth_cache: Arc::new(auth::AuthCache::following(listener.live())),
+            auth_cache: Arc::new(auth::AuthCache::following(listener.connection_counter())),
             listener,
             draining: Arc::default(),
             error_reads: Arc::default(),

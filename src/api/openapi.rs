@@ -32,6 +32,9 @@ pub const INVALID: &str = "Validation failed: one entry per invalid field in `er
 /// The answer for an id that is not the merchant's.
 pub const NOT_FOUND: &str = "Not found (or another merchant's)";
 
+/// The answer to a key in its rotation grace on an operation it may not use.
+pub const KEY_IN_GRACE: &str = "key_in_grace: the API key was rotated away and is in its grace period; it may only create and read payments. Use the merchant's current key";
+
 /// `application/problem+json`, the content type of every error answer.
 pub const PROBLEM_JSON: &str = "application/problem+json";
 
@@ -367,10 +370,11 @@ pub struct PaymentCreate {
     #[serde(default)]
     pub psu_id: String,
     #[serde(default)]
-    pub language: String,
+    #[schema(inline)]
+    pub language: crate::domain::schema::Language,
     #[serde(default)]
-    #[schema(examples("MTA", "BANKID_NO"))]
-    pub authentication_method: String,
+    #[schema(inline)]
+    pub authentication_method: crate::domain::schema::AuthenticationMethod,
     #[serde(default)]
     #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub metadata: Value,

@@ -31,7 +31,7 @@ use crate::ledger::idempotency::{self, Claim};
 use crate::ledger::payments::{
     self, CancelBy, CancelStart, Change, KeyClaim, NewPayment, PaymentRecord,
 };
-use crate::ledger::{events, tokens};
+use crate::ledger::{events, payees, tokens};
 use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -114,7 +114,7 @@ fn replayed(status: u16, body: Value) -> Response {
 
 /// Create a payment
 ///
-/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`); with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
+/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`), even if today's validation would refuse that body; with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
 #[utoipa::path(
     post,
     path = "/v1/payments",
@@ -126,7 +126,7 @@ fn replayed(status: u16, body: Value) -> Response {
         (status = 201, description = "Created", body = PaymentView),
         (status = 409, description = "idempotency_key_in_flight: a request with this key is still running; retry after Retry-After with the same key",
             headers(("Retry-After" = i64))),
-        (status = 422, description = crate::api::openapi::INVALID),
+        (status = 422, description = "validation_failed: one entry per invalid field in `errors`; idempotency_key_reused; or payee_not_registered: the merchant pays registered accounts only and `creditor.account` is not one of them"),
         (status = 502, description = "initiation_outcome_unknown (the bank's answer was lost: retry with the same key, which resumes the payment), bank_unavailable (nothing was created: retry with the same key), or the bank refused our credentials (the payment is failed)"),
     ),
 )]
@@ -138,10 +138,31 @@ pub(crate) async fn create_payment(
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(&headers)?;
+    let body_hash = payment_input::body_fingerprint(&body);
     let today = Utc::now().date_naive();
     let validated: Validated =
-        payment_input::validate(&body, &merchant, today, state.settings.nordea.environment)?;
+        match payment_input::validate(&body, &merchant, today, state.settings.nordea.environment) {
+            Ok(v) => v,
+            // Today's rules never decide a replay: an answered key replays its answer.
+            Err(refused) => {
+                return answered_or(&state, merchant.id, &key, &body_hash, refused).await;
+            }
+        };
     let r = &validated.request;
+    // A merchant that pays registered accounts only: a stolen key cannot redirect money. A
+    // retry of an accepted request (same key, same body) is answered by its record (a
+    // replay), not judged again against today's payees; any other body is judged.
+    if !payees::may_pay(&state.pool, merchant.id, r.creditor().account()).await?
+        && !idempotency::recorded(&state.pool, merchant.id, &key, &validated.fingerprint).await?
+    {
+        tracing::warn!(
+            merchant_id = %merchant.id,
+            creditor = %r.creditor().account().masked(),
+            "payment to an account that is not a registered payee refused"
+        );
+        metrics::counter!("pisgate_payees_refused_total").increment(1);
+        return Err(ApiError::PayeeNotRegistered);
+    }
     let settings = &state.settings.payments;
     // The bank call must end before the key's in-flight bound, measured from the claim.
     let claimed_at = tokio::time::Instant::now();
@@ -194,6 +215,7 @@ pub(crate) async fn create_payment(
             KeyClaim {
                 key: &key,
                 request_hash: &validated.fingerprint,
+                body_hash: &body_hash,
                 in_flight_for: settings.idempotency_stale_after,
                 expires_at: key_expires_at,
             },
@@ -207,6 +229,7 @@ pub(crate) async fn create_payment(
             merchant.id,
             &key,
             &validated,
+            &body_hash,
             new_payment.clone(),
             &oauth_state_hash,
         )
@@ -284,6 +307,27 @@ pub(crate) async fn create_payment(
     Ok(response)
 }
 
+/// A body today's validation refuses: replayed if its key already answered this same body
+/// (it was valid when first sent), 422 `idempotency_key_reused` if the key holds another
+/// body, the refusal otherwise.
+async fn answered_or(
+    state: &AppState,
+    merchant_id: Uuid,
+    key: &str,
+    body_hash: &[u8],
+    refused: ApiError,
+) -> Result<Response, ApiError> {
+    match idempotency::answered(&state.pool, merchant_id, key, body_hash).await? {
+        Some(idempotency::Answered::Replay { status, body }) => Ok(replayed(status, body)),
+        Some(idempotency::Answered::Taken { same_body: false }) => {
+            Err(ApiError::IdempotencyMismatch(
+                "this Idempotency-Key was already used with a different request body".into(),
+            ))
+        }
+        Some(idempotency::Answered::Taken { same_body: true }) | None => Err(refused),
+    }
+}
+
 /// What the transactional claim of a key found: go on with the bank call, or an answer.
 enum SlowClaim {
     Proceed {
@@ -303,6 +347,7 @@ async fn claim_slow(
     merchant_id: Uuid,
     key: &str,
     validated: &Validated,
+    body_hash: &[u8],
     new_payment: NewPayment<'_>,
     oauth_state_hash: &[u8],
 ) -> Result<SlowClaim, ApiError> {
@@ -315,6 +360,7 @@ async fn claim_slow(
         merchant_id,
         key,
         &validated.fingerprint,
+        body_hash,
         settings.idempotency_stale_after,
         settings.idempotency_retention,
     )

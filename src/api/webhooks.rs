@@ -28,9 +28,12 @@
 //!   endpoint (the dispatcher disables one that answers 410) can be enabled again; its dead
 //!   deliveries can then be replayed.
 //! - Another merchant's endpoint answers 404 everywhere.
+//! - A key in its rotation grace may read endpoints and replay deliveries but not create,
+//!   change, enable, delete or rotate an endpoint (403 `key_in_grace`): a leaked key that
+//!   was rotated away must not redirect the merchant's notifications or learn a secret.
 
 use crate::api::AppState;
-use crate::api::auth::AuthedMerchant;
+use crate::api::auth::{AuthedMerchant, FullKey};
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, OptionalApiJson, non_null, present};
 use crate::api::pagination::{self, Cursor, Page, page};
@@ -320,6 +323,7 @@ fn new_secret() -> SecretString {
     tag = "Webhook endpoints",
     request_body = inline(CreateBody),
     responses(
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 201, description = "Created, with its secret", body = EndpointView),
         (status = 409, description = "too_many_endpoints: the merchant already has the most enabled endpoints"),
         (status = 422, description = crate::api::openapi::INVALID),
@@ -328,7 +332,7 @@ fn new_secret() -> SecretString {
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = tracing::field::Empty))]
 pub(crate) async fn create_endpoint(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant): FullKey,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let valid = ValidEndpoint::parse(body, state.settings.webhooks.allow_insecure_urls)?;
@@ -411,6 +415,7 @@ pub(crate) async fn get_endpoint(
     tag = "Webhook endpoints",
     params(("id" = Uuid, Path)),
     responses(
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 204, description = "Deleted"),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
     ),
@@ -418,7 +423,7 @@ pub(crate) async fn get_endpoint(
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
 pub(crate) async fn delete_endpoint(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant): FullKey,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
     if !webhooks::delete_endpoint(&state.pool, merchant.id, id).await? {
@@ -436,6 +441,7 @@ pub(crate) async fn delete_endpoint(
     tag = "Webhook endpoints",
     params(("id" = Uuid, Path)),
     responses(
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 200, description = "The endpoint", body = EndpointView),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "endpoint_deleted, or too_many_endpoints"),
@@ -444,7 +450,7 @@ pub(crate) async fn delete_endpoint(
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
 pub(crate) async fn enable_endpoint(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant): FullKey,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<EndpointView>, ApiError> {
     live_endpoint(&state, merchant.id, id).await?;
@@ -514,6 +520,7 @@ pub(crate) struct UpdateBody {
     params(("id" = Uuid, Path)),
     request_body = inline(UpdateBody),
     responses(
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 200, description = "The endpoint as changed", body = EndpointView),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "endpoint_deleted: a deleted endpoint cannot be changed"),
@@ -523,7 +530,7 @@ pub(crate) struct UpdateBody {
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
 pub(crate) async fn update_endpoint(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant): FullKey,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Json<EndpointView>, ApiError> {
@@ -577,6 +584,7 @@ pub(crate) struct RotateBody {
     params(("id" = Uuid, Path)),
     request_body(content = inline(Option<RotateBody>), description = "May be left out"),
     responses(
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 200, description = "The endpoint with its new secret", body = EndpointView),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "endpoint_deleted: a deleted endpoint has no secret to rotate"),
@@ -586,7 +594,7 @@ pub(crate) struct RotateBody {
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant): FullKey,
     ApiPath(id): ApiPath<Uuid>,
     OptionalApiJson(body): OptionalApiJson<RotateBody>,
 ) -> Result<Json<EndpointView>, ApiError> {

@@ -237,8 +237,10 @@ pub struct CancelOutcome {
 #[derive(Debug, Clone)]
 pub struct TokenSet {
     pub access_token: SecretString,
-    /// Single use: each refresh answers with a new one.
-    pub refresh_token: SecretString,
+    /// Single use where the bank rotates it (each refresh answers with a new one). `None`
+    /// when the answer carries none (RFC 6749 §6 lets a bank keep the refresh token it
+    /// had): the stored one stays the shopper's refresh token.
+    pub refresh_token: Option<SecretString>,
     pub expires_in: Duration,
     pub token_type: String,
     /// The shopper's identity at the bank, when the answer carries one.
@@ -286,7 +288,8 @@ pub enum BankError {
     /// 408 or 5xx, connection failure or timeout: the call may be tried again later.
     ///
     /// `retry_safe` is true only when the bank provably did **not** process the request:
-    /// it answered HTTP 503, or the TCP connection was never established (connection
+    /// it answered HTTP 503 with its own error body (a bare 503 may come from a gateway
+    /// that passed the request on), or the TCP connection was never established (connection
     /// refused, DNS failure, connect timeout, failed TLS handshake: nothing was sent). A
     /// timeout or a dropped connection after the request was sent, and 500, 502, 504 and
     /// 408, leave it false: the bank may have acted on the request, so its outcome is
@@ -330,7 +333,7 @@ impl BankError {
 
     /// Whether the bank provably did not process the request, so that sending it again
     /// cannot act twice: true for [`BankError::RateLimited`] (a 429 is refused before any
-    /// processing) and for [`BankError::Unavailable`] with `retry_safe: true` (a 503, or
+    /// processing) and for [`BankError::Unavailable`] with `retry_safe: true` (the bank's own 503, or
     /// no connection at all). False for everything else, including an `Unavailable` whose
     /// request may have reached the bank (timeout or drop after sending, 500/502/504/408):
     /// then the outcome is unknown. An explicit refusal (validation, credentials,
@@ -459,7 +462,7 @@ mod tests {
     fn token_sets_never_print_their_tokens() {
         let t = TokenSet {
             access_token: SecretString::from("access-secret-value"),
-            refresh_token: SecretString::from("refresh-secret-value"),
+            refresh_token: Some(SecretString::from("refresh-secret-value")),
             expires_in: Duration::from_secs(3600),
             token_type: "Bearer".into(),
             shopper_id: None,

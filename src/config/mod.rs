@@ -27,7 +27,7 @@ use serde::Deserialize;
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
-use values::{Dur, DurList, Listen, choice, parsed};
+use values::{CidrList, Dur, DurList, Listen, choice, parsed};
 
 const PREFIX: &str = "PISGATE";
 const SEPARATOR: &str = "__";
@@ -279,6 +279,10 @@ pub struct ServerSettings {
     pub request_timeout: Duration,
     pub shutdown_timeout: Duration,
     pub body_limit_bytes: usize,
+    /// Reverse proxies whose `X-Forwarded-For` is believed (`server.trusted_proxies`, CIDRs;
+    /// empty by default): from any other peer the header is ignored and the peer's own
+    /// address is the shopper's IP that pisgate tells the bank.
+    pub trusted_proxies: Vec<ipnet::IpNet>,
 }
 
 /// The admin listener (`[admin]`): health, readiness, metrics and operator endpoints, never
@@ -491,6 +495,8 @@ struct RawServer {
     request_timeout_secs: Option<u64>,
     shutdown_timeout_secs: Option<u64>,
     body_limit_bytes: Option<usize>,
+    #[serde(deserialize_with = "parsed")]
+    trusted_proxies: Option<CidrList>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -564,6 +570,7 @@ impl Settings {
                 raw.server.shutdown_timeout_secs,
             )?,
             body_limit_bytes: positive("server.body_limit_bytes", raw.server.body_limit_bytes)?,
+            trusted_proxies: raw.server.trusted_proxies.unwrap_or_default().0,
         };
         let admin = AdminSettings {
             listen: required("admin.listen", raw.admin.listen)?.0,

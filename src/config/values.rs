@@ -50,6 +50,29 @@ impl FromStr for DurList {
     }
 }
 
+/// A comma-separated list of networks (`10.0.0.0/8, 192.168.1.7, fd00::/8`): CIDRs, or bare
+/// addresses for one host each.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CidrList(pub Vec<ipnet::IpNet>);
+
+impl FromStr for CidrList {
+    type Err = String;
+    fn from_str(text: &str) -> Result<CidrList, String> {
+        text.split(',')
+            .map(str::trim)
+            .filter(|item| !item.is_empty())
+            .map(|item| {
+                item.parse::<ipnet::IpNet>()
+                    .or_else(|_| item.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("{item:?} is not a network such as 10.0.0.0/8 or an address such as 10.1.2.3")
+                    })
+            })
+            .collect::<Result<_, _>>()
+            .map(CidrList)
+    }
+}
+
 /// A socket address to listen on, such as `127.0.0.1:8080` or `[::]:8080`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Listen(pub SocketAddr);
@@ -98,6 +121,16 @@ pub fn choice<T: Copy>(text: &str, names: &[(&str, T)]) -> Result<T, String> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn networks_are_cidrs_or_single_addresses() {
+        let list: CidrList = "10.0.0.0/8, 192.168.1.7,fd00::/8".parse().unwrap();
+        let text: Vec<String> = list.0.iter().map(ToString::to_string).collect();
+        assert_eq!(text, ["10.0.0.0/8", "192.168.1.7/32", "fd00::/8"]);
+        let err = "10.0.0.0/8, proxy.local".parse::<CidrList>().unwrap_err();
+        assert!(err.contains("\"proxy.local\""), "{err}");
+        assert!("10.0.0.0/33".parse::<CidrList>().is_err());
+    }
 
     #[test]
     fn durations_read_like_humantime_and_bare_numbers_are_seconds() {

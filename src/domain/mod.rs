@@ -1,11 +1,12 @@
 //! Pure domain types and rules: money, accounts, references, the payment request, the
-//! recurrence rules and the status machine.
+//! recurrence rules, the status machine and the order of the banks' own statuses.
 //!
 //! Nothing in here does I/O or knows about HTTP, SQL or a particular bank's wire format, and
 //! nothing in here uses another pisgate module. Values are built valid through their
 //! constructors ("parse, don't validate"); fields are private.
 
 pub mod account;
+pub mod bank_status;
 pub mod display;
 pub mod money;
 pub mod origin;

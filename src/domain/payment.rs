@@ -1257,7 +1257,10 @@ fn parse_recurring(
                 e.push(
                     "recurring.recurrence_type",
                     "unknown_recurrence_type",
-                    "is not a known recurrence type",
+                    format!(
+                        "is not a known recurrence type; one of {}",
+                        RecurrenceType::ALL.map(RecurrenceType::as_str).join(", ")
+                    ),
                 );
                 None
             }
@@ -1315,8 +1318,38 @@ fn parse_metadata(e: &mut Collector, value: &Value) -> Option<Map<String, Value>
         );
         return None;
     }
+    // PostgreSQL's jsonb cannot hold U+0000 in a key or a string: refuse it by name here
+    // rather than fail at the insert.
+    if let Some(path) = nul_at(value, "metadata") {
+        e.push(
+            &path,
+            "invalid_characters",
+            "must not contain the NUL character (U+0000)",
+        );
+        return None;
+    }
     match canonical {
         Value::Object(m) => Some(m),
+        _ => None,
+    }
+}
+
+/// The dotted path of the first key or string holding U+0000 in `value`, if any.
+fn nul_at(value: &Value, path: &str) -> Option<String> {
+    match value {
+        Value::String(s) => s.contains('\0').then(|| path.to_owned()),
+        Value::Array(items) => items
+            .iter()
+            .enumerate()
+            .find_map(|(i, v)| nul_at(v, &format!("{path}[{i}]"))),
+        Value::Object(map) => map.iter().find_map(|(k, v)| {
+            let at = format!("{path}.{k}");
+            if k.contains('\0') {
+                Some(path.to_owned())
+            } else {
+                nul_at(v, &at)
+            }
+        }),
         _ => None,
     }
 }

@@ -192,14 +192,13 @@ fn parse_finnish(compact: &str) -> Result<String, ReferenceError> {
 /// Norwegian KID: Luhn or mod 11 (weights 2,3,4,5,6,7 repeating from the right; 11 - sum
 /// mod 11, 11 meaning 0 and 10 written as `-`).
 fn parse_kid(compact: &str) -> Result<String, ReferenceError> {
+    // Characters first: everything below slices by bytes, which only ASCII makes safe.
+    let base = compact.strip_suffix('-').unwrap_or(compact);
+    all_digits(base)?;
     if !(2..=25).contains(&compact.len()) {
         return Err(ReferenceError::InvalidLength);
     }
     let (base, check) = compact.split_at(compact.len() - 1);
-    all_digits(base)?;
-    if check != "-" {
-        all_digits(check)?;
-    }
     let sum: u32 = base
         .bytes()
         .rev()

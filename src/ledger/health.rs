@@ -4,7 +4,12 @@
 //!
 //! [`DbHealth`] is told about connection failures as they happen ([`DbHealth::observe`]) and
 //! a watchdog ([`DbHealth::watch`]) probes the database every interval with a bounded
-//! `SELECT 1`; the first failure marks it down, the first success up again. It never
+//! `SELECT 1`; the first failure marks it down, the first success up again. A request that
+//! waits on the database longer than it should, or that fails to reach it, asks for a
+//! [`DbHealth::check_now`]: one fresh connection outside the pool (the pool retries refused
+//! connections until its acquire timeout, which would keep the first requests after a crash
+//! waiting seconds); refused means down at once, and waiting requests are answered through
+//! [`DbHealth::went_down`]. It never
 //! decides anything about data: a query error that is not about reaching the database
 //! (a constraint, a serialization failure) is not an outage.
 
@@ -18,10 +23,30 @@ use tokio::sync::watch;
 pub const PROBE_BOUND: Duration = Duration::from_secs(3);
 
 /// Shared, cheap to clone.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct DbHealth {
     down: Arc<AtomicBool>,
+    /// Sends `true` whenever the database is marked down (requests waiting on it answer).
+    changes: Arc<watch::Sender<bool>>,
+    /// One [`DbHealth::check_now`] at a time per replica.
+    checking: Arc<AtomicBool>,
 }
+
+impl Default for DbHealth {
+    fn default() -> Self {
+        DbHealth {
+            down: Arc::default(),
+            changes: Arc::new(watch::channel(false).0),
+            checking: Arc::default(),
+        }
+    }
+}
+
+/// After a check found the database reachable, the next one waits this long.
+pub const CHECK_SPACING: Duration = Duration::from_secs(1);
+
+/// How long [`DbHealth::check_now`]'s connection may take; a slower one proves nothing.
+pub const CHECK_BOUND: Duration = Duration::from_millis(800);
 
 /// Whether an error means the database could not be reached (or went away), as opposed to a
 /// query the database refused.
@@ -62,6 +87,7 @@ impl DbHealth {
 
     fn set(&self, down: bool) {
         let was = self.down.swap(down, Ordering::Relaxed);
+        self.changes.send_replace(down);
         if was != down {
             if down {
                 tracing::error!("the database is unreachable; answering 503 until it is back");
@@ -77,6 +103,41 @@ impl DbHealth {
         if is_unavailable(e) {
             self.set(true);
         }
+    }
+
+    /// Resolves once the database is marked down (at once if it is).
+    pub async fn went_down(&self) {
+        let mut rx = self.changes.subscribe();
+        let _ = rx.wait_for(|down| *down).await;
+    }
+
+    /// Opens one connection outside the pool (bounded by [`CHECK_BOUND`]) and marks the
+    /// database down if the server refuses or cannot be reached; a connection that only
+    /// takes long marks nothing. Concurrent calls share the one check in flight.
+    pub async fn check_now(&self, options: &sqlx::postgres::PgConnectOptions) {
+        use sqlx::Connection;
+        if self.is_down() || self.checking.swap(true, Ordering::AcqRel) {
+            return;
+        }
+        let attempt = tokio::time::timeout(
+            CHECK_BOUND,
+            sqlx::postgres::PgConnection::connect_with(options),
+        )
+        .await;
+        match attempt {
+            Ok(Ok(conn)) => {
+                let _ = conn.close().await;
+                // Reachable: slow requests (a slow bank) ask again at most once a second,
+                // so a busy replica does not open a connection per request.
+                tokio::time::sleep(CHECK_SPACING).await;
+            }
+            Ok(Err(e)) if is_unavailable(&e) => {
+                tracing::warn!(error = %e, "a fresh connection to the database failed");
+                self.set(true);
+            }
+            Ok(Err(_)) | Err(_) => {}
+        }
+        self.checking.store(false, Ordering::Release);
     }
 
     /// One bounded probe.

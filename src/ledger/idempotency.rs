@@ -5,6 +5,12 @@
 //! the same body replays the first answer; with a different body it is refused; while the
 //! first request is still running it is "in flight". Records live at least 24 hours.
 //!
+//! "The same body" is either the same validated request (`request_hash`: the same meaning,
+//! whatever the spelling) or the same body as sent (`body_hash`, taken before validation).
+//! The second is what lets an answered key be replayed whatever today's rules say of the
+//! body (an execution date now in the past, a return origin since removed, a stricter rule
+//! in a new release): validation never decides a replay ([`answered`]).
+//!
 //! A request holds its key in flight until `locked_until` (now + the in-flight bound, on the
 //! database's clock): the request's bank call ends before then. Past it, or as soon as the
 //! request gives the key back because the bank's answer was unknown ([`release`]), a retry
@@ -43,11 +49,13 @@ pub enum Claim {
 /// Tries to claim `key` for a request whose body hashes to `request_hash`, inside the
 /// caller's transaction. On `Claim::New` the key was free after all: the caller rolls back
 /// and creates the payment with `payments::create_with_key`.
+#[allow(clippy::too_many_arguments)]
 pub async fn claim(
     conn: &mut PgConnection,
     merchant_id: Uuid,
     key: &str,
     request_hash: &[u8],
+    body_hash: &[u8],
     in_flight_for: Duration,
     retention: Duration,
 ) -> Result<Claim, sqlx::Error> {
@@ -64,14 +72,15 @@ pub async fn claim(
             .unwrap_or(chrono::Duration::days(1));
     let in_flight_ms = i64::try_from(in_flight_for.as_millis()).unwrap_or(i64::MAX);
     let inserted = sqlx::query!(
-        r#"INSERT INTO idempotency_keys (merchant_id, key, request_hash, expires_at, locked_until)
-           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::bigint / 1000.0))
+        r#"INSERT INTO idempotency_keys (merchant_id, key, request_hash, expires_at, locked_until, body_hash)
+           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::bigint / 1000.0), $6)
            ON CONFLICT (merchant_id, key) DO NOTHING"#,
         merchant_id,
         key,
         request_hash,
         expires_at,
         in_flight_ms,
+        body_hash,
     )
     .execute(&mut *conn)
     .await?
@@ -80,7 +89,7 @@ pub async fn claim(
         return Ok(Claim::New);
     }
     let row = sqlx::query!(
-        r#"SELECT request_hash, payment_id, response_status, response_body,
+        r#"SELECT request_hash, body_hash, payment_id, response_status, response_body,
                   GREATEST(EXTRACT(EPOCH FROM COALESCE(locked_until, created_at + interval '60 seconds') - now()), 0)::float8
                       AS "locked_for!"
            FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 FOR UPDATE"#,
@@ -89,7 +98,7 @@ pub async fn claim(
     )
     .fetch_one(&mut *conn)
     .await?;
-    if row.request_hash != request_hash {
+    if row.request_hash != request_hash && row.body_hash.as_deref() != Some(body_hash) {
         return Ok(Claim::Mismatch);
     }
     if let (Some(status), Some(body)) = (row.response_status, row.response_body) {
@@ -119,6 +128,68 @@ pub async fn claim(
                 .max(Duration::from_secs(1)),
         }),
     }
+}
+
+/// Whether the merchant has a live record for `key` made by a request with this very body
+/// (`request_hash`): such a request is answered by the record (replayed or resumed), never
+/// judged again by rules that changed since. Another body under the key is not covered.
+pub async fn recorded(
+    pool: &Db,
+    merchant_id: Uuid,
+    key: &str,
+    request_hash: &[u8],
+) -> Result<bool, sqlx::Error> {
+    Ok(sqlx::query_scalar!(
+        "SELECT 1 AS one FROM idempotency_keys
+         WHERE merchant_id = $1 AND key = $2 AND request_hash = $3 AND expires_at >= now()",
+        merchant_id,
+        key,
+        request_hash
+    )
+    .fetch_optional(pool)
+    .await?
+    .is_some())
+}
+
+/// What an unexpired key holds for a body that today's validation refuses.
+#[derive(Debug)]
+pub enum Answered {
+    /// The same body as sent was answered: replay it.
+    Replay {
+        status: u16,
+        body: serde_json::Value,
+    },
+    /// The key was used with another body (or is still running with this one: the first
+    /// request's answer is the one to wait for, and it was not refused by validation).
+    Taken { same_body: bool },
+}
+
+/// Looks a key up for a body that today's validation refuses, without claiming it: `None`
+/// when the key is free (the refusal stands). Read only, so a refused request changes nothing.
+pub async fn answered(
+    pool: &Db,
+    merchant_id: Uuid,
+    key: &str,
+    body_hash: &[u8],
+) -> Result<Option<Answered>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT body_hash, response_status, response_body FROM idempotency_keys
+           WHERE merchant_id = $1 AND key = $2 AND expires_at >= now()"#,
+        merchant_id,
+        key
+    )
+    .fetch_optional(pool)
+    .await?;
+    Ok(row.map(|row| {
+        let same_body = row.body_hash.as_deref() == Some(body_hash);
+        match (same_body, row.response_status, row.response_body) {
+            (true, Some(status), Some(body)) => Answered::Replay {
+                status: u16::try_from(status).unwrap_or(500),
+                body,
+            },
+            _ => Answered::Taken { same_body },
+        }
+    }))
 }
 
 /// Gives the key back without an answer to replay (the bank's answer was unknown, or it

@@ -4,12 +4,18 @@
 //! without a direct URL there is no LISTEN at all: the poller and the dispatcher fall back
 //! to their timers, and the API-key cache stays off (it may only serve keys while it hears
 //! every invalidation).
+//!
+//! A lost connection is noticed, never papered over: sqlx's `recv()` reconnects silently and
+//! drops what was notified meanwhile, so this uses `try_recv()` without eager reconnection,
+//! marks the LISTEN down the moment the session is gone, and only marks it up again (with a
+//! new [`Listener::connection`] number and a wake on every channel) once a fresh LISTEN is in
+//! place. Whoever caches on the strength of notifications must compare that number.
 
 use crate::ledger::merchants::AUTH_CHANNEL;
 use crate::ledger::payments::POLL_CHANNEL;
 use crate::ledger::webhooks::NOTIFY_CHANNEL;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 use tokio::sync::{Notify, watch};
 
@@ -22,6 +28,9 @@ pub struct Listener {
     url: Option<String>,
     wakes: Vec<(&'static str, Arc<Notify>)>,
     live: Arc<AtomicBool>,
+    /// Counts every change of the LISTEN's state: odd while it is in place, even while not.
+    /// Two equal odd readings mean no notification can have been missed in between.
+    connection: Arc<AtomicU64>,
 }
 
 impl Listener {
@@ -34,7 +43,32 @@ impl Listener {
                 .map(|c| (*c, Arc::new(Notify::new())))
                 .collect(),
             live: Arc::default(),
+            connection: Arc::default(),
         })
+    }
+
+    /// The LISTEN session's number: odd while it is in place (the same odd number for as
+    /// long as that one session lasts), even while there is none.
+    pub fn connection(&self) -> u64 {
+        self.connection.load(Ordering::SeqCst)
+    }
+
+    /// The shared counter behind [`Listener::connection`], for a cache that must compare it
+    /// without holding the listener.
+    pub fn connection_counter(&self) -> Arc<AtomicU64> {
+        self.connection.clone()
+    }
+
+    fn went_up(&self) {
+        if !self.live.swap(true, Ordering::SeqCst) {
+            self.connection.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    fn went_down(&self) {
+        if self.live.swap(false, Ordering::SeqCst) {
+            self.connection.fetch_add(1, Ordering::SeqCst);
+        }
     }
 
     /// Notified on each notification of `channel`, and once after every reconnection (a
@@ -78,6 +112,9 @@ impl Listener {
             loop {
                 let attempt = async {
                     let mut l = sqlx::postgres::PgListener::connect(&url).await?;
+                    // A lost session must surface as `Ok(None)` here, not be replaced
+                    // behind our back while notifications are lost.
+                    l.eager_reconnect(false);
                     l.listen_all(CHANNELS).await?;
                     Ok::<_, sqlx::Error>(l)
                 };
@@ -95,23 +132,29 @@ impl Listener {
                         }
                     },
                 };
-                this.live.store(true, Ordering::SeqCst);
+                this.went_up();
                 // Anything notified while we were away: look once.
                 this.wake_all();
                 loop {
                     tokio::select! {
                         () = stopped(&mut stop) => {
-                            this.live.store(false, Ordering::SeqCst);
+                            this.went_down();
                             return;
                         }
-                        n = listener.recv() => match n {
-                            Ok(n) => {
+                        n = listener.try_recv() => match n {
+                            Ok(Some(n)) => {
                                 if let Some((_, w)) = this.wakes.iter().find(|(c, _)| *c == n.channel()) {
                                     w.notify_one();
                                 }
                             }
+                            Ok(None) => {
+                                this.went_down();
+                                tracing::warn!("LISTEN connection lost; reconnecting");
+                                this.wake_all();
+                                break;
+                            }
                             Err(e) => {
-                                this.live.store(false, Ordering::SeqCst);
+                                this.went_down();
                                 tracing::warn!(error = %e, "LISTEN connection lost; reconnecting");
                                 this.wake_all();
                                 break;

@@ -5,6 +5,12 @@
 //! key is shown once, at creation or rotation, and never logged. A merchant may hold several
 //! keys (a rotation's grace period, or keys made through `/v1/api-keys`); an expired or
 //! revoked key is refused like an unknown one.
+//!
+//! A key that `rotate-key` rotated away (`rotated_away_at`) is *in grace* until it expires:
+//! it still authenticates, and the HTTP edge lets it create and read payments only. Every
+//! change that refuses a key or narrows what it may do (disable, rotation, revocation)
+//! notifies [`AUTH_CHANNEL`] in the same transaction, so every replica's cache forgets it
+//! at commit.
 
 use super::Db;
 use crate::ledger::api_keys;
@@ -168,8 +174,14 @@ pub async fn rotate_key(
     )
     .fetch_one(&mut *tx)
     .await?;
+    // The notification is delivered at commit: every replica forgets the old keys (a cached
+    // copy would not know it is in grace, or with no grace, that it is over).
     let old_keys = sqlx::query!(
-        "UPDATE api_keys SET expires_at = LEAST(COALESCE(expires_at, $2), $2)
+        "WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
+         UPDATE api_keys
+         SET expires_at = LEAST(COALESCE(expires_at, $2), $2),
+             rotated_away_at = COALESCE(rotated_away_at, now())
+         FROM n
          WHERE merchant_id = $1 AND revoked_at IS NULL
            AND (expires_at IS NULL OR expires_at > now())",
         merchant_id,
@@ -186,6 +198,37 @@ pub async fn rotate_key(
         old_keys_expire_at: until,
         old_keys,
     }))
+}
+
+/// Revokes every working key of a merchant at once (an operator's emergency stop): no
+/// grace, nothing kept. The merchant has no key until it is given one (`rotate-key`).
+/// Returns how many keys were revoked, `None` for an unknown merchant. Every replica forgets
+/// them at commit ([`AUTH_CHANNEL`]).
+pub async fn revoke_all_keys(
+    conn: &mut sqlx::PgConnection,
+    merchant_id: Uuid,
+) -> Result<Option<u64>, sqlx::Error> {
+    let found = sqlx::query_scalar!(
+        "SELECT id FROM merchants WHERE id = $1 FOR UPDATE",
+        merchant_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    if found.is_none() {
+        return Ok(None);
+    }
+    let revoked = sqlx::query!(
+        "WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
+         UPDATE api_keys SET revoked_at = now()
+         FROM n
+         WHERE merchant_id = $1 AND revoked_at IS NULL
+           AND (expires_at IS NULL OR expires_at > now())",
+        merchant_id,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    Ok(Some(revoked))
 }
 
 pub async fn list(pool: &Db) -> Result<Vec<Merchant>, sqlx::Error> {
@@ -262,21 +305,34 @@ pub async fn set_return_origins(
 /// Finds the merchant a presented API key belongs to, active or not. `None` when the key is
 /// malformed, unknown or wrong.
 pub async fn authenticate(pool: &Db, presented: &str) -> Result<Option<Merchant>, sqlx::Error> {
-    Ok(authenticate_key(pool, presented).await?.map(|(m, _)| m))
+    Ok(authenticate_key(pool, presented).await?.map(|k| k.merchant))
 }
 
-/// As [`authenticate`], with the key's expiry (a rotated-away key's end of grace).
+/// A presented key that checked out: whose it is and what it may do.
+#[derive(Debug, Clone)]
+pub struct VerifiedKey {
+    pub merchant: Merchant,
+    /// The public part of the key.
+    pub key_id: String,
+    /// When it stops working (a rotated-away key's end of grace, or its own expiry).
+    pub expires_at: Option<DateTime<Utc>>,
+    /// Rotated away and still in its grace: payments only.
+    pub in_grace: bool,
+}
+
+/// As [`authenticate`], with the key's id, expiry and whether it is in a rotation's grace.
 pub async fn authenticate_key(
     pool: &Db,
     presented: &str,
-) -> Result<Option<(Merchant, Option<DateTime<Utc>>)>, sqlx::Error> {
+) -> Result<Option<VerifiedKey>, sqlx::Error> {
     let Some((key_id, secret)) = split_key(presented) else {
         return Ok(None);
     };
     // An expired key (rotated away, past its grace period) is as good as unknown.
     let row = sqlx::query!(
         r#"SELECT m.id, m.name, m.status, m.return_origins, m.created_at, m.disabled_at,
-                  k.key_hash AS api_key_hash, k.expires_at
+                  k.key_hash AS api_key_hash, k.expires_at,
+                  (k.rotated_away_at IS NOT NULL) AS "in_grace!"
            FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
            WHERE k.key_id = $1 AND k.revoked_at IS NULL
              AND (k.expires_at IS NULL OR k.expires_at > now())"#,
@@ -291,8 +347,8 @@ pub async fn authenticate_key(
     if !bool::from(presented_hash.ct_eq(row.api_key_hash.as_slice())) {
         return Ok(None);
     }
-    Ok(Some((
-        Merchant {
+    Ok(Some(VerifiedKey {
+        merchant: Merchant {
             id: row.id,
             name: row.name,
             status: row.status,
@@ -300,8 +356,10 @@ pub async fn authenticate_key(
             created_at: row.created_at,
             disabled_at: row.disabled_at,
         },
-        row.expires_at,
-    )))
+        key_id: key_id.to_owned(),
+        expires_at: row.expires_at,
+        in_grace: row.in_grace,
+    }))
 }
 
 #[cfg(test)]

@@ -17,6 +17,7 @@ pub mod keys;
 pub mod listener;
 pub mod merchants;
 pub mod operators;
+pub mod payees;
 pub mod payments;
 pub mod polls;
 pub mod pooler;

@@ -152,6 +152,29 @@ pub async fn audit(
     Ok(())
 }
 
+/// As [`audit`], in the caller's transaction: the change and its audit row commit together.
+pub async fn audit_in(
+    conn: &mut sqlx::PgConnection,
+    operator_id: Option<Uuid>,
+    email: &str,
+    action: &str,
+    target: Option<&str>,
+    detail: Value,
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "INSERT INTO operator_audit (operator_id, email, action, target, detail)
+         VALUES ($1, $2, $3, $4, $5)",
+        operator_id,
+        email,
+        action,
+        target,
+        detail
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
 #[derive(Debug, Clone)]
 pub struct AuditEntry {
     pub email: String,

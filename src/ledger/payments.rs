@@ -14,7 +14,7 @@
 //! attempt is kept in the ledger as an orphan, never over the current one.
 
 use super::Db;
-use crate::domain::{Evidence, PaymentStatus, Transition, Unsignable};
+use crate::domain::{Evidence, PaymentStatus, Transition, Unsignable, bank_status};
 use crate::ledger::disagreements;
 use crate::ledger::events::{self, NewEvent};
 use crate::ledger::webhooks;
@@ -137,6 +137,8 @@ pub const POLL_CHANNEL: &str = "pisgate_poll";
 pub struct KeyClaim<'a> {
     pub key: &'a str,
     pub request_hash: &'a [u8],
+    /// The hash of the body as sent, before validation ([`idempotency::claim`]).
+    pub body_hash: &'a [u8],
     /// The in-flight bound (`payments.idempotency_stale_after_secs`).
     pub in_flight_for: std::time::Duration,
     pub expires_at: DateTime<Utc>,
@@ -191,10 +193,11 @@ pub async fn create_with_key(
     let written = sqlx::query_scalar!(
         r#"WITH k AS (
                INSERT INTO idempotency_keys
-                   (merchant_id, key, request_hash, expires_at, payment_id, locked_until)
-               VALUES ($2, $16, $17, $18, $1, now() + make_interval(secs => $19::bigint / 1000.0))
+                   (merchant_id, key, request_hash, expires_at, payment_id, locked_until, body_hash)
+               VALUES ($2, $16, $17, $18, $1, now() + make_interval(secs => $19::bigint / 1000.0), $34)
                ON CONFLICT (merchant_id, key) DO UPDATE
                    SET request_hash = EXCLUDED.request_hash, payment_id = EXCLUDED.payment_id,
+                       body_hash = EXCLUDED.body_hash,
                        response_status = NULL, response_body = NULL, completed_at = NULL,
                        created_at = now(), expires_at = EXCLUDED.expires_at,
                        locked_until = EXCLUDED.locked_until
@@ -259,6 +262,7 @@ pub async fn create_with_key(
         &sealed.prev_hash as &[Option<Vec<u8>>],
         &sealed.hash,
         p.trace_parent,
+        key.body_hash,
     )
     .fetch_one(pool)
     .await?;
@@ -825,8 +829,18 @@ pub enum CancelStart {
 pub enum CancelBy {
     Merchant,
     /// On the consent page: never a payment already signed, which only the merchant may
-    /// have deleted at the bank.
+    /// have deleted at the bank, nor one the shopper signs afterwards (in another tab, or
+    /// the old tab's button pressed after signing): then the bank's word stands.
     Shopper,
+}
+
+impl CancelBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            CancelBy::Merchant => "merchant",
+            CancelBy::Shopper => "shopper",
+        }
+    }
 }
 
 /// The first step of every cancel, the merchant's and the shopper's on the consent page:
@@ -847,7 +861,7 @@ pub async fn start_cancel(
     if signed && by == CancelBy::Shopper {
         return Ok(Some(CancelStart::Signed(p)));
     }
-    request_cancel(conn, id).await?;
+    request_cancel(conn, id, by).await?;
     if signed {
         return Ok(Some(CancelStart::Signed(p)));
     }
@@ -861,10 +875,7 @@ pub async fn start_cancel(
             evidence: Evidence::LinkNeverHandedOut,
             bank_status: None,
             kind: "cancelled",
-            detail: json!({ "by": match by {
-                CancelBy::Merchant => "merchant",
-                CancelBy::Shopper => "shopper",
-            } }),
+            detail: json!({ "by": by.as_str() }),
             failure: (by == CancelBy::Shopper).then_some((
                 "cancelled_by_shopper",
                 "cancelled by the shopper on the consent page, before reaching the bank",
@@ -875,25 +886,59 @@ pub async fn start_cancel(
     Ok(Some(CancelStart::Cancelled))
 }
 
-/// Records the merchant's request to cancel: the hop stops leading to the bank at once.
+/// Records a request to cancel, and whose: the hop stops leading to the bank at once. The
+/// merchant's request stands over the shopper's (it is the one that may delete a signed
+/// payment at the bank), so a merchant's cancel after the shopper's is recorded too.
 /// Returns the payment as it was (locked for the caller's transaction).
 pub async fn request_cancel(
     conn: &mut PgConnection,
     id: Uuid,
+    by: CancelBy,
 ) -> Result<Option<PaymentRecord>, sqlx::Error> {
     let Some(p) = get_for_update(conn, id).await? else {
         return Ok(None);
     };
-    if p.cancel_requested_at.is_none() && !p.status().is_final() {
-        sqlx::query!(
-            "UPDATE payments SET cancel_requested_at = now() WHERE id = $1",
-            id
-        )
-        .execute(&mut *conn)
-        .await?;
-        note(conn, id, "cancel_requested", json!({})).await?;
+    if p.status().is_final() {
+        return Ok(Some(p));
+    }
+    let recorded = sqlx::query!(
+        r#"UPDATE payments
+           SET cancel_requested_at = COALESCE(cancel_requested_at, now()),
+               cancel_requested_by = $2
+           WHERE id = $1
+             AND (cancel_requested_at IS NULL
+                  OR ($2 = 'merchant' AND cancel_requested_by = 'shopper'))"#,
+        id,
+        by.as_str()
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected();
+    if recorded == 1 {
+        note(conn, id, "cancel_requested", json!({ "by": by.as_str() })).await?;
     }
     Ok(Some(p))
+}
+
+/// Who asked to cancel the payment, if anyone did. A request recorded before requests said
+/// whose is the merchant's (the only rule there was).
+pub async fn cancel_requested_by(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<CancelBy>, sqlx::Error> {
+    let row = sqlx::query!(
+        r#"SELECT cancel_requested_at IS NOT NULL AS "requested!", cancel_requested_by
+           FROM payments WHERE id = $1"#,
+        id
+    )
+    .fetch_optional(conn)
+    .await?;
+    Ok(row
+        .filter(|r| r.requested)
+        .map(|r| match r.cancel_requested_by.as_deref() {
+            Some("shopper") => CancelBy::Shopper,
+            _ => CancelBy::Merchant,
+        }))
 }
 
 pub async fn set_psu_key(
@@ -982,6 +1027,18 @@ pub async fn transition(
         .ok_or(TransitionError::NotFound(id))?;
     let from = current.status();
     let outcome = from.apply(change.evidence);
+    // A read older than the recorded bank status (it started before a newer one was
+    // written) never moves it backwards.
+    let stale = change
+        .bank_status
+        .is_some_and(|read| bank_status::is_backwards(current.bank_status.as_deref(), read));
+    if stale {
+        tracing::info!(
+            recorded = current.bank_status.as_deref(),
+            read = change.bank_status,
+            "a stale bank read: the recorded bank status stays"
+        );
+    }
     let to = match outcome {
         Ok(Transition::Changed { to, .. }) => to,
         Ok(Transition::Unchanged(_)) | Err(_) => {
@@ -995,10 +1052,12 @@ pub async fn transition(
             };
             let source = change.detail.clone();
             // A refused change may come from an older read (a poll answered before the
-            // callback's): only a final word of the bank is worth showing then.
+            // callback's): only a final word of the bank, or one that contradicts a final
+            // status, is worth showing then; a stale one never.
             let worth_showing =
                 outcome.is_ok() || change.evidence.status().is_final() || disagreement.is_some();
             if worth_showing
+                && !stale
                 && change.bank_status.is_some()
                 && change.bank_status != current.bank_status.as_deref()
             {
@@ -1046,8 +1105,18 @@ pub async fn transition(
         .await?;
         return Box::pin(transition(conn, id, change)).await;
     }
+    let shoppers_cancel = change.failure.is_none()
+        && change.evidence
+            == (Evidence::Unsignable {
+                cancel_requested: true,
+            })
+        && cancel_requested_by(conn, id).await? == Some(CancelBy::Shopper);
     let (failure_code, failure_detail) = change
         .failure
+        .or(shoppers_cancel.then_some((
+            "cancelled_by_shopper",
+            "cancelled by the shopper on the consent page; the shopper never signed",
+        )))
         .or_else(|| default_failure(change.evidence))
         .unzip();
     sqlx::query!(
@@ -1061,7 +1130,7 @@ pub async fn transition(
            WHERE id = $1 AND status = $7"#,
         id,
         to.as_str(),
-        change.bank_status,
+        change.bank_status.filter(|_| !stale),
         failure_code,
         failure_detail,
         to.is_final(),

@@ -232,7 +232,9 @@ pub async fn next_issue_seq(conn: &mut PgConnection) -> Result<i64, sqlx::Error>
 
 /// Stores a token pair unless a newer token is already stored: newer by the bank's issue
 /// time when both have one and they differ, else by our issue sequence. The stored token is live again.
-/// Returns whether it was stored.
+/// Without a `refresh_token` (the bank's answer had none: it keeps the one it had) the
+/// stored refresh token is kept, sealed again for the new issue sequence, with the new
+/// access token. Returns whether it was stored.
 #[allow(clippy::too_many_arguments)]
 #[tracing::instrument(skip_all, fields(psu = %psu_log_id(bank, psu_key), bank = %bank, issue_seq, stored))]
 pub async fn store(
@@ -253,6 +255,14 @@ pub async fn store(
         issue_seq,
     };
     let access = cipher.encrypt(access_token, &aad(TokenField::Access))?;
+    let kept;
+    let refresh_token = match refresh_token {
+        Some(t) => Some(t),
+        None => {
+            kept = stored_refresh_token(&mut *conn, cipher, bank, psu_key).await?;
+            kept.as_ref()
+        }
+    };
     let refresh = refresh_token
         .map(|t| cipher.encrypt(t, &aad(TokenField::Refresh)))
         .transpose()?;
@@ -294,6 +304,37 @@ pub async fn store(
         tracing::info!("a newer shopper token is already stored; this one is discarded");
     }
     Ok(stored)
+}
+
+/// The refresh token stored for a shopper (locking its row for the caller's transaction), to
+/// be kept when the bank's new answer brings none. A dead token's was wiped: `None`.
+async fn stored_refresh_token(
+    conn: &mut PgConnection,
+    cipher: &TokenCipher,
+    bank: &str,
+    psu_key: &str,
+) -> Result<Option<SecretString>, TokenError> {
+    let row = sqlx::query!(
+        r#"SELECT issue_seq, key_id, refresh_token FROM psu_tokens
+           WHERE bank = $1 AND psu_key = $2 AND status = 'live' FOR UPDATE"#,
+        bank,
+        psu_key
+    )
+    .fetch_optional(conn)
+    .await?;
+    let Some(row) = row else {
+        return Ok(None);
+    };
+    let Some(sealed) = row.refresh_token else {
+        return Ok(None);
+    };
+    let aad = TokenAad {
+        bank,
+        psu_key,
+        field: TokenField::Refresh,
+        issue_seq: row.issue_seq,
+    };
+    Ok(Some(cipher.decrypt(&row.key_id, &sealed, &aad)?))
 }
 
 /// The live token of a shopper, decrypted.

@@ -44,10 +44,10 @@ pub struct PaymentView {
     pub recurring_progress: Option<RecurringProgress>,
     pub own_account_transfer: bool,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, value_type = Option<crate::domain::schema::Language>, inline)]
     pub language: Option<String>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    #[schema(nullable = false)]
+    #[schema(nullable = false, value_type = Option<crate::domain::schema::AuthenticationMethod>, inline)]
     pub authentication_method: Option<String>,
     #[schema(required = true)]
     pub reference: Option<String>,
@@ -120,7 +120,7 @@ pub struct Debtor {
 pub struct Recurring {
     /// 2..=98, or 9999 for until deleted
     pub count: i64,
-    #[schema(examples("MONTHLY_SAME_DAY"))]
+    #[schema(value_type = crate::domain::schema::RecurrenceType, inline)]
     pub recurrence_type: String,
 }
 
@@ -135,6 +135,9 @@ pub struct RecurringProgress {
 /// Why a payment ended unsuccessfully.
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Failure {
+    /// A stable code. A cancellation says whose it was: `cancelled_by_merchant` (the
+    /// merchant's cancel), `cancelled_by_shopper` (the shopper's cancel on the consent page;
+    /// the shopper never signed), `cancelled_at_bank` (at the bank).
     pub code: String,
     #[schema(required = true)]
     pub detail: Option<String>,

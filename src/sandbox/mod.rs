@@ -59,7 +59,9 @@
 //! * The token endpoint answers OAuth-style failure codes (`invalid_request`,
 //!   `invalid_grant`, `unsupported_grant_type`) inside Nordea's error envelope. Its success
 //!   answer is bare, as in Nordea's v5 schema (`access_token`, `expires_in`, `token_type`,
-//!   `refresh_token`; no `group_header`); revoke answers a bare JSON string.
+//!   `refresh_token`; no `group_header`); revoke answers a bare JSON string. With
+//!   [`SandboxConfig::refresh_keeps_refresh_token`] a refresh answers without
+//!   `refresh_token` and the refresh token stays valid (a bank that does not rotate them).
 //! * By default the initiation answer carries only `_links`, as in every example of the seed
 //!   (the payment id is the last segment of the status link);
 //!   [`SandboxConfig::echo_payment_id_on_initiation`] adds `payment_id` and `payment_status`.
@@ -184,6 +186,10 @@ pub struct SandboxConfig {
     /// Token answers also carry an unsigned `id_token` with the PSU (`sub`) and the issue
     /// time (`iat`); the starting value of [`Sandbox::set_token_identity`]. Default false.
     pub token_identity: bool,
+    /// A refresh answers a new access token and no `refresh_token`, and the refresh token
+    /// stays valid (a bank that does not rotate refresh tokens: RFC 6749 §6 allows it).
+    /// Default false (every refresh rotates the pair, as Nordea does).
+    pub refresh_keeps_refresh_token: bool,
     /// Faults active from the start (they can be changed at run time).
     pub faults: Vec<FaultRule>,
     /// How many requests the request log keeps (the oldest go first); the per-operation
@@ -217,6 +223,7 @@ impl SandboxConfig {
             allowed_redirect_uris: Vec::new(),
             echo_payment_id_on_initiation: false,
             token_identity: false,
+            refresh_keeps_refresh_token: false,
             faults: Vec::new(),
             request_log_capacity: 10_000,
         }

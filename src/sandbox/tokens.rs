@@ -186,8 +186,34 @@ impl BankState {
         if entry.revoked {
             return Err(ApiError::token("The refresh token has been revoked."));
         }
-        entry.used = true;
         let psu = entry.psu.clone();
+        if cfg.refresh_keeps_refresh_token {
+            // The same grant goes on with a new access token; the refresh token stays.
+            let grant = entry.grant;
+            for t in self.access_tokens.values_mut().filter(|t| t.psu == psu) {
+                t.revoked = true;
+            }
+            let access = random_hex(32);
+            self.access_tokens.insert(
+                access.clone(),
+                AccessToken {
+                    psu: psu.clone(),
+                    grant,
+                    expires_at: now + lifetime(cfg.access_token_lifetime),
+                    revoked: false,
+                },
+            );
+            let mut answer = json!({
+                "access_token": access,
+                "token_type": "Bearer",
+                "expires_in": cfg.access_token_lifetime.as_secs(),
+            });
+            if identity {
+                answer["id_token"] = json!(id_token(&psu, now));
+            }
+            return Ok(answer);
+        }
+        entry.used = true;
         Ok(self.issue_tokens(&psu, now, cfg, identity))
     }
 

@@ -153,6 +153,14 @@ fn describe_metrics() {
         "Payments created (first attempts; replays and resumed attempts are not counted)."
     );
     describe_counter!(
+        "pisgate_payees_refused_total",
+        "Payment creations refused because the creditor is not a registered payee of a merchant that pays registered payees only."
+    );
+    describe_counter!(
+        "pisgate_key_in_grace_refused_total",
+        "Requests refused because a key in its rotation grace tried to manage API keys or webhook endpoints (a leaked key at work?)."
+    );
+    describe_counter!(
         "pisgate_payments_finished_total",
         "Payments that reached a final status, by status (paid, rejected, authorization_failed, cancelled, expired, failed)."
     );

@@ -111,7 +111,7 @@ async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Resul
                 seq,
                 set.issued_at,
                 &set.access_token,
-                Some(&set.refresh_token),
+                set.refresh_token.as_ref(),
                 expires_at,
             )
             .await?;

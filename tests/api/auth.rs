@@ -22,6 +22,8 @@ async fn a_missing_key_is_401() {
         .send()
         .await
         .unwrap();
+    // RFC 9110: a 401 names the scheme to authenticate with.
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"pisgate\"");
     assert_problem(r, 401, "unauthenticated").await;
 }
 
@@ -49,6 +51,7 @@ async fn a_non_bearer_scheme_is_401() {
         .send()
         .await
         .unwrap();
+    assert_eq!(r.headers()["www-authenticate"], "Bearer realm=\"pisgate\"");
     assert_problem(r, 401, "unauthenticated").await;
 }
 

@@ -2,7 +2,7 @@
 //! Postgres and the sandbox: what it shows, its headers, the language it speaks, that only
 //! the button opens the hop, and the shopper's cancel.
 
-use crate::helpers::{TestApp, TestMerchant, continue_to_bank, spawn_app};
+use crate::helpers::{TestApp, TestMerchant, continue_to_bank, spawn_app, spawn_app_full};
 use crate::payments::body;
 use serde_json::{Value, json};
 
@@ -246,7 +246,7 @@ async fn cancelling_on_the_consent_page_ends_the_payment_cancelled_and_returns_t
     assert_eq!(r.status(), 303);
     assert_eq!(
         location(&r),
-        format!("https://shop.example/checkout/done?order=1234&payment_id={id}&status=cancelled")
+        format!("https://shop.example/checkout/done?order=1234&payment_id={id}")
     );
     let p = app.get_payment(&m.api_key, &id).await;
     assert_eq!(p["status"], "cancelled");
@@ -266,7 +266,8 @@ async fn cancelling_on_the_consent_page_ends_the_payment_cancelled_and_returns_t
     assert_eq!(page.status, 410);
     assert!(page.html.contains("Payment cancelled"));
     assert!(page.html.contains("Return to the shop"));
-    assert!(page.html.contains("status=cancelled"));
+    assert!(page.html.contains(&format!("payment_id={id}")));
+    assert!(!page.html.contains("status="));
     assert!(!page.html.contains("<form"), "no way to the bank");
     assert_eq!(continue_to_bank(&app.client, &url).await.status(), 410);
 }
@@ -280,7 +281,7 @@ async fn a_shopper_who_reached_the_bank_and_cancels_leaves_the_decision_to_the_b
     let r = press_cancel(&app, &url).await;
     assert_eq!(r.status(), 303);
     assert!(
-        location(&r).ends_with("&status=awaiting_authorization"),
+        location(&r).ends_with(&format!("&payment_id={id}")),
         "{}",
         location(&r)
     );
@@ -364,4 +365,102 @@ async fn expired_paid_and_unknown_payments_get_plain_pages_without_a_way_to_the_
     assert!(page.csp.starts_with("default-src 'none'"));
     let page = open(&app, &app.url("/authorize/not-a-uuid?t=x"), None).await;
     assert_eq!(page.status, 404);
+}
+
+/// The poller on, fast, for the tests that wait for the bank's final word.
+const POLLER: &[(&str, &str)] = &[
+    ("PISGATE__POLLER__ENABLED", "true"),
+    ("PISGATE__POLLER__SIGNING_INTERVAL", "200ms"),
+    ("PISGATE__POLLER__LATE_SIGNING_INTERVAL", "300ms"),
+    ("PISGATE__POLLER__AUTHORIZED_INTERVAL", "300ms"),
+    ("PISGATE__POLLER__IDLE_WAIT", "500ms"),
+    ("PISGATE__POLLER__MAX_BACKOFF", "1s"),
+];
+
+async fn wait_for_status(app: &TestApp, m: &TestMerchant, id: &str, want: &str) -> Value {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    loop {
+        let p = app.get_payment(&m.api_key, id).await;
+        if p["status"] == want {
+            return p;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{id} is {}, not {want}",
+            p["status"]
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
+}
+
+async fn cancel_requests(app: &TestApp, id: &str) -> Vec<Value> {
+    sqlx::query_scalar(
+        "SELECT detail FROM payment_events WHERE payment_id = $1::uuid AND kind = 'cancel_requested' ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+/// The shopper signs at the bank in a new tab, then presses cancel on the consent page left
+/// open in the old one, then comes back from the bank: the cancel is the shopper's, it never
+/// deletes what the shopper signed, and the payment follows the bank to paid.
+#[tokio::test]
+async fn a_shopper_who_signed_and_then_cancels_in_the_old_tab_still_ends_paid() {
+    let app = spawn_app_full(POLLER, |c| {
+        c.confirm_delay = std::time::Duration::ZERO;
+        c.paid_delay = std::time::Duration::from_secs(1);
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, body("FI")).await;
+    let callback = app.sign_at_bank(&url, "psu-old-tab", true).await;
+    let r = press_cancel(&app, &url).await;
+    assert_eq!(r.status(), 303);
+    let back = app.client.get(&callback).send().await.unwrap();
+    assert_eq!(back.status(), 303);
+
+    let p = wait_for_status(&app, &m, &id, "paid").await;
+    assert_eq!(p["bank_status"], "Paid");
+    assert_eq!(p["failure"], Value::Null);
+    assert_eq!(
+        app.bank_calls(pisgate::sandbox::Operation::Cancel),
+        0,
+        "no DELETE for a shopper's cancel"
+    );
+    assert_eq!(cancel_requests(&app, &id).await, [json!({"by": "shopper"})]);
+    assert!(app.bank_payments_for(&id).iter().any(|b| b.exists_at_bank));
+}
+
+/// A shopper who reached the bank, cancels on the consent page and never signs: the payment
+/// ends `cancelled` on the bank's word, recorded as the shopper's cancel, not the merchant's.
+#[tokio::test]
+async fn a_shoppers_cancel_after_reaching_the_bank_ends_cancelled_by_the_shopper() {
+    let app = spawn_app_full(POLLER, |c| {
+        c.approval_timeout = Some(std::time::Duration::from_secs(1));
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, body("FI")).await;
+    let bank_page = crate::helpers::open_authorization(&app.client, &url).await;
+    assert_eq!(bank_page.status(), 200, "the shopper is at the bank");
+    assert_eq!(press_cancel(&app, &url).await.status(), 303);
+    assert_eq!(cancel_requests(&app, &id).await, [json!({"by": "shopper"})]);
+
+    let p = wait_for_status(&app, &m, &id, "cancelled").await;
+    assert_eq!(p["failure"]["code"], "cancelled_by_shopper", "{p}");
+
+    // The merchant's own cancel is told apart in the ledger.
+    let (other, _) = create(&app, &m, body("FI")).await;
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{other}/cancel")))
+        .bearer_auth(&m.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let o = app.get_payment(&m.api_key, &other).await;
+    assert_eq!(o["failure"]["code"], "cancelled_by_merchant");
 }

@@ -644,3 +644,168 @@ async fn rotating_a_merchants_key_shows_the_new_key_once_and_keeps_it_out_of_the
         "never the key in the audit log"
     );
 }
+
+#[tokio::test]
+async fn revoking_all_keys_from_the_console_refuses_every_key_of_the_merchant_at_once() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Leaky shop").await;
+    let other = app.create_merchant("Other shop").await;
+    let r = app
+        .client
+        .post(app.url("/v1/api-keys"))
+        .bearer_auth(&m.api_key)
+        .json(&serde_json::json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 201);
+    let second = r.json::<serde_json::Value>().await.unwrap()["api_key"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    // Both verified (and cached).
+    for key in [&m.api_key, &second] {
+        assert_eq!(app.get_as("/v1/merchant", key).await.status(), 200);
+    }
+    let cookie = session_cookie(&app).await;
+    let (_, html) = get(&app, "/console/merchants", &cookie).await;
+    assert!(html.contains("Revoke all keys now"), "{html}");
+    let merchant = m.id.to_string();
+    let (done, confirm) = act(
+        &app,
+        &cookie,
+        &[("action", "revoke_all_keys"), ("merchant", &merchant)],
+    )
+    .await;
+    assert!(confirm.contains("revoke all keys"), "{confirm}");
+    assert_eq!(done.status(), 303);
+    for key in [&m.api_key, &second] {
+        assert_eq!(app.get_as("/v1/merchant", key).await.status(), 401);
+    }
+    assert_eq!(
+        app.get_as("/v1/merchant", &other.api_key).await.status(),
+        200,
+        "another merchant's key is untouched"
+    );
+    assert_eq!(audit_actions(&app).await, ["signed_in", "revoke_all_keys"]);
+}
+
+#[tokio::test]
+async fn an_operator_sets_the_payee_policy_and_adds_and_removes_a_payee_from_the_console() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Payout shop").await;
+    let merchant = m.id.to_string();
+    let cookie = session_cookie(&app).await;
+    let page = format!("/console/merchants/{merchant}/payees");
+    let (status, html) = get(&app, &page, &cookie).await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains("Payee policy: <strong>open</strong>"),
+        "{html}"
+    );
+
+    let back = page.as_str();
+    let (done, confirm) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "add_payee"),
+            ("merchant", &merchant),
+            ("account_type", "IBAN"),
+            ("account", "fi14 1009 3000 1234 58"),
+            ("label", "payouts"),
+            ("back", back),
+        ],
+    )
+    .await;
+    assert!(
+        confirm.contains("FI…3458"),
+        "masked on the confirmation: {confirm}"
+    );
+    assert_eq!(done.status(), 303);
+    assert_eq!(done.headers()["location"], back);
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "set_payees"),
+            ("merchant", &merchant),
+            ("policy", "registered"),
+            ("back", back),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    let (_, html) = get(&app, &page, &cookie).await;
+    assert!(
+        html.contains("Payee policy: <strong>registered</strong>"),
+        "{html}"
+    );
+    assert!(html.contains("FI1410093000123458"), "{html}");
+
+    let mut b = body("FI");
+    let r = app
+        .post_payment(&m.api_key, &uuid::Uuid::new_v4().to_string(), &b)
+        .await;
+    assert_eq!(r.status(), 201, "the registered account is paid");
+    b["creditor"]["account"]["value"] = "FI2112345600000785".into();
+    let r = app
+        .post_payment(&m.api_key, &uuid::Uuid::new_v4().to_string(), &b)
+        .await;
+    assert_eq!(r.status(), 422);
+
+    // An invalid account is refused with a sentence, and audited as refused.
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "add_payee"),
+            ("merchant", &merchant),
+            ("account_type", "IBAN"),
+            ("account", "FI00 1234"),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 409);
+    assert!(done.text().await.unwrap().contains("not valid"));
+
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "remove_payee"),
+            ("merchant", &merchant),
+            ("account_type", "IBAN"),
+            ("account", "FI1410093000123458"),
+            ("back", back),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    let r = app
+        .post_payment(&m.api_key, &uuid::Uuid::new_v4().to_string(), &body("FI"))
+        .await;
+    assert_eq!(r.status(), 422, "removed: refused");
+
+    assert_eq!(
+        audit_actions(&app).await,
+        [
+            "signed_in",
+            "add_payee",
+            "set_payees",
+            "add_payee",
+            "remove_payee"
+        ]
+    );
+    let targets: Vec<Option<String>> =
+        sqlx::query_scalar("SELECT target FROM operator_audit ORDER BY id")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        !format!("{targets:?}").contains("FI1410093000123458"),
+        "{targets:?}"
+    );
+}

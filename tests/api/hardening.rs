@@ -238,6 +238,7 @@ async fn enqueue_event(pool: &Db) -> String {
         KeyClaim {
             key: &id.to_string(),
             request_hash: b"proxy test",
+            body_hash: b"proxy test body",
             in_flight_for: std::time::Duration::from_secs(15),
             expires_at: later,
         },
@@ -261,4 +262,186 @@ async fn enqueue_event(pool: &Db) -> String {
     .unwrap();
     tx.commit().await.unwrap();
     id.to_string()
+}
+
+/// Hostile bodies an outside tester sent (and their neighbours): each answers a 4xx that
+/// names what is wrong, none a 500, and nothing is stored for them.
+#[tokio::test]
+async fn hostile_payment_bodies_are_refused_by_field_never_with_a_500() {
+    let app = crate::helpers::spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let with = |country: &str, path: &str, value: Value| {
+        let mut b = body(country);
+        let mut at = &mut b;
+        let parts: Vec<&str> = path.split('.').collect();
+        for p in &parts[..parts.len() - 1] {
+            at = at.as_object_mut().unwrap().entry(*p).or_insert(json!({}));
+        }
+        at[parts[parts.len() - 1]] = value;
+        b
+    };
+    let cases: Vec<(Value, &str)> = vec![
+        (
+            with(
+                "NO",
+                "creditor.reference",
+                json!({"type": "OCR", "value": "é"}),
+            ),
+            "creditor.reference",
+        ),
+        (
+            with(
+                "NO",
+                "creditor.reference",
+                json!({"type": "OCR", "value": "1é"}),
+            ),
+            "creditor.reference",
+        ),
+        (
+            with(
+                "NO",
+                "creditor.reference",
+                json!({"type": "OCR", "value": "12345€-"}),
+            ),
+            "creditor.reference",
+        ),
+        (
+            with(
+                "FI",
+                "creditor.reference",
+                json!({"type": "RF", "value": "RFé81234"}),
+            ),
+            "creditor.reference",
+        ),
+        (
+            with(
+                "SE",
+                "creditor.reference",
+                json!({"type": "OCR", "value": "١٢٣٤٥"}),
+            ),
+            "creditor.reference",
+        ),
+        (
+            with(
+                "NO",
+                "creditor.account",
+                json!({"type": "BBAN_NO", "value": "8601111794é"}),
+            ),
+            "creditor.account",
+        ),
+        (
+            with(
+                "FI",
+                "creditor.account",
+                json!({"type": "IBAN", "value": "FIé410093000123458"}),
+            ),
+            "creditor.account",
+        ),
+        (
+            with(
+                "DK",
+                "creditor.account",
+                json!({"type": "BBAN_DK", "value": "€€€€€€€"}),
+            ),
+            "creditor.account",
+        ),
+        (
+            with("FI", "metadata", json!({"order": "a\u{0}b"})),
+            "metadata",
+        ),
+        (with("FI", "metadata", json!({"a\u{0}b": "x"})), "metadata"),
+        (
+            with("FI", "metadata", json!({"deep": [[{"x": "\u{0}"}]]})),
+            "metadata",
+        ),
+        (
+            with("FI", "execution_date", json!("2030-٠١-31")),
+            "execution_date",
+        ),
+        (with("FI", "amount", json!("١٠.٥٠")), "amount"),
+        (
+            with("FI", "amount", json!("99999999999999999999999")),
+            "amount",
+        ),
+        (
+            with("FI", "creditor.name", json!("a\u{0}b")),
+            "creditor.name",
+        ),
+        (with("FI", "psu_id", json!("\u{0}")), "psu_id"),
+        (
+            with(
+                "FI",
+                "recurring",
+                json!({"count": 1e300, "recurrence_type": "MONTHLY_SAME_DAY"}),
+            ),
+            "recurring",
+        ),
+        (
+            with("FI", "return_url", json!("https://shop.example:99999999/")),
+            "return_url",
+        ),
+    ];
+    for (i, (b, field)) in cases.iter().enumerate() {
+        let r = app
+            .post_payment(&m.api_key, &format!("hostile-{i}"), b)
+            .await;
+        let status = r.status().as_u16();
+        let problem: Value = r.json().await.unwrap();
+        assert!(
+            (400..500).contains(&status),
+            "case {i} ({field}): {status} {problem}"
+        );
+        let fields = crate::helpers::error_fields(&problem);
+        assert!(
+            fields.iter().any(|f| f.starts_with(field)),
+            "case {i}: expected an error on {field}, got {problem}"
+        );
+    }
+    let stored: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(stored, 0, "a refused body left a payment");
+}
+
+/// The shopper's IP told to the bank on the reads after the return: with no trusted proxies a forged
+/// `X-Forwarded-For` is ignored (the peer's address is sent); with the peer trusted, the
+/// rightmost address the proxy did not write itself.
+#[tokio::test]
+async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
+    for (trusted, forwarded, expected) in [
+        ("", "203.0.113.9", "127.0.0.1"),
+        ("10.0.0.0/8", "203.0.113.9", "127.0.0.1"),
+        ("127.0.0.1", "6.6.6.6, 203.0.113.9", "203.0.113.9"),
+    ] {
+        let app = spawn_app_with(&[("PISGATE__SERVER__TRUSTED_PROXIES", trusted)]).await;
+        let m = app.create_merchant("Shop").await;
+        let payment = app.create_payment(&m.api_key, &body("FI")).await;
+        let callback = app
+            .sign_at_bank(
+                payment["authorization_url"].as_str().unwrap(),
+                "shopper",
+                true,
+            )
+            .await;
+        let r = app
+            .client
+            .get(callback)
+            .header("x-forwarded-for", forwarded)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 303);
+        let sent: Vec<String> = app
+            .sandbox
+            .requests()
+            .iter()
+            .filter_map(|r| r.header("x-nordea-originating-user-ip").map(str::to_owned))
+            .collect();
+        assert!(!sent.is_empty(), "no call carried the shopper's IP");
+        assert!(
+            sent.iter().all(|ip| ip == expected),
+            "trusted {trusted:?}, forwarded {forwarded:?}: sent {sent:?}"
+        );
+    }
 }

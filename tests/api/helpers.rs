@@ -256,6 +256,15 @@ pub async fn spawn_app_full(
     overrides: &[(&str, &str)],
     configure_sandbox: impl FnOnce(&mut SandboxConfig),
 ) -> TestApp {
+    spawn_app_on(&fresh_database().await, overrides, configure_sandbox).await
+}
+
+/// As [`spawn_app_full`], on a database the test made (or reaches its own way).
+pub async fn spawn_app_on(
+    database_url: &str,
+    overrides: &[(&str, &str)],
+    configure_sandbox: impl FnOnce(&mut SandboxConfig),
+) -> TestApp {
     let (sandbox, sandbox_url) = spawn_sandbox(configure_sandbox).await;
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = format!("http://{}", listener.local_addr().unwrap());
@@ -265,7 +274,7 @@ pub async fn spawn_app_full(
         ("PISGATE__SERVER__PUBLIC_URL", &address),
     ];
     all.extend_from_slice(overrides);
-    let settings = settings(&fresh_database().await, &all);
+    let settings = settings(database_url, &all);
     let app = Application::build_on(settings.clone(), listener)
         .await
         .expect("the app builds");

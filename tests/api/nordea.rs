@@ -451,7 +451,7 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
     // A refresh gives a new pair; the old refresh token is spent, the old access token dead.
     let fresh = b
         .client
-        .refresh(&tokens.refresh_token)
+        .refresh(tokens.refresh_token.as_ref().unwrap())
         .await
         .expect("refresh");
     assert_ne!(
@@ -459,11 +459,14 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
         tokens.access_token.expose_secret()
     );
     assert_ne!(
-        fresh.refresh_token.expose_secret(),
-        tokens.refresh_token.expose_secret()
+        fresh.refresh_token.as_ref().unwrap().expose_secret(),
+        tokens.refresh_token.as_ref().unwrap().expose_secret()
     );
     assert_eq!(
-        b.client.refresh(&tokens.refresh_token).await.err(),
+        b.client
+            .refresh(tokens.refresh_token.as_ref().unwrap())
+            .await
+            .err(),
         Some(BankError::TokenRejected)
     );
     assert_eq!(
@@ -510,9 +513,15 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
     assert_status(&report, "Cancelled", PaymentStatus::Cancelled);
 
     // Revoking kills the pair.
-    b.client.revoke(&fresh.refresh_token).await.expect("revoke");
+    b.client
+        .revoke(fresh.refresh_token.as_ref().unwrap())
+        .await
+        .expect("revoke");
     assert_eq!(
-        b.client.refresh(&fresh.refresh_token).await.err(),
+        b.client
+            .refresh(fresh.refresh_token.as_ref().unwrap())
+            .await
+            .err(),
         Some(BankError::TokenRejected)
     );
     assert_eq!(
@@ -1180,7 +1189,7 @@ async fn the_sandbox_id_token_gives_the_client_the_shopper_and_the_issue_time() 
     b.sandbox.advance_clock(Duration::from_secs(5));
     let refreshed = b
         .client
-        .refresh(&tokens.refresh_token)
+        .refresh(tokens.refresh_token.as_ref().unwrap())
         .await
         .expect("refresh");
     assert_eq!(refreshed.shopper_id.as_deref(), Some("psu-identity"));

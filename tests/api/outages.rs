@@ -193,3 +193,85 @@ async fn a_retention_under_a_day_is_refused_at_start() {
         "{e}"
     );
 }
+
+/// A TCP forwarder standing in for the database server: `kill` closes its port (new
+/// connections refused) and cuts every open connection, as a crashed server does.
+struct DyingServer {
+    url: String,
+    kill: tokio::sync::watch::Sender<bool>,
+}
+
+async fn dying_server(target_url: &str) -> DyingServer {
+    let parsed = reqwest::Url::parse(target_url).unwrap();
+    let target = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(5432)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut url = parsed.clone();
+    url.set_port(Some(listener.local_addr().unwrap().port()))
+        .unwrap();
+    let (kill, killed) = tokio::sync::watch::channel(false);
+    let mut accept_killed = killed.clone();
+    tokio::spawn(async move {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => {
+                    let Ok((mut client, _)) = accepted else { return };
+                    let target = target.clone();
+                    let mut killed = killed.clone();
+                    tokio::spawn(async move {
+                        let Ok(mut server) = tokio::net::TcpStream::connect(&target).await else {
+                            return;
+                        };
+                        tokio::select! {
+                            _ = tokio::io::copy_bidirectional(&mut client, &mut server) => {}
+                            _ = killed.wait_for(|k| *k) => {}
+                        }
+                    });
+                }
+                // Dropping the listener closes the port.
+                _ = accept_killed.wait_for(|k| *k) => return,
+            }
+        }
+    });
+    DyingServer {
+        url: url.to_string(),
+        kill,
+    }
+}
+
+/// The first request after the database dies is answered 503 within a second (it once
+/// waited out the pool's 5 s, retrying refused connections), and so are the ones after it.
+#[tokio::test]
+async fn the_first_request_after_the_database_dies_is_a_503_within_a_second() {
+    let database = crate::helpers::fresh_database().await;
+    let server = dying_server(&database).await;
+    let app = crate::helpers::spawn_app_on(
+        &server.url,
+        &[("PISGATE__DATABASE__URL", server.url.as_str())],
+        |_| {},
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    app.create_payment(&m.api_key, &body("FI")).await;
+    assert_eq!(ready(&app).await, 200);
+
+    server.kill.send(true).unwrap();
+    for (i, key) in ["k-first", "k-second"].iter().enumerate() {
+        let started = Instant::now();
+        let r = app.post_payment(&m.api_key, key, &body("FI")).await;
+        let took = started.elapsed();
+        assert_problem(r, 503, "database_unavailable").await;
+        assert!(
+            took < Duration::from_secs(1),
+            "request {i} answered in {took:?}"
+        );
+    }
+    let started = Instant::now();
+    let r = app.get_as("/v1/payments", &m.api_key).await;
+    assert_problem(r, 503, "database_unavailable").await;
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert_eq!(ready(&app).await, 503);
+}

@@ -526,3 +526,84 @@ async fn a_poll_that_changes_nothing_rewrites_only_the_schedule_row() {
         "the payment row was rewritten by polls that changed nothing"
     );
 }
+
+/// A bank may answer a refresh with a new access token and no refresh token (it keeps the
+/// one it had, RFC 6749 §6): the new access token is stored and the refresh token kept, so the
+/// next refresh works too.
+#[tokio::test]
+async fn a_refresh_answer_without_a_refresh_token_keeps_the_previous_refresh_token_and_the_new_access_token()
+ {
+    let app = spawn_app_full(
+        &[
+            ("PISGATE__REFRESHER__ENABLED", "true"),
+            ("PISGATE__REFRESHER__INTERVAL", "200ms"),
+            ("PISGATE__REFRESHER__REFRESH_BEFORE", "9s"),
+        ],
+        |c| {
+            c.access_token_lifetime = Duration::from_secs(10);
+            c.refresh_keeps_refresh_token = true;
+        },
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    let r = app
+        .sign(p["authorization_url"].as_str().unwrap(), "psu-keep", true)
+        .await;
+    assert_eq!(r.status(), 303);
+    let cipher = pisgate::ledger::crypto::TokenCipher::from_base64(
+        "k1",
+        &secrecy::SecretString::from(crate::helpers::TOKEN_KEY),
+    )
+    .unwrap();
+    let load = || async {
+        let psu_key: String = sqlx::query_scalar("SELECT psu_key FROM psu_tokens")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        pisgate::ledger::tokens::load(&app.pool, &cipher, "nordea", &psu_key)
+            .await
+            .unwrap()
+            .expect("a live token")
+    };
+    let first = load().await;
+    let refresh_at_exchange = first.refresh_token.as_ref().expect("a refresh token");
+    // The exchange and two refreshes answered: the second refresh can only have used the
+    // refresh token kept by the first.
+    let answered = || {
+        app.sandbox
+            .requests()
+            .iter()
+            .filter(|r| r.operation == Some(Operation::Token) && r.status == Some(200))
+            .count()
+    };
+    let started = Instant::now();
+    while answered() < 3 || load().await.issue_seq <= first.issue_seq {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not refreshed twice: {} answered, issue_seq {} -> {}",
+            answered(),
+            first.issue_seq,
+            load().await.issue_seq
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    use secrecy::ExposeSecret as _;
+    let now = load().await;
+    assert_ne!(
+        now.access_token.expose_secret(),
+        first.access_token.expose_secret(),
+        "the new access token is stored"
+    );
+    assert_eq!(
+        now.refresh_token.as_ref().expect("kept").expose_secret(),
+        refresh_at_exchange.expose_secret(),
+        "the previous refresh token is kept"
+    );
+    // The new access token works at the bank (the funds check needs the shopper's token).
+    let funds = app
+        .get_as(&format!("/v1/payments/{id}/funds"), &m.api_key)
+        .await;
+    assert_eq!(funds.status(), 200, "{}", funds.text().await.unwrap());
+}

@@ -182,7 +182,7 @@ pub enum Closed {
 }
 
 /// A page without a way to the bank; with a payment, a link back to the merchant carrying
-/// the payment's id and status.
+/// the payment's id.
 pub fn closed_page(kind: Closed, lang: Language, back: Option<&PaymentRecord>) -> Markup {
     let t = text(lang);
     let (title, message) = match kind {
@@ -211,12 +211,13 @@ pub fn closed_page(kind: Closed, lang: Language, back: Option<&PaymentRecord>) -
     )
 }
 
-/// The merchant's return URL with the payment's id and current status added.
+/// The merchant's return URL with the payment's id added, and nothing a merchant could take
+/// as proof of payment (no status: whoever holds the URL can edit it). The merchant confirms
+/// with `GET /v1/payments/{id}` or the webhook.
 pub fn return_url(p: &PaymentRecord) -> Option<String> {
     let mut url = url::Url::parse(&p.return_url).ok()?;
     url.query_pairs_mut()
-        .append_pair("payment_id", &p.id.to_string())
-        .append_pair("status", p.status().as_str());
+        .append_pair("payment_id", &p.id.to_string());
     Some(url.into())
 }
 

@@ -2,8 +2,9 @@
 //! sign-in for operators made with `pisgate operator create`, payment search, and one
 //! payment's timeline (ledger events, webhook deliveries with their attempts, the chain's
 //! verification), a "needs attention" list, merchants, and actions (replay a dead delivery,
-//! re-enable an endpoint, disable or enable a merchant), each confirmed on a second page and
-//! recorded in the append-only audit log.
+//! re-enable an endpoint, disable or enable a merchant, rotate or revoke all of a merchant's
+//! API keys, register or remove its payees and set its payee policy), each confirmed on a
+//! second page and recorded in the append-only audit log.
 //!
 //! Sessions live in Postgres; the cookie holds a 256-bit token (only its SHA-256 is stored),
 //! HttpOnly, SameSite=Strict, Path=/console, and Secure unless the console is reached on
@@ -19,7 +20,7 @@ mod view;
 use crate::api::AppState;
 use crate::api::consent::{html_page, style_hash};
 use crate::ledger::operators::{self, Search, Session};
-use crate::ledger::{events, keys, merchants, verify, webhooks};
+use crate::ledger::{events, keys, merchants, payees, verify, webhooks};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
@@ -61,6 +62,7 @@ pub fn router() -> Router<AppState> {
         .route("/console/payments/{id}", get(payment))
         .route("/console/attention", get(attention))
         .route("/console/merchants", get(merchants_page))
+        .route("/console/merchants/{id}/payees", get(payees_page))
         .route("/console/audit", get(audit_page))
         .route("/console/actions", axum::routing::post(action))
 }
@@ -467,6 +469,43 @@ async fn merchants_page(State(state): State<AppState>, headers: HeaderMap) -> Re
     }
 }
 
+/// One merchant's payee policy and payees, with the forms that change them.
+async fn payees_page(
+    State(state): State<AppState>,
+    headers: HeaderMap,
+    Path(id): Path<Uuid>,
+) -> Response {
+    let session = match signed_in(&state, &headers).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let found = async {
+        let Some(merchant) = merchants::get(&state.pool, id).await? else {
+            return Ok(None);
+        };
+        let policy = payees::policy(&state.pool, id)
+            .await?
+            .unwrap_or(payees::Policy::Open);
+        Ok::<_, sqlx::Error>(Some((
+            merchant,
+            policy,
+            payees::list(&state.pool, id).await?,
+        )))
+    }
+    .await;
+    match found {
+        Ok(Some((merchant, policy, list))) => page(
+            StatusCode::OK,
+            view::payees(&session, &merchant, policy, &list),
+        ),
+        Ok(None) => page(
+            StatusCode::NOT_FOUND,
+            view::message("Not found", "No such merchant."),
+        ),
+        Err(e) => internal(e),
+    }
+}
+
 async fn audit_page(State(state): State<AppState>, headers: HeaderMap) -> Response {
     let session = match signed_in(&state, &headers).await {
         Ok(s) => s,
@@ -497,6 +536,33 @@ enum Action {
     RotateKey {
         merchant: Uuid,
     },
+    /// Every key of the merchant refused at once (a leaked key); no new one.
+    RevokeAllKeys {
+        merchant: Uuid,
+    },
+    SetPayees {
+        merchant: Uuid,
+        policy: payees::Policy,
+    },
+    /// The account as the operator typed it; parsed when run.
+    AddPayee {
+        merchant: Uuid,
+        account_type: String,
+        account: String,
+        label: Option<String>,
+    },
+    RemovePayee {
+        merchant: Uuid,
+        account_type: String,
+        account: String,
+    },
+}
+
+/// An account as an operator typed it, normalised as the API would; `Err` with a sentence.
+fn payee_account(account_type: &str, account: &str) -> Result<crate::domain::Account, String> {
+    let t = crate::domain::AccountType::parse(account_type.trim())
+        .ok_or_else(|| format!("{account_type:?} is not an account type."))?;
+    crate::domain::Account::parse(t, account).map_err(|e| format!("The account is not valid: {e}."))
 }
 
 impl Action {
@@ -519,6 +585,27 @@ impl Action {
             "rotate_key" => Action::RotateKey {
                 merchant: id("merchant")?,
             },
+            "revoke_all_keys" => Action::RevokeAllKeys {
+                merchant: id("merchant")?,
+            },
+            "set_payees" => Action::SetPayees {
+                merchant: id("merchant")?,
+                policy: payees::Policy::parse(form.get("policy")?)?,
+            },
+            "add_payee" => Action::AddPayee {
+                merchant: id("merchant")?,
+                account_type: form.get("account_type")?.clone(),
+                account: form.get("account")?.clone(),
+                label: form
+                    .get("label")
+                    .map(|l| l.trim().to_owned())
+                    .filter(|l| !l.is_empty()),
+            },
+            "remove_payee" => Action::RemovePayee {
+                merchant: id("merchant")?,
+                account_type: form.get("account_type")?.clone(),
+                account: form.get("account")?.clone(),
+            },
             _ => return None,
         })
     }
@@ -530,6 +617,10 @@ impl Action {
             Action::DisableMerchant { .. } => "disable_merchant",
             Action::EnableMerchant { .. } => "enable_merchant",
             Action::RotateKey { .. } => "rotate_key",
+            Action::RevokeAllKeys { .. } => "revoke_all_keys",
+            Action::SetPayees { .. } => "set_payees",
+            Action::AddPayee { .. } => "add_payee",
+            Action::RemovePayee { .. } => "remove_payee",
         }
     }
 
@@ -539,9 +630,28 @@ impl Action {
             Action::EnableEndpoint { endpoint } => format!("endpoint {endpoint}"),
             Action::DisableMerchant { merchant }
             | Action::EnableMerchant { merchant }
-            | Action::RotateKey { merchant } => {
+            | Action::RotateKey { merchant }
+            | Action::RevokeAllKeys { merchant } => {
                 format!("merchant {merchant}")
             }
+            Action::SetPayees { merchant, policy } => {
+                format!("merchant {merchant}: payees {}", policy.as_str())
+            }
+            // Masked: the audit log and the confirmation never show a full account number.
+            Action::AddPayee {
+                merchant,
+                account_type,
+                account,
+                ..
+            }
+            | Action::RemovePayee {
+                merchant,
+                account_type,
+                account,
+            } => match payee_account(account_type, account) {
+                Ok(a) => format!("payee {} of merchant {merchant}", a.masked()),
+                Err(_) => format!("an invalid payee of merchant {merchant}"),
+            },
         }
     }
 
@@ -595,6 +705,69 @@ impl Action {
                 .map(|_| None)
                 .ok_or_else(|| "No such merchant.".into()),
             Action::RotateKey { .. } => Ok(None),
+            Action::RevokeAllKeys { merchant } => {
+                let mut tx = state.pool.begin().await?;
+                let revoked = merchants::revoke_all_keys(&mut tx, merchant).await?;
+                tx.commit().await?;
+                // Other replicas forget them when the notification arrives; this one now.
+                state.auth_cache.clear();
+                match revoked {
+                    Some(_) => Ok(None),
+                    None => Err("No such merchant.".into()),
+                }
+            }
+            Action::SetPayees { merchant, policy } => {
+                let mut tx = state.pool.begin().await?;
+                let found = payees::set_policy(&mut tx, merchant, policy).await?;
+                tx.commit().await?;
+                if found {
+                    Ok(None)
+                } else {
+                    Err("No such merchant.".into())
+                }
+            }
+            Action::AddPayee {
+                merchant,
+                ref account_type,
+                ref account,
+                ref label,
+            } => {
+                let account = match payee_account(account_type, account) {
+                    Ok(a) => a,
+                    Err(why) => return Ok(Err(why)),
+                };
+                if label.as_ref().is_some_and(|l| l.chars().count() > 200) {
+                    return Ok(Err("The label is longer than 200 characters.".into()));
+                }
+                let mut tx = state.pool.begin().await?;
+                let added = payees::add(&mut tx, merchant, &account, label.as_deref()).await?;
+                tx.commit().await?;
+                match added {
+                    payees::Added::Added => Ok(None),
+                    payees::Added::AlreadyRegistered => {
+                        Err("That account is registered already.".into())
+                    }
+                    payees::Added::UnknownMerchant => Err("No such merchant.".into()),
+                }
+            }
+            Action::RemovePayee {
+                merchant,
+                ref account_type,
+                ref account,
+            } => {
+                let account = match payee_account(account_type, account) {
+                    Ok(a) => a,
+                    Err(why) => return Ok(Err(why)),
+                };
+                let mut tx = state.pool.begin().await?;
+                let removed = payees::remove(&mut tx, merchant, &account).await?;
+                tx.commit().await?;
+                if removed {
+                    Ok(None)
+                } else {
+                    Err("That account is not a payee of this merchant.".into())
+                }
+            }
         })
     }
 }

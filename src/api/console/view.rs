@@ -1,5 +1,6 @@
 //! The console's pages (maud): sign-in, payment search, one payment's timeline.
 
+use crate::domain::AccountType;
 use crate::domain::{Currency, Language, display};
 use crate::ledger::events::StoredEvent;
 use crate::ledger::merchants::Merchant;
@@ -7,6 +8,7 @@ use crate::ledger::operators::{
     AttentionPayment, AuditEntry, DeadDelivery, Delivery, DisabledEndpoint, PaymentRow, Session,
     Usage, WebhookHealth,
 };
+use crate::ledger::payees::{Payee, Policy};
 use crate::ledger::verify::VerifyReport;
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use std::collections::HashMap;
@@ -367,10 +369,62 @@ pub fn merchants(
                                     (action_form(session, "Enable", "enable_merchant", &[("merchant", m.id.to_string())], back))
                                 }
                                 (action_form(session, "Rotate API key", "rotate_key", &[("merchant", m.id.to_string())], back))
+                                (action_form(session, "Revoke all keys now", "revoke_all_keys", &[("merchant", m.id.to_string())], back))
+                                a href={ "/console/merchants/" (m.id) "/payees" } { "Payees" }
                             }
                         }
                     }
                 }
+            }
+        },
+    )
+}
+
+/// A merchant's payee policy and payees; the account numbers are shown in full here (the
+/// operator registers and checks them), never in the audit log.
+pub fn payees(session: &Session, merchant: &Merchant, policy: Policy, list: &[Payee]) -> Markup {
+    let back = format!("/console/merchants/{}/payees", merchant.id);
+    let id = merchant.id.to_string();
+    layout(
+        "Payees",
+        Some(session),
+        html! {
+            p { "Merchant " strong { (merchant.name) } " " code { (merchant.id) } }
+            p {
+                "Payee policy: " strong { (policy.as_str()) }
+                @if policy == Policy::Open {
+                    " (any valid creditor account). "
+                    (action_form(session, "Pay registered payees only", "set_payees", &[("merchant", id.clone()), ("policy", "registered".into())], &back))
+                } @else {
+                    " (only the accounts below). "
+                    (action_form(session, "Allow any account", "set_payees", &[("merchant", id.clone()), ("policy", "open".into())], &back))
+                }
+            }
+            table {
+                thead { tr { th { "Type" } th { "Account" } th { "Label" } th { "Registered" } th { "Action" } } }
+                tbody {
+                    @for p in list {
+                        tr {
+                            td { (p.account.account_type().as_str()) }
+                            td { code { (p.account.value()) } }
+                            td { (p.label.as_deref().unwrap_or("")) }
+                            td { (p.created_at.format("%Y-%m-%d %H:%M")) }
+                            td { (action_form(session, "Remove", "remove_payee", &[("merchant", id.clone()), ("account_type", p.account.account_type().as_str().into()), ("account", p.account.value().into())], &back)) }
+                        }
+                    }
+                }
+            }
+            form.search method="post" action="/console/actions" {
+                input type="hidden" name="csrf" value=(session.csrf_token);
+                input type="hidden" name="action" value="add_payee";
+                input type="hidden" name="back" value=(back);
+                input type="hidden" name="merchant" value=(id);
+                label { "Type" select name="account_type" {
+                    @for t in AccountType::ALL { option value=(t.as_str()) { (t.as_str()) } }
+                } }
+                label { "Account" input name="account" required; }
+                label { "Label" input name="label" maxlength="200"; }
+                button type="submit" { "Add payee" }
             }
         },
     )

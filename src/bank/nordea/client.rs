@@ -27,7 +27,8 @@
 //!   act twice at the bank (or burn a single-use code or refresh token). `RateLimited` is
 //!   never retried here: the caller (the poller) honours `Retry-After`.
 //! - `Unavailable` from a call that is not retried means "outcome unknown", unless it is
-//!   `retry_safe` (a 503, or no connection was ever made): then the bank provably did not
+//!   `retry_safe` (a 503 with the bank's own error body, or no connection was ever made:
+//!   a bare 503 may come from a gateway that passed the request on): then the bank provably did not
 //!   process it ([`BankError::provably_not_processed`]).
 //! - Metrics per HTTP attempt: `pisgate_bank_requests_total` and
 //!   `pisgate_bank_request_duration_seconds`, labelled `operation` and `outcome`

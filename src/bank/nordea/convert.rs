@@ -229,10 +229,9 @@ pub fn token_set(answer: wire::TokenAnswer) -> Result<TokenSet, BankError> {
     if answer.access_token.is_empty() {
         return Err(unexpected("token answer with an empty access token"));
     }
-    let refresh_token = answer
-        .refresh_token
-        .filter(|t| !t.is_empty())
-        .ok_or_else(|| unexpected("token answer without a refresh token"))?;
+    // No refresh token (or an empty one): the bank keeps the one it had (RFC 6749 §6), and
+    // so do we; it is not a reason to throw the new access token away.
+    let refresh_token = answer.refresh_token.filter(|t| !t.is_empty());
     let expires_in = match answer.expires_in {
         Some(seconds) => Duration::from_secs(seconds.0),
         None => {
@@ -245,7 +244,7 @@ pub fn token_set(answer: wire::TokenAnswer) -> Result<TokenSet, BankError> {
     };
     Ok(TokenSet {
         access_token: SecretString::from(answer.access_token),
-        refresh_token: SecretString::from(refresh_token),
+        refresh_token: refresh_token.map(SecretString::from),
         expires_in,
         token_type: answer.token_type.unwrap_or_else(|| "Bearer".to_owned()),
         shopper_id,
@@ -446,7 +445,7 @@ pub(crate) mod tests {
         };
         let t = token_set(answer.clone()).unwrap();
         assert_eq!(t.access_token.expose_secret(), "AT");
-        assert_eq!(t.refresh_token.expose_secret(), "RT");
+        assert_eq!(t.refresh_token.unwrap().expose_secret(), "RT");
         assert_eq!(t.expires_in, Duration::from_secs(3599));
         assert_eq!(t.token_type, "Bearer");
         assert_eq!(t.shopper_id.as_deref(), Some("psu-42"));
@@ -462,14 +461,15 @@ pub(crate) mod tests {
         assert_eq!(t.shopper_id, None);
         assert_eq!(t.issued_at, None);
 
-        let no_refresh = wire::TokenAnswer {
-            refresh_token: None,
-            ..answer
-        };
-        assert!(matches!(
-            token_set(no_refresh),
-            Err(BankError::Unexpected { .. })
-        ));
+        for missing in [None, Some(String::new())] {
+            let no_refresh = wire::TokenAnswer {
+                refresh_token: missing,
+                ..answer.clone()
+            };
+            let t = token_set(no_refresh).expect("the new access token is kept");
+            assert_eq!(t.access_token.expose_secret(), "AT");
+            assert!(t.refresh_token.is_none());
+        }
     }
 
     fn with_claims(claims: &str) -> TokenSet {

@@ -11,9 +11,11 @@
 //! 4. on a call whose credential is a shopper token (bearer calls, refresh, revoke): 401,
 //!    or OAuth `invalid_grant`/`invalid_token` → `TokenRejected`;
 //! 5. any other 401 → `BadCredentials`;
-//! 6. 404 → `NotFound`; 408 and 5xx → `Unavailable`, with `retry_safe` only for 503 (the
-//!    bank says it is not serving requests; 500, 502, 504 and 408 may come after the
-//!    request was acted on);
+//! 6. 404 → `NotFound`; 408 and 5xx → `Unavailable`, with `retry_safe` only for a 503 that
+//!    carries the bank's own error body (the bank says it is not serving requests). A bare
+//!    503 (empty, HTML, anything but Nordea's error JSON) comes from a gateway, load
+//!    balancer or proxy in front of the bank, which may have passed the request on before it
+//!    gave up: its outcome is unknown, like that of 500, 502, 504 and 408;
 //! 7. other 4xx (not 403) with failures or `tpp_messages` → `Validation`;
 //! 8. everything else (403, a 4xx without reasons, 3xx) → `Unexpected`.
 //!
@@ -115,7 +117,7 @@ pub fn classify(
         404 => BankError::NotFound,
         408 | 500..=599 => BankError::Unavailable {
             detail: format!("HTTP {status}"),
-            retry_safe: status == 503,
+            retry_safe: status == 503 && !failures.is_empty(),
         },
         400..=499 if status != 403 && !failures.is_empty() => BankError::Validation { failures },
         _ => BankError::Unexpected {
@@ -318,12 +320,13 @@ mod tests {
             }
         );
         assert_eq!(classify(404, None, b"{}", true), BankError::NotFound);
+        // Without the bank's own error body even a 503 may be a gateway's: not retry-safe.
         for status in [408, 500, 502, 503, 504] {
             assert_eq!(
                 classify(status, None, b"<html>", false),
                 BankError::Unavailable {
                     detail: format!("HTTP {status}"),
-                    retry_safe: status == 503,
+                    retry_safe: false,
                 }
             );
         }
@@ -342,6 +345,32 @@ mod tests {
                 detail: "error.resource.denied".into()
             }
         );
+    }
+
+    #[test]
+    fn a_bare_503_from_a_gateway_is_an_unknown_outcome() {
+        let html = b"<html><body><h1>503 Service Temporarily Unavailable</h1></body></html>";
+        for body in [
+            &b""[..],
+            html,
+            b"Service Unavailable",
+            br#"{"message": "upstream"}"#,
+        ] {
+            for token_call in [false, true] {
+                let e = classify(503, None, body, token_call);
+                assert!(
+                    matches!(
+                        e,
+                        BankError::Unavailable {
+                            retry_safe: false,
+                            ..
+                        }
+                    ),
+                    "{e:?}"
+                );
+                assert!(!e.provably_not_processed(), "{e:?}");
+            }
+        }
     }
 
     #[test]

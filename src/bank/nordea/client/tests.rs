@@ -430,7 +430,7 @@ async fn the_code_exchange_posts_a_sorted_signed_form_body() {
         .unwrap();
 
     assert_eq!(tokens.access_token.expose_secret(), "new-access");
-    assert_eq!(tokens.refresh_token.expose_secret(), "new-refresh");
+    assert_eq!(tokens.refresh_token.unwrap().expose_secret(), "new-refresh");
     assert_eq!(tokens.expires_in, Duration::from_secs(3599));
     assert_signed(&server, &requests(&server).await[0]);
 }
@@ -456,7 +456,7 @@ async fn refresh_uses_the_configured_token_path() {
         .await
         .unwrap();
 
-    assert_eq!(tokens.refresh_token.expose_secret(), "new-refresh");
+    assert_eq!(tokens.refresh_token.unwrap().expose_secret(), "new-refresh");
     assert_signed(&server, &requests(&server).await[0]);
 }
 
@@ -793,11 +793,15 @@ async fn a_connection_dropped_after_sending_is_not_retry_safe() {
 }
 
 #[tokio::test]
-async fn a_503_is_retry_safe_and_a_502_is_not() {
+async fn the_banks_own_503_is_retry_safe_and_a_502_is_not() {
+    let bank_error = json!({
+        "group_header": {"http_code": 503},
+        "error": {"failures": [{"code": "error.service.unavailable", "description": "down"}]}
+    });
     for (status, safe) in [(503, true), (502, false), (500, false), (504, false)] {
         let server = MockServer::start().await;
         Mock::given(method("POST"))
-            .respond_with(ResponseTemplate::new(status))
+            .respond_with(ResponseTemplate::new(status).set_body_json(&bank_error))
             .mount(&server)
             .await;
         let error = client(&server)
@@ -813,6 +817,40 @@ async fn a_503_is_retry_safe_and_a_502_is_not() {
         );
         assert_eq!(error.provably_not_processed(), safe, "{status}");
         assert_eq!(requests(&server).await.len(), 1, "{status}: sent once");
+    }
+}
+
+#[tokio::test]
+async fn a_bare_503_to_an_initiation_leaves_its_outcome_unknown() {
+    let html = "<html><head><title>503 Service Unavailable</title></head>\
+                <body><h1>Service Unavailable</h1></body></html>";
+    for body in ["", html] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(503).set_body_raw(body.as_bytes().to_vec(), "text/html"),
+            )
+            .mount(&server)
+            .await;
+        let error = client(&server)
+            .initiate(&sample_payment(Country::Fi), None)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                error,
+                BankError::Unavailable {
+                    retry_safe: false,
+                    ..
+                }
+            ),
+            "{error:?}"
+        );
+        assert!(
+            !error.provably_not_processed(),
+            "a gateway may have passed it on: {body:?}"
+        );
+        assert_eq!(requests(&server).await.len(), 1, "sent once");
     }
 }
 

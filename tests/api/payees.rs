@@ -1,0 +1,246 @@
+//! Registered payees: a merchant set to `payees = registered` pays only the creditor
+//! accounts an operator registered for it (CLI or console, audited), never ones its API key
+//! names, so a stolen key cannot redirect money; idempotent replays still answer as before.
+
+use crate::cli::pisgate;
+use crate::helpers::{TestApp, assert_problem, spawn_app};
+use crate::payments::body;
+use secrecy::ExposeSecret;
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+/// The creditor of `body("FI")`, in another formatting.
+const REGISTERED_SPACED: &str = "fi14 1009 3000 1234 58";
+const REGISTERED: &str = "FI1410093000123458";
+/// A valid Finnish IBAN nobody registered.
+const ELSEWHERE: &str = "FI2112345600000785";
+
+/// `pisgate merchant …` against the app's database; (exit ok, stdout, stderr).
+fn merchant_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    let out = pisgate()
+        .arg("merchant")
+        .args(args)
+        .env(
+            "PISGATE__DATABASE__URL",
+            app.settings.database.url.expose_secret(),
+        )
+        .env(
+            "PISGATE__DATABASE__POOLER",
+            app.settings.database.pooler.as_str(),
+        )
+        .env("USER", "ops-tester")
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn paying(iban: &str) -> Value {
+    let mut b = body("FI");
+    b["creditor"]["account"] = json!({ "type": "IBAN", "value": iban });
+    b
+}
+
+async fn audit(app: &TestApp) -> Vec<(String, String, Option<String>, Value)> {
+    sqlx::query_as("SELECT email, action, target, detail FROM operator_audit ORDER BY id")
+        .fetch_all(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and_pays_a_registered_one_in_any_formatting()
+ {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let id = m.id.to_string();
+
+    // Open by default: existing integrations keep working.
+    app.create_payment(&m.api_key, &paying(ELSEWHERE)).await;
+
+    let (ok, out, err) = merchant_cli(
+        &app,
+        &[
+            "payee",
+            "add",
+            &id,
+            "--type",
+            "IBAN",
+            "--account",
+            REGISTERED_SPACED,
+            "--label",
+            "payouts",
+        ],
+    );
+    assert!(ok, "{err}");
+    let added: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        added["account"],
+        json!({ "type": "IBAN", "value": REGISTERED })
+    );
+    assert_eq!(added["added"], true);
+    let (ok, out, err) = merchant_cli(&app, &["set", &id, "--payees", "registered"]);
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap(),
+        json!({ "id": id, "payees": "registered" })
+    );
+    let (ok, out, err) = merchant_cli(&app, &["payee", "list", &id]);
+    assert!(ok, "{err}");
+    assert!(err.contains("payees policy: registered"), "{err}");
+    let listed: Vec<Value> = out
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(listed.len(), 1, "{out}");
+    assert_eq!(listed[0]["account"]["value"], REGISTERED);
+    assert_eq!(listed[0]["label"], "payouts");
+
+    // A stolen key sends the money elsewhere: refused, naming the field.
+    let r = app
+        .post_payment(&m.api_key, &Uuid::new_v4().to_string(), &paying(ELSEWHERE))
+        .await;
+    let problem = assert_problem(r, 422, "payee_not_registered").await;
+    assert_eq!(problem["errors"][0]["field"], "creditor.account");
+    assert_eq!(problem["errors"][0]["code"], "payee_not_registered");
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(payments, 1, "nothing was created for the refused one");
+
+    // The registered account, however it is written, is paid.
+    let key = Uuid::new_v4().to_string();
+    let r = app
+        .post_payment(&m.api_key, &key, &paying("FI14 1009 3000 1234 58"))
+        .await;
+    assert_eq!(r.status(), 201);
+    let first: Value = r.json().await.unwrap();
+
+    // Removed: new payments to it are refused, the earlier request's replay is not.
+    let (ok, out, err) = merchant_cli(
+        &app,
+        &[
+            "payee",
+            "remove",
+            &id,
+            "--type",
+            "IBAN",
+            "--account",
+            REGISTERED,
+        ],
+    );
+    assert!(ok, "{err}");
+    assert_eq!(
+        serde_json::from_str::<Value>(&out).unwrap()["removed"],
+        true
+    );
+    let r = app
+        .post_payment(&m.api_key, &key, &paying("FI14 1009 3000 1234 58"))
+        .await;
+    assert_eq!(r.status(), 201, "the stored answer is replayed");
+    assert_eq!(r.headers()["idempotent-replayed"], "true");
+    assert_eq!(r.json::<Value>().await.unwrap()["id"], first["id"]);
+    // The same key with another creditor is judged, not waved through as a retry.
+    let r = app.post_payment(&m.api_key, &key, &paying(ELSEWHERE)).await;
+    assert_problem(r, 422, "payee_not_registered").await;
+    let r = app
+        .post_payment(&m.api_key, &Uuid::new_v4().to_string(), &paying(REGISTERED))
+        .await;
+    assert_problem(r, 422, "payee_not_registered").await;
+    let (ok, _, err) = merchant_cli(
+        &app,
+        &[
+            "payee",
+            "remove",
+            &id,
+            "--type",
+            "IBAN",
+            "--account",
+            REGISTERED,
+        ],
+    );
+    assert!(!ok && err.contains("is not a payee"), "{err}");
+
+    // Back to open.
+    let (ok, _, err) = merchant_cli(&app, &["set", &id, "--payees", "open"]);
+    assert!(ok, "{err}");
+    app.create_payment(&m.api_key, &paying(ELSEWHERE)).await;
+
+    // Audited, by whoever ran the tool, without the full account number.
+    let rows = audit(&app).await;
+    let actions: Vec<&str> = rows.iter().map(|r| r.1.as_str()).collect();
+    assert_eq!(
+        actions,
+        ["add_payee", "set_payees", "remove_payee", "set_payees"]
+    );
+    assert!(rows.iter().all(|r| r.0 == "cli:ops-tester"), "{rows:?}");
+    assert!(
+        rows.iter()
+            .all(|r| r.2.as_deref() == Some(&format!("merchant {id}"))),
+        "{rows:?}"
+    );
+    assert!(!format!("{rows:?}").contains(REGISTERED), "{rows:?}");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("pisgate_payees_refused_total 3"),
+        "{metrics}"
+    );
+}
+
+#[tokio::test]
+async fn the_merchant_api_has_no_way_to_register_a_payee_or_change_the_policy() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let payee = json!({ "account": { "type": "IBAN", "value": ELSEWHERE } });
+    for path in ["/v1/payees", "/v1/merchant/payees"] {
+        let r = app
+            .client
+            .post(app.url(path))
+            .bearer_auth(&m.api_key)
+            .json(&payee)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "{path}");
+    }
+    let r = app
+        .client
+        .patch(app.url("/v1/merchant"))
+        .bearer_auth(&m.api_key)
+        .json(&json!({ "payees": "open" }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 422);
+    let rows: i64 = sqlx::query_scalar("SELECT count(*) FROM merchant_payees")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(rows, 0);
+}
+
+#[test]
+fn payee_cli_refuses_a_bad_account_naming_the_option() {
+    let out = pisgate()
+        .args([
+            "merchant",
+            "payee",
+            "add",
+            &Uuid::new_v4().to_string(),
+            "--type",
+            "IBAN",
+            "--account",
+            "FI00 0000",
+        ])
+        .env("PISGATE__DATABASE__URL", "postgres://127.0.0.1:1/none")
+        .env("PISGATE__DATABASE__POOLER", "none")
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("--account"), "{err}");
+}
