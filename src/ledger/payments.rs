@@ -1106,10 +1106,13 @@ pub async fn transition(
         return Box::pin(transition(conn, id, change)).await;
     }
     let shoppers_cancel = change.failure.is_none()
-        && change.evidence
-            == (Evidence::Unsignable {
+        && matches!(
+            change.evidence,
+            Evidence::Unsignable {
                 cancel_requested: true,
-            })
+                ..
+            }
+        )
         && cancel_requested_by(conn, id).await? == Some(CancelBy::Shopper);
     let (failure_code, failure_detail) = change
         .failure
