@@ -467,6 +467,8 @@ async fn exchange_and_store(
                     "access_expires_at": expires_at,
                     "issued_at": set.issued_at,
                     "bank_named_shopper": set.shopper_id.is_some(),
+                    // Binds the row's psu_key to the ledger (checked by `ledger verify`).
+                    "psu_key_sha256": crate::ledger::binding::psu_key_digest(&key),
                 }),
             )
             .await?;

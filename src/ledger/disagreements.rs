@@ -51,7 +51,9 @@ pub async fn record(
                 kind: "bank_disagreement".into(),
                 old_status: Some(ours),
                 new_status: Some(ours),
-                bank_status: Some(bank_status.to_owned()),
+                // In the detail only: the event's own bank status is what the row shows
+                // (`ledger verify` binds the two), and a stale read never moves that.
+                bank_status: None,
                 detail: json!({
                     "status": ours.as_str(),
                     "bank_status": bank_status,

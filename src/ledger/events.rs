@@ -76,6 +76,8 @@
 //!   the unkeyed version 1 is refused after a version 2 event and caught by the checkpoint's
 //!   count of version 1 events.
 //! * Deleted last events, or all of a payment's events: the payment's head.
+//! * A payment row rewritten (amount, merchant, creditor, bank id, bank status, shopper key):
+//!   what its chain binds ([`crate::ledger::binding`]), checked by `ledger verify`.
 //! * A deleted payment with its events, a truncated ledger, a chain cut back to an older head:
 //!   the last checkpoint ([`crate::ledger::checkpoints`]), whose signed digest of every head
 //!   the current ledger must extend.
@@ -419,7 +421,7 @@ pub fn seal(
 }
 
 /// Whether jsonb gives `v` back unchanged (no numbers but integers).
-fn jsonb_stable(v: &Value) -> bool {
+pub(crate) fn jsonb_stable(v: &Value) -> bool {
     match v {
         Value::Number(n) => n.is_i64() || n.is_u64(),
         Value::Array(a) => a.iter().all(jsonb_stable),

@@ -19,6 +19,7 @@ use rand::RngCore;
 use secrecy::{ExposeSecret, SecretString};
 use serde::Serialize;
 use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
 use subtle::ConstantTimeEq;
 use uuid::Uuid;
 
@@ -151,13 +152,12 @@ pub struct RotatedKey {
 
 /// Gives a merchant a new key; its current keys keep working for `grace` (a key that
 /// already expires sooner keeps its earlier end). `None` for an unknown merchant.
-pub async fn rotate_key(
-    pool: &Db,
+pub async fn rotate_key_in(
+    tx: &mut PgConnection,
     merchant_id: Uuid,
     grace: std::time::Duration,
 ) -> Result<Option<RotatedKey>, sqlx::Error> {
     let grace_ms = i64::try_from(grace.as_millis()).unwrap_or(i64::MAX);
-    let mut tx = pool.begin().await?;
     // Serialises rotations of one merchant.
     let found = sqlx::query_scalar!(
         "SELECT id FROM merchants WHERE id = $1 FOR UPDATE",
@@ -190,8 +190,7 @@ pub async fn rotate_key(
     .execute(&mut *tx)
     .await?
     .rows_affected();
-    let (_, api_key) = api_keys::insert_key(&mut tx, merchant_id, None, None).await?;
-    tx.commit().await?;
+    let (_, api_key) = api_keys::insert_key(tx, merchant_id, None, None).await?;
     Ok(Some(RotatedKey {
         merchant_id,
         api_key,
@@ -231,6 +230,18 @@ pub async fn revoke_all_keys(
     Ok(Some(revoked))
 }
 
+/// [`rotate_key_in`] in a transaction of its own.
+pub async fn rotate_key(
+    pool: &Db,
+    merchant_id: Uuid,
+    grace: std::time::Duration,
+) -> Result<Option<RotatedKey>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let out = rotate_key_in(&mut tx, merchant_id, grace).await?;
+    tx.commit().await?;
+    Ok(out)
+}
+
 pub async fn list(pool: &Db) -> Result<Vec<Merchant>, sqlx::Error> {
     sqlx::query_as!(
         Merchant,
@@ -254,7 +265,10 @@ pub async fn get(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
 
 /// Disables a merchant (`None` for an unknown id): its keys are refused from now on. Every replica forgets the keys it
 /// verified when the notification arrives at commit ([`AUTH_CHANNEL`]).
-pub async fn disable(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
+pub async fn disable<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    id: Uuid,
+) -> Result<Option<Merchant>, sqlx::Error> {
     sqlx::query_as!(
         Merchant,
         r#"WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
@@ -265,13 +279,16 @@ pub async fn disable(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Erro
            RETURNING id, name, status, return_origins, created_at, disabled_at"#,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 
 /// Enables a disabled merchant: its keys (those not expired) work again. `None` for an
 /// unknown id.
-pub async fn enable(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Error> {
+pub async fn enable<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    id: Uuid,
+) -> Result<Option<Merchant>, sqlx::Error> {
     sqlx::query_as!(
         Merchant,
         r#"WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
@@ -281,7 +298,7 @@ pub async fn enable(pool: &Db, id: Uuid) -> Result<Option<Merchant>, sqlx::Error
            RETURNING id, name, status, return_origins, created_at, disabled_at"#,
         id
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 

@@ -5,6 +5,7 @@
 //! transaction across anything but the database.
 
 pub mod api_keys;
+pub mod binding;
 pub mod canonical;
 pub mod checkpoints;
 pub mod crypto;

@@ -1,13 +1,21 @@
 //! Operators of the console: accounts (an Argon2id hash, never a password), lock-out after
-//! repeated failures, sessions (only the SHA-256 of the cookie's token is stored, with the
-//! session's CSRF token), the append-only audit log, and the console's read-only payment
-//! search and delivery list.
+//! repeated failures, disabled accounts, sessions (only the SHA-256 of the cookie's token is
+//! stored, with the session's CSRF token), the append-only audit log, and the console's
+//! read-only payment search and delivery list.
+//!
+//! The lock-out is decided before a password is checked ([`admit`]): the attempt is counted
+//! under the operator's row lock, so parallel guesses count one by one, and a locked or
+//! disabled account is refused without a check. Only an admitted attempt whose password is
+//! right resets the count ([`sign_in`]). Every write that an operator (or the CLI) makes here
+//! commits with its audit row in one transaction; [`audit_in`] is for actions elsewhere to do
+//! the same.
 //!
 //! Never stored or logged: a password, a session token.
 
 use super::Db;
 use chrono::{DateTime, Utc};
 use serde_json::Value;
+use sqlx::PgConnection;
 use uuid::Uuid;
 
 #[derive(Debug, Clone)]
@@ -42,37 +50,132 @@ pub async fn by_email(pool: &Db, email: &str) -> Result<Option<Operator>, sqlx::
     .await
 }
 
-/// Counts a failed sign-in; the `max`-th in a row locks the account until `now + lock_for`
-/// and starts the count again.
-pub async fn record_failure(
-    pool: &Db,
-    id: Uuid,
-    max: i32,
-    lock_for: chrono::Duration,
-) -> Result<(), sqlx::Error> {
-    let until = Utc::now() + lock_for;
-    sqlx::query!(
-        "UPDATE operators SET
-            failed_attempts = CASE WHEN failed_attempts + 1 >= $2 THEN 0 ELSE failed_attempts + 1 END,
-            locked_until = CASE WHEN failed_attempts + 1 >= $2 THEN $3 ELSE locked_until END
-         WHERE id = $1",
-        id,
-        max,
-        until
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
+/// What the lock-out decided about one sign-in attempt, before any password is checked.
+#[derive(Debug, Clone)]
+pub enum Gate {
+    /// No operator has this email.
+    Unknown,
+    /// The operator is disabled (`pisgate operator disable`); refused and audited.
+    Disabled { id: Uuid, email: String },
+    /// The account is locked; refused and audited, the password never checked.
+    Locked { id: Uuid, email: String },
+    /// The attempt is counted and may check the password. `locks`: it was the attempt that
+    /// reached the limit, so the account is locked unless the password is right.
+    Admitted {
+        id: Uuid,
+        email: String,
+        password_hash: String,
+        locks: bool,
+    },
 }
 
-pub async fn record_success(pool: &Db, id: Uuid) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "UPDATE operators SET failed_attempts = 0, locked_until = NULL WHERE id = $1",
-        id
+/// Counts a sign-in attempt and decides whether it may check a password, in one transaction
+/// holding the operator's row, BEFORE the (slow) password check: every attempt counts as a
+/// failure until its password proves right ([`sign_in`] resets the count), so N parallel
+/// guesses count as N. The attempt that makes `max` in a row locks the account until
+/// `now + lock_for`; while locked, attempts are refused without a password check. A lock
+/// that has run out starts the count again. Refusals are audited in the same transaction.
+pub async fn admit(
+    pool: &Db,
+    email: &str,
+    max: i32,
+    lock_for: chrono::Duration,
+) -> Result<Gate, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let Some(o) = sqlx::query!(
+        "SELECT id, email, password_hash, failed_attempts, locked_until, disabled_at
+           FROM operators WHERE email = $1 FOR UPDATE",
+        email
     )
-    .execute(pool)
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Gate::Unknown);
+    };
+    let now = Utc::now();
+    let refused = if o.disabled_at.is_some() {
+        Some("disabled")
+    } else if o.locked_until.is_some_and(|t| t > now) {
+        Some("locked")
+    } else {
+        None
+    };
+    if let Some(why) = refused {
+        audit_in(
+            &mut tx,
+            Some(o.id),
+            &o.email,
+            "sign_in_refused",
+            None,
+            serde_json::json!({ "why": why }),
+        )
+        .await?;
+        tx.commit().await?;
+        return Ok(if why == "disabled" {
+            Gate::Disabled {
+                id: o.id,
+                email: o.email,
+            }
+        } else {
+            Gate::Locked {
+                id: o.id,
+                email: o.email,
+            }
+        });
+    }
+    // A lock that ran out: a fresh count.
+    let before = if o.locked_until.is_some() {
+        0
+    } else {
+        o.failed_attempts
+    };
+    let counted = before.saturating_add(1);
+    let locks = counted >= max;
+    sqlx::query!(
+        "UPDATE operators SET failed_attempts = $2, locked_until = $3 WHERE id = $1",
+        o.id,
+        counted,
+        locks.then(|| now + lock_for),
+    )
+    .execute(&mut *tx)
     .await?;
-    Ok(())
+    tx.commit().await?;
+    Ok(Gate::Admitted {
+        id: o.id,
+        email: o.email,
+        password_hash: o.password_hash,
+        locks,
+    })
+}
+
+/// Records a wrong password (or an unknown email, `id` `None`): `sign_in_failed`, and
+/// `locked_out` when this attempt locked the account, in one transaction.
+pub async fn record_failure(
+    pool: &Db,
+    id: Option<Uuid>,
+    email: &str,
+    locked: bool,
+    lock_minutes: i64,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let detail = if id.is_some() {
+        serde_json::json!({})
+    } else {
+        serde_json::json!({ "unknown_email": true })
+    };
+    audit_in(&mut tx, id, email, "sign_in_failed", None, detail).await?;
+    if locked {
+        audit_in(
+            &mut tx,
+            id,
+            email,
+            "locked_out",
+            None,
+            serde_json::json!({ "minutes": lock_minutes }),
+        )
+        .await?;
+    }
+    tx.commit().await
 }
 
 /// A signed-in operator, as the session cookie finds them.
@@ -83,7 +186,58 @@ pub struct Session {
     pub csrf_token: String,
 }
 
+/// Signs an admitted operator in, in one transaction: resets the failure count and the lock
+/// (the attempt was admitted, so it may), forgets ended sessions, starts the session and
+/// audits `signed_in`. Returns false (nothing written) when the operator was disabled
+/// meanwhile.
+pub async fn sign_in(
+    pool: &Db,
+    id: Uuid,
+    email: &str,
+    token_hash: &[u8],
+    csrf_token: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<bool, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let reset = sqlx::query!(
+        "UPDATE operators SET failed_attempts = 0, locked_until = NULL
+          WHERE id = $1 AND disabled_at IS NULL",
+        id
+    )
+    .execute(&mut *tx)
+    .await?
+    .rows_affected();
+    if reset == 0 {
+        return Ok(false);
+    }
+    sqlx::query!("DELETE FROM operator_sessions WHERE expires_at <= now()")
+        .execute(&mut *tx)
+        .await?;
+    sqlx::query!(
+        "INSERT INTO operator_sessions (token_hash, operator_id, csrf_token, expires_at)
+         VALUES ($1, $2, $3, $4)",
+        token_hash,
+        id,
+        csrf_token,
+        expires_at
+    )
+    .execute(&mut *tx)
+    .await?;
+    audit_in(
+        &mut tx,
+        Some(id),
+        email,
+        "signed_in",
+        None,
+        serde_json::json!({}),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Starts a session, and forgets sessions that have ended (so the table holds live ones).
+/// Not audited: [`sign_in`] is the console's way in; this is for tools and tests.
 pub async fn create_session(
     pool: &Db,
     token_hash: &[u8],
@@ -107,31 +261,146 @@ pub async fn create_session(
     Ok(())
 }
 
+/// The live session of a cookie's token; never a disabled operator's.
 pub async fn session(pool: &Db, token_hash: &[u8]) -> Result<Option<Session>, sqlx::Error> {
     sqlx::query_as!(
         Session,
         "SELECT s.operator_id, o.email, s.csrf_token
            FROM operator_sessions s JOIN operators o ON o.id = s.operator_id
-          WHERE s.token_hash = $1 AND s.expires_at > now()",
+          WHERE s.token_hash = $1 AND s.expires_at > now() AND o.disabled_at IS NULL",
         token_hash
     )
     .fetch_optional(pool)
     .await
 }
 
-pub async fn end_session(pool: &Db, token_hash: &[u8]) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "DELETE FROM operator_sessions WHERE token_hash = $1",
-        token_hash
-    )
-    .execute(pool)
-    .await?;
-    Ok(())
-}
-
-/// Appends to the audit log: who did what to what, and when.
-pub async fn audit(
+/// Ends one session (`signed_out`), or with `everywhere` every session of its operator
+/// (`signed_out_everywhere`, with how many), with the audit row in the same transaction.
+pub async fn sign_out(
     pool: &Db,
+    session: &Session,
+    token_hash: &[u8],
+    everywhere: bool,
+) -> Result<u64, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let ended = if everywhere {
+        sqlx::query!(
+            "DELETE FROM operator_sessions WHERE operator_id = $1",
+            session.operator_id
+        )
+        .execute(&mut *tx)
+        .await?
+    } else {
+        sqlx::query!(
+            "DELETE FROM operator_sessions WHERE token_hash = $1",
+            token_hash
+        )
+        .execute(&mut *tx)
+        .await?
+    }
+    .rows_affected();
+    let (action, detail) = if everywhere {
+        (
+            "signed_out_everywhere",
+            serde_json::json!({ "sessions": ended }),
+        )
+    } else {
+        ("signed_out", serde_json::json!({}))
+    };
+    audit_in(
+        &mut tx,
+        Some(session.operator_id),
+        &session.email,
+        action,
+        None,
+        detail,
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(ended)
+}
+
+/// What `pisgate operator disable|enable|reset-password` does to an account.
+#[derive(Debug, Clone)]
+pub enum AccountChange<'a> {
+    /// Cannot sign in; every session ends.
+    Disable,
+    /// May sign in again, with a fresh failure count and no lock.
+    Enable,
+    /// A new password (its Argon2id hash); the count and the lock reset; every session ends.
+    ResetPassword { password_hash: &'a str },
+}
+
+/// Applies `change` to the operator `email`, ends sessions where it says so, and audits it
+/// (`by: cli`), in one transaction. `None` when there is no such operator; otherwise the
+/// number of sessions ended.
+pub async fn change_account(
+    pool: &Db,
+    email: &str,
+    change: AccountChange<'_>,
+) -> Result<Option<u64>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let (id, action) = match change {
+        AccountChange::Disable => (
+            sqlx::query_scalar!(
+                "UPDATE operators SET disabled_at = COALESCE(disabled_at, now())
+                  WHERE email = $1 RETURNING id",
+                email
+            )
+            .fetch_optional(&mut *tx)
+            .await?,
+            "operator_disabled",
+        ),
+        AccountChange::Enable => (
+            sqlx::query_scalar!(
+                "UPDATE operators SET disabled_at = NULL, failed_attempts = 0, locked_until = NULL
+                  WHERE email = $1 RETURNING id",
+                email
+            )
+            .fetch_optional(&mut *tx)
+            .await?,
+            "operator_enabled",
+        ),
+        AccountChange::ResetPassword { password_hash } => (
+            sqlx::query_scalar!(
+                "UPDATE operators SET password_hash = $2, failed_attempts = 0, locked_until = NULL
+                  WHERE email = $1 RETURNING id",
+                email,
+                password_hash
+            )
+            .fetch_optional(&mut *tx)
+            .await?,
+            "password_reset",
+        ),
+    };
+    let Some(id) = id else {
+        return Ok(None);
+    };
+    let ended = if matches!(change, AccountChange::Enable) {
+        0
+    } else {
+        sqlx::query!("DELETE FROM operator_sessions WHERE operator_id = $1", id)
+            .execute(&mut *tx)
+            .await?
+            .rows_affected()
+    };
+    audit_in(
+        &mut tx,
+        Some(id),
+        email,
+        action,
+        Some(&format!("operator {email}")),
+        serde_json::json!({ "by": "cli", "sessions_ended": ended }),
+    )
+    .await?;
+    tx.commit().await?;
+    Ok(Some(ended))
+}
+
+/// Appends to the audit log: who did what to what, and when. On a pool it is a write of its
+/// own; an action passes its transaction ([`audit_in`]) so both commit together.
+pub async fn audit<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
     operator_id: Option<Uuid>,
     email: &str,
     action: &str,
@@ -147,32 +416,21 @@ pub async fn audit(
         target,
         detail
     )
-    .execute(pool)
+    .execute(db)
     .await?;
     Ok(())
 }
 
-/// As [`audit`], in the caller's transaction: the change and its audit row commit together.
+/// [`audit`] in the caller's transaction, so an action and its audit row commit together.
 pub async fn audit_in(
-    conn: &mut sqlx::PgConnection,
+    conn: &mut PgConnection,
     operator_id: Option<Uuid>,
     email: &str,
     action: &str,
     target: Option<&str>,
     detail: Value,
 ) -> Result<(), sqlx::Error> {
-    sqlx::query!(
-        "INSERT INTO operator_audit (operator_id, email, action, target, detail)
-         VALUES ($1, $2, $3, $4, $5)",
-        operator_id,
-        email,
-        action,
-        target,
-        detail
-    )
-    .execute(conn)
-    .await?;
-    Ok(())
+    audit(conn, operator_id, email, action, target, detail).await
 }
 
 #[derive(Debug, Clone)]
@@ -393,12 +651,15 @@ pub async fn disabled_endpoints(
 }
 
 /// The merchant of a webhook endpoint.
-pub async fn endpoint_merchant(pool: &Db, endpoint_id: Uuid) -> Result<Option<Uuid>, sqlx::Error> {
+pub async fn endpoint_merchant<'e, E: sqlx::PgExecutor<'e>>(
+    db: E,
+    endpoint_id: Uuid,
+) -> Result<Option<Uuid>, sqlx::Error> {
     sqlx::query_scalar!(
         "SELECT merchant_id FROM webhook_endpoints WHERE id = $1",
         endpoint_id
     )
-    .fetch_optional(pool)
+    .fetch_optional(db)
     .await
 }
 

@@ -8,6 +8,14 @@
 //! status report goes through [`apply_bank_report`], the one path shared by the callback,
 //! the poller and cancellation.
 //!
+//! The ledger binds the row ([`crate::ledger::binding`], checked by `ledger verify`): every
+//! write of `bank_payment_id` or `bank_status` appends, in the same transaction, an event
+//! carrying it (`initiated` with `detail.bank_payment_id` and its `bank_status`; any other
+//! event but `initiation_orphan` with the new `bank_status`), and no event carries a bank
+//! status the row does not take. A new path that breaks this makes verify report the
+//! payment. [`apply_bank_report`] refuses a report for a row whose bank id is not the one its
+//! ledger recorded.
+//!
 //! Initiation attempts are guarded in SQL, not only in Rust: an attempt starts only on a
 //! payment that has no bank id and is not final ([`begin_attempt`]), and only the current
 //! attempt may record the bank's answer ([`record_initiated`]); a late answer of an older
@@ -15,6 +23,7 @@
 
 use super::Db;
 use crate::domain::{Evidence, PaymentStatus, Transition, Unsignable, bank_status};
+use crate::ledger::binding;
 use crate::ledger::disagreements;
 use crate::ledger::events::{self, NewEvent};
 use crate::ledger::webhooks;
@@ -113,6 +122,41 @@ pub struct NewPayment<'a> {
     pub trace_parent: Option<&'a str>,
 }
 
+/// The bank a payment is created at (the column's default).
+pub const DEFAULT_BANK: &str = "nordea";
+
+impl NewPayment<'_> {
+    /// The facts the `created` event binds ([`binding::facts_digest`]).
+    pub fn facts(&self) -> binding::PaymentFacts<'_> {
+        binding::PaymentFacts {
+            merchant_id: self.merchant_id,
+            amount_minor: self.amount_minor,
+            currency: self.currency,
+            country: self.country,
+            bank: DEFAULT_BANK,
+            return_url: self.return_url,
+            psu_id: self.psu_id,
+            request: &self.request,
+        }
+    }
+}
+
+impl PaymentRecord {
+    /// The facts its `created` event binds, read from the row.
+    pub fn facts(&self) -> binding::PaymentFacts<'_> {
+        binding::PaymentFacts {
+            merchant_id: self.merchant_id,
+            amount_minor: self.amount_minor,
+            currency: &self.currency,
+            country: &self.country,
+            bank: &self.bank,
+            return_url: &self.return_url,
+            psu_id: self.psu_id.as_deref(),
+            request: &self.request,
+        }
+    }
+}
+
 macro_rules! select_payment {
     ($tail:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
@@ -156,6 +200,7 @@ fn creation_events(p: &NewPayment<'_>) -> [NewEvent; 2] {
                 "amount_minor": p.amount_minor,
                 "currency": p.currency,
                 "country": p.country,
+                "facts": binding::facts_digest(&p.facts()),
             }),
         },
         NewEvent {
@@ -274,7 +319,7 @@ pub async fn create_with_key(
         id: p.id,
         merchant_id: p.merchant_id,
         status: PaymentStatus::AwaitingAuthorization.as_str().to_owned(),
-        bank: "nordea".into(),
+        bank: DEFAULT_BANK.into(),
         bank_status: None,
         bank_payment_id: None,
         authorization_url: None,
@@ -1226,6 +1271,17 @@ pub async fn apply_bank_report(
         metrics::counter!("pisgate_unknown_bank_status_total").increment(1);
         return Ok(Applied::UnknownStatus);
     };
+    if let Some(recorded) = bank_id_mismatch(conn, &current).await? {
+        // The row's bank id is not the one the ledger recorded at initiation: the report is
+        // about another bank payment (a row rewritten in SQL). Never act on it.
+        tracing::error!(
+            bank_status,
+            ledger_bank_payment_id = recorded.as_deref().unwrap_or("none"),
+            "the payment's bank id is not the one its ledger recorded: bank report refused"
+        );
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        return Ok(Applied::Refused);
+    }
     let evidence = match to {
         PaymentStatus::Expired => Evidence::Unsignable {
             why: Unsignable::BankTimedOut,
@@ -1254,6 +1310,31 @@ pub async fn apply_bank_report(
         }
         Err(e) => Err(e),
     }
+}
+
+/// The bank payment id the ledger recorded for `p` (its last `initiated` event), when the
+/// row says another: `Some(recorded)` on a mismatch. A payment from before the ledger bound
+/// its facts is held only to an id it recorded. One indexed read; the events' hashes are not
+/// recomputed here (`ledger verify` does that), so an intruder must also edit an event,
+/// which breaks the chain.
+async fn bank_id_mismatch(
+    conn: &mut PgConnection,
+    p: &PaymentRecord,
+) -> Result<Option<Option<String>>, sqlx::Error> {
+    let found = sqlx::query!(
+        r#"SELECT (SELECT detail->>'bank_payment_id' FROM payment_events
+                   WHERE payment_id = $1 AND kind = 'initiated'
+                   ORDER BY seq DESC LIMIT 1) AS "recorded",
+                  (SELECT detail ? 'facts' FROM payment_events
+                   WHERE payment_id = $1 AND seq = 1) AS "bound""#,
+        p.id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let recorded = found.recorded.filter(|id| !id.is_empty());
+    let bound = found.bound.unwrap_or(false);
+    let mismatch = (bound || recorded.is_some()) && recorded != p.bank_payment_id;
+    Ok(mismatch.then_some(recorded))
 }
 
 /// Appends an event that changes no status (a callback seen, a token exchanged, a cancel

@@ -1,6 +1,15 @@
 //! `pisgate ledger verify`: recomputes every chain and cross-checks it against its payment's
 //! head and status and against the last checkpoint.
 //!
+//! It also checks what the chain binds of its payment row ([`crate::ledger::binding`]): the
+//! facts digest of the `created` event against the row's merchant, amount, currency,
+//! country, bank, return URL, shopper id and request (creditor, debtor); the bank payment id
+//! of the recorded initiation, the last bank status and the shopper key against the row; and
+//! every webhook event's payload MAC. Payments and webhook events written before binding
+//! have no digest or MAC: they are counted (`unbound_payments`, `unbound_webhook_events`),
+//! not failed, and the rest of their checks still run (chain, head, status, bank id, bank
+//! status).
+//!
 //! Batched (keyset pagination over `(payment_id, seq)`, no long transaction), so it runs
 //! beside a live `serve`: each batch reads events together with their payment's head, and a
 //! payment is judged on the head read with its last event, so concurrent appends never look
@@ -8,6 +17,7 @@
 //! It reads only; it never repairs anything.
 
 use super::Db;
+use crate::ledger::binding::{self, WebhookEventFacts};
 use crate::ledger::checkpoints::{self, CheckpointProblem};
 use crate::ledger::events::{HASH_V1, HASH_V2, RawEvent, list_raw};
 use crate::ledger::keys::LedgerKeys;
@@ -50,6 +60,22 @@ pub enum BreakReason {
     CheckpointMismatch { checkpoint: i64 },
     /// A payment in the last checkpoint is gone, with all its events.
     GoneSinceCheckpoint { checkpoint: i64 },
+    /// The payment row's immutable facts (merchant, amount, currency, country, creditor,
+    /// debtor, return URL, shopper id, bank) are not the ones its `created` event bound.
+    FactsMismatch,
+    /// The payment row's bank payment id is not the one its ledger recorded.
+    BankPaymentIdMismatch {
+        payment: Option<String>,
+        ledger: Option<String>,
+    },
+    /// The payment row's bank status is not the last one its ledger recorded.
+    BankStatusMismatch {
+        payment: Option<String>,
+        ledger: Option<String>,
+    },
+    /// The payment row's shopper key (whose bank token it uses) is not the one its ledger
+    /// recorded at the code exchange.
+    ShopperKeyMismatch,
 }
 
 impl fmt::Display for BreakReason {
@@ -103,6 +129,24 @@ impl fmt::Display for BreakReason {
                 f,
                 "missing: in checkpoint {checkpoint}, but the payment and all its events are gone (deleted)"
             ),
+            BreakReason::FactsMismatch => f.write_str(
+                "the payment row's facts (merchant, amount, currency, country, creditor, debtor, return URL, shopper id or bank) are not the ones its created event bound (row rewritten)",
+            ),
+            BreakReason::BankPaymentIdMismatch { payment, ledger } => write!(
+                f,
+                "the payment row's bank payment id is {} but its ledger recorded {} (row rewritten)",
+                payment.as_deref().unwrap_or("none"),
+                ledger.as_deref().unwrap_or("none")
+            ),
+            BreakReason::BankStatusMismatch { payment, ledger } => write!(
+                f,
+                "the payment row's bank status is {} but its ledger's last is {} (row rewritten)",
+                payment.as_deref().unwrap_or("none"),
+                ledger.as_deref().unwrap_or("none")
+            ),
+            BreakReason::ShopperKeyMismatch => f.write_str(
+                "the payment row's shopper key is not the one its ledger recorded at the code exchange (row rewritten)",
+            ),
         }
     }
 }
@@ -138,11 +182,37 @@ pub struct VerifyReport {
     pub checkpoint: Option<i64>,
     /// A problem with the checkpoint itself (or with what only the checkpoint can see).
     pub checkpoint_problem: Option<CheckpointProblem>,
+    /// Payments whose `created` event binds no facts (created before facts were bound): their
+    /// chains, heads, statuses and bank ids are checked, their amount, merchant and creditor
+    /// cannot be.
+    pub unbound_payments: u64,
+    pub webhook_events_checked: u64,
+    /// Webhook events written before payloads were bound (no MAC): not checkable.
+    pub unbound_webhook_events: u64,
+    /// Webhook events whose MAC does not match their stored row.
+    pub broken_webhook_events: u64,
+    /// The first of those, in id order.
+    pub first_broken_webhook_event: Option<BrokenWebhookEvent>,
+}
+
+/// A webhook event whose stored row is not what was written.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct BrokenWebhookEvent {
+    pub id: Uuid,
+    pub reason: String,
+}
+
+impl fmt::Display for BrokenWebhookEvent {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "webhook event {}: {}", self.id, self.reason)
+    }
 }
 
 impl VerifyReport {
     pub fn is_ok(&self) -> bool {
-        self.first_broken.is_none() && self.checkpoint_problem.is_none()
+        self.first_broken.is_none()
+            && self.checkpoint_problem.is_none()
+            && self.first_broken_webhook_event.is_none()
     }
 
     fn record(&mut self, broken: BrokenEvent) {
@@ -164,6 +234,39 @@ pub(crate) struct PaymentHead {
     pub(crate) seq: i32,
     pub(crate) head: Option<Vec<u8>>,
     pub(crate) status: String,
+    /// The columns the ledger binds (`None` only in unit tests of the chain walk).
+    pub(crate) row: Option<Box<BoundColumns>>,
+}
+
+/// The payment row's columns that its ledger binds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct BoundColumns {
+    pub(crate) merchant_id: Uuid,
+    pub(crate) amount_minor: i64,
+    pub(crate) currency: String,
+    pub(crate) country: String,
+    pub(crate) bank: String,
+    pub(crate) return_url: String,
+    pub(crate) psu_id: Option<String>,
+    pub(crate) psu_key: Option<String>,
+    pub(crate) request: serde_json::Value,
+    pub(crate) bank_payment_id: Option<String>,
+    pub(crate) bank_status: Option<String>,
+}
+
+impl BoundColumns {
+    fn facts_digest(&self) -> String {
+        binding::facts_digest(&binding::PaymentFacts {
+            merchant_id: self.merchant_id,
+            amount_minor: self.amount_minor,
+            currency: &self.currency,
+            country: &self.country,
+            bank: &self.bank,
+            return_url: &self.return_url,
+            psu_id: self.psu_id.as_deref(),
+            request: &self.request,
+        })
+    }
 }
 
 /// The chain being walked.
@@ -174,6 +277,12 @@ struct Chain {
     broken: bool,
     keyed: bool,
     last_status: Option<String>,
+    /// What the chain bound: the `created` event's facts digest, the bank payment id of the
+    /// recorded initiation, the last bank status, the shopper key's digest.
+    facts: Option<String>,
+    bank_payment_id: Option<String>,
+    bank_status: Option<String>,
+    psu_key_digest: Option<String>,
     payment: Option<PaymentHead>,
     /// The checkpoint's (seq, head) for this payment, and whether the walk passed it.
     checkpointed: Option<(i32, Vec<u8>)>,
@@ -188,6 +297,69 @@ pub(crate) struct Verifier<'k> {
     checkpoint_heads: HashMap<Uuid, (i32, Vec<u8>)>,
     v1_events: i64,
     chain: Option<Chain>,
+}
+
+impl Chain {
+    /// Takes what a verified event binds (see [`crate::ledger::binding`]).
+    fn bind(&mut self, row: &RawEvent) {
+        let text = |k: &str| {
+            row.detail
+                .get(k)
+                .and_then(|v| v.as_str())
+                .filter(|s| !s.is_empty())
+                .map(str::to_owned)
+        };
+        match row.kind.as_str() {
+            "created" if row.seq == 1 => self.facts = text("facts"),
+            // The answer recorded on the row (an orphan's never is): its id and status.
+            "initiated" => {
+                self.bank_payment_id = text("bank_payment_id");
+                self.bank_status = row.bank_status.clone();
+            }
+            "initiation_orphan" => {}
+            _ => {
+                if row.bank_status.is_some() {
+                    self.bank_status = row.bank_status.clone();
+                }
+            }
+        }
+        if let Some(d) = text("psu_key_sha256") {
+            self.psu_key_digest = Some(d);
+        }
+    }
+
+    /// The first binding the payment row breaks, if any.
+    fn binding_problem(&self, row: &BoundColumns) -> Option<BreakReason> {
+        if self
+            .facts
+            .as_ref()
+            .is_some_and(|f| *f != row.facts_digest())
+        {
+            return Some(BreakReason::FactsMismatch);
+        }
+        // A chain from before binding (no facts) is held to what it recorded: a bank id if it
+        // has one; its bank statuses may have been written by older code, so not those.
+        let bound = self.facts.is_some();
+        if (bound || self.bank_payment_id.is_some()) && self.bank_payment_id != row.bank_payment_id
+        {
+            return Some(BreakReason::BankPaymentIdMismatch {
+                payment: row.bank_payment_id.clone(),
+                ledger: self.bank_payment_id.clone(),
+            });
+        }
+        if bound && self.bank_status != row.bank_status {
+            return Some(BreakReason::BankStatusMismatch {
+                payment: row.bank_status.clone(),
+                ledger: self.bank_status.clone(),
+            });
+        }
+        // A chain from before shopper keys were bound says nothing about its row's key.
+        let bound_key = bound || self.psu_key_digest.is_some();
+        if bound_key && self.psu_key_digest != row.psu_key.as_deref().map(binding::psu_key_digest) {
+            return Some(BreakReason::ShopperKeyMismatch);
+        }
+        None
+    }
 }
 
 impl<'k> Verifier<'k> {
@@ -226,6 +398,10 @@ impl<'k> Verifier<'k> {
                 broken: false,
                 keyed: false,
                 last_status: None,
+                facts: None,
+                bank_payment_id: None,
+                bank_status: None,
+                psu_key_digest: None,
                 payment: None,
                 checkpointed: self.checkpoint_heads.remove(&row.payment_id),
                 checkpoint_seen: false,
@@ -277,6 +453,7 @@ impl<'k> Verifier<'k> {
                 if let Some(s) = &row.new_status {
                     chain.last_status = Some(s.clone());
                 }
+                chain.bind(row);
             }
             Some(reason) => {
                 chain.broken = true;
@@ -295,10 +472,13 @@ impl<'k> Verifier<'k> {
         }
         let id = chain.payment_id;
         let last_seq = chain.expected_seq - 1;
-        let Some(payment) = chain.payment else {
+        let Some(payment) = chain.payment.clone() else {
             self.broken(id, last_seq, BreakReason::PaymentMissing);
             return;
         };
+        if chain.facts.is_none() && payment.row.is_some() {
+            self.report.unbound_payments += 1;
+        }
         if payment.seq != last_seq || payment.head != chain.prev_hash {
             let seq = payment.seq.max(last_seq);
             self.broken(
@@ -319,9 +499,11 @@ impl<'k> Verifier<'k> {
                 last_seq,
                 BreakReason::StatusMismatch {
                     payment_status: payment.status,
-                    ledger_status: chain.last_status,
+                    ledger_status: chain.last_status.clone(),
                 },
             );
+        } else if let Some(reason) = payment.row.as_ref().and_then(|r| chain.binding_problem(r)) {
+            self.broken(id, last_seq, reason);
         } else if let Some((seq, _)) = chain.checkpointed.filter(|_| !chain.checkpoint_seen) {
             self.broken(
                 id,
@@ -364,7 +546,13 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
             r#"SELECT e.payment_id, e.seq, e.kind, e.old_status, e.new_status, e.bank_status,
                       e.detail, e.created_at, e.prev_hash, e.hash, e.hash_version, e.key_id,
                       p.ledger_seq AS "head_seq?", p.ledger_head AS "head?",
-                      p.status AS "payment_status?"
+                      p.status AS "payment_status?",
+                      p.merchant_id AS "merchant_id?", p.amount_minor AS "amount_minor?",
+                      p.currency AS "currency?", p.country AS "country?", p.bank AS "bank?",
+                      p.return_url AS "return_url?", p.psu_id AS "psu_id?",
+                      p.psu_key AS "psu_key?", p.request AS "request?",
+                      p.bank_payment_id AS "payment_bank_payment_id?",
+                      p.bank_status AS "payment_bank_status?"
                FROM payment_events e
                LEFT JOIN payments p ON p.id = e.payment_id
                WHERE (e.payment_id, e.seq) > ($1, $2)
@@ -384,6 +572,19 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                     seq,
                     head: r.head,
                     status,
+                    row: Some(Box::new(BoundColumns {
+                        merchant_id: r.merchant_id.unwrap_or_default(),
+                        amount_minor: r.amount_minor.unwrap_or_default(),
+                        currency: r.currency.unwrap_or_default(),
+                        country: r.country.unwrap_or_default(),
+                        bank: r.bank.unwrap_or_default(),
+                        return_url: r.return_url.unwrap_or_default(),
+                        psu_id: r.psu_id,
+                        psu_key: r.psu_key,
+                        request: r.request.unwrap_or_default(),
+                        bank_payment_id: r.payment_bank_payment_id,
+                        bank_status: r.payment_bank_status,
+                    })),
                 }),
                 _ => None,
             };
@@ -461,6 +662,8 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
         }
     }
 
+    verify_webhook_events(pool, keys, &mut verifier.report).await?;
+
     let report = verifier.into_report();
     let span = tracing::Span::current();
     span.record("payments", report.payments_checked);
@@ -472,6 +675,68 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
     Ok(report)
 }
 
+/// Checks every webhook event's payload MAC ([`binding::webhook_mac`]), in id order.
+async fn verify_webhook_events(
+    pool: &Db,
+    keys: &LedgerKeys,
+    report: &mut VerifyReport,
+) -> Result<(), sqlx::Error> {
+    let mut cursor = Uuid::nil();
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT id, merchant_id, payment_id, event_type, payload, created_at,
+                      payload_mac, mac_key_id
+               FROM webhook_events WHERE id > $1 ORDER BY id LIMIT $2"#,
+            cursor,
+            VERIFY_BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        for r in rows {
+            cursor = r.id;
+            report.webhook_events_checked += 1;
+            let (mac, key_id) = match (r.payload_mac, r.mac_key_id) {
+                (Some(mac), Some(key_id)) => (mac, key_id),
+                _ => {
+                    report.unbound_webhook_events += 1;
+                    continue;
+                }
+            };
+            let facts = WebhookEventFacts {
+                id: r.id,
+                merchant_id: r.merchant_id,
+                payment_id: r.payment_id,
+                event_type: &r.event_type,
+                created_at: r.created_at,
+                payload: &r.payload,
+            };
+            let reason = match binding::webhook_mac(keys, &key_id, &facts) {
+                None => Some(format!(
+                    "signed with ledger key {key_id:?}, which is not configured (PISGATE__LEDGER__PREVIOUS_KEYS)"
+                )),
+                Some(h) if h[..] != mac[..] => Some(
+                    "its payload, type, payment, merchant or time is not what was written (edited)"
+                        .to_owned(),
+                ),
+                Some(_) => None,
+            };
+            if let Some(reason) = reason {
+                report.broken_webhook_events += 1;
+                if report.first_broken_webhook_event.is_none() {
+                    tracing::warn!(event_id = %r.id, %reason, "webhook event problem");
+                    report.first_broken_webhook_event =
+                        Some(BrokenWebhookEvent { id: r.id, reason });
+                }
+            }
+        }
+        if (n as i64) < VERIFY_BATCH {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Recomputes one payment's chain and checks it against its payment row (not against the
 /// checkpoint: that needs the whole ledger).
 #[tracing::instrument(skip_all, fields(payment_id = %payment_id))]
@@ -481,7 +746,9 @@ pub async fn verify_payment(
     payment_id: Uuid,
 ) -> Result<VerifyReport, sqlx::Error> {
     let payment = sqlx::query!(
-        "SELECT ledger_seq, ledger_head, status FROM payments WHERE id = $1",
+        "SELECT ledger_seq, ledger_head, status, merchant_id, amount_minor, currency, country,
+                bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status
+         FROM payments WHERE id = $1",
         payment_id
     )
     .fetch_optional(pool)
@@ -490,6 +757,19 @@ pub async fn verify_payment(
         seq: p.ledger_seq,
         head: p.ledger_head,
         status: p.status,
+        row: Some(Box::new(BoundColumns {
+            merchant_id: p.merchant_id,
+            amount_minor: p.amount_minor,
+            currency: p.currency,
+            country: p.country,
+            bank: p.bank,
+            return_url: p.return_url,
+            psu_id: p.psu_id,
+            psu_key: p.psu_key,
+            request: p.request,
+            bank_payment_id: p.bank_payment_id,
+            bank_status: p.bank_status,
+        })),
     });
     let mut verifier = Verifier::new(keys);
     let events = list_raw(pool, payment_id).await?;
@@ -560,6 +840,7 @@ mod tests {
                 seq: last.seq,
                 head: Some(last.hash.clone()),
                 status: status.into(),
+                row: None,
             })
         }
 

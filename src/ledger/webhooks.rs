@@ -16,9 +16,11 @@
 //! sees them in the clear, and nothing here calls the network.
 
 use super::Db;
+use crate::ledger::binding::{self, WebhookEventFacts};
 use crate::ledger::crypto::Sealed;
 use crate::ledger::payments::PaymentRecord;
 use crate::ledger::view::PaymentView;
+use crate::ledger::{events, keys};
 use chrono::{DateTime, SecondsFormat, Utc};
 use serde_json::{Value, json};
 use sqlx::PgConnection;
@@ -67,11 +69,23 @@ pub async fn enqueue(
         "timestamp": created_at.to_rfc3339_opts(SecondsFormat::Millis, true),
         "data": data,
     });
+    let (mac_key_id, payload_mac) = payload_mac(
+        conn,
+        &WebhookEventFacts {
+            id,
+            merchant_id: payment.merchant_id,
+            payment_id: Some(payment.id),
+            event_type,
+            created_at,
+            payload: &payload,
+        },
+    )
+    .await?;
     let queued = sqlx::query_scalar!(
         r#"WITH ev AS (
                INSERT INTO webhook_events (id, merchant_id, payment_id, event_type, payload, created_at,
-                                           trace_parent)
-               VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                           trace_parent, payload_mac, mac_key_id)
+               VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
                RETURNING id, merchant_id, event_type, created_at
            ), d AS (
                INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
@@ -90,6 +104,8 @@ pub async fn enqueue(
         payload,
         created_at,
         payment.trace_parent,
+        &payload_mac[..],
+        mac_key_id,
     )
     .fetch_one(&mut *conn)
     .await?;
@@ -100,6 +116,30 @@ pub async fn enqueue(
             .await?;
     }
     Ok(id)
+}
+
+/// The webhook event's MAC under the installed ledger key ([`binding::webhook_mac`]) over the
+/// payload as jsonb will give it back (one round trip only when jsonb could rewrite it).
+async fn payload_mac(
+    conn: &mut PgConnection,
+    e: &WebhookEventFacts<'_>,
+) -> Result<(String, [u8; 32]), sqlx::Error> {
+    let keys = keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration("no ledger key is installed (ledger::keys::install)".into())
+    })?;
+    let key_id = keys.current_id().to_owned();
+    let stored;
+    let payload = if events::jsonb_stable(e.payload) {
+        e.payload
+    } else {
+        stored = sqlx::query_scalar!(r#"SELECT $1::jsonb AS "p!""#, e.payload)
+            .fetch_one(&mut *conn)
+            .await?;
+        &stored
+    };
+    let mac = binding::webhook_mac(&keys, &key_id, &WebhookEventFacts { payload, ..*e })
+        .expect("the current key is in its own ring");
+    Ok((key_id, mac))
 }
 
 fn now_millis() -> DateTime<Utc> {
@@ -339,14 +379,13 @@ pub async fn delete_endpoint(pool: &Db, merchant_id: Uuid, id: Uuid) -> Result<b
 
 /// Turns a disabled endpoint back on (not a deleted one), within the cap. `None` when the
 /// merchant has no such endpoint or it is deleted.
-pub async fn enable_endpoint(
-    pool: &Db,
+pub async fn enable_endpoint_in(
+    tx: &mut PgConnection,
     merchant_id: Uuid,
     id: Uuid,
     max_enabled: i64,
 ) -> Result<Option<CapOutcome<Endpoint>>, sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    let enabled = lock_and_count_enabled(&mut tx, merchant_id).await?;
+    let enabled = lock_and_count_enabled(tx, merchant_id).await?;
     let current = sqlx::query_scalar!(
         r#"SELECT status FROM webhook_endpoints
            WHERE id = $1 AND merchant_id = $2 FOR UPDATE"#,
@@ -372,8 +411,20 @@ pub async fn enable_endpoint(
     )
     .fetch_one(&mut *tx)
     .await?;
-    tx.commit().await?;
     Ok(Some(CapOutcome::Done(endpoint)))
+}
+
+/// [`enable_endpoint_in`] in a transaction of its own.
+pub async fn enable_endpoint(
+    pool: &Db,
+    merchant_id: Uuid,
+    id: Uuid,
+    max_enabled: i64,
+) -> Result<Option<CapOutcome<Endpoint>>, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let out = enable_endpoint_in(&mut tx, merchant_id, id, max_enabled).await?;
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// Replaces an endpoint's signing secret with `secret` (already sealed). The secret it
@@ -529,12 +580,11 @@ pub enum Replay {
 /// Makes a dead or delivered delivery pending again, due now, with its attempts reset. The
 /// endpoint row is share-locked so that a concurrent disable or delete (which updates it
 /// first, then kills its pending deliveries) either sees this replay or is seen by it.
-pub async fn replay_delivery(
-    pool: &Db,
+pub async fn replay_delivery_in(
+    tx: &mut PgConnection,
     endpoint_id: Uuid,
     event_id: Uuid,
 ) -> Result<Replay, sqlx::Error> {
-    let mut tx = pool.begin().await?;
     let endpoint = sqlx::query_scalar!(
         r#"SELECT status FROM webhook_endpoints WHERE id = $1 FOR SHARE"#,
         endpoint_id
@@ -573,12 +623,23 @@ pub async fn replay_delivery(
             )
             .fetch_one(&mut *tx)
             .await?;
-            notify(&mut tx).await?;
+            notify(tx).await?;
             Replay::Queued(Box::new(queued))
         }
     };
-    tx.commit().await?;
     Ok(outcome)
+}
+
+/// [`replay_delivery_in`] in a transaction of its own.
+pub async fn replay_delivery(
+    pool: &Db,
+    endpoint_id: Uuid,
+    event_id: Uuid,
+) -> Result<Replay, sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let out = replay_delivery_in(&mut tx, endpoint_id, event_id).await?;
+    tx.commit().await?;
+    Ok(out)
 }
 
 /// Replays every dead delivery of an enabled endpoint; `None` if it is not enabled.
@@ -638,6 +699,27 @@ pub struct Claimed {
     pub event_created_at: DateTime<Utc>,
     /// The `traceparent` of the payment's creation: the attempt's span links to it.
     pub trace_parent: Option<String>,
+    pub payment_id: Option<Uuid>,
+    /// The event's ledger MAC ([`binding::webhook_mac`]); `None` for events from before.
+    pub payload_mac: Option<Vec<u8>>,
+    pub mac_key_id: Option<String>,
+}
+
+impl Claimed {
+    /// Whether the payload is the one written (its MAC verifies under `keys`); `None` when
+    /// the event predates payload MACs or its key is not in the ring.
+    pub fn payload_intact(&self, keys: &keys::LedgerKeys) -> Option<bool> {
+        let (mac, key_id) = (self.payload_mac.as_ref()?, self.mac_key_id.as_deref()?);
+        let facts = WebhookEventFacts {
+            id: self.event_id,
+            merchant_id: self.merchant_id,
+            payment_id: self.payment_id,
+            event_type: &self.event_type,
+            created_at: self.event_created_at,
+            payload: &self.payload,
+        };
+        binding::webhook_mac(keys, key_id, &facts).map(|h| h[..] == mac[..])
+    }
 }
 
 /// Milliseconds for an SQL interval (`$n * interval '1 millisecond'`).
@@ -695,7 +777,8 @@ pub async fn claim_due(
                      CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
                          AS previous_sealed_secret,
                      ev.event_type, ev.payload,
-                     ev.created_at AS event_created_at, ev.trace_parent"#,
+                     ev.created_at AS event_created_at, ev.trace_parent, ev.payment_id,
+                     ev.payload_mac, ev.mac_key_id"#,
         owner,
         millis(lease) as f64,
         limit,

@@ -84,6 +84,10 @@ fn describe_metrics() {
         "Final payment statuses a later bank read contradicts (e.g. expired while the bank says Paid); each is kept, recorded and shown on the console's attention page."
     );
     describe_counter!(
+        "pisgate_ledger_binding_mismatches_total",
+        "Bank reports refused because the payment row's bank id is not the one its ledger recorded (a row rewritten outside pisgate): investigate, run `pisgate ledger verify`."
+    );
+    describe_counter!(
         "pisgate_polls_total",
         "Status polls by outcome (changed, unchanged, not_yet, expired, rate_limited, unavailable, failed, ...)."
     );

@@ -408,6 +408,19 @@ async fn send(
     if let Err(why) = destination_allowed(&d.url, settings.allow_insecure_urls) {
         return failed(format!("the endpoint URL is not allowed: {why}"));
     }
+    // Never sign and send a payload that is not the one written (edited in the database).
+    if let Some(keys) = crate::ledger::keys::installed()
+        && d.payload_intact(&keys) == Some(false)
+    {
+        tracing::error!(
+            event_id = %d.event_id,
+            "the webhook event's payload does not match its ledger MAC: not sent"
+        );
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        return failed(
+            "the event's payload does not match its ledger MAC (edited): not sent".into(),
+        );
+    }
     let aad = WebhookSecretAad {
         merchant_id: d.merchant_id,
         endpoint_id: d.endpoint_id,

@@ -9,11 +9,11 @@ use secrecy::ExposeSecret;
 use std::io::Write;
 use std::process::Stdio;
 
-pub(crate) const EMAIL: &str = "ops@pisgate.example";
-pub(crate) const PASSWORD: &str = "a long operator password";
+pub const EMAIL: &str = "ops@pisgate.example";
+pub const PASSWORD: &str = "a long operator password";
 
 /// `pisgate operator create --email …` with the password on standard input.
-pub(crate) fn create_operator(app: &TestApp, email: &str, password: &str) -> std::process::Output {
+pub fn create_operator(app: &TestApp, email: &str, password: &str) -> std::process::Output {
     let mut child = pisgate()
         .args(["operator", "create", "--email", email])
         .env(
@@ -33,7 +33,7 @@ pub(crate) fn create_operator(app: &TestApp, email: &str, password: &str) -> std
     child.wait_with_output().unwrap()
 }
 
-fn cookies(r: &reqwest::Response) -> Vec<String> {
+pub fn cookies(r: &reqwest::Response) -> Vec<String> {
     r.headers()
         .get_all("set-cookie")
         .iter()
@@ -41,7 +41,7 @@ fn cookies(r: &reqwest::Response) -> Vec<String> {
         .collect()
 }
 
-fn cookie_value(set_cookies: &[String], name: &str) -> Option<String> {
+pub fn cookie_value(set_cookies: &[String], name: &str) -> Option<String> {
     set_cookies.iter().find_map(|c| {
         c.split(';')
             .next()?
@@ -50,7 +50,7 @@ fn cookie_value(set_cookies: &[String], name: &str) -> Option<String> {
     })
 }
 
-fn hidden_csrf(html: &str) -> String {
+pub fn hidden_csrf(html: &str) -> String {
     html.split(r#"name="csrf" value=""#)
         .nth(1)
         .and_then(|rest| rest.split('"').next())
@@ -59,7 +59,7 @@ fn hidden_csrf(html: &str) -> String {
 }
 
 /// Opens the sign-in page and posts `password`; returns the answer.
-async fn sign_in(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
+pub async fn sign_in(app: &TestApp, email: &str, password: &str) -> reqwest::Response {
     let form = app
         .client
         .get(app.admin_url("/console/login"))
@@ -82,7 +82,7 @@ async fn sign_in(app: &TestApp, email: &str, password: &str) -> reqwest::Respons
         .unwrap()
 }
 
-pub(crate) async fn session_cookie(app: &TestApp) -> String {
+pub async fn session_cookie(app: &TestApp) -> String {
     let r = sign_in(app, EMAIL, PASSWORD).await;
     assert_eq!(r.status(), 303);
     assert_eq!(r.headers()["location"], "/console/payments");
@@ -104,7 +104,7 @@ pub(crate) async fn session_cookie(app: &TestApp) -> String {
     )
 }
 
-pub(crate) async fn get(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
+pub async fn get(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
     let r = app
         .client
         .get(app.admin_url(path))
@@ -339,7 +339,11 @@ async fn counting_receiver() -> (String, std::sync::Arc<std::sync::atomic::Atomi
 
 /// Posts an action form as the page would: first without `confirm` (the confirmation page),
 /// then with it.
-async fn act(app: &TestApp, cookie: &str, fields: &[(&str, &str)]) -> (reqwest::Response, String) {
+pub async fn act(
+    app: &TestApp,
+    cookie: &str,
+    fields: &[(&str, &str)],
+) -> (reqwest::Response, String) {
     let (_, html) = get(app, "/console/payments", cookie).await;
     let csrf = hidden_csrf(&html);
     let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
@@ -367,7 +371,7 @@ async fn act(app: &TestApp, cookie: &str, fields: &[(&str, &str)]) -> (reqwest::
     (done, page)
 }
 
-async fn audit_actions(app: &TestApp) -> Vec<String> {
+pub async fn audit_actions(app: &TestApp) -> Vec<String> {
     sqlx::query_scalar("SELECT action FROM operator_audit ORDER BY id")
         .fetch_all(&app.pool)
         .await

@@ -495,7 +495,8 @@ async fn cut_back_to_seq_3(pool: &Db, id: Uuid) {
         .await
         .unwrap();
     sqlx::query(
-        "UPDATE payments SET ledger_seq = 3, ledger_head = $2, status = 'authorized' WHERE id = $1",
+        "UPDATE payments SET ledger_seq = 3, ledger_head = $2, status = 'authorized',
+                             bank_status = 'Confirmed' WHERE id = $1",
     )
     .bind(id)
     .bind(&listed[2].hash)

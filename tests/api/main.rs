@@ -3,10 +3,12 @@
 
 mod api_keys;
 mod auth;
+mod binding;
 mod certificate;
 mod cli;
 mod consent;
 mod console;
+mod console_lockout;
 mod errors;
 mod events;
 mod hardening;

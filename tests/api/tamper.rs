@@ -62,14 +62,31 @@ pub async fn insert_payment(pool: &Db) -> Uuid {
     id
 }
 
-/// Appends `event`, moving the payment to its new status in the same transaction (as
-/// `payments::transition` does).
+/// Appends `event`, moving the payment to its new status, bank status and (for `initiated`)
+/// bank payment id in the same transaction (as `payments::transition` and
+/// `payments::record_initiated` do), so the row is what its ledger binds.
 pub async fn append(pool: &Db, payment_id: Uuid, event: NewEvent) -> StoredEvent {
     let mut tx = pool.begin().await.unwrap();
     if let Some(status) = event.new_status {
         sqlx::query("UPDATE payments SET status = $2 WHERE id = $1")
             .bind(payment_id)
             .bind(status.as_str())
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    if let Some(bank_status) = &event.bank_status {
+        sqlx::query("UPDATE payments SET bank_status = $2 WHERE id = $1")
+            .bind(payment_id)
+            .bind(bank_status)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    if event.kind == "initiated" {
+        sqlx::query("UPDATE payments SET bank_payment_id = $2 WHERE id = $1")
+            .bind(payment_id)
+            .bind(event.detail["bank_payment_id"].as_str())
             .execute(&mut *tx)
             .await
             .unwrap();
@@ -87,6 +104,11 @@ fn status_change(from: PaymentStatus, to: PaymentStatus, bank: &str) -> NewEvent
         detail: json!({"via": "poll"}),
         ..NewEvent::new("status_changed")
     }
+}
+
+/// The bank payment id [`authorized_payment`] records (unique, like the bank's).
+pub fn bank_payment_id(payment_id: Uuid) -> String {
+    format!("bp-{}", payment_id.simple())
 }
 
 /// created → initiated → authorized: three events, authorized.
@@ -108,7 +130,7 @@ pub async fn authorized_payment(pool: &Db) -> Uuid {
         id,
         NewEvent {
             bank_status: Some("PendingUserApproval".into()),
-            detail: json!({"bank_payment_id": "bp-1"}),
+            detail: json!({"bank_payment_id": bank_payment_id(id)}),
             ..NewEvent::new("initiated")
         },
     )
@@ -259,8 +281,9 @@ async fn keyed_rewrite(pool: &Db, id: Uuid) {
         id,
         &[
             "DELETE FROM payment_events WHERE payment_id = $1",
-            "UPDATE payments SET ledger_seq = 0, ledger_head = NULL,
-                                 status = 'awaiting_authorization' WHERE id = $1",
+            "UPDATE payments SET ledger_seq = 0, ledger_head = NULL, bank_payment_id = NULL,
+                                 bank_status = NULL, status = 'awaiting_authorization'
+             WHERE id = $1",
         ],
     )
     .await;

@@ -1245,3 +1245,42 @@ async fn concurrent_claims_never_hand_one_delivery_to_two_dispatchers() {
     assert!(twice.is_empty(), "claimed by two dispatchers: {twice:?}");
     assert_eq!(seen.len(), N, "every delivery claimed once");
 }
+
+/// A payload edited in the database after it was written (an insider forging what the
+/// merchant is told) fails its ledger MAC: the dispatcher never signs and sends it.
+#[tokio::test]
+async fn a_webhook_payload_edited_in_the_database_is_never_sent() {
+    let app = spawn_dispatching_app(&["300ms"; 40].join(",")).await;
+    let m = app.create_merchant("Shop").await;
+    let addr = unused_address().await;
+    let receiver = Receiver::at(addr);
+    let (endpoint, _) = create_endpoint(&app, &m.api_key, &receiver, &[]).await;
+    let payment = authorized_payment(&app, &m.api_key).await;
+    delivery_when(&app, &m.api_key, &endpoint, "payment.authorized", |d| {
+        d["attempts"].as_i64().unwrap_or(0) >= 1
+    })
+    .await;
+    sqlx::query(
+        r#"UPDATE webhook_events SET payload = jsonb_set(payload, '{data,amount}', '"99999.00"')
+           WHERE payment_id = $1"#,
+    )
+    .bind(payment.parse::<Uuid>().unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let listener = eventually("the receiver's port to be free again", || async {
+        tokio::net::TcpListener::bind(addr).await.ok()
+    })
+    .await;
+    receiver.set_plan(Plan::Ok);
+    receiver.serve(listener);
+    let refused = delivery_when(&app, &m.api_key, &endpoint, "payment.authorized", |d| {
+        d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("ledger MAC"))
+    })
+    .await;
+    assert_eq!(refused["status"], "pending", "{refused}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(receiver.received().is_empty(), "the forged payload arrived");
+}

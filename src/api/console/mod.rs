@@ -4,13 +4,19 @@
 //! verification), a "needs attention" list, merchants, and actions (replay a dead delivery,
 //! re-enable an endpoint, disable or enable a merchant, rotate or revoke all of a merchant's
 //! API keys, register or remove its payees and set its payee policy), each confirmed on a
-//! second page and recorded in the append-only audit log.
+//! second page and recorded in the append-only audit log in the same transaction (an action
+//! whose audit row cannot be written is not done).
 //!
 //! Sessions live in Postgres; the cookie holds a 256-bit token (only its SHA-256 is stored),
 //! HttpOnly, SameSite=Strict, Path=/console, and Secure unless the console is reached on
 //! localhost. Every form carries a CSRF token: the session's, or before sign-in a random one
-//! that must match its own cookie. Five wrong passwords in a row lock an account for 15
-//! minutes. Pages are server-rendered with no JavaScript and a strict CSP.
+//! that must match its own cookie. Five sign-in attempts in a row that do not succeed lock an
+//! account for 15 minutes: each attempt is counted in the database before its password is
+//! checked ([`operators::admit`]), so parallel guesses cannot outrun the lock, and a locked
+//! or disabled account is refused without a check. Password checks run under a small
+//! semaphore on blocking threads ([`password::verify_limited`]). Every sign-in, failure,
+//! refusal, lock-out and sign-out is audited; "sign out everywhere" ends every session of
+//! the operator. Pages are server-rendered with no JavaScript and a strict CSP.
 //!
 //! Never logged: passwords, session tokens, CSRF tokens.
 
@@ -19,7 +25,7 @@ mod view;
 
 use crate::api::AppState;
 use crate::api::consent::{html_page, style_hash};
-use crate::ledger::operators::{self, Search, Session};
+use crate::ledger::operators::{self, Gate, Search, Session};
 use crate::ledger::{events, keys, merchants, payees, verify, webhooks};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
@@ -31,6 +37,7 @@ use chrono::{NaiveDate, Utc};
 use rand::RngCore;
 use secrecy::ExposeSecret;
 use sha2::{Digest, Sha256};
+use sqlx::PgConnection;
 use std::collections::HashMap;
 use std::sync::LazyLock;
 use uuid::Uuid;
@@ -202,72 +209,63 @@ async fn login(
             Some("Wrong email or password, or the account is locked for a while."),
         )
     };
-    let operator = match operators::by_email(&state.pool, &email).await {
-        Ok(Some(o)) => o,
-        Ok(None) => {
+    // The attempt is counted (and a locked or disabled account refused) before any password
+    // is checked, in one transaction: N parallel guesses count as N.
+    let gate = operators::admit(
+        &state.pool,
+        &email,
+        MAX_FAILURES,
+        chrono::Duration::minutes(LOCK_MINUTES),
+    )
+    .await;
+    let (id, email, locks) = match gate {
+        Err(e) => return internal(e),
+        Ok(Gate::Unknown) => {
             // Spend the same time as a real check, so timing does not tell who exists.
-            password::verify(password, &password::DUMMY_HASH);
+            password::verify_limited(password, &password::DUMMY_HASH).await;
+            // An audit row per unknown email, cut so that a flood cannot bloat it.
+            let typed: String = email.chars().take(254).collect();
+            if let Err(e) = operators::record_failure(&state.pool, None, &typed, false, 0).await {
+                return internal(e);
+            }
             return refused(&headers);
         }
-        Err(e) => return internal(e),
+        Ok(Gate::Locked { id, .. }) => {
+            tracing::warn!(operator_id = %id, "sign-in to a locked account refused");
+            return refused(&headers);
+        }
+        Ok(Gate::Disabled { id, .. }) => {
+            tracing::warn!(operator_id = %id, "sign-in to a disabled account refused");
+            return refused(&headers);
+        }
+        Ok(Gate::Admitted {
+            id,
+            email,
+            password_hash,
+            locks,
+        }) => {
+            if !password::verify_limited(password, &password_hash).await {
+                tracing::warn!(operator_id = %id, locked = locks, "wrong password");
+                if let Err(e) =
+                    operators::record_failure(&state.pool, Some(id), &email, locks, LOCK_MINUTES)
+                        .await
+                {
+                    return internal(e);
+                }
+                return refused(&headers);
+            }
+            (id, email, locks)
+        }
     };
-    if operator.locked_until.is_some_and(|t| t > Utc::now()) {
-        tracing::warn!(operator_id = %operator.id, "sign-in to a locked account");
-        return refused(&headers);
-    }
-    if !password::verify(password, &operator.password_hash) {
-        tracing::warn!(operator_id = %operator.id, "wrong password");
-        let locked = operators::record_failure(
-            &state.pool,
-            operator.id,
-            MAX_FAILURES,
-            chrono::Duration::minutes(LOCK_MINUTES),
-        )
-        .await;
-        if let Err(e) = locked {
-            return internal(e);
-        }
-        if operator.failed_attempts + 1 >= MAX_FAILURES {
-            let _ = operators::audit(
-                &state.pool,
-                Some(operator.id),
-                &operator.email,
-                "locked_out",
-                None,
-                serde_json::json!({ "minutes": LOCK_MINUTES }),
-            )
-            .await;
-        }
-        return refused(&headers);
-    }
     let token = random_token();
     let csrf = random_token();
     let expires = Utc::now() + chrono::Duration::hours(SESSION_HOURS);
-    let stored = async {
-        operators::record_success(&state.pool, operator.id).await?;
-        operators::create_session(
-            &state.pool,
-            &token_hash(&token),
-            operator.id,
-            &csrf,
-            expires,
-        )
-        .await?;
-        operators::audit(
-            &state.pool,
-            Some(operator.id),
-            &operator.email,
-            "signed_in",
-            None,
-            serde_json::json!({}),
-        )
-        .await
+    match operators::sign_in(&state.pool, id, &email, &token_hash(&token), &csrf, expires).await {
+        Err(e) => return internal(e),
+        Ok(false) => return refused(&headers),
+        Ok(true) => {}
     }
-    .await;
-    if let Err(e) = stored {
-        return internal(e);
-    }
-    tracing::info!(operator_id = %operator.id, "operator signed in");
+    tracing::info!(operator_id = %id, reached_limit = locks, "operator signed in");
     let mut r = see_other("/console/payments");
     for c in [
         set_cookie(&headers, SESSION_COOKIE, &token, SESSION_HOURS * 3600),
@@ -280,18 +278,24 @@ async fn login(
     r
 }
 
+/// `POST /console/logout`: ends this session, or with `everywhere=yes` every session of the
+/// operator ("sign out everywhere", e.g. after a laptop is lost), audited with it.
 async fn logout(
     State(state): State<AppState>,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
-    if let Err(r) = posted_by(&state, &headers, &form).await {
-        return r;
-    }
-    if let Some(token) = cookie(&headers, SESSION_COOKIE)
-        && let Err(e) = operators::end_session(&state.pool, &token_hash(token)).await
-    {
-        return internal(e);
+    let session = match posted_by(&state, &headers, &form).await {
+        Ok(s) => s,
+        Err(r) => return r,
+    };
+    let everywhere = form.get("everywhere").map(String::as_str) == Some("yes");
+    let token = cookie(&headers, SESSION_COOKIE).unwrap_or("");
+    match operators::sign_out(&state.pool, &session, &token_hash(token), everywhere).await {
+        Err(e) => return internal(e),
+        Ok(ended) => {
+            tracing::info!(operator_id = %session.operator_id, everywhere, ended, "operator signed out")
+        }
     }
     let mut r = see_other("/console/login");
     if let Ok(v) = set_cookie(&headers, SESSION_COOKIE, "", 0).parse() {
@@ -655,19 +659,20 @@ impl Action {
         }
     }
 
-    /// Does it; `Ok(Some(secret))` when the operator must see something once (a new key),
-    /// `Err` with a sentence for the operator when it cannot be done.
-    async fn run(&self, state: &AppState) -> anyhow::Result<Result<Option<String>, String>> {
+    /// Does it in the caller's transaction (its audit row joins it); `Ok(Some(secret))` when
+    /// the operator must see something once (a new key), `Err` with a sentence for the
+    /// operator when it cannot be done.
+    async fn run(&self, tx: &mut PgConnection) -> anyhow::Result<Result<Option<String>, String>> {
         if let Action::RotateKey { merchant } = *self {
             let grace = std::time::Duration::from_secs(KEY_GRACE_HOURS * 3600);
-            return Ok(merchants::rotate_key(&state.pool, merchant, grace)
+            return Ok(merchants::rotate_key_in(tx, merchant, grace)
                 .await?
                 .map(|k| Some(k.api_key.expose_secret().to_owned()))
                 .ok_or_else(|| "No such merchant.".into()));
         }
         Ok(match *self {
             Action::ReplayDelivery { endpoint, event } => {
-                match webhooks::replay_delivery(&state.pool, endpoint, event).await? {
+                match webhooks::replay_delivery_in(tx, endpoint, event).await? {
                     webhooks::Replay::Queued(_) => Ok(None),
                     webhooks::Replay::AlreadyPending => Err("It is already pending.".into()),
                     webhooks::Replay::EndpointNotEnabled => {
@@ -677,12 +682,11 @@ impl Action {
                 }
             }
             Action::EnableEndpoint { endpoint } => {
-                let Some(merchant) = operators::endpoint_merchant(&state.pool, endpoint).await?
-                else {
+                let Some(merchant) = operators::endpoint_merchant(&mut *tx, endpoint).await? else {
                     return Ok(Err("No such endpoint.".into()));
                 };
-                match webhooks::enable_endpoint(
-                    &state.pool,
+                match webhooks::enable_endpoint_in(
+                    tx,
                     merchant,
                     endpoint,
                     crate::api::webhooks::MAX_ENABLED_ENDPOINTS,
@@ -696,31 +700,25 @@ impl Action {
                     None => Err("The endpoint is deleted.".into()),
                 }
             }
-            Action::DisableMerchant { merchant } => merchants::disable(&state.pool, merchant)
+            Action::DisableMerchant { merchant } => merchants::disable(&mut *tx, merchant)
                 .await?
                 .map(|_| None)
                 .ok_or_else(|| "No such merchant.".into()),
-            Action::EnableMerchant { merchant } => merchants::enable(&state.pool, merchant)
+            Action::EnableMerchant { merchant } => merchants::enable(&mut *tx, merchant)
                 .await?
                 .map(|_| None)
                 .ok_or_else(|| "No such merchant.".into()),
             Action::RotateKey { .. } => Ok(None),
             Action::RevokeAllKeys { merchant } => {
-                let mut tx = state.pool.begin().await?;
-                let revoked = merchants::revoke_all_keys(&mut tx, merchant).await?;
-                tx.commit().await?;
-                // Other replicas forget them when the notification arrives; this one now.
-                state.auth_cache.clear();
-                match revoked {
+                // Every replica forgets them when the notification arrives at commit (this
+                // one too: `run_audited` clears its cache right after the commit).
+                match merchants::revoke_all_keys(tx, merchant).await? {
                     Some(_) => Ok(None),
                     None => Err("No such merchant.".into()),
                 }
             }
             Action::SetPayees { merchant, policy } => {
-                let mut tx = state.pool.begin().await?;
-                let found = payees::set_policy(&mut tx, merchant, policy).await?;
-                tx.commit().await?;
-                if found {
+                if payees::set_policy(tx, merchant, policy).await? {
                     Ok(None)
                 } else {
                     Err("No such merchant.".into())
@@ -739,10 +737,7 @@ impl Action {
                 if label.as_ref().is_some_and(|l| l.chars().count() > 200) {
                     return Ok(Err("The label is longer than 200 characters.".into()));
                 }
-                let mut tx = state.pool.begin().await?;
-                let added = payees::add(&mut tx, merchant, &account, label.as_deref()).await?;
-                tx.commit().await?;
-                match added {
+                match payees::add(tx, merchant, &account, label.as_deref()).await? {
                     payees::Added::Added => Ok(None),
                     payees::Added::AlreadyRegistered => {
                         Err("That account is registered already.".into())
@@ -759,10 +754,7 @@ impl Action {
                     Ok(a) => a,
                     Err(why) => return Ok(Err(why)),
                 };
-                let mut tx = state.pool.begin().await?;
-                let removed = payees::remove(&mut tx, merchant, &account).await?;
-                tx.commit().await?;
-                if removed {
+                if payees::remove(tx, merchant, &account).await? {
                     Ok(None)
                 } else {
                     Err("That account is not a payee of this merchant.".into())
@@ -770,6 +762,39 @@ impl Action {
             }
         })
     }
+}
+
+/// Runs `act` and writes its audit row in one transaction: both commit, or neither (a failed
+/// audit insert undoes the action).
+async fn run_audited(
+    state: &AppState,
+    session: &Session,
+    act: &Action,
+) -> anyhow::Result<Result<Option<String>, String>> {
+    let mut tx = state.pool.begin().await?;
+    let done = act.run(&mut tx).await?;
+    let outcome = match &done {
+        Ok(_) => serde_json::json!({ "outcome": "done" }),
+        Err(why) => serde_json::json!({ "outcome": "refused", "why": why }),
+    };
+    operators::audit_in(
+        &mut tx,
+        Some(session.operator_id),
+        &session.email,
+        act.name(),
+        Some(&act.target()),
+        outcome,
+    )
+    .await?;
+    tx.commit().await?;
+    if matches!(
+        act,
+        Action::RevokeAllKeys { .. } | Action::DisableMerchant { .. }
+    ) {
+        // This replica at once; the others when the commit's notification arrives.
+        state.auth_cache.clear();
+    }
+    Ok(done)
 }
 
 /// `POST /console/actions`: without `confirm=yes`, the confirmation page (the same form
@@ -804,26 +829,10 @@ async fn action(
             view::confirm(&session, act.name(), &act.target(), &form),
         );
     }
-    let done = match act.run(&state).await {
+    let done = match run_audited(&state, &session, &act).await {
         Ok(done) => done,
         Err(e) => return internal(format!("{e:#}")),
     };
-    let outcome = match &done {
-        Ok(_) => serde_json::json!({ "outcome": "done" }),
-        Err(why) => serde_json::json!({ "outcome": "refused", "why": why }),
-    };
-    if let Err(e) = operators::audit(
-        &state.pool,
-        Some(session.operator_id),
-        &session.email,
-        act.name(),
-        Some(&act.target()),
-        outcome,
-    )
-    .await
-    {
-        return internal(e);
-    }
     match done {
         Ok(None) => {
             tracing::info!(operator_id = %session.operator_id, "operator action done");

@@ -1,5 +1,7 @@
 //! Operators' passwords: Argon2id (the `argon2` crate's defaults, a random salt each), in
 //! the PHC string format. A password is never stored, logged or passed on a command line.
+//! Checks in the console run on blocking threads under a small semaphore
+//! ([`verify_limited`]).
 
 use argon2::Argon2;
 use argon2::password_hash::rand_core::OsRng;
@@ -20,6 +22,25 @@ pub fn hash(password: &str) -> anyhow::Result<String> {
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())
         .map_err(|e| anyhow::anyhow!("hashing the password failed: {e}"))
+}
+
+/// At most this many password checks run at once in this process (each takes a blocking
+/// thread and ~19 MiB for tens of milliseconds), so a sign-in flood queues here instead of
+/// starving the payment traffic of threads and memory.
+pub const CONCURRENT_CHECKS: usize = 2;
+static CHECKS: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(CONCURRENT_CHECKS);
+
+/// [`verify`] on a blocking thread, under the process's [`CONCURRENT_CHECKS`] permits.
+pub async fn verify_limited(password: &str, hash: &str) -> bool {
+    let Ok(_permit) = CHECKS.acquire().await else {
+        return false;
+    };
+    let (password, hash) = (secrecy::SecretString::from(password), hash.to_owned());
+    tokio::task::spawn_blocking(move || {
+        verify(secrecy::ExposeSecret::expose_secret(&password), &hash)
+    })
+    .await
+    .unwrap_or(false)
 }
 
 pub fn verify(password: &str, hash: &str) -> bool {

@@ -57,6 +57,11 @@ fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
                             span { (s.email) " " }
                             button type="submit" { "Sign out" }
                         }
+                        form method="post" action="/console/logout" {
+                            input type="hidden" name="csrf" value=(s.csrf_token);
+                            input type="hidden" name="everywhere" value="yes";
+                            button type="submit" { "Sign out everywhere" }
+                        }
                     }
                 }
                 main { h1 { (title) } (body) }

@@ -1,0 +1,156 @@
+//! What ties the mutable rows around the ledger to it: a payment's immutable facts, the
+//! shopper key it was bound to, and each webhook event's payload.
+//!
+//! * The `created` event carries `facts`, the digest of [`PaymentFacts`] (merchant, amount,
+//!   currency, country, return URL, the merchant's shopper id, bank, and the whole validated
+//!   request with its creditor and debtor). The
+//!   event is inside the keyed chain, so whoever rewrites the payment row without the ledger
+//!   key cannot make the row match its chain again. [`facts_digest`] is the one function
+//!   creation (both the in-memory `seal` path and any appended path) and `ledger verify` use.
+//! * The `token_exchanged` event carries `psu_key_sha256`, the digest of the shopper key the
+//!   payment's bank token is stored under, so a row pointed at another shopper's token is
+//!   seen.
+//! * Every `webhook_events` row carries `payload_mac` = HMAC-SHA256(ledger key[mac_key_id],
+//!   [`webhook_mac_input`]): the event's id, merchant, payment, type, time and the canonical
+//!   JSON of its payload, so an edited payload (a `payment.paid` forged, an amount changed
+//!   in what merchants read back from `GET /v1/events`) is caught by `ledger verify`.
+//!
+//! The digests are SHA-256, unkeyed: they sit inside a keyed chain. This module computes;
+//! it never reads or writes the database and never sees a secret other than the ring.
+
+use crate::ledger::canonical::canonical_json;
+use crate::ledger::keys::LedgerKeys;
+use chrono::{DateTime, SecondsFormat, Utc};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+use uuid::Uuid;
+
+/// The version of [`facts_digest`]'s input, hashed with it.
+const FACTS_VERSION: i64 = 1;
+const WEBHOOK_TAG: &str = "pisgate/webhook_event/v1";
+
+/// The facts of a payment that never change after creation.
+#[derive(Debug, Clone, Copy)]
+pub struct PaymentFacts<'a> {
+    pub merchant_id: Uuid,
+    pub amount_minor: i64,
+    pub currency: &'a str,
+    pub country: &'a str,
+    pub bank: &'a str,
+    pub return_url: &'a str,
+    /// The merchant's stable id for the shopper (`psu_id`).
+    pub psu_id: Option<&'a str>,
+    /// The stored canonical request, bound whole (creditor, debtor and all).
+    pub request: &'a Value,
+}
+
+/// The hex SHA-256 of the canonical JSON of the facts (see the module docs).
+pub fn facts_digest(f: &PaymentFacts<'_>) -> String {
+    let doc = json!({
+        "v": FACTS_VERSION,
+        "merchant_id": f.merchant_id.to_string(),
+        "amount_minor": f.amount_minor,
+        "currency": f.currency,
+        "country": f.country,
+        "bank": f.bank,
+        "return_url": f.return_url,
+        "psu_id": f.psu_id,
+        // The whole validated request: creditor, debtor, amount text, dates, references.
+        "request": f.request,
+    });
+    hex::encode(Sha256::digest(canonical_json(&doc).as_bytes()))
+}
+
+/// The hex SHA-256 of a shopper key (the key names a shopper; the digest does not).
+pub fn psu_key_digest(psu_key: &str) -> String {
+    hex::encode(Sha256::digest(psu_key.as_bytes()))
+}
+
+/// A webhook event as stored, the fields its MAC covers.
+#[derive(Debug, Clone, Copy)]
+pub struct WebhookEventFacts<'a> {
+    pub id: Uuid,
+    pub merchant_id: Uuid,
+    pub payment_id: Option<Uuid>,
+    pub event_type: &'a str,
+    pub created_at: DateTime<Utc>,
+    /// The payload as jsonb gives it back.
+    pub payload: &'a Value,
+}
+
+fn put_str(out: &mut Vec<u8>, s: &str) {
+    out.extend_from_slice(&(s.len() as u32).to_be_bytes());
+    out.extend_from_slice(s.as_bytes());
+}
+
+/// `str(tag) || str(key_id) || id || merchant_id || opt(payment_id) || str(event_type) ||
+/// str(created_at, RFC 3339 with microseconds) || str(canonical JSON of payload)`, with the
+/// encodings of [`crate::ledger::events`].
+pub fn webhook_mac_input(key_id: &str, e: &WebhookEventFacts<'_>) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    put_str(&mut out, WEBHOOK_TAG);
+    put_str(&mut out, key_id);
+    out.extend_from_slice(e.id.as_bytes());
+    out.extend_from_slice(e.merchant_id.as_bytes());
+    match e.payment_id {
+        None => out.push(0),
+        Some(p) => {
+            out.push(1);
+            out.extend_from_slice(p.as_bytes());
+        }
+    }
+    put_str(&mut out, e.event_type);
+    put_str(
+        &mut out,
+        &e.created_at.to_rfc3339_opts(SecondsFormat::Micros, true),
+    );
+    put_str(&mut out, &canonical_json(e.payload));
+    out
+}
+
+/// The MAC of a webhook event under `key_id`, or `None` when the ring has no such key.
+pub fn webhook_mac(keys: &LedgerKeys, key_id: &str, e: &WebhookEventFacts<'_>) -> Option<[u8; 32]> {
+    keys.mac(key_id, &[&webhook_mac_input(key_id, e)])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn facts(request: &Value) -> PaymentFacts<'_> {
+        PaymentFacts {
+            merchant_id: Uuid::from_u128(7),
+            amount_minor: 1050,
+            currency: "EUR",
+            country: "FI",
+            bank: "nordea",
+            return_url: "https://shop.example/done",
+            psu_id: Some("shopper-1"),
+            request,
+        }
+    }
+
+    #[test]
+    fn the_facts_digest_changes_with_every_bound_fact_and_not_with_key_order() {
+        let request = json!({"creditor": {"name": "Kauppa", "account": {"type": "IBAN", "value": "FI14"}},
+                             "debtor": null, "urgency": "standard"});
+        let base = facts_digest(&facts(&request));
+        let reordered: Value = serde_json::from_str(
+            r#"{"urgency":"standard","debtor":null,"creditor":{"account":{"value":"FI14","type":"IBAN"},"name":"Kauppa"}}"#,
+        )
+        .unwrap();
+        assert_eq!(facts_digest(&facts(&reordered)), base);
+        let other_creditor =
+            json!({"creditor": {"name": "Kauppa", "account": {"type": "IBAN", "value": "FI15"}}});
+        assert_ne!(facts_digest(&facts(&other_creditor)), base);
+        let mut f = facts(&request);
+        f.amount_minor = 105_000;
+        assert_ne!(facts_digest(&f), base);
+        let mut f = facts(&request);
+        f.merchant_id = Uuid::from_u128(8);
+        assert_ne!(facts_digest(&f), base);
+        let mut f = facts(&request);
+        f.psu_id = None;
+        assert_ne!(facts_digest(&f), base);
+    }
+}

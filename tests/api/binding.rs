@@ -1,0 +1,427 @@
+//! The ledger binds the whole payment (issue 22, item 4): a payment row or a webhook payload
+//! rewritten in SQL by an insider (append-only triggers off, no ledger key) fails
+//! `ledger verify`, and a row pointed at another bank payment is never paid by the poller.
+//! Payments go through the real API, the sandbox bank and the callback first.
+
+use crate::helpers::{TestApp, ledger_keys, sign_and_return, spawn_app, spawn_app_full};
+use crate::payments::body;
+use crate::tamper;
+use pisgate::ledger::events::{self, BreakReason, NewEvent};
+use pisgate::ledger::verify::VerifyReport;
+use serde_json::Value;
+use std::time::{Duration, Instant};
+use uuid::Uuid;
+
+/// A payment created through the API, signed at the bank and back through the callback:
+/// authorized, with a token, a bank id and a `payment.authorized` webhook event.
+async fn authorized(app: &TestApp, key: &str) -> Uuid {
+    let p = app.create_payment(key, &body("FI")).await;
+    let back = sign_and_return(&app.client, &p, "psu-binding").await;
+    assert_eq!(back.status(), 303);
+    let id = p["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.get_payment(key, &id).await["status"], "authorized");
+    id.parse().unwrap()
+}
+
+async fn verify(app: &TestApp) -> VerifyReport {
+    events::verify_all(&app.pool, &ledger_keys()).await.unwrap()
+}
+
+/// Runs `sql` ($1 = the payment id) as an insider: every user trigger of the tables off.
+async fn as_insider(app: &TestApp, id: Uuid, sql: &str) {
+    as_insider_all(app, id, &[sql]).await
+}
+
+/// [`as_insider`] for several statements in one transaction.
+async fn as_insider_all(app: &TestApp, id: Uuid, sqls: &[&str]) {
+    let mut tx = app.pool.begin().await.unwrap();
+    let tables = ["payments", "payment_events", "webhook_events"];
+    for t in tables {
+        sqlx::query(&format!("ALTER TABLE {t} DISABLE TRIGGER USER"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    for sql in sqls {
+        let q = sqlx::query(sql);
+        let q = if sql.contains("$1") { q.bind(id) } else { q };
+        let changed = q.execute(&mut *tx).await.unwrap().rows_affected();
+        assert!(changed > 0, "the tamper changed nothing: {sql}");
+    }
+    for t in tables {
+        sqlx::query(&format!("ALTER TABLE {t} ENABLE TRIGGER USER"))
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+    }
+    tx.commit().await.unwrap();
+}
+
+/// A fresh app with one authorized payment that verifies, bound (no unbound payment).
+async fn bound_payment() -> (TestApp, String, Uuid) {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Binding shop").await;
+    let id = authorized(&app, &m.api_key).await;
+    let report = verify(&app).await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.unbound_payments, 0, "{report:?}");
+    assert!(report.webhook_events_checked >= 1, "{report:?}");
+    assert_eq!(report.unbound_webhook_events, 0, "{report:?}");
+    (app, m.api_key, id)
+}
+
+fn first_reason(report: &VerifyReport, id: Uuid) -> BreakReason {
+    let first = report
+        .first_broken
+        .clone()
+        .unwrap_or_else(|| panic!("the tamper went unnoticed: {report:?}"));
+    assert_eq!(first.payment_id, id, "{report:?}");
+    first.reason
+}
+
+#[tokio::test]
+async fn ledger_verify_catches_a_payment_amount_multiplied_in_sql() {
+    let (app, _, id) = bound_payment().await;
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET amount_minor = amount_minor * 100 WHERE id = $1",
+    )
+    .await;
+    assert_eq!(
+        first_reason(&verify(&app).await, id),
+        BreakReason::FactsMismatch
+    );
+}
+
+#[tokio::test]
+async fn ledger_verify_catches_a_payment_moved_to_another_merchant() {
+    let (app, _, id) = bound_payment().await;
+    let other = app.create_merchant("Other shop").await;
+    as_insider(
+        &app,
+        id,
+        &format!(
+            "UPDATE payments SET merchant_id = '{}' WHERE id = $1",
+            other.id
+        ),
+    )
+    .await;
+    assert_eq!(
+        first_reason(&verify(&app).await, id),
+        BreakReason::FactsMismatch
+    );
+}
+
+#[tokio::test]
+async fn ledger_verify_catches_a_rewritten_creditor() {
+    let (app, _, id) = bound_payment().await;
+    as_insider(
+        &app,
+        id,
+        r#"UPDATE payments
+           SET request = jsonb_set(request, '{creditor,account,value}', '"FI7955500000000112"')
+           WHERE id = $1 AND request #> '{creditor,account,value}' IS NOT NULL"#,
+    )
+    .await;
+    assert_eq!(
+        first_reason(&verify(&app).await, id),
+        BreakReason::FactsMismatch
+    );
+}
+
+#[tokio::test]
+async fn ledger_verify_catches_a_bank_payment_id_swapped_with_another_payments() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Binding shop").await;
+    let victim = authorized(&app, &m.api_key).await;
+    let other = authorized(&app, &m.api_key).await;
+    assert!(verify(&app).await.is_ok());
+    // A swap through a spare value (bank ids are unique).
+    let ids: (String, String) = sqlx::query_as(
+        "SELECT (SELECT bank_payment_id FROM payments WHERE id = $1),
+                (SELECT bank_payment_id FROM payments WHERE id = $2)",
+    )
+    .bind(victim)
+    .bind(other)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    as_insider_all(
+        &app,
+        victim,
+        &[
+            &format!("UPDATE payments SET bank_payment_id = 'spare' WHERE id = '{other}'"),
+            &format!(
+                "UPDATE payments SET bank_payment_id = '{}' WHERE id = $1",
+                ids.1
+            ),
+            &format!(
+                "UPDATE payments SET bank_payment_id = '{}' WHERE id = '{other}'",
+                ids.0
+            ),
+        ],
+    )
+    .await;
+    let report = verify(&app).await;
+    assert_eq!(report.broken_payments, 2, "{report:?}");
+    let first = report.first_broken.clone().unwrap();
+    assert!(
+        matches!(first.reason, BreakReason::BankPaymentIdMismatch { .. }),
+        "{report:?}"
+    );
+    assert!(first.payment_id == victim.min(other), "{report:?}");
+}
+
+#[tokio::test]
+async fn ledger_verify_catches_a_status_or_bank_status_rewritten_in_sql() {
+    let (app, _, id) = bound_payment().await;
+    // The bank status alone: the row claims the bank said Paid.
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET bank_status = 'Paid' WHERE id = $1",
+    )
+    .await;
+    assert_eq!(
+        first_reason(&verify(&app).await, id),
+        BreakReason::BankStatusMismatch {
+            payment: Some("Paid".into()),
+            ledger: Some("Confirmed".into())
+        }
+    );
+    // And the status with it.
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET status = 'paid' WHERE id = $1",
+    )
+    .await;
+    assert_eq!(
+        first_reason(&verify(&app).await, id),
+        BreakReason::StatusMismatch {
+            payment_status: "paid".into(),
+            ledger_status: Some("authorized".into())
+        }
+    );
+}
+
+#[tokio::test]
+async fn ledger_verify_catches_an_edited_webhook_payload() {
+    let (app, _, id) = bound_payment().await;
+    as_insider(
+        &app,
+        id,
+        r#"UPDATE webhook_events
+           SET payload = jsonb_set(jsonb_set(payload, '{type}', '"payment.paid"'),
+                                   '{data,status}', '"paid"')
+           WHERE payment_id = $1"#,
+    )
+    .await;
+    let report = verify(&app).await;
+    assert!(!report.is_ok(), "{report:?}");
+    assert!(
+        report.first_broken.is_none(),
+        "the payment itself is intact"
+    );
+    assert_eq!(report.broken_webhook_events, 1, "{report:?}");
+    let broken = report.first_broken_webhook_event.unwrap();
+    assert!(broken.reason.contains("edited"), "{broken}");
+}
+
+#[tokio::test]
+async fn ledger_verify_catches_a_payment_pointed_at_another_shoppers_token() {
+    let (app, _, id) = bound_payment().await;
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET psu_key = 'bank:someone-else' WHERE id = $1",
+    )
+    .await;
+    assert_eq!(
+        first_reason(&verify(&app).await, id),
+        BreakReason::ShopperKeyMismatch
+    );
+}
+
+/// Payments and webhook events from before binding (no facts digest, no MAC) are counted,
+/// not failed, and their chains, statuses and bank ids are still checked.
+#[tokio::test]
+async fn ledger_verify_counts_payments_and_webhook_events_written_before_binding() {
+    let (app, _, _) = bound_payment().await;
+    let legacy = tamper::paid_payment(&app.pool).await;
+    sqlx::query("UPDATE webhook_events SET payload_mac = NULL, mac_key_id = NULL")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let report = verify(&app).await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.unbound_payments, 1, "{report:?}");
+    assert_eq!(
+        report.unbound_webhook_events, report.webhook_events_checked,
+        "{report:?}"
+    );
+    // An unbound payment's bank id is still checked against its chain.
+    as_insider(
+        &app,
+        legacy,
+        "UPDATE payments SET bank_payment_id = 'bp-other' WHERE id = $1",
+    )
+    .await;
+    assert_eq!(
+        first_reason(&verify(&app).await, legacy),
+        BreakReason::BankPaymentIdMismatch {
+            payment: Some("bp-other".into()),
+            ledger: Some(tamper::bank_payment_id(legacy))
+        }
+    );
+}
+
+/// The issue's attack: a payment's bank id pointed at another payment the bank has paid.
+/// The poller reads "Paid" for it, and must not pay it (nor tell the merchant so).
+#[tokio::test]
+async fn the_poller_never_pays_a_payment_whose_bank_id_is_not_the_one_its_ledger_recorded() {
+    let app = spawn_app_full(crate::workers::FAST_POLLER, |c| {
+        c.paid_delay = Duration::from_millis(300)
+    })
+    .await;
+    let m = app.create_merchant("Binding shop").await;
+    let paid = authorized(&app, &m.api_key).await;
+    let victim = app.create_payment(&m.api_key, &body("SE")).await;
+    let victim: Uuid = victim["id"].as_str().unwrap().parse().unwrap();
+    wait_for_status(&app, &m.api_key, paid, "paid").await;
+    let paid_bank_id: String =
+        sqlx::query_scalar("SELECT bank_payment_id FROM payments WHERE id = $1")
+            .bind(paid)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    as_insider_all(
+        &app,
+        victim,
+        &[
+            &format!("UPDATE payments SET bank_payment_id = 'moved' WHERE id = '{paid}'"),
+            &format!("UPDATE payments SET bank_payment_id = '{paid_bank_id}' WHERE id = $1"),
+        ],
+    )
+    .await;
+    // Several polls of the victim, each answered "Paid" (for the other payment).
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let view = app.get_payment(&m.api_key, &victim.to_string()).await;
+        assert_eq!(view["status"], "awaiting_authorization", "{view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let told: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_events WHERE payment_id = $1 AND event_type = 'payment.paid'",
+    )
+    .bind(victim)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(told, 0, "the merchant was told it was paid");
+    assert!(
+        app.metrics()
+            .await
+            .contains("pisgate_ledger_binding_mismatches_total"),
+        "counted"
+    );
+}
+
+async fn wait_for_status(app: &TestApp, key: &str, id: Uuid, status: &str) -> Value {
+    let until = Instant::now() + Duration::from_secs(15);
+    loop {
+        let view = app.get_payment(key, &id.to_string()).await;
+        if view["status"] == status {
+            return view;
+        }
+        assert!(Instant::now() < until, "never {status}: {view}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// Events appended after creation keep the binding: a later bank status and note verify.
+#[tokio::test]
+async fn a_bound_payment_still_verifies_after_more_events() {
+    let (app, _, id) = bound_payment().await;
+    let mut tx = app.pool.begin().await.unwrap();
+    events::append(&mut tx, id, NewEvent::new("callback"))
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let report = verify(&app).await;
+    assert!(report.is_ok(), "{report:?}");
+    let single = events::verify_payment(&app.pool, &ledger_keys(), id)
+        .await
+        .unwrap();
+    assert!(single.is_ok(), "{single:?}");
+}
+
+/// The binary: an untouched ledger with a bound payment, a legacy payment and a webhook
+/// passes (the legacy one named on stderr), a rewritten amount and an edited payload fail
+/// with one line naming them.
+#[tokio::test]
+async fn ledger_verify_the_command_reports_unbound_rows_and_names_a_rewritten_one() {
+    let (app, _, id) = bound_payment().await;
+    tamper::paid_payment(&app.pool).await;
+    let url = secrecy::ExposeSecret::expose_secret(&app.settings.database.url).to_owned();
+    let run = || {
+        crate::cli::pisgate()
+            .args(["ledger", "verify"])
+            .env("PISGATE__DATABASE__URL", &url)
+            .env(
+                "PISGATE__DATABASE__POOLER",
+                app.settings.database.pooler.as_str(),
+            )
+            .output()
+            .unwrap()
+    };
+    let ok = run();
+    let (out, err) = (
+        String::from_utf8_lossy(&ok.stdout).into_owned(),
+        String::from_utf8_lossy(&ok.stderr).into_owned(),
+    );
+    assert!(ok.status.success(), "{err}");
+    assert!(out.starts_with("ledger ok: 2 payment(s)"), "{out}");
+    assert!(out.contains("webhook events ok: 1 checked"), "{out}");
+    assert!(
+        err.contains("written before binding") && err.contains("1 payment(s)"),
+        "{err}"
+    );
+
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET amount_minor = amount_minor * 100 WHERE id = $1",
+    )
+    .await;
+    let broken = run();
+    let err = String::from_utf8_lossy(&broken.stderr).into_owned();
+    assert_eq!(broken.status.code(), Some(1), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(
+        err.contains(&id.to_string()) && err.contains("row rewritten"),
+        "{err}"
+    );
+
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET amount_minor = amount_minor / 100 WHERE id = $1",
+    )
+    .await;
+    as_insider(
+        &app,
+        id,
+        r#"UPDATE webhook_events SET payload = jsonb_set(payload, '{data,amount}', '"1.00"')
+           WHERE payment_id = $1"#,
+    )
+    .await;
+    let broken = run();
+    let err = String::from_utf8_lossy(&broken.stderr).into_owned();
+    assert_eq!(broken.status.code(), Some(1), "{err}");
+    assert!(
+        err.contains("webhook event") && err.contains("edited"),
+        "{err}"
+    );
+}

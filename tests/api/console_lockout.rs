@@ -1,0 +1,369 @@
+//! The console's lock-out holds under parallel guesses, every sign-in, failure, lock-out and
+//! sign-out is audited, an action and its audit row commit together, and operators can be
+//! disabled, enabled and given a new password from the CLI (issue 22, item 5).
+
+use crate::cli::pisgate;
+use crate::console::{
+    EMAIL, PASSWORD, act, audit_actions, cookie_value, cookies, create_operator, get, hidden_csrf,
+    session_cookie, sign_in,
+};
+use crate::helpers::{TestApp, spawn_app};
+use secrecy::ExposeSecret;
+use std::io::Write;
+use std::process::Stdio;
+
+/// A sign-in form as a browser holds it: its CSRF cookie and field.
+struct LoginForm {
+    cookie: String,
+    csrf: String,
+}
+
+async fn login_form(app: &TestApp) -> LoginForm {
+    let form = app
+        .client
+        .get(app.admin_url("/console/login"))
+        .send()
+        .await
+        .unwrap();
+    let cookie = cookie_value(&cookies(&form), "pisgate_console_login").unwrap();
+    let csrf = hidden_csrf(&form.text().await.unwrap());
+    LoginForm { cookie, csrf }
+}
+
+/// Posts a sign-in; returns the status and whether a session cookie was set.
+async fn post_login(
+    client: reqwest::Client,
+    url: String,
+    form: LoginForm,
+    password: String,
+) -> (u16, bool) {
+    let r = client
+        .post(url)
+        .header("cookie", format!("pisgate_console_login={}", form.cookie))
+        .form(&[
+            ("csrf", form.csrf.as_str()),
+            ("email", EMAIL),
+            ("password", password.as_str()),
+        ])
+        .send()
+        .await
+        .unwrap();
+    let session = cookie_value(&cookies(&r), "pisgate_console").is_some_and(|v| !v.is_empty());
+    (r.status().as_u16(), session)
+}
+
+/// 40 sign-ins at once, the right password at `right`: the answers in order.
+async fn forty_at_once(app: &TestApp, right: usize, delay_right: bool) -> Vec<(u16, bool)> {
+    let mut forms = Vec::new();
+    for _ in 0..40 {
+        forms.push(login_form(app).await);
+    }
+    let url = app.admin_url("/console/login");
+    let mut tasks = Vec::new();
+    for (i, form) in forms.into_iter().enumerate() {
+        let password = if i == right {
+            PASSWORD.to_owned()
+        } else {
+            format!("wrong password number {i}")
+        };
+        let (client, url) = (app.client.clone(), url.clone());
+        let late = delay_right && i == right;
+        tasks.push(tokio::spawn(async move {
+            if late {
+                // Sent while the guesses before it are still being checked.
+                tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+            }
+            post_login(client, url, form, password).await
+        }));
+    }
+    let mut answers = Vec::new();
+    for t in tasks {
+        answers.push(t.await.unwrap());
+    }
+    answers
+}
+
+async fn count_audit(app: &TestApp, action: &str) -> i64 {
+    sqlx::query_scalar("SELECT count(*) FROM operator_audit WHERE action = $1")
+        .bind(action)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+#[tokio::test]
+async fn forty_parallel_sign_ins_with_the_right_password_last_issue_no_session() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let answers = forty_at_once(&app, 39, true).await;
+    assert!(
+        answers
+            .iter()
+            .all(|(status, session)| *status == 401 && !session),
+        "{answers:?}"
+    );
+    // Five attempts were counted and checked; every other one was refused unchecked.
+    assert_eq!(count_audit(&app, "sign_in_failed").await, 5);
+    assert_eq!(count_audit(&app, "locked_out").await, 1);
+    assert_eq!(count_audit(&app, "sign_in_refused").await, 35);
+    // And the right password is refused while the lock holds.
+    let r = sign_in(&app, EMAIL, PASSWORD).await;
+    assert_eq!(r.status(), 401);
+    assert!(cookie_value(&cookies(&r), "pisgate_console").is_none());
+}
+
+#[tokio::test]
+async fn forty_parallel_sign_ins_check_at_most_five_passwords_wherever_the_right_one_is() {
+    for right in [0, 17] {
+        let app = spawn_app().await;
+        assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+        let answers = forty_at_once(&app, right, false).await;
+        let checked =
+            count_audit(&app, "sign_in_failed").await + count_audit(&app, "signed_in").await;
+        assert_eq!(checked, 5, "right at {right}: {answers:?}");
+        assert_eq!(count_audit(&app, "sign_in_refused").await, 35);
+        let sessions = answers.iter().filter(|(_, s)| *s).count();
+        // The right one gets in only when it was among the five counted before the lock.
+        assert_eq!(
+            sessions as i64,
+            count_audit(&app, "signed_in").await,
+            "{answers:?}"
+        );
+        assert!(sessions <= 1);
+        for (i, (status, session)) in answers.iter().enumerate() {
+            if i != right {
+                assert_eq!((*status, *session), (401, false), "guess {i}");
+            }
+        }
+    }
+}
+
+#[tokio::test]
+async fn sign_in_failure_lock_out_and_sign_out_are_audited() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    assert_eq!(sign_in(&app, EMAIL, "wrong password!").await.status(), 401);
+    assert_eq!(
+        sign_in(&app, "nobody@pisgate.example", PASSWORD)
+            .await
+            .status(),
+        401
+    );
+    let cookie = session_cookie(&app).await;
+    let (_, html) = get(&app, "/console/payments", &cookie).await;
+    assert!(html.contains("Sign out everywhere"), "{html}");
+    let r = app
+        .client
+        .post(app.admin_url("/console/logout"))
+        .header("cookie", &cookie)
+        .form(&[("csrf", hidden_csrf(&html).as_str())])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    for _ in 0..5 {
+        assert_eq!(sign_in(&app, EMAIL, "wrong password!").await.status(), 401);
+    }
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
+    assert_eq!(
+        audit_actions(&app).await,
+        [
+            "sign_in_failed",
+            "sign_in_failed",
+            "signed_in",
+            "signed_out",
+            "sign_in_failed",
+            "sign_in_failed",
+            "sign_in_failed",
+            "sign_in_failed",
+            "sign_in_failed",
+            "locked_out",
+            "sign_in_refused",
+        ]
+    );
+    let unknown: (Option<uuid::Uuid>, String) = sqlx::query_as(
+        "SELECT operator_id, email FROM operator_audit ORDER BY id LIMIT 1 OFFSET 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(unknown, (None, "nobody@pisgate.example".to_owned()));
+}
+
+#[tokio::test]
+async fn sign_out_everywhere_ends_every_session_of_the_operator_only() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    assert!(
+        create_operator(&app, "other@pisgate.example", PASSWORD)
+            .status
+            .success()
+    );
+    let laptop = session_cookie(&app).await;
+    let phone = session_cookie(&app).await;
+    let r = sign_in(&app, "other@pisgate.example", PASSWORD).await;
+    let other = format!(
+        "pisgate_console={}",
+        cookie_value(&cookies(&r), "pisgate_console").unwrap()
+    );
+    let (_, html) = get(&app, "/console/payments", &phone).await;
+    let r = app
+        .client
+        .post(app.admin_url("/console/logout"))
+        .header("cookie", &phone)
+        .form(&[("csrf", hidden_csrf(&html).as_str()), ("everywhere", "yes")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert_eq!(get(&app, "/console/payments", &laptop).await.0, 303);
+    assert_eq!(get(&app, "/console/payments", &phone).await.0, 303);
+    assert_eq!(get(&app, "/console/payments", &other).await.0, 200);
+    let detail: serde_json::Value = sqlx::query_scalar(
+        "SELECT detail FROM operator_audit WHERE action = 'signed_out_everywhere'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(detail["sessions"], 2);
+}
+
+#[tokio::test]
+async fn a_console_action_whose_audit_row_cannot_be_written_is_not_done() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Audited shop").await;
+    let cookie = session_cookie(&app).await;
+    sqlx::query(
+        "CREATE FUNCTION refuse_disable_audit() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+             IF NEW.action = 'disable_merchant' THEN RAISE EXCEPTION 'audit refused'; END IF;
+             RETURN NEW;
+         END $$",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "CREATE TRIGGER refuse_disable_audit BEFORE INSERT ON operator_audit
+         FOR EACH ROW EXECUTE FUNCTION refuse_disable_audit()",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let merchant = m.id.to_string();
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[("action", "disable_merchant"), ("merchant", &merchant)],
+    )
+    .await;
+    assert_eq!(done.status(), 500);
+    let status: String = sqlx::query_scalar("SELECT status FROM merchants WHERE id = $1")
+        .bind(m.id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(status, "active", "the action was undone with its audit row");
+    assert_eq!(app.get_as("/v1/merchant", &m.api_key).await.status(), 200);
+    // Another action, whose audit row is written, is done.
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[("action", "rotate_key"), ("merchant", &merchant)],
+    )
+    .await;
+    assert_eq!(done.status(), 200);
+    assert_eq!(audit_actions(&app).await, ["signed_in", "rotate_key"]);
+}
+
+/// `pisgate operator <command> --email …`, with `stdin` on standard input.
+fn operator(app: &TestApp, command: &str, email: &str, stdin: &str) -> std::process::Output {
+    let mut child = pisgate()
+        .args(["operator", command, "--email", email])
+        .env(
+            "PISGATE__DATABASE__URL",
+            app.settings.database.url.expose_secret(),
+        )
+        .env(
+            "PISGATE__DATABASE__POOLER",
+            app.settings.database.pooler.as_str(),
+        )
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let _ = writeln!(child.stdin.take().unwrap(), "{stdin}");
+    child.wait_with_output().unwrap()
+}
+
+#[tokio::test]
+async fn operator_disable_enable_and_reset_password_from_the_cli() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let session = session_cookie(&app).await;
+
+    let out = operator(&app, "disable", "Ops@Pisgate.example", "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let said: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(said["sessions_ended"], 1);
+    assert_eq!(get(&app, "/console/payments", &session).await.0, 303);
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
+
+    let out = operator(&app, "enable", EMAIL, "");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let session = session_cookie(&app).await;
+
+    let new_password = "a brand new operator password";
+    let short = operator(&app, "reset-password", EMAIL, "short");
+    assert_eq!(short.status.code(), Some(1));
+    let out = operator(&app, "reset-password", EMAIL, new_password);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(get(&app, "/console/payments", &session).await.0, 303);
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
+    assert_eq!(sign_in(&app, EMAIL, new_password).await.status(), 303);
+
+    let unknown = operator(&app, "disable", "nobody@pisgate.example", "");
+    assert_eq!(unknown.status.code(), Some(1));
+    assert!(
+        String::from_utf8_lossy(&unknown.stderr).contains("no such operator"),
+        "{}",
+        String::from_utf8_lossy(&unknown.stderr)
+    );
+    let actions = audit_actions(&app).await;
+    for a in ["operator_disabled", "operator_enabled", "password_reset"] {
+        assert!(actions.iter().any(|x| x == a), "{a}: {actions:?}");
+    }
+    let hash: String = sqlx::query_scalar("SELECT password_hash FROM operators WHERE email = $1")
+        .bind(EMAIL)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(hash.starts_with("$argon2id$") && !hash.contains(new_password));
+}
+
+/// A locked operator can be let back in by `enable` (which clears the lock).
+#[tokio::test]
+async fn operator_enable_clears_a_lock() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    for _ in 0..5 {
+        assert_eq!(sign_in(&app, EMAIL, "wrong password!").await.status(), 401);
+    }
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
+    assert!(operator(&app, "enable", EMAIL, "").status.success());
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 303);
+}
