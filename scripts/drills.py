@@ -13,7 +13,8 @@ BANK_FINAL = {
 def bank_disagreement(status, cancel_requested, at_bank, bank_id):
     """How a final pisgate status contradicts the bank's records of that payment (the bank
     payments whose external id is the payment's), or None when the bank agrees.
-    cancel_requested is psql's "t"/"f"."""
+    cancel_requested is psql's "t"/"f". `expired` beside the bank's Cancelled is the bank's
+    deletion at pisgate's request at the late-signing horizon."""
     opened = [b for b in at_bank if b.get("exists_at_bank")]
     if status == "failed":
         return "failed but its bank payment was opened" if opened else None
@@ -22,6 +23,7 @@ def bank_disagreement(status, cancel_requested, at_bank, bank_id):
         return None if status in ("expired", "cancelled") else f"{status} without a bank payment"
     want = BANK_FINAL.get(rec["status"])
     ok = (want == status) or (want == "expired" and status == "cancelled" and cancel_requested == "t") \
+        or (want == "cancelled" and status == "expired" and cancel_requested != "t") \
         or (want is None and status in ("expired", "cancelled") and not rec.get("exists_at_bank"))
     return None if ok else f"pisgate {status}, bank {rec['status']}"
 

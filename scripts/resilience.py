@@ -50,6 +50,10 @@ CODES = collections.Counter()
 GIVEN = {}
 # payment id -> what the "shopper" did
 PLANS = {}
+# payment id -> when its 201 arrived (the horizon case signs relative to it)
+CREATED_AT = {}
+# The late-signing horizon resilience.sh sets (drill_fast_clock 30).
+HORIZON_SECS = float(os.environ.get("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "30"))
 STOP = threading.Event()
 
 
@@ -184,6 +188,7 @@ def create(i, deadline):
             with LOCK:
                 STATS["201"] += 1
                 GIVEN[key] = p["id"]
+                CREATED_AT[p["id"]] = time.time()
             return key, p
         if s in (400, 401, 404, 422):
             with LOCK:
@@ -223,13 +228,22 @@ def shopper(p, plan):
         # The merchant cancels while the shopper is on the bank's page; they sign anyway.
         call(f"{A.base}/v1/payments/{p['id']}/cancel", b"", {"Authorization": f"Bearer {KEY}"}, "POST")
     if plan == "late":
-        time.sleep(12)  # past pisgate's 10 s window, within the bank's 20 s
+        time.sleep(12)  # past pisgate's 10 s window, within the bank's timeout
+    if plan == "sign_at_horizon":
+        # The horizon case: approve 1.5 s before the late-signing horizon while the bank
+        # still shows PendingUserApproval for seconds after (its confirm delay), and never
+        # come back. pisgate asks the bank to delete it at the horizon; the bank refuses
+        # (being confirmed); it must end as the bank says (paid), never expired.
+        created = CREATED_AT.get(p["id"], time.time())
+        time.sleep(max(0.0, created + HORIZON_SECS - 1.5 - time.time()))
     decision = "reject" if plan == "reject" else "approve"
     form = urllib.parse.urlencode({"decision": decision, "psu_id": f"psu-{p['id'][-8:]}"}).encode()
     s, h, _ = call(action, form, {"Content-Type": "application/x-www-form-urlencoded"})
     back = h.get("Location") or h.get("location")
     if s != 303 or not back:
         return
+    if plan == "sign_at_horizon":
+        return  # closed tab: the return never comes
     if plan == "forged_error":
         forged = back.replace("code=", "error=access_denied&was=")
         call(forged)
@@ -261,7 +275,7 @@ def load(phase, seconds, first_index, plans):
 
 
 PLANS_ALL = ["approve", "approve", "reject", "walk_away", "never", "forged_error", "replay", "late",
-             "cancel_before", "cancel_at_bank"]
+             "cancel_before", "cancel_at_bank", "sign_at_horizon"]
 
 
 def main():
@@ -385,6 +399,9 @@ def report(recover):
             disagreements.append(f"{pid}: {wrong} (plan {PLANS.get(pid)})")
 
     by_status = collections.Counter(r[1] for r in rows)
+    horizon = collections.Counter(db_payments[pid][1] for pid, plan in PLANS.items()
+                                  if plan == "sign_at_horizon" and pid in db_payments)
+    recorded = psql("SELECT count(*) FROM bank_disagreements")[0][0]
     print()
     print(f"resilience ({A.mode}): {STATS['kill_rounds']} SIGKILLs of serve, PostgreSQL restarted and stopped,"
           f" sandbox 5xx / 429 / drops / malformed / slow, forged and replayed callbacks, late signing")
@@ -396,6 +413,9 @@ def report(recover):
         ("clients that gave up on a key", STATS["gave_up"]),
         ("4xx final answers", ", ".join(f"{c}: {STATS[c]}" for c in ("400", "401", "404", "422") if STATS[c]) or "none"),
         ("final statuses", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))),
+        ("signed 1.5 s before the horizon, never returned",
+         ", ".join(f"{k} {v}" for k, v in sorted(horizon.items())) or "none"),
+        ("disagreements pisgate recorded (bank_disagreements)", recorded),
         ("lost", len(lost)),
         ("doubled", len(doubled)),
         ("disagreements", len(disagreements)),
@@ -410,7 +430,7 @@ def report(recover):
     for name, items in (("lost", lost), ("doubled", doubled), ("disagreements", disagreements)):
         for item in items[:20]:
             print(f"  {name}: {item}")
-    bad = len(lost) + len(doubled) + len(disagreements)
+    bad = len(lost) + len(doubled) + len(disagreements) + int(recorded)
     sys.exit(1 if bad else 0)
 
 

@@ -3,7 +3,8 @@
 # processes, load with unique keys and same-key retries, and faults: SIGKILLs of serve during
 # creation and polling, a PostgreSQL restart and a 10 s stop, sandbox 5xx, a 429 storm,
 # dropped connections, malformed answers, latency beyond pisgate's timeouts, forged and
-# replayed callbacks, late signing. Then it reconciles pisgate's database with the sandbox
+# replayed callbacks, late signing, signing just before the late-signing horizon with the
+# bank's status lagging. Then it reconciles pisgate's database with the sandbox
 # bank's records and prints one table. Exits non-zero unless lost, doubled and
 # disagreements are all 0.
 #
@@ -41,6 +42,11 @@ export PISGATE__SERVER__LISTEN="127.0.0.1:$port"
 export PISGATE__SERVER__PUBLIC_URL="http://127.0.0.1:$port"
 export PISGATE__ADMIN__LISTEN="127.0.0.1:$admin_port"
 drill_fast_clock 30
+# The horizon case (resilience.py's plan sign_at_horizon): the bank confirms a signature only
+# after 3 s (PendingUserApproval until then), and its own approval timeout comes after the
+# 30 s horizon, so it is pisgate's delete at the horizon that ends an unsigned payment.
+export PISGATE__SANDBOX__CONFIRM_DELAY_MS=3000
+export PISGATE__SANDBOX__APPROVAL_TIMEOUT_SECS=45
 export PISGATE__WEBHOOKS__ENABLED=false
 # The load here is one merchant far above a real one's budget.
 export PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW=1000000

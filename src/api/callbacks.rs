@@ -7,7 +7,10 @@
 //!   of payment (the merchant confirms by API or webhook). The exchange and the status read
 //!   run in a background task under their own bounds and finish there if they need longer.
 //! - The `state` is random, bound to one payment, and valid until the payment's late-signing
-//!   horizon, so a shopper who signs late is handled normally. It is consumed only together
+//!   horizon, so a shopper who signs late is handled normally; past the horizon it is still
+//!   exchanged while the payment is not final, because pisgate only learns that a payment is
+//!   unsignable from the bank (the poller asks the bank to delete it at the horizon; a shopper
+//!   who signed just before is still coming back). It is consumed only together
 //!   with the durable outcome of the code exchange (the stored token, or the bank's refusal
 //!   of the code), and one callback at a time may run the exchange (a claim with a lease):
 //!   a repeated callback redirects again and never exchanges a code twice. An unknown or
@@ -17,7 +20,10 @@
 //! - An `error` parameter (the shopper cancelled, or anyone typed it) is only a hint: it is
 //!   recorded, the bank's status is read at once, and the bank's answer decides (the truth
 //!   rule in [`crate::domain::status`]). It consumes nothing, so the real callback with the
-//!   code still works after a forged error.
+//!   code still works after a forged error. The read is debounced ([`ErrorReads`]): at most
+//!   one per payment per [`ERROR_READ_DEBOUNCE`] on each replica; the other error callbacks
+//!   in that time record nothing, wait for that read (bounded) and answer the same redirect,
+//!   so a flood of error callbacks cannot turn into a flood of bank calls or ledger events.
 //! - If the merchant asked to cancel while the shopper was at the bank and the shopper signed
 //!   anyway, the payment is deleted at the bank with the token just obtained. A cancel the
 //!   shopper pressed on the consent page never deletes what the same shopper then signed
@@ -51,6 +57,39 @@ use std::time::Duration;
 use tokio::time::Instant;
 use tracing::Instrument as _;
 use uuid::Uuid;
+
+/// How long one bank read answers every callback with an `error` for the same payment.
+pub const ERROR_READ_DEBOUNCE: Duration = Duration::from_secs(3);
+
+/// The bank reads triggered by callbacks with an `error`, per payment: when the last one
+/// started, and a receiver that turns `true` when it is done.
+#[derive(Debug, Default)]
+pub struct ErrorReads {
+    reads: std::sync::Mutex<HashMap<Uuid, (Instant, tokio::sync::watch::Receiver<bool>)>>,
+}
+
+/// Whether this callback reads the bank, or follows a read already started.
+enum ErrorRead {
+    Lead(tokio::sync::watch::Sender<bool>),
+    Follow(tokio::sync::watch::Receiver<bool>),
+}
+
+impl ErrorReads {
+    fn join(&self, id: Uuid) -> ErrorRead {
+        let mut reads = self.reads.lock().unwrap_or_else(|e| e.into_inner());
+        let now = Instant::now();
+        if let Some((_, done)) = reads
+            .get(&id)
+            .filter(|(started, _)| now.duration_since(*started) < ERROR_READ_DEBOUNCE)
+        {
+            return ErrorRead::Follow(done.clone());
+        }
+        reads.retain(|_, (started, _)| now.duration_since(*started) < ERROR_READ_DEBOUNCE);
+        let (tx, rx) = tokio::sync::watch::channel(false);
+        reads.insert(id, (now, rx));
+        ErrorRead::Lead(tx)
+    }
+}
 
 pub fn router() -> Router<AppState> {
     Router::new().route("/v1/callbacks/nordea", get(nordea_callback))
@@ -219,19 +258,32 @@ async fn returned(
             .take(300)
             .collect();
         let error: String = error.chars().take(100).collect();
-        tracing::info!(error = %error, "callback with an error; asking the bank");
-        note(
-            state,
-            p.id,
-            "callback_error",
-            json!({ "error": error, "error_description": description }),
-        )
-        .await?;
-        let task = tokio::spawn({
-            let (state, p) = (state.clone(), p.clone());
-            async move { refresh_status(&state, &p, &psu).await }.in_current_span()
-        });
-        let _ = tokio::time::timeout(bound.saturating_sub(started.elapsed()), task).await;
+        let left = bound.saturating_sub(started.elapsed());
+        match state.error_reads.join(p.id) {
+            ErrorRead::Lead(done) => {
+                tracing::info!(error = %error, "callback with an error; asking the bank");
+                note(
+                    state,
+                    p.id,
+                    "callback_error",
+                    json!({ "error": error, "error_description": description }),
+                )
+                .await?;
+                let task = tokio::spawn({
+                    let (state, p) = (state.clone(), p.clone());
+                    async move {
+                        let _ = refresh_status(&state, &p, &psu).await;
+                        let _ = done.send(true);
+                    }
+                    .in_current_span()
+                });
+                let _ = tokio::time::timeout(left, task).await;
+            }
+            ErrorRead::Follow(mut done) => {
+                tracing::info!(error = %error, "callback with an error; a bank read for it is already under way");
+                let _ = tokio::time::timeout(left, done.wait_for(|d| *d)).await;
+            }
+        }
         let now = current(state, p.id).await?.unwrap_or(p);
         return Ok(redirect_to_merchant(&now));
     }
@@ -239,7 +291,9 @@ async fn returned(
         // Refresh, Back or a proxy retry: the exchange is done; say where things stand.
         return redirect_now(state, &p).await;
     }
-    if p.state_expires_at.is_none_or(|t| t < Utc::now()) {
+    // Past the horizon, a payment not yet provably unsignable (not final) still takes its
+    // shopper's return: only a final payment refuses an expired state.
+    if p.status().is_final() && p.state_expires_at.is_none_or(|t| t < Utc::now()) {
         note(
             state,
             p.id,
@@ -247,7 +301,7 @@ async fn returned(
             json!({ "reason": "state_expired" }),
         )
         .await?;
-        tracing::warn!("callback past the late-signing horizon refused");
+        tracing::warn!("callback past the late-signing horizon on a final payment refused");
         return Ok(page(
             StatusCode::BAD_REQUEST,
             "Link not valid",

@@ -61,6 +61,8 @@ pub struct AppState {
     pub listener: Arc<crate::ledger::listener::Listener>,
     /// Set once shutdown begins: `/readyz` answers 503 so that load balancers stop sending.
     draining: Arc<AtomicBool>,
+    /// The debounce of bank reads triggered by callbacks with an `error`.
+    pub error_reads: Arc<callbacks::ErrorReads>,
 }
 
 impl AppState {
@@ -89,6 +91,7 @@ impl AppState {
             auth_cache: Arc::new(auth::AuthCache::following(listener.connection_counter())),
             listener,
             draining: Arc::default(),
+            error_reads: Arc::default(),
         }
     }
 

@@ -115,6 +115,10 @@ pub struct PollerSettings {
     /// Between polls past the signing window, until the bank reports a final status or the
     /// late-signing horizon passes.
     pub late_signing_interval: Duration,
+    /// Between the few bank reads after a payment ended `expired` or `cancelled` while
+    /// someone may hold its bank link (a later bank word that contradicts it is recorded as
+    /// a disagreement, never applied).
+    pub after_final_interval: Duration,
     /// Between polls once authorized and the execution date has come.
     pub authorized_interval: Duration,
     /// Between polls once authorized while the execution date is still ahead.
@@ -380,6 +384,8 @@ struct RawPoller {
     signing_interval: Option<Dur>,
     #[serde(deserialize_with = "parsed")]
     late_signing_interval: Option<Dur>,
+    #[serde(default, deserialize_with = "parsed")]
+    after_final_interval: Option<Dur>,
     #[serde(deserialize_with = "parsed")]
     authorized_interval: Option<Dur>,
     #[serde(deserialize_with = "parsed")]
@@ -673,6 +679,11 @@ impl Settings {
             late_signing_interval: duration(
                 "poller.late_signing_interval",
                 p.late_signing_interval,
+            )?,
+            after_final_interval: duration(
+                "poller.after_final_interval",
+                p.after_final_interval
+                    .or(Some(Dur(Duration::from_secs(600)))),
             )?,
             authorized_interval: duration("poller.authorized_interval", p.authorized_interval)?,
             scheduled_interval: duration("poller.scheduled_interval", p.scheduled_interval)?,

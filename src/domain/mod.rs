@@ -25,7 +25,7 @@ pub use payment::{
 };
 pub use recurrence::{RecurrenceError, RecurrenceType, Recurring, RecurringCount};
 pub use reference::{Reference, ReferenceError, ReferenceType};
-pub use status::{Evidence, PaymentStatus, Transition, TransitionError};
+pub use status::{Evidence, PaymentStatus, Transition, TransitionError, Unsignable};
 
 /// Which Nordea environment a payment is made in; some values are sandbox-only.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]

@@ -7,11 +7,16 @@
 //! the new status from it; a caller cannot name a status the evidence does not support:
 //! - [`Evidence::Bank`]: the bank reported a status (mapped to ours). Every final exit the
 //!   bank can report (`paid`, `rejected`, `authorization_failed`, `cancelled`) needs it.
-//! - [`Evidence::Unsignable`]: the bank says the payment can no longer be signed
-//!   (UserApprovalTimeout), or the late-signing horizon passed with nothing signed. Gives
-//!   `expired`, or `cancelled` when the merchant had asked to cancel. pisgate's own signing
-//!   window is not evidence: it only stops new shoppers reaching the bank (the
-//!   authorization hop), and polling goes on past it.
+//! - [`Evidence::Unsignable`]: the payment provably can no longer be signed, for one of the
+//!   reasons in [`Unsignable`]: the bank timed it out (UserApprovalTimeout), the bank
+//!   confirmed the deletion pisgate asked for at the late-signing horizon, or nobody was
+//!   ever given the bank's signing link. Gives `expired`, or `cancelled` when the merchant
+//!   had asked to cancel. Neither pisgate's signing window nor its late-signing horizon is
+//!   evidence: the window only stops new shoppers reaching the bank (the authorization hop),
+//!   and the horizon only makes pisgate *ask* the bank to make the payment unsignable; the
+//!   bank's answer decides (a refusal because the shopper signed means following the
+//!   payment on to the bank's final word). There is deliberately no way to say "the horizon
+//!   passed" here.
 //! - [`Evidence::InitiationRefused`]: the bank explicitly refused to create the payment
 //!   (validation, credentials). The only way to `failed`. A timeout, a dropped connection or
 //!   an unreadable answer is no evidence at all: the initiation's outcome is unknown and the
@@ -92,14 +97,42 @@ impl PaymentStatus {
     }
 }
 
+/// The proofs that a payment can no longer be signed. "The late-signing horizon passed" is
+/// not one of them: at the horizon pisgate asks the bank to delete the payment, and only the
+/// bank's confirmation ([`Unsignable::DeletedAtBank`]) is proof.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unsignable {
+    /// The bank reported UserApprovalTimeout.
+    BankTimedOut,
+    /// The bank confirmed that it deleted the (unsigned) payment when pisgate asked.
+    DeletedAtBank,
+    /// The bank's signing link never left pisgate: the authorization hop was never opened,
+    /// or the bank's answer to the initiation was never recorded. Nobody can sign what
+    /// nobody was shown.
+    LinkNeverHandedOut,
+}
+
+impl Unsignable {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Unsignable::BankTimedOut => "bank_timed_out",
+            Unsignable::DeletedAtBank => "deleted_at_bank",
+            Unsignable::LinkNeverHandedOut => "link_never_handed_out",
+        }
+    }
+}
+
 /// Why a status changes: the only input to [`PaymentStatus::apply`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Evidence {
     /// The bank reported this (mapped) status.
     Bank(PaymentStatus),
-    /// The bank can no longer have it signed: UserApprovalTimeout, or the late-signing
-    /// horizon passed with nothing signed. `expired`, or `cancelled` if the merchant asked.
-    Unsignable { cancel_requested: bool },
+    /// The payment provably can no longer be signed (see [`Unsignable`] for the proofs).
+    /// `expired`, or `cancelled` if the merchant asked.
+    Unsignable {
+        why: Unsignable,
+        cancel_requested: bool,
+    },
     /// The bank explicitly refused the initiation: `failed`.
     InitiationRefused,
     /// Cancelled by the merchant before any shopper reached the bank's signing link.
@@ -113,10 +146,12 @@ impl Evidence {
             Evidence::Bank(s) => s,
             Evidence::Unsignable {
                 cancel_requested: true,
+                ..
             }
             | Evidence::LinkNeverHandedOut => PaymentStatus::Cancelled,
             Evidence::Unsignable {
                 cancel_requested: false,
+                ..
             } => PaymentStatus::Expired,
             Evidence::InitiationRefused => PaymentStatus::Failed,
         }
@@ -223,6 +258,20 @@ impl PaymentStatus {
         self.transition(to)
     }
 
+    /// Whether a later bank read (mapped to `bank`) contradicts this final status about the
+    /// one thing that matters: whether money moves. A non-paid final status beside a bank that
+    /// says signed (authorized) or paid, or `paid` beside a bank that says a non-paid final
+    /// status. A bank still showing nothing signed, or another non-paid final word (a timeout
+    /// beside a deletion), is no contradiction. Never true for a status that is not final.
+    pub fn disagrees_with_bank(self, bank: PaymentStatus) -> bool {
+        use PaymentStatus::*;
+        match self {
+            s if !s.is_final() => false,
+            Paid => bank.is_final() && bank != Paid,
+            _ => matches!(bank, Authorized | Paid),
+        }
+    }
+
     /// Whether [`PaymentStatus::transition`] to `to` would succeed.
     pub fn can_become(self, to: PaymentStatus) -> bool {
         self.transition(to).is_ok()
@@ -314,7 +363,10 @@ mod tests {
                 .status(),
             Paid
         );
-        let unsignable = |cancel_requested| Evidence::Unsignable { cancel_requested };
+        let unsignable = |cancel_requested| Evidence::Unsignable {
+            why: Unsignable::DeletedAtBank,
+            cancel_requested,
+        };
         assert_eq!(
             AwaitingAuthorization
                 .apply(unsignable(false))
@@ -349,9 +401,11 @@ mod tests {
     fn evidence_about_unsigned_payments_never_touches_a_signed_one() {
         for evidence in [
             Evidence::Unsignable {
+                why: Unsignable::BankTimedOut,
                 cancel_requested: false,
             },
             Evidence::Unsignable {
+                why: Unsignable::DeletedAtBank,
                 cancel_requested: true,
             },
             Evidence::InitiationRefused,
@@ -371,6 +425,25 @@ mod tests {
         // Expired is final: a late Paid from the bank cannot reopen it, which is why
         // nothing but the bank's evidence may ever expire a payment.
         assert!(Expired.apply(Evidence::Bank(Paid)).is_err());
+    }
+
+    #[test]
+    fn a_final_status_disagrees_with_the_bank_only_about_whether_money_moves() {
+        for ours in [Expired, Cancelled, Rejected, AuthorizationFailed, Failed] {
+            assert!(ours.disagrees_with_bank(Paid), "{ours}");
+            assert!(ours.disagrees_with_bank(Authorized), "{ours}");
+            assert!(!ours.disagrees_with_bank(AwaitingAuthorization), "{ours}");
+            assert!(!ours.disagrees_with_bank(Cancelled), "{ours}");
+        }
+        assert!(Paid.disagrees_with_bank(Rejected));
+        assert!(Paid.disagrees_with_bank(Cancelled));
+        assert!(!Paid.disagrees_with_bank(Paid));
+        assert!(!Paid.disagrees_with_bank(Authorized));
+        for open in [AwaitingAuthorization, Authorized] {
+            for bank in PaymentStatus::ALL {
+                assert!(!open.disagrees_with_bank(bank));
+            }
+        }
     }
 
     #[test]

@@ -10,6 +10,7 @@ pub mod canonical;
 pub mod checkpoints;
 pub mod crypto;
 pub mod db;
+pub mod disagreements;
 pub mod events;
 pub mod health;
 pub mod idempotency;

@@ -548,30 +548,43 @@ pub struct AttentionPayment {
     pub since: DateTime<Utc>,
 }
 
-/// Payments a human should look at: initiations whose outcome is unknown, shoppers who went
-/// to the bank and may sign late (pisgate's window passed, the bank's horizon not yet),
-/// payments past their late-signing horizon that still wait, and authorized ones with no
-/// bank word for three days.
+/// Payments a human should look at: final statuses a later bank read contradicts (first:
+/// see [`crate::ledger::disagreements`]), initiations whose outcome is unknown, shoppers who
+/// went to the bank and may sign late (pisgate's window passed, the bank's horizon not yet),
+/// payments past their late-signing horizon that still wait (the bank has not confirmed them
+/// unsignable), and authorized ones with no bank word for three days.
 pub async fn attention_payments(
     pool: &Db,
     limit: i64,
 ) -> Result<Vec<AttentionPayment>, sqlx::Error> {
     sqlx::query_as!(
         AttentionPayment,
-        r#"SELECT p.id, m.name AS merchant_name, p.status, x.reason AS "reason!", p.updated_at AS since
-             FROM payments p
-             JOIN merchants m ON m.id = p.merchant_id
-             CROSS JOIN LATERAL (SELECT CASE
-                 WHEN p.initiation = 'outcome_unknown' THEN 'initiation outcome unknown'
-                 WHEN p.status = 'awaiting_authorization' AND p.sign_horizon_at < now()
-                     THEN 'still waiting past the late-signing horizon'
-                 WHEN p.status = 'awaiting_authorization' AND p.expires_at < now()
-                      AND p.hop_opened_at IS NOT NULL THEN 'may be signed late'
-                 WHEN p.status = 'authorized' AND p.updated_at < now() - interval '3 days'
-                     THEN 'authorized for over 3 days'
-             END AS reason) x
-            WHERE x.reason IS NOT NULL
-            ORDER BY p.updated_at
+        r#"SELECT a.id AS "id!", a.merchant_name AS "merchant_name!", a.status AS "status!",
+                  a.reason AS "reason!", a.since AS "since!"
+             FROM (
+               SELECT p.id, m.name AS merchant_name, p.status,
+                      'disagrees with the bank: pisgate says ' || d.status
+                          || ', the bank says ' || d.bank_status AS reason,
+                      d.first_seen_at AS since, 0 AS rank
+                 FROM bank_disagreements d
+                 JOIN payments p ON p.id = d.payment_id
+                 JOIN merchants m ON m.id = p.merchant_id
+               UNION ALL
+               SELECT p.id, m.name, p.status, x.reason, p.updated_at, 1
+                 FROM payments p
+                 JOIN merchants m ON m.id = p.merchant_id
+                 CROSS JOIN LATERAL (SELECT CASE
+                     WHEN p.initiation = 'outcome_unknown' THEN 'initiation outcome unknown'
+                     WHEN p.status = 'awaiting_authorization' AND p.sign_horizon_at < now()
+                         THEN 'still waiting past the late-signing horizon'
+                     WHEN p.status = 'awaiting_authorization' AND p.expires_at < now()
+                          AND p.hop_opened_at IS NOT NULL THEN 'may be signed late'
+                     WHEN p.status = 'authorized' AND p.updated_at < now() - interval '3 days'
+                         THEN 'authorized for over 3 days'
+                 END AS reason) x
+                WHERE x.reason IS NOT NULL
+             ) a
+            ORDER BY a.rank, a.since
             LIMIT $1"#,
         limit
     )

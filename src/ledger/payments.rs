@@ -22,8 +22,9 @@
 //! attempt is kept in the ledger as an orphan, never over the current one.
 
 use super::Db;
-use crate::domain::{Evidence, PaymentStatus, Transition, bank_status};
+use crate::domain::{Evidence, PaymentStatus, Transition, Unsignable, bank_status};
 use crate::ledger::binding;
+use crate::ledger::disagreements;
 use crate::ledger::events::{self, NewEvent};
 use crate::ledger::webhooks;
 use chrono::{DateTime, Utc};
@@ -1037,12 +1038,14 @@ fn default_failure(evidence: Evidence) -> Option<(&'static str, &'static str)> {
         Evidence::Bank(PaymentStatus::Expired)
         | Evidence::Unsignable {
             cancel_requested: false,
+            ..
         } => Some((
             "not_signed",
             "the shopper did not sign and the bank no longer accepts a signature",
         )),
         Evidence::Unsignable {
             cancel_requested: true,
+            ..
         } => Some((
             "cancelled_by_merchant",
             "cancelled by the merchant; the shopper never signed",
@@ -1084,10 +1087,20 @@ pub async fn transition(
     let to = match outcome {
         Ok(Transition::Changed { to, .. }) => to,
         Ok(Transition::Unchanged(_)) | Err(_) => {
+            // A final status the bank now contradicts stays; the bank's word is kept beside
+            // it and the disagreement recorded (never silently overwritten either way).
+            let disagreement = match (change.evidence, change.bank_status) {
+                (Evidence::Bank(bank), Some(bank_status)) if from.disagrees_with_bank(bank) => {
+                    Some((bank, bank_status))
+                }
+                _ => None,
+            };
+            let source = change.detail.clone();
             // A refused change may come from an older read (a poll answered before the
-            // callback's): only a final word of the bank is worth showing then; a stale one
-            // never.
-            let worth_showing = outcome.is_ok() || change.evidence.status().is_final();
+            // callback's): only a final word of the bank, or one that contradicts a final
+            // status, is worth showing then; a stale one never.
+            let worth_showing =
+                outcome.is_ok() || change.evidence.status().is_final() || disagreement.is_some();
             if worth_showing
                 && !stale
                 && change.bank_status.is_some()
@@ -1113,6 +1126,9 @@ pub async fn transition(
                 )
                 .await?;
             }
+            if let Some((bank, bank_status)) = disagreement {
+                disagreements::record(conn, id, from, bank_status, bank, &source).await?;
+            }
             outcome?;
             return Ok(None);
         }
@@ -1135,10 +1151,13 @@ pub async fn transition(
         return Box::pin(transition(conn, id, change)).await;
     }
     let shoppers_cancel = change.failure.is_none()
-        && change.evidence
-            == (Evidence::Unsignable {
+        && matches!(
+            change.evidence,
+            Evidence::Unsignable {
                 cancel_requested: true,
-            })
+                ..
+            }
+        )
         && cancel_requested_by(conn, id).await? == Some(CancelBy::Shopper);
     let (failure_code, failure_detail) = change
         .failure
@@ -1173,10 +1192,25 @@ pub async fn transition(
         metrics::counter!("pisgate_payments_finished_total", "status" => to.as_str()).increment(1);
     }
     if to.is_final() {
-        // Nothing more to follow.
-        sqlx::query!("DELETE FROM payment_polls WHERE payment_id = $1", id)
+        // Nothing more to follow, except a payment that ends expired or cancelled while
+        // someone may hold its bank link: a few more reads of the bank, so that a bank that
+        // later says otherwise is seen (see `crate::ledger::disagreements`).
+        let watch = matches!(to, PaymentStatus::Expired | PaymentStatus::Cancelled)
+            && current.bank_payment_id.is_some()
+            && current.hop_opened_at.is_some();
+        if watch {
+            sqlx::query!(
+                "UPDATE payment_polls SET final_reads_left = $2 WHERE payment_id = $1",
+                id,
+                AFTER_FINAL_READS,
+            )
             .execute(&mut *conn)
             .await?;
+        } else {
+            sqlx::query!("DELETE FROM payment_polls WHERE payment_id = $1", id)
+                .execute(&mut *conn)
+                .await?;
+        }
     }
     let event = events::append(
         conn,
@@ -1201,6 +1235,10 @@ pub async fn transition(
     .await?;
     Ok(Some(from))
 }
+
+/// How many more times the bank is read after a payment ended `expired` or `cancelled`
+/// with a bank link someone may hold (spaced by `poller.after_final_interval`).
+pub const AFTER_FINAL_READS: i32 = 3;
 
 /// What applying a bank report did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -1246,6 +1284,7 @@ pub async fn apply_bank_report(
     }
     let evidence = match to {
         PaymentStatus::Expired => Evidence::Unsignable {
+            why: Unsignable::BankTimedOut,
             cancel_requested: current.cancel_requested_at.is_some(),
         },
         s => Evidence::Bank(s),

@@ -34,6 +34,8 @@ pub struct Claimed {
     pub initiation: String,
     /// When the shopper came back through the callback.
     pub state_used_at: Option<DateTime<Utc>>,
+    /// When a shopper first went through the authorization hop (so holds the bank's link).
+    pub hop_opened_at: Option<DateTime<Utc>>,
     pub created_at: DateTime<Utc>,
     pub poll_failures: i32,
     pub recurring_remaining: Option<i32>,
@@ -80,7 +82,7 @@ pub async fn claim(
            SELECT p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.bank_status,
                   p.psu_key,
                   p.state_expires_at, p.expires_at, p.sign_horizon_at, p.initiation,
-                  p.state_used_at, p.created_at, c.poll_failures AS "poll_failures!",
+                  p.state_used_at, p.hop_opened_at, p.created_at, c.poll_failures AS "poll_failures!",
                   p.recurring_remaining, p.recurring_executions,
                   p.request->>'execution_date' AS execution_date,
                   (p.request->'recurring'->>'count')::int AS recurring_count,
@@ -177,6 +179,31 @@ pub async fn reschedule(
         id,
         next_at,
         failures,
+    )
+    .execute(conn)
+    .await?;
+    Ok(())
+}
+
+/// Ends a claim on a payment that is final now: its row goes, unless reads after the final
+/// status are left (see [`crate::ledger::disagreements`]); then the next one is at `next_at`.
+/// `was_final`: this poll was itself one of those reads (one fewer left).
+pub async fn end_final_claim(
+    conn: &mut PgConnection,
+    id: Uuid,
+    next_at: DateTime<Utc>,
+    was_final: bool,
+) -> Result<(), sqlx::Error> {
+    let used = i32::from(was_final);
+    sqlx::query!(
+        r#"WITH gone AS (DELETE FROM payment_polls WHERE payment_id = $1 AND final_reads_left <= $3)
+           UPDATE payment_polls
+           SET next_poll_at = $2, poll_owner = NULL, poll_failures = 0, polls = polls + 1,
+               last_polled_at = now(), final_reads_left = final_reads_left - $3
+           WHERE payment_id = $1 AND final_reads_left > $3"#,
+        id,
+        next_at,
+        used,
     )
     .execute(conn)
     .await?;

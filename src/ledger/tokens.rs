@@ -386,6 +386,32 @@ pub async fn load(
     }))
 }
 
+/// The most recently issued live, unexpired token of any shopper at `bank`, with its shopper
+/// key. Only for the late-signing horizon's request to delete a payment nobody has signed:
+/// the bank's bulk delete needs a bearer, and a payment nobody has signed belongs to no
+/// shopper yet (the Nordea sandbox accepts any live token of the app for it; a bank that
+/// refuses answers so, and the payment is followed on to the bank's own timeout).
+#[tracing::instrument(skip_all, fields(bank = %bank))]
+pub async fn freshest_live(
+    pool: &Db,
+    cipher: &TokenCipher,
+    bank: &str,
+) -> Result<Option<(String, LiveToken)>, TokenError> {
+    let Some(psu_key) = sqlx::query_scalar!(
+        r#"SELECT psu_key FROM psu_tokens
+           WHERE bank = $1 AND status = 'live' AND access_expires_at > now() + interval '5 seconds'
+           ORDER BY issue_seq DESC LIMIT 1"#,
+        bank,
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let token = load(pool, cipher, bank, &psu_key).await?;
+    Ok(token.map(|t| (psu_key, t)))
+}
+
 /// Marks the shopper's token dead (e.g. the bank answered 401), only if it is still the one
 /// with this issue sequence: a newer token is never killed. The ciphertexts are wiped, as a
 /// dead token is never used again. Returns whether a token was marked.

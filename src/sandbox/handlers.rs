@@ -448,19 +448,18 @@ fn cancel_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<R
     let mut errors = Vec::new();
     let mut bank = lock(&sandbox.bank);
     for id in ids {
-        let verdict = owned(&bank, &id, &psu).and_then(|p| {
-            let status = p.snapshot(now, cfg).status;
-            if status.is_deletable() {
-                Ok(())
-            } else {
-                Err(ApiError::new(
-                    StatusCode::CONFLICT,
-                    "error.payment.not_deletable",
-                    format!("A payment in status {status:?} cannot be deleted."),
-                    "payment_id",
-                ))
-            }
-        });
+        // A payment whose link nobody has opened yet exists at the bank (it has an id and a
+        // link) though status and details answer 404: it can be deleted, and its link then
+        // refuses. One signed a moment ago whose confirmation is still running (it still
+        // shows PendingUserApproval) is being processed and cannot be deleted.
+        let unopened = bank
+            .payments
+            .get(&id)
+            .filter(|p| !p.exists_at_bank())
+            .map(|_| ());
+        let verdict = unopened
+            .map(Ok)
+            .unwrap_or_else(|| owned(&bank, &id, &psu).and_then(|p| deletable(p, now, cfg)));
         match verdict {
             Ok(()) => {
                 if let Some(p) = bank.payments.get_mut(&id) {
@@ -488,6 +487,35 @@ fn cancel_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<R
             "errors": errors,
         }),
     ))
+}
+
+/// Whether the bulk delete may delete this (opened) payment now.
+fn deletable(
+    p: &super::payments::Payment,
+    now: chrono::DateTime<chrono::Utc>,
+    cfg: &super::SandboxConfig,
+) -> Result<(), ApiError> {
+    let status = p.snapshot(now, cfg).status;
+    let confirming = matches!(p.decision, Some(super::payments::Decision::Approved { .. }))
+        && status == super::payments::BankStatus::PendingUserApproval;
+    if confirming {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "error.payment.not_deletable",
+            "The payment is signed and being confirmed; it cannot be deleted.",
+            "payment_id",
+        ));
+    }
+    if status.is_deletable() {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            StatusCode::CONFLICT,
+            "error.payment.not_deletable",
+            format!("A payment in status {status:?} cannot be deleted."),
+            "payment_id",
+        ))
+    }
 }
 
 fn oauth_error(code: &str, description: impl Into<String>, path: &str) -> ApiError {

@@ -51,7 +51,11 @@
 //! * Bulk delete answers 200 with `{"response": [deleted ids], "errors": [{"payment_id",
 //!   "code", "description"}]}`; deletable are PendingUserApproval, PendingConfirmation,
 //!   PendingSecondConfirmation, OnHold and Confirmed (a running recurring series included);
-//!   anything else is `error.payment.not_deletable`. Deleted payments become Cancelled.
+//!   anything else is `error.payment.not_deletable`, and so is a payment signed a moment ago
+//!   whose confirmation is still running (`confirm_delay`: it still shows
+//!   PendingUserApproval, but the signature is being processed). A payment whose link nobody
+//!   opened yet (status 404) can be deleted by any live token, and its link then refuses.
+//!   Deleted payments become Cancelled.
 //! * The token endpoint answers OAuth-style failure codes (`invalid_request`,
 //!   `invalid_grant`, `unsupported_grant_type`) inside Nordea's error envelope. Its success
 //!   answer is bare, as in Nordea's v5 schema (`access_token`, `expires_in`, `token_type`,

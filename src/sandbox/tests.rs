@@ -587,6 +587,39 @@ async fn a_full_flow_approve_exchange_details_funds_and_delete() {
 }
 
 #[tokio::test]
+async fn a_payment_being_confirmed_cannot_be_deleted_and_an_unopened_one_can() {
+    // The bank shows PendingUserApproval for 5 s after the signature: deleting it then is
+    // refused, by the signer's own token too (the horizon's delete must not undo a signature).
+    let sb = spawn_with(|c| {
+        c.confirm_delay = Duration::from_secs(5);
+        c.paid_delay = Duration::from_secs(3600);
+    })
+    .await;
+    let p = sb.initiate("FI").await;
+    let code = sb.approve(&p, "psu-1").await;
+    let (access, _) = sb.tokens(&code).await;
+    assert_eq!(
+        sb.status_of(&p.id).await.1["response"]["status"],
+        "PendingUserApproval"
+    );
+    let (status, body) = sb.delete(&[&p.id], &access).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["response"], json!([]));
+    assert_eq!(body["errors"][0]["code"], "error.payment.not_deletable");
+    sb.sandbox.advance_clock(Duration::from_secs(5));
+    assert_eq!(
+        sb.status_of(&p.id).await.1["response"]["status"],
+        "Confirmed"
+    );
+    // A payment whose link nobody opened (404 for status) exists and can be deleted.
+    let unopened = sb.initiate("SE").await;
+    assert_eq!(sb.status_of(&unopened.id).await.0, StatusCode::NOT_FOUND);
+    let (_, body) = sb.delete(&[&unopened.id], &access).await;
+    assert_eq!(body["response"], json!([unopened.id]), "{body}");
+    sb.stop().await;
+}
+
+#[tokio::test]
 async fn a_paid_payment_cannot_be_deleted_and_has_no_funds_check() {
     let sb = spawn().await;
     let p = sb.initiate("SE").await;

@@ -80,6 +80,10 @@ fn describe_metrics() {
         "Bank statuses pisgate does not know; the payment was left unchanged."
     );
     describe_counter!(
+        "pisgate_bank_disagreements_total",
+        "Final payment statuses a later bank read contradicts (e.g. expired while the bank says Paid); each is kept, recorded and shown on the console's attention page."
+    );
+    describe_counter!(
         "pisgate_ledger_binding_mismatches_total",
         "Bank reports refused because the payment row's bank id is not the one its ledger recorded (a row rewritten outside pisgate): investigate, run `pisgate ledger verify`."
     );

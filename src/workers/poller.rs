@@ -9,21 +9,40 @@
 //!
 //! Schedule: every `signing_interval` within pisgate's signing window; past it every
 //! `late_signing_interval`, because a shopper who reached the bank in time may still sign
-//! (the truth rule: the window only closes the authorization hop). An unsigned payment
-//! expires only on the bank's evidence: its UserApprovalTimeout, or the late-signing horizon
-//! passed with the bank still showing nothing signed (a 404 or PendingUserApproval). Every
+//! (the truth rule: the window only closes the authorization hop). Every
 //! `authorized_interval` once authorized, or `scheduled_interval` while a future execution
-//! date is still ahead (but never later than that date); nothing once final. A 404 before
-//! the shopper opened the signing link is "not yet". A 429 waits at least its `Retry-After`
-//! (and holds back every poll of this replica that long); 5xx and timeouts back off
-//! exponentially with jitter.
+//! date is still ahead (but never later than that date). A 404 before the shopper opened the
+//! signing link is "not yet". A 429 waits at least its `Retry-After` (and holds back every
+//! poll of this replica that long); 5xx and timeouts back off exponentially with jitter.
+//!
+//! # The late-signing horizon
+//! pisgate never finalizes a payment on its own inference. An unsigned payment expires on
+//! the bank's UserApprovalTimeout, or at the horizon on proof that nobody can sign it
+//! ([`Unsignable`]):
+//! - nobody was ever given the bank's link (the authorization hop was never opened, or the
+//!   bank's answer to the initiation was never recorded): `expired` at the horizon;
+//! - otherwise, when the bank still shows nothing signed (404 or PendingUserApproval, which a
+//!   bank that confirms slowly also shows for a payment signed a moment ago), the poller asks
+//!   the bank to delete the payment (Nordea's bulk DELETE, with the freshest live token of
+//!   the app: a payment nobody signed belongs to no shopper yet). Deleted: `expired` (or
+//!   `cancelled` when the merchant had asked). Refused (signed, being executed, not ours to
+//!   delete) or not askable (no live token, the bank unavailable): noted and followed on,
+//!   every `late_signing_interval` or with backoff, until the bank's own final word.
+//!   A shopper who came back (a code exchanged) is never deleted at the horizon.
+//!
+//! # After a final status
+//! A payment that ends `expired` or `cancelled` while someone may hold its bank link keeps
+//! [`payments::AFTER_FINAL_READS`] more bank reads, `after_final_interval` apart. A bank that
+//! then contradicts the final status is recorded as a disagreement
+//! ([`crate::ledger::disagreements`]), never applied; every other final payment leaves the
+//! schedule.
 //!
 //! Never done here: a status change outside the status machine, a bank call inside a
 //! transaction, a log line with a token or an account number.
 
 use super::{Pacer, WorkerContext, backoff, stopped, stretch};
 use crate::bank::{BankError, BankPaymentId, StatusReport};
-use crate::domain::{Evidence, PaymentStatus};
+use crate::domain::{Evidence, PaymentStatus, Unsignable};
 use crate::ledger::Db;
 use crate::ledger::payments::{self, Change, POLL_CHANNEL};
 pub use crate::ledger::polls::Claimed;
@@ -205,11 +224,14 @@ enum ChangeSpec {
         bank_status: String,
         mapped: PaymentStatus,
     },
-    /// The late-signing horizon passed with nothing signed.
-    HorizonPassed {
+    /// Provably unsignable (never "the horizon passed" alone).
+    Unsignable {
+        why: Unsignable,
         bank_status: Option<String>,
         failure: (&'static str, &'static str),
     },
+    /// The bank refused to delete the payment at the horizon: noted, followed on.
+    HorizonRefused { errors: serde_json::Value },
 }
 
 /// Whether a queued reschedule's claim was still its own, or why it could not be written.
@@ -328,13 +350,6 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         .state_used_at
         .is_some_and(|t| now - t < chrono::Duration::minutes(5));
     let past_horizon = now >= horizon && !returned_recently;
-    let unsigned = |bank_status: Option<String>| ChangeSpec::HorizonPassed {
-        bank_status,
-        failure: (
-            "not_signed",
-            "the shopper did not sign before the late-signing horizon",
-        ),
-    };
     let ok = |change, outcome| Decision {
         change,
         next: Duration::ZERO,
@@ -343,14 +358,15 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         remaining: None,
     };
     if status.is_final() {
-        return ok(None, "final");
+        return after_final_read(ctx, pacer, p).await;
     }
     let Some(bank_id) = p.bank_payment_id.as_deref().and_then(BankPaymentId::parse) else {
         // No bank answer recorded (unknown outcome, or a crash in between): its link, if the
         // bank made one, was never handed to anyone, so nothing can be signed. It waits for
         // a retry with the same key until the horizon.
         if status == PaymentStatus::AwaitingAuthorization && past_horizon {
-            let change = ChangeSpec::HorizonPassed {
+            let change = ChangeSpec::Unsignable {
+                why: Unsignable::LinkNeverHandedOut,
                 bank_status: None,
                 failure: (
                     "initiation_outcome_unknown",
@@ -384,7 +400,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
                 && status == PaymentStatus::AwaitingAuthorization
                 && past_horizon
             {
-                return ok(Some(unsigned(Some(bank_status))), "expired");
+                return at_horizon(ctx, pacer, p, &bank_id, Some(bank_status)).await;
             }
             let mut d = ok(
                 Some(ChangeSpec::Bank {
@@ -414,7 +430,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         Err(BankError::NotFound) if status == PaymentStatus::AwaitingAuthorization => {
             // Before the shopper opens the signing link the payment does not exist yet.
             if past_horizon {
-                ok(Some(unsigned(None)), "expired")
+                at_horizon(ctx, pacer, p, &bank_id, None).await
             } else {
                 ok(None, "not_yet")
             }
@@ -440,6 +456,148 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         Err(e) => {
             tracing::error!(error = %e, kind = e.kind(), failures, "status poll failed; backing off");
             failed("failed", retry_wait)
+        }
+    }
+}
+
+/// At the late-signing horizon, the bank still showing nothing signed (`bank_status`, or
+/// `None` for a 404): proof that nobody can sign it, or the bank's refusal (see the module
+/// docs). Never an expiry on the horizon alone.
+async fn at_horizon(
+    ctx: &WorkerContext,
+    pacer: &Pacer,
+    p: &Claimed,
+    bank_id: &BankPaymentId,
+    bank_status: Option<String>,
+) -> Decision {
+    let cfg = &ctx.settings.poller;
+    let ok = |change, outcome| Decision {
+        change,
+        next: Duration::ZERO,
+        failures: 0,
+        outcome,
+        remaining: None,
+    };
+    let failures = p.poll_failures.saturating_add(1);
+    let failed = |outcome| Decision {
+        change: None,
+        next: backoff(cfg.signing_interval, cfg.max_backoff, failures as u32),
+        failures,
+        outcome,
+        remaining: None,
+    };
+    if p.psu_key.is_some() {
+        // The shopper came back with a code: signed as far as we can tell. Only the bank's
+        // word ends it.
+        return ok(None, "shopper_returned");
+    }
+    if p.hop_opened_at.is_none() {
+        let change = ChangeSpec::Unsignable {
+            why: Unsignable::LinkNeverHandedOut,
+            bank_status,
+            failure: (
+                "not_signed",
+                "nobody reached the bank's signing page before the late-signing horizon",
+            ),
+        };
+        return ok(Some(change), "expired");
+    }
+    let (psu_key, token) = match tokens::freshest_live(&ctx.pool, &ctx.cipher, &p.bank).await {
+        Ok(Some(found)) => found,
+        Ok(None) => {
+            tracing::info!(
+                "past the late-signing horizon, no token to ask the bank to delete the payment; following it to the bank's own word"
+            );
+            return ok(None, "horizon_no_token");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot load a token for the horizon's delete");
+            return failed("horizon_failed");
+        }
+    };
+    pacer.acquire().await;
+    let answer = ctx
+        .bank
+        .cancel(std::slice::from_ref(bank_id), &token.access_token, None)
+        .await;
+    match answer {
+        Ok(outcome) if outcome.deleted.iter().any(|d| d == bank_id) => {
+            tracing::info!("the bank deleted the unsigned payment at the late-signing horizon");
+            let change = ChangeSpec::Unsignable {
+                why: Unsignable::DeletedAtBank,
+                bank_status: Some("Cancelled".into()),
+                failure: (
+                    "not_signed",
+                    "the shopper did not sign before the late-signing horizon; the bank deleted the payment",
+                ),
+            };
+            ok(Some(change), "expired")
+        }
+        Ok(outcome) => {
+            let errors: Vec<serde_json::Value> = outcome
+                .errors
+                .iter()
+                .map(|e| json!({ "code": e.code, "description": e.description }))
+                .collect();
+            tracing::info!(
+                refusals = errors.len(),
+                "the bank refused to delete the payment at the horizon (signed or executing?); following it on"
+            );
+            Decision {
+                change: Some(ChangeSpec::HorizonRefused {
+                    errors: json!(errors),
+                }),
+                ..failed("horizon_refused")
+            }
+        }
+        Err(BankError::TokenRejected) => {
+            let _ = tokens::mark_dead(
+                &ctx.pool,
+                &p.bank,
+                &psu_key,
+                token.issue_seq,
+                "rejected on the horizon's delete",
+            )
+            .await;
+            failed("horizon_failed")
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, kind = e.kind(), "the horizon's delete failed; following the payment on");
+            failed("horizon_failed")
+        }
+    }
+}
+
+/// One of the few reads of the bank after a final status (see the module docs): the bank's
+/// answer goes through the one path, which keeps the final status and records a
+/// disagreement if the bank contradicts it.
+async fn after_final_read(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
+    let done = |change, outcome| Decision {
+        change,
+        next: Duration::ZERO,
+        failures: 0,
+        outcome,
+        remaining: None,
+    };
+    let Some(bank_id) = p.bank_payment_id.as_deref().and_then(BankPaymentId::parse) else {
+        return done(None, "final");
+    };
+    pacer.acquire().await;
+    match ctx.bank.status(&bank_id, None).await {
+        Ok(StatusReport {
+            bank_status,
+            status: Some(mapped),
+        }) => done(
+            Some(ChangeSpec::Bank {
+                bank_status,
+                mapped,
+            }),
+            "after_final",
+        ),
+        Ok(_) => done(None, "after_final"),
+        Err(e) => {
+            tracing::info!(error = %e, "a read after the final status failed");
+            done(None, "after_final")
         }
     }
 }
@@ -520,7 +678,11 @@ fn schedule(ctx: &WorkerContext, p: &Claimed, status: PaymentStatus) -> Option<D
             } else {
                 cfg.late_signing_interval
             };
-            // Look once more right at the horizon, so expiry is on time.
+            if until_horizon.is_zero() {
+                // Past the horizon and not provably unsignable yet: followed on.
+                return Some(stretch(cfg.late_signing_interval, 10));
+            }
+            // Look once more right at the horizon, so the bank is asked on time.
             Some(stretch(interval, 10).min(until_horizon.max(Duration::from_millis(50))))
         }
         _ if next_occurrence(p).is_some() => {
@@ -575,7 +737,7 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
             bank_status,
             mapped,
         }) => *mapped == status && p.bank_status.as_ref() == Some(bank_status),
-        Some(ChangeSpec::HorizonPassed { .. }) => false,
+        Some(ChangeSpec::Unsignable { .. } | ChangeSpec::HorizonRefused { .. }) => false,
     };
     if quiet && (p.recurring_count.is_none() || d.remaining.is_none()) {
         let next_at = next_poll(ctx, p, status, &d).map(after);
@@ -632,7 +794,18 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
             )
             .await
             .map(|a| matches!(a, payments::Applied::Refused)),
-            ChangeSpec::HorizonPassed {
+            ChangeSpec::HorizonRefused { errors } => {
+                payments::note(
+                    &mut tx,
+                    p.id,
+                    "horizon_delete_refused",
+                    json!({ "errors": errors }),
+                )
+                .await?;
+                Ok(false)
+            }
+            ChangeSpec::Unsignable {
+                why,
                 bank_status,
                 failure,
             } => {
@@ -640,8 +813,13 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
                     return Ok("lease_lost");
                 };
                 // Checked again under the row lock: a shopper who came back (or is coming
-                // back right now) signed, and only the bank's word ends that payment.
-                if row.shopper_returned(Utc::now()) {
+                // back right now) signed, and only the bank's word ends that payment; a
+                // shopper who just went through the hop holds the link now.
+                let link_out_now =
+                    *why == Unsignable::LinkNeverHandedOut && row.hop_opened_at.is_some();
+                if *why != Unsignable::DeletedAtBank
+                    && (row.shopper_returned(Utc::now()) || link_out_now)
+                {
                     tracing::info!("the shopper came back at the horizon: not expiring");
                     polls::reschedule(
                         &mut tx,
@@ -658,10 +836,17 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
                     &mut tx,
                     p.id,
                     Change {
-                        evidence: Evidence::Unsignable { cancel_requested },
+                        evidence: Evidence::Unsignable {
+                            why: *why,
+                            cancel_requested,
+                        },
                         bank_status: bank_status.as_deref(),
                         kind: "expired",
-                        detail: json!({ "source": "poller", "reason": "late_signing_horizon" }),
+                        detail: json!({
+                            "source": "poller",
+                            "reason": "late_signing_horizon",
+                            "proof": why.as_str(),
+                        }),
                         failure: (!cancel_requested).then_some(*failure),
                     },
                 )
@@ -687,8 +872,14 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
         }
     }
     record_progress(&mut tx, p, status, d.remaining).await?;
-    let next_at = next_poll(ctx, p, status, &d).map(after);
-    polls::reschedule(&mut tx, p.id, next_at, d.failures).await?;
+    if status.is_final() {
+        let was_final = PaymentStatus::parse(&p.status).is_some_and(PaymentStatus::is_final);
+        let next_at = after(ctx.settings.poller.after_final_interval);
+        polls::end_final_claim(&mut tx, p.id, next_at, was_final).await?;
+    } else {
+        let next_at = next_poll(ctx, p, status, &d).map(after);
+        polls::reschedule(&mut tx, p.id, next_at, d.failures).await?;
+    }
     tx.commit().await?;
     Ok(outcome)
 }
@@ -791,6 +982,7 @@ mod tests {
             sign_horizon_at: None,
             initiation: "initiated".into(),
             state_used_at: None,
+            hop_opened_at: None,
             created_at,
             poll_failures: 0,
             recurring_remaining: None,

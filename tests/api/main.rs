@@ -14,6 +14,7 @@ mod events;
 mod hardening;
 mod health;
 mod helpers;
+mod horizon;
 mod key_takeover;
 mod layering;
 mod ledger;

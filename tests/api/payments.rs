@@ -376,7 +376,8 @@ async fn forged_reused_and_expired_states_exchange_nothing() {
     let token_calls = app.bank_calls(Operation::Token);
     assert_eq!(token_calls, 1);
 
-    // Expired: another payment whose state is past its late-signing horizon.
+    // Expired: another payment whose state is past its late-signing horizon and that is
+    // final (past the horizon a payment that is not final still takes its shopper back).
     let created = app.create_payment(&m.api_key, &body("FI")).await;
     let callback = app
         .sign_at_bank(
@@ -386,7 +387,7 @@ async fn forged_reused_and_expired_states_exchange_nothing() {
         )
         .await;
     sqlx::query(
-        "UPDATE payments SET state_expires_at = now() - interval '1 second' WHERE id = $1::uuid",
+        "UPDATE payments SET state_expires_at = now() - interval '1 second', status = 'expired' WHERE id = $1::uuid",
     )
     .bind(created["id"].as_str().unwrap())
     .execute(&app.pool)

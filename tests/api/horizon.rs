@@ -1,0 +1,329 @@
+//! Truth at the late-signing horizon (issue 22, items 1 and 7): pisgate never finalizes a
+//! payment on its own inference. At the horizon it asks the bank to delete a payment that
+//! still shows nothing signed, and only the bank's answer decides; a shopper's late return is
+//! still exchanged; a final status a later bank read contradicts is kept, counted, recorded
+//! and shown; and a flood of error callbacks reads the bank once. Against the real Postgres
+//! and the Nordea sandbox (whose bulk delete refuses a payment whose confirmation is still
+//! running and one signed by another shopper, and deletes one nobody signed).
+
+use crate::console::{EMAIL, PASSWORD, create_operator, get, session_cookie};
+use crate::helpers::{TestApp, TestMerchant};
+use crate::truth::{
+    app_with, assert_agrees_with_the_bank, create, follow, ledger_kinds, location, press,
+    reach_bank_page, status_of, sweep, until, wait_status, webhooks_of,
+};
+use pisgate::sandbox::{BankStatus, Operation};
+use serde_json::Value;
+use std::time::Duration;
+
+async fn horizon_of(app: &TestApp, id: &str) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar("SELECT sign_horizon_at FROM payments WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+async fn sleep_until(at: chrono::DateTime<chrono::Utc>) {
+    let wait = (at - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(wait).await;
+}
+
+/// A shopper who signs at the bank and comes back: pisgate then holds a live token of the
+/// app (what the horizon's delete is sent with).
+async fn a_shopper_comes_back(app: &TestApp, m: &TestMerchant, psu: &str) -> String {
+    let (id, url) = create(app, m, "SE").await;
+    let action = reach_bank_page(app, &url).await;
+    let back = follow(app, &press(app, &action, psu, true).await).await;
+    assert_eq!(back.status(), 303);
+    until("the shopper's token", Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM psu_tokens WHERE status = 'live'")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+            > 0
+    })
+    .await;
+    id
+}
+
+async fn events_of(app: &TestApp, id: &str, kind: &str) -> Vec<Value> {
+    sqlx::query_scalar(
+        "SELECT detail FROM payment_events WHERE payment_id = $1::uuid AND kind = $2 ORDER BY seq",
+    )
+    .bind(id)
+    .bind(kind)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_shopper_who_signs_just_before_the_horizon_and_never_returns_ends_paid_not_expired() {
+    // The outside tester's numbers: window 3 s, horizon 6 s, the bank confirms 8 s after
+    // the signature (and shows PendingUserApproval until then).
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "3"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "6"),
+        ],
+        true,
+        |c| {
+            c.confirm_delay = Duration::from_millis(8000);
+            c.paid_delay = Duration::from_millis(500);
+        },
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    // A returning customer: pisgate holds a live token of the app, so at the horizon it can
+    // ask the bank to delete the payment (and the bank refuses: it is being confirmed).
+    a_shopper_comes_back(&app, &m, "psu-late").await;
+    let (id, url) = create(&app, &m, "FI").await;
+    let action = reach_bank_page(&app, &url).await;
+    sleep_until(horizon_of(&app, &id).await - chrono::Duration::milliseconds(1500)).await;
+    // Approves 1.5 s before the horizon and closes the tab: the callback is never followed.
+    press(&app, &action, "psu-late", true).await;
+    sleep_until(horizon_of(&app, &id).await + chrono::Duration::seconds(2)).await;
+    assert_eq!(
+        status_of(&app, &id).await,
+        "awaiting_authorization",
+        "the horizon alone expires nothing"
+    );
+    wait_status(&app, &id, "paid", Duration::from_secs(30)).await;
+    assert_eq!(
+        webhooks_of(&app, &id).await,
+        ["payment.authorized", "payment.paid"]
+    );
+    let kinds = ledger_kinds(&app, &id).await;
+    assert!(
+        kinds.contains(&"horizon_delete_refused".to_owned()),
+        "{kinds:?}"
+    );
+    assert!(!kinds.contains(&"expired".to_owned()), "{kinds:?}");
+    assert_agrees_with_the_bank(&app).await;
+}
+
+#[tokio::test]
+async fn an_unsigned_payment_expires_only_when_the_bank_confirms_it_deleted_it() {
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
+        ],
+        true,
+        |_| {},
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "DK").await;
+    // A shopper reaches the bank (so holds its link) and never signs.
+    reach_bank_page(&app, &url).await;
+    sleep_until(horizon_of(&app, &id).await + chrono::Duration::seconds(2)).await;
+    // Nothing to ask the bank with yet (no live token): the horizon alone proves nothing.
+    assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
+    assert_eq!(app.bank_calls(Operation::Cancel), 0);
+    // Once pisgate can ask, the bank deletes it, and that is the proof.
+    a_shopper_comes_back(&app, &m, "psu-other").await;
+    wait_status(&app, &id, "expired", Duration::from_secs(10)).await;
+    assert!(app.bank_calls(Operation::Cancel) >= 1);
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["bank_status"], "Cancelled");
+    assert_eq!(p["failure"]["code"], "not_signed");
+    assert_eq!(webhooks_of(&app, &id).await, ["payment.expired"]);
+    let expired = events_of(&app, &id, "expired").await;
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["proof"], "deleted_at_bank");
+    let at_bank = app.bank_payments_for(&id);
+    assert_eq!(at_bank.len(), 1);
+    assert_eq!(at_bank[0].status, BankStatus::Cancelled);
+    // Its link no longer signs at the bank either.
+    assert_agrees_with_the_bank(&app).await;
+}
+
+#[tokio::test]
+async fn a_final_status_the_bank_later_contradicts_is_kept_counted_recorded_and_shown() {
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "2"),
+            ("PISGATE__POLLER__AFTER_FINAL_INTERVAL", "700ms"),
+        ],
+        true,
+        |_| {},
+    )
+    .await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Shop").await;
+    a_shopper_comes_back(&app, &m, "psu-other").await;
+    let (id, url) = create(&app, &m, "NO").await;
+    reach_bank_page(&app, &url).await;
+    wait_status(&app, &id, "expired", Duration::from_secs(15)).await;
+    // The bank then says Paid (a bank fault, or a deletion it did not really make).
+    let bank_id: String =
+        sqlx::query_scalar("SELECT bank_payment_id FROM payments WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(app.sandbox.force_status(&bank_id, Some(BankStatus::Paid)));
+    // One of the few reads after the final status sees it.
+    until("the disagreement", Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM bank_disagreements WHERE payment_id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+            > 0
+    })
+    .await;
+    // The reads run out, then the payment leaves the schedule.
+    until(
+        "the reads after final to end",
+        Duration::from_secs(10),
+        || async {
+            sqlx::query_scalar::<_, i64>(
+                "SELECT count(*) FROM payment_polls WHERE payment_id = $1::uuid",
+            )
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+                == 0
+        },
+    )
+    .await;
+    // Neither side overwritten: the final status stays, the bank's word stands beside it.
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["status"], "expired");
+    assert_eq!(p["bank_status"], "Paid");
+    assert_eq!(webhooks_of(&app, &id).await, ["payment.expired"]);
+    let (status, bank_status, seen): (String, String, i32) = sqlx::query_as(
+        "SELECT status, bank_status, seen FROM bank_disagreements WHERE payment_id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((status.as_str(), bank_status.as_str()), ("expired", "Paid"));
+    assert!(seen >= 1);
+    // Recorded once in the chain and counted once, however often it is seen again.
+    let recorded = events_of(&app, &id, "bank_disagreement").await;
+    assert_eq!(recorded.len(), 1, "{recorded:?}");
+    assert_eq!(recorded[0]["bank_status"], "Paid");
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains("# HELP pisgate_bank_disagreements_total"),
+        "{metrics}"
+    );
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pisgate_bank_disagreements_total") && l.ends_with(" 1")),
+        "{metrics}"
+    );
+    // On the operator console's attention page.
+    let cookie = session_cookie(&app).await;
+    let (code, html) = get(&app, "/console/attention", &cookie).await;
+    assert_eq!(code, 200);
+    assert!(html.contains("disagrees with the bank"), "{html}");
+    assert!(html.contains(&id), "{html}");
+    // The sweep sees exactly this one.
+    let wrong = sweep(&app).await;
+    assert_eq!(wrong.len(), 1, "{wrong:#?}");
+    assert!(wrong[0].contains("pisgate says expired"), "{wrong:#?}");
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}
+
+#[tokio::test]
+async fn a_shopper_who_returns_after_the_horizon_is_still_exchanged() {
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
+        ],
+        true,
+        |c| {
+            c.confirm_delay = Duration::from_secs(6);
+            c.paid_delay = Duration::from_millis(500);
+        },
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "FI").await;
+    let action = reach_bank_page(&app, &url).await;
+    let horizon = horizon_of(&app, &id).await;
+    sleep_until(horizon - chrono::Duration::milliseconds(500)).await;
+    let callback = press(&app, &action, "psu-slow", true).await;
+    // The shopper's browser brings them back only after the horizon (and after its
+    // state's expiry): the bank has not confirmed the payment unsignable, so it counts.
+    sleep_until(horizon + chrono::Duration::seconds(1)).await;
+    assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
+    let back = follow(&app, &callback).await;
+    assert_eq!(back.status(), 303, "{}", location(&back));
+    assert!(
+        location(&back).contains(&format!("payment_id={id}")),
+        "{}",
+        location(&back)
+    );
+    assert_eq!(
+        app.bank_calls(Operation::Token),
+        1,
+        "the code was exchanged"
+    );
+    until("the token stored", Duration::from_secs(10), || async {
+        sqlx::query_scalar::<_, Option<String>>("SELECT psu_key FROM payments WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+            .is_some()
+    })
+    .await;
+    let kinds = ledger_kinds(&app, &id).await;
+    assert!(
+        !kinds.contains(&"callback_rejected".to_owned()),
+        "{kinds:?}"
+    );
+    wait_status(&app, &id, "paid", Duration::from_secs(20)).await;
+    assert_eq!(
+        webhooks_of(&app, &id).await,
+        ["payment.authorized", "payment.paid"]
+    );
+    assert_agrees_with_the_bank(&app).await;
+}
+
+#[tokio::test]
+async fn many_parallel_error_callbacks_read_the_bank_once_and_answer_the_same_redirect() {
+    // No poller: every status read is the callbacks'.
+    let app = app_with(&[], false, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "SE").await;
+    reach_bank_page(&app, &url).await;
+    let state = app.bank_payments_for(&id)[0].state.clone();
+    let callback = app.url(&format!(
+        "/v1/callbacks/nordea?state={state}&error=access_denied&error_description=cancelled"
+    ));
+    let before = app.bank_calls(Operation::Status);
+    let answers = futures_util::future::join_all((0..40).map(|_| {
+        let (client, callback) = (app.client.clone(), callback.clone());
+        async move { client.get(&callback).send().await.unwrap() }
+    }))
+    .await;
+    let reads = app.bank_calls(Operation::Status) - before;
+    assert_eq!(reads, 1, "one bank read for 40 error callbacks");
+    let locations: std::collections::BTreeSet<String> = answers
+        .iter()
+        .map(|r| {
+            assert_eq!(r.status(), 303);
+            location(r)
+        })
+        .collect();
+    assert_eq!(locations.len(), 1, "{locations:?}");
+    assert_eq!(events_of(&app, &id, "callback_error").await.len(), 1);
+    assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
+}
