@@ -25,6 +25,8 @@ pub struct Claimed {
     /// The bank's last word as recorded when claimed.
     pub bank_status: Option<String>,
     pub psu_key: Option<String>,
+    /// The merchant's id for the shopper (whose own token may ask the bank for this payment).
+    pub psu_id: Option<String>,
     pub state_expires_at: Option<DateTime<Utc>>,
     /// pisgate's signing window (the poller polls faster within it).
     pub expires_at: Option<DateTime<Utc>>,
@@ -80,7 +82,7 @@ pub async fn claim(
                RETURNING s.payment_id, s.poll_failures, s.next_poll_at, due.due_at
            )
            SELECT p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.bank_status,
-                  p.psu_key,
+                  p.psu_key, p.psu_id,
                   p.state_expires_at, p.expires_at, p.sign_horizon_at, p.initiation,
                   p.state_used_at, p.hop_opened_at, p.created_at, c.poll_failures AS "poll_failures!",
                   p.recurring_remaining, p.recurring_executions,

@@ -386,21 +386,25 @@ pub async fn load(
     }))
 }
 
-/// The most recently issued live, unexpired token of any shopper at `bank`, with its shopper
-/// key. Only for the late-signing horizon's request to delete a payment nobody has signed:
-/// the bank's bulk delete needs a bearer, and a payment nobody has signed belongs to no
-/// shopper yet (the Nordea sandbox accepts any live token of the app for it; a bank that
-/// refuses answers so, and the payment is followed on to the bank's own timeout).
-#[tracing::instrument(skip_all, fields(bank = %bank))]
-pub async fn freshest_live(
+/// The live token of the shopper a payment is for, as its merchant knows the shopper: the
+/// token the latest earlier payment of the same merchant and `psu_id` was exchanged into
+/// (a returning shopper). Never another shopper's token: a bank call made for one shopper's
+/// payment carries only that shopper's consent. `None` when the shopper never came back.
+pub async fn for_merchant_shopper(
     pool: &Db,
     cipher: &TokenCipher,
     bank: &str,
+    merchant_id: uuid::Uuid,
+    psu_id: &str,
 ) -> Result<Option<(String, LiveToken)>, TokenError> {
     let Some(psu_key) = sqlx::query_scalar!(
-        r#"SELECT psu_key FROM psu_tokens
-           WHERE bank = $1 AND status = 'live' AND access_expires_at > now() + interval '5 seconds'
-           ORDER BY issue_seq DESC LIMIT 1"#,
+        r#"SELECT t.psu_key FROM payments p
+           JOIN psu_tokens t ON t.bank = p.bank AND t.psu_key = p.psu_key
+           WHERE p.merchant_id = $1 AND p.psu_id = $2 AND p.bank = $3 AND p.psu_key IS NOT NULL
+             AND t.status = 'live' AND t.access_expires_at > now() + interval '5 seconds'
+           ORDER BY t.issue_seq DESC LIMIT 1"#,
+        merchant_id,
+        psu_id,
         bank,
     )
     .fetch_optional(pool)

@@ -502,7 +502,17 @@ async fn at_horizon(
         };
         return ok(Some(change), "expired");
     }
-    let (psu_key, token) = match tokens::freshest_live(&ctx.pool, &ctx.cipher, &p.bank).await {
+    // Only this shopper's own token may ask the bank (a returning shopper, known by the
+    // merchant's psu_id); a shopper pisgate never saw come back leaves the payment to the
+    // bank's own approval timeout.
+    let found = match p.psu_id.as_deref() {
+        Some(psu_id) => {
+            tokens::for_merchant_shopper(&ctx.pool, &ctx.cipher, &p.bank, p.merchant_id, psu_id)
+                .await
+        }
+        None => Ok(None),
+    };
+    let (psu_key, token) = match found {
         Ok(Some(found)) => found,
         Ok(None) => {
             tracing::info!(
@@ -977,6 +987,7 @@ mod tests {
             bank_payment_id: None,
             bank_status: Some("Confirmed".into()),
             psu_key: None,
+            psu_id: None,
             state_expires_at: None,
             expires_at: None,
             sign_horizon_at: None,
