@@ -185,3 +185,31 @@ async fn a_whole_payment_flow_logs_no_code_state_token_key_or_account() {
         assert!(!logs.contains(secret), "the {what} appears in the logs");
     }
 }
+
+/// One log format: `serve` in the sandbox environment (scripts/run.sh) writes JSON lines when
+/// stdout is not a terminal, like the sandbox and production (it once wrote plain text).
+#[tokio::test]
+async fn serve_in_the_sandbox_environment_logs_json_lines_off_a_terminal() {
+    let url = fresh_database().await;
+    let serve = Serve::start(
+        &url,
+        &[
+            ("PISGATE_ENV", "sandbox"),
+            ("PISGATE__TELEMETRY__LOG_FORMAT", ""),
+        ],
+    )
+    .await;
+    let status = reqwest::get(format!("{}/v1/merchant", serve.base))
+        .await
+        .unwrap()
+        .status();
+    assert_eq!(status, 401);
+    let (_, stdout, _, _) = serve.stop().await;
+    let lines: Vec<&str> = stdout.lines().filter(|l| !l.trim().is_empty()).collect();
+    assert!(!lines.is_empty(), "serve logged nothing");
+    for line in lines {
+        let parsed: serde_json::Value =
+            serde_json::from_str(line).unwrap_or_else(|_| panic!("not a JSON log line: {line}"));
+        assert!(parsed["level"].is_string(), "{line}");
+    }
+}

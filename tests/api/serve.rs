@@ -57,8 +57,13 @@ impl Serve {
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(Stdio::piped());
+        // An empty value removes the variable (to see a setting's own default).
         for (k, v) in extra {
-            cmd.env(k, v);
+            if v.is_empty() {
+                cmd.env_remove(k);
+            } else {
+                cmd.env(k, v);
+            }
         }
         let mut child = cmd.spawn().unwrap();
         let (stdout, stderr) = (Arc::default(), Arc::default());
