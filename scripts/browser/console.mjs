@@ -117,7 +117,7 @@ try {
   await page.getByRole("link", { name: "Audit log" }).click();
   const audit = await page.locator("tbody").innerText();
   assert.ok(audit.includes("replay_delivery") && audit.includes(email), audit);
-  await Promise.all([page.waitForURL(/\/console\/login$/), page.getByRole("button", { name: "Sign out" }).click()]);
+  await Promise.all([page.waitForURL(/\/console\/login$/), page.getByRole("button", { name: "Sign out", exact: true }).click()]);
   await ctx.close();
   console.log("browser: an operator signed in, found the payment by its reference, saw its timeline, saw a dead delivery's three attempts on its payment's timeline, replayed it (received, HTTP 200 on the timeline) and saw it in the audit log");
 
