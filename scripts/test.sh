@@ -70,6 +70,8 @@ fi
 
 echo "== cargo fmt --check"
 cargo fmt --all -- --check
+echo "== scripts/readme-check.sh (README.md rendered: tables, links, anchors, commands)"
+bash scripts/readme-check.sh
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== scripts/run.sh smoke test"
