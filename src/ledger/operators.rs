@@ -61,18 +61,22 @@ pub enum Gate {
     Locked { id: Uuid, email: String },
     /// The attempt is counted and may check the password. `locks`: it was the attempt that
     /// reached the limit, so the account is locked unless the password is right.
+    /// `settled_before`: failures whose check had finished when this attempt was counted.
     Admitted {
         id: Uuid,
         email: String,
         password_hash: String,
         locks: bool,
+        counted: i32,
+        settled_before: i32,
     },
 }
 
 /// Counts a sign-in attempt and decides whether it may check a password, in one transaction
 /// holding the operator's row, BEFORE the (slow) password check: every attempt counts as a
-/// failure until its password proves right ([`sign_in`] resets the count), so N parallel
-/// guesses count as N. The attempt that makes `max` in a row locks the account until
+/// failure until its password proves right ([`sign_in`] takes back the attempts counted up
+/// to its own, never those counted after it), so N parallel guesses count as N, even beside
+/// the right password. The attempt that makes `max` in a row locks the account until
 /// `now + lock_for`; while locked, attempts are refused without a password check. A lock
 /// that has run out starts the count again. Refusals are audited in the same transaction.
 pub async fn admit(
@@ -83,7 +87,8 @@ pub async fn admit(
 ) -> Result<Gate, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let Some(o) = sqlx::query!(
-        "SELECT id, email, password_hash, failed_attempts, locked_until, disabled_at
+        "SELECT id, email, password_hash, failed_attempts, settled_failures, locked_until,
+                disabled_at
            FROM operators WHERE email = $1 FOR UPDATE",
         email
     )
@@ -124,18 +129,20 @@ pub async fn admit(
         });
     }
     // A lock that ran out: a fresh count.
-    let before = if o.locked_until.is_some() {
-        0
+    let (before, settled) = if o.locked_until.is_some() {
+        (0, 0)
     } else {
-        o.failed_attempts
+        (o.failed_attempts, o.settled_failures)
     };
     let counted = before.saturating_add(1);
     let locks = counted >= max;
     sqlx::query!(
-        "UPDATE operators SET failed_attempts = $2, locked_until = $3 WHERE id = $1",
+        "UPDATE operators SET failed_attempts = $2, settled_failures = $4, locked_until = $3
+          WHERE id = $1",
         o.id,
         counted,
         locks.then(|| now + lock_for),
+        settled,
     )
     .execute(&mut *tx)
     .await?;
@@ -145,6 +152,8 @@ pub async fn admit(
         email: o.email,
         password_hash: o.password_hash,
         locks,
+        counted,
+        settled_before: settled,
     })
 }
 
@@ -164,6 +173,14 @@ pub async fn record_failure(
         serde_json::json!({ "unknown_email": true })
     };
     audit_in(&mut tx, id, email, "sign_in_failed", None, detail).await?;
+    if let Some(id) = id {
+        sqlx::query!(
+            "UPDATE operators SET settled_failures = settled_failures + 1 WHERE id = $1",
+            id
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     if locked {
         audit_in(
             &mut tx,
@@ -186,9 +203,18 @@ pub struct Session {
     pub csrf_token: String,
 }
 
-/// Signs an admitted operator in, in one transaction: resets the failure count and the lock
-/// (the attempt was admitted, so it may), forgets ended sessions, starts the session and
-/// audits `signed_in`. Returns false (nothing written) when the operator was disabled
+/// What [`admit`] counted for the attempt that is signing in.
+#[derive(Debug, Clone, Copy)]
+pub struct Admission {
+    /// Failures that had finished their check when this attempt was counted.
+    pub settled_before: i32,
+    /// Whether this attempt set the lock.
+    pub locks: bool,
+}
+
+/// Signs an admitted operator in, in one transaction: takes back its own attempt and the
+/// failures settled before it (see the query), forgets ended sessions, starts the session
+/// and audits `signed_in`. Returns false (nothing written) when the operator was disabled
 /// meanwhile.
 pub async fn sign_in(
     pool: &Db,
@@ -197,12 +223,22 @@ pub async fn sign_in(
     token_hash: &[u8],
     csrf_token: &str,
     expires_at: DateTime<Utc>,
+    admitted: &Admission,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
+    // Takes back this attempt and the failures that had settled before it was counted (the
+    // operator's own typos); guesses still in flight beside it stay counted, so N parallel
+    // guesses count as N even with the right password among them, and a lock they set stays
+    // unless this attempt set it.
     let reset = sqlx::query!(
-        "UPDATE operators SET failed_attempts = 0, locked_until = NULL
+        "UPDATE operators
+            SET failed_attempts = GREATEST(failed_attempts - 1 - $2, 0),
+                settled_failures = GREATEST(settled_failures - $2, 0),
+                locked_until = CASE WHEN $3 THEN NULL ELSE locked_until END
           WHERE id = $1 AND disabled_at IS NULL",
-        id
+        id,
+        admitted.settled_before,
+        admitted.locks,
     )
     .execute(&mut *tx)
     .await?
@@ -353,7 +389,7 @@ pub async fn change_account(
         ),
         AccountChange::Enable => (
             sqlx::query_scalar!(
-                "UPDATE operators SET disabled_at = NULL, failed_attempts = 0, locked_until = NULL
+                "UPDATE operators SET disabled_at = NULL, failed_attempts = 0, settled_failures = 0, locked_until = NULL
                   WHERE email = $1 RETURNING id",
                 email
             )
@@ -363,7 +399,7 @@ pub async fn change_account(
         ),
         AccountChange::ResetPassword { password_hash } => (
             sqlx::query_scalar!(
-                "UPDATE operators SET password_hash = $2, failed_attempts = 0, locked_until = NULL
+                "UPDATE operators SET password_hash = $2, failed_attempts = 0, settled_failures = 0, locked_until = NULL
                   WHERE email = $1 RETURNING id",
                 email,
                 password_hash

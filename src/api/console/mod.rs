@@ -218,7 +218,7 @@ async fn login(
         chrono::Duration::minutes(LOCK_MINUTES),
     )
     .await;
-    let (id, email, locks) = match gate {
+    let (id, email, admitted) = match gate {
         Err(e) => return internal(e),
         Ok(Gate::Unknown) => {
             // Spend the same time as a real check, so timing does not tell who exists.
@@ -243,6 +243,8 @@ async fn login(
             email,
             password_hash,
             locks,
+            settled_before,
+            ..
         }) => {
             if !password::verify_limited(password, &password_hash).await {
                 tracing::warn!(operator_id = %id, locked = locks, "wrong password");
@@ -254,13 +256,31 @@ async fn login(
                 }
                 return refused(&headers);
             }
-            (id, email, locks)
+            (
+                id,
+                email,
+                operators::Admission {
+                    settled_before,
+                    locks,
+                },
+            )
         }
     };
     let token = random_token();
     let csrf = random_token();
     let expires = Utc::now() + chrono::Duration::hours(SESSION_HOURS);
-    match operators::sign_in(&state.pool, id, &email, &token_hash(&token), &csrf, expires).await {
+    let locks = admitted.locks;
+    match operators::sign_in(
+        &state.pool,
+        id,
+        &email,
+        &token_hash(&token),
+        &csrf,
+        expires,
+        &admitted,
+    )
+    .await
+    {
         Err(e) => return internal(e),
         Ok(false) => return refused(&headers),
         Ok(true) => {}
