@@ -34,8 +34,8 @@
 use crate::api::AppState;
 use crate::api::client_ip::{Peer, client_ip};
 use crate::api::payments::{callback_url, cancel_at_bank, state_hash};
-use crate::config::ProviderSettings;
 use crate::bank::{BankError, BankPaymentId, PsuContext};
+use crate::config::ProviderSettings;
 use crate::ledger::payments::{self, PaymentRecord};
 use crate::ledger::tokens;
 use axum::Router;

@@ -859,7 +859,10 @@ fn required<T: Blank>(key: &str, value: Option<T>) -> Result<T, SettingsError> {
 fn shown_text(key: &str, value: Option<String>) -> Result<String, SettingsError> {
     let value = required(key, value)?.trim().to_owned();
     if value.chars().count() > 200 {
-        return Err(SettingsError::invalid(key, "must be at most 200 characters"));
+        return Err(SettingsError::invalid(
+            key,
+            "must be at most 200 characters",
+        ));
     }
     if value.chars().any(char::is_control) {
         return Err(SettingsError::invalid(

@@ -386,7 +386,12 @@ mod tests {
                 "€10.50 kuukaudessa, kuun viimeisenä päivänä, 12 maksua",
             ),
             (YearlySameDay, 2, Da, "€10.50 om året, 2 betalinger"),
-            (TriAnnuallySameDay, 2, No, "€10.50 hver fjerde måned, 2 betalinger"),
+            (
+                TriAnnuallySameDay,
+                2,
+                No,
+                "€10.50 hver fjerde måned, 2 betalinger",
+            ),
         ];
         for (kind, count, lang, want) in cases {
             assert_eq!(

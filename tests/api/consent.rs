@@ -468,7 +468,9 @@ async fn a_shoppers_cancel_after_reaching_the_bank_ends_cancelled_by_the_shopper
 /// The text of the first element that opens with `open` (up to its closing `close`), tags
 /// removed.
 fn element_text(html: &str, open: &str, close: &str) -> String {
-    let start = html.find(open).unwrap_or_else(|| panic!("{open} missing in {html}"));
+    let start = html
+        .find(open)
+        .unwrap_or_else(|| panic!("{open} missing in {html}"));
     let rest = &html[start..];
     let inner = &rest[..rest.find(close).unwrap()];
     let mut text = String::new();
@@ -664,7 +666,8 @@ async fn every_shopper_page_names_the_configured_provider() {
         );
         assert!(!page.html.contains(DEMO_PROVIDER), "{name}");
         assert!(
-            page.csp.starts_with("default-src 'none'; style-src 'sha256-"),
+            page.csp
+                .starts_with("default-src 'none'; style-src 'sha256-"),
             "{name}: {}",
             page.csp
         );
