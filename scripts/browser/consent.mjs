@@ -241,7 +241,7 @@ try {
   //    number, the provider line, and a shop that is the recipient named once.
   {
     const provider = "pisgate demo TPP (sandbox)";
-    const licence = "no licence: a sandbox for testing only";
+    const licence = "sandbox only, not licensed";
     const accounts = {
       FI: ["EUR", { type: "IBAN", value: "FI1410093000123458" }],
       SE: ["SEK", { type: "BGNR", value: "50501055" }],

@@ -503,7 +503,7 @@ fn rows(html: &str) -> Vec<(String, String)> {
 }
 
 const DEMO_PROVIDER: &str = "pisgate demo TPP (sandbox)";
-const DEMO_LICENCE: &str = "no licence: a sandbox for testing only";
+const DEMO_LICENCE: &str = "sandbox only, not licensed";
 
 #[tokio::test]
 async fn a_standing_order_reads_how_often_beside_the_amount_with_the_order_number_and_the_provider_in_every_language()
