@@ -8,7 +8,11 @@
 //   3. a Swedish shopper (a standing order: `varje månad, 12 betalningar`) cancels: lands on the shop (payment id, no status), the payment is
 //      `cancelled`, and the link then offers no way to the bank;
 //   4. an expired payment's link shows a page with a way back to the shop and none to the bank;
-//   5. the pages pass axe-core with no serious or critical violation.
+//   5. the pages pass axe-core with no serious or critical violation;
+//   6. in each of the five languages, a standing order's page says how often beside the
+//      amount in its large type ("250,00 kr i månaden, 3 betalningar"), shows the merchant's
+//      order number and the provider line (who runs the page), and names a shop that is also
+//      the recipient once; the callback's plain page names the provider too; axe stays clean.
 // Screenshots go to $SCREENSHOTS.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
@@ -232,6 +236,78 @@ try {
     await accessible(browser, p.authorization_url, "fi-FI");
     await ctx.close();
     console.log("browser: an expired link offers only the way back to the shop");
+  }
+  // 6. The page's lines in all five languages: how often beside the amount, the order
+  //    number, the provider line, and a shop that is the recipient named once.
+  {
+    const provider = "pisgate demo TPP (sandbox)";
+    const licence = "sandbox only, not licensed";
+    const accounts = {
+      FI: ["EUR", { type: "IBAN", value: "FI1410093000123458" }],
+      SE: ["SEK", { type: "BGNR", value: "50501055" }],
+      DK: ["DKK", { type: "BBAN_DK", value: "30004010021337" }],
+      NO: ["NOK", { type: "BBAN_NO", value: "86011117947" }],
+    };
+    const cases = [
+      { lang: "en", locale: "en-GB", country: "FI", amount: "€250.00 a month, 3 payments", order: "Order number",
+        shop: "Shop", recipient: "Recipient",
+        line: `This page is provided by ${provider}, a payment initiation service provider (licence: ${licence}).` },
+      { lang: "fi", locale: "fi-FI", country: "FI", amount: "250,00 € kuukaudessa, 3 maksua", order: "Tilausnumero",
+        shop: "Kauppa", recipient: "Saaja",
+        line: `Tämän sivun tarjoaa ${provider}, maksutoimeksiantopalvelun tarjoaja (toimilupa: ${licence}).` },
+      { lang: "sv", locale: "sv-SE", country: "SE", amount: "250,00 kr i månaden, 3 betalningar", order: "Ordernummer",
+        shop: "Butik", recipient: "Mottagare",
+        line: `Sidan tillhandahålls av ${provider}, leverantör av betalningsinitieringstjänster (tillstånd: ${licence}).` },
+      { lang: "da", locale: "da-DK", country: "DK", amount: "250,00 kr. om måneden, 3 betalinger", order: "Ordrenummer",
+        shop: "Butik", recipient: "Modtager",
+        line: `Siden leveres af ${provider}, udbyder af betalingsinitieringstjenester (tilladelse: ${licence}).` },
+      { lang: "nb", locale: "nb-NO", country: "NO", amount: "kr 250,00 i måneden, 3 betalinger", order: "Ordrenummer",
+        shop: "Butikk", recipient: "Mottaker",
+        line: `Siden leveres av ${provider}, tilbyder av betalingsfullmaktstjenester (tillatelse: ${licence}).` },
+    ];
+    for (const c of cases) {
+      const [currency, account] = accounts[c.country];
+      // The merchant is "Kahvila Aalto": here it is also the recipient.
+      const p = await payment({
+        language: c.lang === "nb" ? "no" : c.lang, amount: "250.00", currency, country: c.country,
+        reference: "ORDER-2026-0042",
+        creditor: { account, name: "Kahvila Aalto" },
+        recurring: { count: 3, recurrence_type: "MONTHLY_SAME_DAY" },
+      });
+      const ctx = await browser.newContext({ locale: c.locale });
+      const page = await ctx.newPage();
+      const errors = [];
+      page.on("console", (m) => m.type() === "error" && errors.push(m.text()));
+      assert.equal((await page.goto(p.authorization_url)).status(), 200);
+      assert.equal(await page.getAttribute("html", "lang"), c.lang);
+      const big = page.locator("p.amount");
+      assert.equal((await big.innerText()).replaceAll(NBSP, " "), c.amount, `${c.lang}: the large type`);
+      assert.equal(await big.evaluate((e) => getComputedStyle(e).fontSize), "32px", "the stylesheet applied");
+      const rows = await page.locator("dl").evaluate((dl) => {
+        const out = [];
+        for (const dt of dl.querySelectorAll("dt")) out.push([dt.textContent, dt.nextElementSibling.textContent]);
+        return out;
+      });
+      const row = (label) => rows.filter(([dt]) => dt === label).map(([, dd]) => dd);
+      assert.deepEqual(row(c.order), ["ORDER-2026-0042"], `${c.lang}: the order number in ${JSON.stringify(rows)}`);
+      assert.deepEqual(row(c.recipient), ["Kahvila Aalto"], `${c.lang}: ${JSON.stringify(rows)}`);
+      assert.deepEqual(row(c.shop), [], `${c.lang}: the shop is the recipient, named once: ${JSON.stringify(rows)}`);
+      assert.equal(rows.filter(([, dd]) => dd === "Kahvila Aalto").length, 1, JSON.stringify(rows));
+      assert.equal(await page.locator("p.to").innerText(), `${c.shop}: Kahvila Aalto`, `${c.lang}: the header's word for the shop`);
+      assert.equal(await page.locator("footer").innerText(), c.line, `${c.lang}: who runs the page`);
+      assert.deepEqual(errors, [], "no policy violation");
+      await page.screenshot({ path: `${shots}/consent-recurring-${c.lang}.png`, fullPage: true });
+      await accessible(browser, p.authorization_url, c.locale);
+      await ctx.close();
+    }
+    // The callback's plain page (a return link without its state) names the provider too.
+    const ctx = await browser.newContext({ locale: "en-GB" });
+    const page = await ctx.newPage();
+    assert.equal((await page.goto(`${base}/v1/callbacks/nordea?code=x`)).status(), 400);
+    assert.equal(await page.locator("footer").innerText(), cases[0].line);
+    await accessible(browser, `${base}/v1/callbacks/nordea?code=x`, "en-GB");
+    await ctx.close();
+    console.log("browser: in en, fi, sv, da and nb a standing order reads how often beside the amount, with the order number, the provider line and the shop named once; axe clean");
   }
   console.log(`browser: all consent-page checks passed in ${((Date.now() - started) / 1000).toFixed(1)} s`);
 } finally {

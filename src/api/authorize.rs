@@ -81,14 +81,23 @@ fn language(p: Option<&PaymentRecord>, headers: &HeaderMap) -> Language {
 }
 
 /// A page with no way to the bank.
-fn closed(kind: Closed, lang: Language, back: Option<&PaymentRecord>) -> Response {
+fn closed(
+    state: &AppState,
+    kind: Closed,
+    lang: Language,
+    back: Option<&PaymentRecord>,
+) -> Response {
     let status = match kind {
         Closed::Unknown => StatusCode::NOT_FOUND,
         Closed::NotReady => StatusCode::CONFLICT,
         Closed::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::GONE,
     };
-    consent::respond(status, consent::closed_page(kind, lang, back), &[])
+    consent::respond(
+        status,
+        consent::closed_page(kind, lang, back, &state.settings.provider),
+        &[],
+    )
 }
 
 fn closed_kind(c: HopClosed) -> Closed {
@@ -156,7 +165,7 @@ async fn act(
     let fallback = language(None, headers);
     let result = async {
         let Some(p) = load(state, id, token).await? else {
-            return Ok(closed(Closed::Unknown, fallback, None));
+            return Ok(closed(state, Closed::Unknown, fallback, None));
         };
         let lang = language(Some(&p), headers);
         match action {
@@ -168,7 +177,7 @@ async fn act(
     .await;
     result.unwrap_or_else(|e: anyhow::Error| {
         tracing::error!(error = format!("{e:#}"), "authorization hop failed");
-        closed(Closed::Unavailable, fallback, None)
+        closed(state, Closed::Unavailable, fallback, None)
     })
 }
 
@@ -210,7 +219,7 @@ async fn show_page(
     }
     let link = match payments::hop_for(p, Utc::now()) {
         Hop::ToBank(link) => link,
-        Hop::Closed(c) => return Ok(closed(closed_kind(c), lang, Some(p))),
+        Hop::Closed(c) => return Ok(closed(state, closed_kind(c), lang, Some(p))),
     };
     let merchant = merchants::get(&state.pool, p.merchant_id)
         .await?
@@ -225,6 +234,7 @@ async fn show_page(
             payment: p,
             merchant: &merchant,
             token,
+            provider: &state.settings.provider,
         },
         lang,
     );
@@ -237,14 +247,14 @@ async fn to_bank(state: &AppState, p: &PaymentRecord, lang: Language) -> anyhow:
     let hop = payments::open_hop(&mut tx, p.id).await?;
     tx.commit().await?;
     match hop {
-        None => Ok(closed(Closed::Unknown, lang, None)),
+        None => Ok(closed(state, Closed::Unknown, lang, None)),
         Some(Hop::ToBank(link)) => {
             tracing::info!("shopper sent to the bank to sign");
             Ok(see_other(link))
         }
         Some(Hop::Closed(c)) => {
             let now = payments::get(&mut *state.pool.read_conn().await?, p.id).await?;
-            Ok(closed(closed_kind(c), lang, now.as_ref()))
+            Ok(closed(state, closed_kind(c), lang, now.as_ref()))
         }
     }
 }
@@ -269,6 +279,6 @@ async fn shopper_cancel(
     let now = payments::get(&mut *state.pool.read_conn().await?, p.id).await?;
     Ok(match now.as_ref().and_then(consent::return_url) {
         Some(back) => see_other(back),
-        None => closed(Closed::Closed, lang, now.as_ref()),
+        None => closed(state, Closed::Closed, lang, now.as_ref()),
     })
 }

@@ -41,12 +41,13 @@ use crate::api::AppState;
 use crate::api::client_ip::{Peer, client_ip};
 use crate::api::payments::{callback_url, cancel_at_bank, state_hash};
 use crate::bank::{BankError, BankPaymentId, PsuContext};
+use crate::config::ProviderSettings;
 use crate::ledger::payments::{self, PaymentRecord};
 use crate::ledger::tokens;
 use axum::Router;
 use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode, header};
-use axum::response::{Html, IntoResponse, Response};
+use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use chrono::Utc;
 use rand::Rng;
@@ -95,24 +96,24 @@ pub fn router() -> Router<AppState> {
     Router::new().route("/v1/callbacks/nordea", get(nordea_callback))
 }
 
-fn page(status: StatusCode, title: &str, message: &str) -> Response {
-    let body = format!(
-        "<!doctype html><html lang=\"en\"><head><meta charset=\"utf-8\"><title>{title}</title></head>\
-         <body><h1>{title}</h1><p>{message}</p><p>You can close this window and return to the shop.</p></body></html>"
-    );
-    super::consent::with_retry_after(
-        (status, [(header::CACHE_CONTROL, "no-store")], Html(body)).into_response(),
+/// A plain page (English: the bank's redirect carries no language) naming who runs it.
+fn page(provider: &ProviderSettings, status: StatusCode, title: &str, message: &str) -> Response {
+    super::consent::respond(
+        status,
+        super::consent::plain_page(title, message, provider),
+        &[],
     )
 }
 
 /// The shopper's way back: the return URL with the payment's id only. No status: the shopper
 /// holds this URL and can write any status into it, so the merchant must ask the API (or wait
 /// for the webhook) whatever it says.
-fn redirect_to_merchant(p: &PaymentRecord) -> Response {
+fn redirect_to_merchant(provider: &ProviderSettings, p: &PaymentRecord) -> Response {
     let location = match super::consent::return_url(p) {
         Some(url) => url,
         None => {
             return page(
+                provider,
                 StatusCode::OK,
                 "Payment signed",
                 "Your payment was received. You can return to the shop.",
@@ -161,6 +162,7 @@ async fn nordea_callback(
         Err(e) => {
             tracing::error!(error = format!("{e:#}"), "callback failed");
             page(
+                &state.settings.provider,
                 StatusCode::SERVICE_UNAVAILABLE,
                 "Please try again",
                 "We could not record your return from the bank just now. Please reload this page in a moment; your bank has your payment.",
@@ -178,7 +180,7 @@ async fn current(state: &AppState, id: Uuid) -> anyhow::Result<Option<PaymentRec
 /// not given before the callback's work is durable or handed to the background).
 async fn redirect_now(state: &AppState, p: &PaymentRecord) -> anyhow::Result<Response> {
     let now = current(state, p.id).await?.unwrap_or_else(|| p.clone());
-    Ok(redirect_to_merchant(&now))
+    Ok(redirect_to_merchant(&state.settings.provider, &now))
 }
 
 async fn note(
@@ -204,6 +206,7 @@ async fn handle(
     let Some(oauth_state) = param("state") else {
         tracing::warn!("callback without state");
         return Ok(page(
+            &state.settings.provider,
             StatusCode::BAD_REQUEST,
             "Link not valid",
             "This return link is incomplete.",
@@ -217,6 +220,7 @@ async fn handle(
     let Some(p) = found else {
         tracing::warn!("callback with an unknown state");
         return Ok(page(
+            &state.settings.provider,
             StatusCode::BAD_REQUEST,
             "Link not valid",
             "This return link is not known to us.",
@@ -233,7 +237,7 @@ async fn handle(
                 error = format!("{e:#}"),
                 "handling the return failed; redirecting anyway"
             );
-            Ok(redirect_to_merchant(&p))
+            Ok(redirect_to_merchant(&state.settings.provider, &p))
         }
     }
 }
@@ -285,7 +289,7 @@ async fn returned(
             }
         }
         let now = current(state, p.id).await?.unwrap_or(p);
-        return Ok(redirect_to_merchant(&now));
+        return Ok(redirect_to_merchant(&state.settings.provider, &now));
     }
     if p.state_used_at.is_some() {
         // Refresh, Back or a proxy retry: the exchange is done; say where things stand.
@@ -303,6 +307,7 @@ async fn returned(
         .await?;
         tracing::warn!("callback past the late-signing horizon on a final payment refused");
         return Ok(page(
+            &state.settings.provider,
             StatusCode::BAD_REQUEST,
             "Link not valid",
             "This return link has expired.",
@@ -317,6 +322,7 @@ async fn returned(
         )
         .await?;
         return Ok(page(
+            &state.settings.provider,
             StatusCode::BAD_REQUEST,
             "Link not valid",
             "This return link carries no authorization.",

@@ -103,6 +103,17 @@ pub struct Settings {
     pub poller: PollerSettings,
     pub refresher: RefresherSettings,
     pub webhooks: WebhookSettings,
+    pub provider: ProviderSettings,
+}
+
+/// Who runs the shopper's pages (`[provider]`): the payment initiation service provider
+/// (the TPP), named on every page a shopper sees, as PSD2 asks the shopper to be told.
+#[derive(Debug, Clone)]
+pub struct ProviderSettings {
+    /// The TPP's legal name, e.g. `Example Payments Oy`.
+    pub legal_name: String,
+    /// Its licence as a shopper can check it, e.g. `FIN-FSA, payment institution 1234567-8`.
+    pub licence: String,
 }
 
 /// The status poller (`[poller]`): follows every payment to a final state.
@@ -374,6 +385,14 @@ struct Raw {
     poller: RawPoller,
     refresher: RawRefresher,
     webhooks: RawWebhooks,
+    provider: RawProvider,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+struct RawProvider {
+    legal_name: Option<String>,
+    licence: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -722,7 +741,12 @@ impl Settings {
                 "must be longer than webhooks.request_timeout",
             ));
         }
+        let provider = ProviderSettings {
+            legal_name: shown_text("provider.legal_name", raw.provider.legal_name)?,
+            licence: shown_text("provider.licence", raw.provider.licence)?,
+        };
         Ok(Settings {
+            provider,
             server,
             admin,
             database,
@@ -840,6 +864,24 @@ fn required<T: Blank>(key: &str, value: Option<T>) -> Result<T, SettingsError> {
     value
         .filter(|v| !v.is_blank())
         .ok_or_else(|| SettingsError::missing(key))
+}
+
+/// Text shown to shoppers as it is: there, at most 200 characters, on one line.
+fn shown_text(key: &str, value: Option<String>) -> Result<String, SettingsError> {
+    let value = required(key, value)?.trim().to_owned();
+    if value.chars().count() > 200 {
+        return Err(SettingsError::invalid(
+            key,
+            "must be at most 200 characters",
+        ));
+    }
+    if value.chars().any(char::is_control) {
+        return Err(SettingsError::invalid(
+            key,
+            "must be one line without control characters",
+        ));
+    }
+    Ok(value)
 }
 
 /// A secret that must be there (and not blank).
@@ -1336,5 +1378,35 @@ mod tests {
     fn secrets_do_not_print() {
         let s = Settings::load_from(&sources(&[DB])).unwrap();
         assert!(!format!("{s:?}").contains("u:p@"));
+    }
+
+    #[test]
+    fn the_provider_named_to_shoppers_has_sandbox_defaults_and_can_be_set() {
+        let s = Settings::load_from(&sources(&[DB])).unwrap();
+        assert_eq!(s.provider.legal_name, "pisgate demo TPP (sandbox)");
+        assert!(!s.provider.licence.is_empty());
+        let s = Settings::load_from(&sources(&[
+            DB,
+            ("PISGATE__PROVIDER__LEGAL_NAME", " Example Payments Oy "),
+            ("PISGATE__PROVIDER__LICENCE", "FIN-FSA 1234567-8"),
+        ]))
+        .unwrap();
+        assert_eq!(s.provider.legal_name, "Example Payments Oy");
+        assert_eq!(s.provider.licence, "FIN-FSA 1234567-8");
+    }
+
+    #[test]
+    fn a_blank_long_or_multi_line_provider_setting_is_refused_by_name() {
+        let long = "x".repeat(201);
+        for (key, value) in [
+            ("PISGATE__PROVIDER__LEGAL_NAME", " "),
+            ("PISGATE__PROVIDER__LICENCE", long.as_str()),
+            ("PISGATE__PROVIDER__LEGAL_NAME", "Example\nPayments"),
+        ] {
+            let err = Settings::load_from(&sources(&[DB, (key, value)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains(key), "{err}");
+        }
     }
 }

@@ -194,9 +194,9 @@ fn every(kind: RecurrenceType, lang: Language) -> &'static str {
     }
 }
 
-/// A standing order in words: `monthly, 12 payments`, `kuukausittain, 12 maksua`.
-pub fn recurrence(kind: RecurrenceType, count: u32, lang: Language) -> String {
-    let payments = match (lang, count) {
+/// `payment` or `payments` (and the like) for `count`.
+fn payments(count: u32, lang: Language) -> &'static str {
+    match (lang, count) {
         (Language::En, 1) => "payment",
         (Language::En, _) => "payments",
         (Language::Fi, 1) => "maksu",
@@ -204,10 +204,85 @@ pub fn recurrence(kind: RecurrenceType, count: u32, lang: Language) -> String {
         (Language::Sv, 1) => "betalning",
         (Language::Sv, _) => "betalningar",
         (Language::Da | Language::No, 1) => "betaling",
-        (Language::Da, _) => "betalinger",
-        (Language::No, _) => "betalinger",
+        (Language::Da | Language::No, _) => "betalinger",
+    }
+}
+
+/// A standing order in words: `monthly, 12 payments`, `kuukausittain, 12 maksua`.
+pub fn recurrence(kind: RecurrenceType, count: u32, lang: Language) -> String {
+    format!("{}, {count} {}", every(kind, lang), payments(count, lang))
+}
+
+/// How often an amount is paid, said after the amount: `a month`, `kuukaudessa`,
+/// `i månaden`, `om måneden`, `i måneden`; where a language has no such phrase for a period,
+/// the same words as [`recurrence`] (`every two weeks`).
+fn per(kind: RecurrenceType, lang: Language) -> String {
+    use Language::*;
+    use RecurrenceType::*;
+    let last_day = match lang {
+        En => ", on the last day of the month",
+        Fi => ", kuun viimeisenä päivänä",
+        Sv => ", på månadens sista dag",
+        Da => ", på månedens sidste dag",
+        No => ", på månedens siste dag",
     };
-    format!("{}, {count} {payments}", every(kind, lang))
+    let (base, eom) = match kind {
+        MonthlyEom => (MonthlySameDay, true),
+        QuarterlyEom => (QuarterlySameDay, true),
+        SemiAnnuallyEom => (SemiAnnuallySameDay, true),
+        YearlyEom => (YearlySameDay, true),
+        other => (other, false),
+    };
+    let phrase = match (base, lang) {
+        (Daily, En) => "a day",
+        (Daily, Fi) => "päivässä",
+        (Daily, Sv) => "om dagen",
+        (Daily, Da | No) => "om dagen",
+        (Weekly, En) => "a week",
+        (Weekly, Fi) => "viikossa",
+        (Weekly, Sv) => "i veckan",
+        (Weekly, Da) => "om ugen",
+        (Weekly, No) => "i uken",
+        (MonthlySameDay, En) => "a month",
+        (MonthlySameDay, Fi) => "kuukaudessa",
+        (MonthlySameDay, Sv) => "i månaden",
+        (MonthlySameDay, Da) => "om måneden",
+        (MonthlySameDay, No) => "i måneden",
+        (QuarterlySameDay, En) => "a quarter",
+        (QuarterlySameDay, Sv | No) => "per kvartal",
+        (QuarterlySameDay, Da) => "i kvartalet",
+        (SemiAnnuallySameDay, En) => "every six months",
+        (SemiAnnuallySameDay, Sv) => "per halvår",
+        (SemiAnnuallySameDay, Da) => "hvert halve år",
+        (SemiAnnuallySameDay, No) => "hvert halvår",
+        (YearlySameDay, En) => "a year",
+        (YearlySameDay, Fi) => "vuodessa",
+        (YearlySameDay, Sv | Da) => "om året",
+        (YearlySameDay, No) => "i året",
+        (other, _) => every(other, lang),
+    };
+    if eom {
+        format!("{phrase}{last_day}")
+    } else {
+        phrase.to_owned()
+    }
+}
+
+/// What follows an amount paid again and again: `a month, 3 payments`, `i månaden,
+/// 3 betalningar`.
+pub fn recurrence_after_amount(kind: RecurrenceType, count: u32, lang: Language) -> String {
+    format!("{}, {count} {}", per(kind, lang), payments(count, lang))
+}
+
+/// An amount with how often it is paid, as one phrase for the amount's large type:
+/// `250,00 kr i månaden, 3 betalningar`, `€10.50 a month, 3 payments`.
+pub fn amount_with_recurrence(
+    amount: &str,
+    kind: RecurrenceType,
+    count: u32,
+    lang: Language,
+) -> String {
+    format!("{amount} {}", recurrence_after_amount(kind, count, lang))
 }
 
 #[cfg(test)]
@@ -290,5 +365,40 @@ mod tests {
             recurrence(RecurrenceType::Weekly, 1, Language::En),
             "weekly, 1 payment"
         );
+    }
+
+    #[test]
+    fn an_amount_reads_with_how_often_it_is_paid() {
+        use Language::*;
+        use RecurrenceType::*;
+        let cases = [
+            (MonthlySameDay, 3, En, "€10.50 a month, 3 payments"),
+            (MonthlySameDay, 3, Fi, "€10.50 kuukaudessa, 3 maksua"),
+            (MonthlySameDay, 3, Sv, "€10.50 i månaden, 3 betalningar"),
+            (MonthlySameDay, 3, Da, "€10.50 om måneden, 3 betalinger"),
+            (MonthlySameDay, 3, No, "€10.50 i måneden, 3 betalinger"),
+            (Weekly, 1, En, "€10.50 a week, 1 payment"),
+            (Biweekly, 4, Sv, "€10.50 varannan vecka, 4 betalningar"),
+            (
+                MonthlyEom,
+                12,
+                Fi,
+                "€10.50 kuukaudessa, kuun viimeisenä päivänä, 12 maksua",
+            ),
+            (YearlySameDay, 2, Da, "€10.50 om året, 2 betalinger"),
+            (
+                TriAnnuallySameDay,
+                2,
+                No,
+                "€10.50 hver fjerde måned, 2 betalinger",
+            ),
+        ];
+        for (kind, count, lang, want) in cases {
+            assert_eq!(
+                amount_with_recurrence("€10.50", kind, count, lang),
+                want,
+                "{kind:?} {lang:?}"
+            );
+        }
     }
 }

@@ -464,3 +464,212 @@ async fn a_shoppers_cancel_after_reaching_the_bank_ends_cancelled_by_the_shopper
     let o = app.get_payment(&m.api_key, &other).await;
     assert_eq!(o["failure"]["code"], "cancelled_by_merchant");
 }
+
+/// The text of the first element that opens with `open` (up to its closing `close`), tags
+/// removed.
+fn element_text(html: &str, open: &str, close: &str) -> String {
+    let start = html
+        .find(open)
+        .unwrap_or_else(|| panic!("{open} missing in {html}"));
+    let rest = &html[start..];
+    let inner = &rest[..rest.find(close).unwrap()];
+    let mut text = String::new();
+    let mut in_tag = false;
+    for c in inner.chars() {
+        match c {
+            '<' => in_tag = true,
+            '>' => in_tag = false,
+            c if !in_tag => text.push(c),
+            _ => {}
+        }
+    }
+    text
+}
+
+/// `(dt, dd)` pairs of the page's table, in order.
+fn rows(html: &str) -> Vec<(String, String)> {
+    html.split("<dt>")
+        .skip(1)
+        .map(|part| {
+            let (dt, rest) = part.split_once("</dt>").unwrap();
+            let dd = rest
+                .split_once("<dd>")
+                .and_then(|(_, r)| r.split_once("</dd>"))
+                .unwrap()
+                .0;
+            (dt.to_owned(), dd.to_owned())
+        })
+        .collect()
+}
+
+const DEMO_PROVIDER: &str = "pisgate demo TPP (sandbox)";
+const DEMO_LICENCE: &str = "sandbox only, not licensed";
+
+#[tokio::test]
+async fn a_standing_order_reads_how_often_beside_the_amount_with_the_order_number_and_the_provider_in_every_language()
+ {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Verkkokauppa").await;
+    // language, country, the amount's large type, the order number's label, the provider line
+    let cases = [
+        (
+            "en",
+            "FI",
+            "€250.00 a month, 3 payments",
+            "Order number",
+            "This page is provided by pisgate demo TPP (sandbox), a payment initiation service provider (licence: ",
+        ),
+        (
+            "fi",
+            "FI",
+            "250,00\u{a0}€ kuukaudessa, 3 maksua",
+            "Tilausnumero",
+            "Tämän sivun tarjoaa pisgate demo TPP (sandbox), maksutoimeksiantopalvelun tarjoaja (toimilupa: ",
+        ),
+        (
+            "sv",
+            "SE",
+            "250,00\u{a0}kr i månaden, 3 betalningar",
+            "Ordernummer",
+            "Sidan tillhandahålls av pisgate demo TPP (sandbox), leverantör av betalningsinitieringstjänster (tillstånd: ",
+        ),
+        (
+            "da",
+            "DK",
+            "250,00\u{a0}kr. om måneden, 3 betalinger",
+            "Ordrenummer",
+            "Siden leveres af pisgate demo TPP (sandbox), udbyder af betalingsinitieringstjenester (tilladelse: ",
+        ),
+        (
+            "no",
+            "NO",
+            "kr\u{a0}250,00 i måneden, 3 betalinger",
+            "Ordrenummer",
+            "Siden leveres av pisgate demo TPP (sandbox), tilbyder av betalingsfullmaktstjenester (tillatelse: ",
+        ),
+    ];
+    for (lang, country, amount, order, provider) in cases {
+        let mut b = body(country);
+        b["language"] = json!(lang);
+        b["amount"] = json!("250.00");
+        b["reference"] = json!("ORDER-2026-0042");
+        b["recurring"] = json!({"count": 3, "recurrence_type": "MONTHLY_SAME_DAY"});
+        let (_, url) = create(&app, &m, b).await;
+        let page = open(&app, &url, None).await;
+        assert_eq!(page.status, 200, "{lang}");
+        let h = &page.html;
+        assert_eq!(
+            element_text(h, r#"<p class="amount">"#, "</p>"),
+            amount,
+            "{lang}: how often is said in the amount's large type"
+        );
+        assert!(
+            rows(h).contains(&(order.to_owned(), "ORDER-2026-0042".to_owned())),
+            "{lang}: the merchant's order number in {h}"
+        );
+        assert_eq!(
+            element_text(h, "<footer>", "</footer>"),
+            format!("{provider}{DEMO_LICENCE})."),
+            "{lang}: who runs the page"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_shop_that_is_the_recipient_is_shown_once_and_each_party_has_one_name_per_language() {
+    let app = spawn_app().await;
+    // language, country, the shop's word, the recipient's word
+    let cases = [
+        ("en", "FI", "Shop", "Recipient"),
+        ("fi", "FI", "Kauppa", "Saaja"),
+        ("sv", "SE", "Butik", "Mottagare"),
+        ("da", "DK", "Butik", "Modtager"),
+        ("no", "NO", "Butikk", "Mottaker"),
+    ];
+    for (lang, country, shop_word, recipient_word) in cases {
+        let creditor = body(country)["creditor"]["name"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        // The shop is the recipient: one row, as the recipient; the header names the shop.
+        let same = app.create_merchant(&creditor).await;
+        let mut b = body(country);
+        b["language"] = json!(lang);
+        let (_, url) = create(&app, &same, b.clone()).await;
+        let h = open(&app, &url, None).await.html;
+        let table = rows(&h);
+        assert_eq!(
+            table.iter().filter(|(_, dd)| *dd == creditor).count(),
+            1,
+            "{lang}: {creditor} once in {table:?}"
+        );
+        assert!(table.contains(&(recipient_word.to_owned(), creditor.clone())));
+        assert!(!table.iter().any(|(dt, _)| dt == shop_word), "{table:?}");
+        assert_eq!(
+            element_text(&h, r#"<p class="to">"#, "</p>"),
+            format!("{shop_word}: {creditor}"),
+            "{lang}: the header names the shop with the table's word for it"
+        );
+
+        // Another shop: both rows, each with its one word.
+        let other = app.create_merchant(&format!("Marketplace {lang}")).await;
+        let (_, url) = create(&app, &other, b).await;
+        let h = open(&app, &url, None).await.html;
+        let table = rows(&h);
+        assert!(table.contains(&(shop_word.to_owned(), format!("Marketplace {lang}"))));
+        assert!(table.contains(&(recipient_word.to_owned(), creditor.clone())));
+        assert_eq!(
+            element_text(&h, r#"<p class="to">"#, "</p>"),
+            format!("{shop_word}: Marketplace {lang}")
+        );
+    }
+}
+
+#[tokio::test]
+async fn every_shopper_page_names_the_configured_provider() {
+    let app = crate::helpers::spawn_app_with(&[
+        ("PISGATE__PROVIDER__LEGAL_NAME", "Example Payments Oy"),
+        (
+            "PISGATE__PROVIDER__LICENCE",
+            "FIN-FSA, payment institution 1234567-8",
+        ),
+    ])
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let line = "This page is provided by Example Payments Oy, a payment initiation service \
+                provider (licence: FIN-FSA, payment institution 1234567-8).";
+
+    let (expired, url) = create(&app, &m, body("FI")).await;
+    let consent = open(&app, &url, Some("en")).await;
+    sqlx::query("UPDATE payments SET expires_at = now() - interval '1 second' WHERE id = $1::uuid")
+        .bind(&expired)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let closed = open(&app, &url, Some("en")).await;
+    assert_eq!(closed.status, 410);
+    let unknown = open(&app, &url.replace("?t=", "?t=x"), Some("en")).await;
+    assert_eq!(unknown.status, 404);
+    let callback = open(&app, &app.url("/v1/callbacks/nordea?code=x"), None).await;
+    assert_eq!(callback.status, 400);
+    for (name, page) in [
+        ("consent", &consent),
+        ("expired", &closed),
+        ("unknown", &unknown),
+        ("callback", &callback),
+    ] {
+        assert_eq!(
+            element_text(&page.html, "<footer>", "</footer>"),
+            line,
+            "{name}: {}",
+            page.html
+        );
+        assert!(!page.html.contains(DEMO_PROVIDER), "{name}");
+        assert!(
+            page.csp
+                .starts_with("default-src 'none'; style-src 'sha256-"),
+            "{name}: {}",
+            page.csp
+        );
+    }
+}

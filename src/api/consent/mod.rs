@@ -3,11 +3,17 @@
 //! signed. Server-rendered with maud, compiled into the binary: no JavaScript, no third-party
 //! asset, one inline stylesheet allowed by its hash in a strict Content-Security-Policy.
 //!
+//! Every page names who runs it: the payment initiation service provider's legal name and
+//! licence (`[provider]` settings), as PSD2 asks the shopper to be told. Each party has one
+//! word per language: the shop (the merchant), the recipient (the creditor, shown once when
+//! it is the shop itself), the bank, and the provider.
+//!
 //! Never shown: the full account number (masked to its last characters), the bank's link
 //! (it is only ever the target of a 303 after the shopper presses the button).
 
 pub mod text;
 
+use crate::config::ProviderSettings;
 use crate::domain::{Account, AccountType, Currency, Language, RecurrenceType, display};
 use crate::ledger::payments::PaymentRecord;
 use axum::http::{HeaderValue, StatusCode, header};
@@ -28,6 +34,7 @@ main{max-width:32rem;margin:2rem auto;padding:1.5rem;background:#fff;border:1px 
 h1{font-size:1.5rem;margin:0 0 .5rem}\
 .to{font-size:1.125rem;margin:0 0 1rem}\
 .amount{font-size:2rem;font-weight:700;margin:0 0 1rem}\
+.per{font-size:1.25rem}\
 dl{display:grid;grid-template-columns:max-content 1fr;gap:.25rem 1rem;margin:0 0 1.5rem}\
 dt{font-weight:600;color:#3a3f45}\
 dd{margin:0;overflow-wrap:anywhere}\
@@ -37,6 +44,7 @@ button{font:inherit;cursor:pointer}\
 .link{padding:.25rem 0;border:0;background:none;color:#0b3d91;text-decoration:underline}\
 a{color:#0b3d91}\
 form{margin:0 0 1rem}\
+footer{max-width:32rem;margin:0 auto 2rem;padding:0 1.5rem;font-size:.875rem;color:#3a3f45}\
 :focus-visible{outline:3px solid #b35c00;outline-offset:3px}\
 ";
 
@@ -56,6 +64,7 @@ pub struct Consent<'a> {
     pub payment: &'a PaymentRecord,
     pub merchant: &'a str,
     pub token: &'a str,
+    pub provider: &'a ProviderSettings,
 }
 
 /// The bank's name as shoppers know it.
@@ -93,7 +102,22 @@ pub fn amount(p: &PaymentRecord, lang: Language) -> String {
     }
 }
 
-fn layout(t: &Text, title: &str, body: Markup) -> Markup {
+/// Who runs the page, in the shopper's language.
+pub fn provider_line(provider: &ProviderSettings, lang: Language) -> String {
+    let t = text(lang);
+    format!(
+        "{} {}, {} ({}: {}).",
+        t.provided_by, provider.legal_name, t.pisp, t.licence, provider.licence
+    )
+}
+
+fn layout(
+    t: &Text,
+    lang: Language,
+    provider: &ProviderSettings,
+    title: &str,
+    body: Markup,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang=(t.html_lang) {
@@ -104,7 +128,10 @@ fn layout(t: &Text, title: &str, body: Markup) -> Markup {
                 title { (title) }
                 style { (PreEscaped(CSS)) }
             }
-            body { main { (body) } }
+            body {
+                main { (body) }
+                footer { p.provider { (provider_line(provider, lang)) } }
+            }
         }
     }
 }
@@ -125,24 +152,42 @@ pub fn consent_page(c: &Consent<'_>, lang: Language) -> Markup {
         .as_str()
         .and_then(RecurrenceType::parse)
         .zip(r["recurring"]["count"].as_u64())
-        .map(|(kind, count)| display::recurrence(kind, count as u32, lang));
+        .map(|(kind, count)| (kind, count.min(u32::MAX as u64) as u32));
     let reference = creditor["reference"]["value"].as_str();
+    let recipient = creditor["name"].as_str();
+    // The shop that is also the recipient is one party: one row, as the recipient.
+    let shop_row = !recipient.is_some_and(|name| same_party(name, c.merchant));
     let action = p.id.to_string();
+    let amount = amount(p, lang);
     layout(
         t,
+        lang,
+        c.provider,
         t.title,
         html! {
             h1 { (t.title) }
-            p.to { (t.payment_to) " " strong { (c.merchant) } }
-            p.amount { (amount(p, lang)) }
+            p.to { (t.shop) ": " strong { (c.merchant) } }
+            @if let Some((kind, count)) = recurring {
+                p.amount {
+                    (amount) " "
+                    span.per { (display::recurrence_after_amount(kind, count, lang)) }
+                }
+            } @else {
+                p.amount { (amount) }
+            }
             p { (t.next_step) }
             dl {
-                dt { (t.shop) } dd { (c.merchant) }
-                @if let Some(name) = creditor["name"].as_str() {
+                @if shop_row {
+                    dt { (t.shop) } dd { (c.merchant) }
+                }
+                @if let Some(name) = recipient {
                     dt { (t.recipient) } dd { (name) }
                 }
                 @if let Some(account) = masked_account(&creditor["account"]) {
                     dt { (t.account) } dd { (account) }
+                }
+                @if let Some(order) = &p.merchant_reference {
+                    dt { (t.order) } dd { (order) }
                 }
                 @if let Some(message) = creditor["message"].as_str() {
                     dt { (t.message) } dd { (message) }
@@ -151,8 +196,8 @@ pub fn consent_page(c: &Consent<'_>, lang: Language) -> Markup {
                     dt { (t.reference) } dd { (reference) }
                 }
                 dt { (t.date) } dd { (date) }
-                @if let Some(recurring) = recurring {
-                    dt { (t.repeats) } dd { (recurring) }
+                @if let Some((kind, count)) = recurring {
+                    dt { (t.repeats) } dd { (display::recurrence(kind, count, lang)) }
                 }
                 dt { (t.bank) } dd { (bank) }
             }
@@ -166,6 +211,11 @@ pub fn consent_page(c: &Consent<'_>, lang: Language) -> Markup {
             }
         },
     )
+}
+
+/// Whether the creditor's name is the shop's own (ignoring case and surrounding space).
+fn same_party(a: &str, b: &str) -> bool {
+    a.trim().to_lowercase() == b.trim().to_lowercase()
 }
 
 /// Which plain page a payment that cannot be signed gets.
@@ -183,7 +233,12 @@ pub enum Closed {
 
 /// A page without a way to the bank; with a payment, a link back to the merchant carrying
 /// the payment's id.
-pub fn closed_page(kind: Closed, lang: Language, back: Option<&PaymentRecord>) -> Markup {
+pub fn closed_page(
+    kind: Closed,
+    lang: Language,
+    back: Option<&PaymentRecord>,
+    provider: &ProviderSettings,
+) -> Markup {
     let t = text(lang);
     let (title, message) = match kind {
         Closed::Unknown => t.unknown,
@@ -198,6 +253,8 @@ pub fn closed_page(kind: Closed, lang: Language, back: Option<&PaymentRecord>) -
     let back = back.and_then(return_url);
     layout(
         t,
+        lang,
+        provider,
         title,
         html! {
             h1 { (title) }
@@ -207,6 +264,24 @@ pub fn closed_page(kind: Closed, lang: Language, back: Option<&PaymentRecord>) -
             } @else {
                 p { (t.close_window) }
             }
+        },
+    )
+}
+
+/// A plain page with a title and a message (the callback's pages, in English: the bank's
+/// redirect carries no language), and the way to close the window.
+pub fn plain_page(title: &str, message: &str, provider: &ProviderSettings) -> Markup {
+    let lang = Language::En;
+    let t = text(lang);
+    layout(
+        t,
+        lang,
+        provider,
+        title,
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p { (t.close_window) }
         },
     )
 }

@@ -9,15 +9,19 @@ pub struct Text {
     /// The `lang` attribute of the page.
     pub html_lang: &'static str,
     pub title: &'static str,
-    /// Followed by the merchant's name.
-    pub payment_to: &'static str,
     pub next_step: &'static str,
+    /// The merchant whose checkout sent the shopper here (the header and the table use
+    /// this one word for it).
     pub shop: &'static str,
     pub amount: &'static str,
+    /// Whose account receives the money (the creditor): one word for it everywhere.
     pub recipient: &'static str,
     pub account: &'static str,
     pub message: &'static str,
+    /// The creditor's payment reference (RF or OCR).
     pub reference: &'static str,
+    /// The merchant's own order reference.
+    pub order: &'static str,
     pub date: &'static str,
     pub as_soon_as_possible: &'static str,
     pub repeats: &'static str,
@@ -27,6 +31,10 @@ pub struct Text {
     pub cancel: &'static str,
     pub back: &'static str,
     pub close_window: &'static str,
+    /// The provider line: `{provided_by} {legal name}, {pisp} ({licence}: {licence text}).`
+    pub provided_by: &'static str,
+    pub pisp: &'static str,
+    pub licence: &'static str,
     pub unknown: (&'static str, &'static str),
     pub not_ready: (&'static str, &'static str),
     pub expired: (&'static str, &'static str),
@@ -40,7 +48,6 @@ pub struct Text {
 const EN: Text = Text {
     html_lang: "en",
     title: "Confirm your payment",
-    payment_to: "Payment to",
     next_step: "Check the details. You approve the payment at your bank in the next step.",
     shop: "Shop",
     amount: "Amount",
@@ -48,6 +55,7 @@ const EN: Text = Text {
     account: "Account",
     message: "Message",
     reference: "Reference",
+    order: "Order number",
     date: "Payment date",
     as_soon_as_possible: "As soon as possible",
     repeats: "Repeats",
@@ -56,6 +64,9 @@ const EN: Text = Text {
     cancel: "Cancel and return to the shop",
     back: "Return to the shop",
     close_window: "You can close this window and return to the shop.",
+    provided_by: "This page is provided by",
+    pisp: "a payment initiation service provider",
+    licence: "licence",
     unknown: ("Link not valid", "This payment link is not known to us."),
     not_ready: (
         "Payment not ready",
@@ -87,7 +98,6 @@ const EN: Text = Text {
 const FI: Text = Text {
     html_lang: "fi",
     title: "Vahvista maksu",
-    payment_to: "Maksun saaja:",
     next_step: "Tarkista tiedot. Hyväksyt maksun pankissasi seuraavassa vaiheessa.",
     shop: "Kauppa",
     amount: "Summa",
@@ -95,6 +105,7 @@ const FI: Text = Text {
     account: "Tili",
     message: "Viesti",
     reference: "Viite",
+    order: "Tilausnumero",
     date: "Maksupäivä",
     as_soon_as_possible: "Mahdollisimman pian",
     repeats: "Toistuu",
@@ -103,6 +114,9 @@ const FI: Text = Text {
     cancel: "Peruuta ja palaa kauppaan",
     back: "Palaa kauppaan",
     close_window: "Voit sulkea tämän ikkunan ja palata kauppaan.",
+    provided_by: "Tämän sivun tarjoaa",
+    pisp: "maksutoimeksiantopalvelun tarjoaja",
+    licence: "toimilupa",
     unknown: ("Linkki ei kelpaa", "Emme tunnista tätä maksulinkkiä."),
     not_ready: (
         "Maksu ei ole valmis",
@@ -134,7 +148,6 @@ const FI: Text = Text {
 const SV: Text = Text {
     html_lang: "sv",
     title: "Bekräfta betalningen",
-    payment_to: "Betalning till",
     next_step: "Kontrollera uppgifterna. Du godkänner betalningen i din bank i nästa steg.",
     shop: "Butik",
     amount: "Belopp",
@@ -142,6 +155,7 @@ const SV: Text = Text {
     account: "Konto",
     message: "Meddelande",
     reference: "Referens",
+    order: "Ordernummer",
     date: "Betalningsdag",
     as_soon_as_possible: "Så snart som möjligt",
     repeats: "Upprepas",
@@ -150,6 +164,9 @@ const SV: Text = Text {
     cancel: "Avbryt och återgå till butiken",
     back: "Återgå till butiken",
     close_window: "Du kan stänga det här fönstret och återgå till butiken.",
+    provided_by: "Sidan tillhandahålls av",
+    pisp: "leverantör av betalningsinitieringstjänster",
+    licence: "tillstånd",
     unknown: (
         "Länken är inte giltig",
         "Vi känner inte igen den här betalningslänken.",
@@ -184,7 +201,6 @@ const SV: Text = Text {
 const DA: Text = Text {
     html_lang: "da",
     title: "Bekræft betalingen",
-    payment_to: "Betaling til",
     next_step: "Kontroller oplysningerne. Du godkender betalingen i din bank i næste trin.",
     shop: "Butik",
     amount: "Beløb",
@@ -192,6 +208,7 @@ const DA: Text = Text {
     account: "Konto",
     message: "Besked",
     reference: "Reference",
+    order: "Ordrenummer",
     date: "Betalingsdato",
     as_soon_as_possible: "Hurtigst muligt",
     repeats: "Gentages",
@@ -200,6 +217,9 @@ const DA: Text = Text {
     cancel: "Annuller og vend tilbage til butikken",
     back: "Vend tilbage til butikken",
     close_window: "Du kan lukke dette vindue og vende tilbage til butikken.",
+    provided_by: "Siden leveres af",
+    pisp: "udbyder af betalingsinitieringstjenester",
+    licence: "tilladelse",
     unknown: (
         "Linket er ikke gyldigt",
         "Vi kender ikke dette betalingslink.",
@@ -234,7 +254,6 @@ const DA: Text = Text {
 const NB: Text = Text {
     html_lang: "nb",
     title: "Bekreft betalingen",
-    payment_to: "Betaling til",
     next_step: "Kontroller opplysningene. Du godkjenner betalingen i banken din i neste steg.",
     shop: "Butikk",
     amount: "Beløp",
@@ -242,6 +261,7 @@ const NB: Text = Text {
     account: "Konto",
     message: "Melding",
     reference: "Referanse",
+    order: "Ordrenummer",
     date: "Betalingsdato",
     as_soon_as_possible: "Så snart som mulig",
     repeats: "Gjentas",
@@ -250,6 +270,9 @@ const NB: Text = Text {
     cancel: "Avbryt og gå tilbake til butikken",
     back: "Gå tilbake til butikken",
     close_window: "Du kan lukke dette vinduet og gå tilbake til butikken.",
+    provided_by: "Siden leveres av",
+    pisp: "tilbyder av betalingsfullmaktstjenester",
+    licence: "tillatelse",
     unknown: (
         "Lenken er ikke gyldig",
         "Vi kjenner ikke igjen denne betalingslenken.",
