@@ -25,6 +25,8 @@ mod view;
 
 use crate::api::AppState;
 use crate::api::consent::{html_page, style_hash};
+use crate::bank::nordea::NordeaStatus;
+use crate::domain::PaymentStatus;
 use crate::ledger::operators::{self, Gate, Search, Session};
 use crate::ledger::{events, keys, merchants, payees, verify, webhooks};
 use axum::Router;
@@ -320,8 +322,33 @@ fn parse_search(q: &HashMap<String, String>) -> (Search, Vec<String>) {
     s.merchant_id = uuid("merchant", &mut errors);
     s.reference = field("reference").map(str::to_owned);
     s.psu_id = field("psu_id").map(str::to_owned);
-    s.status = field("status").map(str::to_owned);
-    s.bank_status = field("bank_status").map(str::to_owned);
+    // Selects offer the closed sets and "any" (empty or `any`); anything else is refused
+    // naming it, so a typo or the bank's spelling never silently finds nothing.
+    let chosen = |k: &str| field(k).filter(|v| *v != "any");
+    s.status = chosen("status").and_then(|v| {
+        PaymentStatus::parse(v)
+            .map(|p| p.as_str().to_owned())
+            .or_else(|| {
+                errors.push(format!(
+                    "status: {v:?} is not a payment status; choose one of {} (or any)",
+                    PaymentStatus::ALL.map(PaymentStatus::as_str).join(", ")
+                ));
+                None
+            })
+    });
+    s.bank_status = chosen("bank_status").and_then(|v| {
+        NordeaStatus::ALL
+            .into_iter()
+            .find(|n| n.as_str() == v)
+            .map(|n| n.as_str().to_owned())
+            .or_else(|| {
+                errors.push(format!(
+                    "bank_status: {v:?} is not a Nordea status; choose one of {} (or any)",
+                    NordeaStatus::ALL.map(NordeaStatus::as_str).join(", ")
+                ));
+                None
+            })
+    });
     let date = |k: &str, errors: &mut Vec<String>| {
         field(k).and_then(|v| {
             v.parse::<NaiveDate>()
@@ -354,7 +381,12 @@ async fn payments(
     } else {
         Vec::new()
     };
-    page(StatusCode::OK, view::payments(&session, &q, &errors, &rows))
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    page(status, view::payments(&session, &q, &errors, &rows))
 }
 
 async fn payment(
@@ -628,6 +660,33 @@ impl Action {
         }
     }
 
+    /// Whether it takes something away (a merchant's service, keys, a payee): such actions
+    /// get the danger style, on their button and on their confirmation.
+    pub fn is_destructive(&self) -> bool {
+        view::is_destructive(self.name())
+    }
+
+    /// The merchant it acts on (for an endpoint or a delivery, the endpoint's merchant), so
+    /// that the confirmation names them; `None` when there is no such merchant.
+    async fn merchant(&self, state: &AppState) -> Result<Option<merchants::Merchant>, sqlx::Error> {
+        let id = match *self {
+            Action::ReplayDelivery { endpoint, .. } | Action::EnableEndpoint { endpoint } => {
+                operators::endpoint_merchant(&state.pool, endpoint).await?
+            }
+            Action::DisableMerchant { merchant }
+            | Action::EnableMerchant { merchant }
+            | Action::RotateKey { merchant }
+            | Action::RevokeAllKeys { merchant }
+            | Action::SetPayees { merchant, .. }
+            | Action::AddPayee { merchant, .. }
+            | Action::RemovePayee { merchant, .. } => Some(merchant),
+        };
+        match id {
+            Some(id) => merchants::get(&state.pool, id).await,
+            None => Ok(None),
+        }
+    }
+
     fn target(&self) -> String {
         match self {
             Action::ReplayDelivery { endpoint, event } => format!("delivery {event} to {endpoint}"),
@@ -787,7 +846,10 @@ async fn run_audited(
     )
     .await?;
     tx.commit().await?;
-    if matches!(act, Action::RevokeAllKeys { .. } | Action::DisableMerchant { .. }) {
+    if matches!(
+        act,
+        Action::RevokeAllKeys { .. } | Action::DisableMerchant { .. }
+    ) {
         // This replica at once; the others when the commit's notification arrives.
         state.auth_cache.clear();
     }
@@ -821,9 +883,20 @@ async fn action(
         .filter(|b| b.starts_with("/console/") && !b.contains("//"))
         .map_or("/console/attention", String::as_str);
     if form.get("confirm").map(String::as_str) != Some("yes") {
+        let merchant = match act.merchant(&state).await {
+            Ok(m) => m,
+            Err(e) => return internal(e),
+        };
         return page(
             StatusCode::OK,
-            view::confirm(&session, act.name(), &act.target(), &form),
+            view::confirm(
+                &session,
+                act.name(),
+                &act.target(),
+                merchant.as_ref(),
+                act.is_destructive(),
+                &form,
+            ),
         );
     }
     let done = match run_audited(&state, &session, &act).await {
