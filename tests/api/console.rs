@@ -454,6 +454,14 @@ async fn an_operator_replays_a_dead_delivery_after_confirming_and_the_audit_log_
     )
     .await;
     assert!(confirm_page.contains("replay delivery"));
+    assert!(
+        confirm_page.contains("Hooked shop"),
+        "an endpoint's action names its merchant: {confirm_page}"
+    );
+    assert!(
+        !confirm_page.contains(r#"class="danger""#),
+        "a replay is not destructive"
+    );
     assert_eq!(done.status(), 303);
     assert_eq!(done.headers()["location"], back.as_str());
     wait(before + 1).await;
@@ -700,6 +708,11 @@ async fn revoking_all_keys_from_the_console_refuses_every_key_of_the_merchant_at
     )
     .await;
     assert!(confirm.contains("revoke all keys"), "{confirm}");
+    assert!(
+        confirm.contains("Leaky shop") && !confirm.contains("Other shop"),
+        "{confirm}"
+    );
+    assert!(confirm.contains(r#"<button class="danger" type="submit">Confirm"#));
     assert_eq!(done.status(), 303);
     for key in [&m.api_key, &second] {
         assert_eq!(app.get_as("/v1/merchant", key).await.status(), 401);
@@ -792,7 +805,7 @@ async fn an_operator_sets_the_payee_policy_and_adds_and_removes_a_payee_from_the
     assert_eq!(done.status(), 409);
     assert!(done.text().await.unwrap().contains("not valid"));
 
-    let (done, _) = act(
+    let (done, confirm) = act(
         &app,
         &cookie,
         &[
@@ -804,6 +817,8 @@ async fn an_operator_sets_the_payee_policy_and_adds_and_removes_a_payee_from_the
         ],
     )
     .await;
+    assert!(confirm.contains("Payout shop"), "{confirm}");
+    assert!(confirm.contains(r#"<button class="danger" type="submit">Confirm"#));
     assert_eq!(done.status(), 303);
     let r = app
         .post_payment(&m.api_key, &uuid::Uuid::new_v4().to_string(), &body("FI"))

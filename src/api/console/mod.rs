@@ -918,3 +918,42 @@ async fn action(
         Err(why) => page(StatusCode::CONFLICT, view::message("Not done", &why)),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::parse_search;
+    use std::collections::HashMap;
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn any_or_nothing_filters_nothing_and_a_known_status_filters_by_it() {
+        for any in ["", "any", "  "] {
+            let (s, errors) = parse_search(&query(&[("status", any), ("bank_status", any)]));
+            assert!(errors.is_empty(), "{any:?}: {errors:?}");
+            assert_eq!((s.status, s.bank_status), (None, None));
+        }
+        let (s, errors) = parse_search(&query(&[("status", "paid"), ("bank_status", "Paid")]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.status.as_deref(), Some("paid"));
+        assert_eq!(s.bank_status.as_deref(), Some("Paid"));
+    }
+
+    #[test]
+    fn a_value_outside_the_status_sets_is_refused_naming_the_field_and_the_value() {
+        let (_, errors) = parse_search(&query(&[("status", "Paid"), ("bank_status", "paid")]));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with(r#"status: "Paid" is not a payment status"#));
+        assert!(
+            errors[0].contains("awaiting_authorization"),
+            "lists the set"
+        );
+        assert!(errors[1].starts_with(r#"bank_status: "paid" is not a Nordea status"#));
+        assert!(errors[1].contains("PendingUserApproval"), "lists the set");
+    }
+}

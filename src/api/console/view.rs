@@ -293,11 +293,17 @@ pub fn confirm(
         "Confirm",
         Some(session),
         html! {
-            @if let Some(m) = merchant {
-                p { "Merchant " strong { (m.name) } " (" code { (m.id) } ")" }
+            p {
+                "Do " strong { (action.replace('_', " ")) } " for "
+                @if let Some(m) = merchant {
+                    "merchant " strong { (m.name) } " (" code { (m.id) } ")"
+                    @if *target != format!("merchant {}", m.id) { ": " code { (target) } }
+                } @else {
+                    code { (target) }
+                }
+                "? It is recorded in the audit log under " (session.email) "."
             }
-            p { "Do " strong { (action.replace('_', " ")) } " for " code { (target) } "? It is recorded in the audit log under " (session.email) "." }
-            @if destructive { p.error { "This takes something away from the merchant at once." } }
+            @if destructive { p.error { "This is a destructive action: check the merchant's name." } }
             form method="post" action="/console/actions" {
                 @for (k, v) in form {
                     @if k != "confirm" { input type="hidden" name=(k) value=(v); }
