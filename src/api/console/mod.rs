@@ -475,7 +475,7 @@ fn certificate(state: &AppState) -> (String, bool) {
             (
                 format!(
                     "The eIDAS certificate expires on {} (in {days} days).",
-                    not_after.format("%Y-%m-%d")
+                    not_after.format("%Y-%m-%d %H:%M UTC")
                 ),
                 days < 30,
             )
