@@ -5,7 +5,11 @@
 //! re-enable an endpoint, disable or enable a merchant, rotate or revoke all of a merchant's
 //! API keys, register or remove its payees and set its payee policy), each confirmed on a
 //! second page and recorded in the append-only audit log in the same transaction (an action
-//! whose audit row cannot be written is not done).
+//! whose audit row cannot be written is not done). A confirmation names the merchant by name
+//! and id, and a destructive action (disable, rotate or revoke keys, remove a payee) has the
+//! danger style. The search's status and bank-status filters are the closed sets (the
+//! merchant-visible statuses, Nordea's statuses) or "any": any other value is refused with a
+//! 400 naming the field, never answered with a silently empty list.
 //!
 //! Sessions live in Postgres; the cookie holds a 256-bit token (only its SHA-256 is stored),
 //! HttpOnly, SameSite=Strict, Path=/console, and Secure unless the console is reached on
@@ -662,7 +666,7 @@ impl Action {
 
     /// Whether it takes something away (a merchant's service, keys, a payee): such actions
     /// get the danger style, on their button and on their confirmation.
-    pub fn is_destructive(&self) -> bool {
+    fn is_destructive(&self) -> bool {
         view::is_destructive(self.name())
     }
 
