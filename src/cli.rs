@@ -85,6 +85,9 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum OperatorCommand {
+    /// List operators as JSON lines: id, email, created_at, disabled, locked (with until
+    /// when), failed_attempts, last_sign_in_at (null if never). Never a password hash.
+    List,
     /// Create an operator. The password is read from the first line of standard input (it
     /// is never an argument, so it stays out of shell history and process lists), at least
     /// 12 characters; only its Argon2id hash is stored.
@@ -427,10 +430,25 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = ToolSettings::load_from(&sources)?;
             ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
-            let id = ledger::operators::create(&pool, &email, &hash)
-                .await
-                .context("creating the operator (is the email already taken?)")?;
+            let id = match ledger::operators::create(&pool, &email, &hash).await {
+                Ok(id) => id,
+                Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+                    anyhow::bail!("--email {email:?}: an operator with this email exists already")
+                }
+                Err(e) => return Err(anyhow::Error::new(e).context("creating the operator")),
+            };
             println!("{}", serde_json::json!({ "id": id, "email": email }));
+            Ok(())
+        }
+        Command::Operator {
+            command: OperatorCommand::List,
+        } => {
+            let mut settings = ToolSettings::load_from(&sources)?;
+            ledger::resolve_pooler(&mut settings.database).await?;
+            let pool = ledger::connect(&settings.database).await?;
+            for o in ledger::operators::list(&pool).await? {
+                println!("{}", serde_json::to_string(&o)?);
+            }
             Ok(())
         }
         Command::Operator { command } => {
@@ -443,7 +461,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 OperatorCommand::Disable { email } | OperatorCommand::Enable { email } => {
                     (operator_email(email)?, None)
                 }
-                OperatorCommand::Create { .. } => unreachable!("handled above"),
+                OperatorCommand::Create { .. } | OperatorCommand::List => {
+                    unreachable!("handled above")
+                }
             };
             let change = match (&command, &change_hash) {
                 (OperatorCommand::Disable { .. }, _) => ledger::operators::AccountChange::Disable,

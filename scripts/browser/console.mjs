@@ -5,6 +5,9 @@
 // receiver gets it and the audit log shows it; the console is not on the public listener;
 // the pages pass axe-core with no serious or critical violation; a form without its CSRF
 // token is refused; five wrong passwords lock the account (the right one is then refused).
+// The status filters are selects of the status sets (a value outside them is refused naming
+// it), every time carries its zone, an empty search says so, and a destructive action's
+// confirmation names the merchant and is styled as dangerous (under the strict CSP too).
 // Screenshots go to $SCREENSHOTS.
 import { chromium } from "playwright-core";
 import assert from "node:assert/strict";
@@ -17,7 +20,7 @@ const shop = process.env.SHOP_URL;
 const shots = process.env.SCREENSHOTS;
 const email = process.env.OPERATOR_EMAIL;
 const password = process.env.OPERATOR_PASSWORD;
-const { api_key: key } = JSON.parse(readFileSync(process.env.MERCHANT_FILE, "utf8"));
+const { api_key: key, id: merchantId } = JSON.parse(readFileSync(process.env.MERCHANT_FILE, "utf8"));
 const axeSource = readFileSync(createRequire(import.meta.url).resolve("axe-core/axe.min.js"), "utf8");
 
 async function api(method, path, body, expect) {
@@ -71,8 +74,36 @@ try {
   const rows = page.locator("tbody tr");
   assert.equal(await rows.count(), 1);
   assert.ok((await rows.first().innerText()).includes("€42.00"));
+  assert.match(await rows.first().innerText(), /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC/, "the time carries its zone");
+  // The status filters are selects of the status sets, with "any" first.
+  // (A label that wraps a select names it with the chosen option too: "Status any".)
+  const statusSelect = page.getByRole("combobox", { name: /^Status/ });
+  const bankSelect = page.getByRole("combobox", { name: /^Bank status/ });
+  const options = (select) => select.locator("option").evaluateAll((os) => os.map((o) => o.value));
+  assert.deepEqual(await options(statusSelect), ["", "awaiting_authorization", "authorized", "paid", "rejected",
+    "authorization_failed", "cancelled", "expired", "failed"]);
+  const bankOptions = await options(bankSelect);
+  assert.ok(bankOptions[0] === "" && bankOptions.includes("PendingUserApproval") && bankOptions.includes("Paid"), `${bankOptions}`);
+  assert.equal(await statusSelect.locator("option").first().innerText(), "any");
+  await statusSelect.selectOption("awaiting_authorization");
+  await bankSelect.selectOption("PendingUserApproval");
+  await Promise.all([page.waitForURL(/status=awaiting_authorization/), page.getByRole("button", { name: "Search" }).click()]);
+  assert.equal(await rows.count(), 1, "the chosen statuses find the payment");
+  assert.equal(await statusSelect.inputValue(), "awaiting_authorization", "the choice stays chosen");
   await axe(page);
   await page.screenshot({ path: `${shots}/console-search.png`, fullPage: true });
+  await statusSelect.selectOption("paid");
+  await Promise.all([page.waitForURL(/status=paid/), page.getByRole("button", { name: "Search" }).click()]);
+  assert.ok((await page.locator("main").innerText()).includes("No payments match"), "an empty search says so");
+  assert.equal(await page.locator("table").count(), 0, "no empty table");
+  await axe(page);
+  // A value outside the set (the bank's "Paid" as a payment status) is refused, naming it.
+  const typo = await page.goto(`${admin}/console/payments?status=Paid&reference=${reference}`);
+  assert.equal(typo.status(), 400);
+  const alert = await page.getByRole("alert").innerText();
+  assert.ok(alert.includes('status: "Paid" is not a payment status'), alert);
+  assert.equal(await page.locator("table").count(), 0, "no results beside the error");
+  await page.goto(`${admin}/console/payments?reference=${reference}`);
   await Promise.all([page.waitForURL(new RegExp(payment.id)), page.getByRole("link", { name: payment.id }).click()]);
   const body = await page.locator("body").innerText();
   for (const shown of ["Ledger chain", "Verified:", "Timeline", "created", "awaiting_authorization", "PendingUserApproval", "Webhook deliveries"]) {
@@ -114,12 +145,45 @@ try {
   // The payment's timeline now shows the replayed delivery answered 200.
   const replayed = await deliveriesOf(hooked.id);
   assert.ok(replayed.includes("delivered") && replayed.includes("HTTP 200"), `after the replay: ${replayed}`);
+  await page.goto(`${admin}/console/attention`);
+  assert.ok((await page.locator("main").innerText()).includes("No dead deliveries."), "the emptied list says so");
+  await axe(page);
   await page.getByRole("link", { name: "Audit log" }).click();
   const audit = await page.locator("tbody").innerText();
   assert.ok(audit.includes("replay_delivery") && audit.includes(email), audit);
+  assert.match(audit, /\d{4}-\d\d-\d\d \d\d:\d\d:\d\d UTC/, "audit times carry their zone");
+
+  // Disabling a merchant: the confirmation names it by name and id; both buttons are red.
+  await page.getByRole("link", { name: "Merchants" }).click();
+  await page.getByRole("button", { name: "Disable" }).click();
+  const confirmation = await page.locator("main").innerText();
+  assert.ok(confirmation.includes("Kahvila Aalto") && confirmation.includes(merchantId), confirmation);
+  assert.equal(await page.getByRole("button", { name: "Confirm" }).getAttribute("class"), "danger");
+  await axe(page);
+  await page.screenshot({ path: `${shots}/console-confirm.png`, fullPage: true });
+  await page.getByRole("link", { name: "Cancel" }).click();
   await Promise.all([page.waitForURL(/\/console\/login$/), page.getByRole("button", { name: "Sign out", exact: true }).click()]);
   await ctx.close();
   console.log("browser: an operator signed in, found the payment by its reference, saw its timeline, saw a dead delivery's three attempts on its payment's timeline, replayed it (received, HTTP 200 on the timeline) and saw it in the audit log");
+  console.log("browser: status filters are selects of the status sets (\"Paid\" as a status refused naming it), times carry UTC, an empty search and an emptied list say so, the disable confirmation names the merchant");
+
+  // Under the strict CSP (no bypass): the danger style comes from the hashed stylesheet.
+  {
+    const ctx = await browser.newContext();
+    const page = await ctx.newPage();
+    await page.goto(`${admin}/console/login`);
+    await page.getByLabel("Email").fill(email);
+    await page.getByLabel("Password").fill(password);
+    await Promise.all([page.waitForURL(/\/console\/payments$/), page.getByRole("button", { name: "Sign in" }).click()]);
+    await page.goto(`${admin}/console/merchants`);
+    const background = (name) => page.getByRole("button", { name, exact: true })
+      .evaluate((b) => getComputedStyle(b).backgroundColor);
+    assert.equal(await background("Revoke all keys now"), "rgb(163, 22, 11)", "destructive: red");
+    assert.equal(await background("Disable"), "rgb(163, 22, 11)", "destructive: red");
+    assert.equal(await background("Sign out"), "rgb(11, 61, 145)", "not destructive: the usual blue");
+    await ctx.close();
+    console.log("browser: destructive buttons are red under the strict CSP");
+  }
 
   // A form without its CSRF token is refused: the sign-in form with the hidden field removed.
   {

@@ -1,7 +1,7 @@
 //! Operators of the console: accounts (an Argon2id hash, never a password), lock-out after
 //! repeated failures, disabled accounts, sessions (only the SHA-256 of the cookie's token is
 //! stored, with the session's CSRF token), the append-only audit log, and the console's
-//! read-only payment search and delivery list.
+//! read-only payment search and delivery list, and the operator list the CLI prints.
 //!
 //! The lock-out is decided before a password is checked ([`admit`]): the attempt is counted
 //! under the operator's row lock, so parallel guesses count one by one, and a locked or
@@ -38,6 +38,40 @@ pub async fn create(pool: &Db, email: &str, password_hash: &str) -> Result<Uuid,
     .execute(pool)
     .await?;
     Ok(id)
+}
+
+/// One operator as `pisgate operator list` prints it: never the password hash.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Listed {
+    pub id: Uuid,
+    pub email: String,
+    pub created_at: DateTime<Utc>,
+    pub disabled: bool,
+    pub disabled_at: Option<DateTime<Utc>>,
+    /// Locked now (too many failed sign-ins), until `locked_until`.
+    pub locked: bool,
+    pub locked_until: Option<DateTime<Utc>>,
+    pub failed_attempts: i32,
+    /// The last console sign-in the audit log records, if any.
+    pub last_sign_in_at: Option<DateTime<Utc>>,
+}
+
+/// Every operator, oldest first, with their state and last sign-in.
+pub async fn list(pool: &Db) -> Result<Vec<Listed>, sqlx::Error> {
+    sqlx::query_as!(
+        Listed,
+        r#"SELECT o.id, o.email, o.created_at,
+                  o.disabled_at IS NOT NULL AS "disabled!", o.disabled_at,
+                  COALESCE(o.locked_until > now(), false) AS "locked!",
+                  CASE WHEN o.locked_until > now() THEN o.locked_until END AS locked_until,
+                  o.failed_attempts,
+                  (SELECT max(a.created_at) FROM operator_audit a
+                    WHERE a.operator_id = o.id AND a.action = 'signed_in') AS last_sign_in_at
+             FROM operators o
+            ORDER BY o.created_at, o.id"#
+    )
+    .fetch_all(pool)
+    .await
 }
 
 pub async fn by_email(pool: &Db, email: &str) -> Result<Option<Operator>, sqlx::Error> {

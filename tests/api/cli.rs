@@ -698,3 +698,81 @@ async fn migrate_behind_a_transaction_pooler_uses_the_direct_url_and_refuses_wit
         .unwrap();
     assert_eq!(applied as usize, pisgate::ledger::MIGRATOR.iter().count());
 }
+
+/// `pisgate operator ARGS…` against the test app's database.
+fn operator(app: &crate::helpers::TestApp, args: &[&str]) -> Output {
+    use secrecy::ExposeSecret;
+    pisgate()
+        .arg("operator")
+        .args(args)
+        .env(
+            "PISGATE__DATABASE__URL",
+            app.settings.database.url.expose_secret(),
+        )
+        .env(
+            "PISGATE__DATABASE__POOLER",
+            app.settings.database.pooler.as_str(),
+        )
+        .output()
+        .unwrap()
+}
+
+#[tokio::test]
+async fn operator_list_prints_one_json_line_per_operator_with_its_state_and_last_sign_in() {
+    use crate::console::{EMAIL, PASSWORD, create_operator, session_cookie};
+    let app = crate::helpers::spawn_app().await;
+    let out = operator(&app, &["list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(out.stdout.is_empty(), "no operators, no lines");
+
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    assert!(
+        create_operator(&app, "night@pisgate.example", PASSWORD)
+            .status
+            .success()
+    );
+    session_cookie(&app).await;
+    let out = operator(&app, &["disable", "--email", "night@pisgate.example"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+
+    let out = operator(&app, &["list"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let lines: Vec<serde_json::Value> = String::from_utf8(out.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    let by = |email: &str| lines.iter().find(|l| l["email"] == email).unwrap();
+    let ops = by(EMAIL);
+    assert!(ops["id"].as_str().unwrap().parse::<uuid::Uuid>().is_ok());
+    assert!(ops["created_at"].is_string(), "{ops}");
+    assert_eq!(ops["disabled"], false);
+    assert_eq!(ops["locked"], false);
+    assert!(ops["last_sign_in_at"].is_string(), "signed in once: {ops}");
+    let night = by("night@pisgate.example");
+    assert_eq!(night["disabled"], true);
+    assert!(night["disabled_at"].is_string(), "{night}");
+    assert!(
+        night["last_sign_in_at"].is_null(),
+        "never signed in: {night}"
+    );
+    let text = serde_json::to_string(&lines).unwrap();
+    assert!(!text.contains("argon2"), "never the password hash: {text}");
+}
+
+#[tokio::test]
+async fn operator_create_with_a_taken_email_says_so_in_one_line() {
+    use crate::console::{EMAIL, PASSWORD, create_operator};
+    let app = crate::helpers::spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let again = create_operator(&app, "OPS@pisgate.example", PASSWORD);
+    assert_eq!(again.status.code(), Some(1));
+    let err = stderr(&again);
+    assert_eq!(
+        err.trim(),
+        format!("error: --email \"{EMAIL}\": an operator with this email exists already"),
+        "one line naming the email"
+    );
+    assert!(again.stdout.is_empty());
+}

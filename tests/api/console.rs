@@ -209,7 +209,7 @@ async fn an_operator_signs_in_finds_a_payment_by_reference_and_sees_its_timeline
         assert!(html.contains(shown), "{shown:?} missing in {html}");
     }
     let (status, html) = get(&app, "/console/payments?id=not-a-uuid", &cookie).await;
-    assert_eq!(status, 200);
+    assert_eq!(status, 400);
     assert!(html.contains("not a payment or merchant id"));
 
     let audit: Vec<String> =
@@ -454,6 +454,14 @@ async fn an_operator_replays_a_dead_delivery_after_confirming_and_the_audit_log_
     )
     .await;
     assert!(confirm_page.contains("replay delivery"));
+    assert!(
+        confirm_page.contains("Hooked shop"),
+        "an endpoint's action names its merchant: {confirm_page}"
+    );
+    assert!(
+        !confirm_page.contains(r#"class="danger""#),
+        "a replay is not destructive"
+    );
     assert_eq!(done.status(), 303);
     assert_eq!(done.headers()["location"], back.as_str());
     wait(before + 1).await;
@@ -474,6 +482,14 @@ async fn disabling_a_merchant_from_the_console_stops_its_key_and_only_after_conf
     let cookie = session_cookie(&app).await;
     let (_, html) = get(&app, "/console/merchants", &cookie).await;
     assert!(html.contains("Paused shop") && html.contains("Disable"));
+    for destructive in ["Disable", "Rotate API key", "Revoke all keys now"] {
+        assert!(
+            html.contains(&format!(
+                r#"<button class="danger" type="submit">{destructive}</button>"#
+            )),
+            "{destructive} styled as destructive: {html}"
+        );
+    }
     assert!(
         html.contains("awaiting_authorization: 1 / 1"),
         "usage over 24 h / 30 d: {html}"
@@ -497,6 +513,15 @@ async fn disabling_a_merchant_from_the_console_stops_its_key_and_only_after_conf
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
+    let confirmation = r.text().await.unwrap();
+    assert!(
+        confirmation.contains("Paused shop") && confirmation.contains(&merchant),
+        "the confirmation names the merchant by name and id: {confirmation}"
+    );
+    assert!(
+        confirmation.contains(r#"<button class="danger" type="submit">Confirm"#),
+        "a destructive action's button is styled as such: {confirmation}"
+    );
     assert_eq!(app.get_as("/v1/merchant", &m.api_key).await.status(), 200);
 
     let (done, _) = act(
@@ -683,6 +708,11 @@ async fn revoking_all_keys_from_the_console_refuses_every_key_of_the_merchant_at
     )
     .await;
     assert!(confirm.contains("revoke all keys"), "{confirm}");
+    assert!(
+        confirm.contains("Leaky shop") && !confirm.contains("Other shop"),
+        "{confirm}"
+    );
+    assert!(confirm.contains(r#"<button class="danger" type="submit">Confirm"#));
     assert_eq!(done.status(), 303);
     for key in [&m.api_key, &second] {
         assert_eq!(app.get_as("/v1/merchant", key).await.status(), 401);
@@ -775,7 +805,7 @@ async fn an_operator_sets_the_payee_policy_and_adds_and_removes_a_payee_from_the
     assert_eq!(done.status(), 409);
     assert!(done.text().await.unwrap().contains("not valid"));
 
-    let (done, _) = act(
+    let (done, confirm) = act(
         &app,
         &cookie,
         &[
@@ -787,6 +817,8 @@ async fn an_operator_sets_the_payee_policy_and_adds_and_removes_a_payee_from_the
         ],
     )
     .await;
+    assert!(confirm.contains("Payout shop"), "{confirm}");
+    assert!(confirm.contains(r#"<button class="danger" type="submit">Confirm"#));
     assert_eq!(done.status(), 303);
     let r = app
         .post_payment(&m.api_key, &uuid::Uuid::new_v4().to_string(), &body("FI"))
@@ -812,4 +844,160 @@ async fn an_operator_sets_the_payee_policy_and_adds_and_removes_a_payee_from_the
         !format!("{targets:?}").contains("FI1410093000123458"),
         "{targets:?}"
     );
+}
+
+/// Every "YYYY-MM-DD HH:MM[:SS[.fff]]" in `html` that is not followed by " UTC".
+fn times_without_zone(html: &str) -> Vec<String> {
+    let b = html.as_bytes();
+    let shape = |at: usize, pattern: &[u8]| {
+        pattern.iter().enumerate().all(|(i, p)| {
+            b.get(at + i).is_some_and(|c| match p {
+                b'9' => c.is_ascii_digit(),
+                p => c == p,
+            })
+        })
+    };
+    let mut bare = Vec::new();
+    let mut i = 0;
+    while i < b.len() {
+        if shape(i, b"9999-99-99 99:99") {
+            let mut end = i + 16;
+            if shape(end, b":99") {
+                end += 3;
+                if shape(end, b".999") {
+                    end += 4;
+                }
+            }
+            if !html[end..].starts_with(" UTC") {
+                bare.push(html[i..end].to_owned());
+            }
+            i = end;
+        } else {
+            i += 1;
+        }
+    }
+    bare
+}
+
+#[tokio::test]
+async fn the_status_filters_offer_the_status_sets_and_refuse_an_unknown_value_naming_it() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Filter shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap();
+    let cookie = session_cookie(&app).await;
+
+    let (status, html) = get(&app, "/console/payments", &cookie).await;
+    assert_eq!(status, 200);
+    for shown in [
+        r#"<select name="status""#,
+        r#"<select name="bank_status""#,
+        r#"<option value="">any</option>"#,
+        r#"<option value="awaiting_authorization">"#,
+        r#"<option value="authorization_failed">"#,
+        r#"<option value="PendingUserApproval">"#,
+        r#"<option value="UserApprovalTimeout">"#,
+    ] {
+        assert!(html.contains(shown), "{shown:?} missing in {html}");
+    }
+
+    // "Paid" (the bank's spelling) or a typo is refused naming the field, never an empty list.
+    for (query, named) in [
+        (
+            "status=Paid",
+            "status: &quot;Paid&quot; is not a payment status",
+        ),
+        (
+            "status=payed",
+            "status: &quot;payed&quot; is not a payment status",
+        ),
+        (
+            "bank_status=Payed",
+            "bank_status: &quot;Payed&quot; is not a Nordea status",
+        ),
+    ] {
+        let (status, html) = get(&app, &format!("/console/payments?{query}"), &cookie).await;
+        assert_eq!(status, 400, "{query}");
+        assert!(html.contains(named), "{named:?} missing in {html}");
+        assert!(!html.contains(id), "{query}: no results beside the error");
+    }
+
+    let (status, html) = get(
+        &app,
+        "/console/payments?status=awaiting_authorization&bank_status=PendingUserApproval",
+        &cookie,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains(id), "{html}");
+    assert!(
+        html.contains(r#"<option value="awaiting_authorization" selected>"#),
+        "the chosen status stays chosen: {html}"
+    );
+    let (status, html) = get(
+        &app,
+        "/console/payments?status=any&bank_status=any",
+        &cookie,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(html.contains(id), "\"any\" filters nothing: {html}");
+
+    let (status, html) = get(&app, "/console/payments?status=paid", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("No payments match"), "{html}");
+    assert!(!html.contains("<table"), "no empty table: {html}");
+}
+
+#[tokio::test]
+async fn every_time_the_console_shows_carries_its_zone() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Zoned shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap();
+    let cookie = session_cookie(&app).await;
+    for path in [
+        "/console/payments".to_owned(),
+        format!("/console/payments/{id}"),
+        "/console/audit".to_owned(),
+    ] {
+        let (status, html) = get(&app, &path, &cookie).await;
+        assert_eq!(status, 200);
+        assert!(html.contains(" UTC<"), "{path}: no time shown? {html}");
+        assert_eq!(times_without_zone(&html), Vec::<String>::new(), "{path}");
+    }
+}
+
+#[tokio::test]
+async fn empty_console_pages_say_so_instead_of_showing_empty_tables() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let cookie = session_cookie(&app).await;
+    let (status, html) = get(&app, "/console/attention", &cookie).await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Nothing needs attention"), "{html}");
+    assert!(!html.contains("<table"), "{html}");
+    let (_, html) = get(&app, "/console/payments", &cookie).await;
+    assert!(html.contains("No payments match"), "{html}");
+    let (_, html) = get(&app, "/console/merchants", &cookie).await;
+    assert!(html.contains("No merchants"), "{html}");
+
+    let m = app.create_merchant("Quiet shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let (_, html) = get(
+        &app,
+        &format!("/console/payments/{}", p["id"].as_str().unwrap()),
+        &cookie,
+    )
+    .await;
+    assert!(html.contains("No deliveries"), "{html}");
+    let (_, html) = get(
+        &app,
+        &format!("/console/merchants/{}/payees", m.id),
+        &cookie,
+    )
+    .await;
+    assert!(html.contains("No payees registered"), "{html}");
 }

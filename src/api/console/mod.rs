@@ -5,7 +5,11 @@
 //! re-enable an endpoint, disable or enable a merchant, rotate or revoke all of a merchant's
 //! API keys, register or remove its payees and set its payee policy), each confirmed on a
 //! second page and recorded in the append-only audit log in the same transaction (an action
-//! whose audit row cannot be written is not done).
+//! whose audit row cannot be written is not done). A confirmation names the merchant by name
+//! and id, and a destructive action (disable, rotate or revoke keys, remove a payee) has the
+//! danger style. The search's status and bank-status filters are the closed sets (the
+//! merchant-visible statuses, Nordea's statuses) or "any": any other value is refused with a
+//! 400 naming the field, never answered with a silently empty list.
 //!
 //! Sessions live in Postgres; the cookie holds a 256-bit token (only its SHA-256 is stored),
 //! HttpOnly, SameSite=Strict, Path=/console, and Secure unless the console is reached on
@@ -25,6 +29,8 @@ mod view;
 
 use crate::api::AppState;
 use crate::api::consent::{html_page, style_hash};
+use crate::bank::nordea::NordeaStatus;
+use crate::domain::PaymentStatus;
 use crate::ledger::operators::{self, Gate, Search, Session};
 use crate::ledger::{events, keys, merchants, payees, verify, webhooks};
 use axum::Router;
@@ -340,8 +346,33 @@ fn parse_search(q: &HashMap<String, String>) -> (Search, Vec<String>) {
     s.merchant_id = uuid("merchant", &mut errors);
     s.reference = field("reference").map(str::to_owned);
     s.psu_id = field("psu_id").map(str::to_owned);
-    s.status = field("status").map(str::to_owned);
-    s.bank_status = field("bank_status").map(str::to_owned);
+    // Selects offer the closed sets and "any" (empty or `any`); anything else is refused
+    // naming it, so a typo or the bank's spelling never silently finds nothing.
+    let chosen = |k: &str| field(k).filter(|v| *v != "any");
+    s.status = chosen("status").and_then(|v| {
+        PaymentStatus::parse(v)
+            .map(|p| p.as_str().to_owned())
+            .or_else(|| {
+                errors.push(format!(
+                    "status: {v:?} is not a payment status; choose one of {} (or any)",
+                    PaymentStatus::ALL.map(PaymentStatus::as_str).join(", ")
+                ));
+                None
+            })
+    });
+    s.bank_status = chosen("bank_status").and_then(|v| {
+        NordeaStatus::ALL
+            .into_iter()
+            .find(|n| n.as_str() == v)
+            .map(|n| n.as_str().to_owned())
+            .or_else(|| {
+                errors.push(format!(
+                    "bank_status: {v:?} is not a Nordea status; choose one of {} (or any)",
+                    NordeaStatus::ALL.map(NordeaStatus::as_str).join(", ")
+                ));
+                None
+            })
+    });
     let date = |k: &str, errors: &mut Vec<String>| {
         field(k).and_then(|v| {
             v.parse::<NaiveDate>()
@@ -374,7 +405,12 @@ async fn payments(
     } else {
         Vec::new()
     };
-    page(StatusCode::OK, view::payments(&session, &q, &errors, &rows))
+    let status = if errors.is_empty() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_REQUEST
+    };
+    page(status, view::payments(&session, &q, &errors, &rows))
 }
 
 async fn payment(
@@ -463,7 +499,7 @@ fn certificate(state: &AppState) -> (String, bool) {
             (
                 format!(
                     "The eIDAS certificate expires on {} (in {days} days).",
-                    not_after.format("%Y-%m-%d")
+                    not_after.format("%Y-%m-%d %H:%M UTC")
                 ),
                 days < 30,
             )
@@ -645,6 +681,33 @@ impl Action {
             Action::SetPayees { .. } => "set_payees",
             Action::AddPayee { .. } => "add_payee",
             Action::RemovePayee { .. } => "remove_payee",
+        }
+    }
+
+    /// Whether it takes something away (a merchant's service, keys, a payee): such actions
+    /// get the danger style, on their button and on their confirmation.
+    fn is_destructive(&self) -> bool {
+        view::is_destructive(self.name())
+    }
+
+    /// The merchant it acts on (for an endpoint or a delivery, the endpoint's merchant), so
+    /// that the confirmation names them; `None` when there is no such merchant.
+    async fn merchant(&self, state: &AppState) -> Result<Option<merchants::Merchant>, sqlx::Error> {
+        let id = match *self {
+            Action::ReplayDelivery { endpoint, .. } | Action::EnableEndpoint { endpoint } => {
+                operators::endpoint_merchant(&state.pool, endpoint).await?
+            }
+            Action::DisableMerchant { merchant }
+            | Action::EnableMerchant { merchant }
+            | Action::RotateKey { merchant }
+            | Action::RevokeAllKeys { merchant }
+            | Action::SetPayees { merchant, .. }
+            | Action::AddPayee { merchant, .. }
+            | Action::RemovePayee { merchant, .. } => Some(merchant),
+        };
+        match id {
+            Some(id) => merchants::get(&state.pool, id).await,
+            None => Ok(None),
         }
     }
 
@@ -844,9 +907,20 @@ async fn action(
         .filter(|b| b.starts_with("/console/") && !b.contains("//"))
         .map_or("/console/attention", String::as_str);
     if form.get("confirm").map(String::as_str) != Some("yes") {
+        let merchant = match act.merchant(&state).await {
+            Ok(m) => m,
+            Err(e) => return internal(e),
+        };
         return page(
             StatusCode::OK,
-            view::confirm(&session, act.name(), &act.target(), &form),
+            view::confirm(
+                &session,
+                act.name(),
+                &act.target(),
+                merchant.as_ref(),
+                act.is_destructive(),
+                &form,
+            ),
         );
     }
     let done = match run_audited(&state, &session, &act).await {
@@ -866,5 +940,44 @@ async fn action(
             )
         }
         Err(why) => page(StatusCode::CONFLICT, view::message("Not done", &why)),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::parse_search;
+    use std::collections::HashMap;
+
+    fn query(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn any_or_nothing_filters_nothing_and_a_known_status_filters_by_it() {
+        for any in ["", "any", "  "] {
+            let (s, errors) = parse_search(&query(&[("status", any), ("bank_status", any)]));
+            assert!(errors.is_empty(), "{any:?}: {errors:?}");
+            assert_eq!((s.status, s.bank_status), (None, None));
+        }
+        let (s, errors) = parse_search(&query(&[("status", "paid"), ("bank_status", "Paid")]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.status.as_deref(), Some("paid"));
+        assert_eq!(s.bank_status.as_deref(), Some("Paid"));
+    }
+
+    #[test]
+    fn a_value_outside_the_status_sets_is_refused_naming_the_field_and_the_value() {
+        let (_, errors) = parse_search(&query(&[("status", "Paid"), ("bank_status", "paid")]));
+        assert_eq!(errors.len(), 2, "{errors:?}");
+        assert!(errors[0].starts_with(r#"status: "Paid" is not a payment status"#));
+        assert!(
+            errors[0].contains("awaiting_authorization"),
+            "lists the set"
+        );
+        assert!(errors[1].starts_with(r#"bank_status: "paid" is not a Nordea status"#));
+        assert!(errors[1].contains("PendingUserApproval"), "lists the set");
     }
 }

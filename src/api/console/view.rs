@@ -1,6 +1,13 @@
-//! The console's pages (maud): sign-in, payment search, one payment's timeline.
+//! The console's pages (maud): sign-in, payment search, one payment's timeline, needs
+//! attention, merchants, payees, the audit log, and action confirmations.
+//!
+//! Every time is shown with its zone (UTC); a list with nothing in it says so in words
+//! rather than as an empty table; a destructive action's button has the danger style (from
+//! the hashed stylesheet: never an inline style, which the CSP refuses).
 
+use crate::bank::nordea::NordeaStatus;
 use crate::domain::AccountType;
+use crate::domain::PaymentStatus;
 use crate::domain::{Currency, Language, display};
 use crate::ledger::events::StoredEvent;
 use crate::ledger::merchants::Merchant;
@@ -10,6 +17,7 @@ use crate::ledger::operators::{
 };
 use crate::ledger::payees::{Payee, Policy};
 use crate::ledger::verify::VerifyReport;
+use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
 use std::collections::HashMap;
 
@@ -25,12 +33,42 @@ form.search{display:flex;flex-wrap:wrap;gap:.5rem 1rem;align-items:end;margin:0 
 label{display:flex;flex-direction:column;font-weight:600;font-size:.85rem}\
 input,select,button{font:inherit;padding:.3rem .4rem}\
 button{background:#0b3d91;color:#fff;border:0;border-radius:.25rem;padding:.4rem .9rem;cursor:pointer}\
+button.danger{background:#a3160b;font-weight:700}\
+.empty{color:#4a5260;font-style:italic}\
 .ok{color:#0a6b2d;font-weight:700}.bad{color:#a3160b;font-weight:700}\
 .error{color:#a3160b}\
 code{font-size:.85rem;overflow-wrap:anywhere}\
 a{color:#0b3d91}\
 :focus-visible{outline:3px solid #b35c00;outline-offset:2px}\
 ";
+
+/// A time as the console shows it: with its zone, e.g. "2026-12-05 14:03:07 UTC".
+fn when(t: DateTime<Utc>) -> String {
+    t.format("%Y-%m-%d %H:%M:%S UTC").to_string()
+}
+
+/// The actions that take something away: their buttons and confirmations look dangerous.
+pub fn is_destructive(action: &str) -> bool {
+    matches!(
+        action,
+        "disable_merchant" | "revoke_all_keys" | "remove_payee" | "rotate_key"
+    )
+}
+
+/// What a list with nothing in it says instead of an empty table.
+fn empty(text: &str) -> Markup {
+    html! { p.empty { (text) } }
+}
+
+/// A select of `choices` with an "any" choice first, keeping the chosen one chosen.
+fn select(label: &str, name: &str, chosen: &str, choices: &[&str]) -> Markup {
+    html! {
+        label { (label) select name=(name) {
+            option value="" { "any" }
+            @for c in choices { option value=(c) selected[*c == chosen] { (c) } }
+        } }
+    }
+}
 
 fn layout(title: &str, session: Option<&Session>, body: Markup) -> Markup {
     html! {
@@ -113,18 +151,18 @@ pub fn payments(
                 label { "Merchant id" input name="merchant" value=(v("merchant")); }
                 label { "Reference" input name="reference" value=(v("reference")); }
                 label { "PSU id" input name="psu_id" value=(v("psu_id")); }
-                label { "Status" input name="status" value=(v("status")) list="statuses"; }
-                label { "Bank status" input name="bank_status" value=(v("bank_status")); }
+                (select("Status", "status", &v("status"), &PaymentStatus::ALL.map(PaymentStatus::as_str)))
+                (select("Bank status", "bank_status", &v("bank_status"), &NordeaStatus::ALL.map(NordeaStatus::as_str)))
                 label { "From" input type="date" name="from" value=(v("from")); }
                 label { "To" input type="date" name="to" value=(v("to")); }
                 button type="submit" { "Search" }
-                datalist id="statuses" {
-                    @for s in ["awaiting_authorization", "authorized", "paid", "rejected", "authorization_failed", "cancelled", "expired", "failed"] {
-                        option value=(s) {}
-                    }
-                }
             }
             @for e in errors { p.error role="alert" { (e) } }
+            @if !errors.is_empty() {
+                // Refused: the errors above say why; no list beside them.
+            } @else if rows.is_empty() {
+                (empty("No payments match."))
+            } @else {
             table {
                 caption { (rows.len()) " payment(s), newest first" }
                 thead { tr { th { "Payment" } th { "Merchant" } th { "Reference" } th { "Status" } th { "Bank status" } th { "Amount" } th { "Created" } } }
@@ -137,10 +175,11 @@ pub fn payments(
                             td { (r.status) }
                             td { (r.bank_status.as_deref().unwrap_or("")) }
                             td { (amount(r.amount_minor, &r.currency)) }
-                            td { (r.created_at.format("%Y-%m-%d %H:%M:%S")) }
+                            td { (when(r.created_at)) }
                         }
                     }
                 }
+            }
             }
         },
     )
@@ -177,7 +216,7 @@ pub fn payment(
                     @for e in events {
                         tr {
                             td { (e.seq) }
-                            td { (e.created_at.format("%Y-%m-%d %H:%M:%S%.3f")) }
+                            td { (e.created_at.format("%Y-%m-%d %H:%M:%S%.3f UTC")) }
                             td { (e.kind) }
                             td {
                                 @if let Some(o) = e.old_status { (o.as_str()) " → " }
@@ -190,6 +229,9 @@ pub fn payment(
                 }
             }
             h2 { "Webhook deliveries" }
+            @if deliveries.is_empty() {
+                (empty("No deliveries."))
+            } @else {
             table {
                 thead { tr { th { "Event" } th { "Endpoint" } th { "Status" } th { "Attempts" } th { "Last attempt" } th { "Last answer" } th { "Action" } } }
                 tbody {
@@ -199,7 +241,7 @@ pub fn payment(
                             td { code { (d.url) } }
                             td { (d.status) }
                             td { (d.attempts) }
-                            td { (d.last_attempt_at.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string()).unwrap_or_default()) }
+                            td { (d.last_attempt_at.map(when).unwrap_or_default()) }
                             td {
                                 @if let Some(s) = d.last_response_status { "HTTP " (s) " " }
                                 (d.last_error.as_deref().unwrap_or(""))
@@ -212,6 +254,7 @@ pub fn payment(
                         }
                     }
                 }
+            }
             }
         },
     )
@@ -231,28 +274,42 @@ fn action_form(
             input type="hidden" name="action" value=(action);
             input type="hidden" name="back" value=(back);
             @for (k, v) in fields { input type="hidden" name=(k) value=(v); }
-            button type="submit" { (label) }
+            button class=[is_destructive(action).then_some("danger")] type="submit" { (label) }
         }
     }
 }
 
+/// The confirmation of an action: names the merchant by name and id (when it acts on one),
+/// and a destructive action's button has the danger style.
 pub fn confirm(
     session: &Session,
     action: &str,
     target: &str,
+    merchant: Option<&Merchant>,
+    destructive: bool,
     form: &HashMap<String, String>,
 ) -> Markup {
     layout(
         "Confirm",
         Some(session),
         html! {
-            p { "Do " strong { (action.replace('_', " ")) } " for " code { (target) } "? It is recorded in the audit log under " (session.email) "." }
+            p {
+                "Do " strong { (action.replace('_', " ")) } " for "
+                @if let Some(m) = merchant {
+                    "merchant " strong { (m.name) } " (" code { (m.id) } ")"
+                    @if *target != format!("merchant {}", m.id) { ": " code { (target) } }
+                } @else {
+                    code { (target) }
+                }
+                "? It is recorded in the audit log under " (session.email) "."
+            }
+            @if destructive { p.error { "This is a destructive action: check the merchant's name." } }
             form method="post" action="/console/actions" {
                 @for (k, v) in form {
                     @if k != "confirm" { input type="hidden" name=(k) value=(v); }
                 }
                 input type="hidden" name="confirm" value="yes";
-                button type="submit" { "Confirm" }
+                button class=[destructive.then_some("danger")] type="submit" { "Confirm" }
                 " "
                 a href=(form.get("back").map_or("/console/attention", String::as_str)) { "Cancel" }
             }
@@ -285,9 +342,15 @@ pub fn attention(
         "Needs attention",
         Some(session),
         html! {
+            @if !certificate.1 && payments.is_empty() && dead.is_empty() && disabled.is_empty() {
+                p.ok role="status" { "Nothing needs attention." }
+            }
             h2 { "Certificate" }
             p class=(if certificate.1 { "bad" } else { "" }) { (certificate.0) }
             h2 { "Payments" }
+            @if payments.is_empty() {
+                (empty("No payments need attention."))
+            } @else {
             table {
                 thead { tr { th { "Payment" } th { "Merchant" } th { "Status" } th { "Why" } th { "Since" } } }
                 tbody {
@@ -295,12 +358,16 @@ pub fn attention(
                         tr {
                             td { a href={ "/console/payments/" (p.id) } { code { (p.id) } } }
                             td { (p.merchant_name) } td { (p.status) } td { (p.reason) }
-                            td { (p.since.format("%Y-%m-%d %H:%M")) }
+                            td { (when(p.since)) }
                         }
                     }
                 }
             }
+            }
             h2 { "Dead webhook deliveries" }
+            @if dead.is_empty() {
+                (empty("No dead deliveries."))
+            } @else {
             table {
                 thead { tr { th { "Event" } th { "Merchant" } th { "Endpoint" } th { "Attempts" } th { "Last error" } th { "Action" } } }
                 tbody {
@@ -317,7 +384,11 @@ pub fn attention(
                     }
                 }
             }
+            }
             h2 { "Disabled webhook endpoints" }
+            @if disabled.is_empty() {
+                (empty("No disabled endpoints."))
+            } @else {
             table {
                 thead { tr { th { "Merchant" } th { "Endpoint" } th { "Why" } th { "Action" } } }
                 tbody {
@@ -329,6 +400,7 @@ pub fn attention(
                         }
                     }
                 }
+            }
             }
         },
     )
@@ -345,6 +417,9 @@ pub fn merchants(
         "Merchants",
         Some(session),
         html! {
+            @if list.is_empty() {
+                (empty("No merchants yet: create one with scripts/pisgate merchant create."))
+            } @else {
             table {
                 thead { tr {
                     th { "Merchant" } th { "Status" } th { "Payments: 24 h / 30 d by status" }
@@ -381,6 +456,7 @@ pub fn merchants(
                     }
                 }
             }
+            }
         },
     )
 }
@@ -405,6 +481,9 @@ pub fn payees(session: &Session, merchant: &Merchant, policy: Policy, list: &[Pa
                     (action_form(session, "Allow any account", "set_payees", &[("merchant", id.clone()), ("policy", "open".into())], &back))
                 }
             }
+            @if list.is_empty() {
+                (empty("No payees registered."))
+            } @else {
             table {
                 thead { tr { th { "Type" } th { "Account" } th { "Label" } th { "Registered" } th { "Action" } } }
                 tbody {
@@ -413,11 +492,12 @@ pub fn payees(session: &Session, merchant: &Merchant, policy: Policy, list: &[Pa
                             td { (p.account.account_type().as_str()) }
                             td { code { (p.account.value()) } }
                             td { (p.label.as_deref().unwrap_or("")) }
-                            td { (p.created_at.format("%Y-%m-%d %H:%M")) }
+                            td { (when(p.created_at)) }
                             td { (action_form(session, "Remove", "remove_payee", &[("merchant", id.clone()), ("account_type", p.account.account_type().as_str().into()), ("account", p.account.value().into())], &back)) }
                         }
                     }
                 }
+            }
             }
             form.search method="post" action="/console/actions" {
                 input type="hidden" name="csrf" value=(session.csrf_token);
@@ -440,17 +520,21 @@ pub fn audit(session: &Session, list: &[AuditEntry]) -> Markup {
         "Audit log",
         Some(session),
         html! {
+            @if list.is_empty() {
+                (empty("Nothing in the audit log yet."))
+            } @else {
             table {
                 thead { tr { th { "When" } th { "Operator" } th { "Action" } th { "Target" } } }
                 tbody {
                     @for a in list {
                         tr {
-                            td { (a.created_at.format("%Y-%m-%d %H:%M:%S")) }
+                            td { (when(a.created_at)) }
                             td { (a.email) } td { (a.action) }
                             td { code { (a.target.as_deref().unwrap_or("")) } }
                         }
                     }
                 }
+            }
             }
         },
     )
