@@ -548,3 +548,28 @@ def test_sca_page_refuses_a_second_decision(tpp):
     r = raw_http(tpp.port, "POST", path_of(href), {"Content-Type": "application/x-www-form-urlencoded"},
                  b"decision=refuse")
     assert r.status == 409
+
+
+def test_refuses_a_reused_request_id(tpp):
+    rid = str(uuid.uuid4())
+    first = tpp.initiate(headers={"X-Request-ID": rid})
+    assert first.status == 201 and first.headers["x-request-id"] == rid
+    refused(tpp.initiate(headers={"X-Request-ID": rid}), 400, "FORMAT_ERROR")
+
+
+@pytest.mark.parametrize("header,value", [
+    ("TPP-Redirect-Preferred", "yes"),
+    ("PSU-IP-Address", "not-an-ip"),
+    ("TPP-Redirect-URI", "not a uri"),
+    ("PSU-Geo-Location", "somewhere"),
+    ("PSU-Http-Method", "FETCH"),
+])
+def test_refuses_a_header_the_spec_types_otherwise(tpp, header, value):
+    r = tpp.initiate(headers={header: value})
+    refused(r, 400, "FORMAT_ERROR")
+    assert r.json["tppMessages"][0]["path"] == header
+
+
+def test_every_answer_carries_an_x_request_id(tpp):
+    r = tpp.initiate(omit=("X-Request-ID",))
+    assert r.status == 400 and re.fullmatch(r"[0-9a-f-]{36}", r.headers["x-request-id"])
