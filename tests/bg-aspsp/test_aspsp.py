@@ -14,7 +14,6 @@ import email.utils
 import hashlib
 import http.client
 import json
-import os
 import re
 import subprocess
 import sys
@@ -484,6 +483,10 @@ def test_refuses_a_body_without_a_required_field(tpp):
     {"dayOfExecution": "01"},
     {"frequency": "Fortnightly"},
     {"monthsOfExecution": ["1", "6"]},
+    {"dayOfExecution": "32"},
+    {"endDate": "2020-01-01"},
+    {"frequency": "MonthlyVariable"},  # without monthsOfExecution
+    {"executionRule": "nearest"},
 ])
 def test_refuses_a_bad_periodic_body(tpp, extra):
     refused(tpp.initiate(service="periodic-payments", extra=extra), 400, "FORMAT_ERROR")
@@ -573,3 +576,46 @@ def test_refuses_a_header_the_spec_types_otherwise(tpp, header, value):
 def test_every_answer_carries_an_x_request_id(tpp):
     r = tpp.initiate(omit=("X-Request-ID",))
     assert r.status == 400 and re.fullmatch(r"[0-9a-f-]{36}", r.headers["x-request-id"])
+
+
+def test_refuses_a_psu_id_that_is_not_signed(tpp):
+    pay = tpp.call("POST", "/psd2/v1/payments/sepa-credit-transfers", _body(), {"TPP-Redirect-Preferred": "false"})
+    href = path_of(pay.json["_links"]["startAuthorisationWithPsuIdentification"]["href"])
+    r = tpp.call("POST", href, {}, {"PSU-ID": "psu-4711"}, signed_headers=["Digest", "X-Request-ID", "Date"])
+    refused(r, 401, "SIGNATURE_INVALID")
+
+
+def test_accepts_an_upper_case_serial_and_request_target_in_the_signature(tpp, pki):
+    kid = f"SN={pki['cert'].serial_number:X},CA=" + pki["cert"].issuer.rfc4514_string().replace(" ", "%20")
+    assert tpp.initiate(key_id_value=kid).status == 201
+    pay = tpp.initiate()
+    # (request-target) is not in the BG base set, but a TPP may sign it too
+    status_path = path_of(pay.json["_links"]["status"]["href"])
+    h = {"X-Request-ID": str(uuid.uuid4()), "Date": email.utils.formatdate(usegmt=True),
+         "Digest": "SHA-256=47DEQpj8HBSa+/TImW+5JCeuQeRkm5NMpJWZG3hSuFU=",
+         "TPP-Signature-Certificate": base64.b64encode(pki["cert"].public_bytes(serialization.Encoding.DER)).decode()}
+    signing = f"(request-target): get {status_path}\ndigest: {h['Digest']}\nx-request-id: {h['X-Request-ID']}\ndate: {h['Date']}"
+    sig = base64.b64encode(pki["key"].sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+    h["Signature"] = (f'keyId="{key_id(pki["cert"])}",algorithm="rsa-sha256",'
+                      f'headers="(request-target) digest x-request-id date",signature="{sig}"')
+    r = raw_http(tpp.port, "GET", status_path, h)
+    assert r.status == 200 and r.json["transactionStatus"] == "RCVD", r
+
+
+def test_reads_a_chunked_body(tpp, pki):
+    body = json.dumps(_body()).encode()
+    h = {"X-Request-ID": str(uuid.uuid4()), "Date": email.utils.formatdate(usegmt=True),
+         "Digest": "SHA-256=" + base64.b64encode(hashlib.sha256(body).digest()).decode(),
+         "TPP-Signature-Certificate": base64.b64encode(pki["cert"].public_bytes(serialization.Encoding.DER)).decode(),
+         "TPP-Redirect-URI": REDIRECT, "PSU-IP-Address": "2001:db8::1", "Content-Type": "application/json"}
+    names = ["Digest", "X-Request-ID", "TPP-Redirect-URI", "Date"]
+    signing = "\n".join(f"{n.lower()}: {h[n]}" for n in names)
+    sig = base64.b64encode(pki["key"].sign(signing.encode(), padding.PKCS1v15(), hashes.SHA256())).decode()
+    h["Signature"] = (f'keyId="{key_id(pki["cert"])}",algorithm="rsa-sha256",'
+                      f'headers="{" ".join(n.lower() for n in names)}",signature="{sig}"')
+    conn = http.client.HTTPConnection("127.0.0.1", tpp.port, timeout=10)
+    conn.request("POST", "/psd2/v1/payments/sepa-credit-transfers", body=iter([body[:20], body[20:]]),
+                 headers=h, encode_chunked=True)
+    r = conn.getresponse()
+    assert r.status == 201, r.read()
+    conn.close()
