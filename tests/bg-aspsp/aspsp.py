@@ -357,6 +357,20 @@ class Handler(BaseHTTPRequestHandler):
         self._dispatch()
 
     def _dispatch(self):
+        try:
+            self._dispatch_inner()
+        except Exception as e:  # a bug of this bank must be loud, never a silent reset
+            import traceback
+            text = f"INTERNAL ERROR on {self.command} {self.path}: {e!r}"
+            sys.stderr.write("bg-aspsp: " + text + "\n" + traceback.format_exc())
+            with self.bank.lock:
+                self.bank.selfcheck_failures.append(text)
+            try:
+                self._send(500, None, {"X-Request-ID": str(uuid.uuid4())})
+            except OSError:
+                pass
+
+    def _dispatch_inner(self):
         url = urllib.parse.urlsplit(self.path)
         body = self._read_body()
         bank = self.bank
@@ -933,11 +947,52 @@ class Handler(BaseHTTPRequestHandler):
         return self._send(200, body, {})
 
 
+def make_test_pki(directory: str, cn: str = "Test TPP QSealC") -> None:
+    """Writes a test CA (ca.pem, ca-key.pem) and a QSealC-like TPP certificate issued by it
+    (tpp-cert.pem, tpp-key.pem, RSA-2048) into directory, for a TPP under test (e.g. pisgate)
+    and for --tpp-ca. Test material only."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.x509.oid import NameOID
+
+    def name(common, org):
+        return x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common),
+                          x509.NameAttribute(NameOID.ORGANIZATION_NAME, org),
+                          x509.NameAttribute(NameOID.COUNTRY_NAME, "FI")])
+
+    now = dt.datetime.now(dt.timezone.utc)
+    ca_key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    ca = (x509.CertificateBuilder().subject_name(name("bg-aspsp Test CA", "Test Trust Services"))
+          .issuer_name(name("bg-aspsp Test CA", "Test Trust Services")).public_key(ca_key.public_key())
+          .serial_number(x509.random_serial_number()).not_valid_before(now - dt.timedelta(days=1))
+          .not_valid_after(now + dt.timedelta(days=365))
+          .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+          .sign(ca_key, hashes.SHA256()))
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    cert = (x509.CertificateBuilder().subject_name(name(cn, "Test TPP")).issuer_name(ca.subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - dt.timedelta(days=1)).not_valid_after(now + dt.timedelta(days=365))
+            .sign(ca_key, hashes.SHA256()))
+    d = Path(directory)
+    d.mkdir(parents=True, exist_ok=True)
+    pem = serialization.Encoding.PEM
+    nokey = serialization.NoEncryption()
+    (d / "ca.pem").write_bytes(ca.public_bytes(pem))
+    (d / "ca-key.pem").write_bytes(ca_key.private_bytes(pem, serialization.PrivateFormat.PKCS8, nokey))
+    (d / "tpp-cert.pem").write_bytes(cert.public_bytes(pem))
+    (d / "tpp-key.pem").write_bytes(key.private_bytes(pem, serialization.PrivateFormat.PKCS8, nokey))
+    for f in ("ca-key.pem", "tpp-key.pem"):
+        (d / f).chmod(0o600)
+    print(f"keyId for {d / 'tpp-cert.pem'}: SN={cert.serial_number:x},CA="
+          + cert.issuer.rfc4514_string().replace(" ", "%20"))
+
+
 def main(argv=None):
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=8091)
-    ap.add_argument("--tpp-ca", action="append", required=True,
+    ap.add_argument("--make-test-pki", metavar="DIR",
+                    help="write a test CA and a TPP signing certificate and key into DIR, then exit")
+    ap.add_argument("--tpp-ca", action="append",
                     help="PEM file of a CA that issues TPP signing certificates (repeatable)")
     ap.add_argument("--base-path", default="/psd2", help="prefix before /v1 (default /psd2)")
     ap.add_argument("--public-url", default=None, help="scheme://host:port used in links (default: from Host)")
@@ -949,6 +1004,11 @@ def main(argv=None):
     ap.add_argument("--spec", default=str(SPEC_FILE))
     ap.add_argument("--verbose", action="store_true")
     args = ap.parse_args(argv)
+    if args.make_test_pki:
+        make_test_pki(args.make_test_pki)
+        return
+    if not args.tpp_ca:
+        ap.error("--tpp-ca is required")
     args.base_path = args.base_path.rstrip("/")
     Handler.bank = Bank(args)
     server = ThreadingHTTPServer((args.host, args.port), Handler)

@@ -619,3 +619,19 @@ def test_reads_a_chunked_body(tpp, pki):
     r = conn.getresponse()
     assert r.status == 201, r.read()
     conn.close()
+
+
+def test_make_test_pki_gives_a_tpp_the_bank_accepts(tmp_path):
+    out = subprocess.run([sys.executable, str(HERE / "aspsp.py"), "--make-test-pki", str(tmp_path)],
+                         capture_output=True, text=True, check=True)
+    assert "keyId" in out.stdout
+    key = serialization.load_pem_private_key((tmp_path / "tpp-key.pem").read_bytes(), None)
+    cert = x509.load_pem_x509_certificate((tmp_path / "tpp-cert.pem").read_bytes())
+    proc = subprocess.Popen([sys.executable, str(HERE / "aspsp.py"), "--port", "0", "--tpp-ca",
+                             str(tmp_path / "ca.pem")], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        port = int(re.search(r":(\d+)/psd2", proc.stdout.readline()).group(1))
+        assert Tpp(port, key, cert).initiate().status == 201
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
