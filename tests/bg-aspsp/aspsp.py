@@ -262,6 +262,9 @@ class Bank:
         p = auth.payment
         if auth.sca_status in FINAL_SCA:
             return
+        if p.status in FINAL_TX and (auth.kind == "cancellation" or p.status in ("CANC", "RJCT")):
+            auth.sca_status = "failed"  # too late: the payment is final (e.g. cancelled meanwhile)
+            return
         auth.sca_status = "finalised" if approve else "failed"
         if auth.kind == "payment":
             if approve:

@@ -635,3 +635,13 @@ def test_make_test_pki_gives_a_tpp_the_bank_accepts(tmp_path):
     finally:
         proc.terminate()
         proc.wait(timeout=10)
+
+
+def test_a_cancelled_payment_can_no_longer_be_signed(tpp):
+    pay, start = decoupled_start(tpp)
+    r = tpp.call("DELETE", path_of(pay.json["_links"]["self"]["href"]))
+    assert r.status == 204, r
+    approve = raw_http(tpp.port, "POST", f"/admin/decoupled/{start.json['authorisationId']}", {}, b'{"approve": true}')
+    assert approve.status == 409
+    assert sca_status(tpp, start.json["_links"]["scaStatus"]["href"]) == "failed"
+    assert status_of(tpp, pay).json["transactionStatus"] == "CANC"
