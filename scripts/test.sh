@@ -72,6 +72,8 @@ echo "== cargo fmt --check"
 cargo fmt --all -- --check
 echo "== scripts/readme-check.sh (README.md rendered: tables, links, anchors, commands)"
 bash scripts/readme-check.sh
+echo "== scripts/bg-aspsp-check.sh (the independent strict Berlin Group ASPSP's own tests)"
+bash scripts/bg-aspsp-check.sh
 echo "== cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
 echo "== scripts/run.sh smoke test"
