@@ -156,7 +156,9 @@ def payment_body(i):
     _, b = COUNTRIES[i % len(COUNTRIES)]
     b = json.loads(json.dumps(b))
     b["return_url"] = "https://shop.example/done"
-    b["psu_id"] = f"shopper-{i}"
+    # Returning shoppers, as in a real shop: pisgate may ask the bank to delete a payment at
+    # the late-signing horizon only with that shopper's own token.
+    b["psu_id"] = f"shopper-{i % 16}"
     b["reference"] = f"order-{i}"
     return b
 
@@ -392,7 +394,16 @@ def report(recover):
             doubled.append(pid)
         final = status not in ("awaiting_authorization", "authorized")
         if not final:
-            disagreements.append(f"{pid}: still {status}")
+            disagreements.append(f"{pid}: still {status} (plan {PLANS.get(pid)})")
+            # What pisgate and the bank know of it, to tell a stuck payment's cause.
+            for kind, bank_status, bank_id in psql(
+                    f"SELECT kind, COALESCE(bank_status,''), COALESCE(detail->>'bank_payment_id','') "
+                    f"FROM payment_events WHERE payment_id = '{pid}' ORDER BY seq"):
+                disagreements.append(f"    event {kind} {bank_status} {bank_id}")
+            polls = psql(f"SELECT next_poll_at, poll_failures FROM payment_polls WHERE payment_id = '{pid}'")
+            disagreements.append(f"    poll row: {polls or 'none'}; row bank id {db_payments[pid][2]}")
+            for b in at_bank:
+                disagreements.append(f"    at the bank: {b.get('payment_id')} {b.get('status')}")
             continue
         wrong = bank_disagreement(status, cancel_requested, at_bank, bank_id)
         if wrong:

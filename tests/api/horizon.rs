@@ -327,3 +327,30 @@ async fn many_parallel_error_callbacks_read_the_bank_once_and_answer_the_same_re
     assert_eq!(events_of(&app, &id, "callback_error").await.len(), 1);
     assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
 }
+
+/// Past the horizon with no token of this shopper to ask the bank with, the payment is
+/// followed to the bank's own word: its approval timeout ends it `expired`.
+#[tokio::test]
+async fn without_the_shoppers_token_the_banks_own_timeout_ends_it() {
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "2"),
+            ("PISGATE__POLLER__LATE_SIGNING_INTERVAL", "500ms"),
+        ],
+        true,
+        |c| c.approval_timeout = Some(Duration::from_secs(5)),
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "DK").await;
+    reach_bank_page(&app, &url).await;
+    wait_status(&app, &id, "expired", Duration::from_secs(20)).await;
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["bank_status"], "UserApprovalTimeout");
+    assert_eq!(
+        app.bank_calls(Operation::Cancel),
+        0,
+        "no other shopper's token was used"
+    );
+}
