@@ -4,8 +4,8 @@
 //! admin listener closes last, the pool closes).
 
 use crate::api::{self, AppState};
-use crate::bank::Bank;
 use crate::bank::nordea::{NordeaClient, NordeaConfig, SigningKey};
+use crate::bank::{Bank, Banks};
 use crate::config::{Settings, SettingsError};
 use crate::ledger;
 use crate::ledger::Db;
@@ -79,7 +79,7 @@ impl Application {
         let certificate = check_certificate(&settings, std::time::SystemTime::now())?;
         // Every event this process appends is signed with this ring.
         ledger::keys::install(ledger_keys(&settings.ledger)?);
-        let bank = nordea_client(&settings)?;
+        let banks = Arc::new(banks(&settings)?);
         let cipher = Arc::new(token_cipher(&settings)?);
         let replica = ledger::connect_read(&settings.database)?;
         let read_max_lag = settings.database.read_max_lag;
@@ -87,7 +87,7 @@ impl Application {
             pool.clone(),
             settings,
             crate::telemetry::metrics_handle(),
-            bank,
+            banks,
             cipher,
         );
         if let Some(replica) = replica {
@@ -100,7 +100,7 @@ impl Application {
         let mut workers = WorkerContext::new(
             pool.clone(),
             state.settings.clone(),
-            state.bank.clone(),
+            state.banks.clone(),
             state.cipher.clone(),
         );
         workers.listener = state.listener.clone();
@@ -319,6 +319,11 @@ pub fn check_certificate(
     }
     tracing::info!(subject = %check.subject, days_left = check.expires_in.as_secs() / 86_400, "eIDAS certificate checked");
     Ok(Some(check))
+}
+
+/// Every configured bank from the settings; a bad key or URL names its setting.
+pub fn banks(settings: &Settings) -> anyhow::Result<Banks> {
+    Ok(Banks::one("nordea", "Nordea", nordea_client(settings)?))
 }
 
 /// The Nordea client from the settings; a bad key or URL names its setting.

@@ -40,7 +40,7 @@
 use crate::api::AppState;
 use crate::api::client_ip::{Peer, client_ip};
 use crate::api::payments::{callback_url, cancel_at_bank, state_hash};
-use crate::bank::{BankError, BankPaymentId, PsuContext};
+use crate::bank::{BankError, PsuContext};
 use crate::config::ProviderSettings;
 use crate::ledger::payments::{self, PaymentRecord};
 use crate::ledger::tokens;
@@ -426,7 +426,7 @@ async fn exchange_and_store(
         );
     };
     let issue_seq = tokens::next_issue_seq(&mut *state.pool.read_conn().await?).await?;
-    let result = exchange_with_retries(state, &code, deadline).await;
+    let result = exchange_with_retries(state, &p.bank, &code, deadline).await;
     let outcome = match result {
         Ok(set) => {
             let key = psu_key(p, set.shopper_id.as_deref());
@@ -514,10 +514,11 @@ async fn exchange_and_store(
 /// per retry.
 async fn exchange_with_retries(
     state: &AppState,
+    bank: &str,
     code: &SecretString,
     deadline: Instant,
 ) -> Result<crate::bank::TokenSet, BankError> {
-    let result = exchange_retrying(state, code, deadline).await;
+    let result = exchange_retrying(state, bank, code, deadline).await;
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     metrics::counter!("pisgate_token_exchanges_total", "outcome" => outcome).increment(1);
     result
@@ -525,9 +526,11 @@ async fn exchange_with_retries(
 
 async fn exchange_retrying(
     state: &AppState,
+    bank: &str,
     code: &SecretString,
     deadline: Instant,
 ) -> Result<crate::bank::TokenSet, BankError> {
+    let client = state.banks.client(bank);
     let redirect_uri = callback_url(state);
     let mut attempt = 0u32;
     loop {
@@ -541,7 +544,7 @@ async fn exchange_retrying(
             });
         }
         let answer =
-            match tokio::time::timeout(left, state.bank.exchange_code(code, &redirect_uri)).await {
+            match tokio::time::timeout(left, client.exchange_code(code, &redirect_uri)).await {
                 Ok(answer) => answer,
                 Err(_) => Err(BankError::Unexpected {
                     status: None,
@@ -581,10 +584,15 @@ async fn refresh_status(
     p: &PaymentRecord,
     psu: &PsuContext,
 ) -> anyhow::Result<()> {
-    let Some(bank_id) = p.bank_payment_id.as_deref().and_then(BankPaymentId::parse) else {
+    let Some(bank_ref) = p.bank_ref() else {
         return Ok(());
     };
-    let report = match state.bank.status(&bank_id, Some(psu)).await {
+    let report = match state
+        .banks
+        .client(&p.bank)
+        .status(&bank_ref, Some(psu))
+        .await
+    {
         Ok(r) => r,
         Err(BankError::NotFound) => return Ok(()),
         Err(e) => {

@@ -31,7 +31,7 @@ pub mod payments;
 pub mod rate_limit;
 pub mod webhooks;
 
-use crate::bank::Bank;
+use crate::bank::Banks;
 use crate::config::Settings;
 use crate::ledger::Db;
 use crate::ledger::crypto::TokenCipher;
@@ -49,7 +49,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     pub rate_limiter: Arc<RateLimiter>,
     pub metrics: PrometheusHandle,
-    pub bank: Arc<dyn Bank>,
+    /// The configured banks; a payment's calls go to the bank it recorded.
+    pub banks: Arc<Banks>,
     pub cipher: Arc<TokenCipher>,
     /// Whether the database is reachable (a watchdog keeps it current).
     pub db_health: DbHealth,
@@ -70,7 +71,7 @@ impl AppState {
         pool: Db,
         settings: Settings,
         metrics: PrometheusHandle,
-        bank: Arc<dyn Bank>,
+        banks: Arc<Banks>,
         cipher: Arc<TokenCipher>,
     ) -> AppState {
         let rate_limiter = Arc::new(RateLimiter::new(
@@ -85,7 +86,7 @@ impl AppState {
             settings: Arc::new(settings),
             rate_limiter,
             metrics,
-            bank,
+            banks,
             cipher,
             db_health: DbHealth::default(),
             auth_cache: Arc::new(auth::AuthCache::following(listener.connection_counter())),

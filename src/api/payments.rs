@@ -25,7 +25,7 @@ use crate::api::openapi::PaymentCreate;
 use crate::api::pagination::{Page, page};
 use crate::api::payment_input::{self, Validated};
 use crate::api::payment_search;
-use crate::bank::{BankError, BankPaymentId};
+use crate::bank::BankError;
 use crate::domain::{Evidence, PaymentStatus};
 use crate::ledger::idempotency::{self, Claim};
 use crate::ledger::payments::{
@@ -186,6 +186,7 @@ pub(crate) async fn create_payment(
     let sign_horizon_at =
         now + chrono::Duration::from_std(settings.late_signing_horizon).context("horizon")?;
 
+    let bank_id: &str = crate::ledger::payments::DEFAULT_BANK;
     let id = Uuid::now_v7();
     let hop = authorize::new_token();
     let hop_url = authorize::url(&state, id, &hop);
@@ -208,6 +209,7 @@ pub(crate) async fn create_payment(
         authorize_token: &hop,
         authorize_url: &hop_url,
         trace_parent: trace_parent.as_deref(),
+        bank: bank_id,
     };
     let key_expires_at = now
         + chrono::Duration::from_std(
@@ -283,7 +285,12 @@ pub(crate) async fn create_payment(
             retry_safe: true,
         })
     } else {
-        match tokio::time::timeout(budget, state.bank.initiate(&initiation, None)).await {
+        match tokio::time::timeout(
+            budget,
+            state.banks.client(bank_id).initiate(&initiation, None),
+        )
+        .await
+        {
             Ok(answer) => answer,
             // The request may have reached the bank: its outcome is unknown.
             Err(_) => Err(BankError::Unexpected {
@@ -453,7 +460,8 @@ async fn record_first_answer(
 ) -> Option<Value> {
     let mut answered = created.record.clone();
     answered.bank_payment_id = Some(initiated.bank_payment_id.as_str().to_owned());
-    answered.authorization_url = Some(initiated.authorization_url.clone());
+    answered.authorization_url = initiated.authorization_url().map(str::to_owned);
+    answered.bank_links = initiated.links.to_json();
     answered.bank_status = Some(initiated.status.bank_status.as_str().to_owned());
     answered.initiation = "initiated".into();
     // Strictly later than creation's, so the row's trigger keeps it.
@@ -533,7 +541,8 @@ async fn try_record_outcome(
                 payment_id,
                 attempt,
                 initiated.bank_payment_id.as_str(),
-                &initiated.authorization_url,
+                initiated.authorization_url(),
+                &initiated.links.to_json(),
                 Some(initiated.status.bank_status.as_str()),
             )
             .await?;
@@ -773,16 +782,13 @@ async fn shopper_token(
     Ok((psu_key, token))
 }
 
-fn bank_payment_id(p: &PaymentRecord) -> Result<BankPaymentId, ApiError> {
-    p.bank_payment_id
-        .as_deref()
-        .and_then(BankPaymentId::parse)
-        .ok_or_else(|| {
-            ApiError::Conflict(
-                "not_initiated",
-                "the payment's creation at the bank is not confirmed yet".into(),
-            )
-        })
+fn bank_ref(p: &PaymentRecord) -> Result<crate::bank::BankRef, ApiError> {
+    p.bank_ref().ok_or_else(|| {
+        ApiError::Conflict(
+            "not_initiated",
+            "the payment's creation at the bank is not confirmed yet".into(),
+        )
+    })
 }
 
 /// A bank error on a call made with the shopper's token.
@@ -884,11 +890,16 @@ pub async fn cancel_at_bank(
     p: &PaymentRecord,
 ) -> Result<PaymentRecord, ApiError> {
     let id = p.id;
-    let bank_id = bank_payment_id(p)?;
+    let bank_ref = bank_ref(p)?;
+    let bank_id = bank_ref.id.clone();
+    let client = state.banks.client(&p.bank);
     let (psu_key, token) = shopper_token(state, p).await?;
-    let outcome = state
-        .bank
-        .cancel(std::slice::from_ref(&bank_id), &token.access_token, None)
+    let outcome = client
+        .cancel(
+            std::slice::from_ref(&bank_ref),
+            Some(&token.access_token),
+            None,
+        )
         .await;
     let outcome = match outcome {
         Ok(o) => o,
@@ -924,7 +935,7 @@ pub async fn cancel_at_bank(
         .map(|e| json!({ "bank_payment_id": e.bank_payment_id, "code": e.code, "description": e.description }))
         .collect();
     // The bank said no: find out why from its own status.
-    let report = state.bank.status(&bank_id, None).await.ok();
+    let report = client.status(&bank_ref, None).await.ok();
     let mut tx = state.pool.begin().await?;
     payments::note(
         &mut tx,
@@ -1019,9 +1030,14 @@ pub(crate) async fn payment_funds(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<Funds>, ApiError> {
     let p = own_payment(&state, merchant.id, id).await?;
-    let bank_id = bank_payment_id(&p)?;
+    let bank_id = bank_ref(&p)?.id;
     let (psu_key, token) = shopper_token(&state, &p).await?;
-    match state.bank.funds(&bank_id, &token.access_token, None).await {
+    match state
+        .banks
+        .client(&p.bank)
+        .funds(&bank_id, &token.access_token, None)
+        .await
+    {
         Ok(funds) => Ok(Json(Funds {
             payment_id: p.id,
             available: funds.available,

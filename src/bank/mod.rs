@@ -13,6 +13,9 @@
 //!   `Debug`, and no [`BankError`] text carries a token, key, code or account number.
 
 pub mod nordea;
+pub mod registry;
+
+pub use registry::{BankEntry, Banks};
 mod trace;
 
 use crate::domain::{Country, Money, PaymentStatus};
@@ -182,13 +185,158 @@ pub struct StatusReport {
     pub status: Option<PaymentStatus>,
 }
 
+/// The links a bank handed out for one payment (Berlin Group `_links`: name → href, as
+/// given, relative or absolute). They are kept with the payment and followed, never rebuilt
+/// from the path scheme: banks differ in what they put there. Empty for Nordea.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(transparent)]
+pub struct BankLinks(pub std::collections::BTreeMap<String, String>);
+
+impl BankLinks {
+    pub fn get(&self, name: &str) -> Option<&str> {
+        self.0.get(name).map(String::as_str)
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    /// The links from a stored JSON object; anything else (or a non-string href) is dropped.
+    pub fn from_json(value: &serde_json::Value) -> BankLinks {
+        let mut links = std::collections::BTreeMap::new();
+        if let Some(map) = value.as_object() {
+            for (name, href) in map {
+                if let Some(href) = href.as_str() {
+                    links.insert(name.clone(), href.to_owned());
+                }
+            }
+        }
+        BankLinks(links)
+    }
+
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::to_value(&self.0).unwrap_or_else(|_| serde_json::json!({}))
+    }
+}
+
+/// A payment as pisgate addresses it at its bank: the bank's id and the links the bank gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankRef {
+    pub id: BankPaymentId,
+    pub links: BankLinks,
+}
+
+impl BankRef {
+    /// A payment addressed by its id alone (a protocol without links, e.g. Nordea).
+    pub fn id_only(id: BankPaymentId) -> BankRef {
+        BankRef {
+            id,
+            links: BankLinks::default(),
+        }
+    }
+}
+
+/// What the shopper (or pisgate for them) must do next so that the payment can be signed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ScaStep {
+    /// The shopper's browser goes to this URL at the bank (Nordea's authorization URL, a
+    /// Berlin Group `scaRedirect`).
+    Redirect { url: String },
+    /// pisgate must start an authorisation at the bank first (a Berlin Group
+    /// `startAuthorisation*` link, explicit authorisation); its answer gives the next step.
+    StartAuthorisation,
+    /// The shopper approves in their bank's app; pisgate polls the SCA status. The message
+    /// is the bank's text for the shopper, if any.
+    Decoupled { psu_message: Option<String> },
+    /// OAuth SCA: the bank's authorisation server metadata (RFC 8414) is at this URL.
+    OAuth { metadata_url: String },
+}
+
+impl ScaStep {
+    /// The bank's signing page, when the next step is a browser redirect.
+    pub fn redirect_url(&self) -> Option<&str> {
+        match self {
+            ScaStep::Redirect { url } => Some(url),
+            _ => None,
+        }
+    }
+}
+
 /// The answer to an initiation.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Initiated {
     pub bank_payment_id: BankPaymentId,
-    /// Where the shopper goes to sign.
-    pub authorization_url: String,
+    /// What happens next for the shopper to sign.
+    pub next: ScaStep,
     pub status: StatusReport,
+    /// The links the bank gave (empty for Nordea); kept with the payment.
+    pub links: BankLinks,
+}
+
+impl Initiated {
+    /// Where the shopper goes to sign, when it is a redirect.
+    pub fn authorization_url(&self) -> Option<&str> {
+        self.next.redirect_url()
+    }
+
+    pub fn bank_ref(&self) -> BankRef {
+        BankRef {
+            id: self.bank_payment_id.clone(),
+            links: self.links.clone(),
+        }
+    }
+}
+
+/// The state of an SCA (a Berlin Group `scaStatus`), as far as pisgate acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaState {
+    /// Not final (`received`, `started`, `psuIdentified`, unknown values …).
+    Open,
+    /// The shopper completed the SCA (`finalised`, `exempted`).
+    Finalised,
+    /// The shopper refused or failed the SCA (`failed`): pisgate then reads the transaction
+    /// status; this alone never finalises a payment.
+    Failed,
+}
+
+/// The bank's SCA status of one authorisation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ScaReport {
+    /// The bank's own word (e.g. `started`).
+    pub bank_sca_status: String,
+    pub state: ScaState,
+    /// The bank's text for the shopper, if any.
+    pub psu_message: Option<String>,
+}
+
+/// What pisgate sends to start an authorisation (explicit or decoupled SCA).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuthorisationRequest {
+    pub authentication: Authentication,
+    /// The shopper's identity at the bank, for a decoupled SCA (`PSU-ID`).
+    pub psu_id: Option<String>,
+}
+
+/// A started authorisation: its id, its first SCA status and the next step.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Authorisation {
+    pub id: String,
+    pub sca: ScaReport,
+    pub next: ScaStep,
+    pub links: BankLinks,
+}
+
+/// What a protocol needs and offers, for the parts of pisgate that differ per protocol.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankTraits {
+    /// `nordea`, `berlin-group`, …: for logs, metrics and `GET /v1/banks`.
+    pub protocol: &'static str,
+    /// The shopper's return from the bank carries an authorization code that pisgate
+    /// exchanges for the shopper's tokens (Nordea). Without it (Berlin Group redirect SCA)
+    /// the return only tells pisgate to read the status.
+    pub return_carries_code: bool,
+    /// The bank needs the debtor's account at initiation.
+    pub needs_debtor_account: bool,
 }
 
 /// A payment as the bank holds it (needs the shopper's token).
@@ -231,6 +379,9 @@ pub struct CancelError {
 pub struct CancelOutcome {
     pub deleted: Vec<BankPaymentId>,
     pub errors: Vec<CancelError>,
+    /// The bank accepted the cancellation but needs the shopper to authorise it (Berlin
+    /// Group 202): not cancelled yet; the bank's status decides.
+    pub needs_authorisation: Vec<BankPaymentId>,
 }
 
 /// A shopper's token pair. `Debug` never shows the tokens.
@@ -377,6 +528,9 @@ impl BankError {
 /// call is made exactly once, because repeating it could act twice at the bank.
 #[async_trait]
 pub trait Bank: Send + Sync {
+    /// What this bank's protocol needs and offers.
+    fn traits(&self) -> BankTraits;
+
     /// Creates the payment at the bank and returns where the shopper signs it.
     async fn initiate(
         &self,
@@ -388,14 +542,16 @@ pub trait Bank: Send + Sync {
     /// opened the signing URL is normal.
     async fn status(
         &self,
-        id: &BankPaymentId,
+        payment: &BankRef,
         psu: Option<&PsuContext>,
     ) -> Result<StatusReport, BankError>;
 
+    /// The payment as the bank holds it. Nordea needs the shopper's token (without one it
+    /// answers [`BankError::TokenRejected`]); a Berlin Group bank needs none.
     async fn details(
         &self,
-        id: &BankPaymentId,
-        access_token: &SecretString,
+        payment: &BankRef,
+        access_token: Option<&SecretString>,
         psu: Option<&PsuContext>,
     ) -> Result<PaymentDetails, BankError>;
 
@@ -407,11 +563,13 @@ pub trait Bank: Send + Sync {
         psu: Option<&PsuContext>,
     ) -> Result<FundsAvailability, BankError>;
 
-    /// Asks the bank to delete these payments; each id is answered separately.
+    /// Asks the bank to delete these payments; each id is answered separately. Nordea needs
+    /// the shopper's token (without one it answers [`BankError::TokenRejected`]); a Berlin
+    /// Group bank needs none.
     async fn cancel(
         &self,
-        ids: &[BankPaymentId],
-        access_token: &SecretString,
+        payments: &[BankRef],
+        access_token: Option<&SecretString>,
         psu: Option<&PsuContext>,
     ) -> Result<CancelOutcome, BankError>;
 
@@ -427,6 +585,36 @@ pub trait Bank: Send + Sync {
     async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, BankError>;
 
     async fn revoke(&self, refresh_token: &SecretString) -> Result<(), BankError>;
+
+    /// Starts an authorisation of the payment (Berlin Group `startAuthorisation`): the
+    /// answer says what the shopper does next. Made once: repeating it starts another.
+    async fn start_authorisation(
+        &self,
+        _payment: &BankRef,
+        _request: &AuthorisationRequest,
+        _psu: Option<&PsuContext>,
+    ) -> Result<Authorisation, BankError> {
+        Err(not_offered(
+            self.traits().protocol,
+            "start an authorisation",
+        ))
+    }
+
+    /// The SCA status of an authorisation, at the link the bank gave (`scaStatus`).
+    async fn sca_status(
+        &self,
+        _link: &str,
+        _psu: Option<&PsuContext>,
+    ) -> Result<ScaReport, BankError> {
+        Err(not_offered(self.traits().protocol, "read an SCA status"))
+    }
+}
+
+fn not_offered(protocol: &str, what: &str) -> BankError {
+    BankError::Unexpected {
+        status: None,
+        detail: format!("the {protocol} protocol does not {what}"),
+    }
 }
 
 #[cfg(test)]

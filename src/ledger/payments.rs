@@ -41,6 +41,8 @@ pub struct PaymentRecord {
     pub bank_status: Option<String>,
     pub bank_payment_id: Option<String>,
     pub authorization_url: Option<String>,
+    /// The links the bank gave (Berlin Group `_links`), `{}` for Nordea.
+    pub bank_links: serde_json::Value,
     pub amount_minor: i64,
     pub currency: String,
     pub country: String,
@@ -80,6 +82,18 @@ pub struct PaymentRecord {
 }
 
 impl PaymentRecord {
+    /// The payment as its bank knows it (id and links), once initiated.
+    pub fn bank_ref(&self) -> Option<crate::bank::BankRef> {
+        let id = self
+            .bank_payment_id
+            .as_deref()
+            .and_then(crate::bank::BankPaymentId::parse)?;
+        Some(crate::bank::BankRef {
+            id,
+            links: crate::bank::BankLinks::from_json(&self.bank_links),
+        })
+    }
+
     pub fn status(&self) -> PaymentStatus {
         PaymentStatus::parse(&self.status).unwrap_or(PaymentStatus::Failed)
     }
@@ -120,9 +134,11 @@ pub struct NewPayment<'a> {
     pub authorize_url: &'a str,
     /// The creating request's W3C `traceparent`; later work on the payment links to it.
     pub trace_parent: Option<&'a str>,
+    /// The bank's id in the settings (`[banks.<id>]`).
+    pub bank: &'a str,
 }
 
-/// The bank a payment is created at (the column's default).
+/// The bank of payments created before banks were configurable (the column's default).
 pub const DEFAULT_BANK: &str = "nordea";
 
 impl NewPayment<'_> {
@@ -133,7 +149,7 @@ impl NewPayment<'_> {
             amount_minor: self.amount_minor,
             currency: self.currency,
             country: self.country,
-            bank: DEFAULT_BANK,
+            bank: self.bank,
             return_url: self.return_url,
             psu_id: self.psu_id,
             request: &self.request,
@@ -162,7 +178,7 @@ macro_rules! select_payment {
         sqlx::query_as!(
             PaymentRecord,
             "SELECT id, merchant_id, status, bank, bank_status, bank_payment_id, authorization_url,
-                    amount_minor, currency, country, request, merchant_reference, psu_id, psu_key,
+                    bank_links, amount_minor, currency, country, request, merchant_reference, psu_id, psu_key,
                     return_url, metadata, state_expires_at, state_used_at, failure_code,
                     failure_detail, created_at, updated_at, recurring_remaining,
                     recurring_executions, expires_at, sign_horizon_at, authorize_token,
@@ -254,9 +270,9 @@ pub async fn create_with_key(
                     merchant_reference, psu_id, return_url, metadata, state_hash,
                     state_expires_at, expires_at, sign_horizon_at,
                     authorize_token, authorize_url, initiation, initiation_attempts,
-                    created_at, updated_at, ledger_seq, ledger_head, trace_parent)
+                    created_at, updated_at, ledger_seq, ledger_head, trace_parent, bank)
                SELECT $1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                      $12, $13, $12, $14, $15, 'pending', 1, $20, $20, $21, $22, $33
+                      $12, $13, $12, $14, $15, 'pending', 1, $20, $20, $21, $22, $33, $35
                FROM k
                RETURNING id
            ), s AS (
@@ -308,6 +324,7 @@ pub async fn create_with_key(
         &sealed.hash,
         p.trace_parent,
         key.body_hash,
+        p.bank,
     )
     .fetch_one(pool)
     .await?;
@@ -319,10 +336,11 @@ pub async fn create_with_key(
         id: p.id,
         merchant_id: p.merchant_id,
         status: PaymentStatus::AwaitingAuthorization.as_str().to_owned(),
-        bank: DEFAULT_BANK.into(),
+        bank: p.bank.to_owned(),
         bank_status: None,
         bank_payment_id: None,
         authorization_url: None,
+        bank_links: serde_json::json!({}),
         amount_minor: p.amount_minor,
         currency: p.currency.to_owned(),
         country: p.country.to_owned(),
@@ -388,7 +406,8 @@ pub async fn record_first_answer(
         r#"WITH u AS (
                UPDATE payments
                SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
-                   initiation = 'initiated', updated_at = $6, ledger_seq = $7, ledger_head = $8
+                   initiation = 'initiated', updated_at = $6, ledger_seq = $7, ledger_head = $8,
+                   bank_links = $17
                WHERE id = $1 AND ledger_seq = $9 AND ledger_head = $10 AND updated_at = $11
                  AND initiation_attempts = 1 AND initiation = 'pending'
                  AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
@@ -428,6 +447,7 @@ pub async fn record_first_answer(
         &sealed.key_id,
         body,
         key,
+        answered.bank_links,
     )
     .fetch_one(pool)
     .await?;
@@ -640,13 +660,14 @@ pub async fn record_initiated(
     id: Uuid,
     attempt: i32,
     bank_payment_id: &str,
-    bank_link: &str,
+    bank_link: Option<&str>,
+    bank_links: &serde_json::Value,
     bank_status: Option<&str>,
 ) -> Result<bool, sqlx::Error> {
     let recorded = sqlx::query!(
         r#"UPDATE payments
            SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
-               initiation = 'initiated'
+               initiation = 'initiated', bank_links = $6
            WHERE id = $1 AND initiation_attempts = $5 AND bank_payment_id IS NULL
              AND status = 'awaiting_authorization'"#,
         id,
@@ -654,6 +675,7 @@ pub async fn record_initiated(
         bank_link,
         bank_status,
         attempt,
+        bank_links,
     )
     .execute(&mut *conn)
     .await?

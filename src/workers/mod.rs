@@ -14,7 +14,7 @@ pub mod purger;
 pub mod refresher;
 pub mod webhooks;
 
-use crate::bank::Bank;
+use crate::bank::Banks;
 use crate::config::Settings;
 use crate::ledger::Db;
 use crate::ledger::crypto::TokenCipher;
@@ -30,7 +30,8 @@ use tokio::time::Instant;
 pub struct WorkerContext {
     pub pool: Db,
     pub settings: Arc<Settings>,
-    pub bank: Arc<dyn Bank>,
+    /// The configured banks; a payment's calls go to the bank it recorded.
+    pub banks: Arc<Banks>,
     pub cipher: Arc<TokenCipher>,
     /// This replica's name on the leases it takes (host name and a random suffix).
     pub owner: Arc<str>,
@@ -44,14 +45,14 @@ impl WorkerContext {
     pub fn new(
         pool: Db,
         settings: Arc<Settings>,
-        bank: Arc<dyn Bank>,
+        banks: Arc<Banks>,
         cipher: Arc<TokenCipher>,
     ) -> WorkerContext {
         WorkerContext {
             pool,
             listener: crate::ledger::listener::Listener::new(settings.database.session_url()),
             settings,
-            bank,
+            banks,
             cipher,
             owner: owner_id().into(),
             reschedules: Arc::default(),

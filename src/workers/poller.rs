@@ -41,7 +41,7 @@
 //! transaction, a log line with a token or an account number.
 
 use super::{Pacer, WorkerContext, backoff, stopped, stretch};
-use crate::bank::{BankError, BankPaymentId, StatusReport};
+use crate::bank::{BankError, BankRef, StatusReport};
 use crate::domain::{Evidence, PaymentStatus, Unsignable};
 use crate::ledger::Db;
 use crate::ledger::payments::{self, Change, POLL_CHANNEL};
@@ -360,7 +360,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
     if status.is_final() {
         return after_final_read(ctx, pacer, p).await;
     }
-    let Some(bank_id) = p.bank_payment_id.as_deref().and_then(BankPaymentId::parse) else {
+    let Some(bank_ref) = p.bank_ref() else {
         // No bank answer recorded (unknown outcome, or a crash in between): its link, if the
         // bank made one, was never handed to anyone, so nothing can be signed. It waits for
         // a retry with the same key until the horizon.
@@ -381,7 +381,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
     };
 
     pacer.acquire().await;
-    let answer = ctx.bank.status(&bank_id, None).await;
+    let answer = ctx.banks.client(&p.bank).status(&bank_ref, None).await;
     let failures = p.poll_failures.saturating_add(1);
     let failed = |outcome, wait: Duration| Decision {
         change: None,
@@ -400,7 +400,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
                 && status == PaymentStatus::AwaitingAuthorization
                 && past_horizon
             {
-                return at_horizon(ctx, pacer, p, &bank_id, Some(bank_status)).await;
+                return at_horizon(ctx, pacer, p, &bank_ref, Some(bank_status)).await;
             }
             let mut d = ok(
                 Some(ChangeSpec::Bank {
@@ -415,7 +415,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
                 && matches!(to, PaymentStatus::Authorized | PaymentStatus::Paid)
                 && (to != status || occurrence_due(p, now))
             {
-                d.remaining = recurring_remaining(ctx, pacer, p, &bank_id).await;
+                d.remaining = recurring_remaining(ctx, pacer, p, &bank_ref).await;
             }
             d
         }
@@ -430,7 +430,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         Err(BankError::NotFound) if status == PaymentStatus::AwaitingAuthorization => {
             // Before the shopper opens the signing link the payment does not exist yet.
             if past_horizon {
-                at_horizon(ctx, pacer, p, &bank_id, None).await
+                at_horizon(ctx, pacer, p, &bank_ref, None).await
             } else {
                 ok(None, "not_yet")
             }
@@ -467,9 +467,10 @@ async fn at_horizon(
     ctx: &WorkerContext,
     pacer: &Pacer,
     p: &Claimed,
-    bank_id: &BankPaymentId,
+    bank_ref: &BankRef,
     bank_status: Option<String>,
 ) -> Decision {
+    let bank_id = &bank_ref.id;
     let cfg = &ctx.settings.poller;
     let ok = |change, outcome| Decision {
         change,
@@ -527,8 +528,13 @@ async fn at_horizon(
     };
     pacer.acquire().await;
     let answer = ctx
-        .bank
-        .cancel(std::slice::from_ref(bank_id), &token.access_token, None)
+        .banks
+        .client(&p.bank)
+        .cancel(
+            std::slice::from_ref(bank_ref),
+            Some(&token.access_token),
+            None,
+        )
         .await;
     match answer {
         Ok(outcome) if outcome.deleted.iter().any(|d| d == bank_id) => {
@@ -589,11 +595,11 @@ async fn after_final_read(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> De
         outcome,
         remaining: None,
     };
-    let Some(bank_id) = p.bank_payment_id.as_deref().and_then(BankPaymentId::parse) else {
+    let Some(bank_ref) = p.bank_ref() else {
         return done(None, "final");
     };
     pacer.acquire().await;
-    match ctx.bank.status(&bank_id, None).await {
+    match ctx.banks.client(&p.bank).status(&bank_ref, None).await {
         Ok(StatusReport {
             bank_status,
             status: Some(mapped),
@@ -618,7 +624,7 @@ async fn recurring_remaining(
     ctx: &WorkerContext,
     pacer: &Pacer,
     p: &Claimed,
-    bank_id: &BankPaymentId,
+    bank_ref: &BankRef,
 ) -> Option<i32> {
     let psu_key = p.psu_key.as_deref()?;
     let token = match tokens::load(&ctx.pool, &ctx.cipher, &p.bank, psu_key).await {
@@ -630,7 +636,12 @@ async fn recurring_remaining(
         }
     };
     pacer.acquire().await;
-    match ctx.bank.details(bank_id, &token.access_token, None).await {
+    match ctx
+        .banks
+        .client(&p.bank)
+        .details(bank_ref, Some(&token.access_token), None)
+        .await
+    {
         Ok(details) => details.recurring.and_then(|r| i32::try_from(r.count).ok()),
         Err(BankError::TokenRejected) => {
             let _ = tokens::mark_dead(
@@ -985,6 +996,7 @@ mod tests {
             status: "authorized".into(),
             bank: "nordea".into(),
             bank_payment_id: None,
+            bank_links: serde_json::json!({}),
             bank_status: Some("Confirmed".into()),
             psu_key: None,
             psu_id: None,

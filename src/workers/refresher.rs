@@ -94,7 +94,7 @@ async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Resul
         return Ok("not_refreshable");
     };
     let seq = tokens::next_issue_seq(&mut *ctx.pool.read_conn().await?).await?;
-    let outcome = match ctx.bank.refresh(refresh_token).await {
+    let outcome = match ctx.banks.client(&d.bank).refresh(refresh_token).await {
         Ok(set) => {
             // An absurd `expires_in` is capped at a day rather than trusted.
             let lifetime = set.expires_in.min(Duration::from_secs(86_400));

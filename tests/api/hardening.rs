@@ -234,6 +234,7 @@ async fn enqueue_event(pool: &Db) -> String {
             authorize_token: "t",
             authorize_url: "https://pisgate.example/authorize",
             trace_parent: None,
+            bank: "nordea",
         },
         KeyClaim {
             key: &id.to_string(),

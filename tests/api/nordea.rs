@@ -21,8 +21,9 @@ use pisgate::bank::nordea::{
     DeleteSigning, NordeaClient, NordeaConfig, RetryPolicy, SigningKey, convert,
 };
 use pisgate::bank::{
-    Account, AccountType, Authentication, Bank, BankError, BankPaymentId, Creditor, Debtor,
-    Initiated, PaymentDetails, PaymentInitiation, Recurring, Reference, StatusReport, Urgency,
+    Account, AccountType, Authentication, Bank, BankError, BankPaymentId, BankRef, Creditor,
+    Debtor, Initiated, PaymentDetails, PaymentInitiation, Recurring, Reference, StatusReport,
+    Urgency,
 };
 use pisgate::domain::{Country, Currency, Money, PaymentStatus};
 use pisgate::sandbox::{
@@ -198,7 +199,9 @@ impl Bench {
     async fn signed_payment(&self, case: &CountryCase, psu: &str) -> Signed {
         let sent = payment(case);
         let initiated = self.client.initiate(&sent, None).await.expect("initiate");
-        let action = self.open_signing_page(&initiated.authorization_url).await;
+        let action = self
+            .open_signing_page(initiated.authorization_url().unwrap())
+            .await;
         let code = self.approve(&action, psu, &sent.authentication.state).await;
         Signed {
             sent,
@@ -382,10 +385,11 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
     );
     assert!(
         initiated
-            .authorization_url
+            .authorization_url()
+            .unwrap()
             .starts_with(&format!("{}/sandbox/sign/", b.base)),
-        "{}",
-        initiated.authorization_url
+        "{:?}",
+        initiated.authorization_url()
     );
     let at_bank = b.sandbox.payment(id.as_str()).expect("the sandbox has it");
     assert_eq!(at_bank.country, case.country);
@@ -401,10 +405,19 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
     );
 
     // Before the shopper opens the link the payment does not exist at the bank.
-    assert_eq!(b.client.status(&id, None).await, Err(BankError::NotFound));
+    assert_eq!(
+        b.client.status(&BankRef::id_only(id.clone()), None).await,
+        Err(BankError::NotFound)
+    );
 
-    let action = b.open_signing_page(&initiated.authorization_url).await;
-    let report = b.client.status(&id, None).await.expect("status");
+    let action = b
+        .open_signing_page(initiated.authorization_url().unwrap())
+        .await;
+    let report = b
+        .client
+        .status(&BankRef::id_only(id.clone()), None)
+        .await
+        .expect("status");
     assert_status(
         &report,
         "PendingUserApproval",
@@ -415,7 +428,11 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
         .approve(&action, case.psu, &sent.authentication.state)
         .await;
     b.sandbox.advance_clock(CONFIRM_DELAY);
-    let report = b.client.status(&id, None).await.expect("status");
+    let report = b
+        .client
+        .status(&BankRef::id_only(id.clone()), None)
+        .await
+        .expect("status");
     assert_status(&report, "Confirmed", PaymentStatus::Authorized);
 
     let tokens = b
@@ -428,7 +445,11 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
 
     let details = b
         .client
-        .details(&id, &tokens.access_token, None)
+        .details(
+            &BankRef::id_only(id.clone()),
+            Some(&tokens.access_token),
+            None,
+        )
         .await
         .expect("details");
     assert_details(&details, &sent, &id, "Confirmed");
@@ -471,13 +492,21 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
     );
     assert_eq!(
         b.client
-            .details(&id, &tokens.access_token, None)
+            .details(
+                &BankRef::id_only(id.clone()),
+                Some(&tokens.access_token),
+                None
+            )
             .await
             .err(),
         Some(BankError::TokenRejected)
     );
     b.client
-        .details(&id, &fresh.access_token, None)
+        .details(
+            &BankRef::id_only(id.clone()),
+            Some(&fresh.access_token),
+            None,
+        )
         .await
         .expect("the new access token works");
 
@@ -487,7 +516,7 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
         .initiate(&payment(case), None)
         .await
         .expect("initiate");
-    b.open_signing_page(&paid.authorization_url).await;
+    b.open_signing_page(paid.authorization_url().unwrap()).await;
     assert!(
         b.sandbox
             .force_status(paid.bank_payment_id.as_str(), Some(BankStatus::Paid))
@@ -495,8 +524,11 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
     let outcome = b
         .client
         .cancel(
-            &[id.clone(), paid.bank_payment_id.clone()],
-            &fresh.access_token,
+            &[
+                BankRef::id_only(id.clone()),
+                BankRef::id_only(paid.bank_payment_id.clone()),
+            ],
+            Some(&fresh.access_token),
             None,
         )
         .await
@@ -509,7 +541,11 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
         Some(paid.bank_payment_id.as_str())
     );
     assert_eq!(refused.code.as_deref(), Some("error.payment.not_deletable"));
-    let report = b.client.status(&id, None).await.expect("status");
+    let report = b
+        .client
+        .status(&BankRef::id_only(id.clone()), None)
+        .await
+        .expect("status");
     assert_status(&report, "Cancelled", PaymentStatus::Cancelled);
 
     // Revoking kills the pair.
@@ -525,7 +561,14 @@ async fn goes_through_every_call_signing_deletes(case: &CountryCase, profile: De
         Some(BankError::TokenRejected)
     );
     assert_eq!(
-        b.client.details(&id, &fresh.access_token, None).await.err(),
+        b.client
+            .details(
+                &BankRef::id_only(id.clone()),
+                Some(&fresh.access_token),
+                None
+            )
+            .await
+            .err(),
         Some(BankError::TokenRejected)
     );
 
@@ -610,7 +653,10 @@ async fn a_client_signing_with_an_unregistered_key_is_refused_as_a_bad_signature
     assert_eq!(result.err(), Some(bad_signature.clone()));
     // A read is refused the same way, and not retried.
     let id = BankPaymentId::parse("5a3f726e-1bd9-4d7f-a3e9-7c9c7e24e092").expect("an id");
-    assert_eq!(b.client.status(&id, None).await, Err(bad_signature));
+    assert_eq!(
+        b.client.status(&BankRef::id_only(id.clone()), None).await,
+        Err(bad_signature)
+    );
     assert_eq!(
         b.answers(),
         [
@@ -669,14 +715,24 @@ async fn an_older_access_token_is_rejected_once_the_shopper_has_a_newer_one() {
     let id = &first.initiated.bank_payment_id;
 
     assert_eq!(
-        b.client.details(id, &older.access_token, None).await,
+        b.client
+            .details(
+                &BankRef::id_only(id.clone()),
+                Some(&older.access_token),
+                None
+            )
+            .await,
         Err(BankError::TokenRejected)
     );
     assert_eq!(b.answers().last(), Some(&(Operation::Details, Some(401))));
     // The newer token serves all of the shopper's payments, the first one included.
     let details = b
         .client
-        .details(id, &newer.access_token, None)
+        .details(
+            &BankRef::id_only(id.clone()),
+            Some(&newer.access_token),
+            None,
+        )
         .await
         .expect("details with the newer token");
     assert_eq!(details.amount, Some(first.sent.amount));
@@ -694,7 +750,14 @@ async fn a_bearer_call_refused_for_its_date_is_a_clock_fault_and_the_token_still
     let id = &signed.initiated.bank_payment_id;
     // The bank's clock is ten minutes ahead of ours: our dates look stale.
     b.sandbox.set_gateway_clock_offset(600);
-    let refused = b.client.details(id, &tokens.access_token, None).await;
+    let refused = b
+        .client
+        .details(
+            &BankRef::id_only(id.clone()),
+            Some(&tokens.access_token),
+            None,
+        )
+        .await;
     assert_eq!(
         refused,
         Err(BankError::ClockRejected {
@@ -706,7 +769,11 @@ async fn a_bearer_call_refused_for_its_date_is_a_clock_fault_and_the_token_still
     // Nothing was wrong with the token: once the clocks agree it works as before.
     b.sandbox.set_gateway_clock_offset(0);
     b.client
-        .details(id, &tokens.access_token, None)
+        .details(
+            &BankRef::id_only(id.clone()),
+            Some(&tokens.access_token),
+            None,
+        )
         .await
         .expect("the same token works once the clock is right");
 }
@@ -1239,7 +1306,8 @@ async fn opened_payment(b: &Bench) -> BankPaymentId {
         .initiate(&payment(&SWEDEN), None)
         .await
         .expect("initiate");
-    b.open_signing_page(&initiated.authorization_url).await;
+    b.open_signing_page(initiated.authorization_url().unwrap())
+        .await;
     initiated.bank_payment_id
 }
 
@@ -1251,7 +1319,11 @@ async fn a_status_read_is_retried_until_the_bank_answers() {
     b.sandbox
         .add_fault(FaultRule::always(FaultTarget::Status, Fault::Http503).times(2));
     let started = Instant::now();
-    let report = b.client.status(&id, None).await.expect("the third attempt");
+    let report = b
+        .client
+        .status(&BankRef::id_only(id.clone()), None)
+        .await
+        .expect("the third attempt");
     assert_quick(started.elapsed());
     assert_status(
         &report,
@@ -1277,7 +1349,7 @@ async fn a_status_read_gives_up_after_its_attempts() {
         .add_fault(FaultRule::always(FaultTarget::Status, Fault::Http500));
     let started = Instant::now();
     assert_eq!(
-        b.client.status(&id, None).await,
+        b.client.status(&BankRef::id_only(id.clone()), None).await,
         Err(BankError::Unavailable {
             detail: "HTTP 500".into(),
             retry_safe: false,
@@ -1299,7 +1371,7 @@ async fn a_rate_limited_read_is_not_retried() {
         },
     ));
     assert_eq!(
-        b.client.status(&id, None).await,
+        b.client.status(&BankRef::id_only(id.clone()), None).await,
         Err(BankError::RateLimited {
             retry_after: Some(Duration::from_secs(7))
         })

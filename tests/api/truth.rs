@@ -1179,9 +1179,17 @@ async fn only_the_current_attempt_records_and_paid_implies_authorized() {
             .unwrap()
     );
     assert!(
-        !payments::record_initiated(&mut tx, uuid, 1, "late-one", "https://bank/late", None)
-            .await
-            .unwrap()
+        !payments::record_initiated(
+            &mut tx,
+            uuid,
+            1,
+            "late-one",
+            Some("https://bank/late"),
+            &serde_json::json!({}),
+            None,
+        )
+        .await
+        .unwrap()
     );
     payments::record_attempt_unanswered(&mut tx, uuid, 1, "outcome_unknown", json!({}))
         .await
@@ -1196,9 +1204,17 @@ async fn only_the_current_attempt_records_and_paid_implies_authorized() {
             .unwrap()
     );
     assert!(
-        payments::record_initiated(&mut tx, uuid, 2, "current-one", "https://bank/now", None)
-            .await
-            .unwrap()
+        payments::record_initiated(
+            &mut tx,
+            uuid,
+            2,
+            "current-one",
+            Some("https://bank/now"),
+            &serde_json::json!({}),
+            None,
+        )
+        .await
+        .unwrap()
     );
     // A resume of a payment with a bank id is refused in SQL.
     assert_eq!(

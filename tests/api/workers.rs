@@ -427,7 +427,7 @@ async fn an_answer_from_an_expired_claim_is_dropped_even_by_the_replica_that_cla
     let ctx = WorkerContext::new(
         app.pool.clone(),
         std::sync::Arc::new(app.settings.clone()),
-        pisgate::app::nordea_client(&app.settings).unwrap(),
+        std::sync::Arc::new(pisgate::app::banks(&app.settings).unwrap()),
         std::sync::Arc::new(pisgate::app::token_cipher(&app.settings).unwrap()),
     );
     let pacer = Pacer::new(100);

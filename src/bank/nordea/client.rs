@@ -40,8 +40,8 @@
 use super::signing::{self, DeleteSigning, RequestSigner, RequestToSign, SigningKey};
 use super::{convert, errors, wire};
 use crate::bank::{
-    Bank, BankError, BankPaymentId, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
-    PaymentInitiation, PsuContext, StatusReport, TokenSet, trace,
+    Bank, BankError, BankPaymentId, BankRef, BankTraits, CancelOutcome, FundsAvailability,
+    Initiated, PaymentDetails, PaymentInitiation, PsuContext, StatusReport, TokenSet, trace,
 };
 use crate::domain::Country;
 use async_trait::async_trait;
@@ -548,6 +548,14 @@ impl<'a> Call<'a> {
 
 #[async_trait]
 impl Bank for NordeaClient {
+    fn traits(&self) -> BankTraits {
+        BankTraits {
+            protocol: "nordea",
+            return_carries_code: true,
+            needs_debtor_account: false,
+        }
+    }
+
     #[tracing::instrument(
         skip_all,
         fields(operation = "initiate", country = %payment.country, external_id = %payment.external_id, bank_payment_id = Empty)
@@ -571,12 +579,13 @@ impl Bank for NordeaClient {
         Ok(initiated)
     }
 
-    #[tracing::instrument(skip_all, fields(operation = "status", bank_payment_id = %id))]
+    #[tracing::instrument(skip_all, fields(operation = "status", bank_payment_id = %payment.id))]
     async fn status(
         &self,
-        id: &BankPaymentId,
+        payment: &BankRef,
         psu: Option<&PsuContext>,
     ) -> Result<StatusReport, BankError> {
+        let id = &payment.id;
         let call = Call::new(
             "status",
             Method::GET,
@@ -588,13 +597,15 @@ impl Bank for NordeaClient {
         Ok(convert::status_report(&answer.response.status))
     }
 
-    #[tracing::instrument(skip_all, fields(operation = "details", bank_payment_id = %id))]
+    #[tracing::instrument(skip_all, fields(operation = "details", bank_payment_id = %payment.id))]
     async fn details(
         &self,
-        id: &BankPaymentId,
-        access_token: &SecretString,
+        payment: &BankRef,
+        access_token: Option<&SecretString>,
         psu: Option<&PsuContext>,
     ) -> Result<PaymentDetails, BankError> {
+        let id = &payment.id;
+        let access_token = access_token.ok_or(BankError::TokenRejected)?;
         let call = Call::new("details", Method::GET, format!("{PAYMENTS_PATH}/{id}"))
             .bearer(access_token)
             .psu(psu)
@@ -620,17 +631,19 @@ impl Bank for NordeaClient {
     }
 
     /// An empty list asks nothing of the bank and answers an empty outcome.
-    #[tracing::instrument(skip_all, fields(operation = "cancel", count = ids.len()))]
+    #[tracing::instrument(skip_all, fields(operation = "cancel", count = payments.len()))]
     async fn cancel(
         &self,
-        ids: &[BankPaymentId],
-        access_token: &SecretString,
+        payments: &[BankRef],
+        access_token: Option<&SecretString>,
         psu: Option<&PsuContext>,
     ) -> Result<CancelOutcome, BankError> {
-        if ids.is_empty() {
+        if payments.is_empty() {
             return Ok(CancelOutcome::default());
         }
-        let body = json_body(&convert::bulk_delete_request(ids))?;
+        let access_token = access_token.ok_or(BankError::TokenRejected)?;
+        let ids: Vec<BankPaymentId> = payments.iter().map(|p| p.id.clone()).collect();
+        let body = json_body(&convert::bulk_delete_request(&ids))?;
         let call = Call::new("cancel", Method::DELETE, PAYMENTS_PATH.to_owned())
             .body(JSON, body)
             .bearer(access_token)

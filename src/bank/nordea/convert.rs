@@ -7,8 +7,9 @@
 use super::status::{NordeaStatus, map_status};
 use super::wire;
 use crate::bank::{
-    Account, AccountType, BankError, BankPaymentId, CancelError, CancelOutcome, FundsAvailability,
-    Initiated, PaymentDetails, PaymentInitiation, Recurring, StatusReport, TokenSet, Urgency,
+    Account, AccountType, BankError, BankLinks, BankPaymentId, CancelError, CancelOutcome,
+    FundsAvailability, Initiated, PaymentDetails, PaymentInitiation, Recurring, ScaStep,
+    StatusReport, TokenSet, Urgency,
 };
 use crate::domain::{Currency, Money};
 use base64::Engine as _;
@@ -110,8 +111,11 @@ pub fn initiated(answer: &wire::InitiationAnswer) -> Result<Initiated, BankError
         .unwrap_or(NordeaStatus::INITIAL.as_str());
     Ok(Initiated {
         bank_payment_id: bank_payment_id(id)?,
-        authorization_url: url.to_owned(),
+        next: ScaStep::Redirect {
+            url: url.to_owned(),
+        },
         status: status_report(bank_status),
+        links: BankLinks::default(),
     })
 }
 
@@ -217,6 +221,7 @@ pub fn cancel_outcome(answer: &wire::BulkDeleteAnswer) -> Result<CancelOutcome, 
                 description: e.description.clone(),
             })
             .collect(),
+        needs_authorisation: Vec::new(),
     })
 }
 

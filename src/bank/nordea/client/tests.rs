@@ -48,6 +48,10 @@ fn id() -> BankPaymentId {
     BankPaymentId::parse(PAYMENT_ID).unwrap()
 }
 
+fn rid() -> BankRef {
+    BankRef::id_only(id())
+}
+
 fn token() -> SecretString {
     SecretString::from("shopper-access-token")
 }
@@ -182,7 +186,8 @@ async fn initiating_a_finnish_payment_posts_a_signed_json_body_to_the_sepa_endpo
     assert_eq!(initiated.bank_payment_id, id());
     assert!(
         initiated
-            .authorization_url
+            .authorization_url()
+            .unwrap()
             .starts_with("https://signing.example/")
     );
     assert_eq!(initiated.status.bank_status, "PendingUserApproval");
@@ -250,7 +255,7 @@ async fn status_is_signed_without_a_body_and_without_a_bearer() {
         .mount(&server)
         .await;
 
-    let report = client(&server).status(&id(), None).await.unwrap();
+    let report = client(&server).status(&rid(), None).await.unwrap();
 
     assert_eq!(report.bank_status, "Confirmed");
     assert_eq!(report.status, Some(PaymentStatus::Authorized));
@@ -267,7 +272,7 @@ async fn an_unrecognised_bank_status_changes_nothing() {
         .respond_with(ResponseTemplate::new(200).set_body_json(status_answer("Unknown")))
         .mount(&server)
         .await;
-    let report = client(&server).status(&id(), None).await.unwrap();
+    let report = client(&server).status(&rid(), None).await.unwrap();
     assert_eq!(report.bank_status, "Unknown");
     assert_eq!(report.status, None);
 }
@@ -286,7 +291,7 @@ async fn details_send_the_shoppers_bearer_token() {
         .await;
 
     let details = client(&server)
-        .details(&id(), &token(), None)
+        .details(&rid(), Some(&token()), None)
         .await
         .unwrap();
 
@@ -341,7 +346,11 @@ async fn cancel_sends_a_signed_bulk_delete_with_a_body_and_reports_per_id_errors
         .await;
 
     let outcome = client(&server)
-        .cancel(&[id(), other.clone()], &token(), None)
+        .cancel(
+            &[rid(), BankRef::id_only(other.clone())],
+            Some(&token()),
+            None,
+        )
         .await
         .unwrap();
 
@@ -383,7 +392,7 @@ async fn cancel_with_the_digest_profile_signs_content_type_and_digest() {
     let mut config = config(&server);
     config.delete_signing = crate::bank::nordea::DeleteSigning::WithDigest;
     let client = NordeaClient::new(config).unwrap();
-    let outcome = client.cancel(&[id()], &token(), None).await.unwrap();
+    let outcome = client.cancel(&[rid()], Some(&token()), None).await.unwrap();
     assert_eq!(outcome.deleted, vec![id()]);
     let sent = &requests(&server).await[0];
     assert_signed(&server, sent);
@@ -402,7 +411,10 @@ async fn cancel_with_the_digest_profile_signs_content_type_and_digest() {
 #[tokio::test]
 async fn cancelling_nothing_asks_nothing_of_the_bank() {
     let server = MockServer::start().await;
-    let outcome = client(&server).cancel(&[], &token(), None).await.unwrap();
+    let outcome = client(&server)
+        .cancel(&[], Some(&token()), None)
+        .await
+        .unwrap();
     assert_eq!(outcome, CancelOutcome::default());
     assert!(requests(&server).await.is_empty());
 }
@@ -485,7 +497,7 @@ async fn status_error(response: ResponseTemplate) -> BankError {
         .respond_with(response)
         .mount(&server)
         .await;
-    client(&server).status(&id(), None).await.unwrap_err()
+    client(&server).status(&rid(), None).await.unwrap_err()
 }
 
 #[tokio::test]
@@ -541,7 +553,10 @@ async fn a_401_on_a_bearer_call_means_the_token_is_dead() {
         .await;
     let client = client(&server);
     assert_eq!(
-        client.details(&id(), &token(), None).await.unwrap_err(),
+        client
+            .details(&rid(), Some(&token()), None)
+            .await
+            .unwrap_err(),
         BankError::TokenRejected
     );
     assert_eq!(
@@ -608,7 +623,7 @@ async fn reads_are_retried_while_the_bank_is_unavailable() {
         .mount(&server)
         .await;
 
-    let report = client(&server).status(&id(), None).await.unwrap();
+    let report = client(&server).status(&rid(), None).await.unwrap();
 
     assert_eq!(report.status, Some(PaymentStatus::Paid));
     let sent = requests(&server).await;
@@ -627,13 +642,13 @@ async fn reads_give_up_after_the_configured_attempts() {
         .await;
     let client = client(&server);
     assert_eq!(
-        client.status(&id(), None).await.unwrap_err().kind(),
+        client.status(&rid(), None).await.unwrap_err().kind(),
         "unavailable"
     );
     assert_eq!(requests(&server).await.len(), 3);
     assert_eq!(
         client
-            .details(&id(), &token(), None)
+            .details(&rid(), Some(&token()), None)
             .await
             .unwrap_err()
             .kind(),
@@ -656,7 +671,10 @@ async fn writes_and_token_calls_are_never_retried() {
             .initiate(&sample_payment(Country::Fi), None)
             .await
             .map(|_| ()),
-        client.cancel(&[id()], &token(), None).await.map(|_| ()),
+        client
+            .cancel(&[rid()], Some(&token()), None)
+            .await
+            .map(|_| ()),
         client
             .exchange_code(&secret, "https://x.example/cb")
             .await
@@ -677,7 +695,7 @@ async fn rate_limited_reads_are_not_retried() {
         .respond_with(ResponseTemplate::new(429))
         .mount(&server)
         .await;
-    let error = client(&server).status(&id(), None).await.unwrap_err();
+    let error = client(&server).status(&rid(), None).await.unwrap_err();
     assert_eq!(error, BankError::RateLimited { retry_after: None });
     assert_eq!(requests(&server).await.len(), 1);
 }
@@ -700,7 +718,7 @@ async fn a_slow_bank_times_out_as_unavailable() {
 
     let error = NordeaClient::new(config)
         .unwrap()
-        .status(&id(), None)
+        .status(&rid(), None)
         .await
         .unwrap_err();
 
@@ -730,7 +748,7 @@ async fn an_unreachable_bank_is_unavailable() {
     config.read_retries = fast_retries();
     let error = NordeaClient::new(config)
         .unwrap()
-        .status(&id(), None)
+        .status(&rid(), None)
         .await
         .unwrap_err();
     let BankError::Unavailable { detail, retry_safe } = &error else {
@@ -776,7 +794,7 @@ async fn a_connection_dropped_after_sending_is_not_retry_safe() {
     };
     let error = NordeaClient::new(config)
         .unwrap()
-        .status(&id(), None)
+        .status(&rid(), None)
         .await
         .unwrap_err();
     assert!(
@@ -896,7 +914,7 @@ async fn the_traceparent_carries_the_current_spans_trace_id() {
     let trace_id = span.context().span().span_context().trace_id();
     assert!(trace_id != opentelemetry::trace::TraceId::INVALID);
 
-    client.status(&id(), None).instrument(span).await.unwrap();
+    client.status(&rid(), None).instrument(span).await.unwrap();
 
     let sent = &requests(&server).await[0];
     let tp = header_of(sent, "traceparent").unwrap();
@@ -912,8 +930,8 @@ async fn without_a_trace_context_a_fresh_valid_traceparent_is_sent_each_time() {
         .mount(&server)
         .await;
     let client = client(&server);
-    client.status(&id(), None).await.unwrap();
-    client.status(&id(), None).await.unwrap();
+    client.status(&rid(), None).await.unwrap();
+    client.status(&rid(), None).await.unwrap();
     let sent = requests(&server).await;
     let a = header_of(&sent[0], "traceparent").unwrap();
     let b = header_of(&sent[1], "traceparent").unwrap();
@@ -1052,7 +1070,7 @@ async fn every_http_attempt_is_counted_and_timed_by_operation_and_outcome() {
         .mount(&server)
         .await;
 
-    client(&server).status(&id(), None).await.unwrap();
+    client(&server).status(&rid(), None).await.unwrap();
 
     let seen = seen.0.lock().unwrap().clone();
     assert_eq!(

@@ -1,0 +1,194 @@
+//! The configured banks (`[banks.<id>]`): which bank a payment goes to, and its client.
+//!
+//! A payment records its bank's id; every later call for it (status, cancel, authorisation)
+//! goes to that bank's client through [`Banks::client`]. A payment whose bank has since been
+//! removed from the settings gets a client that refuses every call with a configuration
+//! error, so the payment stays as it is (the poller backs off and an operator sees the error)
+//! instead of being sent to another bank.
+//!
+//! Never: pick a bank for an existing payment other than the one it recorded.
+
+use super::{
+    Bank, BankError, BankRef, BankTraits, CancelOutcome, FundsAvailability, Initiated,
+    PaymentDetails, PaymentInitiation, PsuContext, StatusReport, TokenSet,
+};
+use crate::domain::Country;
+use async_trait::async_trait;
+use secrecy::SecretString;
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+/// One configured bank.
+pub struct BankEntry {
+    /// The id in the settings and on payments (`nordea`, `berlin`, …).
+    pub id: String,
+    /// What the shopper sees.
+    pub name: String,
+    /// The debtor countries it serves.
+    pub countries: Vec<Country>,
+    pub client: Arc<dyn Bank>,
+}
+
+impl std::fmt::Debug for BankEntry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("BankEntry")
+            .field("id", &self.id)
+            .field("name", &self.name)
+            .field("countries", &self.countries)
+            .field("protocol", &self.client.traits().protocol)
+            .finish()
+    }
+}
+
+/// Every configured bank, by id.
+#[derive(Debug, Default)]
+pub struct Banks {
+    entries: BTreeMap<String, Arc<BankEntry>>,
+}
+
+impl Banks {
+    pub fn new(entries: impl IntoIterator<Item = BankEntry>) -> Banks {
+        Banks {
+            entries: entries
+                .into_iter()
+                .map(|e| (e.id.clone(), Arc::new(e)))
+                .collect(),
+        }
+    }
+
+    /// A single bank serving every country (tests, and the old single-bank settings).
+    pub fn one(id: &str, name: &str, client: Arc<dyn Bank>) -> Banks {
+        Banks::new([BankEntry {
+            id: id.to_owned(),
+            name: name.to_owned(),
+            countries: Country::ALL.to_vec(),
+            client,
+        }])
+    }
+
+    pub fn get(&self, id: &str) -> Option<&Arc<BankEntry>> {
+        self.entries.get(id)
+    }
+
+    /// The client of the bank `id`; for a bank no longer configured, one that refuses every
+    /// call with a configuration error.
+    pub fn client(&self, id: &str) -> Arc<dyn Bank> {
+        match self.entries.get(id) {
+            Some(e) => e.client.clone(),
+            None => Arc::new(Unconfigured { id: id.to_owned() }),
+        }
+    }
+
+    /// The banks serving a debtor country, by id.
+    pub fn for_country(&self, country: Country) -> Vec<&Arc<BankEntry>> {
+        self.entries
+            .values()
+            .filter(|e| e.countries.contains(&country))
+            .collect()
+    }
+
+    pub fn all(&self) -> impl Iterator<Item = &Arc<BankEntry>> {
+        self.entries.values()
+    }
+
+    pub fn len(&self) -> usize {
+        self.entries.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.entries.is_empty()
+    }
+}
+
+/// The client of a bank that payments name but the settings no longer have.
+struct Unconfigured {
+    id: String,
+}
+
+impl Unconfigured {
+    fn refuse(&self) -> BankError {
+        BankError::BadCredentials {
+            code: format!("bank_not_configured:{}", self.id),
+        }
+    }
+}
+
+#[async_trait]
+impl Bank for Unconfigured {
+    fn traits(&self) -> BankTraits {
+        BankTraits {
+            protocol: "unconfigured",
+            return_carries_code: false,
+            needs_debtor_account: false,
+        }
+    }
+
+    async fn initiate(
+        &self,
+        _: &PaymentInitiation,
+        _: Option<&PsuContext>,
+    ) -> Result<Initiated, BankError> {
+        Err(self.refuse())
+    }
+
+    async fn status(&self, _: &BankRef, _: Option<&PsuContext>) -> Result<StatusReport, BankError> {
+        Err(self.refuse())
+    }
+
+    async fn details(
+        &self,
+        _: &BankRef,
+        _: Option<&SecretString>,
+        _: Option<&PsuContext>,
+    ) -> Result<PaymentDetails, BankError> {
+        Err(self.refuse())
+    }
+
+    async fn funds(
+        &self,
+        _: &super::BankPaymentId,
+        _: &SecretString,
+        _: Option<&PsuContext>,
+    ) -> Result<FundsAvailability, BankError> {
+        Err(self.refuse())
+    }
+
+    async fn cancel(
+        &self,
+        _: &[BankRef],
+        _: Option<&SecretString>,
+        _: Option<&PsuContext>,
+    ) -> Result<CancelOutcome, BankError> {
+        Err(self.refuse())
+    }
+
+    async fn exchange_code(&self, _: &SecretString, _: &str) -> Result<TokenSet, BankError> {
+        Err(self.refuse())
+    }
+
+    async fn refresh(&self, _: &SecretString) -> Result<TokenSet, BankError> {
+        Err(self.refuse())
+    }
+
+    async fn revoke(&self, _: &SecretString) -> Result<(), BankError> {
+        Err(self.refuse())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_payment_whose_bank_is_no_longer_configured_is_refused_as_a_configuration_fault() {
+        let banks = Banks::default();
+        let id = super::super::BankPaymentId::parse("p1").unwrap();
+        let err = banks
+            .client("gone")
+            .status(&BankRef::id_only(id), None)
+            .await
+            .unwrap_err();
+        assert!(err.is_configuration_fault(), "{err:?}");
+        assert!(err.to_string().contains("gone") || format!("{err:?}").contains("gone"));
+    }
+}
