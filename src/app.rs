@@ -323,7 +323,33 @@ pub fn check_certificate(
 
 /// Every configured bank from the settings; a bad key or URL names its setting.
 pub fn banks(settings: &Settings) -> anyhow::Result<Banks> {
-    Ok(Banks::one("nordea", "Nordea", nordea_client(settings)?))
+    use crate::config::BankProtocolSettings;
+    let mut entries = Vec::new();
+    for b in &settings.banks {
+        let client: Arc<dyn Bank> = match &b.protocol {
+            BankProtocolSettings::Nordea(n) => {
+                let env = if b.id == "nordea" {
+                    "PISGATE__NORDEA".to_owned()
+                } else {
+                    format!("PISGATE__BANKS__{}", b.id.to_uppercase())
+                };
+                Arc::new(nordea_client_from(n, &b.id, &env)?)
+            }
+            BankProtocolSettings::BerlinGroup(_) => {
+                anyhow::bail!(
+                    "the bank {:?} uses the berlin-group protocol, which this build does not speak yet",
+                    b.id
+                );
+            }
+        };
+        entries.push(crate::bank::BankEntry {
+            id: b.id.clone(),
+            name: b.name.clone(),
+            countries: b.countries.clone(),
+            client,
+        });
+    }
+    Ok(Banks::new(entries))
 }
 
 /// The Nordea client from the settings; a bad key or URL names its setting.
@@ -333,11 +359,17 @@ pub fn nordea_client(settings: &Settings) -> anyhow::Result<Arc<dyn Bank>> {
 
 /// [`nordea_client`] as the concrete type (`pisgate check` uses its probe).
 pub fn nordea_client_concrete(settings: &Settings) -> anyhow::Result<NordeaClient> {
-    let n = &settings.nordea;
+    nordea_client_from(&settings.nordea, "nordea", "PISGATE__NORDEA")
+}
+
+/// A Nordea client from one bank's settings; `env` is the prefix of its variables.
+fn nordea_client_from(
+    n: &crate::config::NordeaSettings,
+    bank_id: &str,
+    env: &str,
+) -> anyhow::Result<NordeaClient> {
     let key = SigningKey::from_text(n.private_key.expose_secret()).map_err(|e| {
-        SettingsError::Load(format!(
-            "invalid setting PISGATE__NORDEA__PRIVATE_KEY_FILE: {e}"
-        ))
+        SettingsError::Load(format!("invalid setting {env}__PRIVATE_KEY_FILE: {e}"))
     })?;
     let mut config = NordeaConfig::new(&n.base_url, &n.client_id, n.client_secret.clone(), key);
     config.token_path = n.token_path.clone();
@@ -345,9 +377,9 @@ pub fn nordea_client_concrete(settings: &Settings) -> anyhow::Result<NordeaClien
     config.request_timeout = n.request_timeout;
     config.read_retries.max_attempts = n.read_attempts;
     config.delete_signing = n.delete_signing;
-    let client = NordeaClient::new(config).map_err(|e| {
-        SettingsError::Load(format!("invalid setting PISGATE__NORDEA__BASE_URL: {e}"))
-    })?;
+    config.bank_id = bank_id.to_owned();
+    let client = NordeaClient::new(config)
+        .map_err(|e| SettingsError::Load(format!("invalid setting {env}__BASE_URL: {e}")))?;
     Ok(client)
 }
 

@@ -229,12 +229,18 @@ async fn show_page(
         .into_iter()
         .chain(consent::origin_of(&p.return_url))
         .collect();
+    let bank_name = state
+        .banks
+        .get(&p.bank)
+        .map(|b| b.name.clone())
+        .unwrap_or_else(|| consent::bank_name(&p.bank));
     let page = consent::consent_page(
         &consent::Consent {
             payment: p,
             merchant: &merchant,
             token,
             provider: &state.settings.provider,
+            bank_name: &bank_name,
         },
         lang,
     );

@@ -1,4 +1,6 @@
-//! `GET /v1/callbacks/nordea`: where the bank sends the shopper back after signing.
+//! `GET /v1/callbacks/nordea` (a return with an authorization code, Nordea) and
+//! `GET /v1/callbacks/return` (a return without one, Berlin Group redirect SCA): where the
+//! bank sends the shopper back after signing.
 //!
 //! Safe for a shopper's browser, which may refresh, go Back, or be retried by a proxy:
 //! - The shopper is redirected (303) to the payment's `return_url` within
@@ -93,7 +95,9 @@ impl ErrorReads {
 }
 
 pub fn router() -> Router<AppState> {
-    Router::new().route("/v1/callbacks/nordea", get(nordea_callback))
+    Router::new()
+        .route("/v1/callbacks/nordea", get(bank_callback))
+        .route("/v1/callbacks/return", get(bank_callback))
 }
 
 /// A plain page (English: the bank's redirect carries no language) naming who runs it.
@@ -151,7 +155,7 @@ fn psu_key(p: &PaymentRecord, shopper_id: Option<&str>) -> String {
 }
 
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
-async fn nordea_callback(
+async fn bank_callback(
     State(state): State<AppState>,
     peer: Peer,
     headers: HeaderMap,
@@ -313,6 +317,9 @@ async fn returned(
             "This return link has expired.",
         ));
     }
+    if !state.banks.client(&p.bank).traits().return_carries_code {
+        return returned_without_code(state, &p, psu, started).await;
+    }
     let Some(code) = param("code") else {
         note(
             state,
@@ -364,6 +371,39 @@ async fn returned(
         ),
     }
     redirect_now(state, &p).await
+}
+
+/// A return that carries no code (a Berlin Group redirect): it only tells pisgate to read
+/// the bank's status. The state is consumed (a repeated return redirects again); the read
+/// runs under the redirect bound and finishes in the background if the bank is slow.
+async fn returned_without_code(
+    state: &AppState,
+    p: &PaymentRecord,
+    psu: PsuContext,
+    started: Instant,
+) -> anyhow::Result<Response> {
+    let bound = state.settings.callback.redirect_timeout;
+    let claim_lease = bound + Duration::from_secs(30);
+    if !payments::claim_callback(&state.pool, p.id, claim_lease).await? {
+        return redirect_now(state, p).await;
+    }
+    let mut tx = state.pool.begin().await?;
+    payments::note(&mut tx, p.id, "callback", json!({ "outcome": "returned" })).await?;
+    payments::consume_state(&mut tx, p.id).await?;
+    tx.commit().await?;
+    let task = tokio::spawn({
+        let (state, p) = (state.clone(), p.clone());
+        async move { refresh_status(&state, &p, &psu).await }.in_current_span()
+    });
+    match tokio::time::timeout(bound.saturating_sub(started.elapsed()), task).await {
+        Ok(Ok(Err(e))) => {
+            tracing::warn!(error = format!("{e:#}"), "status after the return failed")
+        }
+        Ok(Err(e)) => tracing::error!(error = %e, "the return task failed"),
+        Ok(Ok(Ok(()))) => {}
+        Err(_) => tracing::info!("the bank is slow; the shopper goes back now"),
+    }
+    redirect_now(state, p).await
 }
 
 /// Exchanges the code, then either deletes the payment at the bank (the merchant asked to

@@ -12,6 +12,7 @@
 pub mod api_keys;
 pub mod auth;
 pub mod authorize;
+pub mod banks;
 pub mod callbacks;
 pub mod client_ip;
 pub mod consent;
@@ -109,6 +110,7 @@ impl AppState {
 pub fn router(state: AppState) -> Router {
     let authenticated = Router::new()
         .merge(merchant::router())
+        .merge(banks::router())
         .merge(api_keys::router())
         .merge(events::router())
         .merge(payments::router())

@@ -43,7 +43,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
     info(
         title = "pisgate",
         version = "1",
-        description = "Account-to-account payments from shoppers' Nordea accounts (DK, FI, NO, SE) with one strong customer authentication. Every /v1 call authenticates with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem documents with a stable `code` and the `request_id`. Amounts are decimal strings with the currency's two decimals; never floats.",
+        description = "Account-to-account payments from shoppers' bank accounts in DK, FI, NO and SE (Nordea, and banks speaking the Berlin Group NextGenPSD2 API) with one strong customer authentication. Every /v1 call authenticates with `Authorization: Bearer <api key>`. Errors are RFC 9457 problem documents with a stable `code` and the `request_id`. Amounts are decimal strings with the currency's two decimals; never floats.",
         license(name = "Proprietary", identifier = "LicenseRef-Proprietary"),
     ),
     servers((url = "/")),
@@ -51,6 +51,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
     paths(
         crate::api::merchant::get_merchant,
         crate::api::merchant::update_merchant,
+        crate::api::banks::list_banks,
         crate::api::payments::create_payment,
         crate::api::payments::list_payments,
         crate::api::payments::get_payment,
@@ -91,6 +92,7 @@ pub const PROBLEM_JSON: &str = "application/problem+json";
         (name = "Webhook endpoints", description = "Where events are delivered, their signing secrets and deliveries"),
         (name = "API keys", description = "The merchant's API keys"),
         (name = "Merchant", description = "The calling merchant's profile"),
+        (name = "Banks", description = "The banks payments can go to, and what each needs"),
     ),
     modifiers(&Shared),
 )]
@@ -369,6 +371,11 @@ pub struct PaymentCreate {
     /// The merchant's stable id for the shopper
     #[serde(default)]
     pub psu_id: String,
+    /// The bank's id from `GET /v1/banks`. Without it, the country's only bank; where several
+    /// serve the country, the shopper chooses on pisgate's page.
+    #[serde(default)]
+    #[schema(examples("nordea"))]
+    pub bank: String,
     #[serde(default)]
     #[schema(inline)]
     pub language: crate::domain::schema::Language,

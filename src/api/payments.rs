@@ -97,6 +97,21 @@ pub fn callback_url(state: &AppState) -> String {
     format!("{}/v1/callbacks/nordea", state.settings.server.public_url)
 }
 
+/// Where a bank whose return carries no code (Berlin Group redirect SCA) sends the shopper
+/// back; the adapter adds the payment's `state` to it.
+pub fn return_url(state: &AppState) -> String {
+    format!("{}/v1/callbacks/return", state.settings.server.public_url)
+}
+
+/// The redirect URI a bank gets for a payment: the code callback, or the plain return.
+pub fn redirect_uri_for(state: &AppState, bank: &str) -> String {
+    if state.banks.client(bank).traits().return_carries_code {
+        callback_url(state)
+    } else {
+        return_url(state)
+    }
+}
+
 /// A JSON answer with every object's keys in sorted order: the order the stored answers
 /// (creation, replays, webhooks) have, so that a payment reads the same from every endpoint.
 pub(crate) struct Sorted<T>(pub T);
@@ -162,6 +177,11 @@ pub(crate) async fn create_payment(
             }
         };
     let r = &validated.request;
+    let bank_id = match choose_bank(&state, r) {
+        Ok(id) => id,
+        Err(refused) => return answered_or(&state, merchant.id, &key, &body_hash, refused).await,
+    };
+    let bank_id = bank_id.as_str();
     // A merchant that pays registered accounts only: a stolen key cannot redirect money. A
     // retry of an accepted request (same key, same body) is answered by its record (a
     // replay), not judged again against today's payees; any other body is judged.
@@ -186,7 +206,6 @@ pub(crate) async fn create_payment(
     let sign_horizon_at =
         now + chrono::Duration::from_std(settings.late_signing_horizon).context("horizon")?;
 
-    let bank_id: &str = crate::ledger::payments::DEFAULT_BANK;
     let id = Uuid::now_v7();
     let hop = authorize::new_token();
     let hop_url = authorize::url(&state, id, &hop);
@@ -274,7 +293,7 @@ pub(crate) async fn create_payment(
         payment_id,
         &merchant.name,
         oauth_state,
-        callback_url(&state),
+        redirect_uri_for(&state, bank_id),
     );
     let budget = settings
         .initiation_budget()
@@ -447,6 +466,64 @@ async fn claim_slow(
         payment_id,
         attempt,
     })
+}
+
+/// The bank a new payment goes to: the one the merchant named (configured, serving the
+/// debtor's country), else the country's only bank.
+fn choose_bank(state: &AppState, r: &crate::domain::PaymentRequest) -> Result<String, ApiError> {
+    let country = r.country();
+    let refuse = |code: &'static str, message: String| {
+        ApiError::Validation(vec![FieldError::new("bank", code, message)])
+    };
+    let entry = match r.bank() {
+        Some(id) => {
+            let Some(entry) = state.banks.get(id) else {
+                return Err(refuse(
+                    "unknown_bank",
+                    format!("no bank {id:?} is configured: see GET /v1/banks"),
+                ));
+            };
+            if !entry.countries.contains(&country) {
+                return Err(refuse(
+                    "bank_not_in_country",
+                    format!("{} does not serve {}", entry.name, country.code()),
+                ));
+            }
+            entry
+        }
+        None => match state.banks.for_country(country).as_slice() {
+            [] => {
+                return Err(ApiError::Validation(vec![FieldError::new(
+                    "country",
+                    "no_bank_for_country",
+                    format!("no configured bank serves {}", country.code()),
+                )]));
+            }
+            [only] => *only,
+            several => {
+                let ids: Vec<&str> = several.iter().map(|b| b.id.as_str()).collect();
+                return Err(refuse(
+                    "bank_required",
+                    format!(
+                        "several banks serve {}: name one of {}",
+                        country.code(),
+                        ids.join(", ")
+                    ),
+                ));
+            }
+        },
+    };
+    if entry.client.traits().needs_debtor_account && r.debtor().is_none() {
+        return Err(ApiError::Validation(vec![FieldError::new(
+            "debtor.account",
+            "debtor_account_required",
+            format!(
+                "{} needs the shopper's account (debtor.account)",
+                entry.name
+            ),
+        )]));
+    }
+    Ok(entry.id.clone())
 }
 
 /// The fast path of recording a new payment's bank answer (see
@@ -871,6 +948,19 @@ pub(crate) async fn cancel_payment(
             let p = own_payment(&state, merchant.id, id).await?;
             Ok(Sorted(PaymentView::from(&p)).into_response())
         }
+        CancelStart::BankDecides(p)
+            if p.is_initiated() && !state.banks.client(&p.bank).traits().return_carries_code =>
+        {
+            // A bank that deletes on pisgate's own certificate: ask it now; it deletes a
+            // payment nobody signed and refuses one that was signed (then its status rules).
+            let p = cancel_at_bank(&state, &p).await?;
+            let code = if p.status().is_final() {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok((code, Sorted(PaymentView::from(&p))).into_response())
+        }
         CancelStart::BankDecides(_) => {
             let p = own_payment(&state, merchant.id, id).await?;
             Ok((StatusCode::ACCEPTED, Sorted(PaymentView::from(&p))).into_response())
@@ -882,9 +972,13 @@ pub(crate) async fn cancel_payment(
     }
 }
 
-/// Asks the bank to delete a signed payment with the shopper's token and records the bank's
-/// answer. A refusal is followed by a status read, so a payment the bank already executed
-/// ends `paid` (with a `cancel_too_late` event) instead of staying in doubt.
+/// Asks the bank to delete a payment and records the bank's answer: with the shopper's
+/// token where the bank has shopper tokens (Nordea), else on pisgate's own certificate
+/// (Berlin Group: the bank deletes only what it may, e.g. nothing signed yet). A refusal is
+/// followed by a status read, so a payment the bank already executed ends `paid` (with a
+/// `cancel_too_late` event) instead of staying in doubt. A cancellation the bank accepted
+/// but wants the shopper to authorise (Berlin Group 202) changes nothing yet: the bank's
+/// status decides.
 pub async fn cancel_at_bank(
     state: &AppState,
     p: &PaymentRecord,
@@ -893,18 +987,51 @@ pub async fn cancel_at_bank(
     let bank_ref = bank_ref(p)?;
     let bank_id = bank_ref.id.clone();
     let client = state.banks.client(&p.bank);
-    let (psu_key, token) = shopper_token(state, p).await?;
+    let tokenless = !client.traits().return_carries_code;
+    let held = if tokenless {
+        None
+    } else {
+        Some(shopper_token(state, p).await?)
+    };
     let outcome = client
         .cancel(
             std::slice::from_ref(&bank_ref),
-            Some(&token.access_token),
+            held.as_ref().map(|(_, token)| &token.access_token),
             None,
         )
         .await;
-    let outcome = match outcome {
-        Ok(o) => o,
-        Err(e) => return Err(bearer_call_failed(state, p, &psu_key, token.issue_seq, e).await),
+    let outcome = match (outcome, &held) {
+        (Ok(o), _) => o,
+        (Err(e), Some((psu_key, token))) => {
+            return Err(bearer_call_failed(state, p, psu_key, token.issue_seq, e).await);
+        }
+        (Err(e), None) => {
+            tracing::warn!(error = %e, kind = e.kind(), "cancel at the bank failed");
+            return Err(match e {
+                BankError::NotFound => ApiError::NotFound("payment at the bank"),
+                BankError::Validation { failures } => {
+                    ApiError::BankRejected(bank_failures(&failures))
+                }
+                _ => ApiError::BankUnavailable(
+                    "the bank did not answer as expected; try again later".into(),
+                ),
+            });
+        }
     };
+    if outcome.needs_authorisation.contains(&bank_id) {
+        let mut tx = state.pool.begin().await?;
+        payments::note(
+            &mut tx,
+            id,
+            "cancel_needs_authorisation",
+            json!({ "by": "merchant" }),
+        )
+        .await?;
+        tx.commit().await?;
+        return payments::get(&mut *state.pool.read_conn().await?, id)
+            .await?
+            .ok_or(ApiError::NotFound("payment"));
+    }
     let deleted = outcome.deleted.iter().any(|d| d == &bank_id);
     if deleted {
         let mut tx = state.pool.begin().await?;
@@ -913,7 +1040,7 @@ pub async fn cancel_at_bank(
             id,
             Change {
                 evidence: Evidence::Bank(PaymentStatus::Cancelled),
-                bank_status: Some("Cancelled"),
+                bank_status: Some(if tokenless { "CANC" } else { "Cancelled" }),
                 kind: "cancelled",
                 detail: json!({ "by": "merchant", "deleted_at_bank": true }),
                 failure: Some((

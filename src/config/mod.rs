@@ -14,10 +14,12 @@
 //! environment-variable spelling, so one line tells an operator what to fix. Secrets are
 //! [`SecretString`]s from the moment they are read: they never print.
 
+mod banks;
 mod sandbox;
 mod sources;
 pub mod values;
 
+pub use banks::{BankProtocolSettings, BankSettings, BerlinGroupSettings, ScaApproach};
 pub use sandbox::{DEFAULT_SANDBOX_APPROVAL_TIMEOUT, SandboxSettings};
 pub use sources::Sources;
 pub use values::parse_duration;
@@ -96,6 +98,8 @@ pub struct Settings {
     pub rate_limit: RateLimitSettings,
     pub telemetry: TelemetrySettings,
     pub nordea: NordeaSettings,
+    /// Every bank, `nordea` (the `[nordea]` section) first, then `[banks.<id>]` by id.
+    pub banks: Vec<BankSettings>,
     pub tokens: TokenSettings,
     pub ledger: LedgerSettings,
     pub payments: PaymentSettings,
@@ -373,6 +377,7 @@ pub struct TelemetrySettings {
 #[serde(default)]
 struct Raw {
     nordea: RawNordea,
+    banks: std::collections::BTreeMap<String, banks::RawBank>,
     tokens: RawTokens,
     ledger: RawLedger,
     payments: RawPayments,
@@ -452,6 +457,10 @@ struct RawWebhooks {
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawNordea {
+    /// What the shopper sees (default `Nordea`).
+    name: Option<String>,
+    /// The debtor countries it serves (default all four).
+    countries: Option<String>,
     base_url: Option<String>,
     client_id: Option<String>,
     client_secret: Option<SecretString>,
@@ -620,7 +629,11 @@ impl Settings {
             service_name: required("telemetry.service_name", raw.telemetry.service_name)?,
         };
 
-        let nordea = validate_nordea(raw.nordea)?;
+        let (nordea_name, nordea_countries) =
+            (raw.nordea.name.clone(), raw.nordea.countries.clone());
+        let nordea = validate_nordea_at("nordea", raw.nordea)?;
+        let banks =
+            banks::validate_banks(raw.banks, Some((&nordea, nordea_name, nordea_countries)))?;
         let tokens = TokenSettings {
             encryption_key: required_secret("tokens.encryption_key", raw.tokens.encryption_key)?,
             key_id: required("tokens.key_id", raw.tokens.key_id)?,
@@ -753,6 +766,7 @@ impl Settings {
             rate_limit,
             telemetry,
             nordea,
+            banks,
             tokens,
             ledger,
             payments,
@@ -764,29 +778,30 @@ impl Settings {
     }
 }
 
-fn validate_nordea(n: RawNordea) -> Result<NordeaSettings, SettingsError> {
-    let base_url = required("nordea.base_url", n.base_url)?
+fn validate_nordea_at(prefix: &str, n: RawNordea) -> Result<NordeaSettings, SettingsError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let base_url = required(&key("base_url"), n.base_url)?
         .trim()
         .trim_end_matches('/')
         .to_owned();
     if !(base_url.starts_with("https://") || base_url.starts_with("http://")) {
         return Err(SettingsError::invalid(
-            "nordea.base_url",
+            &key("base_url"),
             format!("{base_url:?} is not an absolute http(s) URL"),
         ));
     }
     let environment = choice(
-        &required("nordea.environment", n.environment)?,
+        &required(&key("environment"), n.environment)?,
         &[
             ("production", BankEnvironment::Production),
             ("sandbox", BankEnvironment::Sandbox),
         ],
     )
-    .map_err(|e| SettingsError::invalid("nordea.environment", e))?;
-    let token_path = required("nordea.token_path", n.token_path)?;
+    .map_err(|e| SettingsError::invalid(&key("environment"), e))?;
+    let token_path = required(&key("token_path"), n.token_path)?;
     if !token_path.starts_with('/') {
         return Err(SettingsError::invalid(
-            "nordea.token_path",
+            &key("token_path"),
             "must start with /",
         ));
     }
@@ -800,23 +815,23 @@ fn validate_nordea(n: RawNordea) -> Result<NordeaSettings, SettingsError> {
                 ("with_digest", DeleteSigning::WithDigest),
             ],
         )
-        .map_err(|e| SettingsError::invalid("nordea.delete_signing_profile", e))?,
+        .map_err(|e| SettingsError::invalid(&key("delete_signing_profile"), e))?,
     };
     Ok(NordeaSettings {
         base_url,
-        client_id: required("nordea.client_id", n.client_id)?,
-        client_secret: required_secret("nordea.client_secret", n.client_secret)?,
+        client_id: required(&key("client_id"), n.client_id)?,
+        client_secret: required_secret(&key("client_secret"), n.client_secret)?,
         // The variable operators set is PISGATE__NORDEA__PRIVATE_KEY_FILE.
-        private_key: required_secret("nordea.private_key", n.private_key).map_err(|_| {
+        private_key: required_secret(&key("private_key"), n.private_key).map_err(|_| {
             SettingsError::Missing {
-                key: "nordea.private_key".into(),
-                env: "PISGATE__NORDEA__PRIVATE_KEY_FILE".into(),
+                key: key("private_key"),
+                env: format!("{}_FILE", env_name(&key("private_key"))),
             }
         })?,
         token_path,
-        connect_timeout: secs("nordea.connect_timeout_secs", n.connect_timeout_secs)?,
-        request_timeout: secs("nordea.request_timeout_secs", n.request_timeout_secs)?,
-        read_attempts: positive("nordea.read_attempts", n.read_attempts)?,
+        connect_timeout: secs(&key("connect_timeout_secs"), n.connect_timeout_secs)?,
+        request_timeout: secs(&key("request_timeout_secs"), n.request_timeout_secs)?,
+        read_attempts: positive(&key("read_attempts"), n.read_attempts)?,
         delete_signing,
         certificate: n.certificate.filter(|c| !c.trim().is_empty()),
         environment,

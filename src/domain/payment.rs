@@ -172,6 +172,9 @@ pub struct PaymentRequestInput {
     pub return_url: Field<String>,
     #[serde(default, skip_serializing_if = "Field::is_missing")]
     pub psu_id: Field<String>,
+    /// The bank's id (`GET /v1/banks`); absent: the country's only bank, or the shopper's choice.
+    #[serde(default, skip_serializing_if = "Field::is_missing")]
+    pub bank: Field<String>,
     #[serde(default, skip_serializing_if = "Field::is_missing")]
     pub language: Field<String>,
     #[serde(default, skip_serializing_if = "Field::is_missing")]
@@ -610,6 +613,7 @@ pub struct PaymentRequest {
     reference: Option<String>,
     return_url: ReturnUrl,
     psu_id: Option<String>,
+    bank: Option<String>,
     language: Option<Language>,
     authentication_method: Option<AuthenticationMethod>,
     metadata: Option<Map<String, Value>>,
@@ -636,6 +640,8 @@ struct Canonical<'a> {
     #[serde(skip_serializing_if = "Option::is_none")]
     psu_id: Option<&'a str>,
     #[serde(skip_serializing_if = "Option::is_none")]
+    bank: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
     language: Option<Language>,
     #[serde(skip_serializing_if = "Option::is_none")]
     authentication_method: Option<AuthenticationMethod>,
@@ -661,6 +667,7 @@ impl Serialize for PaymentRequest {
             reference: self.reference.as_deref(),
             return_url: &self.return_url,
             psu_id: self.psu_id.as_deref(),
+            bank: self.bank.as_deref(),
             language: self.language,
             authentication_method: self.authentication_method,
             metadata: self.metadata.as_ref(),
@@ -708,6 +715,10 @@ impl PaymentRequest {
     }
     pub fn psu_id(&self) -> Option<&str> {
         self.psu_id.as_deref()
+    }
+    /// The bank the merchant named, if any (only its spelling is checked here).
+    pub fn bank(&self) -> Option<&str> {
+        self.bank.as_deref()
     }
     pub fn language(&self) -> Option<Language> {
         self.language
@@ -885,6 +896,23 @@ impl PaymentRequest {
         let psu_id = e
             .optional("psu_id", &input.psu_id, "a string")
             .and_then(|p| e.text("psu_id", p, MAX_MERCHANT_TEXT));
+        let bank = e
+            .optional("bank", &input.bank, "a string")
+            .and_then(|b| {
+                let ok = !b.is_empty()
+                    && b.len() <= 32
+                    && b.bytes().all(|c| {
+                        c.is_ascii_lowercase() || c.is_ascii_digit() || c == b'-' || c == b'_'
+                    });
+                if !ok {
+                    e.push(
+                        "bank",
+                        "unknown_bank",
+                        "must be the id of a bank from GET /v1/banks (lower case letters, digits, - and _)",
+                    );
+                }
+                ok.then(|| b.clone())
+            });
         let language = e
             .optional("language", &input.language, "a string")
             .and_then(|l| match Language::parse(l) {
@@ -955,6 +983,7 @@ impl PaymentRequest {
                     reference,
                     return_url,
                     psu_id,
+                    bank,
                     language,
                     authentication_method,
                     metadata,

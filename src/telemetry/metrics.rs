@@ -64,12 +64,12 @@ fn describe_metrics() {
     );
     describe_counter!(
         "pisgate_bank_requests_total",
-        "Calls to the bank, by operation and outcome (every attempt, retries included)."
+        "Calls to the banks, by bank (its id in the settings), operation and outcome (every attempt, retries included)."
     );
     describe_histogram!(
         "pisgate_bank_request_duration_seconds",
         Unit::Seconds,
-        "Time of one call to the bank, by operation and outcome."
+        "Time of one call to a bank, by bank, operation and outcome."
     );
     describe_counter!(
         "pisgate_bank_config_errors_total",

@@ -503,18 +503,24 @@ async fn at_horizon(
         };
         return ok(Some(change), "expired");
     }
+    let client = ctx.banks.client(&p.bank);
+    // A bank without shopper tokens (Berlin Group) takes the DELETE on pisgate's own
+    // certificate: it deletes only what nobody signed, and refuses the rest.
+    let tokenless = !client.traits().return_carries_code;
     // Only this shopper's own token may ask the bank (a returning shopper, known by the
     // merchant's psu_id); a shopper pisgate never saw come back leaves the payment to the
     // bank's own approval timeout.
     let found = match p.psu_id.as_deref() {
+        _ if tokenless => Ok(None),
         Some(psu_id) => {
             tokens::for_merchant_shopper(&ctx.pool, &ctx.cipher, &p.bank, p.merchant_id, psu_id)
                 .await
         }
         None => Ok(None),
     };
-    let (psu_key, token) = match found {
-        Ok(Some(found)) => found,
+    let held = match found {
+        Ok(Some(found)) => Some(found),
+        Ok(None) if tokenless => None,
         Ok(None) => {
             tracing::info!(
                 "past the late-signing horizon, no token to ask the bank to delete the payment; following it to the bank's own word"
@@ -527,12 +533,10 @@ async fn at_horizon(
         }
     };
     pacer.acquire().await;
-    let answer = ctx
-        .banks
-        .client(&p.bank)
+    let answer = client
         .cancel(
             std::slice::from_ref(bank_ref),
-            Some(&token.access_token),
+            held.as_ref().map(|(_, token)| &token.access_token),
             None,
         )
         .await;
@@ -541,7 +545,7 @@ async fn at_horizon(
             tracing::info!("the bank deleted the unsigned payment at the late-signing horizon");
             let change = ChangeSpec::Unsignable {
                 why: Unsignable::DeletedAtBank,
-                bank_status: Some("Cancelled".into()),
+                bank_status: Some(if tokenless { "CANC" } else { "Cancelled" }.into()),
                 failure: (
                     "not_signed",
                     "the shopper did not sign before the late-signing horizon; the bank deleted the payment",
@@ -567,14 +571,16 @@ async fn at_horizon(
             }
         }
         Err(BankError::TokenRejected) => {
-            let _ = tokens::mark_dead(
-                &ctx.pool,
-                &p.bank,
-                &psu_key,
-                token.issue_seq,
-                "rejected on the horizon's delete",
-            )
-            .await;
+            if let Some((psu_key, token)) = &held {
+                let _ = tokens::mark_dead(
+                    &ctx.pool,
+                    &p.bank,
+                    psu_key,
+                    token.issue_seq,
+                    "rejected on the horizon's delete",
+                )
+                .await;
+            }
             failed("horizon_failed")
         }
         Err(e) => {

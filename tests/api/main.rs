@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod auth;
+mod banks;
 mod binding;
 mod certificate;
 mod cli;

@@ -65,9 +65,11 @@ pub struct Consent<'a> {
     pub merchant: &'a str,
     pub token: &'a str,
     pub provider: &'a ProviderSettings,
+    /// The bank's name as configured (`[banks.<id>] name`), shown to the shopper.
+    pub bank_name: &'a str,
 }
 
-/// The bank's name as shoppers know it.
+/// A bank's name from its id, for a bank no longer configured.
 pub fn bank_name(bank: &str) -> String {
     match bank {
         "nordea" => "Nordea".into(),
@@ -142,7 +144,7 @@ pub fn consent_page(c: &Consent<'_>, lang: Language) -> Markup {
     let p = c.payment;
     let r = &p.request;
     let creditor = &r["creditor"];
-    let bank = bank_name(&p.bank);
+    let bank = c.bank_name;
     let date = r["execution_date"]
         .as_str()
         .and_then(|d| d.parse().ok())

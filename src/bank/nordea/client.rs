@@ -112,6 +112,9 @@ pub struct NordeaConfig {
     pub read_retries: RetryPolicy,
     /// How the bulk DELETE (a DELETE with a body) is signed.
     pub delete_signing: DeleteSigning,
+    /// The bank's id in pisgate's settings (`nordea`, or a `[banks.<id>]`): the `bank`
+    /// label of the bank-call metrics and a field of every bank-call log line.
+    pub bank_id: String,
 }
 
 impl NordeaConfig {
@@ -136,6 +139,7 @@ impl NordeaConfig {
             token_path: Self::DEFAULT_TOKEN_PATH.to_owned(),
             read_retries: RetryPolicy::default(),
             delete_signing: DeleteSigning::default(),
+            bank_id: "nordea".to_owned(),
         }
     }
 }
@@ -183,6 +187,7 @@ pub struct NordeaClient {
     token_path: String,
     retries: RetryPolicy,
     delete_signing: DeleteSigning,
+    bank_id: String,
 }
 
 impl fmt::Debug for NordeaClient {
@@ -247,6 +252,7 @@ impl NordeaClient {
             token_path,
             retries: config.read_retries,
             delete_signing: config.delete_signing,
+            bank_id: config.bank_id,
         })
     }
 
@@ -306,9 +312,10 @@ impl NordeaClient {
             span.record("error.type", outcome);
             span.record("otel.status_code", "ERROR");
         }
-        metrics::counter!("pisgate_bank_requests_total", "operation" => call.operation, "outcome" => outcome)
+        let bank = self.bank_id.clone();
+        metrics::counter!("pisgate_bank_requests_total", "bank" => bank.clone(), "operation" => call.operation, "outcome" => outcome)
             .increment(1);
-        metrics::histogram!("pisgate_bank_request_duration_seconds", "operation" => call.operation, "outcome" => outcome)
+        metrics::histogram!("pisgate_bank_request_duration_seconds", "bank" => bank, "operation" => call.operation, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => tracing::debug!(outcome, "bank call done"),

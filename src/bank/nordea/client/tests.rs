@@ -1055,7 +1055,7 @@ impl metrics::Recorder for SeenMetrics {
 }
 
 #[tokio::test]
-async fn every_http_attempt_is_counted_and_timed_by_operation_and_outcome() {
+async fn every_http_attempt_is_counted_and_timed_by_bank_operation_and_outcome() {
     let seen = SeenMetrics::default();
     let _guard = metrics::set_default_local_recorder(&seen);
     let server = MockServer::start().await;
@@ -1076,10 +1076,10 @@ async fn every_http_attempt_is_counted_and_timed_by_operation_and_outcome() {
     assert_eq!(
         seen,
         vec![
-            "pisgate_bank_requests_total{operation=status,outcome=unavailable}",
-            "pisgate_bank_request_duration_seconds{operation=status,outcome=unavailable}",
-            "pisgate_bank_requests_total{operation=status,outcome=ok}",
-            "pisgate_bank_request_duration_seconds{operation=status,outcome=ok}",
+            "pisgate_bank_requests_total{bank=nordea,operation=status,outcome=unavailable}",
+            "pisgate_bank_request_duration_seconds{bank=nordea,operation=status,outcome=unavailable}",
+            "pisgate_bank_requests_total{bank=nordea,operation=status,outcome=ok}",
+            "pisgate_bank_request_duration_seconds{bank=nordea,operation=status,outcome=ok}",
         ]
     );
 }

@@ -1,0 +1,555 @@
+//! The banks (`[banks.<id>]`, i.e. `PISGATE__BANKS__<ID>__…`): any number, each with an id,
+//! a protocol, what the shopper sees, the debtor countries it serves and its protocol's
+//! settings. The id in a variable is the bank's id in lower case
+//! (`PISGATE__BANKS__TESTBANK__PROTOCOL` is the bank `testbank`). The `[nordea]` section is
+//! the bank `nordea`, as before.
+//!
+//! Never: a default that makes a bank report money as moved on a status that does not say
+//! so (`ACSP` is never "paid" unless an operator configures it for that bank).
+
+use super::{
+    BankEnvironment, NordeaSettings, RawNordea, SettingsError, choice, positive, required,
+    required_secret, secs, validate_nordea_at,
+};
+use crate::domain::{Country, Currency};
+use secrecy::SecretString;
+use serde::Deserialize;
+use std::collections::BTreeMap;
+use std::time::Duration;
+
+/// One configured bank.
+#[derive(Debug, Clone)]
+pub struct BankSettings {
+    /// Lower case, `[a-z0-9_-]`, at most 32 characters: it is stored on every payment.
+    pub id: String,
+    /// What the shopper sees on pisgate's pages.
+    pub name: String,
+    pub countries: Vec<Country>,
+    pub protocol: BankProtocolSettings,
+}
+
+#[derive(Debug, Clone)]
+pub enum BankProtocolSettings {
+    Nordea(Box<NordeaSettings>),
+    BerlinGroup(Box<BerlinGroupSettings>),
+}
+
+impl BankProtocolSettings {
+    pub fn name(&self) -> &'static str {
+        match self {
+            BankProtocolSettings::Nordea(_) => "nordea",
+            BankProtocolSettings::BerlinGroup(_) => "berlin-group",
+        }
+    }
+}
+
+/// How pisgate prefers the shopper to sign at a Berlin Group bank (the bank decides).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ScaApproach {
+    /// Implicit redirect: the bank's 201 carries `scaRedirect`.
+    Redirect,
+    /// Explicit: pisgate starts the authorisation, then redirects.
+    ExplicitRedirect,
+    /// The shopper approves in the bank's app (needs the shopper's PSU-ID).
+    Decoupled,
+    /// OAuth SCA (`scaOAuth`).
+    OAuth,
+}
+
+/// A Berlin Group NextGenPSD2 bank (`protocol = "berlin-group"`).
+#[derive(Debug, Clone)]
+pub struct BerlinGroupSettings {
+    /// pisgate appends `/v1/{payment-service}/{payment-product}`.
+    pub base_url: String,
+    /// The QSealC's private key (PEM), `PISGATE__BANKS__<ID>__PRIVATE_KEY_FILE`.
+    pub private_key: Option<SecretString>,
+    /// The QSealC (PEM), `PISGATE__BANKS__<ID>__CERTIFICATE_FILE`.
+    pub certificate: Option<String>,
+    /// Sign every request (HTTP signature with Digest); banks that sign nothing turn it off.
+    pub sign_requests: bool,
+    /// The payment product per currency (`EUR:sepa-credit-transfers,…`).
+    pub products: BTreeMap<Currency, String>,
+    /// The product of standing orders per currency (defaults to `products`).
+    pub periodic_products: BTreeMap<Currency, String>,
+    /// The transaction statuses that mean the money moved (default `ACSC,ACCC`).
+    pub paid_statuses: Vec<String>,
+    pub needs_debtor_account: bool,
+    pub sca_approach: ScaApproach,
+    /// `PSU-ID-Type`, when the bank wants one.
+    pub psu_id_type: Option<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub read_attempts: u32,
+    pub environment: BankEnvironment,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(default)]
+pub(super) struct RawBank {
+    protocol: Option<String>,
+    name: Option<String>,
+    countries: Option<String>,
+    base_url: Option<String>,
+    private_key: Option<SecretString>,
+    certificate: Option<String>,
+    sign_requests: Option<bool>,
+    products: Option<String>,
+    periodic_products: Option<String>,
+    paid_statuses: Option<String>,
+    needs_debtor_account: Option<bool>,
+    sca_approach: Option<String>,
+    psu_id_type: Option<String>,
+    connect_timeout_secs: Option<u64>,
+    request_timeout_secs: Option<u64>,
+    read_attempts: Option<u32>,
+    environment: Option<String>,
+    // Nordea's own settings, for a `[banks.<id>]` with `protocol = "nordea"`.
+    client_id: Option<String>,
+    client_secret: Option<SecretString>,
+    token_path: Option<String>,
+    delete_signing_profile: Option<String>,
+}
+
+fn valid_id(id: &str) -> bool {
+    !id.is_empty()
+        && id.len() <= 32
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')
+}
+
+/// `FI` or `FI,SE` → the countries; each must be one pisgate serves.
+pub(super) fn countries(key: &str, text: Option<&str>) -> Result<Vec<Country>, SettingsError> {
+    let Some(text) = text.filter(|t| !t.trim().is_empty()) else {
+        return Err(SettingsError::missing(key));
+    };
+    let mut out = Vec::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let c = Country::from_code(&part.to_ascii_uppercase()).ok_or_else(|| {
+            SettingsError::invalid(
+                key,
+                format!("{part:?} is not one of DK, FI, NO, SE (comma separated)"),
+            )
+        })?;
+        if !out.contains(&c) {
+            out.push(c);
+        }
+    }
+    if out.is_empty() {
+        return Err(SettingsError::missing(key));
+    }
+    Ok(out)
+}
+
+/// `EUR:sepa-credit-transfers,SEK:…` → per currency.
+fn products(key: &str, text: &str) -> Result<BTreeMap<Currency, String>, SettingsError> {
+    let mut out = BTreeMap::new();
+    for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
+        let (currency, product) = part.split_once(':').ok_or_else(|| {
+            SettingsError::invalid(key, format!("{part:?} is not CURRENCY:product"))
+        })?;
+        let currency =
+            Currency::from_code(&currency.trim().to_ascii_uppercase()).ok_or_else(|| {
+                SettingsError::invalid(key, format!("{currency:?} is not a currency"))
+            })?;
+        let product = product.trim();
+        let plain = !product.is_empty()
+            && product
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        if !plain {
+            return Err(SettingsError::invalid(
+                key,
+                format!("{product:?} is not a payment product name"),
+            ));
+        }
+        out.insert(currency, product.to_owned());
+    }
+    Ok(out)
+}
+
+pub(super) fn validate_banks(
+    raw: BTreeMap<String, RawBank>,
+    nordea: Option<(&NordeaSettings, Option<String>, Option<String>)>,
+) -> Result<Vec<BankSettings>, SettingsError> {
+    let mut banks = Vec::new();
+    if let Some((n, name, list)) = nordea {
+        banks.push(BankSettings {
+            id: "nordea".into(),
+            name: name
+                .filter(|n| !n.trim().is_empty())
+                .unwrap_or_else(|| "Nordea".into()),
+            countries: match list.as_deref().filter(|l| !l.trim().is_empty()) {
+                None => Country::ALL.to_vec(),
+                some => countries("nordea.countries", some)?,
+            },
+            protocol: BankProtocolSettings::Nordea(Box::new(n.clone())),
+        });
+    }
+    for (id, b) in raw {
+        let prefix = format!("banks.{id}");
+        let key = |k: &str| format!("{prefix}.{k}");
+        if !valid_id(&id) {
+            return Err(SettingsError::invalid(
+                &key("protocol"),
+                format!("the bank id {id:?} must be 1-32 of a-z, 0-9, - and _"),
+            ));
+        }
+        if banks.iter().any(|e: &BankSettings| e.id == id) {
+            return Err(SettingsError::invalid(
+                &key("protocol"),
+                format!(
+                    "the bank {id:?} is configured twice (the [nordea] section is the bank \"nordea\")"
+                ),
+            ));
+        }
+        let protocol = required(&key("protocol"), b.protocol.clone())?;
+        let name = required(&key("name"), b.name.clone())?;
+        let countries = countries(&key("countries"), b.countries.as_deref())?;
+        let protocol = match protocol.trim().to_ascii_lowercase().as_str() {
+            "nordea" => {
+                // The defaults of `[nordea]` in default.toml, but the base URL: a second
+                // Nordea-protocol bank is somewhere else by definition.
+                let raw = RawNordea {
+                    base_url: b.base_url,
+                    client_id: b.client_id,
+                    client_secret: b.client_secret,
+                    private_key: b.private_key,
+                    token_path: b.token_path.or(Some("/v5/authorize/token".into())),
+                    connect_timeout_secs: b.connect_timeout_secs.or(Some(5)),
+                    request_timeout_secs: b.request_timeout_secs.or(Some(30)),
+                    read_attempts: b.read_attempts.or(Some(3)),
+                    environment: b.environment.or(Some("production".into())),
+                    delete_signing_profile: b.delete_signing_profile,
+                    certificate: b.certificate,
+                    name: None,
+                    countries: None,
+                };
+                BankProtocolSettings::Nordea(Box::new(validate_nordea_at(&prefix, raw)?))
+            }
+            "berlin-group" => {
+                BankProtocolSettings::BerlinGroup(Box::new(validate_berlin_group(&prefix, b)?))
+            }
+            other => {
+                return Err(SettingsError::invalid(
+                    &key("protocol"),
+                    format!("{other:?} is not one of nordea, berlin-group"),
+                ));
+            }
+        };
+        banks.push(BankSettings {
+            id,
+            name: name.trim().to_owned(),
+            countries,
+            protocol,
+        });
+    }
+    Ok(banks)
+}
+
+fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings, SettingsError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let base_url = required(&key("base_url"), b.base_url)?
+        .trim()
+        .trim_end_matches('/')
+        .to_owned();
+    if url::Url::parse(&base_url)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some())
+        .is_none()
+    {
+        return Err(SettingsError::invalid(
+            &key("base_url"),
+            format!("{base_url:?} is not an absolute http(s) URL"),
+        ));
+    }
+    let environment = match b.environment.filter(|e| !e.trim().is_empty()) {
+        None => BankEnvironment::Production,
+        Some(e) => choice(
+            &e,
+            &[
+                ("production", BankEnvironment::Production),
+                ("sandbox", BankEnvironment::Sandbox),
+            ],
+        )
+        .map_err(|e| SettingsError::invalid(&key("environment"), e))?,
+    };
+    if environment == BankEnvironment::Production && !base_url.starts_with("https://") {
+        return Err(SettingsError::invalid(
+            &key("base_url"),
+            "a production bank is reached over https only",
+        ));
+    }
+    let sign_requests = b.sign_requests.unwrap_or(true);
+    let (private_key, certificate) = if sign_requests {
+        let private_key = required_secret(&key("private_key"), b.private_key).map_err(|_| {
+            SettingsError::Missing {
+                key: key("private_key"),
+                env: format!("{}_FILE", super::env_name(&key("private_key"))),
+            }
+        })?;
+        let certificate =
+            required(&key("certificate"), b.certificate).map_err(|_| SettingsError::Missing {
+                key: key("certificate"),
+                env: format!("{}_FILE", super::env_name(&key("certificate"))),
+            })?;
+        (Some(private_key), Some(certificate))
+    } else {
+        (
+            b.private_key,
+            b.certificate.filter(|c| !c.trim().is_empty()),
+        )
+    };
+    let products = products(
+        &key("products"),
+        b.products.as_deref().unwrap_or("EUR:sepa-credit-transfers"),
+    )?;
+    if products.is_empty() {
+        return Err(SettingsError::missing(&key("products")));
+    }
+    let periodic_products = match b.periodic_products.as_deref() {
+        Some(t) if !t.trim().is_empty() => super::banks::products(&key("periodic_products"), t)?,
+        _ => products.clone(),
+    };
+    let paid_statuses: Vec<String> = b
+        .paid_statuses
+        .as_deref()
+        .unwrap_or("ACSC,ACCC")
+        .split(',')
+        .map(|s| s.trim().to_ascii_uppercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    const SETTLED_OR_ACCEPTED: [&str; 3] = ["ACSC", "ACCC", "ACSP"];
+    if paid_statuses.is_empty()
+        || paid_statuses
+            .iter()
+            .any(|s| !SETTLED_OR_ACCEPTED.contains(&s.as_str()))
+    {
+        return Err(SettingsError::invalid(
+            &key("paid_statuses"),
+            "a comma list of ACSC, ACCC and (only by agreement with the bank) ACSP",
+        ));
+    }
+    let sca_approach = match b.sca_approach.filter(|s| !s.trim().is_empty()) {
+        None => ScaApproach::Redirect,
+        Some(s) => choice(
+            &s,
+            &[
+                ("redirect", ScaApproach::Redirect),
+                ("explicit-redirect", ScaApproach::ExplicitRedirect),
+                ("decoupled", ScaApproach::Decoupled),
+                ("oauth", ScaApproach::OAuth),
+            ],
+        )
+        .map_err(|e| SettingsError::invalid(&key("sca_approach"), e))?,
+    };
+    Ok(BerlinGroupSettings {
+        base_url,
+        private_key,
+        certificate,
+        sign_requests,
+        products,
+        periodic_products,
+        paid_statuses,
+        needs_debtor_account: b.needs_debtor_account.unwrap_or(false),
+        sca_approach,
+        psu_id_type: b.psu_id_type.filter(|t| !t.trim().is_empty()),
+        connect_timeout: secs(
+            &key("connect_timeout_secs"),
+            Some(b.connect_timeout_secs.unwrap_or(5)),
+        )?,
+        request_timeout: secs(
+            &key("request_timeout_secs"),
+            Some(b.request_timeout_secs.unwrap_or(30)),
+        )?,
+        read_attempts: positive(&key("read_attempts"), Some(b.read_attempts.unwrap_or(3)))?,
+        environment,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::{Settings, Sources};
+    use super::*;
+    use std::path::PathBuf;
+
+    fn load(vars: &[(&str, &str)]) -> Result<Settings, SettingsError> {
+        let mut all: Vec<(&str, &str)> = vec![
+            ("PISGATE__DATABASE__URL", "postgres://u:p@localhost/db"),
+            ("PISGATE__NORDEA__CLIENT_ID", "client"),
+            ("PISGATE__NORDEA__CLIENT_SECRET", "secret"),
+            (
+                "PISGATE__NORDEA__PRIVATE_KEY",
+                "-----BEGIN PRIVATE KEY-----",
+            ),
+            ("PISGATE__TOKENS__ENCRYPTION_KEY", "AAAA"),
+        ];
+        all.extend_from_slice(vars);
+        Settings::load_from(&Sources {
+            config_dir: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("config"),
+            environment: None,
+            vars: all
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect(),
+        })
+    }
+
+    const BERLIN: [(&str, &str); 6] = [
+        ("PISGATE__BANKS__TESTBANK__PROTOCOL", "berlin-group"),
+        ("PISGATE__BANKS__TESTBANK__NAME", "Test Bank"),
+        ("PISGATE__BANKS__TESTBANK__COUNTRIES", "fi, SE"),
+        (
+            "PISGATE__BANKS__TESTBANK__BASE_URL",
+            "https://api.testbank.example/psd2/",
+        ),
+        ("PISGATE__BANKS__TESTBANK__PRIVATE_KEY", "key pem"),
+        ("PISGATE__BANKS__TESTBANK__CERTIFICATE", "cert pem"),
+    ];
+
+    fn with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v = BERLIN.to_vec();
+        v.extend_from_slice(extra);
+        v
+    }
+
+    #[test]
+    fn the_nordea_section_is_the_bank_nordea_and_a_variable_names_a_bank_in_lower_case() {
+        let s = load(&BERLIN).unwrap();
+        let ids: Vec<&str> = s.banks.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["nordea", "testbank"]);
+        assert_eq!(s.banks[0].name, "Nordea");
+        assert_eq!(s.banks[0].countries, Country::ALL.to_vec());
+        let t = &s.banks[1];
+        assert_eq!(t.name, "Test Bank");
+        assert_eq!(t.countries, vec![Country::Fi, Country::Se]);
+        let BankProtocolSettings::BerlinGroup(bg) = &t.protocol else {
+            panic!("{t:?}")
+        };
+        assert_eq!(bg.base_url, "https://api.testbank.example/psd2");
+        assert_eq!(
+            bg.paid_statuses,
+            ["ACSC", "ACCC"],
+            "ACSP is never paid by default"
+        );
+        assert_eq!(
+            bg.products.get(&Currency::Eur).map(String::as_str),
+            Some("sepa-credit-transfers")
+        );
+        assert_eq!(bg.sca_approach, ScaApproach::Redirect);
+        assert!(bg.sign_requests && !bg.needs_debtor_account);
+    }
+
+    #[test]
+    fn a_berlin_group_bank_reads_its_products_approach_and_what_means_paid() {
+        let s = load(&with(&[
+            (
+                "PISGATE__BANKS__TESTBANK__PRODUCTS",
+                "EUR:instant-sepa-credit-transfers,SEK:domestic",
+            ),
+            ("PISGATE__BANKS__TESTBANK__PAID_STATUSES", "acsc,ACSP"),
+            ("PISGATE__BANKS__TESTBANK__SCA_APPROACH", "decoupled"),
+            ("PISGATE__BANKS__TESTBANK__NEEDS_DEBTOR_ACCOUNT", "true"),
+        ]))
+        .unwrap();
+        let BankProtocolSettings::BerlinGroup(bg) = &s.banks[1].protocol else {
+            panic!()
+        };
+        assert_eq!(bg.products.len(), 2);
+        assert_eq!(bg.periodic_products, bg.products);
+        assert_eq!(bg.paid_statuses, ["ACSC", "ACSP"]);
+        assert_eq!(bg.sca_approach, ScaApproach::Decoupled);
+        assert!(bg.needs_debtor_account);
+    }
+
+    #[test]
+    fn bad_bank_settings_name_the_variable_to_fix() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (
+                with(&[("PISGATE__BANKS__TESTBANK__PROTOCOL", "swift")]),
+                "PISGATE__BANKS__TESTBANK__PROTOCOL",
+            ),
+            (
+                with(&[("PISGATE__BANKS__TESTBANK__COUNTRIES", "FI,DE")]),
+                "PISGATE__BANKS__TESTBANK__COUNTRIES",
+            ),
+            (
+                with(&[("PISGATE__BANKS__TESTBANK__PAID_STATUSES", "ACSC,RCVD")]),
+                "PISGATE__BANKS__TESTBANK__PAID_STATUSES",
+            ),
+            (
+                with(&[("PISGATE__BANKS__TESTBANK__PRODUCTS", "EUR")]),
+                "PISGATE__BANKS__TESTBANK__PRODUCTS",
+            ),
+            (
+                with(&[("PISGATE__BANKS__TESTBANK__SCA_APPROACH", "embedded")]),
+                "PISGATE__BANKS__TESTBANK__SCA_APPROACH",
+            ),
+            (
+                with(&[(
+                    "PISGATE__BANKS__TESTBANK__BASE_URL",
+                    "http://api.testbank.example",
+                )]),
+                "PISGATE__BANKS__TESTBANK__BASE_URL",
+            ),
+            (
+                BERLIN
+                    .iter()
+                    .copied()
+                    .filter(|(k, _)| !k.ends_with("CERTIFICATE"))
+                    .collect(),
+                "PISGATE__BANKS__TESTBANK__CERTIFICATE_FILE",
+            ),
+            (
+                BERLIN
+                    .iter()
+                    .copied()
+                    .filter(|(k, _)| !k.ends_with("NAME"))
+                    .collect(),
+                "PISGATE__BANKS__TESTBANK__NAME",
+            ),
+            (
+                vec![
+                    ("PISGATE__BANKS__NORDEA__PROTOCOL", "nordea"),
+                    ("PISGATE__BANKS__NORDEA__NAME", "Nordea again"),
+                    ("PISGATE__BANKS__NORDEA__COUNTRIES", "FI"),
+                ],
+                "configured twice",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let err = load(&vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{vars:?}: {err}");
+        }
+    }
+
+    #[test]
+    fn a_sandbox_bank_may_use_http_and_a_bank_that_signs_nothing_needs_no_key() {
+        let s = load(&[
+            ("PISGATE__BANKS__BERLIN__PROTOCOL", "berlin-group"),
+            ("PISGATE__BANKS__BERLIN__NAME", "Berlin"),
+            ("PISGATE__BANKS__BERLIN__COUNTRIES", "FI"),
+            (
+                "PISGATE__BANKS__BERLIN__BASE_URL",
+                "http://127.0.0.1:8091/psd2",
+            ),
+            ("PISGATE__BANKS__BERLIN__ENVIRONMENT", "sandbox"),
+            ("PISGATE__BANKS__BERLIN__SIGN_REQUESTS", "false"),
+        ])
+        .unwrap();
+        assert_eq!(s.banks[1].id, "berlin");
+    }
+
+    #[test]
+    fn a_second_nordea_protocol_bank_takes_its_own_prefix() {
+        let err = load(&[
+            ("PISGATE__BANKS__NORDEA_DK__PROTOCOL", "nordea"),
+            ("PISGATE__BANKS__NORDEA_DK__NAME", "Nordea DK"),
+            ("PISGATE__BANKS__NORDEA_DK__COUNTRIES", "DK"),
+            ("PISGATE__BANKS__NORDEA_DK__BASE_URL", "https://x.example"),
+        ])
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("PISGATE__BANKS__NORDEA_DK__"), "{err}");
+    }
+}
