@@ -1305,6 +1305,23 @@ mod tests {
     }
 
     #[test]
+    fn the_banks_time_to_sign_is_thirty_minutes_by_default_and_zero_means_unknown() {
+        let nordea = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = vec![DB];
+            vars.extend_from_slice(extra);
+            Settings::load_from(&sources(&vars)).unwrap().nordea
+        };
+        assert_eq!(
+            nordea(&[]).approval_timeout,
+            Some(Duration::from_secs(1800))
+        );
+        let n = nordea(&[("PISGATE__NORDEA__APPROVAL_TIMEOUT_SECS", "0")]);
+        assert_eq!(n.approval_timeout, None);
+        let n = nordea(&[("PISGATE__NORDEA__APPROVAL_TIMEOUT_SECS", "45")]);
+        assert_eq!(n.approval_timeout, Some(Duration::from_secs(45)));
+    }
+
+    #[test]
     fn a_missing_nordea_key_names_the_file_variable() {
         let err = Settings::load_from(&bare_sources(&[
             DB,
