@@ -4,7 +4,7 @@
 # creation and polling, a PostgreSQL restart and a 10 s stop, sandbox 5xx, a 429 storm,
 # dropped connections, malformed answers, latency beyond pisgate's timeouts, forged and
 # replayed callbacks, late signing, signing just before the late-signing horizon with the
-# bank's status lagging. Then it reconciles pisgate's database with the sandbox
+# bank's status lagging, shoppers who pass the hop but never load the bank's page. Then it reconciles pisgate's database with the sandbox
 # bank's records and prints one table. Exits non-zero unless lost, doubled and
 # disagreements are all 0.
 #
@@ -44,9 +44,13 @@ export PISGATE__ADMIN__LISTEN="127.0.0.1:$admin_port"
 drill_fast_clock 30
 # The horizon case (resilience.py's plan sign_at_horizon): the bank confirms a signature only
 # after 3 s (PendingUserApproval until then), and its own approval timeout comes after the
-# 30 s horizon, so it is pisgate's delete at the horizon that ends an unsigned payment.
+# 30 s horizon, so it is pisgate's delete at the horizon that ends an unsigned payment (with
+# that shopper's own token; without one, the bank's timeout does, or for a link nobody opened
+# at the bank, which the bank answers 404 for even after its timeout, pisgate's knowing that
+# timeout: nordea.approval_timeout_secs, the same 45 s).
 export PISGATE__SANDBOX__CONFIRM_DELAY_MS=3000
 export PISGATE__SANDBOX__APPROVAL_TIMEOUT_SECS=45
+export PISGATE__NORDEA__APPROVAL_TIMEOUT_SECS=45
 export PISGATE__WEBHOOKS__ENABLED=false
 # The load here is one merchant far above a real one's budget.
 export PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW=1000000

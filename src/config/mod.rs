@@ -204,9 +204,18 @@ pub struct NordeaSettings {
     /// `production` or `sandbox`: sandbox-only features (e.g. `EVERY_MINUTE_SANDBOX_ONLY`)
     /// are refused in production.
     pub environment: BankEnvironment,
+    /// `nordea.approval_timeout_secs`: the time the bank gives a shopper to sign, counted
+    /// from its answer to the initiation (default 1800 s; `0`: unknown). Nordea shows no
+    /// payment whose link nobody opened (404) and never reports such a payment's timeout:
+    /// past the late-signing horizon and this, a link handed out that the bank still does
+    /// not show is expired (it no longer opens). Set it at or above the bank's own.
+    pub approval_timeout: Option<Duration>,
 }
 
 pub use crate::domain::Environment as BankEnvironment;
+
+/// `nordea.approval_timeout_secs` when it is not set: 30 minutes.
+pub const DEFAULT_BANK_APPROVAL_TIMEOUT: Duration = Duration::from_secs(1800);
 
 /// Encryption of shoppers' tokens at rest: AES-256-GCM with a 32-byte key given as base64;
 /// `key_id` is stored beside each ciphertext; `previous_keys` (`id:base64,id:base64`) still
@@ -472,6 +481,7 @@ struct RawNordea {
     environment: Option<String>,
     delete_signing_profile: Option<String>,
     certificate: Option<String>,
+    approval_timeout_secs: Option<u64>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -835,6 +845,11 @@ fn validate_nordea_at(prefix: &str, n: RawNordea) -> Result<NordeaSettings, Sett
         delete_signing,
         certificate: n.certificate.filter(|c| !c.trim().is_empty()),
         environment,
+        approval_timeout: match n.approval_timeout_secs {
+            Some(0) => None,
+            Some(s) => Some(Duration::from_secs(s)),
+            None => Some(DEFAULT_BANK_APPROVAL_TIMEOUT),
+        },
     })
 }
 
@@ -1302,6 +1317,23 @@ mod tests {
         ]))
         .unwrap();
         assert_eq!(s.rate_limit.requests_per_window, 7);
+    }
+
+    #[test]
+    fn the_banks_time_to_sign_is_thirty_minutes_by_default_and_zero_means_unknown() {
+        let nordea = |extra: &[(&'static str, &'static str)]| {
+            let mut vars = vec![DB];
+            vars.extend_from_slice(extra);
+            Settings::load_from(&sources(&vars)).unwrap().nordea
+        };
+        assert_eq!(
+            nordea(&[]).approval_timeout,
+            Some(Duration::from_secs(1800))
+        );
+        let n = nordea(&[("PISGATE__NORDEA__APPROVAL_TIMEOUT_SECS", "0")]);
+        assert_eq!(n.approval_timeout, None);
+        let n = nordea(&[("PISGATE__NORDEA__APPROVAL_TIMEOUT_SECS", "45")]);
+        assert_eq!(n.approval_timeout, Some(Duration::from_secs(45)));
     }
 
     #[test]

@@ -9,8 +9,9 @@
 //!   bank can report (`paid`, `rejected`, `authorization_failed`, `cancelled`) needs it.
 //! - [`Evidence::Unsignable`]: the payment provably can no longer be signed, for one of the
 //!   reasons in [`Unsignable`]: the bank timed it out (UserApprovalTimeout), the bank
-//!   confirmed the deletion pisgate asked for at the late-signing horizon, or nobody was
-//!   ever given the bank's signing link. Gives `expired`, or `cancelled` when the merchant
+//!   confirmed the deletion pisgate asked for at the late-signing horizon, nobody was
+//!   ever given the bank's signing link, or nobody opened that link at the bank before the
+//!   bank's own time to sign ran out. Gives `expired`, or `cancelled` when the merchant
 //!   had asked to cancel. Neither pisgate's signing window nor its late-signing horizon is
 //!   evidence: the window only stops new shoppers reaching the bank (the authorization hop),
 //!   and the horizon only makes pisgate *ask* the bank to make the payment unsignable; the
@@ -110,6 +111,12 @@ pub enum Unsignable {
     /// or the bank's answer to the initiation was never recorded. Nobody can sign what
     /// nobody was shown.
     LinkNeverHandedOut,
+    /// The link was handed out, but the bank still shows no such payment (a 404: nobody
+    /// opened the link) after the time the bank gives to sign ran out (its approval
+    /// timeout, counted from its answer to the initiation). Such a link no longer opens, so
+    /// nobody can sign it; the bank itself never reports the timeout of a payment it never
+    /// showed.
+    BankTimeRanOutUnopened,
 }
 
 impl Unsignable {
@@ -118,6 +125,7 @@ impl Unsignable {
             Unsignable::BankTimedOut => "bank_timed_out",
             Unsignable::DeletedAtBank => "deleted_at_bank",
             Unsignable::LinkNeverHandedOut => "link_never_handed_out",
+            Unsignable::BankTimeRanOutUnopened => "bank_time_ran_out_unopened",
         }
     }
 }

@@ -713,6 +713,18 @@ pub async fn record_initiated(
     Ok(recorded)
 }
 
+/// When pisgate recorded the bank's answer to the payment's initiation (its last `initiated`
+/// event): the bank created the payment before that. `None` when no answer is recorded.
+pub async fn bank_answered_at(pool: &Db, id: Uuid) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT max(created_at) AS "at" FROM payment_events
+           WHERE payment_id = $1 AND kind = 'initiated'"#,
+        id
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Whether `attempt` is still the payment's current, unanswered attempt; locks the row for
 /// the caller's transaction. Only that attempt may record a refusal or give its key back.
 pub async fn is_current_attempt(

@@ -23,11 +23,17 @@
 //!   bank's answer to the initiation was never recorded): `expired` at the horizon;
 //! - otherwise, when the bank still shows nothing signed (404 or PendingUserApproval, which a
 //!   bank that confirms slowly also shows for a payment signed a moment ago), the poller asks
-//!   the bank to delete the payment (Nordea's bulk DELETE, with the freshest live token of
-//!   the app: a payment nobody signed belongs to no shopper yet). Deleted: `expired` (or
-//!   `cancelled` when the merchant had asked). Refused (signed, being executed, not ours to
-//!   delete) or not askable (no live token, the bank unavailable): noted and followed on,
-//!   every `late_signing_interval` or with backoff, until the bank's own final word.
+//!   the bank to delete the payment (Nordea's bulk DELETE, only with that shopper's own
+//!   token: a returning shopper, known by the merchant's `psu_id`; never another
+//!   shopper's). Deleted: `expired` (or `cancelled` when the merchant had asked). Refused
+//!   (signed, being executed, not ours to delete) or not askable (no token of this shopper,
+//!   the bank unavailable): noted and followed on, every `late_signing_interval` or with
+//!   backoff, until the bank's own final word: its UserApprovalTimeout;
+//! - a link handed out that nobody opened at the bank is never reported timed out (the bank
+//!   answers 404 for it before and after its approval timeout): with no token to ask, once
+//!   the bank's time to sign (`nordea.approval_timeout_secs`, from its answer to the
+//!   initiation) has run out with the bank still answering 404, the link no longer opens
+//!   and the payment is `expired` ([`Unsignable::BankTimeRanOutUnopened`]).
 //!   A shopper who came back (a code exchanged) is never deleted at the horizon.
 //!
 //! # After a final status
@@ -522,6 +528,32 @@ async fn at_horizon(
         Ok(Some(found)) => Some(found),
         Ok(None) if tokenless => None,
         Ok(None) => {
+            if bank_status.is_none() {
+                // The bank shows no such payment: nobody opened its link. The bank never
+                // reports the timeout of a payment it never showed, so its time to sign
+                // running out is the proof.
+                match bank_time_ran_out(ctx, p).await {
+                    Ok(true) => {
+                        tracing::info!(
+                            "nobody opened the bank's link before the bank's time to sign ran out: expired"
+                        );
+                        let change = ChangeSpec::Unsignable {
+                            why: Unsignable::BankTimeRanOutUnopened,
+                            bank_status: None,
+                            failure: (
+                                "not_signed",
+                                "nobody opened the bank's signing link before the bank's time to sign ran out",
+                            ),
+                        };
+                        return ok(Some(change), "expired");
+                    }
+                    Ok(false) => {}
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read when the bank answered the initiation");
+                        return failed("horizon_failed");
+                    }
+                }
+            }
             tracing::info!(
                 "past the late-signing horizon, no token to ask the bank to delete the payment; following it to the bank's own word"
             );
@@ -588,6 +620,23 @@ async fn at_horizon(
             failed("horizon_failed")
         }
     }
+}
+
+/// Whether the time the bank gives to sign (`nordea.approval_timeout_secs`) has run out for
+/// `p`, counted from the bank's answer to its initiation as pisgate recorded it (the bank
+/// created the payment before that, so its own timeout came no later). Never, when the
+/// bank's time to sign is not known.
+async fn bank_time_ran_out(ctx: &WorkerContext, p: &Claimed) -> Result<bool, sqlx::Error> {
+    let Some(timeout) = ctx.settings.nordea.approval_timeout else {
+        return Ok(false);
+    };
+    let Some(answered) = payments::bank_answered_at(&ctx.pool, p.id).await? else {
+        return Ok(false);
+    };
+    Ok(chrono::Duration::from_std(timeout)
+        .ok()
+        .and_then(|t| answered.checked_add_signed(t))
+        .is_some_and(|ran_out| Utc::now() >= ran_out))
 }
 
 /// One of the few reads of the bank after a final status (see the module docs): the bank's

@@ -354,3 +354,67 @@ async fn without_the_shoppers_token_the_banks_own_timeout_ends_it() {
         "no other shopper's token was used"
     );
 }
+
+/// The resilience drill's stuck payment: a shopper went through pisgate's hop (so was handed
+/// the bank's link) but never opened it at the bank (their connection died with the replica
+/// that answered the hop), and pisgate holds no token of theirs. The bank answers 404 for a
+/// payment nobody opened, before and after its own approval timeout, so it never reports
+/// UserApprovalTimeout. Once the time the bank gives to sign (`nordea.approval_timeout_secs`,
+/// counted from the bank's answer to the initiation) has run out with the bank still showing
+/// nothing, the link refuses and nobody can sign it: `expired`, never before, and never on the
+/// horizon alone.
+#[tokio::test]
+async fn a_link_handed_out_but_never_opened_at_the_bank_expires_once_the_banks_time_to_sign_ran_out()
+ {
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "2"),
+            ("PISGATE__POLLER__LATE_SIGNING_INTERVAL", "500ms"),
+            ("PISGATE__NORDEA__APPROVAL_TIMEOUT_SECS", "5"),
+        ],
+        true,
+        |c| c.approval_timeout = Some(Duration::from_secs(5)),
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "DK").await;
+    // Through the hop (the link is handed out), but the bank's page is never loaded.
+    let hop = crate::helpers::continue_to_bank(&app.client, &url).await;
+    assert_eq!(hop.status(), 303, "the hop leads to the bank");
+    let answered: chrono::DateTime<chrono::Utc> = sqlx::query_scalar(
+        "SELECT created_at FROM payment_events WHERE payment_id = $1::uuid AND kind = 'initiated'",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    // Past the horizon, within the bank's time to sign: the shopper may still open the link.
+    sleep_until(horizon_of(&app, &id).await + chrono::Duration::milliseconds(1500)).await;
+    assert_eq!(
+        status_of(&app, &id).await,
+        "awaiting_authorization",
+        "the horizon alone expires nothing"
+    );
+    wait_status(&app, &id, "expired", Duration::from_secs(20)).await;
+    assert!(
+        chrono::Utc::now() >= answered + chrono::Duration::seconds(5),
+        "expired only once the bank's time to sign ran out"
+    );
+    let expired = events_of(&app, &id, "expired").await;
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["proof"], "bank_time_ran_out_unopened");
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["failure"]["code"], "not_signed");
+    assert_eq!(webhooks_of(&app, &id).await, ["payment.expired"]);
+    assert_eq!(
+        app.bank_calls(Operation::Cancel),
+        0,
+        "no other shopper's token was used"
+    );
+    let at_bank = app.bank_payments_for(&id);
+    assert_eq!(at_bank.len(), 1);
+    assert!(!at_bank[0].exists_at_bank, "nobody opened it at the bank");
+    assert_eq!(at_bank[0].status, BankStatus::UserApprovalTimeout);
+    assert_agrees_with_the_bank(&app).await;
+}
