@@ -108,6 +108,7 @@ pub(super) struct RawBank {
     client_secret: Option<SecretString>,
     token_path: Option<String>,
     delete_signing_profile: Option<String>,
+    approval_timeout_secs: Option<u64>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -221,6 +222,7 @@ pub(super) fn validate_banks(
                     read_attempts: b.read_attempts.or(Some(3)),
                     environment: b.environment.or(Some("production".into())),
                     delete_signing_profile: b.delete_signing_profile,
+                    approval_timeout_secs: b.approval_timeout_secs,
                     certificate: b.certificate,
                     name: None,
                     countries: None,

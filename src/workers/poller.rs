@@ -622,12 +622,23 @@ async fn at_horizon(
     }
 }
 
-/// Whether the time the bank gives to sign (`nordea.approval_timeout_secs`) has run out for
+/// Whether the time the bank gives to sign (`nordea.approval_timeout_secs`, or that bank's
+/// own `approval_timeout_secs`) has run out for
 /// `p`, counted from the bank's answer to its initiation as pisgate recorded it (the bank
 /// created the payment before that, so its own timeout came no later). Never, when the
 /// bank's time to sign is not known.
 async fn bank_time_ran_out(ctx: &WorkerContext, p: &Claimed) -> Result<bool, sqlx::Error> {
-    let Some(timeout) = ctx.settings.nordea.approval_timeout else {
+    use crate::config::BankProtocolSettings;
+    let timeout = ctx
+        .settings
+        .banks
+        .iter()
+        .find(|b| b.id == p.bank)
+        .and_then(|b| match &b.protocol {
+            BankProtocolSettings::Nordea(n) => n.approval_timeout,
+            BankProtocolSettings::BerlinGroup(_) => None,
+        });
+    let Some(timeout) = timeout else {
         return Ok(false);
     };
     let Some(answered) = payments::bank_answered_at(&ctx.pool, p.id).await? else {
