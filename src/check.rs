@@ -12,6 +12,7 @@
 //! | credentials (client id and secret accepted) | 8 |
 //! | signature (our signature and digest accepted) | 9 |
 //! | clock (our clock against the bank's `Date`, and the bank accepts our date) | 10 |
+//! | banks (every other configured bank: its client builds, and one signed status read of an unknown payment answers 404) | 11 |
 //!
 //! The bank checks are one harmless signed call: the status of a payment id nobody has (a 404
 //! is the right answer). It never creates, changes or reads anything real, and nothing it
@@ -62,6 +63,7 @@ fn exit_code(name: &str) -> u8 {
         "credentials" => 8,
         "signature" => 9,
         "clock" => 10,
+        "banks" => 11,
         _ => 1,
     }
 }
@@ -246,7 +248,44 @@ pub async fn run(settings: &Settings) -> Report {
         }
         Ok(client) => checks.extend(bank_checks(&client).await),
     }
+    checks.extend(other_banks(settings).await);
     Report::new(checks)
+}
+
+/// One line per configured bank besides `nordea`: the client builds from its settings, and a
+/// signed status read of a payment id nobody has is answered 404 (network, certificate or
+/// credentials, signature and clock all accepted).
+async fn other_banks(settings: &Settings) -> Vec<CheckLine> {
+    let others: Vec<_> = settings.banks.iter().filter(|b| b.id != "nordea").collect();
+    if others.is_empty() {
+        return Vec::new();
+    }
+    let banks = match crate::app::banks(settings) {
+        Ok(b) => b,
+        Err(e) => return vec![line("banks", Outcome::Fail, format!("{e:#}"))],
+    };
+    let probe = crate::bank::BankRef::id_only(
+        crate::bank::BankPaymentId::parse("pisgate-check-0000").expect("a valid id"),
+    );
+    let mut out = Vec::new();
+    for b in others {
+        let client = banks.client(&b.id);
+        let protocol = b.protocol.name();
+        out.push(match client.status(&probe, None).await {
+            Err(BankError::NotFound) => line(
+                "banks",
+                Outcome::Ok,
+                format!("{} ({protocol}): answers, our request accepted", b.id),
+            ),
+            Ok(_) => line(
+                "banks",
+                Outcome::Warn,
+                format!("{} ({protocol}): a status for a payment nobody made", b.id),
+            ),
+            Err(e) => line("banks", Outcome::Fail, format!("{} ({protocol}): {e}", b.id)),
+        });
+    }
+    out
 }
 
 async fn bank_checks(client: &crate::bank::nordea::NordeaClient) -> Vec<CheckLine> {

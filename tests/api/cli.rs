@@ -776,3 +776,52 @@ async fn operator_create_with_a_taken_email_says_so_in_one_line() {
     );
     assert!(again.stdout.is_empty());
 }
+
+#[tokio::test]
+async fn check_reads_every_other_bank_once_and_names_the_one_that_fails() {
+    let (_nordea, base) = crate::helpers::spawn_sandbox(|_| {}).await;
+    let (_second, second_base) = crate::helpers::spawn_sandbox(|_| {}).await;
+    let run = |second_secret: &'static str| {
+        let (base, second_base) = (base.clone(), second_base.clone());
+        async move {
+            let db = fresh_database().await;
+            let mut cmd = pisgate();
+            cmd.args(["check", "--json"])
+                .envs(crate::helpers::database_env(&db))
+                .env("PISGATE__NORDEA__ENVIRONMENT", "sandbox")
+                .env("PISGATE__NORDEA__BASE_URL", format!("{base}/personal"))
+                .env("PISGATE__NORDEA__PRIVATE_KEY_FILE", fixture("kat-private.pem"))
+                .env("PISGATE__BANKS__SECOND__PROTOCOL", "nordea")
+                .env("PISGATE__BANKS__SECOND__NAME", "Second")
+                .env("PISGATE__BANKS__SECOND__COUNTRIES", "FI")
+                .env("PISGATE__BANKS__SECOND__ENVIRONMENT", "sandbox")
+                .env(
+                    "PISGATE__BANKS__SECOND__BASE_URL",
+                    format!("{second_base}/personal"),
+                )
+                .env("PISGATE__BANKS__SECOND__CLIENT_ID", crate::helpers::CLIENT_ID)
+                .env("PISGATE__BANKS__SECOND__CLIENT_SECRET", second_secret)
+                .env(
+                    "PISGATE__BANKS__SECOND__PRIVATE_KEY_FILE",
+                    fixture("kat-private.pem"),
+                );
+            tokio::task::spawn_blocking(move || cmd.output().unwrap())
+                .await
+                .unwrap()
+        }
+    };
+    let good = run(CLIENT_SECRET).await;
+    let r = report(&good);
+    assert_eq!(good.status.code(), Some(0), "{r}");
+    let (outcome_, detail) = outcome(&r, "banks");
+    assert_eq!(outcome_, "ok", "{r}");
+    assert!(detail.starts_with("second (nordea)"), "{detail}");
+
+    let bad = run("not-the-secret").await;
+    let r = report(&bad);
+    assert_eq!(bad.status.code(), Some(11), "{r}");
+    let (outcome_, detail) = outcome(&r, "banks");
+    assert_eq!(outcome_, "fail", "{r}");
+    assert!(detail.starts_with("second (nordea)"), "{detail}");
+    assert!(!detail.contains("not-the-secret"), "{detail}");
+}
