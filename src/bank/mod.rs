@@ -12,6 +12,7 @@
 //! - print a secret: tokens and codes are [`SecretString`], account numbers are masked in
 //!   `Debug`, and no [`BankError`] text carries a token, key, code or account number.
 
+pub mod berlin_group;
 pub mod nordea;
 pub mod registry;
 
