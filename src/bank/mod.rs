@@ -215,6 +215,14 @@ impl BankLinks {
         BankLinks(links)
     }
 
+    /// These links with `later`'s added on top (a name in both takes `later`'s href): the
+    /// payment's links after an authorisation was started (its `scaStatus`, `scaRedirect` …).
+    pub fn merged(&self, later: &BankLinks) -> BankLinks {
+        let mut links = self.0.clone();
+        links.extend(later.0.iter().map(|(k, v)| (k.clone(), v.clone())));
+        BankLinks(links)
+    }
+
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::to_value(&self.0).unwrap_or_else(|_| serde_json::json!({}))
     }

@@ -54,17 +54,16 @@ use super::convert::{self, BodyOptions};
 use super::signing::{BgSigner, digest_header, headers_to_sign};
 use super::status::{self, map_transaction_status, needs_sca_status, sca_state};
 use super::{errors, wire};
+pub use crate::bank::nordea::RetryPolicy;
 use crate::bank::nordea::certificate::EidasCertificate;
 use crate::bank::nordea::errors::{
     parse_retry_after, transport, transport_after_answer, unreadable,
 };
 use crate::bank::nordea::signing::SigningKey;
-pub use crate::bank::nordea::RetryPolicy;
 use crate::bank::{
-    Authentication, Authorisation, AuthorisationRequest, Bank, BankError, BankLinks,
-    BankPaymentId, BankRef, BankTraits, CancelError, CancelOutcome, FundsAvailability,
-    Initiated, PaymentDetails, PaymentInitiation, PsuContext, ScaReport, ScaState, ScaStep,
-    StatusReport, TokenSet, trace,
+    Authentication, Authorisation, AuthorisationRequest, Bank, BankError, BankLinks, BankPaymentId,
+    BankRef, BankTraits, CancelError, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
+    PaymentInitiation, PsuContext, ScaReport, ScaState, ScaStep, StatusReport, TokenSet, trace,
 };
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
@@ -180,7 +179,10 @@ impl BerlinGroupConfig {
             sign_requests: true,
             products: BTreeMap::from([("EUR".to_owned(), Self::DEFAULT_PRODUCT.to_owned())]),
             periodic_product: None,
-            paid_statuses: status::DEFAULT_PAID.iter().map(|s| (*s).to_owned()).collect(),
+            paid_statuses: status::DEFAULT_PAID
+                .iter()
+                .map(|s| (*s).to_owned())
+                .collect(),
             needs_debtor_account: true,
             sca_approach: ScaApproach::default(),
             remittance_exclusive: false,
@@ -232,11 +234,11 @@ pub enum BerlinGroupConfigError {
         #[source]
         source: crate::bank::nordea::certificate::CertificateError,
     },
-    #[error(
-        "bank {0}: paid_statuses may list only ACSC, ACCC and ACSP, and must list ACSC"
-    )]
+    #[error("bank {0}: paid_statuses may list only ACSC, ACCC and ACSP, and must list ACSC")]
     PaidStatuses(String),
-    #[error("bank {0}: a payment product must be a non-empty path segment (e.g. sepa-credit-transfers)")]
+    #[error(
+        "bank {0}: a payment product must be a non-empty path segment (e.g. sepa-credit-transfers)"
+    )]
     Product(String),
     #[error("bank {0}: psu_id_type must be visible ASCII")]
     PsuIdType(String),
@@ -389,14 +391,12 @@ impl BerlinGroupClient {
             let (Some(key), Some(certificate)) = (config.signing_key, config.certificate) else {
                 return Err(BerlinGroupConfigError::MissingCredentials(bank));
             };
-            Some(
-                BgSigner::new(key, &certificate).map_err(|source| {
-                    BerlinGroupConfigError::Certificate {
-                        bank: bank.clone(),
-                        source,
-                    }
-                })?,
-            )
+            Some(BgSigner::new(key, &certificate).map_err(|source| {
+                BerlinGroupConfigError::Certificate {
+                    bank: bank.clone(),
+                    source,
+                }
+            })?)
         } else {
             None
         };
@@ -476,7 +476,9 @@ impl BerlinGroupClient {
             ));
         }
         if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
-            return Err(unexpected("the bank's link carries a fragment or user info"));
+            return Err(unexpected(
+                "the bank's link carries a fragment or user info",
+            ));
         }
         Ok(url)
     }
@@ -647,8 +649,9 @@ impl BerlinGroupClient {
                 .header("tpp-signature-certificate", signer.certificate_header());
         }
         for (name, value) in &headers {
-            let mut value = reqwest::header::HeaderValue::from_str(value)
-                .map_err(|_| unexpected(format!("header {name} holds characters HTTP cannot carry")))?;
+            let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
+                unexpected(format!("header {name} holds characters HTTP cannot carry"))
+            })?;
             if *name == "psu-id" {
                 value.set_sensitive(true);
             }
@@ -878,7 +881,9 @@ impl Bank for BerlinGroupClient {
             .psu(psu)
             .read();
         let (answer, _): (wire::DetailsAnswer, _) = self.fetch(&call).await?;
-        let report = self.report(&answer.transaction_status, payment, psu).await?;
+        let report = self
+            .report(&answer.transaction_status, payment, psu)
+            .await?;
         Ok(convert::payment_details(&payment.id, &answer, report))
     }
 
@@ -978,7 +983,9 @@ impl Bank for BerlinGroupClient {
                     .find(|(k, _)| k.starts_with("startAuthorisation"))
                     .map(|(_, v)| v.as_str())
             })
-            .ok_or_else(|| unexpected("the payment has no startAuthorisation link from the bank"))?;
+            .ok_or_else(|| {
+                unexpected("the payment has no startAuthorisation link from the bank")
+            })?;
         let mut call = Call::new("start_authorisation", Method::POST, self.resolve(href)?)
             .json(b"{}".to_vec())
             .psu(psu);
@@ -1010,7 +1017,11 @@ impl Bank for BerlinGroupClient {
     }
 
     #[tracing::instrument(skip_all, fields(bank = %self.bank_id, operation = "sca_status"))]
-    async fn sca_status(&self, link: &str, psu: Option<&PsuContext>) -> Result<ScaReport, BankError> {
+    async fn sca_status(
+        &self,
+        link: &str,
+        psu: Option<&PsuContext>,
+    ) -> Result<ScaReport, BankError> {
         let call = Call::new("sca_status", Method::GET, self.resolve(link)?)
             .psu(psu)
             .read();

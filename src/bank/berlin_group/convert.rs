@@ -21,8 +21,8 @@
 
 use super::wire;
 use crate::bank::{
-    Account, AccountType, BankError, BankFailure, BankPaymentId, PaymentDetails,
-    PaymentInitiation, Recurring, StatusReport,
+    Account, AccountType, BankError, BankFailure, BankPaymentId, PaymentDetails, PaymentInitiation,
+    Recurring, StatusReport,
 };
 use crate::domain::{Currency, Money, RecurrenceType};
 use chrono::{Datelike, NaiveDate};
@@ -312,10 +312,9 @@ pub(crate) mod tests {
     fn berlin_group_amounts_are_strings_with_the_currency_decimals() {
         let mut p = sample_payment();
         p.amount = Money::from_minor(500, Currency::Eur).unwrap();
-        let body = serde_json::to_value(
-            initiation_request(&p, BodyOptions::default(), today()).unwrap(),
-        )
-        .unwrap();
+        let body =
+            serde_json::to_value(initiation_request(&p, BodyOptions::default(), today()).unwrap())
+                .unwrap();
         assert_eq!(body["instructedAmount"]["amount"], json!("5.00"));
     }
 
@@ -326,10 +325,9 @@ pub(crate) mod tests {
             kind: "RF".into(),
             value: "RF18539007547034".into(),
         });
-        let both = serde_json::to_value(
-            initiation_request(&p, BodyOptions::default(), today()).unwrap(),
-        )
-        .unwrap();
+        let both =
+            serde_json::to_value(initiation_request(&p, BodyOptions::default(), today()).unwrap())
+                .unwrap();
         assert_eq!(
             both["remittanceInformationStructured"],
             json!({"reference": "RF18539007547034", "referenceType": "RF"})
@@ -380,10 +378,9 @@ pub(crate) mod tests {
             count: 3,
             recurrence_type: "MONTHLY_SAME_DAY".into(),
         });
-        let body = serde_json::to_value(
-            initiation_request(&p, BodyOptions::default(), today()).unwrap(),
-        )
-        .unwrap();
+        let body =
+            serde_json::to_value(initiation_request(&p, BodyOptions::default(), today()).unwrap())
+                .unwrap();
         assert_eq!(body["startDate"], json!("2027-01-07"));
         assert_eq!(body["endDate"], json!("2027-03-07"));
         assert_eq!(body["frequency"], json!("Monthly"));
@@ -393,10 +390,9 @@ pub(crate) mod tests {
             count: 9999,
             recurrence_type: "WEEKLY".into(),
         });
-        let body = serde_json::to_value(
-            initiation_request(&p, BodyOptions::default(), today()).unwrap(),
-        )
-        .unwrap();
+        let body =
+            serde_json::to_value(initiation_request(&p, BodyOptions::default(), today()).unwrap())
+                .unwrap();
         assert_eq!(body["frequency"], json!("Weekly"));
         assert!(body.get("endDate").is_none());
         assert!(body.get("dayOfExecution").is_none());

@@ -104,7 +104,11 @@ mod tests {
             ("XXXX", None),
         ];
         for (code, expected) in table {
-            assert_eq!(map_transaction_status(code, &paid, None), expected, "{code}");
+            assert_eq!(
+                map_transaction_status(code, &paid, None),
+                expected,
+                "{code}"
+            );
         }
     }
 

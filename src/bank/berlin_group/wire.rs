@@ -228,10 +228,8 @@ mod tests {
         assert_eq!(hrefs.len(), 2);
         assert_eq!(hrefs["scaRedirect"], "https://bank/sca");
         assert!(
-            serde_json::from_value::<InitiationAnswer>(
-                json!({"paymentId": "p1", "_links": {}})
-            )
-            .is_err()
+            serde_json::from_value::<InitiationAnswer>(json!({"paymentId": "p1", "_links": {}}))
+                .is_err()
         );
         assert!(serde_json::from_value::<StatusAnswer>(json!({"psuMessage": "x"})).is_err());
     }
