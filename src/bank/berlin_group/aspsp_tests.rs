@@ -49,6 +49,11 @@ fn script() -> PathBuf {
 impl Aspsp {
     /// `None` (with a message) when the venv is missing.
     async fn start() -> Option<Aspsp> {
+        Aspsp::start_with(5).await
+    }
+
+    /// With a decoupled SCA that fails after `decoupled_timeout` seconds without approval.
+    async fn start_with(decoupled_timeout: u32) -> Option<Aspsp> {
         let Some(py) = python() else {
             eprintln!(
                 "SKIPPED: the Berlin Group ASPSP's venv ~/.cache/pisgate/venv-bgaspsp is missing; run scripts/bg-aspsp-check.sh once to create it"
@@ -72,7 +77,9 @@ impl Aspsp {
             .unwrap();
         let mut process = tokio::process::Command::new(&py)
             .arg(script())
-            .args(["--port", "0", "--decoupled-timeout", "5", "--tpp-ca"])
+            .args(["--port", "0", "--decoupled-timeout"])
+            .arg(decoupled_timeout.to_string())
+            .arg("--tpp-ca")
             .arg(pki.path().join("ca.pem"))
             .stdout(Stdio::piped())
             .kill_on_drop(true)
@@ -441,5 +448,46 @@ async fn berlin_group_aspsp_explicit_redirect_and_periodic_payments() {
     let details = client.details(&p.bank_ref(), None, None).await.unwrap();
     assert_eq!(details.status.bank_status, "RCVD");
 
+    bank.assert_selfcheck_empty().await;
+}
+
+#[tokio::test]
+async fn berlin_group_aspsp_decoupled_timeout_ends_authorization_failed() {
+    let Some(bank) = Aspsp::start_with(1).await else {
+        return;
+    };
+    let client = bank.client(ScaApproach::Decoupled);
+    let pi = payment(7705);
+    let p = client.initiate(&pi, None).await.unwrap();
+    let auth = client
+        .start_authorisation(
+            &p.bank_ref(),
+            &AuthorisationRequest {
+                authentication: pi.authentication.clone(),
+                psu_id: Some("PSU-4712".into()),
+            },
+            None,
+        )
+        .await
+        .unwrap();
+    let link = auth.links.get("scaStatus").unwrap().to_owned();
+    let mut state = client.sca_status(&link, None).await.unwrap().state;
+    for _ in 0..50 {
+        if state != ScaState::Open {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        state = client.sca_status(&link, None).await.unwrap().state;
+    }
+    assert_eq!(state, ScaState::Failed);
+    let payment_ref = BankRef {
+        id: p.bank_payment_id.clone(),
+        links: p.links.merged(&auth.links),
+    };
+    let report = client.status(&payment_ref, None).await.unwrap();
+    assert_eq!(
+        (report.bank_status.as_str(), report.status),
+        ("RJCT", Some(AuthorizationFailed))
+    );
     bank.assert_selfcheck_empty().await;
 }

@@ -454,7 +454,8 @@ async fn berlin_group_explicit_preference_asks_for_an_explicit_authorisation() {
 
 #[tokio::test]
 async fn berlin_group_error_answers_map_to_typed_bank_errors() {
-    let cases: Vec<(ResponseTemplate, fn(&BankError) -> bool)> = vec![
+    type Check = fn(&BankError) -> bool;
+    let cases: Vec<(ResponseTemplate, Check)> = vec![
         (
             ResponseTemplate::new(400).set_body_json(tpp_error("FORMAT_ERROR", "creditorName")),
             |e| matches!(e, BankError::Validation { failures } if failures[0].path.as_deref() == Some("creditorName") && failures[0].code == "FORMAT_ERROR"),
