@@ -13,6 +13,7 @@
 //!   `Debug`, and no [`BankError`] text carries a token, key, code or account number.
 
 pub mod berlin_group;
+pub mod http_signature;
 pub mod nordea;
 pub mod registry;
 

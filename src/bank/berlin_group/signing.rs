@@ -11,14 +11,16 @@
 //!   %20>",algorithm="rsa-sha256",headers="…",signature="<base64 RSASSA-PKCS1-v1_5 SHA-256>"`;
 //! - `TPP-Signature-Certificate`: the base64 of the certificate's DER.
 //!
-//! The Nordea scheme and this one are two configurations of the same draft-cavage signer;
-//! this module reuses the Nordea module's primitives (the aws-lc-rs [`SigningKey`], the
-//! `Signature` header format) rather than moving them, so that no Nordea code changed.
+//! The Nordea scheme and this one are two configurations of one draft-cavage signer,
+//! [`crate::bank::http_signature`] (signing string, RSA-SHA256 with the aws-lc-rs
+//! [`SigningKey`], the `Signature` header); this module only says which headers, which
+//! `keyId` and which certificate.
 //!
 //! This module must never log, print or put into an error any key material.
 
+use crate::bank::http_signature;
 use crate::bank::nordea::certificate::{CertificateError, EidasCertificate};
-use crate::bank::nordea::signing::{KeyError, SigningKey, signature_header};
+use crate::bank::nordea::signing::{KeyError, SigningKey};
 use aws_lc_rs::digest;
 use base64::Engine as _;
 use base64::engine::general_purpose::STANDARD as B64;
@@ -144,14 +146,7 @@ pub fn key_id(cert: &x509_cert::Certificate) -> String {
     )
 }
 
-/// The string to sign: one `name: value` line per header, joined by `\n`.
-pub fn signing_string(headers: &[(&str, &str)]) -> String {
-    headers
-        .iter()
-        .map(|(name, value)| format!("{}: {}", name.to_ascii_lowercase(), value.trim()))
-        .collect::<Vec<_>>()
-        .join("\n")
-}
+pub use crate::bank::http_signature::signing_string;
 
 /// The headers to sign for a request, in order, from what it carries: `digest`,
 /// `x-request-id`, the optional ones present, `date`. `present` gives the optional headers
@@ -172,23 +167,7 @@ pub fn headers_to_sign<'a>(
     out
 }
 
-/// The parameters of a `Signature` header (`name="value"` pairs, commas inside quotes
-/// allowed, as in a Berlin Group keyId), for whoever verifies one (tests, simulators).
-/// `None` when the header is malformed.
-pub fn parse_signature_params(value: &str) -> Option<std::collections::BTreeMap<String, String>> {
-    let mut out = std::collections::BTreeMap::new();
-    let mut rest = value.trim();
-    while !rest.is_empty() {
-        let (name, after) = rest.split_once('=')?;
-        let after = after.strip_prefix('"')?;
-        // draft-cavage defines no escapes inside the quotes: the value ends at the next `"`.
-        let end = after.find('"')?;
-        out.insert(name.trim().to_owned(), after[..end].to_owned());
-        rest = after[end + 1..].trim_start();
-        rest = rest.strip_prefix(',').unwrap_or(rest).trim_start();
-    }
-    Some(out)
-}
+pub use crate::bank::http_signature::parse_params as parse_signature_params;
 
 /// Signs requests as one TPP: the QSealC's private key, its `keyId` and its DER.
 pub struct BgSigner {
@@ -238,14 +217,7 @@ impl BgSigner {
 
     /// The `Signature` header over `headers` (from [`headers_to_sign`]).
     pub fn sign(&self, headers: &[(&str, &str)]) -> Result<String, KeyError> {
-        let text = signing_string(headers);
-        let signature = B64.encode(self.key.sign(text.as_bytes())?);
-        let names = headers
-            .iter()
-            .map(|(n, _)| n.to_ascii_lowercase())
-            .collect::<Vec<_>>()
-            .join(" ");
-        Ok(signature_header(&self.key_id, &names, &signature))
+        http_signature::sign(&self.key, &self.key_id, headers)
     }
 }
 
