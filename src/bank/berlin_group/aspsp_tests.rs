@@ -491,3 +491,36 @@ async fn berlin_group_aspsp_decoupled_timeout_ends_authorization_failed() {
     );
     bank.assert_selfcheck_empty().await;
 }
+
+#[tokio::test]
+async fn berlin_group_aspsp_probe_passes_with_our_certificate_and_names_a_foreign_one() {
+    let Some(bank) = Aspsp::start().await else {
+        return;
+    };
+    // A signed status read of an id nobody has: 404 after every check passed.
+    assert_eq!(bank.client(ScaApproach::Redirect).probe().await, Ok(()));
+    // A certificate the bank's CA did not issue: a configuration fault, named.
+    let mut config = bank.config(ScaApproach::Redirect);
+    config.signing_key = Some(SigningKey::from_text(super::signing::tests::KAT_PRIVATE).unwrap());
+    config.certificate = Some(
+        EidasCertificate::from_text(&super::signing::tests::test_certificate_pem(
+            "CN=Rogue CA,O=Nobody,C=FI",
+        ))
+        .unwrap(),
+    );
+    let rogue = BerlinGroupClient::new(config).unwrap();
+    assert_eq!(
+        rogue.probe().await,
+        Err(BankError::BadCredentials {
+            code: "CERTIFICATE_INVALID".into()
+        })
+    );
+    assert!(
+        rogue
+            .initiate(&payment(1000), None)
+            .await
+            .unwrap_err()
+            .is_configuration_fault()
+    );
+    bank.assert_selfcheck_empty().await;
+}
