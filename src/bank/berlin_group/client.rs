@@ -450,6 +450,10 @@ impl BerlinGroupClient {
         })
     }
 
+    pub(super) fn http(&self) -> &reqwest::Client {
+        &self.http
+    }
+
     /// The bank's id in pisgate.
     pub fn bank_id(&self) -> &str {
         &self.bank_id
@@ -1035,4 +1039,4 @@ impl Bank for BerlinGroupClient {
 }
 
 #[cfg(test)]
-mod tests;
+pub(super) mod tests;

@@ -11,7 +11,9 @@
 //! - `convert`: between the port's neutral types and the wire types;
 //! - `errors`: HTTP answers (`tppMessages` and problem+json) and transport failures to
 //!   [`BankError`](crate::bank::BankError);
-//! - `client`: [`BerlinGroupClient`], the [`Bank`](crate::bank::Bank) implementation.
+//! - `client`: [`BerlinGroupClient`], the [`Bank`](crate::bank::Bank) implementation;
+//! - `oauth`: OAuth SCA building blocks (RFC 8414 metadata, PKCE S256, code exchange), not
+//!   yet wired into the port.
 //!
 //! Nothing here touches the database or decides a payment's status; nothing here logs a
 //! token, key, state, redirect URI or full account number.
@@ -19,6 +21,7 @@
 pub mod client;
 pub mod convert;
 pub mod errors;
+pub mod oauth;
 pub mod signing;
 pub mod status;
 pub mod wire;

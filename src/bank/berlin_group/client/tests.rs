@@ -39,6 +39,10 @@ fn client(server: &MockServer) -> BerlinGroupClient {
     BerlinGroupClient::new(config(server)).unwrap()
 }
 
+pub(crate) fn test_client(server: &MockServer) -> BerlinGroupClient {
+    client(server)
+}
+
 fn payment_links() -> BankLinks {
     let base = format!("/psd2/v1/payments/sepa-credit-transfers/{PAYMENT_ID}");
     BankLinks(BTreeMap::from([
