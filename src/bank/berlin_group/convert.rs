@@ -6,6 +6,9 @@
 //! Swedish Bankgiro/Plusgiro account (no such `accountReference`), an end-to-end id over 35,
 //! a recurrence the framework's `frequency` cannot express.
 //!
+//! This module must never cut, pad or round what the shopper signs: an amount is the exact
+//! minor units of [`Money`], a text that does not fit is refused, not shortened.
+//!
 //! Decisions:
 //! - `endToEndIdentification` is pisgate's payment id; a UUID (36 characters) is sent in its
 //!   simple 32-hex form to fit the 35-character limit.

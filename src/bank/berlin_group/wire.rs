@@ -4,6 +4,8 @@
 //! required field missing makes the answer unreadable (`Unexpected`).
 //!
 //! Amounts are JSON strings with the currency's decimals (`"123.50"`), never numbers.
+//! These types must never be logged whole (`Debug` of a request shows account numbers):
+//! only codes and ids leave this module in logs.
 
 use chrono::NaiveDate;
 use serde::{Deserialize, Serialize};
