@@ -793,3 +793,169 @@ async fn berlin_group_config_refuses_unsafe_settings() {
         ("berlin-group", false, true)
     );
 }
+
+/// Remembers each metric key registered, with its labels.
+#[derive(Default)]
+struct SeenMetrics(std::sync::Mutex<Vec<String>>);
+
+impl SeenMetrics {
+    fn note(&self, key: &metrics::Key) {
+        let labels: Vec<String> = key
+            .labels()
+            .map(|l| format!("{}={}", l.key(), l.value()))
+            .collect();
+        self.0
+            .lock()
+            .unwrap()
+            .push(format!("{}{{{}}}", key.name(), labels.join(",")));
+    }
+}
+
+impl metrics::Recorder for SeenMetrics {
+    fn describe_counter(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_gauge(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn describe_histogram(
+        &self,
+        _: metrics::KeyName,
+        _: Option<metrics::Unit>,
+        _: metrics::SharedString,
+    ) {
+    }
+    fn register_counter(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Counter {
+        self.note(key);
+        metrics::Counter::noop()
+    }
+    fn register_gauge(&self, key: &metrics::Key, _: &metrics::Metadata<'_>) -> metrics::Gauge {
+        self.note(key);
+        metrics::Gauge::noop()
+    }
+    fn register_histogram(
+        &self,
+        key: &metrics::Key,
+        _: &metrics::Metadata<'_>,
+    ) -> metrics::Histogram {
+        self.note(key);
+        metrics::Histogram::noop()
+    }
+}
+
+#[tokio::test]
+async fn berlin_group_every_attempt_is_counted_with_the_bank_and_config_faults_named() {
+    let seen = SeenMetrics::default();
+    let _guard = metrics::set_default_local_recorder(&seen);
+    let server = MockServer::start().await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .up_to_n_times(1)
+        .with_priority(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(
+            ResponseTemplate::new(200).set_body_json(json!({"transactionStatus": "ACSC"})),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(
+            ResponseTemplate::new(401).set_body_json(tpp_error("CERTIFICATE_EXPIRED", "")),
+        )
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    client.status(&payment_ref(), None).await.unwrap();
+    assert!(client.initiate(&sample_payment(), None).await.is_err());
+    let seen = seen.0.lock().unwrap().clone();
+    assert_eq!(
+        seen,
+        vec![
+            "pisgate_bank_requests_total{operation=status,outcome=unavailable,bank=testbank}",
+            "pisgate_bank_request_duration_seconds{operation=status,outcome=unavailable,bank=testbank}",
+            "pisgate_bank_requests_total{operation=status,outcome=ok,bank=testbank}",
+            "pisgate_bank_request_duration_seconds{operation=status,outcome=ok,bank=testbank}",
+            "pisgate_bank_requests_total{operation=initiate,outcome=bad_credentials,bank=testbank}",
+            "pisgate_bank_request_duration_seconds{operation=initiate,outcome=bad_credentials,bank=testbank}",
+            "pisgate_bank_config_errors_total{code=CERTIFICATE_EXPIRED,bank=testbank}",
+        ]
+    );
+}
+
+/// Collects everything written by the tracing subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn berlin_group_logs_name_no_account_state_psu_id_or_key() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path("/psd2/v1/payments/sepa-credit-transfers"))
+        .respond_with(
+            ResponseTemplate::new(400).set_body_json(tpp_error("FORMAT_ERROR", "creditorAccount")),
+        )
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let client = client(&server);
+    let payment = sample_payment();
+    assert!(client.initiate(&payment, None).await.is_err());
+    let mut with_start = payment_ref();
+    with_start
+        .links
+        .0
+        .insert("startAuthorisation".into(), "/psd2/start".into());
+    let _ = client
+        .start_authorisation(
+            &with_start,
+            &AuthorisationRequest {
+                authentication: payment.authentication.clone(),
+                psu_id: Some("PSU-SECRET-ID".into()),
+            },
+            None,
+        )
+        .await;
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("bank call failed"), "{logs}");
+    assert!(logs.contains("testbank"), "{logs}");
+    for secret in [
+        payment.creditor.account.value.as_str(),
+        "DE89370400440532013000",
+        "state-123",
+        "PSU-SECRET-ID",
+        "callbacks",
+        "PRIVATE KEY",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+    }
+}
