@@ -12,6 +12,8 @@
 //! - print a secret: tokens and codes are [`SecretString`], account numbers are masked in
 //!   `Debug`, and no [`BankError`] text carries a token, key, code or account number.
 
+pub mod berlin_group;
+pub mod http_signature;
 pub mod nordea;
 pub mod registry;
 
@@ -211,6 +213,14 @@ impl BankLinks {
                 }
             }
         }
+        BankLinks(links)
+    }
+
+    /// These links with `later`'s added on top (a name in both takes `later`'s href): the
+    /// payment's links after an authorisation was started (its `scaStatus`, `scaRedirect` …).
+    pub fn merged(&self, later: &BankLinks) -> BankLinks {
+        let mut links = self.0.clone();
+        links.extend(later.0.iter().map(|(k, v)| (k.clone(), v.clone())));
         BankLinks(links)
     }
 

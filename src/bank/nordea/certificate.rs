@@ -93,6 +93,11 @@ impl EidasCertificate {
         Ok(EidasCertificate { cert })
     }
 
+    /// The parsed X.509 certificate (the Berlin Group signer reads its serial, issuer and DER).
+    pub fn certificate(&self) -> &x509_cert::Certificate {
+        &self.cert
+    }
+
     pub fn subject(&self) -> String {
         self.cert.tbs_certificate.subject.to_string()
     }

@@ -24,6 +24,7 @@
 //! This module must never log, print or put into an error any key material, and never sign
 //! with a key under 2048 bits.
 
+use crate::bank::http_signature;
 use aws_lc_rs::digest;
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{RSA_PKCS1_SHA256, RsaKeyPair};
@@ -54,8 +55,6 @@ pub const HEADERS_WITHOUT_BODY: &str =
 /// The signed header list of a request with a body.
 pub const HEADERS_WITH_BODY: &str =
     "(request-target) x-nordea-originating-host x-nordea-originating-date content-type digest";
-
-pub const ALGORITHM: &str = "rsa-sha256";
 
 /// Why a key could not be read, made, stored or used. Never carries key material.
 #[derive(Debug, thiserror::Error)]
@@ -376,7 +375,8 @@ pub struct BodyHeaders<'a> {
     pub digest: &'a str,
 }
 
-/// The string to sign, exactly as `nordea-pis.md` gives it (no trailing newline).
+/// The string to sign, exactly as `nordea-pis.md` gives it (no trailing newline): the
+/// shared draft-cavage core ([`http_signature`]) over Nordea's header lines.
 pub fn signing_string(
     method: &str,
     path_and_query: &str,
@@ -384,28 +384,38 @@ pub fn signing_string(
     date: &str,
     body: Option<BodyHeaders<'_>>,
 ) -> String {
-    let mut s = format!(
-        "(request-target): {} {}\nx-nordea-originating-host: {}\nx-nordea-originating-date: {}",
-        method.to_ascii_lowercase(),
-        path_and_query,
-        host.to_ascii_lowercase(),
-        date
-    );
-    if let Some(b) = body {
-        s.push_str("\ncontent-type: ");
-        s.push_str(b.content_type);
-        s.push_str("\ndigest: ");
-        s.push_str(b.digest);
-    }
-    s
+    http_signature::signing_string(&signed_lines(
+        &request_target(method, path_and_query),
+        &host.to_ascii_lowercase(),
+        date,
+        body,
+    ))
 }
 
-/// The `Signature` header value.
-pub fn signature_header(key_id: &str, headers: &str, signature_b64: &str) -> String {
-    format!(
-        "keyId=\"{key_id}\",algorithm=\"{ALGORITHM}\",headers=\"{headers}\",signature=\"{signature_b64}\""
-    )
+fn request_target(method: &str, path_and_query: &str) -> String {
+    format!("{} {}", method.to_ascii_lowercase(), path_and_query)
 }
+
+/// Nordea's signed header lines, in order.
+fn signed_lines<'a>(
+    request_target: &'a str,
+    host: &'a str,
+    date: &'a str,
+    body: Option<BodyHeaders<'a>>,
+) -> Vec<(&'static str, &'a str)> {
+    let mut lines = vec![
+        ("(request-target)", request_target),
+        ("x-nordea-originating-host", host),
+        ("x-nordea-originating-date", date),
+    ];
+    if let Some(b) = body {
+        lines.push(("content-type", b.content_type));
+        lines.push(("digest", b.digest));
+    }
+    lines
+}
+
+pub use crate::bank::http_signature::{ALGORITHM, signature_header};
 
 /// The parts of a `Signature` header, for whoever verifies one (the sandbox, tests).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -491,23 +501,11 @@ impl RequestSigner {
                 content_type,
                 digest,
             });
-        let text = signing_string(
-            request.method,
-            request.path_and_query,
-            request.host,
-            request.date,
-            body,
-        );
-        let signature = B64.encode(self.key.sign(text.as_bytes())?);
-        let headers = if body.is_some() {
-            HEADERS_WITH_BODY
-        } else {
-            HEADERS_WITHOUT_BODY
-        };
-        Ok(SignatureHeaders {
-            digest,
-            signature: signature_header(&self.client_id, headers, &signature),
-        })
+        let target = request_target(request.method, request.path_and_query);
+        let host = request.host.to_ascii_lowercase();
+        let lines = signed_lines(&target, &host, request.date, body);
+        let signature = http_signature::sign(&self.key, &self.client_id, &lines)?;
+        Ok(SignatureHeaders { digest, signature })
     }
 }
 
