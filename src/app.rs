@@ -335,12 +335,7 @@ pub fn banks(settings: &Settings) -> anyhow::Result<Banks> {
                 };
                 Arc::new(nordea_client_from(n, &b.id, &env)?)
             }
-            BankProtocolSettings::BerlinGroup(_) => {
-                anyhow::bail!(
-                    "the bank {:?} uses the berlin-group protocol, which this build does not speak yet",
-                    b.id
-                );
-            }
+            BankProtocolSettings::BerlinGroup(bg) => Arc::new(berlin_group_client(&b.id, bg)?),
         };
         entries.push(crate::bank::BankEntry {
             id: b.id.clone(),
@@ -350,6 +345,58 @@ pub fn banks(settings: &Settings) -> anyhow::Result<Banks> {
         });
     }
     Ok(Banks::new(entries))
+}
+
+/// A Berlin Group client from one bank's settings; a bad key, certificate or URL names its
+/// variable.
+pub fn berlin_group_client(
+    id: &str,
+    bg: &crate::config::BerlinGroupSettings,
+) -> anyhow::Result<crate::bank::berlin_group::BerlinGroupClient> {
+    use crate::bank::berlin_group::{BerlinGroupClient, BerlinGroupConfig, ScaApproach};
+    use crate::bank::nordea::certificate::EidasCertificate;
+    use crate::config::ScaApproach as Approach;
+    let env = format!("PISGATE__BANKS__{}", id.to_uppercase());
+    let key = bg
+        .private_key
+        .as_ref()
+        .map(|k| SigningKey::from_text(k.expose_secret()))
+        .transpose()
+        .map_err(|e| {
+            SettingsError::Load(format!("invalid setting {env}__PRIVATE_KEY_FILE: {e}"))
+        })?;
+    let certificate = bg
+        .certificate
+        .as_deref()
+        .map(EidasCertificate::from_text)
+        .transpose()
+        .map_err(|e| {
+            SettingsError::Load(format!("invalid setting {env}__CERTIFICATE_FILE: {e}"))
+        })?;
+    let mut config = BerlinGroupConfig::new(id, &bg.base_url, key, certificate);
+    config.sign_requests = bg.sign_requests;
+    config.products = bg
+        .products
+        .iter()
+        .map(|(c, p)| (c.code().to_owned(), p.clone()))
+        .collect();
+    config.periodic_product = bg.periodic_product.clone();
+    config.paid_statuses = bg.paid_statuses.clone();
+    config.needs_debtor_account = bg.needs_debtor_account;
+    config.sca_approach = match bg.sca_approach {
+        Approach::Redirect => ScaApproach::Redirect,
+        Approach::ExplicitRedirect => ScaApproach::ExplicitRedirect,
+        Approach::Decoupled => ScaApproach::Decoupled,
+        Approach::OAuth => ScaApproach::OAuth,
+    };
+    config.remittance_exclusive = bg.remittance_exclusive;
+    config.connect_timeout = bg.connect_timeout;
+    config.request_timeout = bg.request_timeout;
+    config.read_retries.max_attempts = bg.read_attempts;
+    config.psu_id_type = bg.psu_id_type.clone();
+    config.psu_ip_fallback = Some(bg.psu_ip_fallback);
+    BerlinGroupClient::new(config)
+        .map_err(|e| SettingsError::Load(format!("invalid settings {env}__*: {e}")).into())
 }
 
 /// The Nordea client from the settings; a bad key or URL names its setting.

@@ -282,7 +282,11 @@ async fn other_banks(settings: &Settings) -> Vec<CheckLine> {
                 Outcome::Warn,
                 format!("{} ({protocol}): a status for a payment nobody made", b.id),
             ),
-            Err(e) => line("banks", Outcome::Fail, format!("{} ({protocol}): {e}", b.id)),
+            Err(e) => line(
+                "banks",
+                Outcome::Fail,
+                format!("{} ({protocol}): {e}", b.id),
+            ),
         });
     }
     out

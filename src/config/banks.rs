@@ -69,14 +69,20 @@ pub struct BerlinGroupSettings {
     pub sign_requests: bool,
     /// The payment product per currency (`EUR:sepa-credit-transfers,…`).
     pub products: BTreeMap<Currency, String>,
-    /// The product of standing orders per currency (defaults to `products`).
-    pub periodic_products: BTreeMap<Currency, String>,
+    /// The product of standing orders, when it differs from the currency's.
+    pub periodic_product: Option<String>,
     /// The transaction statuses that mean the money moved (default `ACSC,ACCC`).
     pub paid_statuses: Vec<String>,
     pub needs_debtor_account: bool,
     pub sca_approach: ScaApproach,
     /// `PSU-ID-Type`, when the bank wants one.
     pub psu_id_type: Option<String>,
+    /// The bank takes a structured reference or a message, not both.
+    pub remittance_exclusive: bool,
+    /// The `PSU-IP-Address` sent when the shopper's own address is not known (a payment
+    /// initiated by the merchant's API call): the framework makes the header mandatory on
+    /// initiation. Required.
+    pub psu_ip_fallback: std::net::IpAddr,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub read_attempts: u32,
@@ -94,11 +100,13 @@ pub(super) struct RawBank {
     certificate: Option<String>,
     sign_requests: Option<bool>,
     products: Option<String>,
-    periodic_products: Option<String>,
+    periodic_product: Option<String>,
     paid_statuses: Option<String>,
     needs_debtor_account: Option<bool>,
     sca_approach: Option<String>,
     psu_id_type: Option<String>,
+    remittance_exclusive: Option<bool>,
+    psu_ip_fallback: Option<String>,
     connect_timeout_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
     read_attempts: Option<u32>,
@@ -143,7 +151,7 @@ pub(super) fn countries(key: &str, text: Option<&str>) -> Result<Vec<Country>, S
 }
 
 /// `EUR:sepa-credit-transfers,SEK:…` → per currency.
-fn products(key: &str, text: &str) -> Result<BTreeMap<Currency, String>, SettingsError> {
+fn products_of(key: &str, text: &str) -> Result<BTreeMap<Currency, String>, SettingsError> {
     let mut out = BTreeMap::new();
     for part in text.split(',').map(str::trim).filter(|p| !p.is_empty()) {
         let (currency, product) = part.split_once(':').ok_or_else(|| {
@@ -302,16 +310,20 @@ fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings
             b.certificate.filter(|c| !c.trim().is_empty()),
         )
     };
-    let products = products(
+    let products = products_of(
         &key("products"),
         b.products.as_deref().unwrap_or("EUR:sepa-credit-transfers"),
     )?;
     if products.is_empty() {
         return Err(SettingsError::missing(&key("products")));
     }
-    let periodic_products = match b.periodic_products.as_deref() {
-        Some(t) if !t.trim().is_empty() => super::banks::products(&key("periodic_products"), t)?,
-        _ => products.clone(),
+    let periodic_product = match b.periodic_product.as_deref().map(str::trim) {
+        Some(p) if !p.is_empty() => {
+            // Checked with the same rule as the per-currency products.
+            let one = products_of(&key("periodic_product"), &format!("EUR:{p}"))?;
+            one.into_values().next()
+        }
+        _ => None,
     };
     let paid_statuses: Vec<String> = b
         .paid_statuses
@@ -322,16 +334,23 @@ fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings
         .filter(|s| !s.is_empty())
         .collect();
     const SETTLED_OR_ACCEPTED: [&str; 3] = ["ACSC", "ACCC", "ACSP"];
-    if paid_statuses.is_empty()
+    if !paid_statuses.iter().any(|s| s == "ACSC")
         || paid_statuses
             .iter()
             .any(|s| !SETTLED_OR_ACCEPTED.contains(&s.as_str()))
     {
         return Err(SettingsError::invalid(
             &key("paid_statuses"),
-            "a comma list of ACSC, ACCC and (only by agreement with the bank) ACSP",
+            "a comma list of ACSC (required), ACCC and (only by agreement with the bank) ACSP",
         ));
     }
+    let psu_ip_fallback = required(&key("psu_ip_fallback"), b.psu_ip_fallback)?;
+    let psu_ip_fallback = psu_ip_fallback.trim().parse().map_err(|_| {
+        SettingsError::invalid(
+            &key("psu_ip_fallback"),
+            format!("{psu_ip_fallback:?} is not an IP address"),
+        )
+    })?;
     let sca_approach = match b.sca_approach.filter(|s| !s.trim().is_empty()) {
         None => ScaApproach::Redirect,
         Some(s) => choice(
@@ -351,11 +370,14 @@ fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings
         certificate,
         sign_requests,
         products,
-        periodic_products,
+        periodic_product,
         paid_statuses,
-        needs_debtor_account: b.needs_debtor_account.unwrap_or(false),
+        // The 1.3.12 schema requires debtorAccount: a bank says otherwise in its documentation.
+        needs_debtor_account: b.needs_debtor_account.unwrap_or(true),
         sca_approach,
         psu_id_type: b.psu_id_type.filter(|t| !t.trim().is_empty()),
+        remittance_exclusive: b.remittance_exclusive.unwrap_or(false),
+        psu_ip_fallback,
         connect_timeout: secs(
             &key("connect_timeout_secs"),
             Some(b.connect_timeout_secs.unwrap_or(5)),
@@ -397,7 +419,8 @@ mod tests {
         })
     }
 
-    const BERLIN: [(&str, &str); 6] = [
+    const BERLIN: [(&str, &str); 7] = [
+        ("PISGATE__BANKS__TESTBANK__PSU_IP_FALLBACK", "192.0.2.10"),
         ("PISGATE__BANKS__TESTBANK__PROTOCOL", "berlin-group"),
         ("PISGATE__BANKS__TESTBANK__NAME", "Test Bank"),
         ("PISGATE__BANKS__TESTBANK__COUNTRIES", "fi, SE"),
@@ -439,7 +462,10 @@ mod tests {
             Some("sepa-credit-transfers")
         );
         assert_eq!(bg.sca_approach, ScaApproach::Redirect);
-        assert!(bg.sign_requests && !bg.needs_debtor_account);
+        assert!(
+            bg.sign_requests && bg.needs_debtor_account,
+            "the 1.3.12 schema requires it"
+        );
     }
 
     #[test]
@@ -451,17 +477,17 @@ mod tests {
             ),
             ("PISGATE__BANKS__TESTBANK__PAID_STATUSES", "acsc,ACSP"),
             ("PISGATE__BANKS__TESTBANK__SCA_APPROACH", "decoupled"),
-            ("PISGATE__BANKS__TESTBANK__NEEDS_DEBTOR_ACCOUNT", "true"),
+            ("PISGATE__BANKS__TESTBANK__NEEDS_DEBTOR_ACCOUNT", "false"),
         ]))
         .unwrap();
         let BankProtocolSettings::BerlinGroup(bg) = &s.banks[1].protocol else {
             panic!()
         };
         assert_eq!(bg.products.len(), 2);
-        assert_eq!(bg.periodic_products, bg.products);
+        assert_eq!(bg.periodic_product, None);
         assert_eq!(bg.paid_statuses, ["ACSC", "ACSP"]);
         assert_eq!(bg.sca_approach, ScaApproach::Decoupled);
-        assert!(bg.needs_debtor_account);
+        assert!(!bg.needs_debtor_account);
     }
 
     #[test]
@@ -478,6 +504,14 @@ mod tests {
             (
                 with(&[("PISGATE__BANKS__TESTBANK__PAID_STATUSES", "ACSC,RCVD")]),
                 "PISGATE__BANKS__TESTBANK__PAID_STATUSES",
+            ),
+            (
+                with(&[("PISGATE__BANKS__TESTBANK__PAID_STATUSES", "ACCC")]),
+                "PISGATE__BANKS__TESTBANK__PAID_STATUSES",
+            ),
+            (
+                with(&[("PISGATE__BANKS__TESTBANK__PSU_IP_FALLBACK", "localhost")]),
+                "PISGATE__BANKS__TESTBANK__PSU_IP_FALLBACK",
             ),
             (
                 with(&[("PISGATE__BANKS__TESTBANK__PRODUCTS", "EUR")]),
@@ -537,6 +571,7 @@ mod tests {
             ),
             ("PISGATE__BANKS__BERLIN__ENVIRONMENT", "sandbox"),
             ("PISGATE__BANKS__BERLIN__SIGN_REQUESTS", "false"),
+            ("PISGATE__BANKS__BERLIN__PSU_IP_FALLBACK", "127.0.0.1"),
         ])
         .unwrap();
         assert_eq!(s.banks[1].id, "berlin");

@@ -790,7 +790,10 @@ async fn check_reads_every_other_bank_once_and_names_the_one_that_fails() {
                 .envs(crate::helpers::database_env(&db))
                 .env("PISGATE__NORDEA__ENVIRONMENT", "sandbox")
                 .env("PISGATE__NORDEA__BASE_URL", format!("{base}/personal"))
-                .env("PISGATE__NORDEA__PRIVATE_KEY_FILE", fixture("kat-private.pem"))
+                .env(
+                    "PISGATE__NORDEA__PRIVATE_KEY_FILE",
+                    fixture("kat-private.pem"),
+                )
                 .env("PISGATE__BANKS__SECOND__PROTOCOL", "nordea")
                 .env("PISGATE__BANKS__SECOND__NAME", "Second")
                 .env("PISGATE__BANKS__SECOND__COUNTRIES", "FI")
@@ -799,7 +802,10 @@ async fn check_reads_every_other_bank_once_and_names_the_one_that_fails() {
                     "PISGATE__BANKS__SECOND__BASE_URL",
                     format!("{second_base}/personal"),
                 )
-                .env("PISGATE__BANKS__SECOND__CLIENT_ID", crate::helpers::CLIENT_ID)
+                .env(
+                    "PISGATE__BANKS__SECOND__CLIENT_ID",
+                    crate::helpers::CLIENT_ID,
+                )
                 .env("PISGATE__BANKS__SECOND__CLIENT_SECRET", second_secret)
                 .env(
                     "PISGATE__BANKS__SECOND__PRIVATE_KEY_FILE",
