@@ -15,10 +15,12 @@
 //! [`SecretString`]s from the moment they are read: they never print.
 
 mod sandbox;
+mod sandbox_berlin_group;
 mod sources;
 pub mod values;
 
 pub use sandbox::{DEFAULT_SANDBOX_APPROVAL_TIMEOUT, SandboxSettings};
+pub use sandbox_berlin_group::SandboxBerlinGroupSettings;
 pub use sources::Sources;
 pub use values::parse_duration;
 

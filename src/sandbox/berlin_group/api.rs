@@ -1,0 +1,988 @@
+//! The PIS API under the base path: one handler that parses the path into the spec's
+//! operation, runs the strict checks in a fixed order, dispatches, then echoes
+//! `X-Request-ID`, self-checks the answer against the OpenAPI and records the exchange.
+//!
+//! Order of checks: path (404 RESOURCE_UNKNOWN) and method (405 SERVICE_INVALID),
+//! `X-Request-ID`, the other header parameters, `Accept` (406), the signature
+//! ([`super::verify`]), a reused `X-Request-ID`, `payment-service` (400
+//! PARAMETER_NOT_SUPPORTED) and `payment-product` (404 PRODUCT_UNKNOWN), `Content-Type`
+//! (415), the body, then the operation's own rules.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::time::SystemTime;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::State;
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::any;
+use serde_json::{Value, json};
+
+use super::refusal::{Refusal, TppMessage};
+use super::scenarios;
+use super::state::{Approach, AuthKind, Authorisation, Payment, ScaStatus, TxStatus, new_id};
+use super::verify::{self, Policy};
+use super::{BgSandbox, Exchange, SelfCheckFailure, lock, rules, spec};
+
+pub(super) fn routes(sb: Arc<BgSandbox>) -> Router {
+    let base = sb.config.base_path.clone();
+    Router::new()
+        .route(&format!("{base}/v1/{{*rest}}"), any(handle))
+        .fallback(unknown_path)
+        .with_state(sb)
+}
+
+/// The spec's PIS operations (operationIds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Op {
+    Initiate,
+    Get,
+    Cancel,
+    Status,
+    StartAuth,
+    ListAuth,
+    ScaStatus,
+    UpdatePsu,
+    StartCancelAuth,
+    ListCancelAuth,
+    CancelScaStatus,
+    UpdateCancelPsu,
+}
+
+impl Op {
+    fn operation_id(self) -> &'static str {
+        match self {
+            Op::Initiate => "initiatePayment",
+            Op::Get => "getPaymentInformation",
+            Op::Cancel => "cancelPayment",
+            Op::Status => "getPaymentInitiationStatus",
+            Op::StartAuth => "startPaymentAuthorisation",
+            Op::ListAuth => "getPaymentInitiationAuthorisation",
+            Op::ScaStatus => "getPaymentInitiationScaStatus",
+            Op::UpdatePsu => "updatePaymentPsuData",
+            Op::StartCancelAuth => "startPaymentInitiationCancellationAuthorisation",
+            Op::ListCancelAuth => "getPaymentInitiationCancellationAuthorisationInformation",
+            Op::CancelScaStatus => "getPaymentCancellationScaStatus",
+            Op::UpdateCancelPsu => "updatePaymentCancellationPsuData",
+        }
+    }
+
+    fn has_body(self) -> bool {
+        matches!(
+            self,
+            Op::Initiate
+                | Op::StartAuth
+                | Op::UpdatePsu
+                | Op::StartCancelAuth
+                | Op::UpdateCancelPsu
+        )
+    }
+}
+
+struct Target<'a> {
+    op: Op,
+    service: &'a str,
+    product: &'a str,
+    payment_id: Option<&'a str>,
+    authorisation_id: Option<&'a str>,
+}
+
+fn parse_path<'a>(method: &Method, rest: &'a str) -> Result<Target<'a>, Refusal> {
+    let segs: Vec<&str> = rest.split('/').collect();
+    let unknown = || {
+        Refusal::new(
+            StatusCode::NOT_FOUND,
+            "RESOURCE_UNKNOWN",
+            None,
+            "not a payment initiation path of this ASPSP",
+        )
+    };
+    if segs.len() < 2 || segs.iter().any(|s| s.is_empty()) {
+        return Err(unknown());
+    }
+    let wrong_method = || {
+        Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "SERVICE_INVALID",
+            None,
+            format!("{method} is not offered on this path"),
+        )
+    };
+    let m = method.clone();
+    let op = match (&segs[2..], m) {
+        ([], Method::POST) => Op::Initiate,
+        ([], _) => return Err(wrong_method()),
+        ([_], Method::GET) => Op::Get,
+        ([_], Method::DELETE) => Op::Cancel,
+        ([_], _) => return Err(wrong_method()),
+        ([_, "status"], Method::GET) => Op::Status,
+        ([_, "authorisations"], Method::POST) => Op::StartAuth,
+        ([_, "authorisations"], Method::GET) => Op::ListAuth,
+        ([_, "authorisations", _], Method::GET) => Op::ScaStatus,
+        ([_, "authorisations", _], Method::PUT) => Op::UpdatePsu,
+        ([_, "cancellation-authorisations"], Method::POST) => Op::StartCancelAuth,
+        ([_, "cancellation-authorisations"], Method::GET) => Op::ListCancelAuth,
+        ([_, "cancellation-authorisations", _], Method::GET) => Op::CancelScaStatus,
+        ([_, "cancellation-authorisations", _], Method::PUT) => Op::UpdateCancelPsu,
+        (
+            [_, "status"]
+            | [_, "authorisations" | "cancellation-authorisations"]
+            | [_, "authorisations" | "cancellation-authorisations", _],
+            _,
+        ) => return Err(wrong_method()),
+        _ => return Err(unknown()),
+    };
+    Ok(Target {
+        op,
+        service: segs[0],
+        product: segs[1],
+        payment_id: segs.get(2).copied(),
+        authorisation_id: segs.get(4).copied(),
+    })
+}
+
+/// What an operation answers before the common headers are added.
+struct Answer {
+    status: StatusCode,
+    headers: Vec<(&'static str, String)>,
+    body: Option<Value>,
+    /// The spec schema the body must satisfy.
+    schema: Option<&'static str>,
+}
+
+impl Answer {
+    fn json(status: StatusCode, schema: &'static str, body: Value) -> Answer {
+        Answer {
+            status,
+            headers: Vec::new(),
+            body: Some(body),
+            schema: Some(schema),
+        }
+    }
+}
+
+fn header<'h>(headers: &'h HeaderMap, name: &str) -> Option<&'h str> {
+    headers.get(name).and_then(|v| v.to_str().ok())
+}
+
+fn valid_request_id(v: &str) -> bool {
+    v.len() == 36 && uuid::Uuid::parse_str(v).is_ok()
+}
+
+async fn unknown_path(
+    State(sb): State<Arc<BgSandbox>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let refusal = Refusal::new(
+        StatusCode::NOT_FOUND,
+        "RESOURCE_UNKNOWN",
+        None,
+        format!("no resource at {}", uri.path()),
+    );
+    finish(&sb, &method, &uri, &headers, &body, None, Err(refusal))
+}
+
+async fn handle(
+    State(sb): State<Arc<BgSandbox>>,
+    method: Method,
+    uri: Uri,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let prefix = format!("{}/v1/", sb.config.base_path);
+    let rest = uri.path().strip_prefix(&prefix).unwrap_or("").to_owned();
+    let target = parse_path(&method, &rest);
+    let op = target.as_ref().ok().map(|t| t.op);
+    let result = match target {
+        Ok(t) => process(&sb, &method, &uri, &headers, &body, &t),
+        Err(r) => Err(r),
+    };
+    finish(&sb, &method, &uri, &headers, &body, op, result)
+}
+
+/// Adds `X-Request-ID`, self-checks, records and answers.
+fn finish(
+    sb: &BgSandbox,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    op: Option<Op>,
+    result: Result<Answer, Refusal>,
+) -> Response {
+    let answer = match result {
+        Ok(a) => a,
+        Err(r) => {
+            let schema = r.body().and(error_schema(r.status));
+            Answer {
+                status: r.status,
+                headers: Vec::new(),
+                body: r.body(),
+                schema,
+            }
+        }
+    };
+    let request_id = header(headers, "x-request-id")
+        .filter(|v| valid_request_id(v))
+        .map(str::to_owned)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+    let mut problems = Vec::new();
+    let mut schema_name = String::new();
+    if let (Some(b), Some(s)) = (&answer.body, answer.schema) {
+        schema_name = s.to_owned();
+        problems.extend(
+            spec::validate(s, b)
+                .into_iter()
+                .map(|v| format!("{}: {}", v.path, v.message)),
+        );
+    }
+    if answer.status == StatusCode::CREATED {
+        for required in ["Location", "ASPSP-SCA-Approach"] {
+            if !answer.headers.iter().any(|(n, _)| *n == required) {
+                problems.push(format!("a 201 without the {required} header"));
+            }
+        }
+    }
+    if !problems.is_empty() {
+        tracing::error!(
+            method = %method, path = uri.path(), status = answer.status.as_u16(),
+            schema = %schema_name, violations = ?problems,
+            "the Berlin Group simulator's answer violates the OpenAPI"
+        );
+        lock(&sb.selfcheck).push(SelfCheckFailure {
+            at: sb.now(),
+            method: method.to_string(),
+            path: uri.path().to_owned(),
+            status: answer.status.as_u16(),
+            schema: schema_name,
+            violations: problems,
+        });
+    }
+    let mut response_headers: Vec<(String, String)> = vec![("X-Request-ID".into(), request_id)];
+    for (n, v) in &answer.headers {
+        response_headers.push(((*n).to_owned(), v.clone()));
+    }
+    let code = answer
+        .body
+        .as_ref()
+        .and_then(|b| b.pointer("/tppMessages/0/code"))
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    sb.record(Exchange {
+        seq: 0,
+        received_at: sb.now(),
+        method: method.to_string(),
+        path: uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        operation: op.map(Op::operation_id),
+        headers: safe_headers(headers),
+        body: String::from_utf8_lossy(body).into_owned(),
+        status: answer.status.as_u16(),
+        response_headers: response_headers.clone(),
+        response_body: answer.body.clone(),
+        code,
+    });
+    let mut resp = match &answer.body {
+        Some(b) => (answer.status, axum::Json(b.clone())).into_response(),
+        None => answer.status.into_response(),
+    };
+    for (n, v) in response_headers {
+        if let (Ok(name), Ok(value)) = (
+            axum::http::HeaderName::try_from(n.as_str()),
+            HeaderValue::from_str(&v),
+        ) {
+            resp.headers_mut().insert(name, value);
+        }
+    }
+    resp
+}
+
+/// The spec's `tppMessages` error schema for a status.
+fn error_schema(status: StatusCode) -> Option<&'static str> {
+    match status.as_u16() {
+        400 => Some("Error400_NG_PIS"),
+        401 => Some("Error401_NG_PIS"),
+        403 => Some("Error403_NG_PIS"),
+        404 => Some("Error404_NG_PIS"),
+        405 => Some("Error405_NG_PIS"),
+        406 => Some("Error406_NG_PIS"),
+        409 => Some("Error409_NG_PIS"),
+        _ => None,
+    }
+}
+
+fn safe_headers(headers: &HeaderMap) -> Vec<(String, String)> {
+    headers
+        .iter()
+        .map(|(n, v)| {
+            let value = if n.as_str() == "authorization" {
+                "<redacted>".to_owned()
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            (n.as_str().to_owned(), value)
+        })
+        .collect()
+}
+
+const BOOLEAN_HEADERS: [&str; 4] = [
+    "TPP-Redirect-Preferred",
+    "TPP-Decoupled-Preferred",
+    "TPP-Explicit-Authorisation-Preferred",
+    "TPP-Rejection-NoFunds-Preferred",
+];
+
+fn check_headers(op: Op, headers: &HeaderMap) -> Result<(), Refusal> {
+    match header(headers, "x-request-id") {
+        None => return Err(Refusal::format("X-Request-ID", "X-Request-ID is required")),
+        Some(v) if !valid_request_id(v) => {
+            return Err(Refusal::format(
+                "X-Request-ID",
+                "X-Request-ID must be a UUID (36 characters)",
+            ));
+        }
+        Some(_) => {}
+    }
+    match header(headers, "psu-ip-address") {
+        None if op == Op::Initiate => {
+            return Err(Refusal::format(
+                "PSU-IP-Address",
+                "PSU-IP-Address is required on a payment initiation",
+            ));
+        }
+        Some(v) if v.parse::<IpAddr>().is_err() => {
+            return Err(Refusal::format(
+                "PSU-IP-Address",
+                "PSU-IP-Address must be an IP address",
+            ));
+        }
+        _ => {}
+    }
+    for name in BOOLEAN_HEADERS {
+        if let Some(v) = headers.get(name)
+            && v != "true"
+            && v != "false"
+        {
+            return Err(Refusal::format(
+                name,
+                format!("{name} must be true or false"),
+            ));
+        }
+    }
+    for name in ["TPP-Redirect-URI", "TPP-Nok-Redirect-URI"] {
+        if headers.contains_key(name) {
+            let ok = header(headers, name)
+                .and_then(|v| url::Url::parse(v).ok())
+                .is_some_and(|u| u.has_host());
+            if !ok {
+                return Err(Refusal::format(
+                    name,
+                    format!("{name} must be an absolute URI"),
+                ));
+            }
+        }
+    }
+    if header(headers, "tpp-redirect-preferred") == Some("true")
+        && !headers.contains_key("tpp-redirect-uri")
+    {
+        return Err(Refusal::format(
+            "TPP-Redirect-URI",
+            "TPP-Redirect-Preferred: true needs TPP-Redirect-URI",
+        ));
+    }
+    if let Some(accept) = header(headers, "accept") {
+        let ok = accept.split(',').any(|a| {
+            let a = a.split(';').next().unwrap_or("").trim();
+            matches!(a, "application/json" | "application/*" | "*/*")
+        });
+        if !ok {
+            return Err(Refusal::bare(StatusCode::NOT_ACCEPTABLE));
+        }
+    }
+    Ok(())
+}
+
+fn process(
+    sb: &BgSandbox,
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    raw: &[u8],
+    t: &Target<'_>,
+) -> Result<Answer, Refusal> {
+    check_headers(t.op, headers)?;
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let signer = verify::verify(
+        method,
+        path_and_query,
+        headers,
+        raw,
+        &Policy {
+            cas: &sb.config.tpp_cas,
+            max_clock_skew: sb.config.max_clock_skew,
+            now: SystemTime::now(),
+        },
+        sb.config.signature_required,
+    )?;
+    let owner = signer
+        .map(|s| s.fingerprint)
+        .unwrap_or_else(|| "unsigned".into());
+    let request_id = header(headers, "x-request-id")
+        .unwrap_or_default()
+        .to_owned();
+    {
+        let mut bank = sb.bank();
+        if !bank.seen_request_ids.insert(request_id) && !sb.config.allow_request_id_reuse {
+            return Err(Refusal::format(
+                "X-Request-ID",
+                "this X-Request-ID was already used: every call needs a new one",
+            ));
+        }
+    }
+    if !matches!(t.service, "payments" | "periodic-payments") {
+        return Err(Refusal::new(
+            StatusCode::BAD_REQUEST,
+            "PARAMETER_NOT_SUPPORTED",
+            Some("payment-service"),
+            format!(
+                "payment-service {} is not offered (payments, periodic-payments)",
+                t.service
+            ),
+        ));
+    }
+    if !sb.config.products.iter().any(|p| p == t.product) {
+        return Err(Refusal::new(
+            StatusCode::NOT_FOUND,
+            "PRODUCT_UNKNOWN",
+            Some("payment-product"),
+            format!(
+                "payment-product {} is not offered (offered: {})",
+                t.product,
+                sb.config.products.join(", ")
+            ),
+        ));
+    }
+    let body = if t.op.has_body() {
+        let ct = header(headers, "content-type").unwrap_or("");
+        let mime = ct.split(';').next().unwrap_or("").trim();
+        if mime != "application/json" {
+            return Err(Refusal::bare(StatusCode::UNSUPPORTED_MEDIA_TYPE));
+        }
+        let v: Value = serde_json::from_slice(raw)
+            .map_err(|e| Refusal::format("body", format!("the body is not JSON: {e}")))?;
+        if !v.is_object() {
+            return Err(Refusal::format("body", "the body must be a JSON object"));
+        }
+        v
+    } else {
+        if !raw.is_empty() {
+            return Err(Refusal::format("body", format!("{method} takes no body")));
+        }
+        Value::Null
+    };
+    if t.op == Op::Initiate {
+        return initiate(sb, headers, t, body, owner);
+    }
+    let pid = t.payment_id.unwrap_or_default();
+    let now = sb.now();
+    let step = sb.config.status_step;
+    let mut bank = sb.bank();
+    let payment = bank
+        .payments
+        .get(pid)
+        .filter(|p| !p.hidden())
+        .cloned()
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "RESOURCE_UNKNOWN",
+                Some("paymentId"),
+                "no such payment",
+            )
+        })?;
+    if payment.owner != owner {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "RESOURCE_UNKNOWN",
+            Some("paymentId"),
+            "the payment belongs to another TPP",
+        ));
+    }
+    if payment.service != t.service {
+        return Err(Refusal::new(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "SERVICE_INVALID",
+            Some("payment-service"),
+            format!("the payment was initiated as {}", payment.service),
+        ));
+    }
+    if payment.product != t.product {
+        return Err(Refusal::new(
+            StatusCode::FORBIDDEN,
+            "PRODUCT_INVALID",
+            Some("payment-product"),
+            format!("the payment was initiated as {}", payment.product),
+        ));
+    }
+    let status = payment.status(now, step);
+    let self_path = format!("/v1/{}/{}/{pid}", payment.service, payment.product);
+    match t.op {
+        Op::Get => {
+            let mut b = payment.body.clone();
+            b["transactionStatus"] = json!(status.code());
+            let schema = if payment.service == "periodic-payments" {
+                "periodicPaymentInitiationWithStatusResponse"
+            } else {
+                "paymentInitiationWithStatusResponse"
+            };
+            Ok(Answer::json(StatusCode::OK, schema, b))
+        }
+        Op::Status => Ok(Answer::json(
+            StatusCode::OK,
+            "paymentInitiationStatusResponse-200_json",
+            json!({ "transactionStatus": status.code() }),
+        )),
+        Op::ListAuth | Op::ListCancelAuth => {
+            let ids = if t.op == Op::ListAuth {
+                payment.authorisations.clone()
+            } else {
+                payment.cancellation_authorisations.clone()
+            };
+            Ok(Answer::json(
+                StatusCode::OK,
+                "authorisations",
+                json!({ "authorisationIds": ids }),
+            ))
+        }
+        Op::ScaStatus | Op::CancelScaStatus => {
+            let kind = if t.op == Op::ScaStatus {
+                AuthKind::Payment
+            } else {
+                AuthKind::Cancellation
+            };
+            let auth = find_auth(&bank, pid, t.authorisation_id, kind)?;
+            let mut b = json!({ "scaStatus": auth.sca_status.code() });
+            if auth.approach == Approach::Decoupled && auth.sca_status == ScaStatus::Started {
+                b["psuMessage"] = json!("Please approve the payment in your bank's app.");
+            }
+            Ok(Answer::json(StatusCode::OK, "scaStatusResponse", b))
+        }
+        Op::Cancel => {
+            if status.is_final() {
+                return Err(Refusal::new(
+                    StatusCode::BAD_REQUEST,
+                    "RESOURCE_BLOCKED",
+                    Some("paymentId"),
+                    format!("the payment is final ({})", status.code()),
+                ));
+            }
+            let signed = payment.signed_at.is_some();
+            if signed && payment.product == "instant-sepa-credit-transfers" {
+                return Err(Refusal::new(
+                    StatusCode::METHOD_NOT_ALLOWED,
+                    "CANCELLATION_INVALID",
+                    Some("paymentId"),
+                    "a signed instant payment cannot be cancelled",
+                ));
+            }
+            if !signed && !payment.scenario_ref.cancel_needs_sca {
+                let auths = payment.authorisations.clone();
+                if let Some(p) = bank.payments.get_mut(pid) {
+                    p.cancelled = true;
+                }
+                for a in auths {
+                    if let Some(a) = bank.auths.get_mut(&a)
+                        && !a.sca_status.is_final()
+                    {
+                        a.sca_status = ScaStatus::Failed;
+                    }
+                }
+                return Ok(Answer {
+                    status: StatusCode::NO_CONTENT,
+                    headers: Vec::new(),
+                    body: None,
+                    schema: None,
+                });
+            }
+            if let Some(p) = bank.payments.get_mut(pid) {
+                p.cancel_pending = true;
+            }
+            Ok(Answer::json(
+                StatusCode::ACCEPTED,
+                "paymentInitiationCancelResponse-202",
+                json!({
+                    "transactionStatus": status.code(),
+                    "_links": {
+                        "self": { "href": sb.api_link(&self_path) },
+                        "status": { "href": sb.api_link(&format!("{self_path}/status")) },
+                        "startAuthorisation": { "href": sb.api_link(&format!("{self_path}/cancellation-authorisations")) }
+                    }
+                }),
+            ))
+        }
+        Op::StartAuth | Op::StartCancelAuth => {
+            if body.as_object().is_some_and(|o| !o.is_empty()) {
+                return Err(Refusal::format(
+                    "body",
+                    "this ASPSP offers no embedded SCA: start an authorisation with {}",
+                ));
+            }
+            let cancellation = t.op == Op::StartCancelAuth;
+            let open = |ids: &[String]| {
+                ids.iter()
+                    .filter_map(|a| bank.auths.get(a))
+                    .any(|a| a.sca_status != ScaStatus::Failed)
+            };
+            let allowed = if cancellation {
+                payment.cancel_pending
+                    && !status.is_final()
+                    && !open(&payment.cancellation_authorisations)
+            } else {
+                status == TxStatus::Rcvd && !payment.cancelled && !open(&payment.authorisations)
+            };
+            if !allowed {
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "STATUS_INVALID",
+                    None,
+                    if cancellation {
+                        "no cancellation waiting for an authorisation (DELETE first, or one is open)"
+                    } else {
+                        "the payment does not allow another authorisation"
+                    },
+                ));
+            }
+            let mut approach = if cancellation {
+                Approach::Redirect
+            } else {
+                payment.approach
+            };
+            let redirect_uri = header(headers, "tpp-redirect-uri").map(str::to_owned);
+            let psu_id = header(headers, "psu-id")
+                .map(str::to_owned)
+                .or_else(|| payment.psu_id.clone());
+            let payment_redirect = payment.redirect_uri.clone();
+            if cancellation && redirect_uri.is_none() && payment_redirect.is_none() {
+                approach = Approach::Decoupled;
+            }
+            if approach != Approach::Decoupled
+                && redirect_uri.is_none()
+                && payment_redirect.is_none()
+            {
+                return Err(Refusal::format(
+                    "TPP-Redirect-URI",
+                    "redirect SCA needs TPP-Redirect-URI",
+                ));
+            }
+            let (service, product) = (payment.service.clone(), payment.product.clone());
+            let aid = new_id();
+            let started = approach == Approach::Decoupled && psu_id.is_some();
+            let auth = Authorisation {
+                id: aid.clone(),
+                payment_id: pid.to_owned(),
+                kind: if cancellation {
+                    AuthKind::Cancellation
+                } else {
+                    AuthKind::Payment
+                },
+                approach,
+                sca_status: if started {
+                    ScaStatus::Started
+                } else {
+                    ScaStatus::Received
+                },
+                created_at: now,
+                started_at: started.then_some(now),
+                psu_id: if approach == Approach::Decoupled {
+                    psu_id
+                } else {
+                    None
+                },
+                code_challenge: None,
+                authorize_request: None,
+                oauth_code: None,
+                approved: false,
+            };
+            let sca_status = auth.sca_status;
+            bank.auths.insert(aid.clone(), auth);
+            if let Some(p) = bank.payments.get_mut(pid) {
+                if let Some(u) = redirect_uri {
+                    p.redirect_uri = Some(u);
+                }
+                if cancellation {
+                    p.cancellation_authorisations.push(aid.clone());
+                } else {
+                    p.authorisations.push(aid.clone());
+                }
+            }
+            let sub = if cancellation {
+                "cancellation-authorisations"
+            } else {
+                "authorisations"
+            };
+            let sca_status_link =
+                sb.api_link(&format!("/v1/{service}/{product}/{pid}/{sub}/{aid}"));
+            let mut links = json!({ "scaStatus": { "href": sca_status_link } });
+            match approach {
+                Approach::Redirect => {
+                    links["scaRedirect"] = json!({ "href": sb.link(&format!("/sca/{aid}")) })
+                }
+                Approach::OAuth => {
+                    links["scaOAuth"] =
+                        json!({ "href": sb.link("/.well-known/oauth-authorization-server") })
+                }
+                Approach::Decoupled if !started => {
+                    links["updatePsuIdentification"] = json!({ "href": sca_status_link })
+                }
+                Approach::Decoupled => {}
+            }
+            let mut b =
+                json!({ "scaStatus": sca_status.code(), "authorisationId": aid, "_links": links });
+            if started {
+                b["psuMessage"] = json!("Please approve the payment in your bank's app.");
+            }
+            let mut a = Answer::json(StatusCode::CREATED, "startScaprocessResponse", b);
+            a.headers.push(("Location", sca_status_link));
+            a.headers
+                .push(("ASPSP-SCA-Approach", approach.header().to_owned()));
+            Ok(a)
+        }
+        Op::UpdatePsu | Op::UpdateCancelPsu => {
+            let kind = if t.op == Op::UpdatePsu {
+                AuthKind::Payment
+            } else {
+                AuthKind::Cancellation
+            };
+            let auth = find_auth(&bank, pid, t.authorisation_id, kind)?.clone();
+            let obj = body.as_object().cloned().unwrap_or_default();
+            if obj.contains_key("confirmationCode") {
+                let v = spec::validate("authorisationConfirmation", &body);
+                if let Some(first) = v.first() {
+                    return Err(Refusal::format(
+                        &format!("body{}", first.path),
+                        first.message.clone(),
+                    ));
+                }
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "STATUS_INVALID",
+                    None,
+                    format!(
+                        "no confirmation is pending (scaStatus {})",
+                        auth.sca_status.code()
+                    ),
+                ));
+            }
+            if !obj.is_empty() {
+                return Err(Refusal::format(
+                    "body",
+                    "this ASPSP offers no embedded SCA: identify the PSU with {} and PSU-ID",
+                ));
+            }
+            if auth.approach != Approach::Decoupled {
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "STATUS_INVALID",
+                    None,
+                    "PSU identification is only needed for a decoupled SCA",
+                ));
+            }
+            let Some(psu) = header(headers, "psu-id") else {
+                return Err(Refusal::format(
+                    "PSU-ID",
+                    "PSU identification needs the PSU-ID header",
+                ));
+            };
+            if auth.sca_status != ScaStatus::Received {
+                return Err(Refusal::new(
+                    StatusCode::CONFLICT,
+                    "STATUS_INVALID",
+                    None,
+                    format!(
+                        "the PSU is already identified (scaStatus {})",
+                        auth.sca_status.code()
+                    ),
+                ));
+            }
+            if let Some(a) = bank.auths.get_mut(&auth.id) {
+                a.psu_id = Some(psu.to_owned());
+                a.sca_status = ScaStatus::Started;
+                a.started_at = Some(now);
+            }
+            let sub = if kind == AuthKind::Payment {
+                "authorisations"
+            } else {
+                "cancellation-authorisations"
+            };
+            Ok(Answer::json(
+                StatusCode::OK,
+                "updatePsuIdentificationResponse",
+                json!({
+                    "scaStatus": "started",
+                    "psuMessage": "Please approve the payment in your bank's app.",
+                    "_links": { "scaStatus": { "href": sb.api_link(&format!("{self_path}/{sub}/{}", auth.id)) } }
+                }),
+            ))
+        }
+        Op::Initiate => unreachable!("handled above"),
+    }
+}
+
+fn find_auth<'b>(
+    bank: &'b super::state::Bank,
+    pid: &str,
+    aid: Option<&str>,
+    kind: AuthKind,
+) -> Result<&'b Authorisation, Refusal> {
+    aid.and_then(|a| bank.auths.get(a))
+        .filter(|a| a.payment_id == pid && a.kind == kind)
+        .ok_or_else(|| {
+            Refusal::new(
+                StatusCode::NOT_FOUND,
+                "RESOURCE_UNKNOWN",
+                Some("authorisationId"),
+                "no such authorisation of this payment",
+            )
+        })
+}
+
+fn initiate(
+    sb: &BgSandbox,
+    headers: &HeaderMap,
+    t: &Target<'_>,
+    body: Value,
+    owner: String,
+) -> Result<Answer, Refusal> {
+    let periodic = t.service == "periodic-payments";
+    let schema = if periodic {
+        "periodicPaymentInitiation_json"
+    } else {
+        "paymentInitiation_json"
+    };
+    let violations = spec::validate(schema, &body);
+    if !violations.is_empty() {
+        let messages = violations
+            .into_iter()
+            .take(10)
+            .map(|v| TppMessage {
+                code: "FORMAT_ERROR",
+                path: Some(if v.path.is_empty() {
+                    "body".into()
+                } else {
+                    v.path
+                }),
+                text: v.message.chars().take(480).collect(),
+            })
+            .collect();
+        return Err(Refusal::many(StatusCode::BAD_REQUEST, messages));
+    }
+    let now = sb.now();
+    let problems = rules::check_initiation(t.product, periodic, &body, now.date_naive());
+    if !problems.is_empty() {
+        return Err(Refusal::many(StatusCode::BAD_REQUEST, problems));
+    }
+    let scenario = scenarios::pick(
+        body["creditorName"].as_str().unwrap_or(""),
+        body["instructedAmount"]["currency"].as_str().unwrap_or(""),
+        body["instructedAmount"]["amount"].as_str().unwrap_or(""),
+    );
+    let decoupled_preferred = header(headers, "tpp-redirect-preferred") == Some("false")
+        || header(headers, "tpp-decoupled-preferred") == Some("true");
+    let approach = Approach::from_scenario(scenario.approach, decoupled_preferred);
+    let explicit = header(headers, "tpp-explicit-authorisation-preferred") == Some("true");
+    let redirect_uri = header(headers, "tpp-redirect-uri").map(str::to_owned);
+    if approach != Approach::Decoupled && redirect_uri.is_none() {
+        return Err(Refusal::format(
+            "TPP-Redirect-URI",
+            "redirect SCA (this payment's approach) needs TPP-Redirect-URI",
+        ));
+    }
+    let pid = new_id();
+    let self_path = format!("/v1/{}/{}/{pid}", t.service, t.product);
+    let mut links = json!({
+        "self": { "href": sb.api_link(&self_path) },
+        "status": { "href": sb.api_link(&format!("{self_path}/status")) },
+    });
+    let implicit = !explicit && approach != Approach::Decoupled;
+    let mut auths = Vec::new();
+    let mut bank = sb.bank();
+    let mut response = json!({ "transactionStatus": "RCVD", "paymentId": pid });
+    if implicit {
+        let aid = new_id();
+        bank.auths.insert(
+            aid.clone(),
+            Authorisation {
+                id: aid.clone(),
+                payment_id: pid.clone(),
+                kind: AuthKind::Payment,
+                approach,
+                sca_status: ScaStatus::Received,
+                created_at: now,
+                started_at: None,
+                psu_id: None,
+                code_challenge: None,
+                authorize_request: None,
+                oauth_code: None,
+                approved: false,
+            },
+        );
+        links["scaStatus"] =
+            json!({ "href": sb.api_link(&format!("{self_path}/authorisations/{aid}")) });
+        if approach == Approach::OAuth {
+            links["scaOAuth"] =
+                json!({ "href": sb.link("/.well-known/oauth-authorization-server") });
+        } else {
+            links["scaRedirect"] = json!({ "href": sb.link(&format!("/sca/{aid}")) });
+        }
+        response["scaStatus"] = json!("received");
+        auths.push(aid);
+    } else if approach == Approach::Decoupled {
+        links["startAuthorisationWithPsuIdentification"] =
+            json!({ "href": sb.api_link(&format!("{self_path}/authorisations")) });
+    } else {
+        links["startAuthorisation"] =
+            json!({ "href": sb.api_link(&format!("{self_path}/authorisations")) });
+    }
+    response["_links"] = links;
+    bank.payments.insert(
+        pid.clone(),
+        Payment {
+            id: pid.clone(),
+            service: t.service.to_owned(),
+            product: t.product.to_owned(),
+            body,
+            created_at: now,
+            scenario: scenario.id,
+            scenario_ref: scenario,
+            approach,
+            explicit,
+            redirect_uri,
+            nok_redirect_uri: header(headers, "tpp-nok-redirect-uri").map(str::to_owned),
+            psu_id: header(headers, "psu-id").map(str::to_owned),
+            owner,
+            authorisations: auths,
+            cancellation_authorisations: Vec::new(),
+            opened: false,
+            signed_at: None,
+            sca_failed: false,
+            cancelled: false,
+            cancel_pending: false,
+        },
+    );
+    let mut a = Answer::json(
+        StatusCode::CREATED,
+        "paymentInitiationRequestResponse-201",
+        response,
+    );
+    a.headers.push(("Location", sb.api_link(&self_path)));
+    a.headers
+        .push(("ASPSP-SCA-Approach", approach.header().to_owned()));
+    Ok(a)
+}

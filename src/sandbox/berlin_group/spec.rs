@@ -1,0 +1,181 @@
+//! The vendored Berlin Group OpenAPI (1.3.12, `specs/berlin-group/`, CC BY 4.0), compiled into
+//! JSON Schema validators for the schemas the simulator reads and writes.
+//!
+//! The document's schema objects are OpenAPI 3.0 (a JSON Schema draft 4 dialect); they are
+//! validated as draft 4 with formats checked, against `#/components/schemas/<name>` of the
+//! unchanged document. One thing is added, in memory only: every object schema that lists
+//! `properties` and says nothing about `additionalProperties` (and is not a composition)
+//! gets `additionalProperties: false`, so a field the spec does not define is refused (the
+//! request schemas have no compositions; `_links` schemas allow extra links explicitly and
+//! are left alone). The spec's examples are never used: some contradict their own schemas.
+
+use std::collections::HashMap;
+use std::sync::{Mutex, OnceLock};
+
+use serde_json::{Map, Value, json};
+
+/// The JSON form of the vendored YAML (converted once, content unchanged).
+const SPEC_JSON: &str =
+    include_str!("../../../specs/berlin-group/psd2-api_v1.3.12-2022-07-06.json");
+
+/// One way a value breaks its schema: the JSON pointer of the value and what is wrong.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Violation {
+    pub path: String,
+    pub message: String,
+}
+
+fn schemas() -> &'static Value {
+    static STRICT: OnceLock<Value> = OnceLock::new();
+    STRICT.get_or_init(|| {
+        let mut doc: Value = serde_json::from_str(SPEC_JSON).expect("the vendored spec is JSON");
+        let mut schemas = doc
+            .pointer_mut("/components/schemas")
+            .map(Value::take)
+            .expect("the spec has components.schemas");
+        if let Value::Object(map) = &mut schemas {
+            for schema in map.values_mut() {
+                close_objects(schema);
+            }
+        }
+        json!({ "components": { "schemas": schemas } })
+    })
+}
+
+/// Adds `additionalProperties: false` to every plain object schema with `properties`.
+fn close_objects(schema: &mut Value) {
+    match schema {
+        Value::Object(map) => {
+            let composed = ["allOf", "oneOf", "anyOf"]
+                .iter()
+                .any(|k| map.contains_key(*k));
+            if map.contains_key("properties")
+                && !map.contains_key("additionalProperties")
+                && !composed
+            {
+                map.insert("additionalProperties".into(), Value::Bool(false));
+            }
+            for (key, value) in map.iter_mut() {
+                // `properties` maps names to schemas; every other keyword holds a schema or
+                // a list of them (or a plain value, which the recursion leaves alone).
+                if key == "properties" {
+                    if let Value::Object(props) = value {
+                        props.values_mut().for_each(close_objects);
+                    }
+                } else if key != "example" && key != "enum" {
+                    close_objects(value);
+                }
+            }
+        }
+        Value::Array(items) => items.iter_mut().for_each(close_objects),
+        _ => {}
+    }
+}
+
+/// Whether the document defines `#/components/schemas/<name>`.
+pub fn has_schema(name: &str) -> bool {
+    schemas()
+        .pointer(&format!("/components/schemas/{name}"))
+        .is_some()
+}
+
+fn validator(name: &str) -> Option<std::sync::Arc<jsonschema::Validator>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, std::sync::Arc<jsonschema::Validator>>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(name) {
+        return Some(v.clone());
+    }
+    if !has_schema(name) {
+        return None;
+    }
+    let mut root: Map<String, Value> = match schemas() {
+        Value::Object(m) => m.clone(),
+        _ => return None,
+    };
+    root.insert(
+        "$ref".into(),
+        Value::String(format!("#/components/schemas/{name}")),
+    );
+    let compiled = jsonschema::options()
+        .with_draft(jsonschema::Draft::Draft4)
+        .should_validate_formats(true)
+        .build(&Value::Object(root))
+        .map_err(|e| tracing::error!(schema = name, error = %e, "cannot compile a spec schema"))
+        .ok()?;
+    let compiled = std::sync::Arc::new(compiled);
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(name.to_owned(), compiled.clone());
+    Some(compiled)
+}
+
+/// Every violation of `#/components/schemas/<name>` by `value` (a schema the document does
+/// not have is itself reported).
+pub fn validate(name: &str, value: &Value) -> Vec<Violation> {
+    let Some(v) = validator(name) else {
+        return vec![Violation {
+            path: String::new(),
+            message: format!("the spec has no schema {name}"),
+        }];
+    };
+    let mut found: Vec<Violation> = v
+        .iter_errors(value)
+        .map(|e| Violation {
+            path: e.instance_path().to_string(),
+            message: e.to_string(),
+        })
+        .collect();
+    found.sort_by(|a, b| a.path.cmp(&b.path));
+    found.dedup();
+    found
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_spec_example_single_payment_passes_and_unknown_or_wrong_fields_do_not() {
+        let good = json!({
+            "instructedAmount": {"currency": "EUR", "amount": "123.50"},
+            "debtorAccount": {"iban": "DE40100100103307118608"},
+            "creditorName": "Merchant123",
+            "creditorAccount": {"iban": "DE02100100109307118603"},
+            "remittanceInformationUnstructured": "Ref Number Merchant"
+        });
+        assert_eq!(validate("paymentInitiation_json", &good), vec![]);
+        let mut bad = good.clone();
+        bad["instructedAmount"]["amount"] = json!(123.5);
+        bad["creditorAccount"]["colour"] = json!("blue");
+        bad["creditorName"] = json!("x".repeat(71));
+        let paths: Vec<String> = validate("paymentInitiation_json", &bad)
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
+        assert!(
+            paths.contains(&"/instructedAmount/amount".to_owned()),
+            "{paths:?}"
+        );
+        assert!(paths.contains(&"/creditorAccount".to_owned()), "{paths:?}");
+        assert!(paths.contains(&"/creditorName".to_owned()), "{paths:?}");
+    }
+
+    #[test]
+    fn dates_are_checked_as_dates_and_day_of_execution_has_no_leading_zero() {
+        let body = json!({
+            "instructedAmount": {"currency": "EUR", "amount": "1"},
+            "debtorAccount": {"iban": "DE40100100103307118608"},
+            "creditorName": "M",
+            "creditorAccount": {"iban": "DE02100100109307118603"},
+            "startDate": "2026-13-45", "frequency": "Monthly", "dayOfExecution": "01"
+        });
+        let paths: Vec<String> = validate("periodicPaymentInitiation_json", &body)
+            .into_iter()
+            .map(|v| v.path)
+            .collect();
+        assert!(paths.contains(&"/startDate".to_owned()), "{paths:?}");
+        assert!(paths.contains(&"/dayOfExecution".to_owned()), "{paths:?}");
+    }
+}
