@@ -7,7 +7,10 @@
 //! `properties` and says nothing about `additionalProperties` (and is not a composition)
 //! gets `additionalProperties: false`, so a field the spec does not define is refused (the
 //! request schemas have no compositions; `_links` schemas allow extra links explicitly and
-//! are left alone). The spec's examples are never used: some contradict their own schemas.
+//! are left alone). And every `pattern` is anchored (`^(?:…)$`): JSON Schema patterns match
+//! anywhere in the string, so the spec's unanchored amount pattern would let `"10,50"`
+//! through, which no ASPSP means. The spec's examples are never used: some contradict their
+//! own schemas.
 
 use std::collections::HashMap;
 use std::sync::{Mutex, OnceLock};
@@ -42,10 +45,16 @@ fn schemas() -> &'static Value {
     })
 }
 
-/// Adds `additionalProperties: false` to every plain object schema with `properties`.
+/// Adds `additionalProperties: false` to every plain object schema with `properties`, and
+/// anchors every `pattern` at both ends.
 fn close_objects(schema: &mut Value) {
     match schema {
         Value::Object(map) => {
+            if let Some(Value::String(p)) = map.get_mut("pattern")
+                && !(p.starts_with('^') && p.ends_with('$'))
+            {
+                *p = format!("^(?:{p})$");
+            }
             let composed = ["allOf", "oneOf", "anyOf"]
                 .iter()
                 .any(|k| map.contains_key(*k));
@@ -148,6 +157,7 @@ mod tests {
         assert_eq!(validate("paymentInitiation_json", &good), vec![]);
         let mut bad = good.clone();
         bad["instructedAmount"]["amount"] = json!(123.5);
+        bad["debtorAccount"]["iban"] = json!("DE40 1001 0010 3307 1186 08");
         bad["creditorAccount"]["colour"] = json!("blue");
         bad["creditorName"] = json!("x".repeat(71));
         let paths: Vec<String> = validate("paymentInitiation_json", &bad)
@@ -160,6 +170,44 @@ mod tests {
         );
         assert!(paths.contains(&"/creditorAccount".to_owned()), "{paths:?}");
         assert!(paths.contains(&"/creditorName".to_owned()), "{paths:?}");
+        assert!(
+            paths.contains(&"/debtorAccount/iban".to_owned()),
+            "{paths:?}"
+        );
+        let mut comma = good.clone();
+        comma["instructedAmount"]["amount"] = json!("10,50");
+        assert_eq!(
+            validate("paymentInitiation_json", &comma)[0].path,
+            "/instructedAmount/amount"
+        );
+    }
+
+    #[test]
+    fn an_answer_missing_required_fields_or_with_a_bad_status_is_a_violation() {
+        assert_eq!(
+            validate(
+                "paymentInitiationRequestResponse-201",
+                &json!({"transactionStatus": "RCVD", "paymentId": "p1", "_links": {}})
+            ),
+            vec![]
+        );
+        assert!(
+            !validate(
+                "paymentInitiationRequestResponse-201",
+                &json!({"transactionStatus": "RCVD"})
+            )
+            .is_empty()
+        );
+        assert!(!validate("scaStatusResponse", &json!({"scaStatus": "finalized"})).is_empty());
+        assert!(
+            !validate(
+                "paymentInitiationStatusResponse-200_json",
+                &json!({"transactionStatus": "PAID"})
+            )
+            .is_empty()
+        );
+        assert!(!has_schema("noSuchSchema"));
+        assert_eq!(validate("noSuchSchema", &json!({})).len(), 1);
     }
 
     #[test]
