@@ -22,9 +22,12 @@ use serde_json::{Value, json};
 
 use super::refusal::{Refusal, TppMessage};
 use super::scenarios;
-use super::state::{Approach, AuthKind, Authorisation, Payment, ScaStatus, TxStatus, new_id};
+use super::state::{
+    Approach, AuthKind, Authorisation, Payment, Replay, ScaStatus, TxStatus, new_id,
+};
 use super::verify::{self, Policy};
 use super::{BgSandbox, Exchange, SelfCheckFailure, lock, rules, spec};
+use sha2::Digest as _;
 
 pub(super) fn routes(sb: Arc<BgSandbox>) -> Router {
     let base = sb.config.base_path.clone();
@@ -437,15 +440,60 @@ fn process(
     let request_id = header(headers, "x-request-id")
         .unwrap_or_default()
         .to_owned();
+    let fingerprint = format!(
+        "{method} {path_and_query} {} {owner}",
+        hex::encode(sha2::Sha256::digest(raw))
+    );
     {
         let mut bank = sb.bank();
-        if !bank.seen_request_ids.insert(request_id) && !sb.config.allow_request_id_reuse {
-            return Err(Refusal::format(
-                "X-Request-ID",
-                "this X-Request-ID was already used: every call needs a new one",
-            ));
+        if !bank.seen_request_ids.insert(request_id.clone()) {
+            if !sb.config.allow_request_id_reuse {
+                return Err(Refusal::format(
+                    "X-Request-ID",
+                    "this X-Request-ID was already used: every call needs a new one",
+                ));
+            }
+            if let Some(r) = bank.replays.get(&request_id) {
+                if r.fingerprint != fingerprint {
+                    return Err(Refusal::format(
+                        "X-Request-ID",
+                        "this X-Request-ID was used for a different request",
+                    ));
+                }
+                return Ok(Answer {
+                    status: StatusCode::from_u16(r.status).unwrap_or(StatusCode::OK),
+                    headers: r.headers.clone(),
+                    body: r.body.clone(),
+                    schema: r.schema,
+                });
+            }
         }
     }
+    let answer = operate(sb, method, headers, raw, t, owner)?;
+    if sb.config.allow_request_id_reuse {
+        sb.bank().replays.insert(
+            request_id,
+            Replay {
+                fingerprint,
+                status: answer.status.as_u16(),
+                headers: answer.headers.clone(),
+                body: answer.body.clone(),
+                schema: answer.schema,
+            },
+        );
+    }
+    Ok(answer)
+}
+
+/// The operation itself, once the request passed the common checks.
+fn operate(
+    sb: &BgSandbox,
+    method: &Method,
+    headers: &HeaderMap,
+    raw: &[u8],
+    t: &Target<'_>,
+    owner: String,
+) -> Result<Answer, Refusal> {
     if !matches!(t.service, "payments" | "periodic-payments") {
         return Err(Refusal::new(
             StatusCode::BAD_REQUEST,

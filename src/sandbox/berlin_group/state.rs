@@ -202,7 +202,20 @@ pub struct Bank {
     pub payments: HashMap<String, Payment>,
     pub auths: HashMap<String, Authorisation>,
     pub seen_request_ids: HashSet<String>,
+    /// With request id reuse allowed: the answer given to each X-Request-ID.
+    pub replays: HashMap<String, Replay>,
     pub used_challenges: HashSet<String>,
+}
+
+/// A successful answer kept for an idempotent replay of the same request.
+#[derive(Debug, Clone)]
+pub struct Replay {
+    /// Method, path, body hash and TPP of the first request.
+    pub fingerprint: String,
+    pub status: u16,
+    pub headers: Vec<(&'static str, String)>,
+    pub body: Option<Value>,
+    pub schema: Option<&'static str>,
 }
 
 /// Why the shopper's decision cannot be taken.

@@ -787,11 +787,21 @@ async fn berlin_group_refuses_a_reused_x_request_id_unless_replay_is_allowed() {
     sim.initiate(c.clone()).await;
     sim.refused(c, StatusCode::BAD_REQUEST, "FORMAT_ERROR")
         .await;
+    // Allowed: the same request replays the first answer (no second payment); another
+    // request under the same id is refused.
     let lenient = spawn_with(|c| c.allow_request_id_reuse = true).await;
     let mut c = lenient.initiation(&payment("1.00"));
-    c.request_id = Some(rid);
-    lenient.initiate(c.clone()).await;
-    lenient.initiate(c).await;
+    c.request_id = Some(rid.clone());
+    let first = lenient.initiate(c.clone()).await;
+    let again = lenient.initiate(c).await;
+    assert_eq!(first["paymentId"], again["paymentId"]);
+    assert_eq!(lenient.sb.payments().len(), 1);
+    let mut other = lenient.initiation(&payment("2.00"));
+    other.request_id = Some(rid);
+    lenient
+        .refused(other, StatusCode::BAD_REQUEST, "FORMAT_ERROR")
+        .await;
+    lenient.assert_selfcheck_clean().await;
     sim.assert_selfcheck_clean().await;
 }
 
