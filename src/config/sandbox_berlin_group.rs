@@ -43,6 +43,9 @@ struct Raw {
     public_url: Option<String>,
     base_path: Option<String>,
     products: Option<String>,
+    /// The PEM itself: `PISGATE__SANDBOX_BERLIN_GROUP__TPP_CA_FILE=/path` lands here (the
+    /// sources read a `*_FILE` variable's file into the key without `_FILE`).
+    tpp_ca: Option<String>,
     tpp_ca_file: Option<String>,
     signature_required: Option<bool>,
     max_clock_skew_secs: Option<u64>,
@@ -91,6 +94,7 @@ impl SandboxBerlinGroupSettings {
         }
         let signature_required = raw.signature_required.unwrap_or(true);
         let tpp_ca_pem = match raw.tpp_ca_file.filter(|f| !f.trim().is_empty()) {
+            _ if raw.tpp_ca.as_deref().is_some_and(|p| !p.trim().is_empty()) => raw.tpp_ca,
             Some(path) => Some(std::fs::read_to_string(path.trim()).map_err(|e| {
                 SettingsError::invalid(
                     "sandbox_berlin_group.tpp_ca_file",
@@ -114,5 +118,73 @@ impl SandboxBerlinGroupSettings {
             status_step: Duration::from_millis(raw.status_step_ms.unwrap_or(2000)),
             allow_request_id_reuse: raw.allow_request_id_reuse.unwrap_or(false),
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn load(vars: &[(&str, &str)]) -> Result<SandboxBerlinGroupSettings, SettingsError> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("default.toml"), "").unwrap();
+        let vars: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+            .collect();
+        SandboxBerlinGroupSettings::load_from(&Sources {
+            config_dir: dir.path().to_owned(),
+            environment: None,
+            vars,
+        })
+    }
+
+    #[test]
+    fn the_berlin_group_sandbox_needs_a_ca_while_signatures_are_required_and_has_defaults() {
+        let err = load(&[]).unwrap_err().to_string();
+        assert!(
+            err.contains("PISGATE__SANDBOX_BERLIN_GROUP__TPP_CA_FILE"),
+            "{err}"
+        );
+        let s = load(&[("PISGATE__SANDBOX_BERLIN_GROUP__SIGNATURE_REQUIRED", "false")]).unwrap();
+        assert_eq!(s.listen.to_string(), "127.0.0.1:8092");
+        assert_eq!(s.public_url, "http://127.0.0.1:8092");
+        assert_eq!(s.base_path, "/psd2");
+        assert_eq!(
+            s.products,
+            ["sepa-credit-transfers", "instant-sepa-credit-transfers"]
+        );
+        assert_eq!(s.max_clock_skew, Duration::from_secs(120));
+        assert_eq!(s.decoupled_timeout, Duration::from_secs(30));
+        assert_eq!(s.status_step, Duration::from_millis(2000));
+        assert!(!s.allow_request_id_reuse);
+        let dir = tempfile::tempdir().unwrap();
+        let ca = dir.path().join("ca.pem");
+        std::fs::write(&ca, "-----BEGIN CERTIFICATE-----\n").unwrap();
+        let s = load(&[
+            (
+                "PISGATE__SANDBOX_BERLIN_GROUP__TPP_CA_FILE",
+                ca.to_str().unwrap(),
+            ),
+            (
+                "PISGATE__SANDBOX_BERLIN_GROUP__PRODUCTS",
+                "sepa-credit-transfers",
+            ),
+            ("PISGATE__SANDBOX_BERLIN_GROUP__DECOUPLED_TIMEOUT_SECS", "5"),
+            (
+                "PISGATE__SANDBOX_BERLIN_GROUP__PUBLIC_URL",
+                "https://bank.test/",
+            ),
+        ])
+        .unwrap();
+        assert!(s.tpp_ca_pem.unwrap().starts_with("-----BEGIN"));
+        assert_eq!(s.products, ["sepa-credit-transfers"]);
+        assert_eq!(s.decoupled_timeout, Duration::from_secs(5));
+        assert_eq!(s.public_url, "https://bank.test");
+        let err = load(&[("PISGATE__SANDBOX_BERLIN_GROUP__MAX_CLOCK_SKEW_SECS", "soon")])
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("MAX_CLOCK_SKEW_SECS"), "{err}");
     }
 }

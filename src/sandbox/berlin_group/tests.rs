@@ -82,7 +82,7 @@ fn pki() -> &'static Pki {
         let tpp_key = new_key();
         let other_key = new_key();
         let year = Validity::from_now(Duration::from_secs(365 * 86_400)).expect("validity");
-        let ca = issue(Profile::Root, 1, CA_DN, &ca_key, &ca_key, year.clone());
+        let ca = issue(Profile::Root, 1, CA_DN, &ca_key, &ca_key, year);
         let ca_name: Name = CA_DN.parse().expect("name");
         let leaf = || Profile::Leaf {
             issuer: ca_name.clone(),
@@ -96,7 +96,7 @@ fn pki() -> &'static Pki {
             "CN=Test TPP,O=Shop Payments Oy,C=FI",
             &tpp_key,
             &ca_key,
-            year.clone(),
+            year,
         );
         let other = issue(
             leaf(),
@@ -104,7 +104,7 @@ fn pki() -> &'static Pki {
             "CN=Other TPP,O=Other Oy,C=FI",
             &other_key,
             &ca_key,
-            year.clone(),
+            year,
         );
         let past = SystemTime::now() - Duration::from_secs(10 * 86_400);
         let expired_validity = Validity {
@@ -424,6 +424,9 @@ fn aid_of(href: &str) -> String {
     href.rsplit('/').next().unwrap().to_owned()
 }
 
+/// A change to an otherwise good body.
+type Change = Box<dyn Fn(&mut Value)>;
+
 fn payment(amount: &str) -> Value {
     json!({
         "endToEndIdentification": "e2e-1",
@@ -700,6 +703,11 @@ async fn berlin_group_refuses_a_key_id_that_is_not_the_certificates_lower_case_s
         sim.refused(c, StatusCode::UNAUTHORIZED, "SIGNATURE_INVALID")
             .await;
     }
+    // The same issuer in another RFC 4514 spelling is the same name.
+    let mut c = sim.initiation(&payment("1.00"));
+    c.key_id =
+        Some("SN=9fa1c3,CA=2.5.4.3=Test%20QTSP%20CA%201,O=Test%20Trust%20Services,C=FI".into());
+    sim.initiate(c).await;
     sim.assert_selfcheck_clean().await;
 }
 
@@ -881,7 +889,7 @@ async fn berlin_group_refuses_unknown_services_products_ids_and_methods() {
 #[tokio::test]
 async fn berlin_group_refuses_bodies_that_break_the_schema_naming_the_field() {
     let sim = spawn().await;
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(Change, &str)> = vec![
         (Box::new(|b| b["colour"] = json!("blue")), ""),
         (
             Box::new(|b| b["creditorAccount"]["bic"] = json!("NDEAFIHH")),
@@ -961,7 +969,7 @@ async fn berlin_group_refuses_bodies_that_break_the_schema_naming_the_field() {
 #[tokio::test]
 async fn berlin_group_refuses_bad_ibans_amounts_currencies_and_past_execution_dates() {
     let sim = spawn().await;
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str, &str)> = vec![
+    let cases: Vec<(Change, &str, &str)> = vec![
         (
             Box::new(|b| b["creditorAccount"]["iban"] = json!("FI1450000120236229")),
             "/creditorAccount/iban",
@@ -1030,7 +1038,7 @@ async fn berlin_group_refuses_periodic_payments_that_break_the_periodic_rules() 
     let (s, _, details) = sim.send(Call::get(link(&created, "self"))).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(details["frequency"], "Monthly");
-    let cases: Vec<(Box<dyn Fn(&mut Value)>, &str)> = vec![
+    let cases: Vec<(Change, &str)> = vec![
         (
             Box::new(|b| b["startDate"] = json!("2020-01-01")),
             "/startDate",
