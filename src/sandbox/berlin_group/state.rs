@@ -316,9 +316,7 @@ impl Bank {
                 "in this scenario the shopper never approves".into(),
             ));
         }
-        if payment.cancelled
-            || payment.status(now, step).is_final() && auth.kind == AuthKind::Payment
-        {
+        if payment.status(now, step).is_final() {
             return Err(DecideError::Conflict("the payment is final".into()));
         }
         let location = match (auth.approach, approve) {

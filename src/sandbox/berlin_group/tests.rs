@@ -1647,6 +1647,20 @@ async fn berlin_group_cancelling_with_sca_answers_202_and_the_approved_cancellat
     assert_eq!(sim.sca_status(&link(&a, "scaStatus")).await, "finalised");
     assert_eq!(sim.status_of(&v).await, "CANC");
 
+    // A cancellation approved only after the payment became final changes nothing.
+    let v = approved(&sim, "12.30").await;
+    let (s, _, c) = sim.send(Call::new(Method::DELETE, link(&v, "self"))).await;
+    assert_eq!(s, StatusCode::ACCEPTED);
+    let (_, _, a) = sim
+        .send(Call::new(Method::POST, link(&c, "startAuthorisation")).json(&json!({})))
+        .await;
+    sim.advance(2);
+    let (s, _) = sim
+        .decide(a["authorisationId"].as_str().unwrap(), true)
+        .await;
+    assert_eq!(s, StatusCode::CONFLICT);
+    assert_eq!(sim.status_of(&v).await, "ACSC");
+
     // A signed, not yet final payment: 202 too; a signed instant payment cannot be cancelled.
     let v = approved(&sim, "77.02").await;
     let (s, _, c) = sim.send(Call::new(Method::DELETE, link(&v, "self"))).await;
