@@ -28,6 +28,106 @@ pub struct Violation {
     pub message: String,
 }
 
+/// The unchanged document (for paths and parameters).
+fn document() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| serde_json::from_str(SPEC_JSON).expect("the vendored spec is JSON"))
+}
+
+/// A header parameter the spec defines for an operation.
+#[derive(Debug, Clone)]
+pub struct HeaderParam {
+    pub name: String,
+    pub required: bool,
+    schema: Value,
+}
+
+/// The header parameters of `paths[template][method]` (method in lower case), `$ref`s
+/// resolved.
+pub fn header_params(template: &str, method: &str) -> Vec<HeaderParam> {
+    let doc = document();
+    let Some(params) = doc
+        .get("paths")
+        .and_then(|p| p.get(template))
+        .and_then(|p| p.get(method))
+        .and_then(|o| o.get("parameters"))
+        .and_then(Value::as_array)
+    else {
+        return Vec::new();
+    };
+    params
+        .iter()
+        .filter_map(|p| match p.get("$ref").and_then(Value::as_str) {
+            Some(r) => doc.pointer(r.trim_start_matches('#')),
+            None => Some(p),
+        })
+        .filter(|p| p.get("in").and_then(Value::as_str) == Some("header"))
+        .map(|p| HeaderParam {
+            name: p["name"].as_str().unwrap_or_default().to_owned(),
+            required: p["required"].as_bool().unwrap_or(false),
+            schema: p.get("schema").cloned().unwrap_or(Value::Null),
+        })
+        .collect()
+}
+
+/// What is wrong with a header value under its parameter's schema (booleans must be `true`
+/// or `false`, integers digits). `None` when it fits.
+pub fn check_header(param: &HeaderParam, value: &str) -> Option<String> {
+    let instance = match param.schema.get("type").and_then(Value::as_str) {
+        Some("boolean") => match value {
+            "true" => Value::Bool(true),
+            "false" => Value::Bool(false),
+            _ => return Some(format!("{} must be true or false", param.name)),
+        },
+        Some("integer") => match value.parse::<i64>() {
+            Ok(n) => Value::from(n),
+            Err(_) => return Some(format!("{} must be an integer", param.name)),
+        },
+        _ => Value::String(value.to_owned()),
+    };
+    let v = header_validator(param)?;
+    v.iter_errors(&instance)
+        .next()
+        .map(|e| format!("{}: {e}", param.name))
+}
+
+/// The compiled schema of a header parameter (parameters are shared components: one per
+/// name).
+fn header_validator(param: &HeaderParam) -> Option<std::sync::Arc<jsonschema::Validator>> {
+    static CACHE: OnceLock<Mutex<HashMap<String, std::sync::Arc<jsonschema::Validator>>>> =
+        OnceLock::new();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&param.name)
+    {
+        return Some(v.clone());
+    }
+    let mut schema = param.schema.clone();
+    close_objects(&mut schema);
+    let mut root = match schemas() {
+        Value::Object(m) => m.clone(),
+        _ => Map::new(),
+    };
+    if let Value::Object(m) = schema {
+        root.extend(m);
+    }
+    let compiled = std::sync::Arc::new(
+        jsonschema::options()
+            .with_draft(jsonschema::Draft::Draft4)
+            .should_validate_formats(true)
+            .build(&Value::Object(root))
+            .map_err(|e| tracing::error!(header = %param.name, error = %e, "cannot compile a header schema"))
+            .ok()?,
+    );
+    cache
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .insert(param.name.clone(), compiled.clone());
+    Some(compiled)
+}
+
 fn schemas() -> &'static Value {
     static STRICT: OnceLock<Value> = OnceLock::new();
     STRICT.get_or_init(|| {
@@ -208,6 +308,33 @@ mod tests {
         );
         assert!(!has_schema("noSuchSchema"));
         assert_eq!(validate("noSuchSchema", &json!({})).len(), 1);
+    }
+
+    #[test]
+    fn header_parameters_come_from_the_operation_and_are_checked_by_their_schema() {
+        let params = header_params("/v1/{payment-service}/{payment-product}", "post");
+        let find = |n: &str| params.iter().find(|p| p.name == n).unwrap().clone();
+        assert!(find("X-Request-ID").required);
+        assert!(find("PSU-IP-Address").required);
+        assert!(!find("PSU-ID").required);
+        assert_eq!(check_header(&find("TPP-Redirect-Preferred"), "true"), None);
+        assert!(check_header(&find("TPP-Redirect-Preferred"), "yes").is_some());
+        assert_eq!(check_header(&find("PSU-Http-Method"), "GET"), None);
+        assert!(check_header(&find("PSU-Http-Method"), "FETCH").is_some());
+        assert_eq!(
+            check_header(&find("PSU-Geo-Location"), "GEO:52.506931;13.144558"),
+            None
+        );
+        assert!(check_header(&find("PSU-Geo-Location"), "Berlin").is_some());
+        let status = header_params(
+            "/v1/{payment-service}/{payment-product}/{paymentId}/status",
+            "get",
+        );
+        assert!(
+            !status
+                .iter()
+                .any(|p| p.name == "PSU-IP-Address" && p.required)
+        );
     }
 
     #[test]

@@ -557,6 +557,27 @@ async fn berlin_group_refuses_redirect_sca_without_a_tpp_redirect_uri() {
         "FORMAT_ERROR",
     )
     .await;
+    for (name, value) in [
+        ("PSU-Geo-Location", "Berlin"),
+        ("PSU-Http-Method", "FETCH"),
+        ("TPP-Redirect-URI", "/relative"),
+    ] {
+        let mut c = Call::new(Method::POST, SCT)
+            .json(&payment("1.00"))
+            .header("PSU-IP-Address", "192.0.2.10")
+            .header(name, value);
+        if name != "TPP-Redirect-URI" {
+            c = c.header("TPP-Redirect-URI", REDIRECT);
+        }
+        let v = sim
+            .refused(c, StatusCode::BAD_REQUEST, "FORMAT_ERROR")
+            .await;
+        assert_eq!(v["tppMessages"][0]["path"], name, "{v}");
+        assert!(
+            v["tppMessages"][0]["text"].as_str().unwrap().contains(name),
+            "{v}"
+        );
+    }
     sim.refused(
         sim.initiation(&payment("1.00"))
             .header("TPP-Redirect-Preferred", "yes"),
