@@ -4,7 +4,7 @@
 //! | call | body / answer |
 //! |---|---|
 //! | `GET /admin/health` | `{"status": "ok"}` |
-//! | `GET /admin/requests` | every API call, oldest first: method, path, operation, headers, body, status, response headers and body, `code` |
+//! | `GET /admin/requests[?operation=initiatePayment][&refused=true]` | every API call, oldest first: method, path, operation, headers, body, status, response headers and body, `code` |
 //! | `DELETE /admin/requests` | clears the log |
 //! | `GET /admin/selfcheck` | `{"failures": [...]}`: the simulator's own answers that violated the OpenAPI (empty when healthy) |
 //! | `GET /admin/payments[/{id}]` | payment states (transactionStatus, scenario, approach, authorisations with scaStatus) |
@@ -18,7 +18,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::extract::{Path, State};
+use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
@@ -51,8 +51,26 @@ pub(super) fn routes(sb: Arc<BgSandbox>) -> Router {
         .with_state(sb)
 }
 
-async fn requests(State(sb): State<Arc<BgSandbox>>) -> Response {
-    Json(sb.requests()).into_response()
+#[derive(Deserialize)]
+struct RequestFilter {
+    /// Only this operationId (e.g. `initiatePayment`).
+    operation: Option<String>,
+    /// `true`: only the refused ones (status 400 and above).
+    refused: Option<bool>,
+}
+
+async fn requests(State(sb): State<Arc<BgSandbox>>, Query(f): Query<RequestFilter>) -> Response {
+    let list: Vec<_> = sb
+        .requests()
+        .into_iter()
+        .filter(|e| {
+            f.operation
+                .as_deref()
+                .is_none_or(|o| e.operation == Some(o))
+        })
+        .filter(|e| f.refused != Some(true) || e.status >= 400)
+        .collect();
+    Json(list).into_response()
 }
 
 async fn clear_requests(State(sb): State<Arc<BgSandbox>>) -> StatusCode {

@@ -608,7 +608,9 @@ fn operate(
     let payment = bank
         .payments
         .get(pid)
-        .filter(|p| !p.hidden())
+        // Hidden (scenario 77.04) from reads and DELETE, not from starting the SCA that
+        // leads the shopper to the page.
+        .filter(|p| !p.hidden() || matches!(t.op, Op::StartAuth | Op::UpdatePsu))
         .cloned()
         .ok_or_else(|| {
             Refusal::new(

@@ -493,6 +493,19 @@ async fn berlin_group_a_correctly_signed_initiation_is_accepted_with_absolute_li
             .iter()
             .any(|h| h[0] == "signature")
     );
+    let (_, refused) = sim
+        .admin(Method::GET, "/admin/requests?refused=true", None)
+        .await;
+    assert_eq!(refused.as_array().unwrap().len(), 1, "{refused}");
+    assert_eq!(refused[0]["code"], "RESOURCE_UNKNOWN");
+    let (_, only) = sim
+        .admin(
+            Method::GET,
+            "/admin/requests?operation=initiatePayment",
+            None,
+        )
+        .await;
+    assert_eq!(only.as_array().unwrap().len(), 1);
     sim.assert_selfcheck_clean().await;
 }
 
@@ -1261,6 +1274,36 @@ async fn berlin_group_scenario_status_is_404_until_the_shopper_opens_the_page() 
     sim.decide(&aid_of(&link(&v, "scaStatus")), true).await;
     sim.advance(2);
     assert_eq!(sim.status_of(&v).await, "ACSC");
+    // With an explicit start the payment is still unknown to reads, but the SCA can start.
+    let v = sim
+        .initiate(
+            sim.initiation(&payment("77.04"))
+                .header("TPP-Explicit-Authorisation-Preferred", "true"),
+        )
+        .await;
+    let start = link(&v, "startAuthorisation");
+    sim.refused(
+        Call::get(start.clone()),
+        StatusCode::NOT_FOUND,
+        "RESOURCE_UNKNOWN",
+    )
+    .await;
+    sim.refused(
+        Call::new(Method::DELETE, link(&v, "self")),
+        StatusCode::NOT_FOUND,
+        "RESOURCE_UNKNOWN",
+    )
+    .await;
+    let (s, _, a) = sim
+        .send(Call::new(Method::POST, start).json(&json!({})))
+        .await;
+    assert_eq!(s, StatusCode::CREATED, "{a}");
+    sim.client
+        .get(link(&a, "scaRedirect"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(sim.status_of(&v).await, "RCVD");
     sim.assert_selfcheck_clean().await;
 }
 
