@@ -38,6 +38,7 @@ pub mod rules;
 pub mod scenarios;
 pub mod spec;
 pub mod state;
+pub mod test_pki;
 pub mod verify;
 
 #[cfg(test)]

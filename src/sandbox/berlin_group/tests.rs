@@ -1918,3 +1918,30 @@ async fn berlin_group_accepts_a_request_signed_by_openssl_with_a_ca_made_by_open
     assert_eq!(status, StatusCode::CREATED, "{v}");
     assert!(sb.selfcheck_failures().is_empty());
 }
+
+#[tokio::test]
+async fn berlin_group_a_tpp_of_the_generated_test_pki_is_accepted() {
+    use rsa::pkcs8::DecodePrivateKey;
+    let generated = test_pki::generate("CN=Shop TPP,O=Shop Oy,C=FI").unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let url = format!("http://{}", listener.local_addr().unwrap());
+    let cas = verify::parse_cas(&generated.ca_pem).unwrap();
+    let sb = BgSandbox::new(BgSandboxConfig::new(url.clone(), cas)).unwrap();
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(serve(listener, sb.clone(), async {
+        let _ = rx.await;
+    }));
+    let sim = Sim {
+        url,
+        sb,
+        client: reqwest::Client::new(),
+        _stop: tx,
+    };
+    let cert = verify::parse_certificate_pem(&generated.tpp_cert_pem).unwrap();
+    let mut c = sim.initiation(&payment("10.00"));
+    c.cert = Some(cert.to_der().unwrap());
+    c.key = Some(RsaPrivateKey::from_pkcs8_pem(&generated.tpp_key_pem).unwrap());
+    c.key_id = Some(generated.key_id.clone());
+    sim.initiate(c).await;
+    sim.assert_selfcheck_clean().await;
+}
