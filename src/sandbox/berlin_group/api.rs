@@ -271,11 +271,38 @@ fn finish(
                 .map(|v| format!("{}: {}", v.path, v.message)),
         );
     }
-    if answer.status == StatusCode::CREATED {
-        for required in ["Location", "ASPSP-SCA-Approach"] {
-            if !answer.headers.iter().any(|(n, _)| *n == required) {
-                problems.push(format!("a 201 without the {required} header"));
+    if let Some(op) = op {
+        let (template, spec_method) = op.spec_path();
+        let sent: Vec<(&str, &str)> = std::iter::once(("X-Request-ID", request_id.as_str()))
+            .chain(answer.headers.iter().map(|(n, v)| (*n, v.as_str())))
+            .collect();
+        match spec::response_headers(template, spec_method, answer.status.as_u16()) {
+            None => problems.push(format!(
+                "{} declares no {} answer",
+                op.operation_id(),
+                answer.status.as_u16()
+            )),
+            Some(declared) => {
+                for d in declared.iter().filter(|d| d.required) {
+                    if !sent.iter().any(|(n, _)| n.eq_ignore_ascii_case(&d.name)) {
+                        problems.push(format!("header {} is required", d.name));
+                    }
+                }
+                for (name, value) in &sent {
+                    match declared.iter().find(|d| d.name.eq_ignore_ascii_case(name)) {
+                        None => problems.push(format!("header {name} is not declared")),
+                        Some(d) => problems.extend(spec::check_header(d, value)),
+                    }
+                }
             }
+        }
+        if answer.status == StatusCode::CREATED
+            && !answer
+                .headers
+                .iter()
+                .any(|(n, _)| *n == "ASPSP-SCA-Approach")
+        {
+            problems.push("a 201 without ASPSP-SCA-Approach".into());
         }
     }
     if !problems.is_empty() {
@@ -862,7 +889,6 @@ fn operate(
                 b["psuMessage"] = json!("Please approve the payment in your bank's app.");
             }
             let mut a = Answer::json(StatusCode::CREATED, "startScaprocessResponse", b);
-            a.headers.push(("Location", sca_status_link));
             a.headers
                 .push(("ASPSP-SCA-Approach", approach.header().to_owned()));
             Ok(a)

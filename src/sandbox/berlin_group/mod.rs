@@ -12,8 +12,9 @@
 //!   refused ([`spec`]), then by the rules the schema cannot say ([`rules`]);
 //! * every refusal is the spec's HTTP status and code in the `tppMessages` shape, with the
 //!   request's `X-Request-ID` echoed ([`refusal`]);
-//! * every answer it gives is validated against the same OpenAPI: a violation is a bug of
-//!   the simulator, logged as an error and listed at `GET /admin/selfcheck`;
+//! * every answer it gives is validated against the same OpenAPI (body schema, declared
+//!   status and headers): a violation is a bug of the simulator, logged as an error and
+//!   listed at `GET /admin/selfcheck`;
 //! * `_links` are absolute and carry the payment product, so a client that rebuilds links
 //!   from the spec's examples (which omit the product) instead of following them fails.
 //!

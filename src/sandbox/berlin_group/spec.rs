@@ -70,6 +70,48 @@ pub fn header_params(template: &str, method: &str) -> Vec<HeaderParam> {
         .collect()
 }
 
+/// Follows `$ref`s within the document.
+fn resolve(mut v: &'static Value) -> &'static Value {
+    for _ in 0..8 {
+        match v.get("$ref").and_then(Value::as_str) {
+            Some(r) => match document().pointer(r.trim_start_matches('#')) {
+                Some(next) => v = next,
+                None => break,
+            },
+            None => break,
+        }
+    }
+    v
+}
+
+/// The headers the spec declares for an operation's answer with `status`; `None` when the
+/// operation declares no such status.
+pub fn response_headers(template: &str, method: &str, status: u16) -> Option<Vec<HeaderParam>> {
+    let response = document()
+        .get("paths")?
+        .get(template)?
+        .get(method)?
+        .get("responses")?
+        .get(status.to_string())?;
+    let response = resolve(response);
+    let Some(Value::Object(headers)) = response.get("headers") else {
+        return Some(Vec::new());
+    };
+    Some(
+        headers
+            .iter()
+            .map(|(name, h)| {
+                let h = resolve(h);
+                HeaderParam {
+                    name: name.clone(),
+                    required: h["required"].as_bool().unwrap_or(false),
+                    schema: h.get("schema").cloned().unwrap_or(Value::Null),
+                }
+            })
+            .collect(),
+    )
+}
+
 /// What is wrong with a header value under its parameter's schema (booleans must be `true`
 /// or `false`, integers digits). `None` when it fits.
 pub fn check_header(param: &HeaderParam, value: &str) -> Option<String> {
@@ -335,6 +377,26 @@ mod tests {
                 .iter()
                 .any(|p| p.name == "PSU-IP-Address" && p.required)
         );
+    }
+
+    #[test]
+    fn answers_declare_their_headers() {
+        let created =
+            response_headers("/v1/{payment-service}/{payment-product}", "post", 201).unwrap();
+        assert!(
+            created
+                .iter()
+                .any(|h| h.name == "X-Request-ID" && h.required)
+        );
+        assert!(created.iter().any(|h| h.name == "ASPSP-SCA-Approach"));
+        let started = response_headers(
+            "/v1/{payment-service}/{payment-product}/{paymentId}/authorisations",
+            "post",
+            201,
+        )
+        .unwrap();
+        assert!(!started.iter().any(|h| h.name == "Location"));
+        assert!(response_headers("/v1/{payment-service}/{payment-product}", "post", 299).is_none());
     }
 
     #[test]
