@@ -33,6 +33,7 @@
 
 pub mod admin;
 mod api;
+mod operations;
 mod pages;
 pub mod refusal;
 pub mod rules;
