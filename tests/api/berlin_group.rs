@@ -30,7 +30,7 @@ pub(crate) struct BgBank {
 /// The simulator on a random port, trusting a fresh test CA whose TPP certificate pisgate
 /// signs with; scenario steps every 300 ms.
 pub(crate) async fn spawn_bg_sandbox() -> BgBank {
-    let pki = test_pki::generate("pisgate test TPP").expect("a test PKI");
+    let pki = test_pki::generate("CN=pisgate test TPP,O=pisgate,C=FI").expect("a test PKI");
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
     let origin = format!("http://{}", listener.local_addr().unwrap());
     let mut config = BgSandboxConfig::new(
@@ -183,7 +183,9 @@ pub(crate) fn assert_spec_clean(bank: &BgBank, allowed: &[u16]) {
 async fn berlin_group_redirect_payment_is_paid_on_acsc_through_the_pages_and_webhooks() {
     let (app, bank) = spawn_with_berlin(&[]).await;
     let m = app.create_merchant("Shop").await;
-    let p = app.create_payment(&m.api_key, &berlin_payment("10.50")).await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("10.50"))
+        .await;
     assert_eq!(p["bank"], "berlin");
     assert_eq!(p["bank_status"], "RCVD");
     assert_eq!(p["status"], "awaiting_authorization");
@@ -224,7 +226,9 @@ async fn berlin_group_statuses_end_each_payment_as_the_bank_says() {
     ];
     let mut ids = Vec::new();
     for (amount, _, _) in cases {
-        let p = app.create_payment(&m.api_key, &berlin_payment(amount)).await;
+        let p = app
+            .create_payment(&m.api_key, &berlin_payment(amount))
+            .await;
         let id = p["id"].as_str().unwrap().to_owned();
         if amount == "77.04" {
             // The bank does not know it before the page is opened: the poller's 404s
@@ -242,7 +246,9 @@ async fn berlin_group_statuses_end_each_payment_as_the_bank_says() {
         assert_eq!(p["bank_status"], *bank_status, "{p}");
     }
     // ACSP for good: authorized, never paid.
-    let p = app.create_payment(&m.api_key, &berlin_payment("77.02")).await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.02"))
+        .await;
     let id = p["id"].as_str().unwrap();
     let page = to_bank_page(&app, &p).await;
     decide(&app, &page, true).await;
@@ -259,7 +265,9 @@ async fn berlin_group_statuses_end_each_payment_as_the_bank_says() {
 async fn berlin_group_a_refused_sca_is_authorization_failed_not_rejected() {
     let (app, bank) = spawn_with_berlin(&[]).await;
     let m = app.create_merchant("Shop").await;
-    let p = app.create_payment(&m.api_key, &berlin_payment("10.50")).await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("10.50"))
+        .await;
     let id = p["id"].as_str().unwrap();
     let page = to_bank_page(&app, &p).await;
     decide(&app, &page, false).await;
@@ -277,7 +285,9 @@ async fn berlin_group_a_refused_sca_is_authorization_failed_not_rejected() {
 async fn berlin_group_a_merchants_cancel_of_an_opened_unsigned_payment_is_a_delete_at_the_bank() {
     let (app, bank) = spawn_with_berlin(&[]).await;
     let m = app.create_merchant("Shop").await;
-    let p = app.create_payment(&m.api_key, &berlin_payment("10.50")).await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("10.50"))
+        .await;
     let id = p["id"].as_str().unwrap();
     to_bank_page(&app, &p).await;
     let r = app
@@ -301,7 +311,9 @@ async fn berlin_group_a_merchants_cancel_of_an_opened_unsigned_payment_is_a_dele
     assert_eq!(deletes[0].status, 204);
 
     // 77.06: the bank wants the cancellation authorised; nothing changes until it says so.
-    let p = app.create_payment(&m.api_key, &berlin_payment("77.06")).await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.06"))
+        .await;
     let id = p["id"].as_str().unwrap();
     to_bank_page(&app, &p).await;
     let r = app
@@ -343,7 +355,9 @@ async fn berlin_group_and_nordea_payments_work_in_the_same_run() {
         .await;
     let back = crate::helpers::sign_and_return(&app.client, &nordea, "psu-n").await;
     assert_eq!(back.status(), 303);
-    let berlin = app.create_payment(&m.api_key, &berlin_payment("10.50")).await;
+    let berlin = app
+        .create_payment(&m.api_key, &berlin_payment("10.50"))
+        .await;
     let page = to_bank_page(&app, &berlin).await;
     decide(&app, &page, true).await;
     wait_for_status(&app, &m, berlin["id"].as_str().unwrap(), "paid").await;
@@ -355,6 +369,9 @@ async fn berlin_group_and_nordea_payments_work_in_the_same_run() {
         matches!(n["status"].as_str(), Some("authorized" | "paid")),
         "{n}"
     );
-    assert!(bank.sandbox.payments().len() == 1, "only the berlin payment went to the simulator");
+    assert!(
+        bank.sandbox.payments().len() == 1,
+        "only the berlin payment went to the simulator"
+    );
     assert_spec_clean(&bank, &[]);
 }

@@ -4,6 +4,7 @@
 mod api_keys;
 mod auth;
 mod banks;
+mod berlin_group;
 mod binding;
 mod certificate;
 mod cli;
