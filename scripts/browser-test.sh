@@ -24,6 +24,8 @@ admin_port=$(pg_free_port)
 sandbox_port=$(pg_free_port)
 shop_port=$(pg_free_port)
 export PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_SANDBOX_PORT=$sandbox_port
+# Nordea alone: these pages are Nordea's (a country with two banks defers to the shopper).
+export PISGATE_LOCAL_BANKS=nordea
 local_ports
 cluster="browser-$$"
 work=$(mktemp -d)

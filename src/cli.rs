@@ -151,6 +151,15 @@ pub enum KeysCommand {
         #[arg(long, default_value_t = 2048)]
         bits: usize,
     },
+    /// Write a throwaway test PKI for the Berlin Group simulator: DIR/ca.pem (for
+    /// PISGATE__SANDBOX_BERLIN_GROUP__TPP_CA_FILE), DIR/tpp-key.pem (mode 0600) and
+    /// DIR/tpp-cert.pem (a bank's PRIVATE_KEY_FILE and CERTIFICATE_FILE). Local runs and
+    /// tests only: never a real certificate.
+    TestPki {
+        /// The folder to write to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
+    },
     /// Print a fresh token-encryption key (base64 of 32 random bytes), the value of
     /// PISGATE__TOKENS__ENCRYPTION_KEY (or the content of its _FILE).
     TokenKey,
@@ -391,6 +400,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "wrote {} (keep it secret) and {} (register it with the bank)",
                 private.display(),
                 public.display()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::TestPki { out },
+        } => {
+            let pki = crate::sandbox::berlin_group::test_pki::generate(
+                "CN=pisgate local TPP,O=pisgate,C=FI",
+            )
+            .map_err(|e| anyhow::anyhow!("cannot make a test PKI: {e}"))?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let write = |name: &str, text: &str, mode: u32| -> anyhow::Result<()> {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let path = out.join(name);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(mode)
+                    .open(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                f.write_all(text.as_bytes())?;
+                Ok(())
+            };
+            write("ca.pem", &pki.ca_pem, 0o644)?;
+            write("tpp-key.pem", &pki.tpp_key_pem, 0o600)?;
+            write("tpp-cert.pem", &pki.tpp_cert_pem, 0o644)?;
+            eprintln!(
+                "wrote a test CA and TPP certificate to {} (keyId {})",
+                out.display(),
+                pki.key_id
             );
             Ok(())
         }
