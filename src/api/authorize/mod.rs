@@ -38,6 +38,8 @@ use rand::RngCore;
 use std::collections::HashMap;
 use uuid::Uuid;
 
+mod deferred;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(
@@ -47,6 +49,18 @@ pub fn router() -> Router<AppState> {
         .route(
             "/authorize/{id}/cancel",
             post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::Cancel)),
+        )
+        .route(
+            "/authorize/{id}/bank",
+            post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::ChooseBank)),
+        )
+        .route(
+            "/authorize/{id}/account",
+            post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::GiveAccount)),
+        )
+        .route(
+            "/authorize/{id}/initiate",
+            post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::Initiate)),
         )
 }
 
@@ -151,6 +165,10 @@ enum Action {
     Show,
     Proceed,
     Cancel,
+    /// Deferred initiation: the bank chosen (`bank`), the IBAN given (`iban`), or a retry.
+    ChooseBank,
+    GiveAccount,
+    Initiate,
 }
 
 /// Checks the link (an unknown payment and a wrong token get the same page), picks the
@@ -161,6 +179,7 @@ async fn act(
     token: &str,
     headers: &HeaderMap,
     action: Action,
+    form: &HashMap<String, String>,
 ) -> Response {
     let fallback = language(None, headers);
     let result = async {
@@ -172,6 +191,15 @@ async fn act(
             Action::Show => show_page(state, &p, token, lang).await,
             Action::Proceed => to_bank(state, &p, lang).await,
             Action::Cancel => shopper_cancel(state, &p, lang).await,
+            Action::ChooseBank => {
+                let bank = form.get("bank").map(String::as_str).unwrap_or("");
+                deferred::choose_bank(state, &p, token, lang, bank).await
+            }
+            Action::GiveAccount => {
+                let iban = form.get("iban").map(String::as_str).unwrap_or("");
+                deferred::give_account(state, &p, token, lang, iban).await
+            }
+            Action::Initiate => deferred::proceed(state, &p, token, lang).await,
         }
     }
     .await;
@@ -191,7 +219,7 @@ async fn show(
     headers: HeaderMap,
 ) -> Response {
     let token = q.get("t").map(String::as_str).unwrap_or("");
-    act(&state, &id, token, &headers, Action::Show).await
+    act(&state, &id, token, &headers, Action::Show, &HashMap::new()).await
 }
 
 /// `POST /authorize/{id}` (the shopper pressed "Continue to the bank") and
@@ -205,7 +233,7 @@ async fn posted(
     action: Action,
 ) -> Response {
     let token = form.get("t").map(String::as_str).unwrap_or("");
-    act(&state, &id, token, &headers, action).await
+    act(&state, &id, token, &headers, action, &form).await
 }
 
 async fn show_page(
@@ -214,6 +242,9 @@ async fn show_page(
     token: &str,
     lang: Language,
 ) -> anyhow::Result<Response> {
+    if p.deferred && !p.is_initiated() {
+        return deferred::show(state, p, token, lang).await;
+    }
     if p.request["consent"] == "merchant" {
         return to_bank(state, p, lang).await;
     }
