@@ -8,6 +8,7 @@ mod binding;
 mod certificate;
 mod cli;
 mod consent;
+mod deferred;
 mod console;
 mod console_lockout;
 mod errors;
