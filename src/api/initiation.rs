@@ -86,8 +86,7 @@ pub async fn call_bank(
             retry_safe: true,
         });
     }
-    match tokio::time::timeout(budget, state.banks.client(bank).initiate(initiation, None)).await
-    {
+    match tokio::time::timeout(budget, state.banks.client(bank).initiate(initiation, None)).await {
         Ok(answer) => answer,
         // The request may have reached the bank: its outcome is unknown.
         Err(_) => Err(BankError::Unexpected {

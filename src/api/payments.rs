@@ -15,13 +15,18 @@
 //! anyone (merchants only ever see the authorization hop, which leads to the recorded
 //! attempt's link), so it cannot be signed; the ledger lists every attempt and its outcome.
 //! A stale key resumes only a payment with no bank id that is not final, guarded in SQL.
+//!
+//! Deferred initiation (the shopper chooses the bank, or gives their IBAN, on pisgate's page)
+//! creates the payment without a bank call and answers at once; its attempts are the page's
+//! (`api::authorize`), never a merchant retry's. The bank call and the recording of its
+//! outcome are one service for both callers: [`crate::api::initiation`].
 
 use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::authorize;
-use crate::api::initiation;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::initiation;
 use crate::api::openapi::PaymentCreate;
 use crate::api::pagination::{Page, page};
 use crate::api::payment_input::{self, Validated};
@@ -142,7 +147,7 @@ fn replayed(status: u16, body: Value) -> Response {
 
 /// Create a payment
 ///
-/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`), even if today's validation would refuse that body; with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
+/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. Without `bank`, where several banks serve the debtor's country, no bank is called yet: the payment answers `initiation: "awaiting_bank_choice"` and `bank: null`, and its `authorization_url` opens pisgate's page where the shopper chooses the bank (pisgate initiates there then); likewise `initiation: "awaiting_debtor_account"` where the bank needs the debtor's account and `debtor` was not given (the shopper gives their IBAN on that page). The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`), even if today's validation would refuse that body; with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
 #[utoipa::path(
     post,
     path = "/v1/payments",
@@ -492,7 +497,10 @@ enum BankChoice {
     /// Initiation waits for the shopper: `bank` is the merchant's (or the country's only)
     /// bank that needs the shopper's IBAN, or [`payments::NO_BANK_YET`] when the shopper
     /// chooses among several.
-    Deferred { bank: String, waiting: &'static str },
+    Deferred {
+        bank: String,
+        waiting: &'static str,
+    },
 }
 
 pub const AWAITING_BANK_CHOICE: &str = "awaiting_bank_choice";
@@ -502,7 +510,10 @@ pub const AWAITING_DEBTOR_ACCOUNT: &str = "awaiting_debtor_account";
 /// debtor's country), else the country's only bank; with several and none named, the
 /// shopper chooses on pisgate's page. A bank that needs the debtor's account the merchant
 /// did not give waits for the shopper's IBAN on that page.
-fn choose_bank(state: &AppState, r: &crate::domain::PaymentRequest) -> Result<BankChoice, ApiError> {
+fn choose_bank(
+    state: &AppState,
+    r: &crate::domain::PaymentRequest,
+) -> Result<BankChoice, ApiError> {
     let country = r.country();
     let refuse = |code: &'static str, message: String| {
         ApiError::Validation(vec![FieldError::new("bank", code, message)])
@@ -732,7 +743,9 @@ async fn bearer_call_failed(
     tracing::warn!(error = %error, kind = error.kind(), "bank call failed");
     match error {
         BankError::NotFound => ApiError::NotFound("payment at the bank"),
-        BankError::Validation { failures } => ApiError::BankRejected(initiation::bank_failures(&failures)),
+        BankError::Validation { failures } => {
+            ApiError::BankRejected(initiation::bank_failures(&failures))
+        }
         _ => {
             ApiError::BankUnavailable("the bank did not answer as expected; try again later".into())
         }

@@ -223,20 +223,18 @@ pub struct KeyClaim<'a> {
 /// The events of a new payment: `created`, then the start of its first bank attempt (none
 /// for a deferred payment: the shopper's page starts it).
 fn creation_events(p: &NewPayment<'_>) -> Vec<NewEvent> {
-    let mut events = vec![
-        NewEvent {
-            kind: "created".into(),
-            old_status: None,
-            new_status: Some(PaymentStatus::AwaitingAuthorization),
-            bank_status: None,
-            detail: json!({
-                "amount_minor": p.amount_minor,
-                "currency": p.currency,
-                "country": p.country,
-                "facts": binding::facts_digest(&p.facts()),
-            }),
-        },
-    ];
+    let mut events = vec![NewEvent {
+        kind: "created".into(),
+        old_status: None,
+        new_status: Some(PaymentStatus::AwaitingAuthorization),
+        bank_status: None,
+        detail: json!({
+            "amount_minor": p.amount_minor,
+            "currency": p.currency,
+            "country": p.country,
+            "facts": binding::facts_digest(&p.facts()),
+        }),
+    }];
     match p.deferred {
         None => events.push(NewEvent {
             detail: json!({ "attempt": 1 }),

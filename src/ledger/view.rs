@@ -170,13 +170,13 @@ impl From<&PaymentRecord> for PaymentView {
         // A deferred payment's hop is the shopper's page from creation on.
         let authorization_url = (p.status() == PaymentStatus::AwaitingAuthorization
             && (p.is_initiated() || p.deferred))
-        // Payments made before the hop existed keep the bank link they were given.
-        .then(|| {
-            p.authorize_url
-                .clone()
-                .or_else(|| p.authorization_url.clone())
-        })
-        .flatten();
+            // Payments made before the hop existed keep the bank link they were given.
+            .then(|| {
+                p.authorize_url
+                    .clone()
+                    .or_else(|| p.authorization_url.clone())
+            })
+            .flatten();
         PaymentView {
             id: p.id,
             status: p.status.clone(),

@@ -3,7 +3,9 @@
 //! on the shopper's submit, under the same truth rules as immediate initiation. Two
 //! Nordea-protocol banks on their own sandboxes serve FI.
 
-use crate::helpers::{TestApp, fresh_database, ledger_keys, private_key_pem, spawn_app_on, spawn_sandbox};
+use crate::helpers::{
+    TestApp, fresh_database, ledger_keys, private_key_pem, spawn_app_on, spawn_sandbox,
+};
 use crate::payments::{body, with};
 use crate::truth::{POLLER, ledger_kinds, webhooks_of};
 use pisgate::ledger::events::{self, BreakReason};
@@ -26,7 +28,10 @@ async fn two_banks(
         ("PISGATE__BANKS__SECOND__NAME", "Second Bank"),
         ("PISGATE__BANKS__SECOND__COUNTRIES", "FI"),
         ("PISGATE__BANKS__SECOND__BASE_URL", &base),
-        ("PISGATE__BANKS__SECOND__CLIENT_ID", crate::helpers::CLIENT_ID),
+        (
+            "PISGATE__BANKS__SECOND__CLIENT_ID",
+            crate::helpers::CLIENT_ID,
+        ),
         (
             "PISGATE__BANKS__SECOND__CLIENT_SECRET",
             crate::helpers::CLIENT_SECRET,
@@ -50,7 +55,11 @@ fn hop_parts(url: &str) -> (String, String) {
     (hop.to_owned(), token.to_owned())
 }
 
-async fn get_page(app: &TestApp, url: &str, lang: &str) -> (u16, String, reqwest::header::HeaderMap) {
+async fn get_page(
+    app: &TestApp,
+    url: &str,
+    lang: &str,
+) -> (u16, String, reqwest::header::HeaderMap) {
     let r = app
         .client
         .get(url)
@@ -95,11 +104,16 @@ async fn deferred_payment(app: &TestApp, second: &Sandbox, key: &str) -> Value {
     assert_eq!(p["bank"], Value::Null, "{p}");
     assert_eq!(p["status"], "awaiting_authorization");
     assert!(p["bank_payment_id"].is_null());
-    let url = p["authorization_url"].as_str().expect("the hop is handed out");
+    let url = p["authorization_url"]
+        .as_str()
+        .expect("the hop is handed out");
     assert!(url.contains("/authorize/") && url.contains("?t="), "{url}");
     let id = p["id"].as_str().unwrap();
     assert!(app.bank_payments_for(id).is_empty(), "no call at Nordea");
-    assert!(second.payment_by_external_id(&external_id(id)).is_empty(), "no call at Second");
+    assert!(
+        second.payment_by_external_id(&external_id(id)).is_empty(),
+        "no call at Second"
+    );
     p
 }
 
@@ -115,7 +129,10 @@ async fn several_banks_and_none_named_defer_initiation_to_the_shoppers_choice_on
     let (status, html, headers) = get_page(&app, url, "fi").await;
     assert_eq!(status, 200);
     assert!(html.contains("Valitse pankkisi"), "in Finnish: {html}");
-    assert!(html.contains(">Nordea<") && html.contains(">Second Bank<"), "{html}");
+    assert!(
+        html.contains(">Nordea<") && html.contains(">Second Bank<"),
+        "{html}"
+    );
     assert!(html.contains("name=\"bank\" value=\"second\""), "{html}");
     assert!(!html.contains("<script"), "no JavaScript");
     let csp = headers["content-security-policy"].to_str().unwrap();
@@ -123,7 +140,10 @@ async fn several_banks_and_none_named_defer_initiation_to_the_shoppers_choice_on
     assert_eq!(headers["cache-control"], "no-store");
     assert_eq!(headers["referrer-policy"], "no-referrer");
     // Showing the page records and calls nothing.
-    assert_eq!(initiation_of(&app, id).await, ("awaiting_bank_choice".into(), "".into(), 0));
+    assert_eq!(
+        initiation_of(&app, id).await,
+        ("awaiting_bank_choice".into(), "".into(), 0)
+    );
 
     // The shopper chooses Second Bank: initiated there, then to the consent step.
     let r = submit(&app, url, "bank", &[("bank", "second")]).await;
@@ -147,14 +167,23 @@ async fn several_banks_and_none_named_defer_initiation_to_the_shoppers_choice_on
     let kinds = ledger_kinds(&app, id).await;
     assert_eq!(
         &kinds[..5],
-        ["created", "initiation_deferred", "bank_chosen", "initiation_attempt", "initiated"],
+        [
+            "created",
+            "initiation_deferred",
+            "bank_chosen",
+            "initiation_attempt",
+            "initiated"
+        ],
         "{kinds:?}"
     );
     // The choice is bound in the ledger and verifies.
     let report = events::verify_all(&app.pool, &ledger_keys()).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
     let metrics = app.metrics().await;
-    assert!(metrics.contains("pisgate_bank_choices_total{bank=\"second\"} 1"), "{metrics}");
+    assert!(
+        metrics.contains("pisgate_bank_choices_total{bank=\"second\"} 1"),
+        "{metrics}"
+    );
 }
 
 #[tokio::test]
@@ -167,7 +196,10 @@ async fn a_bank_that_does_not_serve_the_country_is_not_accepted_from_the_page() 
         let r = submit(&app, url, "bank", &[("bank", bank)]).await;
         assert_eq!(r.status(), 422, "{bank:?}");
         let html = r.text().await.unwrap();
-        assert!(html.contains("Choose your bank"), "the choice again: {html}");
+        assert!(
+            html.contains("Choose your bank"),
+            "the choice again: {html}"
+        );
     }
     let id = p["id"].as_str().unwrap();
     assert_eq!(initiation_of(&app, id).await.0, "awaiting_bank_choice");
@@ -178,7 +210,10 @@ async fn a_bank_that_does_not_serve_the_country_is_not_accepted_from_the_page() 
 async fn a_double_submit_of_the_bank_choice_makes_one_signable_bank_payment() {
     // The bank answers slowly, so the submits overlap its call.
     let (app, second) = two_banks(&[], |c| {
-        c.faults = vec![FaultRule::always(FaultTarget::Initiate, Fault::Latency { ms: 700 })];
+        c.faults = vec![FaultRule::always(
+            FaultTarget::Initiate,
+            Fault::Latency { ms: 700 },
+        )];
     })
     .await;
     let m = app.create_merchant("Shop").await;
@@ -206,9 +241,21 @@ async fn a_double_submit_of_the_bank_choice_makes_one_signable_bank_payment() {
     let at_nordea = app.bank_payments_for(&id).len();
     assert_eq!(at_second + at_nordea, 1, "one bank payment in all");
     let kinds = ledger_kinds(&app, &id).await;
-    assert_eq!(kinds.iter().filter(|k| *k == "bank_chosen").count(), 1, "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| *k == "initiated").count(), 1, "{kinds:?}");
-    assert_eq!(kinds.iter().filter(|k| *k == "initiation_attempt").count(), 1, "{kinds:?}");
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "bank_chosen").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "initiated").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "initiation_attempt").count(),
+        1,
+        "{kinds:?}"
+    );
     let view = app.get_payment(&m.api_key, &id).await;
     assert_eq!(view["initiation"], "initiated");
 }
@@ -226,10 +273,16 @@ async fn an_unknown_outcome_on_the_shoppers_submit_stays_open_and_the_retry_page
     let r = submit(&app, url, "bank", &[("bank", "second")]).await;
     assert_eq!(r.status(), 503);
     let html = r.text().await.unwrap();
-    assert!(html.contains("Please try again") && html.contains("/initiate"), "{html}");
+    assert!(
+        html.contains("Please try again") && html.contains("/initiate"),
+        "{html}"
+    );
     let view = app.get_payment(&m.api_key, id).await;
     assert_eq!(view["initiation"], "outcome_unknown");
-    assert_eq!(view["status"], "awaiting_authorization", "never failed on an unknown");
+    assert_eq!(
+        view["status"], "awaiting_authorization",
+        "never failed on an unknown"
+    );
     // The hop shows the same retry page, never the lost attempt's link.
     let (status, again, _) = get_page(&app, url, "en").await;
     assert_eq!(status, 200);
@@ -242,7 +295,11 @@ async fn an_unknown_outcome_on_the_shoppers_submit_stays_open_and_the_retry_page
     // The lost attempt's payment is at the bank but not the payment's; only the second is.
     let at_bank = second.payment_by_external_id(&external_id(id));
     assert_eq!(at_bank.len(), 2, "{at_bank:?}");
-    assert!(at_bank.iter().any(|b| Some(b.payment_id.as_str()) == view["bank_payment_id"].as_str()));
+    assert!(
+        at_bank
+            .iter()
+            .any(|b| Some(b.payment_id.as_str()) == view["bank_payment_id"].as_str())
+    );
     let kinds = ledger_kinds(&app, id).await;
     assert_eq!(
         &kinds[..7],
@@ -259,12 +316,19 @@ async fn an_unknown_outcome_on_the_shoppers_submit_stays_open_and_the_retry_page
     );
     let back = app.sign(url, "psu-retried", true).await;
     assert_eq!(back.status(), 303);
-    assert_eq!(app.get_payment(&m.api_key, id).await["status"], "authorized");
+    assert_eq!(
+        app.get_payment(&m.api_key, id).await["status"],
+        "authorized"
+    );
 }
 
 #[tokio::test]
 async fn a_bank_that_needs_the_debtor_account_asks_the_shopper_for_a_valid_iban_first() {
-    let (app, second) = two_banks(&[("PISGATE__BANKS__SECOND__NEEDS_DEBTOR_ACCOUNT", "true")], |_| {}).await;
+    let (app, second) = two_banks(
+        &[("PISGATE__BANKS__SECOND__NEEDS_DEBTOR_ACCOUNT", "true")],
+        |_| {},
+    )
+    .await;
     let m = app.create_merchant("Shop").await;
     let p = app
         .create_payment(&m.api_key, &with(body("FI"), json!({"bank": "second"})))
@@ -275,7 +339,10 @@ async fn a_bank_that_needs_the_debtor_account_asks_the_shopper_for_a_valid_iban_
     let url = p["authorization_url"].as_str().unwrap();
     let (status, html, _) = get_page(&app, url, "sv").await;
     assert_eq!(status, 200);
-    assert!(html.contains("Ditt konto") && html.contains("name=\"iban\""), "{html}");
+    assert!(
+        html.contains("Ditt konto") && html.contains("name=\"iban\""),
+        "{html}"
+    );
 
     // Wrong check digits, wrong length, not an IBAN country: the form again, with the
     // error at the field and the value kept; no bank call.
@@ -290,22 +357,38 @@ async fn a_bank_that_needs_the_debtor_account_asks_the_shopper_for_a_valid_iban_
         let html = r.text().await.unwrap();
         assert!(html.contains(words), "{typed}: {html}");
         assert!(html.contains("aria-invalid=\"true\""), "{html}");
-        assert!(html.contains(&format!("value=\"{typed}\"")), "the form keeps it: {html}");
-        assert!(html.contains("href=\"#iban\""), "the summary names the field");
+        assert!(
+            html.contains(&format!("value=\"{typed}\"")),
+            "the form keeps it: {html}"
+        );
+        assert!(
+            html.contains("href=\"#iban\""),
+            "the summary names the field"
+        );
     }
-    assert!(second.payment_by_external_id(&external_id(id)).is_empty(), "no bank call");
+    assert!(
+        second.payment_by_external_id(&external_id(id)).is_empty(),
+        "no bank call"
+    );
     assert_eq!(app.bank_calls(Operation::Initiate), 0);
 
     let r = submit(&app, url, "account", &[("iban", "fi21 1234 5600 0007 85")]).await;
     assert_eq!(r.status(), 303);
-    assert_eq!(app.get_payment(&m.api_key, id).await["initiation"], "initiated");
+    assert_eq!(
+        app.get_payment(&m.api_key, id).await["initiation"],
+        "initiated"
+    );
     let sent: Vec<_> = second
         .requests()
         .into_iter()
         .filter(|r| r.operation == Some(Operation::Initiate))
         .collect();
     assert_eq!(sent.len(), 1);
-    assert!(sent[0].body.contains("FI2112345600000785"), "{}", sent[0].body);
+    assert!(
+        sent[0].body.contains("FI2112345600000785"),
+        "{}",
+        sent[0].body
+    );
     // The ledger shows it masked and binds its digest.
     let given: Value = sqlx::query_scalar(
         "SELECT detail FROM payment_events WHERE payment_id = $1::uuid AND kind = 'debtor_account_given'",
@@ -337,7 +420,10 @@ async fn a_cancelled_or_expired_deferred_payment_shows_the_closed_page_instead_o
     assert_eq!(r.status(), 200);
     let (status, html, _) = get_page(&app, url, "en").await;
     assert_eq!(status, 410);
-    assert!(html.contains("Payment cancelled") && !html.contains("name=\"bank\""), "{html}");
+    assert!(
+        html.contains("Payment cancelled") && !html.contains("name=\"bank\""),
+        "{html}"
+    );
     let r = submit(&app, url, "bank", &[("bank", "second")]).await;
     assert_eq!(r.status(), 410);
     assert!(second.payment_by_external_id(&external_id(id)).is_empty());
@@ -386,25 +472,38 @@ async fn ledger_verify_catches_a_chosen_bank_edited_in_sql() {
     let p = deferred_payment(&app, &second, &m.api_key).await;
     let id: Uuid = p["id"].as_str().unwrap().parse().unwrap();
     let url = p["authorization_url"].as_str().unwrap();
-    assert_eq!(submit(&app, url, "bank", &[("bank", "second")]).await.status(), 303);
+    assert_eq!(
+        submit(&app, url, "bank", &[("bank", "second")])
+            .await
+            .status(),
+        303
+    );
     let report = events::verify_all(&app.pool, &ledger_keys()).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
 
     let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     sqlx::query("UPDATE payments SET bank = 'nordea' WHERE id = $1")
         .bind(id)
         .execute(&mut *tx)
         .await
         .unwrap();
-    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let report = events::verify_all(&app.pool, &ledger_keys()).await.unwrap();
     let first = report.first_broken.clone().expect("the edit is caught");
     assert_eq!(first.payment_id, id);
     assert_eq!(
         first.reason,
-        BreakReason::ShopperChoiceMismatch { what: "bank".into() },
+        BreakReason::ShopperChoiceMismatch {
+            what: "bank".into()
+        },
         "{report:?}"
     );
     let one = pisgate::ledger::verify::verify_payment(&app.pool, &ledger_keys(), id)
@@ -417,16 +516,25 @@ async fn ledger_verify_catches_a_chosen_bank_edited_in_sql() {
     let p = deferred_payment(&app, &second, &m.api_key).await;
     let other: Uuid = p["id"].as_str().unwrap().parse().unwrap();
     let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     sqlx::query("UPDATE payments SET bank = 'second' WHERE id = $1")
         .bind(other)
         .execute(&mut *tx)
         .await
         .unwrap();
-    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER").execute(&mut *tx).await.unwrap();
+    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     tx.commit().await.unwrap();
     let one = pisgate::ledger::verify::verify_payment(&app.pool, &ledger_keys(), other)
         .await
         .unwrap();
-    assert_eq!(one.first_broken.map(|b| b.reason), Some(BreakReason::FactsMismatch));
+    assert_eq!(
+        one.first_broken.map(|b| b.reason),
+        Some(BreakReason::FactsMismatch)
+    );
 }

@@ -14,8 +14,8 @@
 
 use super::{closed, closed_kind, see_other};
 use crate::api::AppState;
-use crate::api::consent::{self, Closed};
 use crate::api::consent::choice::{self, IbanError, Page};
+use crate::api::consent::{self, Closed};
 use crate::api::initiation::{self, Recorded, ShopperInitiation};
 use crate::api::payments::{AWAITING_BANK_CHOICE, AWAITING_DEBTOR_ACCOUNT};
 use crate::domain::{Account, AccountError, AccountType, Country, Language, PaymentStatus};
@@ -65,9 +65,9 @@ fn step(state: &AppState, p: &PaymentRecord) -> Step {
 }
 
 fn hop(state: &AppState, p: &PaymentRecord) -> String {
-    p.authorize_url.clone().unwrap_or_else(|| {
-        super::url(state, p.id, p.authorize_token.as_deref().unwrap_or(""))
-    })
+    p.authorize_url
+        .clone()
+        .unwrap_or_else(|| super::url(state, p.id, p.authorize_token.as_deref().unwrap_or("")))
 }
 
 /// The banks the shopper may choose: those serving the payment's country, by name.
@@ -237,7 +237,10 @@ pub(super) async fn give_account(
     let account = match check_iban(&kept) {
         Ok(a) => a,
         Err(e) => {
-            tracing::info!(reason = e.code(), "the shopper's IBAN was refused on the page");
+            tracing::info!(
+                reason = e.code(),
+                "the shopper's IBAN was refused on the page"
+            );
             metrics::counter!("pisgate_debtor_account_refused_total", "reason" => e.code())
                 .increment(1);
             let name = bank_name(state, &p.bank);

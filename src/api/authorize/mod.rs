@@ -18,6 +18,12 @@
 //! A payment created with `consent: "merchant"` skips the page: `GET` redirects to the bank
 //! as the button would.
 //!
+//! A payment whose initiation waits for the shopper (several banks serve its country and the
+//! merchant named none, or its bank needs the debtor's account and the merchant gave none)
+//! shows, before the bank's answer is recorded, pisgate's bank choice or IBAN form instead
+//! ([`deferred`]): the submit records the choice and initiates at that bank then, and the
+//! shopper comes back here for the consent page (or the bank).
+//!
 //! The token `t` is 256 random bits, compared in constant time; a wrong or missing token
 //! answers the same page as an unknown payment. It doubles as the forms' CSRF token: only
 //! someone holding the link can post them. Never logged: the token, the bank's link.
