@@ -538,3 +538,38 @@ async fn ledger_verify_catches_a_chosen_bank_edited_in_sql() {
         Some(BreakReason::FactsMismatch)
     );
 }
+
+#[tokio::test]
+async fn a_deferred_payment_with_merchant_consent_still_shows_the_button_to_the_chosen_bank() {
+    let (app, second) = two_banks(&[], |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(
+            &m.api_key,
+            &with(body("FI"), json!({"consent": "merchant"})),
+        )
+        .await;
+    assert_eq!(p["initiation"], "awaiting_bank_choice", "{p}");
+    let id = p["id"].as_str().unwrap();
+    let url = p["authorization_url"].as_str().unwrap();
+    let r = submit(&app, url, "bank", &[("bank", "second")]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), url);
+    // The form's redirect ends on pisgate's page, whose policy allows the bank's origin.
+    let (status, html, headers) = get_page(&app, url, "en").await;
+    assert_eq!(status, 200);
+    assert!(html.contains("Continue to Second Bank"), "{html}");
+    let csp = headers["content-security-policy"].to_str().unwrap();
+    let bank_origin = second
+        .config()
+        .public_base_url
+        .trim_end_matches('/')
+        .to_owned();
+    assert!(csp.contains(&bank_origin), "{csp} allows {bank_origin}");
+    let back = app.sign(url, "psu-merchant-consent", true).await;
+    assert_eq!(back.status(), 303);
+    assert_eq!(
+        app.get_payment(&m.api_key, id).await["status"],
+        "authorized"
+    );
+}

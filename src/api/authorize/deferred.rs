@@ -6,8 +6,8 @@
 //! recorded once (`bank_chosen`, `debtor_account_given`, guarded in SQL); the initiation
 //! runs under a lease, so a double click, Back or a second tab never starts a second bank
 //! call while one runs, and only the current attempt's answer is the payment's. After it,
-//! the shopper is sent to the hop, which shows the consent page (or goes to the bank for
-//! `consent: "merchant"`).
+//! the shopper is sent to the hop, which shows the consent page, whose button leads to the
+//! bank (also for `consent: "merchant"`, see the parent module).
 //!
 //! Never: call a bank for an IBAN that fails its check digits or country/length rules, log
 //! the IBAN in full (only masked), or offer a bank that does not serve the payment's country.

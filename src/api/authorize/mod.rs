@@ -22,7 +22,9 @@
 //! merchant named none, or its bank needs the debtor's account and the merchant gave none)
 //! shows, before the bank's answer is recorded, pisgate's bank choice or IBAN form instead
 //! ([`deferred`]): the submit records the choice and initiates at that bank then, and the
-//! shopper comes back here for the consent page (or the bank).
+//! shopper comes back here for the consent page (for such a payment even with
+//! `consent: "merchant"`: the page's strict `form-action` could not allow a redirect chain
+//! from pisgate's form to a bank link that did not exist when the form was served).
 //!
 //! The token `t` is 256 random bits, compared in constant time; a wrong or missing token
 //! answers the same page as an unknown payment. It doubles as the forms' CSRF token: only
@@ -251,7 +253,11 @@ async fn show_page(
     if p.deferred && !p.is_initiated() {
         return deferred::show(state, p, token, lang).await;
     }
-    if p.request["consent"] == "merchant" {
+    // A deferred payment's shopper arrives from pisgate's own form: a redirect chain from it
+    // to the bank would need the bank's link origin in that form's `form-action` before the
+    // link exists, so such a payment shows the consent page's button even with
+    // `consent: "merchant"`.
+    if p.request["consent"] == "merchant" && !p.deferred {
         return to_bank(state, p, lang).await;
     }
     let link = match payments::hop_for(p, Utc::now()) {
