@@ -573,3 +573,93 @@ async fn a_deferred_payment_with_merchant_consent_still_shows_the_button_to_the_
         "authorized"
     );
 }
+
+#[tokio::test]
+async fn the_shoppers_iban_is_never_logged_in_full_and_the_choice_is_logged_with_its_bank() {
+    use crate::helpers::{CLIENT_ID, CLIENT_SECRET};
+    use pisgate::ledger::Db;
+    let (_sandbox, sandbox_url) = spawn_sandbox(|_| {}).await;
+    let url = fresh_database().await;
+    let pool = Db::from(sqlx::PgPool::connect(&url).await.unwrap());
+    let (_, key) =
+        pisgate::ledger::merchants::create(&pool, "Log shop", &["https://shop.example".into()])
+            .await
+            .unwrap();
+    let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
+    let bank = format!("{sandbox_url}/personal");
+    let pem = private_key_pem();
+    let serve = crate::serve::Serve::start(
+        &url,
+        &[
+            ("RUST_LOG", "debug"),
+            ("PISGATE__NORDEA__BASE_URL", &bank),
+            ("PISGATE__NORDEA__ENVIRONMENT", "sandbox"),
+            ("PISGATE__BANKS__SECOND__PROTOCOL", "nordea"),
+            ("PISGATE__BANKS__SECOND__NAME", "Second Bank"),
+            ("PISGATE__BANKS__SECOND__COUNTRIES", "FI"),
+            ("PISGATE__BANKS__SECOND__BASE_URL", &bank),
+            ("PISGATE__BANKS__SECOND__CLIENT_ID", CLIENT_ID),
+            ("PISGATE__BANKS__SECOND__CLIENT_SECRET", CLIENT_SECRET),
+            ("PISGATE__BANKS__SECOND__PRIVATE_KEY", &pem),
+            ("PISGATE__BANKS__SECOND__ENVIRONMENT", "sandbox"),
+            ("PISGATE__BANKS__SECOND__NEEDS_DEBTOR_ACCOUNT", "true"),
+        ],
+    )
+    .await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let created: Value = client
+        .post(format!("{}/v1/payments", serve.base))
+        .bearer_auth(&key)
+        .header("idempotency-key", "log-deferred")
+        .json(&json!({
+            "amount": "12.00", "currency": "EUR", "bank": "second",
+            "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Kauppa"},
+            "return_url": "https://shop.example/done"
+        }))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(
+        created["initiation"], "awaiting_debtor_account",
+        "{created}"
+    );
+    let (hop, token) = hop_parts(created["authorization_url"].as_str().unwrap());
+    let post = |iban: &'static str| {
+        client
+            .post(format!("{hop}/account"))
+            .form(&[("t", token.as_str()), ("iban", iban)])
+            .send()
+    };
+    assert_eq!(post("FI21 1234 5600 0007 86").await.unwrap().status(), 422);
+    assert_eq!(post("FI21 1234 5600 0007 85").await.unwrap().status(), 303);
+    let (_, stdout, stderr, _) = serve.stop().await;
+    let logs = format!("{stdout}{stderr}");
+    assert!(
+        logs.contains("the shopper gave the debtor account"),
+        "{logs}"
+    );
+    assert!(
+        logs.contains("FI…0785"),
+        "masked, as the rest of the code masks accounts"
+    );
+    assert!(
+        logs.lines()
+            .any(|l| l.contains("initiating at the shopper's bank")
+                && l.contains("\"bank\":\"second\"")),
+        "the bank id is on the initiation's log line"
+    );
+    for full in [
+        "FI2112345600000785",
+        "FI21 1234 5600 0007 85",
+        "FI2112345600000786",
+        "FI21 1234 5600 0007 86",
+    ] {
+        assert!(!logs.contains(full), "{full} appears in the logs");
+    }
+}
