@@ -11,6 +11,7 @@ mod cli;
 mod consent;
 mod console;
 mod console_lockout;
+mod deferred;
 mod errors;
 mod events;
 mod hardening;
