@@ -375,3 +375,179 @@ async fn berlin_group_and_nordea_payments_work_in_the_same_run() {
     );
     assert_spec_clean(&bank, &[]);
 }
+
+/// What a Berlin Group `transactionStatus` means for pisgate when it is final (the default
+/// paid set), or `None` while it is not.
+fn bg_final(code: &str) -> Option<&'static str> {
+    match code {
+        "ACSC" | "ACCC" => Some("paid"),
+        "RJCT" => Some("rejected|authorization_failed"),
+        "CANC" => Some("cancelled"),
+        _ => None,
+    }
+}
+
+/// Every payment pisgate holds at `berlin` against the simulator's own view of it: a final
+/// status only on the bank's final word (RJCT: rejected, or authorization_failed where the
+/// shopper's SCA failed), the bank status shown is the bank's once final, `paid` only on
+/// ACSC/ACCC, and a payment cancelled without the bank only if nobody opened its SCA page.
+async fn bg_sweep(app: &TestApp, bank: &BgBank) -> Vec<String> {
+    let rows: Vec<(uuid::Uuid, String, Option<String>, Option<String>)> = sqlx::query_as(
+        "SELECT id, status, bank_payment_id, bank_status FROM payments WHERE bank = 'berlin'",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let mut wrong = Vec::new();
+    for (id, status, bank_id, bank_status) in rows {
+        let Some(at_bank) = bank_id.as_deref().and_then(|b| bank.sandbox.payment(b)) else {
+            if status != "awaiting_authorization" && status != "cancelled" {
+                wrong.push(format!("{id}: {status} with no payment at the bank"));
+            }
+            continue;
+        };
+        let code = at_bank["transactionStatus"]
+            .as_str()
+            .unwrap_or("")
+            .to_owned();
+        let sca_failed = at_bank["authorisation_details"]
+            .as_array()
+            .is_some_and(|a| a.iter().any(|x| x.to_string().contains("\"failed\"")));
+        let opened = at_bank["authorisation_details"]
+            .as_array()
+            .is_some_and(|a| {
+                a.iter().any(|x| {
+                    let s = x.to_string();
+                    s.contains("\"started\"")
+                        || s.contains("\"finalised\"")
+                        || s.contains("\"failed\"")
+                })
+            });
+        let is_final = crate::workers::FINAL.contains(&status.as_str());
+        match bg_final(&code) {
+            Some(want) if is_final => {
+                let agrees = match want {
+                    "rejected|authorization_failed" => {
+                        status
+                            == if sca_failed {
+                                "authorization_failed"
+                            } else {
+                                "rejected"
+                            }
+                    }
+                    w => status == w,
+                };
+                if !agrees {
+                    wrong.push(format!(
+                        "{id}: pisgate says {status}, the bank {code} (sca failed: {sca_failed})"
+                    ));
+                }
+                if bank_status.as_deref() != Some(code.as_str()) {
+                    wrong.push(format!("{id}: shows {bank_status:?}, the bank says {code}"));
+                }
+            }
+            None if is_final => {
+                if !(status == "cancelled" && !opened) {
+                    wrong.push(format!(
+                        "{id}: pisgate says {status}, the bank {code} is not final"
+                    ));
+                }
+            }
+            _ => {}
+        }
+        if status == "paid" && !matches!(code.as_str(), "ACSC" | "ACCC") {
+            wrong.push(format!("{id}: paid while the bank says {code}"));
+        }
+    }
+    wrong
+}
+
+#[tokio::test]
+async fn berlin_group_truth_sweep_every_payment_agrees_with_the_bank() {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    let new = |amount: &'static str| {
+        let (app, key) = (&app, m.api_key.clone());
+        async move { app.create_payment(&key, &berlin_payment(amount)).await }
+    };
+    // Signed after a forged refusal on the same return link: the bank's word (paid) stands.
+    let forged = new("10.50").await;
+    let page = to_bank_page(&app, &forged).await;
+    let state_link = {
+        let r = app
+            .client
+            .post(&page)
+            .form(&[("decision", "approve")])
+            .send()
+            .await
+            .unwrap();
+        r.headers()["location"].to_str().unwrap().to_owned()
+    };
+    let forged_error = format!("{state_link}&error=access_denied");
+    let r = app.client.get(&forged_error).send().await.unwrap();
+    assert_eq!(r.status(), 303, "a forged refusal is only a hint");
+    let r = app.client.get(&state_link).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    // Refused at the bank, then the shopper's (real) refusal return is replayed twice.
+    let refused = new("10.50").await;
+    let page = to_bank_page(&app, &refused).await;
+    decide(&app, &page, false).await;
+    // Rejected after acceptance, accepted for good, pending then settled.
+    let mut signed = Vec::new();
+    for amount in ["77.01", "77.02", "77.03", "12.00"] {
+        let p = new(amount).await;
+        let page = to_bank_page(&app, &p).await;
+        decide(&app, &page, true).await;
+        signed.push(p);
+    }
+    // Walked away on the bank's page, and never opened at all.
+    let walked = new("10.50").await;
+    to_bank_page(&app, &walked).await;
+    let unopened = new("10.50").await;
+    // Cancelled by the merchant: one the shopper opened (a DELETE at the bank), one nobody
+    // opened (no bank call needed).
+    let opened_cancel = new("10.50").await;
+    to_bank_page(&app, &opened_cancel).await;
+    let unopened_cancel = new("10.50").await;
+    for p in [&opened_cancel, &unopened_cancel] {
+        let r = app
+            .client
+            .post(app.url(&format!(
+                "/v1/payments/{}/cancel",
+                p["id"].as_str().unwrap()
+            )))
+            .bearer_auth(&m.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+
+    let id = |p: &Value| p["id"].as_str().unwrap().to_owned();
+    wait_for_status(&app, &m, &id(&forged), "paid").await;
+    wait_for_status(&app, &m, &id(&refused), "authorization_failed").await;
+    for (p, want) in signed
+        .iter()
+        .zip(["rejected", "authorized", "paid", "paid"])
+    {
+        wait_for_status(&app, &m, &id(p), want).await;
+    }
+    for p in [&walked, &unopened] {
+        let now = app.get_payment(&m.api_key, &id(p)).await;
+        assert_eq!(now["status"], "awaiting_authorization", "{now}");
+    }
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let at_berlin: i64 = sqlx::query_scalar("SELECT count(*) FROM payments WHERE bank = 'berlin'")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(at_berlin, 10, "the sweep compares every one of them");
+    let wrong = bg_sweep(&app, &bank).await;
+    assert!(wrong.is_empty(), "disagreements with the bank: {wrong:#?}");
+    assert_eq!(
+        app.get_payment(&m.api_key, &id(&signed[1])).await["status"],
+        "authorized",
+        "ACSP for good is never paid"
+    );
+    assert_spec_clean(&bank, &[]);
+}
