@@ -154,7 +154,7 @@ fn psu_key(p: &PaymentRecord, shopper_id: Option<&str>) -> String {
     }
 }
 
-#[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
+#[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty, bank = tracing::field::Empty))]
 async fn bank_callback(
     State(state): State<AppState>,
     peer: Peer,
@@ -231,6 +231,7 @@ async fn handle(
         ));
     };
     tracing::Span::current().record("payment_id", tracing::field::display(p.id));
+    tracing::Span::current().record("bank", p.bank.as_str());
     crate::telemetry::link_to_creation(&tracing::Span::current(), p.trace_parent.as_deref());
     let psu = psu_context(state, headers, peer);
     match returned(state, &p, &raw, psu, started).await {

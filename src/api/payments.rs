@@ -163,7 +163,7 @@ fn replayed(status: u16, body: Value) -> Response {
         (status = 502, description = "initiation_outcome_unknown (the bank's answer was lost: retry with the same key, which resumes the payment), bank_unavailable (nothing was created: retry with the same key), or the bank refused our credentials (the payment is failed)"),
     ),
 )]
-#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, payment_id = tracing::field::Empty))]
+#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, payment_id = tracing::field::Empty, bank = tracing::field::Empty))]
 pub(crate) async fn create_payment(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
@@ -295,6 +295,7 @@ pub(crate) async fn create_payment(
         metrics::counter!("pisgate_payments_created_total").increment(1);
     }
     tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
+    tracing::Span::current().record("bank", bank_id);
 
     if deferred.is_some() {
         return answer_deferred(&state, merchant.id, &key, created, payment_id).await;

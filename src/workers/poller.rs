@@ -126,7 +126,7 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
                         .acquire_owned()
                         .await
                         .expect("the semaphore is never closed");
-                    let span = tracing::info_span!("poll", payment_id = %p.id);
+                    let span = tracing::info_span!("poll", payment_id = %p.id, bank = %p.bank);
                     crate::telemetry::link_to_creation(&span, p.trace_parent.as_deref());
                     tasks.spawn(poll_one(ctx.clone(), pacer.clone(), p, permit).instrument(span));
                 }
