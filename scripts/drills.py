@@ -28,6 +28,25 @@ def bank_disagreement(status, cancel_requested, at_bank, bank_id):
     return None if ok else f"pisgate {status}, bank {rec['status']}"
 
 
+def bg_disagreement(status, cancel_requested, rec, sca_failed):
+    """How a final pisgate status contradicts a Berlin Group bank's record of the payment
+    (the simulator's /admin/payments entry), or None when the bank agrees. `expired` beside
+    CANC is the bank's deletion at pisgate's request at the late-signing horizon; RJCT is
+    authorization_failed where the shopper's SCA failed, else rejected."""
+    if rec is None:
+        return None if status in ("expired", "cancelled", "failed") else f"{status} without a bank payment"
+    if status == "failed":
+        return "failed but its bank payment was opened" if rec.get("opened") else None
+    code = rec.get("transactionStatus")
+    want = {"ACSC": "paid", "ACCC": "paid", "CANC": "cancelled",
+            "RJCT": "authorization_failed" if sca_failed else "rejected"}.get(code)
+    ok = (want == status) or (want == "cancelled" and status == "expired" and cancel_requested != "t") \
+        or (want is None and status in ("expired", "cancelled") and not rec.get("opened"))
+    if status == "paid" and code not in ("ACSC", "ACCC"):
+        ok = False
+    return None if ok else f"pisgate {status}, bank {code} (sca failed: {sca_failed})"
+
+
 # wrk -s: POST /v1/payments with a fresh Idempotency-Key per request (ARG1-<thread>-<n>),
 # body ARG2, API key ARG3; prints one RESULT JSON line (and each thread's first answer
 # other than 201 as FIRST_ERROR).

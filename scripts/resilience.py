@@ -23,7 +23,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from drills import bank_disagreement  # noqa: E402
+from drills import bank_disagreement, bg_disagreement  # noqa: E402
 
 P = argparse.ArgumentParser()
 P.add_argument("--mode", choices=["quick", "full"], default="quick")
@@ -32,6 +32,7 @@ P.add_argument("--work", required=True)
 P.add_argument("--base", required=True)
 P.add_argument("--admin", required=True)
 P.add_argument("--sandbox", required=True)
+P.add_argument("--bg-sandbox", required=True, help="the Berlin Group simulator (the bank berlin)")
 P.add_argument("--pg-bindir", required=True)
 P.add_argument("--pg-data", required=True)
 P.add_argument("--pids", required=True)
@@ -142,8 +143,13 @@ def faults(rules):
 # -- the merchant and the shopper ------------------------------------------------------------
 
 COUNTRIES = [
-    ("FI", {"amount": "10.50", "currency": "EUR", "country": "FI",
+    ("FI", {"amount": "10.50", "currency": "EUR", "country": "FI", "bank": "nordea",
             "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Shop"}}),
+    # The Berlin Group bank `berlin` (the strict simulator): its return carries no code, its
+    # DELETE needs no shopper token.
+    ("FI-BG", {"amount": "12.00", "currency": "EUR", "country": "FI", "bank": "berlin",
+               "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Shop"},
+               "debtor": {"account": {"type": "IBAN", "value": "FI2112345600000785"}}}),
     ("SE", {"amount": "99.00", "currency": "SEK", "country": "SE",
             "creditor": {"account": {"type": "BGNR", "value": "50501055"}, "name": "Butik AB",
                          "reference": {"type": "OCR", "value": "1234566"}}}),
@@ -227,11 +233,13 @@ def shopper(p, plan):
         # for it before and after its approval timeout. pisgate holds no token of this
         # shopper; it must still end (expired, once the bank's time to sign ran out).
         return
-    s, _, page = call(h.get("Location") or h.get("location"))
+    bank_page = h.get("Location") or h.get("location")
+    s, _, page = call(bank_page)
     m = re.search(r'action="([^"]+)"', page or "")
     if s != 200 or not m:
         return
-    action = m.group(1).replace("&amp;", "&")
+    action = urllib.parse.urljoin(bank_page, m.group(1).replace("&amp;", "&"))
+    berlin = bank_page.startswith(A.bg_sandbox)
     if plan == "walk_away":
         return
     if plan == "cancel_at_bank":
@@ -246,7 +254,7 @@ def shopper(p, plan):
         # (being confirmed); it must end as the bank says (paid), never expired.
         created = CREATED_AT.get(p["id"], time.time())
         time.sleep(max(0.0, created + HORIZON_SECS - 1.5 - time.time()))
-    decision = "reject" if plan == "reject" else "approve"
+    decision = ("refuse" if berlin else "reject") if plan == "reject" else "approve"
     form = urllib.parse.urlencode({"decision": decision, "psu_id": f"psu-{p['id'][-8:]}"}).encode()
     s, h, _ = call(action, form, {"Content-Type": "application/x-www-form-urlencoded"})
     back = h.get("Location") or h.get("location")
@@ -255,7 +263,7 @@ def shopper(p, plan):
     if plan == "sign_at_horizon":
         return  # closed tab: the return never comes
     if plan == "forged_error":
-        forged = back.replace("code=", "error=access_denied&was=")
+        forged = back + "&error=access_denied" if berlin else back.replace("code=", "error=access_denied&was=")
         call(forged)
         return  # the real return never comes: the poller must learn the truth
     for _ in range(3 if plan == "replay" else 1):
@@ -393,9 +401,30 @@ def report(recover):
     for b in bank or []:
         by_external[b.get("external_id") or ""].append(b)
 
+    s, text = call(f"{A.bg_sandbox}/admin/payments")[0::2]
+    bg_by_e2e = collections.defaultdict(list)
+    for b in (json.loads(text) if s == 200 else []):
+        bg_by_e2e[(b.get("body") or {}).get("endToEndIdentification", "")].append(b)
+    at_berlin = {r[0] for r in psql("SELECT id FROM payments WHERE bank = 'berlin'")}
+    STATS["berlin"] = len(at_berlin)
+
     lost = [k for k, pid in GIVEN.items() if pid not in db_payments or key_payment.get(k) != pid]
     doubled, disagreements = [], []
     for pid, (_, status, bank_id, cancel_requested) in db_payments.items():
+        if pid in at_berlin:
+            at_bg = bg_by_e2e.get(uuid.UUID(pid).hex, [])
+            opened = [b for b in at_bg if b.get("opened")]
+            if len(opened) > 1 or any(b["id"] != bank_id for b in opened):
+                doubled.append(pid)
+            if status in ("awaiting_authorization", "authorized"):
+                disagreements.append(f"{pid}: still {status} at berlin (plan {PLANS.get(pid)})")
+                continue
+            rec = next((b for b in at_bg if b["id"] == bank_id), None)
+            sca_failed = rec is not None and rec.get("sca_failed")
+            wrong = bg_disagreement(status, cancel_requested, rec, sca_failed)
+            if wrong:
+                disagreements.append(f"{pid}: {wrong} at berlin (plan {PLANS.get(pid)})")
+            continue
         at_bank = by_external.get(uuid.UUID(pid).hex, [])
         opened = [b for b in at_bank if b.get("exists_at_bank")]
         if len(opened) > 1 or any(b["payment_id"] != bank_id for b in opened):
@@ -432,6 +461,7 @@ def report(recover):
         ("same-key retries", STATS["same_key_retries"]),
         ("201s", STATS["201"]),
         ("payments", len(rows)),
+        ("of them at the Berlin Group bank", STATS["berlin"]),
         ("clients that gave up on a key", STATS["gave_up"]),
         ("4xx final answers", ", ".join(f"{c}: {STATS[c]}" for c in ("400", "401", "404", "422") if STATS[c]) or "none"),
         ("final statuses", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))),

@@ -34,6 +34,7 @@ pg_start "$cluster"
 port=$(pg_free_port)
 admin_port=$(pg_free_port)
 sandbox_port=$(pg_free_port)
+bg_port=$(pg_free_port)
 
 drill_stack_env "$work" "$sandbox_port" resilience-client
 export PISGATE__DATABASE__URL=$DATABASE_URL
@@ -55,12 +56,26 @@ export PISGATE__WEBHOOKS__ENABLED=false
 # The load here is one merchant far above a real one's budget.
 export PISGATE__RATE_LIMIT__REQUESTS_PER_WINDOW=1000000
 export RUST_LOG=warn
+# The Berlin Group bank `berlin` (FI, beside Nordea): the strict simulator with a test PKI.
+"$bin" keys test-pki --out "$work/bg" 2>/dev/null
+export PISGATE__SANDBOX_BERLIN_GROUP__LISTEN="127.0.0.1:$bg_port"
+export PISGATE__SANDBOX_BERLIN_GROUP__TPP_CA_FILE="$work/bg/ca.pem"
+export PISGATE__SANDBOX_BERLIN_GROUP__STATUS_STEP_MS=1000
+export PISGATE__BANKS__BERLIN__PROTOCOL=berlin-group PISGATE__BANKS__BERLIN__NAME="Berlin Test Bank"
+export PISGATE__BANKS__BERLIN__COUNTRIES=FI PISGATE__BANKS__BERLIN__ENVIRONMENT=sandbox
+export PISGATE__BANKS__BERLIN__BASE_URL="http://127.0.0.1:$bg_port/psd2"
+export PISGATE__BANKS__BERLIN__PRIVATE_KEY_FILE="$work/bg/tpp-key.pem"
+export PISGATE__BANKS__BERLIN__CERTIFICATE_FILE="$work/bg/tpp-cert.pem"
+export PISGATE__BANKS__BERLIN__PSU_IP_FALLBACK=127.0.0.1
+export PISGATE__BANKS__BERLIN__REQUEST_TIMEOUT_SECS=3
 
 "$bin" migrate >/dev/null
 "$bin" merchant create --name "Resilience shop" --return-origin "https://shop.example" >"$work/merchant.json"
 "$bin" sandbox >"$work/sandbox.log" 2>&1 &
 echo $! >>"$pids_file"
+"$bin" sandbox --protocol berlin-group >"$work/bg-sandbox.log" 2>&1 &
+echo $! >>"$pids_file"
 
 python3 scripts/resilience.py --mode "$mode" --bin "$bin" --work "$work" \
-    --base "http://127.0.0.1:$port" --admin "http://127.0.0.1:$admin_port" --sandbox "http://127.0.0.1:$sandbox_port" \
+    --base "http://127.0.0.1:$port" --admin "http://127.0.0.1:$admin_port" --sandbox "http://127.0.0.1:$sandbox_port" --bg-sandbox "http://127.0.0.1:$bg_port" \
     --pg-bindir "$(pg_bindir)" --pg-data "$PG_STATE_DIR/pg-$cluster" --pids "$pids_file"

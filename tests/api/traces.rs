@@ -375,7 +375,7 @@ async fn a_payments_polls_callback_and_webhooks_link_to_the_trace_of_its_creatio
         })
     };
     linked("a poll linked to the creation", "poll").await;
-    linked("the callback linked to the creation", "nordea_callback").await;
+    linked("the callback linked to the creation", "bank_callback").await;
     linked("a webhook attempt linked to the creation", "attempt").await;
 
     let (exit, stdout, stderr, _) = serve.stop().await;
