@@ -360,3 +360,81 @@ async fn berlin_group_sca_decoupled_timeout_ends_authorization_failed_with_the_w
     assert_eq!(p["bank_status"], "RJCT", "{p}");
     bg.bank.assert_selfcheck_empty().await;
 }
+
+#[tokio::test]
+async fn berlin_group_sca_no_psu_id_appears_in_the_logs() {
+    use crate::helpers::fresh_database;
+    use crate::serve::Serve;
+    let Some(bank) = Aspsp::start_with(30).await else {
+        return;
+    };
+    let url = fresh_database().await;
+    let pool = pisgate::ledger::Db::from(sqlx::PgPool::connect(&url).await.unwrap());
+    let (_, key) =
+        pisgate::ledger::merchants::create(&pool, "Log shop", &["https://shop.example".into()])
+            .await
+            .unwrap();
+    let key = secrecy::ExposeSecret::expose_secret(&key).to_owned();
+    let env = bank_env(&bank, "decoupled");
+    let mut extra: Vec<(&str, &str)> = env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    extra.push(("RUST_LOG", "debug"));
+    let serve = Serve::start(&url, &extra).await;
+    let client = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let created: Value = client
+        .post(format!("{}/v1/payments", serve.base))
+        .bearer_auth(&key)
+        .header("idempotency-key", "psu-log")
+        .json(&body("16.00"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let id = created["id"].as_str().unwrap().to_owned();
+    let hop = created["authorization_url"].as_str().unwrap().to_owned();
+    let (hop_url, token) = Bg::hop_parts(&hop);
+    assert_eq!(continue_to_bank(&client, &hop).await.status(), 200);
+    let post = |psu_id: &'static str| {
+        client
+            .post(format!("{hop_url}/psu"))
+            .form(&[("t", token.as_str()), ("psu_id", psu_id)])
+            .send()
+    };
+    let refused = post("LOGCHECK-refused\u{7}").await.unwrap();
+    assert_eq!(refused.status(), 422);
+    let started = post("LOGCHECK-psu-93f1").await.unwrap();
+    assert_eq!(started.status(), 303);
+    let wait = format!("{}{}", serve.base, location(&started));
+    let aid: String =
+        sqlx::query_scalar("SELECT sca_authorisation_id FROM payments WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(pool.pool())
+            .await
+            .unwrap();
+    bank.decoupled(&aid, true).await;
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        let r = client.get(&wait).send().await.unwrap();
+        if r.status() == 303 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the waiting page never sent the shopper on"
+        );
+        tokio::time::sleep(Duration::from_millis(700)).await;
+    }
+
+    let (_, stdout, stderr, _) = serve.stop().await;
+    let logs = format!("{stdout}{stderr}");
+    assert!(
+        logs.contains("authorisation started at the bank"),
+        "no authorisation logs captured:\n{logs}"
+    );
+    assert!(!logs.contains("LOGCHECK"), "a PSU-ID appears in the logs");
+    bank.assert_selfcheck_empty().await;
+}
