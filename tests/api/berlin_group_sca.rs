@@ -33,12 +33,20 @@ fn bank_env(bank: &Aspsp, approach: &str) -> Vec<(String, String)> {
 
 /// pisgate with the bank `testbank` at a fresh ASPSP, and the poller on (fast).
 async fn setup(approach: &str, decoupled_timeout: u32) -> Option<Bg> {
+    setup_with(approach, decoupled_timeout, true).await
+}
+
+/// As [`setup`]; without the poller only the shopper's pages read the bank.
+async fn setup_with(approach: &str, decoupled_timeout: u32, poller: bool) -> Option<Bg> {
     let bank = Aspsp::start_with(decoupled_timeout).await?;
     let env = bank_env(&bank, approach);
     let mut overrides: Vec<(&str, &str)> =
         env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
     overrides.extend_from_slice(&[
-        ("PISGATE__POLLER__ENABLED", "true"),
+        (
+            "PISGATE__POLLER__ENABLED",
+            if poller { "true" } else { "false" },
+        ),
         ("PISGATE__POLLER__SIGNING_INTERVAL", "300ms"),
         ("PISGATE__POLLER__AUTHORIZED_INTERVAL", "300ms"),
     ]);
@@ -219,6 +227,10 @@ async fn berlin_group_sca_explicit_redirect_starts_the_authorisation_at_the_hop_
         .await;
     assert_eq!(paid["bank_status"], "ACSC", "{paid}");
     assert_eq!(bg.starts().await.len(), 1);
+    let report = pisgate::ledger::events::verify_all(&bg.app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
     bg.bank.assert_selfcheck_empty().await;
 }
 
@@ -320,8 +332,9 @@ async fn berlin_group_sca_decoupled_approval_ends_paid_through_a_waiting_page_wi
 }
 
 #[tokio::test]
-async fn berlin_group_sca_decoupled_refusal_ends_authorization_failed() {
-    let Some(bg) = setup("decoupled", 30).await else {
+async fn berlin_group_sca_decoupled_refusal_ends_authorization_failed_through_the_waiting_page() {
+    // No poller: the waiting page alone reads the SCA status and the transaction status.
+    let Some(bg) = setup_with("decoupled", 30, false).await else {
         return;
     };
     let (id, hop) = bg.pay("15.00").await;
@@ -340,6 +353,14 @@ async fn berlin_group_sca_decoupled_refusal_ends_authorization_failed() {
         .wait_for_status(&id, "authorization_failed", Duration::from_secs(5))
         .await;
     assert_eq!(p["bank_status"], "RJCT", "{p}");
+    let events = bg.events(&id).await;
+    assert!(
+        events
+            .iter()
+            .any(|e| e["detail"]["source"] == "waiting_page"
+                && e["detail"]["sca_status"] == "failed"),
+        "{events:?}"
+    );
     bg.bank.assert_selfcheck_empty().await;
 }
 
