@@ -24,6 +24,8 @@ admin_port=$(pg_free_port)
 sandbox_port=$(pg_free_port)
 shop_port=$(pg_free_port)
 export PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_SANDBOX_PORT=$sandbox_port
+# Nordea alone: these pages are Nordea's (a country with two banks defers to the shopper).
+export PISGATE_LOCAL_BANKS=nordea
 local_ports
 cluster="browser-$$"
 work=$(mktemp -d)
@@ -40,6 +42,17 @@ pg_start "$cluster"
 local_settings "$bin"
 # Webhooks retried quickly, so the console test's delivery is dead within a second.
 export PISGATE__WEBHOOKS__RETRY_SCHEDULE="200ms,200ms" PISGATE__WEBHOOKS__IDLE_WAIT="200ms"
+# Two more Nordea-protocol banks for DK on the same sandbox, for bank_choice.mjs: the shopper
+# chooses among three there, and Kontobanken needs the shopper's IBAN.
+for b in ANDELS:Andelsbanken:false KONTO:Kontobanken:true; do
+    IFS=: read -r id name needs <<<"$b"
+    export "PISGATE__BANKS__${id}__PROTOCOL=nordea" "PISGATE__BANKS__${id}__NAME=$name" \
+        "PISGATE__BANKS__${id}__COUNTRIES=DK" "PISGATE__BANKS__${id}__BASE_URL=$PISGATE__NORDEA__BASE_URL" \
+        "PISGATE__BANKS__${id}__CLIENT_ID=$PISGATE__NORDEA__CLIENT_ID" \
+        "PISGATE__BANKS__${id}__CLIENT_SECRET=$PISGATE__NORDEA__CLIENT_SECRET" \
+        "PISGATE__BANKS__${id}__PRIVATE_KEY_FILE=$PISGATE__NORDEA__PRIVATE_KEY_FILE" \
+        "PISGATE__BANKS__${id}__ENVIRONMENT=sandbox" "PISGATE__BANKS__${id}__NEEDS_DEBTOR_ACCOUNT=$needs"
+done
 "$bin" migrate >/dev/null
 "$bin" merchant create --name "Kahvila Aalto" --return-origin "http://127.0.0.1:$shop_port" >"$work/merchant.json"
 operator_email="operator@pisgate.example"
@@ -64,7 +77,7 @@ mkdir -p "$screenshots"
 export PISGATE_URL="http://127.0.0.1:$port" ADMIN_URL="http://127.0.0.1:$admin_port" \
     SHOP_URL="http://127.0.0.1:$shop_port" MERCHANT_FILE="$work/merchant.json" \
     SCREENSHOTS="$screenshots" OPERATOR_EMAIL="$operator_email" OPERATOR_PASSWORD="$operator_password"
-for test in consent console; do
+for test in consent bank_choice console; do
     node "scripts/browser/$test.mjs" || {
         echo "--- pisgate serve's log (tail)" >&2
         tail -n 40 "$work/serve.log" >&2

@@ -205,7 +205,7 @@ Webhooks received: <a href="/webhooks">/webhooks</a>.</p>"""))
             order = "order-" + uuid.uuid4().hex[:8]
             status, payment = shop.api.call("POST", "/v1/payments", {
                 "amount": "10.50", "currency": currency, "country": country,
-                "creditor": creditor, "reference": order,
+                "bank": "nordea", "creditor": creditor, "reference": order,
                 "return_url": f"{shop.public_url}/return", "psu_id": "demo-shopper",
                 "metadata": {"order": order},
             }, headers={"Idempotency-Key": order})

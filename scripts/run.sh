@@ -45,7 +45,7 @@ api_key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_ke
 pids=()
 stop() {
     trap - INT TERM EXIT
-    for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}" ${bg_pid:+"$bg_pid"}; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     pg_stop "$cluster"
 }
@@ -55,6 +55,10 @@ trap stop INT TERM EXIT
 pids+=($!)
 "$bin" serve &
 pids+=($!)
+if [ -n "${PISGATE__BANKS__BERLIN__PROTOCOL:-}" ]; then
+    "$bin" sandbox --protocol berlin-group &
+    bg_pid=$!
+fi
 
 for _ in $(seq 1 100); do
     if curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1; then break; fi
@@ -86,8 +90,10 @@ pisgate is running. Everything below can be pasted into another terminal.
 
   Demo shop (pay a coffee in a browser):  $shop_url
     its webhook receiver:                 $shop_url/webhooks
-  Nordea sandbox (the bank):              http://127.0.0.1:$sandbox_port
+  Nordea sandbox (the bank nordea):       http://127.0.0.1:$sandbox_port
     scenarios (e.g. reject the next one): http://127.0.0.1:$sandbox_port/sandbox/scenarios
+  Berlin Group simulator (bank berlin):   http://127.0.0.1:$bg_sandbox_port/psd2
+    scenarios (by amount, e.g. 77.01):    http://127.0.0.1:$bg_sandbox_port/admin/scenarios
   Health, readiness, metrics:             http://127.0.0.1:$admin_port/{healthz,readyz,metrics}
   Operator console:                       http://127.0.0.1:$admin_port/console
     make an operator first:  scripts/pisgate operator create --email you@example.com
@@ -98,12 +104,15 @@ Create a payment with curl:
   curl -s \$PISGATE/v1/payments \\
     -H "Authorization: Bearer \$API_KEY" -H "Idempotency-Key: \$(uuidgen || date +%s%N)" \\
     -H "Content-Type: application/json" \\
-    -d '{"amount": "10.50", "currency": "EUR", "country": "FI",
+    -d '{"amount": "10.50", "currency": "EUR", "country": "FI", "bank": "nordea",
          "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Demo shop"},
          "return_url": "$shop_url/return", "psu_id": "shopper-1"}'
 
 then open its authorization_url in a browser, press Continue, then Approve at the sandbox:
-you land on the demo shop's return page, which reads the status from the API.
+you land on the demo shop's return page, which reads the status from the API. For the
+Berlin Group bank, send "bank": "berlin" and the shopper's own IBAN,
+"debtor": {"account": {"type": "IBAN", "value": "FI2112345600000785"}}
+(GET \$PISGATE/v1/banks lists the banks and what each needs).
 Ctrl-C stops pisgate, the sandbox, the shop and the database.
 
 TXT

@@ -35,7 +35,7 @@ from pisgate_client.models import PaymentCreate
 port, key = sys.argv[1], sys.argv[2]
 client = AuthenticatedClient(base_url=f"http://127.0.0.1:{port}", token=key)
 body = PaymentCreate.from_dict({
-    "amount": "10.50", "currency": "EUR", "country": "FI",
+    "amount": "10.50", "currency": "EUR", "country": "FI", "bank": "nordea",
     "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Demo shop"},
     "return_url": "http://localhost:3000/checkout/done", "psu_id": "shopper-1",
 })

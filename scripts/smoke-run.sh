@@ -12,6 +12,7 @@ cargo build --locked --bin pisgate
 port=$(pg_free_port)
 admin_port=$(pg_free_port)
 shop_port=$(pg_free_port)
+export PISGATE_SANDBOX_PORT=$(pg_free_port) PISGATE_BG_SANDBOX_PORT=$(pg_free_port)
 cluster="smoke-$$"
 log=$(mktemp)
 PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_SHOP_PORT=$shop_port PISGATE_RUN_CLUSTER=$cluster setsid bash scripts/run.sh >"$log" 2>&1 &
@@ -68,7 +69,7 @@ def call(url, data=None, headers=None, method=None):
         return e.code, e.headers, e.read().decode()
 
 body = json.dumps({
-    "amount": "10.50", "currency": "EUR", "country": "FI",
+    "amount": "10.50", "currency": "EUR", "country": "FI", "bank": "nordea",
     "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Demo shop"},
     "return_url": f"{shop}/return", "psu_id": "shopper-1",
 }).encode()
@@ -110,6 +111,46 @@ while True:
     assert time.time() < deadline, "the poller did not bring the payment to paid"
     time.sleep(0.5)
 print("smoke: the status poller brought it to paid")
+
+# The same at the Berlin Group bank run.sh configures (`berlin`, its strict simulator):
+# the bank's SCA page, the return without a code, the poller to ACSC.
+body = json.dumps({
+    "amount": "12.00", "currency": "EUR", "country": "FI", "bank": "berlin",
+    "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Demo shop"},
+    "debtor": {"account": {"type": "IBAN", "value": "FI2112345600000785"}},
+    "return_url": f"{shop}/return", "psu_id": "shopper-2",
+}).encode()
+status, _, text = call(f"{base}/v1/payments", body, {
+    "Authorization": f"Bearer {key}", "Idempotency-Key": "smoke-2", "Content-Type": "application/json"})
+assert status == 201, (status, text)
+payment = json.loads(text)
+assert payment["bank"] == "berlin" and payment["bank_status"] == "RCVD", payment
+status, _, page = call(payment["authorization_url"])
+assert status == 200 and "Berlin Test Bank" in page, (status, page)
+hop, token = payment["authorization_url"].split("?t=")
+status, headers, page = call(hop, urllib.parse.urlencode({"t": token}).encode(),
+                             {"Content-Type": "application/x-www-form-urlencoded"})
+assert status == 303, (status, page)
+bank_page = headers["Location"]
+status, _, page = call(bank_page)
+assert status == 200 and "Approve" in page, (status, page)
+status, headers, _ = call(bank_page, urllib.parse.urlencode({"decision": "approve"}).encode(),
+                          {"Content-Type": "application/x-www-form-urlencoded"})
+assert status == 303, status
+assert headers["Location"].startswith(f"{base}/v1/callbacks/return"), headers["Location"]
+status, headers, text = call(headers["Location"])
+assert status == 303 and headers["Location"].startswith(f"{shop}/return?payment_id="), (status, text)
+deadline = time.time() + 30
+while True:
+    status, _, text = call(f"{base}/v1/payments/{payment['id']}", headers={"Authorization": f"Bearer {key}"})
+    current = json.loads(text)
+    if current["status"] == "paid":
+        break
+    assert current["status"] in ("awaiting_authorization", "authorized"), current
+    assert time.time() < deadline, f"the Berlin Group payment did not reach paid: {current}"
+    time.sleep(0.5)
+assert current["bank_status"] == "ACSC", current
+print("smoke: a Berlin Group payment went from curl through the bank's page to paid (ACSC)")
 PY
 echo "smoke: scripts/run.sh serves /readyz 200 and /metrics on the admin port, scripts/pisgate reaches its database, the demo merchant's key works, and a payment goes from curl to paid"
 # The demo shop run.sh started, in a real browser: checkout, consent, approve, the return

@@ -333,7 +333,10 @@ pub fn banks(settings: &Settings) -> anyhow::Result<Banks> {
                 } else {
                     format!("PISGATE__BANKS__{}", b.id.to_uppercase())
                 };
-                Arc::new(nordea_client_from(n, &b.id, &env)?)
+                Arc::new(
+                    nordea_client_from(n, &b.id, &env)?
+                        .with_needs_debtor_account(b.needs_debtor_account),
+                )
             }
             BankProtocolSettings::BerlinGroup(bg) => Arc::new(berlin_group_client(&b.id, bg)?),
         };

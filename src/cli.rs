@@ -53,9 +53,14 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
-    /// Serve the Nordea sandbox simulator (for local runs and tests; never in production).
-    /// Reads PISGATE__SANDBOX__*.
-    Sandbox,
+    /// Serve a bank simulator (for local runs and tests; never in production): Nordea
+    /// (reads PISGATE__SANDBOX__*) or the strict Berlin Group ASPSP (reads
+    /// PISGATE__SANDBOX_BERLIN_GROUP__*).
+    Sandbox {
+        /// Which bank protocol to simulate: nordea (the default) or berlin-group.
+        #[arg(long, value_enum, default_value_t = SandboxProtocol::Nordea)]
+        protocol: SandboxProtocol,
+    },
     /// Print the OpenAPI document of the merchant API (as served at /openapi.json); refresh
     /// the committed copy with `cargo run -q -- openapi > openapi.json`. Needs no settings.
     Openapi,
@@ -145,6 +150,15 @@ pub enum KeysCommand {
         /// RSA modulus size in bits (2048 or more).
         #[arg(long, default_value_t = 2048)]
         bits: usize,
+    },
+    /// Write a throwaway test PKI for the Berlin Group simulator: DIR/ca.pem (for
+    /// PISGATE__SANDBOX_BERLIN_GROUP__TPP_CA_FILE), DIR/tpp-key.pem (mode 0600) and
+    /// DIR/tpp-cert.pem (a bank's PRIVATE_KEY_FILE and CERTIFICATE_FILE). Local runs and
+    /// tests only: never a real certificate.
+    TestPki {
+        /// The folder to write to (created if missing).
+        #[arg(long, value_name = "DIR")]
+        out: std::path::PathBuf,
     },
     /// Print a fresh token-encryption key (base64 of 32 random bytes), the value of
     /// PISGATE__TOKENS__ENCRYPTION_KEY (or the content of its _FILE).
@@ -366,7 +380,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             application.run_until_stopped(app::shutdown_signal()).await
         }
-        Command::Sandbox => run_sandbox(&sources).await,
+        Command::Sandbox { protocol } => match protocol {
+            SandboxProtocol::Nordea => run_sandbox(&sources).await,
+            SandboxProtocol::BerlinGroup => run_sandbox_berlin_group(&sources).await,
+        },
         Command::Keys {
             command: KeysCommand::TokenKey | KeysCommand::LedgerKey,
         } => {
@@ -383,6 +400,39 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "wrote {} (keep it secret) and {} (register it with the bank)",
                 private.display(),
                 public.display()
+            );
+            Ok(())
+        }
+        Command::Keys {
+            command: KeysCommand::TestPki { out },
+        } => {
+            let pki = crate::sandbox::berlin_group::test_pki::generate(
+                "CN=pisgate local TPP,O=pisgate,C=FI",
+            )
+            .map_err(|e| anyhow::anyhow!("cannot make a test PKI: {e}"))?;
+            std::fs::create_dir_all(&out)
+                .with_context(|| format!("cannot create {}", out.display()))?;
+            let write = |name: &str, text: &str, mode: u32| -> anyhow::Result<()> {
+                use std::io::Write as _;
+                use std::os::unix::fs::OpenOptionsExt as _;
+                let path = out.join(name);
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .create(true)
+                    .truncate(true)
+                    .mode(mode)
+                    .open(&path)
+                    .with_context(|| format!("cannot write {}", path.display()))?;
+                f.write_all(text.as_bytes())?;
+                Ok(())
+            };
+            write("ca.pem", &pki.ca_pem, 0o644)?;
+            write("tpp-key.pem", &pki.tpp_key_pem, 0o600)?;
+            write("tpp-cert.pem", &pki.tpp_cert_pem, 0o644)?;
+            eprintln!(
+                "wrote a test CA and TPP certificate to {} (keyId {})",
+                out.display(),
+                pki.key_id
             );
             Ok(())
         }
@@ -828,6 +878,54 @@ async fn cli_audit(
 fn print_merchant(id: Uuid, found: Option<ledger::merchants::Merchant>) -> anyhow::Result<()> {
     let merchant = found.ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
     println!("{}", serde_json::to_string(&merchant)?);
+    Ok(())
+}
+
+/// The protocol `pisgate sandbox` speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SandboxProtocol {
+    /// Nordea's PIS API (`/personal`).
+    Nordea,
+    /// Berlin Group NextGenPSD2 1.3.12 (`/psd2/v1/...`).
+    BerlinGroup,
+}
+
+async fn run_sandbox_berlin_group(sources: &Sources) -> anyhow::Result<()> {
+    use crate::sandbox::berlin_group::{BgSandbox, BgSandboxConfig, verify};
+    let s = crate::config::SandboxBerlinGroupSettings::load_from(sources)?;
+    let _guard = telemetry::init(&crate::config::TelemetrySettings {
+        log_format: crate::config::LogFormat::Auto,
+        log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        service_name: "pisgate-sandbox-berlin-group".into(),
+    })?;
+    let cas = match &s.tpp_ca_pem {
+        Some(pem) => verify::parse_cas(pem).map_err(|e| {
+            SettingsError::Load(format!(
+                "invalid setting PISGATE__SANDBOX_BERLIN_GROUP__TPP_CA_FILE: {e}"
+            ))
+        })?,
+        None => Vec::new(),
+    };
+    let mut config = BgSandboxConfig::new(s.public_url.clone(), cas);
+    config.base_path = s.base_path.clone();
+    config.products = s.products;
+    config.signature_required = s.signature_required;
+    config.max_clock_skew = s.max_clock_skew;
+    config.decoupled_timeout = s.decoupled_timeout;
+    config.status_step = s.status_step;
+    config.allow_request_id_reuse = s.allow_request_id_reuse;
+    let sandbox = BgSandbox::new(config)
+        .map_err(|e| SettingsError::Load(format!("invalid Berlin Group sandbox settings: {e}")))?;
+    let listener = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (PISGATE__SANDBOX_BERLIN_GROUP__LISTEN)",
+                s.listen
+            )
+        })?;
+    tracing::info!(addr = %s.listen, "Berlin Group sandbox is listening; base URL {}{}", s.public_url, s.base_path);
+    crate::sandbox::berlin_group::serve(listener, sandbox, app::shutdown_signal()).await?;
     Ok(())
 }
 

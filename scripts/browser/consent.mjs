@@ -54,6 +54,8 @@ function payment(extra) {
     },
     return_url: `${shop}/done.html`,
     psu_id: "browser-shopper",
+    // Several banks serve DK in this run (bank_choice.mjs): these pages are Nordea's.
+    bank: "nordea",
     ...extra,
   });
 }

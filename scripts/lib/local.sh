@@ -13,6 +13,7 @@ local_state="$PISGATE_ROOT/.pisgate"
 local_ports() {
     port=${PISGATE_PORT:-8080}
     sandbox_port=${PISGATE_SANDBOX_PORT:-$((port + 10))}
+    bg_sandbox_port=${PISGATE_BG_SANDBOX_PORT:-$((port + 12))}
     admin_port=${PISGATE_ADMIN_PORT:-$((port + 1010))}
 }
 
@@ -43,6 +44,22 @@ local_settings() {
     export PISGATE__NORDEA__CLIENT_ID=local-client
     export PISGATE__NORDEA__CLIENT_SECRET=local-secret
     export PISGATE__NORDEA__PRIVATE_KEY_FILE="$keys/private.pem"
+    # The bank `berlin` (FI): the strict Berlin Group simulator, with a throwaway test CA
+    # and TPP certificate (made once) standing in for a QSealC. PISGATE_LOCAL_BANKS=nordea
+    # leaves it out.
+    if [[ ",${PISGATE_LOCAL_BANKS:-nordea,berlin}," == *,berlin,* ]]; then
+        [ -s "$keys/berlin/tpp-cert.pem" ] || "$bin" keys test-pki --out "$keys/berlin" >&2
+        export PISGATE__SANDBOX_BERLIN_GROUP__LISTEN="127.0.0.1:$bg_sandbox_port"
+        export PISGATE__SANDBOX_BERLIN_GROUP__TPP_CA_FILE="$keys/berlin/ca.pem"
+        export PISGATE__BANKS__BERLIN__PROTOCOL=berlin-group
+        export PISGATE__BANKS__BERLIN__NAME="Berlin Test Bank"
+        export PISGATE__BANKS__BERLIN__COUNTRIES=FI
+        export PISGATE__BANKS__BERLIN__ENVIRONMENT=sandbox
+        export PISGATE__BANKS__BERLIN__BASE_URL="http://127.0.0.1:$bg_sandbox_port/psd2"
+        export PISGATE__BANKS__BERLIN__PRIVATE_KEY_FILE="$keys/berlin/tpp-key.pem"
+        export PISGATE__BANKS__BERLIN__CERTIFICATE_FILE="$keys/berlin/tpp-cert.pem"
+        export PISGATE__BANKS__BERLIN__PSU_IP_FALLBACK=127.0.0.1
+    fi
     export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$local_state/token-key"
     export PISGATE__LEDGER__KEY_FILE="$local_state/ledger-key"
 }

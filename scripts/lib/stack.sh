@@ -10,6 +10,7 @@ source "$(dirname "${BASH_SOURCE[0]}")/pg.sh"
 stack_start() {
     STACK_PORT=$(pg_free_port)
     STACK_ADMIN_PORT=$(pg_free_port)
+    export PISGATE_SANDBOX_PORT=$(pg_free_port) PISGATE_BG_SANDBOX_PORT=$(pg_free_port)
     STACK_CLUSTER="$1-$$"
     STACK_LOG=$(mktemp)
     PISGATE_PORT=$STACK_PORT PISGATE_ADMIN_PORT=$STACK_ADMIN_PORT PISGATE_RUN_CLUSTER=$STACK_CLUSTER \

@@ -28,6 +28,7 @@ const created = await client.POST("/v1/payments", {
     amount: "10.50",
     currency: "EUR",
     country: "FI",
+    bank: "nordea",
     creditor: {
       account: { type: "IBAN", value: "FI1410093000123458" },
       name: "Demo shop",

@@ -22,6 +22,7 @@ pub mod error_pages;
 pub mod events;
 pub mod extract;
 pub mod health;
+pub mod initiation;
 pub mod merchant;
 pub mod middleware;
 pub mod openapi;

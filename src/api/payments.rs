@@ -15,12 +15,18 @@
 //! anyone (merchants only ever see the authorization hop, which leads to the recorded
 //! attempt's link), so it cannot be signed; the ledger lists every attempt and its outcome.
 //! A stale key resumes only a payment with no bank id that is not final, guarded in SQL.
+//!
+//! Deferred initiation (the shopper chooses the bank, or gives their IBAN, on pisgate's page)
+//! creates the payment without a bank call and answers at once; its attempts are the page's
+//! (`api::authorize`), never a merchant retry's. The bank call and the recording of its
+//! outcome are one service for both callers: [`crate::api::initiation`].
 
 use crate::api::AppState;
 use crate::api::auth::AuthedMerchant;
 use crate::api::authorize;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::initiation;
 use crate::api::openapi::PaymentCreate;
 use crate::api::pagination::{Page, page};
 use crate::api::payment_input::{self, Validated};
@@ -44,7 +50,6 @@ use rand::RngCore;
 use serde::Serialize;
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
-use std::time::Duration;
 use uuid::Uuid;
 
 pub fn router() -> Router<AppState> {
@@ -81,7 +86,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
 }
 
 /// A random, URL-safe OAuth state (256 bits) and the hash we keep of it.
-fn new_state() -> (String, [u8; 32]) {
+pub(crate) fn new_state() -> (String, [u8; 32]) {
     let mut bytes = [0u8; 32];
     rand::rngs::OsRng.fill_bytes(&mut bytes);
     let state = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes);
@@ -142,7 +147,7 @@ fn replayed(status: u16, body: Value) -> Response {
 
 /// Create a payment
 ///
-/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`), even if today's validation would refuse that body; with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
+/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. Without `bank`, where several banks serve the debtor's country, no bank is called yet: the payment answers `initiation: "awaiting_bank_choice"` and `bank: null`, and its `authorization_url` opens pisgate's page where the shopper chooses the bank (pisgate initiates there then); likewise `initiation: "awaiting_debtor_account"` where the bank needs the debtor's account and `debtor` was not given (the shopper gives their IBAN on that page). The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`), even if today's validation would refuse that body; with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
 #[utoipa::path(
     post,
     path = "/v1/payments",
@@ -177,8 +182,9 @@ pub(crate) async fn create_payment(
             }
         };
     let r = &validated.request;
-    let bank_id = match choose_bank(&state, r) {
-        Ok(id) => id,
+    let (bank_id, deferred) = match choose_bank(&state, r) {
+        Ok(BankChoice::Bank(id)) => (id, None),
+        Ok(BankChoice::Deferred { bank, waiting }) => (bank, Some(waiting)),
         Err(refused) => return answered_or(&state, merchant.id, &key, &body_hash, refused).await,
     };
     let bank_id = bank_id.as_str();
@@ -229,6 +235,7 @@ pub(crate) async fn create_payment(
         authorize_url: &hop_url,
         trace_parent: trace_parent.as_deref(),
         bank: bank_id,
+        deferred,
     };
     let key_expires_at = now
         + chrono::Duration::from_std(
@@ -256,7 +263,7 @@ pub(crate) async fn create_payment(
         )
         .await?;
         if created.is_some() {
-            break (created, id, 1);
+            break (created, id, if deferred.is_some() { 0 } else { 1 });
         }
         match claim_slow(
             &state,
@@ -284,11 +291,15 @@ pub(crate) async fn create_payment(
             }
         }
     };
-    if attempt == 1 {
+    if attempt <= 1 {
         metrics::counter!("pisgate_payments_created_total").increment(1);
     }
     tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
 
+    if deferred.is_some() {
+        return answer_deferred(&state, merchant.id, &key, created, payment_id).await;
+    }
+    let bank_id = new_payment.bank;
     let initiation = validated.initiation(
         payment_id,
         &merchant.name,
@@ -298,34 +309,23 @@ pub(crate) async fn create_payment(
     let budget = settings
         .initiation_budget()
         .saturating_sub(claimed_at.elapsed());
-    let outcome = if budget.is_zero() {
-        Err(BankError::Unavailable {
-            detail: "no time left before the key's in-flight bound; not sent".into(),
-            retry_safe: true,
-        })
-    } else {
-        match tokio::time::timeout(
-            budget,
-            state.banks.client(bank_id).initiate(&initiation, None),
-        )
-        .await
-        {
-            Ok(answer) => answer,
-            // The request may have reached the bank: its outcome is unknown.
-            Err(_) => Err(BankError::Unexpected {
-                status: None,
-                detail: format!("no answer within {} ms", budget.as_millis()),
-            }),
-        }
-    };
+    let outcome = initiation::call_bank(&state, bank_id, &initiation, budget).await;
     if let (Some(created), Ok(initiated)) = (&created, &outcome) {
         if let Some(body) = record_first_answer(&state, created, initiated, &key).await {
             return Ok((StatusCode::CREATED, Json(body)).into_response());
         }
     }
-    let recorded = record_outcome(&state, merchant.id, &key, payment_id, attempt, &outcome).await;
+    let attempt = initiation::Attempt {
+        payment_id,
+        attempt,
+        key: Some(initiation::KeyRef {
+            merchant_id: merchant.id,
+            key: &key,
+        }),
+    };
+    let recorded = initiation::record_outcome(&state, attempt, &outcome).await;
     let (status, body) = match recorded {
-        Ok(answer) => answer,
+        Ok(answer) => (answer.status, answer.body),
         Err(e) => {
             // The bank may hold the payment and we could not write it down: unknown. The key
             // stays in flight until its bound, then a retry with it resumes the payment.
@@ -333,7 +333,7 @@ pub(crate) async fn create_payment(
                 error = format!("{e:#}"),
                 "cannot record the bank's answer to the initiation"
             );
-            return Err(outcome_unknown());
+            return Err(initiation::outcome_unknown());
         }
     };
     let mut response = (status, Json(body)).into_response();
@@ -344,6 +344,29 @@ pub(crate) async fn create_payment(
         );
     }
     Ok(response)
+}
+
+/// A deferred payment's creation answer (no bank call: the shopper's page starts it): the
+/// payment with `initiation: awaiting_…` and its hop, recorded as the key's answer.
+async fn answer_deferred(
+    state: &AppState,
+    merchant_id: Uuid,
+    key: &str,
+    created: Option<payments::Created>,
+    payment_id: Uuid,
+) -> Result<Response, ApiError> {
+    let mut tx = state.pool.begin().await?;
+    let record = match created {
+        Some(c) => c.record,
+        None => payments::get(&mut tx, payment_id)
+            .await?
+            .context("the payment of an idempotency key is gone")?,
+    };
+    let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
+    idempotency::complete(&mut tx, merchant_id, key, 201, &body).await?;
+    tx.commit().await?;
+    tracing::info!(initiation = %record.initiation, "payment created; initiation waits for the shopper");
+    Ok((StatusCode::CREATED, Json(body)).into_response())
 }
 
 /// A body today's validation refuses: replayed if its key already answered this same body
@@ -468,9 +491,29 @@ async fn claim_slow(
     })
 }
 
+/// Where a new payment goes: a bank now, or the shopper's page first.
+enum BankChoice {
+    Bank(String),
+    /// Initiation waits for the shopper: `bank` is the merchant's (or the country's only)
+    /// bank that needs the shopper's IBAN, or [`payments::NO_BANK_YET`] when the shopper
+    /// chooses among several.
+    Deferred {
+        bank: String,
+        waiting: &'static str,
+    },
+}
+
+pub const AWAITING_BANK_CHOICE: &str = "awaiting_bank_choice";
+pub const AWAITING_DEBTOR_ACCOUNT: &str = "awaiting_debtor_account";
+
 /// The bank a new payment goes to: the one the merchant named (configured, serving the
-/// debtor's country), else the country's only bank.
-fn choose_bank(state: &AppState, r: &crate::domain::PaymentRequest) -> Result<String, ApiError> {
+/// debtor's country), else the country's only bank; with several and none named, the
+/// shopper chooses on pisgate's page. A bank that needs the debtor's account the merchant
+/// did not give waits for the shopper's IBAN on that page.
+fn choose_bank(
+    state: &AppState,
+    r: &crate::domain::PaymentRequest,
+) -> Result<BankChoice, ApiError> {
     let country = r.country();
     let refuse = |code: &'static str, message: String| {
         ApiError::Validation(vec![FieldError::new("bank", code, message)])
@@ -500,30 +543,21 @@ fn choose_bank(state: &AppState, r: &crate::domain::PaymentRequest) -> Result<St
                 )]));
             }
             [only] => *only,
-            several => {
-                let ids: Vec<&str> = several.iter().map(|b| b.id.as_str()).collect();
-                return Err(refuse(
-                    "bank_required",
-                    format!(
-                        "several banks serve {}: name one of {}",
-                        country.code(),
-                        ids.join(", ")
-                    ),
-                ));
+            _several => {
+                return Ok(BankChoice::Deferred {
+                    bank: payments::NO_BANK_YET.to_owned(),
+                    waiting: AWAITING_BANK_CHOICE,
+                });
             }
         },
     };
     if entry.client.traits().needs_debtor_account && r.debtor().is_none() {
-        return Err(ApiError::Validation(vec![FieldError::new(
-            "debtor.account",
-            "debtor_account_required",
-            format!(
-                "{} needs the shopper's account (debtor.account)",
-                entry.name
-            ),
-        )]));
+        return Ok(BankChoice::Deferred {
+            bank: entry.id.clone(),
+            waiting: AWAITING_DEBTOR_ACCOUNT,
+        });
     }
-    Ok(entry.id.clone())
+    Ok(BankChoice::Bank(entry.id.clone()))
 }
 
 /// The fast path of recording a new payment's bank answer (see
@@ -559,179 +593,6 @@ async fn record_first_answer(
     }
 }
 
-/// An error's status and problem body, as the idempotency record keeps them.
-fn problem_answer(error: &ApiError) -> anyhow::Result<(StatusCode, Value)> {
-    Ok((
-        error.status(),
-        serde_json::to_value(error.problem()).context("problem")?,
-    ))
-}
-
-fn outcome_unknown() -> ApiError {
-    ApiError::InitiationOutcomeUnknown(
-        "the bank's answer to this payment was lost or unreadable, so we cannot tell whether it was created; retry with the same Idempotency-Key to resume it (it can never be paid twice)".into(),
-    )
-}
-
-/// Records the bank's answer to an attempt and what the merchant is told, in one
-/// transaction; retried briefly if the database fails, since the bank may now hold the
-/// payment.
-async fn record_outcome(
-    state: &AppState,
-    merchant_id: Uuid,
-    key: &str,
-    payment_id: Uuid,
-    attempt: i32,
-    outcome: &Result<crate::bank::Initiated, BankError>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let mut tries = 0;
-    loop {
-        tries += 1;
-        match try_record_outcome(state, merchant_id, key, payment_id, attempt, outcome).await {
-            Ok(answer) => return Ok(answer),
-            Err(e) if tries < 3 => {
-                tracing::warn!(
-                    error = format!("{e:#}"),
-                    tries,
-                    "recording the initiation failed; retrying"
-                );
-                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
-            }
-            Err(e) => return Err(e),
-        }
-    }
-}
-
-async fn try_record_outcome(
-    state: &AppState,
-    merchant_id: Uuid,
-    key: &str,
-    payment_id: Uuid,
-    attempt: i32,
-    outcome: &Result<crate::bank::Initiated, BankError>,
-) -> anyhow::Result<(StatusCode, Value)> {
-    let mut tx = state.pool.begin().await?;
-    let answer = match outcome {
-        Ok(initiated) => {
-            let recorded = payments::record_initiated(
-                &mut tx,
-                payment_id,
-                attempt,
-                initiated.bank_payment_id.as_str(),
-                initiated.authorization_url(),
-                &initiated.links.to_json(),
-                Some(initiated.status.bank_status.as_str()),
-            )
-            .await?;
-            if !recorded {
-                // A newer attempt owns the payment (or it ended): this answer is an orphan
-                // in the ledger, and the key belongs to that attempt.
-                tracing::warn!(
-                    attempt,
-                    "a newer attempt owns this payment; this answer is kept as an orphan"
-                );
-                tx.commit().await?;
-                return problem_answer(&outcome_unknown());
-            }
-            let record = payments::get(&mut tx, payment_id)
-                .await?
-                .context("the payment just written is gone")?;
-            let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
-            idempotency::complete(&mut tx, merchant_id, key, 201, &body).await?;
-            (StatusCode::CREATED, body)
-        }
-        Err(error) if !payments::is_current_attempt(&mut tx, payment_id, attempt).await? => {
-            tracing::warn!(error = %error, attempt, "a newer attempt owns this payment; this attempt's answer is only noted");
-            payments::note(
-                &mut tx,
-                payment_id,
-                "initiation_superseded",
-                json!({ "attempt": attempt, "error": error.kind(), "detail": error.to_string() }),
-            )
-            .await?;
-            tx.commit().await?;
-            return problem_answer(&outcome_unknown());
-        }
-        Err(error) if is_refusal(error) => {
-            let (code, api_error) = initiation_refused(error);
-            tracing::warn!(error = %error, kind = error.kind(), "the bank refused the initiation");
-            payments::mark_refused(&mut tx, payment_id).await?;
-            payments::transition(
-                &mut tx,
-                payment_id,
-                Change {
-                    evidence: Evidence::InitiationRefused,
-                    bank_status: None,
-                    kind: "initiation_refused",
-                    detail: json!({ "attempt": attempt, "error": error.kind(), "detail": error.to_string() }),
-                    failure: Some((code, &error.to_string())),
-                },
-            )
-            .await
-            .map_err(|e| anyhow::anyhow!(e))?;
-            let (status, body) = problem_answer(&api_error)?;
-            idempotency::complete(&mut tx, merchant_id, key, status.as_u16(), &body).await?;
-            (status, body)
-        }
-        Err(error) => {
-            let not_created = error.provably_not_processed();
-            tracing::warn!(error = %error, kind = error.kind(), not_created, "no usable answer from the bank to the initiation");
-            payments::record_attempt_unanswered(
-                &mut tx,
-                payment_id,
-                attempt,
-                if not_created {
-                    "not_created"
-                } else {
-                    "outcome_unknown"
-                },
-                json!({ "error": error.kind(), "detail": error.to_string() }),
-            )
-            .await?;
-            // No answer to replay: a retry with the same key resumes the payment at once.
-            idempotency::release(&mut tx, merchant_id, key).await?;
-            let api_error = if not_created {
-                ApiError::BankUnavailable(
-                    "the bank is not answering and did not create the payment; retry with the same Idempotency-Key".into(),
-                )
-            } else {
-                outcome_unknown()
-            };
-            problem_answer(&api_error)?
-        }
-    };
-    tx.commit().await?;
-    Ok(answer)
-}
-
-/// An explicit refusal: the bank looked at the request and said no, so nothing exists there.
-fn is_refusal(error: &BankError) -> bool {
-    matches!(
-        error,
-        BankError::Validation { .. }
-            | BankError::BadCredentials { .. }
-            | BankError::BadSignature { .. }
-            | BankError::ClockRejected { .. }
-    )
-}
-
-/// What the merchant is told when the bank refused the initiation, and the failure code
-/// kept on the payment.
-fn initiation_refused(error: &BankError) -> (&'static str, ApiError) {
-    match error {
-        BankError::Validation { failures } => (
-            "bank_rejected",
-            ApiError::BankRejected(bank_failures(failures)),
-        ),
-        _ => (
-            "bank_configuration_error",
-            ApiError::BankUnavailable(
-                "the bank refused our credentials; this is on our side and has been logged; the payment was not created".into(),
-            ),
-        ),
-    }
-}
-
 /// The merchant's payment; another merchant's id is simply not found.
 async fn own_payment(
     state: &AppState,
@@ -741,20 +602,6 @@ async fn own_payment(
     payments::get_for_merchant(&state.pool, merchant_id, id)
         .await?
         .ok_or(ApiError::NotFound("payment"))
-}
-
-/// The bank's reasons for refusing, as field errors for the merchant.
-fn bank_failures(failures: &[crate::bank::BankFailure]) -> Vec<FieldError> {
-    failures
-        .iter()
-        .map(|f| {
-            FieldError::new(
-                f.path.clone().unwrap_or_else(|| "payment".into()),
-                f.code.clone(),
-                f.description.clone().unwrap_or_else(|| f.code.clone()),
-            )
-        })
-        .collect()
 }
 
 /// One payment
@@ -896,7 +743,9 @@ async fn bearer_call_failed(
     tracing::warn!(error = %error, kind = error.kind(), "bank call failed");
     match error {
         BankError::NotFound => ApiError::NotFound("payment at the bank"),
-        BankError::Validation { failures } => ApiError::BankRejected(bank_failures(&failures)),
+        BankError::Validation { failures } => {
+            ApiError::BankRejected(initiation::bank_failures(&failures))
+        }
         _ => {
             ApiError::BankUnavailable("the bank did not answer as expected; try again later".into())
         }
@@ -1010,7 +859,7 @@ pub async fn cancel_at_bank(
             return Err(match e {
                 BankError::NotFound => ApiError::NotFound("payment at the bank"),
                 BankError::Validation { failures } => {
-                    ApiError::BankRejected(bank_failures(&failures))
+                    ApiError::BankRejected(initiation::bank_failures(&failures))
                 }
                 _ => ApiError::BankUnavailable(
                     "the bank did not answer as expected; try again later".into(),

@@ -26,6 +26,11 @@ pub struct BankSettings {
     pub name: String,
     pub countries: Vec<Country>,
     pub protocol: BankProtocolSettings,
+    /// `[banks.<id>] needs_debtor_account` (default false): the bank needs the shopper's
+    /// account before initiation; without one from the merchant, pisgate asks the shopper
+    /// for their IBAN on its page. For a Nordea-protocol bank it is this setting (the
+    /// `[nordea]` bank never); for Berlin Group, the protocol's own setting.
+    pub needs_debtor_account: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -193,6 +198,7 @@ pub(super) fn validate_banks(
                 some => countries("nordea.countries", some)?,
             },
             protocol: BankProtocolSettings::Nordea(Box::new(n.clone())),
+            needs_debtor_account: false,
         });
     }
     for (id, b) in raw {
@@ -215,6 +221,7 @@ pub(super) fn validate_banks(
         let protocol = required(&key("protocol"), b.protocol.clone())?;
         let name = required(&key("name"), b.name.clone())?;
         let countries = countries(&key("countries"), b.countries.as_deref())?;
+        let needs_debtor_account = b.needs_debtor_account.unwrap_or(false);
         let protocol = match protocol.trim().to_ascii_lowercase().as_str() {
             "nordea" => {
                 // The defaults of `[nordea]` in default.toml, but the base URL: a second
@@ -252,6 +259,7 @@ pub(super) fn validate_banks(
             name: name.trim().to_owned(),
             countries,
             protocol,
+            needs_debtor_account,
         });
     }
     Ok(banks)

@@ -16,11 +16,13 @@
 
 mod banks;
 mod sandbox;
+mod sandbox_berlin_group;
 mod sources;
 pub mod values;
 
 pub use banks::{BankProtocolSettings, BankSettings, BerlinGroupSettings, ScaApproach};
 pub use sandbox::{DEFAULT_SANDBOX_APPROVAL_TIMEOUT, SandboxSettings};
+pub use sandbox_berlin_group::SandboxBerlinGroupSettings;
 pub use sources::Sources;
 pub use values::parse_duration;
 

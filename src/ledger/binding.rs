@@ -7,6 +7,10 @@
 //!   event is inside the keyed chain, so whoever rewrites the payment row without the ledger
 //!   key cannot make the row match its chain again. [`facts_digest`] is the one function
 //!   creation (both the in-memory `seal` path and any appended path) and `ledger verify` use.
+//! * A deferred payment's `created` event binds the bank `""` (none yet); its
+//!   `bank_chosen` event binds the bank the shopper chose and its `debtor_account_given`
+//!   event the digest of the IBAN the shopper gave ([`debtor_account_digest`]), so an edited
+//!   choice is seen like an edited fact.
 //! * The `token_exchanged` event carries `psu_key_sha256`, the digest of the shopper key the
 //!   payment's bank token is stored under, so a row pointed at another shopper's token is
 //!   seen.
@@ -59,6 +63,12 @@ pub fn facts_digest(f: &PaymentFacts<'_>) -> String {
         "request": f.request,
     });
     hex::encode(Sha256::digest(canonical_json(&doc).as_bytes()))
+}
+
+/// The hex SHA-256 of the debtor IBAN a shopper gave on pisgate's page (the
+/// `debtor_account_given` event binds it; the event shows the account only masked).
+pub fn debtor_account_digest(iban: &str) -> String {
+    hex::encode(Sha256::digest(iban.as_bytes()))
 }
 
 /// The hex SHA-256 of a shopper key (the key names a shopper; the digest does not).

@@ -71,7 +71,8 @@ pub struct PaymentRecord {
     pub authorize_url: Option<String>,
     /// When a shopper first went through the hop to the bank's page.
     pub hop_opened_at: Option<DateTime<Utc>>,
-    /// `pending`, `initiated`, `outcome_unknown`, `not_created` or `refused`.
+    /// `pending`, `initiated`, `outcome_unknown`, `not_created`, `refused`,
+    /// `awaiting_bank_choice` or `awaiting_debtor_account`.
     pub initiation: String,
     pub initiation_attempts: i32,
     pub cancel_requested_at: Option<DateTime<Utc>>,
@@ -79,7 +80,18 @@ pub struct PaymentRecord {
     pub callback_claimed_until: Option<DateTime<Utc>>,
     /// The W3C `traceparent` of the request that created it.
     pub trace_parent: Option<String>,
+    /// Initiation waits for the shopper (bank choice or IBAN on pisgate's page): the page,
+    /// never a merchant's retry, starts its bank attempts.
+    pub deferred: bool,
+    /// The debtor IBAN the shopper gave on pisgate's page (never logged in full).
+    pub shopper_debtor_account: Option<String>,
+    /// A shopper's submit holds the initiation until then.
+    pub initiation_lease_until: Option<DateTime<Utc>>,
 }
+
+/// The bank of a deferred payment nobody has chosen yet (`payments.bank`, and what its
+/// `created` event binds).
+pub const NO_BANK_YET: &str = "";
 
 impl PaymentRecord {
     /// The payment as its bank knows it (id and links), once initiated.
@@ -134,8 +146,11 @@ pub struct NewPayment<'a> {
     pub authorize_url: &'a str,
     /// The creating request's W3C `traceparent`; later work on the payment links to it.
     pub trace_parent: Option<&'a str>,
-    /// The bank's id in the settings (`[banks.<id>]`).
+    /// The bank's id in the settings (`[banks.<id>]`), or [`NO_BANK_YET`].
     pub bank: &'a str,
+    /// `Some("awaiting_bank_choice" | "awaiting_debtor_account")`: created without a bank
+    /// attempt; the shopper's page starts it.
+    pub deferred: Option<&'static str>,
 }
 
 /// The bank of payments created before banks were configurable (the column's default).
@@ -183,7 +198,8 @@ macro_rules! select_payment {
                     failure_detail, created_at, updated_at, recurring_remaining,
                     recurring_executions, expires_at, sign_horizon_at, authorize_token,
                     authorize_url, hop_opened_at, initiation, initiation_attempts,
-                    cancel_requested_at, callback_claimed_until, trace_parent
+                    cancel_requested_at, callback_claimed_until, trace_parent, deferred,
+                    shopper_debtor_account, initiation_lease_until
              FROM payments " + $tail
             $(, $arg)*
         )
@@ -204,26 +220,32 @@ pub struct KeyClaim<'a> {
     pub expires_at: DateTime<Utc>,
 }
 
-/// The events of a new payment: `created`, then the start of its first bank attempt.
-fn creation_events(p: &NewPayment<'_>) -> [NewEvent; 2] {
-    [
-        NewEvent {
-            kind: "created".into(),
-            old_status: None,
-            new_status: Some(PaymentStatus::AwaitingAuthorization),
-            bank_status: None,
-            detail: json!({
-                "amount_minor": p.amount_minor,
-                "currency": p.currency,
-                "country": p.country,
-                "facts": binding::facts_digest(&p.facts()),
-            }),
-        },
-        NewEvent {
+/// The events of a new payment: `created`, then the start of its first bank attempt (none
+/// for a deferred payment: the shopper's page starts it).
+fn creation_events(p: &NewPayment<'_>) -> Vec<NewEvent> {
+    let mut events = vec![NewEvent {
+        kind: "created".into(),
+        old_status: None,
+        new_status: Some(PaymentStatus::AwaitingAuthorization),
+        bank_status: None,
+        detail: json!({
+            "amount_minor": p.amount_minor,
+            "currency": p.currency,
+            "country": p.country,
+            "facts": binding::facts_digest(&p.facts()),
+        }),
+    }];
+    match p.deferred {
+        None => events.push(NewEvent {
             detail: json!({ "attempt": 1 }),
             ..NewEvent::new("initiation_attempt")
-        },
-    ]
+        }),
+        Some(waiting) => events.push(NewEvent {
+            detail: json!({ "initiation": waiting }),
+            ..NewEvent::new("initiation_deferred")
+        }),
+    }
+    events
 }
 
 /// Creates a payment, one statement (one round trip, one commit): claims the key (new, or
@@ -270,9 +292,11 @@ pub async fn create_with_key(
                     merchant_reference, psu_id, return_url, metadata, state_hash,
                     state_expires_at, expires_at, sign_horizon_at,
                     authorize_token, authorize_url, initiation, initiation_attempts,
-                    created_at, updated_at, ledger_seq, ledger_head, trace_parent, bank)
+                    created_at, updated_at, ledger_seq, ledger_head, trace_parent, bank, deferred)
                SELECT $1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11,
-                      $12, $13, $12, $14, $15, 'pending', 1, $20, $20, $21, $22, $33, $35
+                      $12, $13, $12, $14, $15, COALESCE($36, 'pending'),
+                      CASE WHEN $36::text IS NULL THEN 1 ELSE 0 END, $20, $20, $21, $22, $33, $35,
+                      $36::text IS NOT NULL
                FROM k
                RETURNING id
            ), s AS (
@@ -325,6 +349,7 @@ pub async fn create_with_key(
         p.trace_parent,
         key.body_hash,
         p.bank,
+        p.deferred,
     )
     .fetch_one(pool)
     .await?;
@@ -363,11 +388,14 @@ pub async fn create_with_key(
         authorize_token: Some(p.authorize_token.to_owned()),
         authorize_url: Some(p.authorize_url.to_owned()),
         hop_opened_at: None,
-        initiation: "pending".into(),
-        initiation_attempts: 1,
+        initiation: p.deferred.unwrap_or("pending").into(),
+        initiation_attempts: if p.deferred.is_some() { 0 } else { 1 },
         cancel_requested_at: None,
         callback_claimed_until: None,
         trace_parent: p.trace_parent.map(str::to_owned),
+        deferred: p.deferred.is_some(),
+        shopper_debtor_account: None,
+        initiation_lease_until: None,
     };
     Ok(Some(Created { record, seq, head }))
 }
@@ -468,6 +496,7 @@ pub async fn begin_attempt(
     let previous = sqlx::query!(
         r#"SELECT initiation, initiation_attempts FROM payments
            WHERE id = $1 AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
+             AND NOT deferred
            FOR UPDATE"#,
         id
     )
@@ -650,6 +679,127 @@ pub async fn list_for_merchant(
     )
     .fetch_all(pool)
     .await
+}
+
+/// Records the shopper's bank choice for a deferred payment nobody chose a bank for yet
+/// (guarded in SQL: open, not cancelled, no bank yet), with a `bank_chosen` event binding
+/// it; the initiation then waits for the shopper's IBAN when `awaiting_debtor_account`.
+/// Returns whether it was recorded (a second tab's choice after the first is not).
+pub async fn record_bank_choice(
+    conn: &mut PgConnection,
+    id: Uuid,
+    bank: &str,
+    then: &str,
+) -> Result<bool, sqlx::Error> {
+    let recorded = sqlx::query!(
+        r#"UPDATE payments SET bank = $2, initiation = $3, updated_at = now()
+           WHERE id = $1 AND deferred AND bank = '' AND bank_payment_id IS NULL
+             AND status = 'awaiting_authorization' AND cancel_requested_at IS NULL"#,
+        id,
+        bank,
+        then,
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if recorded {
+        note(conn, id, "bank_chosen", json!({ "bank": bank })).await?;
+    }
+    Ok(recorded)
+}
+
+/// Records the debtor IBAN the shopper gave for a deferred payment (guarded in SQL: open,
+/// not cancelled, none given yet), with a `debtor_account_given` event binding its digest
+/// and showing it masked. Returns whether it was recorded.
+pub async fn record_debtor_account(
+    conn: &mut PgConnection,
+    id: Uuid,
+    iban: &crate::domain::Account,
+) -> Result<bool, sqlx::Error> {
+    let recorded = sqlx::query!(
+        r#"UPDATE payments SET shopper_debtor_account = $2, updated_at = now()
+           WHERE id = $1 AND deferred AND shopper_debtor_account IS NULL
+             AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
+             AND cancel_requested_at IS NULL"#,
+        id,
+        iban.value(),
+    )
+    .execute(&mut *conn)
+    .await?
+    .rows_affected()
+        == 1;
+    if recorded {
+        note(
+            conn,
+            id,
+            "debtor_account_given",
+            json!({
+                "account": iban.masked(),
+                "debtor_account_sha256": binding::debtor_account_digest(iban.value()),
+            }),
+        )
+        .await?;
+    }
+    Ok(recorded)
+}
+
+/// Starts a bank attempt for a deferred payment on the shopper's submit: guarded in SQL
+/// (deferred, a bank chosen, no bank id, open, not cancelled, within the signing window, and
+/// no other submit's attempt running: `pending` under a live lease), with a fresh OAuth
+/// state and the lease until `lease_until`. The signing window and horizon stay as creation
+/// set them. Returns the attempt number, or `None` when no attempt may start now.
+pub async fn begin_shopper_attempt(
+    conn: &mut PgConnection,
+    id: Uuid,
+    state_hash: &[u8],
+    lease_until: DateTime<Utc>,
+) -> Result<Option<i32>, sqlx::Error> {
+    let previous = sqlx::query!(
+        r#"SELECT initiation, initiation_attempts FROM payments
+           WHERE id = $1 AND deferred AND bank <> '' AND bank_payment_id IS NULL
+             AND status = 'awaiting_authorization' AND cancel_requested_at IS NULL
+             AND (expires_at IS NULL OR expires_at > now())
+             AND initiation IN ('awaiting_bank_choice', 'awaiting_debtor_account',
+                                'outcome_unknown', 'not_created', 'pending')
+             AND (initiation <> 'pending' OR initiation_lease_until IS NULL
+                  OR initiation_lease_until < now())
+           FOR UPDATE"#,
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    let Some(previous) = previous else {
+        return Ok(None);
+    };
+    let attempt = sqlx::query_scalar!(
+        r#"UPDATE payments
+           SET state_hash = $2, state_used_at = NULL, initiation_lease_until = $3,
+               initiation = 'pending', initiation_attempts = initiation_attempts + 1
+           WHERE id = $1
+           RETURNING initiation_attempts"#,
+        id,
+        state_hash,
+        lease_until,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    let earlier = match previous.initiation.as_str() {
+        "pending" => "no answer recorded (interrupted)",
+        other => other,
+    };
+    note(
+        conn,
+        id,
+        "initiation_attempt",
+        json!({
+            "attempt": attempt,
+            "by": "shopper",
+            "previous_outcome": earlier,
+        }),
+    )
+    .await?;
+    Ok(Some(attempt))
 }
 
 /// Records the bank's answer to attempt `attempt`, if that attempt is still the current one

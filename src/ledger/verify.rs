@@ -76,6 +76,10 @@ pub enum BreakReason {
     /// The payment row's shopper key (whose bank token it uses) is not the one its ledger
     /// recorded at the code exchange.
     ShopperKeyMismatch,
+    /// A deferred payment's row names another bank, or another shopper-given debtor
+    /// account, than the shopper's choice its ledger recorded (`bank_chosen`,
+    /// `debtor_account_given`).
+    ShopperChoiceMismatch { what: String },
 }
 
 impl fmt::Display for BreakReason {
@@ -128,6 +132,10 @@ impl fmt::Display for BreakReason {
             BreakReason::GoneSinceCheckpoint { checkpoint } => write!(
                 f,
                 "missing: in checkpoint {checkpoint}, but the payment and all its events are gone (deleted)"
+            ),
+            BreakReason::ShopperChoiceMismatch { what } => write!(
+                f,
+                "the payment row's {what} is not the shopper's choice its ledger recorded (row rewritten)"
             ),
             BreakReason::FactsMismatch => f.write_str(
                 "the payment row's facts (merchant, amount, currency, country, creditor, debtor, return URL, shopper id or bank) are not the ones its created event bound (row rewritten)",
@@ -252,16 +260,18 @@ pub(crate) struct BoundColumns {
     pub(crate) request: serde_json::Value,
     pub(crate) bank_payment_id: Option<String>,
     pub(crate) bank_status: Option<String>,
+    pub(crate) shopper_debtor_account: Option<String>,
 }
 
 impl BoundColumns {
-    fn facts_digest(&self) -> String {
+    /// The facts digest with `bank` as the bank its `created` event bound.
+    fn facts_digest(&self, bank: &str) -> String {
         binding::facts_digest(&binding::PaymentFacts {
             merchant_id: self.merchant_id,
             amount_minor: self.amount_minor,
             currency: &self.currency,
             country: &self.country,
-            bank: &self.bank,
+            bank,
             return_url: &self.return_url,
             psu_id: self.psu_id.as_deref(),
             request: &self.request,
@@ -283,6 +293,10 @@ struct Chain {
     bank_payment_id: Option<String>,
     bank_status: Option<String>,
     psu_key_digest: Option<String>,
+    /// A deferred payment's choices: the bank (`bank_chosen`) and the digest of the IBAN the
+    /// shopper gave (`debtor_account_given`).
+    chosen_bank: Option<String>,
+    debtor_digest: Option<String>,
     payment: Option<PaymentHead>,
     /// The checkpoint's (seq, head) for this payment, and whether the walk passed it.
     checkpointed: Option<(i32, Vec<u8>)>,
@@ -317,6 +331,8 @@ impl Chain {
                 self.bank_status = row.bank_status.clone();
             }
             "initiation_orphan" => {}
+            "bank_chosen" => self.chosen_bank = text("bank"),
+            "debtor_account_given" => self.debtor_digest = text("debtor_account_sha256"),
             _ => {
                 if row.bank_status.is_some() {
                     self.bank_status = row.bank_status.clone();
@@ -330,12 +346,32 @@ impl Chain {
 
     /// The first binding the payment row breaks, if any.
     fn binding_problem(&self, row: &BoundColumns) -> Option<BreakReason> {
+        // A bank the shopper chose later: `created` bound none ("").
+        let created_bank = match &self.chosen_bank {
+            Some(_) => crate::ledger::payments::NO_BANK_YET,
+            None => row.bank.as_str(),
+        };
         if self
             .facts
             .as_ref()
-            .is_some_and(|f| *f != row.facts_digest())
+            .is_some_and(|f| *f != row.facts_digest(created_bank))
         {
             return Some(BreakReason::FactsMismatch);
+        }
+        if self.chosen_bank.as_ref().is_some_and(|b| *b != row.bank) {
+            return Some(BreakReason::ShopperChoiceMismatch {
+                what: "bank".into(),
+            });
+        }
+        if self.debtor_digest
+            != row
+                .shopper_debtor_account
+                .as_deref()
+                .map(binding::debtor_account_digest)
+        {
+            return Some(BreakReason::ShopperChoiceMismatch {
+                what: "debtor account".into(),
+            });
         }
         // A chain from before binding (no facts) is held to what it recorded: a bank id if it
         // has one; its bank statuses may have been written by older code, so not those.
@@ -402,6 +438,8 @@ impl<'k> Verifier<'k> {
                 bank_payment_id: None,
                 bank_status: None,
                 psu_key_digest: None,
+                chosen_bank: None,
+                debtor_digest: None,
                 payment: None,
                 checkpointed: self.checkpoint_heads.remove(&row.payment_id),
                 checkpoint_seen: false,
@@ -552,7 +590,8 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                       p.return_url AS "return_url?", p.psu_id AS "psu_id?",
                       p.psu_key AS "psu_key?", p.request AS "request?",
                       p.bank_payment_id AS "payment_bank_payment_id?",
-                      p.bank_status AS "payment_bank_status?"
+                      p.bank_status AS "payment_bank_status?",
+                      p.shopper_debtor_account AS "shopper_debtor_account?"
                FROM payment_events e
                LEFT JOIN payments p ON p.id = e.payment_id
                WHERE (e.payment_id, e.seq) > ($1, $2)
@@ -584,6 +623,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                         request: r.request.unwrap_or_default(),
                         bank_payment_id: r.payment_bank_payment_id,
                         bank_status: r.payment_bank_status,
+                        shopper_debtor_account: r.shopper_debtor_account,
                     })),
                 }),
                 _ => None,
@@ -747,7 +787,8 @@ pub async fn verify_payment(
 ) -> Result<VerifyReport, sqlx::Error> {
     let payment = sqlx::query!(
         "SELECT ledger_seq, ledger_head, status, merchant_id, amount_minor, currency, country,
-                bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status
+                bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status,
+                shopper_debtor_account
          FROM payments WHERE id = $1",
         payment_id
     )
@@ -769,6 +810,7 @@ pub async fn verify_payment(
             request: p.request,
             bank_payment_id: p.bank_payment_id,
             bank_status: p.bank_status,
+            shopper_debtor_account: p.shopper_debtor_account,
         })),
     });
     let mut verifier = Verifier::new(keys);

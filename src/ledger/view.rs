@@ -18,7 +18,9 @@ pub struct PaymentView {
     pub id: Uuid,
     #[schema(value_type = PaymentStatus, inline)]
     pub status: String,
-    pub bank: String,
+    /// The bank's id (`GET /v1/banks`); null while the shopper has not chosen it yet (`initiation: awaiting_bank_choice`).
+    #[schema(required = true)]
+    pub bank: Option<String>,
     #[schema(required = true)]
     pub bank_status: Option<String>,
     #[schema(required = true)]
@@ -56,7 +58,7 @@ pub struct PaymentView {
     pub return_url: String,
     #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub metadata: Value,
-    /// pisgate's authorization hop (`{public_url}/authorize/{id}?t=…`), never the bank's own link; present while the payment awaits authorization and the bank's answer to its creation is recorded. Past `expires_at`, or once cancelled, it shows a plain page instead of leading to the bank.
+    /// pisgate's authorization hop (`{public_url}/authorize/{id}?t=…`), never the bank's own link; present while the payment awaits authorization and the bank's answer to its creation is recorded, or, for a payment whose initiation waits for the shopper (`awaiting_bank_choice`, `awaiting_debtor_account`), from creation on: it opens pisgate's page where the shopper chooses the bank or gives their IBAN, and pisgate initiates then. Past `expires_at`, or once cancelled, it shows a plain page instead of leading to the bank.
     #[schema(required = true)]
     pub authorization_url: Option<String>,
     #[schema(value_type = Initiation, inline)]
@@ -143,7 +145,7 @@ pub struct Failure {
     pub detail: Option<String>,
 }
 
-/// Where the payment's creation at the bank stands. `outcome_unknown` and `not_created`: retry the creation with the same Idempotency-Key.
+/// Where the payment's creation at the bank stands. `outcome_unknown` and `not_created`: retry the creation with the same Idempotency-Key (for a payment whose initiation the shopper started on pisgate's page, the shopper retries there). `awaiting_bank_choice`: several banks serve the country and the merchant named none; the shopper chooses on the page at `authorization_url`, and pisgate initiates at that bank then. `awaiting_debtor_account`: the bank needs the shopper's account and the merchant gave none; the shopper gives their IBAN on that page.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 #[schema(rename_all = "snake_case")]
@@ -153,6 +155,8 @@ enum Initiation {
     OutcomeUnknown,
     NotCreated,
     Refused,
+    AwaitingBankChoice,
+    AwaitingDebtorAccount,
 }
 
 impl From<&PaymentRecord> for PaymentView {
@@ -163,19 +167,20 @@ impl From<&PaymentRecord> for PaymentView {
             .map(|m| m.to_decimal_string())
             .unwrap_or_default();
         // Shown once the bank's answer is recorded, while the payment awaits authorization.
+        // A deferred payment's hop is the shopper's page from creation on.
         let authorization_url = (p.status() == PaymentStatus::AwaitingAuthorization
-            && p.is_initiated())
-        // Payments made before the hop existed keep the bank link they were given.
-        .then(|| {
-            p.authorize_url
-                .clone()
-                .or_else(|| p.authorization_url.clone())
-        })
-        .flatten();
+            && (p.is_initiated() || p.deferred))
+            // Payments made before the hop existed keep the bank link they were given.
+            .then(|| {
+                p.authorize_url
+                    .clone()
+                    .or_else(|| p.authorization_url.clone())
+            })
+            .flatten();
         PaymentView {
             id: p.id,
             status: p.status.clone(),
-            bank: p.bank.clone(),
+            bank: Some(p.bank.clone()).filter(|b| !b.is_empty()),
             bank_status: p.bank_status.clone(),
             bank_payment_id: p.bank_payment_id.clone(),
             amount,

@@ -84,6 +84,7 @@
 
 pub mod admin;
 mod auth;
+pub mod berlin_group;
 pub mod faults;
 mod handlers;
 pub mod payments;

@@ -76,6 +76,18 @@ fn describe_metrics() {
         "Bank refusals that are our configuration's fault (credentials, signature, clock), by code."
     );
     describe_counter!(
+        "pisgate_bank_choices_total",
+        "Banks chosen by shoppers on pisgate's page (deferred initiation), by bank."
+    );
+    describe_counter!(
+        "pisgate_deferred_initiations_total",
+        "Bank attempts started from the shopper's page (deferred initiation), by bank and outcome (initiated, outcome_unknown, not_created, refused, superseded)."
+    );
+    describe_counter!(
+        "pisgate_debtor_account_refused_total",
+        "IBANs refused on pisgate's page before any bank call, by reason (empty, invalid_characters, invalid_country, invalid_length, invalid_checksum)."
+    );
+    describe_counter!(
         "pisgate_unknown_bank_status_total",
         "Bank statuses pisgate does not know; the payment was left unchanged."
     );

@@ -371,13 +371,23 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         // bank made one, was never handed to anyone, so nothing can be signed. It waits for
         // a retry with the same key until the horizon.
         if status == PaymentStatus::AwaitingAuthorization && past_horizon {
+            // A deferred payment nobody chose a bank for (or gave the IBAN) had no attempt
+            // at all: nothing at any bank to sign.
+            let failure = if p.bank.is_empty() {
+                (
+                    "not_signed",
+                    "nobody chose a bank for this payment before the late-signing horizon",
+                )
+            } else {
+                (
+                    "initiation_outcome_unknown",
+                    "the bank's answer to the initiation was never recorded and nobody retried it",
+                )
+            };
             let change = ChangeSpec::Unsignable {
                 why: Unsignable::LinkNeverHandedOut,
                 bank_status: None,
-                failure: (
-                    "initiation_outcome_unknown",
-                    "the bank's answer to the initiation was never recorded and nobody retried it",
-                ),
+                failure,
             };
             return ok(Some(change), "expired");
         }

@@ -102,8 +102,10 @@ async fn the_bank_is_chosen_by_country_and_a_wrong_bank_is_refused_by_field() {
     // DK has one bank: it is used without naming it.
     let dk = app.create_payment(&m.api_key, &body("DK")).await;
     assert_eq!(dk["bank"], "nordea");
-    // FI has two, and nobody chose yet.
-    assert_refused(&app, &m.api_key, &body("FI"), "bank", "bank_required").await;
+    // FI has two, and nobody chose yet: the shopper chooses on pisgate's page.
+    let fi = app.create_payment(&m.api_key, &body("FI")).await;
+    assert_eq!(fi["initiation"], "awaiting_bank_choice");
+    assert_eq!(fi["bank"], Value::Null);
     assert_refused(
         &app,
         &m.api_key,

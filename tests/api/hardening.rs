@@ -235,6 +235,7 @@ async fn enqueue_event(pool: &Db) -> String {
             authorize_url: "https://pisgate.example/authorize",
             trace_parent: None,
             bank: "nordea",
+            deferred: None,
         },
         KeyClaim {
             key: &id.to_string(),

@@ -4,6 +4,7 @@
 mod api_keys;
 mod auth;
 mod banks;
+mod berlin_group;
 mod berlin_group_sca;
 mod bg_aspsp;
 mod binding;
@@ -12,6 +13,7 @@ mod cli;
 mod consent;
 mod console;
 mod console_lockout;
+mod deferred;
 mod errors;
 mod events;
 mod hardening;

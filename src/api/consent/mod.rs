@@ -11,6 +11,8 @@
 //! Never shown: the full account number (masked to its last characters), the bank's link
 //! (it is only ever the target of a 303 after the shopper presses the button).
 
+pub mod choice;
+pub mod choice_text;
 pub mod text;
 
 use crate::config::ProviderSettings;
@@ -46,6 +48,15 @@ a{color:#0b3d91}\
 form{margin:0 0 1rem}\
 footer{max-width:32rem;margin:0 auto 2rem;padding:0 1.5rem;font-size:.875rem;color:#3a3f45}\
 :focus-visible{outline:3px solid #b35c00;outline-offset:3px}\
+fieldset{border:0;margin:0 0 1rem;padding:0}\
+legend{font-weight:600;margin:0 0 .5rem}\
+.bank{margin:0 0 .75rem}\
+label{display:block;font-weight:600;margin:0 0 .25rem}\
+.field{display:block;width:100%;padding:.625rem;font:inherit;border:2px solid #3a3f45;border-radius:.375rem;margin:0 0 .25rem}\
+.hint{font-size:.875rem;color:#3a3f45;margin:0 0 1rem}\
+.error{color:#a4120c;font-weight:700;margin:0 0 .5rem}\
+.summary{border:3px solid #a4120c;border-radius:.375rem;padding:.75rem 1rem;margin:0 0 1rem}\
+.summary h2{font-size:1.125rem;margin:0 0 .25rem}\
 ";
 
 /// The CSP source of an inline stylesheet: `'sha256-…'` of its exact text.

@@ -188,6 +188,8 @@ pub struct NordeaClient {
     retries: RetryPolicy,
     delete_signing: DeleteSigning,
     bank_id: String,
+    /// `[banks.<id>] needs_debtor_account` of a Nordea-protocol bank (Nordea itself never).
+    needs_debtor_account: bool,
 }
 
 impl fmt::Debug for NordeaClient {
@@ -221,6 +223,14 @@ fn credential_header(value: &str, sensitive: bool) -> Result<HeaderValue, Nordea
 }
 
 impl NordeaClient {
+    /// A Nordea-protocol bank that needs the shopper's account before initiation
+    /// (`[banks.<id>] needs_debtor_account`); pisgate asks the shopper for the IBAN when the
+    /// merchant did not give it.
+    pub fn with_needs_debtor_account(mut self, needs: bool) -> NordeaClient {
+        self.needs_debtor_account = needs;
+        self
+    }
+
     pub fn new(config: NordeaConfig) -> Result<NordeaClient, NordeaConfigError> {
         let url = Url::parse(config.base_url.trim()).map_err(|_| NordeaConfigError::BaseUrl)?;
         let usable = matches!(url.scheme(), "http" | "https")
@@ -253,6 +263,7 @@ impl NordeaClient {
             retries: config.read_retries,
             delete_signing: config.delete_signing,
             bank_id: config.bank_id,
+            needs_debtor_account: false,
         })
     }
 
@@ -559,7 +570,7 @@ impl Bank for NordeaClient {
         BankTraits {
             protocol: "nordea",
             return_carries_code: true,
-            needs_debtor_account: false,
+            needs_debtor_account: self.needs_debtor_account,
         }
     }
 

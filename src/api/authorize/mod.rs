@@ -18,6 +18,14 @@
 //! A payment created with `consent: "merchant"` skips the page: `GET` redirects to the bank
 //! as the button would.
 //!
+//! A payment whose initiation waits for the shopper (several banks serve its country and the
+//! merchant named none, or its bank needs the debtor's account and the merchant gave none)
+//! shows, before the bank's answer is recorded, pisgate's bank choice or IBAN form instead
+//! ([`deferred`]): the submit records the choice and initiates at that bank then, and the
+//! shopper comes back here for the consent page (for such a payment even with
+//! `consent: "merchant"`: the page's strict `form-action` could not allow a redirect chain
+//! from pisgate's form to a bank link that did not exist when the form was served).
+//!
 //! The token `t` is 256 random bits, compared in constant time; a wrong or missing token
 //! answers the same page as an unknown payment. It doubles as the forms' CSRF token: only
 //! someone holding the link can post them. Never logged: the token, the bank's link.
@@ -38,6 +46,8 @@ use rand::RngCore;
 use std::collections::HashMap;
 use uuid::Uuid;
 
+mod deferred;
+
 pub fn router() -> Router<AppState> {
     Router::new()
         .route(
@@ -47,6 +57,18 @@ pub fn router() -> Router<AppState> {
         .route(
             "/authorize/{id}/cancel",
             post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::Cancel)),
+        )
+        .route(
+            "/authorize/{id}/bank",
+            post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::ChooseBank)),
+        )
+        .route(
+            "/authorize/{id}/account",
+            post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::GiveAccount)),
+        )
+        .route(
+            "/authorize/{id}/initiate",
+            post(|State(s), Path(id), h, Form(f)| posted(s, id, h, f, Action::Initiate)),
         )
 }
 
@@ -155,6 +177,10 @@ enum Action {
     Show,
     Proceed,
     Cancel,
+    /// Deferred initiation: the bank chosen (`bank`), the IBAN given (`iban`), or a retry.
+    ChooseBank,
+    GiveAccount,
+    Initiate,
 }
 
 /// Checks the link (an unknown payment and a wrong token get the same page), picks the
@@ -165,6 +191,7 @@ async fn act(
     token: &str,
     headers: &HeaderMap,
     action: Action,
+    form: &HashMap<String, String>,
 ) -> Response {
     let fallback = language(None, headers);
     let result = async {
@@ -176,6 +203,15 @@ async fn act(
             Action::Show => show_page(state, &p, token, lang).await,
             Action::Proceed => to_bank(state, &p, lang).await,
             Action::Cancel => shopper_cancel(state, &p, lang).await,
+            Action::ChooseBank => {
+                let bank = form.get("bank").map(String::as_str).unwrap_or("");
+                deferred::choose_bank(state, &p, token, lang, bank).await
+            }
+            Action::GiveAccount => {
+                let iban = form.get("iban").map(String::as_str).unwrap_or("");
+                deferred::give_account(state, &p, token, lang, iban).await
+            }
+            Action::Initiate => deferred::proceed(state, &p, token, lang).await,
         }
     }
     .await;
@@ -195,7 +231,7 @@ async fn show(
     headers: HeaderMap,
 ) -> Response {
     let token = q.get("t").map(String::as_str).unwrap_or("");
-    act(&state, &id, token, &headers, Action::Show).await
+    act(&state, &id, token, &headers, Action::Show, &HashMap::new()).await
 }
 
 /// `POST /authorize/{id}` (the shopper pressed "Continue to the bank") and
@@ -209,7 +245,7 @@ async fn posted(
     action: Action,
 ) -> Response {
     let token = form.get("t").map(String::as_str).unwrap_or("");
-    act(&state, &id, token, &headers, action).await
+    act(&state, &id, token, &headers, action, &form).await
 }
 
 async fn show_page(
@@ -218,7 +254,14 @@ async fn show_page(
     token: &str,
     lang: Language,
 ) -> anyhow::Result<Response> {
-    if p.request["consent"] == "merchant" {
+    if p.deferred && !p.is_initiated() {
+        return deferred::show(state, p, token, lang).await;
+    }
+    // A deferred payment's shopper arrives from pisgate's own form: a redirect chain from it
+    // to the bank would need the bank's link origin in that form's `form-action` before the
+    // link exists, so such a payment shows the consent page's button even with
+    // `consent: "merchant"`.
+    if p.request["consent"] == "merchant" && !p.deferred {
         return to_bank(state, p, lang).await;
     }
     let link = match payments::hop_for(p, Utc::now()) {

@@ -1,0 +1,434 @@
+//! Initiation at the bank: one bank attempt of a payment, from the bank call (bounded by a
+//! budget) to its recorded outcome. Two callers share it: `POST /v1/payments` (the merchant's
+//! request, with its Idempotency-Key) and the shopper's page at the authorization hop
+//! (deferred initiation: the shopper chose the bank or gave their IBAN).
+//!
+//! The truth rules are the same for both: an attempt is started in the ledger before the
+//! bank call ([`payments::begin_attempt`], [`payments::begin_shopper_attempt`] or creation);
+//! only the current attempt may record the bank's answer ([`payments::record_initiated`],
+//! else the answer is an orphan in the ledger); an explicit refusal ends the payment
+//! `failed`; a timeout, a dropped connection or an unreadable answer leaves
+//! `initiation: outcome_unknown` (the bank's link of such an attempt is never handed to
+//! anyone); every attempt and its outcome is in the ledger.
+//!
+//! Never: hold a transaction across the bank call, hand out a link that is not the recorded
+//! attempt's, or log the shopper's IBAN in full.
+
+use crate::api::AppState;
+use crate::api::error::{ApiError, FieldError};
+use crate::api::payment_input::Validated;
+use crate::api::payments::{PaymentView, redirect_uri_for};
+use crate::bank::{BankError, Initiated, PaymentInitiation};
+use crate::domain::{Evidence, PaymentRequest, PaymentRequestInput};
+use crate::ledger::idempotency;
+use crate::ledger::payments::{self, Change, PaymentRecord};
+use anyhow::Context as _;
+use axum::http::StatusCode;
+use serde_json::{Value, json};
+use std::time::Duration;
+use uuid::Uuid;
+
+/// The merchant's idempotency key an attempt answers, if a merchant's request runs it.
+#[derive(Debug, Clone, Copy)]
+pub struct KeyRef<'a> {
+    pub merchant_id: Uuid,
+    pub key: &'a str,
+}
+
+/// One bank attempt of a payment.
+#[derive(Debug, Clone, Copy)]
+pub struct Attempt<'a> {
+    pub payment_id: Uuid,
+    pub attempt: i32,
+    /// `None` for the shopper's page: there is no key to complete or release.
+    pub key: Option<KeyRef<'a>>,
+}
+
+/// What was recorded of an attempt's outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recorded {
+    /// The bank's answer is the payment's: its link is the one the hop leads to.
+    Initiated,
+    /// A newer attempt owns the payment (or it ended): this answer is an orphan.
+    Superseded,
+    /// The bank refused it: the payment is `failed`.
+    Refused,
+    /// No answer pisgate can trust (`not_created` when the bank provably made nothing).
+    Unanswered { not_created: bool },
+}
+
+/// An attempt's recorded outcome and what a merchant's request answers for it.
+#[derive(Debug)]
+pub struct Answer {
+    pub recorded: Recorded,
+    pub status: StatusCode,
+    pub body: Value,
+}
+
+/// The merchant's answer for an attempt whose outcome is unknown.
+pub fn outcome_unknown() -> ApiError {
+    ApiError::InitiationOutcomeUnknown(
+        "the bank's answer to this payment was lost or unreadable, so we cannot tell whether it was created; retry with the same Idempotency-Key to resume it (it can never be paid twice)".into(),
+    )
+}
+
+/// Sends the initiation to `bank`, within `budget`: no time left means not sent (provably
+/// not created); no answer within it means the outcome is unknown.
+pub async fn call_bank(
+    state: &AppState,
+    bank: &str,
+    initiation: &PaymentInitiation,
+    budget: Duration,
+) -> Result<Initiated, BankError> {
+    if budget.is_zero() {
+        return Err(BankError::Unavailable {
+            detail: "no time left before the key's in-flight bound; not sent".into(),
+            retry_safe: true,
+        });
+    }
+    match tokio::time::timeout(budget, state.banks.client(bank).initiate(initiation, None)).await {
+        Ok(answer) => answer,
+        // The request may have reached the bank: its outcome is unknown.
+        Err(_) => Err(BankError::Unexpected {
+            status: None,
+            detail: format!("no answer within {} ms", budget.as_millis()),
+        }),
+    }
+}
+
+/// Records the bank's answer to an attempt (and, for a merchant's request, what its key
+/// answers) in one transaction; retried briefly if the database fails, since the bank may
+/// now hold the payment.
+pub async fn record_outcome(
+    state: &AppState,
+    attempt: Attempt<'_>,
+    outcome: &Result<Initiated, BankError>,
+) -> anyhow::Result<Answer> {
+    let mut tries = 0;
+    loop {
+        tries += 1;
+        match try_record_outcome(state, attempt, outcome).await {
+            Ok(answer) => return Ok(answer),
+            Err(e) if tries < 3 => {
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    tries,
+                    "recording the initiation failed; retrying"
+                );
+                tokio::time::sleep(Duration::from_millis(200 * tries)).await;
+            }
+            Err(e) => return Err(e),
+        }
+    }
+}
+
+/// An error's status and problem body, as the idempotency record keeps them.
+fn problem_answer(recorded: Recorded, error: &ApiError) -> anyhow::Result<Answer> {
+    Ok(Answer {
+        recorded,
+        status: error.status(),
+        body: serde_json::to_value(error.problem()).context("problem")?,
+    })
+}
+
+async fn try_record_outcome(
+    state: &AppState,
+    a: Attempt<'_>,
+    outcome: &Result<Initiated, BankError>,
+) -> anyhow::Result<Answer> {
+    let Attempt {
+        payment_id,
+        attempt,
+        key,
+    } = a;
+    let mut tx = state.pool.begin().await?;
+    let answer = match outcome {
+        Ok(initiated) => {
+            let recorded = payments::record_initiated(
+                &mut tx,
+                payment_id,
+                attempt,
+                initiated.bank_payment_id.as_str(),
+                initiated.authorization_url(),
+                &initiated.links.to_json(),
+                Some(initiated.status.bank_status.as_str()),
+            )
+            .await?;
+            if !recorded {
+                // A newer attempt owns the payment (or it ended): this answer is an orphan
+                // in the ledger, and the key belongs to that attempt.
+                tracing::warn!(
+                    attempt,
+                    "a newer attempt owns this payment; this answer is kept as an orphan"
+                );
+                tx.commit().await?;
+                return problem_answer(Recorded::Superseded, &outcome_unknown());
+            }
+            let record = payments::get(&mut tx, payment_id)
+                .await?
+                .context("the payment just written is gone")?;
+            let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
+            if let Some(k) = key {
+                idempotency::complete(&mut tx, k.merchant_id, k.key, 201, &body).await?;
+            }
+            Answer {
+                recorded: Recorded::Initiated,
+                status: StatusCode::CREATED,
+                body,
+            }
+        }
+        Err(error) if !payments::is_current_attempt(&mut tx, payment_id, attempt).await? => {
+            tracing::warn!(error = %error, attempt, "a newer attempt owns this payment; this attempt's answer is only noted");
+            payments::note(
+                &mut tx,
+                payment_id,
+                "initiation_superseded",
+                json!({ "attempt": attempt, "error": error.kind(), "detail": error.to_string() }),
+            )
+            .await?;
+            tx.commit().await?;
+            return problem_answer(Recorded::Superseded, &outcome_unknown());
+        }
+        Err(error) if is_refusal(error) => {
+            let (code, api_error) = initiation_refused(error);
+            tracing::warn!(error = %error, kind = error.kind(), "the bank refused the initiation");
+            payments::mark_refused(&mut tx, payment_id).await?;
+            payments::transition(
+                &mut tx,
+                payment_id,
+                Change {
+                    evidence: Evidence::InitiationRefused,
+                    bank_status: None,
+                    kind: "initiation_refused",
+                    detail: json!({ "attempt": attempt, "error": error.kind(), "detail": error.to_string() }),
+                    failure: Some((code, &error.to_string())),
+                },
+            )
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+            let answer = problem_answer(Recorded::Refused, &api_error)?;
+            if let Some(k) = key {
+                idempotency::complete(
+                    &mut tx,
+                    k.merchant_id,
+                    k.key,
+                    answer.status.as_u16(),
+                    &answer.body,
+                )
+                .await?;
+            }
+            answer
+        }
+        Err(error) => {
+            let not_created = error.provably_not_processed();
+            tracing::warn!(error = %error, kind = error.kind(), not_created, "no usable answer from the bank to the initiation");
+            payments::record_attempt_unanswered(
+                &mut tx,
+                payment_id,
+                attempt,
+                if not_created {
+                    "not_created"
+                } else {
+                    "outcome_unknown"
+                },
+                json!({ "error": error.kind(), "detail": error.to_string() }),
+            )
+            .await?;
+            // No answer to replay: a retry with the same key resumes the payment at once.
+            if let Some(k) = key {
+                idempotency::release(&mut tx, k.merchant_id, k.key).await?;
+            }
+            let api_error = if not_created {
+                ApiError::BankUnavailable(
+                    "the bank is not answering and did not create the payment; retry with the same Idempotency-Key".into(),
+                )
+            } else {
+                outcome_unknown()
+            };
+            problem_answer(Recorded::Unanswered { not_created }, &api_error)?
+        }
+    };
+    tx.commit().await?;
+    Ok(answer)
+}
+
+/// An explicit refusal: the bank looked at the request and said no, so nothing exists there.
+fn is_refusal(error: &BankError) -> bool {
+    matches!(
+        error,
+        BankError::Validation { .. }
+            | BankError::BadCredentials { .. }
+            | BankError::BadSignature { .. }
+            | BankError::ClockRejected { .. }
+    )
+}
+
+/// What the merchant is told when the bank refused the initiation, and the failure code
+/// kept on the payment.
+fn initiation_refused(error: &BankError) -> (&'static str, ApiError) {
+    match error {
+        BankError::Validation { failures } => (
+            "bank_rejected",
+            ApiError::BankRejected(bank_failures(failures)),
+        ),
+        _ => (
+            "bank_configuration_error",
+            ApiError::BankUnavailable(
+                "the bank refused our credentials; this is on our side and has been logged; the payment was not created".into(),
+            ),
+        ),
+    }
+}
+
+/// The bank's reasons for refusing, as field errors for the merchant.
+pub fn bank_failures(failures: &[crate::bank::BankFailure]) -> Vec<FieldError> {
+    failures
+        .iter()
+        .map(|f| {
+            FieldError::new(
+                f.path.clone().unwrap_or_else(|| "payment".into()),
+                f.code.clone(),
+                f.description.clone().unwrap_or_else(|| f.code.clone()),
+            )
+        })
+        .collect()
+}
+
+/// The stored request without its null members (the canonical form leaves options out;
+/// this keeps an older row's explicit nulls from reading as "given").
+fn without_nulls(v: &Value) -> Value {
+    match v {
+        Value::Object(map) => Value::Object(
+            map.iter()
+                .filter(|(_, v)| !v.is_null())
+                .map(|(k, v)| (k.clone(), without_nulls(v)))
+                .collect(),
+        ),
+        other => other.clone(),
+    }
+}
+
+/// The bank-neutral initiation of a stored payment (deferred initiation): its stored
+/// request, read with the rules of the day it was created, and the debtor IBAN the shopper
+/// gave, if any.
+pub fn stored_initiation(
+    state: &AppState,
+    p: &PaymentRecord,
+    merchant_name: &str,
+    oauth_state: String,
+) -> anyhow::Result<PaymentInitiation> {
+    let input: PaymentRequestInput = serde_json::from_value(without_nulls(&p.request))
+        .context("the stored request does not read as a request")?;
+    let request = PaymentRequest::parse(
+        &input,
+        p.created_at.date_naive(),
+        state.settings.nordea.environment,
+    )
+    .map_err(|e| anyhow::anyhow!("the stored request no longer passes validation: {e}"))?;
+    let validated = Validated {
+        request,
+        canonical: p.request.clone(),
+        fingerprint: [0; 32],
+    };
+    let mut initiation = validated.initiation(
+        p.id,
+        merchant_name,
+        oauth_state,
+        redirect_uri_for(state, &p.bank),
+    );
+    if let Some(iban) = &p.shopper_debtor_account {
+        let message = initiation.debtor.as_ref().and_then(|d| d.message.clone());
+        initiation.debtor = Some(crate::bank::Debtor {
+            account: Some(crate::bank::Account {
+                kind: crate::domain::AccountType::Iban,
+                value: iban.clone(),
+            }),
+            message,
+        });
+    }
+    Ok(initiation)
+}
+
+/// What the shopper's submit came to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ShopperInitiation {
+    /// No attempt may start now: another submit's attempt is running, the payment is
+    /// closed, or its bank is already answered. The caller shows the payment as it is.
+    NotStarted,
+    /// An attempt ran; its outcome is recorded.
+    Ran(Recorded),
+}
+
+/// Deferred initiation on the shopper's submit: starts an attempt (guarded, under a lease
+/// so a second submit does not start another while it runs), calls the payment's bank within
+/// the initiation budget, and records the outcome as a merchant's attempt would be.
+pub async fn initiate_for_shopper(
+    state: &AppState,
+    p: &PaymentRecord,
+) -> anyhow::Result<ShopperInitiation> {
+    let settings = &state.settings.payments;
+    let budget = settings.initiation_budget();
+    let started = tokio::time::Instant::now();
+    let (oauth_state, oauth_state_hash) = crate::api::payments::new_state();
+    // The lease outlives the bank call and its recording.
+    let lease = chrono::Duration::from_std(budget + Duration::from_secs(10)).context("lease")?;
+    let mut tx = state.pool.begin().await?;
+    let attempt = payments::begin_shopper_attempt(
+        &mut tx,
+        p.id,
+        &oauth_state_hash,
+        chrono::Utc::now() + lease,
+    )
+    .await?;
+    tx.commit().await?;
+    let Some(attempt) = attempt else {
+        return Ok(ShopperInitiation::NotStarted);
+    };
+    tracing::info!(bank = %p.bank, attempt, "initiating at the shopper's bank");
+    let merchant = crate::ledger::merchants::get(&state.pool, p.merchant_id)
+        .await?
+        .map(|m| m.name)
+        .unwrap_or_default();
+    let outcome = match stored_initiation(state, p, &merchant, oauth_state) {
+        Ok(initiation) => {
+            call_bank(
+                state,
+                &p.bank,
+                &initiation,
+                budget.saturating_sub(started.elapsed()),
+            )
+            .await
+        }
+        Err(e) => {
+            // Nothing was sent: the attempt provably created nothing at the bank.
+            tracing::error!(error = format!("{e:#}"), "cannot build the initiation");
+            Err(BankError::Unavailable {
+                detail: "the stored request could not be read; not sent".into(),
+                retry_safe: true,
+            })
+        }
+    };
+    let answer = record_outcome(
+        state,
+        Attempt {
+            payment_id: p.id,
+            attempt,
+            key: None,
+        },
+        &outcome,
+    )
+    .await?;
+    metrics::counter!(
+        "pisgate_deferred_initiations_total",
+        "bank" => p.bank.clone(),
+        "outcome" => match answer.recorded {
+            Recorded::Initiated => "initiated",
+            Recorded::Superseded => "superseded",
+            Recorded::Refused => "refused",
+            Recorded::Unanswered { not_created: true } => "not_created",
+            Recorded::Unanswered { not_created: false } => "outcome_unknown",
+        }
+    )
+    .increment(1);
+    Ok(ShopperInitiation::Ran(answer.recorded))
+}

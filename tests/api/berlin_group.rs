@@ -1,0 +1,377 @@
+//! Payments at a Berlin Group bank, end to end: pisgate (API, hop, consent page, return,
+//! poller, ledger events as the webhooks carry them) against the strict Berlin Group
+//! simulator (`pisgate sandbox --protocol berlin-group`, in process), which validates every
+//! request pisgate sends and every answer it gives against the vendored OpenAPI 1.3.12.
+
+use crate::helpers::{TestApp, TestMerchant, fresh_database, spawn_app_on};
+use pisgate::sandbox::berlin_group::{BgSandbox, BgSandboxConfig, serve, test_pki, verify};
+use serde_json::{Value, json};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// The poller on, fast.
+const POLLER: &[(&str, &str)] = &[
+    ("PISGATE__POLLER__ENABLED", "true"),
+    ("PISGATE__POLLER__SIGNING_INTERVAL", "200ms"),
+    ("PISGATE__POLLER__LATE_SIGNING_INTERVAL", "300ms"),
+    ("PISGATE__POLLER__AUTHORIZED_INTERVAL", "300ms"),
+    ("PISGATE__POLLER__IDLE_WAIT", "300ms"),
+    ("PISGATE__POLLER__MAX_BACKOFF", "1s"),
+];
+
+pub(crate) struct BgBank {
+    pub sandbox: Arc<BgSandbox>,
+    /// `http://127.0.0.1:PORT`
+    pub origin: String,
+    pub key_pem: String,
+    pub cert_pem: String,
+}
+
+/// The simulator on a random port, trusting a fresh test CA whose TPP certificate pisgate
+/// signs with; scenario steps every 300 ms.
+pub(crate) async fn spawn_bg_sandbox() -> BgBank {
+    let pki = test_pki::generate("CN=pisgate test TPP,O=pisgate,C=FI").expect("a test PKI");
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let origin = format!("http://{}", listener.local_addr().unwrap());
+    let mut config = BgSandboxConfig::new(
+        origin.clone(),
+        verify::parse_cas(&pki.ca_pem).expect("the CA parses"),
+    );
+    config.status_step = Duration::from_millis(300);
+    let sandbox = BgSandbox::new(config).expect("the simulator builds");
+    tokio::spawn(serve(listener, sandbox.clone(), std::future::pending()));
+    BgBank {
+        sandbox,
+        origin,
+        key_pem: pki.tpp_key_pem,
+        cert_pem: pki.tpp_cert_pem,
+    }
+}
+
+/// pisgate with Nordea (its sandbox) and the bank `berlin` (FI) on the simulator.
+pub(crate) async fn spawn_with_berlin(extra: &[(&str, &str)]) -> (TestApp, BgBank) {
+    let bank = spawn_bg_sandbox().await;
+    let base = format!("{}/psd2", bank.origin);
+    let mut vars: Vec<(&str, &str)> = vec![
+        ("PISGATE__BANKS__BERLIN__PROTOCOL", "berlin-group"),
+        ("PISGATE__BANKS__BERLIN__NAME", "Berlin Test Bank"),
+        ("PISGATE__BANKS__BERLIN__COUNTRIES", "FI"),
+        ("PISGATE__BANKS__BERLIN__BASE_URL", &base),
+        ("PISGATE__BANKS__BERLIN__PRIVATE_KEY", &bank.key_pem),
+        ("PISGATE__BANKS__BERLIN__CERTIFICATE", &bank.cert_pem),
+        ("PISGATE__BANKS__BERLIN__ENVIRONMENT", "sandbox"),
+        ("PISGATE__BANKS__BERLIN__PSU_IP_FALLBACK", "203.0.113.9"),
+        ("PISGATE__BANKS__BERLIN__REQUEST_TIMEOUT_SECS", "5"),
+    ];
+    vars.extend_from_slice(POLLER);
+    vars.extend_from_slice(extra);
+    let app = spawn_app_on(&fresh_database().await, &vars, |_| {}).await;
+    (app, bank)
+}
+
+/// A FI payment at `berlin` for `amount` (the simulator's scenario), from a known IBAN.
+pub(crate) fn berlin_payment(amount: &str) -> Value {
+    json!({
+        "amount": amount,
+        "currency": "EUR",
+        "country": "FI",
+        "bank": "berlin",
+        "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"},
+                     "name": "Kauppa Oy", "message": "Order 1234"},
+        "debtor": {"account": {"type": "IBAN", "value": "FI2112345600000785"}},
+        "reference": "order-1234",
+        "return_url": "https://shop.example/checkout/done?order=1234",
+        "psu_id": "shopper-1",
+    })
+}
+
+/// The shopper passes the hop (consent page, Continue) and lands on the bank's SCA page,
+/// whose URL this returns (the page is opened).
+pub(crate) async fn to_bank_page(app: &TestApp, payment: &Value) -> String {
+    let url = payment["authorization_url"].as_str().expect("a hop link");
+    let first = app.client.get(url).send().await.unwrap();
+    let hop = if first.status() == 200 {
+        crate::helpers::continue_to_bank(&app.client, url).await
+    } else {
+        first
+    };
+    assert_eq!(hop.status(), 303, "the hop sends the shopper to the bank");
+    let bank_page = hop.headers()["location"].to_str().unwrap().to_owned();
+    let page = app.client.get(&bank_page).send().await.unwrap();
+    assert_eq!(page.status(), 200, "the bank's SCA page opens: {bank_page}");
+    bank_page
+}
+
+/// Approves (or refuses) on the bank's page and follows the bank's redirect back to
+/// pisgate; returns pisgate's answer (a 303 to the merchant).
+pub(crate) async fn decide(app: &TestApp, bank_page: &str, approve: bool) -> reqwest::Response {
+    let r = app
+        .client
+        .post(bank_page)
+        .form(&[("decision", if approve { "approve" } else { "refuse" })])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the bank redirects back");
+    let back = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(
+        back.starts_with(&app.url("/v1/callbacks/return")),
+        "the bank returns to pisgate's return path: {back}"
+    );
+    let returned = app.client.get(&back).send().await.unwrap();
+    assert_eq!(returned.status(), 303, "pisgate sends the shopper on");
+    let to = returned.headers()["location"].to_str().unwrap();
+    assert!(to.starts_with("https://shop.example/checkout/done"), "{to}");
+    returned
+}
+
+pub(crate) async fn wait_for_status(
+    app: &TestApp,
+    m: &TestMerchant,
+    id: &str,
+    want: &str,
+) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = app.get_payment(&m.api_key, id).await;
+        if p["status"] == want {
+            return p;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id} is {} (bank {}), not {want}",
+            p["status"],
+            p["bank_status"]
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// The event types (as webhooks carry them) of a payment, oldest first.
+async fn webhook_types(app: &TestApp, m: &TestMerchant, id: &str) -> Vec<String> {
+    let r = app
+        .get_as(&format!("/v1/events?payment_id={id}&limit=100"), &m.api_key)
+        .await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let mut types: Vec<String> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_owned())
+        .collect();
+    types.reverse();
+    types
+}
+
+/// Nothing pisgate sent was refused (but the expected refusals `allowed` by status), and
+/// every answer the simulator gave passed its OpenAPI self-check.
+pub(crate) fn assert_spec_clean(bank: &BgBank, allowed: &[u16]) {
+    let refused: Vec<String> = bank
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|e| e.status >= 400 && !allowed.contains(&e.status))
+        .map(|e| format!("{} {} -> {} {:?}", e.method, e.path, e.status, e.code))
+        .collect();
+    assert!(refused.is_empty(), "refused requests: {refused:#?}");
+    let failures = bank.sandbox.selfcheck_failures();
+    assert!(failures.is_empty(), "answers off the spec: {failures:#?}");
+}
+
+#[tokio::test]
+async fn berlin_group_redirect_payment_is_paid_on_acsc_through_the_pages_and_webhooks() {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("10.50"))
+        .await;
+    assert_eq!(p["bank"], "berlin");
+    assert_eq!(p["bank_status"], "RCVD");
+    assert_eq!(p["status"], "awaiting_authorization");
+    let id = p["id"].as_str().unwrap();
+
+    let page = to_bank_page(&app, &p).await;
+    decide(&app, &page, true).await;
+    let paid = wait_for_status(&app, &m, id, "paid").await;
+    assert_eq!(paid["bank_status"], "ACSC");
+    let types = webhook_types(&app, &m, id).await;
+    assert!(
+        types.contains(&"payment.authorized".to_owned())
+            && types.last().map(String::as_str) == Some("payment.paid"),
+        "{types:?}"
+    );
+    // Every request carried a signature the simulator verified, every body and header
+    // matched the OpenAPI, and so did every answer.
+    assert_spec_clean(&bank, &[]);
+    let sent = bank.sandbox.requests();
+    assert!(
+        sent.iter().all(|e| e
+            .headers
+            .iter()
+            .any(|(k, _)| k.eq_ignore_ascii_case("signature"))),
+        "every request is signed"
+    );
+}
+
+#[tokio::test]
+async fn berlin_group_statuses_end_each_payment_as_the_bank_says() {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    // (amount = the simulator's scenario, what pisgate must report)
+    let cases = [
+        ("77.01", "rejected", "RJCT"),
+        ("77.03", "paid", "ACSC"),
+        ("77.04", "paid", "ACSC"),
+    ];
+    let mut ids = Vec::new();
+    for (amount, _, _) in cases {
+        let p = app
+            .create_payment(&m.api_key, &berlin_payment(amount))
+            .await;
+        let id = p["id"].as_str().unwrap().to_owned();
+        if amount == "77.04" {
+            // The bank does not know it before the page is opened: the poller's 404s
+            // change nothing.
+            tokio::time::sleep(Duration::from_millis(800)).await;
+            let still = app.get_payment(&m.api_key, &id).await;
+            assert_eq!(still["status"], "awaiting_authorization", "{still}");
+        }
+        let page = to_bank_page(&app, &p).await;
+        decide(&app, &page, true).await;
+        ids.push(id);
+    }
+    for ((_, want, bank_status), id) in cases.iter().zip(&ids) {
+        let p = wait_for_status(&app, &m, id, want).await;
+        assert_eq!(p["bank_status"], *bank_status, "{p}");
+    }
+    // ACSP for good: authorized, never paid.
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.02"))
+        .await;
+    let id = p["id"].as_str().unwrap();
+    let page = to_bank_page(&app, &p).await;
+    decide(&app, &page, true).await;
+    wait_for_status(&app, &m, id, "authorized").await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = app.get_payment(&m.api_key, id).await;
+    assert_eq!(p["status"], "authorized", "ACSP is never paid: {p}");
+    assert_eq!(p["bank_status"], "ACSP");
+    // 77.04's reads before the page opened were 404s, the only refusals.
+    assert_spec_clean(&bank, &[404]);
+}
+
+#[tokio::test]
+async fn berlin_group_a_refused_sca_is_authorization_failed_not_rejected() {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("10.50"))
+        .await;
+    let id = p["id"].as_str().unwrap();
+    let page = to_bank_page(&app, &p).await;
+    decide(&app, &page, false).await;
+    let failed = wait_for_status(&app, &m, id, "authorization_failed").await;
+    assert_eq!(failed["bank_status"], "RJCT");
+    let types = webhook_types(&app, &m, id).await;
+    assert_eq!(
+        types.last().map(String::as_str),
+        Some("payment.authorization_failed")
+    );
+    assert_spec_clean(&bank, &[]);
+}
+
+#[tokio::test]
+async fn berlin_group_a_merchants_cancel_of_an_opened_unsigned_payment_is_a_delete_at_the_bank() {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("10.50"))
+        .await;
+    let id = p["id"].as_str().unwrap();
+    to_bank_page(&app, &p).await;
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .bearer_auth(&m.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "cancelled", "{body}");
+    assert_eq!(body["bank_status"], "CANC");
+    let deletes: Vec<_> = bank
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|e| e.method == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1);
+    assert_eq!(deletes[0].status, 204);
+
+    // 77.06: the bank wants the cancellation authorised; nothing changes until it says so.
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.06"))
+        .await;
+    let id = p["id"].as_str().unwrap();
+    to_bank_page(&app, &p).await;
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .bearer_auth(&m.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(body["status"], "awaiting_authorization", "{body}");
+    let events = app
+        .get_as(&format!("/v1/payments/{id}/events"), &m.api_key)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap();
+    assert!(
+        events["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "cancel_needs_authorisation"),
+        "{events}"
+    );
+    assert_spec_clean(&bank, &[]);
+}
+
+#[tokio::test]
+async fn berlin_group_and_nordea_payments_work_in_the_same_run() {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    let nordea = app
+        .create_payment(
+            &m.api_key,
+            &crate::payments::with(crate::payments::body("FI"), json!({"bank": "nordea"})),
+        )
+        .await;
+    let back = crate::helpers::sign_and_return(&app.client, &nordea, "psu-n").await;
+    assert_eq!(back.status(), 303);
+    let berlin = app
+        .create_payment(&m.api_key, &berlin_payment("10.50"))
+        .await;
+    let page = to_bank_page(&app, &berlin).await;
+    decide(&app, &page, true).await;
+    wait_for_status(&app, &m, berlin["id"].as_str().unwrap(), "paid").await;
+    let n = app
+        .get_payment(&m.api_key, nordea["id"].as_str().unwrap())
+        .await;
+    assert_eq!(n["bank"], "nordea");
+    assert!(
+        matches!(n["status"].as_str(), Some("authorized" | "paid")),
+        "{n}"
+    );
+    assert!(
+        bank.sandbox.payments().len() == 1,
+        "only the berlin payment went to the simulator"
+    );
+    assert_spec_clean(&bank, &[]);
+}
