@@ -184,6 +184,15 @@ async fn berlin_group_sca_explicit_redirect_starts_the_authorisation_at_the_hop_
     // The consent page offers the bank.
     let page = bg.app.client.get(&hop).send().await.unwrap();
     assert_eq!(page.status(), 200);
+    // The form's redirect chain ends at the bank's page: its origin is in `form-action`.
+    let csp = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(
+        csp.contains(&format!("form-action 'self' {}", bg.bank.origin)),
+        "{csp}"
+    );
     assert!(page.text().await.unwrap().contains("Test Bank"));
     assert!(
         bg.starts().await.is_empty(),
@@ -458,4 +467,43 @@ async fn berlin_group_sca_no_psu_id_appears_in_the_logs() {
     );
     assert!(!logs.contains("LOGCHECK"), "a PSU-ID appears in the logs");
     bank.assert_selfcheck_empty().await;
+}
+
+#[tokio::test]
+async fn berlin_group_sca_the_start_claim_holds_for_its_lease_and_a_retry_after_it_starts_again() {
+    use pisgate::ledger::sca::{self, Claim};
+    let Some(bg) = setup_with("explicit-redirect", 30, false).await else {
+        return;
+    };
+    let (id, _hop) = bg.pay("17.00").await;
+    let id: uuid::Uuid = id.parse().unwrap();
+    let claim = |hash: &'static [u8]| {
+        let pool = bg.app.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            let c = sca::claim_start(&mut tx, id, Duration::from_secs(90), hash)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+            c
+        }
+    };
+    assert_eq!(claim(b"state-1").await, Some(Claim::Claimed));
+    // A lost answer: the claim stays; a second click within the lease starts nothing.
+    assert_eq!(claim(b"state-2").await, Some(Claim::Busy));
+    sqlx::query("UPDATE payments SET sca_started_at = now() - interval '91 seconds' WHERE id = $1")
+        .bind(id)
+        .execute(bg.app.pool.pool())
+        .await
+        .unwrap();
+    assert_eq!(claim(b"state-3").await, Some(Claim::Claimed));
+    let kinds: Vec<Value> = bg
+        .events(&id.to_string())
+        .await
+        .into_iter()
+        .filter(|e| e["kind"] == "authorisation_starting")
+        .map(|e| e["detail"]["retry"].clone())
+        .collect();
+    assert_eq!(kinds, vec![json!(false), json!(true)]);
+    assert!(bg.starts().await.is_empty(), "claims alone call no bank");
 }
