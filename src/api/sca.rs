@@ -568,3 +568,41 @@ fn waiting_page(
     let back: Vec<String> = consent::origin_of(&p.return_url).into_iter().collect();
     consent::respond(StatusCode::OK, PreEscaped(page), &back)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_psu_id_is_not_empty_at_most_70_characters_and_free_of_control_characters() {
+        let s = sca_text(Language::En);
+        assert_eq!(parse_psu_id("  psu-1 ", s), Ok("psu-1"));
+        assert_eq!(parse_psu_id(&"ä".repeat(70), s).map(str::len), Ok(140));
+        assert_eq!(parse_psu_id("", s), Err(s.user_id_missing));
+        assert_eq!(parse_psu_id(" \t ", s), Err(s.user_id_missing));
+        assert_eq!(parse_psu_id(&"x".repeat(71), s), Err(s.user_id_invalid));
+        assert_eq!(parse_psu_id("a\u{0}b", s), Err(s.user_id_invalid));
+        assert_eq!(parse_psu_id("a\nb", s), Err(s.user_id_invalid));
+    }
+
+    #[test]
+    fn every_language_has_the_authorisation_pages_words() {
+        for lang in [
+            Language::En,
+            Language::Fi,
+            Language::Sv,
+            Language::Da,
+            Language::No,
+        ] {
+            let s = sca_text(lang);
+            for word in [
+                s.identify_title,
+                s.user_id_at,
+                s.approve_in_app,
+                s.check_now,
+            ] {
+                assert!(!word.is_empty());
+            }
+        }
+    }
+}
