@@ -540,6 +540,8 @@ pub struct PaymentRow {
     pub merchant_name: String,
     pub merchant_reference: Option<String>,
     pub status: String,
+    /// The bank's id (`''` while the shopper has not chosen it).
+    pub bank: String,
     pub bank_status: Option<String>,
     pub amount_minor: i64,
     pub currency: String,
@@ -550,8 +552,8 @@ pub struct PaymentRow {
 pub async fn search(pool: &Db, s: &Search, limit: i64) -> Result<Vec<PaymentRow>, sqlx::Error> {
     sqlx::query_as!(
         PaymentRow,
-        r#"SELECT p.id, m.name AS merchant_name, p.merchant_reference, p.status, p.bank_status,
-                  p.amount_minor, p.currency, p.created_at
+        r#"SELECT p.id, m.name AS merchant_name, p.merchant_reference, p.status, p.bank,
+                  p.bank_status, p.amount_minor, p.currency, p.created_at
              FROM payments p JOIN merchants m ON m.id = p.merchant_id
             WHERE ($1::uuid IS NULL OR p.id = $1)
               AND ($2::uuid IS NULL OR p.merchant_id = $2)

@@ -197,6 +197,10 @@ async fn an_operator_signs_in_finds_a_payment_by_reference_and_sees_its_timeline
     );
     assert!(html.contains("Console shop"));
     assert!(html.contains("€10.50"));
+    assert!(
+        html.contains("<th>Bank</th>") && html.contains("<td>nordea</td>"),
+        "the list names each payment's bank: {html}"
+    );
 
     let (status, html) = get(&app, &format!("/console/payments/{id}"), &cookie).await;
     assert_eq!(status, 200);
@@ -204,6 +208,7 @@ async fn an_operator_signs_in_finds_a_payment_by_reference_and_sees_its_timeline
         "created",
         "awaiting_authorization",
         "PendingUserApproval",
+        " · bank nordea",
         "Verified: ",
     ] {
         assert!(html.contains(shown), "{shown:?} missing in {html}");
@@ -914,7 +919,7 @@ async fn the_status_filters_offer_the_status_sets_and_refuse_an_unknown_value_na
         ),
         (
             "bank_status=Payed",
-            "bank_status: &quot;Payed&quot; is not a Nordea status",
+            "bank_status: &quot;Payed&quot; is not a Nordea or Berlin Group status",
         ),
     ] {
         let (status, html) = get(&app, &format!("/console/payments?{query}"), &cookie).await;

@@ -29,7 +29,6 @@ mod view;
 
 use crate::api::AppState;
 use crate::api::consent::{html_page, style_hash};
-use crate::bank::nordea::NordeaStatus;
 use crate::domain::PaymentStatus;
 use crate::ledger::operators::{self, Gate, Search, Session};
 use crate::ledger::{events, keys, merchants, payees, verify, webhooks};
@@ -361,14 +360,15 @@ fn parse_search(q: &HashMap<String, String>) -> (Search, Vec<String>) {
             })
     });
     s.bank_status = chosen("bank_status").and_then(|v| {
-        NordeaStatus::ALL
-            .into_iter()
-            .find(|n| n.as_str() == v)
-            .map(|n| n.as_str().to_owned())
+        let known = view::bank_statuses();
+        known
+            .iter()
+            .find(|n| **n == v)
+            .map(|n| (*n).to_owned())
             .or_else(|| {
                 errors.push(format!(
-                    "bank_status: {v:?} is not a Nordea status; choose one of {} (or any)",
-                    NordeaStatus::ALL.map(NordeaStatus::as_str).join(", ")
+                    "bank_status: {v:?} is not a Nordea or Berlin Group status; choose one of {} (or any)",
+                    known.join(", ")
                 ));
                 None
             })
@@ -977,7 +977,9 @@ mod tests {
             errors[0].contains("awaiting_authorization"),
             "lists the set"
         );
-        assert!(errors[1].starts_with(r#"bank_status: "paid" is not a Nordea status"#));
+        assert!(
+            errors[1].starts_with(r#"bank_status: "paid" is not a Nordea or Berlin Group status"#)
+        );
         assert!(errors[1].contains("PendingUserApproval"), "lists the set");
     }
 }

@@ -152,7 +152,7 @@ pub fn payments(
                 label { "Reference" input name="reference" value=(v("reference")); }
                 label { "PSU id" input name="psu_id" value=(v("psu_id")); }
                 (select("Status", "status", &v("status"), &PaymentStatus::ALL.map(PaymentStatus::as_str)))
-                (select("Bank status", "bank_status", &v("bank_status"), &NordeaStatus::ALL.map(NordeaStatus::as_str)))
+                (select("Bank status", "bank_status", &v("bank_status"), &bank_statuses()))
                 label { "From" input type="date" name="from" value=(v("from")); }
                 label { "To" input type="date" name="to" value=(v("to")); }
                 button type="submit" { "Search" }
@@ -165,7 +165,7 @@ pub fn payments(
             } @else {
             table {
                 caption { (rows.len()) " payment(s), newest first" }
-                thead { tr { th { "Payment" } th { "Merchant" } th { "Reference" } th { "Status" } th { "Bank status" } th { "Amount" } th { "Created" } } }
+                thead { tr { th { "Payment" } th { "Merchant" } th { "Reference" } th { "Status" } th { "Bank" } th { "Bank status" } th { "Amount" } th { "Created" } } }
                 tbody {
                     @for r in rows {
                         tr {
@@ -173,6 +173,7 @@ pub fn payments(
                             td { (r.merchant_name) }
                             td { (r.merchant_reference.as_deref().unwrap_or("")) }
                             td { (r.status) }
+                            td { (r.bank) }
                             td { (r.bank_status.as_deref().unwrap_or("")) }
                             td { (amount(r.amount_minor, &r.currency)) }
                             td { (when(r.created_at)) }
@@ -183,6 +184,15 @@ pub fn payments(
             }
         },
     )
+}
+
+/// Every bank status the console searches by: Nordea's, then the Berlin Group's.
+pub fn bank_statuses() -> Vec<&'static str> {
+    NordeaStatus::ALL
+        .map(NordeaStatus::as_str)
+        .into_iter()
+        .chain(crate::bank::berlin_group::status::TRANSACTION_STATUSES)
+        .collect()
 }
 
 pub fn payment(
@@ -200,7 +210,8 @@ pub fn payment(
             p {
                 (p.merchant_name) " · " (amount(p.amount_minor, &p.currency)) " · status "
                 strong { (p.status) }
-                @if let Some(b) = &p.bank_status { " · bank " (b) }
+                " · bank " (if p.bank.is_empty() { "not chosen yet" } else { p.bank.as_str() })
+                @if let Some(b) = &p.bank_status { " · bank status " (b) }
                 @if let Some(r) = &p.merchant_reference { " · reference " (r) }
             }
             h2 { "Ledger chain" }

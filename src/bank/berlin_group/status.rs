@@ -24,6 +24,12 @@ use crate::domain::PaymentStatus;
 /// The statuses that mean paid unless a bank is configured otherwise.
 pub const DEFAULT_PAID: [&str; 2] = ["ACSC", "ACCC"];
 
+/// Every `transactionStatus` of the 1.3.12 enum (for the console's search).
+pub const TRANSACTION_STATUSES: [&str; 14] = [
+    "RCVD", "PDNG", "ACTC", "ACCP", "ACFC", "ACWC", "ACWP", "PATC", "ACSP", "ACSC", "ACCC", "PART",
+    "RJCT", "CANC",
+];
+
 /// The codes a bank may list as paid: settled on the creditor's or debtor's side. `ACSP`
 /// only for a bank known bilaterally to stop there for good.
 pub const ALLOWED_PAID: [&str; 3] = ["ACSC", "ACCC", "ACSP"];
