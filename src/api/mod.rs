@@ -31,6 +31,7 @@ pub mod payment_input;
 pub mod payment_search;
 pub mod payments;
 pub mod rate_limit;
+pub mod sca;
 pub mod webhooks;
 
 use crate::bank::Banks;
@@ -131,6 +132,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::public_router())
         .merge(callbacks::router())
         .merge(authorize::router())
+        .merge(sca::router())
         .merge(error_pages::router())
         .nest("/v1", authenticated)
         .fallback(middleware::unknown_route)

@@ -22,6 +22,7 @@ pub mod payees;
 pub mod payments;
 pub mod polls;
 pub mod pooler;
+pub mod sca;
 pub mod tokens;
 pub mod verify;
 pub mod view;

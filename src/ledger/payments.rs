@@ -574,12 +574,13 @@ pub async fn get_for_merchant(
         .await
 }
 
-/// Finds the payment an OAuth `state` belongs to.
+/// Finds the payment an OAuth `state` belongs to (the initiation's, or the one sent with an
+/// authorisation pisgate started: [`super::sca`]).
 pub async fn find_by_state(
     conn: &mut PgConnection,
     state_hash: &[u8],
 ) -> Result<Option<PaymentRecord>, sqlx::Error> {
-    select_payment!("WHERE state_hash = $1", state_hash)
+    select_payment!("WHERE state_hash = $1 OR sca_state_hash = $1", state_hash)
         .fetch_optional(conn)
         .await
 }
@@ -984,6 +985,9 @@ pub async fn release_callback(pool: &Db, id: Uuid) -> Result<(), sqlx::Error> {
 pub enum Hop {
     /// Send the shopper to the bank's signing link.
     ToBank(String),
+    /// The bank wants an authorisation started first (explicit redirect or decoupled SCA:
+    /// a `startAuthorisation*` link, no signing link yet): [`crate::api::sca`] takes over.
+    StartAuthorisation,
     /// The payment cannot be signed (any more): show a plain page.
     Closed(HopClosed),
 }
@@ -1013,9 +1017,17 @@ pub fn hop_for(p: &PaymentRecord, now: DateTime<Utc>) -> Hop {
     } else {
         match (&p.authorization_url, p.is_initiated()) {
             (Some(link), true) => Hop::ToBank(link.clone()),
+            (None, true) if starts_authorisation(&p.bank_links) => Hop::StartAuthorisation,
             _ => Hop::Closed(HopClosed::NotReady),
         }
     }
+}
+
+/// Whether the bank's links ask pisgate to start an authorisation (`startAuthorisation*`).
+fn starts_authorisation(links: &serde_json::Value) -> bool {
+    links
+        .as_object()
+        .is_some_and(|m| m.keys().any(|k| k.starts_with("startAuthorisation")))
 }
 
 /// Decides the hop for a shopper and, when it leads to the bank, records (once) that the

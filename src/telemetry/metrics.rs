@@ -84,6 +84,10 @@ fn describe_metrics() {
         "Bank attempts started from the shopper's page (deferred initiation), by bank and outcome (initiated, outcome_unknown, not_created, refused, superseded)."
     );
     describe_counter!(
+        "pisgate_authorisations_started_total",
+        "Authorisations pisgate started at the bank for a shopper at the hop (explicit redirect, decoupled SCA), by bank and outcome (redirect, decoupled, or the error kind)."
+    );
+    describe_counter!(
         "pisgate_debtor_account_refused_total",
         "IBANs refused on pisgate's page before any bank call, by reason (empty, invalid_characters, invalid_country, invalid_length, invalid_checksum)."
     );

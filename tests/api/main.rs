@@ -5,6 +5,8 @@ mod api_keys;
 mod auth;
 mod banks;
 mod berlin_group;
+mod berlin_group_sca;
+mod bg_aspsp;
 mod binding;
 mod certificate;
 mod cli;

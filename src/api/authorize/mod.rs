@@ -93,7 +93,7 @@ fn tokens_match(given: &str, stored: &str) -> bool {
 }
 
 /// The shopper's language for a page: the payment's own, else the browser's.
-fn language(p: Option<&PaymentRecord>, headers: &HeaderMap) -> Language {
+pub(super) fn language(p: Option<&PaymentRecord>, headers: &HeaderMap) -> Language {
     consent::choose(
         p.and_then(|p| p.request["language"].as_str()),
         headers
@@ -103,7 +103,7 @@ fn language(p: Option<&PaymentRecord>, headers: &HeaderMap) -> Language {
 }
 
 /// A page with no way to the bank.
-fn closed(
+pub(super) fn closed(
     state: &AppState,
     kind: Closed,
     lang: Language,
@@ -135,7 +135,7 @@ fn closed_kind(c: HopClosed) -> Closed {
     }
 }
 
-fn see_other(location: String) -> Response {
+pub(super) fn see_other(location: String) -> Response {
     (
         StatusCode::SEE_OTHER,
         [
@@ -148,7 +148,11 @@ fn see_other(location: String) -> Response {
 }
 
 /// The payment behind a hop link, if the id parses, the payment exists and the token is its.
-async fn load(state: &AppState, id: &str, token: &str) -> anyhow::Result<Option<PaymentRecord>> {
+pub(super) async fn load(
+    state: &AppState,
+    id: &str,
+    token: &str,
+) -> anyhow::Result<Option<PaymentRecord>> {
     let Ok(id) = id.parse::<Uuid>() else {
         return Ok(None);
     };
@@ -262,6 +266,7 @@ async fn show_page(
     }
     let link = match payments::hop_for(p, Utc::now()) {
         Hop::ToBank(link) => link,
+        Hop::StartAuthorisation => super::sca::form_target(state, p),
         Hop::Closed(c) => return Ok(closed(state, closed_kind(c), lang, Some(p))),
     };
     let merchant = merchants::get(&state.pool, p.merchant_id)
@@ -301,6 +306,7 @@ async fn to_bank(state: &AppState, p: &PaymentRecord, lang: Language) -> anyhow:
             tracing::info!("shopper sent to the bank to sign");
             Ok(see_other(link))
         }
+        Some(Hop::StartAuthorisation) => super::sca::start(state, p, lang).await,
         Some(Hop::Closed(c)) => {
             let now = payments::get(&mut *state.pool.read_conn().await?, p.id).await?;
             Ok(closed(state, closed_kind(c), lang, now.as_ref()))

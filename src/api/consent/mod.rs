@@ -124,7 +124,7 @@ pub fn provider_line(provider: &ProviderSettings, lang: Language) -> String {
     )
 }
 
-fn layout(
+pub(crate) fn layout(
     t: &Text,
     lang: Language,
     provider: &ProviderSettings,

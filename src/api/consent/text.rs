@@ -304,6 +304,103 @@ const NB: Text = Text {
     ),
 };
 
+/// The words of the pages of an authorisation pisgate starts for the shopper (explicit
+/// redirect and decoupled SCA, [`crate::api::sca`]), in one language.
+pub struct ScaText {
+    /// The PSU-ID form's heading.
+    pub identify_title: &'static str,
+    /// Followed by the bank's name: the label of the user id field.
+    pub user_id_at: &'static str,
+    pub identify_hint: &'static str,
+    pub send: &'static str,
+    /// The field is empty.
+    pub user_id_missing: &'static str,
+    /// The field is longer than 70 characters or holds control characters.
+    pub user_id_invalid: &'static str,
+    /// The waiting page's heading.
+    pub approve_in_app: &'static str,
+    /// Followed by the bank's name.
+    pub open_app: &'static str,
+    pub page_refreshes: &'static str,
+    pub check_now: &'static str,
+}
+
+const SCA_EN: ScaText = ScaText {
+    identify_title: "Identify yourself at your bank",
+    user_id_at: "Your user ID at",
+    identify_hint: "Your bank then asks you to approve the payment in its app.",
+    send: "Continue",
+    user_id_missing: "Enter your user ID.",
+    user_id_invalid: "The user ID can have at most 70 characters and no control characters.",
+    approve_in_app: "Approve the payment in your bank's app",
+    open_app: "Open the app of",
+    page_refreshes: "This page updates itself every few seconds and takes you back to the shop once your bank has answered.",
+    check_now: "Check now",
+};
+
+const SCA_FI: ScaText = ScaText {
+    identify_title: "Tunnistaudu pankissasi",
+    user_id_at: "Käyttäjätunnuksesi pankissa",
+    identify_hint: "Pankkisi pyytää sinua sitten hyväksymään maksun sovelluksessaan.",
+    send: "Jatka",
+    user_id_missing: "Anna käyttäjätunnuksesi.",
+    user_id_invalid: "Käyttäjätunnuksessa voi olla enintään 70 merkkiä eikä ohjausmerkkejä.",
+    approve_in_app: "Hyväksy maksu pankkisi sovelluksessa",
+    open_app: "Avaa sovellus:",
+    page_refreshes: "Tämä sivu päivittyy muutaman sekunnin välein ja vie sinut takaisin kauppaan, kun pankkisi on vastannut.",
+    check_now: "Tarkista nyt",
+};
+
+const SCA_SV: ScaText = ScaText {
+    identify_title: "Identifiera dig hos din bank",
+    user_id_at: "Ditt användar-ID hos",
+    identify_hint: "Din bank ber dig sedan godkänna betalningen i sin app.",
+    send: "Fortsätt",
+    user_id_missing: "Ange ditt användar-ID.",
+    user_id_invalid: "Användar-ID:t får ha högst 70 tecken och inga styrtecken.",
+    approve_in_app: "Godkänn betalningen i din banks app",
+    open_app: "Öppna appen från",
+    page_refreshes: "Sidan uppdateras av sig själv med några sekunders mellanrum och tar dig tillbaka till butiken när banken har svarat.",
+    check_now: "Kontrollera nu",
+};
+
+const SCA_DA: ScaText = ScaText {
+    identify_title: "Identificér dig hos din bank",
+    user_id_at: "Dit bruger-id hos",
+    identify_hint: "Din bank beder dig derefter godkende betalingen i sin app.",
+    send: "Fortsæt",
+    user_id_missing: "Indtast dit bruger-id.",
+    user_id_invalid: "Bruger-id'et må højst have 70 tegn og ingen kontroltegn.",
+    approve_in_app: "Godkend betalingen i din banks app",
+    open_app: "Åbn appen fra",
+    page_refreshes: "Siden opdaterer sig selv med få sekunders mellemrum og sender dig tilbage til butikken, når banken har svaret.",
+    check_now: "Tjek nu",
+};
+
+const SCA_NB: ScaText = ScaText {
+    identify_title: "Identifiser deg hos banken din",
+    user_id_at: "Din bruker-ID hos",
+    identify_hint: "Banken ber deg deretter godkjenne betalingen i appen sin.",
+    send: "Fortsett",
+    user_id_missing: "Skriv inn bruker-ID-en din.",
+    user_id_invalid: "Bruker-ID-en kan ha høyst 70 tegn og ingen kontrolltegn.",
+    approve_in_app: "Godkjenn betalingen i bankens app",
+    open_app: "Åpne appen fra",
+    page_refreshes: "Siden oppdaterer seg selv med noen sekunders mellomrom og tar deg tilbake til butikken når banken har svart.",
+    check_now: "Sjekk nå",
+};
+
+/// The authorisation pages' words in `lang`.
+pub fn sca_text(lang: Language) -> &'static ScaText {
+    match lang {
+        Language::En => &SCA_EN,
+        Language::Fi => &SCA_FI,
+        Language::Sv => &SCA_SV,
+        Language::Da => &SCA_DA,
+        Language::No => &SCA_NB,
+    }
+}
+
 pub fn text(lang: Language) -> &'static Text {
     match lang {
         Language::En => &EN,
