@@ -398,6 +398,7 @@ pub fn berlin_group_client(
     config.read_retries.max_attempts = bg.read_attempts;
     config.psu_id_type = bg.psu_id_type.clone();
     config.psu_ip_fallback = Some(bg.psu_ip_fallback);
+    config.oauth_client_id = bg.oauth_client_id.clone();
     BerlinGroupClient::new(config)
         .map_err(|e| SettingsError::Load(format!("invalid settings {env}__*: {e}")).into())
 }

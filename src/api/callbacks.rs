@@ -319,7 +319,7 @@ async fn returned(
         ));
     }
     if !state.banks.client(&p.bank).traits().return_carries_code {
-        return returned_without_code(state, &p, psu, started).await;
+        return returned_without_code(state, &p, psu, started, param("code")).await;
     }
     let Some(code) = param("code") else {
         note(
@@ -382,11 +382,15 @@ async fn returned_without_code(
     p: &PaymentRecord,
     psu: PsuContext,
     started: Instant,
+    code: Option<String>,
 ) -> anyhow::Result<Response> {
     let bound = state.settings.callback.redirect_timeout;
     let claim_lease = bound + Duration::from_secs(30);
     if !payments::claim_callback(&state.pool, p.id, claim_lease).await? {
         return redirect_now(state, p).await;
+    }
+    if let Some(code) = code {
+        finish_oauth(state, p, code, psu.clone()).await?;
     }
     let mut tx = state.pool.begin().await?;
     payments::note(&mut tx, p.id, "callback", json!({ "outcome": "returned" })).await?;
@@ -405,6 +409,56 @@ async fn returned_without_code(
         Err(_) => tracing::info!("the bank is slow; the shopper goes back now"),
     }
     redirect_now(state, p).await
+}
+
+/// OAuth SCA at a Berlin Group bank: the shopper came back with an authorization code, which
+/// pisgate exchanges once (this request holds the callback claim) with the authorisation's
+/// own PKCE verifier; the exchange finalises the SCA at the bank. Its outcome is recorded;
+/// the bank's transaction status, read next, decides the payment. A code for a payment
+/// without a stored verifier (no OAuth authorisation started) is ignored.
+async fn finish_oauth(
+    state: &AppState,
+    p: &PaymentRecord,
+    code: String,
+    _psu: PsuContext,
+) -> anyhow::Result<()> {
+    let Some((key_id, sealed)) =
+        crate::ledger::sca::verifier(&mut *state.pool.read_conn().await?, p.id).await?
+    else {
+        return Ok(());
+    };
+    let Some(bank_ref) = p.bank_ref() else {
+        return Ok(());
+    };
+    let key = crate::api::sca::pkce_key(p.id);
+    let verifier = state
+        .cipher
+        .decrypt(&key_id, &sealed, &crate::api::sca::pkce_aad(&p.bank, &key))
+        .map_err(|e| anyhow::anyhow!("cannot open the PKCE verifier: {e}"))?;
+    let code = SecretString::from(code);
+    let redirect_uri = crate::api::payments::return_url(state);
+    let answer = tokio::time::timeout(
+        state.settings.callback.redirect_timeout,
+        state
+            .banks
+            .client(&p.bank)
+            .finish_oauth(&bank_ref, &code, &redirect_uri, &verifier),
+    )
+    .await
+    .unwrap_or_else(|_| {
+        Err(BankError::Unexpected {
+            status: None,
+            detail: "no answer to the OAuth code exchange in time".into(),
+        })
+    });
+    let (kind, detail) = match &answer {
+        Ok(()) => ("oauth_code_exchanged", json!({})),
+        Err(e) => {
+            tracing::warn!(error = %e, kind = e.kind(), "the OAuth code exchange failed; the bank's status decides");
+            ("oauth_code_refused", json!({ "error": e.kind() }))
+        }
+    };
+    note(state, p.id, kind, detail).await
 }
 
 /// Exchanges the code, then either deletes the payment at the bank (the merchant asked to

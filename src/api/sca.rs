@@ -381,6 +381,13 @@ async fn call_bank(
         },
     )
     .await?;
+    if let Some(verifier) = &auth.pkce_verifier {
+        let sealed = state
+            .cipher
+            .encrypt(verifier, &pkce_aad(&p.bank, &pkce_key(p.id)))
+            .map_err(|e| anyhow::anyhow!("cannot seal the PKCE verifier: {e}"))?;
+        sca::store_verifier(&mut tx, p.id, &sealed.key_id, &sealed.bytes).await?;
+    }
     tx.commit().await?;
     metrics::counter!("pisgate_authorisations_started_total", "bank" => p.bank.clone(), "outcome" => approach).increment(1);
     tracing::info!(approach, "authorisation started at the bank");
@@ -395,6 +402,22 @@ async fn call_bank(
             Ok(closed(state, Closed::Unavailable, lang, Some(p)))
         }
     }
+}
+
+/// What binds a payment's sealed PKCE verifier to it (a ciphertext moved to another row
+/// does not open).
+/// `key` is [`pkce_key`] of the payment.
+pub fn pkce_aad<'a>(bank: &'a str, key: &'a str) -> crate::ledger::crypto::TokenAad<'a> {
+    crate::ledger::crypto::TokenAad {
+        bank,
+        psu_key: key,
+        field: crate::ledger::crypto::TokenField::Access,
+        issue_seq: 0,
+    }
+}
+
+pub fn pkce_key(id: Uuid) -> String {
+    format!("pkce:{id}")
 }
 
 /// The bank processed the start and said no: no authorisation exists.

@@ -328,12 +328,15 @@ pub struct AuthorisationRequest {
 }
 
 /// A started authorisation: its id, its first SCA status and the next step.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone)]
 pub struct Authorisation {
     pub id: String,
     pub sca: ScaReport,
     pub next: ScaStep,
     pub links: BankLinks,
+    /// OAuth SCA: the PKCE verifier of this authorisation (one per authorisation), which
+    /// pisgate keeps, encrypted, until the shopper's code comes back. Never logged.
+    pub pkce_verifier: Option<SecretString>,
 }
 
 /// What a protocol needs and offers, for the parts of pisgate that differ per protocol.
@@ -608,6 +611,19 @@ pub trait Bank: Send + Sync {
             self.traits().protocol,
             "start an authorisation",
         ))
+    }
+
+    /// Finishes an OAuth SCA: exchanges the shopper's authorization code, with the
+    /// authorisation's PKCE verifier and the same redirect URI, at the bank's token endpoint
+    /// (which finalises the SCA at the bank). Sent once.
+    async fn finish_oauth(
+        &self,
+        _payment: &BankRef,
+        _code: &SecretString,
+        _redirect_uri: &str,
+        _verifier: &SecretString,
+    ) -> Result<(), BankError> {
+        Err(not_offered(self.traits().protocol, "finish an OAuth SCA"))
     }
 
     /// The SCA status of an authorisation, at the link the bank gave (`scaStatus`).

@@ -88,6 +88,8 @@ pub struct BerlinGroupSettings {
     /// initiated by the merchant's API call): the framework makes the header mandatory on
     /// initiation. Required.
     pub psu_ip_fallback: std::net::IpAddr,
+    /// OAuth SCA's `client_id` at the bank's authorisation server (default `pisgate`).
+    pub oauth_client_id: String,
     pub connect_timeout: Duration,
     pub request_timeout: Duration,
     pub read_attempts: u32,
@@ -112,6 +114,7 @@ pub(super) struct RawBank {
     psu_id_type: Option<String>,
     remittance_exclusive: Option<bool>,
     psu_ip_fallback: Option<String>,
+    oauth_client_id: Option<String>,
     connect_timeout_secs: Option<u64>,
     request_timeout_secs: Option<u64>,
     read_attempts: Option<u32>,
@@ -386,6 +389,11 @@ fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings
         psu_id_type: b.psu_id_type.filter(|t| !t.trim().is_empty()),
         remittance_exclusive: b.remittance_exclusive.unwrap_or(false),
         psu_ip_fallback,
+        oauth_client_id: b
+            .oauth_client_id
+            .map(|c| c.trim().to_owned())
+            .filter(|c| !c.is_empty())
+            .unwrap_or_else(|| "pisgate".to_owned()),
         connect_timeout: secs(
             &key("connect_timeout_secs"),
             Some(b.connect_timeout_secs.unwrap_or(5)),

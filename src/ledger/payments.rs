@@ -1023,11 +1023,13 @@ pub fn hop_for(p: &PaymentRecord, now: DateTime<Utc>) -> Hop {
     }
 }
 
-/// Whether the bank's links ask pisgate to start an authorisation (`startAuthorisation*`).
+/// Whether the bank's links ask pisgate to start an authorisation (`startAuthorisation*`,
+/// or an OAuth SCA's `scaOAuth`, whose start is the shopper's authorization-code flow).
 fn starts_authorisation(links: &serde_json::Value) -> bool {
-    links
-        .as_object()
-        .is_some_and(|m| m.keys().any(|k| k.starts_with("startAuthorisation")))
+    links.as_object().is_some_and(|m| {
+        m.keys()
+            .any(|k| k.starts_with("startAuthorisation") || k == "scaOAuth")
+    })
 }
 
 /// Decides the hop for a shopper and, when it leads to the bank, records (once) that the

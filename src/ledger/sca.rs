@@ -227,3 +227,35 @@ pub async fn set_psu_message(
     .await?;
     Ok(())
 }
+
+/// Keeps an OAuth authorisation's PKCE verifier, sealed, until the shopper's code comes back.
+pub async fn store_verifier(
+    conn: &mut PgConnection,
+    id: Uuid,
+    key_id: &str,
+    sealed: &[u8],
+) -> Result<(), sqlx::Error> {
+    sqlx::query!(
+        "UPDATE payments SET sca_pkce_verifier = $2, sca_pkce_key_id = $3 WHERE id = $1",
+        id,
+        sealed,
+        key_id
+    )
+    .execute(&mut *conn)
+    .await?;
+    Ok(())
+}
+
+/// The sealed PKCE verifier of the payment's OAuth authorisation, if any: (key id, bytes).
+pub async fn verifier(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<(String, Vec<u8>)>, sqlx::Error> {
+    let r = sqlx::query!(
+        "SELECT sca_pkce_verifier, sca_pkce_key_id FROM payments WHERE id = $1",
+        id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(r.and_then(|r| Some((r.sca_pkce_key_id?, r.sca_pkce_verifier?))))
+}

@@ -410,19 +410,8 @@ async fn bg_sweep(app: &TestApp, bank: &BgBank) -> Vec<String> {
             .as_str()
             .unwrap_or("")
             .to_owned();
-        let sca_failed = at_bank["authorisation_details"]
-            .as_array()
-            .is_some_and(|a| a.iter().any(|x| x.to_string().contains("\"failed\"")));
-        let opened = at_bank["authorisation_details"]
-            .as_array()
-            .is_some_and(|a| {
-                a.iter().any(|x| {
-                    let s = x.to_string();
-                    s.contains("\"started\"")
-                        || s.contains("\"finalised\"")
-                        || s.contains("\"failed\"")
-                })
-            });
+        let sca_failed = at_bank["sca_failed"].as_bool().unwrap_or(false);
+        let opened = at_bank["opened"].as_bool().unwrap_or(false);
         let is_final = crate::workers::FINAL.contains(&status.as_str());
         match bg_final(&code) {
             Some(want) if is_final => {
@@ -446,12 +435,10 @@ async fn bg_sweep(app: &TestApp, bank: &BgBank) -> Vec<String> {
                     wrong.push(format!("{id}: shows {bank_status:?}, the bank says {code}"));
                 }
             }
-            None if is_final => {
-                if !(status == "cancelled" && !opened) {
-                    wrong.push(format!(
-                        "{id}: pisgate says {status}, the bank {code} is not final"
-                    ));
-                }
+            None if is_final && (status != "cancelled" || opened) => {
+                wrong.push(format!(
+                    "{id}: pisgate says {status}, the bank {code} is not final"
+                ));
             }
             _ => {}
         }
@@ -549,5 +536,125 @@ async fn berlin_group_truth_sweep_every_payment_agrees_with_the_bank() {
         "authorized",
         "ACSP for good is never paid"
     );
+    assert_spec_clean(&bank, &[]);
+}
+
+/// The shopper's decision on the simulator's OAuth authorize page (its form posts the
+/// hidden fields back); returns where the bank's authorisation server sends the browser.
+async fn decide_oauth(app: &TestApp, page_url: &str, approve: bool) -> String {
+    let html = app
+        .client
+        .get(page_url)
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let action = html
+        .split("action=\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("the authorize page has a form")
+        .replace("&amp;", "&");
+    let mut form: Vec<(String, String)> = html
+        .split("<input type=\"hidden\" ")
+        .skip(1)
+        .map(|chunk| {
+            let field = |name: &str| {
+                chunk
+                    .split(&format!("{name}=\""))
+                    .nth(1)
+                    .and_then(|r| r.split('"').next())
+                    .unwrap_or("")
+                    .replace("&amp;", "&")
+            };
+            (field("name"), field("value"))
+        })
+        .collect();
+    form.push((
+        "decision".into(),
+        if approve { "approve" } else { "refuse" }.into(),
+    ));
+    let base = reqwest::Url::parse(page_url).unwrap();
+    let r = app
+        .client
+        .post(base.join(&action).unwrap())
+        .form(&form)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the authorisation server redirects back");
+    r.headers()["location"].to_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn berlin_group_oauth_sca_exchanges_the_code_with_its_own_pkce_verifier_and_ends_paid() {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    // 77.08: the bank answers the initiation with scaOAuth (RFC 8414 metadata).
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.08"))
+        .await;
+    let id = p["id"].as_str().unwrap();
+    let page = to_bank_page(&app, &p).await;
+    assert!(page.contains("/oauth/authorize?"), "{page}");
+    assert!(page.contains("code_challenge_method=S256"), "{page}");
+    let back = decide_oauth(&app, &page, true).await;
+    assert!(
+        back.starts_with(&app.url("/v1/callbacks/return?")) && back.contains("code="),
+        "{back}"
+    );
+    let r = app.client.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let paid = wait_for_status(&app, &m, id, "paid").await;
+    assert_eq!(paid["bank_status"], "ACSC");
+    let kinds: Vec<String> = app
+        .get_as(&format!("/v1/payments/{id}/events"), &m.api_key)
+        .await
+        .json::<Value>()
+        .await
+        .unwrap()["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["kind"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(
+        kinds.contains(&"oauth_code_exchanged".to_owned()),
+        "{kinds:?}"
+    );
+    // The verifier is kept sealed, never in the clear.
+    let sealed: Option<Vec<u8>> =
+        sqlx::query_scalar("SELECT sca_pkce_verifier FROM payments WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let sealed = sealed.expect("the verifier is stored");
+    assert!(sealed.len() > 43 && !sealed.iter().all(|b| b.is_ascii_alphanumeric()));
+    // A replayed return exchanges nothing twice.
+    let again = app.client.get(&back).send().await.unwrap();
+    assert_eq!(again.status(), 303);
+
+    // A second payment gets a PKCE challenge of its own (the simulator refuses a reused one).
+    let q = app
+        .create_payment(&m.api_key, &berlin_payment("77.08"))
+        .await;
+    let second = to_bank_page(&app, &q).await;
+    let challenge = |u: &str| {
+        reqwest::Url::parse(u)
+            .unwrap()
+            .query_pairs()
+            .find(|(k, _)| k == "code_challenge")
+            .map(|(_, v)| v.into_owned())
+            .unwrap()
+    };
+    assert_ne!(challenge(&page), challenge(&second));
+    // Refused at the authorisation server: authorization_failed.
+    let back = decide_oauth(&app, &second, false).await;
+    assert!(back.contains("error=access_denied"), "{back}");
+    app.client.get(&back).send().await.unwrap();
+    wait_for_status(&app, &m, q["id"].as_str().unwrap(), "authorization_failed").await;
     assert_spec_clean(&bank, &[]);
 }

@@ -156,6 +156,9 @@ pub struct BerlinGroupConfig {
     /// The `PSU-IP-Address` sent when the shopper's own is not known (initiation through the
     /// merchant API). Default none: initiation without the shopper's address is refused.
     pub psu_ip_fallback: Option<IpAddr>,
+    /// The `client_id` of OAuth SCA's authorization-code flow (the TPP's id at the bank's
+    /// authorisation server; default `pisgate`).
+    pub oauth_client_id: String,
 }
 
 impl BerlinGroupConfig {
@@ -191,6 +194,7 @@ impl BerlinGroupConfig {
             read_retries: RetryPolicy::default(),
             psu_id_type: None,
             psu_ip_fallback: None,
+            oauth_client_id: "pisgate".to_owned(),
         }
     }
 }
@@ -264,6 +268,7 @@ pub struct BerlinGroupClient {
     retries: RetryPolicy,
     psu_id_type: Option<String>,
     psu_ip_fallback: Option<IpAddr>,
+    oauth_client_id: String,
 }
 
 impl fmt::Debug for BerlinGroupClient {
@@ -447,6 +452,7 @@ impl BerlinGroupClient {
             retries: config.read_retries,
             psu_id_type: config.psu_id_type,
             psu_ip_fallback: config.psu_ip_fallback,
+            oauth_client_id: config.oauth_client_id,
         })
     }
 
@@ -971,6 +977,36 @@ impl Bank for BerlinGroupClient {
         request: &AuthorisationRequest,
         psu: Option<&PsuContext>,
     ) -> Result<Authorisation, BankError> {
+        let explicit = payment
+            .links
+            .0
+            .keys()
+            .any(|k| k.starts_with("startAuthorisation"));
+        if !explicit && let Some(metadata_url) = payment.links.get("scaOAuth") {
+            // OAuth SCA (`scaOAuth`): the authorisation is the shopper's authorization-code
+            // flow at the bank's authorisation server, with a fresh PKCE verifier.
+            let metadata = self.oauth_metadata(metadata_url).await?;
+            let pkce = super::oauth::Pkce::generate();
+            let url = super::oauth::authorization_url(
+                &metadata,
+                &self.oauth_client_id,
+                &request.authentication.redirect_uri,
+                &format!("PIS:{}", payment.id),
+                &request.authentication.state,
+                &pkce,
+            )?;
+            return Ok(Authorisation {
+                id: format!("oauth-{}", pkce.challenge.get(..12).unwrap_or("")),
+                sca: ScaReport {
+                    bank_sca_status: "received".into(),
+                    state: crate::bank::ScaState::Open,
+                    psu_message: None,
+                },
+                next: ScaStep::Redirect { url },
+                links: BankLinks::default(),
+                pkce_verifier: Some(pkce.verifier),
+            });
+        }
         let mut names = vec![];
         if request.psu_id.is_some() {
             names.push("startAuthorisationWithPsuIdentification");
@@ -1017,7 +1053,32 @@ impl Bank for BerlinGroupClient {
             },
             next,
             links,
+            pkce_verifier: None,
         })
+    }
+
+    #[tracing::instrument(skip_all, fields(bank = %self.bank_id, operation = "finish_oauth"))]
+    async fn finish_oauth(
+        &self,
+        payment: &BankRef,
+        code: &SecretString,
+        redirect_uri: &str,
+        verifier: &SecretString,
+    ) -> Result<(), BankError> {
+        let metadata_url = payment
+            .links
+            .get("scaOAuth")
+            .ok_or_else(|| unexpected("the payment has no scaOAuth link from the bank"))?;
+        let metadata = self.oauth_metadata(metadata_url).await?;
+        self.oauth_exchange_code(
+            &metadata,
+            &self.oauth_client_id,
+            code,
+            redirect_uri,
+            verifier,
+        )
+        .await
+        .map(|_| ())
     }
 
     #[tracing::instrument(skip_all, fields(bank = %self.bank_id, operation = "sca_status"))]
