@@ -658,3 +658,69 @@ async fn berlin_group_oauth_sca_exchanges_the_code_with_its_own_pkce_verifier_an
     wait_for_status(&app, &m, q["id"].as_str().unwrap(), "authorization_failed").await;
     assert_spec_clean(&bank, &[]);
 }
+
+/// The shopper passes the hop of a decoupled payment: the consent page's button leads to the
+/// PSU-ID form, whose post starts the authorisation; returns the authorisation's id.
+async fn decoupled_start(app: &TestApp, payment: &Value, psu_id: &str) -> String {
+    let hop = payment["authorization_url"].as_str().unwrap();
+    let form = crate::helpers::continue_to_bank(&app.client, hop).await;
+    assert_eq!(form.status(), 200, "the PSU-ID form");
+    let (url, token) = hop.split_once("?t=").unwrap();
+    let r = app
+        .client
+        .post(format!("{url}/psu"))
+        .form(&[("t", token), ("psu_id", psu_id)])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "on to the waiting page");
+    let id = payment["id"].as_str().unwrap();
+    sqlx::query_scalar::<_, Option<String>>(
+        "SELECT sca_authorisation_id FROM payments WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+    .expect("the authorisation is recorded")
+}
+
+#[tokio::test]
+async fn berlin_group_decoupled_sca_on_the_simulator_ends_paid_and_its_timeout_authorization_failed()
+ {
+    let (app, bank) =
+        spawn_with_berlin(&[("PISGATE__BANKS__BERLIN__SCA_APPROACH", "decoupled")]).await;
+    let m = app.create_merchant("Shop").await;
+    // Approved in the bank's app (77.07: decoupled whatever the TPP prefers).
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.07"))
+        .await;
+    let aid = decoupled_start(&app, &p, "psu-4711").await;
+    bank.sandbox
+        .decide(&aid, true)
+        .expect("the bank takes the approval");
+    let paid = wait_for_status(&app, &m, p["id"].as_str().unwrap(), "paid").await;
+    assert_eq!(paid["bank_status"], "ACSC");
+    // Never approved (77.05): the bank's decoupled timeout, RJCT with scaStatus failed.
+    let q = app
+        .create_payment(&m.api_key, &berlin_payment("77.05"))
+        .await;
+    decoupled_start(&app, &q, "psu-4712").await;
+    bank.sandbox.advance_clock(Duration::from_secs(31));
+    let failed = wait_for_status(&app, &m, q["id"].as_str().unwrap(), "authorization_failed").await;
+    assert_eq!(failed["bank_status"], "RJCT");
+    // The PSU-ID went to the bank as a header of the start, nowhere else.
+    let starts: Vec<_> = bank
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|e| e.method == "POST" && e.path.ends_with("/authorisations"))
+        .collect();
+    assert_eq!(starts.len(), 2);
+    assert!(starts.iter().all(|e| {
+        e.headers
+            .iter()
+            .any(|(k, v)| k.eq_ignore_ascii_case("psu-id") && v.starts_with("psu-47"))
+    }));
+    assert_spec_clean(&bank, &[]);
+}

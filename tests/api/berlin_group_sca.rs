@@ -507,3 +507,90 @@ async fn berlin_group_sca_the_start_claim_holds_for_its_lease_and_a_retry_after_
     assert_eq!(kinds, vec![json!(false), json!(true)]);
     assert!(bg.starts().await.is_empty(), "claims alone call no bank");
 }
+
+/// Through pisgate's API and pages against the independent strict ASPSP, with a Nordea
+/// payment in the same run: each redirect payment ends as that bank says, and a merchant's
+/// cancel of an unsigned payment the shopper opened is a DELETE at the bank.
+#[tokio::test]
+async fn berlin_group_sca_redirect_payments_at_the_independent_aspsp_end_as_it_says() {
+    let Some(bg) = setup("redirect", 30).await else {
+        return;
+    };
+    // (amount, approve?, what pisgate must report)
+    let cases = [
+        ("10.00", true, "paid"),                  // ACSC
+        ("77.01", true, "rejected"),              // ACSP, then RJCT
+        ("77.03", true, "paid"),                  // PDNG, then ACSC
+        ("77.04", true, "paid"),                  // 404 before the page is opened
+        ("10.00", false, "authorization_failed"), // refused SCA
+    ];
+    let mut ids = Vec::new();
+    for (amount, approve, _) in cases {
+        let (id, hop) = bg.pay(amount).await;
+        let to_bank = continue_to_bank(&bg.app.client, &hop).await;
+        assert_eq!(to_bank.status(), 303, "the hop leads to the bank");
+        let page = location(&to_bank);
+        let back = bg
+            .bank
+            .decide(&page, if approve { "approve" } else { "refuse" })
+            .await;
+        assert!(back.contains("/v1/callbacks/return?state="), "{back}");
+        let r = bg.app.client.get(&back).send().await.unwrap();
+        assert_eq!(r.status(), 303);
+        ids.push(id);
+    }
+    for ((_, _, want), id) in cases.iter().zip(&ids) {
+        bg.wait_for_status(id, want, Duration::from_secs(20)).await;
+    }
+    // ACSP for good: authorized, never paid.
+    let (id, hop) = bg.pay("77.02").await;
+    let page = location(&continue_to_bank(&bg.app.client, &hop).await);
+    let back = bg.bank.decide(&page, "approve").await;
+    bg.app.client.get(&back).send().await.unwrap();
+    bg.wait_for_status(&id, "authorized", Duration::from_secs(20))
+        .await;
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let p = bg.app.get_payment(&bg.m.api_key, &id).await;
+    assert_eq!(p["status"], "authorized", "ACSP is never paid: {p}");
+    // The merchant cancels an unsigned payment the shopper opened: a DELETE at the bank.
+    let (id, hop) = bg.pay("10.00").await;
+    let page = location(&continue_to_bank(&bg.app.client, &hop).await);
+    bg.bank.open(&page).await;
+    let r = bg
+        .app
+        .client
+        .post(bg.app.url(&format!("/v1/payments/{id}/cancel")))
+        .bearer_auth(&bg.m.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let cancelled: Value = r.json().await.unwrap();
+    assert_eq!(cancelled["status"], "cancelled", "{cancelled}");
+    let deletes: Vec<Value> = bg
+        .bank
+        .http
+        .get(format!("{}/admin/requests", bg.bank.origin))
+        .send()
+        .await
+        .unwrap()
+        .json::<Vec<Value>>()
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|r| r["method"] == "DELETE")
+        .collect();
+    assert_eq!(deletes.len(), 1, "{deletes:?}");
+    // A Nordea payment in the same run.
+    let nordea = bg
+        .app
+        .create_payment(
+            &bg.m.api_key,
+            &crate::payments::with(crate::payments::body("DK"), json!({})),
+        )
+        .await;
+    assert_eq!(nordea["bank"], "nordea");
+    let back = crate::helpers::sign_and_return(&bg.app.client, &nordea, "psu-dk").await;
+    assert_eq!(back.status(), 303);
+    bg.bank.assert_selfcheck_empty().await;
+}

@@ -45,6 +45,11 @@ impl Aspsp {
     /// With a decoupled SCA that fails after `decoupled_timeout` seconds without approval.
     pub async fn start_with(decoupled_timeout: u32) -> Option<Aspsp> {
         let Some(py) = python() else {
+            // scripts/test.sh makes the venv first and sets this: there, a missing venv fails.
+            assert!(
+                std::env::var_os("PISGATE_REQUIRE_BG_ASPSP").is_none(),
+                "the Berlin Group ASPSP's venv is missing (scripts/bg-aspsp-check.sh makes it)"
+            );
             eprintln!(
                 "SKIPPED: the Berlin Group ASPSP's venv ~/.cache/pisgate/venv-bgaspsp is missing; run scripts/bg-aspsp-check.sh once to create it"
             );
