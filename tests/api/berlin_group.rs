@@ -181,8 +181,17 @@ pub(crate) fn assert_spec_clean(bank: &BgBank, allowed: &[u16]) {
 
 #[tokio::test]
 async fn berlin_group_redirect_payment_is_paid_on_acsc_through_the_pages_and_webhooks() {
-    let (app, bank) = spawn_with_berlin(&[]).await;
+    let (app, bank) = spawn_with_berlin(&[
+        ("PISGATE__WEBHOOKS__ENABLED", "true"),
+        ("PISGATE__WEBHOOKS__RETRY_SCHEDULE", "200ms,200ms"),
+        ("PISGATE__WEBHOOKS__IDLE_WAIT", "200ms"),
+    ])
+    .await;
     let m = app.create_merchant("Shop").await;
+    let receiver = crate::webhooks::Receiver::start(crate::webhooks::Plan::Ok).await;
+    receiver
+        .register(&app.client, &app.address, &m.api_key)
+        .await;
     let p = app
         .create_payment(&m.api_key, &berlin_payment("10.50"))
         .await;
@@ -200,6 +209,23 @@ async fn berlin_group_redirect_payment_is_paid_on_acsc_through_the_pages_and_web
         types.contains(&"payment.authorized".to_owned())
             && types.last().map(String::as_str) == Some("payment.paid"),
         "{types:?}"
+    );
+    // The merchant's receiver got them, each signature verified by the receiver.
+    let delivered = crate::webhooks::eventually("payment.paid delivered", || {
+        let receiver = receiver.clone();
+        async move {
+            let got: Vec<String> = receiver
+                .received()
+                .iter()
+                .map(|r| r.body["type"].as_str().unwrap_or("").to_owned())
+                .collect();
+            got.contains(&"payment.paid".to_owned()).then_some(got)
+        }
+    })
+    .await;
+    assert!(
+        delivered.contains(&"payment.authorized".to_owned()),
+        "{delivered:?}"
     );
     // Every request carried a signature the simulator verified, every body and header
     // matched the OpenAPI, and so did every answer.
