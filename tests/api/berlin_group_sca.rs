@@ -493,7 +493,7 @@ async fn berlin_group_sca_the_start_claim_holds_for_its_lease_and_a_retry_after_
     assert_eq!(claim(b"state-2").await, Some(Claim::Busy));
     sqlx::query("UPDATE payments SET sca_started_at = now() - interval '91 seconds' WHERE id = $1")
         .bind(id)
-        .execute(bg.app.pool.pool())
+        .execute(&bg.app.pool)
         .await
         .unwrap();
     assert_eq!(claim(b"state-3").await, Some(Claim::Claimed));
