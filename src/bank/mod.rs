@@ -260,6 +260,9 @@ pub enum ScaStep {
     Decoupled { psu_message: Option<String> },
     /// OAuth SCA: the bank's authorisation server metadata (RFC 8414) is at this URL.
     OAuth { metadata_url: String },
+    /// The shopper signs with Mobilt BankID on pisgate's BankID page: pisgate starts a
+    /// signing order at the bank ([`Bank::start_signing`]) and follows its progress.
+    BankIdSigning,
 }
 
 impl ScaStep {
@@ -339,6 +342,64 @@ pub struct Authorisation {
     pub pkce_verifier: Option<SecretString>,
 }
 
+/// Which BankID order: the shopper identifying (for the shopper's token) or signing
+/// payments.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum BankIdPurpose {
+    Identify,
+    Sign,
+}
+
+impl BankIdPurpose {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            BankIdPurpose::Identify => "identify",
+            BankIdPurpose::Sign => "sign",
+        }
+    }
+}
+
+/// Where a BankID order stands, as far as pisgate acts on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BankIdState {
+    /// Waiting for the shopper (to open the app, scan, enter the PIN …).
+    Pending,
+    /// The shopper identified or signed in the app.
+    Complete,
+    /// The order ended without it: refused in the app, expired, cancelled, another order
+    /// already in progress for the shopper. The hint code says which. For a signing order
+    /// this alone never finalises a payment: pisgate then reads the payment's status.
+    Failed,
+}
+
+/// A BankID order's progress as the bank reports it on one read. The QR data changes on
+/// every read (BankID's animated QR code); the autostart token opens the BankID app on
+/// the shopper's own device. Neither is a secret worth a log line's risk: they are never
+/// logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankIdProgress {
+    pub state: BankIdState,
+    /// The bank's own word (`PENDING`, `started`, `finalised`, `failed` …).
+    pub bank_status: String,
+    /// BankID's hint code (`outstandingTransaction`, `userSign`, `userCancel`,
+    /// `expiredTransaction`, `startFailed`, SEB's `sebTimeout`, `ALREADY_IN_PROGRESS` …),
+    /// as given; unknown ones are shown with a general message.
+    pub hint_code: Option<String>,
+    pub qr_data: Option<String>,
+    pub autostart_token: Option<String>,
+    /// The bank's text for the shopper, if any.
+    pub psu_message: Option<String>,
+    /// How long the bank asks pisgate to wait before reading again.
+    pub poll_delay: Option<Duration>,
+}
+
+/// A started BankID order: the bank's id for it and its first progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BankIdOrder {
+    pub id: String,
+    pub progress: BankIdProgress,
+}
+
 /// What a protocol needs and offers, for the parts of pisgate that differ per protocol.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BankTraits {
@@ -350,6 +411,11 @@ pub struct BankTraits {
     pub return_carries_code: bool,
     /// The bank needs the debtor's account at initiation.
     pub needs_debtor_account: bool,
+    /// Every call about a payment carries the shopper's own token, initiation included
+    /// (SEB): the shopper identifies first (a BankID order, [`Bank::start_identification`]),
+    /// pisgate keeps the token by the latest-token rule, and only then creates the payment
+    /// ([`Bank::initiate_with_token`]) and reads it ([`Bank::status_with_token`]).
+    pub shopper_token_required: bool,
 }
 
 /// A payment as the bank holds it (needs the shopper's token).
@@ -633,6 +699,86 @@ pub trait Bank: Send + Sync {
         _psu: Option<&PsuContext>,
     ) -> Result<ScaReport, BankError> {
         Err(not_offered(self.traits().protocol, "read an SCA status"))
+    }
+
+    /// Creates the payment at the bank with the shopper's own token (a bank whose
+    /// [`BankTraits::shopper_token_required`]). Made once, like [`Bank::initiate`].
+    async fn initiate_with_token(
+        &self,
+        _payment: &PaymentInitiation,
+        _access_token: &SecretString,
+        _psu: Option<&PsuContext>,
+    ) -> Result<Initiated, BankError> {
+        Err(not_offered(
+            self.traits().protocol,
+            "initiate with the shopper's token",
+        ))
+    }
+
+    /// The payment's status, read with the shopper's token where the bank needs one. By
+    /// default the token is not needed and [`Bank::status`] answers.
+    async fn status_with_token(
+        &self,
+        payment: &BankRef,
+        _access_token: Option<&SecretString>,
+        psu: Option<&PsuContext>,
+    ) -> Result<StatusReport, BankError> {
+        self.status(payment, psu).await
+    }
+
+    /// Starts a BankID identification order for the shopper's token (SEB's decoupled
+    /// authorization). Made once: repeating it starts another order (and BankID cancels
+    /// both when one is already running for the shopper).
+    async fn start_identification(
+        &self,
+        _psu: Option<&PsuContext>,
+    ) -> Result<BankIdOrder, BankError> {
+        Err(not_offered(
+            self.traits().protocol,
+            "start a BankID identification",
+        ))
+    }
+
+    /// The progress of an identification order (a read: may be retried).
+    async fn identification_progress(
+        &self,
+        _order_id: &str,
+        _psu: Option<&PsuContext>,
+    ) -> Result<BankIdProgress, BankError> {
+        Err(not_offered(
+            self.traits().protocol,
+            "read a BankID identification",
+        ))
+    }
+
+    /// The shopper's token pair for a completed identification order. The bank gives it
+    /// once per order.
+    async fn identification_tokens(&self, _order_id: &str) -> Result<TokenSet, BankError> {
+        Err(not_offered(
+            self.traits().protocol,
+            "issue tokens for a BankID identification",
+        ))
+    }
+
+    /// Starts a BankID signing order for the payment (SEB's `POST /signing-orders`), with
+    /// the shopper's token. Made once: repeating it starts another.
+    async fn start_signing(
+        &self,
+        _payment: &BankRef,
+        _access_token: &SecretString,
+        _psu: Option<&PsuContext>,
+    ) -> Result<BankIdOrder, BankError> {
+        Err(not_offered(self.traits().protocol, "start a BankID signing"))
+    }
+
+    /// The progress of a signing order (a read: may be retried).
+    async fn signing_progress(
+        &self,
+        _order_id: &str,
+        _access_token: &SecretString,
+        _psu: Option<&PsuContext>,
+    ) -> Result<BankIdProgress, BankError> {
+        Err(not_offered(self.traits().protocol, "read a BankID signing"))
     }
 }
 

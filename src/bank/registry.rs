@@ -120,6 +120,7 @@ impl Bank for Unconfigured {
             protocol: "unconfigured",
             return_carries_code: false,
             needs_debtor_account: false,
+            shopper_token_required: false,
         }
     }
 

@@ -792,6 +792,7 @@ impl Bank for BerlinGroupClient {
             protocol: "berlin-group",
             return_carries_code: false,
             needs_debtor_account: self.needs_debtor_account,
+            shopper_token_required: false,
         }
     }
 

@@ -571,6 +571,7 @@ impl Bank for NordeaClient {
             protocol: "nordea",
             return_carries_code: true,
             needs_debtor_account: self.needs_debtor_account,
+            shopper_token_required: false,
         }
     }
 

@@ -412,6 +412,7 @@ async fn berlin_group_next_step_follows_the_links_of_the_201() {
                 "oauth"
             }
             ScaStep::StartAuthorisation => "start",
+            ScaStep::BankIdSigning => "bankid",
             ScaStep::Decoupled { .. } => "decoupled",
             ScaStep::Redirect { .. } => "redirect",
         };
