@@ -71,6 +71,7 @@ pub(super) fn app_error(e: &AppError) -> Response {
         AppError::WillNotOpen(_) => (StatusCode::CONFLICT, "app-scenario"),
         AppError::WrongQr => (StatusCode::BAD_REQUEST, "qr-not-current"),
         AppError::StaleQr => (StatusCode::BAD_REQUEST, "qr-stale"),
+        AppError::UnknownHint(_) => (StatusCode::BAD_REQUEST, "app-hint-code"),
     };
     refusal(status, rule, &e.to_string())
 }

@@ -241,6 +241,18 @@ impl SebSim {
         Ok(bank.order_view_by_autostart(autostart_token, now))
     }
 
+    /// Puts a pending order on a BankID hint code (see [`state::Bank::set_hint`]).
+    pub fn set_hint(
+        &self,
+        autostart_token: &str,
+        code: &str,
+    ) -> Result<serde_json::Value, state::AppError> {
+        let now = self.now();
+        let mut bank = self.bank();
+        bank.set_hint(autostart_token, code, now)?;
+        Ok(bank.order_view_by_autostart(autostart_token, now))
+    }
+
     /// The shopper refuses the order in the app (`userCancel`).
     pub fn reject(&self, autostart_token: &str) -> Result<serde_json::Value, state::AppError> {
         let now = self.now();
