@@ -317,10 +317,43 @@ impl SebSandbox {
         format!("{}/test-bankid", self.app_url)
     }
 
+    /// Writes the test CA (`ca.pem`: a SEB bank's `tls_ca_file`) and the TPP's client
+    /// certificate and key (`tpp-cert.pem`, `tpp-key.pem` (0600): its `tls_certificate_file`
+    /// and `tls_private_key_file`) into `dir`, for settings that take file paths.
+    pub fn write_pki(&self, dir: &std::path::Path) -> std::io::Result<PkiFiles> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::create_dir_all(dir)?;
+        let write = |name: &str, text: &str, mode: u32| -> std::io::Result<std::path::PathBuf> {
+            let path = dir.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&path)?;
+            f.write_all(text.as_bytes())?;
+            Ok(path)
+        };
+        Ok(PkiFiles {
+            ca: write("ca.pem", &self.pki.ca_pem, 0o644)?,
+            tpp_cert: write("tpp-cert.pem", &self.pki.tpp_cert_pem, 0o644)?,
+            tpp_key: write("tpp-key.pem", &self.pki.tpp_key_pem, 0o600)?,
+        })
+    }
+
     /// A reqwest client with the TPP's identity that trusts the simulator (for tests).
     pub fn tpp_client(&self) -> reqwest::Client {
         tls::client(&self.pki, true).expect("a TPP client for the SEB simulator")
     }
+}
+
+/// Where [`SebSandbox::write_pki`] wrote the PKI.
+#[derive(Debug, Clone)]
+pub struct PkiFiles {
+    pub ca: std::path::PathBuf,
+    pub tpp_cert: std::path::PathBuf,
+    pub tpp_key: std::path::PathBuf,
 }
 
 /// Starts a simulator on two fresh local ports with a fresh test PKI (TPP subject

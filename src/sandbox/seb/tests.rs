@@ -1252,3 +1252,65 @@ async fn a_signing_order_outliving_the_payments_time_to_sign_fails_seb_timeout()
     assert_eq!(o["hintCode"], "sebTimeout");
     assert_eq!(t.tx_status(&token, &id).await, "RJCT");
 }
+
+#[tokio::test]
+async fn a_later_token_of_the_same_shopper_reaches_the_payment_made_with_an_earlier_one() {
+    let t = start().await;
+    let first = t.token("19121212-1212").await;
+    let id = t.pay(&first, "10.00").await;
+    let second = t.token("19121212-1212").await;
+    assert_ne!(first, second);
+    assert_eq!(t.tx_status(&second, &id).await, "RCVD");
+    let (s, o) = t.sign(&second, &[&id]).await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+}
+
+#[tokio::test]
+async fn the_app_refuses_a_missing_or_unknown_autostart_token_and_an_unknown_grant_type() {
+    let t = start().await;
+    let r = reqwest::get(t.app("/test-bankid")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = reqwest::get(t.app(&format!("/test-bankid?autostarttoken={}", rid())))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let secret = secrecy::ExposeSecret::expose_secret(t.sb.client_secret()).to_owned();
+    let r = t
+        .http
+        .post(t.api("/auth/v4/tokens"))
+        .json(&json!({"client_id": t.sb.client_id(), "client_secret": secret, "grant_type": "password", "redirect_uri": "https://tpp.example/cb"}))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json_of(r).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/problems/unsupported-grant-type")
+    );
+    assert_eq!(
+        t.refusal_rules().await,
+        ["app-autostarttoken", "app-order-unknown", "grant-type"]
+    );
+}
+
+#[tokio::test]
+async fn write_pki_writes_the_ca_and_the_tpp_identity_with_a_private_key_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = t.sb.write_pki(dir.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(&files.ca).unwrap(), t.sb.pki.ca_pem);
+    assert!(
+        std::fs::read_to_string(&files.tpp_cert)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    let mode = std::fs::metadata(&files.tpp_key)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
