@@ -395,6 +395,14 @@ pub fn api_router(sim: Arc<SebSim>) -> Router {
     auth::routes(sim.clone())
         .merge(pis::routes(sim.clone()))
         .merge(signing::routes(sim.clone()))
+        .fallback(|uri: axum::http::Uri| async move {
+            problem::Problem::pis(
+                axum::http::StatusCode::NOT_FOUND,
+                "RESOURCE_UNKNOWN",
+                "unknown-path",
+                format!("no such API path: {}", uri.path()),
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             (sim, "api"),
             problem::record_refusals,

@@ -1314,3 +1314,58 @@ async fn write_pki_writes_the_ca_and_the_tpp_identity_with_a_private_key_file() 
         .mode();
     assert_eq!(mode & 0o777, 0o600);
 }
+
+#[tokio::test]
+async fn an_unknown_api_path_is_a_404_problem() {
+    let t = start().await;
+    let r = t
+        .http
+        .get(t.api("/tpp/pis/private/v2/payments"))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json_of(r).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["code"], "RESOURCE_UNKNOWN");
+    assert_eq!(t.refusal_rules().await, ["unknown-path"]);
+}
+
+#[tokio::test]
+async fn the_app_sends_the_browser_to_an_http_redirect_after_the_decision_and_stays_with_null() {
+    let t = start().await;
+    let token = t.token("s1").await;
+    let (_, _, ast) = signed_order(&t, &token, "10.00").await;
+    let page = reqwest::get(t.app(&format!(
+        "/test-bankid?autostarttoken={ast}&redirect=https%3A%2F%2Fshop.example%2Fback"
+    )))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(page.contains("https://shop.example/back"), "{page}");
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow
+        .post(t.app("/test-bankid/approve"))
+        .form(&[
+            ("autostarttoken", ast.as_str()),
+            ("redirect", "https://shop.example/back"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "https://shop.example/back");
+    let (_, _, ast2) = signed_order(&t, &token, "11.00").await;
+    let r = no_follow
+        .post(t.app("/test-bankid/reject"))
+        .form(&[("autostarttoken", ast2.as_str()), ("redirect", "null")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("Rejected"));
+}
