@@ -65,6 +65,9 @@ pub struct SebSandboxConfig {
     pub access_token_lifetime: Duration,
     /// One scenario step after the signing (default 1 s): ACTC, then ACSP/ACSC on later steps.
     pub status_step: Duration,
+    /// The TPP's registered redirect URIs: when not empty, the token calls' `redirect_uri`
+    /// must be one of them (default empty: any absolute http(s) URL).
+    pub redirect_uris: Vec<String>,
     /// How many refusals `GET /admin/refusals` keeps.
     pub refusal_log_capacity: usize,
 }
@@ -78,6 +81,7 @@ impl SebSandboxConfig {
             signing_timeout: Duration::from_secs(300),
             access_token_lifetime: Duration::from_secs(1800),
             status_step: Duration::from_secs(1),
+            redirect_uris: Vec::new(),
             refusal_log_capacity: 10_000,
         }
     }

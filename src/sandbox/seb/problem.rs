@@ -1,4 +1,4 @@
-//! Refusals as RFC 9457 problem+json (`{"type","title","status","detail","code"?}`; a refusal of a body field also names it in `path`), and the middleware that
+//! Refusals as RFC 9457 problem+json (`{"type","title","status","detail","code","instance"}`; a refusal of a body field also names it in `path`), and the middleware that
 //! records every refusal with its rule for `GET /admin/refusals`.
 //!
 //! Problem types follow SEB's published examples: the authorization server's
@@ -158,7 +158,8 @@ impl IntoResponse for Problem {
     }
 }
 
-/// Records every answer that carries a [`Refused`] mark.
+/// Records every answer that carries a [`Refused`] mark, and gives a problem+json answer
+/// its `instance` (the request path, as SEB's v4 examples do).
 pub(crate) async fn record_refusals(
     State((sim, listener)): State<(Arc<SebSim>, &'static str)>,
     req: Request,
@@ -167,6 +168,27 @@ pub(crate) async fn record_refusals(
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
     let resp = next.run(req).await;
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/problem+json");
+    let resp = if is_problem {
+        let (mut parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let body = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(mut v) => {
+                v["instance"] = json!(path);
+                v.to_string().into_bytes()
+            }
+            Err(_) => bytes.to_vec(),
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Response::from_parts(parts, axum::body::Body::from(body))
+    } else {
+        resp
+    };
     if let Some(r) = resp.extensions().get::<Refused>().cloned() {
         sim.record_refusal(RefusalRecord {
             seq: 0,
