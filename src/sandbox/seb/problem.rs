@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{RefusalRecord, SebSim};
+use super::{ApiRequest, RefusalRecord, SebSim};
 
 const AUTH_BASE: &str = "https://authorize.sebgroup.com/problems/";
 const PIS_BASE: &str = "https://berlingroup.com/error-codes/";
@@ -167,6 +167,19 @@ pub(crate) async fn record_refusals(
 ) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
+    // The request's headers for the API log (the bearer token masked).
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            let value = if *k == header::AUTHORIZATION {
+                "Bearer ***".to_owned()
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            (k.as_str().to_owned(), value)
+        })
+        .collect();
     let resp = next.run(req).await;
     let is_problem = resp
         .headers()
@@ -189,7 +202,19 @@ pub(crate) async fn record_refusals(
     } else {
         resp
     };
-    if let Some(r) = resp.extensions().get::<Refused>().cloned() {
+    let refused = resp.extensions().get::<Refused>().cloned();
+    if listener == "api" {
+        sim.record_request(ApiRequest {
+            seq: 0,
+            at: sim.now(),
+            method: method.clone(),
+            path: path.clone(),
+            headers,
+            status: resp.status().as_u16(),
+            rule: refused.as_ref().map(|r| r.rule),
+        });
+    }
+    if let Some(r) = refused {
         sim.record_refusal(RefusalRecord {
             seq: 0,
             at: sim.now(),

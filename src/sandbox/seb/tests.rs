@@ -1406,3 +1406,29 @@ async fn tokens_need_an_absolute_redirect_uri_and_a_registered_one_when_configur
     let (s, v) = t.take_tokens(&id).await;
     assert_eq!(s, StatusCode::OK, "{v}");
 }
+
+#[tokio::test]
+async fn the_request_log_keeps_headers_with_the_bearer_masked() {
+    let t = start().await;
+    let token = t.token("s1").await;
+    t.pay(&token, "10.00").await;
+    let log: Value = reqwest::get(t.app("/admin/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["method"], "POST");
+    assert_eq!(last["status"], 201);
+    let headers = last["headers"].as_array().unwrap();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_owned())
+    };
+    assert_eq!(get("authorization").as_deref(), Some("Bearer ***"));
+    assert_eq!(get("psu-ip-address").as_deref(), Some(IP));
+    assert!(!log.to_string().contains(&token), "the token never shows");
+}
