@@ -16,6 +16,7 @@ pub mod berlin_group;
 pub mod http_signature;
 pub mod nordea;
 pub mod registry;
+pub mod seb;
 
 pub use registry::{BankEntry, Banks};
 mod trace;
@@ -768,7 +769,10 @@ pub trait Bank: Send + Sync {
         _access_token: &SecretString,
         _psu: Option<&PsuContext>,
     ) -> Result<BankIdOrder, BankError> {
-        Err(not_offered(self.traits().protocol, "start a BankID signing"))
+        Err(not_offered(
+            self.traits().protocol,
+            "start a BankID signing",
+        ))
     }
 
     /// The progress of a signing order (a read: may be retried).
