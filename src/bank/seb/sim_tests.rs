@@ -83,7 +83,11 @@ async fn identified(sim: &SebSandbox, seb: &SebClient) -> crate::bank::TokenSet 
             .is_some_and(|q| q.starts_with("bankid.")),
         "a QR code from the first read"
     );
-    let ast = order.progress.autostart_token.clone().expect("an autostart token");
+    let ast = order
+        .progress
+        .autostart_token
+        .clone()
+        .expect("an autostart token");
     app(sim, &ast, "open").await;
     app(sim, &ast, "approve").await;
     let progress = seb
@@ -161,8 +165,17 @@ async fn seb_simulator_journey_identify_initiate_sign_in_the_app_and_paid_at_acs
         .start_signing(&payment_ref, &token, Some(&shopper()))
         .await
         .unwrap();
-    assert_eq!(order.progress.state, BankIdState::Pending, "{:?}", order.progress);
-    let ast = order.progress.autostart_token.clone().expect("an autostart token");
+    assert_eq!(
+        order.progress.state,
+        BankIdState::Pending,
+        "{:?}",
+        order.progress
+    );
+    let ast = order
+        .progress
+        .autostart_token
+        .clone()
+        .expect("an autostart token");
     app(&sim, &ast, "open").await;
     app(&sim, &ast, "approve").await;
     let progress = seb
@@ -191,11 +204,11 @@ async fn seb_simulator_journey_identify_initiate_sign_in_the_app_and_paid_at_acs
     // The refresh token rotates: the old one is then dead.
     let old = tokens.refresh_token.clone().expect("a refresh token");
     let fresh = seb.refresh(&old).await.unwrap();
-    assert_ne!(
-        fresh.access_token.expose_secret(),
-        token.expose_secret()
+    assert_ne!(fresh.access_token.expose_secret(), token.expose_secret());
+    assert_eq!(
+        seb.refresh(&old).await.unwrap_err(),
+        BankError::TokenRejected
     );
-    assert_eq!(seb.refresh(&old).await.unwrap_err(), BankError::TokenRejected);
     // The new access token reads the payment.
     assert!(
         seb.status_with_token(&payment_ref, Some(&fresh.access_token), None)
@@ -308,8 +321,16 @@ async fn seb_simulator_refusals_come_back_as_the_port_says() {
         .initiate_with_token(&payment(6604), &token, None)
         .await
         .unwrap();
-    let order = seb.start_signing(&busy.bank_ref(), &token, None).await.unwrap();
-    assert_eq!(order.progress.state, BankIdState::Failed, "{:?}", order.progress);
+    let order = seb
+        .start_signing(&busy.bank_ref(), &token, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        order.progress.state,
+        BankIdState::Failed,
+        "{:?}",
+        order.progress
+    );
     assert_eq!(
         order.progress.hint_code.as_deref(),
         Some("ALREADY_IN_PROGRESS")
