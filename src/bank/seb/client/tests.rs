@@ -785,3 +785,44 @@ async fn seb_logs_name_no_token_autostart_token_qr_data_order_id_secret_or_accou
         assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
     }
 }
+
+#[tokio::test]
+async fn seb_a_timeout_is_unavailable_with_an_unknown_outcome_reads_retried_initiation_not() {
+    let server = MockServer::start().await;
+    let slow = ResponseTemplate::new(200)
+        .set_body_json(json!({"transactionStatus": "ACSC"}))
+        .set_delay(Duration::from_millis(1500));
+    Mock::given(method("GET"))
+        .respond_with(slow.clone())
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(slow)
+        .mount(&server)
+        .await;
+    let mut config = config(&server);
+    config.request_timeout = Duration::from_millis(300);
+    let seb = SebClient::new(config).unwrap();
+    let err = seb
+        .initiate_with_token(&sek_payment(), &token(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BankError::Unavailable {
+                retry_safe: false,
+                ..
+            }
+        ),
+        "the bank may have made the payment: {err:?}"
+    );
+    assert!(!err.provably_not_processed());
+    assert_eq!(requests(&server).await.len(), 1);
+    let err = seb
+        .status_with_token(&payment_ref(), Some(&token()), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BankError::Unavailable { .. }), "{err:?}");
+    assert_eq!(requests(&server).await.len(), 4, "a read is tried 3 times");
+}
