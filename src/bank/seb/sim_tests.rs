@@ -342,3 +342,62 @@ async fn seb_simulator_refusals_come_back_as_the_port_says() {
         Err(BankError::NotFound)
     );
 }
+
+#[tokio::test]
+async fn seb_simulator_corporate_api_and_products_per_currency() {
+    let sim = simulator().await;
+    let mut corporate = config_for(&sim);
+    corporate.api = super::SebApi::Corporate {
+        psu_corporate_id: "40073144970009".into(),
+    };
+    let corporate = SebClient::new(corporate).unwrap();
+    let token = identified(&sim, &corporate).await.access_token;
+    let initiated = corporate
+        .initiate_with_token(&payment(12_000), &token, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        corporate
+            .status_with_token(&initiated.bank_ref(), Some(&token), None)
+            .await
+            .unwrap()
+            .bank_status,
+        "RCVD"
+    );
+
+    // SEPA in EUR: an IBAN creditor.
+    let seb = client_for(&sim);
+    let mut sepa = payment(100);
+    sepa.amount = Money::from_minor(2_500, Currency::Eur).unwrap();
+    sepa.creditor.account = Account {
+        kind: AccountType::Iban,
+        value: "DE89370400440532013000".into(),
+    };
+    sepa.creditor.reference = None;
+    sepa.creditor.message = Some("Order 42".into());
+    let initiated = seb.initiate_with_token(&sepa, &token, None).await.unwrap();
+    let details = seb
+        .details(&initiated.bank_ref(), Some(&token), None)
+        .await
+        .unwrap();
+    assert_eq!(
+        details.amount,
+        Some(Money::from_minor(2_500, Currency::Eur).unwrap())
+    );
+
+    // A product SEB does not offer (a configuration fault of `products`): a validation.
+    let mut odd = config_for(&sim);
+    odd.products.insert(
+        "SEK".into(),
+        "swedish-domestic-private-credit-transfers".into(),
+    );
+    let err = SebClient::new(odd)
+        .unwrap()
+        .initiate_with_token(&payment(12_000), &token, None)
+        .await
+        .unwrap_err();
+    let BankError::Validation { failures } = err else {
+        panic!("not a validation: {err:?}")
+    };
+    assert_eq!(failures[0].code, "PRODUCT_UNKNOWN");
+}
