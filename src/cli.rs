@@ -437,7 +437,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             write("server-cert.pem", &server.cert_pem, 0o644)?;
             write("server-key.pem", &server.key_pem, 0o600)?;
             eprintln!(
-                "wrote a test CA and TPP certificate to {} (keyId {})",
+                "wrote a test CA, a TPP certificate and a server certificate (SAN localhost, 127.0.0.1) to {} (keyId {})",
                 out.display(),
                 pki.key_id
             );

@@ -5,6 +5,7 @@
 //! |---|---|
 //! | `GET /admin/health` | `{"status": "ok"}` |
 //! | `POST /admin/bankid/{autostart_token}/{open,approve,reject}[?shopper=…]` | the order after the action; 404 unknown, 409 when it cannot be done (ended, or the scenario's app does not open it). `shopper` names who approves an identification (default: a fresh shopper per order) |
+//! | `POST /admin/bankid/{autostart_token}/hint/{code}` | puts a pending order on a BankID hint code: `outstandingTransaction`, `noClient`, `started`, `userSign` keep it pending; `userCancel`, `expiredTransaction`, `certificateErr`, `startFailed`, `cancelled`, `sebTimeout` end it (400 for another code) |
 //! | `GET /admin/orders` | every BankID order (identify and sign) with its state, hint code, autostart token and current `qr_data` |
 //! | `GET /admin/payments` | every payment with its `transactionStatus` now, shopper and scenario |
 //! | `POST /admin/payments/{id}/status/{STATUS}` | moves a payment to RCVD/ACTC/ACSP/ACSC/RJCT/CANC from now on |
@@ -33,6 +34,7 @@ pub(super) fn routes(sim: Arc<SebSim>) -> Router {
             get(|| async { Json(json!({"status": "ok"})) }),
         )
         .route("/admin/bankid/{token}/{action}", post(bankid_action))
+        .route("/admin/bankid/{token}/hint/{code}", post(bankid_hint))
         .route("/admin/orders", get(orders))
         .route("/admin/payments", get(payments))
         .route("/admin/payments/{id}/status/{status}", post(force_status))
@@ -77,6 +79,21 @@ async fn bankid_action(
     };
     match result {
         Ok(v) => Json(v).into_response(),
+        Err(e) => app_error_json(&e),
+    }
+}
+
+async fn bankid_hint(
+    State(sim): State<Arc<SebSim>>,
+    Path((token, code)): Path<(String, String)>,
+) -> Response {
+    match sim.set_hint(&token, &code) {
+        Ok(v) => Json(v).into_response(),
+        Err(e @ AppError::UnknownHint(_)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
         Err(e) => app_error_json(&e),
     }
 }

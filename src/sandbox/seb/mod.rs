@@ -241,6 +241,18 @@ impl SebSim {
         Ok(bank.order_view_by_autostart(autostart_token, now))
     }
 
+    /// Puts a pending order on a BankID hint code (see [`state::Bank::set_hint`]).
+    pub fn set_hint(
+        &self,
+        autostart_token: &str,
+        code: &str,
+    ) -> Result<serde_json::Value, state::AppError> {
+        let now = self.now();
+        let mut bank = self.bank();
+        bank.set_hint(autostart_token, code, now)?;
+        Ok(bank.order_view_by_autostart(autostart_token, now))
+    }
+
     /// The shopper refuses the order in the app (`userCancel`).
     pub fn reject(&self, autostart_token: &str) -> Result<serde_json::Value, state::AppError> {
         let now = self.now();
@@ -305,10 +317,43 @@ impl SebSandbox {
         format!("{}/test-bankid", self.app_url)
     }
 
+    /// Writes the test CA (`ca.pem`: a SEB bank's `tls_ca_file`) and the TPP's client
+    /// certificate and key (`tpp-cert.pem`, `tpp-key.pem` (0600): its `tls_certificate_file`
+    /// and `tls_private_key_file`) into `dir`, for settings that take file paths.
+    pub fn write_pki(&self, dir: &std::path::Path) -> std::io::Result<PkiFiles> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::create_dir_all(dir)?;
+        let write = |name: &str, text: &str, mode: u32| -> std::io::Result<std::path::PathBuf> {
+            let path = dir.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&path)?;
+            f.write_all(text.as_bytes())?;
+            Ok(path)
+        };
+        Ok(PkiFiles {
+            ca: write("ca.pem", &self.pki.ca_pem, 0o644)?,
+            tpp_cert: write("tpp-cert.pem", &self.pki.tpp_cert_pem, 0o644)?,
+            tpp_key: write("tpp-key.pem", &self.pki.tpp_key_pem, 0o600)?,
+        })
+    }
+
     /// A reqwest client with the TPP's identity that trusts the simulator (for tests).
     pub fn tpp_client(&self) -> reqwest::Client {
         tls::client(&self.pki, true).expect("a TPP client for the SEB simulator")
     }
+}
+
+/// Where [`SebSandbox::write_pki`] wrote the PKI.
+#[derive(Debug, Clone)]
+pub struct PkiFiles {
+    pub ca: std::path::PathBuf,
+    pub tpp_cert: std::path::PathBuf,
+    pub tpp_key: std::path::PathBuf,
 }
 
 /// Starts a simulator on two fresh local ports with a fresh test PKI (TPP subject
@@ -350,6 +395,14 @@ pub fn api_router(sim: Arc<SebSim>) -> Router {
     auth::routes(sim.clone())
         .merge(pis::routes(sim.clone()))
         .merge(signing::routes(sim.clone()))
+        .fallback(|uri: axum::http::Uri| async move {
+            problem::Problem::pis(
+                axum::http::StatusCode::NOT_FOUND,
+                "RESOURCE_UNKNOWN",
+                "unknown-path",
+                format!("no such API path: {}", uri.path()),
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             (sim, "api"),
             problem::record_refusals,
