@@ -401,3 +401,52 @@ async fn seb_simulator_corporate_api_and_products_per_currency() {
     };
     assert_eq!(failures[0].code, "PRODUCT_UNKNOWN");
 }
+
+#[tokio::test]
+async fn seb_simulator_every_bankid_hint_code_reaches_the_port_with_its_state() {
+    let sim = simulator().await;
+    let seb = client_for(&sim);
+    let token = identified(&sim, &seb).await.access_token;
+    let pending = ["outstandingTransaction", "noClient", "started", "userSign"];
+    let ending = [
+        "userCancel",
+        "expiredTransaction",
+        "certificateErr",
+        "startFailed",
+        "cancelled",
+        "sebTimeout",
+    ];
+    for (i, code) in pending.iter().chain(ending.iter()).enumerate() {
+        // A payment per order: an order already running would cancel both.
+        let payment_ref = seb
+            .initiate_with_token(&payment(20_000 + i as i64), &token, None)
+            .await
+            .unwrap()
+            .bank_ref();
+        let order = seb.start_signing(&payment_ref, &token, None).await.unwrap();
+        let ast = order.progress.autostart_token.clone().unwrap();
+        app(&sim, &ast, &format!("hint/{code}")).await;
+        let progress = seb.signing_progress(&order.id, &token, None).await.unwrap();
+        assert_eq!(progress.hint_code.as_deref(), Some(*code), "{progress:?}");
+        let expected = if pending.contains(code) {
+            BankIdState::Pending
+        } else {
+            BankIdState::Failed
+        };
+        assert_eq!(progress.state, expected, "{code}: {progress:?}");
+        if expected == BankIdState::Pending {
+            assert!(progress.qr_data.is_some(), "{code}: QR data while pending");
+            // End it, so that the next order is not "already in progress".
+            app(&sim, &ast, "reject").await;
+        } else {
+            assert_eq!(progress.qr_data, None, "{code}: no QR data once ended");
+        }
+    }
+    // The identification order reads the same hint codes.
+    let order = seb.start_identification(None).await.unwrap();
+    let ast = order.progress.autostart_token.clone().unwrap();
+    app(&sim, &ast, "hint/sebTimeout").await;
+    let progress = seb.identification_progress(&order.id, None).await.unwrap();
+    assert_eq!(progress.state, BankIdState::Failed);
+    assert_eq!(progress.hint_code.as_deref(), Some("sebTimeout"));
+}
