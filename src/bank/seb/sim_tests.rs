@@ -450,3 +450,33 @@ async fn seb_simulator_every_bankid_hint_code_reaches_the_port_with_its_state() 
     assert_eq!(progress.state, BankIdState::Failed);
     assert_eq!(progress.hint_code.as_deref(), Some("sebTimeout"));
 }
+
+#[tokio::test]
+async fn seb_simulator_an_expired_access_token_is_rejected_and_a_refresh_revives_the_shopper() {
+    let sim = simulator().await;
+    let seb = client_for(&sim);
+    let tokens = identified(&sim, &seb).await;
+    let payment_ref = seb
+        .initiate_with_token(&payment(12_000), &tokens.access_token, None)
+        .await
+        .unwrap()
+        .bank_ref();
+    sim.sim
+        .advance_clock(tokens.expires_in + Duration::from_secs(1));
+    assert_eq!(
+        seb.status_with_token(&payment_ref, Some(&tokens.access_token), None)
+            .await,
+        Err(BankError::TokenRejected)
+    );
+    let fresh = seb
+        .refresh(tokens.refresh_token.as_ref().unwrap())
+        .await
+        .unwrap();
+    // The fresh token reads the payment: unsigned for 30 minutes, SEB rejected it.
+    let report = seb
+        .status_with_token(&payment_ref, Some(&fresh.access_token), None)
+        .await
+        .unwrap();
+    assert_eq!(report.bank_status, "RJCT");
+    assert_eq!(report.status, Some(PaymentStatus::Rejected));
+}
