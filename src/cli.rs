@@ -919,6 +919,7 @@ async fn run_sandbox_seb(sources: &Sources) -> anyhow::Result<()> {
     config.signing_timeout = s.signing_timeout;
     config.access_token_lifetime = s.access_token_lifetime;
     config.status_step = s.status_step;
+    config.redirect_uris = s.redirect_uris.clone();
     let sim = SebSim::new(config)
         .map_err(|e| SettingsError::Load(format!("invalid SEB sandbox settings: {e}")))?;
     let api = tokio::net::TcpListener::bind(s.listen)

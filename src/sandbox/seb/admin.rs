@@ -11,6 +11,7 @@
 //! | `POST /admin/payments/{id}/status/{STATUS}` | moves a payment to RCVD/ACTC/ACSP/ACSC/RJCT/CANC from now on |
 //! | `GET /admin/scenarios` | the scenario table |
 //! | `GET /admin/refusals` / `DELETE /admin/refusals` | every refused request with its rule (the mutual-TLS handshake included) / clears it |
+//! | `GET /admin/requests` / `DELETE /admin/requests` | every API request past the handshake: method, path, headers (the bearer masked), status, refusal rule / clears it |
 //! | `POST /admin/clock/advance` | `{"seconds": n}` and/or `{"millis": n}` moves the simulator clock |
 
 use std::sync::Arc;
@@ -43,6 +44,7 @@ pub(super) fn routes(sim: Arc<SebSim>) -> Router {
             get(|| async { Json(json!(scenarios::ALL)) }),
         )
         .route("/admin/refusals", get(refusals).delete(clear_refusals))
+        .route("/admin/requests", get(requests).delete(clear_requests))
         .route("/admin/clock/advance", post(advance))
         .with_state(sim)
 }
@@ -121,6 +123,15 @@ async fn force_status(
         return StatusCode::NOT_FOUND.into_response();
     }
     Json(sim.payment(&id)).into_response()
+}
+
+async fn requests(State(sim): State<Arc<SebSim>>) -> Response {
+    Json(sim.requests()).into_response()
+}
+
+async fn clear_requests(State(sim): State<Arc<SebSim>>) -> StatusCode {
+    sim.clear_requests();
+    StatusCode::NO_CONTENT
 }
 
 async fn refusals(State(sim): State<Arc<SebSim>>) -> Response {

@@ -65,7 +65,10 @@ pub struct SebSandboxConfig {
     pub access_token_lifetime: Duration,
     /// One scenario step after the signing (default 1 s): ACTC, then ACSP/ACSC on later steps.
     pub status_step: Duration,
-    /// How many refusals `GET /admin/refusals` keeps.
+    /// The TPP's registered redirect URIs: when not empty, the token calls' `redirect_uri`
+    /// must be one of them (default empty: any absolute http(s) URL).
+    pub redirect_uris: Vec<String>,
+    /// How many refusals `GET /admin/refusals` (and requests `GET /admin/requests`) keeps.
     pub refusal_log_capacity: usize,
 }
 
@@ -78,6 +81,7 @@ impl SebSandboxConfig {
             signing_timeout: Duration::from_secs(300),
             access_token_lifetime: Duration::from_secs(1800),
             status_step: Duration::from_secs(1),
+            redirect_uris: Vec::new(),
             refusal_log_capacity: 10_000,
         }
     }
@@ -120,12 +124,27 @@ pub struct RefusalRecord {
     pub detail: String,
 }
 
+/// One API request as received and answered (`GET /admin/requests`): headers with the
+/// bearer token masked, no bodies (payments' bodies are at `GET /admin/payments`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiRequest {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub status: u16,
+    /// The refusal rule, when it was refused.
+    pub rule: Option<&'static str>,
+}
+
 /// The simulator's state, shared as `Arc<SebSim>`.
 pub struct SebSim {
     config: SebSandboxConfig,
     clock_offset: Mutex<chrono::Duration>,
     bank: Mutex<state::Bank>,
     refusals: Mutex<(u64, VecDeque<RefusalRecord>)>,
+    requests: Mutex<(u64, VecDeque<ApiRequest>)>,
 }
 
 impl std::fmt::Debug for SebSim {
@@ -146,6 +165,7 @@ impl SebSim {
             clock_offset: Mutex::new(chrono::Duration::zero()),
             bank: Mutex::new(state::Bank::default()),
             refusals: Mutex::new((0, VecDeque::new())),
+            requests: Mutex::new((0, VecDeque::new())),
         }))
     }
 
@@ -187,6 +207,25 @@ impl SebSim {
             "SEB sandbox refused a request"
         );
         log.1.push_back(r);
+    }
+
+    pub(crate) fn record_request(&self, mut r: ApiRequest) {
+        let mut log = lock(&self.requests);
+        log.0 += 1;
+        r.seq = log.0;
+        if log.1.len() >= self.config.refusal_log_capacity.max(1) {
+            log.1.pop_front();
+        }
+        log.1.push_back(r);
+    }
+
+    /// Every API request (over mutual TLS, past the handshake), oldest first.
+    pub fn requests(&self) -> Vec<ApiRequest> {
+        lock(&self.requests).1.iter().cloned().collect()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.requests).1.clear();
     }
 
     /// Every refusal, oldest first.

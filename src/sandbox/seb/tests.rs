@@ -43,6 +43,10 @@ async fn json_of(r: Response) -> (StatusCode, Value) {
         assert_eq!(ct, "application/problem+json", "{v}");
         assert_eq!(v["status"], json!(status.as_u16()), "{v}");
         assert!(v["type"].is_string() && v["title"].is_string() && v["detail"].is_string());
+        assert!(
+            v["instance"].as_str().is_some_and(|i| i.starts_with('/')),
+            "{v}"
+        );
     }
     (status, v)
 }
@@ -954,6 +958,8 @@ async fn a_second_signing_order_while_one_runs_fails_already_in_progress_and_can
     assert_eq!(second["scaStatus"], "failed");
     assert_eq!(second["tppMessages"][0]["code"], "ALREADY_IN_PROGRESS");
     assert_eq!(second["tppMessages"][0]["category"], "ERROR");
+    assert_eq!(second["_links"], json!({}), "as SEB's example");
+    assert!(second.get("qrData").is_none() && second.get("autoStartToken").is_none());
     let (_, first) = t
         .signing(&token, first["authorisationId"].as_str().unwrap())
         .await;
@@ -1368,4 +1374,61 @@ async fn the_app_sends_the_browser_to_an_http_redirect_after_the_decision_and_st
         .unwrap();
     assert_eq!(r.status(), StatusCode::OK);
     assert!(r.text().await.unwrap().contains("Rejected"));
+}
+
+#[tokio::test]
+async fn tokens_need_an_absolute_redirect_uri_and_a_registered_one_when_configured() {
+    let t = start_with(SebSandboxConfig {
+        redirect_uris: vec!["https://tpp.example/cb".into()],
+        ..SebSandboxConfig::default()
+    })
+    .await;
+    let (_, v) = t.start_auth().await;
+    let id = v["auth_req_id"].as_str().unwrap().to_owned();
+    let (_, p) = t.auth_progress(&id).await;
+    t.sb.sim
+        .approve(p["autostart_token"].as_str().unwrap(), None)
+        .unwrap();
+    let secret = secrecy::ExposeSecret::expose_secret(t.sb.client_secret()).to_owned();
+    for uri in ["not a url", "https://elsewhere.example/cb"] {
+        let r = t
+            .http
+            .post(t.api("/auth/v4/tokens"))
+            .json(&json!({"client_id": t.sb.client_id(), "client_secret": secret, "auth_req_id": id, "redirect_uri": uri}))
+            .send()
+            .await
+            .unwrap();
+        let (s, v) = json_of(r).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(v["path"], "redirect_uri");
+    }
+    // The registered one works (and the refusals did not use the auth_req_id up).
+    let (s, v) = t.take_tokens(&id).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn the_request_log_keeps_headers_with_the_bearer_masked() {
+    let t = start().await;
+    let token = t.token("s1").await;
+    t.pay(&token, "10.00").await;
+    let log: Value = reqwest::get(t.app("/admin/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["method"], "POST");
+    assert_eq!(last["status"], 201);
+    let headers = last["headers"].as_array().unwrap();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_owned())
+    };
+    assert_eq!(get("authorization").as_deref(), Some("Bearer ***"));
+    assert_eq!(get("psu-ip-address").as_deref(), Some(IP));
+    assert!(!log.to_string().contains(&token), "the token never shows");
 }
