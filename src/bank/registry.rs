@@ -100,6 +100,57 @@ impl Banks {
     }
 }
 
+/// An SEB client from one bank's settings (`protocol = "seb"`); a QWAC, CA or URL that
+/// cannot be used names its variable.
+pub fn seb_client(
+    id: &str,
+    s: &crate::config::SebSettings,
+) -> Result<super::seb::SebClient, crate::config::SettingsError> {
+    use super::seb::{SebApi, SebClient, SebConfig};
+    use crate::config::SebApiSetting;
+    use secrecy::ExposeSecret;
+    let env = format!("PISGATE__BANKS__{}", id.to_uppercase());
+    let mut config = SebConfig::new(
+        id,
+        &s.base_url,
+        &s.client_id,
+        s.client_secret.clone(),
+        s.psu_ip_fallback,
+    );
+    config.api = match &s.api {
+        SebApiSetting::Private => SebApi::Private,
+        SebApiSetting::Corporate { psu_corporate_id } => SebApi::Corporate {
+            psu_corporate_id: psu_corporate_id.clone(),
+        },
+    };
+    // reqwest reads the certificate chain and the key from one PEM.
+    config.tls_identity_pem = Some(SecretString::from(format!(
+        "{}\n{}\n",
+        s.tls_certificate.trim_end(),
+        s.tls_private_key.expose_secret().trim_end()
+    )));
+    config.tls_ca_pem = s.tls_ca.clone();
+    config.products = s
+        .products
+        .iter()
+        .map(|(c, p)| (c.code().to_owned(), p.clone()))
+        .collect();
+    config.paid_statuses = s.paid_statuses.clone();
+    config.redirect_uri = s.redirect_uri.clone();
+    config.connect_timeout = s.connect_timeout;
+    config.request_timeout = s.request_timeout;
+    config.read_retries.max_attempts = s.read_attempts;
+    SebClient::new(config).map_err(|e| {
+        use super::seb::SebConfigError as E;
+        let var = match &e {
+            E::Identity(..) => format!("{env}__TLS_CERTIFICATE_FILE / {env}__TLS_PRIVATE_KEY_FILE"),
+            E::Ca(..) => format!("{env}__TLS_CA_FILE"),
+            _ => format!("{env}__*"),
+        };
+        crate::config::SettingsError::Load(format!("invalid setting {var}: {e}"))
+    })
+}
+
 /// The client of a bank that payments name but the settings no longer have.
 struct Unconfigured {
     id: String,
@@ -191,5 +242,75 @@ mod tests {
             .unwrap_err();
         assert!(err.is_configuration_fault(), "{err:?}");
         assert!(err.to_string().contains("gone") || format!("{err:?}").contains("gone"));
+    }
+}
+
+#[cfg(test)]
+mod seb_tests {
+    use super::*;
+    use crate::config::{SebApiSetting, SebSettings};
+    use crate::domain::Currency;
+    use std::time::Duration;
+
+    fn settings(certificate: String, key: String) -> SebSettings {
+        SebSettings {
+            base_url: "https://api-sandbox.sebgroup.com".into(),
+            api: SebApiSetting::Private,
+            client_id: "pisgate-client".into(),
+            client_secret: SecretString::from("seb-secret"),
+            tls_certificate: certificate,
+            tls_private_key: SecretString::from(key),
+            tls_ca: None,
+            products: BTreeMap::from([(
+                Currency::Sek,
+                "private-se-domestic-credit-transfers".to_owned(),
+            )]),
+            paid_statuses: vec!["ACSC".into()],
+            psu_ip_fallback: "192.0.2.10".parse().unwrap(),
+            bankid_app_url: "bankid:///".into(),
+            redirect_uri: "https://localhost/pisgate/seb".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            read_attempts: 3,
+            approval_timeout: Duration::from_secs(300),
+            environment: crate::config::BankEnvironment::Production,
+        }
+    }
+
+    #[test]
+    fn a_seb_bank_builds_a_client_that_needs_the_shoppers_token_and_a_bad_qwac_names_its_files() {
+        let pki =
+            crate::sandbox::berlin_group::test_pki::generate("CN=pisgate test TPP,C=SE").unwrap();
+        let client = seb_client(
+            "seb",
+            &settings(pki.tpp_cert_pem.clone(), pki.tpp_key_pem.clone()),
+        )
+        .unwrap();
+        let traits = client.traits();
+        assert_eq!(traits.protocol, "seb");
+        assert!(traits.shopper_token_required);
+        let mut with_ca = settings(pki.tpp_cert_pem.clone(), pki.tpp_key_pem.clone());
+        with_ca.tls_ca = Some(pki.ca_pem.clone());
+        assert!(seb_client("seb", &with_ca).is_ok());
+
+        let broken = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----";
+        let err = seb_client(
+            "seb",
+            &settings(
+                broken.into(),
+                "-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----".into(),
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("PISGATE__BANKS__SEB__TLS_CERTIFICATE_FILE"),
+            "{err}"
+        );
+        assert!(!err.contains("seb-secret"), "{err}");
+        let mut bad_ca = settings(pki.tpp_cert_pem.clone(), pki.tpp_key_pem.clone());
+        bad_ca.tls_ca = Some("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----".into());
+        let err = seb_client("seb", &bad_ca).unwrap_err().to_string();
+        assert!(err.contains("PISGATE__BANKS__SEB__TLS_CA_FILE"), "{err}");
     }
 }
