@@ -12,6 +12,7 @@
 pub mod api_keys;
 pub mod auth;
 pub mod authorize;
+pub mod bankid;
 pub mod banks;
 pub mod callbacks;
 pub mod client_ip;
