@@ -12,6 +12,7 @@
 pub mod api_keys;
 pub mod auth;
 pub mod authorize;
+pub mod bankid;
 pub mod banks;
 pub mod callbacks;
 pub mod client_ip;
@@ -133,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .merge(callbacks::router())
         .merge(authorize::router())
         .merge(sca::router())
+        .merge(bankid::router())
         .merge(error_pages::router())
         .nest("/v1", authenticated)
         .fallback(middleware::unknown_route)

@@ -768,7 +768,10 @@ pub trait Bank: Send + Sync {
         _access_token: &SecretString,
         _psu: Option<&PsuContext>,
     ) -> Result<BankIdOrder, BankError> {
-        Err(not_offered(self.traits().protocol, "start a BankID signing"))
+        Err(not_offered(
+            self.traits().protocol,
+            "start a BankID signing",
+        ))
     }
 
     /// The progress of a signing order (a read: may be retried).
