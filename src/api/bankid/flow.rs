@@ -32,6 +32,7 @@
 //! Never logged: the tokens, the QR data, the autostart token, the bank's order ids (they are
 //! kept in `bankid_orders` only) and the hop's token.
 
+use super::page::{self, BankIdView};
 use crate::api::AppState;
 use crate::api::authorize::{closed, language, load, see_other};
 use crate::api::client_ip::{Peer, client_ip};
@@ -39,7 +40,7 @@ use crate::api::consent::{self, Closed};
 use crate::api::initiation::{self, Recorded, ShopperInitiation, ShopperToken};
 use crate::api::payments::AWAITING_SHOPPER_IDENTIFICATION;
 use crate::bank::{BankError, BankIdOrder, BankIdProgress, BankIdPurpose, BankIdState, PsuContext};
-use crate::domain::{Language, PaymentStatus};
+use crate::domain::{Currency, Language, PaymentStatus};
 use crate::ledger::bankid::{self, StartClaim};
 use crate::ledger::payments::{self, PaymentRecord};
 use crate::ledger::tokens::{self, LiveToken};
@@ -106,119 +107,10 @@ fn autostart_url(state: &AppState, bank: &str, token: &str) -> String {
 }
 
 /// The bank's `bankid_app_url` setting (BankID's own `bankid:///` by default).
+// TODO(seb-adapter): read `banks.<id>.bankid_app_url` once the adapter's settings land.
 fn bankid_app_url(state: &AppState, bank: &str) -> String {
     let _ = (state, bank);
     "bankid:///".to_owned()
-}
-
-// ---------------------------------------------------------------------------------------
-// What the page shows. The page module renders it; until it lands, a minimal local render.
-// ---------------------------------------------------------------------------------------
-
-/// Everything the BankID page shows.
-pub struct BankIdView<'a> {
-    pub lang: Language,
-    pub purpose: BankIdPurpose,
-    pub state: BankIdState,
-    pub hint_code: Option<&'a str>,
-    pub qr_data: Option<&'a str>,
-    pub autostart_url: Option<String>,
-    pub amount: String,
-    pub payee: String,
-    /// Whether the shopper may start again ("try again").
-    pub can_retry: bool,
-    /// This page (the refresh target).
-    pub here: String,
-    pub state_url: String,
-    pub start_action: String,
-    pub cancel_action: String,
-    pub token: &'a str,
-    /// Where the shopper goes now (the flow is over), if anywhere.
-    pub next: Option<String>,
-    pub provider: &'a crate::config::ProviderSettings,
-}
-
-/// The QR code of `data` as SVG (local stand-in: the page module draws the real code).
-pub fn qr_svg(data: &str) -> String {
-    let _ = data;
-    "<svg xmlns=\"http://www.w3.org/2000/svg\" viewBox=\"0 0 10 10\" role=\"img\" aria-label=\"QR\"><rect width=\"10\" height=\"10\" fill=\"#fff\"/></svg>".to_owned()
-}
-
-/// The shopper's message for a hint code (local stand-in, English only).
-pub fn hint_message(
-    code: Option<&str>,
-    purpose: BankIdPurpose,
-    state: BankIdState,
-    lang: Language,
-) -> &'static str {
-    let _ = lang;
-    match (state, code) {
-        (BankIdState::Complete, _) => "Done.",
-        (_, Some("userCancel")) => "Action cancelled.",
-        (_, Some("expiredTransaction")) => {
-            "The BankID app did not respond in time. Please try again."
-        }
-        (_, Some("startFailed")) => "The BankID app could not be started. Please try again.",
-        (_, Some("ALREADY_IN_PROGRESS")) => {
-            "An identification or signing for this person is already started. Please try again."
-        }
-        (BankIdState::Failed, _) => "Something went wrong. Please try again.",
-        (_, Some("userSign")) => "Enter your security code in the BankID app.",
-        (_, _) if purpose == BankIdPurpose::Sign => "Sign the payment with your BankID app.",
-        _ => "Start your BankID app.",
-    }
-}
-
-/// The page's state as JSON for the in-place updater.
-pub fn state_json(v: &BankIdView<'_>) -> serde_json::Value {
-    json!({
-        "state": match v.state {
-            BankIdState::Pending => "pending",
-            BankIdState::Complete => "complete",
-            BankIdState::Failed => "failed",
-        },
-        "message": hint_message(v.hint_code, v.purpose, v.state, v.lang),
-        "qr_svg": v.qr_data.map(qr_svg),
-        "autostart_url": v.autostart_url,
-        "next": v.next,
-    })
-}
-
-/// The whole page (local stand-in for the page module's).
-pub fn render(v: &BankIdView<'_>) -> String {
-    let t = consent::text(v.lang);
-    let message = hint_message(v.hint_code, v.purpose, v.state, v.lang);
-    let body = maud::html! {
-        h1 { (if v.purpose == BankIdPurpose::Sign { "BankID: sign" } else { "BankID: identify" }) }
-        p.amount { (v.amount) }
-        p.to { (v.payee) }
-        p #message { (message) }
-        @if let Some(qr) = v.qr_data {
-            div #qr { (maud::PreEscaped(qr_svg(qr))) }
-        }
-        @if let Some(link) = &v.autostart_url {
-            p { a #autostart href=(link) { "Open BankID on this device" } }
-        }
-        @if v.can_retry {
-            form method="post" action=(v.start_action) {
-                input type="hidden" name="t" value=(v.token);
-                button type="submit" { "Try again" }
-            }
-        }
-        form method="post" action=(v.cancel_action) {
-            input type="hidden" name="t" value=(v.token);
-            button.link type="submit" { (t.cancel) }
-        }
-    };
-    let mut page = consent::layout(t, v.lang, v.provider, message, body).into_string();
-    if v.state == BankIdState::Pending {
-        let refresh = format!(
-            "<meta http-equiv=\"refresh\" content=\"{REFRESH_SECS};url={}\">",
-            maud::html! { (v.here) }.into_string()
-        );
-        page = page.replacen("<head>", &format!("<head>{refresh}"), 1);
-    }
-    page
 }
 
 // ---------------------------------------------------------------------------------------
@@ -302,6 +194,7 @@ fn psu_context(state: &AppState, peer: Peer, headers: &HeaderMap) -> PsuContext 
 
 /// Checks the link (an unknown payment and a wrong token get the same page), runs the
 /// step and answers with the page, its JSON, or a redirect.
+#[allow(clippy::too_many_arguments)]
 async fn handle(
     state: &AppState,
     id: &str,
@@ -310,6 +203,7 @@ async fn handle(
     headers: &HeaderMap,
     action: Action,
     as_json: bool,
+    shown_purpose: Option<&str>,
 ) -> Response {
     let fallback = language(None, headers);
     let result = async {
@@ -325,7 +219,21 @@ async fn handle(
         let now = payments::get(&mut *state.pool.read_conn().await?, p.id)
             .await?
             .unwrap_or(p);
-        Ok(respond(state, &now, token, lang, outcome, action, as_json))
+        let merchant = crate::ledger::merchants::get(&state.pool, now.merchant_id)
+            .await?
+            .map(|m| m.name)
+            .unwrap_or_default();
+        Ok(respond(
+            state,
+            &now,
+            token,
+            lang,
+            outcome,
+            action,
+            as_json,
+            shown_purpose,
+            merchant,
+        ))
     }
     .await;
     result.unwrap_or_else(|e: anyhow::Error| {
@@ -334,6 +242,7 @@ async fn handle(
     })
 }
 
+#[allow(clippy::too_many_arguments)]
 fn respond(
     state: &AppState,
     p: &PaymentRecord,
@@ -342,6 +251,8 @@ fn respond(
     outcome: Outcome,
     action: Action,
     as_json: bool,
+    shown_purpose: Option<&str>,
+    merchant_name: String,
 ) -> Response {
     let shown = match outcome {
         Outcome::Redirect(to) if as_json => {
@@ -349,7 +260,8 @@ fn respond(
         }
         Outcome::Redirect(to) => return see_other(to),
         Outcome::Closed(_) if as_json => {
-            let next = consent::return_url(p);
+            // The page shows why (a plain page without the order).
+            let next = path(p, &format!("?t={token}"));
             return no_store(Json(json!({ "state": "closed", "next": next })).into_response());
         }
         Outcome::Closed(kind) => return closed(state, kind, lang, Some(p)),
@@ -359,38 +271,50 @@ fn respond(
         // After a form post, the page is loaded again by GET (Back and reload stay safe).
         return see_other(url(state, p));
     }
+    let merchant = merchant_name;
+    let bank_name = state
+        .banks
+        .get(&p.bank)
+        .map(|b| b.name.clone())
+        .unwrap_or_else(|| consent::bank_name(&p.bank));
+    let autostart = shown
+        .autostart_token
+        .as_deref()
+        .map(|t| autostart_url(state, &p.bank, t));
+    let page_url = path(p, &format!("?t={token}"));
+    let state_url = path(
+        p,
+        &format!("/state?t={token}&purpose={}", shown.purpose.as_str()),
+    );
+    let retry_url = path(p, "/start");
+    let cancel_url = path(p, "/cancel");
+    // The page the updater shows is of another phase now: it reloads (the server renders
+    // the new phase's page).
+    let next = (as_json && shown_purpose.is_some_and(|asked| asked != shown.purpose.as_str()))
+        .then(|| page_url.clone());
     let view = BankIdView {
         lang,
         purpose: shown.purpose,
         state: shown.state,
         hint_code: shown.hint_code.as_deref(),
+        merchant: &merchant,
+        amount: Currency::from_code(&p.currency).map(|c| (p.amount_minor, c)),
+        bank_name: &bank_name,
         qr_data: shown.qr_data.as_deref(),
-        autostart_url: shown
-            .autostart_token
-            .as_deref()
-            .map(|t| autostart_url(state, &p.bank, t)),
-        amount: consent::amount(p, lang),
-        payee: p.request["creditor"]["name"]
-            .as_str()
-            .unwrap_or_default()
-            .to_owned(),
-        can_retry: shown.can_retry,
-        here: path(p, &format!("?t={token}")),
-        state_url: path(p, &format!("/state?t={token}")),
-        start_action: path(p, "/start"),
-        cancel_action: path(p, "/cancel"),
-        token,
-        next: None,
+        autostart_url: autostart.as_deref(),
+        page_url: &page_url,
+        state_url: &state_url,
+        retry_url: &retry_url,
+        cancel_url: &cancel_url,
+        form_token: token,
+        next: next.as_deref(),
         provider: &state.settings.provider,
     };
     if as_json {
-        return no_store(Json(state_json(&view)).into_response());
+        return page::respond_state(&view);
     }
-    let targets: Vec<String> = consent::origin_of(&state.settings.server.public_url)
-        .into_iter()
-        .chain(consent::origin_of(&p.return_url))
-        .collect();
-    consent::respond(StatusCode::OK, maud::PreEscaped(render(&view)), &targets)
+    let targets: Vec<String> = consent::origin_of(&p.return_url).into_iter().collect();
+    page::respond(StatusCode::OK, &view, &targets)
 }
 
 fn no_store(mut r: Response) -> Response {
@@ -410,7 +334,7 @@ async fn page(
     headers: HeaderMap,
 ) -> Response {
     let token = q.get("t").map(String::as_str).unwrap_or("");
-    handle(&s, &id, token, peer, &headers, Action::Load, false).await
+    handle(&s, &id, token, peer, &headers, Action::Load, false, None).await
 }
 
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
@@ -422,7 +346,8 @@ async fn state(
     headers: HeaderMap,
 ) -> Response {
     let token = q.get("t").map(String::as_str).unwrap_or("");
-    handle(&s, &id, token, peer, &headers, Action::Load, true).await
+    let shown = q.get("purpose").map(String::as_str);
+    handle(&s, &id, token, peer, &headers, Action::Load, true, shown).await
 }
 
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
@@ -434,7 +359,7 @@ async fn start(
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
     let token = f.get("t").map(String::as_str).unwrap_or("");
-    handle(&s, &id, token, peer, &headers, Action::Start, false).await
+    handle(&s, &id, token, peer, &headers, Action::Start, false, None).await
 }
 
 /// `POST …/bankid/cancel`: the shopper's cancel. Before the payment exists at the bank it
