@@ -271,6 +271,32 @@ async fn other_banks(settings: &Settings) -> Vec<CheckLine> {
     for b in others {
         let client = banks.client(&b.id);
         let protocol = b.protocol.name();
+        if client.traits().shopper_token_required {
+            // No status read without a shopper's token (SEB): ask for the tokens of an
+            // order nobody started instead. SEB refuses the order (400/404) only once the
+            // TLS client certificate and our client id and secret are accepted.
+            out.push(match client.identification_tokens("pisgate-check-0000").await {
+                Err(BankError::Validation { .. } | BankError::NotFound) => line(
+                    "banks",
+                    Outcome::Ok,
+                    format!(
+                        "{} ({protocol}): answers over mutual TLS, our client accepted (payment calls need a shopper's token: not checked)",
+                        b.id
+                    ),
+                ),
+                Ok(_) => line(
+                    "banks",
+                    Outcome::Warn,
+                    format!("{} ({protocol}): tokens for an order nobody started", b.id),
+                ),
+                Err(e) => line(
+                    "banks",
+                    Outcome::Fail,
+                    format!("{} ({protocol}): {e}", b.id),
+                ),
+            });
+            continue;
+        }
         out.push(match client.status(&probe, None).await {
             Err(BankError::NotFound) => line(
                 "banks",

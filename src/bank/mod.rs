@@ -16,6 +16,7 @@ pub mod berlin_group;
 pub mod http_signature;
 pub mod nordea;
 pub mod registry;
+pub mod seb;
 
 pub use registry::{BankEntry, Banks};
 mod trace;

@@ -107,6 +107,57 @@ impl Banks {
     }
 }
 
+/// An SEB client from one bank's settings (`protocol = "seb"`); a QWAC, CA or URL that
+/// cannot be used names its variable.
+pub fn seb_client(
+    id: &str,
+    s: &crate::config::SebSettings,
+) -> Result<super::seb::SebClient, crate::config::SettingsError> {
+    use super::seb::{SebApi, SebClient, SebConfig};
+    use crate::config::SebApiSetting;
+    use secrecy::ExposeSecret;
+    let env = format!("PISGATE__BANKS__{}", id.to_uppercase());
+    let mut config = SebConfig::new(
+        id,
+        &s.base_url,
+        &s.client_id,
+        s.client_secret.clone(),
+        s.psu_ip_fallback,
+    );
+    config.api = match &s.api {
+        SebApiSetting::Private => SebApi::Private,
+        SebApiSetting::Corporate { psu_corporate_id } => SebApi::Corporate {
+            psu_corporate_id: psu_corporate_id.clone(),
+        },
+    };
+    // reqwest reads the certificate chain and the key from one PEM.
+    config.tls_identity_pem = Some(SecretString::from(format!(
+        "{}\n{}\n",
+        s.tls_certificate.trim_end(),
+        s.tls_private_key.expose_secret().trim_end()
+    )));
+    config.tls_ca_pem = s.tls_ca.clone();
+    config.products = s
+        .products
+        .iter()
+        .map(|(c, p)| (c.code().to_owned(), p.clone()))
+        .collect();
+    config.paid_statuses = s.paid_statuses.clone();
+    config.redirect_uri = s.redirect_uri.clone();
+    config.connect_timeout = s.connect_timeout;
+    config.request_timeout = s.request_timeout;
+    config.read_retries.max_attempts = s.read_attempts;
+    SebClient::new(config).map_err(|e| {
+        use super::seb::SebConfigError as E;
+        let var = match &e {
+            E::Identity(..) => format!("{env}__TLS_CERTIFICATE_FILE / {env}__TLS_PRIVATE_KEY_FILE"),
+            E::Ca(..) => format!("{env}__TLS_CA_FILE"),
+            _ => format!("{env}__*"),
+        };
+        crate::config::SettingsError::Load(format!("invalid setting {var}: {e}"))
+    })
+}
+
 /// The client of a bank that payments name but the settings no longer have.
 struct Unconfigured {
     id: String,

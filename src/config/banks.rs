@@ -37,6 +37,7 @@ pub struct BankSettings {
 pub enum BankProtocolSettings {
     Nordea(Box<NordeaSettings>),
     BerlinGroup(Box<BerlinGroupSettings>),
+    Seb(Box<SebSettings>),
 }
 
 impl BankProtocolSettings {
@@ -44,6 +45,7 @@ impl BankProtocolSettings {
         match self {
             BankProtocolSettings::Nordea(_) => "nordea",
             BankProtocolSettings::BerlinGroup(_) => "berlin-group",
+            BankProtocolSettings::Seb(_) => "seb",
         }
     }
 }
@@ -96,6 +98,53 @@ pub struct BerlinGroupSettings {
     pub environment: BankEnvironment,
 }
 
+/// SEB's private or corporate PIS API (`api`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SebApiSetting {
+    Private,
+    /// Needs `psu_corporate_id` (sent as `PSU-Corporate-ID`).
+    Corporate {
+        psu_corporate_id: String,
+    },
+}
+
+/// SEB (`protocol = "seb"`): decoupled BankID authorization for the shopper's token, PIS v1,
+/// the Signing External API, mutual TLS with the QWAC (docs/banks/seb.md).
+#[derive(Debug, Clone)]
+pub struct SebSettings {
+    /// The host (`https://api-sandbox.sebgroup.com`); pisgate appends `/auth/v4`,
+    /// `/tpp/pis/{private|corporate}/v1/identified2` and `/tpp/signing/v1`.
+    pub base_url: String,
+    pub api: SebApiSetting,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// The QWAC (PEM), `…__TLS_CERTIFICATE_FILE`.
+    pub tls_certificate: String,
+    /// The QWAC's private key (PEM), `…__TLS_PRIVATE_KEY_FILE`.
+    pub tls_private_key: SecretString,
+    /// An extra root CA (PEM) for SEB's server certificate, `…__TLS_CA_FILE` (the
+    /// simulator's test CA); without it the platform's roots only.
+    pub tls_ca: Option<String>,
+    /// The payment product per currency (default
+    /// `SEK:private-se-domestic-credit-transfers,EUR:sepa-credit-transfers`).
+    pub products: BTreeMap<Currency, String>,
+    /// Default `ACSC`; `ACSP` only when configured.
+    pub paid_statuses: Vec<String>,
+    pub psu_ip_fallback: std::net::IpAddr,
+    /// The "open BankID on this device" link's base (default `bankid:///`): the link is
+    /// `{bankid_app_url}?autostarttoken=<token>&redirect=null`.
+    pub bankid_app_url: String,
+    /// The `redirect_uri` SEB's `/tokens` requires (default `https://localhost/pisgate/seb`;
+    /// ASSUMED: the one registered with SEB for the client).
+    pub redirect_uri: String,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub read_attempts: u32,
+    /// SEB's time for the shopper to sign a payment (default 300 s: ASSUMED).
+    pub approval_timeout: Duration,
+    pub environment: BankEnvironment,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawBank {
@@ -125,6 +174,14 @@ pub(super) struct RawBank {
     token_path: Option<String>,
     delete_signing_profile: Option<String>,
     approval_timeout_secs: Option<u64>,
+    // SEB's own settings, for a `[banks.<id>]` with `protocol = "seb"`.
+    api: Option<String>,
+    psu_corporate_id: Option<String>,
+    tls_certificate: Option<String>,
+    tls_private_key: Option<SecretString>,
+    tls_ca: Option<String>,
+    bankid_app_url: Option<String>,
+    redirect_uri: Option<String>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -223,7 +280,12 @@ pub(super) fn validate_banks(
         }
         let protocol = required(&key("protocol"), b.protocol.clone())?;
         let name = required(&key("name"), b.name.clone())?;
-        let countries = countries(&key("countries"), b.countries.as_deref())?;
+        let is_seb = protocol.trim().eq_ignore_ascii_case("seb");
+        let countries = match b.countries.as_deref() {
+            // SEB serves Sweden unless told otherwise.
+            None if is_seb => vec![Country::Se],
+            list => countries(&key("countries"), list)?,
+        };
         let needs_debtor_account = b.needs_debtor_account.unwrap_or(false);
         let protocol = match protocol.trim().to_ascii_lowercase().as_str() {
             "nordea" => {
@@ -250,10 +312,11 @@ pub(super) fn validate_banks(
             "berlin-group" => {
                 BankProtocolSettings::BerlinGroup(Box::new(validate_berlin_group(&prefix, b)?))
             }
+            "seb" => BankProtocolSettings::Seb(Box::new(validate_seb(&prefix, b)?)),
             other => {
                 return Err(SettingsError::invalid(
                     &key("protocol"),
-                    format!("{other:?} is not one of nordea, berlin-group"),
+                    format!("{other:?} is not one of nordea, berlin-group, seb"),
                 ));
             }
         };
@@ -268,9 +331,14 @@ pub(super) fn validate_banks(
     Ok(banks)
 }
 
-fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings, SettingsError> {
+/// `base_url` (absolute http(s), https in production) and `environment` of a bank.
+fn base_url_and_environment(
+    prefix: &str,
+    base_url: Option<String>,
+    environment: Option<String>,
+) -> Result<(String, BankEnvironment), SettingsError> {
     let key = |k: &str| format!("{prefix}.{k}");
-    let base_url = required(&key("base_url"), b.base_url)?
+    let base_url = required(&key("base_url"), base_url)?
         .trim()
         .trim_end_matches('/')
         .to_owned();
@@ -284,7 +352,7 @@ fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings
             format!("{base_url:?} is not an absolute http(s) URL"),
         ));
     }
-    let environment = match b.environment.filter(|e| !e.trim().is_empty()) {
+    let environment = match environment.filter(|e| !e.trim().is_empty()) {
         None => BankEnvironment::Production,
         Some(e) => choice(
             &e,
@@ -301,6 +369,190 @@ fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings
             "a production bank is reached over https only",
         ));
     }
+    Ok((base_url, environment))
+}
+
+/// `paid_statuses`: ACSC required, ACCC and ACSP allowed.
+fn paid_statuses_of(key: &str, text: &str) -> Result<Vec<String>, SettingsError> {
+    let paid_statuses: Vec<String> = text
+        .split(',')
+        .map(|s| s.trim().to_ascii_uppercase())
+        .filter(|s| !s.is_empty())
+        .collect();
+    const SETTLED_OR_ACCEPTED: [&str; 3] = ["ACSC", "ACCC", "ACSP"];
+    if !paid_statuses.iter().any(|s| s == "ACSC")
+        || paid_statuses
+            .iter()
+            .any(|s| !SETTLED_OR_ACCEPTED.contains(&s.as_str()))
+    {
+        return Err(SettingsError::invalid(
+            key,
+            "a comma list of ACSC (required), ACCC and (only by agreement with the bank) ACSP",
+        ));
+    }
+    Ok(paid_statuses)
+}
+
+/// `psu_ip_fallback`: required, an IP address.
+fn psu_ip_fallback_of(key: &str, value: Option<String>) -> Result<std::net::IpAddr, SettingsError> {
+    let text = required(key, value)?;
+    text.trim()
+        .parse()
+        .map_err(|_| SettingsError::invalid(key, format!("{text:?} is not an IP address")))
+}
+
+/// A PEM setting read from its `_FILE` variable: the error names that variable.
+fn required_file(key: &str, value: Option<String>) -> Result<String, SettingsError> {
+    required(key, value).map_err(|_| SettingsError::Missing {
+        key: key.to_owned(),
+        env: format!("{}_FILE", super::env_name(key)),
+    })
+}
+
+fn pem_check(key: &str, text: &str, label: &str) -> Result<(), SettingsError> {
+    if !text.contains("-----BEGIN ") {
+        return Err(SettingsError::invalid(
+            &format!("{key}_file"),
+            format!("is not PEM (no -----BEGIN {label}----- block)"),
+        ));
+    }
+    Ok(())
+}
+
+fn validate_seb(prefix: &str, b: RawBank) -> Result<SebSettings, SettingsError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let (base_url, environment) = base_url_and_environment(prefix, b.base_url, b.environment)?;
+    let api = match b.api.filter(|a| !a.trim().is_empty()) {
+        None => "private".to_owned(),
+        Some(a) => a.trim().to_ascii_lowercase(),
+    };
+    let api = match api.as_str() {
+        "private" => SebApiSetting::Private,
+        "corporate" => {
+            let id = required(&key("psu_corporate_id"), b.psu_corporate_id).map_err(|_| {
+                SettingsError::invalid(
+                    &key("psu_corporate_id"),
+                    "the corporate API needs the PSU's corporate id",
+                )
+            })?;
+            let id = id.trim().to_owned();
+            if !id.bytes().all(|c| c.is_ascii_graphic()) {
+                return Err(SettingsError::invalid(
+                    &key("psu_corporate_id"),
+                    "must be visible ASCII without spaces",
+                ));
+            }
+            SebApiSetting::Corporate {
+                psu_corporate_id: id,
+            }
+        }
+        other => {
+            return Err(SettingsError::invalid(
+                &key("api"),
+                format!("{other:?} is not one of private, corporate"),
+            ));
+        }
+    };
+    let client_id = required(&key("client_id"), b.client_id)?.trim().to_owned();
+    let client_secret = required_secret(&key("client_secret"), b.client_secret)?;
+    let tls_certificate = required_file(&key("tls_certificate"), b.tls_certificate)?;
+    pem_check(&key("tls_certificate"), &tls_certificate, "CERTIFICATE")?;
+    let tls_private_key =
+        required_secret(&key("tls_private_key"), b.tls_private_key).map_err(|_| {
+            SettingsError::Missing {
+                key: key("tls_private_key"),
+                env: format!("{}_FILE", super::env_name(&key("tls_private_key"))),
+            }
+        })?;
+    {
+        use secrecy::ExposeSecret;
+        pem_check(
+            &key("tls_private_key"),
+            tls_private_key.expose_secret(),
+            "PRIVATE KEY",
+        )?;
+    }
+    let tls_ca = b.tls_ca.filter(|c| !c.trim().is_empty());
+    if let Some(ca) = &tls_ca {
+        pem_check(&key("tls_ca"), ca, "CERTIFICATE")?;
+    }
+    let products = products_of(
+        &key("products"),
+        b.products
+            .as_deref()
+            .unwrap_or("SEK:private-se-domestic-credit-transfers,EUR:sepa-credit-transfers"),
+    )?;
+    if products.is_empty() {
+        return Err(SettingsError::missing(&key("products")));
+    }
+    let paid_statuses = paid_statuses_of(
+        &key("paid_statuses"),
+        b.paid_statuses.as_deref().unwrap_or("ACSC"),
+    )?;
+    let psu_ip_fallback = psu_ip_fallback_of(&key("psu_ip_fallback"), b.psu_ip_fallback)?;
+    let bankid_app_url = b
+        .bankid_app_url
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "bankid:///".to_owned());
+    let app_ok = url::Url::parse(&bankid_app_url)
+        .ok()
+        .filter(|u| {
+            matches!(u.scheme(), "bankid" | "http" | "https")
+                && u.query().is_none()
+                && u.fragment().is_none()
+        })
+        .is_some();
+    if !app_ok {
+        return Err(SettingsError::invalid(
+            &key("bankid_app_url"),
+            format!("{bankid_app_url:?} is not a bankid:, http or https URL without a query"),
+        ));
+    }
+    let redirect_uri = b
+        .redirect_uri
+        .map(|u| u.trim().to_owned())
+        .filter(|u| !u.is_empty())
+        .unwrap_or_else(|| "https://localhost/pisgate/seb".to_owned());
+    if url::Url::parse(&redirect_uri).is_err() {
+        return Err(SettingsError::invalid(
+            &key("redirect_uri"),
+            format!("{redirect_uri:?} is not an absolute URL"),
+        ));
+    }
+    Ok(SebSettings {
+        base_url,
+        api,
+        client_id,
+        client_secret,
+        tls_certificate,
+        tls_private_key,
+        tls_ca,
+        products,
+        paid_statuses,
+        psu_ip_fallback,
+        bankid_app_url,
+        redirect_uri,
+        connect_timeout: secs(
+            &key("connect_timeout_secs"),
+            Some(b.connect_timeout_secs.unwrap_or(5)),
+        )?,
+        request_timeout: secs(
+            &key("request_timeout_secs"),
+            Some(b.request_timeout_secs.unwrap_or(30)),
+        )?,
+        read_attempts: positive(&key("read_attempts"), Some(b.read_attempts.unwrap_or(3)))?,
+        approval_timeout: secs(
+            &key("approval_timeout_secs"),
+            Some(b.approval_timeout_secs.unwrap_or(300)),
+        )?,
+        environment,
+    })
+}
+
+fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings, SettingsError> {
+    let key = |k: &str| format!("{prefix}.{k}");
+    let (base_url, environment) = base_url_and_environment(prefix, b.base_url, b.environment)?;
     let sign_requests = b.sign_requests.unwrap_or(true);
     let (private_key, certificate) = if sign_requests {
         let private_key = required_secret(&key("private_key"), b.private_key).map_err(|_| {
@@ -591,6 +843,183 @@ mod tests {
         ])
         .unwrap();
         assert_eq!(s.banks[1].id, "berlin");
+    }
+
+    const SEB: [(&str, &str); 8] = [
+        ("PISGATE__BANKS__SEB__PROTOCOL", "seb"),
+        ("PISGATE__BANKS__SEB__NAME", "SEB"),
+        (
+            "PISGATE__BANKS__SEB__BASE_URL",
+            "https://api-sandbox.sebgroup.com/",
+        ),
+        ("PISGATE__BANKS__SEB__CLIENT_ID", "pisgate-client"),
+        ("PISGATE__BANKS__SEB__CLIENT_SECRET", "seb-secret"),
+        (
+            "PISGATE__BANKS__SEB__TLS_CERTIFICATE",
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----",
+        ),
+        (
+            "PISGATE__BANKS__SEB__TLS_PRIVATE_KEY",
+            "-----BEGIN PRIVATE KEY-----\nMIIE\n-----END PRIVATE KEY-----",
+        ),
+        ("PISGATE__BANKS__SEB__PSU_IP_FALLBACK", "192.0.2.10"),
+    ];
+
+    fn seb_with(extra: &[(&'static str, &'static str)]) -> Vec<(&'static str, &'static str)> {
+        let mut v: Vec<(&str, &str)> = SEB
+            .iter()
+            .copied()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .collect();
+        v.extend(extra.iter().copied().filter(|(_, v)| !v.is_empty()));
+        v
+    }
+
+    fn seb_of(s: &Settings) -> &SebSettings {
+        let b = s.banks.iter().find(|b| b.id == "seb").unwrap();
+        let BankProtocolSettings::Seb(seb) = &b.protocol else {
+            panic!("{b:?}")
+        };
+        seb
+    }
+
+    #[test]
+    fn a_seb_bank_reads_its_settings_with_the_documented_defaults() {
+        let s = load(&SEB).unwrap();
+        let bank = s.banks.iter().find(|b| b.id == "seb").unwrap();
+        assert_eq!(
+            bank.countries,
+            vec![Country::Se],
+            "SEB serves SE by default"
+        );
+        assert_eq!(bank.protocol.name(), "seb");
+        let seb = seb_of(&s);
+        assert_eq!(seb.base_url, "https://api-sandbox.sebgroup.com");
+        assert_eq!(seb.api, SebApiSetting::Private);
+        assert_eq!(
+            seb.products.get(&Currency::Sek).map(String::as_str),
+            Some("private-se-domestic-credit-transfers")
+        );
+        assert_eq!(
+            seb.products.get(&Currency::Eur).map(String::as_str),
+            Some("sepa-credit-transfers")
+        );
+        assert_eq!(seb.paid_statuses, ["ACSC"], "ACSP is never paid by default");
+        assert_eq!(seb.bankid_app_url, "bankid:///");
+        assert_eq!(seb.approval_timeout, Duration::from_secs(300));
+        assert_eq!(seb.tls_ca, None);
+        assert_eq!(seb.environment, BankEnvironment::Production);
+        let s = load(&seb_with(&[
+            ("PISGATE__BANKS__SEB__API", "corporate"),
+            ("PISGATE__BANKS__SEB__PSU_CORPORATE_ID", "40073144970009"),
+            ("PISGATE__BANKS__SEB__PAID_STATUSES", "ACSC,ACSP"),
+            (
+                "PISGATE__BANKS__SEB__BANKID_APP_URL",
+                "http://127.0.0.1:8093/test-bankid",
+            ),
+            ("PISGATE__BANKS__SEB__ENVIRONMENT", "sandbox"),
+            ("PISGATE__BANKS__SEB__BASE_URL", "https://127.0.0.1:8092"),
+            ("PISGATE__BANKS__SEB__COUNTRIES", "SE,FI"),
+            ("PISGATE__BANKS__SEB__APPROVAL_TIMEOUT_SECS", "60"),
+        ]))
+        .unwrap();
+        let seb = seb_of(&s);
+        assert_eq!(
+            seb.api,
+            SebApiSetting::Corporate {
+                psu_corporate_id: "40073144970009".into()
+            }
+        );
+        assert_eq!(seb.paid_statuses, ["ACSC", "ACSP"]);
+        assert_eq!(seb.bankid_app_url, "http://127.0.0.1:8093/test-bankid");
+        assert_eq!(seb.approval_timeout, Duration::from_secs(60));
+    }
+
+    #[test]
+    fn bad_seb_settings_name_the_variable_to_fix() {
+        let cases: Vec<(Vec<(&str, &str)>, &str)> = vec![
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__API", "retail")]),
+                "PISGATE__BANKS__SEB__API",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__API", "corporate")]),
+                "PISGATE__BANKS__SEB__PSU_CORPORATE_ID",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__CLIENT_ID", "")]),
+                "PISGATE__BANKS__SEB__CLIENT_ID",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__CLIENT_SECRET", "")]),
+                "PISGATE__BANKS__SEB__CLIENT_SECRET",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__TLS_CERTIFICATE", "")]),
+                "PISGATE__BANKS__SEB__TLS_CERTIFICATE_FILE",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__TLS_PRIVATE_KEY", "")]),
+                "PISGATE__BANKS__SEB__TLS_PRIVATE_KEY_FILE",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__TLS_PRIVATE_KEY", "not a pem")]),
+                "PISGATE__BANKS__SEB__TLS_PRIVATE_KEY_FILE",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__TLS_CA", "not a pem")]),
+                "PISGATE__BANKS__SEB__TLS_CA_FILE",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__PSU_IP_FALLBACK", "")]),
+                "PISGATE__BANKS__SEB__PSU_IP_FALLBACK",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__PSU_IP_FALLBACK", "seb.se")]),
+                "PISGATE__BANKS__SEB__PSU_IP_FALLBACK",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__PAID_STATUSES", "ACSP")]),
+                "PISGATE__BANKS__SEB__PAID_STATUSES",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__PRODUCTS", "SEK")]),
+                "PISGATE__BANKS__SEB__PRODUCTS",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__BANKID_APP_URL", "javascript:alert(1)")]),
+                "PISGATE__BANKS__SEB__BANKID_APP_URL",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__BASE_URL", "http://api.sebgroup.com")]),
+                "PISGATE__BANKS__SEB__BASE_URL",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__BASE_URL", "")]),
+                "PISGATE__BANKS__SEB__BASE_URL",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__ENVIRONMENT", "test")]),
+                "PISGATE__BANKS__SEB__ENVIRONMENT",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__COUNTRIES", "SE,DE")]),
+                "PISGATE__BANKS__SEB__COUNTRIES",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__APPROVAL_TIMEOUT_SECS", "0")]),
+                "PISGATE__BANKS__SEB__APPROVAL_TIMEOUT_SECS",
+            ),
+            (
+                seb_with(&[("PISGATE__BANKS__SEB__REDIRECT_URI", "not a url")]),
+                "PISGATE__BANKS__SEB__REDIRECT_URI",
+            ),
+        ];
+        for (vars, expected) in cases {
+            let err = load(&vars).unwrap_err().to_string();
+            assert!(err.contains(expected), "{vars:?}: {err}");
+            assert!(!err.contains("seb-secret"), "{err}");
+        }
     }
 
     #[test]

@@ -674,6 +674,7 @@ async fn bank_time_ran_out(ctx: &WorkerContext, p: &Claimed) -> Result<bool, sql
         .and_then(|b| match &b.protocol {
             BankProtocolSettings::Nordea(n) => n.approval_timeout,
             BankProtocolSettings::BerlinGroup(_) => None,
+            BankProtocolSettings::Seb(s) => Some(s.approval_timeout),
         });
     let Some(timeout) = timeout else {
         return Ok(false);

@@ -56,7 +56,16 @@ fn is_certificate_code(code: &str) -> bool {
 
 /// Maps a non-2xx answer.
 pub fn classify(status: u16, retry_after: Option<Duration>, body: &[u8]) -> BankError {
-    let failures = failures(body);
+    classify_failures(status, retry_after, failures(body))
+}
+
+/// Maps a non-2xx answer whose reasons are already read (shared with SEB's adapter, which
+/// reads its problem+json `type` too).
+pub fn classify_failures(
+    status: u16,
+    retry_after: Option<Duration>,
+    failures: Vec<BankFailure>,
+) -> BankError {
     let code_where = |pred: &dyn Fn(&str) -> bool| {
         failures
             .iter()

@@ -211,6 +211,10 @@ pub struct ErrorAnswer {
     pub detail: Option<String>,
     #[serde(default)]
     pub additional_errors: Vec<AdditionalError>,
+    /// problem+json's `type` (a URI, or `about:blank`); SEB's auth API names its problem
+    /// there and gives no `code`.
+    #[serde(rename = "type", default)]
+    pub problem_type: Option<String>,
 }
 
 #[cfg(test)]
