@@ -164,12 +164,12 @@ impl Bank for FakeSeb {
         _: &PaymentInitiation,
         _: Option<&PsuContext>,
     ) -> Result<Initiated, BankError> {
-        let _ = self.called("initiate");
+        drop(self.called("initiate"));
         Err(BankError::TokenRejected)
     }
 
     async fn status(&self, _: &BankRef, _: Option<&PsuContext>) -> Result<StatusReport, BankError> {
-        let _ = self.called("status");
+        drop(self.called("status"));
         Err(BankError::TokenRejected)
     }
 

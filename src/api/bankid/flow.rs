@@ -106,11 +106,20 @@ fn autostart_url(state: &AppState, bank: &str, token: &str) -> String {
     url
 }
 
-/// The bank's `bankid_app_url` setting (BankID's own `bankid:///` by default).
-// TODO(seb-adapter): read `banks.<id>.bankid_app_url` once the adapter's settings land.
+/// The bank's `bankid_app_url` setting (BankID's own `bankid:///` by default; in sandbox
+/// mode the simulator's test BankID app).
 fn bankid_app_url(state: &AppState, bank: &str) -> String {
-    let _ = (state, bank);
-    "bankid:///".to_owned()
+    use crate::config::BankProtocolSettings;
+    state
+        .settings
+        .banks
+        .iter()
+        .find(|b| b.id == bank)
+        .and_then(|b| match &b.protocol {
+            BankProtocolSettings::Seb(seb) => Some(seb.bankid_app_url.clone()),
+            _ => None,
+        })
+        .unwrap_or_else(|| "bankid:///".to_owned())
 }
 
 // ---------------------------------------------------------------------------------------
