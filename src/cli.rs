@@ -54,10 +54,11 @@ pub enum Command {
         json: bool,
     },
     /// Serve a bank simulator (for local runs and tests; never in production): Nordea
-    /// (reads PISGATE__SANDBOX__*) or the strict Berlin Group ASPSP (reads
-    /// PISGATE__SANDBOX_BERLIN_GROUP__*).
+    /// (reads PISGATE__SANDBOX__*), the strict Berlin Group ASPSP (reads
+    /// PISGATE__SANDBOX_BERLIN_GROUP__*) or the strict SEB simulator (reads
+    /// PISGATE__SANDBOX_SEB__*).
     Sandbox {
-        /// Which bank protocol to simulate: nordea (the default) or berlin-group.
+        /// Which bank protocol to simulate: nordea (the default), berlin-group or seb.
         #[arg(long, value_enum, default_value_t = SandboxProtocol::Nordea)]
         protocol: SandboxProtocol,
     },
@@ -153,8 +154,10 @@ pub enum KeysCommand {
     },
     /// Write a throwaway test PKI for the Berlin Group simulator: DIR/ca.pem (for
     /// PISGATE__SANDBOX_BERLIN_GROUP__TPP_CA_FILE), DIR/tpp-key.pem (mode 0600) and
-    /// DIR/tpp-cert.pem (a bank's PRIVATE_KEY_FILE and CERTIFICATE_FILE). Local runs and
-    /// tests only: never a real certificate.
+    /// DIR/tpp-cert.pem (a bank's PRIVATE_KEY_FILE and CERTIFICATE_FILE), and for the SEB
+    /// simulator DIR/server-cert.pem and DIR/server-key.pem (its TLS server certificate, SAN
+    /// localhost and 127.0.0.1, from the same CA). Local runs and tests only: never a real
+    /// certificate.
     TestPki {
         /// The folder to write to (created if missing).
         #[arg(long, value_name = "DIR")]
@@ -383,6 +386,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Sandbox { protocol } => match protocol {
             SandboxProtocol::Nordea => run_sandbox(&sources).await,
             SandboxProtocol::BerlinGroup => run_sandbox_berlin_group(&sources).await,
+            SandboxProtocol::Seb => run_sandbox_seb(&sources).await,
         },
         Command::Keys {
             command: KeysCommand::TokenKey | KeysCommand::LedgerKey,
@@ -406,7 +410,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Keys {
             command: KeysCommand::TestPki { out },
         } => {
-            let pki = crate::sandbox::berlin_group::test_pki::generate(
+            let (pki, server) = crate::sandbox::berlin_group::test_pki::generate_with_server(
                 "CN=pisgate local TPP,O=pisgate,C=FI",
             )
             .map_err(|e| anyhow::anyhow!("cannot make a test PKI: {e}"))?;
@@ -429,6 +433,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             write("ca.pem", &pki.ca_pem, 0o644)?;
             write("tpp-key.pem", &pki.tpp_key_pem, 0o600)?;
             write("tpp-cert.pem", &pki.tpp_cert_pem, 0o644)?;
+            // The SEB simulator's TLS server certificate (SAN localhost, 127.0.0.1).
+            write("server-cert.pem", &server.cert_pem, 0o644)?;
+            write("server-key.pem", &server.key_pem, 0o600)?;
             eprintln!(
                 "wrote a test CA and TPP certificate to {} (keyId {})",
                 out.display(),
@@ -888,6 +895,57 @@ pub enum SandboxProtocol {
     Nordea,
     /// Berlin Group NextGenPSD2 1.3.12 (`/psd2/v1/...`).
     BerlinGroup,
+    /// SEB's PSD2 API with Mobilt BankID (mutual TLS; reads PISGATE__SANDBOX_SEB__*).
+    Seb,
+}
+
+async fn run_sandbox_seb(sources: &Sources) -> anyhow::Result<()> {
+    use crate::sandbox::seb::{SebSandboxConfig, SebSim, tls};
+    use secrecy::ExposeSecret as _;
+    let s = crate::config::SandboxSebSettings::load_from(sources)?;
+    let _guard = telemetry::init(&crate::config::TelemetrySettings {
+        log_format: crate::config::LogFormat::Auto,
+        log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        service_name: "pisgate-sandbox-seb".into(),
+    })?;
+    let tls = tls::server_config(
+        &s.tls_certificate_pem,
+        s.tls_private_key_pem.expose_secret(),
+        &s.client_ca_pem,
+    )
+    .map_err(|e| SettingsError::Load(format!("invalid SEB sandbox TLS settings: {e}")))?;
+    let mut config = SebSandboxConfig::new(s.client_id.clone(), s.client_secret.expose_secret());
+    config.order_timeout = s.order_timeout;
+    config.signing_timeout = s.signing_timeout;
+    config.access_token_lifetime = s.access_token_lifetime;
+    config.status_step = s.status_step;
+    let sim = SebSim::new(config)
+        .map_err(|e| SettingsError::Load(format!("invalid SEB sandbox settings: {e}")))?;
+    let api = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (PISGATE__SANDBOX_SEB__LISTEN)",
+                s.listen
+            )
+        })?;
+    let app_listener = tokio::net::TcpListener::bind(s.app_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (PISGATE__SANDBOX_SEB__APP_LISTEN)",
+                s.app_listen
+            )
+        })?;
+    tracing::info!(
+        api = %s.listen,
+        app = %s.app_listen,
+        "SEB sandbox is listening: API https://{} (mutual TLS), test BankID app http://{}/test-bankid",
+        s.listen,
+        s.app_listen
+    );
+    crate::sandbox::seb::serve(api, app_listener, sim, tls, app::shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn run_sandbox_berlin_group(sources: &Sources) -> anyhow::Result<()> {

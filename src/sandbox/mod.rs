@@ -90,6 +90,7 @@ mod handlers;
 pub mod payments;
 mod record;
 pub mod scenarios;
+pub mod seb;
 mod server;
 mod signing;
 mod tokens;

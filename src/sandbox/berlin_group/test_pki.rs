@@ -3,6 +3,10 @@
 //! TPP under test (signing with the key and sending the certificate) can be set up without
 //! files or other tools. Never for anything real: the keys are generated on the spot and
 //! returned in the clear.
+//!
+//! [`generate_with_server`] also issues a TLS server certificate (SAN `localhost` and
+//! `127.0.0.1`) from the same CA, for the SEB simulator's mutual-TLS listener; the TPP
+//! certificate doubles as the client certificate (QWAC) there.
 
 use std::time::Duration;
 
@@ -39,6 +43,20 @@ impl std::fmt::Debug for TestPki {
     }
 }
 
+/// A TLS server certificate and its key (PKCS#8 PEM), issued by a [`TestPki`]'s CA.
+#[derive(Clone)]
+pub struct TestServerCertificate {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+impl std::fmt::Debug for TestServerCertificate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TestServerCertificate")
+            .finish_non_exhaustive()
+    }
+}
+
 fn certificate(
     profile: Profile,
     serial: u64,
@@ -46,6 +64,28 @@ fn certificate(
     subject_key: &RsaPrivateKey,
     issuer_key: &RsaPrivateKey,
     valid_for: Duration,
+) -> Result<x509_cert::Certificate, String> {
+    certificate_with(
+        profile,
+        serial,
+        subject,
+        subject_key,
+        issuer_key,
+        valid_for,
+        |_| Ok(()),
+    )
+}
+
+fn certificate_with(
+    profile: Profile,
+    serial: u64,
+    subject: &str,
+    subject_key: &RsaPrivateKey,
+    issuer_key: &RsaPrivateKey,
+    valid_for: Duration,
+    extend: impl FnOnce(
+        &mut CertificateBuilder<'_, SigningKey<Sha256>>,
+    ) -> Result<(), x509_cert::builder::Error>,
 ) -> Result<x509_cert::Certificate, String> {
     let spki_der = subject_key
         .to_public_key()
@@ -58,7 +98,7 @@ fn certificate(
         .map_err(|e: x509_cert::der::Error| e.to_string())?;
     let signer = SigningKey::<Sha256>::new(issuer_key.clone());
     let validity = Validity::from_now(valid_for).map_err(|e| e.to_string())?;
-    CertificateBuilder::new(
+    let mut builder = CertificateBuilder::new(
         profile,
         SerialNumber::from(serial),
         validity,
@@ -66,14 +106,71 @@ fn certificate(
         spki,
         &signer,
     )
-    .map_err(|e| e.to_string())?
-    .build::<rsa::pkcs1v15::Signature>()
-    .map_err(|e| e.to_string())
+    .map_err(|e| e.to_string())?;
+    extend(&mut builder).map_err(|e| e.to_string())?;
+    builder
+        .build::<rsa::pkcs1v15::Signature>()
+        .map_err(|e| e.to_string())
 }
 
 /// Generates a CA (RSA 2048) and a TPP certificate for `tpp_subject` (RFC 4514, e.g.
 /// `CN=Shop TPP,O=Shop Oy,C=FI`), both valid for a year.
 pub fn generate(tpp_subject: &str) -> Result<TestPki, String> {
+    generate_keeping_ca(tpp_subject).map(|(pki, _)| pki)
+}
+
+/// As [`generate`], plus a TLS server certificate for `CN=localhost` with the SANs
+/// `localhost` and `127.0.0.1` (and `::1`), issued by the same CA, valid for a year.
+pub fn generate_with_server(tpp_subject: &str) -> Result<(TestPki, TestServerCertificate), String> {
+    use x509_cert::der::asn1::{Ia5String, OctetString};
+    use x509_cert::ext::pkix::SubjectAltName;
+    use x509_cert::ext::pkix::name::GeneralName;
+    let (pki, ca_key) = generate_keeping_ca(tpp_subject)?;
+    let mut rng = rand::thread_rng();
+    let server_key = RsaPrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
+    let issuer: Name = CA_SUBJECT
+        .parse()
+        .map_err(|e: x509_cert::der::Error| e.to_string())?;
+    let leaf = Profile::Leaf {
+        issuer,
+        enable_key_agreement: false,
+        enable_key_encipherment: true,
+    };
+    let dns = Ia5String::new("localhost").map_err(|e| e.to_string())?;
+    let v4 = OctetString::new(vec![127u8, 0, 0, 1]).map_err(|e| e.to_string())?;
+    let mut v6 = vec![0u8; 16];
+    v6[15] = 1;
+    let v6 = OctetString::new(v6).map_err(|e| e.to_string())?;
+    let san = SubjectAltName(vec![
+        GeneralName::DnsName(dns),
+        GeneralName::IpAddress(v4),
+        GeneralName::IpAddress(v6),
+    ]);
+    let serial = 0x0051_5256_0000_0000 | u64::from(rand::random::<u32>());
+    let server = certificate_with(
+        leaf,
+        serial,
+        "CN=localhost,O=pisgate test bank,C=SE",
+        &server_key,
+        &ca_key,
+        Duration::from_secs(365 * 86_400),
+        |b| b.add_extension(&san),
+    )?;
+    Ok((
+        pki,
+        TestServerCertificate {
+            cert_pem: server
+                .to_pem(x509_cert::der::pem::LineEnding::LF)
+                .map_err(|e| e.to_string())?,
+            key_pem: server_key
+                .to_pkcs8_pem(LineEnding::LF)
+                .map_err(|e| e.to_string())?
+                .to_string(),
+        },
+    ))
+}
+
+fn generate_keeping_ca(tpp_subject: &str) -> Result<(TestPki, RsaPrivateKey), String> {
     let mut rng = rand::thread_rng();
     let ca_key = RsaPrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
     let tpp_key = RsaPrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
@@ -94,7 +191,7 @@ pub fn generate(tpp_subject: &str) -> Result<TestPki, String> {
         c.to_pem(x509_cert::der::pem::LineEnding::LF)
             .map_err(|e| e.to_string())
     };
-    Ok(TestPki {
+    let pki = TestPki {
         ca_pem: pem(&ca)?,
         tpp_key_pem: tpp_key
             .to_pkcs8_pem(LineEnding::LF)
@@ -102,7 +199,8 @@ pub fn generate(tpp_subject: &str) -> Result<TestPki, String> {
             .to_string(),
         tpp_cert_pem: pem(&tpp)?,
         key_id: super::verify::expected_key_id(&tpp),
-    })
+    };
+    Ok((pki, ca_key))
 }
 
 #[cfg(test)]

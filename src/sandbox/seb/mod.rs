@@ -1,0 +1,406 @@
+//! A strict simulator of SEB's PSD2 payment API with Mobilt BankID, for tests and local runs:
+//! `pisgate sandbox --protocol seb`. It implements the wire of `notes/seb-contract.md` §3 and
+//! the simulator of §4 (documented in `docs/sandbox-seb.md`):
+//!
+//! * the API listener is HTTPS with **mutual TLS**: a client without a certificate issued by
+//!   the configured client CA is refused in the handshake ([`tls`]);
+//! * SEB's decoupled authorization gives the shopper's tokens (`/auth/v4`, [`auth`]): a
+//!   BankID identification order, its tokens once, refresh with rotation, expiry;
+//! * payment initiation v1 (`/tpp/pis/{private|corporate}/v1/identified2`, [`pis`]) with
+//!   SEB's products and body rules, every payment bound to the shopper whose token made it;
+//! * the Signing External API (`/tpp/signing/v1`, [`signing`]) with BankID's order progress,
+//!   hint codes, animated QR data (new every second) and autostart tokens, and BankID's rule
+//!   that a second order for the same person cancels both;
+//! * every refusal is RFC 9457 problem+json ([`problem`]) and is recorded with the rule that
+//!   made it (`GET /admin/refusals`).
+//!
+//! A second, plain-HTTP listener serves the test BankID app that stands in for the shopper's
+//! phone (`/test-bankid`, [`app`]) and the admin paths ([`admin`]). Payments play scenarios
+//! chosen by their SEK amount (66.01–66.06, [`scenarios`]). Time comes from a clock tests can
+//! move (`POST /admin/clock/advance`).
+//!
+//! It keeps everything in memory and its admin paths have no authentication: it must never
+//! be exposed to anything but a test network, and never be pointed at real accounts. It
+//! must never import pisgate's own SEB client (`bank/seb`): a bug there would be mirrored
+//! here and never caught.
+
+pub mod admin;
+pub mod app;
+pub mod auth;
+pub mod bankid;
+pub mod pis;
+pub mod problem;
+pub mod scenarios;
+pub mod signing;
+pub mod state;
+pub mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use axum::Router;
+use chrono::{DateTime, Utc};
+use secrecy::SecretString;
+use serde::Serialize;
+
+pub use crate::sandbox::berlin_group::test_pki::{TestPki, TestServerCertificate};
+
+/// How the simulator behaves. Build it with [`SebSandboxConfig::new`].
+#[derive(Debug, Clone)]
+pub struct SebSandboxConfig {
+    /// The TPP's client id (decoupled authorization and tokens).
+    pub client_id: String,
+    /// The TPP's client secret (tokens).
+    pub client_secret: SecretString,
+    /// How long a BankID order (identification or signing) may take before it fails
+    /// `expiredTransaction` (default 30 s, BankID's).
+    pub order_timeout: Duration,
+    /// How long a payment may stay unsigned before it becomes RJCT (default 300 s).
+    pub signing_timeout: Duration,
+    /// Lifetime of an access token (`expires_in`, default 1800 s).
+    pub access_token_lifetime: Duration,
+    /// One scenario step after the signing (default 1 s): ACTC, then ACSP/ACSC on later steps.
+    pub status_step: Duration,
+    /// How many refusals `GET /admin/refusals` keeps.
+    pub refusal_log_capacity: usize,
+}
+
+impl SebSandboxConfig {
+    pub fn new(client_id: impl Into<String>, client_secret: impl Into<String>) -> SebSandboxConfig {
+        SebSandboxConfig {
+            client_id: client_id.into(),
+            client_secret: SecretString::from(client_secret.into()),
+            order_timeout: Duration::from_secs(30),
+            signing_timeout: Duration::from_secs(300),
+            access_token_lifetime: Duration::from_secs(1800),
+            status_step: Duration::from_secs(1),
+            refusal_log_capacity: 10_000,
+        }
+    }
+}
+
+impl Default for SebSandboxConfig {
+    /// Client id `pisgate-test-client`, secret `pisgate-test-secret`.
+    fn default() -> SebSandboxConfig {
+        SebSandboxConfig::new("pisgate-test-client", "pisgate-test-secret")
+    }
+}
+
+/// Why a simulator cannot be built or started.
+#[derive(Debug, thiserror::Error)]
+pub enum SebSandboxError {
+    #[error("client_id must not be empty")]
+    EmptyClientId,
+    #[error("cannot make a test PKI: {0}")]
+    Pki(String),
+    #[error("TLS setup: {0}")]
+    Tls(String),
+    #[error("cannot listen: {0}")]
+    Listen(#[from] std::io::Error),
+}
+
+/// One refused request (`GET /admin/refusals`): which rule refused it and how.
+#[derive(Debug, Clone, Serialize)]
+pub struct RefusalRecord {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    /// `api` (the mutual-TLS listener, handshake included) or `app` (the test BankID app).
+    pub listener: &'static str,
+    pub method: String,
+    pub path: String,
+    pub status: u16,
+    /// The rule, e.g. `mtls-client-certificate`, `psu-ip-address`, `token-binding`.
+    pub rule: &'static str,
+    /// The problem's `code` (PIS and signing) or type name (authorization).
+    pub code: Option<String>,
+    pub detail: String,
+}
+
+/// The simulator's state, shared as `Arc<SebSim>`.
+pub struct SebSim {
+    config: SebSandboxConfig,
+    clock_offset: Mutex<chrono::Duration>,
+    bank: Mutex<state::Bank>,
+    refusals: Mutex<(u64, VecDeque<RefusalRecord>)>,
+}
+
+impl std::fmt::Debug for SebSim {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SebSim")
+            .field("client_id", &self.config.client_id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SebSim {
+    pub fn new(config: SebSandboxConfig) -> Result<Arc<SebSim>, SebSandboxError> {
+        if config.client_id.trim().is_empty() {
+            return Err(SebSandboxError::EmptyClientId);
+        }
+        Ok(Arc::new(SebSim {
+            config,
+            clock_offset: Mutex::new(chrono::Duration::zero()),
+            bank: Mutex::new(state::Bank::default()),
+            refusals: Mutex::new((0, VecDeque::new())),
+        }))
+    }
+
+    pub fn config(&self) -> &SebSandboxConfig {
+        &self.config
+    }
+
+    /// The simulator's clock: the wall clock moved by [`SebSim::advance_clock`]. Order
+    /// timeouts, QR seconds, token expiry and scenario steps follow it.
+    pub fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *lock(&self.clock_offset)
+    }
+
+    pub fn advance_clock(&self, by: Duration) {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        let mut offset = lock(&self.clock_offset);
+        *offset = offset.checked_add(&by).unwrap_or(*offset);
+    }
+
+    /// The bank's state with the timeouts applied up to now.
+    pub(crate) fn bank(&self) -> MutexGuard<'_, state::Bank> {
+        let now = self.now();
+        let mut bank = lock(&self.bank);
+        bank.tick(now, &self.config);
+        bank
+    }
+
+    pub(crate) fn record_refusal(&self, mut r: RefusalRecord) {
+        let mut log = lock(&self.refusals);
+        log.0 += 1;
+        r.seq = log.0;
+        if log.1.len() >= self.config.refusal_log_capacity.max(1) {
+            log.1.pop_front();
+        }
+        tracing::info!(
+            rule = r.rule,
+            status = r.status,
+            path = %r.path,
+            "SEB sandbox refused a request"
+        );
+        log.1.push_back(r);
+    }
+
+    /// Every refusal, oldest first.
+    pub fn refusals(&self) -> Vec<RefusalRecord> {
+        lock(&self.refusals).1.iter().cloned().collect()
+    }
+
+    pub fn clear_refusals(&self) {
+        lock(&self.refusals).1.clear();
+    }
+
+    /// Every BankID order (identification and signing) as JSON, oldest first.
+    pub fn orders(&self) -> Vec<serde_json::Value> {
+        let now = self.now();
+        let bank = self.bank();
+        bank.orders_view(now)
+    }
+
+    /// Every payment as JSON (with its status now), oldest first.
+    pub fn payments(&self) -> Vec<serde_json::Value> {
+        let now = self.now();
+        let bank = self.bank();
+        bank.payments_view(now, &self.config)
+    }
+
+    /// One payment as JSON (with its status now).
+    pub fn payment(&self, id: &str) -> Option<serde_json::Value> {
+        let now = self.now();
+        let bank = self.bank();
+        bank.payments
+            .get(id)
+            .map(|p| bank.payment_view(p, now, &self.config))
+    }
+
+    /// The shopper opens the order in the BankID app (as the test app's page does).
+    pub fn open(&self, autostart_token: &str) -> Result<serde_json::Value, state::AppError> {
+        let now = self.now();
+        let mut bank = self.bank();
+        bank.open(autostart_token, now)?;
+        Ok(bank.order_view_by_autostart(autostart_token, now))
+    }
+
+    /// The shopper approves the order (identify: as `shopper`, a fresh one when `None`).
+    pub fn approve(
+        &self,
+        autostart_token: &str,
+        shopper: Option<&str>,
+    ) -> Result<serde_json::Value, state::AppError> {
+        let now = self.now();
+        let mut bank = self.bank();
+        bank.approve(autostart_token, shopper, now)?;
+        Ok(bank.order_view_by_autostart(autostart_token, now))
+    }
+
+    /// The shopper refuses the order in the app (`userCancel`).
+    pub fn reject(&self, autostart_token: &str) -> Result<serde_json::Value, state::AppError> {
+        let now = self.now();
+        let mut bank = self.bank();
+        bank.reject(autostart_token, now)?;
+        Ok(bank.order_view_by_autostart(autostart_token, now))
+    }
+
+    /// Moves a payment into a status from now on, as the bank's back office would. `false`
+    /// if unknown.
+    pub fn force_status(&self, payment_id: &str, status: state::TxStatus) -> bool {
+        let mut bank = self.bank();
+        match bank.payments.get_mut(payment_id) {
+            Some(p) => {
+                p.forced = Some(status);
+                true
+            }
+            None => false,
+        }
+    }
+}
+
+/// A simulator running in-process (tests): the API over mutual TLS on `api_url`, the test
+/// BankID app and admin paths over plain HTTP on `app_url`, and the throwaway PKI both sides
+/// use. Dropping it stops both listeners.
+pub struct SebSandbox {
+    /// `https://127.0.0.1:PORT`: a SEB bank's `base_url`.
+    pub api_url: String,
+    /// `http://127.0.0.1:PORT2`: the test BankID app (`/test-bankid`) and `/admin/...`.
+    pub app_url: String,
+    /// The test CA (`ca_pem`: trust it for the server certificate, and it issued the client
+    /// certificate), and the TPP's client certificate and key (the QWAC for mutual TLS).
+    pub pki: TestPki,
+    /// The simulator's TLS server certificate (SAN localhost, 127.0.0.1), issued by `pki`'s CA.
+    pub server_certificate: TestServerCertificate,
+    /// The simulator's state, for tests that drive it without HTTP.
+    pub sim: Arc<SebSim>,
+    _stop: tokio::sync::watch::Sender<()>,
+}
+
+impl std::fmt::Debug for SebSandbox {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SebSandbox")
+            .field("api_url", &self.api_url)
+            .field("app_url", &self.app_url)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SebSandbox {
+    pub fn client_id(&self) -> &str {
+        &self.sim.config.client_id
+    }
+
+    pub fn client_secret(&self) -> &SecretString {
+        &self.sim.config.client_secret
+    }
+
+    /// The link pisgate's "open BankID on this device" button points to in sandbox mode
+    /// (`bankid_app_url`): `{app_url}/test-bankid`.
+    pub fn bankid_app_url(&self) -> String {
+        format!("{}/test-bankid", self.app_url)
+    }
+
+    /// A reqwest client with the TPP's identity that trusts the simulator (for tests).
+    pub fn tpp_client(&self) -> reqwest::Client {
+        tls::client(&self.pki, true).expect("a TPP client for the SEB simulator")
+    }
+}
+
+/// Starts a simulator on two fresh local ports with a fresh test PKI (TPP subject
+/// `CN=pisgate test TPP,O=pisgate,C=SE`). It runs until the returned value is dropped.
+pub async fn spawn(config: SebSandboxConfig) -> Result<SebSandbox, SebSandboxError> {
+    let (pki, server_certificate) = crate::sandbox::berlin_group::test_pki::generate_with_server(
+        "CN=pisgate test TPP,O=pisgate,C=SE",
+    )
+    .map_err(SebSandboxError::Pki)?;
+    let tls = tls::server_config(
+        &server_certificate.cert_pem,
+        &server_certificate.key_pem,
+        &pki.ca_pem,
+    )?;
+    let sim = SebSim::new(config)?;
+    let api = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let app = tokio::net::TcpListener::bind(("127.0.0.1", 0)).await?;
+    let api_url = format!("https://127.0.0.1:{}", api.local_addr()?.port());
+    let app_url = format!("http://127.0.0.1:{}", app.local_addr()?.port());
+    let (stop, rx) = tokio::sync::watch::channel(());
+    let shutdown = async move {
+        let mut rx = rx;
+        // Completes when the sender (the SebSandbox) is dropped.
+        while rx.changed().await.is_ok() {}
+    };
+    tokio::spawn(serve(api, app, sim.clone(), tls, shutdown));
+    Ok(SebSandbox {
+        api_url,
+        app_url,
+        pki,
+        server_certificate,
+        sim,
+        _stop: stop,
+    })
+}
+
+/// The API router (served over mutual TLS).
+pub fn api_router(sim: Arc<SebSim>) -> Router {
+    auth::routes(sim.clone())
+        .merge(pis::routes(sim.clone()))
+        .merge(signing::routes(sim.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            (sim, "api"),
+            problem::record_refusals,
+        ))
+}
+
+/// The plain-HTTP router: the test BankID app and the admin paths.
+pub fn app_router(sim: Arc<SebSim>) -> Router {
+    app::routes(sim.clone())
+        .merge(admin::routes(sim.clone()))
+        .layer(axum::middleware::from_fn_with_state(
+            (sim, "app"),
+            problem::record_refusals,
+        ))
+}
+
+/// Serves the API on `api` (mutual TLS with `tls`) and the app on `app` (plain HTTP) until
+/// `shutdown` completes.
+pub async fn serve(
+    api: tokio::net::TcpListener,
+    app: tokio::net::TcpListener,
+    sim: Arc<SebSim>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl std::future::Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    let (tx, rx) = tokio::sync::watch::channel(false);
+    let mut rx_app = rx.clone();
+    let api_task = tokio::spawn(tls::serve_mtls(
+        api,
+        api_router(sim.clone()),
+        sim.clone(),
+        tls,
+        async move {
+            let mut rx = rx;
+            let _ = rx.wait_for(|s| *s).await;
+        },
+    ));
+    let app_task = tokio::spawn(async move {
+        axum::serve(app, app_router(sim))
+            .with_graceful_shutdown(async move {
+                let _ = rx_app.wait_for(|s| *s).await;
+            })
+            .await
+    });
+    shutdown.await;
+    let _ = tx.send(true);
+    let _ = api_task.await;
+    let _ = app_task.await;
+    Ok(())
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}

@@ -1,0 +1,146 @@
+//! The API listener's mutual TLS: a rustls server (aws-lc-rs provider, TLS 1.2 and 1.3,
+//! HTTP/1.1) that requires a client certificate chaining to the configured client CA. A
+//! client without one, or with one from another CA, is refused in the handshake and the
+//! refusal is recorded (rule `mtls-client-certificate`). It must never accept an
+//! unauthenticated client on the API listener.
+
+use std::future::Future;
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use hyper::body::Incoming;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use tokio::net::TcpListener;
+use tower::ServiceExt;
+
+use super::{RefusalRecord, SebSandboxError, SebSim, TestPki};
+
+/// How long a client may take to finish the handshake.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn tls_err(e: impl std::fmt::Display) -> SebSandboxError {
+    SebSandboxError::Tls(e.to_string())
+}
+
+fn certificates(pem: &str, what: &str) -> Result<Vec<CertificateDer<'static>>, SebSandboxError> {
+    let certs = CertificateDer::pem_slice_iter(pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| tls_err(format!("{what}: {e}")))?;
+    if certs.is_empty() {
+        return Err(tls_err(format!("{what}: no PEM certificate")));
+    }
+    Ok(certs)
+}
+
+/// The server's TLS configuration: `cert_pem` (chain) and `key_pem` (PKCS#8, PKCS#1 or
+/// SEC1) as its identity, client certificates required and verified against `client_ca_pem`.
+pub fn server_config(
+    cert_pem: &str,
+    key_pem: &str,
+    client_ca_pem: &str,
+) -> Result<Arc<rustls::ServerConfig>, SebSandboxError> {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for ca in certificates(client_ca_pem, "client_ca_file")? {
+        roots
+            .add(ca)
+            .map_err(|e| tls_err(format!("client_ca_file: {e}")))?;
+    }
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .build()
+    .map_err(|e| tls_err(format!("client_ca_file: {e}")))?;
+    let chain = certificates(cert_pem, "tls_certificate_file")?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| tls_err(format!("tls_private_key_file: {e}")))?;
+    let mut config = rustls::ServerConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(tls_err)?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| tls_err(format!("tls_certificate_file/tls_private_key_file: {e}")))?;
+    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    Ok(Arc::new(config))
+}
+
+/// A reqwest client that trusts only `pki`'s CA and, with `identity`, presents the TPP's
+/// certificate (for tests and the adapter's sim tests).
+pub fn client(pki: &TestPki, identity: bool) -> Result<reqwest::Client, reqwest::Error> {
+    let ca = reqwest::Certificate::from_pem(pki.ca_pem.as_bytes())?;
+    let mut builder = reqwest::Client::builder()
+        .tls_certs_only([ca])
+        .timeout(Duration::from_secs(20));
+    if identity {
+        let pem = format!("{}\n{}", pki.tpp_cert_pem, pki.tpp_key_pem);
+        builder = builder.identity(reqwest::Identity::from_pem(pem.as_bytes())?);
+    }
+    builder.build()
+}
+
+/// Accepts TLS connections on `listener` and serves `app` on each, until `shutdown`.
+pub(super) async fn serve_mtls(
+    listener: TcpListener,
+    app: Router,
+    sim: Arc<SebSim>,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+) -> std::io::Result<()> {
+    let acceptor = tokio_rustls::TlsAcceptor::from(tls);
+    let graceful = GracefulShutdown::new();
+    let mut shutdown = std::pin::pin!(shutdown);
+    loop {
+        let (stream, _peer) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(conn) => conn,
+                Err(e) => {
+                    tracing::warn!(error = %e, "SEB sandbox accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                    continue;
+                }
+            },
+            () = &mut shutdown => break,
+        };
+        let acceptor = acceptor.clone();
+        let app = app.clone();
+        let sim = sim.clone();
+        let watcher = graceful.watcher();
+        tokio::spawn(async move {
+            let tls_stream =
+                match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
+                    Ok(Ok(s)) => s,
+                    Ok(Err(e)) => {
+                        sim.record_refusal(RefusalRecord {
+                            seq: 0,
+                            at: sim.now(),
+                            listener: "api",
+                            method: String::new(),
+                            path: String::new(),
+                            status: 0,
+                            rule: "mtls-client-certificate",
+                            code: None,
+                            detail: format!("TLS handshake refused: {e}"),
+                        });
+                        return;
+                    }
+                    Err(_) => return,
+                };
+            let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
+                let app = app.clone();
+                async move { app.oneshot(req.map(Body::new)).await }
+            });
+            let conn = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tls_stream), service);
+            let _ = watcher.watch(conn).await;
+        });
+    }
+    drop(listener);
+    let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
+    Ok(())
+}
