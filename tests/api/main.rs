@@ -34,6 +34,7 @@ mod payments;
 mod pooler;
 mod replicas;
 mod scenarios;
+mod seb;
 mod serve;
 mod tamper;
 mod traces;
