@@ -842,6 +842,16 @@ pub async fn cancel_at_bank(
     state: &AppState,
     p: &PaymentRecord,
 ) -> Result<PaymentRecord, ApiError> {
+    cancel_at_bank_by(state, p, payments::CancelBy::Merchant).await
+}
+
+/// [`cancel_at_bank`] for `by` (the shopper's cancel on the BankID page, at a bank whose
+/// every call needs the shopper's token, deletes the payment the same way).
+pub async fn cancel_at_bank_by(
+    state: &AppState,
+    p: &PaymentRecord,
+    by: payments::CancelBy,
+) -> Result<PaymentRecord, ApiError> {
     let id = p.id;
     let bank_ref = bank_ref(p)?;
     let bank_id = bank_ref.id.clone();
@@ -900,13 +910,23 @@ pub async fn cancel_at_bank(
             id,
             Change {
                 evidence: Evidence::Bank(PaymentStatus::Cancelled),
-                bank_status: Some(if tokenless { "CANC" } else { "Cancelled" }),
+                bank_status: Some(if traits.return_carries_code {
+                    "Cancelled"
+                } else {
+                    "CANC"
+                }),
                 kind: "cancelled",
-                detail: json!({ "by": "merchant", "deleted_at_bank": true }),
-                failure: Some((
-                    "cancelled_by_merchant",
-                    "cancelled by the merchant at the bank",
-                )),
+                detail: json!({ "by": by.as_str(), "deleted_at_bank": true }),
+                failure: Some(match by {
+                    payments::CancelBy::Merchant => (
+                        "cancelled_by_merchant",
+                        "cancelled by the merchant at the bank",
+                    ),
+                    payments::CancelBy::Shopper => (
+                        "cancelled_by_shopper",
+                        "cancelled by the shopper, deleted at the bank",
+                    ),
+                }),
             },
         )
         .await
@@ -922,7 +942,14 @@ pub async fn cancel_at_bank(
         .map(|e| json!({ "bank_payment_id": e.bank_payment_id, "code": e.code, "description": e.description }))
         .collect();
     // The bank said no: find out why from its own status.
-    let report = client.status(&bank_ref, None).await.ok();
+    let report = client
+        .status_with_token(
+            &bank_ref,
+            held.as_ref().map(|(_, token)| &token.access_token),
+            None,
+        )
+        .await
+        .ok();
     let mut tx = state.pool.begin().await?;
     payments::note(
         &mut tx,

@@ -40,10 +40,7 @@ fn bank_env(sim: &SebSandbox) -> Vec<(String, String)> {
 }
 
 /// pisgate with the bank `seb` at a fresh simulator, the poller on (fast).
-async fn setup(
-    configure: impl FnOnce(&mut SebSandboxConfig),
-    extra: &[(&str, &str)],
-) -> Seb {
+async fn setup(configure: impl FnOnce(&mut SebSandboxConfig), extra: &[(&str, &str)]) -> Seb {
     let mut config = SebSandboxConfig::new("pisgate-seb-test", "seb-test-secret");
     config.status_step = Duration::from_millis(500);
     configure(&mut config);
@@ -207,11 +204,20 @@ impl Seb {
             .send()
             .await
             .unwrap();
-        assert!(r.status().is_success() || r.status().is_redirection(), "{}", r.status());
+        assert!(
+            r.status().is_success() || r.status().is_redirection(),
+            "{}",
+            r.status()
+        );
     }
 
     /// The admin stand-in for the phone (`open`, `approve` as `shopper`, `reject`).
-    async fn admin(&self, autostart: &str, action: &str, shopper: Option<&str>) -> reqwest::Response {
+    async fn admin(
+        &self,
+        autostart: &str,
+        action: &str,
+        shopper: Option<&str>,
+    ) -> reqwest::Response {
         let query = shopper.map(|s| format!("?shopper={s}")).unwrap_or_default();
         self.web
             .post(format!(
@@ -286,7 +292,10 @@ impl Seb {
     async fn identify(&self, page: &str, shopper: &str) -> String {
         let (html, ast) = self.autostart(page, None).await;
         assert!(html.contains("<svg"), "the QR code: {html}");
-        assert!(html.contains("http-equiv=\"refresh\""), "it refreshes without JavaScript");
+        assert!(
+            html.contains("http-equiv=\"refresh\""),
+            "it refreshes without JavaScript"
+        );
         assert!(
             html.contains(&format!("{}/test-bankid?autostarttoken=", self.sim.app_url)),
             "the link opens the test BankID app: {html}"
@@ -377,7 +386,10 @@ async fn seb_refused_in_the_app_shows_try_again_and_the_shoppers_cancel_deletes_
     let html = s
         .page_until(&page, "the refusal", |h| h.contains("/bankid/start"))
         .await;
-    assert!(autostart_token(&html).is_none(), "no link to a failed order");
+    assert!(
+        autostart_token(&html).is_none(),
+        "no link to a failed order"
+    );
     assert!(html.contains("/bankid/cancel"), "{html}");
     assert_eq!(s.payment(id).await["status"], "awaiting_authorization");
     let r = s.post(&page, "cancel").await;
@@ -385,6 +397,7 @@ async fn seb_refused_in_the_app_shows_try_again_and_the_shoppers_cancel_deletes_
     assert!(location(&r).starts_with("https://shop.example/"));
     let done = s.wait_for_status(id, "cancelled").await;
     assert_eq!(done["bank_status"], "CANC", "{done}");
+    assert_eq!(done["failure"]["code"], "cancelled_by_shopper", "{done}");
     s.assert_nothing_refused().await;
 }
 
@@ -426,7 +439,9 @@ async fn seb_already_in_progress_then_try_again_ends_paid() {
     let (_, ast) = s.autostart(&page, None).await;
     s.admin(&ast, "approve", Some("kund-4")).await;
     let html = s
-        .page_until(&page, "already in progress", |h| h.contains("/bankid/start"))
+        .page_until(&page, "already in progress", |h| {
+            h.contains("/bankid/start")
+        })
         .await;
     assert!(autostart_token(&html).is_none());
     assert_eq!(s.payment(id).await["status"], "awaiting_authorization");
@@ -437,7 +452,11 @@ async fn seb_already_in_progress_then_try_again_ends_paid() {
     s.wait_for_status(id, "paid").await;
     let kinds = s.kinds(id).await;
     assert!(
-        kinds.iter().filter(|k| *k == "bankid_order_started").count() >= 3,
+        kinds
+            .iter()
+            .filter(|k| *k == "bankid_order_started")
+            .count()
+            >= 3,
         "identify, the refused sign start, the retry: {kinds:?}"
     );
 }
@@ -454,8 +473,23 @@ async fn seb_rejected_after_acceptance_ends_rejected() {
     s.until_redirect(&page).await;
     let rejected = s.wait_for_status(id, "rejected").await;
     assert_eq!(rejected["bank_status"], "RJCT");
-    let kinds = s.kinds(id).await;
-    assert!(kinds.iter().any(|k| k == "authorized"), "{kinds:?}");
+    let v: Value = s
+        .app
+        .get_as(&format!("/v1/payments/{id}/events"), &s.m.api_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let statuses: Vec<&str> = v["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|e| e["new_status"].as_str())
+        .collect();
+    assert!(
+        statuses.contains(&"authorized"),
+        "accepted first: {statuses:?}"
+    );
     s.assert_nothing_refused().await;
 }
 
@@ -528,7 +562,10 @@ async fn seb_a_second_shoppers_token_never_reads_the_first_shoppers_payment() {
         .map(|p| p["shopper"].as_str().unwrap())
         .collect();
     assert_eq!(shoppers.len(), 2);
-    assert!(shoppers.contains(&"person-a") && shoppers.contains(&"person-b"), "{shoppers:?}");
+    assert!(
+        shoppers.contains(&"person-a") && shoppers.contains(&"person-b"),
+        "{shoppers:?}"
+    );
     // No request with the wrong shopper's token (SEB answers 404 RESOURCE_UNKNOWN).
     s.assert_nothing_refused().await;
 }
@@ -596,7 +633,12 @@ async fn seb_no_token_qr_data_autostart_token_or_order_id_appears_in_the_logs() 
         }
         let html = r.text().await.unwrap();
         if let Some(i) = html.find("bankid.") {
-            seen.push(html[i..].chars().take_while(|c| *c != '"' && *c != '<').collect());
+            seen.push(
+                html[i..]
+                    .chars()
+                    .take_while(|c| *c != '"' && *c != '<')
+                    .collect(),
+            );
         }
         if let Some(ast) = autostart_token(&html)
             && last.as_deref() != Some(ast.as_str())
@@ -621,7 +663,13 @@ async fn seb_no_token_qr_data_autostart_token_or_order_id_appears_in_the_logs() 
     // Let the poller read it with the token a few times.
     tokio::time::sleep(Duration::from_secs(2)).await;
     for order in sim.sim.orders() {
-        for field in ["id", "auth_req_id", "authorisation_id", "qr_start_token", "qr_start_secret"] {
+        for field in [
+            "id",
+            "auth_req_id",
+            "authorisation_id",
+            "qr_start_token",
+            "qr_start_secret",
+        ] {
             if let Some(v) = order[field].as_str() {
                 seen.push(v.to_owned());
             }
@@ -629,10 +677,16 @@ async fn seb_no_token_qr_data_autostart_token_or_order_id_appears_in_the_logs() 
     }
     let (_, stdout, stderr, _) = serve.stop().await;
     let logs = format!("{stdout}{stderr}");
-    assert!(logs.contains("the shopper identified with BankID"), "no flow logs captured");
+    assert!(
+        logs.contains("the shopper identified with BankID"),
+        "no flow logs captured"
+    );
     assert!(logs.contains(&id), "the payment's logs were captured");
     for secret in seen.iter().filter(|s| s.len() >= 8) {
-        assert!(!logs.contains(secret.as_str()), "{secret} appears in the logs");
+        assert!(
+            !logs.contains(secret.as_str()),
+            "{secret} appears in the logs"
+        );
     }
     assert!(!logs.contains("Bearer "), "a bearer token in the logs");
 }

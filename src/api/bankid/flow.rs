@@ -396,7 +396,8 @@ async fn cancel(
                 payments::request_cancel(&mut tx, p.id, payments::CancelBy::Shopper).await?;
                 tx.commit().await?;
                 let now = current(state, &p).await?;
-                match crate::api::payments::cancel_at_bank(state, &now).await {
+                let by = payments::CancelBy::Shopper;
+                match crate::api::payments::cancel_at_bank_by(state, &now, by).await {
                     Ok(_) => tracing::info!("the shopper cancelled on the BankID page"),
                     Err(e) => tracing::warn!(
                         code = e.code(),
