@@ -690,3 +690,54 @@ async fn seb_no_token_qr_data_autostart_token_or_order_id_appears_in_the_logs() 
     }
     assert!(!logs.contains("Bearer "), "a bearer token in the logs");
 }
+
+/// The refresher keeps a SEB shopper's token fresh through SEB's own refresh (a new pair
+/// each time, the old refresh token never used again), and the poller follows the payment
+/// to `paid` with the refreshed token.
+#[tokio::test]
+async fn seb_the_refresher_refreshes_the_shoppers_token_at_seb_and_the_poller_uses_the_new_one() {
+    let s = setup(
+        |c| {
+            c.access_token_lifetime = Duration::from_secs(30);
+            c.status_step = Duration::from_secs(2);
+        },
+        &[
+            ("PISGATE__REFRESHER__ENABLED", "true"),
+            ("PISGATE__REFRESHER__INTERVAL", "500ms"),
+            ("PISGATE__REFRESHER__REFRESH_BEFORE", "40s"),
+        ],
+    )
+    .await;
+    let p = s.pay("15.00", Some("kund-r")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = s.bankid_page(&p).await;
+    let sign = s.identify(&page, "person-r").await;
+    let first: i64 =
+        sqlx::query_scalar("SELECT issue_seq FROM psu_tokens WHERE psu_key LIKE '%:kund-r'")
+            .fetch_one(s.app.pool.pool())
+            .await
+            .unwrap();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let now: i64 =
+            sqlx::query_scalar("SELECT issue_seq FROM psu_tokens WHERE psu_key LIKE '%:kund-r'")
+                .fetch_one(s.app.pool.pool())
+                .await
+                .unwrap();
+        if now > first + 1 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "the token was never refreshed");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    s.admin(&sign, "approve", None).await;
+    s.until_redirect(&page).await;
+    s.wait_for_status(id, "paid").await;
+    let status: String =
+        sqlx::query_scalar("SELECT status FROM psu_tokens WHERE psu_key LIKE '%:kund-r'")
+            .fetch_one(s.app.pool.pool())
+            .await
+            .unwrap();
+    assert_eq!(status, "live");
+    s.assert_nothing_refused().await;
+}
