@@ -22,7 +22,7 @@
 //! tokens never reach the database through this module.
 
 use super::payments::note;
-use crate::bank::{BankIdPurpose, BankIdState};
+use crate::bank::{BankIdProgress, BankIdPurpose, BankIdState};
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -191,10 +191,13 @@ pub async fn record_started(
     purpose: BankIdPurpose,
     start: i32,
     order_id: &str,
-    state: BankIdState,
-    hint_code: Option<&str>,
-    bank_status: &str,
+    progress: &BankIdProgress,
 ) -> Result<bool, sqlx::Error> {
+    let (state, hint_code, bank_status) = (
+        progress.state,
+        progress.hint_code.as_deref(),
+        progress.bank_status.as_str(),
+    );
     let recorded = sqlx::query!(
         r#"UPDATE bankid_orders
            SET order_id = $4, state = $5, hint_code = $6, bank_status = $7, updated_at = now()

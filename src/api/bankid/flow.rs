@@ -592,17 +592,8 @@ where
     let mut tx = state.pool.begin().await?;
     match &answer {
         Ok(order) => {
-            bankid::record_started(
-                &mut tx,
-                p.id,
-                purpose,
-                start,
-                &order.id,
-                order.progress.state,
-                order.progress.hint_code.as_deref(),
-                &order.progress.bank_status,
-            )
-            .await?;
+            bankid::record_started(&mut tx, p.id, purpose, start, &order.id, &order.progress)
+                .await?;
         }
         Err(e) => {
             let release = no_order_made(e);
