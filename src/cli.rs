@@ -437,7 +437,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             write("server-cert.pem", &server.cert_pem, 0o644)?;
             write("server-key.pem", &server.key_pem, 0o600)?;
             eprintln!(
-                "wrote a test CA and TPP certificate to {} (keyId {})",
+                "wrote a test CA, a TPP certificate and a server certificate (SAN localhost, 127.0.0.1) to {} (keyId {})",
                 out.display(),
                 pki.key_id
             );
@@ -919,6 +919,7 @@ async fn run_sandbox_seb(sources: &Sources) -> anyhow::Result<()> {
     config.signing_timeout = s.signing_timeout;
     config.access_token_lifetime = s.access_token_lifetime;
     config.status_step = s.status_step;
+    config.redirect_uris = s.redirect_uris.clone();
     let sim = SebSim::new(config)
         .map_err(|e| SettingsError::Load(format!("invalid SEB sandbox settings: {e}")))?;
     let api = tokio::net::TcpListener::bind(s.listen)

@@ -35,6 +35,9 @@ pub struct SandboxSebSettings {
     pub access_token_lifetime: Duration,
     /// `status_step_ms` (default 1000): one scenario step after signing.
     pub status_step: Duration,
+    /// `redirect_uris`: comma list of the TPP's registered redirect URIs (default empty: any
+    /// absolute http(s) URL).
+    pub redirect_uris: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -56,6 +59,7 @@ struct Raw {
     signing_timeout_secs: Option<u64>,
     access_token_lifetime_secs: Option<u64>,
     status_step_ms: Option<u64>,
+    redirect_uris: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -126,6 +130,13 @@ impl SandboxSebSettings {
                 raw.access_token_lifetime_secs.unwrap_or(1800),
             ),
             status_step: Duration::from_millis(raw.status_step_ms.unwrap_or(1000)),
+            redirect_uris: raw
+                .redirect_uris
+                .unwrap_or_default()
+                .split(',')
+                .map(|u| u.trim().to_owned())
+                .filter(|u| !u.is_empty())
+                .collect(),
         })
     }
 }
@@ -178,6 +189,10 @@ mod tests {
             ("PISGATE__SANDBOX_SEB__TLS_PRIVATE_KEY_FILE", &key),
             ("PISGATE__SANDBOX_SEB__CLIENT_CA_FILE", &ca),
             ("PISGATE__SANDBOX_SEB__ORDER_TIMEOUT_SECS", "5"),
+            (
+                "PISGATE__SANDBOX_SEB__REDIRECT_URIS",
+                "https://a.example/cb, https://b.example/cb",
+            ),
         ])
         .unwrap();
         assert_eq!(s.listen.to_string(), "127.0.0.1:8094");
@@ -188,5 +203,9 @@ mod tests {
         assert_eq!(s.signing_timeout, Duration::from_secs(300));
         assert_eq!(s.access_token_lifetime, Duration::from_secs(1800));
         assert_eq!(s.status_step, Duration::from_millis(1000));
+        assert_eq!(
+            s.redirect_uris,
+            ["https://a.example/cb", "https://b.example/cb"]
+        );
     }
 }

@@ -5,11 +5,13 @@
 //! |---|---|
 //! | `GET /admin/health` | `{"status": "ok"}` |
 //! | `POST /admin/bankid/{autostart_token}/{open,approve,reject}[?shopper=…]` | the order after the action; 404 unknown, 409 when it cannot be done (ended, or the scenario's app does not open it). `shopper` names who approves an identification (default: a fresh shopper per order) |
+//! | `POST /admin/bankid/{autostart_token}/hint/{code}` | puts a pending order on a BankID hint code: `outstandingTransaction`, `noClient`, `started`, `userSign` keep it pending; `userCancel`, `expiredTransaction`, `certificateErr`, `startFailed`, `cancelled`, `sebTimeout` end it (400 for another code) |
 //! | `GET /admin/orders` | every BankID order (identify and sign) with its state, hint code, autostart token and current `qr_data` |
 //! | `GET /admin/payments` | every payment with its `transactionStatus` now, shopper and scenario |
 //! | `POST /admin/payments/{id}/status/{STATUS}` | moves a payment to RCVD/ACTC/ACSP/ACSC/RJCT/CANC from now on |
 //! | `GET /admin/scenarios` | the scenario table |
 //! | `GET /admin/refusals` / `DELETE /admin/refusals` | every refused request with its rule (the mutual-TLS handshake included) / clears it |
+//! | `GET /admin/requests` / `DELETE /admin/requests` | every API request past the handshake: method, path, headers (the bearer masked), status, refusal rule / clears it |
 //! | `POST /admin/clock/advance` | `{"seconds": n}` and/or `{"millis": n}` moves the simulator clock |
 
 use std::sync::Arc;
@@ -33,6 +35,7 @@ pub(super) fn routes(sim: Arc<SebSim>) -> Router {
             get(|| async { Json(json!({"status": "ok"})) }),
         )
         .route("/admin/bankid/{token}/{action}", post(bankid_action))
+        .route("/admin/bankid/{token}/hint/{code}", post(bankid_hint))
         .route("/admin/orders", get(orders))
         .route("/admin/payments", get(payments))
         .route("/admin/payments/{id}/status/{status}", post(force_status))
@@ -41,6 +44,7 @@ pub(super) fn routes(sim: Arc<SebSim>) -> Router {
             get(|| async { Json(json!(scenarios::ALL)) }),
         )
         .route("/admin/refusals", get(refusals).delete(clear_refusals))
+        .route("/admin/requests", get(requests).delete(clear_requests))
         .route("/admin/clock/advance", post(advance))
         .with_state(sim)
 }
@@ -81,6 +85,21 @@ async fn bankid_action(
     }
 }
 
+async fn bankid_hint(
+    State(sim): State<Arc<SebSim>>,
+    Path((token, code)): Path<(String, String)>,
+) -> Response {
+    match sim.set_hint(&token, &code) {
+        Ok(v) => Json(v).into_response(),
+        Err(e @ AppError::UnknownHint(_)) => (
+            StatusCode::BAD_REQUEST,
+            Json(json!({"error": e.to_string()})),
+        )
+            .into_response(),
+        Err(e) => app_error_json(&e),
+    }
+}
+
 async fn orders(State(sim): State<Arc<SebSim>>) -> Response {
     Json(sim.orders()).into_response()
 }
@@ -104,6 +123,15 @@ async fn force_status(
         return StatusCode::NOT_FOUND.into_response();
     }
     Json(sim.payment(&id)).into_response()
+}
+
+async fn requests(State(sim): State<Arc<SebSim>>) -> Response {
+    Json(sim.requests()).into_response()
+}
+
+async fn clear_requests(State(sim): State<Arc<SebSim>>) -> StatusCode {
+    sim.clear_requests();
+    StatusCode::NO_CONTENT
 }
 
 async fn refusals(State(sim): State<Arc<SebSim>>) -> Response {

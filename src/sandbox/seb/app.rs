@@ -5,6 +5,10 @@
 //! Approve and Reject; `GET /test-bankid/scan?qr=…` is the same after scanning a QR code
 //! (refused when the QR is not the order's current one or older than 30 s, as BankID
 //! does). Refusals are recorded like the API's.
+//!
+//! As BankID's `redirect` parameter: `redirect=null` (or none) leaves the shopper on the
+//! app's "done" page after Approve or Reject; an absolute http(s) URL there sends the browser
+//! to it (303) after the decision.
 
 use std::sync::Arc;
 
@@ -71,6 +75,7 @@ pub(super) fn app_error(e: &AppError) -> Response {
         AppError::WillNotOpen(_) => (StatusCode::CONFLICT, "app-scenario"),
         AppError::WrongQr => (StatusCode::BAD_REQUEST, "qr-not-current"),
         AppError::StaleQr => (StatusCode::BAD_REQUEST, "qr-stale"),
+        AppError::UnknownHint(_) => (StatusCode::BAD_REQUEST, "app-hint-code"),
     };
     refusal(status, rule, &e.to_string())
 }
@@ -81,8 +86,18 @@ struct OpenQuery {
     redirect: Option<String>,
 }
 
+/// The `redirect` parameter as a URL to go to after the decision (`null` and anything not
+/// an absolute http(s) URL: none).
+fn redirect_target(redirect: Option<&str>) -> Option<String> {
+    let r = redirect?.trim();
+    url::Url::parse(r)
+        .ok()
+        .filter(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
+        .map(|u| u.to_string())
+}
+
 async fn open_page(State(sim): State<Arc<SebSim>>, Query(q): Query<OpenQuery>) -> Response {
-    let _ = q.redirect;
+    let redirect = redirect_target(q.redirect.as_deref());
     let Some(token) = q.autostarttoken.filter(|t| !t.is_empty()) else {
         return refusal(
             StatusCode::BAD_REQUEST,
@@ -93,7 +108,7 @@ async fn open_page(State(sim): State<Arc<SebSim>>, Query(q): Query<OpenQuery>) -
     let now = sim.now();
     let result = sim.bank().open(&token, now);
     match result {
-        Ok(()) => order_page(&sim, &token),
+        Ok(()) => order_page(&sim, &token, redirect.as_deref()),
         Err(e) => app_error(&e),
     }
 }
@@ -110,13 +125,13 @@ async fn scan_page(State(sim): State<Arc<SebSim>>, Query(q): Query<ScanQuery>) -
     let now = sim.now();
     let result = sim.bank().scan(&qr, now);
     match result {
-        Ok(token) => order_page(&sim, &token),
+        Ok(token) => order_page(&sim, &token, None),
         Err(e) => app_error(&e),
     }
 }
 
 /// The opened order: what it is for, and the two buttons (or its end).
-fn order_page(sim: &SebSim, token: &str) -> Response {
+fn order_page(sim: &SebSim, token: &str, redirect: Option<&str>) -> Response {
     let bank = sim.bank();
     let Some(o) = bank
         .by_autostart
@@ -150,6 +165,9 @@ fn order_page(sim: &SebSim, token: &str) -> Response {
         @if o.state == OrderState::Pending {
             form method="post" action="/test-bankid/approve" {
                 input type="hidden" name="autostarttoken" value=(token);
+                @if let Some(r) = redirect {
+                    input type="hidden" name="redirect" value=(r);
+                }
                 @if o.purpose == Purpose::Identify {
                     label { "Shopper (personal number), optional: " input type="text" name="shopper"; }
                 }
@@ -157,6 +175,9 @@ fn order_page(sim: &SebSim, token: &str) -> Response {
             }
             form method="post" action="/test-bankid/reject" {
                 input type="hidden" name="autostarttoken" value=(token);
+                @if let Some(r) = redirect {
+                    input type="hidden" name="redirect" value=(r);
+                }
                 button type="submit" id="reject" { "Reject" }
             }
         } @else {
@@ -170,6 +191,17 @@ fn order_page(sim: &SebSim, token: &str) -> Response {
 struct Decision {
     autostarttoken: String,
     shopper: Option<String>,
+    redirect: Option<String>,
+}
+
+/// The answer after a decision: 303 to the redirect URL, or the "done" page.
+fn decided(redirect: Option<&str>, text: &str) -> Response {
+    match redirect_target(redirect) {
+        Some(to) => (StatusCode::SEE_OTHER, [(axum::http::header::LOCATION, to)]).into_response(),
+        None => {
+            Html(page("BankID", html! { p id="done" { (text) } }).into_string()).into_response()
+        }
+    }
 }
 
 async fn approve(State(sim): State<Arc<SebSim>>, Form(d): Form<Decision>) -> Response {
@@ -178,14 +210,10 @@ async fn approve(State(sim): State<Arc<SebSim>>, Form(d): Form<Decision>) -> Res
         .bank()
         .approve(&d.autostarttoken, d.shopper.as_deref(), now);
     match result {
-        Ok(()) => Html(
-            page(
-                "BankID",
-                html! { p id="done" { "Approved. You can go back to the shop." } },
-            )
-            .into_string(),
-        )
-        .into_response(),
+        Ok(()) => decided(
+            d.redirect.as_deref(),
+            "Approved. You can go back to the shop.",
+        ),
         Err(e) => app_error(&e),
     }
 }
@@ -194,14 +222,10 @@ async fn reject(State(sim): State<Arc<SebSim>>, Form(d): Form<Decision>) -> Resp
     let now = sim.now();
     let result = sim.bank().reject(&d.autostarttoken, now);
     match result {
-        Ok(()) => Html(
-            page(
-                "BankID",
-                html! { p id="done" { "Rejected. You can go back to the shop." } },
-            )
-            .into_string(),
-        )
-        .into_response(),
+        Ok(()) => decided(
+            d.redirect.as_deref(),
+            "Rejected. You can go back to the shop.",
+        ),
         Err(e) => app_error(&e),
     }
 }

@@ -6,7 +6,7 @@
 //! |---|---|
 //! | `POST /auth/v4/authorizations` | `psu-ip-address` a valid IP; body `{client_id, scope, start_mode, lang?}`: our client id (`invalid-client`), scope contains `psd2_payments`, `start_mode` `qr`/`ast`, `lang` `sv`/`en`; unknown fields refused → 200 `{auth_req_id}` |
 //! | `GET /auth/v4/authorizations/{id}` | `psu-ip-address`; 404 unknown → `{status, hint_code, poll_delay, qr_token?, autostart_token?}` |
-//! | `POST /auth/v4/tokens` | `{client_id, client_secret, auth_req_id, redirect_uri}` once per COMPLETE order; or `grant_type: refresh_token` with `refresh_token`: a new pair, the old refresh token refused |
+//! | `POST /auth/v4/tokens` | `{client_id, client_secret, auth_req_id, redirect_uri}` (an absolute URL; one of `redirect_uris` when configured) once per COMPLETE order; or `grant_type: refresh_token` with `refresh_token`: a new pair, the old refresh token refused |
 
 use std::net::IpAddr;
 use std::sync::Arc;
@@ -165,6 +165,27 @@ fn string_field<'a>(
     }
 }
 
+/// `redirect_uri`: required, an absolute http(s) URL, and one of the registered ones when
+/// any are configured (SEB answers 400 for an invalid redirect URI).
+fn redirect_uri(sim: &SebSim, m: &Map<String, Value>) -> Result<(), Problem> {
+    let uri = string_field(m, "redirect_uri", auth_bad_request)?;
+    let absolute = url::Url::parse(uri)
+        .ok()
+        .is_some_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host());
+    let registered = &sim.config.redirect_uris;
+    if !absolute || (!registered.is_empty() && !registered.iter().any(|r| r == uri)) {
+        let mut p = Problem::auth(
+            StatusCode::BAD_REQUEST,
+            "invalid-redirect-uri",
+            "redirect-uri",
+            format!("redirect_uri: {uri:?} is not a registered redirect URI"),
+        );
+        p.path = Some("redirect_uri".into());
+        return Err(p);
+    }
+    Ok(())
+}
+
 fn invalid_client(detail: &str) -> Problem {
     Problem::auth(
         StatusCode::BAD_REQUEST,
@@ -296,7 +317,7 @@ fn tokens_inner(sim: &SebSim, body: &[u8]) -> Result<Value, Problem> {
                 "",
                 auth_bad_request,
             )?;
-            string_field(&m, "redirect_uri", auth_bad_request)?;
+            redirect_uri(sim, &m)?;
             let id = string_field(&m, "auth_req_id", auth_bad_request)?;
             let invalid_id = |rule: &'static str, detail: &str| {
                 Problem::auth(
@@ -342,7 +363,7 @@ fn tokens_inner(sim: &SebSim, body: &[u8]) -> Result<Value, Problem> {
                 "",
                 auth_bad_request,
             )?;
-            string_field(&m, "redirect_uri", auth_bad_request)?;
+            redirect_uri(sim, &m)?;
             let token = string_field(&m, "refresh_token", auth_bad_request)?;
             let mut bank = sim.bank();
             let invalid = |detail: &str| {

@@ -65,7 +65,10 @@ pub struct SebSandboxConfig {
     pub access_token_lifetime: Duration,
     /// One scenario step after the signing (default 1 s): ACTC, then ACSP/ACSC on later steps.
     pub status_step: Duration,
-    /// How many refusals `GET /admin/refusals` keeps.
+    /// The TPP's registered redirect URIs: when not empty, the token calls' `redirect_uri`
+    /// must be one of them (default empty: any absolute http(s) URL).
+    pub redirect_uris: Vec<String>,
+    /// How many refusals `GET /admin/refusals` (and requests `GET /admin/requests`) keeps.
     pub refusal_log_capacity: usize,
 }
 
@@ -78,6 +81,7 @@ impl SebSandboxConfig {
             signing_timeout: Duration::from_secs(300),
             access_token_lifetime: Duration::from_secs(1800),
             status_step: Duration::from_secs(1),
+            redirect_uris: Vec::new(),
             refusal_log_capacity: 10_000,
         }
     }
@@ -120,12 +124,27 @@ pub struct RefusalRecord {
     pub detail: String,
 }
 
+/// One API request as received and answered (`GET /admin/requests`): headers with the
+/// bearer token masked, no bodies (payments' bodies are at `GET /admin/payments`).
+#[derive(Debug, Clone, Serialize)]
+pub struct ApiRequest {
+    pub seq: u64,
+    pub at: DateTime<Utc>,
+    pub method: String,
+    pub path: String,
+    pub headers: Vec<(String, String)>,
+    pub status: u16,
+    /// The refusal rule, when it was refused.
+    pub rule: Option<&'static str>,
+}
+
 /// The simulator's state, shared as `Arc<SebSim>`.
 pub struct SebSim {
     config: SebSandboxConfig,
     clock_offset: Mutex<chrono::Duration>,
     bank: Mutex<state::Bank>,
     refusals: Mutex<(u64, VecDeque<RefusalRecord>)>,
+    requests: Mutex<(u64, VecDeque<ApiRequest>)>,
 }
 
 impl std::fmt::Debug for SebSim {
@@ -146,6 +165,7 @@ impl SebSim {
             clock_offset: Mutex::new(chrono::Duration::zero()),
             bank: Mutex::new(state::Bank::default()),
             refusals: Mutex::new((0, VecDeque::new())),
+            requests: Mutex::new((0, VecDeque::new())),
         }))
     }
 
@@ -187,6 +207,25 @@ impl SebSim {
             "SEB sandbox refused a request"
         );
         log.1.push_back(r);
+    }
+
+    pub(crate) fn record_request(&self, mut r: ApiRequest) {
+        let mut log = lock(&self.requests);
+        log.0 += 1;
+        r.seq = log.0;
+        if log.1.len() >= self.config.refusal_log_capacity.max(1) {
+            log.1.pop_front();
+        }
+        log.1.push_back(r);
+    }
+
+    /// Every API request (over mutual TLS, past the handshake), oldest first.
+    pub fn requests(&self) -> Vec<ApiRequest> {
+        lock(&self.requests).1.iter().cloned().collect()
+    }
+
+    pub fn clear_requests(&self) {
+        lock(&self.requests).1.clear();
     }
 
     /// Every refusal, oldest first.
@@ -238,6 +277,18 @@ impl SebSim {
         let now = self.now();
         let mut bank = self.bank();
         bank.approve(autostart_token, shopper, now)?;
+        Ok(bank.order_view_by_autostart(autostart_token, now))
+    }
+
+    /// Puts a pending order on a BankID hint code (see [`state::Bank::set_hint`]).
+    pub fn set_hint(
+        &self,
+        autostart_token: &str,
+        code: &str,
+    ) -> Result<serde_json::Value, state::AppError> {
+        let now = self.now();
+        let mut bank = self.bank();
+        bank.set_hint(autostart_token, code, now)?;
         Ok(bank.order_view_by_autostart(autostart_token, now))
     }
 
@@ -305,10 +356,43 @@ impl SebSandbox {
         format!("{}/test-bankid", self.app_url)
     }
 
+    /// Writes the test CA (`ca.pem`: a SEB bank's `tls_ca_file`) and the TPP's client
+    /// certificate and key (`tpp-cert.pem`, `tpp-key.pem` (0600): its `tls_certificate_file`
+    /// and `tls_private_key_file`) into `dir`, for settings that take file paths.
+    pub fn write_pki(&self, dir: &std::path::Path) -> std::io::Result<PkiFiles> {
+        use std::io::Write as _;
+        use std::os::unix::fs::OpenOptionsExt as _;
+        std::fs::create_dir_all(dir)?;
+        let write = |name: &str, text: &str, mode: u32| -> std::io::Result<std::path::PathBuf> {
+            let path = dir.join(name);
+            let mut f = std::fs::OpenOptions::new()
+                .write(true)
+                .create(true)
+                .truncate(true)
+                .mode(mode)
+                .open(&path)?;
+            f.write_all(text.as_bytes())?;
+            Ok(path)
+        };
+        Ok(PkiFiles {
+            ca: write("ca.pem", &self.pki.ca_pem, 0o644)?,
+            tpp_cert: write("tpp-cert.pem", &self.pki.tpp_cert_pem, 0o644)?,
+            tpp_key: write("tpp-key.pem", &self.pki.tpp_key_pem, 0o600)?,
+        })
+    }
+
     /// A reqwest client with the TPP's identity that trusts the simulator (for tests).
     pub fn tpp_client(&self) -> reqwest::Client {
         tls::client(&self.pki, true).expect("a TPP client for the SEB simulator")
     }
+}
+
+/// Where [`SebSandbox::write_pki`] wrote the PKI.
+#[derive(Debug, Clone)]
+pub struct PkiFiles {
+    pub ca: std::path::PathBuf,
+    pub tpp_cert: std::path::PathBuf,
+    pub tpp_key: std::path::PathBuf,
 }
 
 /// Starts a simulator on two fresh local ports with a fresh test PKI (TPP subject
@@ -350,6 +434,14 @@ pub fn api_router(sim: Arc<SebSim>) -> Router {
     auth::routes(sim.clone())
         .merge(pis::routes(sim.clone()))
         .merge(signing::routes(sim.clone()))
+        .fallback(|uri: axum::http::Uri| async move {
+            problem::Problem::pis(
+                axum::http::StatusCode::NOT_FOUND,
+                "RESOURCE_UNKNOWN",
+                "unknown-path",
+                format!("no such API path: {}", uri.path()),
+            )
+        })
         .layer(axum::middleware::from_fn_with_state(
             (sim, "api"),
             problem::record_refusals,

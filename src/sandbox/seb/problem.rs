@@ -1,4 +1,4 @@
-//! Refusals as RFC 9457 problem+json (`{"type","title","status","detail","code"?}`; a refusal of a body field also names it in `path`), and the middleware that
+//! Refusals as RFC 9457 problem+json (`{"type","title","status","detail","code","instance"}`; a refusal of a body field also names it in `path`), and the middleware that
 //! records every refusal with its rule for `GET /admin/refusals`.
 //!
 //! Problem types follow SEB's published examples: the authorization server's
@@ -14,7 +14,7 @@ use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde_json::{Value, json};
 
-use super::{RefusalRecord, SebSim};
+use super::{ApiRequest, RefusalRecord, SebSim};
 
 const AUTH_BASE: &str = "https://authorize.sebgroup.com/problems/";
 const PIS_BASE: &str = "https://berlingroup.com/error-codes/";
@@ -158,7 +158,8 @@ impl IntoResponse for Problem {
     }
 }
 
-/// Records every answer that carries a [`Refused`] mark.
+/// Records every answer that carries a [`Refused`] mark, and gives a problem+json answer
+/// its `instance` (the request path, as SEB's v4 examples do).
 pub(crate) async fn record_refusals(
     State((sim, listener)): State<(Arc<SebSim>, &'static str)>,
     req: Request,
@@ -166,8 +167,54 @@ pub(crate) async fn record_refusals(
 ) -> Response {
     let method = req.method().to_string();
     let path = req.uri().path().to_owned();
+    // The request's headers for the API log (the bearer token masked).
+    let headers: Vec<(String, String)> = req
+        .headers()
+        .iter()
+        .map(|(k, v)| {
+            let value = if *k == header::AUTHORIZATION {
+                "Bearer ***".to_owned()
+            } else {
+                String::from_utf8_lossy(v.as_bytes()).into_owned()
+            };
+            (k.as_str().to_owned(), value)
+        })
+        .collect();
     let resp = next.run(req).await;
-    if let Some(r) = resp.extensions().get::<Refused>().cloned() {
+    let is_problem = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v == "application/problem+json");
+    let resp = if is_problem {
+        let (mut parts, body) = resp.into_parts();
+        let bytes = axum::body::to_bytes(body, 64 * 1024)
+            .await
+            .unwrap_or_default();
+        let body = match serde_json::from_slice::<Value>(&bytes) {
+            Ok(mut v) => {
+                v["instance"] = json!(path);
+                v.to_string().into_bytes()
+            }
+            Err(_) => bytes.to_vec(),
+        };
+        parts.headers.remove(header::CONTENT_LENGTH);
+        Response::from_parts(parts, axum::body::Body::from(body))
+    } else {
+        resp
+    };
+    let refused = resp.extensions().get::<Refused>().cloned();
+    if listener == "api" {
+        sim.record_request(ApiRequest {
+            seq: 0,
+            at: sim.now(),
+            method: method.clone(),
+            path: path.clone(),
+            headers,
+            status: resp.status().as_u16(),
+            rule: refused.as_ref().map(|r| r.rule),
+        });
+    }
+    if let Some(r) = refused {
         sim.record_refusal(RefusalRecord {
             seq: 0,
             at: sim.now(),

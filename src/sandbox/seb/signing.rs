@@ -60,25 +60,41 @@ pub fn order_json(o: &Order, now: DateTime<Utc>) -> Value {
         .authentication_method_id
         .clone()
         .unwrap_or_else(|| "bankIdQr".into());
+    // bankIdQr's name and explanation as in SEB's release-note example; the same-device
+    // wording is ours.
     let (name, explanation) = if method == "bankIdSameDevice" {
         (
-            "Mobilt BankID on this device",
-            "Open the BankID app on this device and sign",
+            "Mobilt BankId on same device",
+            "Mobilt BankId started on the same device",
         )
     } else {
         (
-            "Mobilt BankID",
-            "Scan the QR code with the BankID app and sign",
+            "Mobilt BankId with QR-code",
+            "Mobilt BankId with QR-code scanning",
         )
     };
     let tpp_messages = if o.already_in_progress {
         json!([{
             "category": "ERROR",
             "code": "ALREADY_IN_PROGRESS",
-            "text": "A signing order is already in progress for this user; both orders are cancelled.",
+            "text": "A BankID signing transaction was already in progress for the PSU.",
         }])
     } else {
         json!([])
+    };
+    let psu_message = if o.already_in_progress {
+        // SEB's example answer (Signing External API 1.0.0 release notes).
+        "En identifiering eller underskrift pågår redan för ditt personnummer. Försök igen."
+    } else if o.state == OrderState::Complete {
+        psu_message("complete")
+    } else {
+        psu_message(o.hint_code)
+    };
+    // SEB's ALREADY_IN_PROGRESS example has empty `_links`.
+    let links = if o.already_in_progress {
+        json!({})
+    } else {
+        json!({"self": {"href": format!("/signing-orders/{}", o.id)}})
     };
     let mut v = json!({
         "authorisationId": o.id,
@@ -90,11 +106,11 @@ pub fn order_json(o: &Order, now: DateTime<Utc>) -> Value {
             "explanation": explanation,
             "methodType": "DECOUPLED",
         },
-        "psuMessage": psu_message(if o.state == OrderState::Complete { "complete" } else { o.hint_code }),
+        "psuMessage": psu_message,
         "orderIds": o.payment_ids,
         "hintCode": o.hint_code,
         "tppMessages": tpp_messages,
-        "_links": {"self": {"href": format!("/signing-orders/{}", o.id)}},
+        "_links": links,
     });
     if o.state == OrderState::Pending {
         v["qrData"] = json!(o.qr_data(now));

@@ -233,6 +233,27 @@ pub enum AppError {
     WrongQr,
     #[error("the QR code is older than 30 seconds")]
     StaleQr,
+    #[error("unknown hint code {0:?}")]
+    UnknownHint(String),
+}
+
+/// BankID's collect hint codes (and SEB's `sebTimeout`): the code itself as a static
+/// string, and whether the order is still pending with it.
+pub fn hint(code: &str) -> Option<(&'static str, bool)> {
+    const PENDING: &[&str] = &["outstandingTransaction", "noClient", "started", "userSign"];
+    const FAILED: &[&str] = &[
+        "userCancel",
+        "expiredTransaction",
+        "certificateErr",
+        "startFailed",
+        "cancelled",
+        "sebTimeout",
+    ];
+    PENDING
+        .iter()
+        .map(|c| (*c, true))
+        .chain(FAILED.iter().map(|c| (*c, false)))
+        .find(|(c, _)| *c == code)
 }
 
 #[derive(Debug, Default)]
@@ -246,13 +267,27 @@ pub struct Bank {
 }
 
 impl Bank {
-    /// Applies the timeouts: a pending order older than `order_timeout` fails
-    /// (`startFailed` for scenario 66.06, else `expiredTransaction`).
+    /// Applies the timeouts: a pending signing order whose payment ran out of its time to
+    /// sign (`signing_timeout`) fails `sebTimeout`; a pending order older than
+    /// `order_timeout` fails (`startFailed` for scenario 66.06, else `expiredTransaction`).
     pub fn tick(&mut self, now: DateTime<Utc>, config: &SebSandboxConfig) {
         let timeout =
             chrono::Duration::from_std(config.order_timeout).unwrap_or(chrono::Duration::MAX);
+        let signing_timeout =
+            chrono::Duration::from_std(config.signing_timeout).unwrap_or(chrono::Duration::MAX);
+        let payments = &self.payments;
         for o in self.orders.values_mut() {
-            if o.state == OrderState::Pending && now - o.started_at >= timeout {
+            if o.state != OrderState::Pending {
+                continue;
+            }
+            let payment_timed_out = o
+                .payment_ids
+                .iter()
+                .filter_map(|id| payments.get(id))
+                .any(|p| p.signed_at.is_none() && now - p.created_at >= signing_timeout);
+            if payment_timed_out {
+                o.fail("sebTimeout", now);
+            } else if now - o.started_at >= timeout {
                 let hint = if o.app == AppBehaviour::StartFailed {
                     "startFailed"
                 } else {
@@ -430,6 +465,29 @@ impl Bank {
                     }
                 }
             }
+        }
+        Ok(())
+    }
+
+    /// Puts a pending order on a hint code (admin, to show every hint): a pending one
+    /// (`outstandingTransaction`, `noClient`, `started`, `userSign`) keeps it pending, a
+    /// failing one (`userCancel`, `expiredTransaction`, `certificateErr`, `startFailed`,
+    /// `cancelled`, `sebTimeout`) ends it.
+    pub fn set_hint(
+        &mut self,
+        token: &str,
+        code: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(), AppError> {
+        let (code, pending) = hint(code).ok_or_else(|| AppError::UnknownHint(code.to_owned()))?;
+        let o = self.order_by_autostart_mut(token)?;
+        if o.state != OrderState::Pending {
+            return Err(AppError::Ended(o.hint_code));
+        }
+        if pending {
+            o.hint_code = code;
+        } else {
+            o.fail(code, now);
         }
         Ok(())
     }

@@ -43,6 +43,10 @@ async fn json_of(r: Response) -> (StatusCode, Value) {
         assert_eq!(ct, "application/problem+json", "{v}");
         assert_eq!(v["status"], json!(status.as_u16()), "{v}");
         assert!(v["type"].is_string() && v["title"].is_string() && v["detail"].is_string());
+        assert!(
+            v["instance"].as_str().is_some_and(|i| i.starts_with('/')),
+            "{v}"
+        );
     }
     (status, v)
 }
@@ -238,12 +242,19 @@ async fn a_client_without_a_certificate_is_refused_in_the_tls_handshake() {
     // The same request with the TPP's certificate gets an HTTP answer.
     let (s, _) = t.start_auth().await;
     assert_eq!(s, StatusCode::OK);
-    tokio::time::sleep(Duration::from_millis(100)).await;
-    assert!(
-        t.refusal_rules()
+    // The server records the refused handshake (it may finish after the client gave up).
+    let mut recorded = false;
+    for _ in 0..40 {
+        if t.refusal_rules()
             .await
             .contains(&"mtls-client-certificate".to_owned())
-    );
+        {
+            recorded = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(recorded, "{:?}", t.refusal_rules().await);
 }
 
 #[tokio::test]
@@ -947,6 +958,8 @@ async fn a_second_signing_order_while_one_runs_fails_already_in_progress_and_can
     assert_eq!(second["scaStatus"], "failed");
     assert_eq!(second["tppMessages"][0]["code"], "ALREADY_IN_PROGRESS");
     assert_eq!(second["tppMessages"][0]["category"], "ERROR");
+    assert_eq!(second["_links"], json!({}), "as SEB's example");
+    assert!(second.get("qrData").is_none() && second.get("autoStartToken").is_none());
     let (_, first) = t
         .signing(&token, first["authorisationId"].as_str().unwrap())
         .await;
@@ -1204,4 +1217,218 @@ async fn admin_lists_scenarios_orders_payments_and_moves_a_payment() {
     assert_eq!(s, StatusCode::OK);
     assert_eq!(p["transactionStatus"], "RJCT");
     assert_eq!(t.tx_status(&token, &id).await, "RJCT");
+}
+
+#[tokio::test]
+async fn admin_puts_an_order_on_any_hint_code_and_a_failing_one_ends_it() {
+    let t = start().await;
+    let token = t.token("s1").await;
+    let (_, aid, ast) = signed_order(&t, &token, "10.00").await;
+    for code in ["noClient", "started", "userSign", "outstandingTransaction"] {
+        let (s, _) = t.admin(&format!("/admin/bankid/{ast}/hint/{code}")).await;
+        assert_eq!(s, StatusCode::OK);
+        let (_, o) = t.signing(&token, &aid).await;
+        assert_eq!(o["hintCode"], code);
+        assert_eq!(o["scaStatus"], "started");
+    }
+    let (s, _) = t.admin(&format!("/admin/bankid/{ast}/hint/bogus")).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    let (s, _) = t
+        .admin(&format!("/admin/bankid/{ast}/hint/certificateErr"))
+        .await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, o) = t.signing(&token, &aid).await;
+    assert_eq!(o["hintCode"], "certificateErr");
+    assert_eq!(o["scaStatus"], "failed");
+}
+
+#[tokio::test]
+async fn a_signing_order_outliving_the_payments_time_to_sign_fails_seb_timeout() {
+    let t = start_with(SebSandboxConfig {
+        order_timeout: Duration::from_secs(600),
+        signing_timeout: Duration::from_secs(60),
+        ..SebSandboxConfig::default()
+    })
+    .await;
+    let token = t.token("s1").await;
+    let (id, aid, _) = signed_order(&t, &token, "10.00").await;
+    t.advance(60);
+    let (_, o) = t.signing(&token, &aid).await;
+    assert_eq!(o["scaStatus"], "failed");
+    assert_eq!(o["hintCode"], "sebTimeout");
+    assert_eq!(t.tx_status(&token, &id).await, "RJCT");
+}
+
+#[tokio::test]
+async fn a_later_token_of_the_same_shopper_reaches_the_payment_made_with_an_earlier_one() {
+    let t = start().await;
+    let first = t.token("19121212-1212").await;
+    let id = t.pay(&first, "10.00").await;
+    let second = t.token("19121212-1212").await;
+    assert_ne!(first, second);
+    assert_eq!(t.tx_status(&second, &id).await, "RCVD");
+    let (s, o) = t.sign(&second, &[&id]).await;
+    assert_eq!(s, StatusCode::CREATED, "{o}");
+}
+
+#[tokio::test]
+async fn the_app_refuses_a_missing_or_unknown_autostart_token_and_an_unknown_grant_type() {
+    let t = start().await;
+    let r = reqwest::get(t.app("/test-bankid")).await.unwrap();
+    assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+    let r = reqwest::get(t.app(&format!("/test-bankid?autostarttoken={}", rid())))
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::NOT_FOUND);
+    let secret = secrecy::ExposeSecret::expose_secret(t.sb.client_secret()).to_owned();
+    let r = t
+        .http
+        .post(t.api("/auth/v4/tokens"))
+        .json(&json!({"client_id": t.sb.client_id(), "client_secret": secret, "grant_type": "password", "redirect_uri": "https://tpp.example/cb"}))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json_of(r).await;
+    assert_eq!(s, StatusCode::BAD_REQUEST);
+    assert!(
+        v["type"]
+            .as_str()
+            .unwrap()
+            .ends_with("/problems/unsupported-grant-type")
+    );
+    assert_eq!(
+        t.refusal_rules().await,
+        ["app-autostarttoken", "app-order-unknown", "grant-type"]
+    );
+}
+
+#[tokio::test]
+async fn write_pki_writes_the_ca_and_the_tpp_identity_with_a_private_key_file() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let t = start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let files = t.sb.write_pki(dir.path()).unwrap();
+    assert_eq!(std::fs::read_to_string(&files.ca).unwrap(), t.sb.pki.ca_pem);
+    assert!(
+        std::fs::read_to_string(&files.tpp_cert)
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----")
+    );
+    let mode = std::fs::metadata(&files.tpp_key)
+        .unwrap()
+        .permissions()
+        .mode();
+    assert_eq!(mode & 0o777, 0o600);
+}
+
+#[tokio::test]
+async fn an_unknown_api_path_is_a_404_problem() {
+    let t = start().await;
+    let r = t
+        .http
+        .get(t.api("/tpp/pis/private/v2/payments"))
+        .send()
+        .await
+        .unwrap();
+    let (s, v) = json_of(r).await;
+    assert_eq!(s, StatusCode::NOT_FOUND);
+    assert_eq!(v["code"], "RESOURCE_UNKNOWN");
+    assert_eq!(t.refusal_rules().await, ["unknown-path"]);
+}
+
+#[tokio::test]
+async fn the_app_sends_the_browser_to_an_http_redirect_after_the_decision_and_stays_with_null() {
+    let t = start().await;
+    let token = t.token("s1").await;
+    let (_, _, ast) = signed_order(&t, &token, "10.00").await;
+    let page = reqwest::get(t.app(&format!(
+        "/test-bankid?autostarttoken={ast}&redirect=https%3A%2F%2Fshop.example%2Fback"
+    )))
+    .await
+    .unwrap()
+    .text()
+    .await
+    .unwrap();
+    assert!(page.contains("https://shop.example/back"), "{page}");
+    let no_follow = reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let r = no_follow
+        .post(t.app("/test-bankid/approve"))
+        .form(&[
+            ("autostarttoken", ast.as_str()),
+            ("redirect", "https://shop.example/back"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::SEE_OTHER);
+    assert_eq!(r.headers()["location"], "https://shop.example/back");
+    let (_, _, ast2) = signed_order(&t, &token, "11.00").await;
+    let r = no_follow
+        .post(t.app("/test-bankid/reject"))
+        .form(&[("autostarttoken", ast2.as_str()), ("redirect", "null")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::OK);
+    assert!(r.text().await.unwrap().contains("Rejected"));
+}
+
+#[tokio::test]
+async fn tokens_need_an_absolute_redirect_uri_and_a_registered_one_when_configured() {
+    let t = start_with(SebSandboxConfig {
+        redirect_uris: vec!["https://tpp.example/cb".into()],
+        ..SebSandboxConfig::default()
+    })
+    .await;
+    let (_, v) = t.start_auth().await;
+    let id = v["auth_req_id"].as_str().unwrap().to_owned();
+    let (_, p) = t.auth_progress(&id).await;
+    t.sb.sim
+        .approve(p["autostart_token"].as_str().unwrap(), None)
+        .unwrap();
+    let secret = secrecy::ExposeSecret::expose_secret(t.sb.client_secret()).to_owned();
+    for uri in ["not a url", "https://elsewhere.example/cb"] {
+        let r = t
+            .http
+            .post(t.api("/auth/v4/tokens"))
+            .json(&json!({"client_id": t.sb.client_id(), "client_secret": secret, "auth_req_id": id, "redirect_uri": uri}))
+            .send()
+            .await
+            .unwrap();
+        let (s, v) = json_of(r).await;
+        assert_eq!(s, StatusCode::BAD_REQUEST);
+        assert_eq!(v["path"], "redirect_uri");
+    }
+    // The registered one works (and the refusals did not use the auth_req_id up).
+    let (s, v) = t.take_tokens(&id).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+}
+
+#[tokio::test]
+async fn the_request_log_keeps_headers_with_the_bearer_masked() {
+    let t = start().await;
+    let token = t.token("s1").await;
+    t.pay(&token, "10.00").await;
+    let log: Value = reqwest::get(t.app("/admin/requests"))
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let last = log.as_array().unwrap().last().unwrap().clone();
+    assert_eq!(last["method"], "POST");
+    assert_eq!(last["status"], 201);
+    let headers = last["headers"].as_array().unwrap();
+    let get = |name: &str| {
+        headers
+            .iter()
+            .find(|h| h[0] == name)
+            .map(|h| h[1].as_str().unwrap().to_owned())
+    };
+    assert_eq!(get("authorization").as_deref(), Some("Bearer ***"));
+    assert_eq!(get("psu-ip-address").as_deref(), Some(IP));
+    assert!(!log.to_string().contains(&token), "the token never shows");
 }

@@ -144,3 +144,41 @@ pub(super) async fn serve_mtls(
     let _ = tokio::time::timeout(Duration::from_secs(5), graceful.shutdown()).await;
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::client::danger::ServerCertVerifier as _;
+    use rustls::pki_types::{ServerName, UnixTime};
+
+    #[test]
+    fn the_test_server_certificate_is_valid_for_localhost_and_127_0_0_1_through_the_test_ca() {
+        let (pki, server) =
+            crate::sandbox::berlin_group::test_pki::generate_with_server("CN=T,O=T,C=SE").unwrap();
+        let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+        let mut roots = rustls::RootCertStore::empty();
+        roots
+            .add(certificates(&pki.ca_pem, "ca").unwrap().remove(0))
+            .unwrap();
+        let verifier =
+            rustls::client::WebPkiServerVerifier::builder_with_provider(Arc::new(roots), provider)
+                .build()
+                .unwrap();
+        let leaf = certificates(&server.cert_pem, "server").unwrap().remove(0);
+        for name in ["localhost", "127.0.0.1", "::1"] {
+            let name = ServerName::try_from(name).unwrap();
+            verifier
+                .verify_server_cert(&leaf, &[], &name, &[], UnixTime::now())
+                .unwrap_or_else(|e| panic!("{name:?}: {e}"));
+        }
+        let other = ServerName::try_from("bank.example").unwrap();
+        assert!(
+            verifier
+                .verify_server_cert(&leaf, &[], &other, &[], UnixTime::now())
+                .is_err()
+        );
+        // And the server configuration accepts the pair.
+        server_config(&server.cert_pem, &server.key_pem, &pki.ca_pem).unwrap();
+        assert!(server_config(&server.cert_pem, &server.key_pem, "not a pem").is_err());
+    }
+}
