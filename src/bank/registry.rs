@@ -251,3 +251,73 @@ mod tests {
         assert!(err.to_string().contains("gone") || format!("{err:?}").contains("gone"));
     }
 }
+
+#[cfg(test)]
+mod seb_tests {
+    use super::*;
+    use crate::config::{SebApiSetting, SebSettings};
+    use crate::domain::Currency;
+    use std::time::Duration;
+
+    fn settings(certificate: String, key: String) -> SebSettings {
+        SebSettings {
+            base_url: "https://api-sandbox.sebgroup.com".into(),
+            api: SebApiSetting::Private,
+            client_id: "pisgate-client".into(),
+            client_secret: SecretString::from("seb-secret"),
+            tls_certificate: certificate,
+            tls_private_key: SecretString::from(key),
+            tls_ca: None,
+            products: BTreeMap::from([(
+                Currency::Sek,
+                "private-se-domestic-credit-transfers".to_owned(),
+            )]),
+            paid_statuses: vec!["ACSC".into()],
+            psu_ip_fallback: "192.0.2.10".parse().unwrap(),
+            bankid_app_url: "bankid:///".into(),
+            redirect_uri: "https://localhost/pisgate/seb".into(),
+            connect_timeout: Duration::from_secs(5),
+            request_timeout: Duration::from_secs(30),
+            read_attempts: 3,
+            approval_timeout: Duration::from_secs(300),
+            environment: crate::config::BankEnvironment::Production,
+        }
+    }
+
+    #[test]
+    fn a_seb_bank_builds_a_client_that_needs_the_shoppers_token_and_a_bad_qwac_names_its_files() {
+        let pki =
+            crate::sandbox::berlin_group::test_pki::generate("CN=pisgate test TPP,C=SE").unwrap();
+        let client = seb_client(
+            "seb",
+            &settings(pki.tpp_cert_pem.clone(), pki.tpp_key_pem.clone()),
+        )
+        .unwrap();
+        let traits = client.traits();
+        assert_eq!(traits.protocol, "seb");
+        assert!(traits.shopper_token_required);
+        let mut with_ca = settings(pki.tpp_cert_pem.clone(), pki.tpp_key_pem.clone());
+        with_ca.tls_ca = Some(pki.ca_pem.clone());
+        assert!(seb_client("seb", &with_ca).is_ok());
+
+        let broken = "-----BEGIN CERTIFICATE-----\nnot base64\n-----END CERTIFICATE-----";
+        let err = seb_client(
+            "seb",
+            &settings(
+                broken.into(),
+                "-----BEGIN PRIVATE KEY-----\nxx\n-----END PRIVATE KEY-----".into(),
+            ),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("PISGATE__BANKS__SEB__TLS_CERTIFICATE_FILE"),
+            "{err}"
+        );
+        assert!(!err.contains("seb-secret"), "{err}");
+        let mut bad_ca = settings(pki.tpp_cert_pem.clone(), pki.tpp_key_pem.clone());
+        bad_ca.tls_ca = Some("-----BEGIN CERTIFICATE-----\n!!\n-----END CERTIFICATE-----".into());
+        let err = seb_client("seb", &bad_ca).unwrap_err().to_string();
+        assert!(err.contains("PISGATE__BANKS__SEB__TLS_CA_FILE"), "{err}");
+    }
+}

@@ -145,6 +145,18 @@ pub struct SebSettings {
     pub environment: BankEnvironment,
 }
 
+impl SebSettings {
+    /// The "open BankID on this device" link for an autostart token:
+    /// `{bankid_app_url}?autostarttoken=<token>&redirect=null` (the token URL-encoded).
+    pub fn autostart_link(&self, autostart_token: &str) -> String {
+        let token: String = form_urlencoded::byte_serialize(autostart_token.as_bytes()).collect();
+        format!(
+            "{}?autostarttoken={token}&redirect=null",
+            self.bankid_app_url
+        )
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawBank {
@@ -906,6 +918,14 @@ mod tests {
         );
         assert_eq!(seb.paid_statuses, ["ACSC"], "ACSP is never paid by default");
         assert_eq!(seb.bankid_app_url, "bankid:///");
+        assert_eq!(
+            seb.autostart_link("7c40b5c9-fa74-49cf-b98c-bfe651f9a7c6"),
+            "bankid:///?autostarttoken=7c40b5c9-fa74-49cf-b98c-bfe651f9a7c6&redirect=null"
+        );
+        assert_eq!(
+            seb.autostart_link("a&b=c"),
+            "bankid:///?autostarttoken=a%26b%3Dc&redirect=null"
+        );
         assert_eq!(seb.approval_timeout, Duration::from_secs(300));
         assert_eq!(seb.tls_ca, None);
         assert_eq!(seb.environment, BankEnvironment::Production);

@@ -21,4 +21,7 @@ pub mod convert;
 pub mod errors;
 pub mod wire;
 
+#[cfg(test)]
+mod sim_tests;
+
 pub use client::{SebApi, SebClient, SebConfig, SebConfigError};

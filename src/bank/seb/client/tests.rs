@@ -686,3 +686,143 @@ fn seb_client_debug_shows_no_secret() {
     .unwrap();
     assert!(!format!("{client:?}").contains("secret"));
 }
+
+/// Collects everything written by the tracing subscriber.
+#[derive(Clone, Default)]
+struct Captured(std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl std::io::Write for Captured {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.lock().unwrap().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+#[tokio::test]
+async fn seb_logs_name_no_token_autostart_token_qr_data_order_id_secret_or_account() {
+    let captured = Captured::default();
+    let writer = captured.clone();
+    let subscriber = tracing_subscriber::fmt()
+        .with_max_level(tracing::Level::TRACE)
+        .with_writer(move || writer.clone())
+        .finish();
+    let _guard = tracing::subscriber::set_default(subscriber);
+    let server = MockServer::start().await;
+    let order_id = "0b6c1a52-ORDER-ID-SECRET";
+    Mock::given(method("POST"))
+        .and(path("/auth/v4/authorizations"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({"auth_req_id": order_id})))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .and(path(format!("/auth/v4/authorizations/{order_id}")))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "status": "PENDING", "hint_code": "outstandingTransaction", "poll_delay": 1000,
+            "qr_token": "bankid.QR-DATA-SECRET.0.ab", "autostart_token": "AUTOSTART-SECRET"
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/auth/v4/tokens"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(json!({
+            "access_token": "ACCESS-SECRET", "refresh_token": "REFRESH-SECRET", "expires_in": 1800
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path(format!("{PIS}/payments/{PRODUCT}")))
+        .respond_with(problem(400, "FORMAT_ERROR"))
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .and(path("/tpp/signing/v1/signing-orders"))
+        .respond_with(ResponseTemplate::new(201).set_body_json(json!({
+            "authorisationId": "SIGNING-ORDER-ID", "scaStatus": "started",
+            "qrData": "bankid.QR-DATA-SECRET.1.cd", "autoStartToken": "AUTOSTART-SECRET", "tppMessages": []
+        })))
+        .mount(&server)
+        .await;
+    Mock::given(method("GET"))
+        .respond_with(ResponseTemplate::new(503))
+        .mount(&server)
+        .await;
+    let seb = client(&server);
+    let order = seb.start_identification(Some(&shopper())).await.unwrap();
+    let tokens = seb.identification_tokens(&order.id).await.unwrap();
+    let payment = sek_payment();
+    assert!(
+        seb.initiate_with_token(&payment, &tokens.access_token, None)
+            .await
+            .is_err()
+    );
+    let signing = seb
+        .start_signing(&payment_ref(), &tokens.access_token, None)
+        .await
+        .unwrap();
+    assert!(
+        seb.signing_progress(&signing.id, &tokens.access_token, None)
+            .await
+            .is_err()
+    );
+    let logs = String::from_utf8(captured.0.lock().unwrap().clone()).unwrap();
+    assert!(logs.contains("bank call failed"), "{logs}");
+    assert!(logs.contains("retrying the read"), "{logs}");
+    for secret in [
+        order_id,
+        "QR-DATA-SECRET",
+        "AUTOSTART-SECRET",
+        "ACCESS-SECRET",
+        "REFRESH-SECRET",
+        "client-secret-value",
+        "SIGNING-ORDER-ID",
+        payment.creditor.account.value.as_str(),
+        "5678-1234",
+        "1993112196394",
+    ] {
+        assert!(!logs.contains(secret), "{secret} in the logs:\n{logs}");
+    }
+}
+
+#[tokio::test]
+async fn seb_a_timeout_is_unavailable_with_an_unknown_outcome_reads_retried_initiation_not() {
+    let server = MockServer::start().await;
+    let slow = ResponseTemplate::new(200)
+        .set_body_json(json!({"transactionStatus": "ACSC"}))
+        .set_delay(Duration::from_millis(1500));
+    Mock::given(method("GET"))
+        .respond_with(slow.clone())
+        .mount(&server)
+        .await;
+    Mock::given(method("POST"))
+        .respond_with(slow)
+        .mount(&server)
+        .await;
+    let mut config = config(&server);
+    config.request_timeout = Duration::from_millis(300);
+    let seb = SebClient::new(config).unwrap();
+    let err = seb
+        .initiate_with_token(&sek_payment(), &token(), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BankError::Unavailable {
+                retry_safe: false,
+                ..
+            }
+        ),
+        "the bank may have made the payment: {err:?}"
+    );
+    assert!(!err.provably_not_processed());
+    assert_eq!(requests(&server).await.len(), 1);
+    let err = seb
+        .status_with_token(&payment_ref(), Some(&token()), None)
+        .await
+        .unwrap_err();
+    assert!(matches!(err, BankError::Unavailable { .. }), "{err:?}");
+    assert_eq!(requests(&server).await.len(), 4, "a read is tried 3 times");
+}
