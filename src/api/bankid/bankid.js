@@ -1,9 +1,10 @@
 // pisgate's BankID page, updated in place: every second, read the page's JSON state and
 // show the new QR code and message; go to `next` when the server gives it; reload the page
-// when the order's state changes (the server renders the buttons of the new state) or when
-// the state cannot be read. Without JavaScript the page refreshes itself (<noscript> meta
-// refresh), so nothing here is needed to finish. Allowed by its hash in the page's policy:
-// its text must not depend on the page (it reads its URLs from data attributes).
+// when the order's state or phase (identify, sign) changes (the server renders the new
+// state's buttons) or when the state cannot be read. Without JavaScript the page refreshes
+// itself (<noscript> meta refresh), so nothing here is needed to finish. Allowed by its hash
+// in the page's policy: its text must not depend on the page (it reads its URLs from data
+// attributes).
 "use strict";
 (function () {
   var main = document.getElementById("bankid");
@@ -11,6 +12,7 @@
   var stateUrl = main.getAttribute("data-state-url");
   var pageUrl = main.getAttribute("data-page-url");
   var shown = main.getAttribute("data-state");
+  var purpose = main.getAttribute("data-purpose");
   if (!stateUrl || !pageUrl || shown !== "pending") return;
   var failures = 0;
 
@@ -49,7 +51,7 @@
       window.location.assign(s.next);
       return false;
     }
-    if (s.state !== shown) {
+    if (s.state !== shown || (s.purpose && s.purpose !== purpose)) {
       reload();
       return false;
     }

@@ -150,11 +150,13 @@ fn shown_autostart<'a>(v: &BankIdView<'a>) -> Option<&'a str> {
     v.autostart_url.filter(|_| v.state == BankIdState::Pending)
 }
 
-/// The page's state for the in-place updater: `{"state","message","qr_svg","autostart_url",
-/// "next"}` (`qr_svg` and `autostart_url` only while pending, else null).
+/// The page's state for the in-place updater: `{"state","purpose","message","qr_svg",
+/// "autostart_url","next"}` (`qr_svg` and `autostart_url` only while pending, else null).
+/// `purpose` (`identify`|`sign`) beyond the contract's five: a new phase is a new page.
 pub fn state_json(v: &BankIdView<'_>) -> Value {
     json!({
         "state": state_str(v.state),
+        "purpose": v.purpose.as_str(),
         "message": hint_message(v.hint_code, v.purpose, v.state, v.lang),
         "qr_svg": shown_qr(v),
         "autostart_url": shown_autostart(v),
@@ -202,7 +204,8 @@ fn page(v: &BankIdView<'_>) -> Markup {
             }
             body {
                 main #bankid class=(state_str(v.state)) data-state=(state_str(v.state))
-                    data-state-url=(v.state_url) data-page-url=(v.page_url) {
+                    data-purpose=(v.purpose.as_str()) data-state-url=(v.state_url)
+                    data-page-url=(v.page_url) {
                     h1 { (title) }
                     p.to { (t.shop) ": " strong { (v.merchant) } }
                     @if let Some(amount) = &amount {
@@ -699,8 +702,9 @@ mod tests {
             "bankid:///?autostarttoken=46f4c7f2-7d42-4bc9-a8e1-1d1bd64a5b2e&redirect=null"
         );
         assert!(s["next"].is_null());
+        assert_eq!(s["purpose"], "sign");
         let keys: Vec<&String> = s.as_object().unwrap().keys().collect();
-        assert_eq!(keys.len(), 5, "{keys:?}");
+        assert_eq!(keys.len(), 6, "{keys:?}");
         // A new read, new QR data: a new QR code.
         let newer = BANKID_QR.replace(".7.", ".8.");
         let v2 = BankIdView {

@@ -308,7 +308,7 @@ const FI_HINTS: Hints = Hints {
         "Tunnistautuminen on käynnissä.",
         "Allekirjoitus on käynnissä.",
     ],
-    start: both("Käynnistä BankID-sovellus ja skannaa QR-koodi, tai avaa BankID tällä laitteella."),
+    start: both("Käynnistä BankID-sovellus ja skannaa QR-koodi tai avaa BankID tällä laitteella."),
     searching: both("Etsitään BankIDiä, tämä voi kestää hetken …"),
     enter_code: [
         "Syötä turvakoodisi BankID-sovellukseen ja vahvista tunnistautuminen.",
@@ -335,7 +335,7 @@ const FI_HINTS: Hints = Hints {
         "BankID, jota yrität käyttää, on liian vanha tai estetty. Käytä toista BankIDiä tai hanki uusi pankistasi.",
     ),
     start_failed: both(
-        "BankID-sovellusta ei voitu käynnistää, tai se ei pystynyt lukemaan QR-koodia. Tarkista, että BankID-sovellus on asennettu ja päivitetty, ja yritä uudelleen. Jos sinulla ei ole BankIDiä, saat sen pankistasi.",
+        "BankID-sovellusta ei voitu käynnistää tai se ei pystynyt lukemaan QR-koodia. Tarkista, että BankID-sovellus on asennettu ja päivitetty, ja yritä uudelleen. Jos sinulla ei ole BankIDiä, saat sen pankistasi.",
     ),
     cancelled: both("Toiminto peruttiin. Yritä uudelleen."),
     already: both(
