@@ -945,3 +945,99 @@ async fn the_shoppers_cancel_before_identifying_cancels_without_a_bank_call() {
     assert_eq!(f.bank.count("cancel"), 0);
     assert_eq!(f.bank.count("initiate_with_token"), 0);
 }
+
+#[tokio::test]
+async fn choosing_a_token_only_bank_on_the_choice_page_leads_to_the_bankid_page_without_a_bank_call()
+ {
+    let f = spawn(&[]).await;
+    let mut b = body(None);
+    b.as_object_mut().unwrap().remove("bank");
+    let r = f
+        .client
+        .post(format!("{}/v1/payments", f.base))
+        .bearer_auth(&f.key)
+        .header("idempotency-key", "choice")
+        .json(&b)
+        .send()
+        .await
+        .unwrap();
+    let p: Value = r.json().await.unwrap();
+    // Nordea and the fake both serve SE: the shopper chooses.
+    assert_eq!(p["initiation"], "awaiting_bank_choice", "{p}");
+    let hop = p["authorization_url"].as_str().unwrap();
+    let (base, token) = hop.split_once("?t=").unwrap();
+    let r = f
+        .client
+        .post(format!("{base}/bank"))
+        .form(&[("t", token), ("bank", "sebfake")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    let to = location(&r);
+    assert!(to.contains("/bankid?t="), "{to}");
+    let id = p["id"].as_str().unwrap();
+    let now = f.payment(id).await;
+    assert_eq!(now["bank"], "sebfake");
+    assert_eq!(
+        now["initiation"], "awaiting_shopper_identification",
+        "{now}"
+    );
+    assert_eq!(f.bank.count("initiate"), 0);
+    assert_eq!(f.bank.count("initiate_with_token"), 0);
+    // The hop itself leads there too from now on.
+    assert!(f.bankid_page(hop).await.contains("/bankid?t="));
+    f.autostart(&to).await;
+    assert_eq!(f.bank.count("start_identification"), 1);
+}
+
+#[tokio::test]
+async fn a_start_whose_answer_was_lost_keeps_its_claim_for_the_lease_and_a_retry_after_it_starts_again()
+ {
+    let f = spawn(&[]).await;
+    let p = f.pay(None).await;
+    let id = p["id"].as_str().unwrap();
+    let page = f
+        .bankid_page(p["authorization_url"].as_str().unwrap())
+        .await;
+    let (_, ast) = f.autostart(&page).await;
+    f.bank.reject(&ast);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !f
+        .get(&page)
+        .await
+        .text()
+        .await
+        .unwrap()
+        .contains("/bankid/start")
+    {
+        assert!(Instant::now() < deadline);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    // The retry's start is sent and its answer lost: unknown, the claim stays.
+    sqlx::query(
+        "UPDATE bankid_orders SET order_id = NULL, state = 'failed', hint_code = 'startUnknown',
+                start_claimed_at = now() WHERE payment_id = $1::uuid AND purpose = 'identify'",
+    )
+    .bind(id)
+    .execute(f.pool.pool())
+    .await
+    .unwrap();
+    assert_eq!(f.post(&page, "start").await.status(), 303);
+    assert_eq!(
+        f.bank.count("start_identification"),
+        1,
+        "within the lease: no new start"
+    );
+    // After the lease, the shopper's retry starts a new order.
+    sqlx::query(
+        "UPDATE bankid_orders SET start_claimed_at = now() - interval '10 minutes'
+         WHERE payment_id = $1::uuid AND purpose = 'identify'",
+    )
+    .bind(id)
+    .execute(f.pool.pool())
+    .await
+    .unwrap();
+    assert_eq!(f.post(&page, "start").await.status(), 303);
+    assert_eq!(f.bank.count("start_identification"), 2);
+}
