@@ -968,6 +968,7 @@ async fn ended(
     if progress.state == BankIdState::Complete {
         return finish(state, p, key, token, psu, &progress.bank_status).await;
     }
+    metrics::counter!("pisgate_bankid_signings_total", "outcome" => "failed").increment(1);
     read_status(state, p, key, token, psu, &progress.bank_status).await?;
     let now = current(state, p).await?;
     if now.status() != PaymentStatus::AwaitingAuthorization {
