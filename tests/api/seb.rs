@@ -306,6 +306,17 @@ impl Seb {
         sign
     }
 
+    /// `pisgate ledger verify`: every chain intact, every bound column (bank id, bank
+    /// status, the shopper key bound at initiation) what the ledger says.
+    async fn assert_ledger_verifies(&self) {
+        let report =
+            pisgate::ledger::events::verify_all(&self.app.pool, &crate::helpers::ledger_keys())
+                .await
+                .unwrap();
+        assert_eq!(report.broken_payments, 0, "{report:?}");
+        assert!(report.payments_checked > 0);
+    }
+
     /// Nothing pisgate sent was refused by the simulator.
     async fn assert_nothing_refused(&self) {
         let refused = self.refusals().await;
@@ -369,6 +380,7 @@ async fn seb_signed_in_the_bankid_app_ends_paid_at_the_merchants_return_url_with
     .await;
     assert!(got.contains(&"payment.authorized".to_owned()), "{got:?}");
     s.assert_nothing_refused().await;
+    s.assert_ledger_verifies().await;
 }
 
 /// `66.02`: the shopper refuses in the app: the page says so and offers "try again" and
@@ -399,6 +411,7 @@ async fn seb_refused_in_the_app_shows_try_again_and_the_shoppers_cancel_deletes_
     assert_eq!(done["bank_status"], "CANC", "{done}");
     assert_eq!(done["failure"]["code"], "cancelled_by_shopper", "{done}");
     s.assert_nothing_refused().await;
+    s.assert_ledger_verifies().await;
 }
 
 /// `66.03`: nobody opens the signing order: it fails `expiredTransaction` (the page says so);
@@ -426,6 +439,7 @@ async fn seb_never_opened_expires_at_the_horizon_deleted_at_seb_with_the_shopper
     let expired = s.wait_for_status(id, "expired").await;
     assert_eq!(expired["bank_status"], "CANC", "{expired}");
     s.assert_nothing_refused().await;
+    s.assert_ledger_verifies().await;
 }
 
 /// `66.04`: the first signing start answers ALREADY_IN_PROGRESS (both orders cancelled):
