@@ -364,6 +364,81 @@ fn not_offered(what: &str) -> BankError {
     ))
 }
 
+/// Runs `attempt` (numbered from 1) once, or, for a read, until it is not `Unavailable` or
+/// `retries.max_attempts` are spent, pausing with the jittered backoff in between. Shared by
+/// the Berlin Group and SEB adapters: only reads are ever repeated.
+pub(crate) async fn with_read_retries<T, F, Fut>(
+    retries: &RetryPolicy,
+    bank_id: &str,
+    read: bool,
+    mut attempt: F,
+) -> Result<T, BankError>
+where
+    F: FnMut(u32) -> Fut,
+    Fut: std::future::Future<Output = Result<T, BankError>>,
+{
+    let attempts = if read { retries.max_attempts.max(1) } else { 1 };
+    let mut n = 1;
+    loop {
+        match attempt(n).await {
+            Err(BankError::Unavailable { detail, .. }) if n < attempts => {
+                let pause = retries.backoff(n);
+                tracing::warn!(
+                    bank = %bank_id,
+                    attempt = n,
+                    pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+                    %detail,
+                    "bank unavailable; retrying the read"
+                );
+                tokio::time::sleep(pause).await;
+                n += 1;
+            }
+            other => return other,
+        }
+    }
+}
+
+/// The metrics, span fields and log line of one HTTP attempt (inside its `bank_http`
+/// span). Shared by the Berlin Group and SEB adapters. Logs carry the error's text (codes
+/// and the bank's descriptions), never a body, header or URL.
+pub(crate) fn record_attempt<T>(
+    bank_id: &str,
+    operation: &'static str,
+    started: Instant,
+    result: &Result<T, BankError>,
+) {
+    let outcome = match result {
+        Ok(_) => "ok",
+        Err(e) => e.kind(),
+    };
+    if result.is_err() {
+        let span = tracing::Span::current();
+        span.record("error.type", outcome);
+        span.record("otel.status_code", "ERROR");
+    }
+    let bank = bank_id.to_owned();
+    metrics::counter!("pisgate_bank_requests_total", "operation" => operation, "outcome" => outcome, "bank" => bank.clone())
+        .increment(1);
+    metrics::histogram!("pisgate_bank_request_duration_seconds", "operation" => operation, "outcome" => outcome, "bank" => bank.clone())
+        .record(started.elapsed().as_secs_f64());
+    match result {
+        Ok(_) => tracing::debug!(outcome, "bank call done"),
+        Err(error) => match error.configuration_code() {
+            Some(code) => {
+                metrics::counter!("pisgate_bank_config_errors_total", "code" => code.to_owned(), "bank" => bank)
+                    .increment(1);
+                tracing::error!(
+                    bank = %bank_id,
+                    code,
+                    error = %error,
+                    "the bank refused our own setup (certificate, key, client credentials or clock); every call will fail until an operator fixes it"
+                );
+            }
+            None => tracing::warn!(outcome, error = %error, "bank call failed"),
+        },
+    }
+}
+
 /// `TPP-Redirect-URI` (with the state) and `TPP-Nok-Redirect-URI` (plus
 /// `error=access_denied`).
 pub fn redirect_uris(auth: &Authentication) -> Result<(String, String), BankError> {
@@ -539,29 +614,10 @@ impl BerlinGroupClient {
 
     /// Sends `call`, retrying it if it is a read and the bank is unavailable.
     async fn execute(&self, call: &Call<'_>) -> Result<Answer, BankError> {
-        let attempts = if call.read {
-            self.retries.max_attempts.max(1)
-        } else {
-            1
-        };
-        let mut attempt = 1;
-        loop {
-            match self.attempt(call, attempt).await {
-                Err(BankError::Unavailable { detail, .. }) if attempt < attempts => {
-                    let pause = self.retries.backoff(attempt);
-                    tracing::warn!(
-                        bank = %self.bank_id,
-                        attempt,
-                        pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
-                        %detail,
-                        "bank unavailable; retrying the read"
-                    );
-                    tokio::time::sleep(pause).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        with_read_retries(&self.retries, &self.bank_id, call.read, |attempt| {
+            self.attempt(call, attempt)
+        })
+        .await
     }
 
     #[tracing::instrument(
@@ -586,36 +642,7 @@ impl BerlinGroupClient {
     async fn attempt(&self, call: &Call<'_>, attempt: u32) -> Result<Answer, BankError> {
         let started = Instant::now();
         let result = self.send_once(call).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
-        if result.is_err() {
-            let span = tracing::Span::current();
-            span.record("error.type", outcome);
-            span.record("otel.status_code", "ERROR");
-        }
-        let bank = self.bank_id.clone();
-        metrics::counter!("pisgate_bank_requests_total", "operation" => call.operation, "outcome" => outcome, "bank" => bank.clone())
-            .increment(1);
-        metrics::histogram!("pisgate_bank_request_duration_seconds", "operation" => call.operation, "outcome" => outcome, "bank" => bank.clone())
-            .record(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(_) => tracing::debug!(outcome, "bank call done"),
-            Err(error) => match error.configuration_code() {
-                Some(code) => {
-                    metrics::counter!("pisgate_bank_config_errors_total", "code" => code.to_owned(), "bank" => bank)
-                        .increment(1);
-                    tracing::error!(
-                        bank = %self.bank_id,
-                        code,
-                        error = %error,
-                        "the bank refused our own setup (certificate, key or clock); every call will fail until an operator fixes it"
-                    );
-                }
-                None => tracing::warn!(outcome, error = %error, "bank call failed"),
-            },
-        }
+        record_attempt(&self.bank_id, call.operation, started, &result);
         result
     }
 

@@ -39,6 +39,7 @@
 //! URL), the client secret, request or answer bodies, full account numbers.
 
 use super::{convert, errors, wire};
+use crate::bank::berlin_group::client::{record_attempt, with_read_retries};
 use crate::bank::berlin_group::convert::refusal;
 use crate::bank::berlin_group::status::{self as bg_status, map_transaction_status};
 pub use crate::bank::nordea::RetryPolicy;
@@ -477,29 +478,10 @@ impl SebClient {
 
     /// Sends `call`, retrying it if it is a read and SEB is unavailable.
     async fn execute(&self, call: &Call<'_>) -> Result<Answer, BankError> {
-        let attempts = if call.read {
-            self.retries.max_attempts.max(1)
-        } else {
-            1
-        };
-        let mut attempt = 1;
-        loop {
-            match self.attempt(call, attempt).await {
-                Err(BankError::Unavailable { detail, .. }) if attempt < attempts => {
-                    let pause = self.retries.backoff(attempt);
-                    tracing::warn!(
-                        bank = %self.bank_id,
-                        attempt,
-                        pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
-                        %detail,
-                        "bank unavailable; retrying the read"
-                    );
-                    tokio::time::sleep(pause).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        with_read_retries(&self.retries, &self.bank_id, call.read, |attempt| {
+            self.attempt(call, attempt)
+        })
+        .await
     }
 
     #[tracing::instrument(
@@ -524,36 +506,7 @@ impl SebClient {
     async fn attempt(&self, call: &Call<'_>, attempt: u32) -> Result<Answer, BankError> {
         let started = Instant::now();
         let result = self.send_once(call).await;
-        let outcome = match &result {
-            Ok(_) => "ok",
-            Err(e) => e.kind(),
-        };
-        if result.is_err() {
-            let span = tracing::Span::current();
-            span.record("error.type", outcome);
-            span.record("otel.status_code", "ERROR");
-        }
-        let bank = self.bank_id.clone();
-        metrics::counter!("pisgate_bank_requests_total", "operation" => call.operation, "outcome" => outcome, "bank" => bank.clone())
-            .increment(1);
-        metrics::histogram!("pisgate_bank_request_duration_seconds", "operation" => call.operation, "outcome" => outcome, "bank" => bank.clone())
-            .record(started.elapsed().as_secs_f64());
-        match &result {
-            Ok(_) => tracing::debug!(outcome, "bank call done"),
-            Err(error) => match error.configuration_code() {
-                Some(code) => {
-                    metrics::counter!("pisgate_bank_config_errors_total", "code" => code.to_owned(), "bank" => bank)
-                        .increment(1);
-                    tracing::error!(
-                        bank = %self.bank_id,
-                        code,
-                        error = %error,
-                        "SEB refused our own setup (QWAC, client id or secret); every call will fail until an operator fixes it"
-                    );
-                }
-                None => tracing::warn!(outcome, error = %error, "bank call failed"),
-            },
-        }
+        record_attempt(&self.bank_id, call.operation, started, &result);
         result
     }
 

@@ -480,3 +480,65 @@ async fn seb_simulator_an_expired_access_token_is_rejected_and_a_refresh_revives
     assert_eq!(report.bank_status, "RJCT");
     assert_eq!(report.status, Some(PaymentStatus::Rejected));
 }
+
+#[tokio::test]
+async fn seb_simulator_sees_a_request_id_the_shoppers_address_and_the_bearer_on_every_call() {
+    let sim = simulator().await;
+    let seb = client_for(&sim);
+    let token = identified(&sim, &seb).await.access_token;
+    let payment_ref = seb
+        .initiate_with_token(&payment(6601), &token, Some(&shopper()))
+        .await
+        .unwrap()
+        .bank_ref();
+    let order = seb
+        .start_signing(&payment_ref, &token, Some(&shopper()))
+        .await
+        .unwrap();
+    seb.signing_progress(&order.id, &token, Some(&shopper()))
+        .await
+        .unwrap();
+    seb.status_with_token(&payment_ref, Some(&token), Some(&shopper()))
+        .await
+        .unwrap();
+    let requests = sim.sim.requests();
+    // The identification's second tokens call is refused on purpose ("given once").
+    let refused: Vec<_> = requests.iter().filter(|r| r.status >= 400).collect();
+    assert_eq!(refused.len(), 1, "{refused:?}");
+    assert_eq!(refused[0].path, "/auth/v4/tokens");
+    let mut ids = std::collections::BTreeSet::new();
+    for r in &requests {
+        let header = |name: &str| {
+            r.headers
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v.as_str())
+        };
+        let id = header("x-request-id").unwrap_or_else(|| panic!("{r:?}"));
+        assert!(uuid::Uuid::parse_str(id).is_ok(), "{r:?}");
+        assert!(
+            ids.insert(id.to_owned()),
+            "a fresh X-Request-ID per call: {r:?}"
+        );
+        // The port's token calls carry no shopper context: the fallback address.
+        let ip = if r.path == "/auth/v4/tokens" {
+            "198.51.100.4"
+        } else {
+            "203.0.113.7"
+        };
+        assert_eq!(header("psu-ip-address"), Some(ip), "{r:?}");
+        if r.path.starts_with("/tpp/") {
+            assert!(
+                header("authorization").is_some_and(|v| v.starts_with("Bearer ")),
+                "{r:?}"
+            );
+        } else {
+            assert_eq!(header("authorization"), None, "{r:?}");
+        }
+    }
+    assert!(
+        requests
+            .iter()
+            .any(|r| r.path.starts_with("/tpp/signing/v1/"))
+    );
+}
