@@ -53,6 +53,26 @@ for b in ANDELS:Andelsbanken:false KONTO:Kontobanken:true; do
         "PISGATE__BANKS__${id}__PRIVATE_KEY_FILE=$PISGATE__NORDEA__PRIVATE_KEY_FILE" \
         "PISGATE__BANKS__${id}__ENVIRONMENT=sandbox" "PISGATE__BANKS__${id}__NEEDS_DEBTOR_ACCOUNT=$needs"
 done
+# SEB (issue 25) on its simulator, for bankid.mjs: the BankID page's "open BankID on this
+# device" link goes to the simulator's test BankID app.
+seb_port=$(pg_free_port)
+seb_app_port=$(pg_free_port)
+"$bin" keys test-pki --out "$work/pki" >/dev/null
+export PISGATE__SANDBOX_SEB__LISTEN="127.0.0.1:$seb_port" \
+    PISGATE__SANDBOX_SEB__APP_LISTEN="127.0.0.1:$seb_app_port" \
+    PISGATE__SANDBOX_SEB__TLS_CERTIFICATE_FILE="$work/pki/server-cert.pem" \
+    PISGATE__SANDBOX_SEB__TLS_PRIVATE_KEY_FILE="$work/pki/server-key.pem" \
+    PISGATE__SANDBOX_SEB__CLIENT_CA_FILE="$work/pki/ca.pem"
+export PISGATE__BANKS__SEB__PROTOCOL=seb PISGATE__BANKS__SEB__NAME=SEB PISGATE__BANKS__SEB__COUNTRIES=SE \
+    PISGATE__BANKS__SEB__BASE_URL="https://127.0.0.1:$seb_port" \
+    PISGATE__BANKS__SEB__CLIENT_ID=pisgate-sandbox-client \
+    PISGATE__BANKS__SEB__CLIENT_SECRET=pisgate-sandbox-secret \
+    PISGATE__BANKS__SEB__TLS_CERTIFICATE_FILE="$work/pki/tpp-cert.pem" \
+    PISGATE__BANKS__SEB__TLS_PRIVATE_KEY_FILE="$work/pki/tpp-key.pem" \
+    PISGATE__BANKS__SEB__TLS_CA_FILE="$work/pki/ca.pem" \
+    PISGATE__BANKS__SEB__PSU_IP_FALLBACK=203.0.113.9 PISGATE__BANKS__SEB__ENVIRONMENT=sandbox \
+    PISGATE__BANKS__SEB__BANKID_APP_URL="http://127.0.0.1:$seb_app_port/test-bankid"
+export SEB_APP_URL="http://127.0.0.1:$seb_app_port"
 "$bin" migrate >/dev/null
 "$bin" merchant create --name "Kahvila Aalto" --return-origin "http://127.0.0.1:$shop_port" >"$work/merchant.json"
 operator_email="operator@pisgate.example"
@@ -63,12 +83,14 @@ python3 scripts/browser/shop.py "$shop_port" >"$work/shop.log" 2>&1 &
 pids+=($!)
 "$bin" sandbox >"$work/sandbox.log" 2>&1 &
 pids+=($!)
+"$bin" sandbox --protocol seb >"$work/seb.log" 2>&1 &
+pids+=($!)
 "$bin" serve >"$work/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 150); do
     if curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 \
         && curl -fsS -o /dev/null "http://127.0.0.1:$shop_port/hooks/count" 2>/dev/null; then break; fi
-    kill -0 "${pids[2]}" 2>/dev/null || { cat "$work/serve.log" >&2; echo "pisgate serve exited" >&2; exit 1; }
+    kill -0 "${pids[3]}" 2>/dev/null || { cat "$work/serve.log" >&2; echo "pisgate serve exited" >&2; exit 1; }
     sleep 0.2
 done
 
@@ -77,7 +99,7 @@ mkdir -p "$screenshots"
 export PISGATE_URL="http://127.0.0.1:$port" ADMIN_URL="http://127.0.0.1:$admin_port" \
     SHOP_URL="http://127.0.0.1:$shop_port" MERCHANT_FILE="$work/merchant.json" \
     SCREENSHOTS="$screenshots" OPERATOR_EMAIL="$operator_email" OPERATOR_PASSWORD="$operator_password"
-for test in consent bank_choice console; do
+for test in consent bank_choice console bankid; do
     node "scripts/browser/$test.mjs" || {
         echo "--- pisgate serve's log (tail)" >&2
         tail -n 40 "$work/serve.log" >&2

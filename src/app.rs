@@ -53,6 +53,16 @@ impl Application {
         settings: Settings,
         listener: TcpListener,
     ) -> anyhow::Result<Application> {
+        Application::build_on_with_banks(settings, listener, Vec::new()).await
+    }
+
+    /// As [`Application::build_on`], with `extra` banks beside the configured ones (tests:
+    /// a bank of their own, e.g. a fake of a protocol whose simulator is not at hand).
+    pub async fn build_on_with_banks(
+        settings: Settings,
+        listener: TcpListener,
+        extra: Vec<crate::bank::BankEntry>,
+    ) -> anyhow::Result<Application> {
         let admin_listener = bind(settings.admin.listen, "PISGATE__ADMIN__LISTEN").await?;
         let mut settings = settings;
         ledger::resolve_pooler(&mut settings.database).await?;
@@ -79,7 +89,7 @@ impl Application {
         let certificate = check_certificate(&settings, std::time::SystemTime::now())?;
         // Every event this process appends is signed with this ring.
         ledger::keys::install(ledger_keys(&settings.ledger)?);
-        let banks = Arc::new(banks(&settings)?);
+        let banks = Arc::new(extra.into_iter().fold(banks(&settings)?, Banks::with));
         let cipher = Arc::new(token_cipher(&settings)?);
         let replica = ledger::connect_read(&settings.database)?;
         let read_max_lag = settings.database.read_max_lag;

@@ -3,7 +3,10 @@
 //! request, with its Idempotency-Key) and the shopper's page at the authorization hop
 //! (deferred initiation: the shopper chose the bank or gave their IBAN).
 //!
-//! The truth rules are the same for both: an attempt is started in the ledger before the
+//! A bank whose every call needs the shopper's own token (SEB) is initiated from the
+//! BankID page once the shopper identified ([`initiate_for_shopper_with_token`]).
+//!
+//! The truth rules are the same for all: an attempt is started in the ledger before the
 //! bank call ([`payments::begin_attempt`], [`payments::begin_shopper_attempt`] or creation);
 //! only the current attempt may record the bank's answer ([`payments::record_initiated`],
 //! else the answer is an orphan in the ledger); an explicit refusal ends the payment
@@ -18,12 +21,13 @@ use crate::api::AppState;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::payment_input::Validated;
 use crate::api::payments::{PaymentView, redirect_uri_for};
-use crate::bank::{BankError, Initiated, PaymentInitiation};
+use crate::bank::{BankError, Initiated, PaymentInitiation, PsuContext};
 use crate::domain::{Evidence, PaymentRequest, PaymentRequestInput};
 use crate::ledger::idempotency;
 use crate::ledger::payments::{self, Change, PaymentRecord};
 use anyhow::Context as _;
 use axum::http::StatusCode;
+use secrecy::SecretString;
 use serde_json::{Value, json};
 use std::time::Duration;
 use uuid::Uuid;
@@ -86,7 +90,40 @@ pub async fn call_bank(
             retry_safe: true,
         });
     }
-    match tokio::time::timeout(budget, state.banks.client(bank).initiate(initiation, None)).await {
+    bounded(budget, state.banks.client(bank).initiate(initiation, None)).await
+}
+
+/// Sends the initiation to `bank` with the shopper's own token (a bank whose
+/// `shopper_token_required`), within `budget`, with the same rules as [`call_bank`].
+pub async fn call_bank_with_token(
+    state: &AppState,
+    bank: &str,
+    initiation: &PaymentInitiation,
+    access_token: &SecretString,
+    psu: Option<&PsuContext>,
+    budget: Duration,
+) -> Result<Initiated, BankError> {
+    if budget.is_zero() {
+        return Err(BankError::Unavailable {
+            detail: "no time left before the key's in-flight bound; not sent".into(),
+            retry_safe: true,
+        });
+    }
+    bounded(
+        budget,
+        state
+            .banks
+            .client(bank)
+            .initiate_with_token(initiation, access_token, psu),
+    )
+    .await
+}
+
+async fn bounded(
+    budget: Duration,
+    call: impl std::future::Future<Output = Result<Initiated, BankError>>,
+) -> Result<Initiated, BankError> {
+    match tokio::time::timeout(budget, call).await {
         Ok(answer) => answer,
         // The request may have reached the bank: its outcome is unknown.
         Err(_) => Err(BankError::Unexpected {
@@ -366,6 +403,45 @@ pub async fn initiate_for_shopper(
     state: &AppState,
     p: &PaymentRecord,
 ) -> anyhow::Result<ShopperInitiation> {
+    Ok(initiate_for_shopper_with(state, p, None).await?.0)
+}
+
+/// The shopper's own token (and connection) for a bank whose every call needs it.
+#[derive(Clone, Copy)]
+pub struct ShopperToken<'a> {
+    pub access_token: &'a SecretString,
+    pub psu: Option<&'a PsuContext>,
+}
+
+/// Deferred initiation with the shopper's token, at a bank whose
+/// `shopper_token_required` (SEB, after the shopper identified on the BankID page): the
+/// same attempt, lease and truth rules as [`initiate_for_shopper`], the bank call made with
+/// [`crate::bank::Bank::initiate_with_token`].
+pub async fn initiate_for_shopper_with_token(
+    state: &AppState,
+    p: &PaymentRecord,
+    token: ShopperToken<'_>,
+) -> anyhow::Result<TokenInitiation> {
+    let (initiation, token_rejected) = initiate_for_shopper_with(state, p, Some(token)).await?;
+    Ok(TokenInitiation {
+        initiation,
+        token_rejected,
+    })
+}
+
+/// What an initiation with the shopper's token came to, and whether the bank refused the
+/// token (the caller marks it dead: the shopper identifies again).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TokenInitiation {
+    pub initiation: ShopperInitiation,
+    pub token_rejected: bool,
+}
+
+async fn initiate_for_shopper_with(
+    state: &AppState,
+    p: &PaymentRecord,
+    token: Option<ShopperToken<'_>>,
+) -> anyhow::Result<(ShopperInitiation, bool)> {
     let settings = &state.settings.payments;
     let budget = settings.initiation_budget();
     let started = tokio::time::Instant::now();
@@ -382,7 +458,7 @@ pub async fn initiate_for_shopper(
     .await?;
     tx.commit().await?;
     let Some(attempt) = attempt else {
-        return Ok(ShopperInitiation::NotStarted);
+        return Ok((ShopperInitiation::NotStarted, false));
     };
     tracing::info!(bank = %p.bank, attempt, "initiating at the shopper's bank");
     let merchant = crate::ledger::merchants::get(&state.pool, p.merchant_id)
@@ -391,13 +467,14 @@ pub async fn initiate_for_shopper(
         .unwrap_or_default();
     let outcome = match stored_initiation(state, p, &merchant, oauth_state) {
         Ok(initiation) => {
-            call_bank(
-                state,
-                &p.bank,
-                &initiation,
-                budget.saturating_sub(started.elapsed()),
-            )
-            .await
+            let left = budget.saturating_sub(started.elapsed());
+            match token {
+                None => call_bank(state, &p.bank, &initiation, left).await,
+                Some(t) => {
+                    call_bank_with_token(state, &p.bank, &initiation, t.access_token, t.psu, left)
+                        .await
+                }
+            }
         }
         Err(e) => {
             // Nothing was sent: the attempt provably created nothing at the bank.
@@ -430,5 +507,6 @@ pub async fn initiate_for_shopper(
         }
     )
     .increment(1);
-    Ok(ShopperInitiation::Ran(answer.recorded))
+    let token_rejected = matches!(outcome, Err(BankError::TokenRejected));
+    Ok((ShopperInitiation::Ran(answer.recorded), token_rejected))
 }

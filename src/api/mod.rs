@@ -134,6 +134,7 @@ pub fn router(state: AppState) -> Router {
         .merge(callbacks::router())
         .merge(authorize::router())
         .merge(sca::router())
+        .merge(bankid::router())
         .merge(error_pages::router())
         .nest("/v1", authenticated)
         .fallback(middleware::unknown_route)

@@ -147,7 +147,7 @@ fn replayed(status: u16, body: Value) -> Response {
 
 /// Create a payment
 ///
-/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. Without `bank`, where several banks serve the debtor's country, no bank is called yet: the payment answers `initiation: "awaiting_bank_choice"` and `bank: null`, and its `authorization_url` opens pisgate's page where the shopper chooses the bank (pisgate initiates there then); likewise `initiation: "awaiting_debtor_account"` where the bank needs the debtor's account and `debtor` was not given (the shopper gives their IBAN on that page). The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`), even if today's validation would refuse that body; with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
+/// Answers 201 with the payment and its `authorization_url`: send the shopper there to sign. Without `bank`, where several banks serve the debtor's country, no bank is called yet: the payment answers `initiation: "awaiting_bank_choice"` and `bank: null`, and its `authorization_url` opens pisgate's page where the shopper chooses the bank (pisgate initiates there then); likewise `initiation: "awaiting_debtor_account"` where the bank needs the debtor's account and `debtor` was not given (the shopper gives their IBAN on that page), and `initiation: "awaiting_shopper_identification"` at a bank that needs the shopper's own token for every call (SEB: the page identifies the shopper with BankID, then pisgate creates the payment at the bank and the shopper signs it there). The same Idempotency-Key with the same body replays the first answer (header `Idempotent-Replayed: true`), even if today's validation would refuse that body; with another body it is a 422; while the first request runs, a 409. Keys are kept at least 24 hours.
 #[utoipa::path(
     post,
     path = "/v1/payments",
@@ -506,6 +506,9 @@ enum BankChoice {
 
 pub const AWAITING_BANK_CHOICE: &str = "awaiting_bank_choice";
 pub const AWAITING_DEBTOR_ACCOUNT: &str = "awaiting_debtor_account";
+/// The bank needs the shopper's own token for every call (SEB): nothing is sent to it
+/// before the shopper identifies on pisgate's BankID page ([`crate::api::bankid`]).
+pub const AWAITING_SHOPPER_IDENTIFICATION: &str = "awaiting_shopper_identification";
 
 /// The bank a new payment goes to: the one the merchant named (configured, serving the
 /// debtor's country), else the country's only bank; with several and none named, the
@@ -552,6 +555,12 @@ fn choose_bank(
             }
         },
     };
+    if entry.client.traits().shopper_token_required {
+        return Ok(BankChoice::Deferred {
+            bank: entry.id.clone(),
+            waiting: AWAITING_SHOPPER_IDENTIFICATION,
+        });
+    }
     if entry.client.traits().needs_debtor_account && r.debtor().is_none() {
         return Ok(BankChoice::Deferred {
             bank: entry.id.clone(),
@@ -833,11 +842,22 @@ pub async fn cancel_at_bank(
     state: &AppState,
     p: &PaymentRecord,
 ) -> Result<PaymentRecord, ApiError> {
+    cancel_at_bank_by(state, p, payments::CancelBy::Merchant).await
+}
+
+/// [`cancel_at_bank`] for `by` (the shopper's cancel on the BankID page, at a bank whose
+/// every call needs the shopper's token, deletes the payment the same way).
+pub async fn cancel_at_bank_by(
+    state: &AppState,
+    p: &PaymentRecord,
+    by: payments::CancelBy,
+) -> Result<PaymentRecord, ApiError> {
     let id = p.id;
     let bank_ref = bank_ref(p)?;
     let bank_id = bank_ref.id.clone();
     let client = state.banks.client(&p.bank);
-    let tokenless = !client.traits().return_carries_code;
+    let traits = client.traits();
+    let tokenless = !traits.return_carries_code && !traits.shopper_token_required;
     let held = if tokenless {
         None
     } else {
@@ -890,13 +910,23 @@ pub async fn cancel_at_bank(
             id,
             Change {
                 evidence: Evidence::Bank(PaymentStatus::Cancelled),
-                bank_status: Some(if tokenless { "CANC" } else { "Cancelled" }),
+                bank_status: Some(if traits.return_carries_code {
+                    "Cancelled"
+                } else {
+                    "CANC"
+                }),
                 kind: "cancelled",
-                detail: json!({ "by": "merchant", "deleted_at_bank": true }),
-                failure: Some((
-                    "cancelled_by_merchant",
-                    "cancelled by the merchant at the bank",
-                )),
+                detail: json!({ "by": by.as_str(), "deleted_at_bank": true }),
+                failure: Some(match by {
+                    payments::CancelBy::Merchant => (
+                        "cancelled_by_merchant",
+                        "cancelled by the merchant at the bank",
+                    ),
+                    payments::CancelBy::Shopper => (
+                        "cancelled_by_shopper",
+                        "cancelled by the shopper, deleted at the bank",
+                    ),
+                }),
             },
         )
         .await
@@ -912,7 +942,14 @@ pub async fn cancel_at_bank(
         .map(|e| json!({ "bank_payment_id": e.bank_payment_id, "code": e.code, "description": e.description }))
         .collect();
     // The bank said no: find out why from its own status.
-    let report = client.status(&bank_ref, None).await.ok();
+    let report = client
+        .status_with_token(
+            &bank_ref,
+            held.as_ref().map(|(_, token)| &token.access_token),
+            None,
+        )
+        .await
+        .ok();
     let mut tx = state.pool.begin().await?;
     payments::note(
         &mut tx,

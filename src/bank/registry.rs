@@ -66,6 +66,13 @@ impl Banks {
         }])
     }
 
+    /// These banks and `entry` (replacing a bank of the same id): tests add a bank of their
+    /// own (a fake of a protocol) beside the configured ones.
+    pub fn with(mut self, entry: BankEntry) -> Banks {
+        self.entries.insert(entry.id.clone(), Arc::new(entry));
+        self
+    }
+
     pub fn get(&self, id: &str) -> Option<&Arc<BankEntry>> {
         self.entries.get(id)
     }

@@ -5,6 +5,7 @@
 //! transaction across anything but the database.
 
 pub mod api_keys;
+pub mod bankid;
 pub mod binding;
 pub mod canonical;
 pub mod checkpoints;

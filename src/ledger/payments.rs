@@ -72,7 +72,8 @@ pub struct PaymentRecord {
     /// When a shopper first went through the hop to the bank's page.
     pub hop_opened_at: Option<DateTime<Utc>>,
     /// `pending`, `initiated`, `outcome_unknown`, `not_created`, `refused`,
-    /// `awaiting_bank_choice` or `awaiting_debtor_account`.
+    /// `awaiting_bank_choice`, `awaiting_debtor_account` or
+    /// `awaiting_shopper_identification`.
     pub initiation: String,
     pub initiation_attempts: i32,
     pub cancel_requested_at: Option<DateTime<Utc>>,
@@ -761,6 +762,7 @@ pub async fn begin_shopper_attempt(
              AND status = 'awaiting_authorization' AND cancel_requested_at IS NULL
              AND (expires_at IS NULL OR expires_at > now())
              AND initiation IN ('awaiting_bank_choice', 'awaiting_debtor_account',
+                                'awaiting_shopper_identification',
                                 'outcome_unknown', 'not_created', 'pending')
              AND (initiation <> 'pending' OR initiation_lease_until IS NULL
                   OR initiation_lease_until < now())

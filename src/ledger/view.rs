@@ -58,7 +58,7 @@ pub struct PaymentView {
     pub return_url: String,
     #[schema(value_type = std::collections::HashMap<String, serde_json::Value>)]
     pub metadata: Value,
-    /// pisgate's authorization hop (`{public_url}/authorize/{id}?t=…`), never the bank's own link; present while the payment awaits authorization and the bank's answer to its creation is recorded, or, for a payment whose initiation waits for the shopper (`awaiting_bank_choice`, `awaiting_debtor_account`), from creation on: it opens pisgate's page where the shopper chooses the bank or gives their IBAN, and pisgate initiates then. Past `expires_at`, or once cancelled, it shows a plain page instead of leading to the bank.
+    /// pisgate's authorization hop (`{public_url}/authorize/{id}?t=…`), never the bank's own link; present while the payment awaits authorization and the bank's answer to its creation is recorded, or, for a payment whose initiation waits for the shopper (`awaiting_bank_choice`, `awaiting_debtor_account`, `awaiting_shopper_identification`), from creation on: it opens pisgate's page where the shopper chooses the bank or gives their IBAN, and pisgate initiates then. Past `expires_at`, or once cancelled, it shows a plain page instead of leading to the bank.
     #[schema(required = true)]
     pub authorization_url: Option<String>,
     #[schema(value_type = Initiation, inline)]
@@ -145,7 +145,7 @@ pub struct Failure {
     pub detail: Option<String>,
 }
 
-/// Where the payment's creation at the bank stands. `outcome_unknown` and `not_created`: retry the creation with the same Idempotency-Key (for a payment whose initiation the shopper started on pisgate's page, the shopper retries there). `awaiting_bank_choice`: several banks serve the country and the merchant named none; the shopper chooses on the page at `authorization_url`, and pisgate initiates at that bank then. `awaiting_debtor_account`: the bank needs the shopper's account and the merchant gave none; the shopper gives their IBAN on that page.
+/// Where the payment's creation at the bank stands. `outcome_unknown` and `not_created`: retry the creation with the same Idempotency-Key (for a payment whose initiation the shopper started on pisgate's page, the shopper retries there). `awaiting_bank_choice`: several banks serve the country and the merchant named none; the shopper chooses on the page at `authorization_url`, and pisgate initiates at that bank then. `awaiting_debtor_account`: the bank needs the shopper's account and the merchant gave none; the shopper gives their IBAN on that page. `awaiting_shopper_identification`: the bank needs the shopper's own token for every call (SEB); the shopper identifies with BankID on that page, pisgate creates the payment at the bank then, and the shopper signs it there.
 #[derive(utoipa::ToSchema)]
 #[allow(dead_code)]
 #[schema(rename_all = "snake_case")]
@@ -157,6 +157,7 @@ enum Initiation {
     Refused,
     AwaitingBankChoice,
     AwaitingDebtorAccount,
+    AwaitingShopperIdentification,
 }
 
 impl From<&PaymentRecord> for PaymentView {

@@ -43,6 +43,10 @@
 //! ([`crate::ledger::disagreements`]), never applied; every other final payment leaves the
 //! schedule.
 //!
+//! A bank whose every call needs the shopper's own token (SEB) is read with the token of the
+//! shopper bound to the payment ([`read_status`]); without a live one the poll waits. At the
+//! horizon such a payment is deleted with that token (the bank refuses a signed one).
+//!
 //! Never done here: a status change outside the status machine, a bank call inside a
 //! transaction, a log line with a token or an account number.
 
@@ -397,7 +401,12 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
     };
 
     pacer.acquire().await;
-    let answer = ctx.banks.client(&p.bank).status(&bank_ref, None).await;
+    let Some(answer) = read_status(ctx, p, &bank_ref).await else {
+        // A bank that answers only with the shopper's own token, and that token is not
+        // there (yet, or any more): wait for it (the refresher, the shopper's page), never
+        // guess and never use another shopper's.
+        return ok(None, "no_token");
+    };
     let failures = p.poll_failures.saturating_add(1);
     let failed = |outcome, wait: Duration| Decision {
         change: None,
@@ -503,12 +512,18 @@ async fn at_horizon(
         outcome,
         remaining: None,
     };
-    if p.psu_key.is_some() {
+    let client = ctx.banks.client(&p.bank);
+    let traits = client.traits();
+    // A bank whose every call needs the shopper's own token (SEB): the key set at the
+    // payment's initiation is the shopper who identified, not one who signed; the payment is
+    // asked to be deleted with that shopper's token (the bank refuses a signed one).
+    let token_required = traits.shopper_token_required;
+    if p.psu_key.is_some() && !token_required {
         // The shopper came back with a code: signed as far as we can tell. Only the bank's
         // word ends it.
         return ok(None, "shopper_returned");
     }
-    if p.hop_opened_at.is_none() {
+    if p.hop_opened_at.is_none() && !token_required {
         let change = ChangeSpec::Unsignable {
             why: Unsignable::LinkNeverHandedOut,
             bank_status,
@@ -519,15 +534,20 @@ async fn at_horizon(
         };
         return ok(Some(change), "expired");
     }
-    let client = ctx.banks.client(&p.bank);
     // A bank without shopper tokens (Berlin Group) takes the DELETE on pisgate's own
     // certificate: it deletes only what nobody signed, and refuses the rest.
-    let tokenless = !client.traits().return_carries_code;
+    let tokenless = !traits.return_carries_code && !token_required;
     // Only this shopper's own token may ask the bank (a returning shopper, known by the
     // merchant's psu_id); a shopper pisgate never saw come back leaves the payment to the
     // bank's own approval timeout.
     let found = match p.psu_id.as_deref() {
         _ if tokenless => Ok(None),
+        _ if token_required => match p.psu_key.as_deref() {
+            Some(key) => tokens::load(&ctx.pool, &ctx.cipher, &p.bank, key)
+                .await
+                .map(|t| t.map(|t| (key.to_owned(), t))),
+            None => Ok(None),
+        },
         Some(psu_id) => {
             tokens::for_merchant_shopper(&ctx.pool, &ctx.cipher, &p.bank, p.merchant_id, psu_id)
                 .await
@@ -587,7 +607,14 @@ async fn at_horizon(
             tracing::info!("the bank deleted the unsigned payment at the late-signing horizon");
             let change = ChangeSpec::Unsignable {
                 why: Unsignable::DeletedAtBank,
-                bank_status: Some(if tokenless { "CANC" } else { "Cancelled" }.into()),
+                bank_status: Some(
+                    if tokenless || token_required {
+                        "CANC"
+                    } else {
+                        "Cancelled"
+                    }
+                    .into(),
+                ),
                 failure: (
                     "not_signed",
                     "the shopper did not sign before the late-signing horizon; the bank deleted the payment",
@@ -676,7 +703,10 @@ async fn after_final_read(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> De
         return done(None, "final");
     };
     pacer.acquire().await;
-    match ctx.banks.client(&p.bank).status(&bank_ref, None).await {
+    let Some(answer) = read_status(ctx, p, &bank_ref).await else {
+        return done(None, "after_final");
+    };
+    match answer {
         Ok(StatusReport {
             bank_status,
             status: Some(mapped),
@@ -693,6 +723,49 @@ async fn after_final_read(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> De
             done(None, "after_final")
         }
     }
+}
+
+/// The payment's status at its bank. A bank whose every call needs the shopper's own token
+/// (SEB, `shopper_token_required`) is read with the token of the shopper bound to this
+/// payment (`psu_key`, set when that shopper's token created it at the bank), never another
+/// shopper's: `None` when there is none live (not yet, expired before the refresher came, or
+/// dead). A 401 marks that token dead.
+async fn read_status(
+    ctx: &WorkerContext,
+    p: &Claimed,
+    bank_ref: &BankRef,
+) -> Option<Result<StatusReport, BankError>> {
+    let client = ctx.banks.client(&p.bank);
+    if !client.traits().shopper_token_required {
+        return Some(client.status(bank_ref, None).await);
+    }
+    let psu_key = p.psu_key.as_deref()?;
+    let token = match tokens::load(&ctx.pool, &ctx.cipher, &p.bank, psu_key).await {
+        Ok(Some(t)) if t.access_expires_at > Utc::now() => t,
+        Ok(_) => return None,
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot load the shopper's token for a status read");
+            return None;
+        }
+    };
+    let answer = client
+        .status_with_token(bank_ref, Some(&token.access_token), None)
+        .await;
+    if answer == Err(BankError::TokenRejected) {
+        tracing::warn!(
+            psu = %tokens::psu_log_id(&p.bank, psu_key),
+            "the bank refused the shopper's token on a status read; marked dead"
+        );
+        let _ = tokens::mark_dead(
+            &ctx.pool,
+            &p.bank,
+            psu_key,
+            token.issue_seq,
+            "rejected on a status read",
+        )
+        .await;
+    }
+    Some(answer)
 }
 
 /// A standing order's executions still to come, from the bank's details (needs the

@@ -3,6 +3,7 @@
 
 mod api_keys;
 mod auth;
+mod bankid_flow;
 mod banks;
 mod berlin_group;
 mod berlin_group_sca;
@@ -33,6 +34,7 @@ mod payments;
 mod pooler;
 mod replicas;
 mod scenarios;
+mod seb;
 mod serve;
 mod tamper;
 mod traces;

@@ -17,7 +17,9 @@ use crate::api::AppState;
 use crate::api::consent::choice::{self, IbanError, Page};
 use crate::api::consent::{self, Closed};
 use crate::api::initiation::{self, Recorded, ShopperInitiation};
-use crate::api::payments::{AWAITING_BANK_CHOICE, AWAITING_DEBTOR_ACCOUNT};
+use crate::api::payments::{
+    AWAITING_BANK_CHOICE, AWAITING_DEBTOR_ACCOUNT, AWAITING_SHOPPER_IDENTIFICATION,
+};
 use crate::domain::{Account, AccountError, AccountType, Country, Language, PaymentStatus};
 use crate::ledger::merchants;
 use crate::ledger::payments::{self, HopClosed, PaymentRecord};
@@ -177,7 +179,9 @@ pub(super) async fn choose_bank(
         })
         .await;
     }
-    let then = if needs_account(state, bank, p) {
+    let then = if crate::api::bankid::uses_bankid_page(state, bank) {
+        AWAITING_SHOPPER_IDENTIFICATION
+    } else if needs_account(state, bank, p) {
         AWAITING_DEBTOR_ACCOUNT
     } else {
         AWAITING_BANK_CHOICE
@@ -272,6 +276,10 @@ pub(super) async fn proceed(
 ) -> anyhow::Result<Response> {
     if p.is_initiated() || !p.deferred {
         return Ok(see_other(hop(state, p)));
+    }
+    if crate::api::bankid::uses_bankid_page(state, &p.bank) {
+        // The shopper identifies first (BankID page); pisgate initiates from there.
+        return Ok(see_other(crate::api::bankid::url(state, p)));
     }
     if let Some(c) = closed_reason(p) {
         return Ok(closed(state, closed_kind(c), lang, Some(p)));

@@ -26,6 +26,9 @@
 //! `consent: "merchant"`: the page's strict `form-action` could not allow a redirect chain
 //! from pisgate's form to a bank link that did not exist when the form was served).
 //!
+//! A payment at a bank whose every call needs the shopper's own token (SEB) is shown the
+//! BankID page instead ([`crate::api::bankid`]): identify, then initiate, then sign there.
+//!
 //! The token `t` is 256 random bits, compared in constant time; a wrong or missing token
 //! answers the same page as an unknown payment. It doubles as the forms' CSRF token: only
 //! someone holding the link can post them. Never logged: the token, the bank's link.
@@ -199,6 +202,13 @@ async fn act(
             return Ok(closed(state, Closed::Unknown, fallback, None));
         };
         let lang = language(Some(&p), headers);
+        // A bank whose every call needs the shopper's own token (SEB): its payments are
+        // identified, initiated and signed on the BankID page.
+        if matches!(action, Action::Show | Action::Proceed | Action::Initiate)
+            && crate::api::bankid::uses_bankid_page(state, &p.bank)
+        {
+            return Ok(see_other(crate::api::bankid::url(state, &p)));
+        }
         match action {
             Action::Show => show_page(state, &p, token, lang).await,
             Action::Proceed => to_bank(state, &p, lang).await,
