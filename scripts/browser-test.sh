@@ -24,8 +24,12 @@ admin_port=$(pg_free_port)
 sandbox_port=$(pg_free_port)
 shop_port=$(pg_free_port)
 export PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_SANDBOX_PORT=$sandbox_port
-# Nordea alone: these pages are Nordea's (a country with two banks defers to the shopper).
-export PISGATE_LOCAL_BANKS=nordea
+# Nordea and SEB: consent and bank-choice pages are Nordea's, the BankID page SEB's (a
+# country with two banks defers to the shopper: the tests name their bank).
+export PISGATE_LOCAL_BANKS=nordea,seb
+PISGATE_SEB_SANDBOX_PORT=$(pg_free_port)
+PISGATE_SEB_APP_PORT=$(pg_free_port)
+export PISGATE_SEB_SANDBOX_PORT PISGATE_SEB_APP_PORT
 local_ports
 cluster="browser-$$"
 work=$(mktemp -d)
@@ -53,25 +57,8 @@ for b in ANDELS:Andelsbanken:false KONTO:Kontobanken:true; do
         "PISGATE__BANKS__${id}__PRIVATE_KEY_FILE=$PISGATE__NORDEA__PRIVATE_KEY_FILE" \
         "PISGATE__BANKS__${id}__ENVIRONMENT=sandbox" "PISGATE__BANKS__${id}__NEEDS_DEBTOR_ACCOUNT=$needs"
 done
-# SEB (issue 25) on its simulator, for bankid.mjs: the BankID page's "open BankID on this
-# device" link goes to the simulator's test BankID app.
-seb_port=$(pg_free_port)
-seb_app_port=$(pg_free_port)
-"$bin" keys test-pki --out "$work/pki" >/dev/null
-export PISGATE__SANDBOX_SEB__LISTEN="127.0.0.1:$seb_port" \
-    PISGATE__SANDBOX_SEB__APP_LISTEN="127.0.0.1:$seb_app_port" \
-    PISGATE__SANDBOX_SEB__TLS_CERTIFICATE_FILE="$work/pki/server-cert.pem" \
-    PISGATE__SANDBOX_SEB__TLS_PRIVATE_KEY_FILE="$work/pki/server-key.pem" \
-    PISGATE__SANDBOX_SEB__CLIENT_CA_FILE="$work/pki/ca.pem"
-export PISGATE__BANKS__SEB__PROTOCOL=seb PISGATE__BANKS__SEB__NAME=SEB PISGATE__BANKS__SEB__COUNTRIES=SE \
-    PISGATE__BANKS__SEB__BASE_URL="https://127.0.0.1:$seb_port" \
-    PISGATE__BANKS__SEB__CLIENT_ID=pisgate-sandbox-client \
-    PISGATE__BANKS__SEB__CLIENT_SECRET=pisgate-sandbox-secret \
-    PISGATE__BANKS__SEB__TLS_CERTIFICATE_FILE="$work/pki/tpp-cert.pem" \
-    PISGATE__BANKS__SEB__TLS_PRIVATE_KEY_FILE="$work/pki/tpp-key.pem" \
-    PISGATE__BANKS__SEB__TLS_CA_FILE="$work/pki/ca.pem" \
-    PISGATE__BANKS__SEB__PSU_IP_FALLBACK=203.0.113.9 PISGATE__BANKS__SEB__ENVIRONMENT=sandbox \
-    PISGATE__BANKS__SEB__BANKID_APP_URL="http://127.0.0.1:$seb_app_port/test-bankid"
+# SEB's simulator (scripts/lib/local.sh, as run.sh wires it), for bankid.mjs: the BankID
+# page's "open BankID on this device" link goes to the simulator's test BankID app.
 export SEB_APP_URL="http://127.0.0.1:$seb_app_port"
 "$bin" migrate >/dev/null
 "$bin" merchant create --name "Kahvila Aalto" --return-origin "http://127.0.0.1:$shop_port" >"$work/merchant.json"

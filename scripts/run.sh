@@ -45,7 +45,7 @@ api_key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_ke
 pids=()
 stop() {
     trap - INT TERM EXIT
-    for p in "${pids[@]}" ${bg_pid:+"$bg_pid"}; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}" ${bg_pid:+"$bg_pid"} ${seb_pid:+"$seb_pid"}; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     pg_stop "$cluster"
 }
@@ -58,6 +58,10 @@ pids+=($!)
 if [ -n "${PISGATE__BANKS__BERLIN__PROTOCOL:-}" ]; then
     "$bin" sandbox --protocol berlin-group &
     bg_pid=$!
+fi
+if [ -n "${PISGATE__BANKS__SEB__PROTOCOL:-}" ]; then
+    "$bin" sandbox --protocol seb &
+    seb_pid=$!
 fi
 
 for _ in $(seq 1 100); do
@@ -94,6 +98,8 @@ pisgate is running. Everything below can be pasted into another terminal.
     scenarios (e.g. reject the next one): http://127.0.0.1:$sandbox_port/sandbox/scenarios
   Berlin Group simulator (bank berlin):   http://127.0.0.1:$bg_sandbox_port/psd2
     scenarios (by amount, e.g. 77.01):    http://127.0.0.1:$bg_sandbox_port/admin/scenarios
+  SEB simulator (bank seb, mutual TLS):   https://127.0.0.1:$seb_sandbox_port
+    its test BankID app and scenarios:    http://127.0.0.1:$seb_app_port/admin/scenarios
   Health, readiness, metrics:             http://127.0.0.1:$admin_port/{healthz,readyz,metrics}
   Operator console:                       http://127.0.0.1:$admin_port/console
     make an operator first:  scripts/pisgate operator create --email you@example.com
@@ -112,6 +118,10 @@ then open its authorization_url in a browser, press Continue, then Approve at th
 you land on the demo shop's return page, which reads the status from the API. For the
 Berlin Group bank, send "bank": "berlin" and the shopper's own IBAN,
 "debtor": {"account": {"type": "IBAN", "value": "FI2112345600000785"}}
+For SEB (Mobilt BankID), send "currency": "SEK", "country": "SE", "bank": "seb" and a
+Swedish creditor, e.g. a bankgiro: {"account": {"type": "BGNR", "value": "5402-9681"}};
+its authorization_url shows pisgate's BankID page, whose "open BankID on this device"
+link opens the simulator's test BankID app (Approve / Reject) in place of the phone
 (GET \$PISGATE/v1/banks lists the banks and what each needs).
 Ctrl-C stops pisgate, the sandbox, the shop and the database.
 

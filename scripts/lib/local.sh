@@ -14,6 +14,9 @@ local_ports() {
     port=${PISGATE_PORT:-8080}
     sandbox_port=${PISGATE_SANDBOX_PORT:-$((port + 10))}
     bg_sandbox_port=${PISGATE_BG_SANDBOX_PORT:-$((port + 12))}
+    # The SEB simulator: its API (HTTPS, mutual TLS) and its test BankID app (plain HTTP).
+    seb_sandbox_port=${PISGATE_SEB_SANDBOX_PORT:-$((port + 14))}
+    seb_app_port=${PISGATE_SEB_APP_PORT:-$((port + 15))}
     admin_port=${PISGATE_ADMIN_PORT:-$((port + 1010))}
 }
 
@@ -59,6 +62,32 @@ local_settings() {
         export PISGATE__BANKS__BERLIN__PRIVATE_KEY_FILE="$keys/berlin/tpp-key.pem"
         export PISGATE__BANKS__BERLIN__CERTIFICATE_FILE="$keys/berlin/tpp-cert.pem"
         export PISGATE__BANKS__BERLIN__PSU_IP_FALLBACK=127.0.0.1
+    fi
+    # The bank `seb` (SE): the strict SEB simulator over mutual TLS, with the same kind of
+    # throwaway test PKI (a CA, its server certificate for 127.0.0.1 and the TPP's QWAC).
+    # Its "open BankID on this device" link goes to the simulator's test BankID app, a page
+    # with Approve and Reject that stands in for the phone. PISGATE_LOCAL_BANKS leaves it out.
+    if [[ ",${PISGATE_LOCAL_BANKS:-nordea,berlin,seb}," == *,seb,* ]]; then
+        [ -s "$keys/seb/server-cert.pem" ] || "$bin" keys test-pki --out "$keys/seb" >&2
+        export PISGATE__SANDBOX_SEB__LISTEN="127.0.0.1:$seb_sandbox_port"
+        export PISGATE__SANDBOX_SEB__APP_LISTEN="127.0.0.1:$seb_app_port"
+        export PISGATE__SANDBOX_SEB__TLS_CERTIFICATE_FILE="$keys/seb/server-cert.pem"
+        export PISGATE__SANDBOX_SEB__TLS_PRIVATE_KEY_FILE="$keys/seb/server-key.pem"
+        export PISGATE__SANDBOX_SEB__CLIENT_CA_FILE="$keys/seb/ca.pem"
+        export PISGATE__SANDBOX_SEB__CLIENT_ID=local-seb-client
+        export PISGATE__SANDBOX_SEB__CLIENT_SECRET=local-seb-secret
+        export PISGATE__BANKS__SEB__PROTOCOL=seb
+        export PISGATE__BANKS__SEB__NAME=SEB
+        export PISGATE__BANKS__SEB__COUNTRIES=SE
+        export PISGATE__BANKS__SEB__ENVIRONMENT=sandbox
+        export PISGATE__BANKS__SEB__BASE_URL="https://127.0.0.1:$seb_sandbox_port"
+        export PISGATE__BANKS__SEB__CLIENT_ID=local-seb-client
+        export PISGATE__BANKS__SEB__CLIENT_SECRET=local-seb-secret
+        export PISGATE__BANKS__SEB__TLS_CERTIFICATE_FILE="$keys/seb/tpp-cert.pem"
+        export PISGATE__BANKS__SEB__TLS_PRIVATE_KEY_FILE="$keys/seb/tpp-key.pem"
+        export PISGATE__BANKS__SEB__TLS_CA_FILE="$keys/seb/ca.pem"
+        export PISGATE__BANKS__SEB__PSU_IP_FALLBACK=127.0.0.1
+        export PISGATE__BANKS__SEB__BANKID_APP_URL="http://127.0.0.1:$seb_app_port/test-bankid"
     fi
     export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$local_state/token-key"
     export PISGATE__LEDGER__KEY_FILE="$local_state/ledger-key"
