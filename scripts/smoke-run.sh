@@ -13,6 +13,7 @@ port=$(pg_free_port)
 admin_port=$(pg_free_port)
 shop_port=$(pg_free_port)
 export PISGATE_SANDBOX_PORT=$(pg_free_port) PISGATE_BG_SANDBOX_PORT=$(pg_free_port)
+export PISGATE_SEB_SANDBOX_PORT=$(pg_free_port) PISGATE_SEB_APP_PORT=$(pg_free_port)
 cluster="smoke-$$"
 log=$(mktemp)
 PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_SHOP_PORT=$shop_port PISGATE_RUN_CLUSTER=$cluster setsid bash scripts/run.sh >"$log" 2>&1 &
@@ -151,6 +152,72 @@ while True:
     time.sleep(0.5)
 assert current["bank_status"] == "ACSC", current
 print("smoke: a Berlin Group payment went from curl through the bank's page to paid (ACSC)")
+
+# And at SEB (`seb`, its simulator over mutual TLS): nothing at the bank before the shopper
+# identifies with BankID on pisgate's page; the page's "open BankID on this device" link
+# opens the simulator's test BankID app, whose Approve stands in for the phone (twice:
+# identify, then sign); the page then sends the shopper to the shop; the poller to ACSC.
+body = json.dumps({
+    "amount": "125.00", "currency": "SEK", "country": "SE", "bank": "seb",
+    "creditor": {"account": {"type": "BGNR", "value": "5402-9681"}, "name": "Demo shop",
+                 "reference": {"type": "OCR", "value": "1234566"}},
+    "return_url": f"{shop}/return", "psu_id": "shopper-3", "language": "sv",
+}).encode()
+status, _, text = call(f"{base}/v1/payments", body, {
+    "Authorization": f"Bearer {key}", "Idempotency-Key": "smoke-3", "Content-Type": "application/json"})
+assert status == 201, (status, text)
+payment = json.loads(text)
+assert payment["bank"] == "seb" and payment["initiation"] == "awaiting_shopper_identification", payment
+status, headers, text = call(payment["authorization_url"])
+assert status == 303 and "/bankid?t=" in headers["Location"], (status, text)
+bankid = headers["Location"]
+if bankid.startswith("/"):
+    bankid = base + bankid
+
+def autostart(page):
+    m = re.search(r'href="([^"]*test-bankid\?autostarttoken=([^&"]+)[^"]*)"', page)
+    return (m.group(1).replace("&amp;", "&"), urllib.parse.unquote(m.group(2))) if m else (None, None)
+
+def phone_approves(not_token):
+    deadline = time.time() + 20
+    while True:
+        status, headers, page = call(bankid)
+        assert status == 200, (status, page)
+        link, token = autostart(page)
+        if token and token != not_token:
+            break
+        assert time.time() < deadline, f"no new BankID order on the page: {page[:2000]}"
+        time.sleep(0.5)
+    assert 'lang="sv"' in page, page[:500]
+    status, _, app = call(link)
+    assert status == 200 and "Approve" in app, (status, app)
+    status, _, _ = call(link.split("?")[0] + "/approve",
+                        urllib.parse.urlencode({"autostarttoken": token}).encode(),
+                        {"Content-Type": "application/x-www-form-urlencoded"})
+    assert status in (200, 303), status
+    return token
+
+identified = phone_approves(None)
+phone_approves(identified)
+deadline = time.time() + 20
+while True:
+    status, headers, page = call(bankid)
+    if status == 303:
+        break
+    assert status == 200 and time.time() < deadline, (status, page[:2000])
+    time.sleep(0.5)
+assert headers["Location"].startswith(f"{shop}/return?payment_id={payment['id']}"), headers["Location"]
+deadline = time.time() + 30
+while True:
+    status, _, text = call(f"{base}/v1/payments/{payment['id']}", headers={"Authorization": f"Bearer {key}"})
+    current = json.loads(text)
+    if current["status"] == "paid":
+        break
+    assert current["status"] in ("awaiting_authorization", "authorized"), current
+    assert time.time() < deadline, f"the SEB payment did not reach paid: {current}"
+    time.sleep(0.5)
+assert current["bank_status"] == "ACSC", current
+print("smoke: a SEB payment went from curl through pisgate's BankID page and the test BankID app (identify, sign) to paid (ACSC)")
 PY
 echo "smoke: scripts/run.sh serves /readyz 200 and /metrics on the admin port, scripts/pisgate reaches its database, the demo merchant's key works, and a payment goes from curl to paid"
 # The demo shop run.sh started, in a real browser: checkout, consent, approve, the return
