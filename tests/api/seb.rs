@@ -6,6 +6,7 @@
 //! double "try again" starts one order), the shoppers' tokens kept apart, and the logs.
 
 use crate::helpers::{TestApp, TestMerchant, spawn_app_with};
+use crate::webhooks::{Plan, Receiver, eventually};
 use pisgate::sandbox::seb::{SebSandbox, SebSandboxConfig};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -15,6 +16,8 @@ struct Seb {
     sim: SebSandbox,
     m: TestMerchant,
     web: reqwest::Client,
+    /// The merchant's webhook endpoint (every event; signatures verified on receipt).
+    hooks: Receiver,
 }
 
 fn bank_env(sim: &SebSandbox) -> Vec<(String, String)> {
@@ -39,7 +42,8 @@ fn bank_env(sim: &SebSandbox) -> Vec<(String, String)> {
     ]
 }
 
-/// pisgate with the bank `seb` at a fresh simulator, the poller on (fast).
+/// pisgate with the bank `seb` at a fresh simulator, the poller and the webhooks on (fast),
+/// the merchant's webhook receiver registered.
 async fn setup(configure: impl FnOnce(&mut SebSandboxConfig), extra: &[(&str, &str)]) -> Seb {
     let mut config = SebSandboxConfig::new("pisgate-seb-test", "seb-test-secret");
     config.status_step = Duration::from_millis(500);
@@ -55,15 +59,21 @@ async fn setup(configure: impl FnOnce(&mut SebSandboxConfig), extra: &[(&str, &s
         ("PISGATE__POLLER__SIGNING_INTERVAL", "300ms"),
         ("PISGATE__POLLER__LATE_SIGNING_INTERVAL", "300ms"),
         ("PISGATE__POLLER__AUTHORIZED_INTERVAL", "300ms"),
+        ("PISGATE__WEBHOOKS__ENABLED", "true"),
+        ("PISGATE__WEBHOOKS__RETRY_SCHEDULE", "200ms,200ms"),
+        ("PISGATE__WEBHOOKS__IDLE_WAIT", "200ms"),
     ]);
     overrides.extend_from_slice(extra);
     let app = spawn_app_with(&overrides).await;
     let m = app.create_merchant("Butik AB").await;
+    let hooks = Receiver::start(Plan::Ok).await;
+    hooks.register(&app.client, &app.address, &m.api_key).await;
     Seb {
         app,
         sim,
         m,
         web: reqwest::Client::new(),
+        hooks,
     }
 }
 
@@ -101,6 +111,19 @@ fn autostart_token(html: &str) -> Option<String> {
 }
 
 impl Seb {
+    /// Waits for the merchant's receiver to accept `event` about payment `id` (its
+    /// signature verified there).
+    async fn webhook(&self, id: &str, event: &'static str) {
+        let got = eventually(event, || async {
+            self.hooks
+                .received()
+                .into_iter()
+                .find(|r| r.event_type == event && (200..300).contains(&r.answered))
+        })
+        .await;
+        assert_eq!(got.payment_id, id, "{}", got.body);
+    }
+
     async fn pay(&self, amount: &str, psu_id: Option<&str>) -> Value {
         let p = self
             .app
@@ -329,19 +352,8 @@ impl Seb {
 /// merchant's webhooks arrive.
 #[tokio::test]
 async fn seb_signed_in_the_bankid_app_ends_paid_at_the_merchants_return_url_with_webhooks() {
-    let s = setup(
-        |_| {},
-        &[
-            ("PISGATE__WEBHOOKS__ENABLED", "true"),
-            ("PISGATE__WEBHOOKS__RETRY_SCHEDULE", "200ms,200ms"),
-            ("PISGATE__WEBHOOKS__IDLE_WAIT", "200ms"),
-        ],
-    )
-    .await;
-    let receiver = crate::webhooks::Receiver::start(crate::webhooks::Plan::Ok).await;
-    receiver
-        .register(&s.app.client, &s.app.address, &s.m.api_key)
-        .await;
+    let s = setup(|_| {}, &[]).await;
+    let receiver = &s.hooks;
     let p = s.pay("66.01", Some("kund-1")).await;
     let id = p["id"].as_str().unwrap();
     let page = s.bankid_page(&p).await;
@@ -366,16 +378,13 @@ async fn seb_signed_in_the_bankid_app_ends_paid_at_the_merchants_return_url_with
     );
     let paid = s.wait_for_status(id, "paid").await;
     assert_eq!(paid["bank_status"], "ACSC");
-    let got = crate::webhooks::eventually("payment.paid delivered", || {
-        let receiver = receiver.clone();
-        async move {
-            let got: Vec<String> = receiver
-                .received()
-                .iter()
-                .map(|r| r.body["type"].as_str().unwrap_or("").to_owned())
-                .collect();
-            got.contains(&"payment.paid".to_owned()).then_some(got)
-        }
+    let got = crate::webhooks::eventually("payment.paid delivered", || async move {
+        let got: Vec<String> = receiver
+            .received()
+            .iter()
+            .map(|r| r.body["type"].as_str().unwrap_or("").to_owned())
+            .collect();
+        got.contains(&"payment.paid".to_owned()).then_some(got)
     })
     .await;
     assert!(got.contains(&"payment.authorized".to_owned()), "{got:?}");
@@ -410,6 +419,7 @@ async fn seb_refused_in_the_app_shows_try_again_and_the_shoppers_cancel_deletes_
     let done = s.wait_for_status(id, "cancelled").await;
     assert_eq!(done["bank_status"], "CANC", "{done}");
     assert_eq!(done["failure"]["code"], "cancelled_by_shopper", "{done}");
+    s.webhook(id, "payment.cancelled").await;
     s.assert_nothing_refused().await;
     s.assert_ledger_verifies().await;
 }
@@ -438,6 +448,7 @@ async fn seb_never_opened_expires_at_the_horizon_deleted_at_seb_with_the_shopper
     assert_eq!(s.payment(id).await["status"], "awaiting_authorization");
     let expired = s.wait_for_status(id, "expired").await;
     assert_eq!(expired["bank_status"], "CANC", "{expired}");
+    s.webhook(id, "payment.expired").await;
     s.assert_nothing_refused().await;
     s.assert_ledger_verifies().await;
 }
@@ -464,6 +475,7 @@ async fn seb_already_in_progress_then_try_again_ends_paid() {
     s.admin(&sign, "approve", None).await;
     s.until_redirect(&page).await;
     s.wait_for_status(id, "paid").await;
+    s.webhook(id, "payment.paid").await;
     let kinds = s.kinds(id).await;
     assert!(
         kinds
@@ -487,6 +499,8 @@ async fn seb_rejected_after_acceptance_ends_rejected() {
     s.until_redirect(&page).await;
     let rejected = s.wait_for_status(id, "rejected").await;
     assert_eq!(rejected["bank_status"], "RJCT");
+    s.webhook(id, "payment.authorized").await;
+    s.webhook(id, "payment.rejected").await;
     let v: Value = s
         .app
         .get_as(&format!("/v1/payments/{id}/events"), &s.m.api_key)

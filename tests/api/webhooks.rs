@@ -58,11 +58,11 @@ pub(crate) enum Plan {
 #[derive(Debug, Clone)]
 pub(crate) struct Received {
     pub(crate) webhook_id: String,
-    event_type: String,
-    payment_id: String,
+    pub(crate) event_type: String,
+    pub(crate) payment_id: String,
     payment_status: String,
     pub(crate) body: Value,
-    answered: u16,
+    pub(crate) answered: u16,
     user_agent: String,
     /// The request as signed: `webhook-timestamp`, `webhook-signature` and the raw body.
     timestamp: String,
