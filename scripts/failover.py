@@ -366,8 +366,16 @@ def read_replica_check(replica, api_key, standby, lists=50):
     for _ in range(lists):
         s, _, _ = call(f"{replica.base}/v1/payments?limit=10", headers={"Authorization": f"Bearer {api_key}"})
         ok += s == 200
-    time.sleep(2.5)  # backends flush their statistics at most once a second, and soon after going idle
-    grew = int(standby.value(commits)) - before
+    # Backends flush their statistics at most once a second while busy and, once idle, only
+    # after up to 10 s (PostgreSQL 15's PGSTAT_IDLE_INTERVAL): so the count is read until it
+    # has caught up, for at most 15 s, not once after a fixed sleep (on a loaded box 2.5 s
+    # was once not enough: 33 of 50 seen).
+    deadline = time.time() + 15
+    while True:
+        grew = int(standby.value(commits)) - before
+        if grew >= lists or time.time() > deadline:
+            break
+        time.sleep(0.5)
     return {"in_use": in_use, "lag_s": lag_s, "lag_b": lag_b, "lists": lists, "ok": ok, "grew": grew,
             "pass": in_use == 1.0 and ok == lists and grew >= lists}
 
@@ -564,6 +572,10 @@ def main():
     print("note: replication is synchronous, so a commit acknowledged to pisgate (and a 201 to the merchant) is on"
           " the standby before the primary dies; with asynchronous replication the last acknowledged payments"
           " can be missing after promotion (lost > 0).")
+    if not ledger_ok:
+        print(f"  ledger verify exited {verify.returncode}:")
+        for line in (verify.stdout + verify.stderr).strip().splitlines()[-30:]:
+            print(f"    {line}")
     for name, items in (("lost", lost), ("doubled", doubled), ("initiated twice", twice),
                         ("disagreement", disagreements), ("not final", not_final), ("unknown to pisgate", orphans),
                         ("recorded twice", double_transitions)):
