@@ -660,7 +660,7 @@ async fn identify_then_sign_on_the_bankid_page_ends_at_the_merchants_return_url_
         "SELECT string_agg(detail::text, ' ') FROM payment_events WHERE payment_id = $1::uuid",
     )
     .bind(id)
-    .fetch_one(f.pool.pool())
+    .fetch_one(&f.pool)
     .await
     .unwrap();
     for secret in ["SECRET", "ast-", "qr-", "\"ord"] {
@@ -670,7 +670,7 @@ async fn identify_then_sign_on_the_bankid_page_ends_at_the_merchants_return_url_
     let stored: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM psu_tokens WHERE bank = 'sebfake' AND psu_key LIKE 'merchant:%:shopper-a' AND status = 'live'",
     )
-    .fetch_one(f.pool.pool())
+    .fetch_one(&f.pool)
     .await
     .unwrap();
     assert_eq!(stored, 1);
@@ -856,7 +856,7 @@ async fn a_second_shoppers_token_never_reads_the_first_shoppers_payment() {
     assert_eq!(f.bank.count("status"), 0);
     let keys: Vec<(String, Option<String>)> =
         sqlx::query_as("SELECT id::text, psu_key FROM payments ORDER BY created_at")
-            .fetch_all(f.pool.pool())
+            .fetch_all(&f.pool)
             .await
             .unwrap();
     assert!(
@@ -870,7 +870,7 @@ async fn a_second_shoppers_token_never_reads_the_first_shoppers_payment() {
     let logs_404: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM payment_events WHERE detail::text LIKE '%not_found%'",
     )
-    .fetch_one(f.pool.pool())
+    .fetch_one(&f.pool)
     .await
     .unwrap();
     assert_eq!(logs_404, 0);
@@ -898,7 +898,7 @@ async fn the_poller_waits_without_a_token_and_marks_a_refused_token_dead() {
     loop {
         let status: Option<String> =
             sqlx::query_scalar("SELECT status FROM psu_tokens WHERE psu_key LIKE '%:shopper-h'")
-                .fetch_optional(f.pool.pool())
+                .fetch_optional(&f.pool)
                 .await
                 .unwrap();
         if status.as_deref() == Some("dead") {
@@ -1020,7 +1020,7 @@ async fn a_start_whose_answer_was_lost_keeps_its_claim_for_the_lease_and_a_retry
                 start_claimed_at = now() WHERE payment_id = $1::uuid AND purpose = 'identify'",
     )
     .bind(id)
-    .execute(f.pool.pool())
+    .execute(&f.pool)
     .await
     .unwrap();
     assert_eq!(f.post(&page, "start").await.status(), 303);
@@ -1035,7 +1035,7 @@ async fn a_start_whose_answer_was_lost_keeps_its_claim_for_the_lease_and_a_retry
          WHERE payment_id = $1::uuid AND purpose = 'identify'",
     )
     .bind(id)
-    .execute(f.pool.pool())
+    .execute(&f.pool)
     .await
     .unwrap();
     assert_eq!(f.post(&page, "start").await.status(), 303);

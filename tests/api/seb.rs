@@ -742,14 +742,14 @@ async fn seb_the_refresher_refreshes_the_shoppers_token_at_seb_and_the_poller_us
     let sign = s.identify(&page, "person-r").await;
     let first: i64 =
         sqlx::query_scalar("SELECT issue_seq FROM psu_tokens WHERE psu_key LIKE '%:kund-r'")
-            .fetch_one(s.app.pool.pool())
+            .fetch_one(&s.app.pool)
             .await
             .unwrap();
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let now: i64 =
             sqlx::query_scalar("SELECT issue_seq FROM psu_tokens WHERE psu_key LIKE '%:kund-r'")
-                .fetch_one(s.app.pool.pool())
+                .fetch_one(&s.app.pool)
                 .await
                 .unwrap();
         if now > first + 1 {
@@ -763,7 +763,7 @@ async fn seb_the_refresher_refreshes_the_shoppers_token_at_seb_and_the_poller_us
     s.wait_for_status(id, "paid").await;
     let status: String =
         sqlx::query_scalar("SELECT status FROM psu_tokens WHERE psu_key LIKE '%:kund-r'")
-            .fetch_one(s.app.pool.pool())
+            .fetch_one(&s.app.pool)
             .await
             .unwrap();
     assert_eq!(status, "live");
