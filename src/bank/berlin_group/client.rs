@@ -62,7 +62,7 @@ use crate::bank::nordea::errors::{
 use crate::bank::nordea::signing::SigningKey;
 use crate::bank::{
     Authentication, Authorisation, AuthorisationRequest, Bank, BankError, BankLinks, BankPaymentId,
-    BankRef, BankTraits, CancelError, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
+    BankRef, BankTraits, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
     PaymentInitiation, PsuContext, ScaReport, ScaState, ScaStep, StatusReport, TokenSet, trace,
 };
 use async_trait::async_trait;
@@ -949,34 +949,12 @@ impl Bank for BerlinGroupClient {
         let mut outcome = CancelOutcome::default();
         for payment in payments {
             let call = Call::new("cancel", Method::DELETE, self.link(payment, "self")?).psu(psu);
-            let refused = |code: Option<String>, description: Option<String>| CancelError {
-                bank_payment_id: Some(payment.id.to_string()),
-                code,
-                description,
-            };
             match self.execute(&call).await {
                 Ok(answer) if answer.status == 202 => {
                     outcome.needs_authorisation.push(payment.id.clone())
                 }
                 Ok(_) => outcome.deleted.push(payment.id.clone()),
-                Err(BankError::Validation { failures }) => {
-                    let first = failures.into_iter().next();
-                    outcome.errors.push(refused(
-                        first.as_ref().map(|f| f.code.clone()),
-                        first.and_then(|f| f.description),
-                    ));
-                }
-                Err(BankError::NotFound) => outcome.errors.push(refused(
-                    Some("RESOURCE_UNKNOWN".to_owned()),
-                    Some("the bank does not know this payment".to_owned()),
-                )),
-                Err(BankError::Unexpected {
-                    status: Some(status @ 400..=499),
-                    detail,
-                }) => outcome
-                    .errors
-                    .push(refused(Some(format!("http_{status}")), Some(detail))),
-                Err(e) => return Err(e),
+                Err(e) => outcome.refused(&payment.id, e, "the bank does not know this payment")?,
             }
         }
         Ok(outcome)

@@ -48,8 +48,8 @@ use crate::bank::nordea::errors::{
 };
 use crate::bank::{
     Bank, BankError, BankIdOrder, BankIdProgress, BankLinks, BankPaymentId, BankRef, BankTraits,
-    CancelError, CancelOutcome, FundsAvailability, Initiated, PaymentDetails, PaymentInitiation,
-    PsuContext, ScaStep, StatusReport, TokenSet, trace,
+    CancelOutcome, FundsAvailability, Initiated, PaymentDetails, PaymentInitiation, PsuContext,
+    ScaStep, StatusReport, TokenSet, trace,
 };
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -686,31 +686,9 @@ impl Bank for SebClient {
             .token(token)
             .psu(psu)
             .pis();
-            let refused = |code: Option<String>, description: Option<String>| CancelError {
-                bank_payment_id: Some(payment.id.to_string()),
-                code,
-                description,
-            };
             match self.execute(&call).await {
                 Ok(_) => outcome.deleted.push(payment.id.clone()),
-                Err(BankError::Validation { failures }) => {
-                    let first = failures.into_iter().next();
-                    outcome.errors.push(refused(
-                        first.as_ref().map(|f| f.code.clone()),
-                        first.and_then(|f| f.description),
-                    ));
-                }
-                Err(BankError::NotFound) => outcome.errors.push(refused(
-                    Some("RESOURCE_UNKNOWN".to_owned()),
-                    Some("SEB does not know this payment".to_owned()),
-                )),
-                Err(BankError::Unexpected {
-                    status: Some(status @ 400..=499),
-                    detail,
-                }) => outcome
-                    .errors
-                    .push(refused(Some(format!("http_{status}")), Some(detail))),
-                Err(e) => return Err(e),
+                Err(e) => outcome.refused(&payment.id, e, "SEB does not know this payment")?,
             }
         }
         Ok(outcome)
