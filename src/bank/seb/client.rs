@@ -577,6 +577,27 @@ impl SebClient {
         Ok((value, answer))
     }
 
+    /// Reads one payment's resource at its `link` (`self` or `status`) with the shopper's
+    /// token: a PIS read, retried as reads are.
+    async fn read_payment<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        route: &'static str,
+        link: &str,
+        payment: &BankRef,
+        access_token: Option<&SecretString>,
+        psu: Option<&PsuContext>,
+    ) -> Result<T, BankError> {
+        let token = needs_token(access_token)?;
+        let call = Call::new(operation, route, Method::GET, self.link(payment, link)?)
+            .token(token)
+            .psu(psu)
+            .pis()
+            .read();
+        let (answer, _) = self.fetch(&call).await?;
+        Ok(answer)
+    }
+
     fn report(&self, code: &str) -> StatusReport {
         StatusReport {
             bank_status: code.to_owned(),
@@ -637,18 +658,16 @@ impl Bank for SebClient {
         access_token: Option<&SecretString>,
         psu: Option<&PsuContext>,
     ) -> Result<PaymentDetails, BankError> {
-        let token = needs_token(access_token)?;
-        let call = Call::new(
-            "details",
-            "/payments/{product}/{id}",
-            Method::GET,
-            self.link(payment, "self")?,
-        )
-        .token(token)
-        .psu(psu)
-        .pis()
-        .read();
-        let (answer, _): (wire::DetailsAnswer, _) = self.fetch(&call).await?;
+        let answer: wire::DetailsAnswer = self
+            .read_payment(
+                "details",
+                "/payments/{product}/{id}",
+                "self",
+                payment,
+                access_token,
+                psu,
+            )
+            .await?;
         let report = self.report(&answer.transaction_status);
         Ok(convert::payment_details(&payment.id, &answer, report))
     }
@@ -810,18 +829,16 @@ impl Bank for SebClient {
         access_token: Option<&SecretString>,
         psu: Option<&PsuContext>,
     ) -> Result<StatusReport, BankError> {
-        let token = needs_token(access_token)?;
-        let call = Call::new(
-            "status",
-            "/payments/{product}/{id}/status",
-            Method::GET,
-            self.link(payment, "status")?,
-        )
-        .token(token)
-        .psu(psu)
-        .pis()
-        .read();
-        let (answer, _): (wire::StatusAnswer, _) = self.fetch(&call).await?;
+        let answer: wire::StatusAnswer = self
+            .read_payment(
+                "status",
+                "/payments/{product}/{id}/status",
+                "status",
+                payment,
+                access_token,
+                psu,
+            )
+            .await?;
         Ok(self.report(&answer.transaction_status))
     }
 
