@@ -11,6 +11,7 @@
 use serde::Serialize;
 
 use super::state::TxStatus;
+use crate::sandbox::scenarios::normalize_amount;
 
 /// How a scenario wants the shopper to authenticate (the TPP's headers may also ask for
 /// decoupled).
@@ -163,29 +164,15 @@ pub fn pick(creditor_name: &str, currency: &str, amount: &str) -> &'static Scena
         return s;
     }
     if currency == "EUR" {
-        let normalized = normalize(amount);
+        let normalized = normalize_amount(amount);
         if let Some(s) = ALL
             .iter()
-            .find(|s| s.amount.map(normalize) == Some(normalized.clone()))
+            .find(|s| s.amount.map(normalize_amount) == Some(normalized.clone()))
         {
             return s;
         }
     }
     &ALL[0]
-}
-
-fn normalize(amount: &str) -> String {
-    match amount.split_once('.') {
-        Some((w, f)) => {
-            let f = f.trim_end_matches('0');
-            if f.is_empty() {
-                w.to_owned()
-            } else {
-                format!("{w}.{f}")
-            }
-        }
-        None => amount.to_owned(),
-    }
 }
 
 impl Scenario {
