@@ -39,7 +39,9 @@
 //! URL), the client secret, request or answer bodies, full account numbers.
 
 use super::{convert, errors, wire};
-use crate::bank::berlin_group::client::{record_attempt, with_read_retries};
+use crate::bank::berlin_group::client::{
+    api_base_url, product_ok, record_attempt, with_read_retries,
+};
 use crate::bank::berlin_group::convert::refusal;
 use crate::bank::berlin_group::status::{self as bg_status, map_transaction_status};
 pub use crate::bank::nordea::RetryPolicy;
@@ -298,36 +300,12 @@ impl<'a> Call<'a> {
     }
 }
 
-fn product_ok(product: &str) -> bool {
-    !product.is_empty()
-        && product
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-}
-
 impl SebClient {
     pub fn new(config: SebConfig) -> Result<SebClient, SebConfigError> {
         let bank = config.bank_id.clone();
-        let url = Url::parse(config.base_url.trim())
-            .map_err(|_| SebConfigError::BaseUrl(bank.clone()))?;
-        let usable = matches!(url.scheme(), "http" | "https")
-            && url.host_str().is_some()
-            && url.username().is_empty()
-            && url.password().is_none()
-            && url.query().is_none()
-            && url.fragment().is_none();
-        if !usable {
-            return Err(SebConfigError::BaseUrl(bank));
-        }
-        let mut origin = url.clone();
-        origin.set_path("/");
-        let base = url.as_str().trim_end_matches('/').to_owned();
-        let paid_ok = config.paid_statuses.iter().any(|s| s == "ACSC")
-            && config
-                .paid_statuses
-                .iter()
-                .all(|s| bg_status::ALLOWED_PAID.contains(&s.as_str()));
-        if !paid_ok {
+        let (origin, base) =
+            api_base_url(&config.base_url).ok_or_else(|| SebConfigError::BaseUrl(bank.clone()))?;
+        if !bg_status::paid_statuses_ok(&config.paid_statuses) {
             return Err(SebConfigError::PaidStatuses(bank));
         }
         if !config.products.values().all(|p| product_ok(p)) {
