@@ -29,6 +29,18 @@ pub(crate) fn normalize_amount(amount: &str) -> String {
     }
 }
 
+/// The status of a scenario's `steps` (`(at, status)`, `at` ascending) `steps_elapsed`
+/// steps on: the last step reached, `before` while none is. The simulators that walk a
+/// payment through steps share it.
+pub(crate) fn status_after_steps<S: Copy>(steps: &[(u32, S)], steps_elapsed: f64, before: S) -> S {
+    steps
+        .iter()
+        .rev()
+        .find(|(at, _)| steps_elapsed >= f64::from(*at))
+        .map(|(_, s)| *s)
+        .unwrap_or(before)
+}
+
 /// One scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Scenario {

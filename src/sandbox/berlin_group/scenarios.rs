@@ -11,7 +11,7 @@
 use serde::Serialize;
 
 use super::state::TxStatus;
-use crate::sandbox::scenarios::normalize_amount;
+use crate::sandbox::scenarios::{normalize_amount, status_after_steps};
 
 /// How a scenario wants the shopper to authenticate (the TPP's headers may also ask for
 /// decoupled).
@@ -178,12 +178,7 @@ pub fn pick(creditor_name: &str, currency: &str, amount: &str) -> &'static Scena
 impl Scenario {
     /// The transaction status `steps_elapsed` status steps after the SCA was finalised.
     pub(crate) fn status_after(&self, steps_elapsed: f64) -> TxStatus {
-        self.steps
-            .iter()
-            .rev()
-            .find(|(at, _)| steps_elapsed >= f64::from(*at))
-            .map(|(_, s)| *s)
-            .unwrap_or(TxStatus::Actc)
+        status_after_steps(self.steps, steps_elapsed, TxStatus::Actc)
     }
 }
 

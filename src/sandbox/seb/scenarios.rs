@@ -8,7 +8,7 @@
 use serde::Serialize;
 
 use super::state::TxStatus;
-use crate::sandbox::scenarios::normalize_amount;
+use crate::sandbox::scenarios::{normalize_amount, status_after_steps};
 
 /// What the test BankID app does with a signing order of the scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -148,12 +148,7 @@ pub fn pick(currency: &str, amount: &str) -> &'static Scenario {
 impl Scenario {
     /// The transaction status `steps_elapsed` steps after the signing.
     pub(crate) fn status_after(&self, steps_elapsed: f64) -> TxStatus {
-        self.steps
-            .iter()
-            .rev()
-            .find(|(at, _)| steps_elapsed >= f64::from(*at))
-            .map(|(_, s)| *s)
-            .unwrap_or(TxStatus::Actc)
+        status_after_steps(self.steps, steps_elapsed, TxStatus::Actc)
     }
 }
 
