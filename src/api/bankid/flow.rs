@@ -731,8 +731,7 @@ async fn take_tokens(state: &AppState, p: &PaymentRecord, order_id: &str) -> any
     let answer = bounded(state.banks.client(&p.bank).identification_tokens(order_id)).await;
     let step = match answer {
         Ok(set) => {
-            let lifetime = set.expires_in.min(Duration::from_secs(86_400));
-            let expires_at = Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default();
+            let expires_at = tokens::expires_at(set.expires_in);
             let mut tx = state.pool.begin().await?;
             let stored = tokens::store(
                 &mut tx,
