@@ -34,7 +34,7 @@
 pub mod admin;
 mod api;
 mod operations;
-mod pages;
+pub(crate) mod pages;
 pub mod refusal;
 pub mod rules;
 pub mod scenarios;
