@@ -540,9 +540,7 @@ async fn exchange_and_store(
             } else {
                 issue_seq
             };
-            // An absurd `expires_in` is capped at a day rather than trusted.
-            let lifetime = set.expires_in.min(Duration::from_secs(86_400));
-            let expires_at = Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default();
+            let expires_at = tokens::expires_at(set.expires_in);
             let mut tx = state.pool.begin().await?;
             let stored = tokens::store(
                 &mut tx,

@@ -464,6 +464,45 @@ pub struct CancelOutcome {
     pub needs_authorisation: Vec<BankPaymentId>,
 }
 
+impl CancelOutcome {
+    /// Records the bank's refusal to cancel `payment` that `error` carries: its first
+    /// validation failure, `RESOURCE_UNKNOWN` with `unknown` (the bank's wording of "does not
+    /// know this payment") for a 404, `http_<status>` with the detail for another 4xx. Any
+    /// other error is a fault of the bank or of our setup, not a refusal: it comes back as
+    /// `Err` and ends the cancellation.
+    pub fn refused(
+        &mut self,
+        payment: &BankPaymentId,
+        error: BankError,
+        unknown: &str,
+    ) -> Result<(), BankError> {
+        let (code, description) = match error {
+            BankError::Validation { failures } => {
+                let first = failures.into_iter().next();
+                (
+                    first.as_ref().map(|f| f.code.clone()),
+                    first.and_then(|f| f.description),
+                )
+            }
+            BankError::NotFound => (
+                Some("RESOURCE_UNKNOWN".to_owned()),
+                Some(unknown.to_owned()),
+            ),
+            BankError::Unexpected {
+                status: Some(status @ 400..=499),
+                detail,
+            } => (Some(format!("http_{status}")), Some(detail)),
+            e => return Err(e),
+        };
+        self.errors.push(CancelError {
+            bank_payment_id: Some(payment.to_string()),
+            code,
+            description,
+        });
+        Ok(())
+    }
+}
+
 /// A shopper's token pair. `Debug` never shows the tokens.
 #[derive(Debug, Clone)]
 pub struct TokenSet {

@@ -124,20 +124,9 @@ impl SandboxBerlinGroupSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<SandboxBerlinGroupSettings, SettingsError> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("default.toml"), "").unwrap();
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        SandboxBerlinGroupSettings::load_from(&Sources {
-            config_dir: dir.path().to_owned(),
-            environment: None,
-            vars,
-        })
+        Sources::with_only_vars(vars, SandboxBerlinGroupSettings::load_from)
     }
 
     #[test]

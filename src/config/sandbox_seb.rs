@@ -144,20 +144,9 @@ impl SandboxSebSettings {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashMap;
 
     fn load(vars: &[(&str, &str)]) -> Result<SandboxSebSettings, SettingsError> {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("default.toml"), "").unwrap();
-        let vars: HashMap<String, String> = vars
-            .iter()
-            .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
-            .collect();
-        SandboxSebSettings::load_from(&Sources {
-            config_dir: dir.path().to_owned(),
-            environment: None,
-            vars,
-        })
+        Sources::with_only_vars(vars, SandboxSebSettings::load_from)
     }
 
     #[test]

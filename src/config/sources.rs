@@ -17,6 +17,24 @@ pub struct Sources {
     pub vars: HashMap<String, String>,
 }
 
+#[cfg(test)]
+impl Sources {
+    /// For tests: hands `load` the variables `vars` over an empty `default.toml` (in a
+    /// directory that lives as long as the call) and no environment file.
+    pub(crate) fn with_only_vars<T>(vars: &[(&str, &str)], load: impl FnOnce(&Sources) -> T) -> T {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("default.toml"), "").unwrap();
+        load(&Sources {
+            config_dir: dir.path().to_owned(),
+            environment: None,
+            vars: vars
+                .iter()
+                .map(|(k, v)| ((*k).to_owned(), (*v).to_owned()))
+                .collect(),
+        })
+    }
+}
+
 impl Sources {
     /// The process environment; the config directory is `PISGATE_CONFIG_DIR` or `./config`.
     pub fn from_process() -> Sources {

@@ -51,6 +51,13 @@ pub enum TokenError {
     Crypto(#[from] CryptoError),
 }
 
+/// When a token the bank says lives `expires_in` expires, counted from now. An absurd
+/// `expires_in` is capped at a day rather than trusted.
+pub fn expires_at(expires_in: Duration) -> DateTime<Utc> {
+    let lifetime = expires_in.min(Duration::from_secs(86_400));
+    Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default()
+}
+
 /// A short, stable, non-reversible-at-a-glance id of a shopper key for logs and spans
 /// (12 hex digits of SHA-256; correlation only, not a secret-grade hash).
 pub fn psu_log_id(bank: &str, psu_key: &str) -> String {

@@ -251,7 +251,7 @@ pub struct Sandbox {
     config: SandboxConfig,
     verifying_key: VerifyingKey<Sha256>,
     public_base_url: String,
-    clock_offset: Mutex<chrono::Duration>,
+    clock: SimClock,
     /// How far the API gateway's own clock is from the real one (seconds): it moves the
     /// originating-date check and the `Date` header of every answer under `/personal`, so a
     /// test can stand for a client whose clock is off ([`Sandbox::set_gateway_clock_offset`]).
@@ -315,7 +315,7 @@ impl Sandbox {
             config,
             verifying_key: VerifyingKey::<Sha256>::new(key),
             public_base_url,
-            clock_offset: Mutex::new(chrono::Duration::zero()),
+            clock: SimClock::default(),
             gateway_clock_offset: std::sync::atomic::AtomicI64::new(0),
             token_identity,
             bank: Mutex::new(payments::BankState::default()),
@@ -332,14 +332,12 @@ impl Sandbox {
     /// Payment lifecycles and token expiry follow it; the request-date check does not (the
     /// client signs with the real time).
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *lock(&self.clock_offset)
+        self.clock.now()
     }
 
     /// Moves the sandbox's clock forward, so tests can make time pass without sleeping.
     pub fn advance_clock(&self, by: Duration) {
-        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
-        let mut offset = lock(&self.clock_offset);
-        *offset = offset.checked_add(&by).unwrap_or(*offset);
+        self.clock.advance(by);
     }
 
     /// Sets how far (seconds, either way) the API gateway's clock is from the real one: the
@@ -483,6 +481,26 @@ pub fn router(sandbox: Arc<Sandbox>) -> Router {
 
 /// Locks a mutex, going on with the data if a panicking thread poisoned it (every critical
 /// section here leaves the state consistent).
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+/// The simulators share it.
+pub(crate) fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A simulator's clock: the wall clock moved forward by `advance` (tests and the admin
+/// API make time pass without sleeping). Never moves back.
+#[derive(Debug, Default)]
+pub(crate) struct SimClock {
+    offset: Mutex<chrono::Duration>,
+}
+
+impl SimClock {
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        Utc::now() + *lock(&self.offset)
+    }
+
+    pub(crate) fn advance(&self, by: Duration) {
+        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
+        let mut offset = lock(&self.offset);
+        *offset = offset.checked_add(&by).unwrap_or(*offset);
+    }
 }

@@ -12,6 +12,35 @@ use serde::Serialize;
 
 use super::payments::BankStatus;
 
+/// An amount in the form a scenario's amount is compared in: no trailing zeros in the
+/// fraction, and no `.` when none is left (`"66.010"` and `"66.01"` match, `"12.00"` is
+/// `"12"`). The simulators that pick a scenario by its amount share it.
+pub(crate) fn normalize_amount(amount: &str) -> String {
+    match amount.split_once('.') {
+        Some((w, f)) => {
+            let f = f.trim_end_matches('0');
+            if f.is_empty() {
+                w.to_owned()
+            } else {
+                format!("{w}.{f}")
+            }
+        }
+        None => amount.to_owned(),
+    }
+}
+
+/// The status of a scenario's `steps` (`(at, status)`, `at` ascending) `steps_elapsed`
+/// steps on: the last step reached, `before` while none is. The simulators that walk a
+/// payment through steps share it.
+pub(crate) fn status_after_steps<S: Copy>(steps: &[(u32, S)], steps_elapsed: f64, before: S) -> S {
+    steps
+        .iter()
+        .rev()
+        .find(|(at, _)| steps_elapsed >= f64::from(*at))
+        .map(|(_, s)| *s)
+        .unwrap_or(before)
+}
+
 /// One scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 pub struct Scenario {

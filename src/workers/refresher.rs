@@ -13,7 +13,6 @@
 use super::{WorkerContext, stopped};
 use crate::bank::BankError;
 use crate::ledger::tokens::{self, psu_log_id};
-use chrono::Utc;
 use std::time::Duration;
 use tokio::sync::watch;
 
@@ -96,10 +95,7 @@ async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Resul
     let seq = tokens::next_issue_seq(&mut *ctx.pool.read_conn().await?).await?;
     let outcome = match ctx.banks.client(&d.bank).refresh(refresh_token).await {
         Ok(set) => {
-            // An absurd `expires_in` is capped at a day rather than trusted.
-            let lifetime = set.expires_in.min(Duration::from_secs(86_400));
-            let expires_at = Utc::now()
-                + chrono::Duration::from_std(lifetime).unwrap_or(chrono::Duration::zero());
+            let expires_at = tokens::expires_at(set.expires_in);
             // A write: in a transaction of its own (a read_conn is rolled back behind a
             // transaction pooler).
             let mut tx = ctx.pool.begin().await?;

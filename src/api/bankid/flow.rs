@@ -666,15 +666,7 @@ async fn identify(
     }
     let progress = match bounded(client.identification_progress(&order_id, Some(psu))).await {
         Ok(progress) => progress,
-        Err(BankError::NotFound) => BankIdProgress {
-            state: BankIdState::Failed,
-            bank_status: "unknown".into(),
-            hint_code: Some("orderUnknown".into()),
-            qr_data: None,
-            autostart_token: None,
-            psu_message: None,
-            poll_delay: None,
-        },
+        Err(BankError::NotFound) => order_unknown(),
         Err(e) => {
             tracing::warn!(error = %e, kind = e.kind(), "reading the identification failed; the next load reads again");
             return Ok(Step::Show(Outcome::Show(Shown::waiting(ID))));
@@ -739,8 +731,7 @@ async fn take_tokens(state: &AppState, p: &PaymentRecord, order_id: &str) -> any
     let answer = bounded(state.banks.client(&p.bank).identification_tokens(order_id)).await;
     let step = match answer {
         Ok(set) => {
-            let lifetime = set.expires_in.min(Duration::from_secs(86_400));
-            let expires_at = Utc::now() + chrono::Duration::from_std(lifetime).unwrap_or_default();
+            let expires_at = tokens::expires_at(set.expires_in);
             let mut tx = state.pool.begin().await?;
             let stored = tokens::store(
                 &mut tx,
@@ -922,15 +913,7 @@ async fn sign(
             token_dead(state, p, key, token, "rejected on signing progress").await;
             return Ok(Outcome::Show(Shown::waiting(BankIdPurpose::Identify)));
         }
-        Err(BankError::NotFound) => BankIdProgress {
-            state: BankIdState::Failed,
-            bank_status: "unknown".into(),
-            hint_code: Some("orderUnknown".into()),
-            qr_data: None,
-            autostart_token: None,
-            psu_message: None,
-            poll_delay: None,
-        },
+        Err(BankError::NotFound) => order_unknown(),
         Err(e) => {
             tracing::warn!(error = %e, kind = e.kind(), "reading the signing order failed; the next load reads again");
             return Ok(Outcome::Show(Shown::waiting(SIGN)));
@@ -1038,5 +1021,18 @@ async fn token_dead(state: &AppState, p: &PaymentRecord, key: &str, token: &Live
     );
     if let Err(e) = tokens::mark_dead(&state.pool, &p.bank, key, token.issue_seq, why).await {
         tracing::error!(error = %e, "cannot mark the shopper's token dead");
+    }
+}
+
+/// The progress of an order the bank no longer knows (its 404): failed, `orderUnknown`.
+fn order_unknown() -> BankIdProgress {
+    BankIdProgress {
+        state: BankIdState::Failed,
+        bank_status: "unknown".into(),
+        hint_code: Some("orderUnknown".into()),
+        qr_data: None,
+        autostart_token: None,
+        psu_message: None,
+        poll_delay: None,
     }
 }

@@ -62,7 +62,7 @@ use crate::bank::nordea::errors::{
 use crate::bank::nordea::signing::SigningKey;
 use crate::bank::{
     Authentication, Authorisation, AuthorisationRequest, Bank, BankError, BankLinks, BankPaymentId,
-    BankRef, BankTraits, CancelError, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
+    BankRef, BankTraits, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
     PaymentInitiation, PsuContext, ScaReport, ScaState, ScaStep, StatusReport, TokenSet, trace,
 };
 use async_trait::async_trait;
@@ -284,11 +284,33 @@ impl fmt::Debug for BerlinGroupClient {
     }
 }
 
-fn product_ok(product: &str) -> bool {
+/// Whether a payment product may stand as a path segment: non-empty, letters, digits,
+/// `-`, `.` and `_` only. SEB's client checks its products the same way.
+pub(crate) fn product_ok(product: &str) -> bool {
     !product.is_empty()
         && product
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
+}
+
+/// A bank's base URL as its settings give it, when usable: an absolute http(s) URL with a
+/// host and no user, password, query or fragment. Returns its origin (the path `/`) and
+/// the base without a trailing `/`. SEB's client reads its base URL the same way.
+pub(crate) fn api_base_url(raw: &str) -> Option<(Url, String)> {
+    let url = Url::parse(raw.trim()).ok()?;
+    let usable = matches!(url.scheme(), "http" | "https")
+        && url.host_str().is_some()
+        && url.username().is_empty()
+        && url.password().is_none()
+        && url.query().is_none()
+        && url.fragment().is_none();
+    if !usable {
+        return None;
+    }
+    let mut origin = url.clone();
+    origin.set_path("/");
+    let base = url.as_str().trim_end_matches('/').to_owned();
+    Some((origin, base))
 }
 
 /// The answer to one HTTP call that succeeded (2xx).
@@ -453,20 +475,8 @@ pub fn redirect_uris(auth: &Authentication) -> Result<(String, String), BankErro
 impl BerlinGroupClient {
     pub fn new(config: BerlinGroupConfig) -> Result<BerlinGroupClient, BerlinGroupConfigError> {
         let bank = config.bank_id.clone();
-        let url = Url::parse(config.base_url.trim())
-            .map_err(|_| BerlinGroupConfigError::BaseUrl(bank.clone()))?;
-        let usable = matches!(url.scheme(), "http" | "https")
-            && url.host_str().is_some()
-            && url.username().is_empty()
-            && url.password().is_none()
-            && url.query().is_none()
-            && url.fragment().is_none();
-        if !usable {
-            return Err(BerlinGroupConfigError::BaseUrl(bank));
-        }
-        let mut origin = url.clone();
-        origin.set_path("/");
-        let base = url.as_str().trim_end_matches('/').to_owned();
+        let (origin, base) = api_base_url(&config.base_url)
+            .ok_or_else(|| BerlinGroupConfigError::BaseUrl(bank.clone()))?;
         let signer = if config.sign_requests {
             let (Some(key), Some(certificate)) = (config.signing_key, config.certificate) else {
                 return Err(BerlinGroupConfigError::MissingCredentials(bank));
@@ -480,12 +490,7 @@ impl BerlinGroupClient {
         } else {
             None
         };
-        let paid_ok = config.paid_statuses.iter().any(|s| s == "ACSC")
-            && config
-                .paid_statuses
-                .iter()
-                .all(|s| status::ALLOWED_PAID.contains(&s.as_str()));
-        if !paid_ok {
+        if !status::paid_statuses_ok(&config.paid_statuses) {
             return Err(BerlinGroupConfigError::PaidStatuses(bank));
         }
         if !config
@@ -949,34 +954,12 @@ impl Bank for BerlinGroupClient {
         let mut outcome = CancelOutcome::default();
         for payment in payments {
             let call = Call::new("cancel", Method::DELETE, self.link(payment, "self")?).psu(psu);
-            let refused = |code: Option<String>, description: Option<String>| CancelError {
-                bank_payment_id: Some(payment.id.to_string()),
-                code,
-                description,
-            };
             match self.execute(&call).await {
                 Ok(answer) if answer.status == 202 => {
                     outcome.needs_authorisation.push(payment.id.clone())
                 }
                 Ok(_) => outcome.deleted.push(payment.id.clone()),
-                Err(BankError::Validation { failures }) => {
-                    let first = failures.into_iter().next();
-                    outcome.errors.push(refused(
-                        first.as_ref().map(|f| f.code.clone()),
-                        first.and_then(|f| f.description),
-                    ));
-                }
-                Err(BankError::NotFound) => outcome.errors.push(refused(
-                    Some("RESOURCE_UNKNOWN".to_owned()),
-                    Some("the bank does not know this payment".to_owned()),
-                )),
-                Err(BankError::Unexpected {
-                    status: Some(status @ 400..=499),
-                    detail,
-                }) => outcome
-                    .errors
-                    .push(refused(Some(format!("http_{status}")), Some(detail))),
-                Err(e) => return Err(e),
+                Err(e) => outcome.refused(&payment.id, e, "the bank does not know this payment")?,
             }
         }
         Ok(outcome)

@@ -34,6 +34,12 @@ pub const TRANSACTION_STATUSES: [&str; 14] = [
 /// only for a bank known bilaterally to stop there for good.
 pub const ALLOWED_PAID: [&str; 3] = ["ACSC", "ACCC", "ACSP"];
 
+/// Whether `paid` may be a bank's paid set: only [`ALLOWED_PAID`] codes, and `ACSC` among
+/// them.
+pub fn paid_statuses_ok(paid: &[String]) -> bool {
+    paid.iter().any(|s| s == "ACSC") && paid.iter().all(|s| ALLOWED_PAID.contains(&s.as_str()))
+}
+
 /// Whether the meaning of `code` depends on the SCA's state (read at the `scaStatus` link).
 pub fn needs_sca_status(code: &str) -> bool {
     matches!(code, "RJCT" | "PDNG")

@@ -39,7 +39,9 @@
 //! URL), the client secret, request or answer bodies, full account numbers.
 
 use super::{convert, errors, wire};
-use crate::bank::berlin_group::client::{record_attempt, with_read_retries};
+use crate::bank::berlin_group::client::{
+    api_base_url, product_ok, record_attempt, with_read_retries,
+};
 use crate::bank::berlin_group::convert::refusal;
 use crate::bank::berlin_group::status::{self as bg_status, map_transaction_status};
 pub use crate::bank::nordea::RetryPolicy;
@@ -48,8 +50,8 @@ use crate::bank::nordea::errors::{
 };
 use crate::bank::{
     Bank, BankError, BankIdOrder, BankIdProgress, BankLinks, BankPaymentId, BankRef, BankTraits,
-    CancelError, CancelOutcome, FundsAvailability, Initiated, PaymentDetails, PaymentInitiation,
-    PsuContext, ScaStep, StatusReport, TokenSet, trace,
+    CancelOutcome, FundsAvailability, Initiated, PaymentDetails, PaymentInitiation, PsuContext,
+    ScaStep, StatusReport, TokenSet, trace,
 };
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -298,36 +300,12 @@ impl<'a> Call<'a> {
     }
 }
 
-fn product_ok(product: &str) -> bool {
-    !product.is_empty()
-        && product
-            .bytes()
-            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'))
-}
-
 impl SebClient {
     pub fn new(config: SebConfig) -> Result<SebClient, SebConfigError> {
         let bank = config.bank_id.clone();
-        let url = Url::parse(config.base_url.trim())
-            .map_err(|_| SebConfigError::BaseUrl(bank.clone()))?;
-        let usable = matches!(url.scheme(), "http" | "https")
-            && url.host_str().is_some()
-            && url.username().is_empty()
-            && url.password().is_none()
-            && url.query().is_none()
-            && url.fragment().is_none();
-        if !usable {
-            return Err(SebConfigError::BaseUrl(bank));
-        }
-        let mut origin = url.clone();
-        origin.set_path("/");
-        let base = url.as_str().trim_end_matches('/').to_owned();
-        let paid_ok = config.paid_statuses.iter().any(|s| s == "ACSC")
-            && config
-                .paid_statuses
-                .iter()
-                .all(|s| bg_status::ALLOWED_PAID.contains(&s.as_str()));
-        if !paid_ok {
+        let (origin, base) =
+            api_base_url(&config.base_url).ok_or_else(|| SebConfigError::BaseUrl(bank.clone()))?;
+        if !bg_status::paid_statuses_ok(&config.paid_statuses) {
             return Err(SebConfigError::PaidStatuses(bank));
         }
         if !config.products.values().all(|p| product_ok(p)) {
@@ -577,6 +555,27 @@ impl SebClient {
         Ok((value, answer))
     }
 
+    /// Reads one payment's resource at its `link` (`self` or `status`) with the shopper's
+    /// token: a PIS read, retried as reads are.
+    async fn read_payment<T: DeserializeOwned>(
+        &self,
+        operation: &'static str,
+        route: &'static str,
+        link: &str,
+        payment: &BankRef,
+        access_token: Option<&SecretString>,
+        psu: Option<&PsuContext>,
+    ) -> Result<T, BankError> {
+        let token = needs_token(access_token)?;
+        let call = Call::new(operation, route, Method::GET, self.link(payment, link)?)
+            .token(token)
+            .psu(psu)
+            .pis()
+            .read();
+        let (answer, _) = self.fetch(&call).await?;
+        Ok(answer)
+    }
+
     fn report(&self, code: &str) -> StatusReport {
         StatusReport {
             bank_status: code.to_owned(),
@@ -637,18 +636,16 @@ impl Bank for SebClient {
         access_token: Option<&SecretString>,
         psu: Option<&PsuContext>,
     ) -> Result<PaymentDetails, BankError> {
-        let token = needs_token(access_token)?;
-        let call = Call::new(
-            "details",
-            "/payments/{product}/{id}",
-            Method::GET,
-            self.link(payment, "self")?,
-        )
-        .token(token)
-        .psu(psu)
-        .pis()
-        .read();
-        let (answer, _): (wire::DetailsAnswer, _) = self.fetch(&call).await?;
+        let answer: wire::DetailsAnswer = self
+            .read_payment(
+                "details",
+                "/payments/{product}/{id}",
+                "self",
+                payment,
+                access_token,
+                psu,
+            )
+            .await?;
         let report = self.report(&answer.transaction_status);
         Ok(convert::payment_details(&payment.id, &answer, report))
     }
@@ -686,31 +683,9 @@ impl Bank for SebClient {
             .token(token)
             .psu(psu)
             .pis();
-            let refused = |code: Option<String>, description: Option<String>| CancelError {
-                bank_payment_id: Some(payment.id.to_string()),
-                code,
-                description,
-            };
             match self.execute(&call).await {
                 Ok(_) => outcome.deleted.push(payment.id.clone()),
-                Err(BankError::Validation { failures }) => {
-                    let first = failures.into_iter().next();
-                    outcome.errors.push(refused(
-                        first.as_ref().map(|f| f.code.clone()),
-                        first.and_then(|f| f.description),
-                    ));
-                }
-                Err(BankError::NotFound) => outcome.errors.push(refused(
-                    Some("RESOURCE_UNKNOWN".to_owned()),
-                    Some("SEB does not know this payment".to_owned()),
-                )),
-                Err(BankError::Unexpected {
-                    status: Some(status @ 400..=499),
-                    detail,
-                }) => outcome
-                    .errors
-                    .push(refused(Some(format!("http_{status}")), Some(detail))),
-                Err(e) => return Err(e),
+                Err(e) => outcome.refused(&payment.id, e, "SEB does not know this payment")?,
             }
         }
         Ok(outcome)
@@ -832,18 +807,16 @@ impl Bank for SebClient {
         access_token: Option<&SecretString>,
         psu: Option<&PsuContext>,
     ) -> Result<StatusReport, BankError> {
-        let token = needs_token(access_token)?;
-        let call = Call::new(
-            "status",
-            "/payments/{product}/{id}/status",
-            Method::GET,
-            self.link(payment, "status")?,
-        )
-        .token(token)
-        .psu(psu)
-        .pis()
-        .read();
-        let (answer, _): (wire::StatusAnswer, _) = self.fetch(&call).await?;
+        let answer: wire::StatusAnswer = self
+            .read_payment(
+                "status",
+                "/payments/{product}/{id}/status",
+                "status",
+                payment,
+                access_token,
+                psu,
+            )
+            .await?;
         Ok(self.report(&answer.transaction_status))
     }
 

@@ -272,38 +272,24 @@ mod tests {
 
     #[test]
     fn seb_number_amounts_are_read_exactly_without_a_float() {
-        // SEB's own example: 345.5 SEK is 34550 öre.
-        assert_eq!(
-            amount(r#"{"amount": 345.5, "currency": "SEK"}"#).map(Money::minor),
-            Some(34550)
-        );
-        // 0.1 + 0.2 as a float is 0.30000000000000004; the literal 0.3 is 30 öre exactly,
-        // and values a float cannot hold exactly stay exact.
-        assert_eq!(
-            amount(r#"{"amount": 0.3, "currency": "SEK"}"#).map(Money::minor),
-            Some(30)
-        );
-        assert_eq!(
-            amount(r#"{"amount": 0.1, "currency": "SEK"}"#).map(Money::minor),
-            Some(10)
-        );
-        assert_eq!(
-            amount(r#"{"amount": 99999999999.99, "currency": "SEK"}"#).map(Money::minor),
-            Some(9_999_999_999_999)
-        );
-        assert_eq!(
-            amount(r#"{"amount": 1234567.89, "currency": "EUR"}"#).map(Money::minor),
-            Some(123_456_789)
-        );
-        assert_eq!(
-            amount(r#"{"amount": 12, "currency": "SEK"}"#).map(Money::minor),
-            Some(1200)
-        );
-        // A string is read the same way.
-        assert_eq!(
-            amount(r#"{"amount": "345.50", "currency": "SEK"}"#).map(Money::minor),
-            Some(34550)
-        );
+        for (text, minor) in [
+            // SEB's own example: 345.5 SEK is 34550 öre.
+            (r#"{"amount": 345.5, "currency": "SEK"}"#, 34550),
+            // 0.1 + 0.2 as a float is 0.30000000000000004; the literal 0.3 is 30 öre
+            // exactly, and values a float cannot hold exactly stay exact.
+            (r#"{"amount": 0.3, "currency": "SEK"}"#, 30),
+            (r#"{"amount": 0.1, "currency": "SEK"}"#, 10),
+            (
+                r#"{"amount": 99999999999.99, "currency": "SEK"}"#,
+                9_999_999_999_999,
+            ),
+            (r#"{"amount": 1234567.89, "currency": "EUR"}"#, 123_456_789),
+            (r#"{"amount": 12, "currency": "SEK"}"#, 1200),
+            // A string is read the same way.
+            (r#"{"amount": "345.50", "currency": "SEK"}"#, 34550),
+        ] {
+            assert_eq!(amount(text).map(Money::minor), Some(minor), "{text}");
+        }
     }
 
     #[test]

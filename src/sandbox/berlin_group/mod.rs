@@ -34,7 +34,7 @@
 pub mod admin;
 mod api;
 mod operations;
-mod pages;
+pub(crate) mod pages;
 pub mod refusal;
 pub mod rules;
 pub mod scenarios;
@@ -54,6 +54,8 @@ use axum::Router;
 use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
+
+use crate::sandbox::{SimClock, lock};
 
 pub use verify::TrustedCa;
 
@@ -137,7 +139,7 @@ pub struct SelfCheckFailure {
 /// The simulator's state, shared as `Arc<BgSandbox>`.
 pub struct BgSandbox {
     config: BgSandboxConfig,
-    clock_offset: Mutex<chrono::Duration>,
+    clock: SimClock,
     bank: Mutex<state::Bank>,
     log: Mutex<(u64, VecDeque<Exchange>)>,
     selfcheck: Mutex<Vec<SelfCheckFailure>>,
@@ -184,7 +186,7 @@ impl BgSandbox {
         }
         Ok(Arc::new(BgSandbox {
             config,
-            clock_offset: Mutex::new(chrono::Duration::zero()),
+            clock: SimClock::default(),
             bank: Mutex::new(state::Bank::default()),
             log: Mutex::new((0, VecDeque::new())),
             selfcheck: Mutex::new(Vec::new()),
@@ -199,13 +201,11 @@ impl BgSandbox {
     /// steps, decoupled timeouts and execution dates follow it; the `Date` check and
     /// certificate validity use the real time (the client signs with it).
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *lock(&self.clock_offset)
+        self.clock.now()
     }
 
     pub fn advance_clock(&self, by: Duration) {
-        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
-        let mut offset = lock(&self.clock_offset);
-        *offset = offset.checked_add(&by).unwrap_or(*offset);
+        self.clock.advance(by);
     }
 
     /// The bank's state with the decoupled timeout applied.
@@ -321,8 +321,4 @@ pub async fn serve(
     axum::serve(listener, router(sandbox))
         .with_graceful_shutdown(shutdown)
         .await
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -42,19 +42,30 @@ pub(super) fn routes(sb: Arc<BgSandbox>) -> Router {
 }
 
 fn page(title: &str, body: Markup) -> Markup {
+    sim_page(
+        title,
+        "Berlin Group sandbox bank",
+        "A simulated bank for tests. Never enter real credentials.",
+        body,
+    )
+}
+
+/// A simulator's HTML page: `title` (with `simulator` after it in the window's title),
+/// `body`, and `footer` warning that it is a simulation. SEB's test BankID app shares it.
+pub(crate) fn sim_page(title: &str, simulator: &str, footer: &str, body: Markup) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
             head {
                 meta charset="utf-8";
                 meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " – Berlin Group sandbox bank" }
+                title { (title) " – " (simulator) }
             }
             body {
                 main {
                     h1 { (title) }
                     (body)
-                    p { small { "A simulated bank for tests. Never enter real credentials." } }
+                    p { small { (footer) } }
                 }
             }
         }

@@ -11,6 +11,7 @@
 use serde::Serialize;
 
 use super::state::TxStatus;
+use crate::sandbox::scenarios::{normalize_amount, status_after_steps};
 
 /// How a scenario wants the shopper to authenticate (the TPP's headers may also ask for
 /// decoupled).
@@ -163,10 +164,10 @@ pub fn pick(creditor_name: &str, currency: &str, amount: &str) -> &'static Scena
         return s;
     }
     if currency == "EUR" {
-        let normalized = normalize(amount);
+        let normalized = normalize_amount(amount);
         if let Some(s) = ALL
             .iter()
-            .find(|s| s.amount.map(normalize) == Some(normalized.clone()))
+            .find(|s| s.amount.map(normalize_amount) == Some(normalized.clone()))
         {
             return s;
         }
@@ -174,29 +175,10 @@ pub fn pick(creditor_name: &str, currency: &str, amount: &str) -> &'static Scena
     &ALL[0]
 }
 
-fn normalize(amount: &str) -> String {
-    match amount.split_once('.') {
-        Some((w, f)) => {
-            let f = f.trim_end_matches('0');
-            if f.is_empty() {
-                w.to_owned()
-            } else {
-                format!("{w}.{f}")
-            }
-        }
-        None => amount.to_owned(),
-    }
-}
-
 impl Scenario {
     /// The transaction status `steps_elapsed` status steps after the SCA was finalised.
     pub(crate) fn status_after(&self, steps_elapsed: f64) -> TxStatus {
-        self.steps
-            .iter()
-            .rev()
-            .find(|(at, _)| steps_elapsed >= f64::from(*at))
-            .map(|(_, s)| *s)
-            .unwrap_or(TxStatus::Actc)
+        status_after_steps(self.steps, steps_elapsed, TxStatus::Actc)
     }
 }
 

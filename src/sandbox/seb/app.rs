@@ -17,12 +17,13 @@ use axum::extract::{Form, Query, State};
 use axum::http::StatusCode;
 use axum::response::{Html, IntoResponse, Response};
 use axum::routing::{get, post};
-use maud::{DOCTYPE, Markup, html};
+use maud::{Markup, html};
 use serde::Deserialize;
 
 use super::SebSim;
 use super::problem::Refused;
 use super::state::{AppError, OrderState, Purpose};
+use crate::sandbox::berlin_group::pages::sim_page;
 
 pub(super) fn routes(sim: Arc<SebSim>) -> Router {
     Router::new()
@@ -34,23 +35,12 @@ pub(super) fn routes(sim: Arc<SebSim>) -> Router {
 }
 
 fn page(title: &str, body: Markup) -> Markup {
-    html! {
-        (DOCTYPE)
-        html lang="en" {
-            head {
-                meta charset="utf-8";
-                meta name="viewport" content="width=device-width, initial-scale=1";
-                title { (title) " – test BankID app" }
-            }
-            body {
-                main {
-                    h1 { (title) }
-                    (body)
-                    p { small { "A simulated BankID app for tests (SEB sandbox). Never use real credentials." } }
-                }
-            }
-        }
-    }
+    sim_page(
+        title,
+        "test BankID app",
+        "A simulated BankID app for tests (SEB sandbox). Never use real credentials.",
+        body,
+    )
 }
 
 /// A refused app action: an HTML page with the reason, recorded with `rule`.

@@ -47,6 +47,8 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::Serialize;
 
+use crate::sandbox::{SimClock, lock};
+
 pub use crate::sandbox::berlin_group::test_pki::{TestPki, TestServerCertificate};
 
 /// How the simulator behaves. Build it with [`SebSandboxConfig::new`].
@@ -141,7 +143,7 @@ pub struct ApiRequest {
 /// The simulator's state, shared as `Arc<SebSim>`.
 pub struct SebSim {
     config: SebSandboxConfig,
-    clock_offset: Mutex<chrono::Duration>,
+    clock: SimClock,
     bank: Mutex<state::Bank>,
     refusals: Mutex<(u64, VecDeque<RefusalRecord>)>,
     requests: Mutex<(u64, VecDeque<ApiRequest>)>,
@@ -162,7 +164,7 @@ impl SebSim {
         }
         Ok(Arc::new(SebSim {
             config,
-            clock_offset: Mutex::new(chrono::Duration::zero()),
+            clock: SimClock::default(),
             bank: Mutex::new(state::Bank::default()),
             refusals: Mutex::new((0, VecDeque::new())),
             requests: Mutex::new((0, VecDeque::new())),
@@ -176,13 +178,11 @@ impl SebSim {
     /// The simulator's clock: the wall clock moved by [`SebSim::advance_clock`]. Order
     /// timeouts, QR seconds, token expiry and scenario steps follow it.
     pub fn now(&self) -> DateTime<Utc> {
-        Utc::now() + *lock(&self.clock_offset)
+        self.clock.now()
     }
 
     pub fn advance_clock(&self, by: Duration) {
-        let by = chrono::Duration::from_std(by).unwrap_or(chrono::Duration::MAX);
-        let mut offset = lock(&self.clock_offset);
-        *offset = offset.checked_add(&by).unwrap_or(*offset);
+        self.clock.advance(by);
     }
 
     /// The bank's state with the timeouts applied up to now.
@@ -491,8 +491,4 @@ pub async fn serve(
     let _ = api_task.await;
     let _ = app_task.await;
     Ok(())
-}
-
-fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
 }

@@ -8,6 +8,7 @@
 use serde::Serialize;
 
 use super::state::TxStatus;
+use crate::sandbox::scenarios::{normalize_amount, status_after_steps};
 
 /// What the test BankID app does with a signing order of the scenario.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -133,10 +134,10 @@ pub const ALL: &[Scenario] = &[
 /// The scenario of a payment: by its SEK amount, else the default.
 pub fn pick(currency: &str, amount: &str) -> &'static Scenario {
     if currency == "SEK" {
-        let n = normalize(amount);
+        let n = normalize_amount(amount);
         if let Some(s) = ALL
             .iter()
-            .find(|s| s.amount.map(normalize) == Some(n.clone()))
+            .find(|s| s.amount.map(normalize_amount) == Some(n.clone()))
         {
             return s;
         }
@@ -144,29 +145,10 @@ pub fn pick(currency: &str, amount: &str) -> &'static Scenario {
     &ALL[0]
 }
 
-fn normalize(amount: &str) -> String {
-    match amount.split_once('.') {
-        Some((w, f)) => {
-            let f = f.trim_end_matches('0');
-            if f.is_empty() {
-                w.to_owned()
-            } else {
-                format!("{w}.{f}")
-            }
-        }
-        None => amount.to_owned(),
-    }
-}
-
 impl Scenario {
     /// The transaction status `steps_elapsed` steps after the signing.
     pub(crate) fn status_after(&self, steps_elapsed: f64) -> TxStatus {
-        self.steps
-            .iter()
-            .rev()
-            .find(|(at, _)| steps_elapsed >= f64::from(*at))
-            .map(|(_, s)| *s)
-            .unwrap_or(TxStatus::Actc)
+        status_after_steps(self.steps, steps_elapsed, TxStatus::Actc)
     }
 }
 
