@@ -15,6 +15,7 @@
 pub mod berlin_group;
 pub mod http_signature;
 pub mod nordea;
+pub mod op;
 pub mod registry;
 pub mod seb;
 
@@ -402,7 +403,7 @@ pub struct BankIdOrder {
 }
 
 /// What a protocol needs and offers, for the parts of pisgate that differ per protocol.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct BankTraits {
     /// `nordea`, `berlin-group`, …: for logs, metrics and `GET /v1/banks`.
     pub protocol: &'static str,
@@ -417,6 +418,20 @@ pub struct BankTraits {
     /// pisgate keeps the token by the latest-token rule, and only then creates the payment
     /// ([`Bank::initiate_with_token`]) and reads it ([`Bank::status_with_token`]).
     pub shopper_token_required: bool,
+    /// The shopper's authorization only allows the payment; pisgate must then **submit** it
+    /// ([`Bank::submit`]) with the token from the code exchange before the bank moves money
+    /// (OP). The bank's status says when a submission is due ([`Bank::needs_submission`]);
+    /// a bank refusal (`Rejected`) before any submission is the shopper's refusal.
+    pub submit_after_authorization: bool,
+    /// The token from the code exchange is bound to this one payment's authorization, not
+    /// to the shopper (OP): it is kept under the payment's own key, never shared with the
+    /// shopper's other payments by the latest-token rule.
+    pub token_per_payment: bool,
+    /// The bank returns the shopper with the code in the URL fragment (OpenID Connect
+    /// hybrid flow, `response_type=code id_token`), which a browser never sends to a server:
+    /// the return goes to `/v1/callbacks/oidc`, whose page moves the fragment into the
+    /// query and comes back.
+    pub return_in_fragment: bool,
 }
 
 /// A payment as the bank holds it (needs the shopper's token).
@@ -700,6 +715,24 @@ pub trait Bank: Send + Sync {
         redirect_uri: &str,
     ) -> Result<TokenSet, BankError>;
 
+    /// Exchanges the code of one payment's signing redirect (a bank whose
+    /// [`BankTraits::return_carries_code`]). `state` is the payment's state as it came back
+    /// (the adapter derives the OpenID Connect nonce it sent from it, and checks the ID
+    /// token's nonce, issuer, audience, expiry and signature); `front_id_token` is the ID
+    /// token the redirect itself carried, if any (hybrid flow), checked the same way and
+    /// against the code (`c_hash`). By default this is [`Bank::exchange_code`]. Sent once
+    /// (like the exchange it wraps).
+    async fn exchange_code_for(
+        &self,
+        _payment: &BankRef,
+        code: &SecretString,
+        redirect_uri: &str,
+        _state: &SecretString,
+        _front_id_token: Option<&str>,
+    ) -> Result<TokenSet, BankError> {
+        self.exchange_code(code, redirect_uri).await
+    }
+
     /// Trades a (single-use) refresh token for a new pair.
     async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, BankError>;
 
@@ -812,6 +845,28 @@ pub trait Bank: Send + Sync {
             self.traits().protocol,
             "start a BankID signing",
         ))
+    }
+
+    /// Submits an authorized payment for execution (OP's submit step, a bank whose
+    /// [`BankTraits::submit_after_authorization`]), with the token from the payment's code
+    /// exchange. `idempotency_key` is the attempt's key, persisted by pisgate before the call:
+    /// the same key is sent again only to retry an attempt whose outcome is unknown. Returns
+    /// the bank's status after the submission. Made once per call: never retried inside.
+    async fn submit(
+        &self,
+        _payment: &BankRef,
+        _access_token: &SecretString,
+        _idempotency_key: &str,
+        _psu: Option<&PsuContext>,
+    ) -> Result<StatusReport, BankError> {
+        Err(not_offered(self.traits().protocol, "submit a payment"))
+    }
+
+    /// Whether the bank's status (as read) asks pisgate to submit the payment: OP's
+    /// `Authorized` (signed, not yet submitted) and `SubmissionPending` (a submission that
+    /// failed in a way OP documents as retryable). Never for other banks.
+    fn needs_submission(&self, _report: &StatusReport) -> bool {
+        false
     }
 
     /// The progress of a signing order (a read: may be retried).

@@ -179,6 +179,9 @@ impl Bank for Unconfigured {
             return_carries_code: false,
             needs_debtor_account: false,
             shopper_token_required: false,
+            submit_after_authorization: false,
+            token_per_payment: false,
+            return_in_fragment: false,
         }
     }
 

@@ -87,6 +87,7 @@ mod auth;
 pub mod berlin_group;
 pub mod faults;
 mod handlers;
+pub mod op;
 pub mod payments;
 mod record;
 pub mod scenarios;

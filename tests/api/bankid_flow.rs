@@ -156,6 +156,9 @@ impl Bank for FakeSeb {
             return_carries_code: false,
             needs_debtor_account: false,
             shopper_token_required: true,
+            submit_after_authorization: false,
+            token_per_payment: false,
+            return_in_fragment: false,
         }
     }
 

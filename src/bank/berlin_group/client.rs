@@ -825,6 +825,9 @@ impl Bank for BerlinGroupClient {
             return_carries_code: false,
             needs_debtor_account: self.needs_debtor_account,
             shopper_token_required: false,
+            submit_after_authorization: false,
+            token_per_payment: false,
+            return_in_fragment: false,
         }
     }
 

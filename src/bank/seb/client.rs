@@ -608,6 +608,9 @@ impl Bank for SebClient {
             return_carries_code: false,
             needs_debtor_account: false,
             shopper_token_required: true,
+            submit_after_authorization: false,
+            token_per_payment: false,
+            return_in_fragment: false,
         }
     }
 
