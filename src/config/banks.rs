@@ -625,7 +625,11 @@ fn validate_seb(prefix: &str, b: RawBank) -> Result<SebSettings, SettingsError> 
 }
 
 /// An absolute http(s) URL without query, user or fragment (`name` is the setting).
-fn op_url(key: &str, value: Option<String>, required_: bool) -> Result<Option<String>, SettingsError> {
+fn op_url(
+    key: &str,
+    value: Option<String>,
+    required_: bool,
+) -> Result<Option<String>, SettingsError> {
     let Some(text) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
         return if required_ {
             Err(SettingsError::missing(key))
@@ -654,7 +658,10 @@ fn op_url(key: &str, value: Option<String>, required_: bool) -> Result<Option<St
 }
 
 /// A PEM secret read from its `_FILE` variable: the error names that variable.
-fn required_secret_file(key: &str, value: Option<SecretString>) -> Result<SecretString, SettingsError> {
+fn required_secret_file(
+    key: &str,
+    value: Option<SecretString>,
+) -> Result<SecretString, SettingsError> {
     required_secret(key, value).map_err(|_| SettingsError::Missing {
         key: key.to_owned(),
         env: format!("{}_FILE", super::env_name(key)),
@@ -687,7 +694,12 @@ fn validate_op(prefix: &str, b: RawBank) -> Result<OpSettings, SettingsError> {
     let client_id = required(&key("client_id"), b.client_id)?.trim().to_owned();
     let client_secret = required_secret(&key("client_secret"), b.client_secret)?;
     let api_key = required_secret(&key("api_key"), b.api_key)?;
-    if !api_key.expose_secret().trim().bytes().all(|c| c.is_ascii_graphic()) {
+    if !api_key
+        .expose_secret()
+        .trim()
+        .bytes()
+        .all(|c| c.is_ascii_graphic())
+    {
         return Err(SettingsError::invalid(
             &key("api_key"),
             "must be visible ASCII without spaces",
@@ -707,7 +719,12 @@ fn validate_op(prefix: &str, b: RawBank) -> Result<OpSettings, SettingsError> {
     }
     let private_key = required_secret_file(&key("private_key"), b.private_key)?;
     let certificate = required_file(&key("certificate"), b.certificate)?;
-    qseal_matches(&key("private_key"), &key("certificate"), &private_key, &certificate)?;
+    qseal_matches(
+        &key("private_key"),
+        &key("certificate"),
+        &private_key,
+        &certificate,
+    )?;
     let signing_key_id = required(&key("signing_key_id"), b.signing_key_id)?
         .trim()
         .to_owned();

@@ -33,7 +33,9 @@
 //! nonces, the request object, the client secret, the API key, keys, bodies, full IBANs.
 //! Span fields carry the route template (`/paymentsapi/v2/sepa-payments/{id}`).
 
-use super::jose::{self, IdTokenExpectations, Jwks, RequestObject, RequestObjectAlg, RequestSigner};
+use super::jose::{
+    self, IdTokenExpectations, Jwks, RequestObject, RequestObjectAlg, RequestSigner,
+};
 use super::{convert, errors, wire};
 use crate::bank::berlin_group::client::{api_base_url, record_attempt, with_read_retries};
 pub use crate::bank::nordea::RetryPolicy;
@@ -159,7 +161,9 @@ impl fmt::Debug for OpConfig {
 /// Why an [`OpClient`] could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum OpConfigError {
-    #[error("bank {0}: {1} must be an absolute http(s) URL with a host and no query, user or fragment")]
+    #[error(
+        "bank {0}: {1} must be an absolute http(s) URL with a host and no query, user or fragment"
+    )]
     Url(String, &'static str),
     #[error("bank {0}: paid_statuses may list only Debited and Accepted, and must list Debited")]
     PaidStatuses(String),
@@ -216,7 +220,8 @@ impl<'a> Call<'a> {
     }
 
     fn json(mut self, body: &impl Serialize) -> Result<Self, BankError> {
-        let bytes = serde_json::to_vec(body).map_err(|_| unexpected("could not encode the body"))?;
+        let bytes =
+            serde_json::to_vec(body).map_err(|_| unexpected("could not encode the body"))?;
         self.body = Some((bytes, JSON));
         Ok(self)
     }
@@ -325,19 +330,23 @@ fn query_value(value: &str) -> String {
 impl OpClient {
     pub fn new(config: OpConfig) -> Result<OpClient, OpConfigError> {
         let bank = config.bank_id.clone();
-        let (origin, base) =
-            api_base_url(&config.base_url).ok_or_else(|| OpConfigError::Url(bank.clone(), "base_url"))?;
+        let (origin, base) = api_base_url(&config.base_url)
+            .ok_or_else(|| OpConfigError::Url(bank.clone(), "base_url"))?;
         let authorize = plain_url(&config.authorize_url)
             .ok_or_else(|| OpConfigError::Url(bank.clone(), "authorize_url"))?;
-        let jwks_url =
-            plain_url(&config.jwks_url).ok_or_else(|| OpConfigError::Url(bank.clone(), "jwks_url"))?;
+        let jwks_url = plain_url(&config.jwks_url)
+            .ok_or_else(|| OpConfigError::Url(bank.clone(), "jwks_url"))?;
         let payments_jwks_url = match &config.payments_jwks_url {
             Some(u) => Some(
-                plain_url(u).ok_or_else(|| OpConfigError::Url(bank.clone(), "payments_jwks_url"))?,
+                plain_url(u)
+                    .ok_or_else(|| OpConfigError::Url(bank.clone(), "payments_jwks_url"))?,
             ),
             None => None,
         };
-        if !config.paid_statuses.iter().any(|s| s == convert::DEFAULT_PAID)
+        if !config
+            .paid_statuses
+            .iter()
+            .any(|s| s == convert::DEFAULT_PAID)
             || config
                 .paid_statuses
                 .iter()
@@ -422,7 +431,8 @@ impl OpClient {
     }
 
     fn url(&self, path: &str) -> Result<Url, BankError> {
-        Url::parse(&format!("{}{path}", self.base)).map_err(|_| unexpected("could not build OP's URL"))
+        Url::parse(&format!("{}{path}", self.base))
+            .map_err(|_| unexpected("could not build OP's URL"))
     }
 
     fn payment_url(&self, id: &BankPaymentId, tail: &str) -> Result<Url, BankError> {
@@ -523,8 +533,7 @@ impl OpClient {
             .await;
             match result {
                 Err(BankError::Unexpected {
-                    status: Some(401),
-                    ..
+                    status: Some(401), ..
                 }) if matches!(call.auth, Auth::Client) => {
                     self.drop_client_token().await;
                     if renew {
@@ -581,7 +590,9 @@ impl OpClient {
             .request(call.method.clone(), call.url.clone())
             .header(ACCEPT, JSON);
         if let Some((body, content_type)) = &call.body {
-            request = request.header(CONTENT_TYPE, *content_type).body(body.clone());
+            request = request
+                .header(CONTENT_TYPE, *content_type)
+                .body(body.clone());
         }
         if call.business() {
             request = request.header("x-fapi-interaction-id", uuid::Uuid::new_v4().to_string());
@@ -600,8 +611,9 @@ impl OpClient {
             request = request.header(AUTHORIZATION, value);
         }
         if let Some(key) = call.idempotency_key {
-            let value = HeaderValue::from_str(key)
-                .map_err(|_| unexpected("the idempotency key holds characters HTTP cannot carry"))?;
+            let value = HeaderValue::from_str(key).map_err(|_| {
+                unexpected("the idempotency key holds characters HTTP cannot carry")
+            })?;
             request = request.header("x-idempotency-key", value);
         }
         for (name, value) in trace::trace_headers() {
@@ -690,8 +702,13 @@ impl OpClient {
         let mut form: Vec<(&str, &str)> = pairs.to_vec();
         form.push(("client_id", &self.client_id));
         form.push(("client_secret", self.client_secret.expose_secret()));
-        let call = Call::new(operation, "/oauth/token", Method::POST, self.url("/oauth/token")?)
-            .form(&form);
+        let call = Call::new(
+            operation,
+            "/oauth/token",
+            Method::POST,
+            self.url("/oauth/token")?,
+        )
+        .form(&form);
         let (answer, _) = self.fetch(&call).await?;
         Ok(answer)
     }

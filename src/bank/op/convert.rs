@@ -5,8 +5,7 @@ use super::wire;
 use crate::bank::berlin_group::convert::refusal;
 use crate::bank::nordea::convert::parse_minor_units;
 use crate::bank::{
-    Account, AccountType, BankError, BankPaymentId, PaymentDetails, PaymentInitiation,
-    StatusReport,
+    Account, AccountType, BankError, BankPaymentId, PaymentDetails, PaymentInitiation, StatusReport,
 };
 use crate::domain::{Currency, Money, PaymentStatus};
 
@@ -84,7 +83,10 @@ pub fn payment_request(payment: &PaymentInitiation) -> Result<wire::PaymentReque
         ));
     }
     let creditor = &payment.creditor;
-    let reference = creditor.reference.as_ref().map(|r| r.value.trim().to_owned());
+    let reference = creditor
+        .reference
+        .as_ref()
+        .map(|r| r.value.trim().to_owned());
     let message = creditor.message.as_ref().map(|m| m.trim().to_owned());
     if reference.is_some() && message.is_some() {
         return Err(refusal(
@@ -93,7 +95,10 @@ pub fn payment_request(payment: &PaymentInitiation) -> Result<wire::PaymentReque
             "OP takes a creditor reference or a message, not both",
         ));
     }
-    if message.as_ref().is_some_and(|m| m.chars().count() > MAX_MESSAGE) {
+    if message
+        .as_ref()
+        .is_some_and(|m| m.chars().count() > MAX_MESSAGE)
+    {
         return Err(refusal(
             "creditor.message",
             "too_long",
@@ -226,8 +231,15 @@ pub(crate) mod tests {
             assert!(needs_submission(code), "{code}");
         }
         for code in [
-            "Unauthorized", "Authorizing", "Accepted", "Debited", "Rejected", "Revoked",
-            "Cancelled", "authorized", "",
+            "Unauthorized",
+            "Authorizing",
+            "Accepted",
+            "Debited",
+            "Rejected",
+            "Revoked",
+            "Cancelled",
+            "authorized",
+            "",
         ] {
             assert!(!needs_submission(code), "{code}");
         }
@@ -244,7 +256,15 @@ pub(crate) mod tests {
         assert_eq!(money("12", "EUR"), Some(eur(1200)));
         assert_eq!(money("12.340", "EUR"), Some(eur(1234)));
         // 0.1 + 0.2 style float noise, signs, exponents and excess precision are refused.
-        for bad in ["12.345", "-1.00", "1e3", "0.30000000000000004", "", "abc", "0.00"] {
+        for bad in [
+            "12.345",
+            "-1.00",
+            "1e3",
+            "0.30000000000000004",
+            "",
+            "abc",
+            "0.00",
+        ] {
             assert_eq!(money(bad, "EUR"), None, "{bad}");
         }
         assert_eq!(money("12.34", "XXX"), None);
@@ -283,13 +303,22 @@ pub(crate) mod tests {
         assert_eq!(field(payment_request(&sek).unwrap_err()), "amount.currency");
         let mut both = eur_payment();
         both.creditor.message = Some("Order 1".into());
-        assert_eq!(field(payment_request(&both).unwrap_err()), "creditor.message");
+        assert_eq!(
+            field(payment_request(&both).unwrap_err()),
+            "creditor.message"
+        );
         let mut long = eur_payment();
         long.creditor.reference = None;
         long.creditor.message = Some("x".repeat(141));
-        assert_eq!(field(payment_request(&long).unwrap_err()), "creditor.message");
+        assert_eq!(
+            field(payment_request(&long).unwrap_err()),
+            "creditor.message"
+        );
         let mut bban = eur_payment();
         bban.creditor.account.kind = AccountType::BbanSe;
-        assert_eq!(field(payment_request(&bban).unwrap_err()), "creditor.account");
+        assert_eq!(
+            field(payment_request(&bban).unwrap_err()),
+            "creditor.account"
+        );
     }
 }

@@ -114,7 +114,10 @@ mod tests {
             classify(401, None, &op("UNAUTHORIZED"), true),
             BankError::TokenRejected
         );
-        assert_eq!(classify(404, None, &op("PAYMENT_NOT_FOUND"), false), BankError::NotFound);
+        assert_eq!(
+            classify(404, None, &op("PAYMENT_NOT_FOUND"), false),
+            BankError::NotFound
+        );
         let BankError::Validation { failures } =
             classify(409, None, &op("REVOKE_NOT_ALLOWED"), false)
         else {
@@ -123,7 +126,10 @@ mod tests {
         assert_eq!(failures[0].code, "REVOKE_NOT_ALLOWED");
         assert_eq!(failures[0].description.as_deref(), Some("refused"));
         let grant = serde_json::to_vec(&json!({"error": "invalid_grant"})).unwrap();
-        assert!(matches!(classify(400, None, &grant, false), BankError::Validation { .. }));
+        assert!(matches!(
+            classify(400, None, &grant, false),
+            BankError::Validation { .. }
+        ));
         assert!(classify(503, None, &op("MAINTENANCE"), false).provably_not_processed());
         assert!(!classify(503, None, b"", false).provably_not_processed());
         assert!(!classify(502, None, &op("X"), false).provably_not_processed());
@@ -135,7 +141,10 @@ mod tests {
         );
         assert!(matches!(
             classify(400, None, b"<html>", false),
-            BankError::Unexpected { status: Some(400), .. }
+            BankError::Unexpected {
+                status: Some(400),
+                ..
+            }
         ));
         let BankError::Validation { failures } =
             classify(400, None, &op("a token: eyJhbGciOi.x.y with spaces"), false)

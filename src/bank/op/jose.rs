@@ -45,7 +45,11 @@ pub fn half_hash(value: &str) -> String {
 
 /// Constant-time equality of two short texts (hashes, nonces).
 fn same(a: &str, b: &str) -> bool {
-    a.len() == b.len() && a.bytes().zip(b.bytes()).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |acc, (x, y)| acc | (x ^ y))
+            == 0
 }
 
 fn unexpected(detail: impl Into<String>) -> BankError {
@@ -244,7 +248,9 @@ struct JwksState {
 
 impl std::fmt::Debug for Jwks {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Jwks").field("url", &self.url.as_str()).finish_non_exhaustive()
+        f.debug_struct("Jwks")
+            .field("url", &self.url.as_str())
+            .finish_non_exhaustive()
     }
 }
 
@@ -307,7 +313,12 @@ impl Jwks {
             .map_err(|e| crate::bank::nordea::errors::unreadable(status, &e))?;
         let mut keys = Vec::new();
         // One key at a time: a key type we cannot read does not hide the others.
-        for value in set.get("keys").and_then(|k| k.as_array()).into_iter().flatten() {
+        for value in set
+            .get("keys")
+            .and_then(|k| k.as_array())
+            .into_iter()
+            .flatten()
+        {
             let Ok(jwk) = serde_json::from_value::<Jwk>(value.clone()) else {
                 continue;
             };
@@ -356,7 +367,6 @@ pub struct IdTokenExpectations<'a> {
 
 /// The claims pisgate reads from a valid ID token.
 #[derive(Debug, Clone, Deserialize)]
-#[serde(rename_all = "camelCase")]
 pub struct IdClaims {
     #[serde(default)]
     pub sub: Option<String>,
@@ -364,7 +374,7 @@ pub struct IdClaims {
     pub iat: Option<i64>,
     #[serde(default)]
     pub nonce: Option<String>,
-    #[serde(default)]
+    #[serde(default, rename = "authorizationId")]
     pub authorization_id: Option<String>,
     #[serde(default)]
     pub c_hash: Option<String>,
@@ -419,7 +429,11 @@ pub async fn validate_id_token(
         })
     })?;
     let claims = data.claims;
-    if !claims.nonce.as_deref().is_some_and(|n| same(n, expect.nonce)) {
+    if !claims
+        .nonce
+        .as_deref()
+        .is_some_and(|n| same(n, expect.nonce))
+    {
         return Err(refuse("nonce"));
     }
     if claims.authorization_id.as_deref() != Some(expect.authorization_id) {

@@ -126,10 +126,7 @@ mod tests {
                    "creditor": {"name": "Shop Oy", "iban": "FI2112345600000785"},
                    "reference": "RF18539007547034", "endToEndId": "p-1"})
         );
-        assert_eq!(
-            serde_json::to_value(SubmitRequest {}).unwrap(),
-            json!({})
-        );
+        assert_eq!(serde_json::to_value(SubmitRequest {}).unwrap(), json!({}));
     }
 
     #[test]

@@ -42,8 +42,12 @@ pub(crate) fn now() -> i64 {
 pub(crate) fn op_sign(pem: &str, kid: &str, claims: &Value) -> String {
     let mut header = Header::new(Algorithm::RS256);
     header.kid = Some(kid.to_owned());
-    jsonwebtoken::encode(&header, claims, &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap())
-        .unwrap()
+    jsonwebtoken::encode(
+        &header,
+        claims,
+        &EncodingKey::from_rsa_pem(pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
 }
 
 /// A front-channel ID token's claims for `code`/`state`/`authorization_id`.
@@ -107,7 +111,10 @@ fn op_nonce_is_derived_from_the_state_and_hashes_are_the_left_half() {
 
 #[test]
 fn op_request_object_has_the_contract_claims_and_header_and_verifies_with_our_key() {
-    for (alg, name) in [(RequestObjectAlg::Rs256, "RS256"), (RequestObjectAlg::Ps256, "PS256")] {
+    for (alg, name) in [
+        (RequestObjectAlg::Rs256, "RS256"),
+        (RequestObjectAlg::Ps256, "PS256"),
+    ] {
         let signer = RequestSigner::from_pem(OTHER_KEY.as_bytes(), "qseal-1", alg).unwrap();
         let claims = RequestObject::new(
             CLIENT,
@@ -152,7 +159,10 @@ fn op_request_object_has_the_contract_claims_and_header_and_verifies_with_our_ke
         );
     }
     assert!(RequestSigner::from_pem(b"not a key", "k", RequestObjectAlg::Rs256).is_err());
-    assert_eq!(RequestObjectAlg::parse("ps256"), Some(RequestObjectAlg::Ps256));
+    assert_eq!(
+        RequestObjectAlg::parse("ps256"),
+        Some(RequestObjectAlg::Ps256)
+    );
     for bad in ["none", "HS256", "ES256", ""] {
         assert_eq!(RequestObjectAlg::parse(bad), None, "{bad}");
     }
@@ -196,22 +206,43 @@ async fn op_every_id_token_refusal_names_its_claim() {
         c
     };
     let cases: Vec<(&str, String)> = vec![
-        ("id_token.iss", op_sign(OP_KEY, KID, &with("iss", json!("https://evil.example")))),
-        ("id_token.aud", op_sign(OP_KEY, KID, &with("aud", json!("someone-else")))),
-        ("id_token.nonce", op_sign(OP_KEY, KID, &with("nonce", json!(nonce_for("other"))))),
+        (
+            "id_token.iss",
+            op_sign(OP_KEY, KID, &with("iss", json!("https://evil.example"))),
+        ),
+        (
+            "id_token.aud",
+            op_sign(OP_KEY, KID, &with("aud", json!("someone-else"))),
+        ),
+        (
+            "id_token.nonce",
+            op_sign(OP_KEY, KID, &with("nonce", json!(nonce_for("other")))),
+        ),
         ("id_token.nonce", op_sign(OP_KEY, KID, &without("nonce"))),
-        ("id_token.exp", op_sign(OP_KEY, KID, &with("exp", json!(now() - 120)))),
+        (
+            "id_token.exp",
+            op_sign(OP_KEY, KID, &with("exp", json!(now() - 120))),
+        ),
         ("id_token.exp", op_sign(OP_KEY, KID, &without("exp"))),
         ("id_token.iss", op_sign(OP_KEY, KID, &without("iss"))),
-        ("id_token.c_hash", op_sign(OP_KEY, KID, &with("c_hash", json!(half_hash("code-2"))))),
+        (
+            "id_token.c_hash",
+            op_sign(OP_KEY, KID, &with("c_hash", json!(half_hash("code-2")))),
+        ),
         ("id_token.c_hash", op_sign(OP_KEY, KID, &without("c_hash"))),
-        ("id_token.s_hash", op_sign(OP_KEY, KID, &with("s_hash", json!(half_hash("state-2"))))),
+        (
+            "id_token.s_hash",
+            op_sign(OP_KEY, KID, &with("s_hash", json!(half_hash("state-2")))),
+        ),
         ("id_token.s_hash", op_sign(OP_KEY, KID, &without("s_hash"))),
         (
             "id_token.authorizationId",
             op_sign(OP_KEY, KID, &with("authorizationId", json!("auth-2"))),
         ),
-        ("id_token.authorizationId", op_sign(OP_KEY, KID, &without("authorizationId"))),
+        (
+            "id_token.authorizationId",
+            op_sign(OP_KEY, KID, &without("authorizationId")),
+        ),
         // Signed by another key under OP's kid: the signature.
         ("id_token.signature", op_sign(OTHER_KEY, KID, &good())),
         // A kid OP's JWKS does not hold.
@@ -233,7 +264,8 @@ async fn op_every_id_token_refusal_names_its_claim() {
     // HS256 with the public modulus as the secret: the classic key-confusion forgery.
     let mut hs = Header::new(Algorithm::HS256);
     hs.kid = Some(KID.into());
-    let hs256 = jsonwebtoken::encode(&hs, &good(), &EncodingKey::from_secret(b"op-1")).unwrap();
+    let hs256 =
+        jsonwebtoken::encode(&hs, &good(), &EncodingKey::from_secret(b"op-1").unwrap()).unwrap();
     for token in [none, hs256, "not.a.jwt".to_owned(), String::new()] {
         let err = validate_id_token(&jwks, &token, &expect("code-1", "state-1", &nonce))
             .await
@@ -253,11 +285,19 @@ async fn op_jwks_is_fetched_again_for_an_unknown_kid_at_most_once_a_minute() {
     for _ in 0..5 {
         assert!(jwks.key(Some("forged")).await.unwrap().is_none());
     }
-    assert_eq!(fetches().await, 1, "an unknown kid within the minute fetches nothing");
+    assert_eq!(
+        fetches().await,
+        1,
+        "an unknown kid within the minute fetches nothing"
+    );
     let eager = jwks_at(&server).with_min_refetch(Duration::ZERO);
     assert!(eager.key(Some("forged")).await.unwrap().is_none());
     assert!(eager.key(Some("forged")).await.unwrap().is_none());
-    assert_eq!(fetches().await, 3, "past the interval an unknown kid fetches again");
+    assert_eq!(
+        fetches().await,
+        3,
+        "past the interval an unknown kid fetches again"
+    );
 }
 
 #[tokio::test]
@@ -291,7 +331,11 @@ async fn op_rotated_keys_are_found_after_a_refetch() {
 /// OP's detached signature of `body` (`<header>..<signature>`).
 pub(crate) fn detached(pem: &str, kid: &str, alg: &str, body: &[u8]) -> String {
     let header = B64.encode(format!(r#"{{"alg":"{alg}","kid":"{kid}"}}"#));
-    let algorithm = if alg == "PS256" { Algorithm::PS256 } else { Algorithm::RS256 };
+    let algorithm = if alg == "PS256" {
+        Algorithm::PS256
+    } else {
+        Algorithm::RS256
+    };
     let message = format!("{header}.{}", B64.encode(body));
     let sig = jsonwebtoken::crypto::sign(
         message.as_bytes(),
@@ -309,7 +353,10 @@ async fn op_detached_answer_signatures_verify_only_over_the_exact_body() {
     let body = br#"{"paymentId":"pay-1","status":"Debited"}"#;
     for alg in ["RS256", "PS256"] {
         let good = detached(OP_KEY, KID, alg, body);
-        assert_eq!(verify_detached(&jwks, Some(&good), body).await.unwrap(), Ok(()));
+        assert_eq!(
+            verify_detached(&jwks, Some(&good), body).await.unwrap(),
+            Ok(())
+        );
         let tampered = br#"{"paymentId":"pay-1","status":"Debitec"}"#;
         assert_eq!(
             verify_detached(&jwks, Some(&good), tampered).await.unwrap(),
@@ -327,9 +374,13 @@ async fn op_detached_answer_signatures_verify_only_over_the_exact_body() {
         Err(AnswerSignature::Invalid)
     );
     assert_eq!(
-        verify_detached(&jwks, Some(&detached(OTHER_KEY, "forged", "RS256", body)), body)
-            .await
-            .unwrap(),
+        verify_detached(
+            &jwks,
+            Some(&detached(OTHER_KEY, "forged", "RS256", body)),
+            body
+        )
+        .await
+        .unwrap(),
         Err(AnswerSignature::UnknownKey)
     );
     let none = format!("{}..", B64.encode(r#"{"alg":"none","kid":"op-1"}"#));
