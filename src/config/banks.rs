@@ -1319,4 +1319,211 @@ mod tests {
         .to_string();
         assert!(err.contains("PISGATE__BANKS__NORDEA_DK__"), "{err}");
     }
+
+    /// An OP bank's variables with a generated QSealC/QWAC (the test PKI).
+    fn op_vars(
+        pki: &crate::sandbox::berlin_group::test_pki::TestPki,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("PISGATE__BANKS__OP__PROTOCOL", "op".into()),
+            ("PISGATE__BANKS__OP__NAME", "OP".into()),
+            (
+                "PISGATE__BANKS__OP__BASE_URL",
+                "https://mtls-apis.psd2-sandbox.op.fi/".into(),
+            ),
+            (
+                "PISGATE__BANKS__OP__AUTHORIZE_URL",
+                "https://authorize.psd2-sandbox.op.fi/oauth/authorize".into(),
+            ),
+            (
+                "PISGATE__BANKS__OP__ISSUER",
+                "https://authorize.psd2-sandbox.op.fi".into(),
+            ),
+            (
+                "PISGATE__BANKS__OP__JWKS_URL",
+                "https://authorize.psd2-sandbox.op.fi/oauth/jwks/PSD2_OIDC".into(),
+            ),
+            ("PISGATE__BANKS__OP__CLIENT_ID", "pisgate-client".into()),
+            ("PISGATE__BANKS__OP__CLIENT_SECRET", "op-secret".into()),
+            ("PISGATE__BANKS__OP__API_KEY", "op-api-key".into()),
+            (
+                "PISGATE__BANKS__OP__TLS_CERTIFICATE",
+                pki.tpp_cert_pem.clone(),
+            ),
+            (
+                "PISGATE__BANKS__OP__TLS_PRIVATE_KEY",
+                pki.tpp_key_pem.clone(),
+            ),
+            ("PISGATE__BANKS__OP__CERTIFICATE", pki.tpp_cert_pem.clone()),
+            ("PISGATE__BANKS__OP__PRIVATE_KEY", pki.tpp_key_pem.clone()),
+            ("PISGATE__BANKS__OP__SIGNING_KEY_ID", "qseal-1".into()),
+        ]
+    }
+
+    fn op_load(
+        vars: &[(&'static str, String)],
+        extra: &[(&'static str, &'static str)],
+    ) -> Result<Settings, SettingsError> {
+        let mut v: Vec<(&str, &str)> = vars
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        v.extend(extra.iter().copied().filter(|(_, v)| !v.is_empty()));
+        load(&v)
+    }
+
+    #[test]
+    fn an_op_bank_reads_its_settings_with_the_documented_defaults_and_bad_ones_name_the_variable() {
+        use crate::bank::op::jose::RequestObjectAlg;
+        let pki = crate::sandbox::berlin_group::test_pki::generate("CN=pisgate TPP,C=FI").unwrap();
+        let vars = op_vars(&pki);
+        let s = op_load(&vars, &[]).unwrap();
+        let bank = s.banks.iter().find(|b| b.id == "op").unwrap();
+        assert_eq!(
+            bank.countries,
+            vec![Country::Fi],
+            "OP serves Finland by default"
+        );
+        assert_eq!(bank.protocol.name(), "op");
+        let BankProtocolSettings::Op(op) = &bank.protocol else {
+            panic!()
+        };
+        assert_eq!(op.base_url, "https://mtls-apis.psd2-sandbox.op.fi");
+        assert_eq!(
+            op.paid_statuses,
+            ["Debited"],
+            "only Debited is paid by default"
+        );
+        assert_eq!(op.request_object_alg, RequestObjectAlg::Rs256);
+        assert_eq!(op.request_object_audience, None);
+        assert_eq!(op.payments_jwks_url, None);
+        assert_eq!(op.tls_ca, None);
+        assert_eq!(op.connect_timeout, Duration::from_secs(5));
+        assert_eq!(op.request_timeout, Duration::from_secs(30));
+        assert_eq!(op.read_attempts, 3);
+        assert_eq!(op.environment, BankEnvironment::Production);
+        // The settings build a client (registry).
+        let client = crate::bank::registry::op_client("op", op).unwrap();
+        assert_eq!(client.audience(), "https://mtls-apis.psd2-sandbox.op.fi");
+
+        let s = op_load(
+            &vars,
+            &[
+                ("PISGATE__BANKS__OP__REQUEST_OBJECT_ALG", "ps256"),
+                ("PISGATE__BANKS__OP__PAID_STATUSES", "Debited,Accepted"),
+                (
+                    "PISGATE__BANKS__OP__PAYMENTS_JWKS_URL",
+                    "https://sandbox.apis.op-palvelut.fi/psd2/sandbox/jwks/payments/jwks.json",
+                ),
+                (
+                    "PISGATE__BANKS__OP__REQUEST_OBJECT_AUDIENCE",
+                    "https://aud.example",
+                ),
+            ],
+        )
+        .unwrap();
+        let BankProtocolSettings::Op(op) = &s.banks.iter().find(|b| b.id == "op").unwrap().protocol
+        else {
+            panic!()
+        };
+        assert_eq!(op.request_object_alg, RequestObjectAlg::Ps256);
+        assert_eq!(op.paid_statuses, ["Debited", "Accepted"]);
+        assert!(op.payments_jwks_url.is_some());
+        assert_eq!(
+            op.request_object_audience.as_deref(),
+            Some("https://aud.example")
+        );
+
+        let other = crate::sandbox::berlin_group::test_pki::generate("CN=other,C=FI").unwrap();
+        let cases: Vec<(Vec<(&'static str, &'static str)>, &str)> = vec![
+            (
+                vec![("PISGATE__BANKS__OP__AUTHORIZE_URL", "")],
+                "PISGATE__BANKS__OP__AUTHORIZE_URL",
+            ),
+            (
+                vec![(
+                    "PISGATE__BANKS__OP__AUTHORIZE_URL",
+                    "https://a.example/x?y=1",
+                )],
+                "PISGATE__BANKS__OP__AUTHORIZE_URL",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__JWKS_URL", "http://a.example/jwks")],
+                "PISGATE__BANKS__OP__JWKS_URL",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__ISSUER", "")],
+                "PISGATE__BANKS__OP__ISSUER",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__API_KEY", "")],
+                "PISGATE__BANKS__OP__API_KEY",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__CLIENT_SECRET", "")],
+                "PISGATE__BANKS__OP__CLIENT_SECRET",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__SIGNING_KEY_ID", "")],
+                "PISGATE__BANKS__OP__SIGNING_KEY_ID",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__PRIVATE_KEY", "")],
+                "PISGATE__BANKS__OP__PRIVATE_KEY_FILE",
+            ),
+            (
+                vec![(
+                    "PISGATE__BANKS__OP__PRIVATE_KEY",
+                    "-----BEGIN PRIVATE KEY-----\nnope\n",
+                )],
+                "PISGATE__BANKS__OP__PRIVATE_KEY_FILE",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__CERTIFICATE", "")],
+                "PISGATE__BANKS__OP__CERTIFICATE_FILE",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__TLS_CERTIFICATE", "")],
+                "PISGATE__BANKS__OP__TLS_CERTIFICATE_FILE",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__REQUEST_OBJECT_ALG", "none")],
+                "PISGATE__BANKS__OP__REQUEST_OBJECT_ALG",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__REQUEST_OBJECT_ALG", "HS256")],
+                "PISGATE__BANKS__OP__REQUEST_OBJECT_ALG",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__PAID_STATUSES", "Accepted")],
+                "PISGATE__BANKS__OP__PAID_STATUSES",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__PAID_STATUSES", "Debited,Authorized")],
+                "PISGATE__BANKS__OP__PAID_STATUSES",
+            ),
+        ];
+        for (extra, var) in cases {
+            let err = op_load(&vars, &extra).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}: {err}");
+            assert!(
+                !err.contains("op-secret") && !err.contains("op-api-key"),
+                "{err}"
+            );
+        }
+        // A QSealC that does not hold the signing key's public key.
+        let mut mismatched = vars.clone();
+        for (k, v) in mismatched.iter_mut() {
+            if *k == "PISGATE__BANKS__OP__CERTIFICATE" {
+                *v = other.tpp_cert_pem.clone();
+            }
+        }
+        let err = op_load(&mismatched, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("PISGATE__BANKS__OP__CERTIFICATE_FILE"),
+            "{err}"
+        );
+        assert!(!err.contains("PRIVATE KEY"), "{err}");
+    }
 }
