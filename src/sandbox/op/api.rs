@@ -33,7 +33,10 @@ pub(super) fn routes(sim: Arc<OpSim>) -> Router {
             "/paymentsapi/v2/sepa-payments/{id}",
             get(read).delete(revoke),
         )
-        .route("/paymentsapi/v2/sepa-payments/{id}/submissions", post(submit))
+        .route(
+            "/paymentsapi/v2/sepa-payments/{id}/submissions",
+            post(submit),
+        )
         .fallback(|uri: axum::http::Uri| async move {
             error(
                 StatusCode::NOT_FOUND,
@@ -161,7 +164,11 @@ fn form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
 }
 
 /// The client's credentials (form `client_id`/`client_secret`, or HTTP Basic).
-fn authenticate(sim: &OpSim, headers: &HeaderMap, f: &HashMap<String, String>) -> Result<(), Response> {
+fn authenticate(
+    sim: &OpSim,
+    headers: &HeaderMap,
+    f: &HashMap<String, String>,
+) -> Result<(), Response> {
     let (id, secret) = match headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -636,6 +643,15 @@ async fn submit(
     }
     let now = sim.now();
     let authorization_id = match sim.bank().payment_mut(&id, now) {
+        // Before authorization no token can be this payment's: say why plainly.
+        Some(p) if matches!(p.status, Status::Unauthorized | Status::Authorizing) => {
+            return error(
+                StatusCode::CONFLICT,
+                "PAYMENT_NOT_AUTHORIZED",
+                "submission-status",
+                format!("the payment is {} (not authorized)", p.status.as_str()),
+            );
+        }
         Some(p) => p.authorization_id.clone(),
         None => return not_found(&id),
     };

@@ -184,7 +184,10 @@ fn check_request(
         return Err(bad("request-object-nbf", "nbf is in the future"));
     }
     if str_claim(c, "response_type") != Some("code id_token") {
-        return Err(bad("response-type", "response_type must be \"code id_token\""));
+        return Err(bad(
+            "response-type",
+            "response_type must be \"code id_token\"",
+        ));
     }
     let scope: Vec<&str> = str_claim(c, "scope").unwrap_or("").split(' ').collect();
     if !scope.contains(&"openid") || !scope.contains(&"payments") {
@@ -361,14 +364,16 @@ async fn decision(State(sim): State<Arc<OpSim>>, Form(f): Form<DecisionForm>) ->
     let approve = match f.decision.as_str() {
         "approve" => true,
         "reject" => false,
-        _ => return refusal(StatusCode::BAD_REQUEST, "decision", "decision is approve or reject"),
+        _ => {
+            return refusal(
+                StatusCode::BAD_REQUEST,
+                "decision",
+                "decision is approve or reject",
+            );
+        }
     };
     match decide(&sim, &f.authorization_id, Some(&f.session), approve) {
-        Ok(location) => (
-            StatusCode::SEE_OTHER,
-            [(header::LOCATION, location)],
-        )
-            .into_response(),
+        Ok(location) => (StatusCode::SEE_OTHER, [(header::LOCATION, location)]).into_response(),
         Err(e) => refusal(StatusCode::CONFLICT, "decision-session", e.to_string()),
     }
 }

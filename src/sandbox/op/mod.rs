@@ -469,7 +469,10 @@ impl OpSandbox {
     }
 
     /// Writes `ca.pem`, `tpp-cert.pem` and `tpp-key.pem` (0600) into `dir`.
-    pub fn write_pki(&self, dir: &std::path::Path) -> std::io::Result<crate::sandbox::seb::PkiFiles> {
+    pub fn write_pki(
+        &self,
+        dir: &std::path::Path,
+    ) -> std::io::Result<crate::sandbox::seb::PkiFiles> {
         use std::io::Write as _;
         use std::os::unix::fs::OpenOptionsExt as _;
         std::fs::create_dir_all(dir)?;

@@ -113,7 +113,10 @@ impl Payment {
         v["paymentId"] = json!(self.id);
         v["authorizationId"] = json!(self.authorization_id);
         v["status"] = json!(self.status.as_str());
-        v["created"] = json!(self.created.to_rfc3339_opts(chrono::SecondsFormat::Secs, true));
+        v["created"] = json!(
+            self.created
+                .to_rfc3339_opts(chrono::SecondsFormat::Secs, true)
+        );
         v
     }
 

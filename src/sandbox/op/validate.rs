@@ -62,7 +62,11 @@ fn only_known(obj: &Map<String, Value>, known: &[&str], prefix: &str) -> Result<
     Ok(())
 }
 
-fn string<'a>(obj: &'a Map<String, Value>, key: &str, field: &str) -> Result<Option<&'a str>, BodyError> {
+fn string<'a>(
+    obj: &'a Map<String, Value>,
+    key: &str,
+    field: &str,
+) -> Result<Option<&'a str>, BodyError> {
     match obj.get(key) {
         None => Ok(None),
         Some(Value::String(s)) => Ok(Some(s)),
@@ -103,14 +107,22 @@ pub fn create_body(body: &Value) -> Result<ValidBody, BodyError> {
         None => return Err(BodyError::new("INVALID_REQUEST", "creditor", "is required")),
         Some(Value::Object(c)) => c,
         Some(_) => {
-            return Err(BodyError::new("INVALID_REQUEST", "creditor", "must be an object"));
+            return Err(BodyError::new(
+                "INVALID_REQUEST",
+                "creditor",
+                "must be an object",
+            ));
         }
     };
     only_known(creditor, &["name", "iban"], "creditor.")?;
     let name = string(creditor, "name", "creditor.name")?
         .ok_or_else(|| BodyError::new("INVALID_REQUEST", "creditor.name", "is required"))?;
     if name.trim().is_empty() {
-        return Err(BodyError::new("INVALID_REQUEST", "creditor.name", "must not be empty"));
+        return Err(BodyError::new(
+            "INVALID_REQUEST",
+            "creditor.name",
+            "must not be empty",
+        ));
     }
     if name.chars().count() > 70 {
         return Err(BodyError::new(
@@ -131,7 +143,11 @@ pub fn create_body(body: &Value) -> Result<ValidBody, BodyError> {
             check_iban(iban).map_err(|r| BodyError::new("INVALID_IBAN", "debtor.iban", r))?;
         }
         Some(_) => {
-            return Err(BodyError::new("INVALID_REQUEST", "debtor", "must be an object"));
+            return Err(BodyError::new(
+                "INVALID_REQUEST",
+                "debtor",
+                "must be an object",
+            ));
         }
     }
     let reference = string(obj, "reference", "reference")?;
@@ -148,7 +164,11 @@ pub fn create_body(body: &Value) -> Result<ValidBody, BodyError> {
     }
     if let Some(m) = message {
         if m.trim().is_empty() {
-            return Err(BodyError::new("INVALID_REQUEST", "message", "must not be empty"));
+            return Err(BodyError::new(
+                "INVALID_REQUEST",
+                "message",
+                "must not be empty",
+            ));
         }
         if m.chars().count() > 140 {
             return Err(BodyError::new(
