@@ -22,7 +22,7 @@ mod sources;
 pub mod values;
 
 pub use banks::{BankProtocolSettings, BankSettings, BerlinGroupSettings, ScaApproach};
-pub use banks::{SebApiSetting, SebSettings};
+pub use banks::{OpSettings, SebApiSetting, SebSettings};
 pub use sandbox::{DEFAULT_SANDBOX_APPROVAL_TIMEOUT, SandboxSettings};
 pub use sandbox_berlin_group::SandboxBerlinGroupSettings;
 pub use sandbox_seb::SandboxSebSettings;

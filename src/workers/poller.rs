@@ -675,6 +675,7 @@ async fn bank_time_ran_out(ctx: &WorkerContext, p: &Claimed) -> Result<bool, sql
             BankProtocolSettings::Nordea(n) => n.approval_timeout,
             BankProtocolSettings::BerlinGroup(_) => None,
             BankProtocolSettings::Seb(s) => Some(s.approval_timeout),
+            BankProtocolSettings::Op(_) => None,
         });
     let Some(timeout) = timeout else {
         return Ok(false);
