@@ -51,6 +51,7 @@
 //! transaction, a log line with a token or an account number.
 
 use super::{Pacer, WorkerContext, backoff, stopped, stretch};
+use crate::api::submission;
 use crate::bank::{BankError, BankRef, StatusReport};
 use crate::domain::{Evidence, PaymentStatus, Unsignable};
 use crate::ledger::Db;
@@ -416,6 +417,25 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         remaining: None,
     };
     let retry_wait = backoff(cfg.signing_interval, cfg.max_backoff, failures as u32);
+    let client = ctx.banks.client(&p.bank);
+    let traits = client.traits();
+    let answer = match answer {
+        Ok(report) if traits.submit_after_authorization => {
+            if client.needs_submission(&report) {
+                // Signed, not yet executed: the submit step (its own claim, its own status
+                // read) submits it, or withholds it when the merchant cancelled.
+                return submit_step(ctx, p).await;
+            }
+            match submission::truth(&ctx.pool, &traits, p.id, report).await {
+                Ok(report) => Ok(report),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check the submissions on record; backing off");
+                    return failed("failed", retry_wait);
+                }
+            }
+        }
+        other => other,
+    };
     match answer {
         Ok(StatusReport {
             bank_status,
@@ -482,6 +502,49 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
             tracing::error!(error = %e, kind = e.kind(), failures, "status poll failed; backing off");
             failed("failed", retry_wait)
         }
+    }
+}
+
+/// The submit step for a payment whose bank asks for a submission
+/// ([`submission::submit`]): the bank's latest word it read or got back is applied as any
+/// poll's, and the next poll comes when the step says it is worth trying again.
+async fn submit_step(ctx: &WorkerContext, p: &Claimed) -> Decision {
+    let deps = submission::Deps {
+        pool: &ctx.pool,
+        cipher: &ctx.cipher,
+        banks: &ctx.banks,
+        settings: &ctx.settings,
+    };
+    let done = match submission::submit(deps, p.id, "poller", None).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the submit step failed; retried at the next poll"
+            );
+            let failures = p.poll_failures.saturating_add(1);
+            let cfg = &ctx.settings.poller;
+            return Decision {
+                change: None,
+                next: backoff(cfg.signing_interval, cfg.max_backoff, failures as u32),
+                failures,
+                outcome: "submission_failed",
+                remaining: None,
+            };
+        }
+    };
+    let change = done.report.and_then(|r| {
+        r.status.map(|mapped| ChangeSpec::Bank {
+            bank_status: r.bank_status,
+            mapped,
+        })
+    });
+    Decision {
+        change,
+        next: done.retry_in.unwrap_or(Duration::ZERO),
+        failures: 0,
+        outcome: done.outcome,
+        remaining: None,
     }
 }
 
