@@ -27,6 +27,7 @@ mod ledger;
 mod logs;
 mod metrics;
 mod nordea;
+mod op;
 mod op_flow;
 mod outages;
 mod payees;
