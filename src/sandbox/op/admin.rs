@@ -10,6 +10,7 @@
 //! | `POST /admin/hold-submissions` | `{"hold": true|false}`: held submissions wait until released, then are performed even if the client went away |
 //! | `GET /admin/refusals` / `DELETE /admin/refusals` | every refusal with its check (the mutual-TLS handshake included) / clears them |
 //! | `POST /admin/approve/{authorizationId}` / `POST /admin/reject/{authorizationId}` | the page's buttons, answering `{"location": …}`; 409 when the page was not opened |
+//! | `GET /admin/redirect-uris` / `PUT /admin/redirect-uris` | the registered redirect URIs / replaces them (`{"uris": [...]}`) |
 //! | `POST /admin/clock/advance` | `{"seconds": n}` moves the simulator's clock |
 
 use std::sync::Arc;
@@ -42,6 +43,13 @@ pub(super) fn routes(sim: Arc<OpSim>) -> Router {
         .route("/admin/refusals", get(refusals).delete(clear_refusals))
         .route("/admin/approve/{authorization_id}", post(approve))
         .route("/admin/reject/{authorization_id}", post(reject))
+        .route(
+            "/admin/redirect-uris",
+            get(|State(sim): State<Arc<OpSim>>| async move {
+                Json(json!({"uris": sim.redirect_uris()}))
+            })
+            .put(set_redirect_uris),
+        )
         .route("/admin/clock/advance", post(advance))
         .with_state(sim)
 }
@@ -133,4 +141,26 @@ struct Advance {
 async fn advance(State(sim): State<Arc<OpSim>>, Json(a): Json<Advance>) -> Json<serde_json::Value> {
     sim.advance_clock(Duration::from_secs(a.seconds));
     Json(json!({"now": sim.now()}))
+}
+
+#[derive(Deserialize)]
+struct RedirectUris {
+    uris: Vec<String>,
+}
+
+async fn set_redirect_uris(State(sim): State<Arc<OpSim>>, Json(r): Json<RedirectUris>) -> Response {
+    for u in &r.uris {
+        let ok = url::Url::parse(u)
+            .map(|p| matches!(p.scheme(), "http" | "https") && p.fragment().is_none())
+            .unwrap_or(false);
+        if !ok {
+            return (
+                StatusCode::BAD_REQUEST,
+                Json(json!({"error": format!("uris: {u:?} is not an absolute http(s) URL without a fragment")})),
+            )
+                .into_response();
+        }
+    }
+    sim.set_redirect_uris(r.uris);
+    Json(json!({"uris": sim.redirect_uris()})).into_response()
 }

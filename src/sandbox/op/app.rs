@@ -196,7 +196,7 @@ fn check_request(
         return Err(bad("scope", "scope must include openid and payments"));
     }
     let redirect_uri = str_claim(c, "redirect_uri").unwrap_or("");
-    if !sim.config.redirect_uris.iter().any(|u| u == redirect_uri) {
+    if !sim.redirect_uris().iter().any(|u| u == redirect_uri) {
         return Err(bad(
             "redirect-uri",
             &format!("redirect_uri {redirect_uri:?} is not registered"),

@@ -58,7 +58,8 @@ pub struct OpSandboxConfig {
     pub client_secret: SecretString,
     /// Its API key (`x-api-key` on every `/paymentsapi` call).
     pub api_key: SecretString,
-    /// Its registered redirect URIs (exact match).
+    /// Its registered redirect URIs (exact match); the starting value of
+    /// [`OpSim::set_redirect_uris`].
     pub redirect_uris: Vec<String>,
     /// The TPP's QSealC certificate (PEM): request objects must verify with its key. Empty:
     /// [`spawn`] uses its test PKI's TPP certificate.
@@ -176,6 +177,7 @@ pub struct OpSim {
     id_key: keys::SimKey,
     answer_key: keys::SimKey,
     clock: SimClock,
+    redirect_uris: Mutex<Vec<String>>,
     bank: Mutex<state::Bank>,
     hold: tokio::sync::watch::Sender<bool>,
     refusals: Mutex<(u64, VecDeque<RefusalRecord>)>,
@@ -230,7 +232,9 @@ impl OpSim {
         let app_url = app_url.trim_end_matches('/').to_owned();
         let issuer = config.issuer.clone().unwrap_or_else(|| app_url.clone());
         let audience = config.audience.clone().unwrap_or_else(|| api_url.clone());
+        let redirect_uris = Mutex::new(config.redirect_uris.clone());
         Ok(Arc::new(OpSim {
+            redirect_uris,
             config,
             issuer,
             audience,
@@ -259,6 +263,26 @@ impl OpSim {
     /// The audience request objects must name.
     pub fn audience(&self) -> &str {
         &self.audience
+    }
+
+    /// The registered redirect URIs now.
+    pub fn redirect_uris(&self) -> Vec<String> {
+        lock(&self.redirect_uris).clone()
+    }
+
+    /// Replaces the registered redirect URIs (a test that learns pisgate's port after the
+    /// simulator started registers its callback here).
+    pub fn set_redirect_uris(&self, uris: Vec<String>) {
+        *lock(&self.redirect_uris) = uris;
+    }
+
+    /// Registers one more redirect URI.
+    pub fn register_redirect_uri(&self, uri: impl Into<String>) {
+        let uri = uri.into();
+        let mut uris = lock(&self.redirect_uris);
+        if !uris.contains(&uri) {
+            uris.push(uri);
+        }
     }
 
     /// The simulator's clock (codes, tokens, request objects and 77.03 follow it).

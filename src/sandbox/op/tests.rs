@@ -1275,3 +1275,122 @@ async fn discovery_and_jwks_describe_the_simulator() {
     assert_ne!(ids["keys"][0]["kid"], answers["keys"][0]["kid"]);
     assert_ne!(ids["keys"][0]["n"], answers["keys"][0]["n"]);
 }
+
+#[tokio::test]
+async fn redirect_uris_can_be_registered_after_the_start() {
+    let sb = sandbox().await;
+    let (_, authorization) = create(&sb, "10.00").await;
+    let late = "http://127.0.0.1:45678/v1/callbacks/oidc";
+    let mut c = claims(&sb, &authorization);
+    c["redirect_uri"] = json!(late);
+    let resp = open_page(&sb, &request_object(&sb, &c), &[]).await;
+    assert_eq!(resp.status(), 400);
+    sb.sim.register_redirect_uri(late);
+    assert_eq!(
+        open_page(&sb, &request_object(&sb, &c), &[]).await.status(),
+        200
+    );
+    let resp = browser()
+        .put(format!("{}/admin/redirect-uris", sb.app_url))
+        .json(&json!({"uris": ["not a url"]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 400);
+    let resp = browser()
+        .put(format!("{}/admin/redirect-uris", sb.app_url))
+        .json(&json!({"uris": [REDIRECT]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    assert_eq!(sb.sim.redirect_uris(), [REDIRECT]);
+}
+
+#[tokio::test]
+async fn a_revoked_refresh_token_cannot_refresh_and_the_interaction_id_is_echoed() {
+    let sb = sandbox().await;
+    let (payment, _, tokens) = authorized(&sb, "10.00").await;
+    let rt = tokens["refresh_token"].as_str().unwrap();
+    let resp = sb
+        .tpp_client()
+        .post(format!("{}/oauth/revoke", sb.api_url))
+        .form(&[
+            ("token", rt),
+            ("client_id", "op-client"),
+            ("client_secret", "op-secret"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), 200);
+    let resp = sb
+        .tpp_client()
+        .post(format!("{}/oauth/token", sb.api_url))
+        .form(&[
+            ("grant_type", "refresh_token"),
+            ("refresh_token", rt),
+            ("client_id", "op-client"),
+            ("client_secret", "op-secret"),
+        ])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(code_of(resp).await.1["error"], "invalid_grant");
+    let cc = cc_token(&sb).await;
+    let resp = sb
+        .tpp_client()
+        .get(format!(
+            "{}/paymentsapi/v2/sepa-payments/{payment}",
+            sb.api_url
+        ))
+        .bearer_auth(&cc)
+        .header("x-api-key", "op-api-key")
+        .header(
+            "x-fapi-interaction-id",
+            "3f1c1a52-1111-4222-8333-944444444444",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        resp.headers()["x-fapi-interaction-id"],
+        "3f1c1a52-1111-4222-8333-944444444444"
+    );
+}
+
+#[test]
+fn a_bad_signing_certificate_or_key_file_is_refused_naming_the_setting() {
+    let config = OpSandboxConfig {
+        tpp_signing_certificate_pem: "not a pem".into(),
+        ..OpSandboxConfig::default()
+    };
+    let err = OpSim::new(config, "https://127.0.0.1:1", "http://127.0.0.1:2")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tpp_signing_certificate_file"), "{err}");
+    let pki = crate::sandbox::berlin_group::test_pki::generate("CN=T,O=T,C=FI").unwrap();
+    let config = OpSandboxConfig {
+        tpp_signing_certificate_pem: pki.tpp_cert_pem.clone(),
+        id_token_key_pem: Some("garbage".into()),
+        ..OpSandboxConfig::default()
+    };
+    let err = OpSim::new(config, "https://127.0.0.1:1", "http://127.0.0.1:2")
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("id_token_key_file"), "{err}");
+    // A key file is used as given: its public half is in the JWKS.
+    let config = OpSandboxConfig {
+        tpp_signing_certificate_pem: pki.tpp_cert_pem.clone(),
+        answer_key_pem: Some(pki.tpp_key_pem.clone()),
+        ..OpSandboxConfig::default()
+    };
+    let sim = OpSim::new(config, "https://127.0.0.1:1", "http://127.0.0.1:2").unwrap();
+    let (key, _) = keys::certificate_rsa_key(&pki.tpp_cert_pem).unwrap();
+    let sig = sim.answer_key.detached(b"{}");
+    let (h, s) = sig.split_once("..").unwrap();
+    let input = format!("{h}.{}", URL_SAFE_NO_PAD.encode(b"{}"));
+    assert!(keys::verify_rsa("RS256", &input, s, &key));
+    assert_eq!(sim.issuer(), "http://127.0.0.1:2");
+    assert_eq!(sim.audience(), "https://127.0.0.1:1");
+}
