@@ -140,24 +140,24 @@ fn signed(sim: &OpSim, status: StatusCode, body: &Value) -> Response {
     resp
 }
 
-fn form(body: &[u8]) -> Result<HashMap<String, String>, Response> {
+fn form(body: &[u8]) -> Result<HashMap<String, String>, Box<Response>> {
     let pairs: Vec<(String, String)> = serde_urlencoded::from_bytes(body).map_err(|_| {
-        oauth_error(
+        Box::new(oauth_error(
             StatusCode::BAD_REQUEST,
             "invalid_request",
             "token-form",
             "the body must be application/x-www-form-urlencoded",
-        )
+        ))
     })?;
     let mut map = HashMap::new();
     for (k, v) in pairs {
         if map.insert(k.clone(), v).is_some() {
-            return Err(oauth_error(
+            return Err(Box::new(oauth_error(
                 StatusCode::BAD_REQUEST,
                 "invalid_request",
                 "token-form",
                 format!("parameter {k} is repeated"),
-            ));
+            )));
         }
     }
     Ok(map)
@@ -168,7 +168,7 @@ fn authenticate(
     sim: &OpSim,
     headers: &HeaderMap,
     f: &HashMap<String, String>,
-) -> Result<(), Response> {
+) -> Result<(), Box<Response>> {
     let (id, secret) = match headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
@@ -186,28 +186,28 @@ fn authenticate(
         None => (f.get("client_id").cloned(), f.get("client_secret").cloned()),
     };
     let Some(id) = id.filter(|i| !i.is_empty()) else {
-        return Err(oauth_error(
+        return Err(Box::new(oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "client-id",
             "client_id is missing",
-        ));
+        )));
     };
     if id != sim.config.client_id {
-        return Err(oauth_error(
+        return Err(Box::new(oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "client-id",
             "client_id is not a registered client",
-        ));
+        )));
     }
     if secret.as_deref() != Some(sim.config.client_secret.expose_secret()) {
-        return Err(oauth_error(
+        return Err(Box::new(oauth_error(
             StatusCode::UNAUTHORIZED,
             "invalid_client",
             "client-secret",
             "client_secret is missing or wrong",
-        ));
+        )));
     }
     Ok(())
 }
@@ -224,10 +224,10 @@ fn random_token(prefix: &str) -> String {
 async fn token(State(sim): State<Arc<OpSim>>, headers: HeaderMap, body: Bytes) -> Response {
     let f = match form(&body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = authenticate(&sim, &headers, &f) {
-        return r;
+        return *r;
     }
     let now = sim.now();
     match f.get("grant_type").map(String::as_str) {
@@ -398,10 +398,10 @@ fn issue_authorization_tokens(
 async fn revoke_token(State(sim): State<Arc<OpSim>>, headers: HeaderMap, body: Bytes) -> Response {
     let f = match form(&body) {
         Ok(f) => f,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     if let Err(r) = authenticate(&sim, &headers, &f) {
-        return r;
+        return *r;
     }
     let Some(t) = f.get("token") else {
         return oauth_error(
@@ -422,82 +422,82 @@ async fn revoke_token(State(sim): State<Arc<OpSim>>, headers: HeaderMap, body: B
 }
 
 /// The bearer's grant, after the `x-api-key` and token checks.
-fn business_auth(sim: &OpSim, headers: &HeaderMap) -> Result<Grant, Response> {
+fn business_auth(sim: &OpSim, headers: &HeaderMap) -> Result<Grant, Box<Response>> {
     let api_key = headers.get("x-api-key").and_then(|v| v.to_str().ok());
     if api_key != Some(sim.config.api_key.expose_secret()) {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "api-key",
             "x-api-key is missing or wrong",
-        ));
+        )));
     }
     let Some(bearer) = headers
         .get(header::AUTHORIZATION)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.strip_prefix("Bearer "))
     else {
-        return Err(error(
+        return Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "bearer-token",
             "Authorization: Bearer is missing",
-        ));
+        )));
     };
     let now = sim.now();
     let bank = sim.bank();
     match bank.tokens.get(bearer.trim()) {
-        None => Err(error(
+        None => Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "bearer-token",
             "the access token is unknown",
-        )),
-        Some(t) if t.revoked => Err(error(
+        ))),
+        Some(t) if t.revoked => Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "bearer-token",
             "the access token is revoked",
-        )),
-        Some(t) if t.expires <= now => Err(error(
+        ))),
+        Some(t) if t.expires <= now => Err(Box::new(error(
             StatusCode::UNAUTHORIZED,
             "UNAUTHORIZED",
             "bearer-token",
             "the access token has expired",
-        )),
+        ))),
         Some(t) => Ok(t.grant.clone()),
     }
 }
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, Response> {
+fn idempotency_key(headers: &HeaderMap) -> Result<String, Box<Response>> {
     match headers
         .get("x-idempotency-key")
         .and_then(|v| v.to_str().ok())
         .map(str::trim)
     {
         Some(k) if !k.is_empty() && k.len() <= 128 => Ok(k.to_owned()),
-        Some(_) => Err(error(
+        Some(_) => Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "MISSING_IDEMPOTENCY_KEY",
             "idempotency-key",
             "x-idempotency-key must be 1 to 128 characters",
-        )),
-        None => Err(error(
+        ))),
+        None => Err(Box::new(error(
             StatusCode::BAD_REQUEST,
             "MISSING_IDEMPOTENCY_KEY",
             "idempotency-key",
             "x-idempotency-key is required on POST",
-        )),
+        ))),
     }
 }
 
 async fn create(State(sim): State<Arc<OpSim>>, headers: HeaderMap, body: Bytes) -> Response {
     if let Err(r) = business_auth(&sim, &headers) {
-        return r;
+        return *r;
     }
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let Ok(body): Result<Value, _> = serde_json::from_slice(&body) else {
         return error(
@@ -577,7 +577,7 @@ async fn read(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = business_auth(&sim, &headers) {
-        return r;
+        return *r;
     }
     let now = sim.now();
     let view = sim.bank().payment_mut(&id, now).map(|p| p.view());
@@ -593,7 +593,7 @@ async fn revoke(
     headers: HeaderMap,
 ) -> Response {
     if let Err(r) = business_auth(&sim, &headers) {
-        return r;
+        return *r;
     }
     let now = sim.now();
     let mut bank = sim.bank();
@@ -624,11 +624,11 @@ async fn submit(
 ) -> Response {
     let grant = match business_auth(&sim, &headers) {
         Ok(g) => g,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let key = match idempotency_key(&headers) {
         Ok(k) => k,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     match serde_json::from_slice::<Value>(&body) {
         Ok(Value::Object(o)) if o.is_empty() => {}

@@ -110,8 +110,10 @@ fn check_request(
     sim: &OpSim,
     q: &HashMap<String, String>,
     now: DateTime<Utc>,
-) -> Result<(Session, Value), Response> {
-    let bad = |check: &'static str, detail: &str| refusal(StatusCode::BAD_REQUEST, check, detail);
+) -> Result<(Session, Value), Box<Response>> {
+    let bad = |check: &'static str, detail: &str| {
+        Box::new(refusal(StatusCode::BAD_REQUEST, check, detail))
+    };
     let request = q
         .get("request")
         .filter(|r| !r.is_empty())
@@ -245,7 +247,7 @@ async fn authorize(
     let now = sim.now();
     let session = match check_request(&sim, &q, now) {
         Ok((s, _)) => s,
-        Err(r) => return r,
+        Err(r) => return *r,
     };
     let mut bank = sim.bank();
     let Some(p) = bank.payment_by_authorization(&session.authorization_id, now) else {

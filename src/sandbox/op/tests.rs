@@ -729,7 +729,8 @@ async fn bad_request_objects_get_a_400_page_naming_the_check_and_are_recorded() 
         c
     };
     let now = chrono::Utc::now().timestamp();
-    let cases: Vec<(&str, String, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, String, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         (
             "request-object-alg",
             jws(
