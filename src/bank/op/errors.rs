@@ -1,7 +1,8 @@
 //! OP's non-2xx answers as [`BankError`].
 //!
 //! Business API (`/paymentsapi`): HTTP status + `{"code","message"}` (ASSUMED shape, contract
-//! §2). OAuth endpoints: RFC 6749 `{"error","error_description"}`. Order of decision:
+//! §2; OP's older published descriptor `{"errors":[{…,"code","message"}]}` is read too).
+//! OAuth endpoints: RFC 6749 `{"error","error_description"}`. Order of decision:
 //! 1. `FORBIDDEN_CLIENT` or `invalid_client` → `BadCredentials` (our QWAC or client);
 //! 2. 429 → `RateLimited`;
 //! 3. 401 → `TokenRejected` when the call carried the payment's own token (code exchange
@@ -19,6 +20,12 @@ use std::time::Duration;
 
 fn codes(body: &[u8]) -> Option<(String, Option<String>)> {
     if let Ok(e) = serde_json::from_slice::<wire::ErrorBody>(body)
+        && let Some(code) = e.code.filter(|c| !c.trim().is_empty())
+    {
+        return Some((code, e.message));
+    }
+    if let Ok(d) = serde_json::from_slice::<wire::ErrorDescriptor>(body)
+        && let Some(e) = d.errors.into_iter().find(|e| e.code.is_some())
         && let Some(code) = e.code.filter(|c| !c.trim().is_empty())
     {
         return Some((code, e.message));
@@ -125,6 +132,16 @@ mod tests {
         };
         assert_eq!(failures[0].code, "REVOKE_NOT_ALLOWED");
         assert_eq!(failures[0].description.as_deref(), Some("refused"));
+        // OP's older published error descriptor is read too.
+        let descriptor = serde_json::to_vec(&json!({"errors": [{
+            "id": "G_-1", "level": "ERROR", "type": "BUSINESS",
+            "message": "Account balance exceeded", "code": "ACC_ERR_123"
+        }]}))
+        .unwrap();
+        let BankError::Validation { failures } = classify(400, None, &descriptor, false) else {
+            panic!()
+        };
+        assert_eq!(failures[0].code, "ACC_ERR_123");
         let grant = serde_json::to_vec(&json!({"error": "invalid_grant"})).unwrap();
         assert!(matches!(
             classify(400, None, &grant, false),

@@ -21,4 +21,7 @@ pub mod errors;
 pub mod jose;
 pub mod wire;
 
+#[cfg(test)]
+mod sim_tests;
+
 pub use client::{OpClient, OpConfig, OpConfigError};

@@ -92,6 +92,14 @@ pub struct ErrorBody {
     pub message: Option<String>,
 }
 
+/// OP's older published error descriptor (`{"errors":[{"id","level","type","message",
+/// "code"}]}`, seed 004 of the OP Developer portal); read as well, the first error's code.
+#[derive(Debug, Default, Deserialize)]
+pub struct ErrorDescriptor {
+    #[serde(default)]
+    pub errors: Vec<ErrorBody>,
+}
+
 /// An OAuth endpoint's error body (RFC 6749 §5.2).
 #[derive(Debug, Default, Deserialize)]
 pub struct OAuthError {
