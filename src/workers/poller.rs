@@ -598,8 +598,11 @@ async fn at_horizon(
         return ok(Some(change), "expired");
     }
     // A bank without shopper tokens (Berlin Group) takes the DELETE on pisgate's own
-    // certificate: it deletes only what nobody signed, and refuses the rest.
-    let tokenless = !traits.return_carries_code && !token_required;
+    // certificate: it deletes only what nobody signed, and refuses the rest. So does a bank
+    // whose token belongs to one payment's authorization (OP: its revoke goes on pisgate's
+    // client credentials; no shopper token can exist for a payment nobody came back from).
+    let tokenless =
+        (!traits.return_carries_code || traits.token_per_payment) && !token_required;
     // Only this shopper's own token may ask the bank (a returning shopper, known by the
     // merchant's psu_id); a shopper pisgate never saw come back leaves the payment to the
     // bank's own approval timeout.
@@ -670,14 +673,7 @@ async fn at_horizon(
             tracing::info!("the bank deleted the unsigned payment at the late-signing horizon");
             let change = ChangeSpec::Unsignable {
                 why: Unsignable::DeletedAtBank,
-                bank_status: Some(
-                    if tokenless || token_required {
-                        "CANC"
-                    } else {
-                        "Cancelled"
-                    }
-                    .into(),
-                ),
+                bank_status: Some(deleted_status(&traits).into()),
                 failure: (
                     "not_signed",
                     "the shopper did not sign before the late-signing horizon; the bank deleted the payment",
@@ -719,6 +715,16 @@ async fn at_horizon(
             tracing::warn!(error = %e, kind = e.kind(), "the horizon's delete failed; following the payment on");
             failed("horizon_failed")
         }
+    }
+}
+
+/// The bank's own word for a payment it deleted at pisgate's request: Nordea's
+/// `Cancelled`, OP's `Revoked`, the Berlin Group's (and SEB's) `CANC`.
+fn deleted_status(traits: &crate::bank::BankTraits) -> &'static str {
+    match traits.protocol {
+        "nordea" => "Cancelled",
+        "op" => "Revoked",
+        _ => "CANC",
     }
 }
 

@@ -407,10 +407,12 @@ async fn op_a_lost_submit_answer_is_retried_with_the_same_key_and_submitted_once
     s.assert_ledger_verifies().await;
 }
 
-/// `77.05`: nobody opens OP's page: at pisgate's late-signing horizon the poller revokes the
-/// payment at OP (`Revoked`): `expired`, never submitted.
+/// `77.05`: the shopper opens OP's page (`Authorizing`) and walks away: at pisgate's
+/// late-signing horizon the poller revokes the payment at OP (`Revoked`): `expired`, never
+/// submitted. A payment whose link nobody ever took expires without a call: its signed
+/// request object was never handed out (and expires), so nobody can authorize it at OP.
 #[tokio::test]
-async fn op_abandoned_is_revoked_at_op_at_the_horizon_and_expires() {
+async fn op_abandoned_at_ops_page_is_revoked_at_op_at_the_horizon_and_expires() {
     let s = setup(&[
         ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "3"),
         ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "6"),
@@ -418,12 +420,20 @@ async fn op_abandoned_is_revoked_at_op_at_the_horizon_and_expires() {
     .await;
     let p = s.pay("77.05").await;
     let id = p["id"].as_str().unwrap();
+    let authorize = s.to_op(&p).await;
+    let page = s.app.client.get(&authorize).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    assert_eq!(s.at_bank(&p)["status"], "Authorizing");
+    let never = s.pay("77.05").await;
     let expired = s.wait_for_status(id, "expired").await;
     assert_eq!(expired["bank_status"], "Revoked", "{expired}");
     let op = s.at_bank(&p);
     assert_eq!(op["status"], "Revoked");
     assert_eq!(op["submissions"], 0);
     s.webhook(id, "payment.expired").await;
+    let untouched = s.wait_for_status(never["id"].as_str().unwrap(), "expired").await;
+    assert_eq!(untouched["failure"]["code"], "not_signed", "{untouched}");
+    assert_eq!(s.at_bank(&never)["status"], "Unauthorized");
     s.assert_nothing_refused();
     s.assert_ledger_verifies().await;
 }
