@@ -323,15 +323,20 @@ impl Bank for FakeOp {
         idempotency_key: &str,
         _: Option<&PsuContext>,
     ) -> Result<StatusReport, BankError> {
-        let (plan, delay) = {
+        // A slow bank: the call is on the wire this long before the bank acts on it.
+        let delay = {
             let mut w = self.called("submit");
-            let id = payment.id.to_string();
             w.submit_calls
-                .push((id.clone(), idempotency_key.to_owned()));
+                .push((payment.id.to_string(), idempotency_key.to_owned()));
+            w.submit_delay
+        };
+        tokio::time::sleep(delay).await;
+        let plan = {
+            let mut w = self.world();
+            let id = payment.id.to_string();
             if w.tokens.get(access_token.expose_secret()) != Some(&id) {
                 return Err(refused("TOKEN_NOT_FOR_PAYMENT"));
             }
-            let delay = w.submit_delay;
             let plan = w.plans.front().copied().unwrap_or(Plan::Debit);
             let p = w.payments.get_mut(&id).ok_or(BankError::NotFound)?;
             if let Some(answer) = p.answers.get(idempotency_key) {
@@ -358,9 +363,8 @@ impl Bank for FakeOp {
                 p.answers.insert(idempotency_key.to_owned(), status.into());
             }
             w.plans.pop_front();
-            (plan, delay)
+            plan
         };
-        tokio::time::sleep(delay).await;
         match plan {
             Plan::Hang { .. } => std::future::pending().await,
             Plan::PerformLoseAnswer | Plan::LoseBeforePerforming => Err(BankError::Unexpected {
@@ -744,8 +748,13 @@ async fn concurrent_returns_and_polls_submit_a_payment_once() {
         assert!(Instant::now() < deadline, "no token stored");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (a, b) = tokio::join!(f.poll(), f.poll());
-    let _ = (a, b);
+    tokio::join!(f.poll(), f.poll());
+    // And while the callback's submission is on the wire (the bank has not acted yet).
+    while f.bank.count("submit") == 0 {
+        assert!(Instant::now() < deadline, "never submitted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::join!(f.poll(), f.poll());
     for t in tasks {
         assert_eq!(t.await.unwrap(), 303);
     }
