@@ -1,6 +1,16 @@
-//! `GET /v1/callbacks/nordea` (a return with an authorization code, Nordea) and
-//! `GET /v1/callbacks/return` (a return without one, Berlin Group redirect SCA): where the
-//! bank sends the shopper back after signing.
+//! `GET /v1/callbacks/nordea` (a return with an authorization code, Nordea),
+//! `GET /v1/callbacks/return` (a return without one, Berlin Group redirect SCA) and
+//! `GET /v1/callbacks/oidc` (a return with the answer in the URL fragment, OP: without a
+//! query it serves [`super::fragment_page`], which brings the fragment back as the query):
+//! where the bank sends the shopper back after signing.
+//!
+//! Every code is exchanged through [`crate::bank::Bank::exchange_code_for`], with the state
+//! the return carried and its front-channel ID token (the adapter checks them; Nordea's
+//! default is the plain exchange). A bank whose token is per payment
+//! ([`crate::bank::BankTraits::token_per_payment`]) has it stored under `payment:{id}`,
+//! never under a shopper's key; a bank that executes only on pisgate's submission
+//! ([`crate::bank::BankTraits::submit_after_authorization`]) gets the submit step
+//! ([`super::submission`]) right after the token is stored, instead of the status read.
 //!
 //! Safe for a shopper's browser, which may refresh, go Back, or be retried by a proxy:
 //! - The shopper is redirected (303) to the payment's `return_url` within

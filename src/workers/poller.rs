@@ -47,6 +47,12 @@
 //! shopper bound to the payment ([`read_status`]); without a live one the poll waits. At the
 //! horizon such a payment is deleted with that token (the bank refuses a signed one).
 //!
+//! A bank that executes a signed payment only on pisgate's submission (OP,
+//! `submit_after_authorization`): when its status asks for one ([`crate::bank::Bank::needs_submission`])
+//! the poll runs the submit step ([`submission::submit`]: its own claim and status read,
+//! persisted before the call, the same key after an unknown outcome); its `rejected` with no
+//! submission attempt on record is the shopper's refusal ([`submission::truth`]).
+//!
 //! Never done here: a status change outside the status machine, a bank call inside a
 //! transaction, a log line with a token or an account number.
 

@@ -38,7 +38,7 @@ enum Plan {
     Pending,
     /// `Rejected` at submission.
     Reject,
-    /// Performs it (`Debited`), then the answer is lost.
+    /// Performs it (`Accepted`: not debited yet), then the answer is lost.
     PerformLoseAnswer,
     /// Never reaches the bank's books; the answer is lost (a timeout).
     LoseBeforePerforming,
@@ -75,6 +75,8 @@ struct World {
     plans: VecDeque<Plan>,
     /// Status reads that fail (unavailable) before answering again.
     failing_reads: usize,
+    /// Status reads that still show a submitted payment as `Authorized` (a lagging read).
+    stale_reads: usize,
     submit_delay: Duration,
     calls: HashMap<&'static str, usize>,
 }
@@ -214,11 +216,17 @@ impl Bank for FakeOp {
                 retry_safe: true,
             });
         }
-        let p = w
+        let status = w
             .payments
             .get(payment.id.as_str())
-            .ok_or(BankError::NotFound)?;
-        Ok(report(&p.status))
+            .ok_or(BankError::NotFound)?
+            .status
+            .clone();
+        if w.stale_reads > 0 && (status == "Debited" || status == "Accepted") {
+            w.stale_reads -= 1;
+            return Ok(report("Authorized"));
+        }
+        Ok(report(&status))
     }
 
     async fn details(
@@ -323,15 +331,20 @@ impl Bank for FakeOp {
         idempotency_key: &str,
         _: Option<&PsuContext>,
     ) -> Result<StatusReport, BankError> {
-        let (plan, delay) = {
+        // A slow bank: the call is on the wire this long before the bank acts on it.
+        let delay = {
             let mut w = self.called("submit");
-            let id = payment.id.to_string();
             w.submit_calls
-                .push((id.clone(), idempotency_key.to_owned()));
+                .push((payment.id.to_string(), idempotency_key.to_owned()));
+            w.submit_delay
+        };
+        tokio::time::sleep(delay).await;
+        let plan = {
+            let mut w = self.world();
+            let id = payment.id.to_string();
             if w.tokens.get(access_token.expose_secret()) != Some(&id) {
                 return Err(refused("TOKEN_NOT_FOR_PAYMENT"));
             }
-            let delay = w.submit_delay;
             let plan = w.plans.front().copied().unwrap_or(Plan::Debit);
             let p = w.payments.get_mut(&id).ok_or(BankError::NotFound)?;
             if let Some(answer) = p.answers.get(idempotency_key) {
@@ -346,9 +359,8 @@ impl Bank for FakeOp {
             }
             let performs = match plan {
                 Plan::LoseBeforePerforming | Plan::Hang { perform: false } => None,
-                Plan::Debit | Plan::PerformLoseAnswer | Plan::Hang { perform: true } => {
-                    Some("Debited")
-                }
+                Plan::Debit | Plan::Hang { perform: true } => Some("Debited"),
+                Plan::PerformLoseAnswer => Some("Accepted"),
                 Plan::Pending => Some("SubmissionPending"),
                 Plan::Reject => Some("Rejected"),
             };
@@ -358,9 +370,8 @@ impl Bank for FakeOp {
                 p.answers.insert(idempotency_key.to_owned(), status.into());
             }
             w.plans.pop_front();
-            (plan, delay)
+            plan
         };
-        tokio::time::sleep(delay).await;
         match plan {
             Plan::Hang { .. } => std::future::pending().await,
             Plan::PerformLoseAnswer | Plan::LoseBeforePerforming => Err(BankError::Unexpected {
@@ -744,8 +755,13 @@ async fn concurrent_returns_and_polls_submit_a_payment_once() {
         assert!(Instant::now() < deadline, "no token stored");
         tokio::time::sleep(Duration::from_millis(5)).await;
     }
-    let (a, b) = tokio::join!(f.poll(), f.poll());
-    let _ = (a, b);
+    tokio::join!(f.poll(), f.poll());
+    // And while the callback's submission is on the wire (the bank has not acted yet).
+    while f.bank.count("submit") == 0 {
+        assert!(Instant::now() < deadline, "never submitted");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    tokio::join!(f.poll(), f.poll());
     for t in tasks {
         assert_eq!(t.await.unwrap(), 303);
     }
@@ -778,6 +794,18 @@ async fn a_submission_whose_answer_was_lost_is_not_submitted_again_once_the_bank
         "paid",
         "nothing said paid yet"
     );
+    // The poller's own read lags (still `Authorized`): the submit step reads the bank again
+    // before it sends anything: the bank has it (accepted, not yet executed).
+    f.bank.world().stale_reads = 1;
+    f.poll().await;
+    assert_eq!(
+        f.bank.count("submit"),
+        1,
+        "read the status, never sent again"
+    );
+    assert_eq!(f.payment(id).await["status"], "authorized");
+    // The bank executes it later.
+    f.bank.world().payments.get_mut(&bank_id).unwrap().status = "Debited".into();
     f.poll().await;
     f.wait_status(id, "paid").await;
     f.poll().await;
