@@ -607,8 +607,7 @@ async fn at_horizon(
     // certificate: it deletes only what nobody signed, and refuses the rest. So does a bank
     // whose token belongs to one payment's authorization (OP: its revoke goes on pisgate's
     // client credentials; no shopper token can exist for a payment nobody came back from).
-    let tokenless =
-        (!traits.return_carries_code || traits.token_per_payment) && !token_required;
+    let tokenless = (!traits.return_carries_code || traits.token_per_payment) && !token_required;
     // Only this shopper's own token may ask the bank (a returning shopper, known by the
     // merchant's psu_id); a shopper pisgate never saw come back leaves the payment to the
     // bank's own approval timeout.

@@ -68,7 +68,7 @@ async fn setup(extra: &[(&str, &str)]) -> Op {
     overrides.extend_from_slice(extra);
     let app = spawn_app_with(&overrides).await;
     sim.sim
-        .register_redirect_uri(&format!("{}/v1/callbacks/oidc", app.address));
+        .register_redirect_uri(format!("{}/v1/callbacks/oidc", app.address));
     let m = app.create_merchant("Kauppa Oy").await;
     let hooks = Receiver::start(Plan::Ok).await;
     hooks.register(&app.client, &app.address, &m.api_key).await;
@@ -104,7 +104,9 @@ fn hidden(html: &str, name: &str) -> String {
 
 /// The fragment's parameters.
 fn fragment(location: &str) -> Vec<(String, String)> {
-    let (_, f) = location.split_once('#').expect("the answer is in the fragment");
+    let (_, f) = location
+        .split_once('#')
+        .expect("the answer is in the fragment");
     url::form_urlencoded::parse(f.as_bytes())
         .into_owned()
         .collect()
@@ -140,7 +142,10 @@ impl Op {
         let r = web.get(authorize).send().await.unwrap();
         assert_eq!(r.status(), 200, "OP's page opens");
         let html = r.text().await.unwrap();
-        assert!(html.contains("Approve") && html.contains("Reject"), "{html}");
+        assert!(
+            html.contains("Approve") && html.contains("Reject"),
+            "{html}"
+        );
         let form = [
             ("session", hidden(&html, "session")),
             ("authorization_id", hidden(&html, "authorization_id")),
@@ -431,7 +436,9 @@ async fn op_abandoned_at_ops_page_is_revoked_at_op_at_the_horizon_and_expires() 
     assert_eq!(op["status"], "Revoked");
     assert_eq!(op["submissions"], 0);
     s.webhook(id, "payment.expired").await;
-    let untouched = s.wait_for_status(never["id"].as_str().unwrap(), "expired").await;
+    let untouched = s
+        .wait_for_status(never["id"].as_str().unwrap(), "expired")
+        .await;
     assert_eq!(untouched["failure"]["code"], "not_signed", "{untouched}");
     assert_eq!(s.at_bank(&never)["status"], "Unauthorized");
     s.assert_nothing_refused();
