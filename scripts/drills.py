@@ -52,7 +52,7 @@ def op_disagreement(status, rec, plan):
     /admin/payments/{id}), or None when OP agrees: paid only on Debited, a refused payment
     authorization_failed and never submitted, Revoked/Cancelled as cancelled or expired."""
     if rec is None:
-        return None if status in ("expired", "cancelled", "failed") else f"{status} without an OP payment"
+        return f"{status}, and OP has no record of it"
     op = rec.get("status")
     subs = rec.get("submissions", 0)
     if plan == "rejected" and subs:

@@ -378,6 +378,8 @@ OP_BODY = {"currency": "EUR", "country": "FI", "bank": "op",
            "creditor": {"account": {"type": "IBAN", "value": "FI2112345600000785"}, "name": "Kauppa Oy"}}
 # payment id -> the phase's own record: "approved" (came back with a code) or "rejected"
 OP_PLANS = {}
+# payment id -> why the shopper could not finish at OP (must stay empty)
+OP_FAILED = {}
 
 
 def op_admin(path, body=None):
@@ -390,34 +392,35 @@ def op_admin(path, body=None):
 def op_shopper(p, approve):
     """Through the hop and pisgate's consent page to OP's authorization page, Approve or
     Reject there, then the return as pisgate's fragment page would send it (the fragment
-    moved into the query). Returns True once pisgate answered the return."""
+    moved into the query). Returns None once pisgate answered the return, else what failed."""
     url = p.get("authorization_url")
+    if not url:
+        return f"no authorization_url: {p}"
     s, h, _ = call(url)
     if s == 200:
         hop, token = url.split("?t=")
         s, h, _ = call(hop, urllib.parse.urlencode({"t": token}).encode(),
                        {"Content-Type": "application/x-www-form-urlencoded"}, "POST")
     if s != 303:
-        return False
+        return f"the hop answered {s}"
     op_page = h.get("Location") or h.get("location")
     s, _, page = call(op_page)
     forms = re.findall(r'<form[^>]*action="([^"]+)"(.*?)</form>', page or "", re.S)
-    want = "Approve" if approve else "Reject"
-    chosen = next(((a, inner) for a, inner in forms if want in inner), None)
-    if s != 200 or not chosen:
-        return False
-    action, inner = chosen
+    if s != 200 or not forms:
+        return f"OP's page answered {s}: {(page or '')[:300]}"
+    action, inner = forms[0]
     fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', inner))
     fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
-    s, h, _ = call(urllib.parse.urljoin(op_page, action.replace("&amp;", "&")),
-                   urllib.parse.urlencode(fields).encode(),
-                   {"Content-Type": "application/x-www-form-urlencoded"}, "POST")
+    fields["decision"] = "approve" if approve else "reject"
+    s, h, text = call(urllib.parse.urljoin(op_page, action.replace("&amp;", "&")),
+                      urllib.parse.urlencode(fields).encode(),
+                      {"Content-Type": "application/x-www-form-urlencoded"}, "POST")
     back = h.get("Location") or h.get("location") or ""
     if s != 303 or "#" not in back:
-        return False
+        return f"OP's decision answered {s}: {text[:300]}"
     where, fragment = back.split("#", 1)
-    s, _, _ = call(f"{where}?{fragment}")
-    return s == 303
+    s, _, text = call(f"{where}?{fragment}")
+    return None if s == 303 else f"pisgate's return answered {s}: {text[:300]}"
 
 
 def op_phase(serve, recover):
@@ -444,7 +447,15 @@ def op_phase(serve, recover):
         OP_PLANS[p["id"]] = "approved" if approve else "rejected"
         made.append((p, approve))
     # The returns answer within pisgate's redirect bound; the submissions wait at OP.
-    threads = [threading.Thread(target=op_shopper, args=(p, a), daemon=True) for p, a in made]
+    def shop(p, approve):
+        failure = op_shopper(p, approve)
+        with LOCK:
+            if failure:
+                OP_FAILED[p["id"]] = failure
+            else:
+                STATS["op_returned"] += 1
+
+    threads = [threading.Thread(target=shop, args=(p, a), daemon=True) for p, a in made]
     for t in threads:
         t.start()
     for t in threads:
@@ -453,6 +464,8 @@ def op_phase(serve, recover):
     serve.kill()
     t0 = time.time()
     STATS["kill_rounds"] += 1
+    # What the killed process left: submissions sent and unanswered (held at OP).
+    STATS["op_in_flight"] = int(psql("SELECT count(*) FROM payment_submissions WHERE outcome = 'in_flight'")[0][0])
     op_admin("hold-submissions", {"hold": False})
     time.sleep(0.5)
     serve.start()
@@ -511,6 +524,8 @@ def report(recover):
             op_submitted[subs] += 1
             if subs > 1:
                 doubled.append(f"{pid}: submitted {subs} times at OP")
+            if pid in OP_FAILED:
+                disagreements.append(f"{pid}: the shopper could not finish at OP: {OP_FAILED[pid]}")
             wrong = op_disagreement(status, rec, OP_PLANS.get(pid))
             if wrong:
                 disagreements.append(f"{pid}: {wrong} at OP (plan {OP_PLANS.get(pid)})")
@@ -567,7 +582,7 @@ def report(recover):
         ("payments", len(rows)),
         ("of them at the Berlin Group bank", STATS["berlin"]),
         ("OP payments killed between authorization and submit",
-         f"{len(at_op)} ({sum(1 for v in OP_PLANS.values() if v == 'approved')} approved); submissions at OP: "
+         f"{len(at_op)} ({sum(1 for v in OP_PLANS.values() if v == 'approved')} approved, {STATS['op_returned']} came back, {STATS['op_in_flight']} submissions in flight at the kill); submissions at OP: "
          + (", ".join(f"{k}x {v}" for k, v in sorted(op_submitted.items())) or "none")),
         ("clients that gave up on a key", STATS["gave_up"]),
         ("4xx final answers", ", ".join(f"{c}: {STATS[c]}" for c in ("400", "401", "404", "422") if STATS[c]) or "none"),
