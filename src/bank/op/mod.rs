@@ -1,7 +1,7 @@
 //! OP (Finland): its own PSD2 payment API V2 (OAuth2/OIDC under FAPI, mutual TLS, signed
 //! request objects, submit after authorization). Every OP fact relied on here, with its
 //! source or marked ASSUMED, is in `docs/banks/op.md`; the wire is the one of the OP
-//! contract (notes/op-contract.md §2–§3), which the simulator implements too.
+//! contract (docs/banks/op-wire.md §2–§3), which the simulator implements too.
 //!
 //! - `wire`: OP's JSON as serde types (amounts as decimal strings);
 //! - `convert`: the status table (contract §1), exact amounts, the creation body, details;

@@ -1,5 +1,5 @@
 //! `pisgate sandbox --protocol op`: a strict simulator of OP's PSD2 payment API (FAPI), for
-//! tests and local runs. It implements the wire of `notes/op-contract.md` §2–§4 (documented
+//! tests and local runs. It implements the wire of `docs/banks/op-wire.md` §2–§4 (documented
 //! in `docs/sandbox-op.md`):
 //!
 //! * the API listener is HTTPS with **mutual TLS** (the SEB simulator's listener,
