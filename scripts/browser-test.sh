@@ -92,7 +92,7 @@ mkdir -p "$screenshots"
 export PISGATE_URL="http://127.0.0.1:$port" ADMIN_URL="http://127.0.0.1:$admin_port" \
     SHOP_URL="http://127.0.0.1:$shop_port" MERCHANT_FILE="$work/merchant.json" \
     SCREENSHOTS="$screenshots" OPERATOR_EMAIL="$operator_email" OPERATOR_PASSWORD="$operator_password"
-for test in consent bank_choice console bankid op; do
+for test in ${BROWSER_TESTS:-consent bank_choice console bankid op}; do
     node "scripts/browser/$test.mjs" || {
         echo "--- pisgate serve's log (tail)" >&2
         tail -n 40 "$work/serve.log" >&2
