@@ -26,10 +26,12 @@ shop_port=$(pg_free_port)
 export PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_SANDBOX_PORT=$sandbox_port
 # Nordea and SEB: consent and bank-choice pages are Nordea's, the BankID page SEB's (a
 # country with two banks defers to the shopper: the tests name their bank).
-export PISGATE_LOCAL_BANKS=nordea,seb
+export PISGATE_LOCAL_BANKS=nordea,seb,op
 PISGATE_SEB_SANDBOX_PORT=$(pg_free_port)
 PISGATE_SEB_APP_PORT=$(pg_free_port)
-export PISGATE_SEB_SANDBOX_PORT PISGATE_SEB_APP_PORT
+PISGATE_OP_SANDBOX_PORT=$(pg_free_port)
+PISGATE_OP_APP_PORT=$(pg_free_port)
+export PISGATE_SEB_SANDBOX_PORT PISGATE_SEB_APP_PORT PISGATE_OP_SANDBOX_PORT PISGATE_OP_APP_PORT
 local_ports
 cluster="browser-$$"
 work=$(mktemp -d)
@@ -60,6 +62,8 @@ done
 # SEB's simulator (scripts/lib/local.sh, as run.sh wires it), for bankid.mjs: the BankID
 # page's "open BankID on this device" link goes to the simulator's test BankID app.
 export SEB_APP_URL="http://127.0.0.1:$seb_app_port"
+# OP's simulator, for op.mjs: its authorization page (Approve/Reject) and admin.
+export OP_APP_URL="http://127.0.0.1:$op_app_port"
 "$bin" migrate >/dev/null
 "$bin" merchant create --name "Kahvila Aalto" --return-origin "http://127.0.0.1:$shop_port" >"$work/merchant.json"
 operator_email="operator@pisgate.example"
@@ -72,12 +76,14 @@ pids+=($!)
 pids+=($!)
 "$bin" sandbox --protocol seb >"$work/seb.log" 2>&1 &
 pids+=($!)
+"$bin" sandbox --protocol op >"$work/op.log" 2>&1 &
+pids+=($!)
 "$bin" serve >"$work/serve.log" 2>&1 &
 pids+=($!)
 for _ in $(seq 1 150); do
     if curl -fsS "http://127.0.0.1:$admin_port/readyz" >/dev/null 2>&1 \
         && curl -fsS -o /dev/null "http://127.0.0.1:$shop_port/hooks/count" 2>/dev/null; then break; fi
-    kill -0 "${pids[3]}" 2>/dev/null || { cat "$work/serve.log" >&2; echo "pisgate serve exited" >&2; exit 1; }
+    kill -0 "${pids[4]}" 2>/dev/null || { cat "$work/serve.log" >&2; echo "pisgate serve exited" >&2; exit 1; }
     sleep 0.2
 done
 
@@ -86,7 +92,7 @@ mkdir -p "$screenshots"
 export PISGATE_URL="http://127.0.0.1:$port" ADMIN_URL="http://127.0.0.1:$admin_port" \
     SHOP_URL="http://127.0.0.1:$shop_port" MERCHANT_FILE="$work/merchant.json" \
     SCREENSHOTS="$screenshots" OPERATOR_EMAIL="$operator_email" OPERATOR_PASSWORD="$operator_password"
-for test in consent bank_choice console bankid; do
+for test in ${BROWSER_TESTS:-consent bank_choice console bankid op}; do
     node "scripts/browser/$test.mjs" || {
         echo "--- pisgate serve's log (tail)" >&2
         tail -n 40 "$work/serve.log" >&2

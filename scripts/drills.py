@@ -47,6 +47,23 @@ def bg_disagreement(status, cancel_requested, rec, sca_failed):
     return None if ok else f"pisgate {status}, bank {code} (sca failed: {sca_failed})"
 
 
+def op_disagreement(status, rec, plan):
+    """How a final pisgate status contradicts OP's record of the payment (the simulator's
+    /admin/payments/{id}), or None when OP agrees: paid only on Debited, a refused payment
+    authorization_failed and never submitted, Revoked/Cancelled as cancelled or expired."""
+    if rec is None:
+        return f"{status}, and OP has no record of it"
+    op = rec.get("status")
+    subs = rec.get("submissions", 0)
+    if plan == "rejected" and subs:
+        return f"refused by the shopper but submitted {subs} times"
+    want = {"Debited": ("paid",), "Rejected": ("authorization_failed",) if subs == 0 else ("rejected",),
+            "Revoked": ("expired", "cancelled"), "Cancelled": ("cancelled",)}.get(op)
+    if want is None:
+        return f"pisgate {status}, OP still {op}"
+    return None if status in want else f"pisgate {status}, OP {op} after {subs} submissions"
+
+
 # wrk -s: POST /v1/payments with a fresh Idempotency-Key per request (ARG1-<thread>-<n>),
 # body ARG2, API key ARG3; prints one RESULT JSON line (and each thread's first answer
 # other than 201 as FIRST_ERROR).

@@ -23,7 +23,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from drills import bank_disagreement, bg_disagreement  # noqa: E402
+from drills import bank_disagreement, bg_disagreement, op_disagreement  # noqa: E402
 
 P = argparse.ArgumentParser()
 P.add_argument("--mode", choices=["quick", "full"], default="quick")
@@ -33,6 +33,7 @@ P.add_argument("--base", required=True)
 P.add_argument("--admin", required=True)
 P.add_argument("--sandbox", required=True)
 P.add_argument("--bg-sandbox", required=True, help="the Berlin Group simulator (the bank berlin)")
+P.add_argument("--op-app", required=True, help="OP's simulator, its plain HTTP side (authorization page, admin)")
 P.add_argument("--pg-bindir", required=True)
 P.add_argument("--pg-data", required=True)
 P.add_argument("--pids", required=True)
@@ -358,7 +359,10 @@ def main():
         t.join()
     log("database outages done")
 
-    # 4. everything settles: every payment final (the horizon is 30 s)
+    # 4. OP: a crash between the shopper's authorization and the submission
+    op_phase(serve, recover)
+
+    # 5. everything settles: every payment final (the horizon is 30 s)
     settle_deadline = time.time() + 120
     while time.time() < settle_deadline:
         if open_payments() == 0:
@@ -366,6 +370,107 @@ def main():
         time.sleep(1)
     serve.stop()
     report(recover)
+
+
+# -- OP: SIGKILL between the shopper's authorization and the submission ------------------------
+
+OP_BODY = {"currency": "EUR", "country": "FI", "bank": "op",
+           "creditor": {"account": {"type": "IBAN", "value": "FI2112345600000785"}, "name": "Kauppa Oy"}}
+# payment id -> the phase's own record: "approved" (came back with a code) or "rejected"
+OP_PLANS = {}
+# payment id -> why the shopper could not finish at OP (must stay empty)
+OP_FAILED = {}
+
+
+def op_admin(path, body=None):
+    data = json.dumps(body).encode() if body is not None else None
+    s, _, text = call(f"{A.op_app}/admin/{path}", data, {"Content-Type": "application/json"},
+                      "POST" if data is not None else "GET")
+    return s, (json.loads(text) if text and s == 200 else None)
+
+
+def op_shopper(p, approve):
+    """Through the hop and pisgate's consent page to OP's authorization page, Approve or
+    Reject there, then the return as pisgate's fragment page would send it (the fragment
+    moved into the query). Returns None once pisgate answered the return, else what failed."""
+    url = p.get("authorization_url")
+    if not url:
+        return f"no authorization_url: {p}"
+    s, h, _ = call(url)
+    if s == 200:
+        hop, token = url.split("?t=")
+        s, h, _ = call(hop, urllib.parse.urlencode({"t": token}).encode(),
+                       {"Content-Type": "application/x-www-form-urlencoded"}, "POST")
+    if s != 303:
+        return f"the hop answered {s}"
+    op_page = h.get("Location") or h.get("location")
+    s, _, page = call(op_page)
+    forms = re.findall(r'<form[^>]*action="([^"]+)"(.*?)</form>', page or "", re.S)
+    if s != 200 or not forms:
+        return f"OP's page answered {s}: {(page or '')[:300]}"
+    action, inner = forms[0]
+    fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', inner))
+    fields = {k: v.replace("&amp;", "&") for k, v in fields.items()}
+    fields["decision"] = "approve" if approve else "reject"
+    s, h, text = call(urllib.parse.urljoin(op_page, action.replace("&amp;", "&")),
+                      urllib.parse.urlencode(fields).encode(),
+                      {"Content-Type": "application/x-www-form-urlencoded"}, "POST")
+    back = h.get("Location") or h.get("location") or ""
+    if s != 303 or "#" not in back:
+        return f"OP's decision answered {s}: {text[:300]}"
+    where, fragment = back.split("#", 1)
+    s, _, text = call(f"{where}?{fragment}")
+    return None if s == 303 else f"pisgate's return answered {s}: {text[:300]}"
+
+
+def op_phase(serve, recover):
+    """OP payments whose shoppers approve while OP holds every submission: pisgate has the
+    token and has sent (or is about to send) the submission when serve is SIGKILLed; OP then
+    performs the held submissions (the client is gone). After the restart every payment must
+    end as OP says with exactly one submission each; refused ones never submitted."""
+    n = 6 if QUICK else 20
+    op_admin("hold-submissions", {"hold": True})
+    made = []
+    for i in range(n):
+        body = dict(OP_BODY, amount=f"{20 + i}.00", return_url="https://shop.example/done",
+                    reference=f"op-order-{i}")
+        key = f"res-op-{uuid.uuid4()}"
+        s, _, text = call(f"{A.base}/v1/payments", json.dumps(body).encode(),
+                          {"Authorization": f"Bearer {KEY}", "Idempotency-Key": key,
+                           "Content-Type": "application/json"})
+        if s != 201:
+            CODES[f"OP create {s}"] += 1
+            continue
+        p = json.loads(text)
+        GIVEN[key] = p["id"]
+        approve = i % 3 != 2
+        OP_PLANS[p["id"]] = "approved" if approve else "rejected"
+        made.append((p, approve))
+    # The returns answer within pisgate's redirect bound; the submissions wait at OP.
+    def shop(p, approve):
+        failure = op_shopper(p, approve)
+        with LOCK:
+            if failure:
+                OP_FAILED[p["id"]] = failure
+            else:
+                STATS["op_returned"] += 1
+
+    threads = [threading.Thread(target=shop, args=(p, a), daemon=True) for p, a in made]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(30)
+    time.sleep(1.0)
+    serve.kill()
+    t0 = time.time()
+    STATS["kill_rounds"] += 1
+    # What the killed process left: submissions sent and unanswered (held at OP).
+    STATS["op_in_flight"] = int(psql("SELECT count(*) FROM payment_submissions WHERE outcome = 'in_flight'")[0][0])
+    op_admin("hold-submissions", {"hold": False})
+    time.sleep(0.5)
+    serve.start()
+    recover.append(("serve SIGKILL between authorization and submit (OP)", time.time() - t0))
+    log(f"OP: {len(made)} payments, serve killed with their submissions held at OP")
 
 
 def first_success_after(t0):
@@ -407,10 +512,24 @@ def report(recover):
         bg_by_e2e[(b.get("body") or {}).get("endToEndIdentification", "")].append(b)
     at_berlin = {r[0] for r in psql("SELECT id FROM payments WHERE bank = 'berlin'")}
     STATS["berlin"] = len(at_berlin)
+    at_op = {r[0] for r in psql("SELECT id FROM payments WHERE bank = 'op'")}
+    op_submitted = collections.Counter()
 
     lost = [k for k, pid in GIVEN.items() if pid not in db_payments or key_payment.get(k) != pid]
     doubled, disagreements = [], []
     for pid, (_, status, bank_id, cancel_requested) in db_payments.items():
+        if pid in at_op:
+            rec = op_admin(f"payments/{urllib.parse.quote(bank_id)}")[1] if bank_id else None
+            subs = (rec or {}).get("submissions", 0)
+            op_submitted[subs] += 1
+            if subs > 1:
+                doubled.append(f"{pid}: submitted {subs} times at OP")
+            if pid in OP_FAILED:
+                disagreements.append(f"{pid}: the shopper could not finish at OP: {OP_FAILED[pid]}")
+            wrong = op_disagreement(status, rec, OP_PLANS.get(pid))
+            if wrong:
+                disagreements.append(f"{pid}: {wrong} at OP (plan {OP_PLANS.get(pid)})")
+            continue
         if pid in at_berlin:
             at_bg = bg_by_e2e.get(uuid.UUID(pid).hex, [])
             opened = [b for b in at_bg if b.get("opened")]
@@ -462,6 +581,9 @@ def report(recover):
         ("201s", STATS["201"]),
         ("payments", len(rows)),
         ("of them at the Berlin Group bank", STATS["berlin"]),
+        ("OP payments killed between authorization and submit",
+         f"{len(at_op)} ({sum(1 for v in OP_PLANS.values() if v == 'approved')} approved, {STATS['op_returned']} came back, {STATS['op_in_flight']} submissions in flight at the kill); submissions at OP: "
+         + (", ".join(f"{k}x {v}" for k, v in sorted(op_submitted.items())) or "none")),
         ("clients that gave up on a key", STATS["gave_up"]),
         ("4xx final answers", ", ".join(f"{c}: {STATS[c]}" for c in ("400", "401", "404", "422") if STATS[c]) or "none"),
         ("final statuses", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))),

@@ -4,7 +4,7 @@
 # creation and polling, a PostgreSQL restart and a 10 s stop, sandbox 5xx, a 429 storm,
 # dropped connections, malformed answers, latency beyond pisgate's timeouts, forged and
 # replayed callbacks, late signing, signing just before the late-signing horizon with the
-# bank's status lagging, shoppers who pass the hop but never load the bank's page. Then it reconciles pisgate's database with the sandbox
+# bank's status lagging, a SIGKILL between OP's authorization and pisgate's submission, shoppers who pass the hop but never load the bank's page. Then it reconciles pisgate's database with the sandbox
 # bank's records and prints one table. Exits non-zero unless lost, doubled and
 # disagreements are all 0.
 #
@@ -35,6 +35,8 @@ port=$(pg_free_port)
 admin_port=$(pg_free_port)
 sandbox_port=$(pg_free_port)
 bg_port=$(pg_free_port)
+op_port=$(pg_free_port)
+op_app_port=$(pg_free_port)
 
 drill_stack_env "$work" "$sandbox_port" resilience-client
 export PISGATE__DATABASE__URL=$DATABASE_URL
@@ -68,6 +70,30 @@ export PISGATE__BANKS__BERLIN__PRIVATE_KEY_FILE="$work/bg/tpp-key.pem"
 export PISGATE__BANKS__BERLIN__CERTIFICATE_FILE="$work/bg/tpp-cert.pem"
 export PISGATE__BANKS__BERLIN__PSU_IP_FALLBACK=127.0.0.1
 export PISGATE__BANKS__BERLIN__REQUEST_TIMEOUT_SECS=3
+# The bank `op` (FI): OP's FAPI simulator over mutual TLS, for the crash between the
+# shopper's authorization and the submission (resilience.py's OP phase).
+"$bin" keys test-pki --out "$work/op" 2>/dev/null
+export PISGATE__SANDBOX_OP__LISTEN="127.0.0.1:$op_port" PISGATE__SANDBOX_OP__APP_LISTEN="127.0.0.1:$op_app_port"
+export PISGATE__SANDBOX_OP__TLS_CERTIFICATE_FILE="$work/op/server-cert.pem"
+export PISGATE__SANDBOX_OP__TLS_PRIVATE_KEY_FILE="$work/op/server-key.pem"
+export PISGATE__SANDBOX_OP__TPP_CA_FILE="$work/op/ca.pem"
+export PISGATE__SANDBOX_OP__TPP_SIGNING_CERTIFICATE_FILE="$work/op/tpp-cert.pem"
+export PISGATE__SANDBOX_OP__TPP_SIGNING_KEY_ID=resilience-qsealc
+export PISGATE__SANDBOX_OP__CLIENT_ID=resilience-op PISGATE__SANDBOX_OP__CLIENT_SECRET=resilience-op-secret
+export PISGATE__SANDBOX_OP__API_KEY=resilience-op-api-key
+export PISGATE__SANDBOX_OP__REDIRECT_URIS="http://127.0.0.1:$port/v1/callbacks/oidc"
+export PISGATE__BANKS__OP__PROTOCOL=op PISGATE__BANKS__OP__NAME=OP PISGATE__BANKS__OP__COUNTRIES=FI
+export PISGATE__BANKS__OP__ENVIRONMENT=sandbox PISGATE__BANKS__OP__BASE_URL="https://127.0.0.1:$op_port"
+export PISGATE__BANKS__OP__AUTHORIZE_URL="http://127.0.0.1:$op_app_port/oauth/authorize"
+export PISGATE__BANKS__OP__ISSUER="http://127.0.0.1:$op_app_port"
+export PISGATE__BANKS__OP__JWKS_URL="http://127.0.0.1:$op_app_port/oauth/jwks"
+export PISGATE__BANKS__OP__PAYMENTS_JWKS_URL="http://127.0.0.1:$op_app_port/jwks/payments"
+export PISGATE__BANKS__OP__CLIENT_ID=resilience-op PISGATE__BANKS__OP__CLIENT_SECRET=resilience-op-secret
+export PISGATE__BANKS__OP__API_KEY=resilience-op-api-key
+export PISGATE__BANKS__OP__TLS_CERTIFICATE_FILE="$work/op/tpp-cert.pem" PISGATE__BANKS__OP__TLS_PRIVATE_KEY_FILE="$work/op/tpp-key.pem"
+export PISGATE__BANKS__OP__TLS_CA_FILE="$work/op/ca.pem"
+export PISGATE__BANKS__OP__PRIVATE_KEY_FILE="$work/op/tpp-key.pem" PISGATE__BANKS__OP__CERTIFICATE_FILE="$work/op/tpp-cert.pem"
+export PISGATE__BANKS__OP__SIGNING_KEY_ID=resilience-qsealc PISGATE__BANKS__OP__REQUEST_TIMEOUT_SECS=3
 
 "$bin" migrate >/dev/null
 "$bin" merchant create --name "Resilience shop" --return-origin "https://shop.example" >"$work/merchant.json"
@@ -75,7 +101,9 @@ export PISGATE__BANKS__BERLIN__REQUEST_TIMEOUT_SECS=3
 echo $! >>"$pids_file"
 "$bin" sandbox --protocol berlin-group >"$work/bg-sandbox.log" 2>&1 &
 echo $! >>"$pids_file"
+"$bin" sandbox --protocol op >"$work/op-sandbox.log" 2>&1 &
+echo $! >>"$pids_file"
 
 python3 scripts/resilience.py --mode "$mode" --bin "$bin" --work "$work" \
-    --base "http://127.0.0.1:$port" --admin "http://127.0.0.1:$admin_port" --sandbox "http://127.0.0.1:$sandbox_port" --bg-sandbox "http://127.0.0.1:$bg_port" \
+    --base "http://127.0.0.1:$port" --admin "http://127.0.0.1:$admin_port" --sandbox "http://127.0.0.1:$sandbox_port" --bg-sandbox "http://127.0.0.1:$bg_port" --op-app "http://127.0.0.1:$op_app_port" \
     --pg-bindir "$(pg_bindir)" --pg-data "$PG_STATE_DIR/pg-$cluster" --pids "$pids_file"

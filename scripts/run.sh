@@ -45,7 +45,7 @@ api_key=$(python3 -c 'import json,sys;print(json.load(open(sys.argv[1]))["api_ke
 pids=()
 stop() {
     trap - INT TERM EXIT
-    for p in "${pids[@]}" ${bg_pid:+"$bg_pid"} ${seb_pid:+"$seb_pid"}; do kill -TERM "$p" 2>/dev/null || true; done
+    for p in "${pids[@]}" ${bg_pid:+"$bg_pid"} ${seb_pid:+"$seb_pid"} ${op_pid:+"$op_pid"}; do kill -TERM "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     pg_stop "$cluster"
 }
@@ -62,6 +62,10 @@ fi
 if [ -n "${PISGATE__BANKS__SEB__PROTOCOL:-}" ]; then
     "$bin" sandbox --protocol seb &
     seb_pid=$!
+fi
+if [ -n "${PISGATE__BANKS__OP__PROTOCOL:-}" ]; then
+    "$bin" sandbox --protocol op &
+    op_pid=$!
 fi
 
 for _ in $(seq 1 100); do
@@ -100,6 +104,8 @@ pisgate is running. Everything below can be pasted into another terminal.
     scenarios (by amount, e.g. 77.01):    http://127.0.0.1:$bg_sandbox_port/admin/scenarios
   SEB simulator (bank seb, mutual TLS):   https://127.0.0.1:$seb_sandbox_port
     its test BankID app and scenarios:    http://127.0.0.1:$seb_app_port/admin/scenarios
+  OP simulator (bank op, mutual TLS):     https://127.0.0.1:$op_sandbox_port
+    its authorization page and admin:     http://127.0.0.1:$op_app_port/admin/payments
   Health, readiness, metrics:             http://127.0.0.1:$admin_port/{healthz,readyz,metrics}
   Operator console:                       http://127.0.0.1:$admin_port/console
     make an operator first:  scripts/pisgate operator create --email you@example.com
@@ -121,7 +127,10 @@ Berlin Group bank, send "bank": "berlin" and the shopper's own IBAN,
 For SEB (Mobilt BankID), send "currency": "SEK", "country": "SE", "bank": "seb" and a
 Swedish creditor, e.g. a bankgiro: {"account": {"type": "BGNR", "value": "5402-9681"}};
 its authorization_url shows pisgate's BankID page, whose "open BankID on this device"
-link opens the simulator's test BankID app (Approve / Reject) in place of the phone
+link opens the simulator's test BankID app (Approve / Reject) in place of the phone.
+For OP, send "bank": "op" (EUR, FI, an IBAN creditor); its authorization_url leads to the
+OP simulator's page (Approve / Reject), which sends the shopper back through pisgate
+to the shop; pisgate then submits the payment at OP
 (GET \$PISGATE/v1/banks lists the banks and what each needs).
 Ctrl-C stops pisgate, the sandbox, the shop and the database.
 

@@ -14,6 +14,7 @@ admin_port=$(pg_free_port)
 shop_port=$(pg_free_port)
 export PISGATE_SANDBOX_PORT=$(pg_free_port) PISGATE_BG_SANDBOX_PORT=$(pg_free_port)
 export PISGATE_SEB_SANDBOX_PORT=$(pg_free_port) PISGATE_SEB_APP_PORT=$(pg_free_port)
+export PISGATE_OP_SANDBOX_PORT=$(pg_free_port) PISGATE_OP_APP_PORT=$(pg_free_port)
 cluster="smoke-$$"
 log=$(mktemp)
 PISGATE_PORT=$port PISGATE_ADMIN_PORT=$admin_port PISGATE_SHOP_PORT=$shop_port PISGATE_RUN_CLUSTER=$cluster setsid bash scripts/run.sh >"$log" 2>&1 &
@@ -218,6 +219,55 @@ while True:
     time.sleep(0.5)
 assert current["bank_status"] == "ACSC", current
 print("smoke: a SEB payment went from curl through pisgate's BankID page and the test BankID app (identify, sign) to paid (ACSC)")
+
+# And at OP (`op`, its FAPI simulator over mutual TLS): pisgate creates the payment at OP and
+# sends the shopper, with a signed request object, to OP's authorization page; Approve sends
+# the browser back to pisgate with the code and the ID token in the URL fragment, which
+# pisgate's return page moves into the query (done here as its script does); pisgate checks
+# the ID token, exchanges the code, submits the payment and sends the shopper to the shop.
+body = json.dumps({
+    "amount": "42.00", "currency": "EUR", "country": "FI", "bank": "op",
+    "creditor": {"account": {"type": "IBAN", "value": "FI2112345600000785"}, "name": "Demo shop",
+                 "message": "Order 42"},
+    "return_url": f"{shop}/return", "language": "fi",
+}).encode()
+status, _, text = call(f"{base}/v1/payments", body, {
+    "Authorization": f"Bearer {key}", "Idempotency-Key": "smoke-4", "Content-Type": "application/json"})
+assert status == 201, (status, text)
+payment = json.loads(text)
+assert payment["bank"] == "op" and payment["bank_status"] == "Unauthorized", payment
+url = payment["authorization_url"]
+status, headers, _ = call(url)
+if status == 200:  # pisgate's consent page: its button posts the hop's token back
+    hop, token = url.split("?t=")
+    status, headers, _ = call(hop, urllib.parse.urlencode({"t": token}).encode(),
+                              {"Content-Type": "application/x-www-form-urlencoded"})
+assert status == 303 and "/oauth/authorize?request=" in headers["Location"], (status, headers)
+op_page = headers["Location"]
+status, _, page = call(op_page)
+assert status == 200 and "Approve" in page, (status, page[:2000])
+fields = dict(re.findall(r'<input[^>]*name="([^"]+)"[^>]*value="([^"]*)"', page))
+fields["decision"] = "approve"
+status, headers, _ = call(urllib.parse.urljoin(op_page, "/oauth/authorize/decision"),
+                          urllib.parse.urlencode(fields).encode(),
+                          {"Content-Type": "application/x-www-form-urlencoded"})
+back = headers.get("Location", "")
+assert status == 303 and "/v1/callbacks/oidc#" in back and "id_token=" in back, (status, back)
+status, _, page = call(back.split("#")[0])
+assert status == 200 and "location.replace" in page, (status, page[:1000])
+status, headers, _ = call(back.replace("#", "?", 1))
+assert status == 303 and headers["Location"].startswith(f"{shop}/return?payment_id={payment['id']}"), (status, headers)
+deadline = time.time() + 30
+while True:
+    status, _, text = call(f"{base}/v1/payments/{payment['id']}", headers={"Authorization": f"Bearer {key}"})
+    current = json.loads(text)
+    if current["status"] == "paid":
+        break
+    assert current["status"] in ("awaiting_authorization", "authorized"), current
+    assert time.time() < deadline, f"the OP payment did not reach paid: {current}"
+    time.sleep(0.5)
+assert current["bank_status"] == "Debited", current
+print("smoke: an OP payment went from curl through OP's authorization page (signed request object), the fragment return and the submit step to paid (Debited)")
 PY
 echo "smoke: scripts/run.sh serves /readyz 200 and /metrics on the admin port, scripts/pisgate reaches its database, the demo merchant's key works, and a payment goes from curl to paid"
 # The demo shop run.sh started, in a real browser: checkout, consent, approve, the return

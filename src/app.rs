@@ -350,6 +350,7 @@ pub fn banks(settings: &Settings) -> anyhow::Result<Banks> {
             }
             BankProtocolSettings::BerlinGroup(bg) => Arc::new(berlin_group_client(&b.id, bg)?),
             BankProtocolSettings::Seb(s) => Arc::new(crate::bank::registry::seb_client(&b.id, s)?),
+            BankProtocolSettings::Op(s) => Arc::new(crate::bank::registry::op_client(&b.id, s)?),
         };
         entries.push(crate::bank::BankEntry {
             id: b.id.clone(),

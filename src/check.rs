@@ -271,6 +271,33 @@ async fn other_banks(settings: &Settings) -> Vec<CheckLine> {
     for b in others {
         let client = banks.client(&b.id);
         let protocol = b.protocol.name();
+        if let crate::config::BankProtocolSettings::Op(op) = &b.protocol {
+            // OP: a client-credentials token from its token endpoint proves the mutual TLS
+            // (our QWAC), the client id and the secret; payment calls are not made.
+            let probe = match crate::bank::registry::op_client(&b.id, op) {
+                Ok(c) => c.probe().await,
+                Err(e) => Err(BankError::Unexpected {
+                    status: None,
+                    detail: e.to_string(),
+                }),
+            };
+            out.push(match probe {
+                Ok(()) => line(
+                    "banks",
+                    Outcome::Ok,
+                    format!(
+                        "{} ({protocol}): token endpoint answers over mutual TLS, our client accepted",
+                        b.id
+                    ),
+                ),
+                Err(e) => line(
+                    "banks",
+                    Outcome::Fail,
+                    format!("{} ({protocol}): {e}", b.id),
+                ),
+            });
+            continue;
+        }
         if client.traits().shopper_token_required {
             // No status read without a shopper's token (SEB): ask for the tokens of an
             // order nobody started instead. SEB refuses the order (400/404) only once the

@@ -55,10 +55,11 @@ pub enum Command {
     },
     /// Serve a bank simulator (for local runs and tests; never in production): Nordea
     /// (reads PISGATE__SANDBOX__*), the strict Berlin Group ASPSP (reads
-    /// PISGATE__SANDBOX_BERLIN_GROUP__*) or the strict SEB simulator (reads
-    /// PISGATE__SANDBOX_SEB__*).
+    /// PISGATE__SANDBOX_BERLIN_GROUP__*), the strict SEB simulator (reads
+    /// PISGATE__SANDBOX_SEB__*) or the strict OP (FAPI) simulator (reads
+    /// PISGATE__SANDBOX_OP__*).
     Sandbox {
-        /// Which bank protocol to simulate: nordea (the default), berlin-group or seb.
+        /// Which bank protocol to simulate: nordea (the default), berlin-group, seb or op.
         #[arg(long, value_enum, default_value_t = SandboxProtocol::Nordea)]
         protocol: SandboxProtocol,
     },
@@ -387,6 +388,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             SandboxProtocol::Nordea => run_sandbox(&sources).await,
             SandboxProtocol::BerlinGroup => run_sandbox_berlin_group(&sources).await,
             SandboxProtocol::Seb => run_sandbox_seb(&sources).await,
+            SandboxProtocol::Op => run_sandbox_op(&sources).await,
         },
         Command::Keys {
             command: KeysCommand::TokenKey | KeysCommand::LedgerKey,
@@ -897,6 +899,83 @@ pub enum SandboxProtocol {
     BerlinGroup,
     /// SEB's PSD2 API with Mobilt BankID (mutual TLS; reads PISGATE__SANDBOX_SEB__*).
     Seb,
+    /// OP's PSD2 payment API (FAPI: mutual TLS, signed request objects, submit after
+    /// authorization; reads PISGATE__SANDBOX_OP__*).
+    Op,
+}
+
+async fn run_sandbox_op(sources: &Sources) -> anyhow::Result<()> {
+    use crate::sandbox::op::{OpSandboxConfig, OpSim};
+    use crate::sandbox::seb::tls;
+    use secrecy::ExposeSecret as _;
+    let s = crate::config::SandboxOpSettings::load_from(sources)?;
+    let _guard = telemetry::init(&crate::config::TelemetrySettings {
+        log_format: crate::config::LogFormat::Auto,
+        log_level: std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+        service_name: "pisgate-sandbox-op".into(),
+    })?;
+    let tls = tls::server_config(
+        &s.tls_certificate_pem,
+        s.tls_private_key_pem.expose_secret(),
+        &s.tpp_ca_pem,
+    )
+    .map_err(|e| {
+        SettingsError::Load(format!(
+            "invalid OP sandbox TLS settings (PISGATE__SANDBOX_OP__TLS_CERTIFICATE_FILE, TLS_PRIVATE_KEY_FILE, TPP_CA_FILE): {e}"
+        ))
+    })?;
+    let mut config = OpSandboxConfig::new(
+        s.client_id.clone(),
+        s.client_secret.expose_secret(),
+        s.api_key.expose_secret(),
+        s.redirect_uris.clone(),
+    );
+    config.tpp_signing_certificate_pem = s.tpp_signing_certificate_pem.clone();
+    config.tpp_signing_key_id = s.tpp_signing_key_id.clone();
+    config.client_certificate_pem = s.client_certificate_pem.clone();
+    config.issuer = Some(s.issuer.clone());
+    config.audience = Some(s.audience.clone());
+    config.id_token_key_pem = s
+        .id_token_key_pem
+        .as_ref()
+        .map(|k| k.expose_secret().to_owned());
+    config.answer_key_pem = s
+        .answer_key_pem
+        .as_ref()
+        .map(|k| k.expose_secret().to_owned());
+    let api_url = format!("https://{}", s.listen);
+    let app_url = format!("http://{}", s.app_listen);
+    let sim = OpSim::new(config, &api_url, &app_url).map_err(|e| {
+        SettingsError::Load(format!(
+            "invalid OP sandbox settings (PISGATE__SANDBOX_OP__*): {e}"
+        ))
+    })?;
+    let api = tokio::net::TcpListener::bind(s.listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (PISGATE__SANDBOX_OP__LISTEN)",
+                s.listen
+            )
+        })?;
+    let app_listener = tokio::net::TcpListener::bind(s.app_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on {} (PISGATE__SANDBOX_OP__APP_LISTEN)",
+                s.app_listen
+            )
+        })?;
+    tracing::info!(
+        api = %s.listen,
+        app = %s.app_listen,
+        issuer = %s.issuer,
+        "OP sandbox is listening: API https://{} (mutual TLS), authorization page http://{}/oauth/authorize",
+        s.listen,
+        s.app_listen
+    );
+    crate::sandbox::op::serve(api, app_listener, sim, tls, app::shutdown_signal()).await?;
+    Ok(())
 }
 
 async fn run_sandbox_seb(sources: &Sources) -> anyhow::Result<()> {

@@ -34,7 +34,7 @@ async function api(method, path, body, expect) {
 }
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const newPayment = (reference) => api("POST", "/v1/payments", {
-  amount: "42.00", currency: "EUR", country: "FI", reference,
+  amount: "42.00", currency: "EUR", country: "FI", bank: "nordea", reference,
   creditor: { account: { type: "IBAN", value: "FI1410093000123458" }, name: "Kahvila Aalto Oy" },
   return_url: `${shop}/done.html`,
 }, 201);

@@ -17,6 +17,10 @@ local_ports() {
     # The SEB simulator: its API (HTTPS, mutual TLS) and its test BankID app (plain HTTP).
     seb_sandbox_port=${PISGATE_SEB_SANDBOX_PORT:-$((port + 14))}
     seb_app_port=${PISGATE_SEB_APP_PORT:-$((port + 15))}
+    # The OP simulator: its API and token endpoint (HTTPS, mutual TLS) and its plain HTTP
+    # side (the authorization page with Approve/Reject, the JWKS, admin).
+    op_sandbox_port=${PISGATE_OP_SANDBOX_PORT:-$((port + 16))}
+    op_app_port=${PISGATE_OP_APP_PORT:-$((port + 17))}
     admin_port=${PISGATE_ADMIN_PORT:-$((port + 1010))}
 }
 
@@ -88,6 +92,42 @@ local_settings() {
         export PISGATE__BANKS__SEB__TLS_CA_FILE="$keys/seb/ca.pem"
         export PISGATE__BANKS__SEB__PSU_IP_FALLBACK=127.0.0.1
         export PISGATE__BANKS__SEB__BANKID_APP_URL="http://127.0.0.1:$seb_app_port/test-bankid"
+    fi
+    # The bank `op` (FI): OP's strict FAPI simulator over mutual TLS, with its own throwaway
+    # test PKI (the TPP certificate is both the QWAC and the QSealC that signs the request
+    # objects). The shopper approves on the simulator's authorization page and comes back to
+    # pisgate's /v1/callbacks/oidc, registered there. PISGATE_LOCAL_BANKS leaves it out.
+    if [[ ",${PISGATE_LOCAL_BANKS:-nordea,berlin,seb,op}," == *,op,* ]]; then
+        [ -s "$keys/op/server-cert.pem" ] || "$bin" keys test-pki --out "$keys/op" >&2
+        export PISGATE__SANDBOX_OP__LISTEN="127.0.0.1:$op_sandbox_port"
+        export PISGATE__SANDBOX_OP__APP_LISTEN="127.0.0.1:$op_app_port"
+        export PISGATE__SANDBOX_OP__TLS_CERTIFICATE_FILE="$keys/op/server-cert.pem"
+        export PISGATE__SANDBOX_OP__TLS_PRIVATE_KEY_FILE="$keys/op/server-key.pem"
+        export PISGATE__SANDBOX_OP__TPP_CA_FILE="$keys/op/ca.pem"
+        export PISGATE__SANDBOX_OP__TPP_SIGNING_CERTIFICATE_FILE="$keys/op/tpp-cert.pem"
+        export PISGATE__SANDBOX_OP__TPP_SIGNING_KEY_ID=local-qsealc
+        export PISGATE__SANDBOX_OP__CLIENT_ID=local-op-client
+        export PISGATE__SANDBOX_OP__CLIENT_SECRET=local-op-secret
+        export PISGATE__SANDBOX_OP__API_KEY=local-op-api-key
+        export PISGATE__SANDBOX_OP__REDIRECT_URIS="$PISGATE__SERVER__PUBLIC_URL/v1/callbacks/oidc"
+        export PISGATE__BANKS__OP__PROTOCOL=op
+        export PISGATE__BANKS__OP__NAME=OP
+        export PISGATE__BANKS__OP__COUNTRIES=FI
+        export PISGATE__BANKS__OP__ENVIRONMENT=sandbox
+        export PISGATE__BANKS__OP__BASE_URL="https://127.0.0.1:$op_sandbox_port"
+        export PISGATE__BANKS__OP__AUTHORIZE_URL="http://127.0.0.1:$op_app_port/oauth/authorize"
+        export PISGATE__BANKS__OP__ISSUER="http://127.0.0.1:$op_app_port"
+        export PISGATE__BANKS__OP__JWKS_URL="http://127.0.0.1:$op_app_port/oauth/jwks"
+        export PISGATE__BANKS__OP__PAYMENTS_JWKS_URL="http://127.0.0.1:$op_app_port/jwks/payments"
+        export PISGATE__BANKS__OP__CLIENT_ID=local-op-client
+        export PISGATE__BANKS__OP__CLIENT_SECRET=local-op-secret
+        export PISGATE__BANKS__OP__API_KEY=local-op-api-key
+        export PISGATE__BANKS__OP__TLS_CERTIFICATE_FILE="$keys/op/tpp-cert.pem"
+        export PISGATE__BANKS__OP__TLS_PRIVATE_KEY_FILE="$keys/op/tpp-key.pem"
+        export PISGATE__BANKS__OP__TLS_CA_FILE="$keys/op/ca.pem"
+        export PISGATE__BANKS__OP__PRIVATE_KEY_FILE="$keys/op/tpp-key.pem"
+        export PISGATE__BANKS__OP__CERTIFICATE_FILE="$keys/op/tpp-cert.pem"
+        export PISGATE__BANKS__OP__SIGNING_KEY_ID=local-qsealc
     fi
     export PISGATE__TOKENS__ENCRYPTION_KEY_FILE="$local_state/token-key"
     export PISGATE__LEDGER__KEY_FILE="$local_state/ledger-key"

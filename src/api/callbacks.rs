@@ -1,6 +1,16 @@
-//! `GET /v1/callbacks/nordea` (a return with an authorization code, Nordea) and
-//! `GET /v1/callbacks/return` (a return without one, Berlin Group redirect SCA): where the
-//! bank sends the shopper back after signing.
+//! `GET /v1/callbacks/nordea` (a return with an authorization code, Nordea),
+//! `GET /v1/callbacks/return` (a return without one, Berlin Group redirect SCA) and
+//! `GET /v1/callbacks/oidc` (a return with the answer in the URL fragment, OP: without a
+//! query it serves [`super::fragment_page`], which brings the fragment back as the query):
+//! where the bank sends the shopper back after signing.
+//!
+//! Every code is exchanged through [`crate::bank::Bank::exchange_code_for`], with the state
+//! the return carried and its front-channel ID token (the adapter checks them; Nordea's
+//! default is the plain exchange). A bank whose token is per payment
+//! ([`crate::bank::BankTraits::token_per_payment`]) has it stored under `payment:{id}`,
+//! never under a shopper's key; a bank that executes only on pisgate's submission
+//! ([`crate::bank::BankTraits::submit_after_authorization`]) gets the submit step
+//! ([`super::submission`]) right after the token is stored, instead of the status read.
 //!
 //! Safe for a shopper's browser, which may refresh, go Back, or be retried by a proxy:
 //! - The shopper is redirected (303) to the payment's `return_url` within
@@ -41,7 +51,7 @@
 
 use crate::api::AppState;
 use crate::api::client_ip::{Peer, client_ip};
-use crate::api::payments::{callback_url, cancel_at_bank, state_hash};
+use crate::api::payments::{cancel_at_bank, redirect_uri_for, state_hash};
 use crate::bank::{BankError, PsuContext};
 use crate::config::ProviderSettings;
 use crate::ledger::payments::{self, PaymentRecord};
@@ -98,6 +108,25 @@ pub fn router() -> Router<AppState> {
     Router::new()
         .route("/v1/callbacks/nordea", get(bank_callback))
         .route("/v1/callbacks/return", get(bank_callback))
+        .route("/v1/callbacks/oidc", get(oidc_callback))
+}
+
+/// `GET /v1/callbacks/oidc`: the return of a bank that puts its answer in the URL fragment
+/// ([`crate::bank::BankTraits::return_in_fragment`], OpenID Connect hybrid flow), which a
+/// browser never sends. Without `state` or `error` in the query it serves the page whose
+/// one script moves the fragment into the query ([`super::fragment_page`]); the browser
+/// comes back with it and the return is handled as every code return is.
+async fn oidc_callback(
+    State(state): State<AppState>,
+    peer: Peer,
+    headers: HeaderMap,
+    Query(raw): Query<HashMap<String, String>>,
+) -> Response {
+    let has = |k: &str| raw.get(k).is_some_and(|v| !v.is_empty());
+    if !has("state") && !has("error") {
+        return super::fragment_page::respond(&state.settings.provider);
+    }
+    bank_callback(State(state), peer, headers, Query(raw)).await
 }
 
 /// A plain page (English: the bank's redirect carries no language) naming who runs it.
@@ -144,9 +173,14 @@ fn psu_context(state: &AppState, headers: &HeaderMap, peer: Peer) -> PsuContext 
     }
 }
 
-/// Whose token this is: the bank's shopper identity if the token answer has one, else the
-/// merchant's stable shopper id, else the payment alone.
-fn psu_key(p: &PaymentRecord, shopper_id: Option<&str>) -> String {
+/// Whose token this is: the payment's own for a bank whose token is per payment
+/// ([`crate::bank::BankTraits::token_per_payment`]: it can submit only that payment, and is
+/// never a shopper's key), else the bank's shopper identity if the token answer has one,
+/// else the merchant's stable shopper id, else the payment alone.
+fn psu_key(state: &AppState, p: &PaymentRecord, shopper_id: Option<&str>) -> String {
+    if state.banks.client(&p.bank).traits().token_per_payment {
+        return format!("payment:{}", p.id);
+    }
     match (shopper_id, &p.psu_id) {
         (Some(bank_id), _) => format!("bank:{bank_id}"),
         (None, Some(psu_id)) => format!("merchant:{}:{psu_id}", p.merchant_id),
@@ -358,8 +392,12 @@ async fn returned(
     .await?;
     let task = tokio::spawn({
         let (state, p) = (state.clone(), p.clone());
-        let code = SecretString::from(code);
-        async move { finish(&state, &p, code, &psu).await }.in_current_span()
+        let answer = CodeAnswer {
+            code: SecretString::from(code),
+            state: SecretString::from(param("state").expect("a return is found by its state")),
+            id_token: param("id_token"),
+        };
+        async move { finish(&state, &p, answer, &psu).await }.in_current_span()
     });
     match tokio::time::timeout(bound.saturating_sub(started.elapsed()), task).await {
         Ok(Ok(Err(e))) => {
@@ -461,15 +499,46 @@ async fn finish_oauth(
     note(state, p.id, kind, detail).await
 }
 
-/// Exchanges the code, then either deletes the payment at the bank (the merchant asked to
-/// cancel meanwhile) or reads its status.
+/// What a code return carried: the code, the state it came back with and, in the hybrid
+/// flow, the front-channel ID token. Never logged.
+struct CodeAnswer {
+    code: SecretString,
+    state: SecretString,
+    id_token: Option<String>,
+}
+
+/// Exchanges the code, then either submits the payment (a bank that executes it only on
+/// pisgate's submission: [`super::submission`], which also withholds it if the merchant
+/// cancelled), deletes it at the bank (the merchant asked to cancel meanwhile) or reads its
+/// status.
 async fn finish(
     state: &AppState,
     p: &PaymentRecord,
-    code: SecretString,
+    answer: CodeAnswer,
     psu: &PsuContext,
 ) -> anyhow::Result<()> {
-    exchange_and_store(state, p, code).await?;
+    exchange_and_store(state, p, answer).await?;
+    if state
+        .banks
+        .client(&p.bank)
+        .traits()
+        .submit_after_authorization
+    {
+        let done = super::submission::submit(
+            super::submission::Deps {
+                pool: &state.pool,
+                cipher: &state.cipher,
+                banks: &state.banks,
+                settings: &state.settings,
+            },
+            p.id,
+            "callback",
+            Some(psu),
+        )
+        .await?;
+        tracing::info!(outcome = done.outcome, "submit step after the return");
+        return Ok(());
+    }
     let Some(now) = current(state, p.id).await? else {
         return Ok(());
     };
@@ -496,14 +565,14 @@ async fn finish(
 async fn exchange_and_store(
     state: &AppState,
     p: &PaymentRecord,
-    code: SecretString,
+    answer: CodeAnswer,
 ) -> anyhow::Result<()> {
     let cfg = &state.settings.callback;
     let deadline = Instant::now() + cfg.exchange_deadline;
     let lease_len = cfg.exchange_deadline + Duration::from_secs(15);
     // Until the bank tells us who the shopper is, the key we can lease is the merchant's
     // shopper id (or the payment): the bank's identity is only known after the exchange.
-    let lock_key = psu_key(p, None);
+    let lock_key = psu_key(state, p, None);
     // Waiting for another exchange of this shopper may take at most half the deadline, so
     // that this one still has time to run.
     let Some(mut lease) = tokens::lease_psu(
@@ -521,10 +590,10 @@ async fn exchange_and_store(
         );
     };
     let issue_seq = tokens::next_issue_seq(&mut *state.pool.read_conn().await?).await?;
-    let result = exchange_with_retries(state, &p.bank, &code, deadline).await;
+    let result = exchange_with_retries(state, p, &answer, deadline).await;
     let outcome = match result {
         Ok(set) => {
-            let key = psu_key(p, set.shopper_id.as_deref());
+            let key = psu_key(state, p, set.shopper_id.as_deref());
             // The bank named the shopper: take that key's lease too (the refresher's), and
             // order this token after any refresh that finished under it.
             let issue_seq = if key != lock_key {
@@ -607,11 +676,11 @@ async fn exchange_and_store(
 /// per retry.
 async fn exchange_with_retries(
     state: &AppState,
-    bank: &str,
-    code: &SecretString,
+    p: &PaymentRecord,
+    answer: &CodeAnswer,
     deadline: Instant,
 ) -> Result<crate::bank::TokenSet, BankError> {
-    let result = exchange_retrying(state, bank, code, deadline).await;
+    let result = exchange_retrying(state, p, answer, deadline).await;
     let outcome = if result.is_ok() { "ok" } else { "failed" };
     metrics::counter!("pisgate_token_exchanges_total", "outcome" => outcome).increment(1);
     result
@@ -619,12 +688,19 @@ async fn exchange_with_retries(
 
 async fn exchange_retrying(
     state: &AppState,
-    bank: &str,
-    code: &SecretString,
+    p: &PaymentRecord,
+    answer: &CodeAnswer,
     deadline: Instant,
 ) -> Result<crate::bank::TokenSet, BankError> {
-    let client = state.banks.client(bank);
-    let redirect_uri = callback_url(state);
+    let client = state.banks.client(&p.bank);
+    let redirect_uri = redirect_uri_for(state, &p.bank);
+    let Some(bank_ref) = p.bank_ref() else {
+        // A state is handed out only with the bank's answer; never exchange without it.
+        return Err(BankError::Unexpected {
+            status: None,
+            detail: "the payment's bank id is not recorded; no exchange".into(),
+        });
+    };
     let mut attempt = 0u32;
     loop {
         attempt += 1;
@@ -636,14 +712,20 @@ async fn exchange_retrying(
                 retry_safe: true,
             });
         }
-        let answer =
-            match tokio::time::timeout(left, client.exchange_code(code, &redirect_uri)).await {
-                Ok(answer) => answer,
-                Err(_) => Err(BankError::Unexpected {
-                    status: None,
-                    detail: "no answer to the code exchange within the deadline".into(),
-                }),
-            };
+        let exchange = client.exchange_code_for(
+            &bank_ref,
+            &answer.code,
+            &redirect_uri,
+            &answer.state,
+            answer.id_token.as_deref(),
+        );
+        let answer = match tokio::time::timeout(left, exchange).await {
+            Ok(answer) => answer,
+            Err(_) => Err(BankError::Unexpected {
+                status: None,
+                detail: "no answer to the code exchange within the deadline".into(),
+            }),
+        };
         let error = match answer {
             Ok(set) => return Ok(set),
             Err(e) if e.provably_not_processed() => e,
@@ -693,6 +775,8 @@ async fn refresh_status(
             return Ok(());
         }
     };
+    let traits = state.banks.client(&p.bank).traits();
+    let report = super::submission::truth(&state.pool, &traits, p.id, report).await?;
     let mut tx = state.pool.begin().await?;
     payments::apply_bank_report(
         &mut tx,

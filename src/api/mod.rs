@@ -22,6 +22,7 @@ pub mod error;
 pub mod error_pages;
 pub mod events;
 pub mod extract;
+pub mod fragment_page;
 pub mod health;
 pub mod initiation;
 pub mod merchant;
@@ -33,6 +34,7 @@ pub mod payment_search;
 pub mod payments;
 pub mod rate_limit;
 pub mod sca;
+pub mod submission;
 pub mod webhooks;
 
 use crate::bank::Banks;

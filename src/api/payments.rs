@@ -108,9 +108,19 @@ pub fn return_url(state: &AppState) -> String {
     format!("{}/v1/callbacks/return", state.settings.server.public_url)
 }
 
-/// The redirect URI a bank gets for a payment: the code callback, or the plain return.
+/// Where a bank that returns the shopper with its answer in the URL fragment sends them
+/// (OpenID Connect hybrid flow): a page that moves the fragment into the query.
+pub fn oidc_return_url(state: &AppState) -> String {
+    format!("{}/v1/callbacks/oidc", state.settings.server.public_url)
+}
+
+/// The redirect URI a bank gets for a payment: the fragment return, the code callback, or
+/// the plain return.
 pub fn redirect_uri_for(state: &AppState, bank: &str) -> String {
-    if state.banks.client(bank).traits().return_carries_code {
+    let traits = state.banks.client(bank).traits();
+    if traits.return_in_fragment {
+        oidc_return_url(state)
+    } else if traits.return_carries_code {
         callback_url(state)
     } else {
         return_url(state)
@@ -823,6 +833,43 @@ pub(crate) async fn cancel_payment(
         CancelStart::BankDecides(_) => {
             let p = own_payment(&state, merchant.id, id).await?;
             Ok((StatusCode::ACCEPTED, Sorted(PaymentView::from(&p))).into_response())
+        }
+        CancelStart::Signed(p)
+            if state
+                .banks
+                .client(&p.bank)
+                .traits()
+                .submit_after_authorization =>
+        {
+            // A bank that executes a signed payment only on pisgate's submission: nothing
+            // submitted yet means nothing will be (the submission is withheld).
+            let deps = crate::api::submission::Deps {
+                pool: &state.pool,
+                cipher: &state.cipher,
+                banks: &state.banks,
+                settings: &state.settings,
+            };
+            match crate::api::submission::withhold(deps, id).await? {
+                "withheld" | "final" => {
+                    let p = own_payment(&state, merchant.id, id).await?;
+                    if p.status() == PaymentStatus::Cancelled {
+                        Ok(Sorted(PaymentView::from(&p)).into_response())
+                    } else {
+                        Err(ApiError::Conflict(
+                            "payment_final",
+                            format!("the payment is {} and can no longer be cancelled", p.status),
+                        ))
+                    }
+                }
+                "busy" => {
+                    let p = own_payment(&state, merchant.id, id).await?;
+                    Ok((StatusCode::ACCEPTED, Sorted(PaymentView::from(&p))).into_response())
+                }
+                _ => {
+                    let p = cancel_at_bank(&state, &p).await?;
+                    Ok(Sorted(PaymentView::from(&p)).into_response())
+                }
+            }
         }
         CancelStart::Signed(p) => {
             let p = cancel_at_bank(&state, &p).await?;

@@ -158,6 +158,55 @@ pub fn seb_client(
     })
 }
 
+/// An OP client from one bank's settings (`protocol = "op"`); a QWAC, CA, key or URL that
+/// cannot be used names its variable.
+pub fn op_client(
+    id: &str,
+    s: &crate::config::OpSettings,
+) -> Result<super::op::OpClient, crate::config::SettingsError> {
+    use super::op::{OpClient, OpConfig};
+    use secrecy::ExposeSecret;
+    let env = format!("PISGATE__BANKS__{}", id.to_uppercase());
+    let mut config = OpConfig::new(
+        id,
+        &s.base_url,
+        &s.authorize_url,
+        &s.issuer,
+        &s.jwks_url,
+        &s.client_id,
+        s.client_secret.clone(),
+        s.api_key.clone(),
+        s.private_key.clone(),
+        &s.signing_key_id,
+    );
+    config.payments_jwks_url = s.payments_jwks_url.clone();
+    // reqwest reads the certificate chain and the key from one PEM.
+    config.tls_identity_pem = Some(SecretString::from(format!(
+        "{}\n{}\n",
+        s.tls_certificate.trim_end(),
+        s.tls_private_key.expose_secret().trim_end()
+    )));
+    config.tls_ca_pem = s.tls_ca.clone();
+    config.request_object_alg = s.request_object_alg;
+    config.request_object_audience = s.request_object_audience.clone();
+    config.paid_statuses = s.paid_statuses.clone();
+    config.connect_timeout = s.connect_timeout;
+    config.request_timeout = s.request_timeout;
+    config.read_retries.max_attempts = s.read_attempts;
+    OpClient::new(config).map_err(|e| {
+        use super::op::OpConfigError as E;
+        let var = match &e {
+            E::Identity(..) => format!("{env}__TLS_CERTIFICATE_FILE / {env}__TLS_PRIVATE_KEY_FILE"),
+            E::Ca(..) => format!("{env}__TLS_CA_FILE"),
+            E::SigningKey(..) => format!("{env}__PRIVATE_KEY_FILE"),
+            E::PaidStatuses(..) => format!("{env}__PAID_STATUSES"),
+            E::Url(_, name) | E::Empty(_, name) => format!("{env}__{}", name.to_uppercase()),
+            E::Http(..) => format!("{env}__*"),
+        };
+        crate::config::SettingsError::Load(format!("invalid setting {var}: {e}"))
+    })
+}
+
 /// The client of a bank that payments name but the settings no longer have.
 struct Unconfigured {
     id: String,

@@ -38,6 +38,7 @@ pub enum BankProtocolSettings {
     Nordea(Box<NordeaSettings>),
     BerlinGroup(Box<BerlinGroupSettings>),
     Seb(Box<SebSettings>),
+    Op(Box<OpSettings>),
 }
 
 impl BankProtocolSettings {
@@ -46,6 +47,7 @@ impl BankProtocolSettings {
             BankProtocolSettings::Nordea(_) => "nordea",
             BankProtocolSettings::BerlinGroup(_) => "berlin-group",
             BankProtocolSettings::Seb(_) => "seb",
+            BankProtocolSettings::Op(_) => "op",
         }
     }
 }
@@ -157,6 +159,54 @@ impl SebSettings {
     }
 }
 
+/// OP (`protocol = "op"`): OP's own PSD2 PIS API V2 (FAPI: mutual TLS with the QWAC, request
+/// objects signed with the QSealC key, ID tokens checked against OP's JWKS, submit after
+/// authorization), docs/banks/op.md. Defaults in brackets.
+#[derive(Debug, Clone)]
+pub struct OpSettings {
+    /// The mutual-TLS host of the business APIs and the token endpoint
+    /// (`https://mtls-apis.psd2-sandbox.op.fi`); pisgate appends `/oauth/token` and
+    /// `/paymentsapi/v2/sepa-payments`.
+    pub base_url: String,
+    /// OP's authorization endpoint, front channel
+    /// (`https://authorize.psd2-sandbox.op.fi/oauth/authorize`).
+    pub authorize_url: String,
+    /// The ID tokens' issuer (`iss`).
+    pub issuer: String,
+    /// The JWKS of OP's ID-token keys
+    /// (`https://authorize.psd2-sandbox.op.fi/oauth/jwks/PSD2_OIDC`).
+    pub jwks_url: String,
+    /// The JWKS of OP's payment-answer signatures; when set, every answer must be signed
+    /// [none: answers are not checked].
+    pub payments_jwks_url: Option<String>,
+    pub client_id: String,
+    pub client_secret: SecretString,
+    /// OP Developer's app API key (`x-api-key`).
+    pub api_key: SecretString,
+    /// The QWAC (PEM), `…__TLS_CERTIFICATE_FILE`.
+    pub tls_certificate: String,
+    /// The QWAC's private key (PEM), `…__TLS_PRIVATE_KEY_FILE`.
+    pub tls_private_key: SecretString,
+    /// An extra root CA (PEM) for OP's server certificates, `…__TLS_CA_FILE` [none].
+    pub tls_ca: Option<String>,
+    /// The QSealC's RSA private key (PEM), `…__PRIVATE_KEY_FILE`: signs request objects.
+    pub private_key: SecretString,
+    /// The QSealC (PEM), `…__CERTIFICATE_FILE`: must hold the private key's public key.
+    pub certificate: String,
+    /// The request object's `kid` (the QSealC key's id in the JWKS registered at OP).
+    pub signing_key_id: String,
+    /// `RS256` or `PS256` [`RS256`, as OP's own example].
+    pub request_object_alg: crate::bank::op::jose::RequestObjectAlg,
+    /// The request object's `aud` [the origin of `base_url`].
+    pub request_object_audience: Option<String>,
+    /// OP statuses that mean paid [`Debited`]; `Accepted` only by agreement with OP.
+    pub paid_statuses: Vec<String>,
+    pub connect_timeout: Duration,
+    pub request_timeout: Duration,
+    pub read_attempts: u32,
+    pub environment: BankEnvironment,
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 pub(super) struct RawBank {
@@ -194,6 +244,15 @@ pub(super) struct RawBank {
     tls_ca: Option<String>,
     bankid_app_url: Option<String>,
     redirect_uri: Option<String>,
+    // OP's own settings, for a `[banks.<id>]` with `protocol = "op"`.
+    authorize_url: Option<String>,
+    issuer: Option<String>,
+    jwks_url: Option<String>,
+    payments_jwks_url: Option<String>,
+    api_key: Option<SecretString>,
+    signing_key_id: Option<String>,
+    request_object_alg: Option<String>,
+    request_object_audience: Option<String>,
 }
 
 fn valid_id(id: &str) -> bool {
@@ -293,9 +352,11 @@ pub(super) fn validate_banks(
         let protocol = required(&key("protocol"), b.protocol.clone())?;
         let name = required(&key("name"), b.name.clone())?;
         let is_seb = protocol.trim().eq_ignore_ascii_case("seb");
+        let is_op = protocol.trim().eq_ignore_ascii_case("op");
         let countries = match b.countries.as_deref() {
-            // SEB serves Sweden unless told otherwise.
+            // SEB serves Sweden unless told otherwise, OP Finland.
             None if is_seb => vec![Country::Se],
+            None if is_op => vec![Country::Fi],
             list => countries(&key("countries"), list)?,
         };
         let needs_debtor_account = b.needs_debtor_account.unwrap_or(false);
@@ -325,10 +386,11 @@ pub(super) fn validate_banks(
                 BankProtocolSettings::BerlinGroup(Box::new(validate_berlin_group(&prefix, b)?))
             }
             "seb" => BankProtocolSettings::Seb(Box::new(validate_seb(&prefix, b)?)),
+            "op" => BankProtocolSettings::Op(Box::new(validate_op(&prefix, b)?)),
             other => {
                 return Err(SettingsError::invalid(
                     &key("protocol"),
-                    format!("{other:?} is not one of nordea, berlin-group, seb"),
+                    format!("{other:?} is not one of nordea, berlin-group, seb, op"),
                 ));
             }
         };
@@ -560,6 +622,209 @@ fn validate_seb(prefix: &str, b: RawBank) -> Result<SebSettings, SettingsError> 
         )?,
         environment,
     })
+}
+
+/// An absolute http(s) URL without query, user or fragment (`name` is the setting).
+fn op_url(
+    key: &str,
+    value: Option<String>,
+    required_: bool,
+) -> Result<Option<String>, SettingsError> {
+    let Some(text) = value.map(|v| v.trim().to_owned()).filter(|v| !v.is_empty()) else {
+        return if required_ {
+            Err(SettingsError::missing(key))
+        } else {
+            Ok(None)
+        };
+    };
+    let ok = url::Url::parse(&text)
+        .ok()
+        .filter(|u| {
+            matches!(u.scheme(), "http" | "https")
+                && u.host().is_some()
+                && u.query().is_none()
+                && u.fragment().is_none()
+                && u.username().is_empty()
+                && u.password().is_none()
+        })
+        .is_some();
+    if !ok {
+        return Err(SettingsError::invalid(
+            key,
+            format!("{text:?} is not an absolute http(s) URL without a query"),
+        ));
+    }
+    Ok(Some(text))
+}
+
+/// A PEM secret read from its `_FILE` variable: the error names that variable.
+fn required_secret_file(
+    key: &str,
+    value: Option<SecretString>,
+) -> Result<SecretString, SettingsError> {
+    required_secret(key, value).map_err(|_| SettingsError::Missing {
+        key: key.to_owned(),
+        env: format!("{}_FILE", super::env_name(key)),
+    })
+}
+
+fn validate_op(prefix: &str, b: RawBank) -> Result<OpSettings, SettingsError> {
+    use crate::bank::op::jose::RequestObjectAlg;
+    use secrecy::ExposeSecret;
+    let key = |k: &str| format!("{prefix}.{k}");
+    let (base_url, environment) = base_url_and_environment(prefix, b.base_url, b.environment)?;
+    let authorize_url = op_url(&key("authorize_url"), b.authorize_url, true)?.unwrap_or_default();
+    let jwks_url = op_url(&key("jwks_url"), b.jwks_url, true)?.unwrap_or_default();
+    let payments_jwks_url = op_url(&key("payments_jwks_url"), b.payments_jwks_url, false)?;
+    if environment == BankEnvironment::Production {
+        for (name, url) in [
+            ("authorize_url", Some(&authorize_url)),
+            ("jwks_url", Some(&jwks_url)),
+            ("payments_jwks_url", payments_jwks_url.as_ref()),
+        ] {
+            if url.is_some_and(|u| !u.starts_with("https://")) {
+                return Err(SettingsError::invalid(
+                    &key(name),
+                    "a production bank is reached over https only",
+                ));
+            }
+        }
+    }
+    let issuer = required(&key("issuer"), b.issuer)?.trim().to_owned();
+    let client_id = required(&key("client_id"), b.client_id)?.trim().to_owned();
+    let client_secret = required_secret(&key("client_secret"), b.client_secret)?;
+    let api_key = required_secret(&key("api_key"), b.api_key)?;
+    if !api_key
+        .expose_secret()
+        .trim()
+        .bytes()
+        .all(|c| c.is_ascii_graphic())
+    {
+        return Err(SettingsError::invalid(
+            &key("api_key"),
+            "must be visible ASCII without spaces",
+        ));
+    }
+    let tls_certificate = required_file(&key("tls_certificate"), b.tls_certificate)?;
+    pem_check(&key("tls_certificate"), &tls_certificate, "CERTIFICATE")?;
+    let tls_private_key = required_secret_file(&key("tls_private_key"), b.tls_private_key)?;
+    pem_check(
+        &key("tls_private_key"),
+        tls_private_key.expose_secret(),
+        "PRIVATE KEY",
+    )?;
+    let tls_ca = b.tls_ca.filter(|c| !c.trim().is_empty());
+    if let Some(ca) = &tls_ca {
+        pem_check(&key("tls_ca"), ca, "CERTIFICATE")?;
+    }
+    let private_key = required_secret_file(&key("private_key"), b.private_key)?;
+    let certificate = required_file(&key("certificate"), b.certificate)?;
+    qseal_matches(
+        &key("private_key"),
+        &key("certificate"),
+        &private_key,
+        &certificate,
+    )?;
+    let signing_key_id = required(&key("signing_key_id"), b.signing_key_id)?
+        .trim()
+        .to_owned();
+    if !signing_key_id.bytes().all(|c| c.is_ascii_graphic()) {
+        return Err(SettingsError::invalid(
+            &key("signing_key_id"),
+            "must be visible ASCII without spaces",
+        ));
+    }
+    let request_object_alg = match b.request_object_alg.filter(|a| !a.trim().is_empty()) {
+        None => RequestObjectAlg::Rs256,
+        Some(a) => RequestObjectAlg::parse(&a).ok_or_else(|| {
+            SettingsError::invalid(
+                &key("request_object_alg"),
+                format!("{a:?} is not one of RS256, PS256"),
+            )
+        })?,
+    };
+    let request_object_audience = b
+        .request_object_audience
+        .map(|a| a.trim().to_owned())
+        .filter(|a| !a.is_empty());
+    let paid_statuses: Vec<String> = b
+        .paid_statuses
+        .as_deref()
+        .unwrap_or("Debited")
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if !paid_statuses.iter().any(|s| s == "Debited")
+        || paid_statuses
+            .iter()
+            .any(|s| !crate::bank::op::convert::PAYABLE.contains(&s.as_str()))
+    {
+        return Err(SettingsError::invalid(
+            &key("paid_statuses"),
+            "a comma list of Debited (required) and (only by agreement with OP) Accepted",
+        ));
+    }
+    Ok(OpSettings {
+        base_url,
+        authorize_url,
+        issuer,
+        jwks_url,
+        payments_jwks_url,
+        client_id,
+        client_secret,
+        api_key,
+        tls_certificate,
+        tls_private_key,
+        tls_ca,
+        private_key,
+        certificate,
+        signing_key_id,
+        request_object_alg,
+        request_object_audience,
+        paid_statuses,
+        connect_timeout: secs(
+            &key("connect_timeout_secs"),
+            Some(b.connect_timeout_secs.unwrap_or(5)),
+        )?,
+        request_timeout: secs(
+            &key("request_timeout_secs"),
+            Some(b.request_timeout_secs.unwrap_or(30)),
+        )?,
+        read_attempts: positive(&key("read_attempts"), Some(b.read_attempts.unwrap_or(3)))?,
+        environment,
+    })
+}
+
+/// The QSealC's key is an RSA key and the QSealC holds its public key.
+fn qseal_matches(
+    key_name: &str,
+    cert_name: &str,
+    private_key: &SecretString,
+    certificate: &str,
+) -> Result<(), SettingsError> {
+    use rsa::pkcs1::DecodeRsaPrivateKey;
+    use rsa::pkcs8::DecodePrivateKey;
+    use secrecy::ExposeSecret;
+    let pem = private_key.expose_secret();
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(pem)
+        .or_else(|_| rsa::RsaPrivateKey::from_pkcs1_pem(pem))
+        .map_err(|_| {
+            SettingsError::invalid(
+                &format!("{key_name}_file"),
+                "is not an RSA private key in PEM (PKCS#8 or PKCS#1)",
+            )
+        })?;
+    let cert = crate::bank::nordea::certificate::EidasCertificate::from_text(certificate)
+        .map_err(|e| SettingsError::invalid(&format!("{cert_name}_file"), e.to_string()))?;
+    if !cert.matches(&key.to_public_key()) {
+        return Err(SettingsError::invalid(
+            &format!("{cert_name}_file"),
+            "the QSealC does not hold the public key of private_key_file",
+        ));
+    }
+    Ok(())
 }
 
 fn validate_berlin_group(prefix: &str, b: RawBank) -> Result<BerlinGroupSettings, SettingsError> {
@@ -1053,5 +1318,212 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("PISGATE__BANKS__NORDEA_DK__"), "{err}");
+    }
+
+    /// An OP bank's variables with a generated QSealC/QWAC (the test PKI).
+    fn op_vars(
+        pki: &crate::sandbox::berlin_group::test_pki::TestPki,
+    ) -> Vec<(&'static str, String)> {
+        vec![
+            ("PISGATE__BANKS__OP__PROTOCOL", "op".into()),
+            ("PISGATE__BANKS__OP__NAME", "OP".into()),
+            (
+                "PISGATE__BANKS__OP__BASE_URL",
+                "https://mtls-apis.psd2-sandbox.op.fi/".into(),
+            ),
+            (
+                "PISGATE__BANKS__OP__AUTHORIZE_URL",
+                "https://authorize.psd2-sandbox.op.fi/oauth/authorize".into(),
+            ),
+            (
+                "PISGATE__BANKS__OP__ISSUER",
+                "https://authorize.psd2-sandbox.op.fi".into(),
+            ),
+            (
+                "PISGATE__BANKS__OP__JWKS_URL",
+                "https://authorize.psd2-sandbox.op.fi/oauth/jwks/PSD2_OIDC".into(),
+            ),
+            ("PISGATE__BANKS__OP__CLIENT_ID", "pisgate-client".into()),
+            ("PISGATE__BANKS__OP__CLIENT_SECRET", "op-secret".into()),
+            ("PISGATE__BANKS__OP__API_KEY", "op-api-key".into()),
+            (
+                "PISGATE__BANKS__OP__TLS_CERTIFICATE",
+                pki.tpp_cert_pem.clone(),
+            ),
+            (
+                "PISGATE__BANKS__OP__TLS_PRIVATE_KEY",
+                pki.tpp_key_pem.clone(),
+            ),
+            ("PISGATE__BANKS__OP__CERTIFICATE", pki.tpp_cert_pem.clone()),
+            ("PISGATE__BANKS__OP__PRIVATE_KEY", pki.tpp_key_pem.clone()),
+            ("PISGATE__BANKS__OP__SIGNING_KEY_ID", "qseal-1".into()),
+        ]
+    }
+
+    fn op_load(
+        vars: &[(&'static str, String)],
+        extra: &[(&'static str, &'static str)],
+    ) -> Result<Settings, SettingsError> {
+        let mut v: Vec<(&str, &str)> = vars
+            .iter()
+            .filter(|(k, _)| !extra.iter().any(|(e, _)| e == k))
+            .map(|(k, v)| (*k, v.as_str()))
+            .collect();
+        v.extend(extra.iter().copied().filter(|(_, v)| !v.is_empty()));
+        load(&v)
+    }
+
+    #[test]
+    fn an_op_bank_reads_its_settings_with_the_documented_defaults_and_bad_ones_name_the_variable() {
+        use crate::bank::op::jose::RequestObjectAlg;
+        let pki = crate::sandbox::berlin_group::test_pki::generate("CN=pisgate TPP,C=FI").unwrap();
+        let vars = op_vars(&pki);
+        let s = op_load(&vars, &[]).unwrap();
+        let bank = s.banks.iter().find(|b| b.id == "op").unwrap();
+        assert_eq!(
+            bank.countries,
+            vec![Country::Fi],
+            "OP serves Finland by default"
+        );
+        assert_eq!(bank.protocol.name(), "op");
+        let BankProtocolSettings::Op(op) = &bank.protocol else {
+            panic!()
+        };
+        assert_eq!(op.base_url, "https://mtls-apis.psd2-sandbox.op.fi");
+        assert_eq!(
+            op.paid_statuses,
+            ["Debited"],
+            "only Debited is paid by default"
+        );
+        assert_eq!(op.request_object_alg, RequestObjectAlg::Rs256);
+        assert_eq!(op.request_object_audience, None);
+        assert_eq!(op.payments_jwks_url, None);
+        assert_eq!(op.tls_ca, None);
+        assert_eq!(op.connect_timeout, Duration::from_secs(5));
+        assert_eq!(op.request_timeout, Duration::from_secs(30));
+        assert_eq!(op.read_attempts, 3);
+        assert_eq!(op.environment, BankEnvironment::Production);
+        // The settings build a client (registry).
+        let client = crate::bank::registry::op_client("op", op).unwrap();
+        assert_eq!(client.audience(), "https://mtls-apis.psd2-sandbox.op.fi");
+
+        let s = op_load(
+            &vars,
+            &[
+                ("PISGATE__BANKS__OP__REQUEST_OBJECT_ALG", "ps256"),
+                ("PISGATE__BANKS__OP__PAID_STATUSES", "Debited,Accepted"),
+                (
+                    "PISGATE__BANKS__OP__PAYMENTS_JWKS_URL",
+                    "https://sandbox.apis.op-palvelut.fi/psd2/sandbox/jwks/payments/jwks.json",
+                ),
+                (
+                    "PISGATE__BANKS__OP__REQUEST_OBJECT_AUDIENCE",
+                    "https://aud.example",
+                ),
+            ],
+        )
+        .unwrap();
+        let BankProtocolSettings::Op(op) = &s.banks.iter().find(|b| b.id == "op").unwrap().protocol
+        else {
+            panic!()
+        };
+        assert_eq!(op.request_object_alg, RequestObjectAlg::Ps256);
+        assert_eq!(op.paid_statuses, ["Debited", "Accepted"]);
+        assert!(op.payments_jwks_url.is_some());
+        assert_eq!(
+            op.request_object_audience.as_deref(),
+            Some("https://aud.example")
+        );
+
+        let other = crate::sandbox::berlin_group::test_pki::generate("CN=other,C=FI").unwrap();
+        let cases: Vec<(Vec<(&'static str, &'static str)>, &str)> = vec![
+            (
+                vec![("PISGATE__BANKS__OP__AUTHORIZE_URL", "")],
+                "PISGATE__BANKS__OP__AUTHORIZE_URL",
+            ),
+            (
+                vec![(
+                    "PISGATE__BANKS__OP__AUTHORIZE_URL",
+                    "https://a.example/x?y=1",
+                )],
+                "PISGATE__BANKS__OP__AUTHORIZE_URL",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__JWKS_URL", "http://a.example/jwks")],
+                "PISGATE__BANKS__OP__JWKS_URL",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__ISSUER", "")],
+                "PISGATE__BANKS__OP__ISSUER",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__API_KEY", "")],
+                "PISGATE__BANKS__OP__API_KEY",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__CLIENT_SECRET", "")],
+                "PISGATE__BANKS__OP__CLIENT_SECRET",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__SIGNING_KEY_ID", "")],
+                "PISGATE__BANKS__OP__SIGNING_KEY_ID",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__PRIVATE_KEY", "")],
+                "PISGATE__BANKS__OP__PRIVATE_KEY_FILE",
+            ),
+            (
+                vec![(
+                    "PISGATE__BANKS__OP__PRIVATE_KEY",
+                    "-----BEGIN PRIVATE KEY-----\nnope\n",
+                )],
+                "PISGATE__BANKS__OP__PRIVATE_KEY_FILE",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__CERTIFICATE", "")],
+                "PISGATE__BANKS__OP__CERTIFICATE_FILE",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__TLS_CERTIFICATE", "")],
+                "PISGATE__BANKS__OP__TLS_CERTIFICATE_FILE",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__REQUEST_OBJECT_ALG", "none")],
+                "PISGATE__BANKS__OP__REQUEST_OBJECT_ALG",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__REQUEST_OBJECT_ALG", "HS256")],
+                "PISGATE__BANKS__OP__REQUEST_OBJECT_ALG",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__PAID_STATUSES", "Accepted")],
+                "PISGATE__BANKS__OP__PAID_STATUSES",
+            ),
+            (
+                vec![("PISGATE__BANKS__OP__PAID_STATUSES", "Debited,Authorized")],
+                "PISGATE__BANKS__OP__PAID_STATUSES",
+            ),
+        ];
+        for (extra, var) in cases {
+            let err = op_load(&vars, &extra).unwrap_err().to_string();
+            assert!(err.contains(var), "{var}: {err}");
+            assert!(
+                !err.contains("op-secret") && !err.contains("op-api-key"),
+                "{err}"
+            );
+        }
+        // A QSealC that does not hold the signing key's public key.
+        let mut mismatched = vars.clone();
+        for (k, v) in mismatched.iter_mut() {
+            if *k == "PISGATE__BANKS__OP__CERTIFICATE" {
+                *v = other.tpp_cert_pem.clone();
+            }
+        }
+        let err = op_load(&mismatched, &[]).unwrap_err().to_string();
+        assert!(
+            err.contains("PISGATE__BANKS__OP__CERTIFICATE_FILE"),
+            "{err}"
+        );
+        assert!(!err.contains("PRIVATE KEY"), "{err}");
     }
 }

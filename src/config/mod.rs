@@ -17,14 +17,16 @@
 mod banks;
 mod sandbox;
 mod sandbox_berlin_group;
+mod sandbox_op;
 mod sandbox_seb;
 mod sources;
 pub mod values;
 
 pub use banks::{BankProtocolSettings, BankSettings, BerlinGroupSettings, ScaApproach};
-pub use banks::{SebApiSetting, SebSettings};
+pub use banks::{OpSettings, SebApiSetting, SebSettings};
 pub use sandbox::{DEFAULT_SANDBOX_APPROVAL_TIMEOUT, SandboxSettings};
 pub use sandbox_berlin_group::SandboxBerlinGroupSettings;
+pub use sandbox_op::SandboxOpSettings;
 pub use sandbox_seb::SandboxSebSettings;
 pub use sources::Sources;
 pub use values::parse_duration;

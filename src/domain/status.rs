@@ -25,6 +25,10 @@
 //! - [`Evidence::LinkNeverHandedOut`]: the merchant cancelled before any shopper went
 //!   through the hop, so the bank's signing link was never seen by anyone and nothing can be
 //!   signed. Gives `cancelled`.
+//! - [`Evidence::SubmissionWithheld`]: at a bank that executes a signed payment only when
+//!   pisgate submits it (OP), the merchant cancelled before any submission was sent; pisgate
+//!   never sends one and revoked the token that could. Nothing can move the money, so the
+//!   payment is `cancelled`, signed or not.
 //!
 //! A callback's `error` parameter is not evidence: it is recorded and triggers a status read.
 //!
@@ -145,6 +149,9 @@ pub enum Evidence {
     InitiationRefused,
     /// Cancelled by the merchant before any shopper reached the bank's signing link.
     LinkNeverHandedOut,
+    /// Cancelled by the merchant before pisgate submitted a payment that the bank executes
+    /// only on pisgate's submission: it is never submitted.
+    SubmissionWithheld,
 }
 
 impl Evidence {
@@ -156,7 +163,8 @@ impl Evidence {
                 cancel_requested: true,
                 ..
             }
-            | Evidence::LinkNeverHandedOut => PaymentStatus::Cancelled,
+            | Evidence::LinkNeverHandedOut
+            | Evidence::SubmissionWithheld => PaymentStatus::Cancelled,
             Evidence::Unsignable {
                 cancel_requested: false,
                 ..
@@ -167,7 +175,7 @@ impl Evidence {
 
     /// Evidence that only speaks of a payment nobody has signed.
     fn needs_unsigned(self) -> bool {
-        !matches!(self, Evidence::Bank(_))
+        !matches!(self, Evidence::Bank(_) | Evidence::SubmissionWithheld)
     }
 }
 

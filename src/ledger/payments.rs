@@ -1254,6 +1254,10 @@ fn default_failure(evidence: Evidence) -> Option<(&'static str, &'static str)> {
             "cancelled_by_merchant",
             "cancelled by the merchant before the shopper reached the bank",
         )),
+        Evidence::SubmissionWithheld => Some((
+            "cancelled_by_merchant",
+            "cancelled by the merchant before the signed payment was submitted; it was never submitted",
+        )),
         _ => None,
     }
 }

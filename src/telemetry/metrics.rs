@@ -189,6 +189,10 @@ fn describe_metrics() {
         "Authorization-code exchanges at the bank: ok or failed once per exchange, retried per retry."
     );
     describe_counter!(
+        "pisgate_bank_submissions_total",
+        "Submissions of signed payments to a bank that executes only on pisgate's submission (OP), by bank and outcome (answered, pending, refused, outcome_unknown, withheld)."
+    );
+    describe_counter!(
         "pisgate_ledger_verify_failures_total",
         "Ledger integrity problems the checkpoint worker found (a payment's head behind the last checkpoint, checkpointed payments gone); run `pisgate ledger verify`."
     );

@@ -47,10 +47,17 @@
 //! shopper bound to the payment ([`read_status`]); without a live one the poll waits. At the
 //! horizon such a payment is deleted with that token (the bank refuses a signed one).
 //!
+//! A bank that executes a signed payment only on pisgate's submission (OP,
+//! `submit_after_authorization`): when its status asks for one ([`crate::bank::Bank::needs_submission`])
+//! the poll runs the submit step ([`submission::submit`]: its own claim and status read,
+//! persisted before the call, the same key after an unknown outcome); its `rejected` with no
+//! submission attempt on record is the shopper's refusal ([`submission::truth`]).
+//!
 //! Never done here: a status change outside the status machine, a bank call inside a
 //! transaction, a log line with a token or an account number.
 
 use super::{Pacer, WorkerContext, backoff, stopped, stretch};
+use crate::api::submission;
 use crate::bank::{BankError, BankRef, StatusReport};
 use crate::domain::{Evidence, PaymentStatus, Unsignable};
 use crate::ledger::Db;
@@ -416,6 +423,25 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         remaining: None,
     };
     let retry_wait = backoff(cfg.signing_interval, cfg.max_backoff, failures as u32);
+    let client = ctx.banks.client(&p.bank);
+    let traits = client.traits();
+    let answer = match answer {
+        Ok(report) if traits.submit_after_authorization => {
+            if client.needs_submission(&report) {
+                // Signed, not yet executed: the submit step (its own claim, its own status
+                // read) submits it, or withholds it when the merchant cancelled.
+                return submit_step(ctx, p).await;
+            }
+            match submission::truth(&ctx.pool, &traits, p.id, report).await {
+                Ok(report) => Ok(report),
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot check the submissions on record; backing off");
+                    return failed("failed", retry_wait);
+                }
+            }
+        }
+        other => other,
+    };
     match answer {
         Ok(StatusReport {
             bank_status,
@@ -485,6 +511,49 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
     }
 }
 
+/// The submit step for a payment whose bank asks for a submission
+/// ([`submission::submit`]): the bank's latest word it read or got back is applied as any
+/// poll's, and the next poll comes when the step says it is worth trying again.
+async fn submit_step(ctx: &WorkerContext, p: &Claimed) -> Decision {
+    let deps = submission::Deps {
+        pool: &ctx.pool,
+        cipher: &ctx.cipher,
+        banks: &ctx.banks,
+        settings: &ctx.settings,
+    };
+    let done = match submission::submit(deps, p.id, "poller", None).await {
+        Ok(done) => done,
+        Err(e) => {
+            tracing::error!(
+                error = format!("{e:#}"),
+                "the submit step failed; retried at the next poll"
+            );
+            let failures = p.poll_failures.saturating_add(1);
+            let cfg = &ctx.settings.poller;
+            return Decision {
+                change: None,
+                next: backoff(cfg.signing_interval, cfg.max_backoff, failures as u32),
+                failures,
+                outcome: "submission_failed",
+                remaining: None,
+            };
+        }
+    };
+    let change = done.report.and_then(|r| {
+        r.status.map(|mapped| ChangeSpec::Bank {
+            bank_status: r.bank_status,
+            mapped,
+        })
+    });
+    Decision {
+        change,
+        next: done.retry_in.unwrap_or(Duration::ZERO),
+        failures: 0,
+        outcome: done.outcome,
+        remaining: None,
+    }
+}
+
 /// At the late-signing horizon, the bank still showing nothing signed (`bank_status`, or
 /// `None` for a 404): proof that nobody can sign it, or the bank's refusal (see the module
 /// docs). Never an expiry on the horizon alone.
@@ -535,8 +604,10 @@ async fn at_horizon(
         return ok(Some(change), "expired");
     }
     // A bank without shopper tokens (Berlin Group) takes the DELETE on pisgate's own
-    // certificate: it deletes only what nobody signed, and refuses the rest.
-    let tokenless = !traits.return_carries_code && !token_required;
+    // certificate: it deletes only what nobody signed, and refuses the rest. So does a bank
+    // whose token belongs to one payment's authorization (OP: its revoke goes on pisgate's
+    // client credentials; no shopper token can exist for a payment nobody came back from).
+    let tokenless = (!traits.return_carries_code || traits.token_per_payment) && !token_required;
     // Only this shopper's own token may ask the bank (a returning shopper, known by the
     // merchant's psu_id); a shopper pisgate never saw come back leaves the payment to the
     // bank's own approval timeout.
@@ -607,14 +678,7 @@ async fn at_horizon(
             tracing::info!("the bank deleted the unsigned payment at the late-signing horizon");
             let change = ChangeSpec::Unsignable {
                 why: Unsignable::DeletedAtBank,
-                bank_status: Some(
-                    if tokenless || token_required {
-                        "CANC"
-                    } else {
-                        "Cancelled"
-                    }
-                    .into(),
-                ),
+                bank_status: Some(deleted_status(&traits).into()),
                 failure: (
                     "not_signed",
                     "the shopper did not sign before the late-signing horizon; the bank deleted the payment",
@@ -659,6 +723,16 @@ async fn at_horizon(
     }
 }
 
+/// The bank's own word for a payment it deleted at pisgate's request: Nordea's
+/// `Cancelled`, OP's `Revoked`, the Berlin Group's (and SEB's) `CANC`.
+fn deleted_status(traits: &crate::bank::BankTraits) -> &'static str {
+    match traits.protocol {
+        "nordea" => "Cancelled",
+        "op" => "Revoked",
+        _ => "CANC",
+    }
+}
+
 /// Whether the time the bank gives to sign (`nordea.approval_timeout_secs`, or that bank's
 /// own `approval_timeout_secs`) has run out for
 /// `p`, counted from the bank's answer to its initiation as pisgate recorded it (the bank
@@ -675,6 +749,7 @@ async fn bank_time_ran_out(ctx: &WorkerContext, p: &Claimed) -> Result<bool, sql
             BankProtocolSettings::Nordea(n) => n.approval_timeout,
             BankProtocolSettings::BerlinGroup(_) => None,
             BankProtocolSettings::Seb(s) => Some(s.approval_timeout),
+            BankProtocolSettings::Op(_) => None,
         });
     let Some(timeout) = timeout else {
         return Ok(false);

@@ -27,6 +27,8 @@ mod ledger;
 mod logs;
 mod metrics;
 mod nordea;
+mod op;
+mod op_flow;
 mod outages;
 mod payees;
 mod payment_search;

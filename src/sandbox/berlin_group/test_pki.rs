@@ -122,6 +122,14 @@ pub fn generate(tpp_subject: &str) -> Result<TestPki, String> {
 /// As [`generate`], plus a TLS server certificate for `CN=localhost` with the SANs
 /// `localhost` and `127.0.0.1` (and `::1`), issued by the same CA, valid for a year.
 pub fn generate_with_server(tpp_subject: &str) -> Result<(TestPki, TestServerCertificate), String> {
+    generate_with_server_keeping_ca(tpp_subject).map(|(pki, server, _)| (pki, server))
+}
+
+/// As [`generate_with_server`], also returning the CA's key so that more client
+/// certificates can be issued ([`issue_client_certificate`]).
+pub(crate) fn generate_with_server_keeping_ca(
+    tpp_subject: &str,
+) -> Result<(TestPki, TestServerCertificate, RsaPrivateKey), String> {
     use x509_cert::der::asn1::{Ia5String, OctetString};
     use x509_cert::ext::pkix::SubjectAltName;
     use x509_cert::ext::pkix::name::GeneralName;
@@ -167,6 +175,41 @@ pub fn generate_with_server(tpp_subject: &str) -> Result<(TestPki, TestServerCer
                 .map_err(|e| e.to_string())?
                 .to_string(),
         },
+        ca_key,
+    ))
+}
+
+/// Another client certificate for `subject` issued by the test CA whose key is `ca_key`
+/// (valid for a year): `(certificate PEM, PKCS#8 key PEM)`.
+pub(crate) fn issue_client_certificate(
+    ca_key: &RsaPrivateKey,
+    subject: &str,
+) -> Result<(String, String), String> {
+    let mut rng = rand::thread_rng();
+    let key = RsaPrivateKey::new(&mut rng, 2048).map_err(|e| e.to_string())?;
+    let issuer: Name = CA_SUBJECT
+        .parse()
+        .map_err(|e: x509_cert::der::Error| e.to_string())?;
+    let leaf = Profile::Leaf {
+        issuer,
+        enable_key_agreement: false,
+        enable_key_encipherment: false,
+    };
+    let serial = 0x0043_4c49_0000_0000 | u64::from(rand::random::<u32>());
+    let cert = certificate(
+        leaf,
+        serial,
+        subject,
+        &key,
+        ca_key,
+        Duration::from_secs(365 * 86_400),
+    )?;
+    Ok((
+        cert.to_pem(x509_cert::der::pem::LineEnding::LF)
+            .map_err(|e| e.to_string())?,
+        key.to_pkcs8_pem(LineEnding::LF)
+            .map_err(|e| e.to_string())?
+            .to_string(),
     ))
 }
 

@@ -92,6 +92,50 @@ pub(super) async fn serve_mtls(
     tls: Arc<rustls::ServerConfig>,
     shutdown: impl Future<Output = ()>,
 ) -> std::io::Result<()> {
+    let on_refused = move |detail: String| {
+        sim.record_refusal(RefusalRecord {
+            seq: 0,
+            at: sim.now(),
+            listener: "api",
+            method: String::new(),
+            path: String::new(),
+            status: 0,
+            rule: "mtls-client-certificate",
+            code: None,
+            detail,
+        });
+    };
+    serve_mtls_with(listener, app, tls, shutdown, on_refused).await
+}
+
+/// The client's certificate chain as presented in the handshake (leaf first), put into every
+/// request's extensions by [`serve_mtls_with`] so handlers can check whose it is.
+#[derive(Debug, Clone)]
+pub struct PeerCertificates(pub Arc<Vec<CertificateDer<'static>>>);
+
+/// Put into a response's extensions, it makes [`serve_mtls_with`] close the connection
+/// without sending that response (a simulated lost answer).
+#[derive(Debug, Clone, Copy)]
+pub struct CloseWithoutAnswer;
+
+impl std::fmt::Display for CloseWithoutAnswer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("connection closed without an answer (simulated)")
+    }
+}
+
+impl std::error::Error for CloseWithoutAnswer {}
+
+/// As [`serve_mtls`] for any simulator: `on_refused` is told of every refused handshake
+/// (with the reason); every request carries the [`PeerCertificates`]; a response marked
+/// [`CloseWithoutAnswer`] is not sent and its connection is closed.
+pub(crate) async fn serve_mtls_with(
+    listener: TcpListener,
+    app: Router,
+    tls: Arc<rustls::ServerConfig>,
+    shutdown: impl Future<Output = ()>,
+    on_refused: impl Fn(String) + Clone + Send + Sync + 'static,
+) -> std::io::Result<()> {
     let acceptor = tokio_rustls::TlsAcceptor::from(tls);
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
@@ -100,7 +144,7 @@ pub(super) async fn serve_mtls(
             accepted = listener.accept() => match accepted {
                 Ok(conn) => conn,
                 Err(e) => {
-                    tracing::warn!(error = %e, "SEB sandbox accept failed");
+                    tracing::warn!(error = %e, "sandbox mutual-TLS accept failed");
                     tokio::time::sleep(Duration::from_millis(50)).await;
                     continue;
                 }
@@ -109,31 +153,40 @@ pub(super) async fn serve_mtls(
         };
         let acceptor = acceptor.clone();
         let app = app.clone();
-        let sim = sim.clone();
+        let on_refused = on_refused.clone();
         let watcher = graceful.watcher();
         tokio::spawn(async move {
             let tls_stream =
                 match tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(stream)).await {
                     Ok(Ok(s)) => s,
                     Ok(Err(e)) => {
-                        sim.record_refusal(RefusalRecord {
-                            seq: 0,
-                            at: sim.now(),
-                            listener: "api",
-                            method: String::new(),
-                            path: String::new(),
-                            status: 0,
-                            rule: "mtls-client-certificate",
-                            code: None,
-                            detail: format!("TLS handshake refused: {e}"),
-                        });
+                        on_refused(format!("TLS handshake refused: {e}"));
                         return;
                     }
                     Err(_) => return,
                 };
+            let peer = PeerCertificates(Arc::new(
+                tls_stream
+                    .get_ref()
+                    .1
+                    .peer_certificates()
+                    .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+                    .unwrap_or_default(),
+            ));
             let service = hyper::service::service_fn(move |req: hyper::Request<Incoming>| {
                 let app = app.clone();
-                async move { app.oneshot(req.map(Body::new)).await }
+                let mut req = req.map(Body::new);
+                req.extensions_mut().insert(peer.clone());
+                async move {
+                    let resp = match app.oneshot(req).await {
+                        Ok(resp) => resp,
+                        Err(never) => match never {},
+                    };
+                    if resp.extensions().get::<CloseWithoutAnswer>().is_some() {
+                        return Err(CloseWithoutAnswer);
+                    }
+                    Ok(resp)
+                }
             });
             let conn = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(tls_stream), service);
