@@ -464,8 +464,11 @@ def op_phase(serve, recover):
     serve.kill()
     t0 = time.time()
     STATS["kill_rounds"] += 1
-    # What the killed process left: submissions sent and unanswered (held at OP).
-    STATS["op_in_flight"] = int(psql("SELECT count(*) FROM payment_submissions WHERE outcome = 'in_flight'")[0][0])
+    # What the killed process left: submissions sent and never answered (held at OP): still
+    # in flight, or already given up on by pisgate's request timeout (an unknown outcome).
+    STATS["op_in_flight"] = int(psql(
+        "SELECT count(DISTINCT payment_id) FROM payment_submissions s WHERE outcome IN ('in_flight', 'outcome_unknown')"
+        " AND NOT EXISTS (SELECT 1 FROM payment_submissions a WHERE a.payment_id = s.payment_id AND a.outcome = 'answered')")[0][0])
     op_admin("hold-submissions", {"hold": False})
     time.sleep(0.5)
     serve.start()
@@ -582,7 +585,7 @@ def report(recover):
         ("payments", len(rows)),
         ("of them at the Berlin Group bank", STATS["berlin"]),
         ("OP payments killed between authorization and submit",
-         f"{len(at_op)} ({sum(1 for v in OP_PLANS.values() if v == 'approved')} approved, {STATS['op_returned']} came back, {STATS['op_in_flight']} submissions in flight at the kill); submissions at OP: "
+         f"{len(at_op)} ({sum(1 for v in OP_PLANS.values() if v == 'approved')} approved, {STATS['op_returned']} came back, {STATS['op_in_flight']} with their submission unanswered at the kill); submissions at OP: "
          + (", ".join(f"{k}x {v}" for k, v in sorted(op_submitted.items())) or "none")),
         ("clients that gave up on a key", STATS["gave_up"]),
         ("4xx final answers", ", ".join(f"{c}: {STATS[c]}" for c in ("400", "401", "404", "422") if STATS[c]) or "none"),
