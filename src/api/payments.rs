@@ -904,7 +904,7 @@ pub async fn cancel_at_bank_by(
     let bank_id = bank_ref.id.clone();
     let client = state.banks.client(&p.bank);
     let traits = client.traits();
-    let tokenless = !traits.return_carries_code && !traits.shopper_token_required;
+    let tokenless = !traits.cancel_needs_shopper_token;
     let held = if tokenless {
         None
     } else {
@@ -957,11 +957,7 @@ pub async fn cancel_at_bank_by(
             id,
             Change {
                 evidence: Evidence::Bank(PaymentStatus::Cancelled),
-                bank_status: Some(if traits.return_carries_code {
-                    "Cancelled"
-                } else {
-                    "CANC"
-                }),
+                bank_status: Some(traits.deleted_status),
                 kind: "cancelled",
                 detail: json!({ "by": by.as_str(), "deleted_at_bank": true }),
                 failure: Some(match by {

@@ -432,6 +432,15 @@ pub struct BankTraits {
     /// the return goes to `/v1/callbacks/oidc`, whose page moves the fragment into the
     /// query and comes back.
     pub return_in_fragment: bool,
+    /// Deleting an unsigned payment (the shopper's cancel, the late-signing horizon) goes
+    /// on the shopper's own token (Nordea, SEB); without it, on pisgate's own credentials
+    /// (the Berlin Group's certificate, OP's client credentials), and the bank deletes only
+    /// what nobody signed.
+    pub cancel_needs_shopper_token: bool,
+    /// The bank's own word for a payment it deleted at pisgate's request (Nordea's
+    /// `Cancelled`, OP's `Revoked`, the Berlin Group's and SEB's `CANC`), recorded as the
+    /// bank's status when the horizon's delete succeeds.
+    pub deleted_status: &'static str,
 }
 
 /// A payment as the bank holds it (needs the shopper's token).

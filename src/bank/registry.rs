@@ -230,6 +230,8 @@ impl Bank for Unconfigured {
             shopper_token_required: false,
             submit_after_authorization: false,
             token_per_payment: false,
+            cancel_needs_shopper_token: false,
+            deleted_status: "CANC",
             return_in_fragment: false,
         }
     }

@@ -607,7 +607,7 @@ async fn at_horizon(
     // certificate: it deletes only what nobody signed, and refuses the rest. So does a bank
     // whose token belongs to one payment's authorization (OP: its revoke goes on pisgate's
     // client credentials; no shopper token can exist for a payment nobody came back from).
-    let tokenless = (!traits.return_carries_code || traits.token_per_payment) && !token_required;
+    let tokenless = !traits.cancel_needs_shopper_token && !token_required;
     // Only this shopper's own token may ask the bank (a returning shopper, known by the
     // merchant's psu_id); a shopper pisgate never saw come back leaves the payment to the
     // bank's own approval timeout.
@@ -678,7 +678,7 @@ async fn at_horizon(
             tracing::info!("the bank deleted the unsigned payment at the late-signing horizon");
             let change = ChangeSpec::Unsignable {
                 why: Unsignable::DeletedAtBank,
-                bank_status: Some(deleted_status(&traits).into()),
+                bank_status: Some(traits.deleted_status.into()),
                 failure: (
                     "not_signed",
                     "the shopper did not sign before the late-signing horizon; the bank deleted the payment",
@@ -720,16 +720,6 @@ async fn at_horizon(
             tracing::warn!(error = %e, kind = e.kind(), "the horizon's delete failed; following the payment on");
             failed("horizon_failed")
         }
-    }
-}
-
-/// The bank's own word for a payment it deleted at pisgate's request: Nordea's
-/// `Cancelled`, OP's `Revoked`, the Berlin Group's (and SEB's) `CANC`.
-fn deleted_status(traits: &crate::bank::BankTraits) -> &'static str {
-    match traits.protocol {
-        "nordea" => "Cancelled",
-        "op" => "Revoked",
-        _ => "CANC",
     }
 }
 

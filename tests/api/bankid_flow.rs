@@ -159,6 +159,8 @@ impl Bank for FakeSeb {
             submit_after_authorization: false,
             token_per_payment: false,
             return_in_fragment: false,
+            cancel_needs_shopper_token: true,
+            deleted_status: "CANC",
         }
     }
 

@@ -173,6 +173,8 @@ impl Bank for FakeOp {
             submit_after_authorization: true,
             token_per_payment: true,
             return_in_fragment: true,
+            cancel_needs_shopper_token: false,
+            deleted_status: "Revoked",
         }
     }
 

@@ -827,6 +827,8 @@ impl Bank for BerlinGroupClient {
             shopper_token_required: false,
             submit_after_authorization: false,
             token_per_payment: false,
+            cancel_needs_shopper_token: false,
+            deleted_status: "CANC",
             return_in_fragment: false,
         }
     }

@@ -574,6 +574,8 @@ impl Bank for NordeaClient {
             shopper_token_required: false,
             submit_after_authorization: false,
             token_per_payment: false,
+            cancel_needs_shopper_token: true,
+            deleted_status: "Cancelled",
             return_in_fragment: false,
         }
     }

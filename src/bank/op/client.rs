@@ -738,6 +738,8 @@ impl Bank for OpClient {
             shopper_token_required: false,
             submit_after_authorization: true,
             token_per_payment: true,
+            cancel_needs_shopper_token: false,
+            deleted_status: "Revoked",
             return_in_fragment: true,
         }
     }

@@ -610,6 +610,8 @@ impl Bank for SebClient {
             shopper_token_required: true,
             submit_after_authorization: false,
             token_per_payment: false,
+            cancel_needs_shopper_token: true,
+            deleted_status: "CANC",
             return_in_fragment: false,
         }
     }
