@@ -25,6 +25,10 @@ if [ "${1:-}" = "--pgbouncer" ]; then
     shift
 fi
 
+# Each step's header carries the wall clock, so a slow step shows in CI's log.
+suite_started=$(date +%s)
+step() { echo "== [$(date -u +%T), +$(( $(date +%s) - suite_started ))s] $*"; }
+
 cluster="test-$$"
 cleanup() {
     pgbouncer_stop "$cluster"
@@ -52,7 +56,7 @@ pisgate_probe_statement = host=127.0.0.1 port=$PG_PORT dbname=postgres pool_mode
     # Only the integration tests (tests/api): they are the ones that start a pisgate on a
     # database; the unit tests beside the code never reach PgBouncer (PISGATE_TEST_PGBOUNCER_URL
     # is read only in tests/api) and ran in the first pass.
-    echo "== cargo nextest through PgBouncer (transaction pooling, 127.0.0.1:$PGBOUNCER_PORT)"
+    step "cargo nextest through PgBouncer (transaction pooling, 127.0.0.1:$PGBOUNCER_PORT)"
     PISGATE_TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres" \
         cargo nextest run --test api --locked --no-fail-fast "$@"
 }
@@ -71,44 +75,45 @@ if [ -n "$only_pgbouncer" ]; then
     exit 0
 fi
 
-echo "== cargo fmt --check"
+step "cargo fmt --check"
 cargo fmt --all -- --check
-echo "== scripts/readme-check.sh (README.md rendered: tables, links, anchors, commands)"
+step "scripts/readme-check.sh (README.md rendered: tables, links, anchors, commands)"
 bash scripts/readme-check.sh
-echo "== scripts/bg-aspsp-check.sh (the independent strict Berlin Group ASPSP's own tests)"
+step "scripts/bg-aspsp-check.sh (the independent strict Berlin Group ASPSP's own tests)"
 bash scripts/bg-aspsp-check.sh
 # The venv exists now: the tests that run pisgate against that ASPSP must not skip.
 export PISGATE_REQUIRE_BG_ASPSP=1
-echo "== cargo clippy"
+step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
-echo "== scripts/run.sh smoke test"
+step "scripts/run.sh smoke test"
 bash scripts/smoke-run.sh
-echo "== scripts/browser-test.sh (the shopper's consent page in Debian's chromium)"
+step "scripts/browser-test.sh (the shopper's consent page in Debian's chromium)"
 bash scripts/browser-test.sh
-echo "== scripts/deploy-check.sh (kustomize, kubernetes-validate, checkov, promtool, hadolint)" && bash scripts/deploy-check.sh
-echo "== scripts/openapi-check.sh (openapi-spec-validator, Redocly's recommended lint)"
+step "scripts/deploy-check.sh (kustomize, kubernetes-validate, checkov, promtool, hadolint)" && bash scripts/deploy-check.sh
+step "scripts/openapi-check.sh (openapi-spec-validator, Redocly's recommended lint)"
 bash scripts/openapi-check.sh
-echo "== scripts/schemathesis.sh (the merchant API fuzzed from its served OpenAPI document)"
+step "scripts/schemathesis.sh (the merchant API fuzzed from its served OpenAPI document)"
 bash scripts/schemathesis.sh
-echo "== scripts/sdk-check.sh (a Python SDK and a tsc --strict TypeScript client generated from openapi.json create payments and list their events)"
+step "scripts/sdk-check.sh (a Python SDK and a tsc --strict TypeScript client generated from openapi.json create payments and list their events)"
 bash scripts/sdk-check.sh
 if [ $# -eq 0 ]; then
     # The resilience suite's short mode (the full one: scripts/resilience.sh).
-    echo "== scripts/resilience.sh --quick"
+    step "scripts/resilience.sh --quick"
     bash scripts/resilience.sh --quick
     # The end-to-end benchmark's smoke run (the full one: scripts/bench.sh e2e).
-    echo "== scripts/bench.sh e2e --quick"
+    step "scripts/bench.sh e2e --quick"
     bash scripts/bench.sh e2e --quick
     # Scale-out: three replicas through PgBouncer (the full one adds the benchmark runs).
-    echo "== scripts/scale.sh --quick"
+    step "scripts/scale.sh --quick"
     bash scripts/scale.sh --quick
     # The failover drill's short mode (the full one: scripts/failover.sh).
-    echo "== scripts/failover.sh --quick"
+    step "scripts/failover.sh --quick"
     bash scripts/failover.sh --quick
 fi
 ensure_promtool
-echo "== cargo nextest"
+step "cargo nextest"
 cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"
 if [ $# -eq 0 ]; then
     nextest_through_pgbouncer
 fi
+step "done"
