@@ -6,17 +6,20 @@
 #                                   # suite, the benchmark, the scale check and the failover drill
 #   scripts/test.sh -E 'test(foo)'  # extra arguments go to cargo nextest run (and skip the
 #                                   # resilience suite and the PgBouncer pass)
-#   scripts/test.sh --pgbouncer [-E …]  # only the tests, with pisgate reaching PostgreSQL
-#                                   # through PgBouncer in transaction mode
+#   scripts/test.sh --pgbouncer [-E …]  # only the integration tests, with pisgate reaching
+#                                   # PostgreSQL through PgBouncer 1.18 in transaction mode
 #
-# The whole run (no arguments) runs the tests twice: straight to PostgreSQL, then with
-# every pisgate under test behind PgBouncer (Debian's 1.18, transaction pooling, found by
-# database.pooler = "auto", LISTEN and migrations on the direct URL).
+# The whole run (no arguments) runs the integration tests twice: straight to PostgreSQL,
+# then with every pisgate under test behind PgBouncer in transaction mode (found by
+# database.pooler = "auto"; LISTEN and migrations on the direct URL): Debian's 1.18
+# ("transaction") for one part, a 1.24 with prepared statements ("transaction-prepared")
+# for the other, and not the bank-protocol modules (see nextest_through_pgbouncer).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 source scripts/lib/pg.sh
 source scripts/lib/pgbouncer.sh
+source scripts/lib/pgbouncer-build.sh
 source scripts/lib/env.sh
 
 only_pgbouncer=
@@ -32,6 +35,7 @@ step() { echo "== [$(date -u +%T), +$(( $(date +%s) - suite_started ))s] $*"; }
 cluster="test-$$"
 cleanup() {
     pgbouncer_stop "$cluster"
+    pgbouncer_stop "$cluster-prepared"
     pg_destroy "$cluster"
 }
 trap cleanup EXIT
@@ -41,24 +45,45 @@ export PISGATE_TEST_DATABASE_URL="postgres://postgres@127.0.0.1:$PG_PORT/postgre
 unset DATABASE_URL PGDATABASE
 export SQLX_OFFLINE=true
 
-# The tests once more, each pisgate behind PgBouncer in transaction mode (the tests
-# themselves create and inspect their databases directly: tests/api/helpers.rs).
+# The integration tests once more, each pisgate behind a PgBouncer in transaction mode (the
+# tests themselves create and inspect their databases directly: tests/api/helpers.rs), in
+# two halves: Debian's PgBouncer 1.18, where database.pooler = "auto" settles on
+# "transaction" (DEALLOCATE ALL, every query in a transaction), and a PgBouncer 1.24 built
+# from Debian's source (scripts/lib/pgbouncer-build.sh) with max_prepared_statements, where
+# it settles on "transaction-prepared". The bank-protocol modules (one adapter each, their
+# database work is the same payment flow the other modules drive) run in the first pass only.
+PROTOCOL_MODULES='seb|op|op_flow|berlin_group|berlin_group_sca|bg_aspsp|bankid_flow|nordea|banks|scenarios'
+PREPARED_MODULES='truth|payments|payment_search|ledger|tamper|events|webhooks|deferred|console|consent|pooler'
 nextest_through_pgbouncer() {
     ensure_promtool
     # One database per test, so one PgBouncer pool per test: idle server connections are
     # closed after 2 s, or the finished tests' pools would pile up past max_connections.
     # Two more entries for the pooler probe's test (tests/api/pooler.rs): the same cluster
     # in session and in statement mode.
+    pgbouncer_ensure_prepared_capable >/dev/null
+    PGBOUNCER_BIN=$PGBOUNCER_PREPARED_BIN PGBOUNCER_MAX_PREPARED_STATEMENTS=200 \
+        PGBOUNCER_SERVER_IDLE_TIMEOUT=2 pgbouncer_start "$cluster-prepared" "$PG_PORT" 10
+    local prepared="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres"
     PGBOUNCER_SERVER_IDLE_TIMEOUT=2 PGBOUNCER_EXTRA_DATABASES="\
 pisgate_probe_session = host=127.0.0.1 port=$PG_PORT dbname=postgres pool_mode=session
 pisgate_probe_statement = host=127.0.0.1 port=$PG_PORT dbname=postgres pool_mode=statement" \
         pgbouncer_start "$cluster" "$PG_PORT" 10
+    local plain="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres"
     # Only the integration tests (tests/api): they are the ones that start a pisgate on a
     # database; the unit tests beside the code never reach PgBouncer (PISGATE_TEST_PGBOUNCER_URL
     # is read only in tests/api) and ran in the first pass.
-    step "cargo nextest through PgBouncer (transaction pooling, 127.0.0.1:$PGBOUNCER_PORT)"
-    PISGATE_TEST_PGBOUNCER_URL="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/postgres" \
-        cargo nextest run --test api --locked --no-fail-fast "$@"
+    export PISGATE_TEST_PGBOUNCER_PREPARED_URL=$prepared
+    if [ $# -gt 0 ]; then
+        step "cargo nextest through PgBouncer 1.18 (transaction pooling, $plain)"
+        PISGATE_TEST_PGBOUNCER_URL=$plain cargo nextest run --test api --locked --no-fail-fast "$@"
+        return
+    fi
+    step "cargo nextest through PgBouncer 1.18 (transaction pooling, $plain)"
+    PISGATE_TEST_PGBOUNCER_URL=$plain cargo nextest run --test api --locked --no-fail-fast \
+        -E "not test(/^($PROTOCOL_MODULES|$PREPARED_MODULES)::/)"
+    step "cargo nextest through PgBouncer 1.24 (transaction pooling with prepared statements, $prepared)"
+    PISGATE_TEST_PGBOUNCER_URL=$prepared cargo nextest run --test api --locked --no-fail-fast \
+        -E "test(/^($PREPARED_MODULES)::/)"
 }
 
 # The metrics tests run `promtool check metrics` on a scrape.
