@@ -269,6 +269,7 @@ def shopper(tally, p, decision, psu, patience=30):
 
 
 FINAL_OPEN = ("awaiting_authorization", "authorized")
+FAILED = (0, 500, 502, 503, 504)  # a creation that failed for want of a database (or an answer)
 
 
 def reconcile(db, sandbox):
@@ -314,7 +315,9 @@ def print_table(title, table):
 #
 # Definitions (printed with the tables):
 #   recovery        from the fault to the first 201 answered to a creation request SENT after
-#                   the fault (through PgBouncer, HAProxy and whichever member is primary).
+#                   the phase's last failed creation (5xx or no answer), or after the fault when
+#                   none failed: when writes through pisgate (PgBouncer, HAProxy, whichever
+#                   member is primary) work again for good.
 #   primary writable from the fault to the first committed write of the drill's own probe
 #                   (a psql INSERT through HAProxy's primary port every 0.25 s) sent after it.
 #   a phase's payments the keys whose first creation request was sent between this phase's
@@ -896,7 +899,8 @@ def main():
     failures = []
     summary = []
     print()
-    print("Definitions: recovery = from the fault to the first 201 answered to a creation sent after the fault;"
+    print("Definitions: recovery = from the fault to the first 201 answered to a creation sent after the phase's"
+          " last failed creation (5xx or no answer; after the fault itself when none failed);"
           " primary writable = from the fault to the first committed probe write through HAProxy's primary port"
           " sent after it; a phase's answers (503s, 500s, errors) are those that came between its fault and the"
           " next phase's, its payments (lost, doubled, initiated twice, disagreements) those whose first creation"
@@ -907,8 +911,9 @@ def main():
         c = per[w]
         t0, t1 = windows[w][1], windows[w][2]
         f = ph["fault"]
-        first_201 = next((d for s, d, k, st, *_ in answers if k == "create" and st == 201 and s >= f), None)
-        errs = [(s, d) for s, d, k, st, *_ in answers if k == "create" and st not in (201, 400, 422) and t0 <= d < t1]
+        errs = [(s, d) for s, d, k, st, *_ in answers if k == "create" and st in FAILED and t0 <= d < t1]
+        since = max([f] + [d for _, d in errs])
+        first_201 = next((d for s, d, k, st, *_ in answers if k == "create" and st == 201 and s >= since), None)
         writable = next((d for s, d, ok, *_ in probe.records if ok and s >= f), None)
         probe_fail = [d for s, d, ok, *_ in probe.records if not ok and t0 <= d < t1]
         spans, overlaps = fence_overlap([r for s in fence for r in s.records], t0, t1)
@@ -918,13 +923,14 @@ def main():
             ("fault", ph["notes"][0]),
             *[("what happened", n) for n in ph["notes"][1:]],
             ("primary before -> after", f"{ph['before']} -> {ph['after']} ({ph['view']})"),
-            ("recovery (fault -> first 201 for a creation sent after it)", f"{recovery:.1f} s" if recovery is not None else "never"),
+            ("recovery (fault -> first 201 for a creation sent after the last failed one)",
+             f"{recovery:.1f} s" if recovery is not None else "never"),
             ("primary writable (fault -> first probe commit through HAProxy)",
              f"{writable - f:.1f} s" if writable else "never"),
             ("probe writes failed through HAProxy (window)",
              f"{len(probe_fail)} ({rel(min(probe_fail))} .. {rel(max(probe_fail))})" if probe_fail else "0"),
-            ("creation errors (window)", f"{len(errs)} ({rel(min(e[1] for e in errs))} .. {rel(max(e[1] for e in errs))})"
-             if errs else "0"),
+            ("failed creations (5xx, no answer; first .. last)",
+             f"{len(errs)} ({rel(min(e[1] for e in errs))} .. {rel(max(e[1] for e in errs))})" if errs else "0"),
             ("requests (creations / shoppers at pisgate)", f"{c['creations']} / {c['requests'] - c['creations']}"),
             ("201s / payments of the phase in the database", f"{c['201']} / {c['payments']}"),
             ("HTTP 503s (API 503s without Retry-After)", f"{c['503']} ({c['503 without Retry-After']})"),

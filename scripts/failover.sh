@@ -122,6 +122,12 @@ echo "== migrations and a merchant"
 "$bin" merchant create --name "Failover shop" --return-origin "https://shop.example" >"$work/merchant.json"
 
 export PG_STATE_DIR
+# In the background and waited for, so that a SIGTERM or SIGINT to this script runs the
+# cleanup at once (bash runs traps only between commands); the driver's pid is in the pids
+# file, so the cleanup ends it too.
 python3 scripts/failover.py --mode "$mode" --bin "$bin" --work "$work" --pids "$pids_file" \
     --root "$root" --pg-bindir "$bindir" --sandbox "http://127.0.0.1:$sandbox_port" \
-    --topology "$PATRONI_DIR/topology.json" --bouncer "$bouncer"
+    --topology "$PATRONI_DIR/topology.json" --bouncer "$bouncer" &
+driver=$!
+echo "$driver" >>"$pids_file"
+wait "$driver"
