@@ -319,7 +319,8 @@ def print_table(title, table):
 #                   none failed: when writes through pisgate (PgBouncer, HAProxy, whichever
 #                   member is primary) work again for good.
 #   primary writable from the fault to the first committed write of the drill's own probe
-#                   (a psql INSERT through HAProxy's primary port every 0.25 s) sent after it.
+#                   (a psql INSERT through HAProxy's primary port every 0.25 s, 2 s timeout)
+#                   sent after the phase's last failed probe write (or after the fault).
 #   a phase's payments the keys whose first creation request was sent between this phase's
 #                   fault and the next one's (lost, doubled, initiated twice, disagreements are
 #                   counted on them); its answers (503s, 500s): those that came in that window.
@@ -902,7 +903,7 @@ def main():
     print("Definitions: recovery = from the fault to the first 201 answered to a creation sent after the phase's"
           " last failed creation (5xx or no answer; after the fault itself when none failed);"
           " primary writable = from the fault to the first committed probe write through HAProxy's primary port"
-          " sent after it; a phase's answers (503s, 500s, errors) are those that came between its fault and the"
+          " sent after the phase's last failed one; a phase's answers (503s, 500s, errors) are those that came between its fault and the"
           " next phase's, its payments (lost, doubled, initiated twice, disagreements) those whose first creation"
           " request was sent in that window. Two members acknowledging writes at once = overlapping spans of"
           " acknowledged direct writes (every member, every 0.4 s, timed by the member's clock).")
@@ -914,8 +915,9 @@ def main():
         errs = [(s, d) for s, d, k, st, *_ in answers if k == "create" and st in FAILED and t0 <= d < t1]
         since = max([f] + [d for _, d in errs])
         first_201 = next((d for s, d, k, st, *_ in answers if k == "create" and st == 201 and s >= since), None)
-        writable = next((d for s, d, ok, *_ in probe.records if ok and s >= f), None)
         probe_fail = [d for s, d, ok, *_ in probe.records if not ok and t0 <= d < t1]
+        since = max([f] + probe_fail)
+        writable = next((d for s, d, ok, *_ in probe.records if ok and s >= since), None)
         spans, overlaps = fence_overlap([r for s in fence for r in s.records], t0, t1)
         rel = lambda t: f"{t - f:+.1f} s"  # noqa: E731
         recovery = first_201 - f if first_201 else None
@@ -925,7 +927,7 @@ def main():
             ("primary before -> after", f"{ph['before']} -> {ph['after']} ({ph['view']})"),
             ("recovery (fault -> first 201 for a creation sent after the last failed one)",
              f"{recovery:.1f} s" if recovery is not None else "never"),
-            ("primary writable (fault -> first probe commit through HAProxy)",
+            ("primary writable (fault -> first probe commit through HAProxy after the last failed probe)",
              f"{writable - f:.1f} s" if writable else "never"),
             ("probe writes failed through HAProxy (window)",
              f"{len(probe_fail)} ({rel(min(probe_fail))} .. {rel(max(probe_fail))})" if probe_fail else "0"),
