@@ -30,13 +30,16 @@
 # The DCS API (PATRONI_DCS): `etcd` (default) is Patroni's `etcd:` section, etcd's v2 API, which
 # etcd 3.4 serves with `--enable-v2` (deprecated there; gone in etcd 3.6). `etcd3` is Patroni's
 # `etcd3:` section (the v3 gRPC gateway, on by default). Not the default because Debian
-# bookworm's Patroni 3.0.2 has a bug there that the drill's SIGSTOP phase hits every time: an
-# old primary whose lease expired while it was frozen grants itself a new lease on waking and
-# writes the leader key UNCONDITIONALLY (its watch cache still shows itself as the leader), so
-# the member that took over is demoted and rewound and the commits it acknowledged meanwhile
-# are lost (patroni/patroni#2689, fixed in Patroni 3.0.3). Over the v2 API the leader key is
-# only ever updated by compare-and-swap on its value (test_and_set), so the woken old primary
-# fails to update it and demotes itself. With Patroni >= 3.0.3, `etcd3` is the better choice.
+# bookworm's Patroni 3.0.2 has a race there that the drill's SIGSTOP phase hit: an old primary
+# whose lease expired while it was frozen grants itself a new lease on waking and, when its
+# HA loop runs before its watch cache has caught up (the cache still shows it as the leader),
+# writes the leader key UNCONDITIONALLY, so the member that took over is demoted and rewound
+# and the commits it acknowledged meanwhile are lost (fixed upstream in May 2023, after 3.0.2:
+# patroni/patroni#2689 makes that write a compare-and-swap). In 1 of 2 runs on etcd3 (ttl 10):
+# 81 payments answered 201 were lost. Over the v2 API the leader key is only ever updated by
+# compare-and-swap on its value (test_and_set), so the woken old primary fails to update it
+# and demotes itself. With a Patroni that has the fix, `etcd3` is the better choice (etcd 3.6
+# drops the v2 API).
 #
 # Timing (bootstrap.dcs; Patroni's defaults are ttl 30, loop_wait 10, retry_timeout 10):
 #   ttl 15            the leader key's lifetime: a primary whose Patroni stops renewing it (the
