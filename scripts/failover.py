@@ -881,12 +881,13 @@ def main():
         per[payment_window.get(item.split(":")[0], 0)]["not_final"] += 1
     for pid in db_payments:
         per[payment_window.get(pid, 0)]["payments"] += 1
+    for k in given:
+        per[window_of(first_sent[k])]["201"] += 1
     answers = sorted(tally.answers)
     for sent, done, kind, status, code, retry_after in answers:
         c = per[window_of(done)]
         c["requests"] += 1
         c["creations"] += kind == "create"
-        c["201"] += kind == "create" and status == 201
         c["503"] += status == 503
         c["500"] += status == 500
         c["no answer"] += status == 0
@@ -934,7 +935,7 @@ def main():
             ("failed creations (5xx, no answer; first .. last)",
              f"{len(errs)} ({rel(min(e[1] for e in errs))} .. {rel(max(e[1] for e in errs))})" if errs else "0"),
             ("requests (creations / shoppers at pisgate)", f"{c['creations']} / {c['requests'] - c['creations']}"),
-            ("201s / payments of the phase in the database", f"{c['201']} / {c['payments']}"),
+            ("keys answered 201 / payments in the database (the phase's keys)", f"{c['201']} / {c['payments']}"),
             ("HTTP 503s (API 503s without Retry-After)", f"{c['503']} ({c['503 without Retry-After']})"),
             ("HTTP 500s", c["500"]),
             ("no answer (client timeout, reset)", c["no answer"]),
@@ -992,7 +993,7 @@ def main():
         print("| " + " | ".join(str(x) for x in row) + " |")
     by_status = collections.Counter(r[1] for r in rows)
     table = [
-        ("warm-up (before phase 1)", f"{c0['creations']} creations, {c0['201']} 201s, {c0['503']} 503s, "
+        ("warm-up (before phase 1)", f"{c0['creations']} creation requests, {c0['201']} keys answered 201, {c0['503']} 503s, "
                                      f"{c0['500']} 500s, lost {c0['lost']}, doubled {c0['doubled']}"),
         ("read replica before phase 1 (READ_URL = HAProxy's replica port)",
          f"in use {replica_check['in_use']:.0f}, lag {replica_check['lag_s']:.3f} s / {replica_check['lag_b']:.0f} bytes; "
