@@ -1,30 +1,59 @@
 #!/usr/bin/env bash
-# The failover drill (issue 16): a PostgreSQL primary and a streaming standby built from the
-# installed PostgreSQL 15 binaries (pg_basebackup -R, a physical replication slot,
-# SYNCHRONOUS replication: synchronous_standby_names names the standby and
-# synchronous_commit=on, so a commit the primary acknowledged is on the standby when it is
-# promoted), PgBouncer in transaction mode in front of the primary, two `serve` replicas
-# through it (PISGATE__DATABASE__POOLER=transaction; the direct URL for LISTEN and
-# migrations goes through a session-mode alias of the same PgBouncer, so repointing
-# PgBouncer repoints both), the sandbox bank in its own process, and load from several
-# clients that retry with the same Idempotency-Key while shoppers sign. Mid-load it SIGKILLs
-# the primary (the postmaster and its backends), promotes the standby (pg_ctl promote),
-# repoints PgBouncer (pgbouncer_repoint: new upstream, RELOAD), keeps loading, lets every
-# payment settle, reconciles pisgate's database with the bank and prints a summary. Before the
-# kill it checks the read replica (PISGATE__DATABASE__READ_URL = the standby): in use, its
-# lag, and 50 payment lists served by the standby. Exits non-zero unless lost = doubled =
-# initiated twice = HTTP 500s = 0, every payment is final and the replica check passed.
+# The failover drill on a real HA engine (issues 16 and 27): Patroni and etcd decide who is
+# the primary, not the drill.
 #
-#   scripts/failover.sh            # full: release build, 25 s of load before the kill, 40 s after
-#   scripts/failover.sh --quick    # debug build, under ~2 minutes (CI)
+# The stack, all on 127.0.0.1 (scripts/lib/patroni.sh starts and removes it):
+#   etcd 3.4 x 3             the DCS (loopback ports picked free)
+#   PostgreSQL 15 x 2        each under its own Patroni 3.0 (synchronous_mode on, fsync=on,
+#                            synchronous_commit=on, use_pg_rewind), data under $PG_STATE_DIR
+#                            owned by `postgres`
+#   HAProxy 2.6              port P: `option httpchk GET /primary` against every member's
+#                            Patroni REST API, `on-marked-down shutdown-sessions`; port R:
+#                            `GET /replica` (pisgate's READ_URL)
+#   PgBouncer 1.18           transaction mode in front of HAProxy's port P (`pisgate`), with a
+#                            session-mode alias (`pisgate_session`) for DIRECT_URL (LISTEN,
+#                            migrations); nobody repoints it: HAProxy follows Patroni
+#   2 x `serve`, the sandbox bank, and clients creating payments (retrying with the same
+#   Idempotency-Key) while shoppers sign (scripts/failover.py)
 #
-# PISGATE_BIN=/path/to/pisgate skips the build. Everything runs on 127.0.0.1 and is removed
-# on exit (processes, clusters, PgBouncer).
+# Patroni timing (bootstrap.dcs): ttl 15, loop_wait 1, retry_timeout 6 (Patroni's defaults
+# are 30/10/10). ttl is how long a primary whose Patroni went silent keeps the leader key (the
+# SIGSTOP phase waits that long for a new primary); loop_wait 1 notices a crashed postmaster
+# within a second; retry_timeout 6 outlasts an etcd leader election (~2 s here; with 3 the
+# primary demoted itself during it) and keeps loop_wait + 2 x retry_timeout <= ttl. Short so
+# the quick run stays short; production keeps the defaults (a 30 s ttl means up to ~30 s
+# without a primary when a node freezes). Details in scripts/lib/patroni.sh.
+#
+# Phases, under load, in order (scripts/failover.py prints a table for each and a summary):
+#   1 planned switchover      `patronictl switchover --force` to the synchronous standby
+#   2 unplanned failure       SIGKILL of the primary's postmaster and every backend (its
+#                             Patroni stays up; the drill reports whether Patroni restarted
+#                             PostgreSQL in place or failed over)
+#   3 etcd leader lost        SIGKILL of the etcd member that leads the raft; restarted after
+#   4 partition-like stop     SIGSTOP of the primary's Patroni and PostgreSQL until the other
+#                             member takes over, then SIGCONT: the old primary must never
+#                             acknowledge a commit once the new one accepts writes (synchronous
+#                             mode fences it: see failover.py), and rejoins as a replica
+#                             (pg_rewind)
+# Exits non-zero unless, in every phase, HTTP 500s = lost = doubled = initiated twice =
+# disagreements with the bank = 0, ledger verify passes on the new primary, every payment is
+# final at the end, no two members ever acknowledged writes at the same time, and the read
+# replica check (payment lists served by the standby through HAProxy's replica port) passes.
+#
+#   scripts/failover.sh            # full: release build, 20 s of load per phase
+#   scripts/failover.sh --quick    # debug build, a few seconds per phase, ~3 minutes (CI)
+#
+# PISGATE_BIN=/path/to/pisgate skips the build. FAILOVER_KEEP=1 keeps the work dir (logs; the
+# HA stack's logs and configuration in ha/). PATRONI_DCS=etcd3 runs Patroni on etcd's v3 API
+# (see scripts/lib/patroni.sh for why the default is the v2 API with Debian's Patroni 3.0.2).
+# Every process (etcd, Patroni, PostgreSQL, HAProxy, PgBouncer, serve, sandbox) is killed and
+# every directory removed on exit, also when the drill fails halfway.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 root=$PWD
 source scripts/lib/pg.sh
 source scripts/lib/pgbouncer.sh
+source scripts/lib/patroni.sh
 source scripts/lib/env.sh
 source scripts/lib/drill.sh
 export SQLX_OFFLINE=true
@@ -34,72 +63,45 @@ mode=full
 
 drill_build "$mode"
 
-primary="failover-primary-$$"
-standby="failover-standby-$$"
+ha="failover-$$"
 bouncer="failover-$$"
 drill_workdir
 cleanup() {
+    set +e
     drill_kill_pids
-    pgbouncer_stop "$bouncer" || true
-    pg_destroy "$standby" || true
-    pg_destroy "$primary" || true
+    pgbouncer_stop "$bouncer"
     rm -rf "$(pgbouncer_dir "$bouncer")"
+    [ -n "${FAILOVER_KEEP:-}" ] && patroni_save_logs "$ha" "$work/ha"
+    patroni_cluster_destroy "$ha"
     if [ -n "${FAILOVER_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
-bindir=$(pg_bindir 2>/dev/null || true)
+trap 'exit 130' INT TERM
 
-# -- the primary -------------------------------------------------------------------------------
-echo "== primary and synchronous standby (PostgreSQL $("${bindir:-/usr/lib/postgresql/15/bin}/postgres" --version 2>/dev/null | awk '{print $3}'))"
-# Durable: fsync and synchronous_commit on (the drill is about acknowledged commits).
-PG_DURABILITY="-c fsync=on -c synchronous_commit=on" \
-    PG_EXTRA_OPTIONS="-c wal_level=replica -c max_wal_senders=10 -c max_replication_slots=10 -c wal_keep_size=256MB" \
-    pg_start "$primary"
+echo "== etcd x3, PostgreSQL x${FAILOVER_MEMBERS:-2} under Patroni (synchronous_mode, DCS API ${PATRONI_DCS:-etcd}), HAProxy"
+t_stack=$(date +%s)
+patroni_cluster_start "$ha" "${FAILOVER_MEMBERS:-2}"
 bindir=$(pg_bindir)
-primary_port=$PG_PORT
-primary_dir="$PG_STATE_DIR/pg-$primary"
-"$bindir/psql" -qtAX -h 127.0.0.1 -p "$primary_port" -U postgres -d postgres \
-    -c "SELECT pg_create_physical_replication_slot('standby1')" >/dev/null
+echo "Patroni $(patroni --version | awk '{print $2}'), etcd $(etcd --version | awk '/etcd Version/ {print $3}'),"\
+     "$(haproxy -v | awk 'NR==1 {print $1, $3}'), PostgreSQL $("$bindir/postgres" --version | awk '{print $3}');"\
+     "up in $(( $(date +%s) - t_stack )) s"
+patroni_list "$ha" | python3 -c 'import json,sys
+for m in json.load(sys.stdin):
+    print("  %s %s %s %s TL %s" % (m["Member"], m["Role"], m["State"], m["Host"], m.get("TL")))'
+echo "HAProxy: primary port $HAPROXY_PRIMARY_PORT (GET /primary), replica port $HAPROXY_REPLICA_PORT (GET /replica)"
 
-# -- the standby: a base backup of the primary that follows it -------------------------------------
-standby_dir="$PG_STATE_DIR/pg-$standby"
-rm -rf "$standby_dir"
-mkdir -p "$standby_dir/run"
-[ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$standby_dir"
-# -c fast: an immediate checkpoint (a spread one takes minutes).
-pg_as_owner "$bindir/pg_basebackup" -h 127.0.0.1 -p "$primary_port" -U postgres \
-    -D "$standby_dir/data" -R -S standby1 -X stream -c fast >/dev/null
-# The walreceiver introduces itself as standby1: the name synchronous_standby_names waits for.
-pg_as_owner sh -c "echo \"primary_conninfo = 'host=127.0.0.1 port=$primary_port user=postgres application_name=standby1'\" >> '$standby_dir/data/postgresql.auto.conf'"
-PG_DURABILITY="-c fsync=on -c synchronous_commit=on" \
-    PG_EXTRA_OPTIONS="-c wal_level=replica -c max_wal_senders=10 -c max_replication_slots=10 -c hot_standby=on" \
-    pg_start "$standby"
-standby_port=$PG_PORT
-# Set after the base backup, so the standby (a primary after promotion) waits for nobody.
-"$bindir/psql" -qtAX -h 127.0.0.1 -p "$primary_port" -U postgres -d postgres \
-    -c "ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (standby1)'" -c "SELECT pg_reload_conf()" >/dev/null
-sync=""
-for _ in $(seq 1 100); do
-    sync=$("$bindir/psql" -qtAX -h 127.0.0.1 -p "$primary_port" -U postgres -d postgres \
-        -c "SELECT sync_state FROM pg_stat_replication WHERE application_name = 'standby1'")
-    [ "$sync" = sync ] && break
-    sleep 0.1
-done
-[ "$sync" = sync ] || { echo "the standby never became synchronous (sync_state '$sync')" >&2; exit 1; }
-echo "primary on $primary_port, standby on $standby_port streaming from it (sync_state $sync)"
-export PGHOST=127.0.0.1 PGPORT=$primary_port PGUSER=postgres
-
-# -- PgBouncer in front of the primary ----------------------------------------------------------
-# `pisgate` in transaction mode for the pooled URL; `pisgate_session` a session-mode alias of
-# the same database for the direct URL (LISTEN, migrations). pgbouncer_repoint rewrites both.
-# In session mode a client holds its server connection for its whole session: only the LISTEN
-# connections (one per replica) and migrations use it.
+# -- PgBouncer in front of HAProxy's primary port --------------------------------------------------
+# `pisgate` in transaction mode for the pooled URL; `pisgate_session` a session-mode alias for
+# the direct URL (LISTEN, migrations). HAProxy follows the primary, so PgBouncer is never
+# repointed; when HAProxy marks a primary down it shuts its sessions and PgBouncer opens new
+# server connections to whichever member is the primary next.
 session_pool=5
-PGBOUNCER_EXTRA_DATABASES="pisgate_session = host=127.0.0.1 port=$primary_port dbname=pisgate pool_mode=session pool_size=$session_pool" \
-    pgbouncer_start "$bouncer" "$primary_port" 10
-echo "PgBouncer (transaction mode, default_pool_size 10) on $PGBOUNCER_PORT"
+PGBOUNCER_EXTRA_DATABASES="pisgate_session = host=127.0.0.1 port=$HAPROXY_PRIMARY_PORT dbname=pisgate pool_mode=session pool_size=$session_pool" \
+    pgbouncer_start "$bouncer" "$HAPROXY_PRIMARY_PORT" 10
+echo "PgBouncer (transaction mode, default_pool_size 10) on $PGBOUNCER_PORT -> HAProxy $HAPROXY_PRIMARY_PORT"
 pooled_url="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/pisgate"
 session_url="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/pisgate_session"
+export PGHOST=127.0.0.1 PGPORT=$HAPROXY_PRIMARY_PORT PGUSER=postgres
 
 sandbox_port=$(pg_free_port)
 
@@ -107,9 +109,8 @@ drill_stack_env "$work" "$sandbox_port" failover-client
 export PISGATE__DATABASE__URL=$pooled_url
 export PISGATE__DATABASE__POOLER=transaction
 export PISGATE__DATABASE__DIRECT_URL=$session_url
-# Payment lists and events from the standby while it is within 5 s (before the kill a
-# streaming replica; after it the promoted primary itself).
-export PISGATE__DATABASE__READ_URL="postgres://postgres@127.0.0.1:$standby_port/pisgate"
+# Payment lists and events from a replica within 5 s, through HAProxy's replica port.
+export PISGATE__DATABASE__READ_URL="postgres://postgres@127.0.0.1:$HAPROXY_REPLICA_PORT/pisgate"
 export PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS=2
 drill_fast_clock 20
 export PISGATE__WEBHOOKS__ENABLED=false
@@ -121,7 +122,12 @@ echo "== migrations and a merchant"
 "$bin" merchant create --name "Failover shop" --return-origin "https://shop.example" >"$work/merchant.json"
 
 export PG_STATE_DIR
+# In the background and waited for, so that a SIGTERM or SIGINT to this script runs the
+# cleanup at once (bash runs traps only between commands); the driver's pid is in the pids
+# file, so the cleanup ends it too.
 python3 scripts/failover.py --mode "$mode" --bin "$bin" --work "$work" --pids "$pids_file" \
     --root "$root" --pg-bindir "$bindir" --sandbox "http://127.0.0.1:$sandbox_port" \
-    --primary-dir "$primary_dir" --standby-dir "$standby_dir" --standby-port "$standby_port" \
-    --primary-port "$primary_port" --bouncer "$bouncer"
+    --topology "$PATRONI_DIR/topology.json" --bouncer "$bouncer" &
+driver=$!
+echo "$driver" >>"$pids_file"
+wait "$driver"
