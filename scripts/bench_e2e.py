@@ -328,7 +328,6 @@ def run_wrk(stack, script, connections, seconds, tag):
     wal_before = wal_lsn()
     cluster = ClusterCpu()
     before["postgres"] = 0
-    counters = {k: InstructionCounter(v[0]) for k, v in pids.items()} if PERF_STAT else {}
     wall = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     pids["wrk"] = [proc.pid]
@@ -348,7 +347,6 @@ def run_wrk(stack, script, connections, seconds, tag):
     wall = time.perf_counter() - wall
     after = {k: cpu_ticks(v) for k, v in pids.items() if k != "wrk"}
     after["postgres"] = cluster.stop()
-    instructions = {k: c.stop() for k, c in counters.items()}
     wal = wal_bytes_since(wal_before)
     m = re.search(r"^RESULT (\{.*\})$", out, re.M)
     if not m:
@@ -365,36 +363,8 @@ def run_wrk(stack, script, connections, seconds, tag):
     r["cpu_ms"] = {k: (after[k] - before[k]) / CLK * 1000 / created for k in after}
     r["cpu_ms"]["wrk"] = (max(wrk_ticks) - before["wrk"]) / CLK * 1000 / created
     r["wal_per_payment"] = wal / created
-    r["instructions"] = {k: v / created for k, v in instructions.items() if v is not None}
     r["rss_serve"] = rss_mb(stack.serve_proc.pid)
     return r
-
-
-# BENCH_PERF_STAT=1: also count the instructions serve and the sandbox retire per payment
-# (`perf stat`), which the other processes on a shared machine disturb far less than CPU time.
-PERF_STAT = bool(os.environ.get("BENCH_PERF_STAT"))
-
-
-class InstructionCounter:
-    """`perf stat -e instructions` attached to one process for the window."""
-
-    def __init__(self, pid):
-        self.out = tempfile.NamedTemporaryFile(prefix="perf-stat-", suffix=".csv", delete=False).name
-        self.proc = subprocess.Popen(["perf", "stat", "-x", ",", "-e", "instructions", "-p", str(pid),
-                                      "-o", self.out], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-
-    def stop(self):
-        self.proc.send_signal(signal.SIGINT)
-        self.proc.wait()
-        with open(self.out) as f:
-            for line in f:
-                fields = line.split(",")
-                if len(fields) > 2 and fields[2].startswith("instructions"):
-                    try:
-                        return int(fields[0])
-                    except ValueError:
-                        return None
-        return None
 
 
 def wal_lsn():
@@ -765,11 +735,6 @@ def main():
               f"{floor['pg_cpu_ms']:.3f} / {minimal['pg_cpu_ms']:.3f} | {floor['wal']:.0f} / {minimal['wal']:.0f} | "
               f"{ms['postgres'] / minimal['pg_cpu_ms']:.2f} |")
     print()
-    if PERF_STAT:
-        print("instructions per payment (perf stat; user and kernel):")
-        for c, r, _, _ in rows:
-            print(f"  {c} connections: " + ", ".join(f"{k} {v / 1e6:.2f} M" for k, v in r["instructions"].items()))
-        print()
     if polls is not None:
         print(f"status polls/s, one replica, {POLL_PAYMENTS} payments always due, sandbox in its own process: {polls:.0f} "
               f"(CPU % serve {poll_cpu['serve']:.0f}, postgres {poll_cpu['postgres']:.0f}, sandbox {poll_cpu['sandbox']:.0f})")
