@@ -8,6 +8,7 @@
 #                                 # and serve as separate processes, wrk at 8/32/128
 #                                 # connections beside the pgbench floor (scripts/bench_e2e.py)
 #   scripts/bench.sh e2e --quick  # the same in a few seconds on the debug build (CI smoke)
+#   PISGATE_BIN=/path/to/pisgate scripts/bench.sh e2e   # that binary, no build
 set -euo pipefail
 cd "$(dirname "$0")/.."
 source scripts/lib/pg.sh
@@ -20,7 +21,10 @@ if [ "${1:-}" = "e2e" ]; then
         echo "wrk is missing; installing Debian's wrk" >&2
         DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk >&2
     fi
-    if [ "${1:-}" = "--quick" ]; then
+    if [ -n "${PISGATE_BIN:-}" ]; then
+        # A binary given (e.g. a copy of an earlier build, to compare two commits).
+        export PISGATE_BIN
+    elif [ "${1:-}" = "--quick" ]; then
         cargo build --locked --bin pisgate
         export PISGATE_BIN="$CARGO_TARGET_DIR/debug/pisgate"
     else

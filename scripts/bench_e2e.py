@@ -10,7 +10,13 @@ PostgreSQL; this script expects:
 
 Prints one table: payments/s, p50, p99, errors, CPU per process and RSS at 8, 32 and 128
 connections (median of 3 runs of 10 s; --quick: one run of 3 s at 8 and 32), the pgbench
-floor beside them and the ratio; status polls/s of one replica with the sandbox in its own
+floor beside them and the ratio; a second table with the CPU milliseconds per payment of each
+role (serve, PostgreSQL = every process of the cluster, the sandbox, wrk), the WAL bytes per
+payment, and two floors measured in the same run: the own-schema floor (pgbench writing
+pisgate's tables, with all of their indexes and triggers) and the minimal-schema floor (pgbench
+on a database with only the writes a payment inherently needs, primary keys only), each with
+its ratio, PostgreSQL's CPU and WAL per floor transaction, and PostgreSQL's CPU per payment over
+the minimal floor's per transaction; status polls/s of one replica with the sandbox in its own
 process; the delay from pisgate recording a status change to the merchant's receiver; the
 time from start to /readyz; RSS idle and under load.
 """
@@ -40,6 +46,10 @@ QUICK = "--quick" in sys.argv
 RUNS = 1 if QUICK else 3
 SECONDS = 3 if QUICK else 10
 CONNECTIONS = [8, 32] if QUICK else [8, 32, 128]
+# BENCH_CONNECTIONS=32 BENCH_CREATE_ONLY=1: one connection count, creation only (profiling).
+if os.environ.get("BENCH_CONNECTIONS"):
+    CONNECTIONS = [int(c) for c in os.environ["BENCH_CONNECTIONS"].split(",")]
+CREATE_ONLY = bool(os.environ.get("BENCH_CREATE_ONLY"))
 POLL_PAYMENTS = 300 if QUICK else 2000
 POLL_WINDOW = 3 if QUICK else 10
 WEBHOOK_PAYMENTS = 100 if QUICK else 400
@@ -105,13 +115,72 @@ def postmaster_pid():
 def postgres_ticks():
     """CPU of the whole cluster: the postmaster, its live children, and the children that
     exited (backends of connections that closed), which the kernel adds to the postmaster's
-    cutime/cstime."""
+    cutime/cstime. Racy while connections close (a backend reaped between the two reads is
+    in neither): for a measured window use ClusterCpu."""
     pm = postmaster_pid()
     with open(f"/proc/{pm}/stat") as f:
         fields = f.read().rsplit(")", 1)[1].split()
     total = sum(int(x) for x in fields[11:15])
-    out = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True)
-    return total + cpu_ticks(int(p) for p in out.stdout.split())
+    return total + cpu_ticks(postgres_children())
+
+
+def postgres_children():
+    pm = postmaster_pid()
+    try:
+        with open(f"/proc/{pm}/task/{pm}/children") as f:
+            return [int(p) for p in f.read().split()]
+    except FileNotFoundError:
+        out = subprocess.run(["pgrep", "-P", str(pm)], capture_output=True, text=True)
+        return [int(p) for p in out.stdout.split()]
+
+
+def pid_ticks(pid):
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+
+
+class ClusterCpu:
+    """The cluster's CPU over a window, every process of it: the postmaster and each child
+    (background processes, backends), sampled every 50 ms, each counted from its value at the
+    start (0 for a backend born in the window) to the last value seen. Connections that open
+    and close in the window (pgbench's, psql's) are counted without the race of reading the
+    postmaster's cutime beside its live children; what a backend spends after its last sample
+    (at most 50 ms of it) is missed."""
+
+    def __init__(self):
+        self.start = {}
+        self.last = {}
+        self.stop_flag = threading.Event()
+        pm = postmaster_pid()
+        for pid in [pm] + postgres_children():
+            t = pid_ticks(pid)
+            if t is not None:
+                self.start[pid] = self.last[pid] = t
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _sample(self):
+        pm = postmaster_pid()
+        for pid in [pm] + postgres_children():
+            t = pid_ticks(pid)
+            if t is not None:
+                self.start.setdefault(pid, 0)
+                self.last[pid] = t
+
+    def _run(self):
+        while not self.stop_flag.wait(0.05):
+            self._sample()
+
+    def stop(self):
+        """Ticks used in the window."""
+        self.stop_flag.set()
+        self.thread.join()
+        self._sample()
+        return sum(self.last[p] - self.start[p] for p in self.last)
 
 
 def http_get(url, timeout=5):
@@ -256,7 +325,9 @@ def run_wrk(stack, script, connections, seconds, tag):
            "-s", script, stack.base + "/v1/payments", "--", tag, json.dumps(PAYMENT), stack.api_key]
     pids = {"serve": [stack.serve_proc.pid], "sandbox": [stack.sandbox_proc.pid]}
     before = {k: cpu_ticks(v) for k, v in pids.items()}
-    before["postgres"] = postgres_ticks()
+    wal_before = wal_lsn()
+    cluster = ClusterCpu()
+    before["postgres"] = 0
     wall = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True)
     pids["wrk"] = [proc.pid]
@@ -275,7 +346,8 @@ def run_wrk(stack, script, connections, seconds, tag):
     sampler.join()
     wall = time.perf_counter() - wall
     after = {k: cpu_ticks(v) for k, v in pids.items() if k != "wrk"}
-    after["postgres"] = postgres_ticks()
+    after["postgres"] = cluster.stop()
+    wal = wal_bytes_since(wal_before)
     m = re.search(r"^RESULT (\{.*\})$", out, re.M)
     if not m:
         raise SystemExit("wrk printed no result:\n" + out)
@@ -286,8 +358,23 @@ def run_wrk(stack, script, connections, seconds, tag):
     r["errors"] = r["other"] + r["socket_errors"]
     r["cpu"] = {k: (after[k] - before[k]) / CLK / wall * 100 for k in after}
     r["cpu"]["wrk"] = (max(wrk_ticks) - before["wrk"]) / CLK / wall * 100
+    # CPU milliseconds per payment created, per role (postgres: every process of the cluster).
+    created = max(r["created"], 1)
+    r["cpu_ms"] = {k: (after[k] - before[k]) / CLK * 1000 / created for k in after}
+    r["cpu_ms"]["wrk"] = (max(wrk_ticks) - before["wrk"]) / CLK * 1000 / created
+    r["wal_per_payment"] = wal / created
     r["rss_serve"] = rss_mb(stack.serve_proc.pid)
     return r
+
+
+def wal_lsn():
+    return psql("SELECT pg_current_wal_insert_lsn()", db="postgres")
+
+
+def wal_bytes_since(lsn):
+    """WAL bytes the cluster wrote since `lsn` (the same quantity as pg_stat_wal.wal_bytes,
+    read from the insert position, which has no stats-flush delay)."""
+    return int(psql(f"SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '{lsn}')", db="postgres"))
 
 
 PGBENCH_SCRIPT = """
@@ -321,19 +408,96 @@ COMMIT;
 """
 
 
-def run_pgbench(stack, connections, seconds, work):
-    script = os.path.join(work, "floor.sql")
+# The minimal-schema floor: only the writes a payment inherently needs, on tables with their
+# primary keys and the one unique index (the idempotency key, here its primary key) and
+# nothing else: no secondary index, trigger, foreign key or JSON column. It lives in a database
+# of its own so that it shares nothing with pisgate's tables but the cluster.
+MINIMAL_DB = "floor_minimal"
+MINIMAL_SCHEMA = """
+CREATE TABLE idempotency_keys (
+    merchant_id uuid NOT NULL,
+    key text NOT NULL,
+    request_hash bytea NOT NULL,
+    payment_id uuid NOT NULL,
+    response_status smallint,
+    response_body text,
+    PRIMARY KEY (merchant_id, key)
+);
+CREATE TABLE payments (
+    id uuid PRIMARY KEY,
+    merchant_id uuid NOT NULL,
+    status text NOT NULL,
+    amount_minor bigint NOT NULL,
+    currency text NOT NULL,
+    creditor_account text NOT NULL,
+    return_url text NOT NULL,
+    bank_payment_id text,
+    authorization_url text,
+    created_at timestamptz NOT NULL
+);
+CREATE TABLE payment_events (
+    payment_id uuid NOT NULL,
+    seq integer NOT NULL,
+    kind text NOT NULL,
+    status text NOT NULL,
+    created_at timestamptz NOT NULL,
+    PRIMARY KEY (payment_id, seq)
+);
+"""
+
+MINIMAL_SCRIPT = """
+\\set n random(1, 9000000000000000000)
+BEGIN;
+INSERT INTO idempotency_keys (merchant_id, key, request_hash, payment_id)
+  VALUES ('{merchant}', 'floor-' || :n, decode(md5(:n::text), 'hex'), md5(:n::text)::uuid);
+INSERT INTO payments (id, merchant_id, status, amount_minor, currency, creditor_account, return_url, created_at)
+  VALUES (md5(:n::text)::uuid, '{merchant}', 'awaiting_authorization', 1050, 'EUR', 'FI1410093000123458',
+          'https://shop.example/done', now());
+INSERT INTO payment_events (payment_id, seq, kind, status, created_at)
+  VALUES (md5(:n::text)::uuid, 1, 'created', 'awaiting_authorization', now());
+COMMIT;
+BEGIN;
+UPDATE payments SET bank_payment_id = md5(:n::text), authorization_url = 'https://bank/sign'
+  WHERE id = md5(:n::text)::uuid;
+INSERT INTO payment_events (payment_id, seq, kind, status, created_at)
+  VALUES (md5(:n::text)::uuid, 2, 'initiated', 'awaiting_authorization', now());
+UPDATE idempotency_keys SET response_status = 201, response_body = '{{"id":"x"}}'
+  WHERE merchant_id = '{merchant}' AND key = 'floor-' || :n;
+COMMIT;
+"""
+
+
+def create_minimal_floor_db():
+    psql(f"DROP DATABASE IF EXISTS {MINIMAL_DB}", db="postgres")
+    psql(f"CREATE DATABASE {MINIMAL_DB}", db="postgres")
+    psql(MINIMAL_SCHEMA, db=MINIMAL_DB)
+
+
+def run_pgbench(stack, connections, seconds, work, minimal=False):
+    """One pgbench run of the floor (a transaction = one payment's two durable commits);
+    returns TPS and PostgreSQL's CPU ms and WAL bytes per transaction."""
+    script = os.path.join(work, "floor-minimal.sql" if minimal else "floor.sql")
     request = json.dumps(PAYMENT).replace("'", "''")
     with open(script, "w") as f:
-        f.write(PGBENCH_SCRIPT.format(merchant=stack.merchant_id, request=request))
+        f.write((MINIMAL_SCRIPT if minimal else PGBENCH_SCRIPT).format(merchant=stack.merchant_id, request=request))
+    wal_before = wal_lsn()
+    cluster = ClusterCpu()
     out = subprocess.run(
         [PGBENCH, "-h", "127.0.0.1", "-p", PG_PORT, "-U", "postgres", "-n", "-M", "prepared",
-         "-c", str(connections), "-j", str(min(2, connections)), "-T", str(seconds), "-f", script, "pisgate"],
+         "-c", str(connections), "-j", str(min(2, connections)), "-T", str(seconds), "-f", script,
+         MINIMAL_DB if minimal else "pisgate"],
         capture_output=True, text=True)
+    ticks = cluster.stop()
+    wal = wal_bytes_since(wal_before)
     if out.returncode != 0:
         raise SystemExit("pgbench failed:\n" + out.stdout + out.stderr)
-    m = re.search(r"tps = ([0-9.]+)", out.stdout)
-    return float(m.group(1))
+    tps = float(re.search(r"tps = ([0-9.]+)", out.stdout).group(1))
+    done = max(int(re.search(r"number of transactions actually processed: ([0-9]+)", out.stdout).group(1)), 1)
+    return {"tps": tps, "pg_cpu_ms": ticks / CLK * 1000 / done, "wal": wal / done}
+
+
+def median_floor(runs):
+    return sorted(runs, key=lambda r: r["tps"])[len(runs) // 2]
 
 
 def statement_profile(payments):
@@ -426,12 +590,12 @@ def polls_per_second(stack):
     time.sleep(1.5)
     pids = {"serve": [stack.serve_proc.pid], "sandbox": [stack.sandbox_proc.pid]}
     before_cpu = {k: cpu_ticks(v) for k, v in pids.items()}
-    before_pg = postgres_ticks()
+    cluster = ClusterCpu()
     before, t0 = count(), time.perf_counter()
     time.sleep(POLL_WINDOW)
     polls, secs = count() - before, time.perf_counter() - t0
     cpu = {k: (cpu_ticks(v) - before_cpu[k]) / CLK / secs * 100 for k, v in pids.items()}
-    cpu["postgres"] = (postgres_ticks() - before_pg) / CLK / secs * 100
+    cpu["postgres"] = cluster.stop() / CLK / secs * 100
     return polls / secs, cpu
 
 
@@ -522,6 +686,7 @@ def main():
             f.write(WRK_SCRIPT)
         # Warm up connections, caches and the sandbox's token.
         run_wrk(stack, script, 32, 2, "warm")
+        create_minimal_floor_db()
         rows = []
         profile = None
         for c in CONNECTIONS:
@@ -531,10 +696,13 @@ def main():
             if c == 32:
                 profile = statement_profile(sum(r["created"] for r in runs))
             floors = [run_pgbench(stack, c, SECONDS, work) for _ in range(RUNS)]
-            rows.append((c, median_run(runs), statistics.median(floors)))
+            minimal = [run_pgbench(stack, c, SECONDS, work, minimal=True) for _ in range(RUNS)]
+            rows.append((c, median_run(runs), median_floor(floors), median_floor(minimal)))
         rss_peak = rss_mb(stack.serve_proc.pid, "VmHWM")
-        polls, poll_cpu = polls_per_second(stack)
-        hook = webhook_delay(stack)
+        polls, poll_cpu, hook = None, None, None
+        if not CREATE_ONLY:
+            polls, poll_cpu = polls_per_second(stack)
+            hook = webhook_delay(stack)
     finally:
         stack.stop()
 
@@ -545,16 +713,33 @@ def main():
     print()
     print("| connections | payments/s | p50 ms | p99 ms | errors | floor TPS | ratio | CPU % serve / postgres / sandbox / wrk | serve RSS MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|---|---:|")
-    for c, r, floor in rows:
+    for c, r, floor, _ in rows:
         cpu = r["cpu"]
-        print(f"| {c} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {floor:.0f} | "
-              f"{r['rps'] / floor:.2f} | {cpu['serve']:.0f} / {cpu['postgres']:.0f} / {cpu['sandbox']:.0f} / {cpu['wrk']:.0f} | "
+        print(f"| {c} | {r['rps']:.0f} | {r['p50_ms']:.1f} | {r['p99_ms']:.1f} | {r['errors']} | {floor['tps']:.0f} | "
+              f"{r['rps'] / floor['tps']:.2f} | {cpu['serve']:.0f} / {cpu['postgres']:.0f} / {cpu['sandbox']:.0f} / {cpu['wrk']:.0f} | "
               f"{r['rss_serve']:.0f} |")
     print()
-    print(f"status polls/s, one replica, {POLL_PAYMENTS} payments always due, sandbox in its own process: {polls:.0f} "
-          f"(CPU % serve {poll_cpu['serve']:.0f}, postgres {poll_cpu['postgres']:.0f}, sandbox {poll_cpu['sandbox']:.0f})")
-    print(f"status change recorded -> merchant's receiver ({WEBHOOK_PAYMENTS} webhooks, ~{WEBHOOK_RATE} changes/s, one endpoint): "
-          f"p50 {hook[0]:.1f} ms, p99 {hook[1]:.1f} ms, max {hook[2]:.1f} ms")
+    print("CPU per payment by role (ms; postgres = every process of the cluster) and WAL per payment; floors: "
+          "own = pgbench on pisgate's tables, minimal = pgbench on the minimal schema (key, payment, event; "
+          "update, event, key answer; primary keys only); ratio = payments/s / floor TPS; "
+          "PG × minimal = PostgreSQL CPU per payment / the minimal floor's per transaction")
+    print()
+    print("| connections | serve ms | postgres ms | sandbox ms | wrk ms | WAL B/payment | own floor TPS | ratio own "
+          "| minimal floor TPS | ratio minimal | floor PG ms/txn own / minimal | floor WAL B/txn own / minimal | PG × minimal |")
+    print("|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|---|---:|")
+    for c, r, floor, minimal in rows:
+        ms = r["cpu_ms"]
+        print(f"| {c} | {ms['serve']:.3f} | {ms['postgres']:.3f} | {ms['sandbox']:.3f} | {ms['wrk']:.3f} | "
+              f"{r['wal_per_payment']:.0f} | {floor['tps']:.0f} | {r['rps'] / floor['tps']:.2f} | "
+              f"{minimal['tps']:.0f} | {r['rps'] / minimal['tps']:.2f} | "
+              f"{floor['pg_cpu_ms']:.3f} / {minimal['pg_cpu_ms']:.3f} | {floor['wal']:.0f} / {minimal['wal']:.0f} | "
+              f"{ms['postgres'] / minimal['pg_cpu_ms']:.2f} |")
+    print()
+    if polls is not None:
+        print(f"status polls/s, one replica, {POLL_PAYMENTS} payments always due, sandbox in its own process: {polls:.0f} "
+              f"(CPU % serve {poll_cpu['serve']:.0f}, postgres {poll_cpu['postgres']:.0f}, sandbox {poll_cpu['sandbox']:.0f})")
+        print(f"status change recorded -> merchant's receiver ({WEBHOOK_PAYMENTS} webhooks, ~{WEBHOOK_RATE} changes/s, one endpoint): "
+              f"p50 {hook[0]:.1f} ms, p99 {hook[1]:.1f} ms, max {hook[2]:.1f} ms")
     print(f"start to /readyz 200: {ready_ms:.0f} ms; serve RSS idle {rss_idle:.0f} MB, peak under load {rss_peak:.0f} MB")
     if profile:
         statements, per_payment, top = profile
@@ -565,7 +750,7 @@ def main():
         print("|---:|---:|---:|---|")
         for share, calls, mean, query in top:
             print(f"| {share:.0f}% | {calls:.2f} | {mean:.3f} | `{query}` |")
-    errors = sum(r["errors"] for _, r, _ in rows)
+    errors = sum(r["errors"] for _, r, _, _ in rows)
     if errors:
         print(f"{errors} requests were not answered 201: see {work}/serve.log", file=sys.stderr)
         sys.exit(1)

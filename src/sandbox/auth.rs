@@ -12,7 +12,6 @@ use axum::http::{HeaderMap, Method, Uri};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
 use rsa::pkcs1v15::Signature;
-use rsa::signature::Verifier;
 use secrecy::ExposeSecret;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
@@ -202,14 +201,17 @@ pub(crate) fn verify_request(
     let signature_bytes = STANDARD
         .decode(signature_b64.as_bytes())
         .map_err(|_| ApiError::signature("Signature is not valid base64."))?;
-    let signature = Signature::try_from(signature_bytes.as_slice())
-        .map_err(|_| ApiError::signature("Signature has the wrong length."))?;
-    sandbox
+    if Signature::try_from(signature_bytes.as_slice()).is_err() {
+        return Err(ApiError::signature("Signature has the wrong length."));
+    }
+    if !sandbox
         .verifying_key
-        .verify(message.as_bytes(), &signature)
-        .map_err(|_| {
-            ApiError::signature("Signature verification failed against the registered key.")
-        })?;
+        .verify(message.as_bytes(), &signature_bytes)
+    {
+        return Err(ApiError::signature(
+            "Signature verification failed against the registered key.",
+        ));
+    }
 
     // A body is bound to the signature through its digest; a DELETE signed with the three
     // base headers has none to check unless it sends one anyway.

@@ -2168,3 +2168,27 @@ async fn payments_are_found_by_external_id_oldest_first() {
     assert!(sb.sandbox.payment_by_external_id("ext").is_empty());
     sb.stop().await;
 }
+
+#[test]
+fn the_request_verifier_accepts_only_the_registered_keys_exact_signature() {
+    let verifier = RequestVerifier::new(key().to_public_key()).expect("verifier");
+    assert!(matches!(verifier, RequestVerifier::AwsLc { .. }));
+    let message = b"(request-target): post /personal/v2/payments";
+    let signature = SigningKey::<Sha256>::new(key().clone())
+        .sign(message)
+        .to_vec();
+    assert!(verifier.verify(message, &signature));
+    // Another message, a changed bit, a byte short or long, another key: all refused.
+    assert!(!verifier.verify(b"(request-target): get /personal/v2/payments", &signature));
+    let mut flipped = signature.clone();
+    flipped[10] ^= 1;
+    assert!(!verifier.verify(message, &flipped));
+    assert!(!verifier.verify(message, &signature[1..]));
+    let mut longer = vec![0u8];
+    longer.extend_from_slice(&signature);
+    assert!(!verifier.verify(message, &longer));
+    let other = SigningKey::<Sha256>::new(other_key().clone())
+        .sign(message)
+        .to_vec();
+    assert!(!verifier.verify(message, &other));
+}
