@@ -113,7 +113,15 @@ impl Db {
         }
         let options = PgPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(settings.acquire_timeout);
+            .acquire_timeout(settings.acquire_timeout)
+            // sqlx pings (an empty Sync, one round trip) every connection it hands out. Behind
+            // a pooler that ping proves only that the pooler is up, and PgBouncer lends a
+            // server connection to answer it: about six of the nine exchanges a payment
+            // creation cost (scripts/roundtrips.sh). A pooler connection that did die (the
+            // pooler restarted) fails its first query instead, answered 503
+            // (`ledger::health::is_unavailable`), and sqlx drops it. Straight to PostgreSQL
+            // the ping stays: there it does find connections a failover killed.
+            .test_before_acquire(mode == Mode::Session);
         Ok((options, connect, mode))
     }
 

@@ -693,3 +693,28 @@ async fn transaction_prepared_behind_pgbouncer_without_prepared_statements_refus
         .expect_err("named statements through a pooler that passes names through");
     assert!(err.to_string().contains("prepared statement"), "{err}");
 }
+
+/// Behind a pooler the pool does not ping a connection before handing it out (a round trip,
+/// and a server connection PgBouncer lends for it, per acquire: two thirds of the exchanges
+/// of a payment creation, scripts/roundtrips.sh); straight to PostgreSQL it does, where the
+/// ping finds the connections a failover killed.
+#[tokio::test]
+async fn only_a_pool_straight_to_postgresql_pings_connections_before_handing_them_out() {
+    let url = fresh_database().await;
+    for (pooler, pings) in [
+        (Pooler::None, true),
+        (Pooler::Transaction, false),
+        (Pooler::TransactionPrepared, false),
+    ] {
+        let db = Db::connect(&db_settings(pooler, 1), &url).await.unwrap();
+        assert_eq!(
+            db.pool().options().get_test_before_acquire(),
+            pings,
+            "{pooler:?}"
+        );
+        // And the pool works without it.
+        let v: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&db).await.unwrap();
+        assert_eq!(v, 1);
+        db.close().await;
+    }
+}
