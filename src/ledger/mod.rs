@@ -67,10 +67,14 @@ pub async fn resolve_pooler(settings: &mut DatabaseSettings) -> anyhow::Result<(
                 .await
                 .map_err(unreachable)?;
             let (pooler, evidence) = if found.pooler == Pooler::Transaction {
+                // Any doubt settles on "transaction", which is safe behind every pooler.
                 let prepared =
                     pooler::keeps_prepared_statements(settings.url(), settings.acquire_timeout)
                         .await
-                        .map_err(unreachable)?;
+                        .unwrap_or_else(|e| pooler::PreparedCheck {
+                            renamed: false,
+                            evidence: format!("the prepared-statement probe failed ({e})"),
+                        });
                 if prepared.renamed {
                     (
                         Pooler::TransactionPrepared,

@@ -202,25 +202,29 @@ pub async fn keeps_prepared_statements(
         sqlx::raw_sql("BEGIN").execute(&mut conn).await?;
         let marker = format!("pisgate_prepared_probe_{}", uuid::Uuid::new_v4().simple());
         let probe = format!("SELECT $1::int4 AS {marker}");
-        match sqlx::query_scalar::<_, i32>(&probe)
-            .bind(1)
-            .fetch_one(&mut conn)
+        let prepared = async {
+            sqlx::query_scalar::<_, i32>(&probe)
+                .bind(1)
+                .fetch_one(&mut conn)
+                .await?;
+            sqlx::query_scalar::<_, String>(
+                "SELECT name FROM pg_prepared_statements WHERE strpos(statement, $1) > 0",
+            )
+            .bind(&marker)
+            .fetch_all(&mut conn)
             .await
-        {
-            Ok(_) => {}
-            // Another client's `sqlx_s_1` on the server connection we were lent: names are
-            // passed through (and another pisgate in "transaction" mode left it there).
+        }
+        .await;
+        let names = match prepared {
+            Ok(names) => names,
+            // Another client's `sqlx_s_1` (or `_2`) on the server connection we were lent:
+            // names are passed through (a pisgate in "transaction" mode leaves its last
+            // transaction's statements there until its next `BEGIN; DEALLOCATE ALL`).
             Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P05") => {
                 return Ok(None);
             }
             Err(e) => return Err(e),
-        }
-        let names: Vec<String> = sqlx::query_scalar(
-            "SELECT name FROM pg_prepared_statements WHERE strpos(statement, $1) > 0",
-        )
-        .bind(&marker)
-        .fetch_all(&mut conn)
-        .await?;
+        };
         if !names.iter().any(|n| n.starts_with("PGBOUNCER_")) {
             // Our statements sit on a server under sqlx's names, and no rollback removes
             // them: leave none behind for the next client of that server connection.
@@ -235,7 +239,7 @@ pub async fn keeps_prepared_statements(
         return Ok(PreparedCheck {
             renamed: false,
             evidence: "preparing a statement through it met another client's statement of the \
-                       same name (sqlx_s_1) on the server: statement names are passed through"
+                       same name (sqlx_s_…) on the server: statement names are passed through"
                 .into(),
         });
     };

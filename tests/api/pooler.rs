@@ -665,10 +665,25 @@ async fn transaction_prepared_behind_pgbouncer_without_prepared_statements_refus
     let (_, name) = direct.rsplit_once('/').unwrap();
     let through = format!("{base}/{name}");
 
-    let mut auto = db_settings(Pooler::Auto, 2);
-    auto.url = SecretString::from(through.clone());
-    pisgate::ledger::resolve_pooler(&mut auto).await.unwrap();
-    assert_eq!(auto.pooler, Pooler::Transaction);
+    // Pisgates in "transaction" mode leave their last transaction's statements (sqlx_s_1,
+    // sqlx_s_2, …) on the server connections until their next BEGIN; the probes meet them
+    // and still answer (three replicas starting at once did, in the test suite).
+    let wrapped = Db::connect(&db_settings(Pooler::Transaction, 10), &through)
+        .await
+        .unwrap();
+    workload(&wrapped, 10, 3).await.unwrap();
+    for _ in 0..10 {
+        let check =
+            pisgate::ledger::pooler::keeps_prepared_statements(&through, Duration::from_secs(5))
+                .await
+                .unwrap();
+        assert!(!check.renamed, "{}", check.evidence);
+        let mut auto = db_settings(Pooler::Auto, 2);
+        auto.url = SecretString::from(through.clone());
+        pisgate::ledger::resolve_pooler(&mut auto).await.unwrap();
+        assert_eq!(auto.pooler, Pooler::Transaction);
+    }
+    wrapped.close().await;
 
     let overrides = [
         ("PISGATE__DATABASE__URL", through.as_str()),
