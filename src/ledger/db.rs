@@ -116,8 +116,9 @@ impl Db {
             .acquire_timeout(settings.acquire_timeout)
             // sqlx pings (an empty Sync, one round trip) every connection it hands out. Behind
             // a pooler that ping proves only that the pooler is up, and PgBouncer lends a
-            // server connection to answer it: about six of the nine exchanges a payment
-            // creation cost (scripts/roundtrips.sh). A pooler connection that did die (the
+            // server connection to answer it: a third of the nine exchanges a payment
+            // creation cost (scripts/roundtrips.sh; sqlx's ping on release, another third,
+            // cannot be turned off). A pooler connection that did die (the
             // pooler restarted) fails its first query instead, answered 503
             // (`ledger::health::is_unavailable`), and sqlx drops it. Straight to PostgreSQL
             // the ping stays: there it does find connections a failover killed.

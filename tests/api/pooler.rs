@@ -710,8 +710,8 @@ async fn transaction_prepared_behind_pgbouncer_without_prepared_statements_refus
 }
 
 /// Behind a pooler the pool does not ping a connection before handing it out (a round trip,
-/// and a server connection PgBouncer lends for it, per acquire: two thirds of the exchanges
-/// of a payment creation, scripts/roundtrips.sh); straight to PostgreSQL it does, where the
+/// and a server connection PgBouncer lends for it, per acquire: a third of the exchanges of
+/// a payment creation, scripts/roundtrips.sh); straight to PostgreSQL it does, where the
 /// ping finds the connections a failover killed.
 #[tokio::test]
 async fn only_a_pool_straight_to_postgresql_pings_connections_before_handing_them_out() {
