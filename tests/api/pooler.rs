@@ -668,10 +668,43 @@ async fn transaction_prepared_behind_pgbouncer_without_prepared_statements_refus
     // Pisgates in "transaction" mode leave their last transaction's statements (sqlx_s_1,
     // sqlx_s_2, …) on the server connections until their next BEGIN; the probes meet them
     // and still answer (three replicas starting at once did, in the test suite).
-    let wrapped = Db::connect(&db_settings(Pooler::Transaction, 10), &through)
-        .await
-        .unwrap();
-    workload(&wrapped, 10, 3).await.unwrap();
+    // Ten fresh clients in "transaction" mode's way (BEGIN; DEALLOCATE ALL, uncached named
+    // statements), two transactions of one statement each, the second held until all ten
+    // hold one (so on the pool's ten server connections): every server connection is left
+    // with sqlx_s_2 and without sqlx_s_1, so the probe's first statement passes and its
+    // second (sqlx_s_2) meets another client's.
+    use sqlx::{ConnectOptions as _, Connection as _};
+    use std::str::FromStr as _;
+    let options = sqlx::postgres::PgConnectOptions::from_str(&through)
+        .unwrap()
+        .statement_cache_capacity(0);
+    let all_in = tokio::sync::Barrier::new(10);
+    let client = |t: i64| {
+        let (options, all_in) = (options.clone(), &all_in);
+        async move {
+            let mut c = options.connect().await.unwrap();
+            for (n, sql) in ["SELECT $1::int8 + 1", "SELECT $1::int8 + 2"]
+                .into_iter()
+                .enumerate()
+            {
+                sqlx::raw_sql("BEGIN; DEALLOCATE ALL")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(t)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+                if n == 1 {
+                    all_in.wait().await;
+                }
+                sqlx::raw_sql("COMMIT").execute(&mut c).await.unwrap();
+            }
+            c.close().await.unwrap();
+        }
+    };
+    futures_util::future::join_all((0..10).map(client)).await;
     for _ in 0..10 {
         let check =
             pisgate::ledger::pooler::keeps_prepared_statements(&through, Duration::from_secs(5))
@@ -683,7 +716,6 @@ async fn transaction_prepared_behind_pgbouncer_without_prepared_statements_refus
         pisgate::ledger::resolve_pooler(&mut auto).await.unwrap();
         assert_eq!(auto.pooler, Pooler::Transaction);
     }
-    wrapped.close().await;
 
     let overrides = [
         ("PISGATE__DATABASE__URL", through.as_str()),
