@@ -12,6 +12,13 @@
 #       # suite makes a database per test: their pools must not pile up);
 #       # PGBOUNCER_EXTRA_DATABASES adds lines to [databases] (e.g. a session-mode alias:
 #       #   "pisgate_session = host=127.0.0.1 port=5432 dbname=pisgate pool_mode=session")
+#       # PGBOUNCER_BIN runs that binary instead of Debian's (e.g. the 1.24 one that
+#       #   scripts/lib/pgbouncer-build.sh builds);
+#       # PGBOUNCER_MAX_PREPARED_STATEMENTS writes max_prepared_statements (PgBouncer >= 1.21
+#       #   only: protocol-level prepared statements in transaction mode, for
+#       #   database.pooler = "transaction-prepared"); unset, the line is not written;
+#       # PGBOUNCER_QUIET=1 turns off log_connections/log_disconnections (a line per
+#       #   connection costs PgBouncer's single thread CPU under load).
 #   pgbouncer_repoint NAME NEW_PG_PORT   # new upstream for every entry, then RELOAD (failover)
 #   pgbouncer_admin NAME "SHOW POOLS"    # the admin console
 #   pgbouncer_stop NAME
@@ -21,6 +28,7 @@
 # PgBouncer refuses to run as root: as root it runs as the `postgres` user, like the cluster.
 
 pgbouncer_ensure_installed() {
+    [ -n "${PGBOUNCER_BIN:-}" ] && return 0
     if ! command -v pgbouncer >/dev/null 2>&1 && ! [ -x /usr/sbin/pgbouncer ]; then
         echo "pgbouncer: not found; installing Debian's pgbouncer package" >&2
         DEBIAN_FRONTEND=noninteractive apt-get update -qq >&2
@@ -31,6 +39,7 @@ pgbouncer_ensure_installed() {
 }
 
 pgbouncer_bin() {
+    [ -n "${PGBOUNCER_BIN:-}" ] && { echo "$PGBOUNCER_BIN"; return 0; }
     command -v pgbouncer 2>/dev/null || echo /usr/sbin/pgbouncer
 }
 
@@ -64,6 +73,9 @@ query_wait_timeout = 30
 ignore_startup_parameters = extra_float_digits,options
 logfile = $dir/pgbouncer.log
 pidfile = $dir/pgbouncer.pid
+${PGBOUNCER_MAX_PREPARED_STATEMENTS:+max_prepared_statements = $PGBOUNCER_MAX_PREPARED_STATEMENTS}
+${PGBOUNCER_QUIET:+log_connections = 0}
+${PGBOUNCER_QUIET:+log_disconnections = 0}
 EOF
     printf '"postgres" ""\n' >"$dir/userlist.txt"
 }
@@ -80,8 +92,15 @@ pgbouncer_start() {
     echo "$pool" >"$dir/pool"
     printf '%s\n' "${PGBOUNCER_EXTRA_DATABASES:-}" >"$dir/extra"
     pgbouncer_write_ini "$dir" "$upstream" "$port" "$pool"
+    local bin
+    bin=$(pgbouncer_bin)
+    if [ -n "${PGBOUNCER_BIN:-}" ] && [ "$(id -u)" -eq 0 ]; then
+        # A built binary under /root, which `postgres` cannot enter: run a copy.
+        cp "$PGBOUNCER_BIN" "$dir/pgbouncer-bin"
+        bin=$dir/pgbouncer-bin
+    fi
     [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$dir"
-    pg_as_owner "$(pgbouncer_bin)" -d "$dir/pgbouncer.ini" >/dev/null 2>&1 \
+    pg_as_owner "$bin" -d "$dir/pgbouncer.ini" >/dev/null 2>&1 \
         || { tail -20 "$dir/pgbouncer.log" >&2; return 1; }
     local i
     for i in $(seq 1 100); do

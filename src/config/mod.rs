@@ -353,8 +353,15 @@ pub enum Pooler {
     /// A pooler in transaction mode (PgBouncer `pool_mode = transaction`): a server
     /// connection is ours only inside a transaction.
     Transaction,
+    /// A pooler in transaction mode that keeps protocol-level prepared statements across
+    /// server connections (PgBouncer >= 1.21 with `max_prepared_statements` > 0): no session
+    /// state either, but sqlx's statement cache works and single queries need no
+    /// transaction of their own. `ledger::resolve_pooler` proves the pooler does that at
+    /// start, and refuses to start when it does not.
+    #[serde(rename = "transaction-prepared")]
+    TransactionPrepared,
     /// Not said: `ledger::resolve_pooler` probes `url` at start and settles on one of the
-    /// two. Until then it is treated as the safe one, `Transaction`.
+    /// three. Until then it is treated as the safe one, `Transaction`.
     Auto,
 }
 
@@ -363,8 +370,14 @@ impl Pooler {
         match self {
             Pooler::None => "none",
             Pooler::Transaction => "transaction",
+            Pooler::TransactionPrepared => "transaction-prepared",
             Pooler::Auto => "auto",
         }
+    }
+
+    /// Whether a connection of the pool is a session (no transaction pooler in between).
+    pub fn is_session(self) -> bool {
+        self == Pooler::None
     }
 }
 
@@ -871,7 +884,7 @@ impl DatabaseSettings {
         match (&self.direct_url, self.pooler) {
             (Some(direct), _) => Some(direct.expose_secret()),
             (None, Pooler::None) => Some(self.url()),
-            (None, Pooler::Transaction | Pooler::Auto) => None,
+            (None, Pooler::Transaction | Pooler::TransactionPrepared | Pooler::Auto) => None,
         }
     }
 }
@@ -993,11 +1006,15 @@ fn validate_database(raw: RawDatabase) -> Result<DatabaseSettings, SettingsError
     let pooler = match required("database.pooler", raw.pooler)?.trim() {
         "none" => Pooler::None,
         "transaction" => Pooler::Transaction,
+        "transaction-prepared" => Pooler::TransactionPrepared,
         "auto" => Pooler::Auto,
         other => {
             return Err(SettingsError::invalid(
                 "database.pooler",
-                format!("{other:?} is not one of \"auto\", \"none\", \"transaction\""),
+                format!(
+                    "{other:?} is not one of \"auto\", \"none\", \"transaction\", \
+                     \"transaction-prepared\""
+                ),
             ));
         }
     };
@@ -1204,6 +1221,36 @@ mod tests {
         .to_string();
         assert!(err.contains("PISGATE__DATABASE__MAX_CONNECTIONS"), "{err}");
         assert!(err.contains("many"), "{err}");
+    }
+
+    #[test]
+    fn transaction_prepared_is_a_pooler_mode_without_sessions_and_a_misspelling_is_named() {
+        let s = Settings::load_from(&sources(&[
+            DB,
+            ("PISGATE__DATABASE__POOLER", "transaction-prepared"),
+        ]))
+        .unwrap();
+        assert_eq!(s.database.pooler, Pooler::TransactionPrepared);
+        assert_eq!(s.database.pooler.as_str(), "transaction-prepared");
+        assert!(!s.database.pooler.is_session());
+        // As with "transaction": no session through the pooler, only over the direct URL.
+        assert_eq!(s.database.session_url(), None);
+        let s = Settings::load_from(&sources(&[
+            DB,
+            ("PISGATE__DATABASE__POOLER", " transaction-prepared "),
+            ("PISGATE__DATABASE__DIRECT_URL", "postgres://u:p@primary/db"),
+        ]))
+        .unwrap();
+        assert_eq!(s.database.pooler, Pooler::TransactionPrepared);
+        assert_eq!(s.database.session_url(), Some("postgres://u:p@primary/db"));
+
+        for wrong in ["transaction_prepared", "prepared", "Transaction-Prepared"] {
+            let err = Settings::load_from(&sources(&[DB, ("PISGATE__DATABASE__POOLER", wrong)]))
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("PISGATE__DATABASE__POOLER"), "{err}");
+            assert!(err.contains("\"transaction-prepared\""), "{err}");
+        }
     }
 
     #[test]

@@ -21,6 +21,18 @@
 //!   row, `ledger::tokens`), no `SET`, and LISTEN goes over `database.direct_url`
 //!   (`ledger::listener::Listener`), migrations too.
 //!
+//! Behind a pooler that keeps protocol-level prepared statements (PgBouncer >= 1.21 with
+//! `max_prepared_statements` > 0, `database.pooler = "transaction-prepared"`) the pooler
+//! itself tracks each client's named statements and prepares them on whichever server
+//! connection it lends (under names of its own), so the statement cache is on, a single
+//! query runs as an autocommit statement (one exchange once its statement is cached; the
+//! pooler keeps both halves of a first run apart safely), and a transaction opens with a
+//! plain `BEGIN`. Still no session state (the same rules as above). That mode is only
+//! safe where the pooler really does this: behind one that passes statement names through
+//! (PgBouncer 1.18, or `max_prepared_statements = 0`) a client's `sqlx_s_3` could meet
+//! another client's `sqlx_s_3` on a server; `ledger::resolve_pooler` proves it at start
+//! (`ledger::pooler::keeps_prepared_statements`) and refuses to start otherwise.
+//!
 //! Without a pooler (or with one in session mode) a [`Db`] is a plain pool: one exchange per
 //! query, cached statements, no extra round trips.
 
@@ -39,60 +51,98 @@ use std::str::FromStr;
 /// How a transaction starts behind a transaction pooler: one simple-query exchange.
 const POOLED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
 
+/// How a [`Db`] uses its connections.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Mode {
+    /// Each connection is a session.
+    Session,
+    /// Behind a transaction pooler that knows nothing of prepared statements: every query
+    /// in a transaction, `DEALLOCATE ALL` first, no statement cache.
+    Wrapped,
+    /// Behind a transaction pooler that keeps prepared statements: cached statements,
+    /// autocommit single queries, no session state.
+    Prepared,
+}
+
+impl Mode {
+    fn of(pooler: Pooler) -> Mode {
+        match pooler {
+            Pooler::None => Mode::Session,
+            Pooler::TransactionPrepared => Mode::Prepared,
+            // "auto" is settled before a pool is made (`ledger::resolve_pooler`); were it
+            // not, the mode that is safe behind any pooler.
+            Pooler::Transaction | Pooler::Auto => Mode::Wrapped,
+        }
+    }
+}
+
 /// A connection pool and the mode it runs in. Cheap to clone (the pool is shared).
 #[derive(Clone, Debug)]
 pub struct Db {
     pool: PgPool,
-    pooled: bool,
+    mode: Mode,
 }
 
 impl Db {
     /// A pool on `url`, in the mode `pooler` says.
     pub async fn connect(settings: &DatabaseSettings, url: &str) -> Result<Db, sqlx::Error> {
-        let (options, connect, pooled) = Db::options(settings, url)?;
+        let (options, connect, mode) = Db::options(settings, url)?;
         let pool = options
             .min_connections(settings.min_connections)
             .connect_with(connect)
             .await?;
-        Ok(Db { pool, pooled })
+        Ok(Db { pool, mode })
     }
 
     /// As [`Db::connect`], without connecting yet: the first use does (a replica that is
     /// down at start must not stop the start).
     pub fn connect_lazy(settings: &DatabaseSettings, url: &str) -> Result<Db, sqlx::Error> {
-        let (options, connect, pooled) = Db::options(settings, url)?;
+        let (options, connect, mode) = Db::options(settings, url)?;
         let pool = options.min_connections(0).connect_lazy_with(connect);
-        Ok(Db { pool, pooled })
+        Ok(Db { pool, mode })
     }
 
     fn options(
         settings: &DatabaseSettings,
         url: &str,
-    ) -> Result<(PgPoolOptions, PgConnectOptions, bool), sqlx::Error> {
-        // "auto" is settled before a pool is made (`ledger::resolve_pooler`); were it not,
-        // the mode that is safe behind any pooler.
-        let pooled = settings.pooler != Pooler::None;
+    ) -> Result<(PgPoolOptions, PgConnectOptions, Mode), sqlx::Error> {
+        let mode = Mode::of(settings.pooler);
         let mut connect = PgConnectOptions::from_str(url)?;
-        if pooled {
+        if mode == Mode::Wrapped {
             connect = connect.statement_cache_capacity(0);
         }
         let options = PgPoolOptions::new()
             .max_connections(settings.max_connections)
-            .acquire_timeout(settings.acquire_timeout);
-        Ok((options, connect, pooled))
+            .acquire_timeout(settings.acquire_timeout)
+            // sqlx pings (an empty Sync, one round trip) every connection it hands out. Behind
+            // a pooler that ping proves only that the pooler is up, and PgBouncer lends a
+            // server connection to answer it: a third of the nine exchanges a payment
+            // creation cost (scripts/roundtrips.sh; sqlx's ping on release, another third,
+            // cannot be turned off). A pooler connection that did die (the
+            // pooler restarted) fails its first query instead, answered 503
+            // (`ledger::health::is_unavailable`), and sqlx drops it. Straight to PostgreSQL
+            // the ping stays: there it does find connections a failover killed.
+            .test_before_acquire(mode == Mode::Session);
+        Ok((options, connect, mode))
     }
 
     /// A pool that is a session per connection (tests, tools).
     pub fn direct(pool: PgPool) -> Db {
         Db {
             pool,
-            pooled: false,
+            mode: Mode::Session,
         }
     }
 
-    /// Whether this pool is behind a transaction pooler.
+    /// Whether this pool is behind a transaction pooler (either kind).
     pub fn pooled(&self) -> bool {
-        self.pooled
+        self.mode != Mode::Session
+    }
+
+    /// Whether every query runs in a transaction of its own, opened with `DEALLOCATE ALL`
+    /// (`database.pooler = "transaction"`).
+    pub fn wraps_queries(&self) -> bool {
+        self.mode == Mode::Wrapped
     }
 
     /// The pool itself, for what needs a session and knows it has one (migrations on a
@@ -102,7 +152,7 @@ impl Db {
     }
 
     pub async fn begin(&self) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.open(if self.pooled {
+        self.open(if self.wraps_queries() {
             Some(Cow::Borrowed(POOLED_BEGIN))
         } else {
             None
@@ -117,7 +167,7 @@ impl Db {
         &self,
         statement: &'static str,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        self.open(Some(if self.pooled {
+        self.open(Some(if self.wraps_queries() {
             Cow::Owned(format!("{statement}; DEALLOCATE ALL"))
         } else {
             Cow::Borrowed(statement)
@@ -151,10 +201,13 @@ impl Db {
     }
 
     /// A connection for a few reads (and sequence draws): the pool's own, or (behind a
-    /// transaction pooler) one inside a transaction that is ROLLED BACK when it is dropped.
-    /// Never write through it: writes go through the pool itself or [`Db::begin`].
+    /// transaction pooler without prepared statements) one inside a transaction that is
+    /// ROLLED BACK when it is dropped. Never write through it: writes go through the pool
+    /// itself or [`Db::begin`]. Each read on it is a statement of its own: no snapshot, no
+    /// session state is shared between two of them (behind a transaction pooler that keeps
+    /// prepared statements, two reads may be served by two server connections).
     pub async fn read_conn(&self) -> Result<Conn, sqlx::Error> {
-        if self.pooled {
+        if self.wraps_queries() {
             Ok(Conn::InTransaction(self.begin().await?))
         } else {
             Ok(Conn::Session(self.pool.acquire().await?))
@@ -216,7 +269,7 @@ impl<'p> Executor<'p> for &'_ Db {
         'p: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        if !self.pooled {
+        if !self.wraps_queries() {
             return (&self.pool).fetch_many(query);
         }
         let db = self.clone();
@@ -239,7 +292,7 @@ impl<'p> Executor<'p> for &'_ Db {
         'p: 'e,
         E: 'q + Execute<'q, Postgres>,
     {
-        if !self.pooled {
+        if !self.wraps_queries() {
             return (&self.pool).fetch_optional(query);
         }
         let db = self.clone();
@@ -259,7 +312,8 @@ impl<'p> Executor<'p> for &'_ Db {
     where
         'p: 'e,
     {
-        // A prepared statement object outlives any transaction: only where it is a session.
+        // A prepared statement object outlives any transaction: only where it is a session
+        // (or the pooler keeps prepared statements).
         (&self.pool).prepare_with(sql, parameters)
     }
 

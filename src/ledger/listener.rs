@@ -101,7 +101,7 @@ impl Listener {
     pub fn spawn(self: &Arc<Self>, mut stop: watch::Receiver<bool>) {
         let Some(url) = self.url.clone() else {
             tracing::info!(
-                "no database session for LISTEN (database.pooler is \"transaction\" and \
+                "no database session for LISTEN (database.pooler is a transaction pooler and \
                  database.direct_url is not set): workers poll on their timers and API keys \
                  are not cached"
             );

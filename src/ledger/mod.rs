@@ -40,29 +40,96 @@ use sqlx::migrate::Migrator;
 /// The schema migrations compiled into the binary.
 pub static MIGRATOR: Migrator = sqlx::migrate!("./migrations");
 
-/// Settles `database.pooler = "auto"` by probing `database.url` ([`pooler::detect`]), so
-/// that everything after sees "none" or "transaction"; a setting of either is taken as
-/// given. Call it before anything connects or asks for [`DatabaseSettings::session_url`].
+/// Settles `database.pooler` before anything connects or asks for
+/// [`DatabaseSettings::session_url`]:
+/// - `"auto"` probes `database.url` ([`pooler::detect`]): a session gives "none"; a
+///   transaction pooler gives "transaction-prepared" when it keeps prepared statements
+///   ([`pooler::keeps_prepared_statements`], PgBouncer >= 1.21 with
+///   `max_prepared_statements` > 0), "transaction" otherwise (PgBouncer 1.18);
+/// - `"transaction-prepared"` is proved: behind a transaction pooler that passes statement
+///   names through, it is an error (statements of two clients could meet on one server
+///   connection), not a start;
+/// - `"none"` and `"transaction"` are taken as given.
 pub async fn resolve_pooler(settings: &mut DatabaseSettings) -> anyhow::Result<()> {
-    if settings.pooler != crate::config::Pooler::Auto {
-        return Ok(());
+    use crate::config::Pooler;
+    let unreachable = |e: pooler::ProbeError| match e {
+        pooler::ProbeError::Database(e) => redact_connect_error(e).context(format!(
+            "cannot connect to the database (PISGATE__DATABASE__URL) to see what pooler is in \
+             front of it (database.pooler = \"{}\"; \"none\" or \"transaction\" skip the probe)",
+            settings.pooler.as_str()
+        )),
+        pooler::ProbeError::Unusable(why) => anyhow::anyhow!(why),
+    };
+    match settings.pooler {
+        Pooler::None | Pooler::Transaction => Ok(()),
+        Pooler::Auto => {
+            let found = pooler::detect(settings.url(), settings.acquire_timeout)
+                .await
+                .map_err(unreachable)?;
+            let (pooler, evidence) = if found.pooler == Pooler::Transaction {
+                // Any doubt settles on "transaction", which is safe behind every pooler.
+                let prepared =
+                    pooler::keeps_prepared_statements(settings.url(), settings.acquire_timeout)
+                        .await
+                        .unwrap_or_else(|e| pooler::PreparedCheck {
+                            renamed: false,
+                            evidence: format!("the prepared-statement probe failed ({e})"),
+                        });
+                if prepared.renamed {
+                    (
+                        Pooler::TransactionPrepared,
+                        format!("{}; {}", found.evidence, prepared.evidence),
+                    )
+                } else {
+                    (
+                        Pooler::Transaction,
+                        format!("{}; {}", found.evidence, prepared.evidence),
+                    )
+                }
+            } else {
+                (found.pooler, found.evidence)
+            };
+            tracing::info!(
+                pooler = pooler.as_str(),
+                evidence = %evidence,
+                "database.pooler is auto: detected"
+            );
+            settings.pooler = pooler;
+            Ok(())
+        }
+        Pooler::TransactionPrepared => {
+            let prepared =
+                pooler::keeps_prepared_statements(settings.url(), settings.acquire_timeout)
+                    .await
+                    .map_err(unreachable)?;
+            if prepared.renamed {
+                tracing::info!(evidence = %prepared.evidence, "database.pooler is transaction-prepared: confirmed");
+                return Ok(());
+            }
+            // Names passed through: fine on a session (PostgreSQL itself, a session pooler),
+            // fatal behind a transaction pooler.
+            let found = pooler::detect(settings.url(), settings.acquire_timeout)
+                .await
+                .map_err(unreachable)?;
+            if found.pooler == Pooler::None {
+                tracing::info!(
+                    evidence = %found.evidence,
+                    "database.pooler is transaction-prepared and database.url is a session: \
+                     works as it is"
+                );
+                return Ok(());
+            }
+            anyhow::bail!(
+                "database.pooler (PISGATE__DATABASE__POOLER) is \"transaction-prepared\", but the \
+                 transaction pooler at database.url does not keep prepared statements across \
+                 server connections ({}; {}): that needs PgBouncer 1.21 or later with \
+                 max_prepared_statements > 0. Set max_prepared_statements, or use \
+                 database.pooler = \"transaction\"",
+                found.evidence,
+                prepared.evidence
+            )
+        }
     }
-    let found = pooler::detect(settings.url(), settings.acquire_timeout)
-        .await
-        .map_err(|e| match e {
-            pooler::ProbeError::Database(e) => redact_connect_error(e).context(
-                "cannot connect to the database (PISGATE__DATABASE__URL) to see whether it is \
-                 a pooler (database.pooler = \"auto\"; \"none\" or \"transaction\" skip the probe)",
-            ),
-            pooler::ProbeError::Unusable(why) => anyhow::anyhow!(why),
-        })?;
-    tracing::info!(
-        pooler = found.pooler.as_str(),
-        evidence = %found.evidence,
-        "database.pooler is auto: detected"
-    );
-    settings.pooler = found.pooler;
-    Ok(())
 }
 
 /// Opens the pool and proves the database answers.
@@ -92,8 +159,9 @@ pub fn connect_read(settings: &DatabaseSettings) -> anyhow::Result<Option<Db>> {
 pub async fn connect_session(settings: &DatabaseSettings) -> anyhow::Result<sqlx::PgPool> {
     let Some(url) = settings.session_url() else {
         anyhow::bail!(
-            "migrations need a database session, and database.pooler is \"transaction\": \
-             set PISGATE__DATABASE__DIRECT_URL to the primary (not through the pooler)"
+            "migrations need a database session, and database.pooler is \"{}\": \
+             set PISGATE__DATABASE__DIRECT_URL to the primary (not through the pooler)",
+            settings.pooler.as_str()
         );
     };
     sqlx::postgres::PgPoolOptions::new()

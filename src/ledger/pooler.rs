@@ -20,6 +20,14 @@
 //!
 //! A pooler in statement mode refuses transactions, and pisgate cannot work without them:
 //! that is an error that says so.
+//!
+//! Whether a transaction pooler keeps protocol-level prepared statements across server
+//! connections (`database.pooler = "transaction-prepared"`, [`keeps_prepared_statements`])
+//! shows in the name a statement gets on the server: PgBouncer >= 1.21 with
+//! `max_prepared_statements` > 0 prepares a client's `sqlx_s_1` on each server connection
+//! under a name of its own (`PGBOUNCER_…`) and maps it back; a pooler that passes names
+//! through (PgBouncer 1.18, or `max_prepared_statements = 0`) leaves `sqlx_s_1` there, where
+//! another client's `sqlx_s_1`, a different statement, would meet it.
 
 use crate::config::Pooler;
 use sqlx::postgres::PgConnectOptions;
@@ -162,4 +170,97 @@ async fn close_all_held(holding: Vec<PgConnection>) {
         let _ = sqlx::raw_sql("ROLLBACK").execute(&mut c).await;
         let _ = c.close().await;
     }
+}
+
+/// What [`keeps_prepared_statements`] saw.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PreparedCheck {
+    /// The pooler renames (and so tracks) the client's prepared statements.
+    pub renamed: bool,
+    pub evidence: String,
+}
+
+/// Prepares a named statement through `url` inside a transaction (so both exchanges and the
+/// look-up reach one server connection) and asks the server under which name it holds it.
+/// The transaction is rolled back; the connection closed.
+pub async fn keeps_prepared_statements(
+    url: &str,
+    connect_timeout: Duration,
+) -> Result<PreparedCheck, ProbeError> {
+    // The statement cache on (sqlx's default): the probe statement is a named one.
+    let options = PgConnectOptions::from_str(url)?.application_name("pisgate pooler probe");
+    let mut conn = match tokio::time::timeout(connect_timeout, options.connect()).await {
+        Ok(c) => c?,
+        Err(_) => {
+            return Err(ProbeError::Database(sqlx::Error::Io(std::io::Error::new(
+                std::io::ErrorKind::TimedOut,
+                format!("no connection within {} s", connect_timeout.as_secs()),
+            ))));
+        }
+    };
+    let outcome = async {
+        sqlx::raw_sql("BEGIN").execute(&mut conn).await?;
+        let marker = format!("pisgate_prepared_probe_{}", uuid::Uuid::new_v4().simple());
+        let probe = format!("SELECT $1::int4 AS {marker}");
+        let prepared = async {
+            sqlx::query_scalar::<_, i32>(&probe)
+                .bind(1)
+                .fetch_one(&mut conn)
+                .await?;
+            sqlx::query_scalar::<_, String>(
+                "SELECT name FROM pg_prepared_statements WHERE strpos(statement, $1) > 0",
+            )
+            .bind(&marker)
+            .fetch_all(&mut conn)
+            .await
+        }
+        .await;
+        let names = match prepared {
+            Ok(names) => names,
+            // Another client's `sqlx_s_1` (or `_2`) on the server connection we were lent:
+            // names are passed through (a pisgate in "transaction" mode leaves its last
+            // transaction's statements there until its next `BEGIN; DEALLOCATE ALL`).
+            Err(sqlx::Error::Database(e)) if e.code().as_deref() == Some("42P05") => {
+                return Ok(None);
+            }
+            Err(e) => return Err(e),
+        };
+        if !names.iter().any(|n| n.starts_with("PGBOUNCER_")) {
+            // Our statements sit on a server under sqlx's names, and no rollback removes
+            // them: leave none behind for the next client of that server connection.
+            sqlx::raw_sql("DEALLOCATE ALL").execute(&mut conn).await?;
+        }
+        Ok::<_, sqlx::Error>(Some(names))
+    }
+    .await;
+    let _ = sqlx::raw_sql("ROLLBACK").execute(&mut conn).await;
+    let _ = conn.close().await;
+    let Some(names) = outcome? else {
+        return Ok(PreparedCheck {
+            renamed: false,
+            evidence: "preparing a statement through it met another client's statement of the \
+                       same name (sqlx_s_…) on the server: statement names are passed through"
+                .into(),
+        });
+    };
+    Ok(match names.as_slice() {
+        [] => PreparedCheck {
+            renamed: false,
+            evidence: "a statement prepared through it was not found on the server".into(),
+        },
+        [name, ..] if name.starts_with("sqlx_s_") => PreparedCheck {
+            renamed: false,
+            evidence: format!(
+                "a statement prepared through it sits on the server under the client's own \
+                 name ({name}): statement names are passed through"
+            ),
+        },
+        [name, ..] => PreparedCheck {
+            renamed: true,
+            evidence: format!(
+                "a statement prepared through it sits on the server as {name}: the pooler \
+                 tracks prepared statements"
+            ),
+        },
+    })
 }

@@ -481,3 +481,287 @@ async fn cancel_opening_transactions(pooler: Pooler) {
         "connections left idle in transaction ({pooler:?})"
     );
 }
+
+// -- database.pooler = "transaction-prepared" ----------------------------------------------------
+
+/// The PgBouncer >= 1.21 in transaction mode with `max_prepared_statements` > 0 that
+/// `scripts/test.sh` starts next to the 1.18 one (`PISGATE_TEST_PGBOUNCER_PREPARED_URL`,
+/// built by scripts/lib/pgbouncer-build.sh), without a database name, or `None` (with a
+/// note) where it is not set.
+fn prepared_pgbouncer_base() -> Option<String> {
+    let Ok(pooler) = std::env::var("PISGATE_TEST_PGBOUNCER_PREPARED_URL") else {
+        eprintln!(
+            "PISGATE_TEST_PGBOUNCER_PREPARED_URL is not set: runs only where a PgBouncer >= 1.21 \
+             with max_prepared_statements is given"
+        );
+        return None;
+    };
+    Some(pooler.rsplit_once('/').unwrap().0.to_owned())
+}
+
+/// Statements on the server connection behind `conn` under sqlx's own names (`sqlx_s_…`)
+/// and under PgBouncer's (`PGBOUNCER_…`): `pg_prepared_statements` shows its own backend's.
+async fn statement_names_on(conn: &mut sqlx::PgConnection) -> (i64, i64) {
+    sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE name LIKE 'sqlx_s_%'),
+                count(*) FILTER (WHERE name LIKE 'PGBOUNCER_%')
+           FROM pg_prepared_statements",
+    )
+    .fetch_one(conn)
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn transaction_prepared_on_postgresql_itself_caches_statements_and_wraps_no_query() {
+    let url = fresh_database().await;
+    let db = Db::connect(&db_settings(Pooler::TransactionPrepared, 1), &url)
+        .await
+        .unwrap();
+    assert!(db.pooled() && !db.wraps_queries());
+    workload(&db, 1, 5).await.unwrap();
+    // The statement cache is on: the workload's statements are still prepared.
+    let mut conn = db.read_conn().await.unwrap();
+    assert!(leftover_statements(&mut conn).await >= 5);
+    drop(conn);
+    sqlx::query("CREATE TABLE t (v int)")
+        .execute(&db)
+        .await
+        .unwrap();
+    // A single query is a statement of its own, not wrapped in BEGIN … COMMIT: VACUUM
+    // refuses to run inside a transaction block, so it shows which one it got.
+    sqlx::query("VACUUM t").execute(&db).await.unwrap();
+    let wrapped = Db::connect(&db_settings(Pooler::Transaction, 1), &url)
+        .await
+        .unwrap();
+    let err = sqlx::query("VACUUM t")
+        .execute(&wrapped)
+        .await
+        .expect_err("in \"transaction\" mode every query is in a transaction");
+    assert!(err.to_string().contains("transaction block"), "{err}");
+
+    // Given on a session (no transaction pooler in between), the mode is proved harmless
+    // at start and kept.
+    let mut settings = db_settings(Pooler::TransactionPrepared, 2);
+    settings.url = SecretString::from(url.clone());
+    pisgate::ledger::resolve_pooler(&mut settings)
+        .await
+        .unwrap();
+    assert_eq!(settings.pooler, Pooler::TransactionPrepared);
+}
+
+/// Runs where `PISGATE_TEST_PGBOUNCER_PREPARED_URL` names a PgBouncer >= 1.21 in transaction
+/// mode with `max_prepared_statements` > 0: "auto" settles on "transaction-prepared", the
+/// pool survives many clients' statements with the cache on, and pisgate's real payment
+/// flow (create, the bank's signing, the poller, the ledger) ends paid through it.
+#[tokio::test]
+async fn through_pgbouncer_with_prepared_statements_the_transaction_prepared_mode_pays_a_payment() {
+    use sqlx::Connection as _;
+    let Some(base) = prepared_pgbouncer_base() else {
+        return;
+    };
+    let direct = fresh_database().await;
+    let (_, name) = direct.rsplit_once('/').unwrap();
+    let through = format!("{base}/{name}");
+
+    let mut auto = db_settings(Pooler::Auto, 2);
+    auto.url = SecretString::from(through.clone());
+    pisgate::ledger::resolve_pooler(&mut auto).await.unwrap();
+    assert_eq!(auto.pooler, Pooler::TransactionPrepared);
+    let mut given = db_settings(Pooler::TransactionPrepared, 2);
+    given.url = SecretString::from(through.clone());
+    pisgate::ledger::resolve_pooler(&mut given).await.unwrap();
+
+    // Eight clients' worth of different statements, each first run two exchanges that
+    // PgBouncer may serve on two server connections, all with sqlx's cache on.
+    let db = Db::connect(&db_settings(Pooler::TransactionPrepared, 8), &through)
+        .await
+        .unwrap();
+    workload(&db, 8, 100).await.unwrap();
+    // On the servers they sit under PgBouncer's names, never under sqlx's.
+    let mut tx = db.begin().await.unwrap();
+    let (sqlx_named, pgbouncer_named) = statement_names_on(&mut tx).await;
+    tx.rollback().await.unwrap();
+    assert_eq!(sqlx_named, 0);
+    assert!(pgbouncer_named > 0);
+    db.close().await;
+
+    let app = crate::helpers::spawn_app_on(
+        &direct,
+        &[
+            ("PISGATE__DATABASE__URL", &through),
+            ("PISGATE__DATABASE__DIRECT_URL", &direct),
+            ("PISGATE__DATABASE__POOLER", "transaction-prepared"),
+            ("PISGATE__POLLER__ENABLED", "true"),
+            ("PISGATE__POLLER__SIGNING_INTERVAL", "300ms"),
+            ("PISGATE__POLLER__AUTHORIZED_INTERVAL", "300ms"),
+            ("PISGATE__POLLER__IDLE_WAIT", "500ms"),
+            ("PISGATE__POLLER__MAX_BACKOFF", "1s"),
+        ],
+        |c| {
+            c.confirm_delay = Duration::ZERO;
+            c.paid_delay = Duration::from_millis(500);
+        },
+    )
+    .await;
+    let m = app.create_merchant("Prepared shop").await;
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let p = app.create_payment(&m.api_key, &body("FI")).await;
+        let id = p["id"].as_str().unwrap().to_owned();
+        let back = app
+            .sign(
+                p["authorization_url"].as_str().unwrap(),
+                &format!("psu-{i}"),
+                true,
+            )
+            .await;
+        assert_eq!(back.status(), 303);
+        ids.push(id);
+    }
+    let deadline = Instant::now() + Duration::from_secs(20);
+    for id in &ids {
+        loop {
+            let p = app.get_payment(&m.api_key, id).await;
+            if p["status"] == "paid" {
+                break;
+            }
+            assert!(Instant::now() < deadline, "{id} is {}", p["status"]);
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+    // The app's pool ran in that mode, and the ledger it wrote verifies.
+    assert!(app.pool.pooled() && !app.pool.wraps_queries());
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+
+    // Nothing left open on the cluster.
+    let mut admin = sqlx::PgConnection::connect(&crate::helpers::cluster_url())
+        .await
+        .unwrap();
+    let open: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM pg_stat_activity
+          WHERE datname = $1 AND state LIKE 'idle in transaction%'",
+    )
+    .bind(name)
+    .fetch_one(&mut admin)
+    .await
+    .unwrap();
+    assert_eq!(open, 0);
+}
+
+/// Runs in the PgBouncer 1.18 pass (`PISGATE_TEST_PGBOUNCER_URL`): "transaction-prepared"
+/// behind a pooler that passes statement names through is refused at start with a message
+/// that says why and what to do; "auto" there settles on "transaction"; and what the check
+/// prevents is real: the mode's pool, forced behind that pooler, trips over statements.
+#[tokio::test]
+async fn transaction_prepared_behind_pgbouncer_without_prepared_statements_refuses_to_start() {
+    let Some(base) = pgbouncer_base() else {
+        return;
+    };
+    let direct = fresh_database().await;
+    let (_, name) = direct.rsplit_once('/').unwrap();
+    let through = format!("{base}/{name}");
+
+    // Pisgates in "transaction" mode leave their last transaction's statements (sqlx_s_1,
+    // sqlx_s_2, …) on the server connections until their next BEGIN; the probes meet them
+    // and still answer (three replicas starting at once did, in the test suite).
+    // Ten fresh clients in "transaction" mode's way (BEGIN; DEALLOCATE ALL, uncached named
+    // statements), two transactions of one statement each, the second held until all ten
+    // hold one (so on the pool's ten server connections): every server connection is left
+    // with sqlx_s_2 and without sqlx_s_1, so the probe's first statement passes and its
+    // second (sqlx_s_2) meets another client's.
+    use sqlx::{ConnectOptions as _, Connection as _};
+    use std::str::FromStr as _;
+    let options = sqlx::postgres::PgConnectOptions::from_str(&through)
+        .unwrap()
+        .statement_cache_capacity(0);
+    let all_in = tokio::sync::Barrier::new(10);
+    let client = |t: i64| {
+        let (options, all_in) = (options.clone(), &all_in);
+        async move {
+            let mut c = options.connect().await.unwrap();
+            for (n, sql) in ["SELECT $1::int8 + 1", "SELECT $1::int8 + 2"]
+                .into_iter()
+                .enumerate()
+            {
+                sqlx::raw_sql("BEGIN; DEALLOCATE ALL")
+                    .execute(&mut c)
+                    .await
+                    .unwrap();
+                sqlx::query_scalar::<_, i64>(sql)
+                    .bind(t)
+                    .fetch_one(&mut c)
+                    .await
+                    .unwrap();
+                if n == 1 {
+                    all_in.wait().await;
+                }
+                sqlx::raw_sql("COMMIT").execute(&mut c).await.unwrap();
+            }
+            c.close().await.unwrap();
+        }
+    };
+    futures_util::future::join_all((0..10).map(client)).await;
+    for _ in 0..10 {
+        let check =
+            pisgate::ledger::pooler::keeps_prepared_statements(&through, Duration::from_secs(5))
+                .await
+                .unwrap();
+        assert!(!check.renamed, "{}", check.evidence);
+        let mut auto = db_settings(Pooler::Auto, 2);
+        auto.url = SecretString::from(through.clone());
+        pisgate::ledger::resolve_pooler(&mut auto).await.unwrap();
+        assert_eq!(auto.pooler, Pooler::Transaction);
+    }
+
+    let overrides = [
+        ("PISGATE__DATABASE__URL", through.as_str()),
+        ("PISGATE__DATABASE__DIRECT_URL", direct.as_str()),
+        ("PISGATE__DATABASE__POOLER", "transaction-prepared"),
+    ];
+    let settings = crate::helpers::settings(&direct, &overrides);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let err = match pisgate::app::Application::build_on(settings, listener).await {
+        Ok(_) => panic!("pisgate started in transaction-prepared mode behind PgBouncer 1.18"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("PISGATE__DATABASE__POOLER"), "{err}");
+    assert!(err.contains("max_prepared_statements"), "{err}");
+    assert!(err.contains("sqlx_s_"), "the evidence is named: {err}");
+
+    let forced = Db::connect(&db_settings(Pooler::TransactionPrepared, 8), &through)
+        .await
+        .unwrap();
+    let err = workload(&forced, 8, 100)
+        .await
+        .expect_err("named statements through a pooler that passes names through");
+    assert!(err.to_string().contains("prepared statement"), "{err}");
+}
+
+/// Behind a pooler the pool does not ping a connection before handing it out (a round trip,
+/// and a server connection PgBouncer lends for it, per acquire: a third of the exchanges of
+/// a payment creation, scripts/roundtrips.sh); straight to PostgreSQL it does, where the
+/// ping finds the connections a failover killed.
+#[tokio::test]
+async fn only_a_pool_straight_to_postgresql_pings_connections_before_handing_them_out() {
+    let url = fresh_database().await;
+    for (pooler, pings) in [
+        (Pooler::None, true),
+        (Pooler::Transaction, false),
+        (Pooler::TransactionPrepared, false),
+    ] {
+        let db = Db::connect(&db_settings(pooler, 1), &url).await.unwrap();
+        assert_eq!(
+            db.pool().options().get_test_before_acquire(),
+            pings,
+            "{pooler:?}"
+        );
+        // And the pool works without it.
+        let v: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&db).await.unwrap();
+        assert_eq!(v, 1);
+        db.close().await;
+    }
+}
