@@ -53,7 +53,7 @@ export SQLX_OFFLINE=true
 # it settles on "transaction-prepared". The bank-protocol modules (one adapter each, their
 # database work is the same payment flow the other modules drive) run in the first pass only.
 PROTOCOL_MODULES='seb|op|op_flow|berlin_group|berlin_group_sca|bg_aspsp|bankid_flow|nordea|banks|scenarios'
-PREPARED_MODULES='truth|payments|payment_search|ledger|tamper|events|webhooks|deferred|console|consent|pooler'
+PREPARED_MODULES='truth|payments|payment_search|ledger|tamper|events|webhooks|deferred|console|consent'
 nextest_through_pgbouncer() {
     ensure_promtool
     # One database per test, so one PgBouncer pool per test: idle server connections are
