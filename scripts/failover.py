@@ -983,8 +983,8 @@ def main():
     print()
     print(f"failover drill ({A.mode}) summary: etcd 3.4 x3, PostgreSQL 15 x{len(cluster.members)} under Patroni 3.0"
           f" (synchronous_mode, ttl 15, loop_wait 1, retry_timeout 6, DCS API {cluster.t.get('dcs')}),"
-          " HAProxy (GET /primary) <- PgBouncer 1.18"
-          f" (transaction mode) <- 2 serve, {clients} clients with same-key retries")
+          f" HAProxy (GET /primary) <- {os.environ.get('FAILOVER_BOUNCER_LABEL', 'PgBouncer 1.18 (transaction mode)')}"
+          f" <- 2 serve, {clients} clients with same-key retries")
     head = ("phase", "primary", "recovery s", "writable s", "503s", "500s", "lost", "doubled", "initiated twice",
             "disagreements", "2 writable", "ledger verify")
     print("| " + " | ".join(head) + " |")

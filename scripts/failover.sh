@@ -43,6 +43,8 @@
 #   scripts/failover.sh            # full: release build, 20 s of load per phase
 #   scripts/failover.sh --quick    # debug build, a few seconds per phase, ~3 minutes (CI)
 #
+# FAILOVER_POOLER=transaction-prepared runs pisgate in that mode behind a PgBouncer 1.24 with
+# max_prepared_statements (the default: "transaction" behind Debian's 1.18).
 # PISGATE_BIN=/path/to/pisgate skips the build. FAILOVER_KEEP=1 keeps the work dir (logs; the
 # HA stack's logs and configuration in ha/). PATRONI_DCS=etcd3 runs Patroni on etcd's v3 API
 # (see scripts/lib/patroni.sh for why the default is the v2 API with Debian's Patroni 3.0.2).
@@ -95,10 +97,24 @@ echo "HAProxy: primary port $HAPROXY_PRIMARY_PORT (GET /primary), replica port $
 # the direct URL (LISTEN, migrations). HAProxy follows the primary, so PgBouncer is never
 # repointed; when HAProxy marks a primary down it shuts its sessions and PgBouncer opens new
 # server connections to whichever member is the primary next.
+# FAILOVER_POOLER picks pisgate's pooler mode and so the PgBouncer: "transaction" (Debian's
+# 1.18; the default) or "transaction-prepared" (1.24 with max_prepared_statements, built once
+# by scripts/lib/pgbouncer-build.sh).
+pooler_mode=${FAILOVER_POOLER:-transaction}
+case "$pooler_mode" in
+    transaction) bouncer_label="PgBouncer 1.18 (transaction mode)" ;;
+    transaction-prepared)
+        source scripts/lib/pgbouncer-build.sh
+        pgbouncer_ensure_prepared_capable >/dev/null
+        export PGBOUNCER_BIN=$PGBOUNCER_PREPARED_BIN PGBOUNCER_MAX_PREPARED_STATEMENTS=200
+        bouncer_label="PgBouncer 1.24 (transaction mode, max_prepared_statements 200)" ;;
+    *) echo "FAILOVER_POOLER must be transaction or transaction-prepared, not '$pooler_mode'" >&2; exit 2 ;;
+esac
+export FAILOVER_BOUNCER_LABEL=$bouncer_label
 session_pool=5
 PGBOUNCER_EXTRA_DATABASES="pisgate_session = host=127.0.0.1 port=$HAPROXY_PRIMARY_PORT dbname=pisgate pool_mode=session pool_size=$session_pool" \
     pgbouncer_start "$bouncer" "$HAPROXY_PRIMARY_PORT" 10
-echo "PgBouncer (transaction mode, default_pool_size 10) on $PGBOUNCER_PORT -> HAProxy $HAPROXY_PRIMARY_PORT"
+echo "$bouncer_label, default_pool_size 10, on $PGBOUNCER_PORT -> HAProxy $HAPROXY_PRIMARY_PORT"
 pooled_url="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/pisgate"
 session_url="postgres://postgres@127.0.0.1:$PGBOUNCER_PORT/pisgate_session"
 export PGHOST=127.0.0.1 PGPORT=$HAPROXY_PRIMARY_PORT PGUSER=postgres
@@ -107,7 +123,7 @@ sandbox_port=$(pg_free_port)
 
 drill_stack_env "$work" "$sandbox_port" failover-client
 export PISGATE__DATABASE__URL=$pooled_url
-export PISGATE__DATABASE__POOLER=transaction
+export PISGATE__DATABASE__POOLER=$pooler_mode
 export PISGATE__DATABASE__DIRECT_URL=$session_url
 # Payment lists and events from a replica within 5 s, through HAProxy's replica port.
 export PISGATE__DATABASE__READ_URL="postgres://postgres@127.0.0.1:$HAPROXY_REPLICA_PORT/pisgate"
