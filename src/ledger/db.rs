@@ -193,7 +193,25 @@ impl Db {
                 None => pool.begin().await,
             }
         });
-        match opening.await {
+        // Behind a pooler the pool hands out connections without a ping (see `options`), so
+        // during an outage the BEGIN itself is what waits: at the pooler, for a server it
+        // cannot log in to. Bound it like the ping was, by the acquire timeout, so that the
+        // caller hears "unavailable" (503 with Retry-After) at once instead of at the
+        // request's deadline. The opening task finishes on its own; a transaction it opens
+        // late is dropped, and so rolled back.
+        let bound = if self.pooled() {
+            Some(self.pool.options().get_acquire_timeout())
+        } else {
+            None
+        };
+        let joined = match bound {
+            Some(bound) => match tokio::time::timeout(bound, opening).await {
+                Ok(joined) => joined,
+                Err(_) => return Err(sqlx::Error::PoolTimedOut),
+            },
+            None => opening.await,
+        };
+        match joined {
             Ok(tx) => tx,
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             Err(_) => Err(sqlx::Error::PoolClosed),
