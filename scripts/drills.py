@@ -1,6 +1,8 @@
 """What the drills and benchmarks (resilience.py, failover.py, scale.py, bench_e2e.py) share:
 whether pisgate's final status of a payment agrees with the sandbox bank's records of it,
-and the wrk script and body that load payment creation."""
+the wrk script and body that load payment creation, and waiting for a condition."""
+
+import time
 
 # The bank's final statuses, and the pisgate status each must end as.
 BANK_FINAL = {
@@ -121,3 +123,14 @@ PAYMENT = {
     "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Kauppa Oy"},
     "return_url": "https://shop.example/done",
 }
+
+
+def until(check, within, every=0.2):
+    """check()'s first truthy value within `within` seconds (asked every `every` s), or None."""
+    deadline = time.time() + within
+    while time.time() < deadline:
+        v = check()
+        if v:
+            return v
+        time.sleep(every)
+    return None

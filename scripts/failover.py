@@ -34,7 +34,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from drills import bank_disagreement  # noqa: E402
+from drills import bank_disagreement, until  # noqa: E402
 
 
 # -- shared helpers ----------------------------------------------------------------------------
@@ -424,13 +424,7 @@ class Cluster:
             any(m.get("role") == "sync_standby" for m in others)
 
     def wait(self, cond, bound, step=0.2):
-        deadline = time.time() + bound
-        while time.time() < deadline:
-            r = cond()
-            if r:
-                return r
-            time.sleep(step)
-        return None
+        return until(cond, bound, step)
 
     def patroni_pid(self, member):
         return int(open(self.members[member]["patroni_pid"]).read().strip())

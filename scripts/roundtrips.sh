@@ -14,24 +14,19 @@ source scripts/lib/env.sh
 source scripts/lib/drill.sh
 export SQLX_OFFLINE=true
 
-prepared_bin=$(pgbouncer_ensure_prepared_capable)
 drill_build quick
 cluster="rt-$$"
 drill_workdir
 cleanup() {
     drill_kill_pids
-    pgbouncer_stop "$cluster" || true
-    pgbouncer_stop "$cluster-118" || true
+    drill_poolers_stop "$cluster"
     pg_destroy "$cluster" || true
-    rm -rf "$(pgbouncer_dir "$cluster")" "$(pgbouncer_dir "$cluster-118")" "$work"
+    rm -rf "$work"
 }
 trap cleanup EXIT
 pg_start "$cluster"
 pg_port=$PG_PORT
-PGBOUNCER_BIN=$prepared_bin PGBOUNCER_MAX_PREPARED_STATEMENTS=200 pgbouncer_start "$cluster" "$pg_port" 10
-best_port=$PGBOUNCER_PORT
-pgbouncer_start "$cluster-118" "$pg_port" 10
-ref_port=$PGBOUNCER_PORT
+drill_poolers "$cluster" "$pg_port" 10
 sandbox_port=$(pg_free_port)
 drill_stack_env "$work" "$sandbox_port" rt-client
 export PISGATE__DATABASE__URL="postgres://postgres@127.0.0.1:$pg_port/pisgate"

@@ -23,7 +23,7 @@ import time
 import urllib.parse
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from drills import PAYMENT, WRK_SCRIPT  # noqa: E402
+from drills import PAYMENT, WRK_SCRIPT, until  # noqa: E402
 from failover import (Psql, Replica, call, log, payment_body, print_table,  # noqa: E402
                       sandbox_admin, start_sandbox)
 
@@ -151,16 +151,6 @@ class Receiver(http.server.BaseHTTPRequestHandler):
 
 # -- (a) the check -----------------------------------------------------------------------------
 
-def until(what, within, check, every=0.5):
-    deadline = time.time() + within
-    while time.time() < deadline:
-        v = check()
-        if v:
-            return v
-        time.sleep(every)
-    return None
-
-
 def open_bank_page(p):
     """Consent page, its button, the bank's page: the action URL of the bank's form."""
     url = p["authorization_url"]
@@ -238,10 +228,10 @@ def check(replicas):
 
     # 3. All paid, every paid payment announced by a verified webhook.
     ids = [p["id"] for p, _ in made]
-    paid = until("all paid", 180, lambda: int(DB.value(
-        "SELECT count(*) FROM payments WHERE status = 'paid'")) == PAYMENTS)
+    paid = until(lambda: int(DB.value(
+        "SELECT count(*) FROM payments WHERE status = 'paid'")) == PAYMENTS, 180, every=0.5)
     paid_at = time.time()
-    hooks = until("webhooks", 60, lambda: {r[2] for r in Inbox.received if r[1] == "payment.paid"} >= set(ids))
+    hooks = until(lambda: {r[2] for r in Inbox.received if r[1] == "payment.paid"} >= set(ids), 60, every=0.5)
     hooks_at = time.time()
     by_status = collections.Counter(r[0] for r in DB.rows("SELECT status FROM payments"))
 

@@ -56,10 +56,8 @@ bouncer="scale-$$"
 drill_workdir
 cleanup() {
     drill_kill_pids
-    pgbouncer_stop "$bouncer" || true
-    pgbouncer_stop "$bouncer-118" || true
+    drill_poolers_stop "$bouncer"
     pg_destroy "$cluster" || true
-    rm -rf "$(pgbouncer_dir "$bouncer")" "$(pgbouncer_dir "$bouncer-118")"
     if [ -n "${SCALE_KEEP:-}" ]; then echo "kept $work"; else rm -rf "$work"; fi
 }
 trap cleanup EXIT
@@ -70,12 +68,9 @@ bindir=$(pg_bindir)
 pg_port=$PG_PORT
 pool=10
 max_prepared=200
-PGBOUNCER_BIN=$prepared_bin PGBOUNCER_MAX_PREPARED_STATEMENTS=$max_prepared \
-    pgbouncer_start "$bouncer" "$pg_port" "$pool"
-best_port=$PGBOUNCER_PORT
-# The reference: Debian's PgBouncer (1.18 on bookworm), no prepared statements.
-pgbouncer_start "$bouncer-118" "$pg_port" "$pool"
-ref_port=$PGBOUNCER_PORT
+# 1.24 for POOLER=transaction-prepared, and the reference: Debian's PgBouncer (1.18 on
+# bookworm), no prepared statements.
+drill_poolers "$bouncer" "$pg_port" "$pool"
 ref_version=$("$(PGBOUNCER_BIN='' pgbouncer_bin)" --version | head -1)
 echo "PostgreSQL on $pg_port, PgBouncer 1.24.1 on $best_port (max_prepared_statements $max_prepared)," \
     "$ref_version on $ref_port (default_pool_size $pool each)"

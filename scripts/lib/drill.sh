@@ -12,6 +12,11 @@
 #                                              # payments end within a drill's minutes
 #   drill_workdir                              # sets $work (a temp dir) and $pids_file
 #   drill_kill_pids                            # SIGKILLs every pid in $pids_file
+#   drill_poolers NAME PG_PORT POOL            # PgBouncer 1.24 (max_prepared_statements
+#                                              # $max_prepared, default 200) and Debian's 1.18
+#                                              # on PG_PORT: sets $prepared_bin, $best_port
+#                                              # (1.24) and $ref_port (1.18)
+#   drill_poolers_stop NAME                    # stops both and removes their dirs
 
 drill_build() {
     if [ -n "${PISGATE_BIN:-}" ]; then
@@ -78,4 +83,19 @@ drill_kill_pids() {
     while read -r p; do
         if [ -n "$p" ]; then kill -KILL "$p" 2>/dev/null || true; fi
     done <"$pids_file"
+}
+
+drill_poolers() {
+    prepared_bin=$(pgbouncer_ensure_prepared_capable)
+    PGBOUNCER_BIN=$prepared_bin PGBOUNCER_MAX_PREPARED_STATEMENTS=${max_prepared:-200} \
+        pgbouncer_start "$1" "$2" "$3"
+    best_port=$PGBOUNCER_PORT
+    pgbouncer_start "$1-118" "$2" "$3"
+    ref_port=$PGBOUNCER_PORT
+}
+
+drill_poolers_stop() {
+    pgbouncer_stop "$1" || true
+    pgbouncer_stop "$1-118" || true
+    rm -rf "$(pgbouncer_dir "$1")" "$(pgbouncer_dir "$1-118")"
 }

@@ -268,29 +268,20 @@ defaults
     timeout server 30m
     timeout check 1s
 
-# Checked every 500 ms against Patroni's REST API: 2 failed checks mark a member down and
-# shut its sessions (so no client keeps a connection to a demoted or frozen primary); one
-# good check brings it back.
-listen primary
-    bind 127.0.0.1:$HAPROXY_PRIMARY_PORT
-    option httpchk GET /primary
-    http-check expect status 200
-    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
 EOF
-        for i in $(seq 1 "$members"); do
-            echo "    server pg$i 127.0.0.1:${pgp[i]} check port ${rest[i]}"
-        done
-        cat <<EOF
-
-listen replica
-    bind 127.0.0.1:$HAPROXY_REPLICA_PORT
-    balance roundrobin
-    option httpchk GET /replica
-    http-check expect status 200
-    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions
-EOF
-        for i in $(seq 1 "$members"); do
-            echo "    server pg$i 127.0.0.1:${pgp[i]} check port ${rest[i]}"
+        # Checked every 500 ms against Patroni's REST API: 2 failed checks mark a member down
+        # and shut its sessions (so no client keeps a connection to a demoted or frozen
+        # primary); one good check brings it back.
+        local listen role port
+        for listen in "primary $HAPROXY_PRIMARY_PORT" "replica $HAPROXY_REPLICA_PORT"; do
+            read -r role port <<<"$listen"
+            printf '\nlisten %s\n    bind 127.0.0.1:%s\n' "$role" "$port"
+            [ "$role" = replica ] && echo "    balance roundrobin"
+            printf '    option httpchk GET /%s\n    http-check expect status 200\n' "$role"
+            echo "    default-server inter 500ms fall 2 rise 1 on-marked-down shutdown-sessions"
+            for i in $(seq 1 "$members"); do
+                echo "    server pg$i 127.0.0.1:${pgp[i]} check port ${rest[i]}"
+            done
         done
     } >"$dir/haproxy.cfg"
     haproxy -c -q -f "$dir/haproxy.cfg" || { echo "patroni: bad haproxy.cfg" >&2; return 1; }
