@@ -52,7 +52,8 @@ def bg_disagreement(status, cancel_requested, rec, sca_failed):
 def op_disagreement(status, rec, plan):
     """How a final pisgate status contradicts OP's record of the payment (the simulator's
     /admin/payments/{id}), or None when OP agrees: paid only on Debited, a refused payment
-    authorization_failed and never submitted, Revoked/Cancelled as cancelled or expired."""
+    authorization_failed and never submitted, Revoked/Cancelled as cancelled or expired, and
+    Authorized (signed, never submitted) as authorization_failed or cancelled."""
     if rec is None:
         return f"{status}, and OP has no record of it"
     op = rec.get("status")
@@ -60,7 +61,10 @@ def op_disagreement(status, rec, plan):
     if plan == "rejected" and subs:
         return f"refused by the shopper but submitted {subs} times"
     want = {"Debited": ("paid",), "Rejected": ("authorization_failed",) if subs == 0 else ("rejected",),
-            "Revoked": ("expired", "cancelled"), "Cancelled": ("cancelled",)}.get(op)
+            "Revoked": ("expired", "cancelled"), "Cancelled": ("cancelled",),
+            # Signed but never submitted: only pisgate's submission could debit it (a
+            # failed code exchange, a shopper who never came back, a withheld submission).
+            "Authorized": ("authorization_failed", "cancelled") if subs == 0 else ()}.get(op)
     if want is None:
         return f"pisgate {status}, OP still {op}"
     return None if status in want else f"pisgate {status}, OP {op} after {subs} submissions"

@@ -29,6 +29,12 @@
 //!   pisgate submits it (OP), the merchant cancelled before any submission was sent; pisgate
 //!   never sends one and revoked the token that could. Nothing can move the money, so the
 //!   payment is `cancelled`, signed or not.
+//! - [`Evidence::NeverSubmittable`]: at such a bank, a signed payment that pisgate can never
+//!   submit: past the late-signing horizon no token of it was ever stored (its code exchange
+//!   failed, or the shopper never came back with the code, and the state can no longer be
+//!   used), no submission was ever attempted, and none is under way. Only pisgate could
+//!   submit it, with that token, so the bank never debits it: `authorization_failed` (the
+//!   authorization never completed), never `expired` (it was signed).
 //!
 //! A callback's `error` parameter is not evidence: it is recorded and triggers a status read.
 //!
@@ -152,6 +158,11 @@ pub enum Evidence {
     /// Cancelled by the merchant before pisgate submitted a payment that the bank executes
     /// only on pisgate's submission: it is never submitted.
     SubmissionWithheld,
+    /// A payment that the bank executes only on pisgate's submission, signed at the bank,
+    /// but past the late-signing horizon pisgate holds no token to submit it with (the code
+    /// exchange failed, or the shopper never came back with the code) and never tried: it
+    /// can never be submitted, so the bank never debits it. `authorization_failed`.
+    NeverSubmittable,
 }
 
 impl Evidence {
@@ -170,12 +181,16 @@ impl Evidence {
                 ..
             } => PaymentStatus::Expired,
             Evidence::InitiationRefused => PaymentStatus::Failed,
+            Evidence::NeverSubmittable => PaymentStatus::AuthorizationFailed,
         }
     }
 
     /// Evidence that only speaks of a payment nobody has signed.
     fn needs_unsigned(self) -> bool {
-        !matches!(self, Evidence::Bank(_) | Evidence::SubmissionWithheld)
+        !matches!(
+            self,
+            Evidence::Bank(_) | Evidence::SubmissionWithheld | Evidence::NeverSubmittable
+        )
     }
 }
 
@@ -438,6 +453,17 @@ mod tests {
                 .status(),
             Cancelled
         );
+        // A signed payment nobody can ever submit ends authorization_failed, never expired;
+        // it never ends a final one.
+        assert_eq!(
+            Authorized
+                .apply(Evidence::NeverSubmittable)
+                .unwrap()
+                .status(),
+            AuthorizationFailed
+        );
+        assert!(Paid.apply(Evidence::NeverSubmittable).is_err());
+        assert!(Cancelled.apply(Evidence::NeverSubmittable).is_err());
         // Expired is final: a late Paid from the bank cannot reopen it, which is why
         // nothing but the bank's evidence may ever expire a payment.
         assert!(Expired.apply(Evidence::Bank(Paid)).is_err());

@@ -364,6 +364,70 @@ pub async fn release(pool: &Db, id: Uuid, token: Uuid) -> Result<(), sqlx::Error
     tx.commit().await
 }
 
+/// Ends a signed payment that can never be submitted `authorization_failed`
+/// ([`Evidence::NeverSubmittable`]), checked under its row lock: not final, no submission
+/// attempt on record and no submission claim live, no token of the payment stored
+/// (`psu_key`), no code exchange under way, and the state spent (the exchange ended for
+/// good) or expired (no return can bring a code any more). The caller has the bank's word
+/// that it still asks for a submission, and the late-signing horizon has passed. Like a
+/// withheld submission the payment then leaves the poll schedule: the bank keeps calling it
+/// authorized until it lapses there, and nothing can execute it. Returns whether it ended
+/// (false: one of the conditions no longer holds; nothing written).
+pub async fn end_never_submittable(pool: &Db, id: Uuid) -> Result<bool, TransitionError> {
+    let mut tx = pool.begin().await?;
+    let Some(row) = lock(&mut tx, id).await? else {
+        return Ok(false);
+    };
+    let now = Utc::now();
+    if is_final(&row.status)
+        || row.psu_key.is_some()
+        || row.claimed_until.is_some_and(|t| t > now)
+        || any_attempt(&mut tx, id).await?
+    {
+        return Ok(false);
+    }
+    let callback = sqlx::query!(
+        r#"SELECT callback_claimed_until, state_used_at, state_expires_at
+           FROM payments WHERE id = $1"#,
+        id
+    )
+    .fetch_one(&mut *tx)
+    .await?;
+    let exchange_running = callback.callback_claimed_until.is_some_and(|t| t > now);
+    let state_spent =
+        callback.state_used_at.is_some() || callback.state_expires_at.is_none_or(|t| t <= now);
+    if exchange_running || !state_spent {
+        return Ok(false);
+    }
+    payments::note(
+        &mut tx,
+        id,
+        "submission_impossible",
+        json!({
+            "reason": "no_token_past_horizon",
+            "state": if callback.state_used_at.is_some() { "exchange_failed" } else { "never_returned" },
+        }),
+    )
+    .await?;
+    payments::transition(
+        &mut tx,
+        id,
+        Change {
+            evidence: Evidence::NeverSubmittable,
+            bank_status: None,
+            kind: "authorization_failed",
+            detail: json!({ "source": "poller", "reason": "late_signing_horizon", "proof": "never_submittable" }),
+            failure: None,
+        },
+    )
+    .await?;
+    sqlx::query!("DELETE FROM payment_polls WHERE payment_id = $1", id)
+        .execute(&mut *tx)
+        .await?;
+    tx.commit().await?;
+    Ok(true)
+}
+
 /// Ends the payment `cancelled` without ever submitting it (the merchant asked before any
 /// attempt): `submission_withheld` with whether the bank revoked the payment's refresh
 /// token, then the status change, and the payment leaves the poll schedule (the bank keeps

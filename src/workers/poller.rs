@@ -51,7 +51,10 @@
 //! `submit_after_authorization`): when its status asks for one ([`crate::bank::Bank::needs_submission`])
 //! the poll runs the submit step ([`submission::submit`]: its own claim and status read,
 //! persisted before the call, the same key after an unknown outcome); its `rejected` with no
-//! submission attempt on record is the shopper's refusal ([`submission::truth`]).
+//! submission attempt on record is the shopper's refusal ([`submission::truth`]). Past the
+//! horizon, such a payment that pisgate can never submit (no token of it stored, no attempt,
+//! no exchange under way, the state spent or expired) ends `authorization_failed`
+//! ([`submissions::end_never_submittable`]): only pisgate's submission could debit it.
 //!
 //! Never done here: a status change outside the status machine, a bank call inside a
 //! transaction, a log line with a token or an account number.
@@ -63,7 +66,7 @@ use crate::domain::{Evidence, PaymentStatus, Unsignable};
 use crate::ledger::Db;
 use crate::ledger::payments::{self, Change, POLL_CHANNEL};
 pub use crate::ledger::polls::Claimed;
-use crate::ledger::{polls, tokens, webhooks};
+use crate::ledger::{polls, submissions, tokens, webhooks};
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
 use std::sync::Arc;
@@ -428,6 +431,23 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
     let answer = match answer {
         Ok(report) if traits.submit_after_authorization => {
             if client.needs_submission(&report) {
+                // Past the horizon, a signed payment that no token of ours can ever submit
+                // ends (the conditions are checked under its row lock; a shopper coming
+                // back right now holds the callback's claim, so it is not ended then).
+                if now >= horizon {
+                    match submissions::end_never_submittable(&ctx.pool, p.id).await {
+                        Ok(true) => {
+                            tracing::info!(
+                                "signed at the bank, but never submittable (no token past the late-signing horizon): authorization_failed"
+                            );
+                            return ok(None, "never_submittable");
+                        }
+                        Ok(false) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "cannot check whether the payment can still be submitted");
+                        }
+                    }
+                }
                 // Signed, not yet executed: the submit step (its own claim, its own status
                 // read) submits it, or withholds it when the merchant cancelled.
                 return submit_step(ctx, p).await;
@@ -963,6 +983,11 @@ fn schedule(ctx: &WorkerContext, p: &Claimed, status: PaymentStatus) -> Option<D
 /// Applies a decision in one transaction, if the row is still ours. Returns the outcome
 /// to count.
 async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result<&'static str> {
+    // A payment ended by the submit step's own transaction (a withheld submission, one that
+    // can never be submitted) has left the poll schedule with it: nothing left to write.
+    if matches!(d.outcome, "withheld" | "never_submittable") {
+        return Ok(d.outcome);
+    }
     // A poll that changed nothing (and has no standing-order progress to write) only ends
     // its claim: one small row, written together with other polls' (no lock of the payment).
     let status = PaymentStatus::parse(&p.status).unwrap_or(PaymentStatus::Failed);

@@ -465,16 +465,12 @@ async fn op_a_replayed_return_exchanges_once_and_submits_once() {
     s.assert_nothing_refused();
 }
 
-/// A return whose ID token is another payment's (a real one, signed by OP, but for another
-/// authorization, nonce and code): pisgate refuses it before spending the code, stores no
-/// token and submits nothing.
-#[tokio::test]
-async fn op_a_return_with_another_payments_id_token_is_refused_and_nothing_is_submitted() {
-    let s = setup(&[]).await;
-    let (p1, p2) = (s.pay("19.00").await, s.pay("19.01").await);
-    let id1 = p1["id"].as_str().unwrap();
-    let back1 = s.at_op(&s.to_op(&p1).await, true).await;
-    let back2 = s.at_op(&s.to_op(&p2).await, true).await;
+/// Sends the shopper of `p1` back with their own return, except that its ID token is
+/// `p2`'s (a real one, signed by OP, but for another authorization, nonce and code). Both
+/// payments are authorized at OP first.
+async fn return_with_another_payments_id_token(s: &Op, p1: &Value, p2: &Value) {
+    let back1 = s.at_op(&s.to_op(p1).await, true).await;
+    let back2 = s.at_op(&s.to_op(p2).await, true).await;
     let other_token = fragment(&back2)
         .into_iter()
         .find(|(k, _)| k == "id_token")
@@ -501,6 +497,16 @@ async fn op_a_return_with_another_payments_id_token_is_refused_and_nothing_is_su
         .await
         .unwrap();
     assert_eq!(r.status(), 303, "the shopper still goes back to the shop");
+}
+
+/// A return whose ID token is another payment's: pisgate refuses it before spending the
+/// code, stores no token and submits nothing.
+#[tokio::test]
+async fn op_a_return_with_another_payments_id_token_is_refused_and_nothing_is_submitted() {
+    let s = setup(&[]).await;
+    let (p1, p2) = (s.pay("19.00").await, s.pay("19.01").await);
+    let id1 = p1["id"].as_str().unwrap();
+    return_with_another_payments_id_token(&s, &p1, &p2).await;
     let kinds = s.kinds(id1).await;
     assert!(!kinds.contains(&"token_exchanged".to_owned()), "{kinds:?}");
     assert!(
@@ -510,4 +516,50 @@ async fn op_a_return_with_another_payments_id_token_is_refused_and_nothing_is_su
     tokio::time::sleep(Duration::from_millis(1500)).await;
     assert_eq!(s.at_bank(&p1)["submissions"], 0, "nothing submitted");
     assert_eq!(count(&s.kinds(id1).await, "submission_started"), 0);
+}
+
+/// A payment the shopper authorized at OP whose code exchange failed (or whose shopper never
+/// came back with the code): pisgate holds no token to submit it with, so OP never debits
+/// it. Past the late-signing horizon it ends `authorization_failed`
+/// (`authorization_not_completed`) with its webhook; it sat `authorized` for ever before.
+#[tokio::test]
+async fn op_an_authorized_payment_whose_code_exchange_failed_ends_at_the_horizon() {
+    let s = setup(&[
+        ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "3"),
+        ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "6"),
+    ])
+    .await;
+    let (p1, p2) = (s.pay("19.00").await, s.pay("19.01").await);
+    let id1 = p1["id"].as_str().unwrap();
+    return_with_another_payments_id_token(&s, &p1, &p2).await;
+    let ended = s.wait_for_status(id1, "authorization_failed").await;
+    assert_eq!(
+        ended["failure"]["code"], "authorization_not_completed",
+        "{ended}"
+    );
+    // OP still holds it signed and unsubmitted: it never debits it.
+    let op = s.at_bank(&p1);
+    assert_eq!(op["status"], "Authorized", "{op}");
+    assert_eq!(op["submissions"], 0);
+    let kinds = s.kinds(id1).await;
+    assert_eq!(count(&kinds, "submission_impossible"), 1, "{kinds:?}");
+    assert_eq!(count(&kinds, "submission_started"), 0, "{kinds:?}");
+    s.webhook(id1, "payment.authorization_failed").await;
+    // The other payment was authorized at OP too, but its shopper never came back with the
+    // code (only its ID token was taken): it can never be submitted either.
+    let never = s
+        .wait_for_status(p2["id"].as_str().unwrap(), "authorization_failed")
+        .await;
+    assert_eq!(never["failure"]["code"], "authorization_not_completed");
+    assert_eq!(s.at_bank(&p2)["submissions"], 0);
+    // And it left the poll schedule: no later read calls it a disagreement.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let still = s.payment(id1).await;
+    assert_eq!(still["status"], "authorization_failed");
+    let disagreements: i64 = sqlx::query_scalar("SELECT count(*) FROM bank_disagreements")
+        .fetch_one(&s.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(disagreements, 0);
+    s.assert_ledger_verifies().await;
 }

@@ -78,6 +78,8 @@ struct World {
     /// Status reads that still show a submitted payment as `Authorized` (a lagging read).
     stale_reads: usize,
     submit_delay: Duration,
+    /// How long the code exchange takes (a slow token endpoint).
+    exchange_delay: Duration,
     calls: HashMap<&'static str, usize>,
 }
 
@@ -287,7 +289,9 @@ impl Bank for FakeOp {
         state: &SecretString,
         front_id_token: Option<&str>,
     ) -> Result<TokenSet, BankError> {
-        let mut w = self.called("exchange_code_for");
+        let delay = self.called("exchange_code_for").exchange_delay;
+        tokio::time::sleep(delay).await;
+        let mut w = self.world();
         let id = payment.id.to_string();
         w.exchanges.push((
             id.clone(),
@@ -1049,4 +1053,82 @@ async fn the_merchants_cancel_after_the_return_but_before_the_submit_withholds_i
     assert_eq!(f.bank.world().revoked.len(), 1);
     assert_eq!(f.payment(id).await["status"], "cancelled");
     f.verify_ledger().await;
+}
+
+/// Past the late-signing horizon a signed payment with no token ends
+/// `authorization_failed` only once no return can bring one: a shopper coming back right
+/// then (the code exchange under way, slow at the bank) keeps it. The poll that finds it
+/// signed and tokenless mid-exchange leaves it; the exchange finishes, the submission goes
+/// once and it is paid.
+#[tokio::test]
+async fn past_the_horizon_a_return_under_way_keeps_the_payment_and_it_is_submitted() {
+    let f = spawn(&[
+        ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "2"),
+        ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "4"),
+    ])
+    .await;
+    let (p, bank_id) = f.pay().await;
+    let id = p["id"].as_str().unwrap();
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    f.bank.world().exchange_delay = Duration::from_millis(1500);
+    let (back, outcomes) = tokio::join!(f.approve_and_return(&bank_id), async {
+        tokio::time::sleep(Duration::from_millis(400)).await;
+        f.poll().await
+    });
+    assert_eq!(back.status(), 303);
+    assert!(
+        !outcomes.contains(&"never_submittable"),
+        "ended mid-exchange: {outcomes:?}"
+    );
+    f.wait_status(id, "paid").await;
+    assert_eq!(f.bank.performed(&bank_id).len(), 1);
+    assert_eq!(f.kinds(id, "submission_impossible").await, 0);
+}
+
+/// Past the horizon, a signed payment whose code exchange failed for good ends
+/// `authorization_failed` (`authorization_not_completed`) at the next poll, without a
+/// submission; a return after that is refused and submits nothing.
+#[tokio::test]
+async fn past_the_horizon_a_signed_payment_whose_exchange_failed_ends_authorization_failed() {
+    let f = spawn(&[
+        ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "2"),
+        ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "4"),
+    ])
+    .await;
+    let (p, bank_id) = f.pay().await;
+    let id = p["id"].as_str().unwrap();
+    let (_, state) = f.bank.approve(&bank_id);
+    // A code the bank refuses: the exchange fails for good and spends the state.
+    let r = f
+        .come_back(&[
+            ("code", "not-the-code"),
+            ("id_token", "front-id-token"),
+            ("state", &state),
+        ])
+        .await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(f.kinds(id, "token_exchange_failed").await, 1);
+    // Before the horizon it stays authorized: only the horizon ends it.
+    f.poll().await;
+    assert_eq!(f.payment(id).await["status"], "authorized");
+    tokio::time::sleep(Duration::from_millis(4200)).await;
+    let outcomes = f.poll().await;
+    assert_eq!(outcomes, vec!["never_submittable"]);
+    let ended = f.payment(id).await;
+    assert_eq!(ended["status"], "authorization_failed");
+    assert_eq!(ended["failure"]["code"], "authorization_not_completed");
+    assert_eq!(f.bank.count("submit"), 0);
+    assert_eq!(f.kinds(id, "submission_impossible").await, 1);
+    // It left the poll schedule.
+    let polls: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payment_polls WHERE payment_id = $1::uuid")
+            .bind(id)
+            .fetch_one(&f.pool)
+            .await
+            .unwrap();
+    assert_eq!(polls, 0);
+    // The real code, late: refused, nothing submitted.
+    f.approve_and_return(&bank_id).await;
+    assert_eq!(f.bank.count("submit"), 0);
+    assert_eq!(f.payment(id).await["status"], "authorization_failed");
 }
