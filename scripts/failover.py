@@ -489,6 +489,24 @@ class Cluster:
                 out.write(f"{p.pid}\n")
         return p
 
+    def patroni_restart(self, member):
+        """Starts the member's Patroni again on its config, as the data dir's owner (as
+        scripts/lib/patroni.sh does): a node that came back."""
+        m = self.members[member]
+        env = {"PATH": "/usr/bin:/bin:/usr/sbin:/sbin", "LANG": "C.UTF-8"}
+        cmd = ["patroni", m["config"]]
+        if os.getuid() == 0:
+            env["HOME"] = "/var/lib/postgresql"
+            cmd = ["setpriv", "--reuid=postgres", "--regid=postgres", "--init-groups", *cmd]
+        else:
+            env["HOME"] = os.environ.get("HOME", "/")
+        with open(m["log"], "ab") as logf:
+            p = subprocess.Popen(cmd, stdout=logf, stderr=logf, cwd="/", env=env)
+        for f in (self.t["pids"], m["patroni_pid"]):
+            with open(f, "a" if f == self.t["pids"] else "w") as out:
+                out.write(f"{p.pid}\n")
+        return p
+
     def etcd_healthy(self, name):
         s, _, text = call(f"http://127.0.0.1:{self.etcd[name]['client']}/health", timeout=1)
         return s == 200 and '"true"' in text
@@ -802,6 +820,36 @@ def main():
         where.append(f"{m} {n}")
     ph["notes"].append(f"the fence write's row after the rejoin: {', '.join(where)}")
     ph["checks"]["the fence write's row is on no member"] = all(w.endswith(" 0") for w in where)
+
+    # -- phase 5 (full run, or FAILOVER_NODE_LOSS=1): the primary's whole node dies ----------------
+    if not quick or os.environ.get("FAILOVER_NODE_LOSS"):
+        ph = new_phase("primary node lost (Patroni and PostgreSQL SIGKILL)")
+        old = ph["before"]
+        log_at = cluster.log_size(old)
+        ppid = cluster.patroni_pid(old)
+        pm = cluster.postmaster(old)
+        pids = [ppid, *cluster.pg_pids(old)]
+        ph["fault"] = time.time()
+        signal_all(pids, signal.SIGKILL)
+        ph["notes"].append(f"SIGKILL of {old}'s Patroni ({ppid}), postmaster ({pm}) and {len(pids) - 2} children "
+                           "at once: the node is gone, its leader key left to expire")
+        took = cluster.wait(lambda: (lambda l: l if l and l != old else None)(cluster.leader()), bound)
+        t_took = time.time()
+        ph["notes"].append(f"{took} took over {t_took - ph['fault']:.1f} s after the loss (ttl 15)" if took
+                           else f"nobody took over within {bound} s")
+        ph["checks"]["another member took over"] = bool(took)
+        # The node stays away while pisgate writes to the new primary, then comes back.
+        time.sleep(max(2, per_phase // 2))
+        cluster.patroni_restart(old)
+        rejoined = cluster.wait(lambda: any(m["name"] == old and m.get("role") in ("replica", "sync_standby")
+                                            and m.get("state") in ("running", "streaming") for m in cluster.view())
+                                and cluster.settled(), 90)
+        said = cluster.log_since(old, log_at)
+        ph["notes"].append(f"{old} restarted and rejoined as a replica {time.time() - ph['fault']:.1f} s after the loss"
+                           f" ({'pg_rewind ran' if 'rewind' in said.lower() else 'no pg_rewind in its log'})"
+                           if rejoined else f"{old} did NOT rejoin within 90 s: {cluster.describe()}")
+        ph["checks"]["the lost node rejoined as a replica"] = bool(rejoined)
+        settle_and_load(ph)
 
     # -- the end of the load -------------------------------------------------------------------
     stop_load.set()

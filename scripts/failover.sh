@@ -35,6 +35,10 @@
 #                             acknowledge a commit once the new one accepts writes (synchronous
 #                             mode fences it: see failover.py), and rejoins as a replica
 #                             (pg_rewind)
+#   5 whole node lost         (full run, or FAILOVER_NODE_LOSS=1) SIGKILL of the primary's
+#                             Patroni, postmaster and backends at once: the other member takes
+#                             over once the leader key expires (ttl), then the node's Patroni
+#                             starts again and it rejoins as a replica
 # Exits non-zero unless, in every phase, HTTP 500s = lost = doubled = initiated twice =
 # disagreements with the bank = 0, ledger verify passes on the new primary, every payment is
 # final at the end, no two members ever acknowledged writes at the same time, and the read

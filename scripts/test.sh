@@ -8,6 +8,7 @@
 #                                   # resilience suite and the PgBouncer pass)
 #   scripts/test.sh --pgbouncer [-E …]  # only the integration tests, with pisgate reaching
 #                                   # PostgreSQL through PgBouncer 1.18 in transaction mode
+#                                   # (PGBOUNCER_PASS=prepared with -E: through the 1.24 one)
 #
 # The whole run (no arguments) runs the integration tests twice: straight to PostgreSQL,
 # then with every pisgate under test behind PgBouncer in transaction mode (found by
@@ -74,6 +75,12 @@ pisgate_probe_statement = host=127.0.0.1 port=$PG_PORT dbname=postgres pool_mode
     # is read only in tests/api) and ran in the first pass.
     export PISGATE_TEST_PGBOUNCER_PREPARED_URL=$prepared
     if [ $# -gt 0 ]; then
+        # PGBOUNCER_PASS=prepared: the filtered run goes through the 1.24 one instead.
+        if [ "${PGBOUNCER_PASS:-}" = prepared ]; then
+            step "cargo nextest through PgBouncer 1.24 (transaction pooling with prepared statements, $prepared)"
+            PISGATE_TEST_PGBOUNCER_URL=$prepared cargo nextest run --test api --locked --no-fail-fast "$@"
+            return
+        fi
         step "cargo nextest through PgBouncer 1.18 (transaction pooling, $plain)"
         PISGATE_TEST_PGBOUNCER_URL=$plain cargo nextest run --test api --locked --no-fail-fast "$@"
         return
