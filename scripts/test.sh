@@ -55,6 +55,8 @@ export SQLX_OFFLINE=true
 # database work is the same payment flow the other modules drive) run in the first pass only.
 PROTOCOL_MODULES='seb|op|op_flow|berlin_group|berlin_group_sca|bg_aspsp|bankid_flow|nordea|banks|scenarios'
 PREPARED_MODULES='truth|payments|payment_search|ledger|tamper|events|webhooks|deferred|console|consent'
+# Run through both: how an outage is answered depends on the pooler mode.
+BOTH_MODULES='outages'
 nextest_through_pgbouncer() {
     ensure_promtool
     # One database per test, so one PgBouncer pool per test: idle server connections are
@@ -90,7 +92,7 @@ pisgate_probe_statement = host=127.0.0.1 port=$PG_PORT dbname=postgres pool_mode
         -E "not test(/^($PROTOCOL_MODULES|$PREPARED_MODULES)::/)"
     step "cargo nextest through PgBouncer 1.24 (transaction pooling with prepared statements, $prepared)"
     PISGATE_TEST_PGBOUNCER_URL=$prepared cargo nextest run --test api --locked --no-fail-fast \
-        -E "test(/^($PREPARED_MODULES)::/)"
+        -E "test(/^($PREPARED_MODULES|$BOTH_MODULES)::/)"
 }
 
 # The metrics tests run `promtool check metrics` on a scrape.
