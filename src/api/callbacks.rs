@@ -51,6 +51,7 @@
 
 use crate::api::AppState;
 use crate::api::client_ip::{Peer, client_ip};
+use crate::api::consent::text::{CallbackText, callback_text};
 use crate::api::payments::{cancel_at_bank, redirect_uri_for, state_hash};
 use crate::bank::{BankError, PsuContext};
 use crate::config::ProviderSettings;
@@ -129,11 +130,20 @@ async fn oidc_callback(
     bank_callback(State(state), peer, headers, Query(raw)).await
 }
 
-/// A plain page (English: the bank's redirect carries no language) naming who runs it.
-fn page(provider: &ProviderSettings, status: StatusCode, title: &str, message: &str) -> Response {
+/// A plain page naming who runs it, in the payment's language when the return link named a
+/// payment (`payment`), else in the browser's (`Accept-Language`), else English.
+fn page(
+    provider: &ProviderSettings,
+    headers: &HeaderMap,
+    payment: Option<&PaymentRecord>,
+    status: StatusCode,
+    words: impl Fn(&'static CallbackText) -> (&'static str, &'static str),
+) -> Response {
+    let lang = super::authorize::language(payment, headers);
+    let (title, message) = words(callback_text(lang));
     super::consent::respond(
         status,
-        super::consent::plain_page(title, message, provider),
+        super::consent::plain_page(title, message, provider, lang),
         &[],
     )
 }
@@ -145,12 +155,10 @@ fn redirect_to_merchant(provider: &ProviderSettings, p: &PaymentRecord) -> Respo
     let location = match super::consent::return_url(p) {
         Some(url) => url,
         None => {
-            return page(
-                provider,
-                StatusCode::OK,
-                "Payment signed",
-                "Your payment was received. You can return to the shop.",
-            );
+            // In the payment's language (every payment has one).
+            return page(provider, &HeaderMap::new(), Some(p), StatusCode::OK, |t| {
+                t.signed
+            });
         }
     };
     (
@@ -201,9 +209,10 @@ async fn bank_callback(
             tracing::error!(error = format!("{e:#}"), "callback failed");
             page(
                 &state.settings.provider,
+                &headers,
+                None,
                 StatusCode::SERVICE_UNAVAILABLE,
-                "Please try again",
-                "We could not record your return from the bank just now. Please reload this page in a moment; your bank has your payment.",
+                |t| t.retry,
             )
         }
     }
@@ -245,9 +254,10 @@ async fn handle(
         tracing::warn!("callback without state");
         return Ok(page(
             &state.settings.provider,
+            headers,
+            None,
             StatusCode::BAD_REQUEST,
-            "Link not valid",
-            "This return link is incomplete.",
+            |t| (t.link_not_valid, t.incomplete),
         ));
     };
     let found = payments::find_by_state(
@@ -259,16 +269,17 @@ async fn handle(
         tracing::warn!("callback with an unknown state");
         return Ok(page(
             &state.settings.provider,
+            headers,
+            None,
             StatusCode::BAD_REQUEST,
-            "Link not valid",
-            "This return link is not known to us.",
+            |t| (t.link_not_valid, t.unknown),
         ));
     };
     tracing::Span::current().record("payment_id", tracing::field::display(p.id));
     tracing::Span::current().record("bank", p.bank.as_str());
     crate::telemetry::link_to_creation(&tracing::Span::current(), p.trace_parent.as_deref());
     let psu = psu_context(state, headers, peer);
-    match returned(state, &p, &raw, psu, started).await {
+    match returned(state, headers, &p, &raw, psu, started).await {
         Ok(response) => Ok(response),
         Err(e) => {
             // The shopper still goes back to the shop; the poller learns the outcome.
@@ -284,6 +295,7 @@ async fn handle(
 /// The shopper's return for a known payment.
 async fn returned(
     state: &AppState,
+    headers: &HeaderMap,
     p: &PaymentRecord,
     raw: &HashMap<String, String>,
     psu: PsuContext,
@@ -347,9 +359,10 @@ async fn returned(
         tracing::warn!("callback past the late-signing horizon on a final payment refused");
         return Ok(page(
             &state.settings.provider,
+            headers,
+            Some(&p),
             StatusCode::BAD_REQUEST,
-            "Link not valid",
-            "This return link has expired.",
+            |t| (t.link_not_valid, t.expired),
         ));
     }
     if !state.banks.client(&p.bank).traits().return_carries_code {
@@ -365,9 +378,10 @@ async fn returned(
         .await?;
         return Ok(page(
             &state.settings.provider,
+            headers,
+            Some(&p),
             StatusCode::BAD_REQUEST,
-            "Link not valid",
-            "This return link carries no authorization.",
+            |t| (t.link_not_valid, t.no_authorization),
         ));
     };
     let cfg = &state.settings.callback;

@@ -673,3 +673,60 @@ async fn every_shopper_page_names_the_configured_provider() {
         );
     }
 }
+
+/// The callback's plain pages speak the shopper's language: the payment's own when the
+/// return link names a payment, else the browser's (`Accept-Language`), else English.
+#[tokio::test]
+async fn the_callbacks_pages_speak_the_payments_language_else_the_browsers() {
+    let app = spawn_app().await;
+    // No payment named: the browser's language.
+    let sv = open(
+        &app,
+        &app.url("/v1/callbacks/nordea?code=x"),
+        Some("sv-SE,sv;q=0.9"),
+    )
+    .await;
+    assert_eq!(sv.status, 400);
+    assert!(sv.html.contains("<html lang=\"sv\""), "{}", sv.html);
+    assert!(sv.html.contains("Länken är inte giltig"), "{}", sv.html);
+    assert!(sv.html.contains("ofullständig"), "{}", sv.html);
+    let da = open(
+        &app,
+        &app.url("/v1/callbacks/nordea?code=x&state=not-a-state"),
+        Some("da"),
+    )
+    .await;
+    assert!(
+        da.html.contains("Dette returlink kender vi ikke."),
+        "{}",
+        da.html
+    );
+    let en = open(&app, &app.url("/v1/callbacks/nordea?code=x"), None).await;
+    assert!(en.html.contains("Link not valid"), "{}", en.html);
+
+    // A payment in Finnish, its return link without the code: Finnish, whatever the
+    // browser says.
+    let m = app.create_merchant("Kahvila Aalto").await;
+    let mut b = body("FI");
+    b["language"] = json!("fi");
+    let p = app.create_payment(&m.api_key, &b).await;
+    let callback = app
+        .sign_at_bank(p["authorization_url"].as_str().unwrap(), "shopper-fi", true)
+        .await;
+    let mut url = reqwest::Url::parse(&callback).unwrap();
+    let kept: Vec<(String, String)> = url
+        .query_pairs()
+        .filter(|(k, _)| k != "code")
+        .map(|(k, v)| (k.into_owned(), v.into_owned()))
+        .collect();
+    url.query_pairs_mut().clear().extend_pairs(kept);
+    let fi = open(&app, url.as_str(), Some("en-GB,en;q=0.9")).await;
+    assert_eq!(fi.status, 400);
+    assert!(fi.html.contains("<html lang=\"fi\""), "{}", fi.html);
+    assert!(fi.html.contains("Linkki ei kelpaa"), "{}", fi.html);
+    assert!(
+        fi.html.contains("Tässä paluulinkissä ei ole valtuutusta."),
+        "{}",
+        fi.html
+    );
+}

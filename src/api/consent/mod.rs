@@ -281,10 +281,15 @@ pub fn closed_page(
     )
 }
 
-/// A plain page with a title and a message (the callback's pages, in English: the bank's
-/// redirect carries no language), and the way to close the window.
-pub fn plain_page(title: &str, message: &str, provider: &ProviderSettings) -> Markup {
-    let lang = Language::En;
+/// A plain page with a title and a message in `lang` (the callback's pages: the payment's
+/// language when the return link names a payment, else the browser's), and the way to close
+/// the window.
+pub fn plain_page(
+    title: &str,
+    message: &str,
+    provider: &ProviderSettings,
+    lang: Language,
+) -> Markup {
     let t = text(lang);
     layout(
         t,

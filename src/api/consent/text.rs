@@ -411,6 +411,112 @@ pub fn text(lang: Language) -> &'static Text {
     }
 }
 
+/// The words of the callback's plain pages (the shopper's return from the bank), in one
+/// language. Each pair is (title, message).
+pub struct CallbackText {
+    /// Signed, and the merchant gave no return URL to send the shopper to.
+    pub signed: (&'static str, &'static str),
+    /// The return could not be recorded just now (the database, a crash).
+    pub retry: (&'static str, &'static str),
+    /// The title of every refused return link.
+    pub link_not_valid: &'static str,
+    pub incomplete: &'static str,
+    pub unknown: &'static str,
+    pub expired: &'static str,
+    pub no_authorization: &'static str,
+}
+
+const CALLBACK_EN: CallbackText = CallbackText {
+    signed: (
+        "Payment signed",
+        "Your payment was received. You can return to the shop.",
+    ),
+    retry: (
+        "Please try again",
+        "We could not record your return from the bank just now. Please reload this page in a moment; your bank has your payment.",
+    ),
+    link_not_valid: "Link not valid",
+    incomplete: "This return link is incomplete.",
+    unknown: "This return link is not known to us.",
+    expired: "This return link has expired.",
+    no_authorization: "This return link carries no authorization.",
+};
+
+const CALLBACK_FI: CallbackText = CallbackText {
+    signed: (
+        "Maksu allekirjoitettu",
+        "Maksusi on vastaanotettu. Voit palata kauppaan.",
+    ),
+    retry: (
+        "Yritä uudelleen",
+        "Emme juuri nyt pystyneet kirjaamaan paluutasi pankista. Lataa tämä sivu uudelleen hetken kuluttua; pankillasi on maksusi.",
+    ),
+    link_not_valid: "Linkki ei kelpaa",
+    incomplete: "Tämä paluulinkki on puutteellinen.",
+    unknown: "Emme tunne tätä paluulinkkiä.",
+    expired: "Tämä paluulinkki on vanhentunut.",
+    no_authorization: "Tässä paluulinkissä ei ole valtuutusta.",
+};
+
+const CALLBACK_SV: CallbackText = CallbackText {
+    signed: (
+        "Betalningen är signerad",
+        "Din betalning har tagits emot. Du kan återgå till butiken.",
+    ),
+    retry: (
+        "Försök igen",
+        "Vi kunde inte registrera din återkomst från banken just nu. Ladda om sidan om en stund; din bank har din betalning.",
+    ),
+    link_not_valid: "Länken är inte giltig",
+    incomplete: "Den här returlänken är ofullständig.",
+    unknown: "Den här returlänken känner vi inte till.",
+    expired: "Den här returlänken har gått ut.",
+    no_authorization: "Den här returlänken innehåller inget godkännande.",
+};
+
+const CALLBACK_DA: CallbackText = CallbackText {
+    signed: (
+        "Betalingen er underskrevet",
+        "Din betaling er modtaget. Du kan vende tilbage til butikken.",
+    ),
+    retry: (
+        "Prøv igen",
+        "Vi kunne ikke registrere din tilbagevenden fra banken lige nu. Genindlæs siden om et øjeblik; din bank har din betaling.",
+    ),
+    link_not_valid: "Linket er ikke gyldigt",
+    incomplete: "Dette returlink er ufuldstændigt.",
+    unknown: "Dette returlink kender vi ikke.",
+    expired: "Dette returlink er udløbet.",
+    no_authorization: "Dette returlink indeholder ingen godkendelse.",
+};
+
+const CALLBACK_NB: CallbackText = CallbackText {
+    signed: (
+        "Betalingen er signert",
+        "Betalingen din er mottatt. Du kan gå tilbake til butikken.",
+    ),
+    retry: (
+        "Prøv igjen",
+        "Vi kunne ikke registrere at du kom tilbake fra banken akkurat nå. Last inn siden på nytt om litt; banken din har betalingen.",
+    ),
+    link_not_valid: "Lenken er ikke gyldig",
+    incomplete: "Denne returlenken er ufullstendig.",
+    unknown: "Denne returlenken kjenner vi ikke til.",
+    expired: "Denne returlenken har utløpt.",
+    no_authorization: "Denne returlenken inneholder ingen godkjenning.",
+};
+
+/// The callback pages' words in `lang`.
+pub fn callback_text(lang: Language) -> &'static CallbackText {
+    match lang {
+        Language::En => &CALLBACK_EN,
+        Language::Fi => &CALLBACK_FI,
+        Language::Sv => &CALLBACK_SV,
+        Language::Da => &CALLBACK_DA,
+        Language::No => &CALLBACK_NB,
+    }
+}
+
 /// The page's language: the payment's own, else the first of the browser's
 /// `Accept-Language` choices (by weight) that we speak, else English. `nb`, `nn` and `no`
 /// all read as Norwegian bokmål.
