@@ -227,6 +227,13 @@ for v in "${variants[@]}"; do
     done
     wait "$pb" || { cat "$work/pgbench.out" >&2; exit 1; }
     wal=$(q -d postgres -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')")
+    if [ -n "${PG_COST_WALDUMP:-}" ]; then
+        # What the WAL of this variant is made of, by record type (PG_COST_WALDUMP=1).
+        end=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
+        q -d postgres -c "SELECT pg_switch_wal()" >/dev/null
+        "$bindir/pg_waldump" -p "$(q -d postgres -c 'SHOW data_directory')/pg_wal" \
+            -s "$lsn" -e "$end" --stats=record 2>/dev/null | sed "s/^/    [$name] /" >&2 || true
+    fi
     read -r records fpi < <(q -F ' ' -d postgres -c "SELECT wal_records, wal_fpi FROM pg_stat_wal")
     done_n=$(sed -n 's/.*number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench.out")
     per=$(awk -v w="$wal" -v n="$done_n" 'BEGIN {printf "%.0f", w / n}')
