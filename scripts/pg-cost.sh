@@ -150,6 +150,12 @@ print(json.dumps({
 PY
 )
 
+# PG_COST_SCRIPT_OUT=dir: keep the pgbench script and the key's answer there (to profile).
+if [ -n "${PG_COST_SCRIPT_OUT:-}" ]; then
+    cp "$work/create.sql" "$PG_COST_SCRIPT_OUT/create.sql"
+    printf '%s' "$body" >"$PG_COST_SCRIPT_OUT/body.json"
+fi
+
 # Variants: name, then the SQL that makes it from the template.
 variants=(
     "baseline|SELECT 1"

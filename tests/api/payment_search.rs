@@ -199,11 +199,19 @@ async fn every_search_filter_is_served_by_an_index() {
         ),
         (
             ListFilter {
-                status: Some("paid".into()),
-                currency: Some("EUR".into()),
+                status: Some("awaiting_authorization".into()),
+                currency: Some("SEK".into()),
                 ..Default::default()
             },
             "payments_merchant_created",
+        ),
+        // A status a merchant has few of: its own (partial) index.
+        (
+            ListFilter {
+                status: Some("failed".into()),
+                ..Default::default()
+            },
+            "payments_merchant_status_created",
         ),
         (ListFilter::default(), "payments_merchant_created"),
     ];
