@@ -43,5 +43,5 @@ mod traces;
 mod truth;
 mod webhook_endpoints;
 mod webhooks;
-mod write_cost;
 mod workers;
+mod write_cost;
