@@ -639,7 +639,9 @@ pub fn search_query(
             .iter()
             .map(|(k, v)| (k.clone(), serde_json::Value::String(v.clone())))
             .collect();
-        q.push(" AND metadata @> ")
+        // `metadata <> '{}'` follows from the containment (the filter is never empty): it
+        // lets the planner use the metadata index, which holds only payments with metadata.
+        q.push(" AND metadata <> '{}'::jsonb AND metadata @> ")
             .push_bind(serde_json::Value::Object(wanted));
     }
     if let Some(a) = filter.amount_gte {

@@ -44,3 +44,4 @@ mod truth;
 mod webhook_endpoints;
 mod webhooks;
 mod workers;
+mod write_cost;

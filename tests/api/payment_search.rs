@@ -186,8 +186,34 @@ async fn every_search_filter_is_served_by_an_index() {
                 currency: Some("SEK".into()),
                 ..Default::default()
             },
-            "payments_merchant_currency_created",
+            // The list's own index, which carries the currency (and the status) and filters
+            // on it while reading newest first.
+            "payments_merchant_created",
         ),
+        (
+            ListFilter {
+                status: Some("awaiting_authorization".into()),
+                ..Default::default()
+            },
+            "payments_merchant_created",
+        ),
+        (
+            ListFilter {
+                status: Some("awaiting_authorization".into()),
+                currency: Some("SEK".into()),
+                ..Default::default()
+            },
+            "payments_merchant_created",
+        ),
+        // A status a merchant has few of: its own (partial) index.
+        (
+            ListFilter {
+                status: Some("failed".into()),
+                ..Default::default()
+            },
+            "payments_merchant_status_created",
+        ),
+        (ListFilter::default(), "payments_merchant_created"),
     ];
     for (filter, index) in cases {
         // The statement the API runs, for the first page.
