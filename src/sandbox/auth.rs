@@ -249,7 +249,7 @@ fn check_date(headers: &HeaderMap, max_skew: Duration, now: SystemTime) -> Resul
         .ok_or_else(|| ApiError::signature("X-Nordea-Originating-Date header is missing."))?;
     let parsed = httpdate::parse_http_date(&raw)
         .ok()
-        .filter(|t| httpdate::fmt_http_date(*t) == raw)
+        .filter(|t| formats_as(*t, &raw))
         .ok_or_else(|| {
             date_error(format!(
                 "X-Nordea-Originating-Date '{raw}' is not an RFC 7231 IMF-fixdate in GMT."
@@ -268,6 +268,27 @@ fn check_date(headers: &HeaderMap, max_skew: Duration, now: SystemTime) -> Resul
         )));
     }
     Ok(())
+}
+
+/// Whether `date` as an IMF-fixdate is exactly `text`, compared as it is written (no
+/// allocation).
+fn formats_as(date: SystemTime, text: &str) -> bool {
+    struct Compare<'a> {
+        rest: &'a str,
+    }
+    impl std::fmt::Write for Compare<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.rest = self.rest.strip_prefix(s).ok_or(std::fmt::Error)?;
+            Ok(())
+        }
+    }
+    let mut compare = Compare { rest: text };
+    std::fmt::Write::write_fmt(
+        &mut compare,
+        format_args!("{}", httpdate::HttpDate::from(date)),
+    )
+    .is_ok()
+        && compare.rest.is_empty()
 }
 
 /// `Digest: sha-256=<base64 of SHA-256>`. For a JSON body the hash is over the exact bytes.
@@ -376,6 +397,17 @@ mod tests {
             Some("(request-target) x-nordea-originating-host")
         );
         assert_eq!(p.signature.as_deref(), Some("YWJj"));
+    }
+
+    #[test]
+    fn a_date_is_an_imf_fixdate_only_when_it_is_written_exactly_so() {
+        let text = "Wed, 24 Apr 2019 14:00:37 GMT";
+        let t = httpdate::parse_http_date(text).unwrap();
+        assert!(formats_as(t, text));
+        assert!(!formats_as(t, "Wed, 24 Apr 2019 14:00:37 GMT "));
+        assert!(!formats_as(t, "Wed, 24 Apr 2019 14:00:37"));
+        assert!(!formats_as(t, "Wed, 24 Apr 2019 14:00:38 GMT"));
+        assert!(!formats_as(t, ""));
     }
 
     #[test]

@@ -54,8 +54,15 @@ pub(crate) fn routes(sandbox: Arc<Sandbox>) -> Router {
 
 /// Which of Nordea's calls a request is.
 pub(crate) fn classify(method: &Method, path: &str) -> Option<Operation> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match (method, segments.as_slice()) {
+    // No call has more than six segments: a longer path is none of them.
+    let mut segments = [""; 6];
+    let mut len = 0;
+    for segment in path.trim_end_matches('/').split('/').skip(1) {
+        let slot = segments.get_mut(len)?;
+        *slot = segment;
+        len += 1;
+    }
+    match (method, &segments[..len]) {
         (
             &Method::POST,
             [

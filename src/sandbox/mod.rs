@@ -118,7 +118,7 @@ use sha2::Sha256;
 pub use faults::{Fault, FaultRule, FaultTarget, OperationCounters};
 pub use payments::{BankStatus, PaymentView};
 pub use record::RecordedRequest;
-pub use server::serve;
+pub use server::{serve, serve_on_one_thread};
 pub use signing::DEFAULT_PSU_ID;
 
 /// The operations of Nordea's API that the sandbox serves, used for fault injection, counters

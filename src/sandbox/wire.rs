@@ -68,7 +68,11 @@ pub(crate) fn ok<T: Serialize + ?Sized>(status: StatusCode, response: &T) -> Res
 
 /// `body` as an `application/json` answer, serialized once into the buffer that is sent.
 pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
-    let bytes = serde_json::to_vec(body).unwrap_or_else(|_| b"{}".to_vec());
+    // Room for the usual answer (an envelope and a few links) without growing.
+    let mut bytes = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut bytes, body).is_err() {
+        bytes = b"{}".to_vec();
+    }
     let mut resp = Response::new(axum::body::Body::from(bytes));
     *resp.status_mut() = status;
     resp.headers_mut().insert(
