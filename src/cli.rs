@@ -1101,7 +1101,7 @@ async fn run_sandbox(sources: &Sources) -> anyhow::Result<()> {
         .await
         .with_context(|| format!("cannot listen on {} (PISGATE__SANDBOX__LISTEN)", s.listen))?;
     tracing::info!(addr = %s.listen, "Nordea sandbox is listening; base URL {}/personal", s.public_url);
-    crate::sandbox::serve(listener, sandbox, app::shutdown_signal()).await?;
+    crate::sandbox::serve_on_one_thread(listener, sandbox, app::shutdown_signal()).await?;
     Ok(())
 }
 

@@ -6,12 +6,12 @@
 //! string is rebuilt from the request as received, so a client that signs something other
 //! than what it sends is caught.
 
+use std::borrow::Cow;
 use std::time::{Duration, SystemTime};
 
 use axum::http::{HeaderMap, Method, Uri};
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD;
-use rsa::pkcs1v15::Signature;
 use secrecy::ExposeSecret;
 use sha2::{Digest as _, Sha256};
 use subtle::ConstantTimeEq;
@@ -76,18 +76,19 @@ pub(crate) fn parse_signature_header(value: &str) -> Result<SignatureParams, Str
 }
 
 /// All values of a header joined by ", " (as draft-cavage says), or `None` when absent or
-/// not visible ASCII.
-fn header_value(headers: &HeaderMap, name: &str) -> Option<String> {
-    let values: Vec<&str> = headers
-        .get_all(name)
-        .iter()
-        .map(|v| v.to_str().ok())
-        .collect::<Option<_>>()?;
-    if values.is_empty() {
-        None
-    } else {
-        Some(values.join(", "))
+/// not visible ASCII. Borrowed from the request when the header appears once (the usual case).
+fn header_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<Cow<'a, str>> {
+    let mut values = headers.get_all(name).iter();
+    let first = values.next()?.to_str().ok()?;
+    let Some(second) = values.next() else {
+        return Some(Cow::Borrowed(first));
+    };
+    let mut joined = first.to_owned();
+    for value in std::iter::once(second).chain(values) {
+        joined.push_str(", ");
+        joined.push_str(value.to_str().ok()?);
     }
+    Some(Cow::Owned(joined))
 }
 
 /// Rebuilds the signing string from the request as received.
@@ -97,24 +98,31 @@ pub(crate) fn signing_string(
     headers: &HeaderMap,
     list: &str,
 ) -> Result<String, ApiError> {
-    let mut lines = Vec::new();
+    let mut out = String::with_capacity(256);
     for name in list.split_whitespace() {
+        if !out.is_empty() {
+            out.push('\n');
+        }
         if name == "(request-target)" {
             let target = uri.path_and_query().map_or(uri.path(), |pq| pq.as_str());
-            lines.push(format!(
-                "(request-target): {} {target}",
-                method.as_str().to_ascii_lowercase()
-            ));
+            out.push_str("(request-target): ");
+            for c in method.as_str().chars() {
+                out.push(c.to_ascii_lowercase());
+            }
+            out.push(' ');
+            out.push_str(target);
         } else {
             let value = header_value(headers, name).ok_or_else(|| {
                 ApiError::signature(format!(
                     "Header {name} is listed in the signature but missing from the request."
                 ))
             })?;
-            lines.push(format!("{name}: {value}"));
+            out.push_str(name);
+            out.push_str(": ");
+            out.push_str(&value);
         }
     }
-    Ok(lines.join("\n"))
+    Ok(out)
 }
 
 /// The checks shared by every call: credentials, signature, date and digest.
@@ -201,9 +209,6 @@ pub(crate) fn verify_request(
     let signature_bytes = STANDARD
         .decode(signature_b64.as_bytes())
         .map_err(|_| ApiError::signature("Signature is not valid base64."))?;
-    if Signature::try_from(signature_bytes.as_slice()).is_err() {
-        return Err(ApiError::signature("Signature has the wrong length."));
-    }
     if !sandbox
         .verifying_key
         .verify(message.as_bytes(), &signature_bytes)
@@ -244,7 +249,7 @@ fn check_date(headers: &HeaderMap, max_skew: Duration, now: SystemTime) -> Resul
         .ok_or_else(|| ApiError::signature("X-Nordea-Originating-Date header is missing."))?;
     let parsed = httpdate::parse_http_date(&raw)
         .ok()
-        .filter(|t| httpdate::fmt_http_date(*t) == raw)
+        .filter(|t| formats_as(*t, &raw))
         .ok_or_else(|| {
             date_error(format!(
                 "X-Nordea-Originating-Date '{raw}' is not an RFC 7231 IMF-fixdate in GMT."
@@ -263,6 +268,27 @@ fn check_date(headers: &HeaderMap, max_skew: Duration, now: SystemTime) -> Resul
         )));
     }
     Ok(())
+}
+
+/// Whether `date` as an IMF-fixdate is exactly `text`, compared as it is written (no
+/// allocation).
+fn formats_as(date: SystemTime, text: &str) -> bool {
+    struct Compare<'a> {
+        rest: &'a str,
+    }
+    impl std::fmt::Write for Compare<'_> {
+        fn write_str(&mut self, s: &str) -> std::fmt::Result {
+            self.rest = self.rest.strip_prefix(s).ok_or(std::fmt::Error)?;
+            Ok(())
+        }
+    }
+    let mut compare = Compare { rest: text };
+    std::fmt::Write::write_fmt(
+        &mut compare,
+        format_args!("{}", httpdate::HttpDate::from(date)),
+    )
+    .is_ok()
+        && compare.rest.is_empty()
 }
 
 /// `Digest: sha-256=<base64 of SHA-256>`. For a JSON body the hash is over the exact bytes.
@@ -342,7 +368,7 @@ pub(crate) fn bearer_token(headers: &HeaderMap) -> Result<String, ApiError> {
             "Authorization",
         )
     })?;
-    let (scheme, token) = raw.split_once(' ').unwrap_or((raw.as_str(), ""));
+    let (scheme, token) = raw.split_once(' ').unwrap_or((&raw, ""));
     let token = token.trim();
     if !scheme.eq_ignore_ascii_case("bearer") || token.is_empty() {
         return Err(ApiError::unauthorized(
@@ -371,6 +397,17 @@ mod tests {
             Some("(request-target) x-nordea-originating-host")
         );
         assert_eq!(p.signature.as_deref(), Some("YWJj"));
+    }
+
+    #[test]
+    fn a_date_is_an_imf_fixdate_only_when_it_is_written_exactly_so() {
+        let text = "Wed, 24 Apr 2019 14:00:37 GMT";
+        let t = httpdate::parse_http_date(text).unwrap();
+        assert!(formats_as(t, text));
+        assert!(!formats_as(t, "Wed, 24 Apr 2019 14:00:37 GMT "));
+        assert!(!formats_as(t, "Wed, 24 Apr 2019 14:00:37"));
+        assert!(!formats_as(t, "Wed, 24 Apr 2019 14:00:38 GMT"));
+        assert!(!formats_as(t, ""));
     }
 
     #[test]

@@ -18,9 +18,9 @@ use serde_json::{Value, json};
 use super::auth::{self, bearer_token, media_type};
 use super::faults::Fault;
 use super::payments::{BankState, Payment};
-use super::record::{RecordedRequest, safe_headers};
+use super::record::RequestEntry;
 use super::validation::{Endpoint, validate};
-use super::wire::{ApiError, Failure, ok, random_hex};
+use super::wire::{ApiError, Failure, ok, random_hex, random_uuid};
 use super::{Operation, Sandbox, lock};
 
 const MAX_BODY: usize = 1024 * 1024;
@@ -54,8 +54,15 @@ pub(crate) fn routes(sandbox: Arc<Sandbox>) -> Router {
 
 /// Which of Nordea's calls a request is.
 pub(crate) fn classify(method: &Method, path: &str) -> Option<Operation> {
-    let segments: Vec<&str> = path.trim_end_matches('/').split('/').skip(1).collect();
-    match (method, segments.as_slice()) {
+    // No call has more than six segments: a longer path is none of them.
+    let mut segments = [""; 6];
+    let mut len = 0;
+    for segment in path.trim_end_matches('/').split('/').skip(1) {
+        let slot = segments.get_mut(len)?;
+        *slot = segment;
+        len += 1;
+    }
+    match (method, &segments[..len]) {
         (
             &Method::POST,
             [
@@ -92,23 +99,13 @@ async fn gateway(State(sandbox): State<Arc<Sandbox>>, req: Request, next: Next) 
     if !req.uri().path().starts_with("/personal/") {
         return next.run(req).await;
     }
+    let received_at = Utc::now();
     let (parts, body) = req.into_parts();
     let path = parts
         .uri
         .path_and_query()
-        .map_or_else(|| parts.uri.path().to_owned(), |pq| pq.as_str().to_owned());
+        .map_or_else(|| parts.uri.path(), |pq| pq.as_str());
     let operation = classify(&parts.method, parts.uri.path());
-    let mut entry = RecordedRequest {
-        seq: 0,
-        received_at: Utc::now(),
-        method: parts.method.as_str().to_owned(),
-        path: path.clone(),
-        operation,
-        headers: safe_headers(&parts.headers),
-        body: String::new(),
-        status: None,
-        fault: None,
-    };
     let bytes = match to_bytes(body, MAX_BODY).await {
         Ok(b) => b,
         Err(_) => {
@@ -118,19 +115,36 @@ async fn gateway(State(sandbox): State<Arc<Sandbox>>, req: Request, next: Next) 
                 "The request body is too large.",
                 "",
             )
-            .render(&path);
+            .render(path);
+            let mut entry = RequestEntry::new(
+                received_at,
+                &parts.method,
+                path,
+                operation,
+                &parts.headers,
+                b"",
+            );
             entry.status = Some(resp.status().as_u16());
             lock(&sandbox.log).push(entry);
             return resp;
         }
     };
-    entry.body = String::from_utf8_lossy(&bytes).into_owned();
+    // The log keeps its own compact copy (one allocation); the request goes on whole.
+    let mut entry = RequestEntry::new(
+        received_at,
+        &parts.method,
+        path,
+        operation,
+        &parts.headers,
+        &bytes,
+    );
+    let path = path.to_owned();
 
     let plan = operation
         .map(|op| lock(&sandbox.faults).plan(op))
         .unwrap_or_default();
     if plan.latency_ms > 0 {
-        entry.fault = Some("latency".into());
+        entry.fault = Some("latency");
         tokio::time::sleep(Duration::from_millis(plan.latency_ms)).await;
     }
     let injected = |status: StatusCode, code: &str, description: &str| {
@@ -195,10 +209,10 @@ async fn gateway(State(sandbox): State<Arc<Sandbox>>, req: Request, next: Next) 
         entry.status = Some(response.status().as_u16());
     }
     if let Some(f) = &plan.fault {
-        entry.fault = Some(f.name().into());
+        entry.fault = Some(f.name());
     }
     let mut response = response;
-    if let Ok(date) = HeaderValue::from_str(&httpdate::fmt_http_date(sandbox.gateway_now())) {
+    if let Some(date) = sandbox.date_header() {
         response.headers_mut().insert(header::DATE, date);
     }
     // Logged before a delayed answer is sent: the call has happened, and the client may
@@ -303,36 +317,65 @@ fn initiate(
         &cfg.allowed_redirect_uris,
     )
     .map_err(ApiError::validation)?;
-    let id = uuid::Uuid::new_v4().to_string();
+    let id = random_uuid().to_string();
     let signing_token = random_hex(24);
     let link = sandbox.signing_link(&signing_token);
+    let status_link = format!("/v2/single-sca-payments/{id}/status");
+    let details_link = &status_link[..status_link.len() - "/status".len()];
+    let response = Initiated {
+        links: [
+            Link {
+                href: &link,
+                rel: "redirect",
+            },
+            Link {
+                href: &status_link,
+                rel: "status",
+            },
+            Link {
+                href: details_link,
+                rel: "details",
+            },
+        ],
+        payment_id: cfg.echo_payment_id_on_initiation.then_some(id.as_str()),
+        payment_status: cfg
+            .echo_payment_id_on_initiation
+            .then_some("PendingUserApproval"),
+    };
+    let answer = ok(StatusCode::CREATED, &response);
     {
         let mut bank = lock(&sandbox.bank);
         bank.by_signing_token
             .insert(signing_token.clone(), id.clone());
-        bank.payments.insert(
-            id.clone(),
-            Payment::new(id.clone(), endpoint, valid, signing_token, now),
-        );
+        let payment = Payment::new(id.clone(), endpoint, valid, signing_token, now);
+        bank.payments.insert(id, Box::new(payment));
     }
-    let mut response = json!({
-        "_links": [
-            { "rel": "redirect", "href": link },
-            { "rel": "status", "href": format!("/v2/single-sca-payments/{id}/status") },
-            { "rel": "details", "href": format!("/v2/single-sca-payments/{id}") },
-        ]
-    });
-    if cfg.echo_payment_id_on_initiation {
-        response["payment_id"] = json!(id);
-        response["payment_status"] = json!("PendingUserApproval");
-    }
-    Ok(ok(StatusCode::CREATED, response))
+    Ok(answer)
+}
+
+/// The initiation answer (fields in alphabetical order, as the sandbox has always written
+/// them).
+#[derive(serde::Serialize)]
+struct Initiated<'a> {
+    #[serde(rename = "_links")]
+    links: [Link<'a>; 3],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment_id: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    payment_status: Option<&'static str>,
+}
+
+#[derive(serde::Serialize)]
+struct Link<'a> {
+    href: &'a str,
+    rel: &'static str,
 }
 
 /// A payment the API may show: it exists (the link was opened).
 fn existing<'a>(bank: &'a BankState, id: &str) -> Result<&'a Payment, ApiError> {
     bank.payments
         .get(id)
+        .map(|p| &**p)
         .filter(|p| p.exists_at_bank())
         .ok_or_else(|| ApiError::not_found("Payment"))
 }
@@ -362,9 +405,17 @@ async fn status(State(sandbox): State<Arc<Sandbox>>, Path(id): Path<String>, uri
     match existing(&bank, &id) {
         Ok(p) => {
             let snap = p.snapshot(now, sandbox.config());
+            #[derive(serde::Serialize)]
+            struct Status<'a> {
+                payment_id: &'a str,
+                status: super::payments::BankStatus,
+            }
             ok(
                 StatusCode::OK,
-                json!({ "payment_id": p.id, "status": snap.status }),
+                &Status {
+                    payment_id: &p.id,
+                    status: snap.status,
+                },
             )
         }
         Err(e) => e.render(uri.path()),
@@ -384,7 +435,7 @@ fn details(
     let p = owned(&bank, id, &psu)?;
     Ok(ok(
         StatusCode::OK,
-        p.details_json(now, sandbox.config(), v3, funds),
+        &p.details_json(now, sandbox.config(), v3, funds),
     ))
 }
 

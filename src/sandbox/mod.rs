@@ -118,7 +118,7 @@ use sha2::Sha256;
 pub use faults::{Fault, FaultRule, FaultTarget, OperationCounters};
 pub use payments::{BankStatus, PaymentView};
 pub use record::RecordedRequest;
-pub use server::serve;
+pub use server::{serve, serve_on_one_thread};
 pub use signing::DEFAULT_PSU_ID;
 
 /// The operations of Nordea's API that the sandbox serves, used for fault injection, counters
@@ -262,6 +262,9 @@ pub struct Sandbox {
     bank: Mutex<payments::BankState>,
     faults: Mutex<faults::FaultState>,
     log: Mutex<record::RequestLog>,
+    /// The `Date` header of the current second on the gateway's clock (formatted once a
+    /// second, not once per answer).
+    date_header: Mutex<Option<(u64, axum::http::HeaderValue)>>,
 }
 
 impl std::fmt::Debug for Sandbox {
@@ -368,6 +371,7 @@ impl Sandbox {
             bank: Mutex::new(payments::BankState::default()),
             faults: Mutex::new(faults::FaultState::new(initial_faults)),
             log: Mutex::new(record::RequestLog::with_capacity(log_capacity)),
+            date_header: Mutex::new(None),
         }))
     }
 
@@ -399,6 +403,25 @@ impl Sandbox {
         let now = std::time::SystemTime::now();
         let by = Duration::from_secs(offset.unsigned_abs());
         if offset >= 0 { now + by } else { now - by }
+    }
+
+    /// The `Date` header of an answer: the gateway's clock as an IMF-fixdate.
+    pub(crate) fn date_header(&self) -> Option<axum::http::HeaderValue> {
+        let now = self.gateway_now();
+        let format = || axum::http::HeaderValue::from_str(&httpdate::fmt_http_date(now)).ok();
+        let Ok(since_epoch) = now.duration_since(std::time::UNIX_EPOCH) else {
+            return format();
+        };
+        let second = since_epoch.as_secs();
+        let mut cached = lock(&self.date_header);
+        if let Some((at, value)) = &*cached
+            && *at == second
+        {
+            return Some(value.clone());
+        }
+        let value = format()?;
+        *cached = Some((second, value.clone()));
+        Some(value)
     }
 
     /// Switches the `id_token` in token answers on or off from the next token call on

@@ -134,14 +134,7 @@ impl Payment {
         signing_token: String,
         now: DateTime<Utc>,
     ) -> Payment {
-        let says_no_funds = |party: Option<&Value>| {
-            party
-                .and_then(|v| v.get("message"))
-                .and_then(Value::as_str)
-                .is_some_and(|m| m.contains("FundsNotAvailable"))
-        };
-        let funds_not_available =
-            says_no_funds(Some(&details.creditor)) || says_no_funds(details.debtor.as_ref());
+        let funds_not_available = details.says_funds_not_available;
         Payment {
             id,
             endpoint,
@@ -306,10 +299,10 @@ impl Payment {
             obj.insert("amount".into(), json!(amount));
             obj.insert("currency".into(), json!(d.currency.code()));
         }
-        if let Some(debtor) = &d.debtor {
-            obj.insert("debtor".into(), debtor.clone());
+        if let Some(debtor) = d.debtor() {
+            obj.insert("debtor".into(), debtor);
         }
-        obj.insert("creditor".into(), d.creditor.clone());
+        obj.insert("creditor".into(), d.creditor());
         obj.insert("status".into(), json!(snap.status));
         if let Some(u) = &d.urgency {
             obj.insert("urgency".into(), json!(u));
@@ -352,7 +345,8 @@ impl Payment {
 /// Everything the sandbox bank knows, behind one mutex (never held across an await).
 #[derive(Debug, Default)]
 pub(crate) struct BankState {
-    pub payments: HashMap<String, Payment>,
+    /// Boxed: the map's growth moves pointers, not whole payments.
+    pub payments: HashMap<String, Box<Payment>>,
     pub by_signing_token: HashMap<String, String>,
     pub codes: HashMap<String, AuthCode>,
     pub access_tokens: HashMap<String, AccessToken>,

@@ -76,6 +76,46 @@ pub async fn serve(
     Ok(())
 }
 
+/// [`serve`] on a single-threaded runtime of its own thread, for `pisgate sandbox`: the
+/// simulator's work is small per request, and on one thread it needs no wake-ups between
+/// worker threads (on a busy box those cost more CPU than the requests themselves).
+/// `shutdown` is awaited on the caller's runtime (signal handlers live there).
+pub async fn serve_on_one_thread(
+    listener: TcpListener,
+    sandbox: Arc<Sandbox>,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
+    let listener = listener.into_std()?;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let (done_tx, done) = tokio::sync::oneshot::channel::<io::Result<()>>();
+    std::thread::Builder::new()
+        .name("pisgate-sandbox".into())
+        .spawn(move || {
+            let result = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .and_then(|runtime| {
+                    runtime.block_on(async move {
+                        let listener = TcpListener::from_std(listener)?;
+                        // A dropped sender (the caller went away) stops it as well.
+                        serve(listener, sandbox, async {
+                            let _ = stopped.await;
+                        })
+                        .await
+                    })
+                });
+            let _ = done_tx.send(result);
+        })?;
+    let mut done = std::pin::pin!(done);
+    tokio::select! {
+        () = shutdown => {
+            let _ = stop.send(());
+        }
+        result = &mut done => return result.unwrap_or(Ok(())),
+    }
+    done.await.unwrap_or(Ok(()))
+}
+
 fn is_per_connection(e: &io::Error) -> bool {
     matches!(
         e.kind(),

@@ -64,17 +64,13 @@ fn plain(status: StatusCode, message: &str) -> Response {
 
 fn summary(p: &Payment) -> String {
     let d = &p.details;
-    let account = d
-        .creditor
+    let creditor = d.creditor();
+    let account = creditor
         .get("account")
         .and_then(|a| a.get("value"))
         .and_then(|v| v.as_str())
         .unwrap_or("");
-    let name = d
-        .creditor
-        .get("name")
-        .and_then(|v| v.as_str())
-        .unwrap_or("");
+    let name = creditor.get("name").and_then(|v| v.as_str()).unwrap_or("");
     // The amount as the shopper's language writes it (`€10.50`, `10,50 €`, `kr 250,00`).
     let lang = d
         .language
@@ -89,12 +85,12 @@ fn summary(p: &Payment) -> String {
     if let Some(m) = &d.merchant {
         rows.push(("Merchant", m.clone()));
     }
-    if let Some(r) = d.creditor.get("reference") {
+    if let Some(r) = creditor.get("reference") {
         let kind = r.get("type").and_then(|v| v.as_str()).unwrap_or("");
         let value = r.get("value").and_then(|v| v.as_str()).unwrap_or("");
         rows.push(("Reference", format!("{kind} {value}")));
     }
-    if let Some(m) = d.creditor.get("message").and_then(|v| v.as_str()) {
+    if let Some(m) = creditor.get("message").and_then(|v| v.as_str()) {
         rows.push(("Message", m.to_owned()));
     }
     if let Some(date) = d.requested_execution_date {

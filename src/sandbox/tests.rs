@@ -2192,3 +2192,91 @@ fn the_request_verifier_accepts_only_the_registered_keys_exact_signature() {
         .to_vec();
     assert!(!verifier.verify(message, &other));
 }
+
+#[tokio::test]
+async fn the_sandbox_on_its_own_thread_answers_signed_calls_and_stops_on_shutdown() {
+    let listener = TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let base = format!("http://{}", listener.local_addr().expect("addr"));
+    let cfg = SandboxConfig::new(
+        CLIENT_ID,
+        SecretString::from(CLIENT_SECRET.to_owned()),
+        public_pem(),
+        base.clone(),
+    );
+    let sandbox = Sandbox::new(cfg).expect("sandbox");
+    let (tx, rx) = oneshot::channel::<()>();
+    let server = tokio::spawn(super::serve_on_one_thread(
+        listener,
+        sandbox.clone(),
+        async {
+            let _ = rx.await;
+        },
+    ));
+    let sb = TestSandbox {
+        base,
+        sandbox,
+        client: browser(),
+        shutdown: None,
+        server: None,
+    };
+    let p = sb.initiate("FI").await;
+    assert!(sb.sandbox.payment(&p.id).is_some());
+    assert_eq!(sb.sandbox.requests().len(), 1);
+    tx.send(()).expect("the server is running");
+    tokio::time::timeout(Duration::from_secs(10), server)
+        .await
+        .expect("stops on shutdown")
+        .expect("no panic")
+        .expect("no error");
+    assert!(
+        sb.client
+            .get(format!("{}/sandbox/admin/health", sb.base))
+            .send()
+            .await
+            .is_err(),
+        "the listener is closed after shutdown"
+    );
+}
+
+#[test]
+fn requests_are_classified_by_method_and_exact_path() {
+    use axum::http::Method as M;
+    let c = |m: &M, p: &str| handlers::classify(m, p);
+    let id = "/personal/v2/single-sca-payments/abc";
+    assert_eq!(
+        c(
+            &M::POST,
+            "/personal/v2/payments/authorization/sepa-credit-transfer"
+        ),
+        Some(Operation::Initiate)
+    );
+    assert_eq!(
+        c(
+            &M::POST,
+            "/personal/v2/payments/authorization/domestic-credit-transfer/"
+        ),
+        Some(Operation::Initiate)
+    );
+    assert_eq!(c(&M::GET, &format!("{id}/status")), Some(Operation::Status));
+    assert_eq!(c(&M::GET, id), Some(Operation::Details));
+    assert_eq!(
+        c(&M::GET, "/personal/v3/single-sca-payments/abc"),
+        Some(Operation::Funds)
+    );
+    assert_eq!(
+        c(&M::DELETE, "/personal/v2/single-sca-payments/"),
+        Some(Operation::Cancel)
+    );
+    assert_eq!(
+        c(&M::POST, "/personal/v5/authorize/token"),
+        Some(Operation::Token)
+    );
+    assert_eq!(
+        c(&M::POST, "/personal/v5/authorize/token/revoke"),
+        Some(Operation::Revoke)
+    );
+    assert_eq!(c(&M::GET, &format!("{id}/status/more")), None);
+    assert_eq!(c(&M::GET, &format!("{id}/status/a/b/c/d")), None);
+    assert_eq!(c(&M::POST, &format!("{id}/status")), None);
+    assert_eq!(c(&M::GET, "/personal"), None);
+}

@@ -6,6 +6,7 @@
 //! seed's own examples must always pass.
 
 use chrono::NaiveDate;
+use serde_json::value::RawValue;
 use serde_json::{Map, Value};
 
 use crate::domain::{Country, Currency};
@@ -62,14 +63,33 @@ pub struct Recurring {
     pub recurrence_type: String,
 }
 
+impl ValidPayment {
+    /// The creditor object as received.
+    pub fn creditor(&self) -> Value {
+        serde_json::from_str(self.creditor.get()).unwrap_or(Value::Null)
+    }
+
+    /// The debtor object as received, if any.
+    pub fn debtor(&self) -> Option<Value> {
+        self.debtor
+            .as_ref()
+            .map(|d| serde_json::from_str(d.get()).unwrap_or(Value::Null))
+    }
+}
+
 /// A payment body that passed every rule.
 #[derive(Debug, Clone)]
 pub(crate) struct ValidPayment {
     pub country: Country,
     pub currency: Currency,
     pub amount_minor: i64,
-    pub creditor: Value,
-    pub debtor: Option<Value>,
+    /// The creditor and debtor objects as received, kept as compact JSON text (one
+    /// allocation each, instead of a tree the sandbox would hold for every payment); read
+    /// them with [`ValidPayment::creditor`] and [`ValidPayment::debtor`].
+    creditor: Box<RawValue>,
+    debtor: Option<Box<RawValue>>,
+    /// The creditor's or debtor's `message` contains `FundsNotAvailable` (the scenario).
+    pub says_funds_not_available: bool,
     pub external_id: Option<String>,
     pub merchant: Option<String>,
     pub urgency: Option<String>,
@@ -668,12 +688,25 @@ pub(crate) fn validate(
         c.fail("error.validation", "", "The payment is incomplete.");
         return Err(c.failures);
     };
+    let says_no_funds = |party: &Map<String, Value>| {
+        party
+            .get("message")
+            .and_then(Value::as_str)
+            .is_some_and(|m| m.contains("FundsNotAvailable"))
+    };
+    let says_funds_not_available = says_no_funds(creditor) || debtor.is_some_and(says_no_funds);
+    // Serializing a map of JSON values cannot fail.
+    let compact = |m: &Map<String, Value>| {
+        serde_json::value::to_raw_value(m)
+            .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("valid JSON"))
+    };
     Ok(ValidPayment {
         country,
         currency,
         amount_minor,
-        creditor: Value::Object(creditor.clone()),
-        debtor: debtor.map(|d| Value::Object(d.clone())),
+        creditor: compact(creditor),
+        debtor: debtor.map(compact),
+        says_funds_not_available,
         external_id,
         merchant,
         urgency,

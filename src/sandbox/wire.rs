@@ -2,11 +2,10 @@
 //! `failures`. Every answer under `/personal` goes through here.
 
 use axum::http::{HeaderValue, StatusCode, header};
-use axum::response::{IntoResponse, Response};
+use axum::response::Response;
 use chrono::{SecondsFormat, Utc};
 use rand::Rng;
 use serde::Serialize;
-use serde_json::{Value, json};
 
 /// Random lower-case hex of `bytes` random bytes (ids, tokens, message identifications).
 pub(crate) fn random_hex(bytes: usize) -> String {
@@ -15,24 +14,67 @@ pub(crate) fn random_hex(bytes: usize) -> String {
     hex::encode(buf)
 }
 
-pub(crate) fn group_header(status: StatusCode) -> Value {
-    json!({
-        "message_identification": random_hex(16),
-        "creation_date_time": Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true),
-        "http_code": status.as_u16(),
-    })
+/// A random version-4 UUID from the thread's generator (no system call per id, unlike
+/// `Uuid::new_v4`, which asks the kernel for every one).
+pub(crate) fn random_uuid() -> uuid::Uuid {
+    uuid::Builder::from_random_bytes(rand::random()).into_uuid()
+}
+
+/// Nordea's `group_header`, serialized straight into the answer (no intermediate JSON tree).
+/// Fields in alphabetical order, as the sandbox has always written them.
+#[derive(Serialize)]
+pub(crate) struct GroupHeader {
+    creation_date_time: String,
+    http_code: u16,
+    message_identification: MessageId,
+}
+
+/// 16 random bytes as 32 lower-case hex digits, kept on the stack.
+struct MessageId([u8; 32]);
+
+impl Serialize for MessageId {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(std::str::from_utf8(&self.0).unwrap_or_default())
+    }
+}
+
+pub(crate) fn group_header(status: StatusCode) -> GroupHeader {
+    let random: [u8; 16] = rand::random();
+    let mut id = [0u8; 32];
+    // Cannot fail: the output is exactly twice the input.
+    let _ = hex::encode_to_slice(random, &mut id);
+    GroupHeader {
+        creation_date_time: Utc::now().to_rfc3339_opts(SecondsFormat::Nanos, true),
+        http_code: status.as_u16(),
+        message_identification: MessageId(id),
+    }
 }
 
 /// A JSON answer wrapped in Nordea's envelope.
-pub(crate) fn ok(status: StatusCode, response: Value) -> Response {
+pub(crate) fn ok<T: Serialize + ?Sized>(status: StatusCode, response: &T) -> Response {
+    #[derive(Serialize)]
+    struct Envelope<'a, T: ?Sized> {
+        group_header: GroupHeader,
+        response: &'a T,
+    }
     json_response(
         status,
-        &json!({ "group_header": group_header(status), "response": response }),
+        &Envelope {
+            group_header: group_header(status),
+            response,
+        },
     )
 }
 
-pub(crate) fn json_response(status: StatusCode, body: &Value) -> Response {
-    let mut resp = (status, body.to_string()).into_response();
+/// `body` as an `application/json` answer, serialized once into the buffer that is sent.
+pub(crate) fn json_response<T: Serialize + ?Sized>(status: StatusCode, body: &T) -> Response {
+    // Room for the usual answer (an envelope and a few links) without growing.
+    let mut bytes = Vec::with_capacity(512);
+    if serde_json::to_writer(&mut bytes, body).is_err() {
+        bytes = b"{}".to_vec();
+    }
+    let mut resp = Response::new(axum::body::Body::from(bytes));
+    *resp.status_mut() = status;
     resp.headers_mut().insert(
         header::CONTENT_TYPE,
         HeaderValue::from_static("application/json"),
@@ -135,13 +177,27 @@ impl ApiError {
     /// Nordea's examples).
     pub fn render(&self, path: &str) -> Response {
         let url = path.strip_prefix("/personal").unwrap_or(path);
-        let body = json!({
-            "group_header": group_header(self.status),
-            "error": {
-                "request": { "url": url },
-                "failures": self.failures,
-            }
-        });
+        #[derive(Serialize)]
+        struct Request<'a> {
+            url: &'a str,
+        }
+        #[derive(Serialize)]
+        struct Error<'a> {
+            failures: &'a [Failure],
+            request: Request<'a>,
+        }
+        #[derive(Serialize)]
+        struct Body<'a> {
+            error: Error<'a>,
+            group_header: GroupHeader,
+        }
+        let body = Body {
+            error: Error {
+                failures: &self.failures,
+                request: Request { url },
+            },
+            group_header: group_header(self.status),
+        };
         let mut resp = json_response(self.status, &body);
         if let Some(secs) = self.retry_after {
             resp.headers_mut()
