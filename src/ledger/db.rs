@@ -51,6 +51,22 @@ use std::str::FromStr;
 /// How a transaction starts behind a transaction pooler: one simple-query exchange.
 const POOLED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
 
+/// How long a direct connection may sit idle and still be handed out without a ping.
+const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+
+/// The check of a direct connection on its way out of the pool: a ping (one round trip)
+/// when it sat idle longer than [`PING_WHEN_IDLE_FOR`], nothing otherwise. An error closes
+/// the connection and the pool hands out another (or opens one).
+async fn ping_if_idle(
+    conn: &mut PgConnection,
+    idle_for: std::time::Duration,
+) -> Result<bool, sqlx::Error> {
+    if idle_for > PING_WHEN_IDLE_FOR {
+        sqlx::Connection::ping(conn).await?;
+    }
+    Ok(true)
+}
+
 /// How a [`Db`] uses its connections.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Mode {
@@ -114,15 +130,25 @@ impl Db {
         let options = PgPoolOptions::new()
             .max_connections(settings.max_connections)
             .acquire_timeout(settings.acquire_timeout)
-            // sqlx pings (an empty Sync, one round trip) every connection it hands out. Behind
-            // a pooler that ping proves only that the pooler is up, and PgBouncer lends a
-            // server connection to answer it: a third of the nine exchanges a payment
-            // creation cost (scripts/roundtrips.sh; sqlx's ping on release, another third,
-            // cannot be turned off). A pooler connection that did die (the
-            // pooler restarted) fails its first query instead, answered 503
-            // (`ledger::health::is_unavailable`), and sqlx drops it. Straight to PostgreSQL
-            // the ping stays: there it does find connections a failover killed.
-            .test_before_acquire(mode == Mode::Session);
+            // sqlx pings (an empty Sync, one round trip) every connection it hands out unless
+            // told not to. That was a third of the nine exchanges a payment creation cost
+            // (scripts/roundtrips.sh) and 11.6% of serve's CPU (docs/perf/README.md), for a
+            // connection it had handed back a few milliseconds before, answered then by its
+            // release ping (sqlx pings every connection given back, which cannot be turned
+            // off: a connection that broke while in use never reaches the idle queue).
+            // So only a connection that sat idle is tested on the way out
+            // (`ping_if_idle`): the one that may have lost its server meanwhile (a failover,
+            // a restarted PostgreSQL); a failed ping closes it and the pool opens another.
+            // Behind a pooler the ping proves only that the pooler is up and makes PgBouncer
+            // lend a server connection to answer it, so there it is off altogether: a pooler
+            // connection that did die (the pooler restarted) fails its first query instead,
+            // answered 503 (`ledger::health::is_unavailable`), and sqlx drops it.
+            .test_before_acquire(false);
+        let options = if mode == Mode::Session {
+            options.before_acquire(|conn, meta| Box::pin(ping_if_idle(conn, meta.idle_for)))
+        } else {
+            options
+        };
         Ok((options, connect, mode))
     }
 
