@@ -219,23 +219,17 @@ impl Db {
                 None => pool.begin().await,
             }
         });
-        // Behind a pooler the pool hands out connections without a ping (see `options`), so
-        // during an outage the BEGIN itself is what waits: at the pooler, for a server it
-        // cannot log in to. Bound it like the ping was, by the acquire timeout, so that the
-        // caller hears "unavailable" (503 with Retry-After) at once instead of at the
-        // request's deadline. The opening task finishes on its own; a transaction it opens
-        // late is dropped, and so rolled back.
-        let bound = if self.pooled() {
-            Some(self.pool.options().get_acquire_timeout())
-        } else {
-            None
-        };
-        let joined = match bound {
-            Some(bound) => match tokio::time::timeout(bound, opening).await {
-                Ok(joined) => joined,
-                Err(_) => return Err(sqlx::Error::PoolTimedOut),
-            },
-            None => opening.await,
+        // The pool hands out connections without a ping (behind a pooler never, straight to
+        // PostgreSQL only after a second idle: see `options`), so during an outage the BEGIN
+        // itself is what waits: at the pooler, for a server it cannot log in to, or on a
+        // connection to a server that hangs. Bound it like the ping was, by the acquire
+        // timeout (acquiring included), so that the caller hears "unavailable" (503 with
+        // Retry-After) at once instead of at the request's deadline. The opening task
+        // finishes on its own; a transaction it opens late is dropped, and so rolled back.
+        let bound = self.pool.options().get_acquire_timeout();
+        let joined = match tokio::time::timeout(bound, opening).await {
+            Ok(joined) => joined,
+            Err(_) => return Err(sqlx::Error::PoolTimedOut),
         };
         match joined {
             Ok(tx) => tx,
