@@ -35,6 +35,15 @@
 //!
 //! Without a pooler (or with one in session mode) a [`Db`] is a plain pool: one exchange per
 //! query, cached statements, no extra round trips.
+//!
+//! A single statement through [`Db`] (not behind a pooler that needs each in a transaction)
+//! runs on a connection the handle keeps between statements ([`Parked`]) rather than one it
+//! gives back to sqlx each time: sqlx 0.8 pings every connection given back (a round trip
+//! for PostgreSQL and a task for us, on every statement) and offers no switch. A connection
+//! is kept only after its statement ran to its end and answered Ok, so it is idle and clean;
+//! any other way out (an error, a caller dropped mid-statement) gives it back to sqlx, whose
+//! ping then flushes or closes it as before. Transactions and reads start on a kept
+//! connection too, so none is stranded while the pool is short.
 
 use crate::config::{DatabaseSettings, Pooler};
 use futures_util::future::BoxFuture;
@@ -47,20 +56,49 @@ use sqlx::{Describe, Either, Execute, Executor, PgConnection, PgPool, Postgres, 
 use std::borrow::Cow;
 use std::ops::{Deref, DerefMut};
 use std::str::FromStr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// How a transaction starts behind a transaction pooler: one simple-query exchange.
 const POOLED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
 
 /// How long a direct connection may sit idle and still be handed out without a ping.
-const PING_WHEN_IDLE_FOR: std::time::Duration = std::time::Duration::from_secs(1);
+const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
+
+/// How long a kept connection may sit unused before it goes back to sqlx's pool (which
+/// closes it when idle long enough, or hands it to whoever waits there).
+const KEEP_IDLE_AT_MOST: Duration = Duration::from_secs(10);
+
+/// How long a connection may be kept in turn after turn before it goes back to sqlx's pool
+/// (which closes it past the pool's `max_lifetime`, 30 minutes).
+const KEEP_AT_MOST: Duration = Duration::from_secs(300);
+
+/// A connection kept between single statements: when it was kept first and last.
+struct Kept {
+    conn: PoolConnection<Postgres>,
+    first: Instant,
+    since: Instant,
+}
+
+/// The connections a [`Db`] keeps between single statements, the most recently used last.
+/// sqlx counts them as in use: [`Db::checkout`] takes from here before the pool, so that
+/// none sits here while a transaction waits for the pool.
+#[derive(Default)]
+struct Parked {
+    kept: Mutex<Vec<Kept>>,
+}
+
+impl std::fmt::Debug for Parked {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let n = self.kept.lock().map(|k| k.len()).unwrap_or(0);
+        f.debug_struct("Parked").field("kept", &n).finish()
+    }
+}
 
 /// The check of a direct connection on its way out of the pool: a ping (one round trip)
 /// when it sat idle longer than [`PING_WHEN_IDLE_FOR`], nothing otherwise. An error closes
 /// the connection and the pool hands out another (or opens one).
-async fn ping_if_idle(
-    conn: &mut PgConnection,
-    idle_for: std::time::Duration,
-) -> Result<bool, sqlx::Error> {
+async fn ping_if_idle(conn: &mut PgConnection, idle_for: Duration) -> Result<bool, sqlx::Error> {
     if idle_for > PING_WHEN_IDLE_FOR {
         sqlx::Connection::ping(conn).await?;
     }
@@ -97,6 +135,7 @@ impl Mode {
 pub struct Db {
     pool: PgPool,
     mode: Mode,
+    parked: Arc<Parked>,
 }
 
 impl Db {
@@ -107,7 +146,15 @@ impl Db {
             .min_connections(settings.min_connections)
             .connect_with(connect)
             .await?;
-        Ok(Db { pool, mode })
+        Ok(Db::new(pool, mode))
+    }
+
+    fn new(pool: PgPool, mode: Mode) -> Db {
+        Db {
+            pool,
+            mode,
+            parked: Arc::default(),
+        }
     }
 
     /// As [`Db::connect`], without connecting yet: the first use does (a replica that is
@@ -115,7 +162,7 @@ impl Db {
     pub fn connect_lazy(settings: &DatabaseSettings, url: &str) -> Result<Db, sqlx::Error> {
         let (options, connect, mode) = Db::options(settings, url)?;
         let pool = options.min_connections(0).connect_lazy_with(connect);
-        Ok(Db { pool, mode })
+        Ok(Db::new(pool, mode))
     }
 
     fn options(
@@ -154,10 +201,7 @@ impl Db {
 
     /// A pool that is a session per connection (tests, tools).
     pub fn direct(pool: PgPool) -> Db {
-        Db {
-            pool,
-            mode: Mode::Session,
-        }
+        Db::new(pool, Mode::Session)
     }
 
     /// Whether this pool is behind a transaction pooler (either kind).
@@ -212,12 +256,10 @@ impl Db {
         &self,
         statement: Option<Cow<'static, str>>,
     ) -> Result<Transaction<'static, Postgres>, sqlx::Error> {
-        let pool = self.pool.clone();
+        let db = self.clone();
         let opening = tokio::spawn(async move {
-            match statement {
-                Some(s) => pool.begin_with(s).await,
-                None => pool.begin().await,
-            }
+            let conn = db.checkout().await?;
+            Transaction::begin(conn, statement).await
         });
         // The pool hands out connections without a ping (behind a pooler never, straight to
         // PostgreSQL only after a second idle: see `options`), so during an outage the BEGIN
@@ -248,11 +290,67 @@ impl Db {
         if self.wraps_queries() {
             Ok(Conn::InTransaction(self.begin().await?))
         } else {
-            Ok(Conn::Session(self.pool.acquire().await?))
+            Ok(Conn::Session(self.checkout().await?))
         }
     }
 
+    /// A connection for one statement or a transaction: the most recently kept one (pinged
+    /// first, straight to PostgreSQL, when it sat unused over [`PING_WHEN_IDLE_FOR`], as the
+    /// pool does with its own), else one from the pool.
+    async fn checkout(&self) -> Result<PoolConnection<Postgres>, sqlx::Error> {
+        Ok(self.take().await?.0)
+    }
+
+    /// As [`Db::checkout`], with when the connection was first kept (`None`: from the pool).
+    async fn take(&self) -> Result<(PoolConnection<Postgres>, Option<Instant>), sqlx::Error> {
+        loop {
+            let next = self.parked.kept.lock().expect("parked").pop();
+            let Some(mut kept) = next else {
+                return Ok((self.pool.acquire().await?, None));
+            };
+            if self.mode == Mode::Session && kept.since.elapsed() > PING_WHEN_IDLE_FOR {
+                if let Err(e) = sqlx::Connection::ping(&mut *kept.conn).await {
+                    tracing::debug!(error = %e, "a kept database connection failed its ping; closing it");
+                    kept.conn.close_on_drop();
+                    continue;
+                }
+            }
+            return Ok((kept.conn, Some(kept.first)));
+        }
+    }
+
+    /// Keeps `conn`, whose statement ran to its end and answered Ok, for the next one; gives
+    /// back to the pool the least recently used when it sat unused too long, and `conn`
+    /// itself when it was kept turn after turn for too long (so that the pool's lifetime
+    /// still applies) or the pool is closing.
+    fn park(&self, conn: PoolConnection<Postgres>, first: Option<Instant>) {
+        let now = Instant::now();
+        let first = first.unwrap_or(now);
+        if self.pool.is_closed() || now.duration_since(first) > KEEP_AT_MOST {
+            return; // dropped: back to sqlx's pool
+        }
+        let stale = {
+            let mut kept = self.parked.kept.lock().expect("parked");
+            kept.push(Kept {
+                conn,
+                first,
+                since: now,
+            });
+            if kept
+                .first()
+                .is_some_and(|k| now.duration_since(k.since) > KEEP_IDLE_AT_MOST)
+            {
+                Some(kept.remove(0))
+            } else {
+                None
+            }
+        };
+        drop(stale); // outside the lock: sqlx's drop spawns the return
+    }
+
     pub async fn close(&self) {
+        let kept = std::mem::take(&mut *self.parked.kept.lock().expect("parked"));
+        drop(kept);
         self.pool.close().await
     }
 
@@ -260,8 +358,9 @@ impl Db {
         self.pool.size()
     }
 
+    /// Idle connections: the pool's and the ones kept between statements.
     pub fn num_idle(&self) -> usize {
-        self.pool.num_idle()
+        self.pool.num_idle() + self.parked.kept.lock().map(|k| k.len()).unwrap_or(0)
     }
 }
 
@@ -296,7 +395,7 @@ impl DerefMut for Conn {
     }
 }
 
-impl<'p> Executor<'p> for &'_ Db {
+impl<'p> Executor<'p> for &'p Db {
     type Database = Postgres;
 
     fn fetch_many<'e, 'q: 'e, E>(
@@ -308,7 +407,17 @@ impl<'p> Executor<'p> for &'_ Db {
         E: 'q + Execute<'q, Postgres>,
     {
         if !self.wraps_queries() {
-            return (&self.pool).fetch_many(query);
+            // On a kept connection, the whole answer read first: every caller collects it
+            // anyway (`fetch_all`), and a stream cut off midway would leave the connection
+            // half-read. Nothing streams through a `Db`; a large read pages.
+            return stream::once(async move {
+                let (mut conn, first) = self.take().await?;
+                let items: Vec<_> = (&mut *conn).fetch_many(query).try_collect().await?;
+                self.park(conn, first);
+                Ok::<_, sqlx::Error>(stream::iter(items.into_iter().map(Ok)))
+            })
+            .try_flatten()
+            .boxed();
         }
         let db = self.clone();
         // Whole answer first, then COMMIT, then hand it over.
@@ -322,6 +431,38 @@ impl<'p> Executor<'p> for &'_ Db {
         .boxed()
     }
 
+    fn execute<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<PgQueryResult, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if self.wraps_queries() {
+            return Box::pin(self.execute_many(query).try_collect());
+        }
+        Box::pin(async move {
+            let (mut conn, first) = self.take().await?;
+            let done = (&mut *conn).execute(query).await?;
+            self.park(conn, first);
+            Ok(done)
+        })
+    }
+
+    fn fetch_all<'e, 'q: 'e, E>(self, query: E) -> BoxFuture<'e, Result<Vec<PgRow>, sqlx::Error>>
+    where
+        'p: 'e,
+        E: 'q + Execute<'q, Postgres>,
+    {
+        if self.wraps_queries() {
+            return Box::pin(self.fetch(query).try_collect());
+        }
+        Box::pin(async move {
+            let (mut conn, first) = self.take().await?;
+            let rows = (&mut *conn).fetch_all(query).await?;
+            self.park(conn, first);
+            Ok(rows)
+        })
+    }
+
     fn fetch_optional<'e, 'q: 'e, E>(
         self,
         query: E,
@@ -331,7 +472,12 @@ impl<'p> Executor<'p> for &'_ Db {
         E: 'q + Execute<'q, Postgres>,
     {
         if !self.wraps_queries() {
-            return (&self.pool).fetch_optional(query);
+            return Box::pin(async move {
+                let (mut conn, first) = self.take().await?;
+                let row = (&mut *conn).fetch_optional(query).await?;
+                self.park(conn, first);
+                Ok(row)
+            });
         }
         let db = self.clone();
         Box::pin(async move {

@@ -790,3 +790,194 @@ async fn straight_to_postgresql_a_connection_idle_over_a_second_is_checked_befor
     assert_ne!(after, pid);
     db.close().await;
 }
+
+/// A proxy in front of `target_url` that counts the client's `Sync` messages (each ends one
+/// exchange with the server: a statement, or sqlx's ping) and forwards everything.
+async fn sync_counting_proxy(
+    target_url: &str,
+) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let parsed = reqwest::Url::parse(target_url).unwrap();
+    let target = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(5432)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut url = parsed.clone();
+    url.set_port(Some(listener.local_addr().unwrap().port()))
+        .unwrap();
+    let syncs = std::sync::Arc::new(AtomicUsize::new(0));
+    let counted = syncs.clone();
+    tokio::spawn(async move {
+        while let Ok((client, _)) = listener.accept().await {
+            let server = tokio::net::TcpStream::connect(&target).await.unwrap();
+            let (mut client_rx, mut client_tx) = client.into_split();
+            let (mut server_rx, mut server_tx) = server.into_split();
+            tokio::spawn(async move {
+                let _ = tokio::io::copy(&mut server_rx, &mut client_tx).await;
+            });
+            let syncs = counted.clone();
+            tokio::spawn(async move {
+                // Untyped messages first (an SSL or GSS request, then the start-up), typed
+                // ones (a type byte and a length) after the start-up.
+                let mut started = false;
+                let mut buf = Vec::new();
+                let mut chunk = [0u8; 8192];
+                loop {
+                    let Ok(n) = client_rx.read(&mut chunk).await else {
+                        return;
+                    };
+                    if n == 0 || server_tx.write_all(&chunk[..n]).await.is_err() {
+                        return;
+                    }
+                    buf.extend_from_slice(&chunk[..n]);
+                    loop {
+                        let (head, typed) = if started { (5, true) } else { (4, false) };
+                        if buf.len() < head {
+                            break;
+                        }
+                        let at = usize::from(typed);
+                        let len = u32::from_be_bytes(buf[at..at + 4].try_into().unwrap()) as usize;
+                        if buf.len() < at + len {
+                            break;
+                        }
+                        if typed {
+                            if buf[0] == b'S' {
+                                syncs.fetch_add(1, Ordering::SeqCst);
+                            }
+                        } else {
+                            // A start-up message carries protocol 3.0; the rest are requests
+                            // (SSL, GSS) answered before it.
+                            let code = u32::from_be_bytes(buf[4..8].try_into().unwrap());
+                            started = code == 196_608;
+                        }
+                        buf.drain(..at + len);
+                    }
+                }
+            });
+        }
+    });
+    (url.to_string(), syncs)
+}
+
+/// Straight to PostgreSQL (and behind a pooler that keeps prepared statements) a single
+/// statement costs one exchange: the connection is kept for the next statement instead of
+/// going back to sqlx's pool, which pings (an empty `Sync`, one more round trip, and a task)
+/// every connection given back. Without the kept connections, 20 statements were 40
+/// exchanges.
+#[tokio::test]
+async fn a_single_statement_is_one_exchange_with_no_ping_after_it() {
+    use std::sync::atomic::Ordering;
+    let url = fresh_database().await;
+    for pooler in [Pooler::None, Pooler::TransactionPrepared] {
+        let (proxied, syncs) = sync_counting_proxy(&url).await;
+        let db = Db::connect(&db_settings(pooler, 2), &proxied)
+            .await
+            .unwrap();
+        // Warm: the connection open and the statements prepared (a first run of each is
+        // one more exchange, its Parse and Describe).
+        let mut before = 0;
+        for i in 0..21 {
+            if i == 1 {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                before = syncs.load(Ordering::SeqCst);
+            }
+            let v: i32 = sqlx::query_scalar("SELECT $1::int4")
+                .bind(i)
+                .fetch_one(&db)
+                .await
+                .unwrap();
+            assert_eq!(v, i);
+            sqlx::query("SELECT 1").execute(&db).await.unwrap();
+            let all: Vec<i32> = sqlx::query_scalar("SELECT generate_series(1, 3)")
+                .fetch_all(&db)
+                .await
+                .unwrap();
+            assert_eq!(all, vec![1, 2, 3]);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let exchanges = syncs.load(Ordering::SeqCst) - before;
+        assert_eq!(
+            exchanges, 60,
+            "{pooler:?}: 60 statements, one exchange each, no ping"
+        );
+        db.close().await;
+    }
+}
+
+/// A statement cut off mid-flight does not leave its connection kept in the middle of an
+/// answer: it goes back to sqlx, whose ping waits out the answer (or closes it), and the
+/// next statement on a one-connection pool reads its own answer.
+#[tokio::test]
+async fn a_statement_cut_off_midway_leaves_no_half_read_connection_for_the_next() {
+    let url = fresh_database().await;
+    let db = Db::connect(&db_settings(Pooler::None, 1), &url)
+        .await
+        .unwrap();
+    let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&db).await.unwrap();
+    let cut = tokio::time::timeout(
+        Duration::from_millis(50),
+        sqlx::query_scalar::<_, i32>("SELECT 7 FROM pg_sleep(0.5)").fetch_one(&db),
+    )
+    .await;
+    assert!(cut.is_err(), "the statement was cut off");
+    let v: i32 = sqlx::query_scalar("SELECT 42")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(v, 42, "the next statement reads its own answer");
+    // A failed statement gives its connection back too, and the next one works.
+    assert!(sqlx::query("SELECT 1/0").execute(&db).await.is_err());
+    let v: i32 = sqlx::query_scalar("SELECT 43")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(v, 43);
+    db.close().await;
+}
+
+/// A kept connection is never stranded: with a one-connection pool whose connection is kept
+/// after a statement, a transaction and a read connection start on it at once (they would
+/// otherwise wait out the acquire timeout), and closing the handle does not hang on it.
+#[tokio::test]
+async fn a_kept_connection_serves_the_next_transaction_and_read_on_a_full_pool() {
+    let url = fresh_database().await;
+    for pooler in [Pooler::None, Pooler::TransactionPrepared] {
+        let mut settings = db_settings(pooler, 1);
+        settings.acquire_timeout = Duration::from_secs(3);
+        let db = Db::connect(&settings, &url).await.unwrap();
+        let first: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        assert_eq!(db.num_idle(), 1, "{pooler:?}: the connection is kept, idle");
+        let started = Instant::now();
+        let mut tx = db.begin().await.unwrap();
+        let in_tx: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+        tx.commit().await.unwrap();
+        assert_eq!(
+            in_tx, first,
+            "{pooler:?}: the transaction ran on the kept connection"
+        );
+        let mut conn = db.read_conn().await.unwrap();
+        let _: i32 = sqlx::query_scalar("SELECT 1")
+            .fetch_one(&mut *conn)
+            .await
+            .unwrap();
+        drop(conn);
+        let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&db).await.unwrap();
+        assert!(
+            started.elapsed() < Duration::from_secs(2),
+            "{pooler:?}: nothing waited for the pool: {:?}",
+            started.elapsed()
+        );
+        tokio::time::timeout(Duration::from_secs(5), db.close())
+            .await
+            .expect("closing does not hang on a kept connection");
+    }
+}
