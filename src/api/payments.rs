@@ -35,9 +35,9 @@ use crate::bank::BankError;
 use crate::domain::{Evidence, PaymentStatus};
 use crate::ledger::idempotency::{self, Claim};
 use crate::ledger::payments::{
-    self, CancelBy, CancelStart, Change, KeyClaim, NewPayment, PaymentRecord,
+    self, CancelBy, CancelStart, Change, Creation, KeyClaim, NewPayment, PaymentRecord,
 };
-use crate::ledger::{events, payees, tokens};
+use crate::ledger::{events, tokens};
 use anyhow::Context as _;
 use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
@@ -198,20 +198,6 @@ pub(crate) async fn create_payment(
         Err(refused) => return answered_or(&state, merchant.id, &key, &body_hash, refused).await,
     };
     let bank_id = bank_id.as_str();
-    // A merchant that pays registered accounts only: a stolen key cannot redirect money. A
-    // retry of an accepted request (same key, same body) is answered by its record (a
-    // replay), not judged again against today's payees; any other body is judged.
-    if !payees::may_pay(&state.pool, merchant.id, r.creditor().account()).await?
-        && !idempotency::recorded(&state.pool, merchant.id, &key, &validated.fingerprint).await?
-    {
-        tracing::warn!(
-            merchant_id = %merchant.id,
-            creditor = %r.creditor().account().masked(),
-            "payment to an account that is not a registered payee refused"
-        );
-        metrics::counter!("pisgate_payees_refused_total").increment(1);
-        return Err(ApiError::PayeeNotRegistered);
-    }
     let settings = &state.settings.payments;
     // The bank call must end before the key's in-flight bound, measured from the claim.
     let claimed_at = tokio::time::Instant::now();
@@ -269,11 +255,32 @@ pub(crate) async fn create_payment(
                 body_hash: &body_hash,
                 in_flight_for: settings.idempotency_stale_after,
                 expires_at: key_expires_at,
+                payee: Some(r.creditor().account()),
             },
         )
         .await?;
-        if created.is_some() {
-            break (created, id, if deferred.is_some() { 0 } else { 1 });
+        match created {
+            Creation::Created(created) => {
+                break (Some(*created), id, if deferred.is_some() { 0 } else { 1 });
+            }
+            Creation::KeyTaken => {}
+            // A merchant that pays registered accounts only: a stolen key cannot redirect
+            // money (judged in the creating statement itself). A retry of an accepted
+            // request (same key, same body) is answered by its record (a replay), not
+            // judged again against today's payees; any other body is refused.
+            Creation::PayeeNotRegistered => {
+                if !idempotency::recorded(&state.pool, merchant.id, &key, &validated.fingerprint)
+                    .await?
+                {
+                    tracing::warn!(
+                        merchant_id = %merchant.id,
+                        creditor = %r.creditor().account().masked(),
+                        "payment to an account that is not a registered payee refused"
+                    );
+                    metrics::counter!("pisgate_payees_refused_total").increment(1);
+                    return Err(ApiError::PayeeNotRegistered);
+                }
+            }
         }
         match claim_slow(
             &state,

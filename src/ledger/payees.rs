@@ -10,6 +10,10 @@
 //! Accounts are stored in the domain's normalised form ([`Account::parse`]), so a payee
 //! registered as `FI21 1234 5600 0007 85` matches a payment to `fi2112345600000785`. The full
 //! number is data, never a log line: callers log [`Account::masked`].
+//!
+//! The policy is judged inside the statement that creates a payment
+//! (`payments::create_with_key`, its `allowed` part): read at every creation, so a change
+//! applies to the next payment on every replica, at no round trip of its own.
 
 use super::Db;
 use crate::domain::account::{Account, AccountType};
@@ -155,25 +159,6 @@ pub async fn set_policy(
     .await?
     .rows_affected();
     Ok(updated > 0)
-}
-
-/// Whether the merchant may pay `account`: its policy is open, or the account is one of
-/// its payees. Read at every payment creation (one indexed lookup), so a change applies to
-/// the next payment on every replica.
-pub async fn may_pay(pool: &Db, merchant_id: Uuid, account: &Account) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT (m.payees = 'open' OR EXISTS (
-                     SELECT 1 FROM merchant_payees p
-                     WHERE p.merchant_id = m.id AND p.account_type = $2 AND p.account = $3
-                  )) AS "allowed!"
-           FROM merchants m WHERE m.id = $1"#,
-        merchant_id,
-        account.account_type().as_str(),
-        account.value(),
-    )
-    .fetch_optional(pool)
-    .await
-    .map(|allowed| allowed.unwrap_or(false))
 }
 
 async fn merchant_exists(conn: &mut PgConnection, merchant_id: Uuid) -> Result<bool, sqlx::Error> {

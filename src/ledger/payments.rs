@@ -219,6 +219,23 @@ pub struct KeyClaim<'a> {
     /// The in-flight bound (`payments.idempotency_stale_after_secs`).
     pub in_flight_for: std::time::Duration,
     pub expires_at: DateTime<Utc>,
+    /// The account the payment pays: nothing is written unless the merchant may pay it
+    /// (its payee policy is open, or the account is one of its payees), judged in the same
+    /// statement. `None` only where no payee policy applies (tools, tests).
+    pub payee: Option<&'a crate::domain::Account>,
+}
+
+/// What [`create_with_key`] did.
+#[derive(Debug)]
+pub enum Creation {
+    /// The key was new (or expired) and the payment is written.
+    Created(Box<Created>),
+    /// The key is live: nothing written; [`idempotency::claim`](crate::ledger::idempotency::claim)
+    /// tells a replay, an in-flight request and a mismatch apart.
+    KeyTaken,
+    /// The merchant pays registered accounts only and the payee is not one of them:
+    /// nothing written, the key not claimed.
+    PayeeNotRegistered,
 }
 
 /// The events of a new payment: `created`, then the start of its first bank attempt (none
@@ -269,16 +286,23 @@ pub async fn create_with_key(
     pool: &Db,
     p: NewPayment<'_>,
     key: KeyClaim<'_>,
-) -> Result<Option<Created>, sqlx::Error> {
+) -> Result<Creation, sqlx::Error> {
     let now = events::now_micros();
     let sealed = events::seal(p.id, None, &creation_events(&p), now)?;
     let (seq, head) = sealed.head();
     let in_flight_ms = i64::try_from(key.in_flight_for.as_millis()).unwrap_or(i64::MAX);
-    let written = sqlx::query_scalar!(
-        r#"WITH k AS (
+    let written = sqlx::query!(
+        r#"WITH allowed AS (
+               SELECT $37::text IS NULL OR m.payees = 'open' OR EXISTS (
+                          SELECT 1 FROM merchant_payees mp
+                          WHERE mp.merchant_id = m.id AND mp.account_type = $37 AND mp.account = $38
+                      ) AS ok
+               FROM merchants m WHERE m.id = $2
+           ), k AS (
                INSERT INTO idempotency_keys
                    (merchant_id, key, request_hash, expires_at, payment_id, locked_until, body_hash)
-               VALUES ($2, $16, $17, $18, $1, now() + make_interval(secs => $19::bigint / 1000.0), $34)
+               SELECT $2, $16, $17, $18, $1, now() + make_interval(secs => $19::bigint / 1000.0), $34
+               FROM allowed WHERE allowed.ok
                ON CONFLICT (merchant_id, key) DO UPDATE
                    SET request_hash = EXCLUDED.request_hash, payment_id = EXCLUDED.payment_id,
                        body_hash = EXCLUDED.body_hash,
@@ -314,7 +338,8 @@ pub async fn create_with_key(
                     AS ev(seq, kind, old_status, new_status, bank_status, detail, prev_hash, hash)
                RETURNING 1
            )
-           SELECT count(*) AS "n!" FROM e"#,
+           SELECT (SELECT count(*) FROM e) AS "n!",
+                  COALESCE((SELECT ok FROM allowed), false) AS "allowed!""#,
         p.id,
         p.merchant_id,
         p.amount_minor,
@@ -351,11 +376,16 @@ pub async fn create_with_key(
         key.body_hash,
         p.bank,
         p.deferred,
+        key.payee.map(|a| a.account_type().as_str()),
+        key.payee.map(|a| a.value()),
     )
     .fetch_one(pool)
     .await?;
-    if written == 0 {
-        return Ok(None);
+    if !written.allowed {
+        return Ok(Creation::PayeeNotRegistered);
+    }
+    if written.n == 0 {
+        return Ok(Creation::KeyTaken);
     }
     let head = head.to_vec();
     let record = PaymentRecord {
@@ -398,7 +428,7 @@ pub async fn create_with_key(
         shopper_debtor_account: None,
         initiation_lease_until: None,
     };
-    Ok(Some(Created { record, seq, head }))
+    Ok(Creation::Created(Box::new(Created { record, seq, head })))
 }
 
 /// The fast path of recording the bank's answer to a payment's first attempt, with the

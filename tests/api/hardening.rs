@@ -215,7 +215,7 @@ async fn enqueue_event(pool: &Db) -> String {
         .unwrap();
     let id = uuid::Uuid::now_v7();
     let later = chrono::Utc::now() + chrono::Duration::minutes(15);
-    payments::create_with_key(
+    let created = payments::create_with_key(
         pool,
         NewPayment {
             id,
@@ -243,11 +243,15 @@ async fn enqueue_event(pool: &Db) -> String {
             body_hash: b"proxy test body",
             in_flight_for: std::time::Duration::from_secs(15),
             expires_at: later,
+            payee: None,
         },
     )
     .await
-    .unwrap()
-    .expect("a new key");
+    .unwrap();
+    assert!(
+        matches!(created, payments::Creation::Created(_)),
+        "a new key"
+    );
     let mut tx = pool.begin().await.unwrap();
     payments::transition(
         &mut tx,

@@ -100,8 +100,9 @@ async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and
     assert_eq!(listed[0]["label"], "payouts");
 
     // A stolen key sends the money elsewhere: refused, naming the field.
+    let refused_key = Uuid::new_v4().to_string();
     let r = app
-        .post_payment(&m.api_key, &Uuid::new_v4().to_string(), &paying(ELSEWHERE))
+        .post_payment(&m.api_key, &refused_key, &paying(ELSEWHERE))
         .await;
     let problem = assert_problem(r, 422, "payee_not_registered").await;
     assert_eq!(problem["errors"][0]["field"], "creditor.account");
@@ -111,6 +112,12 @@ async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and
         .await
         .unwrap();
     assert_eq!(payments, 1, "nothing was created for the refused one");
+    let claimed: i64 = sqlx::query_scalar("SELECT count(*) FROM idempotency_keys WHERE key = $1")
+        .bind(&refused_key)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(claimed, 0, "nor was its key claimed");
 
     // The registered account, however it is written, is paid.
     let key = Uuid::new_v4().to_string();
