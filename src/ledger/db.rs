@@ -86,6 +86,26 @@ struct Kept {
 #[derive(Default)]
 struct Parked {
     kept: Mutex<Vec<Kept>>,
+    /// Callers of [`Db::take`] that found no kept connection and wait for sqlx's pool. While
+    /// one does (sqlx's queue does not see the kept connections), [`Db::park`] gives
+    /// connections back to sqlx instead of keeping them, so that the waiter gets one at once.
+    taking: std::sync::atomic::AtomicUsize,
+}
+
+/// Counts a caller in [`Parked::taking`] until it has its connection from the pool (or gives up).
+struct Taking<'a>(&'a std::sync::atomic::AtomicUsize);
+
+impl<'a> Taking<'a> {
+    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Taking<'a> {
+        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        Taking(count)
+    }
+}
+
+impl Drop for Taking<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Parked {
@@ -304,9 +324,16 @@ impl Db {
     /// As [`Db::checkout`], with when the connection was first kept (`None`: from the pool).
     async fn take(&self) -> Result<(PoolConnection<Postgres>, Option<Instant>), sqlx::Error> {
         loop {
-            let next = self.parked.kept.lock().expect("parked").pop();
-            let Some(mut kept) = next else {
-                return Ok((self.pool.acquire().await?, None));
+            // Counted as waiting under the lock `park` reads the count under, when there is
+            // no kept connection: a connection parked after this goes back to sqlx, where
+            // the wait below gets it.
+            let next = {
+                let mut kept = self.parked.kept.lock().expect("parked");
+                kept.pop().ok_or_else(|| Taking::enter(&self.parked.taking))
+            };
+            let mut kept = match next {
+                Ok(kept) => kept,
+                Err(_waiting) => return Ok((self.pool.acquire().await?, None)),
             };
             if self.mode == Mode::Session && kept.since.elapsed() > PING_WHEN_IDLE_FOR {
                 if let Err(e) = sqlx::Connection::ping(&mut *kept.conn).await {
@@ -321,8 +348,8 @@ impl Db {
 
     /// Keeps `conn`, whose statement ran to its end and answered Ok, for the next one; gives
     /// back to the pool the least recently used when it sat unused too long, and `conn`
-    /// itself when it was kept turn after turn for too long (so that the pool's lifetime
-    /// still applies) or the pool is closing.
+    /// itself when another caller may be waiting for the pool, when it was kept turn after
+    /// turn for too long (so that the pool's lifetime still applies) or the pool is closing.
     fn park(&self, conn: PoolConnection<Postgres>, first: Option<Instant>) {
         let now = Instant::now();
         let first = first.unwrap_or(now);
@@ -331,6 +358,13 @@ impl Db {
         }
         let stale = {
             let mut kept = self.parked.kept.lock().expect("parked");
+            // Read under the lock under which `take` counts itself as waiting: a caller
+            // either finds this connection kept or gets it from sqlx.
+            if self.parked.taking.load(std::sync::atomic::Ordering::SeqCst) > 0 {
+                drop(kept);
+                drop(conn); // back to sqlx's pool, which hands it to whoever waits there
+                return;
+            }
             kept.push(Kept {
                 conn,
                 first,

@@ -981,3 +981,43 @@ async fn a_kept_connection_serves_the_next_transaction_and_read_on_a_full_pool()
             .expect("closing does not hang on a kept connection");
     }
 }
+
+/// More callers than connections, each running statement after statement: no caller waits
+/// in the pool's queue while a connection sits kept (the pool's waiters do not see the kept
+/// ones, so a connection is given back to the pool while anyone may be waiting). Every
+/// statement is answered well within the acquire timeout.
+#[tokio::test]
+async fn callers_outnumbering_the_connections_never_starve_while_one_is_kept() {
+    let url = fresh_database().await;
+    for pooler in [Pooler::None, Pooler::TransactionPrepared] {
+        let mut settings = db_settings(pooler, 2);
+        settings.acquire_timeout = Duration::from_secs(2);
+        let db = Db::connect(&settings, &url).await.unwrap();
+        let started = Instant::now();
+        let mut set = tokio::task::JoinSet::new();
+        for t in 0..8i64 {
+            let db = db.clone();
+            set.spawn(async move {
+                for i in 0..40i64 {
+                    let v: i64 = sqlx::query_scalar("SELECT $1::int8 + $2::int8")
+                        .bind(t)
+                        .bind(i)
+                        .fetch_one(&db)
+                        .await?;
+                    assert_eq!(v, t + i);
+                }
+                Ok::<_, sqlx::Error>(())
+            });
+        }
+        while let Some(done) = set.join_next().await {
+            done.unwrap()
+                .unwrap_or_else(|e| panic!("{pooler:?}: a caller starved: {e}"));
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{pooler:?}: {:?}",
+            started.elapsed()
+        );
+        db.close().await;
+    }
+}
