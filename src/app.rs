@@ -101,11 +101,11 @@ impl Application {
             cipher,
         );
         if let Some(replica) = replica {
-            state.reads = Arc::new(ledger::Reads::new(
+            state = state.with_reads(Arc::new(ledger::Reads::new(
                 pool.clone(),
                 Some(replica),
                 read_max_lag,
-            ));
+            )));
         }
         let mut workers = WorkerContext::new(
             pool.clone(),

@@ -307,7 +307,8 @@ pub async fn problem_for_bare_errors(
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
-    let path = request.uri().path().to_owned();
+    // Shares the request's bytes; the path is copied only for a 404.
+    let uri = request.uri().clone();
     let response = next.run(request).await;
     let status = response.status();
     if !(status.is_client_error() || status.is_server_error()) {
@@ -324,7 +325,7 @@ pub async fn problem_for_bare_errors(
     }
     let error = match status {
         StatusCode::METHOD_NOT_ALLOWED => ApiError::MethodNotAllowed,
-        StatusCode::NOT_FOUND => ApiError::UnknownRoute(path),
+        StatusCode::NOT_FOUND => ApiError::UnknownRoute(uri.path().to_owned()),
         StatusCode::PAYLOAD_TOO_LARGE => ApiError::PayloadTooLarge,
         StatusCode::REQUEST_TIMEOUT => ApiError::DeadlineExceeded,
         StatusCode::UNSUPPORTED_MEDIA_TYPE => {

@@ -25,18 +25,18 @@ pub const REQUEST_ID_HEADER: &str = "x-request-id";
 pub async fn request_context(mut request: Request, next: Next) -> Response {
     let started = Instant::now();
     let request_id = request_id_of(&request);
-    let matched = request
-        .extensions()
-        .get::<MatchedPath>()
-        .map(|p| p.as_str().to_owned());
-    let route = matched.clone().unwrap_or_else(|| "unmatched".to_owned());
+    // One header value for the request and the answer (a clone shares its bytes).
+    let request_id_value = HeaderValue::from_str(&request_id).ok();
+    // `MatchedPath` clones by reference count.
+    let matched = request.extensions().get::<MatchedPath>().cloned();
+    let route = matched.as_ref().map(MatchedPath::as_str);
     let method = request.method().clone();
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        request.headers_mut().insert(REQUEST_ID_HEADER, v);
+    if let Some(v) = &request_id_value {
+        request.headers_mut().insert(REQUEST_ID_HEADER, v.clone());
     }
     let span = tracing::info_span!(
         "request",
-        otel.name = %match &matched {
+        otel.name = %match route {
             Some(route) => format!("{method} {route}"),
             None => method.to_string(),
         },
@@ -46,11 +46,14 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         http.request.method = %method,
         url.path = %request.uri().path(),
         url.scheme = "http",
-        http.route = matched.as_deref(),
+        http.route = route,
         http.response.status_code = Empty,
         merchant_id = Empty,
     );
-    if let Some(parent) = crate::telemetry::remote_parent(request.headers()) {
+    // A disabled span (the log level is above `info`) takes no parent.
+    if !span.is_disabled()
+        && let Some(parent) = crate::telemetry::remote_parent(request.headers())
+    {
         let _ = span.set_parent(parent);
     }
     let mut response = REQUEST_ID
@@ -59,29 +62,84 @@ pub async fn request_context(mut request: Request, next: Next) -> Response {
         .await;
     let status = response.status();
     let elapsed = started.elapsed();
-    span.record("http.response.status_code", status.as_u16());
-    if status.is_server_error() {
-        span.record("otel.status_code", "ERROR");
+    if !span.is_disabled() {
+        span.record("http.response.status_code", status.as_u16());
+        if status.is_server_error() {
+            span.record("otel.status_code", "ERROR");
+        }
+        span.in_scope(|| {
+            tracing::info!(
+                status = status.as_u16(),
+                latency_ms = elapsed.as_secs_f64() * 1000.0,
+                "request finished"
+            );
+        });
     }
-    span.in_scope(|| {
-        tracing::info!(
-            status = status.as_u16(),
-            latency_ms = elapsed.as_secs_f64() * 1000.0,
-            "request finished"
-        );
-    });
-    let labels = [
-        ("method", method.to_string()),
-        ("route", route),
-        ("status", status.as_u16().to_string()),
-    ];
-    metrics::counter!("pisgate_http_requests_total", &labels).increment(1);
-    metrics::histogram!("pisgate_http_request_duration_seconds", &labels)
-        .record(elapsed.as_secs_f64());
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
+    http_metrics::record(&method, route.unwrap_or("unmatched"), status, elapsed);
+    if let Some(v) = request_id_value {
         response.headers_mut().insert(REQUEST_ID_HEADER, v);
     }
     response
+}
+
+/// `pisgate_http_requests_total` and `pisgate_http_request_duration_seconds`, labelled
+/// `method`, `route` and `status`, with their handles kept per label set: the `metrics`
+/// macros build a key (its label strings and their vector) and look it up in the recorder on
+/// every call, which cost a handful of allocations per request.
+mod http_metrics {
+    use axum::http::{Method, StatusCode};
+    use metrics::{Counter, Histogram};
+    use std::collections::HashMap;
+    use std::sync::{LazyLock, RwLock};
+    use std::time::Duration;
+
+    /// Label sets kept at most (methods and statuses come from clients; routes are ours).
+    /// Past it a request is recorded through the macros, as before, and nothing is kept.
+    const MAX_KEPT: usize = 1024;
+
+    struct Handles {
+        requests: Counter,
+        duration: Histogram,
+    }
+
+    type ByRoute = HashMap<Box<str>, Handles>;
+
+    static KEPT: LazyLock<RwLock<HashMap<(Method, StatusCode), ByRoute>>> =
+        LazyLock::new(RwLock::default);
+
+    pub(super) fn record(method: &Method, route: &str, status: StatusCode, elapsed: Duration) {
+        let seconds = elapsed.as_secs_f64();
+        let key = (method.clone(), status);
+        if let Ok(kept) = KEPT.read()
+            && let Some(handles) = kept.get(&key).and_then(|routes| routes.get(route))
+        {
+            handles.requests.increment(1);
+            handles.duration.record(seconds);
+            return;
+        }
+        // Handles are bound to the recorder installed when they are made: make sure it is
+        // the process's (the router is only built with it, but a kept no-op would be silent).
+        let _ = crate::telemetry::metrics_handle();
+        let labels = [
+            ("method", method.to_string()),
+            ("route", route.to_owned()),
+            ("status", status.as_u16().to_string()),
+        ];
+        let handles = Handles {
+            requests: metrics::counter!("pisgate_http_requests_total", &labels),
+            duration: metrics::histogram!("pisgate_http_request_duration_seconds", &labels),
+        };
+        handles.requests.increment(1);
+        handles.duration.record(seconds);
+        if let Ok(mut kept) = KEPT.write()
+            && kept.values().map(HashMap::len).sum::<usize>() < MAX_KEPT
+        {
+            kept.entry(key)
+                .or_default()
+                .entry(route.into())
+                .or_insert(handles);
+        }
+    }
 }
 
 /// The caller's `x-request-id` when it is short and printable, else a new one.
@@ -189,5 +247,53 @@ pub async fn deadline(
             );
             ApiError::DeadlineExceeded.into_response()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::http_metrics;
+    use axum::http::{Method, StatusCode};
+    use std::time::Duration;
+
+    fn requests_counted(text: &str, route: &str, status: &str) -> Option<u64> {
+        text.lines()
+            .find(|l| {
+                l.starts_with("pisgate_http_requests_total{")
+                    && l.contains(&format!("route=\"{route}\""))
+                    && l.contains(&format!("status=\"{status}\""))
+            })
+            .and_then(|l| l.rsplit(' ').next())
+            .and_then(|n| n.parse().ok())
+    }
+
+    #[test]
+    fn every_request_is_counted_under_its_labels_with_kept_handles_and_past_the_cap() {
+        let handle = crate::telemetry::metrics_handle();
+        let route = "/test/kept/{id}";
+        for _ in 0..3 {
+            http_metrics::record(
+                &Method::GET,
+                route,
+                StatusCode::OK,
+                Duration::from_millis(2),
+            );
+        }
+        http_metrics::record(&Method::GET, route, StatusCode::NOT_FOUND, Duration::ZERO);
+        // Fill the cache; label sets past it are still counted, through the macros.
+        for i in 0..1100 {
+            let route = format!("/test/filler/{i}");
+            http_metrics::record(&Method::POST, &route, StatusCode::OK, Duration::ZERO);
+        }
+        let late = "/test/past-the-cap";
+        for _ in 0..2 {
+            http_metrics::record(&Method::GET, late, StatusCode::OK, Duration::ZERO);
+        }
+        let text = handle.render();
+        assert_eq!(requests_counted(&text, route, "200"), Some(3), "{text}");
+        assert_eq!(requests_counted(&text, route, "404"), Some(1));
+        assert_eq!(requests_counted(&text, late, "200"), Some(2));
+        assert_eq!(requests_counted(&text, "/test/filler/1099", "200"), Some(1));
+        assert!(text.contains("pisgate_http_request_duration_seconds_bucket{"));
     }
 }

@@ -48,9 +48,15 @@ use rate_limit::RateLimiter;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-/// What every handler can reach. Cheap to clone.
+/// What every handler can reach: one `Arc`, so that axum's `State` extractor and each
+/// `from_fn_with_state` layer clone (and drop) one reference count per request instead of a
+/// dozen (the fields are reached through `Deref`).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+/// The fields of [`AppState`].
+#[derive(Clone)]
+pub struct Shared {
     pub pool: Db,
     pub settings: Arc<Settings>,
     pub rate_limiter: Arc<RateLimiter>,
@@ -86,7 +92,7 @@ impl AppState {
         ));
         let listener = crate::ledger::listener::Listener::new(settings.database.session_url());
         error_pages::set_public_url(&settings.server.public_url);
-        AppState {
+        AppState(Arc::new(Shared {
             reads: Arc::new(crate::ledger::Reads::primary_only(pool.clone())),
             pool,
             settings: Arc::new(settings),
@@ -99,7 +105,14 @@ impl AppState {
             listener,
             draining: Arc::default(),
             error_reads: Arc::default(),
-        }
+        }))
+    }
+
+    /// The same state with list reads going to `reads` (a read replica); for the
+    /// application's build, before the state is shared.
+    pub fn with_reads(mut self, reads: Arc<crate::ledger::Reads>) -> AppState {
+        Arc::make_mut(&mut self.0).reads = reads;
+        self
     }
 
     /// Marks this replica as shutting down (readiness fails from now on).
@@ -109,6 +122,14 @@ impl AppState {
 
     pub fn is_draining(&self) -> bool {
         self.draining.load(Ordering::Relaxed)
+    }
+}
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
     }
 }
 

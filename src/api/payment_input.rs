@@ -50,6 +50,17 @@ fn origin_error(merchant: &Merchant, url: &ReturnUrl) -> Option<FieldError> {
     })
 }
 
+fn canonical_value(canonical_text: &str) -> Result<Value, ApiError> {
+    serde_json::from_str(canonical_text).map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))
+}
+
+impl Validated {
+    /// The canonical form again, for a caller that gave [`Validated::canonical`] away.
+    pub fn canonical_value(&self) -> Result<Value, ApiError> {
+        canonical_value(&self.request.canonical_json())
+    }
+}
+
 /// Validates a body against the domain rules and the merchant's origins.
 pub fn validate(
     body: &Value,
@@ -64,7 +75,8 @@ pub fn validate(
             "the body must be a JSON object",
         )]));
     }
-    let input: PaymentRequestInput = serde_json::from_value(body.clone()).map_err(|e| {
+    // Read from the tree in place (`&Value` is a deserializer): no copy of the body.
+    let input = <PaymentRequestInput as serde::Deserialize>::deserialize(body).map_err(|e| {
         ApiError::Validation(vec![FieldError::new("body", "invalid_type", e.to_string())])
     })?;
     match PaymentRequest::parse(&input, today, environment) {
@@ -73,12 +85,10 @@ pub fn validate(
                 return Err(ApiError::Validation(vec![e]));
             }
             let canonical_text = request.canonical_json();
-            let canonical: Value = serde_json::from_str(&canonical_text)
-                .map_err(|e| ApiError::Internal(anyhow::anyhow!(e)))?;
             Ok(Validated {
+                canonical: canonical_value(&canonical_text)?,
                 fingerprint: Sha256::digest(canonical_text.as_bytes()).into(),
                 request,
-                canonical,
             })
         }
         Err(violations) => {

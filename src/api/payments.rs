@@ -40,7 +40,7 @@ use crate::ledger::payments::{
 use crate::ledger::{events, tokens};
 use anyhow::Context as _;
 use axum::extract::State;
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
@@ -65,7 +65,24 @@ pub const IDEMPOTENCY_HEADER: &str = "idempotency-key";
 
 pub use crate::ledger::view::PaymentView;
 
-fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
+/// The request's `Idempotency-Key` header as sent (judged by [`idempotency_key`] in the
+/// handler, after the body is read): axum's `HeaderMap` extractor would copy every header.
+pub(crate) struct IdempotencyHeader(Option<HeaderValue>);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyHeader {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        _state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        Ok(IdempotencyHeader(
+            parts.headers.get(IDEMPOTENCY_HEADER).cloned(),
+        ))
+    }
+}
+
+fn idempotency_key(header: Option<&HeaderValue>) -> Result<String, ApiError> {
     let missing = || {
         ApiError::Validation(vec![FieldError::new(
             "Idempotency-Key",
@@ -73,7 +90,7 @@ fn idempotency_key(headers: &HeaderMap) -> Result<String, ApiError> {
             "send an Idempotency-Key header (e.g. a UUID) so a retry never creates a second payment",
         )])
     };
-    let value = headers.get(IDEMPOTENCY_HEADER).ok_or_else(missing)?;
+    let value = header.ok_or_else(missing)?;
     let key = value.to_str().map_err(|_| missing())?.trim();
     if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
         return Err(ApiError::Validation(vec![FieldError::new(
@@ -177,13 +194,13 @@ fn replayed(status: u16, body: Value) -> Response {
 pub(crate) async fn create_payment(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
-    headers: HeaderMap,
+    IdempotencyHeader(key_header): IdempotencyHeader,
     ApiJson(body): ApiJson<Value>,
 ) -> Result<Response, ApiError> {
-    let key = idempotency_key(&headers)?;
+    let key = idempotency_key(key_header.as_ref())?;
     let body_hash = payment_input::body_fingerprint(&body);
     let today = Utc::now().date_naive();
-    let validated: Validated =
+    let mut validated: Validated =
         match payment_input::validate(&body, &merchant, today, state.settings.nordea.environment) {
             Ok(v) => v,
             // Today's rules never decide a replay: an answered key replays its answer.
@@ -213,13 +230,15 @@ pub(crate) async fn create_payment(
     let hop_url = authorize::url(&state, id, &hop);
     let return_url = r.return_url().as_string();
     let trace_parent = crate::telemetry::current_traceparent();
-    let new_payment = NewPayment {
+    // Built afresh for each try of the claim below; the first (almost always the only one)
+    // takes the canonical request validation made, later ones a copy of it.
+    let new_payment = |request: Value| NewPayment {
         id,
         merchant_id: merchant.id,
         amount_minor: r.amount().minor(),
         currency: r.currency().code(),
         country: r.country().code(),
-        request: validated.canonical.clone(),
+        request,
         merchant_reference: r.merchant_reference(),
         psu_id: r.psu_id(),
         return_url: &return_url,
@@ -244,11 +263,12 @@ pub(crate) async fn create_payment(
     // already there (a retry, a request in flight, another body) takes the path below; a key
     // that expired in between sends it back here.
     let mut tries = 0;
+    let mut request = Some(std::mem::take(&mut validated.canonical));
     let (created, payment_id, attempt) = loop {
         tries += 1;
         let created = payments::create_with_key(
             &state.pool,
-            new_payment.clone(),
+            new_payment(request.take().context("the canonical request")?),
             KeyClaim {
                 key: &key,
                 request_hash: &validated.fingerprint,
@@ -288,7 +308,7 @@ pub(crate) async fn create_payment(
             &key,
             &validated,
             &body_hash,
-            new_payment.clone(),
+            (expires_at, sign_horizon_at),
             &oauth_state_hash,
         )
         .await?
@@ -298,7 +318,11 @@ pub(crate) async fn create_payment(
                 attempt,
             } => break (None, payment_id, attempt),
             SlowClaim::Answer(response) => return Ok(response),
-            SlowClaim::Retry if tries < 3 => continue,
+            SlowClaim::Retry if tries < 3 => {
+                // The canonical request went with the last try: the next one makes it again.
+                request = Some(validated.canonical_value()?);
+                continue;
+            }
             SlowClaim::Retry => {
                 return Err(ApiError::Conflict(
                     "idempotency_key_in_flight",
@@ -317,7 +341,6 @@ pub(crate) async fn create_payment(
     if deferred.is_some() {
         return answer_deferred(&state, merchant.id, &key, created, payment_id).await;
     }
-    let bank_id = new_payment.bank;
     let initiation = validated.initiation(
         payment_id,
         &merchant.name,
@@ -428,12 +451,10 @@ async fn claim_slow(
     key: &str,
     validated: &Validated,
     body_hash: &[u8],
-    new_payment: NewPayment<'_>,
+    (expires_at, sign_horizon_at): (chrono::DateTime<Utc>, chrono::DateTime<Utc>),
     oauth_state_hash: &[u8],
 ) -> Result<SlowClaim, ApiError> {
     let settings = &state.settings.payments;
-    let expires_at = new_payment.expires_at;
-    let sign_horizon_at = new_payment.sign_horizon_at;
     let mut tx = state.pool.begin().await?;
     let claim = idempotency::claim(
         &mut tx,

@@ -896,6 +896,36 @@ fn not_offered(protocol: &str, what: &str) -> BankError {
     }
 }
 
+/// The proxy environment variables reqwest's system proxy reads (hyper-util's
+/// `Matcher::from_env`).
+const PROXY_VARIABLES: [&str; 6] = [
+    "ALL_PROXY",
+    "all_proxy",
+    "HTTP_PROXY",
+    "http_proxy",
+    "HTTPS_PROXY",
+    "https_proxy",
+];
+
+/// `builder` without reqwest's system proxy when no proxy variable is set (or all are
+/// empty): then that proxy never intercepts anything, but reqwest still asks it about every
+/// request (a `NO_PROXY` and host match per call). With any of them set, the builder is left
+/// as it is, so deployments that send bank calls through `HTTPS_PROXY` keep doing so.
+pub(crate) fn without_unset_proxies(builder: reqwest::ClientBuilder) -> reqwest::ClientBuilder {
+    if proxy_configured(|name| std::env::var_os(name)) {
+        builder
+    } else {
+        builder.no_proxy()
+    }
+}
+
+/// Whether any proxy variable holds a value, `var` reading the environment.
+fn proxy_configured(var: impl Fn(&str) -> Option<std::ffi::OsString>) -> bool {
+    PROXY_VARIABLES
+        .iter()
+        .any(|name| var(name).is_some_and(|v| !v.is_empty()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -960,6 +990,27 @@ mod tests {
             },
         ] {
             assert!(!other.provably_not_processed(), "{other:?}");
+        }
+    }
+
+    #[test]
+    fn the_system_proxy_is_kept_when_any_proxy_variable_is_set() {
+        let env = |set: &'static [(&'static str, &'static str)]| {
+            move |name: &str| {
+                set.iter()
+                    .find(|(n, _)| *n == name)
+                    .map(|(_, v)| std::ffi::OsString::from(v))
+            }
+        };
+        assert!(!proxy_configured(env(&[])));
+        assert!(!proxy_configured(env(&[
+            ("HTTPS_PROXY", ""),
+            ("NO_PROXY", "*")
+        ])));
+        for name in PROXY_VARIABLES {
+            let set: &'static [(&'static str, &'static str)] =
+                Box::leak(vec![(name, "http://proxy.internal:3128")].into_boxed_slice());
+            assert!(proxy_configured(env(set)), "{name}");
         }
     }
 

@@ -269,7 +269,7 @@ fn require_media_type(headers: &HeaderMap, expected: &str) -> Result<(), ApiErro
     }
 }
 
-fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
+fn parse_json<'a, T: serde::Deserialize<'a>>(body: &'a [u8]) -> Result<T, ApiError> {
     serde_json::from_slice(body).map_err(|e| {
         ApiError::validation(vec![Failure::new(
             "error.validation.format",
@@ -280,24 +280,34 @@ fn parse_json(body: &[u8]) -> Result<Value, ApiError> {
     })
 }
 
-async fn initiate_sepa(
-    State(sandbox): State<Arc<Sandbox>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    initiate(&sandbox, Endpoint::SepaCreditTransfer, &headers, &body)
-        .unwrap_or_else(|e| e.render(uri.path()))
+async fn initiate_sepa(State(sandbox): State<Arc<Sandbox>>, request: Request) -> Response {
+    initiate_request(&sandbox, Endpoint::SepaCreditTransfer, request).await
 }
 
-async fn initiate_domestic(
-    State(sandbox): State<Arc<Sandbox>>,
-    uri: Uri,
-    headers: HeaderMap,
-    body: Bytes,
-) -> Response {
-    initiate(&sandbox, Endpoint::DomesticCreditTransfer, &headers, &body)
-        .unwrap_or_else(|e| e.render(uri.path()))
+async fn initiate_domestic(State(sandbox): State<Arc<Sandbox>>, request: Request) -> Response {
+    initiate_request(&sandbox, Endpoint::DomesticCreditTransfer, request).await
+}
+
+/// An initiation read from the request's own parts: axum's `HeaderMap` and `Uri` extractors
+/// would copy them (the header map's table and every value) on every initiation.
+async fn initiate_request(sandbox: &Sandbox, endpoint: Endpoint, request: Request) -> Response {
+    let (parts, body) = request.into_parts();
+    // The gateway has read the body whole (at most MAX_BODY) and put it back as one buffer:
+    // this takes that buffer, it copies nothing.
+    let body = match to_bytes(body, MAX_BODY).await {
+        Ok(body) => body,
+        Err(_) => {
+            return ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "error.request.too_large",
+                "The request body is too large.",
+                "",
+            )
+            .render(parts.uri.path());
+        }
+    };
+    initiate(sandbox, endpoint, &parts.headers, &body)
+        .unwrap_or_else(|e| e.render(parts.uri.path()))
 }
 
 fn initiate(
@@ -307,7 +317,8 @@ fn initiate(
     body: &[u8],
 ) -> Result<Response, ApiError> {
     require_media_type(headers, "application/json")?;
-    let value = parse_json(body)?;
+    // Read borrowing from the body: validation needs no tree of its own.
+    let value: super::json::Json = parse_json(body)?;
     let cfg = sandbox.config();
     let now = sandbox.now();
     let valid = validate(
@@ -471,7 +482,7 @@ async fn cancel(
 fn cancel_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
     let psu = psu_of(sandbox, headers)?;
     require_media_type(headers, "application/json")?;
-    let value = parse_json(body)?;
+    let value: Value = parse_json(body)?;
     let ids: Option<Vec<String>> = value
         .get("payments")
         .and_then(Value::as_array)
@@ -646,7 +657,7 @@ async fn revoke(
 
 fn revoke_inner(sandbox: &Sandbox, headers: &HeaderMap, body: &[u8]) -> Result<Response, ApiError> {
     require_media_type(headers, "application/json")?;
-    let value = parse_json(body)?;
+    let value: Value = parse_json(body)?;
     let token = value
         .get("token")
         .and_then(Value::as_str)

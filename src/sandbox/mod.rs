@@ -87,6 +87,7 @@ mod auth;
 pub mod berlin_group;
 pub mod faults;
 mod handlers;
+mod json;
 pub mod op;
 pub mod payments;
 mod record;

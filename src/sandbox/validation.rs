@@ -6,8 +6,10 @@
 //! seed's own examples must always pass.
 
 use chrono::NaiveDate;
+use serde_json::Value;
 use serde_json::value::RawValue;
-use serde_json::{Map, Value};
+
+use super::json::{Json, Object};
 
 use crate::domain::{Country, Currency};
 
@@ -123,15 +125,10 @@ impl Collector {
     }
 
     /// A field that must be a string if present.
-    fn opt_str<'a>(
-        &mut self,
-        obj: &'a Map<String, Value>,
-        key: &str,
-        path: &str,
-    ) -> Option<&'a str> {
+    fn opt_str<'a>(&mut self, obj: &'a Object<'_>, key: &str, path: &str) -> Option<&'a str> {
         match obj.get(key) {
-            None | Some(Value::Null) => None,
-            Some(Value::String(s)) => Some(s),
+            None | Some(Json::Null) => None,
+            Some(Json::String(s)) => Some(&**s),
             Some(_) => {
                 self.fail(
                     "error.validation.format",
@@ -143,15 +140,15 @@ impl Collector {
         }
     }
 
-    fn obj<'a>(
+    fn obj<'a, 'b>(
         &mut self,
-        v: Option<&'a Value>,
+        v: Option<&'a Json<'b>>,
         path: &str,
         required: bool,
-    ) -> Option<&'a Map<String, Value>> {
+    ) -> Option<&'a Object<'b>> {
         match v {
-            Some(Value::Object(m)) => Some(m),
-            None | Some(Value::Null) => {
+            Some(Json::Object(m)) => Some(m),
+            None | Some(Json::Null) => {
                 if required {
                     self.required(path);
                 }
@@ -171,11 +168,11 @@ impl Collector {
 
 /// Parses an amount given as a decimal string or a JSON number: digits, at most two
 /// decimals, strictly positive. Returns minor units.
-pub(crate) fn parse_amount(v: &Value) -> Result<i64, String> {
+pub(crate) fn parse_amount(v: &Json<'_>) -> Result<i64, String> {
     let text = match v {
-        Value::String(s) => s.clone(),
+        Json::String(s) => s.to_string(),
         // The number's own text; it is only ever read as decimal digits, never as a float.
-        Value::Number(n) => n.to_string(),
+        Json::Number(n) => n.to_string(),
         _ => return Err("amount must be a decimal string or number".into()),
     };
     let (whole, frac) = text.split_once('.').unwrap_or((&text, ""));
@@ -249,7 +246,7 @@ fn account_types(country: Country, creditor: bool) -> &'static [&'static str] {
 /// endpoint must be of the payment's country.
 fn check_account(
     c: &mut Collector,
-    account: &Map<String, Value>,
+    account: &Object<'_>,
     path: &str,
     country: Country,
     endpoint: Endpoint,
@@ -322,7 +319,7 @@ fn check_account(
 
 /// Validates an initiation body for `endpoint`. `today` is the sandbox's current date.
 pub(crate) fn validate(
-    body: &Value,
+    body: &Json<'_>,
     endpoint: Endpoint,
     today: NaiveDate,
     allowed_redirect_uris: &[String],
@@ -412,8 +409,8 @@ pub(crate) fn validate(
     // Currency decides the country; the endpoint must fit it.
     let mut currency = None;
     match p.get("currency") {
-        None | Some(Value::Null) => c.required("payment.currency"),
-        Some(Value::String(code)) => match Currency::from_code(code) {
+        None | Some(Json::Null) => c.required("payment.currency"),
+        Some(Json::String(code)) => match Currency::from_code(code) {
             None => c.fail(
                 "error.validation.currency",
                 "payment.currency",
@@ -458,7 +455,7 @@ pub(crate) fn validate(
 
     let mut amount_minor = 0;
     match p.get("amount") {
-        None | Some(Value::Null) => c.required("payment.amount"),
+        None | Some(Json::Null) => c.required("payment.amount"),
         Some(v) => match parse_amount(v) {
             Ok(m) => amount_minor = m,
             Err(e) => c.fail("error.validation.amount", "payment.amount", format!("{e}.")),
@@ -596,8 +593,8 @@ pub(crate) fn validate(
 
     // Own-account transfers: SE, DK, NO only.
     let own_account_transfer = match p.get("is_own_account_transfer") {
-        None | Some(Value::Null) => None,
-        Some(Value::Bool(b)) => {
+        None | Some(Json::Null) => None,
+        Some(Json::Bool(b)) => {
             if country == Some(Country::Fi) {
                 c.fail(
                     "error.validation.own_account_transfer",
@@ -627,7 +624,7 @@ pub(crate) fn validate(
     let mut recurring = None;
     if let Some(r) = c.obj(p.get("recurring"), "payment.recurring", false) {
         let count = match r.get("count") {
-            None | Some(Value::Null) => {
+            None | Some(Json::Null) => {
                 c.required("payment.recurring.count");
                 None
             }
@@ -688,15 +685,16 @@ pub(crate) fn validate(
         c.fail("error.validation", "", "The payment is incomplete.");
         return Err(c.failures);
     };
-    let says_no_funds = |party: &Map<String, Value>| {
+    let says_no_funds = |party: &Object<'_>| {
         party
             .get("message")
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .is_some_and(|m| m.contains("FundsNotAvailable"))
     };
     let says_funds_not_available = says_no_funds(creditor) || debtor.is_some_and(says_no_funds);
-    // Serializing a map of JSON values cannot fail.
-    let compact = |m: &Map<String, Value>| {
+    // Serializing a map of JSON values cannot fail; the bytes are those a
+    // `serde_json::Value` of the same object writes (members in key order).
+    let compact = |m: &Object<'_>| {
         serde_json::value::to_raw_value(m)
             .unwrap_or_else(|_| RawValue::from_string("{}".to_owned()).expect("valid JSON"))
     };
@@ -723,7 +721,6 @@ pub(crate) fn validate(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use serde_json::json;
 
     #[test]
     fn the_seed_example_accounts_pass_the_checks() {
@@ -748,18 +745,22 @@ mod tests {
         assert!(all_digits("3300308", 7..=8));
     }
 
+    fn json(text: &str) -> Json<'_> {
+        serde_json::from_str(text).unwrap()
+    }
+
     #[test]
     fn amounts_are_read_as_decimal_text() {
-        assert_eq!(parse_amount(&json!("10.00")), Ok(1000));
-        assert_eq!(parse_amount(&json!(14.24)), Ok(1424));
-        assert_eq!(parse_amount(&json!("0.01")), Ok(1));
-        assert_eq!(parse_amount(&json!("7")), Ok(700));
-        assert_eq!(parse_amount(&json!(4)), Ok(400));
-        assert!(parse_amount(&json!("1.001")).is_err());
-        assert!(parse_amount(&json!("0.00")).is_err());
-        assert!(parse_amount(&json!("-1.00")).is_err());
-        assert!(parse_amount(&json!("1,00")).is_err());
-        assert!(parse_amount(&json!("1.")).is_err());
-        assert!(parse_amount(&json!(true)).is_err());
+        assert_eq!(parse_amount(&json(r#""10.00""#)), Ok(1000));
+        assert_eq!(parse_amount(&json(r#"14.24"#)), Ok(1424));
+        assert_eq!(parse_amount(&json(r#""0.01""#)), Ok(1));
+        assert_eq!(parse_amount(&json(r#""7""#)), Ok(700));
+        assert_eq!(parse_amount(&json(r#"4"#)), Ok(400));
+        assert!(parse_amount(&json(r#""1.001""#)).is_err());
+        assert!(parse_amount(&json(r#""0.00""#)).is_err());
+        assert!(parse_amount(&json(r#""-1.00""#)).is_err());
+        assert!(parse_amount(&json(r#""1,00""#)).is_err());
+        assert!(parse_amount(&json(r#""1.""#)).is_err());
+        assert!(parse_amount(&json(r#"true"#)).is_err());
     }
 }

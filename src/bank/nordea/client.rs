@@ -179,6 +179,9 @@ pub struct NordeaClient {
     http: reqwest::Client,
     /// Scheme, host, port and base path, without a trailing slash.
     base: String,
+    /// `base` parsed once: a request's URL is this with the call's path set (see
+    /// [`NordeaClient::url_for`]), so the host is not parsed (IDNA) again per request.
+    base_url: Url,
     /// The `X-Nordea-Originating-Host` value.
     host: String,
     client_id: HeaderValue,
@@ -187,7 +190,8 @@ pub struct NordeaClient {
     token_path: String,
     retries: RetryPolicy,
     delete_signing: DeleteSigning,
-    bank_id: String,
+    /// Shared, so that the metrics' `bank` label costs no allocation per request.
+    bank_id: std::sync::Arc<str>,
     /// `[banks.<id>] needs_debtor_account` of a Nordea-protocol bank (Nordea itself never).
     needs_debtor_account: bool,
 }
@@ -246,15 +250,19 @@ impl NordeaClient {
         if !token_path.starts_with('/') || token_path.contains(['?', '#']) {
             return Err(NordeaConfigError::TokenPath);
         }
-        let http = reqwest::Client::builder()
-            .connect_timeout(config.connect_timeout)
-            .timeout(config.request_timeout)
-            .user_agent(concat!("pisgate/", env!("CARGO_PKG_VERSION")))
-            .build()
-            .map_err(NordeaConfigError::Http)?;
+        let http = crate::bank::without_unset_proxies(
+            reqwest::Client::builder()
+                .connect_timeout(config.connect_timeout)
+                .timeout(config.request_timeout)
+                .user_agent(concat!("pisgate/", env!("CARGO_PKG_VERSION"))),
+        )
+        .build()
+        .map_err(NordeaConfigError::Http)?;
+        let base_url = Url::parse(&base).map_err(|_| NordeaConfigError::BaseUrl)?;
         Ok(NordeaClient {
             http,
             base,
+            base_url,
             host,
             client_id: credential_header(&config.client_id, false)?,
             client_secret: credential_header(config.client_secret.expose_secret(), true)?,
@@ -262,7 +270,7 @@ impl NordeaClient {
             token_path,
             retries: config.read_retries,
             delete_signing: config.delete_signing,
-            bank_id: config.bank_id,
+            bank_id: config.bank_id.into(),
             needs_debtor_account: false,
         })
     }
@@ -323,10 +331,9 @@ impl NordeaClient {
             span.record("error.type", outcome);
             span.record("otel.status_code", "ERROR");
         }
-        let bank = self.bank_id.clone();
-        metrics::counter!("pisgate_bank_requests_total", "bank" => bank.clone(), "operation" => call.operation, "outcome" => outcome)
+        metrics::counter!("pisgate_bank_requests_total", "bank" => self.bank_id.clone(), "operation" => call.operation, "outcome" => outcome)
             .increment(1);
-        metrics::histogram!("pisgate_bank_request_duration_seconds", "bank" => bank, "operation" => call.operation, "outcome" => outcome)
+        metrics::histogram!("pisgate_bank_request_duration_seconds", "bank" => self.bank_id.clone(), "operation" => call.operation, "outcome" => outcome)
             .record(started.elapsed().as_secs_f64());
         match &result {
             Ok(_) => tracing::debug!(outcome, "bank call done"),
@@ -350,13 +357,41 @@ impl NordeaClient {
         result
     }
 
+    /// The URL of `path` (below the base URL, with its query if any): the URL that
+    /// `Url::parse(base + path)` gives. A path of plain characters (the only kind pisgate's
+    /// calls make: fixed paths, the bank's ids, `?key=value`) is set on the base URL parsed
+    /// once; anything else (percent signs, dots, a `#`, …) is parsed whole as before, so
+    /// that no corner of URL parsing differs.
+    fn url_for(&self, path: &str) -> Result<Url, BankError> {
+        let plain = path.starts_with('/')
+            && path.bytes().all(|b| {
+                b.is_ascii_alphanumeric() || matches!(b, b'/' | b'-' | b'_' | b'=' | b'&' | b'?')
+            })
+            && path.bytes().filter(|b| *b == b'?').count() <= 1;
+        if !plain {
+            return Url::parse(&format!("{}{}", self.base, path)).map_err(|_| {
+                BankError::Unexpected {
+                    status: None,
+                    detail: "could not build the request URL".to_owned(),
+                }
+            });
+        }
+        let (path, query) = match path.split_once('?') {
+            Some((path, query)) => (path, Some(query)),
+            None => (path, None),
+        };
+        let base_path = self.base_url.path().trim_end_matches('/');
+        let mut full = String::with_capacity(base_path.len() + path.len());
+        full.push_str(base_path);
+        full.push_str(path);
+        let mut url = self.base_url.clone();
+        url.set_path(&full);
+        url.set_query(query);
+        Ok(url)
+    }
+
     async fn send_once(&self, call: &Call<'_>) -> Result<(u16, Vec<u8>), BankError> {
-        let url = Url::parse(&format!("{}{}", self.base, call.path)).map_err(|_| {
-            BankError::Unexpected {
-                status: None,
-                detail: "could not build the request URL".to_owned(),
-            }
-        })?;
+        let url = self.url_for(&call.path)?;
         let span = tracing::Span::current();
         span.record("server.address", url.host_str());
         span.record("server.port", url.port_or_known_default());
@@ -377,7 +412,7 @@ impl NordeaClient {
                 body: call
                     .body
                     .as_ref()
-                    .map(|(content_type, bytes)| (*content_type, bytes.as_slice())),
+                    .map(|(content_type, bytes)| (*content_type, &bytes[..])),
                 body_signed: call.method != Method::DELETE
                     || self.delete_signing == DeleteSigning::WithDigest,
             })
@@ -511,7 +546,8 @@ struct Call<'a> {
     method: Method,
     /// Below the base URL, starting with `/`, with its query if any.
     path: String,
-    body: Option<(&'static str, Vec<u8>)>,
+    /// Shared bytes: handing them to reqwest (once per attempt) copies nothing.
+    body: Option<(&'static str, bytes::Bytes)>,
     bearer: Option<&'a SecretString>,
     psu: Option<&'a PsuContext>,
     /// The call's credential is a shopper token: a 401 means that token is dead.
@@ -538,7 +574,7 @@ impl<'a> Call<'a> {
     }
 
     fn body(mut self, content_type: &'static str, bytes: Vec<u8>) -> Self {
-        self.body = Some((content_type, bytes));
+        self.body = Some((content_type, bytes.into()));
         self
     }
 

@@ -1083,3 +1083,45 @@ async fn every_http_attempt_is_counted_and_timed_by_bank_operation_and_outcome()
         ]
     );
 }
+
+#[test]
+fn a_request_url_is_the_one_parsing_the_base_and_the_path_together_gives() {
+    let paths = [
+        "/v2/payments/authorization/sepa-credit-transfer",
+        "/v2/single-sca-payments/b084d0ac-a708-43a1-bdc9-c90939a150be/status",
+        "/v3/single-sca-payments/abc_DEF-1?request_availability_of_funds=true",
+        "/v5/authorize/token/revoke",
+        "/v2/single-sca-payments/a?b=c&d=e",
+        // Not plain: parsed whole, as before.
+        "/v2/single-sca-payments/a%2Fb/status",
+        "/v2/single-sca-payments/../status",
+        "/v2/single-sca-payments/./x",
+        "/v2/single-sca-payments/a#frag",
+        "/v2/single-sca-payments/a b/status",
+        "/v2/single-sca-payments/a?b?c",
+        "/v2/single-sca-payments/ä/status",
+        "/v2/single-sca-payments/a\\b",
+        "",
+    ];
+    let bases = [
+        "http://127.0.0.1:8089/personal",
+        "https://api.nordeaopenbanking.com/personal/",
+        "https://API.Nordeaopenbanking.com:443",
+        "http://localhost:1/a/b/",
+    ];
+    for base in bases {
+        let client = NordeaClient::new(NordeaConfig::new(
+            base,
+            CLIENT_ID,
+            SecretString::from(CLIENT_SECRET),
+            SigningKey::from_text(KAT_PRIVATE).unwrap(),
+        ))
+        .unwrap();
+        for path in paths {
+            let expected = Url::parse(&format!("{}{path}", client.base)).unwrap();
+            let built = client.url_for(path).unwrap();
+            assert_eq!(built, expected, "{base} + {path}");
+            assert_eq!(built.as_str(), expected.as_str(), "{base} + {path}");
+        }
+    }
+}
