@@ -33,9 +33,11 @@ PGBENCH="$bindir/pgbench"
 q() { psql -X -q -tA -v ON_ERROR_STOP=1 "$@"; }
 
 q -d postgres -c "CREATE DATABASE tmpl"
-# The proposal (by default this change's migration) is left out of the template: it is a
-# variant of its own.
-proposal=${PG_COST_PROPOSAL:-migrations/20261205300000_payment_write_cost.sql}
+# The proposal (by default the latest change's migration) is left out of the template: it is
+# a variant of its own. PG_COST_PROPOSAL=migrations/20261205300000_payment_write_cost.sql
+# measures the earlier one (with its fillfactor variants) against the schema before it (leave
+# the later migrations out of migrations/ for that run).
+proposal=${PG_COST_PROPOSAL:-migrations/20261205400000_check_constraint_cost.sql}
 for f in migrations/*.sql; do
     case "$f" in *.down.sql | "$proposal") continue ;; esac
     q -d tmpl -f "$f" >/dev/null
@@ -182,12 +184,36 @@ variants+=(
     "json:request as '{}'|CREATE FUNCTION cost_empty() RETURNS trigger LANGUAGE plpgsql AS \$\$BEGIN NEW.request := '{}'; RETURN NEW; END\$\$; CREATE TRIGGER cost_empty BEFORE INSERT ON payments FOR EACH ROW EXECUTE FUNCTION cost_empty()"
     "json:no key answer body|CREATE FUNCTION cost_nobody() RETURNS trigger LANGUAGE plpgsql AS \$\$BEGIN NEW.response_body := NULL; RETURN NEW; END\$\$; CREATE TRIGGER cost_nobody BEFORE UPDATE ON idempotency_keys FOR EACH ROW EXECUTE FUNCTION cost_nobody()"
     "fillfactor 80 on payments|ALTER TABLE payments SET (fillfactor = 80)"
+    "trigger:payments_bank_payment_id_* (3, and payment_bank_ids' row)|DROP TRIGGER payments_bank_payment_id_insert ON payments; DROP TRIGGER payments_bank_payment_id_update ON payments; DROP TRIGGER payments_bank_payment_id_delete ON payments"
+    "checks:every CHECK of the four tables|DO \$\$ DECLARE c record; BEGIN FOR c IN SELECT conrelid::regclass AS t, conname FROM pg_constraint WHERE contype = 'c' AND conrelid IN ('payments'::regclass, 'idempotency_keys'::regclass, 'payment_events'::regclass, 'payment_polls'::regclass) LOOP EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', c.t, c.conname); END LOOP; END \$\$"
 )
+# The value lists of payments (20261205400000): without them (the floor of any cheaper form),
+# and as domain columns (their CHECK cached per connection; not usable with sqlx's
+# compile-time checks, which refuse a parameter typed as a domain).
+lists="payments_status_check payments_initiation_check payments_currency_check payments_country_check payments_cancel_requested_by_check"
+drop_lists="ALTER TABLE payments $(for c in $lists; do printf 'DROP CONSTRAINT %s,' "$c"; done | sed 's/,$//')"
+as_domains="CREATE DOMAIN cost_status AS text CHECK (VALUE IN ('awaiting_authorization', 'authorized', 'paid', 'rejected', 'authorization_failed', 'cancelled', 'expired', 'failed'));
+CREATE DOMAIN cost_initiation AS text CHECK (VALUE IN ('pending', 'initiated', 'outcome_unknown', 'not_created', 'refused', 'awaiting_bank_choice', 'awaiting_debtor_account', 'awaiting_shopper_identification'));
+CREATE DOMAIN cost_currency AS text CHECK (VALUE IN ('EUR', 'DKK', 'SEK', 'NOK'));
+CREATE DOMAIN cost_country AS text CHECK (VALUE IN ('DK', 'FI', 'NO', 'SE'));
+CREATE DOMAIN cost_cancel_requested_by AS text CHECK (VALUE IN ('merchant', 'shopper'));
+$drop_lists;
+ALTER TABLE payments ALTER COLUMN status TYPE cost_status, ALTER COLUMN initiation TYPE cost_initiation,
+    ALTER COLUMN currency TYPE cost_currency, ALTER COLUMN country TYPE cost_country,
+    ALTER COLUMN cancel_requested_by TYPE cost_cancel_requested_by"
 if [ -f "$proposal" ]; then
     variants+=("proposal: $(basename "$proposal")|$(cat "$proposal")")
-    variants+=("proposal, fillfactor 70|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 70)")
-    variants+=("proposal, fillfactor 90|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 90)")
-    variants+=("proposal, fillfactor 100|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 100)")
+    case "$proposal" in
+    *20261205300000*)
+        variants+=("proposal, fillfactor 70|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 70)")
+        variants+=("proposal, fillfactor 90|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 90)")
+        variants+=("proposal, fillfactor 100|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 100)")
+        ;;
+    *20261205400000*)
+        variants+=("proposal, without the value lists of payments|$(cat "$proposal"); $drop_lists")
+        variants+=("proposal, the value lists as domain columns|$(cat "$proposal"); $as_domains")
+        ;;
+    esac
 fi
 
 cluster_ticks() {
