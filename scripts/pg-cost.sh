@@ -5,6 +5,7 @@
 #   scripts/pg-cost.sh                 # every variant, 4,000 payments each
 #   PG_COST_PAYMENTS=10000 scripts/pg-cost.sh
 #   PG_COST_ONLY="baseline idx:payments_metadata" scripts/pg-cost.sh
+#   PG_COST_ROUNDS=10 PG_COST_ONLY="baseline proposal:" scripts/pg-cost.sh   # taking turns
 #
 # A throwaway cluster (fsync and full_page_writes on like scripts/bench.sh e2e, but
 # synchronous_commit off so that the figure is PostgreSQL's CPU, not the disk's flush), every
@@ -235,44 +236,71 @@ run_pgbench() { # db, payments
 }
 
 clk=$(getconf CLK_TCK)
-printf '%-58s %12s %9s %7s %13s %14s\n' "variant (taken away or changed)" "WAL B/paymt" "records" "FPI" "CPU µs/paymt" "WAL saved"
-base_wal=""
+# PG_COST_ROUNDS=N: every selected variant gets a database of its own first (and its warm-up),
+# then the PG_COST_PAYMENTS payments of each are run in N bursts, the variants taking turns
+# (burst 1 of each, burst 2 of each, ...), so that what else runs on the box weighs on every
+# variant alike; the CPU of each burst is printed too. Default 1: one variant after the other.
+ROUNDS=${PG_COST_ROUNDS:-1}
+selected=()
 for v in "${variants[@]}"; do
     name=${v%%|*}
-    sql=${v#*|}
     if [ -n "${PG_COST_ONLY:-}" ] && ! grep -qwF -- "${name%% *}" <<<"$PG_COST_ONLY"; then continue; fi
-    q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS cost" -c "CREATE DATABASE cost TEMPLATE tmpl"
-    q -d cost -c "$sql" >/dev/null
-    run_pgbench cost 2000
-    q -d cost -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
-    lsn=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
-    t0=$(cluster_ticks)
-    "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 2 -t $((PAYMENTS / CLIENTS)) -D body="$body" -f "$work/create.sql" cost \
-        >"$work/pgbench.out" 2>&1 &
-    pb=$!
-    # Backends exit when pgbench ends: sample the cluster's ticks until then.
-    last=$t0
-    while kill -0 "$pb" 2>/dev/null; do
-        now=$(cluster_ticks)
-        [ "$now" -gt "$last" ] && last=$now
-        sleep 0.05
+    selected+=("$v")
+done
+declare -A wal_sum records_sum fpi_sum ticks_sum done_sum cpu_rounds
+for i in "${!selected[@]}"; do
+    q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS cost$i" -c "CREATE DATABASE cost$i TEMPLATE tmpl"
+    q -d "cost$i" -c "${selected[$i]#*|}" >/dev/null
+    run_pgbench "cost$i" 2000
+    wal_sum[$i]=0 records_sum[$i]=0 fpi_sum[$i]=0 ticks_sum[$i]=0 done_sum[$i]=0 cpu_rounds[$i]=""
+done
+for ((r = 1; r <= ROUNDS; r++)); do
+    for i in "${!selected[@]}"; do
+        name=${selected[$i]%%|*}
+        q -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
+        lsn=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
+        t0=$(cluster_ticks)
+        "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 2 -t $((PAYMENTS / CLIENTS / ROUNDS)) -D body="$body" -f "$work/create.sql" "cost$i" \
+            >"$work/pgbench.out" 2>&1 &
+        pb=$!
+        # Backends exit when pgbench ends: sample the cluster's ticks until then.
+        last=$t0
+        while kill -0 "$pb" 2>/dev/null; do
+            now=$(cluster_ticks)
+            [ "$now" -gt "$last" ] && last=$now
+            sleep 0.05
+        done
+        wait "$pb" || { cat "$work/pgbench.out" >&2; exit 1; }
+        wal=$(q -d postgres -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')")
+        if [ -n "${PG_COST_WALDUMP:-}" ]; then
+            # What the WAL of this variant is made of, by record type (PG_COST_WALDUMP=1).
+            end=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
+            q -d postgres -c "SELECT pg_switch_wal()" >/dev/null
+            "$bindir/pg_waldump" -p "$(q -d postgres -c 'SHOW data_directory')/pg_wal" \
+                -s "$lsn" -e "$end" --stats=record 2>/dev/null | sed "s/^/    [$name] /" >&2 || true
+        fi
+        read -r records fpi < <(q -F ' ' -d postgres -c "SELECT wal_records, wal_fpi FROM pg_stat_wal")
+        done_n=$(sed -n 's/.*number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench.out")
+        wal_sum[$i]=$((${wal_sum[$i]} + ${wal%.*}))
+        records_sum[$i]=$((${records_sum[$i]} + records))
+        fpi_sum[$i]=$((${fpi_sum[$i]} + fpi))
+        ticks_sum[$i]=$((${ticks_sum[$i]} + last - t0))
+        done_sum[$i]=$((${done_sum[$i]} + done_n))
+        cpu_rounds[$i]+=" $(awk -v t="$((last - t0))" -v n="$done_n" -v c="$clk" 'BEGIN {printf "%.0f", t / c * 1e6 / n}')"
     done
-    wait "$pb" || { cat "$work/pgbench.out" >&2; exit 1; }
-    wal=$(q -d postgres -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')")
-    if [ -n "${PG_COST_WALDUMP:-}" ]; then
-        # What the WAL of this variant is made of, by record type (PG_COST_WALDUMP=1).
-        end=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
-        q -d postgres -c "SELECT pg_switch_wal()" >/dev/null
-        "$bindir/pg_waldump" -p "$(q -d postgres -c 'SHOW data_directory')/pg_wal" \
-            -s "$lsn" -e "$end" --stats=record 2>/dev/null | sed "s/^/    [$name] /" >&2 || true
-    fi
-    read -r records fpi < <(q -F ' ' -d postgres -c "SELECT wal_records, wal_fpi FROM pg_stat_wal")
-    done_n=$(sed -n 's/.*number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench.out")
-    per=$(awk -v w="$wal" -v n="$done_n" 'BEGIN {printf "%.0f", w / n}')
+done
+printf '%-58s %12s %9s %7s %13s %14s\n' "variant (taken away or changed)" "WAL B/paymt" "records" "FPI" "CPU µs/paymt" "WAL saved"
+base_wal=""
+for i in "${!selected[@]}"; do
+    name=${selected[$i]%%|*}
+    n=${done_sum[$i]}
+    per=$(awk -v w="${wal_sum[$i]}" -v n="$n" 'BEGIN {printf "%.0f", w / n}')
     [ -z "$base_wal" ] && base_wal=$per
-    printf '%-58s %12s %9.1f %7.2f %13.0f %14s\n' "$name" "$per" \
-        "$(awk -v a="$records" -v n="$done_n" 'BEGIN {print a / n}')" \
-        "$(awk -v a="$fpi" -v n="$done_n" 'BEGIN {print a / n}')" \
-        "$(awk -v a="$last" -v b="$t0" -v n="$done_n" -v c="$clk" 'BEGIN {print (a - b) / c * 1e6 / n}')" \
+    printf '%-58s %12s %9.1f %7.2f %13.0f %14s' "$name" "$per" \
+        "$(awk -v a="${records_sum[$i]}" -v n="$n" 'BEGIN {print a / n}')" \
+        "$(awk -v a="${fpi_sum[$i]}" -v n="$n" 'BEGIN {print a / n}')" \
+        "$(awk -v a="${ticks_sum[$i]}" -v n="$n" -v c="$clk" 'BEGIN {print a / c * 1e6 / n}')" \
         "$((base_wal - per))"
+    if [ "$ROUNDS" -gt 1 ]; then printf '   bursts:%s' "${cpu_rounds[$i]}"; fi
+    printf '\n'
 done
