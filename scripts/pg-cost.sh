@@ -254,23 +254,62 @@ for i in "${!selected[@]}"; do
     run_pgbench "cost$i" 2000
     wal_sum[$i]=0 records_sum[$i]=0 fpi_sum[$i]=0 ticks_sum[$i]=0 done_sum[$i]=0 cpu_rounds[$i]=""
 done
+# PG_COST_BACKEND=1: each burst runs inside one backend instead (a procedure running the two
+# statements, each committed, as pgbench would send them), and the CPU is that backend's own
+# (/proc/self/schedstat, nanoseconds): PostgreSQL's work for the statements alone, without the
+# network, the WAL writer or the sampling of exiting backends, so that a difference of a few
+# percent shows through the noise of a shared box.
+if [ -n "${PG_COST_BACKEND:-}" ]; then
+    {
+        echo 'CREATE PROCEDURE cost_run(pk_first bigint, pk_count int, pk_body jsonb) LANGUAGE plpgsql AS $cost$'
+        echo 'DECLARE pk_n bigint; pk_x bigint; pk_t0 bigint;'
+        echo 'BEGIN'
+        echo "  pk_t0 := split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint;"
+        echo '  FOR pk_i IN 0 .. pk_count - 1 LOOP'
+        echo '    pk_n := pk_first + pk_i;'
+        # The pgbench script's two statements, each followed by its COMMIT.
+        sed -e '/^\\set/d' -e 's/:body::jsonb/pk_body/g' -e 's/:n\b/pk_n/g' \
+            -e 's/^SELECT count(\*) FROM e;/SELECT count(*) INTO pk_x FROM e; COMMIT;/' \
+            -e 's/^SELECT (SELECT count(\*) FROM e) + (SELECT count(\*) FROM k);/SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM k) INTO pk_x; COMMIT;/' \
+            "$work/create.sql"
+        echo '  END LOOP;'
+        echo "  RAISE NOTICE 'cost_cpu_ns %', split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint - pk_t0;"
+        echo 'END $cost$;'
+    } >"$work/proc.sql"
+    for i in "${!selected[@]}"; do q -d "cost$i" -f "$work/proc.sql" >/dev/null; done
+    clk=1000000000
+fi
+next_n=100000000000
 for ((r = 1; r <= ROUNDS; r++)); do
     for i in "${!selected[@]}"; do
         name=${selected[$i]%%|*}
         q -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
         lsn=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
-        t0=$(cluster_ticks)
-        "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 2 -t $((PAYMENTS / CLIENTS / ROUNDS)) -D body="$body" -f "$work/create.sql" "cost$i" \
-            >"$work/pgbench.out" 2>&1 &
-        pb=$!
-        # Backends exit when pgbench ends: sample the cluster's ticks until then.
-        last=$t0
-        while kill -0 "$pb" 2>/dev/null; do
-            now=$(cluster_ticks)
-            [ "$now" -gt "$last" ] && last=$now
-            sleep 0.05
-        done
-        wait "$pb" || { cat "$work/pgbench.out" >&2; exit 1; }
+        if [ -n "${PG_COST_BACKEND:-}" ]; then
+            burst=$((PAYMENTS / ROUNDS))
+            ns=$(echo "CALL cost_run($next_n, $burst, :'body')" \
+                | psql -X -q -v ON_ERROR_STOP=1 -d "cost$i" -v body="$body" 2>&1 | tee "$work/proc.out" \
+                | sed -n 's/.*cost_cpu_ns //p' | tail -1 || true)
+            [ -n "$ns" ] || { cat "$work/proc.out" >&2; exit 1; }
+            next_n=$((next_n + burst))
+            # Nanoseconds are the ticks of this mode (clk is set to 1e9 below).
+            t0=0
+            last=$ns
+            printf 'number of transactions actually processed: %s\n' "$burst" >"$work/pgbench.out"
+        else
+            t0=$(cluster_ticks)
+            "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 2 -t $((PAYMENTS / CLIENTS / ROUNDS)) -D body="$body" -f "$work/create.sql" "cost$i" \
+                >"$work/pgbench.out" 2>&1 &
+            pb=$!
+            # Backends exit when pgbench ends: sample the cluster's ticks until then.
+            last=$t0
+            while kill -0 "$pb" 2>/dev/null; do
+                now=$(cluster_ticks)
+                [ "$now" -gt "$last" ] && last=$now
+                sleep 0.05
+            done
+            wait "$pb" || { cat "$work/pgbench.out" >&2; exit 1; }
+        fi
         wal=$(q -d postgres -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')")
         if [ -n "${PG_COST_WALDUMP:-}" ]; then
             # What the WAL of this variant is made of, by record type (PG_COST_WALDUMP=1).
