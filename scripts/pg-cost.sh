@@ -6,6 +6,7 @@
 #   PG_COST_PAYMENTS=10000 scripts/pg-cost.sh
 #   PG_COST_ONLY="baseline idx:payments_metadata" scripts/pg-cost.sh
 #   PG_COST_ROUNDS=10 PG_COST_ONLY="baseline proposal:" scripts/pg-cost.sh   # taking turns
+#   PG_COST_BACKEND=1 PG_COST_PAYMENTS=20000 PG_COST_ROUNDS=10 PG_COST_ONLY="baseline proposal:" scripts/pg-cost.sh
 #
 # A throwaway cluster (fsync and full_page_writes on like scripts/bench.sh e2e, but
 # synchronous_commit off so that the figure is PostgreSQL's CPU, not the disk's flush), every
