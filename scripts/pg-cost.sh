@@ -5,6 +5,8 @@
 #   scripts/pg-cost.sh                 # every variant, 4,000 payments each
 #   PG_COST_PAYMENTS=10000 scripts/pg-cost.sh
 #   PG_COST_ONLY="baseline idx:payments_metadata" scripts/pg-cost.sh
+#   PG_COST_ROUNDS=10 PG_COST_ONLY="baseline proposal:" scripts/pg-cost.sh   # taking turns
+#   PG_COST_BACKEND=1 PG_COST_PAYMENTS=20000 PG_COST_ROUNDS=10 PG_COST_ONLY="baseline proposal:" scripts/pg-cost.sh
 #
 # A throwaway cluster (fsync and full_page_writes on like scripts/bench.sh e2e, but
 # synchronous_commit off so that the figure is PostgreSQL's CPU, not the disk's flush), every
@@ -33,9 +35,11 @@ PGBENCH="$bindir/pgbench"
 q() { psql -X -q -tA -v ON_ERROR_STOP=1 "$@"; }
 
 q -d postgres -c "CREATE DATABASE tmpl"
-# The proposal (by default this change's migration) is left out of the template: it is a
-# variant of its own.
-proposal=${PG_COST_PROPOSAL:-migrations/20261205300000_payment_write_cost.sql}
+# The proposal (by default the latest change's migration) is left out of the template: it is
+# a variant of its own. PG_COST_PROPOSAL=migrations/20261205300000_payment_write_cost.sql
+# measures the earlier one (with its fillfactor variants) against the schema before it (leave
+# the later migrations out of migrations/ for that run).
+proposal=${PG_COST_PROPOSAL:-migrations/20261205400000_check_constraint_cost.sql}
 for f in migrations/*.sql; do
     case "$f" in *.down.sql | "$proposal") continue ;; esac
     q -d tmpl -f "$f" >/dev/null
@@ -182,12 +186,36 @@ variants+=(
     "json:request as '{}'|CREATE FUNCTION cost_empty() RETURNS trigger LANGUAGE plpgsql AS \$\$BEGIN NEW.request := '{}'; RETURN NEW; END\$\$; CREATE TRIGGER cost_empty BEFORE INSERT ON payments FOR EACH ROW EXECUTE FUNCTION cost_empty()"
     "json:no key answer body|CREATE FUNCTION cost_nobody() RETURNS trigger LANGUAGE plpgsql AS \$\$BEGIN NEW.response_body := NULL; RETURN NEW; END\$\$; CREATE TRIGGER cost_nobody BEFORE UPDATE ON idempotency_keys FOR EACH ROW EXECUTE FUNCTION cost_nobody()"
     "fillfactor 80 on payments|ALTER TABLE payments SET (fillfactor = 80)"
+    "trigger:payments_bank_payment_id_* (3, and payment_bank_ids' row)|DROP TRIGGER payments_bank_payment_id_insert ON payments; DROP TRIGGER payments_bank_payment_id_update ON payments; DROP TRIGGER payments_bank_payment_id_delete ON payments"
+    "checks:every CHECK of the four tables|DO \$\$ DECLARE c record; BEGIN FOR c IN SELECT conrelid::regclass AS t, conname FROM pg_constraint WHERE contype = 'c' AND conrelid IN ('payments'::regclass, 'idempotency_keys'::regclass, 'payment_events'::regclass, 'payment_polls'::regclass) LOOP EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', c.t, c.conname); END LOOP; END \$\$"
 )
+# The value lists of payments (20261205400000): without them (the floor of any cheaper form),
+# and as domain columns (their CHECK cached per connection; not usable with sqlx's
+# compile-time checks, which refuse a parameter typed as a domain).
+lists="payments_status_check payments_initiation_check payments_currency_check payments_country_check payments_cancel_requested_by_check"
+drop_lists="ALTER TABLE payments $(for c in $lists; do printf 'DROP CONSTRAINT %s,' "$c"; done | sed 's/,$//')"
+as_domains="CREATE DOMAIN cost_status AS text CHECK (VALUE IN ('awaiting_authorization', 'authorized', 'paid', 'rejected', 'authorization_failed', 'cancelled', 'expired', 'failed'));
+CREATE DOMAIN cost_initiation AS text CHECK (VALUE IN ('pending', 'initiated', 'outcome_unknown', 'not_created', 'refused', 'awaiting_bank_choice', 'awaiting_debtor_account', 'awaiting_shopper_identification'));
+CREATE DOMAIN cost_currency AS text CHECK (VALUE IN ('EUR', 'DKK', 'SEK', 'NOK'));
+CREATE DOMAIN cost_country AS text CHECK (VALUE IN ('DK', 'FI', 'NO', 'SE'));
+CREATE DOMAIN cost_cancel_requested_by AS text CHECK (VALUE IN ('merchant', 'shopper'));
+$drop_lists;
+ALTER TABLE payments ALTER COLUMN status TYPE cost_status, ALTER COLUMN initiation TYPE cost_initiation,
+    ALTER COLUMN currency TYPE cost_currency, ALTER COLUMN country TYPE cost_country,
+    ALTER COLUMN cancel_requested_by TYPE cost_cancel_requested_by"
 if [ -f "$proposal" ]; then
     variants+=("proposal: $(basename "$proposal")|$(cat "$proposal")")
-    variants+=("proposal, fillfactor 70|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 70)")
-    variants+=("proposal, fillfactor 90|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 90)")
-    variants+=("proposal, fillfactor 100|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 100)")
+    case "$proposal" in
+    *20261205300000*)
+        variants+=("proposal, fillfactor 70|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 70)")
+        variants+=("proposal, fillfactor 90|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 90)")
+        variants+=("proposal, fillfactor 100|$(cat "$proposal"); ALTER TABLE payments SET (fillfactor = 100)")
+        ;;
+    *20261205400000*)
+        variants+=("proposal, without the value lists of payments|$(cat "$proposal"); $drop_lists")
+        variants+=("proposal, the value lists as domain columns|$(cat "$proposal"); $as_domains")
+        ;;
+    esac
 fi
 
 cluster_ticks() {
@@ -209,44 +237,110 @@ run_pgbench() { # db, payments
 }
 
 clk=$(getconf CLK_TCK)
-printf '%-58s %12s %9s %7s %13s %14s\n' "variant (taken away or changed)" "WAL B/paymt" "records" "FPI" "CPU µs/paymt" "WAL saved"
-base_wal=""
+# PG_COST_ROUNDS=N: every selected variant gets a database of its own first (and its warm-up),
+# then the PG_COST_PAYMENTS payments of each are run in N bursts, the variants taking turns
+# (burst 1 of each, burst 2 of each, ...), so that what else runs on the box weighs on every
+# variant alike; the CPU of each burst is printed too. Default 1: one variant after the other.
+ROUNDS=${PG_COST_ROUNDS:-1}
+selected=()
 for v in "${variants[@]}"; do
     name=${v%%|*}
-    sql=${v#*|}
     if [ -n "${PG_COST_ONLY:-}" ] && ! grep -qwF -- "${name%% *}" <<<"$PG_COST_ONLY"; then continue; fi
-    q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS cost" -c "CREATE DATABASE cost TEMPLATE tmpl"
-    q -d cost -c "$sql" >/dev/null
-    run_pgbench cost 2000
-    q -d cost -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
-    lsn=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
-    t0=$(cluster_ticks)
-    "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 2 -t $((PAYMENTS / CLIENTS)) -D body="$body" -f "$work/create.sql" cost \
-        >"$work/pgbench.out" 2>&1 &
-    pb=$!
-    # Backends exit when pgbench ends: sample the cluster's ticks until then.
-    last=$t0
-    while kill -0 "$pb" 2>/dev/null; do
-        now=$(cluster_ticks)
-        [ "$now" -gt "$last" ] && last=$now
-        sleep 0.05
+    selected+=("$v")
+done
+declare -A wal_sum records_sum fpi_sum ticks_sum done_sum cpu_rounds
+for i in "${!selected[@]}"; do
+    q -d postgres -c "SET client_min_messages = warning" -c "DROP DATABASE IF EXISTS cost$i" -c "CREATE DATABASE cost$i TEMPLATE tmpl"
+    q -d "cost$i" -c "${selected[$i]#*|}" >/dev/null
+    run_pgbench "cost$i" 2000
+    wal_sum[$i]=0 records_sum[$i]=0 fpi_sum[$i]=0 ticks_sum[$i]=0 done_sum[$i]=0 cpu_rounds[$i]=""
+done
+# PG_COST_BACKEND=1: each burst runs inside one backend instead (a procedure running the two
+# statements, each committed, as pgbench would send them), and the CPU is that backend's own
+# (/proc/self/schedstat, nanoseconds): PostgreSQL's work for the statements alone, without the
+# network, the WAL writer or the sampling of exiting backends, so that a difference of a few
+# percent shows through the noise of a shared box.
+if [ -n "${PG_COST_BACKEND:-}" ]; then
+    {
+        echo 'CREATE PROCEDURE cost_run(pk_first bigint, pk_count int, pk_body jsonb) LANGUAGE plpgsql AS $cost$'
+        echo 'DECLARE pk_n bigint; pk_x bigint; pk_t0 bigint;'
+        echo 'BEGIN'
+        echo "  pk_t0 := split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint;"
+        echo '  FOR pk_i IN 0 .. pk_count - 1 LOOP'
+        echo '    pk_n := pk_first + pk_i;'
+        # The pgbench script's two statements, each followed by its COMMIT.
+        sed -e '/^\\set/d' -e 's/:body::jsonb/pk_body/g' -e 's/:n\b/pk_n/g' \
+            -e 's/^SELECT count(\*) FROM e;/SELECT count(*) INTO pk_x FROM e; COMMIT;/' \
+            -e 's/^SELECT (SELECT count(\*) FROM e) + (SELECT count(\*) FROM k);/SELECT (SELECT count(*) FROM e) + (SELECT count(*) FROM k) INTO pk_x; COMMIT;/' \
+            "$work/create.sql"
+        echo '  END LOOP;'
+        echo "  RAISE NOTICE 'cost_cpu_ns %', split_part(pg_read_file('/proc/self/schedstat'), ' ', 1)::bigint - pk_t0;"
+        echo 'END $cost$;'
+    } >"$work/proc.sql"
+    for i in "${!selected[@]}"; do q -d "cost$i" -f "$work/proc.sql" >/dev/null; done
+    clk=1000000000
+fi
+next_n=100000000000
+for ((r = 1; r <= ROUNDS; r++)); do
+    for i in "${!selected[@]}"; do
+        name=${selected[$i]%%|*}
+        q -d postgres -c "SELECT pg_stat_reset_shared('wal')" >/dev/null
+        lsn=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
+        if [ -n "${PG_COST_BACKEND:-}" ]; then
+            burst=$((PAYMENTS / ROUNDS))
+            ns=$(echo "CALL cost_run($next_n, $burst, :'body')" \
+                | psql -X -q -v ON_ERROR_STOP=1 -d "cost$i" -v body="$body" 2>&1 | tee "$work/proc.out" \
+                | sed -n 's/.*cost_cpu_ns //p' | tail -1 || true)
+            [ -n "$ns" ] || { cat "$work/proc.out" >&2; exit 1; }
+            next_n=$((next_n + burst))
+            # Nanoseconds are the ticks of this mode (clk is set to 1e9 below).
+            t0=0
+            last=$ns
+            printf 'number of transactions actually processed: %s\n' "$burst" >"$work/pgbench.out"
+        else
+            t0=$(cluster_ticks)
+            "$PGBENCH" -n -M prepared -c "$CLIENTS" -j 2 -t $((PAYMENTS / CLIENTS / ROUNDS)) -D body="$body" -f "$work/create.sql" "cost$i" \
+                >"$work/pgbench.out" 2>&1 &
+            pb=$!
+            # Backends exit when pgbench ends: sample the cluster's ticks until then.
+            last=$t0
+            while kill -0 "$pb" 2>/dev/null; do
+                now=$(cluster_ticks)
+                [ "$now" -gt "$last" ] && last=$now
+                sleep 0.05
+            done
+            wait "$pb" || { cat "$work/pgbench.out" >&2; exit 1; }
+        fi
+        wal=$(q -d postgres -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')")
+        if [ -n "${PG_COST_WALDUMP:-}" ]; then
+            # What the WAL of this variant is made of, by record type (PG_COST_WALDUMP=1).
+            end=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
+            q -d postgres -c "SELECT pg_switch_wal()" >/dev/null
+            "$bindir/pg_waldump" -p "$(q -d postgres -c 'SHOW data_directory')/pg_wal" \
+                -s "$lsn" -e "$end" --stats=record 2>/dev/null | sed "s/^/    [$name] /" >&2 || true
+        fi
+        read -r records fpi < <(q -F ' ' -d postgres -c "SELECT wal_records, wal_fpi FROM pg_stat_wal")
+        done_n=$(sed -n 's/.*number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench.out")
+        wal_sum[$i]=$((${wal_sum[$i]} + ${wal%.*}))
+        records_sum[$i]=$((${records_sum[$i]} + records))
+        fpi_sum[$i]=$((${fpi_sum[$i]} + fpi))
+        ticks_sum[$i]=$((${ticks_sum[$i]} + last - t0))
+        done_sum[$i]=$((${done_sum[$i]} + done_n))
+        cpu_rounds[$i]+=" $(awk -v t="$((last - t0))" -v n="$done_n" -v c="$clk" 'BEGIN {printf "%.0f", t / c * 1e6 / n}')"
     done
-    wait "$pb" || { cat "$work/pgbench.out" >&2; exit 1; }
-    wal=$(q -d postgres -c "SELECT pg_wal_lsn_diff(pg_current_wal_insert_lsn(), '$lsn')")
-    if [ -n "${PG_COST_WALDUMP:-}" ]; then
-        # What the WAL of this variant is made of, by record type (PG_COST_WALDUMP=1).
-        end=$(q -d postgres -c "SELECT pg_current_wal_insert_lsn()")
-        q -d postgres -c "SELECT pg_switch_wal()" >/dev/null
-        "$bindir/pg_waldump" -p "$(q -d postgres -c 'SHOW data_directory')/pg_wal" \
-            -s "$lsn" -e "$end" --stats=record 2>/dev/null | sed "s/^/    [$name] /" >&2 || true
-    fi
-    read -r records fpi < <(q -F ' ' -d postgres -c "SELECT wal_records, wal_fpi FROM pg_stat_wal")
-    done_n=$(sed -n 's/.*number of transactions actually processed: \([0-9]*\).*/\1/p' "$work/pgbench.out")
-    per=$(awk -v w="$wal" -v n="$done_n" 'BEGIN {printf "%.0f", w / n}')
+done
+printf '%-58s %12s %9s %7s %13s %14s\n' "variant (taken away or changed)" "WAL B/paymt" "records" "FPI" "CPU µs/paymt" "WAL saved"
+base_wal=""
+for i in "${!selected[@]}"; do
+    name=${selected[$i]%%|*}
+    n=${done_sum[$i]}
+    per=$(awk -v w="${wal_sum[$i]}" -v n="$n" 'BEGIN {printf "%.0f", w / n}')
     [ -z "$base_wal" ] && base_wal=$per
-    printf '%-58s %12s %9.1f %7.2f %13.0f %14s\n' "$name" "$per" \
-        "$(awk -v a="$records" -v n="$done_n" 'BEGIN {print a / n}')" \
-        "$(awk -v a="$fpi" -v n="$done_n" 'BEGIN {print a / n}')" \
-        "$(awk -v a="$last" -v b="$t0" -v n="$done_n" -v c="$clk" 'BEGIN {print (a - b) / c * 1e6 / n}')" \
+    printf '%-58s %12s %9.1f %7.2f %13.0f %14s' "$name" "$per" \
+        "$(awk -v a="${records_sum[$i]}" -v n="$n" 'BEGIN {print a / n}')" \
+        "$(awk -v a="${fpi_sum[$i]}" -v n="$n" 'BEGIN {print a / n}')" \
+        "$(awk -v a="${ticks_sum[$i]}" -v n="$n" -v c="$clk" 'BEGIN {print a / c * 1e6 / n}')" \
         "$((base_wal - per))"
+    if [ "$ROUNDS" -gt 1 ]; then printf '   bursts:%s' "${cpu_rounds[$i]}"; fi
+    printf '\n'
 done

@@ -2,6 +2,12 @@
 //! answer to a new payment is a HOT update (it touches no index of `payments`), and the bank's
 //! payment id, no longer indexed on `payments`, is still unique per bank through
 //! `payment_bank_ids`, which follows every change of it.
+//!
+//! Migration 20261205400000 rewrote the value-list CHECKs of `payments` as calls of PL/pgSQL
+//! functions and moved the fifteen-column test of `payments_touch_updated_at` from its
+//! `WHEN` into its function (both cheaper per statement): the tests below pin down that each
+//! constraint still refuses exactly what it refused, under the same name and error, and that
+//! `updated_at` moves exactly when it moved before.
 
 use crate::helpers::spawn_app;
 use crate::payments::body;
@@ -100,4 +106,266 @@ async fn two_payments_never_carry_the_same_bank_payment_id_of_one_bank() {
             .await
             .unwrap();
     assert_eq!(held, vec![(bank, a_bank_id, b)]);
+}
+
+/// A fresh payment of `app`, created through the API (the sandbox bank answered it).
+async fn a_payment(app: &crate::helpers::TestApp) -> Uuid {
+    let m = app.create_merchant("Shop").await;
+    app.create_payment(&m.api_key, &body("FI")).await["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap()
+}
+
+/// `UPDATE payments SET <column> = <value>` on payment `id`, rolled back: `Ok` if PostgreSQL
+/// took it, else its SQLSTATE, constraint and table.
+async fn try_set(
+    pool: &pisgate::ledger::Db,
+    id: Uuid,
+    column: &str,
+    value: Option<&str>,
+) -> Result<(), (String, Option<String>, Option<String>)> {
+    let mut tx = pool.begin().await.unwrap();
+    let res = sqlx::query(&format!("UPDATE payments SET {column} = $2 WHERE id = $1"))
+        .bind(id)
+        .bind(value)
+        .execute(&mut *tx)
+        .await;
+    tx.rollback().await.unwrap();
+    match res {
+        Ok(done) => {
+            assert_eq!(done.rows_affected(), 1);
+            Ok(())
+        }
+        Err(e) => {
+            let db = e.as_database_error().expect("a database error");
+            Err((
+                db.code().unwrap().into_owned(),
+                db.constraint().map(str::to_owned),
+                db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
+                    .and_then(|e| e.table().map(str::to_owned)),
+            ))
+        }
+    }
+}
+
+#[tokio::test]
+async fn every_value_list_of_payments_refuses_exactly_what_it_refused() {
+    let app = spawn_app().await;
+    let id = a_payment(&app).await;
+    // The lists as the migrations before 20261205400000 wrote them, and whether the column
+    // is NOT NULL.
+    let lists: [(&str, &str, &[&str], bool); 5] = [
+        (
+            "status",
+            "payments_status_check",
+            &[
+                "awaiting_authorization",
+                "authorized",
+                "paid",
+                "rejected",
+                "authorization_failed",
+                "cancelled",
+                "expired",
+                "failed",
+            ],
+            true,
+        ),
+        (
+            "initiation",
+            "payments_initiation_check",
+            &[
+                "pending",
+                "initiated",
+                "outcome_unknown",
+                "not_created",
+                "refused",
+                "awaiting_bank_choice",
+                "awaiting_debtor_account",
+                "awaiting_shopper_identification",
+            ],
+            true,
+        ),
+        (
+            "currency",
+            "payments_currency_check",
+            &["EUR", "DKK", "SEK", "NOK"],
+            true,
+        ),
+        (
+            "country",
+            "payments_country_check",
+            &["DK", "FI", "NO", "SE"],
+            true,
+        ),
+        (
+            "cancel_requested_by",
+            "payments_cancel_requested_by_check",
+            &["merchant", "shopper"],
+            false,
+        ),
+    ];
+    for (column, constraint, allowed, not_null) in lists {
+        for v in allowed {
+            assert_eq!(
+                try_set(&app.pool, id, column, Some(v)).await,
+                Ok(()),
+                "{column} = {v:?} is allowed"
+            );
+        }
+        // Near misses of every allowed value (case, spaces, a prefix), the empty string, and
+        // values of the other lists.
+        let mut refused: Vec<String> = vec!["".into(), "unknown".into(), "x".repeat(300)];
+        for v in allowed {
+            refused.push(v.to_uppercase());
+            refused.push(v.to_lowercase());
+            refused.push(format!("{v} "));
+            refused.push(format!(" {v}"));
+            refused.push(v[..v.len() - 1].to_owned());
+            refused.push(format!("{v}{v}"));
+        }
+        for (_, _, other, _) in lists {
+            refused.extend(other.iter().map(|v| v.to_string()));
+        }
+        refused.retain(|v| !allowed.contains(&v.as_str()));
+        for v in &refused {
+            assert_eq!(
+                try_set(&app.pool, id, column, Some(v)).await,
+                Err((
+                    "23514".to_owned(),
+                    Some(constraint.to_owned()),
+                    Some("payments".to_owned())
+                )),
+                "{column} = {v:?} is refused by {constraint}"
+            );
+        }
+        let null = try_set(&app.pool, id, column, None).await;
+        if not_null {
+            assert_eq!(
+                null.map_err(|e| e.0),
+                Err("23502".to_owned()),
+                "{column} NULL"
+            );
+        } else {
+            assert_eq!(null, Ok(()), "{column} NULL is allowed");
+        }
+    }
+    // A new payment that breaks a list is refused on insert as well, by the same constraint
+    // (a copy of the payment under a new id; the CHECKs run before any unique index).
+    let err = sqlx::query(
+        "INSERT INTO payments
+         SELECT (jsonb_populate_record(NULL::payments, to_jsonb(p)
+                 || jsonb_build_object('id', gen_random_uuid(), 'currency', 'USD'))).*
+           FROM payments p WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap_err();
+    let db = err.as_database_error().unwrap();
+    assert_eq!(
+        (db.code().as_deref(), db.constraint()),
+        (Some("23514"), Some("payments_currency_check")),
+        "{err}"
+    );
+}
+
+/// Runs `UPDATE payments SET <set> WHERE id = $1` in a transaction that is rolled back, and
+/// says what the statement left in `updated_at`: `None` when it is the transaction's `now()`
+/// (the trigger set it), else the value.
+async fn updated_at_after(
+    pool: &pisgate::ledger::Db,
+    id: Uuid,
+    set: &str,
+) -> Option<chrono::DateTime<chrono::Utc>> {
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query(&format!("UPDATE payments SET {set} WHERE id = $1"))
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap_or_else(|e| panic!("SET {set}: {e}"));
+    let (at, is_now): (chrono::DateTime<chrono::Utc>, bool) =
+        sqlx::query_as("SELECT updated_at, updated_at = now() FROM payments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&mut *tx)
+            .await
+            .unwrap();
+    tx.rollback().await.unwrap();
+    (!is_now).then_some(at)
+}
+
+#[tokio::test]
+async fn updated_at_moves_exactly_when_a_column_a_merchant_sees_changes_and_the_statement_did_not_set_it()
+ {
+    let app = spawn_app().await;
+    let id = a_payment(&app).await;
+    let past: chrono::DateTime<chrono::Utc> = "2001-01-01T00:00:00Z".parse().unwrap();
+    // A statement that sets updated_at keeps its value.
+    sqlx::query("UPDATE payments SET updated_at = '2001-01-01T00:00:00Z' WHERE id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    // Each of the fifteen columns a merchant sees (PaymentView), changed alone, moves it.
+    for set in [
+        "status = CASE WHEN status = 'failed' THEN 'paid' ELSE 'failed' END",
+        "bank_status = coalesce(bank_status, '') || 'x'",
+        "bank_payment_id = coalesce(bank_payment_id, '') || 'x'",
+        "authorization_url = coalesce(authorization_url, '') || 'x'",
+        "authorize_url = coalesce(authorize_url, '') || 'x'",
+        "initiation = CASE WHEN initiation = 'refused' THEN 'pending' ELSE 'refused' END",
+        "cancel_requested_at = coalesce(cancel_requested_at, now()) + interval '1 second'",
+        "expires_at = coalesce(expires_at, now()) + interval '1 second'",
+        "failure_code = coalesce(failure_code, '') || 'x'",
+        "failure_detail = coalesce(failure_detail, '') || 'x'",
+        "recurring_remaining = coalesce(recurring_remaining, 0) + 1",
+        "recurring_executions = recurring_executions + 1",
+        "metadata = metadata || '{\"k\": \"v\"}'",
+        "psu_id = coalesce(psu_id, '') || 'x'",
+        "return_url = coalesce(return_url, '') || 'x'",
+        // NULL to a value and back count as changes.
+        "failure_code = 'x', failure_detail = NULL",
+    ] {
+        assert_eq!(
+            updated_at_after(&app.pool, id, set).await,
+            None,
+            "SET {set} moves updated_at"
+        );
+    }
+    // A statement that changes a seen column and sets updated_at to a new value keeps its
+    // value (setting it to the value it has counts as not setting it: the old trigger's rule).
+    assert_eq!(
+        updated_at_after(
+            &app.pool,
+            id,
+            "status = 'failed', updated_at = '2002-02-02T00:00:00Z'"
+        )
+        .await,
+        Some("2002-02-02T00:00:00Z".parse().unwrap())
+    );
+    assert_eq!(
+        updated_at_after(
+            &app.pool,
+            id,
+            "status = 'failed', updated_at = '2001-01-01T00:00:00Z'"
+        )
+        .await,
+        None
+    );
+    // Nothing moves it when the seen columns keep their values, or when only columns a
+    // merchant does not see change.
+    for set in [
+        "status = status, metadata = metadata, failure_code = failure_code",
+        "failure_code = NULL",
+        "trace_parent = coalesce(trace_parent, '') || 'x'",
+        "callback_claimed_until = now()",
+        "request = request || '{\"k\": 1}'",
+    ] {
+        assert_eq!(
+            updated_at_after(&app.pool, id, set).await,
+            Some(past),
+            "SET {set} leaves updated_at"
+        );
+    }
 }
