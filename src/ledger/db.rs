@@ -86,26 +86,10 @@ struct Kept {
 #[derive(Default)]
 struct Parked {
     kept: Mutex<Vec<Kept>>,
-    /// Callers of [`Db::take`] that found no kept connection and wait for sqlx's pool. While
-    /// one does (sqlx's queue does not see the kept connections), [`Db::park`] gives
-    /// connections back to sqlx instead of keeping them, so that the waiter gets one at once.
-    taking: std::sync::atomic::AtomicUsize,
-}
-
-/// Counts a caller in [`Parked::taking`] until it has its connection from the pool (or gives up).
-struct Taking<'a>(&'a std::sync::atomic::AtomicUsize);
-
-impl<'a> Taking<'a> {
-    fn enter(count: &'a std::sync::atomic::AtomicUsize) -> Taking<'a> {
-        count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        Taking(count)
-    }
-}
-
-impl Drop for Taking<'_> {
-    fn drop(&mut self) {
-        self.0.fetch_sub(1, std::sync::atomic::Ordering::SeqCst);
-    }
+    /// Told each time a connection is kept: a caller waiting for a connection while all
+    /// are in use waits for this and for sqlx's pool at once (sqlx's queue does not see
+    /// the kept ones).
+    kept_one: tokio::sync::Notify,
 }
 
 impl std::fmt::Debug for Parked {
@@ -323,17 +307,23 @@ impl Db {
 
     /// As [`Db::checkout`], with when the connection was first kept (`None`: from the pool).
     async fn take(&self) -> Result<(PoolConnection<Postgres>, Option<Instant>), sqlx::Error> {
+        let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
         loop {
-            // Counted as waiting under the lock `park` reads the count under, when there is
-            // no kept connection: a connection parked after this goes back to sqlx, where
-            // the wait below gets it.
-            let next = {
-                let mut kept = self.parked.kept.lock().expect("parked");
-                kept.pop().ok_or_else(|| Taking::enter(&self.parked.taking))
-            };
-            let mut kept = match next {
-                Ok(kept) => kept,
-                Err(_waiting) => return Ok((self.pool.acquire().await?, None)),
+            // Registered before looking at the kept ones, so that one kept after the look
+            // wakes this caller.
+            let kept_one = self.parked.kept_one.notified();
+            tokio::pin!(kept_one);
+            kept_one.as_mut().enable();
+            let next = self.parked.kept.lock().expect("parked").pop();
+            let Some(mut kept) = next else {
+                // None kept: the pool's (a new one, an idle one, or one given back there by a
+                // transaction), or one kept meanwhile, whichever comes first.
+                tokio::select! {
+                    biased;
+                    conn = self.pool.acquire() => return Ok((conn?, None)),
+                    () = &mut kept_one => continue,
+                    () = tokio::time::sleep_until(deadline) => return Err(sqlx::Error::PoolTimedOut),
+                }
             };
             if self.mode == Mode::Session && kept.since.elapsed() > PING_WHEN_IDLE_FOR {
                 if let Err(e) = sqlx::Connection::ping(&mut *kept.conn).await {
@@ -348,8 +338,8 @@ impl Db {
 
     /// Keeps `conn`, whose statement ran to its end and answered Ok, for the next one; gives
     /// back to the pool the least recently used when it sat unused too long, and `conn`
-    /// itself when another caller may be waiting for the pool, when it was kept turn after
-    /// turn for too long (so that the pool's lifetime still applies) or the pool is closing.
+    /// itself when it was kept turn after turn for too long (so that the pool's lifetime
+    /// still applies) or the pool is closing. A caller waiting for a connection is woken.
     fn park(&self, conn: PoolConnection<Postgres>, first: Option<Instant>) {
         let now = Instant::now();
         let first = first.unwrap_or(now);
@@ -358,13 +348,6 @@ impl Db {
         }
         let stale = {
             let mut kept = self.parked.kept.lock().expect("parked");
-            // Read under the lock under which `take` counts itself as waiting: a caller
-            // either finds this connection kept or gets it from sqlx.
-            if self.parked.taking.load(std::sync::atomic::Ordering::SeqCst) > 0 {
-                drop(kept);
-                drop(conn); // back to sqlx's pool, which hands it to whoever waits there
-                return;
-            }
             kept.push(Kept {
                 conn,
                 first,
@@ -379,6 +362,7 @@ impl Db {
                 None
             }
         };
+        self.parked.kept_one.notify_one();
         drop(stale); // outside the lock: sqlx's drop spawns the return
     }
 
