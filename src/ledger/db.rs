@@ -316,8 +316,14 @@ impl Db {
             kept_one.as_mut().enable();
             let next = self.parked.kept.lock().expect("parked").pop();
             let Some(mut kept) = next else {
-                // None kept: the pool's (a new one, an idle one, or one given back there by a
-                // transaction), or one kept meanwhile, whichever comes first.
+                // None kept. While the pool can open one or has one idle, the pool's: that
+                // acquire is never dropped midway (a connection being opened would be lost).
+                let max = self.pool.options().get_max_connections();
+                if self.pool.size() < max || self.pool.num_idle() > 0 {
+                    return Ok((self.pool.acquire().await?, None));
+                }
+                // All in use: one given back to the pool (by a transaction) or one kept
+                // meanwhile, whichever comes first.
                 tokio::select! {
                     biased;
                     conn = self.pool.acquire() => return Ok((conn?, None)),
