@@ -225,6 +225,22 @@ pub async fn spawn_app() -> TestApp {
     spawn_app_with(&[]).await
 }
 
+/// A listener on a free local port standing in for the database at `target_url`: the
+/// listener, the `host:port` to forward to, and `target_url` with the listener's port.
+pub async fn database_stand_in(target_url: &str) -> (tokio::net::TcpListener, String, String) {
+    let parsed = reqwest::Url::parse(target_url).unwrap();
+    let target = format!(
+        "{}:{}",
+        parsed.host_str().unwrap(),
+        parsed.port().unwrap_or(5432)
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let mut url = parsed;
+    url.set_port(Some(listener.local_addr().unwrap().port()))
+        .unwrap();
+    (listener, target, url.to_string())
+}
+
 /// Starts the Nordea sandbox simulator on a random port (payments confirm at once and stay
 /// Confirmed unless the test changes the delays).
 pub async fn spawn_sandbox(configure: impl FnOnce(&mut SandboxConfig)) -> (Arc<Sandbox>, String) {

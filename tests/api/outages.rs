@@ -202,16 +202,7 @@ struct DyingServer {
 }
 
 async fn dying_server(target_url: &str) -> DyingServer {
-    let parsed = reqwest::Url::parse(target_url).unwrap();
-    let target = format!(
-        "{}:{}",
-        parsed.host_str().unwrap(),
-        parsed.port().unwrap_or(5432)
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut url = parsed.clone();
-    url.set_port(Some(listener.local_addr().unwrap().port()))
-        .unwrap();
+    let (listener, target, url) = crate::helpers::database_stand_in(target_url).await;
     let (kill, killed) = tokio::sync::watch::channel(false);
     let mut accept_killed = killed.clone();
     tokio::spawn(async move {
@@ -236,10 +227,7 @@ async fn dying_server(target_url: &str) -> DyingServer {
             }
         }
     });
-    DyingServer {
-        url: url.to_string(),
-        kill,
-    }
+    DyingServer { url, kill }
 }
 
 /// The first request after the database dies is answered 503 within a second (it once

@@ -792,15 +792,8 @@ async fn straight_to_postgresql_a_connection_idle_over_a_second_is_checked_befor
 }
 
 /// A proxy in front of `target_url` that counts the client's `Sync` messages (each ends one
-/// exchange with the server: a statement, or sqlx's ping) and forwards everything.
-async fn sync_counting_proxy(
-    target_url: &str,
-) -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
-    let (url, syncs, _) = counting_proxy(target_url).await;
-    (url, syncs)
-}
-
-/// As [`sync_counting_proxy`], also counting the connections opened through it.
+/// exchange with the server: a statement, or sqlx's ping) and the connections opened
+/// through it, and forwards everything: its URL, the Syncs, the connections.
 async fn counting_proxy(
     target_url: &str,
 ) -> (
@@ -810,16 +803,7 @@ async fn counting_proxy(
 ) {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let parsed = reqwest::Url::parse(target_url).unwrap();
-    let target = format!(
-        "{}:{}",
-        parsed.host_str().unwrap(),
-        parsed.port().unwrap_or(5432)
-    );
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let mut url = parsed.clone();
-    url.set_port(Some(listener.local_addr().unwrap().port()))
-        .unwrap();
+    let (listener, target, url) = crate::helpers::database_stand_in(target_url).await;
     let syncs = std::sync::Arc::new(AtomicUsize::new(0));
     let counted = syncs.clone();
     let opened = std::sync::Arc::new(AtomicUsize::new(0));
@@ -874,7 +858,7 @@ async fn counting_proxy(
             });
         }
     });
-    (url.to_string(), syncs, opened)
+    (url, syncs, opened)
 }
 
 /// Straight to PostgreSQL (and behind a pooler that keeps prepared statements) a single
@@ -887,7 +871,7 @@ async fn a_single_statement_is_one_exchange_with_no_ping_after_it() {
     use std::sync::atomic::Ordering;
     let url = fresh_database().await;
     for pooler in [Pooler::None, Pooler::TransactionPrepared] {
-        let (proxied, syncs) = sync_counting_proxy(&url).await;
+        let (proxied, syncs, _) = counting_proxy(&url).await;
         let db = Db::connect(&db_settings(pooler, 2), &proxied)
             .await
             .unwrap();
@@ -997,10 +981,34 @@ async fn a_kept_connection_serves_the_next_transaction_and_read_on_a_full_pool()
     }
 }
 
+/// `callers` tasks on `db`, each running `rounds` single statements one after the other and
+/// checking each answer; the first error, if any.
+async fn statement_storm(db: &Db, callers: i64, rounds: i64) -> Result<(), sqlx::Error> {
+    let mut set = tokio::task::JoinSet::new();
+    for t in 0..callers {
+        let db = db.clone();
+        set.spawn(async move {
+            for i in 0..rounds {
+                let v: i64 = sqlx::query_scalar("SELECT $1::int8 + $2::int8")
+                    .bind(t)
+                    .bind(i)
+                    .fetch_one(&db)
+                    .await?;
+                assert_eq!(v, t + i);
+            }
+            Ok::<_, sqlx::Error>(())
+        });
+    }
+    while let Some(done) = set.join_next().await {
+        done.unwrap()?;
+    }
+    Ok(())
+}
+
 /// More callers than connections, each running statement after statement: no caller waits
 /// in the pool's queue while a connection sits kept (the pool's waiters do not see the kept
-/// ones, so a connection is given back to the pool while anyone may be waiting). Every
-/// statement is answered well within the acquire timeout.
+/// ones, so a caller that finds none kept waits for the pool and for a kept one at once).
+/// Every statement is answered well within the acquire timeout.
 #[tokio::test]
 async fn callers_outnumbering_the_connections_never_starve_while_one_is_kept() {
     let url = fresh_database().await;
@@ -1009,25 +1017,9 @@ async fn callers_outnumbering_the_connections_never_starve_while_one_is_kept() {
         settings.acquire_timeout = Duration::from_secs(2);
         let db = Db::connect(&settings, &url).await.unwrap();
         let started = Instant::now();
-        let mut set = tokio::task::JoinSet::new();
-        for t in 0..8i64 {
-            let db = db.clone();
-            set.spawn(async move {
-                for i in 0..40i64 {
-                    let v: i64 = sqlx::query_scalar("SELECT $1::int8 + $2::int8")
-                        .bind(t)
-                        .bind(i)
-                        .fetch_one(&db)
-                        .await?;
-                    assert_eq!(v, t + i);
-                }
-                Ok::<_, sqlx::Error>(())
-            });
-        }
-        while let Some(done) = set.join_next().await {
-            done.unwrap()
-                .unwrap_or_else(|e| panic!("{pooler:?}: a caller starved: {e}"));
-        }
+        statement_storm(&db, 8, 40)
+            .await
+            .unwrap_or_else(|e| panic!("{pooler:?}: a caller starved: {e}"));
         assert!(
             started.elapsed() < Duration::from_secs(10),
             "{pooler:?}: {:?}",
@@ -1050,24 +1042,7 @@ async fn waiting_callers_never_abandon_a_connection_being_opened() {
     let mut settings = db_settings(Pooler::None, 4);
     settings.acquire_timeout = Duration::from_secs(5);
     let db = Db::connect(&settings, &proxied).await.unwrap();
-    let mut set = tokio::task::JoinSet::new();
-    for t in 0..32i64 {
-        let db = db.clone();
-        set.spawn(async move {
-            for i in 0..20i64 {
-                let v: i64 = sqlx::query_scalar("SELECT $1::int8 + $2::int8")
-                    .bind(t)
-                    .bind(i)
-                    .fetch_one(&db)
-                    .await?;
-                assert_eq!(v, t + i);
-            }
-            Ok::<_, sqlx::Error>(())
-        });
-    }
-    while let Some(done) = set.join_next().await {
-        done.unwrap().unwrap();
-    }
+    statement_storm(&db, 32, 20).await.unwrap();
     let opened = opened.load(Ordering::SeqCst);
     assert!(opened <= 4, "{opened} connections opened for a pool of 4");
     db.close().await;
