@@ -292,7 +292,9 @@ pub fn check_certificate(
     now: std::time::SystemTime,
 ) -> anyhow::Result<Option<crate::bank::nordea::certificate::CertificateCheck>> {
     use crate::bank::nordea::certificate::EidasCertificate;
-    let n = &settings.nordea;
+    let Some(n) = settings.nordea.as_ref() else {
+        return Ok(None);
+    };
     let Some(text) = &n.certificate else {
         if n.environment == crate::config::BankEnvironment::Production {
             tracing::warn!(
@@ -415,14 +417,12 @@ pub fn berlin_group_client(
         .map_err(|e| SettingsError::Load(format!("invalid settings {env}__*: {e}")).into())
 }
 
-/// The Nordea client from the settings; a bad key or URL names its setting.
-pub fn nordea_client(settings: &Settings) -> anyhow::Result<Arc<dyn Bank>> {
-    Ok(Arc::new(nordea_client_concrete(settings)?))
-}
-
-/// [`nordea_client`] as the concrete type (`pisgate check` uses its probe).
-pub fn nordea_client_concrete(settings: &Settings) -> anyhow::Result<NordeaClient> {
-    nordea_client_from(&settings.nordea, "nordea", "PISGATE__NORDEA")
+/// The `[nordea]` bank's client as the concrete type (`pisgate check` uses its probe); a bad
+/// key or URL names its setting.
+pub fn nordea_client_concrete(
+    nordea: &crate::config::NordeaSettings,
+) -> anyhow::Result<NordeaClient> {
+    nordea_client_from(nordea, "nordea", "PISGATE__NORDEA")
 }
 
 /// A Nordea client from one bank's settings; `env` is the prefix of its variables.

@@ -127,12 +127,33 @@ fn is_private(ip: &std::net::IpAddr) -> bool {
 }
 
 fn production_check(settings: &Settings) -> CheckLine {
-    if settings.nordea.environment != BankEnvironment::Production {
-        return line("production", Outcome::Skip, "nordea.environment is sandbox");
+    // The deployment's environment is Nordea's where it is configured; without it, production
+    // when any of its banks is.
+    match &settings.nordea {
+        Some(n) if n.environment != BankEnvironment::Production => {
+            return line("production", Outcome::Skip, "nordea.environment is sandbox");
+        }
+        None if !settings
+            .banks
+            .iter()
+            .any(|b| b.protocol.environment() == BankEnvironment::Production) =>
+        {
+            return line(
+                "production",
+                Outcome::Skip,
+                "every configured bank's environment is sandbox",
+            );
+        }
+        _ => {}
     }
     let mut problems = Vec::new();
-    match url::Url::parse(&settings.nordea.base_url) {
-        Ok(url) => {
+    match settings
+        .nordea
+        .as_ref()
+        .map(|n| url::Url::parse(&n.base_url))
+    {
+        None => {}
+        Some(Ok(url)) => {
             if url.scheme() != "https" {
                 problems.push("nordea.base_url is not https".to_owned());
             }
@@ -143,7 +164,7 @@ fn production_check(settings: &Settings) -> CheckLine {
                 ));
             }
         }
-        Err(_) => problems.push("nordea.base_url is not a URL".to_owned()),
+        Some(Err(_)) => problems.push("nordea.base_url is not a URL".to_owned()),
     }
     if settings.webhooks.allow_insecure_urls {
         problems.push("webhooks.allow_insecure_urls is a local-development feature".to_owned());
@@ -159,26 +180,23 @@ fn production_check(settings: &Settings) -> CheckLine {
     }
 }
 
-/// Runs every check on loaded settings.
-pub async fn run(settings: &Settings) -> Report {
-    let mut checks = vec![line(
-        "settings",
-        Outcome::Ok,
-        "every setting loads and validates",
-    )];
-    checks.push(production_check(settings));
+/// What the Nordea lines say when the deployment has no `[nordea]` bank.
+const NO_NORDEA: &str = "no [nordea] bank configured";
 
-    let key = SigningKey::from_text(settings.nordea.private_key.expose_secret());
+/// The `[nordea]` bank's signing key and eIDAS certificate.
+fn nordea_key_lines(n: &crate::config::NordeaSettings) -> Vec<CheckLine> {
+    let mut lines = Vec::new();
+    let key = SigningKey::from_text(n.private_key.expose_secret());
     match &key {
-        Ok(k) => checks.push(line("key", Outcome::Ok, format!("RSA {} bits", k.bits()))),
-        Err(e) => checks.push(line(
+        Ok(k) => lines.push(line("key", Outcome::Ok, format!("RSA {} bits", k.bits()))),
+        Err(e) => lines.push(line(
             "key",
             Outcome::Fail,
             format!("PISGATE__NORDEA__PRIVATE_KEY_FILE: {e}"),
         )),
     }
-    checks.push(match (&settings.nordea.certificate, &key) {
-        (None, _) if settings.nordea.environment == BankEnvironment::Production => line(
+    lines.push(match (&n.certificate, &key) {
+        (None, _) if n.environment == BankEnvironment::Production => line(
             "certificate",
             Outcome::Warn,
             "no eIDAS certificate configured (PISGATE__NORDEA__CERTIFICATE_FILE)",
@@ -209,6 +227,26 @@ pub async fn run(settings: &Settings) -> Report {
             }
         }
     });
+    lines
+}
+
+/// Runs every check on loaded settings.
+pub async fn run(settings: &Settings) -> Report {
+    let mut checks = vec![line(
+        "settings",
+        Outcome::Ok,
+        "every setting loads and validates",
+    )];
+    checks.push(production_check(settings));
+
+    match &settings.nordea {
+        Some(n) => checks.extend(nordea_key_lines(n)),
+        None => {
+            for name in ["key", "certificate"] {
+                checks.push(line(name, Outcome::Skip, NO_NORDEA));
+            }
+        }
+    }
 
     let mut database = settings.database.clone();
     let resolved = crate::ledger::resolve_pooler(&mut database).await;
@@ -240,13 +278,22 @@ pub async fn run(settings: &Settings) -> Report {
         },
     });
 
-    match crate::app::nordea_client_concrete(settings) {
-        Err(e) => {
+    match settings
+        .nordea
+        .as_ref()
+        .map(crate::app::nordea_client_concrete)
+    {
+        None => {
+            for name in ["network", "credentials", "signature", "clock"] {
+                checks.push(line(name, Outcome::Skip, NO_NORDEA));
+            }
+        }
+        Some(Err(e)) => {
             for name in ["network", "credentials", "signature", "clock"] {
                 checks.push(line(name, Outcome::Skip, format!("no client: {e:#}")));
             }
         }
-        Ok(client) => checks.extend(bank_checks(&client).await),
+        Some(Ok(client)) => checks.extend(bank_checks(&client).await),
     }
     checks.extend(other_banks(settings).await);
     Report::new(checks)

@@ -359,7 +359,7 @@ pub fn stored_initiation(
     let request = PaymentRequest::parse(
         &input,
         p.created_at.date_naive(),
-        state.settings.nordea.environment,
+        state.settings.payment_rules_environment(),
     )
     .map_err(|e| anyhow::anyhow!("the stored request no longer passes validation: {e}"))?;
     let validated = Validated {

@@ -200,14 +200,18 @@ pub(crate) async fn create_payment(
     let key = idempotency_key(key_header.as_ref())?;
     let body_hash = payment_input::body_fingerprint(&body);
     let today = Utc::now().date_naive();
-    let mut validated: Validated =
-        match payment_input::validate(&body, &merchant, today, state.settings.nordea.environment) {
-            Ok(v) => v,
-            // Today's rules never decide a replay: an answered key replays its answer.
-            Err(refused) => {
-                return answered_or(&state, merchant.id, &key, &body_hash, refused).await;
-            }
-        };
+    let mut validated: Validated = match payment_input::validate(
+        &body,
+        &merchant,
+        today,
+        state.settings.payment_rules_environment(),
+    ) {
+        Ok(v) => v,
+        // Today's rules never decide a replay: an answered key replays its answer.
+        Err(refused) => {
+            return answered_or(&state, merchant.id, &key, &body_hash, refused).await;
+        }
+    };
     let r = &validated.request;
     let (bank_id, deferred) = match choose_bank(&state, r) {
         Ok(BankChoice::Bank(id)) => (id, None),

@@ -363,7 +363,7 @@ async fn live_token(
         Some(_) => {}
         None => return Ok(None),
     }
-    let lease_len = d.settings.nordea.request_timeout + Duration::from_secs(10);
+    let lease_len = d.settings.longest_bank_call() + Duration::from_secs(10);
     let Some(lock) =
         tokens::lease_psu(d.pool, bank, psu_key, lease_len, Duration::from_secs(5)).await?
     else {

@@ -50,6 +50,26 @@ impl BankProtocolSettings {
             BankProtocolSettings::Op(_) => "op",
         }
     }
+
+    /// The time one call to this bank may take.
+    pub fn request_timeout(&self) -> Duration {
+        match self {
+            BankProtocolSettings::Nordea(n) => n.request_timeout,
+            BankProtocolSettings::BerlinGroup(b) => b.request_timeout,
+            BankProtocolSettings::Seb(b) => b.request_timeout,
+            BankProtocolSettings::Op(b) => b.request_timeout,
+        }
+    }
+
+    /// Production or the bank's sandbox.
+    pub fn environment(&self) -> BankEnvironment {
+        match self {
+            BankProtocolSettings::Nordea(n) => n.environment,
+            BankProtocolSettings::BerlinGroup(b) => b.environment,
+            BankProtocolSettings::Seb(b) => b.environment,
+            BankProtocolSettings::Op(b) => b.environment,
+        }
+    }
 }
 
 /// How pisgate prefers the shopper to sign at a Berlin Group bank (the bank decides).

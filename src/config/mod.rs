@@ -63,6 +63,12 @@ pub enum SettingsError {
     #[error("cannot load settings: {0}")]
     Load(String),
     #[error(
+        "no bank is configured: give Nordea's credentials (PISGATE__NORDEA__CLIENT_ID, \
+         PISGATE__NORDEA__CLIENT_SECRET, PISGATE__NORDEA__PRIVATE_KEY_FILE) or another bank \
+         (PISGATE__BANKS__<ID>__PROTOCOL and its settings)"
+    )]
+    NoBank,
+    #[error(
         "config folder not found: {} has no default.toml (working directory: {}); run pisgate \
          from the folder that holds config/, or set PISGATE_CONFIG_DIR (or pass --config-dir) \
          to the config folder, e.g. PISGATE_CONFIG_DIR=/path/to/pisgate/config",
@@ -104,7 +110,9 @@ pub struct Settings {
     pub database: DatabaseSettings,
     pub rate_limit: RateLimitSettings,
     pub telemetry: TelemetrySettings,
-    pub nordea: NordeaSettings,
+    /// The `[nordea]` bank, when its credentials are given (see [`Settings::load_from`]); a
+    /// deployment of Berlin Group banks only has none.
+    pub nordea: Option<NordeaSettings>,
     /// Every bank, `nordea` (the `[nordea]` section) first, then `[banks.<id>]` by id.
     pub banks: Vec<BankSettings>,
     pub tokens: TokenSettings,
@@ -504,6 +512,19 @@ struct RawNordea {
     approval_timeout_secs: Option<u64>,
 }
 
+impl RawNordea {
+    /// Whether any of the credentials that make `[nordea]` a bank is given.
+    fn has_credentials(&self) -> bool {
+        let secret = |v: &Option<SecretString>| {
+            v.as_ref()
+                .is_some_and(|v| !v.expose_secret().trim().is_empty())
+        };
+        self.client_id.as_ref().is_some_and(|v| !v.is_blank())
+            || secret(&self.client_secret)
+            || secret(&self.private_key)
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(default)]
 struct RawTokens {
@@ -604,6 +625,24 @@ impl Settings {
         Settings::validate(sources.read()?)
     }
 
+    /// The environment whose payment rules apply (Nordea's sandbox-only recurrence): the
+    /// `[nordea]` bank's, production without one.
+    pub fn payment_rules_environment(&self) -> BankEnvironment {
+        self.nordea
+            .as_ref()
+            .map_or(BankEnvironment::Production, |n| n.environment)
+    }
+
+    /// The longest time one call to any configured bank may take: what a lease covering a
+    /// bank call must outlast.
+    pub fn longest_bank_call(&self) -> Duration {
+        self.banks
+            .iter()
+            .map(|b| b.protocol.request_timeout())
+            .max()
+            .unwrap_or(Duration::from_secs(30))
+    }
+
     /// Presence, bounds and the rules between settings, checked once.
     fn validate(raw: Raw) -> Result<Settings, SettingsError> {
         let public_url = required("server.public_url", raw.server.public_url)?;
@@ -661,9 +700,20 @@ impl Settings {
 
         let (nordea_name, nordea_countries) =
             (raw.nordea.name.clone(), raw.nordea.countries.clone());
-        let nordea = validate_nordea_at("nordea", raw.nordea)?;
-        let banks =
-            banks::validate_banks(raw.banks, Some((&nordea, nordea_name, nordea_countries)))?;
+        // `[nordea]` is a bank when any of its credentials is given (then all of them must
+        // be); without any, the deployment has only its `[banks.<id>]`, and at least one.
+        let nordea = if raw.nordea.has_credentials() {
+            Some(validate_nordea_at("nordea", raw.nordea)?)
+        } else {
+            None
+        };
+        let banks = banks::validate_banks(
+            raw.banks,
+            nordea.as_ref().map(|n| (n, nordea_name, nordea_countries)),
+        )?;
+        if banks.is_empty() {
+            return Err(SettingsError::NoBank);
+        }
         let tokens = TokenSettings {
             encryption_key: required_secret("tokens.encryption_key", raw.tokens.encryption_key)?,
             key_id: required("tokens.key_id", raw.tokens.key_id)?,
@@ -1378,7 +1428,10 @@ mod tests {
         let nordea = |extra: &[(&'static str, &'static str)]| {
             let mut vars = vec![DB];
             vars.extend_from_slice(extra);
-            Settings::load_from(&sources(&vars)).unwrap().nordea
+            Settings::load_from(&sources(&vars))
+                .unwrap()
+                .nordea
+                .unwrap()
         };
         assert_eq!(
             nordea(&[]).approval_timeout,
@@ -1401,6 +1454,74 @@ mod tests {
         .unwrap_err()
         .to_string();
         assert!(err.contains("PISGATE__NORDEA__PRIVATE_KEY_FILE"), "{err}");
+    }
+
+    /// A `[banks.berlin]` Berlin Group bank, as an operator without Nordea gives it.
+    const BERLIN: [(&str, &str); 6] = [
+        ("PISGATE__BANKS__BERLIN__PROTOCOL", "berlin-group"),
+        ("PISGATE__BANKS__BERLIN__NAME", "Berlin Bank"),
+        ("PISGATE__BANKS__BERLIN__COUNTRIES", "FI"),
+        (
+            "PISGATE__BANKS__BERLIN__BASE_URL",
+            "https://bank.example/psd2",
+        ),
+        ("PISGATE__BANKS__BERLIN__SIGN_REQUESTS", "false"),
+        ("PISGATE__BANKS__BERLIN__PSU_IP_FALLBACK", "203.0.113.9"),
+    ];
+
+    #[test]
+    fn without_nordea_credentials_the_other_banks_are_the_deployment() {
+        let mut vars = vec![DB, ("PISGATE__TOKENS__ENCRYPTION_KEY", "k")];
+        vars.extend_from_slice(&BERLIN);
+        vars.push(("PISGATE__BANKS__BERLIN__REQUEST_TIMEOUT_SECS", "7"));
+        let s = Settings::load_from(&bare_sources(&vars)).unwrap();
+        assert!(s.nordea.is_none());
+        let ids: Vec<&str> = s.banks.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["berlin"]);
+        // Nordea's sandbox-only rules do not apply without Nordea; leases cover the
+        // configured banks' calls.
+        assert_eq!(s.payment_rules_environment(), BankEnvironment::Production);
+        assert_eq!(s.longest_bank_call(), Duration::from_secs(7));
+        // With Nordea, the longest of all.
+        let mut with_nordea = vars.clone();
+        with_nordea.push(("PISGATE__NORDEA__REQUEST_TIMEOUT_SECS", "11"));
+        let s = Settings::load_from(&sources(&with_nordea)).unwrap();
+        let ids: Vec<&str> = s.banks.iter().map(|b| b.id.as_str()).collect();
+        assert_eq!(ids, ["nordea", "berlin"]);
+        assert_eq!(s.longest_bank_call(), Duration::from_secs(11));
+    }
+
+    #[test]
+    fn no_bank_at_all_is_refused_naming_both_ways_to_configure_one() {
+        let err = Settings::load_from(&bare_sources(&[
+            DB,
+            ("PISGATE__TOKENS__ENCRYPTION_KEY", "k"),
+            // Blank is unset.
+            ("PISGATE__NORDEA__CLIENT_ID", " "),
+        ]))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("no bank is configured")
+                && err.contains("PISGATE__NORDEA__CLIENT_ID")
+                && err.contains("PISGATE__NORDEA__PRIVATE_KEY_FILE")
+                && err.contains("PISGATE__BANKS__<ID>__PROTOCOL"),
+            "{err}"
+        );
+    }
+
+    #[test]
+    fn half_of_nordeas_credentials_is_an_error_not_a_deployment_without_nordea() {
+        let mut vars = vec![
+            DB,
+            ("PISGATE__TOKENS__ENCRYPTION_KEY", "k"),
+            ("PISGATE__NORDEA__CLIENT_ID", "c"),
+        ];
+        vars.extend_from_slice(&BERLIN);
+        let err = Settings::load_from(&bare_sources(&vars))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("PISGATE__NORDEA__CLIENT_SECRET"), "{err}");
     }
 
     #[test]

@@ -181,8 +181,7 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
     // Stopping: in-flight polls get one bank timeout to finish, then are abandoned.
     let bound = ctx
         .settings
-        .nordea
-        .request_timeout
+        .longest_bank_call()
         .min(Duration::from_secs(10));
     let drained =
         tokio::time::timeout(bound, async { while tasks.join_next().await.is_some() {} }).await;

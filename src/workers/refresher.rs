@@ -25,7 +25,7 @@ const LOCK_WAIT: Duration = Duration::ZERO;
 
 /// A lease outlasts the refresh call it covers (one bank call, never retried).
 pub fn lease_for(ctx: &WorkerContext) -> Duration {
-    ctx.settings.nordea.request_timeout + Duration::from_secs(10)
+    ctx.settings.longest_bank_call() + Duration::from_secs(10)
 }
 
 pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {

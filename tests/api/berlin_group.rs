@@ -240,6 +240,64 @@ async fn berlin_group_redirect_payment_is_paid_on_acsc_through_the_pages_and_web
     );
 }
 
+/// A deployment of Berlin Group banks only: no `[nordea]` credentials at all (blank, as an
+/// unset variable is). The bank list is that bank, a payment for its country goes there
+/// without naming it and ends paid, a country no bank serves is refused naming `country`, and
+/// nothing is ever sent to the Nordea sandbox the harness runs beside it.
+#[tokio::test]
+async fn a_deployment_without_nordea_takes_payments_at_its_berlin_group_bank() {
+    let (app, bank) = spawn_with_berlin(&[
+        ("PISGATE__NORDEA__CLIENT_ID", ""),
+        ("PISGATE__NORDEA__CLIENT_SECRET", ""),
+        ("PISGATE__NORDEA__PRIVATE_KEY", ""),
+    ])
+    .await;
+    assert!(app.settings.nordea.is_none());
+    let m = app.create_merchant("Shop").await;
+    let list: Value = app
+        .get_as("/v1/banks", &m.api_key)
+        .await
+        .json()
+        .await
+        .unwrap();
+    let ids: Vec<&str> = list["data"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    assert_eq!(ids, ["berlin"]);
+
+    let mut body = berlin_payment("10.50");
+    body.as_object_mut().unwrap().remove("bank");
+    let p = app.create_payment(&m.api_key, &body).await;
+    assert_eq!(p["bank"], "berlin");
+    let id = p["id"].as_str().unwrap();
+    let page = to_bank_page(&app, &p).await;
+    decide(&app, &page, true).await;
+    let paid = wait_for_status(&app, &m, id, "paid").await;
+    assert_eq!(paid["bank_status"], "ACSC");
+
+    let mut swedish = berlin_payment("10.50");
+    swedish["country"] = json!("SE");
+    swedish["currency"] = json!("SEK");
+    swedish["creditor"]["account"]["value"] = json!("SE4550000000058398257466");
+    let fields = swedish.as_object_mut().unwrap();
+    fields.remove("bank");
+    fields.remove("debtor");
+    let r = app
+        .post_payment(&m.api_key, &uuid::Uuid::new_v4().to_string(), &swedish)
+        .await;
+    assert_eq!(r.status(), 422);
+    let err: Value = r.json().await.unwrap();
+    assert!(
+        err.to_string().contains("no_bank_for_country") && err.to_string().contains("\"country\""),
+        "names the country: {err}"
+    );
+    assert!(app.sandbox.requests().is_empty(), "nothing went to Nordea");
+    assert_spec_clean(&bank, &[]);
+}
+
 #[tokio::test]
 async fn berlin_group_statuses_end_each_payment_as_the_bank_says() {
     let (app, bank) = spawn_with_berlin(&[]).await;

@@ -777,6 +777,28 @@ async fn operator_create_with_a_taken_email_says_so_in_one_line() {
     assert!(again.stdout.is_empty());
 }
 
+/// The bank `second` (Nordea's protocol, FI, a sandbox) at `base`, with `secret` as its
+/// client secret.
+fn with_second_bank(cmd: &mut Command, base: &str, secret: &str) {
+    cmd.env("PISGATE__BANKS__SECOND__PROTOCOL", "nordea")
+        .env("PISGATE__BANKS__SECOND__NAME", "Second")
+        .env("PISGATE__BANKS__SECOND__COUNTRIES", "FI")
+        .env("PISGATE__BANKS__SECOND__ENVIRONMENT", "sandbox")
+        .env(
+            "PISGATE__BANKS__SECOND__BASE_URL",
+            format!("{base}/personal"),
+        )
+        .env(
+            "PISGATE__BANKS__SECOND__CLIENT_ID",
+            crate::helpers::CLIENT_ID,
+        )
+        .env("PISGATE__BANKS__SECOND__CLIENT_SECRET", secret)
+        .env(
+            "PISGATE__BANKS__SECOND__PRIVATE_KEY_FILE",
+            fixture("kat-private.pem"),
+        );
+}
+
 #[tokio::test]
 async fn check_reads_every_other_bank_once_and_names_the_one_that_fails() {
     let (_nordea, base) = crate::helpers::spawn_sandbox(|_| {}).await;
@@ -793,24 +815,8 @@ async fn check_reads_every_other_bank_once_and_names_the_one_that_fails() {
                 .env(
                     "PISGATE__NORDEA__PRIVATE_KEY_FILE",
                     fixture("kat-private.pem"),
-                )
-                .env("PISGATE__BANKS__SECOND__PROTOCOL", "nordea")
-                .env("PISGATE__BANKS__SECOND__NAME", "Second")
-                .env("PISGATE__BANKS__SECOND__COUNTRIES", "FI")
-                .env("PISGATE__BANKS__SECOND__ENVIRONMENT", "sandbox")
-                .env(
-                    "PISGATE__BANKS__SECOND__BASE_URL",
-                    format!("{second_base}/personal"),
-                )
-                .env(
-                    "PISGATE__BANKS__SECOND__CLIENT_ID",
-                    crate::helpers::CLIENT_ID,
-                )
-                .env("PISGATE__BANKS__SECOND__CLIENT_SECRET", second_secret)
-                .env(
-                    "PISGATE__BANKS__SECOND__PRIVATE_KEY_FILE",
-                    fixture("kat-private.pem"),
                 );
+            with_second_bank(&mut cmd, &second_base, second_secret);
             tokio::task::spawn_blocking(move || cmd.output().unwrap())
                 .await
                 .unwrap()
@@ -830,4 +836,46 @@ async fn check_reads_every_other_bank_once_and_names_the_one_that_fails() {
     assert_eq!(outcome_, "fail", "{r}");
     assert!(detail.starts_with("second (nordea)"), "{detail}");
     assert!(!detail.contains("not-the-secret"), "{detail}");
+}
+
+/// `pisgate check` of a deployment without Nordea (no `[nordea]` credentials, one other
+/// bank): the Nordea lines are skipped as not configured, the other bank is read, exit 0.
+#[tokio::test]
+async fn check_without_nordea_skips_its_lines_and_reads_the_other_bank() {
+    let (_second, second_base) = crate::helpers::spawn_sandbox(|_| {}).await;
+    let db = fresh_database().await;
+    let mut cmd = pisgate();
+    cmd.args(["check", "--json"])
+        .envs(crate::helpers::database_env(&db))
+        .env_remove("PISGATE__NORDEA__CLIENT_ID")
+        .env_remove("PISGATE__NORDEA__CLIENT_SECRET")
+        .env_remove("PISGATE__NORDEA__PRIVATE_KEY_FILE");
+    with_second_bank(&mut cmd, &second_base, CLIENT_SECRET);
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let r = report(&out);
+    assert_eq!(out.status.code(), Some(0), "{r}");
+    for name in [
+        "key",
+        "certificate",
+        "network",
+        "credentials",
+        "signature",
+        "clock",
+    ] {
+        assert_eq!(
+            outcome(&r, name),
+            ("skip", "no [nordea] bank configured"),
+            "{name}: {r}"
+        );
+    }
+    assert_eq!(
+        outcome(&r, "production").0,
+        "skip",
+        "the only bank is a sandbox: {r}"
+    );
+    let (word, detail) = outcome(&r, "banks");
+    assert_eq!(word, "ok", "{r}");
+    assert!(detail.starts_with("second (nordea)"), "{detail}");
 }

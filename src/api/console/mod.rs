@@ -485,7 +485,10 @@ async fn attention(State(state): State<AppState>, headers: HeaderMap) -> Respons
 /// The eIDAS certificate's expiry, in words, and whether it needs renewing (under 30 days).
 fn certificate(state: &AppState) -> (String, bool) {
     use crate::bank::nordea::certificate::EidasCertificate;
-    let Some(text) = state.settings.nordea.certificate.as_deref() else {
+    let Some(nordea) = state.settings.nordea.as_ref() else {
+        return ("No Nordea bank is configured.".into(), false);
+    };
+    let Some(text) = nordea.certificate.as_deref() else {
         return (
             "No eIDAS certificate is configured (sandbox).".into(),
             false,
