@@ -17,6 +17,7 @@ pub mod http_signature;
 pub mod nordea;
 pub mod op;
 pub mod registry;
+pub(crate) mod retry;
 pub mod seb;
 
 pub use registry::{BankEntry, Banks};

@@ -60,6 +60,7 @@ use crate::bank::nordea::errors::{
     parse_retry_after, transport, transport_after_answer, unreadable,
 };
 use crate::bank::nordea::signing::SigningKey;
+use crate::bank::retry::with_read_retries;
 use crate::bank::{
     Authentication, Authorisation, AuthorisationRequest, Bank, BankError, BankLinks, BankPaymentId,
     BankRef, BankTraits, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
@@ -384,40 +385,6 @@ fn not_offered(what: &str) -> BankError {
     unexpected(format!(
         "the berlin-group protocol does not {what}: redirect SCA gives pisgate no shopper tokens"
     ))
-}
-
-/// Runs `attempt` (numbered from 1) once, or, for a read, until it is not `Unavailable` or
-/// `retries.max_attempts` are spent, pausing with the jittered backoff in between. Shared by
-/// the Berlin Group and SEB adapters: only reads are ever repeated.
-pub(crate) async fn with_read_retries<T, F, Fut>(
-    retries: &RetryPolicy,
-    bank_id: &str,
-    read: bool,
-    mut attempt: F,
-) -> Result<T, BankError>
-where
-    F: FnMut(u32) -> Fut,
-    Fut: std::future::Future<Output = Result<T, BankError>>,
-{
-    let attempts = if read { retries.max_attempts.max(1) } else { 1 };
-    let mut n = 1;
-    loop {
-        match attempt(n).await {
-            Err(BankError::Unavailable { detail, .. }) if n < attempts => {
-                let pause = retries.backoff(n);
-                tracing::warn!(
-                    bank = %bank_id,
-                    attempt = n,
-                    pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
-                    %detail,
-                    "bank unavailable; retrying the read"
-                );
-                tokio::time::sleep(pause).await;
-                n += 1;
-            }
-            other => return other,
-        }
-    }
 }
 
 /// The metrics, span fields and log line of one HTTP attempt (inside its `bank_http`

@@ -277,28 +277,10 @@ impl NordeaClient {
 
     /// Sends `call`, retrying it if it is a read and the bank is unavailable.
     async fn execute(&self, call: &Call<'_>) -> Result<(u16, Vec<u8>), BankError> {
-        let attempts = if call.read {
-            self.retries.max_attempts.max(1)
-        } else {
-            1
-        };
-        let mut attempt = 1;
-        loop {
-            match self.attempt(call, attempt).await {
-                Err(BankError::Unavailable { detail, .. }) if attempt < attempts => {
-                    let pause = self.retries.backoff(attempt);
-                    tracing::warn!(
-                        attempt,
-                        pause_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
-                        %detail,
-                        "bank unavailable; retrying the read"
-                    );
-                    tokio::time::sleep(pause).await;
-                    attempt += 1;
-                }
-                other => return other,
-            }
-        }
+        crate::bank::retry::with_read_retries(&self.retries, &self.bank_id, call.read, |attempt| {
+            self.attempt(call, attempt)
+        })
+        .await
     }
 
     #[tracing::instrument(

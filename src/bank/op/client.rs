@@ -37,11 +37,12 @@ use super::jose::{
     self, IdTokenExpectations, Jwks, RequestObject, RequestObjectAlg, RequestSigner,
 };
 use super::{convert, errors, wire};
-use crate::bank::berlin_group::client::{api_base_url, record_attempt, with_read_retries};
+use crate::bank::berlin_group::client::{api_base_url, record_attempt};
 pub use crate::bank::nordea::RetryPolicy;
 use crate::bank::nordea::errors::{
     parse_retry_after, transport, transport_after_answer, unreadable,
 };
+use crate::bank::retry::with_read_retries;
 use crate::bank::{
     Bank, BankError, BankLinks, BankPaymentId, BankRef, BankTraits, CancelOutcome,
     FundsAvailability, Initiated, PaymentDetails, PaymentInitiation, PsuContext, ScaStep,

@@ -39,15 +39,14 @@
 //! URL), the client secret, request or answer bodies, full account numbers.
 
 use super::{convert, errors, wire};
-use crate::bank::berlin_group::client::{
-    api_base_url, product_ok, record_attempt, with_read_retries,
-};
+use crate::bank::berlin_group::client::{api_base_url, product_ok, record_attempt};
 use crate::bank::berlin_group::convert::refusal;
 use crate::bank::berlin_group::status::{self as bg_status, map_transaction_status};
 pub use crate::bank::nordea::RetryPolicy;
 use crate::bank::nordea::errors::{
     parse_retry_after, transport, transport_after_answer, unreadable,
 };
+use crate::bank::retry::with_read_retries;
 use crate::bank::{
     Bank, BankError, BankIdOrder, BankIdProgress, BankLinks, BankPaymentId, BankRef, BankTraits,
     CancelOutcome, FundsAvailability, Initiated, PaymentDetails, PaymentInitiation, PsuContext,
