@@ -11,6 +11,13 @@ use secrecy::SecretString;
 use serde_json::Value;
 use std::time::{Duration, Instant};
 
+/// A `Db` of `max_connections` at `url` that must connect.
+async fn connect(pooler: Pooler, max_connections: u32, url: &str) -> Db {
+    Db::connect(&db_settings(pooler, max_connections), url)
+        .await
+        .unwrap()
+}
+
 fn db_settings(pooler: Pooler, max_connections: u32) -> DatabaseSettings {
     DatabaseSettings {
         url: SecretString::from("postgres://unused"),
@@ -70,9 +77,7 @@ async fn workload(db: &Db, tasks: usize, rounds: usize) -> Result<(), sqlx::Erro
 #[tokio::test]
 async fn behind_a_transaction_pooler_no_prepared_statement_outlives_its_transaction() {
     let url = fresh_database().await;
-    let pooled = Db::connect(&db_settings(Pooler::Transaction, 2), &url)
-        .await
-        .unwrap();
+    let pooled = connect(Pooler::Transaction, 2, &url).await;
     assert!(pooled.pooled());
     workload(&pooled, 4, 50).await.unwrap();
     // Every transaction there starts clean, whatever ran on the connection before.
@@ -87,9 +92,7 @@ async fn behind_a_transaction_pooler_no_prepared_statement_outlives_its_transact
         .unwrap();
     assert_eq!(seen, 1, "only the asking statement");
     // Without the pooler mode, sqlx caches statements on the session (the fast path).
-    let direct = Db::connect(&db_settings(Pooler::None, 1), &url)
-        .await
-        .unwrap();
+    let direct = connect(Pooler::None, 1, &url).await;
     workload(&direct, 1, 5).await.unwrap();
     let mut conn = direct.read_conn().await.unwrap();
     assert!(leftover_statements(&mut conn).await >= 5);
@@ -98,9 +101,7 @@ async fn behind_a_transaction_pooler_no_prepared_statement_outlives_its_transact
 #[tokio::test]
 async fn a_read_conn_behind_a_transaction_pooler_never_keeps_a_write() {
     let url = fresh_database().await;
-    let pooled = Db::connect(&db_settings(Pooler::Transaction, 1), &url)
-        .await
-        .unwrap();
+    let pooled = connect(Pooler::Transaction, 1, &url).await;
     sqlx::query("CREATE TABLE t (v int)")
         .execute(&pooled)
         .await
@@ -145,13 +146,9 @@ async fn through_pgbouncer_in_transaction_mode_only_the_pooled_mode_survives_con
     let direct = fresh_database().await;
     let (_, name) = direct.rsplit_once('/').unwrap();
     let through = format!("{base}/{name}");
-    let pooled = Db::connect(&db_settings(Pooler::Transaction, 8), &through)
-        .await
-        .unwrap();
+    let pooled = connect(Pooler::Transaction, 8, &through).await;
     workload(&pooled, 8, 100).await.unwrap();
-    let plain = Db::connect(&db_settings(Pooler::None, 8), &through)
-        .await
-        .unwrap();
+    let plain = connect(Pooler::None, 8, &through).await;
     let err = workload(&plain, 8, 100)
         .await
         .expect_err("plain sqlx through a transaction pooler should trip over statements");
@@ -444,7 +441,7 @@ async fn a_transaction_cancelled_while_it_opens_leaves_no_connection_idle_in_tra
 
 async fn cancel_opening_transactions(pooler: Pooler) {
     let url = fresh_database().await;
-    let pooled = Db::connect(&db_settings(pooler, 4), &url).await.unwrap();
+    let pooled = connect(pooler, 4, &url).await;
     let name = url.rsplit_once('/').unwrap().1.to_owned();
     let direct = Db::from(
         sqlx::PgPool::connect(&crate::helpers::cluster_url())
@@ -515,9 +512,7 @@ async fn statement_names_on(conn: &mut sqlx::PgConnection) -> (i64, i64) {
 #[tokio::test]
 async fn transaction_prepared_on_postgresql_itself_caches_statements_and_wraps_no_query() {
     let url = fresh_database().await;
-    let db = Db::connect(&db_settings(Pooler::TransactionPrepared, 1), &url)
-        .await
-        .unwrap();
+    let db = connect(Pooler::TransactionPrepared, 1, &url).await;
     assert!(db.pooled() && !db.wraps_queries());
     workload(&db, 1, 5).await.unwrap();
     // The statement cache is on: the workload's statements are still prepared.
@@ -531,9 +526,7 @@ async fn transaction_prepared_on_postgresql_itself_caches_statements_and_wraps_n
     // A single query is a statement of its own, not wrapped in BEGIN … COMMIT: VACUUM
     // refuses to run inside a transaction block, so it shows which one it got.
     sqlx::query("VACUUM t").execute(&db).await.unwrap();
-    let wrapped = Db::connect(&db_settings(Pooler::Transaction, 1), &url)
-        .await
-        .unwrap();
+    let wrapped = connect(Pooler::Transaction, 1, &url).await;
     let err = sqlx::query("VACUUM t")
         .execute(&wrapped)
         .await
@@ -574,9 +567,7 @@ async fn through_pgbouncer_with_prepared_statements_the_transaction_prepared_mod
 
     // Eight clients' worth of different statements, each first run two exchanges that
     // PgBouncer may serve on two server connections, all with sqlx's cache on.
-    let db = Db::connect(&db_settings(Pooler::TransactionPrepared, 8), &through)
-        .await
-        .unwrap();
+    let db = connect(Pooler::TransactionPrepared, 8, &through).await;
     workload(&db, 8, 100).await.unwrap();
     // On the servers they sit under PgBouncer's names, never under sqlx's.
     let mut tx = db.begin().await.unwrap();
@@ -732,9 +723,7 @@ async fn transaction_prepared_behind_pgbouncer_without_prepared_statements_refus
     assert!(err.contains("max_prepared_statements"), "{err}");
     assert!(err.contains("sqlx_s_"), "the evidence is named: {err}");
 
-    let forced = Db::connect(&db_settings(Pooler::TransactionPrepared, 8), &through)
-        .await
-        .unwrap();
+    let forced = connect(Pooler::TransactionPrepared, 8, &through).await;
     let err = workload(&forced, 8, 100)
         .await
         .expect_err("named statements through a pooler that passes names through");
@@ -752,7 +741,7 @@ async fn no_pool_pings_a_connection_at_every_hand_out() {
         Pooler::Transaction,
         Pooler::TransactionPrepared,
     ] {
-        let db = Db::connect(&db_settings(pooler, 1), &url).await.unwrap();
+        let db = connect(pooler, 1, &url).await;
         assert!(!db.pool().options().get_test_before_acquire(), "{pooler:?}");
         // And the pool works without it.
         let v: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&db).await.unwrap();
@@ -767,9 +756,7 @@ async fn no_pool_pings_a_connection_at_every_hand_out() {
 #[tokio::test]
 async fn straight_to_postgresql_a_connection_idle_over_a_second_is_checked_before_use() {
     let url = fresh_database().await;
-    let db = Db::connect(&db_settings(Pooler::None, 1), &url)
-        .await
-        .unwrap();
+    let db = connect(Pooler::None, 1, &url).await;
     let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
         .fetch_one(&db)
         .await
@@ -872,9 +859,7 @@ async fn a_single_statement_is_one_exchange_with_no_ping_after_it() {
     let url = fresh_database().await;
     for pooler in [Pooler::None, Pooler::TransactionPrepared] {
         let (proxied, syncs, _) = counting_proxy(&url).await;
-        let db = Db::connect(&db_settings(pooler, 2), &proxied)
-            .await
-            .unwrap();
+        let db = connect(pooler, 2, &proxied).await;
         // Warm: the connection open and the statements prepared (a first run of each is
         // one more exchange, its Parse and Describe).
         let mut before = 0;
@@ -912,9 +897,7 @@ async fn a_single_statement_is_one_exchange_with_no_ping_after_it() {
 #[tokio::test]
 async fn a_statement_cut_off_midway_leaves_no_half_read_connection_for_the_next() {
     let url = fresh_database().await;
-    let db = Db::connect(&db_settings(Pooler::None, 1), &url)
-        .await
-        .unwrap();
+    let db = connect(Pooler::None, 1, &url).await;
     let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&db).await.unwrap();
     let cut = tokio::time::timeout(
         Duration::from_millis(50),
