@@ -80,22 +80,42 @@ struct Kept {
     since: Instant,
 }
 
-/// The connections a [`Db`] keeps between single statements, the most recently used last.
-/// sqlx counts them as in use: [`Db::checkout`] takes from here before the pool, so that
-/// none sits here while a transaction waits for the pool.
+/// The connections a [`Db`] keeps between single statements, the most recently used last,
+/// and the callers waiting for one while every connection is in use, first come first.
+/// sqlx counts the kept ones as in use: [`Db::checkout`] takes from here before the pool, so
+/// that none sits here while a transaction waits for the pool.
 #[derive(Default)]
 struct Parked {
-    kept: Mutex<Vec<Kept>>,
-    /// Told each time a connection is kept: a caller waiting for a connection while all
-    /// are in use waits for this and for sqlx's pool at once (sqlx's queue does not see
-    /// the kept ones).
-    kept_one: tokio::sync::Notify,
+    slots: Mutex<Slots>,
+}
+
+#[derive(Default)]
+struct Slots {
+    kept: Vec<Kept>,
+    /// A connection kept while someone waits goes to the one who waited longest, never to
+    /// a caller who came later (sqlx's queue does not see the kept ones, so a waiter waits
+    /// for this and for sqlx's pool at once).
+    waiting: std::collections::VecDeque<tokio::sync::oneshot::Sender<Kept>>,
+}
+
+/// Where [`Db::take`] gets its connection.
+enum Next {
+    Kept(Kept),
+    Pool,
+    Wait(tokio::sync::oneshot::Receiver<Kept>),
 }
 
 impl std::fmt::Debug for Parked {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        let n = self.kept.lock().map(|k| k.len()).unwrap_or(0);
-        f.debug_struct("Parked").field("kept", &n).finish()
+        let (kept, waiting) = self
+            .slots
+            .lock()
+            .map(|s| (s.kept.len(), s.waiting.len()))
+            .unwrap_or((0, 0));
+        f.debug_struct("Parked")
+            .field("kept", &kept)
+            .field("waiting", &waiting)
+            .finish()
     }
 }
 
@@ -309,27 +329,54 @@ impl Db {
     async fn take(&self) -> Result<(PoolConnection<Postgres>, Option<Instant>), sqlx::Error> {
         let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
         loop {
-            // Registered before looking at the kept ones, so that one kept after the look
-            // wakes this caller.
-            let kept_one = self.parked.kept_one.notified();
-            tokio::pin!(kept_one);
-            kept_one.as_mut().enable();
-            let next = self.parked.kept.lock().expect("parked").pop();
-            let Some(mut kept) = next else {
-                // None kept. While the pool can open one or has one idle, the pool's: that
-                // acquire is never dropped midway (a connection being opened would be lost).
-                let max = self.pool.options().get_max_connections();
-                if self.pool.size() < max || self.pool.num_idle() > 0 {
-                    return Ok((self.pool.acquire().await?, None));
+            let next = {
+                let mut slots = self.parked.slots.lock().expect("parked");
+                match slots.kept.pop() {
+                    Some(kept) => Next::Kept(kept),
+                    None => {
+                        // None kept. While the pool can open one or has one idle, the
+                        // pool's: that acquire is never dropped midway (a connection being
+                        // opened would be lost).
+                        let max = self.pool.options().get_max_connections();
+                        if self.pool.size() < max || self.pool.num_idle() > 0 {
+                            Next::Pool
+                        } else {
+                            // All in use: in line for the next one kept.
+                            let (tx, rx) = tokio::sync::oneshot::channel();
+                            slots.waiting.retain(|w| !w.is_closed());
+                            slots.waiting.push_back(tx);
+                            Next::Wait(rx)
+                        }
+                    }
                 }
-                // All in use: one given back to the pool (by a transaction) or one kept
-                // meanwhile, whichever comes first.
-                tokio::select! {
+            };
+            let mut kept = match next {
+                Next::Kept(kept) => kept,
+                Next::Pool => return Ok((self.pool.acquire().await?, None)),
+                // One given back to the pool (by a transaction) or one kept meanwhile,
+                // whichever comes first.
+                Next::Wait(mut handed) => tokio::select! {
                     biased;
-                    conn = self.pool.acquire() => return Ok((conn?, None)),
-                    () = &mut kept_one => continue,
-                    () = tokio::time::sleep_until(deadline) => return Err(sqlx::Error::PoolTimedOut),
-                }
+                    kept = &mut handed => match kept {
+                        Ok(kept) => kept,
+                        Err(_) => continue, // closing: the pool says so
+                    },
+                    conn = self.pool.acquire() => {
+                        // One handed over meanwhile is kept for the next caller.
+                        handed.close();
+                        if let Ok(kept) = handed.try_recv() {
+                            self.keep(kept);
+                        }
+                        return Ok((conn?, None));
+                    }
+                    () = tokio::time::sleep_until(deadline) => {
+                        handed.close();
+                        match handed.try_recv() {
+                            Ok(kept) => kept,
+                            Err(_) => return Err(sqlx::Error::PoolTimedOut),
+                        }
+                    }
+                },
             };
             if self.mode == Mode::Session && kept.since.elapsed() > PING_WHEN_IDLE_FOR {
                 if let Err(e) = sqlx::Connection::ping(&mut *kept.conn).await {
@@ -345,36 +392,48 @@ impl Db {
     /// Keeps `conn`, whose statement ran to its end and answered Ok, for the next one; gives
     /// back to the pool the least recently used when it sat unused too long, and `conn`
     /// itself when it was kept turn after turn for too long (so that the pool's lifetime
-    /// still applies) or the pool is closing. A caller waiting for a connection is woken.
+    /// still applies) or the pool is closing.
     fn park(&self, conn: PoolConnection<Postgres>, first: Option<Instant>) {
         let now = Instant::now();
         let first = first.unwrap_or(now);
         if self.pool.is_closed() || now.duration_since(first) > KEEP_AT_MOST {
             return; // dropped: back to sqlx's pool
         }
+        self.keep(Kept {
+            conn,
+            first,
+            since: now,
+        });
+    }
+
+    /// Hands `kept` to the caller who has waited longest, or keeps it when nobody waits.
+    fn keep(&self, mut kept: Kept) {
         let stale = {
-            let mut kept = self.parked.kept.lock().expect("parked");
-            kept.push(Kept {
-                conn,
-                first,
-                since: now,
-            });
-            if kept
+            let mut slots = self.parked.slots.lock().expect("parked");
+            while let Some(waiter) = slots.waiting.pop_front() {
+                match waiter.send(kept) {
+                    Ok(()) => return,
+                    Err(back) => kept = back, // that caller gave up
+                }
+            }
+            slots.kept.push(kept);
+            let now = Instant::now();
+            if slots
+                .kept
                 .first()
                 .is_some_and(|k| now.duration_since(k.since) > KEEP_IDLE_AT_MOST)
             {
-                Some(kept.remove(0))
+                Some(slots.kept.remove(0))
             } else {
                 None
             }
         };
-        self.parked.kept_one.notify_one();
         drop(stale); // outside the lock: sqlx's drop spawns the return
     }
 
     pub async fn close(&self) {
-        let kept = std::mem::take(&mut *self.parked.kept.lock().expect("parked"));
-        drop(kept);
+        let slots = std::mem::take(&mut *self.parked.slots.lock().expect("parked"));
+        drop(slots);
         self.pool.close().await
     }
 
@@ -384,7 +443,7 @@ impl Db {
 
     /// Idle connections: the pool's and the ones kept between statements.
     pub fn num_idle(&self) -> usize {
-        self.pool.num_idle() + self.parked.kept.lock().map(|k| k.len()).unwrap_or(0)
+        self.pool.num_idle() + self.parked.slots.lock().map(|s| s.kept.len()).unwrap_or(0)
     }
 }
 

@@ -1030,3 +1030,40 @@ async fn waiting_callers_never_abandon_a_connection_being_opened() {
     assert!(opened <= 4, "{opened} connections opened for a pool of 4");
     db.close().await;
 }
+
+/// A connection kept while a caller waits goes to that caller, not to one who came later: a
+/// task running statement after statement on a one-connection pool (each ends by keeping its
+/// connection, the next begins by taking one) does not keep it from a caller who asked in
+/// between. Before, the kept connection went to whoever looked first, and the looping task
+/// always looked first: the waiter got its turn only when the loop ended.
+#[tokio::test]
+async fn a_kept_connection_goes_to_the_caller_who_waited_not_to_a_later_one() {
+    let url = fresh_database().await;
+    for pooler in [Pooler::None, Pooler::TransactionPrepared] {
+        let db = connect(pooler, 1, &url).await;
+        let looping = Duration::from_millis(1_500);
+        let hog = {
+            let db = db.clone();
+            tokio::spawn(async move {
+                let started = Instant::now();
+                let mut ran = 0u32;
+                while started.elapsed() < looping {
+                    let _: i32 = sqlx::query_scalar("SELECT 1").fetch_one(&db).await.unwrap();
+                    ran += 1;
+                }
+                ran
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(100)).await;
+        let asked = Instant::now();
+        let v: i32 = sqlx::query_scalar("SELECT 2").fetch_one(&db).await.unwrap();
+        let waited = asked.elapsed();
+        assert_eq!(v, 2);
+        assert!(
+            waited < Duration::from_millis(500),
+            "{pooler:?}: waited {waited:?} while another task looped for {looping:?}"
+        );
+        assert!(hog.await.unwrap() > 10, "{pooler:?}: the loop ran on");
+        db.close().await;
+    }
+}
