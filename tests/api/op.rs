@@ -7,7 +7,7 @@
 //! return and a return carrying another payment's ID token.
 
 use crate::helpers::{TestApp, TestMerchant, continue_to_bank, spawn_app_with};
-use crate::webhooks::{Plan, Receiver, eventually};
+use crate::webhooks::{Plan, Receiver};
 use pisgate::sandbox::op::{OpSandbox, OpSandboxConfig};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -252,14 +252,7 @@ impl Op {
     }
 
     async fn webhook(&self, id: &str, event: &'static str) {
-        let got = eventually(event, || async {
-            self.hooks
-                .received()
-                .into_iter()
-                .find(|r| r.event_type == event && (200..300).contains(&r.answered))
-        })
-        .await;
-        assert_eq!(got.payment_id, id, "{}", got.body);
+        self.hooks.accepted_for(id, event).await;
     }
 
     /// Nothing pisgate sent was refused by the simulator.

@@ -6,7 +6,7 @@
 //! double "try again" starts one order), the shoppers' tokens kept apart, and the logs.
 
 use crate::helpers::{TestApp, TestMerchant, spawn_app_with};
-use crate::webhooks::{Plan, Receiver, eventually};
+use crate::webhooks::{Plan, Receiver};
 use pisgate::sandbox::seb::{SebSandbox, SebSandboxConfig};
 use serde_json::{Value, json};
 use std::time::{Duration, Instant};
@@ -114,14 +114,7 @@ impl Seb {
     /// Waits for the merchant's receiver to accept `event` about payment `id` (its
     /// signature verified there).
     async fn webhook(&self, id: &str, event: &'static str) {
-        let got = eventually(event, || async {
-            self.hooks
-                .received()
-                .into_iter()
-                .find(|r| r.event_type == event && (200..300).contains(&r.answered))
-        })
-        .await;
-        assert_eq!(got.payment_id, id, "{}", got.body);
+        self.hooks.accepted_for(id, event).await;
     }
 
     async fn pay(&self, amount: &str, psu_id: Option<&str>) -> Value {

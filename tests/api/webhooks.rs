@@ -150,6 +150,18 @@ impl Receiver {
         self.inbox.lock().unwrap().plan = Some(plan);
     }
 
+    /// Waits until this receiver has accepted (answered 2xx) `event` about payment `id`,
+    /// its signature verified here, and returns it. Other payments' webhooks of the same type
+    /// may come first: several payments can change at once.
+    pub(crate) async fn accepted_for(&self, id: &str, event: &str) -> Received {
+        eventually(event, || async {
+            self.received().into_iter().find(|r| {
+                r.event_type == event && r.payment_id == id && (200..300).contains(&r.answered)
+            })
+        })
+        .await
+    }
+
     pub(crate) fn received(&self) -> Vec<Received> {
         let inbox = self.inbox.lock().unwrap();
         assert!(
