@@ -39,7 +39,7 @@ q -d postgres -c "CREATE DATABASE tmpl"
 # a variant of its own. PG_COST_PROPOSAL=migrations/20261205300000_payment_write_cost.sql
 # measures the earlier one (with its fillfactor variants) against the schema before it (leave
 # the later migrations out of migrations/ for that run).
-proposal=${PG_COST_PROPOSAL:-migrations/20261205400000_check_constraint_cost.sql}
+proposal=${PG_COST_PROPOSAL:-migrations/20261206100000_domain_columns.sql}
 for f in migrations/*.sql; do
     case "$f" in *.down.sql | "$proposal") continue ;; esac
     q -d tmpl -f "$f" >/dev/null
@@ -190,8 +190,9 @@ variants+=(
     "checks:every CHECK of the four tables|DO \$\$ DECLARE c record; BEGIN FOR c IN SELECT conrelid::regclass AS t, conname FROM pg_constraint WHERE contype = 'c' AND conrelid IN ('payments'::regclass, 'idempotency_keys'::regclass, 'payment_events'::regclass, 'payment_polls'::regclass) LOOP EXECUTE format('ALTER TABLE %s DROP CONSTRAINT %I', c.t, c.conname); END LOOP; END \$\$"
 )
 # The value lists of payments (20261205400000): without them (the floor of any cheaper form),
-# and as domain columns (their CHECK cached per connection; not usable with sqlx's
-# compile-time checks, which refuse a parameter typed as a domain).
+# and as domain columns (their CHECK cached per connection), which 20261206100000 made them,
+# with the other single-column CHECKs (PG_COST_PROPOSAL=migrations/20261205400000_... and
+# that migration taken out of migrations/ to measure these two).
 lists="payments_status_check payments_initiation_check payments_currency_check payments_country_check payments_cancel_requested_by_check"
 drop_lists="ALTER TABLE payments $(for c in $lists; do printf 'DROP CONSTRAINT %s,' "$c"; done | sed 's/,$//')"
 as_domains="CREATE DOMAIN cost_status AS text CHECK (VALUE IN ('awaiting_authorization', 'authorized', 'paid', 'rejected', 'authorization_failed', 'cancelled', 'expired', 'failed'));
@@ -214,6 +215,11 @@ if [ -f "$proposal" ]; then
     *20261205400000*)
         variants+=("proposal, without the value lists of payments|$(cat "$proposal"); $drop_lists")
         variants+=("proposal, the value lists as domain columns|$(cat "$proposal"); $as_domains")
+        ;;
+    *20261206100000*)
+        # The domains with no constraint at all: what their checks still cost.
+        variants+=("proposal, its domains without their constraints|$(cat "$proposal");
+            DO \$\$ DECLARE c record; BEGIN FOR c IN SELECT t.typname, n.conname FROM pg_constraint n JOIN pg_type t ON t.oid = n.contypid WHERE t.typname LIKE 'pisgate\\_%' LOOP EXECUTE format('ALTER DOMAIN %I DROP CONSTRAINT %I', c.typname, c.conname); END LOOP; END \$\$")
         ;;
     esac
 fi

@@ -326,7 +326,7 @@ pub async fn append(
         r#"INSERT INTO payment_events
                (payment_id, seq, kind, old_status, new_status, bank_status, detail,
                 created_at, prev_hash, hash, hash_version, key_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12)"#,
+           VALUES ($1, $2::integer, $3, $4, $5, $6, $7, $8, $9, $10::bytea, $11::smallint, $12)"#,
         payment_id,
         seq,
         &event.kind,
@@ -345,7 +345,7 @@ pub async fn append(
     .await?;
     // The head moves with the event, in the same transaction.
     sqlx::query!(
-        "UPDATE payments SET ledger_seq = $2, ledger_head = $3 WHERE id = $1",
+        "UPDATE payments SET ledger_seq = $2::integer, ledger_head = $3::bytea WHERE id = $1",
         payment_id,
         seq,
         &hash[..],

@@ -73,7 +73,7 @@ pub async fn claim(
     let in_flight_ms = i64::try_from(in_flight_for.as_millis()).unwrap_or(i64::MAX);
     let inserted = sqlx::query!(
         r#"INSERT INTO idempotency_keys (merchant_id, key, request_hash, expires_at, locked_until, body_hash)
-           VALUES ($1, $2, $3, $4, now() + make_interval(secs => $5::bigint / 1000.0), $6)
+           VALUES ($1, $2::text, $3, $4, now() + make_interval(secs => $5::bigint / 1000.0), $6)
            ON CONFLICT (merchant_id, key) DO NOTHING"#,
         merchant_id,
         key,

@@ -301,7 +301,7 @@ pub async fn create_with_key(
            ), k AS (
                INSERT INTO idempotency_keys
                    (merchant_id, key, request_hash, expires_at, payment_id, locked_until, body_hash)
-               SELECT $2, $16, $17, $18, $1, now() + make_interval(secs => $19::bigint / 1000.0), $34
+               SELECT $2, $16::text, $17, $18, $1, now() + make_interval(secs => $19::bigint / 1000.0), $34
                FROM allowed WHERE allowed.ok
                ON CONFLICT (merchant_id, key) DO UPDATE
                    SET request_hash = EXCLUDED.request_hash, payment_id = EXCLUDED.payment_id,
@@ -318,9 +318,9 @@ pub async fn create_with_key(
                     state_expires_at, expires_at, sign_horizon_at,
                     authorize_token, authorize_url, initiation, initiation_attempts,
                     created_at, updated_at, ledger_seq, ledger_head, trace_parent, bank, deferred)
-               SELECT $1, $2, 'awaiting_authorization', $3, $4, $5, $6, $7, $8, $9, $10, $11,
+               SELECT $1, $2, 'awaiting_authorization', $3::bigint, $4::text, $5::text, $6, $7, $8, $9, $10, $11,
                       $12, $13, $12, $14, $15, COALESCE($36, 'pending'),
-                      CASE WHEN $36::text IS NULL THEN 1 ELSE 0 END, $20, $20, $21, $22, $33, $35,
+                      CASE WHEN $36::text IS NULL THEN 1 ELSE 0 END, $20, $20, $21::integer, $22::bytea, $33, $35,
                       $36::text IS NOT NULL
                FROM k
                RETURNING id
@@ -332,7 +332,7 @@ pub async fn create_with_key(
                    (payment_id, seq, kind, old_status, new_status, bank_status, detail,
                     created_at, prev_hash, hash, hash_version, key_id)
                SELECT p.id, ev.seq, ev.kind, ev.old_status, ev.new_status, ev.bank_status,
-                      ev.detail, $20, ev.prev_hash, ev.hash, $23, $24
+                      ev.detail, $20, ev.prev_hash, ev.hash, $23::smallint, $24
                FROM p, unnest($25::int[], $26::text[], $27::text[], $28::text[], $29::text[],
                               $30::jsonb[], $31::bytea[], $32::bytea[])
                     AS ev(seq, kind, old_status, new_status, bank_status, detail, prev_hash, hash)
@@ -465,7 +465,7 @@ pub async fn record_first_answer(
         r#"WITH u AS (
                UPDATE payments
                SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
-                   initiation = 'initiated', updated_at = $6, ledger_seq = $7, ledger_head = $8,
+                   initiation = 'initiated', updated_at = $6, ledger_seq = $7::integer, ledger_head = $8::bytea,
                    bank_links = $17
                WHERE id = $1 AND ledger_seq = $9 AND ledger_head = $10 AND updated_at = $11
                  AND initiation_attempts = 1 AND initiation = 'pending'
@@ -478,7 +478,7 @@ pub async fn record_first_answer(
                INSERT INTO payment_events
                    (payment_id, seq, kind, old_status, new_status, bank_status, detail,
                     created_at, prev_hash, hash, hash_version, key_id)
-               SELECT u.id, $7, 'initiated', NULL, NULL, $4, $12, $6, $10, $8, $13, $14
+               SELECT u.id, $7, 'initiated', NULL, NULL, $4, $12, $6, $10, $8, $13::smallint, $14
                FROM u
                RETURNING 1
            ), k AS (
@@ -725,7 +725,7 @@ pub async fn record_bank_choice(
     then: &str,
 ) -> Result<bool, sqlx::Error> {
     let recorded = sqlx::query!(
-        r#"UPDATE payments SET bank = $2, initiation = $3, updated_at = now()
+        r#"UPDATE payments SET bank = $2, initiation = $3::text, updated_at = now()
            WHERE id = $1 AND deferred AND bank = '' AND bank_payment_id IS NULL
              AND status = 'awaiting_authorization' AND cancel_requested_at IS NULL"#,
         id,
@@ -953,7 +953,7 @@ pub async fn record_attempt_unanswered(
     detail: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
     sqlx::query!(
-        r#"UPDATE payments SET initiation = $3
+        r#"UPDATE payments SET initiation = $3::text
            WHERE id = $1 AND initiation_attempts = $2 AND initiation = 'pending'"#,
         id,
         attempt,
@@ -1409,7 +1409,7 @@ pub async fn transition(
         .unzip();
     sqlx::query!(
         r#"UPDATE payments
-           SET status = $2,
+           SET status = $2::text,
                bank_status = COALESCE($3, bank_status),
                failure_code = COALESCE($4, failure_code),
                failure_detail = COALESCE($5, failure_detail),
@@ -1440,7 +1440,7 @@ pub async fn transition(
             && current.hop_opened_at.is_some();
         if watch {
             sqlx::query!(
-                "UPDATE payment_polls SET final_reads_left = $2 WHERE payment_id = $1",
+                "UPDATE payment_polls SET final_reads_left = $2::integer WHERE payment_id = $1",
                 id,
                 AFTER_FINAL_READS,
             )

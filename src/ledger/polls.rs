@@ -191,7 +191,7 @@ pub async fn reschedule(
                 gone AS (DELETE FROM payment_polls
                          WHERE payment_id = $1 AND ($2::timestamptz IS NULL OR NOT (SELECT open FROM p)))
            UPDATE payment_polls
-           SET next_poll_at = $2, poll_owner = NULL, poll_failures = $3, polls = polls + 1,
+           SET next_poll_at = $2, poll_owner = NULL, poll_failures = $3::integer, polls = polls + 1,
                last_polled_at = now()
            WHERE payment_id = $1 AND $2::timestamptz IS NOT NULL AND (SELECT open FROM p)"#,
         id,

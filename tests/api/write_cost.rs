@@ -8,6 +8,11 @@
 //! `WHEN` into its function (both cheaper per statement): the tests below pin down that each
 //! constraint still refuses exactly what it refused, under the same name and error, and that
 //! `updated_at` moves exactly when it moved before.
+//!
+//! Migration 20261206100000 made the single-column CHECKs of `payments`, `payment_events`,
+//! `payment_polls` and `idempotency_keys` the columns' domains (compiled once per connection,
+//! not re-read per statement): the same values are refused with the same SQLSTATE, and the
+//! error names the constraint and the domain instead of the table.
 
 use crate::helpers::spawn_app;
 use crate::payments::body;
@@ -118,48 +123,65 @@ async fn a_payment(app: &crate::helpers::TestApp) -> Uuid {
         .unwrap()
 }
 
-/// `UPDATE payments SET <column> = <value>` on payment `id`, rolled back: `Ok` if PostgreSQL
-/// took it, else its SQLSTATE, constraint and table.
+/// How PostgreSQL refused a value: its SQLSTATE, the constraint, and what the error names
+/// (the table for a table's CHECK, the type for a domain's).
+type Refusal = (String, Option<String>, Option<String>);
+
+/// Runs `sql` (with `$1` bound to `id` and the values after it as text) in a transaction
+/// that is rolled back: `Ok` if PostgreSQL took it (one row), else how it refused.
+async fn try_sql(
+    pool: &pisgate::ledger::Db,
+    sql: &str,
+    id: Uuid,
+    values: &[Option<&str>],
+) -> Result<(), Refusal> {
+    let mut tx = pool.begin().await.unwrap();
+    let mut query = sqlx::query(sql).bind(id);
+    for v in values {
+        query = query.bind(*v);
+    }
+    let res = query.execute(&mut *tx).await;
+    tx.rollback().await.unwrap();
+    match res {
+        Ok(done) => {
+            assert_eq!(done.rows_affected(), 1, "{sql}");
+            Ok(())
+        }
+        Err(e) => {
+            let db = e.as_database_error().expect("a database error");
+            let pg = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>();
+            Err((
+                db.code().unwrap().into_owned(),
+                db.constraint().map(str::to_owned),
+                pg.and_then(|e| e.table().or(e.data_type()).map(str::to_owned)),
+            ))
+        }
+    }
+}
+
+/// `UPDATE payments SET <column> = <value>` on payment `id`, rolled back.
 async fn try_set(
     pool: &pisgate::ledger::Db,
     id: Uuid,
     column: &str,
     value: Option<&str>,
-) -> Result<(), (String, Option<String>, Option<String>)> {
-    let mut tx = pool.begin().await.unwrap();
-    let res = sqlx::query(&format!("UPDATE payments SET {column} = $2 WHERE id = $1"))
-        .bind(id)
-        .bind(value)
-        .execute(&mut *tx)
-        .await;
-    tx.rollback().await.unwrap();
-    match res {
-        Ok(done) => {
-            assert_eq!(done.rows_affected(), 1);
-            Ok(())
-        }
-        Err(e) => {
-            let db = e.as_database_error().expect("a database error");
-            Err((
-                db.code().unwrap().into_owned(),
-                db.constraint().map(str::to_owned),
-                db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>()
-                    .and_then(|e| e.table().map(str::to_owned)),
-            ))
-        }
-    }
+) -> Result<(), Refusal> {
+    let sql = format!("UPDATE payments SET {column} = $2 WHERE id = $1");
+    try_sql(pool, &sql, id, &[value]).await
 }
 
 #[tokio::test]
 async fn every_value_list_of_payments_refuses_exactly_what_it_refused() {
     let app = spawn_app().await;
     let id = a_payment(&app).await;
-    // The lists as the migrations before 20261205400000 wrote them, and whether the column
-    // is NOT NULL.
-    let lists: [(&str, &str, &[&str], bool); 5] = [
+    // The lists as the migrations before 20261205400000 wrote them (table CHECKs), the
+    // constraint's name and the domain that holds it since 20261206100000, and whether the
+    // column is NOT NULL.
+    let lists: [(&str, &str, &str, &[&str], bool); 5] = [
         (
             "status",
             "payments_status_check",
+            "pisgate_payment_status",
             &[
                 "awaiting_authorization",
                 "authorized",
@@ -175,6 +197,7 @@ async fn every_value_list_of_payments_refuses_exactly_what_it_refused() {
         (
             "initiation",
             "payments_initiation_check",
+            "pisgate_payment_initiation",
             &[
                 "pending",
                 "initiated",
@@ -190,23 +213,26 @@ async fn every_value_list_of_payments_refuses_exactly_what_it_refused() {
         (
             "currency",
             "payments_currency_check",
+            "pisgate_currency",
             &["EUR", "DKK", "SEK", "NOK"],
             true,
         ),
         (
             "country",
             "payments_country_check",
+            "pisgate_country",
             &["DK", "FI", "NO", "SE"],
             true,
         ),
         (
             "cancel_requested_by",
             "payments_cancel_requested_by_check",
+            "pisgate_cancel_requester",
             &["merchant", "shopper"],
             false,
         ),
     ];
-    for (column, constraint, allowed, not_null) in lists {
+    for (column, constraint, domain, allowed, not_null) in lists {
         for v in allowed {
             assert_eq!(
                 try_set(&app.pool, id, column, Some(v)).await,
@@ -225,7 +251,7 @@ async fn every_value_list_of_payments_refuses_exactly_what_it_refused() {
             refused.push(v[..v.len() - 1].to_owned());
             refused.push(format!("{v}{v}"));
         }
-        for (_, _, other, _) in lists {
+        for (_, _, _, other, _) in lists {
             refused.extend(other.iter().map(|v| v.to_string()));
         }
         refused.retain(|v| !allowed.contains(&v.as_str()));
@@ -235,9 +261,9 @@ async fn every_value_list_of_payments_refuses_exactly_what_it_refused() {
                 Err((
                     "23514".to_owned(),
                     Some(constraint.to_owned()),
-                    Some("payments".to_owned())
+                    Some(domain.to_owned())
                 )),
-                "{column} = {v:?} is refused by {constraint}"
+                "{column} = {v:?} is refused by {constraint} of {domain}"
             );
         }
         let null = try_set(&app.pool, id, column, None).await;
@@ -269,6 +295,131 @@ async fn every_value_list_of_payments_refuses_exactly_what_it_refused() {
         (Some("23514"), Some("payments_currency_check")),
         "{err}"
     );
+}
+
+/// The single-column rules of the tables a payment's creation writes that were table CHECKs
+/// before migration 20261206100000 and are domains since: each refuses what its CHECK
+/// refused (SQLSTATE 23514, naming its constraint and domain) and allows the edge it allowed;
+/// the rules that read two columns are still the tables' own.
+#[tokio::test]
+async fn every_single_column_rule_of_the_payment_tables_refuses_what_it_refused() {
+    let app = spawn_app().await;
+    let id = a_payment(&app).await;
+    let pool = &app.pool;
+    let refused = |constraint: &str, domain: &str| -> Result<(), Refusal> {
+        Err((
+            "23514".to_owned(),
+            Some(constraint.to_owned()),
+            Some(domain.to_owned()),
+        ))
+    };
+    let payments = |set: &str| format!("UPDATE payments SET {set} WHERE id = $1");
+    let polls = |set: &str| format!("UPDATE payment_polls SET {set} WHERE payment_id = $1");
+    let amount = ("payments_amount_minor_check", "pisgate_amount_minor");
+    let count = ("pisgate_count_check", "pisgate_count");
+    let sha256 = ("pisgate_sha256_check", "pisgate_sha256");
+    // (statement, allowed?) with what refuses it.
+    let cases: Vec<(String, Option<(&str, &str)>)> = vec![
+        (payments("amount_minor = 1"), None),
+        (payments("amount_minor = 0"), Some(amount)),
+        (payments("amount_minor = -1050"), Some(amount)),
+        (payments("initiation_attempts = 0"), None),
+        (payments("initiation_attempts = -1"), Some(count)),
+        (payments("recurring_executions = 0"), None),
+        (payments("recurring_executions = -1"), Some(count)),
+        (payments("ledger_seq = ledger_seq + 1"), None),
+        (payments("ledger_seq = -1"), Some(count)),
+        (payments("ledger_head = sha256('x')"), None),
+        (
+            payments("ledger_head = substring(sha256('x') from 2)"),
+            Some(sha256),
+        ),
+        (
+            payments("ledger_head = sha256('x') || '\\x00'::bytea"),
+            Some(sha256),
+        ),
+        (payments("ledger_head = ''::bytea"), Some(sha256)),
+        (
+            polls("polls = 0, final_reads_left = 0, poll_failures = 0"),
+            None,
+        ),
+        (polls("polls = -1"), Some(count)),
+        (polls("final_reads_left = -1"), Some(count)),
+        (polls("poll_failures = -1"), Some(count)),
+    ];
+    for (sql, refusal) in cases {
+        let expected = match refusal {
+            None => Ok(()),
+            Some((constraint, domain)) => refused(constraint, domain),
+        };
+        assert_eq!(try_sql(pool, &sql, id, &[]).await, expected, "{sql}");
+    }
+    // The rule that reads two columns is still the table's: no head without a sequence.
+    assert_eq!(
+        try_sql(pool, &payments("ledger_head = NULL"), id, &[]).await,
+        Err((
+            "23514".to_owned(),
+            Some("payments_ledger_head_with_seq".to_owned()),
+            Some("payments".to_owned())
+        ))
+    );
+
+    // An event is refused on insert (a copy of the payment's first event, one column
+    // changed; the domain refuses it before the chain's own rules look at it).
+    let event = |change: &str| {
+        format!(
+            "INSERT INTO payment_events
+             SELECT (jsonb_populate_record(NULL::payment_events, to_jsonb(e) || {change})).*
+               FROM payment_events e WHERE payment_id = $1 AND seq = 1"
+        )
+    };
+    for (change, constraint, domain) in [
+        (
+            "jsonb_build_object('seq', 0)",
+            "payment_events_seq_check",
+            "pisgate_event_seq",
+        ),
+        (
+            "jsonb_build_object('seq', -3)",
+            "payment_events_seq_check",
+            "pisgate_event_seq",
+        ),
+        (
+            "jsonb_build_object('hash_version', 3)",
+            "payment_events_hash_version_check",
+            "pisgate_hash_version",
+        ),
+        (
+            "jsonb_build_object('hash_version', 0)",
+            "payment_events_hash_version_check",
+            "pisgate_hash_version",
+        ),
+        (
+            "jsonb_build_object('hash', '\\x00')",
+            "pisgate_sha256_check",
+            "pisgate_sha256",
+        ),
+    ] {
+        assert_eq!(
+            try_sql(pool, &event(change), id, &[]).await,
+            refused(constraint, domain),
+            "{change}"
+        );
+    }
+
+    // An idempotency key is 1 to 255 characters.
+    let key = "UPDATE idempotency_keys SET key = $2 WHERE payment_id = $1";
+    let long = "k".repeat(255);
+    assert_eq!(try_sql(pool, key, id, &[Some(long.as_str())]).await, Ok(()));
+    assert_eq!(try_sql(pool, key, id, &[Some("k")]).await, Ok(()));
+    for bad in [String::new(), "k".repeat(256)] {
+        assert_eq!(
+            try_sql(pool, key, id, &[Some(bad.as_str())]).await,
+            refused("idempotency_keys_key_check", "pisgate_idempotency_key"),
+            "a key of {} characters",
+            bad.len()
+        );
+    }
 }
 
 /// Runs `UPDATE payments SET <set> WHERE id = $1` in a transaction that is rolled back, and
