@@ -85,7 +85,7 @@ WITH k AS (
     RETURNING id
 ), s AS (
     INSERT INTO payment_polls (payment_id, next_poll_at)
-    SELECT id, now() + interval '1 hour' FROM p
+    SELECT id, now() + interval '2 seconds' FROM p
 ), e AS (
     INSERT INTO payment_events
         (payment_id, seq, kind, old_status, new_status, bank_status, detail,
@@ -116,6 +116,8 @@ WITH u AS (
 ), s AS (
     UPDATE payment_polls SET next_poll_at = now() + interval '2 seconds', poll_failures = 0
     FROM u WHERE payment_polls.payment_id = u.id
+      AND NOT (payment_polls.next_poll_at <= now() + interval '2 seconds'
+               AND payment_polls.poll_owner IS NULL AND payment_polls.poll_failures = 0)
 ), e AS (
     INSERT INTO payment_events
         (payment_id, seq, kind, old_status, new_status, bank_status, detail,

@@ -228,6 +228,15 @@ pub(crate) async fn create_payment(
     let expires_at = now + chrono::Duration::from_std(settings.signing_window).context("window")?;
     let sign_horizon_at =
         now + chrono::Duration::from_std(settings.late_signing_horizon).context("horizon")?;
+    // A payment whose bank call starts now is first polled a signing interval on (the fast
+    // path then leaves this schedule as it is); a deferred one at its horizon.
+    let first_poll_at = match deferred {
+        Some(_) => sign_horizon_at,
+        None => (now
+            + chrono::Duration::from_std(state.settings.poller.signing_interval)
+                .context("signing interval")?)
+        .min(sign_horizon_at),
+    };
 
     let id = Uuid::now_v7();
     let hop = authorize::new_token();
@@ -250,6 +259,7 @@ pub(crate) async fn create_payment(
         state_hash: &oauth_state_hash,
         expires_at,
         sign_horizon_at,
+        first_poll_at,
         authorize_token: &hop,
         authorize_url: &hop_url,
         trace_parent: trace_parent.as_deref(),

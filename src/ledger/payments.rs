@@ -143,6 +143,11 @@ pub struct NewPayment<'a> {
     pub expires_at: DateTime<Utc>,
     /// The late-signing horizon (the OAuth state expires with it).
     pub sign_horizon_at: DateTime<Utc>,
+    /// When the poller first looks at it: a signing interval on for a payment whose bank
+    /// call starts now (its answer is normally recorded by then, and
+    /// [`record_first_answer`] then leaves this schedule as it is); the horizon for a
+    /// deferred one (nothing at any bank until the shopper's page starts it).
+    pub first_poll_at: DateTime<Utc>,
     pub authorize_token: &'a str,
     pub authorize_url: &'a str,
     /// The creating request's W3C `traceparent`; later work on the payment links to it.
@@ -269,9 +274,9 @@ fn creation_events(p: &NewPayment<'_>) -> Vec<NewEvent> {
 /// Creates a payment, one statement (one round trip, one commit): claims the key (new, or
 /// expired and so taken over), inserts the payment in `awaiting_authorization` with its
 /// `created` event and the start of its first bank attempt (chained in memory), and points
-/// the key at it. It is first due for the poller at its late-signing horizon: if the bank's
-/// answer is never recorded and nobody retries, the poller expires it then (its signing link
-/// was never handed to anyone). Returns the payment as written, or `None` when the
+/// the key at it. It is first due for the poller at `first_poll_at`; if the bank's answer is
+/// never recorded and nobody retries, the poller expires it at its late-signing horizon (its
+/// signing link was never handed to anyone). Returns the payment as written, or `None` when the
 /// key is live (nothing written: the caller's [`idempotency::claim`](crate::ledger::idempotency::claim)
 /// then tells a replay, an in-flight request and a mismatch apart).
 /// A payment [`create_with_key`] wrote, and the head of its chain.
@@ -326,7 +331,7 @@ pub async fn create_with_key(
                RETURNING id
            ), s AS (
                INSERT INTO payment_polls (payment_id, next_poll_at)
-               SELECT id, $12 FROM p
+               SELECT id, $39 FROM p
            ), e AS (
                INSERT INTO payment_events
                    (payment_id, seq, kind, old_status, new_status, bank_status, detail,
@@ -378,6 +383,7 @@ pub async fn create_with_key(
         p.deferred,
         key.payee.map(|a| a.account_type().as_str()),
         key.payee.map(|a| a.value()),
+        p.first_poll_at,
     )
     .fetch_one(pool)
     .await?;
@@ -436,9 +442,19 @@ pub async fn create_with_key(
 /// `answered` is the payment as [`create_with_key`] returned it with the bank's answer
 /// applied and a new `updated_at` (the caller built `body` from it); the statement is guarded
 /// on the row being exactly as creation left it (the chain head `created` and its
-/// `updated_at`), so `body` is the row's truth. No NOTIFY: the first poll is a signing
-/// interval away (`first_poll_at`), which the pollers' timer catches. Returns false when the
-/// row moved; nothing is written and the caller takes the transactional path.
+/// `updated_at`), so `body` is the row's truth. Returns false when the row moved; nothing is
+/// written and the caller takes the transactional path.
+///
+/// The first poll: no NOTIFY, it is at most a signing interval away (`first_poll_at`), which
+/// the pollers' timer catches. Creation already scheduled the payment a signing interval
+/// after it was created (earlier than `first_poll_at` by the bank's latency), so the
+/// schedule's row is left as it is when it polls no later than `first_poll_at`, unclaimed and
+/// with no failures: no new tuple and no index entries (issue 28). Otherwise (a poller holds
+/// it, or failed on it) it is rewritten to `first_poll_at`, as it always was. A bank slower
+/// than a signing interval lets a poller look first: it finds no bank id and looks again a
+/// signing interval on (`workers::poller`, `not_initiated`), so a claim that read the row
+/// just before this statement committed delays the first poll by one signing interval at
+/// most.
 pub async fn record_first_answer(
     pool: &Db,
     created: &Created,
@@ -474,6 +490,8 @@ pub async fn record_first_answer(
            ), s AS (
                UPDATE payment_polls SET next_poll_at = $5, poll_failures = 0
                FROM u WHERE payment_polls.payment_id = u.id
+                 AND NOT (payment_polls.next_poll_at <= $5 AND payment_polls.poll_owner IS NULL
+                          AND payment_polls.poll_failures = 0)
            ), e AS (
                INSERT INTO payment_events
                    (payment_id, seq, kind, old_status, new_status, bank_status, detail,

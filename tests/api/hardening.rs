@@ -231,6 +231,7 @@ async fn enqueue_event(pool: &Db) -> String {
             state_hash: id.as_bytes(),
             expires_at: later,
             sign_horizon_at: later,
+            first_poll_at: later,
             authorize_token: "t",
             authorize_url: "https://pisgate.example/authorize",
             trace_parent: None,

@@ -1352,3 +1352,89 @@ async fn a_slow_stale_bank_read_never_moves_the_bank_status_backwards() {
     );
     assert_eq!(status_of(&app, &id).await, "authorized");
 }
+
+/// A bank slower than a signing interval: a poller claims the new payment before its answer
+/// is recorded (creation scheduled its first poll a signing interval on), finds no bank id
+/// and looks again a signing interval on, not at the horizon; the answer, recorded after,
+/// keeps it followed, so the signed payment moves on at once.
+#[tokio::test]
+async fn an_answer_recorded_after_a_poller_looked_is_followed_at_once() {
+    let app = app_with(&[], true, |c| {
+        c.faults = vec![rule(
+            FaultTarget::Initiate,
+            Fault::DelayAnswer { ms: 3000 },
+            1,
+        )];
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let request = {
+        let (client, url, key) = (
+            app.client.clone(),
+            app.url("/v1/payments"),
+            m.api_key.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .header("idempotency-key", "k-slow-bank")
+                .json(&body("FI"))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    // While the bank is still answering, a poller claims the payment and finds no bank id.
+    let polled = || async {
+        sqlx::query_scalar::<_, i32>("SELECT polls FROM payment_polls")
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap()
+            .unwrap_or(0)
+            > 0
+    };
+    until(
+        "a poller to look at the new payment",
+        Duration::from_millis(2500),
+        polled,
+    )
+    .await;
+    let (initiation, wait): (String, f64) = sqlx::query_as(
+        "SELECT p.initiation, EXTRACT(EPOCH FROM s.next_poll_at - now())::float8
+           FROM payments p JOIN payment_polls s ON s.payment_id = p.id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(initiation, "pending", "the poller looked before the answer");
+    // A signing interval (200 ms) on, or a poller's lease (10 s) if one holds it now; the
+    // horizon is an hour away.
+    assert!(
+        wait <= 10.0,
+        "a pending attempt is looked at again soon, not at the horizon: {wait} s"
+    );
+
+    let answer = request.await.unwrap();
+    assert_eq!(answer.status(), 201);
+    let p: Value = answer.json().await.unwrap();
+    let wait: f64 = sqlx::query_scalar(
+        "SELECT EXTRACT(EPOCH FROM next_poll_at - now())::float8 FROM payment_polls",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        wait <= 10.0,
+        "the answered payment is polled within a signing interval (or a lease): {wait} s"
+    );
+    app.sign_at_bank(p["authorization_url"].as_str().unwrap(), "psu-1", true)
+        .await;
+    let id = p["id"].as_str().unwrap();
+    until(
+        "the signed payment to move on",
+        Duration::from_secs(10),
+        || async { status_of(&app, id).await != "awaiting_authorization" },
+    )
+    .await;
+}

@@ -13,6 +13,10 @@
 //! `payment_polls` and `idempotency_keys` the columns' domains (compiled once per connection,
 //! not re-read per statement): the same values are refused with the same SQLSTATE, and the
 //! error names the constraint and the domain instead of the table.
+//!
+//! Creation schedules a new payment's first poll a signing interval on, so the bank's answer
+//! no longer rewrites `payment_polls` (a non-HOT update: its `next_poll_at` is indexed) unless
+//! a poller got there first.
 
 use crate::helpers::spawn_app;
 use crate::payments::body;
@@ -48,6 +52,59 @@ async fn the_bank_answer_to_a_new_payment_touches_no_index_of_payments() {
             is_heap_only(&app.pool, id).await,
             "recording the bank's answer was not a HOT update"
         );
+    }
+}
+
+/// The bank's answer to a new payment leaves the poll schedule creation wrote as it is (no
+/// new tuple, no index entries): creation already put the first poll a signing interval on,
+/// no later than the answer would.
+#[tokio::test]
+async fn the_bank_answer_to_a_new_payment_leaves_its_poll_schedule_as_creation_wrote_it() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let signing_interval =
+        chrono::Duration::from_std(app.settings.poller.signing_interval).unwrap();
+    for _ in 0..3 {
+        let before = chrono::Utc::now();
+        let p = app.create_payment(&m.api_key, &body("FI")).await;
+        let after = chrono::Utc::now();
+        assert!(p["bank_status"].is_string(), "the bank answered: {p}");
+        let id: Uuid = p["id"].as_str().unwrap().parse().unwrap();
+        // The creating statement's transaction wrote the `created` event; the answer's
+        // statement wrote the `initiated` event and the new version of the payment.
+        let (created_by, answered_by, payment_by, schedule_by): (String, String, String, String) =
+            sqlx::query_as(
+                "SELECT (SELECT xmin::text FROM payment_events WHERE payment_id = $1 AND kind = 'created'),
+                        (SELECT xmin::text FROM payment_events WHERE payment_id = $1 AND kind = 'initiated'),
+                        (SELECT xmin::text FROM payments WHERE id = $1),
+                        (SELECT xmin::text FROM payment_polls WHERE payment_id = $1)",
+            )
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert_ne!(created_by, answered_by, "two statements, two transactions");
+        assert_eq!(
+            payment_by, answered_by,
+            "the answer is recorded on the payment"
+        );
+        assert_eq!(
+            schedule_by, created_by,
+            "the answer rewrote the poll schedule creation wrote"
+        );
+        let (next, owner, failures): (chrono::DateTime<chrono::Utc>, Option<String>, i32) =
+            sqlx::query_as(
+                "SELECT next_poll_at, poll_owner, poll_failures FROM payment_polls WHERE payment_id = $1",
+            )
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        assert!(
+            next >= before + signing_interval && next <= after + signing_interval,
+            "first poll {next} is not a signing interval after creation ({before} .. {after})"
+        );
+        assert_eq!((owner, failures), (None, 0));
     }
 }
 
