@@ -138,7 +138,20 @@ def sandbox_admin(path, body=None, method="GET"):
 
 
 def faults(rules):
+    """The same storm at both banks: Nordea's sandbox and the Berlin Group simulator take the
+    same rules (the latter's operations mapped onto the same names)."""
     sandbox_admin("faults", {"rules": rules}, "PUT")
+    s, _, text = call(f"{A.bg_sandbox}/admin/faults", json.dumps({"rules": rules}).encode(),
+                      {"Content-Type": "application/json"}, "PUT")
+    if s != 204:
+        raise SystemExit(f"the Berlin Group simulator refused the fault rules: {s} {text[:200]}")
+
+
+def faulted(url):
+    """Calls that faults answered, changed or delayed, at one simulator (all operations)."""
+    s, _, text = call(url)
+    counters = json.loads(text).get("counters", {}) if s == 200 else {}
+    return sum(c.get("faulted", 0) for c in counters.values())
 
 
 # -- the merchant and the shopper ------------------------------------------------------------
@@ -577,13 +590,16 @@ def report(recover):
     recorded = psql("SELECT count(*) FROM bank_disagreements")[0][0]
     print()
     print(f"resilience ({A.mode}): {STATS['kill_rounds']} SIGKILLs of serve, PostgreSQL restarted and stopped,"
-          f" sandbox 5xx / 429 / drops / malformed / slow, forged and replayed callbacks, late signing")
+          f" 5xx / 429 / drops / malformed / slow at Nordea's sandbox and the Berlin Group simulator,"
+          f" forged and replayed callbacks, late signing")
     table = [
         ("requests", STATS["requests"]),
         ("same-key retries", STATS["same_key_retries"]),
         ("201s", STATS["201"]),
         ("payments", len(rows)),
         ("of them at the Berlin Group bank", STATS["berlin"]),
+        ("bank calls faulted (Nordea's sandbox / the Berlin Group simulator)",
+         f"{faulted(f'{A.sandbox}/sandbox/admin/faults')} / {faulted(f'{A.bg_sandbox}/admin/faults')}"),
         ("OP payments killed between authorization and submit",
          f"{len(at_op)} ({sum(1 for v in OP_PLANS.values() if v == 'approved')} approved, {STATS['op_returned']} came back, {STATS['op_in_flight']} with their submission unanswered at the kill); submissions at OP: "
          + (", ".join(f"{k}x {v}" for k, v in sorted(op_submitted.items())) or "none")),

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The resilience suite: PostgreSQL, the Nordea sandbox and `pisgate serve` as separate
 # processes, load with unique keys and same-key retries, and faults: SIGKILLs of serve during
-# creation and polling, a PostgreSQL restart and a 10 s stop, sandbox 5xx, a 429 storm,
+# creation and polling, a PostgreSQL restart and a 10 s stop, 5xx, a 429 storm,
 # dropped connections, malformed answers, latency beyond pisgate's timeouts, forged and
 # replayed callbacks, late signing, signing just before the late-signing horizon with the
 # bank's status lagging, a SIGKILL between OP's authorization and pisgate's submission, shoppers who pass the hop but never load the bank's page. Then it reconciles pisgate's database with the sandbox

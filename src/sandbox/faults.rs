@@ -1,6 +1,11 @@
 //! Fault injection: rules that add latency or replace the bank's answer for chosen
 //! operations, switchable at run time, plus per-operation counters.
 //!
+//! The Nordea sandbox and the Berlin Group simulator take the same rules (the latter maps its
+//! operations onto these names: `initiate`, `details` for reading the payment, `status` for
+//! the transaction and SCA statuses, `cancel` for the cancellation and its authorisations,
+//! `authorise` for the payment's authorisations).
+//!
 //! A rule is `{"operation": "status" | … | "all", "kind": …, "probability": 0.0..=1.0,
 //! "times": n | null}` with the kind's own fields:
 //! `{"kind": "latency", "ms": 250}`, `{"kind": "http500"}`, `{"kind": "http503"}`,
@@ -47,6 +52,8 @@ pub enum FaultTarget {
     Cancel,
     Token,
     Revoke,
+    /// A Berlin Group authorisation resource (the Berlin Group simulator only).
+    Authorise,
 }
 
 impl FaultTarget {
@@ -61,6 +68,7 @@ impl FaultTarget {
                 | (FaultTarget::Cancel, Operation::Cancel)
                 | (FaultTarget::Token, Operation::Token)
                 | (FaultTarget::Revoke, Operation::Revoke)
+                | (FaultTarget::Authorise, Operation::Authorise)
         )
     }
 }

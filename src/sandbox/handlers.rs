@@ -225,7 +225,7 @@ async fn gateway(State(sandbox): State<Arc<Sandbox>>, req: Request, next: Next) 
 }
 
 /// Keeps the status and headers, sends only the first half of the body.
-async fn truncate_body(resp: Response) -> Response {
+pub(crate) async fn truncate_body(resp: Response) -> Response {
     let (mut parts, body) = resp.into_parts();
     let bytes = to_bytes(body, MAX_BODY).await.unwrap_or_default();
     let cut = if bytes.len() < 2 {

@@ -136,10 +136,13 @@ pub enum Operation {
     Cancel,
     Token,
     Revoke,
+    /// A Berlin Group authorisation resource (start, read, update): the Berlin Group
+    /// simulator's faults only; Nordea has none.
+    Authorise,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 7] = [
+    pub const ALL: [Operation; 8] = [
         Operation::Initiate,
         Operation::Status,
         Operation::Details,
@@ -147,6 +150,7 @@ impl Operation {
         Operation::Cancel,
         Operation::Token,
         Operation::Revoke,
+        Operation::Authorise,
     ];
 }
 

@@ -31,7 +31,16 @@ pub async fn serve(
     sandbox: Arc<Sandbox>,
     shutdown: impl Future<Output = ()>,
 ) -> io::Result<()> {
-    let app = router(sandbox);
+    serve_app(listener, router(sandbox), shutdown).await
+}
+
+/// [`serve`] for any of the simulators' routers (the Berlin Group simulator's faults drop
+/// connections the same way).
+pub(crate) async fn serve_app(
+    listener: TcpListener,
+    app: axum::Router,
+    shutdown: impl Future<Output = ()>,
+) -> io::Result<()> {
     let graceful = GracefulShutdown::new();
     let mut shutdown = std::pin::pin!(shutdown);
     loop {

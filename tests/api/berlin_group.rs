@@ -808,3 +808,61 @@ async fn berlin_group_decoupled_sca_on_the_simulator_ends_paid_and_its_timeout_a
     }));
     assert_spec_clean(&bank, &[]);
 }
+
+/// The bank created the payment and its answer was lost (`drop_after_processing` at the
+/// simulator), then the status reads fail for a while (503s, a garbled answer): the
+/// merchant gets 502 `initiation_outcome_unknown`, the same key resumes the payment with a
+/// second attempt, and the shopper's link leads to that attempt only. The first attempt's
+/// payment is never opened at the bank; the second ends paid once the reads come back.
+#[tokio::test]
+async fn berlin_group_a_lost_initiation_answer_is_resumed_by_the_same_key_and_never_doubled() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    bank.sandbox.set_faults(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DropAfterProcessing).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let first = app
+        .post_payment(&m.api_key, "k-bg-lost", &berlin_payment("10.50"))
+        .await;
+    crate::helpers::assert_problem(first, 502, "initiation_outcome_unknown").await;
+    assert_eq!(
+        bank.sandbox.payments().len(),
+        1,
+        "the bank holds the payment whose answer was lost"
+    );
+
+    bank.sandbox.set_faults(vec![
+        FaultRule::always(FaultTarget::Status, Fault::Http503).times(3),
+        FaultRule::always(FaultTarget::Status, Fault::MalformedJson).times(1),
+    ]);
+    let retry = app
+        .post_payment(&m.api_key, "k-bg-lost", &berlin_payment("10.50"))
+        .await;
+    assert_eq!(retry.status(), 201);
+    let p: Value = retry.json().await.unwrap();
+    let id = p["id"].as_str().unwrap();
+    let page = to_bank_page(&app, &p).await;
+    decide(&app, &page, true).await;
+    let paid = wait_for_status(&app, &m, id, "paid").await;
+    assert_eq!(paid["bank_status"], "ACSC");
+
+    let at_bank = bank.sandbox.payments();
+    assert_eq!(at_bank.len(), 2, "two attempts reached the bank");
+    let recorded = p["bank_payment_id"].as_str().unwrap();
+    for b in &at_bank {
+        assert_eq!(b["opened"] == true, b["id"] == recorded, "{b}");
+    }
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "one payment for one key");
+    let faulted: u64 = bank
+        .sandbox
+        .fault_counters()
+        .values()
+        .map(|c| c.faulted)
+        .sum();
+    assert_eq!(faulted, 5, "every injected fault was met");
+}

@@ -13,7 +13,9 @@
 //! | `POST /admin/sca/{authorisationId}/open` | the shopper opens the SCA page (ends "404 until opened") |
 //! | `POST /admin/decoupled/{authorisationId}` | `{"approve": …}`, as `/admin/sca/…` (the Python ASPSP's path) |
 //! | `POST /admin/clock/advance` | `{"seconds": 2}` and/or `{"millis": 500}` moves the simulator clock |
-//! | `POST /admin/reset` | forgets everything |
+//! | `GET /admin/faults` | `{"rules": [rule…], "counters": {"initiate": {"received", "faulted"}, …}}` |
+//! | `PUT /admin/faults` | `{"rules": [rule…]}` replaces every rule: the Nordea sandbox's rules ([`crate::sandbox::faults`]); `[]` switches faults off |
+//! | `POST /admin/reset` | forgets everything (the faults too) |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -28,6 +30,7 @@ use serde_json::json;
 
 use super::state::{Approach, DecideError};
 use super::{BgSandbox, pages, scenarios};
+use crate::sandbox::FaultRule;
 
 pub(super) fn routes(sb: Arc<BgSandbox>) -> Router {
     Router::new()
@@ -47,8 +50,23 @@ pub(super) fn routes(sb: Arc<BgSandbox>) -> Router {
         .route("/admin/sca/{aid}/open", post(open))
         .route("/admin/decoupled/{aid}", post(decide))
         .route("/admin/clock/advance", post(advance))
+        .route("/admin/faults", get(get_faults).put(put_faults))
         .route("/admin/reset", post(reset))
         .with_state(sb)
+}
+
+async fn get_faults(State(sb): State<Arc<BgSandbox>>) -> Json<serde_json::Value> {
+    Json(json!({ "rules": sb.faults(), "counters": sb.fault_counters() }))
+}
+
+#[derive(Deserialize)]
+struct Rules {
+    rules: Vec<FaultRule>,
+}
+
+async fn put_faults(State(sb): State<Arc<BgSandbox>>, Json(body): Json<Rules>) -> StatusCode {
+    sb.set_faults(body.rules);
+    StatusCode::NO_CONTENT
 }
 
 #[derive(Deserialize)]

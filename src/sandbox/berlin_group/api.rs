@@ -11,7 +11,7 @@
 
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::SystemTime;
+use std::time::{Duration, SystemTime};
 
 use axum::Router;
 use axum::body::Bytes;
@@ -19,12 +19,14 @@ use axum::extract::State;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
+use chrono::{DateTime, Utc};
 use serde_json::Value;
 
 use super::refusal::Refusal;
 use super::state::Replay;
 use super::verify::{self, Policy};
 use super::{BgSandbox, Exchange, SelfCheckFailure, lock, operations, spec};
+use crate::sandbox::{Fault, Operation};
 use sha2::Digest as _;
 
 pub(super) fn routes(sb: Arc<BgSandbox>) -> Router {
@@ -94,6 +96,21 @@ impl Op {
             Op::ListCancelAuth => (CAUTHS, "get"),
             Op::CancelScaStatus => (CAUTH, "get"),
             Op::UpdateCancelPsu => (CAUTH, "put"),
+        }
+    }
+
+    /// The operation's name in the fault rules (shared with the Nordea sandbox).
+    fn fault_operation(self) -> Operation {
+        match self {
+            Op::Initiate => Operation::Initiate,
+            Op::Get => Operation::Details,
+            Op::Status | Op::ScaStatus => Operation::Status,
+            Op::Cancel
+            | Op::StartCancelAuth
+            | Op::ListCancelAuth
+            | Op::CancelScaStatus
+            | Op::UpdateCancelPsu => Operation::Cancel,
+            Op::StartAuth | Op::ListAuth | Op::UpdatePsu => Operation::Authorise,
         }
     }
 
@@ -212,7 +229,16 @@ async fn unknown_path(
         None,
         format!("no resource at {}", uri.path()),
     );
-    finish(&sb, &method, &uri, &headers, &body, None, Err(refusal))
+    finish(
+        &sb,
+        &method,
+        &uri,
+        &headers,
+        &body,
+        None,
+        Err(refusal),
+        None,
+    )
 }
 
 async fn handle(
@@ -226,14 +252,96 @@ async fn handle(
     let rest = uri.path().strip_prefix(&prefix).unwrap_or("").to_owned();
     let target = parse_path(&method, &rest);
     let op = target.as_ref().ok().map(|t| t.op);
+    let plan = op
+        .map(|op| sb.fault_plan(op.fault_operation()))
+        .unwrap_or_default();
+    if plan.latency_ms > 0 {
+        tokio::time::sleep(Duration::from_millis(plan.latency_ms)).await;
+    }
+    let fault = plan.fault.as_ref().map(Fault::name);
+    // Faults that answer instead of the bank: nothing happens at the bank.
+    let injected = match plan.fault {
+        Some(Fault::Http500) => Some(injected_error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the bank failed (injected fault)",
+        )),
+        Some(Fault::Http503) => Some(injected_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the bank is unavailable (injected fault)",
+        )),
+        Some(Fault::Http429 { retry_after_secs }) => {
+            let mut answer = injected_error(
+                StatusCode::TOO_MANY_REQUESTS,
+                "too many requests (injected fault)",
+            );
+            answer
+                .headers
+                .push(("Retry-After", retry_after_secs.to_string()));
+            Some(answer)
+        }
+        Some(Fault::DropConnection) => {
+            sb.record(exchange(
+                &method,
+                &uri,
+                &headers,
+                &body,
+                op,
+                0,
+                Vec::new(),
+                None,
+                fault,
+            ));
+            return dropped();
+        }
+        _ => None,
+    };
+    if let Some(answer) = injected {
+        return finish(&sb, &method, &uri, &headers, &body, op, Ok(answer), fault);
+    }
     let result = match target {
         Ok(t) => process(&sb, &method, &uri, &headers, &body, &t),
         Err(r) => Err(r),
     };
-    finish(&sb, &method, &uri, &headers, &body, op, result)
+    let response = finish(&sb, &method, &uri, &headers, &body, op, result, fault);
+    // Faults that let the bank act, then lose, garble or delay its answer.
+    match plan.fault {
+        Some(Fault::MalformedJson) => crate::sandbox::handlers::truncate_body(response).await,
+        Some(Fault::DropAfterProcessing) => dropped(),
+        Some(Fault::DelayAnswer { ms }) => {
+            tokio::time::sleep(Duration::from_millis(ms)).await;
+            response
+        }
+        _ => response,
+    }
 }
 
-/// Adds `X-Request-ID`, self-checks, records and answers.
+/// An injected error answer in the `tppMessages` shape.
+fn injected_error(status: StatusCode, text: &str) -> Answer {
+    let code = status
+        .canonical_reason()
+        .unwrap_or("ERROR")
+        .to_ascii_uppercase()
+        .replace(' ', "_");
+    Answer {
+        status,
+        headers: Vec::new(),
+        body: Some(serde_json::json!({
+            "tppMessages": [{ "category": "ERROR", "code": code, "text": text }]
+        })),
+        schema: None,
+    }
+}
+
+/// A response the accept loop turns into a closed connection with no answer.
+fn dropped() -> Response {
+    let mut resp = Response::new(axum::body::Body::empty());
+    resp.extensions_mut()
+        .insert(crate::sandbox::handlers::DropConnection);
+    resp
+}
+
+/// Adds `X-Request-ID`, self-checks (not an injected fault's answer), records and answers.
+#[allow(clippy::too_many_arguments)]
 fn finish(
     sb: &BgSandbox,
     method: &Method,
@@ -242,6 +350,7 @@ fn finish(
     body: &[u8],
     op: Option<Op>,
     result: Result<Answer, Refusal>,
+    fault: Option<&'static str>,
 ) -> Response {
     let answer = match result {
         Ok(a) => a,
@@ -269,7 +378,7 @@ fn finish(
                 .map(|v| format!("{}: {}", v.path, v.message)),
         );
     }
-    if let Some(op) = op {
+    if let Some(op) = op.filter(|_| fault.is_none()) {
         let (template, spec_method) = op.spec_path();
         let sent: Vec<(&str, &str)> = std::iter::once(("X-Request-ID", request_id.as_str()))
             .chain(answer.headers.iter().map(|(n, v)| (*n, v.as_str())))
@@ -328,22 +437,19 @@ fn finish(
         .and_then(|b| b.pointer("/tppMessages/0/code"))
         .and_then(Value::as_str)
         .map(str::to_owned);
-    sb.record(Exchange {
-        seq: 0,
-        received_at: sb.now(),
-        method: method.to_string(),
-        path: uri
-            .path_and_query()
-            .map(|p| p.as_str().to_owned())
-            .unwrap_or_default(),
-        operation: op.map(Op::operation_id),
-        headers: safe_headers(headers),
-        body: String::from_utf8_lossy(body).into_owned(),
-        status: answer.status.as_u16(),
-        response_headers: response_headers.clone(),
-        response_body: answer.body.clone(),
-        code,
-    });
+    let mut exchange = exchange(
+        method,
+        uri,
+        headers,
+        body,
+        op,
+        answer.status.as_u16(),
+        response_headers.clone(),
+        answer.body.clone(),
+        fault,
+    );
+    exchange.code = code;
+    sb.record(exchange);
     let mut resp = match &answer.body {
         Some(b) => (answer.status, axum::Json(b.clone())).into_response(),
         None => answer.status.into_response(),
@@ -357,6 +463,38 @@ fn finish(
         }
     }
     resp
+}
+
+/// One call for the log (`seq` and `received_at` are set when it is recorded).
+#[allow(clippy::too_many_arguments)]
+fn exchange(
+    method: &Method,
+    uri: &Uri,
+    headers: &HeaderMap,
+    body: &[u8],
+    op: Option<Op>,
+    status: u16,
+    response_headers: Vec<(String, String)>,
+    response_body: Option<Value>,
+    fault: Option<&'static str>,
+) -> Exchange {
+    Exchange {
+        seq: 0,
+        received_at: DateTime::<Utc>::MIN_UTC,
+        method: method.to_string(),
+        path: uri
+            .path_and_query()
+            .map(|p| p.as_str().to_owned())
+            .unwrap_or_default(),
+        operation: op.map(Op::operation_id),
+        headers: safe_headers(headers),
+        body: String::from_utf8_lossy(body).into_owned(),
+        status,
+        response_headers,
+        response_body,
+        code: None,
+        fault,
+    }
 }
 
 /// The spec's `tppMessages` error schema for a status.

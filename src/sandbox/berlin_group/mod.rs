@@ -22,6 +22,8 @@
 //! shopper approves or refuses on the simulator's HTML page (`/sca/{authorisationId}`,
 //! no JavaScript) or through the machine path `POST /admin/sca/{authorisationId}`
 //! ([`admin`]). Time comes from a clock tests can move (`POST /admin/clock/advance`).
+//! Faults (latency, 5xx, 429, dropped connections, garbled or late answers after the bank
+//! acted) are injected with the Nordea sandbox's rules (`PUT /admin/faults`).
 //!
 //! The paths, settings, scenarios and refusals are documented in
 //! `docs/sandbox-berlin-group.md`.
@@ -46,7 +48,7 @@ pub mod verify;
 #[cfg(test)]
 mod tests;
 
-use std::collections::VecDeque;
+use std::collections::{BTreeMap, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -55,7 +57,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::sandbox::{SimClock, lock};
+use crate::sandbox::faults::{FaultState, Plan};
+use crate::sandbox::{FaultRule, Operation, OperationCounters, SimClock, lock};
 
 pub use verify::TrustedCa;
 
@@ -123,6 +126,9 @@ pub struct Exchange {
     pub response_body: Option<Value>,
     /// The first tppMessages code of a refusal.
     pub code: Option<String>,
+    /// The injected fault that answered or changed it (`http503`, `drop_after_processing`,
+    /// ...; see `PUT /admin/faults`). `status` is 0 when no answer was sent.
+    pub fault: Option<&'static str>,
 }
 
 /// A violation of the OpenAPI by one of the simulator's own answers.
@@ -143,6 +149,8 @@ pub struct BgSandbox {
     bank: Mutex<state::Bank>,
     log: Mutex<(u64, VecDeque<Exchange>)>,
     selfcheck: Mutex<Vec<SelfCheckFailure>>,
+    /// Injected faults: the Nordea sandbox's rules ([`crate::sandbox::faults`]).
+    faults: Mutex<FaultState>,
 }
 
 impl std::fmt::Debug for BgSandbox {
@@ -190,6 +198,7 @@ impl BgSandbox {
             bank: Mutex::new(state::Bank::default()),
             log: Mutex::new((0, VecDeque::new())),
             selfcheck: Mutex::new(Vec::new()),
+            faults: Mutex::new(FaultState::default()),
         }))
     }
 
@@ -225,6 +234,7 @@ impl BgSandbox {
     }
 
     fn record(&self, mut exchange: Exchange) {
+        exchange.received_at = self.now();
         let mut log = lock(&self.log);
         log.0 += 1;
         exchange.seq = log.0;
@@ -232,6 +242,25 @@ impl BgSandbox {
             log.1.pop_front();
         }
         log.1.push_back(exchange);
+    }
+
+    /// The fault rules in force.
+    pub fn faults(&self) -> Vec<FaultRule> {
+        lock(&self.faults).rules.clone()
+    }
+
+    /// Replaces the fault rules (an empty list switches faults off).
+    pub fn set_faults(&self, rules: Vec<FaultRule>) {
+        lock(&self.faults).rules = rules;
+    }
+
+    /// Calls received and faults injected, per operation.
+    pub fn fault_counters(&self) -> BTreeMap<Operation, OperationCounters> {
+        lock(&self.faults).counters.clone()
+    }
+
+    fn fault_plan(&self, op: Operation) -> Plan {
+        lock(&self.faults).plan(op)
     }
 
     /// Every violation of the OpenAPI by the simulator's own answers (empty when healthy).
@@ -273,6 +302,7 @@ impl BgSandbox {
 
     /// Forgets every payment, authorisation, seen request id, request and self-check failure.
     pub fn reset(&self) {
+        *lock(&self.faults) = FaultState::default();
         *lock(&self.bank) = state::Bank::default();
         self.clear_requests();
         lock(&self.selfcheck).clear();
@@ -312,13 +342,12 @@ pub fn router(sandbox: Arc<BgSandbox>) -> Router {
         .merge(admin::routes(sandbox))
 }
 
-/// Serves the simulator on `listener` until `shutdown` completes.
+/// Serves the simulator on `listener` until `shutdown` completes (on the Nordea sandbox's
+/// accept loop, which can close a connection with no answer for a fault).
 pub async fn serve(
     listener: tokio::net::TcpListener,
     sandbox: Arc<BgSandbox>,
     shutdown: impl std::future::Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
-    axum::serve(listener, router(sandbox))
-        .with_graceful_shutdown(shutdown)
-        .await
+    crate::sandbox::server::serve_app(listener, router(sandbox), shutdown).await
 }

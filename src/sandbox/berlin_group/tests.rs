@@ -258,6 +258,16 @@ impl Sim {
     }
 
     async fn send(&self, c: Call) -> (StatusCode, reqwest::header::HeaderMap, Value) {
+        let (status, h, text) = self.send_raw(c).await.expect("send");
+        let v = serde_json::from_str(&text).unwrap_or(Value::Null);
+        (status, h, v)
+    }
+
+    /// [`Sim::send`] with the body as text, and a connection closed with no answer as `Err`.
+    async fn send_raw(
+        &self,
+        c: Call,
+    ) -> Result<(StatusCode, reqwest::header::HeaderMap, String), reqwest::Error> {
         let url = self.abs(&c.target);
         let body = c.body.clone().unwrap_or_default();
         let mut headers: Vec<(String, String)> = c
@@ -322,12 +332,23 @@ impl Sim {
         if !sent.is_empty() {
             req = req.body(sent);
         }
-        let resp = req.send().await.expect("send");
+        let resp = req.send().await?;
         let status = resp.status();
         let h = resp.headers().clone();
-        let text = resp.text().await.unwrap_or_default();
-        let v = serde_json::from_str(&text).unwrap_or(Value::Null);
-        (status, h, v)
+        let text = resp.text().await?;
+        Ok((status, h, text))
+    }
+
+    /// Replaces the fault rules.
+    async fn faults(&self, rules: Value) {
+        let (s, v) = self
+            .admin(
+                Method::PUT,
+                "/admin/faults",
+                Some(json!({ "rules": rules })),
+            )
+            .await;
+        assert_eq!(s, StatusCode::NO_CONTENT, "{v}");
     }
 
     /// Sends and checks a refusal's status and first code, and that X-Request-ID is echoed.
@@ -1944,4 +1965,112 @@ async fn berlin_group_a_tpp_of_the_generated_test_pki_is_accepted() {
     c.key_id = Some(generated.key_id.clone());
     sim.initiate(c).await;
     sim.assert_selfcheck_clean().await;
+}
+
+/// Faults with the Nordea sandbox's rules (`PUT /admin/faults`): a 503, a 429 and a dropped
+/// connection answer before the bank acts (nothing is created); a dropped answer, a garbled
+/// one and a late one come after it acted (the payment exists). Each is counted and named in
+/// the log, and none is taken for the simulator's own violation of the OpenAPI.
+#[tokio::test]
+async fn berlin_group_injected_faults_answer_before_the_bank_acts_or_lose_its_answer_after() {
+    let sim = spawn().await;
+    let at_bank = || sim.sb.payments().len();
+
+    sim.faults(json!([{"operation": "initiate", "kind": "http503", "times": 1}]))
+        .await;
+    let v = sim
+        .refused(
+            sim.initiation(&payment("10.00")),
+            StatusCode::SERVICE_UNAVAILABLE,
+            "SERVICE_UNAVAILABLE",
+        )
+        .await;
+    assert!(v["tppMessages"][0]["text"].is_string());
+    assert_eq!(at_bank(), 0, "a 503 answers before the bank acts");
+    let first = sim.initiate(sim.initiation(&payment("10.00"))).await;
+    assert_eq!(at_bank(), 1, "the rule fired once");
+
+    sim.faults(json!([{"operation": "status", "kind": "http429", "retry_after_secs": 3}]))
+        .await;
+    let (s, h, _) = sim.send(Call::get(link(&first, "status"))).await;
+    assert_eq!(s, StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(h["retry-after"], "3");
+    let (s, _, _) = sim.send(Call::get(link(&first, "self"))).await;
+    assert_eq!(
+        s,
+        StatusCode::OK,
+        "reading the payment is not a status call"
+    );
+
+    sim.faults(json!([{"operation": "all", "kind": "drop_connection", "times": 1}]))
+        .await;
+    assert!(
+        sim.send_raw(sim.initiation(&payment("10.00")))
+            .await
+            .is_err(),
+        "no answer"
+    );
+    assert_eq!(at_bank(), 1, "a dropped connection reaches no bank");
+
+    sim.faults(json!([{"operation": "initiate", "kind": "drop_after_processing", "times": 1}]))
+        .await;
+    assert!(
+        sim.send_raw(sim.initiation(&payment("10.00")))
+            .await
+            .is_err(),
+        "no answer"
+    );
+    assert_eq!(
+        at_bank(),
+        2,
+        "the bank created the payment whose answer was lost"
+    );
+
+    sim.faults(json!([{"operation": "initiate", "kind": "malformed_json", "times": 1}]))
+        .await;
+    let (s, _, text) = sim
+        .send_raw(sim.initiation(&payment("10.00")))
+        .await
+        .expect("an answer");
+    assert_eq!(s, StatusCode::CREATED);
+    assert!(
+        serde_json::from_str::<Value>(&text).is_err(),
+        "garbled: {text}"
+    );
+    assert_eq!(at_bank(), 3);
+
+    sim.faults(json!([{"operation": "initiate", "kind": "delay_answer", "ms": 600, "times": 1}]))
+        .await;
+    let started = std::time::Instant::now();
+    sim.initiate(sim.initiation(&payment("10.00"))).await;
+    assert!(started.elapsed() >= Duration::from_millis(600));
+    assert_eq!(at_bank(), 4);
+
+    let (_, f) = sim.admin(Method::GET, "/admin/faults", None).await;
+    assert_eq!(f["counters"]["initiate"]["received"], 6, "{f}");
+    assert_eq!(f["counters"]["details"]["faulted"], 0, "{f}");
+    assert_eq!(f["counters"]["initiate"]["faulted"], 5, "{f}");
+    assert_eq!(f["counters"]["status"]["faulted"], 1, "{f}");
+    let named: Vec<Option<&str>> = sim
+        .sb
+        .requests()
+        .iter()
+        .filter(|e| e.operation == Some("initiatePayment"))
+        .map(|e| e.fault)
+        .collect();
+    assert_eq!(
+        named,
+        [
+            Some("http503"),
+            None,
+            Some("drop_connection"),
+            Some("drop_after_processing"),
+            Some("malformed_json"),
+            Some("delay_answer"),
+        ]
+    );
+    sim.assert_selfcheck_clean().await;
+
+    sim.faults(json!([])).await;
+    sim.status_of(&first).await;
 }
