@@ -278,22 +278,22 @@ pub async fn run(settings: &Settings) -> Report {
         },
     });
 
-    match settings
+    let skipped = match settings
         .nordea
         .as_ref()
         .map(crate::app::nordea_client_concrete)
     {
-        None => {
-            for name in ["network", "credentials", "signature", "clock"] {
-                checks.push(line(name, Outcome::Skip, NO_NORDEA));
-            }
+        None => Some(NO_NORDEA.to_owned()),
+        Some(Err(e)) => Some(format!("no client: {e:#}")),
+        Some(Ok(client)) => {
+            checks.extend(bank_checks(&client).await);
+            None
         }
-        Some(Err(e)) => {
-            for name in ["network", "credentials", "signature", "clock"] {
-                checks.push(line(name, Outcome::Skip, format!("no client: {e:#}")));
-            }
+    };
+    if let Some(why) = skipped {
+        for name in ["network", "credentials", "signature", "clock"] {
+            checks.push(line(name, Outcome::Skip, why.clone()));
         }
-        Some(Ok(client)) => checks.extend(bank_checks(&client).await),
     }
     checks.extend(other_banks(settings).await);
     Report::new(checks)
