@@ -117,6 +117,7 @@ WITH u AS (
     UPDATE payment_polls SET next_poll_at = now() + interval '2 seconds', poll_failures = 0
     FROM u WHERE payment_polls.payment_id = u.id
       AND NOT (payment_polls.next_poll_at <= now() + interval '2 seconds'
+               AND payment_polls.next_poll_at > now() + interval '1 second'
                AND payment_polls.poll_owner IS NULL AND payment_polls.poll_failures = 0)
 ), e AS (
     INSERT INTO payment_events

@@ -448,13 +448,15 @@ pub async fn create_with_key(
 /// The first poll: no NOTIFY, it is at most a signing interval away (`first_poll_at`), which
 /// the pollers' timer catches. Creation already scheduled the payment a signing interval
 /// after it was created (earlier than `first_poll_at` by the bank's latency), so the
-/// schedule's row is left as it is when it polls no later than `first_poll_at`, unclaimed and
-/// with no failures: no new tuple and no index entries (issue 28). Otherwise (a poller holds
-/// it, or failed on it) it is rewritten to `first_poll_at`, as it always was. A bank slower
-/// than a signing interval lets a poller look first: it finds no bank id and looks again a
-/// signing interval on (`workers::poller`, `not_initiated`), so a claim that read the row
-/// just before this statement committed delays the first poll by one signing interval at
-/// most.
+/// schedule's row is left as it is when it polls no later than `first_poll_at` and not
+/// within the next second, unclaimed and with no failures: no new tuple and no index entries
+/// (issue 28). Otherwise it is rewritten to `first_poll_at`, as it always was: when a poller
+/// got there first (a bank slower than a signing interval: the poller found no bank id and
+/// put it off by a late-signing interval, `workers::poller`), and when it is due within a
+/// second, so that this write takes the row's lock and a claim either comes before it (this
+/// write then wins over the claim's end, whose guard on the lease fails) or after it (and
+/// finds it no longer due). Only a commit slower than that second leaves a claim that read
+/// no bank id, and the first poll comes a late-signing interval later.
 pub async fn record_first_answer(
     pool: &Db,
     created: &Created,
@@ -490,7 +492,9 @@ pub async fn record_first_answer(
            ), s AS (
                UPDATE payment_polls SET next_poll_at = $5, poll_failures = 0
                FROM u WHERE payment_polls.payment_id = u.id
-                 AND NOT (payment_polls.next_poll_at <= $5 AND payment_polls.poll_owner IS NULL
+                 AND NOT (payment_polls.next_poll_at <= $5
+                          AND payment_polls.next_poll_at > now() + interval '1 second'
+                          AND payment_polls.poll_owner IS NULL
                           AND payment_polls.poll_failures = 0)
            ), e AS (
                INSERT INTO payment_events

@@ -224,6 +224,9 @@ async fn refresh_gauges(pool: &Db) {
     }
 }
 
+/// The outcome of a poll of a payment with no bank answer recorded.
+const NOT_INITIATED: &str = "not_initiated";
+
 /// What one poll decided.
 #[derive(Debug)]
 struct Decision {
@@ -404,8 +407,18 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
             };
             return ok(Some(change), "expired");
         }
-        let mut d = ok(None, "not_initiated");
-        d.next = (horizon - now).to_std().unwrap_or(cfg.signing_interval);
+        let mut d = ok(None, NOT_INITIATED);
+        let until_horizon = (horizon - now).to_std().unwrap_or(cfg.signing_interval);
+        // An attempt still `pending` may have its bank call under way (creation schedules
+        // the first poll a signing interval on, and a slow bank's answer can be recorded
+        // just after this claim read the row): looked at again a late-signing interval on.
+        // Any other (an unknown outcome, a deferred payment) waits for its horizon, as
+        // nothing at any bank can move it.
+        d.next = if p.initiation == "pending" {
+            until_horizon.min(cfg.late_signing_interval)
+        } else {
+            until_horizon
+        };
         return d;
     };
 
@@ -1154,7 +1167,8 @@ fn next_poll(
 ) -> Option<Duration> {
     match schedule(ctx, p, status) {
         None => None,
-        Some(_) if d.failures > 0 => Some(d.next),
+        // After failures the backoff; with no bank answer recorded, what `decide` said.
+        Some(_) if d.failures > 0 || d.outcome == NOT_INITIATED => Some(d.next),
         Some(wait) if d.next > Duration::ZERO => {
             Some(d.next.min(wait).max(Duration::from_millis(50)))
         }

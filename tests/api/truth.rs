@@ -1355,17 +1355,22 @@ async fn a_slow_stale_bank_read_never_moves_the_bank_status_backwards() {
 
 /// A bank slower than a signing interval: a poller claims the new payment before its answer
 /// is recorded (creation scheduled its first poll a signing interval on), finds no bank id
-/// and looks again a signing interval on, not at the horizon; the answer, recorded after,
-/// keeps it followed, so the signed payment moves on at once.
+/// on an attempt still pending and puts it off by a late-signing interval (here a minute),
+/// not to the horizon; the answer, recorded after, brings the first poll back to a signing
+/// interval on, so the signed payment moves on at once.
 #[tokio::test]
 async fn an_answer_recorded_after_a_poller_looked_is_followed_at_once() {
-    let app = app_with(&[], true, |c| {
-        c.faults = vec![rule(
-            FaultTarget::Initiate,
-            Fault::DelayAnswer { ms: 3000 },
-            1,
-        )];
-    })
+    let app = app_with(
+        &[("PISGATE__POLLER__LATE_SIGNING_INTERVAL", "60s")],
+        true,
+        |c| {
+            c.faults = vec![rule(
+                FaultTarget::Initiate,
+                Fault::DelayAnswer { ms: 3000 },
+                1,
+            )];
+        },
+    )
     .await;
     let m = app.create_merchant("Shop").await;
     let request = {
@@ -1386,18 +1391,10 @@ async fn an_answer_recorded_after_a_poller_looked_is_followed_at_once() {
         })
     };
     // While the bank is still answering, a poller claims the payment and finds no bank id.
-    let polled = || async {
-        sqlx::query_scalar::<_, i32>("SELECT polls FROM payment_polls")
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap()
-            .unwrap_or(0)
-            > 0
-    };
     until(
         "a poller to look at the new payment",
         Duration::from_millis(2500),
-        polled,
+        || async { polls_of_the_only_payment(&app).await > 0 },
     )
     .await;
     let (initiation, wait): (String, f64) = sqlx::query_as(
@@ -1408,11 +1405,9 @@ async fn an_answer_recorded_after_a_poller_looked_is_followed_at_once() {
     .await
     .unwrap();
     assert_eq!(initiation, "pending", "the poller looked before the answer");
-    // A signing interval (200 ms) on, or a poller's lease (10 s) if one holds it now; the
-    // horizon is an hour away.
     assert!(
-        wait <= 10.0,
-        "a pending attempt is looked at again soon, not at the horizon: {wait} s"
+        (50.0..=60.0).contains(&wait),
+        "a pending attempt is looked at again a late-signing interval on (not at the horizon, an hour away): {wait} s"
     );
 
     let answer = request.await.unwrap();
@@ -1424,9 +1419,10 @@ async fn an_answer_recorded_after_a_poller_looked_is_followed_at_once() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
+    // A signing interval (200 ms) on, or a poller's lease (10 s) if one claimed it since.
     assert!(
         wait <= 10.0,
-        "the answered payment is polled within a signing interval (or a lease): {wait} s"
+        "the recorded answer brings the first poll back from a minute away: {wait} s"
     );
     app.sign_at_bank(p["authorization_url"].as_str().unwrap(), "psu-1", true)
         .await;
@@ -1437,4 +1433,49 @@ async fn an_answer_recorded_after_a_poller_looked_is_followed_at_once() {
         || async { status_of(&app, id).await != "awaiting_authorization" },
     )
     .await;
+}
+
+/// How many polls the only payment's schedule has seen.
+async fn polls_of_the_only_payment(app: &TestApp) -> i32 {
+    sqlx::query_scalar::<_, i32>("SELECT polls FROM payment_polls")
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+        .unwrap_or(0)
+}
+
+/// A payment whose bank answer was lost (an unknown outcome) has nothing at any bank that a
+/// poll could read: after its first look (a signing interval after creation) it waits for its
+/// horizon or a retry with the same key, not polled every signing interval meanwhile.
+#[tokio::test]
+async fn an_unknown_outcome_is_not_polled_again_before_its_horizon() {
+    let app = app_with(&[], true, |c| {
+        c.faults = vec![rule(FaultTarget::Initiate, Fault::DropAfterProcessing, 1)];
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let first = app.post_payment(&m.api_key, "k-lost", &body("FI")).await;
+    crate::helpers::assert_problem(first, 502, "initiation_outcome_unknown").await;
+    until(
+        "the first look at the payment",
+        Duration::from_secs(3),
+        || async { polls_of_the_only_payment(&app).await > 0 },
+    )
+    .await;
+    // Signing interval 200 ms: polled on that schedule, it would be looked at about ten
+    // more times in the next two seconds.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(polls_of_the_only_payment(&app).await, 1);
+    let (initiation, wait): (String, f64) = sqlx::query_as(
+        "SELECT p.initiation, EXTRACT(EPOCH FROM s.next_poll_at - now())::float8
+           FROM payments p JOIN payment_polls s ON s.payment_id = p.id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(initiation, "outcome_unknown");
+    assert!(
+        wait > 3500.0,
+        "it waits for its horizon, an hour after creation: {wait} s"
+    );
 }
