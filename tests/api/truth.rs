@@ -578,23 +578,7 @@ async fn a_database_lost_after_the_bank_answered_leaves_a_resumable_payment() {
     )
     .await;
     let m = app.create_merchant("Shop").await;
-    let request = {
-        let (client, url, key) = (
-            app.client.clone(),
-            app.url("/v1/payments"),
-            m.api_key.clone(),
-        );
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(key)
-                .header("idempotency-key", "k-db")
-                .json(&body("FI"))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let request = create_in_background(&app, &m, "k-db");
     // The bank has the payment and is answering; the database goes away before it arrives.
     until(
         "the bank to hold the payment",
@@ -1373,23 +1357,7 @@ async fn an_answer_recorded_after_a_poller_looked_is_followed_at_once() {
     )
     .await;
     let m = app.create_merchant("Shop").await;
-    let request = {
-        let (client, url, key) = (
-            app.client.clone(),
-            app.url("/v1/payments"),
-            m.api_key.clone(),
-        );
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(key)
-                .header("idempotency-key", "k-slow-bank")
-                .json(&body("FI"))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
+    let request = create_in_background(&app, &m, "k-slow-bank");
     // While the bank is still answering, a poller claims the payment and finds no bank id.
     until(
         "a poller to look at the new payment",
@@ -1433,6 +1401,22 @@ async fn an_answer_recorded_after_a_poller_looked_is_followed_at_once() {
         || async { status_of(&app, id).await != "awaiting_authorization" },
     )
     .await;
+}
+
+/// `POST /v1/payments` (a FI payment, with `idempotency_key`) on a task of its own, for a
+/// test that acts while the request waits for the bank.
+fn create_in_background(
+    app: &TestApp,
+    m: &TestMerchant,
+    idempotency_key: &str,
+) -> tokio::task::JoinHandle<reqwest::Response> {
+    let request = app
+        .client
+        .post(app.url("/v1/payments"))
+        .bearer_auth(&m.api_key)
+        .header("idempotency-key", idempotency_key)
+        .json(&body("FI"));
+    tokio::spawn(async move { request.send().await.unwrap() })
 }
 
 /// How many polls the only payment's schedule has seen.
