@@ -96,6 +96,15 @@ pub enum Fault {
 }
 
 impl Fault {
+    /// Whether the fault answers (or hangs up) instead of the bank, which then never acts:
+    /// 500, 503, 429 and a dropped connection.
+    pub fn replaces_the_call(&self) -> bool {
+        matches!(
+            self,
+            Fault::Http500 | Fault::Http503 | Fault::Http429 { .. } | Fault::DropConnection
+        )
+    }
+
     pub fn name(&self) -> &'static str {
         match self {
             Fault::Latency { .. } => "latency",

@@ -1365,13 +1365,7 @@ async fn an_answer_recorded_after_a_poller_looked_is_followed_at_once() {
         || async { polls_of_the_only_payment(&app).await > 0 },
     )
     .await;
-    let (initiation, wait): (String, f64) = sqlx::query_as(
-        "SELECT p.initiation, EXTRACT(EPOCH FROM s.next_poll_at - now())::float8
-           FROM payments p JOIN payment_polls s ON s.payment_id = p.id",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let (initiation, wait) = schedule_of_the_only_payment(&app).await;
     assert_eq!(initiation, "pending", "the poller looked before the answer");
     assert!(
         (50.0..=60.0).contains(&wait),
@@ -1419,6 +1413,17 @@ fn create_in_background(
     tokio::spawn(async move { request.send().await.unwrap() })
 }
 
+/// The only payment's `initiation`, and the seconds until its next poll.
+async fn schedule_of_the_only_payment(app: &TestApp) -> (String, f64) {
+    sqlx::query_as(
+        "SELECT p.initiation, EXTRACT(EPOCH FROM s.next_poll_at - now())::float8
+           FROM payments p JOIN payment_polls s ON s.payment_id = p.id",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap()
+}
+
 /// How many polls the only payment's schedule has seen.
 async fn polls_of_the_only_payment(app: &TestApp) -> i32 {
     sqlx::query_scalar::<_, i32>("SELECT polls FROM payment_polls")
@@ -1450,13 +1455,7 @@ async fn an_unknown_outcome_is_not_polled_again_before_its_horizon() {
     // more times in the next two seconds.
     tokio::time::sleep(Duration::from_secs(2)).await;
     assert_eq!(polls_of_the_only_payment(&app).await, 1);
-    let (initiation, wait): (String, f64) = sqlx::query_as(
-        "SELECT p.initiation, EXTRACT(EPOCH FROM s.next_poll_at - now())::float8
-           FROM payments p JOIN payment_polls s ON s.payment_id = p.id",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
+    let (initiation, wait) = schedule_of_the_only_payment(&app).await;
     assert_eq!(initiation, "outcome_unknown");
     assert!(
         wait > 3500.0,

@@ -258,7 +258,7 @@ async fn handle(
     if plan.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(plan.latency_ms)).await;
     }
-    let fault = plan.fault.as_ref().map(Fault::name);
+    let fault = plan.fault.as_ref();
     // Faults that answer instead of the bank: nothing happens at the bank.
     let injected = match plan.fault {
         Some(Fault::Http500) => Some(injected_error(
@@ -289,7 +289,7 @@ async fn handle(
                 0,
                 Vec::new(),
                 None,
-                fault,
+                fault.map(Fault::name),
             ));
             return dropped();
         }
@@ -340,7 +340,8 @@ fn dropped() -> Response {
     resp
 }
 
-/// Adds `X-Request-ID`, self-checks (not an injected fault's answer), records and answers.
+/// Adds `X-Request-ID`, self-checks (unless a fault answered instead of the bank), records
+/// (with the fault's name) and answers.
 #[allow(clippy::too_many_arguments)]
 fn finish(
     sb: &BgSandbox,
@@ -350,7 +351,7 @@ fn finish(
     body: &[u8],
     op: Option<Op>,
     result: Result<Answer, Refusal>,
-    fault: Option<&'static str>,
+    fault: Option<&Fault>,
 ) -> Response {
     let answer = match result {
         Ok(a) => a,
@@ -378,7 +379,7 @@ fn finish(
                 .map(|v| format!("{}: {}", v.path, v.message)),
         );
     }
-    if let Some(op) = op.filter(|_| fault.is_none()) {
+    if let Some(op) = op.filter(|_| !fault.is_some_and(Fault::replaces_the_call)) {
         let (template, spec_method) = op.spec_path();
         let sent: Vec<(&str, &str)> = std::iter::once(("X-Request-ID", request_id.as_str()))
             .chain(answer.headers.iter().map(|(n, v)| (*n, v.as_str())))
@@ -446,7 +447,7 @@ fn finish(
         answer.status.as_u16(),
         response_headers.clone(),
         answer.body.clone(),
-        fault,
+        fault.map(Fault::name),
     );
     exchange.code = code;
     sb.record(exchange);

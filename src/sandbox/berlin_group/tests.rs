@@ -2002,22 +2002,21 @@ async fn berlin_group_injected_faults_answer_before_the_bank_acts_or_lose_its_an
         "reading the payment is not a status call"
     );
 
-    sim.faults(json!([{"operation": "all", "kind": "drop_connection", "times": 1}]))
-        .await;
-    assert!(
+    let sim = &sim;
+    let unanswered = |rule: Value| async move {
+        sim.faults(json!([rule])).await;
         sim.send_raw(sim.initiation(&payment("10.00")))
             .await
-            .is_err(),
+            .is_err()
+    };
+    assert!(
+        unanswered(json!({"operation": "all", "kind": "drop_connection", "times": 1})).await,
         "no answer"
     );
     assert_eq!(at_bank(), 1, "a dropped connection reaches no bank");
-
-    sim.faults(json!([{"operation": "initiate", "kind": "drop_after_processing", "times": 1}]))
-        .await;
     assert!(
-        sim.send_raw(sim.initiation(&payment("10.00")))
-            .await
-            .is_err(),
+        unanswered(json!({"operation": "initiate", "kind": "drop_after_processing", "times": 1}))
+            .await,
         "no answer"
     );
     assert_eq!(
