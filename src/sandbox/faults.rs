@@ -222,6 +222,74 @@ impl FaultState {
     }
 }
 
+/// A simulator's fault rules and counters, shared by its handlers, with the admin paths
+/// that read and replace them (`GET`/`PUT /admin/faults`: [`FaultSwitch::admin_routes`]).
+/// The Berlin Group and SEB simulators keep one each.
+#[derive(Debug, Default)]
+pub struct FaultSwitch(std::sync::Mutex<FaultState>);
+
+impl FaultSwitch {
+    fn state(&self) -> std::sync::MutexGuard<'_, FaultState> {
+        super::lock(&self.0)
+    }
+
+    /// The rules in force.
+    pub fn rules(&self) -> Vec<FaultRule> {
+        self.state().rules.clone()
+    }
+
+    /// Replaces the rules (an empty list switches faults off); the counters go on.
+    pub fn set(&self, rules: Vec<FaultRule>) {
+        self.state().rules = rules;
+    }
+
+    /// Adds one rule to those in force.
+    pub fn add(&self, rule: FaultRule) {
+        self.state().rules.push(rule);
+    }
+
+    /// Calls received and faults injected, per operation.
+    pub fn counters(&self) -> BTreeMap<Operation, OperationCounters> {
+        self.state().counters.clone()
+    }
+
+    /// Forgets the rules and the counters.
+    pub fn reset(&self) {
+        *self.state() = FaultState::default();
+    }
+
+    /// Counts a call of `op` and decides its faults.
+    pub(crate) fn plan(&self, op: Operation) -> Plan {
+        self.state().plan(op)
+    }
+
+    /// `GET /admin/faults` (`{"rules": [...], "counters": {...}}`) and `PUT /admin/faults`
+    /// (`{"rules": [...]}`: replaces every rule, 204).
+    pub(crate) fn admin_routes(switch: std::sync::Arc<FaultSwitch>) -> axum::Router {
+        use axum::extract::State;
+        use axum::routing::get;
+        #[derive(Deserialize)]
+        struct Rules {
+            rules: Vec<FaultRule>,
+        }
+        async fn read(
+            State(s): State<std::sync::Arc<FaultSwitch>>,
+        ) -> axum::Json<serde_json::Value> {
+            axum::Json(serde_json::json!({ "rules": s.rules(), "counters": s.counters() }))
+        }
+        async fn replace(
+            State(s): State<std::sync::Arc<FaultSwitch>>,
+            axum::Json(body): axum::Json<Rules>,
+        ) -> axum::http::StatusCode {
+            s.set(body.rules);
+            axum::http::StatusCode::NO_CONTENT
+        }
+        axum::Router::new()
+            .route("/admin/faults", get(read).put(replace))
+            .with_state(switch)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -818,7 +818,7 @@ async fn berlin_group_decoupled_sca_on_the_simulator_ends_paid_and_its_timeout_a
 async fn berlin_group_a_lost_initiation_answer_is_resumed_by_the_same_key_and_never_doubled() {
     use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
     let (app, bank) = spawn_with_berlin(&[]).await;
-    bank.sandbox.set_faults(vec![
+    bank.sandbox.faults().set(vec![
         FaultRule::always(FaultTarget::Initiate, Fault::DropAfterProcessing).times(1),
     ]);
     let m = app.create_merchant("Shop").await;
@@ -832,7 +832,7 @@ async fn berlin_group_a_lost_initiation_answer_is_resumed_by_the_same_key_and_ne
         "the bank holds the payment whose answer was lost"
     );
 
-    bank.sandbox.set_faults(vec![
+    bank.sandbox.faults().set(vec![
         FaultRule::always(FaultTarget::Status, Fault::Http503).times(3),
         FaultRule::always(FaultTarget::Status, Fault::MalformedJson).times(1),
     ]);
@@ -860,7 +860,8 @@ async fn berlin_group_a_lost_initiation_answer_is_resumed_by_the_same_key_and_ne
     assert_eq!(count, 1, "one payment for one key");
     let faulted: u64 = bank
         .sandbox
-        .fault_counters()
+        .faults()
+        .counters()
         .values()
         .map(|c| c.faulted)
         .sum();

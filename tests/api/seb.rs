@@ -762,3 +762,91 @@ async fn seb_the_refresher_refreshes_the_shoppers_token_at_seb_and_the_poller_us
     assert_eq!(status, "live");
     s.assert_nothing_refused().await;
 }
+
+/// SEB's answer to the initiation is lost after SEB made the payment (the simulator's
+/// `drop_after_processing`): pisgate cannot know the payment, so the page offers "try
+/// again"; the new attempt makes a second payment at SEB, and only that one, the one
+/// pisgate recorded, is ever signed (the lost one is never put into a signing order) and
+/// read. Status reads that meet SEB's 503s are retried; the payment ends paid, once.
+#[tokio::test]
+async fn seb_a_lost_initiation_answer_is_tried_again_and_only_the_recorded_payment_is_signed() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let s = setup(|_| {}, &[]).await;
+    s.sim
+        .sim
+        .faults()
+        .add(FaultRule::always(FaultTarget::Initiate, Fault::DropAfterProcessing).times(1));
+    let p = s.pay("120.00", Some("kund-lost")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = s.bankid_page(&p).await;
+    let (_, ast) = s.autostart(&page, None).await;
+    let r = s.admin(&ast, "approve", Some("kund-lost")).await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+
+    // The answer is lost: "try again", nothing recorded of SEB's payment.
+    let html = s
+        .page_until(&page, "try again after the lost answer", |h| {
+            h.contains("/bankid/start")
+        })
+        .await;
+    assert!(autostart_token(&html).is_none(), "no order yet: {html}");
+    let unknown = s.payment(id).await;
+    assert!(unknown["bank_payment_id"].is_null(), "{unknown}");
+    assert_eq!(unknown["status"], "awaiting_authorization");
+    let lost = s.sim.sim.payments();
+    assert_eq!(lost.len(), 1, "SEB made the first payment: {lost:?}");
+    let lost_id = lost[0]["id"].as_str().unwrap().to_owned();
+
+    // From here on, SEB answers some status reads 503 (SEB's own body: safe to retry).
+    let mut flaky = FaultRule::always(FaultTarget::Status, Fault::Http503);
+    flaky.probability = 0.5;
+    s.sim.sim.faults().add(flaky);
+
+    let r = s.post(&page, "start").await;
+    assert!(r.status().is_redirection(), "{}", r.status());
+    let (_, sign) = s.autostart(&page, None).await;
+    let recorded = s.payment(id).await;
+    let bank_id = recorded["bank_payment_id"].as_str().unwrap().to_owned();
+    assert_ne!(bank_id, lost_id, "{recorded}");
+    s.phone(&sign, true).await;
+    let to = s.until_redirect(&page).await;
+    assert!(to.starts_with("https://shop.example/"), "{to}");
+    let paid = s.wait_for_status(id, "paid").await;
+    assert_eq!(paid["bank_status"], "ACSC", "{paid}");
+
+    // Only the recorded payment was ever signed; the lost one stays unsigned at SEB.
+    let signing: Vec<Value> = s
+        .orders()
+        .await
+        .into_iter()
+        .filter(|o| o["purpose"] == "sign")
+        .collect();
+    assert_eq!(signing.len(), 1, "{signing:?}");
+    assert_eq!(signing[0]["payment_ids"], json!([bank_id]));
+    let at_seb = s.sim.sim.payments();
+    assert_eq!(at_seb.len(), 2, "{at_seb:?}");
+    let lost_now = at_seb.iter().find(|p| p["id"] == lost_id.as_str()).unwrap();
+    assert!(lost_now["signed_at"].is_null(), "{lost_now}");
+    assert_eq!(lost_now["transactionStatus"], "RCVD");
+    // pisgate never read the lost one (it does not know it).
+    let read_lost = s
+        .sim
+        .sim
+        .requests()
+        .iter()
+        .filter(|r| r.path.contains(&lost_id))
+        .count();
+    assert_eq!(read_lost, 0);
+    let faulted = s.sim.sim.faults().counters();
+    assert_eq!(faulted[&pisgate::sandbox::Operation::Initiate].faulted, 1);
+    let kinds = s.kinds(id).await;
+    assert_eq!(
+        kinds.iter().filter(|k| *k == "initiated").count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(kinds.iter().any(|k| k == "status_changed"), "{kinds:?}");
+    s.webhook(id, "payment.paid").await;
+    s.assert_nothing_refused().await;
+    s.assert_ledger_verifies().await;
+}

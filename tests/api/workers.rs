@@ -253,6 +253,12 @@ async fn with_thirty_percent_503s_every_payment_still_ends_final() {
     })
     .await;
     let m = app.create_merchant("Shop").await;
+    // From the start (status reads only: creation and signing are untouched), so that every
+    // poll of every payment can meet a 503. Added after the creations, the fault could find
+    // most payments already final on a slow box, and too few polls left to fire at all.
+    let mut flaky = FaultRule::always(FaultTarget::Status, Fault::Http503);
+    flaky.probability = 0.3;
+    app.sandbox.add_fault(flaky);
     let mut ids = Vec::new();
     for i in 0..12 {
         let p = app.create_payment(&m.api_key, &body("FI")).await;
@@ -264,9 +270,6 @@ async fn with_thirty_percent_503s_every_payment_still_ends_final() {
         .await;
         ids.push(p["id"].as_str().unwrap().to_owned());
     }
-    let mut flaky = FaultRule::always(FaultTarget::Status, Fault::Http503);
-    flaky.probability = 0.3;
-    app.sandbox.add_fault(flaky);
     let views = wait_final(&app, &m.api_key, &ids, Duration::from_secs(40)).await;
     for (i, v) in views.iter().enumerate() {
         let want = if i % 4 != 0 {

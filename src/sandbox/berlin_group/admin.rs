@@ -30,7 +30,7 @@ use serde_json::json;
 
 use super::state::{Approach, DecideError};
 use super::{BgSandbox, pages, scenarios};
-use crate::sandbox::FaultRule;
+use crate::sandbox::faults::FaultSwitch;
 
 pub(super) fn routes(sb: Arc<BgSandbox>) -> Router {
     Router::new()
@@ -50,23 +50,9 @@ pub(super) fn routes(sb: Arc<BgSandbox>) -> Router {
         .route("/admin/sca/{aid}/open", post(open))
         .route("/admin/decoupled/{aid}", post(decide))
         .route("/admin/clock/advance", post(advance))
-        .route("/admin/faults", get(get_faults).put(put_faults))
         .route("/admin/reset", post(reset))
-        .with_state(sb)
-}
-
-async fn get_faults(State(sb): State<Arc<BgSandbox>>) -> Json<serde_json::Value> {
-    Json(json!({ "rules": sb.faults(), "counters": sb.fault_counters() }))
-}
-
-#[derive(Deserialize)]
-struct Rules {
-    rules: Vec<FaultRule>,
-}
-
-async fn put_faults(State(sb): State<Arc<BgSandbox>>, Json(body): Json<Rules>) -> StatusCode {
-    sb.set_faults(body.rules);
-    StatusCode::NO_CONTENT
+        .with_state(sb.clone())
+        .merge(FaultSwitch::admin_routes(sb.faults().clone()))
 }
 
 #[derive(Deserialize)]

@@ -253,7 +253,7 @@ async fn handle(
     let target = parse_path(&method, &rest);
     let op = target.as_ref().ok().map(|t| t.op);
     let plan = op
-        .map(|op| sb.fault_plan(op.fault_operation()))
+        .map(|op| sb.faults().plan(op.fault_operation()))
         .unwrap_or_default();
     if plan.latency_ms > 0 {
         tokio::time::sleep(Duration::from_millis(plan.latency_ms)).await;

@@ -48,7 +48,7 @@ pub mod verify;
 #[cfg(test)]
 mod tests;
 
-use std::collections::{BTreeMap, VecDeque};
+use std::collections::VecDeque;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -57,8 +57,8 @@ use chrono::{DateTime, Utc};
 use serde::Serialize;
 use serde_json::Value;
 
-use crate::sandbox::faults::{FaultState, Plan};
-use crate::sandbox::{FaultRule, Operation, OperationCounters, SimClock, lock};
+use crate::sandbox::faults::FaultSwitch;
+use crate::sandbox::{SimClock, lock};
 
 pub use verify::TrustedCa;
 
@@ -150,7 +150,7 @@ pub struct BgSandbox {
     log: Mutex<(u64, VecDeque<Exchange>)>,
     selfcheck: Mutex<Vec<SelfCheckFailure>>,
     /// Injected faults: the Nordea sandbox's rules ([`crate::sandbox::faults`]).
-    faults: Mutex<FaultState>,
+    faults: Arc<FaultSwitch>,
 }
 
 impl std::fmt::Debug for BgSandbox {
@@ -198,7 +198,7 @@ impl BgSandbox {
             bank: Mutex::new(state::Bank::default()),
             log: Mutex::new((0, VecDeque::new())),
             selfcheck: Mutex::new(Vec::new()),
-            faults: Mutex::new(FaultState::default()),
+            faults: Arc::default(),
         }))
     }
 
@@ -244,23 +244,9 @@ impl BgSandbox {
         log.1.push_back(exchange);
     }
 
-    /// The fault rules in force.
-    pub fn faults(&self) -> Vec<FaultRule> {
-        lock(&self.faults).rules.clone()
-    }
-
-    /// Replaces the fault rules (an empty list switches faults off).
-    pub fn set_faults(&self, rules: Vec<FaultRule>) {
-        lock(&self.faults).rules = rules;
-    }
-
-    /// Calls received and faults injected, per operation.
-    pub fn fault_counters(&self) -> BTreeMap<Operation, OperationCounters> {
-        lock(&self.faults).counters.clone()
-    }
-
-    fn fault_plan(&self, op: Operation) -> Plan {
-        lock(&self.faults).plan(op)
+    /// The injected faults (`PUT /admin/faults`).
+    pub fn faults(&self) -> &Arc<FaultSwitch> {
+        &self.faults
     }
 
     /// Every violation of the OpenAPI by the simulator's own answers (empty when healthy).
@@ -302,7 +288,7 @@ impl BgSandbox {
 
     /// Forgets every payment, authorisation, seen request id, request and self-check failure.
     pub fn reset(&self) {
-        *lock(&self.faults) = FaultState::default();
+        self.faults.reset();
         *lock(&self.bank) = state::Bank::default();
         self.clear_requests();
         lock(&self.selfcheck).clear();

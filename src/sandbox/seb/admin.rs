@@ -13,6 +13,8 @@
 //! | `GET /admin/refusals` / `DELETE /admin/refusals` | every refused request with its rule (the mutual-TLS handshake included) / clears it |
 //! | `GET /admin/requests` / `DELETE /admin/requests` | every API request past the handshake: method, path, headers (the bearer masked), status, refusal rule / clears it |
 //! | `POST /admin/clock/advance` | `{"seconds": n}` and/or `{"millis": n}` moves the simulator clock |
+//! | `GET /admin/faults` | `{"rules": [rule…], "counters": {"initiate": {"received", "faulted"}, …}}` |
+//! | `PUT /admin/faults` | `{"rules": [rule…]}` replaces every rule (the counters go on): the Nordea sandbox's rules ([`crate::sandbox::faults`]) on SEB's calls as [`super::faults`] names them; `[]` switches faults off |
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -27,6 +29,7 @@ use serde_json::json;
 
 use super::state::{AppError, TxStatus};
 use super::{SebSim, scenarios};
+use crate::sandbox::faults::FaultSwitch;
 
 pub(super) fn routes(sim: Arc<SebSim>) -> Router {
     Router::new()
@@ -46,7 +49,8 @@ pub(super) fn routes(sim: Arc<SebSim>) -> Router {
         .route("/admin/refusals", get(refusals).delete(clear_refusals))
         .route("/admin/requests", get(requests).delete(clear_requests))
         .route("/admin/clock/advance", post(advance))
-        .with_state(sim)
+        .with_state(sim.clone())
+        .merge(FaultSwitch::admin_routes(sim.faults().clone()))
 }
 
 #[derive(Deserialize)]

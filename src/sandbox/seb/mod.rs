@@ -28,6 +28,7 @@ pub mod admin;
 pub mod app;
 pub mod auth;
 pub mod bankid;
+pub mod faults;
 pub mod pis;
 pub mod problem;
 pub mod scenarios;
@@ -47,6 +48,7 @@ use chrono::{DateTime, Utc};
 use secrecy::SecretString;
 use serde::Serialize;
 
+use crate::sandbox::faults::FaultSwitch;
 use crate::sandbox::{SimClock, lock};
 
 pub use crate::sandbox::berlin_group::test_pki::{TestPki, TestServerCertificate};
@@ -135,9 +137,13 @@ pub struct ApiRequest {
     pub method: String,
     pub path: String,
     pub headers: Vec<(String, String)>,
+    /// 0 when the connection was closed before the call ran (an injected `drop_connection`).
     pub status: u16,
     /// The refusal rule, when it was refused.
     pub rule: Option<&'static str>,
+    /// The injected fault that answered or changed it (`http503`, `drop_after_processing`,
+    /// …; see `PUT /admin/faults`).
+    pub fault: Option<&'static str>,
 }
 
 /// The simulator's state, shared as `Arc<SebSim>`.
@@ -147,6 +153,8 @@ pub struct SebSim {
     bank: Mutex<state::Bank>,
     refusals: Mutex<(u64, VecDeque<RefusalRecord>)>,
     requests: Mutex<(u64, VecDeque<ApiRequest>)>,
+    /// Injected faults: the Nordea sandbox's rules ([`faults`]).
+    faults: Arc<FaultSwitch>,
 }
 
 impl std::fmt::Debug for SebSim {
@@ -168,11 +176,17 @@ impl SebSim {
             bank: Mutex::new(state::Bank::default()),
             refusals: Mutex::new((0, VecDeque::new())),
             requests: Mutex::new((0, VecDeque::new())),
+            faults: Arc::default(),
         }))
     }
 
     pub fn config(&self) -> &SebSandboxConfig {
         &self.config
+    }
+
+    /// The injected faults on the API ([`faults`]).
+    pub fn faults(&self) -> &Arc<FaultSwitch> {
+        &self.faults
     }
 
     /// The simulator's clock: the wall clock moved by [`SebSim::advance_clock`]. Order
@@ -442,6 +456,10 @@ pub fn api_router(sim: Arc<SebSim>) -> Router {
                 format!("no such API path: {}", uri.path()),
             )
         })
+        .layer(axum::middleware::from_fn_with_state(
+            sim.clone(),
+            faults::inject,
+        ))
         .layer(axum::middleware::from_fn_with_state(
             (sim, "api"),
             problem::record_refusals,

@@ -204,14 +204,23 @@ pub(crate) async fn record_refusals(
     };
     let refused = resp.extensions().get::<Refused>().cloned();
     if listener == "api" {
+        let fault = resp
+            .extensions()
+            .get::<super::faults::Injected>()
+            .map(|f| f.0);
         sim.record_request(ApiRequest {
             seq: 0,
             at: sim.now(),
             method: method.clone(),
             path: path.clone(),
             headers,
-            status: resp.status().as_u16(),
+            status: if fault == Some("drop_connection") {
+                0
+            } else {
+                resp.status().as_u16()
+            },
             rule: refused.as_ref().map(|r| r.rule),
+            fault,
         });
     }
     if let Some(r) = refused {

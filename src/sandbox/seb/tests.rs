@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use reqwest::{Client, Response, StatusCode};
+use reqwest::{Client, RequestBuilder, Response, StatusCode};
 use serde_json::{Value, json};
 
 use super::{SebSandbox, SebSandboxConfig, spawn};
@@ -128,9 +128,8 @@ impl T {
             .to_owned()
     }
 
-    async fn create(&self, token: &str, product: &str, body: &Value) -> (StatusCode, Value) {
-        let r = self
-            .http
+    fn create_request(&self, token: &str, product: &str, body: &Value) -> RequestBuilder {
+        self.http
             .post(self.api(&format!(
                 "/tpp/pis/private/v1/identified2/payments/{product}"
             )))
@@ -138,10 +137,26 @@ impl T {
             .header("X-Request-ID", rid())
             .header("PSU-IP-Address", IP)
             .json(body)
-            .send()
-            .await
-            .unwrap();
-        json_of(r).await
+    }
+
+    async fn create(&self, token: &str, product: &str, body: &Value) -> (StatusCode, Value) {
+        json_of(
+            self.create_request(token, product, body)
+                .send()
+                .await
+                .unwrap(),
+        )
+        .await
+    }
+
+    /// `GET …/payments/{SEK}/{id}`.
+    fn read_request(&self, token: &str, id: &str) -> RequestBuilder {
+        self.http
+            .get(self.api(&format!(
+                "/tpp/pis/private/v1/identified2/payments/{SEK}/{id}"
+            )))
+            .bearer_auth(token)
+            .header("X-Request-ID", rid())
     }
 
     async fn pay(&self, token: &str, amount: &str) -> String {
@@ -170,18 +185,17 @@ impl T {
         v["transactionStatus"].as_str().unwrap().to_owned()
     }
 
-    async fn sign(&self, token: &str, ids: &[&str]) -> (StatusCode, Value) {
-        let r = self
-            .http
+    fn sign_request(&self, token: &str, ids: &[&str]) -> RequestBuilder {
+        self.http
             .post(self.api("/tpp/signing/v1/signing-orders"))
             .bearer_auth(token)
             .header("X-Request-ID", rid())
             .header("PSU-IP-Address", IP)
             .json(&json!({"orderIds": ids, "authenticationMethodId": "bankIdQr"}))
-            .send()
-            .await
-            .unwrap();
-        json_of(r).await
+    }
+
+    async fn sign(&self, token: &str, ids: &[&str]) -> (StatusCode, Value) {
+        json_of(self.sign_request(token, ids).send().await.unwrap()).await
     }
 
     async fn signing(&self, token: &str, id: &str) -> (StatusCode, Value) {
@@ -197,14 +211,20 @@ impl T {
         json_of(r).await
     }
 
-    async fn refusal_rules(&self) -> Vec<String> {
-        let v: Value = reqwest::get(self.app("/admin/refusals"))
+    /// A JSON admin path of the app listener.
+    async fn admin_json(&self, path: &str) -> Value {
+        reqwest::get(self.app(path))
             .await
             .unwrap()
             .json()
             .await
-            .unwrap();
-        v.as_array()
+            .unwrap()
+    }
+
+    async fn refusal_rules(&self) -> Vec<String> {
+        self.admin_json("/admin/refusals")
+            .await
+            .as_array()
             .unwrap()
             .iter()
             .map(|r| r["rule"].as_str().unwrap().to_owned())
@@ -514,16 +534,7 @@ async fn a_payment_is_created_rcvd_with_relative_links_and_a_numeric_amount() {
         v["_links"]["status"]["href"],
         format!("/payments/{SEK}/{id}/status")
     );
-    let r = t
-        .http
-        .get(t.api(&format!(
-            "/tpp/pis/private/v1/identified2/payments/{SEK}/{id}"
-        )))
-        .bearer_auth(&token)
-        .header("X-Request-ID", rid())
-        .send()
-        .await
-        .unwrap();
+    let r = t.read_request(&token, id).send().await.unwrap();
     let (s, p) = json_of(r).await;
     assert_eq!(s, StatusCode::OK);
     assert_eq!(p["transactionStatus"], "RCVD");
@@ -1431,4 +1442,119 @@ async fn the_request_log_keeps_headers_with_the_bearer_masked() {
     assert_eq!(get("authorization").as_deref(), Some("Bearer ***"));
     assert_eq!(get("psu-ip-address").as_deref(), Some(IP));
     assert!(!log.to_string().contains(&token), "the token never shows");
+}
+
+// --- injected faults (PUT /admin/faults) --------------------------------------------------
+
+impl T {
+    async fn put_faults(&self, rules: Value) {
+        let r = reqwest::Client::new()
+            .put(self.app("/admin/faults"))
+            .json(&json!({ "rules": rules }))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), StatusCode::NO_CONTENT);
+    }
+
+    async fn api_log(&self) -> Vec<Value> {
+        self.admin_json("/admin/requests")
+            .await
+            .as_array()
+            .unwrap()
+            .clone()
+    }
+}
+
+#[tokio::test]
+async fn injected_faults_answer_before_the_bank_acts_or_lose_its_answer_after() {
+    let t = start().await;
+    let token = t.token("shopper-faults").await;
+    let made = |t: &T| t.sb.sim.payments().len();
+
+    // A 503 in SEB's own shape answers instead of the bank: nothing is made, and the rule's
+    // `times` runs out after one call.
+    t.put_faults(json!([{"operation": "initiate", "kind": "http503", "times": 1}]))
+        .await;
+    let (s, v) = t.create(&token, SEK, &domestic("10.00")).await;
+    assert_eq!(s, StatusCode::SERVICE_UNAVAILABLE, "{v}");
+    assert_eq!(v["code"], "SERVICE_UNAVAILABLE", "{v}");
+    assert_eq!(made(&t), 0);
+    let id = t.pay(&token, "10.00").await;
+    assert_eq!(made(&t), 1);
+
+    // A lost answer after the bank acted: the payment is made, the client hears nothing.
+    t.put_faults(json!([{"operation": "initiate", "kind": "drop_after_processing"}]))
+        .await;
+    let lost = t
+        .create_request(&token, SEK, &domestic("11.00"))
+        .send()
+        .await;
+    assert!(lost.is_err(), "an answer came: {lost:?}");
+    assert_eq!(made(&t), 2, "the bank acted before the answer was lost");
+
+    // A connection dropped before the call: nothing runs. A garbled answer: the call ran.
+    t.put_faults(json!([
+        {"operation": "details", "kind": "drop_connection"},
+        {"operation": "status", "kind": "malformed_json", "times": 1},
+        {"operation": "authorise", "kind": "http429", "retry_after_secs": 7, "times": 1},
+    ]))
+    .await;
+    let dropped = t.read_request(&token, &id).send().await;
+    assert!(dropped.is_err(), "an answer came: {dropped:?}");
+    let (s, garbled) = t.status(&token, &id).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(garbled, Value::Null, "the body should not parse");
+    assert_eq!(t.tx_status(&token, &id).await, "RCVD");
+    let r = t.sign_request(&token, &[&id]).send().await.unwrap();
+    assert_eq!(r.status(), StatusCode::TOO_MANY_REQUESTS);
+    assert_eq!(r.headers()["retry-after"], "7");
+    let (s, v) = json_of(r).await;
+    assert_eq!(
+        (s, v["code"].as_str()),
+        (StatusCode::TOO_MANY_REQUESTS, Some("TOO_MANY_REQUESTS"))
+    );
+    assert!(
+        t.sb.sim.orders().iter().all(|o| o["purpose"] != "sign"),
+        "no signing order"
+    );
+    let (s, v) = t.sign(&token, &[&id]).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+
+    // The request log names each fault (status 0: the connection closed before the call);
+    // none of them is a refusal.
+    let log = t.api_log().await;
+    let faulted: Vec<(&str, u64)> = log
+        .iter()
+        .filter_map(|r| Some((r["fault"].as_str()?, r["status"].as_u64()?)))
+        .collect();
+    assert_eq!(
+        faulted,
+        [
+            ("http503", 503),
+            ("drop_after_processing", 201),
+            ("drop_connection", 0),
+            ("malformed_json", 200),
+            ("http429", 429),
+        ]
+    );
+    assert!(
+        t.refusal_rules().await.is_empty(),
+        "{:?}",
+        t.refusal_rules().await
+    );
+    let v = t.admin_json("/admin/faults").await;
+    assert_eq!(
+        v["counters"]["initiate"],
+        json!({"received": 3, "faulted": 2})
+    );
+    assert_eq!(
+        v["counters"]["details"],
+        json!({"received": 1, "faulted": 1})
+    );
+    assert_eq!(
+        v["counters"]["status"],
+        json!({"received": 2, "faulted": 1})
+    );
+    assert_eq!(v["rules"].as_array().unwrap().len(), 3);
 }
