@@ -70,6 +70,26 @@ def op_disagreement(status, rec, plan):
     return None if status in want else f"pisgate {status}, OP {op} after {subs} submissions"
 
 
+def seb_disagreement(status, rec, plan):
+    """How a final pisgate status contradicts SEB's record of the payment pisgate recorded
+    (the simulator's /admin/payments entry; None when pisgate recorded none), or None when
+    SEB agrees: paid only on ACSC, a refusal in the app or the shopper's cancel as cancelled
+    (CANC), a payment left unsigned deleted at the horizon as expired (CANC), RJCT after
+    acceptance as rejected. Without a recorded SEB payment (every answer lost and never tried
+    again) it must not be paid."""
+    if status in ("awaiting_authorization", "authorized"):
+        return f"still {status}"
+    if rec is None:
+        return f"{status} without a payment at SEB" if status == "paid" else None
+    code = rec.get("transactionStatus")
+    want = {"ACSC": ("paid",), "CANC": ("cancelled", "expired"), "RJCT": ("rejected", "authorization_failed", "expired")}.get(code)
+    if want is None:
+        return f"pisgate {status}, SEB still {code}"
+    if plan == "approve" and status != "paid" and code == "ACSC":
+        return f"signed at SEB but pisgate {status}"
+    return None if status in want else f"pisgate {status}, SEB {code}"
+
+
 # wrk -s: POST /v1/payments with a fresh Idempotency-Key per request (ARG1-<thread>-<n>),
 # body ARG2, API key ARG3; prints one RESULT JSON line (and each thread's first answer
 # other than 201 as FIRST_ERROR).

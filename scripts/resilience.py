@@ -23,7 +23,7 @@ import urllib.request
 import uuid
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from drills import bank_disagreement, bg_disagreement, op_disagreement  # noqa: E402
+from drills import bank_disagreement, bg_disagreement, op_disagreement, seb_disagreement  # noqa: E402
 
 P = argparse.ArgumentParser()
 P.add_argument("--mode", choices=["quick", "full"], default="quick")
@@ -34,6 +34,7 @@ P.add_argument("--admin", required=True)
 P.add_argument("--sandbox", required=True)
 P.add_argument("--bg-sandbox", required=True, help="the Berlin Group simulator (the bank berlin)")
 P.add_argument("--op-app", required=True, help="OP's simulator, its plain HTTP side (authorization page, admin)")
+P.add_argument("--seb-app", required=True, help="SEB's simulator, its plain HTTP side (test BankID app, admin)")
 P.add_argument("--pg-bindir", required=True)
 P.add_argument("--pg-data", required=True)
 P.add_argument("--pids", required=True)
@@ -164,7 +165,8 @@ COUNTRIES = [
     ("FI-BG", {"amount": "12.00", "currency": "EUR", "country": "FI", "bank": "berlin",
                "creditor": {"account": {"type": "IBAN", "value": "FI1410093000123458"}, "name": "Shop"},
                "debtor": {"account": {"type": "IBAN", "value": "FI2112345600000785"}}}),
-    ("SE", {"amount": "99.00", "currency": "SEK", "country": "SE",
+    # SEB serves SE too (its own phase below): the load names Nordea, as a merchant would.
+    ("SE", {"amount": "99.00", "currency": "SEK", "country": "SE", "bank": "nordea",
             "creditor": {"account": {"type": "BGNR", "value": "50501055"}, "name": "Butik AB",
                          "reference": {"type": "OCR", "value": "1234566"}}}),
     ("DK", {"amount": "250.00", "currency": "DKK", "country": "DK",
@@ -375,7 +377,11 @@ def main():
     # 4. OP: a crash between the shopper's authorization and the submission
     op_phase(serve, recover)
 
-    # 5. everything settles: every payment final (the horizon is 30 s)
+    # 5. SEB: shoppers on the BankID page while SEB loses answers and answers 503s, and
+    # serve is SIGKILLed under them
+    seb_phase(serve, recover)
+
+    # 6. everything settles: every payment final (the horizon is 30 s)
     settle_deadline = time.time() + 120
     while time.time() < settle_deadline:
         if open_payments() == 0:
@@ -489,6 +495,179 @@ def op_phase(serve, recover):
     log(f"OP: {len(made)} payments, serve killed with their submissions held at OP")
 
 
+# -- SEB: the BankID page under faults at SEB and a SIGKILL ----------------------------------
+
+SEB_BODY = {"currency": "SEK", "country": "SE", "bank": "seb",
+            "creditor": {"account": {"type": "BGNR", "value": "5050-1055"}, "name": "Butik AB",
+                         "reference": {"type": "OCR", "value": "1234566"}},
+            "return_url": "https://shop.example/done"}
+# payment id -> "approve" (signs), "cancel" (refuses in the app, then cancels on the page) or
+# "walk_away" (identifies, never signs: pisgate deletes it at SEB at the horizon)
+SEB_PLANS = {}
+# payment id -> why the shopper's page never ended where the plan leads (must stay empty)
+SEB_FAILED = {}
+SEB_STORM = [
+    # SEB makes the payment, the answer is lost: the page offers "try again"
+    {"operation": "initiate", "kind": "drop_after_processing", "probability": 0.25},
+    {"operation": "status", "kind": "http503", "probability": 0.3},
+    {"operation": "details", "kind": "malformed_json", "probability": 0.2},
+    # the BankID orders' starts and progress reads (starts are never retried: "try again")
+    {"operation": "authorise", "kind": "http503", "probability": 0.15},
+    {"operation": "token", "kind": "http503", "probability": 0.2},
+]
+
+
+def seb_admin(path, method="GET"):
+    s, _, text = call(f"{A.seb_app}/admin/{path}", b"" if method == "POST" else None, method=method)
+    try:
+        return s, json.loads(text) if text else None
+    except ValueError:
+        return s, None
+
+
+def seb_faults(rules):
+    s, _, text = call(f"{A.seb_app}/admin/faults", json.dumps({"rules": rules}).encode(),
+                      {"Content-Type": "application/json"}, "PUT")
+    if s != 204:
+        raise SystemExit(f"PUT {A.seb_app}/admin/faults answered {s}: {text}")
+
+
+def seb_shopper(p, plan, shopper):
+    """The shopper on pisgate's BankID page (loaded as its meta refresh would): each order's
+    autostart link is acted on once in the test BankID app (the identification approved as
+    `shopper`, the signing order approved or refused per the plan), "try again" is pressed
+    when offered (a lost answer, a failed start), "cancel" after a refusal. Returns None once
+    the page sends the shopper on (or, walking away, once the signing order is shown), else
+    what went wrong."""
+    url = p.get("authorization_url")
+    s, h, _ = call(url)
+    if s != 303:
+        return f"the hop answered {s}"
+    page = h.get("Location") or h.get("location")
+    base, token = page.split("?t=")
+    form = urllib.parse.urlencode({"t": token}).encode()
+    form_type = {"Content-Type": "application/x-www-form-urlencoded"}
+    acted, tries, refused = set(), 0, False
+    deadline = time.time() + 60
+    while time.time() < deadline:
+        s, h, html = call(page)
+        if s == 303:
+            return None
+        if s != 200:  # serve restarting
+            time.sleep(0.3)
+            continue
+        m = re.search(r"autostarttoken=([^&\"]+)", html or "")
+        ast = urllib.parse.unquote(m.group(1)) if m else None
+        if ast and ast not in acted:
+            _, orders = seb_admin("orders")
+            order = next((o for o in orders or [] if o.get("autostart_token") == ast), None)
+            if order is None:
+                time.sleep(0.3)
+                continue
+            acted.add(ast)
+            if order["purpose"] == "identify":
+                seb_admin(f"bankid/{ast}/approve?shopper={shopper}", "POST")
+            elif plan == "walk_away":
+                return None
+            elif plan == "cancel":
+                seb_admin(f"bankid/{ast}/reject", "POST")
+                refused = True
+            else:
+                seb_admin(f"bankid/{ast}/approve", "POST")
+        elif "/bankid/cancel" in (html or "") and refused:
+            s, _, _ = call(f"{base}/cancel", form, form_type, "POST")
+            if s == 303:
+                return None
+        elif "/bankid/start" in (html or "") and tries < 8:
+            tries += 1
+            with LOCK:
+                STATS["seb_try_again"] += 1
+            call(f"{base}/start", form, form_type, "POST")
+        time.sleep(0.4)
+    return f"the page never ended (plan {plan}, {tries} tries again)"
+
+
+def seb_phase(serve, recover):
+    """SEB payments whose shoppers identify and sign on pisgate's BankID page while SEB
+    loses initiation answers, answers 503 to reads, starts and token calls, and garbles
+    reads; serve is SIGKILLed while they are on the page. Afterwards every signed payment
+    at SEB must be one pisgate recorded, and each pisgate payment must end as SEB says."""
+    n = 8 if QUICK else 24
+    seb_faults(SEB_STORM)
+    made = []
+    for i in range(n):
+        body = dict(SEB_BODY, amount=f"{120 + i}.00" if i % 5 else "66.05", reference=f"seb-order-{i}",
+                    psu_id=f"seb-shopper-{i}")
+        key = f"res-seb-{uuid.uuid4()}"
+        s, _, text = call(f"{A.base}/v1/payments", json.dumps(body).encode(),
+                          {"Authorization": f"Bearer {KEY}", "Idempotency-Key": key,
+                           "Content-Type": "application/json"})
+        if s != 201:
+            CODES[f"SEB create {s}"] += 1
+            continue
+        p = json.loads(text)
+        GIVEN[key] = p["id"]
+        plan = ("approve", "approve", "cancel", "walk_away")[i % 4]
+        SEB_PLANS[p["id"]] = plan
+        made.append((p, plan, f"seb-shopper-{i}"))
+
+    def shop(p, plan, shopper):
+        failure = seb_shopper(p, plan, shopper)
+        if failure:
+            with LOCK:
+                SEB_FAILED[p["id"]] = failure
+
+    threads = [threading.Thread(target=shop, args=a, daemon=True) for a in made]
+    for t in threads:
+        t.start()
+    time.sleep(4)
+    serve.kill()
+    t0 = time.time()
+    time.sleep(0.2)
+    serve.start()
+    recover.append(("serve SIGKILL with shoppers on the BankID page (SEB)", time.time() - t0))
+    STATS["kill_rounds"] += 1
+    for t in threads:
+        t.join(70)
+    seb_faults([])
+    log(f"SEB: {len(made)} payments through the BankID page under SEB faults and a SIGKILL")
+
+
+def seb_report(db_payments, lost, doubled, disagreements):
+    """SEB's side: every signed payment at SEB is one pisgate recorded (else money moved
+    that pisgate does not know: lost), at most one per pisgate payment (else doubled), and
+    each pisgate payment ends as SEB says."""
+    _, at_seb = seb_admin("payments")
+    _, orders = seb_admin("orders")
+    by_id = {b["id"]: b for b in at_seb or []}
+    signed = {b["id"] for b in at_seb or [] if b.get("signed_at")}
+    mine = {pid: r for pid, r in db_payments.items() if pid in SEB_PLANS}
+    recorded = {r[2]: pid for pid, r in mine.items() if r[2]}
+    for bank_id in signed - set(recorded):
+        lost.append(f"SEB payment {bank_id} was signed but pisgate recorded no payment for it")
+    per_payment = collections.Counter()
+    for o in orders or []:
+        if o.get("purpose") == "sign":
+            for bank_id in o.get("payment_ids", []):
+                if bank_id not in recorded:
+                    disagreements.append(f"a signing order for SEB payment {bank_id}, which pisgate never recorded")
+                else:
+                    per_payment[recorded[bank_id]] += 1 if bank_id in signed else 0
+    for pid, k in per_payment.items():
+        if k > 1:
+            doubled.append(f"{pid}: {k} signed payments at SEB")
+    for pid, (_, status, bank_id, _cancel) in mine.items():
+        if pid in SEB_FAILED:
+            disagreements.append(f"{pid}: the shopper's page at SEB: {SEB_FAILED[pid]}")
+        wrong = seb_disagreement(status, by_id.get(bank_id) if bank_id else None, SEB_PLANS[pid])
+        if wrong:
+            disagreements.append(f"{pid}: {wrong} at SEB (plan {SEB_PLANS[pid]})")
+    STATS["seb"] = len(mine)
+    STATS["seb_statuses"] = ", ".join(f"{k} {v}" for k, v in sorted(collections.Counter(r[1] for r in mine.values()).items()))
+    STATS["seb_signed"] = len(signed)
+    STATS["seb_made"] = len(by_id)
+
+
 def first_success_after(t0):
     """Seconds from t0 until the API answers a read with 200 again."""
     while time.time() - t0 < 60:
@@ -546,6 +725,8 @@ def report(recover):
             if wrong:
                 disagreements.append(f"{pid}: {wrong} at OP (plan {OP_PLANS.get(pid)})")
             continue
+        if pid in SEB_PLANS:
+            continue  # seb_report
         if pid in at_berlin:
             at_bg = bg_by_e2e.get(uuid.UUID(pid).hex, [])
             opened = [b for b in at_bg if b.get("opened")]
@@ -582,6 +763,7 @@ def report(recover):
         if wrong:
             disagreements.append(f"{pid}: {wrong} (plan {PLANS.get(pid)})")
 
+    seb_report(db_payments, lost, doubled, disagreements)
     by_status = collections.Counter(r[1] for r in rows)
     horizon = collections.Counter(db_payments[pid][1] for pid, plan in PLANS.items()
                                   if plan == "sign_at_horizon" and pid in db_payments)
@@ -591,6 +773,7 @@ def report(recover):
     print()
     print(f"resilience ({A.mode}): {STATS['kill_rounds']} SIGKILLs of serve, PostgreSQL restarted and stopped,"
           f" 5xx / 429 / drops / malformed / slow at Nordea's sandbox and the Berlin Group simulator,"
+          f" lost answers and 503s at SEB's,"
           f" forged and replayed callbacks, late signing")
     table = [
         ("requests", STATS["requests"]),
@@ -598,8 +781,11 @@ def report(recover):
         ("201s", STATS["201"]),
         ("payments", len(rows)),
         ("of them at the Berlin Group bank", STATS["berlin"]),
-        ("bank calls faulted (Nordea's sandbox / the Berlin Group simulator)",
-         f"{faulted(f'{A.sandbox}/sandbox/admin/faults')} / {faulted(f'{A.bg_sandbox}/admin/faults')}"),
+        ("bank calls faulted (Nordea's sandbox / the Berlin Group simulator / SEB's simulator)",
+         f"{faulted(f'{A.sandbox}/sandbox/admin/faults')} / {faulted(f'{A.bg_sandbox}/admin/faults')}"
+         f" / {faulted(f'{A.seb_app}/admin/faults')}"),
+        ("SEB payments through the BankID page (payments SEB made / signed there; \"try again\" pressed)",
+         f"{STATS['seb']} ({STATS['seb_made']} / {STATS['seb_signed']}; {STATS['seb_try_again']}): {STATS['seb_statuses']}"),
         ("OP payments killed between authorization and submit",
          f"{len(at_op)} ({sum(1 for v in OP_PLANS.values() if v == 'approved')} approved, {STATS['op_returned']} came back, {STATS['op_in_flight']} with their submission unanswered at the kill); submissions at OP: "
          + (", ".join(f"{k}x {v}" for k, v in sorted(op_submitted.items())) or "none")),

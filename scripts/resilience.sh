@@ -4,7 +4,8 @@
 # creation and polling, a PostgreSQL restart and a 10 s stop, 5xx, a 429 storm,
 # dropped connections, malformed answers, latency beyond pisgate's timeouts, forged and
 # replayed callbacks, late signing, signing just before the late-signing horizon with the
-# bank's status lagging, a SIGKILL between OP's authorization and pisgate's submission, shoppers who pass the hop but never load the bank's page. Then it reconciles pisgate's database with the sandbox
+# bank's status lagging, a SIGKILL between OP's authorization and pisgate's submission, shoppers who pass the hop but never load the bank's page,
+# SEB's BankID page under lost initiation answers, 503s and a SIGKILL. Then it reconciles pisgate's database with the sandbox
 # bank's records and prints one table. Exits non-zero unless lost, doubled and
 # disagreements are all 0.
 #
@@ -37,6 +38,8 @@ sandbox_port=$(pg_free_port)
 bg_port=$(pg_free_port)
 op_port=$(pg_free_port)
 op_app_port=$(pg_free_port)
+seb_port=$(pg_free_port)
+seb_app_port=$(pg_free_port)
 
 drill_stack_env "$work" "$sandbox_port" resilience-client
 export PISGATE__DATABASE__URL=$DATABASE_URL
@@ -100,6 +103,22 @@ export PISGATE__BANKS__OP__TLS_CERTIFICATE_FILE="$work/op/tpp-cert.pem" PISGATE_
 export PISGATE__BANKS__OP__TLS_CA_FILE="$work/op/ca.pem"
 export PISGATE__BANKS__OP__PRIVATE_KEY_FILE="$work/op/tpp-key.pem" PISGATE__BANKS__OP__CERTIFICATE_FILE="$work/op/tpp-cert.pem"
 export PISGATE__BANKS__OP__SIGNING_KEY_ID=resilience-qsealc PISGATE__BANKS__OP__REQUEST_TIMEOUT_SECS=3
+# The bank `seb` (SE): SEB's simulator over mutual TLS with its test BankID app, for the
+# BankID page under SEB's faults (resilience.py's SEB phase).
+"$bin" keys test-pki --out "$work/seb" 2>/dev/null
+export PISGATE__SANDBOX_SEB__LISTEN="127.0.0.1:$seb_port" PISGATE__SANDBOX_SEB__APP_LISTEN="127.0.0.1:$seb_app_port"
+export PISGATE__SANDBOX_SEB__TLS_CERTIFICATE_FILE="$work/seb/server-cert.pem"
+export PISGATE__SANDBOX_SEB__TLS_PRIVATE_KEY_FILE="$work/seb/server-key.pem"
+export PISGATE__SANDBOX_SEB__CLIENT_CA_FILE="$work/seb/ca.pem"
+export PISGATE__SANDBOX_SEB__CLIENT_ID=resilience-seb PISGATE__SANDBOX_SEB__CLIENT_SECRET=resilience-seb-secret
+export PISGATE__SANDBOX_SEB__STATUS_STEP_MS=1000
+export PISGATE__BANKS__SEB__PROTOCOL=seb PISGATE__BANKS__SEB__NAME=SEB PISGATE__BANKS__SEB__COUNTRIES=SE
+export PISGATE__BANKS__SEB__ENVIRONMENT=sandbox PISGATE__BANKS__SEB__BASE_URL="https://127.0.0.1:$seb_port"
+export PISGATE__BANKS__SEB__CLIENT_ID=resilience-seb PISGATE__BANKS__SEB__CLIENT_SECRET=resilience-seb-secret
+export PISGATE__BANKS__SEB__TLS_CERTIFICATE_FILE="$work/seb/tpp-cert.pem" PISGATE__BANKS__SEB__TLS_PRIVATE_KEY_FILE="$work/seb/tpp-key.pem"
+export PISGATE__BANKS__SEB__TLS_CA_FILE="$work/seb/ca.pem"
+export PISGATE__BANKS__SEB__PSU_IP_FALLBACK=127.0.0.1 PISGATE__BANKS__SEB__REQUEST_TIMEOUT_SECS=3
+export PISGATE__BANKS__SEB__BANKID_APP_URL="http://127.0.0.1:$seb_app_port/test-bankid"
 
 "$bin" migrate >/dev/null
 "$bin" merchant create --name "Resilience shop" --return-origin "https://shop.example" >"$work/merchant.json"
@@ -109,7 +128,9 @@ echo $! >>"$pids_file"
 echo $! >>"$pids_file"
 "$bin" sandbox --protocol op >"$work/op-sandbox.log" 2>&1 &
 echo $! >>"$pids_file"
+"$bin" sandbox --protocol seb >"$work/seb-sandbox.log" 2>&1 &
+echo $! >>"$pids_file"
 
 python3 scripts/resilience.py --mode "$mode" --bin "$bin" --work "$work" \
-    --base "http://127.0.0.1:$port" --admin "http://127.0.0.1:$admin_port" --sandbox "http://127.0.0.1:$sandbox_port" --bg-sandbox "http://127.0.0.1:$bg_port" --op-app "http://127.0.0.1:$op_app_port" \
+    --base "http://127.0.0.1:$port" --admin "http://127.0.0.1:$admin_port" --sandbox "http://127.0.0.1:$sandbox_port" --bg-sandbox "http://127.0.0.1:$bg_port" --op-app "http://127.0.0.1:$op_app_port" --seb-app "http://127.0.0.1:$seb_app_port" \
     --pg-bindir "$(pg_bindir)" --pg-data "$PG_STATE_DIR/pg-$cluster" --pids "$pids_file"
