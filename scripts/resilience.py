@@ -109,6 +109,15 @@ class Serve:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
+    def kill_and_restart(self, recover, what, pause=0.2):
+        """SIGKILLs serve, starts it again after `pause` s, and records how long that took."""
+        self.kill()
+        t0 = time.time()
+        time.sleep(pause)
+        self.start()
+        recover.append((what, time.time() - t0))
+        STATS["kill_rounds"] += 1
+
     def stop(self):
         if self.proc and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGTERM)
@@ -322,12 +331,7 @@ def main():
     threads, _ = load("kill", PHASE_SECS, 0, PLANS_ALL)
     for r in range(KILL_ROUNDS):
         time.sleep(random.uniform(0.5, 1.5) if QUICK else random.uniform(1, 3))
-        serve.kill()
-        t0 = time.time()
-        time.sleep(0.2)
-        serve.start()
-        recover.append(("serve SIGKILL", time.time() - t0))
-        STATS["kill_rounds"] += 1
+        serve.kill_and_restart(recover, "serve SIGKILL")
     for t in threads:
         t.join()
     log(f"creation under {KILL_ROUNDS} SIGKILLs done: {STATS['201']} payments")
@@ -347,11 +351,7 @@ def main():
         threads, _ = load(f"storm-{n}", PHASE_SECS / (3 if QUICK else 2), 10_000 * (n + 1), PLANS_ALL)
         if not QUICK and n == 0:
             time.sleep(3)
-            serve.kill()
-            t0 = time.time()
-            serve.start()
-            recover.append(("serve SIGKILL while polling", time.time() - t0))
-            STATS["kill_rounds"] += 1
+            serve.kill_and_restart(recover, "serve SIGKILL while polling", pause=0)
         for t in threads:
             t.join()
         faults([])
@@ -399,6 +399,22 @@ OP_BODY = {"currency": "EUR", "country": "FI", "bank": "op",
 OP_PLANS = {}
 # payment id -> why the shopper could not finish at OP (must stay empty)
 OP_FAILED = {}
+
+
+def create_once(bank, body):
+    """One creation of a phase's payment with a fresh key, a single attempt (nothing on a
+    phase's creation path is faulted: SEB's payments reach SEB only from the BankID page):
+    the payment, recorded as given to the client, or None (counted by its status)."""
+    key = f"res-{bank.lower()}-{uuid.uuid4()}"
+    s, _, text = call(f"{A.base}/v1/payments", json.dumps(body).encode(),
+                      {"Authorization": f"Bearer {KEY}", "Idempotency-Key": key,
+                       "Content-Type": "application/json"})
+    if s != 201:
+        CODES[f"{bank} create {s}"] += 1
+        return None
+    p = json.loads(text)
+    GIVEN[key] = p["id"]
+    return p
 
 
 def op_admin(path, body=None):
@@ -451,17 +467,10 @@ def op_phase(serve, recover):
     op_admin("hold-submissions", {"hold": True})
     made = []
     for i in range(n):
-        body = dict(OP_BODY, amount=f"{20 + i}.00", return_url="https://shop.example/done",
-                    reference=f"op-order-{i}")
-        key = f"res-op-{uuid.uuid4()}"
-        s, _, text = call(f"{A.base}/v1/payments", json.dumps(body).encode(),
-                          {"Authorization": f"Bearer {KEY}", "Idempotency-Key": key,
-                           "Content-Type": "application/json"})
-        if s != 201:
-            CODES[f"OP create {s}"] += 1
+        p = create_once("OP", dict(OP_BODY, amount=f"{20 + i}.00", return_url="https://shop.example/done",
+                                   reference=f"op-order-{i}"))
+        if p is None:
             continue
-        p = json.loads(text)
-        GIVEN[key] = p["id"]
         approve = i % 3 != 2
         OP_PLANS[p["id"]] = "approved" if approve else "rejected"
         made.append((p, approve))
@@ -596,17 +605,10 @@ def seb_phase(serve, recover):
     seb_faults(SEB_STORM)
     made = []
     for i in range(n):
-        body = dict(SEB_BODY, amount=f"{120 + i}.00" if i % 5 else "66.05", reference=f"seb-order-{i}",
-                    psu_id=f"seb-shopper-{i}")
-        key = f"res-seb-{uuid.uuid4()}"
-        s, _, text = call(f"{A.base}/v1/payments", json.dumps(body).encode(),
-                          {"Authorization": f"Bearer {KEY}", "Idempotency-Key": key,
-                           "Content-Type": "application/json"})
-        if s != 201:
-            CODES[f"SEB create {s}"] += 1
+        p = create_once("SEB", dict(SEB_BODY, amount=f"{120 + i}.00" if i % 5 else "66.05",
+                                    reference=f"seb-order-{i}", psu_id=f"seb-shopper-{i}"))
+        if p is None:
             continue
-        p = json.loads(text)
-        GIVEN[key] = p["id"]
         plan = ("approve", "approve", "cancel", "walk_away")[i % 4]
         SEB_PLANS[p["id"]] = plan
         made.append((p, plan, f"seb-shopper-{i}"))
@@ -621,12 +623,7 @@ def seb_phase(serve, recover):
     for t in threads:
         t.start()
     time.sleep(4)
-    serve.kill()
-    t0 = time.time()
-    time.sleep(0.2)
-    serve.start()
-    recover.append(("serve SIGKILL with shoppers on the BankID page (SEB)", time.time() - t0))
-    STATS["kill_rounds"] += 1
+    serve.kill_and_restart(recover, "serve SIGKILL with shoppers on the BankID page (SEB)")
     for t in threads:
         t.join(70)
     seb_faults([])
