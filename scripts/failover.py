@@ -408,6 +408,12 @@ class Cluster:
     def leader(self):
         return next((m["name"] for m in self.view() if m.get("role") == "leader" and m.get("state") == "running"), None)
 
+    def leads_with_a_new_postmaster(self, pm):
+        """A running leader whose postmaster is not `pm`. The leader is read once: read twice,
+        it can change (or be gone, mid-failover) between the two reads."""
+        lead = self.leader()
+        return lead is not None and self.postmaster(lead) != pm
+
     def describe(self):
         return ", ".join(f"{m['name']} {m.get('role')} {m.get('state')} TL{m.get('timeline', '?')}" for m in self.view())
 
@@ -731,7 +737,7 @@ def main():
                        "kept running (a PostgreSQL crash, not a node loss)")
     # Patroni restarts PostgreSQL in place (crash recovery, it still holds the leader key) or
     # fails over: which one is read from who leads next and from its log.
-    cluster.wait(lambda: cluster.leader() and cluster.postmaster(cluster.leader()) != pm, bound)
+    cluster.wait(lambda: cluster.leads_with_a_new_postmaster(pm), bound)
     settle_and_load(ph)
     tl_after = next((m.get("timeline") for m in cluster.view() if m["name"] == ph["after"]), None)
     said = [line.split("INFO: ", 1)[-1] for line in cluster.log_since(victim, log_at).splitlines()
