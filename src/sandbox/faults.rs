@@ -1,10 +1,11 @@
 //! Fault injection: rules that add latency or replace the bank's answer for chosen
 //! operations, switchable at run time, plus per-operation counters.
 //!
-//! The Nordea sandbox and the Berlin Group simulator take the same rules (the latter maps its
-//! operations onto these names: `initiate`, `details` for reading the payment, `status` for
-//! the transaction and SCA statuses, `cancel` for the cancellation and its authorisations,
-//! `authorise` for the payment's authorisations).
+//! The Nordea sandbox, the Berlin Group simulator and the SEB simulator take the same rules,
+//! each through its [`FaultSwitch`]. The Berlin Group simulator maps its operations onto these
+//! names: `initiate`, `details` for reading the payment, `status` for the transaction and SCA
+//! statuses, `cancel` for the cancellation and its authorisations, `authorise` for the
+//! payment's authorisations; SEB's are in `seb::faults`.
 //!
 //! A rule is `{"operation": "status" | … | "all", "kind": …, "probability": 0.0..=1.0,
 //! "times": n | null}` with the kind's own fields:
@@ -52,7 +53,8 @@ pub enum FaultTarget {
     Cancel,
     Token,
     Revoke,
-    /// A Berlin Group authorisation resource (the Berlin Group simulator only).
+    /// A Berlin Group authorisation resource, or one of SEB's BankID orders (the Berlin
+    /// Group and SEB simulators only).
     Authorise,
 }
 
@@ -224,11 +226,16 @@ impl FaultState {
 
 /// A simulator's fault rules and counters, shared by its handlers, with the admin paths
 /// that read and replace them (`GET`/`PUT /admin/faults`: [`FaultSwitch::admin_routes`]).
-/// The Berlin Group and SEB simulators keep one each.
+/// Each simulator keeps one.
 #[derive(Debug, Default)]
 pub struct FaultSwitch(std::sync::Mutex<FaultState>);
 
 impl FaultSwitch {
+    /// A switch with these rules in force (a simulator's configured faults).
+    pub fn new(rules: Vec<FaultRule>) -> FaultSwitch {
+        FaultSwitch(std::sync::Mutex::new(FaultState::new(rules)))
+    }
+
     fn state(&self) -> std::sync::MutexGuard<'_, FaultState> {
         super::lock(&self.0)
     }
@@ -251,6 +258,11 @@ impl FaultSwitch {
     /// Calls received and faults injected, per operation.
     pub fn counters(&self) -> BTreeMap<Operation, OperationCounters> {
         self.state().counters.clone()
+    }
+
+    /// Zeroes the counters; the rules stay.
+    pub fn reset_counters(&self) {
+        self.state().counters.clear();
     }
 
     /// Forgets the rules and the counters.

@@ -141,7 +141,7 @@ async fn gateway(State(sandbox): State<Arc<Sandbox>>, req: Request, next: Next) 
     let path = path.to_owned();
 
     let plan = operation
-        .map(|op| lock(&sandbox.faults).plan(op))
+        .map(|op| sandbox.faults.plan(op))
         .unwrap_or_default();
     if plan.latency_ms > 0 {
         entry.fault = Some("latency");

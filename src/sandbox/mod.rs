@@ -136,8 +136,8 @@ pub enum Operation {
     Cancel,
     Token,
     Revoke,
-    /// A Berlin Group authorisation resource (start, read, update): the Berlin Group
-    /// simulator's faults only; Nordea has none.
+    /// A Berlin Group authorisation resource (start, read, update), or one of SEB's BankID
+    /// orders: the Berlin Group and SEB simulators' faults only; Nordea has none.
     Authorise,
 }
 
@@ -265,7 +265,7 @@ pub struct Sandbox {
     /// Whether token answers carry an `id_token` (switchable at run time).
     token_identity: AtomicBool,
     bank: Mutex<payments::BankState>,
-    faults: Mutex<faults::FaultState>,
+    faults: faults::FaultSwitch,
     log: Mutex<record::RequestLog>,
     /// The `Date` header of the current second on the gateway's clock (formatted once a
     /// second, not once per answer).
@@ -374,7 +374,7 @@ impl Sandbox {
             gateway_clock_offset: std::sync::atomic::AtomicI64::new(0),
             token_identity,
             bank: Mutex::new(payments::BankState::default()),
-            faults: Mutex::new(faults::FaultState::new(initial_faults)),
+            faults: faults::FaultSwitch::new(initial_faults),
             log: Mutex::new(record::RequestLog::with_capacity(log_capacity)),
             date_header: Mutex::new(None),
         }))
@@ -451,29 +451,29 @@ impl Sandbox {
 
     /// The active fault rules (with how many applications each has left).
     pub fn faults(&self) -> Vec<FaultRule> {
-        lock(&self.faults).rules.clone()
+        self.faults.rules()
     }
 
     /// Replaces the fault rules.
     pub fn set_faults(&self, rules: Vec<FaultRule>) {
-        lock(&self.faults).rules = rules;
+        self.faults.set(rules);
     }
 
     pub fn add_fault(&self, rule: FaultRule) {
-        lock(&self.faults).rules.push(rule);
+        self.faults.add(rule);
     }
 
     pub fn clear_faults(&self) {
-        lock(&self.faults).rules.clear();
+        self.faults.set(Vec::new());
     }
 
     /// Requests received and faults injected, per operation.
     pub fn counters(&self) -> std::collections::BTreeMap<Operation, OperationCounters> {
-        lock(&self.faults).counters.clone()
+        self.faults.counters()
     }
 
     pub fn reset_counters(&self) {
-        lock(&self.faults).counters.clear();
+        self.faults.reset_counters();
     }
 
     /// A payment as the sandbox sees it (whether or not the bank API would show it yet).
