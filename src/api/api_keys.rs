@@ -108,7 +108,7 @@ pub(crate) struct KeyList {
 )]
 pub(crate) async fn list_keys(
     State(state): State<AppState>,
-    FullKey(merchant): FullKey,
+    FullKey(merchant, _): FullKey,
 ) -> Result<Json<KeyList>, ApiError> {
     let keys = api_keys::list(&state.pool, merchant.id).await?;
     Ok(Json(KeyList {
@@ -133,6 +133,16 @@ fn parse_create(body: CreateBody) -> Result<(Option<String>, Option<DateTime<Utc
     let mut errors = Vec::new();
     let name = non_null("name", body.name, &mut errors).map(|n| n.trim().to_owned());
     if name
+        .as_ref()
+        .is_some_and(|n| n.chars().any(char::is_control))
+    {
+        // PostgreSQL cannot store a NUL in text; no other control character belongs in a name.
+        errors.push(FieldError::new(
+            "name",
+            "invalid",
+            "must not contain control characters",
+        ));
+    } else if name
         .as_ref()
         .is_some_and(|n| n.is_empty() || n.chars().count() > MAX_NAME_CHARS)
     {
@@ -173,10 +183,10 @@ fn parse_create(body: CreateBody) -> Result<(Option<String>, Option<DateTime<Utc
         (status = 422, description = crate::api::openapi::INVALID),
     ),
 )]
-#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, key_id = tracing::field::Empty))]
+#[tracing::instrument(skip_all, fields(merchant_id = %full.0.id, key_id = tracing::field::Empty))]
 pub(crate) async fn create_key(
     State(state): State<AppState>,
-    FullKey(merchant): FullKey,
+    full: FullKey,
     OptionalApiJson(body): OptionalApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let (name, expires_at) = match body {
@@ -185,7 +195,7 @@ pub(crate) async fn create_key(
     };
     let created = api_keys::create(
         &state.pool,
-        merchant.id,
+        full.manager(),
         name.as_deref(),
         expires_at,
         MAX_ACTIVE_KEYS,
@@ -223,13 +233,17 @@ pub(crate) async fn create_key(
         (status = 409, description = "last_api_key: the merchant's last working key"),
     ),
 )]
-#[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, key_id = %id))]
+#[tracing::instrument(skip_all, fields(merchant_id = %full.0.id, key_id = %id))]
 pub(crate) async fn revoke_key(
     State(state): State<AppState>,
-    FullKey(merchant): FullKey,
+    full: FullKey,
     ApiPath(id): ApiPath<String>,
 ) -> Result<StatusCode, ApiError> {
-    match api_keys::revoke(&state.pool, merchant.id, &id).await? {
+    // Key ids are short ASCII tokens: anything else (a NUL, say) is no key of this merchant.
+    if id.is_empty() || id.len() > 64 || !id.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(ApiError::NotFound("API key"));
+    }
+    match api_keys::revoke(&state.pool, full.manager(), &id).await? {
         Revoke::NotFound => Err(ApiError::NotFound("API key")),
         Revoke::LastActiveKey => Err(ApiError::Conflict(
             "last_api_key",

@@ -47,8 +47,21 @@ pub struct AuthedKey {
 /// managing API keys and webhook endpoints (403 `key_in_grace`). A key that leaked and was
 /// rotated away can then neither mint a key that outlives its grace nor take the merchant's
 /// new key or its notifications away; it may only create and read payments until it expires.
+/// The second field is the public id of the key that asked: the change itself checks again,
+/// under the merchant's lock, that it still works and is not in grace
+/// ([`crate::ledger::api_keys::lock_for`]).
 #[derive(Debug, Clone)]
-pub struct FullKey(pub Merchant);
+pub struct FullKey(pub Merchant, pub String);
+
+impl FullKey {
+    /// Who asks, for the ledger's checked changes.
+    pub fn manager(&self) -> crate::ledger::api_keys::Manager<'_> {
+        crate::ledger::api_keys::Manager {
+            merchant_id: self.0.id,
+            key_id: &self.1,
+        }
+    }
+}
 
 impl<S: Send + Sync> FromRequestParts<S> for FullKey {
     type Rejection = ApiError;
@@ -68,7 +81,7 @@ impl<S: Send + Sync> FromRequestParts<S> for FullKey {
             metrics::counter!("pisgate_key_in_grace_refused_total").increment(1);
             return Err(ApiError::KeyInGrace);
         }
-        Ok(FullKey(merchant))
+        Ok(FullKey(merchant, key.key_id.clone()))
     }
 }
 

@@ -110,6 +110,22 @@ impl From<sqlx::Error> for ApiError {
     }
 }
 
+impl From<crate::ledger::api_keys::ManageError> for ApiError {
+    fn from(e: crate::ledger::api_keys::ManageError) -> Self {
+        use crate::ledger::api_keys::ManageError;
+        match e {
+            ManageError::KeyNoLongerFull => {
+                tracing::warn!(
+                    "a change by a key that was rotated away or revoked while the request was in flight refused"
+                );
+                metrics::counter!("pisgate_key_in_grace_refused_total").increment(1);
+                ApiError::KeyInGrace
+            }
+            ManageError::Db(e) => e.into(),
+        }
+    }
+}
+
 /// The body of every error answer (RFC 9457).
 #[derive(Debug, Serialize, utoipa::ToSchema)]
 pub struct Problem {

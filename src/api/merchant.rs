@@ -54,7 +54,7 @@ const MAX_ORIGINS: usize = 20;
 )]
 pub(crate) async fn update_merchant(
     State(state): State<AppState>,
-    FullKey(merchant): FullKey,
+    FullKey(merchant, by_key): FullKey,
     ApiJson(update): ApiJson<UpdateMerchant>,
 ) -> Result<Json<Merchant>, ApiError> {
     let Some(origins) = update.return_origins else {
@@ -83,8 +83,15 @@ pub(crate) async fn update_merchant(
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
-    let updated = merchants::set_return_origins(&state.pool, merchant.id, &normalized)
-        .await?
-        .ok_or(ApiError::NotFound("merchant"))?;
+    let updated = merchants::set_return_origins(
+        &state.pool,
+        crate::ledger::api_keys::Manager {
+            merchant_id: merchant.id,
+            key_id: &by_key,
+        },
+        &normalized,
+    )
+    .await?
+    .ok_or(ApiError::NotFound("merchant"))?;
     Ok(Json(updated))
 }

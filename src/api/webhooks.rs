@@ -332,7 +332,7 @@ fn new_secret() -> SecretString {
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = tracing::field::Empty))]
 pub(crate) async fn create_endpoint(
     State(state): State<AppState>,
-    FullKey(merchant): FullKey,
+    FullKey(merchant, by_key): FullKey,
     ApiJson(body): ApiJson<CreateBody>,
 ) -> Result<Response, ApiError> {
     let valid = ValidEndpoint::parse(body, state.settings.webhooks.allow_insecure_urls)?;
@@ -351,6 +351,10 @@ pub(crate) async fn create_endpoint(
         .context("sealing the webhook secret")?;
     let outcome = webhooks::create_endpoint(
         &state.pool,
+        crate::ledger::api_keys::Manager {
+            merchant_id: merchant.id,
+            key_id: &by_key,
+        },
         NewEndpoint {
             id,
             merchant_id: merchant.id,
@@ -423,10 +427,19 @@ pub(crate) async fn get_endpoint(
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
 pub(crate) async fn delete_endpoint(
     State(state): State<AppState>,
-    FullKey(merchant): FullKey,
+    FullKey(merchant, by_key): FullKey,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<StatusCode, ApiError> {
-    if !webhooks::delete_endpoint(&state.pool, merchant.id, id).await? {
+    if !webhooks::delete_endpoint(
+        &state.pool,
+        crate::ledger::api_keys::Manager {
+            merchant_id: merchant.id,
+            key_id: &by_key,
+        },
+        id,
+    )
+    .await?
+    {
         return Err(ApiError::NotFound("webhook endpoint"));
     }
     tracing::info!("webhook endpoint deleted");
@@ -450,11 +463,21 @@ pub(crate) async fn delete_endpoint(
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
 pub(crate) async fn enable_endpoint(
     State(state): State<AppState>,
-    FullKey(merchant): FullKey,
+    FullKey(merchant, by_key): FullKey,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Json<EndpointView>, ApiError> {
     live_endpoint(&state, merchant.id, id).await?;
-    match webhooks::enable_endpoint(&state.pool, merchant.id, id, MAX_ENABLED_ENDPOINTS).await? {
+    match webhooks::enable_endpoint(
+        &state.pool,
+        crate::ledger::api_keys::Manager {
+            merchant_id: merchant.id,
+            key_id: &by_key,
+        },
+        id,
+        MAX_ENABLED_ENDPOINTS,
+    )
+    .await?
+    {
         None => Err(endpoint_deleted()),
         Some(CapOutcome::TooMany { limit }) => Err(too_many(limit)),
         Some(CapOutcome::Done(e)) => {
@@ -530,7 +553,7 @@ pub(crate) struct UpdateBody {
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
 pub(crate) async fn update_endpoint(
     State(state): State<AppState>,
-    FullKey(merchant): FullKey,
+    FullKey(merchant, by_key): FullKey,
     ApiPath(id): ApiPath<Uuid>,
     ApiJson(body): ApiJson<UpdateBody>,
 ) -> Result<Json<EndpointView>, ApiError> {
@@ -551,9 +574,17 @@ pub(crate) async fn update_endpoint(
         event_types: events.as_deref(),
         description: description.as_ref().map(Option::as_deref),
     };
-    let endpoint = webhooks::update_endpoint(&state.pool, merchant.id, id, change)
-        .await?
-        .ok_or_else(endpoint_deleted)?;
+    let endpoint = webhooks::update_endpoint(
+        &state.pool,
+        crate::ledger::api_keys::Manager {
+            merchant_id: merchant.id,
+            key_id: &by_key,
+        },
+        id,
+        change,
+    )
+    .await?
+    .ok_or_else(endpoint_deleted)?;
     tracing::info!(events = ?endpoint.event_types, "webhook endpoint updated");
     Ok(Json(EndpointView::from(&endpoint)))
 }
@@ -594,7 +625,7 @@ pub(crate) struct RotateBody {
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
 pub(crate) async fn rotate_secret(
     State(state): State<AppState>,
-    FullKey(merchant): FullKey,
+    FullKey(merchant, by_key): FullKey,
     ApiPath(id): ApiPath<Uuid>,
     OptionalApiJson(body): OptionalApiJson<RotateBody>,
 ) -> Result<Json<EndpointView>, ApiError> {
@@ -630,9 +661,18 @@ pub(crate) async fn rotate_secret(
             },
         )
         .context("sealing the webhook secret")?;
-    let endpoint = webhooks::rotate_secret(&state.pool, merchant.id, id, &sealed, overlap)
-        .await?
-        .ok_or_else(endpoint_deleted)?;
+    let endpoint = webhooks::rotate_secret(
+        &state.pool,
+        crate::ledger::api_keys::Manager {
+            merchant_id: merchant.id,
+            key_id: &by_key,
+        },
+        id,
+        &sealed,
+        overlap,
+    )
+    .await?
+    .ok_or_else(endpoint_deleted)?;
     tracing::info!(
         overlap_secs = overlap.as_secs(),
         "webhook endpoint secret rotated"

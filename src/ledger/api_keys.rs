@@ -64,15 +64,69 @@ pub enum Created {
     },
 }
 
+/// Who changes a merchant's keys, webhook endpoints or settings through the API: the
+/// merchant and the key that asked (its public id).
+#[derive(Debug, Clone, Copy)]
+pub struct Manager<'a> {
+    pub merchant_id: Uuid,
+    pub key_id: &'a str,
+}
+
+/// Why a change by a [`Manager`] was not made.
+#[derive(Debug, thiserror::Error)]
+pub enum ManageError {
+    /// The key that asked was rotated away, revoked or expired after the request was
+    /// authenticated (it was in flight when the rotation committed).
+    #[error("the API key that asked was rotated away, revoked or expired meanwhile")]
+    KeyNoLongerFull,
+    #[error(transparent)]
+    Db(#[from] sqlx::Error),
+}
+
+/// Takes the merchant's row (`FOR NO KEY UPDATE`: after a rotation, which holds it `FOR
+/// UPDATE`, and after other changes of the merchant's keys or endpoints) and only then
+/// checks that the key that asked still works and is not in its rotation grace. The request
+/// was authenticated earlier (or from the replica's cache): a request with a leaked key that
+/// was in flight when the merchant rotated it away or revoked it must not mint a key, take
+/// an endpoint or change a setting once the rotation has committed.
+pub async fn lock_for(conn: &mut PgConnection, by: Manager<'_>) -> Result<(), ManageError> {
+    sqlx::query!(
+        "SELECT id FROM merchants WHERE id = $1 FOR NO KEY UPDATE",
+        by.merchant_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?;
+    // A statement of its own, after the lock: under READ COMMITTED it sees what the rotation
+    // committed (a re-check inside the locking statement would read the old snapshot).
+    let full = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM api_keys
+                WHERE key_id = $1 AND merchant_id = $2 AND revoked_at IS NULL
+                  AND rotated_away_at IS NULL
+                  AND (expires_at IS NULL OR expires_at > now())) AS "full!""#,
+        by.key_id,
+        by.merchant_id,
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if full {
+        Ok(())
+    } else {
+        Err(ManageError::KeyNoLongerFull)
+    }
+}
+
 /// Creates a key unless the merchant already has `max_active` working keys.
 pub async fn create(
     pool: &Db,
-    merchant_id: Uuid,
+    by: Manager<'_>,
     name: Option<&str>,
     expires_at: Option<DateTime<Utc>>,
     max_active: i64,
-) -> Result<Created, sqlx::Error> {
+) -> Result<Created, ManageError> {
+    let merchant_id = by.merchant_id;
     let mut tx = pool.begin().await?;
+    lock_for(&mut tx, by).await?;
     if lock_and_count_active(&mut tx, merchant_id, None).await? >= max_active {
         return Ok(Created::TooMany { limit: max_active });
     }
@@ -135,8 +189,10 @@ pub enum Revoke {
 
 /// Revokes a key of the merchant, unless it is the last working one. Every replica forgets
 /// the keys it verified when this commits (`pisgate_auth`, in the same statement).
-pub async fn revoke(pool: &Db, merchant_id: Uuid, key_id: &str) -> Result<Revoke, sqlx::Error> {
+pub async fn revoke(pool: &Db, by: Manager<'_>, key_id: &str) -> Result<Revoke, ManageError> {
+    let merchant_id = by.merchant_id;
     let mut tx = pool.begin().await?;
+    lock_for(&mut tx, by).await?;
     let others = lock_and_count_active(&mut tx, merchant_id, Some(key_id)).await?;
     let active = sqlx::query_scalar!(
         r#"SELECT (expires_at IS NULL OR expires_at > now()) AS "active!" FROM api_keys

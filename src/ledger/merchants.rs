@@ -304,10 +304,13 @@ pub async fn enable<'e, E: sqlx::PgExecutor<'e>>(
 
 pub async fn set_return_origins(
     pool: &Db,
-    id: Uuid,
+    by: api_keys::Manager<'_>,
     origins: &[String],
-) -> Result<Option<Merchant>, sqlx::Error> {
-    sqlx::query_as!(
+) -> Result<Option<Merchant>, api_keys::ManageError> {
+    let id = by.merchant_id;
+    let mut tx = pool.begin().await?;
+    api_keys::lock_for(&mut tx, by).await?;
+    let merchant = sqlx::query_as!(
         Merchant,
         r#"UPDATE merchants SET return_origins = $2
            WHERE id = $1
@@ -315,8 +318,10 @@ pub async fn set_return_origins(
         id,
         origins
     )
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(merchant)
 }
 
 /// Finds the merchant a presented API key belongs to, active or not. `None` when the key is

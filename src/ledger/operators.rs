@@ -238,18 +238,30 @@ pub struct Session {
 }
 
 /// What [`admit`] counted for the attempt that is signing in.
-#[derive(Debug, Clone, Copy)]
+#[derive(Clone)]
 pub struct Admission {
     /// Failures that had finished their check when this attempt was counted.
     pub settled_before: i32,
     /// Whether this attempt set the lock.
     pub locks: bool,
+    /// The Argon2id hash the password was checked against: a sign-in whose check started
+    /// before `operator reset-password` and ended after it starts no session.
+    pub password_hash: String,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("settled_before", &self.settled_before)
+            .field("locks", &self.locks)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Signs an admitted operator in, in one transaction: takes back its own attempt and the
 /// failures settled before it (see the query), forgets ended sessions, starts the session
 /// and audits `signed_in`. Returns false (nothing written) when the operator was disabled
-/// meanwhile.
+/// or their password reset meanwhile (the password was checked against the old hash).
 pub async fn sign_in(
     pool: &Db,
     id: Uuid,
@@ -269,10 +281,11 @@ pub async fn sign_in(
             SET failed_attempts = GREATEST(failed_attempts - 1 - $2, 0),
                 settled_failures = GREATEST(settled_failures - $2, 0),
                 locked_until = CASE WHEN $3 THEN NULL ELSE locked_until END
-          WHERE id = $1 AND disabled_at IS NULL",
+          WHERE id = $1 AND disabled_at IS NULL AND password_hash = $4",
         id,
         admitted.settled_before,
         admitted.locks,
+        admitted.password_hash,
     )
     .execute(&mut *tx)
     .await?

@@ -16,6 +16,7 @@
 //! sees them in the clear, and nothing here calls the network.
 
 use super::Db;
+use crate::ledger::api_keys::{ManageError, Manager, lock_for};
 use crate::ledger::binding::{self, WebhookEventFacts};
 use crate::ledger::crypto::Sealed;
 use crate::ledger::payments::PaymentRecord;
@@ -274,10 +275,13 @@ async fn lock_and_count_enabled(
 /// Creates an endpoint unless the merchant already has `max_enabled` enabled ones.
 pub async fn create_endpoint(
     pool: &Db,
+    by: Manager<'_>,
     new: NewEndpoint<'_>,
     max_enabled: i64,
-) -> Result<CapOutcome<Endpoint>, sqlx::Error> {
+) -> Result<CapOutcome<Endpoint>, ManageError> {
+    debug_assert_eq!(by.merchant_id, new.merchant_id);
     let mut tx = pool.begin().await?;
+    lock_for(&mut tx, by).await?;
     if lock_and_count_enabled(&mut tx, new.merchant_id).await? >= max_enabled {
         return Ok(CapOutcome::TooMany { limit: max_enabled });
     }
@@ -351,8 +355,10 @@ pub async fn list_endpoints(
 
 /// Soft-deletes an endpoint; its pending deliveries die with it. False when the merchant has
 /// no such endpoint. Deleting a deleted endpoint changes nothing.
-pub async fn delete_endpoint(pool: &Db, merchant_id: Uuid, id: Uuid) -> Result<bool, sqlx::Error> {
+pub async fn delete_endpoint(pool: &Db, by: Manager<'_>, id: Uuid) -> Result<bool, ManageError> {
+    let merchant_id = by.merchant_id;
     let mut tx = pool.begin().await?;
+    lock_for(&mut tx, by).await?;
     let status = sqlx::query_scalar!(
         r#"SELECT status FROM webhook_endpoints
            WHERE id = $1 AND merchant_id = $2 FOR UPDATE"#,
@@ -417,12 +423,13 @@ pub async fn enable_endpoint_in(
 /// [`enable_endpoint_in`] in a transaction of its own.
 pub async fn enable_endpoint(
     pool: &Db,
-    merchant_id: Uuid,
+    by: Manager<'_>,
     id: Uuid,
     max_enabled: i64,
-) -> Result<Option<CapOutcome<Endpoint>>, sqlx::Error> {
+) -> Result<Option<CapOutcome<Endpoint>>, ManageError> {
     let mut tx = pool.begin().await?;
-    let out = enable_endpoint_in(&mut tx, merchant_id, id, max_enabled).await?;
+    lock_for(&mut tx, by).await?;
+    let out = enable_endpoint_in(&mut tx, by.merchant_id, id, max_enabled).await?;
     tx.commit().await?;
     Ok(out)
 }
@@ -432,12 +439,15 @@ pub async fn enable_endpoint(
 /// once. `None` when the merchant has no such endpoint or it is deleted.
 pub async fn rotate_secret(
     pool: &Db,
-    merchant_id: Uuid,
+    by: Manager<'_>,
     id: Uuid,
     secret: &Sealed,
     overlap: Duration,
-) -> Result<Option<Endpoint>, sqlx::Error> {
-    sqlx::query_as!(
+) -> Result<Option<Endpoint>, ManageError> {
+    let merchant_id = by.merchant_id;
+    let mut tx = pool.begin().await?;
+    lock_for(&mut tx, by).await?;
+    let endpoint = sqlx::query_as!(
         Endpoint,
         r#"UPDATE webhook_endpoints
            SET previous_key_id = CASE WHEN $5 > 0 THEN key_id END,
@@ -455,8 +465,10 @@ pub async fn rotate_secret(
         secret.bytes,
         millis(overlap) as f64,
     )
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(endpoint)
 }
 
 /// What a merchant may change of an endpoint; `None` leaves a field as it is.
@@ -472,15 +484,18 @@ pub struct EndpointChange<'a> {
 /// such endpoint or it is deleted.
 pub async fn update_endpoint(
     pool: &Db,
-    merchant_id: Uuid,
+    by: Manager<'_>,
     id: Uuid,
     change: EndpointChange<'_>,
-) -> Result<Option<Endpoint>, sqlx::Error> {
+) -> Result<Option<Endpoint>, ManageError> {
+    let merchant_id = by.merchant_id;
+    let mut tx = pool.begin().await?;
+    lock_for(&mut tx, by).await?;
     let (set_description, description) = match change.description {
         Some(d) => (true, d),
         None => (false, None),
     };
-    sqlx::query_as!(
+    let endpoint = sqlx::query_as!(
         Endpoint,
         r#"UPDATE webhook_endpoints
            SET url = COALESCE($3, url),
@@ -496,8 +511,10 @@ pub async fn update_endpoint(
         set_description,
         description,
     )
-    .fetch_optional(pool)
-    .await
+    .fetch_optional(&mut *tx)
+    .await?;
+    tx.commit().await?;
+    Ok(endpoint)
 }
 
 /// Every pending delivery of an endpoint becomes dead with `reason`, whoever holds it.

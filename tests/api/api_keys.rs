@@ -128,9 +128,16 @@ async fn a_revocation_reaches_every_replicas_cache_through_the_notification() {
     // Verified and cached a moment ago.
     assert_eq!(app.get_as("/v1/merchant", secret).await.status(), 200);
     // Revoked as another replica would: only the notification can tell this one.
-    let done = pisgate::ledger::api_keys::revoke(&app.pool, m.id, created["id"].as_str().unwrap())
-        .await
-        .unwrap();
+    let done = pisgate::ledger::api_keys::revoke(
+        &app.pool,
+        pisgate::ledger::api_keys::Manager {
+            merchant_id: m.id,
+            key_id: pisgate::ledger::merchants::key_id_of(&m.api_key).unwrap(),
+        },
+        created["id"].as_str().unwrap(),
+    )
+    .await
+    .unwrap();
     assert_eq!(done, pisgate::ledger::api_keys::Revoke::Revoked);
     refused_within(&app, secret, Duration::from_secs(1)).await;
 }
@@ -235,4 +242,27 @@ async fn a_key_with_an_expiry_is_refused_once_it_expires_and_requests_are_valida
         assert_eq!(problem["errors"][0]["field"], field, "{body}: {problem}");
         assert_eq!(problem["errors"][0]["code"], code, "{body}: {problem}");
     }
+}
+
+/// A NUL (which PostgreSQL cannot store in text) in a key's name or id is the caller's
+/// mistake, named, not a 500; nothing is written.
+#[tokio::test]
+async fn a_nul_in_a_keys_name_or_id_is_refused_not_a_server_error() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let before = listed(&app, &m.api_key).await.len();
+    let r = create_key(&app, &m.api_key, json!({"name": "ops\u{0}key"})).await;
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["field"], "name", "{problem}");
+    for id in ["%00", "abc%00def", "%C3%A9"] {
+        let r = app
+            .client
+            .delete(app.url(&format!("/v1/api-keys/{id}")))
+            .bearer_auth(&m.api_key)
+            .send()
+            .await
+            .unwrap();
+        assert_problem(r, 404, "not_found").await;
+    }
+    assert_eq!(listed(&app, &m.api_key).await.len(), before);
 }

@@ -382,3 +382,75 @@ async fn operator_enable_clears_a_lock() {
     assert!(operator(&app, "enable", EMAIL, "").status.success());
     assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 303);
 }
+
+/// A sign-in whose password check began before `operator reset-password` and ended after it
+/// (the old, leaked password was right when it was admitted) starts no session: the reset
+/// wins, whatever the timing (the check queues behind others under a flood).
+#[tokio::test]
+async fn a_sign_in_checked_against_a_password_reset_meanwhile_starts_no_session() {
+    use pisgate::ledger::operators::{self, AccountChange, Admission, Gate};
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let sessions = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM operator_sessions")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let admit = || async {
+        match operators::admit(&app.pool, EMAIL, 5, chrono::Duration::minutes(15))
+            .await
+            .unwrap()
+        {
+            Gate::Admitted {
+                id,
+                password_hash,
+                locks,
+                settled_before,
+                ..
+            } => (
+                id,
+                Admission {
+                    settled_before,
+                    locks,
+                    password_hash,
+                },
+            ),
+            _ => panic!("the operator is not admitted"),
+        }
+    };
+    let sign_in_with = |id, admitted: Admission| {
+        let pool = app.pool.clone();
+        async move {
+            let expires = chrono::Utc::now() + chrono::Duration::hours(1);
+            operators::sign_in(&pool, id, EMAIL, &[7u8; 32], "csrf", expires, &admitted)
+                .await
+                .unwrap()
+        }
+    };
+
+    // The old password was checked right; the reset lands before the session is written.
+    let (id, admitted) = admit().await;
+    let new_hash = pisgate::api::console::password::hash("a brand new operator password").unwrap();
+    let reset = operators::change_account(
+        &app.pool,
+        EMAIL,
+        AccountChange::ResetPassword {
+            password_hash: &new_hash,
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(reset, Some(0));
+    assert!(
+        !sign_in_with(id, admitted).await,
+        "a session after the reset"
+    );
+    assert_eq!(sessions().await, 0);
+
+    // Without a reset in between, the same steps sign in (the guard is the reset, not the
+    // steps).
+    let (id, admitted) = admit().await;
+    assert!(sign_in_with(id, admitted).await);
+    assert_eq!(sessions().await, 1);
+}

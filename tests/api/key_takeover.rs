@@ -405,3 +405,100 @@ async fn a_replica_whose_listen_session_was_cut_refuses_a_key_revoked_meanwhile_
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// A leaked key's request that was authenticated before the merchant rotated it away, and
+/// reaches the database only after the rotation committed (it waited behind the rotation's
+/// lock on the merchant), mints no key, takes no webhook endpoint and changes no setting:
+/// the change checks the asking key again under the lock (403 `key_in_grace`).
+#[tokio::test]
+async fn a_leaked_keys_change_in_flight_across_a_rotation_is_refused_after_it_commits() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let mut leaked = m.api_key.clone();
+    let receiver = "http://127.0.0.1:9/hooks/pisgate".to_owned();
+    let changes: Vec<(Method, &str, Option<Value>)> = vec![
+        (
+            Method::POST,
+            "/v1/api-keys",
+            Some(json!({"name": "attacker"})),
+        ),
+        (
+            Method::POST,
+            "/v1/webhook-endpoints",
+            Some(json!({"url": receiver})),
+        ),
+        (
+            Method::PATCH,
+            "/v1/merchant",
+            Some(json!({"return_origins": ["https://attacker.example"]})),
+        ),
+    ];
+    for (method, path, body) in changes {
+        // Verified and cached: the request below is authenticated without the database.
+        assert_eq!(app.get_as("/v1/merchant", &leaked).await.status(), 200);
+        // The rotation holds the merchant's row, as `merchant rotate-key` does until commit.
+        let mut rotation = app.pool.begin().await.unwrap();
+        let rotated = pisgate::ledger::merchants::rotate_key_in(
+            &mut rotation,
+            m.id,
+            Duration::from_secs(3600),
+        )
+        .await
+        .unwrap()
+        .unwrap();
+        let (client, url, key) = (app.client.clone(), app.url(path), leaked.clone());
+        let request =
+            tokio::spawn(async move { send(&client, method.clone(), url, &key, body).await });
+        // The request is inside the database, waiting for the rotation's lock.
+        let waited = Instant::now();
+        loop {
+            let waiting: i64 = sqlx::query_scalar(
+                "SELECT count(*) FROM pg_locks WHERE NOT granted AND locktype IN ('tuple', 'transactionid')",
+            )
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+            if waiting > 0 {
+                break;
+            }
+            assert!(
+                waited.elapsed() < Duration::from_secs(10),
+                "{path}: the request never waited for the rotation"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        rotation.commit().await.unwrap();
+        let r = request.await.unwrap();
+        assert_problem(r, 403, "key_in_grace").await;
+        // The merchant's new key still manages everything, and nothing was changed.
+        let fresh = rotated.api_key.expose_secret().to_owned();
+        let keys = app.get_as("/v1/api-keys", &fresh).await;
+        let keys: Value = keys.json().await.unwrap();
+        assert!(
+            keys["data"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .all(|k| k["name"] != "attacker"),
+            "{path}: {keys}"
+        );
+        // The next round's leaked key is this round's new one.
+        leaked = fresh;
+    }
+    let endpoints: i64 = sqlx::query_scalar("SELECT count(*) FROM webhook_endpoints")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(endpoints, 0);
+    let origins: Vec<String> =
+        sqlx::query_scalar("SELECT return_origins FROM merchants WHERE id = $1")
+            .bind(m.id)
+            .fetch_one(&app.pool)
+            .await
+            .map(|o: Vec<String>| o)
+            .unwrap();
+    assert!(
+        !origins.iter().any(|o| o.contains("attacker")),
+        "{origins:?}"
+    );
+}

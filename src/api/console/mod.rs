@@ -267,6 +267,7 @@ async fn login(
                 operators::Admission {
                     settled_before,
                     locks,
+                    password_hash,
                 },
             )
         }
