@@ -189,6 +189,7 @@ async fn try_record_outcome(
                 initiated.authorization_url(),
                 &initiated.links.to_json(),
                 Some(initiated.status.bank_status.as_str()),
+                initiated.bank_may_act_without_hop(),
             )
             .await?;
             if !recorded {

@@ -640,6 +640,11 @@ async fn record_first_answer(
     // Strictly later than creation's, so the row's trigger keeps it.
     answered.updated_at = crate::ledger::events::now_micros()
         .max(created.record.updated_at + chrono::Duration::microseconds(1));
+    // A bank that may act with nobody passing the hop (an SCA exemption, a decoupled SCA
+    // pushed at initiation): as if the hop were opened now.
+    answered.hop_opened_at = initiated
+        .bank_may_act_without_hop()
+        .then_some(answered.updated_at);
     let body = serde_json::to_value(PaymentView::from(&answered)).ok()?;
     let first_poll_at = answered.updated_at
         + chrono::Duration::from_std(state.settings.poller.signing_interval).ok()?;

@@ -364,7 +364,9 @@ async fn call_bank(
         ScaStep::Redirect { url } => ("redirect", Some(url.as_str())),
         ScaStep::Decoupled { .. } => ("decoupled", None),
         ScaStep::OAuth { .. } => ("oauth", None),
-        ScaStep::StartAuthorisation | ScaStep::BankIdSigning => ("unknown", None),
+        ScaStep::StartAuthorisation | ScaStep::BankIdSigning | ScaStep::Exempted => {
+            ("unknown", None)
+        }
     };
     let psu_message = auth.sca.psu_message.as_deref().map(bounded);
     let mut tx = state.pool.begin().await?;

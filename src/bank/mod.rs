@@ -266,6 +266,11 @@ pub enum ScaStep {
     /// The shopper signs with Mobilt BankID on pisgate's BankID page: pisgate starts a
     /// signing order at the bank ([`Bank::start_signing`]) and follows its progress.
     BankIdSigning,
+    /// The bank names no step for the shopper: it exempted the payment from SCA (Berlin
+    /// Group `scaStatus: exempted`; which links come back is "the ASPSP's dynamical
+    /// decision"), or gives no link at all. The bank may execute the payment without anyone
+    /// passing pisgate's hop; pisgate records it and follows its status.
+    Exempted,
 }
 
 impl ScaStep {
@@ -293,6 +298,14 @@ impl Initiated {
     /// Where the shopper goes to sign, when it is a redirect.
     pub fn authorization_url(&self) -> Option<&str> {
         self.next.redirect_url()
+    }
+
+    /// Whether the bank may execute the payment with nobody passing pisgate's hop: an SCA
+    /// exemption, or a decoupled SCA the bank already pushed to the shopper's app at
+    /// initiation. Such a payment is recorded as if its hop were opened at once, so that
+    /// neither a cancel nor the late-signing horizon takes "nobody could sign it" for a fact.
+    pub fn bank_may_act_without_hop(&self) -> bool {
+        matches!(self.next, ScaStep::Exempted | ScaStep::Decoupled { .. })
     }
 
     pub fn bank_ref(&self) -> BankRef {

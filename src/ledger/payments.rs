@@ -484,7 +484,7 @@ pub async fn record_first_answer(
                UPDATE payments
                SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
                    initiation = 'initiated', updated_at = $6, ledger_seq = $7::integer, ledger_head = $8::bytea,
-                   bank_links = $17
+                   bank_links = $17, hop_opened_at = $18
                WHERE id = $1 AND ledger_seq = $9 AND ledger_head = $10 AND updated_at = $11
                  AND initiation_attempts = 1 AND initiation = 'pending'
                  AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
@@ -529,6 +529,7 @@ pub async fn record_first_answer(
         body,
         key,
         answered.bank_links,
+        answered.hop_opened_at,
     )
     .fetch_one(pool)
     .await?;
@@ -870,11 +871,15 @@ pub async fn record_initiated(
     bank_link: Option<&str>,
     bank_links: &serde_json::Value,
     bank_status: Option<&str>,
+    bank_may_act_without_hop: bool,
 ) -> Result<bool, sqlx::Error> {
+    // A bank that may act with nobody passing the hop: recorded as if it were opened now,
+    // so that neither a cancel nor the horizon takes "nobody could sign" for a fact.
     let recorded = sqlx::query!(
         r#"UPDATE payments
            SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
-               initiation = 'initiated', bank_links = $6
+               initiation = 'initiated', bank_links = $6,
+               hop_opened_at = CASE WHEN $7 THEN coalesce(hop_opened_at, now()) ELSE hop_opened_at END
            WHERE id = $1 AND initiation_attempts = $5 AND bank_payment_id IS NULL
              AND status = 'awaiting_authorization'"#,
         id,
@@ -883,6 +888,7 @@ pub async fn record_initiated(
         bank_status,
         attempt,
         bank_links,
+        bank_may_act_without_hop,
     )
     .execute(&mut *conn)
     .await?

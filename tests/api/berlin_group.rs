@@ -867,3 +867,60 @@ async fn berlin_group_a_lost_initiation_answer_is_resumed_by_the_same_key_and_ne
         .sum();
     assert_eq!(faulted, 5, "every injected fault was met");
 }
+
+/// A bank that exempts a payment from SCA at initiation (77.09: `scaStatus: exempted`, only
+/// `self` and `status` links) made it and will execute it with nobody at the hop: pisgate
+/// keeps its id and follows it to paid (before, the answer was "unexpected", the id was lost,
+/// a retry made a second payment and the first ended `expired` while the bank paid it). A
+/// merchant's cancel of such a payment goes to the bank, never decided locally as "nobody
+/// could sign it".
+#[tokio::test]
+async fn berlin_group_an_sca_exemption_at_initiation_is_followed_to_paid_and_never_cancelled_locally()
+ {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.09"))
+        .await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    assert_eq!(p["status"], "awaiting_authorization", "{p}");
+    assert!(
+        p["bank_payment_id"].is_string(),
+        "the bank's id is kept: {p}"
+    );
+    // Nobody opens anything: the bank executes it by itself.
+    let paid = wait_for_status(&app, &m, &id, "paid").await;
+    assert_eq!(paid["bank_status"], "ACSC", "{paid}");
+
+    // The merchant cancels the next one at once: the bank decides (it refuses: its SCA was
+    // exempted and it is executing), and pisgate follows the bank to paid.
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.09"))
+        .await;
+    let second = p["id"].as_str().unwrap().to_owned();
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{second}/cancel")))
+        .bearer_auth(&m.api_key)
+        .send()
+        .await
+        .unwrap();
+    let status = r.status().as_u16();
+    let body: Value = r.json().await.unwrap();
+    assert_ne!(body["status"], "cancelled", "{status} {body}");
+    let deletes = bank
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|e| e.method == "DELETE")
+        .count();
+    assert_eq!(deletes, 1, "the cancel asked the bank");
+    wait_for_status(&app, &m, &second, "paid").await;
+    let initiations = bank
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|e| e.method == "POST" && e.path.contains("/payments/"))
+        .count();
+    assert_eq!(initiations, 2, "one bank payment per merchant payment");
+}

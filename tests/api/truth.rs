@@ -1171,6 +1171,7 @@ async fn only_the_current_attempt_records_and_paid_implies_authorized() {
             Some("https://bank/late"),
             &serde_json::json!({}),
             None,
+            false,
         )
         .await
         .unwrap()
@@ -1196,6 +1197,7 @@ async fn only_the_current_attempt_records_and_paid_implies_authorized() {
             Some("https://bank/now"),
             &serde_json::json!({}),
             None,
+            false,
         )
         .await
         .unwrap()

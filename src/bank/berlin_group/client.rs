@@ -855,11 +855,18 @@ impl Bank for BerlinGroupClient {
             .ok_or_else(|| unexpected("the bank's paymentId is not URL-safe"))?;
         tracing::Span::current().record("bank_payment_id", bank_payment_id.as_str());
         let links = BankLinks(answer.links.hrefs());
+        // No step for the shopper (an SCA exemption, or no link at all): the bank made the
+        // payment and may execute it by itself. Its id must be kept and followed: an error
+        // here would lose it, and a retry would make a second payment.
         let next = self
             .next_step(&links, raw.approach.as_deref(), answer.psu_message.clone())?
-            .ok_or_else(|| {
-                unexpected("the bank's answer names no next step (no scaRedirect, scaOAuth or startAuthorisation link)")
-            })?;
+            .unwrap_or_else(|| {
+                tracing::warn!(
+                    sca_status = answer.sca_status.as_deref().unwrap_or(""),
+                    "the bank's initiation answer names no step for the shopper (no scaRedirect, scaOAuth, startAuthorisation or decoupled approach): followed as exempted from SCA"
+                );
+                ScaStep::Exempted
+            });
         let sca = answer.sca_status.as_deref().map(sca_state);
         Ok(Initiated {
             bank_payment_id,

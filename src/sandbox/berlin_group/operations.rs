@@ -485,11 +485,16 @@ fn initiate(
         "self": { "href": sb.api_link(&self_path) },
         "status": { "href": sb.api_link(&format!("{self_path}/status")) },
     });
-    let implicit = !explicit && approach != Approach::Decoupled;
+    let exempted = scenario.exempted;
+    let implicit = !explicit && approach != Approach::Decoupled && !exempted;
     let mut auths = Vec::new();
     let mut bank = sb.bank();
     let mut response = json!({ "transactionStatus": "RCVD", "paymentId": pid });
-    if implicit {
+    if exempted {
+        // No SCA: the bank goes on by itself (the statuses run from now).
+        response["transactionStatus"] = json!("ACTC");
+        response["scaStatus"] = json!("exempted");
+    } else if implicit {
         let aid = new_id();
         bank.auths.insert(
             aid.clone(),
@@ -545,7 +550,7 @@ fn initiate(
             authorisations: auths,
             cancellation_authorisations: Vec::new(),
             opened: false,
-            signed_at: None,
+            signed_at: exempted.then_some(now),
             sca_failed: false,
             cancelled: false,
             cancel_pending: false,

@@ -1,7 +1,7 @@
 //! The outcomes a test or a merchant chooses by the payment: its amount (EUR) or the
 //! scenario's id anywhere in `creditorName` (case-insensitive). The amounts are those of the
 //! independent Python ASPSP (`tests/bg-aspsp/`, 77.01–77.06) so both banks agree where they
-//! overlap; 77.07 and 77.08 are this simulator's own. Listed at `GET /admin/scenarios`.
+//! overlap; 77.07 to 77.09 are this simulator's own. Listed at `GET /admin/scenarios`.
 //!
 //! A scenario's steps start when the SCA is finalised and follow the simulator clock: step
 //! `(n, status)` holds from `n` status steps (`status_step`, 2 s by default) after it. The
@@ -42,6 +42,9 @@ pub struct Scenario {
     /// The decoupled SCA is never approved: the machine path answers 409 and the SCA fails
     /// after the decoupled timeout.
     pub decoupled_never_approved: bool,
+    /// The bank exempts the payment from SCA at initiation (`scaStatus: exempted`, no SCA
+    /// link at all): it runs its steps from creation, whoever opens anything.
+    pub exempted: bool,
     pub approach: ScaApproach,
 }
 
@@ -66,6 +69,7 @@ const fn scenario(
         unknown_until_opened: false,
         cancel_needs_sca: false,
         decoupled_never_approved: false,
+        exempted: false,
         approach: ScaApproach::Any,
     }
 }
@@ -149,6 +153,15 @@ pub const ALL: &[Scenario] = &[
             "oauth",
             Some("77.08"),
             "OAuth SCA: scaOAuth to RFC 8414 metadata, authorization code with PKCE S256; finalised by the token exchange, then the default",
+            "paid",
+        )
+    },
+    Scenario {
+        exempted: true,
+        ..scenario(
+            "sca-exempted",
+            Some("77.09"),
+            "exempted from SCA at initiation (scaStatus exempted, only self and status links): the default steps run from creation without the shopper",
             "paid",
         )
     },

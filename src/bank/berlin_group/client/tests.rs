@@ -413,24 +413,30 @@ async fn berlin_group_next_step_follows_the_links_of_the_201() {
             }
             ScaStep::StartAuthorisation => "start",
             ScaStep::BankIdSigning => "bankid",
+            ScaStep::Exempted => "exempted",
             ScaStep::Decoupled { .. } => "decoupled",
             ScaStep::Redirect { .. } => "redirect",
         };
         assert_eq!(got, expected, "{links}");
     }
-    // No next step at all: unreadable.
+    // No step for the shopper at all (an SCA exemption): the bank made the payment, so its
+    // id is kept and the bank may act without the hop (an error here lost the id, and a
+    // retry made a second payment).
     let server = MockServer::start().await;
     Mock::given(method("POST"))
-        .respond_with(
-            ResponseTemplate::new(201)
-                .set_body_json(initiation_answer(json!({"self": {"href": "/x"}}))),
-        )
+        .respond_with(ResponseTemplate::new(201).set_body_json(initiation_answer(
+            json!({"self": {"href": "/x"}, "status": {"href": "/x/status"}}),
+        )))
         .mount(&server)
         .await;
-    assert!(matches!(
-        client(&server).initiate(&sample_payment(), None).await,
-        Err(BankError::Unexpected { .. })
-    ));
+    let initiated = client(&server)
+        .initiate(&sample_payment(), None)
+        .await
+        .expect("an answer with no SCA step is a made payment");
+    assert_eq!(initiated.next, ScaStep::Exempted);
+    assert!(initiated.bank_may_act_without_hop());
+    assert_eq!(initiated.authorization_url(), None);
+    assert!(initiated.links.get("status").is_some());
 }
 
 #[tokio::test]
