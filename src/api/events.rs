@@ -15,12 +15,12 @@ use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiPath, ApiQuery};
 use crate::api::openapi::WebhookEvent;
 use crate::api::pagination::{self, Page, page};
+use crate::api::payment_search::date_time;
 use crate::ledger::webhook_events::{self, EventFilter, StoredEvent};
 use crate::ledger::webhooks::{EVENT_TYPES, parse_webhook_id};
 use axum::extract::State;
 use axum::routing::get;
 use axum::{Json, Router};
-use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 use uuid::Uuid;
@@ -43,11 +43,14 @@ pub(crate) struct ListQuery {
     #[param(nullable = false)]
     payment_id: Option<Uuid>,
     /// Created at or after
-    #[param(nullable = false)]
-    created_gte: Option<DateTime<Utc>>,
+    // Read as text and parsed strictly (as `GET /v1/payments` does): serde's parse of
+    // `DateTime` takes any signed year chrono can hold, and PostgreSQL refuses those before
+    // 4713 BC (`-5000-01-01T00:00:00Z` was a 500).
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>, nullable = false)]
+    created_gte: Option<String>,
     /// Created before
-    #[param(nullable = false)]
-    created_lt: Option<DateTime<Utc>>,
+    #[param(value_type = Option<chrono::DateTime<chrono::Utc>>, nullable = false)]
+    created_lt: Option<String>,
     #[param(nullable = false, minimum = 1, maximum = 100, default = 20)]
     limit: Option<i64>,
     /// `next_cursor` of the previous page; empty or absent: from the newest
@@ -96,14 +99,16 @@ pub(crate) async fn list_events(
             format!("must be one of {}", EVENT_TYPES.join(", ")),
         ));
     }
+    let created_gte = date_time("created_gte", &q.created_gte, &mut errors);
+    let created_lt = date_time("created_lt", &q.created_lt, &mut errors);
     if !errors.is_empty() {
         return Err(ApiError::Validation(errors));
     }
     let filter = EventFilter {
         event_type: q.event_type,
         payment_id: q.payment_id,
-        created_gte: q.created_gte,
-        created_lt: q.created_lt,
+        created_gte,
+        created_lt,
         after,
     };
     let rows = webhook_events::list(state.reads.db(), merchant.id, &filter, limit + 1).await?;

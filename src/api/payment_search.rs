@@ -3,7 +3,7 @@
 //! Parameters (each at most once; anything else is a 422 naming it):
 //! - `limit`, `cursor`: see [`crate::api::pagination`] (an empty `cursor` is the start).
 //! - `status`: one of the merchant-visible statuses.
-//! - `created_gte`, `created_lt`: RFC 3339 date-times.
+//! - `created_gte`, `created_lt`: RFC 3339 date-times (four-digit years, as PostgreSQL holds).
 //! - `reference` (the merchant's own), `psu_id`: exact match, 1 to 128 characters.
 //! - `metadata[KEY]=VALUE`: the payment's metadata holds KEY with exactly the string VALUE
 //!   (numbers or booleans in metadata are not matched); at most 10 such filters, all must hold.
@@ -245,7 +245,10 @@ impl Raw {
     }
 }
 
-fn date_time(
+/// An RFC 3339 date-time with a four-digit year (chrono's own parser, strict), so always
+/// within PostgreSQL's range; anything else is pushed to `errors` naming `field`. Every
+/// date-time filter of the merchant API is read with it (`GET /v1/events` too).
+pub(crate) fn date_time(
     field: &str,
     value: &Option<String>,
     errors: &mut Vec<FieldError>,
@@ -360,5 +363,22 @@ mod tests {
             fields(&[("amount_gte", "20"), ("amount_lte", "10")]),
             [("amount_lte".to_owned(), "below_amount_gte".to_owned())]
         );
+    }
+
+    #[test]
+    fn a_date_time_has_a_four_digit_year() {
+        // chrono's lenient parse (serde's) takes all three; PostgreSQL refuses the first.
+        for far in [
+            "-5000-01-01T00:00:00Z",
+            "+262142-01-01T00:00:00Z",
+            "+10000-01-01T00:00:00Z",
+        ] {
+            let mut errors = Vec::new();
+            assert_eq!(
+                date_time("created_gte", &Some(far.into()), &mut errors),
+                None
+            );
+            assert_eq!(errors.len(), 1, "{far}");
+        }
     }
 }

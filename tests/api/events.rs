@@ -161,3 +161,43 @@ async fn events_are_kept_without_any_endpoint_and_another_merchant_never_sees_th
         .await;
     assert_problem(r, 422, "validation_failed").await;
 }
+
+/// serde's parse of `DateTime` took any signed year chrono holds, and PostgreSQL refused
+/// the far ones (22008): a 500. The time filters are read as `GET /v1/payments` reads them,
+/// and refused with the same error.
+#[tokio::test]
+async fn a_time_filter_that_is_not_a_plain_rfc_3339_date_time_is_a_422_as_for_payments() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    for (query, field) in [
+        ("created_gte=-5000-01-01T00:00:00Z", "created_gte"),
+        ("created_lt=-5000-01-01T00:00:00Z", "created_lt"),
+        ("created_gte=%2B262142-01-01T00:00:00Z", "created_gte"),
+        ("created_lt=%2B10000-01-01T00:00:00Z", "created_lt"),
+        ("created_gte=yesterday", "created_gte"),
+    ] {
+        let events = assert_problem(
+            app.get_as(&format!("/v1/events?{query}"), &m.api_key).await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(error_fields(&events), [field], "{query}");
+        assert_eq!(events["errors"][0]["code"], "invalid_type", "{query}");
+        let payments = assert_problem(
+            app.get_as(&format!("/v1/payments?{query}"), &m.api_key)
+                .await,
+            422,
+            "validation_failed",
+        )
+        .await;
+        assert_eq!(events["errors"], payments["errors"], "{query}");
+    }
+    let page = get_json(
+        &app,
+        "/v1/events?created_gte=2000-01-01T00:00:00Z&created_lt=9999-12-31T23:59:59%2B01:00",
+        &m.api_key,
+    )
+    .await;
+    assert!(data(&page).is_empty(), "{page}");
+}
