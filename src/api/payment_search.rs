@@ -4,9 +4,12 @@
 //! - `limit`, `cursor`: see [`crate::api::pagination`] (an empty `cursor` is the start).
 //! - `status`: one of the merchant-visible statuses.
 //! - `created_gte`, `created_lt`: RFC 3339 date-times (four-digit years, as PostgreSQL holds).
-//! - `reference` (the merchant's own), `psu_id`: exact match, 1 to 128 characters.
+//! - `reference` (the merchant's own), `psu_id`: exact match, 1 to 128 characters, no
+//!   control characters (a payment cannot have them, and PostgreSQL refuses NUL in text).
 //! - `metadata[KEY]=VALUE`: the payment's metadata holds KEY with exactly the string VALUE
 //!   (numbers or booleans in metadata are not matched); at most 10 such filters, all must hold.
+//!   Neither KEY nor VALUE may hold NUL (U+0000), which no payment's metadata holds (jsonb
+//!   cannot); other control characters are matched as given, as metadata may hold them.
 //! - `amount_gte`, `amount_lte`: decimal strings as the `amount` of a payment (`10`, `10.5`,
 //!   `10.50`), never minor units or floats; both bounds are inclusive. They are read in
 //!   `currency`'s decimals when it is given, else in two (every supported currency has two);
@@ -222,7 +225,14 @@ impl Raw {
             ));
         }
         for (key, value) in &self.metadata {
-            if value.chars().count() > MAX_METADATA_VALUE_CHARS {
+            if key.contains('\0') || value.contains('\0') {
+                // PostgreSQL's jsonb cannot hold U+0000: refused as creation refuses it.
+                errors.push(FieldError::new(
+                    format!("metadata[{key}]"),
+                    "invalid_characters",
+                    "must not contain the NUL character (U+0000)",
+                ));
+            } else if value.chars().count() > MAX_METADATA_VALUE_CHARS {
                 errors.push(FieldError::new(
                     format!("metadata[{key}]"),
                     "too_long",
@@ -274,6 +284,14 @@ fn text(field: &str, value: &Option<String>, errors: &mut Vec<FieldError>) -> Op
             field,
             "invalid_length",
             format!("must be 1 to {MAX_TEXT_CHARS} characters"),
+        ));
+        return None;
+    }
+    if value.chars().any(char::is_control) {
+        errors.push(FieldError::new(
+            field,
+            "invalid_characters",
+            "must not contain control characters",
         ));
         return None;
     }
@@ -380,5 +398,29 @@ mod tests {
             );
             assert_eq!(errors.len(), 1, "{far}");
         }
+    }
+
+    #[test]
+    fn text_filters_have_no_control_character_and_metadata_no_nul() {
+        assert_eq!(
+            fields(&[
+                ("reference", "a\0b"),
+                ("psu_id", "tab\there"),
+                ("metadata[order]", "\0"),
+                ("metadata[\0]", "x"),
+            ]),
+            [
+                ("metadata[order]", "invalid_characters"),
+                ("metadata[\0]", "invalid_characters"),
+                ("reference", "invalid_characters"),
+                ("psu_id", "invalid_characters"),
+            ]
+            .map(|(a, b)| (a.to_owned(), b.to_owned()))
+        );
+        let s = query(&[("metadata[note]", "line\nbreak")]).unwrap();
+        assert_eq!(
+            s.filter.metadata[0].1, "line\nbreak",
+            "metadata may hold it"
+        );
     }
 }

@@ -234,3 +234,40 @@ async fn every_search_filter_is_served_by_an_index() {
         );
     }
 }
+
+/// PostgreSQL refuses NUL in text (22021) and `\u0000` in jsonb (22P05): a filter holding
+/// one was a 500. Each is now a 422 naming the parameter; a reference or PSU id cannot hold
+/// any control character (creation refuses them), metadata only NUL (it may hold the rest).
+#[tokio::test]
+async fn a_nul_in_a_search_filter_is_a_422_naming_the_parameter() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(
+            &m.api_key,
+            &with(body("FI"), json!({ "metadata": { "note": "two\nlines" } })),
+        )
+        .await;
+    for (query, field) in [
+        ("reference=a%00b", "reference"),
+        ("psu_id=%00", "psu_id"),
+        ("reference=a%0Ab", "reference"),
+        ("metadata[order]=%00", "metadata[order]"),
+        ("metadata[%00]=x", "metadata[\0]"),
+    ] {
+        let r = app
+            .get_as(&format!("/v1/payments?{query}"), &m.api_key)
+            .await;
+        let problem = assert_problem(r, 422, "validation_failed").await;
+        assert_eq!(error_fields(&problem), [field], "{query}");
+        assert_eq!(
+            problem["errors"][0]["code"], "invalid_characters",
+            "{query}"
+        );
+    }
+    assert_eq!(
+        ids(&app, &m.api_key, "metadata[note]=two%0Alines").await,
+        [p["id"].as_str().unwrap()],
+        "a control character other than NUL in metadata is matched as given"
+    );
+}
