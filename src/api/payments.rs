@@ -90,14 +90,18 @@ fn idempotency_key(header: Option<&HeaderValue>) -> Result<String, ApiError> {
             "send an Idempotency-Key header (e.g. a UUID) so a retry never creates a second payment",
         )])
     };
-    let value = header.ok_or_else(missing)?;
-    let key = value.to_str().map_err(|_| missing())?.trim();
-    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
-        return Err(ApiError::Validation(vec![FieldError::new(
+    let invalid = || {
+        ApiError::Validation(vec![FieldError::new(
             "Idempotency-Key",
             "invalid",
             "must be 1 to 255 printable ASCII characters",
-        )]));
+        )])
+    };
+    let value = header.ok_or_else(missing)?;
+    // A value that is not visible ASCII (`clé`) was sent all the same: invalid, not missing.
+    let key = value.to_str().map_err(|_| invalid())?.trim();
+    if key.is_empty() || key.len() > 255 || !key.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid());
     }
     Ok(key.to_owned())
 }

@@ -635,6 +635,50 @@ async fn a_missing_idempotency_key_is_422_naming_the_header() {
     assert_eq!(problem["errors"][0]["field"], "Idempotency-Key");
 }
 
+/// A key that is not visible ASCII (`clé`, sent as UTF-8) was answered as a missing one:
+/// it is `invalid` with the rule, as every other invalid key, and nothing is written.
+#[tokio::test]
+async fn an_idempotency_key_that_is_not_printable_ascii_is_invalid_naming_the_rule() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let long = "k".repeat(256);
+    let keys: [&[u8]; 4] = [
+        "clé".as_bytes(),
+        b"two words",
+        b"tab\there",
+        long.as_bytes(),
+    ];
+    for key in keys {
+        let r = app
+            .client
+            .post(app.url("/v1/payments"))
+            .bearer_auth(&m.api_key)
+            .header(
+                "idempotency-key",
+                reqwest::header::HeaderValue::from_bytes(key).unwrap(),
+            )
+            .json(&body("FI"))
+            .send()
+            .await
+            .unwrap();
+        let problem = assert_problem(r, 422, "validation_failed").await;
+        let error = &problem["errors"][0];
+        assert_eq!(error["field"], "Idempotency-Key", "{problem}");
+        assert_eq!(error["code"], "invalid", "{problem}");
+        assert_eq!(
+            error["message"], "must be 1 to 255 printable ASCII characters",
+            "{problem}"
+        );
+    }
+    let written: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM payments) + (SELECT count(*) FROM idempotency_keys)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(written, 0);
+}
+
 #[tokio::test]
 async fn a_bank_that_provably_created_nothing_leaves_the_payment_open_for_the_same_key() {
     let app = spawn_app_full(&[], |c| {
