@@ -1006,3 +1006,81 @@ async fn empty_console_pages_say_so_instead_of_showing_empty_tables() {
     .await;
     assert!(html.contains("No payees registered"), "{html}");
 }
+
+/// A date chrono reads but PostgreSQL cannot hold (`from=-5000-01-01`) was a 500, and one
+/// chrono cannot add a day to (`to=+262142-12-31`) a panic; NUL in a text field (search,
+/// sign-in email, payee label) a 500 from PostgreSQL. Each is now the console's ordinary
+/// refusal, and nothing but the audit row of the refused sign-in is written.
+#[tokio::test]
+async fn far_dates_and_nul_characters_are_refused_by_the_console_never_failed() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Range shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = p["id"].as_str().unwrap();
+    let cookie = session_cookie(&app).await;
+    for (query, named) in [
+        ("to=%2B262142-12-31", "to: a date as YYYY-MM-DD"),
+        ("to=%2B262143-12-31", "to: a date as YYYY-MM-DD"),
+        ("from=-5000-01-01", "from: a date as YYYY-MM-DD"),
+        (
+            "reference=a%00b",
+            "reference: must not contain control characters",
+        ),
+        ("psu_id=%00", "psu_id: must not contain control characters"),
+    ] {
+        let (status, html) = get(&app, &format!("/console/payments?{query}"), &cookie).await;
+        assert_eq!(status, 400, "{query}: {html}");
+        assert!(html.contains(named), "{named:?} missing in {html}");
+        assert!(!html.contains(id), "{query}: no results beside the error");
+    }
+    let (status, html) = get(
+        &app,
+        "/console/payments?from=2000-01-01&to=9999-12-31",
+        &cookie,
+    )
+    .await;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(id),
+        "the widest plain dates still search: {html}"
+    );
+
+    // Sign-in: an email with NUL is an unknown one, refused and audited as such.
+    let r = sign_in(&app, "ops\0@pisgate.example", PASSWORD).await;
+    assert_eq!(r.status(), 401);
+    assert!(cookie_value(&cookies(&r), "pisgate_console").is_none());
+    assert!(r.text().await.unwrap().contains("Wrong email or password"));
+    let failed: Vec<String> =
+        sqlx::query_scalar("SELECT email FROM operator_audit WHERE action = 'sign_in_failed'")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(failed, ["ops\u{FFFD}@pisgate.example"]);
+
+    // A payee label with NUL: refused with a sentence (audited as refused), not registered.
+    let merchant = m.id.to_string();
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "add_payee"),
+            ("merchant", &merchant),
+            ("account_type", "IBAN"),
+            ("account", "FI1410093000123458"),
+            ("label", "pay\0outs"),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 409);
+    assert!(done.text().await.unwrap().contains("control characters"));
+    let payees: i64 = sqlx::query_scalar("SELECT count(*) FROM merchant_payees")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(payees, 0);
+    assert_eq!(
+        audit_actions(&app).await,
+        ["signed_in", "sign_in_failed", "add_payee"]
+    );
+}

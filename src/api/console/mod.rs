@@ -216,20 +216,37 @@ async fn login(
     };
     // The attempt is counted (and a locked or disabled account refused) before any password
     // is checked, in one transaction: N parallel guesses count as N.
-    let gate = operators::admit(
-        &state.pool,
-        &email,
-        MAX_FAILURES,
-        chrono::Duration::minutes(LOCK_MINUTES),
-    )
-    .await;
+    // No operator's email holds NUL (a command-line argument cannot), and PostgreSQL text
+    // cannot: such an email is unknown without asking the database.
+    let gate = if email.contains('\0') {
+        Ok(Gate::Unknown)
+    } else {
+        operators::admit(
+            &state.pool,
+            &email,
+            MAX_FAILURES,
+            chrono::Duration::minutes(LOCK_MINUTES),
+        )
+        .await
+    };
     let (id, email, admitted) = match gate {
         Err(e) => return internal(e),
         Ok(Gate::Unknown) => {
             // Spend the same time as a real check, so timing does not tell who exists.
             password::verify_limited(password, &password::DUMMY_HASH).await;
             // An audit row per unknown email, cut so that a flood cannot bloat it.
-            let typed: String = email.chars().take(254).collect();
+            // NUL shown as U+FFFD: the audit row is text.
+            let typed: String = email
+                .chars()
+                .map(|c| {
+                    if c == '\0' {
+                        char::REPLACEMENT_CHARACTER
+                    } else {
+                        c
+                    }
+                })
+                .take(254)
+                .collect();
             if let Err(e) = operators::record_failure(&state.pool, None, &typed, false, 0).await {
                 return internal(e);
             }
@@ -344,8 +361,20 @@ fn parse_search(q: &HashMap<String, String>) -> (Search, Vec<String>) {
     };
     s.id = uuid("id", &mut errors);
     s.merchant_id = uuid("merchant", &mut errors);
-    s.reference = field("reference").map(str::to_owned);
-    s.psu_id = field("psu_id").map(str::to_owned);
+    // No payment's reference or PSU id holds a control character (creation refuses them),
+    // and PostgreSQL refuses NUL in text: refused naming the field, never a failed search.
+    let text = |k: &str, errors: &mut Vec<String>| {
+        field(k).and_then(|v| {
+            if v.chars().any(char::is_control) {
+                errors.push(format!("{k}: must not contain control characters"));
+                None
+            } else {
+                Some(v.to_owned())
+            }
+        })
+    };
+    s.reference = text("reference", &mut errors);
+    s.psu_id = text("psu_id", &mut errors);
     // Selects offer the closed sets and "any" (empty or `any`); anything else is refused
     // naming it, so a typo or the bank's spelling never silently finds nothing.
     let chosen = |k: &str| field(k).filter(|v| *v != "any");
@@ -374,17 +403,33 @@ fn parse_search(q: &HashMap<String, String>) -> (Search, Vec<String>) {
                 None
             })
     });
-    let date = |k: &str, errors: &mut Vec<String>| {
+    // Exactly YYYY-MM-DD: chrono's own parse takes any signed year it can hold, such as
+    // `-5000` (PostgreSQL refuses it: a 500) and `+262142` (whose last day chrono cannot add
+    // a day to: a panic). `to` is the day after, added checked all the same.
+    let date = |k: &str, days: u64, errors: &mut Vec<String>| {
         field(k).and_then(|v| {
-            v.parse::<NaiveDate>()
-                .map_err(|_| errors.push(format!("{k}: a date as YYYY-MM-DD")))
-                .ok()
+            let shaped = v.len() == 10
+                && v.bytes().enumerate().all(|(i, b)| {
+                    if i == 4 || i == 7 {
+                        b == b'-'
+                    } else {
+                        b.is_ascii_digit()
+                    }
+                });
+            shaped
+                .then(|| v.parse::<NaiveDate>().ok())
+                .flatten()
+                .and_then(|d| d.checked_add_days(chrono::Days::new(days)))
                 .and_then(|d| d.and_hms_opt(0, 0, 0))
                 .map(|t| t.and_utc())
+                .or_else(|| {
+                    errors.push(format!("{k}: a date as YYYY-MM-DD"));
+                    None
+                })
         })
     };
-    s.from = date("from", &mut errors);
-    s.to = date("to", &mut errors).map(|t| t + chrono::Duration::days(1));
+    s.from = date("from", 0, &mut errors);
+    s.to = date("to", 1, &mut errors);
     (s, errors)
 }
 
@@ -824,6 +869,13 @@ impl Action {
                 if label.as_ref().is_some_and(|l| l.chars().count() > 200) {
                     return Ok(Err("The label is longer than 200 characters.".into()));
                 }
+                // PostgreSQL refuses NUL in text; no label needs any control character.
+                if label
+                    .as_ref()
+                    .is_some_and(|l| l.chars().any(char::is_control))
+                {
+                    return Ok(Err("The label must not contain control characters.".into()));
+                }
                 match payees::add(tx, merchant, &account, label.as_deref()).await? {
                     payees::Added::Added => Ok(None),
                     payees::Added::AlreadyRegistered => {
@@ -985,5 +1037,31 @@ mod tests {
             errors[1].starts_with(r#"bank_status: "paid" is not a Nordea or Berlin Group status"#)
         );
         assert!(errors[1].contains("PendingUserApproval"), "lists the set");
+    }
+
+    #[test]
+    fn a_date_is_exactly_yyyy_mm_dd_and_text_has_no_control_character() {
+        let (s, errors) = parse_search(&query(&[("from", "2026-01-31"), ("to", "9999-12-31")]));
+        assert!(errors.is_empty(), "{errors:?}");
+        assert_eq!(s.from.unwrap().to_rfc3339(), "2026-01-31T00:00:00+00:00");
+        assert_eq!(s.to.unwrap().to_rfc3339(), "+10000-01-01T00:00:00+00:00");
+        for (k, v) in [
+            ("to", "+262142-12-31"),
+            ("to", "+262143-12-31"),
+            ("from", "-5000-01-01"),
+            ("from", "10000-01-01"),
+            ("from", "2026-02-30"),
+        ] {
+            let (_, errors) = parse_search(&query(&[(k, v)]));
+            assert_eq!(errors, [format!("{k}: a date as YYYY-MM-DD")], "{v}");
+        }
+        let (_, errors) = parse_search(&query(&[("reference", "a\0b"), ("psu_id", "\u{1b}")]));
+        assert_eq!(
+            errors,
+            [
+                "reference: must not contain control characters",
+                "psu_id: must not contain control characters"
+            ]
+        );
     }
 }
