@@ -306,13 +306,20 @@ async fn returned(
     let p = p.clone();
 
     if let Some(error) = param("error") {
-        // A hint, never a transition: the bank's status decides.
+        // A hint, never a transition: the bank's status decides. Anyone can type it, so it
+        // is kept without control characters (jsonb cannot hold NUL: the note recording it
+        // would fail, and the status read with it).
         let description: String = param("error_description")
             .unwrap_or_default()
             .chars()
+            .filter(|c| !c.is_control())
             .take(300)
             .collect();
-        let error: String = error.chars().take(100).collect();
+        let error: String = error
+            .chars()
+            .filter(|c| !c.is_control())
+            .take(100)
+            .collect();
         let left = bound.saturating_sub(started.elapsed());
         match state.error_reads.join(p.id) {
             ErrorRead::Lead(done) => {

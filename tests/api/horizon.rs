@@ -328,6 +328,33 @@ async fn many_parallel_error_callbacks_read_the_bank_once_and_answer_the_same_re
     assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
 }
 
+/// An `error` or `error_description` holding NUL (anyone can type one) failed the jsonb note
+/// recording it, and the bank's status was then never read. The hint is now kept without
+/// control characters, and the bank is read as for any other error callback.
+#[tokio::test]
+async fn an_error_callback_with_control_characters_is_noted_without_them_and_reads_the_bank() {
+    let app = app_with(&[], false, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "SE").await;
+    reach_bank_page(&app, &url).await;
+    let state = app.bank_payments_for(&id)[0].state.clone();
+    let callback = app.url(&format!(
+        "/v1/callbacks/nordea?state={state}&error=access%00denied&error_description=can%0Acelled%00"
+    ));
+    let before = app.bank_calls(Operation::Status);
+    let r = follow(&app, &callback).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(
+        app.bank_calls(Operation::Status) - before,
+        1,
+        "the bank's status was read"
+    );
+    assert_eq!(
+        events_of(&app, &id, "callback_error").await,
+        [serde_json::json!({ "error": "accessdenied", "error_description": "cancelled" })]
+    );
+}
+
 /// Past the horizon with no token of this shopper to ask the bank with, the payment is
 /// followed to the bank's own word: its approval timeout ends it `expired`.
 #[tokio::test]
