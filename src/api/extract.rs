@@ -11,7 +11,7 @@ use bytes::Bytes;
 use serde::de::DeserializeOwned;
 
 /// A JSON body. Wrong content type → 415; too large → 413; not JSON → 400; JSON of the wrong
-/// shape → 422 naming the field.
+/// shape, or a number beyond a 64-bit float (`1e400`) → 422 naming the field.
 pub struct ApiJson<T>(pub T);
 
 impl<S, T> FromRequest<S> for ApiJson<T>
@@ -110,6 +110,18 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     (false, None) => field,
                 };
                 ApiError::Validation(vec![FieldError::new(field, code, message)])
+            }
+            // Well-formed JSON whose number no 64-bit float holds (`1e400`): the value is
+            // wrong, not the syntax, so it is named like any other wrong value.
+            serde_json::error::Category::Syntax
+                if inner.to_string().starts_with("number out of range") =>
+            {
+                let path = e.path().to_string();
+                ApiError::Validation(vec![FieldError::new(
+                    if path == "." { "body".to_owned() } else { path },
+                    "out_of_range",
+                    "must be a number a 64-bit float can hold",
+                )])
             }
             _ => ApiError::MalformedJson(inner.to_string()),
         }
@@ -212,5 +224,37 @@ where
             .await
             .map(|p| ApiPath(p.0))
             .map_err(|_| ApiError::NotFound("resource"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_number_beyond_a_float_is_named_by_its_path_and_bad_syntax_is_still_malformed() {
+        let named = |body: &[u8]| match parse_json::<serde_json::Value>(body) {
+            Err(ApiError::Validation(errors)) => errors
+                .into_iter()
+                .map(|e| (e.field, e.code))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            named(br#"{"metadata": {"n": 1e400}}"#),
+            [("metadata.n".to_owned(), "out_of_range".to_owned())]
+        );
+        assert_eq!(
+            named(br#"{"a": [1, -1e400]}"#),
+            [("a[1]".to_owned(), "out_of_range".to_owned())]
+        );
+        assert_eq!(
+            named(b"1e400"),
+            [("body".to_owned(), "out_of_range".to_owned())]
+        );
+        assert!(matches!(
+            parse_json::<serde_json::Value>(br#"{"n": 1e}"#),
+            Err(ApiError::MalformedJson(_))
+        ));
     }
 }

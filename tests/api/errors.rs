@@ -78,6 +78,34 @@ async fn json_of_the_wrong_shape_is_a_422_naming_the_field() {
     assert_eq!(body["errors"][0]["code"], "invalid_type", "{body}");
 }
 
+/// `1e400` is well-formed JSON that no 64-bit float holds: it was a 400 `malformed_json`
+/// naming nothing; it is a 422 naming the field, and no payment is made.
+#[tokio::test]
+async fn a_number_beyond_a_float_is_a_422_naming_the_field() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let mut body = crate::payments::body("FI").to_string();
+    body.insert_str(body.len() - 1, r#","metadata":{"n":1e400}"#);
+    let r = app
+        .client
+        .post(app.url("/v1/payments"))
+        .bearer_auth(&m.api_key)
+        .header("idempotency-key", "far-number")
+        .header("content-type", "application/json")
+        .body(body)
+        .send()
+        .await
+        .unwrap();
+    let problem = assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(problem["errors"][0]["field"], "metadata.n", "{problem}");
+    assert_eq!(problem["errors"][0]["code"], "out_of_range", "{problem}");
+    let payments: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(payments, 0);
+}
+
 #[tokio::test]
 async fn a_wrong_content_type_is_a_415_problem() {
     let app = spawn_app().await;
