@@ -139,6 +139,16 @@ pub fn initiation_request(
     options: BodyOptions,
     today: NaiveDate,
 ) -> Result<wire::InitiationRequest, BankError> {
+    // The product is the bank's setting per currency (`products`), never an instant one
+    // chosen per payment: an express payment sent as a standard one would move the money
+    // later than the merchant asked, so it is refused, naming the field.
+    if payment.urgency == crate::domain::Urgency::Express {
+        return Err(refusal(
+            "urgency",
+            "not_supported",
+            "this bank's payment product here has no express payment",
+        ));
+    }
     let creditor = &payment.creditor;
     let creditor_name = creditor
         .name
@@ -309,6 +319,19 @@ pub(crate) mod tests {
                 "remittanceInformationUnstructured": "Order 42"
             })
         );
+    }
+
+    #[test]
+    fn berlin_group_refuses_an_express_payment_instead_of_sending_it_as_a_standard_one() {
+        let mut p = sample_payment();
+        p.urgency = Urgency::Express;
+        match initiation_request(&p, BodyOptions::default(), today()) {
+            Err(BankError::Validation { failures }) => {
+                assert_eq!(failures[0].path.as_deref(), Some("urgency"));
+                assert_eq!(failures[0].code, "not_supported");
+            }
+            other => panic!("{other:?}"),
+        }
     }
 
     #[test]

@@ -7,7 +7,7 @@ use crate::bank::nordea::convert::parse_minor_units;
 use crate::bank::{
     Account, AccountType, BankError, BankPaymentId, PaymentDetails, PaymentInitiation, StatusReport,
 };
-use crate::domain::{Currency, Money, PaymentStatus};
+use crate::domain::{Currency, Money, PaymentStatus, Urgency};
 
 /// The only status that means paid unless configured otherwise (`paid_statuses`).
 pub const DEFAULT_PAID: &str = "Debited";
@@ -80,6 +80,37 @@ pub fn payment_request(payment: &PaymentInitiation) -> Result<wire::PaymentReque
             "amount.currency",
             "currency_not_supported",
             format!("OP takes EUR SEPA payments only, not {currency}"),
+        ));
+    }
+    // OP's SEPA payment has no field for a date, a series or an express payment: dropping
+    // them would move the money at once and once, while the shopper and the merchant were
+    // shown another date or a standing order.
+    if payment.requested_execution_date.is_some() {
+        return Err(refusal(
+            "execution_date",
+            "not_supported",
+            "OP executes its payments at once; leave execution_date out",
+        ));
+    }
+    if payment.recurring.is_some() {
+        return Err(refusal(
+            "recurring",
+            "not_supported",
+            "pisgate's OP adapter makes single payments only",
+        ));
+    }
+    if payment.urgency == Urgency::Express {
+        return Err(refusal(
+            "urgency",
+            "not_supported",
+            "OP's SEPA payments here have no express payment",
+        ));
+    }
+    if payment.own_account_transfer {
+        return Err(refusal(
+            "own_account_transfer",
+            "not_supported",
+            "pisgate's OP adapter makes no own-account transfers",
         ));
     }
     let creditor = &payment.creditor;
@@ -161,7 +192,7 @@ pub fn payment_details(
 pub(crate) mod tests {
     use super::*;
     use crate::bank::{Authentication, Creditor, Debtor, Reference};
-    use crate::domain::{Country, Urgency};
+    use crate::domain::Country;
 
     pub(crate) fn eur_payment() -> PaymentInitiation {
         PaymentInitiation {
@@ -197,6 +228,37 @@ pub(crate) mod tests {
 
     fn paid() -> Vec<String> {
         vec![DEFAULT_PAID.to_owned()]
+    }
+
+    #[test]
+    fn op_refuses_what_its_payment_cannot_carry_naming_the_field_instead_of_dropping_it() {
+        let refused = |change: &dyn Fn(&mut PaymentInitiation), field: &str| {
+            let mut p = eur_payment();
+            change(&mut p);
+            match payment_request(&p) {
+                Err(BankError::Validation { failures }) => {
+                    assert_eq!(failures[0].path.as_deref(), Some(field));
+                    assert_eq!(failures[0].code, "not_supported");
+                }
+                other => panic!("{field}: {other:?}"),
+            }
+        };
+        refused(
+            &|p| p.requested_execution_date = chrono::NaiveDate::from_ymd_opt(2027, 3, 1),
+            "execution_date",
+        );
+        refused(
+            &|p| {
+                p.recurring = Some(crate::bank::Recurring {
+                    count: 12,
+                    recurrence_type: "MONTHLY_SAME_DAY".into(),
+                })
+            },
+            "recurring",
+        );
+        refused(&|p| p.urgency = Urgency::Express, "urgency");
+        refused(&|p| p.own_account_transfer = true, "own_account_transfer");
+        assert!(payment_request(&eur_payment()).is_ok());
     }
 
     #[test]
