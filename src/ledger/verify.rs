@@ -261,9 +261,24 @@ pub(crate) struct BoundColumns {
     pub(crate) bank_payment_id: Option<String>,
     pub(crate) bank_status: Option<String>,
     pub(crate) shopper_debtor_account: Option<String>,
+    /// Copies of `request.reference` and `request.metadata` kept for search and for what
+    /// merchants and webhooks are shown: never changed after creation.
+    pub(crate) merchant_reference: Option<String>,
+    pub(crate) metadata: serde_json::Value,
 }
 
 impl BoundColumns {
+    /// Whether `merchant_reference` and `metadata` are what the request says (the request
+    /// is bound by the facts digest; these two are copies of it).
+    fn copies_match_request(&self) -> bool {
+        let reference = self.request.get("reference").and_then(|r| r.as_str());
+        let metadata = match self.request.get("metadata") {
+            Some(m @ serde_json::Value::Object(_)) => m.clone(),
+            _ => serde_json::Value::Object(Default::default()),
+        };
+        self.merchant_reference.as_deref() == reference && self.metadata == metadata
+    }
+
     /// The facts digest with `bank` as the bank its `created` event bound.
     fn facts_digest(&self, bank: &str) -> String {
         binding::facts_digest(&binding::PaymentFacts {
@@ -356,6 +371,11 @@ impl Chain {
             .as_ref()
             .is_some_and(|f| *f != row.facts_digest(created_bank))
         {
+            return Some(BreakReason::FactsMismatch);
+        }
+        // The reference and metadata merchants and webhooks are shown are copies of the bound
+        // request's: an order's reference moved to another payment would ship that order.
+        if self.facts.is_some() && !row.copies_match_request() {
             return Some(BreakReason::FactsMismatch);
         }
         if self.chosen_bank.as_ref().is_some_and(|b| *b != row.bank) {
@@ -591,7 +611,9 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                       p.psu_key AS "psu_key?", p.request AS "request?",
                       p.bank_payment_id AS "payment_bank_payment_id?",
                       p.bank_status AS "payment_bank_status?",
-                      p.shopper_debtor_account AS "shopper_debtor_account?"
+                      p.shopper_debtor_account AS "shopper_debtor_account?",
+                      p.merchant_reference AS "merchant_reference?",
+                      p.metadata AS "metadata?"
                FROM payment_events e
                LEFT JOIN payments p ON p.id = e.payment_id
                WHERE (e.payment_id, e.seq) > ($1, $2)
@@ -624,6 +646,8 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                         bank_payment_id: r.payment_bank_payment_id,
                         bank_status: r.payment_bank_status,
                         shopper_debtor_account: r.shopper_debtor_account,
+                        merchant_reference: r.merchant_reference,
+                        metadata: r.metadata.unwrap_or_default(),
                     })),
                 }),
                 _ => None,
@@ -788,7 +812,7 @@ pub async fn verify_payment(
     let payment = sqlx::query!(
         "SELECT ledger_seq, ledger_head, status, merchant_id, amount_minor, currency, country,
                 bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status,
-                shopper_debtor_account
+                shopper_debtor_account, merchant_reference, metadata
          FROM payments WHERE id = $1",
         payment_id
     )
@@ -811,6 +835,8 @@ pub async fn verify_payment(
             bank_payment_id: p.bank_payment_id,
             bank_status: p.bank_status,
             shopper_debtor_account: p.shopper_debtor_account,
+            merchant_reference: p.merchant_reference,
+            metadata: p.metadata,
         })),
     });
     let mut verifier = Verifier::new(keys);

@@ -130,6 +130,26 @@ async fn ledger_verify_catches_a_rewritten_creditor() {
     );
 }
 
+/// The reference and metadata merchants and webhooks are shown are copies of the bound
+/// request: an insider who moves another order's reference or metadata onto a payment (so
+/// that its `payment.paid` ships that order) fails verify.
+#[tokio::test]
+async fn ledger_verify_catches_a_rewritten_reference_or_metadata_copy() {
+    for sql in [
+        "UPDATE payments SET merchant_reference = 'order-9999' WHERE id = $1",
+        "UPDATE payments SET merchant_reference = NULL WHERE id = $1",
+        r#"UPDATE payments SET metadata = '{"order": "B-77"}' WHERE id = $1"#,
+    ] {
+        let (app, _, id) = bound_payment().await;
+        as_insider(&app, id, sql).await;
+        assert_eq!(
+            first_reason(&verify(&app).await, id),
+            BreakReason::FactsMismatch,
+            "{sql}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn ledger_verify_catches_a_bank_payment_id_swapped_with_another_payments() {
     let app = spawn_app().await;
