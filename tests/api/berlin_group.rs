@@ -924,3 +924,62 @@ async fn berlin_group_an_sca_exemption_at_initiation_is_followed_to_paid_and_nev
         .count();
     assert_eq!(initiations, 2, "one bank payment per merchant payment");
 }
+
+/// The bank's links are stored beside the bound bank id but are not bound themselves: an
+/// insider who copies a paid payment's links onto an unsigned one at the same bank does not
+/// get the paid one's status applied to it (nor its DELETE sent to the other): a link must
+/// name the payment's own bank id.
+#[tokio::test]
+async fn berlin_group_a_link_copied_from_another_payment_is_never_followed() {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    let paid = app
+        .create_payment(&m.api_key, &berlin_payment("10.50"))
+        .await;
+    let paid_id = paid["id"].as_str().unwrap().to_owned();
+    let page = to_bank_page(&app, &paid).await;
+    decide(&app, &page, true).await;
+    wait_for_status(&app, &m, &paid_id, "paid").await;
+
+    let victim = app
+        .create_payment(&m.api_key, &berlin_payment("10.60"))
+        .await;
+    let victim_id: uuid::Uuid = victim["id"].as_str().unwrap().parse().unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let changed = sqlx::query(
+        "UPDATE payments SET bank_links = (SELECT bank_links FROM payments WHERE id = $2)
+          WHERE id = $1",
+    )
+    .bind(victim_id)
+    .bind(paid_id.parse::<uuid::Uuid>().unwrap())
+    .execute(&mut *tx)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(changed, 1);
+    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let reads_before = bank.sandbox.requests().len();
+    // The poller comes round several times (200-300 ms intervals): the victim stays open.
+    tokio::time::sleep(Duration::from_secs(3)).await;
+    let v = app.get_payment(&m.api_key, &victim_id.to_string()).await;
+    assert_eq!(v["status"], "awaiting_authorization", "{v}");
+    assert_ne!(v["bank_status"], "ACSC", "{v}");
+    // No read of the paid payment's links was made for the victim.
+    let paid_bank_id = app.get_payment(&m.api_key, &paid_id).await["bank_payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let followed = bank.sandbox.requests()[reads_before..]
+        .iter()
+        .filter(|e| e.path.contains(&paid_bank_id))
+        .count();
+    assert_eq!(followed, 0, "the copied link was followed");
+}

@@ -553,12 +553,31 @@ impl BerlinGroupClient {
         Ok(url.to_string())
     }
 
+    /// The payment's `name` link, only when its path names the payment's bank id (the
+    /// spec's resource path `/v1/{service}/{product}/{paymentId}[/status]`). The links are
+    /// stored beside the bound bank id but not bound themselves: a link of another payment
+    /// at the same bank (an insider's copy) must not have that payment's status applied to
+    /// this one, nor this payment's DELETE sent to that one.
     fn link(&self, payment: &BankRef, name: &str) -> Result<Url, BankError> {
         let href = payment
             .links
             .get(name)
             .ok_or_else(|| unexpected(format!("the payment has no `{name}` link from the bank")))?;
-        self.resolve(href)
+        let url = self.resolve(href)?;
+        let id = payment.id.as_str();
+        if !url
+            .path_segments()
+            .is_some_and(|mut segments| segments.any(|s| s == id))
+        {
+            tracing::error!(
+                link = name,
+                "the payment's link from the bank does not name its bank payment id; not followed"
+            );
+            return Err(unexpected(format!(
+                "the payment's `{name}` link does not name its bank payment id"
+            )));
+        }
+        Ok(url)
     }
 
     fn endpoint(&self, service: &str, product: &str) -> Result<Url, BankError> {
