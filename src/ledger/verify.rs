@@ -745,6 +745,13 @@ async fn verify_webhook_events(
     keys: &LedgerKeys,
     report: &mut VerifyReport,
 ) -> Result<(), sqlx::Error> {
+    // Events from before binding have no MAC; one written after the first MAC'd event
+    // without one had its MAC stripped (a forged event the dispatcher would otherwise send).
+    let binding_since = sqlx::query_scalar!(
+        "SELECT min(created_at) FROM webhook_events WHERE payload_mac IS NOT NULL"
+    )
+    .fetch_one(pool)
+    .await?;
     let mut cursor = Uuid::nil();
     loop {
         let rows = sqlx::query!(
@@ -762,6 +769,16 @@ async fn verify_webhook_events(
             report.webhook_events_checked += 1;
             let (mac, key_id) = match (r.payload_mac, r.mac_key_id) {
                 (Some(mac), Some(key_id)) => (mac, key_id),
+                _ if binding_since.is_some_and(|since| r.created_at >= since) => {
+                    let reason = "it has no ledger MAC, though written after events had one (its MAC removed)".to_owned();
+                    report.broken_webhook_events += 1;
+                    if report.first_broken_webhook_event.is_none() {
+                        tracing::warn!(event_id = %r.id, %reason, "webhook event problem");
+                        report.first_broken_webhook_event =
+                            Some(BrokenWebhookEvent { id: r.id, reason });
+                    }
+                    continue;
+                }
                 _ => {
                     report.unbound_webhook_events += 1;
                     continue;

@@ -408,18 +408,20 @@ async fn send(
     if let Err(why) = destination_allowed(&d.url, settings.allow_insecure_urls) {
         return failed(format!("the endpoint URL is not allowed: {why}"));
     }
-    // Never sign and send a payload that is not the one written (edited in the database).
-    if let Some(keys) = crate::ledger::keys::installed()
-        && d.payload_intact(&keys) == Some(false)
-    {
-        tracing::error!(
-            event_id = %d.event_id,
-            "the webhook event's payload does not match its ledger MAC: not sent"
-        );
-        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
-        return failed(
-            "the event's payload does not match its ledger MAC (edited): not sent".into(),
-        );
+    // Never sign and send a payload that is not the one written (edited in the database),
+    // nor one without its ledger MAC (every event is written with one since migration
+    // 20261205000030; a missing MAC was removed, e.g. to forge an event).
+    if let Some(keys) = crate::ledger::keys::installed() {
+        let why = match d.payload_intact(&keys) {
+            Some(true) => None,
+            Some(false) => Some("the event's payload does not match its ledger MAC (edited)"),
+            None => Some("the event has no ledger MAC (removed, or written before binding)"),
+        };
+        if let Some(why) = why {
+            tracing::error!(event_id = %d.event_id, why, "webhook event not sent");
+            metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+            return failed(format!("{why}: not sent"));
+        }
     }
     let aad = WebhookSecretAad {
         merchant_id: d.merchant_id,

@@ -249,6 +249,30 @@ async fn ledger_verify_catches_an_edited_webhook_payload() {
     assert!(broken.reason.contains("edited"), "{broken}");
 }
 
+/// A webhook event forged by removing its MAC (so that nothing binds it) while other events
+/// carry theirs fails verify; only events older than the first MAC'd one count as written
+/// before binding.
+#[tokio::test]
+async fn ledger_verify_catches_a_webhook_event_whose_mac_was_removed() {
+    let (app, key, _) = bound_payment().await;
+    let second = authorized(&app, &key).await;
+    as_insider(
+        &app,
+        second,
+        r#"UPDATE webhook_events
+           SET payload = jsonb_set(payload, '{type}', '"payment.paid"'),
+               event_type = 'payment.paid', payload_mac = NULL, mac_key_id = NULL
+           WHERE payment_id = $1"#,
+    )
+    .await;
+    let report = verify(&app).await;
+    assert!(!report.is_ok(), "{report:?}");
+    assert_eq!(report.unbound_webhook_events, 0, "{report:?}");
+    assert!(report.broken_webhook_events >= 1, "{report:?}");
+    let broken = report.first_broken_webhook_event.unwrap();
+    assert!(broken.reason.contains("no ledger MAC"), "{broken}");
+}
+
 #[tokio::test]
 async fn ledger_verify_catches_a_payment_pointed_at_another_shoppers_token() {
     let (app, _, id) = bound_payment().await;

@@ -1262,6 +1262,29 @@ async fn concurrent_claims_never_hand_one_delivery_to_two_dispatchers() {
 /// merchant is told) fails its ledger MAC: the dispatcher never signs and sends it.
 #[tokio::test]
 async fn a_webhook_payload_edited_in_the_database_is_never_sent() {
+    tampered_event_is_never_sent(
+        r#"UPDATE webhook_events SET payload = jsonb_set(payload, '{data,amount}', '"99999.00"')
+           WHERE payment_id = $1"#,
+        "ledger MAC (edited)",
+    )
+    .await;
+}
+
+/// The same forgery with the MAC removed (as if written before binding): not sent either.
+#[tokio::test]
+async fn a_webhook_event_whose_ledger_mac_was_removed_is_never_sent() {
+    tampered_event_is_never_sent(
+        r#"UPDATE webhook_events
+           SET payload = jsonb_set(payload, '{data,amount}', '"99999.00"'),
+               payload_mac = NULL, mac_key_id = NULL
+           WHERE payment_id = $1"#,
+        "no ledger MAC",
+    )
+    .await;
+}
+
+/// The dispatcher refuses the event `sql` ($1: the payment) tampered with, saying `error`.
+async fn tampered_event_is_never_sent(sql: &str, error: &str) {
     let app = spawn_dispatching_app(&["300ms"; 40].join(",")).await;
     let m = app.create_merchant("Shop").await;
     let addr = unused_address().await;
@@ -1272,14 +1295,11 @@ async fn a_webhook_payload_edited_in_the_database_is_never_sent() {
         d["attempts"].as_i64().unwrap_or(0) >= 1
     })
     .await;
-    sqlx::query(
-        r#"UPDATE webhook_events SET payload = jsonb_set(payload, '{data,amount}', '"99999.00"')
-           WHERE payment_id = $1"#,
-    )
-    .bind(payment.parse::<Uuid>().unwrap())
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    sqlx::query(sql)
+        .bind(payment.parse::<Uuid>().unwrap())
+        .execute(&app.pool)
+        .await
+        .unwrap();
     let listener = eventually("the receiver's port to be free again", || async {
         tokio::net::TcpListener::bind(addr).await.ok()
     })
@@ -1287,9 +1307,7 @@ async fn a_webhook_payload_edited_in_the_database_is_never_sent() {
     receiver.set_plan(Plan::Ok);
     receiver.serve(listener);
     let refused = delivery_when(&app, &m.api_key, &endpoint, "payment.authorized", |d| {
-        d["last_error"]
-            .as_str()
-            .is_some_and(|e| e.contains("ledger MAC"))
+        d["last_error"].as_str().is_some_and(|e| e.contains(error))
     })
     .await;
     assert_eq!(refused["status"], "pending", "{refused}");
