@@ -93,5 +93,7 @@ pub(crate) async fn update_merchant(
     )
     .await?
     .ok_or(ApiError::NotFound("merchant"))?;
+    // Other replicas forget the cached merchant when the notification arrives; this one now.
+    state.auth_cache.clear();
     Ok(Json(updated))
 }

@@ -188,7 +188,7 @@ fn replayed(status: u16, body: Value) -> Response {
     request_body = PaymentCreate,
     responses(
         (status = 201, description = "Created", body = PaymentView),
-        (status = 409, description = "idempotency_key_in_flight: a request with this key is still running; retry after Retry-After with the same key",
+        (status = 409, description = "idempotency_key_in_flight: a request with this key is still running; retry after Retry-After with the same key. idempotency_key_unresumable: the key's payment has an unknown bank outcome and today's rules (e.g. a return origin removed since) refuse its body, so a retry cannot resume it; the payment is followed to its end",
             headers(("Retry-After" = i64))),
         (status = 422, description = "validation_failed: one entry per invalid field in `errors`; idempotency_key_reused; or payee_not_registered: the merchant pays registered accounts only and `creditor.account` is not one of them"),
         (status = 502, description = "initiation_outcome_unknown (the bank's answer was lost: retry with the same key, which resumes the payment), bank_unavailable (nothing was created: retry with the same key), or the bank refused our credentials (the payment is failed)"),
@@ -211,9 +211,27 @@ pub(crate) async fn create_payment(
         state.settings.payment_rules_environment(),
     ) {
         Ok(v) => v,
-        // Today's rules never decide a replay: an answered key replays its answer.
+        // Today's rules never decide a replay: an answered key replays its answer, and a
+        // key whose request was accepted but not answered (in flight, or its bank outcome
+        // unknown) is judged by the day it was first used (a retry past midnight of a
+        // payment for 'today' resumes it).
         Err(refused) => {
-            return answered_or(&state, merchant.id, &key, &body_hash, refused).await;
+            match idempotency::answered(&state.pool, merchant.id, &key, &body_hash).await? {
+                Some(idempotency::Answered::Taken {
+                    same_body: true,
+                    in_flight,
+                    first_used_at,
+                }) => match payment_input::validate(
+                    &body,
+                    &merchant,
+                    first_used_at.date_naive(),
+                    state.settings.payment_rules_environment(),
+                ) {
+                    Ok(v) => v,
+                    Err(_) => return Err(unresumable(in_flight, &refused)),
+                },
+                _ => return answered_or(&state, merchant.id, &key, &body_hash, refused).await,
+            }
         }
     };
     let r = &validated.request;
@@ -440,13 +458,44 @@ async fn answered_or(
 ) -> Result<Response, ApiError> {
     match idempotency::answered(&state.pool, merchant_id, key, body_hash).await? {
         Some(idempotency::Answered::Replay { status, body }) => Ok(replayed(status, body)),
-        Some(idempotency::Answered::Taken { same_body: false }) => {
-            Err(ApiError::IdempotencyMismatch(
-                "this Idempotency-Key was already used with a different request body".into(),
-            ))
-        }
-        Some(idempotency::Answered::Taken { same_body: true }) | None => Err(refused),
+        Some(idempotency::Answered::Taken {
+            same_body: false, ..
+        }) => Err(ApiError::IdempotencyMismatch(
+            "this Idempotency-Key was already used with a different request body".into(),
+        )),
+        Some(idempotency::Answered::Taken {
+            same_body: true,
+            in_flight,
+            ..
+        }) => Err(unresumable(in_flight, &refused)),
+        None => Err(refused),
     }
+}
+
+/// A retry of an accepted request (same key, same body, no answer yet) that today's rules
+/// refuse: it is not a new request, so not a validation error; the payment exists.
+fn unresumable(in_flight: bool, refused: &ApiError) -> ApiError {
+    if in_flight {
+        return ApiError::Conflict(
+            "idempotency_key_in_flight",
+            "a request with this Idempotency-Key is still running; retry shortly with the same key"
+                .into(),
+        );
+    }
+    let why = match refused {
+        ApiError::Validation(errors) => errors
+            .iter()
+            .map(|e| format!("{}: {}", e.field, e.message))
+            .collect::<Vec<_>>()
+            .join("; "),
+        other => other.to_string(),
+    };
+    ApiError::Conflict(
+        "idempotency_key_unresumable",
+        format!(
+            "a payment was created with this Idempotency-Key and its bank outcome is not known yet; today's rules refuse the request ({why}), so a retry cannot resume it: the payment is followed to the end the bank gives it (find it with GET /v1/payments, or wait for its webhook)"
+        ),
+    )
 }
 
 /// What the transactional claim of a key found: go on with the bank call, or an answer.

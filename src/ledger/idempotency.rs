@@ -159,9 +159,14 @@ pub enum Answered {
         status: u16,
         body: serde_json::Value,
     },
-    /// The key was used with another body (or is still running with this one: the first
-    /// request's answer is the one to wait for, and it was not refused by validation).
-    Taken { same_body: bool },
+    /// The key was used with another body, or with this one and no answer yet: still
+    /// running (`in_flight`), or given back with its bank outcome unknown. `first_used_at`:
+    /// when the key was first used (its request was validated on that day).
+    Taken {
+        same_body: bool,
+        in_flight: bool,
+        first_used_at: chrono::DateTime<chrono::Utc>,
+    },
 }
 
 /// Looks a key up for a body that today's validation refuses, without claiming it: `None`
@@ -173,7 +178,9 @@ pub async fn answered(
     body_hash: &[u8],
 ) -> Result<Option<Answered>, sqlx::Error> {
     let row = sqlx::query!(
-        r#"SELECT body_hash, response_status, response_body FROM idempotency_keys
+        r#"SELECT body_hash, response_status, response_body, created_at,
+                  coalesce(locked_until > now(), false) AS "in_flight!"
+           FROM idempotency_keys
            WHERE merchant_id = $1 AND key = $2 AND expires_at >= now()"#,
         merchant_id,
         key
@@ -187,7 +194,11 @@ pub async fn answered(
                 status: u16::try_from(status).unwrap_or(500),
                 body,
             },
-            _ => Answered::Taken { same_body },
+            _ => Answered::Taken {
+                same_body,
+                in_flight: row.in_flight,
+                first_used_at: row.created_at,
+            },
         }
     }))
 }

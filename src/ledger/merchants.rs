@@ -310,6 +310,10 @@ pub async fn set_return_origins(
     let id = by.merchant_id;
     let mut tx = pool.begin().await?;
     api_keys::lock_for(&mut tx, by).await?;
+    // Every replica's key cache holds the merchant with its origins: forgotten at commit.
+    sqlx::query!("SELECT pg_notify('pisgate_auth', '') AS \"n: ()\"")
+        .fetch_one(&mut *tx)
+        .await?;
     let merchant = sqlx::query_as!(
         Merchant,
         r#"UPDATE merchants SET return_origins = $2

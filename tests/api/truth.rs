@@ -1464,3 +1464,59 @@ async fn an_unknown_outcome_is_not_polled_again_before_its_horizon() {
         "it waits for its horizon, an hour after creation: {wait} s"
     );
 }
+
+/// A retry of a request whose bank outcome is unknown, which today's rules refuse (the
+/// merchant removed the return URL's origin in between), is not a validation error of a
+/// new request (a 422 would say nothing was made): it is a 409 that names the rule and says
+/// the payment exists and is followed; nothing new is made. The same retry after the origin
+/// is back resumes the one payment.
+#[tokio::test]
+async fn a_retry_of_an_unknown_outcome_that_todays_rules_refuse_says_the_payment_exists() {
+    let app = app_with(&[], false, |c| {
+        c.faults = vec![rule(FaultTarget::Initiate, Fault::MalformedJson, 1)];
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let key = "order-1234-unresumable";
+    let first = app.post_payment(&m.api_key, key, &body("FI")).await;
+    crate::helpers::assert_problem(first, 502, "initiation_outcome_unknown").await;
+    let origins = |list: Value| {
+        let app = &app;
+        let api_key = m.api_key.clone();
+        async move {
+            let r = app
+                .client
+                .patch(app.url("/v1/merchant"))
+                .bearer_auth(api_key)
+                .json(&json!({ "return_origins": list }))
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+        }
+    };
+    origins(json!(["https://other-shop.example"])).await;
+    let retry = app.post_payment(&m.api_key, key, &body("FI")).await;
+    let problem = crate::helpers::assert_problem(retry, 409, "idempotency_key_unresumable").await;
+    let detail = problem["detail"].as_str().unwrap();
+    assert!(detail.contains("return_url"), "{detail}");
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1);
+    // A new key with the same body is a new request: today's 422.
+    let fresh = app
+        .post_payment(&m.api_key, "another-key", &body("FI"))
+        .await;
+    crate::helpers::assert_problem(fresh, 422, "validation_failed").await;
+
+    origins(json!(["https://shop.example"])).await;
+    let resumed = app.post_payment(&m.api_key, key, &body("FI")).await;
+    assert_eq!(resumed.status(), 201);
+    let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(count, 1, "resumed, not made again");
+}
