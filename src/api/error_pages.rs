@@ -145,6 +145,13 @@ pub const CATALOGUE: &[ErrorDoc] = &[
         "Retry after `Retry-After` seconds with the same key and body: you get its answer, and the payment is made once.",
     ),
     doc(
+        "idempotency_key_unresumable",
+        409,
+        "Idempotency key unresumable",
+        "A payment was created with this `Idempotency-Key`, its bank outcome is not known yet, and today's rules refuse its body (for example a return origin removed since), so a retry cannot resume it.",
+        "Do not create it again: the payment exists and pisgate follows it to the end the bank gives it; find it with `GET /v1/payments` or wait for its webhook. Restore the rule (the origin) and retry with the same key to resume it now.",
+    ),
+    doc(
         "no_shopper_token",
         409,
         "No shopper token",
