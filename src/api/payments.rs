@@ -242,10 +242,29 @@ pub(crate) async fn create_payment(
     };
     let bank_id = bank_id.as_str();
     let settings = &state.settings.payments;
+    let id = Uuid::now_v7();
+    let (oauth_state, oauth_state_hash) = new_state();
+    // The bank's own rules (what its request can carry), before anything is written: a 422
+    // naming the field, never a payment that is made here and fails when the bank is
+    // called. The initiation built for it is the one sent (when this request makes the
+    // payment).
+    let mut initiation = None;
+    if bank_id != payments::NO_BANK_YET {
+        let built = validated.initiation(
+            id,
+            &merchant.name,
+            oauth_state.clone(),
+            redirect_uri_for(&state, bank_id),
+        );
+        if let Err(e) = state.banks.client(bank_id).check(&built) {
+            let refused = bank_refusal(e);
+            return answered_or(&state, merchant.id, &key, &body_hash, refused).await;
+        }
+        initiation = Some(built);
+    }
     // The bank call must end before the key's in-flight bound, measured from the claim.
     let claimed_at = tokio::time::Instant::now();
 
-    let (oauth_state, oauth_state_hash) = new_state();
     let now = Utc::now();
     let expires_at = now + chrono::Duration::from_std(settings.signing_window).context("window")?;
     let sign_horizon_at =
@@ -260,7 +279,6 @@ pub(crate) async fn create_payment(
         .min(sign_horizon_at),
     };
 
-    let id = Uuid::now_v7();
     let hop = authorize::new_token();
     let hop_url = authorize::url(&state, id, &hop);
     let return_url = r.return_url().as_string();
@@ -377,12 +395,16 @@ pub(crate) async fn create_payment(
     if deferred.is_some() {
         return answer_deferred(&state, merchant.id, &key, created, payment_id).await;
     }
-    let initiation = validated.initiation(
-        payment_id,
-        &merchant.name,
-        oauth_state,
-        redirect_uri_for(&state, bank_id),
-    );
+    let initiation = match initiation {
+        Some(built) if payment_id == id => built,
+        // Another payment of this key resumed (the slow path): its own id.
+        _ => validated.initiation(
+            payment_id,
+            &merchant.name,
+            oauth_state,
+            redirect_uri_for(&state, bank_id),
+        ),
+    };
     let budget = settings
         .initiation_budget()
         .saturating_sub(claimed_at.elapsed());
@@ -469,6 +491,31 @@ async fn answered_or(
             ..
         }) => Err(unresumable(in_flight, &refused)),
         None => Err(refused),
+    }
+}
+
+/// An adapter's refusal at creation as the API's validation error: its paths in the API's
+/// field names.
+fn bank_refusal(e: crate::bank::BankError) -> ApiError {
+    match e {
+        crate::bank::BankError::Validation { failures } => ApiError::Validation(
+            failures
+                .into_iter()
+                .map(|f| {
+                    let field = match f.path.as_deref() {
+                        Some("amount.currency") => "currency".to_owned(),
+                        Some("creditor.reference.kind") => "creditor.reference.type".to_owned(),
+                        Some(path) => path.to_owned(),
+                        None => "bank".to_owned(),
+                    };
+                    let message = f
+                        .description
+                        .unwrap_or_else(|| "this bank cannot take it".to_owned());
+                    FieldError::new(field, f.code, message)
+                })
+                .collect(),
+        ),
+        other => ApiError::Internal(anyhow::Error::new(other).context("the bank's own check")),
     }
 }
 

@@ -688,6 +688,15 @@ pub trait Bank: Send + Sync {
     /// What this bank's protocol needs and offers.
     fn traits(&self) -> BankTraits;
 
+    /// The adapter's own refusals of `payment`, without any I/O: what its request body
+    /// cannot carry (a field it would otherwise drop, a text too long for it, a product it
+    /// does not offer). Called at creation, before anything is written, so that such a
+    /// payment is a 422 naming the field instead of a payment that fails when the bank is
+    /// called. The default refuses nothing.
+    fn check(&self, _payment: &PaymentInitiation) -> Result<(), BankError> {
+        Ok(())
+    }
+
     /// Creates the payment at the bank and returns where the shopper signs it.
     async fn initiate(
         &self,

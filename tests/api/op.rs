@@ -556,3 +556,30 @@ async fn op_an_authorized_payment_whose_code_exchange_failed_ends_at_the_horizon
     assert_eq!(disagreements, 0);
     s.assert_ledger_verifies().await;
 }
+
+/// What OP's payment cannot carry (a date, a series, express) is a 422 at creation naming
+/// the field, with nothing written and nothing sent to OP: before, OP made one immediate
+/// payment while the shopper and the merchant were shown another date.
+#[tokio::test]
+async fn op_refuses_at_creation_what_its_payment_cannot_carry_and_writes_nothing() {
+    let t = setup(&[]).await;
+    let mut dated = body("12.00");
+    dated["execution_date"] =
+        json!((chrono::Utc::now().date_naive() + chrono::Duration::days(7)).to_string());
+    let mut express = body("12.00");
+    express["urgency"] = json!("express");
+    for (b, field) in [(dated, "execution_date"), (express, "urgency")] {
+        let r = t
+            .app
+            .post_payment(&t.m.api_key, &uuid::Uuid::new_v4().to_string(), &b)
+            .await;
+        let problem = crate::helpers::assert_problem(r, 422, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let made: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(made, 0, "nothing written");
+    t.pay("12.00").await;
+}

@@ -850,3 +850,31 @@ async fn seb_a_lost_initiation_answer_is_tried_again_and_only_the_recorded_payme
     s.assert_nothing_refused().await;
     s.assert_ledger_verifies().await;
 }
+
+/// What SEB's request cannot carry is a 422 at creation naming the field, with nothing
+/// written: before, the payment was made (awaiting the shopper's BankID), and only after the
+/// shopper identified did the adapter refuse it, ending it `failed` with a webhook.
+#[tokio::test]
+async fn seb_refuses_at_creation_what_its_request_cannot_carry_and_writes_nothing() {
+    let t = setup(|_| {}, &[]).await;
+    let mut long_message = body("120.00", None);
+    // With an OCR reference SEB carries a message of at most 12 characters.
+    long_message["creditor"]["message"] = json!("Invoice 2026-0042");
+    let mut series = body("120.00", None);
+    series["recurring"] = json!({"count": 12, "recurrence_type": "MONTHLY_SAME_DAY"});
+    for (b, field) in [(long_message, "creditor.message"), (series, "recurring")] {
+        let r = t
+            .app
+            .post_payment(&t.m.api_key, &uuid::Uuid::new_v4().to_string(), &b)
+            .await;
+        let problem = crate::helpers::assert_problem(r, 422, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let made: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&t.app.pool)
+        .await
+        .unwrap();
+    assert_eq!(made, 0, "nothing written");
+    // What SEB can carry is still made.
+    t.pay("120.00", None).await;
+}

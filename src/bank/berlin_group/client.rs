@@ -819,6 +819,19 @@ impl Bank for BerlinGroupClient {
         }
     }
 
+    fn check(&self, payment: &PaymentInitiation) -> Result<(), BankError> {
+        let currency = payment.amount.currency();
+        if !self.products.contains_key(currency.code()) {
+            return Err(convert::refusal(
+                "amount.currency",
+                "currency_not_supported",
+                format!("this bank takes no {currency} payments"),
+            ));
+        }
+        convert::initiation_request(payment, self.body_options, chrono::Utc::now().date_naive())
+            .map(|_| ())
+    }
+
     #[tracing::instrument(
         skip_all,
         fields(bank = %self.bank_id, operation = "initiate", country = %payment.country, external_id = %payment.external_id, bank_payment_id = Empty)

@@ -745,6 +745,10 @@ impl Bank for OpClient {
         }
     }
 
+    fn check(&self, payment: &PaymentInitiation) -> Result<(), BankError> {
+        convert::payment_request(payment).map(|_| ())
+    }
+
     #[tracing::instrument(
         skip_all,
         fields(bank = %self.bank_id, operation = "initiate", country = %payment.country, external_id = %payment.external_id, bank_payment_id = Empty)

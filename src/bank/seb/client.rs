@@ -615,6 +615,18 @@ impl Bank for SebClient {
         }
     }
 
+    fn check(&self, payment: &PaymentInitiation) -> Result<(), BankError> {
+        let currency = payment.amount.currency();
+        if !self.products.contains_key(currency.code()) {
+            return Err(refusal(
+                "amount.currency",
+                "currency_not_supported",
+                format!("SEB takes no {currency} payments here"),
+            ));
+        }
+        convert::initiation_request(payment, convert::is_sepa(currency)).map(|_| ())
+    }
+
     /// SEB creates no payment without the shopper's token: see [`Bank::initiate_with_token`].
     async fn initiate(
         &self,
