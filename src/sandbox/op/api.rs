@@ -531,16 +531,27 @@ async fn create(State(sim): State<Arc<OpSim>>, headers: HeaderMap, body: Bytes) 
             return error(StatusCode::BAD_REQUEST, e.code, check, e.message());
         }
     };
+    let scenario = Scenario::of(valid.amount_cents);
+    let (amount_cents, amount, made) = if scenario == Scenario::OtherAmount {
+        // 77.06: OP makes it with 1.00 EUR more than it was sent, and echoes that.
+        let cents = valid.amount_cents + 100;
+        let text = format!("{}.{:02}", cents / 100, cents % 100);
+        let mut made = body.clone();
+        made["amount"] = json!(text);
+        (cents, text, made)
+    } else {
+        (valid.amount_cents, valid.amount, body.clone())
+    };
     let payment = Payment {
         id: uuid::Uuid::new_v4().to_string(),
         authorization_id: uuid::Uuid::new_v4().to_string(),
         status: Status::Unauthorized,
-        scenario: Scenario::of(valid.amount_cents),
-        amount_cents: valid.amount_cents,
-        amount: valid.amount,
+        scenario,
+        amount_cents,
+        amount,
         creditor_name: valid.creditor_name,
         creditor_iban: valid.creditor_iban,
-        body: body.clone(),
+        body: made,
         created: sim.now(),
         accepted_at: None,
         submission_keys: Vec::new(),

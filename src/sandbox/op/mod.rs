@@ -15,7 +15,7 @@
 //!   claim by claim and shows Approve/Reject ([`app`]), the JWKS of ID tokens and of signed
 //!   answers, the OIDC discovery document and the admin paths ([`admin`]).
 //!
-//! Payments play scenarios by amount (77.01–77.05, [`state::Scenario`]). It keeps everything
+//! Payments play scenarios by amount (77.01–77.06, [`state::Scenario`]). It keeps everything
 //! in memory; its admin paths have no authentication: it must never be exposed to anything
 //! but a test network. It must never import pisgate's own OP client (`bank/op`): a bug there
 //! would be mirrored here and never caught.

@@ -53,6 +53,9 @@ pub enum Scenario {
     AnswerLost,
     /// 77.05: abandoned (nothing special).
     Abandoned,
+    /// 77.06: OP makes the payment with another amount (1.00 EUR more) and its answer to the
+    /// creation echoes that amount (a bank fault: the TPP must never submit it).
+    OtherAmount,
 }
 
 impl Scenario {
@@ -63,6 +66,7 @@ impl Scenario {
             7703 => Scenario::AcceptedThenDebited,
             7704 => Scenario::AnswerLost,
             7705 => Scenario::Abandoned,
+            7706 => Scenario::OtherAmount,
             _ => Scenario::Normal,
         }
     }

@@ -1084,6 +1084,25 @@ async fn the_shopper_rejecting_answers_access_denied_in_the_fragment_and_nothing
     assert!(resp.text().await.unwrap().contains("payment-status"));
 }
 
+/// 77.06: OP makes the payment with 1.00 EUR more than it was sent, and its answer (and
+/// every read) echoes that amount; a replay of the creation answers the same.
+#[tokio::test]
+async fn scenario_77_06_makes_and_echoes_another_amount() {
+    let sb = sandbox().await;
+    let token = cc_token(&sb).await;
+    let key = uuid::Uuid::new_v4().to_string();
+    let resp = post_payment(&sb, &token, Some(&key), &body("77.06")).await;
+    assert_eq!(resp.status(), 201);
+    let v = signed_json(&sb, resp).await;
+    assert_eq!(v["amount"], "78.06", "{v}");
+    let id = v["paymentId"].as_str().unwrap().to_owned();
+    assert_eq!(read(&sb, &id).await["amount"], "78.06");
+    assert_eq!(sb.sim.payment(&id).unwrap()["amount"], "78.06");
+    let replay = post_payment(&sb, &token, Some(&key), &body("77.06")).await;
+    assert_eq!(replay.status(), 201);
+    assert_eq!(signed_json(&sb, replay).await["amount"], "78.06");
+}
+
 #[tokio::test]
 async fn revoke_is_allowed_only_before_authorization() {
     let sb = sandbox().await;

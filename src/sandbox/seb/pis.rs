@@ -114,6 +114,9 @@ fn create_inner(
     let m = json_object(body, bad)?;
     let today = sim.now().date_naive();
     let (amount, cur) = validate(&m, product, currency, today)?;
+    let scenario = Bank::scenario_for(&cur, &amount);
+    // 66.07: SEB makes the payment with another amount than it was sent (and says so).
+    let amount = scenario.made_amount.map_or(amount, str::to_owned);
     let now = sim.now();
     let id = new_id();
     let payment = Payment {
@@ -125,8 +128,8 @@ fn create_inner(
         currency: cur.clone(),
         amount: amount.clone(),
         created_at: now,
-        scenario: Bank::scenario_for(&cur, &amount).id,
-        scenario_ref: Bank::scenario_for(&cur, &amount),
+        scenario: scenario.id,
+        scenario_ref: scenario,
         signed_at: None,
         cancelled: false,
         forced: None,
@@ -567,7 +570,9 @@ async fn cancel(
         product_currency(&product)?;
         let now = sim.now();
         let mut bank = sim.bank();
-        let status = owned(&bank, &who, api, &product, &id)?.status(now, &sim.config);
+        let payment = owned(&bank, &who, api, &product, &id)?;
+        let status = payment.status(now, &sim.config);
+        let needs_authorisation = payment.scenario_ref.delete_needs_authorisation;
         if status != TxStatus::Rcvd {
             return Err(Problem::pis(
                 StatusCode::BAD_REQUEST,
@@ -578,6 +583,10 @@ async fn cancel(
                     status.code()
                 ),
             ));
+        }
+        if needs_authorisation {
+            // 66.08: accepted, but nothing is cancelled until an authorisation nobody starts.
+            return Ok(false);
         }
         if let Some(p) = bank.payments.get_mut(&id) {
             p.cancelled = true;
@@ -590,10 +599,15 @@ async fn cancel(
                 o.ended_at = Some(now);
             }
         }
-        Ok::<(), Problem>(())
+        Ok::<bool, Problem>(true)
     })();
     match result {
-        Ok(()) => StatusCode::NO_CONTENT.into_response(),
+        Ok(true) => StatusCode::NO_CONTENT.into_response(),
+        Ok(false) => (
+            StatusCode::ACCEPTED,
+            Json(json!({ "transactionStatus": "RCVD" })),
+        )
+            .into_response(),
         Err(p) => p.into_response(),
     }
 }

@@ -1,4 +1,4 @@
-//! The outcomes a test or a merchant chooses by a SEK payment's amount (66.01–66.06, like
+//! The outcomes a test or a merchant chooses by a SEK payment's amount (66.01–66.08, like
 //! the Berlin Group simulator's 77.xx); any other amount (and every EUR payment) plays the
 //! default. Listed at `GET /admin/scenarios`.
 //!
@@ -41,6 +41,13 @@ pub struct Scenario {
     /// The first signing start for the payment answers 200 `failed` `ALREADY_IN_PROGRESS`
     /// (as if the shopper had another order running); later starts work.
     pub already_in_progress_first: bool,
+    /// SEB makes the payment with this amount instead of the one sent (a bank fault): its
+    /// 201 echoes it, and it is what the app shows and what signing would pay.
+    pub made_amount: Option<&'static str>,
+    /// A `DELETE` of the unsigned payment answers `202 Accepted` (the Berlin Group's "the
+    /// cancellation needs the shopper's authorisation"; SEB documents no such answer) and
+    /// cancels nothing: the payment stays RCVD.
+    pub delete_needs_authorisation: bool,
 }
 
 const DEFAULT_STEPS: &[(u32, TxStatus)] = &[(0, TxStatus::Actc), (1, TxStatus::Acsc)];
@@ -59,6 +66,8 @@ const fn scenario(
         steps: DEFAULT_STEPS,
         app: AppBehaviour::Normal,
         already_in_progress_first: false,
+        made_amount: None,
+        delete_needs_authorisation: false,
     }
 }
 
@@ -129,6 +138,24 @@ pub const ALL: &[Scenario] = &[
             "authorization_failed (or expired)",
         )
     },
+    Scenario {
+        made_amount: Some("67.07"),
+        ..scenario(
+            "other-amount",
+            Some("66.07"),
+            "SEB makes the payment with another amount (67.07 SEK) and its 201 echoes it: pisgate must never start signing it",
+            "cancelled (bank_terms_mismatch), never signed",
+        )
+    },
+    Scenario {
+        delete_needs_authorisation: true,
+        ..scenario(
+            "delete-needs-authorisation",
+            Some("66.08"),
+            "a DELETE of the unsigned payment answers 202 (cancellation needs authorisation) and cancels nothing: the payment stays RCVD",
+            "not cancelled by the DELETE; the bank's status decides",
+        )
+    },
 ];
 
 /// The scenario of a payment: by its SEK amount, else the default.
@@ -161,6 +188,8 @@ mod tests {
         assert_eq!(pick("SEK", "66.01").id, "signed-acsc");
         assert_eq!(pick("SEK", "66.010").id, "signed-acsc");
         assert_eq!(pick("SEK", "66.06").id, "start-failed");
+        assert_eq!(pick("SEK", "66.07").id, "other-amount");
+        assert_eq!(pick("SEK", "66.08").id, "delete-needs-authorisation");
         assert_eq!(pick("EUR", "66.02").id, "signed");
         assert_eq!(pick("SEK", "66.1").id, "signed");
         let mut ids: Vec<_> = ALL.iter().map(|s| s.id).collect();

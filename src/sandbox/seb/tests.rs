@@ -1184,6 +1184,47 @@ async fn scenario_66_06_the_app_never_starts_and_the_order_fails_start_failed() 
 }
 
 #[tokio::test]
+async fn scenario_66_07_makes_and_echoes_another_amount() {
+    let t = start().await;
+    let token = t.token("s1").await;
+    let (s, v) = t.create(&token, SEK, &domestic("66.07")).await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(
+        v["instructedAmount"],
+        json!({"amount": 67.07, "currency": "SEK"})
+    );
+    let id = v["paymentId"].as_str().unwrap();
+    let (s, d) = json_of(t.read_request(&token, id).send().await.unwrap()).await;
+    assert_eq!(s, StatusCode::OK, "{d}");
+    assert_eq!(
+        d["instructedAmount"]["amount"],
+        json!(67.07),
+        "SEB keeps it so"
+    );
+}
+
+#[tokio::test]
+async fn scenario_66_08_a_delete_answers_202_and_cancels_nothing() {
+    let t = start().await;
+    let token = t.token("s1").await;
+    let id = t.pay(&token, "66.08").await;
+    let r = t
+        .http
+        .delete(t.api(&format!(
+            "/tpp/pis/private/v1/identified2/payments/{SEK}/{id}"
+        )))
+        .bearer_auth(&token)
+        .header("X-Request-ID", rid())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), StatusCode::ACCEPTED);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["transactionStatus"], "RCVD");
+    assert_eq!(t.tx_status(&token, &id).await, "RCVD", "nothing cancelled");
+}
+
+#[tokio::test]
 async fn an_identification_nobody_approves_fails_expired_transaction() {
     let t = start().await;
     let (_, v) = t.start_auth().await;
@@ -1215,7 +1256,9 @@ async fn admin_lists_scenarios_orders_payments_and_moves_a_payment() {
         .collect();
     assert_eq!(
         amounts,
-        ["66.01", "66.02", "66.03", "66.04", "66.05", "66.06"]
+        [
+            "66.01", "66.02", "66.03", "66.04", "66.05", "66.06", "66.07", "66.08"
+        ]
     );
     let orders: Value = reqwest::get(t.app("/admin/orders"))
         .await
