@@ -1019,8 +1019,15 @@ pub(crate) async fn cancel_payment(
             }
         }
         CancelStart::Signed(p) => {
+            // Deleted at the bank: 200. Accepted there but not cancelled yet (a Berlin Group
+            // or SEB 202 that wants the shopper's authorisation): 202, the bank decides.
             let p = cancel_at_bank(&state, &p).await?;
-            Ok(Sorted(PaymentView::from(&p)).into_response())
+            let code = if p.status().is_final() {
+                StatusCode::OK
+            } else {
+                StatusCode::ACCEPTED
+            };
+            Ok((code, Sorted(PaymentView::from(&p))).into_response())
         }
     }
 }
@@ -1088,7 +1095,7 @@ pub async fn cancel_at_bank_by(
             &mut tx,
             id,
             "cancel_needs_authorisation",
-            json!({ "by": "merchant" }),
+            json!({ "by": by.as_str() }),
         )
         .await?;
         tx.commit().await?;

@@ -877,4 +877,69 @@ async fn seb_refuses_at_creation_what_its_request_cannot_carry_and_writes_nothin
     assert_eq!(made, 0, "nothing written");
     // What SEB can carry is still made.
     t.pay("120.00", None).await;
+
+impl Seb {
+    /// The API requests SEB's simulator received with `method` on a path containing `part`.
+    fn sent(&self, method: &str, part: &str) -> Vec<pisgate::sandbox::seb::ApiRequest> {
+        self.sim
+            .sim
+            .requests()
+            .into_iter()
+            .filter(|r| r.method == method && r.path.contains(part))
+            .collect()
+    }
+
+    async fn merchant_cancel(&self, id: &str) -> reqwest::Response {
+        self.app
+            .client
+            .post(self.app.url(&format!("/v1/payments/{id}/cancel")))
+            .bearer_auth(&self.m.api_key)
+            .send()
+            .await
+            .unwrap()
+    }
+}
+
+/// `66.08`: SEB answers the DELETE of an unsigned payment with 202 (the Berlin Group's
+/// "cancellation needs authorisation") and cancels nothing. pisgate takes that as not
+/// cancelled: the merchant's cancel answers 202 with the payment still
+/// `awaiting_authorization`, the ledger says `cancel_needs_authorisation`, and nothing ever
+/// records `cancelled` while SEB still holds the payment unsigned (RCVD).
+#[tokio::test]
+async fn seb_a_delete_answered_202_cancels_nothing_and_the_payment_stays_followed() {
+    let s = setup(|_| {}, &[]).await;
+    let p = s.pay("66.08", Some("kund-202")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = s.bankid_page(&p).await;
+    s.identify(&page, "kund-202").await;
+    let bank_id = s.payment(id).await["bank_payment_id"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+
+    let r = s.merchant_cancel(id).await;
+    let status = r.status();
+    let body: Value = r.json().await.unwrap();
+    assert_eq!(status, 202, "{body}");
+    assert_eq!(body["status"], "awaiting_authorization", "{body}");
+    let deletes = s.sent("DELETE", &bank_id);
+    assert_eq!(deletes.len(), 1, "one DELETE");
+    assert_eq!(deletes[0].status, 202);
+    assert_eq!(
+        s.sim.sim.payment(&bank_id).unwrap()["transactionStatus"],
+        "RCVD",
+        "SEB cancelled nothing"
+    );
+    let kinds = s.kinds(id).await;
+    assert!(
+        kinds.iter().any(|k| k == "cancel_needs_authorisation"),
+        "{kinds:?}"
+    );
+    // The poller keeps following it; nothing says cancelled while SEB holds it unsigned.
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let now = s.payment(id).await;
+    assert_eq!(now["status"], "awaiting_authorization", "{now}");
+    assert!(!s.kinds(id).await.iter().any(|k| k == "cancelled"));
+    s.assert_nothing_refused().await;
+    s.assert_ledger_verifies().await;
 }

@@ -677,9 +677,14 @@ impl Bank for SebClient {
         ))
     }
 
-    /// One DELETE per payment with the shopper's token, each sent once. SEB's refusal of
-    /// one payment (`CANCELLATION_INVALID`: already signed) is its error in the outcome; a
-    /// fault of SEB or of our setup ends the call with that error.
+    /// One DELETE per payment with the shopper's token, each sent once. Only `204 No
+    /// Content` proves the payment deleted. A `202 Accepted` is the Berlin Group's "the
+    /// cancellation needs the shopper's authorisation": nothing is cancelled yet, so the
+    /// payment is in `needs_authorisation` and its status decides (as in the Berlin Group
+    /// adapter). Any other 2xx is an answer SEB does not give for a deletion: an
+    /// [`BankError::Unexpected`] that ends the call, never taken as "deleted". SEB's refusal
+    /// of one payment (`CANCELLATION_INVALID`: already signed) is its error in the outcome;
+    /// a fault of SEB or of our setup ends the call with that error.
     #[tracing::instrument(skip_all, fields(bank = %self.bank_id, operation = "cancel", count = payments.len()))]
     async fn cancel(
         &self,
@@ -700,7 +705,16 @@ impl Bank for SebClient {
             .psu(psu)
             .pis();
             match self.execute(&call).await {
-                Ok(_) => outcome.deleted.push(payment.id.clone()),
+                Ok(answer) if answer.status == 204 => outcome.deleted.push(payment.id.clone()),
+                Ok(answer) if answer.status == 202 => {
+                    outcome.needs_authorisation.push(payment.id.clone())
+                }
+                Ok(answer) => {
+                    return Err(BankError::Unexpected {
+                        status: Some(answer.status),
+                        detail: "a deletion answers 204 (or 202: not deleted yet); this answer proves nothing deleted".to_owned(),
+                    });
+                }
                 Err(e) => outcome.refused(&payment.id, e, "SEB does not know this payment")?,
             }
         }

@@ -639,6 +639,60 @@ async fn seb_details_read_the_amount_exactly_and_cancel_reports_each_payment() {
     );
 }
 
+/// Only SEB's 204 proves a deletion. A 202 is the Berlin Group's "the cancellation needs
+/// the shopper's authorisation": not deleted (the payment's status decides). Any other 2xx
+/// proves nothing and is an unexpected answer, never a deletion.
+#[tokio::test]
+async fn seb_a_delete_answered_202_is_not_a_deletion_and_another_2xx_proves_nothing() {
+    let server = MockServer::start().await;
+    Mock::given(method("DELETE"))
+        .and(path(payment_path()))
+        .respond_with(ResponseTemplate::new(202).set_body_string(r#"{"transactionStatus":"RCVD"}"#))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(payment_path()))
+        .respond_with(ResponseTemplate::new(200).set_body_string("{}"))
+        .up_to_n_times(1)
+        .mount(&server)
+        .await;
+    Mock::given(method("DELETE"))
+        .and(path(payment_path()))
+        .respond_with(ResponseTemplate::new(204))
+        .mount(&server)
+        .await;
+    let seb = client(&server);
+    let outcome = seb
+        .cancel(&[payment_ref()], Some(&token()), None)
+        .await
+        .unwrap();
+    assert!(outcome.deleted.is_empty(), "a 202 deleted nothing");
+    assert_eq!(outcome.needs_authorisation, vec![payment_ref().id]);
+    assert!(outcome.errors.is_empty());
+    let err = seb
+        .cancel(&[payment_ref()], Some(&token()), None)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(
+            err,
+            BankError::Unexpected {
+                status: Some(200),
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    let outcome = seb
+        .cancel(&[payment_ref()], Some(&token()), None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.deleted, vec![payment_ref().id]);
+    assert!(outcome.needs_authorisation.is_empty());
+    assert_eq!(requests(&server).await.len(), 3, "each DELETE sent once");
+}
+
 #[tokio::test]
 async fn seb_links_away_from_the_pis_base_are_refused_before_the_token_leaves() {
     let server = MockServer::start().await;
