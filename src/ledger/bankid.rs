@@ -21,8 +21,9 @@
 //! in this table only: never in an event, never in a log line; tokens, QR data and autostart
 //! tokens never reach the database through this module.
 
-use super::payments::note;
+use super::payments::{self, CancelBy, CancelStart, TransitionError, note};
 use crate::bank::{BankIdProgress, BankIdPurpose, BankIdState};
+use crate::domain::PaymentStatus;
 use chrono::{DateTime, Utc};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -455,4 +456,37 @@ pub async fn bind_psu_key(
         .await?;
     }
     Ok(bound)
+}
+
+/// The first step of the shopper's cancel on the BankID page: [`payments::start_cancel`]'s
+/// rule for a bank whose shopper token is bound to the payment at initiation (so a bound
+/// shopper key says nothing about signing here). Under the row lock:
+/// - final: [`CancelStart::Final`];
+/// - not at the bank yet: [`payments::start_cancel`] for the shopper;
+/// - signed as far as pisgate knows (past `awaiting_authorization`, or its signing order
+///   complete): [`CancelStart::Signed`], and nothing is recorded: a shopper's cancel never
+///   touches a signed payment (only the merchant may have one deleted at the bank);
+/// - else the request is recorded (the page starts no new order from now on) and the bank
+///   decides: [`CancelStart::BankDecides`].
+pub async fn start_shopper_cancel(
+    conn: &mut PgConnection,
+    id: Uuid,
+) -> Result<Option<CancelStart>, TransitionError> {
+    let Some(p) = payments::get_for_update(conn, id).await? else {
+        return Ok(None);
+    };
+    if p.status().is_final() {
+        return Ok(Some(CancelStart::Final(p)));
+    }
+    if !p.is_initiated() {
+        return payments::start_cancel(conn, id, CancelBy::Shopper).await;
+    }
+    let signing_complete = get(conn, id, BankIdPurpose::Sign)
+        .await?
+        .is_some_and(|o| o.bank_id_state() == Some(BankIdState::Complete));
+    if p.status() != PaymentStatus::AwaitingAuthorization || signing_complete {
+        return Ok(Some(CancelStart::Signed(p)));
+    }
+    payments::request_cancel(conn, id, CancelBy::Shopper).await?;
+    Ok(Some(CancelStart::BankDecides(p)))
 }

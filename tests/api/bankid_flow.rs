@@ -935,6 +935,58 @@ async fn the_shoppers_cancel_on_the_bankid_page_deletes_the_payment_at_the_bank_
     assert_eq!(f.payment(id).await["status"], "cancelled");
 }
 
+/// The shopper signs, then presses "cancel" on the page (an old tab): a shopper's cancel
+/// never touches a signed payment, so nothing is sent to the bank, the payment stays
+/// `authorized`, no cancel is recorded, and the shopper goes back to the merchant.
+#[tokio::test]
+async fn the_shoppers_cancel_after_signing_sends_nothing_to_the_bank() {
+    let f = spawn(&[]).await;
+    let p = f.pay(Some("shopper-old-tab")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = f
+        .bankid_page(p["authorization_url"].as_str().unwrap())
+        .await;
+    let (_, ast) = f.autostart(&page).await;
+    f.bank.approve(&ast, "olga");
+    let (_, sign) = f.autostart(&page).await;
+    f.bank.approve(&sign, "olga");
+    f.until_redirect(&page).await;
+    assert_eq!(f.payment(id).await["status"], "authorized");
+
+    let r = f.post(&page, "cancel").await;
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with("https://shop.example/"));
+    assert_eq!(f.bank.count("cancel"), 0, "nothing sent to the bank");
+    assert_eq!(f.payment(id).await["status"], "authorized");
+    let kinds = f.events(id).await;
+    assert!(!kinds.iter().any(|k| k == "cancel_requested"), "{kinds:?}");
+}
+
+/// Signed at the bank, but pisgate has not seen it yet (the signing order completed, the
+/// status not read): the shopper's cancel reads the bank's status with the shopper's token
+/// first, finds the payment signed, and sends no delete.
+#[tokio::test]
+async fn the_shoppers_cancel_reads_the_bank_first_and_sends_nothing_for_a_payment_signed_meanwhile()
+{
+    let f = spawn(&[]).await;
+    let p = f.pay(Some("shopper-race")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = f
+        .bankid_page(p["authorization_url"].as_str().unwrap())
+        .await;
+    let (_, ast) = f.autostart(&page).await;
+    f.bank.approve(&ast, "rita");
+    let (_, sign) = f.autostart(&page).await;
+    // Signed in the app; nobody reloads the page, the poller is off.
+    f.bank.approve(&sign, "rita");
+    assert_eq!(f.payment(id).await["status"], "awaiting_authorization");
+
+    let r = f.post(&page, "cancel").await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(f.bank.count("cancel"), 0, "nothing sent to the bank");
+    assert_eq!(f.payment(id).await["status"], "authorized");
+}
+
 #[tokio::test]
 async fn the_shoppers_cancel_before_identifying_cancels_without_a_bank_call() {
     let f = spawn(&[]).await;

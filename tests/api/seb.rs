@@ -943,3 +943,39 @@ async fn seb_a_delete_answered_202_cancels_nothing_and_the_payment_stays_followe
     s.assert_nothing_refused().await;
     s.assert_ledger_verifies().await;
 }
+
+/// The shopper signs, then presses "cancel" on an old tab of the BankID page: a shopper's
+/// cancel never touches a signed payment. No DELETE reaches SEB (its request log), the
+/// payment stays `authorized`, and the shopper lands on the merchant's return URL.
+#[tokio::test]
+async fn seb_the_shoppers_cancel_after_signing_sends_no_delete_to_seb() {
+    let s = setup(|c| c.status_step = Duration::from_secs(600), &[]).await;
+    let p = s.pay("17.00", Some("kund-old-tab")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = s.bankid_page(&p).await;
+    let sign = s.identify(&page, "kund-old-tab").await;
+    s.admin(&sign, "approve", None).await;
+    s.until_redirect(&page).await;
+    s.wait_for_status(id, "authorized").await;
+
+    let r = s.post(&page, "cancel").await;
+    assert_eq!(r.status(), 303);
+    assert!(
+        location(&r).starts_with("https://shop.example/"),
+        "{}",
+        location(&r)
+    );
+    assert!(
+        s.sent("DELETE", "/payments/").is_empty(),
+        "no DELETE reached SEB: {:?}",
+        s.sim.sim.requests()
+    );
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let now = s.payment(id).await;
+    assert_eq!(now["status"], "authorized", "{now}");
+    assert!(now["failure"].is_null(), "{now}");
+    let kinds = s.kinds(id).await;
+    assert!(!kinds.iter().any(|k| k == "cancel_requested"), "{kinds:?}");
+    s.assert_nothing_refused().await;
+    s.assert_ledger_verifies().await;
+}

@@ -42,7 +42,7 @@ use crate::api::payments::AWAITING_SHOPPER_IDENTIFICATION;
 use crate::bank::{BankError, BankIdOrder, BankIdProgress, BankIdPurpose, BankIdState, PsuContext};
 use crate::domain::{Currency, Language, PaymentStatus};
 use crate::ledger::bankid::{self, StartClaim};
-use crate::ledger::payments::{self, PaymentRecord};
+use crate::ledger::payments::{self, CancelStart, PaymentRecord};
 use crate::ledger::tokens::{self, LiveToken};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
@@ -371,14 +371,21 @@ async fn start(
     handle(&s, &id, token, peer, &headers, Action::Start, false, None).await
 }
 
-/// `POST …/bankid/cancel`: the shopper's cancel. Before the payment exists at the bank it
-/// ends `cancelled` at once (nothing was sent); after, it is deleted at the bank with the
-/// shopper's token (the bank refuses a signed one: its status decides). Either way the
-/// shopper goes to the merchant's return URL.
+/// `POST …/bankid/cancel`: the shopper's cancel, by the same rule as on the consent page
+/// ([`bankid::start_shopper_cancel`]): before the payment exists at the bank it ends
+/// `cancelled` at once (nothing was sent); a payment signed as far as pisgate knows
+/// (authorized, or its signing order complete: an old tab's button pressed after signing)
+/// sends nothing to the bank and is left as it is; else the bank's status is read with the
+/// shopper's token first, and only a payment the bank still shows unsigned is deleted there
+/// with that token (the bank refuses a signed one: its status decides). If the status
+/// cannot be read, nothing is sent (the bank's own timeout or the late-signing horizon ends
+/// an unsigned payment). Either way the shopper goes to the merchant's return URL (or the
+/// plain page with the payment's state).
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
 async fn cancel(
     State(s): State<AppState>,
     Path(id): Path<String>,
+    peer: Peer,
     headers: HeaderMap,
     Form(f): Form<HashMap<String, String>>,
 ) -> Response {
@@ -390,26 +397,32 @@ async fn cancel(
             return Ok(closed(state, Closed::Unknown, fallback, None));
         };
         let lang = language(Some(&p), &headers);
-        if !p.status().is_final() {
-            if p.is_initiated() {
-                let mut tx = state.pool.begin().await?;
-                payments::request_cancel(&mut tx, p.id, payments::CancelBy::Shopper).await?;
-                tx.commit().await?;
+        let mut tx = state.pool.begin().await?;
+        let start = bankid::start_shopper_cancel(&mut tx, p.id).await?;
+        tx.commit().await?;
+        match start {
+            Some(CancelStart::BankDecides(_)) => {
+                let psu = psu_context(state, peer, &headers);
                 let now = current(state, &p).await?;
-                let by = payments::CancelBy::Shopper;
-                match crate::api::payments::cancel_at_bank_by(state, &now, by).await {
-                    Ok(_) => tracing::info!("the shopper cancelled on the BankID page"),
-                    Err(e) => tracing::warn!(
-                        code = e.code(),
-                        "the shopper's cancel did not go through at the bank; the bank's status decides"
-                    ),
+                if still_unsigned_at_bank(state, &now, &psu).await? {
+                    let now = current(state, &p).await?;
+                    let by = payments::CancelBy::Shopper;
+                    match crate::api::payments::cancel_at_bank_by(state, &now, by).await {
+                        Ok(_) => tracing::info!("the shopper cancelled on the BankID page"),
+                        Err(e) => tracing::warn!(
+                            code = e.code(),
+                            "the shopper's cancel did not go through at the bank; the bank's status decides"
+                        ),
+                    }
                 }
-            } else {
-                let mut tx = state.pool.begin().await?;
-                payments::start_cancel(&mut tx, p.id, payments::CancelBy::Shopper).await?;
-                tx.commit().await?;
-                tracing::info!("the shopper cancelled on the BankID page before the bank");
             }
+            Some(CancelStart::Signed(_)) => tracing::info!(
+                "the shopper's cancel of a signed payment: nothing is sent to the bank"
+            ),
+            Some(CancelStart::Cancelled) => {
+                tracing::info!("the shopper cancelled on the BankID page before the bank")
+            }
+            Some(CancelStart::Final(_)) | None => {}
         }
         let now = current(state, &p).await?;
         Ok(match consent::return_url(&now) {
@@ -422,6 +435,38 @@ async fn cancel(
         tracing::error!(error = format!("{e:#}"), "the BankID page's cancel failed");
         closed(state, Closed::Unavailable, fallback, None)
     })
+}
+
+/// Before the shopper's delete: whether the bank still shows the payment unsigned, read
+/// with the shopper's token and applied through the one path. False (send nothing) when
+/// it shows it signed, when pisgate's signing order completed meanwhile, or when there is
+/// no live token or the read fails: a shopper's cancel never risks a signed payment.
+async fn still_unsigned_at_bank(
+    state: &AppState,
+    p: &PaymentRecord,
+    psu: &PsuContext,
+) -> anyhow::Result<bool> {
+    let Some((key, token)) = live_token(state, p).await? else {
+        tracing::info!(
+            "no live shopper token to read the payment before the shopper's delete; nothing is sent"
+        );
+        return Ok(false);
+    };
+    if !read_status(state, p, &key, &token, psu, "shopper_cancel").await? {
+        tracing::info!(
+            "the payment's status could not be read before the shopper's delete; nothing is sent"
+        );
+        return Ok(false);
+    }
+    let now = current(state, p).await?;
+    let signing_complete = bankid::get(
+        &mut *state.pool.read_conn().await?,
+        p.id,
+        BankIdPurpose::Sign,
+    )
+    .await?
+    .is_some_and(|o| o.bank_id_state() == Some(BankIdState::Complete));
+    Ok(now.status() == PaymentStatus::AwaitingAuthorization && !signing_complete)
 }
 
 // ---------------------------------------------------------------------------------------
@@ -978,7 +1023,8 @@ async fn finish(
     Ok(to_merchant(&current(state, p).await?))
 }
 
-/// Reads the payment's status with the shopper's token and applies it through the one path.
+/// Reads the payment's status with the shopper's token and applies it through the one path;
+/// whether the bank answered.
 async fn read_status(
     state: &AppState,
     p: &PaymentRecord,
@@ -986,9 +1032,9 @@ async fn read_status(
     token: &LiveToken,
     psu: &PsuContext,
     order_status: &str,
-) -> anyhow::Result<()> {
+) -> anyhow::Result<bool> {
     let Some(bank_ref) = p.bank_ref() else {
-        return Ok(());
+        return Ok(false);
     };
     let client = state.banks.client(&p.bank);
     match bounded(client.status_with_token(&bank_ref, Some(&token.access_token), Some(psu))).await {
@@ -1003,15 +1049,17 @@ async fn read_status(
             )
             .await?;
             tx.commit().await?;
+            Ok(true)
         }
         Err(BankError::TokenRejected) => {
             token_dead(state, p, key, token, "rejected on a status read").await;
+            Ok(false)
         }
         Err(e) => {
             tracing::warn!(error = %e, kind = e.kind(), "reading the payment's status failed; the poller follows it");
+            Ok(false)
         }
     }
-    Ok(())
 }
 
 async fn token_dead(state: &AppState, p: &PaymentRecord, key: &str, token: &LiveToken, why: &str) {
