@@ -19,8 +19,10 @@
 //!   `SubmissionPending`) makes the next attempt take a new key, after a backoff.
 //! - **The merchant's cancel** recorded before any attempt withholds the submission
 //!   (`submission_withheld`): nothing is sent, the payment's refresh token is revoked at the
-//!   bank ([`Bank::revoke`]) and marked dead here, and the payment ends `cancelled`
-//!   ([`crate::domain::Evidence::SubmissionWithheld`]).
+//!   bank where the bank offers that ([`Bank::revoke`]; the event's `refresh_token_revocation`
+//!   says what happened: `revoked`, `not_offered`, `failed`, `no_refresh_token` or
+//!   `no_token`, and `refresh_token_revoked` is true only for `revoked`) and marked dead
+//!   here, and the payment ends `cancelled` ([`crate::domain::Evidence::SubmissionWithheld`]).
 //! - **The truth rule** of such a bank ([`truth`]): its `rejected` with no submission attempt
 //!   on record is the shopper's refusal at the bank: `authorization_failed`.
 //!
@@ -447,8 +449,9 @@ pub async fn withhold(d: Deps<'_>, id: Uuid) -> anyhow::Result<&'static str> {
 }
 
 /// The merchant cancelled before any submission: never submit, revoke the payment's
-/// refresh token at the bank (so nobody can get a token that submits), mark it dead here,
-/// and end the payment `cancelled`.
+/// refresh token at the bank where it offers that (so nobody can get a token that
+/// submits), mark it dead here, and end the payment `cancelled`. The ledger says what
+/// became of the refresh token at the bank, never more than happened.
 async fn withhold_submission(
     d: Deps<'_>,
     client: &dyn Bank,
@@ -457,21 +460,23 @@ async fn withhold_submission(
     token: Uuid,
     psu_key: Option<&str>,
 ) -> anyhow::Result<Submission> {
-    let mut revoked = false;
+    let mut revocation = "no_token";
     if let Some(psu_key) = psu_key
         && let Some(t) = tokens::load(d.pool, d.cipher, bank, psu_key).await?
     {
-        if let Some(refresh) = &t.refresh_token {
-            match client.revoke(refresh).await {
-                Ok(()) => revoked = true,
+        revocation = match &t.refresh_token {
+            None => "no_refresh_token",
+            Some(refresh) => match client.revoke(refresh).await {
+                Ok(done) => done.as_str(),
                 Err(e) => {
-                    tracing::warn!(error = %e, kind = e.kind(), "revoking the withheld payment's token failed; it is never used again")
+                    tracing::warn!(error = %e, kind = e.kind(), "revoking the withheld payment's token failed; it is never used again");
+                    "failed"
                 }
-            }
-        }
+            },
+        };
         tokens::mark_dead(d.pool, bank, psu_key, t.issue_seq, "submission withheld").await?;
     }
-    let done = submissions::withhold(d.pool, id, token, revoked)
+    let done = submissions::withhold(d.pool, id, token, revocation)
         .await
         .map_err(|e| anyhow::anyhow!(e))?;
     if !done {

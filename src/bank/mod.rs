@@ -541,6 +541,25 @@ impl CancelOutcome {
     }
 }
 
+/// What [`Bank::revoke`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Revocation {
+    /// The bank took the revocation: the token is dead there.
+    Revoked,
+    /// The bank offers no token revocation: nothing was sent, and the token lives at the
+    /// bank until it lapses (pisgate only forgets it).
+    NotOffered,
+}
+
+impl Revocation {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Revocation::Revoked => "revoked",
+            Revocation::NotOffered => "not_offered",
+        }
+    }
+}
+
 /// A shopper's token pair. `Debug` never shows the tokens.
 #[derive(Debug, Clone)]
 pub struct TokenSet {
@@ -768,7 +787,9 @@ pub trait Bank: Send + Sync {
     /// Trades a (single-use) refresh token for a new pair.
     async fn refresh(&self, refresh_token: &SecretString) -> Result<TokenSet, BankError>;
 
-    async fn revoke(&self, refresh_token: &SecretString) -> Result<(), BankError>;
+    /// Revokes a refresh token at the bank (and the access tokens issued with it), where the
+    /// bank offers that; [`Revocation::NotOffered`] when it does not (nothing is sent).
+    async fn revoke(&self, refresh_token: &SecretString) -> Result<Revocation, BankError>;
 
     /// Starts an authorisation of the payment (Berlin Group `startAuthorisation`): the
     /// answer says what the shopper does next. Made once: repeating it starts another.

@@ -283,7 +283,7 @@ impl Bank for Unconfigured {
         Err(self.refuse())
     }
 
-    async fn revoke(&self, _: &SecretString) -> Result<(), BankError> {
+    async fn revoke(&self, _: &SecretString) -> Result<crate::bank::Revocation, BankError> {
         Err(self.refuse())
     }
 }

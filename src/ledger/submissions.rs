@@ -429,16 +429,18 @@ pub async fn end_never_submittable(pool: &Db, id: Uuid) -> Result<bool, Transiti
 }
 
 /// Ends the payment `cancelled` without ever submitting it (the merchant asked before any
-/// attempt): `submission_withheld` with whether the bank revoked the payment's refresh
-/// token, then the status change, and the payment leaves the poll schedule (the bank keeps
-/// calling it authorized until it lapses there; that is no disagreement: nothing can
-/// execute it without a submission, and only pisgate could submit). Returns false when
-/// the claim is no longer the holder's or an attempt appeared (nothing written then).
+/// attempt): `submission_withheld` with what became of the payment's refresh token at the
+/// bank (`refresh_token_revocation`: `revoked`, `not_offered`, `failed`, `no_refresh_token`
+/// or `no_token`; `refresh_token_revoked` is true only when the bank revoked it), then the
+/// status change, and the payment leaves the poll schedule (the bank keeps calling it
+/// authorized until it lapses there; that is no disagreement: nothing can execute it
+/// without a submission, and only pisgate could submit). Returns false when the claim is
+/// no longer the holder's or an attempt appeared (nothing written then).
 pub async fn withhold(
     pool: &Db,
     id: Uuid,
     token: Uuid,
-    refresh_token_revoked: bool,
+    refresh_token_revocation: &str,
 ) -> Result<bool, TransitionError> {
     let mut tx = pool.begin().await?;
     let Some(row) = lock(&mut tx, id).await? else {
@@ -453,7 +455,8 @@ pub async fn withhold(
         "submission_withheld",
         json!({
             "reason": "cancel_requested_by_merchant",
-            "refresh_token_revoked": refresh_token_revoked,
+            "refresh_token_revoked": refresh_token_revocation == "revoked",
+            "refresh_token_revocation": refresh_token_revocation,
         }),
     )
     .await?;

@@ -10,7 +10,7 @@ use pisgate::app::Application;
 use pisgate::bank::{
     Bank, BankEntry, BankError, BankFailure, BankIdOrder, BankIdProgress, BankIdState, BankLinks,
     BankPaymentId, BankRef, BankTraits, CancelOutcome, FundsAvailability, Initiated,
-    PaymentDetails, PaymentInitiation, PsuContext, ScaStep, StatusReport, TokenSet,
+    PaymentDetails, PaymentInitiation, PsuContext, Revocation, ScaStep, StatusReport, TokenSet,
 };
 use pisgate::domain::{Country, PaymentStatus};
 use pisgate::ledger::Db;
@@ -229,8 +229,8 @@ impl Bank for FakeSeb {
         Err(BankError::TokenRejected)
     }
 
-    async fn revoke(&self, _: &SecretString) -> Result<(), BankError> {
-        Ok(())
+    async fn revoke(&self, _: &SecretString) -> Result<Revocation, BankError> {
+        Ok(Revocation::NotOffered)
     }
 
     async fn initiate_with_token(

@@ -582,4 +582,56 @@ async fn op_refuses_at_creation_what_its_payment_cannot_carry_and_writes_nothing
         .unwrap();
     assert_eq!(made, 0, "nothing written");
     t.pay("12.00").await;
+
+impl Op {
+    /// The detail of the payment's first `kind` event.
+    async fn event(&self, id: &str, kind: &str) -> Option<Value> {
+        let v: Value = self
+            .app
+            .get_as(&format!("/v1/payments/{id}/events"), &self.m.api_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|e| e["kind"] == kind)
+            .map(|e| e["detail"].clone())
+    }
+}
+
+/// The merchant cancels while the shopper is at OP; the shopper approves anyway and comes
+/// back: the submission is withheld (`cancelled`, never submitted). OP documents no token
+/// revocation, so pisgate sends none and its ledger says so: `refresh_token_revoked` false,
+/// `refresh_token_revocation` `not_offered` (the refresh token is dead at pisgate only).
+#[tokio::test]
+async fn op_a_withheld_submission_records_that_no_token_was_revoked_at_op() {
+    let s = setup(&[]).await;
+    let p = s.pay("18.00").await;
+    let id = p["id"].as_str().unwrap();
+    let authorize = s.to_op(&p).await;
+    let r = s
+        .app
+        .client
+        .post(s.app.url(&format!("/v1/payments/{id}/cancel")))
+        .bearer_auth(&s.m.api_key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    let back = s.at_op(&authorize, true).await;
+    let r = s.come_back(&back).await;
+    assert_eq!(r.status(), 303);
+    s.wait_for_status(id, "cancelled").await;
+    assert_eq!(s.at_bank(&p)["submissions"], 0, "never submitted");
+    let withheld = s.event(id, "submission_withheld").await.expect("withheld");
+    assert_eq!(withheld["refresh_token_revoked"], false, "{withheld}");
+    assert_eq!(
+        withheld["refresh_token_revocation"], "not_offered",
+        "{withheld}"
+    );
+    s.assert_nothing_refused();
+    s.assert_ledger_verifies().await;
 }

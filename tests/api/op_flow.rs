@@ -14,7 +14,7 @@ use pisgate::app::Application;
 use pisgate::bank::{
     Bank, BankEntry, BankError, BankFailure, BankLinks, BankPaymentId, BankRef, BankTraits,
     CancelError, CancelOutcome, FundsAvailability, Initiated, PaymentDetails, PaymentInitiation,
-    PsuContext, ScaStep, StatusReport, TokenSet,
+    PsuContext, Revocation, ScaStep, StatusReport, TokenSet,
 };
 use pisgate::domain::{Country, PaymentStatus};
 use pisgate::ledger::Db;
@@ -81,6 +81,8 @@ struct World {
     /// How long the code exchange takes (a slow token endpoint).
     exchange_delay: Duration,
     calls: HashMap<&'static str, usize>,
+    /// The bank offers no token revocation (OP's documented API): `revoke` sends nothing.
+    no_revocation: bool,
 }
 
 #[derive(Clone, Default)]
@@ -323,11 +325,13 @@ impl Bank for FakeOp {
         Err(BankError::TokenRejected)
     }
 
-    async fn revoke(&self, refresh_token: &SecretString) -> Result<(), BankError> {
-        self.called("revoke")
-            .revoked
-            .push(refresh_token.expose_secret().to_owned());
-        Ok(())
+    async fn revoke(&self, refresh_token: &SecretString) -> Result<Revocation, BankError> {
+        let mut w = self.called("revoke");
+        if w.no_revocation {
+            return Ok(Revocation::NotOffered);
+        }
+        w.revoked.push(refresh_token.expose_secret().to_owned());
+        Ok(Revocation::Revoked)
     }
 
     async fn submit(
@@ -1015,8 +1019,61 @@ async fn the_merchants_cancel_while_the_shopper_is_at_the_bank_withholds_the_sub
         "its refresh token is revoked"
     );
     assert_eq!(f.kinds(id, "submission_withheld").await, 1);
+    let withheld = withheld_detail(&f, id).await;
+    assert_eq!(withheld["refresh_token_revoked"], true, "{withheld}");
+    assert_eq!(
+        withheld["refresh_token_revocation"], "revoked",
+        "{withheld}"
+    );
     let payment = f.payment(id).await;
     assert_eq!(payment["status"], "cancelled");
+    let dead: Vec<String> = sqlx::query_scalar("SELECT status FROM psu_tokens")
+        .fetch_all(&f.pool)
+        .await
+        .unwrap();
+    assert_eq!(dead, vec!["dead".to_owned()]);
+    f.verify_ledger().await;
+}
+
+async fn withheld_detail(f: &Flow, id: &str) -> Value {
+    f.events(id)
+        .await
+        .into_iter()
+        .find(|(k, _)| k == "submission_withheld")
+        .map(|(_, d)| d)
+        .expect("a submission_withheld event")
+}
+
+/// At a bank that offers no token revocation (OP's documented API: `revoke` sends
+/// nothing), the withheld submission's ledger event says so: `refresh_token_revoked` false,
+/// `refresh_token_revocation` `not_offered`; the token is still dead here and nothing is
+/// submitted.
+#[tokio::test]
+async fn a_withheld_submission_at_a_bank_without_token_revocation_records_nothing_was_revoked() {
+    let f = spawn(&[]).await;
+    f.bank.world().no_revocation = true;
+    let (p, bank_id) = f.pay().await;
+    let id = p["id"].as_str().unwrap();
+    let hop = continue_to_bank(&f.client, p["authorization_url"].as_str().unwrap()).await;
+    assert_eq!(hop.status(), 303);
+    let r = f
+        .client
+        .post(format!("{}/v1/payments/{id}/cancel", f.base))
+        .bearer_auth(&f.key)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 202);
+    f.approve_and_return(&bank_id).await;
+    f.wait_status(id, "cancelled").await;
+    assert_eq!(f.bank.count("submit"), 0, "never submitted");
+    assert!(f.bank.world().revoked.is_empty());
+    let withheld = withheld_detail(&f, id).await;
+    assert_eq!(withheld["refresh_token_revoked"], false, "{withheld}");
+    assert_eq!(
+        withheld["refresh_token_revocation"], "not_offered",
+        "{withheld}"
+    );
     let dead: Vec<String> = sqlx::query_scalar("SELECT status FROM psu_tokens")
         .fetch_all(&f.pool)
         .await

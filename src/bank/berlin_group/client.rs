@@ -64,7 +64,8 @@ use crate::bank::retry::with_read_retries;
 use crate::bank::{
     Authentication, Authorisation, AuthorisationRequest, Bank, BankError, BankLinks, BankPaymentId,
     BankRef, BankTraits, CancelOutcome, FundsAvailability, Initiated, PaymentDetails,
-    PaymentInitiation, PsuContext, ScaReport, ScaState, ScaStep, StatusReport, TokenSet, trace,
+    PaymentInitiation, PsuContext, Revocation, ScaReport, ScaState, ScaStep, StatusReport,
+    TokenSet, trace,
 };
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, CONTENT_TYPE, RETRY_AFTER};
@@ -988,8 +989,9 @@ impl Bank for BerlinGroupClient {
         Err(not_offered("refresh a token"))
     }
 
-    async fn revoke(&self, _refresh_token: &SecretString) -> Result<(), BankError> {
-        Err(not_offered("revoke a token"))
+    /// Redirect SCA gives pisgate no shopper tokens: nothing to revoke, nothing is sent.
+    async fn revoke(&self, _refresh_token: &SecretString) -> Result<Revocation, BankError> {
+        Ok(Revocation::NotOffered)
     }
 
     #[tracing::instrument(skip_all, fields(bank = %self.bank_id, operation = "start_authorisation", bank_payment_id = %payment.id))]

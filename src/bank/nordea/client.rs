@@ -41,7 +41,8 @@ use super::signing::{self, DeleteSigning, RequestSigner, RequestToSign, SigningK
 use super::{convert, errors, wire};
 use crate::bank::{
     Bank, BankError, BankPaymentId, BankRef, BankTraits, CancelOutcome, FundsAvailability,
-    Initiated, PaymentDetails, PaymentInitiation, PsuContext, StatusReport, TokenSet, trace,
+    Initiated, PaymentDetails, PaymentInitiation, PsuContext, Revocation, StatusReport, TokenSet,
+    trace,
 };
 use crate::domain::Country;
 use async_trait::async_trait;
@@ -718,7 +719,7 @@ impl Bank for NordeaClient {
     }
 
     #[tracing::instrument(skip_all, fields(operation = "revoke"))]
-    async fn revoke(&self, refresh_token: &SecretString) -> Result<(), BankError> {
+    async fn revoke(&self, refresh_token: &SecretString) -> Result<Revocation, BankError> {
         let body = json_body(&wire::RevokeRequest {
             token: refresh_token.expose_secret().to_owned(),
         })?;
@@ -729,7 +730,7 @@ impl Bank for NordeaClient {
         )
         .body(JSON, body)
         .token_call(true);
-        self.execute(&call).await.map(|_| ())
+        self.execute(&call).await.map(|_| Revocation::Revoked)
     }
 }
 

@@ -45,8 +45,8 @@ use crate::bank::nordea::errors::{
 use crate::bank::retry::with_read_retries;
 use crate::bank::{
     Bank, BankError, BankLinks, BankPaymentId, BankRef, BankTraits, CancelOutcome,
-    FundsAvailability, Initiated, PaymentDetails, PaymentInitiation, PsuContext, ScaStep,
-    StatusReport, TokenSet, trace,
+    FundsAvailability, Initiated, PaymentDetails, PaymentInitiation, PsuContext, Revocation,
+    ScaStep, StatusReport, TokenSet, trace,
 };
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -976,10 +976,13 @@ impl Bank for OpClient {
         Ok(token_set(answer, None))
     }
 
-    /// OP documents no token revocation endpoint for PIS (ASSUMED, docs/banks/op.md): the
-    /// tokens lapse (600 s access token). Nothing is sent.
-    async fn revoke(&self, _refresh_token: &SecretString) -> Result<(), BankError> {
-        Ok(())
+    /// OP documents no token revocation endpoint for PIS (docs/banks/op.md; the simulator's
+    /// `/oauth/revoke` is its own addition, not OP's contract): nothing is sent, and the
+    /// answer says so ([`Revocation::NotOffered`]), never that the token was revoked. The
+    /// access token lapses (600 s); the refresh token lives at OP until OP ends it, and
+    /// pisgate marks it dead and never uses it.
+    async fn revoke(&self, _refresh_token: &SecretString) -> Result<Revocation, BankError> {
+        Ok(Revocation::NotOffered)
     }
 
     #[tracing::instrument(skip_all, fields(bank = %self.bank_id, operation = "submit", bank_payment_id = %payment.id))]

@@ -50,7 +50,7 @@ use crate::bank::retry::with_read_retries;
 use crate::bank::{
     Bank, BankError, BankIdOrder, BankIdProgress, BankLinks, BankPaymentId, BankRef, BankTraits,
     CancelOutcome, FundsAvailability, Initiated, PaymentDetails, PaymentInitiation, PsuContext,
-    ScaStep, StatusReport, TokenSet, trace,
+    Revocation, ScaStep, StatusReport, TokenSet, trace,
 };
 use async_trait::async_trait;
 use reqwest::header::{ACCEPT, AUTHORIZATION, CONTENT_TYPE, HeaderValue, RETRY_AFTER};
@@ -751,9 +751,10 @@ impl Bank for SebClient {
         Ok(token_set(answer))
     }
 
-    /// SEB documents no revocation endpoint (ASSUMED): nothing to do.
-    async fn revoke(&self, _refresh_token: &SecretString) -> Result<(), BankError> {
-        Ok(())
+    /// SEB documents no revocation endpoint (ASSUMED): nothing is sent, and the answer says
+    /// so ([`Revocation::NotOffered`]), never that the token was revoked.
+    async fn revoke(&self, _refresh_token: &SecretString) -> Result<Revocation, BankError> {
+        Ok(Revocation::NotOffered)
     }
 
     #[tracing::instrument(

@@ -701,7 +701,13 @@ async fn op_refresh_rotates_and_a_refused_refresh_token_is_dead() {
         op.refresh(&SecretString::from("RT-0")).await.unwrap_err(),
         BankError::TokenRejected
     );
-    assert!(op.revoke(&SecretString::from("RT-2")).await.is_ok());
+    // OP documents no token revocation: nothing is sent, and the answer says so.
+    let before = server.received_requests().await.unwrap().len();
+    assert_eq!(
+        op.revoke(&SecretString::from("RT-2")).await,
+        Ok(Revocation::NotOffered)
+    );
+    assert_eq!(server.received_requests().await.unwrap().len(), before);
 }
 
 #[tokio::test]
