@@ -16,6 +16,11 @@
 //!
 //! Never: hold a transaction across the bank call, hand out a link that is not the recorded
 //! attempt's, or log the shopper's IBAN in full.
+//!
+//! A bank answer that made the payment with other terms than pisgate sent (another amount,
+//! currency or creditor account echoed back: [`Initiated::echo_mismatch`]) is recorded as
+//! the payment's (the bank holds it, so pisgate follows it) with a `bank_terms_mismatch`
+//! event, and pisgate never has it signed or submitted (see [`record_contradiction`]).
 
 use crate::api::AppState;
 use crate::api::error::{ApiError, FieldError};
@@ -25,6 +30,7 @@ use crate::bank::{BankError, Initiated, PaymentInitiation, PsuContext};
 use crate::domain::{Evidence, PaymentRequest, PaymentRequestInput};
 use crate::ledger::idempotency;
 use crate::ledger::payments::{self, Change, PaymentRecord};
+use crate::ledger::submissions;
 use anyhow::Context as _;
 use axum::http::StatusCode;
 use secrecy::SecretString;
@@ -202,6 +208,9 @@ async fn try_record_outcome(
                 tx.commit().await?;
                 return problem_answer(Recorded::Superseded, &outcome_unknown());
             }
+            if !initiated.echo_mismatch.is_empty() {
+                record_contradiction(state, &mut tx, payment_id, attempt, initiated).await?;
+            }
             let record = payments::get(&mut tx, payment_id)
                 .await?
                 .context("the payment just written is gone")?;
@@ -288,6 +297,53 @@ async fn try_record_outcome(
     };
     tx.commit().await?;
     Ok(answer)
+}
+
+/// The bank made the payment, but its answer echoed other terms than pisgate sent
+/// ([`Initiated::echo_mismatch`]): the payment exists at the bank with another amount,
+/// currency or creditor account than the merchant asked for. Recorded with the answer, in
+/// its transaction, as the `bank_terms_mismatch` event (the terms' names only), so pisgate
+/// never has it signed or submitted:
+/// - at a bank that executes a signed payment only on pisgate's submission (OP) the
+///   submission is withheld at once and the payment ends `cancelled` with the failure
+///   `bank_terms_mismatch` ([`submissions::withhold_contradicted`]): no money can move;
+/// - at any other bank it is followed as usual (only the bank's word ends it), but pisgate
+///   starts no signing for it: SEB's BankID page refuses to start the signing order, shows
+///   the shopper why, and asks SEB to delete the payment ([`crate::api::bankid`]).
+async fn record_contradiction(
+    state: &AppState,
+    tx: &mut sqlx::PgConnection,
+    payment_id: Uuid,
+    attempt: i32,
+    initiated: &Initiated,
+) -> anyhow::Result<()> {
+    tracing::error!(
+        fields = ?initiated.echo_mismatch,
+        "the bank made the payment with other terms than pisgate sent: it is never signed or submitted through pisgate"
+    );
+    payments::record_terms_mismatch(
+        tx,
+        payment_id,
+        attempt,
+        initiated.bank_payment_id.as_str(),
+        &initiated.echo_mismatch,
+    )
+    .await?;
+    let bank = payments::get(tx, payment_id)
+        .await?
+        .context("the payment just written is gone")?
+        .bank;
+    if state
+        .banks
+        .client(&bank)
+        .traits()
+        .submit_after_authorization
+    {
+        submissions::withhold_contradicted(tx, payment_id, &initiated.echo_mismatch)
+            .await
+            .map_err(|e| anyhow::anyhow!(e))?;
+    }
+    Ok(())
 }
 
 /// An explicit refusal: the bank looked at the request and said no, so nothing exists there.

@@ -409,10 +409,13 @@ pub(crate) async fn create_payment(
         .initiation_budget()
         .saturating_sub(claimed_at.elapsed());
     let outcome = initiation::call_bank(&state, bank_id, &initiation, budget).await;
-    if let (Some(created), Ok(initiated)) = (&created, &outcome) {
-        if let Some(body) = record_first_answer(&state, created, initiated, &key).await {
-            return Ok((StatusCode::CREATED, Json(body)).into_response());
-        }
+    // An answer that contradicts the payment's terms takes the transactional path, which
+    // records the contradiction with it (see [`initiation`]).
+    if let (Some(created), Ok(initiated)) = (&created, &outcome)
+        && initiated.echo_mismatch.is_empty()
+        && let Some(body) = record_first_answer(&state, created, initiated, &key).await
+    {
+        return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
     let attempt = initiation::Attempt {
         payment_id,

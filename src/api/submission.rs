@@ -23,6 +23,10 @@
 //!   says what happened: `revoked`, `not_offered`, `failed`, `no_refresh_token` or
 //!   `no_token`, and `refresh_token_revoked` is true only for `revoked`) and marked dead
 //!   here, and the payment ends `cancelled` ([`crate::domain::Evidence::SubmissionWithheld`]).
+//! - **A bank that made the payment with other terms** than pisgate sent (its answer to the
+//!   creation echoed another amount, currency or creditor account,
+//!   [`crate::bank::Initiated::echo_mismatch`]) never gets a submission either: the
+//!   initiation withholds it at once ([`submissions::withhold_contradicted`]).
 //! - **The truth rule** of such a bank ([`truth`]): its `rejected` with no submission attempt
 //!   on record is the shopper's refusal at the bank: `authorization_failed`.
 //!

@@ -292,9 +292,23 @@ pub struct Initiated {
     pub status: StatusReport,
     /// The links the bank gave (empty for Nordea); kept with the payment.
     pub links: BankLinks,
+    /// The terms the bank's answer echoed with another value than pisgate sent
+    /// ([`Initiated::AMOUNT`], [`Initiated::CURRENCY`], [`Initiated::CREDITOR_ACCOUNT`]),
+    /// in that order; empty when every term it echoed is the payment's (or it echoed none).
+    /// The payment then exists at the bank with other terms than the merchant asked for:
+    /// pisgate follows it, but never has it signed or submitted (see
+    /// [`crate::api::initiation`]).
+    pub echo_mismatch: Vec<&'static str>,
 }
 
 impl Initiated {
+    /// The amount's echo differs (or cannot be read exactly in its currency).
+    pub const AMOUNT: &str = "amount";
+    /// The currency's echo differs.
+    pub const CURRENCY: &str = "currency";
+    /// The creditor account's echo differs.
+    pub const CREDITOR_ACCOUNT: &str = "creditor_account";
+
     /// Where the shopper goes to sign, when it is a redirect.
     pub fn authorization_url(&self) -> Option<&str> {
         self.next.redirect_url()

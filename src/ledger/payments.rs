@@ -926,6 +926,47 @@ pub async fn record_initiated(
     Ok(recorded)
 }
 
+/// The ledger event of a bank answer to an initiation that echoed the payment's terms with
+/// other values than pisgate sent ([`crate::bank::Initiated::echo_mismatch`]).
+pub const TERMS_MISMATCH: &str = "bank_terms_mismatch";
+
+/// Records, with the answer of attempt `attempt` it belongs to, that the bank made the
+/// payment with other `fields` (`amount`, `currency`, `creditor_account`) than pisgate
+/// sent: from now on pisgate never has it signed or submitted ([`terms_mismatch`]). Only
+/// the names of the terms go into the ledger, never the bank's values (an account number).
+pub async fn record_terms_mismatch(
+    conn: &mut PgConnection,
+    id: Uuid,
+    attempt: i32,
+    bank_payment_id: &str,
+    fields: &[&str],
+) -> Result<(), sqlx::Error> {
+    note(
+        conn,
+        id,
+        TERMS_MISMATCH,
+        json!({
+            "attempt": attempt,
+            "bank_payment_id": bank_payment_id,
+            "fields": fields,
+        }),
+    )
+    .await
+}
+
+/// Whether the bank's recorded answer to the payment's initiation contradicted its terms
+/// (its [`TERMS_MISMATCH`] event, in the hash-chained ledger): such a payment is never
+/// signed or submitted through pisgate.
+pub async fn terms_mismatch(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM payment_events
+                          WHERE payment_id = $1 AND kind = 'bank_terms_mismatch') AS "any!""#,
+        id
+    )
+    .fetch_one(conn)
+    .await
+}
+
 /// When pisgate recorded the bank's answer to the payment's initiation (its last `initiated`
 /// event): the bank created the payment before that. `None` when no answer is recorded.
 pub async fn bank_answered_at(pool: &Db, id: Uuid) -> Result<Option<DateTime<Utc>>, sqlx::Error> {

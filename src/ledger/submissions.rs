@@ -479,3 +479,53 @@ pub async fn withhold(
     tx.commit().await?;
     Ok(true)
 }
+
+/// Ends a payment whose bank made it with other terms than pisgate sent (the creation's
+/// answer echoed another `fields`: amount, currency, creditor account) without ever
+/// submitting it, in the caller's transaction that records the answer: `submission_withheld`
+/// (reason `bank_terms_mismatch`; no token exists yet, so none is revoked), then
+/// `cancelled` with the failure `bank_terms_mismatch`, and the payment leaves the poll
+/// schedule. As for [`withhold`]: the bank executes such a payment only on pisgate's
+/// submission, and pisgate never sends one, so no money moves at any amount; the bank may
+/// show the payment unsigned (or signed) until it lapses there, which is no disagreement.
+pub async fn withhold_contradicted(
+    conn: &mut PgConnection,
+    id: Uuid,
+    fields: &[&str],
+) -> Result<(), TransitionError> {
+    payments::note(
+        conn,
+        id,
+        "submission_withheld",
+        json!({
+            "reason": payments::TERMS_MISMATCH,
+            "fields": fields,
+            "refresh_token_revoked": false,
+            "refresh_token_revocation": "no_token",
+        }),
+    )
+    .await?;
+    payments::transition(
+        conn,
+        id,
+        Change {
+            evidence: Evidence::SubmissionWithheld,
+            bank_status: None,
+            kind: "cancelled",
+            detail: json!({
+                "by": "pisgate",
+                "reason": payments::TERMS_MISMATCH,
+                "submission_withheld": true,
+            }),
+            failure: Some((
+                payments::TERMS_MISMATCH,
+                "the bank made the payment with other terms (amount, currency or creditor account) than were sent; it is never submitted, so no money moves",
+            )),
+        },
+    )
+    .await?;
+    sqlx::query!("DELETE FROM payment_polls WHERE payment_id = $1", id)
+        .execute(&mut *conn)
+        .await?;
+    Ok(())
+}

@@ -37,6 +37,8 @@ struct World {
     calls: HashMap<&'static str, usize>,
     /// The next identification completes as this shopper.
     initiate_fails: Option<BankError>,
+    /// The terms the next initiations' answers echo with other values than were sent.
+    echo_mismatch: Vec<&'static str>,
 }
 
 #[derive(Clone)]
@@ -255,6 +257,7 @@ impl Bank for FakeSeb {
                 status: mapped("RCVD"),
             },
             links: BankLinks::default(),
+            echo_mismatch: w.echo_mismatch.clone(),
         })
     }
 
@@ -985,6 +988,41 @@ async fn the_shoppers_cancel_reads_the_bank_first_and_sends_nothing_for_a_paymen
     assert_eq!(r.status(), 303);
     assert_eq!(f.bank.count("cancel"), 0, "nothing sent to the bank");
     assert_eq!(f.payment(id).await["status"], "authorized");
+}
+
+/// The bank's answer to the initiation echoes another amount: the payment is recorded (the
+/// bank holds it) with `bank_terms_mismatch`, no signing order is ever started, the shopper
+/// sees why, and the bank is asked to delete it: `cancelled`, failure `bank_terms_mismatch`.
+#[tokio::test]
+async fn an_initiation_answer_with_another_amount_starts_no_signing_order() {
+    let f = spawn(&[]).await;
+    f.bank.0.lock().unwrap().echo_mismatch = vec!["amount"];
+    let p = f.pay(Some("shopper-m")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = f
+        .bankid_page(p["authorization_url"].as_str().unwrap())
+        .await;
+    let (_, ast) = f.autostart(&page).await;
+    f.bank.approve(&ast, "mona");
+    let r = f.get(&page).await;
+    assert_eq!(r.status(), 410);
+    let html = r.text().await.unwrap();
+    assert!(html.contains("Payment stopped"), "{html}");
+    assert_eq!(f.bank.count("initiate_with_token"), 1);
+    assert_eq!(f.bank.count("start_signing"), 0, "no signing order");
+    assert_eq!(f.bank.count("cancel"), 1, "deleted at the bank");
+    let now = f.payment(id).await;
+    assert_eq!(now["status"], "cancelled", "{now}");
+    assert_eq!(now["failure"]["code"], "bank_terms_mismatch", "{now}");
+    let kinds = f.events(id).await;
+    assert!(
+        kinds.iter().any(|k| k == "bank_terms_mismatch"),
+        "{kinds:?}"
+    );
+    // Reloads and "try again" start nothing either.
+    f.post(&page, "start").await;
+    f.get(&page).await;
+    assert_eq!(f.bank.count("start_signing"), 0);
 }
 
 #[tokio::test]

@@ -635,3 +635,52 @@ async fn op_a_withheld_submission_records_that_no_token_was_revoked_at_op() {
     s.assert_nothing_refused();
     s.assert_ledger_verifies().await;
 }
+
+/// `77.06`: OP makes the payment with another amount (78.06 for 77.06) and its answer to
+/// the creation echoes it. pisgate records the answer (OP holds the payment) with a
+/// `bank_terms_mismatch` event and withholds the submission at once: the merchant's answer
+/// is already `cancelled` (failure `bank_terms_mismatch`) with no link for a shopper, and a
+/// shopper who reaches OP's page anyway and approves gets nothing submitted: OP never
+/// debits it.
+#[tokio::test]
+async fn op_a_payment_op_made_with_another_amount_is_never_submitted() {
+    let s = setup(&[]).await;
+    let p = s.app.create_payment(&s.m.api_key, &body("77.06")).await;
+    let id = p["id"].as_str().unwrap();
+    assert!(
+        p["bank_payment_id"].is_string(),
+        "OP's payment recorded: {p}"
+    );
+    assert_eq!(p["status"], "cancelled", "{p}");
+    assert_eq!(p["failure"]["code"], "bank_terms_mismatch", "{p}");
+    assert_eq!(s.at_bank(&p)["amount"], "78.06");
+    let mismatch = s
+        .event(id, "bank_terms_mismatch")
+        .await
+        .expect("the ledger says why");
+    assert_eq!(mismatch["fields"], json!(["amount"]), "{mismatch}");
+    let withheld = s.event(id, "submission_withheld").await.expect("withheld");
+    assert_eq!(withheld["reason"], "bank_terms_mismatch", "{withheld}");
+    assert!(
+        p["authorization_url"].is_null(),
+        "no link for a shopper: {p}"
+    );
+
+    // The bank's link is kept with the payment; a shopper who reaches it anyway and
+    // approves at OP comes back to a payment that is never submitted.
+    let authorize: String =
+        sqlx::query_scalar("SELECT authorization_url FROM payments WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&s.app.pool)
+            .await
+            .unwrap();
+    let back = s.at_op(&authorize, true).await;
+    s.come_back(&back).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let op = s.at_bank(&p);
+    assert_eq!(op["submissions"], 0, "{op}");
+    assert_ne!(op["status"], "Debited", "{op}");
+    assert_eq!(s.payment(id).await["status"], "cancelled");
+    assert_eq!(count(&s.kinds(id).await, "submission_started"), 0);
+    s.assert_ledger_verifies().await;
+}

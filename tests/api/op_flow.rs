@@ -83,6 +83,8 @@ struct World {
     calls: HashMap<&'static str, usize>,
     /// The bank offers no token revocation (OP's documented API): `revoke` sends nothing.
     no_revocation: bool,
+    /// The terms the next creations' answers echo with other values than were sent.
+    echo_mismatch: Vec<&'static str>,
 }
 
 #[derive(Clone, Default)]
@@ -206,6 +208,7 @@ impl Bank for FakeOp {
             },
             status: report("Unauthorized"),
             links: BankLinks::default(),
+            echo_mismatch: w.echo_mismatch.clone(),
         })
     }
 
@@ -1079,6 +1082,50 @@ async fn a_withheld_submission_at_a_bank_without_token_revocation_records_nothin
         .await
         .unwrap();
     assert_eq!(dead, vec!["dead".to_owned()]);
+    f.verify_ledger().await;
+}
+
+/// The bank's answer to the creation echoes another amount: the payment is the bank's (its
+/// id recorded), but nothing is ever submitted: the submission is withheld at once
+/// (`bank_terms_mismatch`), the payment is `cancelled` with that failure and no link for a
+/// shopper, and a shopper who signs at the bank anyway gets nothing submitted.
+#[tokio::test]
+async fn a_creation_answer_with_another_amount_is_withheld_and_never_submitted() {
+    let f = spawn(&[]).await;
+    f.bank.world().echo_mismatch = vec!["amount"];
+    let (p, bank_id) = f.pay().await;
+    let id = p["id"].as_str().unwrap();
+    assert_eq!(p["status"], "cancelled", "{p}");
+    assert_eq!(p["failure"]["code"], "bank_terms_mismatch", "{p}");
+    let events = f.events(id).await;
+    let mismatch = events
+        .iter()
+        .find(|(k, _)| k == "bank_terms_mismatch")
+        .expect("the ledger says why");
+    assert_eq!(mismatch.1["fields"], json!(["amount"]));
+    assert_eq!(
+        withheld_detail(&f, id).await["reason"],
+        "bank_terms_mismatch"
+    );
+    assert!(
+        p["authorization_url"].is_null(),
+        "no link for a shopper: {p}"
+    );
+    // A shopper holding the hop's link (a deferred payment's) is told why.
+    let hop: String = sqlx::query_scalar("SELECT authorize_url FROM payments WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&f.pool)
+        .await
+        .unwrap();
+    let page = f.client.get(&hop).send().await.unwrap();
+    assert_eq!(page.status(), 410);
+    assert!(page.text().await.unwrap().contains("Payment stopped"));
+    // Signed at the bank anyway (the link was the bank's): nothing is submitted.
+    f.approve_and_return(&bank_id).await;
+    f.poll().await;
+    assert_eq!(f.bank.count("submit"), 0, "never submitted");
+    assert!(f.bank.performed(&bank_id).is_empty());
+    assert_eq!(f.payment(id).await["status"], "cancelled");
     f.verify_ledger().await;
 }
 

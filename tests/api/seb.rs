@@ -879,6 +879,23 @@ async fn seb_refuses_at_creation_what_its_request_cannot_carry_and_writes_nothin
     t.pay("120.00", None).await;
 
 impl Seb {
+    /// The payment's ledger: (kind, detail), oldest first.
+    async fn events(&self, id: &str) -> Vec<(String, Value)> {
+        let v: Value = self
+            .app
+            .get_as(&format!("/v1/payments/{id}/events"), &self.m.api_key)
+            .await
+            .json()
+            .await
+            .unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (e["kind"].as_str().unwrap().to_owned(), e["detail"].clone()))
+            .collect()
+    }
+
     /// The API requests SEB's simulator received with `method` on a path containing `part`.
     fn sent(&self, method: &str, part: &str) -> Vec<pisgate::sandbox::seb::ApiRequest> {
         self.sim
@@ -940,6 +957,73 @@ async fn seb_a_delete_answered_202_cancels_nothing_and_the_payment_stays_followe
     let now = s.payment(id).await;
     assert_eq!(now["status"], "awaiting_authorization", "{now}");
     assert!(!s.kinds(id).await.iter().any(|k| k == "cancelled"));
+    s.assert_nothing_refused().await;
+    s.assert_ledger_verifies().await;
+}
+
+/// `66.07`: SEB makes the payment with another amount (67.07 SEK for 66.07) and its 201
+/// echoes it. pisgate records the answer (SEB holds the payment) with a
+/// `bank_terms_mismatch` event, never starts a signing order for it, shows the shopper why,
+/// and has SEB delete it with the shopper's token: `cancelled` on SEB's 204, failure
+/// `bank_terms_mismatch`. Nothing can be signed at the wrong amount.
+#[tokio::test]
+async fn seb_another_amount_in_the_initiation_answer_starts_no_signing_order() {
+    let s = setup(|_| {}, &[]).await;
+    let p = s.pay("66.07", Some("kund-7")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = s.bankid_page(&p).await;
+    let (_, ast) = s.autostart(&page, None).await;
+    let r = s.admin(&ast, "approve", Some("kund-7")).await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+
+    // The next loads take the tokens and initiate; the page then says why it stops.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let html = loop {
+        let r = s.load(&page).await;
+        let status = r.status();
+        let html = r.text().await.unwrap();
+        assert!(
+            autostart_token(&html).is_none_or(|t| t == ast),
+            "a signing order was started: {html}"
+        );
+        if status == 410 {
+            break html;
+        }
+        assert_eq!(status, 200, "{html}");
+        assert!(Instant::now() < deadline, "the page never stopped:\n{html}");
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    assert!(html.contains("Betalningen stoppad"), "{html}");
+    assert!(html.contains("https://shop.example/"), "a way back: {html}");
+
+    assert!(
+        s.sent("POST", "/tpp/signing/v1/signing-orders").is_empty(),
+        "no signing order was asked for"
+    );
+    assert!(
+        s.orders().await.iter().all(|o| o["purpose"] != "sign"),
+        "{:?}",
+        s.orders().await
+    );
+    let done = s.payment(id).await;
+    assert_eq!(done["status"], "cancelled", "{done}");
+    assert_eq!(done["bank_status"], "CANC", "{done}");
+    assert_eq!(done["failure"]["code"], "bank_terms_mismatch", "{done}");
+    let bank_id = done["bank_payment_id"].as_str().unwrap();
+    let at_seb = s.sim.sim.payment(bank_id).unwrap();
+    assert_eq!(at_seb["transactionStatus"], "CANC", "{at_seb}");
+    assert!(at_seb["signed_at"].is_null(), "{at_seb}");
+    let events = s.events(id).await;
+    let mismatch = events
+        .iter()
+        .find(|(k, _)| k == "bank_terms_mismatch")
+        .expect("the ledger says why");
+    assert_eq!(mismatch.1["fields"], json!(["amount"]), "{events:?}");
+    // Later loads start nothing either: the payment is final, the shopper goes back.
+    let r = s.load(&page).await;
+    assert_eq!(r.status(), 303);
+    assert!(s.sent("POST", "/tpp/signing/v1/signing-orders").is_empty());
+    s.webhook(id, "payment.cancelled").await;
     s.assert_nothing_refused().await;
     s.assert_ledger_verifies().await;
 }

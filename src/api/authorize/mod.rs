@@ -112,6 +112,15 @@ pub(super) fn closed(
     lang: Language,
     back: Option<&PaymentRecord>,
 ) -> Response {
+    // A payment pisgate stopped because its bank made it with other terms says why.
+    let kind = match (kind, back) {
+        (Closed::Cancelled | Closed::Closed, Some(p))
+            if p.failure_code.as_deref() == Some(payments::TERMS_MISMATCH) =>
+        {
+            Closed::TermsMismatch
+        }
+        _ => kind,
+    };
     let status = match kind {
         Closed::Unknown => StatusCode::NOT_FOUND,
         Closed::NotReady => StatusCode::CONFLICT,

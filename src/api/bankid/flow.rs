@@ -869,7 +869,13 @@ async fn initiate(
         ShopperInitiation::Ran(Recorded::Initiated) => {
             let mut tx = state.pool.begin().await?;
             bankid::bind_psu_key(&mut tx, p.id, key).await?;
+            let contradicted = payments::terms_mismatch(&mut tx, p.id).await?;
             tx.commit().await?;
+            if contradicted {
+                return Ok(Step::Show(
+                    delete_contradicted(state, &now, key, token, psu).await?,
+                ));
+            }
             Step::Next
         }
         ShopperInitiation::Ran(Recorded::Refused) => Step::Show(to_merchant(&now)),
@@ -905,6 +911,10 @@ async fn sign(
     let Some(bank_ref) = p.bank_ref() else {
         return Ok(Outcome::Show(Shown::waiting(SIGN)));
     };
+    if payments::terms_mismatch(&mut *state.pool.read_conn().await?, p.id).await? {
+        // The bank made it with other terms than pisgate sent: never signed through pisgate.
+        return Ok(Outcome::Closed(Closed::TermsMismatch));
+    }
     let client = state.banks.client(&p.bank);
     let started = start_order(state, p, SIGN, action, || {
         client.start_signing(&bank_ref, &token.access_token, Some(psu))
@@ -980,6 +990,99 @@ async fn sign(
         BankIdState::Pending => Ok(Outcome::Show(Shown::from_progress(SIGN, progress))),
         _ => ended(state, p, key, token, psu, progress).await,
     }
+}
+
+/// The bank's answer to the initiation just recorded made the payment with other terms than
+/// pisgate sent (the `bank_terms_mismatch` event, [`initiation`]): no signing order is ever
+/// started for it. The bank is asked once, with the shopper's token, to delete it: only its
+/// deletion (SEB's 204) ends the payment `cancelled` (failure `bank_terms_mismatch`); a
+/// refusal or a failure is noted (`cancel_refused`, `by: pisgate`) and the payment is
+/// followed to the bank's own word (its timeout, or the late-signing horizon's delete). The
+/// shopper is shown why.
+async fn delete_contradicted(
+    state: &AppState,
+    p: &PaymentRecord,
+    key: &str,
+    token: &LiveToken,
+    psu: &PsuContext,
+) -> anyhow::Result<Outcome> {
+    let shown = Outcome::Closed(Closed::TermsMismatch);
+    let Some(bank_ref) = p.bank_ref() else {
+        return Ok(shown);
+    };
+    let client = state.banks.client(&p.bank);
+    let answer = bounded(client.cancel(
+        std::slice::from_ref(&bank_ref),
+        Some(&token.access_token),
+        Some(psu),
+    ))
+    .await;
+    let mut tx = state.pool.begin().await?;
+    match answer {
+        Ok(outcome) if outcome.deleted.contains(&bank_ref.id) => {
+            tracing::info!("the bank deleted the payment it made with other terms");
+            payments::transition(
+                &mut tx,
+                p.id,
+                payments::Change {
+                    evidence: crate::domain::Evidence::Bank(PaymentStatus::Cancelled),
+                    bank_status: Some(client.traits().deleted_status),
+                    kind: "cancelled",
+                    detail: json!({
+                        "by": "pisgate",
+                        "reason": payments::TERMS_MISMATCH,
+                        "deleted_at_bank": true,
+                    }),
+                    failure: Some((
+                        payments::TERMS_MISMATCH,
+                        "the bank made the payment with other terms (amount, currency or creditor account) than were sent; it was never signed, and the bank deleted it",
+                    )),
+                },
+            )
+            .await?;
+        }
+        Ok(outcome) => {
+            let errors: Vec<_> = outcome
+                .errors
+                .iter()
+                .map(|e| json!({ "code": e.code, "description": e.description }))
+                .collect();
+            tracing::warn!(
+                "the bank did not delete the payment it made with other terms; it is followed, never signed"
+            );
+            payments::note(
+                &mut tx,
+                p.id,
+                "cancel_refused",
+                json!({
+                    "by": "pisgate",
+                    "reason": payments::TERMS_MISMATCH,
+                    "errors": errors,
+                    "needs_authorisation": outcome.needs_authorisation.contains(&bank_ref.id),
+                }),
+            )
+            .await?;
+        }
+        Err(e) => {
+            if e == BankError::TokenRejected {
+                token_dead(state, p, key, token, "rejected on a delete").await;
+            }
+            tracing::warn!(error = %e, kind = e.kind(), "deleting the payment the bank made with other terms failed; it is followed, never signed");
+            payments::note(
+                &mut tx,
+                p.id,
+                "cancel_refused",
+                json!({
+                    "by": "pisgate",
+                    "reason": payments::TERMS_MISMATCH,
+                    "error": e.kind(),
+                }),
+            )
+            .await?;
+        }
+    }
+    tx.commit().await?;
+    Ok(shown)
 }
 
 /// A signing order ended: the payment's status decides (a failed order alone finalises

@@ -242,6 +242,9 @@ pub enum Closed {
     Signed,
     Closed,
     Unavailable,
+    /// The bank made the payment with other terms (amount, currency, creditor account) than
+    /// pisgate sent: it is not sent for signing.
+    TermsMismatch,
 }
 
 /// A page without a way to the bank; with a payment, a link back to the merchant carrying
@@ -262,6 +265,7 @@ pub fn closed_page(
         Closed::Signed => t.signed,
         Closed::Closed => t.closed,
         Closed::Unavailable => t.unavailable,
+        Closed::TermsMismatch => t.terms_mismatch,
     };
     let back = back.and_then(return_url);
     layout(

@@ -43,6 +43,9 @@ pub struct Text {
     pub signed: (&'static str, &'static str),
     pub closed: (&'static str, &'static str),
     pub unavailable: (&'static str, &'static str),
+    /// The bank made the payment with other terms than the merchant asked for: pisgate
+    /// does not send it for signing.
+    pub terms_mismatch: (&'static str, &'static str),
 }
 
 const EN: Text = Text {
@@ -93,6 +96,10 @@ const EN: Text = Text {
         "Please try again",
         "We could not open this payment just now. Please try again in a moment.",
     ),
+    terms_mismatch: (
+        "Payment stopped",
+        "Your bank registered this payment with another amount or recipient than the shop asked for, so it will not be sent to you for signing. Please return to the shop.",
+    ),
 };
 
 const FI: Text = Text {
@@ -142,6 +149,10 @@ const FI: Text = Text {
     unavailable: (
         "Yritä uudelleen",
         "Emme juuri nyt saaneet maksua auki. Yritä hetken kuluttua uudelleen.",
+    ),
+    terms_mismatch: (
+        "Maksu pysäytetty",
+        "Pankkisi kirjasi maksun eri summalla tai saajalla kuin kauppa pyysi, joten sitä ei lähetetä sinulle hyväksyttäväksi. Palaa kauppaan.",
     ),
 };
 
@@ -196,6 +207,10 @@ const SV: Text = Text {
         "Försök igen",
         "Vi kunde inte öppna betalningen just nu. Försök igen om en stund.",
     ),
+    terms_mismatch: (
+        "Betalningen stoppad",
+        "Din bank registrerade betalningen med ett annat belopp eller en annan mottagare än butiken bad om, så den skickas inte till dig för signering. Gå tillbaka till butiken.",
+    ),
 };
 
 const DA: Text = Text {
@@ -249,6 +264,10 @@ const DA: Text = Text {
         "Prøv igen",
         "Vi kunne ikke åbne betalingen lige nu. Prøv igen om et øjeblik.",
     ),
+    terms_mismatch: (
+        "Betalingen er stoppet",
+        "Din bank registrerede betalingen med et andet beløb eller en anden modtager, end butikken bad om, så den sendes ikke til dig til godkendelse. Gå tilbage til butikken.",
+    ),
 };
 
 const NB: Text = Text {
@@ -301,6 +320,10 @@ const NB: Text = Text {
     unavailable: (
         "Prøv igjen",
         "Vi kunne ikke åpne betalingen akkurat nå. Prøv igjen om litt.",
+    ),
+    terms_mismatch: (
+        "Betalingen er stoppet",
+        "Banken din registrerte betalingen med et annet beløp eller en annen mottaker enn butikken ba om, så den sendes ikke til deg for godkjenning. Gå tilbake til butikken.",
     ),
 };
 

@@ -909,6 +909,8 @@ impl Bank for BerlinGroupClient {
                 status: map_transaction_status(&answer.transaction_status, &self.paid, sca),
             },
             links,
+            // A Berlin Group initiation answer echoes no terms (§1.5).
+            echo_mismatch: Vec::new(),
         })
     }
 

@@ -116,6 +116,8 @@ pub fn initiated(answer: &wire::InitiationAnswer) -> Result<Initiated, BankError
         },
         status: status_report(bank_status),
         links: BankLinks::default(),
+        // Nordea's answer echoes no terms.
+        echo_mismatch: Vec::new(),
     })
 }
 

@@ -779,17 +779,16 @@ impl Bank for OpClient {
             .clone()
             .filter(|a| plain_id(a))
             .ok_or_else(|| unexpected("OP's answer carries no usable authorizationId"))?;
-        let echoed = match (&answer.amount, &answer.currency) {
-            (Some(a), Some(c)) => convert::money(a, c),
-            _ => Some(payment.amount),
-        };
-        if echoed != Some(payment.amount) {
-            // OP's echo of the amount differs from what pisgate sent (or cannot be read
-            // exactly): the payment stands as OP made it; say so loudly.
+        let echo_mismatch = convert::echo_mismatch(&answer, &body, payment.amount);
+        if !echo_mismatch.is_empty() {
+            // OP made the payment with other terms than pisgate sent (or an amount that
+            // cannot be read exactly): it must never be submitted. The caller records it and
+            // withholds the submission; say so loudly.
             tracing::error!(
                 bank = %self.bank_id,
                 bank_payment_id = %bank_payment_id,
-                "OP's answer to a payment creation carries another amount than pisgate sent"
+                mismatch = ?echo_mismatch,
+                "OP's answer to a payment creation carries other terms than pisgate sent"
             );
         }
         let url = self.authorization_url(
@@ -805,6 +804,7 @@ impl Bank for OpClient {
                 AUTHORIZATION_ID.to_owned(),
                 authorization_id,
             )])),
+            echo_mismatch,
         })
     }
 

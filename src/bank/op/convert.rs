@@ -5,7 +5,8 @@ use super::wire;
 use crate::bank::berlin_group::convert::refusal;
 use crate::bank::nordea::convert::parse_minor_units;
 use crate::bank::{
-    Account, AccountType, BankError, BankPaymentId, PaymentDetails, PaymentInitiation, StatusReport,
+    Account, AccountType, BankError, BankPaymentId, Initiated, PaymentDetails, PaymentInitiation,
+    StatusReport,
 };
 use crate::domain::{Currency, Money, PaymentStatus, Urgency};
 
@@ -59,6 +60,44 @@ pub fn amount_text(money: Money) -> String {
 pub fn money(amount: &str, currency: &str) -> Option<Money> {
     let currency = Currency::from_code(currency.trim())?;
     Money::from_minor(parse_minor_units(amount, currency)?, currency)
+}
+
+/// The terms OP's answer to a creation echoed with another value than pisgate sent in
+/// `sent` (for `amount`): [`Initiated::AMOUNT`] (another amount, or one that cannot be read
+/// exactly: never rounded, so never taken as equal), [`Initiated::CURRENCY`],
+/// [`Initiated::CREDITOR_ACCOUNT`] (another creditor IBAN, compared without spaces and
+/// case). A term the answer does not echo contradicts nothing.
+pub fn echo_mismatch(
+    answer: &wire::PaymentAnswer,
+    sent: &wire::PaymentRequest,
+    amount: Money,
+) -> Vec<&'static str> {
+    let mut mismatch = Vec::new();
+    let currency = answer.currency.as_deref().map(str::trim);
+    if let Some(echo) = &answer.amount {
+        let read = Currency::from_code(currency.unwrap_or(&sent.currency))
+            .and_then(|c| parse_minor_units(echo, c));
+        if read != Some(amount.minor()) {
+            mismatch.push(Initiated::AMOUNT);
+        }
+    }
+    if currency.is_some_and(|c| c != sent.currency) {
+        mismatch.push(Initiated::CURRENCY);
+    }
+    let plain = |iban: &str| -> String {
+        iban.chars()
+            .filter(|c| !c.is_whitespace())
+            .collect::<String>()
+            .to_ascii_uppercase()
+    };
+    if answer
+        .creditor
+        .as_ref()
+        .is_some_and(|c| plain(&c.iban) != plain(&sent.creditor.iban))
+    {
+        mismatch.push(Initiated::CREDITOR_ACCOUNT);
+    }
+    mismatch
 }
 
 fn iban(account: &Account, path: &str) -> Result<String, BankError> {

@@ -796,15 +796,20 @@ impl Bank for SebClient {
         let bank_payment_id = BankPaymentId::parse(answer.payment_id.clone())
             .ok_or_else(|| unexpected("SEB's paymentId is not URL-safe"))?;
         tracing::Span::current().record("bank_payment_id", bank_payment_id.as_str());
-        if let Some(amount) = &answer.instructed_amount
-            && amount.money() != Some(payment.amount)
-        {
-            // SEB's echo of the amount differs from what pisgate sent (or cannot be read
-            // exactly): the payment stands as SEB made it; say so loudly.
+        let echo_mismatch = answer
+            .instructed_amount
+            .as_ref()
+            .map(|echo| convert::amount_mismatch(echo, payment.amount))
+            .unwrap_or_default();
+        if !echo_mismatch.is_empty() {
+            // SEB made the payment with other terms than pisgate sent (or an amount that
+            // cannot be read exactly): it must never be signed through pisgate. The caller
+            // records it; say so loudly.
             tracing::error!(
                 bank = %self.bank_id,
                 bank_payment_id = %bank_payment_id,
-                "SEB's answer to an initiation carries another amount than pisgate sent"
+                mismatch = ?echo_mismatch,
+                "SEB's answer to an initiation carries other terms than pisgate sent"
             );
         }
         let mut links = BTreeMap::new();
@@ -828,6 +833,7 @@ impl Bank for SebClient {
             next: ScaStep::BankIdSigning,
             status: self.report(&answer.transaction_status),
             links: BankLinks(links),
+            echo_mismatch,
         })
     }
 

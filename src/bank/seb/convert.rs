@@ -24,10 +24,10 @@
 use super::wire;
 use crate::bank::berlin_group::convert::{end_to_end_id, refusal};
 use crate::bank::{
-    Account, AccountType, BankError, BankIdProgress, BankIdState, BankPaymentId, PaymentDetails,
-    PaymentInitiation, StatusReport, Urgency,
+    Account, AccountType, BankError, BankIdProgress, BankIdState, BankPaymentId, Initiated,
+    PaymentDetails, PaymentInitiation, StatusReport, Urgency,
 };
-use crate::domain::Currency;
+use crate::domain::{Currency, Money};
 use std::time::Duration;
 
 pub const MAX_CREDITOR_NAME: usize = 70;
@@ -261,6 +261,24 @@ pub fn payment_details(
         planned_execution_date: None,
         recurring: None,
     }
+}
+
+/// The terms of `sent` that SEB's echo of the instructed amount contradicts:
+/// [`Initiated::CURRENCY`] when the currency differs, [`Initiated::AMOUNT`] when the amount
+/// differs or cannot be read exactly in the echoed currency (an exponent, more decimals
+/// than the currency has: never rounded, so never taken as equal).
+pub fn amount_mismatch(echo: &wire::WireAmount, sent: Money) -> Vec<&'static str> {
+    let mut mismatch = Vec::new();
+    let currency = Currency::from_code(echo.currency.trim());
+    let same_currency = currency == Some(sent.currency());
+    let amount = currency.and_then(|c| wire::exact_money(echo.amount.get(), c));
+    if amount.is_none_or(|m| m.minor() != sent.minor()) {
+        mismatch.push(Initiated::AMOUNT);
+    }
+    if !same_currency {
+        mismatch.push(Initiated::CURRENCY);
+    }
+    mismatch
 }
 
 /// Whether a currency's product is SEPA (EUR), where SEB takes an IBAN only.

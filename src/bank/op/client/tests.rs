@@ -138,6 +138,10 @@ async fn op_initiation_creates_with_the_client_token_and_key_and_redirects_with_
     let payment = eur_payment();
     let initiated = op.initiate(&payment, Some(&shopper())).await.unwrap();
     assert_eq!(initiated.bank_payment_id.as_str(), PAYMENT_ID);
+    assert!(
+        initiated.echo_mismatch.is_empty(),
+        "OP echoed what was sent"
+    );
     assert_eq!(initiated.links.get(AUTHORIZATION_ID), Some(AUTH_ID));
     assert_eq!(
         initiated.status.status,
@@ -202,6 +206,47 @@ async fn op_initiation_creates_with_the_client_token_and_key_and_redirects_with_
     let second = &sent(&server, PAYMENTS).await[1];
     assert!(header(second, "x-fapi-customer-ip-address").is_none());
     assert_ne!(header(second, "x-fapi-interaction-id"), Some(interaction));
+}
+
+/// OP's answer to a creation echoes the amount, currency and creditor: another amount (or
+/// one that cannot be read exactly), another currency or another creditor IBAN is a
+/// contradiction the caller must act on (the payment exists at OP, so the answer is still
+/// the payment's, with its id and authorization).
+#[tokio::test]
+async fn op_a_creation_answer_echoing_other_terms_is_a_mismatch() {
+    let cases: [(&str, Value, Vec<&str>); 7] = [
+        ("amount", json!("12.35"), vec!["amount"]),
+        ("amount", json!("12.340"), vec![]),
+        ("amount", json!("1.234e1"), vec!["amount"]),
+        ("currency", json!("SEK"), vec!["currency"]),
+        (
+            "creditor",
+            json!({"name": "Shop Oy", "iban": "fi21 1234 5600 0007 85"}),
+            vec![],
+        ),
+        (
+            "creditor",
+            json!({"name": "Shop Oy", "iban": "FI4950009420028730"}),
+            vec!["creditor_account"],
+        ),
+        ("reference", json!("RF18539007547034"), vec![]),
+    ];
+    for (field, value, mismatch) in cases {
+        let server = op_server().await;
+        let mut answer = payment_json("Unauthorized");
+        answer[field] = value.clone();
+        Mock::given(method("POST"))
+            .and(path(PAYMENTS))
+            .respond_with(ResponseTemplate::new(201).set_body_json(answer))
+            .mount(&server)
+            .await;
+        let initiated = client(&server)
+            .initiate(&eur_payment(), None)
+            .await
+            .unwrap();
+        assert_eq!(initiated.bank_payment_id.as_str(), PAYMENT_ID);
+        assert_eq!(initiated.echo_mismatch, mismatch, "{field}: {value}");
+    }
 }
 
 #[tokio::test]

@@ -297,6 +297,45 @@ async fn seb_initiation_carries_the_shoppers_token_request_id_and_address_and_re
         json!({"currency": "SEK", "amount": "345.50"})
     );
     assert_eq!(body["creditorAccount"], json!({"bgnr": "5678-1234"}));
+    assert!(
+        initiated.echo_mismatch.is_empty(),
+        "345.5 SEK is what was sent"
+    );
+}
+
+/// SEB's 201 echoes `instructedAmount`: another amount, another currency, or an amount that
+/// cannot be read exactly in its currency is a contradiction the caller must act on (the
+/// payment exists at SEB, so the answer is still the payment's).
+#[tokio::test]
+async fn seb_an_initiation_echoing_another_amount_or_currency_is_a_mismatch() {
+    for (echo, mismatch) in [
+        (r#"{"amount":346.5,"currency":"SEK"}"#, vec!["amount"]),
+        (r#"{"amount":"345.50","currency":"SEK"}"#, vec![]),
+        (r#"{"amount":345.5,"currency":"EUR"}"#, vec!["currency"]),
+        (r#"{"amount":345.505,"currency":"SEK"}"#, vec!["amount"]),
+        (r#"{"amount":3.455e2,"currency":"SEK"}"#, vec!["amount"]),
+        (
+            r#"{"amount":1,"currency":"XXX"}"#,
+            vec!["amount", "currency"],
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .and(path(format!("{PIS}/payments/{PRODUCT}")))
+            .respond_with(ResponseTemplate::new(201).set_body_string(format!(
+                r#"{{"paymentId":"{PAYMENT_ID}","transactionStatus":"RCVD",
+                    "instructedAmount":{echo},
+                    "_links":{{"status":{{"href":"/payments/{PRODUCT}/{PAYMENT_ID}/status"}}}}}}"#
+            )))
+            .mount(&server)
+            .await;
+        let initiated = client(&server)
+            .initiate_with_token(&sek_payment(), &token(), None)
+            .await
+            .unwrap();
+        assert_eq!(initiated.bank_payment_id.as_str(), PAYMENT_ID, "{echo}");
+        assert_eq!(initiated.echo_mismatch, mismatch, "{echo}");
+    }
 }
 
 #[tokio::test]
