@@ -863,6 +863,7 @@ pub async fn begin_shopper_attempt(
 /// and nothing is recorded yet (guarded in SQL). Otherwise the answer is kept in the ledger
 /// as an orphan (a bank payment whose link nobody will ever see). Returns whether it was
 /// recorded.
+#[allow(clippy::too_many_arguments)] // one column each; a struct would only rename them
 pub async fn record_initiated(
     conn: &mut PgConnection,
     id: Uuid,
