@@ -4,8 +4,9 @@
 //! The Nordea sandbox, the Berlin Group simulator and the SEB simulator take the same rules,
 //! each through its [`FaultSwitch`]. The Berlin Group simulator maps its operations onto these
 //! names: `initiate`, `details` for reading the payment, `status` for the transaction and SCA
-//! statuses, `cancel` for the cancellation and its authorisations, `authorise` for the
-//! payment's authorisations; SEB's are in `seb::faults`.
+//! statuses, `sca_status` for the SCA status of a payment's authorisation alone, `cancel`
+//! for the cancellation and its authorisations, `authorise` for the payment's authorisations
+//! (start, list, update); SEB's are in `seb::faults`.
 //!
 //! A rule is `{"operation": "status" | … | "all", "kind": …, "probability": 0.0..=1.0,
 //! "times": n | null}` with the kind's own fields:
@@ -56,6 +57,9 @@ pub enum FaultTarget {
     /// A Berlin Group authorisation resource, or one of SEB's BankID orders (the Berlin
     /// Group and SEB simulators only).
     Authorise,
+    /// A Berlin Group payment authorisation's SCA status read only (the Berlin Group
+    /// simulator only); `status` covers it too.
+    ScaStatus,
 }
 
 impl FaultTarget {
@@ -64,6 +68,10 @@ impl FaultTarget {
             (self, op),
             (FaultTarget::All, _)
                 | (FaultTarget::Initiate, Operation::Initiate)
+                | (
+                    FaultTarget::Status | FaultTarget::ScaStatus,
+                    Operation::ScaStatus
+                )
                 | (FaultTarget::Status, Operation::Status)
                 | (FaultTarget::Details, Operation::Details)
                 | (FaultTarget::Funds, Operation::Funds)
@@ -403,5 +411,20 @@ mod tests {
         assert_eq!(state.plan(Operation::Details).fault, None);
         assert_eq!(state.plan(Operation::Status).fault, Some(Fault::Http500));
         assert_eq!(state.counters[&Operation::Details].received, 2);
+    }
+
+    #[test]
+    fn an_sca_status_rule_faults_the_sca_status_reads_only_and_a_status_rule_both() {
+        let rule: FaultRule =
+            serde_json::from_value(json!({"operation": "sca_status", "kind": "http500"})).unwrap();
+        let mut state = FaultState::new(vec![rule]);
+        assert_eq!(state.plan(Operation::Status).fault, None);
+        assert_eq!(state.plan(Operation::Authorise).fault, None);
+        assert_eq!(state.plan(Operation::ScaStatus).fault, Some(Fault::Http500));
+        let mut state =
+            FaultState::new(vec![FaultRule::always(FaultTarget::Status, Fault::Http503)]);
+        assert_eq!(state.plan(Operation::Status).fault, Some(Fault::Http503));
+        assert_eq!(state.plan(Operation::ScaStatus).fault, Some(Fault::Http503));
+        assert_eq!(state.counters[&Operation::ScaStatus].faulted, 1);
     }
 }

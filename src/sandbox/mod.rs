@@ -136,13 +136,16 @@ pub enum Operation {
     Cancel,
     Token,
     Revoke,
-    /// A Berlin Group authorisation resource (start, read, update), or one of SEB's BankID
+    /// A Berlin Group authorisation resource (start, list, update), or one of SEB's BankID
     /// orders: the Berlin Group and SEB simulators' faults only; Nordea has none.
     Authorise,
+    /// A Berlin Group payment authorisation's SCA status (`GET …/authorisations/{id}`): the
+    /// Berlin Group simulator only. A `status` fault rule covers it too.
+    ScaStatus,
 }
 
 impl Operation {
-    pub const ALL: [Operation; 8] = [
+    pub const ALL: [Operation; 9] = [
         Operation::Initiate,
         Operation::Status,
         Operation::Details,
@@ -151,6 +154,7 @@ impl Operation {
         Operation::Token,
         Operation::Revoke,
         Operation::Authorise,
+        Operation::ScaStatus,
     ];
 }
 

@@ -76,6 +76,10 @@ fn describe_metrics() {
         "Bank refusals that are our configuration's fault (credentials, signature, clock), by code."
     );
     describe_counter!(
+        "pisgate_bank_sca_status_unknown_total",
+        "Berlin Group SCA status reads behind a RJCT or PDNG that failed (404, a refusal, 5xx, unreadable), by bank and error kind; the transaction status was applied with the SCA unknown."
+    );
+    describe_counter!(
         "pisgate_bank_choices_total",
         "Banks chosen by shoppers on pisgate's page (deferred initiation), by bank."
     );

@@ -365,6 +365,41 @@ async fn berlin_group_a_refused_sca_is_authorization_failed_not_rejected() {
     assert_spec_clean(&bank, &[]);
 }
 
+/// The bank's `RJCT` is applied even when its SCA status cannot be read (every
+/// `getPaymentInitiationScaStatus` answers 500 here; a real bank answered 400
+/// `RESOURCE_EXPIRED` once the SCA was over): the SCA is then unknown and the payment
+/// `rejected`. Before, the failed SCA read failed the whole status read, so the payment stayed
+/// `authorized` and was polled with backoff for ever.
+#[tokio::test]
+async fn berlin_group_a_rjct_is_applied_when_the_sca_status_cannot_be_read() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget, Operation};
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    bank.sandbox.faults().set(vec![FaultRule::always(
+        FaultTarget::ScaStatus,
+        Fault::Http500,
+    )]);
+    let m = app.create_merchant("Shop").await;
+    // 77.01: ACSP after the SCA, RJCT one step later (no funds at execution).
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.01"))
+        .await;
+    let id = p["id"].as_str().unwrap();
+    let page = to_bank_page(&app, &p).await;
+    decide(&app, &page, true).await;
+    let rejected = wait_for_status(&app, &m, id, "rejected").await;
+    assert_eq!(rejected["bank_status"], "RJCT", "{rejected}");
+    let sca_reads = bank.sandbox.faults().counters()[&Operation::ScaStatus];
+    assert!(
+        sca_reads.received >= 1 && sca_reads.faulted == sca_reads.received,
+        "the SCA status was asked for and never given: {sca_reads:?}"
+    );
+    assert_eq!(
+        webhook_types(&app, &m, id).await.last().map(String::as_str),
+        Some("payment.rejected")
+    );
+    assert_spec_clean(&bank, &[500]);
+}
+
 #[tokio::test]
 async fn berlin_group_a_merchants_cancel_of_an_opened_unsigned_payment_is_a_delete_at_the_bank() {
     let (app, bank) = spawn_with_berlin(&[]).await;

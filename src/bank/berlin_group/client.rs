@@ -20,10 +20,14 @@
 //!   from a rejected payment, so when the transaction status is `RJCT` or `PDNG` and the
 //!   payment has a `scaStatus` link, `status()` (and `details()`) read it too: `RJCT` +
 //!   `failed` → `authorization_failed`, other `RJCT` → `rejected`; `PDNG` → `authorized` when
-//!   finalised, `awaiting_authorization` when open. A 404 at that link counts as unknown
-//!   (`RJCT` → `rejected`, `PDNG` → no status); any other failure fails the read, to be
-//!   tried again. Links of an authorisation started later (explicit or decoupled SCA) are
-//!   in its [`Authorisation::links`]: the caller keeps them with the payment.
+//!   finalised, `awaiting_authorization` when open. Any failure at that link (404, a 400/403
+//!   such as `RESOURCE_EXPIRED` once the SCA is over, 5xx after the read retries, an
+//!   unreadable answer) counts as unknown: `RJCT` → `rejected` (the bank's final word, the
+//!   generic reason), `PDNG` → no status. It is logged and counted
+//!   (`pisgate_bank_sca_status_unknown_total`), never a failed read: a definite `RJCT`
+//!   must not wait forever on a secondary read. Links of an authorisation started later
+//!   (explicit or decoupled SCA) are in its [`Authorisation::links`]: the caller keeps
+//!   them with the payment.
 //! - **`PSU-IP-Address`** (mandatory on initiation): the shopper's address when pisgate has
 //!   it, else the configured fallback (`psu_ip_fallback`, e.g. the server's own public
 //!   address); with neither, initiation is refused before any call, naming the setting.
@@ -727,22 +731,33 @@ impl BerlinGroupClient {
     }
 
     /// The SCA state behind a `RJCT`/`PDNG`, from the payment's `scaStatus` link if any.
+    /// `None` (unknown) when there is no such link or the bank does not answer it usefully
+    /// (404, a refusal such as 400/403 `RESOURCE_EXPIRED` after the SCA ended, 5xx after the
+    /// read retries, an unreadable answer): the transaction status is the payment's truth,
+    /// and a bank's `RJCT` must never wait on a secondary read.
     async fn sca_behind(
         &self,
         code: &str,
         payment: &BankRef,
         psu: Option<&PsuContext>,
-    ) -> Result<Option<ScaState>, BankError> {
+    ) -> Option<ScaState> {
         if !needs_sca_status(code) {
-            return Ok(None);
+            return None;
         }
-        let Some(link) = payment.links.get("scaStatus") else {
-            return Ok(None);
-        };
+        let link = payment.links.get("scaStatus")?;
         match self.sca_status(link, psu).await {
-            Ok(report) => Ok(Some(report.state)),
-            Err(BankError::NotFound) => Ok(None),
-            Err(e) => Err(e),
+            Ok(report) => Some(report.state),
+            Err(error) => {
+                tracing::warn!(
+                    transaction_status = code,
+                    kind = error.kind(),
+                    %error,
+                    "the SCA status behind the transaction status could not be read; applied as unknown SCA"
+                );
+                metrics::counter!("pisgate_bank_sca_status_unknown_total", "bank" => self.bank_id.clone(), "kind" => error.kind())
+                    .increment(1);
+                None
+            }
         }
     }
 
@@ -751,12 +766,12 @@ impl BerlinGroupClient {
         code: &str,
         payment: &BankRef,
         psu: Option<&PsuContext>,
-    ) -> Result<StatusReport, BankError> {
-        let sca = self.sca_behind(code, payment, psu).await?;
-        Ok(StatusReport {
+    ) -> StatusReport {
+        let sca = self.sca_behind(code, payment, psu).await;
+        StatusReport {
             bank_status: code.to_owned(),
             status: map_transaction_status(code, &self.paid, sca),
-        })
+        }
     }
 
     fn redirect_headers<'a>(
@@ -924,7 +939,7 @@ impl Bank for BerlinGroupClient {
             .psu(psu)
             .read();
         let (answer, _): (wire::StatusAnswer, _) = self.fetch(&call).await?;
-        self.report(&answer.transaction_status, payment, psu).await
+        Ok(self.report(&answer.transaction_status, payment, psu).await)
     }
 
     #[tracing::instrument(skip_all, fields(bank = %self.bank_id, operation = "details", bank_payment_id = %payment.id))]
@@ -938,9 +953,7 @@ impl Bank for BerlinGroupClient {
             .psu(psu)
             .read();
         let (answer, _): (wire::DetailsAnswer, _) = self.fetch(&call).await?;
-        let report = self
-            .report(&answer.transaction_status, payment, psu)
-            .await?;
+        let report = self.report(&answer.transaction_status, payment, psu).await;
         Ok(convert::payment_details(&payment.id, &answer, report))
     }
 

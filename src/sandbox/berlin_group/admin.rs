@@ -14,7 +14,7 @@
 //! | `POST /admin/decoupled/{authorisationId}` | `{"approve": …}`, as `/admin/sca/…` (the Python ASPSP's path) |
 //! | `POST /admin/clock/advance` | `{"seconds": 2}` and/or `{"millis": 500}` moves the simulator clock |
 //! | `GET /admin/faults` | `{"rules": [rule…], "counters": {"initiate": {"received", "faulted"}, …}}` |
-//! | `PUT /admin/faults` | `{"rules": [rule…]}` replaces every rule: the Nordea sandbox's rules ([`crate::sandbox::faults`]); `[]` switches faults off |
+//! | `PUT /admin/faults` | `{"rules": [rule…]}` replaces every rule: the Nordea sandbox's rules ([`crate::sandbox::faults`]), `sca_status` targeting the SCA status reads alone; `[]` switches faults off |
 //! | `POST /admin/reset` | forgets everything (the faults too) |
 
 use std::sync::Arc;

@@ -104,7 +104,8 @@ impl Op {
         match self {
             Op::Initiate => Operation::Initiate,
             Op::Get => Operation::Details,
-            Op::Status | Op::ScaStatus => Operation::Status,
+            Op::Status => Operation::Status,
+            Op::ScaStatus => Operation::ScaStatus,
             Op::Cancel
             | Op::StartCancelAuth
             | Op::ListCancelAuth

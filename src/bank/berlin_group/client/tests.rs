@@ -300,6 +300,83 @@ async fn berlin_group_rjct_reads_the_sca_status_to_tell_a_refusal_from_a_rejecti
     assert_eq!(report.status, Some(PaymentStatus::Rejected));
 }
 
+/// An SCA status the bank will not give (SEB answered 400 `RESOURCE_EXPIRED` once the SCA was
+/// over, berlin-group-pis.md §6.1; a 403, a 5xx after the retries, a garbled answer) is an
+/// unknown SCA, as a 404 is: the bank's `RJCT` is still its final word (`rejected`), and a
+/// `PDNG` is still no status. Before, any such failure failed the whole status read, so the
+/// `RJCT` was never applied and the payment was polled with backoff for ever.
+#[tokio::test]
+async fn berlin_group_an_sca_status_that_cannot_be_read_leaves_the_transaction_status_in_force() {
+    let answers: [(&str, ResponseTemplate); 5] = [
+        (
+            "400 RESOURCE_EXPIRED",
+            ResponseTemplate::new(400).set_body_json(tpp_error("RESOURCE_EXPIRED", "")),
+        ),
+        (
+            "403 RESOURCE_EXPIRED",
+            ResponseTemplate::new(403).set_body_json(tpp_error("RESOURCE_EXPIRED", "")),
+        ),
+        ("500", ResponseTemplate::new(500)),
+        (
+            "garbled",
+            ResponseTemplate::new(200).set_body_string("{\"scaStatus\": "),
+        ),
+        (
+            "404",
+            ResponseTemplate::new(404).set_body_json(tpp_error("RESOURCE_UNKNOWN", "")),
+        ),
+    ];
+    for (what, sca_answer) in answers {
+        for (code, expected) in [("RJCT", Some(PaymentStatus::Rejected)), ("PDNG", None)] {
+            let server = MockServer::start().await;
+            Mock::given(method("GET"))
+                .and(path(status_path()))
+                .respond_with(
+                    ResponseTemplate::new(200).set_body_json(json!({"transactionStatus": code})),
+                )
+                .mount(&server)
+                .await;
+            Mock::given(method("GET"))
+                .and(path(sca_path()))
+                .respond_with(sca_answer.clone())
+                .mount(&server)
+                .await;
+            let client = client(&server);
+            let report = client
+                .status(&payment_ref(), None)
+                .await
+                .unwrap_or_else(|e| panic!("{code} with the SCA read {what}: {e}"));
+            assert_eq!(
+                (report.bank_status.as_str(), report.status),
+                (code, expected),
+                "{code} with the SCA read {what}"
+            );
+            let details_answer = json!({
+                "transactionStatus": code,
+                "instructedAmount": {"currency": "EUR", "amount": "10.00"},
+                "debtorAccount": {"iban": "FI2112345600000785"},
+                "creditorAccount": {"iban": "FI1410093000123458"},
+                "creditorName": "Kauppa Oy"
+            });
+            Mock::given(method("GET"))
+                .and(path(format!(
+                    "/psd2/v1/payments/sepa-credit-transfers/{PAYMENT_ID}"
+                )))
+                .respond_with(ResponseTemplate::new(200).set_body_json(details_answer))
+                .mount(&server)
+                .await;
+            let details = client
+                .details(&payment_ref(), None, None)
+                .await
+                .unwrap_or_else(|e| panic!("details, {code} with the SCA read {what}: {e}"));
+            assert_eq!(
+                details.status.status, expected,
+                "details: {code}, SCA read {what}"
+            );
+        }
+    }
+}
+
 #[tokio::test]
 async fn berlin_group_unknown_transaction_status_changes_nothing() {
     let server = MockServer::start().await;
