@@ -9,8 +9,8 @@
 //! The truth rules are the same for all: an attempt is started in the ledger before the
 //! bank call ([`payments::begin_attempt`], [`payments::begin_shopper_attempt`] or creation);
 //! only the current attempt may record the bank's answer ([`payments::record_initiated`],
-//! else the answer is an orphan in the ledger); an explicit refusal ends the payment
-//! `failed`; a timeout, a dropped connection or an unreadable answer leaves
+//! else the answer is an orphan in the ledger); an explicit refusal, or a request pisgate
+//! could not send at all ([`BankError::NotSent`]), ends the payment `failed`; a timeout, a dropped connection or an unreadable answer leaves
 //! `initiation: outcome_unknown` (the bank's link of such an attempt is never handed to
 //! anyone); every attempt and its outcome is in the ledger.
 //!
@@ -61,7 +61,7 @@ pub enum Recorded {
     Initiated,
     /// A newer attempt owns the payment (or it ended): this answer is an orphan.
     Superseded,
-    /// The bank refused it: the payment is `failed`.
+    /// The bank refused it, or pisgate could not send it at all: the payment is `failed`.
     Refused,
     /// No answer pisgate can trust (`not_created` when the bank provably made nothing).
     Unanswered { not_created: bool },
@@ -236,24 +236,28 @@ async fn try_record_outcome(
             tx.commit().await?;
             return problem_answer(Recorded::Superseded, &outcome_unknown());
         }
-        Err(error) if is_refusal(error) => {
-            let (code, api_error) = initiation_refused(error);
-            tracing::warn!(error = %error, kind = error.kind(), "the bank refused the initiation");
+        Err(error) if ends_failed(error) => {
+            let ended = initiation_ended(error);
+            if matches!(error, BankError::NotSent { .. }) {
+                tracing::error!(error = %error, kind = error.kind(), "the initiation could not be sent to the bank (nothing was sent); the payment is failed; an operator must fix the cause");
+            } else {
+                tracing::warn!(error = %error, kind = error.kind(), "the bank refused the initiation");
+            }
             payments::mark_refused(&mut tx, payment_id).await?;
             payments::transition(
                 &mut tx,
                 payment_id,
                 Change {
-                    evidence: Evidence::InitiationRefused,
+                    evidence: ended.evidence,
                     bank_status: None,
-                    kind: "initiation_refused",
+                    kind: ended.kind,
                     detail: json!({ "attempt": attempt, "error": error.kind(), "detail": error.to_string() }),
-                    failure: Some((code, &error.to_string())),
+                    failure: Some((ended.code, &error.to_string())),
                 },
             )
             .await
             .map_err(|e| anyhow::anyhow!(e))?;
-            let answer = problem_answer(Recorded::Refused, &api_error)?;
+            let answer = problem_answer(Recorded::Refused, &ended.api_error)?;
             if let Some(k) = key {
                 idempotency::complete(
                     &mut tx,
@@ -346,31 +350,58 @@ async fn record_contradiction(
     Ok(())
 }
 
-/// An explicit refusal: the bank looked at the request and said no, so nothing exists there.
-fn is_refusal(error: &BankError) -> bool {
+/// An answer that ends the payment `failed`: nothing exists at the bank, and the same
+/// request would end the same way. An explicit refusal (the bank looked at the request and
+/// said no), or a request pisgate could not send at all ([`BankError::NotSent`]: nothing
+/// left pisgate, e.g. no `PSU-IP-Address` to send; answering "outcome unknown, retry" would
+/// send the merchant into retries that fail the same way, and leave the payment open until
+/// its horizon).
+fn ends_failed(error: &BankError) -> bool {
     matches!(
         error,
         BankError::Validation { .. }
             | BankError::BadCredentials { .. }
             | BankError::BadSignature { .. }
             | BankError::ClockRejected { .. }
+            | BankError::NotSent { .. }
     )
 }
 
-/// What the merchant is told when the bank refused the initiation, and the failure code
-/// kept on the payment.
-fn initiation_refused(error: &BankError) -> (&'static str, ApiError) {
+/// How an initiation that [`ends_failed`] is recorded and answered.
+struct Ended {
+    evidence: Evidence,
+    /// The ledger event's kind.
+    kind: &'static str,
+    /// The failure code kept on the payment.
+    code: &'static str,
+    /// What the merchant is told.
+    api_error: ApiError,
+}
+
+fn initiation_ended(error: &BankError) -> Ended {
     match error {
-        BankError::Validation { failures } => (
-            "bank_rejected",
-            ApiError::BankRejected(bank_failures(failures)),
-        ),
-        _ => (
-            "bank_configuration_error",
-            ApiError::BankUnavailable(
+        BankError::Validation { failures } => Ended {
+            evidence: Evidence::InitiationRefused,
+            kind: "initiation_refused",
+            code: "bank_rejected",
+            api_error: ApiError::BankRejected(bank_failures(failures)),
+        },
+        BankError::NotSent { .. } => Ended {
+            evidence: Evidence::InitiationNotSent,
+            kind: "initiation_not_sent",
+            code: "bank_configuration_error",
+            api_error: ApiError::BankUnavailable(
+                "the payment could not be sent to the bank because of our setup for this bank; this is on our side and has been logged; nothing reached the bank and the payment was not created".into(),
+            ),
+        },
+        _ => Ended {
+            evidence: Evidence::InitiationRefused,
+            kind: "initiation_refused",
+            code: "bank_configuration_error",
+            api_error: ApiError::BankUnavailable(
                 "the bank refused our credentials; this is on our side and has been logged; the payment was not created".into(),
             ),
-        ),
+        },
     }
 }
 
@@ -566,4 +597,45 @@ async fn initiate_for_shopper_with(
     .increment(1);
     let token_rejected = matches!(outcome, Err(BankError::TokenRejected));
     Ok((ShopperInitiation::Ran(answer.recorded), token_rejected))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::PaymentStatus;
+
+    /// A request pisgate could not send ends the payment `failed` with a configuration error
+    /// the merchant is told about, never "outcome unknown, retry": nothing reached the bank,
+    /// and a retry would fail the same way.
+    #[test]
+    fn an_initiation_that_was_never_sent_ends_failed_as_a_configuration_error() {
+        let error = BankError::NotSent {
+            detail: "no PSU-IP-Address".into(),
+        };
+        assert!(ends_failed(&error));
+        let ended = initiation_ended(&error);
+        assert_eq!(ended.evidence, Evidence::InitiationNotSent);
+        assert_eq!(ended.evidence.status(), PaymentStatus::Failed);
+        assert_eq!(ended.kind, "initiation_not_sent");
+        assert_eq!(ended.code, "bank_configuration_error");
+        assert_eq!(ended.api_error.code(), "bank_unavailable");
+        assert_ne!(
+            ended.api_error.code(),
+            outcome_unknown().code(),
+            "never answered as an unknown outcome"
+        );
+        // What may have reached the bank never ends it.
+        for unknown in [
+            BankError::Unexpected {
+                status: None,
+                detail: "timeout".into(),
+            },
+            BankError::Unavailable {
+                detail: "dropped".into(),
+                retry_safe: false,
+            },
+        ] {
+            assert!(!ends_failed(&unknown), "{unknown:?}");
+        }
+    }
 }

@@ -640,6 +640,14 @@ pub enum BankError {
     /// Anything else, including an answer we cannot read.
     #[error("unexpected answer from the bank{}: {detail}", status.map(|s| format!(" (HTTP {s})")).unwrap_or_default())]
     Unexpected { status: Option<u16>, detail: String },
+    /// pisgate refused to send the request before anything left this process: it could not
+    /// be built, encoded or signed here, a header value cannot travel in HTTP, a link of the
+    /// bank's points where our signed requests must not go, or our setup lacks what the bank
+    /// requires (no `PSU-IP-Address` to send). Nothing reached the bank, so it provably
+    /// processed nothing; the same request fails the same way until the cause is fixed, so
+    /// it is no reason to retry. Never used once a request may have gone out.
+    #[error("not sent to the bank: {detail}")]
+    NotSent { detail: String },
 }
 
 fn codes(failures: &[BankFailure]) -> String {
@@ -669,16 +677,10 @@ impl BankError {
             BankError::TokenRejected => "token_rejected",
             BankError::Unavailable { .. } => "unavailable",
             BankError::Unexpected { .. } => "unexpected",
+            BankError::NotSent { .. } => "not_sent",
         }
     }
 
-    /// Whether the bank provably did not process the request, so that sending it again
-    /// cannot act twice: true for [`BankError::RateLimited`] (a 429 is refused before any
-    /// processing) and for [`BankError::Unavailable`] with `retry_safe: true` (the bank's own 503, or
-    /// no connection at all). False for everything else, including an `Unavailable` whose
-    /// request may have reached the bank (timeout or drop after sending, 500/502/504/408):
-    /// then the outcome is unknown. An explicit refusal (validation, credentials,
-    /// signature) is also false here: the bank did process it, and said no.
     /// A fault of our own setup (credentials, key, clock), not of the payment or the shopper:
     /// it needs an operator, and it says nothing about any token.
     pub fn is_configuration_fault(&self) -> bool {
@@ -700,6 +702,14 @@ impl BankError {
         }
     }
 
+    /// Whether the bank provably did not process the request, so that sending it again
+    /// cannot act twice: true for [`BankError::RateLimited`] (a 429 is refused before any
+    /// processing), for [`BankError::Unavailable`] with `retry_safe: true` (the bank's own
+    /// 503, or no connection at all) and for [`BankError::NotSent`] (nothing left pisgate).
+    /// False for everything else, including an `Unavailable` whose request may have reached
+    /// the bank (timeout or drop after sending, 500/502/504/408): then the outcome is
+    /// unknown. An explicit refusal (validation, credentials, signature) is also false here:
+    /// the bank did process it, and said no.
     pub fn provably_not_processed(&self) -> bool {
         matches!(
             self,
@@ -708,6 +718,7 @@ impl BankError {
                     retry_safe: true,
                     ..
                 }
+                | BankError::NotSent { .. }
         )
     }
 }
@@ -1036,6 +1047,12 @@ mod tests {
         assert!(BankError::RateLimited { retry_after: None }.provably_not_processed());
         assert!(unavailable(true).provably_not_processed());
         assert!(!unavailable(false).provably_not_processed());
+        assert!(
+            BankError::NotSent {
+                detail: "no PSU-IP-Address".into()
+            }
+            .provably_not_processed()
+        );
         for other in [
             BankError::NotFound,
             BankError::TokenRejected,

@@ -19,9 +19,10 @@
 //!   payment on to the bank's final word). There is deliberately no way to say "the horizon
 //!   passed" here.
 //! - [`Evidence::InitiationRefused`]: the bank explicitly refused to create the payment
-//!   (validation, credentials). The only way to `failed`. A timeout, a dropped connection or
-//!   an unreadable answer is no evidence at all: the initiation's outcome is unknown and the
-//!   payment stays open for a retry with the same key.
+//!   (validation, credentials). With [`Evidence::InitiationNotSent`] (pisgate could not send
+//!   the initiation at all: nothing reached the bank) the only ways to `failed`. A timeout, a
+//!   dropped connection or an unreadable answer is no evidence at all: the initiation's
+//!   outcome is unknown and the payment stays open for a retry with the same key.
 //! - [`Evidence::LinkNeverHandedOut`]: the merchant cancelled before any shopper went
 //!   through the hop, so the bank's signing link was never seen by anyone and nothing can be
 //!   signed. Gives `cancelled`.
@@ -153,6 +154,11 @@ pub enum Evidence {
     },
     /// The bank explicitly refused the initiation: `failed`.
     InitiationRefused,
+    /// pisgate could not send the initiation at all (its setup for the bank lacks what the
+    /// bank requires, or the request cannot be built or signed): nothing reached the bank,
+    /// so nothing exists there to sign or execute, and the same request fails the same way.
+    /// `failed`.
+    InitiationNotSent,
     /// Cancelled by the merchant before any shopper reached the bank's signing link.
     LinkNeverHandedOut,
     /// Cancelled by the merchant before pisgate submitted a payment that the bank executes
@@ -180,7 +186,7 @@ impl Evidence {
                 cancel_requested: false,
                 ..
             } => PaymentStatus::Expired,
-            Evidence::InitiationRefused => PaymentStatus::Failed,
+            Evidence::InitiationRefused | Evidence::InitiationNotSent => PaymentStatus::Failed,
             Evidence::NeverSubmittable => PaymentStatus::AuthorizationFailed,
         }
     }
@@ -421,6 +427,13 @@ mod tests {
         );
         assert_eq!(
             AwaitingAuthorization
+                .apply(Evidence::InitiationNotSent)
+                .unwrap()
+                .status(),
+            Failed
+        );
+        assert_eq!(
+            AwaitingAuthorization
                 .apply(Evidence::LinkNeverHandedOut)
                 .unwrap()
                 .status(),
@@ -440,6 +453,7 @@ mod tests {
                 cancel_requested: true,
             },
             Evidence::InitiationRefused,
+            Evidence::InitiationNotSent,
             Evidence::LinkNeverHandedOut,
         ] {
             assert!(Authorized.apply(evidence).is_err(), "{evidence:?}");

@@ -13,7 +13,7 @@
 //! Decisions:
 //! - **Links are followed, never rebuilt.** A relative href is resolved against the base
 //!   URL's origin; an absolute one must have the base URL's scheme, host and port, else the
-//!   call is refused (`Unexpected`) before anything is sent: an edited link in the database
+//!   call is refused (`NotSent`) before anything is sent: an edited link in the database
 //!   must not send our signed requests elsewhere. The shopper's `scaRedirect` is exempt (it
 //!   is where the browser goes, often the bank's web host), but must be http(s).
 //! - **What `RJCT` means needs the SCA.** The status read alone cannot tell a refused SCA
@@ -31,6 +31,11 @@
 //! - **`PSU-IP-Address`** (mandatory on initiation): the shopper's address when pisgate has
 //!   it, else the configured fallback (`psu_ip_fallback`, e.g. the server's own public
 //!   address); with neither, initiation is refused before any call, naming the setting.
+//! - **Refused before sending** ([`BankError::NotSent`], provably not processed): no
+//!   `PSU-IP-Address`, a body that cannot be encoded, a request that cannot be signed, a
+//!   header value HTTP cannot carry (a control character), a missing or foreign link.
+//!   Never for anything after a request went out: an answer pisgate cannot use is
+//!   `Unexpected` (its outcome is unknown).
 //! - **The redirect back**: a Berlin Group bank returns the shopper with no parameters, so
 //!   the state travels inside `TPP-Redirect-URI` as `state=…`; `TPP-Nok-Redirect-URI` is the
 //!   same URL plus `error=access_denied` (a hint: the bank's status stays the truth).
@@ -386,6 +391,13 @@ fn unexpected(detail: impl Into<String>) -> BankError {
     }
 }
 
+/// A request refused here, before anything was sent ([`BankError::NotSent`]).
+fn not_sent(detail: impl Into<String>) -> BankError {
+    BankError::NotSent {
+        detail: detail.into(),
+    }
+}
+
 fn not_offered(what: &str) -> BankError {
     unexpected(format!(
         "the berlin-group protocol does not {what}: redirect SCA gives pisgate no shopper tokens"
@@ -437,7 +449,7 @@ pub(crate) fn record_attempt<T>(
 /// `error=access_denied`).
 pub fn redirect_uris(auth: &Authentication) -> Result<(String, String), BankError> {
     let mut ok = Url::parse(&auth.redirect_uri)
-        .map_err(|_| unexpected("the redirect URI is not an absolute URL"))?;
+        .map_err(|_| not_sent("the redirect URI is not an absolute URL"))?;
     ok.query_pairs_mut().append_pair("state", &auth.state);
     let mut nok = ok.clone();
     nok.query_pairs_mut().append_pair("error", "access_denied");
@@ -528,19 +540,17 @@ impl BerlinGroupClient {
         let url = self
             .origin
             .join(href.trim())
-            .map_err(|_| unexpected("the bank's link is not a URL"))?;
+            .map_err(|_| not_sent("the bank's link is not a URL"))?;
         if url.scheme() != self.origin.scheme()
             || url.host_str() != self.origin.host_str()
             || url.port_or_known_default() != self.origin.port_or_known_default()
         {
-            return Err(unexpected(
+            return Err(not_sent(
                 "the bank's link points away from its base URL; refusing to send a signed request there",
             ));
         }
         if url.fragment().is_some() || !url.username().is_empty() || url.password().is_some() {
-            return Err(unexpected(
-                "the bank's link carries a fragment or user info",
-            ));
+            return Err(not_sent("the bank's link carries a fragment or user info"));
         }
         Ok(url)
     }
@@ -567,7 +577,7 @@ impl BerlinGroupClient {
         let href = payment
             .links
             .get(name)
-            .ok_or_else(|| unexpected(format!("the payment has no `{name}` link from the bank")))?;
+            .ok_or_else(|| not_sent(format!("the payment has no `{name}` link from the bank")))?;
         let url = self.resolve(href)?;
         let id = payment.id.as_str();
         if !url
@@ -578,7 +588,7 @@ impl BerlinGroupClient {
                 link = name,
                 "the payment's link from the bank does not name its bank payment id; not followed"
             );
-            return Err(unexpected(format!(
+            return Err(not_sent(format!(
                 "the payment's `{name}` link does not name its bank payment id"
             )));
         }
@@ -587,7 +597,7 @@ impl BerlinGroupClient {
 
     fn endpoint(&self, service: &str, product: &str) -> Result<Url, BankError> {
         Url::parse(&format!("{}/v1/{service}/{product}", self.base))
-            .map_err(|_| unexpected("could not build the initiation URL"))
+            .map_err(|_| not_sent("could not build the initiation URL"))
     }
 
     /// One harmless call for `pisgate check`: the status of a payment id nobody has
@@ -601,7 +611,7 @@ impl BerlinGroupClient {
             .unwrap_or(BerlinGroupConfig::DEFAULT_PRODUCT);
         let id = uuid::Uuid::new_v4();
         let url = Url::parse(&format!("{}/v1/payments/{product}/{id}/status", self.base))
-            .map_err(|_| unexpected("could not build the probe URL"))?;
+            .map_err(|_| not_sent("could not build the probe URL"))?;
         match self.execute(&Call::new("probe", Method::GET, url)).await {
             Ok(_) | Err(BankError::NotFound) => Ok(()),
             Err(e) => Err(e),
@@ -675,7 +685,7 @@ impl BerlinGroupClient {
             let signed = headers_to_sign(&digest, &request_id, &present, &date);
             let signature = signer
                 .sign(&signed)
-                .map_err(|_| unexpected("could not sign the request"))?;
+                .map_err(|_| not_sent("could not sign the request"))?;
             request = request
                 .header("digest", &digest)
                 .header("signature", signature)
@@ -683,7 +693,7 @@ impl BerlinGroupClient {
         }
         for (name, value) in &headers {
             let mut value = reqwest::header::HeaderValue::from_str(value).map_err(|_| {
-                unexpected(format!("header {name} holds characters HTTP cannot carry"))
+                not_sent(format!("header {name} holds characters HTTP cannot carry"))
             })?;
             if *name == "psu-id" {
                 value.set_sensitive(true);
@@ -873,7 +883,7 @@ impl Bank for BerlinGroupClient {
             None => ("payments", product),
         };
         let ip = psu.and_then(|p| p.ip).or(self.psu_ip_fallback).ok_or_else(|| {
-            unexpected(
+            not_sent(
                 "no PSU-IP-Address: the shopper's address is unknown and the bank has no psu_ip_fallback setting",
             )
         })?;
@@ -882,8 +892,8 @@ impl Bank for BerlinGroupClient {
             self.body_options,
             chrono::Utc::now().date_naive(),
         )?;
-        let body = serde_json::to_vec(&body)
-            .map_err(|_| unexpected("could not encode the request body"))?;
+        let body =
+            serde_json::to_vec(&body).map_err(|_| not_sent("could not encode the request body"))?;
         let mut call = Call::new("initiate", Method::POST, self.endpoint(service, product)?)
             .json(body)
             .psu(psu)
@@ -1062,9 +1072,7 @@ impl Bank for BerlinGroupClient {
                     .find(|(k, _)| k.starts_with("startAuthorisation"))
                     .map(|(_, v)| v.as_str())
             })
-            .ok_or_else(|| {
-                unexpected("the payment has no startAuthorisation link from the bank")
-            })?;
+            .ok_or_else(|| not_sent("the payment has no startAuthorisation link from the bank"))?;
         let mut call = Call::new("start_authorisation", Method::POST, self.resolve(href)?)
             .json(b"{}".to_vec())
             .psu(psu);
@@ -1107,7 +1115,7 @@ impl Bank for BerlinGroupClient {
         let metadata_url = payment
             .links
             .get("scaOAuth")
-            .ok_or_else(|| unexpected("the payment has no scaOAuth link from the bank"))?;
+            .ok_or_else(|| not_sent("the payment has no scaOAuth link from the bank"))?;
         let metadata = self.oauth_metadata(metadata_url).await?;
         self.oauth_exchange_code(
             &metadata,

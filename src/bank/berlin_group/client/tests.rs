@@ -426,7 +426,7 @@ async fn berlin_group_links_resolve_on_the_base_origin_and_foreign_links_are_ref
         payment.links.0.insert("status".into(), href.clone());
         let err = client.status(&payment, None).await.unwrap_err();
         assert!(
-            matches!(err, BankError::Unexpected { .. }),
+            matches!(err, BankError::NotSent { .. }) && err.provably_not_processed(),
             "{href}: {err:?}"
         );
     }
@@ -435,7 +435,7 @@ async fn berlin_group_links_resolve_on_the_base_origin_and_foreign_links_are_ref
     payment.links.0.remove("status");
     assert!(matches!(
         client.status(&payment, None).await,
-        Err(BankError::Unexpected { .. })
+        Err(BankError::NotSent { .. })
     ));
 }
 
@@ -808,16 +808,26 @@ async fn berlin_group_unsigned_banks_get_no_signature_headers() {
     assert!(header_of(sent, "x-request-id").is_some());
 }
 
+/// What cannot be sent is refused before anything is sent, as [`BankError::NotSent`]: the
+/// bank provably processed nothing (before, no PSU-IP-Address answered `Unexpected`, which
+/// the initiation took for an unknown outcome: 502 "retry", every retry failing the same way,
+/// the payment open until its horizon). A currency the bank takes no payments in is a
+/// refusal naming the field.
 #[tokio::test]
 async fn berlin_group_refuses_before_sending_what_it_cannot_send() {
     let server = MockServer::start().await;
     let mut config = config(&server);
     config.psu_ip_fallback = None;
     let client = BerlinGroupClient::new(config).unwrap();
-    assert!(matches!(
-        client.initiate(&sample_payment(), None).await,
-        Err(BankError::Unexpected { .. })
-    ));
+    let Err(error) = client.initiate(&sample_payment(), None).await else {
+        panic!("initiated without a PSU-IP-Address")
+    };
+    assert!(
+        matches!(&error, BankError::NotSent { detail } if detail.contains("psu_ip_fallback")),
+        "{error:?}"
+    );
+    assert!(error.provably_not_processed());
+    assert_eq!(error.kind(), "not_sent");
     let mut sek = sample_payment();
     sek.amount = crate::domain::Money::from_minor(100, crate::domain::Currency::Sek).unwrap();
     let psu = PsuContext {
@@ -837,7 +847,34 @@ async fn berlin_group_refuses_before_sending_what_it_cannot_send() {
     ] {
         assert!(matches!(call, Some(BankError::Unexpected { .. })));
     }
-    assert!(requests(&server).await.is_empty());
+    // A header value HTTP cannot carry (a control character in a PSU-ID; pisgate's form
+    // refuses those before, this is the client's own guard) never leaves pisgate either:
+    // nothing was sent, so the authorisation may be started again at once.
+    let mut payment = payment_ref();
+    payment.links.0.insert(
+        "startAuthorisationWithPsuIdentification".into(),
+        format!("/psd2/v1/payments/sepa-credit-transfers/{PAYMENT_ID}/authorisations"),
+    );
+    let error = client
+        .start_authorisation(
+            &payment,
+            &AuthorisationRequest {
+                authentication: sample_payment().authentication,
+                psu_id: Some("PSU\u{7f}1".into()),
+            },
+            Some(&psu),
+        )
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, BankError::NotSent { detail } if detail.contains("psu-id")),
+        "{error:?}"
+    );
+    assert!(error.provably_not_processed());
+    assert!(
+        requests(&server).await.is_empty(),
+        "nothing reached the bank"
+    );
 }
 
 #[tokio::test]
