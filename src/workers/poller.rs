@@ -35,6 +35,15 @@
 //!   initiation) has run out with the bank still answering 404, the link no longer opens
 //!   and the payment is `expired` ([`Unsignable::BankTimeRanOutUnopened`]).
 //!   A shopper who came back (a code exchanged) is never deleted at the horizon.
+//! - a Berlin Group bank (no shopper token, a return without a code) may keep a signed
+//!   payment `RCVD` and take a DELETE of it as enough to cancel it, so before asking, the
+//!   poller reads the payment's SCA status (its `scaStatus` link): `finalised`/`exempted`
+//!   means signed, and the payment is never deleted but followed to the bank's own word
+//!   (it stays `awaiting_authorization`, as its transaction status says); an open or failed
+//!   SCA is the bank's word that nothing is signed, and the DELETE is asked. Without an
+//!   SCA status (no link, or the read fails, as it does at some banks once the SCA is over)
+//!   a shopper who came back to pisgate's return URL (the bank's "ok" redirect; its "nok"
+//!   one carries `error` and uses no state) counts as signed, and nothing is deleted.
 //!
 //! # After a final status
 //! A payment that ends `expired` or `cancelled` while someone may hold its bank link keeps
@@ -61,7 +70,7 @@
 
 use super::{Pacer, WorkerContext, backoff, stopped, stretch};
 use crate::api::submission;
-use crate::bank::{BankError, BankRef, StatusReport};
+use crate::bank::{BankError, BankRef, ScaState, StatusReport};
 use crate::domain::{Evidence, PaymentStatus, Unsignable};
 use crate::ledger::Db;
 use crate::ledger::payments::{self, Change, POLL_CHANNEL};
@@ -636,10 +645,33 @@ async fn at_horizon(
         return ok(Some(change), "expired");
     }
     // A bank without shopper tokens (Berlin Group) takes the DELETE on pisgate's own
-    // certificate: it deletes only what nobody signed, and refuses the rest. So does a bank
-    // whose token belongs to one payment's authorization (OP: its revoke goes on pisgate's
-    // client credentials; no shopper token can exist for a payment nobody came back from).
+    // certificate. So does a bank whose token belongs to one payment's authorization (OP:
+    // its revoke goes on pisgate's client credentials; no shopper token can exist for a
+    // payment nobody came back from).
     let tokenless = !traits.cancel_needs_shopper_token && !token_required;
+    if tokenless && !traits.return_carries_code {
+        // Berlin Group: no code, no token ever says "this shopper signed", the transaction
+        // status may stay RCVD after the SCA, and a DELETE "might be sufficient to cancel"
+        // even a signed payment. So the DELETE is asked only when nothing says the shopper
+        // signed: the bank's SCA status when it gives one, else the shopper's return.
+        match sca_at_horizon(ctx, pacer, p, bank_ref).await {
+            Some(ScaState::Finalised) => {
+                tracing::info!(
+                    "past the late-signing horizon, the bank says the shopper's SCA is finalised: signed, never deleted; following it to the bank's word"
+                );
+                return ok(None, "horizon_signed");
+            }
+            // The bank's own word that nothing is signed (open or failed): it may delete.
+            Some(ScaState::Open | ScaState::Failed) => {}
+            None if p.state_used_at.is_some() => {
+                tracing::info!(
+                    "past the late-signing horizon, the shopper came back from the bank and its SCA status is unknown: never deleted; following it to the bank's word"
+                );
+                return ok(None, "shopper_returned");
+            }
+            None => {}
+        }
+    }
     // Only this shopper's own token may ask the bank (a returning shopper, known by the
     // merchant's psu_id); a shopper pisgate never saw come back leaves the payment to the
     // bank's own approval timeout.
@@ -751,6 +783,25 @@ async fn at_horizon(
         Err(e) => {
             tracing::warn!(error = %e, kind = e.kind(), "the horizon's delete failed; following the payment on");
             failed("horizon_failed")
+        }
+    }
+}
+
+/// The state of a payment's SCA at the bank, read at its `scaStatus` link (Berlin Group);
+/// `None` when it has no such link or the read fails (logged).
+async fn sca_at_horizon(
+    ctx: &WorkerContext,
+    pacer: &Pacer,
+    p: &Claimed,
+    bank_ref: &BankRef,
+) -> Option<ScaState> {
+    let link = bank_ref.links.get("scaStatus")?;
+    pacer.acquire().await;
+    match ctx.banks.client(&p.bank).sca_status(link, None).await {
+        Ok(sca) => Some(sca.state),
+        Err(e) => {
+            tracing::warn!(error = %e, kind = e.kind(), "the SCA status at the late-signing horizon could not be read");
+            None
         }
     }
 }

@@ -1017,4 +1017,187 @@ async fn berlin_group_a_link_copied_from_another_payment_is_never_followed() {
         .filter(|e| e.path.contains(&paid_bank_id))
         .count();
     assert_eq!(followed, 0, "the copied link was followed");
+
+/// pisgate and the simulator for the late-signing horizon: a signing window of 1 s and a
+/// horizon of 3 s.
+async fn spawn_for_the_horizon() -> (TestApp, BgBank) {
+    spawn_with_berlin(&[
+        ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+        ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
+    ])
+    .await
+}
+
+/// The shopper approves on the bank's page, and the bank redirects back; the browser never
+/// follows it (the tab was closed): pisgate never sees the shopper come back.
+async fn approve_and_close_the_tab(app: &TestApp, bank_page: &str) {
+    let r = app
+        .client
+        .post(bank_page)
+        .form(&[("decision", "approve")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303, "the bank redirects back");
+}
+
+/// The bank's id of a payment, its requests at the simulator (method, operationId, status)
+/// and the simulator's view of it.
+async fn at_the_bank(
+    app: &TestApp,
+    bank: &BgBank,
+    id: &str,
+) -> (Vec<(String, String, u16)>, Value) {
+    let bank_id: String =
+        sqlx::query_scalar("SELECT bank_payment_id FROM payments WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let calls = bank
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|e| e.path.contains(&bank_id))
+        .map(|e| (e.method, e.operation.unwrap_or("").to_owned(), e.status))
+        .collect();
+    (calls, bank.sandbox.payment(&bank_id).expect("at the bank"))
+}
+
+/// The shopper's return to pisgate as if it were long ago: the poller leaves a payment
+/// whose shopper came back in the last five minutes to the callback's own status read, and
+/// a real horizon is much further from the return than this test's 3 s.
+async fn returned_long_ago(app: &TestApp, id: &str) {
+    let updated = sqlx::query(
+        "UPDATE payments SET state_used_at = now() - interval '10 minutes' WHERE id = $1::uuid AND state_used_at IS NOT NULL",
+    )
+    .bind(id)
+    .execute(&app.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert_eq!(updated, 1, "the shopper came back");
+}
+
+async fn sleep_past_the_horizon(app: &TestApp, id: &str, by: Duration) {
+    let horizon: chrono::DateTime<chrono::Utc> =
+        sqlx::query_scalar("SELECT sign_horizon_at FROM payments WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    let until = horizon + chrono::Duration::from_std(by).unwrap();
+    tokio::time::sleep((until - chrono::Utc::now()).to_std().unwrap_or_default()).await;
+}
+
+/// A payment signed at the bank is never deleted at the late-signing horizon, even while
+/// the bank still shows it `RCVD` and would take a DELETE as enough to cancel it (77.10):
+/// the bank's SCA status (`finalised`) is the proof it was signed, whether or not the
+/// shopper came back to pisgate. It stays `awaiting_authorization` (the bank's RCVD),
+/// followed to the bank's own word. A payment the shopper opened at the bank but never
+/// signed is still deleted there and `expired`. Before, the poller sent the DELETE for all
+/// three (it only looked for a shopper token, which Berlin Group never gives), the bank
+/// cancelled the two signed ones, and pisgate recorded them `expired` "not signed".
+#[tokio::test]
+async fn berlin_group_a_signed_payment_the_bank_still_shows_rcvd_is_never_deleted_at_the_horizon() {
+    let (app, bank) = spawn_for_the_horizon().await;
+    let m = app.create_merchant("Shop").await;
+    let returned = app
+        .create_payment(&m.api_key, &berlin_payment("77.10"))
+        .await;
+    let page = to_bank_page(&app, &returned).await;
+    decide(&app, &page, true).await;
+    returned_long_ago(&app, returned["id"].as_str().unwrap()).await;
+    let closed = app
+        .create_payment(&m.api_key, &berlin_payment("77.10"))
+        .await;
+    let page = to_bank_page(&app, &closed).await;
+    approve_and_close_the_tab(&app, &page).await;
+    let walked = app
+        .create_payment(&m.api_key, &berlin_payment("77.10"))
+        .await;
+    to_bank_page(&app, &walked).await;
+
+    let id = |p: &Value| p["id"].as_str().unwrap().to_owned();
+    let expired = wait_for_status(&app, &m, &id(&walked), "expired").await;
+    assert_eq!(expired["failure"]["code"], "not_signed", "{expired}");
+    assert_eq!(expired["bank_status"], "CANC", "{expired}");
+    let (calls, at_bank) = at_the_bank(&app, &bank, &id(&walked)).await;
+    assert_eq!(at_bank["transactionStatus"], "CANC");
+    assert!(
+        calls.iter().any(|(m, _, s)| m == "DELETE" && *s == 204),
+        "{calls:?}"
+    );
+
+    for p in [&returned, &closed] {
+        sleep_past_the_horizon(&app, &id(p), Duration::from_secs(2)).await;
+        let now = app.get_payment(&m.api_key, &id(p)).await;
+        assert_eq!(now["status"], "awaiting_authorization", "{now}");
+        assert_eq!(now["bank_status"], "RCVD", "{now}");
+        let (calls, at_bank) = at_the_bank(&app, &bank, &id(p)).await;
+        assert_eq!(at_bank["transactionStatus"], "RCVD", "{at_bank}");
+        assert!(
+            !calls.iter().any(|(m, _, _)| m == "DELETE"),
+            "never asked to delete: {calls:?}"
+        );
+        assert!(
+            calls
+                .iter()
+                .any(|(_, op, _)| op == "getPaymentInitiationScaStatus"),
+            "the SCA status was read at the horizon: {calls:?}"
+        );
+        let kinds: Vec<String> = sqlx::query_scalar(
+            "SELECT kind FROM payment_events WHERE payment_id = $1::uuid ORDER BY seq",
+        )
+        .bind(id(p))
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        assert!(!kinds.contains(&"expired".to_owned()), "{kinds:?}");
+    }
+    assert_spec_clean(&bank, &[]);
+}
+
+/// Without the bank's SCA status (every read of it fails here: 500), a shopper who came back
+/// to pisgate from the bank's "ok" redirect counts as signed: not deleted at the horizon.
+/// One who opened the bank's page and never came back is still deleted there and `expired`.
+#[tokio::test]
+async fn berlin_group_without_an_sca_status_a_returned_shopper_is_never_deleted_at_the_horizon() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_for_the_horizon().await;
+    let m = app.create_merchant("Shop").await;
+    let returned = app
+        .create_payment(&m.api_key, &berlin_payment("77.10"))
+        .await;
+    let page = to_bank_page(&app, &returned).await;
+    decide(&app, &page, true).await;
+    returned_long_ago(&app, returned["id"].as_str().unwrap()).await;
+    let walked = app
+        .create_payment(&m.api_key, &berlin_payment("77.10"))
+        .await;
+    to_bank_page(&app, &walked).await;
+    bank.sandbox.faults().set(vec![FaultRule::always(
+        FaultTarget::ScaStatus,
+        Fault::Http500,
+    )]);
+
+    let id = |p: &Value| p["id"].as_str().unwrap().to_owned();
+    let expired = wait_for_status(&app, &m, &id(&walked), "expired").await;
+    assert_eq!(expired["bank_status"], "CANC", "{expired}");
+    sleep_past_the_horizon(&app, &id(&returned), Duration::from_secs(2)).await;
+    let now = app.get_payment(&m.api_key, &id(&returned)).await;
+    assert_eq!(now["status"], "awaiting_authorization", "{now}");
+    let (calls, at_bank) = at_the_bank(&app, &bank, &id(&returned)).await;
+    assert_eq!(at_bank["transactionStatus"], "RCVD", "{at_bank}");
+    assert!(
+        !calls.iter().any(|(m, _, _)| m == "DELETE"),
+        "never asked to delete: {calls:?}"
+    );
+    assert!(
+        calls
+            .iter()
+            .any(|(_, op, s)| op == "getPaymentInitiationScaStatus" && *s == 500),
+        "the SCA status was asked for and not given: {calls:?}"
+    );
+    assert_spec_clean(&bank, &[500]);
 }

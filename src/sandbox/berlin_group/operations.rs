@@ -168,7 +168,12 @@ pub(super) fn operate(
                     "a signed instant payment cannot be cancelled",
                 ));
             }
-            if !signed && !payment.scenario_ref.cancel_needs_sca {
+            let deletes_at_once = if signed {
+                payment.scenario_ref.cancel_signed_without_sca
+            } else {
+                !payment.scenario_ref.cancel_needs_sca
+            };
+            if deletes_at_once {
                 let auths = payment.authorisations.clone();
                 if let Some(p) = bank.payments.get_mut(pid) {
                     p.cancelled = true;

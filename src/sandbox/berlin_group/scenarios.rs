@@ -1,7 +1,7 @@
 //! The outcomes a test or a merchant chooses by the payment: its amount (EUR) or the
 //! scenario's id anywhere in `creditorName` (case-insensitive). The amounts are those of the
 //! independent Python ASPSP (`tests/bg-aspsp/`, 77.01–77.06) so both banks agree where they
-//! overlap; 77.07 to 77.09 are this simulator's own. Listed at `GET /admin/scenarios`.
+//! overlap; 77.07 to 77.10 are this simulator's own. Listed at `GET /admin/scenarios`.
 //!
 //! A scenario's steps start when the SCA is finalised and follow the simulator clock: step
 //! `(n, status)` holds from `n` status steps (`status_step`, 2 s by default) after it. The
@@ -39,6 +39,10 @@ pub struct Scenario {
     pub unknown_until_opened: bool,
     /// DELETE of the unsigned payment answers 202 and needs a cancellation authorisation.
     pub cancel_needs_sca: bool,
+    /// DELETE of a signed payment that is not final yet cancels it at once (204, CANC): the
+    /// spec's "this TPP call might be sufficient to cancel". Otherwise a signed payment's
+    /// DELETE answers 202 and needs a cancellation authorisation.
+    pub cancel_signed_without_sca: bool,
     /// The decoupled SCA is never approved: the machine path answers 409 and the SCA fails
     /// after the decoupled timeout.
     pub decoupled_never_approved: bool,
@@ -68,6 +72,7 @@ const fn scenario(
         steps: DEFAULT_STEPS,
         unknown_until_opened: false,
         cancel_needs_sca: false,
+        cancel_signed_without_sca: false,
         decoupled_never_approved: false,
         exempted: false,
         approach: ScaApproach::Any,
@@ -165,6 +170,16 @@ pub const ALL: &[Scenario] = &[
             "paid",
         )
     },
+    Scenario {
+        steps: &[(0, TxStatus::Rcvd)],
+        cancel_signed_without_sca: true,
+        ..scenario(
+            "rcvd-after-sca",
+            Some("77.10"),
+            "RCVD after the SCA is finalised, for good (a bank that books signed payments later); a DELETE cancels even the signed payment at once (204, CANC)",
+            "awaiting_authorization (signed: never deleted at the late-signing horizon)",
+        )
+    },
 ];
 
 /// The scenario a payment picks: an id in the creditor name first, then the amount.
@@ -202,8 +217,9 @@ mod tests {
     #[test]
     fn scenarios_are_picked_by_creditor_name_then_amount_and_default_otherwise() {
         assert_eq!(pick("Shop", "EUR", "77.01").id, "acsp-then-rjct");
-        assert_eq!(pick("Shop", "EUR", "77.10").id, "acsc-after-acsp");
-        assert_eq!(pick("Shop", "EUR", "77.1").id, "acsc-after-acsp");
+        assert_eq!(pick("Shop", "EUR", "77.10").id, "rcvd-after-sca");
+        assert_eq!(pick("Shop", "EUR", "77.1").id, "rcvd-after-sca");
+        assert_eq!(pick("Shop", "EUR", "77.99").id, "acsc-after-acsp");
         assert_eq!(
             pick("Shop DECOUPLED-TIMEOUT", "EUR", "1").id,
             "decoupled-timeout"
