@@ -1017,6 +1017,7 @@ async fn berlin_group_a_link_copied_from_another_payment_is_never_followed() {
         .filter(|e| e.path.contains(&paid_bank_id))
         .count();
     assert_eq!(followed, 0, "the copied link was followed");
+}
 
 /// pisgate and the simulator for the late-signing horizon: a signing window of 1 s and a
 /// horizon of 3 s.

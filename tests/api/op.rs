@@ -582,6 +582,7 @@ async fn op_refuses_at_creation_what_its_payment_cannot_carry_and_writes_nothing
         .unwrap();
     assert_eq!(made, 0, "nothing written");
     t.pay("12.00").await;
+}
 
 impl Op {
     /// The detail of the payment's first `kind` event.

@@ -877,6 +877,7 @@ async fn seb_refuses_at_creation_what_its_request_cannot_carry_and_writes_nothin
     assert_eq!(made, 0, "nothing written");
     // What SEB can carry is still made.
     t.pay("120.00", None).await;
+}
 
 impl Seb {
     /// The payment's ledger: (kind, detail), oldest first.
