@@ -229,11 +229,19 @@ fn unexpected(detail: impl Into<String>) -> BankError {
     }
 }
 
+/// A request pisgate could not build or send: nothing left pisgate, so nothing happened at
+/// SEB (provably not processed; an initiation ends `failed`, never "outcome unknown").
+fn not_sent(detail: impl Into<String>) -> BankError {
+    BankError::NotSent {
+        detail: detail.into(),
+    }
+}
+
 /// An id SEB gave that pisgate puts into a URL path: URL-safe characters only.
 fn path_id(id: &str, what: &str) -> Result<String, BankError> {
     BankPaymentId::parse(id)
         .map(|p| p.as_str().to_owned())
-        .ok_or_else(|| unexpected(format!("the {what} is not URL-safe")))
+        .ok_or_else(|| not_sent(format!("the {what} is not URL-safe")))
 }
 
 /// The answer to one HTTP call that succeeded (2xx).
@@ -274,7 +282,7 @@ impl<'a> Call<'a> {
 
     fn json(mut self, body: &impl Serialize) -> Result<Self, BankError> {
         self.body =
-            Some(serde_json::to_vec(body).map_err(|_| unexpected("could not encode the body"))?);
+            Some(serde_json::to_vec(body).map_err(|_| not_sent("could not encode the body"))?);
         Ok(self)
     }
 
@@ -356,7 +364,7 @@ impl SebClient {
     }
 
     fn url(&self, text: String) -> Result<Url, BankError> {
-        Url::parse(&text).map_err(|_| unexpected("could not build the URL"))
+        Url::parse(&text).map_err(|_| not_sent("could not build the URL"))
     }
 
     /// A link SEB gave (relative to the PIS base, or absolute on the base URL's origin under
@@ -364,15 +372,15 @@ impl SebClient {
     pub fn resolve(&self, href: &str) -> Result<Url, BankError> {
         let href = href.trim();
         let pis_path = Url::parse(&self.pis)
-            .map_err(|_| unexpected("bad PIS base"))?
+            .map_err(|_| not_sent("bad PIS base"))?
             .path()
             .to_owned();
         let url = if href.starts_with("http://") || href.starts_with("https://") {
-            Url::parse(href).map_err(|_| unexpected("SEB's link is not a URL"))?
+            Url::parse(href).map_err(|_| not_sent("SEB's link is not a URL"))?
         } else if href.starts_with(&pis_path) {
             self.origin
                 .join(href)
-                .map_err(|_| unexpected("SEB's link is not a URL"))?
+                .map_err(|_| not_sent("SEB's link is not a URL"))?
         } else {
             let rel = href.trim_start_matches('/');
             self.url(format!("{}/{rel}", self.pis))?
@@ -386,7 +394,7 @@ impl SebClient {
             || !url.username().is_empty()
             || url.password().is_some()
         {
-            return Err(unexpected(
+            return Err(not_sent(
                 "SEB's link points away from its PIS base; refusing to send the shopper's token there",
             ));
         }
@@ -412,7 +420,7 @@ impl SebClient {
         };
         match derived {
             Some(href) => self.resolve(&href),
-            None => Err(unexpected(format!(
+            None => Err(not_sent(format!(
                 "the payment has no `{name}` link from SEB"
             ))),
         }
@@ -500,9 +508,7 @@ impl SebClient {
         }
         if let Some(token) = call.token {
             let mut value = HeaderValue::from_str(&format!("Bearer {}", token.expose_secret()))
-                .map_err(|_| {
-                    unexpected("the shopper's token holds characters HTTP cannot carry")
-                })?;
+                .map_err(|_| not_sent("the shopper's token holds characters HTTP cannot carry"))?;
             value.set_sensitive(true);
             request = request.header(AUTHORIZATION, value);
         }
@@ -510,7 +516,7 @@ impl SebClient {
             && let SebApi::Corporate { psu_corporate_id } = &self.api
         {
             let mut value = HeaderValue::from_str(psu_corporate_id)
-                .map_err(|_| unexpected("psu_corporate_id holds characters HTTP cannot carry"))?;
+                .map_err(|_| not_sent("psu_corporate_id holds characters HTTP cannot carry"))?;
             value.set_sensitive(true);
             request = request.header("psu-corporate-id", value);
         }

@@ -621,10 +621,10 @@ async fn seb_signing_progress_is_read_and_an_unknown_order_is_not_found() {
         seb.signing_progress("gone", &token(), None).await,
         Err(BankError::NotFound)
     );
-    // An id that is not URL-safe is refused before any call.
+    // An id that is not URL-safe is refused before any call: nothing was sent.
     assert!(matches!(
         seb.signing_progress("../payments", &token(), None).await,
-        Err(BankError::Unexpected { .. })
+        Err(BankError::NotSent { .. })
     ));
     assert_eq!(requests(&server).await.len(), 2);
 }
@@ -746,7 +746,7 @@ async fn seb_links_away_from_the_pis_base_are_refused_before_the_token_leaves() 
         assert!(
             matches!(
                 seb.status_with_token(&payment, Some(&token()), None).await,
-                Err(BankError::Unexpected { .. })
+                Err(BankError::NotSent { .. })
             ),
             "{href}"
         );
