@@ -71,6 +71,14 @@ pub fn debtor_account_digest(iban: &str) -> String {
     hex::encode(Sha256::digest(iban.as_bytes()))
 }
 
+/// The hex SHA-256 of the bank's signing page the hop sends shoppers to, "" for none: the
+/// `initiated` and `authorisation_started` events bind it (`authorization_url_sha256`), so a
+/// page swapped in SQL (a phishing page at the hop) fails verify.
+pub fn authorization_url_digest(url: Option<&str>) -> String {
+    url.map(|u| hex::encode(Sha256::digest(u.as_bytes())))
+        .unwrap_or_default()
+}
+
 /// The hex SHA-256 of a shopper key (the key names a shopper; the digest does not).
 pub fn psu_key_digest(psu_key: &str) -> String {
     hex::encode(Sha256::digest(psu_key.as_bytes()))

@@ -468,7 +468,12 @@ pub async fn record_first_answer(
     let bank_payment_id = answered.bank_payment_id.as_deref().unwrap_or_default();
     let event = NewEvent {
         bank_status: answered.bank_status.clone(),
-        detail: json!({ "attempt": 1, "bank_payment_id": bank_payment_id }),
+        detail: json!({
+            "attempt": 1,
+            "bank_payment_id": bank_payment_id,
+            "authorization_url_sha256":
+                binding::authorization_url_digest(answered.authorization_url.as_deref()),
+        }),
         ..NewEvent::new("initiated")
     };
     let (seq, head) = (created.seq, created.head.as_slice());
@@ -908,7 +913,15 @@ pub async fn record_initiated(
             old_status: None,
             new_status: None,
             bank_status: bank_status.map(str::to_owned),
-            detail: json!({ "attempt": attempt, "bank_payment_id": bank_payment_id }),
+            detail: if recorded {
+                json!({
+                    "attempt": attempt,
+                    "bank_payment_id": bank_payment_id,
+                    "authorization_url_sha256": binding::authorization_url_digest(bank_link),
+                })
+            } else {
+                json!({ "attempt": attempt, "bank_payment_id": bank_payment_id })
+            },
         },
     )
     .await?;

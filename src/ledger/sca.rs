@@ -144,11 +144,22 @@ pub async fn record_started(
         } else {
             "authorisation_orphan"
         },
-        json!({
-            "authorisation_id": s.authorisation_id,
-            "approach": s.approach,
-            "sca_status": s.sca_status,
-        }),
+        if recorded {
+            // The page the hop now sends shoppers to (the start's, or the one kept).
+            let page = s.authorization_url.or(p.authorization_url.as_deref());
+            json!({
+                "authorisation_id": s.authorisation_id,
+                "approach": s.approach,
+                "sca_status": s.sca_status,
+                "authorization_url_sha256": crate::ledger::binding::authorization_url_digest(page),
+            })
+        } else {
+            json!({
+                "authorisation_id": s.authorisation_id,
+                "approach": s.approach,
+                "sca_status": s.sca_status,
+            })
+        },
     )
     .await?;
     Ok(recorded)

@@ -80,6 +80,10 @@ pub enum BreakReason {
     /// account, than the shopper's choice its ledger recorded (`bank_chosen`,
     /// `debtor_account_given`).
     ShopperChoiceMismatch { what: String },
+    /// The bank's signing page the hop sends shoppers to (`authorization_url`) is not the
+    /// one its ledger recorded (`authorization_url_sha256` of `initiated` or
+    /// `authorisation_started`).
+    AuthorizationUrlMismatch,
 }
 
 impl fmt::Display for BreakReason {
@@ -154,6 +158,9 @@ impl fmt::Display for BreakReason {
             ),
             BreakReason::ShopperKeyMismatch => f.write_str(
                 "the payment row's shopper key is not the one its ledger recorded at the code exchange (row rewritten)",
+            ),
+            BreakReason::AuthorizationUrlMismatch => f.write_str(
+                "the payment row's bank signing page (authorization_url) is not the one its ledger recorded (row rewritten: the hop would send shoppers elsewhere)",
             ),
         }
     }
@@ -265,6 +272,7 @@ pub(crate) struct BoundColumns {
     /// merchants and webhooks are shown: never changed after creation.
     pub(crate) merchant_reference: Option<String>,
     pub(crate) metadata: serde_json::Value,
+    pub(crate) authorization_url: Option<String>,
 }
 
 impl BoundColumns {
@@ -312,6 +320,9 @@ struct Chain {
     /// shopper gave (`debtor_account_given`).
     chosen_bank: Option<String>,
     debtor_digest: Option<String>,
+    /// The digest of the bank's signing page the ledger last recorded ("" for none); `None`
+    /// for a chain whose events never recorded one (written before it was bound).
+    authorization_url_digest: Option<String>,
     payment: Option<PaymentHead>,
     /// The checkpoint's (seq, head) for this payment, and whether the walk passed it.
     checkpointed: Option<(i32, Vec<u8>)>,
@@ -356,6 +367,11 @@ impl Chain {
         }
         if let Some(d) = text("psu_key_sha256") {
             self.psu_key_digest = Some(d);
+        }
+        if matches!(row.kind.as_str(), "initiated" | "authorisation_started")
+            && let Some(d) = row.detail.get("authorization_url_sha256")
+        {
+            self.authorization_url_digest = Some(d.as_str().unwrap_or_default().to_owned());
         }
     }
 
@@ -414,6 +430,11 @@ impl Chain {
         if bound_key && self.psu_key_digest != row.psu_key.as_deref().map(binding::psu_key_digest) {
             return Some(BreakReason::ShopperKeyMismatch);
         }
+        if self.authorization_url_digest.as_ref().is_some_and(|d| {
+            *d != binding::authorization_url_digest(row.authorization_url.as_deref())
+        }) {
+            return Some(BreakReason::AuthorizationUrlMismatch);
+        }
         None
     }
 }
@@ -460,6 +481,7 @@ impl<'k> Verifier<'k> {
                 psu_key_digest: None,
                 chosen_bank: None,
                 debtor_digest: None,
+                authorization_url_digest: None,
                 payment: None,
                 checkpointed: self.checkpoint_heads.remove(&row.payment_id),
                 checkpoint_seen: false,
@@ -613,7 +635,8 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                       p.bank_status AS "payment_bank_status?",
                       p.shopper_debtor_account AS "shopper_debtor_account?",
                       p.merchant_reference AS "merchant_reference?",
-                      p.metadata AS "metadata?"
+                      p.metadata AS "metadata?",
+                      p.authorization_url AS "authorization_url?"
                FROM payment_events e
                LEFT JOIN payments p ON p.id = e.payment_id
                WHERE (e.payment_id, e.seq) > ($1, $2)
@@ -648,6 +671,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                         shopper_debtor_account: r.shopper_debtor_account,
                         merchant_reference: r.merchant_reference,
                         metadata: r.metadata.unwrap_or_default(),
+                        authorization_url: r.authorization_url,
                     })),
                 }),
                 _ => None,
@@ -829,7 +853,7 @@ pub async fn verify_payment(
     let payment = sqlx::query!(
         "SELECT ledger_seq, ledger_head, status, merchant_id, amount_minor, currency, country,
                 bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status,
-                shopper_debtor_account, merchant_reference, metadata
+                shopper_debtor_account, merchant_reference, metadata, authorization_url
          FROM payments WHERE id = $1",
         payment_id
     )
@@ -854,6 +878,7 @@ pub async fn verify_payment(
             shopper_debtor_account: p.shopper_debtor_account,
             merchant_reference: p.merchant_reference,
             metadata: p.metadata,
+            authorization_url: p.authorization_url,
         })),
     });
     let mut verifier = Verifier::new(keys);

@@ -273,6 +273,25 @@ async fn ledger_verify_catches_a_webhook_event_whose_mac_was_removed() {
     assert!(broken.reason.contains("no ledger MAC"), "{broken}");
 }
 
+/// The bank's signing page the hop sends shoppers to is bound by the `initiated` event: an
+/// insider who swaps in another page (a phishing page, or another payment's signing link)
+/// or clears it fails verify.
+#[tokio::test]
+async fn ledger_verify_catches_a_swapped_bank_signing_page() {
+    for sql in [
+        "UPDATE payments SET authorization_url = 'https://phish.example/sign' WHERE id = $1",
+        "UPDATE payments SET authorization_url = NULL WHERE id = $1",
+    ] {
+        let (app, _, id) = bound_payment().await;
+        as_insider(&app, id, sql).await;
+        assert_eq!(
+            first_reason(&verify(&app).await, id),
+            BreakReason::AuthorizationUrlMismatch,
+            "{sql}"
+        );
+    }
+}
+
 #[tokio::test]
 async fn ledger_verify_catches_a_payment_pointed_at_another_shoppers_token() {
     let (app, _, id) = bound_payment().await;

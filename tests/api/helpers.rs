@@ -469,6 +469,23 @@ pub async fn database_reachable(app: &TestApp, on: bool) {
     admin.close().await;
 }
 
+/// Posts each body with a fresh Idempotency-Key and asserts a 422 naming its field, then that
+/// no payment was written at all (a bank's refusal at creation writes nothing).
+pub async fn assert_refused_at_creation(app: &TestApp, api_key: &str, cases: Vec<(Value, &str)>) {
+    for (body, field) in cases {
+        let r = app
+            .post_payment(api_key, &uuid::Uuid::new_v4().to_string(), &body)
+            .await;
+        let problem = assert_problem(r, 422, "validation_failed").await;
+        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
+    }
+    let made: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(made, 0, "nothing written");
+}
+
 /// Asserts that a response is an RFC 9457 problem with this status and code, and returns it.
 pub async fn assert_problem(response: reqwest::Response, status: u16, code: &str) -> Value {
     assert_eq!(response.status().as_u16(), status, "status");

@@ -568,19 +568,12 @@ async fn op_refuses_at_creation_what_its_payment_cannot_carry_and_writes_nothing
         json!((chrono::Utc::now().date_naive() + chrono::Duration::days(7)).to_string());
     let mut express = body("12.00");
     express["urgency"] = json!("express");
-    for (b, field) in [(dated, "execution_date"), (express, "urgency")] {
-        let r = t
-            .app
-            .post_payment(&t.m.api_key, &uuid::Uuid::new_v4().to_string(), &b)
-            .await;
-        let problem = crate::helpers::assert_problem(r, 422, "validation_failed").await;
-        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
-    }
-    let made: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
-    assert_eq!(made, 0, "nothing written");
+    crate::helpers::assert_refused_at_creation(
+        &t.app,
+        &t.m.api_key,
+        vec![(dated, "execution_date"), (express, "urgency")],
+    )
+    .await;
     t.pay("12.00").await;
 }
 

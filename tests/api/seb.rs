@@ -862,19 +862,12 @@ async fn seb_refuses_at_creation_what_its_request_cannot_carry_and_writes_nothin
     long_message["creditor"]["message"] = json!("Invoice 2026-0042");
     let mut series = body("120.00", None);
     series["recurring"] = json!({"count": 12, "recurrence_type": "MONTHLY_SAME_DAY"});
-    for (b, field) in [(long_message, "creditor.message"), (series, "recurring")] {
-        let r = t
-            .app
-            .post_payment(&t.m.api_key, &uuid::Uuid::new_v4().to_string(), &b)
-            .await;
-        let problem = crate::helpers::assert_problem(r, 422, "validation_failed").await;
-        assert_eq!(problem["errors"][0]["field"], field, "{problem}");
-    }
-    let made: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
-        .fetch_one(&t.app.pool)
-        .await
-        .unwrap();
-    assert_eq!(made, 0, "nothing written");
+    crate::helpers::assert_refused_at_creation(
+        &t.app,
+        &t.m.api_key,
+        vec![(long_message, "creditor.message"), (series, "recurring")],
+    )
+    .await;
     // What SEB can carry is still made.
     t.pay("120.00", None).await;
 }
