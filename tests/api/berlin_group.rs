@@ -1019,6 +1019,34 @@ async fn berlin_group_a_link_copied_from_another_payment_is_never_followed() {
     assert_eq!(followed, 0, "the copied link was followed");
 }
 
+/// A 77.10 payment the shopper signed at the bank and came back from, that return
+/// backdated past the poller's "just returned" guard.
+async fn signed_and_returned_long_ago(app: &TestApp, m: &TestMerchant) -> Value {
+    let returned = app
+        .create_payment(&m.api_key, &berlin_payment("77.10"))
+        .await;
+    let page = to_bank_page(app, &returned).await;
+    decide(app, &page, true).await;
+    returned_long_ago(app, returned["id"].as_str().unwrap()).await;
+    returned
+}
+
+/// The bank still holds the payment `RCVD` and pisgate never asked it to delete it; the
+/// bank calls made for it.
+async fn still_rcvd_and_never_deleted(
+    app: &TestApp,
+    bank: &BgBank,
+    id: &str,
+) -> Vec<(String, String, u16)> {
+    let (calls, at_bank) = at_the_bank(app, bank, id).await;
+    assert_eq!(at_bank["transactionStatus"], "RCVD", "{at_bank}");
+    assert!(
+        !calls.iter().any(|(m, _, _)| m == "DELETE"),
+        "never asked to delete: {calls:?}"
+    );
+    calls
+}
+
 /// pisgate and the simulator for the late-signing horizon: a signing window of 1 s and a
 /// horizon of 3 s.
 async fn spawn_for_the_horizon() -> (TestApp, BgBank) {
@@ -1103,12 +1131,7 @@ async fn sleep_past_the_horizon(app: &TestApp, id: &str, by: Duration) {
 async fn berlin_group_a_signed_payment_the_bank_still_shows_rcvd_is_never_deleted_at_the_horizon() {
     let (app, bank) = spawn_for_the_horizon().await;
     let m = app.create_merchant("Shop").await;
-    let returned = app
-        .create_payment(&m.api_key, &berlin_payment("77.10"))
-        .await;
-    let page = to_bank_page(&app, &returned).await;
-    decide(&app, &page, true).await;
-    returned_long_ago(&app, returned["id"].as_str().unwrap()).await;
+    let returned = signed_and_returned_long_ago(&app, &m).await;
     let closed = app
         .create_payment(&m.api_key, &berlin_payment("77.10"))
         .await;
@@ -1135,12 +1158,7 @@ async fn berlin_group_a_signed_payment_the_bank_still_shows_rcvd_is_never_delete
         let now = app.get_payment(&m.api_key, &id(p)).await;
         assert_eq!(now["status"], "awaiting_authorization", "{now}");
         assert_eq!(now["bank_status"], "RCVD", "{now}");
-        let (calls, at_bank) = at_the_bank(&app, &bank, &id(p)).await;
-        assert_eq!(at_bank["transactionStatus"], "RCVD", "{at_bank}");
-        assert!(
-            !calls.iter().any(|(m, _, _)| m == "DELETE"),
-            "never asked to delete: {calls:?}"
-        );
+        let calls = still_rcvd_and_never_deleted(&app, &bank, &id(p)).await;
         assert!(
             calls
                 .iter()
@@ -1167,12 +1185,7 @@ async fn berlin_group_without_an_sca_status_a_returned_shopper_is_never_deleted_
     use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
     let (app, bank) = spawn_for_the_horizon().await;
     let m = app.create_merchant("Shop").await;
-    let returned = app
-        .create_payment(&m.api_key, &berlin_payment("77.10"))
-        .await;
-    let page = to_bank_page(&app, &returned).await;
-    decide(&app, &page, true).await;
-    returned_long_ago(&app, returned["id"].as_str().unwrap()).await;
+    let returned = signed_and_returned_long_ago(&app, &m).await;
     let walked = app
         .create_payment(&m.api_key, &berlin_payment("77.10"))
         .await;
@@ -1188,12 +1201,7 @@ async fn berlin_group_without_an_sca_status_a_returned_shopper_is_never_deleted_
     sleep_past_the_horizon(&app, &id(&returned), Duration::from_secs(2)).await;
     let now = app.get_payment(&m.api_key, &id(&returned)).await;
     assert_eq!(now["status"], "awaiting_authorization", "{now}");
-    let (calls, at_bank) = at_the_bank(&app, &bank, &id(&returned)).await;
-    assert_eq!(at_bank["transactionStatus"], "RCVD", "{at_bank}");
-    assert!(
-        !calls.iter().any(|(m, _, _)| m == "DELETE"),
-        "never asked to delete: {calls:?}"
-    );
+    let calls = still_rcvd_and_never_deleted(&app, &bank, &id(&returned)).await;
     assert!(
         calls
             .iter()
