@@ -532,6 +532,45 @@ pub(crate) async fn list_raw(pool: &Db, payment_id: Uuid) -> Result<Vec<RawEvent
     .await
 }
 
+/// Whether `link`, the bank's signing page on the payment row, is the one the payment's
+/// ledger recorded last (`authorization_url_sha256` of an `initiated` or
+/// `authorisation_started` event whose keyed hash holds under the installed ring). A chain
+/// that never recorded a page (written before pages were bound) says nothing: `true`, as
+/// `ledger verify` holds it. An event whose hash does not hold, or whose key the ring lacks,
+/// vouches for nothing: `false`. One indexed read and one HMAC, inside the caller's
+/// transaction.
+pub(crate) async fn link_matches_ledger(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+    link: &str,
+) -> Result<bool, sqlx::Error> {
+    let Some(raw) = sqlx::query_as!(
+        RawEvent,
+        r#"SELECT payment_id, seq, kind, old_status, new_status, bank_status, detail,
+                  created_at, prev_hash, hash, hash_version, key_id
+           FROM payment_events
+           WHERE payment_id = $1 AND kind IN ('initiated', 'authorisation_started')
+             AND detail ? 'authorization_url_sha256'
+           ORDER BY seq DESC LIMIT 1"#,
+        payment_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(true);
+    };
+    let holds = match (raw.hash_version, raw.key_id.as_deref(), keys::installed()) {
+        (2, Some(key_id), Some(ring)) => raw
+            .canonical()
+            .hash_v2(&ring, key_id, raw.prev_hash.as_deref())
+            .is_some_and(|h| h[..] == raw.hash[..]),
+        _ => false,
+    };
+    Ok(holds
+        && raw.detail["authorization_url_sha256"].as_str()
+            == Some(crate::ledger::binding::authorization_url_digest(Some(link)).as_str()))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1119,6 +1119,9 @@ pub enum HopClosed {
     CancelRequested,
     /// The payment is signed or final.
     Done(PaymentStatus),
+    /// The bank link on the payment row is not the one its ledger recorded (the row was
+    /// edited without the ledger key: a page swapped in SQL): no shopper is sent there.
+    LinkNotInLedger,
 }
 
 /// What the hop would do for this payment at `now`, recording nothing: the consent page
@@ -1156,7 +1159,17 @@ pub async fn open_hop(conn: &mut PgConnection, id: Uuid) -> Result<Option<Hop>, 
     let Some(p) = get_for_update(conn, id).await? else {
         return Ok(None);
     };
-    let hop = hop_for(&p, Utc::now());
+    let mut hop = hop_for(&p, Utc::now());
+    if let Hop::ToBank(link) = &hop
+        && !crate::ledger::events::link_matches_ledger(conn, id, link).await?
+    {
+        tracing::error!(
+            payment_id = %id,
+            "the bank link on the payment row is not the one its ledger recorded: no shopper is sent there (run `pisgate ledger verify`)"
+        );
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        hop = Hop::Closed(HopClosed::LinkNotInLedger);
+    }
     if let Hop::ToBank(_) = hop
         && p.hop_opened_at.is_none()
     {

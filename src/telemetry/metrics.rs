@@ -40,6 +40,7 @@ pub fn metrics_handle() -> PrometheusHandle {
             // sees their first change.
             metrics::counter!("pisgate_payments_created_total").absolute(0);
             metrics::counter!("pisgate_ledger_verify_failures_total").absolute(0);
+            metrics::counter!("pisgate_ledger_binding_mismatches_total").absolute(0);
             for outcome in ["ok", "failed", "retried"] {
                 metrics::counter!("pisgate_token_exchanges_total", "outcome" => outcome)
                     .absolute(0);
@@ -105,7 +106,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "pisgate_ledger_binding_mismatches_total",
-        "Bank reports refused because the payment row's bank id is not the one its ledger recorded (a row rewritten outside pisgate): investigate, run `pisgate ledger verify`."
+        "Actions refused because a row is not what its ledger recorded (a row rewritten outside pisgate): a bank report for a bank id the ledger never recorded, a shopper not sent to a bank link the ledger never recorded, a webhook event whose payload fails its MAC. Investigate, run `pisgate ledger verify`."
     );
     describe_counter!(
         "pisgate_polls_total",

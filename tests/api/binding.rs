@@ -3,7 +3,9 @@
 //! `ledger verify`, and a row pointed at another bank payment is never paid by the poller.
 //! Payments go through the real API, the sandbox bank and the callback first.
 
-use crate::helpers::{TestApp, ledger_keys, sign_and_return, spawn_app, spawn_app_full};
+use crate::helpers::{
+    TestApp, continue_to_bank, ledger_keys, sign_and_return, spawn_app, spawn_app_full,
+};
 use crate::payments::body;
 use crate::tamper;
 use pisgate::ledger::events::{self, BreakReason, NewEvent};
@@ -290,6 +292,82 @@ async fn ledger_verify_catches_a_swapped_bank_signing_page() {
             "{sql}"
         );
     }
+}
+
+/// The hop checks the bank link against the ledger before it sends a shopper there: a page
+/// swapped in SQL (a phishing page) is never handed out, even before anyone runs verify. The
+/// shopper gets the "try again later" page, the hop stays unopened (a merchant's cancel still
+/// ends the payment at once), and the refusal is counted for the alert. An untouched
+/// payment of the same app goes to the bank.
+#[tokio::test]
+async fn the_hop_never_sends_a_shopper_to_a_bank_link_its_ledger_did_not_record() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Hop binding shop").await;
+    let untouched = app.create_payment(&m.api_key, &body("FI")).await;
+    let swapped = app.create_payment(&m.api_key, &body("FI")).await;
+    let id: Uuid = swapped["id"].as_str().unwrap().parse().unwrap();
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET authorization_url = 'https://phish.example/sign' WHERE id = $1",
+    )
+    .await;
+
+    let r = continue_to_bank(&app.client, swapped["authorization_url"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 503, "the shopper is not sent anywhere");
+    assert!(r.headers().get("location").is_none());
+    let html = r.text().await.unwrap();
+    assert!(!html.contains("phish.example"), "{html}");
+    let opened: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT hop_opened_at FROM payments WHERE id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        opened.is_none(),
+        "nobody reached a bank page through the hop"
+    );
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM payment_events WHERE payment_id = $1")
+            .bind(id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(
+        !kinds.iter().any(|k| k == "authorization_opened"),
+        "{kinds:?}"
+    );
+    let scrape = app.metrics().await;
+    assert!(
+        scrape.contains("pisgate_ledger_binding_mismatches_total 1"),
+        "{scrape}"
+    );
+
+    // The link the ledger recorded is handed out as before.
+    let r = continue_to_bank(
+        &app.client,
+        untouched["authorization_url"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(r.status(), 303);
+    let to = r.headers()["location"].to_str().unwrap().to_owned();
+    assert!(to.starts_with(&app.sandbox_url), "{to}");
+
+    // An event relabelled to vouch for the phishing page does not hold under the key.
+    let phish =
+        pisgate::ledger::binding::authorization_url_digest(Some("https://phish.example/sign"));
+    as_insider(
+        &app,
+        id,
+        &format!(
+            "UPDATE payment_events SET detail = jsonb_set(detail, '{{authorization_url_sha256}}', '\"{phish}\"')
+             WHERE payment_id = $1 AND kind = 'initiated'"
+        ),
+    )
+    .await;
+    let r = continue_to_bank(&app.client, swapped["authorization_url"].as_str().unwrap()).await;
+    assert_eq!(r.status(), 503, "an edited event vouches for nothing");
 }
 
 #[tokio::test]

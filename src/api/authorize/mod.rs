@@ -144,6 +144,7 @@ fn closed_kind(c: HopClosed) -> Closed {
             Closed::Signed
         }
         HopClosed::Done(_) => Closed::Closed,
+        HopClosed::LinkNotInLedger => Closed::Unavailable,
     }
 }
 
