@@ -633,6 +633,12 @@ async fn ledger_command(
                     report.broken_webhook_events
                 );
             }
+            if let Some(broken) = &report.first_broken_idempotency_answer {
+                anyhow::bail!(
+                    "the ledger is broken: {} idempotency answer(s) affected; first problem: {broken}",
+                    report.broken_idempotency_answers
+                );
+            }
             let checkpoint = match report.checkpoint {
                 Some(id) => format!("checkpoint {id}"),
                 None => "no checkpoint yet".to_owned(),

@@ -483,6 +483,7 @@ async fn answered_or(
 ) -> Result<Response, ApiError> {
     match idempotency::answered(&state.pool, merchant_id, key, body_hash).await? {
         Some(idempotency::Answered::Replay { status, body }) => Ok(replayed(status, body)),
+        Some(idempotency::Answered::AnswerNotInLedger) => Err(answer_not_in_ledger()),
         Some(idempotency::Answered::Taken {
             same_body: false, ..
         }) => Err(ApiError::IdempotencyMismatch(
@@ -520,6 +521,14 @@ fn bank_refusal(e: crate::bank::BankError) -> ApiError {
         ),
         other => ApiError::Internal(anyhow::Error::new(other).context("the bank's own check")),
     }
+}
+
+/// A key whose stored answer fails its ledger MAC (idempotency::answer_holds logged and
+/// counted it): a 500, never the edited answer, never a second payment.
+fn answer_not_in_ledger() -> ApiError {
+    ApiError::Internal(anyhow::anyhow!(
+        "the stored answer of this Idempotency-Key fails its ledger MAC"
+    ))
 }
 
 /// A retry of an accepted request (same key, same body, no answer yet) that today's rules
@@ -588,6 +597,7 @@ async fn claim_slow(
             tx.commit().await?;
             return Ok(SlowClaim::Answer(replayed(status, body)));
         }
+        Claim::AnswerNotInLedger => return Err(answer_not_in_ledger()),
         Claim::InFlight { retry_after } => {
             drop(tx);
             let mut response = ApiError::Conflict(

@@ -19,6 +19,10 @@
 //!   JSON of its payload, so an edited payload (a `payment.paid` forged, an amount changed
 //!   in what merchants read back from `GET /v1/events`) is caught by `ledger verify`.
 //!
+//! * Every answer an idempotency key replays carries `response_mac` = HMAC-SHA256(ledger
+//!   key[response_mac_key_id], [`idempotency_answer_mac_input`]): the merchant, the key, the
+//!   status and the canonical JSON of the answer, checked before each replay.
+//!
 //! The digests are SHA-256, unkeyed: they sit inside a keyed chain. This module computes;
 //! it never reads or writes the database and never sees a secret other than the ring.
 
@@ -32,6 +36,7 @@ use uuid::Uuid;
 /// The version of [`facts_digest`]'s input, hashed with it.
 const FACTS_VERSION: i64 = 1;
 const WEBHOOK_TAG: &str = "pisgate/webhook_event/v1";
+const IDEMPOTENCY_TAG: &str = "pisgate/idempotency_answer/v1";
 
 /// The facts of a payment that never change after creation.
 #[derive(Debug, Clone, Copy)]
@@ -77,6 +82,50 @@ pub fn debtor_account_digest(iban: &str) -> String {
 pub fn authorization_url_digest(url: Option<&str>) -> String {
     url.map(|u| hex::encode(Sha256::digest(u.as_bytes())))
         .unwrap_or_default()
+}
+
+/// `str(tag) || str(key_id) || merchant_id || str(idempotency key) || status (2 bytes,
+/// big-endian) || str(canonical JSON of the answer)`, with the encodings of
+/// [`crate::ledger::events`].
+pub fn idempotency_answer_mac_input(
+    key_id: &str,
+    merchant_id: Uuid,
+    key: &str,
+    status: u16,
+    body: &Value,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(1024);
+    put_str(&mut out, IDEMPOTENCY_TAG);
+    put_str(&mut out, key_id);
+    out.extend_from_slice(merchant_id.as_bytes());
+    put_str(&mut out, key);
+    out.extend_from_slice(&status.to_be_bytes());
+    put_str(&mut out, &canonical_json(body));
+    out
+}
+
+/// The MAC of the answer an idempotency key replays, under `key_id`, or `None` when the
+/// ring has no such key. Stored with the answer (`idempotency_keys.response_mac`) and
+/// checked before every replay: an answer edited in SQL (another payment's id, a phishing
+/// `authorization_url`) is never handed to a merchant.
+pub fn idempotency_answer_mac(
+    keys: &LedgerKeys,
+    key_id: &str,
+    merchant_id: Uuid,
+    key: &str,
+    status: u16,
+    body: &Value,
+) -> Option<[u8; 32]> {
+    keys.mac(
+        key_id,
+        &[&idempotency_answer_mac_input(
+            key_id,
+            merchant_id,
+            key,
+            status,
+            body,
+        )],
+    )
 }
 
 /// The hex SHA-256 of a shopper key (the key names a shopper; the digest does not).

@@ -18,6 +18,7 @@
 //! replica's key is resumable after the bound, seconds, not minutes.
 
 use super::Db;
+use crate::ledger::{binding, keys};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use std::time::Duration;
@@ -44,6 +45,9 @@ pub enum Claim {
     Stale { payment_id: Uuid },
     /// The key was used with another body.
     Mismatch,
+    /// The stored answer fails its ledger MAC (edited in SQL, or its MAC removed): it is
+    /// never replayed.
+    AnswerNotInLedger,
 }
 
 /// Tries to claim `key` for a request whose body hashes to `request_hash`, inside the
@@ -90,6 +94,9 @@ pub async fn claim(
     }
     let row = sqlx::query!(
         r#"SELECT request_hash, body_hash, payment_id, response_status, response_body,
+                  response_mac, response_mac_key_id,
+                  coalesce(created_at < (SELECT installed_on FROM _sqlx_migrations
+                                         WHERE version = 20261206200000), false) AS "before_binding!",
                   GREATEST(EXTRACT(EPOCH FROM COALESCE(locked_until, created_at + interval '60 seconds') - now()), 0)::float8
                       AS "locked_for!"
            FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 FOR UPDATE"#,
@@ -102,9 +109,18 @@ pub async fn claim(
         return Ok(Claim::Mismatch);
     }
     if let (Some(status), Some(body)) = (row.response_status, row.response_body) {
+        let status = u16::try_from(status).unwrap_or(500);
+        let stored = StoredMac {
+            mac: row.response_mac.as_deref(),
+            key_id: row.response_mac_key_id.as_deref(),
+            before_binding: row.before_binding,
+        };
+        if !answer_holds(merchant_id, key, status, &body, stored) {
+            return Ok(Claim::AnswerNotInLedger);
+        }
         return Ok(Claim::Replay {
             payment_id: row.payment_id,
-            status: u16::try_from(status).unwrap_or(500),
+            status,
             body,
         });
     }
@@ -159,6 +175,9 @@ pub enum Answered {
         status: u16,
         body: serde_json::Value,
     },
+    /// The same body as sent was answered, and the stored answer fails its ledger MAC: it is
+    /// never replayed.
+    AnswerNotInLedger,
     /// The key was used with another body, or with this one and no answer yet: still
     /// running (`in_flight`), or given back with its bank outcome unknown. `first_used_at`:
     /// when the key was first used (its request was validated on that day).
@@ -179,6 +198,9 @@ pub async fn answered(
 ) -> Result<Option<Answered>, sqlx::Error> {
     let row = sqlx::query!(
         r#"SELECT body_hash, response_status, response_body, created_at,
+                  response_mac, response_mac_key_id,
+                  coalesce(created_at < (SELECT installed_on FROM _sqlx_migrations
+                                         WHERE version = 20261206200000), false) AS "before_binding!",
                   coalesce(locked_until > now(), false) AS "in_flight!"
            FROM idempotency_keys
            WHERE merchant_id = $1 AND key = $2 AND expires_at >= now()"#,
@@ -190,10 +212,19 @@ pub async fn answered(
     Ok(row.map(|row| {
         let same_body = row.body_hash.as_deref() == Some(body_hash);
         match (same_body, row.response_status, row.response_body) {
-            (true, Some(status), Some(body)) => Answered::Replay {
-                status: u16::try_from(status).unwrap_or(500),
-                body,
-            },
+            (true, Some(status), Some(body)) => {
+                let status = u16::try_from(status).unwrap_or(500);
+                let stored = StoredMac {
+                    mac: row.response_mac.as_deref(),
+                    key_id: row.response_mac_key_id.as_deref(),
+                    before_binding: row.before_binding,
+                };
+                if answer_holds(merchant_id, key, status, &body, stored) {
+                    Answered::Replay { status, body }
+                } else {
+                    Answered::AnswerNotInLedger
+                }
+            }
             _ => Answered::Taken {
                 same_body,
                 in_flight: row.in_flight,
@@ -220,7 +251,86 @@ pub async fn release(
     Ok(())
 }
 
-/// Saves the answer to replay for this key.
+/// An answer's MAC as stored, and whether its key was used before answers were bound.
+#[derive(Clone, Copy)]
+pub(crate) struct StoredMac<'a> {
+    pub(crate) mac: Option<&'a [u8]>,
+    pub(crate) key_id: Option<&'a str>,
+    /// The key was first used before migration 20261206200000: its answer may have no MAC.
+    pub(crate) before_binding: bool,
+}
+
+/// Why a stored answer may not be replayed, or `None` when it may: its MAC holds under
+/// `ring`, or it has none because its key was used before answers were bound. The one rule
+/// replays and `ledger verify` apply.
+pub(crate) fn answer_problem(
+    ring: Option<&keys::LedgerKeys>,
+    merchant_id: Uuid,
+    key: &str,
+    status: u16,
+    body: &serde_json::Value,
+    stored: StoredMac<'_>,
+) -> Option<&'static str> {
+    match (stored.mac, stored.key_id, ring) {
+        (None, None, _) if stored.before_binding => None,
+        (None, _, _) | (_, None, _) => Some(
+            "it has no ledger MAC, though its key was used after answers had one (its MAC removed)",
+        ),
+        (_, _, None) => Some("no ledger key is installed to check its MAC"),
+        (Some(mac), Some(key_id), Some(ring)) => {
+            match binding::idempotency_answer_mac(ring, key_id, merchant_id, key, status, body) {
+                Some(expected) if expected[..] == mac[..] => None,
+                Some(_) => Some("its status or body is not what was written (edited)"),
+                None => Some(
+                    "its MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
+                ),
+            }
+        }
+    }
+}
+
+/// Whether a stored answer may be replayed ([`answer_problem`] under the installed ring);
+/// one that may not is logged and counted, never replayed.
+fn answer_holds(
+    merchant_id: Uuid,
+    key: &str,
+    status: u16,
+    body: &serde_json::Value,
+    stored: StoredMac<'_>,
+) -> bool {
+    let ring = keys::installed();
+    let Some(why) = answer_problem(ring.as_deref(), merchant_id, key, status, body, stored) else {
+        return true;
+    };
+    tracing::error!(
+        %merchant_id,
+        why,
+        "the stored answer of an Idempotency-Key is not replayed: run `pisgate ledger verify`"
+    );
+    metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+    false
+}
+
+/// The MAC of the answer a key replays, under the installed ring's current key: what
+/// [`complete`] and the creation's one-statement path store with the answer.
+pub fn seal_answer(
+    merchant_id: Uuid,
+    key: &str,
+    status: u16,
+    body: &serde_json::Value,
+) -> Result<([u8; 32], String), sqlx::Error> {
+    let ring = keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration("no ledger key is installed (ledger::keys::install)".into())
+    })?;
+    let key_id = ring.current_id().to_owned();
+    let mac = binding::idempotency_answer_mac(&ring, &key_id, merchant_id, key, status, body)
+        .ok_or_else(|| {
+            sqlx::Error::Configuration("the ledger ring lacks its current key".into())
+        })?;
+    Ok((mac, key_id))
+}
+
+/// Saves the answer to replay for this key, with its ledger MAC.
 pub async fn complete(
     conn: &mut PgConnection,
     merchant_id: Uuid,
@@ -228,14 +338,18 @@ pub async fn complete(
     status: u16,
     body: &serde_json::Value,
 ) -> Result<(), sqlx::Error> {
+    let (mac, key_id) = seal_answer(merchant_id, key, status, body)?;
     sqlx::query!(
         r#"UPDATE idempotency_keys
-           SET response_status = $3, response_body = $4, completed_at = now()
+           SET response_status = $3, response_body = $4, completed_at = now(),
+               response_mac = $5, response_mac_key_id = $6
            WHERE merchant_id = $1 AND key = $2"#,
         merchant_id,
         key,
         i32::from(status),
-        body
+        body,
+        &mac[..],
+        key_id,
     )
     .execute(conn)
     .await?;

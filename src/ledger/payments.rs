@@ -312,6 +312,7 @@ pub async fn create_with_key(
                    SET request_hash = EXCLUDED.request_hash, payment_id = EXCLUDED.payment_id,
                        body_hash = EXCLUDED.body_hash,
                        response_status = NULL, response_body = NULL, completed_at = NULL,
+                       response_mac = NULL, response_mac_key_id = NULL,
                        created_at = now(), expires_at = EXCLUDED.expires_at,
                        locked_until = EXCLUDED.locked_until
                    WHERE idempotency_keys.expires_at < now()
@@ -484,6 +485,8 @@ pub async fn record_first_answer(
         answered.updated_at,
     )?;
     let (new_seq, new_head) = sealed.head();
+    let (answer_mac, answer_key_id) =
+        crate::ledger::idempotency::seal_answer(created.record.merchant_id, key, 201, body)?;
     let written = sqlx::query_scalar!(
         r#"WITH u AS (
                UPDATE payments
@@ -510,7 +513,8 @@ pub async fn record_first_answer(
                RETURNING 1
            ), k AS (
                UPDATE idempotency_keys
-               SET response_status = 201, response_body = $15, completed_at = now()
+               SET response_status = 201, response_body = $15, completed_at = now(),
+                   response_mac = $19, response_mac_key_id = $20
                FROM u
                WHERE idempotency_keys.merchant_id = u.merchant_id
                  AND idempotency_keys.key = $16 AND idempotency_keys.payment_id = u.id
@@ -535,6 +539,8 @@ pub async fn record_first_answer(
         key,
         answered.bank_links,
         answered.hop_opened_at,
+        &answer_mac[..],
+        answer_key_id,
     )
     .fetch_one(pool)
     .await?;

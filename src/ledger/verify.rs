@@ -208,6 +208,12 @@ pub struct VerifyReport {
     pub broken_webhook_events: u64,
     /// The first of those, in id order.
     pub first_broken_webhook_event: Option<BrokenWebhookEvent>,
+    /// Answers idempotency keys replay (the keys' stored 201s), checked against their MACs.
+    pub idempotency_answers_checked: u64,
+    /// Answers whose MAC does not hold (edited, or the MAC removed).
+    pub broken_idempotency_answers: u64,
+    /// The first of those, by merchant and key.
+    pub first_broken_idempotency_answer: Option<String>,
 }
 
 /// A webhook event whose stored row is not what was written.
@@ -228,6 +234,7 @@ impl VerifyReport {
         self.first_broken.is_none()
             && self.checkpoint_problem.is_none()
             && self.first_broken_webhook_event.is_none()
+            && self.first_broken_idempotency_answer.is_none()
     }
 
     fn record(&mut self, broken: BrokenEvent) {
@@ -751,6 +758,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
     }
 
     verify_webhook_events(pool, keys, &mut verifier.report).await?;
+    verify_idempotency_answers(pool, keys, &mut verifier.report).await?;
 
     let report = verifier.into_report();
     let span = tracing::Span::current();
@@ -834,6 +842,60 @@ async fn verify_webhook_events(
                         Some(BrokenWebhookEvent { id: r.id, reason });
                 }
             }
+        }
+        if (n as i64) < VERIFY_BATCH {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Checks the answer every live idempotency key replays against its MAC
+/// ([`crate::ledger::idempotency::answer_problem`], the rule replays apply), by merchant and
+/// key.
+async fn verify_idempotency_answers(
+    pool: &Db,
+    keys: &LedgerKeys,
+    report: &mut VerifyReport,
+) -> Result<(), sqlx::Error> {
+    use crate::ledger::idempotency::{StoredMac, answer_problem};
+    let mut cursor = (Uuid::nil(), String::new());
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT merchant_id, key AS "key!: String", response_status AS "status!",
+                      response_body AS "body!", response_mac, response_mac_key_id,
+                      coalesce(created_at < (SELECT installed_on FROM _sqlx_migrations
+                                             WHERE version = 20261206200000), false) AS "before_binding!"
+               FROM idempotency_keys
+               WHERE response_status IS NOT NULL AND response_body IS NOT NULL
+                 AND (merchant_id, key) > ($1, $2::text)
+               ORDER BY merchant_id, key LIMIT $3"#,
+            cursor.0,
+            cursor.1,
+            VERIFY_BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        for r in rows {
+            report.idempotency_answers_checked += 1;
+            let stored = StoredMac {
+                mac: r.response_mac.as_deref(),
+                key_id: r.response_mac_key_id.as_deref(),
+                before_binding: r.before_binding,
+            };
+            let status = u16::try_from(r.status).unwrap_or(0);
+            if let Some(why) =
+                answer_problem(Some(keys), r.merchant_id, &r.key, status, &r.body, stored)
+            {
+                report.broken_idempotency_answers += 1;
+                if report.first_broken_idempotency_answer.is_none() {
+                    let at = format!("merchant {} key {:?}: {why}", r.merchant_id, r.key);
+                    tracing::warn!(%at, "idempotency answer problem");
+                    report.first_broken_idempotency_answer = Some(at);
+                }
+            }
+            cursor = (r.merchant_id, r.key);
         }
         if (n as i64) < VERIFY_BATCH {
             break;

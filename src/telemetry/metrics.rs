@@ -106,7 +106,7 @@ fn describe_metrics() {
     );
     describe_counter!(
         "pisgate_ledger_binding_mismatches_total",
-        "Actions refused because a row is not what its ledger recorded (a row rewritten outside pisgate): a bank report for a bank id the ledger never recorded, a shopper not sent to a bank link the ledger never recorded, a webhook event whose payload fails its MAC. Investigate, run `pisgate ledger verify`."
+        "Actions refused because a row is not what its ledger recorded (a row rewritten outside pisgate): a bank report for a bank id the ledger never recorded, a shopper not sent to a bank link the ledger never recorded, a webhook event whose payload fails its MAC, an idempotency answer that fails its MAC. Investigate, run `pisgate ledger verify`."
     );
     describe_counter!(
         "pisgate_polls_total",

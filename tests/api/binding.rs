@@ -566,3 +566,107 @@ async fn ledger_verify_the_command_reports_unbound_rows_and_names_a_rewritten_on
         "{err}"
     );
 }
+
+/// The answer an Idempotency-Key replays is bound to the ledger key: an insider who edits it
+/// (a phishing authorization_url, another payment's id) or strips its MAC gets a 500 for the
+/// retry, never the edited answer and never a second payment; the untouched answer replays
+/// byte for byte. An answer whose key was used before the binding (no MAC, first used before
+/// the migration) replays as before.
+#[tokio::test]
+async fn a_replayed_idempotency_answer_is_checked_against_its_ledger_mac() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Replay binding shop").await;
+    let b = body("FI");
+    let post = |key: &'static str| {
+        let (app, api_key, b) = (&app, m.api_key.clone(), b.clone());
+        async move { app.post_payment(&api_key, key, &b).await }
+    };
+    let first = post("order-1").await;
+    assert_eq!(first.status(), 201);
+    let first: Value = first.json().await.unwrap();
+    let mac: Option<Vec<u8>> = sqlx::query_scalar(
+        "SELECT response_mac FROM idempotency_keys WHERE merchant_id = $1 AND key = 'order-1'",
+    )
+    .bind(m.id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        mac.map(|m| m.len()),
+        Some(32),
+        "the answer is stored with its MAC"
+    );
+    let again = post("order-1").await;
+    assert_eq!(again.status(), 201);
+    assert_eq!(again.headers()["idempotent-replayed"], "true");
+    assert_eq!(again.json::<Value>().await.unwrap(), first);
+
+    let payments = || async {
+        sqlx::query_scalar::<_, i64>("SELECT count(*) FROM payments WHERE merchant_id = $1")
+            .bind(m.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    for (what, sql) in [
+        (
+            "a phishing link",
+            r#"UPDATE idempotency_keys
+               SET response_body = jsonb_set(response_body, '{authorization_url}', '"https://phish.example/pay"')
+               WHERE merchant_id = $1 AND key = 'order-1'"#,
+        ),
+        (
+            "the MAC removed",
+            "UPDATE idempotency_keys SET response_mac = NULL, response_mac_key_id = NULL
+             WHERE merchant_id = $1 AND key = 'order-1'",
+        ),
+    ] {
+        let changed = sqlx::query(sql)
+            .bind(m.id)
+            .execute(&app.pool)
+            .await
+            .unwrap()
+            .rows_affected();
+        assert_eq!(changed, 1, "{what}");
+        let r = post("order-1").await;
+        assert_eq!(r.status(), 500, "{what}");
+        let text = r.text().await.unwrap();
+        assert!(!text.contains("phish.example"), "{what}: {text}");
+        assert_eq!(payments().await, 1, "{what}: never a second payment");
+        let report = verify(&app).await;
+        assert!(!report.is_ok(), "{what}: {report:?}");
+        assert_eq!(report.broken_idempotency_answers, 1, "{what}: {report:?}");
+        let first = report.first_broken_idempotency_answer.unwrap();
+        assert!(first.contains("order-1"), "{what}: {first}");
+    }
+    let scrape = app.metrics().await;
+    assert!(
+        scrape.contains("pisgate_ledger_binding_mismatches_total 2"),
+        "{scrape}"
+    );
+
+    // A key first used before answers were bound (no MAC) replays as it always did.
+    let legacy = post("order-2").await;
+    assert_eq!(legacy.status(), 201);
+    let legacy: Value = legacy.json().await.unwrap();
+    sqlx::query(
+        "UPDATE idempotency_keys SET response_mac = NULL, response_mac_key_id = NULL,
+                created_at = (SELECT installed_on FROM _sqlx_migrations
+                              WHERE version = 20261206200000) - interval '1 hour'
+         WHERE merchant_id = $1 AND key = 'order-2'",
+    )
+    .bind(m.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let r = post("order-2").await;
+    assert_eq!(r.status(), 201);
+    assert_eq!(r.json::<Value>().await.unwrap(), legacy);
+    assert_eq!(payments().await, 2);
+    let report = verify(&app).await;
+    assert_eq!(report.idempotency_answers_checked, 2, "{report:?}");
+    assert_eq!(
+        report.broken_idempotency_answers, 1,
+        "only order-1: {report:?}"
+    );
+}
