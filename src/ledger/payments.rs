@@ -1123,6 +1123,9 @@ pub enum HopClosed {
     WindowPassed,
     /// The merchant cancelled.
     CancelRequested,
+    /// The bank took the payment with no step on a page of its own (an SCA exemption, or a
+    /// decoupled SCA it started in the shopper's app): it is processing it, nothing to open.
+    AtTheBank,
     /// The payment is signed or final.
     Done(PaymentStatus),
     /// The bank link on the payment row is not the one its ledger recorded (the row was
@@ -1144,6 +1147,8 @@ pub fn hop_for(p: &PaymentRecord, now: DateTime<Utc>) -> Hop {
         match (&p.authorization_url, p.is_initiated()) {
             (Some(link), true) => Hop::ToBank(link.clone()),
             (None, true) if starts_authorisation(&p.bank_links) => Hop::StartAuthorisation,
+            // Recorded as opened with the bank's answer (`Initiated::bank_may_act_without_hop`).
+            (None, true) if p.hop_opened_at.is_some() => Hop::Closed(HopClosed::AtTheBank),
             _ => Hop::Closed(HopClosed::NotReady),
         }
     }

@@ -923,6 +923,19 @@ async fn berlin_group_an_sca_exemption_at_initiation_is_followed_to_paid_and_nev
         p["bank_payment_id"].is_string(),
         "the bank's id is kept: {p}"
     );
+    // A shopper who opens the link anyway is told the bank has it and needs nothing more
+    // (not "not ready, try again"), with the way back to the shop; nothing is opened.
+    let hop = p["authorization_url"].as_str().unwrap();
+    for r in [
+        app.client.get(hop).send().await.unwrap(),
+        crate::helpers::continue_to_bank(&app.client, hop).await,
+    ] {
+        assert_eq!(r.status(), 200);
+        assert!(r.headers().get("location").is_none());
+        let html = r.text().await.unwrap();
+        assert!(html.contains("Payment sent to your bank"), "{html}");
+        assert!(html.contains("Return to the shop"), "{html}");
+    }
     // Nobody opens anything: the bank executes it by itself.
     let paid = wait_for_status(&app, &m, &id, "paid").await;
     assert_eq!(paid["bank_status"], "ACSC", "{paid}");

@@ -124,6 +124,7 @@ pub(super) fn closed(
     let status = match kind {
         Closed::Unknown => StatusCode::NOT_FOUND,
         Closed::NotReady => StatusCode::CONFLICT,
+        Closed::AtTheBank => StatusCode::OK,
         Closed::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::GONE,
     };
@@ -145,6 +146,7 @@ fn closed_kind(c: HopClosed) -> Closed {
         }
         HopClosed::Done(_) => Closed::Closed,
         HopClosed::LinkNotInLedger => Closed::Unavailable,
+        HopClosed::AtTheBank => Closed::AtTheBank,
     }
 }
 

@@ -245,6 +245,9 @@ pub enum Closed {
     /// The bank made the payment with other terms (amount, currency, creditor account) than
     /// pisgate sent: it is not sent for signing.
     TermsMismatch,
+    /// The bank needs nothing on its page (an SCA exemption, or a decoupled SCA it started
+    /// in the shopper's app): nothing to open, the bank is processing it.
+    AtTheBank,
 }
 
 /// A page without a way to the bank; with a payment, a link back to the merchant carrying
@@ -266,6 +269,7 @@ pub fn closed_page(
         Closed::Closed => t.closed,
         Closed::Unavailable => t.unavailable,
         Closed::TermsMismatch => t.terms_mismatch,
+        Closed::AtTheBank => t.at_the_bank,
     };
     let back = back.and_then(return_url);
     layout(

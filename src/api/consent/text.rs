@@ -46,6 +46,9 @@ pub struct Text {
     /// The bank made the payment with other terms than the merchant asked for: pisgate
     /// does not send it for signing.
     pub terms_mismatch: (&'static str, &'static str),
+    /// The bank needs no step on its page: it exempted the payment from SCA, or asks the
+    /// shopper in its own app (a decoupled SCA it started with the payment).
+    pub at_the_bank: (&'static str, &'static str),
 }
 
 const EN: Text = Text {
@@ -100,6 +103,10 @@ const EN: Text = Text {
         "Payment stopped",
         "Your bank registered this payment with another amount or recipient than the shop asked for, so it will not be sent to you for signing. Please return to the shop.",
     ),
+    at_the_bank: (
+        "Payment sent to your bank",
+        "Your bank has this payment and needs nothing more from you here. If your bank's app asks you to confirm it, do so there. You can return to the shop.",
+    ),
 };
 
 const FI: Text = Text {
@@ -153,6 +160,10 @@ const FI: Text = Text {
     terms_mismatch: (
         "Maksu pysäytetty",
         "Pankkisi kirjasi maksun eri summalla tai saajalla kuin kauppa pyysi, joten sitä ei lähetetä sinulle hyväksyttäväksi. Palaa kauppaan.",
+    ),
+    at_the_bank: (
+        "Maksu on lähetetty pankkiisi",
+        "Pankkisi on vastaanottanut maksun, eikä sinun tarvitse tehdä täällä muuta. Jos pankkisi sovellus pyytää vahvistamaan maksun, vahvista se siellä. Voit palata kauppaan.",
     ),
 };
 
@@ -211,6 +222,10 @@ const SV: Text = Text {
         "Betalningen stoppad",
         "Din bank registrerade betalningen med ett annat belopp eller en annan mottagare än butiken bad om, så den skickas inte till dig för signering. Gå tillbaka till butiken.",
     ),
+    at_the_bank: (
+        "Betalningen har skickats till din bank",
+        "Din bank har tagit emot betalningen och behöver inget mer från dig här. Om din banks app ber dig bekräfta den, gör det där. Du kan gå tillbaka till butiken.",
+    ),
 };
 
 const DA: Text = Text {
@@ -268,6 +283,10 @@ const DA: Text = Text {
         "Betalingen er stoppet",
         "Din bank registrerede betalingen med et andet beløb eller en anden modtager, end butikken bad om, så den sendes ikke til dig til godkendelse. Gå tilbage til butikken.",
     ),
+    at_the_bank: (
+        "Betalingen er sendt til din bank",
+        "Din bank har modtaget betalingen og har ikke brug for mere fra dig her. Hvis din banks app beder dig bekræfte den, så gør det der. Du kan vende tilbage til butikken.",
+    ),
 };
 
 const NB: Text = Text {
@@ -324,6 +343,10 @@ const NB: Text = Text {
     terms_mismatch: (
         "Betalingen er stoppet",
         "Banken din registrerte betalingen med et annet beløp eller en annen mottaker enn butikken ba om, så den sendes ikke til deg for godkjenning. Gå tilbake til butikken.",
+    ),
+    at_the_bank: (
+        "Betalingen er sendt til banken din",
+        "Banken din har mottatt betalingen og trenger ikke mer fra deg her. Hvis bankens app ber deg bekrefte den, gjør du det der. Du kan gå tilbake til butikken.",
     ),
 };
 
