@@ -1084,3 +1084,42 @@ async fn far_dates_and_nul_characters_are_refused_by_the_console_never_failed() 
         ["signed_in", "sign_in_failed", "add_payee"]
     );
 }
+
+/// An action's `back` is followed only when it is a plain console path: one with a control
+/// character (which a Location header cannot carry) or another origin goes back to the
+/// attention page, from the confirmation page's Cancel link and after the action, never a
+/// 500 after the action was done.
+#[tokio::test]
+async fn an_actions_back_link_is_a_console_path_or_the_attention_page() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Back link shop").await;
+    let cookie = session_cookie(&app).await;
+    let merchant = m.id.to_string();
+    for back in [
+        "/console/merchants\n",
+        "https://evil.example/console/",
+        "/console/x\u{7f}",
+    ] {
+        let (done, confirmation) = act(
+            &app,
+            &cookie,
+            &[
+                ("action", "disable_merchant"),
+                ("merchant", &merchant),
+                ("back", back),
+            ],
+        )
+        .await;
+        assert!(
+            confirmation.contains(r#"<a href="/console/attention">Cancel</a>"#),
+            "{back:?}: {confirmation}"
+        );
+        assert!(
+            !confirmation.contains(r#"href="https://evil"#),
+            "{confirmation}"
+        );
+        assert_eq!(done.status(), 303, "{back:?}");
+        assert_eq!(done.headers()["location"], "/console/attention", "{back:?}");
+    }
+}

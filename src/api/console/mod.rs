@@ -83,6 +83,19 @@ fn page(status: StatusCode, markup: maud::Markup) -> Response {
     html_page(status, markup, &POLICY)
 }
 
+/// Where an action's page goes back to: the form's `back` when it is a console path (no
+/// other origin, no `//`, no control characters, which a `Location` header cannot carry:
+/// a 500 after the action was done), else the attention page.
+pub(super) fn safe_back(form: &HashMap<String, String>) -> &str {
+    form.get("back")
+        .filter(|b| {
+            b.starts_with("/console/")
+                && !b.contains("//")
+                && b.chars().all(|c| c.is_ascii_graphic())
+        })
+        .map_or("/console/attention", String::as_str)
+}
+
 fn see_other(location: &str) -> Response {
     (
         StatusCode::SEE_OTHER,
@@ -252,11 +265,15 @@ async fn login(
             }
             return refused(&headers);
         }
+        // Refused without checking the password, but after the same time as a check: a
+        // fast refusal would tell that the email is an operator's (locked or disabled).
         Ok(Gate::Locked { id, .. }) => {
+            password::verify_limited(password, &password::DUMMY_HASH).await;
             tracing::warn!(operator_id = %id, "sign-in to a locked account refused");
             return refused(&headers);
         }
         Ok(Gate::Disabled { id, .. }) => {
+            password::verify_limited(password, &password::DUMMY_HASH).await;
             tracing::warn!(operator_id = %id, "sign-in to a disabled account refused");
             return refused(&headers);
         }
@@ -958,10 +975,7 @@ async fn action(
         );
     };
     tracing::Span::current().record("action", act.name());
-    let back = form
-        .get("back")
-        .filter(|b| b.starts_with("/console/") && !b.contains("//"))
-        .map_or("/console/attention", String::as_str);
+    let back = safe_back(&form);
     if form.get("confirm").map(String::as_str) != Some("yes") {
         let merchant = match act.merchant(&state).await {
             Ok(m) => m,

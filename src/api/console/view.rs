@@ -322,7 +322,7 @@ pub fn confirm(
                 input type="hidden" name="confirm" value="yes";
                 button class=[destructive.then_some("danger")] type="submit" { "Confirm" }
                 " "
-                a href=(form.get("back").map_or("/console/attention", String::as_str)) { "Cancel" }
+                a href=(super::safe_back(form)) { "Cancel" }
             }
         },
     )
