@@ -720,6 +720,9 @@ pub struct Claimed {
     /// The event's ledger MAC ([`binding::webhook_mac`]); `None` for events from before.
     pub payload_mac: Option<Vec<u8>>,
     pub mac_key_id: Option<String>,
+    /// The event was written before payloads were bound (migration 20261205000030): it has
+    /// no MAC and is sent as it was written.
+    pub before_binding: bool,
 }
 
 impl Claimed {
@@ -795,7 +798,10 @@ pub async fn claim_due(
                          AS previous_sealed_secret,
                      ev.event_type, ev.payload,
                      ev.created_at AS event_created_at, ev.trace_parent, ev.payment_id,
-                     ev.payload_mac, ev.mac_key_id"#,
+                     ev.payload_mac, ev.mac_key_id,
+                     coalesce(ev.created_at < (SELECT installed_on FROM _sqlx_migrations
+                                               WHERE version = 20261205000030), false)
+                         AS "before_binding!""#,
         owner,
         millis(lease) as f64,
         limit,

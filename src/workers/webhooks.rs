@@ -409,13 +409,23 @@ async fn send(
         return failed(format!("the endpoint URL is not allowed: {why}"));
     }
     // Never sign and send a payload that is not the one written (edited in the database),
-    // nor one without its ledger MAC (every event is written with one since migration
-    // 20261205000030; a missing MAC was removed, e.g. to forge an event).
+    // nor one without its ledger MAC written after migration 20261205000030 (every event is
+    // written with one since; a missing MAC was removed, e.g. to forge an event). An event
+    // from before that migration has none and is sent as written (`ledger verify` counts it
+    // as unbound), also when a merchant replays it.
     if let Some(keys) = crate::ledger::keys::installed() {
-        let why = match d.payload_intact(&keys) {
-            Some(true) => None,
-            Some(false) => Some("the event's payload does not match its ledger MAC (edited)"),
-            None => Some("the event has no ledger MAC (removed, or written before binding)"),
+        let why = match (d.payload_mac.is_some(), d.payload_intact(&keys)) {
+            (false, _) if d.before_binding => None,
+            (false, _) => {
+                Some("the event has no ledger MAC, though written after events had one (removed)")
+            }
+            (true, Some(true)) => None,
+            (true, Some(false)) => {
+                Some("the event's payload does not match its ledger MAC (edited)")
+            }
+            (true, None) => Some(
+                "the event's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
+            ),
         };
         if let Some(why) = why {
             tracing::error!(event_id = %d.event_id, why, "webhook event not sent");

@@ -1314,3 +1314,43 @@ async fn tampered_event_is_never_sent(sql: &str, error: &str) {
     tokio::time::sleep(Duration::from_millis(800)).await;
     assert!(receiver.received().is_empty(), "the forged payload arrived");
 }
+
+/// An event written before payloads were bound (no MAC, from before migration
+/// 20261205000030: pending across the upgrade, or replayed later) is sent as it was written,
+/// as `ledger verify` counts it unbound rather than broken; the same event without its MAC
+/// but written after the binding is refused (above).
+#[tokio::test]
+async fn a_webhook_event_written_before_payloads_were_bound_is_still_sent() {
+    let app = spawn_dispatching_app(&["300ms"; 40].join(",")).await;
+    let m = app.create_merchant("Shop").await;
+    let addr = unused_address().await;
+    let receiver = Receiver::at(addr);
+    let (endpoint, _) = create_endpoint(&app, &m.api_key, &receiver, &[]).await;
+    let payment = authorized_payment(&app, &m.api_key).await;
+    delivery_when(&app, &m.api_key, &endpoint, "payment.authorized", |d| {
+        d["attempts"].as_i64().unwrap_or(0) >= 1
+    })
+    .await;
+    sqlx::query(
+        "UPDATE webhook_events SET payload_mac = NULL, mac_key_id = NULL,
+                created_at = (SELECT installed_on FROM _sqlx_migrations
+                              WHERE version = 20261205000030) - interval '1 day'
+         WHERE payment_id = $1",
+    )
+    .bind(payment.parse::<Uuid>().unwrap())
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let listener = eventually("the receiver's port to be free again", || async {
+        tokio::net::TcpListener::bind(addr).await.ok()
+    })
+    .await;
+    receiver.set_plan(Plan::Ok);
+    receiver.serve(listener);
+    let sent = delivery_when(&app, &m.api_key, &endpoint, "payment.authorized", |d| {
+        d["status"] == "delivered"
+    })
+    .await;
+    assert_eq!(sent["status"], "delivered", "{sent}");
+    assert!(!receiver.received().is_empty());
+}
