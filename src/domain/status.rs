@@ -128,6 +128,12 @@ pub enum Unsignable {
     /// nobody can sign it; the bank itself never reports the timeout of a payment it never
     /// showed.
     BankTimeRanOutUnopened,
+    /// A bank whose payments are signed only in signing orders pisgate starts with the
+    /// shopper's token (SEB's BankID): no order was started, or every one ended failed at
+    /// the bank; pisgate's window has closed, so no new one can start; and the time the
+    /// bank gives to sign ran out. Nobody signed it. What lets a payment end when the
+    /// shopper's token is gone and the bank can no longer be asked.
+    NoSigningOrderSucceeded,
 }
 
 impl Unsignable {
@@ -137,6 +143,7 @@ impl Unsignable {
             Unsignable::DeletedAtBank => "deleted_at_bank",
             Unsignable::LinkNeverHandedOut => "link_never_handed_out",
             Unsignable::BankTimeRanOutUnopened => "bank_time_ran_out_unopened",
+            Unsignable::NoSigningOrderSucceeded => "no_signing_order_succeeded",
         }
     }
 }

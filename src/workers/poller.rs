@@ -35,6 +35,11 @@
 //!   initiation) has run out with the bank still answering 404, the link no longer opens
 //!   and the payment is `expired` ([`Unsignable::BankTimeRanOutUnopened`]).
 //!   A shopper who came back (a code exchanged) is never deleted at the horizon.
+//! - a bank read only with the shopper's own token (SEB) whose token is gone past the
+//!   horizon: expired only when no signing order succeeded (none started, or the last one
+//!   failed at the bank) and the bank's time to sign ran out
+//!   ([`Unsignable::NoSigningOrderSucceeded`], checked again under the row lock); else it
+//!   waits, on the console's attention list.
 //! - a Berlin Group bank (no shopper token, a return without a code) may keep a signed
 //!   payment `RCVD` and take a DELETE of it as enough to cancel it, so before asking, the
 //!   poller reads the payment's SCA status (its `scaStatus` link): `finalised`/`exempted`
@@ -435,7 +440,32 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
     let Some(answer) = read_status(ctx, p, &bank_ref).await else {
         // A bank that answers only with the shopper's own token, and that token is not
         // there (yet, or any more): wait for it (the refresher, the shopper's page), never
-        // guess and never use another shopper's.
+        // guess and never use another shopper's. Past the horizon, what pisgate itself
+        // knows may still prove that nobody signed (no signing order succeeded and the
+        // bank's time to sign ran out); otherwise it stays open for an operator (the
+        // console's attention list shows it), read again should a token come back.
+        if status == PaymentStatus::AwaitingAuthorization && past_horizon {
+            match nobody_signed_without_token(ctx, p).await {
+                Ok(true) => {
+                    tracing::info!(
+                        "past the horizon, the shopper's token is gone, no signing order succeeded and the bank's time to sign ran out: expired"
+                    );
+                    let change = ChangeSpec::Unsignable {
+                        why: Unsignable::NoSigningOrderSucceeded,
+                        bank_status: None,
+                        failure: (
+                            "not_signed",
+                            "no signing order succeeded before the bank's time to sign ran out",
+                        ),
+                    };
+                    return ok(Some(change), "expired");
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the payment's signing orders at the horizon");
+                }
+            }
+        }
         return ok(None, "no_token");
     };
     let failures = p.poll_failures.saturating_add(1);
@@ -806,6 +836,35 @@ async fn sca_at_horizon(
     }
 }
 
+/// For a payment signed only in signing orders pisgate starts (SEB's BankID), with no
+/// token left to ask the bank: whether no order was started or the last one ended failed
+/// at the bank (a start whose answer was never recorded, a pending or a completed order
+/// are not proof), and the bank's time to sign ran out.
+async fn nobody_signed_without_token(ctx: &WorkerContext, p: &Claimed) -> anyhow::Result<bool> {
+    if !ctx.banks.client(&p.bank).traits().shopper_token_required {
+        return Ok(false);
+    }
+    if !no_signing_order_succeeded(&mut *ctx.pool.read_conn().await?, p.id).await? {
+        return Ok(false);
+    }
+    Ok(bank_time_ran_out(ctx, p).await?)
+}
+
+/// No signing order was started, or the last one ended failed (see
+/// [`nobody_signed_without_token`]); read again under the payment's row lock before the
+/// expiry is written.
+async fn no_signing_order_succeeded(
+    conn: &mut sqlx::PgConnection,
+    id: uuid::Uuid,
+) -> Result<bool, sqlx::Error> {
+    use crate::bank::BankIdPurpose;
+    use crate::ledger::bankid;
+    Ok(match bankid::get(conn, id, BankIdPurpose::Sign).await? {
+        None => true,
+        Some(order) => order.starts == 0 || order.state == "failed",
+    })
+}
+
 /// Whether the time the bank gives to sign (`nordea.approval_timeout_secs`, or that bank's
 /// own `approval_timeout_secs`) has run out for
 /// `p`, counted from the bank's answer to its initiation as pisgate recorded it (the bank
@@ -1139,11 +1198,21 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
                 // Checked again under the row lock: a shopper who came back (or is coming
                 // back right now) signed, and only the bank's word ends that payment; a
                 // shopper who just went through the hop holds the link now.
-                let link_out_now =
-                    *why == Unsignable::LinkNeverHandedOut && row.hop_opened_at.is_some();
-                if *why != Unsignable::DeletedAtBank
-                    && (row.shopper_returned(Utc::now()) || link_out_now)
-                {
+                let link_out_now = match why {
+                    Unsignable::LinkNeverHandedOut => row.hop_opened_at.is_some(),
+                    Unsignable::NoSigningOrderSucceeded => {
+                        !no_signing_order_succeeded(&mut tx, p.id).await?
+                    }
+                    _ => false,
+                };
+                // The bank's deletion, and the signing orders' failure (at a bank whose
+                // shopper key is set by identification, not by signing), stand whoever
+                // came back.
+                let proof_stands_alone = matches!(
+                    why,
+                    Unsignable::DeletedAtBank | Unsignable::NoSigningOrderSucceeded
+                );
+                if link_out_now || (!proof_stands_alone && row.shopper_returned(Utc::now())) {
                     tracing::info!("the shopper came back at the horizon: not expiring");
                     polls::reschedule(
                         &mut tx,

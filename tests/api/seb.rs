@@ -1057,3 +1057,86 @@ async fn seb_the_shoppers_cancel_after_signing_sends_no_delete_to_seb() {
     s.assert_nothing_refused().await;
     s.assert_ledger_verifies().await;
 }
+
+/// The shopper's token dies (a 401 on a status read, a refused refresh) and no status can be
+/// read at SEB any more. `66.03`: the signing order expired unsigned (SEB said so), pisgate's
+/// window closed, SEB's time to sign ran out: nobody signed it, so it ends `expired` on
+/// pisgate's own record (`no_signing_order_succeeded`) instead of waiting forever for a
+/// token; no DELETE is sent without a token.
+#[tokio::test]
+async fn seb_with_the_shoppers_token_gone_an_unsigned_payment_still_expires() {
+    let s = setup(
+        |c| c.order_timeout = Duration::from_secs(2),
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "4"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "6"),
+            ("PISGATE__BANKS__SEB__APPROVAL_TIMEOUT_SECS", "8"),
+        ],
+    )
+    .await;
+    let p = s.pay("66.03", Some("kund-9")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = s.bankid_page(&p).await;
+    s.identify(&page, "kund-9").await;
+    s.page_until(&page, "the order's expiry", |h| h.contains("/bankid/start"))
+        .await;
+    kill_tokens(&s).await;
+    let expired = s.wait_for_status(id, "expired").await;
+    assert_eq!(expired["failure"]["code"], "not_signed", "{expired}");
+    let proof: Vec<Value> = sqlx::query_scalar(
+        "SELECT detail->'proof' FROM payment_events WHERE payment_id = $1::uuid AND kind = 'expired'",
+    )
+    .bind(id)
+    .fetch_all(&s.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(proof, [json!("no_signing_order_succeeded")]);
+    let deletes = s
+        .sim
+        .sim
+        .requests()
+        .into_iter()
+        .filter(|r| r.method == "DELETE")
+        .count();
+    assert_eq!(deletes, 0, "nothing is sent without the shopper's token");
+    s.webhook(id, "payment.expired").await;
+    s.assert_ledger_verifies().await;
+}
+
+/// The same with the signing order still running at SEB when the token died: the shopper
+/// may have signed, and without a token nothing can ask SEB, so the payment is never
+/// expired on pisgate's word, even long past the horizon and SEB's time to sign.
+#[tokio::test]
+async fn seb_with_the_shoppers_token_gone_a_running_signing_order_is_never_expired() {
+    let s = setup(
+        |c| c.order_timeout = Duration::from_secs(60),
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "3"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "4"),
+            ("PISGATE__BANKS__SEB__APPROVAL_TIMEOUT_SECS", "5"),
+        ],
+    )
+    .await;
+    let p = s.pay("66.03", Some("kund-10")).await;
+    let id = p["id"].as_str().unwrap();
+    let page = s.bankid_page(&p).await;
+    s.identify(&page, "kund-10").await;
+    kill_tokens(&s).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(s.payment(id).await["status"], "awaiting_authorization");
+    let kinds = s.kinds(id).await;
+    assert!(!kinds.iter().any(|k| k == "expired"), "{kinds:?}");
+}
+
+/// Every shopper token in the app's database dead, as a 401 on a status read leaves it.
+async fn kill_tokens(s: &Seb) {
+    let killed = sqlx::query(
+        "UPDATE psu_tokens SET status = 'dead', dead_reason = 'rejected on a status read'
+         WHERE status <> 'dead'",
+    )
+    .execute(&s.app.pool)
+    .await
+    .unwrap()
+    .rows_affected();
+    assert!(killed >= 1, "the shopper had a token");
+}
