@@ -925,27 +925,71 @@ pub async fn record_attempt(
     Ok(done.rows_affected() == 1)
 }
 
-/// The endpoint answered 410 Gone: this delivery is dead (if still ours), the endpoint is
-/// disabled with `reason` (unless already disabled or deleted) and its pending deliveries die.
-/// Returns whether the endpoint was disabled by this call.
+/// The endpoint answered 410 Gone at `url`: this delivery is dead (if still ours), the
+/// endpoint is disabled with `reason` (unless already disabled or deleted) and its pending
+/// deliveries die. Only an answer to a delivery still ours, from the URL the endpoint still
+/// has, disables it: a merchant who moved the endpoint away from a host that now answers
+/// 410 while an attempt was in flight keeps it, and that delivery is tried again at the new
+/// URL. Returns whether the endpoint was disabled by this call.
 pub async fn endpoint_gone(
     pool: &Db,
     endpoint_id: Uuid,
     event_id: Uuid,
     owner: &str,
+    url: &str,
     reason: &str,
 ) -> Result<bool, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let disabled = sqlx::query_scalar!(
-        r#"UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $2
-           WHERE id = $1 AND status = 'enabled'
-           RETURNING id"#,
+    let moved = sqlx::query_scalar!(
+        r#"UPDATE webhook_deliveries d
+           SET attempts = attempts + 1, last_attempt_at = now(), last_response_status = 410,
+               last_error = 'the endpoint''s previous URL answered 410 Gone; tried again at its new URL',
+               next_attempt_at = now(), owner = NULL
+           FROM webhook_endpoints e
+           WHERE d.endpoint_id = $1 AND d.event_id = $2 AND d.owner = $3 AND d.status = 'pending'
+             AND e.id = d.endpoint_id AND e.url <> $4
+           RETURNING d.event_id"#,
         endpoint_id,
-        reason,
+        event_id,
+        owner,
+        url,
     )
     .fetch_optional(&mut *tx)
     .await?
     .is_some();
+    if moved {
+        tx.commit().await?;
+        return Ok(false);
+    }
+    let disabled = sqlx::query_scalar!(
+        r#"UPDATE webhook_endpoints SET status = 'disabled', disabled_reason = $2
+           WHERE id = $1 AND status = 'enabled' AND url = $4
+             AND EXISTS (SELECT 1 FROM webhook_deliveries
+                         WHERE endpoint_id = $1 AND event_id = $3 AND owner = $5
+                           AND status = 'pending')
+           RETURNING id"#,
+        endpoint_id,
+        reason,
+        event_id,
+        url,
+        owner,
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .is_some();
+    // Not disabled by this answer while the endpoint is still enabled: the delivery was no
+    // longer ours (its lease passed), so this answer decides nothing.
+    let enabled = sqlx::query_scalar!(
+        r#"SELECT status = 'enabled' AS "enabled!" FROM webhook_endpoints WHERE id = $1"#,
+        endpoint_id
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    .unwrap_or(false);
+    if !disabled && enabled {
+        tx.commit().await?;
+        return Ok(false);
+    }
     sqlx::query!(
         r#"UPDATE webhook_deliveries
            SET status = 'dead', attempts = attempts + 1, last_attempt_at = now(),

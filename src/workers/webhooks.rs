@@ -331,9 +331,15 @@ async fn attempt(ctx: &WorkerContext, client: &reqwest::Client, d: Claimed) {
             ("delivered", Some(*status), recorded)
         }
         Outcome::Gone => {
-            let recorded =
-                store::endpoint_gone(&ctx.pool, d.endpoint_id, d.event_id, owner, GONE_REASON)
-                    .await;
+            let recorded = store::endpoint_gone(
+                &ctx.pool,
+                d.endpoint_id,
+                d.event_id,
+                owner,
+                &d.url,
+                GONE_REASON,
+            )
+            .await;
             if let Ok(true) = recorded {
                 tracing::warn!("webhook endpoint answered 410 Gone; endpoint disabled");
             }

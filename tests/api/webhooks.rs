@@ -1354,3 +1354,133 @@ async fn a_webhook_event_written_before_payloads_were_bound_is_still_sent() {
     assert_eq!(sent["status"], "delivered", "{sent}");
     assert!(!receiver.received().is_empty());
 }
+
+/// A 410 decides only for the delivery still held and the URL the endpoint still has: an
+/// attempt in flight while the merchant moved the endpoint to a new URL (its old host now
+/// answers 410) leaves the endpoint enabled and the delivery to be tried at the new URL;
+/// an attempt whose lease another dispatcher took over decides nothing. The endpoint's own
+/// 410 still disables it.
+#[tokio::test]
+async fn a_410_from_a_stale_attempt_never_disables_the_endpoint() {
+    use pisgate::ledger::webhooks as store;
+    let app = crate::helpers::spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let endpoint = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, merchant_id, url, key_id, secret)
+         VALUES ($1, $2, 'https://old.example/hooks', 'k1', '\\x00')",
+    )
+    .bind(endpoint)
+    .bind(m.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH ev AS (
+             INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
+             SELECT gen_random_uuid(), $1, 'payment.paid', '{}'::jsonb, now()
+             FROM generate_series(1, 3)
+             RETURNING id, created_at
+         )
+         INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
+         SELECT $2, id, created_at, created_at FROM ev",
+    )
+    .bind(m.id)
+    .bind(endpoint)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let lease = Duration::from_secs(600);
+    let claimed = store::claim_due(&app.pool, "replica-a", lease, 3, 10)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 3);
+    let state = || async {
+        let row: (String, String) =
+            sqlx::query_as("SELECT status, url FROM webhook_endpoints WHERE id = $1")
+                .bind(endpoint)
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        let deliveries: Vec<(String, Option<String>)> = sqlx::query_as(
+            "SELECT status, owner FROM webhook_deliveries WHERE endpoint_id = $1 ORDER BY event_id",
+        )
+        .bind(endpoint)
+        .fetch_all(&app.pool)
+        .await
+        .unwrap();
+        (row, deliveries)
+    };
+
+    // The merchant moves the endpoint while the first attempt is in flight.
+    sqlx::query("UPDATE webhook_endpoints SET url = 'https://new.example/hooks' WHERE id = $1")
+        .bind(endpoint)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let first = &claimed[0];
+    assert_eq!(first.url, "https://old.example/hooks");
+    let disabled = store::endpoint_gone(
+        &app.pool,
+        endpoint,
+        first.event_id,
+        "replica-a",
+        &first.url,
+        "410 Gone from endpoint",
+    )
+    .await
+    .unwrap();
+    assert!(!disabled);
+    let (e, d) = state().await;
+    assert_eq!(e.0, "enabled", "{e:?}");
+    assert!(d.iter().all(|(status, _)| status == "pending"), "{d:?}");
+    let (attempts, owner): (i32, Option<String>) = sqlx::query_as(
+        "SELECT attempts, owner FROM webhook_deliveries WHERE endpoint_id = $1 AND event_id = $2",
+    )
+    .bind(endpoint)
+    .bind(first.event_id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!((attempts, owner), (1, None), "tried again at the new URL");
+
+    // Another dispatcher took the second over (its lease passed): the old holder's 410
+    // decides nothing.
+    let second = &claimed[1];
+    sqlx::query("UPDATE webhook_deliveries SET owner = 'replica-b' WHERE event_id = $1")
+        .bind(second.event_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let disabled = store::endpoint_gone(
+        &app.pool,
+        endpoint,
+        second.event_id,
+        "replica-a",
+        "https://new.example/hooks",
+        "410 Gone from endpoint",
+    )
+    .await
+    .unwrap();
+    assert!(!disabled);
+    let (e, d) = state().await;
+    assert_eq!(e.0, "enabled", "{e:?}");
+    assert!(d.iter().all(|(status, _)| status == "pending"), "{d:?}");
+
+    // The endpoint's own URL answering 410 for a delivery still held disables it.
+    let third = &claimed[2];
+    let disabled = store::endpoint_gone(
+        &app.pool,
+        endpoint,
+        third.event_id,
+        "replica-a",
+        "https://new.example/hooks",
+        "410 Gone from endpoint",
+    )
+    .await
+    .unwrap();
+    assert!(disabled);
+    let (e, d) = state().await;
+    assert_eq!(e.0, "disabled", "{e:?}");
+    assert!(d.iter().all(|(status, _)| status == "dead"), "{d:?}");
+}
