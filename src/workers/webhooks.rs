@@ -110,16 +110,25 @@ pub fn sign(
 }
 
 /// Resolves host names and keeps only public addresses; none left is an error, so a name
-/// pointing at a private network is never connected to.
-struct PublicOnlyResolver;
+/// pointing at a private network is never connected to. The one exception is the egress
+/// proxy the operator configured (`proxy_host`), which usually sits on the private network:
+/// through it, the endpoint's name is resolved by the proxy, whose own destination policy
+/// then applies (README, "Webhooks").
+struct PublicOnlyResolver {
+    proxy_host: Option<String>,
+}
 
 impl reqwest::dns::Resolve for PublicOnlyResolver {
     fn resolve(&self, name: reqwest::dns::Name) -> reqwest::dns::Resolving {
         let host = name.as_str().to_owned();
+        let trusted = self
+            .proxy_host
+            .as_deref()
+            .is_some_and(|p| p.eq_ignore_ascii_case(&host));
         Box::pin(async move {
             let public: Vec<SocketAddr> = tokio::net::lookup_host((host.as_str(), 0))
                 .await?
-                .filter(|a| store::is_public_ip(a.ip()))
+                .filter(|a| trusted || store::is_public_ip(a.ip()))
                 .collect();
             if public.is_empty() {
                 return Err("the endpoint's host name resolves to no public address".into());
@@ -143,7 +152,14 @@ pub fn http_client(settings: &WebhookSettings) -> reqwest::Result<reqwest::Clien
         None => builder.no_proxy(),
     };
     if !settings.allow_insecure_urls {
-        builder = builder.https_only(true).dns_resolver(PublicOnlyResolver);
+        let proxy_host = settings
+            .proxy
+            .as_deref()
+            .and_then(|p| reqwest::Url::parse(p).ok())
+            .and_then(|u| u.host_str().map(str::to_owned));
+        builder = builder
+            .https_only(true)
+            .dns_resolver(PublicOnlyResolver { proxy_host });
     }
     builder.build()
 }
@@ -574,6 +590,47 @@ fn truncate(mut text: String) -> String {
 mod tests {
     use super::*;
 
+    /// The configured egress proxy usually has a private address (a Service in the cluster):
+    /// the resolver's public-only rule must not refuse the proxy itself, or no webhook ever
+    /// leaves. Through the proxy, the endpoint's name goes to the proxy in the CONNECT.
+    #[tokio::test]
+    async fn webhooks_reach_a_configured_proxy_on_a_private_address() {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let seen = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = socket.read(&mut buf).await.unwrap();
+            let _ = socket
+                .write_all(b"HTTP/1.1 403 Forbidden\r\ncontent-length: 0\r\n\r\n")
+                .await;
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let settings = WebhookSettings {
+            enabled: true,
+            request_timeout: Duration::from_secs(3),
+            retry_schedule: vec![],
+            lease: Duration::from_secs(10),
+            batch_size: 1,
+            concurrency: 1,
+            idle_wait: Duration::from_secs(1),
+            allow_insecure_urls: false,
+            per_endpoint_concurrency: 1,
+            proxy: Some(format!("http://localhost:{port}")),
+        };
+        let client = http_client(&settings).unwrap();
+        let _ = client.post("https://hooks.example/pisgate").send().await;
+        let request = tokio::time::timeout(Duration::from_secs(3), seen)
+            .await
+            .expect("the proxy was never reached")
+            .unwrap();
+        assert!(
+            request.starts_with("CONNECT hooks.example:443 "),
+            "{request}"
+        );
+    }
+
     /// The example of the Standard Webhooks specification's reference libraries.
     #[test]
     fn signatures_match_the_standard_webhooks_reference_vector() {
@@ -627,9 +684,23 @@ mod tests {
     #[tokio::test]
     async fn names_that_resolve_only_to_private_addresses_are_refused() {
         use reqwest::dns::Resolve as _;
-        let refused = PublicOnlyResolver
+        let refused = PublicOnlyResolver { proxy_host: None }
             .resolve("localhost".parse().unwrap())
             .await;
         assert!(refused.is_err());
+        // Only the configured proxy's own name is exempt, not every private name.
+        let resolver = PublicOnlyResolver {
+            proxy_host: Some("egress.internal".into()),
+        };
+        assert!(
+            resolver
+                .resolve("localhost".parse().unwrap())
+                .await
+                .is_err()
+        );
+        let proxy = PublicOnlyResolver {
+            proxy_host: Some("LocalHost".into()),
+        };
+        assert!(proxy.resolve("localhost".parse().unwrap()).await.is_ok());
     }
 }
