@@ -161,6 +161,32 @@ impl ClaimState {
     }
 }
 
+/// Renews `owner`'s claim with lease end `lease_until` to a fresh `lease` (on the
+/// database's clock); the new lease end, or `None` when the claim no longer holds. What the
+/// horizon's DELETE does before it is sent, so that the bank's "deleted" is never dropped
+/// as "lease lost" (the poll is then recorded under the new lease end).
+pub async fn renew_claim(
+    pool: &crate::ledger::Db,
+    id: Uuid,
+    owner: &str,
+    lease_until: DateTime<Utc>,
+    lease: std::time::Duration,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query_scalar!(
+        r#"UPDATE payment_polls
+           SET next_poll_at = now() + make_interval(secs => $4::bigint / 1000.0)
+           WHERE payment_id = $1 AND poll_owner = $2 AND next_poll_at = $3
+           RETURNING next_poll_at AS "next_poll_at!""#,
+        id,
+        owner,
+        lease_until,
+        ms,
+    )
+    .fetch_optional(pool)
+    .await
+}
+
 pub async fn lock_claim(
     conn: &mut PgConnection,
     id: Uuid,

@@ -251,6 +251,9 @@ struct Decision {
     outcome: &'static str,
     /// Standing-order progress read from the bank: executions still to come.
     remaining: Option<i32>,
+    /// The claim's lease end when this poll renewed it (the horizon's DELETE): the poll is
+    /// recorded under it instead of the claim's first.
+    lease_until: Option<DateTime<Utc>>,
 }
 
 #[derive(Debug)]
@@ -392,6 +395,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         failures: 0,
         outcome,
         remaining: None,
+        lease_until: None,
     };
     if status.is_final() {
         return after_final_read(ctx, pacer, p).await;
@@ -475,6 +479,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         failures,
         outcome,
         remaining: None,
+        lease_until: None,
     };
     let retry_wait = backoff(cfg.signing_interval, cfg.max_backoff, failures as u32);
     let client = ctx.banks.client(&p.bank);
@@ -607,6 +612,7 @@ async fn submit_step(ctx: &WorkerContext, p: &Claimed) -> Decision {
                 failures,
                 outcome: "submission_failed",
                 remaining: None,
+                lease_until: None,
             };
         }
     };
@@ -622,6 +628,7 @@ async fn submit_step(ctx: &WorkerContext, p: &Claimed) -> Decision {
         failures: 0,
         outcome: done.outcome,
         remaining: None,
+        lease_until: None,
     }
 }
 
@@ -643,6 +650,7 @@ async fn at_horizon(
         failures: 0,
         outcome,
         remaining: None,
+        lease_until: None,
     };
     let failures = p.poll_failures.saturating_add(1);
     let failed = |outcome| Decision {
@@ -651,6 +659,7 @@ async fn at_horizon(
         failures,
         outcome,
         remaining: None,
+        lease_until: None,
     };
     let client = ctx.banks.client(&p.bank);
     let traits = client.traits();
@@ -760,6 +769,24 @@ async fn at_horizon(
         }
     };
     pacer.acquire().await;
+    // The DELETE is sent under a renewed lease (a fresh `poller.lease` on the database's
+    // clock): a lease that ran out while this poll read the bank (slow reads, a 429's
+    // wait) would drop the bank's "deleted" as "lease lost", and the next poll would read
+    // the bank's Cancelled as a cancel at the bank instead of an expiry. A claim already
+    // lost asks nothing: the claim that replaced it decides.
+    let renewed = match polls::renew_claim(&ctx.pool, p.id, &ctx.owner, p.lease_until, cfg.lease)
+        .await
+    {
+        Ok(Some(until)) => until,
+        Ok(None) => {
+            tracing::info!("the lease ran out before the horizon's delete; nothing asked");
+            return ok(None, "lease_lost");
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot renew the poll's lease before the horizon's delete");
+            return failed("horizon_failed");
+        }
+    };
     let answer = client
         .cancel(
             std::slice::from_ref(bank_ref),
@@ -767,7 +794,7 @@ async fn at_horizon(
             None,
         )
         .await;
-    match answer {
+    let mut d = match answer {
         Ok(outcome) if outcome.deleted.iter().any(|d| d == bank_id) => {
             tracing::info!("the bank deleted the unsigned payment at the late-signing horizon");
             let change = ChangeSpec::Unsignable {
@@ -814,7 +841,9 @@ async fn at_horizon(
             tracing::warn!(error = %e, kind = e.kind(), "the horizon's delete failed; following the payment on");
             failed("horizon_failed")
         }
-    }
+    };
+    d.lease_until = Some(renewed);
+    d
 }
 
 /// The state of a payment's SCA at the bank, read at its `scaStatus` link (Berlin Group);
@@ -905,6 +934,7 @@ async fn after_final_read(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> De
         failures: 0,
         outcome,
         remaining: None,
+        lease_until: None,
     };
     let Some(bank_ref) = p.bank_ref() else {
         return done(None, "final");
@@ -1132,7 +1162,7 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
                     &ctx.owner,
                     polls::Reschedule {
                         id: p.id,
-                        lease_until: p.lease_until,
+                        lease_until: d.lease_until.unwrap_or(p.lease_until),
                         next_at,
                         failures: d.failures,
                     },
@@ -1149,7 +1179,7 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
     let Some(row) = polls::lock_claim(&mut tx, p.id).await? else {
         return Ok("lease_lost");
     };
-    if !row.is_claim(&ctx.owner, p.lease_until) {
+    if !row.is_claim(&ctx.owner, d.lease_until.unwrap_or(p.lease_until)) {
         // Our lease ran out and the payment was claimed again (by another replica or by
         // this one): that claim's answer wins.
         tracing::info!("lease lost before the poll was recorded; dropping this answer");

@@ -445,3 +445,48 @@ async fn a_link_handed_out_but_never_opened_at_the_bank_expires_once_the_banks_t
     assert_eq!(at_bank[0].status, BankStatus::UserApprovalTimeout);
     assert_agrees_with_the_bank(&app).await;
 }
+
+/// The horizon's DELETE goes out under a renewed lease, never from a claim whose lease ran
+/// out. While every status read outlasts the poller's lease (each claim runs out and the
+/// payment is claimed again while it reads), no DELETE is sent: before, each ran-out claim
+/// sent one, the bank deleted, the answer was dropped as "lease lost", and a later read of
+/// the bank's Cancelled made it a cancel at the bank. Once reads are quick again, a claim
+/// deletes and records it: `expired`, `deleted_at_bank`.
+#[tokio::test]
+async fn a_claim_whose_lease_ran_out_never_sends_the_horizons_delete() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
+            ("PISGATE__POLLER__LEASE", "2s"),
+        ],
+        true,
+        |_| {},
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "DK").await;
+    reach_bank_page(&app, &url).await;
+    sleep_until(horizon_of(&app, &id).await + chrono::Duration::seconds(1)).await;
+    assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
+    app.sandbox.add_fault(FaultRule::always(
+        FaultTarget::Status,
+        Fault::Latency { ms: 2_600 },
+    ));
+    a_shopper_comes_back(&app, &m, "psu-other").await;
+    tokio::time::sleep(Duration::from_secs(7)).await;
+    assert_eq!(
+        app.bank_calls(Operation::Cancel),
+        0,
+        "no DELETE from a claim whose lease ran out"
+    );
+    assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
+    app.sandbox.clear_faults();
+    wait_status(&app, &id, "expired", Duration::from_secs(20)).await;
+    let expired = events_of(&app, &id, "expired").await;
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["proof"], "deleted_at_bank");
+    assert_eq!(webhooks_of(&app, &id).await, ["payment.expired"]);
+    assert_agrees_with_the_bank(&app).await;
+}
