@@ -105,20 +105,7 @@ async fn a_shopper_who_signs_just_before_the_horizon_and_never_returns_ends_paid
 
 #[tokio::test]
 async fn an_unsigned_payment_expires_only_when_the_bank_confirms_it_deleted_it() {
-    let app = app_with(
-        &[
-            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
-            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
-        ],
-        true,
-        |_| {},
-    )
-    .await;
-    let m = app.create_merchant("Shop").await;
-    let (id, url) = create(&app, &m, "DK").await;
-    // A shopper reaches the bank (so holds its link) and never signs.
-    reach_bank_page(&app, &url).await;
-    sleep_until(horizon_of(&app, &id).await + chrono::Duration::seconds(2)).await;
+    let (app, m, id) = opened_and_past_the_horizon(&[], 2).await;
     // Nothing to ask the bank with yet (no live token): the horizon alone proves nothing.
     assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
     assert_eq!(app.bank_calls(Operation::Cancel), 0);
@@ -455,20 +442,7 @@ async fn a_link_handed_out_but_never_opened_at_the_bank_expires_once_the_banks_t
 #[tokio::test]
 async fn a_claim_whose_lease_ran_out_never_sends_the_horizons_delete() {
     use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
-    let app = app_with(
-        &[
-            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
-            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
-            ("PISGATE__POLLER__LEASE", "2s"),
-        ],
-        true,
-        |_| {},
-    )
-    .await;
-    let m = app.create_merchant("Shop").await;
-    let (id, url) = create(&app, &m, "DK").await;
-    reach_bank_page(&app, &url).await;
-    sleep_until(horizon_of(&app, &id).await + chrono::Duration::seconds(1)).await;
+    let (app, m, id) = opened_and_past_the_horizon(&[("PISGATE__POLLER__LEASE", "2s")], 1).await;
     assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
     app.sandbox.add_fault(FaultRule::always(
         FaultTarget::Status,
@@ -489,4 +463,24 @@ async fn a_claim_whose_lease_ran_out_never_sends_the_horizons_delete() {
     assert_eq!(expired[0]["proof"], "deleted_at_bank");
     assert_eq!(webhooks_of(&app, &id).await, ["payment.expired"]);
     assert_agrees_with_the_bank(&app).await;
+}
+
+/// An app (signing window 1 s, horizon 3 s, `extra` settings) with a DK payment whose
+/// shopper reached the bank's page (so holds its link) and never signed, `after` seconds
+/// past its late-signing horizon.
+async fn opened_and_past_the_horizon(
+    extra: &[(&'static str, &'static str)],
+    after: i64,
+) -> (TestApp, TestMerchant, String) {
+    let mut settings = vec![
+        ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+        ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
+    ];
+    settings.extend_from_slice(extra);
+    let app = app_with(&settings, true, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "DK").await;
+    reach_bank_page(&app, &url).await;
+    sleep_until(horizon_of(&app, &id).await + chrono::Duration::seconds(after)).await;
+    (app, m, id)
 }

@@ -1195,34 +1195,8 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn concurrent_claims_never_hand_one_delivery_to_two_dispatchers() {
     let app = crate::helpers::spawn_app().await;
-    let m = app.create_merchant("Shop").await;
-    let endpoint = uuid::Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO webhook_endpoints (id, merchant_id, url, key_id, secret)
-         VALUES ($1, $2, 'https://hooks.example/x', 'k1', '\\x00')",
-    )
-    .bind(endpoint)
-    .bind(m.id)
-    .execute(&app.pool)
-    .await
-    .unwrap();
     const N: usize = 400;
-    sqlx::query(
-        "WITH ev AS (
-             INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
-             SELECT gen_random_uuid(), $1, 'payment.paid', '{}'::jsonb, now()
-             FROM generate_series(1, $2)
-             RETURNING id, created_at
-         )
-         INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
-         SELECT $3, id, created_at, created_at FROM ev",
-    )
-    .bind(m.id)
-    .bind(N as i32)
-    .bind(endpoint)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    let endpoint = endpoint_with_due_deliveries(&app, "https://hooks.example/x", N).await;
     let mut claimers = tokio::task::JoinSet::new();
     for i in 0..4 {
         let pool = app.pool.clone();
@@ -1364,32 +1338,7 @@ async fn a_webhook_event_written_before_payloads_were_bound_is_still_sent() {
 async fn a_410_from_a_stale_attempt_never_disables_the_endpoint() {
     use pisgate::ledger::webhooks as store;
     let app = crate::helpers::spawn_app().await;
-    let m = app.create_merchant("Shop").await;
-    let endpoint = uuid::Uuid::now_v7();
-    sqlx::query(
-        "INSERT INTO webhook_endpoints (id, merchant_id, url, key_id, secret)
-         VALUES ($1, $2, 'https://old.example/hooks', 'k1', '\\x00')",
-    )
-    .bind(endpoint)
-    .bind(m.id)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    sqlx::query(
-        "WITH ev AS (
-             INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
-             SELECT gen_random_uuid(), $1, 'payment.paid', '{}'::jsonb, now()
-             FROM generate_series(1, 3)
-             RETURNING id, created_at
-         )
-         INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
-         SELECT $2, id, created_at, created_at FROM ev",
-    )
-    .bind(m.id)
-    .bind(endpoint)
-    .execute(&app.pool)
-    .await
-    .unwrap();
+    let endpoint = endpoint_with_due_deliveries(&app, "https://old.example/hooks", 3).await;
     let lease = Duration::from_secs(600);
     let claimed = store::claim_due(&app.pool, "replica-a", lease, 3, 10)
         .await
@@ -1483,4 +1432,38 @@ async fn a_410_from_a_stale_attempt_never_disables_the_endpoint() {
     let (e, d) = state().await;
     assert_eq!(e.0, "disabled", "{e:?}");
     assert!(d.iter().all(|(status, _)| status == "dead"), "{d:?}");
+}
+
+/// An endpoint at `url` (its secret a placeholder: nothing is sent) of a new merchant, with
+/// `n` deliveries of fresh events due now, written straight into the tables.
+async fn endpoint_with_due_deliveries(app: &crate::helpers::TestApp, url: &str, n: usize) -> Uuid {
+    let m = app.create_merchant("Shop").await;
+    let endpoint = uuid::Uuid::now_v7();
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, merchant_id, url, key_id, secret)
+         VALUES ($1, $2, $3, 'k1', '\\x00')",
+    )
+    .bind(endpoint)
+    .bind(m.id)
+    .bind(url)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    sqlx::query(
+        "WITH ev AS (
+             INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
+             SELECT gen_random_uuid(), $1, 'payment.paid', '{}'::jsonb, now()
+             FROM generate_series(1, $2)
+             RETURNING id, created_at
+         )
+         INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
+         SELECT $3, id, created_at, created_at FROM ev",
+    )
+    .bind(m.id)
+    .bind(n as i32)
+    .bind(endpoint)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    endpoint
 }
