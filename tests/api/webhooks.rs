@@ -1196,7 +1196,7 @@ async fn a_serve_process_logs_every_attempt_without_the_secret_or_the_url() {
 async fn concurrent_claims_never_hand_one_delivery_to_two_dispatchers() {
     let app = crate::helpers::spawn_app().await;
     const N: usize = 400;
-    let endpoint = endpoint_with_due_deliveries(&app, "https://hooks.example/x", N).await;
+    endpoint_with_due_deliveries(&app, "https://hooks.example/x", N).await;
     let mut claimers = tokio::task::JoinSet::new();
     for i in 0..4 {
         let pool = app.pool.clone();
@@ -1259,6 +1259,20 @@ async fn a_webhook_event_whose_ledger_mac_was_removed_is_never_sent() {
 
 /// The dispatcher refuses the event `sql` ($1: the payment) tampered with, saying `error`.
 async fn tampered_event_is_never_sent(sql: &str, error: &str) {
+    let (app, key, endpoint, receiver) = first_attempt_failed_then(sql).await;
+    let refused = delivery_when(&app, &key, &endpoint, "payment.authorized", |d| {
+        d["last_error"].as_str().is_some_and(|e| e.contains(error))
+    })
+    .await;
+    assert_eq!(refused["status"], "pending", "{refused}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(receiver.received().is_empty(), "the forged payload arrived");
+}
+
+/// A dispatching app whose `payment.authorized` delivery failed once (its receiver was not
+/// listening yet); then `sql` ($1: the payment) runs and the receiver starts answering 200.
+/// Gives the app, the merchant's API key, the endpoint and the receiver.
+async fn first_attempt_failed_then(sql: &str) -> (TestApp, String, String, Receiver) {
     let app = spawn_dispatching_app(&["300ms"; 40].join(",")).await;
     let m = app.create_merchant("Shop").await;
     let addr = unused_address().await;
@@ -1280,13 +1294,7 @@ async fn tampered_event_is_never_sent(sql: &str, error: &str) {
     .await;
     receiver.set_plan(Plan::Ok);
     receiver.serve(listener);
-    let refused = delivery_when(&app, &m.api_key, &endpoint, "payment.authorized", |d| {
-        d["last_error"].as_str().is_some_and(|e| e.contains(error))
-    })
-    .await;
-    assert_eq!(refused["status"], "pending", "{refused}");
-    tokio::time::sleep(Duration::from_millis(800)).await;
-    assert!(receiver.received().is_empty(), "the forged payload arrived");
+    (app, m.api_key, endpoint, receiver)
 }
 
 /// An event written before payloads were bound (no MAC, from before migration
@@ -1295,33 +1303,14 @@ async fn tampered_event_is_never_sent(sql: &str, error: &str) {
 /// but written after the binding is refused (above).
 #[tokio::test]
 async fn a_webhook_event_written_before_payloads_were_bound_is_still_sent() {
-    let app = spawn_dispatching_app(&["300ms"; 40].join(",")).await;
-    let m = app.create_merchant("Shop").await;
-    let addr = unused_address().await;
-    let receiver = Receiver::at(addr);
-    let (endpoint, _) = create_endpoint(&app, &m.api_key, &receiver, &[]).await;
-    let payment = authorized_payment(&app, &m.api_key).await;
-    delivery_when(&app, &m.api_key, &endpoint, "payment.authorized", |d| {
-        d["attempts"].as_i64().unwrap_or(0) >= 1
-    })
-    .await;
-    sqlx::query(
+    let (app, key, endpoint, receiver) = first_attempt_failed_then(
         "UPDATE webhook_events SET payload_mac = NULL, mac_key_id = NULL,
                 created_at = (SELECT installed_on FROM _sqlx_migrations
                               WHERE version = 20261205000030) - interval '1 day'
          WHERE payment_id = $1",
     )
-    .bind(payment.parse::<Uuid>().unwrap())
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    let listener = eventually("the receiver's port to be free again", || async {
-        tokio::net::TcpListener::bind(addr).await.ok()
-    })
     .await;
-    receiver.set_plan(Plan::Ok);
-    receiver.serve(listener);
-    let sent = delivery_when(&app, &m.api_key, &endpoint, "payment.authorized", |d| {
+    let sent = delivery_when(&app, &key, &endpoint, "payment.authorized", |d| {
         d["status"] == "delivered"
     })
     .await;
