@@ -146,7 +146,12 @@ if [ $# -eq 0 ]; then
 fi
 ensure_promtool
 step "cargo nextest"
-cargo nextest run --lib --bins --tests --locked --no-fail-fast "$@"
+# One test thread more than cores: most long tests wait on a simulated bank's clock (the
+# horizon, signing windows), so a third thread on 2 cores cut the run from ~380 s to ~300 s
+# with every test passing. NEXTEST_TEST_THREADS overrides it. The PgBouncer passes below keep
+# nextest's default (their pools are sized for it).
+cargo nextest run --lib --bins --tests --locked --no-fail-fast \
+    --test-threads "${NEXTEST_TEST_THREADS:-$(( $(nproc) + 1 ))}" "$@"
 if [ $# -eq 0 ]; then
     nextest_through_pgbouncer
 fi
