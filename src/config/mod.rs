@@ -193,6 +193,8 @@ pub struct WebhookSettings {
     pub allow_insecure_urls: bool,
     /// Deliveries of one endpoint in flight at once.
     pub per_endpoint_concurrency: u32,
+    /// Deliveries of one merchant's endpoints, together, in flight at once.
+    pub per_merchant_concurrency: u32,
     /// The only proxy webhooks go through (the environment's proxy variables are ignored).
     pub proxy: Option<String>,
 }
@@ -488,6 +490,7 @@ struct RawWebhooks {
     idle_wait: Option<Dur>,
     allow_insecure_urls: Option<bool>,
     per_endpoint_concurrency: Option<u32>,
+    per_merchant_concurrency: Option<u32>,
     proxy: Option<String>,
 }
 
@@ -825,6 +828,10 @@ impl Settings {
             per_endpoint_concurrency: positive(
                 "webhooks.per_endpoint_concurrency",
                 w.per_endpoint_concurrency,
+            )?,
+            per_merchant_concurrency: positive(
+                "webhooks.per_merchant_concurrency",
+                w.per_merchant_concurrency,
             )?,
             proxy: w.proxy.filter(|p| !p.trim().is_empty()),
         };

@@ -747,41 +747,66 @@ fn millis(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 
+/// How many deliveries one endpoint, and one merchant, may have in flight at once (leased,
+/// across replicas, as far as one statement can see).
+#[derive(Debug, Clone, Copy)]
+pub struct Caps {
+    pub per_endpoint: i64,
+    pub per_merchant: i64,
+}
+
 /// Claims up to `limit` due pending deliveries of enabled endpoints for `owner`, oldest due
-/// first: each moves to the end of the lease and names the owner, in one statement.
+/// first, within `caps`: each moves to the end of the lease and names the owner, in one
+/// statement.
+///
+/// Walks each enabled endpoint's own due deliveries (index `webhook_deliveries_endpoint_due`)
+/// and takes at most its free slots, so one endpoint's backlog costs that endpoint's slots,
+/// not a ranking of the whole backlog on every claim; then the merchant's cap, over all of
+/// its endpoints (a merchant with many blackholed endpoints cannot hold every slot).
 pub async fn claim_due(
     pool: &Db,
     owner: &str,
     lease: Duration,
     limit: i64,
-    per_endpoint: i64,
+    caps: Caps,
 ) -> Result<Vec<Claimed>, sqlx::Error> {
-    // At most `per_endpoint` deliveries of one endpoint in flight (leased, across replicas,
-    // as far as this statement can see), so one slow endpoint never holds every slot.
     sqlx::query_as!(
         Claimed,
         r#"WITH busy AS (
                SELECT endpoint_id, count(*) AS n FROM webhook_deliveries
-               WHERE status = 'pending' AND owner IS NOT NULL AND next_attempt_at > now()
+               WHERE owner IS NOT NULL AND status = 'pending' AND next_attempt_at > now()
                GROUP BY endpoint_id
-           ), ranked AS (
-               SELECT d.endpoint_id, d.event_id, d.next_attempt_at,
-                      row_number() OVER (PARTITION BY d.endpoint_id ORDER BY d.next_attempt_at) AS rn
-               FROM webhook_deliveries d
-               JOIN webhook_endpoints e ON e.id = d.endpoint_id
-               WHERE d.status = 'pending' AND d.next_attempt_at <= now()
-                 AND e.status = 'enabled'
+           ), merchant_busy AS (
+               SELECT e.merchant_id, sum(b.n)::bigint AS n
+               FROM busy b JOIN webhook_endpoints e ON e.id = b.endpoint_id
+               GROUP BY e.merchant_id
+           ), candidates AS (
+               SELECT c.endpoint_id, c.event_id, c.next_attempt_at,
+                      row_number() OVER (PARTITION BY e.merchant_id ORDER BY c.next_attempt_at)
+                          AS in_merchant,
+                      COALESCE(mb.n, 0) AS merchant_busy
+               FROM webhook_endpoints e
+               LEFT JOIN busy b ON b.endpoint_id = e.id
+               LEFT JOIN merchant_busy mb ON mb.merchant_id = e.merchant_id
+               CROSS JOIN LATERAL (
+                   SELECT d.endpoint_id, d.event_id, d.next_attempt_at
+                   FROM webhook_deliveries d
+                   WHERE d.endpoint_id = e.id AND d.status = 'pending'
+                     AND d.next_attempt_at <= now()
+                   ORDER BY d.next_attempt_at
+                   LIMIT greatest($4 - COALESCE(b.n, 0), 0)
+               ) c
+               WHERE e.status = 'enabled' AND COALESCE(mb.n, 0) < $5
            ), due AS (
                SELECT d.endpoint_id, d.event_id
                FROM webhook_deliveries d
-               JOIN ranked r ON r.endpoint_id = d.endpoint_id AND r.event_id = d.event_id
-               LEFT JOIN busy b ON b.endpoint_id = r.endpoint_id
+               JOIN candidates c ON c.endpoint_id = d.endpoint_id AND c.event_id = d.event_id
                -- Again on d itself: when the row lock is taken, PostgreSQL re-checks only
                -- this level's conditions on the row's latest version, so a delivery another
                -- dispatcher claimed since this statement's snapshot is skipped, not claimed twice.
-               WHERE r.rn <= $4 - COALESCE(b.n, 0)
+               WHERE c.in_merchant <= $5 - c.merchant_busy
                  AND d.status = 'pending' AND d.next_attempt_at <= now()
-               ORDER BY r.next_attempt_at
+               ORDER BY c.next_attempt_at
                LIMIT $3
                FOR UPDATE OF d SKIP LOCKED
            )
@@ -805,25 +830,52 @@ pub async fn claim_due(
         owner,
         millis(lease) as f64,
         limit,
-        per_endpoint,
+        caps.per_endpoint,
+        caps.per_merchant,
     )
     .fetch_all(pool)
     .await
 }
 
-/// When the next pending delivery of an enabled endpoint comes due (leased ones included:
-/// their lease end), if any.
-pub async fn next_due(pool: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    // ORDER BY … LIMIT 1 rather than min(): it walks the due index and stops at the first
-    // row of an enabled endpoint instead of aggregating every pending delivery.
+/// When a claim within `caps` could next take something, if any delivery is pending: per
+/// enabled endpoint, its first pending delivery not in flight, or the end of an in-flight
+/// one's lease (its delivery is due again then, if its dispatcher died); an endpoint or
+/// merchant with no free slot counts only from the first lease end that frees one. A
+/// slot freed earlier by this dispatcher's own attempt wakes it without this.
+pub async fn next_due(pool: &Db, caps: Caps) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     sqlx::query_scalar!(
-        r#"SELECT d.next_attempt_at AS "at!"
-           FROM webhook_deliveries d JOIN webhook_endpoints e ON e.id = d.endpoint_id
-           WHERE d.status = 'pending' AND e.status = 'enabled'
-           ORDER BY d.next_attempt_at
-           LIMIT 1"#
+        r#"WITH busy AS (
+               SELECT endpoint_id, count(*) AS n, min(next_attempt_at) AS frees_at
+               FROM webhook_deliveries
+               WHERE owner IS NOT NULL AND status = 'pending' AND next_attempt_at > now()
+               GROUP BY endpoint_id
+           ), merchant_busy AS (
+               SELECT e.merchant_id, sum(b.n)::bigint AS n, min(b.frees_at) AS frees_at
+               FROM busy b JOIN webhook_endpoints e ON e.id = b.endpoint_id
+               GROUP BY e.merchant_id
+           ), per_endpoint AS (
+               SELECT CASE WHEN COALESCE(b.n, 0) >= $1 THEN b.frees_at
+                           ELSE least(f.at, b.frees_at) END AS at,
+                      CASE WHEN COALESCE(mb.n, 0) >= $2 THEN mb.frees_at END AS merchant_frees_at
+               FROM webhook_endpoints e
+               LEFT JOIN busy b ON b.endpoint_id = e.id
+               LEFT JOIN merchant_busy mb ON mb.merchant_id = e.merchant_id
+               LEFT JOIN LATERAL (
+                   SELECT d.next_attempt_at AS at
+                   FROM webhook_deliveries d
+                   WHERE d.endpoint_id = e.id AND d.status = 'pending'
+                     AND (d.owner IS NULL OR d.next_attempt_at <= now())
+                   ORDER BY d.next_attempt_at
+                   LIMIT 1
+               ) f ON true
+               WHERE e.status = 'enabled'
+           )
+           SELECT min(greatest(at, merchant_frees_at)) AS at
+           FROM per_endpoint WHERE at IS NOT NULL"#,
+        caps.per_endpoint,
+        caps.per_merchant,
     )
-    .fetch_optional(pool)
+    .fetch_one(pool)
     .await
 }
 

@@ -21,8 +21,10 @@
 //! connecting, so a name that points at a private network is refused at send time as well
 //! as at creation; addresses that embed or map others, such as 6to4, Teredo, NAT64 and
 //! IPv4-mapped, count as private). Proxy settings from the environment are ignored; only
-//! `webhooks.proxy` is used. At most `per_endpoint_concurrency` deliveries of one endpoint
-//! are in flight, so one slow or blackholed endpoint cannot take every slot.
+//! `webhooks.proxy` is used. At most `per_endpoint_concurrency` deliveries of one endpoint,
+//! and `per_merchant_concurrency` of one merchant's endpoints, are in flight, so one slow or
+//! blackholed endpoint, or one merchant's many, cannot take every slot; an endpoint with no
+//! free slot does not wake the dispatcher for its backlog (see `store::next_due`).
 //!
 //! On stop it lets in-flight sends finish within `request_timeout`, then hands its leases
 //! back (due now, no owner) for another replica.
@@ -182,6 +184,10 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
     let mut sweep_tick = tokio::time::interval(SWEEP_EVERY);
     sweep_tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut db_failures = 0u32;
+    let caps = store::Caps {
+        per_endpoint: i64::from(settings.per_endpoint_concurrency),
+        per_merchant: i64::from(settings.per_merchant_concurrency),
+    };
     tracing::info!(owner = %ctx.owner, "webhook dispatcher started");
 
     loop {
@@ -194,14 +200,8 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
         let free = slots.available_permits().min(settings.batch_size as usize);
         let mut nap = settings.idle_wait;
         if free > 0 {
-            let claimed = store::claim_due(
-                &ctx.pool,
-                &ctx.owner,
-                settings.lease,
-                free as i64,
-                settings.per_endpoint_concurrency as i64,
-            )
-            .await;
+            let claimed =
+                store::claim_due(&ctx.pool, &ctx.owner, settings.lease, free as i64, caps).await;
             match claimed {
                 Ok(batch) => {
                     db_failures = 0;
@@ -223,7 +223,7 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
                         // There may be more due: claim again as soon as a slot is free.
                         continue;
                     }
-                    nap = match store::next_due(&ctx.pool).await {
+                    nap = match store::next_due(&ctx.pool, caps).await {
                         Ok(Some(at)) => (at - Utc::now())
                             .to_std()
                             .unwrap_or(Duration::ZERO)
@@ -617,6 +617,7 @@ mod tests {
             idle_wait: Duration::from_secs(1),
             allow_insecure_urls: false,
             per_endpoint_concurrency: 1,
+            per_merchant_concurrency: 1,
             proxy: Some(format!("http://localhost:{port}")),
         };
         let client = http_client(&settings).unwrap();

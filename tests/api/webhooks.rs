@@ -1209,7 +1209,7 @@ async fn concurrent_claims_never_hand_one_delivery_to_two_dispatchers() {
                     &format!("replica-{i}"),
                     Duration::from_secs(600),
                     2,
-                    10_000,
+                    UNCAPPED,
                 )
                 .await
                 .unwrap();
@@ -1329,7 +1329,7 @@ async fn a_410_from_a_stale_attempt_never_disables_the_endpoint() {
     let app = crate::helpers::spawn_app().await;
     let endpoint = endpoint_with_due_deliveries(&app, "https://old.example/hooks", 3).await;
     let lease = Duration::from_secs(600);
-    let claimed = store::claim_due(&app.pool, "replica-a", lease, 3, 10)
+    let claimed = store::claim_due(&app.pool, "replica-a", lease, 3, UNCAPPED)
         .await
         .unwrap();
     assert_eq!(claimed.len(), 3);
@@ -1423,17 +1423,168 @@ async fn a_410_from_a_stale_attempt_never_disables_the_endpoint() {
     assert!(d.iter().all(|(status, _)| status == "dead"), "{d:?}");
 }
 
+/// An endpoint whose receiver is down builds a backlog; with its slots in flight it must not
+/// make the dispatcher claim again ten times a second for nothing (the next due time was its
+/// oldest overdue delivery, always in the past): the next due time is when one of its slots
+/// frees (a lease end), or another endpoint's first delivery if sooner. A lease that ran out
+/// (its dispatcher died) makes the backlog due again at once.
+#[tokio::test]
+async fn a_backlogged_endpoint_wakes_the_dispatcher_only_when_a_slot_frees() {
+    use pisgate::ledger::webhooks::{self as store, Caps};
+    let app = crate::helpers::spawn_app().await;
+    let caps = Caps {
+        per_endpoint: 2,
+        per_merchant: 8,
+    };
+    let lease = Duration::from_secs(600);
+    let backlogged = endpoint_with_due_deliveries(&app, "https://down.example/hooks", 50).await;
+    let claimed = store::claim_due(&app.pool, "replica-a", lease, 10, caps)
+        .await
+        .unwrap();
+    assert_eq!(claimed.len(), 2, "one endpoint's two slots");
+    assert!(claimed.iter().all(|c| c.endpoint_id == backlogged));
+    let again = store::claim_due(&app.pool, "replica-b", lease, 10, caps)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "no free slot: {} claimed", again.len());
+
+    let seconds_to_next = || async {
+        let at = store::next_due(&app.pool, caps).await.unwrap();
+        let now: chrono::DateTime<chrono::Utc> = sqlx::query_scalar("SELECT now()")
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+        at.map(|at| (at - now).num_milliseconds() as f64 / 1000.0)
+    };
+    let wait = seconds_to_next().await.expect("deliveries are pending");
+    assert!(
+        (590.0..=600.0).contains(&wait),
+        "48 overdue deliveries behind two slots in flight: next due at the first lease end, not now: {wait} s"
+    );
+
+    // Another merchant's endpoint with a delivery due in 30 s comes first.
+    let other = app.create_merchant("Other shop").await;
+    endpoint_of(&app, other.id, "https://up.example/hooks", 1, 30).await;
+    let wait = seconds_to_next().await.unwrap();
+    assert!((25.0..=30.0).contains(&wait), "{wait} s");
+
+    // The first dispatcher dies: its leases run out and the backlog is due again.
+    sqlx::query(
+        "UPDATE webhook_deliveries SET next_attempt_at = now() - interval '1 second'
+         WHERE owner = 'replica-a'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let wait = seconds_to_next().await.unwrap();
+    assert!(wait <= 0.0, "{wait} s");
+    let taken_over = store::claim_due(&app.pool, "replica-b", lease, 10, caps)
+        .await
+        .unwrap();
+    assert_eq!(taken_over.len(), 2);
+    assert!(taken_over.iter().all(|c| c.endpoint_id == backlogged));
+}
+
+/// One merchant's endpoints share `per_merchant_concurrency`: a merchant with many
+/// unreachable endpoints cannot hold every slot of a replica while another merchant's
+/// (younger) deliveries wait; each endpoint keeps its own cap inside that.
+#[tokio::test]
+async fn one_merchants_endpoints_together_stay_within_the_merchant_cap() {
+    use pisgate::ledger::webhooks::{self as store, Caps};
+    let app = crate::helpers::spawn_app().await;
+    let caps = Caps {
+        per_endpoint: 2,
+        per_merchant: 4,
+    };
+    let lease = Duration::from_secs(600);
+    let busy = app.create_merchant("Many endpoints").await;
+    let mut busy_endpoints = Vec::new();
+    for i in 0..6 {
+        let url = format!("https://blackhole{i}.example/hooks");
+        busy_endpoints.push(endpoint_of(&app, busy.id, &url, 5, -60).await);
+    }
+    let quiet = app.create_merchant("Quiet").await;
+    let quiet_endpoint = endpoint_of(&app, quiet.id, "https://up.example/hooks", 5, 0).await;
+
+    let claimed = store::claim_due(&app.pool, "replica-a", lease, 10, caps)
+        .await
+        .unwrap();
+    let of = |claimed: &[store::Claimed], merchant: Uuid| {
+        claimed.iter().filter(|c| c.merchant_id == merchant).count()
+    };
+    assert_eq!(of(&claimed, busy.id), 4, "the busy merchant's cap");
+    assert_eq!(
+        of(&claimed, quiet.id),
+        2,
+        "the quiet merchant's endpoint's cap"
+    );
+    let mut per_endpoint = std::collections::HashMap::new();
+    for c in &claimed {
+        *per_endpoint.entry(c.endpoint_id).or_insert(0) += 1;
+    }
+    assert!(per_endpoint.values().all(|n| *n <= 2), "{per_endpoint:?}");
+    assert_eq!(per_endpoint[&quiet_endpoint], 2);
+
+    // Both merchants are at their caps: nothing more, across replicas, until a slot frees.
+    let again = store::claim_due(&app.pool, "replica-b", lease, 10, caps)
+        .await
+        .unwrap();
+    assert!(again.is_empty(), "{} claimed past the caps", again.len());
+    let at = store::next_due(&app.pool, caps).await.unwrap().unwrap();
+    assert!(
+        at > chrono::Utc::now() + chrono::Duration::seconds(500),
+        "{at}"
+    );
+
+    // One of the busy merchant's deliveries is answered: one more of its backlog can go.
+    let done = claimed.iter().find(|c| c.merchant_id == busy.id).unwrap();
+    sqlx::query(
+        "UPDATE webhook_deliveries SET status = 'delivered', next_attempt_at = NULL, owner = NULL
+         WHERE endpoint_id = $1 AND event_id = $2",
+    )
+    .bind(done.endpoint_id)
+    .bind(done.event_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert!(store::next_due(&app.pool, caps).await.unwrap().unwrap() <= chrono::Utc::now());
+    let next = store::claim_due(&app.pool, "replica-b", lease, 10, caps)
+        .await
+        .unwrap();
+    assert_eq!(next.len(), 1);
+    assert_eq!(next[0].merchant_id, busy.id);
+    assert!(busy_endpoints.contains(&next[0].endpoint_id));
+}
+
 /// An endpoint at `url` (its secret a placeholder: nothing is sent) of a new merchant, with
 /// `n` deliveries of fresh events due now, written straight into the tables.
 async fn endpoint_with_due_deliveries(app: &crate::helpers::TestApp, url: &str, n: usize) -> Uuid {
     let m = app.create_merchant("Shop").await;
+    endpoint_of(app, m.id, url, n, 0).await
+}
+
+/// Caps no test below reaches.
+const UNCAPPED: pisgate::ledger::webhooks::Caps = pisgate::ledger::webhooks::Caps {
+    per_endpoint: 10_000,
+    per_merchant: 10_000,
+};
+
+/// An enabled endpoint of `merchant` at `url` with `n` pending deliveries (of events of
+/// their own), due `due_in` seconds from now (negative: overdue).
+async fn endpoint_of(
+    app: &crate::helpers::TestApp,
+    merchant: Uuid,
+    url: &str,
+    n: usize,
+    due_in: i32,
+) -> Uuid {
     let endpoint = uuid::Uuid::now_v7();
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, merchant_id, url, key_id, secret)
          VALUES ($1, $2, $3, 'k1', '\\x00')",
     )
     .bind(endpoint)
-    .bind(m.id)
+    .bind(merchant)
     .bind(url)
     .execute(&app.pool)
     .await
@@ -1446,11 +1597,12 @@ async fn endpoint_with_due_deliveries(app: &crate::helpers::TestApp, url: &str, 
              RETURNING id, created_at
          )
          INSERT INTO webhook_deliveries (endpoint_id, event_id, next_attempt_at, created_at)
-         SELECT $3, id, created_at, created_at FROM ev",
+         SELECT $3, id, created_at + make_interval(secs => $4), created_at FROM ev",
     )
-    .bind(m.id)
+    .bind(merchant)
     .bind(n as i32)
     .bind(endpoint)
+    .bind(due_in)
     .execute(&app.pool)
     .await
     .unwrap();
