@@ -1692,7 +1692,17 @@ pub async fn note(
     kind: &str,
     detail: serde_json::Value,
 ) -> Result<(), sqlx::Error> {
-    events::append(
+    note_seq(conn, id, kind, detail).await.map(drop)
+}
+
+/// [`note`], giving the event's `seq` (a webhook about it carries it as `ledger_seq`).
+pub async fn note_seq(
+    conn: &mut PgConnection,
+    id: Uuid,
+    kind: &str,
+    detail: serde_json::Value,
+) -> Result<i32, sqlx::Error> {
+    let event = events::append(
         conn,
         id,
         NewEvent {
@@ -1704,5 +1714,5 @@ pub async fn note(
         },
     )
     .await?;
-    Ok(())
+    Ok(event.seq)
 }

@@ -1360,7 +1360,7 @@ async fn record_progress(
     let after = payments::get(tx, p.id).await?;
     for n in (p.recurring_executions + 1)..=executed_now {
         let left = count - n;
-        payments::note(
+        let seq = payments::note_seq(
             tx,
             p.id,
             "occurrence_paid",
@@ -1372,7 +1372,7 @@ async fn record_progress(
                 tx,
                 after,
                 "payment.occurrence_paid",
-                json!({ "occurrence": n, "remaining_count": left }),
+                json!({ "occurrence": n, "remaining_count": left, "ledger_seq": seq }),
             )
             .await?;
         }

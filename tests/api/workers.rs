@@ -326,17 +326,41 @@ async fn a_standing_order_records_each_paid_occurrence_and_the_remaining_count()
         json!({"executions": 3, "remaining_count": 0})
     );
     let evs = events(&app, &m.api_key, &id).await;
-    let occurrences: Vec<(i64, i64)> = evs
+    let occurrences: Vec<(i64, i64, i64)> = evs
         .iter()
         .filter(|e| e["kind"] == "occurrence_paid")
         .map(|e| {
             (
                 e["detail"]["occurrence"].as_i64().unwrap(),
                 e["detail"]["remaining_count"].as_i64().unwrap(),
+                e["seq"].as_i64().unwrap(),
             )
         })
         .collect();
-    assert_eq!(occurrences, vec![(1, 2), (2, 1), (3, 0)]);
+    let counts: Vec<(i64, i64)> = occurrences.iter().map(|o| (o.0, o.1)).collect();
+    assert_eq!(counts, vec![(1, 2), (2, 1), (3, 0)]);
+    // Each occurrence's webhook names its ledger event, so a merchant receiving them out of
+    // order can order them (by `data.ledger_seq`), as every other payment event's.
+    let hooks: Vec<Value> = sqlx::query_scalar(
+        "SELECT payload FROM webhook_events
+         WHERE payment_id = $1 AND event_type = 'payment.occurrence_paid' ORDER BY created_at",
+    )
+    .bind(id.parse::<uuid::Uuid>().unwrap())
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let hooked: Vec<(i64, i64, i64)> = hooks
+        .iter()
+        .map(|h| {
+            let d = &h["data"];
+            (
+                d["occurrence"].as_i64().unwrap(),
+                d["remaining_count"].as_i64().unwrap(),
+                d["ledger_seq"].as_i64().unwrap_or(0),
+            )
+        })
+        .collect();
+    assert_eq!(hooked, occurrences);
     assert_eq!(
         changes(&evs),
         vec![
