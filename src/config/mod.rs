@@ -331,6 +331,9 @@ pub struct ServerSettings {
 #[derive(Debug, Clone)]
 pub struct AdminSettings {
     pub listen: SocketAddr,
+    /// The console's cookies carry `Secure` (`admin.console_secure_cookie`, default on; off
+    /// only for plain-HTTP local development, as `config/sandbox.toml` does).
+    pub console_secure_cookie: bool,
 }
 
 #[derive(Debug, Clone)]
@@ -586,6 +589,7 @@ struct RawServer {
 struct RawAdmin {
     #[serde(deserialize_with = "parsed")]
     listen: Option<Listen>,
+    console_secure_cookie: Option<bool>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -674,6 +678,10 @@ impl Settings {
         };
         let admin = AdminSettings {
             listen: required("admin.listen", raw.admin.listen)?.0,
+            console_secure_cookie: required(
+                "admin.console_secure_cookie",
+                raw.admin.console_secure_cookie,
+            )?,
         };
 
         let database = validate_database(raw.database)?;

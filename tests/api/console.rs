@@ -104,6 +104,35 @@ pub async fn session_cookie(app: &TestApp) -> String {
     )
 }
 
+/// By default every console cookie is `Secure`, whatever Host the request names: behind a
+/// reverse proxy that forwards `Host: localhost:9090` (nginx's default for a `proxy_pass` to
+/// localhost) a session cookie must not lose `Secure`. Only the setting turns it off.
+#[tokio::test]
+async fn console_cookies_are_secure_by_default_whatever_the_host() {
+    let app =
+        crate::helpers::spawn_app_with(&[("PISGATE__ADMIN__CONSOLE_SECURE_COOKIE", "true")]).await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    for host in [None, Some("localhost:9090"), Some("console.example")] {
+        let mut form = app.client.get(app.admin_url("/console/login"));
+        if let Some(host) = host {
+            form = form.header("host", host);
+        }
+        let form = form.send().await.unwrap();
+        assert_eq!(form.status(), 200);
+        let set = cookies(&form);
+        let login = set
+            .iter()
+            .find(|c| c.starts_with("pisgate_console_login="))
+            .unwrap();
+        assert!(login.contains("; Secure"), "Host {host:?}: {login}");
+    }
+    let r = sign_in(&app, EMAIL, PASSWORD).await;
+    assert_eq!(r.status(), 303);
+    for c in cookies(&r) {
+        assert!(c.contains("; Secure"), "{c}");
+    }
+}
+
 pub async fn get(app: &TestApp, path: &str, cookie: &str) -> (u16, String) {
     let r = app
         .client

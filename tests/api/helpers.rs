@@ -160,6 +160,11 @@ pub fn settings(database_url: &str, overrides: &[(&str, &str)]) -> Settings {
     }
     vars.insert("PISGATE__SERVER__LISTEN".into(), "127.0.0.1:0".into());
     vars.insert("PISGATE__ADMIN__LISTEN".into(), "127.0.0.1:0".into());
+    // The tests reach the console over plain HTTP (as scripts/run.sh does).
+    vars.insert(
+        "PISGATE__ADMIN__CONSOLE_SECURE_COOKIE".into(),
+        "false".into(),
+    );
     vars.insert("PISGATE__DATABASE__MAX_CONNECTIONS".into(), "10".into());
     vars.insert(
         "PISGATE__NORDEA__BASE_URL".into(),

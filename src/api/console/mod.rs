@@ -12,8 +12,8 @@
 //! 400 naming the field, never answered with a silently empty list.
 //!
 //! Sessions live in Postgres; the cookie holds a 256-bit token (only its SHA-256 is stored),
-//! HttpOnly, SameSite=Strict, Path=/console, and Secure unless the console is reached on
-//! localhost. Every form carries a CSRF token: the session's, or before sign-in a random one
+//! HttpOnly, SameSite=Strict, Path=/console, and Secure (unless `admin.console_secure_cookie`
+//! is off, for plain-HTTP local development). Every form carries a CSRF token: the session's, or before sign-in a random one
 //! that must match its own cookie. Five sign-in attempts in a row that do not succeed lock an
 //! account for 15 minutes: each attempt is counted in the database before its password is
 //! checked ([`operators::admit`]), so parallel guesses cannot outrun the lock, and a locked
@@ -128,17 +128,14 @@ fn cookie<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
         .map(|(_, v)| v)
 }
 
-/// `Secure` everywhere but on localhost, where browsers serve the console over plain HTTP.
-fn set_cookie(headers: &HeaderMap, name: &str, value: &str, max_age: i64) -> String {
-    let host = headers
-        .get(header::HOST)
-        .and_then(|h| h.to_str().ok())
-        .unwrap_or("");
-    let hostname = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    let local = matches!(hostname, "localhost" | "127.0.0.1" | "[::1]");
+/// A console cookie; `Secure` unless `admin.console_secure_cookie` is off (plain-HTTP local
+/// development only). Never decided by the request's Host: behind a reverse proxy that
+/// forwards `Host: localhost:9090` (nginx's default for `proxy_pass http://localhost:9090`)
+/// a session cookie would otherwise lose `Secure` and could be sent over plain HTTP.
+fn set_cookie(secure: bool, name: &str, value: &str, max_age: i64) -> String {
     format!(
         "{name}={value}; Path=/console; HttpOnly; SameSite=Strict; Max-Age={max_age}{}",
-        if local { "" } else { "; Secure" }
+        if secure { "; Secure" } else { "" }
     )
 }
 
@@ -181,14 +178,15 @@ async fn posted_by(
     Ok(session)
 }
 
-async fn login_form(headers: HeaderMap) -> Response {
-    login_page(&headers, StatusCode::OK, None)
+async fn login_form(State(state): State<AppState>) -> Response {
+    login_page(&state, StatusCode::OK, None)
 }
 
-fn login_page(headers: &HeaderMap, status: StatusCode, error: Option<&str>) -> Response {
+fn login_page(state: &AppState, status: StatusCode, error: Option<&str>) -> Response {
     let csrf = random_token();
     let mut r = page(status, view::login(&csrf, error));
-    if let Ok(v) = set_cookie(headers, LOGIN_CSRF_COOKIE, &csrf, 3600).parse() {
+    let secure = state.settings.admin.console_secure_cookie;
+    if let Ok(v) = set_cookie(secure, LOGIN_CSRF_COOKIE, &csrf, 3600).parse() {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
@@ -220,9 +218,9 @@ async fn login(
         .map(|e| e.trim().to_lowercase())
         .unwrap_or_default();
     let password = form.get("password").map(String::as_str).unwrap_or("");
-    let refused = |headers: &HeaderMap| {
+    let refused = |state: &AppState| {
         login_page(
-            headers,
+            state,
             StatusCode::UNAUTHORIZED,
             Some("Wrong email or password, or the account is locked for a while."),
         )
@@ -263,19 +261,19 @@ async fn login(
             if let Err(e) = operators::record_failure(&state.pool, None, &typed, false, 0).await {
                 return internal(e);
             }
-            return refused(&headers);
+            return refused(&state);
         }
         // Refused without checking the password, but after the same time as a check: a
         // fast refusal would tell that the email is an operator's (locked or disabled).
         Ok(Gate::Locked { id, .. }) => {
             password::verify_limited(password, &password::DUMMY_HASH).await;
             tracing::warn!(operator_id = %id, "sign-in to a locked account refused");
-            return refused(&headers);
+            return refused(&state);
         }
         Ok(Gate::Disabled { id, .. }) => {
             password::verify_limited(password, &password::DUMMY_HASH).await;
             tracing::warn!(operator_id = %id, "sign-in to a disabled account refused");
-            return refused(&headers);
+            return refused(&state);
         }
         Ok(Gate::Admitted {
             id,
@@ -293,7 +291,7 @@ async fn login(
                 {
                     return internal(e);
                 }
-                return refused(&headers);
+                return refused(&state);
             }
             (
                 id,
@@ -322,14 +320,15 @@ async fn login(
     .await
     {
         Err(e) => return internal(e),
-        Ok(false) => return refused(&headers),
+        Ok(false) => return refused(&state),
         Ok(true) => {}
     }
     tracing::info!(operator_id = %id, reached_limit = locks, "operator signed in");
     let mut r = see_other("/console/payments");
+    let secure = state.settings.admin.console_secure_cookie;
     for c in [
-        set_cookie(&headers, SESSION_COOKIE, &token, SESSION_HOURS * 3600),
-        set_cookie(&headers, LOGIN_CSRF_COOKIE, "", 0),
+        set_cookie(secure, SESSION_COOKIE, &token, SESSION_HOURS * 3600),
+        set_cookie(secure, LOGIN_CSRF_COOKIE, "", 0),
     ] {
         if let Ok(v) = c.parse() {
             r.headers_mut().append(header::SET_COOKIE, v);
@@ -358,7 +357,8 @@ async fn logout(
         }
     }
     let mut r = see_other("/console/login");
-    if let Ok(v) = set_cookie(&headers, SESSION_COOKIE, "", 0).parse() {
+    let secure = state.settings.admin.console_secure_cookie;
+    if let Ok(v) = set_cookie(secure, SESSION_COOKIE, "", 0).parse() {
         r.headers_mut().append(header::SET_COOKIE, v);
     }
     r
