@@ -283,7 +283,7 @@ async fn berlin_group_sca_decoupled_approval_ends_paid_through_a_waiting_page_wi
     assert!(!html.contains("<script"), "{html}");
 
     // Bad input is refused naming the field, before any bank call.
-    for bad in ["", "   ", &"x".repeat(71), "psu\u{1}id"] {
+    for bad in ["", "   ", &"x".repeat(71), "psu\u{1}id", "jöns-4711"] {
         let r = bg.post_psu_id(&hop, bad).await;
         assert_eq!(r.status(), 422, "{bad:?}");
         let html = r.text().await.unwrap();
