@@ -4,7 +4,7 @@
 //!
 //! [`DbHealth`] is told about connection failures as they happen ([`DbHealth::observe`]) and
 //! a watchdog ([`DbHealth::watch`]) probes the database every interval with a bounded
-//! `SELECT 1`; the first failure marks it down, the first success up again. A request that
+//! `SELECT clock_timestamp()` (which also measures this replica's clock skew); the first failure marks it down, the first success up again. A request that
 //! waits on the database longer than it should, or that fails to reach it, asks for a
 //! [`DbHealth::check_now`]: one fresh connection outside the pool (the pool retries refused
 //! connections until its acquire timeout, which would keep the first requests after a crash
@@ -140,12 +140,25 @@ impl DbHealth {
         self.checking.store(false, Ordering::Release);
     }
 
-    /// One bounded probe.
+    /// One bounded probe. It reads the database's clock too: the answer, less the middle of
+    /// the round trip on this replica's clock, is this replica's clock skew (see
+    /// [`observe_skew`]).
     pub async fn probe(&self, pool: &Db, bound: Duration) -> bool {
-        let ok = matches!(
-            tokio::time::timeout(bound, sqlx::query("SELECT 1").execute(pool)).await,
-            Ok(Ok(_))
-        );
+        let sent = chrono::Utc::now();
+        let answer = tokio::time::timeout(
+            bound,
+            sqlx::query_scalar::<_, chrono::DateTime<chrono::Utc>>("SELECT clock_timestamp()")
+                .fetch_one(pool),
+        )
+        .await;
+        let ok = match answer {
+            Ok(Ok(database_now)) => {
+                let received = chrono::Utc::now();
+                observe_skew(database_now - (sent + (received - sent) / 2));
+                true
+            }
+            _ => false,
+        };
         self.set(!ok);
         ok
     }
@@ -162,6 +175,34 @@ impl DbHealth {
                 () = tokio::time::sleep(interval) => {}
                 _ = stop.wait_for(|s| *s) => return,
             }
+        }
+    }
+}
+
+/// Beyond this much, the skew is logged as a warning (at most once a minute).
+pub const SKEW_WARN: Duration = Duration::from_secs(1);
+
+/// Records the database's clock less this replica's (`pisgate_clock_skew_seconds`).
+///
+/// Replicas write times from their own clock (ledger events, leases, when a payment is polled
+/// next) that other replicas and the database's `now()` compare: pisgate assumes clocks kept
+/// in step by NTP. A replica whose clock drifts polls too early or too late, and its leases
+/// run out early or late; this gauge (and the `PisgateClockSkew` alert) makes that visible.
+fn observe_skew(skew: chrono::TimeDelta) {
+    static WARNED: std::sync::Mutex<Option<std::time::Instant>> = std::sync::Mutex::new(None);
+    let seconds = skew
+        .num_microseconds()
+        .map_or(f64::MAX, |us| us as f64 / 1e6);
+    metrics::gauge!("pisgate_clock_skew_seconds").set(seconds);
+    if seconds.abs() > SKEW_WARN.as_secs_f64() {
+        let mut warned = WARNED.lock().unwrap_or_else(|e| e.into_inner());
+        if warned.is_none_or(|at| at.elapsed() >= Duration::from_secs(60)) {
+            *warned = Some(std::time::Instant::now());
+            tracing::warn!(
+                skew_seconds = seconds,
+                "this replica's clock and the database's differ: leases and poll times written \
+                 here are off by as much; check NTP on this node"
+            );
         }
     }
 }

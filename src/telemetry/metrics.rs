@@ -152,6 +152,11 @@ fn describe_metrics() {
         "1 while the database answers the watchdog's probe, 0 during an outage."
     );
     describe_gauge!(
+        "pisgate_clock_skew_seconds",
+        Unit::Seconds,
+        "The database's clock less this replica's, measured by the watchdog's probe (the middle of its round trip). Replicas compare times written by each other and by the database: keep it well under a second (NTP)."
+    );
+    describe_gauge!(
         "pisgate_database_replica_lag_seconds",
         Unit::Seconds,
         "How far the read replica (database.read_url) is behind the primary: seconds since the last transaction it replayed, 0 when it has replayed all the primary had written."

@@ -305,3 +305,47 @@ async fn readyz_answers_503_as_soon_as_shutdown_begins_while_requests_drain() {
         "the in-flight request finishes"
     );
 }
+
+/// The value of the unlabelled gauge `name` in a `/metrics` scrape, if there.
+fn gauge(scrape: &str, name: &str) -> Option<f64> {
+    scrape
+        .lines()
+        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+}
+
+/// Replicas compare times each other wrote (leases, when a payment is polled next) with the
+/// database's `now()`: the watchdog's probe measures this replica's clock against the
+/// database's and exports it, so a drifting node shows (and alerts) instead of silently
+/// polling too late. Here the database's clock, as its sessions read it, runs 90 s ahead.
+#[tokio::test]
+async fn the_watchdog_reports_the_replicas_clock_skew_against_the_database() {
+    use sqlx::{Connection, Executor};
+    let app = spawn_app().await;
+    let skew = crate::webhooks::eventually("the in-step clock's skew", || async {
+        gauge(&app.metrics().await, "pisgate_clock_skew_seconds")
+    })
+    .await;
+    assert!(skew.abs() < 0.5, "the same machine's clocks: {skew} s");
+    // The gauge is the process's: only the next app's probe sets it from here on.
+    drop(app);
+
+    let url = crate::helpers::fresh_database().await;
+    let mut conn = sqlx::PgConnection::connect(&url).await.unwrap();
+    conn.execute(
+        "CREATE FUNCTION public.clock_timestamp() RETURNS timestamptz LANGUAGE sql
+         AS $$ SELECT pg_catalog.clock_timestamp() + interval '90 seconds' $$",
+    )
+    .await
+    .unwrap();
+    let (_, db) = url.rsplit_once('/').unwrap();
+    conn.execute(format!(r#"ALTER DATABASE "{db}" SET search_path = public, pg_catalog"#).as_str())
+        .await
+        .unwrap();
+    conn.close().await.unwrap();
+    let ahead = crate::helpers::spawn_app_on(&url, &[], |_| {}).await;
+    let skew = crate::webhooks::eventually("the skewed clock's skew", || async {
+        gauge(&ahead.metrics().await, "pisgate_clock_skew_seconds").filter(|s| *s > 1.0)
+    })
+    .await;
+    assert!((89.5..=90.5).contains(&skew), "{skew} s");
+}
