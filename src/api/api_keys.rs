@@ -8,8 +8,10 @@
 //!   key is refused like an unknown one and is listed as `expired` for 30 days.
 //! - At most [`MAX_ACTIVE_KEYS`] working keys per merchant (409 beyond).
 //! - Revoking is immediate on every replica (the auth cache is told in the same statement)
-//!   and is refused for the merchant's last working key (409 `last_api_key`), so a merchant
-//!   cannot lock itself out. A revoked key is no longer listed.
+//!   and is refused for the merchant's last working full key (409 `last_api_key`), so a
+//!   merchant cannot lock itself out; a key in its rotation grace (listed as `in_grace`)
+//!   does not count, as it cannot manage keys and dies at its `expires_at`. A revoked key is
+//!   no longer listed.
 //! - `last_used_at` is recorded at most once a minute per key.
 //! - Keys made by `pisgate merchant create` and `rotate-key` are listed too (without a name).
 //! - A key in its rotation grace may not list, create or revoke keys (403 `key_in_grace`):
@@ -71,6 +73,8 @@ pub(crate) struct KeyView {
 #[allow(dead_code)]
 enum KeyStatus {
     Active,
+    /// Rotated away: it creates and reads payments until `expires_at`, nothing else.
+    InGrace,
     Expired,
 }
 
@@ -81,7 +85,13 @@ impl From<&ApiKey> for KeyView {
             id: k.key_id.clone(),
             prefix: format!("pgk_{}", k.key_id),
             name: k.name.clone(),
-            status: if expired { "expired" } else { "active" },
+            status: if expired {
+                "expired"
+            } else if k.in_grace {
+                "in_grace"
+            } else {
+                "active"
+            },
             created_at: k.created_at,
             expires_at: k.expires_at,
             last_used_at: k.last_used_at,
@@ -230,7 +240,7 @@ pub(crate) async fn create_key(
         (status = 204, description = "Revoked"),
         (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
-        (status = 409, description = "last_api_key: the merchant's last working key"),
+        (status = 409, description = "last_api_key: the merchant's last working key that is not in its rotation grace"),
     ),
 )]
 #[tracing::instrument(skip_all, fields(merchant_id = %full.0.id, key_id = %id))]

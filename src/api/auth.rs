@@ -44,9 +44,11 @@ pub struct AuthedKey {
 }
 
 /// The authenticated merchant, for operations a key in its rotation grace may not do:
-/// managing API keys and webhook endpoints (403 `key_in_grace`). A key that leaked and was
-/// rotated away can then neither mint a key that outlives its grace nor take the merchant's
-/// new key or its notifications away; it may only create and read payments until it expires.
+/// managing API keys and webhook endpoints, cancelling payments and re-sending webhooks
+/// (403 `key_in_grace`). A key that leaked and was rotated away can then neither mint a key
+/// that outlives its grace, nor take the merchant's new key or its notifications away, nor
+/// cancel the merchant's payments (signed ones included) or replay old `payment.paid`
+/// webhooks; it may only create and read payments until it expires.
 /// The second field is the public id of the key that asked: the change itself checks again,
 /// under the merchant's lock, that it still works and is not in grace
 /// ([`crate::ledger::api_keys::lock_for`]).
@@ -76,7 +78,7 @@ impl<S: Send + Sync> FromRequestParts<S> for FullKey {
             tracing::warn!(
                 merchant_id = %merchant.id,
                 key_id = %key.key_id,
-                "a key in its rotation grace tried to manage keys or webhook endpoints"
+                "a key in its rotation grace tried what only a full key may do"
             );
             metrics::counter!("pisgate_key_in_grace_refused_total").increment(1);
             return Err(ApiError::KeyInGrace);

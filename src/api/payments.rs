@@ -22,7 +22,7 @@
 //! outcome are one service for both callers: [`crate::api::initiation`].
 
 use crate::api::AppState;
-use crate::api::auth::AuthedMerchant;
+use crate::api::auth::{AuthedMerchant, FullKey};
 use crate::api::authorize;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
@@ -958,7 +958,7 @@ async fn bearer_call_failed(
 )]
 pub(crate) async fn cancel_payment(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant, _): FullKey,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     own_payment(&state, merchant.id, id).await?;

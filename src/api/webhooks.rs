@@ -28,9 +28,10 @@
 //!   endpoint (the dispatcher disables one that answers 410) can be enabled again; its dead
 //!   deliveries can then be replayed.
 //! - Another merchant's endpoint answers 404 everywhere.
-//! - A key in its rotation grace may read endpoints and replay deliveries but not create,
-//!   change, enable, delete or rotate an endpoint (403 `key_in_grace`): a leaked key that
-//!   was rotated away must not redirect the merchant's notifications or learn a secret.
+//! - A key in its rotation grace may read endpoints and deliveries but not create, change,
+//!   enable, delete or rotate an endpoint, nor replay deliveries (403 `key_in_grace`): a
+//!   leaked key that was rotated away must not redirect the merchant's notifications, learn
+//!   a secret or have old `payment.paid` webhooks sent again.
 
 use crate::api::AppState;
 use crate::api::auth::{AuthedMerchant, FullKey};
@@ -835,7 +836,7 @@ fn not_enabled(endpoint: &Endpoint) -> ApiError {
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id, webhook_id = %webhook_id))]
 pub(crate) async fn replay_delivery(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant, _): FullKey,
     ApiPath((id, webhook_id)): ApiPath<(Uuid, String)>,
 ) -> Result<Response, ApiError> {
     let endpoint = own_endpoint(&state, merchant.id, id).await?;
@@ -878,7 +879,7 @@ pub(crate) struct Replayed {
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, endpoint_id = %id))]
 pub(crate) async fn replay_dead(
     State(state): State<AppState>,
-    AuthedMerchant(merchant): AuthedMerchant,
+    FullKey(merchant, _): FullKey,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
     let endpoint = own_endpoint(&state, merchant.id, id).await?;

@@ -27,6 +27,9 @@ pub struct ApiKey {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub last_used_at: Option<DateTime<Utc>>,
+    /// Rotated away (`pisgate merchant rotate-key`): it works for payments only, until it
+    /// expires.
+    pub in_grace: bool,
 }
 
 /// Adds a key to a merchant in the caller's transaction; returns it and the full key (show
@@ -43,7 +46,8 @@ pub async fn insert_key(
         ApiKey,
         r#"INSERT INTO api_keys (key_id, merchant_id, key_hash, name, expires_at)
            VALUES ($1, $2, $3, $4, $5)
-           RETURNING key_id, name, created_at, expires_at, last_used_at"#,
+           RETURNING key_id, name, created_at, expires_at, last_used_at,
+                     rotated_away_at IS NOT NULL AS "in_grace!""#,
         key.key_id(),
         merchant_id,
         &hash[..],
@@ -127,7 +131,7 @@ pub async fn create(
     let merchant_id = by.merchant_id;
     let mut tx = pool.begin().await?;
     lock_for(&mut tx, by).await?;
-    if lock_and_count_active(&mut tx, merchant_id, None).await? >= max_active {
+    if lock_and_count_active(&mut tx, merchant_id, None, false).await? >= max_active {
         return Ok(Created::TooMany { limit: max_active });
     }
     let (key, secret) = insert_key(&mut tx, merchant_id, name, expires_at).await?;
@@ -136,11 +140,13 @@ pub async fn create(
 }
 
 /// Serialises key changes of one merchant (its row) and counts its working keys other than
-/// `except`.
+/// `except`; with `full_only`, only those not rotated away (in their grace a key may not
+/// manage keys, so it cannot stand in for the merchant's last full one).
 async fn lock_and_count_active(
     conn: &mut PgConnection,
     merchant_id: Uuid,
     except: Option<&str>,
+    full_only: bool,
 ) -> Result<i64, sqlx::Error> {
     sqlx::query!(
         "SELECT id FROM merchants WHERE id = $1 FOR NO KEY UPDATE",
@@ -152,9 +158,11 @@ async fn lock_and_count_active(
         r#"SELECT count(*) AS "n!" FROM api_keys
            WHERE merchant_id = $1 AND revoked_at IS NULL
              AND (expires_at IS NULL OR expires_at > now())
-             AND key_id IS DISTINCT FROM $2"#,
+             AND key_id IS DISTINCT FROM $2
+             AND (NOT $3 OR rotated_away_at IS NULL)"#,
         merchant_id,
         except,
+        full_only,
     )
     .fetch_one(&mut *conn)
     .await
@@ -165,7 +173,8 @@ async fn lock_and_count_active(
 pub async fn list(pool: &Db, merchant_id: Uuid) -> Result<Vec<ApiKey>, sqlx::Error> {
     sqlx::query_as!(
         ApiKey,
-        r#"SELECT key_id, name, created_at, expires_at, last_used_at
+        r#"SELECT key_id, name, created_at, expires_at, last_used_at,
+                  rotated_away_at IS NOT NULL AS "in_grace!"
            FROM api_keys
            WHERE merchant_id = $1 AND revoked_at IS NULL
              AND (expires_at IS NULL OR expires_at > now() - make_interval(days => $2))
@@ -183,19 +192,25 @@ pub enum Revoke {
     Revoked,
     /// No such key of this merchant (or it is revoked already).
     NotFound,
-    /// It is the merchant's last working key.
+    /// It is the merchant's last working full key (keys in their rotation grace, which
+    /// cannot manage keys, do not count).
     LastActiveKey,
 }
 
-/// Revokes a key of the merchant, unless it is the last working one. Every replica forgets
+/// Revokes a key of the merchant, unless it is the last working full one (a key in its
+/// grace left alone could not make a new one). Every replica forgets
 /// the keys it verified when this commits (`pisgate_auth`, in the same statement).
 pub async fn revoke(pool: &Db, by: Manager<'_>, key_id: &str) -> Result<Revoke, ManageError> {
     let merchant_id = by.merchant_id;
     let mut tx = pool.begin().await?;
     lock_for(&mut tx, by).await?;
-    let others = lock_and_count_active(&mut tx, merchant_id, Some(key_id)).await?;
+    let others = lock_and_count_active(&mut tx, merchant_id, Some(key_id), true).await?;
+    // Whether it is a working full key: revoking one in its grace (or expired) leaves the
+    // merchant's full keys as they are.
     let active = sqlx::query_scalar!(
-        r#"SELECT (expires_at IS NULL OR expires_at > now()) AS "active!" FROM api_keys
+        r#"SELECT ((expires_at IS NULL OR expires_at > now()) AND rotated_away_at IS NULL)
+                      AS "active!"
+           FROM api_keys
            WHERE key_id = $1 AND merchant_id = $2 AND revoked_at IS NULL"#,
         key_id,
         merchant_id,

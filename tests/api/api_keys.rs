@@ -178,6 +178,42 @@ async fn the_last_working_key_cannot_be_revoked() {
     .await;
 }
 
+/// After a rotation the old key is in its grace: it works for payments until it expires but
+/// cannot manage keys. It must not count as the merchant's remaining key, or revoking the
+/// new key would leave a merchant with nothing that can make another, and nothing at all
+/// once the grace ends. The list says which key is in its grace.
+#[tokio::test]
+async fn a_key_in_its_rotation_grace_does_not_count_as_the_last_working_key() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let rotated = pisgate::ledger::merchants::rotate_key(&app.pool, m.id, Duration::from_secs(120))
+        .await
+        .unwrap()
+        .unwrap();
+    let new = secrecy::ExposeSecret::expose_secret(&rotated.api_key).to_owned();
+    let new_id = pisgate::ledger::merchants::key_id_of(&new)
+        .unwrap()
+        .to_owned();
+    let old_id = pisgate::ledger::merchants::key_id_of(&m.api_key)
+        .unwrap()
+        .to_owned();
+    let keys = listed(&app, &new).await;
+    let status_of = |id: &str| {
+        keys.iter()
+            .find(|k| k["id"] == id)
+            .map(|k| k["status"].as_str().unwrap().to_owned())
+    };
+    assert_eq!(status_of(&new_id).as_deref(), Some("active"), "{keys:?}");
+    assert_eq!(status_of(&old_id).as_deref(), Some("in_grace"), "{keys:?}");
+
+    let r = delete_as(&app, &format!("/v1/api-keys/{new_id}"), &new).await;
+    assert_problem(r, 409, "last_api_key").await;
+    assert_eq!(app.get_as("/v1/api-keys", &new).await.status(), 200);
+    // The key in its grace may go, though (by the new key: the old one may not manage keys).
+    let r = delete_as(&app, &format!("/v1/api-keys/{old_id}"), &new).await;
+    assert_eq!(r.status(), 204);
+}
+
 #[tokio::test]
 async fn a_key_with_an_expiry_is_refused_once_it_expires_and_requests_are_validated() {
     let app = spawn_app().await;

@@ -30,7 +30,7 @@ async fn send(
 }
 
 #[tokio::test]
-async fn a_key_in_its_rotation_grace_creates_and_reads_payments_but_cannot_manage_keys_or_webhook_endpoints()
+async fn a_key_in_its_rotation_grace_creates_and_reads_payments_but_cannot_cancel_them_or_manage_keys_or_webhooks()
  {
     let app = spawn_app().await;
     let m = app.create_merchant("Shop").await;
@@ -57,8 +57,31 @@ async fn a_key_in_its_rotation_grace_creates_and_reads_payments_but_cannot_manag
         .unwrap()
         .to_owned();
 
-    // The attack: mint a key that outlives the grace, then revoke the merchant's new key.
+    // A checkout the merchant opened with its new key: the leaked key must not kill it.
+    let checkout = app.create_payment(&new, &body("FI")).await;
+    let checkout = checkout["id"].as_str().unwrap().to_owned();
+
+    // The attack: mint a key that outlives the grace, then revoke the merchant's new key;
+    // cancel the merchant's payments; re-send old webhooks.
     let forbidden = [
+        (
+            Method::POST,
+            format!("/v1/payments/{checkout}/cancel"),
+            None,
+        ),
+        (
+            Method::POST,
+            format!(
+                "/v1/webhook-endpoints/{endpoint}/deliveries/evt_{}/replay",
+                uuid::Uuid::now_v7().simple()
+            ),
+            None,
+        ),
+        (
+            Method::POST,
+            format!("/v1/webhook-endpoints/{endpoint}/replay"),
+            None,
+        ),
         (
             Method::POST,
             "/v1/api-keys".to_owned(),
@@ -132,9 +155,14 @@ async fn a_key_in_its_rotation_grace_creates_and_reads_payments_but_cannot_manag
         .await
         .unwrap();
     assert_eq!(keys, 2, "no key was made");
+    assert_eq!(
+        app.get_payment(&new, &checkout).await["status"],
+        "awaiting_authorization",
+        "the leaked key cancelled a payment"
+    );
     let metrics = app.metrics().await;
     assert!(
-        metrics.contains("pisgate_key_in_grace_refused_total 10"),
+        metrics.contains("pisgate_key_in_grace_refused_total 13"),
         "{metrics}"
     );
 
