@@ -950,6 +950,7 @@ async fn bearer_call_failed(
     responses(
         (status = 200, description = "Cancelled", body = PaymentView),
         (status = 202, description = "A shopper may be at the bank's page: the authorization_url no longer leads there, and the payment ends as the bank decides (cancelled, or paid with a cancel_too_late event)", body = PaymentView),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "payment_final, cancel_too_late (the bank had already executed it), no_shopper_token, not_initiated"),
         (status = 422, description = "The bank refused to delete it (its per-payment reasons in errors)"),

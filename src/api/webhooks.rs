@@ -324,8 +324,8 @@ fn new_secret() -> SecretString {
     tag = "Webhook endpoints",
     request_body = inline(CreateBody),
     responses(
-        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 201, description = "Created, with its secret", body = EndpointView),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 409, description = "too_many_endpoints: the merchant already has the most enabled endpoints"),
         (status = 422, description = crate::api::openapi::INVALID),
     ),
@@ -420,8 +420,8 @@ pub(crate) async fn get_endpoint(
     tag = "Webhook endpoints",
     params(("id" = Uuid, Path)),
     responses(
-        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 204, description = "Deleted"),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
     ),
 )]
@@ -455,8 +455,8 @@ pub(crate) async fn delete_endpoint(
     tag = "Webhook endpoints",
     params(("id" = Uuid, Path)),
     responses(
-        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 200, description = "The endpoint", body = EndpointView),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "endpoint_deleted, or too_many_endpoints"),
     ),
@@ -544,8 +544,8 @@ pub(crate) struct UpdateBody {
     params(("id" = Uuid, Path)),
     request_body = inline(UpdateBody),
     responses(
-        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 200, description = "The endpoint as changed", body = EndpointView),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "endpoint_deleted: a deleted endpoint cannot be changed"),
         (status = 422, description = crate::api::openapi::INVALID),
@@ -616,8 +616,8 @@ pub(crate) struct RotateBody {
     params(("id" = Uuid, Path)),
     request_body(content = inline(Option<RotateBody>), description = "May be left out"),
     responses(
-        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 200, description = "The endpoint with its new secret", body = EndpointView),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "endpoint_deleted: a deleted endpoint has no secret to rotate"),
         (status = 422, description = crate::api::openapi::INVALID),
@@ -829,6 +829,7 @@ fn not_enabled(endpoint: &Endpoint) -> ApiError {
     params(("id" = Uuid, Path), ("webhook_id" = String, Path, example = "evt_01a2…")),
     responses(
         (status = 202, description = "Pending again", body = DeliveryView),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "endpoint_not_enabled, or delivery_pending (it will be attempted at its next_attempt_at)"),
     ),
@@ -872,6 +873,7 @@ pub(crate) struct Replayed {
     params(("id" = Uuid, Path)),
     responses(
         (status = 202, description = "How many", body = inline(Replayed)),
+        (status = 403, description = crate::api::openapi::KEY_IN_GRACE),
         (status = 404, description = crate::api::openapi::NOT_FOUND),
         (status = 409, description = "endpoint_not_enabled: only an enabled endpoint's deliveries are replayed"),
     ),
