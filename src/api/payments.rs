@@ -261,6 +261,25 @@ pub(crate) async fn create_payment(
             return answered_or(&state, merchant.id, &key, &body_hash, refused).await;
         }
         initiation = Some(built);
+    } else {
+        // The shopper will choose among the country's banks: only those whose rules can carry
+        // this payment are offered (`authorize::deferred`); when none can, it is refused
+        // here, naming the field, as for a bank the merchant named.
+        let built = validated.initiation(id, &merchant.name, oauth_state.clone(), String::new());
+        let mut first_refusal = None;
+        let mut any = false;
+        for b in state.banks.for_country(r.country()) {
+            match b.client.check(&built) {
+                Ok(()) => any = true,
+                Err(e) => {
+                    first_refusal.get_or_insert(e);
+                }
+            }
+        }
+        if let (false, Some(e)) = (any, first_refusal) {
+            let refused = bank_refusal(e);
+            return answered_or(&state, merchant.id, &key, &body_hash, refused).await;
+        }
     }
     // The bank call must end before the key's in-flight bound, measured from the claim.
     let claimed_at = tokio::time::Instant::now();

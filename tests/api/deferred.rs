@@ -344,13 +344,21 @@ async fn a_bank_that_needs_the_debtor_account_asks_the_shopper_for_a_valid_iban_
         "{html}"
     );
 
-    // Wrong check digits, wrong length, not an IBAN country: the form again, with the
-    // error at the field and the value kept; no bank call.
+    // Wrong check digits, wrong length, not an IBAN country, not the payment's country, the
+    // creditor's own account: the form again, with the error at the field and the value
+    // kept; no bank call.
     for (typed, words) in [
         ("FI21 1234 5600 0007 86", "check digits"),
         ("FI21 1234 5600 0007", "wrong length"),
         ("ZZ21 1234 5600 0007 85", "SEPA country"),
         ("", "Enter your IBAN"),
+        // Valid IBANs that creation would refuse as the debtor of an FI payment: another
+        // country's, and the very account being paid.
+        (
+            "DE89 3704 0044 0532 0130 00",
+            "same country as this payment",
+        ),
+        ("FI14 1009 3000 1234 58", "account this payment goes to"),
     ] {
         let r = submit(&app, url, "account", &[("iban", typed)]).await;
         assert_eq!(r.status(), 422, "{typed}");

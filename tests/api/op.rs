@@ -678,3 +678,80 @@ async fn op_a_payment_op_made_with_another_amount_is_never_submitted() {
     assert_eq!(count(&s.kinds(id).await, "submission_started"), 0);
     s.assert_ledger_verifies().await;
 }
+
+/// Without a bank named, the shopper chooses among FI's banks (Nordea and OP). OP's SEPA
+/// payment has no express payment: an express payment's choice page never offers OP (it
+/// would fail after the shopper's choice), a choice of OP posted anyway is refused on the
+/// page, and nothing is sent to either bank. When none of the country's banks can carry
+/// it, the merchant hears 422 at creation, naming the field, as for a bank it named.
+#[tokio::test]
+async fn op_is_not_offered_for_a_payment_it_cannot_carry_and_no_bank_that_can_is_a_422() {
+    let op = setup(&[]).await;
+    let mut express = body("12.00");
+    express.as_object_mut().unwrap().remove("bank");
+    express["urgency"] = json!("express");
+    let p = op.app.create_payment(&op.m.api_key, &express).await;
+    assert_eq!(p["initiation"], "awaiting_bank_choice", "{p}");
+    let url = p["authorization_url"].as_str().unwrap();
+    let page = op.app.client.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 200);
+    let html = page.text().await.unwrap();
+    assert!(html.contains(r#"name="bank" value="nordea""#), "{html}");
+    assert!(!html.contains(r#"value="op""#), "OP is offered: {html}");
+    let (hop, token) = url.split_once("?t=").unwrap();
+    let posted = op
+        .app
+        .client
+        .post(format!("{hop}/bank"))
+        .form(&[("t", token), ("bank", "op")])
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 422);
+    let id = p["id"].as_str().unwrap();
+    let now = op.app.get_payment(&op.m.api_key, id).await;
+    assert_eq!(now["initiation"], "awaiting_bank_choice", "{now}");
+    assert_eq!(now["status"], "awaiting_authorization", "{now}");
+    assert!(op.app.bank_payments_for(id).is_empty(), "nothing at Nordea");
+
+    // A standard payment: both are offered.
+    let mut standard = body("12.00");
+    standard.as_object_mut().unwrap().remove("bank");
+    let p = op.app.create_payment(&op.m.api_key, &standard).await;
+    let html = op
+        .app
+        .client
+        .get(p["authorization_url"].as_str().unwrap())
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(html.contains(r#"value="op""#), "{html}");
+
+    // FI served by OP and a second OP-protocol bank only: neither has an express payment.
+    let env: Vec<(String, String)> = bank_env(&op.sim)
+        .into_iter()
+        .flat_map(|(k, v)| [(k.replace("__OP__", "__OP2__"), v.clone()), (k, v)])
+        .collect();
+    let mut overrides: Vec<(&str, &str)> =
+        env.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+    overrides.push(("PISGATE__NORDEA__COUNTRIES", "SE"));
+    let app = spawn_app_with(&overrides).await;
+    let m = app.create_merchant("Kauppa Oy").await;
+    let r = app
+        .post_payment(&m.api_key, "express-nowhere", &express)
+        .await;
+    let problem = crate::helpers::assert_problem(r, 422, "validation_failed").await;
+    assert_eq!(
+        crate::helpers::error_fields(&problem),
+        vec!["urgency".to_owned()],
+        "{problem}"
+    );
+    let made: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(made, 0, "nothing written");
+}

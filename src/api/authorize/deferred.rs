@@ -72,18 +72,32 @@ fn hop(state: &AppState, p: &PaymentRecord) -> String {
         .unwrap_or_else(|| super::url(state, p.id, p.authorize_token.as_deref().unwrap_or("")))
 }
 
-/// The banks the shopper may choose: those serving the payment's country, by name.
-fn banks_for(state: &AppState, p: &PaymentRecord) -> Vec<(String, String)> {
-    Country::from_code(&p.country)
-        .map(|c| {
-            state
-                .banks
-                .for_country(c)
-                .iter()
-                .map(|b| (b.id.clone(), b.name.clone()))
-                .collect()
+/// The banks the shopper may choose, by name: those serving the payment's country whose own
+/// rules can carry this payment ([`crate::bank::Bank::check`], as creation runs for a bank
+/// the merchant names). A bank that would refuse it is not offered, so a payment never
+/// fails after the shopper's choice (for SEB, after their BankID) for what was known here.
+async fn banks_for(state: &AppState, p: &PaymentRecord) -> anyhow::Result<Vec<(String, String)>> {
+    let Some(country) = Country::from_code(&p.country) else {
+        return Ok(Vec::new());
+    };
+    let merchant = merchants::get(&state.pool, p.merchant_id)
+        .await?
+        .map(|m| m.name)
+        .unwrap_or_default();
+    let initiation = crate::api::initiation::stored_initiation(state, p, &merchant, String::new())?;
+    Ok(state
+        .banks
+        .for_country(country)
+        .iter()
+        .filter(|b| match b.client.check(&initiation) {
+            Ok(()) => true,
+            Err(e) => {
+                tracing::info!(bank = %b.id, error = %e, "a bank not offered: it cannot carry this payment");
+                false
+            }
         })
-        .unwrap_or_default()
+        .map(|b| (b.id.clone(), b.name.clone()))
+        .collect())
 }
 
 async fn render(
@@ -132,7 +146,7 @@ pub(super) async fn show(
     }
     match step(state, p) {
         Step::ChooseBank => {
-            let banks = banks_for(state, p);
+            let banks = banks_for(state, p).await?;
             render(state, p, token, StatusCode::OK, |c| {
                 choice::bank_choice_page(c, &banks, lang)
             })
@@ -171,7 +185,7 @@ pub(super) async fn choose_bank(
         // Chosen already (another tab, Back): the recorded choice stands.
         return proceed(state, p, token, lang).await;
     }
-    let banks = banks_for(state, p);
+    let banks = banks_for(state, p).await?;
     if !banks.iter().any(|(id, _)| id == bank) {
         tracing::warn!("a bank choice that is not one of the payment's country's banks");
         return render(state, p, token, StatusCode::UNPROCESSABLE_ENTITY, |c| {
@@ -200,7 +214,25 @@ pub(super) async fn choose_bank(
 }
 
 /// The IBAN as typed, checked before any bank call: an IBAN of a SEPA country, of that
-/// country's length, with good check digits.
+/// country's length, with good check digits; then creation's own rules for a debtor account
+/// the merchant names: of the payment's country, and not the account being paid.
+fn check_debtor_iban(typed: &str, p: &PaymentRecord) -> Result<Account, IbanError> {
+    let account = check_iban(typed)?;
+    if account.iban_country() != Some(p.country.as_str()) {
+        return Err(IbanError::NotPaymentCountry);
+    }
+    let creditor = &p.request["creditor"]["account"];
+    let paid = creditor["type"]
+        .as_str()
+        .and_then(AccountType::parse)
+        .zip(creditor["value"].as_str())
+        .and_then(|(kind, value)| Account::parse(kind, value).ok());
+    if paid.as_ref() == Some(&account) {
+        return Err(IbanError::SameAsCreditor);
+    }
+    Ok(account)
+}
+
 fn check_iban(typed: &str) -> Result<Account, IbanError> {
     if typed.trim().is_empty() {
         return Err(IbanError::Empty);
@@ -238,7 +270,7 @@ pub(super) async fn give_account(
     }
     // What the form keeps: as typed, bounded.
     let kept: String = typed.chars().take(64).collect();
-    let account = match check_iban(&kept) {
+    let account = match check_debtor_iban(&kept, p) {
         Ok(a) => a,
         Err(e) => {
             tracing::info!(

@@ -77,6 +77,10 @@ pub enum IbanError {
     Country,
     Length,
     Checksum,
+    /// Not of the payment's country (creation's rule for a debtor account).
+    NotPaymentCountry,
+    /// The creditor's own account.
+    SameAsCreditor,
 }
 
 impl IbanError {
@@ -87,6 +91,8 @@ impl IbanError {
             IbanError::Country => ct.iban_country,
             IbanError::Length => ct.iban_length,
             IbanError::Checksum => ct.iban_checksum,
+            IbanError::NotPaymentCountry => ct.iban_not_payment_country,
+            IbanError::SameAsCreditor => ct.iban_same_as_creditor,
         }
     }
 
@@ -98,6 +104,8 @@ impl IbanError {
             IbanError::Country => "invalid_country",
             IbanError::Length => "invalid_length",
             IbanError::Checksum => "invalid_checksum",
+            IbanError::NotPaymentCountry => "iban_country_not_allowed",
+            IbanError::SameAsCreditor => "same_as_creditor",
         }
     }
 }

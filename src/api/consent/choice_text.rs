@@ -22,6 +22,10 @@ pub struct ChoiceText {
     pub iban_country: &'static str,
     pub iban_length: &'static str,
     pub iban_checksum: &'static str,
+    /// An IBAN of another country than the payment's (the merchant's own rule for a debtor
+    /// account it names), or the very account being paid.
+    pub iban_not_payment_country: &'static str,
+    pub iban_same_as_creditor: &'static str,
     /// The page after a bank call with no usable answer.
     pub retry: (&'static str, &'static str),
     /// Another submit's bank call is still running.
@@ -45,6 +49,8 @@ const EN: ChoiceText = ChoiceText {
     iban_country: "The IBAN must start with the code of a SEPA country, for example FI.",
     iban_length: "The IBAN has the wrong length for its country.",
     iban_checksum: "The IBAN's check digits are wrong. Check for a typing error.",
+    iban_not_payment_country: "The account must be in the same country as this payment.",
+    iban_same_as_creditor: "The account must not be the account this payment goes to.",
     retry: (
         "Please try again",
         "We could not get an answer from your bank. Nothing was paid. Please try again.",
@@ -71,6 +77,8 @@ const FI: ChoiceText = ChoiceText {
     iban_country: "IBANin on alettava SEPA-maan tunnuksella, esimerkiksi FI.",
     iban_length: "IBANin pituus ei sovi sen maahan.",
     iban_checksum: "IBANin tarkistenumerot eivät täsmää. Tarkista kirjoitusvirheet.",
+    iban_not_payment_country: "Tilin on oltava samassa maassa kuin tämä maksu.",
+    iban_same_as_creditor: "Tili ei voi olla se tili, jolle tämä maksu menee.",
     retry: (
         "Yritä uudelleen",
         "Emme saaneet vastausta pankiltasi. Mitään ei maksettu. Yritä uudelleen.",
@@ -97,6 +105,8 @@ const SV: ChoiceText = ChoiceText {
     iban_country: "IBAN måste börja med koden för ett SEPA-land, till exempel SE.",
     iban_length: "IBAN har fel längd för sitt land.",
     iban_checksum: "IBAN:s kontrollsiffror stämmer inte. Kontrollera om det finns ett skrivfel.",
+    iban_not_payment_country: "Kontot måste finnas i samma land som den här betalningen.",
+    iban_same_as_creditor: "Kontot får inte vara det konto som den här betalningen går till.",
     retry: (
         "Försök igen",
         "Vi fick inget svar från din bank. Inget har betalats. Försök igen.",
@@ -123,6 +133,8 @@ const DA: ChoiceText = ChoiceText {
     iban_country: "IBAN skal begynde med koden for et SEPA-land, for eksempel DK.",
     iban_length: "IBAN har forkert længde for sit land.",
     iban_checksum: "IBAN's kontrolcifre passer ikke. Tjek for en tastefejl.",
+    iban_not_payment_country: "Kontoen skal være i samme land som denne betaling.",
+    iban_same_as_creditor: "Kontoen må ikke være den konto, som denne betaling går til.",
     retry: (
         "Prøv igen",
         "Vi fik ikke svar fra din bank. Intet er betalt. Prøv igen.",
@@ -149,6 +161,8 @@ const NB: ChoiceText = ChoiceText {
     iban_country: "IBAN må begynne med koden til et SEPA-land, for eksempel NO.",
     iban_length: "IBAN har feil lengde for landet sitt.",
     iban_checksum: "Kontrollsifrene i IBAN stemmer ikke. Se etter en skrivefeil.",
+    iban_not_payment_country: "Kontoen må være i samme land som denne betalingen.",
+    iban_same_as_creditor: "Kontoen kan ikke være kontoen denne betalingen går til.",
     retry: (
         "Prøv igjen",
         "Vi fikk ikke svar fra banken din. Ingenting er betalt. Prøv igjen.",
