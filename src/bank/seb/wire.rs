@@ -145,16 +145,22 @@ pub struct WireAmount {
 }
 
 impl WireAmount {
-    /// The exact amount, when the literal is a plain decimal with at most the currency's
-    /// decimals (`345.5` SEK is 34550 öre). `None` for anything else (an exponent, more
-    /// decimals than the currency has, a negative, an unknown currency): never rounded.
+    /// The exact amount, whatever way the literal spells it (`345.5`, `345.500`,
+    /// `3.455E2` SEK are all 34550 öre). `None` when the value itself is not a whole number
+    /// of minor units (`1.005` SEK), is not positive, is absurdly large, or the currency is
+    /// unknown: never rounded.
     pub fn money(&self) -> Option<Money> {
         let currency = Currency::from_code(&self.currency)?;
         exact_money(self.amount.get(), currency)
     }
 }
 
-/// The exact [`Money`] of a JSON number's or string's literal text.
+/// The exact [`Money`] of a JSON number's or string's literal text, in integer arithmetic
+/// only. SEB answers amounts as JSON numbers, which a Java or JavaScript serialiser may
+/// write with trailing zeros (`345.500`) or an exponent (`1.2345678E7` for 12,345,678:
+/// Java writes every double of 10^7 and above so, and `BigDecimal` stripped of trailing
+/// zeros `1E+2`). Each is the same exact value; a mismatch is judged on the value, never
+/// on its spelling.
 pub fn exact_money(literal: &str, currency: Currency) -> Option<Money> {
     let literal = literal.trim();
     let text: String = if literal.starts_with('"') {
@@ -162,7 +168,54 @@ pub fn exact_money(literal: &str, currency: Currency) -> Option<Money> {
     } else {
         literal.to_owned()
     };
-    Money::parse(&text, currency).ok()
+    let minor = exact_minor_units(&text, currency.decimals())?;
+    Money::from_minor(minor, currency)
+}
+
+/// `text` (JSON number grammar: digits, optional `.digits`, optional exponent) times
+/// 10^`decimals`, when that is a whole number that fits; `None` otherwise.
+fn exact_minor_units(text: &str, decimals: u32) -> Option<i64> {
+    /// More significant digits or a larger exponent than any amount has: refused rather
+    /// than computed.
+    const MAX_DIGITS: usize = 40;
+    const MAX_EXPONENT: i64 = 40;
+    let (mantissa, exponent) = match text.find(['e', 'E']) {
+        Some(at) => {
+            let e = &text[at + 1..];
+            let digits = e.strip_prefix(['+', '-']).unwrap_or(e);
+            if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            (&text[..at], e.parse::<i64>().ok()?)
+        }
+        None => (text, 0),
+    };
+    let (whole, fraction) = mantissa.split_once('.').unwrap_or((mantissa, ""));
+    let valid = |part: &str| part.bytes().all(|b| b.is_ascii_digit());
+    if whole.is_empty() || !valid(whole) || !valid(fraction) || mantissa.ends_with('.') {
+        return None;
+    }
+    // The digits with the point removed, then where the point belongs among them.
+    let digits = format!("{whole}{fraction}");
+    let digits = digits.trim_start_matches('0');
+    if digits.len() > MAX_DIGITS || exponent.abs() > MAX_EXPONENT {
+        return None;
+    }
+    let shift = exponent - fraction.len() as i64 + i64::from(decimals);
+    let (kept, dropped) = if shift >= 0 {
+        (digits.to_owned() + &"0".repeat(shift as usize), "")
+    } else {
+        let cut = digits.len().saturating_sub(shift.unsigned_abs() as usize);
+        (digits[..cut].to_owned(), &digits[cut..])
+    };
+    if !dropped.bytes().all(|b| b == b'0') {
+        return None;
+    }
+    if kept.is_empty() {
+        return Some(0);
+    }
+    kept.parse::<i64>().ok()
 }
 
 /// `_links` entries: `{"href": "…"}`.
@@ -287,6 +340,17 @@ mod tests {
             (r#"{"amount": 12, "currency": "SEK"}"#, 1200),
             // A string is read the same way.
             (r#"{"amount": "345.50", "currency": "SEK"}"#, 34550),
+            // The same values, spelled as serialisers write them: trailing zeros, and
+            // exponents (Java writes doubles of 10^7 and above so; BigDecimal `1E+2`).
+            (r#"{"amount": 345.500, "currency": "SEK"}"#, 34550),
+            (r#"{"amount": 3.455e2, "currency": "SEK"}"#, 34550),
+            (
+                r#"{"amount": 1.23456789E7, "currency": "SEK"}"#,
+                1_234_567_890,
+            ),
+            (r#"{"amount": 1E+2, "currency": "SEK"}"#, 10000),
+            (r#"{"amount": 12345e-2, "currency": "SEK"}"#, 12345),
+            (r#"{"amount": 0.05, "currency": "SEK"}"#, 5),
         ] {
             assert_eq!(amount(text).map(Money::minor), Some(minor), "{text}");
         }
@@ -296,7 +360,15 @@ mod tests {
     fn seb_amounts_that_are_not_exact_are_unknown_not_rounded() {
         for bad in [
             r#"{"amount": 0.30000000000000004, "currency": "SEK"}"#,
-            r#"{"amount": 3.455e2, "currency": "SEK"}"#,
+            r#"{"amount": 3.45555e2, "currency": "SEK"}"#,
+            r#"{"amount": 1e-3, "currency": "SEK"}"#,
+            r#"{"amount": 0, "currency": "SEK"}"#,
+            r#"{"amount": 1e40, "currency": "SEK"}"#,
+            r#"{"amount": 99999999999999999999, "currency": "SEK"}"#,
+            r#"{"amount": "12.", "currency": "SEK"}"#,
+            r#"{"amount": ".5", "currency": "SEK"}"#,
+            r#"{"amount": "1e", "currency": "SEK"}"#,
+            r#"{"amount": "0x10", "currency": "SEK"}"#,
             r#"{"amount": -1.5, "currency": "SEK"}"#,
             r#"{"amount": 1.005, "currency": "SEK"}"#,
             r#"{"amount": 10.5, "currency": "XXX"}"#,

@@ -313,7 +313,10 @@ async fn seb_an_initiation_echoing_another_amount_or_currency_is_a_mismatch() {
         (r#"{"amount":"345.50","currency":"SEK"}"#, vec![]),
         (r#"{"amount":345.5,"currency":"EUR"}"#, vec!["currency"]),
         (r#"{"amount":345.505,"currency":"SEK"}"#, vec!["amount"]),
-        (r#"{"amount":3.455e2,"currency":"SEK"}"#, vec!["amount"]),
+        // The same value spelled with an exponent or trailing zeros is no mismatch.
+        (r#"{"amount":3.455e2,"currency":"SEK"}"#, vec![]),
+        (r#"{"amount":345.5000,"currency":"SEK"}"#, vec![]),
+        (r#"{"amount":3.465e2,"currency":"SEK"}"#, vec!["amount"]),
         (
             r#"{"amount":1,"currency":"XXX"}"#,
             vec!["amount", "currency"],
