@@ -233,6 +233,9 @@ async fn psu_posted(
             return Ok(closed(&state, Closed::Unknown, fallback, None));
         };
         let lang = language(Some(&p), &headers);
+        if crate::api::authorize::merchant_disabled(&state, &p).await? {
+            return Ok(closed(&state, Closed::Closed, lang, Some(&p)));
+        }
         match payments::hop_for(&p, chrono::Utc::now()) {
             Hop::StartAuthorisation if wants_psu_id(&p) => {}
             Hop::StartAuthorisation | Hop::ToBank(_) => {

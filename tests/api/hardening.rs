@@ -452,3 +452,41 @@ async fn x_forwarded_for_is_believed_only_from_a_trusted_proxy() {
         );
     }
 }
+
+/// An operator disables a merchant (a stolen key, a fraudulent shop): its keys stop at once,
+/// and so do its shoppers' next steps on links already handed out. The hop shows the closed
+/// page and sends nobody to the bank; enabled again, the same link works.
+#[tokio::test]
+async fn a_disabled_merchants_open_payments_cannot_be_taken_to_the_bank() {
+    let app = crate::helpers::spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let url = p["authorization_url"].as_str().unwrap();
+    let id = p["id"].as_str().unwrap();
+    assert_eq!(app.client.get(url).send().await.unwrap().status(), 200);
+
+    pisgate::ledger::merchants::disable(&app.pool, m.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let page = app.client.get(url).send().await.unwrap();
+    assert_eq!(page.status(), 410);
+    let html = page.text().await.unwrap();
+    assert!(html.contains("can no longer be signed"), "{html}");
+    let pressed = crate::helpers::continue_to_bank(&app.client, url).await;
+    assert_eq!(pressed.status(), 410, "no redirect to the bank");
+    let opened: Option<chrono::DateTime<chrono::Utc>> =
+        sqlx::query_scalar("SELECT hop_opened_at FROM payments WHERE id = $1::uuid")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(opened, None, "the hop was opened");
+
+    pisgate::ledger::merchants::enable(&app.pool, m.id)
+        .await
+        .unwrap()
+        .unwrap();
+    let pressed = crate::helpers::continue_to_bank(&app.client, url).await;
+    assert_eq!(pressed.status(), 303, "enabled again, the link works");
+}

@@ -186,6 +186,20 @@ pub(super) async fn load(
     Ok(Some(p))
 }
 
+/// Whether `p`'s merchant was disabled by an operator (`pisgate merchant disable`, the
+/// console): its shoppers can no longer go on to sign what is open (nothing more is started
+/// at any bank; the closed page is shown). Cancelling and the bank's returns still work, so
+/// what already happened at the bank is recorded as ever.
+pub(crate) async fn merchant_disabled(state: &AppState, p: &PaymentRecord) -> anyhow::Result<bool> {
+    let disabled = merchants::get(&state.pool, p.merchant_id)
+        .await?
+        .is_none_or(|m| m.status == "disabled");
+    if disabled {
+        tracing::warn!(merchant_id = %p.merchant_id, "a shopper's step refused: the merchant is disabled");
+    }
+    Ok(disabled)
+}
+
 /// What the shopper asked of the hop.
 #[derive(Clone, Copy)]
 enum Action {
@@ -214,6 +228,9 @@ async fn act(
             return Ok(closed(state, Closed::Unknown, fallback, None));
         };
         let lang = language(Some(&p), headers);
+        if !matches!(action, Action::Cancel) && merchant_disabled(state, &p).await? {
+            return Ok(closed(state, Closed::Closed, lang, Some(&p)));
+        }
         // A bank whose every call needs the shopper's own token (SEB): its payments are
         // identified, initiated and signed on the BankID page.
         if matches!(action, Action::Show | Action::Proceed | Action::Initiate)

@@ -220,6 +220,9 @@ async fn handle(
             return Ok(closed(state, Closed::Unknown, fallback, None));
         };
         let lang = language(Some(&p), headers);
+        if crate::api::authorize::merchant_disabled(state, &p).await? {
+            return Ok(closed(state, Closed::Closed, lang, Some(&p)));
+        }
         if !uses_bankid_page(state, &p.bank) {
             return Ok(see_other(crate::api::authorize::url(state, p.id, token)));
         }
