@@ -16,8 +16,9 @@
 //!   is not sent.
 //! - A structured reference goes to `remittanceInformationStructured` (`reference`,
 //!   `referenceType` = `OCR`/`RF` as pisgate names it); the creditor message goes to
-//!   `remittanceInformationUnstructured`, unless the bank takes only one of the two
-//!   (`remittance_exclusive`), where the reference wins.
+//!   `remittanceInformationUnstructured`. A bank that takes only one of the two
+//!   (`remittance_exclusive`) refuses a payment with both (422 on `creditor.message` at
+//!   creation), never drops the message.
 //! - A periodic payment starts on the requested execution date (today when none); its
 //!   `endDate` is the date of its last execution (none for 9999, "until deleted");
 //!   `dayOfExecution` is the start's day (no leading zero), or `31` for end-of-month rules.
@@ -185,11 +186,16 @@ pub fn initiation_request(
             reference: r.value.clone(),
             reference_type: Some(r.kind.clone()),
         });
-    let unstructured = if options.remittance_exclusive && structured.is_some() {
-        None
-    } else {
-        creditor.message.clone()
-    };
+    // A bank that takes one of the two: refused at creation ([`crate::bank::Bank::check`])
+    // rather than dropping the merchant's message without a word.
+    if options.remittance_exclusive && structured.is_some() && creditor.message.is_some() {
+        return Err(refusal(
+            "creditor.message",
+            "not_with_reference",
+            "this bank takes a creditor reference or a message, not both: send one",
+        ));
+    }
+    let unstructured = creditor.message.clone();
     let debtor_account = match payment.debtor.as_ref().and_then(|d| d.account.as_ref()) {
         Some(account) => Some(account_reference(account, "debtor.account")?),
         None => None,
@@ -359,18 +365,33 @@ pub(crate) mod tests {
             json!({"reference": "RF18539007547034", "referenceType": "RF"})
         );
         assert_eq!(both["remittanceInformationUnstructured"], json!("Order 42"));
-        let one = serde_json::to_value(
-            initiation_request(
-                &p,
-                BodyOptions {
-                    remittance_exclusive: true,
-                },
-                today(),
-            )
-            .unwrap(),
-        )
-        .unwrap();
+        // A bank that takes one of the two refuses both, naming the message, rather than
+        // dropping it; either one alone goes.
+        let exclusive = BodyOptions {
+            remittance_exclusive: true,
+        };
+        let BankError::Validation { failures } =
+            initiation_request(&p, exclusive, today()).unwrap_err()
+        else {
+            panic!()
+        };
+        assert_eq!(failures[0].path.as_deref(), Some("creditor.message"));
+        let mut reference_only = p.clone();
+        reference_only.creditor.message = None;
+        let one =
+            serde_json::to_value(initiation_request(&reference_only, exclusive, today()).unwrap())
+                .unwrap();
         assert!(one.get("remittanceInformationUnstructured").is_none());
+        assert_eq!(
+            one["remittanceInformationStructured"]["reference"],
+            "RF18539007547034"
+        );
+        let mut message_only = p.clone();
+        message_only.creditor.reference = None;
+        let one =
+            serde_json::to_value(initiation_request(&message_only, exclusive, today()).unwrap())
+                .unwrap();
+        assert_eq!(one["remittanceInformationUnstructured"], json!("Order 42"));
     }
 
     #[test]
