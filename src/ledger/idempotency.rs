@@ -95,8 +95,7 @@ pub async fn claim(
     let row = sqlx::query!(
         r#"SELECT request_hash, body_hash, payment_id, response_status, response_body,
                   response_mac, response_mac_key_id,
-                  coalesce(created_at < (SELECT installed_on FROM _sqlx_migrations
-                                         WHERE version = 20261206200000), false) AS "before_binding!",
+                  pisgate_written_before(created_at, 20261206200000) AS "before_binding!",
                   GREATEST(EXTRACT(EPOCH FROM COALESCE(locked_until, created_at + interval '60 seconds') - now()), 0)::float8
                       AS "locked_for!"
            FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 FOR UPDATE"#,
@@ -199,8 +198,7 @@ pub async fn answered(
     let row = sqlx::query!(
         r#"SELECT body_hash, response_status, response_body, created_at,
                   response_mac, response_mac_key_id,
-                  coalesce(created_at < (SELECT installed_on FROM _sqlx_migrations
-                                         WHERE version = 20261206200000), false) AS "before_binding!",
+                  pisgate_written_before(created_at, 20261206200000) AS "before_binding!",
                   coalesce(locked_until > now(), false) AS "in_flight!"
            FROM idempotency_keys
            WHERE merchant_id = $1 AND key = $2 AND expires_at >= now()"#,

@@ -864,8 +864,7 @@ async fn verify_idempotency_answers(
         let rows = sqlx::query!(
             r#"SELECT merchant_id, key AS "key!: String", response_status AS "status!",
                       response_body AS "body!", response_mac, response_mac_key_id,
-                      coalesce(created_at < (SELECT installed_on FROM _sqlx_migrations
-                                             WHERE version = 20261206200000), false) AS "before_binding!"
+                      pisgate_written_before(created_at, 20261206200000) AS "before_binding!"
                FROM idempotency_keys
                WHERE response_status IS NOT NULL AND response_body IS NOT NULL
                  AND (merchant_id, key) > ($1, $2::text)

@@ -824,8 +824,7 @@ pub async fn claim_due(
                      ev.event_type, ev.payload,
                      ev.created_at AS event_created_at, ev.trace_parent, ev.payment_id,
                      ev.payload_mac, ev.mac_key_id,
-                     coalesce(ev.created_at < (SELECT installed_on FROM _sqlx_migrations
-                                               WHERE version = 20261205000030), false)
+                     pisgate_written_before(ev.created_at, 20261205000030)
                          AS "before_binding!""#,
         owner,
         millis(lease) as f64,
