@@ -141,6 +141,10 @@ pub struct AuthCache {
     connection: Arc<AtomicU64>,
     /// When this replica last recorded each key's use, by key id (the public part).
     used: Mutex<HashMap<String, Instant>>,
+    /// Bounds the database reads of keys not in the cache ([`AuthCache::bounded`]): a flood
+    /// of made-up keys (each a read, none cached) then holds a quarter of the pool at most,
+    /// and the merchants whose keys are cached, the workers and the probes keep the rest.
+    lookups: Option<(Arc<tokio::sync::Semaphore>, Duration)>,
 }
 
 #[derive(Debug, Default)]
@@ -173,6 +177,27 @@ impl AuthCache {
         AuthCache {
             connection,
             ..AuthCache::default()
+        }
+    }
+
+    /// At most a quarter of `pool_size` (at least one) database reads of keys at once; a
+    /// read that cannot start within `wait` is answered 503 (the pool's own acquire timeout
+    /// is the natural bound).
+    pub fn bounded(mut self, pool_size: u32, wait: Duration) -> AuthCache {
+        let permits = (pool_size / 4).max(1) as usize;
+        self.lookups = Some((Arc::new(tokio::sync::Semaphore::new(permits)), wait));
+        self
+    }
+
+    /// A turn to read a key from the database (none needed when unbounded); `None` when no
+    /// turn came within the bound's wait.
+    async fn lookup_turn(&self) -> Option<Option<tokio::sync::OwnedSemaphorePermit>> {
+        let Some((turns, wait)) = &self.lookups else {
+            return Some(None);
+        };
+        match tokio::time::timeout(*wait, turns.clone().acquire_owned()).await {
+            Ok(Ok(permit)) => Some(Some(permit)),
+            _ => None,
         }
     }
 
@@ -276,10 +301,17 @@ async fn authenticate(state: &AppState, key: &str) -> Result<Option<VerifiedKey>
     if let Some(verified) = state.auth_cache.get(&hash) {
         return Ok(Some(verified));
     }
+    let Some(_turn) = state.auth_cache.lookup_turn().await else {
+        metrics::counter!("pisgate_auth_lookups_total", "outcome" => "busy").increment(1);
+        tracing::warn!("API key reads at their bound: a key was answered 503 unread");
+        return Err(ApiError::DatabaseUnavailable);
+    };
     let fill = state.auth_cache.begin_fill();
     let Some(verified) = merchants::authenticate_key(&state.pool, key).await? else {
+        metrics::counter!("pisgate_auth_lookups_total", "outcome" => "unknown").increment(1);
         return Ok(None);
     };
+    metrics::counter!("pisgate_auth_lookups_total", "outcome" => "found").increment(1);
     state.auth_cache.put(fill, hash, verified.clone());
     Ok(Some(verified))
 }

@@ -92,6 +92,12 @@ impl AppState {
         ));
         let listener = crate::ledger::listener::Listener::new(settings.database.session_url());
         error_pages::set_public_url(&settings.server.public_url);
+        let auth_cache = Arc::new(
+            auth::AuthCache::following(listener.connection_counter()).bounded(
+                settings.database.max_connections,
+                settings.database.acquire_timeout,
+            ),
+        );
         AppState(Arc::new(Shared {
             reads: Arc::new(crate::ledger::Reads::primary_only(pool.clone())),
             pool,
@@ -101,7 +107,7 @@ impl AppState {
             banks,
             cipher,
             db_health: DbHealth::default(),
-            auth_cache: Arc::new(auth::AuthCache::following(listener.connection_counter())),
+            auth_cache,
             listener,
             draining: Arc::default(),
             error_reads: Arc::default(),

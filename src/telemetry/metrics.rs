@@ -195,6 +195,10 @@ fn describe_metrics() {
         "Payments that reached a final status, by status (paid, rejected, authorization_failed, cancelled, expired, failed)."
     );
     describe_counter!(
+        "pisgate_auth_lookups_total",
+        "API keys read from the database (not in the replica's cache), by outcome: found, unknown, busy (no turn within the pool's acquire timeout: at most a quarter of the pool reads keys at once; answered 503)."
+    );
+    describe_counter!(
         "pisgate_token_exchanges_total",
         "Authorization-code exchanges at the bank: ok or failed once per exchange, retried per retry."
     );

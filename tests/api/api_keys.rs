@@ -302,3 +302,66 @@ async fn a_nul_in_a_keys_name_or_id_is_refused_not_a_server_error() {
     }
     assert_eq!(listed(&app, &m.api_key).await.len(), before);
 }
+
+/// A flood of made-up keys (well-formed, none cached, each a database read) must not take
+/// the whole pool: at most a quarter of it reads keys at once, so a merchant whose key is
+/// cached, and the readiness probe, are served while those reads are stuck. Here every key
+/// read blocks (its table locked by another session) behind 16 made-up keys.
+#[tokio::test]
+async fn a_flood_of_unknown_keys_holds_a_quarter_of_the_pool_at_most() {
+    use sqlx::{Connection, Executor};
+    let app = crate::helpers::spawn_app_with(&[
+        ("PISGATE__DATABASE__MAX_CONNECTIONS", "8"),
+        ("PISGATE__DATABASE__ACQUIRE_TIMEOUT_SECS", "3"),
+    ])
+    .await;
+    let m = app.create_merchant("Shop").await;
+    // Cached, and its use recorded (that write would wait on the lock below too).
+    assert_eq!(app.get_as("/v1/payments", &m.api_key).await.status(), 200);
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let direct = app.settings.database.direct_url.as_ref();
+    let url = direct.unwrap_or(&app.settings.database.url);
+    let mut locker = sqlx::PgConnection::connect(secrecy::ExposeSecret::expose_secret(url))
+        .await
+        .unwrap();
+    locker.execute("BEGIN").await.unwrap();
+    locker
+        .execute("LOCK TABLE api_keys IN ACCESS EXCLUSIVE MODE")
+        .await
+        .unwrap();
+    let mut flood = tokio::task::JoinSet::new();
+    for i in 0..16 {
+        let request = app.client.get(app.url("/v1/payments")).bearer_auth(format!(
+            "pgk_{:016x}_made-up-secret-{i}",
+            0xdead_0000_u64 + i
+        ));
+        flood.spawn(async move { request.send().await.unwrap().status().as_u16() });
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+
+    // The flood's reads are stuck; the cached merchant and the probe are served.
+    assert_eq!(app.get_as("/v1/payments", &m.api_key).await.status(), 200);
+    assert_eq!(app.admin_get("/readyz").await.status(), 200);
+
+    // Past the pool's acquire timeout the reads still waiting for a turn are told to retry.
+    tokio::time::sleep(Duration::from_millis(3200)).await;
+    locker.execute("ROLLBACK").await.unwrap();
+    let mut answers = Vec::new();
+    while let Some(status) = flood.join_next().await {
+        answers.push(status.unwrap());
+    }
+    assert!(
+        answers.iter().all(|s| *s == 401 || *s == 503),
+        "every made-up key refused or told to retry: {answers:?}"
+    );
+    assert!(
+        answers.contains(&503),
+        "some waited past the bound: {answers:?}"
+    );
+    let metrics = app.metrics().await;
+    assert!(
+        metrics.contains(r#"pisgate_auth_lookups_total{outcome="busy"}"#),
+        "{metrics}"
+    );
+}
