@@ -9,8 +9,7 @@ cluster="sqlx-prepare-$$"
 trap 'pg_destroy "$cluster"' EXIT
 pg_start "$cluster"
 psql -q -d pisgate -v ON_ERROR_STOP=1 -c "SELECT 1" >/dev/null
-# sqlx's own bookkeeping table, as `pisgate migrate` leaves it (queries read a migration's
-# `installed_on`, e.g. the idempotency answers' binding cut-over).
+# sqlx's own bookkeeping table, as `pisgate migrate` leaves it.
 psql -q -d pisgate -v ON_ERROR_STOP=1 -c "CREATE TABLE _sqlx_migrations (
     version bigint PRIMARY KEY, description text NOT NULL,
     installed_on timestamptz NOT NULL DEFAULT now(), success boolean NOT NULL,

@@ -75,8 +75,24 @@ impl Application {
                 tracing::info!(count = pending.len(), "applying database migrations");
                 let session = ledger::connect_session(&settings.database).await?;
                 let applied = ledger::migrate(&session).await;
+                let sealed = match applied {
+                    Ok(()) if ledger::seal::binds(&pending) => {
+                        let keys = ledger_keys(&settings.ledger)?;
+                        Some(ledger::seal::seal_unbound(&session, &keys).await)
+                    }
+                    _ => None,
+                };
                 session.close().await;
                 applied.context("applying database migrations failed")?;
+                if let Some(sealed) = sealed {
+                    let sealed =
+                        sealed.context("sealing the rows written before binding failed")?;
+                    tracing::info!(
+                        webhook_events = sealed.webhook_events,
+                        idempotency_answers = sealed.idempotency_answers,
+                        "sealed the rows written before they were bound to the ledger key"
+                    );
+                }
             } else {
                 anyhow::bail!(
                     "the database has {} unapplied migration(s); run `pisgate migrate` first \

@@ -479,6 +479,22 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 "applied {} migration(s); the database is up to date",
                 pending.len()
             );
+            if ledger::seal::binds(&pending) {
+                match app::ledger_keys(&settings.ledger) {
+                    Ok(keys) => {
+                        let sealed = ledger::seal::seal_unbound(&session, &keys)
+                            .await
+                            .context("sealing the rows written before binding failed")?;
+                        eprintln!(
+                            "sealed with the ledger key: {} webhook event(s), {} idempotency answer(s) written before binding",
+                            sealed.webhook_events, sealed.idempotency_answers
+                        );
+                    }
+                    Err(_) => eprintln!(
+                        "warning: no ledger key (PISGATE__LEDGER__KEY): webhook events and idempotency answers written before this upgrade were not sealed; they will not be sent or replayed and `ledger verify` reports them. Run the upgrade's migrations with the ledger key (or `pisgate serve --migrate`)."
+                    ),
+                }
+            }
             Ok(())
         }
         Command::Operator {
@@ -650,16 +666,15 @@ async fn ledger_command(
             if report.webhook_events_checked > 0 {
                 println!(
                     "webhook events ok: {} checked",
-                    report.webhook_events_checked - report.unbound_webhook_events
+                    report.webhook_events_checked
                 );
             }
-            if report.unbound_payments > 0 || report.unbound_webhook_events > 0 {
-                // Written before payments and payloads were bound: their chains, heads,
-                // statuses and bank ids are checked, their facts and payloads cannot be. Not
-                // a failure, but said on every run.
+            if report.unbound_payments > 0 {
+                // Written before payments were bound: their chains, heads, statuses and bank
+                // ids are checked, their facts cannot be. Not a failure, but said on every run.
                 eprintln!(
-                    "note: written before binding, so amount, merchant, creditor and payload are not checkable: {} payment(s), {} webhook event(s)",
-                    report.unbound_payments, report.unbound_webhook_events
+                    "note: written before binding, so amount, merchant and creditor are not checkable: {} payment(s)",
+                    report.unbound_payments
                 );
             }
             Ok(())

@@ -95,7 +95,6 @@ pub async fn claim(
     let row = sqlx::query!(
         r#"SELECT request_hash, body_hash, payment_id, response_status, response_body,
                   response_mac, response_mac_key_id,
-                  pisgate_written_before(created_at, 20261206200000) AS "before_binding!",
                   GREATEST(EXTRACT(EPOCH FROM COALESCE(locked_until, created_at + interval '60 seconds') - now()), 0)::float8
                       AS "locked_for!"
            FROM idempotency_keys WHERE merchant_id = $1 AND key = $2 FOR UPDATE"#,
@@ -112,7 +111,6 @@ pub async fn claim(
         let stored = StoredMac {
             mac: row.response_mac.as_deref(),
             key_id: row.response_mac_key_id.as_deref(),
-            before_binding: row.before_binding,
         };
         if !answer_holds(merchant_id, key, status, &body, stored) {
             return Ok(Claim::AnswerNotInLedger);
@@ -198,7 +196,6 @@ pub async fn answered(
     let row = sqlx::query!(
         r#"SELECT body_hash, response_status, response_body, created_at,
                   response_mac, response_mac_key_id,
-                  pisgate_written_before(created_at, 20261206200000) AS "before_binding!",
                   coalesce(locked_until > now(), false) AS "in_flight!"
            FROM idempotency_keys
            WHERE merchant_id = $1 AND key = $2 AND expires_at >= now()"#,
@@ -215,7 +212,6 @@ pub async fn answered(
                 let stored = StoredMac {
                     mac: row.response_mac.as_deref(),
                     key_id: row.response_mac_key_id.as_deref(),
-                    before_binding: row.before_binding,
                 };
                 if answer_holds(merchant_id, key, status, &body, stored) {
                     Answered::Replay { status, body }
@@ -249,13 +245,11 @@ pub async fn release(
     Ok(())
 }
 
-/// An answer's MAC as stored, and whether its key was used before answers were bound.
+/// An answer's MAC as stored.
 #[derive(Clone, Copy)]
 pub(crate) struct StoredMac<'a> {
     pub(crate) mac: Option<&'a [u8]>,
     pub(crate) key_id: Option<&'a str>,
-    /// The key was first used before migration 20261206200000: its answer may have no MAC.
-    pub(crate) before_binding: bool,
 }
 
 /// Why a stored answer may not be replayed, or `None` when it may: its MAC holds under
@@ -270,10 +264,8 @@ pub(crate) fn answer_problem(
     stored: StoredMac<'_>,
 ) -> Option<&'static str> {
     match (stored.mac, stored.key_id, ring) {
-        (None, None, _) if stored.before_binding => None,
-        (None, _, _) | (_, None, _) => Some(
-            "it has no ledger MAC, though its key was used after answers had one (its MAC removed)",
-        ),
+        // Answers written before binding were sealed at that upgrade (`ledger::seal`).
+        (None, _, _) | (_, None, _) => Some("it has no ledger MAC (removed, or never sealed)"),
         (_, _, None) => Some("no ledger key is installed to check its MAC"),
         (Some(mac), Some(key_id), Some(ring)) => {
             match binding::idempotency_answer_mac(ring, key_id, merchant_id, key, status, body) {

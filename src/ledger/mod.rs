@@ -24,6 +24,7 @@ pub mod payments;
 pub mod polls;
 pub mod pooler;
 pub mod sca;
+pub mod seal;
 pub mod submissions;
 pub mod tokens;
 pub mod verify;

@@ -5,10 +5,11 @@
 //! facts digest of the `created` event against the row's merchant, amount, currency,
 //! country, bank, return URL, shopper id and request (creditor, debtor); the bank payment id
 //! of the recorded initiation, the last bank status and the shopper key against the row; and
-//! every webhook event's payload MAC. Payments and webhook events written before binding
-//! have no digest or MAC: they are counted (`unbound_payments`, `unbound_webhook_events`),
-//! not failed, and the rest of their checks still run (chain, head, status, bank id, bank
-//! status).
+//! every webhook event's payload MAC and every stored idempotency answer's. Payments written
+//! before binding have no facts digest: they are counted (`unbound_payments`), not failed,
+//! and the rest of their checks still run (chain, head, status, bank id, bank status).
+//! Webhook events and idempotency answers have no such exemption: those written before
+//! their binding were sealed at that upgrade (`ledger::seal`), so one without a MAC fails.
 //!
 //! Batched (keyset pagination over `(payment_id, seq)`, no long transaction), so it runs
 //! beside a live `serve`: each batch reads events together with their payment's head, and a
@@ -202,8 +203,6 @@ pub struct VerifyReport {
     /// cannot be.
     pub unbound_payments: u64,
     pub webhook_events_checked: u64,
-    /// Webhook events written before payloads were bound (no MAC): not checkable.
-    pub unbound_webhook_events: u64,
     /// Webhook events whose MAC does not match their stored row.
     pub broken_webhook_events: u64,
     /// The first of those, in id order.
@@ -777,13 +776,9 @@ async fn verify_webhook_events(
     keys: &LedgerKeys,
     report: &mut VerifyReport,
 ) -> Result<(), sqlx::Error> {
-    // Events from before binding have no MAC; one written after the first MAC'd event
-    // without one had its MAC stripped (a forged event the dispatcher would otherwise send).
-    let binding_since = sqlx::query_scalar!(
-        "SELECT min(created_at) FROM webhook_events WHERE payload_mac IS NOT NULL"
-    )
-    .fetch_one(pool)
-    .await?;
+    // Every event has its MAC: written with it, or sealed at the upgrade that bound them
+    // (`ledger::seal`). None is a stripped MAC (a forged event, whatever its date) or a row
+    // that upgrade could not seal.
     let mut cursor = Uuid::nil();
     loop {
         let rows = sqlx::query!(
@@ -801,18 +796,14 @@ async fn verify_webhook_events(
             report.webhook_events_checked += 1;
             let (mac, key_id) = match (r.payload_mac, r.mac_key_id) {
                 (Some(mac), Some(key_id)) => (mac, key_id),
-                _ if binding_since.is_some_and(|since| r.created_at >= since) => {
-                    let reason = "it has no ledger MAC, though written after events had one (its MAC removed)".to_owned();
+                _ => {
+                    let reason = "it has no ledger MAC (removed, or never sealed)".to_owned();
                     report.broken_webhook_events += 1;
                     if report.first_broken_webhook_event.is_none() {
                         tracing::warn!(event_id = %r.id, %reason, "webhook event problem");
                         report.first_broken_webhook_event =
                             Some(BrokenWebhookEvent { id: r.id, reason });
                     }
-                    continue;
-                }
-                _ => {
-                    report.unbound_webhook_events += 1;
                     continue;
                 }
             };
@@ -863,8 +854,7 @@ async fn verify_idempotency_answers(
     loop {
         let rows = sqlx::query!(
             r#"SELECT merchant_id, key AS "key!: String", response_status AS "status!",
-                      response_body AS "body!", response_mac, response_mac_key_id,
-                      pisgate_written_before(created_at, 20261206200000) AS "before_binding!"
+                      response_body AS "body!", response_mac, response_mac_key_id
                FROM idempotency_keys
                WHERE response_status IS NOT NULL AND response_body IS NOT NULL
                  AND (merchant_id, key) > ($1, $2::text)
@@ -881,7 +871,6 @@ async fn verify_idempotency_answers(
             let stored = StoredMac {
                 mac: r.response_mac.as_deref(),
                 key_id: r.response_mac_key_id.as_deref(),
-                before_binding: r.before_binding,
             };
             let status = u16::try_from(r.status).unwrap_or(0);
             if let Some(why) =

@@ -717,12 +717,10 @@ pub struct Claimed {
     /// The `traceparent` of the payment's creation: the attempt's span links to it.
     pub trace_parent: Option<String>,
     pub payment_id: Option<Uuid>,
-    /// The event's ledger MAC ([`binding::webhook_mac`]); `None` for events from before.
+    /// The event's ledger MAC ([`binding::webhook_mac`]); `None` only if removed (or never
+    /// sealed: `ledger::seal`).
     pub payload_mac: Option<Vec<u8>>,
     pub mac_key_id: Option<String>,
-    /// The event was written before payloads were bound (migration 20261205000030): it has
-    /// no MAC and is sent as it was written.
-    pub before_binding: bool,
 }
 
 impl Claimed {
@@ -823,9 +821,7 @@ pub async fn claim_due(
                          AS previous_sealed_secret,
                      ev.event_type, ev.payload,
                      ev.created_at AS event_created_at, ev.trace_parent, ev.payment_id,
-                     ev.payload_mac, ev.mac_key_id,
-                     pisgate_written_before(ev.created_at, 20261205000030)
-                         AS "before_binding!""#,
+                     ev.payload_mac, ev.mac_key_id"#,
         owner,
         millis(lease) as f64,
         limit,

@@ -431,16 +431,12 @@ async fn send(
         return failed(format!("the endpoint URL is not allowed: {why}"));
     }
     // Never sign and send a payload that is not the one written (edited in the database),
-    // nor one without its ledger MAC written after migration 20261205000030 (every event is
-    // written with one since; a missing MAC was removed, e.g. to forge an event). An event
-    // from before that migration has none and is sent as written (`ledger verify` counts it
-    // as unbound), also when a merchant replays it.
+    // nor one without its ledger MAC: every event is written with one, and those from before
+    // the binding were sealed at that upgrade (`ledger::seal`); a missing MAC was removed,
+    // e.g. to forge a `payment.paid` with a date from before, whatever its `created_at`.
     if let Some(keys) = crate::ledger::keys::installed() {
         let why = match (d.payload_mac.is_some(), d.payload_intact(&keys)) {
-            (false, _) if d.before_binding => None,
-            (false, _) => {
-                Some("the event has no ledger MAC, though written after events had one (removed)")
-            }
+            (false, _) => Some("the event has no ledger MAC (removed, or never sealed)"),
             (true, Some(true)) => None,
             (true, Some(false)) => {
                 Some("the event's payload does not match its ledger MAC (edited)")

@@ -68,7 +68,7 @@ async fn bound_payment() -> (TestApp, String, Uuid) {
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.unbound_payments, 0, "{report:?}");
     assert!(report.webhook_events_checked >= 1, "{report:?}");
-    assert_eq!(report.unbound_webhook_events, 0, "{report:?}");
+    assert_eq!(report.broken_webhook_events, 0, "{report:?}");
     (app, m.api_key, id)
 }
 
@@ -269,7 +269,6 @@ async fn ledger_verify_catches_a_webhook_event_whose_mac_was_removed() {
     .await;
     let report = verify(&app).await;
     assert!(!report.is_ok(), "{report:?}");
-    assert_eq!(report.unbound_webhook_events, 0, "{report:?}");
     assert!(report.broken_webhook_events >= 1, "{report:?}");
     let broken = report.first_broken_webhook_event.unwrap();
     assert!(broken.reason.contains("no ledger MAC"), "{broken}");
@@ -379,22 +378,28 @@ async fn ledger_verify_catches_a_payment_pointed_at_another_shoppers_token() {
     );
 }
 
-/// Payments and webhook events from before binding (no facts digest, no MAC) are counted,
-/// not failed, and their chains, statuses and bank ids are still checked.
+/// Payments from before binding (no facts digest) are counted, not failed, and their chains,
+/// statuses and bank ids are still checked. Webhook events have no such exemption: those
+/// from before their binding were sealed at that upgrade, so one without its MAC fails.
 #[tokio::test]
-async fn ledger_verify_counts_payments_and_webhook_events_written_before_binding() {
+async fn ledger_verify_counts_unbound_payments_and_fails_webhook_events_without_a_mac() {
     let (app, _, _) = bound_payment().await;
     let legacy = tamper::paid_payment(&app.pool).await;
-    sqlx::query("UPDATE webhook_events SET payload_mac = NULL, mac_key_id = NULL")
-        .execute(&app.pool)
-        .await
-        .unwrap();
     let report = verify(&app).await;
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.unbound_payments, 1, "{report:?}");
+    sqlx::query(
+        "UPDATE webhook_events SET payload_mac = NULL, mac_key_id = NULL,
+                created_at = '2020-01-01T00:00:00Z'",
+    )
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let report = verify(&app).await;
+    assert!(!report.is_ok(), "{report:?}");
     assert_eq!(
-        report.unbound_webhook_events, report.webhook_events_checked,
-        "{report:?}"
+        report.broken_webhook_events, report.webhook_events_checked,
+        "an old date exempts nothing: {report:?}"
     );
     // An unbound payment's bank id is still checked against its chain.
     as_insider(
@@ -639,28 +644,95 @@ async fn a_replayed_idempotency_answer_is_checked_against_its_ledger_mac() {
         "{scrape}"
     );
 
-    // A key first used before answers were bound (no MAC) replays as it always did.
-    let legacy = post("order-2").await;
-    assert_eq!(legacy.status(), 201);
-    let legacy: Value = legacy.json().await.unwrap();
+    // An answer whose MAC was removed and whose key was backdated to before answers were
+    // bound (an insider planting a phishing link for a merchant's retry) is refused too:
+    // answers from before the binding were sealed at that upgrade, so no date exempts one.
+    let planted = post("order-2").await;
+    assert_eq!(planted.status(), 201);
     sqlx::query(
-        "UPDATE idempotency_keys SET response_mac = NULL, response_mac_key_id = NULL,
-                created_at = (SELECT installed_on FROM _sqlx_migrations
-                              WHERE version = 20261206200000) - interval '1 hour'
-         WHERE merchant_id = $1 AND key = 'order-2'",
+        r#"UPDATE idempotency_keys
+           SET response_body = jsonb_set(response_body, '{authorization_url}', '"https://phish.example/pay"'),
+               response_mac = NULL, response_mac_key_id = NULL,
+               created_at = '2020-01-01T00:00:00Z'
+           WHERE merchant_id = $1 AND key = 'order-2'"#,
     )
     .bind(m.id)
     .execute(&app.pool)
     .await
     .unwrap();
     let r = post("order-2").await;
-    assert_eq!(r.status(), 201);
-    assert_eq!(r.json::<Value>().await.unwrap(), legacy);
-    assert_eq!(payments().await, 2);
+    assert_eq!(r.status(), 500);
+    assert!(!r.text().await.unwrap().contains("phish.example"));
+    assert_eq!(payments().await, 2, "never a third payment");
     let report = verify(&app).await;
     assert_eq!(report.idempotency_answers_checked, 2, "{report:?}");
-    assert_eq!(
-        report.broken_idempotency_answers, 1,
-        "only order-1: {report:?}"
-    );
+    assert_eq!(report.broken_idempotency_answers, 2, "{report:?}");
+}
+
+/// Upgrading a database from before webhook events and idempotency answers were bound: the
+/// process that applies those migrations seals the rows already written with the ledger key
+/// (the version before sent and replayed them without any), so they verify, are sent and are
+/// replayed as every later row, and no row needs an exemption by date.
+#[tokio::test]
+async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
+    use pisgate::ledger::seal::WEBHOOK_EVENTS_BOUND;
+    let url = crate::helpers::empty_database().await;
+    let old = sqlx::PgPool::connect(&url).await.unwrap();
+    let before = sqlx::migrate::Migrator {
+        migrations: std::borrow::Cow::Owned(
+            pisgate::ledger::MIGRATOR
+                .iter()
+                .filter(|m| m.version < WEBHOOK_EVENTS_BOUND)
+                .cloned()
+                .collect(),
+        ),
+        ignore_missing: false,
+        locking: true,
+        no_tx: false,
+    };
+    before.run(&old).await.unwrap();
+    let merchant = Uuid::now_v7();
+    sqlx::query("INSERT INTO merchants (id, name) VALUES ($1, 'Old shop')")
+        .bind(merchant)
+        .execute(&old)
+        .await
+        .unwrap();
+    sqlx::query(
+        r#"INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
+           VALUES ($1, $2, 'payment.paid', '{"type": "payment.paid", "data": {"amount": "10.50"}}', now())"#,
+    )
+    .bind(Uuid::now_v7())
+    .bind(merchant)
+    .execute(&old)
+    .await
+    .unwrap();
+    sqlx::query(
+        r#"INSERT INTO idempotency_keys (merchant_id, key, request_hash, response_status,
+                                         response_body, expires_at)
+           VALUES ($1, 'order-old', '\x00', 201, '{"id": "old"}', now() + interval '1 day')"#,
+    )
+    .bind(merchant)
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let app = crate::helpers::spawn_app_on(
+        &url,
+        &[("PISGATE__DATABASE__MIGRATE_ON_START", "true")],
+        |_| {},
+    )
+    .await;
+    let unsealed: i64 = sqlx::query_scalar(
+        "SELECT (SELECT count(*) FROM webhook_events WHERE payload_mac IS NULL)
+              + (SELECT count(*) FROM idempotency_keys WHERE response_mac IS NULL)",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(unsealed, 0);
+    let report = verify(&app).await;
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.webhook_events_checked, 1, "{report:?}");
+    assert_eq!(report.idempotency_answers_checked, 1, "{report:?}");
 }
