@@ -314,6 +314,17 @@ pub async fn append(
     .fetch_one(&mut *conn)
     .await?;
 
+    // A chain starts only with the payment's `created` event (written with the payment in
+    // one statement): never restart one under a payment whose events were wiped, or the key
+    // would sign whatever its rewritten row says from here on.
+    if last.seq.is_none() && event.kind != "created" {
+        tracing::error!(%payment_id, kind = %event.kind, "refusing to start a payment's ledger with anything but its created event: its events are gone");
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        return Err(sqlx::Error::Protocol(format!(
+            "payment {payment_id} has no ledger events: its chain cannot start with {:?}",
+            event.kind
+        )));
+    }
     let seq = last.seq.unwrap_or(0) + 1;
     let prev_hash = last.hash;
     let created_at = now_micros();

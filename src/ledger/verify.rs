@@ -48,8 +48,11 @@ pub enum BreakReason {
     Downgraded,
     /// The payment's head (`payments.ledger_seq`/`ledger_head`) is not the chain's last event.
     HeadMismatch { head_seq: i32, last_seq: i32 },
-    /// The payment has a head but no event at all.
+    /// The payment has no event at all (whatever its head says: every payment is written
+    /// with its `created` event).
     EventsMissing { head_seq: i32 },
+    /// The chain's first event is not the payment's `created` event: wiped and restarted.
+    NotStartedByCreation,
     /// The payment's status is not the one its ledger ends in.
     StatusMismatch {
         payment_status: String,
@@ -120,6 +123,9 @@ impl fmt::Display for BreakReason {
             BreakReason::EventsMissing { head_seq } => write!(
                 f,
                 "missing: the payment's head is seq {head_seq} but it has no events (all events deleted)"
+            ),
+            BreakReason::NotStartedByCreation => f.write_str(
+                "the chain does not start with the payment's created event (wiped and started again)",
             ),
             BreakReason::StatusMismatch {
                 payment_status,
@@ -506,6 +512,11 @@ impl<'k> Verifier<'k> {
             Some(BreakReason::Gap {
                 expected_seq: chain.expected_seq,
             })
+        } else if e.seq == 1 && row.kind != "created" {
+            // Every payment's chain is written with its `created` event in the statement
+            // that creates it; a chain starting otherwise was wiped and started again (by
+            // pisgate's next append, signed with the key), e.g. under a rewritten row.
+            Some(BreakReason::NotStartedByCreation)
         } else if stored_prev != chain.prev_hash.as_deref() {
             Some(BreakReason::PrevHashMismatch)
         } else {
@@ -704,12 +715,13 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
     }
     verifier.finish_chain();
 
-    // Payments whose head says they have events, with none left.
+    // Payments with no event at all: every payment is written with its `created` event, so
+    // none is legitimate, whatever its head says (an insider's row with `ledger_seq = 0`).
     let mut cursor = Uuid::nil();
     loop {
         let rows = sqlx::query!(
             r#"SELECT p.id, p.ledger_seq FROM payments p
-               WHERE p.ledger_seq > 0 AND p.id > $1
+               WHERE p.id > $1
                  AND NOT EXISTS (SELECT 1 FROM payment_events e WHERE e.payment_id = p.id)
                ORDER BY p.id
                LIMIT $2"#,
@@ -934,7 +946,8 @@ pub async fn verify_payment(
     let mut verifier = Verifier::new(keys);
     let events = list_raw(pool, payment_id).await?;
     if events.is_empty() {
-        if let Some(p) = payment.as_ref().filter(|p| p.seq > 0) {
+        // Every payment is written with its `created` event: none is legitimate.
+        if let Some(p) = payment.as_ref() {
             verifier.broken(
                 payment_id,
                 p.seq,
@@ -971,7 +984,12 @@ mod tests {
             let mut raw = RawEvent {
                 payment_id: self.id,
                 seq: self.rows.len() as i32 + 1,
-                kind: "callback".into(),
+                kind: if self.rows.is_empty() {
+                    "created"
+                } else {
+                    "callback"
+                }
+                .into(),
                 old_status: None,
                 new_status: status.map(str::to_owned),
                 bank_status: Some("Paid".into()),
@@ -1042,6 +1060,27 @@ mod tests {
         assert_eq!(
             (gap.seq, gap.reason),
             (3, BreakReason::Gap { expected_seq: 2 })
+        );
+
+        // A chain wiped and started again by a later append: its first event is not the
+        // payment's `created` one (even when its own hashes hold).
+        let mut restarted = Events {
+            keys: keys(),
+            id: Uuid::now_v7(),
+            rows: Vec::new(),
+        };
+        restarted.push(HASH_V2, Some("awaiting_authorization"));
+        restarted.rows[0].kind = "bank_chosen".into();
+        restarted.rows[0].hash = restarted.rows[0]
+            .canonical()
+            .hash_v2(&restarted.keys, "l1", None)
+            .unwrap()
+            .to_vec();
+        let only: Vec<&RawEvent> = restarted.rows.iter().collect();
+        let report = restarted.verify(&only, restarted.head("awaiting_authorization"));
+        assert_eq!(
+            report.first_broken.map(|b| (b.seq, b.reason)),
+            Some((1, BreakReason::NotStartedByCreation))
         );
 
         let mut relinked = e2.clone();

@@ -736,3 +736,39 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
     assert_eq!(report.webhook_events_checked, 1, "{report:?}");
     assert_eq!(report.idempotency_answers_checked, 1, "{report:?}");
 }
+
+/// An insider deletes a payment's whole chain and rewrites its row (here: paid), with the
+/// head at 0 as if it never had events. No payment is ever without its `created` event, so
+/// verify names it; and pisgate never starts a fresh chain under it, which its key would
+/// sign (the next step of a deferred payment, e.g. the shopper's bank choice, would
+/// otherwise go on to the bank with the rewritten creditor, on a chain that verifies).
+#[tokio::test]
+async fn a_payment_whose_chain_was_wiped_is_named_by_verify_and_never_signed_again() {
+    let (app, _, id) = bound_payment().await;
+    as_insider_all(
+        &app,
+        id,
+        &[
+            "DELETE FROM payment_events WHERE payment_id = $1",
+            "UPDATE payments SET ledger_seq = 0, ledger_head = NULL, status = 'paid',
+                                 bank_status = 'Paid' WHERE id = $1",
+        ],
+    )
+    .await;
+    let report = verify(&app).await;
+    assert!(!report.is_ok(), "{report:?}");
+    assert_eq!(
+        first_reason(&report, id),
+        BreakReason::EventsMissing { head_seq: 0 }
+    );
+    let mut tx = app.pool.begin().await.unwrap();
+    let refused = events::append(&mut tx, id, NewEvent::new("bank_chosen")).await;
+    assert!(refused.is_err(), "a fresh chain was started: {refused:?}");
+    tx.rollback().await.unwrap();
+    let left: i64 = sqlx::query_scalar("SELECT count(*) FROM payment_events WHERE payment_id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(left, 0);
+}

@@ -97,7 +97,7 @@ async fn ledger_append_returns_what_is_stored() {
         id,
         NewEvent {
             detail: json!({"b": 1e18, "a": [1.5, -0.0]}),
-            ..NewEvent::new("callback")
+            ..NewEvent::new("created")
         },
     )
     .await;
@@ -231,6 +231,8 @@ async fn ledger_verify_detects_a_relinked_or_restatused_event() {
 async fn ledger_concurrent_appends_to_one_payment_get_consecutive_seqs() {
     let pool = ledger_db().await;
     let id = insert_payment(&pool).await;
+    // Every chain starts with its payment's `created` event.
+    append(&pool, id, NewEvent::new("created")).await;
     let tasks: Vec<_> = (0..10)
         .map(|i| {
             let pool = pool.clone();
@@ -258,9 +260,9 @@ async fn ledger_concurrent_appends_to_one_payment_get_consecutive_seqs() {
         seqs.push(t.await.unwrap());
     }
     seqs.sort_unstable();
-    assert_eq!(seqs, (1..=10).collect::<Vec<_>>());
+    assert_eq!(seqs, (2..=11).collect::<Vec<_>>());
     let listed = events::list(&pool, id).await.unwrap();
-    let mut tasks_seen: Vec<i64> = listed
+    let mut tasks_seen: Vec<i64> = listed[1..]
         .iter()
         .map(|e| e.detail["task"].as_i64().unwrap())
         .collect();
@@ -268,7 +270,7 @@ async fn ledger_concurrent_appends_to_one_payment_get_consecutive_seqs() {
     assert_eq!(tasks_seen, (0..10).collect::<Vec<_>>());
     let report = events::verify_all(&pool, &keys()).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
-    assert_eq!(report.events_checked, 10);
+    assert_eq!(report.events_checked, 11);
 }
 
 #[tokio::test]
@@ -291,7 +293,7 @@ async fn ledger_jsonb_key_reordering_does_not_break_verification() {
         id,
         NewEvent {
             detail: detail.clone(),
-            ..NewEvent::new("callback")
+            ..NewEvent::new("created")
         },
     )
     .await;
