@@ -316,8 +316,22 @@ async fn a_flood_of_unknown_keys_holds_a_quarter_of_the_pool_at_most() {
     ])
     .await;
     let m = app.create_merchant("Shop").await;
-    // Cached, and its use recorded (that write would wait on the lock below too).
-    assert_eq!(app.get_as("/v1/payments", &m.api_key).await.status(), 200);
+    // Its use recorded (that write would wait on the lock below too), and its key served
+    // from the cache (which serves only once the replica's LISTEN session is up): a request
+    // that reads no key from the database.
+    let found = || async {
+        let scrape = app.metrics().await;
+        scrape
+            .lines()
+            .find_map(|l| l.strip_prefix(r#"pisgate_auth_lookups_total{outcome="found"} "#))
+            .map(|v| v.trim().to_owned())
+    };
+    crate::webhooks::eventually("the merchant's key to be served from the cache", || async {
+        let before = found().await;
+        assert_eq!(app.get_as("/v1/payments", &m.api_key).await.status(), 200);
+        (found().await == before).then_some(())
+    })
+    .await;
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let direct = app.settings.database.direct_url.as_ref();
