@@ -563,9 +563,19 @@ async fn finish(
     let Some(now) = current(state, p.id).await? else {
         return Ok(());
     };
-    let merchant_cancelled = now.cancel_requested_at.is_some()
+    let row_says_cancelled = now.cancel_requested_at.is_some()
         && payments::cancel_requested_by(&mut *state.pool.read_conn().await?, p.id).await?
             == Some(payments::CancelBy::Merchant);
+    // Deleting a signed payment at the bank only on the merchant's cancel its ledger recorded
+    // (an insider could set the row's columns).
+    let merchant_cancelled = row_says_cancelled
+        && payments::merchant_cancel_in_ledger(&mut *state.pool.read_conn().await?, p.id).await?;
+    if row_says_cancelled && !merchant_cancelled {
+        tracing::error!(
+            "the row says the merchant cancelled, its ledger does not: not deleting at the bank"
+        );
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+    }
     if merchant_cancelled && !now.status().is_final() && now.psu_key.is_some() {
         tracing::info!(
             "the shopper signed a payment the merchant cancelled; deleting it at the bank"

@@ -582,6 +582,39 @@ pub(crate) async fn link_matches_ledger(
             == Some(crate::ledger::binding::authorization_url_digest(Some(link)).as_str()))
 }
 
+/// Whether the payment's ledger records a merchant's cancel request: its last
+/// `cancel_requested` event says `by: merchant`, and that event's keyed hash holds. The row's
+/// `cancel_requested_at`/`_by` alone is not enough before pisgate deletes a signed payment at
+/// the bank or withholds its submission: an insider could set them.
+pub(crate) async fn merchant_cancel_in_ledger(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    let Some(raw) = sqlx::query_as!(
+        RawEvent,
+        r#"SELECT payment_id, seq, kind, old_status, new_status, bank_status, detail,
+                  created_at, prev_hash, hash, hash_version, key_id
+           FROM payment_events
+           WHERE payment_id = $1 AND kind = 'cancel_requested'
+           ORDER BY seq DESC LIMIT 1"#,
+        payment_id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(false);
+    };
+    let holds = match (raw.hash_version, raw.key_id.as_deref(), keys::installed()) {
+        (2, Some(key_id), Some(ring)) => raw
+            .canonical()
+            .hash_v2(&ring, key_id, raw.prev_hash.as_deref())
+            .is_some_and(|h| h[..] == raw.hash[..]),
+        _ => false,
+    };
+    // A request recorded before requests said whose is the merchant's (the only rule then).
+    Ok(holds && raw.detail["by"].as_str().unwrap_or("merchant") == "merchant")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -1304,6 +1304,8 @@ pub async fn request_cancel(
     Ok(Some(p))
 }
 
+pub(crate) use super::events::merchant_cancel_in_ledger;
+
 /// Who asked to cancel the payment, if anyone did. A request recorded before requests said
 /// whose is the merchant's (the only rule there was).
 pub async fn cancel_requested_by(

@@ -93,8 +93,10 @@ struct Locked {
     psu_key: Option<String>,
 }
 
+/// `merchant_cancel` holds only when the ledger recorded the merchant's cancel too: the row's
+/// columns alone (an insider could set them) never withhold a payment the shopper approved.
 async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked>, sqlx::Error> {
-    sqlx::query_as!(
+    let Some(mut row) = sqlx::query_as!(
         Locked,
         r#"SELECT status,
                   (cancel_requested_at IS NOT NULL
@@ -103,8 +105,17 @@ async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked>, sqlx:
            FROM payments WHERE id = $1 FOR UPDATE"#,
         id
     )
-    .fetch_optional(conn)
-    .await
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(None);
+    };
+    if row.merchant_cancel && !super::events::merchant_cancel_in_ledger(conn, id).await? {
+        tracing::error!(payment_id = %id, "the row says the merchant cancelled, its ledger does not: not withholding");
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        row.merchant_cancel = false;
+    }
+    Ok(Some(row))
 }
 
 fn is_final(status: &str) -> bool {

@@ -755,3 +755,35 @@ async fn op_is_not_offered_for_a_payment_it_cannot_carry_and_no_bank_that_can_is
         .unwrap();
     assert_eq!(made, 0, "nothing written");
 }
+
+/// An insider sets the row's cancel columns (`cancel_requested_at`/`_by = merchant`) on a
+/// payment the merchant never cancelled, hoping pisgate withholds what the shopper approves.
+/// Only the merchant's cancel the ledger recorded withholds: the approved payment is
+/// submitted and paid, and the mismatch is counted. (The same check guards deleting a
+/// signed payment at the bank after the shopper's return.)
+#[tokio::test]
+async fn op_a_cancel_set_in_the_row_but_not_in_the_ledger_withholds_nothing() {
+    let s = setup(&[]).await;
+    let p = s.pay("19.00").await;
+    let id = p["id"].as_str().unwrap();
+    let authorize = s.to_op(&p).await;
+    sqlx::query(
+        "UPDATE payments SET cancel_requested_at = now(), cancel_requested_by = 'merchant'
+         WHERE id = $1::uuid",
+    )
+    .bind(id)
+    .execute(&s.app.pool)
+    .await
+    .unwrap();
+    let back = s.at_op(&authorize, true).await;
+    let r = s.come_back(&back).await;
+    assert_eq!(r.status(), 303);
+    s.wait_for_status(id, "paid").await;
+    assert_eq!(s.at_bank(&p)["submissions"], 1, "submitted once");
+    assert!(s.event(id, "submission_withheld").await.is_none());
+    let scrape = s.app.metrics().await;
+    assert!(
+        scrape.contains("pisgate_ledger_binding_mismatches_total"),
+        "{scrape}"
+    );
+}

@@ -913,6 +913,35 @@ async fn a_hundred_concurrent_callbacks_on_a_pool_of_ten_all_redirect() {
 
 // 9 -------------------------------------------------------------------------------------
 
+/// An insider sets the row's cancel columns (merchant) while the shopper is at the bank;
+/// the shopper signs and comes back. Only a merchant's cancel the ledger recorded makes
+/// pisgate delete a signed payment at the bank: this one stays, and the shopper's signature
+/// is followed.
+#[tokio::test]
+async fn a_cancel_set_in_the_row_but_not_in_the_ledger_never_deletes_a_signed_payment() {
+    let app = app_with(&[], false, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "FI").await;
+    let action = reach_bank_page(&app, &url).await;
+    sqlx::query(
+        "UPDATE payments SET cancel_requested_at = now(), cancel_requested_by = 'merchant'
+         WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let callback = press(&app, &action, "psu-1", true).await;
+    let r = app.client.get(callback).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(
+        app.bank_payments_for(&id).iter().all(|b| b.exists_at_bank),
+        "deleted at the bank"
+    );
+    assert_eq!(app.bank_calls(Operation::Cancel), 0);
+    assert_ne!(status_of(&app, &id).await, "cancelled");
+}
+
 #[tokio::test]
 async fn cancelling_before_anyone_reached_the_bank_ends_cancelled_at_once() {
     let app = app_with(&[], false, |_| {}).await;
