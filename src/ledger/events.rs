@@ -570,16 +570,22 @@ pub(crate) async fn link_matches_ledger(
     else {
         return Ok(true);
     };
-    let holds = match (raw.hash_version, raw.key_id.as_deref(), keys::installed()) {
+    let holds = keyed_hash_holds(&raw);
+    Ok(holds
+        && raw.detail["authorization_url_sha256"].as_str()
+            == Some(crate::ledger::binding::authorization_url_digest(Some(link)).as_str()))
+}
+
+/// Whether one stored event's keyed (version 2) hash holds under the installed ring: what a
+/// decision read from a single event checks before it trusts that event.
+fn keyed_hash_holds(raw: &RawEvent) -> bool {
+    match (raw.hash_version, raw.key_id.as_deref(), keys::installed()) {
         (2, Some(key_id), Some(ring)) => raw
             .canonical()
             .hash_v2(&ring, key_id, raw.prev_hash.as_deref())
             .is_some_and(|h| h[..] == raw.hash[..]),
         _ => false,
-    };
-    Ok(holds
-        && raw.detail["authorization_url_sha256"].as_str()
-            == Some(crate::ledger::binding::authorization_url_digest(Some(link)).as_str()))
+    }
 }
 
 /// Whether the payment's ledger records a merchant's cancel request: its last
@@ -604,13 +610,7 @@ pub(crate) async fn merchant_cancel_in_ledger(
     else {
         return Ok(false);
     };
-    let holds = match (raw.hash_version, raw.key_id.as_deref(), keys::installed()) {
-        (2, Some(key_id), Some(ring)) => raw
-            .canonical()
-            .hash_v2(&ring, key_id, raw.prev_hash.as_deref())
-            .is_some_and(|h| h[..] == raw.hash[..]),
-        _ => false,
-    };
+    let holds = keyed_hash_holds(&raw);
     // A request recorded before requests said whose is the merchant's (the only rule then).
     Ok(holds && raw.detail["by"].as_str().unwrap_or("merchant") == "merchant")
 }
