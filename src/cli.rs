@@ -176,7 +176,13 @@ pub enum KeysCommand {
 pub enum LedgerCommand {
     /// Recompute every payment's chain, cross-check payments' heads and statuses and prove
     /// the ledger extends the last checkpoint; exits 1 naming the first problem.
-    Verify,
+    Verify {
+        /// A checkpoint the auditor recorded (`ledger checkpoint` prints it and logs it):
+        /// `ID` or `ID:MAC` (hex). It must still be there, with that MAC, and no older than
+        /// the newest one: deleting checkpoints (and with them what they proved) then fails.
+        #[arg(long, value_name = "ID[:MAC]")]
+        expect_checkpoint: Option<String>,
+    },
     /// Record a signed checkpoint of every payment's chain head (also written to the log).
     Checkpoint,
 }
@@ -626,14 +632,56 @@ fn read_operator_password(email: &str) -> anyhow::Result<String> {
     password::hash(given)
 }
 
+/// `ID` or `ID:MAC` (hex), as `ledger verify --expect-checkpoint` takes it.
+fn parse_expected_checkpoint(text: &str) -> anyhow::Result<(i64, Option<Vec<u8>>)> {
+    let (id, mac) = match text.split_once(':') {
+        Some((id, mac)) => (id, Some(mac)),
+        None => (text, None),
+    };
+    let id: i64 = id.trim().parse().map_err(|_| {
+        anyhow::anyhow!("--expect-checkpoint: {id:?} is not a checkpoint id (ID or ID:MAC)")
+    })?;
+    let mac = mac
+        .map(|m| hex::decode(m.trim()))
+        .transpose()
+        .map_err(|_| anyhow::anyhow!("--expect-checkpoint: the MAC is not hex (ID:MAC)"))?;
+    Ok((id, mac))
+}
+
 async fn ledger_command(
     pool: &crate::ledger::Db,
     keys: &ledger::keys::LedgerKeys,
     command: LedgerCommand,
 ) -> anyhow::Result<()> {
     match command {
-        LedgerCommand::Verify => {
+        LedgerCommand::Verify { expect_checkpoint } => {
+            let expected = expect_checkpoint
+                .as_deref()
+                .map(parse_expected_checkpoint)
+                .transpose()?;
             let report = ledger::verify::verify_all(pool, keys).await?;
+            if let Some((id, mac)) = &expected {
+                let pinned: Option<Vec<u8>> =
+                    sqlx::query_scalar("SELECT mac FROM ledger_checkpoints WHERE id = $1")
+                        .bind(id)
+                        .fetch_optional(pool)
+                        .await?;
+                match (pinned, report.checkpoint) {
+                    (None, _) => anyhow::bail!(
+                        "the ledger is broken: checkpoint {id}, which you expect, is gone (checkpoints deleted)"
+                    ),
+                    (Some(stored), _) if mac.as_ref().is_some_and(|m| *m != stored) => {
+                        anyhow::bail!(
+                            "the ledger is broken: checkpoint {id} is not the one you recorded (its MAC differs: replaced)"
+                        )
+                    }
+                    (Some(_), newest) if newest.is_none_or(|n| n < *id) => anyhow::bail!(
+                        "the ledger is broken: the newest checkpoint verified is {}, older than checkpoint {id} you expect (checkpoints deleted)",
+                        newest.map_or("none".to_owned(), |n| n.to_string())
+                    ),
+                    _ => {}
+                }
+            }
             if let Some(broken) = &report.first_broken {
                 anyhow::bail!(
                     "the ledger is broken: {} payment(s) affected; first problem: {broken}",

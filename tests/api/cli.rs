@@ -879,3 +879,67 @@ async fn check_without_nordea_skips_its_lines_and_reads_the_other_bank() {
     assert_eq!(word, "ok", "{r}");
     assert!(detail.starts_with("second (nordea)"), "{detail}");
 }
+
+/// An insider deletes the newest checkpoint (and with it what it proved): a plain `ledger
+/// verify` then checks against the one before and passes. An auditor who recorded the
+/// checkpoint `ledger checkpoint` printed pins it (`--expect-checkpoint ID:MAC`): verify
+/// fails naming it, and also for a checkpoint that is there with another MAC.
+#[tokio::test]
+async fn ledger_verify_with_an_expected_checkpoint_catches_deleted_checkpoints() {
+    crate::helpers::install_ledger_key();
+    let url = fresh_database().await;
+    let pool = Db::from(sqlx::PgPool::connect(&url).await.unwrap());
+    crate::tamper::paid_payment(&pool).await;
+    let mut printed = Vec::new();
+    for _ in 0..2 {
+        let out = ledger(&url, "checkpoint");
+        assert!(out.status.success(), "{}", stderr(&out));
+        let c: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+        printed.push(format!("{}:{}", c["id"], c["mac"].as_str().unwrap()));
+    }
+    let verify = |pin: &str| {
+        pisgate()
+            .args(["ledger", "verify", "--expect-checkpoint", pin])
+            .env("PISGATE__DATABASE__URL", &url)
+            .output()
+            .unwrap()
+    };
+    assert!(verify(&printed[1]).status.success());
+    assert!(verify("2").status.success());
+
+    let mut tx = pool.begin().await.unwrap();
+    for sql in [
+        "ALTER TABLE ledger_checkpoints DISABLE TRIGGER USER",
+        "ALTER TABLE ledger_checkpoint_heads DISABLE TRIGGER USER",
+        "DELETE FROM ledger_checkpoint_heads WHERE checkpoint_id = 2",
+        "DELETE FROM ledger_checkpoints WHERE id = 2",
+        "ALTER TABLE ledger_checkpoints ENABLE TRIGGER USER",
+        "ALTER TABLE ledger_checkpoint_heads ENABLE TRIGGER USER",
+    ] {
+        sqlx::query(sql).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+    assert!(
+        ledger(&url, "verify").status.success(),
+        "unpinned, it passes"
+    );
+    let gone = verify(&printed[1]);
+    assert_eq!(gone.status.code(), Some(1));
+    assert!(stderr(&gone).contains("checkpoint 2"), "{}", stderr(&gone));
+    assert!(stderr(&gone).contains("gone"), "{}", stderr(&gone));
+    let replaced = verify(&format!("1:{}", "00".repeat(32)));
+    assert_eq!(replaced.status.code(), Some(1));
+    assert!(
+        stderr(&replaced).contains("MAC differs"),
+        "{}",
+        stderr(&replaced)
+    );
+    assert!(verify(&printed[0]).status.success());
+    let bad = verify("two");
+    assert_ne!(bad.status.code(), Some(0));
+    assert!(
+        stderr(&bad).contains("--expect-checkpoint"),
+        "{}",
+        stderr(&bad)
+    );
+}
