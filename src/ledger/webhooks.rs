@@ -725,7 +725,7 @@ pub struct Claimed {
 
 impl Claimed {
     /// Whether the payload is the one written (its MAC verifies under `keys`); `None` when
-    /// the event predates payload MACs or its key is not in the ring.
+    /// the event has no MAC (removed, or never sealed) or its key is not in the ring.
     pub fn payload_intact(&self, keys: &keys::LedgerKeys) -> Option<bool> {
         let (mac, key_id) = (self.payload_mac.as_ref()?, self.mac_key_id.as_deref()?);
         let facts = WebhookEventFacts {
