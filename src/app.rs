@@ -90,6 +90,9 @@ impl Application {
                     tracing::info!(
                         webhook_events = sealed.webhook_events,
                         idempotency_answers = sealed.idempotency_answers,
+                        bank_links = sealed.bank_links,
+                        webhook_endpoints = sealed.webhook_endpoints,
+                        api_keys = sealed.api_keys,
                         "sealed the rows written before they were bound to the ledger key"
                     );
                 }

@@ -492,12 +492,16 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             .await
                             .context("sealing the rows written before binding failed")?;
                         eprintln!(
-                            "sealed with the ledger key: {} webhook event(s), {} idempotency answer(s) written before binding",
-                            sealed.webhook_events, sealed.idempotency_answers
+                            "sealed with the ledger key: {} webhook event(s), {} idempotency answer(s), {} payment(s)' bank links, {} webhook endpoint(s), {} API key(s) written before binding",
+                            sealed.webhook_events,
+                            sealed.idempotency_answers,
+                            sealed.bank_links,
+                            sealed.webhook_endpoints,
+                            sealed.api_keys
                         );
                     }
                     Err(_) => eprintln!(
-                        "warning: no ledger key (PISGATE__LEDGER__KEY): webhook events and idempotency answers written before this upgrade were not sealed; they will not be sent or replayed and `ledger verify` reports them. Run the upgrade's migrations with the ledger key (or `pisgate serve --migrate`)."
+                        "warning: no ledger key (PISGATE__LEDGER__KEY): webhook events, idempotency answers, payments' bank links, webhook endpoints' URLs and API keys written before this upgrade were not sealed; they will not be sent, replayed, followed or accepted and `ledger verify` reports them. Run the upgrade's migrations with the ledger key (or `pisgate serve --migrate`)."
                     ),
                 }
             }
@@ -591,6 +595,13 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 payee_account(account_type, account)?;
             }
             let mut settings = ToolSettings::load_from(&sources)?;
+            if matches!(
+                command,
+                MerchantCommand::Create { .. } | MerchantCommand::RotateKey { .. }
+            ) {
+                // A new API key's row is sealed with the ledger key.
+                ledger::keys::install(app::ledger_keys(&settings.ledger)?);
+            }
             ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
             merchant_command(&pool, command).await
@@ -701,6 +712,18 @@ async fn ledger_command(
                 anyhow::bail!(
                     "the ledger is broken: {} idempotency answer(s) affected; first problem: {broken}",
                     report.broken_idempotency_answers
+                );
+            }
+            if let Some(broken) = &report.first_broken_webhook_endpoint {
+                anyhow::bail!(
+                    "the ledger is broken: {} webhook endpoint(s) affected; first problem: {broken}",
+                    report.broken_webhook_endpoints
+                );
+            }
+            if let Some(broken) = &report.first_broken_api_key {
+                anyhow::bail!(
+                    "the ledger is broken: {} API key(s) affected; first problem: {broken}",
+                    report.broken_api_keys
                 );
             }
             let checkpoint = match report.checkpoint {

@@ -283,13 +283,20 @@ async fn begin(
     psu_id: Option<String>,
     psu: Option<PsuContext>,
 ) -> anyhow::Result<Response> {
+    // Before the claim: a payment whose bank links fail their ledger MAC holds no claim that
+    // would keep the next try waiting once an operator has put them right.
+    let Some(bank_ref) = p.bank_ref() else {
+        return Ok(closed(state, Closed::NotReady, lang, Some(p)));
+    };
     let (oauth_state, hash) = new_state();
     let mut tx = state.pool.begin().await?;
     let claim = sca::claim_start(&mut tx, p.id, START_LEASE, &hash).await?;
     tx.commit().await?;
     match claim {
         None => Ok(closed(state, Closed::Unknown, lang, None)),
-        Some(Claim::Claimed) => call_bank(state, p, lang, oauth_state, psu_id, psu).await,
+        Some(Claim::Claimed) => {
+            call_bank(state, p, &bank_ref, lang, oauth_state, psu_id, psu).await
+        }
         Some(Claim::Busy) => follow(state, p, lang).await,
         Some(Claim::Started) => after_start(state, p.id, lang).await,
         Some(Claim::Not(Hop::ToBank(link))) => Ok(see_other(link)),
@@ -330,14 +337,12 @@ async fn after_start(state: &AppState, id: Uuid, lang: Language) -> anyhow::Resu
 async fn call_bank(
     state: &AppState,
     p: &PaymentRecord,
+    bank_ref: &crate::bank::BankRef,
     lang: Language,
     oauth_state: String,
     psu_id: Option<String>,
     psu: Option<PsuContext>,
 ) -> anyhow::Result<Response> {
-    let Some(bank_ref) = p.bank_ref() else {
-        return Ok(closed(state, Closed::NotReady, lang, Some(p)));
-    };
     let request = AuthorisationRequest {
         authentication: Authentication {
             state: oauth_state,
@@ -352,7 +357,7 @@ async fn call_bank(
     let answer = state
         .banks
         .client(&p.bank)
-        .start_authorisation(&bank_ref, &request, psu.as_ref())
+        .start_authorisation(bank_ref, &request, psu.as_ref())
         .await;
     let auth = match answer {
         Ok(auth) => auth,

@@ -11,8 +11,9 @@
 //!     creditors use is per-creditor configuration and not checked.
 //!   - FI: the Finnish national reference (viitenumero), 4 to 20 digits, check digit with
 //!     weights 7,3,1 from the right. Unverified: whether Nordea's single-SCA SEPA endpoint
-//!     expects it under `OCR` (its v4 swagger mentions "RF or Invoice for FI"); the bank's
-//!     answer decides.
+//!     expects it under `OCR` (no stored Nordea swagger says: `pis-v4.json` gives the
+//!     reference's type only as "e.g. RF", and the single-SCA swagger has no `reference`);
+//!     the bank's answer decides.
 //! - `RF` (ISO 11649 creditor reference): `RF`, two check digits, 1 to 21 letters or digits,
 //!   mod 97. Allowed for FI (SEPA) only: nothing we have says Nordea takes RF in the
 //!   domestic DK, SE or NO flows.

@@ -42,10 +42,24 @@ pub async fn insert_key(
 ) -> Result<(ApiKey, SecretString), sqlx::Error> {
     let key = NewApiKey::generate();
     let hash = key.hash();
+    // The row's ledger MAC: a key row added in SQL (no ledger key) authenticates nobody.
+    let ring = crate::ledger::keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration(
+            "making an API key needs the ledger key (PISGATE__LEDGER__KEY_FILE): it seals the key's row"
+                .into(),
+        )
+    })?;
+    let mac_key_id = ring.current_id().to_owned();
+    let mac =
+        crate::ledger::binding::api_key_mac(&ring, &mac_key_id, key.key_id(), merchant_id, &hash)
+            .ok_or_else(|| {
+            sqlx::Error::Configuration("the ledger ring lacks its current key".into())
+        })?;
     let row = sqlx::query_as!(
         ApiKey,
-        r#"INSERT INTO api_keys (key_id, merchant_id, key_hash, name, expires_at)
-           VALUES ($1, $2, $3, $4, $5)
+        r#"INSERT INTO api_keys (key_id, merchant_id, key_hash, name, expires_at, key_mac,
+                                 key_mac_key_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7)
            RETURNING key_id, name, created_at, expires_at, last_used_at,
                      rotated_away_at IS NOT NULL AS "in_grace!""#,
         key.key_id(),
@@ -53,6 +67,8 @@ pub async fn insert_key(
         &hash[..],
         name,
         expires_at,
+        &mac[..],
+        mac_key_id,
     )
     .fetch_one(conn)
     .await?;

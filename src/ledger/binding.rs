@@ -23,6 +23,22 @@
 //!   key[response_mac_key_id], [`idempotency_answer_mac_input`]): the merchant, the key, the
 //!   status and the canonical JSON of the answer, checked before each replay.
 //!
+//! * A payment's non-empty `bank_links` (the links a Berlin Group bank handed out, which
+//!   pisgate follows for the shopper and for the bank's word) carry `bank_links_mac` =
+//!   HMAC-SHA256(ledger key[bank_links_mac_key_id], [`bank_links_mac_input`]): the payment,
+//!   its bank payment id and the canonical links, checked before every use
+//!   ([`bank_links_problem`]): an authorisation server or status link edited in SQL is never
+//!   followed.
+//!
+//! * Every webhook endpoint carries `url_mac` = HMAC-SHA256(ledger key[url_mac_key_id],
+//!   [`endpoint_url_mac_input`]): the endpoint, its merchant and its URL, checked before each
+//!   delivery is signed and sent ([`endpoint_url_problem`]): an endpoint pointed elsewhere in
+//!   SQL does not receive events signed with the merchant's secret.
+//!
+//! * Every API key carries `key_mac` = HMAC-SHA256(ledger key[key_mac_key_id],
+//!   [`api_key_mac_input`]): its public id, its merchant and the hash of its secret, checked
+//!   when a key authenticates ([`api_key_problem`]): a key row added in SQL opens nothing.
+//!
 //! The digests are SHA-256, unkeyed: they sit inside a keyed chain. This module computes;
 //! it never reads or writes the database and never sees a secret other than the ring.
 
@@ -37,6 +53,9 @@ use uuid::Uuid;
 const FACTS_VERSION: i64 = 1;
 const WEBHOOK_TAG: &str = "pisgate/webhook_event/v1";
 const IDEMPOTENCY_TAG: &str = "pisgate/idempotency_answer/v1";
+const BANK_LINKS_TAG: &str = "pisgate/bank_links/v1";
+const ENDPOINT_URL_TAG: &str = "pisgate/webhook_endpoint_url/v1";
+const API_KEY_TAG: &str = "pisgate/api_key/v1";
 
 /// The facts of a payment that never change after creation.
 #[derive(Debug, Clone, Copy)]
@@ -126,6 +145,228 @@ pub fn idempotency_answer_mac(
             body,
         )],
     )
+}
+
+/// `str(tag) || str(key_id) || payment_id || str(bank payment id) || str(canonical JSON of
+/// the links)`, with the encodings of [`crate::ledger::events`].
+pub fn bank_links_mac_input(
+    key_id: &str,
+    payment_id: Uuid,
+    bank_payment_id: &str,
+    links: &Value,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(512);
+    put_str(&mut out, BANK_LINKS_TAG);
+    put_str(&mut out, key_id);
+    out.extend_from_slice(payment_id.as_bytes());
+    put_str(&mut out, bank_payment_id);
+    put_str(&mut out, &canonical_json(links));
+    out
+}
+
+/// The MAC of a payment's bank links under `key_id`, or `None` when the ring has no such key.
+pub fn bank_links_mac(
+    keys: &LedgerKeys,
+    key_id: &str,
+    payment_id: Uuid,
+    bank_payment_id: &str,
+    links: &Value,
+) -> Option<[u8; 32]> {
+    keys.mac(
+        key_id,
+        &[&bank_links_mac_input(
+            key_id,
+            payment_id,
+            bank_payment_id,
+            links,
+        )],
+    )
+}
+
+/// Whether `links` carry no link at all (`{}`, or not an object): nothing to follow, no MAC.
+pub fn no_bank_links(links: &Value) -> bool {
+    links.as_object().is_none_or(|m| m.is_empty())
+}
+
+/// Why a payment's stored bank links may not be followed, or `None` when they may: empty
+/// links need no MAC; others need the MAC of exactly this payment, bank payment id and links
+/// under a key of the ring.
+pub fn bank_links_problem(
+    keys: Option<&LedgerKeys>,
+    payment_id: Uuid,
+    bank_payment_id: Option<&str>,
+    links: &Value,
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> Option<&'static str> {
+    if no_bank_links(links) {
+        return None;
+    }
+    stored_mac_problem(keys, mac, key_id, |keys, key_id| {
+        bank_links_mac(
+            keys,
+            key_id,
+            payment_id,
+            bank_payment_id.unwrap_or(""),
+            links,
+        )
+    })
+    .map(|p| match p {
+        MacProblem::Missing => "the links have no ledger MAC (added, or never sealed)",
+        MacProblem::NoRing => "no ledger key is installed to check the links' MAC",
+        MacProblem::Edited => "the links or the bank payment id are not what was written (edited)",
+        MacProblem::UnknownKey => {
+            "the links' MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)"
+        }
+    })
+}
+
+/// `str(tag) || str(key_id) || endpoint_id || merchant_id || str(url)`, with the encodings
+/// of [`crate::ledger::events`].
+pub fn endpoint_url_mac_input(
+    key_id: &str,
+    endpoint_id: Uuid,
+    merchant_id: Uuid,
+    url: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    put_str(&mut out, ENDPOINT_URL_TAG);
+    put_str(&mut out, key_id);
+    out.extend_from_slice(endpoint_id.as_bytes());
+    out.extend_from_slice(merchant_id.as_bytes());
+    put_str(&mut out, url);
+    out
+}
+
+/// The MAC of a webhook endpoint's URL under `key_id`, or `None` when the ring has no such key.
+pub fn endpoint_url_mac(
+    keys: &LedgerKeys,
+    key_id: &str,
+    endpoint_id: Uuid,
+    merchant_id: Uuid,
+    url: &str,
+) -> Option<[u8; 32]> {
+    keys.mac(
+        key_id,
+        &[&endpoint_url_mac_input(
+            key_id,
+            endpoint_id,
+            merchant_id,
+            url,
+        )],
+    )
+}
+
+/// Why events may not be sent to a webhook endpoint's stored URL, or `None` when they may:
+/// the URL must carry the MAC of exactly this endpoint, merchant and URL under a key of the
+/// ring.
+pub fn endpoint_url_problem(
+    keys: Option<&LedgerKeys>,
+    endpoint_id: Uuid,
+    merchant_id: Uuid,
+    url: &str,
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> Option<&'static str> {
+    stored_mac_problem(keys, mac, key_id, |keys, key_id| endpoint_url_mac(keys, key_id, endpoint_id, merchant_id, url))
+        .map(|p| match p {
+            MacProblem::Missing => "the endpoint's URL has no ledger MAC (removed, or never sealed)",
+            MacProblem::NoRing => "no ledger key is installed to check the endpoint URL's MAC",
+            MacProblem::Edited => "the endpoint's URL or merchant is not what was written (edited)",
+            MacProblem::UnknownKey => "the endpoint URL's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
+        })
+}
+
+/// `str(tag) || str(key_id) || str(API key id) || merchant_id || str(hex of the secret's
+/// hash)`, with the encodings of [`crate::ledger::events`].
+pub fn api_key_mac_input(
+    key_id: &str,
+    api_key_id: &str,
+    merchant_id: Uuid,
+    key_hash: &[u8],
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(192);
+    put_str(&mut out, API_KEY_TAG);
+    put_str(&mut out, key_id);
+    put_str(&mut out, api_key_id);
+    out.extend_from_slice(merchant_id.as_bytes());
+    put_str(&mut out, &hex::encode(key_hash));
+    out
+}
+
+/// The MAC of an API key's row under `key_id`, or `None` when the ring has no such key.
+pub fn api_key_mac(
+    keys: &LedgerKeys,
+    key_id: &str,
+    api_key_id: &str,
+    merchant_id: Uuid,
+    key_hash: &[u8],
+) -> Option<[u8; 32]> {
+    keys.mac(
+        key_id,
+        &[&api_key_mac_input(
+            key_id,
+            api_key_id,
+            merchant_id,
+            key_hash,
+        )],
+    )
+}
+
+/// Why an API key's row may not authenticate anyone, or `None` when it may: it must carry the
+/// MAC of exactly this key id, merchant and secret hash under a key of the ring.
+pub fn api_key_problem(
+    keys: Option<&LedgerKeys>,
+    api_key_id: &str,
+    merchant_id: Uuid,
+    key_hash: &[u8],
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> Option<&'static str> {
+    stored_mac_problem(keys, mac, key_id, |keys, key_id| {
+        api_key_mac(keys, key_id, api_key_id, merchant_id, key_hash)
+    })
+    .map(|p| match p {
+        MacProblem::Missing => "the API key has no ledger MAC (added, or never sealed)",
+        MacProblem::NoRing => "no ledger key is installed to check the API key's MAC",
+        MacProblem::Edited => "the API key's merchant or secret is not what was written (edited)",
+        MacProblem::UnknownKey => {
+            "the API key's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)"
+        }
+    })
+}
+
+/// Why a row's stored ledger MAC does not vouch for it.
+enum MacProblem {
+    /// No MAC or no key id stored.
+    Missing,
+    /// This process has no ring to check it with.
+    NoRing,
+    /// The MAC is not the one of the row's content.
+    Edited,
+    /// The ring lacks the key it was made with.
+    UnknownKey,
+}
+
+/// The one rule of a stored MAC: present with its key id, under a key of the ring, and
+/// equal (in constant time) to `expected`, computed from the row's content under that key.
+fn stored_mac_problem(
+    keys: Option<&LedgerKeys>,
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+    expected: impl FnOnce(&LedgerKeys, &str) -> Option<[u8; 32]>,
+) -> Option<MacProblem> {
+    let (Some(mac), Some(key_id)) = (mac, key_id) else {
+        return Some(MacProblem::Missing);
+    };
+    let Some(keys) = keys else {
+        return Some(MacProblem::NoRing);
+    };
+    match expected(keys, key_id) {
+        None => Some(MacProblem::UnknownKey),
+        Some(e) if aws_lc_rs::constant_time::verify_slices_are_equal(&e, mac).is_ok() => None,
+        Some(_) => Some(MacProblem::Edited),
+    }
 }
 
 /// The hex SHA-256 of a shopper key (the key names a shopper; the digest does not).
@@ -219,5 +460,86 @@ mod tests {
         let mut f = facts(&request);
         f.psu_id = None;
         assert_ne!(facts_digest(&f), base);
+    }
+
+    #[test]
+    fn a_stored_mac_vouches_only_for_the_row_it_was_made_for_under_a_key_of_the_ring() {
+        let ring = LedgerKeys::new(
+            "l1",
+            &secrecy::SecretString::from(LedgerKeys::generate_key_base64()),
+        )
+        .unwrap();
+        let (endpoint, merchant) = (Uuid::from_u128(1), Uuid::from_u128(2));
+        let url = "https://shop.example/hooks";
+        let mac = endpoint_url_mac(&ring, "l1", endpoint, merchant, url).unwrap();
+        let problem = |keys: Option<&LedgerKeys>,
+                       url: &str,
+                       merchant: Uuid,
+                       mac: Option<&[u8]>,
+                       key: Option<&str>| {
+            endpoint_url_problem(keys, endpoint, merchant, url, mac, key)
+        };
+        assert_eq!(
+            problem(Some(&ring), url, merchant, Some(&mac), Some("l1")),
+            None
+        );
+        assert!(
+            problem(
+                Some(&ring),
+                "https://evil.example/hooks",
+                merchant,
+                Some(&mac),
+                Some("l1")
+            )
+            .is_some_and(|w| w.contains("edited"))
+        );
+        assert!(
+            problem(Some(&ring), url, Uuid::from_u128(3), Some(&mac), Some("l1"))
+                .is_some_and(|w| w.contains("edited"))
+        );
+        assert!(
+            problem(Some(&ring), url, merchant, None, None)
+                .is_some_and(|w| w.contains("no ledger MAC"))
+        );
+        assert!(
+            problem(Some(&ring), url, merchant, Some(&mac), Some("l0"))
+                .is_some_and(|w| w.contains("not in the ledger key ring"))
+        );
+        assert!(
+            problem(None, url, merchant, Some(&mac), Some("l1"))
+                .is_some_and(|w| w.contains("no ledger key"))
+        );
+        assert!(problem(Some(&ring), url, merchant, Some(&mac[..31]), Some("l1")).is_some());
+        // Empty bank links need none; any link needs one.
+        let payment = Uuid::from_u128(4);
+        assert_eq!(
+            bank_links_problem(Some(&ring), payment, Some("b1"), &json!({}), None, None),
+            None
+        );
+        let links = json!({"status": "/v1/payments/sepa-credit-transfers/b1/status"});
+        assert!(bank_links_problem(Some(&ring), payment, Some("b1"), &links, None, None).is_some());
+        let mac = bank_links_mac(&ring, "l1", payment, "b1", &links).unwrap();
+        assert_eq!(
+            bank_links_problem(
+                Some(&ring),
+                payment,
+                Some("b1"),
+                &links,
+                Some(&mac),
+                Some("l1")
+            ),
+            None
+        );
+        assert!(
+            bank_links_problem(
+                Some(&ring),
+                payment,
+                Some("b2"),
+                &links,
+                Some(&mac),
+                Some("l1")
+            )
+            .is_some()
+        );
     }
 }

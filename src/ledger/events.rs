@@ -576,6 +576,18 @@ pub(crate) async fn link_matches_ledger(
             == Some(crate::ledger::binding::authorization_url_digest(Some(link)).as_str()))
 }
 
+/// Whether the payment's ledger recorded the bank's answer to an attempt (an `initiated`
+/// event): what the poller asks before it expires a payment whose row says none was.
+pub(crate) async fn initiation_recorded(pool: &Db, payment_id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM payment_events
+                          WHERE payment_id = $1 AND kind = 'initiated') AS "recorded!""#,
+        payment_id
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// Whether one stored event's keyed (version 2) hash holds under the installed ring: what a
 /// decision read from a single event checks before it trusts that event.
 fn keyed_hash_holds(raw: &RawEvent) -> bool {

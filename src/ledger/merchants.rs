@@ -357,7 +357,8 @@ pub async fn authenticate_key(
     // An expired key (rotated away, past its grace period) is as good as unknown.
     let row = sqlx::query!(
         r#"SELECT m.id, m.name, m.status, m.return_origins, m.created_at, m.disabled_at,
-                  k.key_hash AS api_key_hash, k.expires_at,
+                  k.key_hash AS api_key_hash, k.expires_at, k.merchant_id AS key_merchant_id,
+                  k.key_mac, k.key_mac_key_id,
                   (k.rotated_away_at IS NOT NULL) AS "in_grace!"
            FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
            WHERE k.key_id = $1 AND k.revoked_at IS NULL
@@ -371,6 +372,26 @@ pub async fn authenticate_key(
     };
     let presented_hash: [u8; 32] = Sha256::digest(secret.as_bytes()).into();
     if !bool::from(presented_hash.ct_eq(row.api_key_hash.as_slice())) {
+        return Ok(None);
+    }
+    // The row must be one pisgate wrote: a key added (or moved to another merchant) in SQL
+    // fails its ledger MAC and opens nothing.
+    let ring = crate::ledger::keys::installed();
+    if let Some(why) = crate::ledger::binding::api_key_problem(
+        ring.as_deref(),
+        key_id,
+        row.key_merchant_id,
+        &row.api_key_hash,
+        row.key_mac.as_deref(),
+        row.key_mac_key_id.as_deref(),
+    ) {
+        tracing::error!(
+            key_id,
+            merchant_id = %row.key_merchant_id,
+            why,
+            "an API key fails its ledger MAC and is refused: run `pisgate ledger verify`"
+        );
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
         return Ok(None);
     }
     Ok(Some(VerifiedKey {

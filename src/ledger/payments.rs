@@ -43,6 +43,9 @@ pub struct PaymentRecord {
     pub authorization_url: Option<String>,
     /// The links the bank gave (Berlin Group `_links`), `{}` for Nordea.
     pub bank_links: serde_json::Value,
+    /// The links' ledger MAC and its key ([`binding::bank_links_mac`]); none for `{}`.
+    pub bank_links_mac: Option<Vec<u8>>,
+    pub bank_links_mac_key_id: Option<String>,
     pub amount_minor: i64,
     pub currency: String,
     pub country: String,
@@ -94,17 +97,76 @@ pub struct PaymentRecord {
 /// `created` event binds).
 pub const NO_BANK_YET: &str = "";
 
+/// A payment's reference at its bank from its stored columns: `None` before the bank's
+/// answer is recorded, and `None` (logged as an error, counted in
+/// `pisgate_ledger_binding_mismatches_total`) when its links fail their ledger MAC: links
+/// edited in SQL (an authorisation server of the editor's, another payment's status link)
+/// are never followed, and nothing is sent to the bank for the payment until an operator
+/// has looked (`pisgate ledger verify` names it). Callers that decide from a missing
+/// reference that nothing was ever made at the bank check `bank_payment_id` first.
+pub(crate) fn stored_bank_ref(
+    payment_id: Uuid,
+    bank_payment_id: Option<&str>,
+    links: &serde_json::Value,
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> Option<crate::bank::BankRef> {
+    let id = bank_payment_id.and_then(crate::bank::BankPaymentId::parse)?;
+    let ring = crate::ledger::keys::installed();
+    if let Some(why) = binding::bank_links_problem(
+        ring.as_deref(),
+        payment_id,
+        bank_payment_id,
+        links,
+        mac,
+        key_id,
+    ) {
+        tracing::error!(
+            %payment_id,
+            why,
+            "the payment's bank links fail their ledger MAC; nothing is sent to the bank for it: run `pisgate ledger verify`"
+        );
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        return None;
+    }
+    Some(crate::bank::BankRef {
+        id,
+        links: crate::bank::BankLinks::from_json(links),
+    })
+}
+
+/// The ledger MAC of a payment's bank links under the installed ring's current key, as
+/// stored beside them (`bank_links_mac`, `bank_links_mac_key_id`); none for empty links.
+pub(crate) fn seal_bank_links(
+    payment_id: Uuid,
+    bank_payment_id: &str,
+    links: &serde_json::Value,
+) -> Result<(Option<Vec<u8>>, Option<String>), sqlx::Error> {
+    if binding::no_bank_links(links) {
+        return Ok((None, None));
+    }
+    let ring = crate::ledger::keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration("no ledger key is installed (ledger::keys::install)".into())
+    })?;
+    let key_id = ring.current_id().to_owned();
+    let mac = binding::bank_links_mac(&ring, &key_id, payment_id, bank_payment_id, links)
+        .ok_or_else(|| {
+            sqlx::Error::Configuration("the ledger ring lacks its current key".into())
+        })?;
+    Ok((Some(mac.to_vec()), Some(key_id)))
+}
+
 impl PaymentRecord {
-    /// The payment as its bank knows it (id and links), once initiated.
+    /// The payment as its bank knows it (id and links), once initiated and only while its
+    /// links hold their ledger MAC ([`stored_bank_ref`]).
     pub fn bank_ref(&self) -> Option<crate::bank::BankRef> {
-        let id = self
-            .bank_payment_id
-            .as_deref()
-            .and_then(crate::bank::BankPaymentId::parse)?;
-        Some(crate::bank::BankRef {
-            id,
-            links: crate::bank::BankLinks::from_json(&self.bank_links),
-        })
+        stored_bank_ref(
+            self.id,
+            self.bank_payment_id.as_deref(),
+            &self.bank_links,
+            self.bank_links_mac.as_deref(),
+            self.bank_links_mac_key_id.as_deref(),
+        )
     }
 
     pub fn status(&self) -> PaymentStatus {
@@ -199,7 +261,8 @@ macro_rules! select_payment {
         sqlx::query_as!(
             PaymentRecord,
             "SELECT id, merchant_id, status, bank, bank_status, bank_payment_id, authorization_url,
-                    bank_links, amount_minor, currency, country, request, merchant_reference, psu_id, psu_key,
+                    bank_links, bank_links_mac, bank_links_mac_key_id, amount_minor, currency,
+                    country, request, merchant_reference, psu_id, psu_key,
                     return_url, metadata, state_expires_at, state_used_at, failure_code,
                     failure_detail, created_at, updated_at, recurring_remaining,
                     recurring_executions, expires_at, sign_horizon_at, authorize_token,
@@ -404,6 +467,8 @@ pub async fn create_with_key(
         bank_payment_id: None,
         authorization_url: None,
         bank_links: serde_json::json!({}),
+        bank_links_mac: None,
+        bank_links_mac_key_id: None,
         amount_minor: p.amount_minor,
         currency: p.currency.to_owned(),
         country: p.country.to_owned(),
@@ -487,12 +552,15 @@ pub async fn record_first_answer(
     let (new_seq, new_head) = sealed.head();
     let (answer_mac, answer_key_id) =
         crate::ledger::idempotency::seal_answer(created.record.merchant_id, key, 201, body)?;
+    let (links_mac, links_key_id) =
+        seal_bank_links(answered.id, bank_payment_id, &answered.bank_links)?;
     let written = sqlx::query_scalar!(
         r#"WITH u AS (
                UPDATE payments
                SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
                    initiation = 'initiated', updated_at = $6, ledger_seq = $7::integer, ledger_head = $8::bytea,
-                   bank_links = $17, hop_opened_at = $18
+                   bank_links = $17, hop_opened_at = $18, bank_links_mac = $21,
+                   bank_links_mac_key_id = $22
                WHERE id = $1 AND ledger_seq = $9 AND ledger_head = $10 AND updated_at = $11
                  AND initiation_attempts = 1 AND initiation = 'pending'
                  AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
@@ -541,6 +609,8 @@ pub async fn record_first_answer(
         answered.hop_opened_at,
         &answer_mac[..],
         answer_key_id,
+        links_mac,
+        links_key_id,
     )
     .fetch_one(pool)
     .await?;
@@ -885,13 +955,15 @@ pub async fn record_initiated(
     bank_status: Option<&str>,
     bank_may_act_without_hop: bool,
 ) -> Result<bool, sqlx::Error> {
+    let (links_mac, links_key_id) = seal_bank_links(id, bank_payment_id, bank_links)?;
     // A bank that may act with nobody passing the hop: recorded as if it were opened now,
     // so that neither a cancel nor the horizon takes "nobody could sign" for a fact.
     let recorded = sqlx::query!(
         r#"UPDATE payments
            SET bank_payment_id = $2, authorization_url = $3, bank_status = $4,
                initiation = 'initiated', bank_links = $6,
-               hop_opened_at = CASE WHEN $7 THEN coalesce(hop_opened_at, now()) ELSE hop_opened_at END
+               hop_opened_at = CASE WHEN $7 THEN coalesce(hop_opened_at, now()) ELSE hop_opened_at END,
+               bank_links_mac = $8, bank_links_mac_key_id = $9
            WHERE id = $1 AND initiation_attempts = $5 AND bank_payment_id IS NULL
              AND status = 'awaiting_authorization'"#,
         id,
@@ -901,6 +973,8 @@ pub async fn record_initiated(
         attempt,
         bank_links,
         bank_may_act_without_hop,
+        links_mac,
+        links_key_id,
     )
     .execute(&mut *conn)
     .await?

@@ -22,8 +22,10 @@ pub struct Claimed {
     pub status: String,
     pub bank: String,
     pub bank_payment_id: Option<String>,
-    /// The links the bank gave (Berlin Group `_links`).
+    /// The links the bank gave (Berlin Group `_links`), and their ledger MAC.
     pub bank_links: serde_json::Value,
+    pub bank_links_mac: Option<Vec<u8>>,
+    pub bank_links_mac_key_id: Option<String>,
     /// The bank's last word as recorded when claimed.
     pub bank_status: Option<String>,
     pub psu_key: Option<String>,
@@ -83,7 +85,8 @@ pub async fn claim(
                WHERE s.payment_id = due.payment_id
                RETURNING s.payment_id, s.poll_failures, s.next_poll_at, due.due_at
            )
-           SELECT p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.bank_links, p.bank_status,
+           SELECT p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.bank_links,
+                  p.bank_links_mac, p.bank_links_mac_key_id, p.bank_status,
                   p.psu_key, p.psu_id,
                   p.state_expires_at, p.expires_at, p.sign_horizon_at, p.initiation,
                   p.state_used_at, p.hop_opened_at, p.created_at, c.poll_failures AS "poll_failures!",
@@ -102,16 +105,16 @@ pub async fn claim(
 }
 
 impl Claimed {
-    /// The payment as its bank knows it (id and links), once initiated.
+    /// The payment as its bank knows it (id and links), once initiated and only while its
+    /// links hold their ledger MAC ([`crate::ledger::payments::stored_bank_ref`]).
     pub fn bank_ref(&self) -> Option<crate::bank::BankRef> {
-        let id = self
-            .bank_payment_id
-            .as_deref()
-            .and_then(crate::bank::BankPaymentId::parse)?;
-        Some(crate::bank::BankRef {
-            id,
-            links: crate::bank::BankLinks::from_json(&self.bank_links),
-        })
+        crate::ledger::payments::stored_bank_ref(
+            self.id,
+            self.bank_payment_id.as_deref(),
+            &self.bank_links,
+            self.bank_links_mac.as_deref(),
+            self.bank_links_mac_key_id.as_deref(),
+        )
     }
 }
 

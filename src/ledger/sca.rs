@@ -120,17 +120,27 @@ pub async fn record_started(
     let Some(p) = get_for_update(conn, id).await? else {
         return Ok(false);
     };
-    let links = BankLinks::from_json(&p.bank_links).merged(s.links);
+    // Merged only into links that hold their ledger MAC (checked again under the row's
+    // lock): links edited in SQL are never sealed anew with the authorisation's.
+    let Some(bank_ref) = p.bank_ref() else {
+        return Ok(false);
+    };
+    let links = bank_ref.links.merged(s.links).to_json();
+    let (links_mac, links_key_id) =
+        super::payments::seal_bank_links(id, bank_ref.id.as_str(), &links)?;
     let recorded = sqlx::query!(
         "UPDATE payments
          SET sca_authorisation_id = $2, bank_links = $3,
-             authorization_url = coalesce($4, authorization_url), sca_psu_message = $5
+             authorization_url = coalesce($4, authorization_url), sca_psu_message = $5,
+             bank_links_mac = $6, bank_links_mac_key_id = $7
          WHERE id = $1 AND sca_authorisation_id IS NULL",
         id,
         s.authorisation_id,
-        links.to_json(),
+        links,
         s.authorization_url,
         s.psu_message,
+        links_mac,
+        links_key_id,
     )
     .execute(&mut *conn)
     .await?

@@ -1,6 +1,7 @@
 //! Sealing at the upgrade that introduced a binding: the webhook events (migration
-//! 20261205000030) and idempotency answers (20261206200000) already written then get the
-//! ledger MAC every later one is written with.
+//! 20261205000030), idempotency answers (20261206200000), payments' bank links
+//! (20261208100000), webhook endpoints' URLs (20261208100001) and API keys (20261208100002)
+//! already written then get the ledger MAC every later one is written with.
 //!
 //! Only the process that applies such a migration seals, right after applying it, with the
 //! ledger key: it trusts exactly what the version before it trusted (which sent and replayed
@@ -19,6 +20,12 @@ use uuid::Uuid;
 pub const WEBHOOK_EVENTS_BOUND: i64 = 20261205000030;
 /// The migration that bound idempotency answers to the ledger key.
 pub const IDEMPOTENCY_ANSWERS_BOUND: i64 = 20261206200000;
+/// The migration that bound payments' bank links to the ledger key.
+pub const BANK_LINKS_BOUND: i64 = 20261208100000;
+/// The migration that bound webhook endpoints' URLs to the ledger key.
+pub const ENDPOINT_URLS_BOUND: i64 = 20261208100001;
+/// The migration that bound API keys to the ledger key.
+pub const API_KEYS_BOUND: i64 = 20261208100002;
 
 /// Rows sealed per statement.
 const BATCH: i64 = 500;
@@ -28,16 +35,27 @@ const BATCH: i64 = 500;
 pub struct Sealed {
     pub webhook_events: u64,
     pub idempotency_answers: u64,
+    pub bank_links: u64,
+    pub webhook_endpoints: u64,
+    pub api_keys: u64,
 }
 
 /// Whether applying `pending` (migration versions) introduces a binding whose rows written
 /// before it must be sealed.
 pub fn binds(pending: &[i64]) -> bool {
-    pending.contains(&WEBHOOK_EVENTS_BOUND) || pending.contains(&IDEMPOTENCY_ANSWERS_BOUND)
+    [
+        WEBHOOK_EVENTS_BOUND,
+        IDEMPOTENCY_ANSWERS_BOUND,
+        BANK_LINKS_BOUND,
+        ENDPOINT_URLS_BOUND,
+        API_KEYS_BOUND,
+    ]
+    .iter()
+    .any(|v| pending.contains(v))
 }
 
-/// MACs every webhook event and stored idempotency answer that has none, under the ring's
-/// current key. Call only right after this process applied a binding migration ([`binds`]).
+/// MACs every webhook event, stored idempotency answer, payment's non-empty bank links,
+/// webhook endpoint's URL and API key that has none, under the ring's current key. Call only right after this process applied a binding migration ([`binds`]).
 pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sqlx::Error> {
     let key_id = keys.current_id().to_owned();
     let mut sealed = Sealed::default();
@@ -119,6 +137,151 @@ pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sq
             .await?;
             sealed.idempotency_answers += 1;
             cursor = (r.merchant_id, r.key);
+        }
+        if (n as i64) < BATCH {
+            break;
+        }
+    }
+    sealed.bank_links = seal_bank_links(pool, keys, &key_id).await?;
+    sealed.webhook_endpoints = seal_endpoint_urls(pool, keys, &key_id).await?;
+    sealed.api_keys = seal_api_keys(pool, keys, &key_id).await?;
+    Ok(sealed)
+}
+
+/// The bank links part of [`seal_unbound`]: one read and one `UPDATE … FROM unnest(…)` per
+/// batch of payments.
+async fn seal_bank_links(
+    pool: &PgPool,
+    keys: &LedgerKeys,
+    key_id: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut sealed = 0;
+    let mut cursor = Uuid::nil();
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT id, bank_payment_id, bank_links FROM payments
+               WHERE bank_links_mac IS NULL AND bank_links <> '{}'::jsonb AND id > $1
+               ORDER BY id LIMIT $2"#,
+            cursor,
+            BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        let (mut ids, mut macs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for r in rows {
+            cursor = r.id;
+            if binding::no_bank_links(&r.bank_links) {
+                continue;
+            }
+            let bank_payment_id = r.bank_payment_id.as_deref().unwrap_or("");
+            let mac = binding::bank_links_mac(keys, key_id, r.id, bank_payment_id, &r.bank_links)
+                .expect("the current key is in its own ring");
+            ids.push(r.id);
+            macs.push(mac.to_vec());
+        }
+        if !ids.is_empty() {
+            sealed += sqlx::query!(
+                "UPDATE payments p SET bank_links_mac = u.mac, bank_links_mac_key_id = $3
+                 FROM unnest($1::uuid[], $2::bytea[]) AS u(id, mac)
+                 WHERE p.id = u.id AND p.bank_links_mac IS NULL",
+                &ids,
+                &macs,
+                key_id,
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
+        if (n as i64) < BATCH {
+            break;
+        }
+    }
+    Ok(sealed)
+}
+
+/// The webhook endpoints part of [`seal_unbound`]: one read and one `UPDATE … FROM
+/// unnest(…)` per batch of endpoints (deleted ones included: verify checks every one).
+async fn seal_endpoint_urls(
+    pool: &PgPool,
+    keys: &LedgerKeys,
+    key_id: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut sealed = 0;
+    let mut cursor = Uuid::nil();
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT id, merchant_id, url FROM webhook_endpoints
+               WHERE url_mac IS NULL AND id > $1 ORDER BY id LIMIT $2"#,
+            cursor,
+            BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        let (mut ids, mut macs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for r in rows {
+            cursor = r.id;
+            let mac = binding::endpoint_url_mac(keys, key_id, r.id, r.merchant_id, &r.url)
+                .expect("the current key is in its own ring");
+            ids.push(r.id);
+            macs.push(mac.to_vec());
+        }
+        if !ids.is_empty() {
+            sealed += sqlx::query!(
+                "UPDATE webhook_endpoints w SET url_mac = u.mac, url_mac_key_id = $3
+                 FROM unnest($1::uuid[], $2::bytea[]) AS u(id, mac)
+                 WHERE w.id = u.id AND w.url_mac IS NULL",
+                &ids,
+                &macs,
+                key_id,
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
+        if (n as i64) < BATCH {
+            break;
+        }
+    }
+    Ok(sealed)
+}
+
+/// The API keys part of [`seal_unbound`] (revoked and expired ones included: verify checks
+/// every one), one `UPDATE … FROM unnest(…)` per batch.
+async fn seal_api_keys(pool: &PgPool, keys: &LedgerKeys, key_id: &str) -> Result<u64, sqlx::Error> {
+    let mut sealed = 0;
+    let mut cursor = String::new();
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT key_id, merchant_id, key_hash FROM api_keys
+               WHERE key_mac IS NULL AND key_id > $1 ORDER BY key_id LIMIT $2"#,
+            cursor,
+            BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        let (mut ids, mut macs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        for r in rows {
+            let mac = binding::api_key_mac(keys, key_id, &r.key_id, r.merchant_id, &r.key_hash)
+                .expect("the current key is in its own ring");
+            macs.push(mac.to_vec());
+            cursor.clone_from(&r.key_id);
+            ids.push(r.key_id);
+        }
+        if !ids.is_empty() {
+            sealed += sqlx::query!(
+                "UPDATE api_keys k SET key_mac = u.mac, key_mac_key_id = $3
+                 FROM unnest($1::text[], $2::bytea[]) AS u(id, mac)
+                 WHERE k.key_id = u.id AND k.key_mac IS NULL",
+                &ids,
+                &macs,
+                key_id,
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
         }
         if (n as i64) < BATCH {
             break;

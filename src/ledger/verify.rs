@@ -88,6 +88,9 @@ pub enum BreakReason {
     /// one its ledger recorded (`authorization_url_sha256` of `initiated` or
     /// `authorisation_started`).
     AuthorizationUrlMismatch,
+    /// The payment row's bank links (what pisgate follows for the shopper and for the
+    /// bank's word) fail their ledger MAC: edited, added, or moved from another payment.
+    BankLinksUnbound { why: String },
 }
 
 impl fmt::Display for BreakReason {
@@ -169,6 +172,10 @@ impl fmt::Display for BreakReason {
             BreakReason::AuthorizationUrlMismatch => f.write_str(
                 "the payment row's bank signing page (authorization_url) is not the one its ledger recorded (row rewritten: the hop would send shoppers elsewhere)",
             ),
+            BreakReason::BankLinksUnbound { why } => write!(
+                f,
+                "the payment row's bank links are not followed: {why} (row rewritten)"
+            ),
         }
     }
 }
@@ -219,6 +226,18 @@ pub struct VerifyReport {
     pub broken_idempotency_answers: u64,
     /// The first of those, by merchant and key.
     pub first_broken_idempotency_answer: Option<String>,
+    /// Webhook endpoints (deleted ones included), their URLs checked against their MACs.
+    pub webhook_endpoints_checked: u64,
+    /// Endpoints whose URL fails its MAC (pointed elsewhere, or the MAC removed).
+    pub broken_webhook_endpoints: u64,
+    /// The first of those, in id order.
+    pub first_broken_webhook_endpoint: Option<String>,
+    /// API keys (revoked and expired ones included), checked against their MACs.
+    pub api_keys_checked: u64,
+    /// Keys whose row fails its MAC (added or moved in SQL, or the MAC removed).
+    pub broken_api_keys: u64,
+    /// The first of those, by key id.
+    pub first_broken_api_key: Option<String>,
 }
 
 /// A webhook event whose stored row is not what was written.
@@ -240,6 +259,8 @@ impl VerifyReport {
             && self.checkpoint_problem.is_none()
             && self.first_broken_webhook_event.is_none()
             && self.first_broken_idempotency_answer.is_none()
+            && self.first_broken_webhook_endpoint.is_none()
+            && self.first_broken_api_key.is_none()
     }
 
     fn record(&mut self, broken: BrokenEvent) {
@@ -285,6 +306,9 @@ pub(crate) struct BoundColumns {
     pub(crate) merchant_reference: Option<String>,
     pub(crate) metadata: serde_json::Value,
     pub(crate) authorization_url: Option<String>,
+    pub(crate) bank_links: serde_json::Value,
+    pub(crate) bank_links_mac: Option<Vec<u8>>,
+    pub(crate) bank_links_mac_key_id: Option<String>,
 }
 
 impl BoundColumns {
@@ -388,7 +412,7 @@ impl Chain {
     }
 
     /// The first binding the payment row breaks, if any.
-    fn binding_problem(&self, row: &BoundColumns) -> Option<BreakReason> {
+    fn binding_problem(&self, row: &BoundColumns, keys: &LedgerKeys) -> Option<BreakReason> {
         // A bank the shopper chose later: `created` bound none ("").
         let created_bank = match &self.chosen_bank {
             Some(_) => crate::ledger::payments::NO_BANK_YET,
@@ -446,6 +470,16 @@ impl Chain {
             *d != binding::authorization_url_digest(row.authorization_url.as_deref())
         }) {
             return Some(BreakReason::AuthorizationUrlMismatch);
+        }
+        if let Some(why) = binding::bank_links_problem(
+            Some(keys),
+            self.payment_id,
+            row.bank_payment_id.as_deref(),
+            &row.bank_links,
+            row.bank_links_mac.as_deref(),
+            row.bank_links_mac_key_id.as_deref(),
+        ) {
+            return Some(BreakReason::BankLinksUnbound { why: why.into() });
         }
         None
     }
@@ -599,7 +633,11 @@ impl<'k> Verifier<'k> {
                     ledger_status: chain.last_status.clone(),
                 },
             );
-        } else if let Some(reason) = payment.row.as_ref().and_then(|r| chain.binding_problem(r)) {
+        } else if let Some(reason) = payment
+            .row
+            .as_ref()
+            .and_then(|r| chain.binding_problem(r, self.keys))
+        {
             self.broken(id, last_seq, reason);
         } else if let Some((seq, _)) = chain.checkpointed.filter(|_| !chain.checkpoint_seen) {
             self.broken(
@@ -653,7 +691,9 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                       p.shopper_debtor_account AS "shopper_debtor_account?",
                       p.merchant_reference AS "merchant_reference?",
                       p.metadata AS "metadata?",
-                      p.authorization_url AS "authorization_url?"
+                      p.authorization_url AS "authorization_url?",
+                      p.bank_links AS "bank_links?", p.bank_links_mac AS "bank_links_mac?",
+                      p.bank_links_mac_key_id AS "bank_links_mac_key_id?"
                FROM payment_events e
                LEFT JOIN payments p ON p.id = e.payment_id
                WHERE (e.payment_id, e.seq) > ($1, $2)
@@ -689,6 +729,9 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                         merchant_reference: r.merchant_reference,
                         metadata: r.metadata.unwrap_or_default(),
                         authorization_url: r.authorization_url,
+                        bank_links: r.bank_links.unwrap_or_default(),
+                        bank_links_mac: r.bank_links_mac,
+                        bank_links_mac_key_id: r.bank_links_mac_key_id,
                     })),
                 }),
                 _ => None,
@@ -770,6 +813,8 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
 
     verify_webhook_events(pool, keys, &mut verifier.report).await?;
     verify_idempotency_answers(pool, keys, &mut verifier.report).await?;
+    verify_webhook_endpoints(pool, keys, &mut verifier.report).await?;
+    verify_api_keys(pool, keys, &mut verifier.report).await?;
 
     let report = verifier.into_report();
     let span = tracing::Span::current();
@@ -853,6 +898,93 @@ async fn verify_webhook_events(
     Ok(())
 }
 
+/// Checks every webhook endpoint's URL against its MAC ([`binding::endpoint_url_problem`],
+/// the rule the dispatcher applies before it sends), in id order.
+async fn verify_webhook_endpoints(
+    pool: &Db,
+    keys: &LedgerKeys,
+    report: &mut VerifyReport,
+) -> Result<(), sqlx::Error> {
+    let mut cursor = Uuid::nil();
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT id, merchant_id, url, url_mac, url_mac_key_id
+               FROM webhook_endpoints WHERE id > $1 ORDER BY id LIMIT $2"#,
+            cursor,
+            VERIFY_BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        for r in rows {
+            cursor = r.id;
+            report.webhook_endpoints_checked += 1;
+            if let Some(why) = binding::endpoint_url_problem(
+                Some(keys),
+                r.id,
+                r.merchant_id,
+                &r.url,
+                r.url_mac.as_deref(),
+                r.url_mac_key_id.as_deref(),
+            ) {
+                report.broken_webhook_endpoints += 1;
+                if report.first_broken_webhook_endpoint.is_none() {
+                    tracing::warn!(endpoint_id = %r.id, why, "webhook endpoint problem");
+                    report.first_broken_webhook_endpoint =
+                        Some(format!("webhook endpoint {}: {why}", r.id));
+                }
+            }
+        }
+        if (n as i64) < VERIFY_BATCH {
+            break;
+        }
+    }
+    Ok(())
+}
+
+/// Checks every API key's row against its MAC ([`binding::api_key_problem`], the rule
+/// authentication applies), by key id.
+async fn verify_api_keys(
+    pool: &Db,
+    keys: &LedgerKeys,
+    report: &mut VerifyReport,
+) -> Result<(), sqlx::Error> {
+    let mut cursor = String::new();
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT key_id, merchant_id, key_hash, key_mac, key_mac_key_id
+               FROM api_keys WHERE key_id > $1 ORDER BY key_id LIMIT $2"#,
+            cursor,
+            VERIFY_BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        for r in rows {
+            report.api_keys_checked += 1;
+            if let Some(why) = binding::api_key_problem(
+                Some(keys),
+                &r.key_id,
+                r.merchant_id,
+                &r.key_hash,
+                r.key_mac.as_deref(),
+                r.key_mac_key_id.as_deref(),
+            ) {
+                report.broken_api_keys += 1;
+                if report.first_broken_api_key.is_none() {
+                    tracing::warn!(key_id = %r.key_id, why, "API key problem");
+                    report.first_broken_api_key = Some(format!("API key {}: {why}", r.key_id));
+                }
+            }
+            cursor = r.key_id;
+        }
+        if (n as i64) < VERIFY_BATCH {
+            break;
+        }
+    }
+    Ok(())
+}
+
 /// Checks the answer every live idempotency key replays against its MAC
 /// ([`crate::ledger::idempotency::answer_problem`], the rule replays apply), by merchant and
 /// key.
@@ -915,7 +1047,8 @@ pub async fn verify_payment(
     let payment = sqlx::query!(
         "SELECT ledger_seq, ledger_head, status, merchant_id, amount_minor, currency, country,
                 bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status,
-                shopper_debtor_account, merchant_reference, metadata, authorization_url
+                shopper_debtor_account, merchant_reference, metadata, authorization_url,
+                bank_links, bank_links_mac, bank_links_mac_key_id
          FROM payments WHERE id = $1",
         payment_id
     )
@@ -941,6 +1074,9 @@ pub async fn verify_payment(
             merchant_reference: p.merchant_reference,
             metadata: p.metadata,
             authorization_url: p.authorization_url,
+            bank_links: p.bank_links,
+            bank_links_mac: p.bank_links_mac,
+            bank_links_mac_key_id: p.bank_links_mac_key_id,
         })),
     });
     let mut verifier = Verifier::new(keys);

@@ -272,6 +272,23 @@ async fn lock_and_count_enabled(
     .await
 }
 
+/// The MAC of a webhook endpoint's URL under the installed ring's current key, and that
+/// key's id: what creating an endpoint and changing its URL store beside it.
+fn seal_endpoint_url(
+    endpoint_id: Uuid,
+    merchant_id: Uuid,
+    url: &str,
+) -> Result<(Vec<u8>, String), sqlx::Error> {
+    let ring = crate::ledger::keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration("no ledger key is installed (ledger::keys::install)".into())
+    })?;
+    let key_id = ring.current_id().to_owned();
+    let mac = binding::endpoint_url_mac(&ring, &key_id, endpoint_id, merchant_id, url).ok_or_else(
+        || sqlx::Error::Configuration("the ledger ring lacks its current key".into()),
+    )?;
+    Ok((mac.to_vec(), key_id))
+}
+
 /// Creates an endpoint unless the merchant already has `max_enabled` enabled ones.
 pub async fn create_endpoint(
     pool: &Db,
@@ -285,10 +302,12 @@ pub async fn create_endpoint(
     if lock_and_count_enabled(&mut tx, new.merchant_id).await? >= max_enabled {
         return Ok(CapOutcome::TooMany { limit: max_enabled });
     }
+    let (url_mac, url_mac_key_id) = seal_endpoint_url(new.id, new.merchant_id, new.url)?;
     let endpoint = sqlx::query_as!(
         Endpoint,
-        r#"INSERT INTO webhook_endpoints (id, merchant_id, url, description, event_types, key_id, secret)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+        r#"INSERT INTO webhook_endpoints (id, merchant_id, url, description, event_types, key_id,
+                                          secret, url_mac, url_mac_key_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)
            RETURNING id, merchant_id, url, description, event_types, status, disabled_reason,
                      created_at, updated_at, previous_secret_expires_at"#,
         new.id,
@@ -298,6 +317,8 @@ pub async fn create_endpoint(
         new.event_types,
         new.secret.key_id,
         new.secret.bytes,
+        url_mac,
+        url_mac_key_id,
     )
     .fetch_one(&mut *tx)
     .await?;
@@ -495,10 +516,19 @@ pub async fn update_endpoint(
         Some(d) => (true, d),
         None => (false, None),
     };
+    let (url_mac, url_mac_key_id) = match change.url {
+        Some(url) => {
+            let (mac, key_id) = seal_endpoint_url(id, merchant_id, url)?;
+            (Some(mac), Some(key_id))
+        }
+        None => (None, None),
+    };
     let endpoint = sqlx::query_as!(
         Endpoint,
         r#"UPDATE webhook_endpoints
            SET url = COALESCE($3, url),
+               url_mac = COALESCE($7, url_mac),
+               url_mac_key_id = COALESCE($8, url_mac_key_id),
                event_types = COALESCE($4, event_types),
                description = CASE WHEN $5 THEN $6 ELSE description END
            WHERE id = $1 AND merchant_id = $2 AND status <> 'deleted'
@@ -510,6 +540,8 @@ pub async fn update_endpoint(
         change.event_types,
         set_description,
         description,
+        url_mac,
+        url_mac_key_id,
     )
     .fetch_optional(&mut *tx)
     .await?;
@@ -706,6 +738,9 @@ pub struct Claimed {
     /// Attempts made before this one.
     pub attempts: i32,
     pub url: String,
+    /// The URL's ledger MAC ([`binding::endpoint_url_mac`]) and its key.
+    pub url_mac: Option<Vec<u8>>,
+    pub url_mac_key_id: Option<String>,
     pub key_id: String,
     pub sealed_secret: Vec<u8>,
     /// The secret replaced by a rotation, while its overlap lasts: it signs too.
@@ -813,7 +848,8 @@ pub async fn claim_due(
            FROM due, webhook_endpoints e, webhook_events ev
            WHERE d.endpoint_id = due.endpoint_id AND d.event_id = due.event_id
              AND e.id = d.endpoint_id AND ev.id = d.event_id
-           RETURNING d.endpoint_id, d.event_id, e.merchant_id, d.attempts, e.url, e.key_id,
+           RETURNING d.endpoint_id, d.event_id, e.merchant_id, d.attempts, e.url, e.url_mac,
+                     e.url_mac_key_id, e.key_id,
                      e.secret AS sealed_secret,
                      CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_key_id END
                          AS previous_key_id,

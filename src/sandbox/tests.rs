@@ -1397,6 +1397,56 @@ async fn each_validation_rule_is_answered_with_a_nordea_failure() {
             "error.validation.required",
             "payment.creditor.name",
         ),
+        // The creditor message's limits per country and account type (Nordea's swagger:
+        // "FI SEPA:140; SE:12; PGNR:25; BGNR:150; DK: 40; NO: 140").
+        (
+            "SE",
+            "Bankgiro message over 150",
+            with("SE", |b| {
+                b["payment"]["creditor"]["message"] = json!("m".repeat(151))
+            }),
+            "error.validation.message",
+            "payment.creditor.message",
+        ),
+        (
+            "SE",
+            "Plusgiro message over 25",
+            with("SE", |b| {
+                b["payment"]["creditor"]["account"] = json!({"type": "PGNR", "value": "4417012"});
+                b["payment"]["creditor"]["message"] = json!("m".repeat(26))
+            }),
+            "error.validation.message",
+            "payment.creditor.message",
+        ),
+        (
+            "SE",
+            "bank account message over 12",
+            with("SE", |b| {
+                b["payment"]["creditor"]["account"] =
+                    json!({"type": "BBAN_SE", "value": "41351300039"});
+                b["payment"]["creditor"]["message"] = json!("m".repeat(13))
+            }),
+            "error.validation.message",
+            "payment.creditor.message",
+        ),
+        (
+            "DK",
+            "DK message over 40",
+            with("DK", |b| {
+                b["payment"]["creditor"]["message"] = json!("m".repeat(41))
+            }),
+            "error.validation.message",
+            "payment.creditor.message",
+        ),
+        (
+            "NO",
+            "NO message over 140",
+            with("NO", |b| {
+                b["payment"]["creditor"]["message"] = json!("m".repeat(141))
+            }),
+            "error.validation.message",
+            "payment.creditor.message",
+        ),
     ];
     for (country, rule, body, code, path) in cases {
         eprintln!("rule: {rule}");
@@ -1476,6 +1526,25 @@ async fn sandbox_only_and_edge_values_are_accepted() {
             "DK",
             with("DK", |b| {
                 b["payment"]["is_own_account_transfer"] = json!(true)
+            }),
+        ),
+        // A Bankgiro message may be 150 characters long (pisgate's API allows that too).
+        (
+            "SE",
+            with("SE", |b| {
+                b["payment"]["creditor"]["message"] = json!("m".repeat(150))
+            }),
+        ),
+        (
+            "FI",
+            with("FI", |b| {
+                b["payment"]["creditor"]["message"] = json!("m".repeat(140))
+            }),
+        ),
+        (
+            "DK",
+            with("DK", |b| {
+                b["payment"]["creditor"]["message"] = json!("m".repeat(40))
             }),
         ),
     ];

@@ -401,10 +401,40 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         return after_final_read(ctx, pacer, p).await;
     }
     let Some(bank_ref) = p.bank_ref() else {
+        if p.bank_payment_id.is_some() {
+            // The row names a bank payment but its reference is refused (its links fail
+            // their ledger MAC, logged by `bank_ref`): the bank has the payment, so this is
+            // never "nothing was made". Nothing is sent or decided; an operator looks
+            // (`ledger verify` names it), and it is looked at again a late-signing interval on.
+            let mut d = ok(None, "bank_ref_refused");
+            d.next = cfg.late_signing_interval;
+            return d;
+        }
         // No bank answer recorded (unknown outcome, or a crash in between): its link, if the
         // bank made one, was never handed to anyone, so nothing can be signed. It waits for
         // a retry with the same key until the horizon.
         if status == PaymentStatus::AwaitingAuthorization && past_horizon {
+            // The row says no answer was recorded; the ledger must say so too (a bank id
+            // cleared in SQL would otherwise expire a payment the bank may pay).
+            match crate::ledger::events::initiation_recorded(&ctx.pool, p.id).await {
+                Ok(false) => {}
+                Ok(true) => {
+                    tracing::error!(
+                        payment_id = %p.id,
+                        "the payment row has no bank payment id but its ledger recorded the bank's answer; not expired: run `pisgate ledger verify`"
+                    );
+                    metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+                    let mut d = ok(None, "bank_ref_refused");
+                    d.next = cfg.late_signing_interval;
+                    return d;
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "cannot read the payment's ledger before expiring it; tried again");
+                    let mut d = ok(None, NOT_INITIATED);
+                    d.next = cfg.late_signing_interval;
+                    return d;
+                }
+            }
             // A deferred payment nobody chose a bank for (or gave the IBAN) had no attempt
             // at all: nothing at any bank to sign.
             let failure = if p.bank.is_empty() {
@@ -1400,6 +1430,8 @@ mod tests {
             bank: "nordea".into(),
             bank_payment_id: None,
             bank_links: serde_json::json!({}),
+            bank_links_mac: None,
+            bank_links_mac_key_id: None,
             bank_status: Some("Confirmed".into()),
             psu_key: None,
             psu_id: None,

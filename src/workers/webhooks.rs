@@ -434,7 +434,22 @@ async fn send(
     // nor one without its ledger MAC: every event is written with one, and those from before
     // the binding were sealed at that upgrade (`ledger::seal`); a missing MAC was removed,
     // e.g. to forge a `payment.paid` with a date from before, whatever its `created_at`.
-    if let Some(keys) = crate::ledger::keys::installed() {
+    let ring = crate::ledger::keys::installed();
+    // Never sign with the merchant's secret for a URL the merchant did not give: an
+    // endpoint pointed elsewhere in SQL fails its ledger MAC.
+    if let Some(why) = crate::ledger::binding::endpoint_url_problem(
+        ring.as_deref(),
+        d.endpoint_id,
+        d.merchant_id,
+        &d.url,
+        d.url_mac.as_deref(),
+        d.url_mac_key_id.as_deref(),
+    ) {
+        tracing::error!(endpoint_id = %d.endpoint_id, why, "webhook event not sent: run `pisgate ledger verify`");
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        return failed(format!("{why}: not sent"));
+    }
+    if let Some(keys) = ring {
         let why = match (d.payload_mac.is_some(), d.payload_intact(&keys)) {
             (false, _) => Some("the event has no ledger MAC (removed, or never sealed)"),
             (true, Some(true)) => None,

@@ -379,3 +379,54 @@ async fn a_flood_of_unknown_keys_holds_a_quarter_of_the_pool_at_most() {
         "{metrics}"
     );
 }
+
+/// An insider writes API keys in SQL: a key of their own for a merchant (only a key's hash
+/// is stored, so they can write one for a secret they chose), and their own merchant's key
+/// moved to another merchant. Neither authenticates (each row fails its ledger MAC), the
+/// refusals are counted, and `ledger verify` names the keys; the merchant's own key works.
+#[tokio::test]
+async fn an_api_key_written_in_sql_opens_nothing_and_verify_names_it() {
+    use sha2::Digest as _;
+    let app = spawn_app().await;
+    let victim = app.create_merchant("Victim shop").await;
+    let insider = app.create_merchant("Insider's shop").await;
+    let forged = pisgate::ledger::merchants::NewApiKey::generate();
+    let full = secrecy::ExposeSecret::expose_secret(&forged.reveal()).to_owned();
+    let secret = full.rsplit('_').next().unwrap();
+    let hash: [u8; 32] = sha2::Sha256::digest(secret.as_bytes()).into();
+    sqlx::query("INSERT INTO api_keys (key_id, merchant_id, key_hash) VALUES ($1, $2, $3)")
+        .bind(forged.key_id())
+        .bind(victim.id)
+        .bind(&hash[..])
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.get_as("/v1/payments", &full).await.status(), 401);
+    let moved = pisgate::ledger::merchants::key_id_of(&insider.api_key).unwrap();
+    sqlx::query("UPDATE api_keys SET merchant_id = $2 WHERE key_id = $1")
+        .bind(moved)
+        .bind(victim.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        app.get_as("/v1/payments", &insider.api_key).await.status(),
+        401
+    );
+    assert_eq!(
+        app.get_as("/v1/payments", &victim.api_key).await.status(),
+        200
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains("pisgate_ledger_binding_mismatches_total 2"),
+        "counted"
+    );
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(!report.is_ok(), "{report:?}");
+    assert_eq!(report.api_keys_checked, 3, "{report:?}");
+    assert_eq!(report.broken_api_keys, 2, "{report:?}");
+}

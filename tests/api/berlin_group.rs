@@ -1223,3 +1223,131 @@ async fn berlin_group_without_an_sca_status_a_returned_shopper_is_never_deleted_
     );
     assert_spec_clean(&bank, &[500]);
 }
+
+/// An insider rewrites the links a Berlin Group bank handed out for a payment (triggers
+/// off, no ledger key): here the `scaOAuth` link, to an authorisation server of theirs that
+/// would send the shopper to a phishing page. The links are bound to the ledger key
+/// (`bank_links_mac`): the hop never contacts the rewritten server and sends the shopper
+/// nowhere, the poller sends nothing to the bank for the payment (not even to its own status
+/// link, which the rewrite kept), the refusal is counted for the alert, and `ledger verify`
+/// names the payment. Sealing (as the upgrade that bound the links does) makes untouched
+/// links followable again.
+#[tokio::test]
+async fn berlin_group_links_edited_in_sql_are_never_followed_and_verify_names_them() {
+    use pisgate::ledger::events::BreakReason;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    // The insider's authorisation server: counts every connection made to it.
+    let phish = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let phish_url = format!(
+        "https://{}/.well-known/oauth-authorization-server",
+        phish.local_addr().unwrap()
+    );
+    let contacted = Arc::new(AtomicUsize::new(0));
+    let counter = contacted.clone();
+    tokio::spawn(async move {
+        while let Ok((stream, _)) = phish.accept().await {
+            counter.fetch_add(1, Ordering::SeqCst);
+            drop(stream);
+        }
+    });
+
+    // 77.08: the bank answers the initiation with scaOAuth.
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.08"))
+        .await;
+    let id: uuid::Uuid = p["id"].as_str().unwrap().parse().unwrap();
+    let bank_id = p["bank_payment_id"].as_str().unwrap().to_owned();
+    let links: Value = sqlx::query_scalar("SELECT bank_links FROM payments WHERE id = $1")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(links["scaOAuth"].is_string(), "{links}");
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE payments SET bank_links = jsonb_set(bank_links, '{scaOAuth}', to_jsonb($2::text))
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(&phish_url)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let sent_before = bank.sandbox.requests().len();
+
+    let url = p["authorization_url"].as_str().unwrap();
+    let first = app.client.get(url).send().await.unwrap();
+    let hop = if first.status() == 200 {
+        crate::helpers::continue_to_bank(&app.client, url).await
+    } else {
+        first
+    };
+    assert_ne!(hop.status(), 303, "the shopper is sent nowhere");
+    assert!(hop.headers().get("location").is_none());
+    // The poller comes round several times (200-300 ms intervals).
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    assert_eq!(
+        contacted.load(Ordering::SeqCst),
+        0,
+        "the rewritten authorisation server was contacted"
+    );
+    let sent: Vec<String> = bank.sandbox.requests()[sent_before..]
+        .iter()
+        .filter(|e| e.path.contains(&bank_id))
+        .map(|e| e.path.clone())
+        .collect();
+    assert!(sent.is_empty(), "sent for the rewritten payment: {sent:?}");
+    let now = app.get_payment(&m.api_key, &id.to_string()).await;
+    assert_eq!(now["status"], "awaiting_authorization", "{now}");
+    let scrape = app.metrics().await;
+    assert!(
+        !scrape.contains("pisgate_ledger_binding_mismatches_total 0")
+            && scrape.contains("pisgate_ledger_binding_mismatches_total "),
+        "{scrape}"
+    );
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    let first = report
+        .first_broken
+        .clone()
+        .expect("the rewrite went unnoticed");
+    assert_eq!(first.payment_id, id, "{report:?}");
+    assert!(
+        matches!(first.reason, BreakReason::BankLinksUnbound { .. }),
+        "{report:?}"
+    );
+    assert_eq!(report.broken_payments, 1, "{report:?}");
+
+    // The bank's own links, put back and sealed as the upgrade that bound links seals
+    // those written before it, are followed again.
+    sqlx::query("UPDATE payments SET bank_links = $2, bank_links_mac = NULL, bank_links_mac_key_id = NULL WHERE id = $1")
+        .bind(id)
+        .bind(&links)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let sealed =
+        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
+            .await
+            .unwrap();
+    assert_eq!(sealed.bank_links, 1, "{sealed:?}");
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    let page = to_bank_page(&app, &p).await;
+    assert!(page.contains("/oauth/authorize?"), "{page}");
+    assert_eq!(contacted.load(Ordering::SeqCst), 0);
+}

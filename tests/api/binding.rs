@@ -669,8 +669,9 @@ async fn a_replayed_idempotency_answer_is_checked_against_its_ledger_mac() {
     assert_eq!(report.broken_idempotency_answers, 2, "{report:?}");
 }
 
-/// Upgrading a database from before webhook events and idempotency answers were bound: the
-/// process that applies those migrations seals the rows already written with the ledger key
+/// Upgrading a database from before webhook events, idempotency answers, endpoint URLs and
+/// API keys were bound: the process that applies those migrations seals the rows already written
+/// with the ledger key
 /// (the version before sent and replayed them without any), so they verify, are sent and are
 /// replayed as every later row, and no row needs an exemption by date.
 #[tokio::test]
@@ -715,6 +716,23 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
     .execute(&old)
     .await
     .unwrap();
+    sqlx::query(
+        "INSERT INTO api_keys (key_id, merchant_id, key_hash)
+         VALUES ('0123456789abcdef', $1, sha256('old secret'))",
+    )
+    .bind(merchant)
+    .execute(&old)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO webhook_endpoints (id, merchant_id, url, key_id, secret)
+         VALUES ($1, $2, 'https://old-shop.example/hooks', 'k1', '\\x00')",
+    )
+    .bind(Uuid::now_v7())
+    .bind(merchant)
+    .execute(&old)
+    .await
+    .unwrap();
     old.close().await;
 
     let app = crate::helpers::spawn_app_on(
@@ -725,7 +743,9 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
     .await;
     let unsealed: i64 = sqlx::query_scalar(
         "SELECT (SELECT count(*) FROM webhook_events WHERE payload_mac IS NULL)
-              + (SELECT count(*) FROM idempotency_keys WHERE response_mac IS NULL)",
+              + (SELECT count(*) FROM idempotency_keys WHERE response_mac IS NULL)
+              + (SELECT count(*) FROM webhook_endpoints WHERE url_mac IS NULL)
+              + (SELECT count(*) FROM api_keys WHERE key_mac IS NULL)",
     )
     .fetch_one(&app.pool)
     .await
@@ -735,6 +755,8 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.webhook_events_checked, 1, "{report:?}");
     assert_eq!(report.idempotency_answers_checked, 1, "{report:?}");
+    assert_eq!(report.webhook_endpoints_checked, 1, "{report:?}");
+    assert_eq!(report.api_keys_checked, 1, "{report:?}");
 }
 
 /// An insider deletes a payment's whole chain and rewrites its row (here: paid), with the
@@ -771,4 +793,50 @@ async fn a_payment_whose_chain_was_wiped_is_named_by_verify_and_never_signed_aga
         .await
         .unwrap();
     assert_eq!(left, 0);
+}
+
+/// An insider clears the bank id of a payment the bank made (and the shopper may sign), and
+/// moves its horizon into the past: to the row, no bank answer was ever recorded, which is
+/// what lets the poller expire a payment ("nothing at any bank to sign"). The ledger
+/// recorded the answer, so the poller holds it instead, counted for the alert: never
+/// `expired` while the bank may pay it.
+#[tokio::test]
+async fn the_poller_never_expires_a_payment_whose_bank_id_was_cleared_in_sql() {
+    let app = spawn_app_full(crate::workers::FAST_POLLER, |_| {}).await;
+    let m = app.create_merchant("Binding shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id: Uuid = p["id"].as_str().unwrap().parse().unwrap();
+    assert!(p["bank_payment_id"].is_string(), "{p}");
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET bank_payment_id = NULL, initiation = 'outcome_unknown',
+                authorization_url = NULL, expires_at = now() - interval '2 hours',
+                sign_horizon_at = now() - interval '1 hour' WHERE id = $1",
+    )
+    .await;
+    sqlx::query("UPDATE payment_polls SET next_poll_at = now() WHERE payment_id = $1")
+        .bind(id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let until = Instant::now() + Duration::from_secs(3);
+    while Instant::now() < until {
+        let view = app.get_payment(&m.api_key, &id.to_string()).await;
+        assert_eq!(view["status"], "awaiting_authorization", "{view}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let claimed: bool =
+        sqlx::query_scalar("SELECT next_poll_at > now() FROM payment_polls WHERE payment_id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(claimed, "the poller looked at it and put it off");
+    assert!(
+        app.metrics()
+            .await
+            .contains("pisgate_ledger_binding_mismatches_total"),
+        "counted"
+    );
 }

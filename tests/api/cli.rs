@@ -519,9 +519,24 @@ async fn operator_commands_need_only_the_database_and_the_key_they_use() {
         .output()
         .unwrap();
     assert!(out.status.success(), "migrate: {}", stderr(&out));
+    // Making an API key seals its row with the ledger key (a key row written without it
+    // authenticates nobody): without the key, nothing is made and the error says which.
+    let out = bare()
+        .args(["merchant", "create", "--name", "Keyless shop"])
+        .env_remove("PISGATE__LEDGER__KEY")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "merchant create without the ledger key"
+    );
+    assert!(
+        stderr(&out).contains("PISGATE__LEDGER__KEY"),
+        "{}",
+        stderr(&out)
+    );
     let out = bare()
         .args(["merchant", "create", "--name", "Operator shop"])
-        .env_remove("PISGATE__LEDGER__KEY")
         .output()
         .unwrap();
     assert!(out.status.success(), "merchant create: {}", stderr(&out));
@@ -534,6 +549,14 @@ async fn operator_commands_need_only_the_database_and_the_key_they_use() {
     let out = bare()
         .args(["merchant", "rotate-key", id, "--grace", "1h"])
         .env_remove("PISGATE__LEDGER__KEY")
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success(),
+        "merchant rotate-key without the ledger key"
+    );
+    let out = bare()
+        .args(["merchant", "rotate-key", id, "--grace", "1h"])
         .output()
         .unwrap();
     assert!(
@@ -551,6 +574,8 @@ async fn operator_commands_need_only_the_database_and_the_key_they_use() {
         "the key went to stderr"
     );
     let pool = Db::from(sqlx::PgPool::connect(&url).await.unwrap());
+    // Authentication checks each key row's MAC under the ledger key, as `serve` does.
+    crate::helpers::install_ledger_key();
     let works = |key: String| {
         let pool = pool.clone();
         async move {

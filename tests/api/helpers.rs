@@ -61,6 +61,9 @@ fn template_name() -> String {
 /// made once per cluster (under an advisory lock, as test processes run in parallel) and
 /// copied, which is much faster than migrating every time.
 pub async fn fresh_database() -> String {
+    // What `serve` installs at start: the tests that write merchants, keys or events before
+    // (or without) an app in this process seal them with the test ledger key.
+    install_ledger_key();
     let admin_url = cluster_url();
     let template = template_name();
     let mut admin = PgConnection::connect(&admin_url)

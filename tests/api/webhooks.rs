@@ -1602,3 +1602,76 @@ async fn endpoint_of(
     .unwrap();
     endpoint
 }
+
+/// An insider points a merchant's endpoint at a server of theirs in SQL. The signing secret
+/// is bound to the merchant and the endpoint, not to the URL, so that server would receive
+/// every event signed with the merchant's real secret. The URL is bound to the ledger key
+/// (`url_mac`): nothing is signed and sent there (nor anywhere), the delivery waits with the
+/// reason and the refusal is counted, and `ledger verify` names the endpoint. The
+/// merchant's own change of the URL through the API is sealed and followed.
+#[tokio::test]
+async fn an_endpoint_pointed_elsewhere_in_sql_is_sent_nothing_and_verify_names_it() {
+    let app = spawn_dispatching_app(&["300ms"; 40].join(",")).await;
+    let m = app.create_merchant("Shop").await;
+    let merchants = Receiver::start(Plan::Ok).await;
+    let insiders = Receiver::start(Plan::Ok).await;
+    let (endpoint, secret) = create_endpoint(&app, &m.api_key, &merchants, &[]).await;
+    insiders.set_secret(&secret);
+    sqlx::query("UPDATE webhook_endpoints SET url = $2 WHERE id = $1::uuid")
+        .bind(&endpoint)
+        .bind(&insiders.url)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let payment = authorized_payment(&app, &m.api_key).await;
+    let refused = delivery_when(&app, &m.api_key, &endpoint, "payment.authorized", |d| {
+        d["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("URL or merchant is not what was written"))
+    })
+    .await;
+    assert_eq!(refused["status"], "pending", "{refused}");
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    assert!(
+        insiders.received().is_empty(),
+        "the insider's server got events"
+    );
+    assert!(merchants.received().is_empty());
+    assert!(
+        app.metrics()
+            .await
+            .contains("pisgate_ledger_binding_mismatches_total"),
+        "counted"
+    );
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(!report.is_ok(), "{report:?}");
+    assert_eq!(report.broken_webhook_endpoints, 1, "{report:?}");
+    assert!(
+        report
+            .first_broken_webhook_endpoint
+            .as_deref()
+            .is_some_and(|b| b.contains(&endpoint)),
+        "{report:?}"
+    );
+
+    // The merchant points it back through the API: sealed, and the waiting event arrives.
+    let r = app
+        .client
+        .patch(app.url(&format!("/v1/webhook-endpoints/{endpoint}")))
+        .bearer_auth(&m.api_key)
+        .json(&json!({ "url": merchants.url }))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let got = merchants.accepted_for(&payment, "payment.authorized").await;
+    assert!(got.verifies_with(&secret));
+    assert!(insiders.received().is_empty());
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.webhook_endpoints_checked, 1, "{report:?}");
+}
