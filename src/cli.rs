@@ -185,6 +185,13 @@ pub enum LedgerCommand {
     },
     /// Record a signed checkpoint of every payment's chain head (also written to the log).
     Checkpoint,
+    /// Seal, with the ledger key, the rows of the bound kinds (webhook events, idempotency
+    /// answers, payments' bank references, webhook endpoint URLs, API keys) that have no
+    /// MAC: those an upgrade's migrations left when run without the key, or that replicas of
+    /// the version before wrote during a rolling update. It trusts every such row: run
+    /// `ledger verify` first and seal only when what it names is the upgrade's. Prints the
+    /// counts as JSON.
+    Seal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -753,6 +760,19 @@ async fn ledger_command(
         LedgerCommand::Checkpoint => {
             let checkpoint = ledger::checkpoints::create(pool, keys).await?;
             println!("{}", serde_json::to_string(&checkpoint)?);
+            Ok(())
+        }
+        LedgerCommand::Seal => {
+            let sealed = ledger::seal::seal_unbound(pool.pool(), keys).await?;
+            tracing::warn!(
+                webhook_events = sealed.webhook_events,
+                idempotency_answers = sealed.idempotency_answers,
+                bank_links = sealed.bank_links,
+                webhook_endpoints = sealed.webhook_endpoints,
+                api_keys = sealed.api_keys,
+                "sealed rows that had no ledger MAC (ledger seal)"
+            );
+            println!("{}", serde_json::to_string(&sealed)?);
             Ok(())
         }
     }

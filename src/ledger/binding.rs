@@ -23,8 +23,9 @@
 //!   key[response_mac_key_id], [`idempotency_answer_mac_input`]): the merchant, the key, the
 //!   status and the canonical JSON of the answer, checked before each replay.
 //!
-//! * A payment's non-empty `bank_links` (the links a Berlin Group bank handed out, which
-//!   pisgate follows for the shopper and for the bank's word) carry `bank_links_mac` =
+//! * A payment's bank reference once the bank answered: its bank payment id and `bank_links`
+//!   (the links a Berlin Group bank handed out, `{}` for Nordea, which pisgate follows for the
+//!   shopper and for the bank's word) carry `bank_links_mac` =
 //!   HMAC-SHA256(ledger key[bank_links_mac_key_id], [`bank_links_mac_input`]): the payment,
 //!   its bank payment id and the canonical links, checked before every use
 //!   ([`bank_links_problem`]): an authorisation server or status link edited in SQL is never
@@ -183,14 +184,10 @@ pub fn bank_links_mac(
     )
 }
 
-/// Whether `links` carry no link at all (`{}`, or not an object): nothing to follow, no MAC.
-pub fn no_bank_links(links: &Value) -> bool {
-    links.as_object().is_none_or(|m| m.is_empty())
-}
-
-/// Why a payment's stored bank links may not be followed, or `None` when they may: empty
-/// links need no MAC; others need the MAC of exactly this payment, bank payment id and links
-/// under a key of the ring.
+/// Why a payment's stored bank reference (bank payment id and links) may not be used, or
+/// `None` when it may (or when there is none: no bank id): it needs the MAC of exactly this payment, bank payment id and links
+/// under a key of the ring, empty links (Nordea's) included, so that links emptied in SQL
+/// are seen as well as links rewritten.
 pub fn bank_links_problem(
     keys: Option<&LedgerKeys>,
     payment_id: Uuid,
@@ -199,17 +196,10 @@ pub fn bank_links_problem(
     mac: Option<&[u8]>,
     key_id: Option<&str>,
 ) -> Option<&'static str> {
-    if no_bank_links(links) {
-        return None;
-    }
+    // No bank id: no reference to use (and `ledger verify` holds the id to its ledger).
+    let bank_payment_id = bank_payment_id?;
     stored_mac_problem(keys, mac, key_id, |keys, key_id| {
-        bank_links_mac(
-            keys,
-            key_id,
-            payment_id,
-            bank_payment_id.unwrap_or(""),
-            links,
-        )
+        bank_links_mac(keys, key_id, payment_id, bank_payment_id, links)
     })
     .map(|p| match p {
         MacProblem::Missing => "the links have no ledger MAC (added, or never sealed)",
@@ -510,10 +500,13 @@ mod tests {
                 .is_some_and(|w| w.contains("no ledger key"))
         );
         assert!(problem(Some(&ring), url, merchant, Some(&mac[..31]), Some("l1")).is_some());
-        // Empty bank links need none; any link needs one.
+        // A bank reference needs one, empty links (Nordea's) included; no bank id, none.
         let payment = Uuid::from_u128(4);
+        assert!(
+            bank_links_problem(Some(&ring), payment, Some("b1"), &json!({}), None, None).is_some()
+        );
         assert_eq!(
-            bank_links_problem(Some(&ring), payment, Some("b1"), &json!({}), None, None),
+            bank_links_problem(Some(&ring), payment, None, &json!({}), None, None),
             None
         );
         let links = json!({"status": "/v1/payments/sepa-credit-transfers/b1/status"});

@@ -43,7 +43,7 @@ pub struct PaymentRecord {
     pub authorization_url: Option<String>,
     /// The links the bank gave (Berlin Group `_links`), `{}` for Nordea.
     pub bank_links: serde_json::Value,
-    /// The links' ledger MAC and its key ([`binding::bank_links_mac`]); none for `{}`.
+    /// The ledger MAC of the bank id and links, and its key ([`binding::bank_links_mac`]).
     pub bank_links_mac: Option<Vec<u8>>,
     pub bank_links_mac_key_id: Option<String>,
     pub amount_minor: i64,
@@ -99,8 +99,8 @@ pub const NO_BANK_YET: &str = "";
 
 /// A payment's reference at its bank from its stored columns: `None` before the bank's
 /// answer is recorded, and `None` (logged as an error, counted in
-/// `pisgate_ledger_binding_mismatches_total`) when its links fail their ledger MAC: links
-/// edited in SQL (an authorisation server of the editor's, another payment's status link)
+/// `pisgate_ledger_binding_mismatches_total`) when its bank id and links fail their ledger
+/// MAC: a bank id or links edited (or emptied) in SQL (an authorisation server of the editor's, another payment's status link)
 /// are never followed, and nothing is sent to the bank for the payment until an operator
 /// has looked (`pisgate ledger verify` names it). Callers that decide from a missing
 /// reference that nothing was ever made at the bank check `bank_payment_id` first.
@@ -124,7 +124,7 @@ pub(crate) fn stored_bank_ref(
         tracing::error!(
             %payment_id,
             why,
-            "the payment's bank links fail their ledger MAC; nothing is sent to the bank for it: run `pisgate ledger verify`"
+            "the payment's bank id and links fail their ledger MAC; nothing is sent to the bank for it: run `pisgate ledger verify`"
         );
         metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
         return None;
@@ -135,16 +135,14 @@ pub(crate) fn stored_bank_ref(
     })
 }
 
-/// The ledger MAC of a payment's bank links under the installed ring's current key, as
-/// stored beside them (`bank_links_mac`, `bank_links_mac_key_id`); none for empty links.
+/// The ledger MAC of a payment's bank reference (its bank payment id and links, `{}`
+/// included) under the installed ring's current key, as stored beside them
+/// (`bank_links_mac`, `bank_links_mac_key_id`).
 pub(crate) fn seal_bank_links(
     payment_id: Uuid,
     bank_payment_id: &str,
     links: &serde_json::Value,
-) -> Result<(Option<Vec<u8>>, Option<String>), sqlx::Error> {
-    if binding::no_bank_links(links) {
-        return Ok((None, None));
-    }
+) -> Result<(Vec<u8>, String), sqlx::Error> {
     let ring = crate::ledger::keys::installed().ok_or_else(|| {
         sqlx::Error::Configuration("no ledger key is installed (ledger::keys::install)".into())
     })?;
@@ -153,7 +151,7 @@ pub(crate) fn seal_bank_links(
         .ok_or_else(|| {
             sqlx::Error::Configuration("the ledger ring lacks its current key".into())
         })?;
-    Ok((Some(mac.to_vec()), Some(key_id)))
+    Ok((mac.to_vec(), key_id))
 }
 
 impl PaymentRecord {
@@ -619,8 +617,8 @@ pub async fn record_first_answer(
 
 /// Starts another bank attempt for a payment whose earlier attempt never recorded an
 /// answer: a fresh OAuth state (the old one never reached anybody), a new signing window
-/// and horizon. Guarded in SQL: only a payment with no bank id that is still awaiting
-/// authorization. Returns the attempt number, or `None` when it may not be resumed.
+/// and horizon. Guarded in SQL: only a payment with no bank id, and no bank answer in its
+/// ledger, that is still awaiting authorization. Returns the attempt number, or `None` when it may not be resumed.
 pub async fn begin_attempt(
     conn: &mut PgConnection,
     id: Uuid,
@@ -632,6 +630,10 @@ pub async fn begin_attempt(
         r#"SELECT initiation, initiation_attempts FROM payments
            WHERE id = $1 AND bank_payment_id IS NULL AND status = 'awaiting_authorization'
              AND NOT deferred
+             -- The ledger agrees that no answer was recorded (a bank id cleared in SQL
+             -- would otherwise start a second payment at the bank).
+             AND NOT EXISTS (SELECT 1 FROM payment_events
+                             WHERE payment_id = $1 AND kind = 'initiated')
            FOR UPDATE"#,
         id
     )
@@ -902,6 +904,8 @@ pub async fn begin_shopper_attempt(
                                 'outcome_unknown', 'not_created', 'pending')
              AND (initiation <> 'pending' OR initiation_lease_until IS NULL
                   OR initiation_lease_until < now())
+             AND NOT EXISTS (SELECT 1 FROM payment_events
+                             WHERE payment_id = $1 AND kind = 'initiated')
            FOR UPDATE"#,
         id
     )

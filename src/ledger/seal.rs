@@ -3,8 +3,9 @@
 //! (20261208100000), webhook endpoints' URLs (20261208100001) and API keys (20261208100002)
 //! already written then get the ledger MAC every later one is written with.
 //!
-//! Only the process that applies such a migration seals, right after applying it, with the
-//! ledger key: it trusts exactly what the version before it trusted (which sent and replayed
+//! The process that applies such a migration seals, right after applying it, with the
+//! ledger key (and an operator with the key can with `pisgate ledger seal`, for what a run
+//! without the key, or the previous version's replicas during a rolling update, left): it trusts exactly what the version before it trusted (which sent and replayed
 //! those rows without any MAC). From then on there is no exemption: a row without its MAC is
 //! never sent nor replayed and `ledger verify` reports it, whatever its dates say (an
 //! insider can write any `created_at`; a cut-over read from the rows themselves was a way
@@ -31,7 +32,7 @@ pub const API_KEYS_BOUND: i64 = 20261208100002;
 const BATCH: i64 = 500;
 
 /// What [`seal_unbound`] sealed.
-#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub struct Sealed {
     pub webhook_events: u64,
     pub idempotency_answers: u64,
@@ -54,8 +55,10 @@ pub fn binds(pending: &[i64]) -> bool {
     .any(|v| pending.contains(v))
 }
 
-/// MACs every webhook event, stored idempotency answer, payment's non-empty bank links,
-/// webhook endpoint's URL and API key that has none, under the ring's current key. Call only right after this process applied a binding migration ([`binds`]).
+/// MACs every webhook event, stored idempotency answer, payment's bank reference (bank id and links),
+/// webhook endpoint's URL and API key that has none, under the ring's current key, one read
+/// and one `UPDATE … FROM unnest(…)` per batch of each. Call only right after this process
+/// applied a binding migration ([`binds`]).
 pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sqlx::Error> {
     let key_id = keys.current_id().to_owned();
     let mut sealed = Sealed::default();
@@ -71,6 +74,7 @@ pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sq
         .fetch_all(pool)
         .await?;
         let n = rows.len();
+        let (mut ids, mut macs) = (Vec::with_capacity(n), Vec::with_capacity(n));
         for r in rows {
             cursor = r.id;
             let facts = WebhookEventFacts {
@@ -83,16 +87,21 @@ pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sq
             };
             let mac = binding::webhook_mac(keys, &key_id, &facts)
                 .expect("the current key is in its own ring");
-            sqlx::query!(
-                "UPDATE webhook_events SET payload_mac = $2, mac_key_id = $3
-                 WHERE id = $1 AND payload_mac IS NULL",
-                r.id,
-                &mac[..],
+            ids.push(r.id);
+            macs.push(mac.to_vec());
+        }
+        if !ids.is_empty() {
+            sealed.webhook_events += sqlx::query!(
+                "UPDATE webhook_events e SET payload_mac = u.mac, mac_key_id = $3
+                 FROM unnest($1::uuid[], $2::bytea[]) AS u(id, mac)
+                 WHERE e.id = u.id AND e.payload_mac IS NULL",
+                &ids,
+                &macs,
                 key_id,
             )
             .execute(pool)
-            .await?;
-            sealed.webhook_events += 1;
+            .await?
+            .rows_affected();
         }
         if (n as i64) < BATCH {
             break;
@@ -114,6 +123,11 @@ pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sq
         .fetch_all(pool)
         .await?;
         let n = rows.len();
+        let (mut merchants, mut answer_keys, mut macs) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for r in rows {
             let status = u16::try_from(r.status).unwrap_or(0);
             let mac = binding::idempotency_answer_mac(
@@ -125,18 +139,25 @@ pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sq
                 &r.body,
             )
             .expect("the current key is in its own ring");
-            sqlx::query!(
-                "UPDATE idempotency_keys SET response_mac = $3, response_mac_key_id = $4
-                 WHERE merchant_id = $1 AND key = $2 AND response_mac IS NULL",
-                r.merchant_id,
-                &r.key,
-                &mac[..],
+            macs.push(mac.to_vec());
+            merchants.push(r.merchant_id);
+            cursor = (r.merchant_id, r.key.clone());
+            answer_keys.push(r.key);
+        }
+        if !merchants.is_empty() {
+            sealed.idempotency_answers += sqlx::query!(
+                "UPDATE idempotency_keys k SET response_mac = u.mac, response_mac_key_id = $4
+                 FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS u(merchant_id, key, mac)
+                 WHERE k.merchant_id = u.merchant_id AND k.key = u.key
+                   AND k.response_mac IS NULL",
+                &merchants,
+                &answer_keys,
+                &macs,
                 key_id,
             )
             .execute(pool)
-            .await?;
-            sealed.idempotency_answers += 1;
-            cursor = (r.merchant_id, r.key);
+            .await?
+            .rows_affected();
         }
         if (n as i64) < BATCH {
             break;
@@ -160,7 +181,7 @@ async fn seal_bank_links(
     loop {
         let rows = sqlx::query!(
             r#"SELECT id, bank_payment_id, bank_links FROM payments
-               WHERE bank_links_mac IS NULL AND bank_links <> '{}'::jsonb AND id > $1
+               WHERE bank_links_mac IS NULL AND bank_payment_id IS NOT NULL AND id > $1
                ORDER BY id LIMIT $2"#,
             cursor,
             BATCH,
@@ -168,26 +189,35 @@ async fn seal_bank_links(
         .fetch_all(pool)
         .await?;
         let n = rows.len();
-        let (mut ids, mut macs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut ids, mut macs, mut bank_ids, mut links) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for r in rows {
             cursor = r.id;
-            if binding::no_bank_links(&r.bank_links) {
-                continue;
-            }
-            let bank_payment_id = r.bank_payment_id.as_deref().unwrap_or("");
-            let mac = binding::bank_links_mac(keys, key_id, r.id, bank_payment_id, &r.bank_links)
+            let bank_payment_id = r.bank_payment_id.unwrap_or_default();
+            let mac = binding::bank_links_mac(keys, key_id, r.id, &bank_payment_id, &r.bank_links)
                 .expect("the current key is in its own ring");
             ids.push(r.id);
             macs.push(mac.to_vec());
+            bank_ids.push(bank_payment_id);
+            links.push(r.bank_links);
         }
         if !ids.is_empty() {
+            // Only the values the MAC was computed over: a row written meanwhile stays unsealed.
             sealed += sqlx::query!(
                 "UPDATE payments p SET bank_links_mac = u.mac, bank_links_mac_key_id = $3
-                 FROM unnest($1::uuid[], $2::bytea[]) AS u(id, mac)
-                 WHERE p.id = u.id AND p.bank_links_mac IS NULL",
+                 FROM unnest($1::uuid[], $2::bytea[], $4::text[], $5::jsonb[])
+                      AS u(id, mac, bank_payment_id, links)
+                 WHERE p.id = u.id AND p.bank_links_mac IS NULL
+                   AND p.bank_payment_id = u.bank_payment_id AND p.bank_links = u.links",
                 &ids,
                 &macs,
                 key_id,
+                &bank_ids,
+                &links,
             )
             .execute(pool)
             .await?
@@ -219,22 +249,33 @@ async fn seal_endpoint_urls(
         .fetch_all(pool)
         .await?;
         let n = rows.len();
-        let (mut ids, mut macs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut ids, mut macs, mut merchants, mut urls) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for r in rows {
             cursor = r.id;
             let mac = binding::endpoint_url_mac(keys, key_id, r.id, r.merchant_id, &r.url)
                 .expect("the current key is in its own ring");
             ids.push(r.id);
             macs.push(mac.to_vec());
+            merchants.push(r.merchant_id);
+            urls.push(r.url);
         }
         if !ids.is_empty() {
             sealed += sqlx::query!(
                 "UPDATE webhook_endpoints w SET url_mac = u.mac, url_mac_key_id = $3
-                 FROM unnest($1::uuid[], $2::bytea[]) AS u(id, mac)
-                 WHERE w.id = u.id AND w.url_mac IS NULL",
+                 FROM unnest($1::uuid[], $2::bytea[], $4::uuid[], $5::text[])
+                      AS u(id, mac, merchant_id, url)
+                 WHERE w.id = u.id AND w.url_mac IS NULL
+                   AND w.merchant_id = u.merchant_id AND w.url = u.url",
                 &ids,
                 &macs,
                 key_id,
+                &merchants,
+                &urls,
             )
             .execute(pool)
             .await?
@@ -262,22 +303,33 @@ async fn seal_api_keys(pool: &PgPool, keys: &LedgerKeys, key_id: &str) -> Result
         .fetch_all(pool)
         .await?;
         let n = rows.len();
-        let (mut ids, mut macs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+        let (mut ids, mut macs, mut merchants, mut hashes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
         for r in rows {
             let mac = binding::api_key_mac(keys, key_id, &r.key_id, r.merchant_id, &r.key_hash)
                 .expect("the current key is in its own ring");
             macs.push(mac.to_vec());
             cursor.clone_from(&r.key_id);
             ids.push(r.key_id);
+            merchants.push(r.merchant_id);
+            hashes.push(r.key_hash);
         }
         if !ids.is_empty() {
             sealed += sqlx::query!(
                 "UPDATE api_keys k SET key_mac = u.mac, key_mac_key_id = $3
-                 FROM unnest($1::text[], $2::bytea[]) AS u(id, mac)
-                 WHERE k.key_id = u.id AND k.key_mac IS NULL",
+                 FROM unnest($1::text[], $2::bytea[], $4::uuid[], $5::bytea[])
+                      AS u(id, mac, merchant_id, key_hash)
+                 WHERE k.key_id = u.id AND k.key_mac IS NULL
+                   AND k.merchant_id = u.merchant_id AND k.key_hash = u.key_hash",
                 &ids,
                 &macs,
                 key_id,
+                &merchants,
+                &hashes,
             )
             .execute(pool)
             .await?

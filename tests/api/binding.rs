@@ -840,3 +840,54 @@ async fn the_poller_never_expires_a_payment_whose_bank_id_was_cleared_in_sql() {
         "counted"
     );
 }
+
+/// An insider clears a payment's bank id and its key's stored answer, so that to the rows
+/// no bank answer was ever recorded and the merchant's retry with the same key resumes it.
+/// The ledger recorded the answer: the retry starts no second payment at the bank (which
+/// the shopper could sign as well as the first).
+#[tokio::test]
+async fn a_retry_never_initiates_again_a_payment_whose_bank_id_was_cleared_in_sql() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Binding shop").await;
+    let r = app
+        .post_payment(&m.api_key, "order-cleared", &body("FI"))
+        .await;
+    assert_eq!(r.status(), 201);
+    let id: Uuid = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    as_insider_all(
+        &app,
+        id,
+        &[
+            "UPDATE payments SET bank_payment_id = NULL, initiation = 'outcome_unknown',
+                    authorization_url = NULL WHERE id = $1",
+            "UPDATE idempotency_keys SET response_status = NULL, response_body = NULL,
+                    response_mac = NULL, response_mac_key_id = NULL,
+                    locked_until = now() - interval '1 minute'
+             WHERE payment_id = $1",
+        ],
+    )
+    .await;
+    let retry = app
+        .post_payment(&m.api_key, "order-cleared", &body("FI"))
+        .await;
+    let status = retry.status();
+    let answer = retry.text().await.unwrap();
+    let (initiated, attempts): (i64, i32) = sqlx::query_as(
+        "SELECT (SELECT count(*) FROM payment_events WHERE payment_id = $1 AND kind = 'initiated'),
+                initiation_attempts
+         FROM payments WHERE id = $1",
+    )
+    .bind(id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (initiated, attempts),
+        (1, 1),
+        "a second attempt went to the bank ({status}: {answer})"
+    );
+}

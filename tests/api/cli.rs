@@ -968,3 +968,46 @@ async fn ledger_verify_with_an_expected_checkpoint_catches_deleted_checkpoints()
         stderr(&bad)
     );
 }
+
+/// What an upgrade run without the ledger key leaves (or the previous version's replicas
+/// write during a rolling update): rows of a bound kind without their MAC, refused and named
+/// by `ledger verify`. `ledger seal`, run by an operator with the key, seals them and says
+/// how many; a row that has its MAC is left as it is.
+#[tokio::test]
+async fn ledger_seal_seals_what_a_keyless_upgrade_left_and_says_how_many() {
+    let url = crate::helpers::empty_database().await;
+    let run = |args: &[&str]| {
+        pisgate()
+            .env("PISGATE__DATABASE__URL", &url)
+            .args(args)
+            .output()
+            .unwrap()
+    };
+    let out = run(&["migrate"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["merchant", "create", "--name", "Old shop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["merchant", "create", "--name", "New shop"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    sqlx::query(
+        "UPDATE api_keys SET key_mac = NULL, key_mac_key_id = NULL
+         WHERE merchant_id = (SELECT id FROM merchants WHERE name = 'Old shop')",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let out = run(&["ledger", "verify"]);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 API key(s)"), "{}", stderr(&out));
+    let out = run(&["ledger", "seal"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let sealed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(sealed["api_keys"], 1, "{sealed}");
+    assert_eq!(sealed["webhook_events"], 0, "{sealed}");
+    let out = run(&["ledger", "verify"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["ledger", "seal"]);
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(again["api_keys"], 0, "{again}");
+}

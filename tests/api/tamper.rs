@@ -84,12 +84,27 @@ pub async fn append(pool: &Db, payment_id: Uuid, event: NewEvent) -> StoredEvent
             .unwrap();
     }
     if event.kind == "initiated" {
-        sqlx::query("UPDATE payments SET bank_payment_id = $2 WHERE id = $1")
-            .bind(payment_id)
-            .bind(event.detail["bank_payment_id"].as_str())
-            .execute(&mut *tx)
-            .await
-            .unwrap();
+        // With the MAC of the bank reference (bank id and links), as pisgate writes it.
+        let bank_id = event.detail["bank_payment_id"].as_str().unwrap_or_default();
+        let ring = pisgate::ledger::keys::installed().expect("a ledger key is installed");
+        let key_id = ring.current_id();
+        let links = serde_json::json!({});
+        let mac =
+            pisgate::ledger::binding::bank_links_mac(&ring, key_id, payment_id, bank_id, &links)
+                .unwrap();
+        sqlx::query(
+            "UPDATE payments SET bank_payment_id = $2, bank_links = $3, bank_links_mac = $4,
+                                 bank_links_mac_key_id = $5
+             WHERE id = $1",
+        )
+        .bind(payment_id)
+        .bind(bank_id)
+        .bind(&links)
+        .bind(&mac[..])
+        .bind(key_id)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
     }
     let stored = events::append(&mut tx, payment_id, event).await.unwrap();
     tx.commit().await.unwrap();

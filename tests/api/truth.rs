@@ -1169,16 +1169,22 @@ async fn a_shopper_coming_back_at_the_horizon_is_never_expired() {
 async fn only_the_current_attempt_records_and_paid_implies_authorized() {
     use pisgate::domain::Evidence;
     use pisgate::ledger::payments::{self, Change};
-    let app = app_with(&[], false, |_| {}).await;
+    // Attempt 1's answer is lost (a garbled answer): nothing recorded, in the row or the
+    // ledger, so the payment may be resumed.
+    let app = app_with(&[], false, |c| {
+        c.faults = vec![rule(FaultTarget::Initiate, Fault::MalformedJson, 1)];
+    })
+    .await;
     let m = app.create_merchant("Shop").await;
-    let (id, _) = create(&app, &m, "FI").await;
-    let uuid: Uuid = id.parse().unwrap();
-    // Pretend the recorded attempt never happened: make it attempt 1 of a pending payment.
-    sqlx::query("UPDATE payments SET bank_payment_id = NULL, initiation = 'pending' WHERE id = $1")
-        .bind(uuid)
-        .execute(&app.pool)
+    let first = app
+        .post_payment(&m.api_key, "k-attempts", &body("FI"))
+        .await;
+    crate::helpers::assert_problem(first, 502, "initiation_outcome_unknown").await;
+    let uuid: Uuid = sqlx::query_scalar("SELECT id FROM payments")
+        .fetch_one(&app.pool)
         .await
         .unwrap();
+    let id = uuid.to_string();
     let mut tx = app.pool.begin().await.unwrap();
     let later = chrono::Utc::now() + chrono::Duration::minutes(10);
     let attempt = payments::begin_attempt(&mut tx, uuid, &[7; 32], later, later)
