@@ -46,6 +46,7 @@ LABEL_KEYS = [
 ]
 DIGEST = re.compile(r"@sha256:[0-9a-f]{64}$")
 DATABASE_SECRET = "pisgate-database"
+APP_SECRET = "pisgate-app"
 
 RULE_HEADER = """\
 # Generated from deploy/prometheus/rules.yaml: do not edit here. Regenerate with
@@ -256,7 +257,8 @@ def policy(overlay: str, rendered: str) -> list[str]:
             if tag in ("", "latest"):
                 err(dep, f"{where}: image {image!r} has no fixed tag or digest")
 
-    # The migration initContainer sees the database secret only.
+    # The migration initContainer sees the database secret, and of the app secret only the
+    # ledger key (it seals the rows a binding migration binds).
     volumes = {v["name"]: v for v in spec.get("volumes", [])}
 
     def secrets_of(volume: dict) -> set:
@@ -280,13 +282,19 @@ def policy(overlay: str, rendered: str) -> list[str]:
     for c in migrate:
         seen = set()
         for m in c.get("volumeMounts", []):
-            seen |= secrets_of(volumes[m["name"]])
-        if seen != {DATABASE_SECRET}:
-            err(dep, f"the migrate initContainer mounts {sorted(seen)}, not only {DATABASE_SECRET}")
+            volume = volumes[m["name"]]
+            found = secrets_of(volume)
+            if found == {APP_SECRET}:
+                items = {i["key"] for i in volume["secret"].get("items", [])}
+                if items != {"ledger-key"}:
+                    err(dep, f"the migrate initContainer mounts {sorted(items) or 'all'} of {APP_SECRET}, not only ledger-key")
+            seen |= found
+        if not seen <= {DATABASE_SECRET, APP_SECRET} or DATABASE_SECRET not in seen:
+            err(dep, f"the migrate initContainer mounts {sorted(seen)}, not only {DATABASE_SECRET} (and the ledger key)")
         if c.get("envFrom"):
             err(dep, "the migrate initContainer takes envFrom; give it only the database settings")
         for e in c.get("env", []):
-            if not e["name"].startswith("PISGATE__DATABASE__"):
+            if not (e["name"].startswith("PISGATE__DATABASE__") or e["name"] == "PISGATE__LEDGER__KEY_FILE"):
                 err(dep, f"the migrate initContainer gets {e['name']}")
 
     # The serving container: named ports, probes on the admin port, the drain timing.

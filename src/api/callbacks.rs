@@ -443,6 +443,12 @@ async fn returned_without_code(
     started: Instant,
     code: Option<String>,
 ) -> anyhow::Result<Response> {
+    // A bank reference failing its ledger MAC (logged by `bank_ref`): nothing is sent to the
+    // bank and the return is not used up (no claim, the state kept), so it completes once
+    // an operator has put the reference right.
+    if p.bank_payment_id.is_some() && p.bank_ref().is_none() {
+        return redirect_now(state, p).await;
+    }
     let bound = state.settings.callback.redirect_timeout;
     let claim_lease = bound + Duration::from_secs(30);
     if !payments::claim_callback(&state.pool, p.id, claim_lease).await? {
@@ -726,10 +732,12 @@ async fn exchange_retrying(
     let client = state.banks.client(&p.bank);
     let redirect_uri = redirect_uri_for(state, &p.bank);
     let Some(bank_ref) = p.bank_ref() else {
-        // A state is handed out only with the bank's answer; never exchange without it.
-        return Err(BankError::Unexpected {
-            status: None,
-            detail: "the payment's bank id is not recorded; no exchange".into(),
+        // A state is handed out only with the bank's answer; never exchange without it. No
+        // bank reference, or one failing its ledger MAC (logged by `bank_ref`): nothing is
+        // sent, so the code stays good for a repeated callback once an operator has looked.
+        return Err(BankError::NotSent {
+            detail: "the payment's bank reference is missing or fails its ledger MAC; no exchange"
+                .into(),
         });
     };
     let mut attempt = 0u32;

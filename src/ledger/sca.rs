@@ -121,8 +121,21 @@ pub async fn record_started(
         return Ok(false);
     };
     // Merged only into links that hold their ledger MAC (checked again under the row's
-    // lock): links edited in SQL are never sealed anew with the authorisation's.
+    // lock): links edited in SQL are never sealed anew with the authorisation's. The
+    // authorisation the bank started is still recorded, as an orphan.
     let Some(bank_ref) = p.bank_ref() else {
+        note(
+            conn,
+            id,
+            "authorisation_orphan",
+            json!({
+                "authorisation_id": s.authorisation_id,
+                "approach": s.approach,
+                "sca_status": s.sca_status,
+                "reason": "bank_ref_refused",
+            }),
+        )
+        .await?;
         return Ok(false);
     };
     let links = bank_ref.links.merged(s.links).to_json();

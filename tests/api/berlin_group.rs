@@ -1351,3 +1351,81 @@ async fn berlin_group_links_edited_in_sql_are_never_followed_and_verify_names_th
     assert!(page.contains("/oauth/authorize?"), "{page}");
     assert_eq!(contacted.load(Ordering::SeqCst), 0);
 }
+
+/// The links of an OAuth payment are edited in SQL while the shopper is at the bank's
+/// authorisation server. Their return exchanges nothing (nothing is sent with a bank
+/// reference that fails its MAC) and does not use their code up: once an operator has put
+/// the bank's links back and sealed them (`pisgate ledger seal`), the same return completes
+/// the payment.
+#[tokio::test]
+async fn berlin_group_a_return_while_the_links_fail_their_mac_keeps_the_code_for_later() {
+    let (app, _bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.08"))
+        .await;
+    let id = p["id"].as_str().unwrap();
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let page = to_bank_page(&app, &p).await;
+    let back = decide_oauth(&app, &page, true).await;
+    let links: Value = sqlx::query_scalar("SELECT bank_links FROM payments WHERE id = $1")
+        .bind(uuid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE payments SET bank_links = jsonb_set(bank_links, '{status}', '\"https://evil.example/s\"')
+          WHERE id = $1",
+    )
+    .bind(uuid)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    app.client.get(&back).send().await.unwrap();
+    let exchanged = || async {
+        sqlx::query_scalar::<_, bool>(
+            "SELECT EXISTS (SELECT 1 FROM payment_events
+                            WHERE payment_id = $1 AND kind = 'oauth_code_exchanged')",
+        )
+        .bind(uuid)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(!exchanged().await, "the code was exchanged");
+    assert_eq!(
+        app.get_payment(&m.api_key, id).await["status"],
+        "awaiting_authorization"
+    );
+
+    sqlx::query(
+        "UPDATE payments SET bank_links = $2, bank_links_mac = NULL, bank_links_mac_key_id = NULL
+          WHERE id = $1",
+    )
+    .bind(uuid)
+    .bind(&links)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let sealed =
+        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
+            .await
+            .unwrap();
+    assert_eq!(sealed.bank_links, 1);
+    let r = app.client.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    wait_for_status(&app, &m, id, "paid").await;
+    assert!(exchanged().await);
+}
