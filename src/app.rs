@@ -87,14 +87,7 @@ impl Application {
                 if let Some(sealed) = sealed {
                     let sealed =
                         sealed.context("sealing the rows written before binding failed")?;
-                    tracing::info!(
-                        webhook_events = sealed.webhook_events,
-                        idempotency_answers = sealed.idempotency_answers,
-                        bank_links = sealed.bank_links,
-                        webhook_endpoints = sealed.webhook_endpoints,
-                        api_keys = sealed.api_keys,
-                        "sealed the rows written before they were bound to the ledger key"
-                    );
+                    sealed.log("sealed the rows written before they were bound to the ledger key");
                 }
             } else {
                 anyhow::bail!(

@@ -764,14 +764,7 @@ async fn ledger_command(
         }
         LedgerCommand::Seal => {
             let sealed = ledger::seal::seal_unbound(pool.pool(), keys).await?;
-            tracing::warn!(
-                webhook_events = sealed.webhook_events,
-                idempotency_answers = sealed.idempotency_answers,
-                bank_links = sealed.bank_links,
-                webhook_endpoints = sealed.webhook_endpoints,
-                api_keys = sealed.api_keys,
-                "sealed rows that had no ledger MAC (ledger seal)"
-            );
+            sealed.log("sealed rows that had no ledger MAC (ledger seal)");
             println!("{}", serde_json::to_string(&sealed)?);
             Ok(())
         }

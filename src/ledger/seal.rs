@@ -41,6 +41,20 @@ pub struct Sealed {
     pub api_keys: u64,
 }
 
+impl Sealed {
+    /// Logs the counts, with `what` happened.
+    pub fn log(&self, what: &str) {
+        tracing::info!(
+            webhook_events = self.webhook_events,
+            idempotency_answers = self.idempotency_answers,
+            bank_links = self.bank_links,
+            webhook_endpoints = self.webhook_endpoints,
+            api_keys = self.api_keys,
+            "{what}"
+        );
+    }
+}
+
 /// Whether applying `pending` (migration versions) introduces a binding whose rows written
 /// before it must be sealed.
 pub fn binds(pending: &[i64]) -> bool {

@@ -1265,25 +1265,15 @@ async fn berlin_group_links_edited_in_sql_are_never_followed_and_verify_names_th
         .await
         .unwrap();
     assert!(links["scaOAuth"].is_string(), "{links}");
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(
-        "UPDATE payments SET bank_links = jsonb_set(bank_links, '{scaOAuth}', to_jsonb($2::text))
-          WHERE id = $1",
+    as_insider(
+        &app,
+        id,
+        &format!(
+            "UPDATE payments SET bank_links = jsonb_set(bank_links, '{{scaOAuth}}', '\"{phish_url}\"')
+              WHERE id = $1"
+        ),
     )
-    .bind(id)
-    .bind(&phish_url)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    .await;
     let sent_before = bank.sandbox.requests().len();
 
     let url = p["authorization_url"].as_str().unwrap();
@@ -1373,24 +1363,13 @@ async fn berlin_group_a_return_while_the_links_fail_their_mac_keeps_the_code_for
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(
+    as_insider(
+        &app,
+        uuid,
         "UPDATE payments SET bank_links = jsonb_set(bank_links, '{status}', '\"https://evil.example/s\"')
           WHERE id = $1",
     )
-    .bind(uuid)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 
     app.client.get(&back).send().await.unwrap();
     let exchanged = || async {
@@ -1428,4 +1407,25 @@ async fn berlin_group_a_return_while_the_links_fail_their_mac_keeps_the_code_for
     assert_eq!(r.status(), 303);
     wait_for_status(&app, &m, id, "paid").await;
     assert!(exchanged().await);
+}
+
+/// Runs `sql` ($1 = the payment id) on `payments` as an insider: its user triggers off.
+async fn as_insider(app: &TestApp, id: uuid::Uuid, sql: &str) {
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    let changed = sqlx::query(sql)
+        .bind(id)
+        .execute(&mut *tx)
+        .await
+        .unwrap()
+        .rows_affected();
+    assert_eq!(changed, 1, "{sql}");
+    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
 }
