@@ -446,7 +446,8 @@ async fn returned_without_code(
     // A bank reference failing its ledger MAC (logged by `bank_ref`): nothing is sent to the
     // bank and the return is not used up (no claim, the state kept), so it completes once
     // an operator has put the reference right.
-    if p.bank_payment_id.is_some() && p.bank_ref().is_none() {
+    let bank_ref = p.bank_ref();
+    if p.bank_payment_id.is_some() && bank_ref.is_none() {
         return redirect_now(state, p).await;
     }
     let bound = state.settings.callback.redirect_timeout;
@@ -455,7 +456,7 @@ async fn returned_without_code(
         return redirect_now(state, p).await;
     }
     if let Some(code) = code {
-        finish_oauth(state, p, code, psu.clone()).await?;
+        finish_oauth(state, p, bank_ref.as_ref(), code).await?;
     }
     let mut tx = state.pool.begin().await?;
     payments::note(&mut tx, p.id, "callback", json!({ "outcome": "returned" })).await?;
@@ -484,15 +485,15 @@ async fn returned_without_code(
 async fn finish_oauth(
     state: &AppState,
     p: &PaymentRecord,
+    bank_ref: Option<&crate::bank::BankRef>,
     code: String,
-    _psu: PsuContext,
 ) -> anyhow::Result<()> {
+    let Some(bank_ref) = bank_ref else {
+        return Ok(());
+    };
     let Some((key_id, sealed)) =
         crate::ledger::sca::verifier(&mut *state.pool.read_conn().await?, p.id).await?
     else {
-        return Ok(());
-    };
-    let Some(bank_ref) = p.bank_ref() else {
         return Ok(());
     };
     let key = crate::api::sca::pkce_key(p.id);
@@ -507,7 +508,7 @@ async fn finish_oauth(
         state
             .banks
             .client(&p.bank)
-            .finish_oauth(&bank_ref, &code, &redirect_uri, &verifier),
+            .finish_oauth(bank_ref, &code, &redirect_uri, &verifier),
     )
     .await
     .unwrap_or_else(|_| {

@@ -1322,17 +1322,7 @@ async fn berlin_group_links_edited_in_sql_are_never_followed_and_verify_names_th
 
     // The bank's own links, put back and sealed as the upgrade that bound links seals
     // those written before it, are followed again.
-    sqlx::query("UPDATE payments SET bank_links = $2, bank_links_mac = NULL, bank_links_mac_key_id = NULL WHERE id = $1")
-        .bind(id)
-        .bind(&links)
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    let sealed =
-        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
-            .await
-            .unwrap();
-    assert_eq!(sealed.bank_links, 1, "{sealed:?}");
+    put_back_and_seal(&app, id, &links).await;
     let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
         .await
         .unwrap();
@@ -1389,20 +1379,7 @@ async fn berlin_group_a_return_while_the_links_fail_their_mac_keeps_the_code_for
         "awaiting_authorization"
     );
 
-    sqlx::query(
-        "UPDATE payments SET bank_links = $2, bank_links_mac = NULL, bank_links_mac_key_id = NULL
-          WHERE id = $1",
-    )
-    .bind(uuid)
-    .bind(&links)
-    .execute(&app.pool)
-    .await
-    .unwrap();
-    let sealed =
-        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
-            .await
-            .unwrap();
-    assert_eq!(sealed.bank_links, 1);
+    put_back_and_seal(&app, uuid, &links).await;
     let r = app.client.get(&back).send().await.unwrap();
     assert_eq!(r.status(), 303);
     wait_for_status(&app, &m, id, "paid").await;
@@ -1428,4 +1405,23 @@ async fn as_insider(app: &TestApp, id: uuid::Uuid, sql: &str) {
         .await
         .unwrap();
     tx.commit().await.unwrap();
+}
+
+/// What an operator does once the bank's own links are known again: puts them back and
+/// seals them (`pisgate ledger seal`); exactly this payment's reference is sealed.
+async fn put_back_and_seal(app: &TestApp, id: uuid::Uuid, links: &Value) {
+    sqlx::query(
+        "UPDATE payments SET bank_links = $2, bank_links_mac = NULL, bank_links_mac_key_id = NULL
+          WHERE id = $1",
+    )
+    .bind(id)
+    .bind(links)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let sealed =
+        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
+            .await
+            .unwrap();
+    assert_eq!(sealed.bank_links, 1, "{sealed:?}");
 }
