@@ -156,7 +156,7 @@ pub(crate) fn seal_bank_links(
 
 impl PaymentRecord {
     /// The payment as its bank knows it (id and links), once initiated and only while its
-    /// links hold their ledger MAC ([`stored_bank_ref`]).
+    /// bank id and links hold their ledger MAC ([`stored_bank_ref`]).
     pub fn bank_ref(&self) -> Option<crate::bank::BankRef> {
         stored_bank_ref(
             self.id,

@@ -22,7 +22,8 @@ pub struct Claimed {
     pub status: String,
     pub bank: String,
     pub bank_payment_id: Option<String>,
-    /// The links the bank gave (Berlin Group `_links`), and their ledger MAC.
+    /// The links the bank gave (Berlin Group `_links`), and the ledger MAC of the bank id
+    /// and links.
     pub bank_links: serde_json::Value,
     pub bank_links_mac: Option<Vec<u8>>,
     pub bank_links_mac_key_id: Option<String>,
@@ -106,7 +107,7 @@ pub async fn claim(
 
 impl Claimed {
     /// The payment as its bank knows it (id and links), once initiated and only while its
-    /// links hold their ledger MAC ([`crate::ledger::payments::stored_bank_ref`]).
+    /// bank id and links hold their ledger MAC ([`crate::ledger::payments::stored_bank_ref`]).
     pub fn bank_ref(&self) -> Option<crate::bank::BankRef> {
         crate::ledger::payments::stored_bank_ref(
             self.id,

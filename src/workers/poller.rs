@@ -402,8 +402,8 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
     }
     let Some(bank_ref) = p.bank_ref() else {
         if p.bank_payment_id.is_some() {
-            // The row names a bank payment but its reference is refused (its links fail
-            // their ledger MAC, logged by `bank_ref`): the bank has the payment, so this is
+            // The row names a bank payment but its reference is refused (its bank id and
+            // links fail their ledger MAC, logged by `bank_ref`): the bank has the payment, so this is
             // never "nothing was made". Nothing is sent or decided; an operator looks
             // (`ledger verify` names it), and it is looked at again a late-signing interval on.
             let mut d = ok(None, "bank_ref_refused");
