@@ -50,16 +50,25 @@ pub async fn insert_key(
         )
     })?;
     let mac_key_id = ring.current_id().to_owned();
+    let lacks = || sqlx::Error::Configuration("the ledger ring lacks its current key".into());
     let mac =
         crate::ledger::binding::api_key_mac(&ring, &mac_key_id, key.key_id(), merchant_id, &hash)
-            .ok_or_else(|| {
-            sqlx::Error::Configuration("the ledger ring lacks its current key".into())
-        })?;
+            .ok_or_else(lacks)?;
+    // Microseconds, as PostgreSQL keeps it: the MAC is over the value read back.
+    let expires_at = expires_at.map(crate::ledger::binding::to_micros);
+    let lifetime_mac = crate::ledger::binding::api_key_lifetime_mac(
+        &ring,
+        &mac_key_id,
+        key.key_id(),
+        expires_at,
+        None,
+    )
+    .ok_or_else(lacks)?;
     let row = sqlx::query_as!(
         ApiKey,
         r#"INSERT INTO api_keys (key_id, merchant_id, key_hash, name, expires_at, key_mac,
-                                 key_mac_key_id)
-           VALUES ($1, $2, $3, $4, $5, $6, $7)
+                                 key_mac_key_id, lifetime_mac, lifetime_mac_key_id)
+           VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7)
            RETURNING key_id, name, created_at, expires_at, last_used_at,
                      rotated_away_at IS NOT NULL AS "in_grace!""#,
         key.key_id(),
@@ -69,6 +78,7 @@ pub async fn insert_key(
         expires_at,
         &mac[..],
         mac_key_id,
+        &lifetime_mac[..],
     )
     .fetch_one(conn)
     .await?;
@@ -238,9 +248,15 @@ pub async fn revoke(pool: &Db, by: Manager<'_>, key_id: &str) -> Result<Revoke, 
         Some(true) if others == 0 => return Ok(Revoke::LastActiveKey),
         Some(_) => {}
     }
+    // The secret's hash is overwritten (and the MACs go): clearing `revoked_at` in SQL
+    // later gives back no key anybody holds.
     sqlx::query!(
         r#"WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
-           UPDATE api_keys SET revoked_at = now()
+           UPDATE api_keys
+              SET revoked_at = now(),
+                  key_hash = sha256(convert_to(gen_random_uuid()::text, 'UTF8')),
+                  key_mac = NULL, key_mac_key_id = NULL,
+                  lifetime_mac = NULL, lifetime_mac_key_id = NULL
            FROM n
            WHERE key_id = $1 AND merchant_id = $2"#,
         key_id,

@@ -39,6 +39,12 @@
 //! * Every API key carries `key_mac` = HMAC-SHA256(ledger key[key_mac_key_id],
 //!   [`api_key_mac_input`]): its public id, its merchant and the hash of its secret, checked
 //!   when a key authenticates ([`api_key_problem`]): a key row added in SQL opens nothing.
+//!   Its end carries `lifetime_mac` = HMAC-SHA256(ledger key[lifetime_mac_key_id],
+//!   [`api_key_lifetime_mac_input`]): its public id, when it expires and when it was rotated
+//!   away, resealed by each rotation ([`api_key_lifetime_problem`]): a rotated-away or
+//!   expiring key given back its full life in SQL opens nothing. A revoked key needs no MAC:
+//!   revoking overwrites the hash of its secret (and drops its MACs), so clearing
+//!   `revoked_at` gives back no key anybody holds.
 //!
 //! The digests are SHA-256, unkeyed: they sit inside a keyed chain. This module computes;
 //! it never reads or writes the database and never sees a secret other than the ring.
@@ -57,6 +63,7 @@ const IDEMPOTENCY_TAG: &str = "pisgate/idempotency_answer/v1";
 const BANK_LINKS_TAG: &str = "pisgate/bank_links/v1";
 const ENDPOINT_URL_TAG: &str = "pisgate/webhook_endpoint_url/v1";
 const API_KEY_TAG: &str = "pisgate/api_key/v1";
+const API_KEY_LIFETIME_TAG: &str = "pisgate/api_key_lifetime/v1";
 
 /// The facts of a payment that never change after creation.
 #[derive(Debug, Clone, Copy)]
@@ -326,6 +333,86 @@ pub fn api_key_problem(
     })
 }
 
+/// `t` cut to whole microseconds, the precision PostgreSQL stores: a time sealed before it
+/// is written must be the one read back.
+pub fn to_micros(t: DateTime<Utc>) -> DateTime<Utc> {
+    DateTime::from_timestamp_micros(t.timestamp_micros()).unwrap_or(t)
+}
+
+fn put_opt_time(out: &mut Vec<u8>, t: Option<DateTime<Utc>>) {
+    match t {
+        None => out.push(0),
+        Some(t) => {
+            out.push(1);
+            out.extend_from_slice(&t.timestamp_micros().to_be_bytes());
+        }
+    }
+}
+
+/// `str(tag) || str(key_id) || str(API key id) || opt(expires_at) || opt(rotated_away_at)`,
+/// each time as `0` for none or `1` and its microseconds since the epoch (8 bytes,
+/// big-endian; PostgreSQL's own precision, so a read gives back what was sealed).
+pub fn api_key_lifetime_mac_input(
+    key_id: &str,
+    api_key_id: &str,
+    expires_at: Option<DateTime<Utc>>,
+    rotated_away_at: Option<DateTime<Utc>>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    put_str(&mut out, API_KEY_LIFETIME_TAG);
+    put_str(&mut out, key_id);
+    put_str(&mut out, api_key_id);
+    put_opt_time(&mut out, expires_at);
+    put_opt_time(&mut out, rotated_away_at);
+    out
+}
+
+/// The MAC of an API key's end (expiry and rotation) under `key_id`, or `None` when the ring
+/// has no such key.
+pub fn api_key_lifetime_mac(
+    keys: &LedgerKeys,
+    key_id: &str,
+    api_key_id: &str,
+    expires_at: Option<DateTime<Utc>>,
+    rotated_away_at: Option<DateTime<Utc>>,
+) -> Option<[u8; 32]> {
+    keys.mac(
+        key_id,
+        &[&api_key_lifetime_mac_input(
+            key_id,
+            api_key_id,
+            expires_at,
+            rotated_away_at,
+        )],
+    )
+}
+
+/// Why an API key's expiry and rotation are not the ones pisgate wrote, or `None` when they
+/// are: a key rotated away (payments only, until its grace ends) or expiring must not be
+/// made full or endless in SQL.
+pub fn api_key_lifetime_problem(
+    keys: Option<&LedgerKeys>,
+    api_key_id: &str,
+    expires_at: Option<DateTime<Utc>>,
+    rotated_away_at: Option<DateTime<Utc>>,
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> Option<&'static str> {
+    stored_mac_problem(keys, mac, key_id, |keys, key_id| {
+        api_key_lifetime_mac(keys, key_id, api_key_id, expires_at, rotated_away_at)
+    })
+    .map(|p| match p {
+        MacProblem::Missing => "the API key's expiry has no ledger MAC (removed, or never sealed)",
+        MacProblem::NoRing => "no ledger key is installed to check the API key's expiry MAC",
+        MacProblem::Edited => {
+            "the API key's expiry or rotation is not what was written (edited)"
+        }
+        MacProblem::UnknownKey => {
+            "the API key's expiry MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)"
+        }
+    })
+}
+
 /// Why a row's stored ledger MAC does not vouch for it.
 enum MacProblem {
     /// No MAC or no key id stored.
@@ -533,6 +620,49 @@ mod tests {
                 Some("l1")
             )
             .is_some()
+        );
+    }
+
+    #[test]
+    fn an_api_keys_lifetime_mac_holds_only_for_the_end_it_was_sealed_with() {
+        let ring = LedgerKeys::new(
+            "l1",
+            &secrecy::SecretString::from(LedgerKeys::generate_key_base64()),
+        )
+        .unwrap();
+        let at = |s: i64| DateTime::<Utc>::from_timestamp_micros(s * 1_000_000 + 123_456);
+        let (ends, rotated) = (at(1_800_000_000), at(1_799_000_000));
+        let mac = api_key_lifetime_mac(&ring, "l1", "k1", ends, rotated).unwrap();
+        let problem = |id: &str, e, r| {
+            api_key_lifetime_problem(Some(&ring), id, e, r, Some(&mac[..]), Some("l1"))
+        };
+        assert_eq!(problem("k1", ends, rotated), None);
+        // Given back a full life, a longer one, a microsecond more, or to another key.
+        for (id, e, r) in [
+            ("k1", None, None),
+            ("k1", None, rotated),
+            ("k1", ends, None),
+            ("k1", at(1_900_000_000), rotated),
+            (
+                "k1",
+                ends.map(|t| t + chrono::Duration::microseconds(1)),
+                rotated,
+            ),
+            ("k2", ends, rotated),
+        ] {
+            assert!(
+                problem(id, e, r).is_some_and(|w| w.contains("edited")),
+                "{id} {e:?} {r:?}"
+            );
+        }
+        // A none and a time never read as each other.
+        assert_ne!(
+            api_key_lifetime_mac_input("l1", "k1", None, rotated),
+            api_key_lifetime_mac_input("l1", "k1", rotated, None)
+        );
+        assert!(
+            api_key_lifetime_problem(Some(&ring), "k1", ends, rotated, None, None)
+                .is_some_and(|w| w.contains("no ledger MAC"))
         );
     }
 }

@@ -176,20 +176,57 @@ pub async fn rotate_key_in(
     .await?;
     // The notification is delivered at commit: every replica forgets the old keys (a cached
     // copy would not know it is in grace, or with no grace, that it is over).
-    let old_keys = sqlx::query!(
+    let ring = crate::ledger::keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration(
+            "rotating a key needs the ledger key (PISGATE__LEDGER__KEY_FILE): it seals the keys' ends"
+                .into(),
+        )
+    })?;
+    let old = sqlx::query!(
         "WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
          UPDATE api_keys
          SET expires_at = LEAST(COALESCE(expires_at, $2), $2),
              rotated_away_at = COALESCE(rotated_away_at, now())
          FROM n
          WHERE merchant_id = $1 AND revoked_at IS NULL
-           AND (expires_at IS NULL OR expires_at > now())",
+           AND (expires_at IS NULL OR expires_at > now())
+         RETURNING key_id, expires_at, rotated_away_at",
         merchant_id,
         until,
     )
-    .execute(&mut *tx)
-    .await?
-    .rows_affected();
+    .fetch_all(&mut *tx)
+    .await?;
+    let old_keys = old.len() as u64;
+    // Each old key's new end, sealed: a key rotated away after a leak cannot be made full
+    // (or endless) again in SQL.
+    let mac_key_id = ring.current_id().to_owned();
+    let (mut ids, mut macs) = (Vec::with_capacity(old.len()), Vec::with_capacity(old.len()));
+    for k in old {
+        let mac = crate::ledger::binding::api_key_lifetime_mac(
+            &ring,
+            &mac_key_id,
+            &k.key_id,
+            k.expires_at,
+            k.rotated_away_at,
+        )
+        .ok_or_else(|| {
+            sqlx::Error::Configuration("the ledger ring lacks its current key".into())
+        })?;
+        ids.push(k.key_id);
+        macs.push(mac.to_vec());
+    }
+    if !ids.is_empty() {
+        sqlx::query!(
+            "UPDATE api_keys k SET lifetime_mac = u.mac, lifetime_mac_key_id = $3
+             FROM unnest($1::text[], $2::bytea[]) AS u(id, mac)
+             WHERE k.key_id = u.id",
+            &ids,
+            &macs,
+            mac_key_id,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     let (_, api_key) = api_keys::insert_key(tx, merchant_id, None, None).await?;
     Ok(Some(RotatedKey {
         merchant_id,
@@ -216,9 +253,14 @@ pub async fn revoke_all_keys(
     if found.is_none() {
         return Ok(None);
     }
+    // As one revocation: each secret's hash overwritten, the MACs gone.
     let revoked = sqlx::query!(
         "WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
-         UPDATE api_keys SET revoked_at = now()
+         UPDATE api_keys
+            SET revoked_at = now(),
+                key_hash = sha256(convert_to(gen_random_uuid()::text, 'UTF8')),
+                key_mac = NULL, key_mac_key_id = NULL,
+                lifetime_mac = NULL, lifetime_mac_key_id = NULL
          FROM n
          WHERE merchant_id = $1 AND revoked_at IS NULL
            AND (expires_at IS NULL OR expires_at > now())",
@@ -358,8 +400,8 @@ pub async fn authenticate_key(
     let row = sqlx::query!(
         r#"SELECT m.id, m.name, m.status, m.return_origins, m.created_at, m.disabled_at,
                   k.key_hash AS api_key_hash, k.expires_at, k.merchant_id AS key_merchant_id,
-                  k.key_mac, k.key_mac_key_id,
-                  (k.rotated_away_at IS NOT NULL) AS "in_grace!"
+                  k.key_mac, k.key_mac_key_id, k.rotated_away_at, k.lifetime_mac,
+                  k.lifetime_mac_key_id
            FROM api_keys k JOIN merchants m ON m.id = k.merchant_id
            WHERE k.key_id = $1 AND k.revoked_at IS NULL
              AND (k.expires_at IS NULL OR k.expires_at > now())"#,
@@ -376,15 +418,28 @@ pub async fn authenticate_key(
     }
     // The row must be one pisgate wrote: a key added (or moved to another merchant) in SQL
     // fails its ledger MAC and opens nothing.
+    // Its expiry and rotation too: a key rotated away or expiring that was given its full
+    // life back in SQL opens nothing either.
     let ring = crate::ledger::keys::installed();
-    if let Some(why) = crate::ledger::binding::api_key_problem(
+    let problem = crate::ledger::binding::api_key_problem(
         ring.as_deref(),
         key_id,
         row.key_merchant_id,
         &row.api_key_hash,
         row.key_mac.as_deref(),
         row.key_mac_key_id.as_deref(),
-    ) {
+    )
+    .or_else(|| {
+        crate::ledger::binding::api_key_lifetime_problem(
+            ring.as_deref(),
+            key_id,
+            row.expires_at,
+            row.rotated_away_at,
+            row.lifetime_mac.as_deref(),
+            row.lifetime_mac_key_id.as_deref(),
+        )
+    });
+    if let Some(why) = problem {
         tracing::error!(
             key_id,
             merchant_id = %row.key_merchant_id,
@@ -405,7 +460,7 @@ pub async fn authenticate_key(
         },
         key_id: key_id.to_owned(),
         expires_at: row.expires_at,
-        in_grace: row.in_grace,
+        in_grace: row.rotated_away_at.is_some(),
     }))
 }
 

@@ -1,7 +1,9 @@
 //! Sealing at the upgrade that introduced a binding: the webhook events (migration
 //! 20261205000030), idempotency answers (20261206200000), payments' bank links
-//! (20261208100000), webhook endpoints' URLs (20261208100001) and API keys (20261208100002)
-//! already written then get the ledger MAC every later one is written with.
+//! (20261208100000), webhook endpoints' URLs (20261208100001), API keys (20261208100002) and
+//! their ends (20261208100003) already written then get the ledger MAC every later one is
+//! written with; a key revoked without its secret's hash being overwritten (by the version
+//! before 20261208100003, during a rolling update) has it overwritten.
 //!
 //! The process that applies such a migration seals, right after applying it, with the
 //! ledger key (and an operator with the key can with `pisgate ledger seal`, for what a run
@@ -27,6 +29,8 @@ pub const BANK_LINKS_BOUND: i64 = 20261208100000;
 pub const ENDPOINT_URLS_BOUND: i64 = 20261208100001;
 /// The migration that bound API keys to the ledger key.
 pub const API_KEYS_BOUND: i64 = 20261208100002;
+/// The migration that bound API keys' expiry and rotation to the ledger key.
+pub const API_KEY_LIFETIMES_BOUND: i64 = 20261208100003;
 
 /// Rows sealed per statement.
 const BATCH: i64 = 500;
@@ -39,6 +43,9 @@ pub struct Sealed {
     pub bank_links: u64,
     pub webhook_endpoints: u64,
     pub api_keys: u64,
+    pub api_key_lifetimes: u64,
+    /// Revoked keys whose secret's hash was still there, now overwritten.
+    pub revoked_keys_erased: u64,
 }
 
 impl Sealed {
@@ -50,6 +57,8 @@ impl Sealed {
             bank_links = self.bank_links,
             webhook_endpoints = self.webhook_endpoints,
             api_keys = self.api_keys,
+            api_key_lifetimes = self.api_key_lifetimes,
+            revoked_keys_erased = self.revoked_keys_erased,
             "{what}"
         );
     }
@@ -64,6 +73,7 @@ pub fn binds(pending: &[i64]) -> bool {
         BANK_LINKS_BOUND,
         ENDPOINT_URLS_BOUND,
         API_KEYS_BOUND,
+        API_KEY_LIFETIMES_BOUND,
     ]
     .iter()
     .any(|v| pending.contains(v))
@@ -179,7 +189,9 @@ pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sq
     }
     sealed.bank_links = seal_bank_links(pool, keys, &key_id).await?;
     sealed.webhook_endpoints = seal_endpoint_urls(pool, keys, &key_id).await?;
+    sealed.revoked_keys_erased = erase_revoked_keys(pool).await?;
     sealed.api_keys = seal_api_keys(pool, keys, &key_id).await?;
+    sealed.api_key_lifetimes = seal_api_key_lifetimes(pool, keys, &key_id).await?;
     Ok(sealed)
 }
 
@@ -302,15 +314,32 @@ async fn seal_endpoint_urls(
     Ok(sealed)
 }
 
-/// The API keys part of [`seal_unbound`] (revoked and expired ones included: verify checks
-/// every one), one `UPDATE … FROM unnest(…)` per batch.
+/// Overwrites the secret's hash of every revoked key that still has it (a revocation by the
+/// version before migration 20261208100003, which kept it), as revoking does now.
+async fn erase_revoked_keys(pool: &PgPool) -> Result<u64, sqlx::Error> {
+    Ok(sqlx::query!(
+        "UPDATE api_keys
+            SET key_hash = sha256(convert_to(gen_random_uuid()::text, 'UTF8')),
+                key_mac = NULL, key_mac_key_id = NULL,
+                lifetime_mac = NULL, lifetime_mac_key_id = NULL
+          WHERE revoked_at IS NOT NULL
+            AND (key_mac IS NOT NULL OR lifetime_mac IS NOT NULL)"
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
+}
+
+/// The API keys part of [`seal_unbound`] (expired ones included: verify checks every key
+/// that is not revoked), one `UPDATE … FROM unnest(…)` per batch.
 async fn seal_api_keys(pool: &PgPool, keys: &LedgerKeys, key_id: &str) -> Result<u64, sqlx::Error> {
     let mut sealed = 0;
     let mut cursor = String::new();
     loop {
         let rows = sqlx::query!(
             r#"SELECT key_id, merchant_id, key_hash FROM api_keys
-               WHERE key_mac IS NULL AND key_id > $1 ORDER BY key_id LIMIT $2"#,
+               WHERE key_mac IS NULL AND revoked_at IS NULL AND key_id > $1
+               ORDER BY key_id LIMIT $2"#,
             cursor,
             BATCH,
         )
@@ -344,6 +373,72 @@ async fn seal_api_keys(pool: &PgPool, keys: &LedgerKeys, key_id: &str) -> Result
                 key_id,
                 &merchants,
                 &hashes,
+            )
+            .execute(pool)
+            .await?
+            .rows_affected();
+        }
+        if (n as i64) < BATCH {
+            break;
+        }
+    }
+    Ok(sealed)
+}
+
+/// The API keys' ends part of [`seal_unbound`]: the expiry and rotation each key that is not
+/// revoked has now, one `UPDATE … FROM unnest(…)` per batch, guarded by those values.
+async fn seal_api_key_lifetimes(
+    pool: &PgPool,
+    keys: &LedgerKeys,
+    key_id: &str,
+) -> Result<u64, sqlx::Error> {
+    let mut sealed = 0;
+    let mut cursor = String::new();
+    loop {
+        let rows = sqlx::query!(
+            r#"SELECT key_id, expires_at, rotated_away_at FROM api_keys
+               WHERE lifetime_mac IS NULL AND revoked_at IS NULL AND key_id > $1
+               ORDER BY key_id LIMIT $2"#,
+            cursor,
+            BATCH,
+        )
+        .fetch_all(pool)
+        .await?;
+        let n = rows.len();
+        let (mut ids, mut macs, mut ends, mut rotations) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for r in rows {
+            let mac = binding::api_key_lifetime_mac(
+                keys,
+                key_id,
+                &r.key_id,
+                r.expires_at,
+                r.rotated_away_at,
+            )
+            .expect("the current key is in its own ring");
+            macs.push(mac.to_vec());
+            cursor.clone_from(&r.key_id);
+            ids.push(r.key_id);
+            ends.push(r.expires_at);
+            rotations.push(r.rotated_away_at);
+        }
+        if !ids.is_empty() {
+            sealed += sqlx::query!(
+                "UPDATE api_keys k SET lifetime_mac = u.mac, lifetime_mac_key_id = $3
+                 FROM unnest($1::text[], $2::bytea[], $4::timestamptz[], $5::timestamptz[])
+                      AS u(id, mac, expires_at, rotated_away_at)
+                 WHERE k.key_id = u.id AND k.lifetime_mac IS NULL AND k.revoked_at IS NULL
+                   AND k.expires_at IS NOT DISTINCT FROM u.expires_at
+                   AND k.rotated_away_at IS NOT DISTINCT FROM u.rotated_away_at",
+                &ids,
+                &macs,
+                key_id,
+                &ends as &[Option<chrono::DateTime<chrono::Utc>>],
+                &rotations as &[Option<chrono::DateTime<chrono::Utc>>],
             )
             .execute(pool)
             .await?

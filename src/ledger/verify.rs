@@ -232,9 +232,10 @@ pub struct VerifyReport {
     pub broken_webhook_endpoints: u64,
     /// The first of those, in id order.
     pub first_broken_webhook_endpoint: Option<String>,
-    /// API keys (revoked and expired ones included), checked against their MACs.
+    /// API keys that are not revoked (expired ones included), checked against their MACs.
     pub api_keys_checked: u64,
-    /// Keys whose row fails its MAC (added or moved in SQL, or the MAC removed).
+    /// Keys whose row fails a MAC (added, moved or given back its life in SQL, revoked then
+    /// un-revoked, or a MAC removed).
     pub broken_api_keys: u64,
     /// The first of those, by key id.
     pub first_broken_api_key: Option<String>,
@@ -942,8 +943,10 @@ async fn verify_webhook_endpoints(
     Ok(())
 }
 
-/// Checks every API key's row against its MAC ([`binding::api_key_problem`], the rule
-/// authentication applies), by key id.
+/// Checks every API key that is not revoked against its MACs ([`binding::api_key_problem`]
+/// and [`binding::api_key_lifetime_problem`], the rules authentication applies), by key id.
+/// A revoked key authenticates nobody: revoking overwrote its secret's hash and dropped its
+/// MACs, so one whose `revoked_at` is cleared in SQL is reported here.
 async fn verify_api_keys(
     pool: &Db,
     keys: &LedgerKeys,
@@ -952,8 +955,10 @@ async fn verify_api_keys(
     let mut cursor = String::new();
     loop {
         let rows = sqlx::query!(
-            r#"SELECT key_id, merchant_id, key_hash, key_mac, key_mac_key_id
-               FROM api_keys WHERE key_id > $1 ORDER BY key_id LIMIT $2"#,
+            r#"SELECT key_id, merchant_id, key_hash, key_mac, key_mac_key_id, expires_at,
+                      rotated_away_at, lifetime_mac, lifetime_mac_key_id
+               FROM api_keys WHERE key_id > $1 AND revoked_at IS NULL
+               ORDER BY key_id LIMIT $2"#,
             cursor,
             VERIFY_BATCH,
         )
@@ -969,7 +974,17 @@ async fn verify_api_keys(
                 &r.key_hash,
                 r.key_mac.as_deref(),
                 r.key_mac_key_id.as_deref(),
-            ) {
+            )
+            .or_else(|| {
+                binding::api_key_lifetime_problem(
+                    Some(keys),
+                    &r.key_id,
+                    r.expires_at,
+                    r.rotated_away_at,
+                    r.lifetime_mac.as_deref(),
+                    r.lifetime_mac_key_id.as_deref(),
+                )
+            }) {
                 report.broken_api_keys += 1;
                 if report.first_broken_api_key.is_none() {
                     tracing::warn!(key_id = %r.key_id, why, "API key problem");

@@ -430,3 +430,82 @@ async fn an_api_key_written_in_sql_opens_nothing_and_verify_names_it() {
     assert_eq!(report.api_keys_checked, 3, "{report:?}");
     assert_eq!(report.broken_api_keys, 2, "{report:?}");
 }
+
+/// An insider gives keys their life back in SQL after a leak: a revoked key (`revoked_at`
+/// cleared), a key rotated away (its end and rotation cleared: a full key again), and one
+/// whose grace is made a year longer. None opens anything (revoking overwrote the secret's
+/// hash; a key's end is sealed by each rotation), `ledger verify` names all three, and a key
+/// rotated away and left alone still works in its grace.
+#[tokio::test]
+async fn a_key_revoked_or_rotated_away_given_its_life_back_in_sql_opens_nothing() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let leaked = new_key(&app, &m.api_key, json!({"name": "leaked"})).await;
+    let leaked_key = leaked["api_key"].as_str().unwrap().to_owned();
+    let leaked_id = leaked["id"].as_str().unwrap().to_owned();
+    assert_eq!(app.get_as("/v1/payments", &leaked_key).await.status(), 200);
+    let r = delete_as(&app, &format!("/v1/api-keys/{leaked_id}"), &m.api_key).await;
+    assert_eq!(r.status(), 204);
+    refused_within(&app, &leaked_key, Duration::from_secs(5)).await;
+    sqlx::query("UPDATE api_keys SET revoked_at = NULL WHERE key_id = $1")
+        .bind(&leaked_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(app.get_as("/v1/payments", &leaked_key).await.status(), 401);
+
+    let (kept, made_full, lengthened) = (
+        app.create_merchant("Kept").await,
+        app.create_merchant("Made full").await,
+        app.create_merchant("Lengthened").await,
+    );
+    for shop in [&kept, &made_full, &lengthened] {
+        pisgate::ledger::merchants::rotate_key(&app.pool, shop.id, Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap();
+    }
+    let id_of = |key: &str| {
+        pisgate::ledger::merchants::key_id_of(key)
+            .unwrap()
+            .to_owned()
+    };
+    for (shop, sql) in [
+        (
+            &made_full,
+            "UPDATE api_keys SET expires_at = NULL, rotated_away_at = NULL WHERE key_id = $1",
+        ),
+        (
+            &lengthened,
+            "UPDATE api_keys SET expires_at = expires_at + interval '1 year' WHERE key_id = $1",
+        ),
+    ] {
+        sqlx::query(sql)
+            .bind(id_of(&shop.api_key))
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        assert_eq!(
+            app.get_as("/v1/payments", &shop.api_key).await.status(),
+            401
+        );
+    }
+    // Sealed again by the rotation, the untouched one works for payments in its grace.
+    assert_eq!(
+        app.get_as("/v1/payments", &kept.api_key).await.status(),
+        200
+    );
+    assert!(
+        app.metrics()
+            .await
+            .contains("pisgate_ledger_binding_mismatches_total 2"),
+        "counted"
+    );
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(!report.is_ok(), "{report:?}");
+    // Shop's two (one given back), and each rotated merchant's old and new key.
+    assert_eq!(report.api_keys_checked, 8, "{report:?}");
+    assert_eq!(report.broken_api_keys, 3, "{report:?}");
+}

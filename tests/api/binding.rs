@@ -716,14 +716,21 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
     .execute(&old)
     .await
     .unwrap();
+    // A key rotated away (in its grace), and one revoked: the revoked one's secret hash is
+    // overwritten by the upgrade, the other's end sealed as it stands.
     sqlx::query(
-        "INSERT INTO api_keys (key_id, merchant_id, key_hash)
-         VALUES ('0123456789abcdef', $1, sha256('old secret'))",
+        "INSERT INTO api_keys (key_id, merchant_id, key_hash, expires_at, rotated_away_at)
+         VALUES ('0123456789abcdef', $1, sha256('old secret'), now() + interval '1 day', now()),
+                ('fedcba9876543210', $1, sha256('revoked secret'), NULL, NULL)",
     )
     .bind(merchant)
     .execute(&old)
     .await
     .unwrap();
+    sqlx::query("UPDATE api_keys SET revoked_at = now() WHERE key_id = 'fedcba9876543210'")
+        .execute(&old)
+        .await
+        .unwrap();
     sqlx::query(
         "INSERT INTO webhook_endpoints (id, merchant_id, url, key_id, secret)
          VALUES ($1, $2, 'https://old-shop.example/hooks', 'k1', '\\x00')",
@@ -745,12 +752,21 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
         "SELECT (SELECT count(*) FROM webhook_events WHERE payload_mac IS NULL)
               + (SELECT count(*) FROM idempotency_keys WHERE response_mac IS NULL)
               + (SELECT count(*) FROM webhook_endpoints WHERE url_mac IS NULL)
-              + (SELECT count(*) FROM api_keys WHERE key_mac IS NULL)",
+              + (SELECT count(*) FROM api_keys
+                  WHERE revoked_at IS NULL AND (key_mac IS NULL OR lifetime_mac IS NULL))",
     )
     .fetch_one(&app.pool)
     .await
     .unwrap();
     assert_eq!(unsealed, 0);
+    let revoked_hash_kept: bool = sqlx::query_scalar(
+        "SELECT key_hash = sha256('revoked secret') FROM api_keys
+          WHERE key_id = 'fedcba9876543210'",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(!revoked_hash_kept, "a revoked key kept its secret's hash");
     let report = verify(&app).await;
     assert!(report.is_ok(), "{report:?}");
     assert_eq!(report.webhook_events_checked, 1, "{report:?}");
