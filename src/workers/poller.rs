@@ -240,6 +240,8 @@ async fn refresh_gauges(pool: &Db) {
 
 /// The outcome of a poll of a payment with no bank answer recorded.
 const NOT_INITIATED: &str = "not_initiated";
+/// The outcome of a poll that held a payment whose bank reference fails its ledger MAC.
+const BANK_REF_REFUSED: &str = "bank_ref_refused";
 
 /// What one poll decided.
 #[derive(Debug)]
@@ -406,7 +408,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
             // links fail their ledger MAC, logged by `bank_ref`): the bank has the payment, so this is
             // never "nothing was made". Nothing is sent or decided; an operator looks
             // (`ledger verify` names it), and it is looked at again a late-signing interval on.
-            let mut d = ok(None, "bank_ref_refused");
+            let mut d = ok(None, BANK_REF_REFUSED);
             d.next = cfg.late_signing_interval;
             return d;
         }
@@ -424,7 +426,7 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
                         "the payment row has no bank payment id but its ledger recorded the bank's answer; not expired: run `pisgate ledger verify`"
                     );
                     metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
-                    let mut d = ok(None, "bank_ref_refused");
+                    let mut d = ok(None, BANK_REF_REFUSED);
                     d.next = cfg.late_signing_interval;
                     return d;
                 }
@@ -967,6 +969,15 @@ async fn after_final_read(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> De
         lease_until: None,
     };
     let Some(bank_ref) = p.bank_ref() else {
+        if p.bank_payment_id.is_some() {
+            // The bank has the payment but its reference fails its ledger MAC (logged by
+            // `bank_ref`): these reads watch for a bank that later says otherwise, so they
+            // are held, not used up, until an operator looks (`ledger verify` names it).
+            return Decision {
+                next: ctx.settings.poller.late_signing_interval,
+                ..done(None, BANK_REF_REFUSED)
+            };
+        }
         return done(None, "final");
     };
     pacer.acquire().await;
@@ -1327,8 +1338,15 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
     record_progress(&mut tx, p, status, d.remaining).await?;
     if status.is_final() {
         let was_final = PaymentStatus::parse(&p.status).is_some_and(PaymentStatus::is_final);
-        let next_at = after(ctx.settings.poller.after_final_interval);
-        polls::end_final_claim(&mut tx, p.id, next_at, was_final).await?;
+        // A read after the final status that was held (its bank reference refused) read
+        // nothing: it is not used up, and comes back when `decide` said.
+        let held = was_final && d.change.is_none() && d.outcome == BANK_REF_REFUSED;
+        let next_at = after(if held {
+            d.next
+        } else {
+            ctx.settings.poller.after_final_interval
+        });
+        polls::end_final_claim(&mut tx, p.id, next_at, was_final && !held).await?;
     } else {
         let next_at = next_poll(ctx, p, status, &d).map(after);
         polls::reschedule(&mut tx, p.id, next_at, d.failures).await?;

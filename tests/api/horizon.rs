@@ -226,6 +226,129 @@ async fn a_final_status_the_bank_later_contradicts_is_kept_counted_recorded_and_
     assert!(report.is_ok(), "{report:?}");
 }
 
+/// How often the poller held a payment because its bank reference failed its ledger MAC.
+async fn held_polls(app: &TestApp) -> u64 {
+    app.metrics()
+        .await
+        .lines()
+        .find(|l| l.starts_with("pisgate_polls_total{outcome=\"bank_ref_refused\"}"))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// An insider breaks the bank reference of a payment pisgate ended `expired` while its link
+/// was out, so that the reads after the final status (which catch a bank that pays it
+/// after all) cannot be made. They are held, not used up: once the reference is sealed
+/// again the bank's `Paid` is seen and recorded as a disagreement.
+#[tokio::test]
+async fn reads_after_the_final_status_wait_while_the_bank_reference_is_refused() {
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "2"),
+            ("PISGATE__POLLER__AFTER_FINAL_INTERVAL", "300ms"),
+        ],
+        true,
+        |_| {},
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    a_shopper_comes_back(&app, &m, "psu-other").await;
+    let (id, url) = create(&app, &m, "NO").await;
+    reach_bank_page(&app, &url).await;
+    wait_status(&app, &id, "expired", Duration::from_secs(15)).await;
+    let (bank_id, mac, mac_key): (String, Vec<u8>, String) = sqlx::query_as(
+        "SELECT bank_payment_id, bank_links_mac, bank_links_mac_key_id FROM payments
+          WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let set_mac = |mac: Option<Vec<u8>>| {
+        let (pool, id) = (app.pool.clone(), id.clone());
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("UPDATE payments SET bank_links_mac = $2 WHERE id = $1::uuid")
+                .bind(&id)
+                .bind(mac)
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    set_mac(Some(vec![0; 32])).await;
+    assert!(app.sandbox.force_status(&bank_id, Some(BankStatus::Paid)));
+    let reads_left = || async {
+        sqlx::query_scalar::<_, i32>(
+            "SELECT final_reads_left FROM payment_polls WHERE payment_id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap()
+    };
+    let before = reads_left()
+        .await
+        .expect("reads after the final status are left");
+    // Many polls' worth of time (reads 300 ms apart would all be used up in 1 s).
+    let held = held_polls(&app).await;
+    until(
+        "the poller to hold it a few times",
+        Duration::from_secs(10),
+        || async { held_polls(&app).await >= held + 4 },
+    )
+    .await;
+    // One read claimed before the tamper may have been made (and counted); no other.
+    let left = reads_left().await.expect("the reads were used up");
+    assert!(left >= (before - 1).max(1), "{left} of {before} left");
+    let seen = || async {
+        sqlx::query_scalar::<_, i64>(
+            "SELECT count(*) FROM bank_disagreements WHERE payment_id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+    };
+    assert_eq!(
+        seen().await,
+        0,
+        "the bank was read through a refused reference"
+    );
+    // Sealed again (an operator's fix): the held read goes ahead and sees the bank's word.
+    set_mac(Some(mac)).await;
+    assert_eq!(
+        sqlx::query_scalar::<_, String>(
+            "SELECT bank_links_mac_key_id FROM payments WHERE id = $1::uuid"
+        )
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap(),
+        mac_key
+    );
+    sqlx::query("UPDATE payment_polls SET next_poll_at = now() WHERE payment_id = $1::uuid")
+        .bind(&id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    until("the disagreement", Duration::from_secs(10), || async {
+        seen().await > 0
+    })
+    .await;
+    assert_eq!(status_of(&app, &id).await, "expired");
+}
+
 #[tokio::test]
 async fn a_shopper_who_returns_after_the_horizon_is_still_exchanged() {
     let app = app_with(
