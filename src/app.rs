@@ -24,6 +24,9 @@ use tokio::net::TcpListener;
 /// How often the database is probed; an outage is answered `503` at once within this.
 const DB_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
+/// Time for a bank exchange's commit after its bank call, at shutdown.
+const FINISH_MARGIN: Duration = Duration::from_secs(5);
+
 pub struct Application {
     listener: TcpListener,
     router: axum::Router,
@@ -126,6 +129,7 @@ impl Application {
             state.cipher.clone(),
         );
         workers.listener = state.listener.clone();
+        workers.finishing = state.finishing.clone();
         let db_health = state.db_health.clone();
         let auth_cache = state.auth_cache.clone();
         Ok(Application {
@@ -212,6 +216,8 @@ impl Application {
             self.state.listener.clone(),
             workers_stop_rx.clone(),
         ));
+        let finishing = self.workers.finishing.clone();
+        let longest_bank_call = self.workers.settings.longest_bank_call();
         let workers = Workers::spawn(self.workers, workers_stop_rx);
         let certificate_watch = self
             .certificate_not_after
@@ -243,6 +249,24 @@ impl Application {
             .saturating_sub(stop_began.elapsed())
             .max(Duration::from_secs(1));
         workers.join(left).await;
+        // A bank exchange that used up a single-use token (a refresh) runs to its commit:
+        // up to the longest bank call (and the commit) from the stop, past the drain if need
+        // be (the manifests' grace period allows for it).
+        if finishing.running() > 0 {
+            let bound = (longest_bank_call + FINISH_MARGIN)
+                .saturating_sub(stop_began.elapsed())
+                .max(Duration::from_secs(1));
+            tracing::info!(
+                running = finishing.running(),
+                "waiting for bank exchanges to be stored"
+            );
+            if !finishing.wait(bound).await {
+                tracing::warn!(
+                    running = finishing.running(),
+                    "bank exchanges still running at the end of the shutdown; stopping anyway"
+                );
+            }
+        }
         if let Some(watch) = certificate_watch {
             watch.abort();
         }

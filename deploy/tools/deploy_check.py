@@ -318,6 +318,14 @@ def policy(overlay: str, rendered: str) -> list[str]:
         err(dep, "the preStop sleep must give the endpoint removal at least 5 s")
     elif sleep + drain + 5 > grace:
         err(dep, f"preStop {sleep}s + drain {drain}s + 5s margin exceed the grace period {grace}s")
+    # A token refresh under way at the stop runs to its commit (src/app.rs, FINISH_MARGIN):
+    # up to the longest bank call plus 5 s from the stop, past the drain if need be.
+    bank_call = max([int(v) for k, v in settings.items()
+                     if k.endswith("__REQUEST_TIMEOUT_SECS") and k != "PISGATE__SERVER__REQUEST_TIMEOUT_SECS"]
+                    + [30])
+    if sleep and sleep + max(drain, bank_call + 5) + 5 > grace:
+        err(dep, f"preStop {sleep}s + a bank call {bank_call}s + 5s to store its answer + 5s margin "
+                 f"exceed the grace period {grace}s")
     if not spec.get("topologySpreadConstraints"):
         err(dep, "no topologySpreadConstraints")
 

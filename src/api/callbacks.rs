@@ -545,7 +545,13 @@ async fn finish(
     answer: CodeAnswer,
     psu: &PsuContext,
 ) -> anyhow::Result<()> {
-    exchange_and_store(state, p, answer).await?;
+    // To its commit even if this request is dropped (the shutdown drain ran out): the bank
+    // has used the code up by then, and only the stored token keeps the shopper's consent.
+    let work = {
+        let (state, p) = (state.clone(), p.clone());
+        async move { exchange_and_store(&state, &p, answer).await }
+    };
+    state.finishing.run(work).await?;
     if state
         .banks
         .client(&p.bank)

@@ -76,6 +76,9 @@ pub struct Shared {
     draining: Arc<AtomicBool>,
     /// The debounce of bank reads triggered by callbacks with an `error`.
     pub error_reads: Arc<callbacks::ErrorReads>,
+    /// Bank exchanges that must reach their commit once begun (a code exchange uses the
+    /// code up), shared with the workers: shutdown waits for them.
+    pub finishing: crate::workers::Finishing,
 }
 
 impl AppState {
@@ -111,6 +114,7 @@ impl AppState {
             listener,
             draining: Arc::default(),
             error_reads: Arc::default(),
+            finishing: crate::workers::Finishing::default(),
         }))
     }
 

@@ -6,7 +6,9 @@
 //! lease the token is read again: if another replica (or a new exchange) already replaced
 //! it, there is nothing to do. The new pair overwrites the old one in a single statement, so
 //! the old refresh token is forgotten only once the new pair is stored. A refresh token the
-//! bank refuses marks the token dead; status polling does not need it and goes on.
+//! bank refuses marks the token dead; status polling does not need it and goes on. A
+//! refresh, once begun, runs to its commit even through a shutdown
+//! ([`super::Finishing`]): the bank has used up the old refresh token by then.
 //!
 //! Never logged: tokens. Shoppers appear only as their hashed log id.
 
@@ -57,7 +59,13 @@ pub async fn refresh_due(
         if *stop.borrow() {
             break;
         }
-        match refresh_one(ctx, &d).await {
+        // To its end even if this worker is stopped meanwhile: once the bank is asked, the
+        // refresh token is used up, and only the stored answer keeps the shopper's token.
+        let work = {
+            let (ctx, d) = (ctx.clone(), d.clone());
+            async move { refresh_one(&ctx, &d).await }
+        };
+        match ctx.finishing.run(work).await {
             Ok(outcome) => {
                 metrics::counter!("pisgate_token_refreshes_total", "outcome" => outcome)
                     .increment(1);

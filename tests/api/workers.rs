@@ -443,6 +443,125 @@ async fn a_token_about_to_expire_is_refreshed_while_its_shopper_has_payments_in_
     assert_eq!(app.bank_calls(Operation::Token), calls);
 }
 
+/// The replica stops while a token refresh is under way at the bank (which has used up the
+/// shopper's refresh token by then), and the bank answers only after the shutdown drain
+/// (1 s here) is over. The refresh still reaches its commit before the process lets go of
+/// the database: the shopper's new pair is stored, not lost with the aborted worker.
+#[tokio::test]
+async fn a_refresh_under_way_at_shutdown_is_stored_before_the_replica_stops() {
+    let mut app = spawn_app_full(
+        &[
+            ("PISGATE__REFRESHER__ENABLED", "true"),
+            ("PISGATE__REFRESHER__INTERVAL", "200ms"),
+            ("PISGATE__REFRESHER__REFRESH_BEFORE", "9s"),
+            ("PISGATE__SERVER__SHUTDOWN_TIMEOUT_SECS", "1"),
+        ],
+        |c| c.access_token_lifetime = Duration::from_secs(10),
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    // The refresh's answer comes 3 s after the bank made the new pair.
+    app.sandbox
+        .add_fault(FaultRule::always(FaultTarget::Token, Fault::DelayAnswer { ms: 3000 }).times(2));
+    let r = app
+        .sign(p["authorization_url"].as_str().unwrap(), "psu-1", true)
+        .await;
+    assert_eq!(r.status(), 303);
+    let seq_at_exchange: i64 = sqlx::query_scalar("SELECT issue_seq FROM psu_tokens")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    while app.bank_calls(Operation::Token) < 2 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no refresh began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.begin_shutdown();
+    // The replica's own pool closes as it stops; read through a pool of our own.
+    let db = sqlx::PgPool::connect(secrecy::ExposeSecret::expose_secret(
+        &app.settings.database.url,
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let seq: i64 = sqlx::query_scalar("SELECT issue_seq FROM psu_tokens")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+        if seq > seq_at_exchange {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the refreshed pair was never stored: the shopper's token is lost"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let live: i64 = sqlx::query_scalar("SELECT count(*) FROM psu_tokens WHERE status = 'live'")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(live, 1);
+}
+
+/// The same for the shopper's return: the replica stops while the code exchange is at the
+/// bank (the code is used up there), and the bank answers after the drain is over. The
+/// request is cut, but the exchange reaches its commit: the shopper's token is stored.
+#[tokio::test]
+async fn a_code_exchange_under_way_at_shutdown_is_stored_before_the_replica_stops() {
+    let mut app = spawn_app_full(&[("PISGATE__SERVER__SHUTDOWN_TIMEOUT_SECS", "1")], |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let callback = app
+        .sign_at_bank(p["authorization_url"].as_str().unwrap(), "psu-1", true)
+        .await;
+    app.sandbox
+        .add_fault(FaultRule::always(FaultTarget::Token, Fault::DelayAnswer { ms: 3000 }).times(1));
+    let back = tokio::spawn(app.client.get(callback).send());
+    let started = Instant::now();
+    while app.bank_calls(Operation::Token) < 1 {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no exchange began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.begin_shutdown();
+    let db = sqlx::PgPool::connect(secrecy::ExposeSecret::expose_secret(
+        &app.settings.database.url,
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let stored: i64 =
+            sqlx::query_scalar("SELECT count(*) FROM psu_tokens WHERE status = 'live'")
+                .fetch_one(&db)
+                .await
+                .unwrap();
+        if stored == 1 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(8),
+            "the exchanged token was never stored: the shopper's consent is lost"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let exchanged: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM payment_events WHERE kind = 'token_exchanged'")
+            .fetch_one(&db)
+            .await
+            .unwrap();
+    assert_eq!(exchanged, 1);
+    back.abort();
+}
+
 #[tokio::test]
 async fn an_answer_from_an_expired_claim_is_dropped_even_by_the_replica_that_claimed_again() {
     use pisgate::workers::{Pacer, WorkerContext, poller};
