@@ -11,6 +11,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod domain;
+pub mod finishing;
 pub mod ledger;
 pub mod sandbox;
 pub mod telemetry;

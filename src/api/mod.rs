@@ -78,7 +78,7 @@ pub struct Shared {
     pub error_reads: Arc<callbacks::ErrorReads>,
     /// Bank exchanges that must reach their commit once begun (a code exchange uses the
     /// code up), shared with the workers: shutdown waits for them.
-    pub finishing: crate::workers::Finishing,
+    pub finishing: crate::finishing::Finishing,
 }
 
 impl AppState {
@@ -114,7 +114,7 @@ impl AppState {
             listener,
             draining: Arc::default(),
             error_reads: Arc::default(),
-            finishing: crate::workers::Finishing::default(),
+            finishing: crate::finishing::Finishing::default(),
         }))
     }
 

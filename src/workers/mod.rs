@@ -16,6 +16,7 @@ pub mod webhooks;
 
 use crate::bank::Banks;
 use crate::config::Settings;
+pub use crate::finishing::Finishing;
 use crate::ledger::Db;
 use crate::ledger::crypto::TokenCipher;
 use rand::Rng;
@@ -41,41 +42,6 @@ pub struct WorkerContext {
     pub listener: Arc<crate::ledger::listener::Listener>,
     /// Bank exchanges that must reach their commit once begun (see [`Finishing`]).
     pub finishing: Finishing,
-}
-
-/// Work that must run to its end once begun, whatever happens to whoever began it: a token
-/// refresh uses up the shopper's single-use refresh token at the bank, so the pair the bank
-/// answers with must be stored, or the shopper's token is lost. [`Finishing::run`] runs it
-/// as a task of its own (a worker aborted at the end of the shutdown drain does not cancel
-/// it) and the shutdown waits for those tasks ([`Finishing::wait`]) before the pool closes.
-#[derive(Debug, Clone, Default)]
-pub struct Finishing(tokio_util::task::TaskTracker);
-
-impl Finishing {
-    /// Runs `work` to its end as a tracked task and returns its answer.
-    pub async fn run<T: Send + 'static>(
-        &self,
-        work: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> T {
-        match self.0.spawn(work).await {
-            Ok(answer) => answer,
-            Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
-            // Only the runtime's own shutdown cancels it, and that drops this caller too.
-            Err(e) => panic!("a task that must finish was cancelled: {e}"),
-        }
-    }
-
-    /// How many are running now.
-    pub fn running(&self) -> usize {
-        self.0.len()
-    }
-
-    /// Takes no new work and waits for what is running, at most `bound`; whether all of it
-    /// finished.
-    pub async fn wait(&self, bound: Duration) -> bool {
-        self.0.close();
-        tokio::time::timeout(bound, self.0.wait()).await.is_ok()
-    }
 }
 
 impl WorkerContext {

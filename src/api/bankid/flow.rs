@@ -706,7 +706,7 @@ async fn identify(
                 order.hint_code.as_deref(),
             ))));
         }
-        Some(BankIdState::Complete) => return take_tokens(state, p, &order_id).await,
+        Some(BankIdState::Complete) => return take_tokens_to_the_end(state, p, &order_id).await,
         _ => {}
     }
     if !read_turn(state, p, ID).await? {
@@ -733,11 +733,25 @@ async fn identify(
     .await?;
     tx.commit().await?;
     if progress.state == BankIdState::Complete {
-        return take_tokens(state, p, &order_id).await;
+        return take_tokens_to_the_end(state, p, &order_id).await;
     }
     Ok(Step::Show(Outcome::Show(Shown::from_progress(
         ID, progress,
     ))))
+}
+
+/// [`take_tokens`] run to its commit even if this request is dropped (the shutdown drain
+/// ran out): once claimed and fetched, the tokens exist nowhere else.
+async fn take_tokens_to_the_end(
+    state: &AppState,
+    p: &PaymentRecord,
+    order_id: &str,
+) -> anyhow::Result<Step> {
+    let work = {
+        let (state, p, order_id) = (state.clone(), p.clone(), order_id.to_owned());
+        async move { take_tokens(&state, &p, &order_id).await }
+    };
+    state.finishing.run(work).await
 }
 
 /// Takes a completed identification's tokens (once: the claim) and stores them by the
