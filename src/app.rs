@@ -24,8 +24,9 @@ use tokio::net::TcpListener;
 /// How often the database is probed; an outage is answered `503` at once within this.
 const DB_PROBE_INTERVAL: Duration = Duration::from_millis(500);
 
-/// Time for a bank exchange's commit after its bank call, at shutdown.
-const FINISH_MARGIN: Duration = Duration::from_secs(5);
+/// Time for a bank exchange's commit after its bank calls (and a code exchange's second
+/// shopper lease, up to 10 s), at shutdown.
+const FINISH_MARGIN: Duration = Duration::from_secs(15);
 
 pub struct Application {
     listener: TcpListener,
@@ -217,7 +218,13 @@ impl Application {
             workers_stop_rx.clone(),
         ));
         let finishing = self.workers.finishing.clone();
-        let longest_bank_call = self.workers.settings.longest_bank_call();
+        // The longest a bank exchange under way at the stop can take: one bank call, or a
+        // shopper's code exchange with its retries.
+        let longest_exchange = self
+            .workers
+            .settings
+            .longest_bank_call()
+            .max(self.workers.settings.callback.exchange_deadline);
         let workers = Workers::spawn(self.workers, workers_stop_rx);
         let certificate_watch = self
             .certificate_not_after
@@ -240,6 +247,9 @@ impl Application {
                 Ok(())
             }
         };
+        // The drain is over: no bank exchange begins from now on (one that would is refused
+        // before its bank call, so its code or refresh token stays good).
+        finishing.close();
         // Workers stopped alongside the HTTP drain: they get what is left of the same bound.
         let stop_began = forward
             .await
@@ -249,23 +259,23 @@ impl Application {
             .saturating_sub(stop_began.elapsed())
             .max(Duration::from_secs(1));
         workers.join(left).await;
-        // A bank exchange that used up a single-use token (a refresh) runs to its commit:
-        // up to the longest bank call (and the commit) from the stop, past the drain if need
-        // be (the manifests' grace period allows for it).
+        // A bank exchange that used up a single-use token (a refresh, a shopper's code) runs
+        // to its commit: up to the longest exchange (and the commit) from the stop, past the
+        // drain if need be (the manifests' grace period allows for it).
         if finishing.running() > 0 {
-            let bound = (longest_bank_call + FINISH_MARGIN)
-                .saturating_sub(stop_began.elapsed())
-                .max(Duration::from_secs(1));
             tracing::info!(
                 running = finishing.running(),
                 "waiting for bank exchanges to be stored"
             );
-            if !finishing.wait(bound).await {
-                tracing::warn!(
-                    running = finishing.running(),
-                    "bank exchanges still running at the end of the shutdown; stopping anyway"
-                );
-            }
+        }
+        let bound = (longest_exchange + FINISH_MARGIN)
+            .saturating_sub(stop_began.elapsed())
+            .max(Duration::from_secs(1));
+        if !finishing.wait(bound).await {
+            tracing::warn!(
+                running = finishing.running(),
+                "bank exchanges still running at the end of the shutdown; stopping anyway"
+            );
         }
         if let Some(watch) = certificate_watch {
             watch.abort();

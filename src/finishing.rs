@@ -11,22 +11,34 @@ use std::time::Duration;
 pub struct Finishing(tokio_util::task::TaskTracker);
 
 impl Finishing {
-    /// Runs `work` to its end as a tracked task and returns its answer.
+    /// Runs `work` to its end as a tracked task and returns its answer; refuses (before
+    /// `work` begins) once the replica is stopping ([`Finishing::close`]): nothing begun
+    /// then could be waited for.
     pub async fn run<T: Send + 'static>(
         &self,
         work: impl std::future::Future<Output = T> + Send + 'static,
-    ) -> T {
+    ) -> anyhow::Result<T> {
+        if self.0.is_closed() {
+            anyhow::bail!("the replica is stopping: not begun");
+        }
         match self.0.spawn(work).await {
-            Ok(answer) => answer,
+            Ok(answer) => Ok(answer),
             Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
             // Only the runtime's own shutdown cancels it, and that drops this caller too.
-            Err(e) => panic!("a task that must finish was cancelled: {e}"),
+            Err(e) => Err(anyhow::anyhow!(
+                "a task that must finish was cancelled: {e}"
+            )),
         }
     }
 
     /// How many are running now.
     pub fn running(&self) -> usize {
         self.0.len()
+    }
+
+    /// Takes no new work from now on (the HTTP drain is over).
+    pub fn close(&self) {
+        self.0.close();
     }
 
     /// Takes no new work and waits for what is running, at most `bound`; whether all of it

@@ -64,6 +64,15 @@ spec:
 """
 
 
+
+def seconds(value):
+    """A duration setting as pisgate reads it ("60s", "2m", "1500ms", "90"), in seconds."""
+    v = str(value).strip()
+    for suffix, factor in (("ms", 0.001), ("s", 1), ("m", 60), ("h", 3600)):
+        if v.endswith(suffix) and v[: -len(suffix)].strip().replace(".", "", 1).isdigit():
+            return float(v[: -len(suffix)]) * factor
+    return float(v)
+
 def gen_rule() -> str:
     body = [line for line in RULES.read_text().splitlines() if not line.startswith("#")]
     while body and not body[0].strip():
@@ -318,14 +327,17 @@ def policy(overlay: str, rendered: str) -> list[str]:
         err(dep, "the preStop sleep must give the endpoint removal at least 5 s")
     elif sleep + drain + 5 > grace:
         err(dep, f"preStop {sleep}s + drain {drain}s + 5s margin exceed the grace period {grace}s")
-    # A token refresh under way at the stop runs to its commit (src/app.rs, FINISH_MARGIN):
-    # up to the longest bank call plus 5 s from the stop, past the drain if need be.
+    # A token refresh or a shopper's code exchange under way at the stop runs to its commit
+    # (src/app.rs, FINISH_MARGIN): up to the longest bank call or code exchange (with its
+    # retries) plus 15 s from the stop, past the drain if need be.
     bank_call = max([int(v) for k, v in settings.items()
                      if k.endswith("__REQUEST_TIMEOUT_SECS") and k != "PISGATE__SERVER__REQUEST_TIMEOUT_SECS"]
                     + [30])
-    if sleep and sleep + max(drain, bank_call + 5) + 5 > grace:
-        err(dep, f"preStop {sleep}s + a bank call {bank_call}s + 5s to store its answer + 5s margin "
-                 f"exceed the grace period {grace}s")
+    exchange = seconds(settings.get("PISGATE__CALLBACK__EXCHANGE_DEADLINE", "60s"))
+    longest = max(bank_call, exchange)
+    if sleep and sleep + max(drain, longest + 15) + 5 > grace:
+        err(dep, f"preStop {sleep}s + the longest bank exchange {longest}s + 15s to store its "
+                 f"answer + 5s margin exceed the grace period {grace}s")
     if not spec.get("topologySpreadConstraints"):
         err(dep, "no topologySpreadConstraints")
 

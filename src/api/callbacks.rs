@@ -545,13 +545,14 @@ async fn finish(
     answer: CodeAnswer,
     psu: &PsuContext,
 ) -> anyhow::Result<()> {
-    // To its commit even if this request is dropped (the shutdown drain ran out): the bank
-    // has used the code up by then, and only the stored token keeps the shopper's consent.
+    // To its commit before the replica lets go of the database (the shutdown waits for it,
+    // past the drain): the bank has used the code up by then, and only the stored token
+    // keeps the shopper's consent.
     let work = {
         let (state, p) = (state.clone(), p.clone());
         async move { exchange_and_store(&state, &p, answer).await }
     };
-    state.finishing.run(work).await?;
+    state.finishing.run(work).await??;
     if state
         .banks
         .client(&p.bank)

@@ -1,7 +1,8 @@
 //! A merchant's API keys as the merchant manages them: create (the key shown once), list,
 //! revoke, and when each was last used.
 //!
-//! Revoking is soft (`revoked_at`; the row stays for the record) and notifies
+//! Revoking keeps the row for the record (`revoked_at`) but overwrites the hash of the key's
+//! secret and drops its ledger MACs, so no edit of the row brings the key back; it notifies
 //! `pisgate_auth` in the same statement, so every replica forgets the keys it verified when
 //! the revocation commits. A merchant always keeps one working key: revoking the last one
 //! that is not expired is refused. `last_used_at` is written at most once a minute per key

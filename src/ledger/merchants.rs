@@ -182,16 +182,79 @@ pub async fn rotate_key_in(
                 .into(),
         )
     })?;
+    // The keys it rotates away, each checked against its MACs first: a row edited in SQL
+    // (a leaked key's end pushed back, a key written or moved by an insider) must not come
+    // out of the rotation freshly sealed with a grace period. Such a key, which
+    // authentication already refuses, is revoked instead.
+    let current = sqlx::query!(
+        "SELECT key_id, merchant_id, key_hash, key_mac, key_mac_key_id, expires_at,
+                rotated_away_at, lifetime_mac, lifetime_mac_key_id
+         FROM api_keys
+         WHERE merchant_id = $1 AND revoked_at IS NULL
+           AND (expires_at IS NULL OR expires_at > now())
+         FOR UPDATE",
+        merchant_id,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let (mut sound, mut edited) = (Vec::new(), Vec::new());
+    for k in current {
+        let problem = crate::ledger::binding::api_key_problem(
+            Some(&ring),
+            &k.key_id,
+            k.merchant_id,
+            &k.key_hash,
+            k.key_mac.as_deref(),
+            k.key_mac_key_id.as_deref(),
+        )
+        .or_else(|| {
+            crate::ledger::binding::api_key_lifetime_problem(
+                Some(&ring),
+                &k.key_id,
+                k.expires_at,
+                k.rotated_away_at,
+                k.lifetime_mac.as_deref(),
+                k.lifetime_mac_key_id.as_deref(),
+            )
+        });
+        match problem {
+            None => sound.push(k.key_id),
+            Some(why) => {
+                tracing::error!(
+                    key_id = %k.key_id,
+                    %merchant_id,
+                    why,
+                    "an API key fails its ledger MAC: revoked by the rotation, not given a grace; run `pisgate ledger verify`"
+                );
+                metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+                edited.push(k.key_id);
+            }
+        }
+    }
+    if !edited.is_empty() {
+        sqlx::query!(
+            "WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
+             UPDATE api_keys
+                SET revoked_at = now(),
+                    key_hash = sha256(convert_to(gen_random_uuid()::text, 'UTF8')),
+                    key_mac = NULL, key_mac_key_id = NULL,
+                    lifetime_mac = NULL, lifetime_mac_key_id = NULL
+             FROM n
+             WHERE key_id = ANY($1)",
+            &edited,
+        )
+        .execute(&mut *tx)
+        .await?;
+    }
     let old = sqlx::query!(
         "WITH n AS (SELECT pg_notify('pisgate_auth', '') AS sent)
          UPDATE api_keys
          SET expires_at = LEAST(COALESCE(expires_at, $2), $2),
              rotated_away_at = COALESCE(rotated_away_at, now())
          FROM n
-         WHERE merchant_id = $1 AND revoked_at IS NULL
-           AND (expires_at IS NULL OR expires_at > now())
+         WHERE key_id = ANY($1)
          RETURNING key_id, expires_at, rotated_away_at",
-        merchant_id,
+        &sound,
         until,
     )
     .fetch_all(&mut *tx)

@@ -65,7 +65,7 @@ pub async fn refresh_due(
             let (ctx, d) = (ctx.clone(), d.clone());
             async move { refresh_one(&ctx, &d).await }
         };
-        match ctx.finishing.run(work).await {
+        match ctx.finishing.run(work).await.and_then(|done| done) {
             Ok(outcome) => {
                 metrics::counter!("pisgate_token_refreshes_total", "outcome" => outcome)
                     .increment(1);

@@ -509,3 +509,106 @@ async fn a_key_revoked_or_rotated_away_given_its_life_back_in_sql_opens_nothing(
     assert_eq!(report.api_keys_checked, 8, "{report:?}");
     assert_eq!(report.broken_api_keys, 3, "{report:?}");
 }
+
+/// An insider pushes back the end of a key rotated away after a leak; authentication
+/// refuses it. The merchant's next rotation must not launder it: the key fails its MAC, so
+/// the rotation revokes it instead of sealing it a fresh grace period.
+#[tokio::test]
+async fn a_rotation_revokes_a_key_whose_end_was_edited_instead_of_giving_it_a_grace() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let rotate = || async {
+        pisgate::ledger::merchants::rotate_key(&app.pool, m.id, Duration::from_secs(3600))
+            .await
+            .unwrap()
+            .unwrap()
+    };
+    let second = rotate().await;
+    let leaked_id = pisgate::ledger::merchants::key_id_of(&m.api_key)
+        .unwrap()
+        .to_owned();
+    sqlx::query(
+        "UPDATE api_keys SET expires_at = expires_at + interval '1 year' WHERE key_id = $1",
+    )
+    .bind(&leaked_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(app.get_as("/v1/payments", &m.api_key).await.status(), 401);
+    let third = rotate().await;
+    assert_eq!(third.old_keys, 1, "only the second key is in its grace now");
+    assert_eq!(app.get_as("/v1/payments", &m.api_key).await.status(), 401);
+    let revoked: bool =
+        sqlx::query_scalar("SELECT revoked_at IS NOT NULL FROM api_keys WHERE key_id = $1")
+            .bind(&leaked_id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(revoked, "the edited key was not revoked by the rotation");
+    // The key rotated away untouched keeps its grace; the new one works.
+    for key in [&second.api_key, &third.api_key] {
+        let key = secrecy::ExposeSecret::expose_secret(key);
+        assert_eq!(app.get_as("/v1/payments", key).await.status(), 200);
+    }
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}
+
+/// A key revoked by the previous release during a rolling update keeps its secret's hash
+/// and MACs (that release only set `revoked_at`): `ledger seal` overwrites the hash, after
+/// which clearing `revoked_at` brings back nothing.
+#[tokio::test]
+async fn ledger_seal_erases_the_hash_of_a_key_the_previous_release_revoked() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let extra = new_key(&app, &m.api_key, json!({"name": "old release"})).await;
+    let (key, id) = (
+        extra["api_key"].as_str().unwrap().to_owned(),
+        extra["id"].as_str().unwrap().to_owned(),
+    );
+    let set_revoked = |at: &'static str| {
+        let (pool, id) = (app.pool.clone(), id.clone());
+        async move {
+            sqlx::query(&format!(
+                "UPDATE api_keys SET revoked_at = {at} WHERE key_id = $1"
+            ))
+            .bind(id)
+            .execute(&pool)
+            .await
+            .unwrap();
+        }
+    };
+    set_revoked("now()").await;
+    let sealed =
+        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
+            .await
+            .unwrap();
+    assert_eq!(sealed.revoked_keys_erased, 1, "{sealed:?}");
+    set_revoked("NULL").await;
+    assert_eq!(app.get_as("/v1/payments", &key).await.status(), 401);
+    let again =
+        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
+            .await
+            .unwrap();
+    assert_eq!(again.revoked_keys_erased, 0, "{again:?}");
+}
+
+/// A key made over the API with an expiry finer than PostgreSQL keeps (nanoseconds): its
+/// end is sealed as stored, so it works until then.
+#[tokio::test]
+async fn a_key_with_a_nanosecond_expiry_is_sealed_as_stored_and_works() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let at = (chrono::Utc::now() + chrono::Duration::days(1))
+        .format("%Y-%m-%dT%H:%M:%S.123456789Z")
+        .to_string();
+    let created = new_key(&app, &m.api_key, json!({"expires_at": at})).await;
+    let key = created["api_key"].as_str().unwrap();
+    assert_eq!(app.get_as("/v1/payments", key).await.status(), 200);
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}

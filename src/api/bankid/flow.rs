@@ -740,8 +740,8 @@ async fn identify(
     ))))
 }
 
-/// [`take_tokens`] run to its commit even if this request is dropped (the shutdown drain
-/// ran out): once claimed and fetched, the tokens exist nowhere else.
+/// [`take_tokens`] run to its commit before the replica lets go of the database (the
+/// shutdown waits for it): once claimed and fetched, the tokens exist nowhere else.
 async fn take_tokens_to_the_end(
     state: &AppState,
     p: &PaymentRecord,
@@ -751,7 +751,7 @@ async fn take_tokens_to_the_end(
         let (state, p, order_id) = (state.clone(), p.clone(), order_id.to_owned());
         async move { take_tokens(&state, &p, &order_id).await }
     };
-    state.finishing.run(work).await
+    state.finishing.run(work).await.and_then(|step| step)
 }
 
 /// Takes a completed identification's tokens (once: the claim) and stores them by the
