@@ -413,6 +413,47 @@ pub fn api_key_lifetime_problem(
     })
 }
 
+/// An API key's row as stored: what its two MACs cover, and the MACs.
+#[derive(Debug, Clone, Copy)]
+pub struct StoredApiKey<'a> {
+    pub api_key_id: &'a str,
+    pub merchant_id: Uuid,
+    pub key_hash: &'a [u8],
+    pub key_mac: Option<&'a [u8]>,
+    pub key_mac_key_id: Option<&'a str>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rotated_away_at: Option<DateTime<Utc>>,
+    pub lifetime_mac: Option<&'a [u8]>,
+    pub lifetime_mac_key_id: Option<&'a str>,
+}
+
+/// Why an API key's row may not authenticate anyone (nor be rotated into a grace), or
+/// `None` when it may: [`api_key_problem`], then [`api_key_lifetime_problem`]. The one rule
+/// of authentication, rotation and `ledger verify`.
+pub fn api_key_row_problem(
+    keys: Option<&LedgerKeys>,
+    k: &StoredApiKey<'_>,
+) -> Option<&'static str> {
+    api_key_problem(
+        keys,
+        k.api_key_id,
+        k.merchant_id,
+        k.key_hash,
+        k.key_mac,
+        k.key_mac_key_id,
+    )
+    .or_else(|| {
+        api_key_lifetime_problem(
+            keys,
+            k.api_key_id,
+            k.expires_at,
+            k.rotated_away_at,
+            k.lifetime_mac,
+            k.lifetime_mac_key_id,
+        )
+    })
+}
+
 /// Why a row's stored ledger MAC does not vouch for it.
 enum MacProblem {
     /// No MAC or no key id stored.

@@ -199,24 +199,20 @@ pub async fn rotate_key_in(
     .await?;
     let (mut sound, mut edited) = (Vec::new(), Vec::new());
     for k in current {
-        let problem = crate::ledger::binding::api_key_problem(
+        let problem = crate::ledger::binding::api_key_row_problem(
             Some(&ring),
-            &k.key_id,
-            k.merchant_id,
-            &k.key_hash,
-            k.key_mac.as_deref(),
-            k.key_mac_key_id.as_deref(),
-        )
-        .or_else(|| {
-            crate::ledger::binding::api_key_lifetime_problem(
-                Some(&ring),
-                &k.key_id,
-                k.expires_at,
-                k.rotated_away_at,
-                k.lifetime_mac.as_deref(),
-                k.lifetime_mac_key_id.as_deref(),
-            )
-        });
+            &crate::ledger::binding::StoredApiKey {
+                api_key_id: &k.key_id,
+                merchant_id: k.merchant_id,
+                key_hash: &k.key_hash,
+                key_mac: k.key_mac.as_deref(),
+                key_mac_key_id: k.key_mac_key_id.as_deref(),
+                expires_at: k.expires_at,
+                rotated_away_at: k.rotated_away_at,
+                lifetime_mac: k.lifetime_mac.as_deref(),
+                lifetime_mac_key_id: k.lifetime_mac_key_id.as_deref(),
+            },
+        );
         match problem {
             None => sound.push(k.key_id),
             Some(why) => {
@@ -484,24 +480,20 @@ pub async fn authenticate_key(
     // Its expiry and rotation too: a key rotated away or expiring that was given its full
     // life back in SQL opens nothing either.
     let ring = crate::ledger::keys::installed();
-    let problem = crate::ledger::binding::api_key_problem(
+    let problem = crate::ledger::binding::api_key_row_problem(
         ring.as_deref(),
-        key_id,
-        row.key_merchant_id,
-        &row.api_key_hash,
-        row.key_mac.as_deref(),
-        row.key_mac_key_id.as_deref(),
-    )
-    .or_else(|| {
-        crate::ledger::binding::api_key_lifetime_problem(
-            ring.as_deref(),
-            key_id,
-            row.expires_at,
-            row.rotated_away_at,
-            row.lifetime_mac.as_deref(),
-            row.lifetime_mac_key_id.as_deref(),
-        )
-    });
+        &crate::ledger::binding::StoredApiKey {
+            api_key_id: key_id,
+            merchant_id: row.key_merchant_id,
+            key_hash: &row.api_key_hash,
+            key_mac: row.key_mac.as_deref(),
+            key_mac_key_id: row.key_mac_key_id.as_deref(),
+            expires_at: row.expires_at,
+            rotated_away_at: row.rotated_away_at,
+            lifetime_mac: row.lifetime_mac.as_deref(),
+            lifetime_mac_key_id: row.lifetime_mac_key_id.as_deref(),
+        },
+    );
     if let Some(why) = problem {
         tracing::error!(
             key_id,

@@ -967,24 +967,20 @@ async fn verify_api_keys(
         let n = rows.len();
         for r in rows {
             report.api_keys_checked += 1;
-            if let Some(why) = binding::api_key_problem(
+            if let Some(why) = binding::api_key_row_problem(
                 Some(keys),
-                &r.key_id,
-                r.merchant_id,
-                &r.key_hash,
-                r.key_mac.as_deref(),
-                r.key_mac_key_id.as_deref(),
-            )
-            .or_else(|| {
-                binding::api_key_lifetime_problem(
-                    Some(keys),
-                    &r.key_id,
-                    r.expires_at,
-                    r.rotated_away_at,
-                    r.lifetime_mac.as_deref(),
-                    r.lifetime_mac_key_id.as_deref(),
-                )
-            }) {
+                &binding::StoredApiKey {
+                    api_key_id: &r.key_id,
+                    merchant_id: r.merchant_id,
+                    key_hash: &r.key_hash,
+                    key_mac: r.key_mac.as_deref(),
+                    key_mac_key_id: r.key_mac_key_id.as_deref(),
+                    expires_at: r.expires_at,
+                    rotated_away_at: r.rotated_away_at,
+                    lifetime_mac: r.lifetime_mac.as_deref(),
+                    lifetime_mac_key_id: r.lifetime_mac_key_id.as_deref(),
+                },
+            ) {
                 report.broken_api_keys += 1;
                 if report.first_broken_api_key.is_none() {
                     tracing::warn!(key_id = %r.key_id, why, "API key problem");
