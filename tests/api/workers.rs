@@ -443,6 +443,42 @@ async fn a_token_about_to_expire_is_refreshed_while_its_shopper_has_payments_in_
     assert_eq!(app.bank_calls(Operation::Token), calls);
 }
 
+/// Waits until the sandbox has seen `calls` token calls (an exchange or a refresh under way
+/// at the bank), then starts the replica's graceful stop, and returns a pool of the test's
+/// own (the replica's closes as it stops) and `sql`'s i64 once it exceeds `above`, failing
+/// with `lost` after 8 s.
+async fn stop_during_token_call(
+    app: &mut TestApp,
+    calls: usize,
+    sql: &str,
+    above: i64,
+    lost: &str,
+) -> sqlx::PgPool {
+    let started = Instant::now();
+    while app.bank_calls(Operation::Token) < calls {
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "no token call began"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    app.begin_shutdown();
+    let db = sqlx::PgPool::connect(secrecy::ExposeSecret::expose_secret(
+        &app.settings.database.url,
+    ))
+    .await
+    .unwrap();
+    let started = Instant::now();
+    loop {
+        let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
+        if n > above {
+            return db;
+        }
+        assert!(started.elapsed() < Duration::from_secs(8), "{lost}");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The replica stops while a token refresh is under way at the bank (which has used up the
 /// shopper's refresh token by then), and the bank answers only after the shutdown drain
 /// (1 s here) is over. The refresh still reaches its commit before the process lets go of
@@ -472,36 +508,14 @@ async fn a_refresh_under_way_at_shutdown_is_stored_before_the_replica_stops() {
         .fetch_one(&app.pool)
         .await
         .unwrap();
-    let started = Instant::now();
-    while app.bank_calls(Operation::Token) < 2 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no refresh began"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    app.begin_shutdown();
-    // The replica's own pool closes as it stops; read through a pool of our own.
-    let db = sqlx::PgPool::connect(secrecy::ExposeSecret::expose_secret(
-        &app.settings.database.url,
-    ))
-    .await
-    .unwrap();
-    let started = Instant::now();
-    loop {
-        let seq: i64 = sqlx::query_scalar("SELECT issue_seq FROM psu_tokens")
-            .fetch_one(&db)
-            .await
-            .unwrap();
-        if seq > seq_at_exchange {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "the refreshed pair was never stored: the shopper's token is lost"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let db = stop_during_token_call(
+        &mut app,
+        2,
+        "SELECT issue_seq FROM psu_tokens",
+        seq_at_exchange,
+        "the refreshed pair was never stored: the shopper's token is lost",
+    )
+    .await;
     let live: i64 = sqlx::query_scalar("SELECT count(*) FROM psu_tokens WHERE status = 'live'")
         .fetch_one(&db)
         .await
@@ -523,36 +537,14 @@ async fn a_code_exchange_under_way_at_shutdown_is_stored_before_the_replica_stop
     app.sandbox
         .add_fault(FaultRule::always(FaultTarget::Token, Fault::DelayAnswer { ms: 3000 }).times(1));
     let back = tokio::spawn(app.client.get(callback).send());
-    let started = Instant::now();
-    while app.bank_calls(Operation::Token) < 1 {
-        assert!(
-            started.elapsed() < Duration::from_secs(10),
-            "no exchange began"
-        );
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
-    app.begin_shutdown();
-    let db = sqlx::PgPool::connect(secrecy::ExposeSecret::expose_secret(
-        &app.settings.database.url,
-    ))
-    .await
-    .unwrap();
-    let started = Instant::now();
-    loop {
-        let stored: i64 =
-            sqlx::query_scalar("SELECT count(*) FROM psu_tokens WHERE status = 'live'")
-                .fetch_one(&db)
-                .await
-                .unwrap();
-        if stored == 1 {
-            break;
-        }
-        assert!(
-            started.elapsed() < Duration::from_secs(8),
-            "the exchanged token was never stored: the shopper's consent is lost"
-        );
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
+    let db = stop_during_token_call(
+        &mut app,
+        1,
+        "SELECT count(*) FROM psu_tokens WHERE status = 'live'",
+        0,
+        "the exchanged token was never stored: the shopper's consent is lost",
+    )
+    .await;
     let exchanged: i64 =
         sqlx::query_scalar("SELECT count(*) FROM payment_events WHERE kind = 'token_exchanged'")
             .fetch_one(&db)
