@@ -478,7 +478,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             ledger::resolve_pooler(&mut settings.database).await?;
             let keys = app::ledger_keys(&settings.ledger)?;
             let pool = ledger::connect(&settings.database).await?;
-            ledger_command(&pool, &keys, command).await
+            ledger_command(&pool, &settings.database, &keys, command).await
         }
         Command::Migrate => {
             let mut settings = ToolSettings::load_from(&sources)?;
@@ -668,6 +668,7 @@ fn parse_expected_checkpoint(text: &str) -> anyhow::Result<(i64, Option<Vec<u8>>
 
 async fn ledger_command(
     pool: &crate::ledger::Db,
+    database: &crate::config::DatabaseSettings,
     keys: &ledger::keys::LedgerKeys,
     command: LedgerCommand,
 ) -> anyhow::Result<()> {
@@ -763,7 +764,13 @@ async fn ledger_command(
             Ok(())
         }
         LedgerCommand::Seal => {
-            let sealed = ledger::seal::seal_unbound(pool.pool(), keys).await?;
+            // Batched reads and writes on a session straight to the primary, as `migrate`
+            // seals (its queries are prepared: never through a transaction pooler).
+            let session = ledger::connect_session(database)
+                .await
+                .context("ledger seal needs a session straight to the primary")?;
+            let sealed = ledger::seal::seal_unbound(&session, keys).await?;
+            session.close().await;
             sealed.log("sealed rows that had no ledger MAC (ledger seal)");
             println!("{}", serde_json::to_string(&sealed)?);
             Ok(())

@@ -581,17 +581,17 @@ async fn ledger_seal_erases_the_hash_of_a_key_the_previous_release_revoked() {
         }
     };
     set_revoked("now()").await;
-    let sealed =
-        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
-            .await
-            .unwrap();
+    // What `pisgate ledger seal` does, on a session straight to PostgreSQL.
+    let direct = app.direct_pool().await;
+    let sealed = pisgate::ledger::seal::seal_unbound(&direct, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
     assert_eq!(sealed.revoked_keys_erased, 1, "{sealed:?}");
     set_revoked("NULL").await;
     assert_eq!(app.get_as("/v1/payments", &key).await.status(), 401);
-    let again =
-        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
-            .await
-            .unwrap();
+    let again = pisgate::ledger::seal::seal_unbound(&direct, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
     assert_eq!(again.revoked_keys_erased, 0, "{again:?}");
 }
 

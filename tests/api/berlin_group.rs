@@ -1419,9 +1419,12 @@ async fn put_back_and_seal(app: &TestApp, id: uuid::Uuid, links: &Value) {
     .execute(&app.pool)
     .await
     .unwrap();
-    let sealed =
-        pisgate::ledger::seal::seal_unbound(app.pool.pool(), &crate::helpers::ledger_keys())
-            .await
-            .unwrap();
+    // As `pisgate ledger seal` does, on a session straight to PostgreSQL.
+    let sealed = pisgate::ledger::seal::seal_unbound(
+        &app.direct_pool().await,
+        &crate::helpers::ledger_keys(),
+    )
+    .await
+    .unwrap();
     assert_eq!(sealed.bank_links, 1, "{sealed:?}");
 }

@@ -328,6 +328,17 @@ impl TestApp {
         format!("{}{}", self.address, path)
     }
 
+    /// A pool of the test's own, straight to PostgreSQL (around a PgBouncer the app is given
+    /// under test): survives the app's pool closing, and is safe for raw sqlx calls that
+    /// prepare named statements.
+    pub async fn direct_pool(&self) -> sqlx::PgPool {
+        let db = &self.settings.database;
+        let url = db.direct_url.as_ref().unwrap_or(&db.url);
+        sqlx::PgPool::connect(secrecy::ExposeSecret::expose_secret(url))
+            .await
+            .unwrap()
+    }
+
     /// Starts the graceful stop, as SIGTERM does.
     pub fn begin_shutdown(&mut self) {
         if let Some(tx) = self.shutdown.take() {

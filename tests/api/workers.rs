@@ -463,11 +463,7 @@ async fn stop_during_token_call(
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     app.begin_shutdown();
-    let db = sqlx::PgPool::connect(secrecy::ExposeSecret::expose_secret(
-        &app.settings.database.url,
-    ))
-    .await
-    .unwrap();
+    let db = app.direct_pool().await;
     let started = Instant::now();
     loop {
         let n: i64 = sqlx::query_scalar(sql).fetch_one(&db).await.unwrap();
