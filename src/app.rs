@@ -519,8 +519,9 @@ pub fn token_cipher(settings: &Settings) -> anyhow::Result<TokenCipher> {
     Ok(cipher)
 }
 
-/// The ledger key ring: `ledger.key` under `ledger.key_id` plus `ledger.previous_keys`. A
-/// missing or malformed key is a settings error naming the variable.
+/// The ledger key ring: `ledger.key` under `ledger.key_id` plus `ledger.previous_keys`, with
+/// `ledger.retired_key_ids` retired. A missing or malformed key, or a retired id that is not
+/// a previous key, is a settings error naming the variable.
 pub fn ledger_keys(l: &crate::config::LedgerSettings) -> Result<LedgerKeys, SettingsError> {
     let key = l.required_key()?;
     LedgerKeys::new(&l.key_id, key).map_err(|e| {
@@ -535,11 +536,18 @@ pub fn ledger_keys(l: &crate::config::LedgerSettings) -> Result<LedgerKeys, Sett
             reason: e.to_string(),
         }
     })?;
-    LedgerKeys::parse(&l.key_id, key, &l.previous_keys).map_err(|e| SettingsError::Invalid {
-        key: "ledger.previous_keys".into(),
-        env: "PISGATE__LEDGER__PREVIOUS_KEYS".into(),
-        reason: e.to_string(),
-    })
+    LedgerKeys::parse(&l.key_id, key, &l.previous_keys)
+        .map_err(|e| SettingsError::Invalid {
+            key: "ledger.previous_keys".into(),
+            env: "PISGATE__LEDGER__PREVIOUS_KEYS".into(),
+            reason: e.to_string(),
+        })?
+        .with_retired(&l.retired_key_ids)
+        .map_err(|e| SettingsError::Invalid {
+            key: "ledger.retired_key_ids".into(),
+            env: "PISGATE__LEDGER__RETIRED_KEY_IDS".into(),
+            reason: e.to_string(),
+        })
 }
 
 /// Completes on SIGTERM (Kubernetes) or Ctrl-C.

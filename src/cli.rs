@@ -192,6 +192,13 @@ pub enum LedgerCommand {
     /// `ledger verify` first and seal only when what it names is the upgrade's. Prints the
     /// counts as JSON.
     Seal,
+    /// Move every live row sealed under an older ledger key (webhook events, idempotency
+    /// answers, payments' bank references, webhook endpoint URLs, API keys) to the current
+    /// key, after checking it under its own; then that key can be retired
+    /// (PISGATE__LEDGER__RETIRED_KEY_IDS). History (chains, checkpoints) is not rewritten.
+    /// Prints the counts as JSON; exits 1 naming the first row it refused (its MAC does not
+    /// hold under its key), which stays refused.
+    Reseal,
 }
 
 #[derive(Debug, Subcommand)]
@@ -773,6 +780,23 @@ async fn ledger_command(
             session.close().await;
             sealed.log("sealed rows that had no ledger MAC (ledger seal)");
             println!("{}", serde_json::to_string(&sealed)?);
+            Ok(())
+        }
+        LedgerCommand::Reseal => {
+            let session = ledger::connect_session(database)
+                .await
+                .context("ledger reseal needs a session straight to the primary")?;
+            let resealed = ledger::reseal::reseal(&session, keys).await;
+            session.close().await;
+            let resealed = resealed?;
+            resealed.log();
+            println!("{}", serde_json::to_string(&resealed)?);
+            if let Some(first) = &resealed.first_refused {
+                anyhow::bail!(
+                    "{} row(s) under an older ledger key were not resealed (their MAC does not hold; `ledger verify` names them); first: {first}",
+                    resealed.refused
+                );
+            }
             Ok(())
         }
     }

@@ -256,6 +256,9 @@ pub struct LedgerSettings {
     pub key: Option<SecretString>,
     pub key_id: String,
     pub previous_keys: SecretString,
+    /// Ids (`id,id`) of previous keys that verify history only: no live row sealed under
+    /// them is trusted (see [`crate::ledger::keys`]).
+    pub retired_key_ids: String,
     /// Run the checkpoint worker in this replica.
     pub checkpoint_enabled: bool,
     /// Between checkpoints (the first one at start).
@@ -545,6 +548,7 @@ struct RawLedger {
     key: Option<SecretString>,
     key_id: Option<String>,
     previous_keys: Option<SecretString>,
+    retired_key_ids: Option<String>,
     checkpoint_enabled: Option<bool>,
     #[serde(deserialize_with = "parsed")]
     checkpoint_interval: Option<Dur>,
@@ -1109,6 +1113,7 @@ fn validate_ledger(l: RawLedger) -> Result<LedgerSettings, SettingsError> {
         key: l.key.filter(|k| !k.expose_secret().trim().is_empty()),
         key_id: required("ledger.key_id", l.key_id)?,
         previous_keys: l.previous_keys.unwrap_or_default(),
+        retired_key_ids: l.retired_key_ids.unwrap_or_default(),
         checkpoint_enabled: required("ledger.checkpoint_enabled", l.checkpoint_enabled)?,
         checkpoint_interval: duration("ledger.checkpoint_interval", l.checkpoint_interval)?,
     })

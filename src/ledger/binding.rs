@@ -143,7 +143,7 @@ pub fn idempotency_answer_mac(
     status: u16,
     body: &Value,
 ) -> Option<[u8; 32]> {
-    keys.mac(
+    keys.seal_mac(
         key_id,
         &[&idempotency_answer_mac_input(
             key_id,
@@ -180,7 +180,7 @@ pub fn bank_links_mac(
     bank_payment_id: &str,
     links: &Value,
 ) -> Option<[u8; 32]> {
-    keys.mac(
+    keys.seal_mac(
         key_id,
         &[&bank_links_mac_input(
             key_id,
@@ -215,6 +215,9 @@ pub fn bank_links_problem(
         MacProblem::UnknownKey => {
             "the links' MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)"
         }
+        MacProblem::Retired => {
+            "the links are sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves them)"
+        }
     })
 }
 
@@ -243,7 +246,7 @@ pub fn endpoint_url_mac(
     merchant_id: Uuid,
     url: &str,
 ) -> Option<[u8; 32]> {
-    keys.mac(
+    keys.seal_mac(
         key_id,
         &[&endpoint_url_mac_input(
             key_id,
@@ -271,6 +274,7 @@ pub fn endpoint_url_problem(
             MacProblem::NoRing => "no ledger key is installed to check the endpoint URL's MAC",
             MacProblem::Edited => "the endpoint's URL or merchant is not what was written (edited)",
             MacProblem::UnknownKey => "the endpoint URL's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
+            MacProblem::Retired => "the endpoint's URL is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)",
         })
 }
 
@@ -299,7 +303,7 @@ pub fn api_key_mac(
     merchant_id: Uuid,
     key_hash: &[u8],
 ) -> Option<[u8; 32]> {
-    keys.mac(
+    keys.seal_mac(
         key_id,
         &[&api_key_mac_input(
             key_id,
@@ -329,6 +333,9 @@ pub fn api_key_problem(
         MacProblem::Edited => "the API key's merchant or secret is not what was written (edited)",
         MacProblem::UnknownKey => {
             "the API key's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)"
+        }
+        MacProblem::Retired => {
+            "the API key is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)"
         }
     })
 }
@@ -376,7 +383,7 @@ pub fn api_key_lifetime_mac(
     expires_at: Option<DateTime<Utc>>,
     rotated_away_at: Option<DateTime<Utc>>,
 ) -> Option<[u8; 32]> {
-    keys.mac(
+    keys.seal_mac(
         key_id,
         &[&api_key_lifetime_mac_input(
             key_id,
@@ -409,6 +416,9 @@ pub fn api_key_lifetime_problem(
         }
         MacProblem::UnknownKey => {
             "the API key's expiry MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)"
+        }
+        MacProblem::Retired => {
+            "the API key's expiry is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)"
         }
     })
 }
@@ -464,6 +474,9 @@ enum MacProblem {
     Edited,
     /// The ring lacks the key it was made with.
     UnknownKey,
+    /// It was made with a retired key (`ledger.retired_key_ids`), which vouches for no live
+    /// row: `pisgate ledger reseal` moves such rows to the current key before it is retired.
+    Retired,
 }
 
 /// The one rule of a stored MAC: present with its key id, under a key of the ring, and
@@ -480,6 +493,9 @@ fn stored_mac_problem(
     let Some(keys) = keys else {
         return Some(MacProblem::NoRing);
     };
+    if keys.is_retired(key_id) {
+        return Some(MacProblem::Retired);
+    }
     match expected(keys, key_id) {
         None => Some(MacProblem::UnknownKey),
         Some(e) if aws_lc_rs::constant_time::verify_slices_are_equal(&e, mac).is_ok() => None,
@@ -536,7 +552,7 @@ pub fn webhook_mac_input(key_id: &str, e: &WebhookEventFacts<'_>) -> Vec<u8> {
 
 /// The MAC of a webhook event under `key_id`, or `None` when the ring has no such key.
 pub fn webhook_mac(keys: &LedgerKeys, key_id: &str, e: &WebhookEventFacts<'_>) -> Option<[u8; 32]> {
-    keys.mac(key_id, &[&webhook_mac_input(key_id, e)])
+    keys.seal_mac(key_id, &[&webhook_mac_input(key_id, e)])
 }
 
 #[cfg(test)]

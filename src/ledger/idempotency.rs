@@ -271,6 +271,9 @@ pub(crate) fn answer_problem(
             match binding::idempotency_answer_mac(ring, key_id, merchant_id, key, status, body) {
                 Some(expected) if expected[..] == mac[..] => None,
                 Some(_) => Some("its status or body is not what was written (edited)"),
+                None if ring.is_retired(key_id) => Some(
+                    "it is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)",
+                ),
                 None => Some(
                     "its MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
                 ),

@@ -4,6 +4,14 @@
 //! (`ledger.previous_keys`, `id:base64,id:base64`) only verify what they once signed, so a
 //! rotation never rewrites history. Each event and checkpoint stores the id of its key.
 //!
+//! A previous key can also be *retired* (`ledger.retired_key_ids`): it still verifies the
+//! history it signed (event chains, checkpoints), but no live row sealed under it (an API
+//! key, a webhook endpoint's URL, a payment's bank reference, a pending webhook event, a
+//! stored idempotency answer) is trusted any more: [`LedgerKeys::seal_mac`] refuses it.
+//! That is the end of a rotation after a key leaked, once `pisgate ledger reseal`
+//! ([`crate::ledger::reseal`]) has moved those rows to the current key: whoever holds the
+//! old key can then forge no row pisgate acts on.
+//!
 //! [`crate::ledger::events::append`] is called deep inside the payment code, in many places,
 //! so the ring it signs with is process-wide: `serve` [`install`]s it once at start (tests
 //! install theirs the same way). Verification and checkpoints are operator actions and are
@@ -11,7 +19,7 @@
 
 use base64::Engine as _;
 use secrecy::{ExposeSecret, SecretString};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::sync::{Arc, RwLock};
 
@@ -24,14 +32,19 @@ pub enum KeyError {
     BadId,
     #[error("key id {0:?} is given twice with different keys")]
     Duplicate(String),
+    #[error("key id {0:?} cannot be retired: it is the current key")]
+    RetiringCurrent(String),
+    #[error("key id {0:?} cannot be retired: it is not one of the previous keys")]
+    RetiringUnknown(String),
 }
 
-/// The current signing key and the previous ones, by id.
+/// The current signing key and the previous ones, by id, and which of those are retired.
 #[derive(Clone)]
 pub struct LedgerKeys {
     current: String,
     keys: BTreeMap<String, aws_lc_rs::hmac::Key>,
     raw: BTreeMap<String, [u8; 32]>,
+    retired: BTreeSet<String>,
 }
 
 impl fmt::Debug for LedgerKeys {
@@ -39,6 +52,7 @@ impl fmt::Debug for LedgerKeys {
         f.debug_struct("LedgerKeys")
             .field("current", &self.current)
             .field("ids", &self.keys.keys().collect::<Vec<_>>())
+            .field("retired", &self.retired)
             .finish()
     }
 }
@@ -65,6 +79,7 @@ impl LedgerKeys {
             current: key_id.to_owned(),
             keys: BTreeMap::new(),
             raw: BTreeMap::new(),
+            retired: BTreeSet::new(),
         };
         ring.with_key(key_id, decode(key)?)
     }
@@ -96,6 +111,41 @@ impl LedgerKeys {
             ring = ring.with_previous_key(id.trim(), &SecretString::from(key.to_owned()))?;
         }
         Ok(ring)
+    }
+
+    /// Retires the previous keys named in `ids` (`id,id`, empty entries ignored): they keep
+    /// verifying history, and no longer vouch for a live row ([`LedgerKeys::seal_mac`]). The
+    /// current key cannot be retired, nor a key the ring does not hold.
+    pub fn with_retired(mut self, ids: &str) -> Result<LedgerKeys, KeyError> {
+        for id in ids.split(',').map(str::trim).filter(|e| !e.is_empty()) {
+            if id == self.current {
+                return Err(KeyError::RetiringCurrent(id.to_owned()));
+            }
+            if !self.keys.contains_key(id) {
+                return Err(KeyError::RetiringUnknown(id.to_owned()));
+            }
+            self.retired.insert(id.to_owned());
+        }
+        Ok(self)
+    }
+
+    /// The same ring with no key retired: what `ledger reseal` checks the rows under a
+    /// retired key with before it moves them to the current key.
+    pub fn unretired(&self) -> LedgerKeys {
+        LedgerKeys {
+            retired: BTreeSet::new(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether `key_id` is a retired key.
+    pub fn is_retired(&self, key_id: &str) -> bool {
+        self.retired.contains(key_id)
+    }
+
+    /// The ids of the retired keys.
+    pub fn retired_ids(&self) -> impl Iterator<Item = &str> {
+        self.retired.iter().map(String::as_str)
     }
 
     fn with_key(mut self, key_id: &str, bytes: [u8; 32]) -> Result<LedgerKeys, KeyError> {
@@ -139,6 +189,16 @@ impl LedgerKeys {
             ctx.update(p);
         }
         ctx.sign().as_ref().try_into().ok()
+    }
+
+    /// [`LedgerKeys::mac`] for the MAC of a live row (a binding of
+    /// [`crate::ledger::binding`]): `None` for a retired key as for an unknown one, so that
+    /// no row sealed under a retired key is ever trusted again.
+    pub(crate) fn seal_mac(&self, key_id: &str, parts: &[&[u8]]) -> Option<[u8; 32]> {
+        if self.retired.contains(key_id) {
+            return None;
+        }
+        self.mac(key_id, parts)
     }
 }
 
@@ -199,6 +259,37 @@ mod tests {
         assert_eq!(
             LedgerKeys::parse("l2", &secret(&k2), &secret("nocolon")).unwrap_err(),
             KeyError::BadId
+        );
+    }
+
+    #[test]
+    fn a_retired_key_verifies_history_but_vouches_for_no_live_row() {
+        let (k1, k2) = (
+            LedgerKeys::generate_key_base64(),
+            LedgerKeys::generate_key_base64(),
+        );
+        let ring = LedgerKeys::parse("l2", &secret(&k2), &secret(&format!("l1:{k1}"))).unwrap();
+        let retired = ring.clone().with_retired(" l1 ,").unwrap();
+        assert!(retired.is_retired("l1") && !retired.is_retired("l2"));
+        // History (chains, checkpoints) still verifies under it.
+        assert_eq!(retired.mac("l1", &[b"x"]), ring.mac("l1", &[b"x"]));
+        // A live row's MAC under it is refused; under the current key it is not.
+        assert_eq!(retired.seal_mac("l1", &[b"x"]), None);
+        assert_eq!(ring.seal_mac("l1", &[b"x"]), ring.mac("l1", &[b"x"]));
+        assert_eq!(retired.seal_mac("l2", &[b"x"]), ring.mac("l2", &[b"x"]));
+        // Resealing reads the old rows through a ring with nothing retired.
+        assert_eq!(
+            retired.unretired().seal_mac("l1", &[b"x"]),
+            ring.mac("l1", &[b"x"])
+        );
+        assert!(!format!("{retired:?}").contains(&k1));
+        assert_eq!(
+            ring.clone().with_retired("l2").unwrap_err(),
+            KeyError::RetiringCurrent("l2".into())
+        );
+        assert_eq!(
+            ring.with_retired("l1,l3").unwrap_err(),
+            KeyError::RetiringUnknown("l3".into())
         );
     }
 }

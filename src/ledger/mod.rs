@@ -23,6 +23,7 @@ pub mod payees;
 pub mod payments;
 pub mod polls;
 pub mod pooler;
+pub mod reseal;
 pub mod sca;
 pub mod seal;
 pub mod submissions;

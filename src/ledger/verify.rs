@@ -91,6 +91,11 @@ pub enum BreakReason {
     /// The payment row's bank links (what pisgate follows for the shopper and for the
     /// bank's word) fail their ledger MAC: edited, added, or moved from another payment.
     BankLinksUnbound { why: String },
+    /// An open payment (awaiting authorization or authorized) without its poll schedule
+    /// (`payment_polls`, written with the payment and removed only once it is final):
+    /// deleted, so no replica would ever ask the bank about it again and the merchant would
+    /// never hear how it ended.
+    ScheduleMissing { status: String },
 }
 
 impl fmt::Display for BreakReason {
@@ -175,6 +180,10 @@ impl fmt::Display for BreakReason {
             BreakReason::BankLinksUnbound { why } => write!(
                 f,
                 "the payment row's bank links are not followed: {why} (row rewritten)"
+            ),
+            BreakReason::ScheduleMissing { status } => write!(
+                f,
+                "the payment is {status} and its poll schedule is gone (payment_polls row deleted): nothing would follow it to its end"
             ),
         }
     }
@@ -761,12 +770,21 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
 
     // Payments with no event at all: every payment is written with its `created` event, so
     // none is legitimate, whatever its head says (an insider's row with `ledger_seq = 0`).
+    // And open payments whose poll schedule is gone: the schedule is written with the
+    // payment and removed only once it is final (after its reads past the end), so an open
+    // payment without one was edited out of the pollers' reach.
     let mut cursor = Uuid::nil();
     loop {
         let rows = sqlx::query!(
-            r#"SELECT p.id, p.ledger_seq FROM payments p
+            r#"SELECT p.id, p.ledger_seq, p.status::text AS "status!",
+                      NOT EXISTS (SELECT 1 FROM payment_events e WHERE e.payment_id = p.id)
+                          AS "no_events!"
+               FROM payments p
                WHERE p.id > $1
-                 AND NOT EXISTS (SELECT 1 FROM payment_events e WHERE e.payment_id = p.id)
+                 AND (NOT EXISTS (SELECT 1 FROM payment_events e WHERE e.payment_id = p.id)
+                      OR (p.status IN ('awaiting_authorization', 'authorized')
+                          AND NOT EXISTS (SELECT 1 FROM payment_polls s
+                                          WHERE s.payment_id = p.id)))
                ORDER BY p.id
                LIMIT $2"#,
             cursor,
@@ -777,14 +795,15 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
         let n = rows.len();
         for r in rows {
             cursor = r.id;
-            verifier.checkpoint_heads.remove(&r.id);
-            verifier.broken(
-                r.id,
-                r.ledger_seq,
+            let reason = if r.no_events {
+                verifier.checkpoint_heads.remove(&r.id);
                 BreakReason::EventsMissing {
                     head_seq: r.ledger_seq,
-                },
-            );
+                }
+            } else {
+                BreakReason::ScheduleMissing { status: r.status }
+            };
+            verifier.broken(r.id, r.ledger_seq, reason);
         }
         if (n as i64) < VERIFY_BATCH {
             break;
@@ -874,6 +893,9 @@ async fn verify_webhook_events(
                 payload: &r.payload,
             };
             let reason = match binding::webhook_mac(keys, &key_id, &facts) {
+                None if keys.is_retired(&key_id) => Some(format!(
+                    "signed with ledger key {key_id:?}, which is retired (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)"
+                )),
                 None => Some(format!(
                     "signed with ledger key {key_id:?}, which is not configured (PISGATE__LEDGER__PREVIOUS_KEYS)"
                 )),

@@ -121,6 +121,10 @@ fn describe_metrics() {
         Unit::Seconds,
         "How late the oldest payment due for a poll is."
     );
+    describe_gauge!(
+        "pisgate_poll_frozen_schedules",
+        "Payments whose next poll lies further ahead than any schedule pisgate sets (frozen)."
+    );
     describe_histogram!(
         "pisgate_poll_lag_seconds",
         Unit::Seconds,

@@ -112,7 +112,8 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
     let slots = Arc::new(Semaphore::new(cfg.concurrency));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut gauges_at = Instant::now();
-    refresh_gauges(&ctx.pool).await;
+    let reach = longest_gap(&ctx.settings);
+    refresh_gauges(&ctx.pool, reach).await;
     tracing::info!(owner = %ctx.owner, "status poller started");
     loop {
         if *stop.borrow() {
@@ -125,7 +126,7 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
         }
         if gauges_at.elapsed() >= Duration::from_secs(5) {
             gauges_at = Instant::now();
-            refresh_gauges(&ctx.pool).await;
+            refresh_gauges(&ctx.pool, reach).await;
         }
         let free = slots.available_permits();
         if free == 0 {
@@ -227,14 +228,52 @@ pub async fn claim(
     Ok(claimed)
 }
 
-/// Queue depth (due, not claimed) and the age of the oldest of them.
-async fn refresh_gauges(pool: &Db) {
+/// The furthest ahead any schedule this configuration writes can lie: the longest wait of
+/// every rule (the intervals, the backoff, a bank's `Retry-After`, a standing order's daily
+/// check, a deferred payment's first poll at its horizon), stretched as the schedule
+/// stretches it, plus a lease and a minute. A payment scheduled beyond it is frozen.
+pub fn longest_gap(settings: &crate::config::Settings) -> Duration {
+    let cfg = &settings.poller;
+    let longest = [
+        cfg.signing_interval,
+        cfg.late_signing_interval,
+        cfg.after_final_interval,
+        cfg.authorized_interval,
+        cfg.scheduled_interval,
+        cfg.max_backoff,
+        cfg.lease,
+        MAX_RETRY_AFTER,
+        STANDING_ORDER_IDLE_CHECK,
+        settings.payments.late_signing_horizon,
+    ]
+    .into_iter()
+    .max()
+    .unwrap_or_default();
+    longest + longest / 5 + cfg.lease + Duration::from_secs(60)
+}
+
+/// Queue depth (due, not claimed), the age of the oldest of them, and the schedules frozen
+/// beyond `reach` ([`longest_gap`]).
+async fn refresh_gauges(pool: &Db, reach: Duration) {
     match polls::queue_stats(pool).await {
         Ok((depth, oldest)) => {
             metrics::gauge!("pisgate_poll_queue_depth").set(depth as f64);
             metrics::gauge!("pisgate_poll_oldest_due_seconds").set(oldest.max(0.0));
         }
         Err(e) => tracing::warn!(error = %e, "cannot read the poll queue depth"),
+    }
+    match polls::frozen_count(pool, reach).await {
+        Ok(n) => {
+            if n > 0 {
+                tracing::error!(
+                    payments = n,
+                    reach_secs = reach.as_secs(),
+                    "payments are scheduled for their next poll further ahead than any schedule sets (frozen: edited in SQL?); run `pisgate ledger verify`"
+                );
+            }
+            metrics::gauge!("pisgate_poll_frozen_schedules").set(n as f64);
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot count frozen poll schedules"),
     }
 }
 

@@ -456,6 +456,9 @@ async fn send(
             (true, Some(false)) => {
                 Some("the event's payload does not match its ledger MAC (edited)")
             }
+            (true, None) if d.mac_key_id.as_deref().is_some_and(|k| keys.is_retired(k)) => Some(
+                "the event is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)",
+            ),
             (true, None) => Some(
                 "the event's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
             ),

@@ -199,6 +199,11 @@ async fn ledger_verify_passes_on_an_intact_ledger_and_names_the_first_edited_eve
     .execute(&pool)
     .await
     .unwrap();
+    sqlx::query("INSERT INTO payment_polls (payment_id, next_poll_at) VALUES ($1, now())")
+        .bind(payment)
+        .execute(&pool)
+        .await
+        .unwrap();
     let mut conn = pool.pool().acquire().await.unwrap();
     for kind in ["created", "initiated", "callback"] {
         pisgate::ledger::events::append(
@@ -1010,4 +1015,86 @@ async fn ledger_seal_seals_what_a_keyless_upgrade_left_and_says_how_many() {
     let out = run(&["ledger", "seal"]);
     let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(again["api_keys"], 0, "{again}");
+}
+
+/// The rotation an operator runs after a ledger key may have leaked, with the binary: a new
+/// key with the old one previous (everything keeps working), `ledger reseal` (moves the live
+/// rows, prints how many), then the old one retired (`ledger verify` passes, the history
+/// under it included). A row edited under the old key is not resealed: the command exits 1
+/// naming it, and it stays refused.
+#[tokio::test]
+async fn ledger_reseal_moves_live_rows_to_the_new_key_so_the_old_one_can_be_retired() {
+    const NEW_KEY: &str = "bmV3LWxlZGdlci1rZXktZm9yLXRlc3RzLW9ubHktMzI=";
+    let url = crate::helpers::empty_database().await;
+    let old_previous = format!("l1:{LEDGER_KEY}");
+    let run = |args: &[&str], rotated: bool, retired: bool| {
+        let mut cmd = pisgate();
+        cmd.env("PISGATE__DATABASE__URL", &url);
+        if rotated {
+            cmd.env("PISGATE__LEDGER__KEY", NEW_KEY)
+                .env("PISGATE__LEDGER__KEY_ID", "l2")
+                .env("PISGATE__LEDGER__PREVIOUS_KEYS", &old_previous);
+        }
+        if retired {
+            cmd.env("PISGATE__LEDGER__RETIRED_KEY_IDS", "l1");
+        }
+        cmd.args(args).output().unwrap()
+    };
+    let out = run(&["migrate"], false, false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    for name in ["Kept shop", "Edited shop"] {
+        let out = run(&["merchant", "create", "--name", name], false, false);
+        assert!(out.status.success(), "{}", stderr(&out));
+    }
+    // Retired before the reseal: the keys sealed under l1 are reported.
+    let out = run(&["ledger", "verify"], true, true);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("retired"), "{}", stderr(&out));
+    // Rotated, l1 still trusted: verify passes.
+    let out = run(&["ledger", "verify"], true, false);
+    assert!(out.status.success(), "{}", stderr(&out));
+    // An insider gives one merchant's key a new life under l1 (its end's MAC breaks).
+    let pool = sqlx::PgPool::connect(&url).await.unwrap();
+    let edited: uuid::Uuid =
+        sqlx::query_scalar("SELECT id FROM merchants WHERE name = 'Edited shop'")
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+    sqlx::query(
+        "UPDATE api_keys SET expires_at = now() + interval '10 years' WHERE merchant_id = $1",
+    )
+    .bind(edited)
+    .execute(&pool)
+    .await
+    .unwrap();
+    let out = run(&["ledger", "reseal"], true, false);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    let resealed: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(resealed["key_id"], "l2", "{resealed}");
+    assert_eq!(resealed["api_keys"], 1, "{resealed}");
+    assert_eq!(resealed["refused"], 1, "{resealed}");
+    assert!(
+        stderr(&out).contains("not resealed") && stderr(&out).contains("edited"),
+        "{}",
+        stderr(&out)
+    );
+    // With l1 retired, verify names only the edited key (still under l1); once it is
+    // revoked, it passes.
+    let out = run(&["ledger", "verify"], true, true);
+    assert_eq!(out.status.code(), Some(1), "{}", stderr(&out));
+    assert!(stderr(&out).contains("1 API key(s)"), "{}", stderr(&out));
+    assert!(stderr(&out).contains("retired"), "{}", stderr(&out));
+    let edited = edited.to_string();
+    let out = run(&["merchant", "revoke-keys", &edited], true, true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["ledger", "verify"], true, true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let out = run(&["ledger", "reseal"], true, true);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let again: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(
+        (again["api_keys"].as_u64(), again["refused"].as_u64()),
+        (Some(0), Some(0)),
+        "{again}"
+    );
 }

@@ -21,6 +21,7 @@ mod hardening;
 mod health;
 mod helpers;
 mod horizon;
+mod key_retirement;
 mod key_takeover;
 mod layering;
 mod ledger;

@@ -59,6 +59,12 @@ pub async fn insert_payment(pool: &Db) -> Uuid {
     .execute(pool)
     .await
     .unwrap();
+    // Its poll schedule, as creation writes it (an open payment without one is reported).
+    sqlx::query("INSERT INTO payment_polls (payment_id, next_poll_at) VALUES ($1, now())")
+        .bind(id)
+        .execute(pool)
+        .await
+        .unwrap();
     id
 }
 
@@ -360,6 +366,7 @@ pub async fn tamper(pool: &Db, id: Uuid, tamper: Tamper) {
                 id,
                 &[
                     "DELETE FROM payment_events WHERE payment_id = $1",
+                    "DELETE FROM payment_polls WHERE payment_id = $1",
                     "DELETE FROM payments WHERE id = $1",
                 ],
             )

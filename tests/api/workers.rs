@@ -741,3 +741,74 @@ async fn a_refresh_answer_without_a_refresh_token_keeps_the_previous_refresh_tok
         .await;
     assert_eq!(funds.status(), 200, "{}", funds.text().await.unwrap());
 }
+
+/// The poll schedule edited out of the pollers' reach: a payment pushed far beyond any
+/// interval pisgate sets is counted (`pisgate_poll_frozen_schedules`, alert
+/// `PisgatePollScheduleFrozen`) and never polled; one whose schedule was deleted is named by
+/// `ledger verify`. Both would otherwise sit open for ever, and the merchant never hear.
+#[tokio::test]
+async fn a_payment_whose_poll_schedule_was_frozen_or_deleted_is_counted_and_named() {
+    let app = spawn_app_full(FAST_POLLER, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let frozen = app.create_payment(&m.api_key, &body("FI")).await;
+    let frozen_id = frozen["id"].as_str().unwrap().to_owned();
+    let deleted = app.create_payment(&m.api_key, &body("FI")).await;
+    let deleted_id: uuid::Uuid = deleted["id"].as_str().unwrap().parse().unwrap();
+    let gauge = |metrics: &str| -> Option<f64> {
+        metrics
+            .lines()
+            .find(|l| l.starts_with("pisgate_poll_frozen_schedules "))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    };
+    // Normal schedules are within reach.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(gauge(&app.metrics().await), Some(0.0));
+
+    // An insider pushes one payment's next poll to the far future.
+    sqlx::query(
+        "UPDATE payment_polls SET next_poll_at = now() + interval '30 days'
+         WHERE payment_id = $1::uuid",
+    )
+    .bind(&frozen_id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let bank_id = frozen["bank_payment_id"].as_str().unwrap().to_owned();
+    let polls_then = status_polls(&app, &bank_id).len();
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        if gauge(&app.metrics().await) == Some(1.0) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the frozen schedule was never counted"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    assert_eq!(
+        status_polls(&app, &bank_id).len(),
+        polls_then,
+        "a frozen payment is not polled"
+    );
+
+    // Another's schedule is deleted: `ledger verify` names it, the chains being intact.
+    sqlx::query("DELETE FROM payment_polls WHERE payment_id = $1")
+        .bind(deleted_id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    let broken = report
+        .first_broken
+        .clone()
+        .expect("the deleted schedule went unnoticed");
+    assert_eq!(broken.payment_id, deleted_id, "{report:?}");
+    assert_eq!(report.broken_payments, 1, "{report:?}");
+    assert!(
+        broken.to_string().contains("poll schedule is gone"),
+        "{broken}"
+    );
+}
