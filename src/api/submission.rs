@@ -158,6 +158,7 @@ pub async fn submit(
     let (token, last, withhold, psu_key) = match claim {
         Claim::Final => return Ok(Submission::just("final")),
         Claim::Busy => return Ok(Submission::just("busy")),
+        Claim::Contradicted => return Ok(Submission::just("contradicted")),
         Claim::NotDue(at) => {
             return Ok(Submission {
                 retry_in: Some((at - Utc::now()).to_std().unwrap_or_default()),
@@ -432,6 +433,7 @@ pub async fn withhold(d: Deps<'_>, id: Uuid) -> anyhow::Result<&'static str> {
     match submissions::claim(d.pool, id, lease(d.settings), |n| backoff(d.settings, n)).await? {
         Claim::Final => Ok("final"),
         Claim::Busy => Ok("busy"),
+        Claim::Contradicted => Ok("contradicted"),
         Claim::NotDue(_) => Ok("attempted"),
         Claim::Claimed {
             token,

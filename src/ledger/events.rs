@@ -627,6 +627,26 @@ pub(crate) async fn merchant_cancel_in_ledger(
     Ok(holds && raw.detail["by"].as_str().unwrap_or("merchant") == "merchant")
 }
 
+/// How many submission attempts the payment's ledger records as started: its
+/// `submission_started` events whose keyed hash holds (one forged in SQL does not count).
+pub(crate) async fn submission_attempts_in_ledger(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<usize, sqlx::Error> {
+    let raw = sqlx::query_as!(
+        RawEvent,
+        r#"SELECT payment_id, seq, kind, old_status, new_status, bank_status, detail,
+                  created_at, prev_hash, hash, hash_version, key_id
+           FROM payment_events
+           WHERE payment_id = $1 AND kind = 'submission_started'
+           ORDER BY seq"#,
+        payment_id
+    )
+    .fetch_all(&mut *conn)
+    .await?;
+    Ok(raw.iter().filter(|e| keyed_hash_holds(e)).count())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

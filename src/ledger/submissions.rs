@@ -46,6 +46,9 @@ pub enum Claim {
     Final,
     /// Another holder's claim is live.
     Busy,
+    /// The attempts on record contradict the ledger ([`OnRecord::Contradicted`]): nothing
+    /// is submitted or withheld until an operator has looked.
+    Contradicted,
     /// The last answer asked for a new submission, but not before this time.
     NotDue(DateTime<Utc>),
     /// Claimed until the lease ends. `last` is the latest attempt on record (one a crashed
@@ -71,16 +74,48 @@ async fn last_attempt(conn: &mut PgConnection, id: Uuid) -> Result<Option<Attemp
     .await
 }
 
-/// Whether any submission attempt of the payment is on record (one may have reached the
-/// bank). The truth rule of a bank that submits after authorization: its `rejected` with
-/// none on record is the shopper's refusal (`authorization_failed`).
-pub async fn any_attempt(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM payment_submissions WHERE payment_id = $1) AS "any!""#,
+/// What the payment's records say of its submission attempts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OnRecord {
+    /// None in the table, none in the ledger: nothing was ever sent.
+    Nothing,
+    /// The table and the ledger agree on at least one attempt.
+    Attempted,
+    /// The table's attempts are not the ones the ledger records as started (rows deleted or
+    /// added in SQL, or an event forged): one may have reached the bank, and nothing
+    /// here can say which. Logged and counted; neither submitted nor withheld.
+    Contradicted,
+}
+
+/// The attempts of the payment, from `payment_submissions` and the ledger's
+/// `submission_started` events together (each attempt writes both in one transaction).
+pub async fn on_record(conn: &mut PgConnection, id: Uuid) -> Result<OnRecord, sqlx::Error> {
+    let rows = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM payment_submissions WHERE payment_id = $1"#,
         id
     )
-    .fetch_one(conn)
-    .await
+    .fetch_one(&mut *conn)
+    .await?;
+    let ledger = super::events::submission_attempts_in_ledger(conn, id).await?;
+    Ok(
+        match (usize::try_from(rows).unwrap_or(usize::MAX), ledger) {
+            (0, 0) => OnRecord::Nothing,
+            (r, l) if r == l => OnRecord::Attempted,
+            (r, l) => {
+                tracing::error!(payment_id = %id, rows = r, ledger = l, "the payment's submission attempts are not the ones its ledger recorded: neither submitted nor withheld; run `pisgate ledger verify`");
+                metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+                OnRecord::Contradicted
+            }
+        },
+    )
+}
+
+/// Whether a submission attempt of the payment may have reached the bank: one is on record,
+/// or the records contradict each other ([`on_record`]). The truth rule of a bank that
+/// submits after authorization: its `rejected` with none is the shopper's refusal
+/// (`authorization_failed`); and only a payment with none may be withheld or ended unsent.
+pub async fn any_attempt(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    Ok(on_record(conn, id).await? != OnRecord::Nothing)
 }
 
 /// The row's state under its lock: status, whether the merchant asked to cancel, the live
@@ -141,6 +176,9 @@ pub async fn claim(
     let now = Utc::now();
     if row.claimed_until.is_some_and(|t| t > now) {
         return Ok(Claim::Busy);
+    }
+    if on_record(&mut tx, id).await? == OnRecord::Contradicted {
+        return Ok(Claim::Contradicted);
     }
     let mut last = last_attempt(&mut tx, id).await?;
     if let Some(a) = last.as_mut().filter(|a| a.outcome == "in_flight") {

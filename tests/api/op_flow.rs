@@ -1236,3 +1236,68 @@ async fn past_the_horizon_a_signed_payment_whose_exchange_failed_ends_authorizat
     assert_eq!(f.bank.count("submit"), 0);
     assert_eq!(f.payment(id).await["status"], "authorization_failed");
 }
+
+/// An insider deletes a payment's submission attempts after one reached the bank (its
+/// answer lost, the bank has it): the merchant's cancel must not then withhold it as if
+/// nothing was ever sent (end it `cancelled`, revoke the shopper's token) while the bank
+/// executes it. The table contradicts the ledger's `submission_started`, so nothing is
+/// submitted or withheld, it is counted, and the bank's word still ends it.
+#[tokio::test]
+async fn deleted_submission_attempts_never_make_a_sent_payment_look_unsent() {
+    let f = spawn(&[]).await;
+    let (p, bank_id) = f.pay().await;
+    let id = p["id"].as_str().unwrap();
+    f.bank.plan(&[Plan::PerformLoseAnswer]);
+    f.approve_and_return(&bank_id).await;
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while f.kinds(id, "submission_outcome_unknown").await == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the lost answer was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    sqlx::query("DELETE FROM payment_submissions WHERE payment_id = $1::uuid")
+        .bind(id)
+        .execute(&f.pool)
+        .await
+        .unwrap();
+    let r = f
+        .client
+        .post(format!("{}/v1/payments/{id}/cancel", f.base))
+        .bearer_auth(&f.key)
+        .send()
+        .await
+        .unwrap();
+    let answered = r.status();
+    let _ = r.text().await;
+    assert_eq!(
+        f.kinds(id, "submission_withheld").await,
+        0,
+        "answered {answered}"
+    );
+    assert!(
+        f.bank.world().revoked.is_empty(),
+        "the shopper's token is kept"
+    );
+    assert_ne!(f.payment(id).await["status"], "cancelled");
+    f.poll().await;
+    assert_eq!(f.bank.count("submit"), 1, "nothing sent again");
+    let metrics = reqwest::get(format!("{}/metrics", f.admin))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("pisgate_ledger_binding_mismatches_total") && !l.ends_with(" 0")),
+        "the contradiction is counted"
+    );
+    // The bank executes it: the merchant hears paid.
+    f.bank.world().payments.get_mut(&bank_id).unwrap().status = "Debited".into();
+    f.poll().await;
+    f.wait_status(id, "paid").await;
+    assert_eq!(f.bank.performed(&bank_id).len(), 1);
+}
