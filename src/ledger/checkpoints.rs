@@ -132,6 +132,9 @@ pub enum CheckpointProblem {
     SignatureMismatch { checkpoint: i64 },
     /// Signed with a key id the ring does not have.
     UnknownKey { checkpoint: i64, key_id: String },
+    /// The newest checkpoint is signed with a retired key: every checkpoint since the
+    /// rotation is signed with a newer one, so whoever holds the retired key made it.
+    RetiredKey { checkpoint: i64, key_id: String },
     /// Its recorded heads are not the signed count and digest.
     HeadsAltered { checkpoint: i64 },
     /// The number of unkeyed (version 1) events is not the signed one: events were rewritten
@@ -153,6 +156,10 @@ impl fmt::Display for CheckpointProblem {
             CheckpointProblem::UnknownKey { checkpoint, key_id } => write!(
                 f,
                 "checkpoint {checkpoint}: signed with ledger key {key_id:?}, which is not configured (PISGATE__LEDGER__PREVIOUS_KEYS)"
+            ),
+            CheckpointProblem::RetiredKey { checkpoint, key_id } => write!(
+                f,
+                "checkpoint {checkpoint}: the newest checkpoint is signed with ledger key {key_id:?}, which is retired (PISGATE__LEDGER__RETIRED_KEY_IDS): forged with that key"
             ),
             CheckpointProblem::HeadsAltered { checkpoint } => write!(
                 f,
@@ -394,6 +401,13 @@ pub(crate) async fn load_last(
         heads: HashMap::new(),
         problem: None,
     };
+    if keys.is_retired(&c.key_id) {
+        loaded.problem = Some(CheckpointProblem::RetiredKey {
+            checkpoint: c.id,
+            key_id: c.key_id.clone(),
+        });
+        return Ok(Some(loaded));
+    }
     match c.expected_mac(keys) {
         None => {
             loaded.problem = Some(CheckpointProblem::UnknownKey {

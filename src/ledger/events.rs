@@ -592,6 +592,8 @@ pub(crate) async fn initiation_recorded(pool: &Db, payment_id: Uuid) -> Result<b
 /// decision read from a single event checks before it trusts that event.
 fn keyed_hash_holds(raw: &RawEvent) -> bool {
     match (raw.hash_version, raw.key_id.as_deref(), keys::installed()) {
+        // A retired key vouches for nothing pisgate acts on, as for live rows.
+        (2, Some(key_id), Some(ring)) if ring.is_retired(key_id) => false,
         (2, Some(key_id), Some(ring)) => raw
             .canonical()
             .hash_v2(&ring, key_id, raw.prev_hash.as_deref())

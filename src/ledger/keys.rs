@@ -8,7 +8,10 @@
 //! history it signed (event chains, checkpoints), but no live row sealed under it (an API
 //! key, a webhook endpoint's URL, a payment's bank reference, a pending webhook event, a
 //! stored idempotency answer) is trusted any more: [`LedgerKeys::seal_mac`] refuses it.
-//! That is the end of a rotation after a key leaked, once `pisgate ledger reseal`
+//! Nor does an event signed with it after the rotation, nor a newest checkpoint signed with
+//! it ([`crate::ledger::verify`], [`crate::ledger::checkpoints`]), nor a decision read from
+//! one event (`events::keyed_hash_holds`). That is the end of a rotation after a key leaked,
+//! once `pisgate ledger reseal`
 //! ([`crate::ledger::reseal`]) has moved those rows to the current key: whoever holds the
 //! old key can then forge no row pisgate acts on.
 //!

@@ -192,6 +192,7 @@ pub async fn rotate_key_in(
          FROM api_keys
          WHERE merchant_id = $1 AND revoked_at IS NULL
            AND (expires_at IS NULL OR expires_at > now())
+         ORDER BY key_id
          FOR UPDATE",
         merchant_id,
     )

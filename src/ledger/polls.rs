@@ -149,14 +149,18 @@ pub async fn queue_stats(pool: &Db) -> Result<(i64, f64), sqlx::Error> {
     Ok((r.depth, r.oldest))
 }
 
-/// How many payments are scheduled further ahead than `beyond` from now: further than any
-/// schedule pisgate writes, so frozen (edited in SQL, or a defect). A range of the due
-/// index above the reach, empty in the normal case.
+/// How many payments are scheduled further ahead than `beyond` from now, and than their own
+/// late-signing horizon plus `beyond` (a deferred payment's first poll is its horizon, set
+/// when the horizon setting may have been longer): further than any schedule pisgate
+/// writes, so frozen (edited in SQL, or a defect). A range of the due index above the
+/// reach, empty in the normal case.
 pub async fn frozen_count(pool: &Db, beyond: Duration) -> Result<i64, sqlx::Error> {
     let millis = i64::try_from(beyond.as_millis()).unwrap_or(i64::MAX);
     sqlx::query_scalar!(
-        r#"SELECT count(*) AS "n!" FROM payment_polls
-           WHERE next_poll_at > now() + $1 * interval '1 millisecond'"#,
+        r#"SELECT count(*) AS "n!" FROM payment_polls s JOIN payments p ON p.id = s.payment_id
+           WHERE s.next_poll_at > now() + $1 * interval '1 millisecond'
+             AND s.next_poll_at > COALESCE(p.sign_horizon_at, now())
+                                  + $1 * interval '1 millisecond'"#,
         millis as f64
     )
     .fetch_one(pool)

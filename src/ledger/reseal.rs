@@ -43,6 +43,12 @@ pub struct Resealed {
     pub refused: u64,
     /// The first of them: which row, and why.
     pub first_refused: Option<String>,
+    /// Open payments (awaiting authorization, authorized) with ledger events signed with an
+    /// older key. Their events are not rewritten; a decision read from such an event (the
+    /// signing link the hop follows, the merchant's cancel, a submission attempt) is refused
+    /// once that key is retired, so retire it when this is 0: they end within the late-signing
+    /// horizon and the bank's own time.
+    pub open_payments_with_older_key_events: u64,
 }
 
 impl Resealed {
@@ -65,6 +71,7 @@ impl Resealed {
             api_keys = self.api_keys,
             api_key_lifetimes = self.api_key_lifetimes,
             refused = self.refused,
+            open_payments_with_older_key_events = self.open_payments_with_older_key_events,
             "resealed the live rows under older ledger keys (ledger reseal)"
         );
     }
@@ -100,6 +107,17 @@ pub async fn reseal(pool: &PgPool, keys: &LedgerKeys) -> Result<Resealed, sqlx::
     }
     idempotency_answers(pool, &old, &current, &mut out).await?;
     api_keys(pool, &old, &current, &mut out).await?;
+    out.open_payments_with_older_key_events = sqlx::query_scalar!(
+        r#"SELECT count(*) AS "n!" FROM payments p
+           WHERE p.status IN ('awaiting_authorization', 'authorized')
+             AND EXISTS (SELECT 1 FROM payment_events e
+                         WHERE e.payment_id = p.id AND e.key_id <> $1)"#,
+        current
+    )
+    .fetch_one(pool)
+    .await?
+    .try_into()
+    .unwrap_or_default();
     Ok(out)
 }
 

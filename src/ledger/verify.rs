@@ -91,6 +91,10 @@ pub enum BreakReason {
     /// The payment row's bank links (what pisgate follows for the shopper and for the
     /// bank's word) fail their ledger MAC: edited, added, or moved from another payment.
     BankLinksUnbound { why: String },
+    /// An event signed with a retired key after the rotation: after an event of the chain
+    /// signed with a newer key, or past the head the newest checkpoint (signed with a newer
+    /// key) recorded. Only whoever holds the retired key writes such an event.
+    RetiredKeyAfterRotation { key_id: String },
     /// An open payment (awaiting authorization or authorized) without its poll schedule
     /// (`payment_polls`, written with the payment and removed only once it is final):
     /// deleted, so no replica would ever ask the bank about it again and the merchant would
@@ -180,6 +184,10 @@ impl fmt::Display for BreakReason {
             BreakReason::BankLinksUnbound { why } => write!(
                 f,
                 "the payment row's bank links are not followed: {why} (row rewritten)"
+            ),
+            BreakReason::RetiredKeyAfterRotation { key_id } => write!(
+                f,
+                "signed with ledger key {key_id:?}, retired (PISGATE__LEDGER__RETIRED_KEY_IDS), after the rotation: forged with that key"
             ),
             BreakReason::ScheduleMissing { status } => write!(
                 f,
@@ -355,6 +363,9 @@ struct Chain {
     prev_hash: Option<Vec<u8>>,
     broken: bool,
     keyed: bool,
+    /// An event signed with a key that is not retired was seen: none with a retired key may
+    /// follow it.
+    unretired_seen: bool,
     last_status: Option<String>,
     /// What the chain bound: the `created` event's facts digest, the bank payment id of the
     /// recorded initiation, the last bank status, the shopper key's digest.
@@ -381,6 +392,10 @@ pub(crate) struct Verifier<'k> {
     report: VerifyReport,
     checkpoint: Option<i64>,
     checkpoint_heads: HashMap<Uuid, (i32, Vec<u8>)>,
+    /// The newest checkpoint verified (so it is signed with a key that is not retired): an
+    /// event signed with a retired key past the heads it recorded was written after the
+    /// rotation, by whoever holds that key.
+    checkpoint_trusted: bool,
     v1_events: i64,
     chain: Option<Chain>,
 }
@@ -502,6 +517,7 @@ impl<'k> Verifier<'k> {
             report: VerifyReport::default(),
             checkpoint: None,
             checkpoint_heads: HashMap::new(),
+            checkpoint_trusted: false,
             v1_events: 0,
             chain: None,
         }
@@ -530,6 +546,7 @@ impl<'k> Verifier<'k> {
                 prev_hash: None,
                 broken: false,
                 keyed: false,
+                unretired_seen: false,
                 last_status: None,
                 facts: None,
                 bank_payment_id: None,
@@ -568,6 +585,19 @@ impl<'k> Verifier<'k> {
                 (HASH_V1, _) if chain.keyed => Some(BreakReason::Downgraded),
                 (HASH_V1, None) => (e.hash_v1(stored_prev)[..] != row.hash[..])
                     .then_some(BreakReason::HashMismatch),
+                (HASH_V2, Some(key_id))
+                    if self.keys.is_retired(key_id)
+                        && (chain.unretired_seen
+                            || (self.checkpoint_trusted
+                                && chain
+                                    .checkpointed
+                                    .as_ref()
+                                    .is_none_or(|(seq, _)| row.seq > *seq))) =>
+                {
+                    Some(BreakReason::RetiredKeyAfterRotation {
+                        key_id: key_id.to_owned(),
+                    })
+                }
                 (HASH_V2, Some(key_id)) => match e.hash_v2(self.keys, key_id, stored_prev) {
                     None => Some(BreakReason::UnknownKey {
                         key_id: key_id.to_owned(),
@@ -591,6 +621,11 @@ impl<'k> Verifier<'k> {
                 chain.expected_seq += 1;
                 chain.prev_hash = Some(row.hash.clone());
                 chain.keyed |= row.hash_version == HASH_V2;
+                chain.unretired_seen |= row.hash_version == HASH_V2
+                    && row
+                        .key_id
+                        .as_deref()
+                        .is_some_and(|k| !self.keys.is_retired(k));
                 if let Some(s) = &row.new_status {
                     chain.last_status = Some(s.clone());
                 }
@@ -680,6 +715,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
             Some(problem) => verifier.report.checkpoint_problem = Some(problem),
             None => {
                 verifier.checkpoint_heads = last.heads;
+                verifier.checkpoint_trusted = true;
                 signed_v1 = Some(last.v1_events);
             }
         }

@@ -10,6 +10,7 @@ use crate::helpers::{
 };
 use crate::payments::body;
 use crate::webhooks::post_endpoint;
+use pisgate::ledger::events::{BreakReason, NewEvent};
 use pisgate::ledger::keys::LedgerKeys;
 use pisgate::ledger::verify::VerifyReport;
 use secrecy::ExposeSecret;
@@ -128,6 +129,11 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
         "{resealed:?}"
     );
     assert_eq!(resealed.refused, 1, "{resealed:?}");
+    // The signed payment is still open, its events under l1.
+    assert_eq!(
+        resealed.open_payments_with_older_key_events, 1,
+        "{resealed:?}"
+    );
     let refused = resealed.first_refused.as_deref().unwrap();
     assert!(
         refused.contains(&edited) && refused.contains("edited"),
@@ -189,6 +195,53 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
             .await
             .status(),
         401
+    );
+
+    // The old key also signs no history after the rotation. A checkpoint under l2, then an
+    // event appended under l1 past the head it recorded: verify names it.
+    pisgate::ledger::checkpoints::create(&app.pool, &ring)
+        .await
+        .unwrap();
+    let clean = verify(&app, &ring).await;
+    assert!(clean.first_broken.is_none(), "{clean:?}");
+    pisgate::ledger::keys::install(ledger_keys());
+    let mut conn = session.acquire().await.unwrap();
+    pisgate::ledger::events::append(
+        &mut conn,
+        payment,
+        NewEvent {
+            kind: "cancel_requested".into(),
+            old_status: None,
+            new_status: None,
+            bank_status: None,
+            detail: json!({"by": "merchant"}),
+        },
+    )
+    .await
+    .unwrap();
+    drop(conn);
+    pisgate::ledger::keys::install(ring.clone());
+    let forged_event = verify(&app, &ring).await;
+    let broken = forged_event
+        .first_broken
+        .clone()
+        .unwrap_or_else(|| panic!("an event signed with the retired key went unnoticed"));
+    assert_eq!(broken.payment_id, payment);
+    assert!(
+        matches!(broken.reason, BreakReason::RetiredKeyAfterRotation { .. }),
+        "{broken}"
+    );
+    // And a checkpoint signed with it is refused as the newest.
+    pisgate::ledger::checkpoints::create(&app.pool, &ledger_keys())
+        .await
+        .unwrap();
+    let forged_checkpoint = verify(&app, &ring).await;
+    assert!(
+        forged_checkpoint
+            .checkpoint_problem
+            .as_ref()
+            .is_some_and(|p| p.to_string().contains("retired")),
+        "{forged_checkpoint:?}"
     );
 }
 
