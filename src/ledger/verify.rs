@@ -91,6 +91,10 @@ pub enum BreakReason {
     /// The payment row's bank links (what pisgate follows for the shopper and for the
     /// bank's word) fail their ledger MAC: edited, added, or moved from another payment.
     BankLinksUnbound { why: String },
+    /// The payment's submission attempts (`payment_submissions`) are not the ones its ledger
+    /// records as started (`submission_started`): rows deleted or added in SQL. Each attempt
+    /// writes both in one transaction; the submit step holds such a payment.
+    SubmissionsMismatch { rows: i64, ledger: i64 },
     /// An event signed with a retired key after the rotation: after an event of the chain
     /// signed with a newer key, or past the head the newest checkpoint (signed with a newer
     /// key) recorded. Only whoever holds the retired key writes such an event.
@@ -188,6 +192,10 @@ impl fmt::Display for BreakReason {
             BreakReason::RetiredKeyAfterRotation { key_id } => write!(
                 f,
                 "signed with ledger key {key_id:?}, retired (PISGATE__LEDGER__RETIRED_KEY_IDS), after the rotation: forged with that key"
+            ),
+            BreakReason::SubmissionsMismatch { rows, ledger } => write!(
+                f,
+                "{rows} submission attempt row(s) against {ledger} `submission_started` event(s) in its ledger (payment_submissions rows deleted or added)"
             ),
             BreakReason::ScheduleMissing { status } => write!(
                 f,
@@ -844,6 +852,34 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
         if (n as i64) < VERIFY_BATCH {
             break;
         }
+    }
+
+    // Submission attempts: one row and one `submission_started` event each, written together.
+    // Only payments where the two counts differ come back (normally none).
+    let mismatched = sqlx::query!(
+        r#"WITH s AS (SELECT payment_id, count(*) AS n FROM payment_submissions
+                      GROUP BY payment_id),
+                e AS (SELECT payment_id, count(*) AS n FROM payment_events
+                      WHERE kind = 'submission_started' GROUP BY payment_id)
+           SELECT COALESCE(s.payment_id, e.payment_id) AS "id!",
+                  COALESCE(s.n, 0) AS "rows!", COALESCE(e.n, 0) AS "ledger!",
+                  COALESCE(p.ledger_seq, 0) AS "seq!"
+           FROM s FULL JOIN e ON e.payment_id = s.payment_id
+           LEFT JOIN payments p ON p.id = COALESCE(s.payment_id, e.payment_id)
+           WHERE COALESCE(s.n, 0) <> COALESCE(e.n, 0)
+           ORDER BY 1"#
+    )
+    .fetch_all(pool)
+    .await?;
+    for r in mismatched {
+        verifier.broken(
+            r.id,
+            r.seq,
+            BreakReason::SubmissionsMismatch {
+                rows: r.rows,
+                ledger: r.ledger,
+            },
+        );
     }
 
     // What the checkpoint holds and the ledger no longer has at all.

@@ -1262,6 +1262,19 @@ async fn deleted_submission_attempts_never_make_a_sent_payment_look_unsent() {
         .execute(&f.pool)
         .await
         .unwrap();
+    // `ledger verify` names it.
+    let report = pisgate::ledger::verify::verify_all(&f.pool, &ledger_keys())
+        .await
+        .unwrap();
+    let broken = report
+        .first_broken
+        .clone()
+        .expect("the deleted attempt went unnoticed");
+    assert_eq!(broken.payment_id.to_string(), id, "{report:?}");
+    assert!(
+        broken.to_string().contains("submission attempt"),
+        "{broken}"
+    );
     let r = f
         .client
         .post(format!("{}/v1/payments/{id}/cancel", f.base))
