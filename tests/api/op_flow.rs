@@ -573,6 +573,15 @@ impl Flow {
             .count()
     }
 
+    /// Waits up to 5 s for the payment's ledger to record an event of `kind`.
+    async fn wait_kind(&self, id: &str, kind: &str) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while self.kinds(id, kind).await == 0 {
+            assert!(Instant::now() < deadline, "no {kind} event was recorded");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+
     /// Runs one poll of every payment (all made due now), as the poller would.
     async fn poll(&self) -> Vec<&'static str> {
         sqlx::query("UPDATE payment_polls SET next_poll_at = now(), poll_owner = NULL")
@@ -794,14 +803,7 @@ async fn a_submission_whose_answer_was_lost_is_not_submitted_again_once_the_bank
     let id = p["id"].as_str().unwrap();
     f.bank.plan(&[Plan::PerformLoseAnswer]);
     f.approve_and_return(&bank_id).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.kinds(id, "submission_outcome_unknown").await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the lost answer was never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.wait_kind(id, "submission_outcome_unknown").await;
     assert_ne!(
         f.payment(id).await["status"],
         "paid",
@@ -838,14 +840,7 @@ async fn an_unknown_submit_outcome_is_retried_with_the_same_key_and_performed_on
     let id = p["id"].as_str().unwrap();
     f.bank.plan(&[Plan::LoseBeforePerforming, Plan::Debit]);
     f.approve_and_return(&bank_id).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.kinds(id, "submission_outcome_unknown").await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the unknown outcome was never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.wait_kind(id, "submission_outcome_unknown").await;
     f.poll().await;
     f.wait_status(id, "paid").await;
     let keys = f.bank.submit_keys();
@@ -869,14 +864,7 @@ async fn submission_pending_takes_a_new_key_after_a_backoff_and_ends_paid() {
     let id = p["id"].as_str().unwrap();
     f.bank.plan(&[Plan::Pending, Plan::Debit]);
     f.approve_and_return(&bank_id).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.kinds(id, "submission_answered").await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the first answer was never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.wait_kind(id, "submission_answered").await;
     assert_eq!(
         f.payment(id).await["status"],
         "authorized",
@@ -943,11 +931,7 @@ async fn a_crash_between_the_exchange_and_the_submit_is_submitted_once_by_the_po
     // status (as if the process died right after the exchange).
     f.bank.world().failing_reads = 1;
     f.approve_and_return(&bank_id).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.kinds(id, "token_exchanged").await == 0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.wait_kind(id, "token_exchanged").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     assert_eq!(f.bank.count("submit"), 0);
     f.poll().await;
@@ -1136,11 +1120,7 @@ async fn the_merchants_cancel_after_the_return_but_before_the_submit_withholds_i
     let id = p["id"].as_str().unwrap();
     f.bank.world().failing_reads = 1;
     f.approve_and_return(&bank_id).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.kinds(id, "token_exchanged").await == 0 {
-        assert!(Instant::now() < deadline);
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.wait_kind(id, "token_exchanged").await;
     tokio::time::sleep(Duration::from_millis(200)).await;
     let r = f
         .client
@@ -1249,14 +1229,7 @@ async fn deleted_submission_attempts_never_make_a_sent_payment_look_unsent() {
     let id = p["id"].as_str().unwrap();
     f.bank.plan(&[Plan::PerformLoseAnswer]);
     f.approve_and_return(&bank_id).await;
-    let deadline = Instant::now() + Duration::from_secs(5);
-    while f.kinds(id, "submission_outcome_unknown").await == 0 {
-        assert!(
-            Instant::now() < deadline,
-            "the lost answer was never recorded"
-        );
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    f.wait_kind(id, "submission_outcome_unknown").await;
     sqlx::query("DELETE FROM payment_submissions WHERE payment_id = $1::uuid")
         .bind(id)
         .execute(&f.pool)
