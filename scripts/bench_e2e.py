@@ -16,7 +16,9 @@ payment, and two floors measured in the same run: the own-schema floor (pgbench 
 pisgate's tables, with all of their indexes and triggers) and the minimal-schema floor (pgbench
 on a database with only the writes a payment inherently needs, primary keys only), each with
 its ratio, PostgreSQL's CPU and WAL per floor transaction, and PostgreSQL's CPU per payment over
-the minimal floor's per transaction; status polls/s of one replica with the sandbox in its own
+the minimal floor's per transaction; the machine's RSA-2048 signature time (`openssl speed`,
+before and after the runs) and serve's CPU per payment in those signatures, which moves less
+with the host's speed than milliseconds do; status polls/s of one replica with the sandbox in its own
 process; the delay from pisgate recording a status change to the merchant's receiver; the
 time from start to /readyz; RSS idle and under load.
 """
@@ -97,6 +99,20 @@ def cpu_ticks(pids):
         except (FileNotFoundError, ProcessLookupError):
             pass
     return total
+
+
+def rsa_sign_ms():
+    """How long one RSA-2048 signature takes on this machine now (`openssl speed`), or None.
+    serve signs every bank request with one, so it is the unit serve's CPU per payment is
+    compared in: the machine's speed moves from run to run on shared hosts (0.24-0.37 ms
+    here), that unit much less."""
+    try:
+        out = subprocess.run(["openssl", "speed", "-seconds", "1" if QUICK else "2", "rsa2048"],
+                             capture_output=True, text=True, timeout=120).stdout
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    m = re.search(r"^rsa\s*2048 bits\s+([0-9.]+)s", out, re.MULTILINE)
+    return float(m.group(1)) * 1000 if m else None
 
 
 def rss_mb(pid, field="VmRSS"):
@@ -693,6 +709,7 @@ def main():
         script = os.path.join(work, "post.lua")
         with open(script, "w") as f:
             f.write(WRK_SCRIPT)
+        rsa_before = rsa_sign_ms()
         checkpoint_first()
         # Warm up connections, caches and the sandbox's token.
         run_wrk(stack, script, 32, 2, "warm")
@@ -709,6 +726,7 @@ def main():
             minimal = [run_pgbench(stack, c, SECONDS, work, minimal=True) for _ in range(RUNS)]
             rows.append((c, median_run(runs), median_floor(floors), median_floor(minimal)))
         rss_peak = rss_mb(stack.serve_proc.pid, "VmHWM")
+        rsa_after = rsa_sign_ms()
         polls, poll_cpu, hook = None, None, None
         if not CREATE_ONLY:
             polls, poll_cpu = polls_per_second(stack)
@@ -745,6 +763,13 @@ def main():
               f"{floor['pg_cpu_ms']:.3f} / {minimal['pg_cpu_ms']:.3f} | {floor['wal']:.0f} / {minimal['wal']:.0f} | "
               f"{ms['postgres'] / minimal['pg_cpu_ms']:.2f} |")
     print()
+    if rsa_before and rsa_after:
+        unit = (rsa_before + rsa_after) / 2
+        per = ", ".join(f"{c}: {r['cpu_ms']['serve'] / unit:.2f}" for c, r, _, _ in rows)
+        print(f"RSA-2048 signature on this machine (openssl speed, before / after the runs): "
+              f"{rsa_before:.3f} / {rsa_after:.3f} ms; serve's CPU per payment in signatures "
+              f"(connections: signatures): {per}")
+        print()
     if polls is not None:
         print(f"status polls/s, one replica, {POLL_PAYMENTS} payments always due, sandbox in its own process: {polls:.0f} "
               f"(CPU % serve {poll_cpu['serve']:.0f}, postgres {poll_cpu['postgres']:.0f}, sandbox {poll_cpu['sandbox']:.0f})")

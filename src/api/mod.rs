@@ -25,6 +25,7 @@ pub mod extract;
 pub mod fragment_page;
 pub mod health;
 pub mod initiation;
+pub mod link_preview;
 pub mod merchant;
 pub mod middleware;
 pub mod openapi;

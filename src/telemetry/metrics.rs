@@ -183,6 +183,10 @@ fn describe_metrics() {
         "1 while /readyz answers 200 (database reachable, migrations applied, not stopping), else 0."
     );
     describe_counter!(
+        "pisgate_shopper_link_previews_total",
+        "Link previews, HEAD requests and prefetches of a shopper's link (the hop, the BankID page) answered with the neutral page, acting on nothing."
+    );
+    describe_counter!(
         "pisgate_payments_created_total",
         "Payments created (first attempts; replays and resumed attempts are not counted)."
     );

@@ -684,6 +684,70 @@ async fn identify_then_sign_on_the_bankid_page_ends_at_the_merchants_return_url_
     assert_eq!(stored, 1);
 }
 
+/// A chat app's previewer follows the hop to the BankID page; a link checker sends `HEAD`.
+/// Neither starts an identification order (which nobody would scan, and which would have run
+/// out when the shopper opens the link): the shopper's own first load starts the first one.
+#[tokio::test]
+async fn a_link_preview_or_a_head_of_the_bankid_page_starts_no_order() {
+    let f = spawn(&[]).await;
+    let p = f.pay(Some("shopper-a")).await;
+    let hop = p["authorization_url"].as_str().unwrap();
+    let slack = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)";
+
+    let r = f
+        .client
+        .get(hop)
+        .header("user-agent", slack)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.status(),
+        200,
+        "the previewer is not sent on to the BankID page"
+    );
+    let page = f.bankid_page(hop).await;
+    let state_url = format!(
+        "{}&purpose=identify",
+        page.replacen("/bankid?", "/bankid/state?", 1)
+    );
+    for url in [&page, &state_url] {
+        let r = f.client.head(url).send().await.unwrap();
+        assert_eq!(r.status(), 200, "HEAD {url}");
+        for ua in [
+            slack,
+            "WhatsApp/2.23.20.0 A",
+            "TelegramBot (like TwitterBot)",
+        ] {
+            let r = f
+                .client
+                .get(url)
+                .header("user-agent", ua)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200, "{ua}");
+            let html = r.text().await.unwrap();
+            assert!(html.contains("Payment link"), "{ua}: {html}");
+            assert!(!html.contains("autostarttoken"), "{ua}: {html}");
+        }
+        let r = f
+            .client
+            .get(url)
+            .header("sec-purpose", "prefetch;prerender")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 503, "a prerender is dropped, not shown later");
+    }
+    assert_eq!(f.bank.count("start_identification"), 0);
+    assert_eq!(f.bank.count("identification_progress"), 0);
+
+    // The shopper's first load starts the one order.
+    f.autostart(&page).await;
+    assert_eq!(f.bank.count("start_identification"), 1);
+}
+
 #[tokio::test]
 async fn a_double_submit_of_try_again_starts_one_order() {
     let f = spawn(&[]).await;

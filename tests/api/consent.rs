@@ -321,6 +321,91 @@ async fn consent_merchant_goes_straight_to_the_bank() {
     assert!(hop_opened(&app, &id).await);
 }
 
+/// What a chat app's previewer, a link checker's `HEAD` and a browser's prefetch get from a
+/// hop that would otherwise go to the bank on `GET`: a neutral page, and nothing opened.
+#[tokio::test]
+async fn a_link_preview_a_head_or_a_prefetch_of_a_consent_merchant_hop_opens_nothing() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Preview Shop").await;
+    let (id, url) = create(&app, &m, with(body("DK"), "consent", json!("merchant"))).await;
+
+    let head = app.client.head(&url).send().await.unwrap();
+    assert_eq!(head.status(), 200);
+    assert_eq!(location(&head), "");
+    // A browser's prefetch gets a status outside 2xx, so the browser drops it and the
+    // shopper's own navigation is a request of its own.
+    let slack = "Slackbot-LinkExpanding 1.0 (+https://api.slack.com/robots)";
+    for (name, value, status) in [
+        ("user-agent", slack, 200),
+        (
+            "user-agent",
+            "facebookexternalhit/1.1 Facebot Twitterbot/1.0",
+            200,
+        ),
+        ("user-agent", "WhatsApp/2.23.20.0 A", 200),
+        ("sec-purpose", "prefetch", 503),
+        ("sec-purpose", "prefetch;prerender", 503),
+    ] {
+        let r = app
+            .client
+            .get(&url)
+            .header(name, value)
+            .header("accept-language", "sv-SE")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), status, "{value}");
+        assert_eq!(location(&r), "", "{value}: no redirect to the bank");
+        assert_eq!(r.headers()["x-robots-tag"], "noindex, nofollow");
+        assert_eq!(r.headers()["cache-control"], "no-store");
+        let html = r.text().await.unwrap();
+        assert!(html.contains("Betalningslänk"), "{value}: {html}");
+        for secret in ["Preview Shop", &app.sandbox_url, &id, "?t="] {
+            assert!(
+                !html.contains(secret),
+                "{value}: the preview names {secret}: {html}"
+            );
+        }
+    }
+    // The same page for a link nobody knows: a preview tells nothing of the payment.
+    let unknown = format!("{}?t=nope", url.split_once("?t=").unwrap().0);
+    let r = app
+        .client
+        .get(&unknown)
+        .header("user-agent", "TelegramBot (like TwitterBot)")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    assert!(!hop_opened(&app, &id).await, "a preview opened the hop");
+    let opened: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payment_events WHERE payment_id = $1::uuid AND kind = 'authorization_opened'",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(opened, 0);
+    // The merchant can still cancel the untouched payment at once.
+    assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
+
+    // The shopper's browser goes straight to the bank, as before.
+    let r = app
+        .client
+        .get(&url)
+        .header(
+            "user-agent",
+            "Mozilla/5.0 (iPhone; CPU iPhone OS 17_0 like Mac OS X) AppleWebKit/605.1.15 (KHTML, like Gecko) Mobile/15E148 [FBAN/FBIOS;FBAV/440.0.0.0]",
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with(&app.sandbox_url));
+    assert!(hop_opened(&app, &id).await);
+}
+
 #[tokio::test]
 async fn expired_paid_and_unknown_payments_get_plain_pages_without_a_way_to_the_bank() {
     let app = spawn_app().await;

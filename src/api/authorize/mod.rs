@@ -40,7 +40,7 @@ use crate::ledger::merchants;
 use crate::ledger::payments::{self, CancelBy, CancelStart, Hop, HopClosed, PaymentRecord};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use base64::Engine as _;
@@ -96,7 +96,7 @@ fn tokens_match(given: &str, stored: &str) -> bool {
 }
 
 /// The shopper's language for a page: the payment's own, else the browser's.
-pub(super) fn language(p: Option<&PaymentRecord>, headers: &HeaderMap) -> Language {
+pub(crate) fn language(p: Option<&PaymentRecord>, headers: &HeaderMap) -> Language {
     consent::choose(
         p.and_then(|p| p.request["language"].as_str()),
         headers
@@ -124,7 +124,7 @@ pub(super) fn closed(
     let status = match kind {
         Closed::Unknown => StatusCode::NOT_FOUND,
         Closed::NotReady => StatusCode::CONFLICT,
-        Closed::AtTheBank => StatusCode::OK,
+        Closed::AtTheBank | Closed::Preview => StatusCode::OK,
         Closed::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::GONE,
     };
@@ -261,14 +261,20 @@ async fn act(
 }
 
 /// `GET /authorize/{id}?t=…`: the consent page, or the plain page of a payment that cannot
-/// be signed. Records nothing (but for `consent: "merchant"`, which goes to the bank).
+/// be signed. Records nothing (but for `consent: "merchant"`, which goes to the bank). A
+/// link previewer, a `HEAD` or a prefetch gets the neutral page of
+/// [`crate::api::link_preview`] instead, whatever the payment.
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
 async fn show(
     State(state): State<AppState>,
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
+    method: Method,
     headers: HeaderMap,
 ) -> Response {
+    if crate::api::link_preview::is_preview(&method, &headers) {
+        return crate::api::link_preview::page(&state, &headers);
+    }
     let token = q.get("t").map(String::as_str).unwrap_or("");
     act(&state, &id, token, &headers, Action::Show, &HashMap::new()).await
 }

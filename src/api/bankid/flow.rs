@@ -46,7 +46,7 @@ use crate::ledger::payments::{self, CancelStart, PaymentRecord};
 use crate::ledger::tokens::{self, LiveToken};
 use axum::Router;
 use axum::extract::{Form, Path, Query, State};
-use axum::http::{HeaderMap, StatusCode, header};
+use axum::http::{HeaderMap, Method, StatusCode, header};
 use axum::response::{IntoResponse, Json, Response};
 use axum::routing::{get, post};
 use chrono::Utc;
@@ -343,8 +343,13 @@ async fn page(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     peer: Peer,
+    method: Method,
     headers: HeaderMap,
 ) -> Response {
+    // A previewer's first load would start an identification order nobody scans.
+    if crate::api::link_preview::is_preview(&method, &headers) {
+        return crate::api::link_preview::page(&s, &headers);
+    }
     let token = q.get("t").map(String::as_str).unwrap_or("");
     handle(&s, &id, token, peer, &headers, Action::Load, false, None).await
 }
@@ -355,8 +360,13 @@ async fn state(
     Path(id): Path<String>,
     Query(q): Query<HashMap<String, String>>,
     peer: Peer,
+    method: Method,
     headers: HeaderMap,
 ) -> Response {
+    // A previewer's first load would start an identification order nobody scans.
+    if crate::api::link_preview::is_preview(&method, &headers) {
+        return crate::api::link_preview::page(&s, &headers);
+    }
     let token = q.get("t").map(String::as_str).unwrap_or("");
     let shown = q.get("purpose").map(String::as_str);
     handle(&s, &id, token, peer, &headers, Action::Load, true, shown).await

@@ -248,6 +248,9 @@ pub enum Closed {
     /// The bank needs nothing on its page (an SCA exemption, or a decoupled SCA it started
     /// in the shopper's app): nothing to open, the bank is processing it.
     AtTheBank,
+    /// A link previewer, a link check or a prefetch ([`crate::api::link_preview`]): the
+    /// page names nothing of the payment.
+    Preview,
 }
 
 /// A page without a way to the bank; with a payment, a link back to the merchant carrying
@@ -270,6 +273,7 @@ pub fn closed_page(
         Closed::Unavailable => t.unavailable,
         Closed::TermsMismatch => t.terms_mismatch,
         Closed::AtTheBank => t.at_the_bank,
+        Closed::Preview => t.preview,
     };
     let back = back.and_then(return_url);
     layout(
@@ -282,6 +286,7 @@ pub fn closed_page(
             p { (message) }
             @if let Some(p) = back {
                 p { a href=(p) { (t.back) } }
+            } @else if matches!(kind, Closed::Preview) {
             } @else {
                 p { (t.close_window) }
             }

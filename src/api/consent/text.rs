@@ -49,6 +49,8 @@ pub struct Text {
     /// The bank needs no step on its page: it exempted the payment from SCA, or asks the
     /// shopper in its own app (a decoupled SCA it started with the payment).
     pub at_the_bank: (&'static str, &'static str),
+    /// What a link previewer, a link check or a prefetch is shown: nothing of the payment.
+    pub preview: (&'static str, &'static str),
 }
 
 const EN: Text = Text {
@@ -107,6 +109,10 @@ const EN: Text = Text {
         "Payment sent to your bank",
         "Your bank has this payment and needs nothing more from you here. If your bank's app asks you to confirm it, do so there. You can return to the shop.",
     ),
+    preview: (
+        "Payment link",
+        "Open this link in your web browser to see the payment and continue to your bank.",
+    ),
 };
 
 const FI: Text = Text {
@@ -164,6 +170,10 @@ const FI: Text = Text {
     at_the_bank: (
         "Maksu on lähetetty pankkiisi",
         "Pankkisi on vastaanottanut maksun, eikä sinun tarvitse tehdä täällä muuta. Jos pankkisi sovellus pyytää vahvistamaan maksun, vahvista se siellä. Voit palata kauppaan.",
+    ),
+    preview: (
+        "Maksulinkki",
+        "Avaa tämä linkki selaimessasi nähdäksesi maksun ja jatkaaksesi pankkiisi.",
     ),
 };
 
@@ -226,6 +236,10 @@ const SV: Text = Text {
         "Betalningen har skickats till din bank",
         "Din bank har tagit emot betalningen och behöver inget mer från dig här. Om din banks app ber dig bekräfta den, gör det där. Du kan gå tillbaka till butiken.",
     ),
+    preview: (
+        "Betalningslänk",
+        "Öppna länken i din webbläsare för att se betalningen och gå vidare till din bank.",
+    ),
 };
 
 const DA: Text = Text {
@@ -287,6 +301,10 @@ const DA: Text = Text {
         "Betalingen er sendt til din bank",
         "Din bank har modtaget betalingen og har ikke brug for mere fra dig her. Hvis din banks app beder dig bekræfte den, så gør det der. Du kan vende tilbage til butikken.",
     ),
+    preview: (
+        "Betalingslink",
+        "Åbn linket i din browser for at se betalingen og fortsætte til din bank.",
+    ),
 };
 
 const NB: Text = Text {
@@ -347,6 +365,10 @@ const NB: Text = Text {
     at_the_bank: (
         "Betalingen er sendt til banken din",
         "Banken din har mottatt betalingen og trenger ikke mer fra deg her. Hvis bankens app ber deg bekrefte den, gjør du det der. Du kan gå tilbake til butikken.",
+    ),
+    preview: (
+        "Betalingslenke",
+        "Åpne lenken i nettleseren din for å se betalingen og gå videre til banken din.",
     ),
 };
 
