@@ -611,9 +611,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let mut settings = ToolSettings::load_from(&sources)?;
             if matches!(
                 command,
-                MerchantCommand::Create { .. } | MerchantCommand::RotateKey { .. }
+                MerchantCommand::Create { .. }
+                    | MerchantCommand::RotateKey { .. }
+                    | MerchantCommand::Set { .. }
+                    | MerchantCommand::Payee {
+                        command: PayeeCommand::Add { .. }
+                    }
             ) {
-                // A new API key's row is sealed with the ledger key.
+                // A new API key's row, a merchant's payee policy and a payee are sealed with
+                // the ledger key.
                 ledger::keys::install(app::ledger_keys(&settings.ledger)?);
             }
             ledger::resolve_pooler(&mut settings.database).await?;
@@ -739,6 +745,12 @@ async fn ledger_command(
                 anyhow::bail!(
                     "the ledger is broken: {} API key(s) affected; first problem: {broken}",
                     report.broken_api_keys
+                );
+            }
+            if let Some(broken) = &report.first_broken_payee {
+                anyhow::bail!(
+                    "the ledger is broken: {} payee polic(ies) or payee(s) affected; first problem: {broken}",
+                    report.broken_payees
                 );
             }
             let checkpoint = match report.checkpoint {
@@ -927,7 +939,7 @@ async fn payee_command(pool: &crate::ledger::Db, command: PayeeCommand) -> anyho
             let mut tx = pool.begin().await?;
             let added = match payees::add(&mut tx, id, &account, label.as_deref()).await? {
                 payees::Added::UnknownMerchant => anyhow::bail!("no merchant with id {id}"),
-                payees::Added::Added => true,
+                payees::Added::Added | payees::Added::Vouched => true,
                 payees::Added::AlreadyRegistered => false,
             };
             if added {

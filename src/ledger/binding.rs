@@ -46,6 +46,14 @@
 //!   revoking overwrites the hash of its secret (and drops its MACs), so clearing
 //!   `revoked_at` gives back no key anybody holds.
 //!
+//! - **A merchant's payee policy and payees** carry `payees_mac` = HMAC-SHA256(ledger
+//!   key[payees_mac_key_id], [`payee_policy_mac_input`]): the merchant and its policy, and
+//!   each registered payee `mac` = HMAC-SHA256(ledger key[mac_key_id], [`payee_mac_input`]):
+//!   the merchant and the account. Creating a payment trusts only those whose MAC holds
+//!   (`payments::create_with_key` gets the MACs of the payment's own facts under every usable
+//!   key, [`PayeeMacs`]): a payee added in SQL, or a policy set back to `open` in SQL, lets
+//!   no payment through.
+//!
 //! The digests are SHA-256, unkeyed: they sit inside a keyed chain. This module computes;
 //! it never reads or writes the database and never sees a secret other than the ring.
 
@@ -64,6 +72,8 @@ const BANK_LINKS_TAG: &str = "pisgate/bank_links/v1";
 const ENDPOINT_URL_TAG: &str = "pisgate/webhook_endpoint_url/v1";
 const API_KEY_TAG: &str = "pisgate/api_key/v1";
 const API_KEY_LIFETIME_TAG: &str = "pisgate/api_key_lifetime/v1";
+const PAYEE_POLICY_TAG: &str = "pisgate/payee_policy/v1";
+const PAYEE_TAG: &str = "pisgate/payee/v1";
 
 /// The facts of a payment that never change after creation.
 #[derive(Debug, Clone, Copy)]
@@ -276,6 +286,134 @@ pub fn endpoint_url_problem(
             MacProblem::UnknownKey => "the endpoint URL's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
             MacProblem::Retired => "the endpoint's URL is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)",
         })
+}
+
+/// `str(tag) || str(key_id) || merchant_id || str(policy)`, with the encodings of
+/// [`crate::ledger::events`].
+pub fn payee_policy_mac_input(key_id: &str, merchant_id: Uuid, policy: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(96);
+    put_str(&mut out, PAYEE_POLICY_TAG);
+    put_str(&mut out, key_id);
+    out.extend_from_slice(merchant_id.as_bytes());
+    put_str(&mut out, policy);
+    out
+}
+
+/// The MAC of a merchant's payee policy under `key_id`, or `None` when the ring has no such
+/// key (or it is retired).
+pub fn payee_policy_mac(
+    keys: &LedgerKeys,
+    key_id: &str,
+    merchant_id: Uuid,
+    policy: &str,
+) -> Option<[u8; 32]> {
+    keys.seal_mac(
+        key_id,
+        &[&payee_policy_mac_input(key_id, merchant_id, policy)],
+    )
+}
+
+/// `str(tag) || str(key_id) || merchant_id || str(account type) || str(account)` (the
+/// account in the domain's normalised form), with the encodings of [`crate::ledger::events`].
+pub fn payee_mac_input(
+    key_id: &str,
+    merchant_id: Uuid,
+    account_type: &str,
+    account: &str,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(128);
+    put_str(&mut out, PAYEE_TAG);
+    put_str(&mut out, key_id);
+    out.extend_from_slice(merchant_id.as_bytes());
+    put_str(&mut out, account_type);
+    put_str(&mut out, account);
+    out
+}
+
+/// The MAC of a registered payee under `key_id`, or `None` when the ring has no such key (or
+/// it is retired).
+pub fn payee_mac(
+    keys: &LedgerKeys,
+    key_id: &str,
+    merchant_id: Uuid,
+    account_type: &str,
+    account: &str,
+) -> Option<[u8; 32]> {
+    keys.seal_mac(
+        key_id,
+        &[&payee_mac_input(key_id, merchant_id, account_type, account)],
+    )
+}
+
+/// Why a merchant's stored payee policy is not to be trusted, or `None` when it is.
+pub fn payee_policy_problem(
+    keys: Option<&LedgerKeys>,
+    merchant_id: Uuid,
+    policy: &str,
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> Option<&'static str> {
+    stored_mac_problem(keys, mac, key_id, |keys, key_id| {
+        payee_policy_mac(keys, key_id, merchant_id, policy)
+    })
+    .map(|p| match p {
+        MacProblem::Missing => "the payee policy has no ledger MAC (removed, or never sealed)",
+        MacProblem::NoRing => "no ledger key is installed to check the payee policy's MAC",
+        MacProblem::Edited => "the payee policy is not what an operator set (edited)",
+        MacProblem::UnknownKey => "the payee policy's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
+        MacProblem::Retired => "the payee policy is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)",
+    })
+}
+
+/// Why a registered payee is not to be trusted, or `None` when it is.
+pub fn payee_problem(
+    keys: Option<&LedgerKeys>,
+    merchant_id: Uuid,
+    account_type: &str,
+    account: &str,
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> Option<&'static str> {
+    stored_mac_problem(keys, mac, key_id, |keys, key_id| {
+        payee_mac(keys, key_id, merchant_id, account_type, account)
+    })
+    .map(|p| match p {
+        MacProblem::Missing => "the payee has no ledger MAC (added in SQL, or never sealed)",
+        MacProblem::NoRing => "no ledger key is installed to check the payee's MAC",
+        MacProblem::Edited => "the payee's account or merchant is not what an operator registered (edited)",
+        MacProblem::UnknownKey => "the payee's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
+        MacProblem::Retired => "the payee is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)",
+    })
+}
+
+/// What the creating statement compares a merchant's stored policy and payees with: for each
+/// usable key of the ring (not retired), the MAC an operator's `open` policy and an
+/// operator's registration of the payment's own creditor account would carry. A stored MAC
+/// is trusted when it equals the one of its key here, so the statement judges without a
+/// round trip of its own.
+#[derive(Debug, Default)]
+pub struct PayeeMacs {
+    pub key_ids: Vec<String>,
+    pub open_policy: Vec<Vec<u8>>,
+    pub payee: Vec<Vec<u8>>,
+}
+
+impl PayeeMacs {
+    pub fn new(keys: &LedgerKeys, merchant_id: Uuid, account_type: &str, account: &str) -> Self {
+        let mut out = PayeeMacs::default();
+        for key_id in keys.usable_ids() {
+            let (Some(open), Some(payee)) = (
+                payee_policy_mac(keys, key_id, merchant_id, "open"),
+                payee_mac(keys, key_id, merchant_id, account_type, account),
+            ) else {
+                continue;
+            };
+            out.key_ids.push(key_id.to_owned());
+            out.open_policy.push(open.to_vec());
+            out.payee.push(payee.to_vec());
+        }
+        out
+    }
 }
 
 /// `str(tag) || str(key_id) || str(API key id) || merchant_id || str(hex of the secret's

@@ -141,6 +141,15 @@ impl LedgerKeys {
         }
     }
 
+    /// The ids of the keys a live row may be sealed under: every key of the ring but the
+    /// retired ones.
+    pub fn usable_ids(&self) -> impl Iterator<Item = &str> {
+        self.keys
+            .keys()
+            .map(String::as_str)
+            .filter(|id| !self.retired.contains(*id))
+    }
+
     /// Whether `key_id` is a retired key.
     pub fn is_retired(&self, key_id: &str) -> bool {
         self.retired.contains(key_id)

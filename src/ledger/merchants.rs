@@ -124,15 +124,21 @@ pub async fn create(
             "name must be 1 to 200 characters".into(),
         ));
     }
+    let id = Uuid::now_v7();
+    // The default payee policy, sealed like one an operator sets.
+    let (policy_key_id, policy_mac) =
+        crate::ledger::payees::seal_policy(id, crate::ledger::payees::Policy::Open)?;
     let mut tx = pool.begin().await?;
     let merchant = sqlx::query_as!(
         Merchant,
-        r#"INSERT INTO merchants (id, name, return_origins)
-           VALUES ($1, $2, $3)
+        r#"INSERT INTO merchants (id, name, return_origins, payees, payees_mac, payees_mac_key_id)
+           VALUES ($1, $2, $3, 'open', $4, $5)
            RETURNING id, name, status, return_origins, created_at, disabled_at"#,
-        Uuid::now_v7(),
+        id,
         name,
         return_origins,
+        &policy_mac[..],
+        policy_key_id,
     )
     .fetch_one(&mut *tx)
     .await?;

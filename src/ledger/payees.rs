@@ -14,8 +14,16 @@
 //! The policy is judged inside the statement that creates a payment
 //! (`payments::create_with_key`, its `allowed` part): read at every creation, so a change
 //! applies to the next payment on every replica, at no round trip of its own.
+//!
+//! The policy and each payee are sealed with the ledger key when an operator sets them
+//! ([`crate::ledger::binding::payee_policy_mac`], [`crate::ledger::binding::payee_mac`]),
+//! and creation trusts only what carries its MAC: a payee inserted in SQL lets no payment
+//! through, and a policy whose MAC does not hold (set back to `open` in SQL) counts as
+//! `registered`. `ledger verify` reports both.
 
 use super::Db;
+use super::binding;
+use super::keys::LedgerKeys;
 use crate::domain::account::{Account, AccountType};
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
@@ -61,6 +69,10 @@ pub enum Added {
     Added,
     /// It was registered already (its label is left as it was).
     AlreadyRegistered,
+    /// Its row was there without a MAC this ring trusts (written in SQL, or sealed under
+    /// another key): the operator's registration of this account for this merchant seals it
+    /// (label and date left as they were).
+    Vouched,
     UnknownMerchant,
 }
 
@@ -74,23 +86,66 @@ pub async fn add(
     if !merchant_exists(conn, merchant_id).await? {
         return Ok(Added::UnknownMerchant);
     }
-    let inserted = sqlx::query!(
-        "INSERT INTO merchant_payees (merchant_id, account_type, account, label)
-         VALUES ($1, $2, $3, $4)
-         ON CONFLICT (merchant_id, account_type, account) DO NOTHING",
+    let (key_id, mac) = seal(|ring, key_id| {
+        binding::payee_mac(
+            ring,
+            key_id,
+            merchant_id,
+            account.account_type().as_str(),
+            account.value(),
+        )
+    })?;
+    // A row already there keeps its label and date; one without this very MAC (written in
+    // SQL, or sealed under another key) is sealed by the operator's registration of exactly
+    // this account for this merchant.
+    let written = sqlx::query_scalar!(
+        r#"INSERT INTO merchant_payees (merchant_id, account_type, account, label, mac, mac_key_id)
+           VALUES ($1, $2, $3, $4, $5, $6)
+           ON CONFLICT (merchant_id, account_type, account)
+               DO UPDATE SET mac = EXCLUDED.mac, mac_key_id = EXCLUDED.mac_key_id
+               WHERE merchant_payees.mac IS DISTINCT FROM EXCLUDED.mac
+                  OR merchant_payees.mac_key_id IS DISTINCT FROM EXCLUDED.mac_key_id
+           RETURNING (xmax = 0) AS "inserted!""#,
         merchant_id,
         account.account_type().as_str(),
         account.value(),
         label,
+        &mac[..],
+        key_id,
     )
-    .execute(&mut *conn)
-    .await?
-    .rows_affected();
-    Ok(if inserted == 1 {
-        Added::Added
-    } else {
-        Added::AlreadyRegistered
+    .fetch_optional(&mut *conn)
+    .await?;
+    Ok(match written {
+        Some(true) => Added::Added,
+        Some(false) => Added::Vouched,
+        None => Added::AlreadyRegistered,
     })
+}
+
+/// The current key's id and `mac(ring, key id)`, for a row an operator writes now.
+fn seal(
+    mac: impl FnOnce(&LedgerKeys, &str) -> Option<[u8; 32]>,
+) -> Result<(String, [u8; 32]), sqlx::Error> {
+    let ring = crate::ledger::keys::installed().ok_or_else(|| {
+        sqlx::Error::Configuration(
+            "changing a merchant's payees needs the ledger key (PISGATE__LEDGER__KEY_FILE): it seals them"
+                .into(),
+        )
+    })?;
+    let key_id = ring.current_id().to_owned();
+    let mac = mac(&ring, &key_id).ok_or_else(|| {
+        sqlx::Error::Configuration("the ledger ring lacks its current key".into())
+    })?;
+    Ok((key_id, mac))
+}
+
+/// The current key's id and the MAC of `policy` for the merchant (its creation seals
+/// `open`).
+pub(crate) fn seal_policy(
+    merchant_id: Uuid,
+    policy: Policy,
+) -> Result<(String, [u8; 32]), sqlx::Error> {
+    seal(|ring, key_id| binding::payee_policy_mac(ring, key_id, merchant_id, policy.as_str()))
 }
 
 /// Removes a payee of the merchant, in the caller's transaction; whether there was one.
@@ -150,10 +205,14 @@ pub async fn set_policy(
     merchant_id: Uuid,
     policy: Policy,
 ) -> Result<bool, sqlx::Error> {
+    let (key_id, mac) = seal_policy(merchant_id, policy)?;
     let updated = sqlx::query!(
-        "UPDATE merchants SET payees = $2 WHERE id = $1",
+        "UPDATE merchants SET payees = $2::text, payees_mac = $3, payees_mac_key_id = $4
+         WHERE id = $1",
         merchant_id,
         policy.as_str(),
+        &mac[..],
+        key_id,
     )
     .execute(&mut *conn)
     .await?

@@ -357,12 +357,30 @@ pub async fn create_with_key(
     let sealed = events::seal(p.id, None, &creation_events(&p), now)?;
     let (seq, head) = sealed.head();
     let in_flight_ms = i64::try_from(key.in_flight_for.as_millis()).unwrap_or(i64::MAX);
+    // What a sealed policy and payee would carry (without the ledger key: nothing, and only
+    // a payment without a payee check passes).
+    let payee_macs = match (key.payee, crate::ledger::keys::installed()) {
+        (Some(a), Some(ring)) => {
+            binding::PayeeMacs::new(&ring, p.merchant_id, a.account_type().as_str(), a.value())
+        }
+        _ => binding::PayeeMacs::default(),
+    };
     let written = sqlx::query!(
         r#"WITH allowed AS (
-               SELECT $37::text IS NULL OR m.payees = 'open' OR EXISTS (
-                          SELECT 1 FROM merchant_payees mp
-                          WHERE mp.merchant_id = m.id AND mp.account_type = $37 AND mp.account = $38
-                      ) AS ok
+               SELECT $37::text IS NULL
+                      OR (m.payees = 'open' AND EXISTS (
+                             SELECT 1 FROM unnest($40::text[], $41::bytea[]) AS o(key_id, mac)
+                             WHERE o.key_id = m.payees_mac_key_id AND o.mac = m.payees_mac))
+                      OR EXISTS (
+                             SELECT 1 FROM merchant_payees mp
+                             JOIN unnest($40::text[], $42::bytea[]) AS r(key_id, mac)
+                               ON r.key_id = mp.mac_key_id AND r.mac = mp.mac
+                             WHERE mp.merchant_id = m.id AND mp.account_type = $37
+                               AND mp.account = $38) AS ok,
+                      $37::text IS NOT NULL AND (m.payees = 'open' OR EXISTS (
+                             SELECT 1 FROM merchant_payees mp
+                             WHERE mp.merchant_id = m.id AND mp.account_type = $37
+                               AND mp.account = $38)) AS as_stored
                FROM merchants m WHERE m.id = $2
            ), k AS (
                INSERT INTO idempotency_keys
@@ -406,7 +424,8 @@ pub async fn create_with_key(
                RETURNING 1
            )
            SELECT (SELECT count(*) FROM e) AS "n!",
-                  COALESCE((SELECT ok FROM allowed), false) AS "allowed!""#,
+                  COALESCE((SELECT ok FROM allowed), false) AS "allowed!",
+                  COALESCE((SELECT as_stored FROM allowed), false) AS "allowed_as_stored!""#,
         p.id,
         p.merchant_id,
         p.amount_minor,
@@ -446,10 +465,22 @@ pub async fn create_with_key(
         key.payee.map(|a| a.account_type().as_str()),
         key.payee.map(|a| a.value()),
         p.first_poll_at,
+        &payee_macs.key_ids,
+        &payee_macs.open_policy,
+        &payee_macs.payee,
     )
     .fetch_one(pool)
     .await?;
     if !written.allowed {
+        if written.allowed_as_stored {
+            // The stored policy or payee would let it through, but its MAC does not hold: set
+            // in SQL, or sealed under a key this ring lacks or retired.
+            tracing::error!(
+                merchant_id = %p.merchant_id,
+                "the merchant's payee policy or payee row lacks a valid ledger MAC: the payment is refused (run `pisgate ledger verify`)"
+            );
+            metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        }
         return Ok(Creation::PayeeNotRegistered);
     }
     if written.n == 0 {

@@ -4,7 +4,7 @@
 //!
 //! The rows are the bindings of [`crate::ledger::binding`]: webhook events, stored
 //! idempotency answers, payments' bank references, webhook endpoints' URLs, API keys and their
-//! ends. Each is checked under the key it names (a retired one included: this is what reads
+//! ends, merchants' payee policies and their payees. Each is checked under the key it names (a retired one included: this is what reads
 //! them) and only a row whose MAC holds is sealed again; one that fails (edited, or under a
 //! key the ring lacks) is left as it is, counted and named, and stays refused. History (event
 //! chains, checkpoints) is never rewritten: it keeps verifying under the old key.
@@ -39,6 +39,8 @@ pub struct Resealed {
     pub webhook_endpoints: u64,
     pub api_keys: u64,
     pub api_key_lifetimes: u64,
+    pub payee_policies: u64,
+    pub payees: u64,
     /// Rows under an older key whose MAC does not hold: left as they are (still refused).
     pub refused: u64,
     /// The first of them: which row, and why.
@@ -70,6 +72,8 @@ impl Resealed {
             webhook_endpoints = self.webhook_endpoints,
             api_keys = self.api_keys,
             api_key_lifetimes = self.api_key_lifetimes,
+            payee_policies = self.payee_policies,
+            payees = self.payees,
             refused = self.refused,
             open_payments_with_older_key_events = self.open_payments_with_older_key_events,
             "resealed the live rows under older ledger keys (ledger reseal)"
@@ -102,11 +106,13 @@ pub async fn reseal(pool: &PgPool, keys: &LedgerKeys) -> Result<Resealed, sqlx::
         ByUuid::WebhookEvents,
         ByUuid::BankLinks,
         ByUuid::WebhookEndpoints,
+        ByUuid::PayeePolicies,
     ] {
         reseal_by_uuid(kind, pool, &old, &current, &mut out).await?;
     }
     idempotency_answers(pool, &old, &current, &mut out).await?;
     api_keys(pool, &old, &current, &mut out).await?;
+    payees(pool, &old, &current, &mut out).await?;
     out.open_payments_with_older_key_events = sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM payments p
            WHERE p.status IN ('awaiting_authorization', 'authorized')
@@ -127,6 +133,8 @@ enum ByUuid {
     WebhookEvents,
     BankLinks,
     WebhookEndpoints,
+    /// Merchants, their payee policy.
+    PayeePolicies,
 }
 
 /// A row under an older key, checked: its id, and its MAC under the current key or why its
@@ -223,6 +231,27 @@ async fn fetch_checked(
             })
         })
         .collect(),
+        ByUuid::PayeePolicies => sqlx::query!(
+            r#"SELECT id, payees AS "payees!: String", payees_mac AS "mac!",
+                      payees_mac_key_id AS "key_id!"
+               FROM merchants
+               WHERE payees_mac_key_id IS NOT NULL AND payees_mac_key_id <> $1
+                 AND payees_mac IS NOT NULL AND id > $2
+               ORDER BY id LIMIT $3
+               FOR NO KEY UPDATE"#,
+            current,
+            cursor,
+            BATCH,
+        )
+        .fetch_all(tx)
+        .await?
+        .into_iter()
+        .map(|r| {
+            checked(r.id, &r.mac, &r.key_id, &|k| {
+                binding::payee_policy_mac(old, k, r.id, &r.payees)
+            })
+        })
+        .collect(),
     })
 }
 
@@ -268,6 +297,17 @@ async fn write_macs(
             .execute(tx)
             .await?
         }
+        ByUuid::PayeePolicies => {
+            sqlx::query!(
+                "UPDATE merchants m SET payees_mac = u.mac, payees_mac_key_id = $3
+             FROM unnest($1::uuid[], $2::bytea[]) AS u(id, mac) WHERE m.id = u.id",
+                ids,
+                macs,
+                current,
+            )
+            .execute(tx)
+            .await?
+        }
     };
     Ok(done.rows_affected())
 }
@@ -285,6 +325,7 @@ async fn reseal_by_uuid(
         ByUuid::WebhookEvents => "webhook event",
         ByUuid::BankLinks => "payment (its bank reference)",
         ByUuid::WebhookEndpoints => "webhook endpoint",
+        ByUuid::PayeePolicies => "merchant (its payee policy)",
     };
     let mut cursor = Uuid::nil();
     loop {
@@ -308,6 +349,7 @@ async fn reseal_by_uuid(
                 ByUuid::WebhookEvents => out.webhook_events += done,
                 ByUuid::BankLinks => out.bank_links += done,
                 ByUuid::WebhookEndpoints => out.webhook_endpoints += done,
+                ByUuid::PayeePolicies => out.payee_policies += done,
             }
         }
         tx.commit().await?;
@@ -490,4 +532,66 @@ async fn api_keys(
             return Ok(());
         }
     }
+}
+
+/// The registered payees under an older key, in one transaction (operators register them one
+/// by one: they are few).
+async fn payees(
+    pool: &PgPool,
+    old: &LedgerKeys,
+    current: &str,
+    out: &mut Resealed,
+) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
+    let rows = sqlx::query!(
+        r#"SELECT merchant_id, account_type, account, mac AS "mac!", mac_key_id AS "key_id!"
+           FROM merchant_payees
+           WHERE mac_key_id IS NOT NULL AND mac_key_id <> $1 AND mac IS NOT NULL
+           ORDER BY merchant_id, account_type, account
+           FOR NO KEY UPDATE"#,
+        current,
+    )
+    .fetch_all(&mut *tx)
+    .await?;
+    let (mut merchants, mut types, mut accounts, mut macs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in rows {
+        let under =
+            |k: &str| binding::payee_mac(old, k, r.merchant_id, &r.account_type, &r.account);
+        match old_mac_problem(under(&r.key_id), &r.mac, &r.key_id) {
+            Some(why) => out.refuse(format!(
+                "payee of merchant {} ({}): {why}",
+                r.merchant_id, r.account_type
+            )),
+            None => {
+                macs.push(
+                    under(current)
+                        .expect("the current key is in its own ring")
+                        .to_vec(),
+                );
+                merchants.push(r.merchant_id);
+                types.push(r.account_type);
+                accounts.push(r.account);
+            }
+        }
+    }
+    if !merchants.is_empty() {
+        out.payees += sqlx::query!(
+            "UPDATE merchant_payees p SET mac = u.mac, mac_key_id = $5
+             FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[])
+                  AS u(merchant_id, account_type, account, mac)
+             WHERE p.merchant_id = u.merchant_id AND p.account_type = u.account_type
+               AND p.account = u.account",
+            &merchants,
+            &types,
+            &accounts,
+            &macs,
+            current,
+        )
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+    }
+    tx.commit().await?;
+    Ok(())
 }

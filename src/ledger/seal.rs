@@ -1,7 +1,8 @@
 //! Sealing at the upgrade that introduced a binding: the webhook events (migration
 //! 20261205000030), idempotency answers (20261206200000), payments' bank links
-//! (20261208100000), webhook endpoints' URLs (20261208100001), API keys (20261208100002) and
-//! their ends (20261208100003) already written then get the ledger MAC every later one is
+//! (20261208100000), webhook endpoints' URLs (20261208100001), API keys (20261208100002),
+//! their ends (20261208100003) and merchants' payee policies and payees (20261209100000)
+//! already written then get the ledger MAC every later one is
 //! written with; a key revoked without its secret's hash being overwritten (by the version
 //! before 20261208100003, during a rolling update) has it overwritten.
 //!
@@ -32,6 +33,9 @@ pub const API_KEYS_BOUND: i64 = 20261208100002;
 /// The migration that bound API keys' expiry and rotation to the ledger key.
 pub const API_KEY_LIFETIMES_BOUND: i64 = 20261208100003;
 
+/// The migration that bound merchants' payee policies and payees to the ledger key.
+pub const PAYEES_BOUND: i64 = 20261209100000;
+
 /// Rows sealed per statement.
 const BATCH: i64 = 500;
 
@@ -44,6 +48,10 @@ pub struct Sealed {
     pub webhook_endpoints: u64,
     pub api_keys: u64,
     pub api_key_lifetimes: u64,
+    /// Merchants' payee policies.
+    pub payee_policies: u64,
+    /// Registered payees.
+    pub payees: u64,
     /// Revoked keys whose secret's hash was still there, now overwritten.
     pub revoked_keys_erased: u64,
 }
@@ -58,6 +66,8 @@ impl Sealed {
             webhook_endpoints = self.webhook_endpoints,
             api_keys = self.api_keys,
             api_key_lifetimes = self.api_key_lifetimes,
+            payee_policies = self.payee_policies,
+            payees = self.payees,
             revoked_keys_erased = self.revoked_keys_erased,
             "{what}"
         );
@@ -74,6 +84,7 @@ pub fn binds(pending: &[i64]) -> bool {
         ENDPOINT_URLS_BOUND,
         API_KEYS_BOUND,
         API_KEY_LIFETIMES_BOUND,
+        PAYEES_BOUND,
     ]
     .iter()
     .any(|v| pending.contains(v))
@@ -192,7 +203,75 @@ pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sq
     sealed.revoked_keys_erased = erase_revoked_keys(pool).await?;
     sealed.api_keys = seal_api_keys(pool, keys, &key_id).await?;
     sealed.api_key_lifetimes = seal_api_key_lifetimes(pool, keys, &key_id).await?;
+    (sealed.payee_policies, sealed.payees) = seal_payees(pool, keys, &key_id).await?;
     Ok(sealed)
+}
+
+/// The payees part of [`seal_unbound`]: every merchant's policy and every registered payee
+/// without a MAC, in one read and one `UPDATE … FROM unnest(…)` each (operators write them
+/// one by one: they are few).
+async fn seal_payees(
+    pool: &PgPool,
+    keys: &LedgerKeys,
+    key_id: &str,
+) -> Result<(u64, u64), sqlx::Error> {
+    let rows = sqlx::query!(
+        r#"SELECT id, payees AS "payees!: String" FROM merchants WHERE payees_mac IS NULL"#
+    )
+    .fetch_all(pool)
+    .await?;
+    let (mut ids, mut policies, mut macs) = (Vec::new(), Vec::new(), Vec::new());
+    for r in rows {
+        let mac = binding::payee_policy_mac(keys, key_id, r.id, &r.payees)
+            .expect("the current key is in its own ring");
+        ids.push(r.id);
+        policies.push(r.payees);
+        macs.push(mac.to_vec());
+    }
+    // Only the values the MAC was computed over: a policy changed meanwhile stays unsealed.
+    let policies = sqlx::query!(
+        "UPDATE merchants m SET payees_mac = u.mac, payees_mac_key_id = $4
+         FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS u(id, payees, mac)
+         WHERE m.id = u.id AND m.payees_mac IS NULL AND m.payees = u.payees",
+        &ids,
+        &policies,
+        &macs,
+        key_id,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    let rows = sqlx::query!(
+        "SELECT merchant_id, account_type, account FROM merchant_payees WHERE mac IS NULL"
+    )
+    .fetch_all(pool)
+    .await?;
+    let (mut merchants, mut types, mut accounts, mut macs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in rows {
+        let mac = binding::payee_mac(keys, key_id, r.merchant_id, &r.account_type, &r.account)
+            .expect("the current key is in its own ring");
+        merchants.push(r.merchant_id);
+        types.push(r.account_type);
+        accounts.push(r.account);
+        macs.push(mac.to_vec());
+    }
+    let payees = sqlx::query!(
+        "UPDATE merchant_payees p SET mac = u.mac, mac_key_id = $5
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[])
+              AS u(merchant_id, account_type, account, mac)
+         WHERE p.merchant_id = u.merchant_id AND p.account_type = u.account_type
+           AND p.account = u.account AND p.mac IS NULL",
+        &merchants,
+        &types,
+        &accounts,
+        &macs,
+        key_id,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected();
+    Ok((policies, payees))
 }
 
 /// The bank links part of [`seal_unbound`]: one read and one `UPDATE … FROM unnest(…)` per

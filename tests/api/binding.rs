@@ -669,8 +669,8 @@ async fn a_replayed_idempotency_answer_is_checked_against_its_ledger_mac() {
     assert_eq!(report.broken_idempotency_answers, 2, "{report:?}");
 }
 
-/// Upgrading a database from before webhook events, idempotency answers, endpoint URLs and
-/// API keys were bound: the process that applies those migrations seals the rows already written
+/// Upgrading a database from before webhook events, idempotency answers, endpoint URLs, API
+/// keys and payees were bound: the process that applies those migrations seals the rows already written
 /// with the ledger key
 /// (the version before sent and replayed them without any), so they verify, are sent and are
 /// replayed as every later row, and no row needs an exemption by date.
@@ -740,6 +740,15 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
     .execute(&old)
     .await
     .unwrap();
+    // A registered payee (its policy is the default `open`).
+    sqlx::query(
+        "INSERT INTO merchant_payees (merchant_id, account_type, account)
+         VALUES ($1, 'IBAN', 'FI1410093000123458')",
+    )
+    .bind(merchant)
+    .execute(&old)
+    .await
+    .unwrap();
     old.close().await;
 
     let app = crate::helpers::spawn_app_on(
@@ -753,7 +762,9 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
               + (SELECT count(*) FROM idempotency_keys WHERE response_mac IS NULL)
               + (SELECT count(*) FROM webhook_endpoints WHERE url_mac IS NULL)
               + (SELECT count(*) FROM api_keys
-                  WHERE revoked_at IS NULL AND (key_mac IS NULL OR lifetime_mac IS NULL))",
+                  WHERE revoked_at IS NULL AND (key_mac IS NULL OR lifetime_mac IS NULL))
+              + (SELECT count(*) FROM merchants WHERE payees_mac IS NULL)
+              + (SELECT count(*) FROM merchant_payees WHERE mac IS NULL)",
     )
     .fetch_one(&app.pool)
     .await
@@ -773,6 +784,10 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
     assert_eq!(report.idempotency_answers_checked, 1, "{report:?}");
     assert_eq!(report.webhook_endpoints_checked, 1, "{report:?}");
     assert_eq!(report.api_keys_checked, 1, "{report:?}");
+    assert_eq!(
+        report.payees_checked, 2,
+        "the policy and the payee: {report:?}"
+    );
 }
 
 /// An insider deletes a payment's whole chain and rewrites its row (here: paid), with the

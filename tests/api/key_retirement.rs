@@ -68,6 +68,16 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
     let back = sign_and_return(&old.client, &first, "psu-retire").await;
     assert_eq!(back.status(), 303);
     let payment: Uuid = first["id"].as_str().unwrap().parse().unwrap();
+    // A registered payee, beside the merchant's payee policy (`open`, sealed at creation).
+    let payee =
+        pisgate::domain::Account::parse(pisgate::domain::AccountType::Iban, "FI1410093000123458")
+            .unwrap();
+    let mut tx = old.pool.begin().await.unwrap();
+    let added = pisgate::ledger::payees::add(&mut tx, m.id, &payee, None)
+        .await
+        .unwrap();
+    assert_eq!(added, pisgate::ledger::payees::Added::Added);
+    tx.commit().await.unwrap();
     drop(old);
     // Before the reseal, an insider points one endpoint elsewhere (its MAC under l1 breaks).
     let direct = sqlx::PgPool::connect(&database).await.unwrap();
@@ -101,6 +111,10 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
     );
     assert_eq!(before.broken_webhook_endpoints, 2, "{before:?}");
     assert_eq!(before.broken_idempotency_answers, 1, "{before:?}");
+    assert_eq!(
+        before.broken_payees, 2,
+        "the policy and the payee: {before:?}"
+    );
     assert!(before.broken_webhook_events >= 1, "{before:?}");
     assert!(
         before
@@ -124,6 +138,8 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
     assert_eq!(resealed.webhook_endpoints, 1, "{resealed:?}");
     assert_eq!(resealed.bank_links, 1, "{resealed:?}");
     assert_eq!(resealed.idempotency_answers, 1, "{resealed:?}");
+    assert_eq!(resealed.payee_policies, 1, "{resealed:?}");
+    assert_eq!(resealed.payees, 1, "{resealed:?}");
     assert_eq!(
         resealed.webhook_events, before.broken_webhook_events,
         "{resealed:?}"
@@ -156,6 +172,7 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
     assert_eq!(after.broken_api_keys, 0, "{after:?}");
     assert_eq!(after.broken_idempotency_answers, 0, "{after:?}");
     assert_eq!(after.broken_webhook_events, 0, "{after:?}");
+    assert_eq!(after.broken_payees, 0, "{after:?}");
     assert_eq!(after.broken_webhook_endpoints, 1, "{after:?}");
     assert!(
         after

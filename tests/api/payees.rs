@@ -251,3 +251,142 @@ fn payee_cli_refuses_a_bad_account_naming_the_option() {
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("--account"), "{err}");
 }
+
+/// An insider's payee row for the merchant: no MAC.
+async fn insert_in_sql(app: &TestApp, merchant: Uuid, iban: &str) {
+    sqlx::query(
+        "INSERT INTO merchant_payees (merchant_id, account_type, account) VALUES ($1, 'IBAN', $2)",
+    )
+    .bind(merchant)
+    .bind(iban)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+}
+
+/// Whoever can write the database but holds no ledger key (an insider, a leaked database
+/// password) cannot open a merchant's payee policy for a stolen API key: a payee inserted in
+/// SQL, a registered payee's MAC copied onto another account, and a policy set back to
+/// `open` in SQL each let no payment through, and `ledger verify` names each without the
+/// full account number. What an operator registers or sets (CLI) is trusted as before.
+#[tokio::test]
+async fn a_payee_or_an_open_policy_written_in_sql_lets_no_payment_through_and_verify_names_it() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    let id = m.id.to_string();
+    let keys = crate::helpers::ledger_keys();
+    let verify = || pisgate::ledger::events::verify_all(&app.pool, &keys);
+    assert!(merchant_cli(&app, &["set", &id, "--payees", "registered"]).0);
+    let (ok, _, err) = merchant_cli(
+        &app,
+        &[
+            "payee",
+            "add",
+            &id,
+            "--type",
+            "IBAN",
+            "--account",
+            REGISTERED,
+        ],
+    );
+    assert!(ok, "{err}");
+    let pay = |iban: &'static str| {
+        let app = &app;
+        let key = m.api_key.clone();
+        async move {
+            app.post_payment(&key, &Uuid::new_v4().to_string(), &paying(iban))
+                .await
+        }
+    };
+    assert_eq!(pay(REGISTERED).await.status(), 201);
+    let report = verify().await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.payees_checked, 2, "{report:?}");
+
+    // A payee inserted in SQL.
+    insert_in_sql(&app, m.id, ELSEWHERE).await;
+    assert_problem(pay(ELSEWHERE).await, 422, "payee_not_registered").await;
+    let report = verify().await.unwrap();
+    assert_eq!(report.broken_payees, 1, "{report:?}");
+    let named = report.first_broken_payee.clone().unwrap();
+    assert!(named.contains("added in SQL"), "{named}");
+    assert!(
+        !named.contains(ELSEWHERE),
+        "the full account in a log line: {named}"
+    );
+
+    // The registered payee's MAC copied onto it.
+    sqlx::query(
+        "UPDATE merchant_payees f SET mac = r.mac, mac_key_id = r.mac_key_id
+           FROM merchant_payees r
+          WHERE f.merchant_id = $1 AND f.account = $2 AND r.merchant_id = $1 AND r.account = $3",
+    )
+    .bind(m.id)
+    .bind(ELSEWHERE)
+    .bind(REGISTERED)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    assert_problem(pay(ELSEWHERE).await, 422, "payee_not_registered").await;
+    assert_eq!(verify().await.unwrap().broken_payees, 1);
+    sqlx::query("DELETE FROM merchant_payees WHERE account = $1")
+        .bind(ELSEWHERE)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+
+    // The policy set back to open in SQL (its MAC is the one of `registered`), then with
+    // the MAC removed as well: taken as `registered`.
+    for sql in [
+        "UPDATE merchants SET payees = 'open' WHERE id = $1",
+        "UPDATE merchants SET payees_mac = NULL, payees_mac_key_id = NULL WHERE id = $1",
+    ] {
+        sqlx::query(sql)
+            .bind(m.id)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+        assert_problem(pay(ELSEWHERE).await, 422, "payee_not_registered").await;
+        assert_eq!(pay(REGISTERED).await.status(), 201, "its payees still pay");
+        let report = verify().await.unwrap();
+        assert_eq!(report.broken_payees, 1, "{report:?}");
+        assert!(
+            report
+                .first_broken_payee
+                .as_deref()
+                .unwrap()
+                .contains("payee policy"),
+            "{report:?}"
+        );
+    }
+
+    // An operator opens it: trusted again.
+    assert!(merchant_cli(&app, &["set", &id, "--payees", "open"]).0);
+    assert_eq!(pay(ELSEWHERE).await.status(), 201);
+    // An operator registering a row someone wrote in SQL vouches for it (the same account
+    // for the same merchant).
+    assert!(merchant_cli(&app, &["set", &id, "--payees", "registered"]).0);
+    insert_in_sql(&app, m.id, ELSEWHERE).await;
+    assert_problem(pay(ELSEWHERE).await, 422, "payee_not_registered").await;
+    let (ok, out, err) = merchant_cli(
+        &app,
+        &[
+            "payee",
+            "add",
+            &id,
+            "--type",
+            "IBAN",
+            "--account",
+            ELSEWHERE,
+        ],
+    );
+    assert!(ok, "{err}");
+    let vouched: Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(
+        vouched["added"], true,
+        "the operator's registration seals it: {out}"
+    );
+    assert_eq!(pay(ELSEWHERE).await.status(), 201);
+    let report = verify().await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+}

@@ -894,7 +894,7 @@ impl Action {
                     return Ok(Err("The label must not contain control characters.".into()));
                 }
                 match payees::add(tx, merchant, &account, label.as_deref()).await? {
-                    payees::Added::Added => Ok(None),
+                    payees::Added::Added | payees::Added::Vouched => Ok(None),
                     payees::Added::AlreadyRegistered => {
                         Err("That account is registered already.".into())
                     }
