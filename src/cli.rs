@@ -506,16 +506,18 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             .await
                             .context("sealing the rows written before binding failed")?;
                         eprintln!(
-                            "sealed with the ledger key: {} webhook event(s), {} idempotency answer(s), {} payment(s)' bank links, {} webhook endpoint(s), {} API key(s) written before binding",
+                            "sealed with the ledger key: {} webhook event(s), {} idempotency answer(s), {} payment(s)' bank links, {} webhook endpoint(s), {} API key(s), {} payee polic(ies), {} payee(s) written before binding",
                             sealed.webhook_events,
                             sealed.idempotency_answers,
                             sealed.bank_links,
                             sealed.webhook_endpoints,
-                            sealed.api_keys
+                            sealed.api_keys,
+                            sealed.payee_policies,
+                            sealed.payees
                         );
                     }
                     Err(_) => eprintln!(
-                        "warning: no ledger key (PISGATE__LEDGER__KEY): webhook events, idempotency answers, payments' bank links, webhook endpoints' URLs and API keys written before this upgrade were not sealed; they will not be sent, replayed, followed or accepted and `ledger verify` reports them. Run the upgrade's migrations with the ledger key (or `pisgate serve --migrate`)."
+                        "warning: no ledger key (PISGATE__LEDGER__KEY): webhook events, idempotency answers, payments' bank links, webhook endpoints' URLs, API keys and merchants' payee policies and payees written before this upgrade were not sealed; they will not be sent, replayed, followed or accepted (every payment to a merchant whose policy is not sealed is refused with payee_not_registered) and `ledger verify` reports them. Run the upgrade's migrations with the ledger key (or `pisgate serve --migrate`)."
                     ),
                 }
             }

@@ -537,6 +537,14 @@ async fn initiate_for_shopper_with(
     // The lease outlives the bank call and its recording.
     let lease = chrono::Duration::from_std(budget + Duration::from_secs(10)).context("lease")?;
     let mut tx = state.pool.begin().await?;
+    // The bank call is built from the stored row: only from one its ledger vouches for (an
+    // insider could have rewritten the creditor).
+    if !crate::ledger::events::facts_match_ledger(&mut tx, p, &p.request).await? {
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+        anyhow::bail!(
+            "the payment row's facts are not the ones its ledger recorded: nothing is sent to the bank (run `pisgate ledger verify`)"
+        );
+    }
     let attempt = payments::begin_shopper_attempt(
         &mut tx,
         p.id,

@@ -641,6 +641,28 @@ async fn claim_slow(
             return Ok(SlowClaim::Retry);
         }
         Claim::Stale { payment_id } => {
+            // The key's row names the payment to resume, and the call is built from this
+            // request: only resume a payment of this merchant made from this very request,
+            // whose row its ledger vouches for (the key's row carries no MAC while in flight:
+            // an insider could point it at any payment).
+            // (The canonical request moved into the fast path's claim: built again from the
+            // validated request, as it was then.)
+            let canonical = validated.canonical_value()?;
+            let resumable = match payments::get(&mut tx, payment_id).await? {
+                Some(p) => {
+                    p.merchant_id == merchant_id
+                        && crate::ledger::events::facts_match_ledger(&mut tx, &p, &canonical)
+                            .await?
+                }
+                None => false,
+            };
+            if !resumable {
+                metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+                return Err(anyhow::anyhow!(
+                    "the idempotency key names a payment that is not this merchant's request as its ledger recorded it: nothing is sent to the bank (run `pisgate ledger verify`)"
+                )
+                .into());
+            }
             match payments::begin_attempt(
                 &mut tx,
                 payment_id,

@@ -576,6 +576,57 @@ pub(crate) async fn link_matches_ledger(
             == Some(crate::ledger::binding::authorization_url_digest(Some(link)).as_str()))
 }
 
+/// Whether the payment row's fixed facts (merchant, amount, currency, country, return URL,
+/// shopper id) with `request` (the row's stored request, or the request a retry resumes the
+/// payment with: creditor, debtor and all) are the ones its `created` event bound ([`crate::ledger::binding::facts_digest`]), that event's keyed hash holding
+/// under the installed ring: what pisgate checks before it builds a bank call from a stored
+/// payment (a deferred initiation, a resumed attempt), since an insider could rewrite the
+/// row's creditor. The bank may be the one `created` bound or none yet (the shopper chose
+/// later: the choice is checked on its own). A `created` event written before payments were
+/// bound (no `facts`) says nothing: `true`, as `ledger verify` counts it. No `created` event,
+/// or one whose hash does not hold: `false`. One indexed read and one HMAC.
+pub(crate) async fn facts_match_ledger(
+    conn: &mut PgConnection,
+    p: &crate::ledger::payments::PaymentRecord,
+    request: &serde_json::Value,
+) -> Result<bool, sqlx::Error> {
+    let Some(raw) = sqlx::query_as!(
+        RawEvent,
+        r#"SELECT payment_id, seq, kind, old_status, new_status, bank_status, detail,
+                  created_at, prev_hash, hash, hash_version, key_id
+           FROM payment_events
+           WHERE payment_id = $1 AND seq = 1"#,
+        p.id
+    )
+    .fetch_optional(&mut *conn)
+    .await?
+    else {
+        return Ok(false);
+    };
+    if raw.kind != "created" {
+        return Ok(false);
+    }
+    let Some(bound) = raw.detail.get("facts").and_then(|f| f.as_str()) else {
+        return Ok(true);
+    };
+    if !keyed_hash_holds(&raw) {
+        return Ok(false);
+    }
+    let digest = |bank: &str| {
+        crate::ledger::binding::facts_digest(&crate::ledger::binding::PaymentFacts {
+            merchant_id: p.merchant_id,
+            amount_minor: p.amount_minor,
+            currency: &p.currency,
+            country: &p.country,
+            bank,
+            return_url: &p.return_url,
+            psu_id: p.psu_id.as_deref(),
+            request,
+        })
+    };
+    Ok(bound == digest(&p.bank) || bound == digest(crate::ledger::payments::NO_BANK_YET))
+}
+
 /// Whether the payment's ledger recorded the bank's answer to an attempt (an `initiated`
 /// event): what the poller asks before it expires a payment whose row says none was.
 pub(crate) async fn initiation_recorded(pool: &Db, payment_id: Uuid) -> Result<bool, sqlx::Error> {

@@ -671,3 +671,50 @@ async fn the_shoppers_iban_is_never_logged_in_full_and_the_choice_is_logged_with
         assert!(!logs.contains(full), "{full} appears in the logs");
     }
 }
+
+/// An insider rewrites the creditor of a payment waiting for the shopper's bank choice. The
+/// bank call is built from the stored row when the shopper chooses, so pisgate first checks
+/// the row against the facts its `created` event bound: nothing is sent to any bank, and the
+/// shopper gets "try again later" rather than a payment to the insider's account.
+#[tokio::test]
+async fn a_deferred_payment_whose_creditor_was_rewritten_in_sql_is_never_sent_to_a_bank() {
+    let (app, second) = two_banks(&[], |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let p = deferred_payment(&app, &second, &m.api_key).await;
+    let id: Uuid = p["id"].as_str().unwrap().parse().unwrap();
+    let url = p["authorization_url"].as_str().unwrap();
+    let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query(
+        "UPDATE payments SET request = jsonb_set(request, '{creditor,account,value}',
+                                                 '\"FI2112345600000785\"')
+          WHERE id = $1",
+    )
+    .bind(id)
+    .execute(&mut *tx)
+    .await
+    .unwrap();
+    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let r = submit(&app, url, "bank", &[("bank", "second")]).await;
+    assert_eq!(r.status(), 503, "the shopper is told to try again later");
+    assert!(
+        second
+            .payment_by_external_id(&external_id(&id.to_string()))
+            .is_empty(),
+        "nothing was sent to the chosen bank"
+    );
+    assert!(app.bank_payments_for(&id.to_string()).is_empty());
+    let metrics = app.metrics().await;
+    assert!(
+        !metrics.contains("pisgate_ledger_binding_mismatches_total 0"),
+        "the refusal is counted: {metrics}"
+    );
+}

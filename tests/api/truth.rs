@@ -563,6 +563,68 @@ async fn a_connection_dropped_after_sending_is_an_unknown_outcome_resumed_by_the
     lost_answer_then_retry(&app, "k-dropped").await;
 }
 
+/// An insider (database write, no ledger key) points an in-flight Idempotency-Key row at a
+/// payment whose bank answer was lost, with the request hash of a request of theirs (paying
+/// their own account), then sends that request with a stolen API key. The resume path builds
+/// the bank call from the request it is sent, so it first checks that the payment is this
+/// merchant's and was created from this very request as its ledger recorded it: a 500, and
+/// nothing is sent to the bank. The payment's own retry still resumes it.
+#[tokio::test]
+async fn a_forged_idempotency_row_never_resumes_another_payment_with_its_request() {
+    let app = app_with(&[], false, |c| {
+        c.faults = vec![rule(FaultTarget::Initiate, Fault::DropAfterProcessing, 1)];
+    })
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let first = app.post_payment(&m.api_key, "k-victim", &body("FI")).await;
+    crate::helpers::assert_problem(first, 502, "initiation_outcome_unknown").await;
+    let victim: Uuid = sqlx::query_scalar("SELECT id FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    // The insider's request, and the hashes pisgate keeps for it (from a request of theirs).
+    let mut evil = body("FI");
+    evil["creditor"]["account"] = json!({ "type": "IBAN", "value": "FI2112345600000785" });
+    assert_eq!(
+        app.post_payment(&m.api_key, "k-probe", &evil)
+            .await
+            .status(),
+        201
+    );
+    sqlx::query(
+        "INSERT INTO idempotency_keys (merchant_id, key, request_hash, body_hash, payment_id,
+                                       expires_at, locked_until)
+         SELECT merchant_id, 'k-evil', request_hash, body_hash, $1,
+                now() + interval '1 day', now() - interval '1 minute'
+           FROM idempotency_keys WHERE key = 'k-probe'",
+    )
+    .bind(victim)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let sent = app.bank_calls(Operation::Initiate);
+
+    let r = app.post_payment(&m.api_key, "k-evil", &evil).await;
+    assert_eq!(r.status(), 500);
+    assert_eq!(
+        app.bank_calls(Operation::Initiate),
+        sent,
+        "nothing was sent to the bank"
+    );
+    let initiation: String = sqlx::query_scalar("SELECT initiation FROM payments WHERE id = $1")
+        .bind(victim)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(initiation, "outcome_unknown", "the victim was not touched");
+
+    // The payment's own key resumes it with its own request.
+    let retry = app.post_payment(&m.api_key, "k-victim", &body("FI")).await;
+    assert_eq!(retry.status(), 201);
+    let retry: Value = retry.json().await.unwrap();
+    assert_eq!(retry["id"], victim.to_string());
+}
+
 #[tokio::test]
 async fn a_database_lost_after_the_bank_answered_leaves_a_resumable_payment() {
     let app = app_with(
