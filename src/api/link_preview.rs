@@ -55,6 +55,9 @@ pub const PREVIEWERS: &[&str] = &[
     "redditbot",
     "signal-preview",
     "zoom-link-preview",
+    // Office's own fetches of a link in a document or a mail (not the browser it opens).
+    "ms-office",
+    "microsoft office existence discovery",
 ];
 
 /// Whether this request is a preview, a check or a prefetch rather than a shopper opening
@@ -131,6 +134,8 @@ mod tests {
             "Mozilla/5.0 (compatible; Discordbot/2.0; +https://discordapp.com)",
             "Mozilla/5.0 (Windows NT 6.1; WOW64) SkypeUriPreview Preview/0.5",
             "LinkedInBot/1.0 (compatible; Mozilla/5.0; Apache-HttpClient +http://www.linkedin.com)",
+            "Mozilla/4.0 (compatible; ms-office; MSOffice 16)",
+            "Microsoft Office Existence Discovery",
         ] {
             assert!(is_preview(&Method::GET, &with("user-agent", ua)), "{ua}");
         }
