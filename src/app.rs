@@ -82,7 +82,7 @@ impl Application {
                 let sealed = match applied {
                     Ok(()) if ledger::seal::binds(&pending) => {
                         let keys = ledger_keys(&settings.ledger)?;
-                        Some(ledger::seal::seal_unbound(&session, &keys).await)
+                        Some(ledger::seal::seal_newly_bound(&session, &keys, &pending).await)
                     }
                     _ => None,
                 };

@@ -502,7 +502,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if ledger::seal::binds(&pending) {
                 match app::ledger_keys(&settings.ledger) {
                     Ok(keys) => {
-                        let sealed = ledger::seal::seal_unbound(&session, &keys)
+                        let sealed = ledger::seal::seal_newly_bound(&session, &keys, &pending)
                             .await
                             .context("sealing the rows written before binding failed")?;
                         eprintln!(

@@ -90,120 +90,159 @@ pub fn binds(pending: &[i64]) -> bool {
     .any(|v| pending.contains(v))
 }
 
-/// MACs every webhook event, stored idempotency answer, payment's bank reference (bank id and links),
-/// webhook endpoint's URL and API key that has none, under the ring's current key, one read
-/// and one `UPDATE … FROM unnest(…)` per batch of each. Call only right after this process
-/// applied a binding migration ([`binds`]).
+/// MACs every webhook event, stored idempotency answer, payment's bank reference (bank id and
+/// links), webhook endpoint's URL, API key, payee policy and payee that has none, under the
+/// ring's current key, one read and one `UPDATE … FROM unnest(…)` per batch of each: `pisgate
+/// ledger seal`, an operator's choice after `ledger verify`.
 pub async fn seal_unbound(pool: &PgPool, keys: &LedgerKeys) -> Result<Sealed, sqlx::Error> {
+    seal_kinds(pool, keys, None).await
+}
+
+/// [`seal_unbound`] for the kinds whose binding migration is among `pending` only: what the
+/// process that just applied them seals ([`binds`]). A row without a MAC of a kind bound at an
+/// earlier upgrade is not one the version before wrote (it wrote each with its MAC): someone
+/// wrote it without the key, or an old replica during that earlier rolling update (`ledger
+/// seal` is for those). It stays refused rather than being sealed by a later, unrelated
+/// upgrade.
+pub async fn seal_newly_bound(
+    pool: &PgPool,
+    keys: &LedgerKeys,
+    pending: &[i64],
+) -> Result<Sealed, sqlx::Error> {
+    seal_kinds(pool, keys, Some(pending)).await
+}
+
+async fn seal_kinds(
+    pool: &PgPool,
+    keys: &LedgerKeys,
+    only: Option<&[i64]>,
+) -> Result<Sealed, sqlx::Error> {
+    let wants = |bound: i64| only.is_none_or(|pending| pending.contains(&bound));
     let key_id = keys.current_id().to_owned();
     let mut sealed = Sealed::default();
     let mut cursor = Uuid::nil();
-    loop {
-        let rows = sqlx::query!(
-            r#"SELECT id, merchant_id, payment_id, event_type, payload, created_at
+    if wants(WEBHOOK_EVENTS_BOUND) {
+        loop {
+            let rows = sqlx::query!(
+                r#"SELECT id, merchant_id, payment_id, event_type, payload, created_at
                FROM webhook_events WHERE payload_mac IS NULL AND id > $1
                ORDER BY id LIMIT $2"#,
-            cursor,
-            BATCH,
-        )
-        .fetch_all(pool)
-        .await?;
-        let n = rows.len();
-        let (mut ids, mut macs) = (Vec::with_capacity(n), Vec::with_capacity(n));
-        for r in rows {
-            cursor = r.id;
-            let facts = WebhookEventFacts {
-                id: r.id,
-                merchant_id: r.merchant_id,
-                payment_id: r.payment_id,
-                event_type: &r.event_type,
-                created_at: r.created_at,
-                payload: &r.payload,
-            };
-            let mac = binding::webhook_mac(keys, &key_id, &facts)
-                .expect("the current key is in its own ring");
-            ids.push(r.id);
-            macs.push(mac.to_vec());
-        }
-        if !ids.is_empty() {
-            sealed.webhook_events += sqlx::query!(
-                "UPDATE webhook_events e SET payload_mac = u.mac, mac_key_id = $3
+                cursor,
+                BATCH,
+            )
+            .fetch_all(pool)
+            .await?;
+            let n = rows.len();
+            let (mut ids, mut macs) = (Vec::with_capacity(n), Vec::with_capacity(n));
+            for r in rows {
+                cursor = r.id;
+                let facts = WebhookEventFacts {
+                    id: r.id,
+                    merchant_id: r.merchant_id,
+                    payment_id: r.payment_id,
+                    event_type: &r.event_type,
+                    created_at: r.created_at,
+                    payload: &r.payload,
+                };
+                let mac = binding::webhook_mac(keys, &key_id, &facts)
+                    .expect("the current key is in its own ring");
+                ids.push(r.id);
+                macs.push(mac.to_vec());
+            }
+            if !ids.is_empty() {
+                sealed.webhook_events += sqlx::query!(
+                    "UPDATE webhook_events e SET payload_mac = u.mac, mac_key_id = $3
                  FROM unnest($1::uuid[], $2::bytea[]) AS u(id, mac)
                  WHERE e.id = u.id AND e.payload_mac IS NULL",
-                &ids,
-                &macs,
-                key_id,
-            )
-            .execute(pool)
-            .await?
-            .rows_affected();
-        }
-        if (n as i64) < BATCH {
-            break;
+                    &ids,
+                    &macs,
+                    key_id,
+                )
+                .execute(pool)
+                .await?
+                .rows_affected();
+            }
+            if (n as i64) < BATCH {
+                break;
+            }
         }
     }
     let mut cursor = (Uuid::nil(), String::new());
-    loop {
-        let rows = sqlx::query!(
-            r#"SELECT merchant_id, key AS "key!: String", response_status AS "status!",
+    if wants(IDEMPOTENCY_ANSWERS_BOUND) {
+        loop {
+            let rows = sqlx::query!(
+                r#"SELECT merchant_id, key AS "key!: String", response_status AS "status!",
                       response_body AS "body!"
                FROM idempotency_keys
                WHERE response_status IS NOT NULL AND response_body IS NOT NULL
                  AND response_mac IS NULL AND (merchant_id, key) > ($1, $2::text)
                ORDER BY merchant_id, key LIMIT $3"#,
-            cursor.0,
-            cursor.1,
-            BATCH,
-        )
-        .fetch_all(pool)
-        .await?;
-        let n = rows.len();
-        let (mut merchants, mut answer_keys, mut macs) = (
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-            Vec::with_capacity(n),
-        );
-        for r in rows {
-            let status = u16::try_from(r.status).unwrap_or(0);
-            let mac = binding::idempotency_answer_mac(
-                keys,
-                &key_id,
-                r.merchant_id,
-                &r.key,
-                status,
-                &r.body,
+                cursor.0,
+                cursor.1,
+                BATCH,
             )
-            .expect("the current key is in its own ring");
-            macs.push(mac.to_vec());
-            merchants.push(r.merchant_id);
-            cursor = (r.merchant_id, r.key.clone());
-            answer_keys.push(r.key);
-        }
-        if !merchants.is_empty() {
-            sealed.idempotency_answers += sqlx::query!(
-                "UPDATE idempotency_keys k SET response_mac = u.mac, response_mac_key_id = $4
+            .fetch_all(pool)
+            .await?;
+            let n = rows.len();
+            let (mut merchants, mut answer_keys, mut macs) = (
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+                Vec::with_capacity(n),
+            );
+            for r in rows {
+                let status = u16::try_from(r.status).unwrap_or(0);
+                let mac = binding::idempotency_answer_mac(
+                    keys,
+                    &key_id,
+                    r.merchant_id,
+                    &r.key,
+                    status,
+                    &r.body,
+                )
+                .expect("the current key is in its own ring");
+                macs.push(mac.to_vec());
+                merchants.push(r.merchant_id);
+                cursor = (r.merchant_id, r.key.clone());
+                answer_keys.push(r.key);
+            }
+            if !merchants.is_empty() {
+                sealed.idempotency_answers += sqlx::query!(
+                    "UPDATE idempotency_keys k SET response_mac = u.mac, response_mac_key_id = $4
                  FROM unnest($1::uuid[], $2::text[], $3::bytea[]) AS u(merchant_id, key, mac)
                  WHERE k.merchant_id = u.merchant_id AND k.key = u.key
                    AND k.response_mac IS NULL",
-                &merchants,
-                &answer_keys,
-                &macs,
-                key_id,
-            )
-            .execute(pool)
-            .await?
-            .rows_affected();
-        }
-        if (n as i64) < BATCH {
-            break;
+                    &merchants,
+                    &answer_keys,
+                    &macs,
+                    key_id,
+                )
+                .execute(pool)
+                .await?
+                .rows_affected();
+            }
+            if (n as i64) < BATCH {
+                break;
+            }
         }
     }
-    sealed.bank_links = seal_bank_links(pool, keys, &key_id).await?;
-    sealed.webhook_endpoints = seal_endpoint_urls(pool, keys, &key_id).await?;
-    sealed.revoked_keys_erased = erase_revoked_keys(pool).await?;
-    sealed.api_keys = seal_api_keys(pool, keys, &key_id).await?;
-    sealed.api_key_lifetimes = seal_api_key_lifetimes(pool, keys, &key_id).await?;
-    (sealed.payee_policies, sealed.payees) = seal_payees(pool, keys, &key_id).await?;
+    if wants(BANK_LINKS_BOUND) {
+        sealed.bank_links = seal_bank_links(pool, keys, &key_id).await?;
+    }
+    if wants(ENDPOINT_URLS_BOUND) {
+        sealed.webhook_endpoints = seal_endpoint_urls(pool, keys, &key_id).await?;
+    }
+    if wants(API_KEY_LIFETIMES_BOUND) {
+        sealed.revoked_keys_erased = erase_revoked_keys(pool).await?;
+    }
+    if wants(API_KEYS_BOUND) {
+        sealed.api_keys = seal_api_keys(pool, keys, &key_id).await?;
+    }
+    if wants(API_KEY_LIFETIMES_BOUND) {
+        sealed.api_key_lifetimes = seal_api_key_lifetimes(pool, keys, &key_id).await?;
+    }
+    if wants(PAYEES_BOUND) {
+        (sealed.payee_policies, sealed.payees) = seal_payees(pool, keys, &key_id).await?;
+    }
     Ok(sealed)
 }
 

@@ -669,21 +669,16 @@ async fn a_replayed_idempotency_answer_is_checked_against_its_ledger_mac() {
     assert_eq!(report.broken_idempotency_answers, 2, "{report:?}");
 }
 
-/// Upgrading a database from before webhook events, idempotency answers, endpoint URLs, API
-/// keys and payees were bound: the process that applies those migrations seals the rows already written
-/// with the ledger key
-/// (the version before sent and replayed them without any), so they verify, are sent and are
-/// replayed as every later row, and no row needs an exemption by date.
-#[tokio::test]
-async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
-    use pisgate::ledger::seal::WEBHOOK_EVENTS_BOUND;
+/// A new database with the migrations before `version` applied: the database an upgrade
+/// across `version` starts from.
+async fn migrated_before(version: i64) -> (String, sqlx::PgPool) {
     let url = crate::helpers::empty_database().await;
     let old = sqlx::PgPool::connect(&url).await.unwrap();
     let before = sqlx::migrate::Migrator {
         migrations: std::borrow::Cow::Owned(
             pisgate::ledger::MIGRATOR
                 .iter()
-                .filter(|m| m.version < WEBHOOK_EVENTS_BOUND)
+                .filter(|m| m.version < version)
                 .cloned()
                 .collect(),
         ),
@@ -692,6 +687,18 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
         no_tx: false,
     };
     before.run(&old).await.unwrap();
+    (url, old)
+}
+
+/// Upgrading a database from before webhook events, idempotency answers, endpoint URLs, API
+/// keys and payees were bound: the process that applies those migrations seals the rows already written
+/// with the ledger key
+/// (the version before sent and replayed them without any), so they verify, are sent and are
+/// replayed as every later row, and no row needs an exemption by date.
+#[tokio::test]
+async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
+    use pisgate::ledger::seal::WEBHOOK_EVENTS_BOUND;
+    let (url, old) = migrated_before(WEBHOOK_EVENTS_BOUND).await;
     let merchant = Uuid::now_v7();
     sqlx::query("INSERT INTO merchants (id, name) VALUES ($1, 'Old shop')")
         .bind(merchant)
@@ -787,6 +794,64 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
     assert_eq!(
         report.payees_checked, 2,
         "the policy and the payee: {report:?}"
+    );
+}
+
+/// An upgrade seals only the kinds its own migrations bind. A webhook event without a MAC in
+/// a database already past that binding was not written by pisgate (the version before wrote
+/// every one with its MAC): the upgrade that binds the payees leaves it refused, and
+/// `ledger verify` still names it.
+#[tokio::test]
+async fn a_later_upgrade_seals_only_the_kinds_it_binds() {
+    use pisgate::ledger::seal::PAYEES_BOUND;
+    let (url, old) = migrated_before(PAYEES_BOUND).await;
+    let merchant = Uuid::now_v7();
+    sqlx::query("INSERT INTO merchants (id, name) VALUES ($1, 'Shop')")
+        .bind(merchant)
+        .execute(&old)
+        .await
+        .unwrap();
+    sqlx::query(
+        "INSERT INTO merchant_payees (merchant_id, account_type, account)
+         VALUES ($1, 'IBAN', 'FI1410093000123458')",
+    )
+    .bind(merchant)
+    .execute(&old)
+    .await
+    .unwrap();
+    // An insider's `payment.paid` for the merchant's endpoint, without a MAC.
+    sqlx::query(
+        r#"INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
+           VALUES ($1, $2, 'payment.paid', '{"type": "payment.paid", "data": {"amount": "10.50"}}', now())"#,
+    )
+    .bind(Uuid::now_v7())
+    .bind(merchant)
+    .execute(&old)
+    .await
+    .unwrap();
+    old.close().await;
+
+    let app = crate::helpers::spawn_app_on(
+        &url,
+        &[("PISGATE__DATABASE__MIGRATE_ON_START", "true")],
+        |_| {},
+    )
+    .await;
+    let report = verify(&app).await;
+    assert_eq!(report.payees_checked, 2, "{report:?}");
+    assert_eq!(
+        report.broken_payees, 0,
+        "the payees were sealed: {report:?}"
+    );
+    assert_eq!(report.broken_webhook_events, 1, "{report:?}");
+    assert!(
+        report
+            .first_broken_webhook_event
+            .as_ref()
+            .unwrap()
+            .reason
+            .contains("no ledger MAC"),
+        "{report:?}"
     );
 }
 
