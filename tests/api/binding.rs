@@ -30,7 +30,7 @@ async fn verify(app: &TestApp) -> VerifyReport {
 }
 
 /// Runs `sql` ($1 = the payment id) as an insider: every user trigger of the tables off.
-async fn as_insider(app: &TestApp, id: Uuid, sql: &str) {
+pub(crate) async fn as_insider(app: &TestApp, id: Uuid, sql: &str) {
     as_insider_all(app, id, &[sql]).await
 }
 
@@ -669,6 +669,20 @@ async fn a_replayed_idempotency_answer_is_checked_against_its_ledger_mac() {
     assert_eq!(report.broken_idempotency_answers, 2, "{report:?}");
 }
 
+/// A `payment.paid` webhook event for the merchant without a MAC (as written before the
+/// binding, or by an insider).
+async fn insert_unsealed_paid_event(db: &sqlx::PgPool, merchant: Uuid) {
+    sqlx::query(
+        r#"INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
+           VALUES ($1, $2, 'payment.paid', '{"type": "payment.paid", "data": {"amount": "10.50"}}', now())"#,
+    )
+    .bind(Uuid::now_v7())
+    .bind(merchant)
+    .execute(db)
+    .await
+    .unwrap();
+}
+
 /// A new database with the migrations before `version` applied: the database an upgrade
 /// across `version` starts from.
 async fn migrated_before(version: i64) -> (String, sqlx::PgPool) {
@@ -705,15 +719,7 @@ async fn an_upgrade_across_the_binding_seals_the_rows_written_before_it() {
         .execute(&old)
         .await
         .unwrap();
-    sqlx::query(
-        r#"INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
-           VALUES ($1, $2, 'payment.paid', '{"type": "payment.paid", "data": {"amount": "10.50"}}', now())"#,
-    )
-    .bind(Uuid::now_v7())
-    .bind(merchant)
-    .execute(&old)
-    .await
-    .unwrap();
+    insert_unsealed_paid_event(&old, merchant).await;
     sqlx::query(
         r#"INSERT INTO idempotency_keys (merchant_id, key, request_hash, response_status,
                                          response_body, expires_at)
@@ -820,15 +826,7 @@ async fn a_later_upgrade_seals_only_the_kinds_it_binds() {
     .await
     .unwrap();
     // An insider's `payment.paid` for the merchant's endpoint, without a MAC.
-    sqlx::query(
-        r#"INSERT INTO webhook_events (id, merchant_id, event_type, payload, created_at)
-           VALUES ($1, $2, 'payment.paid', '{"type": "payment.paid", "data": {"amount": "10.50"}}', now())"#,
-    )
-    .bind(Uuid::now_v7())
-    .bind(merchant)
-    .execute(&old)
-    .await
-    .unwrap();
+    insert_unsealed_paid_event(&old, merchant).await;
     old.close().await;
 
     let app = crate::helpers::spawn_app_on(

@@ -683,25 +683,14 @@ async fn a_deferred_payment_whose_creditor_was_rewritten_in_sql_is_never_sent_to
     let p = deferred_payment(&app, &second, &m.api_key).await;
     let id: Uuid = p["id"].as_str().unwrap().parse().unwrap();
     let url = p["authorization_url"].as_str().unwrap();
-    let mut tx = app.pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    sqlx::query(
+    crate::binding::as_insider(
+        &app,
+        id,
         "UPDATE payments SET request = jsonb_set(request, '{creditor,account,value}',
                                                  '\"FI2112345600000785\"')
           WHERE id = $1",
     )
-    .bind(id)
-    .execute(&mut *tx)
-    .await
-    .unwrap();
-    sqlx::query("ALTER TABLE payments ENABLE TRIGGER USER")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    .await;
 
     let r = submit(&app, url, "bank", &[("bank", "second")]).await;
     assert_eq!(r.status(), 503, "the shopper is told to try again later");
