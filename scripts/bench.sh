@@ -36,7 +36,7 @@ if [ "${1:-}" = "e2e" ]; then
     # Durable: fsync, synchronous_commit and full_page_writes at their defaults (on). No
     # checkpoint inside a measured run: bench_e2e.py takes one before the warm-up (checkpoint_first).
     PG_DURABILITY="-c fsync=on" \
-        PG_EXTRA_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on -c max_wal_size=8GB -c checkpoint_timeout=1h" \
+        PG_EXTRA_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on -c pg_stat_statements.track_planning=on -c max_wal_size=8GB -c checkpoint_timeout=1h" \
         pg_start "$cluster"
     psql -q -d pisgate -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
     export PGBENCH="$(pg_bindir)/pgbench"

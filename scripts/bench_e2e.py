@@ -528,7 +528,7 @@ def median_floor(runs):
 def statement_profile(payments):
     """What serve's statements cost per payment created, from pg_stat_statements."""
     rows = psql("""
-        SELECT calls, total_exec_time, mean_exec_time,
+        SELECT calls, total_exec_time, mean_exec_time, plans, mean_plan_time,
                regexp_replace(left(query, 90), '\s+', ' ', 'g')
         FROM pg_stat_statements
         WHERE dbid = (SELECT oid FROM pg_database WHERE datname = 'pisgate')
@@ -536,13 +536,14 @@ def statement_profile(payments):
         ORDER BY total_exec_time DESC""").splitlines()
     parsed = []
     for line in rows:
-        calls, total, mean, query = line.split("|", 3)
-        parsed.append((int(calls), float(total), float(mean), query))
+        calls, total, mean, plans, plan_mean, query = line.split("|", 5)
+        parsed.append((int(calls), float(total), float(mean), int(plans), float(plan_mean), query))
     if not parsed or not payments:
         return None
-    total_time = sum(t for _, t, _, _ in parsed) or 1.0
-    statements = sum(c for c, _, _, _ in parsed)
-    top = [(t / total_time * 100, c / payments, m, q.replace("|", "\\|")) for c, t, m, q in parsed[:8]]
+    total_time = sum(r[1] for r in parsed) or 1.0
+    statements = sum(r[0] for r in parsed)
+    top = [(t / total_time * 100, c / payments, m, p / max(c, 1), pm, q.replace("|", "\\|"))
+           for c, t, m, p, pm, q in parsed[:8]]
     return statements, statements / payments, top
 
 
@@ -781,10 +782,10 @@ def main():
         print()
         print(f"where PostgreSQL's time goes at 32 connections (pg_stat_statements): "
               f"{per_payment:.1f} statements per payment (BEGIN/COMMIT included), top by total time:")
-        print("| share | calls per payment | mean ms | statement |")
-        print("|---:|---:|---:|---|")
-        for share, calls, mean, query in top:
-            print(f"| {share:.0f}% | {calls:.2f} | {mean:.3f} | `{query}` |")
+        print("| share | calls per payment | mean ms | plans per call | mean plan ms | statement |")
+        print("|---:|---:|---:|---:|---:|---|")
+        for share, calls, mean, plans, plan_mean, query in top:
+            print(f"| {share:.0f}% | {calls:.2f} | {mean:.3f} | {plans:.2f} | {plan_mean:.3f} | `{query}` |")
     errors = sum(r["errors"] for _, r, _, _ in rows)
     if errors:
         print(f"{errors} requests were not answered 201: see {work}/serve.log", file=sys.stderr)
