@@ -623,6 +623,17 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 // A new API key's row, a merchant's payee policy and a payee are sealed with
                 // the ledger key.
                 ledger::keys::install(app::ledger_keys(&settings.ledger)?);
+            } else if matches!(
+                command,
+                MerchantCommand::Payee {
+                    command: PayeeCommand::List { .. }
+                }
+            ) {
+                // The list checks each row's seal; without a ring it says it cannot.
+                match app::ledger_keys(&settings.ledger) {
+                    Ok(ring) => ledger::keys::install(ring),
+                    Err(e) => eprintln!("cannot check the payees' seals: {e:#}"),
+                }
             }
             ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
@@ -990,20 +1001,35 @@ async fn payee_command(pool: &crate::ledger::Db, command: PayeeCommand) -> anyho
             Ok(())
         }
         PayeeCommand::List { id } => {
-            let policy = payees::policy(pool, id)
+            let policy = payees::policy_state(pool, id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
+            let mut untrusted = 0;
             for p in payees::list(pool, id).await? {
+                untrusted += usize::from(p.problem.is_some());
                 println!(
                     "{}",
                     serde_json::json!({
                         "account": p.account,
                         "label": p.label,
                         "created_at": p.created_at,
+                        "trusted": p.problem.is_none(),
+                        "problem": p.problem,
                     })
                 );
             }
-            eprintln!("payees policy: {}", policy.as_str());
+            match policy.problem {
+                None => eprintln!("payees policy: {}", policy.stored.as_str()),
+                Some(problem) => eprintln!(
+                    "payees policy: {} NOT TRUSTED ({problem}): payments go to trusted payees only; `pisgate merchant set {id} --payees <policy>` vouches for it",
+                    policy.stored.as_str()
+                ),
+            }
+            if untrusted > 0 {
+                eprintln!(
+                    "{untrusted} payee(s) NOT TRUSTED (\"trusted\": false): no payment goes to them; `pisgate merchant payee add` of the same account vouches for it, `payee remove` removes it"
+                );
+            }
             Ok(())
         }
     }

@@ -61,6 +61,30 @@ pub struct Payee {
     pub account: Account,
     pub label: Option<String>,
     pub created_at: DateTime<Utc>,
+    /// Why its row is not trusted (no MAC of the installed ledger ring: written in SQL,
+    /// copied, or sealed under a key the ring lacks or retired), or `None`. Creation pays
+    /// such a row no more than an unregistered account; an operator's `add` of the same
+    /// account vouches for it.
+    pub problem: Option<&'static str>,
+}
+
+/// A merchant's payee policy as stored, and why it is not trusted (`None`: it is). An
+/// untrusted policy counts as [`Policy::Registered`] at creation, whatever it says.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PolicyState {
+    pub stored: Policy,
+    pub problem: Option<&'static str>,
+}
+
+impl PolicyState {
+    /// What creation applies.
+    pub fn effective(self) -> Policy {
+        if self.problem.is_some() {
+            Policy::Registered
+        } else {
+            self.stored
+        }
+    }
 }
 
 /// What adding a payee did.
@@ -167,36 +191,77 @@ pub async fn remove(
     Ok(removed > 0)
 }
 
-/// The merchant's payees, oldest first.
+/// The merchant's payees, oldest first, each checked against the installed ledger ring.
 pub async fn list(pool: &Db, merchant_id: Uuid) -> Result<Vec<Payee>, sqlx::Error> {
     let rows = sqlx::query!(
-        "SELECT account_type, account, label, created_at FROM merchant_payees
+        "SELECT account_type, account, label, created_at, mac, mac_key_id FROM merchant_payees
          WHERE merchant_id = $1 ORDER BY created_at, account_type, account",
         merchant_id,
     )
     .fetch_all(pool)
     .await?;
+    let ring = crate::ledger::keys::installed();
     Ok(rows
         .into_iter()
         .filter_map(|r| {
             // Stored in normalised form by `add`; a row that no longer parses (a rule that
             // tightened) is left out rather than shown wrong.
             let t = AccountType::parse(&r.account_type)?;
+            let problem = binding::payee_problem(
+                ring.as_deref(),
+                merchant_id,
+                &r.account_type,
+                &r.account,
+                r.mac.as_deref(),
+                r.mac_key_id.as_deref(),
+            );
             Some(Payee {
                 account: Account::parse(t, &r.account).ok()?,
                 label: r.label,
                 created_at: r.created_at,
+                problem,
             })
         })
         .collect())
 }
 
-/// The merchant's policy; `None` for an unknown merchant.
+/// The merchant's policy as stored; `None` for an unknown merchant. What creation applies
+/// is [`policy_state`]'s [`PolicyState::effective`].
 pub async fn policy(pool: &Db, merchant_id: Uuid) -> Result<Option<Policy>, sqlx::Error> {
-    let found = sqlx::query_scalar!("SELECT payees FROM merchants WHERE id = $1", merchant_id)
-        .fetch_optional(pool)
-        .await?;
-    Ok(found.as_deref().and_then(Policy::parse))
+    Ok(policy_state(pool, merchant_id).await?.map(|s| s.stored))
+}
+
+/// The merchant's policy as stored, checked against the installed ledger ring; `None` for
+/// an unknown merchant.
+pub async fn policy_state(
+    pool: &Db,
+    merchant_id: Uuid,
+) -> Result<Option<PolicyState>, sqlx::Error> {
+    let Some(row) = sqlx::query!(
+        "SELECT payees, payees_mac, payees_mac_key_id FROM merchants WHERE id = $1",
+        merchant_id
+    )
+    .fetch_optional(pool)
+    .await?
+    else {
+        return Ok(None);
+    };
+    let ring = crate::ledger::keys::installed();
+    let problem = binding::payee_policy_problem(
+        ring.as_deref(),
+        merchant_id,
+        &row.payees,
+        row.payees_mac.as_deref(),
+        row.payees_mac_key_id.as_deref(),
+    );
+    // A value no writer of ours stores is no policy an operator set: registered payees only.
+    Ok(Some(match Policy::parse(&row.payees) {
+        Some(stored) => PolicyState { stored, problem },
+        None => PolicyState {
+            stored: Policy::Registered,
+            problem: Some(problem.unwrap_or("the payee policy is not one pisgate knows")),
+        },
+    }))
 }
 
 /// Sets the merchant's policy in the caller's transaction; `false` for an unknown merchant.

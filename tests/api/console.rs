@@ -1036,6 +1036,94 @@ async fn empty_console_pages_say_so_instead_of_showing_empty_tables() {
     assert!(html.contains("No payees registered"), "{html}");
 }
 
+/// A payee or a payee policy no operator wrote under the ledger key (an insider's SQL) is
+/// flagged on the merchant's payees page, with why and what vouches for it; an operator's
+/// registration of the same account vouches for it and the flag goes.
+#[tokio::test]
+async fn the_payees_page_flags_a_payee_and_a_policy_written_in_sql() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Flagged shop").await;
+    let merchant = m.id.to_string();
+    let cookie = session_cookie(&app).await;
+    let page = format!("/console/merchants/{merchant}/payees");
+    let back = page.as_str();
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "add_payee"),
+            ("merchant", &merchant),
+            ("account_type", "IBAN"),
+            ("account", "FI1410093000123458"),
+            ("back", back),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    let (_, html) = get(&app, &page, &cookie).await;
+    assert!(!html.contains("not trusted"), "{html}");
+    assert!(html.contains("<td>Yes</td>"), "{html}");
+
+    sqlx::query(
+        "INSERT INTO merchant_payees (merchant_id, account_type, account) VALUES ($1, 'IBAN', 'FI2112345600000785')",
+    )
+    .bind(m.id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
+    let (_, html) = get(&app, &page, &cookie).await;
+    assert!(html.contains("1 payee is not trusted"), "{html}");
+    assert!(
+        html.contains("<span class=\"bad\">No</span>: the payee has no ledger MAC (added in SQL"),
+        "{html}"
+    );
+    assert!(
+        html.contains("Payee policy: <strong>open</strong>"),
+        "{html}"
+    );
+
+    // The policy: open as an operator set it, then flipped to registered and back in SQL.
+    sqlx::query("UPDATE merchants SET payees = 'registered' WHERE id = $1")
+        .bind(m.id)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (_, html) = get(&app, &page, &cookie).await;
+    assert!(
+        html.contains("Payee policy not trusted: </strong>the payee policy is not what an operator set (edited)"),
+        "{html}"
+    );
+    assert!(html.contains("(<code>registered</code>)"), "{html}");
+
+    // The operator vouches for both: no flag left.
+    for form in [
+        vec![
+            ("action", "set_payees"),
+            ("merchant", merchant.as_str()),
+            ("policy", "open"),
+        ],
+        vec![
+            ("action", "add_payee"),
+            ("merchant", merchant.as_str()),
+            ("account_type", "IBAN"),
+            ("account", "FI2112345600000785"),
+        ],
+    ] {
+        let mut form = form;
+        form.push(("back", back));
+        let (done, _) = act(&app, &cookie, &form).await;
+        assert_eq!(done.status(), 303);
+    }
+    let (_, html) = get(&app, &page, &cookie).await;
+    assert!(!html.contains("not trusted"), "{html}");
+    assert!(!html.contains("class=\"bad\""), "{html}");
+    assert!(
+        html.contains("Payee policy: <strong>open</strong>"),
+        "{html}"
+    );
+}
+
 /// A date chrono reads but PostgreSQL cannot hold (`from=-5000-01-01`) was a 500, and one
 /// chrono cannot add a day to (`to=+262142-12-31`) a panic; NUL in a text field (search,
 /// sign-in email, payee label) a 500 from PostgreSQL. Each is now the console's ordinary

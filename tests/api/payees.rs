@@ -98,6 +98,8 @@ async fn a_merchant_on_registered_payees_is_refused_an_unregistered_creditor_and
     assert_eq!(listed.len(), 1, "{out}");
     assert_eq!(listed[0]["account"]["value"], REGISTERED);
     assert_eq!(listed[0]["label"], "payouts");
+    assert_eq!(listed[0]["trusted"], true, "{out}");
+    assert!(!err.contains("NOT TRUSTED"), "{err}");
 
     // A stolen key sends the money elsewhere: refused, naming the field.
     let refused_key = Uuid::new_v4().to_string();
@@ -306,6 +308,34 @@ async fn a_payee_or_an_open_policy_written_in_sql_lets_no_payment_through_and_ve
     // A payee inserted in SQL.
     insert_in_sql(&app, m.id, ELSEWHERE).await;
     assert_problem(pay(ELSEWHERE).await, 422, "payee_not_registered").await;
+    // The operator's list says which one no operator registered.
+    let listed = |app: &TestApp| {
+        let (ok, out, err) = merchant_cli(app, &["payee", "list", &id]);
+        assert!(ok, "{err}");
+        let rows: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        (rows, err)
+    };
+    let (rows, err) = listed(&app);
+    let row = |acc: &str| {
+        rows.iter()
+            .find(|r| r["account"]["value"] == acc)
+            .cloned()
+            .unwrap()
+    };
+    assert_eq!(row(REGISTERED)["trusted"], true, "{rows:?}");
+    assert_eq!(row(ELSEWHERE)["trusted"], false, "{rows:?}");
+    assert!(
+        row(ELSEWHERE)["problem"]
+            .as_str()
+            .unwrap()
+            .contains("added in SQL"),
+        "{rows:?}"
+    );
+    assert!(err.contains("1 payee(s) NOT TRUSTED"), "{err}");
+    assert!(err.contains("payees policy: registered\n"), "{err}");
     let report = verify().await.unwrap();
     assert_eq!(report.broken_payees, 1, "{report:?}");
     let named = report.first_broken_payee.clone().unwrap();
@@ -348,6 +378,12 @@ async fn a_payee_or_an_open_policy_written_in_sql_lets_no_payment_through_and_ve
             .unwrap();
         assert_problem(pay(ELSEWHERE).await, 422, "payee_not_registered").await;
         assert_eq!(pay(REGISTERED).await.status(), 201, "its payees still pay");
+        let (rows, err) = listed(&app);
+        assert!(
+            err.contains("payees policy: open NOT TRUSTED (the payee policy"),
+            "{err}"
+        );
+        assert!(rows.iter().all(|r| r["trusted"] == true), "{rows:?}");
         let report = verify().await.unwrap();
         assert_eq!(report.broken_payees, 1, "{report:?}");
         assert!(
@@ -362,6 +398,7 @@ async fn a_payee_or_an_open_policy_written_in_sql_lets_no_payment_through_and_ve
 
     // An operator opens it: trusted again.
     assert!(merchant_cli(&app, &["set", &id, "--payees", "open"]).0);
+    assert!(listed(&app).1.contains("payees policy: open\n"));
     assert_eq!(pay(ELSEWHERE).await.status(), 201);
     // An operator registering a row someone wrote in SQL vouches for it (the same account
     // for the same merchant).

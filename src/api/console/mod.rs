@@ -609,9 +609,12 @@ async fn payees_page(
         let Some(merchant) = merchants::get(&state.pool, id).await? else {
             return Ok(None);
         };
-        let policy = payees::policy(&state.pool, id)
+        let policy = payees::policy_state(&state.pool, id)
             .await?
-            .unwrap_or(payees::Policy::Open);
+            .unwrap_or(payees::PolicyState {
+                stored: payees::Policy::Open,
+                problem: None,
+            });
         Ok::<_, sqlx::Error>(Some((
             merchant,
             policy,

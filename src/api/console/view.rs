@@ -15,7 +15,7 @@ use crate::ledger::operators::{
     AttentionPayment, AuditEntry, DeadDelivery, Delivery, DisabledEndpoint, PaymentRow, Session,
     Usage, WebhookHealth,
 };
-use crate::ledger::payees::{Payee, Policy};
+use crate::ledger::payees::{Payee, Policy, PolicyState};
 use crate::ledger::verify::VerifyReport;
 use chrono::{DateTime, Utc};
 use maud::{DOCTYPE, Markup, PreEscaped, html};
@@ -474,29 +474,62 @@ pub fn merchants(
 
 /// A merchant's payee policy and payees; the account numbers are shown in full here (the
 /// operator registers and checks them), never in the audit log.
-pub fn payees(session: &Session, merchant: &Merchant, policy: Policy, list: &[Payee]) -> Markup {
+pub fn payees(
+    session: &Session,
+    merchant: &Merchant,
+    policy: PolicyState,
+    list: &[Payee],
+) -> Markup {
     let back = format!("/console/merchants/{}/payees", merchant.id);
     let id = merchant.id.to_string();
+    let set = |label: &str, to: Policy| {
+        action_form(
+            session,
+            label,
+            "set_payees",
+            &[("merchant", id.clone()), ("policy", to.as_str().into())],
+            &back,
+        )
+    };
+    let untrusted = list.iter().filter(|p| p.problem.is_some()).count();
     layout(
         "Payees",
         Some(session),
         html! {
             p { "Merchant " strong { (merchant.name) } " " code { (merchant.id) } }
+            @if let Some(problem) = policy.problem {
+                // What an insider's edit (or a key that left the ring) looks like here.
+                p.error role="alert" {
+                    strong { "Payee policy not trusted: " } (problem) ". "
+                    "Payments go to the registered payees below only, whatever it says ("
+                    code { (policy.stored.as_str()) } "). Set it again to vouch for it. "
+                    (set("Allow any account", Policy::Open))
+                    (set("Pay registered payees only", Policy::Registered))
+                }
+            } @else {
             p {
-                "Payee policy: " strong { (policy.as_str()) }
-                @if policy == Policy::Open {
+                "Payee policy: " strong { (policy.stored.as_str()) }
+                @if policy.stored == Policy::Open {
                     " (any valid creditor account). "
-                    (action_form(session, "Pay registered payees only", "set_payees", &[("merchant", id.clone()), ("policy", "registered".into())], &back))
+                    (set("Pay registered payees only", Policy::Registered))
                 } @else {
                     " (only the accounts below). "
-                    (action_form(session, "Allow any account", "set_payees", &[("merchant", id.clone()), ("policy", "open".into())], &back))
+                    (set("Allow any account", Policy::Open))
+                }
+            }
+            }
+            @if untrusted > 0 {
+                p.error role="alert" {
+                    strong { (untrusted) @if untrusted == 1 { " payee is" } @else { " payees are" } " not trusted" }
+                    " (marked below): no operator registered them under the ledger key. "
+                    "No payment goes to them. Remove them, or add the same account again to vouch for it."
                 }
             }
             @if list.is_empty() {
                 (empty("No payees registered."))
             } @else {
             table {
-                thead { tr { th { "Type" } th { "Account" } th { "Label" } th { "Registered" } th { "Action" } } }
+                thead { tr { th { "Type" } th { "Account" } th { "Label" } th { "Registered" } th { "Trusted" } th { "Action" } } }
                 tbody {
                     @for p in list {
                         tr {
@@ -504,6 +537,13 @@ pub fn payees(session: &Session, merchant: &Merchant, policy: Policy, list: &[Pa
                             td { code { (p.account.value()) } }
                             td { (p.label.as_deref().unwrap_or("")) }
                             td { (when(p.created_at)) }
+                            td {
+                                @if let Some(problem) = p.problem {
+                                    span.bad { "No" } ": " (problem)
+                                } @else {
+                                    "Yes"
+                                }
+                            }
                             td { (action_form(session, "Remove", "remove_payee", &[("merchant", id.clone()), ("account_type", p.account.account_type().as_str().into()), ("account", p.account.value().into())], &back)) }
                         }
                     }
