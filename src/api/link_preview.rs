@@ -11,7 +11,7 @@
 //! - the BankID page's first load starts the shopper's identification order, which a
 //!   previewer never scans and which has run out by the time the shopper opens the link.
 //!
-//! Such a request gets a neutral page ([`Closed::Preview`]: "open this link in your
+//! Such a request gets a neutral page ([`consent::preview_page`]: "open this link in your
 //! browser", nothing of the payment, not even whether it exists) and nothing is read,
 //! recorded or sent to a bank. A `HEAD` never acts on any of them (HTTP's safe methods). A
 //! browser's prefetch or prerender gets that page with `503`: a speculative load answered
@@ -25,11 +25,89 @@
 //! `facebookexternalhit`), so a shopper's browser is never taken for one. A scanner that
 //! passes as a browser (some mail filters do) is not recognised; with the default consent
 //! page it meets a page whose only action is a button.
+//!
+//! A person whose browser is taken for a previewer (its agent names one of them) is not
+//! stuck: the neutral page links to the same address with `open=1` ("Continue"), which no
+//! previewer follows (it fetches the one URL it was given, and the page says `nofollow`).
+//! That request proceeds and leaves a cookie for the payment's pages
+//! ([`OPENED_COOKIE`], path `/authorize/{id}`, an hour), so the rest of the flow (the BankID
+//! page and its refreshes) proceeds too. `HEAD`, prefetches and prerenders never proceed,
+//! whatever they carry.
 
 use crate::api::AppState;
-use crate::api::consent::{self, Closed};
+use crate::api::consent;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::response::Response;
+use std::collections::HashMap;
+
+/// The cookie that says a person opened this payment's link from the neutral page.
+pub const OPENED_COOKIE: &str = "pisgate_opened";
+
+/// What a request to a shopper's link that acts on `GET` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// A preview, a check or a prefetch: answer [`page`], act on nothing.
+    Preview,
+    /// A person: act. `remember`: they came through the neutral page's link (`open=1`), so
+    /// the answer carries [`OPENED_COOKIE`] ([`remember`]).
+    Proceed { remember: bool },
+}
+
+/// Judges a `GET` (or `HEAD`) of a shopper's link with its query.
+pub fn judge(method: &Method, headers: &HeaderMap, query: &HashMap<String, String>) -> Verdict {
+    if method == Method::HEAD
+        || is_speculative(headers)
+        || names(headers, "x-purpose", &["preview"])
+    {
+        return Verdict::Preview;
+    }
+    if !names(headers, header::USER_AGENT.as_str(), PREVIEWERS) {
+        return Verdict::Proceed { remember: false };
+    }
+    if has_opened_cookie(headers) {
+        Verdict::Proceed { remember: false }
+    } else if query.get("open").is_some_and(|v| v == "1") {
+        Verdict::Proceed { remember: true }
+    } else {
+        Verdict::Preview
+    }
+}
+
+fn has_opened_cookie(headers: &HeaderMap) -> bool {
+    headers.get_all(header::COOKIE).iter().any(|v| {
+        v.to_str().unwrap_or("").split(';').any(|c| {
+            c.trim()
+                .split_once('=')
+                .is_some_and(|(k, v)| k == OPENED_COOKIE && v == "1")
+        })
+    })
+}
+
+/// Adds [`OPENED_COOKIE`] for the payment `id`'s pages to `response` (nothing for an id
+/// that is not a payment id: the path carries it).
+pub fn remember(state: &AppState, response: &mut Response, id: &str) {
+    let Ok(id) = uuid::Uuid::parse_str(id) else {
+        return;
+    };
+    let secure = if state.settings.server.public_url.starts_with("https://") {
+        "; Secure"
+    } else {
+        ""
+    };
+    let cookie = format!(
+        "{OPENED_COOKIE}=1; Path=/authorize/{id}; Max-Age=3600; HttpOnly; SameSite=Lax{secure}"
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        response.headers_mut().append(header::SET_COOKIE, v);
+    }
+}
+
+fn names(headers: &HeaderMap, name: &str, words: &[&str]) -> bool {
+    headers.get_all(name).iter().any(|v| {
+        let v = v.to_str().unwrap_or("").to_ascii_lowercase();
+        words.iter().any(|w| v.contains(w))
+    })
+}
 
 /// Lower-case words of the previewers' `User-Agent`s.
 pub const PREVIEWERS: &[&str] = &[
@@ -63,18 +141,7 @@ pub const PREVIEWERS: &[&str] = &[
 /// Whether this request is a preview, a check or a prefetch rather than a shopper opening
 /// the link.
 pub fn is_preview(method: &Method, headers: &HeaderMap) -> bool {
-    if method == Method::HEAD {
-        return true;
-    }
-    let names = |name: &str, words: &[&str]| {
-        headers.get_all(name).iter().any(|v| {
-            let v = v.to_str().unwrap_or("").to_ascii_lowercase();
-            words.iter().any(|w| v.contains(w))
-        })
-    };
-    is_speculative(headers)
-        || names("x-purpose", &["preview"])
-        || names(header::USER_AGENT.as_str(), PREVIEWERS)
+    judge(method, headers, &HashMap::new()) == Verdict::Preview
 }
 
 /// Whether a browser loads the link ahead of a navigation that may follow.
@@ -88,8 +155,10 @@ fn is_speculative(headers: &HeaderMap) -> bool {
 }
 
 /// The neutral page a preview gets: 200 (503 to a prefetch or prerender), in the browser's
-/// language, marked not to be indexed; nothing of the payment.
-pub fn page(state: &AppState, headers: &HeaderMap) -> Response {
+/// language, marked not to be indexed; nothing of the payment (no database read: the same
+/// page for a link that names none). Its one link is the address it was asked for with
+/// `open=1`, for a person taken for a previewer.
+pub fn page(state: &AppState, headers: &HeaderMap, token: Option<&String>) -> Response {
     metrics::counter!("pisgate_shopper_link_previews_total").increment(1);
     tracing::debug!("a preview or prefetch of a shopper's link: answered without acting");
     let lang = crate::api::authorize::language(None, headers);
@@ -100,7 +169,7 @@ pub fn page(state: &AppState, headers: &HeaderMap) -> Response {
     };
     let mut r = consent::respond(
         status,
-        consent::closed_page(Closed::Preview, lang, None, &state.settings.provider),
+        consent::preview_page(lang, &continue_href(token), &state.settings.provider),
         &[],
     );
     r.headers_mut().insert(
@@ -108,6 +177,16 @@ pub fn page(state: &AppState, headers: &HeaderMap) -> Response {
         HeaderValue::from_static("noindex, nofollow"),
     );
     r
+}
+
+/// The neutral page's link: this address (relative: the path stays), its token, `open=1`.
+fn continue_href(token: Option<&String>) -> String {
+    let mut q = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
+    if let Some(t) = token {
+        q.append_pair("t", t);
+    }
+    q.append_pair("open", "1");
+    q.finish()
 }
 
 #[cfg(test)]

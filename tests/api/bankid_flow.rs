@@ -748,6 +748,106 @@ async fn a_link_preview_or_a_head_of_the_bankid_page_starts_no_order() {
     assert_eq!(f.bank.count("start_identification"), 1);
 }
 
+/// A person whose browser is taken for a previewer (its agent says WhatsApp) is not stuck on
+/// the neutral page: its link (the address with `open=1`) proceeds, and the cookie it leaves
+/// carries the person through the hop's redirect to the BankID page, which starts the order,
+/// and through the page's state updates. Without the cookie the same agent still gets the
+/// neutral page; `HEAD` and prefetches never proceed, cookie or not.
+#[tokio::test]
+async fn a_person_taken_for_a_previewer_continues_through_the_neutral_pages_link() {
+    let f = spawn(&[]).await;
+    let p = f.pay(Some("shopper-a")).await;
+    let hop = p["authorization_url"].as_str().unwrap();
+    let id = p["id"].as_str().unwrap();
+    let whatsapp = "WhatsApp/2.23.20.0 A";
+    let get = |url: String, cookie: Option<&'static str>| {
+        let client = f.client.clone();
+        async move {
+            let mut rq = client.get(&url).header("user-agent", whatsapp);
+            if let Some(c) = cookie {
+                rq = rq.header("cookie", c);
+            }
+            rq.send().await.unwrap()
+        }
+    };
+
+    let r = get(hop.to_owned(), None).await;
+    assert_eq!(r.status(), 200);
+    let html = r.text().await.unwrap();
+    let token = hop.split_once("?t=").unwrap().1;
+    let href = format!("?t={token}&amp;open=1");
+    assert!(
+        html.contains(&format!("href=\"{href}\" rel=\"nofollow noopener\"")),
+        "{html}"
+    );
+    assert_eq!(f.bank.count("start_identification"), 0);
+
+    // The person follows it: sent on to the BankID page, with the cookie for this payment.
+    let followed = format!("{hop}&open=1");
+    for refused in [
+        f.client.head(&followed).header("user-agent", whatsapp),
+        f.client.get(&followed).header("sec-purpose", "prefetch"),
+    ] {
+        let r = refused.send().await.unwrap();
+        assert!(r.headers().get("set-cookie").is_none());
+        assert_ne!(r.status(), 303, "HEAD and prefetches never proceed");
+    }
+    let r = get(followed, None).await;
+    assert_eq!(r.status(), 303);
+    let page = location(&r);
+    assert!(page.contains("/bankid?t="), "{page}");
+    let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
+    assert!(
+        cookie.starts_with(&format!(
+            "pisgate_opened=1; Path=/authorize/{id}; Max-Age=3600; HttpOnly; SameSite=Lax"
+        )),
+        "{cookie}"
+    );
+    let sent = "pisgate_opened=1";
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let r = get(page.clone(), Some(sent)).await;
+        assert_eq!(r.status(), 200);
+        let html = r.text().await.unwrap();
+        assert!(!html.contains("Payment link"), "{html}");
+        if autostart_token(&html).is_some() {
+            break;
+        }
+        assert!(Instant::now() < deadline, "no autostart link:\n{html}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    assert_eq!(f.bank.count("start_identification"), 1);
+    let state_url = format!(
+        "{}&purpose=identify",
+        page.replacen("/bankid?", "/bankid/state?", 1)
+    );
+    let r = get(state_url.clone(), Some(sent)).await;
+    assert_eq!(r.status(), 200);
+    assert!(
+        r.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .starts_with("application/json")
+    );
+    // The same agent without the cookie: the neutral page again; HEAD with it: the same.
+    let r = get(state_url.clone(), None).await;
+    assert!(r.text().await.unwrap().contains("Payment link"));
+    let r = f
+        .client
+        .head(&page)
+        .header("user-agent", whatsapp)
+        .header("cookie", sent)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        r.headers()["x-robots-tag"],
+        "noindex, nofollow",
+        "the neutral page"
+    );
+    assert_eq!(f.bank.count("start_identification"), 1);
+}
+
 #[tokio::test]
 async fn a_double_submit_of_try_again_starts_one_order() {
     let f = spawn(&[]).await;

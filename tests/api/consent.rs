@@ -360,23 +360,59 @@ async fn a_link_preview_a_head_or_a_prefetch_of_a_consent_merchant_hop_opens_not
         assert_eq!(r.headers()["cache-control"], "no-store");
         let html = r.text().await.unwrap();
         assert!(html.contains("Betalningslänk"), "{value}: {html}");
-        for secret in ["Preview Shop", &app.sandbox_url, &id, "?t="] {
+        for secret in ["Preview Shop", &app.sandbox_url, &id] {
             assert!(
                 !html.contains(secret),
                 "{value}: the preview names {secret}: {html}"
             );
         }
     }
-    // The same page for a link nobody knows: a preview tells nothing of the payment.
-    let unknown = format!("{}?t=nope", url.split_once("?t=").unwrap().0);
+    // The same page for a link nobody knows: a preview tells nothing of the payment. Its
+    // one link is the address it was asked for, with `open=1`.
+    let (base, token) = url.split_once("?t=").unwrap();
+    let unknown = format!("{base}?t=nope");
+    let telegram = "TelegramBot (like TwitterBot)";
+    let preview = |u: String| {
+        let client = app.client.clone();
+        async move {
+            let r = client
+                .get(&u)
+                .header("user-agent", telegram)
+                .send()
+                .await
+                .unwrap();
+            assert_eq!(r.status(), 200);
+            r.text().await.unwrap()
+        }
+    };
+    let known = preview(url.clone()).await;
+    assert!(
+        known.contains(&format!("href=\"?t={token}&amp;open=1\"")),
+        "{known}"
+    );
+    assert_eq!(
+        known.replace(token, "TOKEN"),
+        preview(unknown).await.replace("nope", "TOKEN"),
+        "a preview of a live link and of an unknown one differ"
+    );
+    // HEAD and prefetches of that link still act on nothing.
+    let followed = format!("{url}&open=1");
     let r = app
         .client
-        .get(&unknown)
-        .header("user-agent", "TelegramBot (like TwitterBot)")
+        .head(&followed)
+        .header("user-agent", telegram)
         .send()
         .await
         .unwrap();
-    assert_eq!(r.status(), 200);
+    assert_eq!((r.status().as_u16(), location(&r)), (200, String::new()));
+    let r = app
+        .client
+        .get(&followed)
+        .header("sec-purpose", "prefetch")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 503);
 
     assert!(!hop_opened(&app, &id).await, "a preview opened the hop");
     let opened: i64 = sqlx::query_scalar(
@@ -404,6 +440,29 @@ async fn a_link_preview_a_head_or_a_prefetch_of_a_consent_merchant_hop_opens_not
     assert_eq!(r.status(), 303);
     assert!(location(&r).starts_with(&app.sandbox_url));
     assert!(hop_opened(&app, &id).await);
+
+    // A person whose browser is taken for a previewer follows the neutral page's link: on to
+    // the bank, and a cookie that keeps this payment's pages from taking them for one again.
+    let (id, url) = create(&app, &m, with(body("DK"), "consent", json!("merchant"))).await;
+    let r = app
+        .client
+        .get(format!("{url}&open=1"))
+        .header("user-agent", telegram)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with(&app.sandbox_url));
+    assert!(hop_opened(&app, &id).await);
+    let cookie = r.headers()["set-cookie"].to_str().unwrap();
+    assert!(
+        cookie.starts_with(&format!("pisgate_opened=1; Path=/authorize/{id};")),
+        "{cookie}"
+    );
+    assert!(
+        !cookie.contains("Secure"),
+        "the test server is plain http: {cookie}"
+    );
 }
 
 #[tokio::test]

@@ -124,7 +124,7 @@ pub(super) fn closed(
     let status = match kind {
         Closed::Unknown => StatusCode::NOT_FOUND,
         Closed::NotReady => StatusCode::CONFLICT,
-        Closed::AtTheBank | Closed::Preview => StatusCode::OK,
+        Closed::AtTheBank => StatusCode::OK,
         Closed::Unavailable => StatusCode::SERVICE_UNAVAILABLE,
         _ => StatusCode::GONE,
     };
@@ -272,11 +272,17 @@ async fn show(
     method: Method,
     headers: HeaderMap,
 ) -> Response {
-    if crate::api::link_preview::is_preview(&method, &headers) {
-        return crate::api::link_preview::page(&state, &headers);
-    }
+    use crate::api::link_preview::{self, Verdict};
+    let remember = match link_preview::judge(&method, &headers, &q) {
+        Verdict::Preview => return link_preview::page(&state, &headers, q.get("t")),
+        Verdict::Proceed { remember } => remember,
+    };
     let token = q.get("t").map(String::as_str).unwrap_or("");
-    act(&state, &id, token, &headers, Action::Show, &HashMap::new()).await
+    let mut r = act(&state, &id, token, &headers, Action::Show, &HashMap::new()).await;
+    if remember {
+        link_preview::remember(&state, &mut r, &id);
+    }
+    r
 }
 
 /// `POST /authorize/{id}` (the shopper pressed "Continue to the bank") and

@@ -347,11 +347,17 @@ async fn page(
     headers: HeaderMap,
 ) -> Response {
     // A previewer's first load would start an identification order nobody scans.
-    if crate::api::link_preview::is_preview(&method, &headers) {
-        return crate::api::link_preview::page(&s, &headers);
-    }
+    use crate::api::link_preview::{self, Verdict};
+    let remember = match link_preview::judge(&method, &headers, &q) {
+        Verdict::Preview => return link_preview::page(&s, &headers, q.get("t")),
+        Verdict::Proceed { remember } => remember,
+    };
     let token = q.get("t").map(String::as_str).unwrap_or("");
-    handle(&s, &id, token, peer, &headers, Action::Load, false, None).await
+    let mut r = handle(&s, &id, token, peer, &headers, Action::Load, false, None).await;
+    if remember {
+        link_preview::remember(&s, &mut r, &id);
+    }
+    r
 }
 
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
@@ -364,12 +370,18 @@ async fn state(
     headers: HeaderMap,
 ) -> Response {
     // A previewer's first load would start an identification order nobody scans.
-    if crate::api::link_preview::is_preview(&method, &headers) {
-        return crate::api::link_preview::page(&s, &headers);
-    }
+    use crate::api::link_preview::{self, Verdict};
+    let remember = match link_preview::judge(&method, &headers, &q) {
+        Verdict::Preview => return link_preview::page(&s, &headers, q.get("t")),
+        Verdict::Proceed { remember } => remember,
+    };
     let token = q.get("t").map(String::as_str).unwrap_or("");
     let shown = q.get("purpose").map(String::as_str);
-    handle(&s, &id, token, peer, &headers, Action::Load, true, shown).await
+    let mut r = handle(&s, &id, token, peer, &headers, Action::Load, true, shown).await;
+    if remember {
+        link_preview::remember(&s, &mut r, &id);
+    }
+    r
 }
 
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]

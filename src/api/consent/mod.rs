@@ -248,9 +248,6 @@ pub enum Closed {
     /// The bank needs nothing on its page (an SCA exemption, or a decoupled SCA it started
     /// in the shopper's app): nothing to open, the bank is processing it.
     AtTheBank,
-    /// A link previewer, a link check or a prefetch ([`crate::api::link_preview`]): the
-    /// page names nothing of the payment.
-    Preview,
 }
 
 /// A page without a way to the bank; with a payment, a link back to the merchant carrying
@@ -273,7 +270,6 @@ pub fn closed_page(
         Closed::Unavailable => t.unavailable,
         Closed::TermsMismatch => t.terms_mismatch,
         Closed::AtTheBank => t.at_the_bank,
-        Closed::Preview => t.preview,
     };
     let back = back.and_then(return_url);
     layout(
@@ -286,10 +282,28 @@ pub fn closed_page(
             p { (message) }
             @if let Some(p) = back {
                 p { a href=(p) { (t.back) } }
-            } @else if matches!(kind, Closed::Preview) {
             } @else {
                 p { (t.close_window) }
             }
+        },
+    )
+}
+
+/// The neutral page of a link previewer, a link check or a prefetch
+/// ([`crate::api::link_preview`]): nothing of the payment, and one link, `continue_href`
+/// (this address with `open=1`), for a person whose browser was taken for a previewer.
+pub fn preview_page(lang: Language, continue_href: &str, provider: &ProviderSettings) -> Markup {
+    let t = text(lang);
+    let (title, message) = t.preview;
+    layout(
+        t,
+        lang,
+        provider,
+        title,
+        html! {
+            h1 { (title) }
+            p { (message) }
+            p { a href=(continue_href) rel="nofollow noopener" { (t.preview_continue) } }
         },
     )
 }

@@ -51,6 +51,8 @@ pub struct Text {
     pub at_the_bank: (&'static str, &'static str),
     /// What a link previewer, a link check or a prefetch is shown: nothing of the payment.
     pub preview: (&'static str, &'static str),
+    /// That page's link, for a person whose browser was taken for a previewer.
+    pub preview_continue: &'static str,
 }
 
 const EN: Text = Text {
@@ -113,6 +115,7 @@ const EN: Text = Text {
         "Payment link",
         "Open this link in your web browser to see the payment and continue to your bank.",
     ),
+    preview_continue: "Already in your browser? Continue",
 };
 
 const FI: Text = Text {
@@ -175,6 +178,7 @@ const FI: Text = Text {
         "Maksulinkki",
         "Avaa tämä linkki selaimessasi nähdäksesi maksun ja jatkaaksesi pankkiisi.",
     ),
+    preview_continue: "Oletko jo selaimessasi? Jatka",
 };
 
 const SV: Text = Text {
@@ -240,6 +244,7 @@ const SV: Text = Text {
         "Betalningslänk",
         "Öppna länken i din webbläsare för att se betalningen och gå vidare till din bank.",
     ),
+    preview_continue: "Redan i din webbläsare? Fortsätt",
 };
 
 const DA: Text = Text {
@@ -305,6 +310,7 @@ const DA: Text = Text {
         "Betalingslink",
         "Åbn linket i din browser for at se betalingen og fortsætte til din bank.",
     ),
+    preview_continue: "Allerede i din browser? Fortsæt",
 };
 
 const NB: Text = Text {
@@ -370,6 +376,7 @@ const NB: Text = Text {
         "Betalingslenke",
         "Åpne lenken i nettleseren din for å se betalingen og gå videre til banken din.",
     ),
+    preview_continue: "Allerede i nettleseren din? Fortsett",
 };
 
 /// The words of the pages of an authorisation pisgate starts for the shopper (explicit
