@@ -506,18 +506,19 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                             .await
                             .context("sealing the rows written before binding failed")?;
                         eprintln!(
-                            "sealed with the ledger key: {} webhook event(s), {} idempotency answer(s), {} payment(s)' bank links, {} webhook endpoint(s), {} API key(s), {} payee polic(ies), {} payee(s) written before binding",
+                            "sealed with the ledger key: {} webhook event(s), {} idempotency answer(s), {} payment(s)' bank links, {} webhook endpoint(s), {} API key(s), {} payee polic(ies), {} payee(s), {} operator(s) written before binding",
                             sealed.webhook_events,
                             sealed.idempotency_answers,
                             sealed.bank_links,
                             sealed.webhook_endpoints,
                             sealed.api_keys,
                             sealed.payee_policies,
-                            sealed.payees
+                            sealed.payees,
+                            sealed.operators
                         );
                     }
                     Err(_) => eprintln!(
-                        "warning: no ledger key (PISGATE__LEDGER__KEY): webhook events, idempotency answers, payments' bank links, webhook endpoints' URLs, API keys and merchants' payee policies and payees written before this upgrade were not sealed; they will not be sent, replayed, followed or accepted (every payment to a merchant whose policy is not sealed is refused with payee_not_registered) and `ledger verify` reports them. Run the upgrade's migrations with the ledger key (or `pisgate serve --migrate`)."
+                        "warning: no ledger key (PISGATE__LEDGER__KEY): webhook events, idempotency answers, payments' bank links, webhook endpoints' URLs, API keys, merchants' payee policies and payees and console operators written before this upgrade were not sealed; they will not be sent, replayed, followed or accepted (every payment to a merchant whose policy is not sealed is refused with payee_not_registered; an operator not sealed cannot sign in) and `ledger verify` reports them. Run the upgrade's migrations with the ledger key (or `pisgate serve --migrate`)."
                     ),
                 }
             }
@@ -529,6 +530,9 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             let email = operator_email(&email)?;
             let hash = read_operator_password(&email)?;
             let mut settings = ToolSettings::load_from(&sources)?;
+            // The account is sealed with the ledger key: one written without it signs in
+            // nowhere.
+            ledger::keys::install(app::ledger_keys(&settings.ledger)?);
             ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
             let id = match ledger::operators::create(&pool, &email, &hash).await {
@@ -575,6 +579,11 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                 _ => unreachable!("a reset has its hash"),
             };
             let mut settings = ToolSettings::load_from(&sources)?;
+            if !matches!(change, ledger::operators::AccountChange::Disable) {
+                // Enabling and a new password seal the account with the ledger key
+                // (disabling removes the seal: it needs no key).
+                ledger::keys::install(app::ledger_keys(&settings.ledger)?);
+            }
             ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
             let ended = ledger::operators::change_account(&pool, &email, change)
@@ -764,6 +773,12 @@ async fn ledger_command(
                 anyhow::bail!(
                     "the ledger is broken: {} payee polic(ies) or payee(s) affected; first problem: {broken}",
                     report.broken_payees
+                );
+            }
+            if let Some(broken) = &report.first_broken_operator {
+                anyhow::bail!(
+                    "the ledger is broken: {} operator(s) affected (they cannot sign in); first problem: {broken}",
+                    report.broken_operators
                 );
             }
             let checkpoint = match report.checkpoint {

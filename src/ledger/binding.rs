@@ -74,6 +74,8 @@ const API_KEY_TAG: &str = "pisgate/api_key/v1";
 const API_KEY_LIFETIME_TAG: &str = "pisgate/api_key_lifetime/v1";
 const PAYEE_POLICY_TAG: &str = "pisgate/payee_policy/v1";
 const PAYEE_TAG: &str = "pisgate/payee/v1";
+const OPERATOR_TAG: &str = "pisgate/operator/v1";
+const OPERATOR_SESSION_TAG: &str = "pisgate/operator_session/v1";
 
 /// The facts of a payment that never change after creation.
 #[derive(Debug, Clone, Copy)]
@@ -383,6 +385,126 @@ pub fn payee_problem(
         MacProblem::Edited => "the payee's account or merchant is not what an operator registered (edited)",
         MacProblem::UnknownKey => "the payee's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
         MacProblem::Retired => "the payee is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)",
+    })
+}
+
+/// `str(tag) || str(key_id) || id || str(email) || str(password hash)`, with the encodings
+/// of [`crate::ledger::events`]. A disabled operator carries no MAC.
+pub fn operator_mac_input(key_id: &str, id: Uuid, email: &str, password_hash: &str) -> Vec<u8> {
+    let mut out = Vec::with_capacity(192);
+    put_str(&mut out, OPERATOR_TAG);
+    put_str(&mut out, key_id);
+    out.extend_from_slice(id.as_bytes());
+    put_str(&mut out, email);
+    put_str(&mut out, password_hash);
+    out
+}
+
+/// The MAC of an operator's account under `key_id`, or `None` when the ring has no such key
+/// (or it is retired).
+pub fn operator_mac(
+    keys: &LedgerKeys,
+    key_id: &str,
+    id: Uuid,
+    email: &str,
+    password_hash: &str,
+) -> Option<[u8; 32]> {
+    keys.seal_mac(
+        key_id,
+        &[&operator_mac_input(key_id, id, email, password_hash)],
+    )
+}
+
+/// Why an operator's stored account is not to be trusted (no sign-in), or `None` when it is.
+pub fn operator_problem(
+    keys: Option<&LedgerKeys>,
+    id: Uuid,
+    email: &str,
+    password_hash: &str,
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> Option<&'static str> {
+    stored_mac_problem(keys, mac, key_id, |keys, key_id| {
+        operator_mac(keys, key_id, id, email, password_hash)
+    })
+    .map(|p| match p {
+        MacProblem::Missing => "the operator has no ledger MAC (inserted or re-enabled in SQL, or never sealed)",
+        MacProblem::NoRing => "no ledger key is installed to check the operator's MAC",
+        MacProblem::Edited => "the operator's email or password hash is not what `pisgate operator` wrote (edited)",
+        MacProblem::UnknownKey => "the operator's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
+        MacProblem::Retired => "the operator is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)",
+    })
+}
+
+/// `str(tag) || str(key_id) || str(hex of the token's hash) || operator_id || str(CSRF
+/// token) || expires_at (microseconds since the epoch, 8 bytes big-endian)`.
+pub fn operator_session_mac_input(
+    key_id: &str,
+    token_hash: &[u8],
+    operator_id: Uuid,
+    csrf_token: &str,
+    expires_at: DateTime<Utc>,
+) -> Vec<u8> {
+    let mut out = Vec::with_capacity(192);
+    put_str(&mut out, OPERATOR_SESSION_TAG);
+    put_str(&mut out, key_id);
+    put_str(&mut out, &hex::encode(token_hash));
+    out.extend_from_slice(operator_id.as_bytes());
+    put_str(&mut out, csrf_token);
+    out.extend_from_slice(&expires_at.timestamp_micros().to_be_bytes());
+    out
+}
+
+/// The MAC of a console session under `key_id`, or `None` when the ring has no such key (or
+/// it is retired).
+pub fn operator_session_mac(
+    keys: &LedgerKeys,
+    key_id: &str,
+    token_hash: &[u8],
+    operator_id: Uuid,
+    csrf_token: &str,
+    expires_at: DateTime<Utc>,
+) -> Option<[u8; 32]> {
+    keys.seal_mac(
+        key_id,
+        &[&operator_session_mac_input(
+            key_id,
+            token_hash,
+            operator_id,
+            csrf_token,
+            expires_at,
+        )],
+    )
+}
+
+/// Why a stored console session is not to be trusted, or `None` when it is.
+pub fn operator_session_problem(
+    keys: Option<&LedgerKeys>,
+    token_hash: &[u8],
+    operator_id: Uuid,
+    csrf_token: &str,
+    expires_at: DateTime<Utc>,
+    mac: Option<&[u8]>,
+    key_id: Option<&str>,
+) -> Option<&'static str> {
+    stored_mac_problem(keys, mac, key_id, |keys, key_id| {
+        operator_session_mac(
+            keys,
+            key_id,
+            token_hash,
+            operator_id,
+            csrf_token,
+            expires_at,
+        )
+    })
+    .map(|p| match p {
+        MacProblem::Missing => {
+            "the session has no ledger MAC (inserted in SQL, or opened before the upgrade)"
+        }
+        MacProblem::NoRing => "no ledger key is installed to check the session's MAC",
+        MacProblem::Edited => "the session is not what a sign-in wrote (edited)",
+        MacProblem::UnknownKey => "the session's MAC key is not in the ledger key ring",
+        MacProblem::Retired => "the session is sealed under a retired ledger key",
     })
 }
 

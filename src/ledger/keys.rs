@@ -228,6 +228,24 @@ pub fn installed() -> Option<Arc<LedgerKeys>> {
     INSTALLED.read().unwrap_or_else(|e| e.into_inner()).clone()
 }
 
+/// The installed ring's current key id and `mac(ring, key id)`, for a row an operator
+/// writes now; `doing` names the write in the error when no ring is installed.
+pub(crate) fn seal_with_current(
+    doing: &str,
+    mac: impl FnOnce(&LedgerKeys, &str) -> Option<[u8; 32]>,
+) -> Result<(String, [u8; 32]), sqlx::Error> {
+    let ring = installed().ok_or_else(|| {
+        sqlx::Error::Configuration(
+            format!("{doing} needs the ledger key (PISGATE__LEDGER__KEY_FILE): it seals it").into(),
+        )
+    })?;
+    let key_id = ring.current_id().to_owned();
+    let mac = mac(&ring, &key_id).ok_or_else(|| {
+        sqlx::Error::Configuration("the ledger ring lacks its current key".into())
+    })?;
+    Ok((key_id, mac))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -12,8 +12,8 @@
 //!
 //! Never stored or logged: a password, a session token.
 
-use super::Db;
-use chrono::{DateTime, Utc};
+use super::{Db, binding, keys};
+use chrono::{DateTime, SubsecRound, Utc};
 use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
@@ -27,17 +27,64 @@ pub struct Operator {
     pub locked_until: Option<DateTime<Utc>>,
 }
 
+/// Creates an operator, sealed with the installed ledger key (an operator inserted in SQL,
+/// without it, cannot sign in).
 pub async fn create(pool: &Db, email: &str, password_hash: &str) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
+    let (key_id, mac) = seal_account(id, email, password_hash)?;
     sqlx::query!(
-        "INSERT INTO operators (id, email, password_hash) VALUES ($1, $2, $3)",
+        "INSERT INTO operators (id, email, password_hash, mac, mac_key_id)
+         VALUES ($1, $2, $3, $4, $5)",
         id,
         email,
-        password_hash
+        password_hash,
+        &mac[..],
+        key_id,
     )
     .execute(pool)
     .await?;
     Ok(id)
+}
+
+/// The current key's id and the MAC of an operator's account.
+fn seal_account(
+    id: Uuid,
+    email: &str,
+    password_hash: &str,
+) -> Result<(String, [u8; 32]), sqlx::Error> {
+    keys::seal_with_current("writing an operator's account", |ring, key_id| {
+        binding::operator_mac(ring, key_id, id, email, password_hash)
+    })
+}
+
+/// The current key's id and the MAC of a console session.
+fn seal_session(
+    token_hash: &[u8],
+    operator_id: Uuid,
+    csrf_token: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(String, [u8; 32]), sqlx::Error> {
+    keys::seal_with_current("opening a console session", |ring, key_id| {
+        binding::operator_session_mac(
+            ring,
+            key_id,
+            token_hash,
+            operator_id,
+            csrf_token,
+            expires_at,
+        )
+    })
+}
+
+/// A row of an operator's account or session whose MAC fails: logged at error (no secret:
+/// the operator's id and why) and counted; the caller refuses it.
+fn refuse_unsealed(what: &str, operator_id: Uuid, problem: &str) {
+    tracing::error!(
+        operator_id = %operator_id,
+        problem,
+        "a console {what} whose ledger MAC fails is refused (written without the ledger key?)"
+    );
+    metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
 }
 
 /// One operator as `pisgate operator list` prints it: never the password hash.
@@ -93,6 +140,10 @@ pub enum Gate {
     Disabled { id: Uuid, email: String },
     /// The account is locked; refused and audited, the password never checked.
     Locked { id: Uuid, email: String },
+    /// The account's ledger MAC fails (inserted, edited or re-enabled in SQL, or sealed
+    /// under a key the ring lacks or retired): refused, logged at error and audited, the
+    /// password never checked.
+    Unsealed { id: Uuid, email: String },
     /// The attempt is counted and may check the password. `locks`: it was the attempt that
     /// reached the limit, so the account is locked unless the password is right.
     /// `settled_before`: failures whose check had finished when this attempt was counted.
@@ -122,7 +173,7 @@ pub async fn admit(
     let mut tx = pool.begin().await?;
     let Some(o) = sqlx::query!(
         "SELECT id, email, password_hash, failed_attempts, settled_failures, locked_until,
-                disabled_at
+                disabled_at, mac, mac_key_id
            FROM operators WHERE email = $1 FOR UPDATE",
         email
     )
@@ -132,8 +183,19 @@ pub async fn admit(
         return Ok(Gate::Unknown);
     };
     let now = Utc::now();
+    let unsealed = binding::operator_problem(
+        keys::installed().as_deref(),
+        o.id,
+        &o.email,
+        &o.password_hash,
+        o.mac.as_deref(),
+        o.mac_key_id.as_deref(),
+    );
     let refused = if o.disabled_at.is_some() {
         Some("disabled")
+    } else if let Some(problem) = unsealed {
+        refuse_unsealed("operator", o.id, problem);
+        Some("unsealed")
     } else if o.locked_until.is_some_and(|t| t > now) {
         Some("locked")
     } else {
@@ -152,6 +214,11 @@ pub async fn admit(
         tx.commit().await?;
         return Ok(if why == "disabled" {
             Gate::Disabled {
+                id: o.id,
+                email: o.email,
+            }
+        } else if why == "unsealed" {
+            Gate::Unsealed {
                 id: o.id,
                 email: o.email,
             }
@@ -296,16 +363,7 @@ pub async fn sign_in(
     sqlx::query!("DELETE FROM operator_sessions WHERE expires_at <= now()")
         .execute(&mut *tx)
         .await?;
-    sqlx::query!(
-        "INSERT INTO operator_sessions (token_hash, operator_id, csrf_token, expires_at)
-         VALUES ($1, $2, $3, $4)",
-        token_hash,
-        id,
-        csrf_token,
-        expires_at
-    )
-    .execute(&mut *tx)
-    .await?;
+    insert_session(&mut tx, token_hash, id, csrf_token, expires_at).await?;
     audit_in(
         &mut tx,
         Some(id),
@@ -328,33 +386,74 @@ pub async fn create_session(
     csrf_token: &str,
     expires_at: DateTime<Utc>,
 ) -> Result<(), sqlx::Error> {
+    let mut tx = pool.begin().await?;
     sqlx::query!("DELETE FROM operator_sessions WHERE expires_at <= now()")
-        .execute(pool)
+        .execute(&mut *tx)
         .await?;
+    insert_session(&mut tx, token_hash, operator_id, csrf_token, expires_at).await?;
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Inserts a session, sealed with the installed ledger key (its end in microseconds, as
+/// PostgreSQL keeps it).
+async fn insert_session(
+    conn: &mut PgConnection,
+    token_hash: &[u8],
+    operator_id: Uuid,
+    csrf_token: &str,
+    expires_at: DateTime<Utc>,
+) -> Result<(), sqlx::Error> {
+    let expires_at = expires_at.trunc_subsecs(6);
+    let (key_id, mac) = seal_session(token_hash, operator_id, csrf_token, expires_at)?;
     sqlx::query!(
-        "INSERT INTO operator_sessions (token_hash, operator_id, csrf_token, expires_at)
-         VALUES ($1, $2, $3, $4)",
+        "INSERT INTO operator_sessions (token_hash, operator_id, csrf_token, expires_at, mac, mac_key_id)
+         VALUES ($1, $2, $3, $4, $5, $6)",
         token_hash,
         operator_id,
         csrf_token,
-        expires_at
+        expires_at,
+        &mac[..],
+        key_id,
     )
-    .execute(pool)
+    .execute(&mut *conn)
     .await?;
     Ok(())
 }
 
-/// The live session of a cookie's token; never a disabled operator's.
+/// The live session of a cookie's token; never a disabled operator's, nor one whose ledger
+/// MAC fails (a session inserted or edited in SQL, or one sealed under a key the ring lacks
+/// or retired: logged at error, and the console asks to sign in).
 pub async fn session(pool: &Db, token_hash: &[u8]) -> Result<Option<Session>, sqlx::Error> {
-    sqlx::query_as!(
-        Session,
-        "SELECT s.operator_id, o.email, s.csrf_token
+    let Some(s) = sqlx::query!(
+        "SELECT s.operator_id, o.email, s.csrf_token, s.expires_at, s.mac, s.mac_key_id
            FROM operator_sessions s JOIN operators o ON o.id = s.operator_id
           WHERE s.token_hash = $1 AND s.expires_at > now() AND o.disabled_at IS NULL",
         token_hash
     )
     .fetch_optional(pool)
-    .await
+    .await?
+    else {
+        return Ok(None);
+    };
+    let problem = binding::operator_session_problem(
+        keys::installed().as_deref(),
+        token_hash,
+        s.operator_id,
+        &s.csrf_token,
+        s.expires_at,
+        s.mac.as_deref(),
+        s.mac_key_id.as_deref(),
+    );
+    if let Some(problem) = problem {
+        refuse_unsealed("session", s.operator_id, problem);
+        return Ok(None);
+    }
+    Ok(Some(Session {
+        operator_id: s.operator_id,
+        email: s.email,
+        csrf_token: s.csrf_token,
+    }))
 }
 
 /// Ends one session (`signed_out`), or with `everywhere` every session of its operator
@@ -424,9 +523,11 @@ pub async fn change_account(
 ) -> Result<Option<u64>, sqlx::Error> {
     let mut tx = pool.begin().await?;
     let (id, action) = match change {
+        // A disabled account carries no MAC: clearing `disabled_at` in SQL enables nobody.
         AccountChange::Disable => (
             sqlx::query_scalar!(
-                "UPDATE operators SET disabled_at = COALESCE(disabled_at, now())
+                "UPDATE operators SET disabled_at = COALESCE(disabled_at, now()),
+                        mac = NULL, mac_key_id = NULL
                   WHERE email = $1 RETURNING id",
                 email
             )
@@ -434,27 +535,43 @@ pub async fn change_account(
             .await?,
             "operator_disabled",
         ),
-        AccountChange::Enable => (
-            sqlx::query_scalar!(
-                "UPDATE operators SET disabled_at = NULL, failed_attempts = 0, settled_failures = 0, locked_until = NULL
-                  WHERE email = $1 RETURNING id",
+        // Enabling and a new password seal the account as it then is (a new password of a
+        // disabled account is not sealed: it stays disabled until enabled).
+        AccountChange::Enable | AccountChange::ResetPassword { .. } => {
+            let Some(o) = sqlx::query!(
+                "SELECT id, password_hash, disabled_at FROM operators WHERE email = $1 FOR UPDATE",
                 email
             )
             .fetch_optional(&mut *tx)
-            .await?,
-            "operator_enabled",
-        ),
-        AccountChange::ResetPassword { password_hash } => (
-            sqlx::query_scalar!(
-                "UPDATE operators SET password_hash = $2, failed_attempts = 0, settled_failures = 0, locked_until = NULL
-                  WHERE email = $1 RETURNING id",
-                email,
-                password_hash
+            .await?
+            else {
+                return Ok(None);
+            };
+            let (hash, enabled, action) = match &change {
+                AccountChange::ResetPassword { password_hash } => {
+                    (*password_hash, o.disabled_at.is_none(), "password_reset")
+                }
+                _ => (o.password_hash.as_str(), true, "operator_enabled"),
+            };
+            let (key_id, mac) = seal_account(o.id, email, hash)?;
+            sqlx::query!(
+                "UPDATE operators
+                    SET password_hash = $2, failed_attempts = 0, settled_failures = 0,
+                        locked_until = NULL,
+                        disabled_at = CASE WHEN $3 THEN NULL ELSE disabled_at END,
+                        mac = CASE WHEN $3 THEN $4::bytea END,
+                        mac_key_id = CASE WHEN $3 THEN $5::text END
+                  WHERE id = $1",
+                o.id,
+                hash,
+                enabled,
+                &mac[..],
+                key_id,
             )
-            .fetch_optional(&mut *tx)
-            .await?,
-            "password_reset",
-        ),
+            .execute(&mut *tx)
+            .await?;
+            (Some(o.id), action)
+        }
     };
     let Some(id) = id else {
         return Ok(None);

@@ -150,17 +150,7 @@ pub async fn add(
 fn seal(
     mac: impl FnOnce(&LedgerKeys, &str) -> Option<[u8; 32]>,
 ) -> Result<(String, [u8; 32]), sqlx::Error> {
-    let ring = crate::ledger::keys::installed().ok_or_else(|| {
-        sqlx::Error::Configuration(
-            "changing a merchant's payees needs the ledger key (PISGATE__LEDGER__KEY_FILE): it seals them"
-                .into(),
-        )
-    })?;
-    let key_id = ring.current_id().to_owned();
-    let mac = mac(&ring, &key_id).ok_or_else(|| {
-        sqlx::Error::Configuration("the ledger ring lacks its current key".into())
-    })?;
-    Ok((key_id, mac))
+    crate::ledger::keys::seal_with_current("changing a merchant's payees", mac)
 }
 
 /// The current key's id and the MAC of `policy` for the merchant (its creation seals

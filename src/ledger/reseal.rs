@@ -4,7 +4,8 @@
 //!
 //! The rows are the bindings of [`crate::ledger::binding`]: webhook events, stored
 //! idempotency answers, payments' bank references, webhook endpoints' URLs, API keys and their
-//! ends, merchants' payee policies and their payees. Each is checked under the key it names (a retired one included: this is what reads
+//! ends, merchants' payee policies and their payees, console operators (their sessions are
+//! not moved: they end, and the operator signs in again). Each is checked under the key it names (a retired one included: this is what reads
 //! them) and only a row whose MAC holds is sealed again; one that fails (edited, or under a
 //! key the ring lacks) is left as it is, counted and named, and stays refused. History (event
 //! chains, checkpoints) is never rewritten: it keeps verifying under the old key.
@@ -41,6 +42,7 @@ pub struct Resealed {
     pub api_key_lifetimes: u64,
     pub payee_policies: u64,
     pub payees: u64,
+    pub operators: u64,
     /// Rows under an older key whose MAC does not hold: left as they are (still refused).
     pub refused: u64,
     /// The first of them: which row, and why.
@@ -74,6 +76,7 @@ impl Resealed {
             api_key_lifetimes = self.api_key_lifetimes,
             payee_policies = self.payee_policies,
             payees = self.payees,
+            operators = self.operators,
             refused = self.refused,
             open_payments_with_older_key_events = self.open_payments_with_older_key_events,
             "resealed the live rows under older ledger keys (ledger reseal)"
@@ -107,6 +110,7 @@ pub async fn reseal(pool: &PgPool, keys: &LedgerKeys) -> Result<Resealed, sqlx::
         ByUuid::BankLinks,
         ByUuid::WebhookEndpoints,
         ByUuid::PayeePolicies,
+        ByUuid::Operators,
     ] {
         reseal_by_uuid(kind, pool, &old, &current, &mut out).await?;
     }
@@ -135,6 +139,8 @@ enum ByUuid {
     WebhookEndpoints,
     /// Merchants, their payee policy.
     PayeePolicies,
+    /// Console operators (the enabled ones: a disabled one carries no MAC).
+    Operators,
 }
 
 /// A row under an older key, checked: its id, and its MAC under the current key or why its
@@ -252,6 +258,26 @@ async fn fetch_checked(
             })
         })
         .collect(),
+        ByUuid::Operators => sqlx::query!(
+            r#"SELECT id, email, password_hash, mac AS "mac!", mac_key_id AS "key_id!"
+               FROM operators
+               WHERE mac_key_id IS NOT NULL AND mac_key_id <> $1 AND mac IS NOT NULL
+                 AND id > $2
+               ORDER BY id LIMIT $3
+               FOR NO KEY UPDATE"#,
+            current,
+            cursor,
+            BATCH,
+        )
+        .fetch_all(tx)
+        .await?
+        .into_iter()
+        .map(|r| {
+            checked(r.id, &r.mac, &r.key_id, &|k| {
+                binding::operator_mac(old, k, r.id, &r.email, &r.password_hash)
+            })
+        })
+        .collect(),
     })
 }
 
@@ -308,6 +334,17 @@ async fn write_macs(
             .execute(tx)
             .await?
         }
+        ByUuid::Operators => {
+            sqlx::query!(
+                "UPDATE operators o SET mac = u.mac, mac_key_id = $3
+             FROM unnest($1::uuid[], $2::bytea[]) AS u(id, mac) WHERE o.id = u.id",
+                ids,
+                macs,
+                current,
+            )
+            .execute(tx)
+            .await?
+        }
     };
     Ok(done.rows_affected())
 }
@@ -326,6 +363,7 @@ async fn reseal_by_uuid(
         ByUuid::BankLinks => "payment (its bank reference)",
         ByUuid::WebhookEndpoints => "webhook endpoint",
         ByUuid::PayeePolicies => "merchant (its payee policy)",
+        ByUuid::Operators => "operator",
     };
     let mut cursor = Uuid::nil();
     loop {
@@ -350,6 +388,7 @@ async fn reseal_by_uuid(
                 ByUuid::BankLinks => out.bank_links += done,
                 ByUuid::WebhookEndpoints => out.webhook_endpoints += done,
                 ByUuid::PayeePolicies => out.payee_policies += done,
+                ByUuid::Operators => out.operators += done,
             }
         }
         tx.commit().await?;

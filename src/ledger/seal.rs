@@ -1,8 +1,8 @@
 //! Sealing at the upgrade that introduced a binding: the webhook events (migration
 //! 20261205000030), idempotency answers (20261206200000), payments' bank links
 //! (20261208100000), webhook endpoints' URLs (20261208100001), API keys (20261208100002),
-//! their ends (20261208100003) and merchants' payee policies and payees (20261209100000)
-//! already written then get the ledger MAC every later one is
+//! their ends (20261208100003), merchants' payee policies and payees (20261209100000) and
+//! console operators (20261210100000; the enabled ones) already written then get the ledger MAC every later one is
 //! written with; a key revoked without its secret's hash being overwritten (by the version
 //! before 20261208100003, during a rolling update) has it overwritten.
 //!
@@ -36,6 +36,9 @@ pub const API_KEY_LIFETIMES_BOUND: i64 = 20261208100003;
 /// The migration that bound merchants' payee policies and payees to the ledger key.
 pub const PAYEES_BOUND: i64 = 20261209100000;
 
+/// The migration that bound console operators (and their sessions) to the ledger key.
+pub const OPERATORS_BOUND: i64 = 20261210100000;
+
 /// Rows sealed per statement.
 const BATCH: i64 = 500;
 
@@ -52,6 +55,8 @@ pub struct Sealed {
     pub payee_policies: u64,
     /// Registered payees.
     pub payees: u64,
+    /// Console operators (enabled ones: a disabled operator carries no MAC).
+    pub operators: u64,
     /// Revoked keys whose secret's hash was still there, now overwritten.
     pub revoked_keys_erased: u64,
 }
@@ -68,6 +73,7 @@ impl Sealed {
             api_key_lifetimes = self.api_key_lifetimes,
             payee_policies = self.payee_policies,
             payees = self.payees,
+            operators = self.operators,
             revoked_keys_erased = self.revoked_keys_erased,
             "{what}"
         );
@@ -85,6 +91,7 @@ pub fn binds(pending: &[i64]) -> bool {
         API_KEYS_BOUND,
         API_KEY_LIFETIMES_BOUND,
         PAYEES_BOUND,
+        OPERATORS_BOUND,
     ]
     .iter()
     .any(|v| pending.contains(v))
@@ -243,7 +250,51 @@ async fn seal_kinds(
     if wants(PAYEES_BOUND) {
         (sealed.payee_policies, sealed.payees) = seal_payees(pool, keys, &key_id).await?;
     }
+    if wants(OPERATORS_BOUND) {
+        sealed.operators = seal_operators(pool, keys, &key_id).await?;
+    }
     Ok(sealed)
+}
+
+/// The operators part of [`seal_unbound`]: every enabled operator without a MAC, one read and
+/// one `UPDATE … FROM unnest(…)` (operators are few). A disabled one stays without: clearing
+/// its `disabled_at` in SQL must enable nobody.
+async fn seal_operators(
+    pool: &PgPool,
+    keys: &LedgerKeys,
+    key_id: &str,
+) -> Result<u64, sqlx::Error> {
+    let rows = sqlx::query!(
+        "SELECT id, email, password_hash FROM operators WHERE mac IS NULL AND disabled_at IS NULL"
+    )
+    .fetch_all(pool)
+    .await?;
+    let (mut ids, mut emails, mut hashes, mut macs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    for r in rows {
+        let mac = binding::operator_mac(keys, key_id, r.id, &r.email, &r.password_hash)
+            .expect("the current key is in its own ring");
+        ids.push(r.id);
+        emails.push(r.email);
+        hashes.push(r.password_hash);
+        macs.push(mac.to_vec());
+    }
+    // Only the values the MAC was computed over: an account changed meanwhile stays unsealed.
+    Ok(sqlx::query!(
+        "UPDATE operators o SET mac = u.mac, mac_key_id = $5
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[])
+              AS u(id, email, password_hash, mac)
+         WHERE o.id = u.id AND o.email = u.email AND o.password_hash = u.password_hash
+           AND o.mac IS NULL AND o.disabled_at IS NULL",
+        &ids,
+        &emails,
+        &hashes,
+        &macs,
+        key_id,
+    )
+    .execute(pool)
+    .await?
+    .rows_affected())
 }
 
 /// The payees part of [`seal_unbound`]: every merchant's policy and every registered payee

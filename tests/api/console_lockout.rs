@@ -9,6 +9,7 @@ use crate::console::{
 };
 use crate::helpers::{TestApp, spawn_app};
 use secrecy::ExposeSecret;
+use sha2::Digest;
 use std::io::Write;
 use std::process::Stdio;
 
@@ -453,4 +454,126 @@ async fn a_sign_in_checked_against_a_password_reset_meanwhile_starts_no_session(
     let (id, admitted) = admit().await;
     assert!(sign_in_with(id, admitted).await);
     assert_eq!(sessions().await, 1);
+}
+
+/// Whoever can write the database but holds no ledger key does not get into the console (and
+/// so cannot register a payee, open a payee policy or rotate a key, which the console seals
+/// with the key it holds): an operator inserted in SQL, a known password's hash set on an
+/// operator, a disabled operator re-enabled, a session inserted (or given a real session's
+/// MAC) each sign in nobody, and `ledger verify` names the operators. What `pisgate operator`
+/// writes with the key is trusted as before.
+#[tokio::test]
+async fn an_operator_or_a_session_written_in_sql_opens_no_console() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let keys = crate::helpers::ledger_keys();
+    let verify = || pisgate::ledger::events::verify_all(&app.pool, &keys);
+    let report = verify().await.unwrap();
+    assert!(report.is_ok(), "{report:?}");
+    assert_eq!(report.operators_checked, 1);
+    let known = "the insider's own password";
+    let known_hash = pisgate::api::console::password::hash(known).unwrap();
+    let sql = |q: &'static str| {
+        let pool = app.pool.clone();
+        let hash = known_hash.clone();
+        async move { sqlx::query(q).bind(hash).execute(&pool).await.unwrap() }
+    };
+
+    // An operator inserted in SQL.
+    sql("INSERT INTO operators (id, email, password_hash) VALUES (gen_random_uuid(), 'mallory@pisgate.example', $1)").await;
+    assert_eq!(
+        sign_in(&app, "mallory@pisgate.example", known)
+            .await
+            .status(),
+        401
+    );
+    let report = verify().await.unwrap();
+    assert_eq!(report.broken_operators, 1, "{report:?}");
+    let named = report.first_broken_operator.unwrap();
+    assert!(named.contains("inserted or re-enabled in SQL"), "{named}");
+    assert!(
+        !named.contains("mallory"),
+        "an email in a log line: {named}"
+    );
+    // Its audit rows keep it; disabled, it is checked no more.
+    sql("UPDATE operators SET disabled_at = now() WHERE email = 'mallory@pisgate.example' AND $1 <> ''").await;
+
+    // A real operator given a known password's hash in SQL: neither password signs in.
+    sql("UPDATE operators SET password_hash = $1 WHERE disabled_at IS NULL").await;
+    assert_eq!(sign_in(&app, EMAIL, known).await.status(), 401);
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
+    let report = verify().await.unwrap();
+    assert!(
+        report
+            .first_broken_operator
+            .as_deref()
+            .unwrap()
+            .contains("(edited)"),
+        "{report:?}"
+    );
+    // The operator's own reset (with the key) seals the account again.
+    let out = operator(&app, "reset-password", EMAIL, PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cookie = session_cookie(&app).await;
+    assert!(verify().await.unwrap().is_ok());
+
+    // A session inserted in SQL for that operator, then one given the real session's MAC.
+    let forged = "a-session-token-nobody-was-given";
+    let forged_hash = sha2::Sha256::digest(forged.as_bytes()).to_vec();
+    for copy_mac in [false, true] {
+        sqlx::query(
+            "INSERT INTO operator_sessions (token_hash, operator_id, csrf_token, expires_at, mac, mac_key_id)
+             SELECT $1, id, 'csrf', now() + interval '1 hour',
+                    CASE WHEN $2 THEN (SELECT mac FROM operator_sessions LIMIT 1) END,
+                    CASE WHEN $2 THEN (SELECT mac_key_id FROM operator_sessions LIMIT 1) END
+               FROM operators WHERE disabled_at IS NULL",
+        )
+        .bind(&forged_hash)
+        .bind(copy_mac)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+        let (status, _) = get(
+            &app,
+            "/console/payments",
+            &format!("pisgate_console={forged}"),
+        )
+        .await;
+        assert_eq!(
+            status, 303,
+            "a forged session (MAC copied: {copy_mac}) is sent to sign in"
+        );
+        sqlx::query("DELETE FROM operator_sessions WHERE token_hash = $1")
+            .bind(&forged_hash)
+            .execute(&app.pool)
+            .await
+            .unwrap();
+    }
+    assert_eq!(
+        get(&app, "/console/payments", &cookie).await.0,
+        200,
+        "the real session"
+    );
+
+    // Disabled, then re-enabled in SQL: still out, and named; `enable` lets them back.
+    assert!(operator(&app, "disable", EMAIL, "").status.success());
+    sql("UPDATE operators SET disabled_at = NULL WHERE email <> 'mallory@pisgate.example' AND $1 <> ''").await;
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
+    assert_eq!(verify().await.unwrap().broken_operators, 1);
+    assert!(operator(&app, "enable", EMAIL, "").status.success());
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 303);
+    let refused: Vec<String> = sqlx::query_scalar(
+        "SELECT detail->>'why' FROM operator_audit WHERE action = 'sign_in_refused' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        refused.iter().filter(|w| *w == "unsealed").count() >= 3,
+        "{refused:?}"
+    );
 }

@@ -275,6 +275,11 @@ async fn login(
             tracing::warn!(operator_id = %id, "sign-in to a disabled account refused");
             return refused(&state);
         }
+        // Logged at error where it was judged (`operators::admit`).
+        Ok(Gate::Unsealed { .. }) => {
+            password::verify_limited(password, &password::DUMMY_HASH).await;
+            return refused(&state);
+        }
         Ok(Gate::Admitted {
             id,
             email,
