@@ -1019,22 +1019,29 @@ async fn payee_command(pool: &crate::ledger::Db, command: PayeeCommand) -> anyho
             let policy = payees::policy_state(pool, id)
                 .await?
                 .ok_or_else(|| anyhow::anyhow!("no merchant with id {id}"))?;
+            // Without the ledger key nothing can be checked: "trusted" is null (unchecked),
+            // never a false alarm that would teach an operator to vouch for every row.
+            let checked = crate::ledger::keys::installed().is_some();
             let mut untrusted = 0;
             for p in payees::list(pool, id).await? {
-                untrusted += usize::from(p.problem.is_some());
+                untrusted += usize::from(checked && p.problem.is_some());
                 println!(
                     "{}",
                     serde_json::json!({
                         "account": p.account,
                         "label": p.label,
                         "created_at": p.created_at,
-                        "trusted": p.problem.is_none(),
-                        "problem": p.problem,
+                        "trusted": checked.then_some(p.problem.is_none()),
+                        "problem": p.problem.filter(|_| checked),
                     })
                 );
             }
             match policy.problem {
                 None => eprintln!("payees policy: {}", policy.stored.as_str()),
+                Some(_) if !checked => eprintln!(
+                    "payees policy: {} (not checked: no ledger key)",
+                    policy.stored.as_str()
+                ),
                 Some(problem) => eprintln!(
                     "payees policy: {} NOT TRUSTED ({problem}): payments go to trusted payees only; `pisgate merchant set {id} --payees <policy>` vouches for it",
                     policy.stored.as_str()

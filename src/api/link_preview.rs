@@ -29,15 +29,17 @@
 //! A person whose browser is taken for a previewer (its agent names one of them) is not
 //! stuck: the neutral page links to the same address with `open=1` ("Continue"), which no
 //! previewer follows (it fetches the one URL it was given, and the page says `nofollow`).
-//! That request proceeds and leaves a cookie for the payment's pages
-//! ([`OPENED_COOKIE`], path `/authorize/{id}`, an hour), so the rest of the flow (the BankID
-//! page and its refreshes) proceeds too. `HEAD`, prefetches and prerenders never proceed,
-//! whatever they carry.
+//! That request acts on nothing either: it is sent back to the address without `open=1`
+//! ([`opened`]) with a cookie for the payment's pages ([`OPENED_COOKIE`], path
+//! `/authorize/{id}`, an hour), and with the cookie that address and the rest of the flow
+//! (the BankID page and its refreshes) proceed. So no address a person can copy from the
+//! address bar carries `open=1`. `HEAD`, prefetches and prerenders never proceed, whatever
+//! they carry.
 
 use crate::api::AppState;
 use crate::api::consent;
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
-use axum::response::Response;
+use axum::response::{IntoResponse, Response};
 use std::collections::HashMap;
 
 /// The cookie that says a person opened this payment's link from the neutral page.
@@ -48,8 +50,8 @@ pub const OPENED_COOKIE: &str = "pisgate_opened";
 pub enum Verdict {
     /// A preview, a check or a prefetch: answer [`page`], act on nothing.
     Preview,
-    /// A person: act. `remember`: they came through the neutral page's link (`open=1`), so
-    /// the answer carries [`OPENED_COOKIE`] ([`remember`]).
+    /// A person: act, or with `remember` (they came through the neutral page's link,
+    /// `open=1`) answer [`opened`] and act on the next request.
     Proceed { remember: bool },
 }
 
@@ -83,11 +85,20 @@ fn has_opened_cookie(headers: &HeaderMap) -> bool {
     })
 }
 
-/// Adds [`OPENED_COOKIE`] for the payment `id`'s pages to `response` (nothing for an id
-/// that is not a payment id: the path carries it).
-pub fn remember(state: &AppState, response: &mut Response, id: &str) {
+/// The answer to the neutral page's link (`open=1`): `303` to the same address without it
+/// (relative: the path stays; only the token is kept), with [`OPENED_COOKIE`] for the payment
+/// `id`'s pages (none for an id that is not a payment id: the cookie's path carries it).
+pub fn opened(state: &AppState, id: &str, token: Option<&String>) -> Response {
+    let mut q = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
+    if let Some(t) = token {
+        q.append_pair("t", t);
+    }
+    let mut r = axum::response::Redirect::to(&q.finish()).into_response();
+    *r.status_mut() = StatusCode::SEE_OTHER;
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
     let Ok(id) = uuid::Uuid::parse_str(id) else {
-        return;
+        return r;
     };
     let secure = if state.settings.server.public_url.starts_with("https://") {
         "; Secure"
@@ -98,8 +109,9 @@ pub fn remember(state: &AppState, response: &mut Response, id: &str) {
         "{OPENED_COOKIE}=1; Path=/authorize/{id}; Max-Age=3600; HttpOnly; SameSite=Lax{secure}"
     );
     if let Ok(v) = HeaderValue::from_str(&cookie) {
-        response.headers_mut().append(header::SET_COOKIE, v);
+        r.headers_mut().append(header::SET_COOKIE, v);
     }
+    r
 }
 
 fn names(headers: &HeaderMap, name: &str, words: &[&str]) -> bool {

@@ -377,24 +377,6 @@ pub async fn sign_in(
     Ok(true)
 }
 
-/// Starts a session, and forgets sessions that have ended (so the table holds live ones).
-/// Not audited: [`sign_in`] is the console's way in; this is for tools and tests.
-pub async fn create_session(
-    pool: &Db,
-    token_hash: &[u8],
-    operator_id: Uuid,
-    csrf_token: &str,
-    expires_at: DateTime<Utc>,
-) -> Result<(), sqlx::Error> {
-    let mut tx = pool.begin().await?;
-    sqlx::query!("DELETE FROM operator_sessions WHERE expires_at <= now()")
-        .execute(&mut *tx)
-        .await?;
-    insert_session(&mut tx, token_hash, operator_id, csrf_token, expires_at).await?;
-    tx.commit().await?;
-    Ok(())
-}
-
 /// Inserts a session, sealed with the installed ledger key (its end in microseconds, as
 /// PostgreSQL keeps it).
 async fn insert_session(

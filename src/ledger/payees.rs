@@ -76,17 +76,6 @@ pub struct PolicyState {
     pub problem: Option<&'static str>,
 }
 
-impl PolicyState {
-    /// What creation applies.
-    pub fn effective(self) -> Policy {
-        if self.problem.is_some() {
-            Policy::Registered
-        } else {
-            self.stored
-        }
-    }
-}
-
 /// What adding a payee did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Added {
@@ -213,12 +202,6 @@ pub async fn list(pool: &Db, merchant_id: Uuid) -> Result<Vec<Payee>, sqlx::Erro
             })
         })
         .collect())
-}
-
-/// The merchant's policy as stored; `None` for an unknown merchant. What creation applies
-/// is [`policy_state`]'s [`PolicyState::effective`].
-pub async fn policy(pool: &Db, merchant_id: Uuid) -> Result<Option<Policy>, sqlx::Error> {
-    Ok(policy_state(pool, merchant_id).await?.map(|s| s.stored))
 }
 
 /// The merchant's policy as stored, checked against the installed ledger ring; `None` for

@@ -792,10 +792,12 @@ async fn a_person_taken_for_a_previewer_continues_through_the_neutral_pages_link
         assert!(r.headers().get("set-cookie").is_none());
         assert_ne!(r.status(), 303, "HEAD and prefetches never proceed");
     }
+    // That request acts on nothing either: back to the address without `open=1` (so none
+    // the person can copy carries it), with the cookie.
     let r = get(followed, None).await;
     assert_eq!(r.status(), 303);
-    let page = location(&r);
-    assert!(page.contains("/bankid?t="), "{page}");
+    assert_eq!(location(&r), format!("?t={token}"));
+    assert_eq!(f.bank.count("start_identification"), 0);
     let cookie = r.headers()["set-cookie"].to_str().unwrap().to_owned();
     assert!(
         cookie.starts_with(&format!(
@@ -804,6 +806,10 @@ async fn a_person_taken_for_a_previewer_continues_through_the_neutral_pages_link
         "{cookie}"
     );
     let sent = "pisgate_opened=1";
+    let r = get(hop.to_owned(), Some(sent)).await;
+    assert_eq!(r.status(), 303);
+    let page = location(&r);
+    assert!(page.contains("/bankid?t="), "{page}");
     let deadline = Instant::now() + Duration::from_secs(10);
     loop {
         let r = get(page.clone(), Some(sent)).await;

@@ -827,6 +827,27 @@ async fn a_later_upgrade_seals_only_the_kinds_it_binds() {
     .unwrap();
     // An insider's `payment.paid` for the merchant's endpoint, without a MAC.
     insert_unsealed_paid_event(&old, merchant).await;
+    // Console operators (one enabled with a session, one disabled), from before operators
+    // were bound: the enabled one is sealed and signs in; the disabled one stays without a
+    // MAC (clearing its `disabled_at` in SQL later enables nobody); the session ends.
+    let hash = pisgate::api::console::password::hash(crate::console::PASSWORD).unwrap();
+    sqlx::query(
+        "INSERT INTO operators (id, email, password_hash, disabled_at)
+         VALUES (gen_random_uuid(), $1, $2, NULL), (gen_random_uuid(), 'gone@pisgate.example', $2, now())",
+    )
+    .bind(crate::console::EMAIL)
+    .bind(&hash)
+    .execute(&old)
+    .await
+    .unwrap();
+    sqlx::query(
+        "INSERT INTO operator_sessions (token_hash, operator_id, csrf_token, expires_at)
+         SELECT sha256('old session'), id, 'csrf', now() + interval '1 hour' FROM operators
+          WHERE disabled_at IS NULL",
+    )
+    .execute(&old)
+    .await
+    .unwrap();
     old.close().await;
 
     let app = crate::helpers::spawn_app_on(
@@ -836,6 +857,24 @@ async fn a_later_upgrade_seals_only_the_kinds_it_binds() {
     )
     .await;
     let report = verify(&app).await;
+    assert_eq!(report.operators_checked, 1, "{report:?}");
+    assert_eq!(report.broken_operators, 0, "{report:?}");
+    let (sealed, sessions): (Vec<bool>, i64) = sqlx::query_as(
+        "SELECT array_agg(mac IS NOT NULL ORDER BY email DESC),
+                (SELECT count(*) FROM operator_sessions)
+           FROM operators",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(sealed, [true, false], "ops@ sealed, gone@ not");
+    assert_eq!(sessions, 0, "sessions from before the upgrade end");
+    assert_eq!(
+        crate::console::sign_in(&app, crate::console::EMAIL, crate::console::PASSWORD)
+            .await
+            .status(),
+        303
+    );
     assert_eq!(report.payees_checked, 2, "{report:?}");
     assert_eq!(
         report.broken_payees, 0,

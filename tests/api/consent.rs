@@ -441,8 +441,8 @@ async fn a_link_preview_a_head_or_a_prefetch_of_a_consent_merchant_hop_opens_not
     assert!(location(&r).starts_with(&app.sandbox_url));
     assert!(hop_opened(&app, &id).await);
 
-    // A person whose browser is taken for a previewer follows the neutral page's link: on to
-    // the bank, and a cookie that keeps this payment's pages from taking them for one again.
+    // A person whose browser is taken for a previewer follows the neutral page's link: a
+    // cookie that keeps this payment's pages from taking them for one again, then the bank.
     let (id, url) = create(&app, &m, with(body("DK"), "consent", json!("merchant"))).await;
     let r = app
         .client
@@ -451,9 +451,11 @@ async fn a_link_preview_a_head_or_a_prefetch_of_a_consent_merchant_hop_opens_not
         .send()
         .await
         .unwrap();
+    // Back to the address without `open=1`, with the cookie: that request opened nothing.
     assert_eq!(r.status(), 303);
-    assert!(location(&r).starts_with(&app.sandbox_url));
-    assert!(hop_opened(&app, &id).await);
+    let token = url.split_once("?t=").unwrap().1;
+    assert_eq!(location(&r), format!("?t={token}"));
+    assert!(!hop_opened(&app, &id).await);
     let cookie = r.headers()["set-cookie"].to_str().unwrap();
     assert!(
         cookie.starts_with(&format!("pisgate_opened=1; Path=/authorize/{id};")),
@@ -463,6 +465,17 @@ async fn a_link_preview_a_head_or_a_prefetch_of_a_consent_merchant_hop_opens_not
         !cookie.contains("Secure"),
         "the test server is plain http: {cookie}"
     );
+    let r = app
+        .client
+        .get(&url)
+        .header("user-agent", telegram)
+        .header("cookie", "pisgate_opened=1")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 303);
+    assert!(location(&r).starts_with(&app.sandbox_url));
+    assert!(hop_opened(&app, &id).await);
 }
 
 #[tokio::test]

@@ -5,6 +5,7 @@
 //! reseal moves the live rows written under it to the current key, after checking each
 //! under its own, and leaves a row edited meanwhile refused.
 
+use crate::console::{EMAIL, PASSWORD, create_operator, sign_in};
 use crate::helpers::{
     LEDGER_KEY, TestApp, fresh_database, ledger_keys, settings, sign_and_return, spawn_app_on,
 };
@@ -78,6 +79,8 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
         .unwrap();
     assert_eq!(added, pisgate::ledger::payees::Added::Added);
     tx.commit().await.unwrap();
+    // A console operator, sealed by `pisgate operator create` under l1.
+    assert!(create_operator(&old, EMAIL, PASSWORD).status.success());
     drop(old);
     // Before the reseal, an insider points one endpoint elsewhere (its MAC under l1 breaks).
     let direct = sqlx::PgPool::connect(&database).await.unwrap();
@@ -115,6 +118,12 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
         before.broken_payees, 2,
         "the policy and the payee: {before:?}"
     );
+    assert_eq!(before.broken_operators, 1, "{before:?}");
+    assert_eq!(
+        sign_in(&app, EMAIL, PASSWORD).await.status(),
+        401,
+        "an operator sealed under the retired key signs in nowhere"
+    );
     assert!(before.broken_webhook_events >= 1, "{before:?}");
     assert!(
         before
@@ -140,6 +149,7 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
     assert_eq!(resealed.idempotency_answers, 1, "{resealed:?}");
     assert_eq!(resealed.payee_policies, 1, "{resealed:?}");
     assert_eq!(resealed.payees, 1, "{resealed:?}");
+    assert_eq!(resealed.operators, 1, "{resealed:?}");
     assert_eq!(
         resealed.webhook_events, before.broken_webhook_events,
         "{resealed:?}"
@@ -173,6 +183,8 @@ async fn a_retired_ledger_key_vouches_for_no_live_row_until_ledger_reseal_moves_
     assert_eq!(after.broken_idempotency_answers, 0, "{after:?}");
     assert_eq!(after.broken_webhook_events, 0, "{after:?}");
     assert_eq!(after.broken_payees, 0, "{after:?}");
+    assert_eq!(after.broken_operators, 0, "{after:?}");
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 303);
     assert_eq!(after.broken_webhook_endpoints, 1, "{after:?}");
     assert!(
         after

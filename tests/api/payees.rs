@@ -15,10 +15,10 @@ const REGISTERED: &str = "FI1410093000123458";
 /// A valid Finnish IBAN nobody registered.
 const ELSEWHERE: &str = "FI2112345600000785";
 
-/// `pisgate merchant …` against the app's database; (exit ok, stdout, stderr).
-fn merchant_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
-    let out = pisgate()
-        .arg("merchant")
+/// `pisgate merchant …` against the app's database, not run yet.
+fn merchant_command(app: &TestApp, args: &[&str]) -> std::process::Command {
+    let mut c = pisgate();
+    c.arg("merchant")
         .args(args)
         .env(
             "PISGATE__DATABASE__URL",
@@ -28,14 +28,23 @@ fn merchant_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
             "PISGATE__DATABASE__POOLER",
             app.settings.database.pooler.as_str(),
         )
-        .env("USER", "ops-tester")
-        .output()
-        .unwrap();
+        .env("USER", "ops-tester");
+    c
+}
+
+/// Runs a command; (exit ok, stdout, stderr).
+fn run(mut c: std::process::Command) -> (bool, String, String) {
+    let out = c.output().unwrap();
     (
         out.status.success(),
         String::from_utf8_lossy(&out.stdout).into_owned(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// `pisgate merchant …` against the app's database; (exit ok, stdout, stderr).
+fn merchant_cli(app: &TestApp, args: &[&str]) -> (bool, String, String) {
+    run(merchant_command(app, args))
 }
 
 fn paying(iban: &str) -> Value {
@@ -336,6 +345,22 @@ async fn a_payee_or_an_open_policy_written_in_sql_lets_no_payment_through_and_ve
     );
     assert!(err.contains("1 payee(s) NOT TRUSTED"), "{err}");
     assert!(err.contains("payees policy: registered\n"), "{err}");
+    // Without the ledger key the list checks nothing and says so: no false alarm.
+    let mut without_key = merchant_command(&app, &["payee", "list", &id]);
+    without_key
+        .env_remove("PISGATE__LEDGER__KEY")
+        .env_remove("PISGATE__LEDGER__KEY_FILE");
+    let (ok, stdout, stderr) = run(without_key);
+    assert!(ok, "{stderr}");
+    assert!(
+        stderr.contains("cannot check the payees' seals"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("NOT TRUSTED"), "{stderr}");
+    for line in stdout.lines() {
+        let row: Value = serde_json::from_str(line).unwrap();
+        assert_eq!(row["trusted"], Value::Null, "{line}");
+    }
     let report = verify().await.unwrap();
     assert_eq!(report.broken_payees, 1, "{report:?}");
     let named = report.first_broken_payee.clone().unwrap();

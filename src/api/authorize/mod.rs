@@ -273,16 +273,15 @@ async fn show(
     headers: HeaderMap,
 ) -> Response {
     use crate::api::link_preview::{self, Verdict};
-    let remember = match link_preview::judge(&method, &headers, &q) {
+    match link_preview::judge(&method, &headers, &q) {
         Verdict::Preview => return link_preview::page(&state, &headers, q.get("t")),
-        Verdict::Proceed { remember } => remember,
-    };
-    let token = q.get("t").map(String::as_str).unwrap_or("");
-    let mut r = act(&state, &id, token, &headers, Action::Show, &HashMap::new()).await;
-    if remember {
-        link_preview::remember(&state, &mut r, &id);
+        Verdict::Proceed { remember: true } => {
+            return link_preview::opened(&state, &id, q.get("t"));
+        }
+        Verdict::Proceed { remember: false } => {}
     }
-    r
+    let token = q.get("t").map(String::as_str).unwrap_or("");
+    act(&state, &id, token, &headers, Action::Show, &HashMap::new()).await
 }
 
 /// `POST /authorize/{id}` (the shopper pressed "Continue to the bank") and

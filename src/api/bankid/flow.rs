@@ -348,16 +348,15 @@ async fn page(
 ) -> Response {
     // A previewer's first load would start an identification order nobody scans.
     use crate::api::link_preview::{self, Verdict};
-    let remember = match link_preview::judge(&method, &headers, &q) {
+    match link_preview::judge(&method, &headers, &q) {
         Verdict::Preview => return link_preview::page(&s, &headers, q.get("t")),
-        Verdict::Proceed { remember } => remember,
-    };
-    let token = q.get("t").map(String::as_str).unwrap_or("");
-    let mut r = handle(&s, &id, token, peer, &headers, Action::Load, false, None).await;
-    if remember {
-        link_preview::remember(&s, &mut r, &id);
+        Verdict::Proceed { remember: true } => {
+            return link_preview::opened(&s, &id, q.get("t"));
+        }
+        Verdict::Proceed { remember: false } => {}
     }
-    r
+    let token = q.get("t").map(String::as_str).unwrap_or("");
+    handle(&s, &id, token, peer, &headers, Action::Load, false, None).await
 }
 
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]
@@ -371,17 +370,16 @@ async fn state(
 ) -> Response {
     // A previewer's first load would start an identification order nobody scans.
     use crate::api::link_preview::{self, Verdict};
-    let remember = match link_preview::judge(&method, &headers, &q) {
+    match link_preview::judge(&method, &headers, &q) {
         Verdict::Preview => return link_preview::page(&s, &headers, q.get("t")),
-        Verdict::Proceed { remember } => remember,
-    };
+        Verdict::Proceed { remember: true } => {
+            return link_preview::opened(&s, &id, q.get("t"));
+        }
+        Verdict::Proceed { remember: false } => {}
+    }
     let token = q.get("t").map(String::as_str).unwrap_or("");
     let shown = q.get("purpose").map(String::as_str);
-    let mut r = handle(&s, &id, token, peer, &headers, Action::Load, true, shown).await;
-    if remember {
-        link_preview::remember(&s, &mut r, &id);
-    }
-    r
+    handle(&s, &id, token, peer, &headers, Action::Load, true, shown).await
 }
 
 #[tracing::instrument(skip_all, fields(payment_id = tracing::field::Empty))]

@@ -501,7 +501,7 @@ pub fn payees(
                 // What an insider's edit (or a key that left the ring) looks like here.
                 p.error role="alert" {
                     strong { "Payee policy not trusted: " } (problem) ". "
-                    "Payments go to the registered payees below only, whatever it says ("
+                    "Payments go to the trusted payees below only, whatever it says ("
                     code { (policy.stored.as_str()) } "). Set it again to vouch for it. "
                     (set("Allow any account", Policy::Open))
                     (set("Pay registered payees only", Policy::Registered))
