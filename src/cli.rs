@@ -580,18 +580,32 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             };
             let mut settings = ToolSettings::load_from(&sources)?;
             if !matches!(change, ledger::operators::AccountChange::Disable) {
-                // Enabling and a new password seal the account with the ledger key
-                // (disabling removes the seal: it needs no key).
+                // Enabling and a new password seal the account with the ledger key.
                 ledger::keys::install(app::ledger_keys(&settings.ledger)?);
+            } else if let Ok(ring) = app::ledger_keys(&settings.ledger) {
+                // Disabling seals the disabled state when it can; without the key it still
+                // disables (the account then keeps no MAC until a new password).
+                ledger::keys::install(ring);
             }
             ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
-            let ended = ledger::operators::change_account(&pool, &email, change)
+            let (ended, disabled) = match ledger::operators::change_account(&pool, &email, change)
                 .await?
-                .ok_or_else(|| anyhow::anyhow!("--email {email:?}: no such operator"))?;
+            {
+                ledger::operators::Changed::Done {
+                    sessions_ended,
+                    disabled,
+                } => (sessions_ended, disabled),
+                ledger::operators::Changed::NoSuchOperator => {
+                    anyhow::bail!("--email {email:?}: no such operator")
+                }
+                ledger::operators::Changed::SealFails(problem) => anyhow::bail!(
+                    "--email {email:?}: not enabled: {problem}. Its password hash may have been set outside pisgate: give it a new password with `pisgate operator reset-password --email {email}`, then enable it"
+                ),
+            };
             println!(
                 "{}",
-                serde_json::json!({ "email": email, "sessions_ended": ended })
+                serde_json::json!({ "email": email, "sessions_ended": ended, "disabled": disabled })
             );
             Ok(())
         }

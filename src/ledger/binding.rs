@@ -388,15 +388,23 @@ pub fn payee_problem(
     })
 }
 
-/// `str(tag) || str(key_id) || id || str(email) || str(password hash)`, with the encodings
-/// of [`crate::ledger::events`]. A disabled operator carries no MAC.
-pub fn operator_mac_input(key_id: &str, id: Uuid, email: &str, password_hash: &str) -> Vec<u8> {
+/// `str(tag) || str(key_id) || id || str(email) || str(password hash) || disabled (1 byte)`,
+/// with the encodings of [`crate::ledger::events`]. A disabled operator's MAC says so:
+/// clearing `disabled_at` in SQL enables nobody, and `enable` seals no hash set meanwhile.
+pub fn operator_mac_input(
+    key_id: &str,
+    id: Uuid,
+    email: &str,
+    password_hash: &str,
+    disabled: bool,
+) -> Vec<u8> {
     let mut out = Vec::with_capacity(192);
     put_str(&mut out, OPERATOR_TAG);
     put_str(&mut out, key_id);
     out.extend_from_slice(id.as_bytes());
     put_str(&mut out, email);
     put_str(&mut out, password_hash);
+    out.push(u8::from(disabled));
     out
 }
 
@@ -408,10 +416,17 @@ pub fn operator_mac(
     id: Uuid,
     email: &str,
     password_hash: &str,
+    disabled: bool,
 ) -> Option<[u8; 32]> {
     keys.seal_mac(
         key_id,
-        &[&operator_mac_input(key_id, id, email, password_hash)],
+        &[&operator_mac_input(
+            key_id,
+            id,
+            email,
+            password_hash,
+            disabled,
+        )],
     )
 }
 
@@ -421,16 +436,17 @@ pub fn operator_problem(
     id: Uuid,
     email: &str,
     password_hash: &str,
+    disabled: bool,
     mac: Option<&[u8]>,
     key_id: Option<&str>,
 ) -> Option<&'static str> {
     stored_mac_problem(keys, mac, key_id, |keys, key_id| {
-        operator_mac(keys, key_id, id, email, password_hash)
+        operator_mac(keys, key_id, id, email, password_hash, disabled)
     })
     .map(|p| match p {
-        MacProblem::Missing => "the operator has no ledger MAC (inserted or re-enabled in SQL, or never sealed)",
+        MacProblem::Missing => "the operator has no ledger MAC (inserted in SQL, or written by the previous version)",
         MacProblem::NoRing => "no ledger key is installed to check the operator's MAC",
-        MacProblem::Edited => "the operator's email or password hash is not what `pisgate operator` wrote (edited)",
+        MacProblem::Edited => "the operator's email, password hash or enabled state is not what `pisgate operator` wrote (edited)",
         MacProblem::UnknownKey => "the operator's MAC key is not in the ledger key ring (PISGATE__LEDGER__PREVIOUS_KEYS)",
         MacProblem::Retired => "the operator is sealed under a retired ledger key (PISGATE__LEDGER__RETIRED_KEY_IDS; `pisgate ledger reseal` moves it)",
     })

@@ -31,7 +31,7 @@ pub struct Operator {
 /// without it, cannot sign in).
 pub async fn create(pool: &Db, email: &str, password_hash: &str) -> Result<Uuid, sqlx::Error> {
     let id = Uuid::now_v7();
-    let (key_id, mac) = seal_account(id, email, password_hash)?;
+    let (key_id, mac) = seal_account(id, email, password_hash, false)?;
     sqlx::query!(
         "INSERT INTO operators (id, email, password_hash, mac, mac_key_id)
          VALUES ($1, $2, $3, $4, $5)",
@@ -46,14 +46,15 @@ pub async fn create(pool: &Db, email: &str, password_hash: &str) -> Result<Uuid,
     Ok(id)
 }
 
-/// The current key's id and the MAC of an operator's account.
+/// The current key's id and the MAC of an operator's account in the state `disabled`.
 fn seal_account(
     id: Uuid,
     email: &str,
     password_hash: &str,
+    disabled: bool,
 ) -> Result<(String, [u8; 32]), sqlx::Error> {
     keys::seal_with_current("writing an operator's account", |ring, key_id| {
-        binding::operator_mac(ring, key_id, id, email, password_hash)
+        binding::operator_mac(ring, key_id, id, email, password_hash, disabled)
     })
 }
 
@@ -188,6 +189,7 @@ pub async fn admit(
         o.id,
         &o.email,
         &o.password_hash,
+        false,
         o.mac.as_deref(),
         o.mac_key_id.as_deref(),
     );
@@ -408,7 +410,8 @@ async fn insert_session(
 /// or retired: logged at error, and the console asks to sign in).
 pub async fn session(pool: &Db, token_hash: &[u8]) -> Result<Option<Session>, sqlx::Error> {
     let Some(s) = sqlx::query!(
-        "SELECT s.operator_id, o.email, s.csrf_token, s.expires_at, s.mac, s.mac_key_id
+        "SELECT s.operator_id, o.email, s.csrf_token, s.expires_at, s.mac, s.mac_key_id,
+                o.password_hash, o.mac AS operator_mac, o.mac_key_id AS operator_mac_key_id
            FROM operator_sessions s JOIN operators o ON o.id = s.operator_id
           WHERE s.token_hash = $1 AND s.expires_at > now() AND o.disabled_at IS NULL",
         token_hash
@@ -418,17 +421,43 @@ pub async fn session(pool: &Db, token_hash: &[u8]) -> Result<Option<Session>, sq
     else {
         return Ok(None);
     };
+    let ring = keys::installed();
+    // The session as a sign-in wrote it, of an operator as `pisgate operator` left it (an
+    // operator re-enabled or given another email in SQL has no session either).
     let problem = binding::operator_session_problem(
-        keys::installed().as_deref(),
+        ring.as_deref(),
         token_hash,
         s.operator_id,
         &s.csrf_token,
         s.expires_at,
         s.mac.as_deref(),
         s.mac_key_id.as_deref(),
-    );
+    )
+    .or_else(|| {
+        binding::operator_problem(
+            ring.as_deref(),
+            s.operator_id,
+            &s.email,
+            &s.password_hash,
+            false,
+            s.operator_mac.as_deref(),
+            s.operator_mac_key_id.as_deref(),
+        )
+    });
     if let Some(problem) = problem {
-        refuse_unsealed("session", s.operator_id, problem);
+        // Ended: refused once, not on every request of a browser that keeps the cookie. A
+        // session under a retired key is expected after a key's retirement: not a mismatch.
+        sqlx::query!(
+            "DELETE FROM operator_sessions WHERE token_hash = $1",
+            token_hash
+        )
+        .execute(pool)
+        .await?;
+        if problem.contains("retired") {
+            tracing::info!(operator_id = %s.operator_id, problem, "a console session under a retired ledger key ended");
+        } else {
+            refuse_unsealed("session", s.operator_id, problem);
+        }
         return Ok(None);
     }
     Ok(Some(Session {
@@ -495,69 +524,93 @@ pub enum AccountChange<'a> {
     ResetPassword { password_hash: &'a str },
 }
 
+/// What [`change_account`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Changed {
+    /// Applied and audited: the sessions it ended, and whether the account is disabled.
+    Done {
+        sessions_ended: u64,
+        disabled: bool,
+    },
+    NoSuchOperator,
+    /// `enable` refused: the account's ledger MAC fails (its password hash or state was set
+    /// outside pisgate); `reset-password` gives it a new one and seals it.
+    SealFails(&'static str),
+}
+
 /// Applies `change` to the operator `email`, ends sessions where it says so, and audits it
-/// (`by: cli`), in one transaction. `None` when there is no such operator; otherwise the
-/// number of sessions ended.
+/// (`by: cli`), in one transaction, sealing the account as it then is (the MAC records
+/// whether it is disabled).
 pub async fn change_account(
     pool: &Db,
     email: &str,
     change: AccountChange<'_>,
-) -> Result<Option<u64>, sqlx::Error> {
+) -> Result<Changed, sqlx::Error> {
     let mut tx = pool.begin().await?;
-    let (id, action) = match change {
-        // A disabled account carries no MAC: clearing `disabled_at` in SQL enables nobody.
-        AccountChange::Disable => (
-            sqlx::query_scalar!(
-                "UPDATE operators SET disabled_at = COALESCE(disabled_at, now()),
-                        mac = NULL, mac_key_id = NULL
-                  WHERE email = $1 RETURNING id",
-                email
-            )
-            .fetch_optional(&mut *tx)
-            .await?,
-            "operator_disabled",
-        ),
-        // Enabling and a new password seal the account as it then is (a new password of a
-        // disabled account is not sealed: it stays disabled until enabled).
-        AccountChange::Enable | AccountChange::ResetPassword { .. } => {
-            let Some(o) = sqlx::query!(
-                "SELECT id, password_hash, disabled_at FROM operators WHERE email = $1 FOR UPDATE",
-                email
-            )
-            .fetch_optional(&mut *tx)
-            .await?
-            else {
-                return Ok(None);
+    let Some(o) = sqlx::query!(
+        "SELECT id, password_hash, disabled_at, mac, mac_key_id FROM operators
+          WHERE email = $1 FOR UPDATE",
+        email
+    )
+    .fetch_optional(&mut *tx)
+    .await?
+    else {
+        return Ok(Changed::NoSuchOperator);
+    };
+    let disabled_now = o.disabled_at.is_some();
+    let (hash, disabled, action) = match &change {
+        AccountChange::Disable => (o.password_hash.as_str(), true, "operator_disabled"),
+        AccountChange::Enable => {
+            // Only a hash `pisgate operator` wrote is sealed again: one set in SQL while the
+            // account was disabled (or locked out) is refused; a new password vouches.
+            // Its state may be off (re-enabled in SQL): the hash is what must be authentic.
+            let ring = keys::installed();
+            let problem_as = |disabled: bool| {
+                binding::operator_problem(
+                    ring.as_deref(),
+                    o.id,
+                    email,
+                    &o.password_hash,
+                    disabled,
+                    o.mac.as_deref(),
+                    o.mac_key_id.as_deref(),
+                )
             };
-            let (hash, enabled, action) = match &change {
-                AccountChange::ResetPassword { password_hash } => {
-                    (*password_hash, o.disabled_at.is_none(), "password_reset")
-                }
-                _ => (o.password_hash.as_str(), true, "operator_enabled"),
-            };
-            let (key_id, mac) = seal_account(o.id, email, hash)?;
-            sqlx::query!(
-                "UPDATE operators
-                    SET password_hash = $2, failed_attempts = 0, settled_failures = 0,
-                        locked_until = NULL,
-                        disabled_at = CASE WHEN $3 THEN NULL ELSE disabled_at END,
-                        mac = CASE WHEN $3 THEN $4::bytea END,
-                        mac_key_id = CASE WHEN $3 THEN $5::text END
-                  WHERE id = $1",
-                o.id,
-                hash,
-                enabled,
-                &mac[..],
-                key_id,
-            )
-            .execute(&mut *tx)
-            .await?;
-            (Some(o.id), action)
+            if let (Some(problem), Some(_)) = (problem_as(disabled_now), problem_as(!disabled_now))
+            {
+                return Ok(Changed::SealFails(problem));
+            }
+            (o.password_hash.as_str(), false, "operator_enabled")
+        }
+        AccountChange::ResetPassword { password_hash } => {
+            (*password_hash, disabled_now, "password_reset")
         }
     };
-    let Some(id) = id else {
-        return Ok(None);
+    // Disabling with no ledger key at hand still disables: the account keeps no MAC, and
+    // only a new password (with the key) seals it again.
+    let sealed = match (&change, keys::installed()) {
+        (AccountChange::Disable, None) => None,
+        _ => Some(seal_account(o.id, email, hash, disabled)?),
     };
+    sqlx::query!(
+        "UPDATE operators
+            SET password_hash = $2,
+                disabled_at = CASE WHEN $3 THEN COALESCE(disabled_at, now()) END,
+                failed_attempts = CASE WHEN $6 THEN failed_attempts ELSE 0 END,
+                settled_failures = CASE WHEN $6 THEN settled_failures ELSE 0 END,
+                locked_until = CASE WHEN $6 THEN locked_until END,
+                mac = $4, mac_key_id = $5
+          WHERE id = $1",
+        o.id,
+        hash,
+        disabled,
+        sealed.as_ref().map(|(_, m)| &m[..]),
+        sealed.as_ref().map(|(k, _)| k.as_str()),
+        matches!(change, AccountChange::Disable),
+    )
+    .execute(&mut *tx)
+    .await?;
+    let id = o.id;
     let ended = if matches!(change, AccountChange::Enable) {
         0
     } else {
@@ -576,7 +629,10 @@ pub async fn change_account(
     )
     .await?;
     tx.commit().await?;
-    Ok(Some(ended))
+    Ok(Changed::Done {
+        sessions_ended: ended,
+        disabled,
+    })
 }
 
 /// Appends to the audit log: who did what to what, and when. On a pool it is a write of its

@@ -139,7 +139,7 @@ enum ByUuid {
     WebhookEndpoints,
     /// Merchants, their payee policy.
     PayeePolicies,
-    /// Console operators (the enabled ones: a disabled one carries no MAC).
+    /// Console operators (their MAC records whether they are disabled).
     Operators,
 }
 
@@ -259,7 +259,8 @@ async fn fetch_checked(
         })
         .collect(),
         ByUuid::Operators => sqlx::query!(
-            r#"SELECT id, email, password_hash, mac AS "mac!", mac_key_id AS "key_id!"
+            r#"SELECT id, email, password_hash, disabled_at IS NOT NULL AS "disabled!",
+                      mac AS "mac!", mac_key_id AS "key_id!"
                FROM operators
                WHERE mac_key_id IS NOT NULL AND mac_key_id <> $1 AND mac IS NOT NULL
                  AND id > $2
@@ -274,7 +275,7 @@ async fn fetch_checked(
         .into_iter()
         .map(|r| {
             checked(r.id, &r.mac, &r.key_id, &|k| {
-                binding::operator_mac(old, k, r.id, &r.email, &r.password_hash)
+                binding::operator_mac(old, k, r.id, &r.email, &r.password_hash, r.disabled)
             })
         })
         .collect(),

@@ -2,7 +2,8 @@
 //! 20261205000030), idempotency answers (20261206200000), payments' bank links
 //! (20261208100000), webhook endpoints' URLs (20261208100001), API keys (20261208100002),
 //! their ends (20261208100003), merchants' payee policies and payees (20261209100000) and
-//! console operators (20261210100000; the enabled ones) already written then get the ledger MAC every later one is
+//! console operators (20261210100000; at that upgrade only, never by `ledger seal`) already
+//! written then get the ledger MAC every later one is
 //! written with; a key revoked without its secret's hash being overwritten (by the version
 //! before 20261208100003, during a rolling update) has it overwritten.
 //!
@@ -250,45 +251,53 @@ async fn seal_kinds(
     if wants(PAYEES_BOUND) {
         (sealed.payee_policies, sealed.payees) = seal_payees(pool, keys, &key_id).await?;
     }
-    if wants(OPERATORS_BOUND) {
+    // Operators only at the upgrade that binds them, never by `ledger seal`: an operator
+    // without its MAC later is an account someone wrote without the key (or the previous
+    // version during the rollout), and sealing it would let in whoever chose its password.
+    // `pisgate operator reset-password` seals such an account, with a password an operator
+    // chose.
+    if only.is_some_and(|pending| pending.contains(&OPERATORS_BOUND)) {
         sealed.operators = seal_operators(pool, keys, &key_id).await?;
     }
     Ok(sealed)
 }
 
-/// The operators part of [`seal_unbound`]: every enabled operator without a MAC, one read and
-/// one `UPDATE … FROM unnest(…)` (operators are few). A disabled one stays without: clearing
-/// its `disabled_at` in SQL must enable nobody.
+/// The operators at the upgrade that binds them: every operator without a MAC, sealed in its
+/// state (a disabled one as disabled: clearing its `disabled_at` in SQL enables nobody), one
+/// read and one `UPDATE … FROM unnest(…)` (operators are few).
 async fn seal_operators(
     pool: &PgPool,
     keys: &LedgerKeys,
     key_id: &str,
 ) -> Result<u64, sqlx::Error> {
     let rows = sqlx::query!(
-        "SELECT id, email, password_hash FROM operators WHERE mac IS NULL AND disabled_at IS NULL"
+        r#"SELECT id, email, password_hash, disabled_at IS NOT NULL AS "disabled!"
+           FROM operators WHERE mac IS NULL"#
     )
     .fetch_all(pool)
     .await?;
-    let (mut ids, mut emails, mut hashes, mut macs) =
-        (Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let (mut ids, mut emails, mut hashes, mut states, mut macs) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for r in rows {
-        let mac = binding::operator_mac(keys, key_id, r.id, &r.email, &r.password_hash)
+        let mac = binding::operator_mac(keys, key_id, r.id, &r.email, &r.password_hash, r.disabled)
             .expect("the current key is in its own ring");
         ids.push(r.id);
         emails.push(r.email);
         hashes.push(r.password_hash);
+        states.push(r.disabled);
         macs.push(mac.to_vec());
     }
     // Only the values the MAC was computed over: an account changed meanwhile stays unsealed.
     Ok(sqlx::query!(
-        "UPDATE operators o SET mac = u.mac, mac_key_id = $5
-         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bytea[])
-              AS u(id, email, password_hash, mac)
+        "UPDATE operators o SET mac = u.mac, mac_key_id = $6
+         FROM unnest($1::uuid[], $2::text[], $3::text[], $4::bool[], $5::bytea[])
+              AS u(id, email, password_hash, disabled, mac)
          WHERE o.id = u.id AND o.email = u.email AND o.password_hash = u.password_hash
-           AND o.mac IS NULL AND o.disabled_at IS NULL",
+           AND (o.disabled_at IS NOT NULL) = u.disabled AND o.mac IS NULL",
         &ids,
         &emails,
         &hashes,
+        &states,
         &macs,
         key_id,
     )

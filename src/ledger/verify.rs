@@ -271,10 +271,10 @@ pub struct VerifyReport {
     pub broken_payees: u64,
     /// The first of those.
     pub first_broken_payee: Option<String>,
-    /// Enabled console operators, checked against their MACs.
+    /// Console operators, checked against their MACs.
     pub operators_checked: u64,
-    /// Enabled operators whose MAC does not hold (inserted, re-enabled or given another
-    /// password hash in SQL; or a MAC removed): they cannot sign in.
+    /// Operators whose MAC does not hold (inserted, re-enabled or given another password
+    /// hash in SQL; or a MAC removed): they cannot sign in, nor be enabled.
     pub broken_operators: u64,
     /// The first of those, by id.
     pub first_broken_operator: Option<String>,
@@ -1118,17 +1118,18 @@ async fn verify_payees(
     Ok(())
 }
 
-/// Checks every enabled console operator against its MAC ([`binding::operator_problem`]: what
-/// signing in trusts). A disabled operator carries none and signs in nowhere. Operators are
-/// few: read whole. Named by id (an email is personal data in a log line).
+/// Checks every console operator against its MAC ([`binding::operator_problem`]: what signing
+/// in and `operator enable` trust), in its state (enabled or disabled). Operators are few:
+/// read whole. Named by id (an email is personal data in a log line).
 async fn verify_operators(
     pool: &Db,
     keys: &LedgerKeys,
     report: &mut VerifyReport,
 ) -> Result<(), sqlx::Error> {
     let rows = sqlx::query!(
-        "SELECT id, email, password_hash, mac, mac_key_id FROM operators
-         WHERE disabled_at IS NULL ORDER BY id"
+        r#"SELECT id, email, password_hash, disabled_at IS NOT NULL AS "disabled!", mac,
+                  mac_key_id
+           FROM operators ORDER BY id"#
     )
     .fetch_all(pool)
     .await?;
@@ -1139,6 +1140,7 @@ async fn verify_operators(
             r.id,
             &r.email,
             &r.password_hash,
+            r.disabled,
             r.mac.as_deref(),
             r.mac_key_id.as_deref(),
         ) {

@@ -828,8 +828,8 @@ async fn a_later_upgrade_seals_only_the_kinds_it_binds() {
     // An insider's `payment.paid` for the merchant's endpoint, without a MAC.
     insert_unsealed_paid_event(&old, merchant).await;
     // Console operators (one enabled with a session, one disabled), from before operators
-    // were bound: the enabled one is sealed and signs in; the disabled one stays without a
-    // MAC (clearing its `disabled_at` in SQL later enables nobody); the session ends.
+    // were bound: both are sealed in their state, so the enabled one signs in and clearing
+    // the disabled one's `disabled_at` in SQL enables nobody; the session ends.
     let hash = pisgate::api::console::password::hash(crate::console::PASSWORD).unwrap();
     sqlx::query(
         "INSERT INTO operators (id, email, password_hash, disabled_at)
@@ -857,7 +857,7 @@ async fn a_later_upgrade_seals_only_the_kinds_it_binds() {
     )
     .await;
     let report = verify(&app).await;
-    assert_eq!(report.operators_checked, 1, "{report:?}");
+    assert_eq!(report.operators_checked, 2, "{report:?}");
     assert_eq!(report.broken_operators, 0, "{report:?}");
     let (sealed, sessions): (Vec<bool>, i64) = sqlx::query_as(
         "SELECT array_agg(mac IS NOT NULL ORDER BY email DESC),
@@ -867,13 +867,24 @@ async fn a_later_upgrade_seals_only_the_kinds_it_binds() {
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert_eq!(sealed, [true, false], "ops@ sealed, gone@ not");
+    assert_eq!(sealed, [true, true]);
     assert_eq!(sessions, 0, "sessions from before the upgrade end");
     assert_eq!(
         crate::console::sign_in(&app, crate::console::EMAIL, crate::console::PASSWORD)
             .await
             .status(),
         303
+    );
+    sqlx::query("UPDATE operators SET disabled_at = NULL WHERE email = 'gone@pisgate.example'")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        crate::console::sign_in(&app, "gone@pisgate.example", crate::console::PASSWORD)
+            .await
+            .status(),
+        401,
+        "re-enabled in SQL"
     );
     assert_eq!(report.payees_checked, 2, "{report:?}");
     assert_eq!(

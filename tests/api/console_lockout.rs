@@ -442,7 +442,13 @@ async fn a_sign_in_checked_against_a_password_reset_meanwhile_starts_no_session(
     )
     .await
     .unwrap();
-    assert_eq!(reset, Some(0));
+    assert_eq!(
+        reset,
+        operators::Changed::Done {
+            sessions_ended: 0,
+            disabled: false
+        }
+    );
     assert!(
         !sign_in_with(id, admitted).await,
         "a session after the reset"
@@ -490,12 +496,12 @@ async fn an_operator_or_a_session_written_in_sql_opens_no_console() {
     let report = verify().await.unwrap();
     assert_eq!(report.broken_operators, 1, "{report:?}");
     let named = report.first_broken_operator.unwrap();
-    assert!(named.contains("inserted or re-enabled in SQL"), "{named}");
+    assert!(named.contains("inserted in SQL"), "{named}");
     assert!(
         !named.contains("mallory"),
         "an email in a log line: {named}"
     );
-    // Its audit rows keep it; disabled, it is checked no more.
+    // Its audit rows keep it (disabled in SQL, still without a MAC: verify keeps naming it).
     sql("UPDATE operators SET disabled_at = now() WHERE email = 'mallory@pisgate.example' AND $1 <> ''").await;
 
     // A real operator given a known password's hash in SQL: neither password signs in.
@@ -519,7 +525,11 @@ async fn an_operator_or_a_session_written_in_sql_opens_no_console() {
         String::from_utf8_lossy(&out.stderr)
     );
     let cookie = session_cookie(&app).await;
-    assert!(verify().await.unwrap().is_ok());
+    let report = verify().await.unwrap();
+    assert_eq!(
+        report.broken_operators, 1,
+        "only mallory, disabled in SQL without a MAC: {report:?}"
+    );
 
     // A session inserted in SQL for that operator, then one given the real session's MAC.
     let forged = "a-session-token-nobody-was-given";
@@ -559,11 +569,56 @@ async fn an_operator_or_a_session_written_in_sql_opens_no_console() {
         "the real session"
     );
 
-    // Disabled, then re-enabled in SQL: still out, and named; `enable` lets them back.
+    // A session kept aside before the operator is disabled, put back, and the operator
+    // re-enabled in SQL: the session is refused (the operator's MAC says disabled), and so
+    // is a sign-in; verify names the operator. `enable` (whose hash is authentic) lets them
+    // back.
+    sqlx::query("CREATE TABLE kept_session AS SELECT * FROM operator_sessions")
+        .execute(&app.pool)
+        .await
+        .unwrap();
     assert!(operator(&app, "disable", EMAIL, "").status.success());
+    assert_eq!(get(&app, "/console/payments", &cookie).await.0, 303);
     sql("UPDATE operators SET disabled_at = NULL WHERE email <> 'mallory@pisgate.example' AND $1 <> ''").await;
+    sqlx::query("INSERT INTO operator_sessions SELECT * FROM kept_session")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(
+        get(&app, "/console/payments", &cookie).await.0,
+        303,
+        "a session put back for an operator re-enabled in SQL"
+    );
     assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
-    assert_eq!(verify().await.unwrap().broken_operators, 1);
+    assert_eq!(verify().await.unwrap().broken_operators, 2);
+    assert!(operator(&app, "enable", EMAIL, "").status.success());
+    let cookie = session_cookie(&app).await;
+
+    // An operator's email changed in SQL: their live session is refused.
+    sql("UPDATE operators SET email = 'other@pisgate.example' WHERE email = 'ops@pisgate.example' AND $1 <> ''").await;
+    assert_eq!(get(&app, "/console/payments", &cookie).await.0, 303);
+    sql("UPDATE operators SET email = 'ops@pisgate.example' WHERE email = 'other@pisgate.example' AND $1 <> ''").await;
+
+    // Disabled, then given a known password's hash in SQL: `enable` seals no such hash.
+    assert!(operator(&app, "disable", EMAIL, "").status.success());
+    sql("UPDATE operators SET password_hash = $1 WHERE email = 'ops@pisgate.example'").await;
+    let out = operator(&app, "enable", EMAIL, "");
+    assert_eq!(out.status.code(), Some(1));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(said.contains("reset-password"), "{said}");
+    assert_eq!(sign_in(&app, EMAIL, known).await.status(), 401);
+    // A new password from the CLI vouches (the account stays disabled until enabled).
+    let out = operator(&app, "reset-password", EMAIL, PASSWORD);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        sign_in(&app, EMAIL, PASSWORD).await.status(),
+        401,
+        "still disabled"
+    );
     assert!(operator(&app, "enable", EMAIL, "").status.success());
     assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 303);
     let refused: Vec<String> = sqlx::query_scalar(
