@@ -186,15 +186,16 @@ pub enum LedgerCommand {
     /// Record a signed checkpoint of every payment's chain head (also written to the log).
     Checkpoint,
     /// Seal, with the ledger key, the rows of the bound kinds (webhook events, idempotency
-    /// answers, payments' bank references, webhook endpoint URLs, API keys) that have no
-    /// MAC: those an upgrade's migrations left when run without the key, or that replicas of
-    /// the version before wrote during a rolling update. It trusts every such row: run
-    /// `ledger verify` first and seal only when what it names is the upgrade's. Prints the
-    /// counts as JSON.
+    /// answers, payments' bank references, webhook endpoint URLs, API keys, payee policies
+    /// and payees) that have no MAC: those an upgrade's migrations left when run without the
+    /// key, or that replicas of the version before wrote during a rolling update. It trusts
+    /// every such row: run `ledger verify` first and seal only when what it names is the
+    /// upgrade's. Never console operators (`pisgate operator reset-password` seals one, with
+    /// a password an operator chose). Prints the counts as JSON.
     Seal,
     /// Move every live row sealed under an older ledger key (webhook events, idempotency
-    /// answers, payments' bank references, webhook endpoint URLs, API keys) to the current
-    /// key, after checking it under its own; then that key can be retired
+    /// answers, payments' bank references, webhook endpoint URLs, API keys, payee policies
+    /// and payees, console operators) to the current key, after checking it under its own; then that key can be retired
     /// (PISGATE__LEDGER__RETIRED_KEY_IDS). History (chains, checkpoints) is not rewritten.
     /// Prints the counts as JSON; exits 1 naming the first row it refused (its MAC does not
     /// hold under its key), which stays refused.
