@@ -583,10 +583,15 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
             if !matches!(change, ledger::operators::AccountChange::Disable) {
                 // Enabling and a new password seal the account with the ledger key.
                 ledger::keys::install(app::ledger_keys(&settings.ledger)?);
-            } else if let Ok(ring) = app::ledger_keys(&settings.ledger) {
+            } else {
                 // Disabling seals the disabled state when it can; without the key it still
                 // disables (the account then keeps no MAC until a new password).
-                ledger::keys::install(ring);
+                match app::ledger_keys(&settings.ledger) {
+                    Ok(ring) => ledger::keys::install(ring),
+                    Err(e) => eprintln!(
+                        "warning: no ledger key ({e:#}): the account is disabled without a seal; to let it back in later: `pisgate operator reset-password`, then `enable`, with the key"
+                    ),
+                }
             }
             ledger::resolve_pooler(&mut settings.database).await?;
             let pool = ledger::connect(&settings.database).await?;
@@ -601,7 +606,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                     anyhow::bail!("--email {email:?}: no such operator")
                 }
                 ledger::operators::Changed::SealFails(problem) => anyhow::bail!(
-                    "--email {email:?}: not enabled: {problem}. Its password hash may have been set outside pisgate: give it a new password with `pisgate operator reset-password --email {email}`, then enable it"
+                    "--email {email:?}: not enabled: {problem}. Its password hash is not one pisgate wrote under this ledger ring: give it a new password with `pisgate operator reset-password --email {email}` (the account stays disabled), then enable it"
                 ),
             };
             println!(

@@ -493,6 +493,19 @@ pub fn operator_session_mac(
     )
 }
 
+/// Why a stored console session is not to be trusted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SessionProblem {
+    pub why: &'static str,
+    /// It can never be trusted again (no MAC, edited, or under a retired key): end it. A
+    /// session under a key this replica lacks (a key rotation rolling out) is only refused
+    /// here.
+    pub ends: bool,
+    /// Nothing pisgate does explains it (no MAC, edited): a binding mismatch. A retired key
+    /// is expected after a key's retirement; a key this replica lacks, during a rotation.
+    pub mismatch: bool,
+}
+
 /// Why a stored console session is not to be trusted, or `None` when it is.
 pub fn operator_session_problem(
     keys: Option<&LedgerKeys>,
@@ -502,25 +515,35 @@ pub fn operator_session_problem(
     expires_at: DateTime<Utc>,
     mac: Option<&[u8]>,
     key_id: Option<&str>,
-) -> Option<&'static str> {
+) -> Option<SessionProblem> {
     stored_mac_problem(keys, mac, key_id, |keys, key_id| {
-        operator_session_mac(
-            keys,
-            key_id,
-            token_hash,
-            operator_id,
-            csrf_token,
-            expires_at,
-        )
+        operator_session_mac(keys, key_id, token_hash, operator_id, csrf_token, expires_at)
     })
-    .map(|p| match p {
-        MacProblem::Missing => {
-            "the session has no ledger MAC (inserted in SQL, or opened before the upgrade)"
+    .map(|p| {
+        let (why, ends, mismatch) = match p {
+            MacProblem::Missing => (
+                "the session has no ledger MAC (inserted in SQL, or opened by the previous version)",
+                true,
+                true,
+            ),
+            MacProblem::NoRing => (
+                "no ledger key is installed to check the session's MAC",
+                false,
+                false,
+            ),
+            MacProblem::Edited => ("the session is not what a sign-in wrote (edited)", true, true),
+            MacProblem::UnknownKey => (
+                "the session's MAC key is not in this replica's ledger key ring",
+                false,
+                false,
+            ),
+            MacProblem::Retired => ("the session is sealed under a retired ledger key", true, false),
+        };
+        SessionProblem {
+            why,
+            ends,
+            mismatch,
         }
-        MacProblem::NoRing => "no ledger key is installed to check the session's MAC",
-        MacProblem::Edited => "the session is not what a sign-in wrote (edited)",
-        MacProblem::UnknownKey => "the session's MAC key is not in the ledger key ring",
-        MacProblem::Retired => "the session is sealed under a retired ledger key",
     })
 }
 

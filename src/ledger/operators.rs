@@ -443,20 +443,26 @@ pub async fn session(pool: &Db, token_hash: &[u8]) -> Result<Option<Session>, sq
             s.operator_mac.as_deref(),
             s.operator_mac_key_id.as_deref(),
         )
+        .map(|why| binding::SessionProblem {
+            why,
+            ends: true,
+            mismatch: true,
+        })
     });
     if let Some(problem) = problem {
-        // Ended: refused once, not on every request of a browser that keeps the cookie. A
-        // session under a retired key is expected after a key's retirement: not a mismatch.
-        sqlx::query!(
-            "DELETE FROM operator_sessions WHERE token_hash = $1",
-            token_hash
-        )
-        .execute(pool)
-        .await?;
-        if problem.contains("retired") {
-            tracing::info!(operator_id = %s.operator_id, problem, "a console session under a retired ledger key ended");
+        if problem.ends {
+            // Refused once, not on every request of a browser that keeps the cookie.
+            sqlx::query!(
+                "DELETE FROM operator_sessions WHERE token_hash = $1",
+                token_hash
+            )
+            .execute(pool)
+            .await?;
+        }
+        if problem.mismatch {
+            refuse_unsealed("session", s.operator_id, problem.why);
         } else {
-            refuse_unsealed("session", s.operator_id, problem);
+            tracing::info!(operator_id = %s.operator_id, problem = problem.why, "a console session refused");
         }
         return Ok(None);
     }
@@ -557,40 +563,55 @@ pub async fn change_account(
     else {
         return Ok(Changed::NoSuchOperator);
     };
+    // The state the stored MAC vouches for, with the hash as stored: enabled, disabled, or
+    // neither (no MAC this ring trusts: written in SQL, by the previous version, or under a
+    // key the ring lacks or retired). Only a vouched hash is ever sealed again.
+    let ring = keys::installed();
+    let vouched_as = |disabled: bool| {
+        binding::operator_problem(
+            ring.as_deref(),
+            o.id,
+            email,
+            &o.password_hash,
+            disabled,
+            o.mac.as_deref(),
+            o.mac_key_id.as_deref(),
+        )
+    };
+    let vouched = match (vouched_as(false), vouched_as(true)) {
+        (None, _) => Ok(false),
+        (_, None) => Ok(true),
+        (Some(problem), Some(_)) => Err(problem),
+    };
     let disabled_now = o.disabled_at.is_some();
-    let (hash, disabled, action) = match &change {
-        AccountChange::Disable => (o.password_hash.as_str(), true, "operator_disabled"),
-        AccountChange::Enable => {
-            // Only a hash `pisgate operator` wrote is sealed again: one set in SQL while the
-            // account was disabled (or locked out) is refused; a new password vouches.
-            // Its state may be off (re-enabled in SQL): the hash is what must be authentic.
-            let ring = keys::installed();
-            let problem_as = |disabled: bool| {
-                binding::operator_problem(
-                    ring.as_deref(),
-                    o.id,
-                    email,
-                    &o.password_hash,
-                    disabled,
-                    o.mac.as_deref(),
-                    o.mac_key_id.as_deref(),
-                )
-            };
-            if let (Some(problem), Some(_)) = (problem_as(disabled_now), problem_as(!disabled_now))
-            {
-                return Ok(Changed::SealFails(problem));
-            }
-            (o.password_hash.as_str(), false, "operator_enabled")
-        }
-        AccountChange::ResetPassword { password_hash } => {
-            (*password_hash, disabled_now, "password_reset")
-        }
+    let (hash, disabled, seal_it, action) = match &change {
+        // Sealed as disabled only when its hash is vouched for: a hash an insider set stays
+        // unsealed (no MAC), and only a new password seals the account again.
+        AccountChange::Disable => (
+            o.password_hash.as_str(),
+            true,
+            vouched.is_ok(),
+            "operator_disabled",
+        ),
+        AccountChange::Enable => match vouched {
+            Ok(_) => (o.password_hash.as_str(), false, true, "operator_enabled"),
+            Err(problem) => return Ok(Changed::SealFails(problem)),
+        },
+        // A new password vouches for the hash; the account stays disabled unless both the
+        // row and its MAC say enabled.
+        AccountChange::ResetPassword { password_hash } => (
+            *password_hash,
+            disabled_now || vouched != Ok(false),
+            true,
+            "password_reset",
+        ),
     };
     // Disabling with no ledger key at hand still disables: the account keeps no MAC, and
     // only a new password (with the key) seals it again.
-    let sealed = match (&change, keys::installed()) {
-        (AccountChange::Disable, None) => None,
-        _ => Some(seal_account(o.id, email, hash, disabled)?),
+    let sealed = if seal_it && (ring.is_some() || !matches!(change, AccountChange::Disable)) {
+        Some(seal_account(o.id, email, hash, disabled)?)
+    } else {
+        None
     };
     sqlx::query!(
         "UPDATE operators

@@ -517,13 +517,16 @@ async fn an_operator_or_a_session_written_in_sql_opens_no_console() {
             .contains("(edited)"),
         "{report:?}"
     );
-    // The operator's own reset (with the key) seals the account again.
+    // The operator's own reset (with the key) seals a new password; the account, whose row
+    // was edited, stays disabled until an operator enables it.
     let out = operator(&app, "reset-password", EMAIL, PASSWORD);
     assert!(
         out.status.success(),
         "{}",
         String::from_utf8_lossy(&out.stderr)
     );
+    assert_eq!(sign_in(&app, EMAIL, PASSWORD).await.status(), 401);
+    assert!(operator(&app, "enable", EMAIL, "").status.success());
     let cookie = session_cookie(&app).await;
     let report = verify().await.unwrap();
     assert_eq!(
@@ -598,6 +601,31 @@ async fn an_operator_or_a_session_written_in_sql_opens_no_console() {
     sql("UPDATE operators SET email = 'other@pisgate.example' WHERE email = 'ops@pisgate.example' AND $1 <> ''").await;
     assert_eq!(get(&app, "/console/payments", &cookie).await.0, 303);
     sql("UPDATE operators SET email = 'ops@pisgate.example' WHERE email = 'other@pisgate.example' AND $1 <> ''").await;
+
+    // A known hash set in SQL on the enabled account, then an operator disables it (say,
+    // after `ledger verify` named it): `disable` seals no such hash, so `enable` refuses.
+    sql("UPDATE operators SET password_hash = $1 WHERE email = 'ops@pisgate.example'").await;
+    assert!(operator(&app, "disable", EMAIL, "").status.success());
+    assert_eq!(operator(&app, "enable", EMAIL, "").status.code(), Some(1));
+    assert_eq!(sign_in(&app, EMAIL, known).await.status(), 401);
+    let out = operator(&app, "reset-password", EMAIL, PASSWORD);
+    assert!(out.status.success());
+    assert!(operator(&app, "enable", EMAIL, "").status.success());
+    // Mallory, inserted in SQL, disabled by an operator, then enabled: refused as well.
+    let out = operator(&app, "disable", "mallory@pisgate.example", "");
+    assert!(out.status.success());
+    assert_eq!(
+        operator(&app, "enable", "mallory@pisgate.example", "")
+            .status
+            .code(),
+        Some(1)
+    );
+    assert_eq!(
+        sign_in(&app, "mallory@pisgate.example", known)
+            .await
+            .status(),
+        401
+    );
 
     // Disabled, then given a known password's hash in SQL: `enable` seals no such hash.
     assert!(operator(&app, "disable", EMAIL, "").status.success());
