@@ -56,7 +56,7 @@ pub struct Sealed {
     pub payee_policies: u64,
     /// Registered payees.
     pub payees: u64,
-    /// Console operators (enabled ones: a disabled operator carries no MAC).
+    /// Console operators, in their state (at the upgrade that binds them only).
     pub operators: u64,
     /// Revoked keys whose secret's hash was still there, now overwritten.
     pub revoked_keys_erased: u64,
