@@ -519,7 +519,7 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         );
                     }
                     Err(_) => eprintln!(
-                        "warning: no ledger key (PISGATE__LEDGER__KEY): webhook events, idempotency answers, payments' bank links, webhook endpoints' URLs, API keys, merchants' payee policies and payees and console operators written before this upgrade were not sealed; they will not be sent, replayed, followed or accepted (every payment to a merchant whose policy is not sealed is refused with payee_not_registered; an operator not sealed cannot sign in) and `ledger verify` reports them. Run the upgrade's migrations with the ledger key (or `pisgate serve --migrate`)."
+                        "warning: no ledger key (PISGATE__LEDGER__KEY): webhook events, idempotency answers, payments' bank links, webhook endpoints' URLs, API keys, merchants' payee policies and payees and console operators written before this upgrade were not sealed; they will not be sent, replayed, followed or accepted (every payment to a merchant whose policy is not sealed is refused with payee_not_registered; an operator not sealed cannot sign in) and `ledger verify` reports them. Run `pisgate ledger seal` with the ledger key; for each console operator, `pisgate operator reset-password` and then `enable` (ledger seal never seals operators)."
                     ),
                 }
             }
