@@ -89,11 +89,7 @@ fn has_opened_cookie(headers: &HeaderMap) -> bool {
 /// (relative: the path stays; only the token is kept), with [`OPENED_COOKIE`] for the payment
 /// `id`'s pages (none for an id that is not a payment id: the cookie's path carries it).
 pub fn opened(state: &AppState, id: &str, token: Option<&String>) -> Response {
-    let mut q = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
-    if let Some(t) = token {
-        q.append_pair("t", t);
-    }
-    let mut r = axum::response::Redirect::to(&q.finish()).into_response();
+    let mut r = axum::response::Redirect::to(&token_query(token, false)).into_response();
     *r.status_mut() = StatusCode::SEE_OTHER;
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -150,12 +146,6 @@ pub const PREVIEWERS: &[&str] = &[
     "microsoft office existence discovery",
 ];
 
-/// Whether this request is a preview, a check or a prefetch rather than a shopper opening
-/// the link.
-pub fn is_preview(method: &Method, headers: &HeaderMap) -> bool {
-    judge(method, headers, &HashMap::new()) == Verdict::Preview
-}
-
 /// Whether a browser loads the link ahead of a navigation that may follow.
 fn is_speculative(headers: &HeaderMap) -> bool {
     ["sec-purpose", "purpose", "x-moz"].iter().any(|name| {
@@ -181,7 +171,7 @@ pub fn page(state: &AppState, headers: &HeaderMap, token: Option<&String>) -> Re
     };
     let mut r = consent::respond(
         status,
-        consent::preview_page(lang, &continue_href(token), &state.settings.provider),
+        consent::preview_page(lang, &token_query(token, true), &state.settings.provider),
         &[],
     );
     r.headers_mut().insert(
@@ -191,19 +181,27 @@ pub fn page(state: &AppState, headers: &HeaderMap, token: Option<&String>) -> Re
     r
 }
 
-/// The neutral page's link: this address (relative: the path stays), its token, `open=1`.
-fn continue_href(token: Option<&String>) -> String {
+/// A relative address (the path stays) with the token and, with `open`, `open=1`: the
+/// neutral page's link, and where [`opened`] sends it back.
+fn token_query(token: Option<&String>, open: bool) -> String {
     let mut q = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
     if let Some(t) = token {
         q.append_pair("t", t);
     }
-    q.append_pair("open", "1");
+    if open {
+        q.append_pair("open", "1");
+    }
     q.finish()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A request without `open=1` judged a preview.
+    fn is_preview(method: &Method, headers: &HeaderMap) -> bool {
+        judge(method, headers, &HashMap::new()) == Verdict::Preview
+    }
 
     fn with(name: &str, value: &str) -> HeaderMap {
         let mut h = HeaderMap::new();
