@@ -293,7 +293,8 @@ pub enum PayeeCommand {
         /// The account's type: IBAN, BBAN_DK, BBAN_SE, BBAN_NO, BGNR or PGNR.
         #[arg(long = "type", value_name = "TYPE")]
         account_type: String,
-        /// The account number, in any formatting.
+        /// The account number, in any formatting; or exactly as `payee list` shows a row
+        /// it flags as malformed (written outside pisgate).
         #[arg(long, value_name = "ACCOUNT")]
         account: String,
     },
@@ -629,14 +630,10 @@ async fn run(cli: Cli) -> anyhow::Result<()> {
                         account_type,
                         account,
                         ..
-                    }
-                    | PayeeCommand::Remove {
-                        account_type,
-                        account,
-                        ..
                     },
             } = &command
             {
+                // (`remove` also takes a row as `payee list` shows it, which may not parse.)
                 payee_account(account_type, account)?;
             }
             let mut settings = ToolSettings::load_from(&sources)?;
@@ -1016,22 +1013,39 @@ async fn payee_command(pool: &crate::ledger::Db, command: PayeeCommand) -> anyho
             account_type,
             account,
         } => {
-            let account = payee_account(&account_type, &account)?;
+            // Its normalised form first; then the number exactly as typed, which removes a
+            // row `payee list` shows as malformed (written outside pisgate).
+            let parsed = payee_account(&account_type, &account);
             let mut tx = pool.begin().await?;
-            if !payees::remove(&mut tx, id, &account).await? {
-                anyhow::bail!("{} is not a payee of merchant {id}", account.masked());
+            let removed = match &parsed {
+                Ok(a) => payees::remove(&mut tx, id, a).await?,
+                Err(_) => false,
+            } || payees::remove_stored(&mut tx, id, &account_type, &account).await?;
+            let masked = match &parsed {
+                Ok(a) => a.masked(),
+                Err(_) => payees::masked_stored(&account_type, &account),
+            };
+            if !removed {
+                if let Err(e) = parsed {
+                    return Err(e);
+                }
+                anyhow::bail!("{masked} is not a payee of merchant {id}");
             }
             cli_audit(
                 &mut tx,
                 "remove_payee",
                 id,
-                serde_json::json!({ "account": account.masked() }),
+                serde_json::json!({ "account": masked }),
             )
             .await?;
             tx.commit().await?;
+            let shown = match parsed {
+                Ok(a) => serde_json::json!(a),
+                Err(_) => serde_json::json!({ "type": account_type, "value": account }),
+            };
             println!(
                 "{}",
-                serde_json::json!({ "merchant_id": id, "account": account, "removed": true })
+                serde_json::json!({ "merchant_id": id, "account": shown, "removed": true })
             );
             Ok(())
         }
@@ -1044,15 +1058,17 @@ async fn payee_command(pool: &crate::ledger::Db, command: PayeeCommand) -> anyho
             let checked = crate::ledger::keys::installed().is_some();
             let mut untrusted = 0;
             for p in payees::list(pool, id).await? {
-                untrusted += usize::from(checked && p.problem.is_some());
+                // A malformed row is known untrusted without the key.
+                let known = checked || p.malformed.is_some();
+                untrusted += usize::from(known && p.problem.is_some());
                 println!(
                     "{}",
                     serde_json::json!({
-                        "account": p.account,
+                        "account": { "type": p.account_type, "value": p.account },
                         "label": p.label,
                         "created_at": p.created_at,
-                        "trusted": checked.then_some(p.problem.is_none()),
-                        "problem": p.problem.filter(|_| checked),
+                        "trusted": known.then_some(p.problem.is_none()),
+                        "problem": p.problem.filter(|_| known),
                     })
                 );
             }
@@ -1069,7 +1085,7 @@ async fn payee_command(pool: &crate::ledger::Db, command: PayeeCommand) -> anyho
             }
             if untrusted > 0 {
                 eprintln!(
-                    "{untrusted} payee(s) NOT TRUSTED (\"trusted\": false): no payment goes to them; `pisgate merchant payee add` of the same account vouches for it, `payee remove` removes it"
+                    "{untrusted} payee(s) NOT TRUSTED (\"trusted\": false): no payment goes to them; `pisgate merchant payee add` of the same account vouches for a well-formed one, `payee remove` with the account as listed removes it"
                 );
             }
             Ok(())

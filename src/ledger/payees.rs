@@ -55,17 +55,60 @@ impl Policy {
     }
 }
 
-/// One registered payee.
+/// One registered payee, as its row stores it.
 #[derive(Debug, Clone)]
 pub struct Payee {
-    pub account: Account,
+    /// The row's account type and number exactly as stored: what the console's removal
+    /// sends back, so a row written outside pisgate can be removed too. Rows pisgate writes
+    /// hold the normalised form ([`Account::parse`]). Data, never a log line.
+    pub account_type: String,
+    pub account: String,
     pub label: Option<String>,
     pub created_at: DateTime<Utc>,
-    /// Why its row is not trusted (no MAC of the installed ledger ring: written in SQL,
-    /// copied, or sealed under a key the ring lacks or retired), or `None`. Creation pays
-    /// such a row no more than an unregistered account; an operator's `add` of the same
-    /// account vouches for it.
+    /// Why the row can never match a payment whatever its MAC: it is no account of its
+    /// type, or not in the normalised form pisgate stores (written in SQL). Checked without
+    /// the ledger key.
+    pub malformed: Option<&'static str>,
+    /// Why its row is not trusted: `malformed`, or no MAC of the installed ledger ring
+    /// (written in SQL, copied, or sealed under a key the ring lacks or retired); `None`:
+    /// trusted. Creation pays such a row no more than an unregistered account; an
+    /// operator's `add` of the same account vouches for a well-formed one.
     pub problem: Option<&'static str>,
+}
+
+impl Payee {
+    /// A form of the stored number safe for logs and the audit log (as [`Account::masked`]).
+    pub fn masked(&self) -> String {
+        masked_stored(&self.account_type, &self.account)
+    }
+}
+
+/// [`Account::masked`] for a number as stored, which may not parse: the IBAN country (if
+/// any) and at most the last four characters, never more than half of it.
+pub fn masked_stored(account_type: &str, account: &str) -> String {
+    let chars: Vec<char> = account.chars().collect();
+    let shown = (chars.len() / 2).min(4);
+    let tail: String = chars[chars.len() - shown..].iter().collect();
+    if account_type == AccountType::Iban.as_str() && chars.len() >= 2 && shown > 0 {
+        let cc: String = chars[..2].iter().collect();
+        format!("{cc}…{tail}")
+    } else {
+        format!("{account_type}…{tail}")
+    }
+}
+
+/// Why a stored row can never match a payment, or `None`.
+fn malformed(account_type: &str, account: &str) -> Option<&'static str> {
+    let Some(t) = AccountType::parse(account_type) else {
+        return Some("not an account type pisgate knows (written outside pisgate)");
+    };
+    match Account::parse(t, account) {
+        Err(_) => Some("not a valid account of its type (written outside pisgate)"),
+        Ok(a) if a.value() != account => Some(
+            "not in the normalised form pisgate stores (written in SQL): it matches no payment",
+        ),
+        Ok(_) => None,
+    }
 }
 
 /// A merchant's payee policy as stored, and why it is not trusted (`None`: it is). An
@@ -157,12 +200,30 @@ pub async fn remove(
     merchant_id: Uuid,
     account: &Account,
 ) -> Result<bool, sqlx::Error> {
+    remove_stored(
+        conn,
+        merchant_id,
+        account.account_type().as_str(),
+        account.value(),
+    )
+    .await
+}
+
+/// Removes the payee row whose type and number are exactly these (as [`list`] shows them:
+/// also a row written outside pisgate, which no normalised form matches), in the caller's
+/// transaction; whether there was one.
+pub async fn remove_stored(
+    conn: &mut PgConnection,
+    merchant_id: Uuid,
+    account_type: &str,
+    account: &str,
+) -> Result<bool, sqlx::Error> {
     let removed = sqlx::query!(
         "DELETE FROM merchant_payees
          WHERE merchant_id = $1 AND account_type = $2 AND account = $3",
         merchant_id,
-        account.account_type().as_str(),
-        account.value(),
+        account_type,
+        account,
     )
     .execute(&mut *conn)
     .await?
@@ -180,26 +241,30 @@ pub async fn list(pool: &Db, merchant_id: Uuid) -> Result<Vec<Payee>, sqlx::Erro
     .fetch_all(pool)
     .await?;
     let ring = crate::ledger::keys::installed();
+    // Every row is listed, also one that is no account pisgate would store: an operator
+    // sees what an insider wrote, and can remove it.
     Ok(rows
         .into_iter()
-        .filter_map(|r| {
-            // Stored in normalised form by `add`; a row that no longer parses (a rule that
-            // tightened) is left out rather than shown wrong.
-            let t = AccountType::parse(&r.account_type)?;
-            let problem = binding::payee_problem(
-                ring.as_deref(),
-                merchant_id,
-                &r.account_type,
-                &r.account,
-                r.mac.as_deref(),
-                r.mac_key_id.as_deref(),
-            );
-            Some(Payee {
-                account: Account::parse(t, &r.account).ok()?,
+        .map(|r| {
+            let malformed = malformed(&r.account_type, &r.account);
+            let problem = malformed.or_else(|| {
+                binding::payee_problem(
+                    ring.as_deref(),
+                    merchant_id,
+                    &r.account_type,
+                    &r.account,
+                    r.mac.as_deref(),
+                    r.mac_key_id.as_deref(),
+                )
+            });
+            Payee {
+                account_type: r.account_type,
+                account: r.account,
                 label: r.label,
                 created_at: r.created_at,
+                malformed,
                 problem,
-            })
+            }
         })
         .collect())
 }

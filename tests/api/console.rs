@@ -1124,6 +1124,90 @@ async fn the_payees_page_flags_a_payee_and_a_policy_written_in_sql() {
     );
 }
 
+/// Payee rows written in SQL in a form pisgate never stores were left off the payees page
+/// (one that does not parse) or shown normalised with a Remove button that removed nothing.
+/// Each is now listed as stored and not trusted, with why, and its Remove removes it.
+#[tokio::test]
+async fn the_payees_page_lists_and_removes_rows_in_no_form_pisgate_stores() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Odd rows shop").await;
+    let merchant = m.id.to_string();
+    let cookie = session_cookie(&app).await;
+    let page = format!("/console/merchants/{merchant}/payees");
+    let rows = [
+        ("IBAN", "fi21 1234 5600 0007 85", "normalised form"),
+        ("IBAN", "NOT-AN-IBAN-4711", "not a valid account"),
+        ("BBAN_XX", "12345678", "account type"),
+    ];
+    for (t, account, _) in rows {
+        sqlx::query(
+            "INSERT INTO merchant_payees (merchant_id, account_type, account) VALUES ($1, $2, $3)",
+        )
+        .bind(m.id)
+        .bind(t)
+        .bind(account)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let (_, html) = get(&app, &page, &cookie).await;
+    assert!(html.contains("3 payees are not trusted"), "{html}");
+    for (t, account, why) in rows {
+        assert!(
+            html.contains(&format!("<td>{t}</td><td><code>{account}</code>")),
+            "{account}: {html}"
+        );
+        assert!(html.contains(why), "{why}: {html}");
+    }
+    for (t, account, _) in rows {
+        let (done, confirm) = act(
+            &app,
+            &cookie,
+            &[
+                ("action", "remove_payee"),
+                ("merchant", &merchant),
+                ("account_type", t),
+                ("account", account),
+                ("back", &page),
+            ],
+        )
+        .await;
+        // What the page says (its form carries the row back, as every confirmation's does).
+        let shown = confirm
+            .split("<main>")
+            .nth(1)
+            .unwrap()
+            .split("<form")
+            .next()
+            .unwrap();
+        assert!(shown.contains("remove payee"), "{confirm}");
+        assert!(
+            !shown.contains(account),
+            "unmasked on the confirmation: {shown}"
+        );
+        assert_eq!(done.status(), 303, "{account}");
+        let (_, html) = get(&app, &page, &cookie).await;
+        assert!(!html.contains(account), "{account} still listed: {html}");
+    }
+    let (_, html) = get(&app, &page, &cookie).await;
+    assert!(html.contains("No payees registered."), "{html}");
+    let targets: Vec<String> = sqlx::query_scalar(
+        "SELECT target FROM operator_audit WHERE action = 'remove_payee' ORDER BY id",
+    )
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        targets,
+        [
+            format!("payee FI…0785 of merchant {merchant}"),
+            format!("payee NO…4711 (not a valid account) of merchant {merchant}"),
+            format!("payee BBAN_XX…5678 (not a valid account) of merchant {merchant}"),
+        ]
+    );
+}
+
 /// A date chrono reads but PostgreSQL cannot hold (`from=-5000-01-01`) was a 500, and one
 /// chrono cannot add a day to (`to=+262142-12-31`) a panic; NUL in a text field (search,
 /// sign-in email, payee label) a 500 from PostgreSQL. Each is now the console's ordinary

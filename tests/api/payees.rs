@@ -452,3 +452,110 @@ async fn a_payee_or_an_open_policy_written_in_sql_lets_no_payment_through_and_ve
     let report = verify().await.unwrap();
     assert!(report.is_ok(), "{report:?}");
 }
+
+/// Payee rows written in SQL in a form pisgate never stores (a number un-normalised, one
+/// that is no account, a type pisgate does not know) were left out of `payee list` (an
+/// insider's row hidden from the operator) or could not be removed (removal matched the
+/// normalised form only). Now each is listed as not trusted, with why, also without the
+/// ledger key; none pays; and `payee remove` with the account as listed removes it, audited
+/// masked.
+#[tokio::test]
+async fn payee_rows_in_no_form_pisgate_stores_are_listed_untrusted_and_removed_as_listed() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Odd rows shop").await;
+    let id = m.id.to_string();
+    assert!(merchant_cli(&app, &["set", &id, "--payees", "registered"]).0);
+    let spaced = "fi21 1234 5600 0007 85";
+    for (t, account) in [
+        ("IBAN", spaced),
+        ("IBAN", "NOT-AN-IBAN-4711"),
+        ("BBAN_XX", "12345678"),
+    ] {
+        sqlx::query(
+            "INSERT INTO merchant_payees (merchant_id, account_type, account) VALUES ($1, $2, $3)",
+        )
+        .bind(m.id)
+        .bind(t)
+        .bind(account)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    let pay = app
+        .post_payment(&m.api_key, &Uuid::new_v4().to_string(), &paying(ELSEWHERE))
+        .await;
+    assert_problem(pay, 422, "payee_not_registered").await;
+
+    for with_key in [true, false] {
+        let mut list = merchant_command(&app, &["payee", "list", &id]);
+        if !with_key {
+            list.env_remove("PISGATE__LEDGER__KEY")
+                .env_remove("PISGATE__LEDGER__KEY_FILE");
+        }
+        let (ok, out, err) = run(list);
+        assert!(ok, "{err}");
+        let rows: Vec<Value> = out
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(rows.len(), 3, "every row is listed: {out}");
+        let problem = |value: &str| {
+            let r = rows
+                .iter()
+                .find(|r| r["account"]["value"] == value)
+                .unwrap_or_else(|| panic!("{value} not listed: {out}"));
+            assert_eq!(r["trusted"], false, "with key {with_key}: {r}");
+            r["problem"].as_str().unwrap().to_owned()
+        };
+        assert!(problem(spaced).contains("normalised form"), "{out}");
+        assert!(
+            problem("NOT-AN-IBAN-4711").contains("not a valid account"),
+            "{out}"
+        );
+        assert!(problem("12345678").contains("account type"), "{out}");
+        assert!(err.contains("3 payee(s) NOT TRUSTED"), "{err}");
+    }
+
+    for (t, account) in [
+        ("IBAN", spaced),
+        ("IBAN", "NOT-AN-IBAN-4711"),
+        ("BBAN_XX", "12345678"),
+    ] {
+        let (ok, out, err) = merchant_cli(
+            &app,
+            &["payee", "remove", &id, "--type", t, "--account", account],
+        );
+        assert!(ok, "{account}: {err}");
+        let v: Value = serde_json::from_str(out.trim()).unwrap();
+        assert_eq!(v["removed"], true, "{out}");
+    }
+    let left: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM merchant_payees WHERE merchant_id = $1")
+            .bind(m.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(left, 0);
+    // Gone: a number that is no account is refused naming the option, as before.
+    let (ok, _, err) = merchant_cli(
+        &app,
+        &[
+            "payee",
+            "remove",
+            &id,
+            "--type",
+            "IBAN",
+            "--account",
+            "NOT-AN-IBAN-4711",
+        ],
+    );
+    assert!(!ok);
+    assert!(err.contains("--account"), "{err}");
+    let removals: Vec<String> = audit(&app)
+        .await
+        .into_iter()
+        .filter(|(_, action, _, _)| action == "remove_payee")
+        .map(|(_, _, _, detail)| detail["account"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(removals, ["FI…0785", "NO…4711", "BBAN_XX…5678"]);
+}

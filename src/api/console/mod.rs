@@ -811,7 +811,10 @@ impl Action {
                 account,
             } => match payee_account(account_type, account) {
                 Ok(a) => format!("payee {} of merchant {merchant}", a.masked()),
-                Err(_) => format!("an invalid payee of merchant {merchant}"),
+                Err(_) => format!(
+                    "payee {} (not a valid account) of merchant {merchant}",
+                    payees::masked_stored(account_type, account)
+                ),
             },
         }
     }
@@ -914,6 +917,12 @@ impl Action {
                 ref account_type,
                 ref account,
             } => {
+                // The payees page sends the row as stored (also one written outside
+                // pisgate, which may not parse); a number typed in another form is matched
+                // by its normalised one.
+                if payees::remove_stored(tx, merchant, account_type, account).await? {
+                    return Ok(Ok(None));
+                }
                 let account = match payee_account(account_type, account) {
                     Ok(a) => a,
                     Err(why) => return Ok(Err(why)),

@@ -533,8 +533,8 @@ pub fn payees(
                 tbody {
                     @for p in list {
                         tr {
-                            td { (p.account.account_type().as_str()) }
-                            td { code { (p.account.value()) } }
+                            td { (p.account_type) }
+                            td { code { (p.account) } }
                             td { (p.label.as_deref().unwrap_or("")) }
                             td { (when(p.created_at)) }
                             td {
@@ -544,7 +544,7 @@ pub fn payees(
                                     "Yes"
                                 }
                             }
-                            td { (action_form(session, "Remove", "remove_payee", &[("merchant", id.clone()), ("account_type", p.account.account_type().as_str().into()), ("account", p.account.value().into())], &back)) }
+                            td { (action_form(session, "Remove", "remove_payee", &[("merchant", id.clone()), ("account_type", p.account_type.clone()), ("account", p.account.clone())], &back)) }
                         }
                     }
                 }
