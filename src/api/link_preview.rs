@@ -86,10 +86,11 @@ fn has_opened_cookie(headers: &HeaderMap) -> bool {
 }
 
 /// The answer to the neutral page's link (`open=1`): `303` to the same address without it
-/// (relative: the path stays; only the token is kept), with [`OPENED_COOKIE`] for the payment
+/// (relative: the path stays, with the query's token and the BankID state's `purpose`, nothing
+/// else), with [`OPENED_COOKIE`] for the payment
 /// `id`'s pages (none for an id that is not a payment id: the cookie's path carries it).
-pub fn opened(state: &AppState, id: &str, token: Option<&String>) -> Response {
-    let mut r = axum::response::Redirect::to(&token_query(token, false)).into_response();
+pub fn opened(state: &AppState, id: &str, query: &HashMap<String, String>) -> Response {
+    let mut r = axum::response::Redirect::to(&kept_query(query, false)).into_response();
     *r.status_mut() = StatusCode::SEE_OTHER;
     r.headers_mut()
         .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
@@ -160,7 +161,7 @@ fn is_speculative(headers: &HeaderMap) -> bool {
 /// language, marked not to be indexed; nothing of the payment (no database read: the same
 /// page for a link that names none). Its one link is the address it was asked for with
 /// `open=1`, for a person taken for a previewer.
-pub fn page(state: &AppState, headers: &HeaderMap, token: Option<&String>) -> Response {
+pub fn page(state: &AppState, headers: &HeaderMap, query: &HashMap<String, String>) -> Response {
     metrics::counter!("pisgate_shopper_link_previews_total").increment(1);
     tracing::debug!("a preview or prefetch of a shopper's link: answered without acting");
     let lang = crate::api::authorize::language(None, headers);
@@ -171,7 +172,7 @@ pub fn page(state: &AppState, headers: &HeaderMap, token: Option<&String>) -> Re
     };
     let mut r = consent::respond(
         status,
-        consent::preview_page(lang, &token_query(token, true), &state.settings.provider),
+        consent::preview_page(lang, &kept_query(query, true), &state.settings.provider),
         &[],
     );
     r.headers_mut().insert(
@@ -181,12 +182,19 @@ pub fn page(state: &AppState, headers: &HeaderMap, token: Option<&String>) -> Re
     r
 }
 
-/// A relative address (the path stays) with the token and, with `open`, `open=1`: the
-/// neutral page's link, and where [`opened`] sends it back.
-fn token_query(token: Option<&String>, open: bool) -> String {
+/// The query parameters of a shopper's link that the neutral page's link and [`opened`]'s
+/// redirect carry on: the token, and the BankID state's `purpose` (which order the page
+/// shows). Nothing else of the query is echoed.
+const KEPT: &[&str] = &["t", "purpose"];
+
+/// A relative address (the path stays) with the query's [`KEPT`] parameters and, with
+/// `open`, `open=1`: the neutral page's link, and where [`opened`] sends it back.
+fn kept_query(query: &HashMap<String, String>, open: bool) -> String {
     let mut q = url::form_urlencoded::Serializer::for_suffix(String::from("?"), 1);
-    if let Some(t) = token {
-        q.append_pair("t", t);
+    for name in KEPT {
+        if let Some(v) = query.get(*name) {
+            q.append_pair(name, v);
+        }
     }
     if open {
         q.append_pair("open", "1");
@@ -251,5 +259,24 @@ mod tests {
         ] {
             assert!(!is_preview(&Method::GET, &with("user-agent", ua)), "{ua}");
         }
+    }
+
+    #[test]
+    fn the_neutral_pages_link_and_its_redirect_keep_the_token_and_the_purpose_only() {
+        let q: HashMap<String, String> = [
+            ("t", "tok+en/="),
+            ("purpose", "sign"),
+            ("open", "1"),
+            ("next", "https://evil.example/"),
+        ]
+        .into_iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        assert_eq!(
+            kept_query(&q, true),
+            "?t=tok%2Ben%2F%3D&purpose=sign&open=1"
+        );
+        assert_eq!(kept_query(&q, false), "?t=tok%2Ben%2F%3D&purpose=sign");
+        assert_eq!(kept_query(&HashMap::new(), false), "?");
     }
 }

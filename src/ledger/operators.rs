@@ -18,7 +18,9 @@ use serde_json::Value;
 use sqlx::PgConnection;
 use uuid::Uuid;
 
-#[derive(Debug, Clone)]
+/// `Debug` leaves the password hash out (as every type here that carries it or a session's
+/// CSRF token does), so no log line or panic message can carry it.
+#[derive(Clone)]
 pub struct Operator {
     pub id: Uuid,
     pub email: String,
@@ -133,7 +135,7 @@ pub async fn by_email(pool: &Db, email: &str) -> Result<Option<Operator>, sqlx::
 }
 
 /// What the lock-out decided about one sign-in attempt, before any password is checked.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum Gate {
     /// No operator has this email.
     Unknown,
@@ -299,7 +301,7 @@ pub async fn record_failure(
 }
 
 /// A signed-in operator, as the session cookie finds them.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Session {
     pub operator_id: Uuid,
     pub email: String,
@@ -520,7 +522,7 @@ pub async fn sign_out(
 }
 
 /// What `pisgate operator disable|enable|reset-password` does to an account.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub enum AccountChange<'a> {
     /// Cannot sign in; every session ends.
     Disable,
@@ -974,4 +976,136 @@ pub async fn webhook_health(pool: &Db) -> Result<Vec<WebhookHealth>, sqlx::Error
     )
     .fetch_all(pool)
     .await
+}
+
+const REDACTED: &str = "[redacted]";
+
+impl std::fmt::Debug for Operator {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Operator")
+            .field("id", &self.id)
+            .field("email", &self.email)
+            .field("password_hash", &REDACTED)
+            .field("failed_attempts", &self.failed_attempts)
+            .field("locked_until", &self.locked_until)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for Gate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Gate::Unknown => f.write_str("Unknown"),
+            Gate::Disabled { id, email } => f
+                .debug_struct("Disabled")
+                .field("id", id)
+                .field("email", email)
+                .finish(),
+            Gate::Locked { id, email } => f
+                .debug_struct("Locked")
+                .field("id", id)
+                .field("email", email)
+                .finish(),
+            Gate::Unsealed { id, email } => f
+                .debug_struct("Unsealed")
+                .field("id", id)
+                .field("email", email)
+                .finish(),
+            Gate::Admitted {
+                id,
+                email,
+                password_hash: _,
+                locks,
+                counted,
+                settled_before,
+            } => f
+                .debug_struct("Admitted")
+                .field("id", id)
+                .field("email", email)
+                .field("password_hash", &REDACTED)
+                .field("locks", locks)
+                .field("counted", counted)
+                .field("settled_before", settled_before)
+                .finish(),
+        }
+    }
+}
+
+impl std::fmt::Debug for Session {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Session")
+            .field("operator_id", &self.operator_id)
+            .field("email", &self.email)
+            .field("csrf_token", &REDACTED)
+            .finish()
+    }
+}
+
+impl std::fmt::Debug for AccountChange<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            AccountChange::Disable => f.write_str("Disable"),
+            AccountChange::Enable => f.write_str("Enable"),
+            AccountChange::ResetPassword { password_hash: _ } => f
+                .debug_struct("ResetPassword")
+                .field("password_hash", &REDACTED)
+                .finish(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn debug_output_never_carries_a_password_hash_or_a_csrf_token() {
+        let hash = "$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2hoYXNo";
+        let csrf = "csrf-7f3a9c1e5b";
+        let id = Uuid::now_v7();
+        let shown = [
+            format!(
+                "{:?}",
+                Operator {
+                    id,
+                    email: "ops@example.com".into(),
+                    password_hash: hash.into(),
+                    failed_attempts: 2,
+                    locked_until: None,
+                }
+            ),
+            format!(
+                "{:?}",
+                Gate::Admitted {
+                    id,
+                    email: "ops@example.com".into(),
+                    password_hash: hash.into(),
+                    locks: true,
+                    counted: 5,
+                    settled_before: 4,
+                }
+            ),
+            format!(
+                "{:?}",
+                Session {
+                    operator_id: id,
+                    email: "ops@example.com".into(),
+                    csrf_token: csrf.into(),
+                }
+            ),
+            format!(
+                "{:#?}",
+                AccountChange::ResetPassword {
+                    password_hash: hash
+                }
+            ),
+        ];
+        for s in &shown {
+            assert!(!s.contains("argon2id") && !s.contains(csrf), "{s}");
+            assert!(s.contains("[redacted]"), "{s}");
+        }
+        // The rest is still there for whoever debugs.
+        assert!(shown[1].contains("ops@example.com") && shown[1].contains("counted: 5"));
+        assert!(shown[2].contains(&id.to_string()));
+    }
 }

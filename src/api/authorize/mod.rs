@@ -274,9 +274,9 @@ async fn show(
 ) -> Response {
     use crate::api::link_preview::{self, Verdict};
     match link_preview::judge(&method, &headers, &q) {
-        Verdict::Preview => return link_preview::page(&state, &headers, q.get("t")),
+        Verdict::Preview => return link_preview::page(&state, &headers, &q),
         Verdict::Proceed { remember: true } => {
-            return link_preview::opened(&state, &id, q.get("t"));
+            return link_preview::opened(&state, &id, &q);
         }
         Verdict::Proceed { remember: false } => {}
     }

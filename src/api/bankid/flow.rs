@@ -349,9 +349,9 @@ async fn page(
     // A previewer's first load would start an identification order nobody scans.
     use crate::api::link_preview::{self, Verdict};
     match link_preview::judge(&method, &headers, &q) {
-        Verdict::Preview => return link_preview::page(&s, &headers, q.get("t")),
+        Verdict::Preview => return link_preview::page(&s, &headers, &q),
         Verdict::Proceed { remember: true } => {
-            return link_preview::opened(&s, &id, q.get("t"));
+            return link_preview::opened(&s, &id, &q);
         }
         Verdict::Proceed { remember: false } => {}
     }
@@ -371,9 +371,9 @@ async fn state(
     // A previewer's first load would start an identification order nobody scans.
     use crate::api::link_preview::{self, Verdict};
     match link_preview::judge(&method, &headers, &q) {
-        Verdict::Preview => return link_preview::page(&s, &headers, q.get("t")),
+        Verdict::Preview => return link_preview::page(&s, &headers, &q),
         Verdict::Proceed { remember: true } => {
-            return link_preview::opened(&s, &id, q.get("t"));
+            return link_preview::opened(&s, &id, &q);
         }
         Verdict::Proceed { remember: false } => {}
     }
