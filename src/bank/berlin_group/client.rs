@@ -332,6 +332,51 @@ struct Answer {
     body: Vec<u8>,
 }
 
+/// What a 2xx answer to a payment's DELETE proves.
+#[derive(Debug, PartialEq, Eq)]
+enum Cancellation {
+    Deleted,
+    /// Accepted, but the shopper must authorise the cancellation: not cancelled yet.
+    NeedsAuthorisation,
+    /// Nothing deleted is proven (why, for the error).
+    Unproven(String),
+}
+
+/// Reads a 2xx answer to a DELETE of a payment. The spec answers 204 (deleted) or 202 with
+/// the cancellation's own authorisation links (not deleted yet). A 200 with a body (some
+/// banks send one) counts as deleted only when it says `CANC`, and as waiting for the
+/// shopper when it names a `startAuthorisation*` link; anything else proves nothing
+/// deleted, so the payment is not ended on it.
+fn cancellation(answer: &Answer) -> Cancellation {
+    match answer.status {
+        204 => return Cancellation::Deleted,
+        202 => return Cancellation::NeedsAuthorisation,
+        _ => {}
+    }
+    let Ok(body) = serde_json::from_slice::<wire::CancellationAnswer>(&answer.body) else {
+        return Cancellation::Unproven(format!(
+            "a deletion answers 204 (or 202: not deleted yet); this {} has no cancellation answer to read",
+            answer.status
+        ));
+    };
+    if body
+        .links
+        .0
+        .keys()
+        .any(|k| k.starts_with("startAuthorisation"))
+    {
+        return Cancellation::NeedsAuthorisation;
+    }
+    match body.transaction_status.as_deref() {
+        Some("CANC") => Cancellation::Deleted,
+        other => Cancellation::Unproven(format!(
+            "a deletion answers 204 (or 202: not deleted yet); this {} says transactionStatus {} and proves nothing deleted",
+            answer.status,
+            other.unwrap_or("(none)")
+        )),
+    }
+}
+
 /// One logical call to the bank.
 struct Call<'a> {
     operation: &'static str,
@@ -992,10 +1037,18 @@ impl Bank for BerlinGroupClient {
         for payment in payments {
             let call = Call::new("cancel", Method::DELETE, self.link(payment, "self")?).psu(psu);
             match self.execute(&call).await {
-                Ok(answer) if answer.status == 202 => {
-                    outcome.needs_authorisation.push(payment.id.clone())
-                }
-                Ok(_) => outcome.deleted.push(payment.id.clone()),
+                Ok(answer) => match cancellation(&answer) {
+                    Cancellation::Deleted => outcome.deleted.push(payment.id.clone()),
+                    Cancellation::NeedsAuthorisation => {
+                        outcome.needs_authorisation.push(payment.id.clone())
+                    }
+                    Cancellation::Unproven(detail) => {
+                        return Err(BankError::Unexpected {
+                            status: Some(answer.status),
+                            detail,
+                        });
+                    }
+                },
                 Err(e) => outcome.refused(&payment.id, e, "the bank does not know this payment")?,
             }
         }

@@ -78,7 +78,8 @@ pub fn map_transaction_status(
 /// The state of an SCA from the bank's `scaStatus`.
 pub fn sca_state(code: &str) -> ScaState {
     match code {
-        "finalised" | "exempted" => ScaState::Finalised,
+        // `finalized`: the US spelling some banks send (berlin-group-pis.md §3.2).
+        "finalised" | "finalized" | "exempted" => ScaState::Finalised,
         "failed" => ScaState::Failed,
         _ => ScaState::Open,
     }
@@ -176,6 +177,7 @@ mod tests {
         for (code, state) in [
             ("finalised", ScaState::Finalised),
             ("exempted", ScaState::Finalised),
+            ("finalized", ScaState::Finalised),
             ("failed", ScaState::Failed),
             ("received", ScaState::Open),
             ("started", ScaState::Open),

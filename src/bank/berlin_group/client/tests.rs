@@ -785,6 +785,65 @@ async fn berlin_group_cancel_deletes_at_the_self_link_and_reads_204_202_and_refu
     assert!(sent[0].body.is_empty());
 }
 
+/// A 2xx other than 204 and 202 was taken as "deleted": a bank answering 200 with
+/// `ACSP` and a link to authorise the cancellation had the payment recorded `cancelled`
+/// while it executed. A 200 now counts as deleted only when it says `CANC`, as waiting for
+/// the shopper when it links an authorisation, and otherwise as no proof (an error that
+/// ends nothing).
+#[tokio::test]
+async fn berlin_group_cancel_reads_a_200_by_its_body_never_as_deleted_by_itself() {
+    let server = MockServer::start().await;
+    for (id, status, body) in [
+        ("pcanc", 200, json!({"transactionStatus": "CANC"})),
+        (
+            "pauth",
+            200,
+            json!({"transactionStatus": "ACSP", "_links": {"startAuthorisationWithPsuAuthentication": {"href": "/psd2/v1/payments/sepa-credit-transfers/pauth/cancellation-authorisations"}}}),
+        ),
+        ("pacsp", 200, json!({"transactionStatus": "ACSP"})),
+        ("pempty", 200, json!(null)),
+        ("p201", 201, json!({})),
+    ] {
+        Mock::given(method("DELETE"))
+            .and(path(format!(
+                "/psd2/v1/payments/sepa-credit-transfers/{id}"
+            )))
+            .respond_with(ResponseTemplate::new(status).set_body_json(body))
+            .mount(&server)
+            .await;
+    }
+    let one = |id: &str| BankRef {
+        id: BankPaymentId::parse(id).unwrap(),
+        links: BankLinks(BTreeMap::from([(
+            "self".to_owned(),
+            format!("/psd2/v1/payments/sepa-credit-transfers/{id}"),
+        )])),
+    };
+    let c = client(&server);
+    let outcome = c
+        .cancel(&[one("pcanc"), one("pauth")], None, None)
+        .await
+        .unwrap();
+    assert_eq!(outcome.deleted, vec![one("pcanc").id]);
+    assert_eq!(outcome.needs_authorisation, vec![one("pauth").id]);
+    for (id, status) in [("pacsp", 200), ("pempty", 200), ("p201", 201)] {
+        match c.cancel(&[one(id)], None, None).await {
+            Err(BankError::Unexpected {
+                status: Some(s),
+                detail,
+            }) => {
+                assert_eq!(s, status, "{id}");
+                assert!(
+                    detail.contains("proves nothing deleted")
+                        || detail.contains("no cancellation answer"),
+                    "{id}: {detail}"
+                );
+            }
+            other => panic!("{id}: {other:?}"),
+        }
+    }
+}
+
 #[tokio::test]
 async fn berlin_group_unsigned_banks_get_no_signature_headers() {
     let server = MockServer::start().await;
