@@ -135,7 +135,7 @@ pub struct Problem {
     pub title: &'static str,
     pub status: u16,
     pub detail: String,
-    /// A stable machine code. `key_in_grace` (403): the API key was rotated away and may only create and read payments until its grace ends. `payee_not_registered` (422, field `creditor.account`): the merchant pays registered accounts only. Each 409 names its reason in `code`: `idempotency_key_in_flight` (with Retry-After), `payment_final`, `no_shopper_token`, `not_initiated`, `cancel_too_late`, `too_many_endpoints`, `endpoint_deleted`, `endpoint_not_enabled`, `delivery_pending`. `initiation_outcome_unknown` (502): the bank's answer to a payment creation was lost or unreadable; retry with the same Idempotency-Key to resume it.
+    /// A stable machine code. `key_in_grace` (403): the API key was rotated away and may only create and read payments until its grace ends. `payee_not_registered` (422, field `creditor.account`): the merchant pays registered accounts only. Each 409 names its reason in `code`: `idempotency_key_in_flight` (with Retry-After), `initiation_not_resumable` (the bank's answer was lost at a bank that may execute a payment without the shopper: no second initiation is sent), `payment_final`, `no_shopper_token`, `not_initiated`, `cancel_too_late`, `too_many_endpoints`, `endpoint_deleted`, `endpoint_not_enabled`, `delivery_pending`. `initiation_outcome_unknown` (502): the bank's answer to a payment creation was lost or unreadable; retry with the same Idempotency-Key to resume it.
     #[schema(value_type = String)]
     pub code: &'static str,
     /// The request's id, as in the `X-Request-Id` header

@@ -145,6 +145,13 @@ pub const CATALOGUE: &[ErrorDoc] = &[
         "Retry after `Retry-After` seconds with the same key and body: you get its answer, and the payment is made once.",
     ),
     doc(
+        "initiation_not_resumable",
+        409,
+        "Initiation not resumable",
+        "The bank's answer to this payment's initiation was lost, and the bank may execute a payment without the shopper (an SCA exemption, or an approval pushed to the shopper's app): a second initiation could pay twice, so pisgate sends none. The payment stays open, `initiation: outcome_unknown`, and is never cancelled or expired on pisgate's word alone.",
+        "Ask the operator: they reconcile the payment with the bank. Create it again with a new key only once they confirm the bank did not make it.",
+    ),
+    doc(
         "idempotency_key_unresumable",
         409,
         "Idempotency key unresumable",

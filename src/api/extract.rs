@@ -53,6 +53,83 @@ where
     }
 }
 
+/// A JSON value whose objects' keys are each given once: a repeated key is refused (422
+/// `duplicate_field` naming it), never read as its last value, which another reader of the
+/// same bytes (a proxy, a WAF, the merchant's own log) may read as its first. Typed bodies
+/// get the same refusal from serde's derive.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StrictValue(pub serde_json::Value);
+
+impl<'de> serde::Deserialize<'de> for StrictValue {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(StrictVisitor).map(StrictValue)
+    }
+}
+
+struct StrictVisitor;
+
+impl<'de> serde::de::Visitor<'de> for StrictVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("any JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(64));
+        while let Some(StrictValue(v)) = seq.next_element()? {
+            items.push(v);
+        }
+        Ok(serde_json::Value::Array(items))
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut object = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if object.contains_key(&key) {
+                return Err(serde::de::Error::custom(format_args!(
+                    "duplicate field `{key}`"
+                )));
+            }
+            let StrictValue(v) = map.next_value()?;
+            object.insert(key, v);
+        }
+        Ok(serde_json::Value::Object(object))
+    }
+}
+
 fn is_json(req: &Request) -> bool {
     req.headers()
         .get(header::CONTENT_TYPE)
@@ -94,10 +171,16 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     "required"
                 } else if message.starts_with("unknown field") {
                     "unknown_field"
+                } else if message.starts_with("duplicate field") {
+                    "duplicate_field"
                 } else {
                     "invalid_type"
                 };
-                let field = match (field.is_empty(), message.strip_prefix("missing field `")) {
+                // A missing or repeated field is named by its own path, not its object's.
+                let named = message
+                    .strip_prefix("missing field `")
+                    .or_else(|| message.strip_prefix("duplicate field `"));
+                let field = match (field.is_empty(), named) {
                     (_, Some(rest)) => {
                         let name = rest.split('`').next().unwrap_or_default();
                         if field.is_empty() {
@@ -256,5 +339,36 @@ mod tests {
             parse_json::<serde_json::Value>(br#"{"n": 1e}"#),
             Err(ApiError::MalformedJson(_))
         ));
+    }
+
+    #[test]
+    fn a_repeated_key_is_refused_by_its_path_never_read_as_its_last_value() {
+        let named = |body: &[u8]| match parse_json::<StrictValue>(body) {
+            Err(ApiError::Validation(errors)) => errors
+                .into_iter()
+                .map(|e| (e.field, e.code))
+                .collect::<Vec<_>>(),
+            other => panic!("{other:?}"),
+        };
+        let dup = |f: &str| vec![(f.to_owned(), "duplicate_field".to_owned())];
+        assert_eq!(
+            named(br#"{"amount": "1.00", "amount": "9999.00"}"#),
+            dup("amount")
+        );
+        assert_eq!(
+            named(br#"{"creditor": {"name": "A", "account": {"value": "x", "value": "y"}}}"#),
+            dup("creditor.account.value")
+        );
+        assert_eq!(
+            named(br#"{"a": [{"k": 1}, {"k": 1, "k": 2}]}"#),
+            dup("a[1].k")
+        );
+        // The same bytes without a repeat read as serde_json reads them.
+        let body =
+            br#"{"a": [1, 2.5, -3, null, true, "s"], "b": {"c": {}}, "n": 18446744073709551615}"#;
+        assert_eq!(
+            parse_json::<StrictValue>(body).unwrap().0,
+            serde_json::from_slice::<serde_json::Value>(body).unwrap()
+        );
     }
 }

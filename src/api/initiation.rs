@@ -50,6 +50,8 @@ pub struct KeyRef<'a> {
 pub struct Attempt<'a> {
     pub payment_id: Uuid,
     pub attempt: i32,
+    /// The bank it was sent to.
+    pub bank: &'a str,
     /// `None` for the shopper's page: there is no key to complete or release.
     pub key: Option<KeyRef<'a>>,
 }
@@ -73,6 +75,26 @@ pub struct Answer {
     pub recorded: Recorded,
     pub status: StatusCode,
     pub body: Value,
+}
+
+/// A retry with the same key of a payment whose initiation answer was lost, at a bank that
+/// may execute a payment without the shopper ([`crate::bank::BankTraits::acts_without_hop`]):
+/// no second attempt is sent.
+pub fn not_resumable(bank: &str) -> ApiError {
+    ApiError::Conflict(
+        "initiation_not_resumable",
+        format!(
+            "the bank's answer to this payment's initiation was lost, and {bank} may execute a payment without the shopper (an SCA exemption): a second initiation could pay twice, so none is sent. The payment stays open until an operator reconciles it with the bank; do not create it again with another key unless the operator says it was not made"
+        ),
+    )
+}
+
+/// [`outcome_unknown`] at a bank that may execute a payment without the shopper: a retry
+/// does not resume it (it answers [`not_resumable`]).
+pub fn outcome_unknown_at(bank: &str) -> ApiError {
+    ApiError::InitiationOutcomeUnknown(format!(
+        "the bank's answer to this payment was lost or unreadable, so we cannot tell whether it was created; {bank} may execute a payment without the shopper (an SCA exemption), so pisgate does not initiate it again (a retry with the same Idempotency-Key answers 409 initiation_not_resumable). The payment stays open until an operator reconciles it with the bank"
+    ))
 }
 
 /// The merchant's answer for an attempt whose outcome is unknown.
@@ -182,6 +204,7 @@ async fn try_record_outcome(
     let Attempt {
         payment_id,
         attempt,
+        bank,
         key,
     } = a;
     let mut tx = state.pool.begin().await?;
@@ -293,6 +316,8 @@ async fn try_record_outcome(
                 ApiError::BankUnavailable(
                     "the bank is not answering and did not create the payment; retry with the same Idempotency-Key".into(),
                 )
+            } else if state.banks.client(bank).traits().acts_without_hop {
+                outcome_unknown_at(bank)
             } else {
                 outcome_unknown()
             };
@@ -550,6 +575,7 @@ async fn initiate_for_shopper_with(
         p.id,
         &oauth_state_hash,
         chrono::Utc::now() + lease,
+        state.banks.client(&p.bank).traits().acts_without_hop,
     )
     .await?;
     tx.commit().await?;
@@ -586,6 +612,7 @@ async fn initiate_for_shopper_with(
         Attempt {
             payment_id: p.id,
             attempt,
+            bank: &p.bank,
             key: None,
         },
         &outcome,

@@ -19,7 +19,7 @@
 use crate::api::error::{ApiError, FieldError};
 use crate::api::pagination;
 use crate::domain::PaymentStatus;
-use crate::domain::money::{Currency, Money};
+use crate::domain::money::{Currency, Money, MoneyError};
 use crate::ledger::payments::ListFilter;
 use chrono::{DateTime, Utc};
 
@@ -201,10 +201,16 @@ impl Raw {
         });
         let amount = |field: &str, errors: &mut Vec<FieldError>, value: &Option<String>| {
             let value = value.as_deref()?;
-            Money::parse(value, currency.unwrap_or(Currency::Eur))
-                .map(Money::minor)
-                .map_err(|e| errors.push(FieldError::new(field, e.code(), e.to_string())))
-                .ok()
+            match Money::parse(value, currency.unwrap_or(Currency::Eur)) {
+                Ok(m) => Some(m.minor()),
+                // No payment is of zero, but a bound may be (`amount_gte=0`: from nothing),
+                // as the published pattern says.
+                Err(MoneyError::Zero) => Some(0),
+                Err(e) => {
+                    errors.push(FieldError::new(field, e.code(), e.to_string()));
+                    None
+                }
+            }
         };
         let amount_gte = amount("amount_gte", errors, &self.amount_gte);
         let amount_lte = amount("amount_lte", errors, &self.amount_lte);
@@ -381,6 +387,17 @@ mod tests {
             fields(&[("amount_gte", "20"), ("amount_lte", "10")]),
             [("amount_lte".to_owned(), "below_amount_gte".to_owned())]
         );
+    }
+
+    #[test]
+    fn a_bound_of_zero_is_a_bound_as_the_pattern_says() {
+        for zero in ["0", "0.0", "0.00"] {
+            let s = query(&[("amount_gte", zero), ("amount_lte", zero)]).unwrap();
+            assert_eq!(
+                (s.filter.amount_gte, s.filter.amount_lte),
+                (Some(0), Some(0))
+            );
+        }
     }
 
     #[test]

@@ -15,6 +15,10 @@
 //! anyone (merchants only ever see the authorization hop, which leads to the recorded
 //! attempt's link), so it cannot be signed; the ledger lists every attempt and its outcome.
 //! A stale key resumes only a payment with no bank id that is not final, guarded in SQL.
+//! Not at a bank that may execute a payment nobody signed through pisgate's link
+//! ([`crate::bank::BankTraits::acts_without_hop`]: an SCA exemption, a decoupled SCA pushed
+//! at initiation): there the lost attempt may be live, so the retry answers `409
+//! initiation_not_resumable` and nothing is sent.
 //!
 //! Deferred initiation (the shopper chooses the bank, or gives their IBAN, on pisgate's page)
 //! creates the payment without a bank call and answers at once; its attempts are the page's
@@ -25,7 +29,7 @@ use crate::api::AppState;
 use crate::api::auth::{AuthedMerchant, FullKey};
 use crate::api::authorize;
 use crate::api::error::{ApiError, FieldError};
-use crate::api::extract::{ApiJson, ApiPath, ApiQuery};
+use crate::api::extract::{ApiJson, ApiPath, ApiQuery, StrictValue};
 use crate::api::initiation;
 use crate::api::openapi::PaymentCreate;
 use crate::api::pagination::{Page, page};
@@ -188,10 +192,10 @@ fn replayed(status: u16, body: Value) -> Response {
     request_body = PaymentCreate,
     responses(
         (status = 201, description = "Created", body = PaymentView),
-        (status = 409, description = "idempotency_key_in_flight: a request with this key is still running; retry after Retry-After with the same key. idempotency_key_unresumable: the key's payment has an unknown bank outcome and today's rules (e.g. a return origin removed since) refuse its body, so a retry cannot resume it; the payment is followed to its end",
+        (status = 409, description = "idempotency_key_in_flight: a request with this key is still running; retry after Retry-After with the same key. idempotency_key_unresumable: the key's payment has an unknown bank outcome and today's rules (e.g. a return origin removed since) refuse its body, so a retry cannot resume it; the payment is followed to its end. initiation_not_resumable: the bank's answer was lost and the bank may execute a payment without the shopper (an SCA exemption), so no second initiation is sent; the payment stays open for the operator to reconcile",
             headers(("Retry-After" = i64))),
         (status = 422, description = "validation_failed: one entry per invalid field in `errors`; idempotency_key_reused; or payee_not_registered: the merchant pays registered accounts only and `creditor.account` is not one of them"),
-        (status = 502, description = "initiation_outcome_unknown (the bank's answer was lost: retry with the same key, which resumes the payment), bank_unavailable (nothing was created: retry with the same key), or the bank refused our credentials (the payment is failed)"),
+        (status = 502, description = "initiation_outcome_unknown (the bank's answer was lost: retry with the same key, which resumes the payment, except at a bank that may execute a payment without the shopper, where the retry answers 409 initiation_not_resumable), bank_unavailable (nothing was created: retry with the same key), or the bank refused our credentials (the payment is failed)"),
     ),
 )]
 #[tracing::instrument(skip_all, fields(merchant_id = %merchant.id, payment_id = tracing::field::Empty, bank = tracing::field::Empty))]
@@ -199,7 +203,7 @@ pub(crate) async fn create_payment(
     State(state): State<AppState>,
     AuthedMerchant(merchant): AuthedMerchant,
     IdempotencyHeader(key_header): IdempotencyHeader,
-    ApiJson(body): ApiJson<Value>,
+    ApiJson(StrictValue(body)): ApiJson<StrictValue>,
 ) -> Result<Response, ApiError> {
     let key = idempotency_key(key_header.as_ref())?;
     let body_hash = payment_input::body_fingerprint(&body);
@@ -337,6 +341,8 @@ pub(crate) async fn create_payment(
     // that expired in between sends it back here.
     let mut tries = 0;
     let mut request = Some(std::mem::take(&mut validated.canonical));
+    // The bank of a payment the key resumed (the slow path).
+    let mut resumed_at: Option<String> = None;
     let (created, payment_id, attempt) = loop {
         tries += 1;
         let created = payments::create_with_key(
@@ -389,7 +395,11 @@ pub(crate) async fn create_payment(
             SlowClaim::Proceed {
                 payment_id,
                 attempt,
-            } => break (None, payment_id, attempt),
+                bank,
+            } => {
+                resumed_at = Some(bank);
+                break (None, payment_id, attempt);
+            }
             SlowClaim::Answer(response) => return Ok(response),
             SlowClaim::Retry if tries < 3 => {
                 // The canonical request went with the last try: the next one makes it again.
@@ -411,6 +421,12 @@ pub(crate) async fn create_payment(
     tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
     tracing::Span::current().record("bank", bank_id);
 
+    // A resumed payment goes to the bank its row names, never to today's choice for the
+    // request (the banks configured for its country may have changed since).
+    let (bank_id, deferred) = match &resumed_at {
+        Some(bank) => (bank.as_str(), None),
+        None => (bank_id, deferred),
+    };
     if deferred.is_some() {
         return answer_deferred(&state, merchant.id, &key, created, payment_id).await;
     }
@@ -427,21 +443,73 @@ pub(crate) async fn create_payment(
     let budget = settings
         .initiation_budget()
         .saturating_sub(claimed_at.elapsed());
-    let outcome = initiation::call_bank(&state, bank_id, &initiation, budget).await;
+    // The bank call and the recording of its answer run to their end as a task of their
+    // own: a request cut off midway (the deadline, the database gate, a client gone) never
+    // leaves an answer the bank gave unrecorded (the key's retry then replays it).
+    let work = call_and_record(
+        state.clone(),
+        CallAndRecord {
+            bank: bank_id.to_owned(),
+            initiation,
+            budget,
+            created,
+            payment_id,
+            attempt,
+            merchant_id: merchant.id,
+            key,
+        },
+    );
+    use tracing::Instrument;
+    // The task keeps the request's span and id (problem bodies carry it).
+    let work = work.instrument(tracing::Span::current());
+    let answer = match crate::api::error::current_request_id() {
+        Some(id) => {
+            state
+                .finishing
+                .run(crate::api::error::REQUEST_ID.scope(id, work))
+                .await
+        }
+        None => state.finishing.run(work).await,
+    };
+    match answer {
+        Ok(answer) => answer,
+        Err(e) => Err(ApiError::Unavailable(format!(
+            "{e}; retry with the same Idempotency-Key"
+        ))),
+    }
+}
+
+/// What [`call_and_record`] sends and records.
+struct CallAndRecord {
+    bank: String,
+    initiation: crate::bank::PaymentInitiation,
+    budget: std::time::Duration,
+    /// The payment as this request's creation wrote it (`None`: a resumed one).
+    created: Option<payments::Created>,
+    payment_id: Uuid,
+    attempt: i32,
+    merchant_id: Uuid,
+    key: String,
+}
+
+/// Sends the initiation and records the bank's answer and the key's: the creation's answer.
+async fn call_and_record(state: AppState, c: CallAndRecord) -> Result<Response, ApiError> {
+    let outcome = initiation::call_bank(&state, &c.bank, &c.initiation, c.budget).await;
     // An answer that contradicts the payment's terms takes the transactional path, which
     // records the contradiction with it (see [`initiation`]).
-    if let (Some(created), Ok(initiated)) = (&created, &outcome)
+    if let (Some(created), Ok(initiated)) = (&c.created, &outcome)
         && initiated.echo_mismatch.is_empty()
-        && let Some(body) = record_first_answer(&state, created, initiated, &key).await
+        && let Some(body) = record_first_answer(&state, created, initiated, &c.key).await
     {
         return Ok((StatusCode::CREATED, Json(body)).into_response());
     }
     let attempt = initiation::Attempt {
-        payment_id,
-        attempt,
+        payment_id: c.payment_id,
+        attempt: c.attempt,
+        bank: &c.bank,
         key: Some(initiation::KeyRef {
-            merchant_id: merchant.id,
-            key: &key,
+            merchant_id: c.merchant_id,
+            key: &c.key,
         }),
     };
     let recorded = initiation::record_outcome(&state, attempt, &outcome).await;
@@ -578,9 +646,12 @@ fn unresumable(in_flight: bool, refused: &ApiError) -> ApiError {
 
 /// What the transactional claim of a key found: go on with the bank call, or an answer.
 enum SlowClaim {
+    /// A new attempt of the payment the key names, at the bank its row names (a payment
+    /// resumed is never deferred; today's choice of bank for the request is not asked).
     Proceed {
         payment_id: Uuid,
         attempt: i32,
+        bank: String,
     },
     Answer(Response),
     /// The key is free again: try the fast path once more.
@@ -611,7 +682,7 @@ async fn claim_slow(
         settings.idempotency_retention,
     )
     .await?;
-    let (payment_id, attempt) = match claim {
+    let (payment_id, attempt, bank) = match claim {
         Claim::Replay { status, body, .. } => {
             tx.commit().await?;
             return Ok(SlowClaim::Answer(replayed(status, body)));
@@ -648,20 +719,28 @@ async fn claim_slow(
             // (The canonical request moved into the fast path's claim: built again from the
             // validated request, as it was then.)
             let canonical = validated.canonical_value()?;
-            let resumable = match payments::get(&mut tx, payment_id).await? {
+            let found = payments::get(&mut tx, payment_id).await?;
+            let resumable = match &found {
                 Some(p) => {
                     p.merchant_id == merchant_id
-                        && crate::ledger::events::facts_match_ledger(&mut tx, &p, &canonical)
-                            .await?
+                        && crate::ledger::events::facts_match_ledger(&mut tx, p, &canonical).await?
                 }
                 None => false,
             };
-            if !resumable {
+            let Some(p) = found.filter(|_| resumable) else {
                 metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
                 return Err(anyhow::anyhow!(
                     "the idempotency key names a payment that is not this merchant's request as its ledger recorded it: nothing is sent to the bank (run `pisgate ledger verify`)"
                 )
                 .into());
+            };
+            // At a bank that may execute a payment nobody signed through pisgate's link (an
+            // SCA exemption, a decoupled SCA pushed at initiation), the attempt whose answer
+            // was lost may be live: a second one could pay twice. Nothing is sent.
+            if p.answer_unrecorded() && state.banks.client(&p.bank).traits().acts_without_hop {
+                tracing::warn!(%payment_id, bank = %p.bank, "a retry of a payment whose initiation answer was lost, at a bank that may execute it without the shopper: not initiated again");
+                metrics::counter!("pisgate_initiations_not_resumed_total").increment(1);
+                return Err(initiation::not_resumable(&p.bank));
             }
             match payments::begin_attempt(
                 &mut tx,
@@ -674,7 +753,7 @@ async fn claim_slow(
             {
                 Some(attempt) => {
                     tracing::warn!(%payment_id, attempt, "resuming a payment whose earlier attempt has no recorded answer");
-                    (payment_id, attempt)
+                    (payment_id, attempt, p.bank)
                 }
                 None => {
                     // Its bank answer is recorded, or it is final: answer with it as it is.
@@ -695,6 +774,7 @@ async fn claim_slow(
     Ok(SlowClaim::Proceed {
         payment_id,
         attempt,
+        bank,
     })
 }
 
@@ -1003,9 +1083,10 @@ pub(crate) async fn cancel_payment(
     FullKey(merchant, _): FullKey,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    own_payment(&state, merchant.id, id).await?;
+    let bank = own_payment(&state, merchant.id, id).await?.bank;
+    let acts_without_hop = state.banks.client(&bank).traits().acts_without_hop;
     let mut tx = state.pool.begin().await?;
-    let start = payments::start_cancel(&mut tx, id, CancelBy::Merchant)
+    let start = payments::start_cancel(&mut tx, id, CancelBy::Merchant, acts_without_hop)
         .await
         .map_err(|e| anyhow::anyhow!(e))?
         .ok_or(ApiError::NotFound("payment"))?;

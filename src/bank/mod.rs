@@ -469,6 +469,14 @@ pub struct BankTraits {
     /// `Cancelled`, OP's `Revoked`, the Berlin Group's and SEB's `CANC`), recorded as the
     /// bank's status when the horizon's delete succeeds.
     pub deleted_status: &'static str,
+    /// The bank may execute a payment with nobody passing pisgate's hop: it exempts a payment
+    /// from SCA, or starts a decoupled SCA in the shopper's app at initiation (Berlin Group).
+    /// So an attempt whose answer was never recorded (lost, or still in flight) may be live
+    /// at the bank: pisgate starts no second attempt for the payment (that could pay twice),
+    /// never cancels it locally as "nothing could be signed", and never expires it at the
+    /// horizon; it stays open for an operator to reconcile. Without it (Nordea, SEB, OP) a
+    /// payment nobody signed through pisgate's link never moves money.
+    pub acts_without_hop: bool,
 }
 
 /// A payment as the bank holds it (needs the shopper's token).

@@ -233,6 +233,7 @@ impl Bank for Unconfigured {
             cancel_needs_shopper_token: false,
             deleted_status: "CANC",
             return_in_fragment: false,
+            acts_without_hop: false,
         }
     }
 

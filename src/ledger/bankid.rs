@@ -275,6 +275,20 @@ pub async fn start_failed(
     .await
 }
 
+/// Whether a signing order's start for the payment ever went unanswered ([`start_failed`]
+/// with the claim kept: the bank may have made the order), by the payment's ledger.
+pub async fn sign_start_unknown(conn: &mut PgConnection, id: Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM payment_events
+                           WHERE payment_id = $1 AND kind = 'bankid_order_not_started'
+                             AND detail->>'purpose' = 'sign'
+                             AND detail->'claim_released' = 'false'::jsonb) AS "unknown!""#,
+        id
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
 /// Takes the page's turn to read an order's progress: true at most once per `every` per
 /// payment and purpose, across replicas.
 pub async fn claim_poll(
@@ -479,7 +493,8 @@ pub async fn start_shopper_cancel(
         return Ok(Some(CancelStart::Final(p)));
     }
     if !p.is_initiated() {
-        return payments::start_cancel(conn, id, CancelBy::Shopper).await;
+        // The BankID banks (SEB) act only on a signing order pisgate starts.
+        return payments::start_cancel(conn, id, CancelBy::Shopper, false).await;
     }
     let signing_complete = get(conn, id, BankIdPurpose::Sign)
         .await?

@@ -183,6 +183,16 @@ impl PaymentRecord {
     pub fn is_initiated(&self) -> bool {
         self.initiation == "initiated" && self.bank_payment_id.is_some()
     }
+
+    /// Whether an attempt went to the bank and its answer is not recorded: lost
+    /// (`outcome_unknown`) or not in yet (`pending`). The bank may hold a payment pisgate has
+    /// no id for; at a bank that acts without the hop ([`crate::bank::BankTraits::acts_without_hop`])
+    /// it may be live.
+    pub fn answer_unrecorded(&self) -> bool {
+        self.bank_payment_id.is_none()
+            && self.initiation_attempts > 0
+            && matches!(self.initiation.as_str(), "pending" | "outcome_unknown")
+    }
 }
 
 /// What the API hands over to create a payment.
@@ -924,7 +934,11 @@ pub async fn begin_shopper_attempt(
     id: Uuid,
     state_hash: &[u8],
     lease_until: DateTime<Utc>,
+    earlier_may_be_live: bool,
 ) -> Result<Option<i32>, sqlx::Error> {
+    // `earlier_may_be_live`: the bank may execute a payment without the shopper
+    // (`BankTraits::acts_without_hop`), so an attempt whose answer was lost or never came
+    // back may be live there, and no further attempt starts.
     let previous = sqlx::query!(
         r#"SELECT initiation, initiation_attempts FROM payments
            WHERE id = $1 AND deferred AND bank <> '' AND bank_payment_id IS NULL
@@ -935,10 +949,12 @@ pub async fn begin_shopper_attempt(
                                 'outcome_unknown', 'not_created', 'pending')
              AND (initiation <> 'pending' OR initiation_lease_until IS NULL
                   OR initiation_lease_until < now())
+             AND NOT ($2 AND initiation IN ('outcome_unknown', 'pending'))
              AND NOT EXISTS (SELECT 1 FROM payment_events
                              WHERE payment_id = $1 AND kind = 'initiated')
            FOR UPDATE"#,
-        id
+        id,
+        earlier_may_be_live
     )
     .fetch_optional(&mut *conn)
     .await?;
@@ -1343,6 +1359,7 @@ pub async fn start_cancel(
     conn: &mut PgConnection,
     id: Uuid,
     by: CancelBy,
+    acts_without_hop: bool,
 ) -> Result<Option<CancelStart>, TransitionError> {
     let Some(p) = get_for_update(conn, id).await? else {
         return Ok(None);
@@ -1358,7 +1375,11 @@ pub async fn start_cancel(
     if signed {
         return Ok(Some(CancelStart::Signed(p)));
     }
-    if p.hop_opened_at.is_some() {
+    // At a bank that may execute a payment without the shopper (`acts_without_hop`), an
+    // attempt whose answer is lost or not in yet may be live: the cancel is recorded (the
+    // hop stays closed, an answer that comes in is recorded and followed) and the bank's
+    // status decides; nothing is ended here as "nobody could sign it".
+    if p.hop_opened_at.is_some() || (acts_without_hop && p.answer_unrecorded()) {
         return Ok(Some(CancelStart::BankDecides(p)));
     }
     transition(

@@ -455,6 +455,24 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         // bank made one, was never handed to anyone, so nothing can be signed. It waits for
         // a retry with the same key until the horizon.
         if status == PaymentStatus::AwaitingAuthorization && past_horizon {
+            // At a bank that may execute a payment without the shopper (an SCA exemption, a
+            // decoupled SCA pushed at initiation), an attempt whose answer was lost (or never
+            // came back) may have been made and executed: "nobody could sign it" is no
+            // proof there. Not expired; looked at again a late-signing interval on, loudly,
+            // until an operator reconciles it with the bank.
+            if matches!(p.initiation.as_str(), "pending" | "outcome_unknown")
+                && ctx.banks.client(&p.bank).traits().acts_without_hop
+            {
+                tracing::error!(
+                    payment_id = %p.id,
+                    bank = %p.bank,
+                    "past the late-signing horizon with the bank's answer to the initiation never recorded, at a bank that may execute a payment without the shopper: not expired (the bank may have made and executed it); reconcile it with the bank"
+                );
+                metrics::counter!("pisgate_initiations_unresolved_total").increment(1);
+                let mut d = ok(None, NOT_INITIATED);
+                d.next = cfg.late_signing_interval;
+                return d;
+            }
             // The row says no answer was recorded; the ledger must say so too (a bank id
             // cleared in SQL would otherwise expire a payment the bank may pay).
             match crate::ledger::events::initiation_recorded(&ctx.pool, p.id).await {
@@ -959,10 +977,15 @@ async fn no_signing_order_succeeded(
 ) -> Result<bool, sqlx::Error> {
     use crate::bank::BankIdPurpose;
     use crate::ledger::bankid;
-    Ok(match bankid::get(conn, id, BankIdPurpose::Sign).await? {
+    let none_running = match bankid::get(conn, id, BankIdPurpose::Sign).await? {
         None => true,
         Some(order) => order.starts == 0 || order.state == "failed",
-    })
+    };
+    // A start whose answer was never recorded (`startUnknown`: a timeout, a lost answer)
+    // may have made an order the shopper signs in the app (the bank pushes it to the
+    // identified shopper), whatever later starts came to: never proof that nobody signed.
+    // The ledger keeps every such start (`bankid_order_not_started`, claim not released).
+    Ok(none_running && !bankid::sign_start_unknown(conn, id).await?)
 }
 
 /// Whether the time the bank gives to sign (`nordea.approval_timeout_secs`, or that bank's

@@ -163,6 +163,7 @@ impl Bank for FakeSeb {
             return_in_fragment: false,
             cancel_needs_shopper_token: true,
             deleted_status: "CANC",
+            acts_without_hop: false,
         }
     }
 

@@ -844,28 +844,25 @@ async fn berlin_group_decoupled_sca_on_the_simulator_ends_paid_and_its_timeout_a
     assert_spec_clean(&bank, &[]);
 }
 
-/// The bank created the payment and its answer was lost (`drop_after_processing` at the
-/// simulator), then the status reads fail for a while (503s, a garbled answer): the
-/// merchant gets 502 `initiation_outcome_unknown`, the same key resumes the payment with a
-/// second attempt, and the shopper's link leads to that attempt only. The first attempt's
-/// payment is never opened at the bank; the second ends paid once the reads come back.
+/// The bank refused to process the initiation (its own 503: provably nothing made), then
+/// its status reads fail for a while (503s, a garbled answer): the merchant gets 502
+/// `bank_unavailable`, the same key resumes the payment with a second attempt (a bank that
+/// may act without the shopper made nothing that could be live), and it ends paid once the
+/// reads come back. One payment at the bank. (A lost answer there is never resumed:
+/// `berlin_group_a_lost_answer_at_a_bank_that_exempts_is_never_initiated_again_cancelled_or_expired`.)
 #[tokio::test]
-async fn berlin_group_a_lost_initiation_answer_is_resumed_by_the_same_key_and_never_doubled() {
+async fn berlin_group_an_initiation_the_bank_did_not_process_is_resumed_by_the_same_key() {
     use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
     let (app, bank) = spawn_with_berlin(&[]).await;
     bank.sandbox.faults().set(vec![
-        FaultRule::always(FaultTarget::Initiate, Fault::DropAfterProcessing).times(1),
+        FaultRule::always(FaultTarget::Initiate, Fault::Http503).times(1),
     ]);
     let m = app.create_merchant("Shop").await;
     let first = app
         .post_payment(&m.api_key, "k-bg-lost", &berlin_payment("10.50"))
         .await;
-    crate::helpers::assert_problem(first, 502, "initiation_outcome_unknown").await;
-    assert_eq!(
-        bank.sandbox.payments().len(),
-        1,
-        "the bank holds the payment whose answer was lost"
-    );
+    crate::helpers::assert_problem(first, 502, "bank_unavailable").await;
+    assert!(bank.sandbox.payments().is_empty(), "the bank made nothing");
 
     bank.sandbox.faults().set(vec![
         FaultRule::always(FaultTarget::Status, Fault::Http503).times(3),
@@ -881,18 +878,17 @@ async fn berlin_group_a_lost_initiation_answer_is_resumed_by_the_same_key_and_ne
     decide(&app, &page, true).await;
     let paid = wait_for_status(&app, &m, id, "paid").await;
     assert_eq!(paid["bank_status"], "ACSC");
-
-    let at_bank = bank.sandbox.payments();
-    assert_eq!(at_bank.len(), 2, "two attempts reached the bank");
-    let recorded = p["bank_payment_id"].as_str().unwrap();
-    for b in &at_bank {
-        assert_eq!(b["opened"] == true, b["id"] == recorded, "{b}");
-    }
+    assert_eq!(bank.sandbox.payments().len(), 1, "one payment at the bank");
     let count: i64 = sqlx::query_scalar("SELECT count(*) FROM payments")
         .fetch_one(&app.pool)
         .await
         .unwrap();
     assert_eq!(count, 1, "one payment for one key");
+    let attempts: i32 = sqlx::query_scalar("SELECT initiation_attempts FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert_eq!(attempts, 2);
     let faulted: u64 = bank
         .sandbox
         .faults()
@@ -971,6 +967,208 @@ async fn berlin_group_an_sca_exemption_at_initiation_is_followed_to_paid_and_nev
         .filter(|e| e.method == "POST" && e.path.contains("/payments/"))
         .count();
     assert_eq!(initiations, 2, "one bank payment per merchant payment");
+}
+
+/// The merchant's cancel of a payment.
+async fn cancel(app: &TestApp, m: &TestMerchant, id: &str) -> (u16, Value) {
+    let r = app
+        .client
+        .post(app.url(&format!("/v1/payments/{id}/cancel")))
+        .bearer_auth(&m.api_key)
+        .send()
+        .await
+        .unwrap();
+    (r.status().as_u16(), r.json().await.unwrap())
+}
+
+/// A bank that exempts a payment from SCA (77.09) executes it with nobody at the hop, so an
+/// initiation whose answer was lost may be live there. Before, a retry with the same key
+/// made a second payment at the bank (both executed: paid twice for one key), a cancel
+/// ended it `cancelled` locally and the horizon `expired` it, while the bank paid the
+/// first. Now the first answer says no retry resumes it, the retry is refused
+/// (`initiation_not_resumable`) with nothing sent, the cancel is left to the bank (202),
+/// and the horizon keeps it open for an operator.
+#[tokio::test]
+async fn berlin_group_a_lost_answer_at_a_bank_that_exempts_is_never_initiated_again_cancelled_or_expired()
+ {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_for_the_horizon().await;
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DropAfterProcessing).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let first = app
+        .post_payment(&m.api_key, "k-exempt-lost", &berlin_payment("77.09"))
+        .await;
+    assert_eq!(first.status(), 502);
+    let problem: Value = first.json().await.unwrap();
+    assert_eq!(problem["code"], "initiation_outcome_unknown", "{problem}");
+    assert!(
+        problem["detail"]
+            .as_str()
+            .unwrap()
+            .contains("does not initiate it again"),
+        "{problem}"
+    );
+    assert_eq!(bank.sandbox.payments().len(), 1);
+
+    let retry = app
+        .post_payment(&m.api_key, "k-exempt-lost", &berlin_payment("77.09"))
+        .await;
+    crate::helpers::assert_problem(retry, 409, "initiation_not_resumable").await;
+    assert_eq!(
+        bank.sandbox.payments().len(),
+        1,
+        "no second payment at the bank"
+    );
+
+    let id: String = sqlx::query_scalar("SELECT id::text FROM payments")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let (code, body) = cancel(&app, &m, &id).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["status"], "awaiting_authorization", "{body}");
+
+    // Past the horizon the poller looks again later; it never expires it.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
+    loop {
+        let (status, rescheduled): (String, bool) = sqlx::query_as(
+            "SELECT p.status, COALESCE(s.next_poll_at > p.sign_horizon_at + interval '1 second', false)
+               FROM payments p LEFT JOIN payment_polls s ON s.payment_id = p.id
+              WHERE p.id = $1::uuid",
+        )
+        .bind(&id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        assert_eq!(status, "awaiting_authorization", "never ended here");
+        if rescheduled && chrono::Utc::now() > app_horizon(&app, &id).await {
+            break;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the poller never looked past the horizon"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    let deletes = bank
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|e| e.method == "DELETE")
+        .count();
+    assert_eq!(deletes, 0);
+    assert_eq!(bank.sandbox.payments().len(), 1);
+}
+
+async fn app_horizon(app: &TestApp, id: &str) -> chrono::DateTime<chrono::Utc> {
+    sqlx::query_scalar("SELECT sign_horizon_at FROM payments WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
+/// A merchant's cancel while the initiation is still at a bank that exempts it: before, it
+/// ended the payment `cancelled` at once ("nobody could sign it"), the bank's answer then
+/// arriving was kept only as an orphan, and the bank paid a payment pisgate called
+/// cancelled. Now the cancel is left to the bank (202), the answer is recorded and followed,
+/// and the payment ends as the bank says: paid.
+#[tokio::test]
+async fn berlin_group_a_cancel_during_the_initiation_at_a_bank_that_exempts_follows_the_bank() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 2500 }).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let creating = {
+        let client = app.client.clone();
+        let url = app.url("/v1/payments");
+        let key = m.api_key.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .header("idempotency-key", "k-exempt-inflight")
+                .json(&berlin_payment("77.09"))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let id = loop {
+        let id: Option<String> = sqlx::query_scalar("SELECT id::text FROM payments")
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
+        if let Some(id) = id {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (code, body) = cancel(&app, &m, &id).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(body["status"], "awaiting_authorization", "{body}");
+    let created = creating.await.unwrap();
+    assert_eq!(created.status(), 201);
+    let paid = wait_for_status(&app, &m, &id, "paid").await;
+    assert_eq!(paid["bank_status"], "ACSC", "{paid}");
+    assert_eq!(bank.sandbox.payments().len(), 1);
+}
+
+/// A merchant whose client gives up while the bank call is running (its own timeout, a
+/// dropped connection) cut the request, and with it the bank call and the recording of its
+/// answer: the bank made the payment, pisgate kept the attempt `pending` with no id, and
+/// at a bank that exempts it that payment was beyond reach. The call and its recording now
+/// run to their end on their own: the answer is recorded, and the key's retry replays it.
+#[tokio::test]
+async fn berlin_group_a_creation_the_merchant_gave_up_on_is_recorded_and_replayed() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 1500 }).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(400))
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(app.url("/v1/payments"))
+        .bearer_auth(&m.api_key)
+        .header("idempotency-key", "k-gave-up")
+        .json(&berlin_payment("10.50"))
+        .send()
+        .await;
+    assert!(gave_up.is_err(), "the client timed out: {gave_up:?}");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let (id, initiation) = loop {
+        let row: Option<(String, String)> = sqlx::query_as(
+            "SELECT id::text, initiation FROM payments WHERE bank_payment_id IS NOT NULL",
+        )
+        .fetch_optional(&app.pool)
+        .await
+        .unwrap();
+        if let Some(row) = row {
+            break row;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bank's answer was never recorded"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    assert_eq!(initiation, "initiated");
+    let replay = app
+        .post_payment(&m.api_key, "k-gave-up", &berlin_payment("10.50"))
+        .await;
+    assert_eq!(replay.status(), 201);
+    let p: Value = replay.json().await.unwrap();
+    assert_eq!(p["id"], id.as_str(), "{p}");
+    assert!(p["authorization_url"].is_string(), "{p}");
+    assert_eq!(bank.sandbox.payments().len(), 1, "one payment at the bank");
 }
 
 /// The bank's links are stored beside the bound bank id but are not bound themselves: an

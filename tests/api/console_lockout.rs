@@ -485,8 +485,9 @@ async fn an_operator_or_a_session_written_in_sql_opens_no_console() {
         async move { sqlx::query(q).bind(hash).execute(&pool).await.unwrap() }
     };
 
-    // An operator inserted in SQL.
-    sql("INSERT INTO operators (id, email, password_hash) VALUES (gen_random_uuid(), 'mallory@pisgate.example', $1)").await;
+    // An operator inserted in SQL (an id ordered after the real one's, so that `verify`'s
+    // first broken operator below is the real one once it is edited too).
+    sql("INSERT INTO operators (id, email, password_hash) VALUES ('f0000000-0000-4000-8000-000000000001', 'mallory@pisgate.example', $1)").await;
     assert_eq!(
         sign_in(&app, "mallory@pisgate.example", known)
             .await

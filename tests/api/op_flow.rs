@@ -181,6 +181,7 @@ impl Bank for FakeOp {
             return_in_fragment: true,
             cancel_needs_shopper_token: false,
             deleted_status: "Revoked",
+            acts_without_hop: false,
         }
     }
 

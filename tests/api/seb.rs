@@ -1128,6 +1128,99 @@ async fn seb_with_the_shoppers_token_gone_a_running_signing_order_is_never_expir
     assert!(!kinds.iter().any(|k| k == "expired"), "{kinds:?}");
 }
 
+/// A signing order's start whose answer is lost (SEB made the order: the simulator's
+/// `drop_after_processing`) may be signed in the shopper's app all the same. Before, the
+/// start was recorded `failed` like a refusal, and with the shopper's token gone the
+/// horizon took that for "no signing order succeeded" and expired the payment, which SEB
+/// would execute if the shopper signed. Now an unanswered start is never that proof.
+#[tokio::test]
+async fn seb_a_signing_order_whose_start_answer_was_lost_is_never_taken_for_nobody_signed() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget, Operation};
+    let s = setup(
+        |c| c.order_timeout = Duration::from_secs(60),
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "3"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "4"),
+            ("PISGATE__BANKS__SEB__APPROVAL_TIMEOUT_SECS", "5"),
+        ],
+    )
+    .await;
+    let p = s.pay("120.00", Some("kund-12")).await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    let page = s.bankid_page(&p).await;
+    let (_, ast) = s.autostart(&page, None).await;
+    // The initiation answers late, so that the signing order's start after it can be
+    // faulted alone.
+    s.sim
+        .sim
+        .faults()
+        .add(FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 1500 }).times(1));
+    let r = s.admin(&ast, "approve", Some("kund-12")).await;
+    assert!(r.status().is_success(), "{}", r.text().await.unwrap());
+    let loading = {
+        let client = s.app.client.clone();
+        let page = page.clone();
+        tokio::spawn(async move {
+            for _ in 0..20 {
+                let html = client
+                    .get(&page)
+                    .send()
+                    .await
+                    .unwrap()
+                    .text()
+                    .await
+                    .unwrap();
+                if html.contains("/bankid/start")
+                    || autostart_token(&html).is_some_and(|t| t != ast)
+                {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while s
+        .sim
+        .sim
+        .faults()
+        .counters()
+        .get(&Operation::Initiate)
+        .map_or(0, |c| c.faulted)
+        == 0
+    {
+        assert!(Instant::now() < deadline, "the initiation never came");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    s.sim
+        .sim
+        .faults()
+        .add(FaultRule::always(FaultTarget::Authorise, Fault::DropAfterProcessing).times(1));
+    loading.await.unwrap();
+    let (state, hint): (String, Option<String>) = sqlx::query_as(
+        "SELECT state, hint_code FROM bankid_orders WHERE payment_id = $1::uuid AND purpose = 'sign'",
+    )
+    .bind(&id)
+    .fetch_one(&s.app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (state.as_str(), hint.as_deref()),
+        ("failed", Some("startUnknown"))
+    );
+    assert_eq!(
+        s.sim.sim.faults().counters()[&Operation::Authorise].faulted,
+        1,
+        "the signing order's start met the fault"
+    );
+
+    kill_tokens(&s).await;
+    tokio::time::sleep(Duration::from_secs(9)).await;
+    assert_eq!(s.payment(&id).await["status"], "awaiting_authorization");
+    let kinds = s.kinds(&id).await;
+    assert!(!kinds.iter().any(|k| k == "expired"), "{kinds:?}");
+}
+
 /// Every shopper token in the app's database dead, as a 401 on a status read leaves it.
 async fn kill_tokens(s: &Seb) {
     let killed = sqlx::query(

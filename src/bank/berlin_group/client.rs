@@ -854,15 +854,25 @@ impl BerlinGroupClient {
         approach: Option<&str>,
         psu_message: Option<String>,
     ) -> Result<Option<ScaStep>, BankError> {
+        // A link no browser may be sent to (not http(s), say an app's own scheme) is not
+        // used, and never fails the initiation: the bank made the payment, and its id must
+        // be kept and followed (an error here would lose it). Without a usable step the
+        // payment is followed as one the shopper needs no page for.
         if let Some(href) = links.get("scaRedirect") {
-            return Ok(Some(ScaStep::Redirect {
-                url: self.browser_url(href)?,
-            }));
+            match self.browser_url(href) {
+                Ok(url) => return Ok(Some(ScaStep::Redirect { url })),
+                Err(e) => {
+                    tracing::error!(error = %e, "the bank's scaRedirect link cannot be opened in a browser: not used")
+                }
+            }
         }
         if let Some(href) = links.get("scaOAuth") {
-            return Ok(Some(ScaStep::OAuth {
-                metadata_url: self.browser_url(href)?,
-            }));
+            match self.browser_url(href) {
+                Ok(metadata_url) => return Ok(Some(ScaStep::OAuth { metadata_url })),
+                Err(e) => {
+                    tracing::error!(error = %e, "the bank's scaOAuth link cannot be used: not used")
+                }
+            }
         }
         if links.0.keys().any(|k| k.starts_with("startAuthorisation")) {
             return Ok(Some(ScaStep::StartAuthorisation));
@@ -887,6 +897,7 @@ impl Bank for BerlinGroupClient {
             cancel_needs_shopper_token: false,
             deleted_status: "CANC",
             return_in_fragment: false,
+            acts_without_hop: true,
         }
     }
 

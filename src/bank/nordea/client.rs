@@ -596,6 +596,7 @@ impl Bank for NordeaClient {
             cancel_needs_shopper_token: true,
             deleted_status: "Cancelled",
             return_in_fragment: false,
+            acts_without_hop: false,
         }
     }
 

@@ -742,6 +742,7 @@ impl Bank for OpClient {
             cancel_needs_shopper_token: false,
             deleted_status: "Revoked",
             return_in_fragment: true,
+            acts_without_hop: false,
         }
     }
 

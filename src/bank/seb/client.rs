@@ -618,6 +618,7 @@ impl Bank for SebClient {
             cancel_needs_shopper_token: true,
             deleted_status: "CANC",
             return_in_fragment: false,
+            acts_without_hop: false,
         }
     }
 
@@ -829,9 +830,24 @@ impl Bank for SebClient {
             .status
             .map(|h| h.href)
             .unwrap_or_else(|| format!("{}/status", self_href.trim_end_matches('/')));
-        // Both must be links our token may follow.
-        self.resolve(&self_href)?;
-        self.resolve(&status_href)?;
+        // Both must be links our token may follow. SEB made the payment, so a link that
+        // is not one (another host, another path) never fails the initiation (that would
+        // lose the payment's id): SEB's paths are fixed, and the payment's own path under
+        // the configured base is used instead.
+        let standard = format!("/payments/{product}/{bank_payment_id}");
+        let (self_href, status_href) = if self.resolve(&self_href).is_ok()
+            && self.resolve(&status_href).is_ok()
+        {
+            (self_href, status_href)
+        } else {
+            tracing::error!(
+                bank = %self.bank_id,
+                bank_payment_id = %bank_payment_id,
+                "SEB's links for the payment it made are not under its configured PIS base: the payment's standard path is used instead"
+            );
+            let status = format!("{standard}/status");
+            (standard, status)
+        };
         links.insert("self".to_owned(), self_href);
         links.insert("status".to_owned(), status_href);
         Ok(Initiated {

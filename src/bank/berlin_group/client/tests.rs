@@ -514,6 +514,35 @@ async fn berlin_group_next_step_follows_the_links_of_the_201() {
     assert!(initiated.bank_may_act_without_hop());
     assert_eq!(initiated.authorization_url(), None);
     assert!(initiated.links.get("status").is_some());
+
+    // A step link no browser may be sent to (an app's own scheme) is not used, and never
+    // fails the initiation (before: an error, the id lost, and a retry made a second
+    // payment): the next usable step, or none.
+    for (links, expected) in [
+        (
+            json!({"scaRedirect": {"href": "bankapp://sca/p1"}, "self": {"href": "/x"}, "status": {"href": "/x/status"}}),
+            ScaStep::Exempted,
+        ),
+        (
+            json!({"scaRedirect": {"href": "javascript:alert(1)"}, "startAuthorisation": {"href": "/psd2/v1/payments/sepa-credit-transfers/p/authorisations"}, "self": {"href": "/x"}}),
+            ScaStep::StartAuthorisation,
+        ),
+    ] {
+        let server = MockServer::start().await;
+        Mock::given(method("POST"))
+            .respond_with(
+                ResponseTemplate::new(201).set_body_json(initiation_answer(links.clone())),
+            )
+            .mount(&server)
+            .await;
+        let initiated = client(&server)
+            .initiate(&sample_payment(), None)
+            .await
+            .unwrap_or_else(|e| panic!("{links}: the made payment was lost: {e}"));
+        assert_eq!(initiated.next, expected, "{links}");
+        assert_eq!(initiated.authorization_url(), None, "{links}");
+        assert!(!initiated.bank_payment_id.as_str().is_empty());
+    }
 }
 
 #[tokio::test]

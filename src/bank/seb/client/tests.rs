@@ -763,6 +763,42 @@ async fn seb_links_away_from_the_pis_base_are_refused_before_the_token_leaves() 
     );
 }
 
+/// SEB made the payment but its answer's links point away from the PIS base: before, the
+/// initiation failed `NotSent` ("nothing reached the bank"), the payment ended `failed` and
+/// its id was lost while SEB held it. Now the payment is kept, with its standard path under
+/// the configured base, which the token may follow.
+#[tokio::test]
+async fn seb_a_made_payment_whose_links_point_elsewhere_is_kept_with_its_standard_path() {
+    let server = MockServer::start().await;
+    Mock::given(method("POST"))
+        .and(path(format!("{PIS}/payments/{PRODUCT}")))
+        .respond_with(ResponseTemplate::new(201).set_body_string(format!(
+            r#"{{"paymentId":"{PAYMENT_ID}","transactionStatus":"RCVD",
+                "_links":{{"self":{{"href":"https://evil.example/payments/{PRODUCT}/{PAYMENT_ID}"}},
+                           "status":{{"href":"https://evil.example/payments/{PRODUCT}/{PAYMENT_ID}/status"}}}}}}"#
+        )))
+        .mount(&server)
+        .await;
+    let seb = client(&server);
+    let initiated = seb
+        .initiate_with_token(&sek_payment(), &token(), None)
+        .await
+        .expect("the payment SEB made is kept");
+    assert_eq!(initiated.bank_payment_id.as_str(), PAYMENT_ID);
+    let standard = format!("/payments/{PRODUCT}/{PAYMENT_ID}");
+    assert_eq!(initiated.links.get("self"), Some(standard.as_str()));
+    assert_eq!(
+        initiated.links.get("status"),
+        Some(format!("{standard}/status").as_str())
+    );
+    assert_eq!(
+        seb.resolve(initiated.links.get("status").unwrap())
+            .unwrap()
+            .path(),
+        format!("{}/status", payment_path())
+    );
+}
+
 #[test]
 fn seb_client_debug_shows_no_secret() {
     let mut c = SebConfig::new(
