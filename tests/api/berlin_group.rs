@@ -1118,6 +1118,56 @@ async fn berlin_group_a_cancel_during_the_initiation_at_a_bank_that_exempts_foll
     assert_eq!(bank.sandbox.payments().len(), 1);
 }
 
+/// The shopper chose a bank that exempts the payment (77.09) on pisgate's page, and the
+/// bank's answer to that initiation was lost: the page offered "try again", and a second
+/// submit made a second payment there (both executed). Now the page says to check with the
+/// bank before paying again, and a submit sends nothing.
+#[tokio::test]
+async fn berlin_group_the_shoppers_page_never_initiates_again_after_a_lost_answer_at_a_bank_that_exempts()
+ {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DropAfterProcessing).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let mut body = berlin_payment("77.09");
+    body.as_object_mut().unwrap().remove("bank");
+    let p = app.create_payment(&m.api_key, &body).await;
+    assert_eq!(p["initiation"], "awaiting_bank_choice", "{p}");
+    let url = p["authorization_url"].as_str().unwrap();
+    let (hop, token) = url.split_once("?t=").unwrap();
+    let post = |sub: &'static str, fields: Vec<(&'static str, &'static str)>| {
+        let mut form: Vec<(&str, &str)> = vec![("t", token)];
+        form.extend(fields);
+        let client = app.client.clone();
+        let to = format!("{hop}/{sub}");
+        async move { client.post(to).form(&form).send().await.unwrap() }
+    };
+    let first = post("bank", vec![("bank", "berlin")]).await;
+    assert_eq!(first.status(), 502);
+    let html = first.text().await.unwrap();
+    assert!(html.contains("Check with your bank"), "{html}");
+    assert!(!html.contains("/initiate"), "no retry offered: {html}");
+    assert_eq!(bank.sandbox.payments().len(), 1);
+
+    // The hop, and a submit of the old retry form, send nothing more.
+    let again = app.client.get(url).send().await.unwrap();
+    assert_eq!(again.status(), 200);
+    assert!(again.text().await.unwrap().contains("Check with your bank"));
+    let retry = post("initiate", vec![]).await;
+    assert_eq!(retry.status(), 200);
+    assert!(retry.text().await.unwrap().contains("Check with your bank"));
+    assert_eq!(
+        bank.sandbox.payments().len(),
+        1,
+        "no second payment at the bank"
+    );
+    let view = app.get_payment(&m.api_key, p["id"].as_str().unwrap()).await;
+    assert_eq!(view["initiation"], "outcome_unknown", "{view}");
+    assert_eq!(view["status"], "awaiting_authorization");
+}
+
 /// A merchant whose client gives up while the bank call is running (its own timeout, a
 /// dropped connection) cut the request, and with it the bank call and the recording of its
 /// answer: the bank made the payment, pisgate kept the attempt `pending` with no id, and

@@ -162,6 +162,12 @@ pub(super) async fn show(
         Step::Initiate => {
             let busy = p.initiation == "pending"
                 && p.initiation_lease_until.is_some_and(|t| t > Utc::now());
+            if !busy && unresolved(state, p) {
+                return render(state, p, token, StatusCode::OK, |c| {
+                    choice::unresolved_page(c, lang)
+                })
+                .await;
+            }
             render(state, p, token, StatusCode::OK, |c| {
                 choice::retry_page(c, busy, lang)
             })
@@ -298,6 +304,18 @@ pub(super) async fn give_account(
     proceed(state, &now, token, lang).await
 }
 
+/// The payment's bank may execute a payment without the shopper
+/// ([`crate::bank::BankTraits::acts_without_hop`]).
+fn acts_without_hop(state: &AppState, p: &PaymentRecord) -> bool {
+    state.banks.client(&p.bank).traits().acts_without_hop
+}
+
+/// An attempt's answer was lost at a bank that may execute it without the shopper: no
+/// further attempt starts ([`payments::begin_shopper_attempt`]), so no retry is offered.
+fn unresolved(state: &AppState, p: &PaymentRecord) -> bool {
+    p.answer_unrecorded() && acts_without_hop(state, p)
+}
+
 /// Initiates once everything is known (`POST …/initiate` is the retry), then sends the
 /// shopper to the hop; an unanswered bank call shows the page to try again.
 pub(super) async fn proceed(
@@ -320,6 +338,14 @@ pub(super) async fn proceed(
         return Ok(see_other(hop(state, p)));
     }
     match initiation::initiate_for_shopper(state, p).await? {
+        ShopperInitiation::Ran(Recorded::Unanswered { not_created })
+            if !not_created && acts_without_hop(state, p) =>
+        {
+            render(state, p, token, StatusCode::BAD_GATEWAY, |c| {
+                choice::unresolved_page(c, lang)
+            })
+            .await
+        }
         ShopperInitiation::Ran(Recorded::Unanswered { .. }) => {
             render(state, p, token, StatusCode::SERVICE_UNAVAILABLE, |c| {
                 choice::retry_page(c, false, lang)
@@ -333,6 +359,12 @@ pub(super) async fn proceed(
             };
             if now.is_initiated() || closed_reason(&now).is_some() {
                 return Ok(see_other(hop(state, &now)));
+            }
+            if now.initiation != "pending" && unresolved(state, &now) {
+                return render(state, &now, token, StatusCode::OK, |c| {
+                    choice::unresolved_page(c, lang)
+                })
+                .await;
             }
             // Another submit's bank call is running.
             render(state, &now, token, StatusCode::CONFLICT, |c| {

@@ -159,6 +159,27 @@ pub fn iban_page(
     )
 }
 
+/// After a bank call with no usable answer at a bank that may execute a payment without the
+/// shopper (an SCA exemption): the payment may have been made there, so no second bank call
+/// is offered; the shopper checks with their bank, or goes back to the shop.
+pub fn unresolved_page(c: &Page<'_>, lang: Language) -> Markup {
+    let t = text(lang);
+    let ct = choice_text(lang);
+    let (title, message) = ct.unresolved;
+    layout(
+        t,
+        lang,
+        c.provider,
+        title,
+        html! {
+            h1 { (title) }
+            (summary(c, lang))
+            p { (message) }
+            (cancel_form(c, lang))
+        },
+    )
+}
+
 /// After a bank call with no usable answer (`busy`: another submit's call still runs): the
 /// same submit again, never a second bank payment while one may be signable.
 pub fn retry_page(c: &Page<'_>, busy: bool, lang: Language) -> Markup {

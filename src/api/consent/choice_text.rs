@@ -30,6 +30,9 @@ pub struct ChoiceText {
     pub retry: (&'static str, &'static str),
     /// Another submit's bank call is still running.
     pub busy: (&'static str, &'static str),
+    /// A bank call with no usable answer at a bank that may execute a payment without the
+    /// shopper: it may have been made, so nothing is sent again.
+    pub unresolved: (&'static str, &'static str),
     pub try_again: &'static str,
     /// The error summary's heading.
     pub error_heading: &'static str,
@@ -59,6 +62,10 @@ const EN: ChoiceText = ChoiceText {
         "Just a moment",
         "We are contacting your bank. Please try again in a moment.",
     ),
+    unresolved: (
+        "Check with your bank",
+        "We did not get an answer from your bank, and your bank may have made the payment without asking you to approve it. Please check your bank account before you pay again, or ask the shop.",
+    ),
     try_again: "Try again",
     error_heading: "There is a problem",
 };
@@ -86,6 +93,10 @@ const FI: ChoiceText = ChoiceText {
     busy: (
         "Hetkinen",
         "Otamme yhteyttä pankkiisi. Yritä hetken kuluttua uudelleen.",
+    ),
+    unresolved: (
+        "Tarkista pankistasi",
+        "Emme saaneet vastausta pankiltasi, ja pankkisi on voinut tehdä maksun pyytämättä sinulta hyväksyntää. Tarkista tilisi ennen kuin maksat uudelleen, tai kysy kaupalta.",
     ),
     try_again: "Yritä uudelleen",
     error_heading: "Tarkista tiedot",
@@ -115,6 +126,10 @@ const SV: ChoiceText = ChoiceText {
         "Ett ögonblick",
         "Vi kontaktar din bank. Försök igen om en liten stund.",
     ),
+    unresolved: (
+        "Kontrollera med din bank",
+        "Vi fick inget svar från din bank, och banken kan ha genomfört betalningen utan att be dig godkänna den. Kontrollera ditt konto innan du betalar igen, eller fråga butiken.",
+    ),
     try_again: "Försök igen",
     error_heading: "Något behöver rättas",
 };
@@ -143,6 +158,10 @@ const DA: ChoiceText = ChoiceText {
         "Et øjeblik",
         "Vi kontakter din bank. Prøv igen om et øjeblik.",
     ),
+    unresolved: (
+        "Tjek med din bank",
+        "Vi fik ikke svar fra din bank, og banken kan have gennemført betalingen uden at bede dig om at godkende den. Tjek din konto, før du betaler igen, eller spørg butikken.",
+    ),
     try_again: "Prøv igen",
     error_heading: "Der er et problem",
 };
@@ -170,6 +189,10 @@ const NB: ChoiceText = ChoiceText {
     busy: (
         "Et øyeblikk",
         "Vi kontakter banken din. Prøv igjen om et øyeblikk.",
+    ),
+    unresolved: (
+        "Sjekk med banken din",
+        "Vi fikk ikke svar fra banken din, og banken kan ha gjennomført betalingen uten å be deg godkjenne den. Sjekk kontoen din før du betaler igjen, eller spør butikken.",
     ),
     try_again: "Prøv igjen",
     error_heading: "Noe må rettes",
