@@ -451,20 +451,30 @@ async fn returned_without_code(
         return redirect_now(state, p).await;
     }
     let bound = state.settings.callback.redirect_timeout;
-    let claim_lease = bound + Duration::from_secs(30);
+    // With a code, the claim covers its exchange and the exchange's retries.
+    let claim_lease = match code {
+        Some(_) => state.settings.callback.exchange_deadline,
+        None => bound,
+    } + Duration::from_secs(30);
     if !payments::claim_callback(&state.pool, p.id, claim_lease).await? {
         return redirect_now(state, p).await;
     }
-    if let Some(code) = code {
-        finish_oauth(state, p, bank_ref.as_ref(), code).await?;
-    }
-    let mut tx = state.pool.begin().await?;
-    payments::note(&mut tx, p.id, "callback", json!({ "outcome": "returned" })).await?;
-    payments::consume_state(&mut tx, p.id).await?;
-    tx.commit().await?;
+    // The OAuth code's exchange (retried while the code provably was not sent), the return's
+    // record and the status read run on after the shopper is redirected: a bank slow to
+    // answer never costs the code that finalises the shopper's approval.
     let task = tokio::spawn({
         let (state, p) = (state.clone(), p.clone());
-        async move { refresh_status(&state, &p, &psu).await }.in_current_span()
+        async move {
+            if let Some(code) = code {
+                finish_oauth(&state, &p, bank_ref.as_ref(), code).await?;
+            }
+            let mut tx = state.pool.begin().await?;
+            payments::note(&mut tx, p.id, "callback", json!({ "outcome": "returned" })).await?;
+            payments::consume_state(&mut tx, p.id).await?;
+            tx.commit().await?;
+            refresh_status(&state, &p, &psu).await
+        }
+        .in_current_span()
     });
     match tokio::time::timeout(bound.saturating_sub(started.elapsed()), task).await {
         Ok(Ok(Err(e))) => {
@@ -503,25 +513,78 @@ async fn finish_oauth(
         .map_err(|e| anyhow::anyhow!("cannot open the PKCE verifier: {e}"))?;
     let code = SecretString::from(code);
     let redirect_uri = crate::api::payments::return_url(state);
-    let answer = tokio::time::timeout(
-        state.settings.callback.redirect_timeout,
-        state
-            .banks
-            .client(&p.bank)
-            .finish_oauth(bank_ref, &code, &redirect_uri, &verifier),
-    )
-    .await
-    .unwrap_or_else(|_| {
-        Err(BankError::Unexpected {
-            status: None,
-            detail: "no answer to the OAuth code exchange in time".into(),
-        })
-    });
+    // Until the exchange deadline: tried again while the code provably did not reach the
+    // bank (its metadata unreadable, a 503 of its own, a 429, a refused connection).
+    let deadline = Instant::now() + state.settings.callback.exchange_deadline;
+    let mut wait = Duration::from_millis(250);
+    let mut tries = 0;
+    let answer = loop {
+        tries += 1;
+        let left = deadline.saturating_duration_since(Instant::now());
+        let answer = tokio::time::timeout(
+            left,
+            state
+                .banks
+                .client(&p.bank)
+                .finish_oauth(bank_ref, &code, &redirect_uri, &verifier),
+        )
+        .await
+        .unwrap_or_else(|_| {
+            Err(BankError::Unexpected {
+                status: None,
+                detail: "no answer to the OAuth code exchange in time".into(),
+            })
+        });
+        let again = match &answer {
+            Err(
+                e @ (BankError::RateLimited { .. }
+                | BankError::Unavailable {
+                    retry_safe: true, ..
+                }),
+            ) => {
+                let pause = match e {
+                    BankError::RateLimited {
+                        retry_after: Some(after),
+                        ..
+                    } => *after,
+                    _ => wait,
+                };
+                (Instant::now() + pause < deadline).then_some(pause)
+            }
+            _ => None,
+        };
+        match again {
+            Some(pause) => {
+                tracing::info!(
+                    tries,
+                    "the OAuth code was not sent (the bank was not ready); trying again"
+                );
+                tokio::time::sleep(pause).await;
+                wait = (wait * 2).min(Duration::from_secs(2));
+            }
+            None => break answer,
+        }
+    };
     let (kind, detail) = match &answer {
-        Ok(()) => ("oauth_code_exchanged", json!({})),
+        Ok(()) => ("oauth_code_exchanged", json!({ "tries": tries })),
+        Err(
+            e @ (BankError::Validation { .. }
+            | BankError::TokenRejected
+            | BankError::BadCredentials { .. }
+            | BankError::NotFound),
+        ) => {
+            tracing::warn!(error = %e, kind = e.kind(), "the bank refused the OAuth code; the bank's status decides");
+            (
+                "oauth_code_refused",
+                json!({ "error": e.kind(), "tries": tries }),
+            )
+        }
         Err(e) => {
-            tracing::warn!(error = %e, kind = e.kind(), "the OAuth code exchange failed; the bank's status decides");
-            ("oauth_code_refused", json!({ "error": e.kind() }))
+            tracing::warn!(error = %e, kind = e.kind(), tries, "the OAuth code exchange had no usable answer; the bank's status decides");
+            (
+                "oauth_code_unanswered",
+                json!({ "error": e.kind(), "tries": tries }),
+            )
         }
     };
     note(state, p.id, kind, detail).await
@@ -565,6 +628,7 @@ async fn finish(
                 cipher: &state.cipher,
                 banks: &state.banks,
                 settings: &state.settings,
+                finishing: &state.finishing,
             },
             p.id,
             "callback",

@@ -20,6 +20,20 @@ pub fn current_request_id() -> Option<String> {
     REQUEST_ID.try_with(|id| id.clone()).ok()
 }
 
+/// `work` carrying the current request's id and tracing span, for a task of its own (a
+/// bank call that must outlive its request: its problem bodies and logs still name it).
+pub fn carried<F: std::future::Future>(work: F) -> impl std::future::Future<Output = F::Output> {
+    use tracing::Instrument;
+    let id = current_request_id();
+    let work = work.instrument(tracing::Span::current());
+    async move {
+        match id {
+            Some(id) => REQUEST_ID.scope(id, work).await,
+            None => work.await,
+        }
+    }
+}
+
 /// One violated field of a request.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct FieldError {

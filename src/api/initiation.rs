@@ -173,7 +173,12 @@ pub async fn record_outcome(
     loop {
         tries += 1;
         match try_record_outcome(state, attempt, outcome).await {
-            Ok(answer) => return Ok(answer),
+            Ok(answer) => {
+                if answer.recorded == Recorded::Initiated {
+                    follow_a_cancel(state, attempt.payment_id, attempt.bank).await;
+                }
+                return Ok(answer);
+            }
             Err(e) if tries < 3 => {
                 tracing::warn!(
                     error = format!("{e:#}"),
@@ -183,6 +188,38 @@ pub async fn record_outcome(
                 tokio::time::sleep(Duration::from_millis(200 * tries)).await;
             }
             Err(e) => return Err(e),
+        }
+    }
+}
+
+/// A cancel that came while the bank's answer was not in yet, at a bank that may execute a
+/// payment without the shopper, was left to the bank (`start_cancel`'s `BankDecides`): now
+/// that the answer (and with it the payment's link) is recorded, the bank is asked to delete
+/// it, as a cancel a moment later would have done. The bank deletes a payment nobody signed
+/// and refuses one it executes (an SCA exemption): its word decides. Failures are logged;
+/// the bank's status and the horizon decide then.
+async fn follow_a_cancel(state: &AppState, id: Uuid, bank: &str) {
+    if !state.banks.client(bank).traits().acts_without_hop {
+        return;
+    }
+    let found = async {
+        let mut conn = state.pool.read_conn().await?;
+        let Some(by) = payments::cancel_requested_by(&mut conn, id).await? else {
+            return anyhow::Ok(None);
+        };
+        Ok(payments::get(&mut conn, id).await?.map(|p| (p, by)))
+    }
+    .await;
+    match found {
+        Ok(Some((p, by))) if p.is_initiated() && !p.status().is_final() => {
+            tracing::info!(payment_id = %id, "a cancel came during the initiation: asking the bank to delete the payment now");
+            if let Err(e) = crate::api::payments::cancel_at_bank_by(state, &p, by).await {
+                tracing::warn!(payment_id = %id, error = ?e, "the cancel after the initiation's answer failed; the bank's status decides");
+            }
+        }
+        Ok(_) => {}
+        Err(e) => {
+            tracing::warn!(payment_id = %id, error = format!("{e:#}"), "cannot read the payment's cancel after its initiation")
         }
     }
 }
@@ -516,7 +553,15 @@ pub async fn initiate_for_shopper(
     state: &AppState,
     p: &PaymentRecord,
 ) -> anyhow::Result<ShopperInitiation> {
-    Ok(initiate_for_shopper_with(state, p, None).await?.0)
+    // To its end as a task of its own: a shopper who closes the tab (or loses signal) while
+    // the bank call runs never leaves an answer the bank gave unrecorded.
+    let (st, rec) = (state.clone(), p.clone());
+    let work = async move { initiate_for_shopper_with(&st, &rec, None).await };
+    Ok(state
+        .finishing
+        .run(crate::api::error::carried(work))
+        .await??
+        .0)
 }
 
 /// The shopper's own token (and connection) for a bank whose every call needs it.

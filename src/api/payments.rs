@@ -418,15 +418,14 @@ pub(crate) async fn create_payment(
     if attempt <= 1 {
         metrics::counter!("pisgate_payments_created_total").increment(1);
     }
-    tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
-    tracing::Span::current().record("bank", bank_id);
-
     // A resumed payment goes to the bank its row names, never to today's choice for the
     // request (the banks configured for its country may have changed since).
     let (bank_id, deferred) = match &resumed_at {
         Some(bank) => (bank.as_str(), None),
         None => (bank_id, deferred),
     };
+    tracing::Span::current().record("payment_id", tracing::field::display(payment_id));
+    tracing::Span::current().record("bank", bank_id);
     if deferred.is_some() {
         return answer_deferred(&state, merchant.id, &key, created, payment_id).await;
     }
@@ -459,18 +458,7 @@ pub(crate) async fn create_payment(
             key,
         },
     );
-    use tracing::Instrument;
-    // The task keeps the request's span and id (problem bodies carry it).
-    let work = work.instrument(tracing::Span::current());
-    let answer = match crate::api::error::current_request_id() {
-        Some(id) => {
-            state
-                .finishing
-                .run(crate::api::error::REQUEST_ID.scope(id, work))
-                .await
-        }
-        None => state.finishing.run(work).await,
-    };
+    let answer = state.finishing.run(crate::api::error::carried(work)).await;
     match answer {
         Ok(answer) => answer,
         Err(e) => Err(ApiError::Unavailable(format!(
@@ -522,7 +510,11 @@ async fn call_and_record(state: AppState, c: CallAndRecord) -> Result<Response, 
                 error = format!("{e:#}"),
                 "cannot record the bank's answer to the initiation"
             );
-            return Err(initiation::outcome_unknown());
+            return Err(if state.banks.client(&c.bank).traits().acts_without_hop {
+                initiation::outcome_unknown_at(&c.bank)
+            } else {
+                initiation::outcome_unknown()
+            });
         }
     };
     let mut response = (status, Json(body)).into_response();
@@ -1083,10 +1075,10 @@ pub(crate) async fn cancel_payment(
     FullKey(merchant, _): FullKey,
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Response, ApiError> {
-    let bank = own_payment(&state, merchant.id, id).await?.bank;
-    let acts_without_hop = state.banks.client(&bank).traits().acts_without_hop;
+    own_payment(&state, merchant.id, id).await?;
+    let acts_without_hop = |bank: &str| state.banks.client(bank).traits().acts_without_hop;
     let mut tx = state.pool.begin().await?;
-    let start = payments::start_cancel(&mut tx, id, CancelBy::Merchant, acts_without_hop)
+    let start = payments::start_cancel(&mut tx, id, CancelBy::Merchant, &acts_without_hop)
         .await
         .map_err(|e| anyhow::anyhow!(e))?
         .ok_or(ApiError::NotFound("payment"))?;
@@ -1131,6 +1123,7 @@ pub(crate) async fn cancel_payment(
                 cipher: &state.cipher,
                 banks: &state.banks,
                 settings: &state.settings,
+                finishing: &state.finishing,
             };
             match crate::api::submission::withhold(deps, id).await? {
                 "withheld" | "final" => {

@@ -59,6 +59,8 @@ pub struct Deps<'a> {
     pub cipher: &'a TokenCipher,
     pub banks: &'a Banks,
     pub settings: &'a Settings,
+    /// A token refresh runs to its end through it (a refresh token is single use).
+    pub finishing: &'a crate::finishing::Finishing,
 }
 
 /// What one run of the submit step did.
@@ -253,7 +255,7 @@ async fn submit_claimed(
             ..Submission::just("no_token")
         });
     };
-    let Some((access_seq, access)) = live_token(d, client, bank, psu_key).await? else {
+    let Some((access_seq, access)) = live_token(d, bank, psu_key).await? else {
         return Ok(Submission {
             report: Some(read),
             ..Submission::just("no_token")
@@ -360,7 +362,6 @@ fn new_key() -> String {
 /// refresher does) when it has expired. `None` when there is none to use.
 async fn live_token(
     d: Deps<'_>,
-    client: &dyn Bank,
     bank: &str,
     psu_key: &str,
 ) -> anyhow::Result<Option<(i64, SecretString)>> {
@@ -388,14 +389,24 @@ async fn live_token(
             return Ok(None);
         };
         let seq = tokens::next_issue_seq(&mut *d.pool.read_conn().await?).await?;
-        match client.refresh(refresh).await {
-            Ok(set) => {
-                let mut tx = d.pool.begin().await?;
+        // To its end even if the poller is stopped meanwhile (as the refresher's): once the
+        // bank is asked, the refresh token is used up, and only the stored answer keeps the
+        // payment's token.
+        let refreshed = {
+            let (pool, cipher, client) = (d.pool.clone(), d.cipher.clone(), d.banks.client(bank));
+            let (bank, psu_key, refresh) =
+                (bank.to_owned(), psu_key.to_owned(), refresh.clone());
+            async move {
+                let set = match client.refresh(&refresh).await {
+                    Ok(set) => set,
+                    Err(e) => return Ok(Err(e)),
+                };
+                let mut tx = pool.begin().await?;
                 tokens::store(
                     &mut tx,
-                    d.cipher,
-                    bank,
-                    psu_key,
+                    &cipher,
+                    &bank,
+                    &psu_key,
                     seq,
                     set.issued_at,
                     &set.access_token,
@@ -404,8 +415,11 @@ async fn live_token(
                 )
                 .await?;
                 tx.commit().await?;
-                Ok(Some((seq, set.access_token)))
+                anyhow::Ok(Ok(set))
             }
+        };
+        match d.finishing.run(refreshed).await.and_then(|done| done)? {
+            Ok(set) => Ok(Some((seq, set.access_token))),
             Err(BankError::TokenRejected) => {
                 tokens::mark_dead(d.pool, bank, psu_key, current.issue_seq, "refresh refused").await?;
                 Ok(None)

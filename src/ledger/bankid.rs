@@ -494,7 +494,7 @@ pub async fn start_shopper_cancel(
     }
     if !p.is_initiated() {
         // The BankID banks (SEB) act only on a signing order pisgate starts.
-        return payments::start_cancel(conn, id, CancelBy::Shopper, false).await;
+        return payments::start_cancel(conn, id, CancelBy::Shopper, &|_| false).await;
     }
     let signing_complete = get(conn, id, BankIdPurpose::Sign)
         .await?

@@ -1359,7 +1359,7 @@ pub async fn start_cancel(
     conn: &mut PgConnection,
     id: Uuid,
     by: CancelBy,
-    acts_without_hop: bool,
+    acts_without_hop: &(dyn Fn(&str) -> bool + Sync),
 ) -> Result<Option<CancelStart>, TransitionError> {
     let Some(p) = get_for_update(conn, id).await? else {
         return Ok(None);
@@ -1379,7 +1379,9 @@ pub async fn start_cancel(
     // attempt whose answer is lost or not in yet may be live: the cancel is recorded (the
     // hop stays closed, an answer that comes in is recorded and followed) and the bank's
     // status decides; nothing is ended here as "nobody could sign it".
-    if p.hop_opened_at.is_some() || (acts_without_hop && p.answer_unrecorded()) {
+    // (Judged by the locked row's bank: a deferred payment's bank may have been chosen
+    // since the caller looked.)
+    if p.hop_opened_at.is_some() || (p.answer_unrecorded() && acts_without_hop(&p.bank)) {
         return Ok(Some(CancelStart::BankDecides(p)));
     }
     transition(

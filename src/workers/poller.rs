@@ -685,6 +685,7 @@ async fn submit_step(ctx: &WorkerContext, p: &Claimed) -> Decision {
         cipher: &ctx.cipher,
         banks: &ctx.banks,
         settings: &ctx.settings,
+        finishing: &ctx.finishing,
     };
     let done = match submission::submit(deps, p.id, "poller", None).await {
         Ok(done) => done,

@@ -778,6 +778,42 @@ async fn berlin_group_oauth_sca_exchanges_the_code_with_its_own_pkce_verifier_an
     assert_spec_clean(&bank, &[]);
 }
 
+/// The shopper approved at the bank's authorisation server and came back with the code, and
+/// the authorisation server was not ready (its metadata answered 503, twice). Before, the
+/// return took that for a refusal: the state was used up and the code never sent, so the
+/// approval never reached the bank. Now the exchange is tried again while the code provably
+/// was not sent, the shopper is not held, and the payment ends paid.
+#[tokio::test]
+async fn berlin_group_an_oauth_code_the_bank_was_not_ready_for_is_exchanged_when_it_is() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.08"))
+        .await;
+    let id = p["id"].as_str().unwrap();
+    let page = to_bank_page(&app, &p).await;
+    let back = decide_oauth(&app, &page, true).await;
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Token, Fault::Http503).times(2),
+    ]);
+    let r = app.client.get(&back).send().await.unwrap();
+    assert_eq!(r.status(), 303);
+    let paid = wait_for_status(&app, &m, id, "paid").await;
+    assert_eq!(paid["bank_status"], "ACSC");
+    let exchanged: Vec<Value> = sqlx::query_scalar(
+        "SELECT detail FROM payment_events WHERE payment_id = $1::uuid AND kind = 'oauth_code_exchanged'",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(exchanged.len(), 1);
+    assert_eq!(exchanged[0]["tries"], 3, "{exchanged:?}");
+    let faulted = bank.sandbox.faults().counters()[&pisgate::sandbox::Operation::Token].faulted;
+    assert_eq!(faulted, 2);
+}
+
 /// The shopper passes the hop of a decoupled payment: the consent page's button leads to the
 /// PSU-ID form, whose post starts the authorisation; returns the authorisation's id.
 async fn decoupled_start(app: &TestApp, payment: &Value, psu_id: &str) -> String {
@@ -1166,6 +1202,109 @@ async fn berlin_group_the_shoppers_page_never_initiates_again_after_a_lost_answe
     let view = app.get_payment(&m.api_key, p["id"].as_str().unwrap()).await;
     assert_eq!(view["initiation"], "outcome_unknown", "{view}");
     assert_eq!(view["status"], "awaiting_authorization");
+}
+
+/// A merchant's cancel while the initiation of a payment the bank will want the shopper to
+/// sign (a redirect) is still at the bank: left to the bank (202); once the answer is in,
+/// the bank is asked to delete it at once (before, nothing was sent until the horizon, and a
+/// decoupled approval pushed to the shopper's app could still be signed), and it ends
+/// `cancelled` on the bank's word.
+#[tokio::test]
+async fn berlin_group_a_cancel_during_a_redirect_initiation_deletes_it_once_the_answer_is_in() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 1500 }).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let creating = {
+        let client = app.client.clone();
+        let url = app.url("/v1/payments");
+        let key = m.api_key.clone();
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .header("idempotency-key", "k-redirect-inflight")
+                .json(&berlin_payment("10.50"))
+                .send()
+                .await
+                .unwrap()
+        })
+    };
+    let id = loop {
+        let id: Option<String> = sqlx::query_scalar("SELECT id::text FROM payments")
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
+        if let Some(id) = id {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let (code, body) = cancel(&app, &m, &id).await;
+    assert_eq!(code, 202, "{body}");
+    assert_eq!(creating.await.unwrap().status(), 201);
+    let cancelled = wait_for_status(&app, &m, &id, "cancelled").await;
+    assert_eq!(cancelled["bank_status"], "CANC", "{cancelled}");
+    let deletes = bank
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|e| e.method == "DELETE")
+        .count();
+    assert_eq!(deletes, 1, "the bank was asked");
+}
+
+/// The shopper's own submit on pisgate's page (a deferred payment) whose tab closed while the
+/// bank call ran: the call and its recording ran on, so the bank's answer is recorded (and
+/// not left `pending`, which at a bank that may act without the shopper is beyond reach).
+#[tokio::test]
+async fn berlin_group_a_shoppers_submit_cut_off_midway_is_recorded() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 1500 }).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let mut body = berlin_payment("10.50");
+    body.as_object_mut().unwrap().remove("bank");
+    let p = app.create_payment(&m.api_key, &body).await;
+    let url = p["authorization_url"].as_str().unwrap();
+    let (hop, token) = url.split_once("?t=").unwrap();
+    let impatient = reqwest::Client::builder()
+        .timeout(Duration::from_millis(400))
+        .redirect(reqwest::redirect::Policy::none())
+        .build()
+        .unwrap();
+    let gave_up = impatient
+        .post(format!("{hop}/bank"))
+        .form(&[("t", token), ("bank", "berlin")])
+        .send()
+        .await;
+    assert!(
+        gave_up.is_err(),
+        "the shopper's browser gave up: {gave_up:?}"
+    );
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let (initiation, bank_id): (String, Option<String>) =
+            sqlx::query_as("SELECT initiation, bank_payment_id FROM payments WHERE id = $1::uuid")
+                .bind(p["id"].as_str().unwrap())
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        if initiation == "initiated" {
+            assert!(bank_id.is_some());
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the bank's answer was never recorded ({initiation})"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(bank.sandbox.payments().len(), 1);
 }
 
 /// A merchant whose client gives up while the bank call is running (its own timeout, a

@@ -360,7 +360,9 @@ pub(super) async fn proceed(
             if now.is_initiated() || closed_reason(&now).is_some() {
                 return Ok(see_other(hop(state, &now)));
             }
-            if now.initiation != "pending" && unresolved(state, &now) {
+            let busy = now.initiation == "pending"
+                && now.initiation_lease_until.is_some_and(|t| t > Utc::now());
+            if !busy && unresolved(state, &now) {
                 return render(state, &now, token, StatusCode::OK, |c| {
                     choice::unresolved_page(c, lang)
                 })

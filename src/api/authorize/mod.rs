@@ -372,8 +372,8 @@ async fn shopper_cancel(
     lang: Language,
 ) -> anyhow::Result<Response> {
     let mut tx = state.pool.begin().await?;
-    let acts_without_hop = state.banks.client(&p.bank).traits().acts_without_hop;
-    let start = payments::start_cancel(&mut tx, p.id, CancelBy::Shopper, acts_without_hop).await?;
+    let acts_without_hop = |bank: &str| state.banks.client(bank).traits().acts_without_hop;
+    let start = payments::start_cancel(&mut tx, p.id, CancelBy::Shopper, &acts_without_hop).await?;
     tx.commit().await?;
     match start {
         Some(CancelStart::Cancelled) => tracing::info!("shopper cancelled on the consent page"),

@@ -1180,7 +1180,17 @@ impl Bank for BerlinGroupClient {
             .links
             .get("scaOAuth")
             .ok_or_else(|| not_sent("the payment has no scaOAuth link from the bank"))?;
-        let metadata = self.oauth_metadata(metadata_url).await?;
+        // No answer about the metadata means the code was not sent: safe to try again.
+        let metadata = self
+            .oauth_metadata(metadata_url)
+            .await
+            .map_err(|e| match e {
+                BankError::NotSent { .. } | BankError::RateLimited { .. } => e,
+                e => BankError::Unavailable {
+                    detail: format!("the authorisation server's metadata could not be read ({e}); the code was not sent"),
+                    retry_safe: true,
+                },
+            })?;
         self.oauth_exchange_code(
             &metadata,
             &self.oauth_client_id,

@@ -195,7 +195,35 @@ async fn sca_decide(
     }
 }
 
-async fn metadata(State(sb): State<Arc<BgSandbox>>) -> Json<serde_json::Value> {
+/// A fault rule on `token` answers the authorisation server's metadata or token call
+/// (500, 503 with an OAuth error body, 429) instead of it, after its latency.
+async fn oauth_fault(sb: &BgSandbox) -> Option<Response> {
+    let plan = sb.faults().plan(crate::sandbox::Operation::Token);
+    if plan.latency_ms > 0 {
+        tokio::time::sleep(std::time::Duration::from_millis(plan.latency_ms)).await;
+    }
+    let status = match plan.fault? {
+        crate::sandbox::Fault::Http500 => StatusCode::INTERNAL_SERVER_ERROR,
+        crate::sandbox::Fault::Http503 => StatusCode::SERVICE_UNAVAILABLE,
+        crate::sandbox::Fault::Http429 { .. } => StatusCode::TOO_MANY_REQUESTS,
+        _ => return None,
+    };
+    Some(
+        (
+            status,
+            Json(json!({
+                "error": "temporarily_unavailable",
+                "error_description": "the authorisation server is unavailable (injected fault)"
+            })),
+        )
+            .into_response(),
+    )
+}
+
+async fn metadata(State(sb): State<Arc<BgSandbox>>) -> Response {
+    if let Some(fault) = oauth_fault(&sb).await {
+        return fault;
+    }
     Json(json!({
         "issuer": sb.config.public_url,
         "authorization_endpoint": sb.link("/oauth/authorize"),
@@ -206,6 +234,7 @@ async fn metadata(State(sb): State<Arc<BgSandbox>>) -> Json<serde_json::Value> {
         "token_endpoint_auth_methods_supported": ["none"],
         "scopes_supported": ["PIS:<paymentId>"]
     }))
+    .into_response()
 }
 
 /// The payment's open OAuth authorisation named by `scope=PIS:<paymentId>`.
@@ -390,6 +419,9 @@ async fn token(
     State(sb): State<Arc<BgSandbox>>,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
+    if let Some(fault) = oauth_fault(&sb).await {
+        return fault;
+    }
     let get = |k: &str| form.get(k).map(String::as_str).unwrap_or("");
     if get("grant_type") != "authorization_code" {
         return oauth_error(
