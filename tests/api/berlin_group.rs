@@ -1106,29 +1106,31 @@ async fn app_horizon(app: &TestApp, id: &str) -> chrono::DateTime<chrono::Utc> {
         .unwrap()
 }
 
-/// A merchant's cancel while the initiation is still at a bank that exempts it: before, it
-/// ended the payment `cancelled` at once ("nobody could sign it"), the bank's answer then
-/// arriving was kept only as an orphan, and the bank paid a payment pisgate called
-/// cancelled. Now the cancel is left to the bank (202), the answer is recorded and followed,
-/// and the payment ends as the bank says: paid.
-#[tokio::test]
-async fn berlin_group_a_cancel_during_the_initiation_at_a_bank_that_exempts_follows_the_bank() {
+/// A payment of `amount` whose initiation the bank answers late (`delay_ms`), cancelled by
+/// the merchant while it is at the bank: the cancel is left to the bank (202, the payment
+/// still open), and the creation then answers 201. The app, the bank, the merchant and the
+/// payment's id.
+async fn cancelled_while_initiating(
+    amount: &str,
+    delay_ms: u64,
+) -> (TestApp, BgBank, TestMerchant, String) {
     use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
     let (app, bank) = spawn_with_berlin(&[]).await;
     bank.sandbox.faults().set(vec![
-        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 2500 }).times(1),
+        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: delay_ms }).times(1),
     ]);
     let m = app.create_merchant("Shop").await;
     let creating = {
         let client = app.client.clone();
         let url = app.url("/v1/payments");
         let key = m.api_key.clone();
+        let body = berlin_payment(amount);
         tokio::spawn(async move {
             client
                 .post(url)
                 .bearer_auth(key)
-                .header("idempotency-key", "k-exempt-inflight")
-                .json(&berlin_payment("77.09"))
+                .header("idempotency-key", "k-cancelled-in-flight")
+                .json(&body)
                 .send()
                 .await
                 .unwrap()
@@ -1147,8 +1149,18 @@ async fn berlin_group_a_cancel_during_the_initiation_at_a_bank_that_exempts_foll
     let (code, body) = cancel(&app, &m, &id).await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["status"], "awaiting_authorization", "{body}");
-    let created = creating.await.unwrap();
-    assert_eq!(created.status(), 201);
+    assert_eq!(creating.await.unwrap().status(), 201);
+    (app, bank, m, id)
+}
+
+/// A merchant's cancel while the initiation is still at a bank that exempts it: before, it
+/// ended the payment `cancelled` at once ("nobody could sign it"), the bank's answer then
+/// arriving was kept only as an orphan, and the bank paid a payment pisgate called
+/// cancelled. Now the cancel is left to the bank (202), the answer is recorded and followed,
+/// and the payment ends as the bank says: paid.
+#[tokio::test]
+async fn berlin_group_a_cancel_during_the_initiation_at_a_bank_that_exempts_follows_the_bank() {
+    let (app, bank, m, id) = cancelled_while_initiating("77.09", 2500).await;
     let paid = wait_for_status(&app, &m, &id, "paid").await;
     assert_eq!(paid["bank_status"], "ACSC", "{paid}");
     assert_eq!(bank.sandbox.payments().len(), 1);
@@ -1211,40 +1223,7 @@ async fn berlin_group_the_shoppers_page_never_initiates_again_after_a_lost_answe
 /// `cancelled` on the bank's word.
 #[tokio::test]
 async fn berlin_group_a_cancel_during_a_redirect_initiation_deletes_it_once_the_answer_is_in() {
-    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
-    let (app, bank) = spawn_with_berlin(&[]).await;
-    bank.sandbox.faults().set(vec![
-        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 1500 }).times(1),
-    ]);
-    let m = app.create_merchant("Shop").await;
-    let creating = {
-        let client = app.client.clone();
-        let url = app.url("/v1/payments");
-        let key = m.api_key.clone();
-        tokio::spawn(async move {
-            client
-                .post(url)
-                .bearer_auth(key)
-                .header("idempotency-key", "k-redirect-inflight")
-                .json(&berlin_payment("10.50"))
-                .send()
-                .await
-                .unwrap()
-        })
-    };
-    let id = loop {
-        let id: Option<String> = sqlx::query_scalar("SELECT id::text FROM payments")
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap();
-        if let Some(id) = id {
-            break id;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
-    let (code, body) = cancel(&app, &m, &id).await;
-    assert_eq!(code, 202, "{body}");
-    assert_eq!(creating.await.unwrap().status(), 201);
+    let (app, bank, m, id) = cancelled_while_initiating("10.50", 1500).await;
     let cancelled = wait_for_status(&app, &m, &id, "cancelled").await;
     assert_eq!(cancelled["bank_status"], "CANC", "{cancelled}");
     let deletes = bank
