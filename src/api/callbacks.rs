@@ -462,17 +462,31 @@ async fn returned_without_code(
     // The OAuth code's exchange (retried while the code provably was not sent), the return's
     // record and the status read run on after the shopper is redirected: a bank slow to
     // answer never costs the code that finalises the shopper's approval.
+    // Under Finishing: a replica stopping waits for it (a code in its retries is still
+    // sent); one that stops taking work gives the claim back, so a repeated return can.
     let task = tokio::spawn({
         let (state, p) = (state.clone(), p.clone());
-        async move {
-            if let Some(code) = code {
-                finish_oauth(&state, &p, bank_ref.as_ref(), code).await?;
+        let work = {
+            let (state, p) = (state.clone(), p.clone());
+            async move {
+                if let Some(code) = code {
+                    finish_oauth(&state, &p, bank_ref.as_ref(), code).await?;
+                }
+                let mut tx = state.pool.begin().await?;
+                payments::note(&mut tx, p.id, "callback", json!({ "outcome": "returned" })).await?;
+                payments::consume_state(&mut tx, p.id).await?;
+                tx.commit().await?;
+                refresh_status(&state, &p, &psu).await
             }
-            let mut tx = state.pool.begin().await?;
-            payments::note(&mut tx, p.id, "callback", json!({ "outcome": "returned" })).await?;
-            payments::consume_state(&mut tx, p.id).await?;
-            tx.commit().await?;
-            refresh_status(&state, &p, &psu).await
+        };
+        async move {
+            match state.finishing.run(crate::api::error::carried(work)).await {
+                Ok(done) => done,
+                Err(e) => {
+                    payments::release_callback(&state.pool, p.id).await?;
+                    Err(e)
+                }
+            }
         }
         .in_current_span()
     });

@@ -202,18 +202,24 @@ async fn follow_a_cancel(state: &AppState, id: Uuid, bank: &str) {
     if !state.banks.client(bank).traits().acts_without_hop {
         return;
     }
+    // Only the merchant's (by its ledger; a shopper's cancel leaves the decision to the bank,
+    // which may be holding a payment the shopper approved in the app), and only one that came
+    // before the answer (one after it asked the bank itself).
     let found = async {
         let mut conn = state.pool.read_conn().await?;
-        let Some(by) = payments::cancel_requested_by(&mut conn, id).await? else {
+        if !crate::ledger::events::merchant_cancel_before_answer(&mut conn, id).await? {
             return anyhow::Ok(None);
-        };
-        Ok(payments::get(&mut conn, id).await?.map(|p| (p, by)))
+        }
+        Ok(payments::get(&mut conn, id).await?)
     }
     .await;
     match found {
-        Ok(Some((p, by))) if p.is_initiated() && !p.status().is_final() => {
-            tracing::info!(payment_id = %id, "a cancel came during the initiation: asking the bank to delete the payment now");
-            if let Err(e) = crate::api::payments::cancel_at_bank_by(state, &p, by).await {
+        Ok(Some(p)) if p.is_initiated() && !p.status().is_final() => {
+            tracing::info!(payment_id = %id, "a merchant's cancel came during the initiation: asking the bank to delete the payment now");
+            if let Err(e) =
+                crate::api::payments::cancel_at_bank_by(state, &p, payments::CancelBy::Merchant)
+                    .await
+            {
                 tracing::warn!(payment_id = %id, error = ?e, "the cancel after the initiation's answer failed; the bank's status decides");
             }
         }

@@ -372,67 +372,67 @@ async fn live_token(
         None => return Ok(None),
     }
     let lease_len = d.settings.longest_bank_call() + Duration::from_secs(10);
-    let Some(lock) =
-        tokens::lease_psu(d.pool, bank, psu_key, lease_len, Duration::from_secs(5)).await?
-    else {
-        return Ok(None);
+    // The lease, the read under it, the refresh, its store and the lease's release run to
+    // their end as one task (as the refresher's do): once the bank is asked, the refresh
+    // token is used up, and only the stored answer keeps the payment's token; a lease freed
+    // before that would let another replica refresh with the used-up token.
+    let (pool, cipher, client) = (d.pool.clone(), d.cipher.clone(), d.banks.client(bank));
+    let (bank, psu_key) = (bank.to_owned(), psu_key.to_owned());
+    let work = async move {
+        let Some(lock) =
+            tokens::lease_psu(&pool, &bank, &psu_key, lease_len, Duration::from_secs(5)).await?
+        else {
+            return Ok(None);
+        };
+        // Read again under the lease: the refresher may have done it meanwhile.
+        let outcome: anyhow::Result<Option<(i64, SecretString)>> = async {
+            let Some(current) = tokens::load(&pool, &cipher, &bank, &psu_key).await? else {
+                return Ok(None);
+            };
+            if current.access_expires_at > soon {
+                return Ok(Some((current.issue_seq, current.access_token)));
+            }
+            let Some(refresh) = current.refresh_token.as_ref() else {
+                return Ok(None);
+            };
+            let seq = tokens::next_issue_seq(&mut *pool.read_conn().await?).await?;
+            match client.refresh(refresh).await {
+                Ok(set) => {
+                    let mut tx = pool.begin().await?;
+                    tokens::store(
+                        &mut tx,
+                        &cipher,
+                        &bank,
+                        &psu_key,
+                        seq,
+                        set.issued_at,
+                        &set.access_token,
+                        set.refresh_token.as_ref(),
+                        tokens::expires_at(set.expires_in),
+                    )
+                    .await?;
+                    tx.commit().await?;
+                    Ok(Some((seq, set.access_token)))
+                }
+                Err(BankError::TokenRejected) => {
+                    tokens::mark_dead(&pool, &bank, &psu_key, current.issue_seq, "refresh refused")
+                        .await?;
+                    Ok(None)
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, kind = e.kind(), "cannot refresh the payment's token for its submission");
+                    Ok(None)
+                }
+            }
+        }
+        .await;
+        lock.release().await;
+        outcome
     };
-    // Read again under the lease: the refresher may have done it meanwhile.
-    let outcome: anyhow::Result<Option<(i64, SecretString)>> = async {
-        let Some(current) = tokens::load(d.pool, d.cipher, bank, psu_key).await? else {
-            return Ok(None);
-        };
-        if current.access_expires_at > soon {
-            return Ok(Some((current.issue_seq, current.access_token)));
-        }
-        let Some(refresh) = current.refresh_token.as_ref() else {
-            return Ok(None);
-        };
-        let seq = tokens::next_issue_seq(&mut *d.pool.read_conn().await?).await?;
-        // To its end even if the poller is stopped meanwhile (as the refresher's): once the
-        // bank is asked, the refresh token is used up, and only the stored answer keeps the
-        // payment's token.
-        let refreshed = {
-            let (pool, cipher, client) = (d.pool.clone(), d.cipher.clone(), d.banks.client(bank));
-            let (bank, psu_key, refresh) =
-                (bank.to_owned(), psu_key.to_owned(), refresh.clone());
-            async move {
-                let set = match client.refresh(&refresh).await {
-                    Ok(set) => set,
-                    Err(e) => return Ok(Err(e)),
-                };
-                let mut tx = pool.begin().await?;
-                tokens::store(
-                    &mut tx,
-                    &cipher,
-                    &bank,
-                    &psu_key,
-                    seq,
-                    set.issued_at,
-                    &set.access_token,
-                    set.refresh_token.as_ref(),
-                    tokens::expires_at(set.expires_in),
-                )
-                .await?;
-                tx.commit().await?;
-                anyhow::Ok(Ok(set))
-            }
-        };
-        match d.finishing.run(refreshed).await.and_then(|done| done)? {
-            Ok(set) => Ok(Some((seq, set.access_token))),
-            Err(BankError::TokenRejected) => {
-                tokens::mark_dead(d.pool, bank, psu_key, current.issue_seq, "refresh refused").await?;
-                Ok(None)
-            }
-            Err(e) => {
-                tracing::warn!(error = %e, kind = e.kind(), "cannot refresh the payment's token for its submission");
-                Ok(None)
-            }
-        }
-    }
-    .await;
-    lock.release().await;
-    outcome
+    d.finishing
+        .run(crate::api::error::carried(work))
+        .await
+        .and_then(|done| done)
 }
 
 /// The merchant's cancel of a signed payment at such a bank (the cancel is recorded

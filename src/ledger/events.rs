@@ -680,6 +680,29 @@ pub(crate) async fn merchant_cancel_in_ledger(
     Ok(holds && raw.detail["by"].as_str().unwrap_or("merchant") == "merchant")
 }
 
+/// Whether the payment's ledger records a merchant's cancel ([`merchant_cancel_in_ledger`])
+/// that came before the bank's answer to its initiation was recorded (the last
+/// `cancel_requested` precedes the `initiated` event): a cancel after it asks the bank itself.
+pub(crate) async fn merchant_cancel_before_answer(
+    conn: &mut PgConnection,
+    payment_id: Uuid,
+) -> Result<bool, sqlx::Error> {
+    if !merchant_cancel_in_ledger(conn, payment_id).await? {
+        return Ok(false);
+    }
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE(
+               (SELECT max(seq) FROM payment_events
+                 WHERE payment_id = $1 AND kind = 'cancel_requested')
+             < (SELECT max(seq) FROM payment_events
+                 WHERE payment_id = $1 AND kind = 'initiated'),
+               false) AS "before!""#,
+        payment_id
+    )
+    .fetch_one(&mut *conn)
+    .await
+}
+
 /// How many submission attempts the payment's ledger records as started: its
 /// `submission_started` events whose keyed hash holds (one forged in SQL does not count).
 pub(crate) async fn submission_attempts_in_ledger(
