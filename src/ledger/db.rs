@@ -334,11 +334,15 @@ impl Db {
                 match slots.kept.pop() {
                     Some(kept) => Next::Kept(kept),
                     None => {
-                        // None kept. While the pool can open one or has one idle, the
-                        // pool's: that acquire is never dropped midway (a connection being
-                        // opened would be lost).
+                        // None kept. While the pool can open one, the pool's: that acquire
+                        // is never dropped midway (a connection being opened would be lost).
+                        // At its size, in line for the next one kept as well, even with one
+                        // idle in the pool: another caller may take that one first, and
+                        // then a caller waiting only in sqlx's queue waits for a connection
+                        // to go back there, which a kept one never does while in use (it
+                        // timed out after the acquire timeout, under load: 503s).
                         let max = self.pool.options().get_max_connections();
-                        if self.pool.size() < max || self.pool.num_idle() > 0 {
+                        if self.pool.size() < max {
                             Next::Pool
                         } else {
                             // All in use: in line for the next one kept.
