@@ -704,6 +704,13 @@ def report(recover):
         bg_by_e2e[(b.get("body") or {}).get("endToEndIdentification", "")].append(b)
     at_berlin = {r[0] for r in psql("SELECT id FROM payments WHERE bank = 'berlin'")}
     STATS["berlin"] = len(at_berlin)
+    # A Berlin Group bank may execute a payment without the shopper (an SCA exemption), so a
+    # payment whose initiation answer was lost stays open by design: no second initiation,
+    # never expired (a retry answers 409 initiation_not_resumable); an operator reconciles it.
+    unresolved = {r[0] for r in psql(
+        "SELECT id FROM payments WHERE bank = 'berlin' AND bank_payment_id IS NULL "
+        "AND initiation IN ('outcome_unknown', 'pending')")}
+    STATS["bg_unresolved"] = 0
     at_op = {r[0] for r in psql("SELECT id FROM payments WHERE bank = 'op'")}
     op_submitted = collections.Counter()
 
@@ -729,6 +736,14 @@ def report(recover):
             opened = [b for b in at_bg if b.get("opened")]
             if len(opened) > 1 or any(b["id"] != bank_id for b in opened):
                 doubled.append(pid)
+            if pid in unresolved and status == "awaiting_authorization":
+                # Open by design; never a second payment at the bank, never signed there.
+                STATS["bg_unresolved"] += 1
+                if len(at_bg) > 1:
+                    doubled.append(f"{pid}: {len(at_bg)} payments at berlin for an unresolved one")
+                if opened:
+                    disagreements.append(f"{pid}: unresolved but opened at berlin")
+                continue
             if status in ("awaiting_authorization", "authorized"):
                 disagreements.append(f"{pid}: still {status} at berlin (plan {PLANS.get(pid)})")
                 continue
@@ -787,6 +802,7 @@ def report(recover):
          f"{len(at_op)} ({sum(1 for v in OP_PLANS.values() if v == 'approved')} approved, {STATS['op_returned']} came back, {STATS['op_in_flight']} with their submission unanswered at the kill); submissions at OP: "
          + (", ".join(f"{k}x {v}" for k, v in sorted(op_submitted.items())) or "none")),
         ("clients that gave up on a key", STATS["gave_up"]),
+        ("Berlin Group payments left open by design (initiation answer lost: 409 initiation_not_resumable, for an operator)", STATS["bg_unresolved"]),
         ("4xx final answers", ", ".join(f"{c}: {STATS[c]}" for c in ("400", "401", "404", "422") if STATS[c]) or "none"),
         ("final statuses", ", ".join(f"{k} {v}" for k, v in sorted(by_status.items()))),
         ("signed 1.5 s before the horizon, never returned",
