@@ -683,7 +683,12 @@ def psql(sql):
 
 
 def open_payments():
-    return int(psql("SELECT count(*) FROM payments WHERE status IN ('awaiting_authorization','authorized')")[0][0])
+    # Not the Berlin Group payments left open by design (their initiation answer was lost:
+    # see `report`), which no wait ends.
+    return int(psql(
+        "SELECT count(*) FROM payments WHERE status IN ('awaiting_authorization','authorized') "
+        "AND NOT (bank = 'berlin' AND bank_payment_id IS NULL "
+        "AND initiation IN ('outcome_unknown', 'pending'))")[0][0])
 
 
 
