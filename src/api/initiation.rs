@@ -198,7 +198,7 @@ pub async fn record_outcome(
 /// it, as a cancel a moment later would have done. The bank deletes a payment nobody signed
 /// and refuses one it executes (an SCA exemption): its word decides. Failures are logged;
 /// the bank's status and the horizon decide then.
-async fn follow_a_cancel(state: &AppState, id: Uuid, bank: &str) {
+pub(crate) async fn follow_a_cancel(state: &AppState, id: Uuid, bank: &str) {
     if !state.banks.client(bank).traits().acts_without_hop {
         return;
     }

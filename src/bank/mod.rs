@@ -749,6 +749,20 @@ pub trait Bank: Send + Sync {
         Ok(())
     }
 
+    /// The reference (id and links) this bank's protocol gives a payment of `id`, made by
+    /// pisgate in `currency` (`periodic`: a standing order), for an operator who attaches the
+    /// id the bank gave them to a payment whose initiation answer was lost. `None` where the
+    /// protocol offers no such reconciliation (only banks that [`BankTraits::acts_without_hop`]
+    /// leave such a payment open).
+    fn reference_for(
+        &self,
+        _id: &BankPaymentId,
+        _currency: &str,
+        _periodic: bool,
+    ) -> Option<BankRef> {
+        None
+    }
+
     /// Creates the payment at the bank and returns where the shopper signs it.
     async fn initiate(
         &self,

@@ -20,7 +20,8 @@
 //!   passed" here.
 //! - [`Evidence::InitiationRefused`]: the bank explicitly refused to create the payment
 //!   (validation, credentials). With [`Evidence::InitiationNotSent`] (pisgate could not send
-//!   the initiation at all: nothing reached the bank) the only ways to `failed`. A timeout, a
+//!   the initiation at all: nothing reached the bank) and [`Evidence::NoneAtBank`] (below)
+//!   the only ways to `failed`. A timeout, a
 //!   dropped connection or an unreadable answer is no evidence at all: the initiation's
 //!   outcome is unknown and the payment stays open for a retry with the same key.
 //! - [`Evidence::LinkNeverHandedOut`]: the merchant cancelled before any shopper went
@@ -30,6 +31,10 @@
 //!   pisgate submits it (OP), the merchant cancelled before any submission was sent; pisgate
 //!   never sends one and revoked the token that could. Nothing can move the money, so the
 //!   payment is `cancelled`, signed or not.
+//! - [`Evidence::NoneAtBank`]: at a bank that may execute a payment without the shopper,
+//!   an initiation whose answer was lost stays open until an operator reconciles it; the
+//!   bank told the operator it made no such payment, and the operator ended it on that word,
+//!   with their evidence. Gives `failed`.
 //! - [`Evidence::NeverSubmittable`]: at such a bank, a signed payment that pisgate can never
 //!   submit: past the late-signing horizon no token of it was ever stored (its code exchange
 //!   failed, or the shopper never came back with the code, and the state can no longer be
@@ -176,6 +181,11 @@ pub enum Evidence {
     /// exchange failed, or the shopper never came back with the code) and never tried: it
     /// can never be submitted, so the bank never debits it. `authorization_failed`.
     NeverSubmittable,
+    /// At a bank that may execute a payment without the shopper, an initiation whose answer
+    /// was lost: the bank told the operator that it made no payment from it, and the operator
+    /// ended it on that word (recorded with their evidence in the ledger and the audit log).
+    /// Nothing exists at the bank to sign or execute: `failed`.
+    NoneAtBank,
 }
 
 impl Evidence {
@@ -193,7 +203,9 @@ impl Evidence {
                 cancel_requested: false,
                 ..
             } => PaymentStatus::Expired,
-            Evidence::InitiationRefused | Evidence::InitiationNotSent => PaymentStatus::Failed,
+            Evidence::InitiationRefused | Evidence::InitiationNotSent | Evidence::NoneAtBank => {
+                PaymentStatus::Failed
+            }
             Evidence::NeverSubmittable => PaymentStatus::AuthorizationFailed,
         }
     }
@@ -446,6 +458,13 @@ mod tests {
                 .status(),
             Cancelled
         );
+        assert_eq!(
+            AwaitingAuthorization
+                .apply(Evidence::NoneAtBank)
+                .unwrap()
+                .status(),
+            Failed
+        );
     }
 
     #[test]
@@ -462,6 +481,7 @@ mod tests {
             Evidence::InitiationRefused,
             Evidence::InitiationNotSent,
             Evidence::LinkNeverHandedOut,
+            Evidence::NoneAtBank,
         ] {
             assert!(Authorized.apply(evidence).is_err(), "{evidence:?}");
             assert!(Paid.apply(evidence).is_err(), "{evidence:?}");

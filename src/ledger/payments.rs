@@ -1531,6 +1531,10 @@ fn default_failure(evidence: Evidence) -> Option<(&'static str, &'static str)> {
             "cancelled_by_merchant",
             "cancelled by the merchant before the signed payment was submitted; it was never submitted",
         )),
+        Evidence::NoneAtBank => Some((
+            "not_made_at_bank",
+            "the bank's answer to the initiation was lost, and the bank confirmed to pisgate's operator that it made no such payment",
+        )),
         Evidence::NeverSubmittable => Some((
             "authorization_not_completed",
             "the shopper authorized the payment at the bank, but the authorization never reached pisgate (the code exchange failed or the shopper never came back), so it was never submitted and the bank will not debit it",

@@ -371,6 +371,25 @@ async fn counting_receiver() -> (String, std::sync::Arc<std::sync::atomic::Atomi
     (url, count)
 }
 
+/// Posts an action form once with the session's CSRF token, as the page would.
+pub async fn post_action(
+    app: &TestApp,
+    cookie: &str,
+    fields: &[(&str, &str)],
+) -> reqwest::Response {
+    let (_, html) = get(app, "/console/payments", cookie).await;
+    let csrf = hidden_csrf(&html);
+    let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
+    form.extend_from_slice(fields);
+    app.client
+        .post(app.admin_url("/console/actions"))
+        .header("cookie", cookie)
+        .form(&form)
+        .send()
+        .await
+        .unwrap()
+}
+
 /// Posts an action form as the page would: first without `confirm` (the confirmation page),
 /// then with it.
 pub async fn act(
@@ -378,31 +397,13 @@ pub async fn act(
     cookie: &str,
     fields: &[(&str, &str)],
 ) -> (reqwest::Response, String) {
-    let (_, html) = get(app, "/console/payments", cookie).await;
-    let csrf = hidden_csrf(&html);
-    let mut form: Vec<(&str, &str)> = vec![("csrf", csrf.as_str())];
-    form.extend_from_slice(fields);
-    let confirm = app
-        .client
-        .post(app.admin_url("/console/actions"))
-        .header("cookie", cookie)
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
+    let confirm = post_action(app, cookie, fields).await;
     assert_eq!(confirm.status(), 200);
     let page = confirm.text().await.unwrap();
     assert!(page.contains("Confirm"), "{page}");
+    let mut form = fields.to_vec();
     form.push(("confirm", "yes"));
-    let done = app
-        .client
-        .post(app.admin_url("/console/actions"))
-        .header("cookie", cookie)
-        .form(&form)
-        .send()
-        .await
-        .unwrap();
-    (done, page)
+    (post_action(app, cookie, &form).await, page)
 }
 
 pub async fn audit_actions(app: &TestApp) -> Vec<String> {

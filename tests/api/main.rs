@@ -42,6 +42,7 @@ mod serve;
 mod tamper;
 mod traces;
 mod truth;
+mod unresolved;
 mod webhook_endpoints;
 mod webhooks;
 mod workers;

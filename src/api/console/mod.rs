@@ -3,10 +3,12 @@
 //! payment's timeline (ledger events, webhook deliveries with their attempts, the chain's
 //! verification), a "needs attention" list, merchants, and actions (replay a dead delivery,
 //! re-enable an endpoint, disable or enable a merchant, rotate or revoke all of a merchant's
-//! API keys, register or remove its payees and set its payee policy), each confirmed on a
+//! API keys, register or remove its payees and set its payee policy, reconcile a lost
+//! initiation: [`unresolved`]), each confirmed on a
 //! second page and recorded in the append-only audit log in the same transaction (an action
 //! whose audit row cannot be written is not done). A confirmation names the merchant by name
-//! and id, and a destructive action (disable, rotate or revoke keys, remove a payee) has the
+//! and id, and a destructive action (disable, rotate or revoke keys, remove a payee, end a
+//! payment as not made at the bank) has the
 //! danger style. The search's status and bank-status filters are the closed sets (the
 //! merchant-visible statuses, Nordea's statuses) or "any": any other value is refused with a
 //! 400 naming the field, never answered with a silently empty list.
@@ -25,6 +27,7 @@
 //! Never logged: passwords, session tokens, CSRF tokens.
 
 pub mod password;
+pub mod unresolved;
 mod view;
 
 use crate::api::AppState;
@@ -508,22 +511,37 @@ async fn payment(
         .await?;
         let events = events::list(&state.pool, id).await?;
         let deliveries = operators::deliveries(&state.pool, id).await?;
+        let record = {
+            let mut conn = state.pool.read_conn().await?;
+            crate::ledger::payments::get(&mut conn, id).await?
+        };
+        // Waiting for an operator: the end-to-end id to ask the bank about.
+        let unresolved = record
+            .filter(|p| unresolved::is_unresolved(&state, p))
+            .map(|p| unresolved::end_to_end_id(p.id));
         let verified = match keys::installed() {
             Some(k) => Some(verify::verify_payment(&state.pool, &k, id).await?),
             None => None,
         };
-        Ok::<_, sqlx::Error>((row, events, deliveries, verified))
+        Ok::<_, sqlx::Error>((row, events, deliveries, verified, unresolved))
     }
     .await;
     match found {
         Err(e) => internal(e),
-        Ok((row, _, _, _)) if row.is_empty() => page(
+        Ok((row, ..)) if row.is_empty() => page(
             StatusCode::NOT_FOUND,
             view::message("Not found", "No such payment."),
         ),
-        Ok((row, events, deliveries, verified)) => page(
+        Ok((row, events, deliveries, verified, unresolved)) => page(
             StatusCode::OK,
-            view::payment(&session, &row[0], &events, &deliveries, verified.as_ref()),
+            view::payment(
+                &session,
+                &row[0],
+                &events,
+                &deliveries,
+                verified.as_ref(),
+                unresolved.as_deref(),
+            ),
         ),
     }
 }
@@ -690,6 +708,19 @@ enum Action {
         account_type: String,
         account: String,
     },
+    /// The bank's payment id an operator got from the bank, for a payment whose initiation
+    /// answer was lost ([`unresolved`]); `found` once the bank's payment was read and matched.
+    AttachBankPayment {
+        payment: Uuid,
+        bank_payment_id: String,
+        evidence: String,
+        found: Option<unresolved::Found>,
+    },
+    /// Such a payment ended as `failed` on the bank's word that it made none.
+    EndUnresolved {
+        payment: Uuid,
+        evidence: String,
+    },
 }
 
 /// An account as an operator typed it, normalised as the API would; `Err` with a sentence.
@@ -740,6 +771,16 @@ impl Action {
                 account_type: form.get("account_type")?.clone(),
                 account: form.get("account")?.clone(),
             },
+            "attach_bank_payment" => Action::AttachBankPayment {
+                payment: id("payment")?,
+                bank_payment_id: form.get("bank_payment_id")?.trim().to_owned(),
+                evidence: form.get("evidence")?.clone(),
+                found: None,
+            },
+            "end_unresolved" => Action::EndUnresolved {
+                payment: id("payment")?,
+                evidence: form.get("evidence")?.clone(),
+            },
             _ => return None,
         })
     }
@@ -755,6 +796,8 @@ impl Action {
             Action::SetPayees { .. } => "set_payees",
             Action::AddPayee { .. } => "add_payee",
             Action::RemovePayee { .. } => "remove_payee",
+            Action::AttachBankPayment { .. } => "attach_bank_payment",
+            Action::EndUnresolved { .. } => "end_unresolved",
         }
     }
 
@@ -778,6 +821,12 @@ impl Action {
             | Action::SetPayees { merchant, .. }
             | Action::AddPayee { merchant, .. }
             | Action::RemovePayee { merchant, .. } => Some(merchant),
+            Action::AttachBankPayment { payment, .. } | Action::EndUnresolved { payment, .. } => {
+                let mut conn = state.pool.read_conn().await?;
+                crate::ledger::payments::get(&mut conn, payment)
+                    .await?
+                    .map(|p| p.merchant_id)
+            }
         };
         match id {
             Some(id) => merchants::get(&state.pool, id).await,
@@ -816,13 +865,26 @@ impl Action {
                     payees::masked_stored(account_type, account)
                 ),
             },
+            Action::AttachBankPayment {
+                payment,
+                bank_payment_id,
+                ..
+            } => format!("payment {payment}: bank payment {bank_payment_id}"),
+            Action::EndUnresolved { payment, .. } => {
+                format!("payment {payment}: not made at the bank")
+            }
         }
     }
 
     /// Does it in the caller's transaction (its audit row joins it); `Ok(Some(secret))` when
     /// the operator must see something once (a new key), `Err` with a sentence for the
     /// operator when it cannot be done.
-    async fn run(&self, tx: &mut PgConnection) -> anyhow::Result<Result<Option<String>, String>> {
+    async fn run(
+        &self,
+        tx: &mut PgConnection,
+        state: &AppState,
+        operator: &str,
+    ) -> anyhow::Result<Result<Option<String>, String>> {
         if let Action::RotateKey { merchant } = *self {
             let grace = std::time::Duration::from_secs(KEY_GRACE_HOURS * 3600);
             return Ok(merchants::rotate_key_in(tx, merchant, grace)
@@ -933,6 +995,34 @@ impl Action {
                     Err("That account is not a payee of this merchant.".into())
                 }
             }
+            Action::AttachBankPayment {
+                ref evidence,
+                ref found,
+                ..
+            } => {
+                let evidence = match unresolved::evidence(evidence) {
+                    Ok(e) => e,
+                    Err(why) => return Ok(Err(why)),
+                };
+                let Some(found) = found else {
+                    return Ok(Err("The bank's payment was not read.".into()));
+                };
+                unresolved::attach_in(tx, state, found, operator, &evidence)
+                    .await?
+                    .map(|()| None)
+            }
+            Action::EndUnresolved {
+                payment,
+                ref evidence,
+            } => {
+                let evidence = match unresolved::evidence(evidence) {
+                    Ok(e) => e,
+                    Err(why) => return Ok(Err(why)),
+                };
+                unresolved::end_in(tx, state, payment, operator, &evidence)
+                    .await?
+                    .map(|()| None)
+            }
         })
     }
 }
@@ -945,7 +1035,7 @@ async fn run_audited(
     act: &Action,
 ) -> anyhow::Result<Result<Option<String>, String>> {
     let mut tx = state.pool.begin().await?;
-    let done = act.run(&mut tx).await?;
+    let done = act.run(&mut tx, state, &session.email).await?;
     let outcome = match &done {
         Ok(_) => serde_json::json!({ "outcome": "done" }),
         Err(why) => serde_json::json!({ "outcome": "refused", "why": why }),
@@ -967,6 +1057,10 @@ async fn run_audited(
         // This replica at once; the others when the commit's notification arrives.
         state.auth_cache.clear();
     }
+    if let (Ok(_), Action::AttachBankPayment { found: Some(f), .. }) = (&done, act) {
+        // A merchant's cancel that came while the answer was lost goes to the bank now.
+        crate::api::initiation::follow_a_cancel(state, f.payment_id, &f.bank).await;
+    }
     Ok(done)
 }
 
@@ -982,7 +1076,7 @@ async fn action(
         Ok(s) => s,
         Err(r) => return r,
     };
-    let Some(act) = Action::parse(&form) else {
+    let Some(mut act) = Action::parse(&form) else {
         return page(
             StatusCode::BAD_REQUEST,
             view::message(
@@ -993,6 +1087,47 @@ async fn action(
     };
     tracing::Span::current().record("action", act.name());
     let back = safe_back(&form);
+    // What the operator attests to and, for an attachment, the bank's payment as read now
+    // (shown on the confirmation, read again when confirmed): refused before anything else.
+    let mut facts = None;
+    match &mut act {
+        Action::AttachBankPayment {
+            payment,
+            bank_payment_id,
+            evidence,
+            found,
+        } => {
+            if let Err(why) = unresolved::evidence(evidence) {
+                return page(StatusCode::CONFLICT, view::message("Not done", &why));
+            }
+            match unresolved::look_up(&state, *payment, bank_payment_id).await {
+                Ok(Ok(f)) => {
+                    facts = Some(f.summary.clone());
+                    *found = Some(f);
+                }
+                Ok(Err(why)) => {
+                    return page(StatusCode::CONFLICT, view::message("Not done", &why));
+                }
+                Err(e) => return internal(format!("{e:#}")),
+            }
+        }
+        Action::EndUnresolved { payment, evidence } => {
+            if let Err(why) = unresolved::evidence(evidence) {
+                return page(StatusCode::CONFLICT, view::message("Not done", &why));
+            }
+            match unresolved::check(&state, *payment).await {
+                Ok(Ok(())) => {}
+                Ok(Err(why)) => {
+                    return page(StatusCode::CONFLICT, view::message("Not done", &why));
+                }
+                Err(e) => return internal(format!("{e:#}")),
+            }
+            facts = Some(
+                "The payment ends failed (not_made_at_bank) and the merchant is told. Do it only when the bank has said it made no payment from this initiation: if it did, its money moves while pisgate says failed.".to_owned(),
+            );
+        }
+        _ => {}
+    }
     if form.get("confirm").map(String::as_str) != Some("yes") {
         let merchant = match act.merchant(&state).await {
             Ok(m) => m,
@@ -1006,6 +1141,7 @@ async fn action(
                 &act.target(),
                 merchant.as_ref(),
                 act.is_destructive(),
+                facts.as_deref(),
                 &form,
             ),
         );

@@ -51,7 +51,7 @@ fn when(t: DateTime<Utc>) -> String {
 pub fn is_destructive(action: &str) -> bool {
     matches!(
         action,
-        "disable_merchant" | "revoke_all_keys" | "remove_payee" | "rotate_key"
+        "disable_merchant" | "revoke_all_keys" | "remove_payee" | "rotate_key" | "end_unresolved"
     )
 }
 
@@ -201,8 +201,10 @@ pub fn payment(
     events: &[StoredEvent],
     deliveries: &[Delivery],
     verified: Option<&VerifyReport>,
+    unresolved: Option<&str>,
 ) -> Markup {
     let title = format!("Payment {}", p.id);
+    let back = format!("/console/payments/{}", p.id);
     layout(
         &title,
         Some(session),
@@ -213,6 +215,33 @@ pub fn payment(
                 " · bank " (if p.bank.is_empty() { "not chosen yet" } else { p.bank.as_str() })
                 @if let Some(b) = &p.bank_status { " · bank status " (b) }
                 @if let Some(r) = &p.merchant_reference { " · reference " (r) }
+            }
+            @if let Some(e2e) = unresolved {
+                h2 { "Unresolved initiation" }
+                p.bad {
+                    "The bank's answer to this payment's initiation was lost, and this bank may execute a payment without the shopper (an SCA exemption, an approval in the bank's app). pisgate does not initiate it again, cancel it or expire it: ask the bank whether it made a payment of "
+                    (amount(p.amount_minor, &p.currency)) " with end-to-end id " code { (e2e) } "."
+                }
+                form method="post" action="/console/actions" {
+                    input type="hidden" name="csrf" value=(session.csrf_token);
+                    input type="hidden" name="action" value="attach_bank_payment";
+                    input type="hidden" name="payment" value=(p.id);
+                    input type="hidden" name="back" value=(back);
+                    label { "The bank's payment id " input name="bank_payment_id" required maxlength="200"; }
+                    " "
+                    label { "Evidence " input name="evidence" required maxlength=(super::unresolved::EVIDENCE_MAX) placeholder="case number, who at the bank"; }
+                    " "
+                    button type="submit" { "Attach (pisgate reads it at the bank first)" }
+                }
+                form method="post" action="/console/actions" {
+                    input type="hidden" name="csrf" value=(session.csrf_token);
+                    input type="hidden" name="action" value="end_unresolved";
+                    input type="hidden" name="payment" value=(p.id);
+                    input type="hidden" name="back" value=(back);
+                    label { "Evidence " input name="evidence" required maxlength=(super::unresolved::EVIDENCE_MAX) placeholder="case number, who at the bank"; }
+                    " "
+                    button.danger type="submit" { "The bank made none: end it as failed" }
+                }
             }
             h2 { "Ledger chain" }
             @match verified {
@@ -259,7 +288,7 @@ pub fn payment(
                             }
                             td {
                                 @if d.status == "dead" {
-                                    (action_form(session, "Replay", "replay_delivery", &[("endpoint", d.endpoint_id.to_string()), ("event", d.event_id.to_string())], &format!("/console/payments/{}", p.id)))
+                                    (action_form(session, "Replay", "replay_delivery", &[("endpoint", d.endpoint_id.to_string()), ("event", d.event_id.to_string())], &back))
                                 }
                             }
                         }
@@ -298,6 +327,7 @@ pub fn confirm(
     target: &str,
     merchant: Option<&Merchant>,
     destructive: bool,
+    facts: Option<&str>,
     form: &HashMap<String, String>,
 ) -> Markup {
     layout(
@@ -314,6 +344,7 @@ pub fn confirm(
                 }
                 "? It is recorded in the audit log under " (session.email) "."
             }
+            @if let Some(f) = facts { p { (f) } }
             @if destructive { p.error { "This is a destructive action: check the merchant's name." } }
             form method="post" action="/console/actions" {
                 @for (k, v) in form {

@@ -914,6 +914,37 @@ impl Bank for BerlinGroupClient {
             .map(|_| ())
     }
 
+    /// The standard path of a payment of `id` (`self`, and `status` under it) for the product
+    /// pisgate initiates in `currency` with, as an initiation would: what the operator's
+    /// reconciliation follows ([`Bank::reference_for`]).
+    fn reference_for(&self, id: &BankPaymentId, currency: &str, periodic: bool) -> Option<BankRef> {
+        let product = self.products.get(currency)?;
+        let (service, product) = if periodic {
+            (
+                "periodic-payments",
+                self.periodic_product.as_ref().unwrap_or(product),
+            )
+        } else {
+            ("payments", product)
+        };
+        let standard = format!("{}/v1/{service}/{product}/{id}", self.base);
+        // Only what `link` would follow: under the bank's origin, naming the id.
+        let url = self.resolve(&standard).ok()?;
+        if !url
+            .path_segments()
+            .is_some_and(|mut s| s.any(|x| x == id.as_str()))
+        {
+            return None;
+        }
+        Some(BankRef {
+            id: id.clone(),
+            links: BankLinks(BTreeMap::from([
+                ("status".to_owned(), format!("{standard}/status")),
+                ("self".to_owned(), standard),
+            ])),
+        })
+    }
+
     #[tracing::instrument(
         skip_all,
         fields(bank = %self.bank_id, operation = "initiate", country = %payment.country, external_id = %payment.external_id, bank_payment_id = Empty)
