@@ -4,20 +4,23 @@
 //! Two reads of one payment can overlap (the poller's, the callback's, a cancel's, another
 //! replica's); the one that started first may answer last. Its status is then older than the
 //! one recorded, and writing it would show the merchant (and the console) a payment going
-//! back from `Confirmed` to `PendingConfirmation`. A bank status only moves forward:
+//! back from `Confirmed` to `PendingConfirmation`, or a final `RJCT` replaced by the `ACTC`
+//! read before it. A bank status only moves forward, along its protocol's
+//! order (a payment has one bank, so only statuses of one protocol are ever compared):
 //!
-//! | progress | Nordea |
-//! |---|---|
-//! | 0 | PendingUserApproval (not signed) |
-//! | 1 | PendingConfirmation |
-//! | 2 | PendingSecondConfirmation, OnHold |
-//! | 3 | Confirmed |
-//! | 4 | every final status: Paid, Rejected, InsufficientFunds, LimitExceeded, UserApprovalFailed, UserApprovalTimeout, UserApprovalCancelled, Cancelled, Stopped |
+//! | progress | Nordea | Berlin Group, SEB (ISO 20022) | OP |
+//! |---|---|---|---|
+//! | 0 | PendingUserApproval (not signed) | RCVD | Unauthorized |
+//! | 1 | PendingConfirmation | PATC (partly signed) | Authorizing |
+//! | 2 | PendingSecondConfirmation, OnHold | ACTC, ACCP, ACFC, ACWC, ACWP | Authorized |
+//! | 3 | Confirmed | ACSP | SubmissionPending |
+//! | 4 | | | Accepted |
+//! | 9 | every final status: Paid, Rejected, InsufficientFunds, LimitExceeded, UserApprovalFailed, UserApprovalTimeout, UserApprovalCancelled, Cancelled, Stopped | ACSC, ACCC, RJCT, CANC | Debited, Rejected, Revoked, Cancelled |
 //!
-//! Two final statuses have the same progress: one final word replacing another is not
-//! "backwards", it is a disagreement, and the caller's truth rules decide about it. A status
-//! this table does not know (Unknown, another protocol's) has no progress and is never
-//! judged here: it is compared by nothing.
+//! Two statuses of the same progress replace each other freely: one final word replacing
+//! another is not "backwards", it is a disagreement, and the caller's truth rules decide
+//! about it. A status this table does not know (Unknown, PDNG, which an ISO bank may report
+//! at any step, PART) has no progress and is never judged here: it is compared by nothing.
 //!
 //! This module must never decide a payment's status (that is [`super::status`]'s job); it
 //! only says whether a read is older than what is recorded.
@@ -25,6 +28,7 @@
 /// How far a bank status is along its payment's life; `None` for a status of unknown order.
 pub fn progress(bank_status: &str) -> Option<u8> {
     Some(match bank_status {
+        // Nordea.
         "PendingUserApproval" => 0,
         "PendingConfirmation" => 1,
         "PendingSecondConfirmation" | "OnHold" => 2,
@@ -37,10 +41,26 @@ pub fn progress(bank_status: &str) -> Option<u8> {
         | "UserApprovalTimeout"
         | "UserApprovalCancelled"
         | "Cancelled"
-        | "Stopped" => 4,
+        | "Stopped" => FINAL,
+        // ISO 20022 (Berlin Group, SEB).
+        "RCVD" => 0,
+        "PATC" => 1,
+        "ACTC" | "ACCP" | "ACFC" | "ACWC" | "ACWP" => 2,
+        "ACSP" => 3,
+        "ACSC" | "ACCC" | "RJCT" | "CANC" => FINAL,
+        // OP ("Rejected" and "Cancelled" are Nordea's words too, final in both).
+        "Unauthorized" => 0,
+        "Authorizing" => 1,
+        "Authorized" => 2,
+        "SubmissionPending" => 3,
+        "Accepted" => 4,
+        "Debited" | "Revoked" => FINAL,
         _ => return None,
     })
 }
+
+/// The progress of every final status.
+const FINAL: u8 = 9;
 
 /// Whether a read of `read` is older than the `recorded` status: it must not replace it.
 pub fn is_backwards(recorded: Option<&str>, read: &str) -> bool {
@@ -83,8 +103,39 @@ mod tests {
         assert!(!is_backwards(Some("Unknown"), "PendingUserApproval"));
         assert!(!is_backwards(None, "PendingUserApproval"));
         assert!(
-            !is_backwards(Some("ACSC"), "ACTC"),
-            "another protocol's: not judged here"
+            !is_backwards(Some("ACSC"), "PDNG"),
+            "PDNG may come at any step"
         );
+        assert!(!is_backwards(Some("PDNG"), "RCVD"));
+        assert!(!is_backwards(Some("RJCT"), "CANC"), "final after final");
+        assert!(!is_backwards(Some("Debited"), "Revoked"));
+    }
+
+    #[test]
+    fn an_iso_or_op_status_never_moves_back_along_its_order() {
+        for order in [
+            &["RCVD", "PATC", "ACTC", "ACSP", "ACSC"][..],
+            &["RCVD", "ACCP", "ACSP", "RJCT"],
+            &["RCVD", "ACWC", "ACSP", "CANC"],
+            &[
+                "Unauthorized",
+                "Authorizing",
+                "Authorized",
+                "SubmissionPending",
+                "Accepted",
+                "Debited",
+            ],
+            &["Unauthorized", "Authorized", "Revoked"],
+        ] {
+            for (i, earlier) in order.iter().enumerate() {
+                for later in &order[i + 1..] {
+                    assert!(!is_backwards(Some(earlier), later), "{earlier} -> {later}");
+                    assert!(is_backwards(Some(later), earlier), "{later} -> {earlier}");
+                }
+            }
+        }
+        // The accepted steps of ISO 20022 are one progress: none replaces another as older.
+        assert!(!is_backwards(Some("ACCP"), "ACTC"));
+        assert!(!is_backwards(Some("ACTC"), "ACWP"));
     }
 }

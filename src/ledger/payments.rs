@@ -1574,6 +1574,9 @@ pub async fn transition(
         Ok(Transition::Unchanged(_)) | Err(_) => {
             // A final status the bank now contradicts stays; the bank's word is kept beside
             // it and the disagreement recorded (never silently overwritten either way).
+            // Recorded even for a read that looks stale by the bank's order: a bank that goes
+            // back on a final word (a deleted payment it executes after all) looks the same,
+            // and must never go unseen; the shown bank status stays the newer word.
             let disagreement = match (change.evidence, change.bank_status) {
                 (Evidence::Bank(bank), Some(bank_status)) if from.disagrees_with_bank(bank) => {
                     Some((bank, bank_status))

@@ -1794,3 +1794,67 @@ async fn put_back_and_seal(app: &TestApp, id: uuid::Uuid, links: &Value) {
     .unwrap();
     assert_eq!(sealed.bank_links, 1, "{sealed:?}");
 }
+
+/// A read of a Berlin Group payment that started before the bank's final word and lands
+/// after it (`ACTC` after `RJCT`): the shown bank status stays `RJCT`, by the ISO 20022
+/// order. Before, the older `ACTC` replaced it. The contradiction is still recorded, as any
+/// bank word beside a final status that says signed is (a bank going back on its word looks
+/// the same and must never go unseen).
+#[tokio::test]
+async fn berlin_group_a_stale_read_after_the_banks_final_word_never_replaces_it() {
+    let (app, _bank) = spawn_with_berlin(&[("PISGATE__POLLER__ENABLED", "false")]).await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("12.00"))
+        .await;
+    let id: uuid::Uuid = p["id"].as_str().unwrap().parse().unwrap();
+    let apply = |bank_status: &'static str, status: pisgate::domain::PaymentStatus| {
+        let pool = app.pool.clone();
+        async move {
+            let mut tx = pool.begin().await.unwrap();
+            pisgate::ledger::payments::apply_bank_report(
+                &mut tx,
+                id,
+                bank_status,
+                Some(status),
+                json!({ "source": "test" }),
+            )
+            .await
+            .unwrap();
+            tx.commit().await.unwrap();
+        }
+    };
+    apply("ACSP", pisgate::domain::PaymentStatus::Authorized).await;
+    apply("ACTC", pisgate::domain::PaymentStatus::Authorized).await;
+    apply("RJCT", pisgate::domain::PaymentStatus::Rejected).await;
+    apply("ACTC", pisgate::domain::PaymentStatus::Authorized).await;
+    let view = app.get_payment(&m.api_key, &id.to_string()).await;
+    assert_eq!(
+        (view["status"].as_str(), view["bank_status"].as_str()),
+        (Some("rejected"), Some("RJCT")),
+        "{view}"
+    );
+    let shown: Vec<Option<String>> = sqlx::query_scalar(
+        "SELECT bank_status FROM payment_events WHERE payment_id = $1 AND bank_status IS NOT NULL ORDER BY seq",
+    )
+    .bind(id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let shown: Vec<String> = shown.into_iter().flatten().collect();
+    assert_eq!(shown.last().map(String::as_str), Some("RJCT"), "{shown:?}");
+    assert!(
+        !shown.windows(2).any(|w| w[0] == "ACSP" && w[1] == "ACTC"),
+        "ACTC after ACSP went back: {shown:?}"
+    );
+    let disagreements: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM bank_disagreements WHERE payment_id = $1")
+            .bind(id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        disagreements, 1,
+        "still recorded, for an operator to look at"
+    );
+}
