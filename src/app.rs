@@ -191,10 +191,15 @@ impl Application {
         // The admin listener outlives the public one: probes see the drain (readiness 503)
         // and Prometheus can scrape until the end.
         let (admin_stop_tx, admin_stop_rx) = tokio::sync::oneshot::channel::<()>();
-        let admin_serve = axum::serve(self.admin_listener, self.admin_router)
-            .with_graceful_shutdown(async {
-                let _ = admin_stop_rx.await;
-            });
+        // With the peer's address: the console's sign-in throttle counts by it.
+        let admin_serve = axum::serve(
+            self.admin_listener,
+            self.admin_router
+                .into_make_service_with_connect_info::<std::net::SocketAddr>(),
+        )
+        .with_graceful_shutdown(async {
+            let _ = admin_stop_rx.await;
+        });
         let admin_server = tokio::spawn(async move { admin_serve.await });
         // Workers stop with the HTTP server: on the signal, or when the server ends early
         // (which drops the signal and its sender).

@@ -80,6 +80,8 @@ pub struct Shared {
     /// Bank exchanges that must reach their commit once begun (a code exchange uses the
     /// code up), shared with the workers: shutdown waits for them.
     pub finishing: crate::finishing::Finishing,
+    /// Failed console sign-ins per source address (a flood is refused before any check).
+    pub sign_in_throttle: Arc<console::throttle::Throttle>,
 }
 
 impl AppState {
@@ -116,6 +118,7 @@ impl AppState {
             draining: Arc::default(),
             error_reads: Arc::default(),
             finishing: crate::finishing::Finishing::default(),
+            sign_in_throttle: Arc::default(),
         }))
     }
 

@@ -661,3 +661,103 @@ async fn an_operator_or_a_session_written_in_sql_opens_no_console() {
         "{refused:?}"
     );
 }
+
+/// Opens the sign-in page and posts `email` and `password` as a client at `forwarded` behind
+/// the trusted proxy; returns the answer.
+async fn sign_in_from(
+    app: &TestApp,
+    forwarded: &str,
+    email: &str,
+    password: &str,
+) -> reqwest::Response {
+    let form = login_form(app).await;
+    app.client
+        .post(app.admin_url("/console/login"))
+        .header("cookie", format!("pisgate_console_login={}", form.cookie))
+        .header("x-forwarded-for", forwarded)
+        .form(&[
+            ("csrf", form.csrf.as_str()),
+            ("email", email),
+            ("password", password),
+        ])
+        .send()
+        .await
+        .unwrap()
+}
+
+/// A flood of sign-ins over many unknown emails from one address: each cost a full password
+/// check (the dummy one) and an audit row, with no account ever locked, and took the checks'
+/// slots from operators. Past 50 failures the address is refused with 429 and Retry-After
+/// before any check or database write (one `sign_in_throttled` audit row), the right password
+/// from there included; an operator at another address signs in, and a success clears an
+/// address's count.
+#[tokio::test]
+async fn a_flood_of_sign_ins_from_one_address_is_refused_before_any_check() {
+    use pisgate::api::console::throttle::FAILURES_PER_SOURCE;
+    let app =
+        crate::helpers::spawn_app_with(&[("PISGATE__SERVER__TRUSTED_PROXIES", "127.0.0.1")]).await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let flooder = "198.51.100.7";
+    for batch in 0..FAILURES_PER_SOURCE / 10 {
+        let emails: Vec<String> = (0..10)
+            .map(|i| format!("nobody-{batch}-{i}@pisgate.example"))
+            .collect();
+        let answers = futures_util::future::join_all(
+            emails
+                .iter()
+                .map(|email| sign_in_from(&app, flooder, email, "some guess at all")),
+        )
+        .await;
+        for r in answers {
+            assert_eq!(r.status(), 401);
+        }
+    }
+    assert_eq!(
+        count_audit(&app, "sign_in_failed").await,
+        i64::from(FAILURES_PER_SOURCE)
+    );
+
+    let refused = sign_in_from(&app, flooder, "nobody-more@pisgate.example", "x").await;
+    assert_eq!(refused.status(), 429);
+    let wait: u64 = refused.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=900).contains(&wait), "{wait}");
+    assert!(
+        refused
+            .text()
+            .await
+            .unwrap()
+            .contains("Too many failed sign-ins")
+    );
+    let right = sign_in_from(&app, flooder, EMAIL, PASSWORD).await;
+    assert_eq!(
+        right.status(),
+        429,
+        "refused before the password is looked at"
+    );
+    assert_eq!(
+        count_audit(&app, "sign_in_failed").await,
+        i64::from(FAILURES_PER_SOURCE),
+        "nothing more checked or written"
+    );
+    assert_eq!(count_audit(&app, "sign_in_throttled").await, 1);
+
+    // Another address signs in; there a success clears the count of earlier failures.
+    let other = "198.51.100.8";
+    for _ in 0..3 {
+        assert_eq!(
+            sign_in_from(&app, other, "nobody@pisgate.example", "x")
+                .await
+                .status(),
+            401
+        );
+    }
+    assert_eq!(
+        sign_in_from(&app, other, EMAIL, PASSWORD).await.status(),
+        303
+    );
+    assert_eq!(count_audit(&app, "signed_in").await, 1);
+}

@@ -19,7 +19,8 @@
 //! that must match its own cookie. Five sign-in attempts in a row that do not succeed lock an
 //! account for 15 minutes: each attempt is counted in the database before its password is
 //! checked ([`operators::admit`]), so parallel guesses cannot outrun the lock, and a locked
-//! or disabled account is refused without a check. Password checks run under a small
+//! or disabled account is refused without a check. A flood over many emails from one
+//! address is refused before any check ([`throttle`]). Password checks run under a small
 //! semaphore on blocking threads ([`password::verify_limited`]). Every sign-in, failure,
 //! refusal, lock-out and sign-out is audited; "sign out everywhere" ends every session of
 //! the operator. Pages are server-rendered with no JavaScript and a strict CSP.
@@ -27,6 +28,7 @@
 //! Never logged: passwords, session tokens, CSRF tokens.
 
 pub mod password;
+pub mod throttle;
 pub mod unresolved;
 mod view;
 
@@ -208,6 +210,7 @@ fn csrf_refused() -> Response {
 #[tracing::instrument(skip_all)]
 async fn login(
     State(state): State<AppState>,
+    peer: crate::api::client_ip::Peer,
     headers: HeaderMap,
     Form(form): Form<HashMap<String, String>>,
 ) -> Response {
@@ -216,6 +219,64 @@ async fn login(
     if expected.is_empty() || !same(given, expected) {
         return csrf_refused();
     }
+    let source = throttle::Source::of(crate::api::client_ip::client_ip(
+        peer,
+        &headers,
+        &state.settings.server.trusted_proxies,
+    ));
+    // A flood from one address: refused before the database or a password check.
+    if let Some(wait) = state
+        .sign_in_throttle
+        .refused(source, std::time::Instant::now())
+    {
+        return throttled(&state, wait);
+    }
+    let response = sign_in_checked(&state, &form).await;
+    let now = std::time::Instant::now();
+    if response.status() == StatusCode::UNAUTHORIZED {
+        if state.sign_in_throttle.failed(source, now) {
+            tracing::warn!(
+                failures = throttle::FAILURES_PER_SOURCE,
+                "console sign-ins from one address refused for a while: too many failures"
+            );
+            let target = format!("{source:?}");
+            if let Err(e) = operators::audit(
+                &state.pool,
+                None,
+                "",
+                "sign_in_throttled",
+                Some(&target),
+                serde_json::json!({ "failures": throttle::FAILURES_PER_SOURCE, "window_secs": throttle::WINDOW.as_secs() }),
+            )
+            .await
+            {
+                return internal(e);
+            }
+        }
+    } else if response.status() == StatusCode::SEE_OTHER {
+        state.sign_in_throttle.succeeded(source);
+    }
+    response
+}
+
+/// `429` with `Retry-After`: too many failed sign-ins from this address.
+fn throttled(state: &AppState, wait: std::time::Duration) -> Response {
+    let minutes = wait.as_secs().div_ceil(60).max(1);
+    let mut r = login_page(
+        state,
+        StatusCode::TOO_MANY_REQUESTS,
+        Some(&format!(
+            "Too many failed sign-ins from your address: try again in {minutes} minute(s)."
+        )),
+    );
+    if let Ok(v) = wait.as_secs().max(1).to_string().parse() {
+        r.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    r
+}
+
+/// The sign-in itself, once the form's CSRF token and the source's throttle allow it.
+async fn sign_in_checked(state: &AppState, form: &HashMap<String, String>) -> Response {
     let email = form
         .get("email")
         .map(|e| e.trim().to_lowercase())
@@ -264,24 +325,24 @@ async fn login(
             if let Err(e) = operators::record_failure(&state.pool, None, &typed, false, 0).await {
                 return internal(e);
             }
-            return refused(&state);
+            return refused(state);
         }
         // Refused without checking the password, but after the same time as a check: a
         // fast refusal would tell that the email is an operator's (locked or disabled).
         Ok(Gate::Locked { id, .. }) => {
             password::verify_limited(password, &password::DUMMY_HASH).await;
             tracing::warn!(operator_id = %id, "sign-in to a locked account refused");
-            return refused(&state);
+            return refused(state);
         }
         Ok(Gate::Disabled { id, .. }) => {
             password::verify_limited(password, &password::DUMMY_HASH).await;
             tracing::warn!(operator_id = %id, "sign-in to a disabled account refused");
-            return refused(&state);
+            return refused(state);
         }
         // Logged at error where it was judged (`operators::admit`).
         Ok(Gate::Unsealed { .. }) => {
             password::verify_limited(password, &password::DUMMY_HASH).await;
-            return refused(&state);
+            return refused(state);
         }
         Ok(Gate::Admitted {
             id,
@@ -299,7 +360,7 @@ async fn login(
                 {
                     return internal(e);
                 }
-                return refused(&state);
+                return refused(state);
             }
             (
                 id,
@@ -328,7 +389,7 @@ async fn login(
     .await
     {
         Err(e) => return internal(e),
-        Ok(false) => return refused(&state),
+        Ok(false) => return refused(state),
         Ok(true) => {}
     }
     tracing::info!(operator_id = %id, reached_limit = locks, "operator signed in");
