@@ -36,12 +36,16 @@ async fn the_only_payment_since(app: &TestApp, known: &[String]) -> String {
     new[0].clone()
 }
 
-/// The simulator's id of the payment it holds for `amount`.
-fn sim_id(bank: &crate::berlin_group::BgBank, amount: &str) -> String {
+/// The simulator's id of the payment it holds for `amount` with `message` from `debtor`.
+fn sim_id(bank: &crate::berlin_group::BgBank, amount: &str, message: &str, debtor: &str) -> String {
     let all = bank.sandbox.payments();
     let found: Vec<&Value> = all
         .iter()
-        .filter(|p| p["body"]["instructedAmount"]["amount"] == amount)
+        .filter(|p| {
+            p["body"]["instructedAmount"]["amount"] == amount
+                && p["body"]["remittanceInformationUnstructured"] == message
+                && p["body"]["debtorAccount"]["iban"] == debtor
+        })
         .collect();
     assert_eq!(found.len(), 1, "{all:?}");
     found[0]["id"].as_str().unwrap().to_owned()
@@ -81,7 +85,7 @@ async fn an_operator_attaches_the_banks_payment_only_when_it_is_this_payment_and
     let (app, bank) = spawn_with_berlin(&[]).await;
     assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
     bank.sandbox.faults().set(vec![
-        FaultRule::always(FaultTarget::Initiate, Fault::DropAfterProcessing).times(2),
+        FaultRule::always(FaultTarget::Initiate, Fault::DropAfterProcessing).times(4),
     ]);
     let m = app.create_merchant("Shop").await;
     let first = app
@@ -94,12 +98,27 @@ async fn an_operator_attaches_the_banks_payment_only_when_it_is_this_payment_and
         .await;
     assert_eq!(second.status(), 502);
     let redirect = the_only_payment_since(&app, std::slice::from_ref(&exempt)).await;
+    // The same order tried again under other keys, from another account or with another
+    // message: the bank's payments differ from the first only there.
+    const OTHER_DEBTOR: &str = "FI4250001510000023";
+    for (key, field, value) in [
+        ("k-other-debtor", "/debtor/account/value", OTHER_DEBTOR),
+        ("k-other-message", "/creditor/message", "Order 5678"),
+    ] {
+        let mut body = berlin_payment("77.09");
+        *body.pointer_mut(field).unwrap() = Value::from(value);
+        assert_eq!(app.post_payment(&m.api_key, key, &body).await.status(), 502);
+    }
     let recorded = app
         .create_payment(&m.api_key, &berlin_payment("12.00"))
         .await;
     let recorded_id = recorded["id"].as_str().unwrap().to_owned();
     let held = recorded["bank_payment_id"].as_str().unwrap().to_owned();
-    let (b_exempt, b_redirect) = (sim_id(&bank, "77.09"), sim_id(&bank, "10.00"));
+    const DEBTOR: &str = "FI2112345600000785";
+    let b_exempt = sim_id(&bank, "77.09", "Order 1234", DEBTOR);
+    let b_redirect = sim_id(&bank, "10.00", "Order 1234", DEBTOR);
+    let b_other_debtor = sim_id(&bank, "77.09", "Order 1234", OTHER_DEBTOR);
+    let b_other_message = sim_id(&bank, "77.09", "Order 5678", DEBTOR);
 
     // The merchant cancels the redirect one while its answer is lost: left to the bank.
     let r = app
@@ -141,6 +160,14 @@ async fn an_operator_attaches_the_banks_payment_only_when_it_is_this_payment_and
         (
             attach(&exempt, &held, "case 1"),
             &*format!("already belongs to payment {recorded_id}"),
+        ),
+        (
+            attach(&exempt, &b_other_debtor, "case 1"),
+            "is from account …0023, this payment from account …0785",
+        ),
+        (
+            attach(&exempt, &b_other_message, "case 1"),
+            "carries another message",
         ),
         (
             attach(&exempt, "bad id/..", "case 1"),
@@ -219,7 +246,7 @@ async fn an_operator_attaches_the_banks_payment_only_when_it_is_this_payment_and
     assert_eq!(retry["status"], "paid");
     assert_eq!(
         bank.sandbox.payments().len(),
-        3,
+        5,
         "no second payment at the bank"
     );
 

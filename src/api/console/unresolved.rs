@@ -7,8 +7,8 @@
 //! - **attaches the bank's payment id** ([`look_up`], then [`attach_in`]): pisgate reads the
 //!   payment at the bank (its standard path, [`crate::bank::Bank::reference_for`]) and attaches
 //!   it only when the bank's amount, currency and creditor account are this payment's, its
-//!   end-to-end id (when the bank shows one) is this payment's, and no other payment holds
-//!   that id. It is then recorded as the initiation's answer (the same ledger event, the
+//!   debtor account, message and end-to-end id (where the bank shows them) are this
+//!   payment's, and no other payment holds that id. It is then recorded as the initiation's answer (the same ledger event, the
 //!   bank id bound by its MAC), the poller follows the bank to its final word, a same-key
 //!   retry answers the payment, and a merchant's cancel made meanwhile is sent to the bank.
 //! - **ends it as not made at the bank** ([`end_in`]): on the bank's word to the operator,
@@ -192,6 +192,33 @@ pub async fn look_up(
             )));
         }
         Some(_) => {}
+    }
+    // The debtor and the message, where both sides show one: two lost payments of one
+    // merchant with the same amount and creditor (an order tried twice) differ there.
+    let debtor = p.shopper_debtor_account.as_deref().or_else(|| {
+        p.request
+            .pointer("/debtor/account/value")
+            .and_then(|v| v.as_str())
+    });
+    if let (Some(ours), Some(theirs)) = (debtor, &details.debtor_account)
+        && normalised(ours) != normalised(&theirs.value)
+    {
+        return Ok(Err(format!(
+            "The bank's payment {id} is from account {}, this payment from account {}: not this payment.",
+            masked(&theirs.value),
+            masked(ours)
+        )));
+    }
+    let message = p
+        .request
+        .pointer("/creditor/message")
+        .and_then(|v| v.as_str());
+    if let (Some(ours), Some(theirs)) = (message, details.creditor_message.as_deref())
+        && ours.trim() != theirs.trim()
+    {
+        return Ok(Err(format!(
+            "The bank's payment {id} carries another message than this payment: not this payment."
+        )));
     }
     let ours_e2e = end_to_end_id(p.id);
     if let Some(e2e) = details.external_id.as_deref().map(str::trim)
