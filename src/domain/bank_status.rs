@@ -11,9 +11,9 @@
 //! | progress | Nordea | Berlin Group, SEB (ISO 20022) | OP |
 //! |---|---|---|---|
 //! | 0 | PendingUserApproval (not signed) | RCVD | Unauthorized |
-//! | 1 | PendingConfirmation | PATC (partly signed) | Authorizing |
-//! | 2 | PendingSecondConfirmation, OnHold | ACTC, ACCP, ACFC, ACWC, ACWP | Authorized |
-//! | 3 | Confirmed | ACSP | SubmissionPending |
+//! | 1 | PendingConfirmation | | Authorizing |
+//! | 2 | PendingSecondConfirmation, OnHold | ACTC, PATC (partly signed), ACCP, ACFC, ACWC | Authorized |
+//! | 3 | Confirmed | ACSP, ACWP | SubmissionPending |
 //! | 4 | | | Accepted |
 //! | 9 | every final status: Paid, Rejected, InsufficientFunds, LimitExceeded, UserApprovalFailed, UserApprovalTimeout, UserApprovalCancelled, Cancelled, Stopped | ACSC, ACCC, RJCT, CANC | Debited, Rejected, Revoked, Cancelled |
 //!
@@ -44,9 +44,10 @@ pub fn progress(bank_status: &str) -> Option<u8> {
         | "Stopped" => FINAL,
         // ISO 20022 (Berlin Group, SEB).
         "RCVD" => 0,
-        "PATC" => 1,
-        "ACTC" | "ACCP" | "ACFC" | "ACWC" | "ACWP" => 2,
-        "ACSP" => 3,
+        // PATC (partly signed) may follow an ACTC initiation answer; ACWP (accepted without
+        // posting) may follow ACSP: neither is ranked before what it may follow.
+        "ACTC" | "PATC" | "ACCP" | "ACFC" | "ACWC" => 2,
+        "ACSP" | "ACWP" => 3,
         "ACSC" | "ACCC" | "RJCT" | "CANC" => FINAL,
         // OP ("Rejected" and "Cancelled" are Nordea's words too, final in both).
         "Unauthorized" => 0,
@@ -114,7 +115,8 @@ mod tests {
     #[test]
     fn an_iso_or_op_status_never_moves_back_along_its_order() {
         for order in [
-            &["RCVD", "PATC", "ACTC", "ACSP", "ACSC"][..],
+            &["RCVD", "PATC", "ACSP", "ACSC"][..],
+            &["RCVD", "ACTC", "ACWP", "ACCC"],
             &["RCVD", "ACCP", "ACSP", "RJCT"],
             &["RCVD", "ACWC", "ACSP", "CANC"],
             &[
@@ -136,6 +138,8 @@ mod tests {
         }
         // The accepted steps of ISO 20022 are one progress: none replaces another as older.
         assert!(!is_backwards(Some("ACCP"), "ACTC"));
-        assert!(!is_backwards(Some("ACTC"), "ACWP"));
+        assert!(!is_backwards(Some("ACTC"), "PATC"));
+        assert!(!is_backwards(Some("PATC"), "ACTC"));
+        assert!(!is_backwards(Some("ACSP"), "ACWP"));
     }
 }

@@ -1707,7 +1707,8 @@ pub async fn transition(
             kind: change.kind.to_owned(),
             old_status: Some(from),
             new_status: Some(to),
-            bank_status: change.bank_status.map(str::to_owned),
+            // As the row: a stale read's status is in neither (the ledger binds the row's).
+            bank_status: change.bank_status.filter(|_| !stale).map(str::to_owned),
             detail: change.detail,
         },
     )

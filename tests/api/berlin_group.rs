@@ -1428,7 +1428,7 @@ async fn still_rcvd_and_never_deleted(
 
 /// pisgate and the simulator for the late-signing horizon: a signing window of 1 s and a
 /// horizon of 3 s.
-async fn spawn_for_the_horizon() -> (TestApp, BgBank) {
+pub(crate) async fn spawn_for_the_horizon() -> (TestApp, BgBank) {
     spawn_with_berlin(&[
         ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
         ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),

@@ -151,7 +151,7 @@ async fn an_operator_attaches_the_banks_payment_only_when_it_is_this_payment_and
     let refusals = [
         (
             attach(&exempt, "no-such-payment", "case 1"),
-            "holds no payment no-such-payment",
+            "The bank answered 404 for payment no-such-payment",
         ),
         (
             attach(&exempt, &b_redirect, "case 1"),
@@ -370,4 +370,125 @@ async fn an_operator_ends_a_lost_initiation_the_bank_made_none_of_as_failed() {
         "{page}"
     );
     assert!(!page.contains("Unresolved initiation"));
+}
+
+/// While the bank's answer may still be on its way (the attempt is `pending` and recent), the
+/// console offers nothing: ending or attaching it then would leave the late answer an
+/// orphan, nobody following a payment the bank may execute. Once the answer comes, the
+/// payment is no longer unresolved at all.
+#[tokio::test]
+async fn an_initiation_whose_answer_may_still_come_is_not_offered_for_reconciliation() {
+    let (app, bank) = spawn_with_berlin(&[]).await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 2500 }).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let creating = {
+        let (client, url, key) = (
+            app.client.clone(),
+            app.url("/v1/payments"),
+            m.api_key.clone(),
+        );
+        tokio::spawn(async move {
+            client
+                .post(url)
+                .bearer_auth(key)
+                .header("idempotency-key", "k-slow")
+                .json(&berlin_payment("77.09"))
+                .send()
+                .await
+                .unwrap()
+                .status()
+        })
+    };
+    let id = loop {
+        let found: Option<String> = sqlx::query_scalar("SELECT id::text FROM payments")
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
+        if let Some(id) = found {
+            break id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    };
+    let cookie = crate::console::session_cookie(&app).await;
+    let (_, page) = get(&app, &format!("/console/payments/{id}"), &cookie).await;
+    assert!(page.contains("Initiation in flight"), "{page}");
+    assert!(
+        !page.contains("end_unresolved"),
+        "no action offered: {page}"
+    );
+    let (code, page) = ask(
+        &app,
+        &cookie,
+        &[
+            ("action", "end_unresolved"),
+            ("payment", &id),
+            ("evidence", "case 1"),
+        ],
+    )
+    .await;
+    assert_eq!(code, 409, "{page}");
+    assert!(page.contains("may still be on its way"), "{page}");
+    assert_eq!(creating.await.unwrap(), 201, "the answer came");
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["status"], "awaiting_authorization");
+    assert!(p["bank_payment_id"].is_string(), "{p}");
+    let (_, page) = get(&app, &format!("/console/payments/{id}"), &cookie).await;
+    assert!(!page.contains("Initiation in flight") && !page.contains("Unresolved initiation"));
+}
+
+/// A payment found by the operator long after its late-signing horizon, that nobody signed
+/// yet (the bank may still push it to the shopper's app): attaching it gives the shopper the
+/// horizon from now before pisgate asks the bank to delete it, not an instant DELETE.
+#[tokio::test]
+async fn a_payment_attached_past_its_horizon_gets_the_horizon_from_now() {
+    let (app, bank) = crate::berlin_group::spawn_for_the_horizon().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DropAfterProcessing).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let first = app
+        .post_payment(&m.api_key, "k-late", &berlin_payment("10.00"))
+        .await;
+    assert_eq!(first.status(), 502);
+    let id = the_only_payment_since(&app, &[]).await;
+    let bank_id = sim_id(&bank, "10.00", "Order 1234", "FI2112345600000785");
+    // Past the horizon (3 s).
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    let cookie = crate::console::session_cookie(&app).await;
+    let (done, _) = act(
+        &app,
+        &cookie,
+        &[
+            ("action", "attach_bank_payment"),
+            ("payment", &id),
+            ("bank_payment_id", &bank_id),
+            ("evidence", "case 5"),
+        ],
+    )
+    .await;
+    assert_eq!(done.status(), 303);
+    let ahead: bool = sqlx::query_scalar(
+        "SELECT sign_horizon_at > now() + interval '1 second' FROM payments WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(ahead, "the horizon runs from the attachment");
+    // The poller follows it at once; it asks the bank nothing to delete yet.
+    tokio::time::sleep(Duration::from_millis(1000)).await;
+    let deletes = bank
+        .sandbox
+        .requests()
+        .into_iter()
+        .filter(|e| e.method == "DELETE")
+        .count();
+    assert_eq!(deletes, 0);
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["status"], "awaiting_authorization", "{p}");
+    assert_eq!(p["bank_status"], "RCVD", "followed: {p}");
 }

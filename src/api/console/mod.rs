@@ -219,41 +219,45 @@ async fn login(
     if expected.is_empty() || !same(given, expected) {
         return csrf_refused();
     }
-    let source = throttle::Source::of(crate::api::client_ip::client_ip(
-        peer,
-        &headers,
-        &state.settings.server.trusted_proxies,
-    ));
-    // A flood from one address: refused before the database or a password check.
-    if let Some(wait) = state
-        .sign_in_throttle
-        .refused(source, std::time::Instant::now())
-    {
-        return throttled(&state, wait);
-    }
-    let response = sign_in_checked(&state, &form).await;
-    let now = std::time::Instant::now();
-    if response.status() == StatusCode::UNAUTHORIZED {
-        if state.sign_in_throttle.failed(source, now) {
-            tracing::warn!(
-                failures = throttle::FAILURES_PER_SOURCE,
-                "console sign-ins from one address refused for a while: too many failures"
-            );
-            let target = format!("{source:?}");
-            if let Err(e) = operators::audit(
-                &state.pool,
-                None,
-                "",
-                "sign_in_throttled",
-                Some(&target),
-                serde_json::json!({ "failures": throttle::FAILURES_PER_SOURCE, "window_secs": throttle::WINDOW.as_secs() }),
-            )
-            .await
-            {
-                return internal(e);
+    let client =
+        crate::api::client_ip::client_ip(peer, &headers, &state.settings.server.trusted_proxies);
+    // Counted before the database or any password check (parallel attempts count as many);
+    // a flood from one address is refused. Loopback (port-forward) is never throttled.
+    let source = client
+        .filter(|ip| !ip.is_loopback())
+        .map(|ip| throttle::Source::of(Some(ip)));
+    if let Some(source) = source {
+        match state
+            .sign_in_throttle
+            .begin(source, std::time::Instant::now())
+        {
+            Err(wait) => return throttled(&state, wait),
+            Ok(false) => {}
+            Ok(true) => {
+                tracing::warn!(
+                    attempts = throttle::FAILURES_PER_SOURCE,
+                    "console sign-ins from one address refused for a while: too many that did not succeed"
+                );
+                let target = format!("{source:?}");
+                if let Err(e) = operators::audit(
+                    &state.pool,
+                    None,
+                    "",
+                    "sign_in_throttled",
+                    Some(&target),
+                    serde_json::json!({ "attempts": throttle::FAILURES_PER_SOURCE, "window_secs": throttle::WINDOW.as_secs() }),
+                )
+                .await
+                {
+                    return internal(e);
+                }
             }
         }
-    } else if response.status() == StatusCode::SEE_OTHER {
+    }
+    let response = sign_in_checked(&state, &form).await;
+    if let Some(source) = source
+        && response.status() == StatusCode::SEE_OTHER
+    {
         state.sign_in_throttle.succeeded(source);
     }
     response
@@ -572,14 +576,21 @@ async fn payment(
         .await?;
         let events = events::list(&state.pool, id).await?;
         let deliveries = operators::deliveries(&state.pool, id).await?;
-        let record = {
+        // An unresolved initiation: the end-to-end id to ask the bank about, and whether it
+        // waits for an operator (or its answer may still come).
+        let unresolved = {
             let mut conn = state.pool.read_conn().await?;
-            crate::ledger::payments::get(&mut conn, id).await?
+            match crate::ledger::payments::get(&mut conn, id).await? {
+                Some(p) => match unresolved::standing(&state, &mut conn, &p).await? {
+                    unresolved::Standing::Resolved => None,
+                    s => Some((
+                        unresolved::end_to_end_id(p.id),
+                        s == unresolved::Standing::Waiting,
+                    )),
+                },
+                None => None,
+            }
         };
-        // Waiting for an operator: the end-to-end id to ask the bank about.
-        let unresolved = record
-            .filter(|p| unresolved::is_unresolved(&state, p))
-            .map(|p| unresolved::end_to_end_id(p.id));
         let verified = match keys::installed() {
             Some(k) => Some(verify::verify_payment(&state.pool, &k, id).await?),
             None => None,
@@ -601,7 +612,9 @@ async fn payment(
                 &events,
                 &deliveries,
                 verified.as_ref(),
-                unresolved.as_deref(),
+                unresolved
+                    .as_ref()
+                    .map(|(e2e, waiting)| (e2e.as_str(), *waiting)),
             ),
         ),
     }
@@ -1096,7 +1109,18 @@ async fn run_audited(
     act: &Action,
 ) -> anyhow::Result<Result<Option<String>, String>> {
     let mut tx = state.pool.begin().await?;
-    let done = act.run(&mut tx, state, &session.email).await?;
+    // In a savepoint: a refused action leaves nothing of what it wrote before it was
+    // refused; its audit row says why.
+    let done = {
+        let mut action = sqlx::Connection::begin(&mut *tx).await?;
+        let done = act.run(&mut action, state, &session.email).await?;
+        if done.is_ok() {
+            action.commit().await?;
+        } else {
+            action.rollback().await?;
+        }
+        done
+    };
     let outcome = match &done {
         Ok(_) => serde_json::json!({ "outcome": "done" }),
         Err(why) => serde_json::json!({ "outcome": "refused", "why": why }),
@@ -1177,7 +1201,7 @@ async fn action(
                 return page(StatusCode::CONFLICT, view::message("Not done", &why));
             }
             match unresolved::check(&state, *payment).await {
-                Ok(Ok(())) => {}
+                Ok(Ok(_)) => {}
                 Ok(Err(why)) => {
                     return page(StatusCode::CONFLICT, view::message("Not done", &why));
                 }

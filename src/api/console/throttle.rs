@@ -5,17 +5,21 @@
 //! stop a flood over many emails, each of which costs a full Argon2 check (the dummy one for
 //! an unknown email, so that timing never tells who exists) and an audit row, and takes a
 //! slot of the checks' small semaphore from the operators signing in. Here, past
-//! [`FAILURES_PER_SOURCE`] failed sign-ins from one address within [`WINDOW`], the address
-//! gets `429` with `Retry-After` until the window ends: no check, no database write (one audit
+//! [`FAILURES_PER_SOURCE`] sign-ins from one address within [`WINDOW`] that did not succeed,
+//! the address gets `429` with `Retry-After` until the window ends: no check, no database write (one audit
 //! row, `sign_in_throttled`, when it starts). A success from the address clears its count.
 //!
 //! The address is the client's as [`crate::api::client_ip`] tells it (`X-Forwarded-For` only
 //! from `server.trusted_proxies`); an IPv6 client counts by its /64, which one host can
 //! otherwise rotate through. Counts live in each replica's memory: with N replicas a source
 //! gets up to N times the allowance, the usual trade for no shared counter. At most
-//! [`MAX_SOURCES`] addresses are tracked; past that, expired ones are dropped, and when none
-//! has expired the newcomers share one count (a flood from that many addresses is throttled
-//! as one source rather than growing the map).
+//! [`MAX_SOURCES`] addresses are tracked; past that, expired ones are dropped, then the
+//! oldest: a newcomer always counts alone, so no flood from many addresses can lock out an
+//! operator at another. Every attempt is counted when it begins (parallel attempts count
+//! as many, before any check), and a success gives the count back. An operator at a
+//! loopback address (`kubectl port-forward`, where every operator's peer is 127.0.0.1) is
+//! never throttled: one operator's typos must not lock the others out, and whoever reaches
+//! the listener that way has the cluster already. The per-account lock still holds there.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -64,31 +68,26 @@ impl Throttle {
         self.counts.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// How long `source` is refused for, or `None` when it may sign in.
-    pub fn refused(&self, source: Source, now: Instant) -> Option<Duration> {
-        let counts = self.counts();
-        let c = counts.get(&source).or_else(|| {
-            counts
-                .get(&Source::Unknown)
-                .filter(|_| counts.len() >= MAX_SOURCES)
-        })?;
-        let ends = c.started + WINDOW;
-        (c.failures >= FAILURES_PER_SOURCE && now < ends).then(|| ends - now)
-    }
-
-    /// Counts a failed sign-in from `source`; `true` when this failure reached the allowance
-    /// (the throttle starts: audit it once).
-    pub fn failed(&self, source: Source, now: Instant) -> bool {
+    /// Takes a sign-in from `source` into the count before anything is checked, so that
+    /// parallel attempts count as many: `Err(wait)` when the source is refused for that long;
+    /// `Ok(true)` when this attempt reached the allowance (the throttle starts: audit it once).
+    /// A success gives the count back ([`Throttle::succeeded`]).
+    pub fn begin(&self, source: Source, now: Instant) -> Result<bool, Duration> {
         let mut counts = self.counts();
         if !counts.contains_key(&source) && counts.len() >= MAX_SOURCES {
             counts.retain(|_, c| now < c.started + WINDOW);
+            if counts.len() >= MAX_SOURCES {
+                // Room for the newcomer: the source whose window began first goes.
+                if let Some(oldest) = counts
+                    .iter()
+                    .min_by_key(|(_, c)| c.started)
+                    .map(|(k, _)| *k)
+                {
+                    counts.remove(&oldest);
+                }
+            }
         }
-        let key = if counts.contains_key(&source) || counts.len() < MAX_SOURCES {
-            source
-        } else {
-            Source::Unknown
-        };
-        let c = counts.entry(key).or_insert(Count {
+        let c = counts.entry(source).or_insert(Count {
             started: now,
             failures: 0,
         });
@@ -98,8 +97,11 @@ impl Throttle {
                 failures: 0,
             };
         }
-        c.failures = c.failures.saturating_add(1);
-        c.failures == FAILURES_PER_SOURCE
+        if c.failures >= FAILURES_PER_SOURCE {
+            return Err(c.started + WINDOW - now);
+        }
+        c.failures += 1;
+        Ok(c.failures == FAILURES_PER_SOURCE)
     }
 
     /// A sign-in from `source` succeeded: its count starts over.
@@ -121,19 +123,25 @@ mod tests {
         let t = Throttle::default();
         let now = Instant::now();
         for i in 1..FAILURES_PER_SOURCE {
-            assert!(!t.failed(v4(7), now), "{i}");
-            assert_eq!(t.refused(v4(7), now), None);
+            assert_eq!(t.begin(v4(7), now), Ok(false), "{i}");
         }
-        assert!(
-            t.failed(v4(7), now),
+        assert_eq!(
+            t.begin(v4(7), now),
+            Ok(true),
             "the allowance is reached: audited once"
         );
-        assert_eq!(t.refused(v4(7), now), Some(WINDOW));
-        assert!(!t.failed(v4(7), now), "only once");
-        assert_eq!(t.refused(v4(8), now), None, "another address is not");
+        assert_eq!(
+            t.begin(v4(7), now),
+            Err(WINDOW),
+            "refused, counted no further"
+        );
+        assert_eq!(t.begin(v4(8), now), Ok(false), "another address is not");
         let later = now + WINDOW;
-        assert_eq!(t.refused(v4(7), later), None, "the window ended");
-        assert!(!t.failed(v4(7), later), "counted afresh");
+        assert_eq!(
+            t.begin(v4(7), later),
+            Ok(false),
+            "the window ended: counted afresh"
+        );
     }
 
     #[test]
@@ -141,10 +149,10 @@ mod tests {
         let t = Throttle::default();
         let now = Instant::now();
         for _ in 0..FAILURES_PER_SOURCE - 1 {
-            t.failed(v4(7), now);
+            t.begin(v4(7), now).unwrap();
         }
         t.succeeded(v4(7));
-        assert!(!t.failed(v4(7), now));
+        assert_eq!(t.begin(v4(7), now), Ok(false));
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
@@ -153,30 +161,29 @@ mod tests {
     }
 
     #[test]
-    fn past_the_most_addresses_newcomers_share_one_count() {
+    fn past_the_most_addresses_the_oldest_goes_and_a_newcomer_counts_alone() {
         let t = Throttle::default();
-        let now = Instant::now();
+        let start = Instant::now();
         for i in 0..MAX_SOURCES as u32 {
-            t.failed(Source::V6Net(u64::from(i)), now);
+            let at = start + Duration::from_millis(u64::from(i));
+            t.begin(Source::V6Net(u64::from(i)), at).unwrap();
         }
+        let now = start + Duration::from_secs(60);
         let newcomer = Source::V6Net(u64::MAX);
-        for _ in 0..FAILURES_PER_SOURCE {
-            t.failed(newcomer, now);
-        }
-        assert!(t.refused(newcomer, now).is_some());
+        assert_eq!(t.begin(newcomer, now), Ok(false));
+        assert_eq!(t.counts().len(), MAX_SOURCES, "bounded");
         assert!(
-            t.refused(Source::V6Net(u64::MAX - 1), now).is_some(),
-            "another newcomer shares the count"
+            !t.counts().contains_key(&Source::V6Net(0)),
+            "the oldest went"
         );
+        for _ in 1..FAILURES_PER_SOURCE {
+            t.begin(newcomer, now).unwrap();
+        }
+        assert!(t.begin(newcomer, now).is_err());
         assert_eq!(
-            t.refused(Source::V6Net(1), now),
-            None,
-            "a tracked one keeps its own"
+            t.begin(Source::V6Net(u64::MAX - 1), now),
+            Ok(false),
+            "another newcomer has its own count"
         );
-        assert!(t.counts().len() <= MAX_SOURCES + 1);
-        // Once the tracked ones expire, a newcomer gets a count of its own again.
-        let later = now + WINDOW;
-        assert!(!t.failed(Source::V6Net(u64::MAX - 2), later));
-        assert_eq!(t.refused(Source::V6Net(u64::MAX - 2), later), None);
     }
 }

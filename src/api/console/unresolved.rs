@@ -6,9 +6,10 @@
 //!
 //! - **attaches the bank's payment id** ([`look_up`], then [`attach_in`]): pisgate reads the
 //!   payment at the bank (its standard path, [`crate::bank::Bank::reference_for`]) and attaches
-//!   it only when the bank's amount, currency and creditor account are this payment's, its
-//!   debtor account, message and end-to-end id (where the bank shows them) are this
-//!   payment's, and no other payment holds that id. It is then recorded as the initiation's answer (the same ledger event, the
+//!   it only when the bank shows this payment's end-to-end id (its id, as sent), amount,
+//!   currency and creditor account, its debtor account and message where the bank shows
+//!   them, and no other payment holds that id. Only once the attempt cannot be running any
+//!   more ([`Standing`]): a late answer would otherwise be an orphan. It is then recorded as the initiation's answer (the same ledger event, the
 //!   bank id bound by its MAC), the poller follows the bank to its final word, a same-key
 //!   retry answers the payment, and a merchant's cancel made meanwhile is sent to the bank.
 //! - **ends it as not made at the bank** ([`end_in`]): on the bank's word to the operator,
@@ -29,12 +30,74 @@ use uuid::Uuid;
 /// The longest evidence text kept.
 pub const EVIDENCE_MAX: usize = 500;
 
-/// Whether the payment waits for an operator: its initiation answer is not recorded, at a
-/// bank that may execute it without the shopper.
+/// Whether the payment's initiation answer is not recorded, at a bank that may execute it
+/// without the shopper (it may still be on its way: see [`standing`]).
 pub fn is_unresolved(state: &AppState, p: &PaymentRecord) -> bool {
     !p.status().is_final()
         && p.answer_unrecorded()
         && state.banks.client(&p.bank).traits().acts_without_hop
+}
+
+/// Where an unresolved payment stands for an operator.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Standing {
+    /// Its answer is recorded, it is final, or its bank never acts without the shopper.
+    Resolved,
+    /// Its attempt may still be running (`pending`, recently): the answer may yet come, and
+    /// the late answer of an attempt ended or overwritten meanwhile would be an orphan.
+    InFlight,
+    /// Lost (`outcome_unknown`), or `pending` with nothing written for longer than any bank
+    /// call could take (its replica stopped midway): waits for an operator.
+    Waiting,
+}
+
+/// How long an attempt left `pending` is taken as still running: the longest bank call or
+/// the in-flight bound of an Idempotency-Key, and a minute to record its answer.
+fn in_flight_secs(state: &AppState) -> f64 {
+    let s = &state.settings;
+    (s.longest_bank_call()
+        .max(s.payments.idempotency_stale_after)
+        .max(s.callback.exchange_deadline)
+        + std::time::Duration::from_secs(60))
+    .as_secs_f64()
+}
+
+/// Where `p` stands ([`Standing`]), judged on the database's clock; call it under the row's
+/// lock to act on it.
+pub async fn standing(
+    state: &AppState,
+    conn: &mut PgConnection,
+    p: &PaymentRecord,
+) -> Result<Standing, sqlx::Error> {
+    if !is_unresolved(state, p) {
+        return Ok(Standing::Resolved);
+    }
+    if p.initiation == "outcome_unknown" {
+        return Ok(Standing::Waiting);
+    }
+    let quiet = sqlx::query_scalar!(
+        r#"SELECT coalesce((SELECT max(created_at) FROM payment_events WHERE payment_id = $1)
+                           < now() - make_interval(secs => $2), true)
+              AND coalesce((SELECT initiation_lease_until FROM payments WHERE id = $1) < now(), true)
+              AS "quiet!""#,
+        p.id,
+        in_flight_secs(state),
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    Ok(if quiet {
+        Standing::Waiting
+    } else {
+        Standing::InFlight
+    })
+}
+
+/// The operator's sentence for a payment that does not wait for them.
+fn not_waiting(standing: Standing) -> String {
+    match standing {
+        Standing::InFlight => "The bank's answer to this payment's initiation may still be on its way: look again in a few minutes.".into(),
+        _ => not_unresolved(),
+    }
 }
 
 /// The evidence as kept, or why not: required, at most [`EVIDENCE_MAX`] characters, no
@@ -86,13 +149,18 @@ fn masked(account: &str) -> String {
     format!("…{tail}")
 }
 
-/// Whether `payment` waits for an operator; `Ok(Err(why))` with a sentence when it does not.
-pub async fn check(state: &AppState, payment: Uuid) -> anyhow::Result<Result<(), String>> {
+/// `payment` if it waits for an operator; `Ok(Err(why))` with a sentence when it does not.
+pub async fn check(
+    state: &AppState,
+    payment: Uuid,
+) -> anyhow::Result<Result<PaymentRecord, String>> {
     let mut conn = state.pool.read_conn().await?;
-    Ok(match payments::get(&mut conn, payment).await? {
-        None => Err("No such payment.".into()),
-        Some(p) if !is_unresolved(state, &p) => Err(not_unresolved()),
-        Some(_) => Ok(()),
+    let Some(p) = payments::get(&mut conn, payment).await? else {
+        return Ok(Err("No such payment.".into()));
+    };
+    Ok(match standing(state, &mut conn, &p).await? {
+        Standing::Waiting => Ok(p),
+        other => Err(not_waiting(other)),
     })
 }
 
@@ -104,16 +172,10 @@ pub async fn look_up(
     payment: Uuid,
     bank_payment_id: &str,
 ) -> anyhow::Result<Result<Found, String>> {
-    let p = {
-        let mut conn = state.pool.read_conn().await?;
-        payments::get(&mut conn, payment).await?
+    let p = match check(state, payment).await? {
+        Ok(p) => p,
+        Err(why) => return Ok(Err(why)),
     };
-    let Some(p) = p else {
-        return Ok(Err("No such payment.".into()));
-    };
-    if !is_unresolved(state, &p) {
-        return Ok(Err(not_unresolved()));
-    }
     let Some(id) = BankPaymentId::parse(bank_payment_id.trim()) else {
         return Ok(Err(
             "That is not a bank payment id: letters, digits, '-', '.', '_' and '~' only.".into(),
@@ -143,7 +205,7 @@ pub async fn look_up(
         Ok(d) => d,
         Err(BankError::NotFound) => {
             return Ok(Err(format!(
-                "The bank holds no payment {id} for pisgate (it answered 404)."
+                "The bank answered 404 for payment {id} under this payment's product: check the id. (If the bank's product for such payments changed in pisgate's settings since, the 404 proves nothing.)"
             )));
         }
         Err(e) => {
@@ -220,27 +282,34 @@ pub async fn look_up(
             "The bank's payment {id} carries another message than this payment: not this payment."
         )));
     }
+    // The one term that names this payment and no other (an order tried twice has the same
+    // amount, creditor, debtor and message): required.
     let ours_e2e = end_to_end_id(p.id);
-    if let Some(e2e) = details.external_id.as_deref().map(str::trim)
-        && !e2e.is_empty()
-        && e2e.replace('-', "").to_ascii_lowercase() != ours_e2e
+    match details
+        .external_id
+        .as_deref()
+        .map(str::trim)
+        .filter(|e| !e.is_empty())
     {
-        return Ok(Err(format!(
-            "The bank's payment {id} carries end-to-end id {e2e}, this payment {ours_e2e}: not this payment."
-        )));
+        None => {
+            return Ok(Err(format!(
+                "The bank's answer for payment {id} does not show its end-to-end id, so pisgate cannot tell it from another payment of the same terms: nothing was attached."
+            )));
+        }
+        Some(e2e) if e2e.replace('-', "").to_ascii_lowercase() != ours_e2e => {
+            return Ok(Err(format!(
+                "The bank's payment {id} carries end-to-end id {e2e}, this payment {ours_e2e}: not this payment."
+            )));
+        }
+        Some(_) => {}
     }
     let bank_status = details.status.bank_status.clone();
     Ok(Ok(Found {
         payment_id: p.id,
         bank: p.bank.clone(),
         summary: format!(
-            "The bank holds payment {id}: {ours} to account {}{}, bank status {bank_status}. Its amount, currency and creditor account are this payment's.",
+            "The bank holds payment {id}: {ours} to account {}, end-to-end id {ours_e2e}, bank status {bank_status}. Its end-to-end id, amount, currency and creditor account are this payment's.",
             masked(creditor),
-            details
-                .external_id
-                .as_deref()
-                .map(|e| format!(", end-to-end id {e}"))
-                .unwrap_or_default(),
         ),
         bank_ref,
         bank_status,
@@ -265,8 +334,10 @@ pub async fn attach_in(
     let Some(p) = payments::get_for_update(&mut *tx, found.payment_id).await? else {
         return Ok(Err("No such payment.".into()));
     };
-    if !is_unresolved(state, &p) || p.bank != found.bank {
-        return Ok(Err(not_unresolved()));
+    match standing(state, &mut *tx, &p).await? {
+        Standing::Waiting if p.bank == found.bank => {}
+        Standing::Waiting => return Ok(Err(not_unresolved())),
+        other => return Ok(Err(not_waiting(other))),
     }
     let id = found.bank_ref.id.as_str();
     let recorded = payments::record_initiated(
@@ -281,10 +352,33 @@ pub async fn attach_in(
         // could sign" for a fact.
         true,
     )
-    .await?;
+    .await;
+    let recorded = match recorded {
+        Ok(r) => r,
+        // Another payment took this bank id meanwhile (payment_bank_ids): the caller rolls
+        // this back.
+        Err(sqlx::Error::Database(e)) if e.is_unique_violation() => {
+            return Ok(Err(format!(
+                "The bank's payment {id} was just attached to another payment."
+            )));
+        }
+        Err(e) => return Err(e),
+    };
     if !recorded {
         return Ok(Err(not_unresolved()));
     }
+    // Found late (its horizon usually passed long ago): the shopper gets the late-signing
+    // horizon from now before pisgate asks the bank to delete a payment nobody signed (this
+    // reference has no scaStatus link that would show an approval in the bank's app).
+    sqlx::query!(
+        r#"UPDATE payments
+           SET sign_horizon_at = greatest(sign_horizon_at, now() + make_interval(secs => $2))
+           WHERE id = $1"#,
+        p.id,
+        state.settings.payments.late_signing_horizon.as_secs_f64(),
+    )
+    .execute(&mut *tx)
+    .await?;
     payments::note(
         &mut *tx,
         p.id,
@@ -313,17 +407,10 @@ pub async fn end_in(
     let Some(p) = payments::get_for_update(&mut *tx, payment).await? else {
         return Ok(Err("No such payment.".into()));
     };
-    if !is_unresolved(state, &p) {
-        return Ok(Err(not_unresolved()));
+    match standing(state, &mut *tx, &p).await? {
+        Standing::Waiting => {}
+        other => return Ok(Err(not_waiting(other))),
     }
-    // Nothing exists at the bank: a same-key retry answers the failed payment, never a
-    // "not resumable" one.
-    sqlx::query!(
-        "UPDATE payments SET initiation = 'not_created' WHERE id = $1",
-        payment
-    )
-    .execute(&mut *tx)
-    .await?;
     match payments::transition(
         &mut *tx,
         payment,
@@ -341,6 +428,14 @@ pub async fn end_in(
         Err(payments::TransitionError::Database(e)) => return Err(e),
         Err(e) => return Ok(Err(format!("Not ended: {e}."))),
     }
+    // Nothing exists at the bank: a same-key retry answers the failed payment, never a
+    // "not resumable" one.
+    sqlx::query!(
+        "UPDATE payments SET initiation = 'not_created' WHERE id = $1",
+        payment
+    )
+    .execute(&mut *tx)
+    .await?;
     tracing::warn!(payment_id = %payment, bank = %p.bank, "an operator ended a payment whose initiation answer was lost, on the bank's word that it made none");
     Ok(Ok(()))
 }

@@ -201,7 +201,7 @@ pub fn payment(
     events: &[StoredEvent],
     deliveries: &[Delivery],
     verified: Option<&VerifyReport>,
-    unresolved: Option<&str>,
+    unresolved: Option<(&str, bool)>,
 ) -> Markup {
     let title = format!("Payment {}", p.id);
     let back = format!("/console/payments/{}", p.id);
@@ -216,7 +216,11 @@ pub fn payment(
                 @if let Some(b) = &p.bank_status { " · bank status " (b) }
                 @if let Some(r) = &p.merchant_reference { " · reference " (r) }
             }
-            @if let Some(e2e) = unresolved {
+            @if let Some((_, false)) = unresolved {
+                h2 { "Initiation in flight" }
+                p { "The bank's answer to this payment's initiation is not recorded yet, and may still be on its way. If it has not come in a few minutes, this page offers to reconcile it with the bank." }
+            }
+            @if let Some((e2e, true)) = unresolved {
                 h2 { "Unresolved initiation" }
                 p.bad {
                     "The bank's answer to this payment's initiation was lost, and this bank may execute a payment without the shopper (an SCA exemption, an approval in the bank's app). pisgate does not initiate it again, cancel it or expire it: ask the bank whether it made a payment of "
