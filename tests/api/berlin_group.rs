@@ -85,6 +85,29 @@ pub(crate) fn berlin_payment(amount: &str) -> Value {
     })
 }
 
+/// How many DELETEs the simulator received.
+pub(crate) fn deletes(bank: &BgBank) -> usize {
+    bank.sandbox
+        .requests()
+        .into_iter()
+        .filter(|e| e.method == "DELETE")
+        .count()
+}
+
+/// The id of the app's one payment, once its creation wrote it.
+pub(crate) async fn first_payment_id(app: &TestApp) -> String {
+    loop {
+        let found: Option<String> = sqlx::query_scalar("SELECT id::text FROM payments")
+            .fetch_optional(&app.pool)
+            .await
+            .unwrap();
+        if let Some(id) = found {
+            return id;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 /// The shopper passes the hop (consent page, Continue) and lands on the bank's SCA page,
 /// whose URL this returns (the page is opened).
 pub(crate) async fn to_bank_page(app: &TestApp, payment: &Value) -> String {
@@ -988,12 +1011,7 @@ async fn berlin_group_an_sca_exemption_at_initiation_is_followed_to_paid_and_nev
     let status = r.status().as_u16();
     let body: Value = r.json().await.unwrap();
     assert_ne!(body["status"], "cancelled", "{status} {body}");
-    let deletes = bank
-        .sandbox
-        .requests()
-        .into_iter()
-        .filter(|e| e.method == "DELETE")
-        .count();
+    let deletes = deletes(&bank);
     assert_eq!(deletes, 1, "the cancel asked the bank");
     wait_for_status(&app, &m, &second, "paid").await;
     let initiations = bank
@@ -1088,12 +1106,7 @@ async fn berlin_group_a_lost_answer_at_a_bank_that_exempts_is_never_initiated_ag
         );
         tokio::time::sleep(Duration::from_millis(200)).await;
     }
-    let deletes = bank
-        .sandbox
-        .requests()
-        .into_iter()
-        .filter(|e| e.method == "DELETE")
-        .count();
+    let deletes = deletes(&bank);
     assert_eq!(deletes, 0);
     assert_eq!(bank.sandbox.payments().len(), 1);
 }
@@ -1136,16 +1149,7 @@ async fn cancelled_while_initiating(
                 .unwrap()
         })
     };
-    let id = loop {
-        let id: Option<String> = sqlx::query_scalar("SELECT id::text FROM payments")
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap();
-        if let Some(id) = id {
-            break id;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = first_payment_id(&app).await;
     let (code, body) = cancel(&app, &m, &id).await;
     assert_eq!(code, 202, "{body}");
     assert_eq!(body["status"], "awaiting_authorization", "{body}");
@@ -1226,12 +1230,7 @@ async fn berlin_group_a_cancel_during_a_redirect_initiation_deletes_it_once_the_
     let (app, bank, m, id) = cancelled_while_initiating("10.50", 1500).await;
     let cancelled = wait_for_status(&app, &m, &id, "cancelled").await;
     assert_eq!(cancelled["bank_status"], "CANC", "{cancelled}");
-    let deletes = bank
-        .sandbox
-        .requests()
-        .into_iter()
-        .filter(|e| e.method == "DELETE")
-        .count();
+    let deletes = deletes(&bank);
     assert_eq!(deletes, 1, "the bank was asked");
 }
 

@@ -262,12 +262,7 @@ async fn an_operator_attaches_the_banks_payment_only_when_it_is_this_payment_and
     let (done, _) = act(&app, &cookie, &fields).await;
     assert_eq!(done.status(), 303);
     status_becomes(&app, &m.api_key, &redirect, "cancelled").await;
-    let deletes = bank
-        .sandbox
-        .requests()
-        .into_iter()
-        .filter(|e| e.method == "DELETE")
-        .count();
+    let deletes = crate::berlin_group::deletes(&bank);
     assert_eq!(deletes, 1, "the merchant's cancel reached the bank once");
 }
 
@@ -402,16 +397,7 @@ async fn an_initiation_whose_answer_may_still_come_is_not_offered_for_reconcilia
                 .status()
         })
     };
-    let id = loop {
-        let found: Option<String> = sqlx::query_scalar("SELECT id::text FROM payments")
-            .fetch_optional(&app.pool)
-            .await
-            .unwrap();
-        if let Some(id) = found {
-            break id;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    };
+    let id = crate::berlin_group::first_payment_id(&app).await;
     let cookie = crate::console::session_cookie(&app).await;
     let (_, page) = get(&app, &format!("/console/payments/{id}"), &cookie).await;
     assert!(page.contains("Initiation in flight"), "{page}");
@@ -481,12 +467,7 @@ async fn a_payment_attached_past_its_horizon_gets_the_horizon_from_now() {
     assert!(ahead, "the horizon runs from the attachment");
     // The poller follows it at once; it asks the bank nothing to delete yet.
     tokio::time::sleep(Duration::from_millis(1000)).await;
-    let deletes = bank
-        .sandbox
-        .requests()
-        .into_iter()
-        .filter(|e| e.method == "DELETE")
-        .count();
+    let deletes = crate::berlin_group::deletes(&bank);
     assert_eq!(deletes, 0);
     let p = app.get_payment(&m.api_key, &id).await;
     assert_eq!(p["status"], "awaiting_authorization", "{p}");

@@ -163,31 +163,33 @@ pub fn iban_page(
 /// shopper (an SCA exemption): the payment may have been made there, so no second bank call
 /// is offered; the shopper checks with their bank, or goes back to the shop.
 pub fn unresolved_page(c: &Page<'_>, lang: Language) -> Markup {
-    let t = text(lang);
-    let ct = choice_text(lang);
-    let (title, message) = ct.unresolved;
-    layout(
-        t,
-        lang,
-        c.provider,
-        title,
-        html! {
-            h1 { (title) }
-            (summary(c, lang))
-            p { (message) }
-            (cancel_form(c, lang))
-        },
-    )
+    notice_page(c, lang, choice_text(lang).unresolved, None)
 }
 
 /// After a bank call with no usable answer (`busy`: another submit's call still runs): the
 /// same submit again, never a second bank payment while one may be signable.
 pub fn retry_page(c: &Page<'_>, busy: bool, lang: Language) -> Markup {
-    let t = text(lang);
     let ct = choice_text(lang);
-    let (title, message) = if busy { ct.busy } else { ct.retry };
+    let words = if busy { ct.busy } else { ct.retry };
+    let again = html! {
+        form method="post" action={ (c.action) "/initiate" } {
+            input type="hidden" name="t" value=(c.token);
+            button.go type="submit" { (ct.try_again) }
+        }
+    };
+    notice_page(c, lang, words, Some(again))
+}
+
+/// A page with a title, the payment's summary, a message, then `action` (if any) and the
+/// shopper's cancel.
+fn notice_page(
+    c: &Page<'_>,
+    lang: Language,
+    (title, message): (&str, &str),
+    action: Option<Markup>,
+) -> Markup {
     layout(
-        t,
+        text(lang),
         lang,
         c.provider,
         title,
@@ -195,10 +197,7 @@ pub fn retry_page(c: &Page<'_>, busy: bool, lang: Language) -> Markup {
             h1 { (title) }
             (summary(c, lang))
             p { (message) }
-            form method="post" action={ (c.action) "/initiate" } {
-                input type="hidden" name="t" value=(c.token);
-                button.go type="submit" { (ct.try_again) }
-            }
+            @if let Some(action) = action { (action) }
             (cancel_form(c, lang))
         },
     )
