@@ -159,7 +159,7 @@ pub struct PollerSettings {
     pub batch_size: u32,
     /// Polls in flight at once.
     pub concurrency: usize,
-    /// Bank calls per second, per replica.
+    /// Bank calls per second, per replica, to each bank.
     pub rate_per_sec: u32,
     /// Ceiling of the backoff after 5xx and timeouts.
     pub max_backoff: Duration,

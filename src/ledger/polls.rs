@@ -184,26 +184,37 @@ impl ClaimState {
 }
 
 /// Renews `owner`'s claim with lease end `lease_until` to a fresh `lease` (on the
-/// database's clock); the new lease end, or `None` when the claim no longer holds. What the
-/// horizon's DELETE does before it is sent, so that the bank's "deleted" is never dropped
-/// as "lease lost" (the poll is then recorded under the new lease end).
+/// database's clock) for the horizon's DELETE; the new lease end, or `None` when the claim no
+/// longer holds, the payment left `awaiting_authorization`, or (`shopper_may_return`: a bank
+/// whose return tells pisgate a shopper signed) a shopper came back since the claim read
+/// the row: a code exchanged (`psu_key`), the state used, or a return being handled right
+/// now. Checked in the statement, so that no DELETE is sent on facts a return changed
+/// meanwhile (at a Berlin Group bank a DELETE may cancel even a signed payment). Renewed, the
+/// bank's "deleted" is never dropped as "lease lost" (the poll is then recorded under the
+/// new lease end).
 pub async fn renew_claim(
     pool: &crate::ledger::Db,
     id: Uuid,
     owner: &str,
     lease_until: DateTime<Utc>,
     lease: std::time::Duration,
+    shopper_may_return: bool,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     let ms = i64::try_from(lease.as_millis()).unwrap_or(i64::MAX);
     sqlx::query_scalar!(
-        r#"UPDATE payment_polls
+        r#"UPDATE payment_polls s
            SET next_poll_at = now() + make_interval(secs => $4::bigint / 1000.0)
-           WHERE payment_id = $1 AND poll_owner = $2 AND next_poll_at = $3
-           RETURNING next_poll_at AS "next_poll_at!""#,
+           FROM payments p
+           WHERE s.payment_id = $1 AND s.poll_owner = $2 AND s.next_poll_at = $3
+             AND p.id = s.payment_id AND p.status = 'awaiting_authorization'
+             AND (NOT $5 OR (p.psu_key IS NULL AND p.state_used_at IS NULL
+                             AND (p.callback_claimed_until IS NULL OR p.callback_claimed_until <= now())))
+           RETURNING s.next_poll_at AS "next_poll_at!""#,
         id,
         owner,
         lease_until,
         ms,
+        shopper_may_return,
     )
     .fetch_optional(pool)
     .await

@@ -171,6 +171,14 @@ impl Pacer {
         tokio::time::sleep_until(at).await;
     }
 
+    /// How long until the next call may go (a `hold` still running, or the rate).
+    pub async fn held_for(&self) -> Duration {
+        self.next
+            .lock()
+            .await
+            .saturating_duration_since(Instant::now())
+    }
+
     /// Holds every call back for `wait` (the bank said "slow down" for our client).
     pub async fn hold(&self, wait: Duration) {
         let mut next = self.next.lock().await;
@@ -178,6 +186,31 @@ impl Pacer {
             .checked_add(wait)
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(86_400));
         *next = (*next).max(until);
+    }
+}
+
+/// One [`Pacer`] per bank, each at the same rate: a bank's `Retry-After` holds back the
+/// calls to that bank only.
+pub struct Pacers {
+    per_sec: u32,
+    banks: std::sync::Mutex<std::collections::HashMap<String, std::sync::Arc<Pacer>>>,
+}
+
+impl Pacers {
+    pub fn new(per_sec: u32) -> Pacers {
+        Pacers {
+            per_sec,
+            banks: std::sync::Mutex::default(),
+        }
+    }
+
+    /// The pacer of the bank `bank` (the settings' id).
+    pub fn for_bank(&self, bank: &str) -> std::sync::Arc<Pacer> {
+        let mut banks = self.banks.lock().unwrap_or_else(|e| e.into_inner());
+        banks
+            .entry(bank.to_owned())
+            .or_insert_with(|| std::sync::Arc::new(Pacer::new(self.per_sec)))
+            .clone()
     }
 }
 

@@ -73,7 +73,7 @@
 //! Never done here: a status change outside the status machine, a bank call inside a
 //! transaction, a log line with a token or an account number.
 
-use super::{Pacer, WorkerContext, backoff, stopped, stretch};
+use super::{Pacer, Pacers, WorkerContext, backoff, stopped, stretch};
 use crate::api::submission;
 use crate::bank::{BankError, BankRef, ScaState, StatusReport};
 use crate::domain::{Evidence, PaymentStatus, Unsignable};
@@ -108,7 +108,8 @@ fn after(wait: Duration) -> DateTime<Utc> {
 pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
     let cfg = ctx.settings.poller.clone();
     let wake = ctx.listener.wake(POLL_CHANNEL);
-    let pacer = Arc::new(Pacer::new(cfg.rate_per_sec));
+    // Per bank: one bank's Retry-After never holds back the polls of another.
+    let pacers = Pacers::new(cfg.rate_per_sec);
     let slots = Arc::new(Semaphore::new(cfg.concurrency));
     let mut tasks: JoinSet<()> = JoinSet::new();
     let mut gauges_at = Instant::now();
@@ -157,7 +158,8 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
                         .expect("the semaphore is never closed");
                     let span = tracing::info_span!("poll", payment_id = %p.id, bank = %p.bank);
                     crate::telemetry::link_to_creation(&span, p.trace_parent.as_deref());
-                    tasks.spawn(poll_one(ctx.clone(), pacer.clone(), p, permit).instrument(span));
+                    let pacer = pacers.for_bank(&p.bank);
+                    tasks.spawn(poll_one(ctx.clone(), pacer, p, permit).instrument(span));
                 }
             }
             Ok(_) => {
@@ -312,6 +314,9 @@ enum ChangeSpec {
     },
     /// The bank refused to delete the payment at the horizon: noted, followed on.
     HorizonRefused { errors: serde_json::Value },
+    /// The bank took the horizon's delete as a cancellation the shopper must authorise
+    /// (Berlin Group 202): noted, never asked again, followed on.
+    HorizonNeedsAuthorisation,
 }
 
 /// Whether a queued reschedule's claim was still its own, or why it could not be written.
@@ -438,6 +443,23 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
         remaining: None,
         lease_until: None,
     };
+    // The bank asked to be left alone for longer than this claim lasts (a Retry-After): the
+    // slot is not held waiting for it; the payment is put off until the hold ends.
+    let held = pacer.held_for().await;
+    if held > cfg.lease / 2 {
+        tracing::info!(
+            held_ms = held.as_millis() as u64,
+            "the bank holds calls back; this poll is put off"
+        );
+        return Decision {
+            change: None,
+            next: held,
+            failures: p.poll_failures,
+            outcome: "bank_held",
+            remaining: None,
+            lease_until: None,
+        };
+    }
     if status.is_final() {
         return after_final_read(ctx, pacer, p).await;
     }
@@ -722,6 +744,29 @@ async fn submit_step(ctx: &WorkerContext, p: &Claimed) -> Decision {
     }
 }
 
+/// The ledger notes of a bank's answer to the horizon's DELETE that stands (see
+/// [`horizon_delete_answered`]).
+const HORIZON_DELETE_REFUSED: &str = "horizon_delete_refused";
+const HORIZON_DELETE_NEEDS_AUTHORISATION: &str = "horizon_delete_needs_authorisation";
+
+/// Whether the bank already answered a horizon DELETE of the payment with a refusal or with
+/// "needs the shopper's authorisation" (its ledger notes): such an answer stands, and the
+/// DELETE is never sent again (a Berlin Group bank would open one more cancellation each
+/// time, and the ledger fill with the same refusal).
+async fn horizon_delete_answered(
+    pool: &crate::ledger::Db,
+    id: uuid::Uuid,
+) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM payment_events
+                          WHERE payment_id = $1 AND kind = ANY($2)) AS "any!""#,
+        id,
+        &[HORIZON_DELETE_REFUSED, HORIZON_DELETE_NEEDS_AUTHORISATION] as &[&str],
+    )
+    .fetch_one(pool)
+    .await
+}
+
 /// At the late-signing horizon, the bank still showing nothing signed (`bank_status`, or
 /// `None` for a 404): proof that nobody can sign it, or the bank's refusal (see the module
 /// docs). Never an expiry on the horizon alone.
@@ -858,18 +903,49 @@ async fn at_horizon(
             return failed("horizon_failed");
         }
     };
+    // The bank answered an earlier horizon DELETE with a refusal (signed, executing) or with
+    // "the cancellation needs the shopper's authorisation" (Berlin Group 202): its answer
+    // stands; asking again would only open another cancellation nobody authorises. The
+    // payment is followed to the bank's own word.
+    match horizon_delete_answered(&ctx.pool, p.id).await {
+        Ok(false) => {}
+        Ok(true) => {
+            return Decision {
+                change: None,
+                next: cfg.late_signing_interval,
+                failures: 0,
+                outcome: "horizon_answered",
+                remaining: None,
+                lease_until: None,
+            };
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "cannot read the payment's earlier horizon deletes");
+            return failed("horizon_failed");
+        }
+    }
     pacer.acquire().await;
     // The DELETE is sent under a renewed lease (a fresh `poller.lease` on the database's
     // clock): a lease that ran out while this poll read the bank (slow reads, a 429's
     // wait) would drop the bank's "deleted" as "lease lost", and the next poll would read
     // the bank's Cancelled as a cancel at the bank instead of an expiry. A claim already
-    // lost asks nothing: the claim that replaced it decides.
-    let renewed = match polls::renew_claim(&ctx.pool, p.id, &ctx.owner, p.lease_until, cfg.lease)
-        .await
+    // lost asks nothing: the claim that replaced it decides. So does a shopper who came back
+    // since this poll's claim read the row (checked in the renewal's statement).
+    let renewed = match polls::renew_claim(
+        &ctx.pool,
+        p.id,
+        &ctx.owner,
+        p.lease_until,
+        cfg.lease,
+        !token_required,
+    )
+    .await
     {
         Ok(Some(until)) => until,
         Ok(None) => {
-            tracing::info!("the lease ran out before the horizon's delete; nothing asked");
+            tracing::info!(
+                "the lease ran out, or a shopper came back, before the horizon's delete; nothing asked"
+            );
             return ok(None, "lease_lost");
         }
         Err(e) => {
@@ -896,6 +972,19 @@ async fn at_horizon(
                 ),
             };
             ok(Some(change), "expired")
+        }
+        Ok(outcome) if outcome.needs_authorisation.iter().any(|d| d == bank_id) => {
+            tracing::info!(
+                "the bank wants the shopper to authorise the horizon's delete: not deleted; following the payment to the bank's word"
+            );
+            Decision {
+                change: Some(ChangeSpec::HorizonNeedsAuthorisation),
+                next: cfg.late_signing_interval,
+                failures: 0,
+                outcome: "horizon_needs_authorisation",
+                remaining: None,
+                lease_until: None,
+            }
         }
         Ok(outcome) => {
             let errors: Vec<serde_json::Value> = outcome
@@ -1254,7 +1343,11 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
             bank_status,
             mapped,
         }) => *mapped == status && p.bank_status.as_ref() == Some(bank_status),
-        Some(ChangeSpec::Unsignable { .. } | ChangeSpec::HorizonRefused { .. }) => false,
+        Some(
+            ChangeSpec::Unsignable { .. }
+            | ChangeSpec::HorizonRefused { .. }
+            | ChangeSpec::HorizonNeedsAuthorisation,
+        ) => false,
     };
     if quiet && (p.recurring_count.is_none() || d.remaining.is_none()) {
         let next_at = next_poll(ctx, p, status, &d).map(after);
@@ -1315,10 +1408,15 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
                 payments::note(
                     &mut tx,
                     p.id,
-                    "horizon_delete_refused",
+                    HORIZON_DELETE_REFUSED,
                     json!({ "errors": errors }),
                 )
                 .await?;
+                Ok(false)
+            }
+            ChangeSpec::HorizonNeedsAuthorisation => {
+                payments::note(&mut tx, p.id, HORIZON_DELETE_NEEDS_AUTHORISATION, json!({}))
+                    .await?;
                 Ok(false)
             }
             ChangeSpec::Unsignable {

@@ -1857,3 +1857,97 @@ async fn berlin_group_a_stale_read_after_the_banks_final_word_never_replaces_it(
         "still recorded, for an operator to look at"
     );
 }
+
+/// At the horizon, a bank that wants the shopper to authorise the DELETE (77.06: 202 with a
+/// cancellation authorisation): nothing is cancelled, the answer is noted once, and the
+/// DELETE is never sent again. Before, each poll past the horizon sent another DELETE
+/// (opening one more cancellation nobody authorises) and noted it as a refusal.
+#[tokio::test]
+async fn berlin_group_a_horizon_delete_the_bank_wants_authorised_is_sent_once() {
+    let (app, bank) = spawn_for_the_horizon().await;
+    let m = app.create_merchant("Shop").await;
+    let p = app
+        .create_payment(&m.api_key, &berlin_payment("77.06"))
+        .await;
+    let id = p["id"].as_str().unwrap().to_owned();
+    to_bank_page(&app, &p).await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while deletes(&bank) == 0 {
+        assert!(Instant::now() < deadline, "no DELETE at the horizon");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    // Polls go on (every second or so here): none sends another.
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(deletes(&bank), 1);
+    let kinds: Vec<String> =
+        sqlx::query_scalar("SELECT kind FROM payment_events WHERE payment_id = $1::uuid")
+            .bind(&id)
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(
+        kinds
+            .iter()
+            .filter(|k| *k == "horizon_delete_needs_authorisation")
+            .count(),
+        1,
+        "{kinds:?}"
+    );
+    assert!(
+        !kinds.iter().any(|k| k == "horizon_delete_refused"),
+        "{kinds:?}"
+    );
+    let view = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(view["status"], "awaiting_authorization", "{view}");
+}
+
+/// Nordea answers a status poll 429 with a Retry-After of ten minutes: pisgate holds its
+/// Nordea calls back that long, and only those. A Berlin Group payment the bank executes by
+/// itself (77.09) is followed to `paid` meanwhile. Before, one pacer held every bank's polls,
+/// and the slots sat waiting past their leases.
+#[tokio::test]
+async fn berlin_group_polls_go_on_while_nordea_asks_pisgate_to_wait() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, _bank) = spawn_with_berlin(&[]).await;
+    let m = app.create_merchant("Shop").await;
+    app.sandbox.add_fault(
+        FaultRule::always(
+            FaultTarget::Status,
+            Fault::Http429 {
+                retry_after_secs: 600,
+            },
+        )
+        .times(1),
+    );
+    let nordea = app
+        .create_payment(
+            &m.api_key,
+            &crate::payments::with(crate::payments::body("FI"), json!({"bank": "nordea"})),
+        )
+        .await;
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !app.sandbox.faults().iter().all(|f| f.times == Some(0)) {
+        assert!(Instant::now() < deadline, "Nordea was never polled");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let berlin = app
+        .create_payment(&m.api_key, &berlin_payment("77.09"))
+        .await;
+    let id = berlin["id"].as_str().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let p = app.get_payment(&m.api_key, id).await;
+        if p["status"] == "paid" {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the Berlin Group payment was held back: {p}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let n = app
+        .get_payment(&m.api_key, nordea["id"].as_str().unwrap())
+        .await;
+    assert_eq!(n["status"], "awaiting_authorization", "{n}");
+}

@@ -607,3 +607,55 @@ async fn opened_and_past_the_horizon(
     sleep_until(horizon_of(&app, &id).await + chrono::Duration::seconds(after)).await;
     (app, m, id)
 }
+
+/// The shopper signs and comes back while the poller's read at the horizon is on its way:
+/// the claim read the payment before the return, so its facts said "nobody came back". The
+/// DELETE is decided again in the statement that renews the claim before it is sent: a
+/// shopper who came back since (a code exchanged) gets none, and the payment is followed to
+/// the bank's word. Before, the DELETE went out with the token of that very return.
+#[tokio::test]
+async fn a_shopper_who_comes_back_while_the_horizons_read_runs_gets_no_delete() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    // The first poll comes 6 s after creation, past the horizon (3 s).
+    let app = app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
+            ("PISGATE__POLLER__SIGNING_INTERVAL", "6s"),
+            ("PISGATE__POLLER__LATE_SIGNING_INTERVAL", "6s"),
+        ],
+        true,
+        |_| {},
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "DK").await;
+    let action = reach_bank_page(&app, &url).await;
+    // That first status read answers 2.5 s late.
+    app.sandbox.add_fault(
+        FaultRule::always(FaultTarget::Status, Fault::DelayAnswer { ms: 2_500 }).times(1),
+    );
+    until(
+        "the horizon's read started",
+        Duration::from_secs(20),
+        || async { app.sandbox.faults().iter().all(|f| f.times == Some(0)) },
+    )
+    .await;
+    let back = follow(&app, &press(&app, &action, "psu-back", true).await).await;
+    assert_eq!(back.status(), 303);
+    let returned: bool =
+        sqlx::query_scalar("SELECT psu_key IS NOT NULL FROM payments WHERE id = $1::uuid")
+            .bind(&id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert!(returned, "the code was exchanged while the read ran");
+    assert!(chrono::Utc::now() > horizon_of(&app, &id).await);
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    assert_eq!(
+        app.bank_calls(Operation::Cancel),
+        0,
+        "no DELETE for a shopper who came back"
+    );
+    assert_ne!(status_of(&app, &id).await, "expired");
+}
