@@ -225,7 +225,7 @@ async fn login(
     // a flood from one address is refused. Loopback (port-forward) is never throttled.
     let source = client
         .filter(|ip| !ip.is_loopback())
-        .map(|ip| throttle::Source::of(Some(ip)));
+        .map(throttle::Source::of);
     if let Some(source) = source {
         match state
             .sign_in_throttle

@@ -33,21 +33,18 @@ pub const WINDOW: Duration = Duration::from_secs(15 * 60);
 /// The most addresses tracked at once.
 pub const MAX_SOURCES: usize = 10_000;
 
-/// Where sign-ins come from, as counted: an IPv4 address, an IPv6 /64, or `Unknown` (no
-/// address, or the shared count of newcomers past [`MAX_SOURCES`]).
+/// Where sign-ins come from, as counted: an IPv4 address, or an IPv6 /64.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Source {
     V4(std::net::Ipv4Addr),
     V6Net(u64),
-    Unknown,
 }
 
 impl Source {
-    pub fn of(ip: Option<IpAddr>) -> Source {
+    pub fn of(ip: IpAddr) -> Source {
         match ip {
-            Some(IpAddr::V4(v4)) => Source::V4(v4),
-            Some(IpAddr::V6(v6)) => Source::V6Net((u128::from(v6) >> 64) as u64),
-            None => Source::Unknown,
+            IpAddr::V4(v4) => Source::V4(v4),
+            IpAddr::V6(v6) => Source::V6Net((u128::from(v6) >> 64) as u64),
         }
     }
 }
@@ -115,7 +112,7 @@ mod tests {
     use super::*;
 
     fn v4(last: u8) -> Source {
-        Source::of(Some(IpAddr::from([198, 51, 100, last])))
+        Source::of(IpAddr::from([198, 51, 100, last]))
     }
 
     #[test]
@@ -156,8 +153,8 @@ mod tests {
         let a: IpAddr = "2001:db8:1:2::1".parse().unwrap();
         let b: IpAddr = "2001:db8:1:2:ffff::9".parse().unwrap();
         let c: IpAddr = "2001:db8:1:3::1".parse().unwrap();
-        assert_eq!(Source::of(Some(a)), Source::of(Some(b)));
-        assert_ne!(Source::of(Some(a)), Source::of(Some(c)));
+        assert_eq!(Source::of(a), Source::of(b));
+        assert_ne!(Source::of(a), Source::of(c));
     }
 
     #[test]
