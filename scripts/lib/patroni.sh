@@ -126,41 +126,55 @@ patroni_cluster_start() {
     export PATRONI_DIR
 
     # -- etcd: three members, loopback ports ------------------------------------------------
-    local -a ecl epe
-    local initial="" token
-    token="pisgate-$name-$$"
-    for i in 1 2 3; do
-        ecl[i]=$(pg_free_port)
-        epe[i]=$(pg_free_port)
-        initial+="${initial:+,}e$i=http://127.0.0.1:${epe[i]}"
-    done
-    for i in 1 2 3; do
-        mkdir -p "$dir/etcd/e$i"
-        chmod 700 "$dir/etcd/e$i"
-        # One argument a line: failover.py restarts a killed member with the same command.
-        printf '%s\n' etcd --name "e$i" --data-dir "$dir/etcd/e$i" \
-            --listen-client-urls "http://127.0.0.1:${ecl[i]}" --advertise-client-urls "http://127.0.0.1:${ecl[i]}" \
-            --listen-peer-urls "http://127.0.0.1:${epe[i]}" --initial-advertise-peer-urls "http://127.0.0.1:${epe[i]}" \
-            --initial-cluster "$initial" --initial-cluster-token "$token" --initial-cluster-state new \
-            --heartbeat-interval 100 --election-timeout 1000 --logger zap --log-outputs stderr \
-            $([ "$dcs" = etcd ] && echo --enable-v2=true) \
-            >"$dir/etcd/e$i.args"
-        mapfile -t args <"$dir/etcd/e$i.args"
-        (cd / && exec "${args[@]}" >>"$dir/etcd/e$i.log" 2>&1) &
-        echo $! >>"$dir/pids"
-        echo $! >"$dir/etcd/e$i.pid"
-        disown $!
-    done
-    local ok=""
-    for _ in $(seq 1 150); do
-        ok=yes
+    # Tried up to three times, each on fresh ports and data dirs: a member that cannot bind
+    # its port (taken meanwhile) never becomes healthy.
+    local -a ecl epe ports
+    local initial token attempt ok=""
+    for attempt in 1 2 3; do
+        token="pisgate-$name-$$-$attempt"
+        mapfile -t ports < <(pg_free_ports 6)
+        initial=""
         for i in 1 2 3; do
-            patroni_http "http://127.0.0.1:${ecl[i]}/health" | grep -q '"health":"true"' || { ok=""; break; }
+            ecl[i]=${ports[2 * i - 2]}
+            epe[i]=${ports[2 * i - 1]}
+            initial+="${initial:+,}e$i=http://127.0.0.1:${epe[i]}"
+        done
+        for i in 1 2 3; do
+            rm -rf "$dir/etcd/e$i"
+            mkdir -p "$dir/etcd/e$i"
+            chmod 700 "$dir/etcd/e$i"
+            # One argument a line: failover.py restarts a killed member with the same command.
+            printf '%s\n' etcd --name "e$i" --data-dir "$dir/etcd/e$i" \
+                --listen-client-urls "http://127.0.0.1:${ecl[i]}" --advertise-client-urls "http://127.0.0.1:${ecl[i]}" \
+                --listen-peer-urls "http://127.0.0.1:${epe[i]}" --initial-advertise-peer-urls "http://127.0.0.1:${epe[i]}" \
+                --initial-cluster "$initial" --initial-cluster-token "$token" --initial-cluster-state new \
+                --heartbeat-interval 100 --election-timeout 1000 --logger zap --log-outputs stderr \
+                $([ "$dcs" = etcd ] && echo --enable-v2=true) \
+                >"$dir/etcd/e$i.args"
+            mapfile -t args <"$dir/etcd/e$i.args"
+            (cd / && exec "${args[@]}" >>"$dir/etcd/e$i.log" 2>&1) &
+            echo $! >>"$dir/pids"
+            echo $! >"$dir/etcd/e$i.pid"
+            disown $!
+        done
+        for _ in $(seq 1 150); do
+            ok=yes
+            for i in 1 2 3; do
+                patroni_http "http://127.0.0.1:${ecl[i]}/health" | grep -q '"health":"true"' || { ok=""; break; }
+            done
+            [ -n "$ok" ] && break
+            sleep 0.2
         done
         [ -n "$ok" ] && break
-        sleep 0.2
+        echo "patroni: etcd did not become healthy within 30 s (attempt $attempt of 3); its logs:" >&2
+        for i in 1 2 3; do
+            echo "-- e$i (client ${ecl[i]}, peer ${epe[i]})" >&2
+            tail -n 15 "$dir/etcd/e$i.log" >&2
+            kill -9 "$(cat "$dir/etcd/e$i.pid")" 2>/dev/null || true
+            mv "$dir/etcd/e$i.log" "$dir/etcd/e$i.attempt$attempt.log"
+        done
     done
-    [ -n "$ok" ] || { echo "patroni: etcd did not become healthy" >&2; tail -20 "$dir"/etcd/e*.log >&2; return 1; }
+    [ -n "$ok" ] || { echo "patroni: etcd did not become healthy" >&2; return 1; }
 
     # -- Patroni members ------------------------------------------------------------------------
     local hosts="127.0.0.1:${ecl[1]},127.0.0.1:${ecl[2]},127.0.0.1:${ecl[3]}"
@@ -245,7 +259,7 @@ EOF
                 sleep 0.2
             done
             patroni_http "http://127.0.0.1:${rest[1]}/primary" >/dev/null \
-                || { echo "patroni: pg1 did not bootstrap" >&2; tail -30 "$dir/pg1/patroni.log" >&2; return 1; }
+                || { echo "patroni: pg1 did not bootstrap" >&2; tail -n 30 "$dir/pg1/patroni.log" >&2; return 1; }
         fi
     done
 
@@ -327,7 +341,7 @@ PY
         [ "$state" = ok ] && break
         sleep 0.2
     done
-    [ "$state" = ok ] || { echo "patroni: the cluster did not settle ($state)" >&2; tail -20 "$dir"/pg*/patroni.log >&2; return 1; }
+    [ "$state" = ok ] || { echo "patroni: the cluster did not settle ($state)" >&2; tail -n 20 "$dir"/pg*/patroni.log >&2; return 1; }
     for _ in $(seq 1 100); do
         "$bindir/pg_isready" -q -h 127.0.0.1 -p "$HAPROXY_PRIMARY_PORT" -t 1 2>/dev/null \
             && "$bindir/psql" -qtAX -h 127.0.0.1 -p "$HAPROXY_PRIMARY_PORT" -U postgres -d postgres -c "SELECT 1" >/dev/null 2>&1 \

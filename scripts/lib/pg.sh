@@ -65,15 +65,35 @@ pg_as_owner() {
     fi
 }
 
-pg_free_port() {
-    python3 - <<'PY'
-import socket
-s = socket.socket()
-s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])
-s.close()
+# N distinct free TCP ports on 127.0.0.1 (one a line; N defaults to 1). Picked below the
+# kernel's ephemeral range (net.ipv4.ip_local_port_range), so an outgoing connection cannot
+# take one between this check and the server's bind, and held open until all are picked, so
+# no two are the same.
+pg_free_ports() {
+    python3 - "${1:-1}" <<'PY'
+import random, socket, sys
+n = int(sys.argv[1])
+try:
+    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
+except OSError:
+    low = 32768
+held = []
+while len(held) < n:
+    port = random.randrange(10000, max(low, 10001 + n))
+    s = socket.socket()
+    try:
+        s.bind(("127.0.0.1", port))
+    except OSError:
+        s.close()
+        continue
+    held.append(s)
+for s in held:
+    print(s.getsockname()[1])
+    s.close()
 PY
 }
+
+pg_free_port() { pg_free_ports 1; }
 
 pg_start() {
     local name=${1:-dev} bindir dir port
@@ -101,7 +121,7 @@ pg_start() {
             -o "-p $port -k $dir/run -c listen_addresses=127.0.0.1 ${PG_DURABILITY:--c fsync=off \
                 -c synchronous_commit=off -c full_page_writes=off} -c max_connections=300 \
                 -c shared_buffers=256MB ${PG_EXTRA_OPTIONS:-}" start >/dev/null \
-            || { tail -20 "$dir/server.log" >&2; return 1; }
+            || { tail -n 20 "$dir/server.log" >&2; return 1; }
     fi
     PG_PORT=$port
     export PG_PORT

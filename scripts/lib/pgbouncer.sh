@@ -101,7 +101,7 @@ pgbouncer_start() {
     fi
     [ "$(id -u)" -eq 0 ] && chown -R postgres:postgres "$dir"
     pg_as_owner "$bin" -d "$dir/pgbouncer.ini" >/dev/null 2>&1 \
-        || { tail -20 "$dir/pgbouncer.log" >&2; return 1; }
+        || { tail -n 20 "$dir/pgbouncer.log" >&2; return 1; }
     local i
     for i in $(seq 1 100); do
         "$(pg_bindir)/pg_isready" -q -h 127.0.0.1 -p "$port" 2>/dev/null && break
