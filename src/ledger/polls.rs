@@ -193,7 +193,7 @@ impl ClaimState {
 /// bank's "deleted" is never dropped as "lease lost" (the poll is then recorded under the
 /// new lease end).
 pub async fn renew_claim(
-    pool: &crate::ledger::Db,
+    conn: &mut PgConnection,
     id: Uuid,
     owner: &str,
     lease_until: DateTime<Utc>,
@@ -216,7 +216,7 @@ pub async fn renew_claim(
         ms,
         shopper_may_return,
     )
-    .fetch_optional(pool)
+    .fetch_optional(conn)
     .await
 }
 

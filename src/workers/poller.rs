@@ -25,7 +25,10 @@
 //!   bank that confirms slowly also shows for a payment signed a moment ago), the poller asks
 //!   the bank to delete the payment (Nordea's bulk DELETE, only with that shopper's own
 //!   token: a returning shopper, known by the merchant's `psu_id`; never another
-//!   shopper's). Deleted: `expired` (or `cancelled` when the merchant had asked). Refused
+//!   shopper's). The DELETE is noted (`horizon_delete_requested`) with the claim's renewal
+//!   before it goes out, so a deletion whose answer was lost (a stopped replica, a dropped
+//!   connection) still reads as that deletion when a later poll finds the bank's cancelled
+//!   status. Deleted: `expired` (or `cancelled` when the merchant had asked). Refused
 //!   (signed, being executed, not ours to delete) or not askable (no token of this shopper,
 //!   the bank unavailable): noted and followed on, every `late_signing_interval` or with
 //!   backoff, until the bank's own final word: its UserApprovalTimeout;
@@ -640,6 +643,31 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
             {
                 return at_horizon(ctx, pacer, p, &bank_ref, Some(bank_status)).await;
             }
+            // The bank cancelled an unsigned payment after pisgate's horizon DELETE went out
+            // and its answer was never recorded: that DELETE's deletion, an expiry.
+            if to == PaymentStatus::Cancelled && status == PaymentStatus::AwaitingAuthorization {
+                match deleted_by_horizon(&ctx.pool, p.id).await {
+                    Ok(false) => {}
+                    Ok(true) => {
+                        tracing::info!(
+                            "the bank shows the payment cancelled after the horizon's delete, whose answer was never recorded: the delete's deletion"
+                        );
+                        let change = ChangeSpec::Unsignable {
+                            why: Unsignable::DeletedAtBank,
+                            bank_status: Some(bank_status),
+                            failure: (
+                                "not_signed",
+                                "the shopper did not sign before the late-signing horizon; the bank deleted the payment",
+                            ),
+                        };
+                        return ok(Some(change), "expired");
+                    }
+                    Err(e) => {
+                        tracing::warn!(error = %e, "cannot read whether the horizon's delete was sent; backing off");
+                        return failed("failed", retry_wait);
+                    }
+                }
+            }
             let mut d = ok(
                 Some(ChangeSpec::Bank {
                     bank_status,
@@ -762,6 +790,61 @@ async fn horizon_delete_answered(
                           WHERE payment_id = $1 AND kind = ANY($2)) AS "any!""#,
         id,
         &[HORIZON_DELETE_REFUSED, HORIZON_DELETE_NEEDS_AUTHORISATION] as &[&str],
+    )
+    .fetch_one(pool)
+    .await
+}
+
+/// The ledger note written, with the claim's renewal, just before the horizon's DELETE is
+/// sent (see [`renew_and_note_delete`]).
+const HORIZON_DELETE_REQUESTED: &str = "horizon_delete_requested";
+
+/// Renews the poll's claim for the horizon's DELETE ([`polls::renew_claim`]) and, in the
+/// same transaction, notes that the DELETE is about to be sent. The bank's answer is
+/// recorded later, under the renewed lease; if that record never comes (the process stops,
+/// the write fails), the note is what tells the bank's "cancelled" on a later read apart from
+/// a cancellation the bank made on its own (see [`deleted_by_horizon`]).
+async fn renew_and_note_delete(
+    ctx: &WorkerContext,
+    p: &Claimed,
+    shopper_may_return: bool,
+) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
+    let mut tx = ctx.pool.begin().await?;
+    let renewed = polls::renew_claim(
+        &mut tx,
+        p.id,
+        &ctx.owner,
+        p.lease_until,
+        ctx.settings.poller.lease,
+        shopper_may_return,
+    )
+    .await?;
+    if renewed.is_some() {
+        payments::note(
+            &mut tx,
+            p.id,
+            HORIZON_DELETE_REQUESTED,
+            json!({ "by": "poller" }),
+        )
+        .await?;
+        tx.commit().await?;
+    }
+    Ok(renewed)
+}
+
+/// Whether a bank's "cancelled" for an unsigned payment is the answer to pisgate's own
+/// horizon DELETE: one was sent (noted) and the bank never refused it. The DELETE's own
+/// answer is normally recorded at once; this is for one whose answer was lost with a stopped
+/// process or a failed write, so that the payment ends `expired` (not signed) as it would
+/// have, not `cancelled` by the bank.
+async fn deleted_by_horizon(pool: &Db, id: uuid::Uuid) -> Result<bool, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT EXISTS (SELECT 1 FROM payment_events WHERE payment_id = $1 AND kind = $2)
+                  AND NOT EXISTS (SELECT 1 FROM payment_events
+                                  WHERE payment_id = $1 AND kind = $3) AS "sent!""#,
+        id,
+        HORIZON_DELETE_REQUESTED,
+        HORIZON_DELETE_REFUSED,
     )
     .fetch_one(pool)
     .await
@@ -931,16 +1014,7 @@ async fn at_horizon(
     // the bank's Cancelled as a cancel at the bank instead of an expiry. A claim already
     // lost asks nothing: the claim that replaced it decides. So does a shopper who came back
     // since this poll's claim read the row (checked in the renewal's statement).
-    let renewed = match polls::renew_claim(
-        &ctx.pool,
-        p.id,
-        &ctx.owner,
-        p.lease_until,
-        cfg.lease,
-        !token_required,
-    )
-    .await
-    {
+    let renewed = match renew_and_note_delete(ctx, p, !token_required).await {
         Ok(Some(until)) => until,
         Ok(None) => {
             tracing::info!(

@@ -1951,3 +1951,36 @@ async fn berlin_group_polls_go_on_while_nordea_asks_pisgate_to_wait() {
         .await;
     assert_eq!(n["status"], "awaiting_authorization", "{n}");
 }
+
+/// The simulator deletes a payment nobody signed at the horizon's DELETE, and the answer is
+/// lost (the connection drops after it acted). The next poll reads CANC: that deletion, so
+/// `expired` (not signed), never a cancel at the bank; one DELETE in all.
+#[tokio::test]
+async fn berlin_group_a_horizon_delete_whose_answer_is_lost_still_ends_expired() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, bank) = spawn_for_the_horizon().await;
+    let m = app.create_merchant("Shop").await;
+    bank.sandbox
+        .faults()
+        .add(FaultRule::always(FaultTarget::Cancel, Fault::DropAfterProcessing).times(1));
+    let walked = app
+        .create_payment(&m.api_key, &berlin_payment("77.10"))
+        .await;
+    to_bank_page(&app, &walked).await;
+    let id = walked["id"].as_str().unwrap().to_owned();
+    let expired = wait_for_status(&app, &m, &id, "expired").await;
+    assert_eq!(expired["failure"]["code"], "not_signed", "{expired}");
+    assert_eq!(expired["bank_status"], "CANC", "{expired}");
+    assert_eq!(deletes(&bank), 1);
+    let kinds: Vec<String> = sqlx::query_scalar(
+        "SELECT kind FROM payment_events WHERE payment_id = $1::uuid ORDER BY seq",
+    )
+    .bind(&id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    let requested = kinds.iter().position(|k| k == "horizon_delete_requested");
+    let ended = kinds.iter().position(|k| k == "expired");
+    assert!(requested.is_some() && requested < ended, "{kinds:?}");
+    assert_spec_clean(&bank, &[]);
+}

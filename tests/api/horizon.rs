@@ -659,3 +659,34 @@ async fn a_shopper_who_comes_back_while_the_horizons_read_runs_gets_no_delete() 
     );
     assert_ne!(status_of(&app, &id).await, "expired");
 }
+
+/// The bank deletes the payment at the horizon's DELETE, but its answer never reaches
+/// pisgate (the connection drops after the bank acted; a stopped replica or a failed write
+/// loses it the same way). The DELETE was noted before it went out, so the next read of the
+/// bank's Cancelled is that deletion: `expired` (not signed), as the answer would have made
+/// it, never a cancel at the bank. Before, it ended `cancelled`, `cancelled_at_bank`.
+#[tokio::test]
+async fn a_horizon_delete_whose_answer_is_lost_still_ends_expired() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, m, id) = opened_and_past_the_horizon(&[], 1).await;
+    app.sandbox
+        .add_fault(FaultRule::always(FaultTarget::Cancel, Fault::DropAfterProcessing).times(1));
+    a_shopper_comes_back(&app, &m, "psu-other").await;
+    wait_status(&app, &id, "expired", Duration::from_secs(20)).await;
+    assert_eq!(
+        app.sandbox.faults()[0].times,
+        Some(0),
+        "the answer was lost"
+    );
+    assert_eq!(app.bank_calls(Operation::Cancel), 1, "one DELETE");
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["failure"]["code"], "not_signed");
+    assert_eq!(p["bank_status"], "Cancelled");
+    let requested = events_of(&app, &id, "horizon_delete_requested").await;
+    assert_eq!(requested.len(), 1);
+    let expired = events_of(&app, &id, "expired").await;
+    assert_eq!(expired.len(), 1);
+    assert_eq!(expired[0]["proof"], "deleted_at_bank");
+    assert_eq!(webhooks_of(&app, &id).await, ["payment.expired"]);
+    assert_agrees_with_the_bank(&app).await;
+}
