@@ -287,7 +287,9 @@ pub async fn store(
                access_expires_at = EXCLUDED.access_expires_at,
                status = 'live',
                dead_reason = NULL,
-               obtained_at = EXCLUDED.obtained_at
+               obtained_at = EXCLUDED.obtained_at,
+               refresh_failures = 0,
+               refresh_not_before = NULL
            WHERE CASE WHEN psu_tokens.issued_at IS NOT NULL AND EXCLUDED.issued_at IS NOT NULL
                            AND psu_tokens.issued_at <> EXCLUDED.issued_at
                       THEN psu_tokens.issued_at < EXCLUDED.issued_at
@@ -477,6 +479,7 @@ pub async fn due_for_refresh(
         r#"SELECT t.bank, t.psu_key, t.issue_seq, t.access_expires_at
            FROM psu_tokens t
            WHERE t.status = 'live' AND t.refresh_token IS NOT NULL AND t.access_expires_at <= $1
+             AND (t.refresh_not_before IS NULL OR t.refresh_not_before <= now())
              -- Shoppers leased right now (an exchange, another replica's refresher) are
              -- someone else's this round.
              AND NOT EXISTS (
@@ -496,6 +499,37 @@ pub async fn due_for_refresh(
     .await?;
     tracing::Span::current().record("found", due.len());
     Ok(due)
+}
+
+/// Records a failed refresh of the token issued as `issue_seq`: it is not due again until a
+/// backoff of `base` doubled per consecutive failure (at most `max`) has passed, on the
+/// database's clock. A token replaced meanwhile is left alone. Returns the failures so far.
+pub async fn refresh_failed(
+    pool: &Db,
+    bank: &str,
+    psu_key: &str,
+    issue_seq: i64,
+    base: Duration,
+    max: Duration,
+) -> Result<Option<i32>, sqlx::Error> {
+    let base_ms = i64::try_from(base.as_millis()).unwrap_or(i64::MAX);
+    let max_ms = i64::try_from(max.as_millis()).unwrap_or(i64::MAX);
+    sqlx::query_scalar!(
+        r#"UPDATE psu_tokens
+           SET refresh_failures = refresh_failures + 1,
+               refresh_not_before = now() + make_interval(
+                   secs => LEAST($5::bigint::float8,
+                                 $4::bigint::float8 * power(2, LEAST(refresh_failures, 30))) / 1000.0)
+           WHERE bank = $1 AND psu_key = $2 AND issue_seq = $3
+           RETURNING refresh_failures"#,
+        bank,
+        psu_key,
+        issue_seq,
+        base_ms,
+        max_ms,
+    )
+    .fetch_optional(pool)
+    .await
 }
 
 #[cfg(test)]

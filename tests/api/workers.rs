@@ -376,24 +376,41 @@ async fn a_standing_order_records_each_paid_occurrence_and_the_remaining_count()
     assert!(app.bank_calls(Operation::Details) >= 1);
 }
 
-#[tokio::test]
-async fn a_token_about_to_expire_is_refreshed_while_its_shopper_has_payments_in_flight() {
-    let app = spawn_app_full(
+/// An app whose token refresher runs every 200 ms, refreshing `refresh_before` ahead of
+/// expiry, with the sandbox's access tokens living `lifetime_secs`.
+async fn refreshing_app(refresh_before: &'static str, lifetime_secs: u64) -> TestApp {
+    spawn_app_full(
         &[
             ("PISGATE__REFRESHER__ENABLED", "true"),
             ("PISGATE__REFRESHER__INTERVAL", "200ms"),
-            ("PISGATE__REFRESHER__REFRESH_BEFORE", "9s"),
+            ("PISGATE__REFRESHER__REFRESH_BEFORE", refresh_before),
         ],
-        |c| c.access_token_lifetime = Duration::from_secs(10),
+        |c| c.access_token_lifetime = Duration::from_secs(lifetime_secs),
     )
-    .await;
-    let m = app.create_merchant("Shop").await;
-    let p = app.create_payment(&m.api_key, &body("FI")).await;
-    let id = p["id"].as_str().unwrap().to_owned();
+    .await
+}
+
+/// Creates `payment` and has shopper `psu` sign it and come back (a code exchanged, a token
+/// stored); its id.
+async fn signed(
+    app: &TestApp,
+    m: &crate::helpers::TestMerchant,
+    psu: &str,
+    payment: Value,
+) -> String {
+    let p = app.create_payment(&m.api_key, &payment).await;
     let r = app
-        .sign(p["authorization_url"].as_str().unwrap(), "psu-1", true)
+        .sign(p["authorization_url"].as_str().unwrap(), psu, true)
         .await;
     assert_eq!(r.status(), 303);
+    p["id"].as_str().unwrap().to_owned()
+}
+
+#[tokio::test]
+async fn a_token_about_to_expire_is_refreshed_while_its_shopper_has_payments_in_flight() {
+    let app = refreshing_app("9s", 10).await;
+    let m = app.create_merchant("Shop").await;
+    let id = signed(&app, &m, "psu-1", body("FI")).await;
     // Tokens live 10 s here: within 9 s of expiry comes about a second after the exchange.
     let seq_at_exchange: i64 = sqlx::query_scalar("SELECT issue_seq FROM psu_tokens")
         .fetch_one(&app.pool)
@@ -445,6 +462,139 @@ async fn a_token_about_to_expire_is_refreshed_while_its_shopper_has_payments_in_
     let calls = app.bank_calls(Operation::Token);
     tokio::time::sleep(Duration::from_millis(1000)).await;
     assert_eq!(app.bank_calls(Operation::Token), calls);
+}
+
+/// The database is unreachable (57P01, as a restarting primary answers) for the first three
+/// tries to store a refreshed pair. The bank has already used up the old refresh token, so
+/// the new pair is retried until it is stored: the shopper's token stays live and works.
+/// Before, the pair was dropped, the next round refreshed with the used-up token, the bank
+/// refused it, and the shopper's token was marked dead.
+#[tokio::test]
+async fn a_refreshed_pair_is_stored_through_a_database_outage() {
+    let app = refreshing_app("9s", 10).await;
+    let m = app.create_merchant("Shop").await;
+    // The code exchange inserts the token; a refresh updates it: the first three updates fail.
+    for sql in [
+        "CREATE SEQUENCE test_store_tries",
+        "CREATE FUNCTION test_unreachable() RETURNS trigger LANGUAGE plpgsql AS $$
+         BEGIN
+           IF nextval('test_store_tries') <= 3 THEN
+             RAISE EXCEPTION 'terminating connection due to administrator command'
+               USING ERRCODE = '57P01';
+           END IF;
+           RETURN NEW;
+         END $$",
+        "CREATE TRIGGER test_unreachable BEFORE UPDATE ON psu_tokens
+         FOR EACH ROW EXECUTE FUNCTION test_unreachable()",
+    ] {
+        sqlx::query(sql).execute(&app.pool).await.unwrap();
+    }
+    let id = signed(&app, &m, "psu-1", body("FI")).await;
+    let seq_at_exchange: i64 = sqlx::query_scalar("SELECT issue_seq FROM psu_tokens")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let (seq, status): (i64, String) =
+            sqlx::query_as("SELECT issue_seq, status FROM psu_tokens")
+                .fetch_one(&app.pool)
+                .await
+                .unwrap();
+        assert_eq!(status, "live", "the shopper's token was lost");
+        if seq > seq_at_exchange {
+            break;
+        }
+        assert!(started.elapsed() < Duration::from_secs(15), "never stored");
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let tries: i64 = sqlx::query_scalar("SELECT last_value FROM test_store_tries")
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+    assert!(tries >= 4, "the store failed three times first ({tries})");
+    // The first refresh's pair is the one stored: the bank answered one refresh per stored
+    // pair, and none was refused.
+    let refused = app
+        .sandbox
+        .requests()
+        .iter()
+        .filter(|r| r.operation == Some(Operation::Token) && r.status.is_some_and(|s| s >= 400))
+        .count();
+    assert_eq!(refused, 0, "a refresh token was used twice");
+    let funds = app
+        .get_as(&format!("/v1/payments/{id}/funds"), &m.api_key)
+        .await;
+    assert_eq!(funds.status(), 200, "{}", funds.text().await.unwrap());
+}
+
+/// The bank answers every refresh 503 for a while. Each failing token waits a backoff of
+/// its own (1 s, then doubling), and a failure of the bank as a whole ends that round's calls
+/// to it: three shoppers' due tokens make a handful of refresh calls in 3 s, not one per
+/// token per round (15 a second here). Before, failing tokens stayed first in every round's
+/// batch: 100 of them held back every other token. Once the bank is back, all three are
+/// refreshed and their failure counts start again at 0.
+#[tokio::test]
+async fn refreshes_the_bank_fails_back_off_per_token_and_per_round() {
+    let app = refreshing_app("1s", 600).await;
+    let m = app.create_merchant("Shop").await;
+    for psu in ["psu-1", "psu-2", "psu-3"] {
+        let mut b = body("FI");
+        b["psu_id"] = json!(psu);
+        signed(&app, &m, psu, b).await;
+    }
+    app.sandbox
+        .add_fault(FaultRule::always(FaultTarget::Token, Fault::Http503));
+    // All three are due now.
+    sqlx::query("UPDATE psu_tokens SET access_expires_at = now()")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let before = app.bank_calls(Operation::Token);
+    let started = Instant::now();
+    while app.bank_calls(Operation::Token) == before {
+        assert!(started.elapsed() < Duration::from_secs(5), "no refresh");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // Rounds are 200 ms apart: the first one asked the bank once, and left the other two.
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    assert_eq!(
+        app.bank_calls(Operation::Token) - before,
+        1,
+        "the round went on calling a bank that had just failed"
+    );
+    tokio::time::sleep(Duration::from_millis(2900)).await;
+    let calls = app.bank_calls(Operation::Token) - before;
+    assert!(
+        (3..=10).contains(&calls),
+        "{calls} refresh calls in 3 s for 3 failing tokens"
+    );
+    let failures: Vec<i32> =
+        sqlx::query_scalar("SELECT refresh_failures FROM psu_tokens ORDER BY psu_key")
+            .fetch_all(&app.pool)
+            .await
+            .unwrap();
+    assert!(failures.iter().all(|f| *f >= 1), "{failures:?}");
+    app.sandbox.clear_faults();
+    let started = Instant::now();
+    loop {
+        let (fresh, reset): (i64, i64) = sqlx::query_as(
+            "SELECT count(*) FILTER (WHERE access_expires_at > now() + interval '1 minute'),
+                    count(*) FILTER (WHERE refresh_failures = 0 AND refresh_not_before IS NULL)
+             FROM psu_tokens WHERE status = 'live'",
+        )
+        .fetch_one(&app.pool)
+        .await
+        .unwrap();
+        if fresh == 3 && reset == 3 {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "not all refreshed once the bank was back: {fresh} fresh, {reset} reset"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }
 
 /// Waits until the sandbox has seen `calls` token calls (an exchange or a refresh under way
