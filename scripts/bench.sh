@@ -32,11 +32,31 @@ if [ "${1:-}" = "e2e" ]; then
         export PISGATE_BIN="$CARGO_TARGET_DIR/release/pisgate"
     fi
     cluster="bench-e2e-$$"
-    trap 'pg_destroy "$cluster"' EXIT
+    # PostgreSQL's log is kept (BENCH_PG_LOG) and summed up at the end: statements slower than
+    # 500 ms (a COMMIT among them is a WAL flush the disk held up), lock waits past 100 ms,
+    # checkpoints and autovacuum runs. A stalled run (a 5 s wait for a pool connection at 128
+    # connections) is explained there or ruled out.
+    pg_log=${BENCH_PG_LOG:-/tmp/pisgate-bench-postgres.log}
+    bench_pg_log() {
+        local log="$PG_STATE_DIR/pg-$cluster/server.log"
+        [ -f "$log" ] || return 0
+        cp "$log" "$pg_log"
+        echo
+        echo "PostgreSQL's log during the benchmark ($pg_log):"
+        echo "| event | count |"
+        echo "|---|---:|"
+        printf '| statements slower than 500 ms | %s |\n' "$(grep -c 'duration: ' "$pg_log" || true)"
+        printf '| of them COMMIT | %s |\n' "$(grep 'duration: ' "$pg_log" | grep -ci 'statement: COMMIT' || true)"
+        printf '| lock waits past 100 ms | %s |\n' "$(grep -c 'still waiting for' "$pg_log" || true)"
+        printf '| checkpoints | %s |\n' "$(grep -c 'checkpoint complete' "$pg_log" || true)"
+        printf '| autovacuum/autoanalyze runs | %s |\n' "$(grep -cE 'automatic (vacuum|analyze)' "$pg_log" || true)"
+        grep -E 'duration: |still waiting for' "$pg_log" | sort -t: -k5 -rn | head -5 | cut -c1-240 || true
+    }
+    trap 'bench_pg_log; pg_destroy "$cluster"' EXIT
     # Durable: fsync, synchronous_commit and full_page_writes at their defaults (on). No
     # checkpoint inside a measured run: bench_e2e.py takes one before the warm-up (checkpoint_first).
     PG_DURABILITY="-c fsync=on" \
-        PG_EXTRA_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on -c pg_stat_statements.track_planning=on -c max_wal_size=8GB -c checkpoint_timeout=1h" \
+        PG_EXTRA_OPTIONS="-c shared_preload_libraries=pg_stat_statements -c pg_stat_statements.track_utility=on -c pg_stat_statements.track_planning=on -c max_wal_size=8GB -c checkpoint_timeout=1h -c log_min_duration_statement=500 -c log_lock_waits=on -c deadlock_timeout=100ms -c log_checkpoints=on -c log_autovacuum_min_duration=0" \
         pg_start "$cluster"
     psql -q -d pisgate -c "CREATE EXTENSION IF NOT EXISTS pg_stat_statements"
     export PGBENCH="$(pg_bindir)/pgbench"
