@@ -74,19 +74,35 @@ pg_free_ports() {
 import random, socket, sys
 n = int(sys.argv[1])
 try:
-    low = int(open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[0])
-except OSError:
-    low = 32768
-held = []
-while len(held) < n:
-    port = random.randrange(10000, max(low, 10001 + n))
+    low, high = (int(x) for x in open("/proc/sys/net/ipv4/ip_local_port_range").read().split()[:2])
+except (OSError, ValueError):
+    low, high = 32768, 60999
+# Below the ephemeral range when it leaves room, else above it, else any port the kernel
+# gives (bind to 0).
+if low - 10000 >= 1000:
+    pick = lambda: random.randrange(10000, low)
+elif 65535 - high >= 1000:
+    pick = lambda: random.randrange(high + 1, 65536)
+else:
+    pick = lambda: 0
+held, ports = [], set()
+for _ in range(5000):
+    if len(held) == n:
+        break
     s = socket.socket()
     try:
-        s.bind(("127.0.0.1", port))
+        s.bind(("127.0.0.1", pick()))
     except OSError:
         s.close()
         continue
+    port = s.getsockname()[1]
+    if port in ports:
+        s.close()
+        continue
     held.append(s)
+    ports.add(port)
+if len(held) < n:
+    sys.exit("pg_free_ports: found only %d free ports of %d" % (len(held), n))
 for s in held:
     print(s.getsockname()[1])
     s.close()

@@ -28,6 +28,7 @@
 use crate::api::AppState;
 use crate::api::auth::{AuthedMerchant, FullKey};
 use crate::api::authorize;
+use crate::api::console::unresolved;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, StrictValue};
 use crate::api::initiation;
@@ -650,6 +651,23 @@ enum SlowClaim {
     Retry,
 }
 
+/// The Retry-After of a key whose payment's earlier attempt may still be recording its
+/// answer (see [`claim_slow`]).
+const IN_FLIGHT_RETRY_AFTER: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// 409 `idempotency_key_in_flight` with a Retry-After of `retry_after` (at least a second).
+fn key_in_flight(retry_after: std::time::Duration) -> Response {
+    let mut response = ApiError::Conflict(
+        "idempotency_key_in_flight",
+        "a request with this Idempotency-Key is still being processed; retry shortly with the same key".into(),
+    )
+    .into_response();
+    if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
+        response.headers_mut().insert(header::RETRY_AFTER, v);
+    }
+    response
+}
+
 /// The key is already there (or the fast path could not take it): claim it in a
 /// transaction that tells a replay, a request in flight, another body and an interrupted
 /// request apart, as [`idempotency::claim`] documents.
@@ -682,15 +700,7 @@ async fn claim_slow(
         Claim::AnswerNotInLedger => return Err(answer_not_in_ledger()),
         Claim::InFlight { retry_after } => {
             drop(tx);
-            let mut response = ApiError::Conflict(
-                "idempotency_key_in_flight",
-                "a request with this Idempotency-Key is still being processed; retry shortly with the same key".into(),
-            )
-            .into_response();
-            if let Ok(v) = HeaderValue::from_str(&retry_after.as_secs().max(1).to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, v);
-            }
-            return Ok(SlowClaim::Answer(response));
+            return Ok(SlowClaim::Answer(key_in_flight(retry_after)));
         }
         Claim::Mismatch => {
             return Err(ApiError::IdempotencyMismatch(
@@ -730,6 +740,14 @@ async fn claim_slow(
             // SCA exemption, a decoupled SCA pushed at initiation), the attempt whose answer
             // was lost may be live: a second one could pay twice. Nothing is sent.
             if p.answer_unrecorded() && state.banks.client(&p.bank).traits().acts_without_hop {
+                // The earlier attempt may still be recording its answer (its key went stale
+                // while its database write waited): that answer may yet come, so the retry is
+                // told to come back, not that the payment cannot be resumed.
+                if unresolved::standing(state, &mut tx, &p).await? == unresolved::Standing::InFlight
+                {
+                    drop(tx);
+                    return Ok(SlowClaim::Answer(key_in_flight(IN_FLIGHT_RETRY_AFTER)));
+                }
                 tracing::warn!(%payment_id, bank = %p.bank, "a retry of a payment whose initiation answer was lost, at a bank that may execute it without the shopper: not initiated again");
                 metrics::counter!("pisgate_initiations_not_resumed_total").increment(1);
                 return Err(initiation::not_resumable(&p.bank));

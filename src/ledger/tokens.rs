@@ -184,6 +184,17 @@ impl PsuLease {
         Ok(taken)
     }
 
+    /// Renews every key of the lease to `lease` from now, while it is still this holder's
+    /// or has run out unclaimed. Returns whether all were renewed (false: another holder took
+    /// one after it ran out).
+    pub async fn renew(&self, lease: Duration) -> Result<bool, sqlx::Error> {
+        let mut all = true;
+        for key in &self.keys {
+            all &= try_lease(&self.pool, &self.bank, key, self.holder, lease).await?;
+        }
+        Ok(all)
+    }
+
     /// Gives every key of the lease back.
     pub async fn release(mut self) {
         self.released = true;
@@ -469,6 +480,7 @@ pub async fn due_for_refresh(
     within: Duration,
     limit: i64,
     in_flight_only: bool,
+    skip_banks: &[String],
 ) -> Result<Vec<DueToken>, sqlx::Error> {
     let within = chrono::Duration::from_std(within).unwrap_or(chrono::Duration::MAX);
     let cutoff = Utc::now()
@@ -480,6 +492,7 @@ pub async fn due_for_refresh(
            FROM psu_tokens t
            WHERE t.status = 'live' AND t.refresh_token IS NOT NULL AND t.access_expires_at <= $1
              AND (t.refresh_not_before IS NULL OR t.refresh_not_before <= now())
+             AND t.bank <> ALL($4)
              -- Shoppers leased right now (an exchange, another replica's refresher) are
              -- someone else's this round.
              AND NOT EXISTS (
@@ -494,6 +507,7 @@ pub async fn due_for_refresh(
         cutoff,
         limit,
         in_flight_only,
+        skip_banks,
     )
     .fetch_all(pool)
     .await?;

@@ -27,8 +27,10 @@
 //!   token: a returning shopper, known by the merchant's `psu_id`; never another
 //!   shopper's). The DELETE is noted (`horizon_delete_requested`) with the claim's renewal
 //!   before it goes out, so a deletion whose answer was lost (a stopped replica, a dropped
-//!   connection) still reads as that deletion when a later poll finds the bank's cancelled
-//!   status. Deleted: `expired` (or `cancelled` when the merchant had asked). Refused
+//!   connection) still reads as that deletion when a later poll finds the bank's status of
+//!   a deleted payment, with no answer noted since (refused, needs authorisation, provably
+//!   not taken: `horizon_delete_not_taken`) and no shopper back. Deleted: `expired` (or
+//!   `cancelled` when the merchant had asked). Refused
 //!   (signed, being executed, not ours to delete) or not askable (no token of this shopper,
 //!   the bank unavailable): noted and followed on, every `late_signing_interval` or with
 //!   backoff, until the bank's own final word: its UserApprovalTimeout;
@@ -320,6 +322,8 @@ enum ChangeSpec {
     /// The bank took the horizon's delete as a cancellation the shopper must authorise
     /// (Berlin Group 202): noted, never asked again, followed on.
     HorizonNeedsAuthorisation,
+    /// The horizon's DELETE provably never acted at the bank (see [`delete_not_taken`]).
+    HorizonDeleteNotTaken { error: &'static str },
 }
 
 /// Whether a queued reschedule's claim was still its own, or why it could not be written.
@@ -643,10 +647,11 @@ async fn decide(ctx: &WorkerContext, pacer: &Pacer, p: &Claimed) -> Decision {
             {
                 return at_horizon(ctx, pacer, p, &bank_ref, Some(bank_status)).await;
             }
-            // The bank cancelled an unsigned payment after pisgate's horizon DELETE went out
-            // and its answer was never recorded: that DELETE's deletion, an expiry.
+            // The bank shows an unsigned payment deleted after pisgate's horizon DELETE went
+            // out and its answer was never recorded: that DELETE's deletion, an expiry (see
+            // [`deleted_by_horizon`]).
             if to == PaymentStatus::Cancelled && status == PaymentStatus::AwaitingAuthorization {
-                match deleted_by_horizon(&ctx.pool, p.id).await {
+                match deleted_by_horizon(ctx, p, &bank_status).await {
                     Ok(false) => {}
                     Ok(true) => {
                         tracing::info!(
@@ -796,20 +801,49 @@ async fn horizon_delete_answered(
 }
 
 /// The ledger note written, with the claim's renewal, just before the horizon's DELETE is
-/// sent (see [`renew_and_note_delete`]).
+/// sent (see [`renew_and_note_delete`]), and the one of a DELETE the bank provably did not
+/// act on (not sent, refused as a request, rate limited).
 const HORIZON_DELETE_REQUESTED: &str = "horizon_delete_requested";
+const HORIZON_DELETE_NOT_TAKEN: &str = "horizon_delete_not_taken";
+
+/// The latest of the payment's horizon DELETE notes: the request and every answer.
+async fn last_horizon_note(
+    conn: &mut sqlx::PgConnection,
+    id: uuid::Uuid,
+) -> Result<Option<String>, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT kind FROM payment_events
+           WHERE payment_id = $1 AND kind = ANY($2)
+           ORDER BY seq DESC LIMIT 1"#,
+        id,
+        &[
+            HORIZON_DELETE_REQUESTED,
+            HORIZON_DELETE_NOT_TAKEN,
+            HORIZON_DELETE_REFUSED,
+            HORIZON_DELETE_NEEDS_AUTHORISATION,
+        ] as &[&str],
+    )
+    .fetch_optional(conn)
+    .await
+}
 
 /// Renews the poll's claim for the horizon's DELETE ([`polls::renew_claim`]) and, in the
-/// same transaction, notes that the DELETE is about to be sent. The bank's answer is
-/// recorded later, under the renewed lease; if that record never comes (the process stops,
-/// the write fails), the note is what tells the bank's "cancelled" on a later read apart from
-/// a cancellation the bank made on its own (see [`deleted_by_horizon`]).
+/// same transaction, notes that the DELETE is about to be sent (once: a DELETE whose answer
+/// never came is not noted again when it is sent again). The bank's answer is recorded
+/// later, under the renewed lease; if that record never comes (the process stops, the write
+/// fails, the connection drops after the bank acted), the note is what tells the bank's
+/// deletion on a later read apart from a cancellation of its own (see
+/// [`deleted_by_horizon`]). The payment's row is locked first, in the order every status
+/// change takes (the payment, then its poll schedule).
 async fn renew_and_note_delete(
     ctx: &WorkerContext,
     p: &Claimed,
     shopper_may_return: bool,
 ) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
     let mut tx = ctx.pool.begin().await?;
+    if payments::get_for_update(&mut tx, p.id).await?.is_none() {
+        return Ok(None);
+    }
     let renewed = polls::renew_claim(
         &mut tx,
         p.id,
@@ -820,34 +854,55 @@ async fn renew_and_note_delete(
     )
     .await?;
     if renewed.is_some() {
-        payments::note(
-            &mut tx,
-            p.id,
-            HORIZON_DELETE_REQUESTED,
-            json!({ "by": "poller" }),
-        )
-        .await?;
+        if last_horizon_note(&mut tx, p.id).await?.as_deref() != Some(HORIZON_DELETE_REQUESTED) {
+            payments::note(
+                &mut tx,
+                p.id,
+                HORIZON_DELETE_REQUESTED,
+                json!({ "by": "poller" }),
+            )
+            .await?;
+        }
         tx.commit().await?;
     }
     Ok(renewed)
 }
 
-/// Whether a bank's "cancelled" for an unsigned payment is the answer to pisgate's own
-/// horizon DELETE: one was sent (noted) and the bank never refused it. The DELETE's own
-/// answer is normally recorded at once; this is for one whose answer was lost with a stopped
-/// process or a failed write, so that the payment ends `expired` (not signed) as it would
-/// have, not `cancelled` by the bank.
-async fn deleted_by_horizon(pool: &Db, id: uuid::Uuid) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM payment_events WHERE payment_id = $1 AND kind = $2)
-                  AND NOT EXISTS (SELECT 1 FROM payment_events
-                                  WHERE payment_id = $1 AND kind = $3) AS "sent!""#,
-        id,
-        HORIZON_DELETE_REQUESTED,
-        HORIZON_DELETE_REFUSED,
-    )
-    .fetch_one(pool)
-    .await
+/// Whether the bank's `bank_status` for an unsigned payment is the answer to pisgate's own
+/// horizon DELETE whose answer was lost: it is the bank's status of a deleted payment, the
+/// latest horizon note is a DELETE sent with no answer after it (not refused, not "needs
+/// the shopper's authorisation", not provably untaken), and no shopper came back. Then the
+/// payment ends `expired` (not signed) as the DELETE's answer would have made it, not
+/// `cancelled` by the bank. Anything else is the bank's own word.
+async fn deleted_by_horizon(
+    ctx: &WorkerContext,
+    p: &Claimed,
+    bank_status: &str,
+) -> Result<bool, sqlx::Error> {
+    let traits = ctx.banks.client(&p.bank).traits();
+    let returned =
+        p.state_used_at.is_some() || (p.psu_key.is_some() && !traits.shopper_token_required);
+    if bank_status != traits.deleted_status || returned {
+        return Ok(false);
+    }
+    let mut conn = ctx.pool.read_conn().await?;
+    Ok(last_horizon_note(&mut conn, p.id).await?.as_deref() == Some(HORIZON_DELETE_REQUESTED))
+}
+
+/// Whether a DELETE that failed was provably not acted on by the bank: never sent or
+/// refused before it was handled (rate limited, a bank-side 503, our token, credentials,
+/// signature or clock refused, the request refused as such). A timeout, a dropped
+/// connection, a 5xx or an unreadable answer leave it unknown.
+fn delete_not_taken(e: &BankError) -> bool {
+    e.provably_not_processed()
+        || matches!(
+            e,
+            BankError::TokenRejected
+                | BankError::BadCredentials { .. }
+                | BankError::BadSignature { .. }
+                | BankError::ClockRejected { .. }
+                | BankError::Validation { .. }
+        )
 }
 
 /// At the late-signing horizon, the bank still showing nothing signed (`bank_status`, or
@@ -1077,8 +1132,8 @@ async fn at_horizon(
                 ..failed("horizon_refused")
             }
         }
-        Err(BankError::TokenRejected) => {
-            if let Some((psu_key, token)) = &held {
+        Err(e) => {
+            if let (BankError::TokenRejected, Some((psu_key, token))) = (&e, &held) {
                 let _ = tokens::mark_dead(
                     &ctx.pool,
                     &p.bank,
@@ -1088,11 +1143,15 @@ async fn at_horizon(
                 )
                 .await;
             }
-            failed("horizon_failed")
-        }
-        Err(e) => {
             tracing::warn!(error = %e, kind = e.kind(), "the horizon's delete failed; following the payment on");
-            failed("horizon_failed")
+            if delete_not_taken(&e) {
+                Decision {
+                    change: Some(ChangeSpec::HorizonDeleteNotTaken { error: e.kind() }),
+                    ..failed("horizon_failed")
+                }
+            } else {
+                failed("horizon_failed")
+            }
         }
     };
     d.lease_until = Some(renewed);
@@ -1420,7 +1479,8 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
         Some(
             ChangeSpec::Unsignable { .. }
             | ChangeSpec::HorizonRefused { .. }
-            | ChangeSpec::HorizonNeedsAuthorisation,
+            | ChangeSpec::HorizonNeedsAuthorisation
+            | ChangeSpec::HorizonDeleteNotTaken { .. },
         ) => false,
     };
     if quiet && (p.recurring_count.is_none() || d.remaining.is_none()) {
@@ -1491,6 +1551,16 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
             ChangeSpec::HorizonNeedsAuthorisation => {
                 payments::note(&mut tx, p.id, HORIZON_DELETE_NEEDS_AUTHORISATION, json!({}))
                     .await?;
+                Ok(false)
+            }
+            ChangeSpec::HorizonDeleteNotTaken { error } => {
+                payments::note(
+                    &mut tx,
+                    p.id,
+                    HORIZON_DELETE_NOT_TAKEN,
+                    json!({ "error": error }),
+                )
+                .await?;
                 Ok(false)
             }
             ChangeSpec::Unsignable {

@@ -23,8 +23,10 @@ use crate::ledger::tokens::{self, psu_log_id};
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Tokens refreshed per round at most.
+/// Tokens read per batch.
 const BATCH: i64 = 100;
+/// Batches read per round at most (see [`refresh_due`]).
+const PASSES: usize = 4;
 /// A shopper whose lease is held (by a code exchange, or by another replica's refresher) is
 /// left at once, not waited for: replicas walking the same list share it this way, and the
 /// holder either refreshes that token or the next round does.
@@ -61,6 +63,10 @@ pub async fn run(ctx: WorkerContext, mut stop: watch::Receiver<bool>) {
 }
 
 /// One round: refreshes every due token. Returns how many were refreshed.
+///
+/// A bank that fails as a whole (see [`bank_wide`]) gets no more calls this round, and the
+/// batch is read again without it, so that its due tokens never fill the batch ahead of
+/// other banks' (at most [`PASSES`] reads a round).
 pub async fn refresh_due(
     ctx: &WorkerContext,
     stop: &watch::Receiver<bool>,
@@ -69,37 +75,49 @@ pub async fn refresh_due(
     let mut refreshed = 0;
     // Banks that failed as a whole this round: their other tokens wait for the next one.
     let mut down: Vec<String> = Vec::new();
-    for d in tokens::due_for_refresh(&ctx.pool, within, BATCH, true).await? {
-        // Stop between shoppers, never in the middle of one (a refresh token is single use).
-        if *stop.borrow() {
+    for _ in 0..PASSES {
+        let due = tokens::due_for_refresh(&ctx.pool, within, BATCH, true, &down).await?;
+        let full = due.len() as i64 == BATCH;
+        let down_before = down.len();
+        for d in due {
+            // Stop between shoppers, never in the middle of one (a refresh token is single
+            // use).
+            if *stop.borrow() {
+                return Ok(refreshed);
+            }
+            if down.contains(&d.bank) {
+                continue;
+            }
+            // To its end even if this worker is stopped meanwhile: once the bank is asked,
+            // the refresh token is used up, and only the stored answer keeps the shopper's
+            // token.
+            let work = {
+                let (ctx, d) = (ctx.clone(), d.clone());
+                async move { refresh_one(&ctx, &d).await }
+            };
+            match ctx.finishing.run(work).await.and_then(|done| done) {
+                Ok(outcome) => {
+                    metrics::counter!("pisgate_token_refreshes_total", "outcome" => outcome)
+                        .increment(1);
+                    if outcome == "refreshed" {
+                        refreshed += 1;
+                    }
+                    if outcome == "bank_failed" {
+                        tracing::warn!(bank = %d.bank, "the bank failed a refresh; its other tokens wait for the next round");
+                        down.push(d.bank.clone());
+                    }
+                }
+                Err(e) => {
+                    metrics::counter!("pisgate_token_refreshes_total", "outcome" => "error")
+                        .increment(1);
+                    tracing::warn!(psu = %psu_log_id(&d.bank, &d.psu_key), error = %e, "token refresh failed; retried next round");
+                }
+            }
+        }
+        // Read again only when a full batch left tokens of other banks behind a bank that
+        // went down meanwhile.
+        if !full || down.len() == down_before {
             break;
-        }
-        if down.contains(&d.bank) {
-            continue;
-        }
-        // To its end even if this worker is stopped meanwhile: once the bank is asked, the
-        // refresh token is used up, and only the stored answer keeps the shopper's token.
-        let work = {
-            let (ctx, d) = (ctx.clone(), d.clone());
-            async move { refresh_one(&ctx, &d).await }
-        };
-        match ctx.finishing.run(work).await.and_then(|done| done) {
-            Ok(outcome) => {
-                metrics::counter!("pisgate_token_refreshes_total", "outcome" => outcome)
-                    .increment(1);
-                if outcome == "refreshed" {
-                    refreshed += 1;
-                }
-                if outcome == "bank_failed" {
-                    tracing::warn!(bank = %d.bank, "the bank failed a refresh; its other tokens wait for the next round");
-                    down.push(d.bank.clone());
-                }
-            }
-            Err(e) => {
-                metrics::counter!("pisgate_token_refreshes_total", "outcome" => "error")
-                    .increment(1);
-                tracing::warn!(psu = %psu_log_id(&d.bank, &d.psu_key), error = %e, "token refresh failed; retried next round");
-            }
         }
     }
     Ok(refreshed)
@@ -125,7 +143,7 @@ async fn refresh_one(ctx: &WorkerContext, d: &tokens::DueToken) -> anyhow::Resul
     let seq = tokens::next_issue_seq(&mut *ctx.pool.read_conn().await?).await?;
     let outcome = match ctx.banks.client(&d.bank).refresh(refresh_token).await {
         Ok(set) => {
-            let stored = store_refreshed(ctx, d, seq, &set).await?;
+            let stored = store_refreshed(ctx, d, &lock, seq, &set).await?;
             tracing::info!(psu = %psu, stored, "shopper token refreshed");
             if stored { "refreshed" } else { "superseded" }
         }
@@ -182,13 +200,15 @@ fn bank_wide(e: &BankError) -> bool {
 }
 
 /// Stores a refreshed pair ([`tokens::store`], in a transaction of its own: a read_conn is
-/// rolled back behind a transaction pooler). Retried with backoff while the database is
-/// unreachable, for up to [`STORE_PATIENCE`]: a pair the bank issued and pisgate failed to
-/// keep is the shopper's token lost. The lease may run out meanwhile; the store still keeps
-/// only the newest pair (by issue time or issue sequence), whoever stores last.
+/// rolled back behind a transaction pooler). Retried with backoff (200 ms doubling to 2 s)
+/// while the database is unreachable, for up to [`STORE_PATIENCE`]: a pair the bank issued
+/// and pisgate failed to keep is the shopper's token lost. The shopper's lease is renewed
+/// before each retry; the store keeps only the newest pair (by issue time or issue
+/// sequence) whoever stores last.
 async fn store_refreshed(
     ctx: &WorkerContext,
     d: &tokens::DueToken,
+    lock: &tokens::PsuLease,
     seq: i64,
     set: &crate::bank::TokenSet,
 ) -> anyhow::Result<bool> {
@@ -228,7 +248,18 @@ async fn store_refreshed(
                     "the database is unreachable while storing a refreshed token; retrying"
                 );
                 tokio::time::sleep(wait).await;
-                wait = (wait * 2).min(Duration::from_secs(5));
+                wait = (wait * 2).min(Duration::from_secs(2));
+                // The shopper's lease is renewed first, so that no other replica's round
+                // takes the token meanwhile and refreshes with the used-up refresh token (a
+                // bank may revoke the whole grant on a reused one). A failed renewal (the
+                // database still away) is the next store's failure too.
+                match lock.renew(lease_for(ctx)).await {
+                    Ok(true) | Err(_) => {}
+                    Ok(false) => tracing::warn!(
+                        psu = %psu_log_id(&d.bank, &d.psu_key),
+                        "the shopper's lease was taken while the database was away; storing the newer pair anyway"
+                    ),
+                }
             }
             Err(e) => return Err(e.into()),
         }

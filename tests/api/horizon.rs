@@ -47,6 +47,15 @@ async fn a_shopper_comes_back(app: &TestApp, m: &TestMerchant, psu: &str) -> Str
     id
 }
 
+/// The bank's id of payment `id`.
+async fn bank_id_of(app: &TestApp, id: &str) -> String {
+    sqlx::query_scalar("SELECT bank_payment_id FROM payments WHERE id = $1::uuid")
+        .bind(id)
+        .fetch_one(&app.pool)
+        .await
+        .unwrap()
+}
+
 async fn events_of(app: &TestApp, id: &str, kind: &str) -> Vec<Value> {
     sqlx::query_scalar(
         "SELECT detail FROM payment_events WHERE payment_id = $1::uuid AND kind = $2 ORDER BY seq",
@@ -146,12 +155,7 @@ async fn a_final_status_the_bank_later_contradicts_is_kept_counted_recorded_and_
     reach_bank_page(&app, &url).await;
     wait_status(&app, &id, "expired", Duration::from_secs(15)).await;
     // The bank then says Paid (a bank fault, or a deletion it did not really make).
-    let bank_id: String =
-        sqlx::query_scalar("SELECT bank_payment_id FROM payments WHERE id = $1::uuid")
-            .bind(&id)
-            .fetch_one(&app.pool)
-            .await
-            .unwrap();
+    let bank_id = bank_id_of(&app, &id).await;
     assert!(app.sandbox.force_status(&bank_id, Some(BankStatus::Paid)));
     // One of the few reads after the final status sees it.
     until("the disagreement", Duration::from_secs(10), || async {
@@ -689,4 +693,43 @@ async fn a_horizon_delete_whose_answer_is_lost_still_ends_expired() {
     assert_eq!(expired[0]["proof"], "deleted_at_bank");
     assert_eq!(webhooks_of(&app, &id).await, ["payment.expired"]);
     assert_agrees_with_the_bank(&app).await;
+}
+
+/// The horizon's DELETE is answered 429 (the bank did not act on it), and the bank then
+/// cancels the payment on its own: that is the bank's cancel (`cancelled`,
+/// `cancelled_at_bank`), never taken for the DELETE's deletion. The DELETE's request and
+/// that it was not taken are both in the ledger.
+#[tokio::test]
+async fn a_horizon_delete_the_bank_did_not_take_never_makes_a_later_cancel_an_expiry() {
+    use pisgate::sandbox::{Fault, FaultRule, FaultTarget};
+    let (app, m, id) = opened_and_past_the_horizon(&[], 1).await;
+    app.sandbox.add_fault(
+        FaultRule::always(
+            FaultTarget::Cancel,
+            Fault::Http429 {
+                retry_after_secs: 2,
+            },
+        )
+        .times(1),
+    );
+    a_shopper_comes_back(&app, &m, "psu-other").await;
+    until(
+        "the DELETE answered 429",
+        Duration::from_secs(20),
+        || async { app.sandbox.faults()[0].times == Some(0) },
+    )
+    .await;
+    let bank_id = bank_id_of(&app, &id).await;
+    assert!(
+        app.sandbox
+            .force_status(&bank_id, Some(BankStatus::Cancelled))
+    );
+    wait_status(&app, &id, "cancelled", Duration::from_secs(20)).await;
+    let p = app.get_payment(&m.api_key, &id).await;
+    assert_eq!(p["failure"]["code"], "cancelled_at_bank", "{p}");
+    let kinds = ledger_kinds(&app, &id).await;
+    let requested = kinds.iter().position(|k| k == "horizon_delete_requested");
+    let not_taken = kinds.iter().position(|k| k == "horizon_delete_not_taken");
+    assert!(requested.is_some() && requested < not_taken, "{kinds:?}");
+    assert!(!kinds.contains(&"expired".to_owned()), "{kinds:?}");
 }

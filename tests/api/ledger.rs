@@ -1016,12 +1016,12 @@ async fn ledger_due_for_refresh_lists_live_tokens_expiring_soon() {
     tokens::mark_dead(&pool, "nordea", "dead", 4, "revoked")
         .await
         .unwrap();
-    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10, false)
+    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10, false, &[])
         .await
         .unwrap();
     let keys: Vec<&str> = due.iter().map(|d| d.psu_key.as_str()).collect();
     assert_eq!(keys, vec!["expired", "soon"]);
-    let limited = tokens::due_for_refresh(&pool, Duration::from_secs(120), 1, false)
+    let limited = tokens::due_for_refresh(&pool, Duration::from_secs(120), 1, false, &[])
         .await
         .unwrap();
     assert_eq!(limited.len(), 1);
@@ -1030,7 +1030,7 @@ async fn ledger_due_for_refresh_lists_live_tokens_expiring_soon() {
     let held = lease(&pool, "nordea", "soon", Duration::ZERO)
         .await
         .unwrap();
-    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10, false)
+    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10, false, &[])
         .await
         .unwrap();
     let keys: Vec<&str> = due.iter().map(|d| d.psu_key.as_str()).collect();
@@ -1043,7 +1043,7 @@ async fn ledger_due_for_refresh_lists_live_tokens_expiring_soon() {
     );
     assert!(started.elapsed() < Duration::from_secs(1));
     held.release().await;
-    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10, false)
+    let due = tokens::due_for_refresh(&pool, Duration::from_secs(120), 10, false, &[])
         .await
         .unwrap();
     assert_eq!(due.len(), 2);

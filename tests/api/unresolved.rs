@@ -473,3 +473,48 @@ async fn a_payment_attached_past_its_horizon_gets_the_horizon_from_now() {
     assert_eq!(p["status"], "awaiting_authorization", "{p}");
     assert_eq!(p["bank_status"], "RCVD", "followed: {p}");
 }
+
+/// The first request's answer from the bank is being recorded when its key goes stale (its
+/// write waits on the payment's row, locked here past the 2 s in-flight bound). A same-key
+/// retry is told the key is still in flight (409 `idempotency_key_in_flight`, Retry-After),
+/// not that the payment cannot be resumed: that answer may yet come, and it does. Once the
+/// write goes through, the first request answers 201 and the retry answers the same payment;
+/// the bank made one.
+#[tokio::test]
+async fn a_retry_while_the_first_answer_is_still_being_recorded_is_told_to_come_back() {
+    let (app, bank) =
+        spawn_with_berlin(&[("PISGATE__PAYMENTS__IDEMPOTENCY_STALE_AFTER_SECS", "2")]).await;
+    bank.sandbox.faults().set(vec![
+        FaultRule::always(FaultTarget::Initiate, Fault::DelayAnswer { ms: 800 }).times(1),
+    ]);
+    let m = app.create_merchant("Shop").await;
+    let body = berlin_payment("12.00");
+    let holder = async {
+        let id = crate::berlin_group::first_payment_id(&app).await;
+        let mut tx = app.pool.begin().await.unwrap();
+        sqlx::query("SELECT 1 FROM payments WHERE id = $1::uuid FOR UPDATE")
+            .bind(&id)
+            .execute(&mut *tx)
+            .await
+            .unwrap();
+        tokio::time::sleep(Duration::from_millis(2_500)).await;
+        let retry = app.post_payment(&m.api_key, "k-slow", &body).await;
+        let status = retry.status().as_u16();
+        let retry_after = retry.headers().get("retry-after").cloned();
+        let answer: Value = retry.json().await.unwrap();
+        tx.rollback().await.unwrap();
+        (id, status, retry_after, answer)
+    };
+    let (first, (id, status, retry_after, answer)) =
+        tokio::join!(app.post_payment(&m.api_key, "k-slow", &body), holder);
+    assert_eq!(status, 409, "{answer}");
+    assert_eq!(answer["code"], "idempotency_key_in_flight", "{answer}");
+    assert!(retry_after.is_some());
+    assert_eq!(first.status(), 201);
+    let again = app.post_payment(&m.api_key, "k-slow", &body).await;
+    assert_eq!(again.status(), 201);
+    let again: Value = again.json().await.unwrap();
+    assert_eq!(again["id"], id.as_str());
+    assert!(again["bank_payment_id"].is_string(), "{again}");
+    assert_eq!(bank.sandbox.payments().len(), 1, "one payment at the bank");
+}
