@@ -358,29 +358,47 @@ impl Db {
                 Next::Kept(kept) => kept,
                 Next::Pool => return Ok((self.pool.acquire().await?, None)),
                 // One given back to the pool (by a transaction) or one kept meanwhile,
-                // whichever comes first.
-                Next::Wait(mut handed) => tokio::select! {
-                    biased;
-                    kept = &mut handed => match kept {
-                        Ok(kept) => kept,
-                        Err(_) => continue, // closing: the pool says so
-                    },
-                    conn = self.pool.acquire() => {
-                        // One handed over meanwhile is kept for the next caller.
-                        handed.close();
-                        if let Ok(kept) = handed.try_recv() {
-                            self.keep(kept);
+                // whichever comes first. The pool's acquire runs on a task of its own and is
+                // never cut off: it may be pinging a connection that sat idle (or opening
+                // one), and an acquire dropped midway closes that connection. When a kept one
+                // comes first, the acquire's connection is kept in turn for the next caller.
+                Next::Wait(mut handed) => {
+                    let mut acquiring = tokio::spawn({
+                        let pool = self.pool.clone();
+                        async move { pool.acquire().await }
+                    });
+                    let kept = tokio::select! {
+                        biased;
+                        kept = &mut handed => kept.ok(),
+                        conn = &mut acquiring => {
+                            // One handed over meanwhile is kept for the next caller.
+                            handed.close();
+                            if let Ok(kept) = handed.try_recv() {
+                                self.keep(kept);
+                            }
+                            return match conn {
+                                Ok(conn) => Ok((conn?, None)),
+                                Err(e) if e.is_panic() => std::panic::resume_unwind(e.into_panic()),
+                                Err(_) => Err(sqlx::Error::PoolClosed),
+                            };
                         }
-                        return Ok((conn?, None));
-                    }
-                    () = tokio::time::sleep_until(deadline) => {
-                        handed.close();
-                        match handed.try_recv() {
-                            Ok(kept) => kept,
-                            Err(_) => return Err(sqlx::Error::PoolTimedOut),
+                        () = tokio::time::sleep_until(deadline) => {
+                            handed.close();
+                            match handed.try_recv() {
+                                Ok(kept) => Some(kept),
+                                Err(_) => {
+                                    self.adopt(acquiring);
+                                    return Err(sqlx::Error::PoolTimedOut);
+                                }
+                            }
                         }
+                    };
+                    self.adopt(acquiring);
+                    match kept {
+                        Some(kept) => kept,
+                        None => continue, // closing: the pool says so
                     }
-                },
+                }
             };
             if self.mode == Mode::Session && kept.since.elapsed() > PING_WHEN_IDLE_FOR {
                 if let Err(e) = sqlx::Connection::ping(&mut *kept.conn).await {
@@ -391,6 +409,20 @@ impl Db {
             }
             return Ok((kept.conn, Some(kept.first)));
         }
+    }
+
+    /// Lets a pool acquire that nobody waits for any more run to its end, and keeps the
+    /// connection it gets for the next caller (see [`Db::take`]).
+    fn adopt(
+        &self,
+        acquiring: tokio::task::JoinHandle<Result<PoolConnection<Postgres>, sqlx::Error>>,
+    ) {
+        let db = self.clone();
+        tokio::spawn(async move {
+            if let Ok(Ok(conn)) = acquiring.await {
+                db.park(conn, None);
+            }
+        });
     }
 
     /// Keeps `conn`, whose statement ran to its end and answered Ok, for the next one; gives
