@@ -62,6 +62,10 @@ use std::time::{Duration, Instant};
 /// How a transaction starts behind a transaction pooler: one simple-query exchange.
 const POOLED_BEGIN: &str = "BEGIN; DEALLOCATE ALL";
 
+/// How many acquires from sqlx's pool run at once for the callers waiting on a full pool
+/// ([`Db::pump`]).
+const MAX_PUMPS: usize = 4;
+
 /// How long a direct connection may sit idle and still be handed out without a ping.
 const PING_WHEN_IDLE_FOR: Duration = Duration::from_secs(1);
 
@@ -96,8 +100,8 @@ struct Slots {
     /// a caller who came later (sqlx's queue does not see the kept ones, so a waiter waits
     /// for this and for sqlx's pool at once).
     waiting: std::collections::VecDeque<tokio::sync::oneshot::Sender<Kept>>,
-    /// Whether [`Db::pump`] runs: one acquire from sqlx's pool on behalf of every waiter.
-    pumping: bool,
+    /// How many [`Db::pump`]s run: acquires from sqlx's pool on behalf of the waiters.
+    pumps: usize,
 }
 
 /// Where [`Db::take`] gets its connection.
@@ -331,6 +335,9 @@ impl Db {
     async fn take(&self) -> Result<(PoolConnection<Postgres>, Option<Instant>), sqlx::Error> {
         let deadline = tokio::time::Instant::now() + self.pool.options().get_acquire_timeout();
         loop {
+            if self.pool.is_closed() {
+                return Err(sqlx::Error::PoolClosed);
+            }
             let next = {
                 let mut slots = self.parked.slots.lock().expect("parked");
                 match slots.kept.pop() {
@@ -353,8 +360,8 @@ impl Db {
                             let (tx, rx) = tokio::sync::oneshot::channel();
                             slots.waiting.retain(|w| !w.is_closed());
                             slots.waiting.push_back(tx);
-                            if !slots.pumping {
-                                slots.pumping = true;
+                            if slots.pumps < slots.waiting.len().min(MAX_PUMPS) {
+                                slots.pumps += 1;
                                 self.pump();
                             }
                             Next::Wait(rx)
@@ -394,26 +401,52 @@ impl Db {
     }
 
     /// While callers wait for a kept connection, takes connections given back to sqlx's
-    /// pool (by transactions, by reads) and keeps them for the first in line. One such
-    /// acquire runs at a time, on a task of its own, and is never cut off: the pool pings a
-    /// connection that sat idle before handing it out (and may be opening one), and an
-    /// acquire dropped midway closes that connection. (Each waiter used to race an acquire
-    /// of its own against the kept ones and drop it when a kept one came first: under a
-    /// burst after an idle spell that closed a third of the pool, and the benchmark's
-    /// 128-connection run met 5 s waits and 503s.)
+    /// pool (by transactions, by reads) and keeps them for the first in line. Up to
+    /// [`MAX_PUMPS`] run, each an acquire on a task of its own that is never cut off: the
+    /// pool pings a connection that sat idle before handing it out (and may be opening one),
+    /// and an acquire dropped midway closes that connection. (Each waiter used to race an
+    /// acquire of its own against the kept ones and drop it when a kept one came first:
+    /// under a burst after an idle spell that closed a third of the pool, and the
+    /// benchmark's 128-connection run met 5 s waits and 503s.) More than one, so that one
+    /// held up (a ping to a server gone silent, a connection being opened) does not hold up
+    /// the rest; a few only, so that no pile of acquires waits in sqlx's queue.
     fn pump(&self) {
+        /// Gives the pump's place back however its task ends (a panic, a runtime shutting
+        /// down), so that the next waiter starts another.
+        struct Leave(Db);
+        impl Drop for Leave {
+            fn drop(&mut self) {
+                if let Ok(mut slots) = self.0.parked.slots.lock() {
+                    slots.pumps = slots.pumps.saturating_sub(1);
+                }
+            }
+        }
         let db = self.clone();
         tokio::spawn(async move {
+            let _leave = Leave(db.clone());
+            let mut pause = Duration::from_millis(10);
             loop {
-                // An error is a timeout (nobody gave one back: look again while callers
-                // wait) or the pool closing (checked below).
-                if let Ok(conn) = db.pool.acquire().await {
-                    db.park(conn, None);
+                match db.pool.acquire().await {
+                    Ok(conn) => {
+                        db.park(conn, None);
+                        pause = Duration::from_millis(10);
+                    }
+                    // Nobody gave one back in time: look again while callers wait.
+                    Err(sqlx::Error::PoolTimedOut) => {}
+                    // Closing (checked below), or the server refusing a new connection at
+                    // once: not again at once.
+                    Err(e) => {
+                        if db.pool.is_closed() {
+                            return;
+                        }
+                        tracing::debug!(error = %e, "the pool could not hand out a connection for the callers waiting");
+                        tokio::time::sleep(pause).await;
+                        pause = (pause * 2).min(Duration::from_millis(250));
+                    }
                 }
                 let mut slots = db.parked.slots.lock().expect("parked");
                 slots.waiting.retain(|w| !w.is_closed());
                 if slots.waiting.is_empty() || db.pool.is_closed() {
-                    slots.pumping = false;
                     return;
                 }
             }
