@@ -326,6 +326,25 @@ enum ChangeSpec {
     HorizonDeleteNotTaken { error: &'static str },
 }
 
+impl ChangeSpec {
+    /// The ledger note of the bank's answer to the horizon's DELETE, for the changes that
+    /// are only that.
+    fn horizon_note(&self) -> Option<(&'static str, serde_json::Value)> {
+        match self {
+            ChangeSpec::HorizonRefused { errors } => {
+                Some((HORIZON_DELETE_REFUSED, json!({ "errors": errors })))
+            }
+            ChangeSpec::HorizonNeedsAuthorisation => {
+                Some((HORIZON_DELETE_NEEDS_AUTHORISATION, json!({})))
+            }
+            ChangeSpec::HorizonDeleteNotTaken { error } => {
+                Some((HORIZON_DELETE_NOT_TAKEN, json!({ "error": error })))
+            }
+            ChangeSpec::Bank { .. } | ChangeSpec::Unsignable { .. } => None,
+        }
+    }
+}
+
 /// Whether a queued reschedule's claim was still its own, or why it could not be written.
 type Reply = oneshot::Sender<Result<bool, String>>;
 
@@ -777,28 +796,10 @@ async fn submit_step(ctx: &WorkerContext, p: &Claimed) -> Decision {
     }
 }
 
-/// The ledger notes of a bank's answer to the horizon's DELETE that stands (see
-/// [`horizon_delete_answered`]).
+/// The ledger notes of a bank's answer to the horizon's DELETE that stands: after either,
+/// the DELETE is never sent again (see [`at_horizon`]).
 const HORIZON_DELETE_REFUSED: &str = "horizon_delete_refused";
 const HORIZON_DELETE_NEEDS_AUTHORISATION: &str = "horizon_delete_needs_authorisation";
-
-/// Whether the bank already answered a horizon DELETE of the payment with a refusal or with
-/// "needs the shopper's authorisation" (its ledger notes): such an answer stands, and the
-/// DELETE is never sent again (a Berlin Group bank would open one more cancellation each
-/// time, and the ledger fill with the same refusal).
-async fn horizon_delete_answered(
-    pool: &crate::ledger::Db,
-    id: uuid::Uuid,
-) -> Result<bool, sqlx::Error> {
-    sqlx::query_scalar!(
-        r#"SELECT EXISTS (SELECT 1 FROM payment_events
-                          WHERE payment_id = $1 AND kind = ANY($2)) AS "any!""#,
-        id,
-        &[HORIZON_DELETE_REFUSED, HORIZON_DELETE_NEEDS_AUTHORISATION] as &[&str],
-    )
-    .fetch_one(pool)
-    .await
-}
 
 /// The ledger note written, with the claim's renewal, just before the horizon's DELETE is
 /// sent (see [`renew_and_note_delete`]), and the one of a DELETE the bank provably did not
@@ -1045,9 +1046,13 @@ async fn at_horizon(
     // "the cancellation needs the shopper's authorisation" (Berlin Group 202): its answer
     // stands; asking again would only open another cancellation nobody authorises. The
     // payment is followed to the bank's own word.
-    match horizon_delete_answered(&ctx.pool, p.id).await {
-        Ok(false) => {}
-        Ok(true) => {
+    // (Once answered so, no DELETE is sent again, so that answer stays the latest note.)
+    let last = match ctx.pool.read_conn().await {
+        Ok(mut conn) => last_horizon_note(&mut conn, p.id).await,
+        Err(e) => Err(e),
+    };
+    match last.as_ref().map(|k| k.as_deref().unwrap_or_default()) {
+        Ok(HORIZON_DELETE_REFUSED | HORIZON_DELETE_NEEDS_AUTHORISATION) => {
             return Decision {
                 change: None,
                 next: cfg.late_signing_interval,
@@ -1057,6 +1062,7 @@ async fn at_horizon(
                 lease_until: None,
             };
         }
+        Ok(_) => {}
         Err(e) => {
             tracing::warn!(error = %e, "cannot read the payment's earlier horizon deletes");
             return failed("horizon_failed");
@@ -1538,29 +1544,12 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
             )
             .await
             .map(|a| matches!(a, payments::Applied::Refused)),
-            ChangeSpec::HorizonRefused { errors } => {
-                payments::note(
-                    &mut tx,
-                    p.id,
-                    HORIZON_DELETE_REFUSED,
-                    json!({ "errors": errors }),
-                )
-                .await?;
-                Ok(false)
-            }
-            ChangeSpec::HorizonNeedsAuthorisation => {
-                payments::note(&mut tx, p.id, HORIZON_DELETE_NEEDS_AUTHORISATION, json!({}))
-                    .await?;
-                Ok(false)
-            }
-            ChangeSpec::HorizonDeleteNotTaken { error } => {
-                payments::note(
-                    &mut tx,
-                    p.id,
-                    HORIZON_DELETE_NOT_TAKEN,
-                    json!({ "error": error }),
-                )
-                .await?;
+            ChangeSpec::HorizonRefused { .. }
+            | ChangeSpec::HorizonNeedsAuthorisation
+            | ChangeSpec::HorizonDeleteNotTaken { .. } => {
+                if let Some((kind, detail)) = c.horizon_note() {
+                    payments::note(&mut tx, p.id, kind, detail).await?;
+                }
                 Ok(false)
             }
             ChangeSpec::Unsignable {

@@ -1152,24 +1152,21 @@ async fn backend_alive(url: &str, pid: i32) -> bool {
     alive
 }
 
+/// Sends `sig` to process `pid`; whether it was delivered.
+fn kill(sig: &str, pid: i32) -> bool {
+    std::process::Command::new("kill")
+        .args([sig, &pid.to_string()])
+        .status()
+        .is_ok_and(|s| s.success())
+}
+
 /// Sends SIGCONT to a stopped backend however the test ends.
 struct Continue(i32);
 
 impl Drop for Continue {
     fn drop(&mut self) {
-        let _ = std::process::Command::new("kill")
-            .args(["-CONT", &self.0.to_string()])
-            .status();
+        kill("-CONT", self.0);
     }
-}
-
-fn signal(sig: &str, pid: i32) {
-    let ok = std::process::Command::new("kill")
-        .args([sig, &pid.to_string()])
-        .status()
-        .unwrap()
-        .success();
-    assert!(ok, "kill {sig} {pid}");
 }
 
 /// A caller waiting on a full pool is served by whichever comes first: a connection kept
@@ -1213,7 +1210,7 @@ async fn a_waiter_served_by_a_kept_connection_does_not_close_the_one_the_pool_wa
     // Idle over a second: the pool pings A before handing it out. Its backend is stopped, so
     // the ping hangs until B is kept and handed to the waiter.
     tokio::time::sleep(Duration::from_millis(1_200)).await;
-    signal("-STOP", a);
+    assert!(kill("-STOP", a), "kill -STOP {a}");
     let stopped = Continue(a);
     let waiter = tokio::spawn({
         let db = db.clone();
