@@ -371,7 +371,7 @@ impl Db {
             };
             let mut kept = match next {
                 Next::Kept(kept) => kept,
-                Next::Pool => return Ok((self.pool.acquire().await?, None)),
+                Next::Pool => return Ok((self.acquire_whole().await?, None)),
                 // One kept meanwhile, or one given back to sqlx's pool (by a transaction)
                 // that the pump took, whichever comes first.
                 Next::Wait(mut handed) => tokio::select! {
@@ -397,6 +397,19 @@ impl Db {
                 }
             }
             return Ok((kept.conn, Some(kept.first)));
+        }
+    }
+
+    /// sqlx's acquire, never cut off midway: the pool pings a connection that sat idle over a
+    /// second before handing it out (or opens one), and an acquire dropped during that ping
+    /// closes the connection, during the connect loses it. It runs in the caller's future
+    /// (its first poll takes the pool's place for a new connection at once, as a plain
+    /// acquire does); a caller gone meanwhile (a client that hung up, a deadline) leaves it
+    /// to finish on a task of its own, and the connection is kept for the next caller.
+    fn acquire_whole(&self) -> Whole {
+        Whole {
+            db: self.clone(),
+            acquiring: Some(Box::pin(self.pool.acquire())),
         }
     }
 
@@ -508,6 +521,45 @@ impl Db {
     /// Idle connections: the pool's and the ones kept between statements.
     pub fn num_idle(&self) -> usize {
         self.pool.num_idle() + self.parked.slots.lock().map(|s| s.kept.len()).unwrap_or(0)
+    }
+}
+
+/// An acquire from sqlx's pool that finishes even when its caller is dropped
+/// ([`Db::acquire_whole`]).
+struct Whole {
+    db: Db,
+    acquiring: Option<BoxFuture<'static, Result<PoolConnection<Postgres>, sqlx::Error>>>,
+}
+
+impl std::future::Future for Whole {
+    type Output = Result<PoolConnection<Postgres>, sqlx::Error>;
+
+    fn poll(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Self::Output> {
+        let acquiring = self.acquiring.as_mut().expect("polled after it answered");
+        let answer = std::task::ready!(acquiring.as_mut().poll(cx));
+        self.acquiring = None;
+        std::task::Poll::Ready(answer)
+    }
+}
+
+impl Drop for Whole {
+    fn drop(&mut self) {
+        let Some(acquiring) = self.acquiring.take() else {
+            return;
+        };
+        // No runtime left (shutting down): nothing to keep the connection for.
+        let Ok(runtime) = tokio::runtime::Handle::try_current() else {
+            return;
+        };
+        let db = self.db.clone();
+        runtime.spawn(async move {
+            if let Ok(conn) = acquiring.await {
+                db.park(conn, None);
+            }
+        });
     }
 }
 

@@ -1160,6 +1160,30 @@ fn kill(sig: &str, pid: i32) -> bool {
         .is_ok_and(|s| s.success())
 }
 
+/// Whether the database at `url` runs on this machine (scripts/test.sh's cluster), so that
+/// its backends can be signalled; says so when not.
+fn local(url: &str) -> bool {
+    let here = ["@127.0.0.1", "@localhost", "@[::1]"]
+        .iter()
+        .any(|h| url.contains(h));
+    if !here {
+        eprintln!("skipped: the test database is not on this machine");
+    }
+    here
+}
+
+/// The backend of a transaction committed on `db`: its connection goes back to sqlx's pool
+/// (transactions' connections are not kept).
+async fn backend_of_a_transaction(db: &Db) -> i32 {
+    let mut tx = db.begin().await.unwrap();
+    let pid: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    pid
+}
+
 /// Sends SIGCONT to a stopped backend however the test ends.
 struct Continue(i32);
 
@@ -1180,12 +1204,7 @@ impl Drop for Continue {
 #[tokio::test]
 async fn a_waiter_served_by_a_kept_connection_does_not_close_the_one_the_pool_was_pinging() {
     let url = fresh_database().await;
-    // The backend is signalled: only a cluster on this machine (scripts/test.sh's).
-    if !["@127.0.0.1", "@localhost", "@[::1]"]
-        .iter()
-        .any(|h| url.contains(h))
-    {
-        eprintln!("skipped: the test database is not on this machine");
+    if !local(&url) {
         return;
     }
     let db = connect(Pooler::None, 2, &url).await;
@@ -1200,12 +1219,7 @@ async fn a_waiter_served_by_a_kept_connection_does_not_close_the_one_the_pool_wa
     });
     tokio::time::sleep(Duration::from_millis(200)).await;
     // Connection A: a transaction's, back in the pool's idle queue when it commits.
-    let mut tx = db.begin().await.unwrap();
-    let a: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
-        .fetch_one(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    let a = backend_of_a_transaction(&db).await;
     assert_eq!(db.size(), 2);
     // Idle over a second: the pool pings A before handing it out. Its backend is stopped, so
     // the ping hangs until B is kept and handed to the waiter.
@@ -1239,5 +1253,58 @@ async fn a_waiter_served_by_a_kept_connection_does_not_close_the_one_the_pool_wa
         "the connection the pool was pinging was closed"
     );
     assert_eq!(db.size(), 2, "no connection lost");
+    db.close().await;
+}
+
+/// A caller that gives up while the pool pings the idle connection it is about to hand out
+/// (a client that hung up, a deadline; the pool below its size, nothing kept) does not close
+/// that connection: the acquire finishes on a task of its own and the connection is kept
+/// for the next caller. Before, the acquire was dropped mid-ping and sqlx closed the
+/// connection with its answer unread, the loss behind the benchmark's 128-connection stall
+/// on the path where the pool may still grow.
+#[tokio::test]
+async fn a_caller_gone_while_the_pool_pings_its_connection_does_not_close_it() {
+    let url = fresh_database().await;
+    if !local(&url) {
+        return;
+    }
+    let db = connect(Pooler::None, 2, &url).await;
+    // Connection A: a transaction's, back in sqlx's idle queue when it commits; none kept.
+    let a = backend_of_a_transaction(&db).await;
+    // sqlx gives it back on a task of its own, after a ping.
+    for _ in 0..50 {
+        if db.num_idle() == 1 {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!((db.size(), db.num_idle()), (1, 1));
+    // Idle over a second: the pool pings A before handing it out. Its backend is stopped,
+    // so the ping hangs, and the caller gives up meanwhile.
+    tokio::time::sleep(Duration::from_millis(1_200)).await;
+    assert!(kill("-STOP", a), "kill -STOP {a}");
+    let stopped = Continue(a);
+    let gave_up = tokio::time::timeout(
+        Duration::from_millis(300),
+        sqlx::query_scalar::<_, i32>("SELECT pg_backend_pid()").fetch_one(&db),
+    )
+    .await;
+    assert!(gave_up.is_err(), "the caller waited on the hung ping");
+    drop(stopped);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert!(
+        backend_alive(&url, a).await,
+        "the connection the pool was pinging was closed"
+    );
+    // The ping answered after the caller left: A is kept and serves the next statement.
+    let next: i32 = sqlx::query_scalar("SELECT pg_backend_pid()")
+        .fetch_one(&db)
+        .await
+        .unwrap();
+    assert_eq!(
+        next, a,
+        "the next statement runs on the connection the pool pinged"
+    );
+    assert_eq!(db.size(), 1, "no connection lost or opened");
     db.close().await;
 }
