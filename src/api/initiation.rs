@@ -25,7 +25,7 @@
 use crate::api::AppState;
 use crate::api::error::{ApiError, FieldError};
 use crate::api::payment_input::Validated;
-use crate::api::payments::{PaymentView, redirect_uri_for};
+use crate::api::payments::{redirect_uri_for, view};
 use crate::bank::{BankError, Initiated, PaymentInitiation, PsuContext};
 use crate::domain::{Evidence, PaymentRequest, PaymentRequestInput};
 use crate::ledger::idempotency;
@@ -280,7 +280,7 @@ async fn try_record_outcome(
             let record = payments::get(&mut tx, payment_id)
                 .await?
                 .context("the payment just written is gone")?;
-            let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
+            let body = serde_json::to_value(view(state, &record)).context("view")?;
             if let Some(k) = key {
                 idempotency::complete(&mut tx, k.merchant_id, k.key, 201, &body).await?;
             }

@@ -85,10 +85,20 @@ pub struct PageParams {
 
 /// Cuts the extra row fetched to learn whether there is more (callers fetch `limit + 1`),
 /// makes the cursor from the last row kept, and turns the rows into views.
-pub fn page<R, T>(mut rows: Vec<R>, limit: i64, key: impl Fn(&R) -> Cursor) -> Page<T>
+pub fn page<R, T>(rows: Vec<R>, limit: i64, key: impl Fn(&R) -> Cursor) -> Page<T>
 where
     T: for<'a> From<&'a R>,
 {
+    page_with(rows, limit, key, |r| T::from(r))
+}
+
+/// As [`page`], each row shown by `show`.
+pub fn page_with<R, T>(
+    mut rows: Vec<R>,
+    limit: i64,
+    key: impl Fn(&R) -> Cursor,
+    show: impl Fn(&R) -> T,
+) -> Page<T> {
     let has_more = rows.len() as i64 > limit;
     rows.truncate(usize::try_from(limit).unwrap_or(0));
     let next_cursor = if has_more {
@@ -97,7 +107,7 @@ where
         None
     };
     Page {
-        data: rows.iter().map(T::from).collect(),
+        data: rows.iter().map(show).collect(),
         has_more,
         next_cursor,
     }

@@ -33,7 +33,7 @@ use crate::api::error::{ApiError, FieldError};
 use crate::api::extract::{ApiJson, ApiPath, ApiQuery, StrictValue};
 use crate::api::initiation;
 use crate::api::openapi::PaymentCreate;
-use crate::api::pagination::{Page, page};
+use crate::api::pagination::{Page, page_with};
 use crate::api::payment_input::{self, Validated};
 use crate::api::payment_search;
 use crate::bank::BankError;
@@ -85,6 +85,12 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for IdempotencyHeader {
             parts.headers.get(IDEMPOTENCY_HEADER).cloned(),
         ))
     }
+}
+
+/// The payment as this server's API shows it (its hop link built from `server.public_url`,
+/// never read back from the row: [`PaymentView::shown`]).
+pub(crate) fn view(state: &AppState, p: &PaymentRecord) -> PaymentView {
+    PaymentView::shown(p, &state.settings.server.public_url)
 }
 
 fn idempotency_key(header: Option<&HeaderValue>) -> Result<String, ApiError> {
@@ -544,7 +550,7 @@ async fn answer_deferred(
             .await?
             .context("the payment of an idempotency key is gone")?,
     };
-    let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
+    let body = serde_json::to_value(view(state, &record)).context("view")?;
     idempotency::complete(&mut tx, merchant_id, key, 201, &body).await?;
     tx.commit().await?;
     tracing::info!(initiation = %record.initiation, "payment created; initiation waits for the shopper");
@@ -770,7 +776,7 @@ async fn claim_slow(
                     let record = payments::get(&mut tx, payment_id)
                         .await?
                         .context("the payment of an idempotency key is gone")?;
-                    let body = serde_json::to_value(PaymentView::from(&record)).context("view")?;
+                    let body = serde_json::to_value(view(state, &record)).context("view")?;
                     idempotency::complete(&mut tx, merchant_id, key, 201, &body).await?;
                     tx.commit().await?;
                     return Ok(SlowClaim::Answer(
@@ -889,7 +895,7 @@ async fn record_first_answer(
     answered.hop_opened_at = initiated
         .bank_may_act_without_hop()
         .then_some(answered.updated_at);
-    let body = serde_json::to_value(PaymentView::from(&answered)).ok()?;
+    let body = serde_json::to_value(view(state, &answered)).ok()?;
     let first_poll_at = answered.updated_at
         + chrono::Duration::from_std(state.settings.poller.signing_interval).ok()?;
     match payments::record_first_answer(&state.pool, created, &answered, first_poll_at, key, &body)
@@ -933,7 +939,7 @@ pub(crate) async fn get_payment(
     ApiPath(id): ApiPath<Uuid>,
 ) -> Result<Sorted<PaymentView>, ApiError> {
     let p = own_payment(&state, merchant.id, id).await?;
-    Ok(Sorted(PaymentView::from(&p)))
+    Ok(Sorted(view(&state, &p)))
 }
 
 /// List payments, newest first
@@ -963,7 +969,12 @@ pub(crate) async fn list_payments(
         search.limit + 1,
     )
     .await?;
-    Ok(Sorted(page(rows, search.limit, |p| (p.created_at, p.id))))
+    Ok(Sorted(page_with(
+        rows,
+        search.limit,
+        |p| (p.created_at, p.id),
+        |p| view(&state, p),
+    )))
 }
 
 /// A payment's ledger, oldest first.
@@ -1108,7 +1119,7 @@ pub(crate) async fn cancel_payment(
         )),
         CancelStart::Cancelled => {
             let p = own_payment(&state, merchant.id, id).await?;
-            Ok(Sorted(PaymentView::from(&p)).into_response())
+            Ok(Sorted(view(&state, &p)).into_response())
         }
         CancelStart::BankDecides(p)
             if p.is_initiated() && !state.banks.client(&p.bank).traits().return_carries_code =>
@@ -1121,11 +1132,11 @@ pub(crate) async fn cancel_payment(
             } else {
                 StatusCode::ACCEPTED
             };
-            Ok((code, Sorted(PaymentView::from(&p))).into_response())
+            Ok((code, Sorted(view(&state, &p))).into_response())
         }
         CancelStart::BankDecides(_) => {
             let p = own_payment(&state, merchant.id, id).await?;
-            Ok((StatusCode::ACCEPTED, Sorted(PaymentView::from(&p))).into_response())
+            Ok((StatusCode::ACCEPTED, Sorted(view(&state, &p))).into_response())
         }
         CancelStart::Signed(p)
             if state
@@ -1147,7 +1158,7 @@ pub(crate) async fn cancel_payment(
                 "withheld" | "final" => {
                     let p = own_payment(&state, merchant.id, id).await?;
                     if p.status() == PaymentStatus::Cancelled {
-                        Ok(Sorted(PaymentView::from(&p)).into_response())
+                        Ok(Sorted(view(&state, &p)).into_response())
                     } else {
                         Err(ApiError::Conflict(
                             "payment_final",
@@ -1157,11 +1168,11 @@ pub(crate) async fn cancel_payment(
                 }
                 "busy" => {
                     let p = own_payment(&state, merchant.id, id).await?;
-                    Ok((StatusCode::ACCEPTED, Sorted(PaymentView::from(&p))).into_response())
+                    Ok((StatusCode::ACCEPTED, Sorted(view(&state, &p))).into_response())
                 }
                 _ => {
                     let p = cancel_at_bank(&state, &p).await?;
-                    Ok(Sorted(PaymentView::from(&p)).into_response())
+                    Ok(Sorted(view(&state, &p)).into_response())
                 }
             }
         }
@@ -1174,7 +1185,7 @@ pub(crate) async fn cancel_payment(
             } else {
                 StatusCode::ACCEPTED
             };
-            Ok((code, Sorted(PaymentView::from(&p))).into_response())
+            Ok((code, Sorted(view(&state, &p))).into_response())
         }
     }
 }

@@ -239,7 +239,7 @@ async fn psu_posted(
         match payments::hop_for(&p, chrono::Utc::now()) {
             Hop::StartAuthorisation if wants_psu_id(&p) => {}
             Hop::StartAuthorisation | Hop::ToBank(_) => {
-                return Ok(see_other(p.authorize_url.clone().unwrap_or_default()));
+                return Ok(see_other(crate::api::authorize::url_of(&state, &p)));
             }
             Hop::Closed(_) => return Ok(see_other(wait_url(&p))),
         }
@@ -505,7 +505,7 @@ async fn waiting(
     let recorded = sca::get(&mut *state.pool.read_conn().await?, p.id).await?;
     if recorded.authorisation_id.is_none() {
         // Nothing started (yet): back to the hop, which shows what can be done.
-        return Ok(see_other(p.authorize_url.clone().unwrap_or_default()));
+        return Ok(see_other(crate::api::authorize::url_of(state, &p)));
     }
     let mut message = recorded.psu_message.clone();
     let mut tx = state.pool.begin().await?;

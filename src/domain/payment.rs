@@ -58,7 +58,8 @@
 //! `express_not_allowed`, `express_with_future_date`, `not_allowed_in_country`,
 //! `invalid_count`, `unknown_recurrence_type`, the [`RecurrenceError`] codes, the
 //! [`UrlError`] codes, `unknown_language`, `unknown_authentication_method`,
-//! `authentication_method_not_allowed`, `too_many_keys`, `too_large`, `unknown_consent`.
+//! `authentication_method_not_allowed`, `too_many_keys`, `too_large`, `too_deep`,
+//! `unknown_consent`.
 //!
 //! This module must never do I/O, read the clock (the caller passes `today`), or accept a
 //! request that one of these rules refuses.
@@ -92,6 +93,10 @@ pub const MAX_MERCHANT_TEXT: usize = 128;
 pub const MAX_METADATA_KEYS: usize = 50;
 /// Largest `metadata`, serialised as compact JSON.
 pub const MAX_METADATA_BYTES: usize = 4096;
+/// Deepest nesting of objects and arrays in `metadata`, its own object counting as 1. A
+/// payment's metadata is stored and sent on inside deeper JSON (the webhook payload's `data`),
+/// which must stay well within the 128 levels serde_json and sqlx read back.
+pub const MAX_METADATA_DEPTH: usize = 16;
 
 // ---------------------------------------------------------------------------------------
 // Lenient input
@@ -1335,6 +1340,14 @@ fn parse_metadata(e: &mut Collector, value: &Value) -> Option<Map<String, Value>
         );
         return None;
     }
+    if depth(value) > MAX_METADATA_DEPTH {
+        e.push(
+            "metadata",
+            "too_deep",
+            format!("must nest objects and arrays at most {MAX_METADATA_DEPTH} levels deep"),
+        );
+        return None;
+    }
     let canonical = canonicalise(value);
     let size = serde_json::to_vec(&canonical)
         .map(|v| v.len())
@@ -1360,6 +1373,15 @@ fn parse_metadata(e: &mut Collector, value: &Value) -> Option<Map<String, Value>
     match canonical {
         Value::Object(m) => Some(m),
         _ => None,
+    }
+}
+
+/// How deeply `value` nests objects and arrays (a scalar is 0, `{}` and `[]` are 1).
+fn depth(value: &Value) -> usize {
+    match value {
+        Value::Array(items) => 1 + items.iter().map(depth).max().unwrap_or(0),
+        Value::Object(map) => 1 + map.values().map(depth).max().unwrap_or(0),
+        _ => 0,
     }
 }
 

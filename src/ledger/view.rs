@@ -160,8 +160,22 @@ enum Initiation {
     AwaitingShopperIdentification,
 }
 
-impl From<&PaymentRecord> for PaymentView {
-    fn from(p: &PaymentRecord) -> Self {
+/// The shopper's link to pisgate's hop for a payment: `{public_url}/authorize/{id}?t={token}`.
+/// Always built from the server's own public URL, never read back from the row: a link
+/// rewritten in SQL (a phishing page where the hop should be) is neither shown to a merchant
+/// nor followed by pisgate's pages.
+pub fn hop_url(public_url: &str, payment_id: Uuid, token: &str) -> String {
+    format!("{public_url}/authorize/{payment_id}?t={token}")
+}
+
+impl PaymentView {
+    /// The payment as shown by the API of the server at `public_url` (its hop link built
+    /// from it, [`hop_url`]).
+    pub fn shown(p: &PaymentRecord, public_url: &str) -> Self {
+        PaymentView::with_hop(p, Some(public_url))
+    }
+
+    fn with_hop(p: &PaymentRecord, public_url: Option<&str>) -> Self {
         let currency = crate::domain::Currency::from_code(&p.currency);
         let amount = currency
             .and_then(|c| crate::domain::Money::from_minor(p.amount_minor, c))
@@ -171,11 +185,10 @@ impl From<&PaymentRecord> for PaymentView {
         // A deferred payment's hop is the shopper's page from creation on.
         let authorization_url = (p.status() == PaymentStatus::AwaitingAuthorization
             && (p.is_initiated() || p.deferred))
-            // Payments made before the hop existed keep the bank link they were given.
-            .then(|| {
-                p.authorize_url
-                    .clone()
-                    .or_else(|| p.authorization_url.clone())
+            .then(|| match &p.authorize_token {
+                Some(token) => public_url.map(|u| hop_url(u, p.id, token)),
+                // Payments made before the hop existed keep the bank link they were given.
+                None => p.authorization_url.clone(),
             })
             .flatten();
         PaymentView {
@@ -215,6 +228,14 @@ impl From<&PaymentRecord> for PaymentView {
             created_at: p.created_at,
             updated_at: p.updated_at,
         }
+    }
+}
+
+/// The payment in a webhook's payload. Webhooks are sent for changes away from
+/// `awaiting_authorization`, so no hop link is ever part of one.
+impl From<&PaymentRecord> for PaymentView {
+    fn from(p: &PaymentRecord) -> Self {
+        PaymentView::with_hop(p, None)
     }
 }
 

@@ -1035,3 +1035,38 @@ async fn a_retry_never_initiates_again_a_payment_whose_bank_id_was_cleared_in_sq
         "a second attempt went to the bank ({status}: {answer})"
     );
 }
+
+/// The shopper's link a merchant is given (`authorization_url`, pisgate's hop) is built from
+/// the server's own public URL, the payment's id and its hop token, never read back from the
+/// payment row: a link rewritten in SQL to a phishing page is shown by neither the payment
+/// nor the list. Before, both showed the row's `authorize_url` as it stood.
+#[tokio::test]
+async fn a_hop_link_rewritten_in_sql_is_never_shown_to_the_merchant() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Binding shop").await;
+    let p = app.create_payment(&m.api_key, &body("FI")).await;
+    let id: Uuid = p["id"].as_str().unwrap().parse().unwrap();
+    let link = p["authorization_url"].as_str().unwrap().to_owned();
+    assert!(
+        link.starts_with(&format!("{}/authorize/{id}?t=", app.address)),
+        "{link}"
+    );
+    as_insider(
+        &app,
+        id,
+        "UPDATE payments SET authorize_url = 'https://phish.example/authorize/' || $1::text || '?t=x' WHERE id = $1",
+    )
+    .await;
+    let shown = app.get_payment(&m.api_key, &id.to_string()).await;
+    assert_eq!(shown["authorization_url"], link.as_str(), "{shown}");
+    let listed = crate::webhooks::get_json(&app, "/v1/payments", &m.api_key).await;
+    assert_eq!(listed["data"][0]["id"], id.to_string(), "{listed}");
+    assert_eq!(
+        listed["data"][0]["authorization_url"],
+        link.as_str(),
+        "{listed}"
+    );
+    // The link still leads the shopper to the bank.
+    let r = continue_to_bank(&app.client, &link).await;
+    assert!(r.status().is_redirection(), "{}", r.status());
+}

@@ -707,3 +707,27 @@ async fn a_deferred_payment_whose_creditor_was_rewritten_in_sql_is_never_sent_to
         "the refusal is counted: {metrics}"
     );
 }
+
+/// After the shopper's choice, pisgate sends the shopper on to the hop it builds from its own
+/// public URL and the payment's token, never to the link stored on the row: a link rewritten
+/// in SQL (a phishing page) is not followed. Before, the redirect read the row's
+/// `authorize_url`.
+#[tokio::test]
+async fn the_hop_after_the_shoppers_choice_is_never_a_link_rewritten_in_sql() {
+    let (app, second) = two_banks(&[], |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let p = deferred_payment(&app, &second, &m.api_key).await;
+    let id = p["id"].as_str().unwrap();
+    let url = p["authorization_url"].as_str().unwrap();
+    crate::binding::as_insider(
+        &app,
+        id.parse().unwrap(),
+        "UPDATE payments SET authorize_url = 'https://phish.example/authorize' WHERE id = $1",
+    )
+    .await;
+    let r = submit(&app, url, "bank", &[("bank", "second")]).await;
+    assert_eq!(r.status(), 303);
+    assert_eq!(location(&r), url, "back to pisgate's own hop");
+    let (_, bank, attempts) = initiation_of(&app, id).await;
+    assert_eq!((bank.as_str(), attempts), ("second", 1));
+}

@@ -201,3 +201,48 @@ async fn a_time_filter_that_is_not_a_plain_rfc_3339_date_time_is_a_422_as_for_pa
     .await;
     assert!(data(&page).is_empty(), "{page}");
 }
+
+/// `n` levels of arrays around a number: `[[…[1.5]…]]`.
+fn nested(n: usize) -> Value {
+    let mut v = serde_json::json!(1.5);
+    for _ in 0..n {
+        v = Value::Array(vec![v]);
+    }
+    v
+}
+
+/// Metadata nested past 16 levels is refused as `metadata` / `too_deep` and nothing is
+/// written. Before, 125 levels were accepted: the webhook payload wrapping the payment under
+/// `data` was then too deep to read back (sqlx and serde_json stop at 128), so
+/// `GET /v1/events` answered 500 and the dispatcher's batch with that event failed for every
+/// merchant in it. At the limit, the payment's events are written, read and listed.
+#[tokio::test]
+async fn metadata_nested_too_deep_is_refused_naming_the_field_and_the_limit_is_listed_in_events() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    for levels in [16, 124] {
+        let mut body = crate::payments::body("FI");
+        body["metadata"] = serde_json::json!({ "a": nested(levels) });
+        let r = app
+            .post_payment(&m.api_key, &uuid::Uuid::new_v4().to_string(), &body)
+            .await;
+        let problem = assert_problem(r, 422, "validation_failed").await;
+        assert_eq!(error_fields(&problem), ["metadata"], "{problem}");
+        assert_eq!(problem["errors"][0]["code"], "too_deep", "{problem}");
+    }
+    let none = get_json(&app, "/v1/payments", &m.api_key).await;
+    assert!(data(&none).is_empty(), "nothing written: {none}");
+
+    let mut body = crate::payments::body("FI");
+    body["metadata"] = serde_json::json!({ "a": nested(15) });
+    let p = app.create_payment(&m.api_key, &body).await;
+    assert_eq!(p["metadata"], body["metadata"]);
+    let id = p["id"].as_str().unwrap();
+    let r = crate::truth::cancel(&app, &m.api_key, id).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let events = get_json(&app, &format!("/v1/events?payment_id={id}"), &m.api_key).await;
+    let events = data(&events);
+    assert_eq!(events.len(), 1, "{events:?}");
+    assert_eq!(events[0]["type"], "payment.cancelled");
+    assert_eq!(events[0]["data"]["metadata"], body["metadata"]);
+}

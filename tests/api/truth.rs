@@ -130,7 +130,7 @@ pub(crate) fn location(r: &reqwest::Response) -> String {
         .unwrap_or_default()
 }
 
-async fn cancel(app: &TestApp, key: &str, id: &str) -> reqwest::Response {
+pub(crate) async fn cancel(app: &TestApp, key: &str, id: &str) -> reqwest::Response {
     app.client
         .post(app.url(&format!("/v1/payments/{id}/cancel")))
         .bearer_auth(key)

@@ -67,9 +67,7 @@ fn step(state: &AppState, p: &PaymentRecord) -> Step {
 }
 
 fn hop(state: &AppState, p: &PaymentRecord) -> String {
-    p.authorize_url
-        .clone()
-        .unwrap_or_else(|| super::url(state, p.id, p.authorize_token.as_deref().unwrap_or("")))
+    super::url_of(state, p)
 }
 
 /// The banks the shopper may choose, by name: those serving the payment's country whose own

@@ -84,10 +84,17 @@ pub fn new_token() -> String {
 
 /// The hop's URL for a payment.
 pub fn url(state: &AppState, payment_id: Uuid, token: &str) -> String {
-    format!(
-        "{}/authorize/{payment_id}?t={token}",
-        state.settings.server.public_url
-    )
+    crate::ledger::view::hop_url(&state.settings.server.public_url, payment_id, token)
+}
+
+/// The hop's URL for a stored payment, built from this server's public URL and the payment's
+/// token ([`crate::ledger::view::hop_url`]), never the row's stored link; empty for a payment
+/// without a hop (made before the hop existed).
+pub fn url_of(state: &AppState, p: &PaymentRecord) -> String {
+    p.authorize_token
+        .as_deref()
+        .map(|t| url(state, p.id, t))
+        .unwrap_or_default()
 }
 
 fn tokens_match(given: &str, stored: &str) -> bool {
