@@ -573,12 +573,12 @@ pub async fn record_first_answer(
     let bank_payment_id = answered.bank_payment_id.as_deref().unwrap_or_default();
     let event = NewEvent {
         bank_status: answered.bank_status.clone(),
-        detail: json!({
-            "attempt": 1,
-            "bank_payment_id": bank_payment_id,
-            "authorization_url_sha256":
-                binding::authorization_url_digest(answered.authorization_url.as_deref()),
-        }),
+        detail: initiated_detail(
+            1,
+            bank_payment_id,
+            answered.authorization_url.as_deref(),
+            answered.hop_opened_at.is_some(),
+        ),
         ..NewEvent::new("initiated")
     };
     let (seq, head) = (created.seq, created.head.as_slice());
@@ -1045,11 +1045,12 @@ pub async fn record_initiated(
             new_status: None,
             bank_status: bank_status.map(str::to_owned),
             detail: if recorded {
-                json!({
-                    "attempt": attempt,
-                    "bank_payment_id": bank_payment_id,
-                    "authorization_url_sha256": binding::authorization_url_digest(bank_link),
-                })
+                initiated_detail(
+                    attempt,
+                    bank_payment_id,
+                    bank_link,
+                    bank_may_act_without_hop,
+                )
             } else {
                 json!({ "attempt": attempt, "bank_payment_id": bank_payment_id })
             },
@@ -1279,6 +1280,63 @@ pub fn hop_for(p: &PaymentRecord, now: DateTime<Utc>) -> Hop {
     }
 }
 
+/// The `initiated` event's detail: the attempt, the bank's payment id, the digest of its
+/// signing page, and, at a bank that may act with nobody passing the hop, `hop_opened`
+/// (recorded as if the hop were opened: [`link_may_be_out`] reads it).
+fn initiated_detail(
+    attempt: i32,
+    bank_payment_id: &str,
+    bank_link: Option<&str>,
+    hop_opened: bool,
+) -> serde_json::Value {
+    let mut detail = json!({
+        "attempt": attempt,
+        "bank_payment_id": bank_payment_id,
+        "authorization_url_sha256": binding::authorization_url_digest(bank_link),
+    });
+    if hop_opened {
+        detail["hop_opened"] = json!(true);
+    }
+    detail
+}
+
+/// Whether someone may hold the bank's link of payment `id`, or the bank may act on it
+/// without anyone: the row says so (`hop_opened_at`), or its ledger does (the hop opened,
+/// a Berlin Group authorisation or a BankID signing order started, or the bank's answer
+/// said it may act without the hop) although the row's column is empty: cleared in SQL,
+/// which is logged as a binding mismatch (`ledger verify` names it). What every "nobody
+/// could sign it" decision asks: such a payment is never ended here without the bank's word.
+/// One indexed read, only when the column is empty.
+pub(crate) async fn link_may_be_out(
+    conn: &mut PgConnection,
+    id: Uuid,
+    hop_opened_at: Option<DateTime<Utc>>,
+) -> Result<bool, sqlx::Error> {
+    if hop_opened_at.is_some() {
+        return Ok(true);
+    }
+    let in_ledger = sqlx::query_scalar!(
+        r#"SELECT EXISTS (
+               SELECT 1 FROM payment_events
+               WHERE payment_id = $1
+                 AND (kind IN ('authorization_opened', 'authorisation_starting')
+                      OR (kind = 'bankid_order_starting' AND detail->>'purpose' = 'sign')
+                      OR (kind = 'initiated' AND detail->'hop_opened' = 'true'::jsonb))
+           ) AS "exists!""#,
+        id
+    )
+    .fetch_one(&mut *conn)
+    .await?;
+    if in_ledger {
+        tracing::error!(
+            payment_id = %id,
+            "the payment row says nobody reached the bank, its ledger says the link went out: taken as out (run `pisgate ledger verify`)"
+        );
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+    }
+    Ok(in_ledger)
+}
+
 /// Whether the bank's links ask pisgate to start an authorisation (`startAuthorisation*`,
 /// or an OAuth SCA's `scaOAuth`, whose start is the shopper's authorization-code flow).
 fn starts_authorisation(links: &serde_json::Value) -> bool {
@@ -1381,7 +1439,9 @@ pub async fn start_cancel(
     // status decides; nothing is ended here as "nobody could sign it".
     // (Judged by the locked row's bank: a deferred payment's bank may have been chosen
     // since the caller looked.)
-    if p.hop_opened_at.is_some() || (p.answer_unrecorded() && acts_without_hop(&p.bank)) {
+    if (p.answer_unrecorded() && acts_without_hop(&p.bank))
+        || link_may_be_out(conn, id, p.hop_opened_at).await?
+    {
         return Ok(Some(CancelStart::BankDecides(p)));
     }
     transition(
@@ -1685,7 +1745,7 @@ pub async fn transition(
         // later says otherwise is seen (see `crate::ledger::disagreements`).
         let watch = matches!(to, PaymentStatus::Expired | PaymentStatus::Cancelled)
             && current.bank_payment_id.is_some()
-            && current.hop_opened_at.is_some();
+            && link_may_be_out(conn, id, current.hop_opened_at).await?;
         if watch {
             sqlx::query!(
                 "UPDATE payment_polls SET final_reads_left = $2::integer WHERE payment_id = $1",

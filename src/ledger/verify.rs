@@ -88,6 +88,11 @@ pub enum BreakReason {
     /// one its ledger recorded (`authorization_url_sha256` of `initiated` or
     /// `authorisation_started`).
     AuthorizationUrlMismatch,
+    /// The payment row says nobody reached the bank's signing page (`hop_opened_at` empty)
+    /// while its ledger recorded that the link went out (`authorization_opened`, an
+    /// authorisation or a BankID signing order started, or a bank that may act without the
+    /// hop): cleared in SQL, it would let pisgate end the payment without the bank's word.
+    HopOpenedCleared,
     /// The payment row's bank links (what pisgate follows for the shopper and for the
     /// bank's word) fail their ledger MAC: edited, added, or moved from another payment.
     BankLinksUnbound { why: String },
@@ -184,6 +189,9 @@ impl fmt::Display for BreakReason {
             ),
             BreakReason::AuthorizationUrlMismatch => f.write_str(
                 "the payment row's bank signing page (authorization_url) is not the one its ledger recorded (row rewritten: the hop would send shoppers elsewhere)",
+            ),
+            BreakReason::HopOpenedCleared => f.write_str(
+                "the payment row says nobody reached the bank's signing page, its ledger says the link went out (row rewritten: the payment could be ended without the bank's word)",
             ),
             BreakReason::BankLinksUnbound { why } => write!(
                 f,
@@ -348,6 +356,7 @@ pub(crate) struct BoundColumns {
     pub(crate) merchant_reference: Option<String>,
     pub(crate) metadata: serde_json::Value,
     pub(crate) authorization_url: Option<String>,
+    pub(crate) hop_opened_at: Option<chrono::DateTime<chrono::Utc>>,
     pub(crate) bank_links: serde_json::Value,
     pub(crate) bank_links_mac: Option<Vec<u8>>,
     pub(crate) bank_links_mac_key_id: Option<String>,
@@ -404,6 +413,9 @@ struct Chain {
     /// The digest of the bank's signing page the ledger last recorded ("" for none); `None`
     /// for a chain whose events never recorded one (written before it was bound).
     authorization_url_digest: Option<String>,
+    /// Whether an event recorded that the bank's link went out (see
+    /// [`crate::ledger::payments::link_may_be_out`]).
+    link_out: bool,
     payment: Option<PaymentHead>,
     /// The checkpoint's (seq, head) for this payment, and whether the walk passed it.
     checkpointed: Option<(i32, Vec<u8>)>,
@@ -453,6 +465,12 @@ impl Chain {
         if let Some(d) = text("psu_key_sha256") {
             self.psu_key_digest = Some(d);
         }
+        self.link_out |= match row.kind.as_str() {
+            "authorization_opened" | "authorisation_starting" => true,
+            "bankid_order_starting" => text("purpose").as_deref() == Some("sign"),
+            "initiated" => row.detail.get("hop_opened") == Some(&serde_json::Value::Bool(true)),
+            _ => false,
+        };
         if matches!(row.kind.as_str(), "initiated" | "authorisation_started")
             && let Some(d) = row.detail.get("authorization_url_sha256")
         {
@@ -520,6 +538,9 @@ impl Chain {
         }) {
             return Some(BreakReason::AuthorizationUrlMismatch);
         }
+        if self.link_out && row.hop_opened_at.is_none() {
+            return Some(BreakReason::HopOpenedCleared);
+        }
         if let Some(why) = binding::bank_links_problem(
             Some(keys),
             self.payment_id,
@@ -579,6 +600,7 @@ impl<'k> Verifier<'k> {
                 chosen_bank: None,
                 debtor_digest: None,
                 authorization_url_digest: None,
+                link_out: false,
                 payment: None,
                 checkpointed: self.checkpoint_heads.remove(&row.payment_id),
                 checkpoint_seen: false,
@@ -762,6 +784,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                       p.merchant_reference AS "merchant_reference?",
                       p.metadata AS "metadata?",
                       p.authorization_url AS "authorization_url?",
+                      p.hop_opened_at AS "hop_opened_at?",
                       p.bank_links AS "bank_links?", p.bank_links_mac AS "bank_links_mac?",
                       p.bank_links_mac_key_id AS "bank_links_mac_key_id?"
                FROM payment_events e
@@ -799,6 +822,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                         merchant_reference: r.merchant_reference,
                         metadata: r.metadata.unwrap_or_default(),
                         authorization_url: r.authorization_url,
+                        hop_opened_at: r.hop_opened_at,
                         bank_links: r.bank_links.unwrap_or_default(),
                         bank_links_mac: r.bank_links_mac,
                         bank_links_mac_key_id: r.bank_links_mac_key_id,
@@ -1271,7 +1295,7 @@ pub async fn verify_payment(
         "SELECT ledger_seq, ledger_head, status, merchant_id, amount_minor, currency, country,
                 bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status,
                 shopper_debtor_account, merchant_reference, metadata, authorization_url,
-                bank_links, bank_links_mac, bank_links_mac_key_id
+                hop_opened_at, bank_links, bank_links_mac, bank_links_mac_key_id
          FROM payments WHERE id = $1",
         payment_id
     )
@@ -1297,6 +1321,7 @@ pub async fn verify_payment(
             merchant_reference: p.merchant_reference,
             metadata: p.metadata,
             authorization_url: p.authorization_url,
+            hop_opened_at: p.hop_opened_at,
             bank_links: p.bank_links,
             bank_links_mac: p.bank_links_mac,
             bank_links_mac_key_id: p.bank_links_mac_key_id,

@@ -946,7 +946,21 @@ async fn at_horizon(
         // word ends it.
         return ok(None, "shopper_returned");
     }
-    if p.hop_opened_at.is_none() && !token_required {
+    // Out by the row, or by its ledger when the row's column is empty (cleared in SQL).
+    let link_out = token_required
+        || match async {
+            payments::link_may_be_out(&mut *ctx.pool.read_conn().await?, p.id, p.hop_opened_at)
+                .await
+        }
+        .await
+        {
+            Ok(out) => out,
+            Err(e) => {
+                tracing::warn!(error = %e, "cannot read whether the payment's link went out");
+                return failed("horizon_failed");
+            }
+        };
+    if !link_out {
         let change = ChangeSpec::Unsignable {
             why: Unsignable::LinkNeverHandedOut,
             bank_status,
@@ -1564,7 +1578,9 @@ async fn record(ctx: &WorkerContext, p: &Claimed, d: Decision) -> anyhow::Result
                 // back right now) signed, and only the bank's word ends that payment; a
                 // shopper who just went through the hop holds the link now.
                 let link_out_now = match why {
-                    Unsignable::LinkNeverHandedOut => row.hop_opened_at.is_some(),
+                    Unsignable::LinkNeverHandedOut => {
+                        payments::link_may_be_out(&mut tx, p.id, row.hop_opened_at).await?
+                    }
                     Unsignable::NoSigningOrderSucceeded => {
                         !no_signing_order_succeeded(&mut tx, p.id).await?
                     }

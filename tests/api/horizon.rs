@@ -733,3 +733,71 @@ async fn a_horizon_delete_the_bank_did_not_take_never_makes_a_later_cancel_an_ex
     assert!(requested.is_some() && requested < not_taken, "{kinds:?}");
     assert!(!kinds.contains(&"expired".to_owned()), "{kinds:?}");
 }
+
+/// Clears, as an insider, the row's record that the payment's link went out.
+async fn clear_hop_opened(app: &TestApp, id: &str) {
+    crate::binding::as_insider(
+        app,
+        id.parse().unwrap(),
+        "UPDATE payments SET hop_opened_at = NULL WHERE id = $1",
+    )
+    .await;
+}
+
+/// Whether `ledger verify` names payment `id` for a cleared `hop_opened_at`.
+async fn verify_names_hop_cleared(app: &TestApp, id: &str) -> bool {
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    report.first_broken.is_some_and(|b| {
+        b.payment_id.to_string() == id
+            && b.reason == pisgate::ledger::events::BreakReason::HopOpenedCleared
+    })
+}
+
+/// The shopper reached the bank's page (the ledger's `authorization_opened`), then an insider
+/// cleared the row's `hop_opened_at`: past the horizon pisgate still takes the link as out,
+/// so with nothing to ask the bank with it waits for the bank's word instead of expiring the
+/// payment as "link never handed out" (the bank could still be paying it); once it can ask,
+/// the bank deletes it. `ledger verify` names the row. Before, the horizon expired it at once
+/// with no bank call.
+#[tokio::test]
+async fn a_hop_opened_at_cleared_in_sql_never_expires_a_payment_whose_link_went_out() {
+    let app = crate::truth::app_with(
+        &[
+            ("PISGATE__PAYMENTS__SIGNING_WINDOW_SECS", "1"),
+            ("PISGATE__PAYMENTS__LATE_SIGNING_HORIZON_SECS", "3"),
+        ],
+        true,
+        |_| {},
+    )
+    .await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "DK").await;
+    reach_bank_page(&app, &url).await;
+    clear_hop_opened(&app, &id).await;
+    assert!(verify_names_hop_cleared(&app, &id).await);
+    sleep_until(horizon_of(&app, &id).await + chrono::Duration::seconds(2)).await;
+    assert_eq!(status_of(&app, &id).await, "awaiting_authorization");
+    assert!(events_of(&app, &id, "expired").await.is_empty());
+    a_shopper_comes_back(&app, &m, "psu-other").await;
+    wait_status(&app, &id, "expired", Duration::from_secs(10)).await;
+    let expired = events_of(&app, &id, "expired").await;
+    assert_eq!(expired[0]["proof"], "deleted_at_bank");
+    assert!(app.bank_calls(Operation::Cancel) >= 1);
+}
+
+/// The same insider edit does not turn a merchant's cancel into a local one: the bank
+/// decides (202), as for any payment whose link went out. Before, the cancel ended it
+/// `cancelled` at once (200) while the shopper could still sign at the bank.
+#[tokio::test]
+async fn a_hop_opened_at_cleared_in_sql_leaves_a_merchants_cancel_to_the_bank() {
+    let app = crate::truth::app_with(&[], false, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let (id, url) = create(&app, &m, "FI").await;
+    reach_bank_page(&app, &url).await;
+    clear_hop_opened(&app, &id).await;
+    let r = crate::truth::cancel(&app, &m.api_key, &id).await;
+    assert_eq!(r.status(), 202);
+    assert_ne!(status_of(&app, &id).await, "cancelled");
+}
