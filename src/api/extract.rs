@@ -274,6 +274,15 @@ where
             .map(ApiQuery)
             .map_err(|e| {
                 let field = e.path().to_string();
+                let message = e.inner().to_string();
+                // A parameter given twice is named, as `GET /v1/payments` names it.
+                if let Some(name) = duplicated(&message) {
+                    return ApiError::Validation(vec![FieldError::new(
+                        name,
+                        "duplicate",
+                        "give it at most once",
+                    )]);
+                }
                 ApiError::Validation(vec![FieldError::new(
                     if field == "." {
                         "query".to_owned()
@@ -281,10 +290,18 @@ where
                         field
                     },
                     "invalid_query",
-                    e.inner().to_string(),
+                    message,
                 )])
             })
     }
+}
+
+/// The parameter serde names in "duplicate field `limit`", if that is the error.
+fn duplicated(message: &str) -> Option<&str> {
+    message
+        .strip_prefix("duplicate field `")?
+        .split_once('`')
+        .map(|(name, _)| name)
 }
 
 fn form_urlencoded_parse(query: &str) -> form_urlencoded::Parse<'_> {

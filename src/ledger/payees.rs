@@ -86,7 +86,10 @@ impl Payee {
 /// [`Account::masked`] for a number as stored, which may not parse: the IBAN country (if
 /// any) and at most the last four characters, never more than half of it.
 pub fn masked_stored(account_type: &str, account: &str) -> String {
-    let chars: Vec<char> = account.chars().collect();
+    // Shown and audited: a control character (a NUL PostgreSQL cannot store) as `?`.
+    let visible = |c: char| if c.is_control() { '?' } else { c };
+    let account_type: String = account_type.chars().map(visible).collect();
+    let chars: Vec<char> = account.chars().map(visible).collect();
     let shown = (chars.len() / 2).min(4);
     let tail: String = chars[chars.len() - shown..].iter().collect();
     if account_type == AccountType::Iban.as_str() && chars.len() >= 2 && shown > 0 {

@@ -1898,6 +1898,18 @@ pub async fn note(
 }
 
 /// [`note`], giving the event's `seq` (a webhook about it carries it as `ledger_seq`).
+/// The highest occurrence of a standing order its ledger recorded paid (`occurrence_paid`
+/// events; each is notified to the merchant once), 0 for none. One indexed read.
+pub async fn occurrences_recorded(conn: &mut PgConnection, id: Uuid) -> Result<i32, sqlx::Error> {
+    sqlx::query_scalar!(
+        r#"SELECT COALESCE(max((detail->>'occurrence')::integer), 0) AS "n!"
+           FROM payment_events WHERE payment_id = $1 AND kind = 'occurrence_paid'"#,
+        id
+    )
+    .fetch_one(conn)
+    .await
+}
+
 pub async fn note_seq(
     conn: &mut PgConnection,
     id: Uuid,

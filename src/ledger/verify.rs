@@ -93,6 +93,10 @@ pub enum BreakReason {
     /// authorisation or a BankID signing order started, or a bank that may act without the
     /// hop): cleared in SQL, it would let pisgate end the payment without the bank's word.
     HopOpenedCleared,
+    /// A standing order's count of executions on the row is not the highest occurrence its
+    /// ledger recorded paid (`occurrence_paid`): set back, it would notify occurrences again;
+    /// set forward, it would hide the next ones.
+    OccurrencesMismatch { payment: i32, ledger: i32 },
     /// The payment row's bank links (what pisgate follows for the shopper and for the
     /// bank's word) fail their ledger MAC: edited, added, or moved from another payment.
     BankLinksUnbound { why: String },
@@ -189,6 +193,10 @@ impl fmt::Display for BreakReason {
             ),
             BreakReason::AuthorizationUrlMismatch => f.write_str(
                 "the payment row's bank signing page (authorization_url) is not the one its ledger recorded (row rewritten: the hop would send shoppers elsewhere)",
+            ),
+            BreakReason::OccurrencesMismatch { payment, ledger } => write!(
+                f,
+                "the payment row counts {payment} executions of the standing order, its ledger recorded {ledger} (row rewritten)"
             ),
             BreakReason::HopOpenedCleared => f.write_str(
                 "the payment row says nobody reached the bank's signing page, its ledger says the link went out (row rewritten: the payment could be ended without the bank's word)",
@@ -357,6 +365,7 @@ pub(crate) struct BoundColumns {
     pub(crate) metadata: serde_json::Value,
     pub(crate) authorization_url: Option<String>,
     pub(crate) hop_opened_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub(crate) recurring_executions: i32,
     pub(crate) bank_links: serde_json::Value,
     pub(crate) bank_links_mac: Option<Vec<u8>>,
     pub(crate) bank_links_mac_key_id: Option<String>,
@@ -416,6 +425,8 @@ struct Chain {
     /// Whether an event recorded that the bank's link went out (see
     /// [`crate::ledger::payments::link_may_be_out`]).
     link_out: bool,
+    /// The highest occurrence of a standing order recorded paid.
+    occurrences: i32,
     payment: Option<PaymentHead>,
     /// The checkpoint's (seq, head) for this payment, and whether the walk passed it.
     checkpointed: Option<(i32, Vec<u8>)>,
@@ -464,6 +475,11 @@ impl Chain {
         }
         if let Some(d) = text("psu_key_sha256") {
             self.psu_key_digest = Some(d);
+        }
+        if row.kind == "occurrence_paid"
+            && let Some(n) = row.detail.get("occurrence").and_then(|n| n.as_i64())
+        {
+            self.occurrences = self.occurrences.max(i32::try_from(n).unwrap_or(i32::MAX));
         }
         self.link_out |= match row.kind.as_str() {
             "authorization_opened" | "authorisation_starting" => true,
@@ -541,6 +557,12 @@ impl Chain {
         if self.link_out && row.hop_opened_at.is_none() {
             return Some(BreakReason::HopOpenedCleared);
         }
+        if bound && self.occurrences != row.recurring_executions {
+            return Some(BreakReason::OccurrencesMismatch {
+                payment: row.recurring_executions,
+                ledger: self.occurrences,
+            });
+        }
         if let Some(why) = binding::bank_links_problem(
             Some(keys),
             self.payment_id,
@@ -601,6 +623,7 @@ impl<'k> Verifier<'k> {
                 debtor_digest: None,
                 authorization_url_digest: None,
                 link_out: false,
+                occurrences: 0,
                 payment: None,
                 checkpointed: self.checkpoint_heads.remove(&row.payment_id),
                 checkpoint_seen: false,
@@ -785,6 +808,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                       p.metadata AS "metadata?",
                       p.authorization_url AS "authorization_url?",
                       p.hop_opened_at AS "hop_opened_at?",
+                      p.recurring_executions AS "recurring_executions?",
                       p.bank_links AS "bank_links?", p.bank_links_mac AS "bank_links_mac?",
                       p.bank_links_mac_key_id AS "bank_links_mac_key_id?"
                FROM payment_events e
@@ -823,6 +847,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                         metadata: r.metadata.unwrap_or_default(),
                         authorization_url: r.authorization_url,
                         hop_opened_at: r.hop_opened_at,
+                        recurring_executions: r.recurring_executions.unwrap_or_default(),
                         bank_links: r.bank_links.unwrap_or_default(),
                         bank_links_mac: r.bank_links_mac,
                         bank_links_mac_key_id: r.bank_links_mac_key_id,
@@ -1295,7 +1320,8 @@ pub async fn verify_payment(
         "SELECT ledger_seq, ledger_head, status, merchant_id, amount_minor, currency, country,
                 bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status,
                 shopper_debtor_account, merchant_reference, metadata, authorization_url,
-                hop_opened_at, bank_links, bank_links_mac, bank_links_mac_key_id
+                hop_opened_at, recurring_executions, bank_links, bank_links_mac,
+                bank_links_mac_key_id
          FROM payments WHERE id = $1",
         payment_id
     )
@@ -1322,6 +1348,7 @@ pub async fn verify_payment(
             metadata: p.metadata,
             authorization_url: p.authorization_url,
             hop_opened_at: p.hop_opened_at,
+            recurring_executions: p.recurring_executions,
             bank_links: p.bank_links,
             bank_links_mac: p.bank_links_mac,
             bank_links_mac_key_id: p.bank_links_mac_key_id,

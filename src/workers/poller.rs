@@ -1704,19 +1704,31 @@ async fn record_progress(
     let Some(remaining) = remaining else {
         return Ok(());
     };
+    // The occurrences already recorded and notified: the ledger's word, not the row's count
+    // (which an edit in SQL could set back, to notify them all again under new webhook
+    // ids, or forward, to hide the next ones).
+    let notified = payments::occurrences_recorded(tx, p.id).await?;
+    if notified != p.recurring_executions {
+        tracing::error!(
+            row = p.recurring_executions,
+            ledger = notified,
+            "the standing order's count of executions is not its ledger's: the ledger's is followed (run `pisgate ledger verify`)"
+        );
+        metrics::counter!("pisgate_ledger_binding_mismatches_total").increment(1);
+    }
     let executed_now = if count == UNTIL_DELETED {
         // The bank never counts an open-ended order down: nothing to infer.
-        p.recurring_executions
+        notified
     } else {
         (count - remaining).clamp(0, count)
     };
-    if executed_now <= p.recurring_executions && p.recurring_remaining == Some(remaining) {
+    if executed_now <= notified && p.recurring_remaining == Some(remaining) {
         return Ok(());
     }
-    polls::set_recurring_progress(tx, p.id, remaining, executed_now).await?;
+    polls::set_recurring_progress(tx, p.id, remaining, executed_now.max(notified)).await?;
     // The payment as the webhooks show it, with its progress: read once for all of them.
     let after = payments::get(tx, p.id).await?;
-    for n in (p.recurring_executions + 1)..=executed_now {
+    for n in (notified + 1)..=executed_now {
         let left = count - n;
         let seq = payments::note_seq(
             tx,

@@ -1325,3 +1325,53 @@ async fn an_actions_back_link_is_a_console_path_or_the_attention_page() {
         assert_eq!(done.headers()["location"], "/console/attention", "{back:?}");
     }
 }
+
+/// A control character in a payee form's account or account type (a NUL, which PostgreSQL
+/// cannot store) is refused with a sentence, never a 500, and nothing is written. Before,
+/// `remove_payee` sent the NUL to PostgreSQL and `add_payee` copied it into the audit row's
+/// target: both answered "Something went wrong".
+#[tokio::test]
+async fn a_control_character_in_a_payee_form_is_refused_not_a_500() {
+    let app = spawn_app().await;
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let m = app.create_merchant("Nul shop").await;
+    let merchant = m.id.to_string();
+    let cookie = session_cookie(&app).await;
+    let page = format!("/console/merchants/{merchant}/payees");
+    for (action, account_type, account) in [
+        ("remove_payee", "IBAN", "\0"),
+        ("add_payee", "IBAN", "FI21123456000007\0\0"),
+        ("add_payee", "IB\0AN", "FI2112345600000785"),
+        ("remove_payee", "IBAN", "FI211234560000\u{7}785"),
+    ] {
+        let (done, _) = act(
+            &app,
+            &cookie,
+            &[
+                ("action", action),
+                ("merchant", &merchant),
+                ("account_type", account_type),
+                ("account", account),
+                ("back", &page),
+            ],
+        )
+        .await;
+        let status = done.status();
+        let body = done.text().await.unwrap();
+        assert!(
+            status.is_client_error() || status.is_success(),
+            "{action} {account:?}: {status} {body}"
+        );
+        assert!(
+            body.contains("control characters"),
+            "{action} {account:?}: {body}"
+        );
+    }
+    let payees: i64 =
+        sqlx::query_scalar("SELECT count(*) FROM merchant_payees WHERE merchant_id = $1")
+            .bind(m.id)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap();
+    assert_eq!(payees, 0);
+}

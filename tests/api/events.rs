@@ -246,3 +246,25 @@ async fn metadata_nested_too_deep_is_refused_naming_the_field_and_the_limit_is_l
     assert_eq!(events[0]["type"], "payment.cancelled");
     assert_eq!(events[0]["data"]["metadata"], body["metadata"]);
 }
+
+/// A query parameter given twice is named with code `duplicate`, on every listing as on
+/// `GET /v1/payments`. Before, the events, endpoints and deliveries listings named the field
+/// `query` and the parameter only in the message.
+#[tokio::test]
+async fn a_query_parameter_given_twice_is_named() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Shop").await;
+    for path in [
+        "/v1/events?limit=5&limit=6",
+        "/v1/webhook-endpoints?limit=5&limit=6",
+        "/v1/payments?limit=5&limit=6",
+    ] {
+        let problem =
+            assert_problem(app.get_as(path, &m.api_key).await, 422, "validation_failed").await;
+        assert_eq!(error_fields(&problem), ["limit"], "{path}: {problem}");
+        assert_eq!(
+            problem["errors"][0]["code"], "duplicate",
+            "{path}: {problem}"
+        );
+    }
+}

@@ -300,11 +300,15 @@ async fn with_thirty_percent_503s_every_payment_still_ends_final() {
     }
 }
 
-#[tokio::test]
-async fn a_standing_order_records_each_paid_occurrence_and_the_remaining_count() {
+/// An app whose sandbox executes a standing order every `every`, with a signed standing order
+/// of three occurrences (the shopper came back, so pisgate holds a token and can read the
+/// order's progress): the app, the merchant and the payment's id.
+async fn a_signed_standing_order(
+    every: Duration,
+) -> (TestApp, crate::helpers::TestMerchant, String) {
     let app = spawn_app_full(FAST_POLLER, |c| {
         c.paid_delay = Duration::from_millis(300);
-        c.recurring_interval = Duration::from_millis(700);
+        c.recurring_interval = every;
     })
     .await;
     let m = app.create_merchant("Shop").await;
@@ -312,23 +316,27 @@ async fn a_standing_order_records_each_paid_occurrence_and_the_remaining_count()
     b["recurring"] = json!({"count": 3, "recurrence_type": "EVERY_MINUTE_SANDBOX_ONLY"});
     let p = app.create_payment(&m.api_key, &b).await;
     let id = p["id"].as_str().unwrap().to_owned();
-    // The shopper comes back, so we hold a token and can read the order's progress.
     let r = app
         .sign(p["authorization_url"].as_str().unwrap(), "psu-1", true)
         .await;
     assert_eq!(r.status(), 303);
-    let views = wait_final(
-        &app,
-        &m.api_key,
-        std::slice::from_ref(&id),
-        Duration::from_secs(20),
-    )
-    .await;
+    (app, m, id)
+}
+
+/// Waits for the standing order `id` to end paid, all three occurrences executed.
+async fn ends_paid_after_three(app: &TestApp, key: &str, id: &str) {
+    let views = wait_final(app, key, &[id.to_owned()], Duration::from_secs(20)).await;
     assert_eq!(views[0]["status"], "paid", "{}", views[0]);
     assert_eq!(
         views[0]["recurring_progress"],
         json!({"executions": 3, "remaining_count": 0})
     );
+}
+
+#[tokio::test]
+async fn a_standing_order_records_each_paid_occurrence_and_the_remaining_count() {
+    let (app, m, id) = a_signed_standing_order(Duration::from_millis(700)).await;
+    ends_paid_after_three(&app, &m.api_key, &id).await;
     let evs = events(&app, &m.api_key, &id).await;
     let occurrences: Vec<(i64, i64, i64)> = evs
         .iter()
@@ -374,6 +382,63 @@ async fn a_standing_order_records_each_paid_occurrence_and_the_remaining_count()
     );
     // The progress was read from the bank's details while the order ran.
     assert!(app.bank_calls(Operation::Details) >= 1);
+}
+
+/// A standing order's count of executions set back in SQL while it runs (an insider) does not
+/// notify its occurrences again: the poller follows the ledger's `occurrence_paid` events, so
+/// each occurrence is recorded and sent once, and `ledger verify` names the row meanwhile.
+/// Before, every occurrence up to the bank's count was recorded and notified again, under new
+/// webhook ids.
+#[tokio::test]
+async fn a_standing_orders_count_set_back_in_sql_never_notifies_an_occurrence_twice() {
+    let (app, m, id) = a_signed_standing_order(Duration::from_millis(1_500)).await;
+    let uuid: uuid::Uuid = id.parse().unwrap();
+    let executions = || async {
+        sqlx::query_scalar::<_, i32>("SELECT recurring_executions FROM payments WHERE id = $1")
+            .bind(uuid)
+            .fetch_one(&app.pool)
+            .await
+            .unwrap()
+    };
+    let started = Instant::now();
+    while executions().await < 1 {
+        assert!(started.elapsed() < Duration::from_secs(15), "no occurrence");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    crate::binding::as_insider(
+        &app,
+        uuid,
+        "UPDATE payments SET recurring_executions = 0, recurring_remaining = NULL WHERE id = $1",
+    )
+    .await;
+    let report =
+        pisgate::ledger::events::verify_payment(&app.pool, &crate::helpers::ledger_keys(), uuid)
+            .await
+            .unwrap();
+    assert!(
+        report.first_broken.as_ref().is_some_and(|b| matches!(
+            b.reason,
+            pisgate::ledger::events::BreakReason::OccurrencesMismatch { payment: 0, .. }
+        )),
+        "{report:?}"
+    );
+    ends_paid_after_three(&app, &m.api_key, &id).await;
+    let occurrences: Vec<i64> = events(&app, &m.api_key, &id)
+        .await
+        .iter()
+        .filter(|e| e["kind"] == "occurrence_paid")
+        .map(|e| e["detail"]["occurrence"].as_i64().unwrap())
+        .collect();
+    assert_eq!(occurrences, [1, 2, 3]);
+    let hooks: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM webhook_events
+         WHERE payment_id = $1 AND event_type = 'payment.occurrence_paid'",
+    )
+    .bind(uuid)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(hooks, 3);
 }
 
 /// An app whose token refresher runs every 200 ms, refreshing `refresh_before` ahead of

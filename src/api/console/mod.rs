@@ -799,9 +799,19 @@ enum Action {
 
 /// An account as an operator typed it, normalised as the API would; `Err` with a sentence.
 fn payee_account(account_type: &str, account: &str) -> Result<crate::domain::Account, String> {
+    no_control_characters(account_type, account)?;
     let t = crate::domain::AccountType::parse(account_type.trim())
         .ok_or_else(|| format!("{account_type:?} is not an account type."))?;
     crate::domain::Account::parse(t, account).map_err(|e| format!("The account is not valid: {e}."))
+}
+
+/// A payee form's account type and account hold no control character (PostgreSQL cannot
+/// store a NUL; no account needs any); `Err` with a sentence.
+fn no_control_characters(account_type: &str, account: &str) -> Result<(), String> {
+    if (account_type.chars().chain(account.chars())).any(char::is_control) {
+        return Err("The account and its type must not contain control characters.".into());
+    }
+    Ok(())
 }
 
 impl Action {
@@ -1053,6 +1063,9 @@ impl Action {
                 ref account_type,
                 ref account,
             } => {
+                if let Err(why) = no_control_characters(account_type, account) {
+                    return Ok(Err(why));
+                }
                 // The payees page sends the row as stored (also one written outside
                 // pisgate, which may not parse); a number typed in another form is matched
                 // by its normalised one.
