@@ -1897,7 +1897,6 @@ pub async fn note(
     note_seq(conn, id, kind, detail).await.map(drop)
 }
 
-/// [`note`], giving the event's `seq` (a webhook about it carries it as `ledger_seq`).
 /// The highest occurrence of a standing order its ledger recorded paid (`occurrence_paid`
 /// events; each is notified to the merchant once), 0 for none. One indexed read.
 pub async fn occurrences_recorded(conn: &mut PgConnection, id: Uuid) -> Result<i32, sqlx::Error> {
@@ -1910,6 +1909,7 @@ pub async fn occurrences_recorded(conn: &mut PgConnection, id: Uuid) -> Result<i
     .await
 }
 
+/// [`note`], giving the event's `seq` (a webhook about it carries it as `ledger_seq`).
 pub async fn note_seq(
     conn: &mut PgConnection,
     id: Uuid,
