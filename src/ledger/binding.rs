@@ -123,6 +123,29 @@ pub fn authorization_url_digest(url: Option<&str>) -> String {
         .unwrap_or_default()
 }
 
+/// The kinds of payment events that may record that a payment's bank link went out (see
+/// [`event_says_link_went_out`]).
+pub const LINK_OUT_EVENT_KINDS: &[&str] = &[
+    "authorization_opened",
+    "authorisation_starting",
+    "bankid_order_starting",
+    "initiated",
+];
+
+/// Whether a payment event records that the bank's link went out, or that the bank may act
+/// without it: the hop opened, a Berlin Group authorisation or a BankID signing order
+/// started, or an `initiated` whose answer said the bank may act without the hop
+/// (`"hop_opened": true`). The one rule the runtime
+/// ([`crate::ledger::payments::link_may_be_out`]) and `ledger verify` apply.
+pub fn event_says_link_went_out(kind: &str, detail: &Value) -> bool {
+    match kind {
+        "authorization_opened" | "authorisation_starting" => true,
+        "bankid_order_starting" => detail.get("purpose").and_then(Value::as_str) == Some("sign"),
+        "initiated" => detail.get("hop_opened") == Some(&Value::Bool(true)),
+        _ => false,
+    }
+}
+
 /// `str(tag) || str(key_id) || merchant_id || str(idempotency key) || status (2 bytes,
 /// big-endian) || str(canonical JSON of the answer)`, with the encodings of
 /// [`crate::ledger::events`].

@@ -1306,7 +1306,7 @@ fn initiated_detail(
 /// said it may act without the hop) although the row's column is empty: cleared in SQL,
 /// which is logged as a binding mismatch (`ledger verify` names it). What every "nobody
 /// could sign it" decision asks: such a payment is never ended here without the bank's word.
-/// One indexed read, only when the column is empty.
+/// One indexed read (the payment's few events of those kinds), only when the column is empty.
 pub(crate) async fn link_may_be_out(
     conn: &mut PgConnection,
     id: Uuid,
@@ -1315,18 +1315,15 @@ pub(crate) async fn link_may_be_out(
     if hop_opened_at.is_some() {
         return Ok(true);
     }
-    let in_ledger = sqlx::query_scalar!(
-        r#"SELECT EXISTS (
-               SELECT 1 FROM payment_events
-               WHERE payment_id = $1
-                 AND (kind IN ('authorization_opened', 'authorisation_starting')
-                      OR (kind = 'bankid_order_starting' AND detail->>'purpose' = 'sign')
-                      OR (kind = 'initiated' AND detail->'hop_opened' = 'true'::jsonb))
-           ) AS "exists!""#,
-        id
+    let in_ledger = sqlx::query!(
+        "SELECT kind, detail FROM payment_events WHERE payment_id = $1 AND kind = ANY($2)",
+        id,
+        binding::LINK_OUT_EVENT_KINDS as &[&str],
     )
-    .fetch_one(&mut *conn)
-    .await?;
+    .fetch_all(&mut *conn)
+    .await?
+    .iter()
+    .any(|e| binding::event_says_link_went_out(&e.kind, &e.detail));
     if in_ledger {
         tracing::error!(
             payment_id = %id,

@@ -481,12 +481,7 @@ impl Chain {
         {
             self.occurrences = self.occurrences.max(i32::try_from(n).unwrap_or(i32::MAX));
         }
-        self.link_out |= match row.kind.as_str() {
-            "authorization_opened" | "authorisation_starting" => true,
-            "bankid_order_starting" => text("purpose").as_deref() == Some("sign"),
-            "initiated" => row.detail.get("hop_opened") == Some(&serde_json::Value::Bool(true)),
-            _ => false,
-        };
+        self.link_out |= binding::event_says_link_went_out(&row.kind, &row.detail);
         if matches!(row.kind.as_str(), "initiated" | "authorisation_started")
             && let Some(d) = row.detail.get("authorization_url_sha256")
         {
