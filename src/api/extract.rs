@@ -206,6 +206,23 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
                     "must be a number a 64-bit float can hold",
                 )])
             }
+            // Well-formed JSON nested past what the parser reads (128 levels): named by the
+            // top-level field it is nested in, like metadata past its own limit.
+            serde_json::error::Category::Syntax
+                if inner.to_string().starts_with("recursion limit exceeded") =>
+            {
+                let path = e.path().to_string();
+                let top = path
+                    .split(['.', '['])
+                    .next()
+                    .filter(|f| !f.is_empty())
+                    .unwrap_or("body");
+                ApiError::Validation(vec![FieldError::new(
+                    top,
+                    "too_deep",
+                    "is nested too deeply to be read",
+                )])
+            }
             _ => ApiError::MalformedJson(inner.to_string()),
         }
     })?;
@@ -331,15 +348,19 @@ where
 mod tests {
     use super::*;
 
+    /// The (field, code) pairs `parse_json` refuses `body` with; panics on anything else.
+    fn field_codes<T: DeserializeOwned + std::fmt::Debug>(body: &[u8]) -> Vec<(String, String)> {
+        match parse_json::<T>(body) {
+            Err(ApiError::Validation(errors)) => {
+                errors.into_iter().map(|e| (e.field, e.code)).collect()
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
     #[test]
     fn a_number_beyond_a_float_is_named_by_its_path_and_bad_syntax_is_still_malformed() {
-        let named = |body: &[u8]| match parse_json::<serde_json::Value>(body) {
-            Err(ApiError::Validation(errors)) => errors
-                .into_iter()
-                .map(|e| (e.field, e.code))
-                .collect::<Vec<_>>(),
-            other => panic!("{other:?}"),
-        };
+        let named = field_codes::<serde_json::Value>;
         assert_eq!(
             named(br#"{"metadata": {"n": 1e400}}"#),
             [("metadata.n".to_owned(), "out_of_range".to_owned())]
@@ -359,14 +380,26 @@ mod tests {
     }
 
     #[test]
+    fn json_nested_past_the_parsers_limit_is_named_by_its_top_level_field() {
+        let named = field_codes::<StrictValue>;
+        let deep = |n: usize| "[".repeat(n) + &"]".repeat(n);
+        let too_deep = |f: &str| vec![(f.to_owned(), "too_deep".to_owned())];
+        assert_eq!(
+            named(format!(r#"{{"metadata": {{"a": {}}}}}"#, deep(300)).as_bytes()),
+            too_deep("metadata")
+        );
+        assert_eq!(named(deep(300).as_bytes()), too_deep("body"));
+        // Within the limit it parses; unbalanced nesting is still bad syntax.
+        assert!(parse_json::<StrictValue>(deep(100).as_bytes()).is_ok());
+        assert!(matches!(
+            parse_json::<StrictValue>("[".repeat(50).as_bytes()),
+            Err(ApiError::MalformedJson(_))
+        ));
+    }
+
+    #[test]
     fn a_repeated_key_is_refused_by_its_path_never_read_as_its_last_value() {
-        let named = |body: &[u8]| match parse_json::<StrictValue>(body) {
-            Err(ApiError::Validation(errors)) => errors
-                .into_iter()
-                .map(|e| (e.field, e.code))
-                .collect::<Vec<_>>(),
-            other => panic!("{other:?}"),
-        };
+        let named = field_codes::<StrictValue>;
         let dup = |f: &str| vec![(f.to_owned(), "duplicate_field".to_owned())];
         assert_eq!(
             named(br#"{"amount": "1.00", "amount": "9999.00"}"#),

@@ -146,6 +146,34 @@ pub fn event_says_link_went_out(kind: &str, detail: &Value) -> bool {
     }
 }
 
+/// The detail field in which the events that set a payment's late-signing horizon record
+/// it: `created`, `initiation_attempt` (a retry with the same key starts a new horizon) and
+/// `bank_payment_attached` (an operator's attach extends it). Past the horizon an open
+/// payment nobody could sign is ended, and its next poll never lies further ahead than the
+/// horizon: the row's `sign_horizon_at` pushed out in SQL would hide a payment from the
+/// frozen-schedule alert and keep it open for ever, so `ledger verify` holds the row to the
+/// last horizon its ledger recorded, and the alert reads the ledger's.
+pub const HORIZON_FIELD: &str = "sign_horizon_at";
+
+/// The kinds of events that record a horizon ([`HORIZON_FIELD`]); the SQL function
+/// `pisgate_ledger_horizon` is given them by its callers.
+pub const HORIZON_EVENT_KINDS: &[&str] =
+    &["created", "initiation_attempt", "bank_payment_attached"];
+
+/// A horizon as [`HORIZON_FIELD`] records it: RFC 3339 UTC with microseconds (PostgreSQL's
+/// precision, so that the row's value and the ledger's compare as equal).
+pub fn horizon_text(at: chrono::DateTime<chrono::Utc>) -> String {
+    crate::ledger::events::format_timestamp(at)
+}
+
+/// The horizon an event recorded, if it is of a kind that records one and did.
+pub fn recorded_horizon<'a>(kind: &str, detail: &'a Value) -> Option<&'a str> {
+    if !HORIZON_EVENT_KINDS.contains(&kind) {
+        return None;
+    }
+    detail.get(HORIZON_FIELD).and_then(Value::as_str)
+}
+
 /// `str(tag) || str(key_id) || merchant_id || str(idempotency key) || status (2 bytes,
 /// big-endian) || str(canonical JSON of the answer)`, with the encodings of
 /// [`crate::ledger::events`].

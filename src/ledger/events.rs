@@ -531,11 +531,14 @@ impl RawEvent {
     }
 }
 
+/// A payment's events as stored (a time edited in SQL beyond what chrono holds is read at the
+/// nearest end, `pisgate_readable_time`, and then fails its hash in `ledger verify`).
 pub(crate) async fn list_raw(pool: &Db, payment_id: Uuid) -> Result<Vec<RawEvent>, sqlx::Error> {
     sqlx::query_as!(
         RawEvent,
         r#"SELECT payment_id, seq, kind, old_status, new_status, bank_status, detail,
-                  created_at, prev_hash, hash, hash_version, key_id
+                  pisgate_readable_time(created_at) AS "created_at!", prev_hash, hash,
+                  hash_version, key_id
            FROM payment_events WHERE payment_id = $1 ORDER BY seq"#,
         payment_id
     )

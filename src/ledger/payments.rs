@@ -327,6 +327,7 @@ fn creation_events(p: &NewPayment<'_>) -> Vec<NewEvent> {
             "currency": p.currency,
             "country": p.country,
             "facts": binding::facts_digest(&p.facts()),
+            (binding::HORIZON_FIELD): binding::horizon_text(p.sign_horizon_at),
         }),
     }];
     match p.deferred {
@@ -719,6 +720,7 @@ pub async fn begin_attempt(
                 "attempt": attempt,
                 "resumes": previous.initiation_attempts,
                 "previous_outcome": earlier,
+                (binding::HORIZON_FIELD): binding::horizon_text(sign_horizon_at),
             }),
         )
         .await?;

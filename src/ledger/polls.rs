@@ -9,6 +9,7 @@
 //! [`reschedule_many`]: one small row rewritten, many polls per statement.
 
 use super::Db;
+use crate::ledger::binding;
 use chrono::{DateTime, Utc};
 use sqlx::PgConnection;
 use std::time::Duration;
@@ -72,7 +73,7 @@ pub async fn claim(
     sqlx::query_as!(
         Claimed,
         r#"WITH due AS (
-               SELECT payment_id, next_poll_at AS due_at
+               SELECT payment_id, pisgate_readable_time(next_poll_at) AS due_at
                FROM payment_polls
                WHERE next_poll_at <= now()
                ORDER BY next_poll_at
@@ -89,8 +90,15 @@ pub async fn claim(
            SELECT p.id, p.merchant_id, p.status, p.bank, p.bank_payment_id, p.bank_links,
                   p.bank_links_mac, p.bank_links_mac_key_id, p.bank_status,
                   p.psu_key, p.psu_id,
-                  p.state_expires_at, p.expires_at, p.sign_horizon_at, p.initiation,
-                  p.state_used_at, p.hop_opened_at, p.created_at, c.poll_failures AS "poll_failures!",
+                  -- Times read through pisgate_readable_time: one edited in SQL beyond
+                  -- what chrono holds ('infinity') stopped every replica's poller in turn.
+                  pisgate_readable_time(p.state_expires_at) AS state_expires_at,
+                  pisgate_readable_time(p.expires_at) AS expires_at,
+                  pisgate_readable_time(p.sign_horizon_at) AS sign_horizon_at, p.initiation,
+                  pisgate_readable_time(p.state_used_at) AS state_used_at,
+                  pisgate_readable_time(p.hop_opened_at) AS hop_opened_at,
+                  pisgate_readable_time(p.created_at) AS "created_at!",
+                  c.poll_failures AS "poll_failures!",
                   p.recurring_remaining, p.recurring_executions,
                   p.request->>'execution_date' AS execution_date,
                   (p.request->'recurring'->>'count')::int AS recurring_count,
@@ -132,7 +140,9 @@ pub async fn release(pool: &Db, owner: &str) -> Result<u64, sqlx::Error> {
 
 /// The earliest due time of any payment still followed (claimed ones included).
 pub async fn next_due(pool: &Db) -> Result<Option<DateTime<Utc>>, sqlx::Error> {
-    sqlx::query_scalar!("SELECT min(next_poll_at) FROM payment_polls")
+    // Read through pisgate_readable_time: one schedule set to 'infinity' in SQL (the only
+    // one left) stopped the poller.
+    sqlx::query_scalar!("SELECT pisgate_readable_time(min(next_poll_at)) FROM payment_polls")
         .fetch_one(pool)
         .await
 }
@@ -153,15 +163,21 @@ pub async fn queue_stats(pool: &Db) -> Result<(i64, f64), sqlx::Error> {
 /// late-signing horizon plus `beyond` (a deferred payment's first poll is its horizon, set
 /// when the horizon setting may have been longer): further than any schedule pisgate
 /// writes, so frozen (edited in SQL, or a defect). A range of the due index above the
-/// reach, empty in the normal case.
+/// reach, empty in the normal case. The horizon is the last one the payment's ledger
+/// recorded ([`crate::ledger::binding::HORIZON_FIELD`]), not the row's, so that pushing the
+/// row's horizon out with the schedule does not hide it; the row's only for a payment whose
+/// ledger recorded none (written before it was bound).
 pub async fn frozen_count(pool: &Db, beyond: Duration) -> Result<i64, sqlx::Error> {
     let millis = i64::try_from(beyond.as_millis()).unwrap_or(i64::MAX);
     sqlx::query_scalar!(
         r#"SELECT count(*) AS "n!" FROM payment_polls s JOIN payments p ON p.id = s.payment_id
            WHERE s.next_poll_at > now() + $1 * interval '1 millisecond'
-             AND s.next_poll_at > COALESCE(p.sign_horizon_at, now())
+             AND s.next_poll_at > COALESCE(pisgate_ledger_horizon(s.payment_id, $2, $3),
+                                           pisgate_readable_time(p.sign_horizon_at), now())
                                   + $1 * interval '1 millisecond'"#,
-        millis as f64
+        millis as f64,
+        binding::HORIZON_FIELD,
+        binding::HORIZON_EVENT_KINDS as &[&str],
     )
     .fetch_one(pool)
     .await

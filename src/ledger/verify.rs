@@ -4,7 +4,8 @@
 //! It also checks what the chain binds of its payment row ([`crate::ledger::binding`]): the
 //! facts digest of the `created` event against the row's merchant, amount, currency,
 //! country, bank, return URL, shopper id and request (creditor, debtor); the bank payment id
-//! of the recorded initiation, the last bank status and the shopper key against the row; and
+//! of the recorded initiation, the last bank status, the shopper key and the last recorded
+//! late-signing horizon against the row; and
 //! every webhook event's payload MAC and every stored idempotency answer's. Payments written
 //! before binding have no facts digest: they are counted (`unbound_payments`), not failed,
 //! and the rest of their checks still run (chain, head, status, bank id, bank status).
@@ -97,6 +98,14 @@ pub enum BreakReason {
     /// ledger recorded paid (`occurrence_paid`): set back, it would notify occurrences again;
     /// set forward, it would hide the next ones.
     OccurrencesMismatch { payment: i32, ledger: i32 },
+    /// The payment row's late-signing horizon (`sign_horizon_at`) is not the last one its
+    /// ledger recorded (`created`, `initiation_attempt`, `bank_payment_attached`): pushed out,
+    /// it keeps a payment nobody could sign open and hides a frozen poll schedule from the
+    /// alert; pulled in, it ends one early.
+    HorizonMismatch {
+        payment: Option<String>,
+        ledger: String,
+    },
     /// The payment row's bank links (what pisgate follows for the shopper and for the
     /// bank's word) fail their ledger MAC: edited, added, or moved from another payment.
     BankLinksUnbound { why: String },
@@ -197,6 +206,11 @@ impl fmt::Display for BreakReason {
             BreakReason::OccurrencesMismatch { payment, ledger } => write!(
                 f,
                 "the payment row counts {payment} executions of the standing order, its ledger recorded {ledger} (row rewritten)"
+            ),
+            BreakReason::HorizonMismatch { payment, ledger } => write!(
+                f,
+                "the payment row's late-signing horizon is {}, its ledger recorded {ledger} (row rewritten)",
+                payment.as_deref().unwrap_or("empty")
             ),
             BreakReason::HopOpenedCleared => f.write_str(
                 "the payment row says nobody reached the bank's signing page, its ledger says the link went out (row rewritten: the payment could be ended without the bank's word)",
@@ -366,6 +380,7 @@ pub(crate) struct BoundColumns {
     pub(crate) authorization_url: Option<String>,
     pub(crate) hop_opened_at: Option<chrono::DateTime<chrono::Utc>>,
     pub(crate) recurring_executions: i32,
+    pub(crate) sign_horizon_at: Option<chrono::DateTime<chrono::Utc>>,
     pub(crate) bank_links: serde_json::Value,
     pub(crate) bank_links_mac: Option<Vec<u8>>,
     pub(crate) bank_links_mac_key_id: Option<String>,
@@ -427,6 +442,9 @@ struct Chain {
     link_out: bool,
     /// The highest occurrence of a standing order recorded paid.
     occurrences: i32,
+    /// The last late-signing horizon recorded ([`binding::HORIZON_FIELD`]); `None` for a
+    /// chain whose events never recorded one (written before it was bound).
+    horizon: Option<String>,
     payment: Option<PaymentHead>,
     /// The checkpoint's (seq, head) for this payment, and whether the walk passed it.
     checkpointed: Option<(i32, Vec<u8>)>,
@@ -482,6 +500,9 @@ impl Chain {
             self.occurrences = self.occurrences.max(i32::try_from(n).unwrap_or(i32::MAX));
         }
         self.link_out |= binding::event_says_link_went_out(&row.kind, &row.detail);
+        if let Some(h) = binding::recorded_horizon(&row.kind, &row.detail) {
+            self.horizon = Some(h.to_owned());
+        }
         if matches!(row.kind.as_str(), "initiated" | "authorisation_started")
             && let Some(d) = row.detail.get("authorization_url_sha256")
         {
@@ -558,6 +579,15 @@ impl Chain {
                 ledger: self.occurrences,
             });
         }
+        if let Some(ledger) = &self.horizon {
+            let payment = row.sign_horizon_at.map(binding::horizon_text);
+            if payment.as_ref() != Some(ledger) {
+                return Some(BreakReason::HorizonMismatch {
+                    payment,
+                    ledger: ledger.clone(),
+                });
+            }
+        }
         if let Some(why) = binding::bank_links_problem(
             Some(keys),
             self.payment_id,
@@ -619,6 +649,7 @@ impl<'k> Verifier<'k> {
                 authorization_url_digest: None,
                 link_out: false,
                 occurrences: 0,
+                horizon: None,
                 payment: None,
                 checkpointed: self.checkpoint_heads.remove(&row.payment_id),
                 checkpoint_seen: false,
@@ -789,7 +820,8 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
     loop {
         let rows = sqlx::query!(
             r#"SELECT e.payment_id, e.seq, e.kind, e.old_status, e.new_status, e.bank_status,
-                      e.detail, e.created_at, e.prev_hash, e.hash, e.hash_version, e.key_id,
+                      e.detail, pisgate_readable_time(e.created_at) AS "created_at!",
+                      e.prev_hash, e.hash, e.hash_version, e.key_id,
                       p.ledger_seq AS "head_seq?", p.ledger_head AS "head?",
                       p.status AS "payment_status?",
                       p.merchant_id AS "merchant_id?", p.amount_minor AS "amount_minor?",
@@ -802,8 +834,9 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                       p.merchant_reference AS "merchant_reference?",
                       p.metadata AS "metadata?",
                       p.authorization_url AS "authorization_url?",
-                      p.hop_opened_at AS "hop_opened_at?",
+                      pisgate_readable_time(p.hop_opened_at) AS "hop_opened_at?",
                       p.recurring_executions AS "recurring_executions?",
+                      pisgate_readable_time(p.sign_horizon_at) AS "sign_horizon_at?",
                       p.bank_links AS "bank_links?", p.bank_links_mac AS "bank_links_mac?",
                       p.bank_links_mac_key_id AS "bank_links_mac_key_id?"
                FROM payment_events e
@@ -843,6 +876,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                         authorization_url: r.authorization_url,
                         hop_opened_at: r.hop_opened_at,
                         recurring_executions: r.recurring_executions.unwrap_or_default(),
+                        sign_horizon_at: r.sign_horizon_at,
                         bank_links: r.bank_links.unwrap_or_default(),
                         bank_links_mac: r.bank_links_mac,
                         bank_links_mac_key_id: r.bank_links_mac_key_id,
@@ -1315,8 +1349,9 @@ pub async fn verify_payment(
         "SELECT ledger_seq, ledger_head, status, merchant_id, amount_minor, currency, country,
                 bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status,
                 shopper_debtor_account, merchant_reference, metadata, authorization_url,
-                hop_opened_at, recurring_executions, bank_links, bank_links_mac,
-                bank_links_mac_key_id
+                pisgate_readable_time(hop_opened_at) AS hop_opened_at, recurring_executions,
+                pisgate_readable_time(sign_horizon_at) AS sign_horizon_at, bank_links,
+                bank_links_mac, bank_links_mac_key_id
          FROM payments WHERE id = $1",
         payment_id
     )
@@ -1344,6 +1379,7 @@ pub async fn verify_payment(
             authorization_url: p.authorization_url,
             hop_opened_at: p.hop_opened_at,
             recurring_executions: p.recurring_executions,
+            sign_horizon_at: p.sign_horizon_at,
             bank_links: p.bank_links,
             bank_links_mac: p.bank_links_mac,
             bank_links_mac_key_id: p.bank_links_mac_key_id,

@@ -140,6 +140,15 @@ pub fn install_ledger_key() -> LedgerKeys {
     ledger_keys()
 }
 
+/// `ledger verify` over the whole database passes: every chain intact and every row it
+/// binds as its ledger recorded it.
+pub async fn assert_ledger_verifies(pool: &Db) {
+    let report = pisgate::ledger::events::verify_all(pool, &ledger_keys())
+        .await
+        .unwrap();
+    assert!(report.is_ok(), "ledger verify: {report:?}");
+}
+
 pub fn fixture(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/nordea")

@@ -526,6 +526,19 @@ async fn lost_answer_then_retry(app: &TestApp, key: &str) {
         "{kinds:?}"
     );
     assert_agrees_with_the_bank(app).await;
+    // The retry started a new late-signing horizon, and its ledger recorded it: the row
+    // verifies against the second attempt's, not the first's.
+    let horizons: Vec<String> = sqlx::query_scalar(
+        "SELECT detail->>'sign_horizon_at' FROM payment_events
+         WHERE payment_id = $1::uuid AND detail ? 'sign_horizon_at' ORDER BY seq",
+    )
+    .bind(&id)
+    .fetch_all(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(horizons.len(), 2, "{horizons:?}");
+    assert_ne!(horizons[0], horizons[1]);
+    crate::helpers::assert_ledger_verifies(&app.pool).await;
 }
 
 #[tokio::test]

@@ -444,6 +444,15 @@ async fn a_payment_attached_past_its_horizon_gets_the_horizon_from_now() {
     let bank_id = sim_id(&bank, "10.00", "Order 1234", "FI2112345600000785");
     // Past the horizon (3 s).
     tokio::time::sleep(Duration::from_millis(3500)).await;
+    // An insider has pushed the row's horizon out a century: the attach extends the horizon
+    // the ledger recorded, so this one is neither kept nor signed into the ledger.
+    sqlx::query(
+        "UPDATE payments SET sign_horizon_at = now() + interval '100 years' WHERE id = $1::uuid",
+    )
+    .bind(&id)
+    .execute(&app.pool)
+    .await
+    .unwrap();
     let cookie = crate::console::session_cookie(&app).await;
     let (done, _) = act(
         &app,
@@ -458,13 +467,20 @@ async fn a_payment_attached_past_its_horizon_gets_the_horizon_from_now() {
     .await;
     assert_eq!(done.status(), 303);
     let ahead: bool = sqlx::query_scalar(
-        "SELECT sign_horizon_at > now() + interval '1 second' FROM payments WHERE id = $1::uuid",
+        "SELECT sign_horizon_at > now() + interval '1 second'
+                AND sign_horizon_at < now() + interval '1 day'
+         FROM payments WHERE id = $1::uuid",
     )
     .bind(&id)
     .fetch_one(&app.pool)
     .await
     .unwrap();
-    assert!(ahead, "the horizon runs from the attachment");
+    assert!(
+        ahead,
+        "the horizon runs from the attachment, not from the row's"
+    );
+    // The attachment recorded the new horizon in the ledger, which holds the row to it.
+    crate::helpers::assert_ledger_verifies(&app.pool).await;
     // The poller follows it at once; it asks the bank nothing to delete yet.
     tokio::time::sleep(Duration::from_millis(1000)).await;
     let deletes = crate::berlin_group::deletes(&bank);

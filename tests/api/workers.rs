@@ -976,6 +976,102 @@ async fn a_refresh_answer_without_a_refresh_token_keeps_the_previous_refresh_tok
     assert_eq!(answers.last().map(|a| a.0), Some(200), "{answers:?}");
 }
 
+/// `pisgate_poll_frozen_schedules` as /metrics shows it.
+fn frozen_gauge(metrics: &str) -> Option<f64> {
+    metrics
+        .lines()
+        .find(|l| l.starts_with("pisgate_poll_frozen_schedules "))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// An insider freezes a payment's poll schedule and pushes its late-signing horizon out
+/// further still, so that the row itself no longer says the schedule lies beyond anything
+/// pisgate writes: one payment by decades (next poll in 50 years, horizon in 100), another
+/// to `'infinity'` (both). The frozen-schedule gauge reads the horizon the ledger recorded,
+/// not the row's, and counts both; `ledger verify` names both rewritten horizons (the
+/// console's check of one payment too); and the poller, which reads those times, keeps
+/// polling every other payment. Before, the gauge stayed at 0 and verify passed (and,
+/// reading `'infinity'`, the poller and verify panicked): the payments would sit open for
+/// ever.
+#[tokio::test]
+async fn a_frozen_schedule_is_counted_and_named_when_the_horizon_is_pushed_out_with_it() {
+    use pisgate::ledger::events::BreakReason;
+    let app = spawn_app_full(FAST_POLLER, |_| {}).await;
+    let m = app.create_merchant("Shop").await;
+    let id_of = |p: &Value| -> uuid::Uuid { p["id"].as_str().unwrap().parse().unwrap() };
+    let decades = id_of(&app.create_payment(&m.api_key, &body("FI")).await);
+    let infinite = id_of(&app.create_payment(&m.api_key, &body("FI")).await);
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert_eq!(frozen_gauge(&app.metrics().await), Some(0.0));
+    crate::helpers::assert_ledger_verifies(&app.pool).await;
+
+    for (id, schedule, horizon) in [
+        (
+            decades,
+            "now() + interval '50 years'",
+            "now() + interval '100 years'",
+        ),
+        (infinite, "'infinity'", "'infinity'"),
+    ] {
+        for edit in [
+            format!("UPDATE payment_polls SET next_poll_at = {schedule} WHERE payment_id = $1"),
+            format!("UPDATE payments SET sign_horizon_at = {horizon} WHERE id = $1"),
+        ] {
+            sqlx::query(&edit)
+                .bind(id)
+                .execute(&app.pool)
+                .await
+                .unwrap();
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while frozen_gauge(&app.metrics().await) != Some(2.0) {
+        assert!(
+            Instant::now() < deadline,
+            "the frozen schedules behind pushed-out horizons were not both counted: {:?}",
+            frozen_gauge(&app.metrics().await)
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+    // The poller lives on: a payment made now is polled.
+    let other = app.create_payment(&m.api_key, &body("FI")).await;
+    let other_bank_id = other["bank_payment_id"].as_str().unwrap().to_owned();
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while status_polls(&app, &other_bank_id).is_empty() {
+        assert!(
+            Instant::now() < deadline,
+            "the poller stopped after reading a schedule of 'infinity'"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    let report = pisgate::ledger::events::verify_all(&app.pool, &crate::helpers::ledger_keys())
+        .await
+        .unwrap();
+    assert_eq!(report.broken_payments, 2, "{report:?}");
+    for (id, row_year) in [(decades, "21"), (infinite, "9999-12-31")] {
+        let one =
+            pisgate::ledger::events::verify_payment(&app.pool, &crate::helpers::ledger_keys(), id)
+                .await
+                .unwrap();
+        let broken = one
+            .first_broken
+            .clone()
+            .expect("a pushed-out horizon went unnoticed");
+        assert!(
+            matches!(
+                &broken.reason,
+                BreakReason::HorizonMismatch { payment: Some(p), ledger }
+                    if p.starts_with(row_year) && ledger.starts_with("20")
+            ),
+            "{broken}"
+        );
+        assert!(
+            broken.to_string().contains("late-signing horizon"),
+            "{broken}"
+        );
+    }
+}
+
 /// The poll schedule edited out of the pollers' reach: a payment pushed far beyond any
 /// interval pisgate sets is counted (`pisgate_poll_frozen_schedules`, alert
 /// `PisgatePollScheduleFrozen`) and never polled; one whose schedule was deleted is named by
@@ -988,15 +1084,9 @@ async fn a_payment_whose_poll_schedule_was_frozen_or_deleted_is_counted_and_name
     let frozen_id = frozen["id"].as_str().unwrap().to_owned();
     let deleted = app.create_payment(&m.api_key, &body("FI")).await;
     let deleted_id: uuid::Uuid = deleted["id"].as_str().unwrap().parse().unwrap();
-    let gauge = |metrics: &str| -> Option<f64> {
-        metrics
-            .lines()
-            .find(|l| l.starts_with("pisgate_poll_frozen_schedules "))
-            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-    };
     // Normal schedules are within reach.
     tokio::time::sleep(Duration::from_millis(600)).await;
-    assert_eq!(gauge(&app.metrics().await), Some(0.0));
+    assert_eq!(frozen_gauge(&app.metrics().await), Some(0.0));
 
     // An insider pushes one payment's next poll to the far future.
     sqlx::query(
@@ -1011,7 +1101,7 @@ async fn a_payment_whose_poll_schedule_was_frozen_or_deleted_is_counted_and_name
     let polls_then = status_polls(&app, &bank_id).len();
     let deadline = Instant::now() + Duration::from_secs(15);
     loop {
-        if gauge(&app.metrics().await) == Some(1.0) {
+        if frozen_gauge(&app.metrics().await) == Some(1.0) {
             break;
         }
         assert!(

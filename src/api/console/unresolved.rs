@@ -22,6 +22,7 @@
 use crate::api::AppState;
 use crate::bank::{BankError, BankPaymentId, BankRef};
 use crate::domain::{Evidence, Money};
+use crate::ledger::binding;
 use crate::ledger::payments::{self, Change, PaymentRecord};
 use serde_json::json;
 use sqlx::PgConnection;
@@ -370,14 +371,22 @@ pub async fn attach_in(
     // Found late (its horizon usually passed long ago): the shopper gets the late-signing
     // horizon from now before pisgate asks the bank to delete a payment nobody signed (this
     // reference has no scaStatus link that would show an approval in the bank's app).
-    sqlx::query!(
+    // The ledger records the new horizon (`ledger verify` holds the row to it). It extends
+    // the horizon the ledger recorded, never the row's: a horizon pushed out in SQL would
+    // otherwise be signed into the ledger here.
+    let horizon = sqlx::query_scalar!(
         r#"UPDATE payments
-           SET sign_horizon_at = greatest(sign_horizon_at, now() + make_interval(secs => $2))
-           WHERE id = $1"#,
+           SET sign_horizon_at = greatest(COALESCE(pisgate_ledger_horizon(id, $3, $4),
+                                                   pisgate_readable_time(sign_horizon_at)),
+                                          now() + make_interval(secs => $2))
+           WHERE id = $1
+           RETURNING sign_horizon_at AS "sign_horizon_at!""#,
         p.id,
         state.settings.payments.late_signing_horizon.as_secs_f64(),
+        binding::HORIZON_FIELD,
+        binding::HORIZON_EVENT_KINDS as &[&str],
     )
-    .execute(&mut *tx)
+    .fetch_one(&mut *tx)
     .await?;
     payments::note(
         &mut *tx,
@@ -387,6 +396,7 @@ pub async fn attach_in(
             "bank_payment_id": id,
             "operator": operator,
             "evidence": evidence,
+            (binding::HORIZON_FIELD): binding::horizon_text(horizon),
         }),
     )
     .await?;
