@@ -109,6 +109,30 @@ if [ -n "$only_pgbouncer" ]; then
     exit 0
 fi
 
+# On a fresh machine the tools later steps need (Debian's chromium, Patroni, etcd, HAProxy,
+# PgBouncer, prometheus; the PgBouncer build; the browser tests' npm packages) are installed
+# in the background while clippy compiles: downloads against CPU, about two minutes of a
+# cold run. Every step still installs what it lacks itself; the run waits for this before
+# the first step that needs any of it, so no two apt-gets meet. Its output is kept apart
+# and shown if it failed.
+prefetch_log=$(mktemp)
+(
+    source scripts/lib/browser.sh
+    source scripts/lib/patroni.sh
+    browser_ensure && patroni_ensure_installed && pgbouncer_ensure_installed \
+        && pgbouncer_ensure_prepared_capable >/dev/null && ensure_promtool
+) >"$prefetch_log" 2>&1 &
+prefetch_pid=$!
+prefetch_wait() {
+    [ -n "${prefetch_pid:-}" ] || return 0
+    if ! wait "$prefetch_pid"; then
+        echo "installing the tools in the background failed (each step installs what it lacks):" >&2
+        cat "$prefetch_log" >&2
+    fi
+    prefetch_pid=
+    rm -f "$prefetch_log"
+}
+
 step "cargo fmt --check"
 cargo fmt --all -- --check
 step "scripts/readme-check.sh (README.md rendered: tables, links, anchors, commands)"
@@ -119,6 +143,12 @@ bash scripts/bg-aspsp-check.sh
 export PISGATE_REQUIRE_BG_ASPSP=1
 step "cargo clippy"
 cargo clippy --all-targets --locked -- -D warnings
+# The debug binary and every test binary in one cargo run: the crate's library, its test
+# build and the integration tests compile side by side on both cores (one after the other,
+# in the smoke test's build and nextest's, they left a core idle for minutes of a cold run).
+step "cargo build (the debug binary and the test binaries)"
+cargo nextest run --no-run --lib --bins --tests --locked
+prefetch_wait
 step "scripts/run.sh smoke test"
 bash scripts/smoke-run.sh
 step "scripts/browser-test.sh (the shopper's consent page in Debian's chromium)"
