@@ -1070,6 +1070,27 @@ async fn a_frozen_schedule_is_counted_and_named_when_the_horizon_is_pushed_out_w
             "{broken}"
         );
     }
+    // The same count under a parallel plan, which PostgreSQL picks on a large table: the
+    // ledger's horizon is read by a function with an EXCEPTION block, which a parallel plan
+    // may not run (marked parallel safe, the count failed and the gauge stayed at 0).
+    let direct = app.settings.database.direct_url.as_ref();
+    let url = secrecy::ExposeSecret::expose_secret(direct.unwrap_or(&app.settings.database.url));
+    let options: sqlx::postgres::PgConnectOptions = url.parse().unwrap();
+    let parallel = sqlx::postgres::PgPoolOptions::new()
+        .max_connections(1)
+        .connect_with(options.options([("force_parallel_mode", "on")]))
+        .await
+        .unwrap();
+    let counted = pisgate::ledger::polls::frozen_count(
+        &pisgate::ledger::Db::direct(parallel),
+        pisgate::workers::poller::longest_gap(&app.settings),
+    )
+    .await;
+    assert_eq!(
+        counted.ok(),
+        Some(2),
+        "the frozen-schedule count under a parallel plan"
+    );
 }
 
 /// The poll schedule edited out of the pollers' reach: a payment pushed far beyond any
