@@ -16,8 +16,7 @@ source scripts/lib/local.sh
 source scripts/lib/browser.sh
 browser_ensure
 
-cargo build --locked --bin pisgate
-bin="$CARGO_TARGET_DIR/debug/pisgate"
+bin=$(pisgate_debug_bin)
 
 port=$(pg_free_port)
 admin_port=$(pg_free_port)

@@ -24,8 +24,7 @@ shop_port=${PISGATE_SHOP_PORT:-3000}
 shop_url="http://localhost:$shop_port"
 
 echo "== building pisgate (the first build takes several minutes; later ones seconds)"
-cargo build --locked --bin pisgate
-bin="$CARGO_TARGET_DIR/debug/pisgate"
+bin=$(pisgate_debug_bin)
 
 echo "== starting PostgreSQL"
 pg_start "$cluster"

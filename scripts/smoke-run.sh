@@ -8,7 +8,7 @@ source scripts/lib/pg.sh
 source scripts/lib/env.sh
 # Build first: run.sh builds too, and on a clean target directory that takes longer than
 # the start-up this script waits for.
-cargo build --locked --bin pisgate
+pisgate_debug_bin >/dev/null
 port=$(pg_free_port)
 admin_port=$(pg_free_port)
 shop_port=$(pg_free_port)
