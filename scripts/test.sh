@@ -88,12 +88,16 @@ pisgate_probe_statement = host=127.0.0.1 port=$PG_PORT dbname=postgres pool_mode
         PISGATE_TEST_PGBOUNCER_URL=$plain cargo nextest run --test api --locked --no-fail-fast "$@"
         return
     fi
+    # Four tests at a time on 2 cores (NEXTEST_TEST_THREADS overrides it): at nextest's
+    # default of one per core the two passes kept the machine 45% busy and took 153 s + 85 s;
+    # at four, 68% and 88 s + 58 s (2026-12-07), every test passing.
+    local threads=${NEXTEST_TEST_THREADS:-$(( 2 * $(nproc) ))}
     step "cargo nextest through PgBouncer 1.18 (transaction pooling, $plain)"
     PISGATE_TEST_PGBOUNCER_URL=$plain cargo nextest run --test api --locked --no-fail-fast \
-        -E "not test(/^($PROTOCOL_MODULES|$PREPARED_MODULES)::/)"
+        --test-threads "$threads" -E "not test(/^($PROTOCOL_MODULES|$PREPARED_MODULES)::/)"
     step "cargo nextest through PgBouncer 1.24 (transaction pooling with prepared statements, $prepared)"
     PISGATE_TEST_PGBOUNCER_URL=$prepared cargo nextest run --test api --locked --no-fail-fast \
-        -E "test(/^($PREPARED_MODULES|$BOTH_MODULES)::/)"
+        --test-threads "$threads" -E "test(/^($PREPARED_MODULES|$BOTH_MODULES)::/)"
 }
 
 # The metrics tests run `promtool check metrics` on a scrape.
@@ -191,12 +195,13 @@ if [ $# -eq 0 ]; then
 fi
 ensure_promtool
 step "cargo nextest"
-# One test thread more than cores: most long tests wait on a simulated bank's clock (the
-# horizon, signing windows), so a third thread on 2 cores cut the run from ~380 s to ~300 s
-# with every test passing. NEXTEST_TEST_THREADS overrides it. The PgBouncer passes below keep
-# nextest's default (their pools are sized for it).
+# Two test threads more than cores: most long tests wait on a simulated bank's clock (the
+# horizon, signing windows), so a third thread on 2 cores cut the run from ~380 s to ~300 s,
+# and with a fourth it took 307 s (321 s at three in the CI run before; 2026-12-07), every
+# test passing.
+# NEXTEST_TEST_THREADS overrides it, here and in the PgBouncer passes below.
 cargo nextest run --lib --bins --tests --locked --no-fail-fast \
-    --test-threads "${NEXTEST_TEST_THREADS:-$(( $(nproc) + 1 ))}" "$@"
+    --test-threads "${NEXTEST_TEST_THREADS:-$(( $(nproc) + 2 ))}" "$@"
 if [ $# -eq 0 ]; then
     nextest_through_pgbouncer
 fi

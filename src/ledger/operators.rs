@@ -744,7 +744,9 @@ pub async fn search(pool: &Db, s: &Search, limit: i64) -> Result<Vec<PaymentRow>
     sqlx::query_as!(
         PaymentRow,
         r#"SELECT p.id, m.name AS merchant_name, p.merchant_reference, p.status, p.bank,
-                  p.bank_status, p.amount_minor, p.currency, p.created_at
+                  p.bank_status, p.amount_minor, p.currency,
+                  -- as the API reads it (select_payment!): 'infinity' edited in SQL is no panic
+                  pisgate_readable_time(p.created_at) AS "created_at!"
              FROM payments p JOIN merchants m ON m.id = p.merchant_id
             WHERE ($1::uuid IS NULL OR p.id = $1)
               AND ($2::uuid IS NULL OR p.merchant_id = $2)

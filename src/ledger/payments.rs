@@ -264,6 +264,12 @@ impl PaymentRecord {
     }
 }
 
+/// A payment row as [`PaymentRecord`]. Its times are read through `pisgate_readable_time`
+/// (migration `20261212100000_readable_times`): one set in SQL to a value chrono cannot hold
+/// (`'infinity'`, a year past 262,142) made sqlx panic on reading it, so the API answered that
+/// payment with a 500 and its poll died before recording the bank's answer. Clamped, the
+/// payment reads as "in 9999" (or "in 1970"), and `ledger verify` names the row where a
+/// bound time was edited.
 macro_rules! select_payment {
     ($tail:literal $(, $arg:expr)* $(,)?) => {
         sqlx::query_as!(
@@ -271,12 +277,19 @@ macro_rules! select_payment {
             "SELECT id, merchant_id, status, bank, bank_status, bank_payment_id, authorization_url,
                     bank_links, bank_links_mac, bank_links_mac_key_id, amount_minor, currency,
                     country, request, merchant_reference, psu_id, psu_key,
-                    return_url, metadata, state_expires_at, state_used_at, failure_code,
-                    failure_detail, created_at, updated_at, recurring_remaining,
-                    recurring_executions, expires_at, sign_horizon_at, authorize_token,
-                    authorize_url, hop_opened_at, initiation, initiation_attempts,
-                    cancel_requested_at, callback_claimed_until, trace_parent, deferred,
-                    shopper_debtor_account, initiation_lease_until
+                    return_url, metadata,
+                    pisgate_readable_time(state_expires_at) AS state_expires_at,
+                    pisgate_readable_time(state_used_at) AS state_used_at, failure_code,
+                    failure_detail, pisgate_readable_time(created_at) AS \"created_at!\",
+                    pisgate_readable_time(updated_at) AS \"updated_at!\", recurring_remaining,
+                    recurring_executions, pisgate_readable_time(expires_at) AS expires_at,
+                    pisgate_readable_time(sign_horizon_at) AS sign_horizon_at, authorize_token,
+                    authorize_url, pisgate_readable_time(hop_opened_at) AS hop_opened_at,
+                    initiation, initiation_attempts,
+                    pisgate_readable_time(cancel_requested_at) AS cancel_requested_at,
+                    pisgate_readable_time(callback_claimed_until) AS callback_claimed_until,
+                    trace_parent, deferred, shopper_debtor_account,
+                    pisgate_readable_time(initiation_lease_until) AS initiation_lease_until
              FROM payments " + $tail
             $(, $arg)*
         )

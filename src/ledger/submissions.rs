@@ -136,7 +136,8 @@ async fn lock(conn: &mut PgConnection, id: Uuid) -> Result<Option<Locked>, sqlx:
         r#"SELECT status,
                   (cancel_requested_at IS NOT NULL
                    AND COALESCE(cancel_requested_by, 'merchant') = 'merchant') AS "merchant_cancel!",
-                  submission_claimed_until AS claimed_until, submission_claim AS claim, psu_key
+                  pisgate_readable_time(submission_claimed_until) AS claimed_until,
+                  submission_claim AS claim, psu_key
            FROM payments WHERE id = $1 FOR UPDATE"#,
         id
     )
@@ -436,7 +437,10 @@ pub async fn end_never_submittable(pool: &Db, id: Uuid) -> Result<bool, Transiti
         return Ok(false);
     }
     let callback = sqlx::query!(
-        r#"SELECT callback_claimed_until, state_used_at, state_expires_at
+        // Read clamped like select_payment!: 'infinity' edited in SQL is no panic.
+        r#"SELECT pisgate_readable_time(callback_claimed_until) AS callback_claimed_until,
+                  pisgate_readable_time(state_used_at) AS state_used_at,
+                  pisgate_readable_time(state_expires_at) AS state_expires_at
            FROM payments WHERE id = $1"#,
         id
     )

@@ -106,6 +106,16 @@ pub enum BreakReason {
         payment: Option<String>,
         ledger: String,
     },
+    /// The payment row's cancel request (`cancel_requested_at`, `cancel_requested_by`) is not
+    /// the last one its ledger recorded (`cancel_requested` and its `by`): cleared, pisgate
+    /// would no longer stop a payment its merchant cancelled, and the merchant would hear
+    /// `paid`; set, it would end one nobody cancelled as cancelled; moved from the shopper to
+    /// the merchant, it would let pisgate delete a signed payment at the bank (which checks
+    /// the ledger first, and refuses).
+    CancelMismatch {
+        payment: Option<String>,
+        ledger: Option<String>,
+    },
     /// The payment row's bank links (what pisgate follows for the shopper and for the
     /// bank's word) fail their ledger MAC: edited, added, or moved from another payment.
     BankLinksUnbound { why: String },
@@ -122,6 +132,14 @@ pub enum BreakReason {
     /// deleted, so no replica would ever ask the bank about it again and the merchant would
     /// never hear how it ended.
     ScheduleMissing { status: String },
+}
+
+/// A cancel request as `ledger verify` names it.
+fn cancel_text(by: Option<&str>) -> String {
+    match by {
+        None => "nobody asked to cancel".to_owned(),
+        Some(by) => format!("the {by} asked to cancel"),
+    }
 }
 
 impl fmt::Display for BreakReason {
@@ -211,6 +229,12 @@ impl fmt::Display for BreakReason {
                 f,
                 "the payment row's late-signing horizon is {}, its ledger recorded {ledger} (row rewritten)",
                 payment.as_deref().unwrap_or("empty")
+            ),
+            BreakReason::CancelMismatch { payment, ledger } => write!(
+                f,
+                "the payment row says {}, its ledger says {} (row rewritten)",
+                cancel_text(payment.as_deref()),
+                cancel_text(ledger.as_deref())
             ),
             BreakReason::HopOpenedCleared => f.write_str(
                 "the payment row says nobody reached the bank's signing page, its ledger says the link went out (row rewritten: the payment could be ended without the bank's word)",
@@ -381,6 +405,9 @@ pub(crate) struct BoundColumns {
     pub(crate) hop_opened_at: Option<chrono::DateTime<chrono::Utc>>,
     pub(crate) recurring_executions: i32,
     pub(crate) sign_horizon_at: Option<chrono::DateTime<chrono::Utc>>,
+    /// Who asked to cancel (`merchant` or `shopper`; a request recorded before requests
+    /// said whose is the merchant's), `None` when nobody did.
+    pub(crate) cancel_requested_by: Option<String>,
     pub(crate) bank_links: serde_json::Value,
     pub(crate) bank_links_mac: Option<Vec<u8>>,
     pub(crate) bank_links_mac_key_id: Option<String>,
@@ -445,6 +472,8 @@ struct Chain {
     /// The last late-signing horizon recorded ([`binding::HORIZON_FIELD`]); `None` for a
     /// chain whose events never recorded one (written before it was bound).
     horizon: Option<String>,
+    /// Who the last `cancel_requested` event says asked to cancel, `None` for nobody.
+    cancel_by: Option<String>,
     payment: Option<PaymentHead>,
     /// The checkpoint's (seq, head) for this payment, and whether the walk passed it.
     checkpointed: Option<(i32, Vec<u8>)>,
@@ -502,6 +531,10 @@ impl Chain {
         self.link_out |= binding::event_says_link_went_out(&row.kind, &row.detail);
         if let Some(h) = binding::recorded_horizon(&row.kind, &row.detail) {
             self.horizon = Some(h.to_owned());
+        }
+        if row.kind == "cancel_requested" {
+            // A request recorded before requests said whose is the merchant's.
+            self.cancel_by = Some(text("by").unwrap_or_else(|| "merchant".to_owned()));
         }
         if matches!(row.kind.as_str(), "initiated" | "authorisation_started")
             && let Some(d) = row.detail.get("authorization_url_sha256")
@@ -588,6 +621,14 @@ impl Chain {
                 });
             }
         }
+        // Every request is written with its event in one transaction (`request_cancel`), and
+        // nothing clears one: held for every chain.
+        if self.cancel_by != row.cancel_requested_by {
+            return Some(BreakReason::CancelMismatch {
+                payment: row.cancel_requested_by.clone(),
+                ledger: self.cancel_by.clone(),
+            });
+        }
         if let Some(why) = binding::bank_links_problem(
             Some(keys),
             self.payment_id,
@@ -650,6 +691,7 @@ impl<'k> Verifier<'k> {
                 link_out: false,
                 occurrences: 0,
                 horizon: None,
+                cancel_by: None,
                 payment: None,
                 checkpointed: self.checkpoint_heads.remove(&row.payment_id),
                 checkpoint_seen: false,
@@ -837,6 +879,9 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                       pisgate_readable_time(p.hop_opened_at) AS "hop_opened_at?",
                       p.recurring_executions AS "recurring_executions?",
                       pisgate_readable_time(p.sign_horizon_at) AS "sign_horizon_at?",
+                      CASE WHEN p.cancel_requested_at IS NOT NULL
+                           THEN COALESCE(p.cancel_requested_by, 'merchant') END
+                        AS "cancel_requested_by?",
                       p.bank_links AS "bank_links?", p.bank_links_mac AS "bank_links_mac?",
                       p.bank_links_mac_key_id AS "bank_links_mac_key_id?"
                FROM payment_events e
@@ -877,6 +922,7 @@ pub async fn verify_all(pool: &Db, keys: &LedgerKeys) -> Result<VerifyReport, sq
                         hop_opened_at: r.hop_opened_at,
                         recurring_executions: r.recurring_executions.unwrap_or_default(),
                         sign_horizon_at: r.sign_horizon_at,
+                        cancel_requested_by: r.cancel_requested_by,
                         bank_links: r.bank_links.unwrap_or_default(),
                         bank_links_mac: r.bank_links_mac,
                         bank_links_mac_key_id: r.bank_links_mac_key_id,
@@ -1350,7 +1396,10 @@ pub async fn verify_payment(
                 bank, return_url, psu_id, psu_key, request, bank_payment_id, bank_status,
                 shopper_debtor_account, merchant_reference, metadata, authorization_url,
                 pisgate_readable_time(hop_opened_at) AS hop_opened_at, recurring_executions,
-                pisgate_readable_time(sign_horizon_at) AS sign_horizon_at, bank_links,
+                pisgate_readable_time(sign_horizon_at) AS sign_horizon_at,
+                CASE WHEN cancel_requested_at IS NOT NULL
+                     THEN COALESCE(cancel_requested_by, 'merchant') END AS cancel_requested_by,
+                bank_links,
                 bank_links_mac, bank_links_mac_key_id
          FROM payments WHERE id = $1",
         payment_id
@@ -1380,6 +1429,7 @@ pub async fn verify_payment(
             hop_opened_at: p.hop_opened_at,
             recurring_executions: p.recurring_executions,
             sign_horizon_at: p.sign_horizon_at,
+            cancel_requested_by: p.cancel_requested_by,
             bank_links: p.bank_links,
             bank_links_mac: p.bank_links_mac,
             bank_links_mac_key_id: p.bank_links_mac_key_id,

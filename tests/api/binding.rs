@@ -1070,3 +1070,89 @@ async fn a_hop_link_rewritten_in_sql_is_never_shown_to_the_merchant() {
     let r = continue_to_bank(&app.client, &link).await;
     assert!(r.status().is_redirection(), "{}", r.status());
 }
+
+/// A cancel request is bound to the ledger (`cancel_requested` and its `by`). An insider who
+/// clears a merchant's cancel (pisgate would no longer stop the payment, and the merchant
+/// would hear `paid` for an order it cancelled), sets one nobody made, or hands the
+/// merchant's to the shopper is named by `ledger verify` and by the console's check of that
+/// payment; a cancelled payment nobody touched verifies.
+#[tokio::test]
+async fn a_cancel_request_edited_in_sql_is_named_by_ledger_verify() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Binding shop").await;
+    let mut ids = Vec::new();
+    for _ in 0..4 {
+        let p = app.create_payment(&m.api_key, &body("FI")).await;
+        ids.push(p["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+    }
+    let [cleared, set, handed, untouched] = ids[..] else {
+        unreachable!()
+    };
+    for id in [cleared, handed, untouched] {
+        let r = crate::truth::cancel(&app, &m.api_key, &id.to_string()).await;
+        assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    }
+    crate::helpers::assert_ledger_verifies(&app.pool).await;
+
+    as_insider(
+        &app,
+        cleared,
+        "UPDATE payments SET cancel_requested_at = NULL, cancel_requested_by = NULL WHERE id = $1",
+    )
+    .await;
+    as_insider(
+        &app,
+        set,
+        "UPDATE payments SET cancel_requested_at = now(), cancel_requested_by = 'merchant' WHERE id = $1",
+    )
+    .await;
+    as_insider(
+        &app,
+        handed,
+        "UPDATE payments SET cancel_requested_by = 'shopper' WHERE id = $1",
+    )
+    .await;
+
+    let keys = crate::helpers::ledger_keys();
+    let report = events::verify_all(&app.pool, &keys).await.unwrap();
+    assert_eq!(report.broken_payments, 3, "{report:?}");
+    let expected = [
+        (
+            cleared,
+            None,
+            Some("merchant"),
+            "the payment row says nobody asked to cancel, its ledger says the merchant asked to cancel",
+        ),
+        (
+            set,
+            Some("merchant"),
+            None,
+            "the payment row says the merchant asked to cancel, its ledger says nobody asked to cancel",
+        ),
+        (
+            handed,
+            Some("shopper"),
+            Some("merchant"),
+            "the payment row says the shopper asked to cancel, its ledger says the merchant asked to cancel",
+        ),
+    ];
+    for (id, row, ledger, text) in expected {
+        let one = events::verify_payment(&app.pool, &keys, id).await.unwrap();
+        let broken = one
+            .first_broken
+            .expect("an edited cancel request went unnoticed");
+        assert_eq!(
+            broken.reason,
+            BreakReason::CancelMismatch {
+                payment: row.map(str::to_owned),
+                ledger: ledger.map(str::to_owned),
+            },
+            "{broken}"
+        );
+        assert!(broken.to_string().contains(text), "{broken}");
+    }
+    let one = events::verify_payment(&app.pool, &keys, untouched)
+        .await
+        .unwrap();
+    assert!(one.first_broken.is_none(), "{one:?}");
+}

@@ -1157,3 +1157,98 @@ async fn a_payment_whose_poll_schedule_was_frozen_or_deleted_is_counted_and_name
         "{broken}"
     );
 }
+
+/// Every time of a payment row set in SQL to what chrono cannot hold (`'infinity'`,
+/// `'-infinity'`), as an insider with write access could: before, sqlx panicked on reading
+/// the payment, so the API answered it with a 500 (one payment, and the merchant's whole
+/// list with it), the operator console's search and page failed the same way, and its poll
+/// died before recording the bank's answer, so the payment never ended. Now they read those
+/// times clamped (`select_payment!`, the console's search): the payment is served, listed
+/// and shown, and the bank's `Paid`, which comes after the edit, is recorded.
+#[tokio::test]
+async fn a_payment_whose_times_are_set_to_infinity_in_sql_is_served_listed_and_polled_to_paid() {
+    let app = spawn_app_full(FAST_POLLER, |c| c.paid_delay = Duration::from_millis(1500)).await;
+    let m = app.create_merchant("Shop").await;
+    let signed = app.create_payment(&m.api_key, &body("FI")).await;
+    let cancelled = app.create_payment(&m.api_key, &body("FI")).await;
+    let id = signed["id"].as_str().unwrap().to_owned();
+    let other = cancelled["id"].as_str().unwrap().to_owned();
+    // Signed at the bank, never back at pisgate: only the poller can learn it was paid, and
+    // the bank pays it after the edit below.
+    app.sign_at_bank(signed["authorization_url"].as_str().unwrap(), "psu-1", true)
+        .await;
+
+    let times = "created_at = '-infinity', updated_at = 'infinity',
+                 state_expires_at = 'infinity', state_used_at = '-infinity',
+                 expires_at = 'infinity', sign_horizon_at = 'infinity',
+                 hop_opened_at = '-infinity', callback_claimed_until = '-infinity',
+                 initiation_lease_until = '-infinity'";
+    let mut tx = app.pool.begin().await.unwrap();
+    for statement in [
+        "ALTER TABLE payments DISABLE TRIGGER USER".to_owned(),
+        format!("UPDATE payments SET {times} WHERE id = '{id}'"),
+        format!(
+            "UPDATE payments SET {times}, cancel_requested_at = 'infinity' WHERE id = '{other}'"
+        ),
+        "ALTER TABLE payments ENABLE TRIGGER USER".to_owned(),
+    ] {
+        sqlx::query(&statement).execute(&mut *tx).await.unwrap();
+    }
+    tx.commit().await.unwrap();
+
+    for pid in [&id, &other] {
+        let r = app.get_as(&format!("/v1/payments/{pid}"), &m.api_key).await;
+        assert_eq!(r.status(), 200, "GET of a payment with 'infinity' times");
+        let view: Value = r.json().await.unwrap();
+        assert!(
+            view["created_at"]
+                .as_str()
+                .unwrap()
+                .starts_with("1970-01-01"),
+            "{view}"
+        );
+    }
+    let r = app.get_as("/v1/payments?limit=10", &m.api_key).await;
+    assert_eq!(
+        r.status(),
+        200,
+        "the merchant's list with such a payment in it"
+    );
+    let listed: Value = r.json().await.unwrap();
+    let listed: Vec<&str> = listed["data"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{listed}"))
+        .iter()
+        .map(|p| p["id"].as_str().unwrap())
+        .collect();
+    assert!(
+        listed.contains(&id.as_str()) && listed.contains(&other.as_str()),
+        "{listed:?}"
+    );
+    // The operator console's search and payment page read the same row.
+    use crate::console::{EMAIL, PASSWORD, create_operator, get, session_cookie};
+    assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
+    let cookie = session_cookie(&app).await;
+    let (status, html) = get(&app, "/console/payments", &cookie).await;
+    assert_eq!(status, 200, "the console's search: {html}");
+    assert!(html.contains(&id) && html.contains(&other), "{html}");
+    for pid in [&id, &other] {
+        let (status, html) = get(&app, &format!("/console/payments/{pid}"), &cookie).await;
+        assert_eq!(status, 200, "the console's payment page: {html}");
+    }
+
+    let views = wait_final(
+        &app,
+        &m.api_key,
+        std::slice::from_ref(&id),
+        Duration::from_secs(15),
+    )
+    .await;
+    assert_eq!(views[0]["status"], "paid", "{}", views[0]);
+    let changes = changes(&events(&app, &m.api_key, &id).await);
+    assert_eq!(
+        changes.last().map(|(_, to)| to.as_str()),
+        Some("paid"),
+        "the poll recorded the bank's Paid after the edit: {changes:?}"
+    );
+}
