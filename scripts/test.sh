@@ -88,10 +88,12 @@ pisgate_probe_statement = host=127.0.0.1 port=$PG_PORT dbname=postgres pool_mode
         PISGATE_TEST_PGBOUNCER_URL=$plain cargo nextest run --test api --locked --no-fail-fast "$@"
         return
     fi
-    # Four tests at a time on 2 cores (NEXTEST_TEST_THREADS overrides it): at nextest's
-    # default of one per core the two passes kept the machine 45% busy and took 153 s + 85 s;
-    # at four, 68% and 88 s + 58 s (2026-12-07), every test passing.
-    local threads=${NEXTEST_TEST_THREADS:-$(( 2 * $(nproc) ))}
+    # Two tests per core, at most 8 (NEXTEST_TEST_THREADS overrides it): at nextest's
+    # default of one per core the two passes kept 2 cores 45% busy and took 153 s + 85 s; at
+    # four, 68% and 88 s + 58 s (2026-12-07), every test passing. The bound keeps a big
+    # machine within the cluster's max_connections (300): a test's database has a PgBouncer
+    # pool of up to 10 server connections and its direct ones.
+    local threads=${NEXTEST_TEST_THREADS:-$(( 2 * $(nproc) < 8 ? 2 * $(nproc) : 8 ))}
     step "cargo nextest through PgBouncer 1.18 (transaction pooling, $plain)"
     PISGATE_TEST_PGBOUNCER_URL=$plain cargo nextest run --test api --locked --no-fail-fast \
         --test-threads "$threads" -E "not test(/^($PROTOCOL_MODULES|$PREPARED_MODULES)::/)"
@@ -200,8 +202,9 @@ step "cargo nextest"
 # and with a fourth it took 307 s (321 s at three in the CI run before; 2026-12-07), every
 # test passing.
 # NEXTEST_TEST_THREADS overrides it, here and in the PgBouncer passes below.
+# At most 16 (the cluster's max_connections, 300, against each test's pools).
 cargo nextest run --lib --bins --tests --locked --no-fail-fast \
-    --test-threads "${NEXTEST_TEST_THREADS:-$(( $(nproc) + 2 ))}" "$@"
+    --test-threads "${NEXTEST_TEST_THREADS:-$(( $(nproc) + 2 < 16 ? $(nproc) + 2 : 16 ))}" "$@"
 if [ $# -eq 0 ]; then
     nextest_through_pgbouncer
 fi

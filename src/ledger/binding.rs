@@ -77,6 +77,16 @@ const PAYEE_TAG: &str = "pisgate/payee/v1";
 const OPERATOR_TAG: &str = "pisgate/operator/v1";
 const OPERATOR_SESSION_TAG: &str = "pisgate/operator_session/v1";
 
+/// Whose cancel request a `cancel_requested` event records (`merchant` or `shopper`): a
+/// request recorded before requests said whose is the merchant's (the only rule then). One
+/// rule for the check before pisgate deletes a signed payment and for `ledger verify`.
+pub fn cancel_requested_by(detail: &Value) -> &str {
+    detail
+        .get("by")
+        .and_then(Value::as_str)
+        .unwrap_or("merchant")
+}
+
 /// The facts of a payment that never change after creation.
 #[derive(Debug, Clone, Copy)]
 pub struct PaymentFacts<'a> {

@@ -679,8 +679,7 @@ pub(crate) async fn merchant_cancel_in_ledger(
         return Ok(false);
     };
     let holds = keyed_hash_holds(&raw);
-    // A request recorded before requests said whose is the merchant's (the only rule then).
-    Ok(holds && raw.detail["by"].as_str().unwrap_or("merchant") == "merchant")
+    Ok(holds && crate::ledger::binding::cancel_requested_by(&raw.detail) == "merchant")
 }
 
 /// Whether the payment's ledger records a merchant's cancel ([`merchant_cancel_in_ledger`])

@@ -830,12 +830,12 @@ pub async fn attention_payments(
                SELECT p.id, m.name AS merchant_name, p.status,
                       'disagrees with the bank: pisgate says ' || d.status
                           || ', the bank says ' || d.bank_status AS reason,
-                      d.first_seen_at AS since, 0 AS rank
+                      pisgate_readable_time(d.first_seen_at) AS since, 0 AS rank
                  FROM bank_disagreements d
                  JOIN payments p ON p.id = d.payment_id
                  JOIN merchants m ON m.id = p.merchant_id
                UNION ALL
-               SELECT p.id, m.name, p.status, x.reason, p.updated_at, 1
+               SELECT p.id, m.name, p.status, x.reason, pisgate_readable_time(p.updated_at), 1
                  FROM payments p
                  JOIN merchants m ON m.id = p.merchant_id
                  CROSS JOIN LATERAL (SELECT CASE

@@ -843,11 +843,23 @@ pub fn search_query(
         q.push(" AND amount_minor <= ").push_bind(a);
     }
     if let Some((ts, id)) = filter.after {
-        q.push(" AND (created_at, id) < (")
-            .push_bind(ts)
-            .push(", ")
-            .push_bind(id)
-            .push(")");
+        // After the cursor's payment where it is stored: its `created_at` read back by id
+        // (one primary-key read, planned once per page). The cursor carries the time as the
+        // API read it, clamped to 1970..9999 (`select_payment!`): for a time set to
+        // '-infinity' in SQL, comparing with it would serve the same page again and again.
+        // The cursor's own time only where its payment is not the merchant's (a cursor made
+        // up by hand).
+        q.push(
+            " AND (created_at, id) < (COALESCE((SELECT c.created_at FROM payments c WHERE c.id = ",
+        )
+        .push_bind(id)
+        .push(" AND c.merchant_id = ")
+        .push_bind(merchant_id)
+        .push("), ")
+        .push_bind(ts)
+        .push("), ")
+        .push_bind(id)
+        .push(")");
     }
     q.push(" ORDER BY created_at DESC, id DESC LIMIT ")
         .push_bind(limit);

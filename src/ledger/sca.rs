@@ -27,7 +27,9 @@ pub struct ScaHop {
 
 pub async fn get(conn: &mut PgConnection, id: Uuid) -> Result<ScaHop, sqlx::Error> {
     let row = sqlx::query!(
-        "SELECT sca_started_at, sca_authorisation_id, sca_psu_message FROM payments WHERE id = $1",
+        "SELECT pisgate_readable_time(sca_started_at) AS sca_started_at, sca_authorisation_id,
+                sca_psu_message
+         FROM payments WHERE id = $1",
         id
     )
     .fetch_optional(conn)

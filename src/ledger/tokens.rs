@@ -375,7 +375,9 @@ pub async fn load(
     psu_key: &str,
 ) -> Result<Option<LiveToken>, TokenError> {
     let Some(row) = sqlx::query!(
-        r#"SELECT issue_seq, key_id, access_token, refresh_token, access_expires_at
+        // Clamped like the refresher's read of the due tokens (`due_for_refresh`).
+        r#"SELECT issue_seq, key_id, access_token, refresh_token,
+                  pisgate_readable_time(access_expires_at) AS "access_expires_at!"
            FROM psu_tokens
            WHERE bank = $1 AND psu_key = $2 AND status = 'live'"#,
         bank,
@@ -488,7 +490,10 @@ pub async fn due_for_refresh(
         .unwrap_or(DateTime::<Utc>::MAX_UTC);
     let due = sqlx::query_as!(
         DueToken,
-        r#"SELECT t.bank, t.psu_key, t.issue_seq, t.access_expires_at
+        // The expiry read clamped (`pisgate_readable_time`): one set to '-infinity' in SQL
+        // made sqlx panic here and stopped the refresher of every replica in turn.
+        r#"SELECT t.bank, t.psu_key, t.issue_seq,
+                  pisgate_readable_time(t.access_expires_at) AS "access_expires_at!"
            FROM psu_tokens t
            WHERE t.status = 'live' AND t.refresh_token IS NOT NULL AND t.access_expires_at <= $1
              AND (t.refresh_not_before IS NULL OR t.refresh_not_before <= now())

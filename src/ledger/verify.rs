@@ -533,8 +533,7 @@ impl Chain {
             self.horizon = Some(h.to_owned());
         }
         if row.kind == "cancel_requested" {
-            // A request recorded before requests said whose is the merchant's.
-            self.cancel_by = Some(text("by").unwrap_or_else(|| "merchant".to_owned()));
+            self.cancel_by = Some(binding::cancel_requested_by(&row.detail).to_owned());
         }
         if matches!(row.kind.as_str(), "initiated" | "authorisation_started")
             && let Some(d) = row.detail.get("authorization_url_sha256")
@@ -622,8 +621,11 @@ impl Chain {
             }
         }
         // Every request is written with its event in one transaction (`request_cancel`), and
-        // nothing clears one: held for every chain.
-        if self.cancel_by != row.cancel_requested_by {
+        // nothing clears one. Before the columns existed (migration 20261128000001, before
+        // the binding), a cancel wrote its event alone: an unbound chain may record one that
+        // its row does not.
+        let from_before_the_columns = !bound && row.cancel_requested_by.is_none();
+        if self.cancel_by != row.cancel_requested_by && !from_before_the_columns {
             return Some(BreakReason::CancelMismatch {
                 payment: row.cancel_requested_by.clone(),
                 ledger: self.cancel_by.clone(),

@@ -856,7 +856,10 @@ pub async fn claim_due(
                      CASE WHEN e.previous_secret_expires_at > now() THEN e.previous_secret END
                          AS previous_sealed_secret,
                      ev.event_type, ev.payload,
-                     ev.created_at AS event_created_at, ev.trace_parent, ev.payment_id,
+                     -- clamped: an event time set to 'infinity' in SQL made sqlx panic and
+                     -- stopped every replica's dispatcher in turn; read so, it fails its MAC
+                     pisgate_readable_time(ev.created_at) AS "event_created_at!",
+                     ev.trace_parent, ev.payment_id,
                      ev.payload_mac, ev.mac_key_id"#,
         owner,
         millis(lease) as f64,

@@ -1073,49 +1073,65 @@ async fn a_hop_link_rewritten_in_sql_is_never_shown_to_the_merchant() {
 
 /// A cancel request is bound to the ledger (`cancel_requested` and its `by`). An insider who
 /// clears a merchant's cancel (pisgate would no longer stop the payment, and the merchant
-/// would hear `paid` for an order it cancelled), sets one nobody made, or hands the
-/// merchant's to the shopper is named by `ledger verify` and by the console's check of that
-/// payment; a cancelled payment nobody touched verifies.
+/// would hear `paid` for an order it cancelled), sets one nobody made, or moves a request
+/// from one party to the other (the merchant's alone lets pisgate delete a signed payment at
+/// the bank) is named by `ledger verify` and by the console's check of that payment. A
+/// payment cancelled by its merchant or its shopper and left alone verifies, and so does a
+/// chain from before the columns (its cancel event alone, without `by`).
 #[tokio::test]
 async fn a_cancel_request_edited_in_sql_is_named_by_ledger_verify() {
     let app = spawn_app().await;
     let m = app.create_merchant("Binding shop").await;
     let mut ids = Vec::new();
-    for _ in 0..4 {
+    let mut links = Vec::new();
+    for _ in 0..6 {
         let p = app.create_payment(&m.api_key, &body("FI")).await;
         ids.push(p["id"].as_str().unwrap().parse::<Uuid>().unwrap());
+        links.push(p["authorization_url"].as_str().unwrap().to_owned());
     }
-    let [cleared, set, handed, untouched] = ids[..] else {
+    let [cleared, set, handed, taken, by_merchant, by_shopper] = ids[..] else {
         unreachable!()
     };
-    for id in [cleared, handed, untouched] {
+    for id in [cleared, handed, by_merchant] {
         let r = crate::truth::cancel(&app, &m.api_key, &id.to_string()).await;
         assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
     }
+    for (id, link) in ids.iter().zip(&links) {
+        if [taken, by_shopper].contains(id) {
+            let r = crate::consent::press_cancel(&app, link).await;
+            assert!(r.status().is_redirection(), "{}", r.status());
+        }
+    }
+    // From before the columns: a cancel event alone, without `by`, in an unbound chain.
+    let legacy = tamper::insert_payment(&app.pool).await;
+    tamper::append(&app.pool, legacy, NewEvent::new("created")).await;
+    tamper::append(&app.pool, legacy, NewEvent::new("cancel_requested")).await;
     crate::helpers::assert_ledger_verifies(&app.pool).await;
 
-    as_insider(
-        &app,
-        cleared,
-        "UPDATE payments SET cancel_requested_at = NULL, cancel_requested_by = NULL WHERE id = $1",
-    )
-    .await;
-    as_insider(
-        &app,
-        set,
-        "UPDATE payments SET cancel_requested_at = now(), cancel_requested_by = 'merchant' WHERE id = $1",
-    )
-    .await;
-    as_insider(
-        &app,
-        handed,
-        "UPDATE payments SET cancel_requested_by = 'shopper' WHERE id = $1",
-    )
-    .await;
+    for (id, edit) in [
+        (
+            cleared,
+            "UPDATE payments SET cancel_requested_at = NULL, cancel_requested_by = NULL WHERE id = $1",
+        ),
+        (
+            set,
+            "UPDATE payments SET cancel_requested_at = now(), cancel_requested_by = 'merchant' WHERE id = $1",
+        ),
+        (
+            handed,
+            "UPDATE payments SET cancel_requested_by = 'shopper' WHERE id = $1",
+        ),
+        (
+            taken,
+            "UPDATE payments SET cancel_requested_by = 'merchant' WHERE id = $1",
+        ),
+    ] {
+        as_insider(&app, id, edit).await;
+    }
 
     let keys = crate::helpers::ledger_keys();
     let report = events::verify_all(&app.pool, &keys).await.unwrap();
-    assert_eq!(report.broken_payments, 3, "{report:?}");
+    assert_eq!(report.broken_payments, 4, "{report:?}");
     let expected = [
         (
             cleared,
@@ -1135,6 +1151,12 @@ async fn a_cancel_request_edited_in_sql_is_named_by_ledger_verify() {
             Some("merchant"),
             "the payment row says the shopper asked to cancel, its ledger says the merchant asked to cancel",
         ),
+        (
+            taken,
+            Some("merchant"),
+            Some("shopper"),
+            "the payment row says the merchant asked to cancel, its ledger says the shopper asked to cancel",
+        ),
     ];
     for (id, row, ledger, text) in expected {
         let one = events::verify_payment(&app.pool, &keys, id).await.unwrap();
@@ -1151,8 +1173,8 @@ async fn a_cancel_request_edited_in_sql_is_named_by_ledger_verify() {
         );
         assert!(broken.to_string().contains(text), "{broken}");
     }
-    let one = events::verify_payment(&app.pool, &keys, untouched)
-        .await
-        .unwrap();
-    assert!(one.first_broken.is_none(), "{one:?}");
+    for id in [by_merchant, by_shopper, legacy] {
+        let one = events::verify_payment(&app.pool, &keys, id).await.unwrap();
+        assert!(one.first_broken.is_none(), "{one:?}");
+    }
 }

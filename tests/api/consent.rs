@@ -63,7 +63,7 @@ async fn status_of(app: &TestApp, id: &str) -> String {
 }
 
 /// Presses the consent page's cancel button: posts the hop's token to `…/cancel`.
-async fn press_cancel(app: &TestApp, url: &str) -> reqwest::Response {
+pub(crate) async fn press_cancel(app: &TestApp, url: &str) -> reqwest::Response {
     let (hop, token) = url.split_once("?t=").unwrap();
     app.client
         .post(format!("{hop}/cancel"))

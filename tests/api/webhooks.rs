@@ -1297,6 +1297,20 @@ async fn first_attempt_failed_then(sql: &str) -> (TestApp, String, String, Recei
     (app, m.api_key, endpoint, receiver)
 }
 
+/// An event's time set to `'infinity'` in SQL: the dispatcher's claim read it with sqlx,
+/// which panics on a time chrono cannot hold, and the panic stopped that replica's
+/// dispatcher (and each replica's in turn, as the lease ran out): no merchant heard anything
+/// more. Now it reads it clamped (`pisgate_readable_time`), the event fails its MAC and is
+/// refused like any other edit, and the dispatcher goes on.
+#[tokio::test]
+async fn a_webhook_event_whose_time_was_set_to_infinity_is_refused_and_stops_no_dispatcher() {
+    tampered_event_is_never_sent(
+        "UPDATE webhook_events SET created_at = 'infinity' WHERE payment_id = $1",
+        "ledger MAC (edited)",
+    )
+    .await;
+}
+
 /// The insider's forgery with a date from before payloads were bound: an event edited, its
 /// MAC removed and its `created_at` set to years ago. No date exempts an event from its MAC (those
 /// from before the binding were sealed at that upgrade, `ledger::seal`): never sent.

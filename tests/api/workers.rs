@@ -529,6 +529,47 @@ async fn a_token_about_to_expire_is_refreshed_while_its_shopper_has_payments_in_
     assert_eq!(app.bank_calls(Operation::Token), calls);
 }
 
+/// One shopper's token expiry set to `'-infinity'` in SQL: the refresher's read of the due
+/// tokens made sqlx panic (a time chrono cannot hold), which stopped that replica's
+/// refresher for every shopper (and each replica's in turn). Now it reads it clamped: both
+/// shoppers' tokens are refreshed.
+#[tokio::test]
+async fn a_token_expiry_set_to_minus_infinity_stops_no_refresher() {
+    let app = refreshing_app("9s", 10).await;
+    let m = app.create_merchant("Shop").await;
+    for shopper in ["shopper-1", "shopper-2"] {
+        let payment = crate::payments::with(body("FI"), json!({ "psu_id": shopper }));
+        signed(&app, &m, shopper, payment).await;
+    }
+    let seqs = || async {
+        let rows: Vec<(String, i64)> =
+            sqlx::query_as("SELECT psu_key, issue_seq FROM psu_tokens ORDER BY psu_key")
+                .fetch_all(&app.pool)
+                .await
+                .unwrap();
+        rows
+    };
+    let at_exchange = seqs().await;
+    assert_eq!(at_exchange.len(), 2, "{at_exchange:?}");
+    sqlx::query("UPDATE psu_tokens SET access_expires_at = '-infinity' WHERE psu_key = $1")
+        .bind(&at_exchange[0].0)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let started = Instant::now();
+    loop {
+        let now = seqs().await;
+        if now.iter().zip(&at_exchange).all(|(n, e)| n.1 > e.1) {
+            break;
+        }
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "not both refreshed: {at_exchange:?} then {now:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
 /// The database is unreachable (57P01, as a restarting primary answers) for the first three
 /// tries to store a refreshed pair. The bank has already used up the old refresh token, so
 /// the new pair is retried until it is stored: the shopper's token stays live and works.
@@ -1184,9 +1225,19 @@ async fn a_payment_whose_times_are_set_to_infinity_in_sql_is_served_listed_and_p
                  hop_opened_at = '-infinity', callback_claimed_until = '-infinity',
                  initiation_lease_until = '-infinity'";
     let mut tx = app.pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE payments DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    // Before the bank pays it: the `paid` that ends the test is recorded after the edit.
+    let (status, seq_at_edit): (String, i32) = sqlx::query_as(&format!(
+        "UPDATE payments SET {times} WHERE id = '{id}' RETURNING status, ledger_seq"
+    ))
+    .fetch_one(&mut *tx)
+    .await
+    .unwrap();
+    assert_ne!(status, "paid", "the bank paid before the edit");
     for statement in [
-        "ALTER TABLE payments DISABLE TRIGGER USER".to_owned(),
-        format!("UPDATE payments SET {times} WHERE id = '{id}'"),
         format!(
             "UPDATE payments SET {times}, cancel_requested_at = 'infinity' WHERE id = '{other}'"
         ),
@@ -1225,6 +1276,27 @@ async fn a_payment_whose_times_are_set_to_infinity_in_sql_is_served_listed_and_p
         listed.contains(&id.as_str()) && listed.contains(&other.as_str()),
         "{listed:?}"
     );
+    // Page by page: both payments once each, and the pages end (the cursor carries the
+    // clamped time; compared with it, the same page came back for ever).
+    let mut paged = Vec::new();
+    let mut path = "/v1/payments?limit=1".to_owned();
+    for _ in 0..4 {
+        let page: Value = app.get_as(&path, &m.api_key).await.json().await.unwrap();
+        for p in page["data"].as_array().unwrap() {
+            paged.push(p["id"].as_str().unwrap().to_owned());
+        }
+        match page["next_cursor"].as_str() {
+            Some(c) => path = format!("/v1/payments?limit=1&cursor={c}"),
+            None => break,
+        }
+    }
+    let mut want = vec![id.clone(), other.clone()];
+    want.sort();
+    want.reverse();
+    assert_eq!(
+        paged, want,
+        "one page each, newest id first (both made '-infinity')"
+    );
     // The operator console's search and payment page read the same row.
     use crate::console::{EMAIL, PASSWORD, create_operator, get, session_cookie};
     assert!(create_operator(&app, EMAIL, PASSWORD).status.success());
@@ -1245,10 +1317,15 @@ async fn a_payment_whose_times_are_set_to_infinity_in_sql_is_served_listed_and_p
     )
     .await;
     assert_eq!(views[0]["status"], "paid", "{}", views[0]);
-    let changes = changes(&events(&app, &m.api_key, &id).await);
-    assert_eq!(
-        changes.last().map(|(_, to)| to.as_str()),
-        Some("paid"),
-        "the poll recorded the bank's Paid after the edit: {changes:?}"
+    let paid_at_seq: i32 = sqlx::query_scalar(
+        "SELECT seq FROM payment_events WHERE payment_id = $1::uuid AND new_status = 'paid'",
+    )
+    .bind(&id)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert!(
+        paid_at_seq > seq_at_edit,
+        "the poll recorded the bank's Paid after the edit ({paid_at_seq} > {seq_at_edit})"
     );
 }
