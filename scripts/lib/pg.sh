@@ -157,15 +157,18 @@ pg_running() {
 }
 
 pg_stop() {
-    local name=${1:-dev} bindir dir
+    local name=${1:-dev} mode=${2:-fast} bindir dir
     bindir=$(pg_bindir) || return 0
     dir="$PG_STATE_DIR/pg-$name"
     [ -d "$dir/data" ] || return 0
-    pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -m fast -w stop >/dev/null 2>&1 || true
+    pg_as_owner "$bindir/pg_ctl" -D "$dir/data" -m "$mode" -w stop >/dev/null 2>&1 || true
 }
 
+# Stops the cluster without its shutdown checkpoint (its files are deleted next: after a test
+# run, thousands of databases copied from the template are dirty in its buffers) and deletes
+# it.
 pg_destroy() {
     local name=${1:-dev}
-    pg_stop "$name"
+    pg_stop "$name" immediate
     rm -rf "${PG_STATE_DIR:?}/pg-$name"
 }

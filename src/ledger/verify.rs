@@ -474,6 +474,9 @@ struct Chain {
     horizon: Option<String>,
     /// Who the last `cancel_requested` event says asked to cancel, `None` for nobody.
     cancel_by: Option<String>,
+    /// Whether that event is unkeyed (version 1): written before the keyed chain, so before
+    /// the row's cancel columns.
+    cancel_unkeyed: bool,
     payment: Option<PaymentHead>,
     /// The checkpoint's (seq, head) for this payment, and whether the walk passed it.
     checkpointed: Option<(i32, Vec<u8>)>,
@@ -534,6 +537,7 @@ impl Chain {
         }
         if row.kind == "cancel_requested" {
             self.cancel_by = Some(binding::cancel_requested_by(&row.detail).to_owned());
+            self.cancel_unkeyed = row.hash_version == HASH_V1;
         }
         if matches!(row.kind.as_str(), "initiated" | "authorisation_started")
             && let Some(d) = row.detail.get("authorization_url_sha256")
@@ -621,10 +625,12 @@ impl Chain {
             }
         }
         // Every request is written with its event in one transaction (`request_cancel`), and
-        // nothing clears one. Before the columns existed (migration 20261128000001, before
-        // the binding), a cancel wrote its event alone: an unbound chain may record one that
-        // its row does not.
-        let from_before_the_columns = !bound && row.cancel_requested_by.is_none();
+        // nothing clears one. Before the columns existed (migration 20261128000001, just
+        // before the keyed chain), a merchant's cancel wrote its event alone: an unkeyed
+        // (version 1) cancel event may stand without the row's request.
+        let from_before_the_columns = self.cancel_unkeyed
+            && self.cancel_by.as_deref() == Some("merchant")
+            && row.cancel_requested_by.is_none();
         if self.cancel_by != row.cancel_requested_by && !from_before_the_columns {
             return Some(BreakReason::CancelMismatch {
                 payment: row.cancel_requested_by.clone(),
@@ -694,6 +700,7 @@ impl<'k> Verifier<'k> {
                 occurrences: 0,
                 horizon: None,
                 cancel_by: None,
+                cancel_unkeyed: false,
                 payment: None,
                 checkpointed: self.checkpoint_heads.remove(&row.payment_id),
                 checkpoint_seen: false,

@@ -904,7 +904,10 @@ pub async fn next_due(pool: &Db, caps: Caps) -> Result<Option<DateTime<Utc>>, sq
                ) f ON true
                WHERE e.status = 'enabled'
            )
-           SELECT min(greatest(at, merchant_frees_at)) AS at
+           -- Clamped (`pisgate_readable_time`): a delivery's time set to 'infinity' in SQL is
+           -- never claimed, so once nothing else is pending it is the earliest; decoded as
+           -- is, sqlx panicked and the dispatcher of every replica stopped.
+           SELECT pisgate_readable_time(min(greatest(at, merchant_frees_at))) AS at
            FROM per_endpoint WHERE at IS NOT NULL"#,
         caps.per_endpoint,
         caps.per_merchant,

@@ -41,6 +41,9 @@ pub fn metrics_handle() -> PrometheusHandle {
             metrics::counter!("pisgate_payments_created_total").absolute(0);
             metrics::counter!("pisgate_ledger_verify_failures_total").absolute(0);
             metrics::counter!("pisgate_ledger_binding_mismatches_total").absolute(0);
+            for worker in ["poller", "refresher", "purger", "webhooks", "checkpointer"] {
+                metrics::counter!("pisgate_worker_restarts_total", "worker" => worker).absolute(0);
+            }
             for outcome in ["ok", "failed", "retried"] {
                 metrics::counter!("pisgate_token_exchanges_total", "outcome" => outcome)
                     .absolute(0);
@@ -107,6 +110,10 @@ fn describe_metrics() {
     describe_counter!(
         "pisgate_ledger_binding_mismatches_total",
         "Actions refused because a row is not what its ledger recorded (a row rewritten outside pisgate): a bank report for a bank id the ledger never recorded, a shopper not sent to a bank link the ledger never recorded, a webhook event whose payload fails its MAC, an idempotency answer that fails its MAC. Investigate, run `pisgate ledger verify`."
+    );
+    describe_counter!(
+        "pisgate_worker_restarts_total",
+        "Background worker loops (poller, refresher, webhooks, purger, checkpointer) run again after a panic, by worker. Any is a bug or a row edited outside pisgate: read the replica's log (\"worker panicked\")."
     );
     describe_counter!(
         "pisgate_polls_total",

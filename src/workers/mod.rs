@@ -84,34 +84,31 @@ impl Workers {
     pub fn spawn(ctx: WorkerContext, stop: watch::Receiver<bool>) -> Workers {
         let mut handles = Vec::new();
         let s = &ctx.settings;
-        if s.poller.enabled {
+        let mut start = |name: &'static str, run: WorkerRun| {
             handles.push((
-                "poller",
-                tokio::spawn(poller::run(ctx.clone(), stop.clone())),
+                name,
+                tokio::spawn(supervise(
+                    name,
+                    ctx.clone(),
+                    stop.clone(),
+                    run,
+                    RESTART_PAUSE,
+                )),
             ));
+        };
+        if s.poller.enabled {
+            start("poller", |c, s| Box::pin(poller::run(c, s)));
         }
         if s.refresher.enabled {
-            handles.push((
-                "refresher",
-                tokio::spawn(refresher::run(ctx.clone(), stop.clone())),
-            ));
+            start("refresher", |c, s| Box::pin(refresher::run(c, s)));
         }
         // Cheap and idempotent: every replica runs it.
-        handles.push((
-            "purger",
-            tokio::spawn(purger::run(ctx.clone(), stop.clone())),
-        ));
+        start("purger", |c, s| Box::pin(purger::run(c, s)));
         if s.webhooks.enabled {
-            handles.push((
-                "webhooks",
-                tokio::spawn(webhooks::run(ctx.clone(), stop.clone())),
-            ));
+            start("webhooks", |c, s| Box::pin(webhooks::run(c, s)));
         }
         if s.ledger.checkpoint_enabled {
-            handles.push((
-                "checkpointer",
-                tokio::spawn(checkpointer::run(ctx.clone(), stop.clone())),
-            ));
+            start("checkpointer", |c, s| Box::pin(checkpointer::run(c, s)));
         }
         tracing::info!(
             owner = %ctx.owner,
@@ -139,6 +136,69 @@ impl Workers {
 }
 
 pub use crate::ledger::listener::stopped;
+
+/// A worker loop as [`Workers::spawn`] starts it (`C`: what it runs with, [`WorkerContext`]).
+type WorkerRun<C = WorkerContext> =
+    fn(C, watch::Receiver<bool>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
+/// The pause before a panicked worker runs again: it doubles from the first to the second
+/// after each panic in a row, and starts over once a run has lasted the second.
+const RESTART_PAUSE: (Duration, Duration) = (Duration::from_secs(1), Duration::from_secs(60));
+
+/// Aborts the task when dropped: a supervisor aborted at shutdown takes its worker with it.
+struct AbortOnDrop(JoinHandle<()>);
+
+impl Drop for AbortOnDrop {
+    fn drop(&mut self) {
+        self.0.abort();
+    }
+}
+
+/// Runs a worker loop, and runs it again when it panics (after a pause, [`RESTART_PAUSE`])
+/// until it is told to stop: one row whose read panics (a time edited in SQL beyond what
+/// chrono holds, a bug) must not end a replica's poller, dispatcher or refresher for good,
+/// leaving payments nobody asks the bank about and merchants who hear nothing. Each restart
+/// is logged and counted (`pisgate_worker_restarts_total{worker}`, alert
+/// `PisgateWorkerRestarting`). The loops start from the database each time; what a dead run
+/// held (leases) runs out on its own.
+async fn supervise<C: Clone>(
+    name: &'static str,
+    ctx: C,
+    stop: watch::Receiver<bool>,
+    run: WorkerRun<C>,
+    (first_pause, longest_pause): (Duration, Duration),
+) {
+    let mut pause = first_pause;
+    loop {
+        let started = Instant::now();
+        let mut task = AbortOnDrop(tokio::spawn(run(ctx.clone(), stop.clone())));
+        match (&mut task.0).await {
+            Ok(()) => return,
+            Err(e) if e.is_panic() && !*stop.borrow() => {}
+            Err(e) => {
+                if e.is_panic() {
+                    tracing::error!(worker = name, "worker panicked while stopping");
+                }
+                return;
+            }
+        }
+        if started.elapsed() >= longest_pause {
+            pause = first_pause;
+        }
+        metrics::counter!("pisgate_worker_restarts_total", "worker" => name).increment(1);
+        tracing::error!(
+            worker = name,
+            restart_in_ms = u64::try_from(pause.as_millis()).unwrap_or(u64::MAX),
+            "worker panicked; running it again"
+        );
+        let mut until_stop = stop.clone();
+        tokio::select! {
+            _ = tokio::time::sleep(pause) => {}
+            _ = stopped(&mut until_stop) => return,
+        }
+        pause = (pause * 2).min(longest_pause);
+    }
+}
 
 /// Spaces calls to at most `per_sec` a second, allowing a burst of one second's worth.
 /// Shared by every task of one worker in one replica.
@@ -291,5 +351,73 @@ mod tests {
         let took = start.elapsed();
         assert!(took >= Duration::from_millis(900), "{took:?}");
         assert!(took <= Duration::from_millis(1100), "{took:?}");
+    }
+
+    /// A run that panics on its first `ctx.1` calls, then waits for the stop.
+    fn panics_at_first(
+        ctx: (Arc<std::sync::atomic::AtomicUsize>, usize),
+        mut stop: watch::Receiver<bool>,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(async move {
+            let run = ctx.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
+            if run <= ctx.1 {
+                panic!("run {run} panics");
+            }
+            stopped(&mut stop).await;
+        })
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_panicked_worker_runs_again_after_a_doubling_pause_until_stopped() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let start = Instant::now();
+        let pauses = (Duration::from_secs(1), Duration::from_secs(60));
+        let supervisor = tokio::spawn(supervise(
+            "test",
+            (runs.clone(), 3),
+            stop,
+            panics_at_first,
+            pauses,
+        ));
+        while runs.load(std::sync::atomic::Ordering::SeqCst) < 4 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        // Three panics, three pauses: 1 s, 2 s, 4 s.
+        let took = start.elapsed();
+        assert!(
+            took >= Duration::from_secs(7) && took < Duration::from_secs(8),
+            "{took:?}"
+        );
+        assert!(!supervisor.is_finished(), "the fourth run is still running");
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), supervisor)
+            .await
+            .expect("the supervisor returns once stopped")
+            .unwrap();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 4);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_worker_stopped_during_the_pause_is_not_run_again() {
+        let runs = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (stop_tx, stop) = watch::channel(false);
+        let pauses = (Duration::from_secs(30), Duration::from_secs(60));
+        let supervisor = tokio::spawn(supervise(
+            "test",
+            (runs.clone(), usize::MAX),
+            stop,
+            panics_at_first,
+            pauses,
+        ));
+        while runs.load(std::sync::atomic::Ordering::SeqCst) < 1 {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop_tx.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(1), supervisor)
+            .await
+            .expect("the supervisor returns during its pause")
+            .unwrap();
+        assert_eq!(runs.load(std::sync::atomic::Ordering::SeqCst), 1);
     }
 }

@@ -1077,7 +1077,7 @@ async fn a_hop_link_rewritten_in_sql_is_never_shown_to_the_merchant() {
 /// from one party to the other (the merchant's alone lets pisgate delete a signed payment at
 /// the bank) is named by `ledger verify` and by the console's check of that payment. A
 /// payment cancelled by its merchant or its shopper and left alone verifies, and so does a
-/// chain from before the columns (its cancel event alone, without `by`).
+/// chain from before the columns (its unkeyed cancel event alone, without `by`).
 #[tokio::test]
 async fn a_cancel_request_edited_in_sql_is_named_by_ledger_verify() {
     let app = spawn_app().await;
@@ -1102,11 +1102,18 @@ async fn a_cancel_request_edited_in_sql_is_named_by_ledger_verify() {
             assert!(r.status().is_redirection(), "{}", r.status());
         }
     }
-    // From before the columns: a cancel event alone, without `by`, in an unbound chain.
+    // From before the columns: a cancel event alone, without `by`, in an unkeyed chain
+    // (version 1, as written then).
     let legacy = tamper::insert_payment(&app.pool).await;
     tamper::append(&app.pool, legacy, NewEvent::new("created")).await;
     tamper::append(&app.pool, legacy, NewEvent::new("cancel_requested")).await;
+    tamper::rechain_unkeyed(&app.pool, legacy).await;
     crate::helpers::assert_ledger_verifies(&app.pool).await;
+    // The same event signed with the key, its row without the request: an insider's clear of
+    // a chain written after the columns and before the binding (no facts) is held.
+    let keyed = tamper::insert_payment(&app.pool).await;
+    tamper::append(&app.pool, keyed, NewEvent::new("created")).await;
+    tamper::append(&app.pool, keyed, NewEvent::new("cancel_requested")).await;
 
     for (id, edit) in [
         (
@@ -1131,7 +1138,15 @@ async fn a_cancel_request_edited_in_sql_is_named_by_ledger_verify() {
 
     let keys = crate::helpers::ledger_keys();
     let report = events::verify_all(&app.pool, &keys).await.unwrap();
-    assert_eq!(report.broken_payments, 4, "{report:?}");
+    assert_eq!(report.broken_payments, 5, "{report:?}");
+    let unkeyed: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM payment_events WHERE payment_id = $1 AND hash_version = 1",
+    )
+    .bind(legacy)
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(unkeyed, 2, "the legacy chain is unkeyed");
     let expected = [
         (
             cleared,
@@ -1156,6 +1171,12 @@ async fn a_cancel_request_edited_in_sql_is_named_by_ledger_verify() {
             Some("merchant"),
             Some("shopper"),
             "the payment row says the merchant asked to cancel, its ledger says the shopper asked to cancel",
+        ),
+        (
+            keyed,
+            None,
+            Some("merchant"),
+            "the payment row says nobody asked to cancel, its ledger says the merchant asked to cancel",
         ),
     ];
     for (id, row, ledger, text) in expected {

@@ -441,35 +441,7 @@ async fn ledger_a_payment_rewritten_as_unkeyed_from_its_first_event_is_caught_by
     let id = paid_payment(&pool).await;
     checkpoints::create(&pool, &keys()).await.unwrap();
     // Every event re-chained as version 1 (no key needed), head moved to match.
-    let listed = events::list(&pool, id).await.unwrap();
-    let mut prev: Option<Vec<u8>> = None;
-    let mut tx = pool.begin().await.unwrap();
-    sqlx::query("ALTER TABLE payment_events DISABLE TRIGGER USER")
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    for e in &listed {
-        let hash = tamper::unkeyed_hash(prev.as_deref(), e);
-        sqlx::query(
-            "UPDATE payment_events SET hash_version = 1, key_id = NULL, prev_hash = $3, hash = $4
-             WHERE payment_id = $1 AND seq = $2",
-        )
-        .bind(id)
-        .bind(e.seq)
-        .bind(&prev)
-        .bind(&hash)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-        prev = Some(hash);
-    }
-    sqlx::query("UPDATE payments SET ledger_head = $2 WHERE id = $1")
-        .bind(id)
-        .bind(&prev)
-        .execute(&mut *tx)
-        .await
-        .unwrap();
-    tx.commit().await.unwrap();
+    tamper::rechain_unkeyed(&pool, id).await;
     let report = events::verify_all(&pool, &keys()).await.unwrap();
     let first = report.first_broken.expect("caught");
     assert_eq!(

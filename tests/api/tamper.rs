@@ -246,6 +246,44 @@ pub fn unkeyed_hash(prev: Option<&[u8]>, e: &StoredEvent) -> Vec<u8> {
     h.finalize().to_vec()
 }
 
+/// Re-chains every event of the payment as version 1 (unkeyed, as written before the keyed
+/// chain: no key needed) and moves its head to match.
+pub async fn rechain_unkeyed(pool: &Db, id: Uuid) {
+    let listed = events::list(pool, id).await.unwrap();
+    let mut prev: Option<Vec<u8>> = None;
+    let mut tx = pool.begin().await.unwrap();
+    sqlx::query("ALTER TABLE payment_events DISABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    for e in &listed {
+        let hash = unkeyed_hash(prev.as_deref(), e);
+        sqlx::query(
+            "UPDATE payment_events SET hash_version = 1, key_id = NULL, prev_hash = $3, hash = $4
+             WHERE payment_id = $1 AND seq = $2",
+        )
+        .bind(id)
+        .bind(e.seq)
+        .bind(&prev)
+        .bind(&hash)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+        prev = Some(hash);
+    }
+    sqlx::query("ALTER TABLE payment_events ENABLE TRIGGER USER")
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    sqlx::query("UPDATE payments SET ledger_head = $2 WHERE id = $1")
+        .bind(id)
+        .bind(&prev)
+        .execute(&mut *tx)
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
 /// Rewrites a paid payment's paid event (seq 4) as rejected and re-chains it and everything
 /// after it with unkeyed hashes; `downgrade` also marks them version 1.
 async fn unkeyed_rewrite(pool: &Db, id: Uuid, downgrade: bool) {

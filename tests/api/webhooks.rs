@@ -1311,6 +1311,49 @@ async fn a_webhook_event_whose_time_was_set_to_infinity_is_refused_and_stops_no_
     .await;
 }
 
+/// A pending delivery rescheduled to `'infinity'` in SQL is never claimed, so once nothing
+/// else is pending it is the dispatcher's next due time: read as is, sqlx panicked and the
+/// dispatcher stopped on every replica. Now the dispatcher idles past it without a restart
+/// (`pisgate_worker_restarts_total` stays 0) and the payment's next event is delivered.
+#[tokio::test]
+async fn a_delivery_rescheduled_to_infinity_stops_no_dispatcher() {
+    let (app, key, _endpoint, receiver) = first_attempt_failed_then(
+        "UPDATE webhook_deliveries SET next_attempt_at = 'infinity', owner = NULL
+         WHERE event_id IN (SELECT id FROM webhook_events WHERE payment_id = $1)",
+    )
+    .await;
+    // The dispatcher waits with only that delivery pending (its idle wait is 1 s).
+    tokio::time::sleep(Duration::from_millis(2500)).await;
+    let payment: String = sqlx::query_scalar(
+        "SELECT payment_id::text FROM webhook_events ORDER BY created_at DESC LIMIT 1",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    let r = crate::truth::cancel(&app, &key, &payment).await;
+    assert!(r.status().is_success(), "{}", r.status());
+    let got = eventually("the cancel's webhook", || async {
+        let got = receiver.received();
+        (!got.is_empty()).then_some(got)
+    })
+    .await;
+    assert!(
+        got.iter().all(|w| w.event_type != "payment.authorized"),
+        "the rescheduled delivery was sent: {:?}",
+        got.iter().map(|w| &w.event_type).collect::<Vec<_>>()
+    );
+    let scrape = app.metrics().await;
+    assert!(
+        scrape.contains("pisgate_worker_restarts_total{worker=\"webhooks\"} 0"),
+        "{}",
+        scrape
+            .lines()
+            .filter(|l| l.starts_with("pisgate_worker_restarts_total"))
+            .collect::<Vec<_>>()
+            .join("\n")
+    );
+}
+
 /// The insider's forgery with a date from before payloads were bound: an event edited, its
 /// MAC removed and its `created_at` set to years ago. No date exempts an event from its MAC (those
 /// from before the binding were sealed at that upgrade, `ledger::seal`): never sent.
