@@ -137,9 +137,11 @@ impl Workers {
 
 pub use crate::ledger::listener::stopped;
 
+/// One run of a worker loop.
+type WorkerFuture = std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+
 /// A worker loop as [`Workers::spawn`] starts it (`C`: what it runs with, [`WorkerContext`]).
-type WorkerRun<C = WorkerContext> =
-    fn(C, watch::Receiver<bool>) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>>;
+type WorkerRun<C = WorkerContext> = fn(C, watch::Receiver<bool>) -> WorkerFuture;
 
 /// The pause before a panicked worker runs again: it doubles from the first to the second
 /// after each panic in a row, and starts over once a run has lasted the second.
@@ -357,7 +359,7 @@ mod tests {
     fn panics_at_first(
         ctx: (Arc<std::sync::atomic::AtomicUsize>, usize),
         mut stop: watch::Receiver<bool>,
-    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+    ) -> WorkerFuture {
         Box::pin(async move {
             let run = ctx.0.fetch_add(1, std::sync::atomic::Ordering::SeqCst) + 1;
             if run <= ctx.1 {
