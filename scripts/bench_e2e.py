@@ -20,7 +20,12 @@ the minimal floor's per transaction; the machine's RSA-2048 signature time (`ope
 before and after the runs) and serve's CPU per payment in those signatures, which moves less
 with the host's speed than milliseconds do; status polls/s of one replica with the sandbox in its own
 process; the delay from pisgate recording a status change to the merchant's receiver; the
-time from start to /readyz; RSS idle and under load.
+time from start to /readyz; RSS idle and under load; at 32 connections, the share of the
+updates of `payments`, `idempotency_keys` and `payment_polls` that were HOT (the new row version
+on its page, no index entries) and where PostgreSQL's time goes by statement.
+
+BENCH_SQL="ALTER TABLE ..." runs that SQL once serve has migrated the database, before any
+load: a schema experiment measured without a migration (docs/perf/postgres.md).
 """
 
 import base64
@@ -547,6 +552,20 @@ def statement_profile(payments):
     return statements, statements / payments, top
 
 
+def hot_updates():
+    """Updates of the tables a payment rewrites, and how many were HOT (the new version on
+    the old one's page, no index entry): a wide row's update that finds no room on its page
+    writes an entry into every index of the table."""
+    time.sleep(1.5)  # backends report their table counters at most once a second
+    out = []
+    for line in psql("""
+        SELECT relname, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables
+        WHERE relname IN ('payments', 'idempotency_keys', 'payment_polls') ORDER BY relname""").splitlines():
+        name, upd, hot = line.split("|")
+        out.append((name, int(upd), int(hot)))
+    return out
+
+
 def median_run(runs):
     runs = sorted(runs, key=lambda r: r["rps"])
     return runs[len(runs) // 2]
@@ -705,6 +724,9 @@ def main():
     stack.start_sandbox()
     try:
         ready_ms = stack.start_serve()
+        if os.environ.get("BENCH_SQL"):
+            # An experiment's change to the schema serve migrated (BENCH_SQL="ALTER TABLE ...").
+            psql(os.environ["BENCH_SQL"])
         time.sleep(0.5)
         rss_idle = rss_mb(stack.serve_proc.pid)
         script = os.path.join(work, "post.lua")
@@ -717,12 +739,15 @@ def main():
         create_minimal_floor_db()
         rows = []
         profile = None
+        hot = None
         for c in CONNECTIONS:
             if c == 32:
                 psql("SELECT pg_stat_statements_reset()")
+                psql("SELECT pg_stat_reset()")
             runs = [run_wrk(stack, script, c, SECONDS, f"c{c}r{i}") for i in range(RUNS)]
             if c == 32:
                 profile = statement_profile(sum(r["created"] for r in runs))
+                hot = hot_updates()
             floors = [run_pgbench(stack, c, SECONDS, work) for _ in range(RUNS)]
             minimal = [run_pgbench(stack, c, SECONDS, work, minimal=True) for _ in range(RUNS)]
             rows.append((c, median_run(runs), median_floor(floors), median_floor(minimal)))
@@ -777,6 +802,9 @@ def main():
         print(f"status change recorded -> merchant's receiver ({WEBHOOK_PAYMENTS} webhooks, ~{WEBHOOK_RATE} changes/s, one endpoint): "
               f"p50 {hook[0]:.1f} ms, p99 {hook[1]:.1f} ms, max {hook[2]:.1f} ms")
     print(f"start to /readyz 200: {ready_ms:.0f} ms; serve RSS idle {rss_idle:.0f} MB, peak under load {rss_peak:.0f} MB")
+    if hot:
+        print("updates at 32 connections that were HOT (no index entries): " + ", ".join(
+            f"{name} {h}/{u} ({h / u * 100:.0f}%)" if u else f"{name} 0/0" for name, u, h in hot))
     if profile:
         statements, per_payment, top = profile
         print()

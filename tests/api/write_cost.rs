@@ -577,3 +577,61 @@ async fn updated_at_moves_exactly_when_a_column_a_merchant_sees_changes_and_the_
         );
     }
 }
+
+/// Keys claimed in a burst, faster than their bank answers come back, each get their answer
+/// (about 1 kB added to a row of about 200 bytes) as a HOT update: `idempotency_keys` leaves
+/// room on each page for it (fillfactor 15, migration 20261213100000). With pages packed full
+/// of claims (the table's default), most of these answers moved their row to another page
+/// and wrote new entries into both indexes of the table.
+#[tokio::test]
+async fn keys_claimed_in_a_burst_get_their_answers_as_hot_updates() {
+    let app = spawn_app().await;
+    let m = app.create_merchant("Burst shop").await;
+    let answer = serde_json::json!({ "id": Uuid::new_v4(), "pad": "x".repeat(880) });
+    for i in 0..24 {
+        sqlx::query(
+            "INSERT INTO idempotency_keys
+                 (merchant_id, key, request_hash, expires_at, locked_until, body_hash)
+             VALUES ($1, 'burst-' || $2, sha256($2::text::bytea), now() + interval '1 day',
+                     now() + interval '15 seconds', sha256(('b' || $2)::bytea))",
+        )
+        .bind(m.id)
+        .bind(i)
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    }
+    for i in 0..24 {
+        let n = sqlx::query(
+            "UPDATE idempotency_keys
+                SET response_status = 201, response_body = $3, completed_at = now()
+              WHERE merchant_id = $1 AND key = 'burst-' || $2",
+        )
+        .bind(m.id)
+        .bind(i)
+        .bind(&answer)
+        .execute(&app.pool)
+        .await
+        .unwrap()
+        .rows_affected();
+        assert_eq!(n, 1);
+    }
+    sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
+        .execute(&app.pool)
+        .await
+        .unwrap();
+    let (answered, hot): (i64, i64) = sqlx::query_as(
+        "SELECT count(*), count(*) FILTER (WHERE (h.t_infomask2 & x'8000'::int) <> 0)
+           FROM idempotency_keys k,
+                heap_page_items(get_raw_page('idempotency_keys', (k.ctid::text::point)[0]::int)) h
+          WHERE k.key LIKE 'burst-%' AND h.lp = (k.ctid::text::point)[1]::int",
+    )
+    .fetch_one(&app.pool)
+    .await
+    .unwrap();
+    assert_eq!(
+        (answered, hot),
+        (24, 24),
+        "answers that moved their key's row to another page"
+    );
+}
