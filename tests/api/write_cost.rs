@@ -580,7 +580,7 @@ async fn updated_at_moves_exactly_when_a_column_a_merchant_sees_changes_and_the_
 
 /// Keys claimed in a burst, faster than their bank answers come back, each get their answer
 /// (about 1 kB added to a row of about 200 bytes) as a HOT update: `idempotency_keys` leaves
-/// room on each page for it (fillfactor 15, migration 20261213100000). With pages packed full
+/// room on each page for it (fillfactor 10, migration 20261213100000). With pages packed full
 /// of claims (the table's default), most of these answers moved their row to another page
 /// and wrote new entries into both indexes of the table.
 #[tokio::test]
