@@ -22,22 +22,33 @@ use crate::helpers::spawn_app;
 use crate::payments::body;
 use uuid::Uuid;
 
-/// Whether the live version of payment `id` is a heap-only tuple (written by a HOT update).
-async fn is_heap_only(pool: &pisgate::ledger::Db, id: Uuid) -> bool {
+/// Of the live rows of `table` that `filter` (SQL, `$1` bound to `arg`) selects: how many
+/// there are, and how many are heap-only tuples (written by a HOT update).
+async fn heap_only_rows(
+    pool: &pisgate::ledger::Db,
+    table: &str,
+    filter: &str,
+    arg: &str,
+) -> (i64, i64) {
     sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
         .execute(pool)
         .await
         .unwrap();
-    sqlx::query_scalar::<_, bool>(
-        "SELECT (h.t_infomask2 & x'8000'::int) <> 0
-           FROM payments p,
-                heap_page_items(get_raw_page('payments', (p.ctid::text::point)[0]::int)) h
-          WHERE p.id = $1 AND h.lp = (p.ctid::text::point)[1]::int",
-    )
-    .bind(id)
+    sqlx::query_as(&format!(
+        "SELECT count(*), count(*) FILTER (WHERE (h.t_infomask2 & x'8000'::int) <> 0)
+           FROM {table} t,
+                heap_page_items(get_raw_page('{table}', (t.ctid::text::point)[0]::int)) h
+          WHERE ({filter}) AND h.lp = (t.ctid::text::point)[1]::int"
+    ))
+    .bind(arg)
     .fetch_one(pool)
     .await
     .unwrap()
+}
+
+/// Whether the live version of payment `id` is a heap-only tuple (written by a HOT update).
+async fn is_heap_only(pool: &pisgate::ledger::Db, id: Uuid) -> bool {
+    heap_only_rows(pool, "payments", "t.id = $1::uuid", &id.to_string()).await == (1, 1)
 }
 
 #[tokio::test]
@@ -616,21 +627,8 @@ async fn keys_claimed_in_a_burst_get_their_answers_as_hot_updates() {
         .rows_affected();
         assert_eq!(n, 1);
     }
-    sqlx::query("CREATE EXTENSION IF NOT EXISTS pageinspect")
-        .execute(&app.pool)
-        .await
-        .unwrap();
-    let (answered, hot): (i64, i64) = sqlx::query_as(
-        "SELECT count(*), count(*) FILTER (WHERE (h.t_infomask2 & x'8000'::int) <> 0)
-           FROM idempotency_keys k,
-                heap_page_items(get_raw_page('idempotency_keys', (k.ctid::text::point)[0]::int)) h
-          WHERE k.key LIKE 'burst-%' AND h.lp = (k.ctid::text::point)[1]::int",
-    )
-    .fetch_one(&app.pool)
-    .await
-    .unwrap();
     assert_eq!(
-        (answered, hot),
+        heap_only_rows(&app.pool, "idempotency_keys", "t.key LIKE $1", "burst-%").await,
         (24, 24),
         "answers that moved their key's row to another page"
     );
